@@ -1,0 +1,164 @@
+import { z } from 'zod';
+
+/**
+ * Every setting of the fleet, parsed once at start from the environment.
+ * Each variable is documented with its default in .env.example; keep the two in step
+ * (a test compares them).
+ */
+
+const bool = (fallback: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'], {
+      error: 'expected true or false',
+    })
+    .default(fallback ? 'true' : 'false')
+    .transform((v) => ['true', '1', 'yes', 'on'].includes(v));
+
+const int = (fallback: number, min = 0) =>
+  z.coerce
+    .number({ error: 'expected a number' })
+    .int({ error: 'expected a whole number' })
+    .min(min, { error: `expected a whole number >= ${min}` })
+    .default(fallback);
+
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
+
+const url = (fallback: string) => z.url({ error: 'expected a URL' }).default(fallback);
+
+const cron = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .refine((v) => v.trim().split(/\s+/).length >= 5 && v.trim().split(/\s+/).length <= 6, {
+      error: 'expected a cron expression with 5 or 6 fields',
+    });
+
+const timeZone = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .refine(
+      (tz) => {
+        try {
+          new Intl.DateTimeFormat('en', { timeZone: tz });
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      { error: 'expected an IANA time zone such as Europe/Berlin' },
+    );
+
+export const envSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_PRETTY: z.enum(['auto', 'true', 'false']).default('auto'),
+  FLEET_INSTANCE: z.string().default(''),
+
+  DATABASE_URL: url('postgres://postgres@127.0.0.1:5432/curavani_fleet'),
+  DB_POOL_MAX: int(10, 1),
+  DB_STATEMENT_TIMEOUT_MS: int(30_000, 0),
+  DB_IDLE_IN_TX_TIMEOUT_MS: int(60_000, 0),
+  PLATFORM_MIGRATIONS: bool(true),
+
+  REDIS_URL: url('redis://127.0.0.1:6379'),
+  QUEUE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/, { error: 'expected letters, digits, - or _' })
+    .default('fleet'),
+  SHUTDOWN_TIMEOUT_MS: int(30_000, 0),
+  WORKER_CONCURRENCY: int(4, 1),
+  RETRY_BACKOFF_SCALE: z.coerce.number({ error: 'expected a number' }).positive({ error: 'expected a number > 0' }).max(1, { error: 'expected a number <= 1' }).default(1),
+
+  HTTP_HOST: z.string().default('127.0.0.1'),
+  HTTP_PORT: int(3000, 0),
+  PUBLIC_BASE_URL: url('http://127.0.0.1:3000'),
+  DASHBOARD_USER: optionalString,
+  DASHBOARD_PASSWORD: optionalString,
+
+  MAIL_DRIVER: z.enum(['outbox', 'resend']).default('outbox'),
+  MAIL_OUTBOX_DIR: z.string().default('var/outbox'),
+  MAIL_FROM: z.string().default('Curavani <noreply@curavani.com>'),
+  MAIL_RATE_PER_SECOND: int(2, 1),
+  RESEND_API_KEY: optionalString,
+  RESEND_BASE_URL: optionalString.pipe(z.url({ error: 'expected a URL' }).optional()),
+  STAFF_EMAIL: z.email({ error: 'expected an email address' }).default('info@curavani.com'),
+});
+
+export type Env = z.infer<typeof envSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function describeIssue(issue: z.core.$ZodIssue, env: Record<string, string | undefined>): string {
+  const variable = issue.path.join('.') || '(environment)';
+  const raw = env[variable];
+  const shown = raw === undefined ? 'it is missing' : `got ${JSON.stringify(raw.length > 60 ? raw.slice(0, 57) + '...' : raw)}`;
+  return `${variable}: ${issue.message} (${shown})`;
+}
+
+export function parseEnv(env: Record<string, string | undefined> = process.env): Env {
+  const result = envSchema.safeParse(env);
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => describeIssue(i, env));
+    throw new ConfigError(`invalid configuration: ${lines.join('; ')}`);
+  }
+  const e = result.data;
+  if (e.MAIL_DRIVER === 'resend' && !e.RESEND_API_KEY) {
+    throw new ConfigError('invalid configuration: RESEND_API_KEY: required when MAIL_DRIVER=resend (it is missing)');
+  }
+  if ((e.DASHBOARD_USER === undefined) !== (e.DASHBOARD_PASSWORD === undefined)) {
+    throw new ConfigError(
+      'invalid configuration: DASHBOARD_USER and DASHBOARD_PASSWORD: set both or neither (only one is set)',
+    );
+  }
+  return e;
+}
+
+/** The parsed settings, grouped into the slices that libraries take as arguments. */
+export function loadConfig(env: Record<string, string | undefined> = process.env) {
+  const e = parseEnv(env);
+  return {
+    env: e.NODE_ENV,
+    instance: e.FLEET_INSTANCE,
+    log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY },
+    db: {
+      url: e.DATABASE_URL,
+      poolMax: e.DB_POOL_MAX,
+      statementTimeoutMs: e.DB_STATEMENT_TIMEOUT_MS,
+      idleInTransactionTimeoutMs: e.DB_IDLE_IN_TX_TIMEOUT_MS,
+      platformMigrations: e.PLATFORM_MIGRATIONS,
+    },
+    queues: {
+      redisUrl: e.REDIS_URL,
+      prefix: e.QUEUE_PREFIX,
+      shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+      concurrency: e.WORKER_CONCURRENCY,
+      backoffScale: e.RETRY_BACKOFF_SCALE,
+    },
+    http: {
+      host: e.HTTP_HOST,
+      port: e.HTTP_PORT,
+      publicBaseUrl: e.PUBLIC_BASE_URL.replace(/\/+$/, ''),
+      dashboardUser: e.DASHBOARD_USER,
+      dashboardPassword: e.DASHBOARD_PASSWORD,
+    },
+    mail: {
+      driver: e.MAIL_DRIVER,
+      outboxDir: e.MAIL_OUTBOX_DIR,
+      from: e.MAIL_FROM,
+      ratePerSecond: e.MAIL_RATE_PER_SECOND,
+      resendApiKey: e.RESEND_API_KEY,
+      resendBaseUrl: e.RESEND_BASE_URL,
+      staffEmail: e.STAFF_EMAIL,
+    },
+  };
+}
+
+export type Config = ReturnType<typeof loadConfig>;
+
+export { bool as envBool, int as envInt, cron as envCron, timeZone as envTimeZone, optionalString as envOptionalString };

@@ -1,0 +1,38 @@
+import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
+import postgres from 'postgres';
+import * as fleetSchema from './schema/index.js';
+
+export interface DbOptions {
+  url: string;
+  poolMax: number;
+  statementTimeoutMs: number;
+  idleInTransactionTimeoutMs: number;
+  applicationName?: string;
+}
+
+export type Schema = typeof fleetSchema;
+export type Db = PostgresJsDatabase<Schema>;
+/** A transaction handle: whatever `db.transaction` passes to its callback. */
+export type Tx = Parameters<Parameters<Db['transaction']>[0]>[0];
+/** Either the database or an open transaction: repositories accept both. */
+export type DbOrTx = Db | Tx;
+
+export interface Database {
+  db: Db;
+  sql: postgres.Sql;
+  close(timeoutSeconds?: number): Promise<void>;
+}
+
+export function openDatabase(opts: DbOptions): Database {
+  const sql = postgres(opts.url, {
+    max: opts.poolMax,
+    onnotice: () => {},
+    connection: {
+      application_name: opts.applicationName ?? 'curavani-fleet',
+      statement_timeout: opts.statementTimeoutMs,
+      idle_in_transaction_session_timeout: opts.idleInTransactionTimeoutMs,
+    },
+  });
+  const db = drizzle(sql, { schema: fleetSchema });
+  return { db, sql, close: (timeout = 5) => sql.end({ timeout }) };
+}

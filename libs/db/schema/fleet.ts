@@ -1,0 +1,90 @@
+import { sql } from 'drizzle-orm';
+import {
+  bigserial,
+  index,
+  integer,
+  jsonb,
+  pgSchema,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+/** The fleet's own tables. Always migrated, whatever database the fleet runs against. */
+export const fleet = pgSchema('fleet');
+
+const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+/** Every operator action (requeue, discard, ...): who, what, when, why. */
+export const auditLog = fleet.table('audit_log', {
+  id: bigserial('id', { mode: 'number' }).primaryKey(),
+  actor: text('actor').notNull(),
+  action: text('action').notNull(),
+  target: text('target').notNull(),
+  reason: text('reason'),
+  details: jsonb('details').$type<Record<string, unknown>>().notNull().default({}),
+  createdAt: ts('created_at').notNull().defaultNow(),
+});
+
+export const deliveryStatuses = ['pending', 'sending', 'sent', 'failed', 'dropped'] as const;
+export type DeliveryStatus = (typeof deliveryStatuses)[number];
+
+/**
+ * One row per outgoing email. The unique idempotency key makes "send this" safe to say
+ * twice; the status makes "sent" durable beyond the provider's 24 h idempotency window.
+ */
+export const deliveries = fleet.table(
+  'deliveries',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    idempotencyKey: text('idempotency_key').notNull(),
+    kind: text('kind').notNull(),
+    toAddress: text('to_address').notNull(),
+    fromAddress: text('from_address').notNull(),
+    subject: text('subject').notNull(),
+    html: text('html').notNull(),
+    text: text('text').notNull(),
+    headers: jsonb('headers').$type<Record<string, string>>().notNull().default({}),
+    /** Patient the message is about, when any (checked again at send time, e.g. opt-out). */
+    patientId: integer('patient_id'),
+    status: text('status').$type<DeliveryStatus>().notNull().default('pending'),
+    providerMessageId: text('provider_message_id'),
+    attempts: integer('attempts').notNull().default(0),
+    lastError: text('last_error'),
+    createdAt: ts('created_at').notNull().defaultNow(),
+    updatedAt: ts('updated_at').notNull().defaultNow(),
+    sentAt: ts('sent_at'),
+  },
+  (t) => [
+    uniqueIndex('deliveries_idempotency_key_uq').on(t.idempotencyKey),
+    index('deliveries_status_idx').on(t.status, t.createdAt),
+  ],
+);
+
+/**
+ * Transactional outbox: a domain event is a row written in the same transaction as the
+ * change that caused it. A relay publishes rows in id order and stamps published_at.
+ */
+export const outbox = fleet.table(
+  'outbox',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    eventId: uuid('event_id').notNull(),
+    eventType: text('event_type').notNull(),
+    version: integer('version').notNull(),
+    topic: text('topic').notNull(),
+    key: text('key').notNull(),
+    producer: text('producer').notNull(),
+    payload: jsonb('payload').$type<Record<string, unknown>>().notNull(),
+    occurredAt: ts('occurred_at').notNull(),
+    createdAt: ts('created_at').notNull().defaultNow(),
+    publishedAt: ts('published_at'),
+    attempts: integer('attempts').notNull().default(0),
+    lastError: text('last_error'),
+  },
+  (t) => [
+    uniqueIndex('outbox_event_id_uq').on(t.eventId),
+    index('outbox_unpublished_idx').on(t.id).where(sql`${t.publishedAt} is null`),
+  ],
+);

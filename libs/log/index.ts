@@ -1,0 +1,56 @@
+import { pino, type Logger, type LoggerOptions } from 'pino';
+
+export type { Logger };
+
+/**
+ * Field names that may carry personal data. Code logs ids, never these; redaction is the
+ * safety net for a mistake, not the plan.
+ */
+export const PERSONAL_FIELDS = [
+  'vorname',
+  'nachname',
+  'email',
+  'telefon',
+  'geburtsdatum',
+  'symptome',
+  'strasse',
+  'name',
+  'firstName',
+  'lastName',
+  'to',
+  'objectName',
+  'object_name',
+  'consent_metadata',
+  'ip_address',
+  'patient_data',
+  'html',
+  'text',
+  'subject',
+];
+
+const redactPaths = PERSONAL_FIELDS.flatMap((f) => [f, `*.${f}`, `*.*.${f}`]);
+
+export interface LogOptions {
+  level: string;
+  pretty: 'auto' | 'true' | 'false';
+}
+
+export function createLogger(opts: LogOptions, destination?: pino.DestinationStream): Logger {
+  const pretty = opts.pretty === 'true' || (opts.pretty === 'auto' && process.stdout.isTTY === true);
+  const base: LoggerOptions = {
+    level: opts.level,
+    redact: { paths: redactPaths, censor: '[redacted]' },
+    base: { pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  };
+  if (destination) return pino(base, destination);
+  if (pretty) {
+    return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } } });
+  }
+  return pino(base);
+}
+
+/** A logger that writes nothing, for tests and one-shot tools. */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}

@@ -1,0 +1,58 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Prometheus metrics of one fleet process. Labels are queue and state names only:
+ * never ids, names or anything a patient could be recognised by.
+ */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'fleet_process_' });
+  const completed = new Counter({
+    name: 'fleet_jobs_completed_total',
+    help: 'Jobs that finished successfully',
+    labelNames: ['queue'],
+    registers: [registry],
+  });
+  const failed = new Counter({
+    name: 'fleet_jobs_failed_total',
+    help: 'Job attempts that failed (retried or not)',
+    labelNames: ['queue', 'kind'],
+    registers: [registry],
+  });
+  const dead = new Counter({
+    name: 'fleet_jobs_dead_total',
+    help: 'Jobs moved to a dead-letter queue',
+    labelNames: ['queue'],
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'fleet_job_duration_seconds',
+    help: 'Time a job attempt took',
+    labelNames: ['queue', 'outcome'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [registry],
+  });
+  return { registry, completed, failed, dead, duration };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/** A gauge whose value is read when Prometheus scrapes (queue depth, outbox lag, ...). */
+export function collectedGauge(
+  metrics: Metrics,
+  name: string,
+  help: string,
+  labelNames: string[],
+  collect: () => Promise<Array<{ labels: Record<string, string>; value: number }>>,
+): Gauge {
+  return new Gauge({
+    name,
+    help,
+    labelNames,
+    registers: [metrics.registry],
+    async collect() {
+      this.reset();
+      for (const { labels, value } of await collect()) this.set(labels, value);
+    },
+  });
+}

@@ -1,0 +1,153 @@
+import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { errorMessage, isPermanent } from '../errors/index.js';
+import type { Logger } from '../log/index.js';
+import type { Metrics } from '../metrics/index.js';
+import { catalog, deadLetterQueueName, jobNames, type JobName, type Payload } from './catalog.js';
+import { clusterSafePrefix } from './connection.js';
+import { addDeadLetter, deadLetterFromJob } from './dead-letter.js';
+import { describeZodError, type QueueSet } from './queue-set.js';
+
+export interface JobHelpers {
+  log: Logger;
+  jobId: string;
+  /** 1 for the first run. */
+  attempt: number;
+  maxAttempts: number;
+  /** True when a thrown error will not be retried: do the final failure bookkeeping now. */
+  isFinalAttempt: boolean;
+  updateProgress(progress: number | object): Promise<void>;
+}
+
+/** A processor: the payload (already validated against the catalog) and a few helpers. */
+export type Handler<N extends JobName> = (payload: Payload<N>, helpers: JobHelpers) => Promise<unknown>;
+export type Handlers = { [N in JobName]?: Handler<N> };
+
+export interface BindOptions {
+  /** A worker connection (retries Redis forever). */
+  connection: Redis;
+  prefix: string;
+  log: Logger;
+  metrics: Metrics;
+  /** Producer side, used to write dead letters. */
+  queues: QueueSet;
+  concurrency: number;
+  /** Lock duration for long jobs; BullMQ's default is 30 s. */
+  lockDurationMs?: number;
+}
+
+/** The check that every job name of the catalog has a handler, and no handler names an unknown job. */
+export function missingHandlers(handlers: Handlers): { missing: JobName[]; unknown: string[] } {
+  const missing = jobNames.filter((n) => typeof handlers[n] !== 'function');
+  const unknown = Object.keys(handlers).filter((n) => !(jobNames as string[]).includes(n));
+  return { missing, unknown };
+}
+
+function isFinal(job: Job, err: unknown): boolean {
+  const allowed = job.opts.attempts ?? 1;
+  return isPermanent(err) || err instanceof UnrecoverableError || job.attemptsMade + 1 >= allowed;
+}
+
+/**
+ * Binds the handlers of one queue to a BullMQ worker: validates `job.data` against the
+ * catalog, gives each job a child logger `{queue, jobId, attempt}`, maps PermanentError
+ * to no retry, and moves a job that will not be retried to the queue's dead-letter queue.
+ */
+export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOptions): Worker {
+  const names = jobNames.filter((n) => catalog[n].queue === queue);
+  const concurrency = Math.min(...names.map((n) => catalog[n].concurrency ?? opts.concurrency));
+  const qlog = opts.log.child({ queue });
+
+  const processor = async (job: Job) => {
+    const attempt = job.attemptsMade + 1;
+    const log = qlog.child({ jobId: job.id, attempt });
+    const end = opts.metrics.duration.startTimer({ queue });
+    try {
+      const name = job.name as JobName;
+      const def = catalog[name];
+      const handler = handlers[name] as Handler<JobName> | undefined;
+      if (!def || def.queue !== queue || !handler) {
+        throw new UnrecoverableError(`no handler for job ${job.name} on queue ${queue}`);
+      }
+      const parsed = def.schema.safeParse(job.data);
+      if (!parsed.success) {
+        throw new UnrecoverableError(`invalid payload for ${job.name}: ${describeZodError(parsed.error)}`);
+      }
+      const result = await handler(parsed.data as Payload<JobName>, {
+        log,
+        jobId: job.id!,
+        attempt,
+        maxAttempts: job.opts.attempts ?? 1,
+        isFinalAttempt: attempt >= (job.opts.attempts ?? 1),
+        updateProgress: (p) => job.updateProgress(p),
+      });
+      end({ outcome: 'completed' });
+      opts.metrics.completed.inc({ queue });
+      return result;
+    } catch (err) {
+      end({ outcome: 'failed' });
+      const permanent = isPermanent(err) || err instanceof UnrecoverableError;
+      opts.metrics.failed.inc({ queue, kind: permanent ? 'permanent' : 'transient' });
+      const final = isFinal(job, err);
+      const code = isPermanent(err) ? err.code : null;
+      if (final) {
+        await addDeadLetter(opts.queues, deadLetterFromJob(job, errorMessage(err), code, attempt));
+        opts.metrics.dead.inc({ queue });
+        log.error({ err, code }, 'job failed for good: moved to the dead-letter queue');
+      } else {
+        log.warn({ err, code }, 'job attempt failed: will retry');
+      }
+      if (isPermanent(err)) throw new UnrecoverableError(`${err.code}: ${err.message}`);
+      throw err;
+    }
+  };
+
+  const worker = new Worker(queue, processor, {
+    connection: opts.connection,
+    prefix: clusterSafePrefix(opts.prefix),
+    concurrency,
+    ...(opts.lockDurationMs ? { lockDuration: opts.lockDurationMs } : {}),
+  });
+  worker.on('error', (err) => qlog.error({ err }, 'worker error'));
+  // A job can also fail outside the processor (it stalled too often because its worker
+  // died). Those never passed the catch above: dead-letter them here.
+  worker.on('failed', (job, err) => {
+    // Here attemptsMade already counts the attempt that just failed.
+    const final = job && (err instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1));
+    if (!job || !final) return;
+    void (async () => {
+      const dlq = opts.queues.queue(deadLetterQueueName(queue));
+      if (await dlq.getJob(job.id!.replaceAll(':', '.'))) return;
+      await addDeadLetter(opts.queues, deadLetterFromJob(job, errorMessage(err), 'stalled', job.attemptsMade));
+      opts.metrics.dead.inc({ queue });
+      qlog.error({ jobId: job.id }, 'job failed outside its processor: moved to the dead-letter queue');
+    })().catch((e: unknown) => qlog.error({ err: e, jobId: job.id }, 'could not dead-letter a failed job'));
+  });
+  return worker;
+}
+
+/** One worker per queue that has handlers. */
+export function bindWorkers(handlers: Handlers, opts: BindOptions, only?: string[]): Worker[] {
+  const queues = [...new Set(Object.keys(handlers).map((n) => catalog[n as JobName].queue))];
+  return queues.filter((q) => !only || only.includes(q)).map((q) => bindQueueWorker(q, handlers, opts));
+}
+
+/**
+ * Closes workers gracefully: active jobs may finish until the time limit; after it the
+ * workers close forcibly and the unfinished jobs go back to the queue when their lock
+ * expires (another worker picks them up), so nothing is lost.
+ */
+export async function closeWorkers(workers: Worker[], timeoutMs: number, log?: Logger): Promise<'graceful' | 'forced'> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'forced'>((resolve) => {
+    timer = setTimeout(() => resolve('forced'), timeoutMs);
+  });
+  const graceful = Promise.all(workers.map((w) => w.close())).then(() => 'graceful' as const);
+  const outcome = await Promise.race([graceful, timedOut]);
+  clearTimeout(timer);
+  if (outcome === 'forced') {
+    log?.warn({ timeoutMs }, 'shutdown time limit reached: closing workers with jobs still active');
+    await Promise.allSettled(workers.map((w) => w.close(true)));
+  }
+  return outcome;
+}

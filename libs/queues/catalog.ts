@@ -1,0 +1,123 @@
+import { z } from 'zod';
+
+/**
+ * The one list of job families. Each entry says which queue the job runs on, what its
+ * payload looks like (the handler's type comes from the schema), how it retries, how long
+ * finished jobs are kept, and which idempotency key makes enqueuing it twice a no-op.
+ *
+ * Payloads carry database ids only: never names, emails, object names or health data.
+ */
+export interface RetryPolicy {
+  /** Runs in total, the first included. */
+  attempts: number;
+  /** First retry delay; each further retry doubles it, with jitter. */
+  backoffMs: number;
+  /** Share of each delay that is random (0..1), so retries of many jobs spread out. */
+  jitter: number;
+}
+
+export interface Retention {
+  completed: { ageSeconds: number; count: number };
+  failed: { ageSeconds: number; count: number };
+}
+
+export interface JobDefinition<S extends z.ZodType = z.ZodType> {
+  /** The BullMQ queue (one queue per job family). */
+  queue: string;
+  description: string;
+  schema: S;
+  retry: RetryPolicy;
+  retention: Retention;
+  /** Idempotency key: the same key enqueued again while the job is kept is not added twice. */
+  key: ((payload: z.infer<S>) => string) | null;
+  /** Jobs run at once per worker process; overridden by WORKER_CONCURRENCY when absent. */
+  concurrency?: number;
+}
+
+const DAY = 24 * 3600;
+
+export const defaultRetention: Retention = {
+  completed: { ageSeconds: 7 * DAY, count: 10_000 },
+  failed: { ageSeconds: 30 * DAY, count: 50_000 },
+};
+
+function defineJob<S extends z.ZodType>(def: JobDefinition<S>): JobDefinition<S> {
+  return def;
+}
+
+const id = z.number().int().positive();
+
+export const catalog = {
+  'email-send': defineJob({
+    queue: 'email',
+    description: 'Send one email delivery row through the configured mail driver',
+    schema: z.object({ deliveryId: z.uuid() }).strict(),
+    retry: { attempts: 10, backoffMs: 5_000, jitter: 0.5 },
+    retention: defaultRetention,
+    key: (p) => `delivery.${p.deliveryId}`,
+  }),
+  'bucket-poll': defineJob({
+    queue: 'bucket-poll',
+    description: 'List the registration bucket and enqueue one import per new object generation',
+    schema: z.object({ trigger: z.enum(['schedule', 'manual', 'start']) }).strict(),
+    retry: { attempts: 5, backoffMs: 10_000, jitter: 0.5 },
+    retention: { completed: { ageSeconds: 2 * DAY, count: 500 }, failed: { ageSeconds: 30 * DAY, count: 1_000 } },
+    key: null,
+    concurrency: 1,
+  }),
+  'patient-import': defineJob({
+    queue: 'patient-import',
+    description: 'Import one patient registration file (by ledger id)',
+    schema: z.object({ ledgerId: id }).strict(),
+    retry: { attempts: 8, backoffMs: 2_000, jitter: 0.5 },
+    retention: defaultRetention,
+    key: (p) => `ledger.${p.ledgerId}`,
+  }),
+  'therapist-import': defineJob({
+    queue: 'therapist-import',
+    description: 'Import one therapist scraper file (by tracking row id)',
+    schema: z.object({ fileId: id }).strict(),
+    retry: { attempts: 5, backoffMs: 5_000, jitter: 0.5 },
+    retention: defaultRetention,
+    key: (p) => `file.${p.fileId}`,
+    concurrency: 1,
+  }),
+  'weekly-fanout': defineJob({
+    queue: 'weekly-fanout',
+    description: 'Select the patients due a weekly status email and enqueue one job each',
+    schema: z.object({ isoWeek: z.string().regex(/^\d{4}-W\d{2}$/) }).strict(),
+    retry: { attempts: 5, backoffMs: 30_000, jitter: 0.5 },
+    retention: defaultRetention,
+    key: (p) => `week.${p.isoWeek}`,
+    concurrency: 1,
+  }),
+  'weekly-status': defineJob({
+    queue: 'weekly-status',
+    description: 'Compose one patient weekly status email for one ISO week',
+    schema: z.object({ patientId: id, isoWeek: z.string().regex(/^\d{4}-W\d{2}$/) }).strict(),
+    retry: { attempts: 8, backoffMs: 5_000, jitter: 0.5 },
+    retention: defaultRetention,
+    key: (p) => `patient.${p.patientId}.week.${p.isoWeek}`,
+  }),
+} as const;
+
+export type Catalog = typeof catalog;
+export type JobName = keyof Catalog;
+export type Payload<N extends JobName> = z.infer<Catalog[N]['schema']>;
+export const jobNames = Object.keys(catalog) as JobName[];
+
+export function queueNames(): string[] {
+  return [...new Set(jobNames.map((n) => catalog[n].queue))];
+}
+
+/** The dead-letter queue of a queue: jobs that will not be retried wait here for an operator. */
+export function deadLetterQueueName(queue: string): string {
+  return `${queue}-dlq`;
+}
+
+/** BullMQ job ids may not contain ':' nor be plain integers; keys are namespaced by job name. */
+export function jobIdFor<N extends JobName>(name: N, payload: Payload<N>): string | undefined {
+  const keyFn = catalog[name].key as ((p: Payload<N>) => string) | null;
+  if (!keyFn) return undefined;
+  return `${name}.${keyFn(payload)}`.replaceAll(':', '.');
+}

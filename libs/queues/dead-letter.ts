@@ -1,0 +1,117 @@
+import type { Job } from 'bullmq';
+import { z } from 'zod';
+import { catalog, deadLetterQueueName, jobNames, queueNames, type JobName } from './catalog.js';
+import { jobOptionsFor, type QueueSet } from './queue-set.js';
+
+/** What a dead-letter entry records about the job that will not be retried. */
+export const deadLetterSchema = z.object({
+  originalQueue: z.string(),
+  originalJobId: z.string(),
+  name: z.string(),
+  data: z.unknown(),
+  reason: z.string(),
+  code: z.string().nullable(),
+  attemptsMade: z.number(),
+  enqueuedAt: z.string().nullable(),
+  failedAt: z.string(),
+});
+export type DeadLetter = z.infer<typeof deadLetterSchema>;
+
+export interface DeadLetterView extends DeadLetter {
+  id: string;
+  deadLetterQueue: string;
+}
+
+export function deadLetterFromJob(job: Job, reason: string, code: string | null, attemptsMade: number): DeadLetter {
+  return {
+    originalQueue: job.queueName,
+    originalJobId: job.id ?? 'unknown',
+    name: job.name,
+    data: job.data,
+    reason,
+    code,
+    attemptsMade,
+    enqueuedAt: job.timestamp ? new Date(job.timestamp).toISOString() : null,
+    failedAt: new Date().toISOString(),
+  };
+}
+
+/** Adds the entry to the queue's dead-letter queue; idempotent per original job id. */
+export async function addDeadLetter(queues: QueueSet, entry: DeadLetter): Promise<string> {
+  const dlq = queues.queue(deadLetterQueueName(entry.originalQueue));
+  const job = await dlq.add(entry.name, entry, {
+    jobId: entry.originalJobId.replaceAll(':', '.'),
+    removeOnComplete: true,
+    removeOnFail: true,
+  });
+  return job.id!;
+}
+
+function toView(job: Job, dlqName: string): DeadLetterView | null {
+  const parsed = deadLetterSchema.safeParse(job.data);
+  if (!parsed.success) return null;
+  return { ...parsed.data, id: job.id!, deadLetterQueue: dlqName };
+}
+
+export async function listDeadLetters(queues: QueueSet, opts: { queue?: string; limit?: number } = {}) {
+  const names = opts.queue ? [opts.queue] : queueNames();
+  const out: DeadLetterView[] = [];
+  for (const name of names) {
+    const dlqName = deadLetterQueueName(name);
+    const jobs = await queues.queue(dlqName).getJobs(['waiting', 'delayed', 'prioritized'], 0, (opts.limit ?? 1000) - 1);
+    for (const job of jobs) {
+      const view = job && toView(job, dlqName);
+      if (view) out.push(view);
+    }
+  }
+  return out.sort((a, b) => a.failedAt.localeCompare(b.failedAt));
+}
+
+export class DeadLetterNotFound extends Error {
+  override name = 'DeadLetterNotFound';
+}
+
+export async function findDeadLetter(queues: QueueSet, id: string, queue?: string): Promise<{ job: Job; view: DeadLetterView }> {
+  for (const name of queue ? [queue] : queueNames()) {
+    const dlqName = deadLetterQueueName(name);
+    const job = await queues.queue(dlqName).getJob(id);
+    const view = job && toView(job, dlqName);
+    if (job && view) return { job, view };
+  }
+  throw new DeadLetterNotFound(`no dead-letter entry with id ${id}${queue ? ` in queue ${queue}` : ''}`);
+}
+
+function isJobName(name: string): name is JobName {
+  return (jobNames as string[]).includes(name);
+}
+
+/**
+ * Puts a dead-lettered job back on its original queue under its original job id (so the
+ * idempotency key still holds), with a fresh set of attempts, and removes the entry.
+ */
+export async function requeueDeadLetter(queues: QueueSet, id: string, queue?: string) {
+  const { job, view } = await findDeadLetter(queues, id, queue);
+  if (!isJobName(view.name)) throw new Error(`dead-letter entry ${id} names unknown job ${view.name}`);
+  const def = catalog[view.name];
+  const data = def.schema.parse(view.data);
+  const original = queues.queue(view.originalQueue);
+  const existing = await original.getJob(view.originalJobId);
+  if (existing) {
+    const state = await existing.getState();
+    if (state === 'failed' || state === 'completed') await existing.remove();
+    else {
+      await job.remove();
+      return { view, state: 'already-queued' as const };
+    }
+  }
+  await original.add(view.name, data, { ...jobOptionsFor(view.name, queues.backoffScale), jobId: view.originalJobId });
+  await job.remove();
+  return { view, state: 'requeued' as const };
+}
+
+/** Removes a dead-letter entry for good (the original failed job ages out with retention). */
+export async function discardDeadLetter(queues: QueueSet, id: string, queue?: string) {
+  const { job, view } = await findDeadLetter(queues, id, queue);
+  await job.remove();
+  return { view };
+}

@@ -1,0 +1,5 @@
+export * from './catalog.js';
+export * from './connection.js';
+export * from './queue-set.js';
+export * from './dead-letter.js';
+export * from './bind-worker.js';

@@ -1,0 +1,100 @@
+import { randomUUID } from 'node:crypto';
+import { Queue, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import { PermanentError } from '../errors/index.js';
+import {
+  catalog,
+  deadLetterQueueName,
+  jobIdFor,
+  queueNames,
+  type JobName,
+  type Payload,
+} from './catalog.js';
+import { clusterSafePrefix } from './connection.js';
+
+export interface QueueSetOptions {
+  /** A producer connection (fails fast); shared by every queue of the set. */
+  connection: Redis;
+  prefix: string;
+  /** Multiplies every retry delay of the catalog (1 in production; tests use a small value). */
+  backoffScale?: number;
+}
+
+export interface EnqueueOptions {
+  delayMs?: number;
+  /** Replace the catalog's idempotency key (rarely needed: requeue keeps the original id). */
+  jobId?: string;
+  priority?: number;
+}
+
+export function jobOptionsFor(name: JobName, backoffScale = 1): JobsOptions {
+  const def = catalog[name];
+  return {
+    attempts: def.retry.attempts,
+    backoff: { type: 'exponential', delay: Math.max(1, Math.round(def.retry.backoffMs * backoffScale)), jitter: def.retry.jitter },
+    removeOnComplete: { age: def.retention.completed.ageSeconds, count: def.retention.completed.count },
+    removeOnFail: { age: def.retention.failed.ageSeconds, count: def.retention.failed.count },
+  };
+}
+
+/** Describes a zod error as `field: rule; field: rule`. */
+export function describeZodError(error: z.ZodError): string {
+  return error.issues.map((i) => `${i.path.join('.') || '(payload)'}: ${i.message}`).join('; ');
+}
+
+/**
+ * The producer side of every fleet queue and its dead-letter queue. `enqueue` validates
+ * the payload against the catalog before anything reaches Redis.
+ */
+export class QueueSet {
+  readonly prefix: string;
+  readonly backoffScale: number;
+  private readonly queues = new Map<string, Queue>();
+
+  constructor(private readonly opts: QueueSetOptions) {
+    this.prefix = clusterSafePrefix(opts.prefix);
+    this.backoffScale = opts.backoffScale ?? 1;
+  }
+
+  queue(name: string): Queue {
+    let q = this.queues.get(name);
+    if (!q) {
+      q = new Queue(name, { connection: this.opts.connection, prefix: this.prefix });
+      q.on('error', () => {}); // surfaced by the calls that fail; avoid unhandled 'error' events
+      this.queues.set(name, q);
+    }
+    return q;
+  }
+
+  /** Every queue of the catalog and its dead-letter queue, for dashboards and status. */
+  allQueues(): Array<{ name: string; queue: Queue; deadLetter: boolean }> {
+    return queueNames().flatMap((name) => [
+      { name, queue: this.queue(name), deadLetter: false },
+      { name: deadLetterQueueName(name), queue: this.queue(deadLetterQueueName(name)), deadLetter: true },
+    ]);
+  }
+
+  async enqueue<N extends JobName>(name: N, payload: Payload<N>, opts: EnqueueOptions = {}) {
+    const def = catalog[name];
+    const parsed = def.schema.safeParse(payload);
+    if (!parsed.success) {
+      throw new PermanentError('invalid_payload', `job ${name}: ${describeZodError(parsed.error)}`);
+    }
+    const data = parsed.data as Payload<N>;
+    // Keyless jobs still get a string id, so dead letters and requeues can name them.
+    const jobId = opts.jobId ?? jobIdFor(name, data) ?? `${name}.${randomUUID()}`;
+    const job = await this.queue(def.queue).add(name, data, {
+      ...jobOptionsFor(name, this.backoffScale),
+      jobId,
+      ...(opts.delayMs ? { delay: opts.delayMs } : {}),
+      ...(opts.priority ? { priority: opts.priority } : {}),
+    });
+    return { jobId: job.id!, queue: def.queue };
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
+    this.queues.clear();
+  }
+}

@@ -1,0 +1,168 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Worker } from 'bullmq';
+import { PermanentError } from '../errors/index.js';
+import { createTestQueues } from '../testing/queues.js';
+import { bindQueueWorker, closeWorkers, type Handlers } from './bind-worker.js';
+import { deadLetterQueueName } from './catalog.js';
+import { discardDeadLetter, listDeadLetters, requeueDeadLetter } from './dead-letter.js';
+
+let t: ReturnType<typeof createTestQueues>;
+let workers: Worker[] = [];
+
+beforeEach(() => {
+  t = createTestQueues();
+  workers = [];
+});
+afterEach(async () => {
+  await closeWorkers(workers, 5_000);
+  await t.close();
+});
+
+function bind(handlers: Handlers, queue: string) {
+  const w = bindQueueWorker(queue, handlers, {
+    connection: t.workerConnection(),
+    prefix: t.prefix,
+    log: t.log,
+    metrics: t.metrics,
+    queues: t.queues,
+    concurrency: 2,
+  });
+  workers.push(w);
+  return w;
+}
+
+async function until<T>(fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
+  const start = Date.now();
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() - start > timeoutMs) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('queues: retries, dead letters, idempotency', () => {
+  it('retries a job that fails transiently twice, with growing backoff, and runs it three times', async () => {
+    const runs: number[] = [];
+    const w = bind(
+      {
+        'weekly-status': async (_p, h) => {
+          runs.push(Date.now());
+          if (h.attempt < 3) throw new Error('database went away');
+          return { ok: true };
+        },
+      },
+      'weekly-status',
+    );
+    const completed = new Promise((resolve) => w.on('completed', resolve));
+    // backoff 5 s scaled to 50 ms: retries after ~50 ms then ~100 ms (jitter shortens by up to half)
+    const { jobId } = await t.queues.enqueue('weekly-status', { patientId: 1, isoWeek: '2026-W48' });
+    await completed;
+    expect(runs).toHaveLength(3);
+    expect(runs[1]! - runs[0]!).toBeGreaterThanOrEqual(20);
+    expect(runs[2]! - runs[1]!).toBeGreaterThanOrEqual(45);
+    const job = await t.queues.queue('weekly-status').getJob(jobId);
+    expect(job?.attemptsMade).toBe(3); // BullMQ counts the successful run too
+    expect(await listDeadLetters(t.queues)).toEqual([]);
+  });
+
+  it('runs a job with a permanent error once and dead-letters it; requeue runs it again; discard removes it', async () => {
+    let runs = 0;
+    let fail = true;
+    bind(
+      {
+        'patient-import': async () => {
+          runs++;
+          if (fail) throw new PermanentError('validation_failed', 'patient_data.anrede: expected Herr or Frau');
+          return 'imported';
+        },
+      },
+      'patient-import',
+    );
+    const { jobId } = await t.queues.enqueue('patient-import', { ledgerId: 7 });
+    const [dead] = await until(async () => {
+      const l = await listDeadLetters(t.queues);
+      return l.length ? l : undefined;
+    });
+    expect(runs).toBe(1);
+    expect(dead).toMatchObject({
+      id: jobId,
+      originalQueue: 'patient-import',
+      originalJobId: jobId,
+      name: 'patient-import',
+      data: { ledgerId: 7 },
+      code: 'validation_failed',
+      attemptsMade: 1,
+      deadLetterQueue: deadLetterQueueName('patient-import'),
+    });
+    expect(dead!.reason).toContain('patient_data.anrede');
+
+    fail = false;
+    const res = await requeueDeadLetter(t.queues, dead!.id);
+    expect(res.state).toBe('requeued');
+    await until(async () => (await t.queues.queue('patient-import').getJob(jobId))?.finishedOn && runs === 2);
+    const job = await t.queues.queue('patient-import').getJob(jobId);
+    expect(await job!.getState()).toBe('completed');
+    expect(await listDeadLetters(t.queues)).toEqual([]);
+
+    // a second failure, then discard
+    fail = true;
+    const second = await t.queues.enqueue('patient-import', { ledgerId: 8 });
+    await until(async () => (await listDeadLetters(t.queues)).length === 1);
+    await discardDeadLetter(t.queues, second.jobId);
+    expect(await listDeadLetters(t.queues)).toEqual([]);
+  });
+
+  it('dead-letters a job whose attempts run out, with its reason and attempt count', async () => {
+    let runs = 0;
+    bind(
+      {
+        'bucket-poll': async () => {
+          runs++;
+          throw new Error('storage unavailable');
+        },
+      },
+      'bucket-poll',
+    );
+    await t.queues.enqueue('bucket-poll', { trigger: 'manual' });
+    const [dead] = await until(async () => {
+      const l = await listDeadLetters(t.queues, { queue: 'bucket-poll' });
+      return l.length ? l : undefined;
+    });
+    expect(runs).toBe(5);
+    expect(dead).toMatchObject({ reason: 'storage unavailable', attemptsMade: 5, code: null });
+    expect(t.metrics.dead.hashMap).toBeDefined();
+    const deadCount = (await t.metrics.registry.getSingleMetricAsString('fleet_jobs_dead_total')).trim();
+    expect(deadCount).toContain('fleet_jobs_dead_total{queue="bucket-poll"} 1');
+  });
+
+  it('enqueuing the same idempotency key twice runs the job once', async () => {
+    let runs = 0;
+    const w = bind(
+      {
+        'email-send': async () => {
+          runs++;
+        },
+      },
+      'email',
+    );
+    const id = '5b0e7c1e-7a55-4a4e-9d0b-0b8f6c2b9f10';
+    const a = await t.queues.enqueue('email-send', { deliveryId: id });
+    const b = await t.queues.enqueue('email-send', { deliveryId: id });
+    expect(a.jobId).toBe(b.jobId);
+    await until(async () => runs > 0);
+    await new Promise((r) => setTimeout(r, 300));
+    await t.queues.enqueue('email-send', { deliveryId: id }); // kept as completed: still a no-op
+    await new Promise((r) => setTimeout(r, 300));
+    expect(runs).toBe(1);
+    expect(w.isRunning()).toBe(true);
+  });
+
+  it('refuses a payload that does not match the catalog before it reaches Redis', async () => {
+    await expect(t.queues.enqueue('patient-import', { ledgerId: -1 } as never)).rejects.toThrow(/ledgerId/);
+    await expect(
+      t.queues.enqueue('patient-import', { ledgerId: 1, objectName: 'Mustermann_Max.json' } as never),
+    ).rejects.toThrow(PermanentError);
+    expect(await t.queues.queue('patient-import').count()).toBe(0);
+  });
+});

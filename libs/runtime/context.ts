@@ -1,0 +1,54 @@
+import type { Redis } from 'ioredis';
+import type { Config } from '../config/index.js';
+import { openDatabase, type Database } from '../db/client.js';
+import type { Logger } from '../log/index.js';
+import { createMetrics, type Metrics } from '../metrics/index.js';
+import { QueueSet, redisConnection } from '../queues/index.js';
+import { systemClock, type Clock } from './clock.js';
+
+/**
+ * The connections and shared services of one fleet process, opened once by the app and
+ * handed to every worker binding and producer. Nothing here is opened at import time.
+ */
+export interface FleetContext {
+  config: Config;
+  log: Logger;
+  database: Database;
+  /** Fail-fast connection for producers, status and the dashboard. */
+  producerRedis: Redis;
+  queues: QueueSet;
+  metrics: Metrics;
+  clock: Clock;
+  /** Opens a worker connection (retries Redis forever); closed by the runtime. */
+  workerRedis(): Redis;
+  close(): Promise<void>;
+}
+
+export function openContext(config: Config, log: Logger, opts: { clock?: Clock; metrics?: Metrics } = {}): FleetContext {
+  const database = openDatabase({ ...config.db, applicationName: `curavani-fleet${config.instance ? `:${config.instance}` : ''}` });
+  const producerRedis = redisConnection(config.queues.redisUrl, 'producer');
+  producerRedis.on('error', (err) => log.debug({ err }, 'redis (producer) connection error'));
+  const queues = new QueueSet({ connection: producerRedis, prefix: config.queues.prefix, backoffScale: config.queues.backoffScale });
+  const workerConnections: Redis[] = [];
+  return {
+    config,
+    log,
+    database,
+    producerRedis,
+    queues,
+    metrics: opts.metrics ?? createMetrics(),
+    clock: opts.clock ?? systemClock,
+    workerRedis() {
+      const r = redisConnection(config.queues.redisUrl, 'worker');
+      r.on('error', (err) => log.debug({ err }, 'redis (worker) connection error'));
+      workerConnections.push(r);
+      return r;
+    },
+    async close() {
+      await queues.close();
+      await Promise.allSettled(workerConnections.map((r) => r.quit().catch(() => r.disconnect())));
+      await producerRedis.quit().catch(() => producerRedis.disconnect());
+      await database.close();
+    },
+  };
+}
