@@ -1,0 +1,89 @@
+import type { Command } from 'commander';
+import { discardOne, requeueAll, requeueOne } from '../../../libs/ops/dead-letters.js';
+import { DeadLetterNotFound, listDeadLetters, queueNames } from '../../../libs/queues/index.js';
+import { deadLetterHooks } from '../../fleet/roles.js';
+import { CliError, operatorName, printJson, withContext } from '../context.js';
+
+function checkQueue(queue?: string): void {
+  if (queue && !queueNames().includes(queue)) {
+    throw new CliError(`unknown queue ${queue}; queues: ${queueNames().join(', ')}`, 2);
+  }
+}
+
+async function notFoundAsCliError<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof DeadLetterNotFound) throw new CliError(err.message, 3);
+    throw err;
+  }
+}
+
+export function registerDlq(program: Command): void {
+  const dlq = program.command('dlq').description('dead letters: jobs that failed for good and wait for an operator');
+
+  dlq
+    .command('list')
+    .description('list dead letters with their reasons')
+    .option('--queue <queue>', 'only this queue')
+    .option('--json', 'print JSON')
+    .action(async (opts: { queue?: string; json?: boolean }) => {
+      checkQueue(opts.queue);
+      await withContext(async (ctx) => {
+        const entries = await listDeadLetters(ctx.queues, opts.queue ? { queue: opts.queue } : {});
+        if (opts.json) return printJson(entries);
+        if (!entries.length) return void process.stdout.write('no dead letters\n');
+        for (const e of entries) {
+          process.stdout.write(
+            `${e.id}\n  queue ${e.originalQueue}  failed ${e.failedAt}  attempts ${e.attemptsMade}${e.code ? `  code ${e.code}` : ''}\n  reason: ${e.reason}\n  payload: ${JSON.stringify(e.data)}\n`,
+          );
+        }
+        process.stdout.write(`\n${entries.length} dead letter(s). Requeue: fleet dlq requeue <id> --reason "..."; discard: fleet dlq discard <id> --reason "..."\n`);
+      });
+    });
+
+  dlq
+    .command('requeue')
+    .description('put a dead letter (or all of them) back on its queue with fresh attempts')
+    .argument('[id]', 'dead-letter id (as shown by fleet dlq list)')
+    .option('--all', 'requeue every dead letter (of --queue, if given)')
+    .option('--queue <queue>', 'the queue the job belongs to')
+    .option('--reason <text>', 'why (written to the audit table)')
+    .option('--actor <name>', 'who (default: $FLEET_OPERATOR or the login name)')
+    .action(async (id: string | undefined, opts: { all?: boolean; queue?: string; reason?: string; actor?: string }) => {
+      checkQueue(opts.queue);
+      if (!id && !opts.all) throw new CliError('name a dead-letter id or pass --all', 2);
+      if (id && opts.all) throw new CliError('pass either an id or --all, not both', 2);
+      await withContext(async (ctx) => {
+        const deps = { db: ctx.database.db, queues: ctx.queues, hooks: deadLetterHooks };
+        const action = { actor: operatorName(opts.actor), reason: opts.reason };
+        if (opts.all) {
+          const results = await requeueAll(deps, action, opts.queue);
+          process.stdout.write(`requeued ${results.length} dead letter(s)\n`);
+          return;
+        }
+        const r = await notFoundAsCliError(() => requeueOne(deps, id!, action, opts.queue));
+        process.stdout.write(
+          r.state === 'requeued'
+            ? `requeued ${r.view.originalJobId} on ${r.view.originalQueue}\n`
+            : `${r.view.originalJobId} was already queued again; dead letter removed\n`,
+        );
+      });
+    });
+
+  dlq
+    .command('discard')
+    .description('remove a dead letter for good (the action is audited)')
+    .argument('<id>', 'dead-letter id (as shown by fleet dlq list)')
+    .option('--queue <queue>', 'the queue the job belongs to')
+    .option('--reason <text>', 'why (written to the audit table)')
+    .option('--actor <name>', 'who (default: $FLEET_OPERATOR or the login name)')
+    .action(async (id: string, opts: { queue?: string; reason?: string; actor?: string }) => {
+      checkQueue(opts.queue);
+      await withContext(async (ctx) => {
+        const deps = { db: ctx.database.db, queues: ctx.queues, hooks: deadLetterHooks };
+        const view = await notFoundAsCliError(() => discardOne(deps, id, { actor: operatorName(opts.actor), reason: opts.reason }, opts.queue));
+        process.stdout.write(`discarded ${view.originalJobId} from ${view.deadLetterQueue}\n`);
+      });
+    });
+}

@@ -1,0 +1,31 @@
+import type { Command } from 'commander';
+import { assertPlatformSchema, runMigrations } from '../../../libs/db/migrate.js';
+import { openDatabase } from '../../../libs/db/client.js';
+import type { Config } from '../../../libs/config/index.js';
+import { configOrExit } from '../context.js';
+
+/** Applies migrations (platform set only when standalone), or checks the platform's tables. */
+export async function migrateAndCheck(config: Config): Promise<string[]> {
+  const result = await runMigrations(config.db.url, { platform: config.db.platformMigrations });
+  if (!config.db.platformMigrations) {
+    const database = openDatabase({ ...config.db, poolMax: 1 });
+    try {
+      await assertPlatformSchema(database.sql);
+    } finally {
+      await database.close();
+    }
+  }
+  return result.sets;
+}
+
+export function registerMigrate(program: Command): void {
+  program
+    .command('migrate')
+    .description('apply database migrations (safe to run twice or from several processes at once)')
+    .action(async () => {
+      const config = configOrExit();
+      const sets = await migrateAndCheck(config);
+      const skipped = config.db.platformMigrations ? '' : ' (platform tables checked, not created: PLATFORM_MIGRATIONS=false)';
+      process.stdout.write(`migrations applied: ${sets.join(', ')}${skipped}\n`);
+    });
+}

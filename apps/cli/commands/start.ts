@@ -1,0 +1,33 @@
+import type { Command } from 'commander';
+import { createLogger } from '../../../libs/log/index.js';
+import { openContext } from '../../../libs/runtime/index.js';
+import { resolveRoles, roles } from '../../fleet/roles.js';
+import { startFleet, stopOnSignals } from '../../fleet/runtime.js';
+import { CliError, configOrExit } from '../context.js';
+import { migrateAndCheck } from './migrate.js';
+
+export function registerStart(program: Command): void {
+  program
+    .command('start')
+    .description('run producers, workers and the dashboard in this process (all roles by default)')
+    .option('--only <roles>', `comma-separated subset of roles: ${Object.keys(roles).join(', ') || '(none registered)'}`)
+    .option('--no-migrate', 'do not apply migrations before starting')
+    .addHelpText('after', () => `\nRoles:\n${Object.entries(roles).map(([n, r]) => `  ${n.padEnd(18)} ${r.description}`).join('\n')}\n`)
+    .action(async (opts: { only?: string; migrate: boolean }) => {
+      const config = configOrExit();
+      let roleNames: string[];
+      try {
+        roleNames = resolveRoles(opts.only);
+      } catch (err) {
+        throw new CliError((err as Error).message, 2);
+      }
+      const log = createLogger(config.log);
+      if (opts.migrate) {
+        const sets = await migrateAndCheck(config);
+        log.info({ sets }, 'migrations applied');
+      }
+      const ctx = openContext(config, log);
+      const fleet = await startFleet(ctx, roleNames);
+      stopOnSignals(fleet, (code) => process.exit(code));
+    });
+}

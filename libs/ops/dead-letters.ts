@@ -1,0 +1,70 @@
+import type { Db } from '../db/client.js';
+import { recordAudit } from '../db/repositories/audit.js';
+import {
+  discardDeadLetter,
+  listDeadLetters,
+  requeueDeadLetter,
+  type DeadLetterView,
+  type JobName,
+  type QueueSet,
+} from '../queues/index.js';
+
+/**
+ * Domain bookkeeping when an operator acts on a dead letter (e.g. the import ledger row goes
+ * back to `queued` or to `discarded`). Registered per job name by the worker families.
+ */
+export interface DeadLetterHook {
+  onRequeue?(payload: unknown, db: Db): Promise<void>;
+  onDiscard?(payload: unknown, db: Db): Promise<void>;
+}
+export type DeadLetterHooks = Partial<Record<JobName, DeadLetterHook>>;
+
+export interface OperatorDeps {
+  db: Db;
+  queues: QueueSet;
+  hooks: DeadLetterHooks;
+}
+
+export interface OperatorAction {
+  actor: string;
+  reason?: string | undefined;
+}
+
+function hookFor(hooks: DeadLetterHooks, view: DeadLetterView): DeadLetterHook | undefined {
+  return hooks[view.name as JobName];
+}
+
+/** Requeues one dead letter and writes the action to the audit table. */
+export async function requeueOne(deps: OperatorDeps, id: string, action: OperatorAction, queue?: string) {
+  const result = await requeueDeadLetter(deps.queues, id, queue);
+  await hookFor(deps.hooks, result.view)?.onRequeue?.(result.view.data, deps.db);
+  await recordAudit(deps.db, {
+    actor: action.actor,
+    action: 'dlq.requeue',
+    target: `${result.view.originalQueue}/${result.view.originalJobId}`,
+    reason: action.reason,
+    details: { outcome: result.state, code: result.view.code, failedReason: result.view.reason, attemptsMade: result.view.attemptsMade },
+  });
+  return result;
+}
+
+export async function requeueAll(deps: OperatorDeps, action: OperatorAction, queue?: string) {
+  const entries = await listDeadLetters(deps.queues, queue ? { queue } : {});
+  const results = [];
+  for (const entry of entries) results.push(await requeueOne(deps, entry.id, action, entry.originalQueue));
+  return results;
+}
+
+/** Discards one dead letter for good and writes the action to the audit table. */
+export async function discardOne(deps: OperatorDeps, id: string, action: OperatorAction, queue?: string) {
+  const { view } = await discardDeadLetter(deps.queues, id, queue);
+  await hookFor(deps.hooks, view)?.onDiscard?.(view.data, deps.db);
+  await recordAudit(deps.db, {
+    actor: action.actor,
+    action: 'dlq.discard',
+    target: `${view.originalQueue}/${view.originalJobId}`,
+    reason: action.reason,
+    details: { code: view.code, failedReason: view.reason, attemptsMade: view.attemptsMade },
+  });
+  return view;
+}

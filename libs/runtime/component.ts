@@ -1,0 +1,12 @@
+/**
+ * A long-running part of a fleet process: a worker binding, a producer, the HTTP app.
+ * The runtime starts components in order and stops them in reverse.
+ */
+export interface Component {
+  name: string;
+  start(): Promise<void>;
+  /** Stop taking work and finish what is in hand within the time limit. */
+  stop(timeoutMs: number): Promise<void>;
+  /** Readiness of what this component depends on beyond PostgreSQL and Redis (e.g. Kafka). */
+  ready?(): Promise<{ ok: boolean; detail?: string }>;
+}

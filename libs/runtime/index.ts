@@ -1,0 +1,4 @@
+export * from './clock.js';
+export * from './component.js';
+export * from './context.js';
+export * from './worker-component.js';
