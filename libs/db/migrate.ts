@@ -27,6 +27,7 @@ const LOCK_KEY = 'curavani-fleet:migrate';
  * advisory lock serialises them, and drizzle skips what is already applied.
  */
 export async function runMigrations(url: string, opts: { platform: boolean }): Promise<MigrateResult> {
+  await ensureDatabase(url);
   const sql = postgres(url, { max: 1, onnotice: () => {} });
   try {
     await sql`select pg_advisory_lock(hashtext(${LOCK_KEY}))`;
@@ -50,6 +51,25 @@ export async function runMigrations(url: string, opts: { platform: boolean }): P
       return { sets };
     } finally {
       await sql`select pg_advisory_unlock(hashtext(${LOCK_KEY}))`;
+    }
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+/** Creates the database named in the URL when it does not exist yet (a fresh machine). */
+export async function ensureDatabase(url: string): Promise<void> {
+  const name = decodeURIComponent(new URL(url).pathname.replace(/^\//, ''));
+  if (!name) return;
+  const admin = new URL(url);
+  admin.pathname = '/postgres';
+  const sql = postgres(admin.toString(), { max: 1, onnotice: () => {} });
+  try {
+    const [row] = await sql`select 1 as ok from pg_database where datname = ${name}`;
+    if (!row) {
+      await sql.unsafe(`create database "${name.replaceAll('"', '""')}"`).catch((err: { code?: string }) => {
+        if (err.code !== '42P04') throw err; // created meanwhile by another process
+      });
     }
   } finally {
     await sql.end({ timeout: 5 });
