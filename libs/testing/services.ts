@@ -25,6 +25,7 @@ export async function assertServicesUp(): Promise<void> {
     throw new Error(
       `PostgreSQL is not reachable at ${TEST_ADMIN_DB_URL} (${(err as Error).message}). ` +
         `Start it (see README, "Tests") or run bash .ci/run, which starts it.`,
+      { cause: err },
     );
   } finally {
     await sql.end({ timeout: 1 });
@@ -37,6 +38,7 @@ export async function assertServicesUp(): Promise<void> {
     throw new Error(
       `Redis is not reachable at ${TEST_REDIS_URL} (${(err as Error).message}). ` +
         `Start it (see README, "Tests") or run bash .ci/run, which starts it.`,
+      { cause: err },
     );
   } finally {
     redis.disconnect();

@@ -1,0 +1,47 @@
+/**
+ * Import boundaries of STYLE.md, checked by `npm run lint`:
+ * apps and workers import libs; libs never import apps or workers; workers never import apps or
+ * each other; apps import only workers' thin bindings (workers/<family>/worker.ts: the composition
+ * root wires them); only libs/db imports drizzle-orm; only libs/queues and workers' worker.ts
+ * import bullmq; no cycles.
+ */
+const notTests = '\\.test\\.ts$';
+module.exports = {
+  forbidden: [
+    { name: 'no-cycles', severity: 'error', from: {}, to: { circular: true } },
+    { name: 'libs-not-to-apps-or-workers', severity: 'error', from: { path: '^libs/' }, to: { path: '^(apps|workers)/' } },
+    { name: 'workers-not-to-apps', severity: 'error', from: { path: '^workers/' }, to: { path: '^apps/' } },
+    {
+      name: 'workers-not-to-other-workers',
+      severity: 'error',
+      from: { path: '^workers/([^/]+)/' },
+      to: { path: '^workers/', pathNot: '^workers/$1/' },
+    },
+    {
+      name: 'apps-only-to-worker-bindings',
+      severity: 'error',
+      from: { path: '^apps/' },
+      to: { path: '^workers/', pathNot: '^workers/[^/]+/worker\\.ts$' },
+    },
+    {
+      name: 'only-libs-db-imports-drizzle',
+      severity: 'error',
+      from: { path: '^(apps|workers|libs)/', pathNot: ['^libs/db/', notTests] },
+      to: { path: 'node_modules/drizzle-orm' },
+    },
+    {
+      name: 'only-queues-and-worker-bindings-import-bullmq',
+      severity: 'error',
+      from: { path: '^(apps|workers|libs)/', pathNot: ['^libs/queues/', '^workers/[^/]+/worker\\.ts$', notTests] },
+      to: { path: 'node_modules/bullmq' },
+    },
+    { name: 'no-missing-modules', severity: 'error', from: {}, to: { couldNotResolve: true } },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    tsPreCompilationDeps: false,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default'], extensions: ['.ts', '.js', '.json'] },
+    moduleSystems: ['es6', 'cjs'],
+  },
+};
