@@ -68,7 +68,8 @@ export async function ensureDatabase(url: string): Promise<void> {
     const [row] = await sql`select 1 as ok from pg_database where datname = ${name}`;
     if (!row) {
       await sql.unsafe(`create database "${name.replaceAll('"', '""')}"`).catch((err: { code?: string }) => {
-        if (err.code !== '42P04') throw err; // created meanwhile by another process
+        // created meanwhile by another process: duplicate_database, or the catalog's unique index
+        if (err.code !== '42P04' && err.code !== '23505') throw err;
       });
     }
   } finally {

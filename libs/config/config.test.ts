@@ -1,0 +1,61 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, envSchema, loadConfig, parseEnv } from './index.js';
+
+function exampleEnv(): Record<string, string> {
+  const text = readFileSync(new URL('../../.env.example', import.meta.url), 'utf8');
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const m = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(line.trim());
+    if (m) out[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
+describe('config', () => {
+  it('.env.example documents every variable of the schema, and nothing else', () => {
+    expect(Object.keys(exampleEnv()).sort()).toEqual(Object.keys(envSchema.shape).sort());
+  });
+
+  it('the defaults written in .env.example are the real defaults', () => {
+    expect(parseEnv(exampleEnv())).toEqual(parseEnv({}));
+  });
+
+  it('runs with no variables at all (local defaults)', () => {
+    const c = loadConfig({});
+    expect(c.db.url).toBe('postgres://postgres@127.0.0.1:5432/curavani_fleet');
+    expect(c.mail.driver).toBe('outbox');
+    expect(c.queues.prefix).toBe('fleet');
+  });
+
+  it('a bad value stops with one line naming the variable and what is wrong', () => {
+    expect(() => loadConfig({ DB_POOL_MAX: 'lots' })).toThrow(ConfigError);
+    expect(() => loadConfig({ DB_POOL_MAX: 'lots' })).toThrow(/^invalid configuration: DB_POOL_MAX: expected a number \(got "lots"\)$/);
+    expect(() => loadConfig({ DB_POOL_MAX: '0' })).toThrow(/DB_POOL_MAX: expected a whole number >= 1/);
+    expect(() => loadConfig({ PLATFORM_MIGRATIONS: 'maybe' })).toThrow(/PLATFORM_MIGRATIONS: expected true or false \(got "maybe"\)/);
+    expect(() => loadConfig({ REDIS_URL: 'not a url' })).toThrow(/REDIS_URL: expected a URL/);
+    expect(() => loadConfig({ QUEUE_PREFIX: 'a:b' })).toThrow(/QUEUE_PREFIX/);
+    const message = (() => {
+      try {
+        loadConfig({ DB_POOL_MAX: 'x', HTTP_PORT: 'y' });
+      } catch (e) {
+        return (e as Error).message;
+      }
+    })();
+    expect(message).not.toContain('\n');
+    expect(message).toContain('DB_POOL_MAX');
+    expect(message).toContain('HTTP_PORT');
+  });
+
+  it('cross-field rules name the variables', () => {
+    expect(() => loadConfig({ MAIL_DRIVER: 'resend' })).toThrow(/RESEND_API_KEY: required when MAIL_DRIVER=resend/);
+    expect(() => loadConfig({ DASHBOARD_USER: 'ops' })).toThrow(/DASHBOARD_USER and DASHBOARD_PASSWORD/);
+  });
+
+  it('reads booleans and numbers from their string forms', () => {
+    const c = loadConfig({ PLATFORM_MIGRATIONS: 'false', DB_POOL_MAX: '3', RETRY_BACKOFF_SCALE: '0.5' });
+    expect(c.db.platformMigrations).toBe(false);
+    expect(c.db.poolMax).toBe(3);
+    expect(c.queues.backoffScale).toBe(0.5);
+  });
+});
