@@ -86,6 +86,14 @@ export const envSchema = z.object({
   RESEND_API_KEY: optionalString,
   RESEND_BASE_URL: optionalString.pipe(z.url({ error: 'expected a URL' }).optional()),
   STAFF_EMAIL: z.email({ error: 'expected an email address' }).default('info@curavani.com'),
+
+  WEEKLY_CRON: cron('0 9 * * 1'),
+  WEEKLY_TZ: timeZone('Europe/Berlin'),
+  WEEKLY_PAGE_SIZE: int(1000, 1),
+  WEEKLY_CONTACT_EMAIL: z.email({ error: 'expected an email address' }).default('info@curavani.com'),
+  WEEKLY_CONTACT_PHONE: optionalString,
+  WEEKLY_UNSUBSCRIBE_MAILTO: z.email({ error: 'expected an email address' }).default('abmelden@curavani.com'),
+  UNSUBSCRIBE_SECRET: optionalString.pipe(z.string().min(32, { error: 'expected at least 32 characters' }).optional()),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -116,8 +124,14 @@ export function parseEnv(env: Record<string, string | undefined> = process.env):
       'invalid configuration: DASHBOARD_USER and DASHBOARD_PASSWORD: set both or neither (only one is set)',
     );
   }
+  if (e.NODE_ENV === 'production' && !e.UNSUBSCRIBE_SECRET) {
+    throw new ConfigError('invalid configuration: UNSUBSCRIBE_SECRET: required when NODE_ENV=production (it is missing)');
+  }
   return e;
 }
+
+/** Signs unsubscribe links outside production when no secret is set (never valid in production). */
+export const DEV_UNSUBSCRIBE_SECRET = 'curavani-fleet-development-only-unsubscribe-secret';
 
 /** The parsed settings, grouped into the slices that libraries take as arguments. */
 export function loadConfig(env: Record<string, string | undefined> = process.env) {
@@ -155,6 +169,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       resendApiKey: e.RESEND_API_KEY,
       resendBaseUrl: e.RESEND_BASE_URL,
       staffEmail: e.STAFF_EMAIL,
+    },
+    weekly: {
+      cron: e.WEEKLY_CRON,
+      timeZone: e.WEEKLY_TZ,
+      pageSize: e.WEEKLY_PAGE_SIZE,
+      contactEmail: e.WEEKLY_CONTACT_EMAIL,
+      contactPhone: e.WEEKLY_CONTACT_PHONE,
+      unsubscribeMailto: e.WEEKLY_UNSUBSCRIBE_MAILTO,
+      unsubscribeSecret: e.UNSUBSCRIBE_SECRET ?? DEV_UNSUBSCRIBE_SECRET,
     },
   };
 }
