@@ -1,0 +1,105 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { topics as eventTopics } from '../events/index.js';
+import { startKafkaProxy, type KafkaProxy } from './kafka-proxy.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const source = `${root}scripts/kafka-mock/kafka-mock.c`;
+const binary = `${root}var/kafka-mock/kafka-mock`;
+
+export interface KafkaMock {
+  /** Bootstrap brokers for kafkajs (the proxy in front of the mock). */
+  brokers: string[];
+  /** The mock's own address, bypassing the proxy (for diagnostics only). */
+  mockAddress: string;
+  /** Takes the broker away: closes every client connection and refuses new ones. Data is kept. */
+  stop(): Promise<void>;
+  /** Brings the broker back on the same address. */
+  start(): Promise<void>;
+  /** Ends the proxy and the mock process. */
+  close(): Promise<void>;
+}
+
+export type TopicSpec = string | { name: string; partitions?: number };
+
+/** The fleet's event topics with 3 partitions each. */
+export const defaultMockTopics: TopicSpec[] = Object.values(eventTopics).map((name) => ({ name, partitions: 3 }));
+
+/** Builds scripts/kafka-mock into var/kafka-mock when it is missing or older than its source. */
+export function ensureKafkaMockBinary(): string {
+  if (!existsSync(binary) || statSync(binary).mtimeMs < statSync(source).mtimeMs) {
+    try {
+      execFileSync('bash', [`${root}scripts/kafka-mock/build.sh`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    } catch (err) {
+      const stderr = (err as { stderr?: Buffer }).stderr?.toString() ?? '';
+      throw new Error(
+        `cannot build the Kafka mock broker (scripts/kafka-mock/build.sh): ${stderr.trim() || (err as Error).message}. ` +
+          'It needs gcc and librdkafka-dev (apt-get install -y librdkafka-dev); bash .ci/run installs both.',
+      );
+    }
+  }
+  return binary;
+}
+
+/**
+ * Starts librdkafka's mock cluster (one broker, topics created up front: the mock does not
+ * implement CreateTopics) behind the rewriting proxy of kafka-proxy.ts.
+ */
+export async function startKafkaMock(opts: { topics?: TopicSpec[] } = {}): Promise<KafkaMock> {
+  const bin = ensureKafkaMockBinary();
+  const args = (opts.topics ?? defaultMockTopics).map((t) => (typeof t === 'string' ? t : `${t.name}:${t.partitions ?? 1}`));
+  const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const mockAddress = await firstLine(child);
+  const [host, port] = mockAddress.split(':');
+  let proxy: KafkaProxy;
+  try {
+    proxy = await startKafkaProxy({ host: host!, port: Number(port) });
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  let closed = false;
+  return {
+    brokers: [proxy.address],
+    mockAddress,
+    stop: () => proxy.stop(),
+    start: () => proxy.start(),
+    async close() {
+      if (closed) return;
+      closed = true;
+      await proxy.close();
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+        child.stdin?.end();
+        const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+        await exited;
+        clearTimeout(timer);
+      }
+    },
+  };
+}
+
+function firstLine(child: ChildProcess): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => fail(new Error('the Kafka mock broker did not report its address within 10 s')), 10_000);
+    const fail = (e: Error) => {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      reject(e);
+    };
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const nl = out.indexOf('\n');
+      if (nl >= 0) {
+        clearTimeout(timer);
+        resolve(out.slice(0, nl).trim().split(',')[0]!);
+      }
+    });
+    child.once('error', fail);
+    child.once('exit', (code) => fail(new Error(`the Kafka mock broker exited (code ${code}) before reporting its address: ${err.trim()}`)));
+  });
+}
