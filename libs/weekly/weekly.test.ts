@@ -1,0 +1,79 @@
+import { describe, expect, it } from 'vitest';
+import { isoWeekOf, isoWeekRange, parseIsoWeek } from './iso-week.js';
+import { dueWeek, nextRun, previousRun } from './schedule.js';
+import { signUnsubscribeToken, verifyUnsubscribeToken } from './unsubscribe-token.js';
+
+const berlin = { cron: '0 9 * * 1', timeZone: 'Europe/Berlin' };
+const hm = (d: Date) => new Intl.DateTimeFormat('de-DE', { timeZone: 'Europe/Berlin', weekday: 'short', hour: '2-digit', minute: '2-digit' }).format(d);
+
+describe('ISO weeks in a time zone', () => {
+  it('knows year boundaries and the local date', () => {
+    expect(isoWeekOf(new Date('2026-11-23T08:00:00Z'), 'Europe/Berlin')).toBe('2026-W48');
+    expect(isoWeekOf(new Date('2027-01-01T12:00:00Z'), 'Europe/Berlin')).toBe('2026-W53');
+    expect(isoWeekOf(new Date('2024-12-30T12:00:00Z'), 'Europe/Berlin')).toBe('2025-W01');
+    // Sunday 23:30 UTC is already Monday in Berlin.
+    expect(isoWeekOf(new Date('2026-11-29T23:30:00Z'), 'Europe/Berlin')).toBe('2026-W49');
+    expect(isoWeekOf(new Date('2026-11-29T23:30:00Z'), 'UTC')).toBe('2026-W48');
+  });
+  it('gives local Monday midnights as week bounds, across DST', () => {
+    expect(isoWeekRange('2026-W48', 'Europe/Berlin')).toEqual({ start: new Date('2026-11-22T23:00:00Z'), end: new Date('2026-11-29T23:00:00Z') });
+    // The week holding the last Sunday of March starts in winter time and ends in summer time.
+    expect(isoWeekRange('2026-W13', 'Europe/Berlin')).toEqual({ start: new Date('2026-03-22T23:00:00Z'), end: new Date('2026-03-29T22:00:00Z') });
+    // ... and the week holding the last Sunday of October the other way round.
+    expect(isoWeekRange('2026-W43', 'Europe/Berlin')).toEqual({ start: new Date('2026-10-18T22:00:00Z'), end: new Date('2026-10-25T23:00:00Z') });
+  });
+  it('refuses what is not a week', () => {
+    expect(() => parseIsoWeek('2026-48')).toThrow(/expected e.g. 2026-W48/);
+    expect(() => parseIsoWeek('2026-W54')).toThrow(/no such ISO week/);
+    expect(() => parseIsoWeek('2025-W53')).toThrow(/no such ISO week/);
+    expect(parseIsoWeek('2026-W53')).toEqual({ year: 2026, week: 53 });
+  });
+});
+
+describe('weekly schedule across DST', () => {
+  it('fires Monday 09:00 Berlin before and after the last Sunday of March', () => {
+    const before = nextRun(berlin, new Date('2026-03-20T00:00:00Z'));
+    const after = nextRun(berlin, before);
+    const after2 = nextRun(berlin, after);
+    expect(before.toISOString()).toBe('2026-03-23T08:00:00.000Z'); // CET
+    expect(after.toISOString()).toBe('2026-03-30T07:00:00.000Z'); // CEST, DST began 29 March
+    expect(after2.toISOString()).toBe('2026-04-06T07:00:00.000Z');
+    for (const d of [before, after, after2]) expect(hm(d)).toBe('Mo., 09:00');
+  });
+  it('fires Monday 09:00 Berlin before and after the last Sunday of October', () => {
+    const before = nextRun(berlin, new Date('2026-10-20T00:00:00Z'));
+    const after = nextRun(berlin, before);
+    expect(before.toISOString()).toBe('2026-10-26T08:00:00.000Z'); // CET already: DST ended 25 October
+    expect(nextRun(berlin, new Date('2026-10-15T00:00:00Z')).toISOString()).toBe('2026-10-19T07:00:00.000Z'); // CEST
+    expect(after.toISOString()).toBe('2026-11-02T08:00:00.000Z');
+    for (const d of [before, after]) expect(hm(d)).toBe('Mo., 09:00');
+  });
+  it('previousRun includes the exact moment', () => {
+    expect(previousRun(berlin, new Date('2026-03-30T07:00:00Z'))?.toISOString()).toBe('2026-03-30T07:00:00.000Z');
+    expect(previousRun(berlin, new Date('2026-03-30T06:59:59Z'))?.toISOString()).toBe('2026-03-23T08:00:00.000Z');
+  });
+  it('is due within the same week only (catch-up, never past weeks)', () => {
+    expect(dueWeek(berlin, new Date('2026-11-23T07:59:00Z'))).toBeNull(); // Monday 08:59: not yet
+    expect(dueWeek(berlin, new Date('2026-11-23T08:00:00Z'))).toBe('2026-W48');
+    expect(dueWeek(berlin, new Date('2026-11-27T15:00:00Z'))).toBe('2026-W48'); // back on Friday
+    expect(dueWeek(berlin, new Date('2026-11-29T22:59:00Z'))).toBe('2026-W48'); // Sunday 23:59 Berlin
+    expect(dueWeek(berlin, new Date('2026-11-29T23:00:00Z'))).toBeNull(); // Monday 00:00: new week, not yet due
+  });
+});
+
+describe('unsubscribe tokens', () => {
+  const secret = 'x'.repeat(40);
+  it('accepts the real token and refuses forged, altered or reused ones', () => {
+    const token = signUnsubscribeToken(secret, 42);
+    expect(verifyUnsubscribeToken(secret, token)).toBe(42);
+    expect(verifyUnsubscribeToken('y'.repeat(40), token)).toBeNull();
+    expect(verifyUnsubscribeToken(secret, token.replace(/^42\./, '43.'))).toBeNull();
+    const sig = token.split('.')[1]!;
+    const flipped = sig.slice(0, 10) + (sig[10] === 'A' ? 'B' : 'A') + sig.slice(11);
+    expect(verifyUnsubscribeToken(secret, `42.${flipped}`)).toBeNull();
+    expect(verifyUnsubscribeToken(secret, token, 'other-purpose')).toBeNull();
+    expect(verifyUnsubscribeToken(secret, `${token}x`)).toBeNull();
+    expect(verifyUnsubscribeToken(secret, '')).toBeNull();
+    expect(verifyUnsubscribeToken(secret, `042.${sig}`)).toBeNull();
+  });
+});
