@@ -52,6 +52,17 @@ export const deliveries = fleet.table(
     providerMessageId: text('provider_message_id'),
     attempts: integer('attempts').notNull().default(0),
     lastError: text('last_error'),
+    /**
+     * The provider request that carries this row (one row alone, or up to 100 in a batch).
+     * Set when the row is claimed (`sending`); a retry re-sends exactly the same rows under
+     * the same provider idempotency key, so a request that may have gone through is never
+     * regrouped into a different one.
+     */
+    batchId: uuid('batch_id'),
+    /** The delivery whose job claimed the batch and is responsible for sending it. */
+    batchLeaderId: uuid('batch_leader_id'),
+    /** When the batch was claimed or last taken over; a stale claim is recovered by the sweep. */
+    claimedAt: ts('claimed_at'),
     createdAt: ts('created_at').notNull().defaultNow(),
     updatedAt: ts('updated_at').notNull().defaultNow(),
     sentAt: ts('sent_at'),
@@ -59,6 +70,7 @@ export const deliveries = fleet.table(
   (t) => [
     uniqueIndex('deliveries_idempotency_key_uq').on(t.idempotencyKey),
     index('deliveries_status_idx').on(t.status, t.createdAt),
+    index('deliveries_batch_idx').on(t.batchId).where(sql`${t.batchId} is not null`),
   ],
 );
 
