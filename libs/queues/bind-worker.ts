@@ -34,6 +34,8 @@ export interface BindOptions {
   concurrency: number;
   /** Lock duration for long jobs; BullMQ's default is 30 s. */
   lockDurationMs?: number;
+  /** How often stalled jobs (their worker died) are looked for; BullMQ's default is 30 s. */
+  stalledIntervalMs?: number;
 }
 
 /** The check that every job name of the catalog has a handler, and no handler names an unknown job. */
@@ -107,6 +109,7 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
     prefix: clusterSafePrefix(opts.prefix),
     concurrency,
     ...(opts.lockDurationMs ? { lockDuration: opts.lockDurationMs } : {}),
+    ...(opts.stalledIntervalMs ? { stalledInterval: opts.stalledIntervalMs } : {}),
   });
   worker.on('error', (err) => qlog.error({ err }, 'worker error'));
   // A job can also fail outside the processor (it stalled too often because its worker
@@ -133,9 +136,10 @@ export function bindWorkers(handlers: Handlers, opts: BindOptions, only?: string
 }
 
 /**
- * Closes workers gracefully: active jobs may finish until the time limit; after it the
- * workers close forcibly and the unfinished jobs go back to the queue when their lock
- * expires (another worker picks them up), so nothing is lost.
+ * Closes workers gracefully: active jobs may finish until the time limit. After it we stop
+ * waiting (BullMQ cannot abort a running processor); the caller closes connections and exits,
+ * and the unfinished jobs go back to the queue when their lock expires, so another worker
+ * picks them up: nothing is lost.
  */
 export async function closeWorkers(workers: Worker[], timeoutMs: number, log?: Logger): Promise<'graceful' | 'forced'> {
   let timer: NodeJS.Timeout | undefined;
@@ -143,11 +147,11 @@ export async function closeWorkers(workers: Worker[], timeoutMs: number, log?: L
     timer = setTimeout(() => resolve('forced'), timeoutMs);
   });
   const graceful = Promise.all(workers.map((w) => w.close())).then(() => 'graceful' as const);
+  graceful.catch((err: unknown) => log?.error({ err }, 'worker close failed'));
   const outcome = await Promise.race([graceful, timedOut]);
   clearTimeout(timer);
   if (outcome === 'forced') {
-    log?.warn({ timeoutMs }, 'shutdown time limit reached: closing workers with jobs still active');
-    await Promise.allSettled(workers.map((w) => w.close(true)));
+    log?.warn({ timeoutMs }, 'shutdown time limit reached with jobs still active: they return to the queue when their lock expires');
   }
   return outcome;
 }

@@ -4,7 +4,7 @@ import type { Component } from './component.js';
 import type { FleetContext } from './context.js';
 
 /** A component that runs the BullMQ workers of the given handlers. */
-export function workerComponent(ctx: FleetContext, name: string, handlers: Handlers, opts: { lockDurationMs?: number } = {}): Component {
+export function workerComponent(ctx: FleetContext, name: string, handlers: Handlers, opts: { lockDurationMs?: number; stalledIntervalMs?: number } = {}): Component {
   let workers: Worker[] = [];
   return {
     name,
@@ -17,6 +17,7 @@ export function workerComponent(ctx: FleetContext, name: string, handlers: Handl
         queues: ctx.queues,
         concurrency: ctx.config.queues.concurrency,
         ...(opts.lockDurationMs ? { lockDurationMs: opts.lockDurationMs } : {}),
+        ...(opts.stalledIntervalMs ? { stalledIntervalMs: opts.stalledIntervalMs } : {}),
       });
       await Promise.all(workers.map((w) => w.waitUntilReady()));
       ctx.log.info({ component: name, queues: workers.map((w) => w.name) }, 'workers started');

@@ -1,0 +1,98 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { createTestQueues } from '../../libs/testing/queues.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+
+const fixture = fileURLToPath(new URL('./fixtures/slow-worker-process.ts', import.meta.url));
+const tsx = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url));
+
+let db: TestDatabase;
+let t: ReturnType<typeof createTestQueues>;
+let redis: Redis;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  redis = new Redis(TEST_REDIS_URL);
+});
+afterAll(async () => {
+  redis.disconnect();
+  await db.drop();
+});
+
+function startProcess(env: Record<string, string>): { child: ChildProcess; started: Promise<void>; exited: Promise<number | null> } {
+  const child = spawn(tsx, [fixture], {
+    env: { ...process.env, DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: t.prefix, LOG_LEVEL: 'info', LOG_PRETTY: 'false', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const started = new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('"msg":"fleet started"')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`fixture exited (${code}) before start: ${out}`)));
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, started, exited };
+}
+
+async function waitFor(fn: () => Promise<boolean>, timeoutMs = 20_000) {
+  const start = Date.now();
+  while (!(await fn())) {
+    if (Date.now() - start > timeoutMs) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const counter = async (kind: 'started' | 'finished', jobId: string) => Number((await redis.get(`{${t.prefix}}:test:${kind}:${jobId}`)) ?? 0);
+
+describe('graceful shutdown', () => {
+  it('SIGTERM while a job is active: waits for it, exits 0, the job completes once', async () => {
+    t = createTestQueues();
+    try {
+      const p = startProcess({ SLOW_JOB_MS: '1500', SHUTDOWN_TIMEOUT_MS: '10000' });
+      await p.started;
+      const { jobId } = await t.queues.enqueue('weekly-status', { patientId: 1, isoWeek: '2026-W48' });
+      await waitFor(async () => (await counter('started', jobId)) === 1);
+      const signalledAt = Date.now();
+      p.child.kill('SIGTERM');
+      expect(await p.exited).toBe(0);
+      expect(Date.now() - signalledAt).toBeGreaterThanOrEqual(1000);
+      const job = await t.queues.queue('weekly-status').getJob(jobId);
+      expect(await job!.getState()).toBe('completed');
+      expect(await counter('started', jobId)).toBe(1);
+      expect(await counter('finished', jobId)).toBe(1);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('past the time limit the process exits anyway and the job is picked up again, not lost', async () => {
+    t = createTestQueues();
+    try {
+      const first = startProcess({ SLOW_JOB_MS: '4000', SHUTDOWN_TIMEOUT_MS: '300', SLOW_LOCK_MS: '1500' });
+      await first.started;
+      const { jobId } = await t.queues.enqueue('weekly-status', { patientId: 2, isoWeek: '2026-W48' });
+      await waitFor(async () => (await counter('started', jobId)) === 1);
+      const signalledAt = Date.now();
+      first.child.kill('SIGTERM');
+      expect(await first.exited).toBe(0);
+      expect(Date.now() - signalledAt).toBeLessThan(3000);
+      expect(await counter('finished', jobId)).toBe(0);
+
+      const second = startProcess({ SLOW_JOB_MS: '100', SHUTDOWN_TIMEOUT_MS: '5000', SLOW_LOCK_MS: '1500' });
+      await second.started;
+      await waitFor(async () => (await counter('finished', jobId)) === 1, 30_000);
+      second.child.kill('SIGTERM');
+      expect(await second.exited).toBe(0);
+      const job = await t.queues.queue('weekly-status').getJob(jobId);
+      expect(await job!.getState()).toBe('completed');
+      expect(await counter('started', jobId)).toBe(2);
+    } finally {
+      await t.close();
+    }
+  });
+});
