@@ -1,0 +1,115 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import type { Worker } from 'bullmq';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listAudit } from '../../libs/db/repositories/audit.js';
+import { PermanentError } from '../../libs/errors/index.js';
+import { bindQueueWorker, closeWorkers, listDeadLetters } from '../../libs/queues/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { createTestQueues } from '../../libs/testing/queues.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+
+const run = promisify(execFile);
+const main = fileURLToPath(new URL('./main.ts', import.meta.url));
+const tsx = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url));
+
+let db: TestDatabase;
+let t: ReturnType<typeof createTestQueues>;
+let worker: Worker;
+let runs = 0;
+let failing = true;
+
+async function fleet(...args: string[]) {
+  try {
+    const { stdout, stderr } = await run(tsx, [main, ...args], {
+      env: { ...process.env, DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: t.prefix, FLEET_OPERATOR: 'ops-anna', LOG_LEVEL: 'warn' },
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+async function waitFor(fn: () => Promise<boolean>, timeoutMs = 15_000) {
+  const start = Date.now();
+  while (!(await fn())) {
+    if (Date.now() - start > timeoutMs) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  t = createTestQueues();
+  worker = bindQueueWorker(
+    'patient-import',
+    {
+      'patient-import': async () => {
+        runs++;
+        if (failing) throw new PermanentError('validation_failed', 'patient_data.symptome: expected 1 to 6 entries, got 7');
+      },
+    },
+    { connection: t.workerConnection(), prefix: t.prefix, log: t.log, metrics: t.metrics, queues: t.queues, concurrency: 1 },
+  );
+});
+afterAll(async () => {
+  await closeWorkers([worker], 5_000);
+  await t.close();
+  await db.drop();
+});
+
+describe('fleet dlq (the real CLI)', () => {
+  it('lists a dead letter with its reason, requeues it (job runs again) and audits who and why', async () => {
+    const { jobId } = await t.queues.enqueue('patient-import', { ledgerId: 41 });
+    await waitFor(async () => (await listDeadLetters(t.queues)).length === 1);
+    expect(runs).toBe(1);
+
+    const listed = await fleet('dlq', 'list');
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toContain(jobId);
+    expect(listed.stdout).toContain('code validation_failed');
+    expect(listed.stdout).toContain('reason: patient_data.symptome: expected 1 to 6 entries, got 7');
+    const json = JSON.parse((await fleet('dlq', 'list', '--json', '--queue', 'patient-import')).stdout);
+    expect(json).toHaveLength(1);
+    expect(json[0]).toMatchObject({ id: jobId, originalQueue: 'patient-import', code: 'validation_failed', data: { ledgerId: 41 } });
+
+    const status = await fleet('status');
+    expect(status.stdout).toMatch(/patient-import\s+0\s+0\s+0\s+0\s+1\s+1/);
+    expect(status.stdout).toContain('1 dead letter(s) wait for an operator');
+
+    failing = false;
+    const requeued = await fleet('dlq', 'requeue', jobId, '--reason', 'symptom list fixed by staff');
+    expect(requeued.code).toBe(0);
+    expect(requeued.stdout).toContain(`requeued ${jobId} on patient-import`);
+    await waitFor(async () => (await (await t.queues.queue('patient-import').getJob(jobId))?.getState()) === 'completed');
+    expect(runs).toBe(2);
+    expect(await listDeadLetters(t.queues)).toEqual([]);
+
+    const [audit] = await listAudit(db.db, 1);
+    expect(audit).toMatchObject({ actor: 'ops-anna', action: 'dlq.requeue', target: `patient-import/${jobId}`, reason: 'symptom list fixed by staff' });
+  });
+
+  it('discards a dead letter for good, audited; unknown ids and queues give clear errors', async () => {
+    failing = true;
+    const { jobId } = await t.queues.enqueue('patient-import', { ledgerId: 42 });
+    await waitFor(async () => (await listDeadLetters(t.queues)).length === 1);
+    const discarded = await fleet('dlq', 'discard', jobId, '--reason', 'duplicate upload');
+    expect(discarded.code).toBe(0);
+    expect(discarded.stdout).toContain(`discarded ${jobId}`);
+    expect(await listDeadLetters(t.queues)).toEqual([]);
+    const [audit] = await listAudit(db.db, 1);
+    expect(audit).toMatchObject({ action: 'dlq.discard', target: `patient-import/${jobId}`, reason: 'duplicate upload', actor: 'ops-anna' });
+
+    const missing = await fleet('dlq', 'discard', 'no-such-id');
+    expect(missing.code).toBe(3);
+    expect(missing.stderr).toContain('no dead-letter entry with id no-such-id');
+    const badQueue = await fleet('dlq', 'list', '--queue', 'nope');
+    expect(badQueue.code).toBe(2);
+    expect(badQueue.stderr).toContain('unknown queue nope');
+    const neither = await fleet('dlq', 'requeue');
+    expect(neither.code).toBe(2);
+    expect(neither.stderr).toContain('name a dead-letter id or pass --all');
+  });
+});
