@@ -1,0 +1,33 @@
+import { Writable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { createLogger } from './index.js';
+
+function capture() {
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(chunk.toString());
+      cb();
+    },
+  });
+  return { lines, stream };
+}
+
+describe('logger', () => {
+  it('writes JSON and redacts personal fields as a safety net, at any depth', () => {
+    const { lines, stream } = capture();
+    const log = createLogger({ level: 'info', pretty: 'false' }, stream);
+    log.child({ queue: 'patient-import', jobId: 'patient-import.ledger.1', attempt: 1 }).info(
+      { ledgerId: 1, vorname: 'Max', email: 'max@example.com', patient: { nachname: 'Mustermann', geburtsdatum: '2000-01-01' }, deep: { a: { objectName: 'Mustermann_Max.json' } } },
+      'patient imported',
+    );
+    const entry = JSON.parse(lines[0]!);
+    expect(entry).toMatchObject({ msg: 'patient imported', queue: 'patient-import', jobId: 'patient-import.ledger.1', attempt: 1, ledgerId: 1 });
+    expect(entry.vorname).toBe('[redacted]');
+    expect(entry.email).toBe('[redacted]');
+    expect(entry.patient.nachname).toBe('[redacted]');
+    expect(entry.patient.geburtsdatum).toBe('[redacted]');
+    expect(entry.deep.a.objectName).toBe('[redacted]');
+    expect(lines[0]).not.toMatch(/Max|Mustermann|example\.com/);
+  });
+});
