@@ -1,0 +1,117 @@
+import { sql } from 'drizzle-orm';
+import { bigserial, bigint, boolean, index, integer, jsonb, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import { fleet } from './fleet.js';
+
+const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+/**
+ * The life story of one registration file. `received` -> `downloaded` -> `backed_up` ->
+ * `imported` | `duplicate` (committed) -> `deleted` | `superseded` | `done` (final), or
+ * `failed` (waits for an operator) -> `discarded`.
+ *
+ * - deleted: the imported generation was deleted from the bucket.
+ * - superseded: imported, but the bucket object had been replaced by a newer upload before
+ *   the delete (that upload is a ledger row of its own); nothing was deleted.
+ * - done: a local file imported with `fleet import patient-file` (nothing to delete).
+ */
+export const patientImportStatuses = [
+  'received',
+  'downloaded',
+  'backed_up',
+  'imported',
+  'duplicate',
+  'deleted',
+  'superseded',
+  'done',
+  'failed',
+  'discarded',
+] as const;
+export type PatientImportStatus = (typeof patientImportStatuses)[number];
+
+/** Statuses a job still has work to do for (crash recovery re-enqueues these). */
+export const patientImportOpenStatuses = ['received', 'downloaded', 'backed_up', 'imported', 'duplicate'] as const;
+export const patientImportFinalStatuses = ['deleted', 'superseded', 'done', 'discarded'] as const;
+
+/**
+ * One row per (bucket, object, generation): a re-upload is a new row. Object names contain
+ * patient names: this table is the only place they are kept (never in logs or jobs).
+ */
+export const patientImportLedger = fleet.table(
+  'patient_import_ledger',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    /** `bucket` (found by the poller) or `file` (imported by staff with the CLI). */
+    source: text('source').$type<'bucket' | 'file'>().notNull().default('bucket'),
+    bucket: text('bucket').notNull(),
+    objectName: text('object_name').notNull(),
+    generation: text('generation').notNull(),
+    sourceUri: text('source_uri').notNull(),
+    size: bigint('size', { mode: 'number' }),
+    md5Hash: text('md5_hash'),
+    crc32c: text('crc32c'),
+    sha256: text('sha256'),
+    status: text('status').$type<PatientImportStatus>().notNull().default('received'),
+    /** Job runs that worked on this row. */
+    attempts: integer('attempts').notNull().default(0),
+    /** Human-readable reason of the last failure (names the field and the rule). */
+    reason: text('reason'),
+    errorCode: text('error_code'),
+    /** Validation status for staff, e.g. `valid (signed, signature verified)`. */
+    validation: text('validation'),
+    patientId: integer('patient_id'),
+    duplicateOfPatientId: integer('duplicate_of_patient_id'),
+    /** `same_token` (re-upload of an imported registration) or `same_person` (email + name). */
+    duplicateKind: text('duplicate_kind'),
+    /** Imported, but another patient has the same email with another name. */
+    possibleDuplicateOfPatientId: integer('possible_duplicate_of_patient_id'),
+    unknownFields: jsonb('unknown_fields').$type<string[]>().notNull().default([]),
+    backupPath: text('backup_path'),
+    failedPath: text('failed_path'),
+    deleteOutcome: text('delete_outcome'),
+    staffDeliveryId: uuid('staff_delivery_id'),
+    failureDeliveryId: uuid('failure_delivery_id'),
+    receivedAt: ts('received_at').notNull().defaultNow(),
+    downloadedAt: ts('downloaded_at'),
+    backedUpAt: ts('backed_up_at'),
+    importedAt: ts('imported_at'),
+    deletedAt: ts('deleted_at'),
+    failedAt: ts('failed_at'),
+    discardedAt: ts('discarded_at'),
+    lastAttemptAt: ts('last_attempt_at'),
+    updatedAt: ts('updated_at').notNull().defaultNow(),
+  },
+  (t) => [
+    uniqueIndex('patient_import_ledger_object_uq').on(t.bucket, t.objectName, t.generation),
+    index('patient_import_ledger_status_idx').on(t.status, t.id),
+    index('patient_import_ledger_open_idx')
+      .on(t.id)
+      .where(sql`${t.status} in ('received', 'downloaded', 'backed_up', 'imported', 'duplicate')`),
+  ],
+);
+
+/**
+ * Proof of consent (GDPR): the full `consent_metadata` of a registration, linked to the
+ * patient it belongs to. One row per registration token.
+ */
+export const patientConsents = fleet.table(
+  'patient_consents',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    patientId: integer('patient_id').notNull(),
+    ledgerId: bigint('ledger_id', { mode: 'number' }).notNull(),
+    registrationToken: text('registration_token').notNull(),
+    registrationTimestamp: text('registration_timestamp'),
+    ipAddress: text('ip_address'),
+    userAgent: text('user_agent'),
+    consentedAt: ts('consented_at'),
+    voucherBooking: boolean('voucher_booking').notNull().default(false),
+    /** The consent_metadata object exactly as the file carried it. */
+    metadata: jsonb('metadata').$type<Record<string, unknown>>().notNull(),
+    signed: boolean('signed').notNull().default(false),
+    createdAt: ts('created_at').notNull().defaultNow(),
+  },
+  (t) => [
+    uniqueIndex('patient_consents_token_uq').on(t.registrationToken),
+    index('patient_consents_patient_idx').on(t.patientId),
+  ],
+);
