@@ -1,0 +1,206 @@
+import { ApiError, Storage, type Bucket, type FileMetadata } from '@google-cloud/storage';
+import { crc32cBase64, md5Base64 } from './checksums.js';
+import {
+  ChecksumMismatchError,
+  ObjectNotFoundError,
+  PreconditionFailedError,
+  StorageError,
+  type BucketPort,
+  type DeleteOutcome,
+  type ExpectedChecksums,
+  type ListOptions,
+  type ListPage,
+  type StoredObject,
+  type UploadOptions,
+} from './port.js';
+
+export interface GcsBucketOptions {
+  bucket: string;
+  /** e.g. http://127.0.0.1:4443 for the stand-in; unset = Google (credentials from ADC). */
+  apiEndpoint?: string;
+  projectId?: string;
+  /** Per HTTP request (default 30 s). */
+  timeoutMs?: number;
+  /** Retries inside the client for retryable errors (default 3; 0 = none, the job retries). */
+  maxRetries?: number;
+  /** Longest wait between the client's retries (default 10 s). */
+  maxRetryDelayMs?: number;
+  /** Give up retrying after this long in total (default 60 s). */
+  totalTimeoutMs?: number;
+  /** Uploads larger than this use a resumable session (default 5 MiB, like gsutil/the client). */
+  resumableThreshold?: number;
+}
+
+/** Client error -> StorageError without URLs or object names (they contain patient names). */
+function toStorageError(op: string, err: unknown): StorageError {
+  if (err instanceof StorageError) return err;
+  const e = err as { code?: unknown; message?: string; type?: string; name?: string };
+  const status = typeof e.code === 'number' ? e.code : undefined;
+  const text = String(e.message ?? '');
+  if (/timeout/i.test(text) || e.type === 'request-timeout' || e.name === 'AbortError') {
+    return new StorageError('timeout', `gcs ${op} timed out`);
+  }
+  if (status !== undefined) {
+    return new StorageError(status >= 500 || status === 429 ? 'unavailable' : `http_${status}`, `gcs ${op} failed with HTTP ${status}`, status);
+  }
+  const code = typeof e.code === 'string' ? e.code : 'network';
+  return new StorageError(code === 'CONTENT_DOWNLOAD_MISMATCH' ? 'checksum_mismatch' : 'network', `gcs ${op} failed (${code})`);
+}
+
+function statusOf(err: unknown): number | undefined {
+  const c = (err as { code?: unknown }).code;
+  return typeof c === 'number' ? c : err instanceof ApiError && typeof err.code === 'number' ? err.code : undefined;
+}
+
+export class GcsBucket implements BucketPort {
+  readonly driver = 'gcs' as const;
+  readonly bucket: string;
+  private readonly storage: Storage;
+  private readonly b: Bucket;
+  private readonly resumableThreshold: number;
+
+  constructor(opts: GcsBucketOptions) {
+    this.bucket = opts.bucket;
+    this.resumableThreshold = opts.resumableThreshold ?? 5 * 1024 * 1024;
+    const maxRetries = opts.maxRetries ?? 3;
+    this.storage = new Storage({
+      // A custom apiEndpoint makes the client skip google-auth-library entirely
+      // (customEndpoint && !useAuthWithCustomEndpoint), so the stand-in needs no credentials.
+      ...(opts.apiEndpoint ? { apiEndpoint: opts.apiEndpoint } : {}),
+      ...(opts.projectId ? { projectId: opts.projectId } : {}),
+      timeout: opts.timeoutMs ?? 30_000,
+      retryOptions: {
+        autoRetry: maxRetries > 0,
+        maxRetries,
+        retryDelayMultiplier: 2,
+        maxRetryDelay: Math.max(1, Math.round((opts.maxRetryDelayMs ?? 10_000) / 1000)),
+        totalTimeout: Math.max(1, Math.round((opts.totalTimeoutMs ?? 60_000) / 1000)),
+      },
+    });
+    this.b = this.storage.bucket(opts.bucket);
+  }
+
+  uri(name: string): string {
+    return `gs://${this.bucket}/${name}`;
+  }
+
+  async list(prefix: string, opts: ListOptions = {}): Promise<ListPage> {
+    let response: { items?: FileMetadata[]; nextPageToken?: string } | undefined;
+    try {
+      const [, , apiResponse] = await this.b.getFiles({
+        prefix,
+        maxResults: Math.min(Math.max(opts.pageSize ?? 1000, 1), 1000),
+        ...(opts.pageToken ? { pageToken: opts.pageToken } : {}),
+        autoPaginate: false,
+      });
+      response = apiResponse as typeof response;
+    } catch (err) {
+      throw toStorageError('list', err);
+    }
+    if (!response || typeof response !== 'object') {
+      throw new StorageError('bad_response', 'gcs list returned no response body');
+    }
+    if (response.items !== undefined && !Array.isArray(response.items)) {
+      throw new StorageError('bad_response', 'gcs list returned items that are not an array');
+    }
+    const items = (response.items ?? []).map((m) => this.toObject(m));
+    return response.nextPageToken ? { items, nextPageToken: response.nextPageToken } : { items };
+  }
+
+  async stat(name: string): Promise<StoredObject | null> {
+    try {
+      const [m] = await this.b.file(name).getMetadata();
+      return this.toObject(m);
+    } catch (err) {
+      if (statusOf(err) === 404) return null;
+      throw toStorageError('stat', err);
+    }
+  }
+
+  async download(name: string, generation: string, expected: ExpectedChecksums = {}): Promise<Buffer> {
+    const file = this.b.file(name, { generation });
+    let meta: StoredObject;
+    if (expected.md5Hash && expected.crc32c) {
+      meta = { bucket: this.bucket, name, generation, size: -1, md5Hash: expected.md5Hash, crc32c: expected.crc32c, updated: '' };
+    } else {
+      try {
+        const [m] = await file.getMetadata();
+        meta = this.toObject(m);
+      } catch (err) {
+        if (statusOf(err) === 404) throw new ObjectNotFoundError();
+        throw toStorageError('download', err);
+      }
+    }
+    let data: Buffer;
+    try {
+      // The client validates the bytes against the response's x-goog-hash (crc32c).
+      [data] = await file.download({ validation: 'crc32c' });
+    } catch (err) {
+      if (statusOf(err) === 404) throw new ObjectNotFoundError();
+      if ((err as { code?: unknown }).code === 'CONTENT_DOWNLOAD_MISMATCH') {
+        throw new ChecksumMismatchError('gcs download does not match the x-goog-hash of the response');
+      }
+      throw toStorageError('download', err);
+    }
+    // And against the object's own checksums (a proxy or a stand-in may send consistent but wrong hashes).
+    const md5 = md5Base64(data);
+    const crc = crc32cBase64(data);
+    const want = { md5Hash: expected.md5Hash ?? meta.md5Hash, crc32c: expected.crc32c ?? meta.crc32c };
+    if ((want.md5Hash && want.md5Hash !== md5) || (want.crc32c && want.crc32c !== crc)) {
+      throw new ChecksumMismatchError('gcs download does not match the object checksums');
+    }
+    if (meta.size >= 0 && data.length !== meta.size) {
+      throw new ChecksumMismatchError('gcs download has the wrong length');
+    }
+    return data;
+  }
+
+  async deleteGeneration(name: string, generation: string): Promise<DeleteOutcome> {
+    if (!/^\d+$/.test(generation)) throw new StorageError('invalid_generation', 'generation must be a decimal string');
+    try {
+      await this.b.file(name).delete({ ifGenerationMatch: generation });
+      return 'deleted';
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 412) return 'precondition_failed';
+      if (status === 404) return 'not_found';
+      throw toStorageError('delete', err);
+    }
+  }
+
+  async upload(name: string, data: Buffer | string, opts: UploadOptions = {}): Promise<StoredObject> {
+    const bytes = Buffer.isBuffer(data) ? data : Buffer.from(data, 'utf8');
+    const file = this.b.file(name);
+    try {
+      await file.save(bytes, {
+        resumable: bytes.length > this.resumableThreshold,
+        contentType: opts.contentType ?? 'application/json',
+        validation: 'crc32c',
+        ...(opts.ifGenerationMatch !== undefined ? { preconditionOpts: { ifGenerationMatch: opts.ifGenerationMatch } } : {}),
+      });
+    } catch (err) {
+      if (statusOf(err) === 412) throw new PreconditionFailedError();
+      throw toStorageError('upload', err);
+    }
+    const obj = this.toObject(file.metadata);
+    if (obj.md5Hash && obj.md5Hash !== md5Base64(bytes)) {
+      throw new ChecksumMismatchError('gcs upload stored different bytes');
+    }
+    return obj;
+  }
+
+  private toObject(m: FileMetadata): StoredObject {
+    if (typeof m?.name !== 'string' || m.generation === undefined || m.generation === null) {
+      throw new StorageError('bad_response', 'gcs returned an object without name or generation');
+    }
+    return {
+      bucket: m.bucket ?? this.bucket,
+      name: m.name,
+      generation: String(m.generation),
+      size: Number(m.size ?? 0),
+      ...(m.md5Hash ? { md5Hash: m.md5Hash } : {}),
+      ...(m.crc32c ? { crc32c: m.crc32c } : {}),
+      updated: m.updated ?? '',
+    };
+  }
+}
