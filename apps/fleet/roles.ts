@@ -1,5 +1,6 @@
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
+import { httpComponent } from '../http/component.js';
 
 /**
  * The roles a fleet process can take. `fleet start` runs them all; `--only a,b` runs a
@@ -12,6 +13,13 @@ export interface RoleSpec {
 }
 
 export const roles: Record<string, RoleSpec> = {};
+
+// First in the list: the HTTP app starts before and stops after the other roles, so /ready
+// answers (503 "starting"/"stopping") while they start and drain.
+roles.http = {
+  description: 'HTTP app: Bull Board (/dashboard), dead letters (/ops), /health, /ready, /metrics, feature routes',
+  components: (ctx) => [httpComponent(ctx, { deadLetterHooks })],
+};
 
 /** Domain bookkeeping for operator actions on dead letters, per job name. */
 export const deadLetterHooks: DeadLetterHooks = {};

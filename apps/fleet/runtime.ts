@@ -13,6 +13,9 @@ export async function startFleet(ctx: FleetContext, roleNames: string[]): Promis
   await warnUnlessNoEviction(ctx.producerRedis, ctx.log);
   const components: Component[] = [];
   for (const name of roleNames) components.push(...(await roles[name]!.components(ctx)));
+  // GET /ready answers 503 until every component started, and again while stopping.
+  ctx.readiness.setPhase('starting');
+  for (const c of components) if (c.ready) ctx.readiness.add(c.name, () => c.ready!());
   const started: Component[] = [];
   try {
     for (const c of components) {
@@ -25,6 +28,7 @@ export async function startFleet(ctx: FleetContext, roleNames: string[]): Promis
     await ctx.close();
     throw err;
   }
+  ctx.readiness.setPhase('running');
   ctx.log.info({ roles: roleNames, components: components.map((c) => c.name) }, 'fleet started');
 
   let stopping: Promise<void> | null = null;
@@ -33,6 +37,7 @@ export async function startFleet(ctx: FleetContext, roleNames: string[]): Promis
     stop(reason) {
       stopping ??= (async () => {
         const limit = ctx.config.queues.shutdownTimeoutMs;
+        ctx.readiness.setPhase('stopping');
         ctx.log.info({ reason, timeoutMs: limit }, 'fleet stopping');
         for (const c of [...components].reverse()) {
           try {

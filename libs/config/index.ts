@@ -78,6 +78,7 @@ export const envSchema = z.object({
   PUBLIC_BASE_URL: url('http://127.0.0.1:3000'),
   DASHBOARD_USER: optionalString,
   DASHBOARD_PASSWORD: optionalString,
+  READY_TIMEOUT_MS: int(2_000, 1),
 
   MAIL_DRIVER: z.enum(['outbox', 'resend']).default('outbox'),
   MAIL_OUTBOX_DIR: z.string().default('var/outbox'),
@@ -160,6 +161,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       publicBaseUrl: e.PUBLIC_BASE_URL.replace(/\/+$/, ''),
       dashboardUser: e.DASHBOARD_USER,
       dashboardPassword: e.DASHBOARD_PASSWORD,
+      readyTimeoutMs: e.READY_TIMEOUT_MS,
     },
     mail: {
       driver: e.MAIL_DRIVER,

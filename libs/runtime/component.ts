@@ -1,3 +1,5 @@
+import type { ReadinessResult } from './readiness.js';
+
 /**
  * A long-running part of a fleet process: a worker binding, a producer, the HTTP app.
  * The runtime starts components in order and stops them in reverse.
@@ -7,6 +9,9 @@ export interface Component {
   start(): Promise<void>;
   /** Stop taking work and finish what is in hand within the time limit. */
   stop(timeoutMs: number): Promise<void>;
-  /** Readiness of what this component depends on beyond PostgreSQL and Redis (e.g. Kafka). */
-  ready?(): Promise<{ ok: boolean; detail?: string }>;
+  /**
+   * Readiness of what this component depends on beyond PostgreSQL and Redis (e.g. Kafka).
+   * Shown by `GET /ready`; not critical unless it says `critical: true` (see readiness.ts).
+   */
+  ready?(): Promise<ReadinessResult>;
 }

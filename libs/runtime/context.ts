@@ -5,6 +5,7 @@ import type { Logger } from '../log/index.js';
 import { createMetrics, type Metrics } from '../metrics/index.js';
 import { QueueSet, redisConnection } from '../queues/index.js';
 import { systemClock, type Clock } from './clock.js';
+import { createReadiness, type Readiness } from './readiness.js';
 
 /**
  * The connections and shared services of one fleet process, opened once by the app and
@@ -19,6 +20,8 @@ export interface FleetContext {
   queues: QueueSet;
   metrics: Metrics;
   clock: Clock;
+  /** Checks and phase behind `GET /ready`; the runtime adds each component's `ready()`. */
+  readiness: Readiness;
   /** Opens a worker connection (retries Redis forever); closed by the runtime. */
   workerRedis(): Redis;
   close(): Promise<void>;
@@ -38,6 +41,7 @@ export function openContext(config: Config, log: Logger, opts: { clock?: Clock; 
     queues,
     metrics: opts.metrics ?? createMetrics(),
     clock: opts.clock ?? systemClock,
+    readiness: createReadiness(),
     workerRedis() {
       const r = redisConnection(config.queues.redisUrl, 'worker');
       r.on('error', (err) => log.debug({ err }, 'redis (worker) connection error'));

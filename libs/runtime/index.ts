@@ -2,3 +2,4 @@ export * from './clock.js';
 export * from './component.js';
 export * from './context.js';
 export * from './worker-component.js';
+export * from './readiness.js';

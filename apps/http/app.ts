@@ -1,0 +1,69 @@
+import express, { type ErrorRequestHandler, type Express } from 'express';
+import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
+import type { FleetContext } from '../../libs/runtime/index.js';
+import { dashboardAccess, rejectCrossSiteWrites, requireDashboardAccess, type DashboardAccess } from './auth.js';
+import { DASHBOARD_PATH, dashboardRouter } from './dashboard.js';
+import { healthRoutes } from './health.js';
+import { html, page } from './html.js';
+import { metricsRoutes } from './metrics.js';
+import { routeModules, type HttpRouteModule } from './routes/index.js';
+
+export interface HttpDeps {
+  ctx: FleetContext;
+  deadLetterHooks?: DeadLetterHooks;
+  /** The feature routes to mount; default: the list in routes/index.ts. */
+  routes?: HttpRouteModule[];
+}
+
+export interface HttpApp {
+  app: Express;
+  access: DashboardAccess;
+}
+
+/**
+ * The fleet's HTTP app: /health, /ready, /metrics (open), Bull Board at /dashboard and the
+ * operator routes (behind the dashboard's authentication), and the feature routes of
+ * routes/index.ts. Opens nothing itself: everything comes from the FleetContext.
+ */
+export function createHttpApp(deps: HttpDeps): HttpApp {
+  const { ctx } = deps;
+  const access = dashboardAccess(ctx.config.http);
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', false);
+  app.use((_req, res, next) => {
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    // Unsubscribe links carry tokens in the path: never leak them to other sites.
+    res.setHeader('Referrer-Policy', 'no-referrer');
+    next();
+  });
+
+  app.use(healthRoutes(ctx));
+  app.use(metricsRoutes(ctx));
+
+  const operatorGuard = [requireDashboardAccess(access, ctx.log), rejectCrossSiteWrites()];
+  app.use(DASHBOARD_PATH, ...operatorGuard, dashboardRouter(ctx));
+
+  const routeDeps = { ctx, deadLetterHooks: deps.deadLetterHooks ?? {} };
+  for (const mod of deps.routes ?? routeModules) {
+    if (mod.access === 'operator') app.use(mod.path, ...operatorGuard, mod.router(routeDeps));
+    else app.use(mod.path, mod.router(routeDeps));
+  }
+
+  app.get('/', (_req, res) => {
+    res.redirect(302, DASHBOARD_PATH);
+  });
+
+  app.use((_req, res) => {
+    res.status(404).type('html').send(page('Not found', html`<h1>Not found</h1>`));
+  });
+  const onError: ErrorRequestHandler = (err: Error & { status?: number; type?: string }, req, res, _next) => {
+    // Body parser errors (bad JSON, too large) carry their status.
+    const status = typeof err.status === 'number' && err.status >= 400 && err.status < 500 ? err.status : 500;
+    if (status === 500) ctx.log.error({ err, path: req.path, method: req.method }, 'http request failed');
+    if (res.headersSent) return;
+    res.status(status).json({ error: status === 500 ? 'internal_error' : 'bad_request', message: status === 500 ? 'internal error (see the fleet log)' : err.message });
+  };
+  app.use(onError);
+  return { app, access };
+}

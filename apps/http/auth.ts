@@ -1,0 +1,144 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { Logger } from '../../libs/log/index.js';
+import { page } from './html.js';
+
+export interface DashboardCredentials {
+  user: string;
+  password: string;
+}
+
+/** How the operator pages (Bull Board, dead letters) are protected in this process. */
+export type DashboardAccess =
+  | { mode: 'basic'; credentials: DashboardCredentials }
+  /** No credentials, but the app listens on loopback only: served to local requests. */
+  | { mode: 'loopback-open' }
+  /** No credentials and a non-loopback address: refused with a 403 page. */
+  | { mode: 'refused' };
+
+export const REALM = 'Curavani Fleet';
+
+/** 127.0.0.0/8, ::1, ::ffff:127.x and the name localhost. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  if (h === 'localhost' || h.endsWith('.localhost')) return true;
+  const v4 = h.startsWith('::ffff:') ? h.slice(7) : h;
+  if (isIP(v4) === 4) return v4.startsWith('127.');
+  if (isIP(h) === 6) return h === '::1' || /^(0{1,4}:){7}0{0,3}1$/.test(h);
+  return false;
+}
+
+export function dashboardAccess(http: { host: string; dashboardUser?: string | undefined; dashboardPassword?: string | undefined }): DashboardAccess {
+  if (http.dashboardUser !== undefined && http.dashboardPassword !== undefined) {
+    return { mode: 'basic', credentials: { user: http.dashboardUser, password: http.dashboardPassword } };
+  }
+  return isLoopbackHost(http.host) ? { mode: 'loopback-open' } : { mode: 'refused' };
+}
+
+/** Parses `Authorization: Basic base64(user:password)`; null when absent or malformed. */
+export function parseBasicAuth(header: string | undefined): DashboardCredentials | null {
+  if (!header) return null;
+  const match = /^\s*basic\s+([A-Za-z0-9+/=._~-]+)\s*$/i.exec(header);
+  if (!match) return null;
+  const decoded = Buffer.from(match[1]!, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon < 0) return null;
+  return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}
+
+/** Compares in constant time whatever the lengths (both sides are hashed to 32 bytes first). */
+export function safeEqual(a: string, b: string): boolean {
+  const ha = createHash('sha256').update(a, 'utf8').digest();
+  const hb = createHash('sha256').update(b, 'utf8').digest();
+  return timingSafeEqual(ha, hb);
+}
+
+export function credentialsMatch(given: DashboardCredentials | null, expected: DashboardCredentials): boolean {
+  if (!given) return false;
+  // Both comparisons always run, so the time does not tell which of the two was wrong.
+  const userOk = safeEqual(given.user, expected.user);
+  const passwordOk = safeEqual(given.password, expected.password);
+  return userOk && passwordOk;
+}
+
+/** The operator name for the audit table: `dashboard:<user>` or `dashboard:local`. */
+export function operatorOf(res: Response): string {
+  return (res.locals.operator as string | undefined) ?? 'dashboard:unknown';
+}
+
+function refusedPage(): string {
+  return page(
+    'Dashboard disabled',
+    `<h1>Dashboard disabled: no credentials configured</h1>
+<p>This fleet process listens on a non-loopback address and has no dashboard credentials, so it
+refuses to show queues, jobs and dead letters to anyone who can reach it.</p>
+<p>To enable the dashboard, set both variables and restart the process:</p>
+<pre>DASHBOARD_USER=operator
+DASHBOARD_PASSWORD=&lt;a long random secret&gt;</pre>
+<p>Or, for local use only, set <code>HTTP_HOST=127.0.0.1</code> (no credentials needed, reachable from this machine only).</p>
+<p><code>/health</code>, <code>/ready</code> and <code>/metrics</code> are not affected.</p>`,
+  );
+}
+
+/**
+ * Guards the operator pages: basic auth with a timing-safe compare when credentials are
+ * configured; without them, local requests only when listening on loopback; else 403.
+ */
+export function requireDashboardAccess(access: DashboardAccess, log: Logger): RequestHandler {
+  return (req: Request, res: Response, next: NextFunction) => {
+    res.setHeader('Cache-Control', 'no-store');
+    res.setHeader('X-Frame-Options', 'DENY');
+    if (access.mode === 'refused') {
+      res.status(403).type('html').send(refusedPage());
+      return;
+    }
+    if (access.mode === 'loopback-open') {
+      // Defence in depth: a reverse proxy on this machine would make every request look
+      // local. A forwarded request, or one from elsewhere, needs credentials.
+      const forwarded = req.headers['x-forwarded-for'] !== undefined || req.headers.forwarded !== undefined;
+      if (forwarded || !isLoopbackHost(req.socket.remoteAddress ?? '')) {
+        res.status(403).type('html').send(refusedPage());
+        return;
+      }
+      res.locals.operator = 'dashboard:local';
+      next();
+      return;
+    }
+    const given = parseBasicAuth(req.headers.authorization);
+    if (!credentialsMatch(given, access.credentials)) {
+      if (given) log.warn({ path: req.path }, 'dashboard: wrong credentials');
+      res.setHeader('WWW-Authenticate', `Basic realm="${REALM}", charset="UTF-8"`);
+      res.status(401).type('html').send(page('Authentication required', `<h1>Authentication required</h1><p>Log in with the dashboard credentials (DASHBOARD_USER / DASHBOARD_PASSWORD).</p>`));
+      return;
+    }
+    res.locals.operator = `dashboard:${access.credentials.user}`;
+    next();
+  };
+}
+
+/**
+ * Refuses state-changing requests sent by another site (a browser replays basic-auth
+ * credentials on cross-site form posts): the Origin, when present, must be this host, and
+ * Sec-Fetch-Site must not say cross-site.
+ */
+export function rejectCrossSiteWrites(): RequestHandler {
+  return (req, res, next) => {
+    if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
+    const site = req.headers['sec-fetch-site'];
+    const origin = req.headers.origin;
+    let sameOrigin = true;
+    if (origin !== undefined) {
+      try {
+        sameOrigin = new URL(origin).host === req.headers.host;
+      } catch {
+        sameOrigin = false;
+      }
+    }
+    if (site === 'cross-site' || site === 'same-site' || !sameOrigin) {
+      res.status(403).json({ error: 'cross_site_request', message: 'state-changing requests must come from the dashboard itself' });
+      return;
+    }
+    next();
+  };
+}

@@ -1,0 +1,67 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Component, FleetContext } from '../../libs/runtime/index.js';
+import { createHttpApp, type HttpDeps } from './app.js';
+import { DASHBOARD_PATH } from './dashboard.js';
+
+export interface HttpComponent extends Component {
+  /** The address actually bound (HTTP_PORT=0 picks a free port); null before start. */
+  address(): AddressInfo | null;
+}
+
+/**
+ * Serves the HTTP app on HTTP_HOST:HTTP_PORT. On stop it refuses new connections, lets
+ * requests in flight finish within the time limit, then closes what is left.
+ */
+export function httpComponent(ctx: FleetContext, opts: Omit<HttpDeps, 'ctx'> = {}): HttpComponent {
+  let server: Server | null = null;
+  const { host, port } = ctx.config.http;
+  return {
+    name: 'http',
+    address: () => (server?.address() as AddressInfo | null) ?? null,
+    async start() {
+      const { app, access } = createHttpApp({ ctx, ...opts });
+      const s = createServer(app);
+      s.keepAliveTimeout = 5_000;
+      s.headersTimeout = 10_000;
+      s.requestTimeout = 30_000;
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.listen(port, host, () => {
+          s.off('error', reject);
+          resolve();
+        });
+      });
+      s.on('error', (err) => ctx.log.error({ err }, 'http server error'));
+      server = s;
+      const bound = s.address() as AddressInfo;
+      const base = `http://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
+      ctx.log.info({ url: base, dashboard: `${base}${DASHBOARD_PATH}`, auth: access.mode }, 'http app listening');
+      if (access.mode === 'loopback-open') {
+        ctx.log.warn({ host }, 'dashboard has no credentials: served without login to requests from this machine only (set DASHBOARD_USER and DASHBOARD_PASSWORD)');
+      } else if (access.mode === 'refused') {
+        ctx.log.error({ host }, 'dashboard DISABLED: no DASHBOARD_USER/DASHBOARD_PASSWORD and HTTP_HOST is not a loopback address; /dashboard and /ops answer 403 until credentials are set');
+      }
+    },
+    async stop(timeoutMs) {
+      const s = server;
+      if (!s) return;
+      server = null;
+      const closed = new Promise<void>((resolve) => s.close(() => resolve()));
+      s.closeIdleConnections();
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        closed.then(() => 'graceful' as const),
+        new Promise<'forced'>((resolve) => {
+          timer = setTimeout(() => resolve('forced'), timeoutMs);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (outcome === 'forced') {
+        s.closeAllConnections();
+        await closed;
+      }
+      ctx.log.info({ outcome }, 'http app stopped');
+    },
+  };
+}

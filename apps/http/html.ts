@@ -1,0 +1,63 @@
+/**
+ * Tiny HTML helpers for the app's own pages (dead letters, 403/401 pages, unsubscribe).
+ * `html` escapes every interpolated value unless it is already `SafeHtml`, so a reason or a
+ * payload containing `<script>` is shown, never run.
+ */
+export class SafeHtml {
+  constructor(readonly value: string) {}
+  toString(): string {
+    return this.value;
+  }
+}
+
+export function escapeHtml(value: unknown): string {
+  return String(value ?? '')
+    .replaceAll('&', '&amp;')
+    .replaceAll('<', '&lt;')
+    .replaceAll('>', '&gt;')
+    .replaceAll('"', '&quot;')
+    .replaceAll("'", '&#39;');
+}
+
+function render(value: unknown): string {
+  if (value instanceof SafeHtml) return value.value;
+  if (Array.isArray(value)) return value.map(render).join('');
+  if (value === null || value === undefined || value === false) return '';
+  return escapeHtml(value);
+}
+
+export function html(strings: TemplateStringsArray, ...values: unknown[]): SafeHtml {
+  let out = strings[0]!;
+  values.forEach((v, i) => {
+    out += render(v) + strings[i + 1]!;
+  });
+  return new SafeHtml(out);
+}
+
+const STYLE = `
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#1f2933;margin:0;background:#f5f7fa;line-height:1.45}
+main{max-width:1100px;margin:0 auto;padding:24px}
+h1{font-size:22px;margin:0 0 16px}h2{font-size:17px;margin:28px 0 10px}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:14px}
+th,td{border-bottom:1px solid #e4e7eb;padding:8px 10px;text-align:left;vertical-align:top}
+th{background:#eef2f7;font-weight:600}
+code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px}
+pre{background:#fff;border:1px solid #e4e7eb;padding:10px;overflow:auto}
+.reason{color:#b42318;max-width:420px;word-break:break-word}
+.muted{color:#616e7c;font-size:13px}
+form.inline{display:flex;gap:6px;align-items:center;margin:0 0 6px}
+input[type=text]{padding:4px 6px;border:1px solid #cbd2d9;border-radius:4px;min-width:180px}
+button{padding:4px 10px;border-radius:4px;border:1px solid #3e4c59;background:#fff;cursor:pointer}
+button.danger{border-color:#b42318;color:#b42318}
+nav{background:#1f2933;color:#fff;padding:10px 24px}nav a{color:#fff;margin-right:16px}
+.notice{background:#fff8e1;border:1px solid #f0c36d;padding:8px 12px;margin-bottom:16px}
+`;
+
+/** A whole HTML page; `body` is trusted (build it with `html`). */
+export function page(title: string, body: SafeHtml | string, opts: { nav?: boolean } = {}): string {
+  const nav = opts.nav ? '<nav><a href="/dashboard">Queues (Bull Board)</a><a href="/ops">Dead letters</a></nav>' : '';
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>${escapeHtml(title)}</title><style>${STYLE}</style></head>
+<body>${nav}<main>${String(body)}</main></body></html>`;
+}

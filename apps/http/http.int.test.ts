@@ -1,0 +1,445 @@
+import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../libs/config/index.js';
+import { listAudit } from '../../libs/db/repositories/audit.js';
+import { createLogger } from '../../libs/log/index.js';
+import { listDeadLetters } from '../../libs/queues/index.js';
+import { openContext, workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { TEST_ADMIN_DB_URL, TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { httpComponent, type HttpComponent } from './component.js';
+
+const USER = 'operator';
+const PASSWORD = 'correct horse battery staple';
+const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+const AUTH = basic(USER, PASSWORD);
+
+async function until<T>(fn: () => Promise<T | undefined | false | null>, timeoutMs = 30_000, what = 'condition'): Promise<T> {
+  const start = Date.now();
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() - start > timeoutMs) throw new Error(`${what} not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Log lines of one app, to check what it says at start. */
+function captureLog() {
+  const lines: Array<Record<string, unknown>> = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { lines, log: createLogger({ level: 'info', pretty: 'false' }, stream) };
+}
+
+interface RunningApp {
+  ctx: FleetContext;
+  http: HttpComponent;
+  base: string;
+  logLines: Array<Record<string, unknown>>;
+  extra: Component[];
+  stop(): Promise<void>;
+}
+
+async function startApp(env: Record<string, string>): Promise<RunningApp> {
+  const config = loadConfig({ HTTP_PORT: '0', RETRY_BACKOFF_SCALE: '0.001', SHUTDOWN_TIMEOUT_MS: '5000', LOG_PRETTY: 'false', ...env });
+  const { lines, log } = captureLog();
+  const ctx = openContext(config, log);
+  const http = httpComponent(ctx);
+  await http.start();
+  const addr = http.address()!;
+  const extra: Component[] = [];
+  return {
+    ctx,
+    http,
+    base: `http://127.0.0.1:${addr.port}`,
+    logLines: lines,
+    extra,
+    async stop() {
+      for (const c of extra.reverse()) await c.stop(5_000);
+      await http.stop(5_000);
+      await ctx.close();
+    },
+  };
+}
+
+/** A TCP forwarder standing in for a service; `close()` makes its port a closed port, `open()` brings it back. */
+function tcpProxy(target: { host: string; port: number }) {
+  let server: Server | null = null;
+  let port = 0;
+  const sockets = new Set<Socket>();
+  return {
+    get port() {
+      return port;
+    },
+    async open() {
+      const s = createServer((client) => {
+        const upstream = connect(target.port, target.host);
+        sockets.add(client).add(upstream);
+        const drop = () => {
+          client.destroy();
+          upstream.destroy();
+          sockets.delete(client);
+          sockets.delete(upstream);
+        };
+        client.on('error', drop).on('close', drop);
+        upstream.on('error', drop).on('close', drop);
+        client.pipe(upstream).pipe(client);
+      });
+      await new Promise<void>((resolve, reject) => s.once('error', reject).listen(port, '127.0.0.1', () => resolve()));
+      port = (s.address() as AddressInfo).port;
+      server = s;
+    },
+    async close() {
+      const s = server;
+      server = null;
+      if (!s) return;
+      const closed = new Promise<void>((resolve) => s.close(() => resolve()));
+      for (const sock of sockets) sock.destroy();
+      sockets.clear();
+      await closed;
+    },
+  };
+}
+
+const redisPort = Number(new URL(TEST_REDIS_URL).port || 6379);
+const redisHost = new URL(TEST_REDIS_URL).hostname;
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+afterAll(async () => {
+  await db.drop();
+});
+
+describe('http app with dashboard credentials', () => {
+  let app: RunningApp;
+  let cleanupRedis: () => Promise<void>;
+
+  beforeAll(async () => {
+    const q = testQueuePrefix();
+    cleanupRedis = q.cleanup;
+    app = await startApp({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, DASHBOARD_USER: USER, DASHBOARD_PASSWORD: PASSWORD });
+  });
+  afterAll(async () => {
+    await app.stop();
+    await cleanupRedis();
+  });
+
+  it('GET /health answers 200 with a tiny JSON body', async () => {
+    const res = await fetch(`${app.base}/health`);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { status: string };
+    expect(body.status).toBe('ok');
+  });
+
+  it('GET /ready answers 200 with the PostgreSQL and Redis checks', async () => {
+    const res = await fetch(`${app.base}/ready`);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { status: string; checks: Record<string, { ok: boolean; critical: boolean }> };
+    expect(body.status).toBe('ready');
+    expect(body.checks.postgres).toMatchObject({ ok: true, critical: true });
+    expect(body.checks.redis).toMatchObject({ ok: true, critical: true });
+  });
+
+  it('Bull Board: 401 without credentials, 401 with wrong ones, 200 with the configured ones', async () => {
+    const none = await fetch(`${app.base}/dashboard`);
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toMatch(/^Basic realm="Curavani Fleet"/);
+    const wrongPassword = await fetch(`${app.base}/dashboard`, { headers: { authorization: basic(USER, 'guess') } });
+    expect(wrongPassword.status).toBe(401);
+    const wrongUser = await fetch(`${app.base}/dashboard`, { headers: { authorization: basic('admin', PASSWORD) } });
+    expect(wrongUser.status).toBe(401);
+    const apiNone = await fetch(`${app.base}/dashboard/api/queues`);
+    expect(apiNone.status).toBe(401);
+    const ok = await fetch(`${app.base}/dashboard`, { headers: { authorization: AUTH } });
+    expect(ok.status).toBe(200);
+    expect(await ok.text()).toContain('<div id="root">');
+    const opsNone = await fetch(`${app.base}/ops`);
+    expect(opsNone.status).toBe(401);
+  });
+
+  it('Bull Board lists every fleet queue and every dead-letter queue', async () => {
+    const res = await fetch(`${app.base}/dashboard/api/queues`, { headers: { authorization: AUTH } });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { queues: Array<{ name: string; readOnlyMode: boolean; allowRetries: boolean }> };
+    const expected = app.ctx.queues.allQueues().map((q) => q.name);
+    expect(body.queues.map((q) => q.name).sort()).toEqual([...expected].sort());
+    expect(expected).toContain('patient-import-dlq');
+    for (const q of body.queues) {
+      expect(q.allowRetries).toBe(false);
+      expect(q.readOnlyMode).toBe(q.name.endsWith('-dlq'));
+    }
+  });
+
+  it('/metrics shows the queue depth per queue and state, read from Redis', async () => {
+    for (const patientId of [1, 2, 3]) await app.ctx.queues.enqueue('weekly-status', { patientId, isoWeek: '2026-W48' });
+    const res = await fetch(`${app.base}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+    const text = await res.text();
+    expect(text).toContain('# TYPE fleet_queue_jobs gauge');
+    expect(text).toMatch(/^fleet_queue_jobs\{queue="weekly-status",state="waiting"\} 3$/m);
+    expect(text).toMatch(/^fleet_queue_jobs\{queue="email",state="waiting"\} 0$/m);
+    expect(text).toMatch(/^fleet_queue_jobs\{queue="email-dlq",state="waiting"\} 0$/m);
+    expect(text).toMatch(/^fleet_queue_depth_scrape_ok 1$/m);
+    expect(text).toContain('# TYPE fleet_jobs_completed_total counter');
+    expect(text).toContain('# TYPE fleet_job_duration_seconds histogram');
+    // Labels are queue and state only.
+    for (const line of text.split('\n').filter((l) => l.startsWith('fleet_queue_jobs{'))) {
+      expect(line).toMatch(/^fleet_queue_jobs\{queue="[a-z-]+",state="[a-z-]+"\} \d+$/);
+    }
+  });
+
+  it('a job that used up its attempts is visible in Bull Board in its dead-letter queue; retrying from Bull Board is refused', async () => {
+    let runs = 0;
+    const worker = workerComponent(app.ctx, 'test-patient-import', {
+      'patient-import': async () => {
+        runs++;
+        throw new Error('storage timed out');
+      },
+    });
+    await worker.start();
+    app.extra.push(worker);
+    const { jobId } = await app.ctx.queues.enqueue('patient-import', { ledgerId: 42 });
+
+    const dlq = await until(async () => {
+      const res = await fetch(`${app.base}/dashboard/api/queues?activeQueue=patient-import-dlq&status=latest`, { headers: { authorization: AUTH } });
+      const body = (await res.json()) as { queues: Array<{ name: string; counts: Record<string, number>; jobs: Array<{ id: string; data: Record<string, unknown> }> }> };
+      const q = body.queues.find((x) => x.name === 'patient-import-dlq');
+      return q && q.jobs.length > 0 ? q : null;
+    }, 30_000, 'dead letter in Bull Board');
+    expect(runs).toBe(8);
+    expect(dlq.counts.waiting).toBe(1);
+    expect(dlq.jobs[0]!.data).toMatchObject({ originalQueue: 'patient-import', originalJobId: jobId, reason: 'storage timed out', attemptsMade: 8, data: { ledgerId: 42 } });
+
+    const main = await fetch(`${app.base}/dashboard/api/queues?activeQueue=patient-import&status=failed`, { headers: { authorization: AUTH } });
+    const mainBody = (await main.json()) as { queues: Array<{ name: string; counts: Record<string, number> }> };
+    expect(mainBody.queues.find((x) => x.name === 'patient-import')!.counts.failed).toBe(1);
+
+    const retry = await fetch(`${app.base}/dashboard/api/queues/patient-import/${encodeURIComponent(jobId)}/retry`, { method: 'PUT', headers: { authorization: AUTH } });
+    expect(retry.status).toBe(405);
+    const retryAll = await fetch(`${app.base}/dashboard/api/queues/patient-import/retry/failed`, { method: 'PUT', headers: { authorization: AUTH } });
+    expect(retryAll.status).toBe(405);
+    const pauseDlq = await fetch(`${app.base}/dashboard/api/queues/patient-import-dlq/pause`, { method: 'PUT', headers: { authorization: AUTH } });
+    expect(pauseDlq.status).toBe(405);
+    expect(runs).toBe(8);
+
+    const metrics = await (await fetch(`${app.base}/metrics`)).text();
+    expect(metrics).toMatch(/^fleet_jobs_dead_total\{queue="patient-import"\} 1$/m);
+    expect(metrics).toMatch(/^fleet_queue_jobs\{queue="patient-import-dlq",state="waiting"\} 1$/m);
+    expect(metrics).toMatch(/^fleet_queue_jobs\{queue="patient-import",state="failed"\} 1$/m);
+  });
+
+  it('/ops lists dead letters with reasons and requeues/discards them with an audited reason', async () => {
+    const page = await fetch(`${app.base}/ops`, { headers: { authorization: AUTH } });
+    expect(page.status).toBe(200);
+    const pageText = await page.text();
+    expect(pageText).toContain('storage timed out');
+    expect(pageText).toContain('patient-import.ledger.42');
+
+    const list = (await (await fetch(`${app.base}/ops/api/dead-letters?queue=patient-import`, { headers: { authorization: AUTH } })).json()) as Array<{ id: string }>;
+    expect(list).toHaveLength(1);
+    const id = list[0]!.id;
+    const url = `${app.base}/ops/api/dead-letters/patient-import/${encodeURIComponent(id)}`;
+    const json = { authorization: AUTH, 'content-type': 'application/json' };
+
+    const noReason = await fetch(`${url}/requeue`, { method: 'POST', headers: json, body: '{}' });
+    expect(noReason.status).toBe(400);
+    expect(((await noReason.json()) as { message: string }).message).toMatch(/^reason: required/);
+    const crossSite = await fetch(`${url}/requeue`, { method: 'POST', headers: { ...json, origin: 'https://evil.example' }, body: JSON.stringify({ reason: 'x' }) });
+    expect(crossSite.status).toBe(403);
+    const unknownQueue = await fetch(`${app.base}/ops/api/dead-letters/nope/${encodeURIComponent(id)}/requeue`, { method: 'POST', headers: json, body: JSON.stringify({ reason: 'x' }) });
+    expect(unknownQueue.status).toBe(400);
+    const missing = await fetch(`${app.base}/ops/api/dead-letters/patient-import/no-such-id/discard`, { method: 'POST', headers: json, body: JSON.stringify({ reason: 'x' }) });
+    expect(missing.status).toBe(404);
+    expect(await listDeadLetters(app.ctx.queues)).toHaveLength(1);
+
+    const requeue = await fetch(`${url}/requeue`, { method: 'POST', headers: json, body: JSON.stringify({ reason: 'bucket is back' }) });
+    expect(requeue.status).toBe(200);
+    expect(await requeue.json()).toMatchObject({ outcome: 'requeued', queue: 'patient-import' });
+
+    // The worker still fails: the job runs 8 more times and comes back as a dead letter.
+    await until(async () => (await listDeadLetters(app.ctx.queues)).length === 1, 30_000, 'dead letter again');
+    // Discard through the HTML form (urlencoded), as the page does.
+    const form = await fetch(`${app.base}/ops/dead-letters/patient-import/${encodeURIComponent(id)}/discard`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { authorization: AUTH, 'content-type': 'application/x-www-form-urlencoded', origin: app.base },
+      body: new URLSearchParams({ reason: 'file is broken for good' }).toString(),
+    });
+    expect(form.status).toBe(303);
+    expect(form.headers.get('location')).toMatch(/^\/ops\?done=Discarded/);
+    expect(await listDeadLetters(app.ctx.queues)).toHaveLength(0);
+
+    const audit = await listAudit(app.ctx.database.db, 10);
+    const actions = audit.filter((a) => a.action.startsWith('dlq.')).map((a) => ({ actor: a.actor, action: a.action, reason: a.reason, target: a.target }));
+    expect(actions).toEqual([
+      { actor: `dashboard:${USER}`, action: 'dlq.discard', reason: 'file is broken for good', target: `patient-import/${id}` },
+      { actor: `dashboard:${USER}`, action: 'dlq.requeue', reason: 'bucket is back', target: `patient-import/${id}` },
+    ]);
+    const after = await (await fetch(`${app.base}/ops`, { headers: { authorization: AUTH } })).text();
+    expect(after).toContain('file is broken for good');
+  });
+
+  it('/ops escapes what it shows', async () => {
+    await app.ctx.queues.queue('bucket-poll-dlq').add('bucket-poll', {
+      originalQueue: 'bucket-poll',
+      originalJobId: 'bucket-poll.x',
+      name: 'bucket-poll',
+      data: { trigger: 'manual' },
+      reason: '<script>alert(1)</script>',
+      code: null,
+      attemptsMade: 5,
+      enqueuedAt: null,
+      failedAt: new Date().toISOString(),
+    }, { jobId: 'bucket-poll.x' });
+    const text = await (await fetch(`${app.base}/ops`, { headers: { authorization: AUTH } })).text();
+    expect(text).not.toContain('<script>alert(1)</script>');
+    expect(text).toContain('&lt;script&gt;alert(1)&lt;/script&gt;');
+  });
+
+  it('state-changing Bull Board calls are audited', async () => {
+    const res = await fetch(`${app.base}/dashboard/api/queues/weekly-status/pause`, { method: 'PUT', headers: { authorization: AUTH } });
+    expect(res.status).toBeLessThan(300);
+    const row = await until(async () => (await listAudit(app.ctx.database.db, 10)).find((a) => a.action === 'dashboard.put'));
+    expect(row).toMatchObject({ actor: `dashboard:${USER}`, target: '/dashboard/api/queues/weekly-status/pause' });
+    await fetch(`${app.base}/dashboard/api/queues/weekly-status/resume`, { method: 'PUT', headers: { authorization: AUTH } });
+  });
+});
+
+describe('dashboard without credentials', () => {
+  it('is served on a loopback address (local requests only) and says so at start', async () => {
+    const q = testQueuePrefix();
+    const app = await startApp({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, HTTP_HOST: '127.0.0.1' });
+    try {
+      expect(app.http.address()!.address).toBe('127.0.0.1');
+      expect((await fetch(`${app.base}/dashboard`)).status).toBe(200);
+      expect((await fetch(`${app.base}/ops`)).status).toBe(200);
+      // Behind a reverse proxy every request would look local: a forwarded one is refused.
+      expect((await fetch(`${app.base}/dashboard`, { headers: { 'x-forwarded-for': '203.0.113.9' } })).status).toBe(403);
+      expect(app.logLines.some((l) => l.level === 40 && String(l.msg).startsWith('dashboard has no credentials'))).toBe(true);
+    } finally {
+      await app.stop();
+      await q.cleanup();
+    }
+  });
+
+  it('is refused on a non-loopback address, with a page that says how to configure credentials', async () => {
+    const q = testQueuePrefix();
+    const app = await startApp({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, HTTP_HOST: '0.0.0.0' });
+    try {
+      expect(app.http.address()!.address).toBe('0.0.0.0');
+      const res = await fetch(`${app.base}/dashboard`);
+      expect(res.status).toBe(403);
+      const text = await res.text();
+      expect(text).toContain('DASHBOARD_USER');
+      expect(text).toContain('DASHBOARD_PASSWORD');
+      expect((await fetch(`${app.base}/dashboard/api/queues`)).status).toBe(403);
+      expect((await fetch(`${app.base}/ops/api/dead-letters`)).status).toBe(403);
+      expect((await fetch(`${app.base}/health`)).status).toBe(200);
+      expect((await fetch(`${app.base}/metrics`)).status).toBe(200);
+      const line = app.logLines.find((l) => l.level === 50 && String(l.msg).startsWith('dashboard DISABLED'));
+      expect(line).toBeDefined();
+    } finally {
+      await app.stop();
+      await q.cleanup();
+    }
+  });
+});
+
+describe('/ready follows PostgreSQL, Redis and component checks', () => {
+  const pg = tcpProxy({ host: new URL(TEST_ADMIN_DB_URL).hostname, port: Number(new URL(TEST_ADMIN_DB_URL).port || 5432) });
+  const redis = tcpProxy({ host: redisHost, port: redisPort });
+  let app: RunningApp;
+  let cleanupRedis: () => Promise<void>;
+
+  beforeAll(async () => {
+    await pg.open();
+    await redis.open();
+    const q = testQueuePrefix();
+    cleanupRedis = q.cleanup;
+    const dbUrl = new URL(db.url);
+    dbUrl.host = `127.0.0.1:${pg.port}`;
+    app = await startApp({ DATABASE_URL: dbUrl.toString(), REDIS_URL: `redis://127.0.0.1:${redis.port}`, QUEUE_PREFIX: q.prefix, READY_TIMEOUT_MS: '1500' });
+  });
+  afterAll(async () => {
+    await pg.open().catch(() => {});
+    await redis.open().catch(() => {});
+    await app.stop();
+    await pg.close();
+    await redis.close();
+    await cleanupRedis();
+  });
+
+  async function ready() {
+    const res = await fetch(`${app.base}/ready`);
+    return { status: res.status, body: (await res.json()) as { status: string; reason?: string; checks: Record<string, { ok: boolean; critical: boolean; detail?: string }> } };
+  }
+
+  it('503 naming PostgreSQL when its port is closed, 200 again when it is back', async () => {
+    expect((await until(async () => ((await ready()).status === 200 ? true : null), 10_000, 'ready at start'))).toBe(true);
+    await pg.close();
+    const down = await ready();
+    expect(down.status).toBe(503);
+    expect(down.body.status).toBe('not_ready');
+    expect(down.body.checks.postgres!.ok).toBe(false);
+    expect(down.body.checks.redis!.ok).toBe(true);
+    expect(down.body.reason).toMatch(/^postgres down \(/);
+    await pg.open();
+    const back = await until(async () => {
+      const r = await ready();
+      return r.status === 200 ? r : null;
+    }, 30_000, 'ready after PostgreSQL is back');
+    expect(back.body.checks.postgres!.ok).toBe(true);
+  });
+
+  it('503 naming Redis when its port is closed, 200 again when it is back', async () => {
+    await redis.close();
+    const down = await until(async () => {
+      const r = await ready();
+      return r.status === 503 ? r : null;
+    }, 10_000, 'not ready without Redis');
+    expect(down.body.checks.redis!.ok).toBe(false);
+    expect(down.body.checks.postgres!.ok).toBe(true);
+    expect(down.body.reason).toMatch(/^redis down \(/);
+    // /health does not depend on either.
+    expect((await fetch(`${app.base}/health`)).status).toBe(200);
+    // /metrics still answers, and says the depth could not be read.
+    const metrics = await (await fetch(`${app.base}/metrics`)).text();
+    expect(metrics).toMatch(/^fleet_queue_depth_scrape_ok 0$/m);
+    await redis.open();
+    await until(async () => ((await ready()).status === 200 ? true : null), 40_000, 'ready after Redis is back');
+  });
+
+  it('a failing component check (e.g. Kafka) reports degraded with 200; a critical one makes it 503; so does the phase', async () => {
+    app.ctx.readiness.add('outbox-relay', async () => ({ ok: false, detail: 'kafka unreachable: connect ECONNREFUSED' }));
+    const degraded = await ready();
+    expect(degraded.status).toBe(200);
+    expect(degraded.body.status).toBe('degraded');
+    expect(degraded.body.checks['outbox-relay']).toMatchObject({ ok: false, critical: false, detail: 'kafka unreachable: connect ECONNREFUSED' });
+    expect(degraded.body.reason).toBe('outbox-relay degraded (kafka unreachable: connect ECONNREFUSED)');
+
+    app.ctx.readiness.add('outbox-relay', async () => ({ ok: false, critical: true, detail: 'cannot work' }));
+    expect((await ready()).status).toBe(503);
+    app.ctx.readiness.add('outbox-relay', () => new Promise(() => {})); // never answers: the time limit applies
+    const hung = await ready();
+    expect(hung.status).toBe(200);
+    expect(hung.body.checks['outbox-relay']).toMatchObject({ ok: false, detail: 'no answer within 1500 ms' });
+
+    app.ctx.readiness.add('outbox-relay', async () => ({ ok: true }));
+    expect((await ready()).body.status).toBe('ready');
+    app.ctx.readiness.setPhase('stopping');
+    const stopping = await ready();
+    expect(stopping.status).toBe(503);
+    expect(stopping.body.reason).toBe('process is stopping');
+    app.ctx.readiness.setPhase('running');
+  });
+});

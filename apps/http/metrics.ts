@@ -1,0 +1,65 @@
+import { Router } from 'express';
+import { collectedGauge } from '../../libs/metrics/index.js';
+import type { FleetContext } from '../../libs/runtime/index.js';
+
+export const QUEUE_DEPTH_METRIC = 'fleet_queue_jobs';
+
+/** Job states counted per queue; dead-letter queues are listed as queues of their own (`<queue>-dlq`). */
+export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'] as const;
+
+/**
+ * Registers the queue depth gauge (read from Redis on each scrape) once per registry.
+ * Labels: queue and state only. When Redis is unreachable the scrape still answers: the
+ * gauge is left empty and `fleet_queue_depth_scrape_ok` says 0.
+ */
+export function registerQueueDepth(ctx: FleetContext): void {
+  const registry = ctx.metrics.registry;
+  if (registry.getSingleMetric(QUEUE_DEPTH_METRIC)) return;
+
+  type Depth = { ok: boolean; rows: Array<{ labels: Record<string, string>; value: number }> };
+  // Both gauges below are collected in the same scrape (prom-client collects in parallel):
+  // they share one read of Redis, reused for a second.
+  let inFlight: { at: number; promise: Promise<Depth> } | null = null;
+  const read = (): Promise<Depth> => {
+    if (inFlight && Date.now() - inFlight.at < 1_000) return inFlight.promise;
+    const promise = (async (): Promise<Depth> => {
+      try {
+        const perQueue = await Promise.all(
+          ctx.queues.allQueues().map(async ({ name, queue }) => {
+            const counts = await queue.getJobCounts(...QUEUE_STATES);
+            return QUEUE_STATES.map((state) => ({ labels: { queue: name, state }, value: counts[state] ?? 0 }));
+          }),
+        );
+        return { ok: true, rows: perQueue.flat() };
+      } catch (err) {
+        ctx.log.warn({ err }, 'metrics: could not read queue depth from redis');
+        return { ok: false, rows: [] };
+      }
+    })();
+    inFlight = { at: Date.now(), promise };
+    return promise;
+  };
+
+  collectedGauge(
+    ctx.metrics,
+    QUEUE_DEPTH_METRIC,
+    'Jobs per queue and state (dead-letter queues end in -dlq), read from Redis at scrape time',
+    ['queue', 'state'],
+    async () => (await read()).rows,
+  );
+  collectedGauge(ctx.metrics, 'fleet_queue_depth_scrape_ok', '1 when reading the queue depth from Redis succeeded in this scrape, else 0', [], async () => [
+    { labels: {}, value: (await read()).ok ? 1 : 0 },
+  ]);
+}
+
+export function metricsRoutes(ctx: FleetContext): Router {
+  registerQueueDepth(ctx);
+  const router = Router();
+  router.get('/metrics', async (_req, res) => {
+    const registry = ctx.metrics.registry;
+    const body = await registry.metrics();
+    res.setHeader('Cache-Control', 'no-store');
+    res.type(registry.contentType).send(body);
+  });
+  return router;
+}

@@ -1,0 +1,141 @@
+import express, { Router, type Request, type Response } from 'express';
+import { listAudit } from '../../../libs/db/repositories/audit.js';
+import { discardOne, requeueOne } from '../../../libs/ops/dead-letters.js';
+import { DeadLetterNotFound, listDeadLetters, queueNames, type DeadLetterView } from '../../../libs/queues/index.js';
+import { operatorOf } from '../auth.js';
+import { html, page } from '../html.js';
+import type { HttpRouteDeps, HttpRouteModule } from './types.js';
+
+const MAX_REASON = 500;
+
+class BadRequest extends Error {}
+
+function wantsJson(req: Request): boolean {
+  return req.is('application/json') === 'application/json' || req.path.startsWith('/api/');
+}
+
+function checkQueue(queue: string | undefined): string | undefined {
+  if (queue === undefined || queue === '') return undefined;
+  if (!queueNames().includes(queue)) throw new BadRequest(`unknown queue ${queue}; queues: ${queueNames().join(', ')}`);
+  return queue;
+}
+
+function reasonOf(req: Request): string {
+  const raw = (req.body as { reason?: unknown } | undefined)?.reason;
+  const reason = typeof raw === 'string' ? raw.trim() : '';
+  if (!reason) throw new BadRequest('reason: required (say why, it goes to the audit table)');
+  if (reason.length > MAX_REASON) throw new BadRequest(`reason: at most ${MAX_REASON} characters`);
+  return reason;
+}
+
+function deadLetterRow(e: DeadLetterView) {
+  const base = `/ops/dead-letters/${encodeURIComponent(e.originalQueue)}/${encodeURIComponent(e.id)}`;
+  return html`<tr>
+<td><code>${e.id}</code><div class="muted">${e.name}</div></td>
+<td>${e.failedAt.replace('T', ' ').slice(0, 19)} UTC<div class="muted">attempts ${e.attemptsMade}${e.code ? html` · code <code>${e.code}</code>` : ''}</div></td>
+<td class="reason">${e.reason}</td>
+<td><code>${JSON.stringify(e.data)}</code></td>
+<td>
+<form class="inline" method="post" action="${base}/requeue"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit">Requeue</button></form>
+<form class="inline" method="post" action="${base}/discard"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit" class="danger">Discard</button></form>
+</td></tr>`;
+}
+
+async function overviewPage(deps: HttpRouteDeps, req: Request): Promise<string> {
+  const queue = checkQueue(typeof req.query.queue === 'string' ? req.query.queue : undefined);
+  const entries = await listDeadLetters(deps.ctx.queues, queue ? { queue } : {});
+  const audit = await listAudit(deps.ctx.database.db, 20);
+  const done = typeof req.query.done === 'string' ? req.query.done : undefined;
+  const byQueue = (queue ? [queue] : queueNames()).map((q) => ({ queue: q, entries: entries.filter((e) => e.originalQueue === q) }));
+  const body = html`<h1>Dead letters</h1>
+${done ? html`<div class="notice">${done}</div>` : ''}
+<p class="muted">Jobs that failed for good (permanent error or attempts used up). Requeue puts a job back on its queue
+with fresh attempts under its original id; discard removes it for good. Both are written to the audit table with your
+reason. Same as <code>fleet dlq requeue|discard &lt;id&gt; --reason "..."</code>.</p>
+${byQueue.map(
+  (g) => html`<h2 id="${g.queue}">${g.queue} <span class="muted">(${g.entries.length})</span></h2>
+${g.entries.length
+  ? html`<table><thead><tr><th>Id / job</th><th>Failed</th><th>Reason</th><th>Payload</th><th>Action</th></tr></thead><tbody>${g.entries.map(deadLetterRow)}</tbody></table>`
+  : html`<p class="muted">none</p>`}`,
+)}
+<h2>Recent operator actions</h2>
+${audit.length
+  ? html`<table><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Reason</th></tr></thead><tbody>${audit.map(
+      (a) => html`<tr><td>${a.createdAt.toISOString().replace('T', ' ').slice(0, 19)} UTC</td><td>${a.actor}</td><td>${a.action}</td><td><code>${a.target}</code></td><td>${a.reason ?? ''}</td></tr>`,
+    )}</tbody></table>`
+  : html`<p class="muted">none yet</p>`}`;
+  return page('Dead letters · Curavani Fleet', body, { nav: true });
+}
+
+function sendError(req: Request, res: Response, status: number, message: string): void {
+  if (wantsJson(req)) res.status(status).json({ error: status === 404 ? 'not_found' : 'bad_request', message });
+  else res.status(status).type('html').send(page('Dead letters · error', html`<h1>Could not do that</h1><p class="reason">${message}</p><p><a href="/ops">Back to the dead letters</a></p>`, { nav: true }));
+}
+
+async function act(deps: HttpRouteDeps, req: Request, res: Response, action: 'requeue' | 'discard'): Promise<void> {
+  try {
+    const queue = checkQueue(String(req.params.queue));
+    const id = String(req.params.id);
+    const reason = reasonOf(req);
+    const operator = { actor: operatorOf(res), reason };
+    const opsDeps = { db: deps.ctx.database.db, queues: deps.ctx.queues, hooks: deps.deadLetterHooks };
+    let outcome: string;
+    let view: DeadLetterView;
+    if (action === 'requeue') {
+      const r = await requeueOne(opsDeps, id, operator, queue);
+      outcome = r.state;
+      view = r.view;
+    } else {
+      view = await discardOne(opsDeps, id, operator, queue);
+      outcome = 'discarded';
+    }
+    deps.ctx.log.info({ action, queue: view.originalQueue, jobId: view.originalJobId, actor: operator.actor, outcome }, 'dead letter handled by an operator');
+    if (wantsJson(req)) {
+      res.json({ outcome, id: view.id, queue: view.originalQueue, jobId: view.originalJobId });
+      return;
+    }
+    const message = outcome === 'discarded' ? `Discarded ${view.originalJobId}.` : outcome === 'requeued' ? `Requeued ${view.originalJobId} on ${view.originalQueue}.` : `${view.originalJobId} was already queued again; dead letter removed.`;
+    res.redirect(303, `/ops?done=${encodeURIComponent(message)}`);
+  } catch (err) {
+    if (err instanceof BadRequest) return sendError(req, res, 400, err.message);
+    if (err instanceof DeadLetterNotFound) return sendError(req, res, 404, err.message);
+    throw err;
+  }
+}
+
+/**
+ * The operator page for dead letters (HTML at /ops, JSON under /ops/api): list with reasons,
+ * audited requeue and discard with a required reason, recent operator actions.
+ */
+export const deadLetterRoutes: HttpRouteModule = {
+  name: 'dead-letters',
+  path: '/ops',
+  access: 'operator',
+  router(deps) {
+    const router = Router();
+    router.use(express.urlencoded({ extended: false, limit: '16kb' }), express.json({ limit: '16kb' }));
+
+    router.get('/', async (req, res) => {
+      try {
+        res.type('html').send(await overviewPage(deps, req));
+      } catch (err) {
+        if (err instanceof BadRequest) return sendError(req, res, 400, err.message);
+        throw err;
+      }
+    });
+    router.get('/api/dead-letters', async (req, res) => {
+      try {
+        const queue = checkQueue(typeof req.query.queue === 'string' ? req.query.queue : undefined);
+        res.json(await listDeadLetters(deps.ctx.queues, queue ? { queue } : {}));
+      } catch (err) {
+        if (err instanceof BadRequest) return sendError(req, res, 400, err.message);
+        throw err;
+      }
+    });
+    for (const prefix of ['', '/api']) {
+      router.post(`${prefix}/dead-letters/:queue/:id/requeue`, (req, res) => act(deps, req, res, 'requeue'));
+      router.post(`${prefix}/dead-letters/:queue/:id/discard`, (req, res) => act(deps, req, res, 'discard'));
+    }
+    return router;
+  },
+};

@@ -1,0 +1,10 @@
+import { deadLetterRoutes } from './dead-letters.js';
+import type { HttpRouteModule } from './types.js';
+
+export type { HttpRouteDeps, HttpRouteModule } from './types.js';
+
+/**
+ * Every feature's routes, mounted by createHttpApp in this order after /health, /ready,
+ * /metrics and /dashboard. A feature adds one import and one entry here.
+ */
+export const routeModules: HttpRouteModule[] = [deadLetterRoutes];
