@@ -82,6 +82,15 @@ export const catalog = {
     key: (p) => `file.${p.fileId}`,
     concurrency: 1,
   }),
+  'weekly-tick': defineJob({
+    queue: 'weekly-fanout',
+    description: 'Produced by the weekly job scheduler: enqueue the fan-out of the ISO week now due (never a past week)',
+    schema: z.object({}).strict(),
+    retry: { attempts: 5, backoffMs: 30_000, jitter: 0.5 },
+    retention: { completed: { ageSeconds: 90 * DAY, count: 100 }, failed: { ageSeconds: 90 * DAY, count: 100 } },
+    key: null,
+    concurrency: 1,
+  }),
   'weekly-fanout': defineJob({
     queue: 'weekly-fanout',
     description: 'Select the patients due a weekly status email and enqueue one job each',

@@ -1,0 +1,253 @@
+import { and, eq, inArray, sql } from 'drizzle-orm';
+import type { Db, DbOrTx } from '../client.js';
+import { deliveries } from '../schema/fleet.js';
+import { patienten } from '../schema/platform.js';
+import { recordAudit } from './audit.js';
+import { queueDelivery, type NewDelivery } from './deliveries.js';
+
+/**
+ * Reads and writes of the weekly patient status emails. The matching tables are only read.
+ *
+ * Who gets an email for an ISO week: status `auf_der_Suche`, at least one `aktiv`
+ * platzsuche, an email address, no opt-out, and nothing recorded for that week yet (no
+ * delivery with the week's idempotency key, and weekly_update_last_sent before the week).
+ */
+export const WEEKLY_DELIVERY_KIND = 'weekly-status';
+
+export function weeklyIdempotencyKey(patientId: number, isoWeek: string): string {
+  return `weekly.${patientId}.${isoWeek}`;
+}
+
+export interface WeekWindow {
+  isoWeek: string;
+  /** Monday 00:00 local time of the week (in WEEKLY_TZ). */
+  weekStart: Date;
+}
+
+const hasActiveSearch = sql`exists (select 1 from matching_service.platzsuche ps where ps.patient_id = p.id and ps.status = 'aktiv')`;
+const hasEmail = sql`(p.email is not null and btrim(p.email) <> '')`;
+const alreadySent = (w: WeekWindow) =>
+  sql`((p.weekly_update_last_sent is not null and p.weekly_update_last_sent >= ${w.weekStart.toISOString()}::timestamptz)
+    or exists (select 1 from fleet.deliveries d where d.idempotency_key = 'weekly.' || p.id || '.' || ${w.isoWeek}))`;
+
+export interface FanoutCounts {
+  /** Searching patients with an active search. */
+  candidates: number;
+  eligible: number;
+  skippedOptedOut: number;
+  skippedNoEmail: number;
+  skippedAlreadySent: number;
+}
+
+/** How the searching patients split for a week (each counted once, in this order of reasons). */
+export async function countWeeklyCandidates(db: DbOrTx, w: WeekWindow): Promise<FanoutCounts> {
+  const rows = await db.execute<{ candidates: number; opted_out: number; no_email: number; already_sent: number; eligible: number }>(sql`
+    select count(*)::int as candidates,
+      count(*) filter (where p.weekly_update_opt_out)::int as opted_out,
+      count(*) filter (where not p.weekly_update_opt_out and not ${hasEmail})::int as no_email,
+      count(*) filter (where not p.weekly_update_opt_out and ${hasEmail} and ${alreadySent(w)})::int as already_sent,
+      count(*) filter (where not p.weekly_update_opt_out and ${hasEmail} and not ${alreadySent(w)})::int as eligible
+    from patient_service.patienten p
+    where p.status = 'auf_der_Suche' and ${hasActiveSearch}`);
+  const r = rows[0]!;
+  return {
+    candidates: r.candidates,
+    eligible: r.eligible,
+    skippedOptedOut: r.opted_out,
+    skippedNoEmail: r.no_email,
+    skippedAlreadySent: r.already_sent,
+  };
+}
+
+/** One page of eligible patient ids after `afterId` (keyset pagination on the primary key). */
+export async function eligiblePatientIds(db: DbOrTx, w: WeekWindow, afterId: number, limit: number): Promise<number[]> {
+  const rows = await db.execute<{ id: number }>(sql`
+    select p.id from patient_service.patienten p
+    where p.id > ${afterId} and p.status = 'auf_der_Suche' and not p.weekly_update_opt_out
+      and ${hasEmail} and ${hasActiveSearch} and not ${alreadySent(w)}
+    order by p.id
+    limit ${limit}`);
+  return rows.map((r) => Number(r.id));
+}
+
+export interface WeeklyFacts {
+  patientId: number;
+  vorname: string;
+  nachname: string;
+  email: string | null;
+  status: string;
+  optedOut: boolean;
+  lastSent: Date | null;
+  activeSearches: number;
+  /** Requests sent to therapists (gesendet_datum set) for the active searches, in total and since the last update. */
+  requestsTotal: number;
+  requestsSince: number;
+  /** Answers received (accepted or declined), in total and since the last update. */
+  answersTotal: number;
+  answersSince: number;
+  /** Of the answers, how many offered a place. */
+  acceptances: number;
+}
+
+/** What the email of one patient says, as of `now`. Null when the patient does not exist. */
+export async function loadWeeklyFacts(db: DbOrTx, patientId: number, now: Date): Promise<WeeklyFacts | null> {
+  const [p] = await db
+    .select({
+      id: patienten.id,
+      vorname: patienten.vorname,
+      nachname: patienten.nachname,
+      email: patienten.email,
+      status: patienten.status,
+      optedOut: patienten.weeklyUpdateOptOut,
+      lastSent: patienten.weeklyUpdateLastSent,
+    })
+    .from(patienten)
+    .where(eq(patienten.id, patientId));
+  if (!p) return null;
+  const since = (p.lastSent ?? new Date(0)).toISOString();
+  const nowIso = now.toISOString();
+  const rows = await db.execute<{
+    searches: number;
+    requests_total: number;
+    requests_since: number;
+    answers_total: number;
+    answers_since: number;
+    acceptances: number;
+  }>(sql`
+    with searches as (
+      select id from matching_service.platzsuche where patient_id = ${patientId} and status = 'aktiv'
+    ), requests as (
+      select distinct on (ta.id) ta.id, ta.gesendet_datum, ta.antwort_datum, tap.status
+      from matching_service.therapeut_anfrage_patient tap
+      join matching_service.therapeutenanfrage ta on ta.id = tap.therapeutenanfrage_id
+      where tap.platzsuche_id in (select id from searches)
+        and ta.gesendet_datum is not null and ta.gesendet_datum <= ${nowIso}::timestamptz
+      order by ta.id, (tap.status = 'angenommen') desc
+    )
+    select (select count(*) from searches)::int as searches,
+      count(r.id)::int as requests_total,
+      count(r.id) filter (where r.gesendet_datum > ${since}::timestamptz)::int as requests_since,
+      count(r.id) filter (where r.status in ('angenommen', 'abgelehnt'))::int as answers_total,
+      count(r.id) filter (where r.status in ('angenommen', 'abgelehnt')
+        and coalesce(r.antwort_datum, r.gesendet_datum) > ${since}::timestamptz)::int as answers_since,
+      count(r.id) filter (where r.status = 'angenommen')::int as acceptances
+    from requests r`);
+  const f = rows[0]!;
+  return {
+    patientId: p.id,
+    vorname: p.vorname,
+    nachname: p.nachname,
+    email: p.email,
+    status: p.status,
+    optedOut: p.optedOut,
+    lastSent: p.lastSent,
+    activeSearches: f.searches,
+    requestsTotal: f.requests_total,
+    requestsSince: f.requests_since,
+    answersTotal: f.answers_total,
+    answersSince: f.answers_since,
+    acceptances: f.acceptances,
+  };
+}
+
+export type WeeklyIneligibleReason = 'not_found' | 'not_searching' | 'no_active_search' | 'no_email' | 'opted_out' | 'already_sent';
+
+export function ineligibleReason(f: WeeklyFacts | null, w: WeekWindow): WeeklyIneligibleReason | null {
+  if (!f) return 'not_found';
+  if (f.status !== 'auf_der_Suche') return 'not_searching';
+  if (f.activeSearches === 0) return 'no_active_search';
+  if (f.optedOut) return 'opted_out';
+  if (!f.email || f.email.trim() === '') return 'no_email';
+  if (f.lastSent && f.lastSent >= w.weekStart) return 'already_sent';
+  return null;
+}
+
+export type RecordOutcome =
+  | { outcome: 'recorded'; deliveryId: string }
+  | { outcome: 'exists'; deliveryId: string }
+  | { outcome: 'skipped'; reason: WeeklyIneligibleReason };
+
+/**
+ * Records the week's email of one patient, once. In one transaction that holds the
+ * patient's row lock: the week's delivery (unique idempotency key) is looked up, the
+ * eligibility checked again, the email composed from the facts, the delivery recorded and
+ * weekly_update_last_sent set. Running it twice, or concurrently, records one delivery.
+ */
+export async function recordWeeklyDelivery(
+  db: Db,
+  input: WeekWindow & { patientId: number; now: Date },
+  compose: (facts: WeeklyFacts) => Omit<NewDelivery, 'idempotencyKey' | 'kind' | 'patientId' | 'toAddress'>,
+): Promise<RecordOutcome> {
+  const key = weeklyIdempotencyKey(input.patientId, input.isoWeek);
+  return db.transaction(async (tx) => {
+    await tx.execute(sql`select 1 from patient_service.patienten where id = ${input.patientId} for update`);
+    const [existing] = await tx.select({ id: deliveries.id }).from(deliveries).where(eq(deliveries.idempotencyKey, key));
+    if (existing) return { outcome: 'exists', deliveryId: existing.id };
+    const facts = await loadWeeklyFacts(tx, input.patientId, input.now);
+    const reason = ineligibleReason(facts, input);
+    if (reason) return { outcome: 'skipped', reason };
+    const message = compose(facts!);
+    const { id } = await queueDelivery(tx, {
+      ...message,
+      idempotencyKey: key,
+      kind: WEEKLY_DELIVERY_KIND,
+      patientId: input.patientId,
+      toAddress: facts!.email!.trim(),
+    });
+    await tx
+      .update(patienten)
+      .set({ weeklyUpdateLastSent: input.now })
+      .where(eq(patienten.id, input.patientId));
+    return { outcome: 'recorded', deliveryId: id };
+  });
+}
+
+/**
+ * Checked right before sending (one query for a whole batch): why each patient's weekly
+ * email is no longer wanted, for the ones that opted out, stopped searching or are gone.
+ */
+export async function unwantedWeeklyRecipients(db: DbOrTx, patientIds: number[]): Promise<Map<number, 'opted_out' | 'not_searching' | 'not_found'>> {
+  const unwanted = new Map<number, 'opted_out' | 'not_searching' | 'not_found'>();
+  if (patientIds.length === 0) return unwanted;
+  const rows = await db
+    .select({ id: patienten.id, optedOut: patienten.weeklyUpdateOptOut, status: patienten.status })
+    .from(patienten)
+    .where(inArray(patienten.id, [...new Set(patientIds)]));
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  for (const id of patientIds) {
+    const r = byId.get(id);
+    if (!r) unwanted.set(id, 'not_found');
+    else if (r.optedOut) unwanted.set(id, 'opted_out');
+    else if (r.status !== 'auf_der_Suche') unwanted.set(id, 'not_searching');
+  }
+  return unwanted;
+}
+
+/**
+ * Opts a patient out of the weekly emails and writes it to the audit table. Idempotent:
+ * a second call changes nothing and reports `changed: false`.
+ */
+export async function optOutOfWeeklyUpdates(
+  db: Db,
+  patientId: number,
+  by: { actor: string; via: string },
+): Promise<{ found: boolean; changed: boolean }> {
+  return db.transaction(async (tx) => {
+    const updated = await tx
+      .update(patienten)
+      .set({ weeklyUpdateOptOut: true, updatedAt: new Date() })
+      .where(and(eq(patienten.id, patientId), eq(patienten.weeklyUpdateOptOut, false)))
+      .returning({ id: patienten.id });
+    if (updated.length === 0) {
+      const [exists] = await tx.select({ id: patienten.id }).from(patienten).where(eq(patienten.id, patientId));
+      return { found: Boolean(exists), changed: false };
+    }
+    await recordAudit(tx, {
+      actor: by.actor,
+      action: 'weekly.opt-out',
+      target: `patient/${patientId}`,
+      details: { via: by.via },
+    });
+    return { found: true, changed: true };
+  });
+}

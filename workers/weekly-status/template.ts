@@ -1,0 +1,136 @@
+import Handlebars from 'handlebars';
+import type { WeeklyFacts } from '../../libs/db/repositories/weekly-status.js';
+
+/**
+ * The weekly status email: German, kind and short. It names no diagnosis, symptom or
+ * therapist, and the subject line says nothing about health. One message model, rendered
+ * by one Handlebars template in two formats: HTML (everything escaped by the engine) and
+ * plain text.
+ */
+export interface WeeklyLinks {
+  /** Signed one-click unsubscribe URL (HTTPS in production). */
+  unsubscribeUrl: string;
+  /** mailto: alternative for List-Unsubscribe. */
+  unsubscribeMailto: string;
+  contactEmail: string;
+  contactPhone?: string | undefined;
+}
+
+export interface RenderedWeeklyEmail {
+  subject: string;
+  html: string;
+  text: string;
+  headers: Record<string, string>;
+}
+
+export const WEEKLY_SUBJECT = 'Ihr wöchentlicher Zwischenstand von Curavani';
+
+const n = (count: number, one: string, many: string) => `${count} ${count === 1 ? one : many}`;
+
+interface MessageModel {
+  subject: string;
+  greeting: string;
+  intro: string;
+  facts: string[];
+  next: string[];
+  contact: string;
+  contactEmail: string;
+  contactPhone?: string | undefined;
+  unsubscribeUrl: string;
+  html: boolean;
+}
+
+function model(f: WeeklyFacts, links: WeeklyLinks, html: boolean): MessageModel {
+  const first = f.lastSent === null;
+  const facts = [
+    first
+      ? `Seit Beginn Ihrer Platzsuche haben wir ${n(f.requestsSince, 'Anfrage', 'Anfragen')} an Praxen gesendet.`
+      : `Seit unserer letzten Nachricht haben wir ${n(f.requestsSince, 'neue Anfrage', 'neue Anfragen')} an Praxen gesendet.`,
+    `Insgesamt sind es bisher ${n(f.requestsTotal, 'Anfrage', 'Anfragen')}.`,
+    f.answersTotal === 0
+      ? 'Antworten haben wir bisher noch keine erhalten.'
+      : `Wir haben ${n(f.answersTotal, 'Antwort', 'Antworten')} erhalten${!first && f.answersSince > 0 ? `, ${f.answersSince} davon seit unserer letzten Nachricht` : ''}.`,
+  ];
+  const next: string[] = [];
+  if (f.acceptances > 0) {
+    next.push('Es gibt eine positive Rückmeldung. Wir melden uns in den nächsten Tagen persönlich bei Ihnen, um alles Weitere mit Ihnen abzustimmen.');
+  } else if (f.requestsTotal === 0) {
+    next.push('Wir bereiten die ersten Anfragen für Sie vor. Sie müssen dafür nichts tun.');
+  } else {
+    next.push('Wir fragen weiter bei passenden Praxen an und melden uns, sobald es eine Zusage gibt. Sie müssen dafür nichts tun.');
+    next.push('Viele Praxen antworten erst nach einiger Zeit – das ist ganz normal.');
+  }
+  return {
+    subject: WEEKLY_SUBJECT,
+    greeting: `Guten Tag ${f.vorname} ${f.nachname},`.replace(/\s+/g, ' '),
+    intro: 'hier ist Ihr kurzer Zwischenstand zu Ihrer Platzsuche bei Curavani.',
+    facts,
+    next,
+    contact: 'Haben Sie Fragen oder hat sich bei Ihnen etwas geändert? Wir sind gerne für Sie da:',
+    contactEmail: links.contactEmail,
+    contactPhone: links.contactPhone,
+    unsubscribeUrl: links.unsubscribeUrl,
+    html,
+  };
+}
+
+// One template, two formats: `html` switches the markup; the text is the same.
+const SOURCE = `{{#if html}}<!doctype html>
+<html lang="de"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>{{subject}}</title></head>
+<body style="margin:0;padding:24px;background:#f5f7fa;font-family:Arial,Helvetica,sans-serif;color:#1f2933;line-height:1.5">
+<div style="max-width:560px;margin:0 auto;background:#ffffff;border-radius:8px;padding:24px">
+<p>{{greeting}}</p>
+<p>{{intro}}</p>
+<ul>
+{{#each facts}}<li>{{this}}</li>
+{{/each}}</ul>
+<h3 style="font-size:16px;margin:20px 0 8px">Wie es weitergeht</h3>
+{{#each next}}<p>{{this}}</p>
+{{/each}}<p>{{contact}}<br>
+E-Mail: <a href="mailto:{{contactEmail}}">{{contactEmail}}</a>{{#if contactPhone}}<br>
+Telefon: {{contactPhone}}{{/if}}</p>
+<p>Herzliche Grüße<br>Ihr Curavani-Team</p>
+<p style="font-size:12px;color:#616e7c;border-top:1px solid #e4e7eb;padding-top:12px">Sie möchten diese wöchentliche Nachricht nicht mehr erhalten?
+<a href="{{unsubscribeUrl}}" style="color:#616e7c">Hier abmelden</a>.</p>
+</div>
+</body></html>
+{{else}}{{greeting}}
+
+{{intro}}
+
+{{#each facts}}- {{this}}
+{{/each}}
+Wie es weitergeht
+
+{{#each next}}{{this}}
+{{/each}}
+{{contact}}
+E-Mail: {{contactEmail}}
+{{#if contactPhone}}Telefon: {{contactPhone}}
+{{/if}}
+Herzliche Grüße
+Ihr Curavani-Team
+
+--
+Sie möchten diese wöchentliche Nachricht nicht mehr erhalten? Abmelden:
+{{unsubscribeUrl}}
+{{/if}}`;
+
+const engine = Handlebars.create();
+const htmlTemplate = engine.compile(SOURCE, { strict: true, knownHelpersOnly: true, knownHelpers: { if: true, each: true } });
+const textTemplate = engine.compile(SOURCE, { strict: true, noEscape: true, knownHelpersOnly: true, knownHelpers: { if: true, each: true } });
+
+/** Subject, HTML, plain text and the RFC 8058 one-click unsubscribe headers. */
+export function renderWeeklyEmail(facts: WeeklyFacts, links: WeeklyLinks): RenderedWeeklyEmail {
+  const clean = (s: string) => s.replace(/[\r\n]+/g, ' ');
+  const forHtml = model(facts, links, true);
+  return {
+    subject: clean(forHtml.subject),
+    html: htmlTemplate(forHtml),
+    text: textTemplate(model(facts, links, false)),
+    headers: {
+      'List-Unsubscribe': `<${links.unsubscribeUrl}>, <${links.unsubscribeMailto}>`,
+      'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
+    },
+  };
+}

@@ -1,0 +1,110 @@
+import {
+  countWeeklyCandidates,
+  eligiblePatientIds,
+  loadWeeklyFacts,
+  recordWeeklyDelivery,
+  unwantedWeeklyRecipients,
+  type WeeklyFacts,
+} from '../../libs/db/repositories/weekly-status.js';
+import type { StillWantedCheck } from '../../libs/mail/still-wanted.js';
+import type { Handlers } from '../../libs/queues/index.js';
+import type { FleetContext } from '../../libs/runtime/index.js';
+import { isoWeekOf, isoWeekRange } from '../../libs/weekly/iso-week.js';
+import { dueWeek } from '../../libs/weekly/schedule.js';
+import { signUnsubscribeToken } from '../../libs/weekly/unsubscribe-token.js';
+import { processWeeklyFanout, type FanoutDeps } from './process-fanout.js';
+import { processWeeklyStatus } from './process-status.js';
+import { renderWeeklyEmail } from './template.js';
+
+/** Wiring of the weekly status family: schedule tick -> fan-out per ISO week -> one job per patient. */
+function window(ctx: FleetContext) {
+  return (isoWeek: string) => {
+    const { start, end } = isoWeekRange(isoWeek, ctx.config.weekly.timeZone);
+    return { isoWeek, weekStart: start, end };
+  };
+}
+
+export function currentIsoWeek(ctx: FleetContext): string {
+  return isoWeekOf(ctx.clock.now(), ctx.config.weekly.timeZone);
+}
+
+export function composeWeeklyEmail(ctx: FleetContext, facts: WeeklyFacts) {
+  const w = ctx.config.weekly;
+  const token = signUnsubscribeToken(w.unsubscribeSecret, facts.patientId);
+  const rendered = renderWeeklyEmail(facts, {
+    unsubscribeUrl: `${ctx.config.http.publicBaseUrl}/unsubscribe/${token}`,
+    unsubscribeMailto: `mailto:${w.unsubscribeMailto}?subject=${encodeURIComponent(`Abmelden ${token}`)}`,
+    contactEmail: w.contactEmail,
+    contactPhone: w.contactPhone,
+  });
+  return { ...rendered, fromAddress: ctx.config.mail.from };
+}
+
+function fanoutDeps(ctx: FleetContext, log = ctx.log): FanoutDeps {
+  const db = ctx.database.db;
+  return {
+    clock: ctx.clock,
+    log,
+    pageSize: ctx.config.weekly.pageSize,
+    window: window(ctx),
+    counts: (w) => countWeeklyCandidates(db, w),
+    page: (w, afterId, limit) => eligiblePatientIds(db, w, afterId, limit),
+    enqueue: async (ids, isoWeek) => {
+      await Promise.all(ids.map((patientId) => ctx.queues.enqueue('weekly-status', { patientId, isoWeek })));
+    },
+  };
+}
+
+/** A fan-out by hand (CLI): the same code as the scheduled one. */
+export function runWeeklyFanout(ctx: FleetContext, input: { isoWeek: string; dryRun: boolean }) {
+  return processWeeklyFanout(input, fanoutDeps(ctx));
+}
+
+/** The email a patient would get now (CLI preview); null when the patient does not exist. */
+export async function previewWeeklyEmail(ctx: FleetContext, patientId: number) {
+  const facts = await loadWeeklyFacts(ctx.database.db, patientId, ctx.clock.now());
+  if (!facts) return null;
+  return { facts, email: { to: facts.email, from: ctx.config.mail.from, ...composeWeeklyEmail(ctx, facts) } };
+}
+
+/**
+ * The "still wanted?" check of the email worker for weekly deliveries, asked right before
+ * sending: a patient who opted out (or stopped searching) meanwhile gets nothing.
+ */
+export function weeklyStillWanted(ctx: FleetContext): StillWantedCheck {
+  return async (refs) => {
+    const unwanted = await unwantedWeeklyRecipients(ctx.database.db, refs.flatMap((r) => (r.patientId === null ? [] : [r.patientId])));
+    return refs.flatMap((r) => {
+      const reason = r.patientId === null ? 'no patient on the delivery' : unwanted.get(r.patientId);
+      return reason ? [{ id: r.id, reason: `weekly status no longer wanted: ${reason}` }] : [];
+    });
+  };
+}
+
+export function weeklyHandlers(ctx: FleetContext): Handlers {
+  const schedule = { cron: ctx.config.weekly.cron, timeZone: ctx.config.weekly.timeZone };
+  return {
+    'weekly-tick': async (_payload, { log }) => {
+      const isoWeek = dueWeek(schedule, ctx.clock.now());
+      if (!isoWeek) {
+        log.info('weekly tick: no week due (a past week is never sent)');
+        return { outcome: 'not_due' };
+      }
+      const { jobId } = await ctx.queues.enqueue('weekly-fanout', { isoWeek });
+      return { outcome: 'fanout_enqueued', isoWeek, jobId };
+    },
+    'weekly-fanout': (payload, helpers) =>
+      processWeeklyFanout(payload, { ...fanoutDeps(ctx, helpers.log), progress: (p) => helpers.updateProgress(p) }),
+    'weekly-status': (payload, { log }) =>
+      processWeeklyStatus(payload, {
+        clock: ctx.clock,
+        log,
+        window: window(ctx),
+        record: (input, compose) => recordWeeklyDelivery(ctx.database.db, input, compose),
+        compose: (facts) => composeWeeklyEmail(ctx, facts),
+        enqueueSend: async (deliveryId) => {
+          await ctx.queues.enqueue('email-send', { deliveryId });
+        },
+      }),
+  };
+}
