@@ -95,6 +95,19 @@ export const envSchema = z.object({
   WEEKLY_CONTACT_PHONE: optionalString,
   WEEKLY_UNSUBSCRIBE_MAILTO: z.email({ error: 'expected an email address' }).default('abmelden@curavani.com'),
   UNSUBSCRIBE_SECRET: optionalString.pipe(z.string().min(32, { error: 'expected at least 32 characters' }).optional()),
+  STORAGE_DRIVER: z.enum(['local', 'gcs']).default('local'),
+  GCS_BUCKET: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/, { error: 'expected a GCS bucket name (lowercase letters, digits, . _ -)' })
+    .default('curavani-production-data-transfer'),
+  GCS_PREFIX: z.string().default('registrations/'),
+  LOCAL_BUCKET_DIR: z.string().min(1).default('var/bucket'),
+  LOCAL_BUCKET_SETTLE_MS: int(1000, 0),
+  GCS_API_ENDPOINT: optionalString.pipe(z.url({ error: 'expected a URL' }).optional()),
+  GCS_PROJECT_ID: optionalString,
+  GCS_TIMEOUT_MS: int(30_000, 1),
+  GCS_MAX_RETRIES: int(3, 0),
+  GCS_TOTAL_TIMEOUT_MS: int(60_000, 1000),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -180,6 +193,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       contactPhone: e.WEEKLY_CONTACT_PHONE,
       unsubscribeMailto: e.WEEKLY_UNSUBSCRIBE_MAILTO,
       unsubscribeSecret: e.UNSUBSCRIBE_SECRET ?? DEV_UNSUBSCRIBE_SECRET,
+    },
+    storage: {
+      driver: e.STORAGE_DRIVER,
+      bucket: e.GCS_BUCKET,
+      prefix: e.GCS_PREFIX,
+      local: { dir: e.LOCAL_BUCKET_DIR, settleMs: e.LOCAL_BUCKET_SETTLE_MS },
+      gcs: {
+        apiEndpoint: e.GCS_API_ENDPOINT,
+        projectId: e.GCS_PROJECT_ID,
+        timeoutMs: e.GCS_TIMEOUT_MS,
+        maxRetries: e.GCS_MAX_RETRIES,
+        totalTimeoutMs: e.GCS_TOTAL_TIMEOUT_MS,
+      },
     },
   };
 }
