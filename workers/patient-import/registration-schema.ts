@@ -1,0 +1,274 @@
+import { z } from 'zod';
+
+/** The 30 symptoms of the registration form, exact spelling (DOMAIN.md section 1). */
+export const SYMPTOMS = [
+  'Depression / Niedergeschlagenheit',
+  'Ängste / Panikattacken',
+  'Burnout / Erschöpfung',
+  'Schlafstörungen',
+  'Stress / Überforderung',
+  'Trauer / Verlust',
+  'Reizbarkeit / Wutausbrüche',
+  'Stimmungsschwankungen',
+  'Innere Leere',
+  'Einsamkeit',
+  'Sorgen / Grübeln',
+  'Selbstzweifel',
+  'Konzentrationsprobleme',
+  'Negative Gedanken',
+  'Entscheidungsschwierigkeiten',
+  'Psychosomatische Beschwerden',
+  'Chronische Schmerzen',
+  'Essstörungen',
+  'Suchtprobleme (Alkohol/Drogen)',
+  'Sexuelle Probleme',
+  'Beziehungsprobleme',
+  'Familienkonflikte',
+  'Sozialer Rückzug',
+  'Mobbing',
+  'Trennungsschmerz',
+  'Traumatische Erlebnisse',
+  'Zwänge',
+  'Selbstverletzung',
+  'Suizidgedanken',
+  'Identitätskrise',
+] as const;
+
+const symptomSet = new Set<string>(SYMPTOMS);
+
+export const ANREDE = ['Herr', 'Frau'] as const;
+export const GESCHLECHT = ['männlich', 'weiblich', 'divers', 'keine_Angabe'] as const;
+export const THERAPEUTENGESCHLECHT = ['Männlich', 'Weiblich', 'Egal'] as const;
+export const THERAPIEVERFAHREN = ['egal', 'Verhaltenstherapie', 'tiefenpsychologisch_fundierte_Psychotherapie'] as const;
+
+function typeName(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 37) + '...' : v)}`;
+  return `a ${typeof v}`;
+}
+
+/** Error texts name the rule and what was found (never more of the value than needed). */
+const requiredOr = (rule: string) => (iss: { input?: unknown }) =>
+  iss.input === undefined ? `required: ${rule}` : `${rule}, got ${typeName(iss.input)}`;
+
+const oneOf = (values: readonly string[]) =>
+  z.enum(values as [string, ...string[]], {
+    error: (iss) =>
+      iss.input === undefined
+        ? `required: one of ${values.join(', ')}`
+        : `expected one of ${values.join(', ')}, got ${typeName(iss.input)}`,
+  });
+
+/** Empty strings from the form mean "not given". */
+const blankToUndefined = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
+
+const requiredText = (max: number) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' ? v.trim() : v),
+    z
+      .string({ error: requiredOr('expected text') })
+      .min(1, { error: 'required: must not be empty' })
+      .max(max, { error: (iss) => `at most ${max} characters, got ${(iss.input as string).length}` }),
+  );
+
+const optionalText = (max?: number) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' ? blankToUndefined(v.trim()) : v === null ? undefined : v),
+    (max === undefined
+      ? z.string({ error: (iss) => `expected text, got ${typeName(iss.input)}` })
+      : z
+          .string({ error: (iss) => `expected text, got ${typeName(iss.input)}` })
+          .max(max, { error: (iss) => `at most ${max} characters, got ${(iss.input as string).length}` })
+    ).optional(),
+  );
+
+const optionalEnum = (values: readonly string[]) =>
+  z.preprocess((v) => (v === null ? undefined : blankToUndefined(v)), oneOf(values).optional());
+
+function isRealDate(s: string): boolean {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(s);
+  if (!m) return false;
+  const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const dt = new Date(Date.UTC(y, mo - 1, d));
+  return dt.getUTCFullYear() === y && dt.getUTCMonth() === mo - 1 && dt.getUTCDate() === d;
+}
+
+/** `YYYY-MM-DD`, a date that exists; `past` also demands it lies before `today`. */
+const dateField = (opts: { past: boolean; today: () => string }) =>
+  z.preprocess(
+    (v) => (v === null ? undefined : blankToUndefined(v)),
+    z
+      .string({ error: (iss) => `expected a date YYYY-MM-DD, got ${typeName(iss.input)}` })
+      .superRefine((s, ctx) => {
+        if (!/^\d{4}-\d{2}-\d{2}$/.test(s)) {
+          ctx.addIssue({ code: 'custom', message: `expected a date YYYY-MM-DD, got ${typeName(s)}` });
+        } else if (!isRealDate(s)) {
+          ctx.addIssue({ code: 'custom', message: `expected a real calendar date, got ${JSON.stringify(s)}` });
+        } else if (opts.past && s >= opts.today()) {
+          ctx.addIssue({ code: 'custom', message: `expected a date in the past, got ${JSON.stringify(s)}` });
+        } else if (s < '1900-01-01') {
+          ctx.addIssue({ code: 'custom', message: `expected a date after 1900-01-01, got ${JSON.stringify(s)}` });
+        }
+      })
+      .optional(),
+  );
+
+const optionalBool = z.preprocess(
+  (v) => (v === null ? undefined : v),
+  z.boolean({ error: (iss) => `expected true or false, got ${typeName(iss.input)}` }).optional(),
+);
+
+const timeRange = /^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$/;
+
+/** PHP encodes an empty associative array as `[]`: accept it as an empty object. */
+const emptyArrayAsObject = (v: unknown) => (Array.isArray(v) && v.length === 0 ? {} : v === null ? undefined : v);
+
+const zeitlicheVerfuegbarkeit = z.preprocess(
+  emptyArrayAsObject,
+  z
+    .record(
+      z.string(),
+      z.array(
+        z.string({ error: (iss) => `expected a time range HH:MM-HH:MM, got ${typeName(iss.input)}` }).regex(timeRange, {
+          error: (iss) => `expected a time range HH:MM-HH:MM, got ${typeName(iss.input)}`,
+        }),
+        { error: (iss) => `expected a list of time ranges, got ${typeName(iss.input)}` },
+      ),
+      { error: (iss) => `expected an object day -> ["HH:MM-HH:MM"], got ${typeName(iss.input)}` },
+    )
+    .optional(),
+);
+
+const raeumlicheVerfuegbarkeit = z.preprocess(
+  emptyArrayAsObject,
+  z.record(z.string(), z.unknown(), { error: (iss) => `expected an object such as {"max_km": 30}, got ${typeName(iss.input)}` }).optional(),
+);
+
+const symptome = z
+  .array(z.unknown(), {
+    error: (iss) =>
+      iss.input === undefined || iss.input === null
+        ? 'required: a list of 1 to 6 symptoms'
+        : `expected a list of 1 to 6 symptoms, got ${typeName(iss.input)}`,
+  })
+  .superRefine((list, ctx) => {
+    if (list.length < 1 || list.length > 6) {
+      ctx.addIssue({ code: 'custom', message: `expected 1 to 6 entries, got ${list.length}` });
+    }
+    const seen = new Set<string>();
+    list.forEach((entry, i) => {
+      if (typeof entry !== 'string' || !symptomSet.has(entry)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [i],
+          message: `expected one of the 30 symptoms of the form (exact spelling), got ${typeName(entry)}`,
+        });
+      } else if (seen.has(entry)) {
+        ctx.addIssue({ code: 'custom', path: [i], message: `listed twice: ${JSON.stringify(entry)}` });
+      } else seen.add(entry);
+    });
+  })
+  .transform((list) => list as string[]);
+
+export function patientDataSchema(today: () => string) {
+  return z.object(
+    {
+      anrede: oneOf(ANREDE),
+      geschlecht: oneOf(GESCHLECHT),
+      vorname: requiredText(100),
+      nachname: requiredText(100),
+      strasse: optionalText(255),
+      plz: z.preprocess(
+        (v) => (v === null ? undefined : typeof v === 'string' ? blankToUndefined(v.trim()) : v),
+        z
+          .string({ error: (iss) => `expected 5 digits, got ${typeName(iss.input)}` })
+          .regex(/^\d{5}$/, { error: (iss) => `expected 5 digits, got ${typeName(iss.input)}` })
+          .optional(),
+      ),
+      ort: optionalText(100),
+      email: z.preprocess(
+        (v) => (v === null ? undefined : typeof v === 'string' ? blankToUndefined(v.trim()) : v),
+        z
+          .email({ error: (iss) => `expected a valid email address, got ${typeName(iss.input)}` })
+          .max(255, { error: 'at most 255 characters' })
+          .optional(),
+      ),
+      telefon: optionalText(50),
+      hausarzt: optionalText(255),
+      krankenkasse: optionalText(100),
+      geburtsdatum: dateField({ past: true, today }),
+      symptome,
+      erfahrung_mit_psychotherapie: optionalBool,
+      letzte_sitzung_vorherige_psychotherapie: dateField({ past: false, today }),
+      empfehler_der_unterstuetzung: optionalText(),
+      verkehrsmittel: optionalText(50),
+      offen_fuer_gruppentherapie: z.preprocess(
+        (v) => (v === null ? undefined : v),
+        z.boolean({ error: (iss) => `expected true or false, got ${typeName(iss.input)}` }).default(false),
+      ),
+      zeitliche_verfuegbarkeit: zeitlicheVerfuegbarkeit,
+      raeumliche_verfuegbarkeit: raeumlicheVerfuegbarkeit,
+      bevorzugtes_therapeutengeschlecht: optionalEnum(THERAPEUTENGESCHLECHT),
+      bevorzugtes_therapieverfahren: optionalEnum(THERAPIEVERFAHREN),
+    },
+    { error: (iss) => (iss.input === undefined ? 'required: an object with the patient data' : `expected an object, got ${typeName(iss.input)}`) },
+  );
+}
+
+export const consentMetadataSchema = z.looseObject(
+  {
+    ip_address: optionalText(),
+    user_agent: optionalText(),
+    timestamp_utc: z
+      .string({ error: requiredOr('expected a UTC timestamp such as 2025-07-05T14:33:55Z') })
+      .refine((s) => /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})$/.test(s) && !Number.isNaN(Date.parse(s)), {
+        error: (iss) => `expected a UTC timestamp such as 2025-07-05T14:33:55Z, got ${typeName(iss.input)}`,
+      }),
+    voucher_booking: z.preprocess(
+      (v) => (v === null ? undefined : v),
+      z.boolean({ error: (iss) => `expected true or false, got ${typeName(iss.input)}` }).default(false),
+    ),
+  },
+  { error: (iss) => (iss.input === undefined ? 'required: the consent given at registration (GDPR proof)' : `expected an object, got ${typeName(iss.input)}`) },
+);
+
+export function registrationSchema(today: () => string) {
+  return z.object(
+    {
+      patient_data: patientDataSchema(today),
+      consent_metadata: consentMetadataSchema,
+      registration_timestamp: z.preprocess(
+        (v) => (v === null ? undefined : v),
+        z
+          .string({ error: (iss) => `expected a timestamp YYYY-MM-DD HH:MM:SS, got ${typeName(iss.input)}` })
+          .regex(/^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?/, {
+            error: (iss) => `expected a timestamp YYYY-MM-DD HH:MM:SS, got ${typeName(iss.input)}`,
+          })
+          .optional(),
+      ),
+      registration_token: z
+        .string({ error: requiredOr('expected the registration token (text)') })
+        .regex(/^[A-Za-z0-9_-]{8,200}$/, {
+          error: (iss) => `expected at least 8 letters or digits, got ${typeName(iss.input)}`,
+        }),
+    },
+    { error: (iss) => `expected a JSON object, got ${typeName(iss.input)}` },
+  );
+}
+
+export type Registration = z.infer<ReturnType<typeof registrationSchema>>;
+export type PatientData = Registration['patient_data'];
+
+/** Known keys per object, for listing the unknown ones (ignored, recorded in the ledger). */
+export const knownKeys = {
+  top: ['patient_data', 'consent_metadata', 'registration_timestamp', 'registration_token'],
+  patient_data: [
+    'anrede', 'geschlecht', 'vorname', 'nachname', 'strasse', 'plz', 'ort', 'email', 'telefon', 'hausarzt',
+    'krankenkasse', 'geburtsdatum', 'symptome', 'erfahrung_mit_psychotherapie',
+    'letzte_sitzung_vorherige_psychotherapie', 'empfehler_der_unterstuetzung', 'verkehrsmittel',
+    'offen_fuer_gruppentherapie', 'zeitliche_verfuegbarkeit', 'raeumliche_verfuegbarkeit',
+    'bevorzugtes_therapeutengeschlecht', 'bevorzugtes_therapieverfahren',
+  ],
+  signed: ['signature', 'signature_version', 'timestamp', 'type', 'environment', 'data'],
+};
