@@ -1,6 +1,7 @@
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
 import { httpComponent } from '../http/component.js';
+import { weeklyComponents } from '../producers/weekly-schedule.js';
 
 /**
  * The roles a fleet process can take. `fleet start` runs them all; `--only a,b` runs a
@@ -23,6 +24,11 @@ roles.http = {
 
 /** Domain bookkeeping for operator actions on dead letters, per job name. */
 export const deadLetterHooks: DeadLetterHooks = {};
+
+roles.weekly = {
+  description: 'weekly patient status emails: the schedule (WEEKLY_CRON in WEEKLY_TZ, one for all processes, catch-up within the week), fan-out and one job per patient',
+  components: (ctx) => weeklyComponents(ctx),
+};
 
 export class UnknownRoleError extends Error {
   override name = 'UnknownRoleError';

@@ -1,6 +1,7 @@
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
-import type { Component, FleetContext } from '../../libs/runtime/index.js';
+import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { dueWeek, nextRun } from '../../libs/weekly/schedule.js';
+import { weeklyHandlers } from '../../workers/weekly-status/worker.js';
 
 /** The one id of the weekly schedule: every process and every deploy upserts this same scheduler. */
 export const WEEKLY_SCHEDULER_ID = 'weekly-status-emails';
@@ -45,4 +46,9 @@ export function weeklyScheduleComponent(ctx: FleetContext): Component {
     },
     async stop() {},
   };
+}
+
+/** The `weekly` role: the schedule (registered once, guarded) and the fan-out and per-patient workers. */
+export function weeklyComponents(ctx: FleetContext): Component[] {
+  return [workerComponent(ctx, 'weekly-status', weeklyHandlers(ctx)), weeklyScheduleComponent(ctx)];
 }
