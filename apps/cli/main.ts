@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../../libs/config/index.js';
 import { registerDlq } from './commands/dlq.js';
+import { registerEvents } from './commands/events.js';
 import { registerMigrate } from './commands/migrate.js';
 import { registerStart } from './commands/start.js';
 import { registerStatus } from './commands/status.js';
@@ -17,6 +18,7 @@ registerStart(program);
 registerMigrate(program);
 registerStatus(program);
 registerDlq(program);
+registerEvents(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,5 +1,6 @@
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
+import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
 import { httpComponent } from '../http/component.js';
 import { weeklyComponents } from '../producers/weekly-schedule.js';
 
@@ -14,6 +15,11 @@ export interface RoleSpec {
 }
 
 export const roles: Record<string, RoleSpec> = {};
+
+roles['outbox-relay'] = {
+  description: 'publishes domain events from the outbox to Kafka (one relay publishes, others stand by)',
+  components: (ctx) => outboxRelayComponents(ctx),
+};
 
 // First in the list: the HTTP app starts before and stops after the other roles, so /ready
 // answers (503 "starting"/"stopping") while they start and drain.

@@ -88,6 +88,23 @@ export const envSchema = z.object({
   RESEND_BASE_URL: optionalString.pipe(z.url({ error: 'expected a URL' }).optional()),
   STAFF_EMAIL: z.email({ error: 'expected an email address' }).default('info@curavani.com'),
 
+  KAFKA_BROKERS: optionalString.pipe(
+    z
+      .string()
+      .regex(/^\s*[^\s,:]+:\d+\s*(,\s*[^\s,:]+:\d+\s*)*$/, { error: 'expected host:port[,host:port...]' })
+      .optional(),
+  ),
+  KAFKA_CLIENT_ID: z.string().min(1).default('curavani-fleet'),
+  KAFKA_CONNECTION_TIMEOUT_MS: int(3_000, 1),
+  KAFKA_REQUEST_TIMEOUT_MS: int(30_000, 1),
+  KAFKA_TOPIC_PARTITIONS: int(6, 1),
+  KAFKA_TOPIC_REPLICATION_FACTOR: int(3, 1),
+  OUTBOX_RELAY_BATCH_SIZE: int(500, 1),
+  OUTBOX_RELAY_POLL_INTERVAL_MS: int(500, 10),
+  OUTBOX_RELAY_BACKOFF_MIN_MS: int(500, 1),
+  OUTBOX_RELAY_BACKOFF_MAX_MS: int(30_000, 1),
+  OUTBOX_RETENTION_DAYS: int(7, 0),
+
   WEEKLY_CRON: cron('0 9 * * 1'),
   WEEKLY_TZ: timeZone('Europe/Berlin'),
   WEEKLY_PAGE_SIZE: int(1000, 1),
@@ -184,6 +201,22 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       resendApiKey: e.RESEND_API_KEY,
       resendBaseUrl: e.RESEND_BASE_URL,
       staffEmail: e.STAFF_EMAIL,
+    },
+    kafka: {
+      /** undefined: Kafka not configured (the relay stays idle, events stay in the outbox). */
+      brokers: e.KAFKA_BROKERS?.split(',').map((b) => b.trim()),
+      clientId: e.KAFKA_CLIENT_ID,
+      connectionTimeoutMs: e.KAFKA_CONNECTION_TIMEOUT_MS,
+      requestTimeoutMs: e.KAFKA_REQUEST_TIMEOUT_MS,
+      topicPartitions: e.KAFKA_TOPIC_PARTITIONS,
+      topicReplicationFactor: e.KAFKA_TOPIC_REPLICATION_FACTOR,
+    },
+    outbox: {
+      relayBatchSize: e.OUTBOX_RELAY_BATCH_SIZE,
+      relayPollIntervalMs: e.OUTBOX_RELAY_POLL_INTERVAL_MS,
+      relayBackoffMinMs: e.OUTBOX_RELAY_BACKOFF_MIN_MS,
+      relayBackoffMaxMs: Math.max(e.OUTBOX_RELAY_BACKOFF_MAX_MS, e.OUTBOX_RELAY_BACKOFF_MIN_MS),
+      retentionDays: e.OUTBOX_RETENTION_DAYS,
     },
     weekly: {
       cron: e.WEEKLY_CRON,

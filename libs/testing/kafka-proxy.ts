@@ -124,7 +124,7 @@ export async function startKafkaProxy(upstream: { host: string; port: number }, 
 
 /** Calls `onFrame` with each complete size-prefixed Kafka frame (size included). */
 function frames(socket: net.Socket, onFrame: (frame: Buffer) => void): void {
-  let buffered = Buffer.alloc(0);
+  let buffered: Buffer = Buffer.alloc(0);
   socket.on('data', (chunk: Buffer) => {
     buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
     while (buffered.length >= 4) {

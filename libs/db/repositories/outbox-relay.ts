@@ -1,0 +1,184 @@
+import type postgres from 'postgres';
+import type { Database } from '../client.js';
+
+/**
+ * What the outbox relay needs from PostgreSQL.
+ *
+ * One relay at a time publishes: the one holding a session-level advisory lock on a
+ * reserved connection (`acquireLease`). Every read and every "published" stamp of the
+ * leader goes over that same connection, and each batch first checks that the session still
+ * holds the lock, so a relay that lost its session (and with it the lock) cannot stamp rows
+ * on behalf of the next leader. PostgreSQL drops the lock the moment the session ends
+ * (crash, SIGKILL, network loss), and a standby takes over on its next try.
+ */
+
+/** Advisory lock key (two int4 form): 'fleet' in hex-ish, and 1 for the outbox relay. */
+const LOCK_CLASS = 0x0f1ee7;
+const LOCK_OBJECT = 1;
+
+export interface UnpublishedEvent {
+  id: number;
+  eventId: string;
+  eventType: string;
+  version: number;
+  topic: string;
+  key: string;
+  producer: string;
+  payload: Record<string, unknown>;
+  occurredAt: Date;
+  attempts: number;
+}
+
+export interface RelayLease {
+  /** True while this session still holds the relay lock. Rejects when the connection is gone. */
+  held(): Promise<boolean>;
+  /** The oldest unpublished events, in id (= commit-time append) order. */
+  fetchUnpublished(limit: number): Promise<UnpublishedEvent[]>;
+  markPublished(ids: number[], at: Date): Promise<void>;
+  recordFailure(ids: number[], error: string): Promise<void>;
+  /** Gives the lock and the connection back. */
+  release(): Promise<void>;
+}
+
+export interface OutboxStats {
+  unpublished: number;
+  /** Age of the oldest unpublished event in seconds (0 when none wait). */
+  oldestUnpublishedAgeSeconds: number;
+  oldestUnpublishedAt: Date | null;
+  published: number;
+  /** Unpublished rows whose last publish attempt failed. */
+  failing: number;
+  byTopic: Array<{ topic: string; unpublished: number; published: number }>;
+}
+
+type Row = {
+  id: string;
+  event_id: string;
+  event_type: string;
+  version: number;
+  topic: string;
+  key: string;
+  producer: string;
+  payload: Record<string, unknown>;
+  occurred_ms: number;
+  attempts: number;
+};
+
+function toEvent(r: Row): UnpublishedEvent {
+  return {
+    id: Number(r.id),
+    eventId: r.event_id,
+    eventType: r.event_type,
+    version: r.version,
+    topic: r.topic,
+    key: r.key,
+    producer: r.producer,
+    payload: r.payload,
+    occurredAt: new Date(r.occurred_ms),
+    attempts: r.attempts,
+  };
+}
+
+async function fetchUnpublished(sql: postgres.Sql | postgres.ReservedSql, limit: number): Promise<UnpublishedEvent[]> {
+  const rows = await sql<Row[]>`
+    select id, event_id, event_type, version, topic, key, producer, payload,
+      (extract(epoch from occurred_at) * 1000)::float8 as occurred_ms, attempts
+    from fleet.outbox where published_at is null order by id limit ${limit}`;
+  return rows.map(toEvent);
+}
+
+/**
+ * Tries to become the publishing relay. Returns the lease, or null when another relay
+ * holds it (the connection goes back to the pool at once).
+ */
+export async function acquireRelayLease(database: Database): Promise<RelayLease | null> {
+  const conn = await database.sql.reserve();
+  let released = false;
+  try {
+    const [row] = await conn<{ ok: boolean }[]>`select pg_try_advisory_lock(${LOCK_CLASS}::int4, ${LOCK_OBJECT}::int4) as ok`;
+    if (!row?.ok) {
+      conn.release();
+      return null;
+    }
+  } catch (err) {
+    conn.release();
+    throw err;
+  }
+  return {
+    async held() {
+      const [row] = await conn<{ held: boolean }[]>`
+        select exists (select 1 from pg_locks where locktype = 'advisory' and granted and pid = pg_backend_pid()
+          and classid = ${LOCK_CLASS}::int4::oid and objid = ${LOCK_OBJECT}::int4::oid and objsubid = 2) as held`;
+      return row?.held === true;
+    },
+    fetchUnpublished: (limit) => fetchUnpublished(conn, limit),
+    async markPublished(ids, at) {
+      if (ids.length === 0) return;
+      await conn`update fleet.outbox set published_at = ${at.toISOString()}::timestamptz, attempts = attempts + 1, last_error = null
+        where id = any(${ids}::int8[])`;
+    },
+    async recordFailure(ids, error) {
+      if (ids.length === 0) return;
+      await conn`update fleet.outbox set attempts = attempts + 1, last_error = ${error.slice(0, 500)}
+        where id = any(${ids}::int8[]) and published_at is null`;
+    },
+    async release() {
+      if (released) return;
+      released = true;
+      try {
+        await conn`select pg_advisory_unlock(${LOCK_CLASS}::int4, ${LOCK_OBJECT}::int4)`;
+      } catch {
+        // The session is gone, and the lock with it.
+      } finally {
+        conn.release();
+      }
+    },
+  };
+}
+
+/** Backlog figures for metrics, health and `fleet events stats`. */
+export async function outboxStats(database: Database, now: Date): Promise<OutboxStats> {
+  const sql = database.sql;
+  const [head] = await sql<{ unpublished: string; oldest: number | null; failing: string }[]>`
+    select
+      (select count(*) from fleet.outbox where published_at is null) as unpublished,
+      (select (extract(epoch from created_at) * 1000)::float8 from fleet.outbox where published_at is null order by id limit 1) as oldest,
+      (select count(*) from fleet.outbox where published_at is null and last_error is not null) as failing`;
+  const topics = await sql<{ topic: string; unpublished: string; published: string }[]>`
+    select topic, count(*) filter (where published_at is null) as unpublished, count(published_at) as published
+    from fleet.outbox group by topic order by topic`;
+  const oldest = head?.oldest != null ? new Date(head.oldest) : null;
+  return {
+    unpublished: Number(head?.unpublished ?? 0),
+    oldestUnpublishedAt: oldest,
+    oldestUnpublishedAgeSeconds: oldest ? Math.max(0, (now.getTime() - oldest.getTime()) / 1000) : 0,
+    published: topics.reduce((a, t) => a + Number(t.published), 0),
+    failing: Number(head?.failing ?? 0),
+    byTopic: topics.map((t) => ({ topic: t.topic, unpublished: Number(t.unpublished), published: Number(t.published) })),
+  };
+}
+
+/** The lag figures only (cheap: both read the partial index of unpublished rows). */
+export async function outboxBacklog(database: Database, now: Date): Promise<{ unpublished: number; oldestAgeSeconds: number }> {
+  const [row] = await database.sql<{ unpublished: string; oldest: number | null }[]>`
+    select
+      (select count(*) from fleet.outbox where published_at is null) as unpublished,
+      (select (extract(epoch from created_at) * 1000)::float8 from fleet.outbox where published_at is null order by id limit 1) as oldest`;
+  const oldest = row?.oldest != null ? new Date(row.oldest) : null;
+  return {
+    unpublished: Number(row?.unpublished ?? 0),
+    oldestAgeSeconds: oldest ? Math.max(0, (now.getTime() - oldest.getTime()) / 1000) : 0,
+  };
+}
+
+/** Deletes published rows older than the cutoff, in chunks; returns how many went. */
+export async function prunePublished(database: Database, olderThan: Date, chunk = 5000): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const result = await database.sql`
+      delete from fleet.outbox where id in (
+        select id from fleet.outbox where published_at is not null and published_at < ${olderThan.toISOString()}::timestamptz order by id limit ${chunk})`;
+    total += result.count;
+    if (result.count < chunk) return total;
+  }
+}

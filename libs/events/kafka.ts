@@ -1,0 +1,256 @@
+import { Kafka, Partitioners, logLevel as kafkaLogLevel, type Admin, type Producer, type logCreator } from 'kafkajs';
+import type { Logger } from '../log/index.js';
+import { topics, type EventEnvelope } from './index.js';
+
+/**
+ * Our own small port to Kafka. The relay and the CLI only see this, so the client library
+ * (kafkajs today, which is in maintenance mode; @confluentinc/kafka-javascript offers a
+ * KafkaJS-compatible API) can be swapped in this one file.
+ */
+export interface OutgoingEvent {
+  topic: string;
+  /** Kafka message key: the entity id (same key -> same partition -> order kept). */
+  key: string;
+  /** The JSON envelope. */
+  value: string;
+  headers: Record<string, string>;
+  /** When the event happened (the message timestamp). */
+  timestamp?: Date;
+}
+
+export interface EventPublisher {
+  connect(): Promise<void>;
+  /**
+   * Publishes the batch in order, with acknowledgement from all in-sync replicas. Resolves
+   * when every message is acknowledged; rejects if any is not (some may have been written:
+   * publishing the batch again is safe, consumers drop repeated event ids).
+   */
+  publish(batch: OutgoingEvent[]): Promise<void>;
+  /** Asks the cluster for its metadata: resolves when Kafka answers, rejects when it does not. */
+  probe(): Promise<void>;
+  disconnect(): Promise<void>;
+  /** Whether the last connect, publish or probe succeeded. */
+  healthy(): boolean;
+}
+
+export const EVENT_ID_HEADER = 'event-id';
+export const EVENT_TYPE_HEADER = 'event-type';
+
+/** What the relay reads from an outbox row to build a message. */
+export interface StoredEvent {
+  eventId: string;
+  eventType: string;
+  version: number;
+  topic: string;
+  key: string;
+  producer: string;
+  payload: Record<string, unknown>;
+  occurredAt: Date;
+}
+
+/** The Kafka message for a stored event: the envelope of DOMAIN.md section 4 as value. */
+export function outgoingEvent(e: StoredEvent): OutgoingEvent {
+  const envelope: EventEnvelope = {
+    eventId: e.eventId,
+    eventType: e.eventType,
+    version: e.version,
+    timestamp: e.occurredAt.toISOString(),
+    producer: e.producer,
+    payload: e.payload,
+  };
+  return {
+    topic: e.topic,
+    key: e.key,
+    value: JSON.stringify(envelope),
+    headers: { [EVENT_ID_HEADER]: e.eventId, [EVENT_TYPE_HEADER]: e.eventType, 'content-type': 'application/json' },
+    timestamp: e.occurredAt,
+  };
+}
+
+export interface KafkaSettings {
+  brokers: string[];
+  clientId: string;
+  connectionTimeoutMs: number;
+  requestTimeoutMs: number;
+  /** Client-side retries of one publish before it rejects and the caller backs off. */
+  retries?: number;
+}
+
+/** kafkajs logs go to pino at debug level: the relay logs outages itself, once per state change. */
+function pinoLogCreator(log: Logger): logCreator {
+  return () =>
+    ({ namespace, level, log: entry }) => {
+      const { message, ...extra } = entry;
+      const fields = { component: 'kafkajs', namespace, kafkaLevel: kafkaLogLevel[level], error: extra.error, broker: extra.broker };
+      if (level === kafkaLogLevel.NOTHING) return;
+      log.debug(fields, message);
+    };
+}
+
+export function createKafka(settings: KafkaSettings, log: Logger): Kafka {
+  return new Kafka({
+    clientId: settings.clientId,
+    brokers: settings.brokers,
+    connectionTimeout: settings.connectionTimeoutMs,
+    requestTimeout: settings.requestTimeoutMs,
+    retry: { retries: settings.retries ?? 2, initialRetryTime: 200, maxRetryTime: 2000 },
+    logLevel: kafkaLogLevel.INFO,
+    logCreator: pinoLogCreator(log),
+  });
+}
+
+/**
+ * kafkajs implementation: idempotent producer (acks from all in-sync replicas, one request
+ * in flight so order within a partition holds), entity id as key, event id and type as
+ * headers. After a failed publish the producer is replaced by a fresh one (new producer id),
+ * so a re-send never collides with sequence numbers of the failed attempt.
+ */
+export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPublisher {
+  const kafka = createKafka(settings, log);
+  let producer: Producer | null = null;
+  let admin: Admin | null = null;
+  let ok = false;
+  let broken = false;
+
+  const newProducer = () =>
+    kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      createPartitioner: Partitioners.DefaultPartitioner,
+      retry: { retries: settings.retries ?? 2, initialRetryTime: 200, maxRetryTime: 2000 },
+    });
+
+  const ensureProducer = async (): Promise<Producer> => {
+    if (producer && broken) {
+      const old = producer;
+      producer = null;
+      await old.disconnect().catch(() => {});
+    }
+    if (!producer) {
+      const p = newProducer();
+      await p.connect();
+      producer = p;
+      broken = false;
+    }
+    return producer;
+  };
+
+  const track = async <T>(fn: () => Promise<T>, onFail?: () => void): Promise<T> => {
+    try {
+      const result = await fn();
+      ok = true;
+      return result;
+    } catch (err) {
+      ok = false;
+      onFail?.();
+      throw err;
+    }
+  };
+
+  return {
+    connect: () =>
+      track(
+        async () => void (await ensureProducer()),
+        () => (broken = true),
+      ),
+    publish: (batch) =>
+      track(
+        async () => {
+          if (batch.length === 0) return;
+          const p = await ensureProducer();
+          const byTopic = new Map<string, OutgoingEvent[]>();
+          for (const m of batch) {
+            const list = byTopic.get(m.topic);
+            if (list) list.push(m);
+            else byTopic.set(m.topic, [m]);
+          }
+          await p.sendBatch({
+            acks: -1,
+            topicMessages: [...byTopic].map(([topic, messages]) => ({
+              topic,
+              messages: messages.map((m) => ({
+                key: m.key,
+                value: m.value,
+                headers: m.headers,
+                ...(m.timestamp ? { timestamp: String(m.timestamp.getTime()) } : {}),
+              })),
+            })),
+          });
+        },
+        () => (broken = true),
+      ),
+    probe: () =>
+      track(async () => {
+        if (!admin) {
+          const a = kafka.admin();
+          await a.connect();
+          admin = a;
+        }
+        await admin.describeCluster();
+      }),
+    async disconnect() {
+      const p = producer;
+      const a = admin;
+      producer = null;
+      admin = null;
+      await Promise.allSettled([p?.disconnect(), a?.disconnect()]);
+    },
+    healthy: () => ok,
+  };
+}
+
+/** The topics the fleet publishes to, created at deploy time by `fleet events setup`. */
+export const eventTopicNames: string[] = Object.values(topics);
+
+export interface TopicSetupResult {
+  topic: string;
+  outcome: 'created' | 'exists';
+}
+
+export class TopicSetupError extends Error {
+  override name = 'TopicSetupError';
+  constructor(
+    message: string,
+    readonly code: 'not-supported' | 'unreachable' | 'failed',
+  ) {
+    super(message);
+  }
+}
+
+/** Creates the event topics (deploy time, never on the hot path); existing topics are left as they are. */
+export async function setupTopics(
+  settings: KafkaSettings,
+  log: Logger,
+  opts: { partitions: number; replicationFactor: number },
+): Promise<TopicSetupResult[]> {
+  const admin = createKafka({ ...settings, retries: settings.retries ?? 1 }, log).admin();
+  try {
+    try {
+      await admin.connect();
+    } catch (err) {
+      throw new TopicSetupError(`cannot reach Kafka at ${settings.brokers.join(',')}: ${(err as Error).message}`, 'unreachable');
+    }
+    const existing = new Set(await admin.listTopics());
+    const missing = eventTopicNames.filter((t) => !existing.has(t));
+    if (missing.length) {
+      try {
+        await admin.createTopics({
+          waitForLeaders: true,
+          topics: missing.map((topic) => ({ topic, numPartitions: opts.partitions, replicationFactor: opts.replicationFactor })),
+        });
+      } catch (err) {
+        if ((err as Error).name === 'KafkaJSServerDoesNotSupportApiKey') {
+          throw new TopicSetupError(
+            `the broker at ${settings.brokers.join(',')} does not implement CreateTopics (librdkafka's mock broker does not); ` +
+              `create the topics ${missing.join(', ')} on the broker itself`,
+            'not-supported',
+          );
+        }
+        throw new TopicSetupError(`creating topics ${missing.join(', ')} failed: ${(err as Error).message}`, 'failed');
+      }
+    }
+    return eventTopicNames.map((topic) => ({ topic, outcome: missing.includes(topic) ? 'created' : 'exists' }));
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+}

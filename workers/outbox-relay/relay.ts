@@ -1,0 +1,228 @@
+import type { RelayLease } from '../../libs/db/repositories/outbox-relay.js';
+import type { EventPublisher } from '../../libs/events/kafka.js';
+import type { Logger } from '../../libs/log/index.js';
+import type { Clock } from '../../libs/runtime/clock.js';
+import { backoffMs } from './backoff.js';
+import { PublishFailedError, relayBatch, type RelayBatchResult } from './process-batch.js';
+
+export interface RelaySettings {
+  batchSize: number;
+  /** Wait between polls when the outbox is empty, and between tries to become leader. */
+  pollIntervalMs: number;
+  backoffMinMs: number;
+  backoffMaxMs: number;
+  /** Published rows older than this are deleted (0: never). */
+  retentionDays: number;
+  pruneIntervalMs: number;
+  /** How often an idle relay or a standby asks Kafka whether it is there (for readiness). */
+  probeIntervalMs: number;
+}
+
+export interface RelayDeps {
+  /** Tries to become the one publishing relay; null while another relay is leader. */
+  acquireLease(): Promise<RelayLease | null>;
+  /** null when no brokers are configured: the relay stays idle and events stay in the outbox. */
+  publisher: EventPublisher | null;
+  prunePublished(olderThan: Date): Promise<number>;
+  clock: Clock;
+  log: Logger;
+  /** Sleeps, or returns early when the signal aborts. */
+  sleep?(ms: number, signal: AbortSignal): Promise<void>;
+  random?(): number;
+  onBatch?(result: RelayBatchResult): void;
+  onPublishFailure?(): void;
+  onRoleChange?(role: RelayRole): void;
+  onKafkaChange?(up: boolean): void;
+}
+
+export type RelayRole = 'disabled' | 'starting' | 'standby' | 'leader' | 'stopped';
+
+export interface OutboxRelay {
+  start(): void;
+  /** Finishes the batch in hand (up to timeoutMs), gives up the lease and disconnects. */
+  stop(timeoutMs: number): Promise<void>;
+  ready(): Promise<{ ok: boolean; detail?: string }>;
+  role(): RelayRole;
+  /** null: not known yet. */
+  kafkaUp(): boolean | null;
+}
+
+const defaultSleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done);
+  });
+
+const message = (err: unknown) => (err as Error)?.message ?? String(err);
+
+/**
+ * The outbox relay loop. Only the relay holding the lease (a PostgreSQL advisory lock)
+ * publishes; the others wait on standby and take over when the leader's session ends.
+ * One publisher sending batches in id order, one request in flight, keeps the per-key order.
+ * Kafka down: back off (exponential, capped) and try again; the backlog waits in PostgreSQL
+ * and nothing else in the fleet waits for Kafka.
+ */
+export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): OutboxRelay {
+  const { log, clock } = deps;
+  const sleep = deps.sleep ?? defaultSleep;
+  const controller = new AbortController();
+  let role: RelayRole = deps.publisher ? 'starting' : 'disabled';
+  let kafka: boolean | null = null;
+  let kafkaError: string | undefined;
+  let kafkaDownSince: Date | null = null;
+  let loop: Promise<void> | null = null;
+  let lease: RelayLease | null = null;
+
+  const setRole = (r: RelayRole) => {
+    if (r === role) return;
+    role = r;
+    deps.onRoleChange?.(r);
+  };
+  const setKafka = (up: boolean, err?: unknown) => {
+    if (up) {
+      if (kafka === false) log.info({ downSince: kafkaDownSince?.toISOString() }, 'kafka reachable again: publishing the backlog');
+      kafkaDownSince = null;
+      kafkaError = undefined;
+    } else {
+      kafkaError = message(err);
+      if (kafka !== false) {
+        kafkaDownSince = clock.now();
+        log.warn({ err: kafkaError }, 'kafka unreachable: events wait in the outbox, retrying with backoff');
+      }
+    }
+    if (kafka !== up) deps.onKafkaChange?.(up);
+    kafka = up;
+  };
+  const giveUpLease = async () => {
+    const l = lease;
+    lease = null;
+    if (l) await l.release().catch(() => {});
+  };
+
+  async function probe(publisher: EventPublisher) {
+    try {
+      await publisher.probe();
+      setKafka(true);
+    } catch (err) {
+      setKafka(false, err);
+    }
+  }
+
+  async function run(publisher: EventPublisher): Promise<void> {
+    const signal = controller.signal;
+    let failures = 0;
+    let lastProbe = 0;
+    let lastPrune = 0;
+    while (!signal.aborted) {
+      // Become leader, or wait on standby.
+      if (!lease) {
+        try {
+          lease = await deps.acquireLease();
+        } catch (err) {
+          failures++;
+          log.warn({ err: message(err) }, 'outbox relay cannot reach PostgreSQL; retrying');
+          await sleep(backoffMs(failures, { minMs: settings.backoffMinMs, maxMs: settings.backoffMaxMs }, deps.random), signal);
+          continue;
+        }
+        if (!lease) {
+          setRole('standby');
+          if (clock.now().getTime() - lastProbe >= settings.probeIntervalMs) {
+            lastProbe = clock.now().getTime();
+            await probe(publisher);
+          }
+          await sleep(settings.pollIntervalMs, signal);
+          continue;
+        }
+        failures = 0;
+        setRole('leader');
+        log.info('outbox relay is the leader: publishing');
+      }
+
+      try {
+        if (!(await lease.held())) {
+          log.warn('outbox relay lost its lease: back to standby');
+          await giveUpLease();
+          setRole('standby');
+          continue;
+        }
+        if (settings.retentionDays > 0 && clock.now().getTime() - lastPrune >= settings.pruneIntervalMs) {
+          lastPrune = clock.now().getTime();
+          const cutoff = new Date(clock.now().getTime() - settings.retentionDays * 86_400_000);
+          const pruned = await deps.prunePublished(cutoff);
+          if (pruned > 0) log.info({ pruned, cutoff: cutoff.toISOString() }, 'published outbox rows pruned');
+        }
+        const result = await relayBatch({ source: lease, publisher, clock }, { batchSize: settings.batchSize });
+        if (result.published > 0) {
+          setKafka(true);
+          failures = 0;
+          deps.onBatch?.(result);
+          log.debug({ published: result.published }, 'outbox batch published');
+        }
+        if (result.fetched < settings.batchSize) {
+          // Idle: make sure readiness still tells the truth about Kafka, then wait.
+          if (result.fetched === 0 && clock.now().getTime() - lastProbe >= settings.probeIntervalMs) {
+            lastProbe = clock.now().getTime();
+            await probe(publisher);
+          }
+          await sleep(settings.pollIntervalMs, signal);
+        }
+      } catch (err) {
+        failures++;
+        const wait = backoffMs(failures, { minMs: settings.backoffMinMs, maxMs: settings.backoffMaxMs }, deps.random);
+        if (err instanceof PublishFailedError) {
+          deps.onPublishFailure?.();
+          setKafka(false, err.cause);
+          log.debug({ failures, waitMs: wait }, 'outbox publish failed: backing off');
+        } else {
+          // PostgreSQL trouble: give the lease up (the session may be gone) and start over.
+          log.warn({ err: message(err), failures, waitMs: wait }, 'outbox relay database error: giving up the lease, retrying');
+          await giveUpLease();
+          setRole('standby');
+        }
+        await sleep(wait, signal);
+      }
+    }
+  }
+
+  return {
+    start() {
+      if (!deps.publisher) {
+        log.warn('KAFKA_BROKERS not set: the outbox relay stays idle and events stay in the outbox');
+        return;
+      }
+      const publisher = deps.publisher;
+      loop = run(publisher).catch((err) => log.error({ err }, 'outbox relay loop ended unexpectedly'));
+    },
+    async stop(timeoutMs) {
+      controller.abort();
+      if (loop) {
+        let timer: NodeJS.Timeout | undefined;
+        const finished = await Promise.race([
+          loop.then(() => true),
+          new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+        ]);
+        clearTimeout(timer);
+        if (!finished) log.warn({ timeoutMs }, 'outbox relay batch still in flight at shutdown: it will be published again');
+      }
+      await giveUpLease();
+      await deps.publisher?.disconnect().catch(() => {});
+      setRole('stopped');
+    },
+    async ready() {
+      if (!deps.publisher) return { ok: true, detail: 'kafka not configured: events stay in the outbox' };
+      if (kafka === null) return { ok: false, detail: `kafka not reached yet (relay ${role})` };
+      if (!kafka) {
+        return { ok: false, detail: `kafka down since ${kafkaDownSince?.toISOString()}: ${kafkaError ?? 'unreachable'}; events wait in the outbox` };
+      }
+      return { ok: true, detail: `kafka reachable (relay ${role})` };
+    },
+    role: () => role,
+    kafkaUp: () => kafka,
+  };
+}

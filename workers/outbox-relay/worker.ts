@@ -1,0 +1,96 @@
+import { Counter, Gauge } from 'prom-client';
+import { acquireRelayLease, outboxBacklog, prunePublished } from '../../libs/db/repositories/outbox-relay.js';
+import { kafkajsPublisher, type EventPublisher } from '../../libs/events/kafka.js';
+import { collectedGauge } from '../../libs/metrics/index.js';
+import type { Component, FleetContext } from '../../libs/runtime/index.js';
+import { createOutboxRelay, type RelayRole } from './relay.js';
+
+/**
+ * The `outbox-relay` role: publishes the transactional outbox to Kafka. Run it in as many
+ * processes as you like; one publishes at a time (the lease holder), the others stand by.
+ */
+export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: EventPublisher | null } = {}): Component[] {
+  const { config, log: rootLog, metrics, database, clock } = ctx;
+  const log = rootLog.child({ component: 'outbox-relay' });
+  const publisher =
+    opts.publisher !== undefined
+      ? opts.publisher
+      : config.kafka.brokers
+        ? kafkajsPublisher(
+            {
+              brokers: config.kafka.brokers,
+              clientId: config.kafka.clientId,
+              connectionTimeoutMs: config.kafka.connectionTimeoutMs,
+              requestTimeoutMs: config.kafka.requestTimeoutMs,
+            },
+            log,
+          )
+        : null;
+
+  // Lag figures are read from PostgreSQL when Prometheus scrapes (shared by both gauges).
+  let backlog: { at: number; value: Promise<{ unpublished: number; oldestAgeSeconds: number }> } | null = null;
+  const readBacklog = () => {
+    const now = clock.now();
+    if (!backlog || now.getTime() - backlog.at > 1000) backlog = { at: now.getTime(), value: outboxBacklog(database, now) };
+    return backlog.value;
+  };
+  collectedGauge(metrics, 'fleet_outbox_lag_seconds', 'Age of the oldest unpublished outbox event in seconds (0 when none wait)', [], async () => [
+    { labels: {}, value: (await readBacklog()).oldestAgeSeconds },
+  ]);
+  collectedGauge(metrics, 'fleet_outbox_unpublished', 'Outbox events not yet published to Kafka', [], async () => [
+    { labels: {}, value: (await readBacklog()).unpublished },
+  ]);
+  const published = new Counter({
+    name: 'fleet_outbox_published_total',
+    help: 'Outbox events published to Kafka by this process',
+    labelNames: ['topic'],
+    registers: [metrics.registry],
+  });
+  const failures = new Counter({
+    name: 'fleet_outbox_publish_failures_total',
+    help: 'Publish attempts of an outbox batch that Kafka did not acknowledge',
+    registers: [metrics.registry],
+  });
+  const leader = new Gauge({ name: 'fleet_outbox_relay_leader', help: '1 while this process is the publishing relay', registers: [metrics.registry] });
+  const kafkaUp = new Gauge({
+    name: 'fleet_outbox_kafka_up',
+    help: '1 when Kafka answered the relay last time, 0 when it did not (absent until known)',
+    registers: [metrics.registry],
+  });
+
+  const relay = createOutboxRelay(
+    {
+      acquireLease: () => acquireRelayLease(database),
+      publisher,
+      prunePublished: (olderThan) => prunePublished(database, olderThan),
+      clock,
+      log,
+      onBatch: (r) => {
+        for (const [topic, n] of Object.entries(r.byTopic)) published.inc({ topic }, n);
+      },
+      onPublishFailure: () => failures.inc(),
+      onRoleChange: (role: RelayRole) => leader.set(role === 'leader' ? 1 : 0),
+      onKafkaChange: (up) => kafkaUp.set(up ? 1 : 0),
+    },
+    {
+      batchSize: config.outbox.relayBatchSize,
+      pollIntervalMs: config.outbox.relayPollIntervalMs,
+      backoffMinMs: config.outbox.relayBackoffMinMs,
+      backoffMaxMs: config.outbox.relayBackoffMaxMs,
+      retentionDays: config.outbox.retentionDays,
+      pruneIntervalMs: 3_600_000,
+      probeIntervalMs: 10_000,
+    },
+  );
+
+  return [
+    {
+      name: 'outbox-relay',
+      async start() {
+        relay.start();
+      },
+      stop: (timeoutMs) => relay.stop(timeoutMs),
+      ready: () => relay.ready(),
+    },
+  ];
+}
