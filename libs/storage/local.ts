@@ -265,7 +265,7 @@ export class LocalBucket implements BucketPort {
       await unlink(trash);
       return 'precondition_failed';
     }
-    await this.writeSidecar({ ...state, deleted: true });
+    await this.writeSidecar({ ...state, deleted: true }, true);
     await unlink(trash);
     await this.fsyncDir(dirname(path));
     await this.pruneEmptyDirs(name);
@@ -301,7 +301,7 @@ export class LocalBucket implements BucketPort {
       await this.fsyncDir(dirname(path));
       const st = await lstat(path, { bigint: true });
       const sidecar = this.newGeneration(name, st, bytes, prev);
-      await this.writeSidecar(sidecar);
+      await this.writeSidecar(sidecar, true);
       return this.toObject(sidecar);
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
@@ -354,13 +354,18 @@ export class LocalBucket implements BucketPort {
     }
   }
 
-  private async writeSidecar(s: Sidecar): Promise<void> {
+  /**
+   * Atomic replace (temp file + rename). `durable` also fsyncs: needed for uploads and
+   * tombstones; a sidecar written on discovery is a cache that is recomputed to the same
+   * generation (ctime-based) if a crash loses it.
+   */
+  private async writeSidecar(s: Sidecar, durable = false): Promise<void> {
     const tmp = join(this.tmpDir, `${randomBytes(8).toString('hex')}.meta`);
     try {
       const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o644);
       try {
         await fh.writeFile(JSON.stringify(s));
-        await fh.sync();
+        if (durable) await fh.sync();
       } finally {
         await fh.close();
       }
