@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../../libs/config/index.js';
 import { registerDlq } from './commands/dlq.js';
+import { registerImports } from './commands/imports.js';
 import { registerEvents } from './commands/events.js';
 import { registerMigrate } from './commands/migrate.js';
 import { registerStart } from './commands/start.js';
@@ -18,6 +19,7 @@ registerStart(program);
 registerMigrate(program);
 registerStatus(program);
 registerDlq(program);
+registerImports(program);
 registerEvents(program);
 
 try {

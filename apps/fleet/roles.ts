@@ -1,5 +1,8 @@
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
+import { workerComponent } from '../../libs/runtime/index.js';
+import { bucketPollerComponents } from '../producers/bucket-poller.js';
+import { patientImportDeadLetterHook, patientImportHandlers } from '../../workers/patient-import/worker.js';
 import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
 import { httpComponent } from '../http/component.js';
 import { weeklyComponents } from '../producers/weekly-schedule.js';
@@ -30,6 +33,16 @@ roles.http = {
 
 /** Domain bookkeeping for operator actions on dead letters, per job name. */
 export const deadLetterHooks: DeadLetterHooks = {};
+
+roles['patient-import'] = {
+  description: 'imports patient registration files (one job per ledger row): backup, validate, one transaction, delete the generation',
+  components: (ctx) => [workerComponent(ctx, 'patient-import', patientImportHandlers(ctx))],
+};
+roles['bucket-poller'] = {
+  description: 'lists the registration bucket on POLL_CRON (one schedule for all pollers) and enqueues new object generations',
+  components: (ctx) => bucketPollerComponents(ctx),
+};
+deadLetterHooks['patient-import'] = patientImportDeadLetterHook;
 
 roles.weekly = {
   description: 'weekly patient status emails: the schedule (WEEKLY_CRON in WEEKLY_TZ, one for all processes, catch-up within the week), fan-out and one job per patient',

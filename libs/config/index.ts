@@ -105,6 +105,15 @@ export const envSchema = z.object({
   OUTBOX_RELAY_BACKOFF_MAX_MS: int(30_000, 1),
   OUTBOX_RETENTION_DAYS: int(7, 0),
 
+  POLL_CRON: cron('0 * * * *'),
+  POLL_TZ: timeZone('Europe/Berlin'),
+  POLL_PAGE_SIZE: int(1000, 1),
+  BACKUP_DIR: z.string().min(1).default('var/backup/registrations'),
+  FAILED_DIR: z.string().min(1).default('var/failed/registrations'),
+  REGISTRATION_SIGNING_SECRET: optionalString,
+  REGISTRATION_ENVIRONMENT: z.string().min(1).default('production'),
+  STAFF_IMPORT_EMAILS: bool(true),
+
   WEEKLY_CRON: cron('0 9 * * 1'),
   WEEKLY_TZ: timeZone('Europe/Berlin'),
   WEEKLY_PAGE_SIZE: int(1000, 1),
@@ -217,6 +226,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       relayBackoffMinMs: e.OUTBOX_RELAY_BACKOFF_MIN_MS,
       relayBackoffMaxMs: Math.max(e.OUTBOX_RELAY_BACKOFF_MAX_MS, e.OUTBOX_RELAY_BACKOFF_MIN_MS),
       retentionDays: e.OUTBOX_RETENTION_DAYS,
+    },
+    patientImport: {
+      pollCron: e.POLL_CRON,
+      pollTimeZone: e.POLL_TZ,
+      pageSize: e.POLL_PAGE_SIZE,
+      backupDir: e.BACKUP_DIR,
+      failedDir: e.FAILED_DIR,
+      signingSecret: e.REGISTRATION_SIGNING_SECRET,
+      environment: e.REGISTRATION_ENVIRONMENT,
+      staffImportEmails: e.STAFF_IMPORT_EMAILS,
     },
     weekly: {
       cron: e.WEEKLY_CRON,

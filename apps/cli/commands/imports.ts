@@ -1,0 +1,185 @@
+import type { Command } from 'commander';
+import { getLedgerRow, listLedger, type LedgerRow } from '../../../libs/db/repositories/patient-import.js';
+import { patientImportStatuses, type PatientImportStatus } from '../../../libs/db/schema/fleet-patient-import.js';
+import type { FleetContext } from '../../../libs/runtime/index.js';
+import { importLocalFile, runPoll } from '../../../workers/patient-import/worker.js';
+import { CliError, printJson, withContext } from '../context.js';
+
+/**
+ * One entry per import kind (`--kind`): how to list and show its records. The therapist
+ * import adds its entry here; the commands below stay the same.
+ */
+export interface ImportKind {
+  statuses: readonly string[];
+  /** Rows for `fleet imports list`: short, no names or object names (they contain personal data). */
+  list(ctx: FleetContext, opts: { status?: string[]; limit: number }): Promise<Array<Record<string, unknown>>>;
+  /** Text block (and JSON) for `fleet imports show <id>`, or null when there is no such record. */
+  show(ctx: FleetContext, id: number): Promise<{ text: string; json: unknown } | null>;
+}
+
+const iso = (d: Date | null | undefined) => (d ? d.toISOString().replace('.000Z', 'Z') : null);
+
+function patientSummary(r: LedgerRow) {
+  return {
+    id: r.id,
+    status: r.status,
+    received: iso(r.receivedAt),
+    attempts: r.attempts,
+    patient: r.patientId ?? (r.duplicateOfPatientId ? `dup of ${r.duplicateOfPatientId}` : null),
+    note: r.status === 'failed' || r.status === 'discarded' ? `${r.errorCode ?? ''}: ${r.reason ?? ''}` : r.possibleDuplicateOfPatientId ? `possible duplicate of patient ${r.possibleDuplicateOfPatientId}` : r.duplicateKind ? `duplicate (${r.duplicateKind})` : '',
+  };
+}
+
+function patientDetail(r: LedgerRow): string {
+  const lines: Array<[string, unknown]> = [
+    ['import', `${r.id} (patient registration, ${r.source === 'bucket' ? 'from the bucket' : 'local file'})`],
+    ['status', r.status],
+    ['source', r.sourceUri],
+    ['generation', r.generation],
+    ['size', r.size === null ? null : `${r.size} bytes`],
+    ['attempts', r.attempts],
+    ['validation', r.validation],
+    ['patient', r.patientId],
+    ['duplicate of', r.duplicateOfPatientId ? `patient ${r.duplicateOfPatientId} (${r.duplicateKind})` : null],
+    ['possible duplicate of', r.possibleDuplicateOfPatientId ? `patient ${r.possibleDuplicateOfPatientId} (same email, other name)` : null],
+    ['error code', r.errorCode],
+    ['reason', r.reason],
+    ['unknown fields', r.unknownFields.length ? r.unknownFields.join(', ') : null],
+    ['backup copy', r.backupPath],
+    ['failed copy', r.failedPath],
+    ['bucket delete', r.deleteOutcome],
+    ['received', iso(r.receivedAt)],
+    ['downloaded', iso(r.downloadedAt)],
+    ['backed up', iso(r.backedUpAt)],
+    ['imported', iso(r.importedAt)],
+    ['deleted', iso(r.deletedAt)],
+    ['failed', iso(r.failedAt)],
+    ['discarded', iso(r.discardedAt)],
+    ['last attempt', iso(r.lastAttemptAt)],
+  ];
+  const shown = lines.filter(([, v]) => v !== null && v !== undefined && v !== '');
+  const width = Math.max(...shown.map(([k]) => k.length));
+  let text = shown.map(([k, v]) => `${(k + ':').padEnd(width + 2)}${String(v)}`).join('\n');
+  if (r.status === 'failed') {
+    text += `\n\nThe file stays in the bucket. After fixing the cause: fleet dlq requeue patient-import.ledger.${r.id} --reason "..."` +
+      `\n(or upload a corrected file: a new generation is imported on its own). To give up: fleet dlq discard patient-import.ledger.${r.id} --reason "..."`;
+  }
+  return text;
+}
+
+export const importKinds: Record<string, ImportKind> = {
+  patient: {
+    statuses: patientImportStatuses,
+    async list(ctx, opts) {
+      const rows = await listLedger(ctx.database.db, { ...(opts.status ? { status: opts.status as PatientImportStatus[] } : {}), limit: opts.limit });
+      return rows.map(patientSummary);
+    },
+    async show(ctx, id) {
+      const r = await getLedgerRow(ctx.database.db, id);
+      return r ? { text: patientDetail(r), json: r } : null;
+    },
+  },
+};
+
+function kindOf(name: string): ImportKind {
+  const kind = importKinds[name];
+  if (!kind) throw new CliError(`unknown kind ${name}; kinds: ${Object.keys(importKinds).join(', ')}`, 2);
+  return kind;
+}
+
+function table(rows: Array<Record<string, unknown>>): string {
+  const header = Object.keys(rows[0]!);
+  const cells = [header, ...rows.map((r) => header.map((h) => (r[h] === null || r[h] === undefined ? '' : String(r[h]))))];
+  const widths = header.map((_, i) => Math.max(...cells.map((c) => c[i]!.length)));
+  return cells.map((c) => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
+}
+
+export function registerImports(program: Command): void {
+  program
+    .command('poll')
+    .description('list the registration bucket now and enqueue new files (what the bucket poller does on its schedule)')
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }) => {
+      await withContext(async (ctx) => {
+        const r = await runPoll(ctx);
+        if (opts.json) return printJson(r);
+        process.stdout.write(
+          `listed ${r.listed} object(s) in ${r.pages} page(s): ${r.recorded} new file(s) enqueued, ` +
+            `${r.reoffered} unfinished import(s) offered again${r.skipped ? `, ${r.skipped} folder placeholder(s) skipped` : ''}\n`,
+        );
+      });
+    });
+
+  const imports = program.command('imports').description('import records: what happened to each file');
+  imports
+    .command('list')
+    .description('latest import records, newest first')
+    .option('--kind <kind>', `import kind (${Object.keys(importKinds).join(', ')})`, 'patient')
+    .option('--status <status>', 'only these statuses (comma-separated), e.g. failed')
+    .option('--limit <n>', 'at most this many', '50')
+    .option('--json', 'print JSON')
+    .action(async (opts: { kind: string; status?: string; limit: string; json?: boolean }) => {
+      const kind = kindOf(opts.kind);
+      const status = opts.status?.split(',').map((s) => s.trim()).filter(Boolean);
+      const bad = status?.filter((s) => !kind.statuses.includes(s));
+      if (bad?.length) throw new CliError(`unknown status ${bad.join(', ')}; statuses: ${kind.statuses.join(', ')}`, 2);
+      const limit = Number(opts.limit);
+      if (!Number.isInteger(limit) || limit < 1) throw new CliError('--limit: expected a whole number >= 1', 2);
+      await withContext(async (ctx) => {
+        const rows = await kind.list(ctx, { ...(status ? { status } : {}), limit });
+        if (opts.json) return printJson(rows);
+        if (!rows.length) return void process.stdout.write(`no ${opts.kind} import records${status ? ` with status ${status.join(', ')}` : ''}\n`);
+        process.stdout.write(`${table(rows)}\n\n${rows.length} record(s). Details: fleet imports show <id>${opts.kind === 'patient' ? '' : ` --kind ${opts.kind}`}\n`);
+      });
+    });
+
+  imports
+    .command('show')
+    .description('the life story of one import record')
+    .argument('<id>', 'import record id')
+    .option('--kind <kind>', `import kind (${Object.keys(importKinds).join(', ')})`, 'patient')
+    .option('--json', 'print JSON')
+    .action(async (idText: string, opts: { kind: string; json?: boolean }) => {
+      const kind = kindOf(opts.kind);
+      const id = Number(idText);
+      if (!Number.isInteger(id) || id < 1) throw new CliError(`expected a record id (a whole number), got ${JSON.stringify(idText)}`, 2);
+      await withContext(async (ctx) => {
+        const r = await kind.show(ctx, id);
+        if (!r) throw new CliError(`no ${opts.kind} import record ${id}`, 3);
+        if (opts.json) return printJson(r.json);
+        process.stdout.write(`${r.text}\n`);
+      });
+    });
+
+  const importCmd = program.command('import').description('import a file by hand through the same pipeline');
+  importCmd
+    .command('patient-file')
+    .description('import a local registration file (one staff got by other means) and print the outcome')
+    .argument('<path>', 'the registration JSON file')
+    .option('--json', 'print JSON')
+    .action(async (filePath: string, opts: { json?: boolean }) => {
+      const outcome = await withContext(async (ctx) => {
+        try {
+          return await importLocalFile(ctx, filePath);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT' || code === 'EISDIR' || code === 'EACCES') throw new CliError(`cannot read ${filePath} (${code})`, 2);
+          throw err;
+        }
+      });
+      if (opts.json) printJson(outcome);
+      else if (outcome.ok && outcome.result?.outcome === 'already-final') {
+        process.stdout.write(`already imported earlier: import record ${outcome.ledgerId} (status ${outcome.result.status}); nothing done\n`);
+      } else if (outcome.ok && outcome.result && outcome.result.outcome !== 'already-final') {
+        const r = outcome.result;
+        process.stdout.write(
+          r.outcome === 'imported'
+            ? `imported: patient ${r.patientId} (import record ${r.ledgerId})${r.possibleDuplicateOf ? `; possible duplicate of patient ${r.possibleDuplicateOf} (same email, other name)` : ''}\n`
+            : `not imported again: duplicate of patient ${r.patientId} (${r.duplicateKind === 'same_token' ? 'same registration token' : 'same email and name'}; import record ${r.ledgerId})\n`,
+        );
+      } else {
+        process.stdout.write(`failed (${outcome.code}): ${outcome.reason}\nDetails: fleet imports show ${outcome.ledgerId}\n`);
+      }
+      if (!outcome.ok) process.exitCode = 1;
+    });
+}

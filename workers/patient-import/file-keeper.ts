@@ -1,0 +1,74 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { FileKeeper, ImportRow } from './ports.js';
+
+/**
+ * A file name safe on any file system, from an object name that may contain anything
+ * (`../`, percent-encoding, umlauts, control characters): `<ledger id>-<safe base name>`.
+ */
+export function safeFileName(row: Pick<ImportRow, 'id' | 'objectName'>): string {
+  let base = row.objectName.slice(row.objectName.lastIndexOf('/') + 1);
+  try {
+    base = decodeURIComponent(base);
+  } catch {
+    /* keep as is */
+  }
+  base = base
+    .normalize('NFKD')
+    .replace(/[\u0300-\u036f]/g, '')
+    .replace(/ß/g, 'ss')
+    .replace(/[^A-Za-z0-9._-]+/g, '_')
+    .replace(/^[._]+/, '')
+    .slice(-120);
+  return `${row.id}-${base || 'file'}`;
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fd = await open(dir, 'r');
+  try {
+    await fd.sync();
+  } finally {
+    await fd.close();
+  }
+}
+
+async function sameContent(file: string, bytes: Buffer): Promise<boolean> {
+  try {
+    const existing = await readFile(file);
+    return createHash('sha256').update(existing).digest('hex') === createHash('sha256').update(bytes).digest('hex');
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Writes `bytes` durably to `dir/name`: a temporary file, fsync, rename, fsync of the
+ * directory. A file already there with the same bytes is kept (a retry).
+ */
+export async function writeDurably(dir: string, name: string, bytes: Buffer): Promise<string> {
+  const root = path.resolve(dir);
+  const target = path.resolve(root, name);
+  if (path.dirname(target) !== root) throw new Error('refusing a file name outside the target folder');
+  await mkdir(root, { recursive: true });
+  if (await sameContent(target, bytes)) return target;
+  const tmp = path.join(root, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
+  const fd = await open(tmp, 'wx', 0o600);
+  try {
+    await fd.writeFile(bytes);
+    await fd.sync();
+  } catch (err) {
+    await fd.close().catch(() => {});
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await fd.close();
+  await rename(tmp, target);
+  await fsyncDir(root);
+  return target;
+}
+
+/** Durable local copies in one folder (BACKUP_DIR or FAILED_DIR). */
+export function folderKeeper(dir: string): FileKeeper {
+  return { save: (row, bytes) => writeDurably(dir, safeFileName(row), bytes) };
+}

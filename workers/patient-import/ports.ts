@@ -1,0 +1,112 @@
+import type { DeleteOutcome } from '../../libs/storage/port.js';
+import type { Logger } from '../../libs/log/index.js';
+import type { Clock } from '../../libs/runtime/clock.js';
+import type { NewPatient } from './map-patient.js';
+import type { SigningOptions } from './parse-registration.js';
+
+export type ImportStatus =
+  | 'received'
+  | 'downloaded'
+  | 'backed_up'
+  | 'imported'
+  | 'duplicate'
+  | 'deleted'
+  | 'superseded'
+  | 'done'
+  | 'failed'
+  | 'discarded';
+
+/** What the processor needs to know about one ledger row. */
+export interface ImportRow {
+  id: number;
+  source: 'bucket' | 'file';
+  bucket: string;
+  objectName: string;
+  generation: string;
+  sourceUri: string;
+  md5Hash: string | null;
+  status: ImportStatus;
+  attempts: number;
+  patientId: number | null;
+  duplicateOfPatientId: number | null;
+  backupPath: string | null;
+  failedPath: string | null;
+  receivedAt: Date;
+}
+
+export interface StaffMail {
+  subject: string;
+  html: string;
+  text: string;
+}
+
+export interface CommitInput {
+  ledgerId: number;
+  patient: NewPatient;
+  registrationToken: string;
+  registrationTimestamp: string | null;
+  consent: Record<string, unknown>;
+  signed: boolean;
+  unknownFields: string[];
+  validation: string;
+  /** Staff email for the outcome, or null for none (same token again, or switched off). */
+  staffMail(outcome: CommitOutcome): StaffMail | null;
+}
+
+export type CommitOutcome =
+  | { kind: 'imported'; patientId: number; possibleDuplicateOf: number | null }
+  | { kind: 'duplicate'; duplicateKind: 'same_token' | 'same_person'; patientId: number };
+
+export interface CommitResult {
+  outcome: CommitOutcome;
+  /** Deliveries created by this commit: enqueue `email-send` for them after the commit. */
+  deliveryIds: string[];
+}
+
+export interface FailInput {
+  ledgerId: number;
+  code: string;
+  reason: string;
+  failedPath: string | null;
+  mail: StaffMail;
+}
+
+/** The import ledger and the one transaction of an import (PostgreSQL in production). */
+export interface ImportStore {
+  load(ledgerId: number): Promise<ImportRow | null>;
+  startAttempt(ledgerId: number): Promise<ImportRow>;
+  markDownloaded(ledgerId: number, info: { sha256: string; size: number }): Promise<void>;
+  markBackedUp(ledgerId: number, backupPath: string): Promise<void>;
+  /** ONE transaction: duplicate checks, patient, consent, ledger status, event, staff email. */
+  commit(input: CommitInput): Promise<CommitResult>;
+  /** Ledger row failed + one failure email (idempotency key per ledger row), one transaction. */
+  markFailed(input: FailInput): Promise<{ deliveryId: string; created: boolean }>;
+  markFinished(ledgerId: number, status: 'deleted' | 'superseded' | 'done', deleteOutcome: DeleteOutcome | 'kept'): Promise<void>;
+}
+
+/** Where a row's bytes come from and how its object is deleted. */
+export interface ImportSource {
+  /** The bytes of the row's generation; throws PermanentError `object_missing` when it is gone. */
+  download(row: ImportRow): Promise<Buffer>;
+  delete(row: ImportRow): Promise<DeleteOutcome | 'kept'>;
+}
+
+/** Durable local copies (write, fsync, rename, fsync dir). */
+export interface FileKeeper {
+  save(row: ImportRow, bytes: Buffer): Promise<string>;
+}
+
+export interface ImportDeps {
+  store: ImportStore;
+  source: ImportSource;
+  backups: FileKeeper;
+  failed: FileKeeper;
+  /** Enqueues `email-send` for a delivery (after the commit). */
+  sendMail(deliveryId: string): Promise<void>;
+  signing: SigningOptions;
+  staffImportEmails: boolean;
+  clock: Clock;
+  log: Logger;
+  /** Test hook: runs right after the import transaction committed, before the delete. */
+  afterCommit?: () => void | Promise<void>;
+}

@@ -1,0 +1,62 @@
+import type { Logger } from '../../libs/log/index.js';
+import type { BucketPort, StoredObject } from '../../libs/storage/port.js';
+
+export interface PollDeps {
+  bucket: BucketPort;
+  prefix: string;
+  pageSize: number;
+  /** Records object generations in the ledger; returns the ids of rows created by this call. */
+  record(objects: StoredObject[]): Promise<number[]>;
+  /** Ledger rows from the bucket that still have work to do (crash recovery). */
+  openIds(): Promise<number[]>;
+  /**
+   * Enqueues one `patient-import` job per ledger id (idempotent: keyed by the id). `open`:
+   * rows found unfinished, whose earlier job may have completed too early (run again).
+   */
+  enqueue(ledgerIds: number[], kind: 'new' | 'open'): Promise<void>;
+  log: Logger;
+}
+
+export interface PollResult {
+  pages: number;
+  listed: number;
+  /** Folder placeholders (`registrations/`) and other non-files. */
+  skipped: number;
+  /** New object generations recorded and enqueued. */
+  recorded: number;
+  /** Unfinished rows offered to the queue again (no-ops for rows whose job is still there). */
+  reoffered: number;
+}
+
+/**
+ * Lists the prefix page by page, records each new (bucket, object, generation) in the
+ * ledger and enqueues one import per new row; then offers every unfinished row to the queue
+ * again, so a crash between insert and enqueue (or anywhere later) loses nothing. A listing
+ * error throws (the job retries); it is never taken for an empty bucket. Rows that failed
+ * are not offered again: an operator requeues them, or a new generation is a new row.
+ */
+export async function pollBucket(deps: PollDeps): Promise<PollResult> {
+  const result: PollResult = { pages: 0, listed: 0, skipped: 0, recorded: 0, reoffered: 0 };
+  const enqueued = new Set<number>();
+  let pageToken: string | undefined;
+  do {
+    const page = await deps.bucket.list(deps.prefix, { pageSize: deps.pageSize, ...(pageToken ? { pageToken } : {}) });
+    result.pages++;
+    result.listed += page.items.length;
+    const files = page.items.filter((o) => !o.name.endsWith('/'));
+    result.skipped += page.items.length - files.length;
+    const ids = await deps.record(files);
+    if (ids.length) {
+      await deps.enqueue(ids, 'new');
+      ids.forEach((id) => enqueued.add(id));
+      result.recorded += ids.length;
+    }
+    pageToken = page.nextPageToken;
+  } while (pageToken);
+
+  const open = (await deps.openIds()).filter((id) => !enqueued.has(id));
+  if (open.length) await deps.enqueue(open, 'open');
+  result.reoffered = open.length;
+  deps.log.info({ ...result }, 'bucket polled');
+  return result;
+}

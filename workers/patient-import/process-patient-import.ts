@@ -1,0 +1,136 @@
+import { createHash } from 'node:crypto';
+import { errorMessage, isPermanent, PermanentError } from '../../libs/errors/index.js';
+import { parseFileName } from './file-name.js';
+import { mapPatient } from './map-patient.js';
+import { parseRegistration, rejectCodes } from './parse-registration.js';
+import type { CommitOutcome, ImportDeps, ImportRow } from './ports.js';
+import { failedMail, importedMail } from './staff-mails.js';
+
+export type ImportResult =
+  | { outcome: 'imported' | 'duplicate'; ledgerId: number; patientId: number; status: 'deleted' | 'superseded' | 'done'; duplicateKind?: string; possibleDuplicateOf?: number | null }
+  | { outcome: 'already-final'; ledgerId: number; status: string };
+
+const FINAL = new Set(['deleted', 'superseded', 'done', 'discarded']);
+const ORDER = ['received', 'downloaded', 'backed_up'];
+
+function md5Base64(bytes: Buffer): string {
+  return createHash('md5').update(bytes).digest('base64');
+}
+
+/**
+ * Imports the registration file of one ledger row. Idempotent at every step: a retry after
+ * a crash anywhere continues where the ledger says the row is, so there is never a second
+ * patient or a second email, and the object is deleted eventually.
+ *
+ * Throws PermanentError (after recording the failure, keeping the bytes and queueing one
+ * staff email) for a file that cannot be imported; any other throw means "retry".
+ */
+export async function processPatientImport(
+  ledgerId: number,
+  deps: ImportDeps,
+  opts: { finalAttempt?: boolean } = {},
+): Promise<ImportResult> {
+  const first = await deps.store.load(ledgerId);
+  if (!first) throw new PermanentError('ledger_missing', `ledger ${ledgerId}: no such import record`);
+  if (FINAL.has(first.status)) return { outcome: 'already-final', ledgerId, status: first.status };
+
+  const row = await deps.store.startAttempt(ledgerId);
+  let bytes: Buffer | null = null;
+  try {
+    if (row.status === 'imported' || row.status === 'duplicate') return await finish(row, deps);
+    bytes = await download(row, deps);
+    const backupPath = await deps.backups.save(row, bytes);
+    if (ORDER.indexOf(row.status) < 2 || row.backupPath !== backupPath) await deps.store.markBackedUp(ledgerId, backupPath);
+    row.backupPath = backupPath;
+    const input = validate(row, bytes, deps);
+    const result = await deps.store.commit(input);
+    deps.log.info({ ledgerId, outcome: result.outcome.kind, patientId: result.outcome.patientId }, 'registration committed');
+    for (const id of result.deliveryIds) await deps.sendMail(id);
+    await deps.afterCommit?.();
+    row.status = result.outcome.kind;
+    row.patientId = result.outcome.patientId;
+    return await finish(row, deps, result.outcome);
+  } catch (err) {
+    if (isPermanent(err)) throw await fail(row, err, bytes, deps);
+    if (opts.finalAttempt && row.status !== 'imported' && row.status !== 'duplicate') {
+      // No more retries: record it for staff (best effort: the store may be what is failing).
+      const giveUp = new PermanentError('gave_up', `ledger ${ledgerId}: gave up after ${row.attempts} attempts: ${errorMessage(err)}`);
+      await fail(row, giveUp, bytes, deps).catch((e: unknown) => deps.log.error({ err: e, ledgerId }, 'could not record the failed import'));
+    }
+    throw err;
+  }
+}
+
+async function download(row: ImportRow, deps: ImportDeps): Promise<Buffer> {
+  const bytes = await deps.source.download(row);
+  if (row.md5Hash && md5Base64(bytes) !== row.md5Hash) {
+    throw new Error(`ledger ${row.id}: downloaded bytes do not match the listed md5 checksum`);
+  }
+  if (row.status === 'received') {
+    await deps.store.markDownloaded(row.id, { sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length });
+    row.status = 'downloaded';
+  }
+  return bytes;
+}
+
+function validate(row: ImportRow, bytes: Buffer, deps: ImportDeps) {
+  const name = parseFileName(row.objectName);
+  if (!name.ok) throw new PermanentError(rejectCodes.fileName, name.reason);
+  const now = deps.clock.now();
+  const parsed = parseRegistration(bytes, deps.signing, now);
+  const reg = parsed.registration;
+  if (!reg.registration_token.toLowerCase().startsWith(name.value.token.toLowerCase())) {
+    throw new PermanentError(rejectCodes.token, 'registration_token: does not match the token in the file name');
+  }
+  const patient = mapPatient(reg, now);
+  return {
+    ledgerId: row.id,
+    patient,
+    registrationToken: reg.registration_token,
+    registrationTimestamp: reg.registration_timestamp ?? null,
+    consent: reg.consent_metadata as Record<string, unknown>,
+    signed: parsed.signed,
+    unknownFields: parsed.unknownFields,
+    validation: parsed.validation,
+    staffMail: (outcome: CommitOutcome) => {
+      if (outcome.kind === 'duplicate' && outcome.duplicateKind === 'same_token') return null;
+      if (outcome.kind === 'imported' && !deps.staffImportEmails) return null;
+      return importedMail(row, outcome, {
+        vorname: patient.vorname,
+        nachname: patient.nachname,
+        validation: parsed.validation,
+        unknownFields: parsed.unknownFields,
+        at: now,
+      });
+    },
+  };
+}
+
+async function finish(row: ImportRow, deps: ImportDeps, outcome?: CommitOutcome): Promise<ImportResult> {
+  const deleted = await deps.source.delete(row);
+  const status = deleted === 'kept' ? 'done' : deleted === 'precondition_failed' ? 'superseded' : 'deleted';
+  await deps.store.markFinished(row.id, status, deleted);
+  deps.log.info({ ledgerId: row.id, status, deleteOutcome: deleted }, 'import finished');
+  const patientId = outcome?.patientId ?? row.patientId ?? row.duplicateOfPatientId ?? 0;
+  const kind = outcome?.kind ?? (row.status === 'duplicate' ? 'duplicate' : 'imported');
+  return {
+    outcome: kind,
+    ledgerId: row.id,
+    patientId,
+    status,
+    ...(outcome?.kind === 'duplicate' ? { duplicateKind: outcome.duplicateKind } : {}),
+    ...(outcome?.kind === 'imported' ? { possibleDuplicateOf: outcome.possibleDuplicateOf } : {}),
+  };
+}
+
+/** Records the failure (ledger, kept bytes, one staff email); returns the error to throw. */
+async function fail(row: ImportRow, err: PermanentError, bytes: Buffer | null, deps: ImportDeps): Promise<PermanentError> {
+  const reason = err.message.startsWith(`ledger ${row.id}:`) ? err.message : `ledger ${row.id}: ${err.message}`;
+  const failedPath = bytes ? await deps.failed.save(row, bytes) : null;
+  const at = deps.clock.now();
+  const mail = failedMail(row, { code: err.code, reason, failedPath, at });
+  const { deliveryId, created } = await deps.store.markFailed({ ledgerId: row.id, code: err.code, reason, failedPath, mail });
+  if (created) await deps.sendMail(deliveryId);
+  deps.log.warn({ ledgerId: row.id, code: err.code, emailQueued: created }, 'registration file failed: kept for an operator');
+  return new PermanentError(err.code, reason, err.details);
+}

@@ -1,0 +1,65 @@
+import { renderStaffEmail } from '../../libs/mail/staff.js';
+import type { CommitOutcome, ImportRow, StaffMail } from './ports.js';
+
+function berlinTime(d: Date): string {
+  return new Intl.DateTimeFormat('de-DE', { timeZone: 'Europe/Berlin', dateStyle: 'medium', timeStyle: 'medium' }).format(d);
+}
+
+/** Staff notice of one import: patient name, import time, source, validation status. */
+export function importedMail(
+  row: ImportRow,
+  outcome: CommitOutcome,
+  p: { vorname: string; nachname: string; validation: string; unknownFields: string[]; at: Date },
+): StaffMail {
+  const name = `${p.vorname} ${p.nachname}`;
+  const rows: Array<[string, string | number | null]> = [
+    ['Patient', name],
+    ['Importiert am', berlinTime(p.at)],
+    ['Quelle', row.sourceUri],
+    ['Validierung', p.validation],
+    ['Import-Nr.', row.id],
+  ];
+  const paragraphs: string[] = [];
+  let subject: string;
+  let heading: string;
+  if (outcome.kind === 'imported') {
+    subject = `Neue Patientenanmeldung importiert (Import ${row.id})`;
+    heading = 'Neue Patientenanmeldung importiert';
+    rows.splice(1, 0, ['Patienten-ID', outcome.patientId]);
+    if (outcome.possibleDuplicateOf !== null) {
+      paragraphs.push(
+        `Mögliches Duplikat: Patient ${outcome.possibleDuplicateOf} hat dieselbe E-Mail-Adresse mit einem anderen Namen. Bitte prüfen.`,
+      );
+    }
+  } else {
+    subject = `Anmeldung als Duplikat erkannt (Import ${row.id})`;
+    heading = 'Anmeldung als Duplikat erkannt: kein neuer Patient angelegt';
+    rows.splice(1, 0, ['Duplikat von Patient', outcome.patientId]);
+    paragraphs.push('Gleiche E-Mail-Adresse und gleicher Name wie ein vorhandener Patient. Die Einwilligung wurde dem vorhandenen Patienten zugeordnet.');
+  }
+  if (p.unknownFields.length) paragraphs.push(`Unbekannte Felder (ignoriert): ${p.unknownFields.join(', ')}`);
+  return renderStaffEmail({ subject, heading, rows, paragraphs });
+}
+
+/** Staff notice of a file that cannot be imported (one per ledger row). */
+export function failedMail(row: ImportRow, p: { code: string; reason: string; failedPath: string | null; at: Date }): StaffMail {
+  const kept = row.source === 'bucket';
+  return renderStaffEmail({
+    subject: `Anmeldung konnte nicht importiert werden (Import ${row.id})`,
+    heading: 'Anmeldung konnte nicht importiert werden',
+    rows: [
+      ['Import-Nr.', row.id],
+      ['Quelle', row.sourceUri],
+      ['Grund', p.reason],
+      ['Fehlercode', p.code],
+      ['Zeitpunkt', berlinTime(p.at)],
+      ['Originaldatei gesichert unter', p.failedPath],
+    ],
+    paragraphs: [
+      kept
+        ? 'Die Datei bleibt im Bucket und wird nicht erneut versucht, bis jemand sie wieder einreiht (fleet dlq requeue) oder eine korrigierte Version hochgeladen wird.'
+        : 'Die Datei wurde nicht importiert.',
+      `Details: fleet imports show ${row.id}`,
+    ],
+  });
+}

@@ -1,0 +1,174 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import type { Job } from 'bullmq';
+import {
+  discardLedgerRow,
+  findLedgerByObject,
+  insertLedgerObjects,
+  openLedgerIds,
+  reopenFailedLedgerRow,
+} from '../../libs/db/repositories/patient-import.js';
+import { PermanentError } from '../../libs/errors/index.js';
+import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
+import type { Handlers } from '../../libs/queues/index.js';
+import type { FleetContext } from '../../libs/runtime/index.js';
+import { createBucket, type BucketPort } from '../../libs/storage/index.js';
+import { folderKeeper } from './file-keeper.js';
+import { pgImportStore } from './pg-store.js';
+import { pollBucket, type PollResult } from './process-bucket-poll.js';
+import { processPatientImport, type ImportResult } from './process-patient-import.js';
+import type { ImportDeps, ImportRow, ImportSource } from './ports.js';
+
+export { rejectCodes } from './parse-registration.js';
+export type { ImportResult, PollResult };
+
+export interface PatientImportOptions {
+  /** The bucket (default: the configured driver). */
+  bucket?: BucketPort;
+  /** Test hook: runs right after the import transaction committed, before the delete. */
+  afterCommit?: () => void | Promise<void>;
+}
+
+function bucketSource(bucket: BucketPort): ImportSource {
+  return {
+    async download(row: ImportRow) {
+      if (row.source !== 'bucket' || row.bucket !== bucket.bucket) {
+        throw new PermanentError('not_in_bucket', `ledger ${row.id}: the file is not in the configured bucket`);
+      }
+      return bucket.download(row.objectName, row.generation, row.md5Hash ? { md5Hash: row.md5Hash } : {});
+    },
+    delete: (row) => (row.source === 'bucket' ? bucket.deleteGeneration(row.objectName, row.generation) : Promise.resolve('kept' as const)),
+  };
+}
+
+function importDeps(ctx: FleetContext, source: ImportSource, opts: PatientImportOptions): ImportDeps {
+  const c = ctx.config.patientImport;
+  return {
+    store: pgImportStore({ db: ctx.database.db, clock: ctx.clock, mail: { from: ctx.config.mail.from, staffEmail: ctx.config.mail.staffEmail } }),
+    source,
+    backups: folderKeeper(c.backupDir),
+    failed: folderKeeper(c.failedDir),
+    sendMail: async (deliveryId) => {
+      await ctx.queues.enqueue('email-send', { deliveryId });
+    },
+    signing: { secret: c.signingSecret, environment: c.environment },
+    staffImportEmails: c.staffImportEmails,
+    clock: ctx.clock,
+    log: ctx.log,
+    ...(opts.afterCommit ? { afterCommit: opts.afterCommit } : {}),
+  };
+}
+
+/** Handlers of the `patient-import` queue. */
+export function patientImportHandlers(ctx: FleetContext, opts: PatientImportOptions = {}): Handlers {
+  const bucket = opts.bucket ?? createBucket(ctx.config.storage);
+  const deps = importDeps(ctx, bucketSource(bucket), opts);
+  return {
+    'patient-import': (payload, helpers) =>
+      processPatientImport(payload.ledgerId, { ...deps, log: helpers.log }, { finalAttempt: helpers.isFinalAttempt }),
+  };
+}
+
+/** Enqueues one `patient-import` job per ledger id; a job that finished while its row is still open is run again. */
+async function enqueueImports(ctx: FleetContext, ids: number[], kind: 'new' | 'open'): Promise<void> {
+  const queue = ctx.queues.queue('patient-import');
+  for (let i = 0; i < ids.length; i += 100) {
+    await Promise.all(
+      ids.slice(i, i + 100).map(async (ledgerId) => {
+        const { jobId } = await ctx.queues.enqueue('patient-import', { ledgerId });
+        if (kind === 'new') return;
+        const job: Job | undefined = await queue.getJob(jobId);
+        // A completed job for an open row (it finished just as an operator reopened the row): run it again.
+        if (job && (await job.getState()) === 'completed') {
+          await job.remove();
+          await ctx.queues.enqueue('patient-import', { ledgerId });
+        }
+      }),
+    );
+  }
+}
+
+/** Lists the bucket once and enqueues the imports (the `bucket-poll` job and `fleet poll`). */
+export async function runPoll(ctx: FleetContext, opts: { bucket?: BucketPort } = {}): Promise<PollResult> {
+  const bucket = opts.bucket ?? createBucket(ctx.config.storage);
+  const db = ctx.database.db;
+  return pollBucket({
+    bucket,
+    prefix: ctx.config.storage.prefix,
+    pageSize: ctx.config.patientImport.pageSize,
+    record: (objects) =>
+      insertLedgerObjects(
+        db,
+        objects.map((o) => ({
+          bucket: o.bucket,
+          objectName: o.name,
+          generation: o.generation,
+          sourceUri: bucket.uri(o.name),
+          size: o.size,
+          md5Hash: o.md5Hash ?? null,
+          crc32c: o.crc32c ?? null,
+        })),
+      ),
+    openIds: () => openLedgerIds(db, { source: 'bucket' }),
+    enqueue: (ids, kind) => enqueueImports(ctx, ids, kind),
+    log: ctx.log,
+  });
+}
+
+/** Handlers of the `bucket-poll` queue. A listing error throws: logged, counted, retried. */
+export function bucketPollHandlers(ctx: FleetContext, opts: { bucket?: BucketPort } = {}): Handlers {
+  const bucket = opts.bucket ?? createBucket(ctx.config.storage);
+  return {
+    'bucket-poll': async (payload, helpers) => {
+      const result = await runPoll({ ...ctx, log: helpers.log }, { bucket });
+      return { trigger: payload.trigger, ...result };
+    },
+  };
+}
+
+/** Operator actions on dead-lettered imports keep the ledger in step. */
+export const patientImportDeadLetterHook: DeadLetterHook = {
+  async onRequeue(payload, db) {
+    const ledgerId = (payload as { ledgerId?: number }).ledgerId;
+    if (typeof ledgerId === 'number') await reopenFailedLedgerRow(db, ledgerId);
+  },
+  async onDiscard(payload, db) {
+    const ledgerId = (payload as { ledgerId?: number }).ledgerId;
+    if (typeof ledgerId === 'number') await discardLedgerRow(db, ledgerId);
+  },
+};
+
+export interface LocalImportOutcome {
+  ledgerId: number;
+  ok: boolean;
+  result?: ImportResult;
+  code?: string;
+  reason?: string;
+}
+
+/**
+ * Imports a local file (one staff got by other means) through the same pipeline: ledger
+ * row (source `file`, generation = sha256 of the bytes, so the same file twice is one row),
+ * backup, validation, duplicate checks, the one transaction, staff email. Nothing is deleted.
+ */
+export async function importLocalFile(ctx: FleetContext, filePath: string): Promise<LocalImportOutcome> {
+  const abs = path.resolve(filePath);
+  const bytes = await readFile(abs);
+  const generation = createHash('sha256').update(bytes).digest('hex');
+  const objectName = path.basename(abs);
+  const db = ctx.database.db;
+  const base = { source: 'file' as const, bucket: '(local file)', objectName, generation };
+  await insertLedgerObjects(db, [{ ...base, sourceUri: `file://${abs}`, size: bytes.length }]);
+  const row = await findLedgerByObject(db, base.bucket, objectName, generation);
+  if (!row) throw new Error('the ledger row of the local file was not recorded');
+  if (row.status === 'failed') await reopenFailedLedgerRow(db, row.id);
+  const source: ImportSource = { download: async () => bytes, delete: async () => 'kept' };
+  try {
+    const result = await processPatientImport(row.id, importDeps(ctx, source, {}));
+    return { ledgerId: row.id, ok: true, result };
+  } catch (err) {
+    if (err instanceof PermanentError) return { ledgerId: row.id, ok: false, code: err.code, reason: err.message };
+    throw err;
+  }
+}
