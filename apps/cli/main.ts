@@ -7,6 +7,7 @@ import { registerEvents } from './commands/events.js';
 import { registerMigrate } from './commands/migrate.js';
 import { registerStart } from './commands/start.js';
 import { registerStatus } from './commands/status.js';
+import { registerTherapists } from './commands/therapists.js';
 import { CliError } from './context.js';
 
 const program = new Command()
@@ -20,6 +21,7 @@ registerMigrate(program);
 registerStatus(program);
 registerDlq(program);
 registerImports(program);
+registerTherapists(program);
 registerEvents(program);
 
 try {

@@ -1,5 +1,7 @@
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
+import { scraperWatcherComponent } from '../producers/scraper-watcher.js';
+import { therapistImportComponents, therapistImportDeadLetterHook } from '../../workers/therapist-import/worker.js';
 import { workerComponent } from '../../libs/runtime/index.js';
 import { bucketPollerComponents } from '../producers/bucket-poller.js';
 import { patientImportDeadLetterHook, patientImportHandlers } from '../../workers/patient-import/worker.js';
@@ -33,6 +35,16 @@ roles.http = {
 
 /** Domain bookkeeping for operator actions on dead letters, per job name. */
 export const deadLetterHooks: DeadLetterHooks = {};
+
+roles['therapist-import'] = {
+  description: 'imports therapist scraper files (one job per content hash): validate, match, write only what changed, report',
+  components: (ctx) => therapistImportComponents(ctx),
+};
+roles['scraper-watcher'] = {
+  description: 'watches SCRAPER_DROP_DIR (catch-up at start, complete files only) and enqueues one import per new file content',
+  components: (ctx) => [scraperWatcherComponent(ctx)],
+};
+deadLetterHooks['therapist-import'] = therapistImportDeadLetterHook;
 
 roles['patient-import'] = {
   description: 'imports patient registration files (one job per ledger row): backup, validate, one transaction, delete the generation',

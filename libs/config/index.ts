@@ -88,6 +88,13 @@ export const envSchema = z.object({
   RESEND_BASE_URL: optionalString.pipe(z.url({ error: 'expected a URL' }).optional()),
   STAFF_EMAIL: z.email({ error: 'expected an email address' }).default('info@curavani.com'),
 
+  // therapist import (scraper file drops)
+  SCRAPER_DROP_DIR: z.string().min(1).default('var/scraper'),
+  SCRAPER_STABILITY_MS: int(2_000, 50),
+  SCRAPER_POLL_INTERVAL_MS: int(250, 10),
+  SCRAPER_RUN_QUIET_MS: int(10_000, 0),
+  SCRAPER_USE_POLLING: bool(false),
+
   KAFKA_BROKERS: optionalString.pipe(
     z
       .string()
@@ -258,6 +265,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         maxRetries: e.GCS_MAX_RETRIES,
         totalTimeoutMs: e.GCS_TOTAL_TIMEOUT_MS,
       },
+    },
+    therapistImport: {
+      dropDir: e.SCRAPER_DROP_DIR,
+      stabilityMs: e.SCRAPER_STABILITY_MS,
+      pollIntervalMs: e.SCRAPER_POLL_INTERVAL_MS,
+      runQuietMs: e.SCRAPER_RUN_QUIET_MS,
+      usePolling: e.SCRAPER_USE_POLLING,
     },
   };
 }

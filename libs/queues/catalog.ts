@@ -75,10 +75,12 @@ export const catalog = {
   }),
   'therapist-import': defineJob({
     queue: 'therapist-import',
-    description: 'Import one therapist scraper file (by tracking row id)',
+    description: 'Import one therapist scraper file (carries the tracking row id; keyed by content hash)',
     schema: z.object({ fileId: id }).strict(),
     retry: { attempts: 5, backoffMs: 5_000, jitter: 0.5 },
     retention: defaultRetention,
+    // Producers pass jobId: therapistImportJobId(contentHash) (one tracking row per hash, so
+    // the two keys name the same job); this key is the fallback when only the id is at hand.
     key: (p) => `file.${p.fileId}`,
     concurrency: 1,
   }),
@@ -109,6 +111,11 @@ export const catalog = {
     key: (p) => `patient.${p.patientId}.week.${p.isoWeek}`,
   }),
 } as const;
+
+/** Job id of a therapist file import: keyed by the file's content hash (sha256 hex). */
+export function therapistImportJobId(contentHash: string): string {
+  return `therapist-import.sha256.${contentHash}`;
+}
 
 export type Catalog = typeof catalog;
 export type JobName = keyof Catalog;

@@ -1,0 +1,165 @@
+import type { Command } from 'commander';
+import { therapistImportFileStatuses, type TherapistImportCounts, type TherapistImportFileStatus } from '../../../libs/db/schema/fleet-therapist-import.js';
+import {
+  importTherapistFileNow,
+  TherapistFileError,
+  therapistImportRepo as repo,
+  countWithShare,
+  reportOf,
+  type FileReport,
+} from '../../../workers/therapist-import/worker.js';
+import { CliError, printJson, withContext } from '../context.js';
+import { importKinds } from './imports.js';
+
+const iso = (d: Date | null | undefined) => (d ? d.toISOString().replace('.000Z', 'Z') : null);
+
+const COUNT_LABELS: Array<[keyof TherapistImportCounts, string]> = [
+  ['total', 'therapists in the file'],
+  ['created', 'created'],
+  ['updated', 'updated'],
+  ['unchanged', 'unchanged'],
+  ['deactivated', 'deactivated'],
+  ['skipped', 'skipped (not adult)'],
+  ['failed', 'failed'],
+  ['statusMismatches', 'status mismatches'],
+  ['metadataDisagreements', 'metadata disagreements'],
+  ['fileErrors', 'file-level errors'],
+];
+
+function countsBlock(c: TherapistImportCounts): string {
+  const width = Math.max(...COUNT_LABELS.map(([, l]) => l.length));
+  return COUNT_LABELS.map(([k, label]) => {
+    const shared = ['created', 'updated', 'unchanged', 'deactivated', 'skipped', 'failed'].includes(k);
+    return `  ${label.padEnd(width)}  ${shared ? countWithShare(c[k], c.total) : String(c[k])}`;
+  }).join('\n');
+}
+
+/** The report of one file as an operator reads it. */
+export function fileReportText(r: FileReport): string {
+  const head = `therapist file ${r.path} (import record ${r.fileId}${r.runId ? `, run ${r.runId}` : ''}): ${r.status}${r.alreadyDone ? ' earlier (same content: not imported again)' : ''}${r.durationMs !== null ? ` in ${r.durationMs} ms` : ''}`;
+  const lines = [head];
+  if (r.reason) lines.push(`reason: ${r.reason}`);
+  lines.push(countsBlock(r.counts));
+  if (r.fileErrors.length) lines.push('file-level errors:', ...r.fileErrors.map((e) => `  ${e}`));
+  if (r.metadataDisagreements.length) {
+    lines.push('metadata disagrees with the file:', ...r.metadataDisagreements.map((d) => `  ${d.field}: metadata says ${String(d.stated)}, found ${String(d.found)}`));
+  }
+  if (r.failures.length) lines.push('failed therapists:', ...r.failures.map((f) => `  therapists[${f.index}]${f.externalId ? ` (id ${f.externalId})` : ''}: ${f.reason}`));
+  if (r.statusMismatches.length) {
+    lines.push(
+      'status mismatches:',
+      ...r.statusMismatches.map((m) => `  therapists[${m.index}]${m.externalId ? ` (id ${m.externalId})` : ''}: file says ${m.stated}, ${m.found}${m.therapistId ? ` (therapist ${m.therapistId})` : ''}`),
+    );
+  }
+  return lines.join('\n');
+}
+
+function fileRow(r: repo.TherapistImportFileRow) {
+  const c = r.counts;
+  return {
+    id: r.id,
+    status: r.status,
+    run: r.runId,
+    path: r.path,
+    finished: iso(r.finishedAt),
+    total: c?.total ?? null,
+    created: c?.created ?? null,
+    updated: c?.updated ?? null,
+    unchanged: c?.unchanged ?? null,
+    deactivated: c?.deactivated ?? null,
+    skipped: c?.skipped ?? null,
+    failed: c?.failed ?? null,
+    note: r.reason ?? '',
+  };
+}
+
+// `fleet imports list|show --kind therapist`
+importKinds.therapist = {
+  statuses: therapistImportFileStatuses,
+  async list(ctx, opts) {
+    const rows = await repo.listFiles(ctx.database.db, { ...(opts.status ? { status: opts.status as TherapistImportFileStatus[] } : {}), limit: opts.limit });
+    return rows.map(fileRow);
+  },
+  async show(ctx, id) {
+    const r = await repo.getFile(ctx.database.db, id);
+    if (!r) return null;
+    const extra = [
+      `content hash: ${r.contentHash ?? '–'}`,
+      `size: ${r.sizeBytes ?? '–'} bytes`,
+      `attempts: ${r.attempts}`,
+      `discovered: ${iso(r.discoveredAt)}`,
+      `started: ${iso(r.startedAt) ?? '–'}`,
+      `finished: ${iso(r.finishedAt) ?? '–'}`,
+    ];
+    return { text: `${fileReportText(reportOf(r))}\n${extra.join('\n')}`, json: r };
+  },
+};
+
+function runRow(r: repo.TherapistImportRunRow) {
+  const c = r.counts;
+  return {
+    run: r.id,
+    trigger: r.trigger,
+    state: r.state,
+    files: r.fileCount,
+    started: iso(r.startedAt),
+    closed: iso(r.closedAt),
+    total: c?.total ?? null,
+    created: c?.created ?? null,
+    updated: c?.updated ?? null,
+    unchanged: c?.unchanged ?? null,
+    deactivated: c?.deactivated ?? null,
+    skipped: c?.skipped ?? null,
+    failed: c?.failed ?? null,
+    fileErrors: c?.fileErrors ?? null,
+  };
+}
+
+function table(rows: Array<Record<string, unknown>>): string {
+  const header = Object.keys(rows[0]!);
+  const cells = [header, ...rows.map((r) => header.map((h) => (r[h] === null || r[h] === undefined ? '' : String(r[h]))))];
+  const widths = header.map((_, i) => Math.max(...cells.map((c) => c[i]!.length)));
+  return cells.map((c) => c.map((v, i) => v.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+/** Register after registerImports: adds `import therapist-file` and `imports runs` to its command groups. */
+export function registerTherapists(program: Command): void {
+  const group = (name: string, description: string) =>
+    program.commands.find((c) => c.name() === name) ?? program.command(name).description(description);
+
+  group('import', 'import a file by hand through the same pipeline')
+    .command('therapist-file')
+    .description('import one therapist scraper file through the same pipeline as the watcher and print its report')
+    .argument('<path>', 'the scraper JSON file (e.g. var/scraper/20250702/52074.json)')
+    .option('--json', 'print the report as JSON')
+    .action(async (filePath: string, opts: { json?: boolean }) => {
+      const report = await withContext(async (ctx) => {
+        try {
+          return await importTherapistFileNow(ctx, filePath);
+        } catch (err) {
+          if (err instanceof TherapistFileError) throw new CliError(err.message, 2);
+          throw err;
+        }
+      });
+      if (opts.json) printJson(report);
+      else process.stdout.write(`${fileReportText(report)}\n`);
+      // 0 for imported or partial; a file-level failure (or a file not imported) is non-zero.
+      if (report.status !== 'imported' && report.status !== 'partial') process.exitCode = 1;
+    });
+
+  group('imports', 'import records: what happened to each file')
+    .command('runs')
+    .description('therapist import runs (files picked up together, one staff summary each), newest first')
+    .option('--limit <n>', 'at most this many', '20')
+    .option('--json', 'print JSON')
+    .action(async (opts: { limit: string; json?: boolean }) => {
+      const limit = Number(opts.limit);
+      if (!Number.isInteger(limit) || limit < 1) throw new CliError('--limit: expected a whole number >= 1', 2);
+      await withContext(async (ctx) => {
+        const runs = await repo.listRuns(ctx.database.db, limit);
+        if (opts.json) return printJson(runs);
+        if (!runs.length) return void process.stdout.write('no therapist import runs\n');
+        process.stdout.write(`${table(runs.map(runRow))}\n\nFiles of a run: fleet imports list --kind therapist\n`);
+      });
+    });
+}

@@ -1,0 +1,35 @@
+/**
+ * Which files of the scraper drop folder are imported (paths relative to the folder, `/`):
+ *   `<plz>.json`                 flat
+ *   `YYYYMMDD/<plz>.json`        dated folder (the newest date wins per postcode)
+ *   `urgent/<plz>.json`, `urgent/YYYYMMDD/<plz>.json`   processed first
+ * Dot files and temp names (`*.tmp`, `*.part`, `*.swp`, `*~`) are ignored silently (a scraper
+ * writing through a temp file and renaming); every other name is reported once as skipped.
+ */
+export type DropEntry =
+  | { kind: 'import'; postcode: string; dateFolder: string | null; urgent: boolean }
+  | { kind: 'ignore' }
+  | { kind: 'misfit'; reason: string };
+
+const LAYOUT = /^(?:(urgent)\/)?(?:(\d{8})\/)?(\d{5})\.json$/;
+
+export function isValidDateFolder(d: string): boolean {
+  const y = Number(d.slice(0, 4));
+  const m = Number(d.slice(4, 6));
+  const day = Number(d.slice(6, 8));
+  const dt = new Date(Date.UTC(y, m - 1, day));
+  return y >= 2000 && dt.getUTCFullYear() === y && dt.getUTCMonth() === m - 1 && dt.getUTCDate() === day;
+}
+
+export function classifyDropPath(rel: string): DropEntry {
+  const segments = rel.split('/');
+  const name = segments[segments.length - 1] ?? '';
+  if (segments.some((s) => s.startsWith('.')) || /(\.tmp|\.part|\.partial|\.swp|\.crdownload|~)$/i.test(name)) return { kind: 'ignore' };
+  const m = LAYOUT.exec(rel);
+  if (!m) {
+    return { kind: 'misfit', reason: `name does not fit <plz>.json, YYYYMMDD/<plz>.json or urgent/<plz>.json: ${rel}` };
+  }
+  const dateFolder = m[2] ?? null;
+  if (dateFolder && !isValidDateFolder(dateFolder)) return { kind: 'misfit', reason: `folder ${dateFolder} is not a valid date (YYYYMMDD): ${rel}` };
+  return { kind: 'import', postcode: m[3]!, dateFolder, urgent: m[1] === 'urgent' };
+}

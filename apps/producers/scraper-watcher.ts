@@ -1,0 +1,211 @@
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { watch, type FSWatcher } from 'chokidar';
+import * as repo from '../../libs/db/repositories/therapist-import.js';
+import type { Component, FleetContext } from '../../libs/runtime/index.js';
+import { closeTherapistRun, enqueueTherapistFile } from '../../workers/therapist-import/worker.js';
+import { classifyDropPath } from './scraper-layout.js';
+
+/**
+ * The scraper-folder watcher (a producer). It registers every complete file of the drop
+ * folder in the tracking table and enqueues one `therapist-import` job per new content hash.
+ *
+ * - Half-written files are never read: live events come through chokidar's awaitWriteFinish
+ *   (size stable for SCRAPER_STABILITY_MS); at start, files younger than that wait as well.
+ * - At start it catches up on files dropped while the fleet was down (a scan of the folder),
+ *   re-enqueues files registered but not finished, and seals runs a previous watcher left open.
+ * - A run is the batch of files picked up together: it opens with the first new file, collects
+ *   files until SCRAPER_RUN_QUIET_MS pass without one, is then sealed, and closes (totals, one
+ *   staff summary) when its last file is done.
+ */
+export interface ScraperWatcher extends Component {
+  /** Resolves when the start-up catch-up has been registered. */
+  caughtUp(): Promise<void>;
+  /** Resolves when every event seen so far has been handled (tests). */
+  idle(): Promise<void>;
+  /** The run currently collecting files, if any. */
+  currentRunId(): number | null;
+}
+
+interface FoundFile {
+  rel: string;
+  abs: string;
+}
+
+async function walk(root: string): Promise<FoundFile[]> {
+  const out: FoundFile[] = [];
+  const entries = await readdir(root, { recursive: true, withFileTypes: true });
+  for (const e of entries) {
+    if (!e.isFile()) continue;
+    const abs = path.join(e.parentPath, e.name);
+    out.push({ abs, rel: path.relative(root, abs).split(path.sep).join('/') });
+  }
+  return out;
+}
+
+export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
+  const cfg = ctx.config.therapistImport;
+  const root = path.resolve(cfg.dropDir);
+  const db = ctx.database.db;
+  const log = ctx.log.child({ component: 'scraper-watcher' });
+  let watcher: FSWatcher | null = null;
+  let chain: Promise<void> = Promise.resolve();
+  let runId: number | null = null;
+  let quietTimer: NodeJS.Timeout | null = null;
+  const timers = new Set<NodeJS.Timeout>();
+  let stopped = false;
+  let caughtUp: Promise<void> = Promise.resolve();
+
+  /** Events are handled one at a time, in order (one run, no races on registration). */
+  const serial = (fn: () => Promise<void>): Promise<void> => {
+    chain = chain.then(fn).catch((err: unknown) => log.error({ err }, 'scraper watcher: handling a file failed'));
+    return chain;
+  };
+
+  async function runForNewFile(): Promise<number> {
+    if (runId === null) {
+      runId = await repo.openRun(db, 'watcher', 'collecting');
+      log.info({ runId }, 'therapist import run opened');
+    }
+    if (quietTimer) clearTimeout(quietTimer);
+    quietTimer = setTimeout(() => void serial(sealCurrentRun), cfg.runQuietMs);
+    return runId;
+  }
+
+  async function sealCurrentRun(): Promise<void> {
+    if (quietTimer) clearTimeout(quietTimer);
+    quietTimer = null;
+    if (runId === null) return;
+    const id = runId;
+    runId = null;
+    await repo.sealRun(db, id);
+    const delivery = await closeTherapistRun(ctx, id);
+    log.info({ runId: id, closedNow: delivery !== null }, 'therapist import run sealed');
+  }
+
+  async function handle(rel: string, opts: { newestOnly?: Map<string, string> } = {}): Promise<void> {
+    const entry = classifyDropPath(rel);
+    if (entry.kind === 'ignore') return;
+    if (entry.kind === 'misfit') {
+      if (await repo.recordSkippedFile(db, { path: rel, reason: entry.reason })) log.warn({ path: rel }, 'scraper file name does not fit: skipped');
+      return;
+    }
+    let buf: Buffer;
+    try {
+      buf = await readFile(path.join(root, rel));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // removed again before we read it
+      throw err;
+    }
+    const contentHash = createHash('sha256').update(buf).digest('hex');
+    const base = { path: rel, postcode: entry.postcode, dateFolder: entry.dateFolder, urgent: entry.urgent, contentHash, sizeBytes: buf.length };
+
+    if (entry.dateFolder && !entry.urgent) {
+      const newer = [opts.newestOnly?.get(entry.postcode), await repo.newestDateFolder(db, entry.postcode)]
+        .filter((d): d is string => !!d)
+        .sort()
+        .pop();
+      if (newer && newer > entry.dateFolder) {
+        if (await repo.recordSkippedFile(db, { ...base, reason: `superseded by the newer folder ${newer}/${entry.postcode}.json` })) {
+          log.info({ path: rel, newer }, 'scraper file superseded by a newer date folder: skipped');
+        }
+        return;
+      }
+    }
+
+    const existing = await repo.findLiveByHash(db, contentHash);
+    if (existing) {
+      if (existing.status === 'queued' || existing.status === 'importing') await enqueueTherapistFile(ctx, existing);
+      else log.debug({ path: rel, fileId: existing.id }, 'scraper file content already imported');
+      return;
+    }
+    const run = await runForNewFile();
+    const { file, created } = await repo.registerFile(db, { ...base, runId: run });
+    await enqueueTherapistFile(ctx, file);
+    if (created) log.info({ fileId: file.id, runId: run, urgent: entry.urgent }, 'scraper file registered');
+  }
+
+  /** A file still being written at start: handled once its size and mtime stop changing. */
+  function whenStable(abs: string, rel: string): void {
+    const check = async (prev: { size: number; mtimeMs: number } | null) => {
+      if (stopped) return;
+      const s = await stat(abs).catch(() => null);
+      if (!s) return;
+      if (prev && prev.size === s.size && prev.mtimeMs === s.mtimeMs) {
+        void serial(() => handle(rel));
+        return;
+      }
+      const t = setTimeout(() => {
+        timers.delete(t);
+        void check({ size: s.size, mtimeMs: s.mtimeMs });
+      }, cfg.stabilityMs);
+      timers.add(t);
+    };
+    void check(null);
+  }
+
+  async function catchUp(): Promise<void> {
+    // Runs a previous watcher left collecting are sealed; open runs whose files are done close.
+    await repo.sealCollectingRuns(db);
+    for (const id of await repo.openRunIds(db)) await closeTherapistRun(ctx, id);
+    for (const f of await repo.unfinishedFiles(db)) await enqueueTherapistFile(ctx, f);
+
+    const now = Date.now();
+    const found = await walk(root);
+    const ready: string[] = [];
+    for (const f of found) {
+      const s = await stat(f.abs).catch(() => null);
+      if (!s) continue;
+      if (now - s.mtimeMs < cfg.stabilityMs) whenStable(f.abs, f.rel);
+      else ready.push(f.rel);
+    }
+    // Newest date folder per postcode among the files found now; urgent files first.
+    const newest = new Map<string, string>();
+    for (const rel of ready) {
+      const e = classifyDropPath(rel);
+      if (e.kind === 'import' && e.dateFolder && !e.urgent && (newest.get(e.postcode) ?? '') < e.dateFolder) newest.set(e.postcode, e.dateFolder);
+    }
+    const order = (rel: string) => (rel.startsWith('urgent/') ? 0 : 1);
+    ready.sort((a, b) => order(a) - order(b) || a.localeCompare(b));
+    for (const rel of ready) await handle(rel, { newestOnly: newest });
+    log.info({ files: ready.length, waiting: found.length - ready.length }, 'scraper folder caught up');
+  }
+
+  return {
+    name: 'scraper-watcher',
+    async start() {
+      stopped = false;
+      await mkdir(root, { recursive: true });
+      watcher = watch(root, {
+        ignoreInitial: true,
+        persistent: true,
+        usePolling: cfg.usePolling,
+        interval: cfg.pollIntervalMs,
+        awaitWriteFinish: { stabilityThreshold: cfg.stabilityMs, pollInterval: cfg.pollIntervalMs },
+        ignored: (p: string) => path.basename(p).startsWith('.') && p !== root,
+      });
+      const onFile = (abs: string) => {
+        const rel = path.relative(root, abs).split(path.sep).join('/');
+        void serial(() => handle(rel));
+      };
+      watcher.on('add', onFile).on('change', onFile);
+      watcher.on('error', (err) => log.error({ err }, 'scraper watcher error'));
+      await new Promise<void>((resolve) => watcher!.once('ready', () => resolve()));
+      caughtUp = serial(catchUp);
+      await caughtUp;
+      log.info({ dir: root }, 'scraper watcher started');
+    },
+    async stop() {
+      stopped = true;
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+      await watcher?.close();
+      watcher = null;
+      await serial(sealCurrentRun);
+    },
+    caughtUp: () => caughtUp,
+    idle: () => chain,
+    currentRunId: () => runId,
+  };
+}

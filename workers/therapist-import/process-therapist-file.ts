@@ -1,0 +1,273 @@
+import { createHash } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type {
+  MetadataDisagreement,
+  StatusMismatch,
+  TherapistFailure,
+  TherapistImportCounts,
+} from '../../libs/db/schema/fleet-therapist-import.js';
+import type { FileOutcome, TherapistImportFileRow, TherapistImportRunRow } from '../../libs/db/repositories/therapist-import.js';
+import { PermanentError } from '../../libs/errors/index.js';
+import type { NewEvent } from '../../libs/events/index.js';
+import type { Logger } from '../../libs/log/index.js';
+import type { Clock } from '../../libs/runtime/clock.js';
+import { planFile, type ExistingTherapist, type ExternalIdEntry, type TherapistFields, nameTombstoneKey, mapTherapist } from './plan.js';
+import { assertCountsAddUp, countLines, emptyCounts, failuresOf, metadataDisagreements, mismatchesOf } from './report.js';
+import { renderRunSummary, summarizeRunFiles } from './run-summary.js';
+import { FileFormatError, parseScraperFile } from './scraper-file.js';
+
+/** What one import transaction can do (implemented over PostgreSQL in store.ts). */
+export interface ImportTx {
+  loadCandidates(plzs: string[], ids: number[]): Promise<ExistingTherapist[]>;
+  loadExternalIds(scope: string, keys: string[]): Promise<Map<string, ExternalIdEntry>>;
+  insertTherapists(rows: TherapistFields[], now: Date): Promise<number[]>;
+  updateTherapists(updates: Array<{ id: number } & Partial<TherapistFields>>, now: Date): Promise<void>;
+  deactivateTherapists(ids: number[], now: Date): Promise<number[]>;
+  upsertExternalIds(scope: string, fileId: number, entries: Array<{ key: string; therapistId: number | null; deleted: boolean }>, now: Date): Promise<void>;
+  appendEvents(events: Array<NewEvent<Record<string, unknown>>>): Promise<void>;
+  finishFile(id: number, outcome: FileOutcome): Promise<void>;
+  /** Closes the run when sealed and drained, and queues its staff summary; returns the delivery id. */
+  closeRunIfDrained(runId: number, summarize: typeof summarizeRunFiles): Promise<{ run: TherapistImportRunRow; files: TherapistImportFileRow[] } | null>;
+  queueSummary(runId: number, message: { subject: string; html: string; text: string }): Promise<string>;
+}
+
+export interface TherapistImportStore {
+  getFile(id: number): Promise<TherapistImportFileRow | null>;
+  markImporting(id: number, now: Date): Promise<TherapistImportFileRow | null>;
+  transaction<T>(fn: (tx: ImportTx) => Promise<T>): Promise<T>;
+}
+
+export interface TherapistImportDeps {
+  store: TherapistImportStore;
+  /** Reads a tracked file; `path` as stored on the tracking row. Rejects with code ENOENT when it is gone. */
+  readFile(path: string): Promise<Buffer>;
+  /** After commit: send the staff summary (enqueue `email-send`). */
+  sendEmail(deliveryId: string): Promise<void>;
+  clock: Clock;
+  log: Logger;
+}
+
+export interface FileReport {
+  fileId: number;
+  runId: number | null;
+  path: string;
+  status: FileOutcome['status'] | 'queued' | 'importing';
+  reason: string | null;
+  counts: TherapistImportCounts;
+  failures: TherapistFailure[];
+  statusMismatches: StatusMismatch[];
+  metadataDisagreements: MetadataDisagreement[];
+  fileErrors: string[];
+  durationMs: number | null;
+  /** True when this call did not import (the file was done before). */
+  alreadyDone?: boolean;
+}
+
+export function reportOf(row: TherapistImportFileRow): FileReport {
+  return {
+    fileId: row.id,
+    runId: row.runId,
+    path: row.path,
+    status: row.status,
+    reason: row.reason,
+    counts: row.counts ?? emptyCounts(),
+    failures: row.failures,
+    statusMismatches: row.statusMismatches,
+    metadataDisagreements: row.metadataDisagreements,
+    fileErrors: row.fileErrors,
+    durationMs: row.durationMs,
+  };
+}
+
+export function sha256(buf: Buffer): string {
+  return createHash('sha256').update(buf).digest('hex');
+}
+
+/**
+ * Imports one tracked scraper file: parse, validate each therapist on its own, map, match,
+ * write only what changed (set-based), events in the same transaction, report on the
+ * tracking row; closes the run when this was its last file and queues the staff summary.
+ */
+export async function processTherapistFile(
+  input: { fileId: number },
+  deps: TherapistImportDeps,
+  opts: { isFinalAttempt?: boolean } = {},
+): Promise<FileReport> {
+  const started = performance.now();
+  const existing = await deps.store.getFile(input.fileId);
+  if (!existing) throw new PermanentError('file_not_tracked', `therapist import: no tracking row ${input.fileId}`);
+  const file = await deps.store.markImporting(input.fileId, deps.clock.now());
+  if (!file) return { ...reportOf(existing), alreadyDone: true };
+  const log = deps.log.child({ fileId: file.id, runId: file.runId });
+
+  try {
+    return await importFile(file, deps, log, started);
+  } catch (err) {
+    if (!opts.isFinalAttempt) throw err;
+    // Out of retries: record the failure so the run still closes and staff hear of it.
+    const reason = `import failed after retries: ${(err as Error).message ?? String(err)}`;
+    await finishWithoutImport(file, deps, { status: 'failed', reason, fileErrors: [reason] }, started).catch((e: unknown) =>
+      log.error({ err: e }, 'could not record the failed therapist file'),
+    );
+    throw err;
+  }
+}
+
+async function importFile(file: TherapistImportFileRow, deps: TherapistImportDeps, log: Logger, started: number): Promise<FileReport> {
+  let buf: Buffer;
+  try {
+    buf = await deps.readFile(file.path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      return finishWithoutImport(file, deps, { status: 'failed', reason: `file ${file.path} no longer exists`, fileErrors: [`file ${file.path}: not found`] }, started);
+    }
+    throw err;
+  }
+  if (file.contentHash && sha256(buf) !== file.contentHash) {
+    return finishWithoutImport(
+      file,
+      deps,
+      { status: 'skipped', reason: `file ${file.path} changed after it was registered; its new content is tracked as a file of its own`, fileErrors: [] },
+      started,
+    );
+  }
+
+  let parsed;
+  try {
+    parsed = parseScraperFile(buf.toString('utf8'));
+  } catch (err) {
+    if (err instanceof FileFormatError) {
+      return finishWithoutImport(file, deps, { status: 'failed', reason: `file ${file.path}: ${err.message}`, fileErrors: [`file ${file.path}: ${err.message}`] }, started);
+    }
+    throw err;
+  }
+
+  const disagreements = metadataDisagreements(parsed.metadata, parsed.lines.map((l) => l.statedStatus), file.postcode);
+  const scope = file.postcode ?? parsed.metadata?.postcode_area ?? 'unscoped';
+  const valid = parsed.lines.filter((l) => l.ok);
+  const plzs = [...new Set(valid.map((l) => l.therapist.location.postal_code))];
+  const keys = [
+    ...new Set([
+      ...valid.map((l) => l.externalId).filter((x): x is string => x !== null),
+      ...valid.map((l) => nameTombstoneKey(mapTherapist(l.therapist))),
+    ]),
+  ];
+
+  const { report, deliveryId } = await deps.store.transaction(async (tx) => {
+    const now = deps.clock.now();
+    const externalIds = await tx.loadExternalIds(scope, keys);
+    const mappedIds = [...externalIds.values()].map((e) => e.therapistId).filter((x): x is number => x !== null);
+    const candidates = await tx.loadCandidates(plzs, mappedIds);
+    const plan = planFile({ lines: parsed.lines, candidates, externalIds });
+
+    const newIds = await tx.insertTherapists(plan.creates.map((c) => c.fields), now);
+    const idOf = new Map<number, number>(plan.creates.map((c, i) => [c.placeholder, newIds[i]!]));
+    const resolve = (id: number) => (id < 0 ? idOf.get(id)! : id);
+    for (const l of plan.lines) if (l.therapistId !== null) l.therapistId = resolve(l.therapistId);
+
+    await tx.updateTherapists(plan.updates.map((u) => ({ id: u.therapistId, ...u.changes })), now);
+    const deactivated = new Set(await tx.deactivateTherapists(plan.deactivations, now));
+    // A therapist deactivated meanwhile by staff: nothing changed, so it is unchanged.
+    for (const l of plan.lines) if (l.outcome === 'deactivated' && !deactivated.has(l.therapistId!)) l.outcome = 'unchanged';
+
+    await tx.upsertExternalIds(
+      scope,
+      file.id,
+      [
+        ...plan.mappings.map((m) => ({ key: m.externalId, therapistId: resolve(m.therapistId), deleted: false })),
+        ...plan.tombstones.map((t) => ({ key: t.key, therapistId: t.therapistId === null ? null : resolve(t.therapistId), deleted: true })),
+      ],
+      now,
+    );
+
+    const counts = countLines(plan.lines, parsed.fileErrors, disagreements);
+    assertCountsAddUp(counts, `file ${file.path}`);
+    const failures = failuresOf(plan.lines);
+    const status: FileOutcome['status'] = counts.failed > 0 || parsed.fileErrors.length > 0 ? 'partial' : 'imported';
+    const durationMs = Math.round(performance.now() - started);
+    const outcome: FileOutcome = {
+      status,
+      reason: status === 'partial' ? partialReason(counts, parsed.fileErrors) : null,
+      counts,
+      fileErrors: parsed.fileErrors,
+      metadataDisagreements: disagreements,
+      failures,
+      statusMismatches: mismatchesOf(plan.lines),
+      finishedAt: now,
+      durationMs,
+    };
+
+    const events: Array<NewEvent<Record<string, unknown>>> = [];
+    for (const l of plan.lines) {
+      if (l.outcome === 'created') events.push({ eventType: 'therapist.created', key: l.therapistId!, payload: { therapistId: l.therapistId, fileId: file.id, source: 'scraper' }, occurredAt: now });
+      if (l.outcome === 'updated')
+        events.push({ eventType: 'therapist.updated', key: l.therapistId!, payload: { therapistId: l.therapistId, fileId: file.id, changedFields: l.changedFields }, occurredAt: now });
+      if (l.outcome === 'deactivated')
+        events.push({ eventType: 'therapist.deactivated', key: l.therapistId!, payload: { therapistId: l.therapistId, fileId: file.id, reason: 'deleted_by_scraper' }, occurredAt: now });
+    }
+    events.push(completedEvent(file, status, counts, now));
+    await tx.appendEvents(events);
+    await tx.finishFile(file.id, outcome);
+    const deliveryId = await closeRun(tx, file.runId);
+    return { report: { ...reportOf({ ...file, ...outcome }) }, deliveryId };
+  });
+
+  if (deliveryId) await deps.sendEmail(deliveryId);
+  log.info({ status: report.status, counts: report.counts, durationMs: report.durationMs }, 'therapist file imported');
+  return report;
+}
+
+function partialReason(c: TherapistImportCounts, fileErrors: string[]): string {
+  const parts = [];
+  if (c.failed) parts.push(`${c.failed} of ${c.total} therapists failed`);
+  if (fileErrors.length) parts.push(`${fileErrors.length} file-level error(s)`);
+  return parts.join('; ');
+}
+
+function completedEvent(file: TherapistImportFileRow, status: string, counts: TherapistImportCounts, now: Date): NewEvent<Record<string, unknown>> {
+  return { eventType: 'therapist_import.completed', key: file.id, payload: { fileId: file.id, runId: file.runId, status, counts }, occurredAt: now };
+}
+
+async function closeRun(tx: ImportTx, runId: number | null): Promise<string | null> {
+  if (runId === null) return null;
+  const closed = await tx.closeRunIfDrained(runId, summarizeRunFiles);
+  if (!closed) return null;
+  return tx.queueSummary(runId, renderRunSummary(closed.run, closed.files));
+}
+
+/** A file that could not be imported at all: the row says why; the run may close. */
+async function finishWithoutImport(
+  file: TherapistImportFileRow,
+  deps: TherapistImportDeps,
+  o: { status: 'failed' | 'skipped'; reason: string; fileErrors: string[] },
+  started: number,
+): Promise<FileReport> {
+  const now = deps.clock.now();
+  const counts = { ...emptyCounts(), fileErrors: o.fileErrors.length };
+  const outcome: FileOutcome = {
+    status: o.status,
+    reason: o.reason,
+    counts,
+    fileErrors: o.fileErrors,
+    metadataDisagreements: [],
+    failures: [],
+    statusMismatches: [],
+    finishedAt: now,
+    durationMs: Math.round(performance.now() - started),
+  };
+  const deliveryId = await deps.store.transaction(async (tx) => {
+    await tx.finishFile(file.id, outcome);
+    await tx.appendEvents([completedEvent(file, o.status, counts, now)]);
+    return closeRun(tx, file.runId);
+  });
+  if (deliveryId) await deps.sendEmail(deliveryId);
+  deps.log.warn({ fileId: file.id, status: o.status }, 'therapist file not imported');
+  return reportOf({ ...file, ...outcome });
+}
+
+/** Closes a run from outside a file import (the watcher sealed it, or a run was left open). */
+export async function closeRunIfDrained(runId: number, deps: Pick<TherapistImportDeps, 'store' | 'sendEmail'>): Promise<string | null> {
+  const deliveryId = await deps.store.transaction((tx) => closeRun(tx, runId));
+  if (deliveryId) await deps.sendEmail(deliveryId);
+  return deliveryId;
+}

@@ -1,0 +1,109 @@
+import type {
+  MetadataDisagreement,
+  StatusMismatch,
+  TherapistFailure,
+  TherapistImportCounts,
+} from '../../libs/db/schema/fleet-therapist-import.js';
+import type { ScraperMetadata } from './scraper-file.js';
+import type { LineResult } from './plan.js';
+
+export const outcomeKeys = ['created', 'updated', 'unchanged', 'deactivated', 'skipped', 'failed'] as const;
+
+export function emptyCounts(): TherapistImportCounts {
+  return { total: 0, created: 0, updated: 0, unchanged: 0, deactivated: 0, skipped: 0, failed: 0, statusMismatches: 0, metadataDisagreements: 0, fileErrors: 0 };
+}
+
+export class ReportInvariantError extends Error {
+  override name = 'ReportInvariantError';
+}
+
+/** created + updated + unchanged + deactivated + skipped + failed must equal total, always. */
+export function assertCountsAddUp(c: TherapistImportCounts, what: string): void {
+  const sum = outcomeKeys.reduce((a, k) => a + c[k], 0);
+  if (sum !== c.total) {
+    throw new ReportInvariantError(`${what}: categories add up to ${sum}, but the file holds ${c.total} therapists`);
+  }
+}
+
+export function countLines(lines: LineResult[], fileErrors: string[], disagreements: MetadataDisagreement[]): TherapistImportCounts {
+  const c = emptyCounts();
+  c.total = lines.length;
+  for (const l of lines) {
+    c[l.outcome]++;
+    if (l.mismatch) c.statusMismatches++;
+  }
+  c.fileErrors = fileErrors.length;
+  c.metadataDisagreements = disagreements.length;
+  return c;
+}
+
+export function addCounts(a: TherapistImportCounts, b: TherapistImportCounts): TherapistImportCounts {
+  const out = { ...a };
+  for (const k of Object.keys(out) as Array<keyof TherapistImportCounts>) out[k] = a[k] + b[k];
+  return out;
+}
+
+export function failuresOf(lines: LineResult[]): TherapistFailure[] {
+  return lines.filter((l) => l.outcome === 'failed').map((l) => ({ index: l.index, externalId: l.externalId, reason: l.reason ?? 'unknown' }));
+}
+
+export function mismatchesOf(lines: LineResult[]): StatusMismatch[] {
+  return lines
+    .filter((l) => l.mismatch)
+    .map((l) => ({ index: l.index, externalId: l.externalId, therapistId: l.therapistId, stated: l.mismatch!.stated, found: l.mismatch!.found }));
+}
+
+/**
+ * Metadata counts are reported, not trusted: compares what the metadata says with what the
+ * file holds (and the postcode area with the file name's postcode).
+ */
+export function metadataDisagreements(
+  metadata: ScraperMetadata | null,
+  statuses: Array<string | null>,
+  filePostcode: string | null,
+): MetadataDisagreement[] {
+  if (!metadata) return [];
+  const out: MetadataDisagreement[] = [];
+  const found = {
+    total_therapists: statuses.length,
+    new_therapists: statuses.filter((s) => s === 'new').length,
+    modified_therapists: statuses.filter((s) => s === 'modified').length,
+    deleted_therapists: statuses.filter((s) => s === 'deleted').length,
+  };
+  for (const [field, value] of Object.entries(found) as Array<[keyof typeof found, number]>) {
+    const stated = metadata[field];
+    if (stated !== undefined && stated !== value) out.push({ field, stated, found: value });
+  }
+  if (metadata.postcode_area && filePostcode) {
+    const pattern = metadata.postcode_area.trim();
+    const fits = pattern.length === filePostcode.length && [...pattern].every((ch, i) => /[xX*]/.test(ch) || ch === filePostcode[i]);
+    if (!fits) out.push({ field: 'postcode_area', stated: pattern, found: filePostcode });
+  }
+  return out;
+}
+
+/**
+ * A share as staff read it: exact at the ends, never "0%" for something that happened nor
+ * "100%" for something that did not always happen (1 in 8,262 -> "<0.1%"), and "–" for 0 of 0.
+ */
+export function formatShare(part: number, total: number): string {
+  if (total <= 0) return '–';
+  if (part <= 0) return '0%';
+  if (part >= total) return '100%';
+  const pct = (part / total) * 100;
+  if (pct < 0.1) return '<0.1%';
+  if (pct > 99.9) return '>99.9%';
+  const rounded = Math.round(pct * 10) / 10;
+  // Rounding must not reach the ends that are reserved for "none" and "all".
+  const clamped = Math.min(99.9, Math.max(0.1, rounded));
+  return `${clamped.toLocaleString('de-DE', { minimumFractionDigits: 0, maximumFractionDigits: 1 })}%`;
+}
+
+export function formatCount(n: number): string {
+  return n.toLocaleString('de-DE');
+}
+
+/** "12 von 8.262 (0,1%)" */
+export function countWithShare(part: number, total: number): string {
+  return `${formatCount(part)} von ${formatCount(total)} (${formatShare(part, total)})`;
+}

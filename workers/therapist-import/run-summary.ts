@@ -1,0 +1,69 @@
+import type { TherapistImportCounts } from '../../libs/db/schema/fleet-therapist-import.js';
+import type { TherapistImportFileRow, TherapistImportRunRow } from '../../libs/db/repositories/therapist-import.js';
+import { renderStaffEmail } from '../../libs/mail/staff.js';
+import { addCounts, assertCountsAddUp, countWithShare, emptyCounts, formatCount } from './report.js';
+
+/** Run totals: the sum of its files' counts (skipped files, e.g. names that do not fit, hold no therapists). */
+export function summarizeRunFiles(files: TherapistImportFileRow[]): { counts: TherapistImportCounts; fileStatusCounts: Record<string, number> } {
+  let counts = emptyCounts();
+  const fileStatusCounts: Record<string, number> = {};
+  for (const f of files) {
+    fileStatusCounts[f.status] = (fileStatusCounts[f.status] ?? 0) + 1;
+    if (f.counts) counts = addCounts(counts, f.counts);
+  }
+  assertCountsAddUp(counts, 'run totals');
+  return { counts, fileStatusCounts };
+}
+
+const MAX_LISTED = 30;
+
+/** The staff summary of a closed run (German, as staff read it), also when all went well. */
+export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImportFileRow[]) {
+  const c = run.counts ?? emptyCounts();
+  const n = (s: string) => files.filter((f) => f.status === s).length;
+  const problemFiles = files.filter((f) => f.status === 'failed' || f.status === 'partial');
+  const allWell = problemFiles.length === 0 && c.failed === 0 && c.fileErrors === 0;
+  const subject = allWell
+    ? `Therapeuten-Import Lauf ${run.id}: ${formatCount(files.length)} Datei(en), ${formatCount(c.total)} Therapeuten, ohne Fehler`
+    : `Therapeuten-Import Lauf ${run.id}: ${formatCount(c.failed)} Therapeut(en) fehlgeschlagen, ${formatCount(n('failed'))} Datei(en) nicht lesbar`;
+
+  const paragraphs: string[] = [];
+  for (const f of problemFiles.slice(0, MAX_LISTED)) {
+    const parts = [`Datei ${f.path} (#${f.id}): ${f.status === 'failed' ? 'nicht importiert' : 'teilweise importiert'}`];
+    if (f.reason) parts.push(f.reason);
+    for (const e of f.fileErrors.slice(0, 3)) parts.push(e);
+    for (const fl of f.failures.slice(0, 5)) parts.push(`therapists[${fl.index}]${fl.externalId ? ` (id ${fl.externalId})` : ''}: ${fl.reason}`);
+    if (f.failures.length > 5) parts.push(`… und ${f.failures.length - 5} weitere`);
+    paragraphs.push(parts.join(' — '));
+  }
+  if (problemFiles.length > MAX_LISTED) paragraphs.push(`… und ${problemFiles.length - MAX_LISTED} weitere Dateien mit Fehlern (fleet imports list --kind therapist).`);
+  const disagreeing = files.filter((f) => f.metadataDisagreements.length > 0);
+  for (const f of disagreeing.slice(0, 10)) {
+    paragraphs.push(
+      `Metadaten von ${f.path} stimmen nicht: ${f.metadataDisagreements.map((d) => `${d.field} angegeben ${String(d.stated)}, gefunden ${String(d.found)}`).join('; ')}`,
+    );
+  }
+  if (allWell) paragraphs.push('Alle Dateien wurden ohne Fehler verarbeitet.');
+  paragraphs.push('Details: fleet imports list --kind therapist');
+
+  return renderStaffEmail({
+    subject,
+    heading: `Therapeuten-Import, Lauf ${run.id}`,
+    rows: [
+      ['Dateien', `${formatCount(files.length)} (importiert ${n('imported')}, teilweise ${n('partial')}, fehlgeschlagen ${n('failed')}, übersprungen ${n('skipped')})`],
+      ['Therapeuten in den Dateien', formatCount(c.total)],
+      ['Neu angelegt', countWithShare(c.created, c.total)],
+      ['Aktualisiert', countWithShare(c.updated, c.total)],
+      ['Unverändert', countWithShare(c.unchanged, c.total)],
+      ['Deaktiviert', countWithShare(c.deactivated, c.total)],
+      ['Übersprungen (nicht für Erwachsene)', countWithShare(c.skipped, c.total)],
+      ['Fehlgeschlagen', countWithShare(c.failed, c.total)],
+      ['Status-Abweichungen', formatCount(c.statusMismatches)],
+      ['Metadaten-Abweichungen', formatCount(c.metadataDisagreements)],
+      ['Fehler auf Dateiebene', formatCount(c.fileErrors)],
+      ['Beginn', run.startedAt.toISOString()],
+      ['Ende', run.closedAt?.toISOString() ?? null],
+    ],
+    paragraphs,
+  });
+}

@@ -1,0 +1,164 @@
+import { z } from 'zod';
+
+/**
+ * The scraper's file format (DOMAIN.md section 2). The file is checked in two steps:
+ * the envelope (`metadata` + a `therapists` array) decides whether the file can be read at
+ * all (a file-level error); then every therapist is validated on its own, so one bad
+ * therapist fails alone with its reason.
+ */
+
+export const scraperStatuses = ['new', 'modified', 'unchanged', 'deleted'] as const;
+export type ScraperStatus = (typeof scraperStatuses)[number];
+
+/** '' , null and missing all mean "no value"; strings are trimmed. */
+const optText = (max: number) =>
+  z
+    .union([z.string(), z.number(), z.null()])
+    .optional()
+    .transform((v) => (v === null || v === undefined ? null : String(v).trim() || null))
+    .refine((v) => v === null || v.length <= max, { error: `longer than ${max} characters` });
+
+const requiredText = (max: number) =>
+  z
+    .string({ error: 'missing' })
+    .transform((v) => v.trim())
+    .refine((v) => v.length > 0, { error: 'empty' })
+    .refine((v) => v.length <= max, { error: `longer than ${max} characters` });
+
+const hours = z
+  .record(z.string(), z.union([z.array(z.string()), z.string(), z.null()]))
+  .nullable()
+  .optional()
+  .transform((v) => {
+    if (!v) return null;
+    const out: Record<string, string[]> = {};
+    for (const [day, value] of Object.entries(v)) {
+      const slots = (Array.isArray(value) ? value : value ? [value] : []).map((s) => s.trim()).filter(Boolean);
+      if (slots.length) out[day] = slots;
+    }
+    return Object.keys(out).length ? out : null;
+  });
+
+const stringList = z
+  .array(z.string())
+  .nullable()
+  .optional()
+  .transform((v) => (v ? v.map((s) => s.trim()).filter(Boolean) : []));
+
+export const scraperTherapistSchema = z.object({
+  id: z
+    .union([z.string(), z.number(), z.null()])
+    .optional()
+    .transform((v) => (v === null || v === undefined ? null : String(v).trim() || null)),
+  status: z.enum(scraperStatuses, { error: `expected one of ${scraperStatuses.join(', ')}` }),
+  last_modified: z.unknown().optional(),
+  basic_info: z.object(
+    {
+      salutation: z
+        .union([z.string(), z.null()])
+        .optional()
+        .transform((v) => (v ?? '').trim())
+        .refine((v) => v === '' || v === 'Herr' || v === 'Frau', { error: 'expected Herr, Frau or empty' }),
+      title: optText(50),
+      first_name: requiredText(100),
+      last_name: requiredText(100),
+    },
+    { error: 'missing' },
+  ),
+  location: z.object(
+    {
+      street: optText(240),
+      house_number: optText(14),
+      postal_code: z
+        .union([z.string(), z.number()], { error: 'missing' })
+        .transform((v) => String(v).trim())
+        .refine((v) => /^\d{5}$/.test(v), { error: 'expected 5 digits' }),
+      city: optText(100),
+    },
+    { error: 'missing' },
+  ),
+  contact: z
+    .object({ phone: optText(50), email: optText(255), fax: optText(50) })
+    .nullable()
+    .optional()
+    .transform((v) => v ?? { phone: null, email: null, fax: null }),
+  languages: stringList,
+  therapy_methods: stringList,
+  telephone_hours: hours,
+});
+export type ScraperTherapist = z.infer<typeof scraperTherapistSchema>;
+
+const count = z.number().int().min(0);
+export const metadataSchema = z.object({
+  scrape_id: z.string().optional(),
+  scrape_date: z.string().optional(),
+  postcode_area: z.string().optional(),
+  total_therapists: count.optional(),
+  new_therapists: count.optional(),
+  modified_therapists: count.optional(),
+  deleted_therapists: count.optional(),
+});
+export type ScraperMetadata = z.infer<typeof metadataSchema>;
+
+/** `statedStatus` is the line's own `status` as written (for metadata checks), also for invalid lines. */
+export type ParsedLine =
+  | { index: number; ok: true; externalId: string | null; statedStatus: string | null; therapist: ScraperTherapist }
+  | { index: number; ok: false; externalId: string | null; statedStatus: string | null; reason: string };
+
+export interface ParsedFile {
+  metadata: ScraperMetadata | null;
+  /** Problems with the file as a whole that did not stop the import (e.g. bad metadata). */
+  fileErrors: string[];
+  lines: ParsedLine[];
+}
+
+export class FileFormatError extends Error {
+  override name = 'FileFormatError';
+}
+
+function describe(error: z.ZodError): string {
+  return error.issues.map((i) => `${i.path.join('.') || '(therapist)'}: ${i.message}`).join('; ');
+}
+
+/** Parses the file text. Throws FileFormatError when the file as a whole cannot be read. */
+export function parseScraperFile(text: string): ParsedFile {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new FileFormatError(`not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new FileFormatError('expected a JSON object with "metadata" and "therapists"');
+  }
+  const obj = raw as Record<string, unknown>;
+  if (!Array.isArray(obj.therapists)) {
+    throw new FileFormatError(`"therapists": expected an array (${obj.therapists === undefined ? 'missing' : typeof obj.therapists})`);
+  }
+  const fileErrors: string[] = [];
+  let metadata: ScraperMetadata | null = null;
+  if (obj.metadata === undefined) {
+    fileErrors.push('"metadata": missing');
+  } else {
+    const m = metadataSchema.safeParse(obj.metadata);
+    if (m.success) metadata = m.data;
+    else fileErrors.push(`"metadata": ${error(m.error)}`);
+  }
+  const lines: ParsedLine[] = obj.therapists.map((item, index) => {
+    const externalId =
+      typeof item === 'object' && item !== null && ['string', 'number'].includes(typeof (item as { id?: unknown }).id)
+        ? String((item as { id: unknown }).id).trim() || null
+        : null;
+    const rawStatus = typeof item === 'object' && item !== null ? (item as { status?: unknown }).status : undefined;
+    const statedStatus = typeof rawStatus === 'string' ? rawStatus : null;
+    const r = scraperTherapistSchema.safeParse(item);
+    return r.success
+      ? { index, ok: true as const, externalId: r.data.id, statedStatus, therapist: r.data }
+      : { index, ok: false as const, externalId, statedStatus, reason: describe(r.error) };
+  });
+  return { metadata, fileErrors, lines };
+}
+
+function error(e: z.ZodError): string {
+  return e.issues.map((i) => `${i.path.join('.') || '(metadata)'}: ${i.message}`).join('; ');
+}

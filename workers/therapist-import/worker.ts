@@ -1,0 +1,129 @@
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Job } from 'bullmq';
+import * as repo from '../../libs/db/repositories/therapist-import.js';
+import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
+import { therapistImportJobId, type Handlers } from '../../libs/queues/index.js';
+import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
+import {
+  closeRunIfDrained,
+  processTherapistFile,
+  reportOf,
+  sha256,
+  type FileReport,
+  type TherapistImportDeps,
+} from './process-therapist-file.js';
+import { postgresTherapistImportStore } from './store.js';
+
+export { formatShare, countWithShare, assertCountsAddUp } from './report.js';
+export type { FileReport };
+export { reportOf };
+
+/** A tracked path as stored (relative to the drop folder) -> the file on disk. */
+export function resolveDropPath(dropDir: string, p: string): string {
+  return path.isAbsolute(p) ? p : path.resolve(dropDir, p);
+}
+
+export function therapistImportDeps(ctx: FleetContext): TherapistImportDeps {
+  const dropDir = ctx.config.therapistImport.dropDir;
+  return {
+    store: postgresTherapistImportStore(ctx.database, { from: ctx.config.mail.from, to: ctx.config.mail.staffEmail }),
+    readFile: (p) => readFile(resolveDropPath(dropDir, p)),
+    sendEmail: async (deliveryId) => {
+      await ctx.queues.enqueue('email-send', { deliveryId });
+    },
+    clock: ctx.clock,
+    log: ctx.log,
+  };
+}
+
+/** Handlers of the `therapist-import` queue. */
+export function therapistImportHandlers(ctx: FleetContext): Handlers {
+  const deps = therapistImportDeps(ctx);
+  return {
+    'therapist-import': (payload, helpers) =>
+      processTherapistFile(payload, { ...deps, log: helpers.log }, { isFinalAttempt: helpers.isFinalAttempt }),
+  };
+}
+
+/**
+ * Enqueues the import of a tracked file, keyed by its content hash. Urgent files get the
+ * higher priority. A job that already finished while the row is still open (a crash between
+ * the two) is retried.
+ */
+export async function enqueueTherapistFile(ctx: FleetContext, file: repo.TherapistImportFileRow): Promise<void> {
+  const jobId = therapistImportJobId(file.contentHash ?? `file-${file.id}`);
+  await ctx.queues.enqueue('therapist-import', { fileId: file.id }, { jobId, priority: file.urgent ? 1 : 10 });
+  const job: Job | undefined = await ctx.queues.queue('therapist-import').getJob(jobId);
+  if (job && (await job.isCompleted())) {
+    const row = await repo.getFile(ctx.database.db, file.id);
+    if (row && (row.status === 'queued' || row.status === 'importing')) await job.retry('completed');
+  }
+}
+
+/** Closes a run whose files are all done (after the watcher sealed it) and sends its summary. */
+export function closeTherapistRun(ctx: FleetContext, runId: number): Promise<string | null> {
+  return closeRunIfDrained(runId, therapistImportDeps(ctx));
+}
+
+export class TherapistFileError extends Error {
+  override name = 'TherapistFileError';
+}
+
+/**
+ * `fleet import therapist-file <path>`: registers the file as a run of its own and imports it
+ * in this process through the same processor and store as the worker. A content hash that
+ * was imported before is not imported again: its stored report is returned.
+ */
+export async function importTherapistFileNow(ctx: FleetContext, filePath: string): Promise<FileReport> {
+  const dropDir = path.resolve(ctx.config.therapistImport.dropDir);
+  const abs = path.resolve(filePath);
+  let buf: Buffer;
+  try {
+    if (!(await stat(abs)).isFile()) throw new TherapistFileError(`${filePath}: not a file`);
+    buf = await readFile(abs);
+  } catch (err) {
+    if (err instanceof TherapistFileError) throw err;
+    throw new TherapistFileError(`${filePath}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  const hash = sha256(buf);
+  const before = await repo.findLiveByHash(ctx.database.db, hash);
+  if (before && before.status !== 'queued' && before.status !== 'importing') return { ...reportOf(before), alreadyDone: true };
+
+  const rel = path.relative(dropDir, abs);
+  const stored = rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel.split(path.sep).join('/') : abs;
+  const m = /^(\d{5})\.json$/.exec(path.basename(abs));
+  const dm = /(?:^|\/)(\d{8})\/\d{5}\.json$/.exec(stored);
+  let fileId: number;
+  if (before) {
+    fileId = before.id;
+  } else {
+    const runId = await repo.openRun(ctx.database.db, 'cli', 'sealed');
+    const { file } = await repo.registerFile(ctx.database.db, {
+      runId,
+      path: stored,
+      postcode: m?.[1] ?? null,
+      dateFolder: dm?.[1] ?? null,
+      urgent: stored.startsWith('urgent/'),
+      contentHash: hash,
+      sizeBytes: buf.length,
+    });
+    fileId = file.id;
+  }
+  return processTherapistFile({ fileId }, therapistImportDeps(ctx), { isFinalAttempt: true });
+}
+
+/** Dead-letter bookkeeping: requeue puts the file back to `queued`; discard leaves it `failed`. */
+export const therapistImportDeadLetterHook: DeadLetterHook = {
+  async onRequeue(payload, db) {
+    const fileId = (payload as { fileId?: unknown }).fileId;
+    if (typeof fileId === 'number') await repo.requeueFile(db, fileId);
+  },
+};
+
+export { repo as therapistImportRepo };
+
+/** The `therapist-import` role: the worker of the therapist-import queue. */
+export function therapistImportComponents(ctx: FleetContext): Component[] {
+  return [workerComponent(ctx, 'therapist-import', therapistImportHandlers(ctx))];
+}
