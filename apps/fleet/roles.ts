@@ -1,5 +1,7 @@
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
+import type { StillWantedCheck } from '../../libs/mail/index.js';
+import { emailComponents, emailDeadLetterHook } from '../../workers/email/worker.js';
 import { scraperWatcherComponent } from '../producers/scraper-watcher.js';
 import { therapistImportComponents, therapistImportDeadLetterHook } from '../../workers/therapist-import/worker.js';
 import { workerComponent } from '../../libs/runtime/index.js';
@@ -60,6 +62,21 @@ roles.weekly = {
   description: 'weekly patient status emails: the schedule (WEEKLY_CRON in WEEKLY_TZ, one for all processes, catch-up within the week), fan-out and one job per patient',
   components: (ctx) => weeklyComponents(ctx),
 };
+
+/**
+ * "Still wanted?" checks asked right before an email goes out, by delivery kind (e.g. the
+ * weekly email drops a message whose patient opted out). A feature registers a factory here.
+ */
+export const stillWantedChecks: Record<string, (ctx: FleetContext) => StillWantedCheck> = {};
+
+roles.email = {
+  description: 'sends email deliveries (batches of up to 100 per provider request, shared rate limit) and sweeps forgotten or stuck ones',
+  components: (ctx) =>
+    emailComponents(ctx, {
+      stillWanted: Object.fromEntries(Object.entries(stillWantedChecks).map(([kind, make]) => [kind, make(ctx)])),
+    }),
+};
+deadLetterHooks['email-send'] = emailDeadLetterHook;
 
 export class UnknownRoleError extends Error {
   override name = 'UnknownRoleError';

@@ -17,6 +17,29 @@ function describeQueue(queue: string): string {
 }
 
 /**
+ * A dead-letter queue in Bull Board: read-only, no "no workers" warning (nothing consumes a
+ * dead-letter queue by design; operators do, on /ops), and each entry named by its reason.
+ */
+class DeadLetterQueueAdapter extends BullMQAdapter {
+  constructor(queue: ConstructorParameters<typeof BullMQAdapter>[0], original: string) {
+    super(queue, {
+      readOnlyMode: true,
+      allowRetries: false,
+      description: `Dead letters of ${original}: jobs that will not be retried, waiting for an operator. Requeue or discard them on /ops (audited).`,
+    });
+    this.setFormatter('name', (job: { name?: string; data?: { reason?: unknown } }) => {
+      const reason = typeof job.data?.reason === 'string' ? job.data.reason : '';
+      const label = reason ? `${job.name ?? ''}: ${reason}` : (job.name ?? '');
+      return label.length > 140 ? `${label.slice(0, 139)}…` : label;
+    });
+  }
+
+  override async getWorkers() {
+    return null;
+  }
+}
+
+/**
  * Retrying a failed job from Bull Board would run it again behind the back of its dead
  * letter (no audit, no domain bookkeeping, and a later requeue would run it twice): the
  * fleet's failed jobs are retried through the dead-letter page (/ops) or `fleet dlq requeue`.
@@ -33,6 +56,15 @@ function refuseRetries(): Router {
   };
   router.put('/api/queues/:queueName/retry/:queueStatus', refuse);
   router.put('/api/queues/:queueName/:jobId/retry', refuse);
+  // "Duplicate" and "add job" would bypass the catalog's validation and idempotency keys
+  // (and duplicating a dead-lettered job is a retry by another name).
+  router.post('/api/queues/:queueName/add', (_req, res) => {
+    res.status(405).json({
+      error: { key: 'ERRORS.QUEUE_READ_ONLY' },
+      message: 'Jobs are enqueued by the fleet (validated, with idempotency keys); failed ones are requeued on /ops or with `fleet dlq requeue`.',
+      code: 'enqueue_through_fleet',
+    });
+  });
   return router;
 }
 
@@ -61,11 +93,7 @@ export function dashboardRouter(ctx: FleetContext): Router {
   serverAdapter.setBasePath(DASHBOARD_PATH);
   const adapters = ctx.queues.allQueues().map(({ name, queue, deadLetter }) =>
     deadLetter
-      ? new BullMQAdapter(queue, {
-          readOnlyMode: true,
-          allowRetries: false,
-          description: `Dead letters of ${name.replace(/-dlq$/, '')}: jobs that will not be retried. Requeue or discard them on /ops (audited).`,
-        })
+      ? new DeadLetterQueueAdapter(queue, name.replace(/-dlq$/, ''))
       : new BullMQAdapter(queue, { allowRetries: false, description: describeQueue(name) }),
   );
   createBullBoard({

@@ -212,12 +212,13 @@ describe('http app with dashboard credentials', () => {
 
     const dlq = await until(async () => {
       const res = await fetch(`${app.base}/dashboard/api/queues?activeQueue=patient-import-dlq&status=latest`, { headers: { authorization: AUTH } });
-      const body = (await res.json()) as { queues: Array<{ name: string; counts: Record<string, number>; jobs: Array<{ id: string; data: Record<string, unknown> }> }> };
+      const body = (await res.json()) as { queues: Array<{ name: string; counts: Record<string, number>; jobs: Array<{ id: string; name: string; data: Record<string, unknown> }> }> };
       const q = body.queues.find((x) => x.name === 'patient-import-dlq');
       return q && q.jobs.length > 0 ? q : null;
     }, 30_000, 'dead letter in Bull Board');
     expect(runs).toBe(8);
     expect(dlq.counts.waiting).toBe(1);
+    expect(dlq.jobs[0]!.name).toBe('patient-import: storage timed out');
     expect(dlq.jobs[0]!.data).toMatchObject({ originalQueue: 'patient-import', originalJobId: jobId, reason: 'storage timed out', attemptsMade: 8, data: { ledgerId: 42 } });
 
     const main = await fetch(`${app.base}/dashboard/api/queues?activeQueue=patient-import&status=failed`, { headers: { authorization: AUTH } });
@@ -228,6 +229,12 @@ describe('http app with dashboard credentials', () => {
     expect(retry.status).toBe(405);
     const retryAll = await fetch(`${app.base}/dashboard/api/queues/patient-import/retry/failed`, { method: 'PUT', headers: { authorization: AUTH } });
     expect(retryAll.status).toBe(405);
+    const add = await fetch(`${app.base}/dashboard/api/queues/patient-import/add`, {
+      method: 'POST',
+      headers: { authorization: AUTH, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'patient-import', data: { ledgerId: 42 }, options: {} }),
+    });
+    expect(add.status).toBe(405);
     const pauseDlq = await fetch(`${app.base}/dashboard/api/queues/patient-import-dlq/pause`, { method: 'PUT', headers: { authorization: AUTH } });
     expect(pauseDlq.status).toBe(405);
     expect(runs).toBe(8);

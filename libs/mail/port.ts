@@ -1,12 +1,13 @@
 /** One message ready to hand to a provider. */
 export interface OutgoingMail {
-  /** Our delivery id; drivers pass it on as the provider's idempotency key. */
+  /** Unique per message (the delivery's idempotency key); drivers pass it on as the provider's idempotency key. */
   idempotencyKey: string;
   from: string;
   to: string;
   subject: string;
   html: string;
   text: string;
+  /** Extra headers kept as they are, e.g. List-Unsubscribe. */
   headers?: Record<string, string>;
 }
 
@@ -15,10 +16,21 @@ export type SendResult =
   /** `retryAfterMs` when the provider said when to come back (HTTP 429). */
   | { ok: false; transient: boolean; status?: number; message: string; retryAfterMs?: number };
 
+export interface BatchOptions {
+  /**
+   * Idempotency key of the whole request. The same key must always carry the same messages:
+   * the provider answers a repeated request with the first answer, without sending again.
+   */
+  idempotencyKey: string;
+}
+
+/** Most messages one batch request may carry (Resend's limit). */
+export const MAX_BATCH_SIZE = 100;
+
 /** The mail port: a driver sends one message or a batch, and never throws for provider answers. */
 export interface MailDriver {
   readonly name: string;
   send(mail: OutgoingMail): Promise<SendResult>;
-  /** Up to 100 messages; one result per message, in order. */
-  sendBatch(mails: OutgoingMail[]): Promise<SendResult[]>;
+  /** Up to 100 messages in one provider request; one result per message, in order. */
+  sendBatch(mails: OutgoingMail[], opts: BatchOptions): Promise<SendResult[]>;
 }

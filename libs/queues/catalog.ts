@@ -50,11 +50,14 @@ const id = z.number().int().positive();
 export const catalog = {
   'email-send': defineJob({
     queue: 'email',
-    description: 'Send one email delivery row through the configured mail driver',
+    description: 'Send one email delivery (and up to 99 other pending ones in the same batch request)',
     schema: z.object({ deliveryId: z.uuid() }).strict(),
     retry: { attempts: 10, backoffMs: 5_000, jitter: 0.5 },
     retention: defaultRetention,
     key: (p) => `delivery.${p.deliveryId}`,
+    // Most jobs find their delivery already sent by another job's batch and finish at once;
+    // the few that carry a batch wait for a provider rate slot. Enough slots for both.
+    concurrency: 8,
   }),
   'bucket-poll': defineJob({
     queue: 'bucket-poll',

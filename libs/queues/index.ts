@@ -3,3 +3,4 @@ export * from './connection.js';
 export * from './queue-set.js';
 export * from './dead-letter.js';
 export * from './bind-worker.js';
+export * from './rate-limiter.js';

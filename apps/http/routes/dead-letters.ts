@@ -31,7 +31,7 @@ function reasonOf(req: Request): string {
 function deadLetterRow(e: DeadLetterView) {
   const base = `/ops/dead-letters/${encodeURIComponent(e.originalQueue)}/${encodeURIComponent(e.id)}`;
   return html`<tr>
-<td><code>${e.id}</code><div class="muted">${e.name}</div></td>
+<td class="id"><code>${e.id}</code><div class="muted">${e.name}</div></td>
 <td>${e.failedAt.replace('T', ' ').slice(0, 19)} UTC<div class="muted">attempts ${e.attemptsMade}${e.code ? html` · code <code>${e.code}</code>` : ''}</div></td>
 <td class="reason">${e.reason}</td>
 <td><code>${JSON.stringify(e.data)}</code></td>

@@ -1,5 +1,6 @@
-import { eq, sql } from 'drizzle-orm';
-import type { DbOrTx } from '../client.js';
+import { randomUUID } from 'node:crypto';
+import { and, asc, eq, inArray, lt, ne, sql } from 'drizzle-orm';
+import type { Db, DbOrTx } from '../client.js';
 import { deliveries } from '../schema/fleet.js';
 
 export interface NewDelivery {
@@ -45,4 +46,185 @@ export async function countDeliveriesByStatus(db: DbOrTx) {
     .select({ status: deliveries.status, n: sql<number>`count(*)::int` })
     .from(deliveries)
     .groupBy(deliveries.status);
+}
+
+// ---------------------------------------------------------------------------------------
+// Sending: claim, finish, recover. A delivery is sent at most once: a job claims it (with up
+// to 99 other pending deliveries) by moving it from `pending` to `sending` under a row lock,
+// and every later provider request for those rows carries the same batch id, hence the same
+// provider idempotency key.
+// ---------------------------------------------------------------------------------------
+
+export type DeliveryRow = typeof deliveries.$inferSelect;
+
+export interface ClaimOptions {
+  /** Most rows in one provider request (1..100). */
+  batchSize: number;
+  /** Kinds that may share a request with others; null = every kind. */
+  batchableKinds: string[] | null;
+  now: Date;
+}
+
+export type ClaimOutcome =
+  /** Freshly claimed: the rows were pending and are now `sending` under a new batch id. */
+  | { kind: 'claimed'; batchId: string; rows: DeliveryRow[] }
+  /** The job's own batch is still `sending` (a retry, a crash, or a takeover by the sweep): send it again as it was. */
+  | { kind: 'resume'; batchId: string; rows: DeliveryRow[]; claimedAt: Date }
+  /** Nothing to do: already sent/failed/dropped, or carried by another job's batch. */
+  | { kind: 'noop'; reason: 'missing' | 'sent' | 'failed' | 'dropped' | 'claimed-by-other' };
+
+async function sendingRowsOfBatch(tx: DbOrTx, batchId: string): Promise<DeliveryRow[]> {
+  return tx
+    .select()
+    .from(deliveries)
+    .where(and(eq(deliveries.batchId, batchId), eq(deliveries.status, 'sending')))
+    .orderBy(asc(deliveries.id))
+    .for('update');
+}
+
+/**
+ * Claims the delivery of a job for sending. A pending delivery becomes the leader of a new
+ * batch with up to `batchSize - 1` other pending deliveries of batchable kinds (oldest first,
+ * `FOR UPDATE SKIP LOCKED`, so concurrent jobs never share rows). A delivery that leads a
+ * batch still `sending` resumes that batch unchanged.
+ */
+export async function claimDeliveries(db: Db, deliveryId: string, opts: ClaimOptions): Promise<ClaimOutcome> {
+  return db.transaction(async (tx) => {
+    const [own] = await tx.select().from(deliveries).where(eq(deliveries.id, deliveryId)).for('update');
+    if (!own) return { kind: 'noop', reason: 'missing' } as const;
+    if (own.status !== 'pending') {
+      // Only the leader resumes a batch; the other rows' jobs are no-ops.
+      if (own.batchId && own.batchLeaderId === own.id) {
+        const rows = await sendingRowsOfBatch(tx, own.batchId);
+        if (rows.length) {
+          const claimedAt = rows.reduce((min, r) => (r.claimedAt && r.claimedAt < min ? r.claimedAt : min), rows[0]!.claimedAt ?? opts.now);
+          return { kind: 'resume', batchId: own.batchId, rows, claimedAt } as const;
+        }
+      }
+      return { kind: 'noop', reason: own.status === 'sending' ? 'claimed-by-other' : own.status } as const;
+    }
+    const batchable = opts.batchableKinds === null || opts.batchableKinds.includes(own.kind);
+    const others =
+      batchable && opts.batchSize > 1
+        ? await tx
+            .select()
+            .from(deliveries)
+            .where(
+              and(
+                eq(deliveries.status, 'pending'),
+                ne(deliveries.id, own.id),
+                opts.batchableKinds === null ? undefined : inArray(deliveries.kind, opts.batchableKinds),
+              ),
+            )
+            .orderBy(asc(deliveries.createdAt))
+            .limit(opts.batchSize - 1)
+            .for('update', { skipLocked: true })
+        : [];
+    const batchId = randomUUID();
+    const ids = [own.id, ...others.map((r) => r.id)];
+    const rows = await tx
+      .update(deliveries)
+      .set({ status: 'sending', batchId, batchLeaderId: own.id, claimedAt: opts.now, updatedAt: opts.now })
+      .where(inArray(deliveries.id, ids))
+      .returning();
+    rows.sort((a, b) => a.id.localeCompare(b.id));
+    return { kind: 'claimed', batchId, rows } as const;
+  });
+}
+
+export interface BatchOutcome {
+  sent: Array<{ id: string; providerMessageId: string }>;
+  failed: Array<{ id: string; reason: string }>;
+  dropped: Array<{ id: string; reason: string }>;
+}
+
+/** Records the end of some rows of a batch in one transaction; only rows still `sending` in that batch change. */
+export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOutcome, now: Date): Promise<number> {
+  if (!outcome.sent.length && !outcome.failed.length && !outcome.dropped.length) return 0;
+  return db.transaction(async (tx) => {
+    let changed = 0;
+    const inBatch = (id: string) => and(eq(deliveries.id, id), eq(deliveries.batchId, batchId), eq(deliveries.status, 'sending'));
+    if (outcome.sent.length) {
+      const values = sql.join(
+        outcome.sent.map((s) => sql`(${s.id}::uuid, ${s.providerMessageId}::text)`),
+        sql`, `,
+      );
+      const res = await tx.execute(sql`
+        update ${deliveries} as d
+           set status = 'sent', provider_message_id = v.pid, sent_at = ${now}, updated_at = ${now},
+               attempts = d.attempts + 1, last_error = null
+          from (values ${values}) as v(id, pid)
+         where d.id = v.id and d.batch_id = ${batchId} and d.status = 'sending'`);
+      changed += res.count ?? 0;
+    }
+    for (const f of outcome.failed) {
+      const r = await tx
+        .update(deliveries)
+        .set({ status: 'failed', lastError: f.reason, attempts: sql`${deliveries.attempts} + 1`, updatedAt: now })
+        .where(inBatch(f.id))
+        .returning({ id: deliveries.id });
+      changed += r.length;
+    }
+    for (const d of outcome.dropped) {
+      const r = await tx
+        .update(deliveries)
+        .set({ status: 'dropped', lastError: d.reason, updatedAt: now })
+        .where(inBatch(d.id))
+        .returning({ id: deliveries.id });
+      changed += r.length;
+    }
+    return changed;
+  });
+}
+
+/** A provider request for the batch failed transiently: count it, keep the rows claimed. */
+export async function recordDeliveryAttempt(db: DbOrTx, batchId: string, reason: string, now: Date): Promise<void> {
+  await db
+    .update(deliveries)
+    .set({ attempts: sql`${deliveries.attempts} + 1`, lastError: reason, updatedAt: now })
+    .where(and(eq(deliveries.batchId, batchId), eq(deliveries.status, 'sending')));
+}
+
+/** Nothing of the batch went to the provider: give its rows back (`pending`). */
+export async function releaseDeliveries(db: DbOrTx, batchId: string, now: Date): Promise<void> {
+  await db
+    .update(deliveries)
+    .set({ status: 'pending', batchId: null, batchLeaderId: null, claimedAt: null, updatedAt: now })
+    .where(and(eq(deliveries.batchId, batchId), eq(deliveries.status, 'sending')));
+}
+
+/** Operator requeue of a failed delivery: back to `pending` (the sweep or the requeued job sends it). */
+export async function resetFailedDelivery(db: DbOrTx, deliveryId: string, now = new Date()): Promise<boolean> {
+  const rows = await db
+    .update(deliveries)
+    .set({ status: 'pending', batchId: null, batchLeaderId: null, claimedAt: null, updatedAt: now })
+    .where(and(eq(deliveries.id, deliveryId), eq(deliveries.status, 'failed')))
+    .returning({ id: deliveries.id });
+  return rows.length > 0;
+}
+
+/** Pending deliveries created before `before`, oldest first (the sweep makes sure each has a job). */
+export async function listStalePending(db: DbOrTx, before: Date, limit: number): Promise<string[]> {
+  const rows = await db
+    .select({ id: deliveries.id })
+    .from(deliveries)
+    .where(and(eq(deliveries.status, 'pending'), lt(deliveries.createdAt, before)))
+    .orderBy(asc(deliveries.createdAt))
+    .limit(limit);
+  return rows.map((r) => r.id);
+}
+
+/** Batches claimed before `before` and still `sending`: their leader's job died or gave up. */
+export async function listStaleClaims(db: DbOrTx, before: Date, limit: number) {
+  return db
+    .select({
+      batchId: deliveries.batchId,
+      leaderId: deliveries.batchLeaderId,
+      claimedAt: sql<Date>`min(${deliveries.claimedAt})`.mapWith(deliveries.claimedAt),
+      rows: sql<number>`count(*)::int`,
+    })
+    .from(deliveries)
+    .where(and(eq(deliveries.status, 'sending'), lt(deliveries.claimedAt, before)))
+    .groupBy(deliveries.batchId, deliveries.batchLeaderId)
+    .limit(limit);
 }

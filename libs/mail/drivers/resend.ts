@@ -1,0 +1,98 @@
+import { Resend, type ErrorResponse } from 'resend';
+import { MAX_BATCH_SIZE, type BatchOptions, type MailDriver, type OutgoingMail, type SendResult } from '../port.js';
+
+export interface ResendDriverOptions {
+  apiKey: string;
+  /** API base URL; without it the SDK uses RESEND_BASE_URL or https://api.resend.com. */
+  baseUrl?: string | undefined;
+  /** A request that takes longer is aborted and counts as a transient failure. */
+  timeoutMs?: number;
+}
+
+type SdkAnswer<T> = { data: T; error: null; headers: Record<string, string> | null } | { data: null; error: ErrorResponse; headers: Record<string, string> | null };
+
+/** Errors Resend answers with a 4xx that are worth retrying. */
+const transientNames = new Set(['concurrent_idempotent_requests', 'rate_limit_exceeded', 'daily_quota_exceeded', 'monthly_quota_exceeded']);
+
+/** `retry-after` is seconds (or an HTTP date); the SDK hands back the response headers. */
+export function retryAfterMs(headers: Record<string, string> | null, now = Date.now()): number | undefined {
+  const raw = headers?.['retry-after'];
+  if (!raw) return undefined;
+  const seconds = Number(raw);
+  if (Number.isFinite(seconds) && seconds >= 0) return Math.ceil(seconds * 1000);
+  const at = Date.parse(raw);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/**
+ * Maps the SDK's `{error, headers}` (it returns errors instead of throwing) to a SendResult:
+ * 429, 5xx, network errors and timeouts (statusCode null) are transient; other 4xx
+ * (validation, authentication, a reused idempotency key with another payload) are permanent.
+ */
+export function mapResendError(error: ErrorResponse, headers: Record<string, string> | null): SendResult & { ok: false } {
+  const status = error.statusCode ?? undefined;
+  const transient = status === undefined || status === 429 || status >= 500 || transientNames.has(error.name);
+  const wait = status === 429 ? retryAfterMs(headers) : undefined;
+  return {
+    ok: false,
+    transient,
+    ...(status !== undefined ? { status } : {}),
+    message: `resend ${status ?? 'network'} ${error.name}: ${error.message}`,
+    ...(wait !== undefined ? { retryAfterMs: wait } : {}),
+  };
+}
+
+function toApi(mail: OutgoingMail) {
+  return {
+    from: mail.from,
+    to: mail.to,
+    subject: mail.subject,
+    html: mail.html,
+    text: mail.text,
+    ...(mail.headers && Object.keys(mail.headers).length ? { headers: mail.headers } : {}),
+  };
+}
+
+/** The Resend driver: the official SDK, pointed at `baseUrl` (a local stand-in in tests). */
+export function createResendDriver(opts: ResendDriverOptions): MailDriver {
+  const resend = new Resend(opts.apiKey, opts.baseUrl ? { baseUrl: opts.baseUrl.replace(/\/+$/, '') } : undefined);
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+
+  return {
+    name: 'resend',
+    async send(mail) {
+      const answer = (await resend.emails.send(toApi(mail), {
+        idempotencyKey: mail.idempotencyKey,
+        signal: AbortSignal.timeout(timeoutMs),
+      })) as SdkAnswer<{ id: string }>;
+      if (answer.error) return mapResendError(answer.error, answer.headers);
+      return { ok: true, providerMessageId: answer.data.id };
+    },
+
+    async sendBatch(mails: OutgoingMail[], batch: BatchOptions): Promise<SendResult[]> {
+      if (mails.length === 0) return [];
+      if (mails.length > MAX_BATCH_SIZE) throw new RangeError(`a batch carries at most ${MAX_BATCH_SIZE} messages (got ${mails.length})`);
+      // Permissive validation: one invalid message does not hold back the other 99; the
+      // answer lists the rejected ones by index.
+      const answer = (await resend.batch.send(mails.map(toApi), {
+        idempotencyKey: batch.idempotencyKey,
+        batchValidation: 'permissive',
+        signal: AbortSignal.timeout(timeoutMs),
+      })) as SdkAnswer<{ data: Array<{ id: string }>; errors?: Array<{ index: number; message: string }> }>;
+      if (answer.error) {
+        const failure = mapResendError(answer.error, answer.headers);
+        return mails.map(() => failure);
+      }
+      const rejected = new Map((answer.data.errors ?? []).map((e) => [e.index, e.message]));
+      const ids = answer.data.data ?? [];
+      let next = 0;
+      return mails.map((_, index): SendResult => {
+        const reason = rejected.get(index);
+        if (reason !== undefined) return { ok: false, transient: false, status: 422, message: `resend rejected: ${reason}` };
+        const id = ids[next++]?.id;
+        if (!id) return { ok: false, transient: true, message: 'resend batch answer has fewer ids than accepted messages' };
+        return { ok: true, providerMessageId: id };
+      });
+    },
+  };
+}

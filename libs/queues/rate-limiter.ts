@@ -1,0 +1,46 @@
+import type { Redis } from 'ioredis';
+import { clusterSafePrefix } from './connection.js';
+
+/**
+ * A request-rate limiter shared by every process through Redis: each caller reserves the
+ * next free slot (slots `1000 / perSecond` ms apart, Redis' clock) and waits until it.
+ * Unlike BullMQ's queue limiter it counts provider requests, not jobs, so jobs that turn
+ * out to have nothing to send cost nothing. `pause(ms)` pushes the next free slot back
+ * (HTTP 429 with retry-after), for every process at once.
+ */
+export interface RateLimiter {
+  /** Reserves a slot; returns how long the caller must wait before using it (ms). */
+  reserve(): Promise<number>;
+  /** No slot before now + ms. */
+  pause(ms: number): Promise<void>;
+}
+
+const RESERVE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local nextFree = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slot = math.max(now, nextFree)
+redis.call('SET', KEYS[1], slot + interval, 'PX', slot + interval - now + 60000)
+return slot - now`;
+
+const PAUSE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local until = now + tonumber(ARGV[1])
+local nextFree = tonumber(redis.call('GET', KEYS[1]) or '0')
+if until > nextFree then redis.call('SET', KEYS[1], until, 'PX', tonumber(ARGV[1]) + 60000) end
+return until`;
+
+export function redisRateLimiter(redis: Redis, opts: { prefix: string; name: string; perSecond: number }): RateLimiter {
+  const key = `${clusterSafePrefix(opts.prefix)}:rate:${opts.name}`;
+  const interval = Math.max(1, Math.round(1000 / opts.perSecond));
+  return {
+    async reserve() {
+      return Number(await redis.eval(RESERVE, 1, key, interval));
+    },
+    async pause(ms) {
+      await redis.eval(PAUSE, 1, key, Math.max(0, Math.round(ms)));
+    },
+  };
+}

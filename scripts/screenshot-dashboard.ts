@@ -1,0 +1,137 @@
+/**
+ * Looks at the dashboard as an operator would: starts the HTTP app with credentials on a
+ * scratch database and queue prefix, makes a failed job and dead letters, logs into Bull
+ * Board and the dead-letter page with Debian's chromium (playwright-core), and saves
+ * screenshots to var/screenshots/. Not part of `npm test` (CI has no chromium).
+ *
+ *   apt-get install -y chromium
+ *   npx tsx scripts/screenshot-dashboard.ts [--out var/screenshots] [--chromium /usr/bin/chromium]
+ */
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import postgres from 'postgres';
+import { Redis } from 'ioredis';
+import { chromium } from 'playwright-core';
+import { httpComponent } from '../apps/http/component.js';
+import { loadConfig } from '../libs/config/index.js';
+import { runMigrations } from '../libs/db/migrate.js';
+import { PermanentError } from '../libs/errors/index.js';
+import { createLogger } from '../libs/log/index.js';
+import { listDeadLetters } from '../libs/queues/index.js';
+import { openContext, workerComponent } from '../libs/runtime/index.js';
+
+const { values: args } = parseArgs({
+  options: {
+    out: { type: 'string', default: 'var/screenshots' },
+    chromium: { type: 'string', default: '/usr/bin/chromium' },
+  },
+});
+
+const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const suffix = randomBytes(4).toString('hex');
+const dbName = `fleet_screenshot_${suffix}`;
+const prefix = `shot_${suffix}`;
+const dbUrl = new URL(ADMIN_URL);
+dbUrl.pathname = `/${dbName}`;
+const USER = 'operator';
+const PASSWORD = randomBytes(12).toString('hex');
+
+async function until(fn: () => Promise<boolean>, what: string, timeoutMs = 30_000) {
+  const start = Date.now();
+  while (!(await fn())) {
+    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not reached within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function main() {
+  await runMigrations(dbUrl.toString(), { platform: true });
+  const config = loadConfig({
+    DATABASE_URL: dbUrl.toString(),
+    REDIS_URL,
+    QUEUE_PREFIX: prefix,
+    HTTP_HOST: '127.0.0.1',
+    HTTP_PORT: '0',
+    DASHBOARD_USER: USER,
+    DASHBOARD_PASSWORD: PASSWORD,
+    RETRY_BACKOFF_SCALE: '0.001',
+    LOG_LEVEL: 'fatal',
+    LOG_PRETTY: 'false',
+  });
+  const log = createLogger(config.log);
+  const ctx = openContext(config, log);
+  const http = httpComponent(ctx);
+  const worker = workerComponent(ctx, 'screenshot-workers', {
+    'patient-import': async (p) => {
+      if (p.ledgerId === 7) throw new PermanentError('validation_failed', 'patient_data.symptome: expected an array of 1 to 6 entries');
+      throw new Error('bucket download timed out after 30000 ms');
+    },
+    'bucket-poll': async () => ({ listed: 12, enqueued: 3 }),
+  });
+  const profile = await mkdtemp(path.join(tmpdir(), 'fleet-chromium-'));
+  try {
+    await http.start();
+    await worker.start();
+    const base = `http://127.0.0.1:${http.address()!.port}`;
+
+    await ctx.queues.enqueue('patient-import', { ledgerId: 7 }); // permanent error: dead at once
+    await ctx.queues.enqueue('patient-import', { ledgerId: 8 }); // transient: dead after 8 attempts
+    await ctx.queues.enqueue('bucket-poll', { trigger: 'manual' }); // completes
+    for (const patientId of [101, 102, 103, 104]) await ctx.queues.enqueue('weekly-status', { patientId, isoWeek: '2026-W48' }); // no worker: waiting
+    await until(async () => (await listDeadLetters(ctx.queues)).length === 2, 'two dead letters');
+    await worker.stop(5_000);
+
+    await mkdir(args.out!, { recursive: true });
+    const browser = await chromium.launchPersistentContext(profile, {
+      executablePath: args.chromium!,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 1400, height: 1000 },
+    });
+    try {
+      const page = browser.pages()[0] ?? (await browser.newPage());
+      // Bull Board's sidebar is fixed to the viewport: whole-page shots only for /ops.
+      const shots: Array<[string, string, string, boolean]> = [
+        ['dashboard-overview.png', '/dashboard', 'text=patient-import-dlq', false],
+        ['dashboard-dead-letters.png', '/dashboard/queue/patient-import-dlq', 'text=bucket download timed out', false],
+        ['dashboard-failed.png', '/dashboard/queue/patient-import?status=failed', 'text=patient-import.ledger.8', false],
+        ['ops-dead-letters.png', '/ops', 'text=Recent operator actions', true],
+      ];
+      for (const [file, url, waitFor, fullPage] of shots) {
+        const res = await page.goto(`${base}${url}`, { waitUntil: 'networkidle' });
+        if (!res || res.status() !== 200) throw new Error(`${url} answered ${res?.status()}`);
+        await page.locator(waitFor).first().waitFor({ timeout: 15_000 });
+        const out = path.join(args.out!, file);
+        await page.screenshot({ path: out, fullPage });
+        console.log(`saved ${out}`);
+      }
+    } finally {
+      await browser.close();
+    }
+  } finally {
+    await http.stop(5_000);
+    await ctx.close();
+    await rm(profile, { recursive: true, force: true });
+    const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+    await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
+    await admin.end({ timeout: 1 });
+    const redis = new Redis(REDIS_URL);
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `{${prefix}}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== '0');
+    redis.disconnect();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,238 @@
+import { PermanentError } from '../../libs/errors/index.js';
+import type { Logger } from '../../libs/log/index.js';
+import type { DeliveryRef, DropDecision, MailDriver, OutgoingMail, SendResult, StillWantedChecks } from '../../libs/mail/index.js';
+import type { Clock } from '../../libs/runtime/clock.js';
+
+/** The fields of a delivery row the sender needs. */
+export interface ClaimedDelivery extends DeliveryRef {
+  toAddress: string;
+  fromAddress: string;
+  subject: string;
+  html: string;
+  text: string;
+  headers: Record<string, string>;
+}
+
+export type Claim =
+  | { kind: 'claimed'; batchId: string; rows: ClaimedDelivery[] }
+  | { kind: 'resume'; batchId: string; rows: ClaimedDelivery[]; claimedAt: Date }
+  | { kind: 'noop'; reason: string };
+
+export interface BatchOutcome {
+  sent: Array<{ id: string; providerMessageId: string }>;
+  failed: Array<{ id: string; reason: string }>;
+  dropped: Array<{ id: string; reason: string }>;
+}
+
+/** Delivery persistence (libs/db in production, an in-memory fake in unit tests). */
+export interface DeliveryStore {
+  claim(deliveryId: string, now: Date): Promise<Claim>;
+  finish(batchId: string, outcome: BatchOutcome, now: Date): Promise<void>;
+  recordAttempt(batchId: string, reason: string, now: Date): Promise<void>;
+  release(batchId: string, now: Date): Promise<void>;
+}
+
+export interface SendLimiter {
+  reserve(): Promise<number>;
+  pause(ms: number): Promise<void>;
+}
+
+export interface EmailMetrics {
+  requests(outcome: 'ok' | 'rate_limited' | 'transient' | 'rejected'): void;
+  deliveries(status: 'sent' | 'failed' | 'dropped', n: number): void;
+}
+
+export interface ProcessDeliveryDeps {
+  store: DeliveryStore;
+  mail: MailDriver;
+  /** Provider request rate across every worker. */
+  limiter: SendLimiter;
+  stillWanted: StillWantedChecks;
+  /** Dead-letters a delivery that failed for good and is not this job's own (it rode in its batch). */
+  deadLetter(deliveryId: string, reason: string, code: string): Promise<void>;
+  metrics?: EmailMetrics;
+  clock: Clock;
+  log: Logger;
+  sleep(ms: number): Promise<void>;
+  /** This run is the job's last: a transient failure now fails the deliveries for good. */
+  isFinalAttempt: boolean;
+  /** A claim older than this is not sent again (the provider's 24 h idempotency window, minus a margin). */
+  idempotencyWindowMs?: number;
+  /** 429 answers waited out within one run before the job retries with backoff. */
+  maxRateLimitWaits?: number;
+}
+
+export type ProcessDeliveryResult =
+  | { outcome: 'noop'; reason: string }
+  | { outcome: 'done'; batchId: string; requestSize: number; sent: number; failed: number; dropped: number; rateLimitWaits: number };
+
+/** A provider request failed in a way worth retrying (the job's retry policy applies). */
+export class TransientSendError extends Error {
+  override name = 'TransientSendError';
+  constructor(message: string, readonly status?: number) {
+    super(message);
+  }
+}
+
+const DEFAULT_WINDOW_MS = 23 * 3600_000;
+
+/** The provider idempotency key of a request: the delivery's own key alone, the batch id for a batch. */
+export function requestKeyFor(batchId: string, rows: ClaimedDelivery[]): string {
+  return rows.length === 1 ? rows[0]!.idempotencyKey : `fleet-batch/${batchId}`;
+}
+
+function toMail(row: ClaimedDelivery): OutgoingMail {
+  return {
+    idempotencyKey: row.idempotencyKey,
+    from: row.fromAddress,
+    to: row.toAddress,
+    subject: row.subject,
+    html: row.html,
+    text: row.text,
+    headers: row.headers,
+  };
+}
+
+async function askStillWanted(rows: ClaimedDelivery[], checks: StillWantedChecks): Promise<DropDecision[]> {
+  const byKind = new Map<string, ClaimedDelivery[]>();
+  for (const r of rows) byKind.set(r.kind, [...(byKind.get(r.kind) ?? []), r]);
+  const drops: DropDecision[] = [];
+  for (const [kind, group] of byKind) {
+    const check = checks[kind];
+    if (!check) continue;
+    const ids = new Set(group.map((g) => g.id));
+    const refs = group.map(({ id, kind: k, idempotencyKey, patientId }) => ({ id, kind: k, idempotencyKey, patientId }));
+    for (const d of await check(refs)) if (ids.has(d.id)) drops.push(d);
+  }
+  return drops;
+}
+
+/**
+ * Sends the delivery of one `email-send` job, at most once.
+ *
+ * 1. Claim: the delivery (if still pending) leads a batch of up to 100 pending deliveries,
+ *    or, if it leads a batch still `sending`, that batch resumes unchanged; otherwise the job
+ *    is a no-op (already sent, or carried by another job's batch) and costs no rate slot.
+ * 2. Fresh batches ask the still-wanted checks; dropped rows never go out.
+ * 3. One provider request per batch, after a slot of the shared rate limiter; 429 waits for
+ *    retry-after (every worker pauses) and tries again; other transient failures throw so
+ *    the job retries with backoff, keeping the same rows and idempotency key.
+ * 4. Sent rows get the provider id; rejected rows end `failed` with the reason and a
+ *    dead letter. On the last attempt a transient failure fails the whole batch the same way.
+ */
+export async function processDelivery(input: { deliveryId: string }, deps: ProcessDeliveryDeps): Promise<ProcessDeliveryResult> {
+  const { store, clock, log } = deps;
+  const claim = await store.claim(input.deliveryId, clock.now());
+  if (claim.kind === 'noop') {
+    log.debug({ deliveryId: input.deliveryId, reason: claim.reason }, 'email-send: nothing to send');
+    return { outcome: 'noop', reason: claim.reason };
+  }
+  const batchId = claim.batchId;
+  let rows = claim.rows;
+  const outcome: BatchOutcome = { sent: [], failed: [], dropped: [] };
+
+  if (claim.kind === 'resume') {
+    const age = clock.now().getTime() - claim.claimedAt.getTime();
+    if (age > (deps.idempotencyWindowMs ?? DEFAULT_WINDOW_MS)) {
+      const reason = `claimed ${Math.round(age / 3600_000)} h ago and never confirmed: not re-sent, the provider's idempotency window is over (it may have been sent)`;
+      return failForGood(input.deliveryId, batchId, rows, reason, 'claim_expired', deps);
+    }
+    log.info({ deliveryId: input.deliveryId, batchId, rows: rows.length }, 'email-send: resuming a claimed batch');
+  } else {
+    let drops: DropDecision[];
+    try {
+      drops = await askStillWanted(rows, deps.stillWanted);
+    } catch (err) {
+      await store.release(batchId, clock.now());
+      throw err;
+    }
+    if (drops.length) {
+      const dropped = new Set(drops.map((d) => d.id));
+      outcome.dropped = drops;
+      await store.finish(batchId, { sent: [], failed: [], dropped: drops }, clock.now());
+      deps.metrics?.deliveries('dropped', drops.length);
+      log.info({ batchId, dropped: drops.map((d) => d.id) }, 'email-send: deliveries no longer wanted, dropped');
+      rows = rows.filter((r) => !dropped.has(r.id));
+    }
+  }
+
+  let rateLimitWaits = 0;
+  if (rows.length) {
+    const results = await sendWithRateLimit(batchId, rows, deps, () => rateLimitWaits++);
+    const whole = results.every((r) => !r.ok && r.transient);
+    if (whole) {
+      const first = results[0] as SendResult & { ok: false };
+      await store.recordAttempt(batchId, first.message, clock.now());
+      deps.metrics?.requests('transient');
+      if (deps.isFinalAttempt) return failForGood(input.deliveryId, batchId, rows, first.message, 'send_failed', deps);
+      throw new TransientSendError(`provider request for batch ${batchId} failed (status ${first.status ?? 'network'})`, first.status);
+    }
+    deps.metrics?.requests(results.some((r) => r.ok) ? 'ok' : 'rejected');
+    results.forEach((r, i) => {
+      const row = rows[i]!;
+      if (r.ok) outcome.sent.push({ id: row.id, providerMessageId: r.providerMessageId });
+      // A per-message transient answer inside an accepted batch is treated as a rejection:
+      // re-sending the batch under the same key would only replay the same answer.
+      else outcome.failed.push({ id: row.id, reason: r.message });
+    });
+    await store.finish(batchId, { sent: outcome.sent, failed: outcome.failed, dropped: [] }, clock.now());
+    deps.metrics?.deliveries('sent', outcome.sent.length);
+    if (outcome.failed.length) {
+      deps.metrics?.deliveries('failed', outcome.failed.length);
+      for (const f of outcome.failed) {
+        log.error({ deliveryId: f.id, batchId, code: 'rejected' }, 'email delivery rejected by the provider: failed for good');
+        if (f.id !== input.deliveryId) await deps.deadLetter(f.id, f.reason, 'rejected');
+      }
+    }
+    log.info({ deliveryId: input.deliveryId, batchId, sent: outcome.sent.length, failed: outcome.failed.length }, 'email-send: batch sent');
+    const own = outcome.failed.find((f) => f.id === input.deliveryId);
+    if (own) {
+      const status = results[rows.findIndex((r) => r.id === own.id)];
+      throw new PermanentError('rejected', `provider rejected delivery ${own.id}${status && !status.ok && status.status ? ` (status ${status.status})` : ''}`);
+    }
+  }
+  return {
+    outcome: 'done',
+    batchId,
+    requestSize: rows.length,
+    sent: outcome.sent.length,
+    failed: outcome.failed.length,
+    dropped: outcome.dropped.length,
+    rateLimitWaits,
+  };
+}
+
+async function sendWithRateLimit(batchId: string, rows: ClaimedDelivery[], deps: ProcessDeliveryDeps, onWait: () => void): Promise<SendResult[]> {
+  const maxWaits = deps.maxRateLimitWaits ?? 5;
+  const mails = rows.map(toMail);
+  for (let waits = 0; ; waits++) {
+    const wait = await deps.limiter.reserve();
+    if (wait > 0) await deps.sleep(wait);
+    const results = rows.length === 1 ? [await deps.mail.send(mails[0]!)] : await deps.mail.sendBatch(mails, { idempotencyKey: requestKeyFor(batchId, rows) });
+    const first = results[0];
+    const rateLimited = first && !first.ok && first.status === 429 && results.every((r) => !r.ok && r.status === 429);
+    if (!rateLimited || waits >= maxWaits) return results;
+    const retryAfter = (first as { retryAfterMs?: number }).retryAfterMs ?? 1000;
+    deps.metrics?.requests('rate_limited');
+    deps.log.warn({ batchId, retryAfterMs: retryAfter }, 'email-send: provider rate limit (429), waiting for retry-after');
+    onWait();
+    await deps.limiter.pause(retryAfter);
+  }
+}
+
+async function failForGood(
+  ownId: string,
+  batchId: string,
+  rows: ClaimedDelivery[],
+  reason: string,
+  code: string,
+  deps: ProcessDeliveryDeps,
+): Promise<never> {
+  await deps.store.finish(batchId, { sent: [], failed: rows.map((r) => ({ id: r.id, reason })), dropped: [] }, deps.clock.now());
+  deps.metrics?.deliveries('failed', rows.length);
+  for (const r of rows) {
+    deps.log.error({ deliveryId: r.id, batchId, code }, 'email delivery failed for good');
+    if (r.id !== ownId) await deps.deadLetter(r.id, reason, code);
+  }
+  throw new PermanentError(code, `delivery batch ${batchId} failed for good (${rows.length} deliveries, code ${code})`);
+}

@@ -1,0 +1,41 @@
+import type { Logger } from '../../libs/log/index.js';
+import type { Clock } from '../../libs/runtime/clock.js';
+
+export interface SweepDeps {
+  /** Pending deliveries created before the cut-off, oldest first. */
+  stalePending(before: Date, limit: number): Promise<string[]>;
+  /** Batches still `sending` that were claimed before the cut-off. */
+  staleClaims(before: Date, limit: number): Promise<Array<{ batchId: string | null; leaderId: string | null; rows: number }>>;
+  /** Makes sure a job will run for the delivery; returns false when one is already waiting or running. */
+  ensureSendJob(deliveryId: string): Promise<boolean>;
+  /** Enqueues a job for the leader of a stale batch, which then resends it under its key. */
+  recoverBatch(leaderId: string, bucket: number): Promise<boolean>;
+  clock: Clock;
+  log: Logger;
+  pendingAfterMs: number;
+  staleMs: number;
+  limit?: number;
+}
+
+/**
+ * One pass of the email sweep, so nothing is lost between a commit and an enqueue:
+ * pending deliveries older than a minute get an `email-send` job when none is waiting for
+ * them, and batches stuck in `sending` (their job died or gave up) are handed to a new job
+ * for their leader, which resends exactly the same rows under the same idempotency key.
+ */
+export async function sweepDeliveries(deps: SweepDeps): Promise<{ pending: number; enqueued: number; staleBatches: number; recovered: number }> {
+  const now = deps.clock.now().getTime();
+  const limit = deps.limit ?? 1000;
+  const pending = await deps.stalePending(new Date(now - deps.pendingAfterMs), limit);
+  let enqueued = 0;
+  for (const id of pending) if (await deps.ensureSendJob(id)) enqueued++;
+  const stale = await deps.staleClaims(new Date(now - deps.staleMs), 100);
+  let recovered = 0;
+  for (const b of stale) {
+    if (b.leaderId && (await deps.recoverBatch(b.leaderId, Math.floor(now / deps.staleMs)))) recovered++;
+  }
+  if (enqueued || stale.length) {
+    deps.log.info({ pending: pending.length, enqueued, staleBatches: stale.length, recovered }, 'email sweep: enqueued forgotten deliveries');
+  }
+  return { pending: pending.length, enqueued, staleBatches: stale.length, recovered };
+}

@@ -1,0 +1,167 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Counter, type Registry } from 'prom-client';
+import type { DeliveryRow } from '../../libs/db/repositories/deliveries.js';
+import {
+  claimDeliveries,
+  finishDeliveries,
+  listStaleClaims,
+  listStalePending,
+  recordDeliveryAttempt,
+  releaseDeliveries,
+  resetFailedDelivery,
+} from '../../libs/db/repositories/deliveries.js';
+import { createMailDriver, type MailDriver, type StillWantedChecks } from '../../libs/mail/index.js';
+import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
+import { addDeadLetter, catalog, jobIdFor, redisRateLimiter, type Handlers, type RateLimiter } from '../../libs/queues/index.js';
+import type { Component, FleetContext } from '../../libs/runtime/index.js';
+import { workerComponent } from '../../libs/runtime/index.js';
+import { processDelivery, type Claim, type DeliveryStore, type EmailMetrics } from './process-delivery.js';
+import { sweepDeliveries } from './sweep.js';
+
+export interface EmailOptions {
+  /** "Still wanted?" checks by delivery kind (e.g. the weekly email's opt-out). */
+  stillWanted?: StillWantedChecks;
+  /** Replaces the configured driver (tests, benchmarks). */
+  mail?: MailDriver;
+  /** Replaces the Redis rate limiter (tests). */
+  limiter?: RateLimiter;
+  /** Kinds that may share a batch request; null (default) = every kind. */
+  batchableKinds?: string[] | null;
+}
+
+const metricsByRegistry = new WeakMap<Registry, EmailMetrics>();
+function emailMetrics(registry: Registry): EmailMetrics {
+  let m = metricsByRegistry.get(registry);
+  if (!m) {
+    const requests = new Counter({ name: 'fleet_email_requests_total', help: 'Provider requests by outcome', labelNames: ['outcome'], registers: [registry] });
+    const deliveries = new Counter({ name: 'fleet_email_deliveries_total', help: 'Deliveries finished, by status', labelNames: ['status'], registers: [registry] });
+    m = { requests: (outcome) => requests.inc({ outcome }), deliveries: (status, n) => deliveries.inc({ status }, n) };
+    metricsByRegistry.set(registry, m);
+  }
+  return m;
+}
+
+function deliveryStore(ctx: FleetContext, opts: EmailOptions): DeliveryStore {
+  const db = ctx.database.db;
+  const toClaimed = (r: DeliveryRow) => r;
+  return {
+    async claim(deliveryId, now): Promise<Claim> {
+      const c = await claimDeliveries(db, deliveryId, { batchSize: ctx.config.mail.batchSize, batchableKinds: opts.batchableKinds ?? null, now });
+      if (c.kind === 'noop') return c;
+      return { ...c, rows: c.rows.map(toClaimed) };
+    },
+    finish: async (batchId, outcome, now) => void (await finishDeliveries(db, batchId, outcome, now)),
+    recordAttempt: (batchId, reason, now) => recordDeliveryAttempt(db, batchId, reason, now),
+    release: (batchId, now) => releaseDeliveries(db, batchId, now),
+  };
+}
+
+/** The handler of `email-send`. */
+export function emailHandlers(ctx: FleetContext, opts: EmailOptions = {}): Handlers {
+  const mail = opts.mail ?? createMailDriver(ctx.config.mail);
+  let limiter = opts.limiter;
+  const store = deliveryStore(ctx, opts);
+  const metrics = emailMetrics(ctx.metrics.registry);
+  return {
+    'email-send': async (payload, helpers) => {
+      limiter ??= redisRateLimiter(ctx.producerRedis, { prefix: ctx.config.queues.prefix, name: 'mail', perSecond: ctx.config.mail.ratePerSecond });
+      return processDelivery(payload, {
+        store,
+        mail,
+        limiter,
+        stillWanted: opts.stillWanted ?? {},
+        metrics,
+        clock: ctx.clock,
+        log: helpers.log,
+        sleep: (ms) => sleep(ms),
+        isFinalAttempt: helpers.isFinalAttempt,
+        async deadLetter(deliveryId, reason, code) {
+          const now = new Date().toISOString();
+          await addDeadLetter(ctx.queues, {
+            originalQueue: catalog['email-send'].queue,
+            originalJobId: jobIdFor('email-send', { deliveryId })!,
+            name: 'email-send',
+            data: { deliveryId },
+            reason,
+            code,
+            attemptsMade: helpers.attempt,
+            enqueuedAt: null,
+            failedAt: now,
+          });
+          ctx.metrics.dead.inc({ queue: catalog['email-send'].queue });
+        },
+      });
+    },
+  };
+}
+
+/** Makes sure a job will run for a pending delivery (the sweep). */
+async function ensureSendJob(ctx: FleetContext, deliveryId: string): Promise<boolean> {
+  const jobId = jobIdFor('email-send', { deliveryId })!;
+  const state = await ctx.queues.queue(catalog['email-send'].queue).getJobState(jobId);
+  if (state === 'unknown') {
+    await ctx.queues.enqueue('email-send', { deliveryId });
+    return true;
+  }
+  if (state === 'completed' || state === 'failed') {
+    // Its job ran (e.g. a batch was given back before sending): a fresh job under a new id.
+    await ctx.queues.enqueue('email-send', { deliveryId }, { jobId: `${jobId}.sweep.${ctx.clock.now().getTime()}` });
+    return true;
+  }
+  return false;
+}
+
+/** The periodic sweep as a component (role `email`). */
+export function emailSweepComponent(ctx: FleetContext): Component {
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<unknown> | undefined;
+  let stopped = false;
+  const cfg = ctx.config.mail;
+  const runOnce = () =>
+    sweepDeliveries({
+      stalePending: (before, limit) => listStalePending(ctx.database.db, before, limit),
+      staleClaims: (before, limit) => listStaleClaims(ctx.database.db, before, limit),
+      ensureSendJob: (id) => ensureSendJob(ctx, id),
+      async recoverBatch(leaderId, bucket) {
+        const jobId = `${jobIdFor('email-send', { deliveryId: leaderId })!}.recover.${bucket}`;
+        const r = await ctx.queues.enqueue('email-send', { deliveryId: leaderId }, { jobId });
+        return r.jobId === jobId;
+      },
+      clock: ctx.clock,
+      log: ctx.log.child({ component: 'email-sweep' }),
+      pendingAfterMs: cfg.sweepPendingAfterMs,
+      staleMs: cfg.sendingStaleMs,
+    });
+  const tick = () => {
+    running = runOnce()
+      .catch((err: unknown) => ctx.log.warn({ err }, 'email sweep failed; trying again next interval'))
+      .finally(() => {
+        if (!stopped) timer = setTimeout(tick, cfg.sweepIntervalMs);
+      });
+  };
+  return {
+    name: 'email-sweep',
+    async start() {
+      timer = setTimeout(tick, Math.min(cfg.sweepIntervalMs, 5_000));
+      timer.unref();
+    },
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+    },
+  };
+}
+
+/** Everything role `email` runs: the `email-send` workers and the sweep. */
+export function emailComponents(ctx: FleetContext, opts: EmailOptions = {}): Component[] {
+  return [workerComponent(ctx, 'email', emailHandlers(ctx, opts)), emailSweepComponent(ctx)];
+}
+
+/** Operator requeue of a dead-lettered email: the delivery goes back to `pending`. */
+export const emailDeadLetterHook: DeadLetterHook = {
+  async onRequeue(payload, db) {
+    const id = (payload as { deliveryId?: unknown }).deliveryId;
+    if (typeof id === 'string') await resetFailedDelivery(db, id);
+  },
+};
