@@ -7,6 +7,7 @@ import { registerEvents } from './commands/events.js';
 import { registerMigrate } from './commands/migrate.js';
 import { registerStart } from './commands/start.js';
 import { registerStatus } from './commands/status.js';
+import { registerWeekly } from './commands/weekly.js';
 import { registerTherapists } from './commands/therapists.js';
 import { CliError } from './context.js';
 
@@ -20,6 +21,7 @@ registerStart(program);
 registerMigrate(program);
 registerStatus(program);
 registerDlq(program);
+registerWeekly(program);
 registerImports(program);
 registerTherapists(program);
 registerEvents(program);

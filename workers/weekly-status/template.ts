@@ -25,7 +25,7 @@ export interface RenderedWeeklyEmail {
 
 export const WEEKLY_SUBJECT = 'Ihr wöchentlicher Zwischenstand von Curavani';
 
-const n = (count: number, one: string, many: string) => `${count} ${count === 1 ? one : many}`;
+const n = (count: number, one: string, many: string, none = `keine ${many}`) => (count === 0 ? none : `${count} ${count === 1 ? one : many}`);
 
 interface MessageModel {
   subject: string;
@@ -45,8 +45,8 @@ function model(f: WeeklyFacts, links: WeeklyLinks, html: boolean): MessageModel 
   const facts = [
     first
       ? `Seit Beginn Ihrer Platzsuche haben wir ${n(f.requestsSince, 'Anfrage', 'Anfragen')} an Praxen gesendet.`
-      : `Seit unserer letzten Nachricht haben wir ${n(f.requestsSince, 'neue Anfrage', 'neue Anfragen')} an Praxen gesendet.`,
-    `Insgesamt sind es bisher ${n(f.requestsTotal, 'Anfrage', 'Anfragen')}.`,
+      : `Seit unserer letzten Nachricht haben wir ${n(f.requestsSince, 'neue Anfrage', 'neue Anfragen', 'keine neuen Anfragen')} an Praxen gesendet.`,
+    ...(first ? [] : [`Insgesamt sind es bisher ${n(f.requestsTotal, 'Anfrage', 'Anfragen')}.`]),
     f.answersTotal === 0
       ? 'Antworten haben wir bisher noch keine erhalten.'
       : `Wir haben ${n(f.answersTotal, 'Antwort', 'Antworten')} erhalten${!first && f.answersSince > 0 ? `, ${f.answersSince} davon seit unserer letzten Nachricht` : ''}.`,
@@ -100,14 +100,17 @@ Telefon: {{contactPhone}}{{/if}}</p>
 
 {{#each facts}}- {{this}}
 {{/each}}
+
 Wie es weitergeht
 
 {{#each next}}{{this}}
 {{/each}}
+
 {{contact}}
 E-Mail: {{contactEmail}}
 {{#if contactPhone}}Telefon: {{contactPhone}}
 {{/if}}
+
 Herzliche Grüße
 Ihr Curavani-Team
 
