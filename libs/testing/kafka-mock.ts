@@ -1,6 +1,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { Kafka, logLevel } from 'kafkajs';
 import { topics as eventTopics } from '../events/index.js';
 import { startKafkaProxy, type KafkaProxy } from './kafka-proxy.js';
 
@@ -102,4 +103,62 @@ function firstLine(child: ChildProcess): Promise<string> {
     child.once('error', fail);
     child.once('exit', (code) => fail(new Error(`the Kafka mock broker exited (code ${code}) before reporting its address: ${err.trim()}`)));
   });
+}
+
+export interface ReceivedMessage {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: string | null;
+  value: string | null;
+  headers: Record<string, string>;
+}
+
+export interface MessageCollector {
+  /** Every message received so far, in arrival order. */
+  messages: ReceivedMessage[];
+  /** Resolves once `done(messages)` is true; rejects after timeoutMs, saying what arrived. */
+  waitFor(done: (messages: ReceivedMessage[]) => boolean, timeoutMs?: number): Promise<ReceivedMessage[]>;
+  close(): Promise<void>;
+}
+
+/**
+ * A real kafkajs consumer (own group, from the beginning) that collects what arrives on the
+ * topics. It rides out broker stops: kafkajs reconnects and the consumer restarts.
+ */
+export async function collectMessages(brokers: string[], topicNames: string[] = Object.values(eventTopics)): Promise<MessageCollector> {
+  const kafka = new Kafka({
+    clientId: 'test-collector',
+    brokers,
+    logLevel: logLevel.NOTHING,
+    connectionTimeout: 1000,
+    retry: { retries: 30, initialRetryTime: 100, maxRetryTime: 1000 },
+  });
+  const consumer = kafka.consumer({ groupId: `test-collector-${process.pid}-${Math.random().toString(36).slice(2)}`, maxWaitTimeInMs: 100 });
+  const messages: ReceivedMessage[] = [];
+  await consumer.connect();
+  await consumer.subscribe({ topics: topicNames, fromBeginning: true });
+  let joined!: () => void;
+  const groupJoined = new Promise<void>((resolve) => (joined = resolve));
+  consumer.on(consumer.events.GROUP_JOIN, () => joined());
+  await consumer.run({
+    eachMessage: async ({ topic, partition, message }) => {
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(message.headers ?? {})) if (v !== undefined) headers[k] = Buffer.isBuffer(v) ? v.toString() : String(v);
+      messages.push({ topic, partition, offset: message.offset, key: message.key?.toString() ?? null, value: message.value?.toString() ?? null, headers });
+    },
+  });
+  await groupJoined;
+  return {
+    messages,
+    async waitFor(done, timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (!done(messages)) {
+        if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for Kafka messages (${messages.length} received)`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return messages;
+    },
+    close: () => consumer.disconnect(),
+  };
 }

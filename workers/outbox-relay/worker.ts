@@ -27,12 +27,16 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
           )
         : null;
 
-  // Lag figures are read from PostgreSQL when Prometheus scrapes (shared by both gauges).
-  let backlog: { at: number; value: Promise<{ unpublished: number; oldestAgeSeconds: number }> } | null = null;
+  // Lag figures are read from PostgreSQL when Prometheus scrapes: one query per scrape,
+  // shared by both gauges (a read in flight is reused, a finished one is not).
+  let backlog: Promise<{ unpublished: number; oldestAgeSeconds: number }> | null = null;
   const readBacklog = () => {
-    const now = clock.now();
-    if (!backlog || now.getTime() - backlog.at > 1000) backlog = { at: now.getTime(), value: outboxBacklog(database, now) };
-    return backlog.value;
+    if (!backlog) {
+      backlog = outboxBacklog(database, clock.now());
+      const clear = () => (backlog = null);
+      backlog.then(clear, clear);
+    }
+    return backlog;
   };
   collectedGauge(metrics, 'fleet_outbox_lag_seconds', 'Age of the oldest unpublished outbox event in seconds (0 when none wait)', [], async () => [
     { labels: {}, value: (await readBacklog()).oldestAgeSeconds },
