@@ -1,0 +1,384 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../libs/config/index.js';
+import { silentLogger } from '../../libs/log/index.js';
+import { openContext, type FleetContext } from '../../libs/runtime/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from './fixtures.js';
+import { importTherapistFileNow, type FileReport } from './worker.js';
+
+let db: TestDatabase;
+let ctx: FleetContext;
+let dir: string;
+let cleanupRedis: () => Promise<void>;
+let fileNo = 0;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  const q = testQueuePrefix();
+  cleanupRedis = q.cleanup;
+  dir = await mkdtemp(path.join(tmpdir(), 'therapist-import-'));
+  ctx = openContext(loadConfig({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, SCRAPER_DROP_DIR: dir, LOG_LEVEL: 'silent' }), silentLogger());
+});
+
+afterAll(async () => {
+  await ctx?.close();
+  await db?.drop();
+  await cleanupRedis?.();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+/** Writes a scraper file (a postcode name of its own) and imports it through the CLI pipeline. */
+async function imp(lines: TherapistLine[], meta: Parameters<typeof scraperFile>[1] = {}, name?: string): Promise<FileReport> {
+  const file = path.join(dir, name ?? `${String(10000 + ++fileNo)}.json`);
+  await writeFile(file, scraperFile(lines, { postcode_area: 'XXXXX', ...meta }));
+  return importTherapistFileNow(ctx, file);
+}
+
+interface Row {
+  id: number;
+  anrede: string;
+  geschlecht: string;
+  titel: string | null;
+  vorname: string;
+  nachname: string;
+  strasse: string | null;
+  plz: string;
+  ort: string | null;
+  telefon: string | null;
+  fax: string | null;
+  email: string | null;
+  telefonische_erreichbarkeit: Record<string, string[]> | null;
+  fremdsprachen: string[] | null;
+  psychotherapieverfahren: string | null;
+  status: string;
+  sperrgrund: string | null;
+  kassensitz: boolean;
+  potenziell_verfuegbar: boolean;
+  potenziell_verfuegbar_notizen: string | null;
+  alter_min: number | null;
+  arbeitszeiten: unknown;
+  updated_at: Date;
+}
+
+async function byPlz(plz: string): Promise<Row[]> {
+  return db.sql<Row[]>`select * from therapist_service.therapeuten where plz = ${plz} order by id`;
+}
+
+async function seed(v: Partial<Row> & { vorname: string; nachname: string; plz: string }): Promise<number> {
+  const row = {
+    anrede: 'Frau',
+    geschlecht: 'weiblich',
+    titel: null,
+    strasse: 'Hauptstraße 15',
+    ort: 'Aachen',
+    telefon: '0241 999',
+    email: null,
+    ...v,
+  };
+  const values = Object.fromEntries(
+    Object.entries(row).map(([k, x]) => [k, x !== null && typeof x === 'object' && !(x instanceof Date) ? JSON.stringify(x) : x]),
+  );
+  const [r] = await db.sql<Array<{ id: number }>>`insert into therapist_service.therapeuten ${db.sql(values as Record<string, never>)} returning id`;
+  return r!.id;
+}
+
+const sum = (r: FileReport) => r.counts.created + r.counts.updated + r.counts.unchanged + r.counts.deactivated + r.counts.skipped + r.counts.failed;
+
+describe('therapist import: mapping', () => {
+  it('creates a new therapist with the mapped fields, defaults, external id and outbox events', async () => {
+    const r = await imp([
+      therapistLine({ id: 'm1', plz: '20001', title: 'Dr.', street: 'Pontstraße', house: '7a', languages: ['Englisch', 'Türkisch'], hours: { monday: ['10:00-12:00'], friday: ['08:00-09:00'] } }),
+    ]);
+    expect(r.status).toBe('imported');
+    expect(r.counts).toMatchObject({ total: 1, created: 1, failed: 0, statusMismatches: 0 });
+    const [t] = await byPlz('20001');
+    expect(t).toMatchObject({
+      anrede: 'Herr',
+      geschlecht: 'männlich',
+      titel: 'Dr.',
+      vorname: 'Thomas',
+      nachname: 'Zeevaert',
+      strasse: 'Pontstraße 7a',
+      ort: 'Aachen',
+      telefon: '0241 12345',
+      email: 'praxis@example.org',
+      fremdsprachen: ['Englisch', 'Türkisch'],
+      telefonische_erreichbarkeit: { monday: ['10:00-12:00'], friday: ['08:00-09:00'] },
+      psychotherapieverfahren: 'tiefenpsychologisch_fundierte_Psychotherapie',
+      status: 'aktiv',
+      kassensitz: true,
+      potenziell_verfuegbar: false,
+    });
+    const [map] = await db.sql`select therapist_id from fleet.therapist_external_ids where scope = ${path.basename(String(r.path), '.json')} and external_id = 'm1'`;
+    expect(map?.therapist_id).toBe(t!.id);
+    const events = await db.sql`select event_type, key, payload from fleet.outbox where key in (${String(t!.id)}, ${String(r.fileId)}) order by id`;
+    expect(events.map((e) => e.event_type)).toEqual(expect.arrayContaining(['therapist.created', 'therapist_import.completed']));
+    const created = events.find((e) => e.event_type === 'therapist.created')!;
+    expect(JSON.stringify(created.payload)).not.toContain('Zeevaert');
+  });
+
+  it('salutation missing or empty -> Frau / weiblich; Frau -> weiblich', async () => {
+    const missing = therapistLine({ id: 's1', first: 'Kim', plz: '20002' });
+    delete (missing.basic_info as Record<string, unknown>).salutation;
+    const r = await imp([missing, therapistLine({ id: 's2', first: 'Alex', plz: '20002', salutation: '' }), therapistLine({ id: 's3', first: 'Eva', plz: '20002', salutation: 'Frau' })]);
+    expect(r.counts.created).toBe(3);
+    const rows = await byPlz('20002');
+    expect(rows.map((x) => [x.vorname, x.anrede, x.geschlecht])).toEqual([
+      ['Kim', 'Frau', 'weiblich'],
+      ['Alex', 'Frau', 'weiblich'],
+      ['Eva', 'Frau', 'weiblich'],
+    ]);
+  });
+
+  it('maps therapy methods: VT only, TP only, both, neither; only adult methods are imported', async () => {
+    const r = await imp([
+      therapistLine({ id: 'v1', first: 'Vera', plz: '20003', methods: [ADULT_VT] }),
+      therapistLine({ id: 'v2', first: 'Tara', plz: '20003', methods: ['tiefenpsychologisch fundierte Psychotherapie für Erwachsene in Gruppentherapie'] }),
+      therapistLine({ id: 'v3', first: 'Bea', plz: '20003', methods: [ADULT_VT, ADULT_TP] }),
+      therapistLine({ id: 'v4', first: 'Nina', plz: '20003', methods: ['Systemische Therapie für Erwachsene'] }),
+      therapistLine({ id: 'v5', first: 'Kai', plz: '20003', methods: [CHILD_VT] }),
+      therapistLine({ id: 'v6', first: 'Ole', plz: '20003', methods: [] }),
+    ]);
+    expect(r.counts).toMatchObject({ total: 6, created: 4, skipped: 2 });
+    const rows = await byPlz('20003');
+    expect(Object.fromEntries(rows.map((x) => [x.vorname, x.psychotherapieverfahren]))).toEqual({
+      Vera: 'Verhaltenstherapie',
+      Tara: 'tiefenpsychologisch_fundierte_Psychotherapie',
+      Bea: 'egal',
+      Nina: 'egal',
+    });
+  });
+});
+
+describe('therapist import: matching', () => {
+  it('1. external id: the same scraper id matches even after a name change and a move', async () => {
+    await imp([therapistLine({ id: 'ext-1', first: 'Jana', last: 'Alt', plz: '20010' })], {}, '20010.json');
+    const [before] = await byPlz('20010');
+    const r = await imp([therapistLine({ id: 'ext-1', first: 'Janina', last: 'Neu', plz: '20011', status: 'modified', street: 'Ring', house: '1' })], {}, '20010.json');
+    expect(r.counts).toMatchObject({ updated: 1, created: 0 });
+    expect(await byPlz('20010')).toHaveLength(0);
+    const [after] = await byPlz('20011');
+    expect(after).toMatchObject({ id: before!.id, vorname: 'Janina', nachname: 'Neu', strasse: 'Ring 1' });
+  });
+
+  it('2. primary: same vorname + nachname + plz matches, a new title is written', async () => {
+    const id = await seed({ vorname: 'Paul', nachname: 'Prim', plz: '20020', anrede: 'Herr', geschlecht: 'männlich' });
+    const r = await imp([therapistLine({ id: null, first: 'Paul', last: 'Prim', plz: '20020', title: 'Dr.', status: 'modified' })]);
+    expect(r.counts).toMatchObject({ updated: 1, created: 0 });
+    const rows = await byPlz('20020');
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ id, titel: 'Dr.' });
+    const [ev] = await db.sql`select payload from fleet.outbox where event_type = 'therapist.updated' and key = ${String(id)}`;
+    expect((ev!.payload as { changedFields: string[] }).changedFields).toContain('titel');
+  });
+
+  it('3. secondary: a name change matches on vorname, plz, ort, strasse, titel and the email', async () => {
+    const id = await seed({ vorname: 'Sara', nachname: 'Ledig', plz: '20030', titel: 'Dr.', email: 'sara@praxis.de' });
+    const r = await imp([therapistLine({ id: null, salutation: 'Frau', first: 'Sara', last: 'Verheiratet', plz: '20030', title: 'Dr.', email: 'sara@praxis.de', status: 'modified' })]);
+    expect(r.counts).toMatchObject({ updated: 1, created: 0 });
+    const rows = await byPlz('20030');
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ id, nachname: 'Verheiratet' });
+  });
+
+  it('must NOT match: same name in a different postcode is another therapist', async () => {
+    await seed({ vorname: 'Otto', nachname: 'Ort', plz: '20040' });
+    const r = await imp([therapistLine({ id: null, first: 'Otto', last: 'Ort', plz: '20041' })]);
+    expect(r.counts).toMatchObject({ created: 1, updated: 0 });
+    expect(await byPlz('20040')).toHaveLength(1);
+    expect(await byPlz('20041')).toHaveLength(1);
+  });
+
+  it('must NOT match: colleagues sharing a practice email but with different titles stay two', async () => {
+    await seed({ vorname: 'Anna', nachname: 'Schmidt', plz: '20050', titel: 'Dr.', email: 'team@praxis.de' });
+    const r = await imp([therapistLine({ id: null, salutation: 'Frau', first: 'Anna', last: 'Schulz', plz: '20050', title: null, email: 'team@praxis.de' })]);
+    expect(r.counts).toMatchObject({ created: 1, updated: 0 });
+    const rows = await byPlz('20050');
+    expect(rows.map((x) => [x.nachname, x.titel])).toEqual([
+      ['Schmidt', 'Dr.'],
+      ['Schulz', null],
+    ]);
+  });
+
+  it('must NOT match: the secondary rule with a different email creates a new therapist', async () => {
+    await seed({ vorname: 'Lena', nachname: 'Erst', plz: '20060', email: 'lena@erst.de' });
+    const r = await imp([therapistLine({ id: null, salutation: 'Frau', first: 'Lena', last: 'Zweit', plz: '20060', email: 'lena@zweit.de' })]);
+    expect(r.counts).toMatchObject({ created: 1, updated: 0 });
+    expect(await byPlz('20060')).toHaveLength(2);
+  });
+});
+
+describe('therapist import: updates', () => {
+  it('never overwrites the protected fields', async () => {
+    const id = await seed({
+      vorname: 'Gesa',
+      nachname: 'Gesperrt',
+      plz: '20070',
+      status: 'gesperrt',
+      sperrgrund: 'beschwert sich',
+      kassensitz: false,
+      potenziell_verfuegbar: true,
+      potenziell_verfuegbar_notizen: 'ab Herbst',
+      alter_min: 18,
+      arbeitszeiten: { mo: '9-12' },
+    } as never);
+    const r = await imp([therapistLine({ id: 'g1', salutation: 'Frau', first: 'Gesa', last: 'Gesperrt', plz: '20070', phone: '0241 4711', status: 'modified' })]);
+    expect(r.counts.updated).toBe(1);
+    const [t] = await byPlz('20070');
+    expect(t).toMatchObject({
+      id,
+      telefon: '0241 4711',
+      status: 'gesperrt',
+      sperrgrund: 'beschwert sich',
+      kassensitz: false,
+      potenziell_verfuegbar: true,
+      potenziell_verfuegbar_notizen: 'ab Herbst',
+      alter_min: 18,
+      arbeitszeiten: { mo: '9-12' },
+    });
+  });
+
+  it('an empty email, phone, languages or hours never replaces a value; an unchanged line writes nothing', async () => {
+    const id = await seed({
+      vorname: 'Emil',
+      nachname: 'Leer',
+      plz: '20080',
+      anrede: 'Herr',
+      geschlecht: 'männlich',
+      email: 'emil@leer.de',
+      telefon: '0241 1',
+      strasse: 'Hauptstraße 15',
+      psychotherapieverfahren: 'tiefenpsychologisch_fundierte_Psychotherapie',
+      fremdsprachen: ['Englisch'],
+      telefonische_erreichbarkeit: { monday: ['10:00-12:00'] },
+    } as never);
+    const [before] = await byPlz('20080');
+    const r = await imp([
+      therapistLine({ id: null, first: 'Emil', last: 'Leer', plz: '20080', email: '', phone: null, languages: [], hours: {}, street: null, house: null, status: 'unchanged' }),
+    ]);
+    expect(r.counts).toMatchObject({ unchanged: 1, updated: 0 });
+    const [t] = await byPlz('20080');
+    expect(t).toMatchObject({ id, email: 'emil@leer.de', telefon: '0241 1', fremdsprachen: ['Englisch'], strasse: 'Hauptstraße 15', telefonische_erreichbarkeit: { monday: ['10:00-12:00'] } });
+    expect(String(t!.updated_at)).toBe(String(before!.updated_at));
+  });
+
+  it('an existing therapist keeps its salutation when the file has none', async () => {
+    await seed({ vorname: 'Hans', nachname: 'Herr', plz: '20090', anrede: 'Herr', geschlecht: 'männlich' });
+    const r = await imp([therapistLine({ id: null, salutation: '', first: 'Hans', last: 'Herr', plz: '20090', status: 'unchanged' })]);
+    expect(r.counts.failed).toBe(0);
+    const [t] = await byPlz('20090');
+    expect(t).toMatchObject({ anrede: 'Herr', geschlecht: 'männlich' });
+  });
+
+  it('deleted -> inaktiv (never a hard delete); a later unchanged keeps it inactive; unknown + unchanged -> created as a mismatch', async () => {
+    await imp([therapistLine({ id: 'd1', first: 'Dora', plz: '20100' })], {}, '20100.json');
+    const del = await imp([therapistLine({ id: 'd1', first: 'Dora', plz: '20100', status: 'deleted' })], {}, '20100.json');
+    expect(del.counts).toMatchObject({ deactivated: 1, total: 1 });
+    let [t] = await byPlz('20100');
+    expect(t!.status).toBe('inaktiv');
+    const again = await imp([therapistLine({ id: 'd1', first: 'Dora', plz: '20100', status: 'unchanged', phone: '0241 2' })], {}, '20100.json');
+    expect(again.counts.created).toBe(0);
+    const rows = await byPlz('20100');
+    expect(rows).toHaveLength(1);
+    [t] = rows;
+    expect(t!.status).toBe('inaktiv');
+    const [ev] = await db.sql`select count(*)::int as n from fleet.outbox where event_type = 'therapist.deactivated' and key = ${String(t!.id)}`;
+    expect(ev!.n).toBe(1);
+
+    // unchanged for a therapist we do not have: created and counted as a status mismatch
+    const unknown = await imp([therapistLine({ id: 'u1', first: 'Uwe', plz: '20101', status: 'unchanged' })]);
+    expect(unknown.counts).toMatchObject({ created: 1, statusMismatches: 1 });
+    expect(unknown.statusMismatches[0]).toMatchObject({ stated: 'unchanged', externalId: 'u1' });
+
+    // deleted for a therapist we never had: nothing created, and a later unchanged does not re-create it
+    const gone = await imp([therapistLine({ id: 'x9', first: 'Xaver', plz: '20102', status: 'deleted' })], {}, '20102.json');
+    expect(gone.counts).toMatchObject({ unchanged: 1, statusMismatches: 1, created: 0 });
+    const back = await imp([therapistLine({ id: 'x9', first: 'Xaver', plz: '20102', status: 'unchanged', phone: '1' })], {}, '20102.json');
+    expect(back.counts).toMatchObject({ created: 0, unchanged: 1, statusMismatches: 1 });
+    expect(await byPlz('20102')).toHaveLength(0);
+  });
+});
+
+describe('therapist import: files and reports', () => {
+  it('report numbers add up on a file with every category, a missing last name and wrong metadata counts', async () => {
+    await seed({ vorname: 'Uli', nachname: 'Update', plz: '20200', telefon: 'alt' });
+    await seed({ vorname: 'Ute', nachname: 'Gleich', plz: '20200', anrede: 'Frau', geschlecht: 'weiblich', titel: null, strasse: 'Hauptstraße 15', ort: 'Aachen', telefon: '0241 12345', email: 'praxis@example.org', fremdsprachen: ['Englisch'], telefonische_erreichbarkeit: { monday: ['10:00-12:00'] }, psychotherapieverfahren: 'tiefenpsychologisch_fundierte_Psychotherapie' } as never);
+    await seed({ vorname: 'Doro', nachname: 'Weg', plz: '20200' });
+    const lines = [
+      therapistLine({ id: 'r1', first: 'Neo', last: 'Neu', plz: '20200' }), // created
+      therapistLine({ id: 'r2', salutation: 'Frau', first: 'Uli', last: 'Update', plz: '20200', phone: 'neu', status: 'modified' }), // updated
+      therapistLine({ id: 'r3', salutation: 'Frau', first: 'Ute', last: 'Gleich', plz: '20200', status: 'unchanged' }), // unchanged
+      therapistLine({ id: 'r4', first: 'Doro', last: 'Weg', plz: '20200', status: 'deleted' }), // deactivated
+      therapistLine({ id: 'r5', first: 'Kira', last: 'Kind', plz: '20200', methods: [CHILD_VT] }), // skipped
+      therapistLine({ id: 'r6', first: 'Max', last: null, plz: '20200' }), // failed: missing last name
+      therapistLine({ id: 'r7', first: 'Pia', last: 'Plz', plz: '2020' }), // failed: bad postcode
+    ];
+    const r = await imp(lines, { total_therapists: 100, new_therapists: 0, modified_therapists: 1, deleted_therapists: 0 });
+    expect(r.counts).toMatchObject({ total: 7, created: 1, updated: 1, unchanged: 1, deactivated: 1, skipped: 1, failed: 2, fileErrors: 0 });
+    expect(sum(r)).toBe(r.counts.total);
+    expect(r.status).toBe('partial');
+    expect(r.failures).toEqual([
+      { index: 5, externalId: 'r6', reason: expect.stringContaining('basic_info.last_name') },
+      { index: 6, externalId: 'r7', reason: expect.stringContaining('location.postal_code') },
+    ]);
+    expect(r.metadataDisagreements).toEqual(
+      expect.arrayContaining([
+        { field: 'total_therapists', stated: 100, found: 7 },
+        { field: 'new_therapists', stated: 0, found: 4 },
+        { field: 'deleted_therapists', stated: 0, found: 1 },
+      ]),
+    );
+    expect(r.counts.metadataDisagreements).toBe(r.metadataDisagreements.length);
+    // stored on the tracking row as well
+    const [row] = await db.sql`select status, counts from fleet.therapist_import_files where id = ${r.fileId}`;
+    expect(row).toMatchObject({ status: 'partial', counts: r.counts });
+  });
+
+  it('a file that is not JSON fails at file level (counted apart from therapists); the run still closes with a summary', async () => {
+    const file = path.join(dir, '20300.json');
+    await writeFile(file, '{"metadata": {}, "therapists": [ {"id": "a"');
+    const r = await importTherapistFileNow(ctx, file);
+    expect(r.status).toBe('failed');
+    expect(r.counts).toMatchObject({ total: 0, fileErrors: 1, failed: 0 });
+    expect(r.reason).toContain('not valid JSON');
+    const [run] = await db.sql`select state, summary_delivery_id from fleet.therapist_import_runs where id = ${r.runId}`;
+    expect(run).toMatchObject({ state: 'closed' });
+    const [d] = await db.sql`select subject, text from fleet.deliveries where id = ${run!.summary_delivery_id}`;
+    expect(d!.text).toContain('Fehler auf Dateiebene');
+    expect(d!.text).toContain('1');
+  });
+
+  it('the same file twice is imported once; a changed file is re-imported and only changed therapists count as updated', async () => {
+    const lines = Array.from({ length: 5 }, (_, i) => therapistLine({ id: `c${i}`, first: `Name${i}`, plz: '20400' }));
+    const first = await imp(lines, {}, '20400.json');
+    expect(first.counts.created).toBe(5);
+    const twice = await importTherapistFileNow(ctx, path.join(dir, '20400.json'));
+    expect(twice.alreadyDone).toBe(true);
+    expect(twice.fileId).toBe(first.fileId);
+    const [n] = await db.sql`select count(*)::int as n from fleet.therapist_import_files where content_hash is not null and path = '20400.json'`;
+    expect(n!.n).toBe(1);
+
+    const changed = lines.map((l, i) => (i === 2 ? therapistLine({ id: 'c2', first: 'Name2', plz: '20400', phone: '0800 NEU', status: 'modified' }) : { ...l, status: 'unchanged' }));
+    const second = await imp(changed, { scrape_date: '2025-07-09T03:00:00' }, '20400.json');
+    expect(second.fileId).not.toBe(first.fileId);
+    expect(second.counts).toMatchObject({ total: 5, updated: 1, unchanged: 4, created: 0 });
+    const [ev] = await db.sql`select count(*)::int as n from fleet.outbox where event_type = 'therapist.updated' and payload->>'fileId' = ${String(second.fileId)}`;
+    expect(ev!.n).toBe(1);
+  });
+
+  it('one staff summary per run, also when all went well, with exact counts', async () => {
+    const r = await imp([therapistLine({ id: 'ok1', first: 'Olga', plz: '20500' })]);
+    const [run] = await db.sql`select state, counts, summary_delivery_id from fleet.therapist_import_runs where id = ${r.runId}`;
+    expect(run!.state).toBe('closed');
+    const ds = await db.sql`select subject, text, to_address from fleet.deliveries where idempotency_key = ${`therapist-import.run.${r.runId}`}`;
+    expect(ds).toHaveLength(1);
+    expect(ds[0]!.subject).toContain('ohne Fehler');
+    expect(ds[0]!.text).toContain('1 von 1 (100%)');
+    expect(ds[0]!.to_address).toBe(ctx.config.mail.staffEmail);
+  });
+});
