@@ -90,6 +90,12 @@ async function sendingRowsOfBatch(tx: DbOrTx, batchId: string): Promise<Delivery
  */
 export async function claimDeliveries(db: Db, deliveryId: string, opts: ClaimOptions): Promise<ClaimOutcome> {
   return db.transaction(async (tx) => {
+    // Claims of fresh batches take turns (a transaction-level advisory lock, held for a few
+    // milliseconds): jobs that start together then fill one batch after another instead of
+    // each leading a small batch of its own. Jobs whose delivery is no longer pending (most
+    // of them during a large send) skip the lock.
+    const [peek] = await tx.select({ status: deliveries.status }).from(deliveries).where(eq(deliveries.id, deliveryId));
+    if (peek?.status === 'pending') await tx.execute(sql`select pg_advisory_xact_lock(hashtext('fleet.deliveries.claim'))`);
     const [own] = await tx.select().from(deliveries).where(eq(deliveries.id, deliveryId)).for('update');
     if (!own) return { kind: 'noop', reason: 'missing' } as const;
     if (own.status !== 'pending') {

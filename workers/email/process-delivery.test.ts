@@ -1,0 +1,258 @@
+import { describe, expect, it } from 'vitest';
+import { PermanentError } from '../../libs/errors/index.js';
+import { silentLogger } from '../../libs/log/index.js';
+import type { BatchOptions, MailDriver, OutgoingMail, SendResult } from '../../libs/mail/index.js';
+import { fixedClock } from '../../libs/runtime/clock.js';
+import { processDelivery, requestKeyFor, TransientSendError, type BatchOutcome, type Claim, type ClaimedDelivery, type DeliveryStore, type ProcessDeliveryDeps } from './process-delivery.js';
+import { sweepDeliveries } from './sweep.js';
+
+type Status = 'pending' | 'sending' | 'sent' | 'failed' | 'dropped';
+interface Row extends ClaimedDelivery {
+  status: Status;
+  batchId: string | null;
+  leader: string | null;
+  claimedAt: Date | null;
+  attempts: number;
+  lastError: string | null;
+  providerId: string | null;
+}
+
+/** An in-memory store with the same claim rules as the PostgreSQL one. */
+function memoryStore(batchSize = 100) {
+  const rows = new Map<string, Row>();
+  let n = 0;
+  const store: DeliveryStore & { rows: Map<string, Row>; add(kind?: string, patientId?: number | null): string } = {
+    rows,
+    add(kind = 'test', patientId = null) {
+      const id = `d${String(++n).padStart(4, '0')}`;
+      rows.set(id, {
+        id, kind, patientId, idempotencyKey: `key.${id}`, toAddress: `${id}@example.com`, fromAddress: 'Curavani <noreply@curavani.com>',
+        subject: 's', html: '<p>h</p>', text: 't', headers: {}, status: 'pending', batchId: null, leader: null, claimedAt: null,
+        attempts: 0, lastError: null, providerId: null,
+      });
+      return id;
+    },
+    async claim(id, now): Promise<Claim> {
+      const own = rows.get(id);
+      if (!own) return { kind: 'noop', reason: 'missing' };
+      if (own.status !== 'pending') {
+        if (own.batchId && own.leader === own.id) {
+          const batch = [...rows.values()].filter((r) => r.batchId === own.batchId && r.status === 'sending');
+          if (batch.length) return { kind: 'resume', batchId: own.batchId, rows: batch, claimedAt: batch[0]!.claimedAt! };
+        }
+        return { kind: 'noop', reason: own.status === 'sending' ? 'claimed-by-other' : own.status };
+      }
+      const others = [...rows.values()].filter((r) => r.status === 'pending' && r.id !== id).slice(0, batchSize - 1);
+      const batchId = `b${++n}`;
+      const batch = [own, ...others].sort((a, b) => a.id.localeCompare(b.id));
+      for (const r of batch) Object.assign(r, { status: 'sending', batchId, leader: id, claimedAt: now });
+      return { kind: 'claimed', batchId, rows: batch };
+    },
+    async finish(batchId, o: BatchOutcome) {
+      const inBatch = (id: string) => {
+        const r = rows.get(id)!;
+        return r.batchId === batchId && r.status === 'sending' ? r : null;
+      };
+      for (const s of o.sent) { const r = inBatch(s.id); if (r) Object.assign(r, { status: 'sent', providerId: s.providerMessageId, attempts: r.attempts + 1 }); }
+      for (const f of o.failed) { const r = inBatch(f.id); if (r) Object.assign(r, { status: 'failed', lastError: f.reason, attempts: r.attempts + 1 }); }
+      for (const d of o.dropped) { const r = inBatch(d.id); if (r) Object.assign(r, { status: 'dropped', lastError: d.reason }); }
+    },
+    async recordAttempt(batchId, reason) {
+      for (const r of rows.values()) if (r.batchId === batchId && r.status === 'sending') Object.assign(r, { attempts: r.attempts + 1, lastError: reason });
+    },
+    async release(batchId) {
+      for (const r of rows.values()) if (r.batchId === batchId && r.status === 'sending') Object.assign(r, { status: 'pending', batchId: null, leader: null, claimedAt: null });
+    },
+  };
+  return store;
+}
+
+/** A scripted driver: answers come from a queue, then success. */
+function scriptedDriver(script: Array<(mails: OutgoingMail[]) => SendResult[]> = []) {
+  const requests: Array<{ mails: OutgoingMail[]; key: string }> = [];
+  let ids = 0;
+  const next = (mails: OutgoingMail[]) => script.shift()?.(mails) ?? mails.map(() => ({ ok: true as const, providerMessageId: `p${++ids}` }));
+  const driver: MailDriver & { requests: typeof requests } = {
+    name: 'scripted',
+    requests,
+    async send(mail) {
+      requests.push({ mails: [mail], key: mail.idempotencyKey });
+      return next([mail])[0]!;
+    },
+    async sendBatch(mails, opts: BatchOptions) {
+      requests.push({ mails, key: opts.idempotencyKey });
+      return next(mails);
+    },
+  };
+  return driver;
+}
+
+const all = (r: SendResult) => (mails: OutgoingMail[]) => mails.map(() => r);
+
+function deps(store: DeliveryStore, mail: MailDriver, over: Partial<ProcessDeliveryDeps> = {}) {
+  const waits: number[] = [];
+  const pauses: number[] = [];
+  const dead: Array<{ id: string; code: string }> = [];
+  const d: ProcessDeliveryDeps = {
+    store,
+    mail,
+    limiter: { reserve: async () => 0, pause: async (ms) => void pauses.push(ms) },
+    stillWanted: {},
+    deadLetter: async (id, _reason, code) => void dead.push({ id, code }),
+    clock: fixedClock('2026-11-23T09:00:00Z'),
+    log: silentLogger(),
+    sleep: async (ms) => void waits.push(ms),
+    isFinalAttempt: false,
+    ...over,
+  };
+  return { d, waits, pauses, dead };
+}
+
+describe('processDelivery', () => {
+  it('sends a lone delivery with its own idempotency key, and a second job for it is a no-op', async () => {
+    const store = memoryStore();
+    const id = store.add();
+    const mail = scriptedDriver();
+    const { d } = deps(store, mail);
+    expect(await processDelivery({ deliveryId: id }, d)).toMatchObject({ outcome: 'done', sent: 1, requestSize: 1 });
+    expect(await processDelivery({ deliveryId: id }, d)).toEqual({ outcome: 'noop', reason: 'sent' });
+    expect(mail.requests).toHaveLength(1);
+    expect(mail.requests[0]!.key).toBe(`key.${id}`);
+    expect(store.rows.get(id)).toMatchObject({ status: 'sent', providerId: 'p1', attempts: 1 });
+  });
+
+  it('carries up to 100 pending deliveries in one request; the other jobs are no-ops without a rate slot', async () => {
+    const store = memoryStore();
+    const ids = Array.from({ length: 250 }, () => store.add());
+    const mail = scriptedDriver();
+    let reserved = 0;
+    const { d } = deps(store, mail, { limiter: { reserve: async () => (reserved++, 0), pause: async () => {} } });
+    const outcomes = [];
+    for (const id of ids) outcomes.push(await processDelivery({ deliveryId: id }, d));
+    expect(mail.requests.map((r) => r.mails.length)).toEqual([100, 100, 50]);
+    expect(reserved).toBe(3);
+    expect(outcomes.filter((o) => o.outcome === 'noop')).toHaveLength(247);
+    expect(new Set(mail.requests.map((r) => r.key)).size).toBe(3);
+    expect(mail.requests[0]!.key).toMatch(/^fleet-batch\//);
+    expect([...store.rows.values()].every((r) => r.status === 'sent')).toBe(true);
+  });
+
+  it('waits out a 429 (pausing every worker for retry-after) and then sends', async () => {
+    const store = memoryStore();
+    const id = store.add();
+    const mail = scriptedDriver([all({ ok: false, transient: true, status: 429, message: 'rate', retryAfterMs: 1500 })]);
+    const { d, pauses } = deps(store, mail);
+    expect(await processDelivery({ deliveryId: id }, d)).toMatchObject({ outcome: 'done', sent: 1, rateLimitWaits: 1 });
+    expect(pauses).toEqual([1500]);
+    expect(mail.requests).toHaveLength(2);
+    expect(mail.requests[0]!.key).toBe(mail.requests[1]!.key);
+  });
+
+  it('a transient failure throws for a retry that resends exactly the same rows under the same key', async () => {
+    const store = memoryStore();
+    const ids = [store.add(), store.add(), store.add()];
+    const mail = scriptedDriver([all({ ok: false, transient: true, status: 500, message: 'boom' })]);
+    const { d } = deps(store, mail);
+    await expect(processDelivery({ deliveryId: ids[0]! }, d)).rejects.toBeInstanceOf(TransientSendError);
+    expect(store.rows.get(ids[1]!)).toMatchObject({ status: 'sending', attempts: 1, lastError: 'boom' });
+    store.add(); // a newcomer must not join the retried request
+    expect(await processDelivery({ deliveryId: ids[1]! }, d)).toEqual({ outcome: 'noop', reason: 'claimed-by-other' });
+    expect(await processDelivery({ deliveryId: ids[0]! }, d)).toMatchObject({ outcome: 'done', sent: 3 });
+    expect(mail.requests[1]!.key).toBe(mail.requests[0]!.key);
+    expect(mail.requests[1]!.mails.map((m) => m.to)).toEqual(mail.requests[0]!.mails.map((m) => m.to));
+  });
+
+  it('on the last attempt a transient failure fails every row of the batch and dead-letters the others', async () => {
+    const store = memoryStore();
+    const ids = [store.add(), store.add()];
+    const mail = scriptedDriver([all({ ok: false, transient: true, message: 'network' })]);
+    const { d, dead } = deps(store, mail, { isFinalAttempt: true });
+    await expect(processDelivery({ deliveryId: ids[0]! }, d)).rejects.toBeInstanceOf(PermanentError);
+    expect(ids.map((i) => store.rows.get(i)!.status)).toEqual(['failed', 'failed']);
+    expect(dead).toEqual([{ id: ids[1], code: 'send_failed' }]);
+  });
+
+  it('a rejected message ends failed with the reason; its own job throws a permanent error', async () => {
+    const store = memoryStore();
+    const ids = [store.add(), store.add()];
+    const mail = scriptedDriver([(m) => m.map((x, i) => (i === 0 ? { ok: false as const, transient: false, status: 422, message: 'invalid to' } : { ok: true as const, providerMessageId: 'ok' }))]);
+    const { d, dead } = deps(store, mail);
+    await expect(processDelivery({ deliveryId: ids[0]! }, d)).rejects.toMatchObject({ code: 'rejected' });
+    expect(store.rows.get(ids[0]!)).toMatchObject({ status: 'failed', lastError: 'invalid to' });
+    expect(store.rows.get(ids[1]!)).toMatchObject({ status: 'sent' });
+    expect(dead).toEqual([]);
+  });
+
+  it('drops what a still-wanted check names, before anything is sent', async () => {
+    const store = memoryStore();
+    const keep = store.add('weekly', 1);
+    const optedOut = store.add('weekly', 2);
+    const staff = store.add('staff');
+    const mail = scriptedDriver();
+    const seen: string[][] = [];
+    const { d } = deps(store, mail, {
+      stillWanted: {
+        weekly: async (refs) => {
+          seen.push(refs.map((r) => r.id));
+          return refs.filter((r) => r.patientId === 2).map((r) => ({ id: r.id, reason: 'patient opted out' }));
+        },
+      },
+    });
+    expect(await processDelivery({ deliveryId: keep }, d)).toMatchObject({ outcome: 'done', sent: 2, dropped: 1 });
+    expect(seen).toEqual([[keep, optedOut]]);
+    expect(store.rows.get(optedOut)).toMatchObject({ status: 'dropped', lastError: 'patient opted out' });
+    expect(mail.requests[0]!.mails.map((m) => m.to)).toEqual([`${keep}@example.com`, `${staff}@example.com`]);
+  });
+
+  it('a still-wanted check that throws gives the rows back and sends nothing', async () => {
+    const store = memoryStore();
+    const id = store.add('weekly', 1);
+    const mail = scriptedDriver();
+    const { d } = deps(store, mail, { stillWanted: { weekly: async () => { throw new Error('db down'); } } });
+    await expect(processDelivery({ deliveryId: id }, d)).rejects.toThrow('db down');
+    expect(store.rows.get(id)!.status).toBe('pending');
+    expect(mail.requests).toHaveLength(0);
+  });
+
+  it('does not resend a claim older than the provider idempotency window', async () => {
+    const store = memoryStore();
+    const id = store.add();
+    const clock = fixedClock('2026-11-23T09:00:00Z');
+    const mail = scriptedDriver([all({ ok: false, transient: true, message: 'timeout' })]);
+    const { d } = deps(store, mail, { clock });
+    await expect(processDelivery({ deliveryId: id }, d)).rejects.toBeInstanceOf(TransientSendError);
+    clock.advance(24 * 3600_000);
+    await expect(processDelivery({ deliveryId: id }, d)).rejects.toMatchObject({ code: 'claim_expired' });
+    expect(store.rows.get(id)!.status).toBe('failed');
+    expect(mail.requests).toHaveLength(1);
+  });
+
+  it('uses the delivery key for one row and the batch id for several', () => {
+    const row = { idempotencyKey: 'k' } as ClaimedDelivery;
+    expect(requestKeyFor('b', [row])).toBe('k');
+    expect(requestKeyFor('b', [row, row])).toBe('fleet-batch/b');
+  });
+});
+
+describe('sweepDeliveries', () => {
+  it('makes sure old pending deliveries have a job and hands stale batches to their leader', async () => {
+    const ensured: string[] = [];
+    const recovered: string[] = [];
+    const clock = fixedClock('2026-11-23T09:00:00Z');
+    let pendingBefore: Date | undefined;
+    const r = await sweepDeliveries({
+      stalePending: async (before) => ((pendingBefore = before), ['a', 'b']),
+      staleClaims: async () => [{ batchId: 'x', leaderId: 'l1', rows: 3 }],
+      ensureSendJob: async (id) => (ensured.push(id), id === 'a'),
+      recoverBatch: async (id) => (recovered.push(id), true),
+      clock,
+      log: silentLogger(),
+      pendingAfterMs: 60_000,
+      staleMs: 3_600_000,
+    });
+    expect(pendingBefore?.toISOString()).toBe('2026-11-23T08:59:00.000Z');
+    expect(ensured).toEqual(['a', 'b']);
+    expect(recovered).toEqual(['l1']);
+    expect(r).toEqual({ pending: 2, enqueued: 1, staleBatches: 1, recovered: 1 });
+  });
+});
