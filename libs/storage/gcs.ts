@@ -1,4 +1,4 @@
-import { ApiError, Storage, type Bucket, type FileMetadata } from '@google-cloud/storage';
+import { ApiError, Storage, type Bucket, type File, type FileMetadata } from '@google-cloud/storage';
 import { crc32cBase64, md5Base64 } from './checksums.js';
 import {
   ChecksumMismatchError,
@@ -58,17 +58,19 @@ export class GcsBucket implements BucketPort {
   private readonly storage: Storage;
   private readonly b: Bucket;
   private readonly resumableThreshold: number;
+  private readonly timeoutMs: number;
 
   constructor(opts: GcsBucketOptions) {
     this.bucket = opts.bucket;
     this.resumableThreshold = opts.resumableThreshold ?? 5 * 1024 * 1024;
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
     const maxRetries = opts.maxRetries ?? 3;
     this.storage = new Storage({
       // A custom apiEndpoint makes the client skip google-auth-library entirely
       // (customEndpoint && !useAuthWithCustomEndpoint), so the stand-in needs no credentials.
       ...(opts.apiEndpoint ? { apiEndpoint: opts.apiEndpoint } : {}),
       ...(opts.projectId ? { projectId: opts.projectId } : {}),
-      timeout: opts.timeoutMs ?? 30_000,
+      timeout: this.timeoutMs,
       retryOptions: {
         autoRetry: maxRetries > 0,
         maxRetries,
@@ -133,9 +135,9 @@ export class GcsBucket implements BucketPort {
     }
     let data: Buffer;
     try {
-      // The client validates the bytes against the response's x-goog-hash (crc32c).
-      [data] = await file.download({ validation: 'crc32c' });
+      data = await this.fetchBytes(file, generation);
     } catch (err) {
+      if (err instanceof ObjectNotFoundError) throw err;
       if (statusOf(err) === 404) throw new ObjectNotFoundError();
       if ((err as { code?: unknown }).code === 'CONTENT_DOWNLOAD_MISMATCH') {
         throw new ChecksumMismatchError('gcs download does not match the x-goog-hash of the response');
@@ -153,6 +155,55 @@ export class GcsBucket implements BucketPort {
       throw new ChecksumMismatchError('gcs download has the wrong length');
     }
     return data;
+  }
+
+  /**
+   * Reads the object through the client's read stream (which validates the bytes against the
+   * response's x-goog-hash, crc32c). The client's own timeout covers only the wait for the
+   * response headers; a body that stalls or whose connection closes early never ends the
+   * stream (measured with the stand-in's 'truncate' fault), so an idle timer ends it here,
+   * and the length is compared with Content-Length.
+   */
+  private fetchBytes(file: File, generation: string): Promise<Buffer> {
+    return new Promise<Buffer>((resolve, reject) => {
+      const stream = file.createReadStream({ validation: 'crc32c' });
+      const chunks: Buffer[] = [];
+      let expectedLength: number | undefined;
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (err: unknown, data?: Buffer) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (err !== undefined) {
+          stream.destroy();
+          reject(err instanceof Error ? err : new Error(String(err)));
+        } else resolve(data!);
+      };
+      const arm = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => finish(new StorageError('timeout', 'gcs download timed out (no data)')), this.timeoutMs);
+      };
+      arm();
+      stream.on('response', (res: { headers?: Record<string, string | string[] | undefined> }) => {
+        arm();
+        const len = Number(res.headers?.['content-length']);
+        if (Number.isFinite(len) && res.headers?.['content-encoding'] !== 'gzip') expectedLength = len;
+        const gen = res.headers?.['x-goog-generation'];
+        if (typeof gen === 'string' && gen !== generation) finish(new ObjectNotFoundError('gcs served another generation'));
+      });
+      stream.on('data', (c: Buffer) => {
+        arm();
+        chunks.push(c);
+      });
+      stream.on('error', (err) => finish(err));
+      stream.on('end', () => {
+        const data = Buffer.concat(chunks);
+        if (expectedLength !== undefined && data.length !== expectedLength) {
+          finish(new ChecksumMismatchError('gcs download ended early'));
+        } else finish(undefined, data);
+      });
+    });
   }
 
   async deleteGeneration(name: string, generation: string): Promise<DeleteOutcome> {

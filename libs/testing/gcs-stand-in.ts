@@ -684,9 +684,9 @@ export class GcsStandIn {
       case 'rewrite':
       case 'move': {
         const segs = rec.path.split('/').filter(Boolean);
-        // storage v1 b {b} o {src} rewriteTo b {b2} o {dst}  |  ... moveTo o {dst}
-        const dstBucket = rec.kind === 'move' ? bucket : decodeSegment(segs[7]!);
-        const dstName = decodeSegment(rec.kind === 'move' ? segs[7]! : segs[9]!);
+        // [3]=b [5]=src [6]=rewriteTo [8]=b2 [10]=dst  |  [6]=moveTo [8]=dst
+        const dstBucket = rec.kind === 'move' ? bucket : decodeSegment(segs[8]!);
+        const dstName = decodeSegment(rec.kind === 'move' ? segs[8]! : segs[10]!);
         const src = this.current(bucket, rec.object!, q.sourceGeneration);
         if (q.ifSourceGenerationMatch !== undefined && src.generation !== q.ifSourceGenerationMatch) {
           throw new HttpError(412, 'At least one of the pre-conditions you specified did not hold.', 'conditionNotMet');

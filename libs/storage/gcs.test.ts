@@ -1,0 +1,241 @@
+import { randomBytes } from 'node:crypto';
+import { Storage } from '@google-cloud/storage';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startGcsStandIn, type GcsStandIn } from '../testing/gcs-stand-in.js';
+import { ChecksumMismatchError, GcsBucket, ObjectNotFoundError, StorageError, md5Base64 } from './index.js';
+
+/**
+ * The GCS driver with the real @google-cloud/storage client against the stand-in:
+ * what the client sends, faults, timeouts, checksums, resumable uploads.
+ */
+const B = 'curavani-production-data-transfer';
+const NAME = 'registrations/Müller_Jürgen_2025-07-05_0b1ab67b.json';
+let si: GcsStandIn;
+
+beforeAll(async () => {
+  si = await startGcsStandIn();
+});
+afterAll(async () => {
+  await si?.close();
+});
+afterEach(() => {
+  expect(si.pendingFaults()).toBe(0); // every injected fault was really hit
+  si.clearFaults();
+  si.resetRequests();
+});
+
+const bucket = (o: Partial<ConstructorParameters<typeof GcsBucket>[0]> = {}) =>
+  new GcsBucket({ bucket: B, apiEndpoint: si.url, projectId: 'test', maxRetries: 0, timeoutMs: 1_500, ...o });
+
+async function caught(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('expected a rejection');
+}
+
+function noPersonalData(err: Error) {
+  const text = `${err.message} ${String((err as { stack?: string }).stack)}`;
+  expect(text).not.toContain('Müller');
+  expect(text).not.toContain('M%C3%BCller');
+  expect(text).not.toContain('registrations');
+}
+
+describe('requests the real client sends (as the stand-in documents them)', () => {
+  it('list, metadata, download, delete, multipart upload, rewrite', async () => {
+    const storage = new Storage({ apiEndpoint: si.url, projectId: 'test', retryOptions: { autoRetry: false } });
+    const file = storage.bucket(B).file(NAME);
+    await file.save('{"a":1}', { resumable: false });
+    const [files] = await storage.bucket(B).getFiles({ prefix: 'registrations/', maxResults: 1, autoPaginate: false });
+    const [md] = await file.getMetadata();
+    await storage.bucket(B).file(NAME, { generation: md.generation }).download();
+    await file.copy(storage.bucket(B).file('archive/copy.json'));
+    await file.delete({ ifGenerationMatch: md.generation });
+
+    expect(files.map((f) => f.name)).toEqual([NAME]);
+    const seen = si.requests.map((r) => `${r.kind} ${r.method} ${r.path}`);
+    const enc = 'registrations%2FM%C3%BCller_J%C3%BCrgen_2025-07-05_0b1ab67b.json';
+    expect(seen).toEqual([
+      `upload POST /upload/storage/v1/b/${B}/o`,
+      `list GET /storage/v1/b/${B}/o`,
+      `metadata GET /storage/v1/b/${B}/o/${enc}`,
+      `download GET /storage/v1/b/${B}/o/${enc}`,
+      `rewrite POST /storage/v1/b/${B}/o/${enc}/rewriteTo/b/${B}/o/archive%2Fcopy.json`,
+      `delete DELETE /storage/v1/b/${B}/o/${enc}`,
+    ]);
+    expect(si.requests[0]!.query).toMatchObject({ uploadType: 'multipart' });
+    expect(si.requests[1]!.query).toMatchObject({ prefix: 'registrations/', maxResults: '1' });
+    expect(si.requests[3]!.query).toMatchObject({ alt: 'media', generation: String(md.generation) });
+    expect(si.requests[5]!.query).toMatchObject({ ifGenerationMatch: String(md.generation) });
+    expect(si.requests.every((r) => r.headers.authorization === undefined)).toBe(true); // no credentials
+    expect(si.getObject(B, 'archive/copy.json')?.data.toString()).toBe('{"a":1}');
+  });
+
+  it('pageToken is passed back verbatim', async () => {
+    for (let i = 0; i < 5; i++) si.putObject(B, `pt/${i}.json`, '{}');
+    const b = bucket();
+    const p1 = await b.list('pt/', { pageSize: 2 });
+    const p2 = await b.list('pt/', { pageSize: 2, pageToken: p1.nextPageToken });
+    expect(si.requests[1]!.query).toMatchObject({ prefix: 'pt/', maxResults: '2', pageToken: p1.nextPageToken });
+    expect([...p1.items, ...p2.items].map((o) => o.name)).toEqual(['pt/0.json', 'pt/1.json', 'pt/2.json', 'pt/3.json']);
+  });
+
+  it('a resumable upload of a larger file (start, then PUT to the Location)', async () => {
+    const data = randomBytes(12 * 1024 * 1024 + 7);
+    const up = await bucket({ timeoutMs: 30_000 }).upload('big/scan.bin', data, { contentType: 'application/octet-stream' });
+    expect(si.requests.map((r) => r.kind)).toEqual(['resumable-start', 'resumable-put']);
+    expect(si.requests[1]!.query.upload_id).toBeTruthy();
+    expect(up.size).toBe(data.length);
+    expect(up.md5Hash).toBe(md5Base64(data));
+    const back = await bucket({ timeoutMs: 30_000 }).download('big/scan.bin', up.generation);
+    expect(back.equals(data)).toBe(true);
+  });
+
+  it('a chunked resumable upload (308 + Range between chunks)', async () => {
+    const storage = new Storage({ apiEndpoint: si.url, projectId: 'test', retryOptions: { autoRetry: false } });
+    const data = randomBytes(600 * 1024);
+    await storage.bucket(B).file('big/chunked.bin').save(data, { resumable: true, chunkSize: 256 * 1024 });
+    const puts = si.requests.filter((r) => r.kind === 'resumable-put');
+    expect(puts.length).toBe(3);
+    expect(puts.map((r) => r.status)).toEqual([308, 308, 200]);
+    expect(si.getObject(B, 'big/chunked.bin')?.data.equals(data)).toBe(true);
+  });
+});
+
+describe('checksums', () => {
+  it('bytes changed in storage (stale x-goog-hash): the client catches it, a retryable error', async () => {
+    const o = si.putObject(B, NAME, '{"token":"abc"}');
+    si.corruptObject(B, NAME, '{"token":"abd"}');
+    const err = await caught(bucket().download(NAME, o.generation));
+    expect(err).toBeInstanceOf(ChecksumMismatchError);
+    expect(err).not.toBeInstanceOf(ObjectNotFoundError);
+    noPersonalData(err);
+  });
+
+  it('wrong bytes with a matching x-goog-hash: the comparison with the object metadata catches it', async () => {
+    const o = si.putObject(B, NAME, '{"token":"abc"}');
+    si.fail({ kind: 'download', mode: 'corrupt-consistent' });
+    await expect(bucket().download(NAME, o.generation)).rejects.toBeInstanceOf(ChecksumMismatchError);
+    // ...and with checksums from the listing (no metadata request)
+    si.fail({ kind: 'download', mode: 'corrupt-consistent' });
+    si.resetRequests();
+    await expect(bucket().download(NAME, o.generation, { md5Hash: o.md5Hash, crc32c: o.crc32c })).rejects.toBeInstanceOf(
+      ChecksumMismatchError,
+    );
+    expect(si.requests.map((r) => r.kind)).toEqual(['download']);
+    // a clean retry succeeds
+    expect((await bucket().download(NAME, o.generation)).toString()).toBe('{"token":"abc"}');
+  });
+
+  it('a truncated transfer is an error, never short data', async () => {
+    const o = si.putObject(B, NAME, Buffer.alloc(64 * 1024, 'a'));
+    si.fail({ kind: 'download', mode: 'truncate' });
+    const err = await caught(bucket().download(NAME, o.generation));
+    expect(err).toBeInstanceOf(StorageError);
+  });
+});
+
+describe('generations and preconditions', () => {
+  it('object re-uploaded between import and delete: 412 -> precondition_failed, the new generation stays', async () => {
+    const o = si.putObject(B, NAME, '{"v":1}');
+    const b = bucket();
+    const data = await b.download(NAME, o.generation);
+    expect(data.toString()).toBe('{"v":1}');
+    let newer = '';
+    si.before('delete', () => {
+      newer = si.putObject(B, NAME, '{"v":2}').generation;
+    });
+    expect(await b.deleteGeneration(NAME, o.generation)).toBe('precondition_failed');
+    expect(si.requests.find((r) => r.kind === 'delete')?.status).toBe(412);
+    expect(si.getObject(B, NAME)?.generation).toBe(newer);
+    expect(await b.deleteGeneration(NAME, newer)).toBe('deleted');
+  });
+
+  it('download of a replaced generation is ObjectNotFoundError (a permanent error)', async () => {
+    const o = si.putObject(B, NAME, '{"v":1}');
+    si.putObject(B, NAME, '{"v":2}');
+    const err = await caught(bucket().download(NAME, o.generation));
+    expect(err).toBeInstanceOf(ObjectNotFoundError);
+    expect((err as ObjectNotFoundError).code).toBe('object_not_found');
+  });
+
+  it('an injected 412 or 404 on delete maps to the outcome', async () => {
+    const o = si.putObject(B, NAME, '{}');
+    si.fail({ kind: 'delete', mode: { status: 412 } });
+    expect(await bucket().deleteGeneration(NAME, o.generation)).toBe('precondition_failed');
+    si.fail({ kind: 'delete', mode: { status: 404 } });
+    expect(await bucket().deleteGeneration(NAME, o.generation)).toBe('not_found');
+    expect(si.getObject(B, NAME)).toBeDefined();
+  });
+});
+
+describe('faults surface as errors', () => {
+  it('a failing listing throws; it is never an empty bucket', async () => {
+    si.putObject(B, 'faults/a.json', '{}');
+    for (const mode of [{ status: 500 }, { status: 503 }, { status: 429 }, { status: 403 }, 'reset'] as const) {
+      si.fail({ kind: 'list', mode });
+      const err = await caught(bucket().list('faults/'));
+      expect(err).toBeInstanceOf(StorageError);
+      if (typeof mode === 'object') expect((err as StorageError).status).toBe(mode.status);
+    }
+    expect((await bucket().list('faults/')).items).toHaveLength(1);
+  });
+
+  it('a listing with a broken body throws', async () => {
+    si.fail({ kind: 'list', mode: { status: 200, message: 'not a listing' } });
+    // a 200 with an error-shaped body is not a listing either
+    const err = await caught(bucket().list('faults/'));
+    expect(err).toBeInstanceOf(Error);
+  });
+
+  it('the client retries transient 500s itself when asked to (maxRetries)', async () => {
+    si.putObject(B, 'retry/a.json', '{}');
+    si.fail({ kind: 'list', mode: { status: 500 }, times: 2 });
+    const page = await bucket({ maxRetries: 3, maxRetryDelayMs: 1_000 }).list('retry/');
+    expect(page.items.map((o) => o.name)).toEqual(['retry/a.json']);
+    expect(si.count('list')).toBe(3);
+  });
+
+  it('more 500s than retries: the error surfaces', async () => {
+    si.fail({ kind: 'list', mode: { status: 500 }, times: 2 });
+    await expect(bucket({ maxRetries: 1, maxRetryDelayMs: 1_000 }).list('retry/')).rejects.toMatchObject({ code: 'unavailable', status: 500 });
+    expect(si.count('list')).toBe(2);
+  });
+
+  it('hanging requests time out (list, metadata, download, delete) with a timeout error', async () => {
+    const o = si.putObject(B, NAME, '{"v":1}');
+    const b = bucket({ timeoutMs: 800 });
+    const ops: [string, () => Promise<unknown>][] = [
+      ['list', () => b.list('registrations/')],
+      ['metadata', () => b.stat(NAME)],
+      ['download', () => b.download(NAME, o.generation, { md5Hash: o.md5Hash, crc32c: o.crc32c })],
+      ['delete', () => b.deleteGeneration(NAME, o.generation)],
+    ];
+    for (const [kind, op] of ops) {
+      si.fail({ kind: kind as 'list', mode: 'hang' });
+      const t0 = Date.now();
+      const err = await caught(op());
+      expect(err, kind).toBeInstanceOf(StorageError);
+      expect((err as StorageError).code, kind).toBe('timeout');
+      expect(Date.now() - t0, kind).toBeLessThan(5_000);
+      noPersonalData(err);
+    }
+    expect(si.getObject(B, NAME)?.generation).toBe(o.generation); // the hung delete did not count
+  });
+
+  it('errors carry no object names (they contain patient names)', async () => {
+    const o = si.putObject(B, NAME, '{}');
+    si.fail({ kind: 'download', mode: { status: 500 } });
+    const err = await caught(bucket().download(NAME, o.generation, { md5Hash: o.md5Hash, crc32c: o.crc32c }));
+    expect(err).toBeInstanceOf(StorageError);
+    noPersonalData(err);
+  });
+
+  it('stat: 404 is null, other failures throw', async () => {
+    expect(await bucket().stat('registrations/none.json')).toBeNull();
+    si.fail({ kind: 'metadata', mode: { status: 500 } });
+    await expect(bucket().stat('registrations/none.json')).rejects.toBeInstanceOf(StorageError);
+  });
+});
