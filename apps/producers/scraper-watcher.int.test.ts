@@ -1,0 +1,202 @@
+import { appendFile, mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../libs/config/index.js';
+import { silentLogger } from '../../libs/log/index.js';
+import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
+import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
+import { classifyDropPath } from './scraper-layout.js';
+import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
+
+let db: TestDatabase;
+let ctx: FleetContext;
+let dir: string;
+let cleanupRedis: () => Promise<void>;
+let watcher: ScraperWatcher;
+let workers: Component[] = [];
+
+const STABILITY_MS = 500;
+
+async function until<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 20_000): Promise<T> {
+  const start = Date.now();
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() - start > timeoutMs) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+interface FileRow {
+  id: number;
+  path: string;
+  status: string;
+  reason: string | null;
+  run_id: number | null;
+  content_hash: string | null;
+  counts: { total: number; created: number; updated: number; unchanged: number } | null;
+}
+const files = (p?: string) =>
+  p ? db.sql<FileRow[]>`select * from fleet.therapist_import_files where path = ${p} order by id` : db.sql<FileRow[]>`select * from fleet.therapist_import_files order by id`;
+
+const lines = (plz: string, n: number, extra: Parameters<typeof therapistLine>[0] = {}) =>
+  Array.from({ length: n }, (_, i) => therapistLine({ id: `${plz}-${i}`, first: `Vorname${i}`, plz, ...extra }));
+
+async function drop(rel: string, content: string, opts: { ageMs?: number } = {}) {
+  const abs = path.join(dir, rel);
+  await mkdir(path.dirname(abs), { recursive: true });
+  await writeFile(abs, content);
+  if (opts.ageMs) {
+    const t = new Date(Date.now() - opts.ageMs);
+    await utimes(abs, t, t);
+  }
+}
+
+async function startWatcher() {
+  watcher = scraperWatcherComponent(ctx);
+  await watcher.start();
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  const q = testQueuePrefix();
+  cleanupRedis = q.cleanup;
+  dir = await mkdtemp(path.join(tmpdir(), 'scraper-drop-'));
+  ctx = openContext(
+    loadConfig({
+      DATABASE_URL: db.url,
+      REDIS_URL: TEST_REDIS_URL,
+      QUEUE_PREFIX: q.prefix,
+      SCRAPER_DROP_DIR: dir,
+      SCRAPER_STABILITY_MS: String(STABILITY_MS),
+      SCRAPER_POLL_INTERVAL_MS: '50',
+      SCRAPER_RUN_QUIET_MS: '300',
+      RETRY_BACKOFF_SCALE: '0.001',
+      LOG_LEVEL: 'silent',
+    }),
+    silentLogger(),
+  );
+  // Files dropped while the fleet was down (older than the stability time).
+  const hour = 3600_000;
+  await drop('40001.json', scraperFile(lines('40001', 3)), { ageMs: hour });
+  await drop('20250701/40002.json', scraperFile(lines('40002', 2)), { ageMs: hour });
+  await drop('20250708/40002.json', scraperFile(lines('40002', 2, { phone: 'neuer' })), { ageMs: hour });
+  await drop('urgent/40003.json', scraperFile(lines('40003', 1)), { ageMs: hour });
+  await drop('readme.txt', 'not a scraper file', { ageMs: hour });
+  await drop('.40004.json.tmp', 'temp file of the scraper', { ageMs: hour });
+  workers = therapistImportComponents(ctx);
+  for (const w of workers) await w.start();
+  await startWatcher();
+});
+
+afterAll(async () => {
+  await watcher?.stop(5_000);
+  for (const w of workers) await w.stop(5_000);
+  await ctx?.close();
+  await db?.drop();
+  await cleanupRedis?.();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('scraper layout', () => {
+  it('takes flat, dated and urgent names; ignores temp files; reports the rest', () => {
+    expect(classifyDropPath('52074.json')).toEqual({ kind: 'import', postcode: '52074', dateFolder: null, urgent: false });
+    expect(classifyDropPath('20250702/52074.json')).toEqual({ kind: 'import', postcode: '52074', dateFolder: '20250702', urgent: false });
+    expect(classifyDropPath('urgent/52074.json')).toEqual({ kind: 'import', postcode: '52074', dateFolder: null, urgent: true });
+    expect(classifyDropPath('.52074.json.swp').kind).toBe('ignore');
+    expect(classifyDropPath('52074.json.part').kind).toBe('ignore');
+    expect(classifyDropPath('20251341/52074.json').kind).toBe('misfit');
+    expect(classifyDropPath('5207.json').kind).toBe('misfit');
+    expect(classifyDropPath('a/b/52074.json').kind).toBe('misfit');
+  });
+});
+
+describe('scraper watcher', () => {
+  it('imports at start the files dropped while the fleet was down: urgent first, newest date folder per postcode, misfits reported once', async () => {
+    const rows = await until(async () => {
+      const r = await files();
+      return r.filter((f) => ['imported', 'partial'].includes(f.status)).length >= 3 ? r : null;
+    });
+    const by = (p: string) => rows.filter((r) => r.path === p);
+    expect(by('40001.json')[0]).toMatchObject({ status: 'imported', counts: expect.objectContaining({ created: 3 }) });
+    expect(by('urgent/40003.json')[0]).toMatchObject({ status: 'imported' });
+    expect(by('20250708/40002.json')[0]).toMatchObject({ status: 'imported' });
+    expect(by('20250701/40002.json')[0]).toMatchObject({ status: 'skipped', reason: expect.stringContaining('superseded by the newer folder 20250708') });
+    expect(by('readme.txt')[0]).toMatchObject({ status: 'skipped', reason: expect.stringContaining('does not fit') });
+    expect(rows.some((r) => r.path.includes('.tmp'))).toBe(false);
+    // The newest folder's data won.
+    const phones = await db.sql`select distinct telefon from therapist_service.therapeuten where plz = '40002'`;
+    expect(phones.map((p) => p.telefon)).toEqual(['neuer']);
+    // urgent was processed first
+    const order = await db.sql`select path from fleet.therapist_import_files where status = 'imported' order by started_at`;
+    expect(order[0]!.path).toBe('urgent/40003.json');
+    // the catch-up was one run, closed with one staff summary once its files drained
+    const runIds = [...new Set(rows.filter((r) => r.run_id !== null).map((r) => r.run_id))];
+    expect(runIds).toHaveLength(1);
+    const run = await until(async () => {
+      const [r] = await db.sql`select state, summary_delivery_id, counts from fleet.therapist_import_runs where id = ${runIds[0]!}`;
+      return r?.state === 'closed' ? r : null;
+    });
+    expect(run.counts).toMatchObject({ total: 6, created: 6 });
+    const [d] = await db.sql`select subject from fleet.deliveries where id = ${run.summary_delivery_id}`;
+    expect(d!.subject).toContain(`Lauf ${runIds[0]}`);
+  });
+
+  it('does not read a half-written file until it is complete', async () => {
+    const content = scraperFile(lines('40010', 40));
+    const abs = path.join(dir, '40010.json');
+    const chunks = 8;
+    const size = Math.ceil(content.length / chunks);
+    await writeFile(abs, content.slice(0, size));
+    for (let i = 1; i < chunks; i++) {
+      await new Promise((r) => setTimeout(r, STABILITY_MS / 4));
+      expect(await files('40010.json')).toHaveLength(0);
+      await appendFile(abs, content.slice(i * size, (i + 1) * size));
+    }
+    const [row] = await until(async () => {
+      const r = await files('40010.json');
+      return r[0] && ['imported', 'partial', 'failed'].includes(r[0].status) ? r : null;
+    });
+    expect(row).toMatchObject({ status: 'imported', counts: expect.objectContaining({ total: 40, created: 40 }) });
+    expect(await files('40010.json')).toHaveLength(1);
+  });
+
+  it('the same file dropped twice is imported once; a changed file is imported again and only changed therapists count as updated', async () => {
+    const content = scraperFile(lines('40020', 4));
+    await drop('40020.json', content);
+    await until(async () => (await files('40020.json'))[0]?.status === 'imported');
+    // the same content again: rewritten in place and dropped in a date folder
+    await drop('40020.json', content);
+    await drop('20250801/40020.json', content);
+    await new Promise((r) => setTimeout(r, STABILITY_MS * 3));
+    await watcher.idle();
+    const live = await db.sql`select count(*)::int as n from fleet.therapist_import_files where postcode = '40020' and status <> 'skipped'`;
+    expect(live[0]!.n).toBe(1);
+
+    const changed = lines('40020', 4).map((l, i) => (i === 1 ? therapistLine({ id: '40020-1', first: 'Vorname1', plz: '40020', email: 'neu@praxis.de', status: 'modified' }) : { ...l, status: 'unchanged' }));
+    await drop('40020.json', scraperFile(changed, { scrape_date: '2025-08-08T00:00:00' }));
+    const rows = await until(async () => {
+      const r = await files('40020.json');
+      return r.length === 2 && r[1]!.status === 'imported' ? r : null;
+    });
+    expect(rows[1]!.counts).toMatchObject({ total: 4, updated: 1, unchanged: 3, created: 0 });
+  });
+
+  it('a file dropped while the watcher was stopped is imported when it starts again; a misfit is reported only once', async () => {
+    await watcher.stop(5_000);
+    await drop('40030.json', scraperFile(lines('40030', 2)), { ageMs: 60_000 });
+    await drop('readme.txt', 'changed text', { ageMs: 60_000 });
+    await startWatcher();
+    const [row] = await until(async () => {
+      const r = await files('40030.json');
+      return r[0]?.status === 'imported' ? r : null;
+    });
+    expect(row!.counts).toMatchObject({ created: 2 });
+    expect(await files('readme.txt')).toHaveLength(1);
+  });
+});
