@@ -1,0 +1,253 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listDeadLetters } from '../../libs/queues/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { fileBytes, objectNameFor, plainRegistration, signedRegistration } from './fixtures.js';
+import { BUCKET, PREFIX, startImportHarness, until, type ImportHarness } from './int-harness.js';
+import { SYMPTOMS } from './registration-schema.js';
+
+let database: TestDatabase;
+let h: ImportHarness;
+let signedH: ImportHarness;
+const cleanups: Array<() => Promise<void>> = [];
+const SECRET = 'integration-secret';
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  const a = testQueuePrefix();
+  const b = testQueuePrefix();
+  cleanups.push(a.cleanup, b.cleanup);
+  h = await startImportHarness({ databaseUrl: database.url, queuePrefix: a.prefix });
+  await h.startWorkers();
+  signedH = await startImportHarness({
+    databaseUrl: database.url,
+    queuePrefix: b.prefix,
+    env: { REGISTRATION_SIGNING_SECRET: SECRET, GCS_BUCKET: 'signed-bucket' },
+  });
+  await signedH.startWorkers();
+});
+
+afterAll(async () => {
+  await h?.close();
+  await signedH?.close();
+  for (const c of cleanups) await c();
+  await database?.drop();
+});
+
+type Row = Record<string, unknown>;
+const ledger = async (id: number) => (await database.sql`select * from fleet.patient_import_ledger where id = ${id}`)[0] as Row;
+const ledgerOf = async (name: string, generation: string) =>
+  (await database.sql`select * from fleet.patient_import_ledger where object_name = ${name} and generation = ${generation}`)[0] as Row | undefined;
+const deliveriesOf = async (like: string) => database.sql`select * from fleet.deliveries where idempotency_key like ${like}`;
+
+async function upload(harness: ImportHarness, doc: unknown, name?: string, bucket = BUCKET) {
+  const n = name ?? objectNameFor(doc as Record<string, unknown>, PREFIX);
+  const obj = harness.standIn.putObject(bucket, n, typeof doc === 'string' ? Buffer.from(doc) : fileBytes(doc));
+  return { name: n, generation: obj.generation };
+}
+
+async function settled(harness: ImportHarness, name: string, generation: string, statuses = ['deleted', 'superseded', 'failed']) {
+  await harness.poll();
+  return until(async () => {
+    const r = await ledgerOf(name, generation);
+    return r && statuses.includes(r.status as string) ? r : undefined;
+  }, 20_000, `ledger row of ${name} settled`);
+}
+
+describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage against the stand-in)', () => {
+  it('happy path: patient, consent, ledger, backup, object deleted, one staff email, one patient.created event', async () => {
+    const reg = plainRegistration({ vorname: 'Jürgen', nachname: 'Groß-Müller', token: 'aa11bb22cc33dd44', patch: (r) => ((r.patient_data as Row).hobby = 'Schach') });
+    const { name, generation } = await upload(h, reg);
+    const row = await settled(h, name, generation);
+    expect(row).toMatchObject({ status: 'deleted', delete_outcome: 'deleted', attempts: 1, error_code: null, validation: 'valid (unsigned)', source_uri: `gs://${BUCKET}/${name}` });
+    expect(row.unknown_fields).toEqual(['patient_data.hobby']);
+    for (const k of ['received_at', 'downloaded_at', 'backed_up_at', 'imported_at', 'deleted_at']) expect(row[k], k).toBeTruthy();
+    expect(row.failed_at).toBeNull();
+
+    const [patient] = await database.sql`select * from patient_service.patienten where id = ${row.patient_id as number}`;
+    expect(patient).toMatchObject({ vorname: 'Jürgen', nachname: 'Groß-Müller', zahlungsreferenz: 'aa11bb22', status: 'offen', vertraege_unterschrieben: true, zahlung_eingegangen: false, plz: '52062' });
+    expect(patient!.symptome).toEqual(['Schlafstörungen', 'Ängste / Panikattacken']);
+    const consents = await database.sql`select * from fleet.patient_consents where patient_id = ${row.patient_id as number}`;
+    expect(consents).toHaveLength(1);
+    expect(consents[0]).toMatchObject({ registration_token: 'aa11bb22cc33dd44', ip_address: '37.201.29.143', voucher_booking: false, ledger_id: row.id });
+    expect(consents[0]!.metadata).toEqual((reg as Row).consent_metadata);
+
+    expect(existsSync(row.backup_path as string)).toBe(true);
+    expect(await readFile(row.backup_path as string)).toEqual(fileBytes(reg));
+    expect((row.backup_path as string).startsWith(h.backupDir)).toBe(true);
+    expect(h.standIn.getObject(BUCKET, name)).toBeUndefined();
+
+    const mails = await deliveriesOf(`patient-import.%.ledger.${row.id}`);
+    expect(mails).toHaveLength(1);
+    expect(mails[0]).toMatchObject({ kind: 'staff.patient-imported', to_address: 'info@curavani.com', patient_id: row.patient_id });
+    expect(mails[0]!.text).toContain('Jürgen Groß-Müller');
+    expect(mails[0]!.text).toContain(`gs://${BUCKET}/${name}`);
+    expect(mails[0]!.text).toContain('valid (unsigned)');
+    const events = await database.sql`select * from fleet.outbox where event_type = 'patient.created' and key = ${String(row.patient_id)}`;
+    expect(events).toHaveLength(1);
+    expect(events[0]!.payload).toEqual({ patientId: row.patient_id, importId: Number(row.id), source: 'registration' });
+    // An email-send job was enqueued for the delivery after the commit.
+    expect(await h.ctx.queues.queue('email').getJob(`email-send.delivery.${mails[0]!.id}`)).toBeTruthy();
+  });
+
+  const invalid: Array<[string, () => { doc: unknown; name?: string }, string, string]> = [
+    ['a bad enum', () => ({ doc: plainRegistration({ patch: (r) => ((r.patient_data as Row).anrede = 'Divers') }) }), 'validation_failed', 'patient_data.anrede: expected one of Herr, Frau, got the string "Divers"'],
+    ['a missing required field', () => ({ doc: plainRegistration({ patch: (r) => delete (r.patient_data as Row).geschlecht }) }), 'validation_failed', 'patient_data.geschlecht: required: one of männlich, weiblich, divers, keine_Angabe'],
+    ['7 symptoms', () => ({ doc: plainRegistration({ patch: (r) => ((r.patient_data as Row).symptome = SYMPTOMS.slice(3, 10)) }) }), 'validation_failed', 'patient_data.symptome: expected 1 to 6 entries, got 7'],
+    ['a string for symptome', () => ({ doc: plainRegistration({ patch: (r) => ((r.patient_data as Row).symptome = 'Mobbing') }) }), 'validation_failed', 'patient_data.symptome: expected a list of 1 to 6 symptoms, got the string "Mobbing"'],
+    ['broken JSON', () => ({ doc: '{"patient_data": {"anrede": "Herr",', name: `${PREFIX}Kaputt_Karl_20250705_deadbeef.json` }), 'invalid_json', 'file: not valid JSON'],
+    ['a wrong file name', () => ({ doc: plainRegistration(), name: `${PREFIX}anmeldung-final.json` }), 'bad_file_name', 'file name: expected {nachname}_{vorname}_{date}_{token}.json'],
+  ];
+
+  it.each(invalid)('invalid file (%s): reason in the ledger and the DLQ, object kept, bytes saved, one staff email, no retries', async (_k, make, code, reason) => {
+    const { doc, name: given } = make();
+    const { name, generation } = await upload(h, doc, given);
+    const row = await settled(h, name, generation);
+    await expectFailedAsDesigned(h, row, { name, generation, code, reason, bytes: typeof doc === 'string' ? Buffer.from(doc) : fileBytes(doc) });
+  });
+
+  it('invalid file (bad signature with signing on) is treated the same way; a correctly signed file is imported', async () => {
+    const good = signedRegistration(plainRegistration(), { secret: SECRET });
+    const g = await upload(signedH, good, objectNameFor((good.data as Row), PREFIX), 'signed-bucket');
+    const okRow = await settled(signedH, g.name, g.generation);
+    expect(okRow).toMatchObject({ status: 'deleted', validation: 'valid (signed, signature verified)' });
+
+    const forged = signedRegistration(plainRegistration(), { secret: 'not-the-secret' });
+    const f = await upload(signedH, forged, objectNameFor((forged.data as Row), PREFIX), 'signed-bucket');
+    const row = await settled(signedH, f.name, f.generation);
+    await expectFailedAsDesigned(signedH, row, { ...f, bucket: 'signed-bucket', code: 'bad_signature', reason: 'signature: does not match the content', bytes: fileBytes(forged) });
+  });
+
+  it('storage failing twice, then recovering: one patient, object deleted', async () => {
+    const reg = plainRegistration();
+    const { name, generation } = await upload(h, reg);
+    h.standIn.fail({ kind: 'download', mode: { status: 503 }, times: 2, object: name });
+    const row = await settled(h, name, generation, ['deleted', 'failed']);
+    expect(row).toMatchObject({ status: 'deleted', attempts: 3 });
+    expect(await database.sql`select id from patient_service.patienten where zahlungsreferenz = ${(reg.registration_token as string).slice(0, 8)}`).toHaveLength(1);
+    expect(h.standIn.getObject(BUCKET, name)).toBeUndefined();
+    expect(await deliveriesOf(`patient-import.%.ledger.${row.id}`)).toHaveLength(1);
+  });
+
+  it('the delete failing twice after the commit: no second patient or email, object deleted', async () => {
+    const reg = plainRegistration();
+    const { name, generation } = await upload(h, reg);
+    h.standIn.fail({ kind: 'delete', mode: { status: 500 }, times: 2, object: name });
+    const row = await settled(h, name, generation, ['deleted', 'failed']);
+    expect(row).toMatchObject({ status: 'deleted', attempts: 3 });
+    expect(await database.sql`select id from patient_service.patienten where zahlungsreferenz = ${(reg.registration_token as string).slice(0, 8)}`).toHaveLength(1);
+    expect(await deliveriesOf(`patient-import.%.ledger.${row.id}`)).toHaveLength(1);
+    expect(await database.sql`select 1 from fleet.outbox where event_type = 'patient.created' and key = ${String(row.patient_id)}`).toHaveLength(1);
+  });
+
+  it('the database failing twice, then recovering: one patient, object deleted', async () => {
+    await database.sql.unsafe(`
+      create sequence if not exists public.inject_fail_seq;
+      create or replace function public.inject_fail() returns trigger language plpgsql as $$
+      begin
+        if nextval('public.inject_fail_seq') <= 2 then raise exception 'injected database failure'; end if;
+        return new;
+      end $$;
+      create trigger inject_fail before insert on patient_service.patienten for each row execute function public.inject_fail();`);
+    try {
+      const reg = plainRegistration();
+      const { name, generation } = await upload(h, reg);
+      const row = await settled(h, name, generation, ['deleted', 'failed']);
+      expect(row).toMatchObject({ status: 'deleted', attempts: 3 });
+      expect(await database.sql`select id from patient_service.patienten where zahlungsreferenz = ${(reg.registration_token as string).slice(0, 8)}`).toHaveLength(1);
+      expect(h.standIn.getObject(BUCKET, name)).toBeUndefined();
+      expect(await deliveriesOf(`patient-import.%.ledger.${row.id}`)).toHaveLength(1);
+    } finally {
+      await database.sql.unsafe('drop trigger inject_fail on patient_service.patienten');
+    }
+  });
+
+  it('same registration token uploaded again: no second patient, no second email', async () => {
+    const reg = plainRegistration({ token: 'feedc0de12345678' });
+    const first = await upload(h, reg);
+    const one = await settled(h, first.name, first.generation);
+    const again = await upload(h, reg); // the same name: a new generation
+    const two = await settled(h, again.name, again.generation);
+    expect(two).toMatchObject({ status: 'deleted', duplicate_kind: 'same_token', duplicate_of_patient_id: one.patient_id, patient_id: null });
+    expect(await database.sql`select id from patient_service.patienten where zahlungsreferenz = 'feedc0de'`).toHaveLength(1);
+    expect(await deliveriesOf(`patient-import.%.ledger.${two.id}`)).toHaveLength(0);
+    expect(h.standIn.getObject(BUCKET, again.name)).toBeUndefined();
+  });
+
+  it('same email and name (other token): recorded as a duplicate, staff told; same email with another name: imported, flagged', async () => {
+    const email = 'Erika.Muster@Example.org';
+    const a = await upload(h, plainRegistration({ vorname: 'Erika', nachname: 'Muster', email }));
+    const ra = await settled(h, a.name, a.generation);
+    const b = await upload(h, plainRegistration({ vorname: ' erika', nachname: 'MUSTER ', email: ' erika.muster@example.org', token: 'cccccccc1234abcd' }), `${PREFIX}MUSTER_erika_20250706_${'c'.repeat(8)}.json`);
+    const rb = await settled(h, b.name, b.generation);
+    expect(rb).toMatchObject({ status: 'deleted', duplicate_kind: 'same_person', duplicate_of_patient_id: ra.patient_id });
+    const mails = await deliveriesOf(`patient-import.%.ledger.${rb.id}`);
+    expect(mails.map((m) => m.kind)).toEqual(['staff.patient-duplicate']);
+    expect(await database.sql`select 1 from fleet.patient_consents where patient_id = ${ra.patient_id as number}`).toHaveLength(2);
+    const c = await upload(h, plainRegistration({ vorname: 'Hans', nachname: 'Muster', email }));
+    const rc = await settled(h, c.name, c.generation);
+    expect(rc).toMatchObject({ status: 'deleted', possible_duplicate_of_patient_id: ra.patient_id });
+    expect(rc.patient_id).not.toBe(ra.patient_id);
+    expect((await deliveriesOf(`patient-import.%.ledger.${rc.id}`))[0]!.text).toContain(`Mögliches Duplikat: Patient ${ra.patient_id}`);
+  });
+
+  it('object replaced between import and delete: the delete precondition fails, the new generation is imported afterwards', async () => {
+    const reg = plainRegistration({ token: 'ab12cd34ef567890' });
+    const first = await upload(h, reg);
+    const replacement = plainRegistration({ token: 'ab12cd34ef567890', patch: (r) => ((r.patient_data as Row).telefon = '+49 170 000') });
+    let newGeneration = '';
+    h.standIn.before('delete', (req, s) => {
+      newGeneration = s.putObject(BUCKET, first.name, fileBytes(replacement)).generation;
+      void req;
+    });
+    const one = await settled(h, first.name, first.generation);
+    expect(one).toMatchObject({ status: 'superseded', delete_outcome: 'precondition_failed' });
+    expect(h.standIn.getObject(BUCKET, first.name)?.generation).toBe(newGeneration);
+    const two = await settled(h, first.name, newGeneration);
+    expect(two).toMatchObject({ status: 'deleted', duplicate_kind: 'same_token', duplicate_of_patient_id: one.patient_id });
+    expect(existsSync(two.backup_path as string)).toBe(true);
+    expect(await readFile(two.backup_path as string)).toEqual(fileBytes(replacement));
+    expect(h.standIn.getObject(BUCKET, first.name)).toBeUndefined();
+  });
+
+  it('a failed file is requeued by an operator: the ledger reopens and the import runs again', async () => {
+    const { requeueOne } = await import('../../libs/ops/dead-letters.js');
+    const { patientImportDeadLetterHook } = await import('./worker.js');
+    const doc = plainRegistration({ patch: (r) => ((r.patient_data as Row).plz = '123') });
+    const { name, generation } = await upload(h, doc);
+    const row = await settled(h, name, generation);
+    expect(row.status).toBe('failed');
+    // Someone fixes the file in place... no: the bucket object is what it is. Requeue runs it again and it fails again,
+    // with still exactly one staff email.
+    await requeueOne({ db: h.ctx.database.db, queues: h.ctx.queues, hooks: { 'patient-import': patientImportDeadLetterHook } }, `patient-import.ledger.${row.id}`, { actor: 'test', reason: 'retry' });
+    await until(async () => ((await ledger(row.id as number)).attempts === 2 && (await ledger(row.id as number)).status === 'failed') || undefined);
+    expect(await deliveriesOf(`patient-import.failed.ledger.${row.id}`)).toHaveLength(1);
+  });
+});
+
+async function expectFailedAsDesigned(
+  harness: ImportHarness,
+  row: Row,
+  e: { name: string; generation: string; code: string; reason: string; bytes: Buffer; bucket?: string },
+) {
+  expect(row).toMatchObject({ status: 'failed', error_code: e.code, attempts: 1 });
+  expect(row.reason).toContain(`ledger ${row.id}: ${e.reason}`);
+  const dead = await until(async () => (await listDeadLetters(harness.ctx.queues, { queue: 'patient-import' })).find((d) => (d.data as Row).ledgerId === Number(row.id)));
+  expect(dead).toMatchObject({ code: e.code, attemptsMade: 1 });
+  expect(dead.reason).toContain(e.reason);
+  expect(harness.standIn.getObject(e.bucket ?? BUCKET, e.name)?.generation).toBe(e.generation);
+  expect(await readFile(row.failed_path as string)).toEqual(e.bytes);
+  expect((row.failed_path as string).startsWith(harness.failedDir)).toBe(true);
+  const mails = await deliveriesOf(`patient-import.%.ledger.${row.id}`);
+  expect(mails).toHaveLength(1);
+  expect(mails[0]).toMatchObject({ kind: 'staff.patient-import-failed', to_address: 'info@curavani.com' });
+  expect(mails[0]!.text).toContain(e.reason);
+  // Polling again neither re-enqueues the failed file nor sends another email.
+  await harness.poll();
+  await new Promise((r) => setTimeout(r, 200));
+  const again = await ledger(row.id as number);
+  expect(again).toMatchObject({ status: 'failed', attempts: 1 });
+  expect(await deliveriesOf(`patient-import.%.ledger.${row.id}`)).toHaveLength(1);
+}
