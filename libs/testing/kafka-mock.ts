@@ -20,6 +20,11 @@ export interface KafkaMock {
   start(): Promise<void>;
   /** Ends the proxy and the mock process. */
   close(): Promise<void>;
+  /** Produce requests that reached the broker so far. */
+  produceRequests(): number;
+  /** See KafkaProxy.holdProduceResponses: the broker writes, the client hears nothing. */
+  holdProduceResponses(opts?: { after?: number }): void;
+  releaseProduceResponses(): void;
 }
 
 export type TopicSpec = string | { name: string; partitions?: number };
@@ -66,6 +71,9 @@ export async function startKafkaMock(opts: { topics?: TopicSpec[] } = {}): Promi
     mockAddress,
     stop: () => proxy.stop(),
     start: () => proxy.start(),
+    produceRequests: () => proxy.produceRequests(),
+    holdProduceResponses: (o) => proxy.holdProduceResponses(o),
+    releaseProduceResponses: () => proxy.releaseProduceResponses(),
     async close() {
       if (closed) return;
       closed = true;

@@ -23,8 +23,18 @@ export interface KafkaProxy {
   start(): Promise<void>;
   stop(): Promise<void>;
   close(): Promise<void>;
+  /** Produce requests seen so far (the broker writes them whether or not the answer is held). */
+  produceRequests(): number;
+  /**
+   * Lets `after` more Produce responses through, then holds the rest back: the broker has
+   * written those batches, the client never hears so (a "crash mid-batch" in tests).
+   */
+  holdProduceResponses(opts?: { after?: number }): void;
+  /** Sends held responses on (to clients still connected) and stops holding. */
+  releaseProduceResponses(): void;
 }
 
+const API_PRODUCE = 0;
 const API_METADATA = 3;
 const API_FIND_COORDINATOR = 10;
 
@@ -33,6 +43,9 @@ export async function startKafkaProxy(upstream: { host: string; port: number }, 
   let port = opts.port ?? 0;
   const sockets = new Set<net.Socket>();
   let server: net.Server | null = null;
+  let produceRequests = 0;
+  let holdAfter: number | null = null;
+  const held: Array<{ client: net.Socket; frame: Buffer }> = [];
 
   const onConnection = (client: net.Socket) => {
     const broker = net.connect(upstream.port, upstream.host);
@@ -54,7 +67,8 @@ export async function startKafkaProxy(upstream: { host: string; port: number }, 
       // Request header: size, api_key int16, api_version int16, correlation_id int32, ...
       if (frame.length >= 12) {
         const apiKey = frame.readInt16BE(4);
-        if (apiKey === API_METADATA || apiKey === API_FIND_COORDINATOR) {
+        if (apiKey === API_PRODUCE) produceRequests++;
+        if (apiKey === API_METADATA || apiKey === API_FIND_COORDINATOR || apiKey === API_PRODUCE) {
           pending.set(frame.readInt32BE(8), { apiKey, apiVersion: frame.readInt16BE(6) });
         }
       }
@@ -65,6 +79,13 @@ export async function startKafkaProxy(upstream: { host: string; port: number }, 
       const request = pending.get(correlationId);
       if (request) {
         pending.delete(correlationId);
+        if (request.apiKey === API_PRODUCE && holdAfter !== null) {
+          if (holdAfter <= 0) {
+            held.push({ client, frame: Buffer.from(frame) });
+            return;
+          }
+          holdAfter--;
+        }
         try {
           if (request.apiKey === API_METADATA && request.apiVersion <= 8) frame = rewriteMetadata(frame, request.apiVersion, host, port);
           else if (request.apiKey === API_FIND_COORDINATOR && request.apiVersion <= 2) frame = rewriteFindCoordinator(frame, request.apiVersion, host, port);
@@ -119,6 +140,14 @@ export async function startKafkaProxy(upstream: { host: string; port: number }, 
     },
     stop,
     close: stop,
+    produceRequests: () => produceRequests,
+    holdProduceResponses(o = {}) {
+      holdAfter = o.after ?? 0;
+    },
+    releaseProduceResponses() {
+      holdAfter = null;
+      for (const { client, frame } of held.splice(0)) if (!client.destroyed) client.write(frame);
+    },
   };
 }
 
