@@ -15,7 +15,7 @@ export default tseslint.config(
   {
     // Configuration is parsed once, from one schema: nothing else reads the environment.
     files: ['apps/**/*.ts', 'workers/**/*.ts', 'libs/**/*.ts'],
-    ignores: ['libs/config/**', 'libs/testing/**', 'apps/cli/**', '**/*.test.ts'],
+    ignores: ['libs/config/**', 'libs/testing/**', 'apps/cli/**', '**/*.test.ts', '**/fixtures/**'],
     rules: {
       'no-restricted-properties': ['error', { object: 'process', property: 'env', message: 'Read settings from the parsed Config (libs/config), not process.env.' }],
     },
