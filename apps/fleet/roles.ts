@@ -10,6 +10,7 @@ import { patientImportDeadLetterHook, patientImportHandlers } from '../../worker
 import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
 import { httpComponent } from '../http/component.js';
 import { weeklyComponents } from '../producers/weekly-schedule.js';
+import { weeklyStillWanted } from '../../workers/weekly-status/worker.js';
 
 /**
  * The roles a fleet process can take. `fleet start` runs them all; `--only a,b` runs a
@@ -68,6 +69,7 @@ roles.weekly = {
  * weekly email drops a message whose patient opted out). A feature registers a factory here.
  */
 export const stillWantedChecks: Record<string, (ctx: FleetContext) => StillWantedCheck> = {};
+stillWantedChecks['weekly-status'] = weeklyStillWanted;
 
 roles.email = {
   description: 'sends email deliveries (batches of up to 100 per provider request, shared rate limit) and sweeps forgotten or stuck ones',

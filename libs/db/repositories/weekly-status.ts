@@ -251,3 +251,9 @@ export async function optOutOfWeeklyUpdates(
     return { found: true, changed: true };
   });
 }
+
+/** Whether a patient exists and has opted out (unsubscribe page). */
+export async function weeklyOptOutState(db: DbOrTx, patientId: number): Promise<{ optedOut: boolean } | null> {
+  const [row] = await db.select({ optedOut: patienten.weeklyUpdateOptOut }).from(patienten).where(eq(patienten.id, patientId));
+  return row ?? null;
+}

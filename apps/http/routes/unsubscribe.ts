@@ -1,0 +1,98 @@
+import express, { Router, type Request, type Response } from 'express';
+import { optOutOfWeeklyUpdates, weeklyOptOutState } from '../../../libs/db/repositories/weekly-status.js';
+import { verifyUnsubscribeToken } from '../../../libs/weekly/unsubscribe-token.js';
+import { escapeHtml, html, type SafeHtml } from '../html.js';
+import type { HttpRouteDeps, HttpRouteModule } from './types.js';
+
+/**
+ * One-click unsubscribe from the weekly status emails (RFC 8058). The link in the email's
+ * List-Unsubscribe header carries a signed token; no login, no cookies.
+ * - POST /unsubscribe/:token: opts the patient out (mail clients post
+ *   `List-Unsubscribe=One-Click`; the page's button posts too) and answers 200, also when
+ *   already opted out. The opt-out is written to the audit table.
+ * - GET /unsubscribe/:token: a small German page with a button that posts. GET never
+ *   changes anything (link scanners open links).
+ * A forged or altered token gets 404 and changes nothing.
+ */
+function germanPage(title: string, body: SafeHtml): string {
+  return `<!doctype html>
+<html lang="de"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<meta name="robots" content="noindex"><title>${escapeHtml(title)}</title>
+<style>body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#1f2933;background:#f5f7fa;margin:0;line-height:1.5}
+main{max-width:520px;margin:48px auto;background:#fff;border-radius:8px;padding:24px 28px}h1{font-size:20px;margin:0 0 12px}
+button{font-size:16px;padding:10px 18px;border-radius:6px;border:1px solid #1f2933;background:#1f2933;color:#fff;cursor:pointer}
+.muted{color:#616e7c;font-size:14px}</style></head>
+<body><main>${String(body)}</main></body></html>`;
+}
+
+const invalidPage = germanPage(
+  'Link ungültig',
+  html`<h1>Dieser Link ist leider ungültig</h1>
+<p>Bitte verwenden Sie den Link aus Ihrer letzten E-Mail oder schreiben Sie uns, dann melden wir Sie gerne ab.</p>`,
+);
+
+function noStore(res: Response): void {
+  res.setHeader('Cache-Control', 'no-store');
+}
+
+export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
+  const router = Router();
+  const secret = ctx.config.weekly.unsubscribeSecret;
+  const contact = ctx.config.weekly.contactEmail;
+  const patientOf = (req: Request) => verifyUnsubscribeToken(secret, String(req.params.token ?? ''));
+
+  router.get('/:token', async (req, res, next) => {
+    try {
+      noStore(res);
+      const patientId = patientOf(req);
+      const state = patientId === null ? null : await weeklyOptOutState(ctx.database.db, patientId);
+      if (patientId === null || state === null) return void res.status(404).type('html').send(invalidPage);
+      if (state.optedOut) {
+        return void res.status(200).type('html').send(
+          germanPage('Abgemeldet', html`<h1>Sie sind bereits abgemeldet</h1><p>Sie erhalten keine wöchentlichen Zwischenstände mehr.</p>
+<p class="muted">Fragen? Schreiben Sie uns: ${contact}</p>`),
+        );
+      }
+      res.status(200).type('html').send(
+        germanPage(
+          'Wöchentliche Nachricht abbestellen',
+          html`<h1>Wöchentliche Nachricht abbestellen</h1>
+<p>Möchten Sie den wöchentlichen Zwischenstand zu Ihrer Platzsuche nicht mehr per E-Mail erhalten?</p>
+<form method="post"><button type="submit">Ja, abmelden</button></form>
+<p class="muted">Ihre Platzsuche läuft unverändert weiter. Wichtige Nachrichten zu Ihrer Suche erhalten Sie weiterhin.</p>`,
+        ),
+      );
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  router.post('/:token', express.urlencoded({ extended: false, limit: '2kb' }), async (req, res, next) => {
+    try {
+      noStore(res);
+      const patientId = patientOf(req);
+      if (patientId === null) {
+        ctx.log.warn({ path: '/unsubscribe' }, 'unsubscribe with an invalid token refused');
+        return void res.status(404).type('html').send(invalidPage);
+      }
+      const oneClick = (req.body as Record<string, unknown> | undefined)?.['List-Unsubscribe'] === 'One-Click';
+      const r = await optOutOfWeeklyUpdates(ctx.database.db, patientId, { actor: `patient/${patientId}`, via: oneClick ? 'one-click' : 'unsubscribe-page' });
+      if (!r.found) return void res.status(404).type('html').send(invalidPage);
+      ctx.log.info({ patientId, changed: r.changed, oneClick }, 'weekly status opt-out');
+      res.status(200).type('html').send(
+        germanPage('Abgemeldet', html`<h1>Sie wurden abgemeldet</h1><p>Sie erhalten keine wöchentlichen Zwischenstände mehr. Bereits geplante Nachrichten werden nicht mehr versendet.</p>
+<p class="muted">Fragen? Schreiben Sie uns: ${contact}</p>`),
+      );
+    } catch (err) {
+      next(err);
+    }
+  });
+  return router;
+}
+
+export const unsubscribeRoutes: HttpRouteModule = {
+  name: 'unsubscribe',
+  path: '/unsubscribe',
+  access: 'public',
+  router: unsubscribeRouter,
+};
