@@ -1,0 +1,107 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { GcsStandIn } from '../../libs/testing/gcs-stand-in.js';
+import { fileBytes, objectNameFor, plainRegistration } from './fixtures.js';
+import { BUCKET, PREFIX, startImportHarness, until, type ImportHarness } from './int-harness.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..', '..');
+
+let database: TestDatabase;
+let standIn: GcsStandIn;
+const cleanups: Array<() => Promise<void>> = [];
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  standIn = await new GcsStandIn({ recordRequests: false }).start();
+});
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c().catch(() => {});
+  await standIn?.close();
+  await database?.drop();
+});
+
+async function harness(): Promise<ImportHarness> {
+  const q = testQueuePrefix();
+  const h = await startImportHarness({ databaseUrl: database.url, queuePrefix: q.prefix, standIn });
+  cleanups.push(q.cleanup, () => h.close());
+  return h;
+}
+
+function startChild(env: Record<string, string>, crash: boolean): { child: ChildProcess; ready: Promise<void>; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'test-child-worker.ts')], {
+    cwd: root,
+    env: { ...process.env, CHILD_ENV: JSON.stringify(env), CRASH_AFTER_COMMIT: crash ? '1' : '0' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const ready = new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+    child.once('exit', () => reject(new Error('child exited before it was ready')));
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  return { child, ready, exited };
+}
+
+describe('patient import: crashes and concurrency', () => {
+  it('a worker SIGKILLed right after the commit and before the delete: after a restart exactly one patient, object deleted', async () => {
+    const h = await harness();
+    const reg = plainRegistration({ token: '5161c0de00000001' });
+    const name = objectNameFor(reg, PREFIX);
+    const obj = standIn.putObject(BUCKET, name, fileBytes(reg));
+    const first = startChild(h.env, true);
+    cleanups.push(async () => void first.child.kill('SIGKILL'));
+    await first.ready;
+    await h.poll();
+    expect(await first.exited).toMatchObject({ signal: 'SIGKILL' });
+
+    const [row] = await database.sql`select * from fleet.patient_import_ledger where object_name = ${name} and generation = ${obj.generation}`;
+    expect(row).toMatchObject({ status: 'imported' });
+    expect(standIn.getObject(BUCKET, name)?.generation).toBe(obj.generation); // the delete never happened
+
+    const second = startChild(h.env, false);
+    cleanups.push(async () => void second.child.kill('SIGKILL'));
+    await second.ready;
+    const done = await until(async () => {
+      const [r] = await database.sql`select * from fleet.patient_import_ledger where id = ${row!.id}`;
+      return r && r.status === 'deleted' ? r : undefined;
+    }, 30_000, 'import finished after the restart');
+    expect(done.patient_id).toBe(row!.patient_id);
+    expect(await database.sql`select id from patient_service.patienten where zahlungsreferenz = '5161c0de'`).toHaveLength(1);
+    expect(await database.sql`select id from fleet.deliveries where idempotency_key like ${`patient-import.%.ledger.${row!.id}`}`).toHaveLength(1);
+    expect(await database.sql`select id from fleet.outbox where event_type = 'patient.created' and key = ${String(row!.patient_id)}`).toHaveLength(1);
+    expect(standIn.getObject(BUCKET, name)).toBeUndefined();
+    second.child.kill('SIGTERM');
+    await second.exited;
+  });
+
+  it('two pollers and two workers at once over 200 files: each file imported exactly once', async () => {
+    const a = await harness();
+    // The second process shares the queue prefix of the first: same queues, other connections.
+    const b = await startImportHarness({ databaseUrl: database.url, queuePrefix: a.env.QUEUE_PREFIX!, standIn });
+    cleanups.push(() => b.close());
+    await Promise.all([a.startWorkers(), b.startWorkers()]);
+    const prefix = `${PREFIX}batch/`;
+    const tokens: string[] = [];
+    for (let i = 0; i < 200; i++) {
+      const token = `ba7c${String(i).padStart(4, '0')}${'0'.repeat(8)}`;
+      tokens.push(token);
+      const reg = plainRegistration({ token, vorname: `Vor${String.fromCharCode(97 + (i % 26))}`, nachname: `Nach${String.fromCharCode(97 + ((i / 26) | 0))}` });
+      standIn.putObject(BUCKET, objectNameFor(reg, prefix), fileBytes(reg));
+    }
+    // Both pollers list at once, several times, while both workers import.
+    for (let round = 0; round < 3; round++) await Promise.all([a.poll(), b.poll(), a.poll()]);
+    await until(async () => standIn.listObjects(BUCKET, prefix).length === 0 || undefined, 45_000, 'bucket emptied');
+    const rows = await database.sql`select status, count(*)::int as n from fleet.patient_import_ledger where object_name like ${`${prefix}%`} group by status`;
+    expect(rows).toEqual([{ status: 'deleted', n: 200 }]);
+    const [patients] = await database.sql`select count(*)::int as n, count(distinct zahlungsreferenz)::int as refs from patient_service.patienten where zahlungsreferenz like 'ba7c%'`;
+    expect(patients).toEqual({ n: 200, refs: 200 });
+    const [mails] = await database.sql`select count(*)::int as n from fleet.deliveries d join fleet.patient_import_ledger l on d.idempotency_key = 'patient-import.staff.ledger.' || l.id where l.object_name like ${`${prefix}%`}`;
+    expect(mails!.n).toBe(200);
+    const [events] = await database.sql`select count(*)::int as n from fleet.outbox o join patient_service.patienten p on o.key = p.id::text where o.event_type = 'patient.created' and p.zahlungsreferenz like 'ba7c%'`;
+    expect(events!.n).toBe(200);
+  });
+});
