@@ -97,7 +97,7 @@ async function main() {
       const page = browser.pages()[0] ?? (await browser.newPage());
       // Bull Board's sidebar is fixed to the viewport: whole-page shots only for /ops.
       const shots: Array<[string, string, string, boolean]> = [
-        ['dashboard-overview.png', '/dashboard', 'text=patient-import-dlq', false],
+        ['dashboard-overview.png', '/dashboard', 'text=4 Jobs', false],
         ['dashboard-dead-letters.png', '/dashboard/queue/patient-import-dlq', 'text=bucket download timed out', false],
         ['dashboard-failed.png', '/dashboard/queue/patient-import?status=failed', 'text=patient-import.ledger.8', false],
         ['ops-dead-letters.png', '/ops', 'text=Recent operator actions', true],
@@ -110,6 +110,24 @@ async function main() {
         await page.screenshot({ path: out, fullPage });
         console.log(`saved ${out}`);
       }
+      // Discard one dead letter through the page's form, as an operator would.
+      await page.goto(`${base}/ops`, { waitUntil: 'networkidle' });
+      const row = page.locator('tr', { hasText: 'patient-import.ledger.7' });
+      await row.locator('form[action$="/discard"] input[name=reason]').fill('registration file is malformed; staff will call the patient');
+      await row.locator('form[action$="/discard"] button').click();
+      await page.locator('.notice', { hasText: 'Discarded patient-import.ledger.7' }).waitFor({ timeout: 5_000 });
+      const afterShot = path.join(args.out!, 'ops-after-discard.png');
+      await page.screenshot({ path: afterShot, fullPage: true });
+      console.log(`saved ${afterShot}`);
+
+      // The link from Bull Board to the dead-letter page sits in the user menu (top right).
+      await page.goto(`${base}/dashboard`, { waitUntil: 'networkidle' });
+      await page.locator('header button').last().click();
+      const link = page.getByText('Dead letters (requeue / discard)');
+      await link.waitFor({ timeout: 5_000 });
+      const menuShot = path.join(args.out!, 'dashboard-menu.png');
+      await page.screenshot({ path: menuShot });
+      console.log(`saved ${menuShot}`);
     } finally {
       await browser.close();
     }

@@ -119,23 +119,31 @@ export function requireDashboardAccess(access: DashboardAccess, log: Logger): Re
 
 /**
  * Refuses state-changing requests sent by another site (a browser replays basic-auth
- * credentials on cross-site form posts): the Origin, when present, must be this host, and
- * Sec-Fetch-Site must not say cross-site.
+ * credentials on cross-site form posts). Browsers say where a request comes from in
+ * Sec-Fetch-Site: only same-origin (or none: typed by the user) passes. Without that header,
+ * an Origin, when present and not "null", must be this host. Clients that send neither
+ * (curl, scripts) are not browsers and pass on their credentials.
+ * Note: with Referrer-Policy no-referrer, Chromium sends `Origin: null` on same-origin form
+ * posts, so "null" alone proves nothing either way.
  */
 export function rejectCrossSiteWrites(): RequestHandler {
   return (req, res, next) => {
     if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
     const site = req.headers['sec-fetch-site'];
     const origin = req.headers.origin;
-    let sameOrigin = true;
-    if (origin !== undefined) {
+    let allowed: boolean;
+    if (site !== undefined) {
+      allowed = site === 'same-origin' || site === 'none';
+    } else if (origin !== undefined && origin !== 'null') {
       try {
-        sameOrigin = new URL(origin).host === req.headers.host;
+        allowed = new URL(origin).host === req.headers.host;
       } catch {
-        sameOrigin = false;
+        allowed = false;
       }
+    } else {
+      allowed = true;
     }
-    if (site === 'cross-site' || site === 'same-site' || !sameOrigin) {
+    if (!allowed) {
       res.status(403).json({ error: 'cross_site_request', message: 'state-changing requests must come from the dashboard itself' });
       return;
     }

@@ -263,6 +263,10 @@ describe('http app with dashboard credentials', () => {
     expect(((await noReason.json()) as { message: string }).message).toMatch(/^reason: required/);
     const crossSite = await fetch(`${url}/requeue`, { method: 'POST', headers: { ...json, origin: 'https://evil.example' }, body: JSON.stringify({ reason: 'x' }) });
     expect(crossSite.status).toBe(403);
+    const crossSiteFetch = await fetch(`${url}/requeue`, { method: 'POST', headers: { ...json, origin: 'null', 'sec-fetch-site': 'cross-site' }, body: JSON.stringify({ reason: 'x' }) });
+    expect(crossSiteFetch.status).toBe(403);
+    const sameSite = await fetch(`${url}/requeue`, { method: 'POST', headers: { ...json, 'sec-fetch-site': 'same-site' }, body: JSON.stringify({ reason: 'x' }) });
+    expect(sameSite.status).toBe(403);
     const unknownQueue = await fetch(`${app.base}/ops/api/dead-letters/nope/${encodeURIComponent(id)}/requeue`, { method: 'POST', headers: json, body: JSON.stringify({ reason: 'x' }) });
     expect(unknownQueue.status).toBe(400);
     const missing = await fetch(`${app.base}/ops/api/dead-letters/patient-import/no-such-id/discard`, { method: 'POST', headers: json, body: JSON.stringify({ reason: 'x' }) });
@@ -279,7 +283,8 @@ describe('http app with dashboard credentials', () => {
     const form = await fetch(`${app.base}/ops/dead-letters/patient-import/${encodeURIComponent(id)}/discard`, {
       method: 'POST',
       redirect: 'manual',
-      headers: { authorization: AUTH, 'content-type': 'application/x-www-form-urlencoded', origin: app.base },
+      // What Chromium sends for the page's own form under Referrer-Policy no-referrer.
+      headers: { authorization: AUTH, 'content-type': 'application/x-www-form-urlencoded', origin: 'null', 'sec-fetch-site': 'same-origin' },
       body: new URLSearchParams({ reason: 'file is broken for good' }).toString(),
     });
     expect(form.status).toBe(303);
