@@ -48,7 +48,10 @@ export function httpComponent(ctx: FleetContext, opts: Omit<HttpDeps, 'ctx'> = {
       if (!s) return;
       server = null;
       const closed = new Promise<void>((resolve) => s.close(() => resolve()));
+      // Keep-alive connections whose request finished after close() began become idle
+      // later: close them as they do, instead of waiting for their keep-alive timeout.
       s.closeIdleConnections();
+      const sweep = setInterval(() => s.closeIdleConnections(), 50);
       let timer: NodeJS.Timeout | undefined;
       const outcome = await Promise.race([
         closed.then(() => 'graceful' as const),
@@ -57,6 +60,7 @@ export function httpComponent(ctx: FleetContext, opts: Omit<HttpDeps, 'ctx'> = {
         }),
       ]);
       clearTimeout(timer);
+      clearInterval(sweep);
       if (outcome === 'forced') {
         s.closeAllConnections();
         await closed;

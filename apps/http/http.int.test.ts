@@ -9,7 +9,9 @@ import { openContext, workerComponent, type Component, type FleetContext } from 
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_ADMIN_DB_URL, TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { Router } from 'express';
 import { httpComponent, type HttpComponent } from './component.js';
+import { routeModules, type HttpRouteModule } from './routes/index.js';
 
 const USER = 'operator';
 const PASSWORD = 'correct horse battery staple';
@@ -47,11 +49,11 @@ interface RunningApp {
   stop(): Promise<void>;
 }
 
-async function startApp(env: Record<string, string>): Promise<RunningApp> {
+async function startApp(env: Record<string, string>, opts: Parameters<typeof httpComponent>[1] = {}): Promise<RunningApp> {
   const config = loadConfig({ HTTP_PORT: '0', RETRY_BACKOFF_SCALE: '0.001', SHUTDOWN_TIMEOUT_MS: '5000', LOG_PRETTY: 'false', ...env });
   const { lines, log } = captureLog();
   const ctx = openContext(config, log);
-  const http = httpComponent(ctx);
+  const http = httpComponent(ctx, opts);
   await http.start();
   const addr = http.address()!;
   const extra: Component[] = [];
@@ -453,5 +455,53 @@ describe('/ready follows PostgreSQL, Redis and component checks', () => {
     expect(stopping.status).toBe(503);
     expect(stopping.body.reason).toBe('process is stopping');
     app.ctx.readiness.setPhase('running');
+  });
+});
+
+describe('feature routes and graceful stop', () => {
+  const slow: HttpRouteModule = {
+    name: 'slow-public',
+    path: '/slow',
+    access: 'public',
+    router: () =>
+      Router().get('/', async (_req, res) => {
+        await new Promise((r) => setTimeout(r, 800));
+        res.json({ done: true });
+      }),
+  };
+  const secret: HttpRouteModule = {
+    name: 'operator-only',
+    path: '/secret',
+    access: 'operator',
+    router: () => Router().get('/', (_req, res) => void res.json({ secret: true })),
+  };
+
+  it('mounts public routes without auth and operator routes behind it; stop lets requests in flight finish', async () => {
+    const q = testQueuePrefix();
+    const app = await startApp(
+      { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, DASHBOARD_USER: USER, DASHBOARD_PASSWORD: PASSWORD },
+      { routes: [...routeModules, slow, secret] },
+    );
+    let stopped = false;
+    try {
+      expect((await fetch(`${app.base}/secret`)).status).toBe(401);
+      expect((await fetch(`${app.base}/secret`, { headers: { authorization: AUTH } })).status).toBe(200);
+      expect((await fetch(`${app.base}/ops`)).status).toBe(401);
+      expect((await fetch(`${app.base}/nothing-here`)).status).toBe(404);
+
+      const inFlight = fetch(`${app.base}/slow`);
+      await new Promise((r) => setTimeout(r, 200));
+      const stopping = app.http.stop(5_000);
+      const res = await inFlight;
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({ done: true });
+      await stopping;
+      stopped = true;
+      await expect(fetch(`${app.base}/health`)).rejects.toThrow();
+    } finally {
+      if (stopped) await app.ctx.close();
+      else await app.stop();
+      await q.cleanup();
+    }
   });
 });
