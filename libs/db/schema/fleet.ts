@@ -63,6 +63,12 @@ export const deliveries = fleet.table(
     batchLeaderId: uuid('batch_leader_id'),
     /** When the batch was claimed or last taken over; a stale claim is recovered by the sweep. */
     claimedAt: ts('claimed_at'),
+    /**
+     * Set while a provider request for the batch is in flight (a lease): a second job for
+     * the same batch waits instead of sending alongside; cleared when the request ends. A
+     * lease left by a crashed worker expires after the request time limit.
+     */
+    attemptStartedAt: ts('attempt_started_at'),
     createdAt: ts('created_at').notNull().defaultNow(),
     updatedAt: ts('updated_at').notNull().defaultNow(),
     sentAt: ts('sent_at'),
