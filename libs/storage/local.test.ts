@@ -98,6 +98,25 @@ describe('local bucket: files dropped in by hand', () => {
     expect((await all(b)).map((o) => o.name)).toEqual(['registrations/half-written.json']);
   });
 
+  it('a copy that keeps an old mtime (cp -p) is still left out until its ctime settles', async () => {
+    let now = Date.now();
+    const b = bucket({ settleMs: 2_000, now: () => now });
+    const p = drop('registrations/copied-with-p.json', '{"a":');
+    utimesSync(p, new Date('2025-01-01'), new Date('2025-01-01'));
+    expect(await all(b)).toEqual([]);
+    now += 2_500;
+    expect(await all(b)).toHaveLength(1);
+  });
+
+  it('three deletes of the same generation at once: one deletes, the others find nothing', async () => {
+    for (let i = 0; i < 20; i++) {
+      const up = await bucket().upload('registrations/a.json', `{"i":${i}}`);
+      const outcomes = await Promise.all([1, 2, 3].map(() => bucket().deleteGeneration(up.name, up.generation)));
+      expect(outcomes.sort()).toEqual(['deleted', 'not_found', 'not_found']);
+      expect(await bucket().stat(up.name)).toBeNull();
+    }
+  });
+
   it('ignores hidden files, editor leftovers, symlinks and its own metadata folder', async () => {
     drop('registrations/ok.json', '{}');
     drop('registrations/.ok.json.swp', 'x');

@@ -39,7 +39,7 @@ import {
  * bytes: a name can never leave the folder. Percent signs, spaces and umlauts are kept
  * as they are.
  *
- * Files younger than `settleMs` (by mtime) are left out of listings, so a file that is
+ * Files changed less than `settleMs` ago (mtime or ctime) are left out of listings, so a file that is
  * still being copied in is not picked up half-written.
  */
 export interface LocalBucketOptions {
@@ -77,6 +77,19 @@ function fail(code: string, message: string, err?: unknown): StorageError {
 
 function isErrno(err: unknown, ...codes: string[]): boolean {
   return codes.includes((err as NodeJS.ErrnoException | undefined)?.code ?? '');
+}
+
+/** Internal: the file seen is the one a concurrent delete removed. */
+class GoneError extends StorageError {
+  constructor() {
+    super('gone', 'object was deleted');
+  }
+}
+
+function goneAs(make: () => Error) {
+  return (err: unknown): never => {
+    throw err instanceof GoneError ? make() : err;
+  };
 }
 
 function compareNames(a: string, b: string): number {
@@ -159,7 +172,8 @@ export class LocalBucket implements BucketPort {
     await this.walk(baseName, async (name, st) => {
       if (!name.startsWith(prefix)) return;
       if (after !== undefined && compareNames(name, after) <= 0) return;
-      if (this.settleMs > 0 && st.mtimeNs > cutoffNs) return; // still being written
+      // still being written (ctime too: `cp -p` keeps an old mtime while it writes)
+      if (this.settleMs > 0 && (st.mtimeNs > cutoffNs || st.ctimeNs > cutoffNs)) return;
       candidates.push({ name, st });
     });
     candidates.sort((a, b) => compareNames(a.name, b.name));
@@ -206,7 +220,7 @@ export class LocalBucket implements BucketPort {
     if (!after || !sameIdentity(identityOf(st), after)) {
       throw new StorageError('busy', 'object changed while being read; retry');
     }
-    const state = await this.resolveGeneration(name, after, data);
+    const state = await this.resolveGeneration(name, after, data).catch(goneAs(() => new ObjectNotFoundError()));
     if (state.generation !== generation) throw new ObjectNotFoundError();
     const md5 = md5Base64(data);
     const crc = crc32cBase64(data);
@@ -235,7 +249,13 @@ export class LocalBucket implements BucketPort {
     const after = await this.lstatFile(name);
     if (!after) return 'not_found';
     if (!sameIdentity(identityOf(st), after)) throw new StorageError('busy', 'object changed while being read; retry');
-    const state = await this.resolveGeneration(name, after, data);
+    let state: Sidecar;
+    try {
+      state = await this.resolveGeneration(name, after, data);
+    } catch (err) {
+      if (err instanceof GoneError) return 'not_found';
+      throw err;
+    }
     if (state.generation !== generation) return 'precondition_failed';
 
     // Move the file aside atomically, then make sure it is what we checked; if a newer file
@@ -395,6 +415,8 @@ export class LocalBucket implements BucketPort {
    */
   private async resolveGeneration(name: string, st: BigIntStats, data?: Buffer): Promise<Sidecar> {
     const prev = await this.readSidecar(name);
+    // The very file a concurrent delete just removed (we saw it before its rename): gone.
+    if (prev?.deleted && sameIdentity(prev, st)) throw new GoneError();
     const live = prev && !prev.deleted ? prev : undefined;
     if (live && sameIdentity(live, st) && (data === undefined || md5Base64(data) === live.md5Hash)) return live;
     if (data === undefined) {
@@ -421,7 +443,7 @@ export class LocalBucket implements BucketPort {
     try {
       return this.toObject(await this.resolveGeneration(name, st));
     } catch (err) {
-      if (isErrno(err, 'ENOENT', 'ENOTDIR') || (err instanceof StorageError && err.code === 'busy')) return undefined;
+      if (isErrno(err, 'ENOENT', 'ENOTDIR') || err instanceof GoneError || (err instanceof StorageError && err.code === 'busy')) return undefined;
       throw err;
     }
   }
