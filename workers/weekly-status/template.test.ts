@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import type { WeeklyFacts } from '../../libs/db/repositories/weekly-status.js';
+import { renderWeeklyEmail } from './template.js';
+
+const facts = (over: Partial<WeeklyFacts> = {}): WeeklyFacts => ({
+  patientId: 7,
+  vorname: 'Anna',
+  nachname: 'Beispiel',
+  email: 'anna@example.org',
+  status: 'auf_der_Suche',
+  optedOut: false,
+  lastSent: new Date('2026-11-16T08:00:00Z'),
+  activeSearches: 1,
+  requestsTotal: 9,
+  requestsSince: 3,
+  answersTotal: 2,
+  answersSince: 1,
+  acceptances: 0,
+  ...over,
+});
+const links = { unsubscribeUrl: 'https://app.example/unsubscribe/7.abc', unsubscribeMailto: 'mailto:abmelden@example.org?subject=x', contactEmail: 'info@example.org' };
+
+describe('weekly status email template', () => {
+  it('escapes a patient name containing <script> in the HTML and keeps it readable in the text', () => {
+    const out = renderWeeklyEmail(facts({ vorname: '<script>alert("x")</script>', nachname: "O'Brien & <b>Co</b>" }), links);
+    expect(out.html).not.toContain('<script>');
+    expect(out.html).not.toContain('<b>Co</b>');
+    expect(out.html).toContain('&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; O&#x27;Brien &amp; &lt;b&gt;Co&lt;/b&gt;');
+    expect(out.text).toContain(`Guten Tag <script>alert("x")</script> O'Brien & <b>Co</b>,`);
+  });
+
+  it('says what happened since the last update and in total, what comes next and how to reach staff; neutral subject', () => {
+    const out = renderWeeklyEmail(facts(), { ...links, contactPhone: '030 123' });
+    expect(out.subject).toBe('Ihr wöchentlicher Zwischenstand von Curavani');
+    expect(out.text).toContain('3 neue Anfragen');
+    expect(out.text).toContain('Insgesamt sind es bisher 9 Anfragen');
+    expect(out.text).toContain('2 Antworten erhalten, 1 davon seit unserer letzten Nachricht');
+    expect(out.text).toContain('Wie es weitergeht');
+    expect(out.text).toContain('info@example.org');
+    expect(out.text).toContain('Telefon: 030 123');
+    expect(out.html).toContain('href="https://app.example/unsubscribe/7.abc"');
+    expect(out.headers).toEqual({
+      'List-Unsubscribe': '<https://app.example/unsubscribe/7.abc>, <mailto:abmelden@example.org?subject=x>',
+      'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
+    });
+    expect(out.subject).not.toMatch(/therap|psych|diagnos/i);
+  });
+
+  it('words the first email, no requests yet, and an acceptance kindly', () => {
+    expect(renderWeeklyEmail(facts({ lastSent: null, requestsTotal: 1, requestsSince: 1 }), links).text).toContain('Seit Beginn Ihrer Platzsuche haben wir 1 Anfrage an Praxen gesendet.');
+    const none = renderWeeklyEmail(facts({ lastSent: null, requestsTotal: 0, requestsSince: 0, answersTotal: 0 }), links).text;
+    expect(none).toContain('Wir bereiten die ersten Anfragen für Sie vor');
+    expect(none).toContain('Antworten haben wir bisher noch keine erhalten.');
+    expect(renderWeeklyEmail(facts({ requestsSince: 0 }), links).text).toContain('keine neuen Anfragen');
+    expect(renderWeeklyEmail(facts({ acceptances: 1 }), links).text).toContain('positive Rückmeldung');
+  });
+});
