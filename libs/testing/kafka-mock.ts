@@ -42,6 +42,7 @@ export function ensureKafkaMockBinary(): string {
       throw new Error(
         `cannot build the Kafka mock broker (scripts/kafka-mock/build.sh): ${stderr.trim() || (err as Error).message}. ` +
           'It needs gcc and librdkafka-dev (apt-get install -y librdkafka-dev); bash .ci/run installs both.',
+        { cause: err },
       );
     }
   }

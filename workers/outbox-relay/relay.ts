@@ -3,7 +3,7 @@ import type { EventPublisher } from '../../libs/events/kafka.js';
 import type { Logger } from '../../libs/log/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
 import { backoffMs } from './backoff.js';
-import { PublishFailedError, relayBatch, type RelayBatchResult } from './process-batch.js';
+import { PublishFailedError, drainOutbox, type RelayBatchResult } from './process-batch.js';
 
 export interface RelaySettings {
   batchSize: number;
@@ -16,6 +16,8 @@ export interface RelaySettings {
   pruneIntervalMs: number;
   /** How often an idle relay or a standby asks Kafka whether it is there (for readiness). */
   probeIntervalMs: number;
+  /** Batches published back to back before the leader checks its lease again (default 20). */
+  maxBatchesPerLeaseCheck?: number;
 }
 
 export interface RelayDeps {
@@ -157,16 +159,24 @@ export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): Out
           const pruned = await deps.prunePublished(cutoff);
           if (pruned > 0) log.info({ pruned, cutoff: cutoff.toISOString() }, 'published outbox rows pruned');
         }
-        const result = await relayBatch({ source: lease, publisher, clock }, { batchSize: settings.batchSize });
-        if (result.published > 0) {
-          setKafka(true);
-          failures = 0;
-          deps.onBatch?.(result);
-          log.debug({ published: result.published }, 'outbox batch published');
-        }
-        if (result.fetched < settings.batchSize) {
+        const result = await drainOutbox(
+          {
+            source: lease,
+            publisher,
+            clock,
+            keepGoing: () => !signal.aborted,
+            onBatch: (batch) => {
+              setKafka(true);
+              failures = 0;
+              deps.onBatch?.(batch);
+            },
+          },
+          { batchSize: settings.batchSize, maxBatches: settings.maxBatchesPerLeaseCheck ?? 20 },
+        );
+        if (result.published > 0) log.debug({ published: result.published, batches: result.batches }, 'outbox batches published');
+        if (result.caughtUp) {
           // Idle: make sure readiness still tells the truth about Kafka, then wait.
-          if (result.fetched === 0 && clock.now().getTime() - lastProbe >= settings.probeIntervalMs) {
+          if (result.published === 0 && clock.now().getTime() - lastProbe >= settings.probeIntervalMs) {
             lastProbe = clock.now().getTime();
             await probe(publisher);
           }

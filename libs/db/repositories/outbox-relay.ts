@@ -32,8 +32,8 @@ export interface UnpublishedEvent {
 export interface RelayLease {
   /** True while this session still holds the relay lock. Rejects when the connection is gone. */
   held(): Promise<boolean>;
-  /** The oldest unpublished events, in id (= commit-time append) order. */
-  fetchUnpublished(limit: number): Promise<UnpublishedEvent[]>;
+  /** The oldest unpublished events in id order (only ids above `afterId` when given). */
+  fetchUnpublished(limit: number, afterId?: number): Promise<UnpublishedEvent[]>;
   markPublished(ids: number[], at: Date): Promise<void>;
   recordFailure(ids: number[], error: string): Promise<void>;
   /** Gives the lock and the connection back. */
@@ -79,11 +79,11 @@ function toEvent(r: Row): UnpublishedEvent {
   };
 }
 
-async function fetchUnpublished(sql: postgres.Sql | postgres.ReservedSql, limit: number): Promise<UnpublishedEvent[]> {
+async function fetchUnpublished(sql: postgres.Sql | postgres.ReservedSql, limit: number, afterId = 0): Promise<UnpublishedEvent[]> {
   const rows = await sql<Row[]>`
     select id, event_id, event_type, version, topic, key, producer, payload,
       (extract(epoch from occurred_at) * 1000)::float8 as occurred_ms, attempts
-    from fleet.outbox where published_at is null order by id limit ${limit}`;
+    from fleet.outbox where published_at is null and id > ${afterId} order by id limit ${limit}`;
   return rows.map(toEvent);
 }
 
@@ -111,7 +111,7 @@ export async function acquireRelayLease(database: Database): Promise<RelayLease 
           and classid = ${LOCK_CLASS}::int4::oid and objid = ${LOCK_OBJECT}::int4::oid and objsubid = 2) as held`;
       return row?.held === true;
     },
-    fetchUnpublished: (limit) => fetchUnpublished(conn, limit),
+    fetchUnpublished: (limit, afterId) => fetchUnpublished(conn, limit, afterId),
     async markPublished(ids, at) {
       if (ids.length === 0) return;
       await conn`update fleet.outbox set published_at = ${at.toISOString()}::timestamptz, attempts = attempts + 1, last_error = null

@@ -1,0 +1,314 @@
+import { describe, expect, it } from 'vitest';
+import type { RelayLease, UnpublishedEvent } from '../../libs/db/repositories/outbox-relay.js';
+import type { EventPublisher, OutgoingEvent } from '../../libs/events/kafka.js';
+import { silentLogger } from '../../libs/log/index.js';
+import { fixedClock } from '../../libs/runtime/clock.js';
+import { backoffMs } from './backoff.js';
+import { PublishFailedError, drainOutbox, relayBatch } from './process-batch.js';
+import { createOutboxRelay, type RelaySettings } from './relay.js';
+
+const event = (id: number, key = `k${id % 3}`): UnpublishedEvent => ({
+  id,
+  eventId: `00000000-0000-4000-8000-${String(id).padStart(12, '0')}`,
+  eventType: 'patient.created',
+  version: 1,
+  topic: 'patient-events',
+  key,
+  producer: 'curavani-fleet',
+  payload: { patientId: id },
+  occurredAt: new Date('2026-01-05T10:00:00Z'),
+  attempts: 0,
+});
+
+/** An in-memory outbox behind a lease; `leader` decides who may hold it. */
+function fakeOutbox(n: number) {
+  const rows = Array.from({ length: n }, (_, i) => ({ ...event(i + 1), publishedAt: null as Date | null, lastError: null as string | null }));
+  let holder: object | null = null;
+  const lease = (owner: object): RelayLease => ({
+    held: async () => holder === owner,
+    fetchUnpublished: async (limit, afterId = 0) => rows.filter((r) => !r.publishedAt && r.id > afterId).slice(0, limit),
+    markPublished: async (ids, at) => {
+      for (const r of rows) if (ids.includes(r.id)) r.publishedAt = at;
+    },
+    recordFailure: async (ids, error) => {
+      for (const r of rows) if (ids.includes(r.id)) r.lastError = error;
+    },
+    release: async () => {
+      if (holder === owner) holder = null;
+    },
+  });
+  return {
+    rows,
+    acquire(owner: object) {
+      if (holder && holder !== owner) return null;
+      holder = owner;
+      return lease(owner);
+    },
+    drop() {
+      holder = null;
+    },
+  };
+}
+
+function fakePublisher(opts: { failFirst?: number } = {}) {
+  const sent: OutgoingEvent[] = [];
+  let failuresLeft = opts.failFirst ?? 0;
+  let ok = false;
+  let probes = 0;
+  const publisher: EventPublisher & { sent: OutgoingEvent[]; probes(): number; disconnected: boolean } = {
+    sent,
+    disconnected: false,
+    probes: () => probes,
+    connect: async () => {},
+    async publish(batch) {
+      if (failuresLeft > 0) {
+        failuresLeft--;
+        ok = false;
+        throw new Error('connect ECONNREFUSED 127.0.0.1:9092');
+      }
+      ok = true;
+      sent.push(...batch);
+    },
+    async probe() {
+      probes++;
+      if (failuresLeft > 0) {
+        ok = false;
+        throw new Error('connect ECONNREFUSED');
+      }
+      ok = true;
+    },
+    async disconnect() {
+      publisher.disconnected = true;
+    },
+    healthy: () => ok,
+  };
+  return publisher;
+}
+
+const settings: RelaySettings = {
+  batchSize: 4,
+  pollIntervalMs: 10,
+  backoffMinMs: 100,
+  backoffMaxMs: 1600,
+  retentionDays: 7,
+  pruneIntervalMs: 3_600_000,
+  probeIntervalMs: 0,
+};
+
+/** Sleeps that only yield a tick, and remember what was asked for. */
+function recordingSleep() {
+  const asked: number[] = [];
+  return { asked, sleep: (ms: number) => ((asked.push(ms), new Promise<void>((r) => setImmediate(r)))) };
+}
+
+async function until(fn: () => boolean | Promise<boolean>, what: string) {
+  for (let i = 0; i < 5000; i++) {
+    if (await fn()) return;
+    await new Promise((r) => setImmediate(r));
+  }
+  throw new Error(`never happened: ${what}`);
+}
+
+describe('backoffMs', () => {
+  it('doubles from the minimum, stays within [half, all] of the step, and is capped', () => {
+    const opts = { minMs: 100, maxMs: 1000 };
+    expect([1, 2, 3, 4, 5, 10].map((n) => backoffMs(n, opts, () => 1))).toEqual([100, 200, 400, 800, 1000, 1000]);
+    expect([1, 2, 3, 4, 5, 10].map((n) => backoffMs(n, opts, () => 0))).toEqual([50, 100, 200, 400, 500, 500]);
+    expect(backoffMs(1000, opts, () => 0.5)).toBe(750);
+  });
+});
+
+describe('relayBatch', () => {
+  it('sends the oldest events in id order as one batch and stamps them only after Kafka took them', async () => {
+    const outbox = fakeOutbox(6);
+    const lease = outbox.acquire({})!;
+    const publisher = fakePublisher();
+    const clock = fixedClock('2026-01-05T10:00:05Z');
+    const r = await relayBatch({ source: lease, publisher, clock }, { batchSize: 4 });
+    expect(r).toEqual({ fetched: 4, published: 4, byTopic: { 'patient-events': 4 } });
+    expect(publisher.sent.map((m) => m.headers['event-id'])).toEqual(outbox.rows.slice(0, 4).map((e) => e.eventId));
+    const first = publisher.sent[0]!;
+    expect(first.key).toBe('k1');
+    expect(first.headers['event-type']).toBe('patient.created');
+    expect(JSON.parse(first.value)).toEqual({
+      eventId: outbox.rows[0]!.eventId,
+      eventType: 'patient.created',
+      version: 1,
+      timestamp: '2026-01-05T10:00:00.000Z',
+      producer: 'curavani-fleet',
+      payload: { patientId: 1 },
+    });
+    expect(outbox.rows.map((e) => e.publishedAt?.toISOString() ?? null)).toEqual([...Array(4).fill('2026-01-05T10:00:05.000Z'), null, null]);
+  });
+
+  it('on a failed publish records the error, stamps nothing and throws PublishFailedError', async () => {
+    const outbox = fakeOutbox(3);
+    const publisher = fakePublisher({ failFirst: 1 });
+    const err = await relayBatch({ source: outbox.acquire({})!, publisher, clock: fixedClock('2026-01-05T10:00:05Z') }, { batchSize: 10 }).catch((e) => e);
+    expect(err).toBeInstanceOf(PublishFailedError);
+    expect(err.events).toBe(3);
+    expect(outbox.rows.every((e) => e.publishedAt === null && e.lastError?.includes('ECONNREFUSED'))).toBe(true);
+  });
+});
+
+describe('drainOutbox', () => {
+  it('publishes batch after batch in id order, stamping each only after Kafka took it', async () => {
+    const outbox = fakeOutbox(10);
+    const lease = outbox.acquire({})!;
+    const stampedWhenPublished: number[] = [];
+    const publisher = fakePublisher();
+    const publish = publisher.publish;
+    publisher.publish = async (batch) => {
+      stampedWhenPublished.push(outbox.rows.filter((r) => r.publishedAt).length);
+      await publish(batch);
+    };
+    const r = await drainOutbox({ source: lease, publisher, clock: fixedClock('2026-01-05T10:00:05Z') }, { batchSize: 4, maxBatches: 10 });
+    expect(r).toEqual({ published: 10, batches: 3, caughtUp: true });
+    expect(publisher.sent.map((m) => m.headers['event-id'])).toEqual(outbox.rows.map((e) => e.eventId));
+    expect(outbox.rows.every((e) => e.publishedAt)).toBe(true);
+    // Stamps trail the publishes: never a batch stamped before Kafka acknowledged it.
+    expect(stampedWhenPublished.every((n, i) => n <= i * 4)).toBe(true);
+  });
+
+  it('stops after maxBatches, and a failure stamps nothing from the failed batch on', async () => {
+    const outbox = fakeOutbox(12);
+    const lease = outbox.acquire({})!;
+    const r = await drainOutbox({ source: lease, publisher: fakePublisher(), clock: fixedClock('2026-01-05T10:00:05Z') }, { batchSize: 4, maxBatches: 2 });
+    expect(r).toEqual({ published: 8, batches: 2, caughtUp: false });
+
+    const failing = fakeOutbox(12);
+    const publisher = fakePublisher();
+    let calls = 0;
+    const publish = publisher.publish;
+    publisher.publish = async (batch) => {
+      if (++calls === 2) throw new Error('broker gone');
+      await publish(batch);
+    };
+    const err = await drainOutbox({ source: failing.acquire({})!, publisher, clock: fixedClock('2026-01-05T10:00:05Z') }, { batchSize: 4, maxBatches: 10 }).catch((e) => e);
+    expect(err).toBeInstanceOf(PublishFailedError);
+    expect(failing.rows.map((e) => (e.publishedAt ? 'p' : e.lastError ? 'f' : '-')).join('')).toBe('ppppffff----');
+  });
+});
+
+describe('createOutboxRelay', () => {
+  it('publishes the whole backlog in id order, then reports ready', async () => {
+    const outbox = fakeOutbox(10);
+    const publisher = fakePublisher();
+    const { sleep } = recordingSleep();
+    const owner = {};
+    const relay = createOutboxRelay(
+      { acquireLease: async () => outbox.acquire(owner), publisher, prunePublished: async () => 0, clock: fixedClock('2026-01-05T11:00:00Z'), log: silentLogger(), sleep },
+      settings,
+    );
+    relay.start();
+    await until(() => outbox.rows.every((r) => r.publishedAt), 'backlog published');
+    expect(publisher.sent.map((m) => m.headers['event-id'])).toEqual(outbox.rows.map((r) => r.eventId));
+    expect(relay.role()).toBe('leader');
+    await until(async () => (await relay.ready()).ok, 'ready');
+    await relay.stop(1000);
+    expect(publisher.disconnected).toBe(true);
+    expect(relay.role()).toBe('stopped');
+  });
+
+  it('Kafka down: backs off exponentially (capped), reports not ready, keeps the rows, then publishes when Kafka is back', async () => {
+    const outbox = fakeOutbox(5);
+    const publisher = fakePublisher({ failFirst: 7 });
+    const { asked, sleep } = recordingSleep();
+    const relay = createOutboxRelay(
+      { acquireLease: async () => outbox.acquire(relay), publisher, prunePublished: async () => 0, clock: fixedClock('2026-01-05T11:00:00Z'), log: silentLogger(), sleep, random: () => 1 },
+      settings,
+    );
+    relay.start();
+    await until(async () => relay.kafkaUp() === false, 'Kafka seen down');
+    expect((await relay.ready()).ok).toBe(false);
+    expect((await relay.ready()).detail).toMatch(/kafka down since 2026-01-05T11:00:00.000Z: .*ECONNREFUSED.*events wait in the outbox/);
+    await until(() => outbox.rows.every((r) => r.publishedAt), 'published after Kafka came back');
+    expect(asked.slice(0, 7)).toEqual([100, 200, 400, 800, 1600, 1600, 1600]);
+    expect(await relay.ready()).toEqual({ ok: true, detail: 'kafka reachable (relay leader)' });
+    await relay.stop(1000);
+  });
+
+  it('a second relay stays on standby while the first holds the lease, and takes over when it is gone', async () => {
+    const outbox = fakeOutbox(0);
+    const a = fakePublisher();
+    const b = fakePublisher();
+    const { sleep } = recordingSleep();
+    const common = { prunePublished: async () => 0, clock: fixedClock('2026-01-05T11:00:00Z'), log: silentLogger(), sleep };
+    const ownerA = {};
+    const ownerB = {};
+    const relayA = createOutboxRelay({ ...common, acquireLease: async () => outbox.acquire(ownerA), publisher: a }, settings);
+    relayA.start();
+    await until(() => relayA.role() === 'leader', 'A leader');
+    const relayB = createOutboxRelay({ ...common, acquireLease: async () => outbox.acquire(ownerB), publisher: b }, settings);
+    relayB.start();
+    await until(() => relayB.role() === 'standby', 'B standby');
+    await relayA.stop(1000);
+    await until(() => relayB.role() === 'leader', 'B takes over');
+    await relayB.stop(1000);
+  });
+
+  it('a leader whose session lost the lock steps back to standby before publishing anything', async () => {
+    const outbox = fakeOutbox(3);
+    const publisher = fakePublisher();
+    const { sleep } = recordingSleep();
+    const owner = {};
+    let calls = 0;
+    const relay = createOutboxRelay(
+      {
+        acquireLease: async () => {
+          calls++;
+          const l = outbox.acquire(owner);
+          if (calls === 1) outbox.drop(); // the session died right after locking
+          return l;
+        },
+        publisher,
+        prunePublished: async () => 0,
+        clock: fixedClock('2026-01-05T11:00:00Z'),
+        log: silentLogger(),
+        sleep,
+      },
+      settings,
+    );
+    relay.start();
+    await until(() => outbox.rows.every((r) => r.publishedAt), 'published by the second lease');
+    expect(calls).toBeGreaterThanOrEqual(2);
+    expect(publisher.sent).toHaveLength(3);
+    await relay.stop(1000);
+  });
+
+  it('prunes published rows older than the retention once per interval', async () => {
+    const outbox = fakeOutbox(0);
+    const cutoffs: string[] = [];
+    const { sleep } = recordingSleep();
+    const relay = createOutboxRelay(
+      {
+        acquireLease: async () => outbox.acquire(relay),
+        publisher: fakePublisher(),
+        prunePublished: async (d) => (cutoffs.push(d.toISOString()), 0),
+        clock: fixedClock('2026-01-08T11:00:00Z'),
+        log: silentLogger(),
+        sleep,
+      },
+      { ...settings, retentionDays: 3 },
+    );
+    relay.start();
+    await until(() => cutoffs.length > 0, 'pruned');
+    await new Promise((r) => setTimeout(r, 20));
+    await relay.stop(1000);
+    expect(cutoffs).toEqual(['2026-01-05T11:00:00.000Z']); // fixed clock: the hour never passes
+  });
+
+  it('without a publisher (no brokers configured) it never takes the lease and says why it is idle', async () => {
+    let asked = 0;
+    const relay = createOutboxRelay(
+      { acquireLease: async () => (asked++, null), publisher: null, prunePublished: async () => 0, clock: fixedClock('2026-01-05T11:00:00Z'), log: silentLogger() },
+      settings,
+    );
+    relay.start();
+    await new Promise((r) => setTimeout(r, 30));
+    expect(asked).toBe(0);
+    expect(relay.role()).toBe('disabled');
+    expect(await relay.ready()).toEqual({ ok: true, detail: 'kafka not configured: events stay in the outbox' });
+    await relay.stop(100);
+  });
+});
