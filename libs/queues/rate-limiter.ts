@@ -27,10 +27,10 @@ return slot - now`;
 const PAUSE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local until = now + tonumber(ARGV[1])
+local pausedUntil = now + tonumber(ARGV[1])
 local nextFree = tonumber(redis.call('GET', KEYS[1]) or '0')
-if until > nextFree then redis.call('SET', KEYS[1], until, 'PX', tonumber(ARGV[1]) + 60000) end
-return until`;
+if pausedUntil > nextFree then redis.call('SET', KEYS[1], pausedUntil, 'PX', tonumber(ARGV[1]) + 60000) end
+return pausedUntil`;
 
 export function redisRateLimiter(redis: Redis, opts: { prefix: string; name: string; perSecond: number }): RateLimiter {
   const key = `${clusterSafePrefix(opts.prefix)}:rate:${opts.name}`;

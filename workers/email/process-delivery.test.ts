@@ -12,6 +12,7 @@ interface Row extends ClaimedDelivery {
   batchId: string | null;
   leader: string | null;
   claimedAt: Date | null;
+  attemptStartedAt: Date | null;
   attempts: number;
   lastError: string | null;
   providerId: string | null;
@@ -27,7 +28,7 @@ function memoryStore(batchSize = 100) {
       const id = `d${String(++n).padStart(4, '0')}`;
       rows.set(id, {
         id, kind, patientId, idempotencyKey: `key.${id}`, toAddress: `${id}@example.com`, fromAddress: 'Curavani <noreply@curavani.com>',
-        subject: 's', html: '<p>h</p>', text: 't', headers: {}, status: 'pending', batchId: null, leader: null, claimedAt: null,
+        subject: 's', html: '<p>h</p>', text: 't', headers: {}, status: 'pending', batchId: null, leader: null, claimedAt: null, attemptStartedAt: null,
         attempts: 0, lastError: null, providerId: null,
       });
       return id;
@@ -53,12 +54,18 @@ function memoryStore(batchSize = 100) {
         const r = rows.get(id)!;
         return r.batchId === batchId && r.status === 'sending' ? r : null;
       };
-      for (const s of o.sent) { const r = inBatch(s.id); if (r) Object.assign(r, { status: 'sent', providerId: s.providerMessageId, attempts: r.attempts + 1 }); }
+      for (const s of o.sent) { const r = inBatch(s.id); if (r) Object.assign(r, { attemptStartedAt: null, status: 'sent', providerId: s.providerMessageId, attempts: r.attempts + 1 }); }
       for (const f of o.failed) { const r = inBatch(f.id); if (r) Object.assign(r, { status: 'failed', lastError: f.reason, attempts: r.attempts + 1 }); }
       for (const d of o.dropped) { const r = inBatch(d.id); if (r) Object.assign(r, { status: 'dropped', lastError: d.reason }); }
     },
+    async beginAttempt(batchId, now, expiredBefore) {
+      const batch = [...rows.values()].filter((r) => r.batchId === batchId && r.status === 'sending');
+      if (!batch.length || batch.some((r) => r.attemptStartedAt && r.attemptStartedAt >= expiredBefore)) return false;
+      for (const r of batch) r.attemptStartedAt = now;
+      return true;
+    },
     async recordAttempt(batchId, reason) {
-      for (const r of rows.values()) if (r.batchId === batchId && r.status === 'sending') Object.assign(r, { attempts: r.attempts + 1, lastError: reason });
+      for (const r of rows.values()) if (r.batchId === batchId && r.status === 'sending') Object.assign(r, { attempts: r.attempts + 1, lastError: reason, attemptStartedAt: null });
     },
     async release(batchId) {
       for (const r of rows.values()) if (r.batchId === batchId && r.status === 'sending') Object.assign(r, { status: 'pending', batchId: null, leader: null, claimedAt: null });

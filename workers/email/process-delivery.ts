@@ -28,6 +28,9 @@ export interface BatchOutcome {
 export interface DeliveryStore {
   claim(deliveryId: string, now: Date): Promise<Claim>;
   finish(batchId: string, outcome: BatchOutcome, now: Date): Promise<void>;
+  /** Takes the batch's attempt lease (no other request for it in flight, or that one started before `expiredBefore`). */
+  beginAttempt(batchId: string, now: Date, expiredBefore: Date): Promise<boolean>;
+  /** Counts a failed request and frees the lease. */
   recordAttempt(batchId: string, reason: string, now: Date): Promise<void>;
   release(batchId: string, now: Date): Promise<void>;
 }
@@ -60,6 +63,8 @@ export interface ProcessDeliveryDeps {
   idempotencyWindowMs?: number;
   /** 429 answers waited out within one run before the job retries with backoff. */
   maxRateLimitWaits?: number;
+  /** How long an attempt lease holds (the request time limit plus a margin). */
+  attemptLeaseMs?: number;
 }
 
 export type ProcessDeliveryResult =
@@ -208,6 +213,12 @@ async function sendWithRateLimit(batchId: string, rows: ClaimedDelivery[], deps:
   for (let waits = 0; ; waits++) {
     const wait = await deps.limiter.reserve();
     if (wait > 0) await deps.sleep(wait);
+    const now = deps.clock.now();
+    if (!(await deps.store.beginAttempt(batchId, now, new Date(now.getTime() - (deps.attemptLeaseMs ?? 40_000))))) {
+      // Another job is sending this very batch right now (a duplicate job, or a worker that
+      // stalled): do not send alongside it; come back later and find it finished.
+      throw new TransientSendError(`batch ${batchId} has a provider request in flight; retrying later`);
+    }
     const results = rows.length === 1 ? [await deps.mail.send(mails[0]!)] : await deps.mail.sendBatch(mails, { idempotencyKey: requestKeyFor(batchId, rows) });
     const first = results[0];
     const rateLimited = first && !first.ok && first.status === 429 && results.every((r) => !r.ok && r.status === 429);
@@ -216,6 +227,7 @@ async function sendWithRateLimit(batchId: string, rows: ClaimedDelivery[], deps:
     deps.metrics?.requests('rate_limited');
     deps.log.warn({ batchId, retryAfterMs: retryAfter }, 'email-send: provider rate limit (429), waiting for retry-after');
     onWait();
+    await deps.store.recordAttempt(batchId, (first as { message: string }).message, deps.clock.now());
     await deps.limiter.pause(retryAfter);
   }
 }

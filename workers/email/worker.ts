@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Counter, type Registry } from 'prom-client';
 import type { DeliveryRow } from '../../libs/db/repositories/deliveries.js';
 import {
+  beginDeliveryAttempt,
   claimDeliveries,
   finishDeliveries,
   listStaleClaims,
@@ -51,6 +52,7 @@ function deliveryStore(ctx: FleetContext, opts: EmailOptions): DeliveryStore {
       return { ...c, rows: c.rows.map(toClaimed) };
     },
     finish: async (batchId, outcome, now) => void (await finishDeliveries(db, batchId, outcome, now)),
+    beginAttempt: (batchId, now, expiredBefore) => beginDeliveryAttempt(db, batchId, now, expiredBefore),
     recordAttempt: (batchId, reason, now) => recordDeliveryAttempt(db, batchId, reason, now),
     release: (batchId, now) => releaseDeliveries(db, batchId, now),
   };
@@ -75,6 +77,7 @@ export function emailHandlers(ctx: FleetContext, opts: EmailOptions = {}): Handl
         log: helpers.log,
         sleep: (ms) => sleep(ms),
         isFinalAttempt: helpers.isFinalAttempt,
+        attemptLeaseMs: ctx.config.mail.requestTimeoutMs + 10_000,
         async deadLetter(deliveryId, reason, code) {
           const now = new Date().toISOString();
           await addDeadLetter(ctx.queues, {

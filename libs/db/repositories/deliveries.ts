@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { and, asc, eq, inArray, lt, ne, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, isNull, lt, ne, or, sql } from 'drizzle-orm';
 import type { Db, DbOrTx } from '../client.js';
 import { deliveries } from '../schema/fleet.js';
 
@@ -157,8 +157,9 @@ export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOu
       );
       const res = await tx.execute(sql`
         update ${deliveries} as d
-           set status = 'sent', provider_message_id = v.pid, sent_at = ${now}, updated_at = ${now},
-               attempts = d.attempts + 1, last_error = null
+           set status = 'sent', provider_message_id = v.pid, sent_at = ${now.toISOString()}::timestamptz,
+               updated_at = ${now.toISOString()}::timestamptz, attempts = d.attempts + 1, last_error = null,
+               attempt_started_at = null
           from (values ${values}) as v(id, pid)
          where d.id = v.id and d.batch_id = ${batchId} and d.status = 'sending'`);
       changed += res.count ?? 0;
@@ -166,7 +167,7 @@ export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOu
     for (const f of outcome.failed) {
       const r = await tx
         .update(deliveries)
-        .set({ status: 'failed', lastError: f.reason, attempts: sql`${deliveries.attempts} + 1`, updatedAt: now })
+        .set({ status: 'failed', lastError: f.reason, attempts: sql`${deliveries.attempts} + 1`, updatedAt: now, attemptStartedAt: null })
         .where(inBatch(f.id))
         .returning({ id: deliveries.id });
       changed += r.length;
@@ -183,11 +184,30 @@ export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOu
   });
 }
 
-/** A provider request for the batch failed transiently: count it, keep the rows claimed. */
+/**
+ * Takes the batch's attempt lease right before a provider request: succeeds when no request
+ * for the batch is in flight (or the one that was started before `expiredBefore` died).
+ */
+export async function beginDeliveryAttempt(db: DbOrTx, batchId: string, now: Date, expiredBefore: Date): Promise<boolean> {
+  const rows = await db
+    .update(deliveries)
+    .set({ attemptStartedAt: now, updatedAt: now })
+    .where(
+      and(
+        eq(deliveries.batchId, batchId),
+        eq(deliveries.status, 'sending'),
+        or(isNull(deliveries.attemptStartedAt), lt(deliveries.attemptStartedAt, expiredBefore)),
+      ),
+    )
+    .returning({ id: deliveries.id });
+  return rows.length > 0;
+}
+
+/** A provider request for the batch failed transiently: count it, keep the rows claimed, free the lease. */
 export async function recordDeliveryAttempt(db: DbOrTx, batchId: string, reason: string, now: Date): Promise<void> {
   await db
     .update(deliveries)
-    .set({ attempts: sql`${deliveries.attempts} + 1`, lastError: reason, updatedAt: now })
+    .set({ attempts: sql`${deliveries.attempts} + 1`, lastError: reason, updatedAt: now, attemptStartedAt: null })
     .where(and(eq(deliveries.batchId, batchId), eq(deliveries.status, 'sending')));
 }
 
@@ -195,7 +215,7 @@ export async function recordDeliveryAttempt(db: DbOrTx, batchId: string, reason:
 export async function releaseDeliveries(db: DbOrTx, batchId: string, now: Date): Promise<void> {
   await db
     .update(deliveries)
-    .set({ status: 'pending', batchId: null, batchLeaderId: null, claimedAt: null, updatedAt: now })
+    .set({ status: 'pending', batchId: null, batchLeaderId: null, claimedAt: null, attemptStartedAt: null, updatedAt: now })
     .where(and(eq(deliveries.batchId, batchId), eq(deliveries.status, 'sending')));
 }
 
@@ -203,7 +223,7 @@ export async function releaseDeliveries(db: DbOrTx, batchId: string, now: Date):
 export async function resetFailedDelivery(db: DbOrTx, deliveryId: string, now = new Date()): Promise<boolean> {
   const rows = await db
     .update(deliveries)
-    .set({ status: 'pending', batchId: null, batchLeaderId: null, claimedAt: null, updatedAt: now })
+    .set({ status: 'pending', batchId: null, batchLeaderId: null, claimedAt: null, attemptStartedAt: null, updatedAt: now })
     .where(and(eq(deliveries.id, deliveryId), eq(deliveries.status, 'failed')))
     .returning({ id: deliveries.id });
   return rows.length > 0;

@@ -1,0 +1,191 @@
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import PostalMime from 'postal-mime';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { getDelivery } from '../../libs/db/repositories/deliveries.js';
+import { listDeadLetters } from '../../libs/queues/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { startEmailHarness, waitFor, type EmailHarness, type EmailHarnessOptions } from './int-harness.js';
+
+let database: TestDatabase;
+let h: EmailHarness | undefined;
+let cleanup: (() => Promise<void>) | undefined;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+afterAll(async () => {
+  await database.drop();
+});
+beforeEach(async () => {
+  await database.sql`delete from fleet.deliveries`;
+});
+afterEach(async () => {
+  await h?.close();
+  await cleanup?.();
+  h = undefined;
+});
+
+async function harness(o: Partial<EmailHarnessOptions> = {}) {
+  const q = testQueuePrefix();
+  cleanup = q.cleanup;
+  h = await startEmailHarness({ databaseUrl: database.url, queuePrefix: q.prefix, ...(process.env.EMAIL_TEST_DEBUG ? { log: (await import("pino")).pino({ level: "debug" }) as never } : {}), ...o, env: { MAIL_RATE_PER_SECOND: '20', ...o.env } });
+  return h;
+}
+
+const statusOf = async (id: string) => (await getDelivery(database.db, id))?.status;
+const sentOrFailed = (id: string) => waitFor(`delivery ${id} to finish`, async () => {
+  const s = await statusOf(id);
+  return s === 'sent' || s === 'failed' || s === 'dropped' ? s : undefined;
+});
+
+describe('email delivery (PostgreSQL, Redis, the resend SDK against the stand-in)', () => {
+  it('sends a delivery enqueued twice (and once more under another job id) exactly once', async () => {
+    const t = await harness();
+    const id = await t.addDelivery({ idempotencyKey: 'staff.import.42' });
+    await t.ctx.queues.enqueue('email-send', { deliveryId: id });
+    await t.ctx.queues.enqueue('email-send', { deliveryId: id }, { jobId: `email-send.delivery.${id}.again` });
+    await t.startWorkers();
+    expect(await sentOrFailed(id)).toBe('sent');
+    const other = await t.ctx.queues.queue('email').getJob(`email-send.delivery.${id}.again`);
+    await waitFor('second job to finish', async () => (await other!.getState()) === 'completed');
+    expect(t.standIn.messages).toHaveLength(1);
+    expect(t.standIn.requests.filter((r) => r.status === 200)).toHaveLength(1);
+    expect(t.standIn.requests[0]).toMatchObject({ path: '/emails', idempotencyKey: 'staff.import.42' });
+    const row = await getDelivery(database.db, id);
+    expect(row).toMatchObject({ status: 'sent', providerMessageId: t.standIn.messages[0]!.id, attempts: 1 });
+  });
+
+  it('waits for retry-after on a 429 and then sends', async () => {
+    const t = await harness();
+    t.standIn.inject({ kind: 'status', status: 429, retryAfterSeconds: 1 });
+    const id = await t.addDelivery();
+    await t.startWorkers();
+    expect(await sentOrFailed(id)).toBe('sent');
+    const [limited, ok] = t.standIn.requests;
+    expect(limited!.status).toBe(429);
+    expect(ok!.status).toBe(200);
+    expect(ok!.at - limited!.at).toBeGreaterThanOrEqual(950);
+    expect(t.standIn.messages).toHaveLength(1);
+  });
+
+  it('retries a 500 and a timeout with backoff, then sends once under the same key', async () => {
+    const t = await harness();
+    t.standIn.inject({ kind: 'status', status: 500 });
+    t.standIn.inject({ kind: 'hang' });
+    const id = await t.addDelivery({ idempotencyKey: 'retry.me' });
+    await t.startWorkers();
+    expect(await sentOrFailed(id)).toBe('sent');
+    expect(t.standIn.requests.map((r) => r.status)).toEqual([500, 0, 200]);
+    expect(t.standIn.requests.every((r) => r.idempotencyKey === 'retry.me')).toBe(true);
+    expect(t.standIn.messages).toHaveLength(1);
+    expect((await getDelivery(database.db, id))!.attempts).toBe(3);
+  });
+
+  it('a permanent 4xx ends failed with its reason in the dead-letter queue', async () => {
+    const t = await harness({ standIn: { rejectTo: (a) => a.startsWith('reject') } });
+    const id = await t.addDelivery({ toAddress: 'reject@example.com' });
+    await t.startWorkers();
+    expect(await sentOrFailed(id)).toBe('failed');
+    const row = await getDelivery(database.db, id);
+    expect(row!.lastError).toMatch(/422 validation_error: Invalid `to` field/);
+    const dead = await waitFor('dead letter', async () => (await listDeadLetters(t.ctx.queues, { queue: 'email' }))[0]);
+    expect(dead).toMatchObject({ name: 'email-send', code: 'rejected', data: { deliveryId: id }, attemptsMade: 1 });
+    expect(dead.reason).toContain(id);
+    expect(t.standIn.requests).toHaveLength(1);
+  });
+
+  it('sends 250 pending deliveries in 3 batch requests, none twice', async () => {
+    const t = await harness();
+    const ids: string[] = [];
+    for (let i = 0; i < 250; i++) ids.push(await t.addDelivery({}, { enqueue: false }));
+    for (const id of ids) await t.ctx.queues.enqueue('email-send', { deliveryId: id });
+    await t.startWorkers();
+    await waitFor('all sent', async () => {
+      const [r] = await database.sql<{ n: number }[]>`select count(*)::int as n from fleet.deliveries where status = 'sent'`;
+      return r!.n === 250;
+    });
+    const batches = t.standIn.requests.filter((r) => r.status === 200);
+    expect(batches.map((r) => r.path)).toEqual(['/emails/batch', '/emails/batch', '/emails/batch']);
+    expect(batches.map((r) => r.size).sort()).toEqual([100, 100, 50].sort());
+    expect(t.standIn.stats()).toMatchObject({ messages: 250, recipients: 250, duplicates: 0 });
+    const queue = t.ctx.queues.queue('email');
+    await waitFor('every job completed', async () => (await queue.getJobCounts('completed')).completed === 250);
+  });
+
+  it('drops a message a still-wanted check refuses (opt-out after queueing)', async () => {
+    const t = await harness();
+    const optedOut = new Set([2]);
+    const keep = await t.addDelivery({ kind: 'weekly-status', patientId: 1 }, { enqueue: false });
+    const drop = await t.addDelivery({ kind: 'weekly-status', patientId: 2 }, { enqueue: false });
+    await t.startWorkers({
+      stillWanted: {
+        'weekly-status': async (refs) => refs.filter((r) => r.patientId !== null && optedOut.has(r.patientId)).map((r) => ({ id: r.id, reason: 'patient opted out' })),
+      },
+    });
+    await t.ctx.queues.enqueue('email-send', { deliveryId: drop });
+    await t.ctx.queues.enqueue('email-send', { deliveryId: keep });
+    expect(await sentOrFailed(drop)).toBe('dropped');
+    expect(await sentOrFailed(keep)).toBe('sent');
+    expect((await getDelivery(database.db, drop))!.lastError).toBe('patient opted out');
+    expect(t.standIn.messages.map((m) => m.to[0])).toEqual(['patient1@example.com']);
+  });
+
+  it('the sweep enqueues a delivery nobody enqueued and re-sends a batch stuck in sending under its key', async () => {
+    const t = await harness({ env: { MAIL_SWEEP_INTERVAL_MS: '1000' } });
+    const forgotten = await t.addDelivery({}, { enqueue: false });
+    await database.sql`update fleet.deliveries set created_at = now() - interval '2 minutes' where id = ${forgotten}`;
+    const stuck = await t.addDelivery({ idempotencyKey: 'stuck.1' }, { enqueue: false });
+    // A worker died after claiming (and maybe sending) this row two hours ago.
+    await database.sql`update fleet.deliveries set status = 'sending', batch_id = gen_random_uuid(), batch_leader_id = id,
+      claimed_at = now() - interval '2 hours' where id = ${stuck}`;
+    await t.startWorkers();
+    await t.startSweep();
+    expect(await sentOrFailed(forgotten)).toBe('sent');
+    expect(await sentOrFailed(stuck)).toBe('sent');
+    expect(t.standIn.requests.find((r) => r.idempotencyKey === 'stuck.1')).toBeTruthy();
+    expect(t.standIn.stats().duplicates).toBe(0);
+  });
+});
+
+describe('outbox folder driver (the default)', () => {
+  it('writes one readable .eml per delivery, never twice', async () => {
+    const t = await harness({ driver: 'outbox' });
+    const ids = [];
+    for (let i = 0; i < 3; i++) {
+      ids.push(
+        await t.addDelivery(
+          {
+            idempotencyKey: `weekly.patient.${i}.2026-W48`,
+            subject: `Ihre Suche nach einem Therapieplatz – Übersicht ${i}`,
+            html: `<p>Grüße ${i}</p>`,
+            text: `Grüße ${i}`,
+            headers: { 'List-Unsubscribe': `<https://curavani.test/u/${i}>, <mailto:unsubscribe@curavani.com>`, 'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click' },
+          },
+          { enqueue: false },
+        ),
+      );
+    }
+    await t.startWorkers();
+    for (const id of ids) await t.ctx.queues.enqueue('email-send', { deliveryId: id });
+    for (const id of ids) expect(await sentOrFailed(id)).toBe('sent');
+    for (const id of ids) await t.ctx.queues.enqueue('email-send', { deliveryId: id }, { jobId: `again.${id}` });
+    await waitFor('repeat jobs', async () => (await t.ctx.queues.queue('email').getJobCounts('completed')).completed === 6);
+    const files = (await readdir(t.outboxDir)).filter((f) => f.endsWith('.eml')).sort();
+    expect(files).toHaveLength(3);
+    expect((await readdir(t.outboxDir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    const parsed = await PostalMime.parse(await readFile(path.join(t.outboxDir, files[0]!)));
+    expect(parsed.subject).toBe('Ihre Suche nach einem Therapieplatz – Übersicht 0');
+    expect(parsed.text?.trim()).toBe('Grüße 0');
+    expect(parsed.html?.trim()).toBe('<p>Grüße 0</p>');
+    expect(parsed.to?.[0]?.address).toMatch(/@example\.com$/);
+    expect(parsed.messageId).toMatch(/^<[0-9a-f]{32}@curavani\.com>$/);
+    expect(parsed.date).toBeTruthy();
+    const headers = Object.fromEntries(parsed.headers.map((x) => [x.key, x.value]));
+    expect(headers['list-unsubscribe']).toBe('<https://curavani.test/u/0>, <mailto:unsubscribe@curavani.com>');
+    expect(headers['list-unsubscribe-post']).toBe('List-Unsubscribe=One-Click');
+    const row = await getDelivery(database.db, ids[0]!);
+    expect(row!.providerMessageId).toBe(`outbox:${files[0]}`);
+  });
+});
