@@ -122,7 +122,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     }
     const run = await runForNewFile();
     const { file, created } = await repo.registerFile(db, { ...base, runId: run });
-    await enqueueTherapistFile(ctx, file);
+    await enqueueTherapistFile(ctx, file, { fresh: created });
     if (created) log.info({ fileId: file.id, runId: run, urgent: entry.urgent }, 'scraper file registered');
   }
 
@@ -145,6 +145,66 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     void check(null);
   }
 
+  /**
+   * The start-up catch-up in batches (one query per step, not per file): misfits and files a
+   * newer date folder supersedes are recorded as skipped, new contents are registered in one
+   * run and enqueued, urgent files first.
+   */
+  async function registerBatch(rels: string[]): Promise<void> {
+    const misfits: Array<{ path: string; reason: string }> = [];
+    const candidates: Array<{ rel: string; postcode: string; dateFolder: string | null; urgent: boolean }> = [];
+    for (const rel of rels) {
+      const e = classifyDropPath(rel);
+      if (e.kind === 'misfit') misfits.push({ path: rel, reason: e.reason });
+      else if (e.kind === 'import') candidates.push({ rel, postcode: e.postcode, dateFolder: e.dateFolder, urgent: e.urgent });
+    }
+    for (const p of await repo.recordSkippedFiles(db, misfits)) log.warn({ path: p }, 'scraper file name does not fit: skipped');
+
+    // Newest date folder per postcode: among the files found now and those registered before.
+    const newest = await repo.newestDateFolders(db, [...new Set(candidates.filter((c) => c.dateFolder && !c.urgent).map((c) => c.postcode))]);
+    for (const c of candidates) {
+      if (c.dateFolder && !c.urgent && (newest.get(c.postcode) ?? '') < c.dateFolder) newest.set(c.postcode, c.dateFolder);
+    }
+    const hashed: Array<repo.NewTrackedFile> = [];
+    const superseded: Parameters<typeof repo.recordSkippedFiles>[1] = [];
+    for (const c of candidates) {
+      let buf: Buffer;
+      try {
+        buf = await readFile(path.join(root, c.rel));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
+      const f = { runId: null, path: c.rel, postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent, contentHash: createHash('sha256').update(buf).digest('hex'), sizeBytes: buf.length };
+      const newer = newest.get(c.postcode);
+      if (c.dateFolder && !c.urgent && newer && newer > c.dateFolder) {
+        superseded.push({ ...f, reason: `superseded by the newer folder ${newer}/${c.postcode}.json` });
+      } else {
+        hashed.push(f);
+      }
+    }
+    for (const p of await repo.recordSkippedFiles(db, superseded)) log.info({ path: p }, 'scraper file superseded by a newer date folder: skipped');
+
+    const live = new Map((await repo.findLiveByHashes(db, hashed.map((h) => h.contentHash))).map((r) => [r.contentHash!, r]));
+    const fresh = new Map<string, repo.NewTrackedFile>();
+    for (const h of hashed) {
+      const existing = live.get(h.contentHash);
+      if (existing) {
+        if (existing.status === 'queued' || existing.status === 'importing') await enqueueTherapistFile(ctx, existing);
+      } else if (!fresh.has(h.contentHash)) {
+        fresh.set(h.contentHash, h);
+      }
+    }
+    if (fresh.size === 0) return;
+    const run = await runForNewFile();
+    const rows = await repo.registerFiles(db, [...fresh.values()].map((f) => ({ ...f, runId: run })));
+    rows.sort((a, b) => Number(b.urgent) - Number(a.urgent) || a.id - b.id);
+    for (const r of rows.filter((x) => x.urgent)) await enqueueTherapistFile(ctx, r, { fresh: true });
+    const rest = rows.filter((x) => !x.urgent);
+    for (let i = 0; i < rest.length; i += 50) await Promise.all(rest.slice(i, i + 50).map((r) => enqueueTherapistFile(ctx, r, { fresh: true })));
+    log.info({ runId: run, files: rows.length }, 'scraper files registered');
+  }
+
   async function catchUp(): Promise<void> {
     // Runs a previous watcher left collecting are sealed; open runs whose files are done close.
     await repo.sealCollectingRuns(db);
@@ -160,15 +220,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       if (now - s.mtimeMs < cfg.stabilityMs) whenStable(f.abs, f.rel);
       else ready.push(f.rel);
     }
-    // Newest date folder per postcode among the files found now; urgent files first.
-    const newest = new Map<string, string>();
-    for (const rel of ready) {
-      const e = classifyDropPath(rel);
-      if (e.kind === 'import' && e.dateFolder && !e.urgent && (newest.get(e.postcode) ?? '') < e.dateFolder) newest.set(e.postcode, e.dateFolder);
-    }
-    const order = (rel: string) => (rel.startsWith('urgent/') ? 0 : 1);
-    ready.sort((a, b) => order(a) - order(b) || a.localeCompare(b));
-    for (const rel of ready) await handle(rel, { newestOnly: newest });
+    await registerBatch(ready);
     log.info({ files: ready.length, waiting: found.length - ready.length }, 'scraper folder caught up');
   }
 

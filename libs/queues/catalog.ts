@@ -85,7 +85,8 @@ export const catalog = {
     // Producers pass jobId: therapistImportJobId(contentHash) (one tracking row per hash, so
     // the two keys name the same job); this key is the fallback when only the id is at hand.
     key: (p) => `file.${p.fileId}`,
-    concurrency: 1,
+    // Two at once: imports lock per postcode in PostgreSQL, so different areas run in parallel.
+    concurrency: 2,
   }),
   'weekly-tick': defineJob({
     queue: 'weekly-fanout',

@@ -18,6 +18,8 @@ import { FileFormatError, parseScraperFile } from './scraper-file.js';
 
 /** What one import transaction can do (implemented over PostgreSQL in store.ts). */
 export interface ImportTx {
+  /** Serialises imports touching the same postcodes / external-id scope (until commit). */
+  lock(keys: string[]): Promise<void>;
   loadCandidates(plzs: string[], ids: number[]): Promise<ExistingTherapist[]>;
   loadExternalIds(scope: string, keys: string[]): Promise<Map<string, ExternalIdEntry>>;
   insertTherapists(rows: TherapistFields[], now: Date): Promise<number[]>;
@@ -94,10 +96,12 @@ export async function processTherapistFile(
   opts: { isFinalAttempt?: boolean } = {},
 ): Promise<FileReport> {
   const started = performance.now();
-  const existing = await deps.store.getFile(input.fileId);
-  if (!existing) throw new PermanentError('file_not_tracked', `therapist import: no tracking row ${input.fileId}`);
   const file = await deps.store.markImporting(input.fileId, deps.clock.now());
-  if (!file) return { ...reportOf(existing), alreadyDone: true };
+  if (!file) {
+    const existing = await deps.store.getFile(input.fileId);
+    if (!existing) throw new PermanentError('file_not_tracked', `therapist import: no tracking row ${input.fileId}`);
+    return { ...reportOf(existing), alreadyDone: true };
+  }
   const log = deps.log.child({ fileId: file.id, runId: file.runId });
 
   try {
@@ -154,6 +158,7 @@ async function importFile(file: TherapistImportFileRow, deps: TherapistImportDep
   ];
 
   const { report, deliveryId } = await deps.store.transaction(async (tx) => {
+    await tx.lock([`scope:${scope}`, ...plzs.map((p) => `plz:${p}`)]);
     const now = deps.clock.now();
     const externalIds = await tx.loadExternalIds(scope, keys);
     const mappedIds = [...externalIds.values()].map((e) => e.therapistId).filter((x): x is number => x !== null);

@@ -15,9 +15,9 @@ export function postgresTherapistImportStore(database: Database, mail: SummaryAd
     getFile: (id) => repo.getFile(db, id),
     markImporting: (id, now) => repo.markImporting(db, id, now),
     transaction: (fn) =>
-      db.transaction(async (tx) => {
-        await repo.lockTherapistImport(tx);
+      withoutQueryParams(() => db.transaction(async (tx) => {
         const api: ImportTx = {
+          lock: (keys) => repo.lockTherapistImport(tx, keys),
           loadCandidates: (plzs, ids) => repo.loadCandidates(tx, plzs, ids),
           loadExternalIds: async (scope, keys) =>
             new Map((await repo.loadExternalIds(tx, scope, keys)).map((r) => [r.key, { therapistId: r.therapistId, deleted: r.deleted }])),
@@ -41,6 +41,25 @@ export function postgresTherapistImportStore(database: Database, mail: SummaryAd
           },
         };
         return fn(api);
-      }),
+      })),
   };
+}
+
+/**
+ * A failed query's error carries its parameters (names, emails of therapists): rethrow it
+ * with the database's own message and code only, so nothing personal reaches the logs or
+ * the dead-letter queue.
+ */
+async function withoutQueryParams<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    const cause = (err as { cause?: unknown }).cause;
+    if (err instanceof Error && 'params' in err && cause instanceof Error) {
+      const clean = new Error(`database error: ${cause.message}`);
+      (clean as Error & { code?: unknown }).code = (cause as { code?: unknown }).code;
+      throw clean;
+    }
+    throw err;
+  }
 }

@@ -51,9 +51,10 @@ export function therapistImportHandlers(ctx: FleetContext): Handlers {
  * higher priority. A job that already finished while the row is still open (a crash between
  * the two) is retried.
  */
-export async function enqueueTherapistFile(ctx: FleetContext, file: repo.TherapistImportFileRow): Promise<void> {
+export async function enqueueTherapistFile(ctx: FleetContext, file: repo.TherapistImportFileRow, opts: { fresh?: boolean } = {}): Promise<void> {
   const jobId = therapistImportJobId(file.contentHash ?? `file-${file.id}`);
   await ctx.queues.enqueue('therapist-import', { fileId: file.id }, { jobId, priority: file.urgent ? 1 : 10 });
+  if (opts.fresh) return; // a row registered just now: no earlier job can have finished
   const job: Job | undefined = await ctx.queues.queue('therapist-import').getJob(jobId);
   if (job && (await job.isCompleted())) {
     const row = await repo.getFile(ctx.database.db, file.id);

@@ -78,10 +78,17 @@ export async function closeRunIfDrained(
   runId: number,
   summarize: (files: TherapistImportFileRow[]) => { counts: TherapistImportCounts; fileStatusCounts: Record<string, number> },
 ): Promise<ClosedRun | null> {
-  const [run] = await tx.select().from(therapistImportRuns).where(eq(therapistImportRuns.id, runId)).for('update');
+  // Lock the run row first; the check below is a statement of its own, so it sees files
+  // committed by an import that held the lock before us (READ COMMITTED: fresh snapshot).
+  const [run] = await tx.select({ state: therapistImportRuns.state }).from(therapistImportRuns).where(eq(therapistImportRuns.id, runId)).for('update');
   if (!run || run.state !== 'sealed') return null;
+  const [pending] = await tx
+    .select({ id: therapistImportFiles.id })
+    .from(therapistImportFiles)
+    .where(and(eq(therapistImportFiles.runId, runId), inArray(therapistImportFiles.status, ['queued', 'importing'])))
+    .limit(1);
+  if (pending) return null;
   const files = await tx.select().from(therapistImportFiles).where(eq(therapistImportFiles.runId, runId)).orderBy(asc(therapistImportFiles.id));
-  if (files.some((f) => f.status === 'queued' || f.status === 'importing')) return null;
   const { counts, fileStatusCounts } = summarize(files);
   const [closed] = await tx
     .update(therapistImportRuns)
@@ -119,15 +126,8 @@ export async function registerFile(db: DbOrTx, f: NewTrackedFile): Promise<{ fil
     .values({ ...f, status: 'queued' })
     .onConflictDoNothing({ target: therapistImportFiles.contentHash, where: sql`${therapistImportFiles.status} <> 'skipped'` })
     .returning();
-  if (inserted[0]) {
-    if (f.runId !== null) {
-      await db
-        .update(therapistImportRuns)
-        .set({ fileCount: sql`${therapistImportRuns.fileCount} + 1` })
-        .where(eq(therapistImportRuns.id, f.runId));
-    }
-    return { file: inserted[0], created: true };
-  }
+  // The run's file count is set when it closes.
+  if (inserted[0]) return { file: inserted[0], created: true };
   const existing = await findLiveByHash(db, f.contentHash);
   if (!existing) throw new Error(`file with content hash ${f.contentHash} neither inserted nor found`);
   return { file: existing, created: false };
@@ -251,9 +251,18 @@ export async function listFiles(db: DbOrTx, filter: FileListFilter = {}): Promis
 
 // ---------------------------------------------------------------- therapists (set-based)
 
-/** Serialises therapist imports across processes for the length of the transaction. */
-export async function lockTherapistImport(tx: Tx): Promise<void> {
-  await tx.execute(sql`select pg_advisory_xact_lock(hashtext('curavani-fleet:therapist-import'))`);
+/**
+ * Serialises imports that could touch the same therapists, across processes, for the length
+ * of the transaction: one advisory lock per postcode (and per external-id scope), taken in
+ * sorted order so two imports never wait on each other in a circle. Files of different
+ * postcode areas import in parallel.
+ */
+export async function lockTherapistImport(tx: Tx, keys: string[]): Promise<void> {
+  const sorted = [...new Set(keys)].sort();
+  if (sorted.length === 0) return;
+  await tx.execute(sql`
+    select count(pg_advisory_xact_lock(hashtext('curavani-fleet:therapist-import:' || k)))
+    from (select k from jsonb_array_elements_text(${JSON.stringify(sorted)}::jsonb) as k order by k) s`);
 }
 
 export interface StoredTherapist {
@@ -311,22 +320,31 @@ export type NewTherapistRow = Omit<StoredTherapist, 'id' | 'status'>;
 /** Inserts new therapists in one statement (ids reserved first, so each row's id is known). */
 export async function insertTherapists(tx: Tx, rows: NewTherapistRow[], now: Date): Promise<number[]> {
   if (rows.length === 0) return [];
-  const ids = (await tx.execute(sql`
-    select nextval(pg_get_serial_sequence('therapist_service.therapeuten', 'id'))::int as id
-    from generate_series(1, ${rows.length}::int)`)) as unknown as Array<{ id: number }>;
-  const withIds = rows.map((r, i) => ({ ...r, id: ids[i]!.id }));
-  await tx.execute(sql`
-    insert into therapist_service.therapeuten
-      (id, anrede, geschlecht, titel, vorname, nachname, strasse, plz, ort, telefon, fax, email,
-       telefonische_erreichbarkeit, fremdsprachen, psychotherapieverfahren,
-       status, kassensitz, potenziell_verfuegbar, created_at, updated_at)
-    select r.id, r.anrede, r.geschlecht, r.titel, r.vorname, r.nachname, r.strasse, r.plz, r.ort, r.telefon, r.fax, r.email,
-           r.telefonische_erreichbarkeit, r.fremdsprachen, r.psychotherapieverfahren,
-           'aktiv', true, false, ${now.toISOString()}::timestamptz, ${now.toISOString()}::timestamptz
-    from jsonb_to_recordset(${JSON.stringify(withIds)}::jsonb) as r(
-      id int, anrede text, geschlecht text, titel text, vorname text, nachname text, strasse text, plz text, ort text,
-      telefon text, fax text, email text, telefonische_erreichbarkeit jsonb, fremdsprachen jsonb, psychotherapieverfahren text)`);
-  return withIds.map((r) => r.id);
+  // One statement: reserve the ids (a CTE referenced twice is evaluated once), insert the
+  // rows with them, and return the ids in the order of the input.
+  const result = (await tx.execute(sql`
+    with r as (
+      select * from jsonb_to_recordset(${JSON.stringify(rows.map((r, i) => ({ ...r, ord: i })))}::jsonb) as r(
+        anrede text, geschlecht text, titel text, vorname text, nachname text, strasse text, plz text, ort text,
+        telefon text, fax text, email text, telefonische_erreichbarkeit jsonb, fremdsprachen jsonb, psychotherapieverfahren text, ord bigint)
+    ),
+    ids as materialized (
+      select ord, nextval(pg_get_serial_sequence('therapist_service.therapeuten', 'id'))::int as id from r
+    ),
+    ins as (
+      insert into therapist_service.therapeuten
+        (id, anrede, geschlecht, titel, vorname, nachname, strasse, plz, ort, telefon, fax, email,
+         telefonische_erreichbarkeit, fremdsprachen, psychotherapieverfahren,
+         status, kassensitz, potenziell_verfuegbar, created_at, updated_at)
+      select ids.id, r.anrede, r.geschlecht, r.titel, r.vorname, r.nachname, r.strasse, r.plz, r.ort, r.telefon, r.fax, r.email,
+             r.telefonische_erreichbarkeit, r.fremdsprachen, r.psychotherapieverfahren,
+             'aktiv', true, false, ${now.toISOString()}::timestamptz, ${now.toISOString()}::timestamptz
+      from r join ids using (ord)
+      returning id
+    )
+    select ids.id from ids where ids.id in (select id from ins) order by ids.ord`)) as unknown as Array<{ id: number }>;
+  if (result.length !== rows.length) throw new Error(`inserted ${result.length} of ${rows.length} therapists`);
+  return result.map((r) => r.id);
 }
 
 /**
@@ -410,7 +428,79 @@ export interface OutboxInsert {
 
 /** Many outbox rows in one statement (same columns as the single-row append). */
 export async function insertOutboxRows(tx: DbOrTx, rows: OutboxInsert[]): Promise<void> {
-  for (let i = 0; i < rows.length; i += 1000) await tx.insert(outbox).values(rows.slice(i, i + 1000));
+  if (rows.length === 0) return;
+  await tx.execute(sql`
+    insert into ${outbox} (event_id, event_type, version, topic, key, producer, payload, occurred_at)
+    select r.event_id, r.event_type, r.version, r.topic, r.key, r.producer, r.payload, r.occurred_at
+    from jsonb_to_recordset(${JSON.stringify(
+      rows.map((r) => ({ ...r, occurredAt: undefined, event_id: r.eventId, event_type: r.eventType, occurred_at: r.occurredAt.toISOString() })),
+    )}::jsonb) as r(event_id uuid, event_type text, version int, topic text, key text, producer text, payload jsonb, occurred_at timestamptz)`);
 }
 
 export type { Db };
+
+// ---------------------------------------------------------------- batch registration (watcher catch-up)
+
+/** Live rows (not skipped) for many content hashes, in one query. */
+export async function findLiveByHashes(db: DbOrTx, hashes: string[]): Promise<TherapistImportFileRow[]> {
+  if (hashes.length === 0) return [];
+  return db
+    .select()
+    .from(therapistImportFiles)
+    .where(and(inArray(therapistImportFiles.contentHash, hashes), ne(therapistImportFiles.status, 'skipped')));
+}
+
+/** The newest registered YYYYMMDD folder per postcode (urgent files aside), in one query. */
+export async function newestDateFolders(db: DbOrTx, postcodes: string[]): Promise<Map<string, string>> {
+  if (postcodes.length === 0) return new Map();
+  const rows = await db
+    .select({ postcode: therapistImportFiles.postcode, d: sql<string>`max(${therapistImportFiles.dateFolder})` })
+    .from(therapistImportFiles)
+    .where(
+      and(
+        inArray(therapistImportFiles.postcode, postcodes),
+        isNotNull(therapistImportFiles.dateFolder),
+        eq(therapistImportFiles.urgent, false),
+        ne(therapistImportFiles.status, 'skipped'),
+      ),
+    )
+    .groupBy(therapistImportFiles.postcode);
+  return new Map(rows.map((r) => [r.postcode!, r.d]));
+}
+
+/** Registers many files in one statement; returns the rows inserted (a hash already live is left out). */
+export async function registerFiles(db: DbOrTx, files: NewTrackedFile[]): Promise<TherapistImportFileRow[]> {
+  if (files.length === 0) return [];
+  return db
+    .insert(therapistImportFiles)
+    .values(files.map((f) => ({ ...f, status: 'queued' as const })))
+    .onConflictDoNothing({ target: therapistImportFiles.contentHash, where: sql`${therapistImportFiles.status} <> 'skipped'` })
+    .returning();
+}
+
+/** Records many skipped files in one statement; returns the paths recorded for the first time. */
+export async function recordSkippedFiles(
+  db: DbOrTx,
+  files: Array<{ path: string; reason: string; contentHash?: string | null; sizeBytes?: number | null; postcode?: string | null; dateFolder?: string | null; urgent?: boolean }>,
+): Promise<string[]> {
+  if (files.length === 0) return [];
+  const now = new Date();
+  const rows = await db
+    .insert(therapistImportFiles)
+    .values(
+      files.map((f) => ({
+        path: f.path,
+        reason: f.reason,
+        contentHash: f.contentHash ?? null,
+        sizeBytes: f.sizeBytes ?? null,
+        postcode: f.postcode ?? null,
+        dateFolder: f.dateFolder ?? null,
+        urgent: f.urgent ?? false,
+        status: 'skipped' as const,
+        finishedAt: now,
+      })),
+    )
+    .onConflictDoNothing()
+    .returning({ path: therapistImportFiles.path });
+  return rows.map((r) => r.path);
+}

@@ -1,0 +1,265 @@
+/**
+ * Benchmark of the therapist import (issue 4): a generated full-country drop (40,000
+ * therapists in 400 postcode files) through the real pipeline (watcher catch-up -> BullMQ ->
+ * import worker -> PostgreSQL), in three phases:
+ *   1. first import into an empty table,
+ *   2. the same drop again with fresh scrape dates but unchanged therapists,
+ *   3. the same drop with 5% of the therapists changed,
+ * each next to a naive baseline in the same run (one SELECT plus one INSERT or UPDATE per
+ * therapist, autocommit) on a sample of the files in a database of its own.
+ *
+ *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 50]
+ *
+ * Needs PostgreSQL and Redis as for the tests (DATABASE_URL's server, REDIS_URL). Creates and
+ * drops its own databases and Redis prefix.
+ */
+import { mkdir, mkdtemp, rm, utimes, writeFile, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import postgres from 'postgres';
+import { Redis } from 'ioredis';
+import { loadConfig } from '../../libs/config/index.js';
+import { runMigrations } from '../../libs/db/migrate.js';
+import { silentLogger } from '../../libs/log/index.js';
+import { openContext, type FleetContext } from '../../libs/runtime/index.js';
+import { scraperWatcherComponent } from '../../apps/producers/scraper-watcher.js';
+import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
+import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from '../../workers/therapist-import/fixtures.js';
+
+const args = process.argv.slice(2);
+const arg = (name: string, fallback: number) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : fallback;
+};
+const FILES = arg('files', 400);
+const PER_FILE = arg('per-file', 100);
+const NAIVE_FILES = arg('naive-files', 50);
+
+const base = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/curavani_fleet';
+const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const suffix = Math.random().toString(36).slice(2, 8);
+const withDb = (name: string) => {
+  const u = new URL(base);
+  u.pathname = `/${name}`;
+  return u.toString();
+};
+
+const FIRST = ['Thomas', 'Anna', 'Lena', 'Paul', 'Sara', 'Jonas', 'Eva', 'Felix', 'Marie', 'Lukas', 'Clara', 'David', 'Nina', 'Tim', 'Julia', 'Max', 'Laura', 'Ben', 'Hanna', 'Jan'];
+const LAST = ['Müller', 'Schmidt', 'Schneider', 'Fischer', 'Weber', 'Meyer', 'Wagner', 'Becker', 'Schulz', 'Hoffmann', 'Koch', 'Richter', 'Klein', 'Wolf', 'Neumann', 'Schwarz', 'Zimmermann', 'Braun', 'Krüger', 'Hartmann'];
+
+const fmt = (x: number, d = 1) => x.toFixed(d);
+
+function postcodeOf(f: number): string {
+  return String(10000 + f * 223).padStart(5, '0');
+}
+
+/** One file's therapists; `variant` changes the phone of ~5% (phase 3). */
+function fileLines(f: number, variant: 'base' | 'changed'): TherapistLine[] {
+  const plz = postcodeOf(f);
+  return Array.from({ length: PER_FILE }, (_, j) => {
+    const k = f * PER_FILE + j;
+    const changed = variant === 'changed' && k % 20 === 7;
+    const methods = j % 33 === 5 ? [CHILD_VT] : j % 3 === 0 ? [ADULT_VT] : j % 3 === 1 ? [ADULT_TP] : [ADULT_VT, ADULT_TP];
+    return therapistLine({
+      id: `p${j}`,
+      status: variant === 'base' ? 'new' : changed ? 'modified' : 'unchanged',
+      salutation: j % 2 ? 'Frau' : 'Herr',
+      title: j % 4 === 0 ? 'Dr.' : null,
+      first: `${FIRST[j % FIRST.length]}`,
+      last: `${LAST[Math.floor(j / FIRST.length) % LAST.length]}-${j}`,
+      plz,
+      street: `Straße ${j % 40}`,
+      house: String(1 + (j % 90)),
+      city: `Stadt ${f}`,
+      phone: changed ? `0${plz} ${k}-neu` : `0${plz} ${k}`,
+      email: j % 5 === 0 ? '' : `praxis${j}@example.org`,
+      languages: j % 7 === 0 ? ['Englisch', 'Französisch'] : ['Englisch'],
+      methods,
+      hours: { monday: ['10:00-12:00'], thursday: ['14:00-15:00'] },
+    });
+  });
+}
+
+async function writeDrop(dir: string, variant: 'base' | 'changed', scrapeDate: string, files: number): Promise<void> {
+  const old = new Date(Date.now() - 3600_000);
+  for (let f = 0; f < files; f++) {
+    const rel = `20250702/${postcodeOf(f)}.json`;
+    const abs = path.join(dir, rel);
+    await mkdir(path.dirname(abs), { recursive: true });
+    await writeFile(abs, scraperFile(fileLines(f, variant), { scrape_date: scrapeDate, postcode_area: `${postcodeOf(f).slice(0, 2)}XXX` }));
+    await utimes(abs, old, old);
+  }
+}
+
+/** Samples RSS and heap while `fn` runs. */
+async function measure<T>(fn: () => Promise<T>): Promise<{ result: T; ms: number; peakRssMb: number; peakHeapMb: number }> {
+  let peakRss = process.memoryUsage().rss;
+  let peakHeap = process.memoryUsage().heapUsed;
+  const timer = setInterval(() => {
+    const m = process.memoryUsage();
+    peakRss = Math.max(peakRss, m.rss);
+    peakHeap = Math.max(peakHeap, m.heapUsed);
+  }, 25);
+  const t0 = performance.now();
+  const result = await fn();
+  const ms = performance.now() - t0;
+  clearInterval(timer);
+  const m = process.memoryUsage();
+  peakRss = Math.max(peakRss, m.rss);
+  peakHeap = Math.max(peakHeap, m.heapUsed);
+  return { result, ms, peakRssMb: peakRss / 2 ** 20, peakHeapMb: peakHeap / 2 ** 20 };
+}
+
+async function waitForRunClosed(ctx: FleetContext, since: number): Promise<Record<string, number>> {
+  for (;;) {
+    const rows = await ctx.database.sql<Array<{ id: number; state: string; counts: Record<string, number> | null }>>`
+      select id, state, counts from fleet.therapist_import_runs where id > ${since} order by id`;
+    const pending = await ctx.database.sql<Array<{ n: number }>>`
+      select count(*)::int as n from fleet.therapist_import_files where status in ('queued', 'importing')`;
+    if (rows.length > 0 && rows.every((r) => r.state === 'closed') && pending[0]!.n === 0) {
+      const total: Record<string, number> = {};
+      for (const r of rows) for (const [k, v] of Object.entries(r.counts ?? {})) total[k] = (total[k] ?? 0) + v;
+      return total;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function pipelinePhase(ctx: FleetContext): Promise<{ counts: Record<string, number>; catchUpMs: number; perFile: string }> {
+  const [last] = await ctx.database.sql<Array<{ id: number | null }>>`select max(id)::int as id from fleet.therapist_import_runs`;
+  const t0 = performance.now();
+  const watcher = scraperWatcherComponent(ctx);
+  await watcher.start(); // catch-up: registers and enqueues every file of the folder
+  const catchUpMs = performance.now() - t0;
+  const counts = await waitForRunClosed(ctx, last?.id ?? 0);
+  await watcher.stop(10_000);
+  const [d] = await ctx.database.sql<Array<{ avg: number; p95: number }>>`
+    select avg(duration_ms)::float as avg, percentile_cont(0.95) within group (order by duration_ms)::float as p95
+    from fleet.therapist_import_files f join fleet.therapist_import_runs r on r.id = f.run_id where r.id > ${last?.id ?? 0} and f.status <> 'skipped'`;
+  return { counts, catchUpMs, perFile: `avg ${fmt(d!.avg, 0)} ms, p95 ${fmt(d!.p95, 0)} ms` };
+}
+
+/** The naive way: per therapist one SELECT, then one INSERT or UPDATE (autocommit). */
+async function naiveImport(sql: postgres.Sql, dir: string, files: number): Promise<number> {
+  let n = 0;
+  for (let f = 0; f < files; f++) {
+    const doc = JSON.parse(await readFile(path.join(dir, `20250702/${postcodeOf(f)}.json`), 'utf8')) as { therapists: TherapistLine[] };
+    for (const t of doc.therapists) {
+      const b = t.basic_info as Record<string, string>;
+      const l = t.location as Record<string, string>;
+      const c = (t.contact ?? {}) as Record<string, string>;
+      const row = {
+        anrede: b.salutation || 'Frau',
+        geschlecht: b.salutation === 'Herr' ? 'männlich' : 'weiblich',
+        titel: b.title ?? null,
+        vorname: b.first_name!,
+        nachname: b.last_name!,
+        strasse: `${l.street} ${l.house_number}`,
+        plz: l.postal_code!,
+        ort: l.city ?? null,
+        telefon: c.phone || null,
+        email: c.email || null,
+        fax: c.fax || null,
+        fremdsprachen: JSON.stringify(t.languages ?? []),
+        telefonische_erreichbarkeit: JSON.stringify(t.telephone_hours ?? {}),
+        psychotherapieverfahren: 'egal',
+      };
+      const [found] = await sql`select id from therapist_service.therapeuten where vorname = ${row.vorname} and nachname = ${row.nachname} and plz = ${row.plz}`;
+      if (found) {
+        await sql`update therapist_service.therapeuten set anrede = ${row.anrede}, geschlecht = ${row.geschlecht}, titel = ${row.titel},
+          strasse = ${row.strasse}, ort = ${row.ort}, telefon = ${row.telefon}, email = ${row.email}, fax = ${row.fax},
+          fremdsprachen = ${row.fremdsprachen}::jsonb, telefonische_erreichbarkeit = ${row.telefonische_erreichbarkeit}::jsonb,
+          psychotherapieverfahren = ${row.psychotherapieverfahren}, updated_at = now() where id = ${found.id}`;
+      } else {
+        await sql`insert into therapist_service.therapeuten (anrede, geschlecht, titel, vorname, nachname, strasse, plz, ort, telefon, email, fax,
+          fremdsprachen, telefonische_erreichbarkeit, psychotherapieverfahren)
+          values (${row.anrede}, ${row.geschlecht}, ${row.titel}, ${row.vorname}, ${row.nachname}, ${row.strasse}, ${row.plz}, ${row.ort},
+          ${row.telefon}, ${row.email}, ${row.fax}, ${row.fremdsprachen}::jsonb, ${row.telefonische_erreichbarkeit}::jsonb, ${row.psychotherapieverfahren})`;
+      }
+      n++;
+    }
+  }
+  return n;
+}
+
+
+async function main() {
+  const dbName = `bench_therapist_${suffix}`;
+  const naiveName = `bench_therapist_naive_${suffix}`;
+  const prefix = `bench_ti_${suffix}`;
+  const dir = await mkdtemp(path.join(tmpdir(), 'scraper-bench-'));
+  const admin = postgres(withDb('postgres'), { max: 1, onnotice: () => {} });
+  const total = FILES * PER_FILE;
+  const results: Array<Record<string, string>> = [];
+  let ctx: FleetContext | undefined;
+  try {
+    await runMigrations(withDb(dbName), { platform: true });
+    await runMigrations(withDb(naiveName), { platform: true });
+    ctx = openContext(
+      loadConfig({
+        DATABASE_URL: withDb(dbName),
+        REDIS_URL: redisUrl,
+        QUEUE_PREFIX: prefix,
+        SCRAPER_DROP_DIR: dir,
+        SCRAPER_RUN_QUIET_MS: '0',
+        LOG_LEVEL: 'silent',
+      }),
+      silentLogger(),
+    );
+    const workers = therapistImportComponents(ctx);
+    for (const w of workers) await w.start();
+    const naiveSql = postgres(withDb(naiveName), { max: 1, onnotice: () => {} });
+
+    const phases: Array<{ name: string; variant: 'base' | 'changed'; date: string }> = [
+      { name: '1. first import (empty table)', variant: 'base', date: '2025-07-02T03:13:24' },
+      { name: '2. re-import, unchanged therapists', variant: 'base', date: '2025-07-09T03:13:24' },
+      { name: '3. re-import, 5% changed', variant: 'changed', date: '2025-07-16T03:13:24' },
+    ];
+    for (const p of phases) {
+      await writeDrop(dir, p.variant, p.date, FILES);
+      const m = await measure(() => pipelinePhase(ctx!));
+      const c = m.result.counts;
+      const sum = (c.created ?? 0) + (c.updated ?? 0) + (c.unchanged ?? 0) + (c.deactivated ?? 0) + (c.skipped ?? 0) + (c.failed ?? 0);
+      const naive = await measure(() => naiveImport(naiveSql, dir, NAIVE_FILES));
+      const rate = total / (m.ms / 1000);
+      const naiveRate = naive.result / (naive.ms / 1000);
+      results.push({
+        phase: p.name,
+        therapists: String(c.total),
+        'wall s': fmt(m.ms / 1000),
+        'of which catch-up s': fmt(m.result.catchUpMs / 1000),
+        'per file': m.result.perFile,
+        'therapists/s': fmt(rate, 0),
+        'peak RSS MB': fmt(m.peakRssMb, 0),
+        'peak heap MB': fmt(m.peakHeapMb, 0),
+        counts: `created ${c.created} updated ${c.updated} unchanged ${c.unchanged} skipped ${c.skipped} failed ${c.failed} (sum ${sum})`,
+        'naive therapists/s': `${fmt(naiveRate, 0)} (${naive.result} therapists, ${fmt(naive.ms / 1000)} s)`,
+        speedup: `${fmt(rate / naiveRate)}x`,
+      });
+      process.stdout.write(`${JSON.stringify(results[results.length - 1])}\n`);
+    }
+    await naiveSql.end({ timeout: 5 });
+    for (const w of workers) await w.stop(10_000);
+    const [ev] = await ctx.database.sql<Array<{ n: number }>>`select count(*)::int as n from fleet.outbox`;
+    process.stdout.write(`\noutbox events written: ${ev!.n}\n`);
+  } finally {
+    await ctx?.close();
+    const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `{${prefix}}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== '0');
+    redis.disconnect();
+    await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
+    await admin.unsafe(`drop database if exists "${naiveName}" with (force)`);
+    await admin.end({ timeout: 5 });
+    await rm(dir, { recursive: true, force: true });
+  }
+  process.stdout.write(`\nTherapist import benchmark: ${FILES} files x ${PER_FILE} therapists = ${total}; naive baseline on ${NAIVE_FILES} files\n`);
+  console.table(results);
+}
+
+await main();
