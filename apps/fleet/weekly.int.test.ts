@@ -1,0 +1,395 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { defaultRepeatStrategy } from 'bullmq';
+import { sql } from 'drizzle-orm';
+import { loadConfig } from '../../libs/config/index.js';
+import { listAudit } from '../../libs/db/repositories/audit.js';
+import { patienten, platzsuche, therapeutAnfragePatient, therapeuten, therapeutenanfrage, type PatientStatus } from '../../libs/db/schema/index.js';
+import { createLogger, silentLogger } from '../../libs/log/index.js';
+import { fixedClock, openContext, workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { startResendStandIn, type ResendStandIn } from '../../libs/testing/resend-stand-in.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { nextRun } from '../../libs/weekly/schedule.js';
+import { signUnsubscribeToken } from '../../libs/weekly/unsubscribe-token.js';
+import { emailComponents } from '../../workers/email/worker.js';
+import { runWeeklyFanout, weeklyHandlers, weeklyStillWanted } from '../../workers/weekly-status/worker.js';
+import { httpComponent, type HttpComponent } from '../http/component.js';
+import { registerWeeklySchedule, WEEKLY_SCHEDULER_ID } from '../producers/weekly-schedule.js';
+
+/**
+ * Weekly status emails end to end: real PostgreSQL and Redis, the Resend stand-in behind
+ * the real `resend` SDK, the email worker with its still-wanted hook, an injected clock
+ * (Monday 23 November 2026, 09:00:05 Berlin: ISO week 2026-W48).
+ */
+const SECRET = 'test-unsubscribe-secret-0123456789abcdef';
+const MONDAY_0900 = '2026-11-23T08:00:05Z';
+const WEEK = '2026-W48';
+const DAY = 86_400_000;
+
+let db: TestDatabase;
+let resend: ResendStandIn;
+let ctx: FleetContext;
+let cleanupRedis: () => Promise<void>;
+const clock = fixedClock(MONDAY_0900);
+let running: Component[] = [];
+
+async function until<T>(fn: () => Promise<T | undefined | false | null>, what: string, timeoutMs = 20_000): Promise<T> {
+  const start = Date.now();
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() - start > timeoutMs) {
+      const counts: Record<string, unknown> = {};
+      for (const q of ['weekly-fanout', 'weekly-status', 'email', 'email-dlq', 'weekly-status-dlq']) counts[q] = await ctx.queues.queue(q).getJobCounts();
+      throw new Error(`${what} not met within ${timeoutMs} ms: deliveries ${JSON.stringify(await deliveryStatuses())}, queues ${JSON.stringify(counts)}, provider requests ${JSON.stringify(resend.requests.map((r) => r.status))}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function start(...components: Component[]) {
+  for (const c of components) {
+    await c.start();
+    running.push(c);
+  }
+}
+const weeklyWorkers = () => workerComponent(ctx, 'weekly-test', weeklyHandlers(ctx));
+const emailWorkers = () => emailComponents(ctx, { stillWanted: { 'weekly-status': weeklyStillWanted(ctx) } });
+
+let therapistId = 0;
+let seq = 0;
+interface PatientSpec {
+  status?: PatientStatus;
+  email?: string | null;
+  optOut?: boolean;
+  lastSent?: Date | null;
+  vorname?: string;
+  nachname?: string;
+  searches?: Array<{ status: 'aktiv' | 'erfolgreich' | 'pausiert' | 'abgebrochen'; requests?: Array<{ sentDaysAgo: number | null; answer?: 'anstehend' | 'angenommen' | 'abgelehnt' | 'keine_antwort'; answeredDaysAgo?: number }> }>;
+}
+async function patient(spec: PatientSpec = {}): Promise<{ id: number; email: string | null }> {
+  seq++;
+  const email = spec.email === undefined ? `p${seq}@example.org` : spec.email;
+  const now = clock.now().getTime();
+  const [row] = await ctx.database.db
+    .insert(patienten)
+    .values({
+      anrede: 'Frau',
+      geschlecht: 'weiblich',
+      vorname: spec.vorname ?? `Vorname${seq}`,
+      nachname: spec.nachname ?? `Nachname${seq}`,
+      email,
+      zahlungsreferenz: `T${seq}`,
+      status: spec.status ?? 'auf_der_Suche',
+      weeklyUpdateOptOut: spec.optOut ?? false,
+      weeklyUpdateLastSent: spec.lastSent ?? null,
+    })
+    .returning({ id: patienten.id });
+  for (const s of spec.searches ?? [{ status: 'aktiv' }]) {
+    const [search] = await ctx.database.db.insert(platzsuche).values({ patientId: row!.id, status: s.status }).returning({ id: platzsuche.id });
+    for (const r of s.requests ?? []) {
+      const [req] = await ctx.database.db
+        .insert(therapeutenanfrage)
+        .values({
+          therapistId,
+          gesendetDatum: r.sentDaysAgo === null ? null : new Date(now - r.sentDaysAgo * DAY),
+          antwortDatum: r.answeredDaysAgo === undefined ? null : new Date(now - r.answeredDaysAgo * DAY),
+        })
+        .returning({ id: therapeutenanfrage.id });
+      await ctx.database.db.insert(therapeutAnfragePatient).values({ therapeutenanfrageId: req!.id, platzsucheId: search!.id, status: r.answer ?? 'anstehend' });
+    }
+  }
+  return { id: row!.id, email };
+}
+
+async function deliveryStatuses(): Promise<Record<string, number>> {
+  const rows = await ctx.database.db.execute<{ status: string; n: number }>(sql`select status, count(*)::int as n from fleet.deliveries group by status`);
+  return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+}
+async function queuesIdle(): Promise<boolean> {
+  for (const q of ['weekly-fanout', 'weekly-status', 'email']) {
+    // (the scheduler's next tick waits as a delayed job on weekly-fanout: not work in hand)
+    const c = await ctx.queues.queue(q).getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+    if ((c.waiting ?? 0) + (c.active ?? 0) + (q === 'weekly-fanout' ? 0 : (c.delayed ?? 0)) + (c.prioritized ?? 0) > 0) return false;
+  }
+  return true;
+}
+const recipients = () => resend.messages.map((m) => m.to[0]!).sort();
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  const { prefix, cleanup } = testQueuePrefix();
+  cleanupRedis = cleanup;
+  resend = await startResendStandIn({ keepBodies: true });
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    DATABASE_URL: db.url,
+    REDIS_URL: TEST_REDIS_URL,
+    QUEUE_PREFIX: prefix,
+    MAIL_DRIVER: 'resend',
+    RESEND_API_KEY: 're_test_key',
+    RESEND_BASE_URL: resend.url,
+    MAIL_RATE_PER_SECOND: '100',
+    MAIL_SWEEP_INTERVAL_MS: '60000',
+    RETRY_BACKOFF_SCALE: '0.001',
+    UNSUBSCRIBE_SECRET: SECRET,
+    PUBLIC_BASE_URL: 'https://app.curavani.example',
+    HTTP_PORT: '0',
+    WEEKLY_PAGE_SIZE: '7',
+    WEEKLY_CONTACT_PHONE: '030 1234567',
+  });
+  ctx = openContext(config, process.env.WEEKLY_TEST_LOG ? createLogger({ level: 'debug', pretty: 'false' }) : silentLogger(), { clock });
+  const [t] = await ctx.database.db
+    .insert(therapeuten)
+    .values({ anrede: 'Herr', geschlecht: 'männlich', titel: 'Dr.', vorname: 'Gustav', nachname: 'Geheimname', plz: '10115' })
+    .returning({ id: therapeuten.id });
+  therapistId = t!.id;
+});
+
+afterEach(async () => {
+  for (const c of running.reverse()) await c.stop(5_000);
+  running = [];
+  for (const q of ['weekly-fanout', 'weekly-status', 'email', 'email-dlq', 'weekly-status-dlq', 'weekly-fanout-dlq']) {
+    await ctx.queues.queue(q).obliterate({ force: true });
+  }
+  await ctx.database.db.execute(sql`truncate fleet.deliveries, fleet.audit_log, patient_service.patienten, matching_service.platzsuche, matching_service.therapeutenanfrage, matching_service.therapeut_anfrage_patient`);
+  resend.messages.length = 0;
+  resend.requests.length = 0;
+  resend.perRecipient.clear();
+  clock.set(MONDAY_0900);
+});
+
+afterAll(async () => {
+  await ctx?.close();
+  await resend?.stop();
+  await cleanupRedis?.();
+  await db?.drop();
+});
+
+describe('weekly status emails', () => {
+  it('sends exactly the eligible patients: status, active search, email, opt-out, already sent', async () => {
+    const mondayBerlinMidnight = new Date('2026-11-22T23:00:00Z');
+    const eligible = [
+      await patient(),
+      await patient({ lastSent: new Date(mondayBerlinMidnight.getTime() - 60_000) }), // last week, Sunday 23:59 Berlin
+      await patient({ searches: [{ status: 'pausiert' }, { status: 'aktiv' }] }),
+    ];
+    await patient({ status: 'offen' });
+    await patient({ status: 'in_Therapie' });
+    await patient({ status: 'Suche_abgebrochen' });
+    await patient({ searches: [{ status: 'pausiert' }] });
+    await patient({ searches: [{ status: 'erfolgreich' }, { status: 'abgebrochen' }] });
+    await patient({ searches: [] });
+    await patient({ email: null });
+    await patient({ email: '   ' });
+    await patient({ optOut: true });
+    await patient({ lastSent: mondayBerlinMidnight }); // already this week (Monday 00:00 Berlin)
+
+    const dry = await runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: true });
+    expect(dry).toMatchObject({ candidates: 7, eligible: 3, queued: 0, skippedOptedOut: 1, skippedNoEmail: 2, skippedAlreadySent: 1 });
+
+    await start(weeklyWorkers(), ...emailWorkers());
+    const run = await runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: false });
+    expect(run).toMatchObject({ eligible: 3, queued: 3 });
+    await until(async () => (await deliveryStatuses()).sent === 3 && (await queuesIdle()), 'three emails sent');
+    expect(recipients()).toEqual(eligible.map((p) => p.email!).sort());
+    expect(await deliveryStatuses()).toEqual({ sent: 3 });
+    // Sent patients carry the time of this week's update.
+    const [{ n }] = (await ctx.database.db.execute<{ n: number }>(
+      sql`select count(*)::int as n from patient_service.patienten where weekly_update_last_sent = ${clock.now().toISOString()}::timestamptz`,
+    )) as unknown as [{ n: number }];
+    expect(n).toBe(3);
+  });
+
+  it('several active searches give one email; content counts requests and answers, names no therapist; one-click headers', async () => {
+    const p = await patient({
+      vorname: 'Max <script>alert(1)</script>',
+      nachname: 'Müller & Söhne',
+      lastSent: new Date(clock.now().getTime() - 7 * DAY),
+      searches: [
+        { status: 'aktiv', requests: [{ sentDaysAgo: 20, answer: 'abgelehnt', answeredDaysAgo: 15 }, { sentDaysAgo: 10 }, { sentDaysAgo: 3 }, { sentDaysAgo: 2, answer: 'abgelehnt', answeredDaysAgo: 1 }] },
+        { status: 'aktiv', requests: [{ sentDaysAgo: 1 }, { sentDaysAgo: null }] },
+        { status: 'pausiert', requests: [{ sentDaysAgo: 1 }] },
+      ],
+    });
+    await start(weeklyWorkers(), ...emailWorkers());
+    await runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: false });
+    await until(async () => (await deliveryStatuses()).sent === 1 && (await queuesIdle()), 'one email sent');
+    expect(resend.messages).toHaveLength(1);
+    const m = resend.messages[0]!;
+    expect(m.to).toEqual([p.email]);
+    expect(m.subject).toBe('Ihr wöchentlicher Zwischenstand von Curavani');
+    const token = signUnsubscribeToken(SECRET, p.id);
+    expect(m.headers).toMatchObject({
+      'List-Unsubscribe': `<https://app.curavani.example/unsubscribe/${token}>, <mailto:abmelden@curavani.com?subject=Abmelden%20${token}>`,
+      'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
+    });
+    expect(m.text).toContain('3 neue Anfragen an Praxen gesendet'); // 3, 2 and 1 days ago; not the paused search
+    expect(m.text).toContain('Insgesamt sind es bisher 5 Anfragen');
+    expect(m.text).toContain('Wir haben 2 Antworten erhalten, 1 davon seit unserer letzten Nachricht');
+    expect(m.text).toContain('030 1234567');
+    for (const body of [m.html!, m.text!, m.subject]) {
+      expect(body).not.toMatch(/Geheimname|Gustav/);
+    }
+    expect(m.html).not.toContain('<script>');
+    expect(m.html).toContain('Max &lt;script&gt;alert(1)&lt;/script&gt; Müller &amp; Söhne');
+  });
+
+  it('a fan-out run twice in one week (scheduled, by hand, and a tick) sends each eligible patient exactly once', async () => {
+    const ps = [];
+    for (let i = 0; i < 40; i++) ps.push(await patient());
+    await start(weeklyWorkers(), ...emailWorkers());
+    await Promise.all([
+      runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: false }),
+      runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: false }),
+      ctx.queues.enqueue('weekly-fanout', { isoWeek: WEEK }),
+      ctx.queues.enqueue('weekly-tick', {}),
+    ]);
+    await until(async () => (await deliveryStatuses()).sent === 40 && (await queuesIdle()), '40 emails sent');
+    // Later the same week: the fleet restarts (catch-up) and an operator runs it again.
+    clock.set('2026-11-26T10:00:00Z');
+    const again = await runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: false });
+    expect(again).toMatchObject({ eligible: 0, queued: 0, skippedAlreadySent: 40 });
+    await ctx.queues.enqueue('weekly-fanout', { isoWeek: WEEK }, { jobId: 'weekly-fanout.manual-again' });
+    await ctx.queues.enqueue('weekly-tick', {});
+    await new Promise((r) => setTimeout(r, 500));
+    await until(() => queuesIdle(), 'queues idle');
+    expect(resend.messages).toHaveLength(40);
+    expect(resend.stats().duplicates).toBe(0);
+    expect(new Set(recipients())).toEqual(new Set(ps.map((p) => p.email)));
+    expect(await deliveryStatuses()).toEqual({ sent: 40 });
+  });
+
+  it('opting out after the fan-out but before sending drops the queued email', async () => {
+    const stay = await patient();
+    const leave = await patient();
+    await start(weeklyWorkers()); // no email worker yet: deliveries wait as pending
+    await runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: false });
+    await until(async () => (await deliveryStatuses()).pending === 2, 'two deliveries recorded');
+
+    const http = httpComponent(ctx) as HttpComponent;
+    await start(http);
+    const base = `http://127.0.0.1:${http.address()!.port}`;
+    const token = signUnsubscribeToken(SECRET, leave.id);
+    const res = await fetch(`${base}/unsubscribe/${token}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'List-Unsubscribe=One-Click',
+    });
+    expect(res.status).toBe(200);
+
+    await start(...emailWorkers());
+    await until(async () => {
+      const s = await deliveryStatuses();
+      return s.sent === 1 && s.dropped === 1;
+    }, 'one sent, one dropped');
+    expect(recipients()).toEqual([stay.email]);
+    const [dropped] = await ctx.database.db.execute<{ patient_id: number }>(sql`select patient_id from fleet.deliveries where status = 'dropped'`);
+    expect(dropped!.patient_id).toBe(leave.id);
+  });
+
+  it('unsubscribe: forged or altered tokens are refused; the real one works once and is idempotent after', async () => {
+    const p = await patient();
+    const other = await patient();
+    const http = httpComponent(ctx) as HttpComponent;
+    await start(http);
+    const base = `http://127.0.0.1:${http.address()!.port}`;
+    const post = (token: string) =>
+      fetch(`${base}/unsubscribe/${token}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+    const real = signUnsubscribeToken(SECRET, p.id);
+    const sig = real.split('.')[1]!;
+    const forged = [
+      `${other.id}.${sig}`, // another patient's id with this signature
+      `${p.id}.${sig.slice(0, -1)}${sig.endsWith('A') ? 'B' : 'A'}`, // altered signature
+      signUnsubscribeToken('another-secret-another-secret-0000000', p.id),
+      signUnsubscribeToken(SECRET, p.id, 'some-other-purpose'),
+      'garbage',
+    ];
+    for (const t of forged) expect((await post(t)).status).toBe(404);
+    const optedOut = async () =>
+      (await ctx.database.db.select({ id: patienten.id, o: patienten.weeklyUpdateOptOut }).from(patienten)).filter((r) => r.o).map((r) => r.id);
+    expect(await optedOut()).toEqual([]);
+
+    // GET shows a page with a button and changes nothing (mail scanners open links).
+    const page = await fetch(`${base}/unsubscribe/${real}`);
+    expect(page.status).toBe(200);
+    const body = await page.text();
+    expect(body).toContain('<form method="post">');
+    expect(body).toContain('lang="de"');
+    expect(page.headers.get('set-cookie')).toBeNull();
+    expect(await optedOut()).toEqual([]);
+
+    const first = await post(real);
+    expect(first.status).toBe(200);
+    expect(await first.text()).toContain('Sie wurden abgemeldet');
+    const second = await post(real);
+    expect(second.status).toBe(200);
+    expect(await optedOut()).toEqual([p.id]);
+    const audit = (await listAudit(ctx.database.db)).filter((a) => a.action === 'weekly.opt-out');
+    expect(audit).toHaveLength(1);
+    expect(audit[0]).toMatchObject({ actor: `patient/${p.id}`, target: `patient/${p.id}`, details: { via: 'one-click' } });
+    expect((await fetch(`${base}/unsubscribe/${real}`).then((r) => r.text()))).toContain('bereits abgemeldet');
+  });
+});
+
+describe('weekly schedule', () => {
+  it('registers one scheduler however many processes start at once, removes old ones, and fires Monday 09:00 Berlin', async () => {
+    // An older deploy registered the same job under another id.
+    await ctx.queues.queue('weekly-fanout').upsertJobScheduler('weekly-old-id', { pattern: '0 8 * * 1', tz: 'Europe/Berlin' }, { name: 'weekly-tick', data: {} });
+    clock.set('2026-11-23T07:00:00Z'); // Monday 08:00 Berlin: this week is not due yet
+    const results = await Promise.all(Array.from({ length: 6 }, () => registerWeeklySchedule(ctx)));
+    expect(results.filter((r) => r.action === 'created')).toHaveLength(1);
+    expect(results.every((r) => r.catchUp === null)).toBe(true);
+    const q = ctx.queues.queue('weekly-fanout');
+    const schedulers = await q.getJobSchedulers(0, -1);
+    expect(schedulers.map((s) => s.key)).toEqual([WEEKLY_SCHEDULER_ID]);
+    expect(schedulers[0]).toMatchObject({ pattern: '0 9 * * 1', tz: 'Europe/Berlin' });
+    const delayed = (await q.getDelayed(0, -1)).filter((j) => j.name === 'weekly-tick');
+    expect(delayed).toHaveLength(1);
+    // BullMQ computes its next run from the real time: a Monday, 09:00 in Berlin.
+    const next = new Date(schedulers[0]!.next!);
+    expect(new Intl.DateTimeFormat('en-GB', { timeZone: 'Europe/Berlin', weekday: 'long', hour: '2-digit', minute: '2-digit' }).format(next)).toBe('Monday 09:00');
+    // A restart with the same settings changes nothing.
+    expect((await registerWeeklySchedule(ctx)).action).toBe('unchanged');
+    expect((await q.getDelayed(0, -1)).filter((j) => j.name === 'weekly-tick')).toHaveLength(1);
+  });
+
+  it("BullMQ's own schedule computation fires Monday 09:00 Berlin in the weeks around both DST changes", () => {
+    const berlin = new Intl.DateTimeFormat('en-GB', { timeZone: 'Europe/Berlin', weekday: 'long', hour: '2-digit', minute: '2-digit' });
+    const opts = { pattern: '0 9 * * 1', tz: 'Europe/Berlin' };
+    for (const [from, expected] of [
+      ['2026-03-20T00:00:00Z', ['2026-03-23T08:00:00.000Z', '2026-03-30T07:00:00.000Z', '2026-04-06T07:00:00.000Z']],
+      ['2026-10-16T00:00:00Z', ['2026-10-19T07:00:00.000Z', '2026-10-26T08:00:00.000Z', '2026-11-02T08:00:00.000Z']],
+    ] as const) {
+      let at = new Date(from).getTime();
+      const fired: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        at = defaultRepeatStrategy(at, opts)!;
+        fired.push(new Date(at).toISOString());
+        expect(berlin.format(new Date(at))).toBe('Monday 09:00');
+        expect(new Date(at)).toEqual(nextRun({ cron: opts.pattern, timeZone: opts.tz }, new Date(at - 1)));
+      }
+      expect(fired).toEqual(expected);
+    }
+  });
+
+  it('catches up within the week after the scheduled time, and never for a past week', async () => {
+    const p = await patient();
+    await start(weeklyWorkers(), ...emailWorkers());
+    clock.set('2026-11-27T15:00:00Z'); // back on Friday of the same week
+    const r = await registerWeeklySchedule(ctx);
+    expect(r.catchUp).toEqual({ isoWeek: WEEK, jobId: `weekly-fanout.week.${WEEK}` });
+    await until(async () => (await deliveryStatuses()).sent === 1 && (await queuesIdle()), 'catch-up email sent');
+    expect(recipients()).toEqual([p.email]);
+
+    // A fan-out job of last week that waited in the queue does nothing now.
+    await patient();
+    await ctx.queues.enqueue('weekly-fanout', { isoWeek: '2026-W47' });
+    await new Promise((r) => setTimeout(r, 300));
+    await until(() => queuesIdle(), 'queues idle');
+    expect(resend.messages).toHaveLength(1);
+    const byHand = await runWeeklyFanout(ctx, { isoWeek: '2026-W47', dryRun: false });
+    expect(byHand).toMatchObject({ refused: 'past_week', queued: 0 });
+  });
+});
