@@ -125,6 +125,12 @@ describe('checksums', () => {
       ChecksumMismatchError,
     );
     expect(si.requests.map((r) => r.kind)).toEqual(['download']);
+    // ...and with only the md5 the ledger keeps
+    si.fail({ kind: 'download', mode: 'corrupt-consistent' });
+    si.resetRequests();
+    await expect(bucket().download(NAME, o.generation, { md5Hash: o.md5Hash })).rejects.toBeInstanceOf(ChecksumMismatchError);
+    expect(si.requests.map((r) => r.kind)).toEqual(['download']);
+    expect((await bucket().download(NAME, o.generation, { md5Hash: o.md5Hash })).toString()).toBe('{"token":"abc"}');
     // a clean retry succeeds
     expect((await bucket().download(NAME, o.generation)).toString()).toBe('{"token":"abc"}');
   });

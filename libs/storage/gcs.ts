@@ -122,7 +122,8 @@ export class GcsBucket implements BucketPort {
   async download(name: string, generation: string, expected: ExpectedChecksums = {}): Promise<Buffer> {
     const file = this.b.file(name, { generation });
     let meta: StoredObject;
-    if (expected.md5Hash && expected.crc32c) {
+    if (expected.md5Hash || expected.crc32c) {
+      // Checksums from the listing: one request (the client still checks the x-goog-hash crc32c).
       meta = { bucket: this.bucket, name, generation, size: -1, md5Hash: expected.md5Hash, crc32c: expected.crc32c, updated: '' };
     } else {
       try {

@@ -58,7 +58,8 @@ export interface BucketPort {
   /**
    * The bytes of exactly this generation, checksum verified (against the transfer's
    * x-goog-hash by the client, against the object's md5/crc32c by the driver, and against
-   * `expected` when given). Throws ObjectNotFoundError when this generation no longer exists
+   * `expected` when given). With `expected` (e.g. the md5 from the listing) the GCS driver
+   * needs one request instead of two. Throws ObjectNotFoundError when this generation no longer exists
    * (deleted or replaced), ChecksumMismatchError (retryable) on a mismatch.
    */
   download(name: string, generation: string, expected?: ExpectedChecksums): Promise<Buffer>;
