@@ -1,4 +1,4 @@
-import express, { type ErrorRequestHandler, type Express } from 'express';
+import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { dashboardAccess, rejectCrossSiteWrites, requireDashboardAccess, type DashboardAccess } from './auth.js';
@@ -46,8 +46,12 @@ export function createHttpApp(deps: HttpDeps): HttpApp {
 
   const routeDeps = { ctx, deadLetterHooks: deps.deadLetterHooks ?? {} };
   for (const mod of deps.routes ?? routeModules) {
-    if (mod.access === 'operator') app.use(mod.path, ...operatorGuard, mod.router(routeDeps));
-    else app.use(mod.path, mod.router(routeDeps));
+    const mark: RequestHandler = (_req, res, next) => {
+      res.locals.mount = mod.path;
+      next();
+    };
+    if (mod.access === 'operator') app.use(mod.path, mark, ...operatorGuard, mod.router(routeDeps));
+    else app.use(mod.path, mark, mod.router(routeDeps));
   }
 
   app.get('/', (_req, res) => {
@@ -60,7 +64,10 @@ export function createHttpApp(deps: HttpDeps): HttpApp {
   const onError: ErrorRequestHandler = (err: Error & { status?: number; type?: string }, req, res, _next) => {
     // Body parser errors (bad JSON, too large) carry their status.
     const status = typeof err.status === 'number' && err.status >= 400 && err.status < 500 ? err.status : 500;
-    if (status === 500) ctx.log.error({ err, path: req.path, method: req.method }, 'http request failed');
+    // The route pattern, not the path: paths can carry tokens (/unsubscribe/:token).
+    const mount = (res.locals.mount as string | undefined) ?? '';
+    const route = `${mount}${(req.route as { path?: string } | undefined)?.path ?? ''}` || '(unmatched)';
+    if (status === 500) ctx.log.error({ err, route, method: req.method }, 'http request failed');
     if (res.headersSent) return;
     res.status(status).json({ error: status === 500 ? 'internal_error' : 'bad_request', message: status === 500 ? 'internal error (see the fleet log)' : err.message });
   };

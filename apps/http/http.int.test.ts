@@ -223,9 +223,12 @@ describe('http app with dashboard credentials', () => {
     expect(dlq.jobs[0]!.name).toBe('patient-import: storage timed out');
     expect(dlq.jobs[0]!.data).toMatchObject({ originalQueue: 'patient-import', originalJobId: jobId, reason: 'storage timed out', attemptsMade: 8, data: { ledgerId: 42 } });
 
-    const main = await fetch(`${app.base}/dashboard/api/queues?activeQueue=patient-import&status=failed`, { headers: { authorization: AUTH } });
-    const mainBody = (await main.json()) as { queues: Array<{ name: string; counts: Record<string, number> }> };
-    expect(mainBody.queues.find((x) => x.name === 'patient-import')!.counts.failed).toBe(1);
+    // The dead letter is written just before BullMQ marks the job failed: wait for that too.
+    await until(async () => {
+      const main = await fetch(`${app.base}/dashboard/api/queues?activeQueue=patient-import&status=failed`, { headers: { authorization: AUTH } });
+      const mainBody = (await main.json()) as { queues: Array<{ name: string; counts: Record<string, number> }> };
+      return mainBody.queues.find((x) => x.name === 'patient-import')!.counts.failed === 1;
+    }, 10_000, 'original job failed in Bull Board');
 
     const retry = await fetch(`${app.base}/dashboard/api/queues/patient-import/${encodeURIComponent(jobId)}/retry`, { method: 'PUT', headers: { authorization: AUTH } });
     expect(retry.status).toBe(405);
@@ -469,6 +472,15 @@ describe('feature routes and graceful stop', () => {
         res.json({ done: true });
       }),
   };
+  const boom: HttpRouteModule = {
+    name: 'boom',
+    path: '/boom',
+    access: 'public',
+    router: () =>
+      Router().get('/:token', () => {
+        throw new Error('handler failed');
+      }),
+  };
   const secret: HttpRouteModule = {
     name: 'operator-only',
     path: '/secret',
@@ -480,7 +492,7 @@ describe('feature routes and graceful stop', () => {
     const q = testQueuePrefix();
     const app = await startApp(
       { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, DASHBOARD_USER: USER, DASHBOARD_PASSWORD: PASSWORD },
-      { routes: [...routeModules, slow, secret] },
+      { routes: [...routeModules, slow, secret, boom] },
     );
     let stopped = false;
     try {
@@ -488,6 +500,12 @@ describe('feature routes and graceful stop', () => {
       expect((await fetch(`${app.base}/secret`, { headers: { authorization: AUTH } })).status).toBe(200);
       expect((await fetch(`${app.base}/ops`)).status).toBe(401);
       expect((await fetch(`${app.base}/nothing-here`)).status).toBe(404);
+      const failed = await fetch(`${app.base}/boom/s3cret-token`);
+      expect(failed.status).toBe(500);
+      expect(await failed.json()).toEqual({ error: 'internal_error', message: 'internal error (see the fleet log)' });
+      const logged = app.logLines.find((l) => l.msg === 'http request failed');
+      expect(logged).toMatchObject({ route: '/boom/:token', method: 'GET' });
+      expect(JSON.stringify(app.logLines)).not.toContain('s3cret-token');
 
       const inFlight = fetch(`${app.base}/slow`);
       await new Promise((r) => setTimeout(r, 200));

@@ -17,11 +17,11 @@ export function registerQueueDepth(ctx: FleetContext): void {
   if (registry.getSingleMetric(QUEUE_DEPTH_METRIC)) return;
 
   type Depth = { ok: boolean; rows: Array<{ labels: Record<string, string>; value: number }> };
-  // Both gauges below are collected in the same scrape (prom-client collects in parallel):
-  // they share one read of Redis, reused for a second.
-  let inFlight: { at: number; promise: Promise<Depth> } | null = null;
+  // Both gauges below are collected in the same scrape (prom-client starts every collect in
+  // the same tick): they share one read of Redis, forgotten as soon as it settles.
+  let inFlight: Promise<Depth> | null = null;
   const read = (): Promise<Depth> => {
-    if (inFlight && Date.now() - inFlight.at < 1_000) return inFlight.promise;
+    if (inFlight) return inFlight;
     const promise = (async (): Promise<Depth> => {
       try {
         const perQueue = await Promise.all(
@@ -36,7 +36,10 @@ export function registerQueueDepth(ctx: FleetContext): void {
         return { ok: false, rows: [] };
       }
     })();
-    inFlight = { at: Date.now(), promise };
+    inFlight = promise;
+    void promise.finally(() => {
+      if (inFlight === promise) inFlight = null;
+    });
     return promise;
   };
 
