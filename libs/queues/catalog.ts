@@ -57,7 +57,7 @@ export const catalog = {
     key: (p) => `delivery.${p.deliveryId}`,
     // Most jobs find their delivery already sent by another job's batch and finish at once;
     // the few that carry a batch wait for a provider rate slot. Enough slots for both.
-    concurrency: 8,
+    concurrency: 16,
   }),
   'bucket-poll': defineJob({
     queue: 'bucket-poll',

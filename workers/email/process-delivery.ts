@@ -65,6 +65,12 @@ export interface ProcessDeliveryDeps {
   maxRateLimitWaits?: number;
   /** How long an attempt lease holds (the request time limit plus a margin). */
   attemptLeaseMs?: number;
+  /**
+   * Optional: takes the still-waiting jobs of deliveries that a fresh batch now carries off
+   * the queue, so they need not run only to find nothing to do (at 200 emails/s that is
+   * most of the queue's work). Best effort: a job that already runs is a cheap no-op.
+   */
+  discardCarriedJobs?(deliveryIds: string[]): Promise<void>;
 }
 
 export type ProcessDeliveryResult =
@@ -144,6 +150,10 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
     }
     log.info({ deliveryId: input.deliveryId, batchId, rows: rows.length }, 'email-send: resuming a claimed batch');
   } else {
+    const carried = rows.filter((r) => r.id !== input.deliveryId).map((r) => r.id);
+    if (carried.length && deps.discardCarriedJobs) {
+      await deps.discardCarriedJobs(carried).catch((err: unknown) => log.warn({ err, batchId }, 'email-send: could not discard carried jobs'));
+    }
     let drops: DropDecision[];
     try {
       drops = await askStillWanted(rows, deps.stillWanted);

@@ -78,6 +78,11 @@ export function emailHandlers(ctx: FleetContext, opts: EmailOptions = {}): Handl
         sleep: (ms) => sleep(ms),
         isFinalAttempt: helpers.isFinalAttempt,
         attemptLeaseMs: ctx.config.mail.requestTimeoutMs + 10_000,
+        async discardCarriedJobs(ids) {
+          const queue = ctx.queues.queue(catalog['email-send'].queue);
+          // A waiting job is removed; an active or locked one refuses and runs as a no-op.
+          await Promise.all(ids.map((deliveryId) => queue.remove(jobIdFor('email-send', { deliveryId })!).catch(() => 0)));
+        },
         async deadLetter(deliveryId, reason, code) {
           const now = new Date().toISOString();
           await addDeadLetter(ctx.queues, {

@@ -89,6 +89,16 @@ async function sendingRowsOfBatch(tx: DbOrTx, batchId: string): Promise<Delivery
  * batch still `sending` resumes that batch unchanged.
  */
 export async function claimDeliveries(db: Db, deliveryId: string, opts: ClaimOptions): Promise<ClaimOutcome> {
+  // Fast path, one query without a transaction: during a large send almost every job finds
+  // its delivery already carried by another job's batch.
+  const [glance] = await db
+    .select({ status: deliveries.status, leader: deliveries.batchLeaderId })
+    .from(deliveries)
+    .where(eq(deliveries.id, deliveryId));
+  if (!glance) return { kind: 'noop', reason: 'missing' };
+  if (glance.status !== 'pending' && glance.leader !== deliveryId) {
+    return { kind: 'noop', reason: glance.status === 'sending' ? 'claimed-by-other' : glance.status };
+  }
   return db.transaction(async (tx) => {
     // Claims of fresh batches take turns (a transaction-level advisory lock, held for a few
     // milliseconds): jobs that start together then fill one batch after another instead of
