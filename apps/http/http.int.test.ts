@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
 import { listAudit } from '../../libs/db/repositories/audit.js';
 import { createLogger } from '../../libs/log/index.js';
-import { listDeadLetters } from '../../libs/queues/index.js';
+import { addDeadLetter, listDeadLetters } from '../../libs/queues/index.js';
 import { openContext, workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
@@ -304,6 +304,29 @@ describe('http app with dashboard credentials', () => {
     ]);
     const after = await (await fetch(`${app.base}/ops`, { headers: { authorization: AUTH } })).text();
     expect(after).toContain('file is broken for good');
+  });
+
+  it('/ops requeues every dead letter of one queue, each audited', async () => {
+    for (const patientId of [11, 12]) {
+      const jobId = `weekly-status.patient.${patientId}.week.2026-W48`;
+      await addDeadLetter(app.ctx.queues, {
+        originalQueue: 'weekly-status', originalJobId: jobId, name: 'weekly-status', data: { patientId, isoWeek: '2026-W48' },
+        reason: 'database went away', code: null, attemptsMade: 8, enqueuedAt: null, failedAt: new Date().toISOString(),
+      });
+    }
+    const page = await (await fetch(`${app.base}/ops`, { headers: { authorization: AUTH } })).text();
+    expect(page).toContain('Requeue all 2 of weekly-status');
+    const json = { authorization: AUTH, 'content-type': 'application/json' };
+    expect((await fetch(`${app.base}/ops/api/dead-letters/weekly-status/requeue-all`, { method: 'POST', headers: json, body: '{}' })).status).toBe(400);
+    const res = await fetch(`${app.base}/ops/api/dead-letters/weekly-status/requeue-all`, { method: 'POST', headers: json, body: JSON.stringify({ reason: 'database is back' }) });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ outcome: 'requeued', queue: 'weekly-status', count: 2 });
+    expect(await listDeadLetters(app.ctx.queues, { queue: 'weekly-status' })).toEqual([]);
+    for (const patientId of [11, 12]) {
+      expect(await app.ctx.queues.queue('weekly-status').getJob(`weekly-status.patient.${patientId}.week.2026-W48`)).toBeTruthy();
+    }
+    const audit = (await listAudit(app.ctx.database.db, 10)).filter((a) => a.action === 'dlq.requeue' && a.reason === 'database is back');
+    expect(audit.map((a) => a.target).sort()).toEqual(['weekly-status/weekly-status.patient.11.week.2026-W48', 'weekly-status/weekly-status.patient.12.week.2026-W48']);
   });
 
   it('/ops escapes what it shows', async () => {

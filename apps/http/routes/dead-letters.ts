@@ -1,12 +1,14 @@
 import express, { Router, type Request, type Response } from 'express';
 import { listAudit } from '../../../libs/db/repositories/audit.js';
-import { discardOne, requeueOne } from '../../../libs/ops/dead-letters.js';
+import { discardOne, requeueAll, requeueOne } from '../../../libs/ops/dead-letters.js';
 import { DeadLetterNotFound, listDeadLetters, queueNames, type DeadLetterView } from '../../../libs/queues/index.js';
 import { operatorOf } from '../auth.js';
 import { html, page } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
 const MAX_REASON = 500;
+/** Rows shown per queue on the page (the JSON list and the CLI show all). */
+const ROWS_PER_QUEUE = 200;
 
 class BadRequest extends Error {}
 
@@ -55,7 +57,9 @@ reason. Same as <code>fleet dlq requeue|discard &lt;id&gt; --reason "..."</code>
 ${byQueue.map(
   (g) => html`<h2 id="${g.queue}">${g.queue} <span class="muted">(${g.entries.length})</span></h2>
 ${g.entries.length
-  ? html`<table><thead><tr><th>Id / job</th><th>Failed</th><th>Reason</th><th>Payload</th><th>Action</th></tr></thead><tbody>${g.entries.map(deadLetterRow)}</tbody></table>`
+  ? html`<form class="inline" method="post" action="/ops/dead-letters/${encodeURIComponent(g.queue)}/requeue-all"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit">Requeue all ${g.entries.length} of ${g.queue}</button></form>
+<table><thead><tr><th>Id / job</th><th>Failed</th><th>Reason</th><th>Payload</th><th>Action</th></tr></thead><tbody>${g.entries.slice(0, ROWS_PER_QUEUE).map(deadLetterRow)}</tbody></table>
+${g.entries.length > ROWS_PER_QUEUE ? html`<p class="muted">Showing the oldest ${ROWS_PER_QUEUE} of ${g.entries.length}; all of them: <a href="/ops/api/dead-letters?queue=${g.queue}">JSON</a> or <code>fleet dlq list --queue ${g.queue}</code>.</p>` : ''}`
   : html`<p class="muted">none</p>`}`,
 )}
 <h2>Recent operator actions</h2>
@@ -132,7 +136,21 @@ export const deadLetterRoutes: HttpRouteModule = {
         throw err;
       }
     });
+    const requeueAllOf = async (req: Request, res: Response) => {
+      try {
+        const queue = checkQueue(String(req.params.queue))!;
+        const reason = reasonOf(req);
+        const results = await requeueAll({ db: deps.ctx.database.db, queues: deps.ctx.queues, hooks: deps.deadLetterHooks }, { actor: operatorOf(res), reason }, queue);
+        deps.ctx.log.info({ action: 'requeue-all', queue, count: results.length, actor: operatorOf(res) }, 'dead letters requeued by an operator');
+        if (wantsJson(req)) return void res.json({ outcome: 'requeued', queue, count: results.length });
+        res.redirect(303, `/ops?done=${encodeURIComponent(`Requeued ${results.length} dead letter(s) of ${queue}.`)}`);
+      } catch (err) {
+        if (err instanceof BadRequest) return sendError(req, res, 400, err.message);
+        throw err;
+      }
+    };
     for (const prefix of ['', '/api']) {
+      router.post(`${prefix}/dead-letters/:queue/requeue-all`, requeueAllOf);
       router.post(`${prefix}/dead-letters/:queue/:id/requeue`, (req, res) => act(deps, req, res, 'requeue'));
       router.post(`${prefix}/dead-letters/:queue/:id/discard`, (req, res) => act(deps, req, res, 'discard'));
     }
