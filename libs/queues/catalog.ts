@@ -113,6 +113,8 @@ export const catalog = {
     retry: { attempts: 8, backoffMs: 5_000, jitter: 0.5 },
     retention: defaultRetention,
     key: (p) => `patient.${p.patientId}.week.${p.isoWeek}`,
+    // I/O-bound (one short transaction each): more at once than the default.
+    concurrency: 8,
   }),
 } as const;
 

@@ -28,6 +28,7 @@ const { values: args } = parseArgs({
     patients: { type: 'string', default: '100000' },
     'send-seconds': { type: 'string', default: '120' },
     'send-all': { type: 'boolean', default: false },
+    'record-only': { type: 'boolean', default: false },
   },
 });
 const N = Number(args.patients);
@@ -100,7 +101,7 @@ try {
 
   // --- 2. record and send ---
   const weekly = workerComponent(ctx, 'weekly', weeklyHandlers(ctx));
-  const email = emailComponents(ctx, { stillWanted: { 'weekly-status': weeklyStillWanted(ctx) } });
+  const email = args['record-only'] ? [] : emailComponents(ctx, { stillWanted: { 'weekly-status': weeklyStillWanted(ctx) } });
   for (const c of [weekly, ...email]) {
     await c.start();
     running.push(c);

@@ -103,10 +103,15 @@ describe('weekly status: exactly one delivery per patient and week', () => {
 
   it('a fan-out that dies after some pages and runs again queues every patient once', async () => {
     await patients(120); // 5 pages of 25
-    let statusEnqueues = 0;
-    const restore = failEnqueue('weekly-status', () => ++statusEnqueues === 60); // dies in the third page
+    const q = ctx.queues.queue('weekly-status');
+    const addBulk = q.addBulk.bind(q);
+    let pages = 0;
+    q.addBulk = (async (jobs: Parameters<typeof addBulk>[0]) => {
+      if (++pages === 3) throw new Error('simulated crash in the third page');
+      return addBulk(jobs);
+    }) as typeof q.addBulk;
     await expect(runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: false })).rejects.toThrow(/simulated crash/);
-    restore();
+    q.addBulk = addBulk;
     expect((await jobIds('weekly-status')).length).toBeGreaterThanOrEqual(50);
     const again = await runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: false });
     expect(again.eligible).toBe(120); // nothing recorded yet: every patient still eligible

@@ -7,7 +7,7 @@ import {
   type WeeklyFacts,
 } from '../../libs/db/repositories/weekly-status.js';
 import type { StillWantedCheck } from '../../libs/mail/still-wanted.js';
-import type { Handlers } from '../../libs/queues/index.js';
+import { catalog, jobIdFor, jobOptionsFor, type Handlers } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { isoWeekOf, isoWeekRange } from '../../libs/weekly/iso-week.js';
 import { dueWeek } from '../../libs/weekly/schedule.js';
@@ -49,8 +49,15 @@ function fanoutDeps(ctx: FleetContext, log = ctx.log): FanoutDeps {
     window: window(ctx),
     counts: (w) => countWeeklyCandidates(db, w),
     page: (w, afterId, limit) => eligiblePatientIds(db, w, afterId, limit),
+    // One round trip per page (addBulk), each job keyed by patient and week as the catalog says.
     enqueue: async (ids, isoWeek) => {
-      await Promise.all(ids.map((patientId) => ctx.queues.enqueue('weekly-status', { patientId, isoWeek })));
+      const def = catalog['weekly-status'];
+      const options = jobOptionsFor('weekly-status', ctx.queues.backoffScale);
+      const jobs = ids.map((patientId) => {
+        const data = def.schema.parse({ patientId, isoWeek });
+        return { name: 'weekly-status', data, opts: { ...options, jobId: jobIdFor('weekly-status', data)! } };
+      });
+      await ctx.queues.queue(def.queue).addBulk(jobs);
     },
   };
 }

@@ -181,6 +181,7 @@ export async function recordWeeklyDelivery(
   const key = weeklyIdempotencyKey(input.patientId, input.isoWeek);
   return db.transaction(async (tx) => {
     await tx.execute(sql`select 1 from patient_service.patienten where id = ${input.patientId} for update`);
+    // Looked up after the lock (a new statement, so it sees what a concurrent run committed).
     const [existing] = await tx.select({ id: deliveries.id }).from(deliveries).where(eq(deliveries.idempotencyKey, key));
     if (existing) return { outcome: 'exists', deliveryId: existing.id };
     const facts = await loadWeeklyFacts(tx, input.patientId, input.now);
