@@ -213,6 +213,25 @@ describe('outbox relay against a Kafka-protocol broker', () => {
     await stopRelay(standby);
   });
 
+  it('the leader prunes published rows past OUTBOX_RETENTION_DAYS and keeps the rest', async () => {
+    const make = (key: number) => db.db.transaction((tx) => appendEvent(tx, { eventType: 'patient.created', key, payload: { patientId: key } }));
+    const old = await make(40_001);
+    const recent = await make(40_002);
+    const waiting = await make(40_003);
+    await db.sql`update fleet.outbox set published_at = now() - interval '10 days' where event_id = ${old.eventId}`;
+    await db.sql`update fleet.outbox set published_at = now() - interval '6 days' where event_id = ${recent.eventId}`;
+    const relay = await startRelay(relayContext({ OUTBOX_RETENTION_DAYS: '7' }));
+    await consumer.waitFor((m) => m.some((x) => x.headers['event-id'] === waiting.eventId));
+    const left = async () => new Set((await listOutbox(db.db, { limit: 10_000 })).map((r) => r.eventId));
+    await until('the old row pruned', async () => !(await left()).has(old.eventId));
+    const rows = await left();
+    expect(rows.has(recent.eventId)).toBe(true);
+    expect(rows.has(waiting.eventId)).toBe(true);
+    // The pruned row was never sent again: it had been published already.
+    expect(consumer.messages.some((m) => m.headers['event-id'] === old.eventId)).toBe(false);
+    await stopRelay(relay);
+  });
+
   it('without KAFKA_BROKERS the role is harmless: it stays idle, says so, and events stay in the outbox', async () => {
     const ctx = relayContext({ KAFKA_BROKERS: '' });
     expect(ctx.config.kafka.brokers).toBeUndefined();

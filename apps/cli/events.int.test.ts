@@ -1,0 +1,77 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { appendEvent } from '../../libs/events/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { startKafkaMock, type KafkaMock } from '../../libs/testing/kafka-mock.js';
+
+const run = promisify(execFile);
+const main = fileURLToPath(new URL('./main.ts', import.meta.url));
+
+let db: TestDatabase;
+let kafka: KafkaMock;
+
+async function fleet(env: Record<string, string>, ...args: string[]) {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args], {
+      env: { ...process.env, DATABASE_URL: db.url, LOG_LEVEL: 'warn', KAFKA_BROKERS: '', ...env },
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  // A broker without the event topics: `events setup` has to create them.
+  kafka = await startKafkaMock({ topics: ['unrelated'] });
+});
+
+afterAll(async () => {
+  await kafka?.close();
+  await db?.drop();
+});
+
+describe('fleet events', () => {
+  // Each test starts the real CLI process (a few seconds each on a busy machine).
+  it('list and stats show what waits in the outbox (Kafka not configured)', { timeout: 90_000 }, async () => {
+    const env = await db.db.transaction(async (tx) => {
+      await appendEvent(tx, { eventType: 'therapist.created', key: 17, payload: { therapistId: 17 } });
+      return appendEvent(tx, { eventType: 'patient.created', key: 42, payload: { patientId: 42 } });
+    });
+    await db.sql`update fleet.outbox set published_at = now() where key = '17'`;
+
+    const list = await fleet({}, 'events', 'list', '--unpublished');
+    expect(list.code).toBe(0);
+    expect(list.stdout).toContain(env.eventId);
+    expect(list.stdout).toContain('patient.created');
+    expect(list.stdout).not.toContain('therapist.created');
+
+    const stats = await fleet({}, 'events', 'stats', '--json');
+    expect(JSON.parse(stats.stdout)).toMatchObject({ kafkaBrokers: null, unpublished: 1, published: 1, failing: 0 });
+  });
+
+  it('setup says clearly that a broker without CreateTopics (the mock) cannot create the topics', { timeout: 90_000 }, async () => {
+    const mock = await fleet({ KAFKA_BROKERS: kafka.brokers.join(',') }, 'events', 'setup', '--partitions', '3', '--replication-factor', '1');
+    expect(mock.code).toBe(1);
+    expect(mock.stderr).toMatch(/does not implement CreateTopics .*create the topics patient-events, therapist-events, import-events on the broker itself/);
+  });
+
+  it('setup leaves topics that exist alone', { timeout: 90_000 }, async () => {
+    const full = await startKafkaMock();
+    try {
+      const r = await fleet({ KAFKA_BROKERS: full.brokers.join(',') }, 'events', 'setup', '--json');
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual([
+        { topic: 'patient-events', outcome: 'exists' },
+        { topic: 'therapist-events', outcome: 'exists' },
+        { topic: 'import-events', outcome: 'exists' },
+      ]);
+    } finally {
+      await full.close();
+    }
+  });
+});
