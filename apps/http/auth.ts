@@ -67,12 +67,15 @@ export function operatorOf(res: Response): string {
   return (res.locals.operator as string | undefined) ?? 'dashboard:unknown';
 }
 
-function refusedPage(): string {
+function refusedPage(why: 'non-loopback' | 'not-local'): string {
+  const because =
+    why === 'non-loopback'
+      ? 'This fleet process listens on a non-loopback address and has no dashboard credentials, so it refuses to show queues, jobs and dead letters to anyone who can reach it.'
+      : 'This fleet process has no dashboard credentials, so it shows queues, jobs and dead letters only to requests made on this machine directly; this request came through a proxy or from elsewhere.';
   return page(
     'Dashboard disabled',
     `<h1>Dashboard disabled: no credentials configured</h1>
-<p>This fleet process listens on a non-loopback address and has no dashboard credentials, so it
-refuses to show queues, jobs and dead letters to anyone who can reach it.</p>
+<p>${because}</p>
 <p>To enable the dashboard, set both variables and restart the process:</p>
 <pre>DASHBOARD_USER=operator
 DASHBOARD_PASSWORD=&lt;a long random secret&gt;</pre>
@@ -90,7 +93,7 @@ export function requireDashboardAccess(access: DashboardAccess, log: Logger): Re
     res.setHeader('Cache-Control', 'no-store');
     res.setHeader('X-Frame-Options', 'DENY');
     if (access.mode === 'refused') {
-      res.status(403).type('html').send(refusedPage());
+      res.status(403).type('html').send(refusedPage('non-loopback'));
       return;
     }
     if (access.mode === 'loopback-open') {
@@ -98,7 +101,7 @@ export function requireDashboardAccess(access: DashboardAccess, log: Logger): Re
       // local. A forwarded request, or one from elsewhere, needs credentials.
       const forwarded = req.headers['x-forwarded-for'] !== undefined || req.headers.forwarded !== undefined;
       if (forwarded || !isLoopbackHost(req.socket.remoteAddress ?? '')) {
-        res.status(403).type('html').send(refusedPage());
+        res.status(403).type('html').send(refusedPage('not-local'));
         return;
       }
       res.locals.operator = 'dashboard:local';

@@ -364,7 +364,9 @@ describe('dashboard without credentials', () => {
       expect((await fetch(`${app.base}/dashboard`)).status).toBe(200);
       expect((await fetch(`${app.base}/ops`)).status).toBe(200);
       // Behind a reverse proxy every request would look local: a forwarded one is refused.
-      expect((await fetch(`${app.base}/dashboard`, { headers: { 'x-forwarded-for': '203.0.113.9' } })).status).toBe(403);
+      const forwarded = await fetch(`${app.base}/dashboard`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
+      expect(forwarded.status).toBe(403);
+      expect(await forwarded.text()).toContain('came through a proxy');
       expect(app.logLines.some((l) => l.level === 40 && String(l.msg).startsWith('dashboard has no credentials'))).toBe(true);
     } finally {
       await app.stop();
@@ -382,6 +384,7 @@ describe('dashboard without credentials', () => {
       const text = await res.text();
       expect(text).toContain('DASHBOARD_USER');
       expect(text).toContain('DASHBOARD_PASSWORD');
+      expect(text).toContain('listens on a non-loopback address');
       expect((await fetch(`${app.base}/dashboard/api/queues`)).status).toBe(403);
       expect((await fetch(`${app.base}/ops/api/dead-letters`)).status).toBe(403);
       expect((await fetch(`${app.base}/health`)).status).toBe(200);
