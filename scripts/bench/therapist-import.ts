@@ -14,7 +14,7 @@
  * drops its own databases and Redis prefix.
  */
 import { mkdir, mkdtemp, rm, utimes, writeFile, readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import postgres from 'postgres';
@@ -236,6 +236,7 @@ async function main() {
         counts: `created ${c.created} updated ${c.updated} unchanged ${c.unchanged} skipped ${c.skipped} failed ${c.failed} (sum ${sum})`,
         'naive therapists/s': `${fmt(naiveRate, 0)} (${naive.result} therapists, ${fmt(naive.ms / 1000)} s)`,
         speedup: `${fmt(rate / naiveRate)}x`,
+        'load avg (1 min) after': fmt(loadavg()[0]!, 1),
       });
       process.stdout.write(`${JSON.stringify(results[results.length - 1])}\n`);
     }
@@ -258,7 +259,9 @@ async function main() {
     await admin.end({ timeout: 5 });
     await rm(dir, { recursive: true, force: true });
   }
-  process.stdout.write(`\nTherapist import benchmark: ${FILES} files x ${PER_FILE} therapists = ${total}; naive baseline on ${NAIVE_FILES} files\n`);
+  process.stdout.write(
+    `\nTherapist import benchmark: ${FILES} files x ${PER_FILE} therapists = ${total}; naive baseline on ${NAIVE_FILES} files; ${cpus().length} cores, load average ${loadavg().map((l) => fmt(l, 1)).join(' ')}\n`,
+  );
   console.table(results);
 }
 

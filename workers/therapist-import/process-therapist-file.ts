@@ -20,8 +20,8 @@ import { FileFormatError, parseScraperFile } from './scraper-file.js';
 export interface ImportTx {
   /** Serialises imports touching the same postcodes / external-id scope (until commit). */
   lock(keys: string[]): Promise<void>;
-  loadCandidates(plzs: string[], ids: number[]): Promise<ExistingTherapist[]>;
-  loadExternalIds(scope: string, keys: string[]): Promise<Map<string, ExternalIdEntry>>;
+  /** External ids of the scope (and tombstone keys) and the therapists the file can match, locked. */
+  loadMatchData(scope: string, keys: string[], plzs: string[]): Promise<{ externalIds: Map<string, ExternalIdEntry>; candidates: ExistingTherapist[] }>;
   insertTherapists(rows: TherapistFields[], now: Date): Promise<number[]>;
   updateTherapists(updates: Array<{ id: number } & Partial<TherapistFields>>, now: Date): Promise<void>;
   deactivateTherapists(ids: number[], now: Date): Promise<number[]>;
@@ -160,22 +160,23 @@ async function importFile(file: TherapistImportFileRow, deps: TherapistImportDep
   const { report, deliveryId } = await deps.store.transaction(async (tx) => {
     await tx.lock([`scope:${scope}`, ...plzs.map((p) => `plz:${p}`)]);
     const now = deps.clock.now();
-    const externalIds = await tx.loadExternalIds(scope, keys);
-    const mappedIds = [...externalIds.values()].map((e) => e.therapistId).filter((x): x is number => x !== null);
-    const candidates = await tx.loadCandidates(plzs, mappedIds);
+    const { externalIds, candidates } = await tx.loadMatchData(scope, keys, plzs);
     const plan = planFile({ lines: parsed.lines, candidates, externalIds });
 
-    const newIds = await tx.insertTherapists(plan.creates.map((c) => c.fields), now);
+    // Independent writes go out together (pipelined on the transaction's connection).
+    const [newIds, , deactivatedIds] = await Promise.all([
+      tx.insertTherapists(plan.creates.map((c) => c.fields), now),
+      tx.updateTherapists(plan.updates.map((u) => ({ id: u.therapistId, ...u.changes })), now),
+      tx.deactivateTherapists(plan.deactivations, now),
+    ]);
     const idOf = new Map<number, number>(plan.creates.map((c, i) => [c.placeholder, newIds[i]!]));
     const resolve = (id: number) => (id < 0 ? idOf.get(id)! : id);
     for (const l of plan.lines) if (l.therapistId !== null) l.therapistId = resolve(l.therapistId);
-
-    await tx.updateTherapists(plan.updates.map((u) => ({ id: u.therapistId, ...u.changes })), now);
-    const deactivated = new Set(await tx.deactivateTherapists(plan.deactivations, now));
+    const deactivated = new Set(deactivatedIds);
     // A therapist deactivated meanwhile by staff: nothing changed, so it is unchanged.
     for (const l of plan.lines) if (l.outcome === 'deactivated' && !deactivated.has(l.therapistId!)) l.outcome = 'unchanged';
 
-    await tx.upsertExternalIds(
+    const mappingsWritten = tx.upsertExternalIds(
       scope,
       file.id,
       [
@@ -211,8 +212,7 @@ async function importFile(file: TherapistImportFileRow, deps: TherapistImportDep
         events.push({ eventType: 'therapist.deactivated', key: l.therapistId!, payload: { therapistId: l.therapistId, fileId: file.id, reason: 'deleted_by_scraper' }, occurredAt: now });
     }
     events.push(completedEvent(file, status, counts, now));
-    await tx.appendEvents(events);
-    await tx.finishFile(file.id, outcome);
+    await Promise.all([mappingsWritten, tx.appendEvents(events), tx.finishFile(file.id, outcome)]);
     const deliveryId = await closeRun(tx, file.runId);
     return { report: { ...reportOf({ ...file, ...outcome }) }, deliveryId };
   });

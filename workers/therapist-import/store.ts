@@ -18,9 +18,10 @@ export function postgresTherapistImportStore(database: Database, mail: SummaryAd
       withoutQueryParams(() => db.transaction(async (tx) => {
         const api: ImportTx = {
           lock: (keys) => repo.lockTherapistImport(tx, keys),
-          loadCandidates: (plzs, ids) => repo.loadCandidates(tx, plzs, ids),
-          loadExternalIds: async (scope, keys) =>
-            new Map((await repo.loadExternalIds(tx, scope, keys)).map((r) => [r.key, { therapistId: r.therapistId, deleted: r.deleted }])),
+          async loadMatchData(scope, keys, plzs) {
+            const { externalIds, candidates } = await repo.loadMatchData(tx, scope, keys, plzs);
+            return { externalIds: new Map(externalIds.map((r) => [r.key, { therapistId: r.therapistId, deleted: r.deleted }])), candidates };
+          },
           insertTherapists: (rows, now) => repo.insertTherapists(tx, rows, now),
           updateTherapists: (updates, now) => repo.updateTherapists(tx, updates, now),
           deactivateTherapists: (ids, now) => repo.deactivateTherapists(tx, ids, now),

@@ -315,6 +315,38 @@ export async function loadExternalIds(tx: DbOrTx, scope: string, keys: string[])
   return rows as unknown as ExternalIdRow[];
 }
 
+/**
+ * What a file needs for matching, in one statement: the external ids of its scope (and
+ * tombstone keys) and the therapists it can match (its postcodes plus those its external
+ * ids point at), the therapists locked for the rest of the transaction.
+ */
+export async function loadMatchData(
+  tx: Tx,
+  scope: string,
+  keys: string[],
+  plzs: string[],
+): Promise<{ externalIds: ExternalIdRow[]; candidates: StoredTherapist[] }> {
+  const rows = (await tx.execute(sql`
+    with ext as (
+      select external_id as key, therapist_id as "therapistId", deleted_at is not null as deleted
+      from fleet.therapist_external_ids
+      where scope = ${scope} and external_id = any(array(select jsonb_array_elements_text(${JSON.stringify(keys)}::jsonb)))
+    ),
+    cand as (
+      select ${columns} from therapist_service.therapeuten
+      where plz = any(array(select jsonb_array_elements_text(${JSON.stringify(plzs)}::jsonb)))
+         or id = any(array(select "therapistId" from ext where "therapistId" is not null))
+      for update
+    )
+    select 'e' as kind, to_jsonb(ext) as row from ext
+    union all
+    select 'c' as kind, to_jsonb(cand) as row from cand`)) as unknown as Array<{ kind: 'e' | 'c'; row: unknown }>;
+  return {
+    externalIds: rows.filter((r) => r.kind === 'e').map((r) => r.row as ExternalIdRow),
+    candidates: rows.filter((r) => r.kind === 'c').map((r) => r.row as StoredTherapist).sort((a, b) => a.id - b.id),
+  };
+}
+
 export type NewTherapistRow = Omit<StoredTherapist, 'id' | 'status'>;
 
 /** Inserts new therapists in one statement (ids reserved first, so each row's id is known). */
