@@ -168,7 +168,8 @@ export class ResendStandIn {
       send(status, { statusCode: status, name, message }, headers);
 
     if (req.method === 'GET' && path === '/_stand-in/stats') {
-      send(200, this.stats());
+      const timeline = (req.url ?? '').includes('timeline=1');
+      send(200, { ...this.stats(), ...(timeline ? { acceptedAt: this.requests.filter((r) => r.status === 200 && !r.replayed).map((r) => r.at) } : {}) });
       return;
     }
     if (req.method !== 'POST' || (path !== '/emails' && path !== '/emails/batch')) {

@@ -8,16 +8,16 @@
  *   npx tsx scripts/bench/email-batch.ts [--deliveries 10000] [--rate 2] [--workers 1]
  *   npx tsx scripts/bench/email-batch.ts --deliveries 100000
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import postgres from 'postgres';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../../libs/config/index.js';
 import { runMigrations } from '../../libs/db/migrate.js';
-import { silentLogger } from '../../libs/log/index.js';
+import { createLogger, silentLogger } from '../../libs/log/index.js';
 import { catalog, jobIdFor, jobOptionsFor } from '../../libs/queues/index.js';
 import { openContext, type Component } from '../../libs/runtime/index.js';
-import { startResendStandIn } from '../../libs/testing/resend-stand-in.js';
 import { emailComponents } from '../../workers/email/worker.js';
 
 const { values: args } = parseArgs({
@@ -43,7 +43,24 @@ const dbUrl = new URL(ADMIN_URL);
 dbUrl.pathname = `/${dbName}`;
 const mb = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MB`;
 
-const resend = await startResendStandIn({ ratePerSecond: RATE, keepBodies: false });
+// The stand-in runs in a process of its own (like the real service, it is not in ours), so
+// the figures below are the fleet process' own.
+const standIn = spawn(process.execPath, ['--import', 'tsx', 'scripts/resend-stand-in.ts', '--port', '0', '--rate', String(RATE)], {
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
+const standInUrl = await new Promise<string>((resolve, reject) => {
+  standIn.once('error', reject);
+  standIn.stdout.once('data', (chunk: Buffer) => resolve((JSON.parse(chunk.toString().split('\n')[0]!) as { url: string }).url));
+});
+interface StandInStats {
+  byStatus: Record<string, number>;
+  replayed: number;
+  messages: number;
+  recipients: number;
+  duplicates: number;
+  acceptedAt: number[];
+}
+const standInStats = async () => (await (await fetch(`${standInUrl}/_stand-in/stats?timeline=1`)).json()) as StandInStats;
 await runMigrations(dbUrl.toString(), { platform: true });
 const config = loadConfig({
   ...process.env,
@@ -54,10 +71,10 @@ const config = loadConfig({
   QUEUE_PREFIX: prefix,
   MAIL_DRIVER: 'resend',
   RESEND_API_KEY: 're_bench',
-  RESEND_BASE_URL: resend.url,
+  RESEND_BASE_URL: standInUrl,
   MAIL_RATE_PER_SECOND: String(RATE),
 });
-const ctx = openContext(config, silentLogger());
+const ctx = openContext(config, process.env.BENCH_LOG ? createLogger({ level: 'debug', pretty: 'false' }) : silentLogger());
 const sql = ctx.database.sql;
 const running: Component[] = [];
 let peakRss = 0;
@@ -113,14 +130,17 @@ try {
   const seconds = (performance.now() - t0) / 1000;
   const counts = await queue.getJobCounts('completed', 'failed', 'waiting', 'active', 'delayed');
   await new Promise((r) => setTimeout(r, 500));
-  const stats = resend.stats();
-  const accepted = resend.requests.filter((r) => r.status === 200 && !r.replayed);
+  const stats = await standInStats();
+  const accepted = stats.acceptedAt.map((at) => ({ at }));
   const window = accepted.length > 1 ? (accepted.at(-1)!.at - accepted[0]!.at) / 1000 : seconds;
   const rows = await sql<{ status: string; n: number }[]>`select status, count(*)::int as n from fleet.deliveries group by status order by status`;
   const ceiling = RATE * 100;
   console.log(`\n${N} deliveries, stand-in limited to ${RATE} requests/s (ceiling ${ceiling} emails/s), ${WORKERS} worker binding(s) x concurrency ${catalog['email-send'].concurrency ?? config.queues.concurrency}`);
   console.log(`  end to end (workers start -> last row sent): ${seconds.toFixed(1)} s = ${(N / seconds).toFixed(1)} emails/s = ${((N / seconds / ceiling) * 100).toFixed(1)} % of the ceiling`);
   console.log(`  provider window (first -> last accepted request): ${window.toFixed(1)} s, ${accepted.length} requests = ${(accepted.length / Math.max(window, 0.001)).toFixed(2)} requests/s, mean ${(stats.messages / Math.max(1, accepted.length)).toFixed(1)} emails/request`);
+  const gaps = accepted.slice(1).map((r, i) => r.at - accepted[i]!.at).sort((a, b) => a - b);
+  const pct = (p: number) => gaps[Math.min(gaps.length - 1, Math.floor(p * gaps.length))] ?? 0;
+  console.log(`  gaps between accepted requests (ms): min ${pct(0)}, median ${pct(0.5)}, p90 ${pct(0.9)}, max ${pct(1)}`);
   console.log(`  requests by status: ${JSON.stringify(stats.byStatus)}; replayed (idempotent) ${stats.replayed}`);
   console.log(`  duplicates at the provider: ${stats.duplicates} (messages ${stats.messages}, distinct recipients ${stats.recipients})`);
   console.log(`  deliveries: ${rows.map((r) => `${r.status} ${r.n}`).join(', ')}; jobs: ${JSON.stringify(counts)}`);
@@ -129,7 +149,7 @@ try {
   clearInterval(sampler);
   for (const c of running.reverse()) await c.stop(5_000).catch(() => {});
   await ctx.close();
-  await resend.stop();
+  standIn.kill('SIGTERM');
   const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
   await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
   await admin.end();

@@ -133,7 +133,9 @@ async function askStillWanted(rows: ClaimedDelivery[], checks: StillWantedChecks
  */
 export async function processDelivery(input: { deliveryId: string }, deps: ProcessDeliveryDeps): Promise<ProcessDeliveryResult> {
   const { store, clock, log } = deps;
+  const started = Date.now();
   const claim = await store.claim(input.deliveryId, clock.now());
+  const claimMs = Date.now() - started;
   if (claim.kind === 'noop') {
     log.debug({ deliveryId: input.deliveryId, reason: claim.reason }, 'email-send: nothing to send');
     return { outcome: 'noop', reason: claim.reason };
@@ -199,7 +201,10 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
         if (f.id !== input.deliveryId) await deps.deadLetter(f.id, f.reason, 'rejected');
       }
     }
-    log.info({ deliveryId: input.deliveryId, batchId, sent: outcome.sent.length, failed: outcome.failed.length }, 'email-send: batch sent');
+    log.info(
+      { deliveryId: input.deliveryId, batchId, sent: outcome.sent.length, failed: outcome.failed.length, claimMs, totalMs: Date.now() - started },
+      'email-send: batch sent',
+    );
     const own = outcome.failed.find((f) => f.id === input.deliveryId);
     if (own) {
       const status = results[rows.findIndex((r) => r.id === own.id)];
@@ -222,6 +227,7 @@ async function sendWithRateLimit(batchId: string, rows: ClaimedDelivery[], deps:
   const mails = rows.map(toMail);
   for (let waits = 0; ; waits++) {
     const wait = await deps.limiter.reserve();
+    deps.log.debug({ batchId, waitMs: wait }, 'email-send: rate slot reserved');
     if (wait > 0) await deps.sleep(wait);
     const now = deps.clock.now();
     if (!(await deps.store.beginAttempt(batchId, now, new Date(now.getTime() - (deps.attemptLeaseMs ?? 40_000))))) {

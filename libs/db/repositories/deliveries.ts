@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { and, asc, eq, inArray, isNull, lt, ne, or, sql } from 'drizzle-orm';
-import type { Db, DbOrTx } from '../client.js';
+import type { Db, DbOrTx, Tx } from '../client.js';
 import { deliveries } from '../schema/fleet.js';
 
 export interface NewDelivery {
@@ -89,63 +89,78 @@ async function sendingRowsOfBatch(tx: DbOrTx, batchId: string): Promise<Delivery
  * batch still `sending` resumes that batch unchanged.
  */
 export async function claimDeliveries(db: Db, deliveryId: string, opts: ClaimOptions): Promise<ClaimOutcome> {
-  // Fast path, one query without a transaction: during a large send almost every job finds
-  // its delivery already carried by another job's batch.
-  const [glance] = await db
-    .select({ status: deliveries.status, leader: deliveries.batchLeaderId })
-    .from(deliveries)
-    .where(eq(deliveries.id, deliveryId));
-  if (!glance) return { kind: 'noop', reason: 'missing' };
-  if (glance.status !== 'pending' && glance.leader !== deliveryId) {
-    return { kind: 'noop', reason: glance.status === 'sending' ? 'claimed-by-other' : glance.status };
-  }
-  return db.transaction(async (tx) => {
+  for (let round = 0; ; round++) {
+    // Fast path, one query without a transaction: during a large send almost every job finds
+    // its delivery already carried by another job's batch.
+    const [glance] = await db
+      .select({ status: deliveries.status, leader: deliveries.batchLeaderId })
+      .from(deliveries)
+      .where(eq(deliveries.id, deliveryId));
+    if (!glance) return { kind: 'noop', reason: 'missing' };
+    if (glance.status !== 'pending' && glance.leader !== deliveryId) {
+      return { kind: 'noop', reason: glance.status === 'sending' ? 'claimed-by-other' : glance.status };
+    }
     // Claims of fresh batches take turns (a transaction-level advisory lock, held for a few
-    // milliseconds): jobs that start together then fill one batch after another instead of
-    // each leading a small batch of its own. Jobs whose delivery is no longer pending (most
-    // of them during a large send) skip the lock.
-    const [peek] = await tx.select({ status: deliveries.status }).from(deliveries).where(eq(deliveries.id, deliveryId));
-    if (peek?.status === 'pending') await tx.execute(sql`select pg_advisory_xact_lock(hashtext('fleet.deliveries.claim'))`);
-    const [own] = await tx.select().from(deliveries).where(eq(deliveries.id, deliveryId)).for('update');
-    if (!own) return { kind: 'noop', reason: 'missing' } as const;
-    if (own.status !== 'pending') {
-      // Only the leader resumes a batch; the other rows' jobs are no-ops.
-      if (own.batchId && own.batchLeaderId === own.id) {
-        const rows = await sendingRowsOfBatch(tx, own.batchId);
-        if (rows.length) {
-          const claimedAt = rows.reduce((min, r) => (r.claimedAt && r.claimedAt < min ? r.claimedAt : min), rows[0]!.claimedAt ?? opts.now);
-          return { kind: 'resume', batchId: own.batchId, rows, claimedAt } as const;
+    // milliseconds), so jobs that start together fill one batch after another instead of
+    // each leading a small one. A job that finds the lock taken does not wait inside the
+    // database (that would hold a pooled connection): it looks again shortly, usually to
+    // find its delivery carried by the batch being claimed.
+    const blocking = round >= 100;
+    const outcome = await db.transaction(async (tx) => {
+      if (glance.status === 'pending') {
+        if (blocking) await tx.execute(sql`select pg_advisory_xact_lock(hashtext('fleet.deliveries.claim'))`);
+        else {
+          const [got] = await tx.execute<{ ok: boolean }>(sql`select pg_try_advisory_xact_lock(hashtext('fleet.deliveries.claim')) as ok`);
+          if (!got?.ok) return null;
         }
       }
-      return { kind: 'noop', reason: own.status === 'sending' ? 'claimed-by-other' : own.status } as const;
+      return claimLocked(tx, deliveryId, opts);
+    });
+    if (outcome) return outcome;
+    await new Promise((r) => setTimeout(r, 5 + Math.random() * 20));
+  }
+}
+
+async function claimLocked(tx: Tx, deliveryId: string, opts: ClaimOptions): Promise<ClaimOutcome> {
+  const [own] = await tx.select().from(deliveries).where(eq(deliveries.id, deliveryId)).for('update');
+  if (!own) return { kind: 'noop', reason: 'missing' };
+  if (own.status !== 'pending') {
+    // Only the leader resumes a batch; the other rows' jobs are no-ops.
+    if (own.batchId && own.batchLeaderId === own.id) {
+      const rows = await sendingRowsOfBatch(tx, own.batchId);
+      if (rows.length) {
+        const claimedAt = rows.reduce((min, r) => (r.claimedAt && r.claimedAt < min ? r.claimedAt : min), rows[0]!.claimedAt ?? opts.now);
+        return { kind: 'resume', batchId: own.batchId, rows, claimedAt };
+      }
     }
-    const batchable = opts.batchableKinds === null || opts.batchableKinds.includes(own.kind);
-    const others =
-      batchable && opts.batchSize > 1
-        ? await tx
-            .select()
-            .from(deliveries)
-            .where(
-              and(
-                eq(deliveries.status, 'pending'),
-                ne(deliveries.id, own.id),
-                opts.batchableKinds === null ? undefined : inArray(deliveries.kind, opts.batchableKinds),
-              ),
-            )
-            .orderBy(asc(deliveries.createdAt))
-            .limit(opts.batchSize - 1)
-            .for('update', { skipLocked: true })
-        : [];
-    const batchId = randomUUID();
-    const ids = [own.id, ...others.map((r) => r.id)];
-    const rows = await tx
-      .update(deliveries)
-      .set({ status: 'sending', batchId, batchLeaderId: own.id, claimedAt: opts.now, updatedAt: opts.now })
-      .where(inArray(deliveries.id, ids))
-      .returning();
-    rows.sort((a, b) => a.id.localeCompare(b.id));
-    return { kind: 'claimed', batchId, rows } as const;
-  });
+    return { kind: 'noop', reason: own.status === 'sending' ? 'claimed-by-other' : own.status };
+  }
+  const batchable = opts.batchableKinds === null || opts.batchableKinds.includes(own.kind);
+  const others =
+    batchable && opts.batchSize > 1
+      ? await tx
+          .select({ id: deliveries.id })
+          .from(deliveries)
+          .where(
+            and(
+              eq(deliveries.status, 'pending'),
+              ne(deliveries.id, own.id),
+              opts.batchableKinds === null ? undefined : inArray(deliveries.kind, opts.batchableKinds),
+            ),
+          )
+          .orderBy(asc(deliveries.createdAt))
+          .limit(opts.batchSize - 1)
+          .for('update', { skipLocked: true })
+      : [];
+  const batchId = randomUUID();
+  const ids = [own.id, ...others.map((r) => r.id)];
+  const rows = await tx
+    .update(deliveries)
+    .set({ status: 'sending', batchId, batchLeaderId: own.id, claimedAt: opts.now, updatedAt: opts.now })
+    .where(inArray(deliveries.id, ids))
+    .returning();
+  rows.sort((a, b) => a.id.localeCompare(b.id));
+  return { kind: 'claimed', batchId, rows };
 }
 
 export interface BatchOutcome {
