@@ -9,6 +9,7 @@
  * Prints figures; asserts nothing. Uses its own database and queue prefix, dropped at the end.
  *
  *   npx tsx scripts/bench/weekly.ts [--patients 100000] [--send-seconds 120] [--send-all]
+ *                                   [--fanout-only] [--record-only] [--send-backlog 20000]
  */
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -21,7 +22,9 @@ import { openContext, workerComponent, type Component } from '../../libs/runtime
 import { startResendStandIn } from '../../libs/testing/resend-stand-in.js';
 import { isoWeekOf } from '../../libs/weekly/iso-week.js';
 import { emailComponents } from '../../workers/email/worker.js';
-import { runWeeklyFanout, weeklyHandlers, weeklyStillWanted } from '../../workers/weekly-status/worker.js';
+import { composeWeeklyEmail, runWeeklyFanout, weeklyHandlers, weeklyStillWanted } from '../../workers/weekly-status/worker.js';
+import { deliveries } from '../../libs/db/schema/index.js';
+import { jobIdFor, jobOptionsFor } from '../../libs/queues/index.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -29,6 +32,8 @@ const { values: args } = parseArgs({
     'send-seconds': { type: 'string', default: '120' },
     'send-all': { type: 'boolean', default: false },
     'record-only': { type: 'boolean', default: false },
+    'fanout-only': { type: 'boolean', default: false },
+    'send-backlog': { type: 'string' },
   },
 });
 const N = Number(args.patients);
@@ -40,6 +45,7 @@ const dbName = `fleet_bench_weekly_${suffix}`;
 const prefix = `bench_weekly_${suffix}`;
 const dbUrl = new URL(ADMIN_URL);
 dbUrl.pathname = `/${dbName}`;
+class Done extends Error {}
 const mb = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MB`;
 
 const resend = await startResendStandIn({ ratePerSecond: 2, keepBodies: false });
@@ -100,17 +106,38 @@ try {
   console.log(`  weekly-status jobs waiting: ${(waiting.waiting ?? 0) + (waiting.prioritized ?? 0) + (waiting.delayed ?? 0)}`);
 
   // --- 2. record and send ---
+  // Default: the weekly-status workers record while the email worker sends (end to end).
+  // --send-backlog N: N deliveries are recorded up front in bulk (rendered by the real
+  // template, same size), so the window measures the sender alone at the provider's limit.
+  const backlog = args['send-backlog'] ? Number(args['send-backlog']) : 0;
+  if (backlog > 0) {
+    await ctx.queues.queue('weekly-status').obliterate({ force: true });
+    t0 = performance.now();
+    const ids = (await sql<{ id: number }[]>`select id from patient_service.patienten order by id limit ${backlog}`).map((r) => r.id);
+    for (let i = 0; i < ids.length; i += 500) {
+      const chunk = ids.slice(i, i + 500);
+      const rows = chunk.map((id) => {
+        const e = composeWeeklyEmail(ctx, { patientId: id, vorname: 'Bench', nachname: `P${id}`, email: `bench${id}@example.org`, status: 'auf_der_Suche', optedOut: false, lastSent: null, activeSearches: 1, requestsTotal: 2, requestsSince: 2, answersTotal: 0, answersSince: 0, acceptances: 0 });
+        return { idempotencyKey: `weekly.${id}.${isoWeek}`, kind: 'weekly-status', toAddress: `bench${id}@example.org`, fromAddress: e.fromAddress, subject: e.subject, html: e.html, text: e.text, headers: e.headers, patientId: id };
+      });
+      const inserted = await ctx.database.db.insert(deliveries).values(rows).returning({ id: deliveries.id });
+      const options = jobOptionsFor('email-send', ctx.queues.backoffScale);
+      await ctx.queues.queue('email').addBulk(inserted.map((r) => ({ name: 'email-send', data: { deliveryId: r.id }, opts: { ...options, jobId: jobIdFor('email-send', { deliveryId: r.id })! } })));
+    }
+    console.log(`
+backlog: ${ids.length} deliveries recorded in bulk and their email-send jobs queued in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }
   const weekly = workerComponent(ctx, 'weekly', weeklyHandlers(ctx));
   const email = args['record-only'] ? [] : emailComponents(ctx, { stillWanted: { 'weekly-status': weeklyStillWanted(ctx) } });
-  for (const c of [weekly, ...email]) {
+  for (const c of args['fanout-only'] ? [] : backlog > 0 ? email : [weekly, ...email]) {
     await c.start();
     running.push(c);
   }
   const sendStart = performance.now();
   let firstSentAt: number | null = null;
   let lastLine = 0;
-  const target = args['send-all'] ? N : Infinity;
-  for (;;) {
+  const target = args['send-all'] ? N : backlog > 0 ? backlog : Infinity;
+  for (; !args['fanout-only']; ) {
     await new Promise((r) => setTimeout(r, 1000));
     const s = resend.stats() as { messages: number; duplicates: number };
     const elapsed = (performance.now() - sendStart) / 1000;
@@ -122,6 +149,7 @@ try {
     }
     if (s.messages >= target || (!args['send-all'] && elapsed >= SEND_SECONDS)) break;
   }
+  if (args['fanout-only']) throw new Done();
   const stats = resend.stats() as Record<string, unknown> & { messages: number; duplicates: number };
   const sendSeconds = (performance.now() - (firstSentAt ?? sendStart)) / 1000;
   const batchRequests = resend.requests.filter((r) => r.path === '/emails/batch' && r.status === 200 && !r.replayed);
@@ -131,6 +159,8 @@ try {
   console.log(`\nsending: ${stats.messages} emails in ${sendSeconds.toFixed(1)} s since the first = ${rate.toFixed(1)} emails/s (${((rate / 200) * 100).toFixed(1)} % of the 200/s ceiling)`);
   console.log(`  batch requests accepted ${batchRequests.length}, mean ${(stats.messages / Math.max(1, batchRequests.length)).toFixed(1)} emails each; 429 answers ${limited}`);
   console.log(`  duplicates at the provider: ${stats.duplicates}; deliveries by status: ${rows.map((r) => `${r.status} ${r.n}`).join(', ')}`);
+} catch (err) {
+  if (!(err instanceof Done)) throw err;
 } finally {
   for (const c of running.reverse()) await c.stop(10_000).catch(() => {});
   await ctx.close();

@@ -9,8 +9,8 @@ import { queueDelivery, type NewDelivery } from './deliveries.js';
  * Reads and writes of the weekly patient status emails. The matching tables are only read.
  *
  * Who gets an email for an ISO week: status `auf_der_Suche`, at least one `aktiv`
- * platzsuche, an email address, no opt-out, and nothing recorded for that week yet (no
- * delivery with the week's idempotency key, and weekly_update_last_sent before the week).
+ * platzsuche, an email address, no opt-out, and nothing recorded for that week yet
+ * (weekly_update_last_sent before the week's start; the delivery key is checked again per job).
  */
 export const WEEKLY_DELIVERY_KIND = 'weekly-status';
 
@@ -26,9 +26,10 @@ export interface WeekWindow {
 
 const hasActiveSearch = sql`exists (select 1 from matching_service.platzsuche ps where ps.patient_id = p.id and ps.status = 'aktiv')`;
 const hasEmail = sql`(p.email is not null and btrim(p.email) <> '')`;
+// weekly_update_last_sent is set in the same transaction that records the week's delivery,
+// so it alone says "already sent this week" (the job checks the delivery key again anyway).
 const alreadySent = (w: WeekWindow) =>
-  sql`((p.weekly_update_last_sent is not null and p.weekly_update_last_sent >= ${w.weekStart.toISOString()}::timestamptz)
-    or exists (select 1 from fleet.deliveries d where d.idempotency_key = 'weekly.' || p.id || '.' || ${w.isoWeek}))`;
+  sql`(p.weekly_update_last_sent is not null and p.weekly_update_last_sent >= ${w.weekStart.toISOString()}::timestamptz)`;
 
 export interface FanoutCounts {
   /** Searching patients with an active search. */
@@ -64,7 +65,9 @@ export async function eligiblePatientIds(db: DbOrTx, w: WeekWindow, afterId: num
   const rows = await db.execute<{ id: number }>(sql`
     select p.id from patient_service.patienten p
     where p.id > ${afterId} and p.status = 'auf_der_Suche' and not p.weekly_update_opt_out
-      and ${hasEmail} and ${hasActiveSearch} and not ${alreadySent(w)}
+      and ${hasEmail} and not ${alreadySent(w)}
+      -- the bound repeated on the search side keeps each page's index range short
+      and exists (select 1 from matching_service.platzsuche ps where ps.patient_id = p.id and ps.patient_id > ${afterId} and ps.status = 'aktiv')
     order by p.id
     limit ${limit}`);
   return rows.map((r) => Number(r.id));
