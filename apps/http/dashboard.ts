@@ -103,7 +103,10 @@ export function dashboardRouter(ctx: FleetContext): Router {
       uiConfig: {
         boardTitle: 'Curavani Fleet',
         hideDocsLink: true,
-        miscLinks: [{ text: 'Dead letters (requeue / discard)', url: '/ops' }],
+        miscLinks: [
+          { text: 'Dead letters (requeue / discard)', url: '/ops' },
+          { text: 'Failed imports', url: '/imports' },
+        ],
       },
     },
   });

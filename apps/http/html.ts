@@ -56,7 +56,7 @@ nav{background:#1f2933;color:#fff;padding:10px 24px}nav a{color:#fff;margin-righ
 
 /** A whole HTML page; `body` is trusted (build it with `html`). */
 export function page(title: string, body: SafeHtml | string, opts: { nav?: boolean } = {}): string {
-  const nav = opts.nav ? '<nav><a href="/dashboard">Queues (Bull Board)</a><a href="/ops">Dead letters</a></nav>' : '';
+  const nav = opts.nav ? '<nav><a href="/dashboard">Queues (Bull Board)</a><a href="/ops">Dead letters</a><a href="/imports">Failed imports</a></nav>' : '';
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>${escapeHtml(title)}</title><style>${STYLE}</style></head>

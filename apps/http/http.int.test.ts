@@ -329,6 +329,28 @@ describe('http app with dashboard credentials', () => {
     expect(audit.map((a) => a.target).sort()).toEqual(['weekly-status/weekly-status.patient.11.week.2026-W48', 'weekly-status/weekly-status.patient.12.week.2026-W48']);
   });
 
+  it('/imports lists failed imports with their reasons, never the object names of registration files', async () => {
+    const sql = app.ctx.database.sql;
+    await sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, reason, error_code, attempts, failed_at)
+      values ('b', 'registrations/Mustermann_Max_2025-07-05_abc.json', '1', 'gs://b/x', 'failed', 'patient_data.plz: expected 5 digits', 'validation_failed', 1, now())`;
+    await sql`insert into fleet.therapist_import_files (path, status, reason) values ('20260101/52074.json', 'failed', 'not JSON: Unexpected token < at 0')`;
+    expect((await fetch(`${app.base}/imports`)).status).toBe(401);
+    const res = await fetch(`${app.base}/imports`, { headers: { authorization: AUTH } });
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    expect(text).toContain('patient_data.plz: expected 5 digits');
+    expect(text).toContain('not JSON: Unexpected token &lt; at 0');
+    expect(text).toContain('20260101/52074.json');
+    expect(text).not.toContain('Mustermann');
+    const json = (await (await fetch(`${app.base}/imports/api/failed`, { headers: { authorization: AUTH } })).json()) as {
+      patientFiles: Array<{ reason: string; errorCode: string }>;
+      therapistFiles: Array<{ path: string; status: string }>;
+    };
+    expect(json.patientFiles).toEqual([expect.objectContaining({ reason: 'patient_data.plz: expected 5 digits', errorCode: 'validation_failed' })]);
+    expect(json.therapistFiles).toEqual([expect.objectContaining({ path: '20260101/52074.json', status: 'failed' })]);
+    expect(JSON.stringify(json)).not.toContain('Mustermann');
+  });
+
   it('/ops escapes what it shows', async () => {
     await app.ctx.queues.queue('bucket-poll-dlq').add('bucket-poll', {
       originalQueue: 'bucket-poll',

@@ -1,4 +1,5 @@
 import { deadLetterRoutes } from './dead-letters.js';
+import { failedImportRoutes } from './failed-imports.js';
 import { unsubscribeRoutes } from './unsubscribe.js';
 import type { HttpRouteModule } from './types.js';
 
@@ -8,4 +9,4 @@ export type { HttpRouteDeps, HttpRouteModule } from './types.js';
  * Every feature's routes, mounted by createHttpApp in this order after /health, /ready,
  * /metrics and /dashboard. A feature adds one import and one entry here.
  */
-export const routeModules: HttpRouteModule[] = [deadLetterRoutes, unsubscribeRoutes];
+export const routeModules: HttpRouteModule[] = [deadLetterRoutes, failedImportRoutes, unsubscribeRoutes];
