@@ -24,6 +24,8 @@ export function safeFileName(row: Pick<ImportRow, 'id' | 'objectName'>): string 
   return `${row.id}-${base || 'file'}`;
 }
 
+const madeDirs = new Set<string>();
+
 async function fsyncDir(dir: string): Promise<void> {
   const fd = await open(dir, 'r');
   try {
@@ -50,7 +52,10 @@ export async function writeDurably(dir: string, name: string, bytes: Buffer): Pr
   const root = path.resolve(dir);
   const target = path.resolve(root, name);
   if (path.dirname(target) !== root) throw new Error('refusing a file name outside the target folder');
-  await mkdir(root, { recursive: true });
+  if (!madeDirs.has(root)) {
+    await mkdir(root, { recursive: true });
+    madeDirs.add(root);
+  }
   if (await sameContent(target, bytes)) return target;
   const tmp = path.join(root, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
   const fd = await open(tmp, 'wx', 0o600);

@@ -29,7 +29,7 @@ export function plainRegistration(o: FixtureOptions = {}): Record<string, unknow
       strasse: 'Hauptstraße 1',
       plz: '52062',
       ort: 'Aachen',
-      email: o.email === undefined ? `max.${token.slice(0, 6)}@example.org` : o.email,
+      email: o.email === undefined ? `max.${token}@example.org` : o.email,
       telefon: '+49 241 123456',
       hausarzt: 'Dr. Beispiel',
       krankenkasse: 'AOK',

@@ -52,21 +52,14 @@ export const importMailKeys = {
 export function pgImportStore(opts: PgStoreOptions): ImportStore {
   const { db, clock } = opts;
   return {
-    async load(id) {
-      const r = await getLedgerRow(db, id);
-      return r ? toRow(r) : null;
-    },
     async startAttempt(id) {
       const r = await startLedgerAttempt(db, id, clock.now());
       if (!r) throw new PermanentError('ledger_missing', `ledger ${id}: no such import record`);
       return toRow(r);
     },
-    async markDownloaded(id, info) {
+    async markBackedUp(id, info) {
       const at = clock.now();
-      await updateLedgerRow(db, id, { status: 'downloaded', downloadedAt: at, sha256: info.sha256, size: info.size });
-    },
-    async markBackedUp(id, backupPath) {
-      await updateLedgerRow(db, id, { status: 'backed_up', backedUpAt: clock.now(), backupPath });
+      await updateLedgerRow(db, id, { status: 'backed_up', downloadedAt: at, backedUpAt: at, backupPath: info.backupPath, sha256: info.sha256, size: info.size });
     },
     async commit(input: CommitInput): Promise<CommitResult> {
       const at = clock.now();

@@ -73,10 +73,10 @@ export interface FailInput {
 
 /** The import ledger and the one transaction of an import (PostgreSQL in production). */
 export interface ImportStore {
-  load(ledgerId: number): Promise<ImportRow | null>;
+  /** Counts one more job run on the row and returns it (PermanentError when there is no such row). */
   startAttempt(ledgerId: number): Promise<ImportRow>;
-  markDownloaded(ledgerId: number, info: { sha256: string; size: number }): Promise<void>;
-  markBackedUp(ledgerId: number, backupPath: string): Promise<void>;
+  /** Downloaded (checksum verified) and backed up durably: one update with both timestamps. */
+  markBackedUp(ledgerId: number, info: { backupPath: string; sha256: string; size: number }): Promise<void>;
   /** ONE transaction: duplicate checks, patient, consent, ledger status, event, staff email. */
   commit(input: CommitInput): Promise<CommitResult>;
   /** Ledger row failed + one failure email (idempotency key per ledger row), one transaction. */

@@ -17,15 +17,13 @@ function setup(doc: unknown, name = objectNameFor(doc as Record<string, unknown>
   };
   const state = { patients: [] as CommitInput[], mails: new Set<string>(), sent: [] as string[], objects: new Map([[name, bytes]]), backups: new Map<string, Buffer>(), failed: new Map<string, Buffer>(), failures: [] as string[] };
   const store: ImportStore = {
-    load: async () => ({ ...row }),
     startAttempt: async () => {
       row.attempts++;
       return { ...row };
     },
-    markDownloaded: async () => void (row.status = 'downloaded'),
-    markBackedUp: async (_id, p) => {
+    markBackedUp: async (_id, info) => {
       row.status = 'backed_up';
-      row.backupPath = p;
+      row.backupPath = info.backupPath;
     },
     commit: async (input) => {
       if (row.status === 'imported') return { outcome: { kind: 'imported', patientId: row.patientId!, possibleDuplicateOf: null }, deliveryIds: [] };

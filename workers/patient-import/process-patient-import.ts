@@ -30,17 +30,17 @@ export async function processPatientImport(
   deps: ImportDeps,
   opts: { finalAttempt?: boolean } = {},
 ): Promise<ImportResult> {
-  const first = await deps.store.load(ledgerId);
-  if (!first) throw new PermanentError('ledger_missing', `ledger ${ledgerId}: no such import record`);
-  if (FINAL.has(first.status)) return { outcome: 'already-final', ledgerId, status: first.status };
-
   const row = await deps.store.startAttempt(ledgerId);
+  if (FINAL.has(row.status)) return { outcome: 'already-final', ledgerId, status: row.status };
   let bytes: Buffer | null = null;
   try {
     if (row.status === 'imported' || row.status === 'duplicate') return await finish(row, deps);
     bytes = await download(row, deps);
     const backupPath = await deps.backups.save(row, bytes);
-    if (ORDER.indexOf(row.status) < 2 || row.backupPath !== backupPath) await deps.store.markBackedUp(ledgerId, backupPath);
+    if (ORDER.indexOf(row.status) < 2 || row.backupPath !== backupPath) {
+      await deps.store.markBackedUp(ledgerId, { backupPath, sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length });
+      row.status = 'backed_up';
+    }
     row.backupPath = backupPath;
     const input = validate(row, bytes, deps);
     const result = await deps.store.commit(input);
@@ -65,10 +65,6 @@ async function download(row: ImportRow, deps: ImportDeps): Promise<Buffer> {
   const bytes = await deps.source.download(row);
   if (row.md5Hash && md5Base64(bytes) !== row.md5Hash) {
     throw new Error(`ledger ${row.id}: downloaded bytes do not match the listed md5 checksum`);
-  }
-  if (row.status === 'received') {
-    await deps.store.markDownloaded(row.id, { sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length });
-    row.status = 'downloaded';
   }
   return bytes;
 }

@@ -135,9 +135,13 @@ export async function discardLedgerRow(db: DbOrTx, id: number, at = new Date()):
  * reference or email.
  */
 export async function lockImportKeys(tx: DbOrTx, keys: string[]): Promise<void> {
-  for (const key of [...new Set(keys)].sort()) {
-    await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${key}, 0))`);
-  }
+  const sorted = [...new Set(keys)].sort();
+  if (!sorted.length) return;
+  // One round trip; the locks are taken one by one in the order of the array.
+  const list = sql.join(sorted.map((k) => sql`${k}`), sql`, `);
+  await tx.execute(
+    sql`select pg_advisory_xact_lock(hashtextextended(t.k, 0)) from unnest(array[${list}]::text[]) with ordinality as t(k, n) order by t.n`,
+  );
 }
 
 export async function findConsentByToken(db: DbOrTx, token: string) {
