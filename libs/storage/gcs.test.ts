@@ -231,6 +231,19 @@ describe('faults surface as errors', () => {
     expect(si.getObject(B, NAME)?.generation).toBe(o.generation); // the hung delete did not count
   });
 
+  it('hanging uploads time out: multipart, resumable session start and the resumable PUT', async () => {
+    const b = bucket({ timeoutMs: 800, resumableThreshold: 1024 });
+    for (const kind of ['upload', 'resumable-start', 'resumable-put'] as const) {
+      si.fail({ kind, mode: 'hang' });
+      const t0 = Date.now();
+      const err = await caught(b.upload('uploads/x.bin', kind === 'upload' ? '{}' : randomBytes(4096)));
+      expect(err, kind).toBeInstanceOf(StorageError);
+      expect((err as StorageError).code, kind).toBe('timeout');
+      expect(Date.now() - t0, kind).toBeLessThan(5_000);
+    }
+    expect(si.getObject(B, 'uploads/x.bin')).toBeUndefined();
+  });
+
   it('errors carry no object names (they contain patient names)', async () => {
     const o = si.putObject(B, NAME, '{}');
     si.fail({ kind: 'download', mode: { status: 500 } });

@@ -223,6 +223,14 @@ export class GcsBucket implements BucketPort {
   async upload(name: string, data: Buffer | string, opts: UploadOptions = {}): Promise<StoredObject> {
     const bytes = Buffer.isBuffer(data) ? data : Buffer.from(data, 'utf8');
     const file = this.b.file(name);
+    // Resumable sessions go through gaxios, which the client gives no timeout ("not available
+    // for resumable uploads"): a hung session start would wait forever. The file's request
+    // interceptors reach those requests as customRequestOptions.
+    const timeout = this.timeoutMs;
+    file.interceptors.push({
+      // The interceptor type says `DecorateRequestOptions` (which needs `uri`); the client merges the result.
+      request: (reqOpts) => Object.assign(reqOpts, { timeout }) as unknown as ReturnType<File['interceptors'][number]['request']>,
+    });
     try {
       await file.save(bytes, {
         resumable: bytes.length > this.resumableThreshold,
