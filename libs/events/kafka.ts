@@ -40,16 +40,15 @@ export const EVENT_TYPE_HEADER = 'event-type';
 export interface StoredEvent {
   eventId: string;
   eventType: string;
-  version: number;
   topic: string;
   key: string;
-  producer: string;
-  payload: Record<string, unknown>;
   occurredAt: Date;
+  /** The envelope as JSON text (built by PostgreSQL when the relay reads; see `envelopeJson`). */
+  envelope: string;
 }
 
-/** The Kafka message for a stored event: the envelope of DOMAIN.md section 4 as value. */
-export function outgoingEvent(e: StoredEvent): OutgoingEvent {
+/** The envelope of DOMAIN.md section 4 as JSON text, built from an outbox row's fields. */
+export function envelopeJson(e: { eventId: string; eventType: string; version: number; producer: string; payload: Record<string, unknown>; occurredAt: Date }): string {
   const envelope: EventEnvelope = {
     eventId: e.eventId,
     eventType: e.eventType,
@@ -58,10 +57,15 @@ export function outgoingEvent(e: StoredEvent): OutgoingEvent {
     producer: e.producer,
     payload: e.payload,
   };
+  return JSON.stringify(envelope);
+}
+
+/** The Kafka message for a stored event: the envelope as value, the entity id as key. */
+export function outgoingEvent(e: StoredEvent): OutgoingEvent {
   return {
     topic: e.topic,
     key: e.key,
-    value: JSON.stringify(envelope),
+    value: e.envelope,
     headers: { [EVENT_ID_HEADER]: e.eventId, [EVENT_TYPE_HEADER]: e.eventType, 'content-type': 'application/json' },
     timestamp: e.occurredAt,
   };

@@ -68,7 +68,8 @@ afterAll(async () => {
 });
 
 describe('relay killed mid-batch', () => {
-  it('after a SIGKILL and a restart every event arrives at least once; repeats carry the same event id and envelope', async () => {
+  // Two real CLI processes start here: ~20 s on a quiet machine, more when it is busy.
+  it('after a SIGKILL and a restart every event arrives at least once; repeats carry the same event id and envelope', { timeout: 120_000 }, async () => {
     const keys = Array.from({ length: 10 }, (_, i) => `p-${i}`);
     const order = new Map<string, string[]>();
     for (let round = 0; round < 60; round++) {

@@ -1,24 +1,23 @@
 import { describe, expect, it } from 'vitest';
 import type { RelayLease, UnpublishedEvent } from '../../libs/db/repositories/outbox-relay.js';
-import type { EventPublisher, OutgoingEvent } from '../../libs/events/kafka.js';
+import { envelopeJson, type EventPublisher, type OutgoingEvent } from '../../libs/events/kafka.js';
 import { silentLogger } from '../../libs/log/index.js';
 import { fixedClock } from '../../libs/runtime/clock.js';
 import { backoffMs } from './backoff.js';
 import { PublishFailedError, drainOutbox, relayBatch } from './process-batch.js';
 import { createOutboxRelay, type RelaySettings } from './relay.js';
 
-const event = (id: number, key = `k${id % 3}`): UnpublishedEvent => ({
-  id,
-  eventId: `00000000-0000-4000-8000-${String(id).padStart(12, '0')}`,
-  eventType: 'patient.created',
-  version: 1,
-  topic: 'patient-events',
-  key,
-  producer: 'curavani-fleet',
-  payload: { patientId: id },
-  occurredAt: new Date('2026-01-05T10:00:00Z'),
-  attempts: 0,
-});
+const event = (id: number, key = `k${id % 3}`): UnpublishedEvent => {
+  const fields = {
+    eventId: `00000000-0000-4000-8000-${String(id).padStart(12, '0')}`,
+    eventType: 'patient.created',
+    version: 1,
+    producer: 'curavani-fleet',
+    payload: { patientId: id },
+    occurredAt: new Date('2026-01-05T10:00:00Z'),
+  };
+  return { id, ...fields, topic: 'patient-events', key, envelope: envelopeJson(fields), attempts: 0 };
+};
 
 /** An in-memory outbox behind a lease; `leader` decides who may hold it. */
 function fakeOutbox(n: number) {

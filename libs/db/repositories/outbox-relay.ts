@@ -16,16 +16,16 @@ import type { Database } from '../client.js';
 const LOCK_CLASS = 0x0f1ee7;
 const LOCK_OBJECT = 1;
 
+/** An unpublished outbox row as the relay reads it: the envelope comes ready as JSON text. */
 export interface UnpublishedEvent {
   id: number;
   eventId: string;
   eventType: string;
-  version: number;
   topic: string;
   key: string;
-  producer: string;
-  payload: Record<string, unknown>;
   occurredAt: Date;
+  /** `{eventId, eventType, version, timestamp, producer, payload}` (DOMAIN.md section 4). */
+  envelope: string;
   attempts: number;
 }
 
@@ -55,12 +55,10 @@ type Row = {
   id: string;
   event_id: string;
   event_type: string;
-  version: number;
   topic: string;
   key: string;
-  producer: string;
-  payload: Record<string, unknown>;
   occurred_ms: number;
+  envelope: string;
   attempts: number;
 };
 
@@ -69,20 +67,26 @@ function toEvent(r: Row): UnpublishedEvent {
     id: Number(r.id),
     eventId: r.event_id,
     eventType: r.event_type,
-    version: r.version,
     topic: r.topic,
     key: r.key,
-    producer: r.producer,
-    payload: r.payload,
     occurredAt: new Date(r.occurred_ms),
+    envelope: r.envelope,
     attempts: r.attempts,
   };
 }
 
+/**
+ * PostgreSQL builds the envelope text itself (key order as in DOMAIN.md, timestamp in the
+ * same UTC ISO form as Date.toISOString), so the relay neither parses nor re-serialises payloads.
+ */
 async function fetchUnpublished(sql: postgres.Sql | postgres.ReservedSql, limit: number, afterId = 0): Promise<UnpublishedEvent[]> {
   const rows = await sql<Row[]>`
-    select id, event_id, event_type, version, topic, key, producer, payload,
-      (extract(epoch from occurred_at) * 1000)::float8 as occurred_ms, attempts
+    select id, event_id, event_type, topic, key, attempts,
+      (extract(epoch from occurred_at) * 1000)::float8 as occurred_ms,
+      json_build_object(
+        'eventId', event_id, 'eventType', event_type, 'version', version,
+        'timestamp', to_char(occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'producer', producer, 'payload', payload)::text as envelope
     from fleet.outbox where published_at is null and id > ${afterId} order by id limit ${limit}`;
   return rows.map(toEvent);
 }
