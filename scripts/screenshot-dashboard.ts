@@ -83,6 +83,10 @@ async function main() {
     await ctx.queues.enqueue('bucket-poll', { trigger: 'manual' }); // completes
     for (const patientId of [101, 102, 103, 104]) await ctx.queues.enqueue('weekly-status', { patientId, isoWeek: '2026-W48' }); // no worker: waiting
     await until(async () => (await listDeadLetters(ctx.queues)).length === 2, 'two dead letters');
+    // Failed import records, as the import workers leave them.
+    await ctx.database.sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, reason, error_code, attempts, failed_at)
+      values ('demo', 'registrations/Beispiel_Erika_2026-11-20_0b1ab67b.json', '1', 'gs://demo/x', 'failed', 'patient_data.plz: expected 5 digits', 'validation_failed', 1, now())`;
+    await ctx.database.sql`insert into fleet.therapist_import_files (path, status, reason, finished_at) values ('20261120/52074.json', 'failed', 'not JSON: Unexpected end of JSON input', now())`;
     await worker.stop(5_000);
 
     await mkdir(args.out!, { recursive: true });
@@ -101,6 +105,7 @@ async function main() {
         ['dashboard-dead-letters.png', '/dashboard/queue/patient-import-dlq', 'text=bucket download timed out', false],
         ['dashboard-failed.png', '/dashboard/queue/patient-import?status=failed', 'text=patient-import.ledger.8', false],
         ['ops-dead-letters.png', '/ops', 'text=Recent operator actions', true],
+        ['imports-failed.png', '/imports', 'text=Therapist scraper files', true],
       ];
       for (const [file, url, waitFor, fullPage] of shots) {
         const res = await page.goto(`${base}${url}`, { waitUntil: 'networkidle' });
