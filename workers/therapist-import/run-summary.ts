@@ -31,7 +31,7 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   for (const f of problemFiles.slice(0, MAX_LISTED)) {
     const parts = [`Datei ${f.path} (#${f.id}): ${f.status === 'failed' ? 'nicht importiert' : 'teilweise importiert'}`];
     if (f.reason) parts.push(f.reason);
-    for (const e of f.fileErrors.slice(0, 3)) parts.push(e);
+    for (const e of f.fileErrors.slice(0, 3)) if (e !== f.reason) parts.push(e);
     for (const fl of f.failures.slice(0, 5)) parts.push(`therapists[${fl.index}]${fl.externalId ? ` (id ${fl.externalId})` : ''}: ${fl.reason}`);
     if (f.failures.length > 5) parts.push(`… und ${f.failures.length - 5} weitere`);
     paragraphs.push(parts.join(' — '));

@@ -4,7 +4,7 @@ import {
   importTherapistFileNow,
   TherapistFileError,
   therapistImportRepo as repo,
-  countWithShare,
+  formatShare,
   reportOf,
   type FileReport,
 } from '../../../workers/therapist-import/worker.js';
@@ -30,7 +30,7 @@ function countsBlock(c: TherapistImportCounts): string {
   const width = Math.max(...COUNT_LABELS.map(([, l]) => l.length));
   return COUNT_LABELS.map(([k, label]) => {
     const shared = ['created', 'updated', 'unchanged', 'deactivated', 'skipped', 'failed'].includes(k);
-    return `  ${label.padEnd(width)}  ${shared ? countWithShare(c[k], c.total) : String(c[k])}`;
+    return `  ${label.padEnd(width)}  ${shared ? `${c[k]} of ${c.total} (${formatShare(c[k], c.total)})` : String(c[k])}`;
   }).join('\n');
 }
 
