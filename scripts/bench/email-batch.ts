@@ -48,6 +48,7 @@ const mb = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MB`;
 const standIn = spawn(process.execPath, ['--import', 'tsx', 'scripts/resend-stand-in.ts', '--port', '0', '--rate', String(RATE)], {
   stdio: ['ignore', 'pipe', 'inherit'],
 });
+process.on('exit', () => standIn.kill('SIGTERM'));
 const standInUrl = await new Promise<string>((resolve, reject) => {
   standIn.once('error', reject);
   standIn.stdout.once('data', (chunk: Buffer) => resolve((JSON.parse(chunk.toString().split('\n')[0]!) as { url: string }).url));

@@ -30,6 +30,9 @@ export interface EmailOptions {
   batchableKinds?: string[] | null;
 }
 
+/** Longest wait list on which carried jobs are removed (see discardCarriedJobs). */
+const DISCARD_MAX_WAITING = 2_000;
+
 const metricsByRegistry = new WeakMap<Registry, EmailMetrics>();
 function emailMetrics(registry: Registry): EmailMetrics {
   let m = metricsByRegistry.get(registry);
@@ -66,7 +69,8 @@ export function emailHandlers(ctx: FleetContext, opts: EmailOptions = {}): Handl
   const metrics = emailMetrics(ctx.metrics.registry);
   return {
     'email-send': async (payload, helpers) => {
-      limiter ??= redisRateLimiter(ctx.producerRedis, { prefix: ctx.config.queues.prefix, name: 'mail', perSecond: ctx.config.mail.ratePerSecond });
+      // A worker connection: while Redis is away the limiter waits instead of failing the job.
+      limiter ??= redisRateLimiter(ctx.workerRedis(), { prefix: ctx.config.queues.prefix, name: 'mail', perSecond: ctx.config.mail.ratePerSecond });
       return processDelivery(payload, {
         store,
         mail,
@@ -80,6 +84,9 @@ export function emailHandlers(ctx: FleetContext, opts: EmailOptions = {}): Handl
         attemptLeaseMs: ctx.config.mail.requestTimeoutMs + 10_000,
         async discardCarriedJobs(ids) {
           const queue = ctx.queues.queue(catalog['email-send'].queue);
+          // Removing a waiting job scans BullMQ's wait list (LREM, O(length)): worth it while
+          // the list is short; on a long one (a weekly send) the jobs run as cheap no-ops.
+          if ((await queue.getWaitingCount()) > DISCARD_MAX_WAITING) return;
           // A waiting job is removed; an active or locked one refuses and runs as a no-op.
           await Promise.all(ids.map((deliveryId) => queue.remove(jobIdFor('email-send', { deliveryId })!).catch(() => 0)));
         },
