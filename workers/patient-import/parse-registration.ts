@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { PermanentError } from '../../libs/errors/index.js';
-import { knownKeys, registrationSchema, type Registration } from './registration-schema.js';
+import { knownKeys, registrationSchema, showValues, type Registration } from './registration-schema.js';
 import { SIGNATURE_VERSION, signatureMatches } from './signature.js';
 
 export interface SigningOptions {
@@ -34,7 +34,10 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** `patient_data.symptome: expected 1 to 6 entries, got 7; ...` */
+/**
+ * `patient_data.symptome: expected 1 to 6 entries, got 7; ...`. Values quoted from the file
+ * stay marked (see withholdValues); `PermanentError.details.shown` has them readable.
+ */
 export function describeIssues(error: z.ZodError, prefix = ''): string {
   return error.issues
     .map((i) => {
@@ -64,7 +67,9 @@ export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: D
   try {
     doc = JSON.parse(bytes.toString('utf8').replace(/^\uFEFF/, ''));
   } catch (err) {
-    throw new PermanentError(rejectCodes.json, `file: not valid JSON (${(err as Error).message})`);
+    // Node's message quotes a piece of the file: keep only where it broke.
+    const at = /position (\d+)/.exec((err as Error).message)?.[1];
+    throw new PermanentError(rejectCodes.json, `file: not valid JSON${at ? ` (error at character ${at})` : ' (the file ends too early or is empty)'}`);
   }
   if (!isObject(doc)) throw new PermanentError(rejectCodes.json, 'file: expected a JSON object');
 
@@ -107,7 +112,9 @@ export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: D
 
   const result = registrationSchema(() => todayUtc(now)).safeParse(plain);
   if (!result.success) {
-    throw new PermanentError(rejectCodes.validation, describeIssues(result.error, prefix), {
+    const text = describeIssues(result.error, prefix);
+    throw new PermanentError(rejectCodes.validation, showValues(text), {
+      marked: text,
       fields: result.error.issues.map((i) => [prefix, ...i.path.map(String)].filter(Boolean).join('.')),
     });
   }

@@ -33,9 +33,8 @@ async function harness(): Promise<ImportHarness> {
 }
 
 function startChild(env: Record<string, string>, crash: boolean): { child: ChildProcess; ready: Promise<void>; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'test-child-worker.ts')], {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'test-child-worker.ts'), JSON.stringify(env), crash ? 'crash-after-commit' : 'run'], {
     cwd: root,
-    env: { ...process.env, CHILD_ENV: JSON.stringify(env), CRASH_AFTER_COMMIT: crash ? '1' : '0' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const ready = new Promise<void>((resolve, reject) => {

@@ -98,7 +98,9 @@ describe('processPatientImport (in-memory ports)', () => {
     const t = setup(doc);
     const err = await processPatientImport(1, t.deps).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PermanentError);
-    expect((err as PermanentError).message).toBe('ledger 1: patient_data.symptome: expected a list of 1 to 6 symptoms, got the string "Mobbing"');
+    // Logs and dead letters never see values from the file; the ledger reason (for staff) does.
+    expect((err as PermanentError).message).toBe('ledger 1: patient_data.symptome: expected a list of 1 to 6 symptoms, got the string (value not shown)');
+    expect(t.state.failures[0]).toBe('ledger 1: patient_data.symptome: expected a list of 1 to 6 symptoms, got the string "Mobbing"');
     expect(t.state.objects.size).toBe(1);
     expect(t.state.failed.get('1')).toEqual(fileBytes(doc));
     await processPatientImport(1, t.deps).catch(() => {});

@@ -4,6 +4,7 @@ import { parseFileName } from './file-name.js';
 import { mapPatient } from './map-patient.js';
 import { parseRegistration, rejectCodes } from './parse-registration.js';
 import type { CommitOutcome, ImportDeps, ImportRow } from './ports.js';
+import { withholdValues } from './registration-schema.js';
 import { failedMail, importedMail } from './staff-mails.js';
 
 export type ImportResult =
@@ -121,12 +122,16 @@ async function finish(row: ImportRow, deps: ImportDeps, outcome?: CommitOutcome)
 
 /** Records the failure (ledger, kept bytes, one staff email); returns the error to throw. */
 async function fail(row: ImportRow, err: PermanentError, bytes: Buffer | null, deps: ImportDeps): Promise<PermanentError> {
-  const reason = err.message.startsWith(`ledger ${row.id}:`) ? err.message : `ledger ${row.id}: ${err.message}`;
+  const prefix = `ledger ${row.id}: `;
+  const marked = typeof err.details?.marked === 'string' ? err.details.marked : err.message;
+  const reason = err.message.startsWith(prefix) ? err.message : `${prefix}${err.message}`;
+  // Logs and dead letters get the text without values quoted from the file (personal data).
+  const safe = `${prefix}${withholdValues(marked.startsWith(prefix) ? marked.slice(prefix.length) : marked)}`;
   const failedPath = bytes ? await deps.failed.save(row, bytes) : null;
   const at = deps.clock.now();
   const mail = failedMail(row, { code: err.code, reason, failedPath, at });
   const { deliveryId, created } = await deps.store.markFailed({ ledgerId: row.id, code: err.code, reason, failedPath, mail });
   if (created) await deps.sendMail(deliveryId);
   deps.log.warn({ ledgerId: row.id, code: err.code, emailQueued: created }, 'registration file failed: kept for an operator');
-  return new PermanentError(err.code, reason, err.details);
+  return new PermanentError(err.code, safe, { fields: err.details?.fields });
 }

@@ -41,10 +41,28 @@ export const GESCHLECHT = ['männlich', 'weiblich', 'divers', 'keine_Angabe'] as
 export const THERAPEUTENGESCHLECHT = ['Männlich', 'Weiblich', 'Egal'] as const;
 export const THERAPIEVERFAHREN = ['egal', 'Verhaltenstherapie', 'tiefenpsychologisch_fundierte_Psychotherapie'] as const;
 
+/**
+ * A value from the file quoted in an error text, marked so that it can be left out where
+ * the text goes beyond the database (logs, dead letters): see `withholdValues`.
+ */
+export function quoted(v: string): string {
+  return `\uE000${JSON.stringify(v.length > 40 ? v.slice(0, 37) + '...' : v)}\uE001`;
+}
+
+/** The error text for staff (ledger, email): the quoted values shown. */
+export function showValues(text: string): string {
+  return text.replace(/[\uE000\uE001]/g, '');
+}
+
+/** The error text for logs and dead letters: quoted values from the file left out. */
+export function withholdValues(text: string): string {
+  return text.replace(/\uE000[^\uE001]*\uE001/g, '(value not shown)');
+}
+
 function typeName(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 37) + '...' : v)}`;
+  if (typeof v === 'string') return `the string ${quoted(v)}`;
   return `a ${typeof v}`;
 }
 
@@ -104,11 +122,11 @@ const dateField = (opts: { past: boolean; today: () => string }) =>
         if (!/^\d{4}-\d{2}-\d{2}$/.test(s)) {
           ctx.addIssue({ code: 'custom', message: `expected a date YYYY-MM-DD, got ${typeName(s)}` });
         } else if (!isRealDate(s)) {
-          ctx.addIssue({ code: 'custom', message: `expected a real calendar date, got ${JSON.stringify(s)}` });
+          ctx.addIssue({ code: 'custom', message: `expected a real calendar date, got ${quoted(s)}` });
         } else if (opts.past && s >= opts.today()) {
-          ctx.addIssue({ code: 'custom', message: `expected a date in the past, got ${JSON.stringify(s)}` });
+          ctx.addIssue({ code: 'custom', message: `expected a date in the past, got ${quoted(s)}` });
         } else if (s < '1900-01-01') {
-          ctx.addIssue({ code: 'custom', message: `expected a date after 1900-01-01, got ${JSON.stringify(s)}` });
+          ctx.addIssue({ code: 'custom', message: `expected a date after 1900-01-01, got ${quoted(s)}` });
         }
       })
       .optional(),
@@ -165,7 +183,7 @@ const symptome = z
           message: `expected one of the 30 symptoms of the form (exact spelling), got ${typeName(entry)}`,
         });
       } else if (seen.has(entry)) {
-        ctx.addIssue({ code: 'custom', path: [i], message: `listed twice: ${JSON.stringify(entry)}` });
+        ctx.addIssue({ code: 'custom', path: [i], message: `listed twice: ${quoted(entry)}` });
       } else seen.add(entry);
     });
   })

@@ -1,6 +1,6 @@
 /**
  * A patient-import worker in a process of its own, for the crash test: started with the
- * harness environment in CHILD_ENV (JSON). With CRASH_AFTER_COMMIT=1 it kills itself with
+ * harness environment as its first argument (JSON). With `crash-after-commit` as the second it kills itself with
  * SIGKILL right after the import transaction committed and before the bucket delete.
  */
 import { loadConfig } from '../../libs/config/index.js';
@@ -8,8 +8,8 @@ import { silentLogger } from '../../libs/log/index.js';
 import { openContext, workerComponent } from '../../libs/runtime/index.js';
 import { patientImportHandlers } from './worker.js';
 
-const env = JSON.parse(process.env.CHILD_ENV ?? '{}') as Record<string, string>;
-const crash = process.env.CRASH_AFTER_COMMIT === '1';
+const env = JSON.parse(process.argv[2] ?? '{}') as Record<string, string>;
+const crash = process.argv[3] === 'crash-after-commit';
 const ctx = openContext(loadConfig(env), silentLogger());
 const handlers = patientImportHandlers(ctx, crash ? { afterCommit: () => void process.kill(process.pid, 'SIGKILL') } : {});
 const worker = workerComponent(ctx, 'patient-import', handlers, { lockDurationMs: 1_000, stalledIntervalMs: 500 });
