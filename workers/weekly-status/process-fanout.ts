@@ -41,16 +41,17 @@ export async function processWeeklyFanout(input: { isoWeek: string; dryRun?: boo
     return { ...base, refused };
   }
   if (dryRun) return base;
-  let afterId = 0;
   let queued = 0;
+  // The next page is read while the current one is enqueued (one page ahead, no more).
+  let next = deps.page(w, 0, deps.pageSize);
   for (;;) {
-    const ids = await deps.page(w, afterId, deps.pageSize);
+    const ids = await next;
     if (ids.length === 0) break;
+    next = ids.length < deps.pageSize ? Promise.resolve([]) : deps.page(w, ids[ids.length - 1]!, deps.pageSize);
+    next.catch(() => {}); // a failure surfaces at the await above, not as an unhandled rejection
     await deps.enqueue(ids, input.isoWeek);
     queued += ids.length;
-    afterId = ids[ids.length - 1]!;
     await deps.progress?.({ queued });
-    if (ids.length < deps.pageSize) break;
   }
   deps.log.info({ isoWeek: input.isoWeek, ...counts, queued }, 'weekly fan-out done');
   return { ...base, queued };
