@@ -77,3 +77,13 @@ describe('unsubscribe tokens', () => {
     expect(verifyUnsubscribeToken(secret, `042.${sig}`)).toBeNull();
   });
 });
+
+describe('unsubscribe secret configuration', () => {
+  it('refuses to start in production without UNSUBSCRIBE_SECRET, and uses a development secret elsewhere', async () => {
+    const { loadConfig, DEV_UNSUBSCRIBE_SECRET } = await import('../config/index.js');
+    expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/UNSUBSCRIBE_SECRET: required when NODE_ENV=production/);
+    expect(() => loadConfig({ NODE_ENV: 'production', UNSUBSCRIBE_SECRET: 'too-short' })).toThrow(/UNSUBSCRIBE_SECRET: expected at least 32 characters/);
+    expect(loadConfig({ NODE_ENV: 'production', UNSUBSCRIBE_SECRET: 's'.repeat(32) }).weekly.unsubscribeSecret).toBe('s'.repeat(32));
+    expect(loadConfig({ NODE_ENV: 'development' }).weekly.unsubscribeSecret).toBe(DEV_UNSUBSCRIBE_SECRET);
+  });
+});
