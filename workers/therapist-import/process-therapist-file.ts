@@ -158,9 +158,13 @@ async function importFile(file: TherapistImportFileRow, deps: TherapistImportDep
   ];
 
   const { report, deliveryId } = await deps.store.transaction(async (tx) => {
-    await tx.lock([`scope:${scope}`, ...plzs.map((p) => `plz:${p}`)]);
+    // The load is sent right behind the lock (pipelined): the server runs it once the lock is
+    // held, with a snapshot taken then, so it sees what the previous holder committed.
+    const [, { externalIds, candidates }] = await Promise.all([
+      tx.lock([`scope:${scope}`, ...plzs.map((p) => `plz:${p}`)]),
+      tx.loadMatchData(scope, keys, plzs),
+    ]);
     const now = deps.clock.now();
-    const { externalIds, candidates } = await tx.loadMatchData(scope, keys, plzs);
     const plan = planFile({ lines: parsed.lines, candidates, externalIds });
 
     // Independent writes go out together (pipelined on the transaction's connection).

@@ -371,6 +371,18 @@ describe('therapist import: files and reports', () => {
     expect(ev!.n).toBe(1);
   });
 
+  it('two files with the same therapists imported at the same time create each therapist once', async () => {
+    const a = path.join(dir, '20600.json');
+    const b = path.join(dir, 'urgent-20600.json');
+    const lines = Array.from({ length: 20 }, (_, i) => therapistLine({ id: null, first: `Par${i}`, plz: '20600' }));
+    await writeFile(a, scraperFile(lines, { scrape_id: 'a' }));
+    await writeFile(b, scraperFile(lines, { scrape_id: 'b' }));
+    const [ra, rb] = await Promise.all([importTherapistFileNow(ctx, a), importTherapistFileNow(ctx, b)]);
+    expect(ra.counts.created + rb.counts.created).toBe(20);
+    expect(ra.counts.unchanged + rb.counts.unchanged).toBe(20);
+    expect(await byPlz('20600')).toHaveLength(20);
+  });
+
   it('one staff summary per run, also when all went well, with exact counts', async () => {
     const r = await imp([therapistLine({ id: 'ok1', first: 'Olga', plz: '20500' })]);
     const [run] = await db.sql`select state, counts, summary_delivery_id from fleet.therapist_import_runs where id = ${r.runId}`;

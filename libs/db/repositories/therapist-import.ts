@@ -78,15 +78,18 @@ export async function closeRunIfDrained(
   runId: number,
   summarize: (files: TherapistImportFileRow[]) => { counts: TherapistImportCounts; fileStatusCounts: Record<string, number> },
 ): Promise<ClosedRun | null> {
-  // Lock the run row first; the check below is a statement of its own, so it sees files
-  // committed by an import that held the lock before us (READ COMMITTED: fresh snapshot).
-  const [run] = await tx.select({ state: therapistImportRuns.state }).from(therapistImportRuns).where(eq(therapistImportRuns.id, runId)).for('update');
+  // Lock the run row first; the check is a statement of its own, sent right behind it on the
+  // same connection (pipelined): it runs once the lock is held, with a fresh snapshot (READ
+  // COMMITTED), so it sees files committed by an import that held the lock before us.
+  const [[run], [pending]] = await Promise.all([
+    tx.select({ state: therapistImportRuns.state }).from(therapistImportRuns).where(eq(therapistImportRuns.id, runId)).for('update'),
+    tx
+      .select({ id: therapistImportFiles.id })
+      .from(therapistImportFiles)
+      .where(and(eq(therapistImportFiles.runId, runId), inArray(therapistImportFiles.status, ['queued', 'importing'])))
+      .limit(1),
+  ]);
   if (!run || run.state !== 'sealed') return null;
-  const [pending] = await tx
-    .select({ id: therapistImportFiles.id })
-    .from(therapistImportFiles)
-    .where(and(eq(therapistImportFiles.runId, runId), inArray(therapistImportFiles.status, ['queued', 'importing'])))
-    .limit(1);
   if (pending) return null;
   const files = await tx.select().from(therapistImportFiles).where(eq(therapistImportFiles.runId, runId)).orderBy(asc(therapistImportFiles.id));
   const { counts, fileStatusCounts } = summarize(files);
