@@ -5,6 +5,7 @@ import type { Job } from 'bullmq';
 import {
   discardLedgerRow,
   findLedgerByObject,
+  getLedgerRow,
   insertLedgerObjects,
   openLedgerIds,
   reopenFailedLedgerRow,
@@ -168,7 +169,11 @@ export async function importLocalFile(ctx: FleetContext, filePath: string): Prom
     const result = await processPatientImport(row.id, importDeps(ctx, source, {}));
     return { ledgerId: row.id, ok: true, result };
   } catch (err) {
-    if (err instanceof PermanentError) return { ledgerId: row.id, ok: false, code: err.code, reason: err.message };
+    if (err instanceof PermanentError) {
+      // The ledger keeps the reason for staff (with the values quoted from the file).
+      const failed = await getLedgerRow(db, row.id);
+      return { ledgerId: row.id, ok: false, code: err.code, reason: failed?.reason ?? err.message };
+    }
     throw err;
   }
 }
