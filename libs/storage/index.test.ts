@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../config/index.js';
 import { startGcsStandIn, type GcsStandIn } from '../testing/gcs-stand-in.js';
-import { GcsBucket, LocalBucket, createBucket } from './index.js';
+import { GcsBucket, LocalBucket, StorageError, createBucket, listAll, type BucketPort } from './index.js';
 
 let si: GcsStandIn;
 let dir: string;
@@ -55,5 +55,19 @@ describe('createBucket(config.storage)', () => {
     expect(() => loadConfig({ GCS_API_ENDPOINT: 'not a url' })).toThrow(/GCS_API_ENDPOINT/);
     expect(() => loadConfig({ GCS_BUCKET: 'Upper_Case!' })).toThrow(/GCS_BUCKET/);
     expect(() => loadConfig({ GCS_TIMEOUT_MS: '0' })).toThrow(/GCS_TIMEOUT_MS/);
+  });
+});
+
+describe('listAll', () => {
+  it('stops with an error when a listing repeats a page token (never loops forever)', async () => {
+    const obj = { bucket: 'b', name: 'registrations/a.json', generation: '1', size: 1, updated: '' };
+    const looping = { list: async () => ({ items: [obj], nextPageToken: 'same' }) } as unknown as BucketPort;
+    const names: string[] = [];
+    await expect(
+      (async () => {
+        for await (const o of listAll(looping, 'registrations/')) names.push(o.name);
+      })(),
+    ).rejects.toBeInstanceOf(StorageError);
+    expect(names).toHaveLength(2);
   });
 });

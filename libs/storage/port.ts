@@ -112,9 +112,14 @@ export class PreconditionFailedError extends PermanentError {
 /** Walks every page under a prefix (pages are fetched lazily; a failing page throws). */
 export async function* listAll(bucket: BucketPort, prefix: string, pageSize?: number): AsyncGenerator<StoredObject> {
   let pageToken: string | undefined;
+  const seen = new Set<string>();
   do {
     const page = await bucket.list(prefix, { pageToken, pageSize });
     yield* page.items;
     pageToken = page.nextPageToken;
+    if (pageToken !== undefined) {
+      if (seen.has(pageToken)) throw new StorageError('bad_response', 'listing returned a page token twice');
+      seen.add(pageToken);
+    }
   } while (pageToken);
 }
