@@ -124,8 +124,8 @@ beforeAll(async () => {
     }),
     silentLogger(),
   );
-  [relay] = outboxRelayComponents(ctx);
-  await relay!.start();
+  relay = outboxRelayComponents(ctx)[0]!;
+  await relay.start();
 });
 
 afterAll(async () => {
