@@ -136,12 +136,14 @@ backlog: ${ids.length} deliveries recorded in bulk and their email-send jobs que
   const sendStart = performance.now();
   let firstSentAt: number | null = null;
   let lastLine = 0;
+  const progress: Array<[seconds: number, sent: number]> = [];
   const target = args['send-all'] ? N : backlog > 0 ? backlog : Infinity;
   for (; !args['fanout-only']; ) {
     await new Promise((r) => setTimeout(r, 1000));
     const s = resend.stats() as { messages: number; duplicates: number };
     const elapsed = (performance.now() - sendStart) / 1000;
     if (firstSentAt === null && s.messages > 0) firstSentAt = performance.now();
+    progress.push([elapsed, s.messages]);
     if (elapsed - lastLine >= 15) {
       lastLine = elapsed;
       const n = (await sql<{ n: number }[]>`select count(*)::int as n from fleet.deliveries`)[0]?.n ?? 0;
@@ -157,6 +159,16 @@ backlog: ${ids.length} deliveries recorded in bulk and their email-send jobs que
   const rows = await sql<{ status: string; n: number }[]>`select status, count(*)::int as n from fleet.deliveries group by status order by status`;
   const rate = stats.messages / sendSeconds;
   console.log(`\nsending: ${stats.messages} emails in ${sendSeconds.toFixed(1)} s since the first = ${rate.toFixed(1)} emails/s (${((rate / 200) * 100).toFixed(1)} % of the 200/s ceiling)`);
+  // Steady state: the best and the last 60 s window (the start includes the workers warming up).
+  const windows = progress.flatMap(([t1, n1]) => {
+    const start = progress.find(([t0]) => t0 >= t1 - 60);
+    return start && t1 - start[0] >= 55 ? [(n1 - start[1]) / (t1 - start[0])] : [];
+  });
+  if (windows.length) {
+    const best = Math.max(...windows);
+    const last = windows.at(-1)!;
+    console.log(`  60 s windows: best ${best.toFixed(1)} emails/s (${((best / 200) * 100).toFixed(1)} %), last ${last.toFixed(1)} emails/s (${((last / 200) * 100).toFixed(1)} %)`);
+  }
   console.log(`  batch requests accepted ${batchRequests.length}, mean ${(stats.messages / Math.max(1, batchRequests.length)).toFixed(1)} emails each; 429 answers ${limited}`);
   console.log(`  duplicates at the provider: ${stats.duplicates}; deliveries by status: ${rows.map((r) => `${r.status} ${r.n}`).join(', ')}`);
 } catch (err) {
