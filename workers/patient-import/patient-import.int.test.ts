@@ -212,6 +212,24 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect(h.standIn.getObject(BUCKET, first.name)).toBeUndefined();
   });
 
+  it('a listing error is an error, never an empty bucket: the poll job fails, is counted and retried', async () => {
+    const listed = await upload(h, plainRegistration());
+    h.standIn.fail({ kind: 'list', mode: { status: 503 }, times: 1 });
+    await expect(h.poll()).rejects.toThrow(/gcs list failed/);
+    // Through the bucket-poll job: the first attempt fails (counted), the retry lists and enqueues.
+    await h.startPollWorker();
+    h.standIn.fail({ kind: 'list', mode: { status: 503 }, times: 1 });
+    const { jobId } = await h.ctx.queues.enqueue('bucket-poll', { trigger: 'manual' });
+    const job = await until(async () => {
+      const j = await h.ctx.queues.queue('bucket-poll').getJob(jobId);
+      return j?.finishedOn ? j : undefined;
+    });
+    expect(job.attemptsMade).toBe(2);
+    expect(job.returnvalue).toMatchObject({ trigger: 'manual', pages: 1 });
+    expect(await h.ctx.metrics.registry.getSingleMetricAsString('fleet_jobs_failed_total')).toContain('queue="bucket-poll"');
+    await until(async () => h.standIn.getObject(BUCKET, listed.name) === undefined || undefined); // imported by the retry's enqueue
+  });
+
   it('a failed file is requeued by an operator: the ledger reopens and the import runs again', async () => {
     const { requeueOne } = await import('../../libs/ops/dead-letters.js');
     const { patientImportDeadLetterHook } = await import('./worker.js');
