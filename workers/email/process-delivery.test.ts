@@ -262,4 +262,21 @@ describe('sweepDeliveries', () => {
     expect(recovered).toEqual(['l1']);
     expect(r).toEqual({ pending: 2, enqueued: 1, staleBatches: 1, recovered: 1 });
   });
+
+  it('leaves pending deliveries alone while the queue has a long backlog, but still recovers stale batches', async () => {
+    const ensured: string[] = [];
+    const r = await sweepDeliveries({
+      stalePending: async () => ['a'],
+      staleClaims: async () => [{ batchId: 'x', leaderId: 'l1', rows: 1 }],
+      ensureSendJob: async (id) => (ensured.push(id), true),
+      recoverBatch: async () => true,
+      queueBusy: async () => true,
+      clock: fixedClock('2026-11-23T09:00:00Z'),
+      log: silentLogger(),
+      pendingAfterMs: 60_000,
+      staleMs: 3_600_000,
+    });
+    expect(ensured).toEqual([]);
+    expect(r).toEqual({ pending: 0, enqueued: 0, staleBatches: 1, recovered: 1 });
+  });
 });

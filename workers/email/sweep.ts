@@ -10,6 +10,12 @@ export interface SweepDeps {
   ensureSendJob(deliveryId: string): Promise<boolean>;
   /** Enqueues a job for the leader of a stale batch, which then resends it under its key. */
   recoverBatch(leaderId: string, bucket: number): Promise<boolean>;
+  /**
+   * True while the email queue has a long backlog: every pending delivery then most likely has
+   * a waiting job, and checking jobs one by one on a long wait list is costly (LPOS). The
+   * pending pass waits until the backlog is short; stale batches are handled regardless.
+   */
+  queueBusy?(): Promise<boolean>;
   clock: Clock;
   log: Logger;
   pendingAfterMs: number;
@@ -26,7 +32,8 @@ export interface SweepDeps {
 export async function sweepDeliveries(deps: SweepDeps): Promise<{ pending: number; enqueued: number; staleBatches: number; recovered: number }> {
   const now = deps.clock.now().getTime();
   const limit = deps.limit ?? 1000;
-  const pending = await deps.stalePending(new Date(now - deps.pendingAfterMs), limit);
+  const busy = (await deps.queueBusy?.()) ?? false;
+  const pending = busy ? [] : await deps.stalePending(new Date(now - deps.pendingAfterMs), limit);
   let enqueued = 0;
   for (const id of pending) if (await deps.ensureSendJob(id)) enqueued++;
   const stale = await deps.staleClaims(new Date(now - deps.staleMs), 100);

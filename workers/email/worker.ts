@@ -33,6 +33,9 @@ export interface EmailOptions {
 /** Longest wait list on which carried jobs are removed (see discardCarriedJobs). */
 const DISCARD_MAX_WAITING = 2_000;
 
+/** Longest wait list on which the sweep checks pending deliveries' jobs one by one. */
+const SWEEP_MAX_WAITING = 5_000;
+
 const metricsByRegistry = new WeakMap<Registry, EmailMetrics>();
 function emailMetrics(registry: Registry): EmailMetrics {
   let m = metricsByRegistry.get(registry);
@@ -137,6 +140,7 @@ export function emailSweepComponent(ctx: FleetContext): Component {
       stalePending: (before, limit) => listStalePending(ctx.database.db, before, limit),
       staleClaims: (before, limit) => listStaleClaims(ctx.database.db, before, limit),
       ensureSendJob: (id) => ensureSendJob(ctx, id),
+      queueBusy: async () => (await ctx.queues.queue(catalog['email-send'].queue).getWaitingCount()) > SWEEP_MAX_WAITING,
       async recoverBatch(leaderId, bucket) {
         const jobId = `${jobIdFor('email-send', { deliveryId: leaderId })!}.recover.${bucket}`;
         const r = await ctx.queues.enqueue('email-send', { deliveryId: leaderId }, { jobId });
