@@ -32,8 +32,10 @@ export interface NewPatient {
 }
 
 /** The calendar day of `now` in Europe/Berlin (the import day for `startdatum`). */
+const dayFormat = new Intl.DateTimeFormat('en-CA', { timeZone: 'Europe/Berlin', year: 'numeric', month: '2-digit', day: '2-digit' });
+
 export function berlinDay(now: Date): string {
-  return new Intl.DateTimeFormat('en-CA', { timeZone: 'Europe/Berlin', year: 'numeric', month: '2-digit', day: '2-digit' }).format(now);
+  return dayFormat.format(now);
 }
 
 /**

@@ -53,6 +53,9 @@ function unknownOf(obj: Record<string, unknown>, known: string[], prefix: string
     .map((k) => (prefix ? `${prefix}.${k}` : k));
 }
 
+let today = '';
+const schema = registrationSchema(() => today);
+
 function todayUtc(now: Date): string {
   return now.toISOString().slice(0, 10);
 }
@@ -110,7 +113,10 @@ export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: D
     throw new PermanentError(rejectCodes.unsigned, 'signature: required (a signing secret is configured), the file is unsigned');
   }
 
-  const result = registrationSchema(() => todayUtc(now)).safeParse(plain);
+  // Building the zod schema costs more than using it: one schema, told today's date per parse
+  // (parsing is synchronous, so concurrent imports cannot see each other's date).
+  today = todayUtc(now);
+  const result = schema.safeParse(plain);
   if (!result.success) {
     const text = describeIssues(result.error, prefix);
     throw new PermanentError(rejectCodes.validation, showValues(text), {

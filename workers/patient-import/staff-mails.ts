@@ -1,8 +1,10 @@
 import { renderStaffEmail } from '../../libs/mail/staff.js';
 import type { CommitOutcome, ImportRow, StaffMail } from './ports.js';
 
+const berlinFormat = new Intl.DateTimeFormat('de-DE', { timeZone: 'Europe/Berlin', dateStyle: 'medium', timeStyle: 'medium' });
+
 function berlinTime(d: Date): string {
-  return new Intl.DateTimeFormat('de-DE', { timeZone: 'Europe/Berlin', dateStyle: 'medium', timeStyle: 'medium' }).format(d);
+  return berlinFormat.format(d);
 }
 
 /** Staff notice of one import: patient name, import time, source, validation status. */
