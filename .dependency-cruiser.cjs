@@ -20,7 +20,8 @@ module.exports = {
     {
       name: 'apps-only-to-worker-bindings',
       severity: 'error',
-      from: { path: '^apps/' },
+      // tests of apps may use a worker family's test fixtures
+      from: { path: '^apps/', pathNot: notTests },
       to: { path: '^workers/', pathNot: '^workers/[^/]+/worker\\.ts$' },
     },
     {

@@ -25,8 +25,18 @@ export function clusterSafePrefix(prefix: string): string {
 }
 
 /** BullMQ loses jobs when Redis evicts keys; say so loudly at start. */
-export async function warnUnlessNoEviction(redis: Redis, log: Logger): Promise<string | null> {
+export async function warnUnlessNoEviction(redis: Redis, log: Logger, waitMs = 10_000): Promise<string | null> {
   try {
+    // A producer connection has no offline queue: wait until it is connected before asking.
+    if (redis.status !== 'ready') {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`redis not ready after ${waitMs} ms`)), waitMs);
+        redis.once('ready', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
     const reply = (await redis.config('GET', 'maxmemory-policy')) as string[];
     const policy = reply[1] ?? null;
     if (policy !== 'noeviction') {
