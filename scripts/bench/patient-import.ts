@@ -5,8 +5,12 @@
  * enqueue to deletion, peak memory (RSS of this one process: stand-in, poller and workers),
  * and raw BullMQ no-op job throughput measured in the same run on the same Redis.
  *
- *   npx tsx scripts/bench/patient-import.ts [--files 1000] [--concurrency 16] [--noop 5000]
+ *   npx tsx scripts/bench/patient-import.ts [--files 1000] [--concurrency 16] [--noop 5000] [--processes 0]
+ *
+ * --processes N: the import workers run in N child processes (the stand-in and the poller stay
+ * in this one), as `fleet start --only patient-import` would on N cores.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -23,15 +27,18 @@ const { values } = parseArgs({
     files: { type: 'string', default: '1000' },
     concurrency: { type: 'string', default: '16' },
     noop: { type: 'string', default: '5000' },
+    processes: { type: 'string', default: '0' },
   },
 });
 const FILES = Number(values.files);
 const CONCURRENCY = Number(values.concurrency);
 const NOOP = Number(values.noop);
+const PROCESSES = Number(values.processes);
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 let peakRss = 0;
+let stopChildren = () => {};
 const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 50);
 const mib = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MiB`;
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -83,7 +90,17 @@ async function main() {
       const reg = plainRegistration({ token: `${i.toString(16).padStart(8, '0')}${'b'.repeat(8)}`, vorname: 'Bench', nachname: `Person${i}`.replace(/\d/g, (d) => 'abcdefghij'[Number(d)]!) });
       standIn.putObject(BUCKET, objectNameFor(reg, PREFIX), fileBytes(reg));
     }
-    await h.startWorkers();
+    const children: ChildProcess[] = [];
+    if (PROCESSES > 0) {
+      await Promise.all(
+        Array.from({ length: PROCESSES }, () => {
+          const child = spawn(process.execPath, ['--import', 'tsx', 'workers/patient-import/test-child-worker.ts', JSON.stringify(h.env), 'bench'], { stdio: ['ignore', 'pipe', 'inherit'] });
+          children.push(child);
+          return new Promise<void>((resolve) => child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve()));
+        }),
+      );
+    } else await h.startWorkers();
+    stopChildren = () => children.forEach((c) => c.kill('SIGTERM'));
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     const poll = await h.poll();
@@ -107,12 +124,14 @@ async function main() {
     console.log(`poll: listed ${poll.listed} objects in ${poll.pages} page(s), recorded and enqueued ${poll.recorded} in ${((polled - t0) / 1000).toFixed(2)} s`);
     console.log(`imported ${p!.n} patients, ${FILES} objects deleted in ${seconds.toFixed(2)} s = ${(FILES / seconds).toFixed(1)} files/s`);
     console.log(`latency enqueue -> deletion: p50 ${pct(latencies, 50).toFixed(0)} ms, p95 ${pct(latencies, 95).toFixed(0)} ms, max ${latencies.at(-1)!.toFixed(0)} ms (${latencies.length} files)`);
-    console.log(`CPU of this process (stand-in + poller + workers): ${((cpu.user + cpu.system) / 1000 / FILES).toFixed(1)} ms per file; machine load average ${(await import('node:os')).loadavg()[0]!.toFixed(1)} on ${(await import('node:os')).cpus().length} cores`);
-    console.log(`peak memory (RSS, whole process): ${mib(peakRss)}`);
+    console.log(`worker processes: ${PROCESSES || 'none (workers in this process)'}`);
+    console.log(`CPU of this process (stand-in + poller${PROCESSES ? '' : ' + workers'}): ${((cpu.user + cpu.system) / 1000 / FILES).toFixed(1)} ms per file; machine load average ${(await import('node:os')).loadavg()[0]!.toFixed(1)} on ${(await import('node:os')).cpus().length} cores`);
+    console.log(`peak memory (RSS of this process${PROCESSES ? `; the ${PROCESSES} worker processes are not included` : ''}): ${mib(peakRss)}`);
     console.log(`import vs raw no-op throughput: ${((FILES / seconds / noop) * 100).toFixed(1)} %`);
     if (standIn.listObjects(BUCKET, PREFIX).length) throw new Error('objects left in the bucket');
   } finally {
     clearInterval(sampler);
+    stopChildren();
     await h.close({ keepStandIn: true });
     await standIn.close();
     await q.cleanup();

@@ -12,7 +12,8 @@ const env = JSON.parse(process.argv[2] ?? '{}') as Record<string, string>;
 const crash = process.argv[3] === 'crash-after-commit';
 const ctx = openContext(loadConfig(env), silentLogger());
 const handlers = patientImportHandlers(ctx, crash ? { afterCommit: () => void process.kill(process.pid, 'SIGKILL') } : {});
-const worker = workerComponent(ctx, 'patient-import', handlers, { lockDurationMs: 1_000, stalledIntervalMs: 500 });
+// `bench`: production lock settings; otherwise short ones, so a killed worker's job is taken over fast.
+const worker = workerComponent(ctx, 'patient-import', handlers, process.argv[3] === 'bench' ? {} : { lockDurationMs: 1_000, stalledIntervalMs: 500 });
 await worker.start();
 process.stdout.write('ready\n');
 process.on('SIGTERM', () => {
