@@ -16,6 +16,16 @@ export function bucketPollerComponents(ctx: FleetContext): Component[] {
     name: 'bucket-poll-schedule',
     async start() {
       const c = ctx.config.patientImport;
+      // The producer connection fails fast instead of queueing commands: wait until it is up.
+      if (ctx.producerRedis.status !== 'ready') {
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('redis not ready within 10 s: cannot register the bucket poll schedule')), 10_000);
+          ctx.producerRedis.once('ready', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+      }
       const r = await ensureJobScheduler({
         queues: ctx.queues,
         redis: ctx.producerRedis,
