@@ -47,6 +47,29 @@ describe('config', () => {
     expect(message).toContain('HTTP_PORT');
   });
 
+  it('never echoes a secret or a URL with a password in an error', () => {
+    const err = (() => {
+      try {
+        loadConfig({ DATABASE_URL: 'postgres://fleet:hunter2@db:5432/x', DB_POOL_MAX: 'x', DASHBOARD_USER: 'a', DASHBOARD_PASSWORD: 'hunter2', QUEUE_PREFIX: 'hunter2:' });
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return '';
+    })();
+    expect(err).toContain('DB_POOL_MAX');
+    expect(err).toContain('QUEUE_PREFIX');
+    const short = (() => {
+      try {
+        loadConfig({ REDIS_URL: 'redis://:hunter2@', NODE_ENV: 'production' });
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return '';
+    })();
+    expect(short).toContain('REDIS_URL');
+    expect(short).not.toContain('hunter2');
+  });
+
   it('cross-field rules name the variables', () => {
     expect(() => loadConfig({ MAIL_DRIVER: 'resend' })).toThrow(/RESEND_API_KEY: required when MAIL_DRIVER=resend/);
     expect(() => loadConfig({ DASHBOARD_USER: 'ops' })).toThrow(/DASHBOARD_USER and DASHBOARD_PASSWORD/);

@@ -157,7 +157,13 @@ export class ConfigError extends Error {
 function describeIssue(issue: z.core.$ZodIssue, env: Record<string, string | undefined>): string {
   const variable = issue.path.join('.') || '(environment)';
   const raw = env[variable];
-  const shown = raw === undefined ? 'it is missing' : `got ${JSON.stringify(raw.length > 60 ? raw.slice(0, 57) + '...' : raw)}`;
+  const secret = /SECRET|PASSWORD|API_KEY|TOKEN/.test(variable) || /^[a-z]+:\/\/[^/@]*:[^/@]*@/i.test(raw ?? '');
+  const shown =
+    raw === undefined
+      ? 'it is missing'
+      : secret
+        ? `got a value of ${raw.length} characters`
+        : `got ${JSON.stringify(raw.length > 60 ? raw.slice(0, 57) + '...' : raw)}`;
   return `${variable}: ${issue.message} (${shown})`;
 }
 
@@ -263,6 +269,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       unsubscribeMailto: e.WEEKLY_UNSUBSCRIBE_MAILTO,
       unsubscribeSecret: e.UNSUBSCRIBE_SECRET ?? DEV_UNSUBSCRIBE_SECRET,
     },
+    therapistImport: {
+      dropDir: e.SCRAPER_DROP_DIR,
+      stabilityMs: e.SCRAPER_STABILITY_MS,
+      pollIntervalMs: e.SCRAPER_POLL_INTERVAL_MS,
+      runQuietMs: e.SCRAPER_RUN_QUIET_MS,
+      usePolling: e.SCRAPER_USE_POLLING,
+    },
     storage: {
       driver: e.STORAGE_DRIVER,
       bucket: e.GCS_BUCKET,
@@ -275,13 +288,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         maxRetries: e.GCS_MAX_RETRIES,
         totalTimeoutMs: e.GCS_TOTAL_TIMEOUT_MS,
       },
-    },
-    therapistImport: {
-      dropDir: e.SCRAPER_DROP_DIR,
-      stabilityMs: e.SCRAPER_STABILITY_MS,
-      pollIntervalMs: e.SCRAPER_POLL_INTERVAL_MS,
-      runQuietMs: e.SCRAPER_RUN_QUIET_MS,
-      usePolling: e.SCRAPER_USE_POLLING,
     },
   };
 }
