@@ -1,16 +1,16 @@
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
-import type { StillWantedCheck } from '../../libs/mail/index.js';
-import { emailComponents, emailDeadLetterHook } from '../../workers/email/worker.js';
 import { scraperWatcherComponent } from '../producers/scraper-watcher.js';
 import { therapistImportComponents, therapistImportDeadLetterHook } from '../../workers/therapist-import/worker.js';
 import { workerComponent } from '../../libs/runtime/index.js';
 import { bucketPollerComponents } from '../producers/bucket-poller.js';
 import { patientImportDeadLetterHook, patientImportHandlers } from '../../workers/patient-import/worker.js';
-import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
 import { httpComponent } from '../http/component.js';
+import type { StillWantedCheck } from '../../libs/mail/index.js';
+import { emailComponents, emailDeadLetterHook } from '../../workers/email/worker.js';
 import { weeklyComponents } from '../producers/weekly-schedule.js';
 import { weeklyStillWanted } from '../../workers/weekly-status/worker.js';
+import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
 
 /**
  * The roles a fleet process can take. `fleet start` runs them all; `--only a,b` runs a
@@ -24,16 +24,16 @@ export interface RoleSpec {
 
 export const roles: Record<string, RoleSpec> = {};
 
-roles['outbox-relay'] = {
-  description: 'publishes domain events from the outbox to Kafka (one relay publishes, others stand by)',
-  components: (ctx) => outboxRelayComponents(ctx),
-};
-
 // First in the list: the HTTP app starts before and stops after the other roles, so /ready
 // answers (503 "starting"/"stopping") while they start and drain.
 roles.http = {
   description: 'HTTP app: Bull Board (/dashboard), dead letters (/ops), /health, /ready, /metrics, feature routes',
   components: (ctx) => [httpComponent(ctx, { deadLetterHooks })],
+};
+
+roles['outbox-relay'] = {
+  description: 'publishes domain events from the outbox to Kafka (one relay publishes, others stand by)',
+  components: (ctx) => outboxRelayComponents(ctx),
 };
 
 /** Domain bookkeeping for operator actions on dead letters, per job name. */
