@@ -17,7 +17,10 @@ beforeAll(async () => {
   db = await createTestDatabase();
   redis = new Redis(TEST_REDIS_URL);
 });
+const children: ChildProcess[] = [];
 afterAll(async () => {
+  // a failed assertion must not leave a fixture process behind
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   redis.disconnect();
   await db.drop();
 });
@@ -27,6 +30,7 @@ function startProcess(env: Record<string, string>): { child: ChildProcess; start
     env: { ...process.env, DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: t.prefix, LOG_LEVEL: 'info', LOG_PRETTY: 'false', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  children.push(child);
   let out = '';
   const started = new Promise<void>((resolve, reject) => {
     child.stdout!.on('data', (d: Buffer) => {
