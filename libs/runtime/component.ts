@@ -9,6 +9,8 @@ export interface Component {
   start(): Promise<void>;
   /** Stop taking work and finish what is in hand within the time limit. */
   stop(timeoutMs: number): Promise<void>;
+  /** The job names whose handlers this component runs (worker components). */
+  handles?: readonly string[];
   /**
    * Readiness of what this component depends on beyond PostgreSQL and Redis (e.g. Kafka).
    * Shown by `GET /ready`; not critical unless it says `critical: true` (see readiness.ts).

@@ -8,6 +8,7 @@ export function workerComponent(ctx: FleetContext, name: string, handlers: Handl
   let workers: Worker[] = [];
   return {
     name,
+    handles: Object.keys(handlers),
     async start() {
       workers = bindWorkers(handlers, {
         connection: ctx.workerRedis(),

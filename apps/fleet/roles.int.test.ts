@@ -1,0 +1,42 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../libs/config/index.js';
+import { silentLogger } from '../../libs/log/index.js';
+import { jobNames } from '../../libs/queues/index.js';
+import { openContext, type FleetContext } from '../../libs/runtime/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { resolveRoles, roles, UnknownRoleError } from './roles.js';
+
+let db: TestDatabase;
+let ctx: FleetContext;
+const queuePrefix = testQueuePrefix();
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  ctx = openContext(loadConfig({ DATABASE_URL: db.url, QUEUE_PREFIX: queuePrefix.prefix, LOG_LEVEL: 'silent' }), silentLogger());
+});
+afterAll(async () => {
+  await ctx.close();
+  await queuePrefix.cleanup();
+  await db.drop();
+});
+
+describe('roles', () => {
+  it('every job name of the catalog has exactly one handler across all roles', async () => {
+    const handledBy = new Map<string, string[]>();
+    for (const [role, spec] of Object.entries(roles)) {
+      for (const c of await spec.components(ctx)) {
+        for (const name of c.handles ?? []) handledBy.set(name, [...(handledBy.get(name) ?? []), `${role}/${c.name}`]);
+      }
+    }
+    for (const name of jobNames) expect(handledBy.get(name), `handlers of ${name}`).toHaveLength(1);
+    expect([...handledBy.keys()].sort()).toEqual([...jobNames].sort());
+  });
+
+  it('--only takes a subset and names unknown roles', () => {
+    expect(resolveRoles()).toEqual(Object.keys(roles));
+    expect(resolveRoles('email, http')).toEqual(['email', 'http']);
+    expect(() => resolveRoles('email,mailer')).toThrow(UnknownRoleError);
+    expect(() => resolveRoles('email,mailer')).toThrow(/unknown role\(s\): mailer; known roles: .*email/);
+  });
+});
