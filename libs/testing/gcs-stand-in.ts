@@ -1,7 +1,7 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { CRC32C } from '@google-cloud/storage';
+import { crc32cBase64, md5Base64 } from '../storage/checksums.js';
 
 /**
  * A small in-memory Google Cloud Storage stand-in speaking the JSON API that
@@ -140,15 +140,7 @@ class HttpError extends Error {
   }
 }
 
-export function md5Base64(data: Buffer): string {
-  return createHash('md5').update(data).digest('base64');
-}
-
-export function crc32cBase64(data: Buffer): string {
-  const c = new CRC32C();
-  c.update(data);
-  return c.toString();
-}
+export { crc32cBase64, md5Base64 };
 
 function compareNames(a: string, b: string): number {
   // GCS orders names by their UTF-8 bytes.

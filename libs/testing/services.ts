@@ -44,3 +44,13 @@ export async function assertServicesUp(): Promise<void> {
     redis.disconnect();
   }
 }
+
+/** Drops a database made for a test or a benchmark (connections are closed by force). */
+export async function dropDatabase(name: string, adminUrl: string = TEST_ADMIN_DB_URL): Promise<void> {
+  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`drop database if exists "${name.replaceAll('"', '""')}" with (force)`);
+  } finally {
+    await admin.end({ timeout: 1 });
+  }
+}

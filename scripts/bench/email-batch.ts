@@ -11,8 +11,8 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import postgres from 'postgres';
-import { Redis } from 'ioredis';
+import { deleteQueueKeys } from '../../libs/testing/redis.js';
+import { dropDatabase } from '../../libs/testing/services.js';
 import { loadConfig } from '../../libs/config/index.js';
 import { runMigrations } from '../../libs/db/migrate.js';
 import { createLogger, silentLogger } from '../../libs/log/index.js';
@@ -151,15 +151,6 @@ try {
   for (const c of running.reverse()) await c.stop(5_000).catch(() => {});
   await ctx.close();
   standIn.kill('SIGTERM');
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
-  await admin.end();
-  const redis = new Redis(REDIS_URL);
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `{${prefix}}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.del(...keys);
-  } while (cursor !== '0');
-  redis.disconnect();
+  await dropDatabase(dbName, ADMIN_URL);
+  await deleteQueueKeys(prefix, REDIS_URL);
 }

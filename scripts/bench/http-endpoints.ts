@@ -7,8 +7,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import postgres from 'postgres';
-import { Redis } from 'ioredis';
+import { deleteQueueKeys } from '../../libs/testing/redis.js';
+import { dropDatabase } from '../../libs/testing/services.js';
 import { httpComponent } from '../../apps/http/component.js';
 import { loadConfig } from '../../libs/config/index.js';
 import { runMigrations } from '../../libs/db/migrate.js';
@@ -66,17 +66,8 @@ async function main() {
   } finally {
     await http.stop(5_000);
     await ctx.close();
-    const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-    await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
-    await admin.end({ timeout: 1 });
-    const redis = new Redis(REDIS_URL);
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `{${prefix}}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== '0');
-    redis.disconnect();
+    await dropDatabase(dbName, ADMIN_URL);
+    await deleteQueueKeys(prefix, REDIS_URL);
   }
 }
 
