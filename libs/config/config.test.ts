@@ -82,3 +82,15 @@ describe('config', () => {
     expect(c.queues.backoffScale).toBe(0.5);
   });
 });
+
+describe('README configuration table', () => {
+  it('is the table generated from .env.example (run npx tsx scripts/config-table.ts)', async () => {
+    const { parseEnvExample, renderConfigTable, withConfigTable } = await import('./env-doc.js');
+    const example = readFileSync(new URL('../../.env.example', import.meta.url), 'utf8');
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const rows = parseEnvExample(example);
+    expect(rows.map((r) => r.name).sort()).toEqual(Object.keys(envSchema.shape).sort());
+    expect(rows.every((r) => r.description.length > 0)).toBe(true);
+    expect(withConfigTable(readme, renderConfigTable(rows))).toBe(readme);
+  });
+});
