@@ -1,5 +1,8 @@
-import { and, asc, desc, eq, inArray, lt, sql } from 'drizzle-orm';
-import type { DbOrTx } from '../client.js';
+import { and, asc, desc, eq, getTableColumns, inArray, lt, sql } from 'drizzle-orm';
+import { getTableConfig } from 'drizzle-orm/pg-core';
+import type postgres from 'postgres';
+import type { Db, DbOrTx } from '../client.js';
+import { deliveries, outbox } from '../schema/fleet.js';
 import {
   patientConsents,
   patientImportLedger,
@@ -185,4 +188,297 @@ export async function insertConsent(tx: DbOrTx, values: NewConsentRow): Promise<
 
 export async function getConsentsOfPatient(db: DbOrTx, patientId: number) {
   return db.select().from(patientConsents).where(eq(patientConsents.patientId, patientId)).orderBy(asc(patientConsents.id));
+}
+
+// ---------------------------------------------------------------------------------------
+// The import's hot path. Plain SQL on the postgres.js client under drizzle (no query
+// builder per file), few statements and few round trips per file: each write below is one
+// statement, and the import transaction is two round trips (begin + lock + lookups
+// pipelined, then one statement that writes everything + commit pipelined). Same tables,
+// columns and defaults as the builder functions above.
+// ---------------------------------------------------------------------------------------
+
+type PgClient = postgres.Sql;
+type Reserved = postgres.ReservedSql;
+
+/** The postgres.js client drizzle runs on (`drizzle(client)` keeps it as `$client`). */
+function clientOf(db: Db): PgClient {
+  const c = (db as unknown as { $client?: PgClient }).$client;
+  if (!c) throw new Error('the drizzle database has no postgres.js client');
+  return c;
+}
+
+function qualified(table: Parameters<typeof getTableConfig>[0]): string {
+  const t = getTableConfig(table);
+  return t.schema ? `"${t.schema}"."${t.name}"` : `"${t.name}"`;
+}
+
+const LEDGER = qualified(patientImportLedger);
+const CONSENTS = qualified(patientConsents);
+const PATIENTS = qualified(patienten);
+const OUTBOX = qualified(outbox);
+const DELIVERIES = qualified(deliveries);
+
+/** What a job needs to know about its ledger row. */
+export interface ImportLedgerHead {
+  id: number;
+  source: 'bucket' | 'file';
+  bucket: string;
+  objectName: string;
+  generation: string;
+  sourceUri: string;
+  md5Hash: string | null;
+  status: PatientImportStatus;
+  attempts: number;
+  patientId: number | null;
+  duplicateOfPatientId: number | null;
+  backupPath: string | null;
+  failedPath: string | null;
+  receivedAt: Date;
+}
+
+const HEAD_COLUMNS =
+  'id, source, bucket, object_name, generation, source_uri, md5_hash, status, attempts, patient_id, duplicate_of_patient_id, backup_path, failed_path, received_at';
+
+function toHead(r: Record<string, unknown>): ImportLedgerHead {
+  return {
+    id: Number(r.id),
+    source: r.source as 'bucket' | 'file',
+    bucket: r.bucket as string,
+    objectName: r.object_name as string,
+    generation: r.generation as string,
+    sourceUri: r.source_uri as string,
+    md5Hash: (r.md5_hash as string | null) ?? null,
+    status: r.status as PatientImportStatus,
+    attempts: Number(r.attempts),
+    patientId: r.patient_id === null ? null : Number(r.patient_id),
+    duplicateOfPatientId: r.duplicate_of_patient_id === null ? null : Number(r.duplicate_of_patient_id),
+    backupPath: (r.backup_path as string | null) ?? null,
+    failedPath: (r.failed_path as string | null) ?? null,
+    receivedAt: r.received_at as Date,
+  };
+}
+
+const START_ATTEMPT = `update ${LEDGER} set attempts = attempts + 1, last_attempt_at = $2::timestamptz, updated_at = $2::timestamptz where id = $1 returning ${HEAD_COLUMNS}`;
+
+/** Counts one more job run on the row and returns what the job needs (one statement). */
+export async function startImportAttempt(db: Db, id: number, at: Date): Promise<ImportLedgerHead | null> {
+  const [r] = await clientOf(db).unsafe(START_ATTEMPT, [id, at.toISOString()], { prepare: true });
+  return r ? toHead(r) : null;
+}
+
+const MARK_BACKED_UP = `update ${LEDGER} set status = 'backed_up', downloaded_at = $2::timestamptz, backed_up_at = $2::timestamptz, backup_path = $3, sha256 = $4, size = $5, updated_at = $6::timestamptz where id = $1`;
+
+export async function markImportBackedUp(db: Db, id: number, at: Date, info: { backupPath: string; sha256: string; size: number }): Promise<void> {
+  const r = await clientOf(db).unsafe(MARK_BACKED_UP, [id, at.toISOString(), info.backupPath, info.sha256, info.size, new Date().toISOString()], { prepare: true });
+  if (!r.count) throw new Error(`ledger row ${id} does not exist`);
+}
+
+const MARK_FINISHED = `update ${LEDGER} set status = $2, delete_outcome = $3, deleted_at = coalesce($4::timestamptz, deleted_at), updated_at = $5::timestamptz where id = $1`;
+
+/** The end of a row: deleted / superseded / done (deleted_at when the object is gone). */
+export async function markImportFinished(db: Db, id: number, status: PatientImportStatus, deleteOutcome: string, deletedAt: Date | null): Promise<void> {
+  const r = await clientOf(db).unsafe(MARK_FINISHED, [id, status, deleteOutcome, deletedAt?.toISOString() ?? null, new Date().toISOString()], { prepare: true });
+  if (!r.count) throw new Error(`ledger row ${id} does not exist`);
+}
+
+/** What the import transaction finds, under the advisory locks of its keys. */
+export interface ImportLookup {
+  /** The ledger row now (null: no such row). */
+  ledger: {
+    status: PatientImportStatus;
+    duplicateKind: string | null;
+    patientId: number | null;
+    duplicateOfPatientId: number | null;
+    possibleDuplicateOfPatientId: number | null;
+  } | null;
+  /** The patient of an earlier consent with the same registration token. */
+  sameTokenPatientId: number | null;
+  /** Patients with the same normalised email (trimmed, NFC, lower case), by id. */
+  sameEmail: Array<{ id: number; vorname: string; nachname: string }>;
+  /** The patient that already has the payment reference. */
+  zahlungsreferenzTakenBy: number | null;
+  /**
+   * An id reserved from the patients' sequence for a new patient (when the row is still
+   * open, no consent has the token and the reference is free), so everything the
+   * transaction writes (event, staff email) can name the patient before it exists.
+   */
+  reservedPatientId: number | null;
+}
+
+export type NewOutboxRow = typeof outbox.$inferInsert;
+export type NewDeliveryRow = typeof deliveries.$inferInsert;
+
+/** What the import transaction writes (null parts are not written). */
+export interface ImportWrites {
+  patient: (NewPatientRow & { id: number }) | null;
+  consent: NewConsentRow | null;
+  event: NewOutboxRow | null;
+  /** Recorded once per idempotency key: an existing delivery is kept and named. */
+  delivery: NewDeliveryRow | null;
+  ledger: {
+    status: 'imported' | 'duplicate';
+    importedAt: Date;
+    patientId: number | null;
+    duplicateOfPatientId: number | null;
+    duplicateKind: string | null;
+    possibleDuplicateOfPatientId: number | null;
+    unknownFields: string[];
+    validation: string;
+  };
+}
+
+const LOCK_KEYS = 'select pg_advisory_xact_lock(hashtextextended(t.k, 0)) from unnest($1::text[]) with ordinality as t(k, n) order by t.n';
+
+const LOOKUP = `
+select l.status, l.duplicate_kind, l.patient_id, l.duplicate_of_patient_id, l.possible_duplicate_of_patient_id,
+       t.patient_id as same_token_patient_id, r.id as ref_taken_by, e.same_email,
+       case when l.status not in ('imported', 'duplicate', 'deleted', 'superseded', 'done') and t.patient_id is null and r.id is null
+            then nextval(pg_get_serial_sequence('${PATIENTS.replaceAll('"', '')}', 'id')) end as reserved_patient_id
+  from (select 1) as one
+  left join ${LEDGER} l on l.id = $1
+  left join lateral (select patient_id from ${CONSENTS} where registration_token = $2::text limit 1) t on true
+  left join lateral (select id from ${PATIENTS} where zahlungsreferenz = $3::text limit 1) r on true
+  left join lateral (
+    select coalesce(json_agg(json_build_object('id', p.id, 'vorname', p.vorname, 'nachname', p.nachname) order by p.id), '[]'::json) as same_email
+      from ${PATIENTS} p
+     where $4::text is not null and lower(normalize(trim(p.email), NFC)) = $4::text
+  ) e on true`;
+
+/** Column names of a table by property name, and an insert from one JSON parameter per row. */
+function jsonRecord(table: Parameters<typeof getTableColumns>[0]) {
+  const columns = getTableColumns(table) as Record<string, { name: string }>;
+  return (values: Record<string, unknown>): { names: string[]; json: string } => {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(values)) {
+      if (v === undefined) continue; // left to the column default, as the builder does
+      const col = columns[k];
+      if (!col) throw new Error(`no column for ${k}`);
+      out[col.name] = v;
+    }
+    return { names: Object.keys(out), json: JSON.stringify(out) };
+  };
+}
+
+const patientRecord = jsonRecord(patienten);
+const consentRecord = jsonRecord(patientConsents);
+const outboxRecord = jsonRecord(outbox);
+const deliveryRecord = jsonRecord(deliveries);
+
+/** `insert into T (cols) select cols from json_populate_record(null::T, $n::json) where $n is not null` */
+function insertFromJson(table: string, names: string[], param: number): string {
+  const cols = names.map((n) => `"${n}"`).join(', ');
+  return `insert into ${table} (${cols}) select ${cols} from json_populate_record(null::${table}, $${param}::json) where $${param}::json is not null`;
+}
+
+const writeStatements = new Map<string, string>();
+
+/** The one statement that writes an import (its text depends only on which columns are set). */
+function writeStatement(p: string[], c: string[], e: string[], d: string[]): string {
+  const key = [p, c, e, d].map((x) => x.join(',')).join('|');
+  let text = writeStatements.get(key);
+  if (!text) {
+    text = `
+with pat as (${insertFromJson(PATIENTS, p, 1)} returning id),
+     con as (${insertFromJson(CONSENTS, c, 2)} returning id),
+     evt as (${insertFromJson(OUTBOX, e, 3)} returning id),
+     del as (${insertFromJson(DELIVERIES, d, 4)} on conflict (idempotency_key) do nothing returning id),
+     old as (select id from ${DELIVERIES} where idempotency_key = ($4::json ->> 'idempotency_key'))
+update ${LEDGER}
+   set status = $6, imported_at = $7::timestamptz, patient_id = $8, duplicate_of_patient_id = $9, duplicate_kind = $10,
+       possible_duplicate_of_patient_id = $11, unknown_fields = $12::jsonb, validation = $13,
+       staff_delivery_id = coalesce((select id from del), (select id from old)), reason = null, error_code = null, updated_at = $14::timestamptz
+ where id = $5
+returning (select id from del) as created_delivery_id, staff_delivery_id,
+          (select count(*) from pat)::int as patients, (select count(*) from con)::int as consents, (select count(*) from evt)::int as events`;
+    writeStatements.set(key, text);
+  }
+  return text;
+}
+
+async function rollback(c: Reserved): Promise<void> {
+  await c.unsafe('rollback').catch(() => {});
+}
+
+/**
+ * The import transaction in two round trips: `begin`, the advisory locks of `keys` (taken
+ * in sorted order, so two imports never deadlock) and the lookups are sent at once (the
+ * lookups run after the locks are held, in a statement of their own, so they see what
+ * the previous holder committed); `decide` turns what was found into what to write (or
+ * throws: rolled back); then one statement writes it all and `commit` follows at once.
+ */
+export async function runImportTransaction<T>(
+  db: Db,
+  q: { keys: string[]; ledgerId: number; registrationToken: string; zahlungsreferenz: string; normalisedEmail: string | null },
+  decide: (found: ImportLookup) => { writes: ImportWrites | null; result: T },
+): Promise<{ result: T; delivery: { id: string; created: boolean } | null }> {
+  const keys = [...new Set(q.keys)].sort();
+  const c = await clientOf(db).reserve();
+  try {
+    const [, , rows] = await Promise.all([
+      c.unsafe('begin'),
+      c.unsafe(LOCK_KEYS, [c.array(keys, 25)] as never[], { prepare: true }),
+      c.unsafe(LOOKUP, [q.ledgerId, q.registrationToken, q.zahlungsreferenz, q.normalisedEmail], { prepare: true }),
+    ]);
+    const r = rows[0]!;
+    const found: ImportLookup = {
+      ledger:
+        r.status === null
+          ? null
+          : {
+              status: r.status as PatientImportStatus,
+              duplicateKind: r.duplicate_kind as string | null,
+              patientId: r.patient_id === null ? null : Number(r.patient_id),
+              duplicateOfPatientId: r.duplicate_of_patient_id === null ? null : Number(r.duplicate_of_patient_id),
+              possibleDuplicateOfPatientId: r.possible_duplicate_of_patient_id === null ? null : Number(r.possible_duplicate_of_patient_id),
+            },
+      sameTokenPatientId: r.same_token_patient_id === null ? null : Number(r.same_token_patient_id),
+      sameEmail: (r.same_email as Array<{ id: number; vorname: string; nachname: string }>) ?? [],
+      zahlungsreferenzTakenBy: r.ref_taken_by === null ? null : Number(r.ref_taken_by),
+      reservedPatientId: r.reserved_patient_id === null ? null : Number(r.reserved_patient_id),
+    };
+    const { writes, result } = decide(found);
+    if (!writes) {
+      await c.unsafe('commit');
+      return { result, delivery: null };
+    }
+    const p = writes.patient ? patientRecord(writes.patient) : null;
+    const cn = writes.consent ? consentRecord(writes.consent) : null;
+    const e = writes.event ? outboxRecord(writes.event) : null;
+    const d = writes.delivery ? deliveryRecord(writes.delivery) : null;
+    const l = writes.ledger;
+    const text = writeStatement(p?.names ?? ['id'], cn?.names ?? ['id'], e?.names ?? ['id'], d?.names ?? ['id']);
+    const params = [
+      p?.json ?? null,
+      cn?.json ?? null,
+      e?.json ?? null,
+      d?.json ?? null,
+      q.ledgerId,
+      l.status,
+      l.importedAt.toISOString(),
+      l.patientId,
+      l.duplicateOfPatientId,
+      l.duplicateKind,
+      l.possibleDuplicateOfPatientId,
+      JSON.stringify(l.unknownFields),
+      l.validation,
+      new Date().toISOString(),
+    ];
+    // A failed write leaves the transaction aborted: the commit then only rolls it back.
+    const [written, committed] = await Promise.allSettled([c.unsafe(text, params as never[], { prepare: true }), c.unsafe('commit')]);
+    if (written.status === 'rejected') throw written.reason;
+    if (committed.status === 'rejected') throw committed.reason;
+    const w = written.value[0];
+    if (!w) throw new Error(`ledger row ${q.ledgerId} does not exist`);
+    if ((w.patients as number) !== (writes.patient ? 1 : 0) || (w.consents as number) !== (writes.consent ? 1 : 0) || (w.events as number) !== (writes.event ? 1 : 0)) {
+      throw new Error(`ledger row ${q.ledgerId}: the import statement wrote an unexpected number of rows`);
+    }
+    const deliveryId = (w.staff_delivery_id as string | null) ?? null;
+    return { result, delivery: d && deliveryId ? { id: deliveryId, created: w.created_delivery_id !== null } : null };
+  } catch (err) {
+    await rollback(c);
+    throw err;
+  } finally {
+    c.release();
+  }
 }
