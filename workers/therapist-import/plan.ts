@@ -127,6 +127,10 @@ function canonical(v: unknown): string {
 }
 
 export function sameValue(a: unknown, b: unknown): boolean {
+  // Cheap answers first (most fields are plain strings); same results as the general rule below.
+  if (a === b) return true;
+  if (a === null || a === undefined || b === null || b === undefined) return isEmptyValue(a) && isEmptyValue(b);
+  if (typeof a === 'string' && typeof b === 'string') return a.trim() === '' && b.trim() === '';
   if (isEmptyValue(a) && isEmptyValue(b)) return true;
   return canonical(a) === canonical(b);
 }

@@ -151,12 +151,135 @@ export function parseScraperFile(text: string): ParsedFile {
         : null;
     const rawStatus = typeof item === 'object' && item !== null ? (item as { status?: unknown }).status : undefined;
     const statedStatus = typeof rawStatus === 'string' ? rawStatus : null;
+    const fast = wellFormedTherapist(item);
+    if (fast) return { index, ok: true as const, externalId: fast.id, statedStatus, therapist: fast };
     const r = scraperTherapistSchema.safeParse(item);
     return r.success
       ? { index, ok: true as const, externalId: r.data.id, statedStatus, therapist: r.data }
       : { index, ok: false as const, externalId, statedStatus, reason: describe(r.error) };
   });
   return { metadata, fileErrors, lines };
+}
+
+// ---------------------------------------------------------------- fast path
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const statusSet = new Set<string>(scraperStatuses);
+/** Marks a value the fast path does not take (zod then decides, with its own messages). */
+const NO = Symbol('not well-formed');
+
+function fastOptText(v: unknown, max: number): string | null | typeof NO {
+  if (v === null || v === undefined) return null;
+  if (typeof v !== 'string') return NO;
+  const t = v.trim();
+  if (t.length > max) return NO;
+  return t || null;
+}
+
+function fastRequiredText(v: unknown, max: number): string | typeof NO {
+  if (typeof v !== 'string') return NO;
+  const t = v.trim();
+  return t.length === 0 || t.length > max ? NO : t;
+}
+
+function fastStringList(v: unknown): string[] | typeof NO {
+  if (v === null || v === undefined) return [];
+  if (!Array.isArray(v)) return NO;
+  const out: string[] = [];
+  for (const s of v) {
+    if (typeof s !== 'string') return NO;
+    const t = s.trim();
+    if (t) out.push(t);
+  }
+  return out;
+}
+
+function fastHours(v: unknown): Record<string, string[]> | null | typeof NO {
+  if (v === null || v === undefined) return null;
+  if (!isObject(v) || Object.getPrototypeOf(v) !== Object.prototype) return NO;
+  const out: Record<string, string[]> = {};
+  let any = false;
+  for (const day of Object.keys(v)) {
+    const value = v[day];
+    let slots: string[];
+    if (value === null) slots = [];
+    else if (typeof value === 'string') slots = value ? [value] : [];
+    else if (Array.isArray(value)) {
+      slots = [];
+      for (const s of value) {
+        if (typeof s !== 'string') return NO;
+        slots.push(s);
+      }
+    } else return NO;
+    const kept = slots.map((s) => s.trim()).filter(Boolean);
+    if (kept.length) {
+      out[day] = kept;
+      any = true;
+    }
+  }
+  return any ? out : null;
+}
+
+/**
+ * The common case without zod: a therapist whose every field already has the plain expected
+ * type and passes every rule gives exactly what `scraperTherapistSchema` gives (a unit test
+ * compares the two on many variants). Anything else returns null and goes through zod,
+ * which names the field of an error. Zod's per-object overhead was most of the import's
+ * allocations (and so of its garbage collection).
+ */
+export function wellFormedTherapist(item: unknown): ScraperTherapist | null {
+  if (!isObject(item)) return null;
+  const rawId = item.id;
+  let id: string | null;
+  if (rawId === null || rawId === undefined) id = null;
+  else if (typeof rawId === 'string') id = rawId.trim() || null;
+  else return null;
+  const status = item.status;
+  if (typeof status !== 'string' || !statusSet.has(status)) return null;
+  const b = item.basic_info;
+  const l = item.location;
+  if (!isObject(b) || !isObject(l)) return null;
+  const sal = b.salutation;
+  if (sal !== null && sal !== undefined && typeof sal !== 'string') return null;
+  const salutation = (sal ?? '').trim();
+  if (salutation !== '' && salutation !== 'Herr' && salutation !== 'Frau') return null;
+  const title = fastOptText(b.title, 50);
+  const first = fastRequiredText(b.first_name, 100);
+  const last = fastRequiredText(b.last_name, 100);
+  const street = fastOptText(l.street, 240);
+  const house = fastOptText(l.house_number, 14);
+  const city = fastOptText(l.city, 100);
+  if (title === NO || first === NO || last === NO || street === NO || house === NO || city === NO) return null;
+  if (typeof l.postal_code !== 'string') return null;
+  const plz = l.postal_code.trim();
+  if (!/^\d{5}$/.test(plz)) return null;
+  const c = item.contact;
+  let contact: { phone: string | null; email: string | null; fax: string | null };
+  if (c === null || c === undefined) contact = { phone: null, email: null, fax: null };
+  else if (!isObject(c)) return null;
+  else {
+    const phone = fastOptText(c.phone, 50);
+    const email = fastOptText(c.email, 255);
+    const fax = fastOptText(c.fax, 50);
+    if (phone === NO || email === NO || fax === NO) return null;
+    contact = { phone, email, fax };
+  }
+  const languages = fastStringList(item.languages);
+  const methods = fastStringList(item.therapy_methods);
+  const hoursOut = fastHours(item.telephone_hours);
+  if (languages === NO || methods === NO || hoursOut === NO) return null;
+  const out: ScraperTherapist = {
+    id,
+    status: status as ScraperStatus,
+    basic_info: { salutation, title, first_name: first, last_name: last },
+    location: { street, house_number: house, postal_code: plz, city },
+    contact,
+    languages,
+    therapy_methods: methods,
+    telephone_hours: hoursOut,
+  };
+  if ('last_modified' in item) out.last_modified = item.last_modified;
+  return out;
 }
 
 function error(e: z.ZodError): string {
