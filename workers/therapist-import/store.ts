@@ -28,7 +28,7 @@ export function postgresTherapistImportStore(database: Database, mail: SummaryAd
           upsertExternalIds: (scope, fileId, entries, now) => repo.upsertExternalIds(tx, scope, fileId, entries, now),
           appendEvents: (events) => appendEvents(tx, events),
           finishFile: (id, outcome) => repo.finishFile(tx, id, outcome),
-          closeRunIfDrained: (runId, summarize) => repo.closeRunIfDrained(tx, runId, summarize),
+          closeRunIfDrained: (runId, summarize, finishingFileId) => repo.closeRunIfDrained(tx, runId, summarize, finishingFileId),
           async queueSummary(runId, message) {
             const { id } = await repo.queueDelivery(tx, {
               idempotencyKey: `therapist-import.run.${runId}`,

@@ -77,16 +77,26 @@ export async function closeRunIfDrained(
   tx: Tx,
   runId: number,
   summarize: (files: TherapistImportFileRow[]) => { counts: TherapistImportCounts; fileStatusCounts: Record<string, number> },
+  finishingFileId?: number,
 ): Promise<ClosedRun | null> {
   // Lock the run row first; the check is a statement of its own, sent right behind it on the
   // same connection (pipelined): it runs once the lock is held, with a fresh snapshot (READ
   // COMMITTED), so it sees files committed by an import that held the lock before us.
+  // `finishingFileId`: the caller's own file, finished in this transaction; the list of files
+  // read for the totals is sent only after the lock, so it sees that file's final row.
   const [[run], [pending]] = await Promise.all([
     tx.select({ state: therapistImportRuns.state }).from(therapistImportRuns).where(eq(therapistImportRuns.id, runId)).for('update'),
     tx
       .select({ id: therapistImportFiles.id })
       .from(therapistImportFiles)
-      .where(and(eq(therapistImportFiles.runId, runId), inArray(therapistImportFiles.status, ['queued', 'importing'])))
+      .where(
+        and(
+          eq(therapistImportFiles.runId, runId),
+          inArray(therapistImportFiles.status, ['queued', 'importing']),
+          // The file finishing in this very transaction (its row may be written later in the same pipeline).
+          finishingFileId === undefined ? undefined : ne(therapistImportFiles.id, finishingFileId),
+        ),
+      )
       .limit(1),
   ]);
   if (!run || run.state !== 'sealed') return null;
