@@ -71,6 +71,8 @@ export const envSchema = z.object({
     .default('fleet'),
   SHUTDOWN_TIMEOUT_MS: int(30_000, 0),
   WORKER_CONCURRENCY: int(4, 1),
+  WORKER_LOCK_DURATION_MS: int(30_000, 1_000),
+  WORKER_STALLED_INTERVAL_MS: int(30_000, 500),
   RETRY_BACKOFF_SCALE: z.coerce.number({ error: 'expected a number' }).positive({ error: 'expected a number > 0' }).max(1, { error: 'expected a number <= 1' }).default(1),
 
   HTTP_HOST: z.string().default('127.0.0.1'),
@@ -210,6 +212,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       prefix: e.QUEUE_PREFIX,
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
       concurrency: e.WORKER_CONCURRENCY,
+      /** A job's lock lives this long unless its worker renews it (every half of it). */
+      lockDurationMs: e.WORKER_LOCK_DURATION_MS,
+      /** How often a worker looks for jobs whose lock expired (their process died) and puts them back. */
+      stalledIntervalMs: e.WORKER_STALLED_INTERVAL_MS,
       backoffScale: e.RETRY_BACKOFF_SCALE,
     },
     http: {

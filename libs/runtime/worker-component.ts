@@ -3,7 +3,11 @@ import { bindWorkers, closeWorkers, type Handlers } from '../queues/index.js';
 import type { Component } from './component.js';
 import type { FleetContext } from './context.js';
 
-/** A component that runs the BullMQ workers of the given handlers. */
+/**
+ * A component that runs the BullMQ workers of the given handlers. Lock duration and stalled
+ * interval come from the config (WORKER_LOCK_DURATION_MS, WORKER_STALLED_INTERVAL_MS) unless
+ * `opts` sets them.
+ */
 export function workerComponent(ctx: FleetContext, name: string, handlers: Handlers, opts: { lockDurationMs?: number; stalledIntervalMs?: number } = {}): Component {
   let workers: Worker[] = [];
   return {
@@ -17,8 +21,8 @@ export function workerComponent(ctx: FleetContext, name: string, handlers: Handl
         metrics: ctx.metrics,
         queues: ctx.queues,
         concurrency: ctx.config.queues.concurrency,
-        ...(opts.lockDurationMs ? { lockDurationMs: opts.lockDurationMs } : {}),
-        ...(opts.stalledIntervalMs ? { stalledIntervalMs: opts.stalledIntervalMs } : {}),
+        lockDurationMs: opts.lockDurationMs ?? ctx.config.queues.lockDurationMs,
+        stalledIntervalMs: opts.stalledIntervalMs ?? ctx.config.queues.stalledIntervalMs,
       });
       await Promise.all(workers.map((w) => w.waitUntilReady()));
       ctx.log.info({ component: name, queues: workers.map((w) => w.name) }, 'workers started');
