@@ -11,6 +11,8 @@
  * in this one), as `fleet start --only patient-import` would on N cores.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -42,6 +44,46 @@ let stopChildren = () => {};
 const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 50);
 const mib = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MiB`;
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+
+/** CPU seconds (user + system) of a process from /proc (Linux); 0 when it is gone. */
+function procCpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * CPU seconds of PostgreSQL, split into the backends serving the benchmark's database and
+ * the server's own background processes (WAL writer, checkpointer, ...; shared with anything
+ * else running on the machine). Read from /proc: the server runs on this machine.
+ */
+function postgresCpu(dbName: string): { backends: Map<number, number>; background: number } {
+  const backends = new Map<number, number>();
+  let background = 0;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    let cmd: string;
+    try {
+      cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8').replace(/\0/g, ' ');
+    } catch {
+      continue;
+    }
+    if (!cmd.startsWith('postgres: ')) continue;
+    if (cmd.includes(` ${dbName} `)) backends.set(Number(d), procCpuSeconds(Number(d)));
+    else if (!/ postgres \S+ \d+\.\d+\.\d+\.\d+\(|\[local\]/.test(cmd)) background += procCpuSeconds(Number(d));
+  }
+  return { backends, background };
+}
+
+async function redisCpu(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  const v = (k: string) => Number(new RegExp(`${k}:([\\d.]+)`).exec(info)?.[1] ?? 0);
+  return v('used_cpu_sys') + v('used_cpu_user');
+}
 
 async function noopThroughput(prefix: string): Promise<number> {
   const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
@@ -101,6 +143,11 @@ async function main() {
       );
     } else await h.startWorkers();
     stopChildren = () => children.forEach((c) => c.kill('SIGTERM'));
+    const redisInfo = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+    const childCpu = () => children.reduce((sum, c) => sum + procCpuSeconds(c.pid!), 0);
+    const pg0 = postgresCpu(dbName);
+    const redis0 = await redisCpu(redisInfo);
+    const children0 = childCpu();
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     const poll = await h.poll();
@@ -115,6 +162,13 @@ async function main() {
     }
     const t1 = performance.now();
     const cpu = process.cpuUsage(cpu0);
+    const pg1 = postgresCpu(dbName);
+    const redis1 = await redisCpu(redisInfo);
+    const children1 = childCpu();
+    redisInfo.disconnect();
+    let pgBackends = 0;
+    for (const [pid, s1] of pg1.backends) pgBackends += s1 - (pg0.backends.get(pid) ?? 0);
+    const perFile = (seconds: number) => `${((seconds * 1000) / FILES).toFixed(1)} ms`;
     const seconds = (t1 - t0) / 1000;
     const jobs = await h.ctx.queues.queue('patient-import').getJobs(['completed'], 0, FILES + 10);
     const enqueuedAt = new Map(jobs.map((j) => [(j.data as { ledgerId: number }).ledgerId, j.timestamp]));
@@ -126,6 +180,10 @@ async function main() {
     console.log(`latency enqueue -> deletion: p50 ${pct(latencies, 50).toFixed(0)} ms, p95 ${pct(latencies, 95).toFixed(0)} ms, max ${latencies.at(-1)!.toFixed(0)} ms (${latencies.length} files)`);
     console.log(`worker processes: ${PROCESSES || 'none (workers in this process)'}`);
     console.log(`CPU of this process (stand-in + poller${PROCESSES ? '' : ' + workers'}): ${((cpu.user + cpu.system) / 1000 / FILES).toFixed(1)} ms per file; machine load average ${(await import('node:os')).loadavg()[0]!.toFixed(1)} on ${(await import('node:os')).cpus().length} cores`);
+    if (PROCESSES) console.log(`CPU of the ${PROCESSES} worker processes: ${perFile(children1 - children0)} per file`);
+    console.log(`CPU of PostgreSQL: ${perFile(pgBackends)} per file in the ${pg1.backends.size} backends of the benchmark database, ${perFile(pg1.background - pg0.background)} per file in its background processes (WAL writer, checkpointer, ...: shared with anything else running)`);
+    console.log(`CPU of Redis: ${perFile(redis1 - redis0)} per file (the whole server: shared with anything else running)`);
+    console.log(`CPU of everything measured: ${perFile((cpu.user + cpu.system) / 1e6 + (children1 - children0) + pgBackends + (pg1.background - pg0.background) + (redis1 - redis0))} per file (${cpus().length} cores: 100 files/s leaves at most ${(cpus().length * 10).toFixed(0)} ms per file)`);
     console.log(`peak memory (RSS of this process${PROCESSES ? `; the ${PROCESSES} worker processes are not included` : ''}): ${mib(peakRss)}`);
     console.log(`import vs raw no-op throughput: ${((FILES / seconds / noop) * 100).toFixed(1)} %`);
     if (standIn.listObjects(BUCKET, PREFIX).length) throw new Error('objects left in the bucket');

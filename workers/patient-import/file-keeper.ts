@@ -1,5 +1,5 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { FileKeeper, ImportRow } from './ports.js';
 
@@ -35,18 +35,11 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-async function sameContent(file: string, bytes: Buffer): Promise<boolean> {
-  try {
-    const existing = await readFile(file);
-    return createHash('sha256').update(existing).digest('hex') === createHash('sha256').update(bytes).digest('hex');
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Writes `bytes` durably to `dir/name`: a temporary file, fsync, rename, fsync of the
- * directory. A file already there with the same bytes is kept (a retry).
+ * directory. A retry writes the file again the same way: the rename replaces a copy left by
+ * an earlier attempt atomically (no read of the old copy first; its name is the ledger id
+ * and the object name, so it held the same generation's bytes).
  */
 export async function writeDurably(dir: string, name: string, bytes: Buffer): Promise<string> {
   const root = path.resolve(dir);
@@ -56,7 +49,6 @@ export async function writeDurably(dir: string, name: string, bytes: Buffer): Pr
     await mkdir(root, { recursive: true });
     madeDirs.add(root);
   }
-  if (await sameContent(target, bytes)) return target;
   const tmp = path.join(root, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
   const fd = await open(tmp, 'wx', 0o600);
   try {
