@@ -12,7 +12,6 @@ import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 
 const run = promisify(execFile);
 const main = fileURLToPath(new URL('./main.ts', import.meta.url));
-const tsx = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url));
 
 let db: TestDatabase;
 let t: ReturnType<typeof createTestQueues>;
@@ -22,7 +21,7 @@ let failing = true;
 
 async function fleet(...args: string[]) {
   try {
-    const { stdout, stderr } = await run(tsx, [main, ...args], {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args], {
       env: { ...process.env, DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: t.prefix, FLEET_OPERATOR: 'ops-anna', LOG_LEVEL: 'warn' },
     });
     return { code: 0, stdout, stderr };

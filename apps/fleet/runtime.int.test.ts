@@ -7,7 +7,6 @@ import { createTestQueues } from '../../libs/testing/queues.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 
 const fixture = fileURLToPath(new URL('./fixtures/slow-worker-process.ts', import.meta.url));
-const tsx = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url));
 
 let db: TestDatabase;
 let t: ReturnType<typeof createTestQueues>;
@@ -26,7 +25,7 @@ afterAll(async () => {
 });
 
 function startProcess(env: Record<string, string>): { child: ChildProcess; started: Promise<void>; exited: Promise<number | null> } {
-  const child = spawn(tsx, [fixture], {
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture], {
     env: { ...process.env, DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: t.prefix, LOG_LEVEL: 'info', LOG_PRETTY: 'false', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
