@@ -132,7 +132,35 @@ export function sameValue(a: unknown, b: unknown): boolean {
   if (a === null || a === undefined || b === null || b === undefined) return isEmptyValue(a) && isEmptyValue(b);
   if (typeof a === 'string' && typeof b === 'string') return a.trim() === '' && b.trim() === '';
   if (isEmptyValue(a) && isEmptyValue(b)) return true;
-  return canonical(a) === canonical(b);
+  return sameCanonical(a, b);
+}
+
+/** `canonical(a) === canonical(b)` without building the strings (the jsonb fields of every line). */
+function sameCanonical(a: unknown, b: unknown): boolean {
+  const aNull = a === null || a === undefined || (typeof a === 'number' && !Number.isFinite(a));
+  const bNull = b === null || b === undefined || (typeof b === 'number' && !Number.isFinite(b));
+  if (aNull || bNull) return aNull && bNull;
+  if (typeof a !== 'object' || typeof b !== 'object') {
+    if (typeof a === 'object' || typeof b === 'object') return canonical(a) === canonical(b);
+    return a === b || JSON.stringify(a) === JSON.stringify(b);
+  }
+  const aArr = Array.isArray(a);
+  if (aArr !== Array.isArray(b)) return false;
+  if (aArr) {
+    const x = a as unknown[];
+    const y = b as unknown[];
+    if (x.length !== y.length) return false;
+    for (let i = 0; i < x.length; i++) if (!sameCanonical(x[i], y[i])) return false;
+    return true;
+  }
+  const x = a as Record<string, unknown>;
+  const y = b as Record<string, unknown>;
+  const keys = Object.keys(x);
+  if (keys.length !== Object.keys(y).length) return false;
+  for (const k of keys) {
+    if (!Object.prototype.hasOwnProperty.call(y, k) || !sameCanonical(x[k], y[k])) return false;
+  }
+  return true;
 }
 
 /**
