@@ -55,6 +55,7 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
           registrationToken: input.registrationToken,
           zahlungsreferenz: p.zahlungsreferenz,
           normalisedEmail: email,
+          backedUp: input.backedUp ? { at, ...input.backedUp } : null,
         },
         (found) => decideImport(input, found, at, opts.mail),
       );

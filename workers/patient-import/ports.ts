@@ -49,6 +49,8 @@ export interface CommitInput {
   signed: boolean;
   unknownFields: string[];
   validation: string;
+  /** The durable backup to record first (as markBackedUp does, committed before the import transaction). */
+  backedUp?: { backupPath: string; sha256: string; size: number } | null;
   /** Staff email for the outcome, or null for none (same token again, or switched off). */
   staffMail(outcome: CommitOutcome): StaffMail | null;
 }
@@ -75,9 +77,15 @@ export interface FailInput {
 export interface ImportStore {
   /** Counts one more job run on the row and returns it (PermanentError when there is no such row). */
   startAttempt(ledgerId: number): Promise<ImportRow>;
-  /** Downloaded (checksum verified) and backed up durably: one update with both timestamps. */
+  /**
+   * Downloaded (checksum verified) and backed up durably: one update with both timestamps.
+   * (A file that validates passes the same record to `commit` as `backedUp` instead.)
+   */
   markBackedUp(ledgerId: number, info: { backupPath: string; sha256: string; size: number }): Promise<void>;
-  /** ONE transaction: duplicate checks, patient, consent, ledger status, event, staff email. */
+  /**
+   * ONE transaction: duplicate checks, patient, consent, ledger status, event, staff email.
+   * `input.backedUp` is recorded first, committed on its own whatever the transaction does.
+   */
   commit(input: CommitInput): Promise<CommitResult>;
   /** Ledger row failed + one failure email (idempotency key per ledger row), one transaction. */
   markFailed(input: FailInput): Promise<{ deliveryId: string; created: boolean }>;

@@ -3,7 +3,7 @@ import { errorMessage, isPermanent, PermanentError } from '../../libs/errors/ind
 import { parseFileName } from './file-name.js';
 import { mapPatient } from './map-patient.js';
 import { parseRegistration, rejectCodes } from './parse-registration.js';
-import type { CommitOutcome, ImportDeps, ImportRow } from './ports.js';
+import type { CommitInput, CommitOutcome, ImportDeps, ImportRow } from './ports.js';
 import { withholdValues } from './registration-schema.js';
 import { failedMail, importedMail } from './staff-mails.js';
 
@@ -38,13 +38,22 @@ export async function processPatientImport(
     if (row.status === 'imported' || row.status === 'duplicate') return await finish(row, deps);
     bytes = await download(row, deps);
     const backupPath = await deps.backups.save(row, bytes);
-    if (ORDER.indexOf(row.status) < 2 || row.backupPath !== backupPath) {
-      await deps.store.markBackedUp(ledgerId, { backupPath, sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length });
-      row.status = 'backed_up';
+    const backedUp =
+      ORDER.indexOf(row.status) < 2 || row.backupPath !== backupPath
+        ? { backupPath, sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length }
+        : null;
+    let input: CommitInput;
+    try {
+      input = validate(row, bytes, deps);
+    } catch (err) {
+      // A file that does not validate: the backup is recorded before the failure.
+      if (backedUp) await deps.store.markBackedUp(ledgerId, backedUp);
+      throw err;
     }
+    row.status = 'backed_up';
     row.backupPath = backupPath;
-    const input = validate(row, bytes, deps);
-    const result = await deps.store.commit(input);
+    // A file that validates: the backup record goes with the import (its own statement, committed first, same round trip).
+    const result = await deps.store.commit({ ...input, backedUp });
     deps.log.info({ ledgerId, outcome: result.outcome.kind, patientId: result.outcome.patientId }, 'registration committed');
     for (const id of result.deliveryIds) await deps.sendMail(id);
     await deps.afterCommit?.();

@@ -401,7 +401,8 @@ async function rollback(c: Reserved): Promise<void> {
 }
 
 /**
- * The import transaction in two round trips: `begin`, the advisory locks of `keys` (taken
+ * The import transaction in two round trips: (the ledger's backed-up record, committed on
+ * its own,) `begin`, the advisory locks of `keys` (taken
  * in sorted order, so two imports never deadlock) and the lookups are sent at once (the
  * lookups run after the locks are held, in a statement of their own, so they see what
  * the previous holder committed); `decide` turns what was found into what to write (or
@@ -409,17 +410,28 @@ async function rollback(c: Reserved): Promise<void> {
  */
 export async function runImportTransaction<T>(
   db: Db,
-  q: { keys: string[]; ledgerId: number; registrationToken: string; zahlungsreferenz: string; normalisedEmail: string | null },
+  q: {
+    keys: string[];
+    ledgerId: number;
+    registrationToken: string;
+    zahlungsreferenz: string;
+    normalisedEmail: string | null;
+    /** Records the durable backup first (its own statement, committed on its own), in the same round trip. */
+    backedUp?: { at: Date; backupPath: string; sha256: string; size: number } | null;
+  },
   decide: (found: ImportLookup) => { writes: ImportWrites | null; result: T },
 ): Promise<{ result: T; delivery: { id: string; created: boolean } | null }> {
   const keys = [...new Set(q.keys)].sort();
   const c = await clientOf(db).reserve();
   try {
-    const [, , rows] = await Promise.all([
+    const b = q.backedUp;
+    const [marked, , , rows] = await Promise.all([
+      b ? c.unsafe(MARK_BACKED_UP, [q.ledgerId, b.at.toISOString(), b.backupPath, b.sha256, b.size, new Date().toISOString()], { prepare: true }) : null,
       c.unsafe('begin'),
       c.unsafe(LOCK_KEYS, [c.array(keys, 25)] as never[], { prepare: true }),
       c.unsafe(LOOKUP, [q.ledgerId, q.registrationToken, q.zahlungsreferenz, q.normalisedEmail], { prepare: true }),
     ]);
+    if (marked && !marked.count) throw new Error(`ledger row ${q.ledgerId} does not exist`);
     const r = rows[0]!;
     const found: ImportLookup = {
       ledger:
