@@ -4,7 +4,7 @@ import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
-import { closeTherapistRun, enqueueTherapistFile } from '../../workers/therapist-import/worker.js';
+import { closeTherapistRun, enqueueFreshTherapistFiles, enqueueTherapistFile } from '../../workers/therapist-import/worker.js';
 import { classifyDropPath } from './scraper-layout.js';
 
 /**
@@ -199,9 +199,8 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const run = await runForNewFile();
     const rows = await repo.registerFiles(db, [...fresh.values()].map((f) => ({ ...f, runId: run })));
     rows.sort((a, b) => Number(b.urgent) - Number(a.urgent) || a.id - b.id);
-    for (const r of rows.filter((x) => x.urgent)) await enqueueTherapistFile(ctx, r, { fresh: true });
-    const rest = rows.filter((x) => !x.urgent);
-    for (let i = 0; i < rest.length; i += 50) await Promise.all(rest.slice(i, i + 50).map((r) => enqueueTherapistFile(ctx, r, { fresh: true })));
+    // Urgent files first (and with the higher priority); one Redis round trip per 500 jobs.
+    await enqueueFreshTherapistFiles(ctx, rows);
     log.info({ runId: run, files: rows.length }, 'scraper files registered');
   }
 

@@ -3,7 +3,8 @@ import path from 'node:path';
 import type { Job } from 'bullmq';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
-import { therapistImportJobId, type Handlers } from '../../libs/queues/index.js';
+import { PermanentError } from '../../libs/errors/index.js';
+import { catalog, describeZodError, jobOptionsFor, therapistImportJobId, type Handlers } from '../../libs/queues/index.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import {
   closeRunIfDrained,
@@ -59,6 +60,29 @@ export async function enqueueTherapistFile(ctx: FleetContext, file: repo.Therapi
   if (job && (await job.isCompleted())) {
     const row = await repo.getFile(ctx.database.db, file.id);
     if (row && (row.status === 'queued' || row.status === 'importing')) await job.retry('completed');
+  }
+}
+
+/**
+ * Enqueues files registered just now (no earlier job can have finished) in bulk: one Redis
+ * round trip per 500 jobs, same job ids, priorities, options and payload validation as
+ * `enqueueTherapistFile`.
+ */
+export async function enqueueFreshTherapistFiles(ctx: FleetContext, files: repo.TherapistImportFileRow[]): Promise<void> {
+  const def = catalog['therapist-import'];
+  const opts = jobOptionsFor('therapist-import', ctx.queues.backoffScale);
+  const queue = ctx.queues.queue(def.queue);
+  for (let i = 0; i < files.length; i += 500) {
+    const jobs = files.slice(i, i + 500).map((file) => {
+      const parsed = def.schema.safeParse({ fileId: file.id });
+      if (!parsed.success) throw new PermanentError('invalid_payload', `job therapist-import: ${describeZodError(parsed.error)}`);
+      return {
+        name: 'therapist-import',
+        data: parsed.data,
+        opts: { ...opts, jobId: therapistImportJobId(file.contentHash ?? `file-${file.id}`), priority: file.urgent ? 1 : 10 },
+      };
+    });
+    await queue.addBulk(jobs);
   }
 }
 
