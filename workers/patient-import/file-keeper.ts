@@ -26,13 +26,40 @@ export function safeFileName(row: Pick<ImportRow, 'id' | 'objectName'>): string 
 
 const madeDirs = new Set<string>();
 
-async function fsyncDir(dir: string): Promise<void> {
+async function fsyncDirNow(dir: string): Promise<void> {
   const fd = await open(dir, 'r');
   try {
     await fd.sync();
   } finally {
     await fd.close();
   }
+}
+
+const dirSyncs = new Map<string, { running: Promise<void> | null; next: Promise<void> | null }>();
+
+/**
+ * Makes the renames done so far in `dir` durable. Concurrent callers share fsyncs: a caller
+ * returns only after an fsync of the directory that started after its call (one already
+ * running may have started before its rename, so it waits for that one and the next, which
+ * everyone arriving meanwhile shares).
+ */
+function fsyncDir(dir: string): Promise<void> {
+  let s = dirSyncs.get(dir);
+  if (!s) dirSyncs.set(dir, (s = { running: null, next: null }));
+  const state = s;
+  if (!state.running) {
+    state.running = fsyncDirNow(dir).finally(() => {
+      state.running = null;
+    });
+    return state.running;
+  }
+  state.next ??= state.running
+    .catch(() => {})
+    .then(() => {
+      state.next = null;
+      return fsyncDir(dir);
+    });
+  return state.next;
 }
 
 /**
