@@ -235,14 +235,35 @@ export interface PlanInput {
 /** Decides, for every line of a file, what happens. Every line gets exactly one outcome. */
 export function planFile(input: PlanInput): Plan {
   const byId = new Map<number, ExistingTherapist>();
-  const byPrimary = new Map<string, ExistingTherapist[]>();
-  const bySecondary = new Map<string, ExistingTherapist[]>();
+  // The name indexes are built on first use, in the order therapists were added (candidates by
+  // id, then creates): a re-import that matches every line by external id never needs them.
+  const all: ExistingTherapist[] = [];
+  let byPrimaryIndex: Map<string, ExistingTherapist[]> | null = null;
+  let bySecondaryIndex: Map<string, ExistingTherapist[]> | null = null;
+  const put = (index: Map<string, ExistingTherapist[]>, key: string, t: ExistingTherapist) => {
+    const list = index.get(key);
+    if (list) list.push(t);
+    else index.set(key, [t]);
+  };
+  const byPrimary = () => {
+    if (!byPrimaryIndex) {
+      byPrimaryIndex = new Map();
+      for (const t of all) put(byPrimaryIndex, primaryKey(t), t);
+    }
+    return byPrimaryIndex;
+  };
+  const bySecondary = () => {
+    if (!bySecondaryIndex) {
+      bySecondaryIndex = new Map();
+      for (const t of all) put(bySecondaryIndex, secondaryKey(t), t);
+    }
+    return bySecondaryIndex;
+  };
   const add = (t: ExistingTherapist) => {
     byId.set(t.id, t);
-    const p = primaryKey(t);
-    byPrimary.set(p, [...(byPrimary.get(p) ?? []), t]);
-    const s = secondaryKey(t);
-    bySecondary.set(s, [...(bySecondary.get(s) ?? []), t]);
+    all.push(t);
+    if (byPrimaryIndex) put(byPrimaryIndex, primaryKey(t), t);
+    if (bySecondaryIndex) put(bySecondaryIndex, secondaryKey(t), t);
   };
   for (const c of [...input.candidates].sort((a, b) => a.id - b.id)) add(c);
 
@@ -278,11 +299,12 @@ export function planFile(input: PlanInput): Plan {
       else vanished = true; // mapped therapist no longer on the platform: never re-created
     }
     if (!match && !vanished) {
-      match = byPrimary.get(primaryKey(incoming))?.find((c) => !claimedBy.has(c.id)) ?? byPrimary.get(primaryKey(incoming))?.[0];
+      const sameName = byPrimary().get(primaryKey(incoming));
+      match = sameName?.find((c) => !claimedBy.has(c.id)) ?? sameName?.[0];
       if (match) rule = 'primary';
     }
     if (!match && !vanished) {
-      const found = bySecondary.get(secondaryKey(incoming)) ?? [];
+      const found = bySecondary().get(secondaryKey(incoming)) ?? [];
       match =
         found.find((c) => !claimedBy.has(c.id) && (incoming.email === null || norm(c.email) === norm(incoming.email))) ??
         found.find((c) => incoming.email === null || norm(c.email) === norm(incoming.email));
