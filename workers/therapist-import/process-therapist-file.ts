@@ -11,7 +11,7 @@ import { PermanentError } from '../../libs/errors/index.js';
 import type { NewEvent } from '../../libs/events/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
-import { planFile, type ExistingTherapist, type ExternalIdEntry, type TherapistFields, nameTombstoneKey, mapTherapist } from './plan.js';
+import { planFile, type ExistingTherapist, type ExternalIdEntry, type TherapistFields, nameTombstoneKey } from './plan.js';
 import { assertCountsAddUp, countLines, emptyCounts, failuresOf, metadataDisagreements, mismatchesOf } from './report.js';
 import { renderRunSummary, summarizeRunFiles } from './run-summary.js';
 import { FileFormatError, parseScraperFile } from './scraper-file.js';
@@ -157,7 +157,10 @@ async function importFile(file: TherapistImportFileRow, deps: TherapistImportDep
   const keys = [
     ...new Set([
       ...valid.map((l) => l.externalId).filter((x): x is string => x !== null),
-      ...valid.map((l) => nameTombstoneKey(mapTherapist(l.therapist))),
+      // The name key of mapTherapist's fields, read directly (no full mapping per line here).
+      ...valid.map((l) =>
+        nameTombstoneKey({ vorname: l.therapist.basic_info.first_name, nachname: l.therapist.basic_info.last_name, plz: l.therapist.location.postal_code }),
+      ),
     ]),
   ];
 
