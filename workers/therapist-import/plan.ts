@@ -1,4 +1,5 @@
 import type { ScraperStatus, ScraperTherapist, ParsedLine } from './scraper-file.js';
+import type { StoredTherapist } from '../../libs/db/repositories/therapist-import.js';
 
 /**
  * Pure logic of one file: map each scraper therapist to platform fields, match it against
@@ -25,22 +26,8 @@ export const importFields = [
 ] as const;
 export type ImportField = (typeof importFields)[number];
 
-export interface TherapistFields {
-  anrede: string | null;
-  geschlecht: string | null;
-  titel: string | null;
-  vorname: string;
-  nachname: string;
-  strasse: string | null;
-  plz: string;
-  ort: string | null;
-  telefon: string | null;
-  fax: string | null;
-  email: string | null;
-  telefonische_erreichbarkeit: Record<string, string[]> | null;
-  fremdsprachen: string[] | null;
-  psychotherapieverfahren: string | null;
-}
+/** The importable fields of a therapist row (the repository's row without id and status). */
+export type TherapistFields = Omit<StoredTherapist, 'id' | 'status'>;
 
 /** A platform therapist as the matcher sees it. */
 export interface ExistingTherapist extends TherapistFields {
