@@ -1,38 +1,14 @@
+import type { ImportLedgerHead } from '../../libs/db/repositories/patient-import.js';
+import type { PatientImportStatus } from '../../libs/db/schema/fleet-patient-import.js';
 import type { DeleteOutcome } from '../../libs/storage/port.js';
 import type { Logger } from '../../libs/log/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
 import type { NewPatient } from './map-patient.js';
 import type { SigningOptions } from './parse-registration.js';
 
-export type ImportStatus =
-  | 'received'
-  | 'downloaded'
-  | 'backed_up'
-  | 'imported'
-  | 'duplicate'
-  | 'deleted'
-  | 'superseded'
-  | 'done'
-  | 'failed'
-  | 'discarded';
-
-/** What the processor needs to know about one ledger row. */
-export interface ImportRow {
-  id: number;
-  source: 'bucket' | 'file';
-  bucket: string;
-  objectName: string;
-  generation: string;
-  sourceUri: string;
-  md5Hash: string | null;
-  status: ImportStatus;
-  attempts: number;
-  patientId: number | null;
-  duplicateOfPatientId: number | null;
-  backupPath: string | null;
-  failedPath: string | null;
-  receivedAt: Date;
-}
+/** The ledger's statuses and the row a job sees: as the repository defines them. */
+export type ImportStatus = PatientImportStatus;
+export type ImportRow = ImportLedgerHead;
 
 export interface StaffMail {
   subject: string;
