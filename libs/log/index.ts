@@ -30,6 +30,18 @@ export const PERSONAL_FIELDS = [
 
 const redactPaths = PERSONAL_FIELDS.flatMap((f) => [f, `*.${f}`, `*.*.${f}`]);
 
+/**
+ * Error properties that can carry row values: PostgreSQL's `detail` ("Key (email)=(...)"),
+ * the statement's parameters, HTTP request bodies. Errors are logged without them.
+ */
+const ERROR_DATA_FIELDS = ['detail', 'parameters', 'args', 'query', 'where', 'body', 'config', 'response', 'request'];
+
+function errSerializer(err: Error): Record<string, unknown> {
+  const out = pino.stdSerializers.err(err) as unknown as Record<string, unknown>;
+  for (const f of ERROR_DATA_FIELDS) delete out[f];
+  return out;
+}
+
 export interface LogOptions {
   level: string;
   pretty: 'auto' | 'true' | 'false';
@@ -40,6 +52,7 @@ export function createLogger(opts: LogOptions, destination?: pino.DestinationStr
   const base: LoggerOptions = {
     level: opts.level,
     redact: { paths: redactPaths, censor: '[redacted]' },
+    serializers: { err: errSerializer },
     base: { pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
   };

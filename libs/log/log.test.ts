@@ -30,4 +30,21 @@ describe('logger', () => {
     expect(entry.deep.a.objectName).toBe('[redacted]');
     expect(lines[0]).not.toMatch(/Max|Mustermann|example\.com/);
   });
+
+  it('logs errors without the properties that carry row values (PostgreSQL detail, parameters)', () => {
+    const { lines, stream } = capture();
+    const log = createLogger({ level: 'info', pretty: 'false' }, stream);
+    const err = Object.assign(new Error('duplicate key value violates unique constraint "x"'), {
+      code: '23505',
+      detail: 'Key (email)=(max@example.com) already exists.',
+      parameters: ['Max', 'max@example.com'],
+      query: 'insert into patienten ...',
+    });
+    log.warn({ err, ledgerId: 3 }, 'import failed');
+    const entry = JSON.parse(lines[0]!);
+    expect(entry.err).toMatchObject({ type: 'Error', code: '23505', message: 'duplicate key value violates unique constraint "x"' });
+    expect(entry.err.detail).toBeUndefined();
+    expect(entry.err.parameters).toBeUndefined();
+    expect(lines[0]).not.toContain('example.com');
+  });
 });
