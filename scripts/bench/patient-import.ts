@@ -11,13 +11,13 @@
  * in this one), as `fleet start --only patient-import` would on N cores.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { runMigrations } from '../../libs/db/migrate.js';
+import { postgresCpu, procCpuSeconds, redisCpu } from './cpu.js';
 import { GcsStandIn } from '../../libs/testing/gcs-stand-in.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { randomSuffix } from '../../libs/testing/services.js';
@@ -44,46 +44,6 @@ let stopChildren = () => {};
 const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 50);
 const mib = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MiB`;
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-
-/** CPU seconds (user + system) of a process from /proc (Linux); 0 when it is gone. */
-function procCpuSeconds(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * CPU seconds of PostgreSQL, split into the backends serving the benchmark's database and
- * the server's own background processes (WAL writer, checkpointer, ...; shared with anything
- * else running on the machine). Read from /proc: the server runs on this machine.
- */
-function postgresCpu(dbName: string): { backends: Map<number, number>; background: number } {
-  const backends = new Map<number, number>();
-  let background = 0;
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    let cmd: string;
-    try {
-      cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8').replace(/\0/g, ' ');
-    } catch {
-      continue;
-    }
-    if (!cmd.startsWith('postgres: ')) continue;
-    if (cmd.includes(` ${dbName} `)) backends.set(Number(d), procCpuSeconds(Number(d)));
-    else if (!/ postgres \S+ \d+\.\d+\.\d+\.\d+\(|\[local\]/.test(cmd)) background += procCpuSeconds(Number(d));
-  }
-  return { backends, background };
-}
-
-async function redisCpu(redis: Redis): Promise<number> {
-  const info = await redis.info('cpu');
-  const v = (k: string) => Number(new RegExp(`${k}:([\\d.]+)`).exec(info)?.[1] ?? 0);
-  return v('used_cpu_sys') + v('used_cpu_user');
-}
 
 async function noopThroughput(prefix: string): Promise<number> {
   const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });

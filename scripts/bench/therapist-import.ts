@@ -8,12 +8,16 @@
  * each next to a naive baseline in the same run (one SELECT plus one INSERT or UPDATE per
  * therapist, autocommit) on a sample of the files in a database of its own.
  *
- *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 50]
+ *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 50] [--profile <dir>]
+ *
+ * `--profile <dir>` writes a CPU profile of this process for each pipeline phase (not the naive
+ * baseline) as `<dir>/phase-<n>.cpuprofile` (open in Chrome DevTools or speedscope).
  *
  * Needs PostgreSQL and Redis as for the tests (DATABASE_URL's server, REDIS_URL). Creates and
  * drops its own databases and Redis prefix.
  */
 import { mkdir, mkdtemp, rm, utimes, writeFile, readFile } from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -24,6 +28,7 @@ import { runMigrations } from '../../libs/db/migrate.js';
 import { silentLogger } from '../../libs/log/index.js';
 import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 import { scraperWatcherComponent } from '../../apps/producers/scraper-watcher.js';
+import { postgresCpu, redisCpu } from './cpu.js';
 import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
 import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from '../../workers/therapist-import/fixtures.js';
 
@@ -35,6 +40,24 @@ const arg = (name: string, fallback: number) => {
 const FILES = arg('files', 400);
 const PER_FILE = arg('per-file', 100);
 const NAIVE_FILES = arg('naive-files', 50);
+const PROFILE_DIR = args.includes('--profile') ? args[args.indexOf('--profile') + 1] : undefined;
+
+/** Runs `fn` under the V8 CPU profiler when `--profile` is given. */
+async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  if (!PROFILE_DIR) return fn();
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  try {
+    return await fn();
+  } finally {
+    const { profile } = await session.post('Profiler.stop');
+    await mkdir(PROFILE_DIR, { recursive: true });
+    await writeFile(path.join(PROFILE_DIR, `${name}.cpuprofile`), JSON.stringify(profile));
+    session.disconnect();
+  }
+}
 
 const base = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/curavani_fleet';
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -126,18 +149,28 @@ async function waitForRunClosed(ctx: FleetContext, since: number): Promise<Recor
   }
 }
 
-async function pipelinePhase(ctx: FleetContext): Promise<{ counts: Record<string, number>; catchUpMs: number; perFile: string }> {
+/** CPU seconds so far: this process, the PostgreSQL backends of `dbName` plus the server's background processes, Redis. */
+async function cpuNow(dbName: string, redis: Redis): Promise<{ node: number; pg: number; redis: number }> {
+  const u = process.cpuUsage();
+  const pg = postgresCpu(dbName);
+  return { node: (u.user + u.system) / 1e6, pg: [...pg.backends.values()].reduce((a, b) => a + b, pg.background), redis: await redisCpu(redis) };
+}
+
+async function pipelinePhase(ctx: FleetContext, dbName: string, redis: Redis): Promise<{ counts: Record<string, number>; catchUpMs: number; perFile: string; cpu: string }> {
   const [last] = await ctx.database.sql<Array<{ id: number | null }>>`select max(id)::int as id from fleet.therapist_import_runs`;
+  const cpu0 = await cpuNow(dbName, redis);
   const t0 = performance.now();
   const watcher = scraperWatcherComponent(ctx);
   await watcher.start(); // catch-up: registers and enqueues every file of the folder
   const catchUpMs = performance.now() - t0;
   const counts = await waitForRunClosed(ctx, last?.id ?? 0);
+  const cpu1 = await cpuNow(dbName, redis);
   await watcher.stop(10_000);
   const [d] = await ctx.database.sql<Array<{ avg: number; p95: number }>>`
     select avg(duration_ms)::float as avg, percentile_cont(0.95) within group (order by duration_ms)::float as p95
     from fleet.therapist_import_files f join fleet.therapist_import_runs r on r.id = f.run_id where r.id > ${last?.id ?? 0} and f.status <> 'skipped'`;
-  return { counts, catchUpMs, perFile: `avg ${fmt(d!.avg, 0)} ms, p95 ${fmt(d!.p95, 0)} ms` };
+  const cpu = `node ${fmt(cpu1.node - cpu0.node)}, PostgreSQL ${fmt(cpu1.pg - cpu0.pg)}, Redis ${fmt(cpu1.redis - cpu0.redis)}`;
+  return { counts, catchUpMs, perFile: `avg ${fmt(d!.avg, 0)} ms, p95 ${fmt(d!.p95, 0)} ms`, cpu };
 }
 
 /** The naive way: per therapist one SELECT, then one INSERT or UPDATE (autocommit). */
@@ -210,6 +243,7 @@ async function main() {
     const workers = therapistImportComponents(ctx);
     for (const w of workers) await w.start();
     const naiveSql = postgres(withDb(naiveName), { max: 1, onnotice: () => {} });
+    const redisInfo = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
 
     const phases: Array<{ name: string; variant: 'base' | 'changed'; date: string }> = [
       { name: '1. first import (empty table)', variant: 'base', date: '2025-07-02T03:13:24' },
@@ -218,7 +252,7 @@ async function main() {
     ];
     for (const p of phases) {
       await writeDrop(dir, p.variant, p.date, FILES);
-      const m = await measure(() => pipelinePhase(ctx!));
+      const m = await measure(() => profiled(`phase-${phases.indexOf(p) + 1}`, () => pipelinePhase(ctx!, dbName, redisInfo)));
       const c = m.result.counts;
       const sum = (c.created ?? 0) + (c.updated ?? 0) + (c.unchanged ?? 0) + (c.deactivated ?? 0) + (c.skipped ?? 0) + (c.failed ?? 0);
       const naive = await measure(() => naiveImport(naiveSql, dir, NAIVE_FILES));
@@ -231,6 +265,7 @@ async function main() {
         'of which catch-up s': fmt(m.result.catchUpMs / 1000),
         'per file': m.result.perFile,
         'therapists/s': fmt(rate, 0),
+        'CPU s': m.result.cpu,
         'peak RSS MB': fmt(m.peakRssMb, 0),
         'peak heap MB': fmt(m.peakHeapMb, 0),
         counts: `created ${c.created} updated ${c.updated} unchanged ${c.unchanged} skipped ${c.skipped} failed ${c.failed} (sum ${sum})`,
@@ -241,6 +276,7 @@ async function main() {
       process.stdout.write(`${JSON.stringify(results[results.length - 1])}\n`);
     }
     await naiveSql.end({ timeout: 5 });
+    redisInfo.disconnect();
     for (const w of workers) await w.stop(10_000);
     const [ev] = await ctx.database.sql<Array<{ n: number }>>`select count(*)::int as n from fleet.outbox`;
     process.stdout.write(`\noutbox events written: ${ev!.n}\n`);

@@ -16,30 +16,51 @@ import { assertCountsAddUp, countLines, emptyCounts, failuresOf, metadataDisagre
 import { renderRunSummary, summarizeRunFiles } from './run-summary.js';
 import { FileFormatError, parseScraperFile } from './scraper-file.js';
 
-/** What one import transaction can do (implemented over PostgreSQL in store.ts). */
+/** A therapist as loaded for matching, with its row version (writes are checked against it). */
+export type LoadedTherapist = ExistingTherapist & { version: string };
+
+/** One file's import transaction (implemented over PostgreSQL in store.ts): open, plan, commit. */
+export interface ImportSession {
+  /** External ids of the scope (and tombstone keys) and the therapists the file can match. */
+  externalIds: Map<string, ExternalIdEntry>;
+  candidates: LoadedTherapist[];
+  /** Ids for new therapists, in order. */
+  reserveIds(n: number): Promise<number[]>;
+  /**
+   * Writes the plan, the events and the tracking row, and commits. Throws (nothing written)
+   * when a therapist changed since it was loaded: `isConcurrentChange` tells. Returns
+   * whether the run may now be drained (the caller then closes it under the run's lock).
+   */
+  commit(writes: {
+    inserts: Array<{ id: number } & TherapistFields>;
+    updates: Array<{ id: number; version: string } & Partial<TherapistFields>>;
+    deactivations: Array<{ id: number; version: string }>;
+    externalIds: { scope: string; fileId: number; entries: Array<{ key: string; therapistId: number | null; deleted: boolean }> };
+    events: Array<NewEvent<Record<string, unknown>>>;
+    file: { id: number; outcome: FileOutcome };
+    runId: number | null;
+    now: Date;
+  }): Promise<{ runDrained: boolean }>;
+  /** Ends the transaction without writing (after any failure; idempotent). */
+  rollback(): Promise<void>;
+}
+
+/** What the less frequent transactions (a file not imported, a run closing) can do. */
 export interface ImportTx {
-  /** Serialises imports touching the same postcodes / external-id scope (until commit). */
-  lock(keys: string[]): Promise<void>;
-  /** External ids of the scope (and tombstone keys) and the therapists the file can match, locked. */
-  loadMatchData(scope: string, keys: string[], plzs: string[]): Promise<{ externalIds: Map<string, ExternalIdEntry>; candidates: ExistingTherapist[] }>;
-  insertTherapists(rows: TherapistFields[], now: Date): Promise<number[]>;
-  updateTherapists(updates: Array<{ id: number } & Partial<TherapistFields>>, now: Date): Promise<void>;
-  deactivateTherapists(ids: number[], now: Date): Promise<number[]>;
-  upsertExternalIds(scope: string, fileId: number, entries: Array<{ key: string; therapistId: number | null; deleted: boolean }>, now: Date): Promise<void>;
   appendEvents(events: Array<NewEvent<Record<string, unknown>>>): Promise<void>;
   finishFile(id: number, outcome: FileOutcome): Promise<void>;
-  /** Closes the run when sealed and drained, and queues its staff summary; returns the delivery id. */
-  closeRunIfDrained(
-    runId: number,
-    summarize: typeof summarizeRunFiles,
-    finishingFileId?: number,
-  ): Promise<{ run: TherapistImportRunRow; files: TherapistImportFileRow[] } | null>;
+  /** Closes the run when sealed and drained (under the run's row lock); null when it stays open. */
+  closeRunIfDrained(runId: number, summarize: typeof summarizeRunFiles): Promise<{ run: TherapistImportRunRow; files: TherapistImportFileRow[] } | null>;
   queueSummary(runId: number, message: { subject: string; html: string; text: string }): Promise<string>;
 }
 
 export interface TherapistImportStore {
   getFile(id: number): Promise<TherapistImportFileRow | null>;
   markImporting(id: number, now: Date): Promise<TherapistImportFileRow | null>;
+  /** Begins a file's transaction: takes the advisory locks on `lockKeys` and loads the match data. */
+  openSession(lockKeys: string[], load: { scope: string; keys: string[]; plzs: string[] }): Promise<ImportSession>;
+  /** True for the error a commit throws when a therapist changed meanwhile. */
+  isConcurrentChange(err: unknown): boolean;
   transaction<T>(fn: (tx: ImportTx) => Promise<T>): Promise<T>;
 }
 
@@ -104,6 +125,8 @@ export async function processTherapistFile(
   if (!file) {
     const existing = await deps.store.getFile(input.fileId);
     if (!existing) throw new PermanentError('file_not_tracked', `therapist import: no tracking row ${input.fileId}`);
+    // A retry of a file that was committed: its run may have missed closing (crash after commit).
+    if (existing.runId !== null && existing.status !== 'queued' && existing.status !== 'importing') await closeRunIfDrained(existing.runId, deps);
     return { ...reportOf(existing), alreadyDone: true };
   }
   const log = deps.log.child({ fileId: file.id, runId: file.runId });
@@ -164,54 +187,53 @@ async function importFile(file: TherapistImportFileRow, deps: TherapistImportDep
     ]),
   ];
 
-  const { report, deliveryId } = await deps.store.transaction(async (tx) => {
-    // The load is sent right behind the lock (pipelined): the server runs it once the lock is
-    // held, with a snapshot taken then, so it sees what the previous holder committed.
-    const [, { externalIds, candidates }] = await Promise.all([
-      tx.lock([`scope:${scope}`, ...plzs.map((p) => `plz:${p}`)]),
-      tx.loadMatchData(scope, keys, plzs),
-    ]);
-    const now = deps.clock.now();
-    const plan = planFile({ lines: parsed.lines, candidates, externalIds });
+  const lockKeys = [`scope:${scope}`, ...plzs.map((p) => `plz:${p}`)];
+  // Therapists are read without row locks; a commit that finds one changed meanwhile writes
+  // nothing, and the file is planned again on fresh data.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const { report, runDrained } = await importOnce(file, parsed, disagreements, { scope, lockKeys, keys, plzs }, deps, started);
+      const deliveryId = runDrained && file.runId !== null ? await closeRunIfDrained(file.runId, deps) : null;
+      log.info({ status: report.status, counts: report.counts, durationMs: report.durationMs, runClosed: deliveryId !== null }, 'therapist file imported');
+      return report;
+    } catch (err) {
+      if (attempt >= 3 || !deps.store.isConcurrentChange(err)) throw err;
+      log.warn({ attempt }, 'therapists changed during the import: planning the file again');
+    }
+  }
+}
 
-    // Independent writes go out together (pipelined on the transaction's connection).
-    const [newIds, , deactivatedIds] = await Promise.all([
-      tx.insertTherapists(plan.creates.map((c) => c.fields), now),
-      tx.updateTherapists(plan.updates.map((u) => ({ id: u.therapistId, ...u.changes })), now),
-      tx.deactivateTherapists(plan.deactivations, now),
-    ]);
+async function importOnce(
+  file: TherapistImportFileRow,
+  parsed: ReturnType<typeof parseScraperFile>,
+  disagreements: MetadataDisagreement[],
+  m: { scope: string; lockKeys: string[]; keys: string[]; plzs: string[] },
+  deps: TherapistImportDeps,
+  started: number,
+): Promise<{ report: FileReport; runDrained: boolean }> {
+  const session = await deps.store.openSession(m.lockKeys, { scope: m.scope, keys: m.keys, plzs: m.plzs });
+  try {
+    const plan = planFile({ lines: parsed.lines, candidates: session.candidates, externalIds: session.externalIds });
+    const now = deps.clock.now();
+    const newIds = await session.reserveIds(plan.creates.length);
     const idOf = new Map<number, number>(plan.creates.map((c, i) => [c.placeholder, newIds[i]!]));
     const resolve = (id: number) => (id < 0 ? idOf.get(id)! : id);
     for (const l of plan.lines) if (l.therapistId !== null) l.therapistId = resolve(l.therapistId);
-    const deactivated = new Set(deactivatedIds);
-    // A therapist deactivated meanwhile by staff: nothing changed, so it is unchanged.
-    for (const l of plan.lines) if (l.outcome === 'deactivated' && !deactivated.has(l.therapistId!)) l.outcome = 'unchanged';
-
-    const mappingsWritten = tx.upsertExternalIds(
-      scope,
-      file.id,
-      [
-        ...plan.mappings.map((m) => ({ key: m.externalId, therapistId: resolve(m.therapistId), deleted: false })),
-        ...plan.tombstones.map((t) => ({ key: t.key, therapistId: t.therapistId === null ? null : resolve(t.therapistId), deleted: true })),
-      ],
-      now,
-    );
+    const versionOf = new Map(session.candidates.map((c) => [c.id, c.version]));
 
     const counts = countLines(plan.lines, parsed.fileErrors, disagreements);
     assertCountsAddUp(counts, `file ${file.path}`);
-    const failures = failuresOf(plan.lines);
     const status: FileOutcome['status'] = counts.failed > 0 || parsed.fileErrors.length > 0 ? 'partial' : 'imported';
-    const durationMs = Math.round(performance.now() - started);
     const outcome: FileOutcome = {
       status,
       reason: status === 'partial' ? partialReason(counts, parsed.fileErrors) : null,
       counts,
       fileErrors: parsed.fileErrors,
       metadataDisagreements: disagreements,
-      failures,
+      failures: failuresOf(plan.lines),
       statusMismatches: mismatchesOf(plan.lines),
       finishedAt: now,
-      durationMs,
+      durationMs: Math.round(performance.now() - started),
     };
 
     const events: Array<NewEvent<Record<string, unknown>>> = [];
@@ -223,16 +245,29 @@ async function importFile(file: TherapistImportFileRow, deps: TherapistImportDep
         events.push({ eventType: 'therapist.deactivated', key: l.therapistId!, payload: { therapistId: l.therapistId, fileId: file.id, reason: 'deleted_by_scraper' }, occurredAt: now });
     }
     events.push(completedEvent(file, status, counts, now));
-    // The run check goes out in the same pipeline (one round trip less per file): it leaves
-    // this file out of the "still pending" test, and reads the run's files only after the
-    // run lock, when this file's row is written.
-    const [, , , deliveryId] = await Promise.all([mappingsWritten, tx.appendEvents(events), tx.finishFile(file.id, outcome), closeRun(tx, file.runId, file.id)]);
-    return { report: { ...reportOf({ ...file, ...outcome }) }, deliveryId };
-  });
 
-  if (deliveryId) await deps.sendEmail(deliveryId);
-  log.info({ status: report.status, counts: report.counts, durationMs: report.durationMs }, 'therapist file imported');
-  return report;
+    const { runDrained } = await session.commit({
+      inserts: plan.creates.map((c, i) => ({ id: newIds[i]!, ...c.fields })),
+      updates: plan.updates.map((u) => ({ id: u.therapistId, version: versionOf.get(u.therapistId)!, ...u.changes })),
+      deactivations: plan.deactivations.map((id) => ({ id, version: versionOf.get(id)! })),
+      externalIds: {
+        scope: m.scope,
+        fileId: file.id,
+        entries: [
+          ...plan.mappings.map((x) => ({ key: x.externalId, therapistId: resolve(x.therapistId), deleted: false })),
+          ...plan.tombstones.map((t) => ({ key: t.key, therapistId: t.therapistId === null ? null : resolve(t.therapistId), deleted: true })),
+        ],
+      },
+      events,
+      file: { id: file.id, outcome },
+      runId: file.runId,
+      now,
+    });
+    return { report: reportOf({ ...file, ...outcome }), runDrained };
+  } catch (err) {
+    await session.rollback();
+    throw err;
+  }
 }
 
 function partialReason(c: TherapistImportCounts, fileErrors: string[]): string {
@@ -246,9 +281,9 @@ function completedEvent(file: TherapistImportFileRow, status: string, counts: Th
   return { eventType: 'therapist_import.completed', key: file.id, payload: { fileId: file.id, runId: file.runId, status, counts }, occurredAt: now };
 }
 
-async function closeRun(tx: ImportTx, runId: number | null, finishingFileId?: number): Promise<string | null> {
+async function closeRun(tx: ImportTx, runId: number | null): Promise<string | null> {
   if (runId === null) return null;
-  const closed = await tx.closeRunIfDrained(runId, summarizeRunFiles, finishingFileId);
+  const closed = await tx.closeRunIfDrained(runId, summarizeRunFiles);
   if (!closed) return null;
   return tx.queueSummary(runId, renderRunSummary(closed.run, closed.files));
 }
@@ -273,12 +308,12 @@ async function finishWithoutImport(
     finishedAt: now,
     durationMs: Math.round(performance.now() - started),
   };
-  const deliveryId = await deps.store.transaction(async (tx) => {
+  await deps.store.transaction(async (tx) => {
     await tx.finishFile(file.id, outcome);
     await tx.appendEvents([completedEvent(file, o.status, counts, now)]);
-    return closeRun(tx, file.runId);
   });
-  if (deliveryId) await deps.sendEmail(deliveryId);
+  // After the commit, like an imported file: of two last files finishing together, the later sees the run drained.
+  if (file.runId !== null) await closeRunIfDrained(file.runId, deps);
   deps.log.warn({ fileId: file.id, status: o.status }, 'therapist file not imported');
   return reportOf({ ...file, ...outcome });
 }

@@ -1,6 +1,7 @@
 import type { Database } from '../../libs/db/client.js';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
-import { appendEvents } from '../../libs/events/append-many.js';
+import { isConcurrentChange, openImportSession } from '../../libs/db/repositories/therapist-import-session.js';
+import { appendEvents, outboxRows } from '../../libs/events/append-many.js';
 import type { ImportTx, TherapistImportStore } from './process-therapist-file.js';
 
 export interface SummaryAddress {
@@ -8,41 +9,45 @@ export interface SummaryAddress {
   to: string;
 }
 
-/** The PostgreSQL implementation of the import's store port (one transaction per file, serialised). */
+/** The PostgreSQL implementation of the import's store port (one transaction per file). */
 export function postgresTherapistImportStore(database: Database, mail: SummaryAddress): TherapistImportStore {
   const { db } = database;
   return {
     getFile: (id) => repo.getFile(db, id),
     markImporting: (id, now) => repo.markImporting(db, id, now),
+    isConcurrentChange,
+    async openSession(lockKeys, load) {
+      const s = await openImportSession(database.sql, { keys: lockKeys }, load);
+      return {
+        externalIds: new Map(s.externalIds.map((r) => [r.key, { therapistId: r.therapistId, deleted: r.deleted }])),
+        candidates: s.candidates,
+        reserveIds: (n) => s.reserveIds(n),
+        commit: ({ events, ...writes }) => s.commit({ ...writes, events: outboxRows(events) }),
+        rollback: () => s.rollback(),
+      };
+    },
     transaction: (fn) =>
-      withoutQueryParams(() => db.transaction(async (tx) => {
-        const api: ImportTx = {
-          lock: (keys) => repo.lockTherapistImport(tx, keys),
-          async loadMatchData(scope, keys, plzs) {
-            const { externalIds, candidates } = await repo.loadMatchData(tx, scope, keys, plzs);
-            return { externalIds: new Map(externalIds.map((r) => [r.key, { therapistId: r.therapistId, deleted: r.deleted }])), candidates };
-          },
-          insertTherapists: (rows, now) => repo.insertTherapists(tx, rows, now),
-          updateTherapists: (updates, now) => repo.updateTherapists(tx, updates, now),
-          deactivateTherapists: (ids, now) => repo.deactivateTherapists(tx, ids, now),
-          upsertExternalIds: (scope, fileId, entries, now) => repo.upsertExternalIds(tx, scope, fileId, entries, now),
-          appendEvents: (events) => appendEvents(tx, events),
-          finishFile: (id, outcome) => repo.finishFile(tx, id, outcome),
-          closeRunIfDrained: (runId, summarize, finishingFileId) => repo.closeRunIfDrained(tx, runId, summarize, finishingFileId),
-          async queueSummary(runId, message) {
-            const { id } = await repo.queueDelivery(tx, {
-              idempotencyKey: `therapist-import.run.${runId}`,
-              kind: 'therapist-import-summary',
-              toAddress: mail.to,
-              fromAddress: mail.from,
-              ...message,
-            });
-            await repo.setRunSummaryDelivery(tx, runId, id);
-            return id;
-          },
-        };
-        return fn(api);
-      })),
+      withoutQueryParams(() =>
+        db.transaction(async (tx) => {
+          const api: ImportTx = {
+            appendEvents: (events) => appendEvents(tx, events),
+            finishFile: (id, outcome) => repo.finishFile(tx, id, outcome),
+            closeRunIfDrained: (runId, summarize) => repo.closeRunIfDrained(tx, runId, summarize),
+            async queueSummary(runId, message) {
+              const { id } = await repo.queueDelivery(tx, {
+                idempotencyKey: `therapist-import.run.${runId}`,
+                kind: 'therapist-import-summary',
+                toAddress: mail.to,
+                fromAddress: mail.from,
+                ...message,
+              });
+              await repo.setRunSummaryDelivery(tx, runId, id);
+              return id;
+            },
+          };
+          return fn(api);
+        }),
+      ),
   };
 }
 

@@ -9,7 +9,7 @@ import {
   type TherapistImportCounts,
   type TherapistImportFileStatus,
 } from '../schema/fleet-therapist-import.js';
-import { outbox } from '../schema/fleet.js';
+import { OUTBOX_RECORDSET_INSERT, outboxRecordset, type OutboxInsert } from './outbox-rows.js';
 import { queueDelivery, type NewDelivery } from './deliveries.js';
 
 /**
@@ -77,26 +77,16 @@ export async function closeRunIfDrained(
   tx: Tx,
   runId: number,
   summarize: (files: TherapistImportFileRow[]) => { counts: TherapistImportCounts; fileStatusCounts: Record<string, number> },
-  finishingFileId?: number,
 ): Promise<ClosedRun | null> {
   // Lock the run row first; the check is a statement of its own, sent right behind it on the
   // same connection (pipelined): it runs once the lock is held, with a fresh snapshot (READ
   // COMMITTED), so it sees files committed by an import that held the lock before us.
-  // `finishingFileId`: the caller's own file, finished in this transaction; the list of files
-  // read for the totals is sent only after the lock, so it sees that file's final row.
   const [[run], [pending]] = await Promise.all([
     tx.select({ state: therapistImportRuns.state }).from(therapistImportRuns).where(eq(therapistImportRuns.id, runId)).for('update'),
     tx
       .select({ id: therapistImportFiles.id })
       .from(therapistImportFiles)
-      .where(
-        and(
-          eq(therapistImportFiles.runId, runId),
-          inArray(therapistImportFiles.status, ['queued', 'importing']),
-          // The file finishing in this very transaction (its row may be written later in the same pipeline).
-          finishingFileId === undefined ? undefined : ne(therapistImportFiles.id, finishingFileId),
-        ),
-      )
+      .where(and(eq(therapistImportFiles.runId, runId), inArray(therapistImportFiles.status, ['queued', 'importing'])))
       .limit(1),
   ]);
   if (!run || run.state !== 'sealed') return null;
@@ -262,22 +252,11 @@ export async function listFiles(db: DbOrTx, filter: FileListFilter = {}): Promis
     .limit(filter.limit ?? 50);
 }
 
-// ---------------------------------------------------------------- therapists (set-based)
+// ---------------------------------------------------------------- therapists
+// The import's reads and writes of `therapist_service.therapeuten` are in
+// therapist-import-session.ts (one pipelined transaction per file).
 
-/**
- * Serialises imports that could touch the same therapists, across processes, for the length
- * of the transaction: one advisory lock per postcode (and per external-id scope), taken in
- * sorted order so two imports never wait on each other in a circle. Files of different
- * postcode areas import in parallel.
- */
-export async function lockTherapistImport(tx: Tx, keys: string[]): Promise<void> {
-  const sorted = [...new Set(keys)].sort();
-  if (sorted.length === 0) return;
-  await tx.execute(sql`
-    select count(pg_advisory_xact_lock(hashtext('curavani-fleet:therapist-import:' || k)))
-    from (select k from jsonb_array_elements_text(${JSON.stringify(sorted)}::jsonb) as k order by k) s`);
-}
-
+/** A platform therapist as the import reads it (only the columns it matches on and writes). */
 export interface StoredTherapist {
   id: number;
   status: string;
@@ -297,190 +276,16 @@ export interface StoredTherapist {
   psychotherapieverfahren: string | null;
 }
 
-const columns = sql.raw(
-  'id, status, anrede, geschlecht, titel, vorname, nachname, strasse, plz, ort, telefon, fax, email, telefonische_erreichbarkeit, fremdsprachen, psychotherapieverfahren',
-);
-
-/** Therapists a file can match: those in its postcodes and those its external ids point at (locked). */
-export async function loadCandidates(tx: Tx, plzs: string[], ids: number[]): Promise<StoredTherapist[]> {
-  if (plzs.length === 0 && ids.length === 0) return [];
-  const rows = await tx.execute(sql`
-    select ${columns} from therapist_service.therapeuten
-    where plz = any(array(select jsonb_array_elements_text(${JSON.stringify(plzs)}::jsonb)))
-       or id = any(array(select (jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb))::int))
-    order by id
-    for update`);
-  return rows as unknown as StoredTherapist[];
-}
-
-export interface ExternalIdRow {
-  key: string;
-  therapistId: number | null;
-  deleted: boolean;
-}
-
-export async function loadExternalIds(tx: DbOrTx, scope: string, keys: string[]): Promise<ExternalIdRow[]> {
-  if (keys.length === 0) return [];
-  const rows = await tx.execute(sql`
-    select external_id as key, therapist_id as "therapistId", deleted_at is not null as deleted
-    from fleet.therapist_external_ids
-    where scope = ${scope} and external_id = any(array(select jsonb_array_elements_text(${JSON.stringify(keys)}::jsonb)))`);
-  return rows as unknown as ExternalIdRow[];
-}
-
-/**
- * What a file needs for matching, in one statement: the external ids of its scope (and
- * tombstone keys) and the therapists it can match (its postcodes plus those its external
- * ids point at), the therapists locked for the rest of the transaction.
- */
-export async function loadMatchData(
-  tx: Tx,
-  scope: string,
-  keys: string[],
-  plzs: string[],
-): Promise<{ externalIds: ExternalIdRow[]; candidates: StoredTherapist[] }> {
-  const rows = (await tx.execute(sql`
-    with ext as (
-      select external_id as key, therapist_id as "therapistId", deleted_at is not null as deleted
-      from fleet.therapist_external_ids
-      where scope = ${scope} and external_id = any(array(select jsonb_array_elements_text(${JSON.stringify(keys)}::jsonb)))
-    ),
-    cand as (
-      select ${columns} from therapist_service.therapeuten
-      where plz = any(array(select jsonb_array_elements_text(${JSON.stringify(plzs)}::jsonb)))
-         or id = any(array(select "therapistId" from ext where "therapistId" is not null))
-      for update
-    )
-    select 'e' as kind, to_jsonb(ext) as row from ext
-    union all
-    select 'c' as kind, to_jsonb(cand) as row from cand`)) as unknown as Array<{ kind: 'e' | 'c'; row: unknown }>;
-  return {
-    externalIds: rows.filter((r) => r.kind === 'e').map((r) => r.row as ExternalIdRow),
-    candidates: rows.filter((r) => r.kind === 'c').map((r) => r.row as StoredTherapist).sort((a, b) => a.id - b.id),
-  };
-}
-
 export type NewTherapistRow = Omit<StoredTherapist, 'id' | 'status'>;
-
-/** Inserts new therapists in one statement (ids reserved first, so each row's id is known). */
-export async function insertTherapists(tx: Tx, rows: NewTherapistRow[], now: Date): Promise<number[]> {
-  if (rows.length === 0) return [];
-  // One statement: reserve the ids (a CTE referenced twice is evaluated once), insert the
-  // rows with them, and return the ids in the order of the input.
-  const result = (await tx.execute(sql`
-    with r as (
-      select * from jsonb_to_recordset(${JSON.stringify(rows.map((r, i) => ({ ...r, ord: i })))}::jsonb) as r(
-        anrede text, geschlecht text, titel text, vorname text, nachname text, strasse text, plz text, ort text,
-        telefon text, fax text, email text, telefonische_erreichbarkeit jsonb, fremdsprachen jsonb, psychotherapieverfahren text, ord bigint)
-    ),
-    ids as materialized (
-      select ord, nextval(pg_get_serial_sequence('therapist_service.therapeuten', 'id'))::int as id from r
-    ),
-    ins as (
-      insert into therapist_service.therapeuten
-        (id, anrede, geschlecht, titel, vorname, nachname, strasse, plz, ort, telefon, fax, email,
-         telefonische_erreichbarkeit, fremdsprachen, psychotherapieverfahren,
-         status, kassensitz, potenziell_verfuegbar, created_at, updated_at)
-      select ids.id, r.anrede, r.geschlecht, r.titel, r.vorname, r.nachname, r.strasse, r.plz, r.ort, r.telefon, r.fax, r.email,
-             r.telefonische_erreichbarkeit, r.fremdsprachen, r.psychotherapieverfahren,
-             'aktiv', true, false, ${now.toISOString()}::timestamptz, ${now.toISOString()}::timestamptz
-      from r join ids using (ord)
-      returning id
-    )
-    select ids.id from ids where ids.id in (select id from ins) order by ids.ord`)) as unknown as Array<{ id: number }>;
-  if (result.length !== rows.length) throw new Error(`inserted ${result.length} of ${rows.length} therapists`);
-  return result.map((r) => r.id);
-}
-
-/**
- * Writes only the changed fields of many therapists in one statement: a field absent from
- * a row's changes is NULL in the record set and keeps its value (an import never writes an
- * empty value, so NULL can mean "unchanged"). Only the import's own columns are named here:
- * the protected columns cannot be touched.
- */
-export async function updateTherapists(tx: Tx, updates: Array<{ id: number } & Partial<NewTherapistRow>>, now: Date): Promise<void> {
-  if (updates.length === 0) return;
-  await tx.execute(sql`
-    update therapist_service.therapeuten t set
-      anrede = coalesce(r.anrede, t.anrede),
-      geschlecht = coalesce(r.geschlecht, t.geschlecht),
-      titel = coalesce(r.titel, t.titel),
-      vorname = coalesce(r.vorname, t.vorname),
-      nachname = coalesce(r.nachname, t.nachname),
-      strasse = coalesce(r.strasse, t.strasse),
-      plz = coalesce(r.plz, t.plz),
-      ort = coalesce(r.ort, t.ort),
-      telefon = coalesce(r.telefon, t.telefon),
-      fax = coalesce(r.fax, t.fax),
-      email = coalesce(r.email, t.email),
-      telefonische_erreichbarkeit = coalesce(r.telefonische_erreichbarkeit, t.telefonische_erreichbarkeit),
-      fremdsprachen = coalesce(r.fremdsprachen, t.fremdsprachen),
-      psychotherapieverfahren = coalesce(r.psychotherapieverfahren, t.psychotherapieverfahren),
-      updated_at = ${now.toISOString()}::timestamptz
-    from jsonb_to_recordset(${JSON.stringify(updates)}::jsonb) as r(
-      id int, anrede text, geschlecht text, titel text, vorname text, nachname text, strasse text, plz text, ort text,
-      telefon text, fax text, email text, telefonische_erreichbarkeit jsonb, fremdsprachen jsonb, psychotherapieverfahren text)
-    where t.id = r.id`);
-}
-
-/** `deleted` -> status inaktiv (never a hard delete). Returns the ids that really changed. */
-export async function deactivateTherapists(tx: Tx, ids: number[], now: Date): Promise<number[]> {
-  if (ids.length === 0) return [];
-  const rows = (await tx.execute(sql`
-    update therapist_service.therapeuten set status = 'inaktiv', updated_at = ${now.toISOString()}::timestamptz
-    where id = any(array(select (jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb))::int)) and status <> 'inaktiv'
-    returning id`)) as unknown as Array<{ id: number }>;
-  return rows.map((r) => r.id);
-}
-
-/** Upserts external id -> therapist mappings and tombstones of one scope in one statement. */
-export async function upsertExternalIds(
-  tx: Tx,
-  scope: string,
-  fileId: number,
-  entries: Array<{ key: string; therapistId: number | null; deleted: boolean }>,
-  now: Date,
-): Promise<void> {
-  if (entries.length === 0) return;
-  // One row per key (the last word wins; a tombstone is never lifted).
-  const byKey = new Map<string, { key: string; therapistId: number | null; deleted: boolean }>();
-  for (const e of entries) {
-    const prev = byKey.get(e.key);
-    byKey.set(e.key, { key: e.key, therapistId: e.therapistId ?? prev?.therapistId ?? null, deleted: e.deleted || (prev?.deleted ?? false) });
-  }
-  await tx.execute(sql`
-    insert into fleet.therapist_external_ids (scope, external_id, therapist_id, deleted_at, first_file_id, last_file_id, created_at, updated_at)
-    select ${scope}, r.key, r."therapistId", case when r.deleted then ${now.toISOString()}::timestamptz end, ${fileId}::bigint, ${fileId}::bigint,
-           ${now.toISOString()}::timestamptz, ${now.toISOString()}::timestamptz
-    from jsonb_to_recordset(${JSON.stringify([...byKey.values()])}::jsonb) as r(key text, "therapistId" int, deleted boolean)
-    on conflict (scope, external_id) do update set
-      therapist_id = coalesce(excluded.therapist_id, fleet.therapist_external_ids.therapist_id),
-      deleted_at = coalesce(fleet.therapist_external_ids.deleted_at, excluded.deleted_at),
-      last_file_id = excluded.last_file_id,
-      updated_at = excluded.updated_at`);
-}
-
-export interface OutboxInsert {
-  eventId: string;
-  eventType: string;
-  version: number;
-  topic: string;
-  key: string;
-  producer: string;
-  payload: Record<string, unknown>;
-  occurredAt: Date;
-}
 
 /** Many outbox rows in one statement (same columns as the single-row append). */
 export async function insertOutboxRows(tx: DbOrTx, rows: OutboxInsert[]): Promise<void> {
   if (rows.length === 0) return;
-  await tx.execute(sql`
-    insert into ${outbox} (event_id, event_type, version, topic, key, producer, payload, occurred_at)
-    select r.event_id, r.event_type, r.version, r.topic, r.key, r.producer, r.payload, r.occurred_at
-    from jsonb_to_recordset(${JSON.stringify(
-      rows.map((r) => ({ ...r, occurredAt: undefined, event_id: r.eventId, event_type: r.eventType, occurred_at: r.occurredAt.toISOString() })),
-    )}::jsonb) as r(event_id uuid, event_type text, version int, topic text, key text, producer text, payload jsonb, occurred_at timestamptz)`);
+  const [head, tail] = OUTBOX_RECORDSET_INSERT.split('$1');
+  await tx.execute(sql`${sql.raw(head!)}${outboxRecordset(rows)}${sql.raw(tail!)}`);
 }
+
+export type { OutboxInsert };
 
 export type { Db };
 

@@ -1,0 +1,266 @@
+import type postgres from 'postgres';
+import type { FileOutcome, NewTherapistRow, StoredTherapist } from './therapist-import.js';
+import { OUTBOX_RECORDSET_INSERT, outboxRecordset, type OutboxInsert } from './outbox-rows.js';
+
+/**
+ * The hot path of the therapist import: one file's transaction on a reserved connection,
+ * with its statements pipelined (sent together, answered in order), so a file costs three
+ * round trips (four when it creates therapists) instead of one per statement:
+ *
+ *   1. begin, postcode locks, external ids, candidate therapists (read without row locks);
+ *   2. (only with new therapists) reserve their ids;
+ *   3. every write, the tracking row, commit, and the run-drain check after the commit.
+ *
+ * Candidates are not locked (locking every therapist of a file would write each row on every
+ * re-import): each carries its row version (`xmin`), and updates and deactivations write only
+ * rows still at that version. `fleet.expect_rows` aborts the transaction when a row changed
+ * meanwhile (SQLSTATE 40001); the caller then imports the file again on fresh data.
+ * Plain postgres.js (no query builder): this runs for every file of a full-country drop.
+ */
+
+export interface VersionedTherapist extends StoredTherapist {
+  /** Row version (`xmin`) when read. */
+  version: string;
+}
+
+export interface ExternalIdMatch {
+  key: string;
+  therapistId: number | null;
+  deleted: boolean;
+}
+
+export interface MatchData {
+  externalIds: ExternalIdMatch[];
+  candidates: VersionedTherapist[];
+}
+
+export interface SessionWrites {
+  inserts: Array<{ id: number } & NewTherapistRow>;
+  updates: Array<{ id: number; version: string } & Partial<NewTherapistRow>>;
+  deactivations: Array<{ id: number; version: string }>;
+  externalIds: { scope: string; fileId: number; entries: Array<{ key: string; therapistId: number | null; deleted: boolean }> };
+  events: OutboxInsert[];
+  file: { id: number; outcome: FileOutcome };
+  /** The run to check after the commit (null: a file without a run). */
+  runId: number | null;
+  now: Date;
+}
+
+/** Rethrown with the database's message and code only: a failed statement's error carries its parameters (names, emails). */
+export class ImportStatementError extends Error {
+  override name = 'ImportStatementError';
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+  ) {
+    super(message);
+  }
+}
+
+/** SQLSTATE 40001: a therapist changed between read and write; import the file again. */
+export function isConcurrentChange(err: unknown): boolean {
+  return err instanceof ImportStatementError && err.code === '40001';
+}
+
+function clean(err: unknown): Error {
+  if (err instanceof ImportStatementError) return err;
+  const e = err as { message?: string; code?: string; name?: string };
+  if (e && e.name === 'PostgresError') return new ImportStatementError(`database error: ${e.message}`, e.code);
+  return err as Error;
+}
+
+/** One entry per key (an upsert may touch a row once): the last therapist wins; a tombstone is never lifted. */
+export function mergeExternalIdEntries(
+  entries: Array<{ key: string; therapistId: number | null; deleted: boolean }>,
+): Array<{ key: string; therapistId: number | null; deleted: boolean }> {
+  const byKey = new Map<string, { key: string; therapistId: number | null; deleted: boolean }>();
+  for (const e of entries) {
+    const prev = byKey.get(e.key);
+    byKey.set(e.key, { key: e.key, therapistId: e.therapistId ?? prev?.therapistId ?? null, deleted: e.deleted || (prev?.deleted ?? false) });
+  }
+  return [...byKey.values()];
+}
+
+/**
+ * Sends a query now. postgres.js sends a query when it is first awaited (`then`), and
+ * `Promise.all` awaits plain promises at once but postgres.js queries a microtask later: the
+ * order on the wire must not depend on that (a commit sent before the writes would commit
+ * without them).
+ */
+function send<T extends { execute(): unknown }>(q: T): T {
+  q.execute();
+  return q;
+}
+
+const LOCK_PREFIX = 'curavani-fleet:therapist-import:';
+
+const CANDIDATE_COLUMNS =
+  'id, xmin::text as version, status, anrede, geschlecht, titel, vorname, nachname, strasse, plz, ort, telefon, fax, email, telefonische_erreichbarkeit, fremdsprachen, psychotherapieverfahren';
+
+const RECORD_COLUMNS =
+  'anrede text, geschlecht text, titel text, vorname text, nachname text, strasse text, plz text, ort text, telefon text, fax text, email text, telefonische_erreichbarkeit jsonb, fremdsprachen jsonb, psychotherapieverfahren text';
+
+export interface ImportSession extends MatchData {
+  /** Ids for new therapists, in order (one round trip). */
+  reserveIds(n: number): Promise<number[]>;
+  /** Writes everything and commits (one round trip). Returns whether the file's run may now be drained. */
+  commit(writes: SessionWrites): Promise<{ runDrained: boolean }>;
+  /** Ends the transaction without writing (idempotent; also after a failed commit). */
+  rollback(): Promise<void>;
+}
+
+/**
+ * Opens a file's transaction: takes the advisory locks (sorted, so two imports never wait on
+ * each other in a circle) and loads what matching needs, in one round trip.
+ */
+export async function openImportSession(sql: postgres.Sql, lock: { keys: string[] }, load: { scope: string; keys: string[]; plzs: string[] }): Promise<ImportSession> {
+  const conn = await sql.reserve();
+  let open = true;
+  const end = async (statement: 'rollback') => {
+    if (!open) return;
+    open = false;
+    try {
+      await conn.unsafe(statement);
+    } catch {
+      // the connection is gone: the server rolled back
+    } finally {
+      conn.release();
+    }
+  };
+
+  let data: MatchData;
+  try {
+    const sorted = [...new Set(lock.keys)].sort();
+    const [, , , ext, cand] = await Promise.all([
+      send(conn`begin`),
+      // Plans made for the values at hand: a cached generic plan (made while the table was
+      // small, or for a postcode list of unknown length) can scan the whole table per file.
+      send(conn`set local plan_cache_mode = force_custom_plan`),
+      send(conn`select count(pg_advisory_xact_lock(hashtext(${LOCK_PREFIX} || k))) from (select unnest(${sorted}::text[]) as k) s`),
+      send(conn<ExternalIdMatch[]>`
+        select external_id as key, therapist_id as "therapistId", deleted_at is not null as deleted
+        from fleet.therapist_external_ids where scope = ${load.scope} and external_id = any(${load.keys}::text[])`),
+      send(conn<VersionedTherapist[]>`
+        select ${conn.unsafe(CANDIDATE_COLUMNS)} from therapist_service.therapeuten
+        where plz = any(${load.plzs}::text[])
+           or id = any(array(select therapist_id from fleet.therapist_external_ids
+                             where scope = ${load.scope} and external_id = any(${load.keys}::text[]) and therapist_id is not null))
+        order by id`),
+    ]);
+    data = { externalIds: [...ext], candidates: [...cand] };
+  } catch (err) {
+    await end('rollback');
+    throw clean(err);
+  }
+
+  return {
+    ...data,
+    async reserveIds(n) {
+      if (n === 0) return [];
+      try {
+        const rows = await conn<Array<{ id: number }>>`
+          select nextval(pg_get_serial_sequence('therapist_service.therapeuten', 'id'))::int as id from generate_series(1, ${n}::int)`;
+        return rows.map((r) => r.id);
+      } catch (err) {
+        await end('rollback');
+        throw clean(err);
+      }
+    },
+    async commit(w) {
+      const ts = w.now.toISOString();
+      const pending: Array<Promise<unknown>> = [];
+      if (w.inserts.length) {
+        pending.push(send(conn`
+          insert into therapist_service.therapeuten
+            (id, anrede, geschlecht, titel, vorname, nachname, strasse, plz, ort, telefon, fax, email,
+             telefonische_erreichbarkeit, fremdsprachen, psychotherapieverfahren,
+             status, kassensitz, potenziell_verfuegbar, created_at, updated_at)
+          select r.id, r.anrede, r.geschlecht, r.titel, r.vorname, r.nachname, r.strasse, r.plz, r.ort, r.telefon, r.fax, r.email,
+                 r.telefonische_erreichbarkeit, r.fremdsprachen, r.psychotherapieverfahren,
+                 'aktiv', true, false, ${ts}::timestamptz, ${ts}::timestamptz
+          from jsonb_to_recordset(${JSON.stringify(w.inserts)}::jsonb) as r(id int, ${conn.unsafe(RECORD_COLUMNS)})`));
+      }
+      if (w.updates.length) {
+        // A field absent from a row's changes is NULL in the record set and keeps its value (an
+        // import never writes an empty value). Only the import's own columns are named: the
+        // protected columns cannot be touched.
+        pending.push(send(conn`
+          with u as (
+            update therapist_service.therapeuten t set
+              anrede = coalesce(r.anrede, t.anrede),
+              geschlecht = coalesce(r.geschlecht, t.geschlecht),
+              titel = coalesce(r.titel, t.titel),
+              vorname = coalesce(r.vorname, t.vorname),
+              nachname = coalesce(r.nachname, t.nachname),
+              strasse = coalesce(r.strasse, t.strasse),
+              plz = coalesce(r.plz, t.plz),
+              ort = coalesce(r.ort, t.ort),
+              telefon = coalesce(r.telefon, t.telefon),
+              fax = coalesce(r.fax, t.fax),
+              email = coalesce(r.email, t.email),
+              telefonische_erreichbarkeit = coalesce(r.telefonische_erreichbarkeit, t.telefonische_erreichbarkeit),
+              fremdsprachen = coalesce(r.fremdsprachen, t.fremdsprachen),
+              psychotherapieverfahren = coalesce(r.psychotherapieverfahren, t.psychotherapieverfahren),
+              updated_at = ${ts}::timestamptz
+            from jsonb_to_recordset(${JSON.stringify(w.updates)}::jsonb) as r(id int, version xid, ${conn.unsafe(RECORD_COLUMNS)})
+            where t.id = r.id and t.xmin = r.version
+            returning 1)
+          select fleet.expect_rows(count(*), ${w.updates.length}, 'therapist updates') from u`));
+      }
+      if (w.deactivations.length) {
+        pending.push(send(conn`
+          with u as (
+            update therapist_service.therapeuten t set status = 'inaktiv', updated_at = ${ts}::timestamptz
+            from jsonb_to_recordset(${JSON.stringify(w.deactivations)}::jsonb) as r(id int, version xid)
+            where t.id = r.id and t.xmin = r.version
+            returning 1)
+          select fleet.expect_rows(count(*), ${w.deactivations.length}, 'therapist deactivations') from u`));
+      }
+      const mappings = mergeExternalIdEntries(w.externalIds.entries);
+      if (mappings.length) {
+        pending.push(send(conn`
+          insert into fleet.therapist_external_ids (scope, external_id, therapist_id, deleted_at, first_file_id, last_file_id, created_at, updated_at)
+          select ${w.externalIds.scope}, r.key, r."therapistId", case when r.deleted then ${ts}::timestamptz end,
+                 ${w.externalIds.fileId}::bigint, ${w.externalIds.fileId}::bigint, ${ts}::timestamptz, ${ts}::timestamptz
+          from jsonb_to_recordset(${JSON.stringify(mappings)}::jsonb) as r(key text, "therapistId" int, deleted boolean)
+          on conflict (scope, external_id) do update set
+            therapist_id = coalesce(excluded.therapist_id, fleet.therapist_external_ids.therapist_id),
+            deleted_at = coalesce(fleet.therapist_external_ids.deleted_at, excluded.deleted_at),
+            last_file_id = excluded.last_file_id,
+            updated_at = excluded.updated_at`));
+      }
+      if (w.events.length) pending.push(send(conn.unsafe(OUTBOX_RECORDSET_INSERT, [outboxRecordset(w.events)])));
+      const o = w.file.outcome;
+      pending.push(send(conn`
+        update fleet.therapist_import_files set status = ${o.status}, reason = ${o.reason}, counts = ${JSON.stringify(o.counts)}::jsonb,
+          file_errors = ${JSON.stringify(o.fileErrors)}::jsonb, metadata_disagreements = ${JSON.stringify(o.metadataDisagreements)}::jsonb,
+          failures = ${JSON.stringify(o.failures)}::jsonb, status_mismatches = ${JSON.stringify(o.statusMismatches)}::jsonb,
+          finished_at = ${o.finishedAt.toISOString()}::timestamptz, duration_ms = ${o.durationMs}
+        where id = ${w.file.id}`));
+      const commit = send(conn`commit`);
+      // After the commit (same connection, so it runs once the commit is done): every file
+      // committed before ours is visible, so of two last files finishing together at least
+      // the later one sees the run drained. Closing it is the caller's (locked) business.
+      const drained =
+        w.runId === null
+          ? Promise.resolve([{ drained: false }])
+          : send(conn<Array<{ drained: boolean }>>`
+              select exists (select 1 from fleet.therapist_import_runs where id = ${w.runId} and state = 'sealed')
+                 and not exists (select 1 from fleet.therapist_import_files where run_id = ${w.runId} and status in ('queued', 'importing')) as drained`);
+      open = false;
+      const [writes, committed, check] = await Promise.all([
+        Promise.allSettled(pending),
+        commit.then((r) => r, (e: unknown) => e),
+        drained.then((r) => r, (e: unknown) => e),
+      ]);
+      conn.release();
+      const failed = writes.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw clean(failed.reason);
+      if (committed instanceof Error) throw clean(committed);
+      if ((committed as { command?: string }).command !== 'COMMIT') throw new ImportStatementError('database error: the transaction was rolled back', undefined);
+      // A failed check after a committed import: maybe drained; the caller's locked close decides.
+      return { runDrained: check instanceof Error || (check as Array<{ drained: boolean }>)[0]?.drained === true };
+    },
+    rollback: () => end('rollback'),
+  };
+}

@@ -1,0 +1,141 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../libs/config/index.js';
+import { silentLogger } from '../../libs/log/index.js';
+import { openContext, type FleetContext } from '../../libs/runtime/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { scraperFile, therapistLine, type TherapistLine } from './fixtures.js';
+import { processTherapistFile, sha256, type ImportSession, type TherapistImportDeps } from './process-therapist-file.js';
+import { therapistImportDeps, therapistImportRepo as repo } from './worker.js';
+
+/**
+ * The file's transaction reads therapists without row locks and pipelines its writes with the
+ * commit: a therapist changed by staff in between must not be overwritten from a stale read,
+ * and a write that fails must take every other write of the file with it.
+ */
+
+let db: TestDatabase;
+let ctx: FleetContext;
+let dir: string;
+let cleanupRedis: () => Promise<void>;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  const q = testQueuePrefix();
+  cleanupRedis = q.cleanup;
+  dir = await mkdtemp(path.join(tmpdir(), 'therapist-session-'));
+  ctx = openContext(loadConfig({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, SCRAPER_DROP_DIR: dir, LOG_LEVEL: 'silent' }), silentLogger());
+});
+
+afterAll(async () => {
+  await ctx?.close();
+  await db?.drop();
+  await cleanupRedis?.();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+/** A tracked file in a sealed run of its own, ready for the processor. */
+async function tracked(name: string, lines: TherapistLine[]): Promise<number> {
+  const content = scraperFile(lines);
+  await writeFile(path.join(dir, name), content);
+  const runId = await repo.openRun(ctx.database.db, 'cli', 'sealed');
+  const { file } = await repo.registerFile(ctx.database.db, {
+    runId,
+    path: name,
+    postcode: name.slice(0, 5),
+    dateFolder: null,
+    urgent: false,
+    contentHash: sha256(Buffer.from(content)),
+    sizeBytes: content.length,
+  });
+  return file.id;
+}
+
+/** The real deps, with `afterOpen` run once between loading the therapists and the commit. */
+function depsWith(afterOpen: (session: ImportSession) => Promise<void>): TherapistImportDeps & { opened: () => number } {
+  const deps = therapistImportDeps(ctx);
+  let opened = 0;
+  return {
+    ...deps,
+    opened: () => opened,
+    store: {
+      ...deps.store,
+      async openSession(keys, load) {
+        const session = await deps.store.openSession(keys, load);
+        if (++opened === 1) await afterOpen(session);
+        return session;
+      },
+    },
+  };
+}
+
+async function therapist(plz: string) {
+  const [t] = await db.sql<Array<{ id: number; status: string; telefon: string | null }>>`
+    select id, status, telefon from therapist_service.therapeuten where plz = ${plz}`;
+  return t!;
+}
+
+describe('therapist import transaction', () => {
+  it('a therapist changed by staff between read and commit is not overwritten from the stale read: the file is planned again', async () => {
+    const first = await tracked('30100.json', [therapistLine({ id: 'c1', first: 'Carla', plz: '30100', phone: '0301 1' })]);
+    await processTherapistFile({ fileId: first }, therapistImportDeps(ctx));
+    const before = await therapist('30100');
+
+    // The scraper now says: phone changed. Meanwhile staff deactivate the therapist.
+    const second = await tracked('30100.json', [therapistLine({ id: 'c1', first: 'Carla', plz: '30100', phone: '0301 2', status: 'deleted' })]);
+    const deps = depsWith(async () => {
+      await db.sql`update therapist_service.therapeuten set status = 'inaktiv' where id = ${before.id}`;
+    });
+    const report = await processTherapistFile({ fileId: second }, deps);
+
+    expect(deps.opened()).toBe(2); // the first commit found the row changed and wrote nothing; planned again
+    // Planned on fresh data: already inactive, so nothing to deactivate (the stale plan would have said "deactivated").
+    expect(report.counts).toMatchObject({ deactivated: 0, unchanged: 1, total: 1 });
+    const [ev] = await db.sql`select count(*)::int as n from fleet.outbox where event_type = 'therapist.deactivated' and key = ${String(before.id)}`;
+    expect(ev!.n).toBe(0);
+  });
+
+  it('an update planned from a stale read is not written: staff edits of the same therapist survive the conflict', async () => {
+    const first = await tracked('30200.json', [therapistLine({ id: 'e1', first: 'Emil', plz: '30200', phone: '0302 1' })]);
+    await processTherapistFile({ fileId: first }, therapistImportDeps(ctx));
+    const t = await therapist('30200');
+
+    const second = await tracked('30200.json', [therapistLine({ id: 'e1', first: 'Emil', plz: '30200', phone: '0302 2', status: 'modified' })]);
+    const deps = depsWith(async () => {
+      // staff set the new number themselves and deactivate the therapist
+      await db.sql`update therapist_service.therapeuten set telefon = '0302 2', status = 'inaktiv' where id = ${t.id}`;
+    });
+    const report = await processTherapistFile({ fileId: second }, deps);
+    expect(deps.opened()).toBe(2);
+    expect(report.counts).toMatchObject({ updated: 0, unchanged: 1 });
+    expect(await therapist('30200')).toMatchObject({ telefon: '0302 2', status: 'inaktiv' });
+  });
+
+  it('when one pipelined write fails, none of the file is written: no therapists, no events, the tracking row stays open', async () => {
+    const fileId = await tracked('30300.json', [
+      therapistLine({ id: 'n1', first: 'Nora', plz: '30300' }),
+      therapistLine({ id: 'n2', first: 'Nils', plz: '30300' }),
+    ]);
+    // Make the last write before the commit (the tracking row) fail: its counts column refuses the value.
+    await db.sql`alter table fleet.therapist_import_files add constraint session_test_no_counts check (counts is null or not (counts ? 'created')) not valid`;
+    try {
+      const outboxBefore = await db.sql<Array<{ n: number }>>`select count(*)::int as n from fleet.outbox`;
+      await expect(processTherapistFile({ fileId }, therapistImportDeps(ctx))).rejects.toThrow(/session_test_no_counts/);
+      expect(await db.sql`select id from therapist_service.therapeuten where plz = '30300'`).toHaveLength(0);
+      expect(await db.sql`select 1 from fleet.therapist_external_ids where scope = '30300'`).toHaveLength(0);
+      const outboxAfter = await db.sql<Array<{ n: number }>>`select count(*)::int as n from fleet.outbox`;
+      expect(outboxAfter[0]!.n).toBe(outboxBefore[0]!.n);
+      const row = await repo.getFile(ctx.database.db, fileId);
+      expect(row!.status).toBe('importing');
+    } finally {
+      await db.sql`alter table fleet.therapist_import_files drop constraint session_test_no_counts`;
+    }
+    // The retry (as BullMQ would run it) imports the file.
+    const report = await processTherapistFile({ fileId }, therapistImportDeps(ctx));
+    expect(report.counts).toMatchObject({ created: 2, total: 2 });
+  });
+});
