@@ -44,6 +44,9 @@ async function walk(root: string): Promise<FoundFile[]> {
   return out;
 }
 
+/** Files read, hashed, registered and enqueued together at start-up. */
+const CATCH_UP_CHUNK = 50;
+
 export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   const cfg = ctx.config.therapistImport;
   const root = path.resolve(cfg.dropDir);
@@ -146,9 +149,9 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   }
 
   /**
-   * The start-up catch-up in batches (one query per step, not per file): misfits and files a
-   * newer date folder supersedes are recorded as skipped, new contents are registered in one
-   * run and enqueued, urgent files first.
+   * The start-up catch-up in batches (one query per step and chunk, not per file): misfits
+   * and files a newer date folder supersedes are recorded as skipped, new contents are
+   * registered in one run and enqueued, urgent files first.
    */
   async function registerBatch(rels: string[]): Promise<void> {
     const misfits: Array<{ path: string; reason: string }> = [];
@@ -165,16 +168,33 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     for (const c of candidates) {
       if (c.dateFolder && !c.urgent && (newest.get(c.postcode) ?? '') < c.dateFolder) newest.set(c.postcode, c.dateFolder);
     }
+    // In chunks, urgent files first: the workers start on the first chunk while the rest is
+    // still being read and hashed (a full-country drop is hundreds of files).
+    candidates.sort((a, b) => Number(b.urgent) - Number(a.urgent));
+    for (let i = 0; i < candidates.length; i += CATCH_UP_CHUNK) {
+      await registerChunk(candidates.slice(i, i + CATCH_UP_CHUNK), newest);
+    }
+  }
+
+  async function registerChunk(
+    candidates: Array<{ rel: string; postcode: string; dateFolder: string | null; urgent: boolean }>,
+    newest: Map<string, string>,
+  ): Promise<void> {
+    const read = await Promise.all(
+      candidates.map(async (c) => {
+        try {
+          return { c, buf: await readFile(path.join(root, c.rel)) };
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; // removed again before we read it
+          throw err;
+        }
+      }),
+    );
     const hashed: Array<repo.NewTrackedFile> = [];
     const superseded: Parameters<typeof repo.recordSkippedFiles>[1] = [];
-    for (const c of candidates) {
-      let buf: Buffer;
-      try {
-        buf = await readFile(path.join(root, c.rel));
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        throw err;
-      }
+    for (const r of read) {
+      if (!r) continue;
+      const { c, buf } = r;
       const f = { runId: null, path: c.rel, postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent, contentHash: createHash('sha256').update(buf).digest('hex'), sizeBytes: buf.length };
       const newer = newest.get(c.postcode);
       if (c.dateFolder && !c.urgent && newer && newer > c.dateFolder) {
@@ -199,7 +219,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const run = await runForNewFile();
     const rows = await repo.registerFiles(db, [...fresh.values()].map((f) => ({ ...f, runId: run })));
     rows.sort((a, b) => Number(b.urgent) - Number(a.urgent) || a.id - b.id);
-    // Urgent files first (and with the higher priority); one Redis round trip per 500 jobs.
+    // Urgent files first (and with the higher priority); one Redis round trip for the chunk.
     await enqueueFreshTherapistFiles(ctx, rows);
     log.info({ runId: run, files: rows.length }, 'scraper files registered');
   }

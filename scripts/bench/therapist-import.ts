@@ -8,7 +8,11 @@
  * each next to a naive baseline in the same run (one SELECT plus one INSERT or UPDATE per
  * therapist, autocommit) on a sample of the files in a database of its own.
  *
- *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 50] [--profile <dir>]
+ *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 50] [--processes 0] [--profile <dir>]
+ *
+ * `--processes N` runs the `therapist-import` role in N child processes (`fleet start --only
+ * therapist-import`, as on N cores in production); the watcher stays in this process. 0 (the
+ * default): the workers run in this process too.
  *
  * `--profile <dir>` writes a CPU profile of this process for each pipeline phase (not the naive
  * baseline) as `<dir>/phase-<n>.cpuprofile` (open in Chrome DevTools or speedscope).
@@ -16,6 +20,8 @@
  * Needs PostgreSQL and Redis as for the tests (DATABASE_URL's server, REDIS_URL). Creates and
  * drops its own databases and Redis prefix.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, utimes, writeFile, readFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -28,7 +34,7 @@ import { runMigrations } from '../../libs/db/migrate.js';
 import { silentLogger } from '../../libs/log/index.js';
 import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 import { scraperWatcherComponent } from '../../apps/producers/scraper-watcher.js';
-import { postgresCpu, redisCpu } from './cpu.js';
+import { postgresCpu, procCpuSeconds, redisCpu } from './cpu.js';
 import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
 import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from '../../workers/therapist-import/fixtures.js';
 
@@ -40,6 +46,7 @@ const arg = (name: string, fallback: number) => {
 const FILES = arg('files', 400);
 const PER_FILE = arg('per-file', 100);
 const NAIVE_FILES = arg('naive-files', 50);
+const PROCESSES = arg('processes', 0);
 const PROFILE_DIR = args.includes('--profile') ? args[args.indexOf('--profile') + 1] : undefined;
 
 /** Runs `fn` under the V8 CPU profiler when `--profile` is given. */
@@ -149,11 +156,38 @@ async function waitForRunClosed(ctx: FleetContext, since: number): Promise<Recor
   }
 }
 
+const children: ChildProcess[] = [];
+
+/** Starts N worker processes (`fleet start --only therapist-import`); resolves once each logged "fleet started". */
+async function startWorkerProcesses(n: number, env: Record<string, string>): Promise<void> {
+  await Promise.all(
+    Array.from({ length: n }, () => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'apps/cli/main.ts', 'start', '--only', 'therapist-import', '--no-migrate'], {
+        env: { ...process.env, ...env, LOG_LEVEL: 'info' },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      children.push(child);
+      return new Promise<void>((resolve, reject) => {
+        child.once('exit', (code) => reject(new Error(`worker process exited with ${code}`)));
+        child.stdout!.on('data', (d: Buffer) => d.toString().includes('fleet started') && resolve());
+      });
+    }),
+  );
+}
+
+/** Peak RSS (VmHWM) of the worker processes, MB. */
+function childPeakRssMb(): number[] {
+  return children.map((c) => {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${c.pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : 0;
+  });
+}
+
 /** CPU seconds so far: this process, the PostgreSQL backends of `dbName` plus the server's background processes, Redis. */
 async function cpuNow(dbName: string, redis: Redis): Promise<{ node: number; pg: number; redis: number }> {
   const u = process.cpuUsage();
   const pg = postgresCpu(dbName);
-  return { node: (u.user + u.system) / 1e6, pg: [...pg.backends.values()].reduce((a, b) => a + b, pg.background), redis: await redisCpu(redis) };
+  return { node: (u.user + u.system) / 1e6 + children.reduce((sum, c) => sum + procCpuSeconds(c.pid!), 0), pg: [...pg.backends.values()].reduce((a, b) => a + b, pg.background), redis: await redisCpu(redis) };
 }
 
 async function pipelinePhase(ctx: FleetContext, dbName: string, redis: Redis): Promise<{ counts: Record<string, number>; catchUpMs: number; perFile: string; cpu: string }> {
@@ -169,6 +203,7 @@ async function pipelinePhase(ctx: FleetContext, dbName: string, redis: Redis): P
   const [d] = await ctx.database.sql<Array<{ avg: number; p95: number }>>`
     select avg(duration_ms)::float as avg, percentile_cont(0.95) within group (order by duration_ms)::float as p95
     from fleet.therapist_import_files f join fleet.therapist_import_runs r on r.id = f.run_id where r.id > ${last?.id ?? 0} and f.status <> 'skipped'`;
+  if (process.env.DBG_US) console.log('USERSYS', JSON.stringify(process.cpuUsage()));
   const cpu = `node ${fmt(cpu1.node - cpu0.node)}, PostgreSQL ${fmt(cpu1.pg - cpu0.pg)}, Redis ${fmt(cpu1.redis - cpu0.redis)}`;
   return { counts, catchUpMs, perFile: `avg ${fmt(d!.avg, 0)} ms, p95 ${fmt(d!.p95, 0)} ms`, cpu };
 }
@@ -240,8 +275,15 @@ async function main() {
       }),
       silentLogger(),
     );
-    const workers = therapistImportComponents(ctx);
+    const workers = PROCESSES > 0 ? [] : therapistImportComponents(ctx);
     for (const w of workers) await w.start();
+    await startWorkerProcesses(PROCESSES, {
+      DATABASE_URL: withDb(dbName),
+      REDIS_URL: redisUrl,
+      QUEUE_PREFIX: prefix,
+      SCRAPER_DROP_DIR: dir,
+      SCRAPER_RUN_QUIET_MS: '0',
+    });
     const naiveSql = postgres(withDb(naiveName), { max: 1, onnotice: () => {} });
     const redisInfo = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
 
@@ -266,7 +308,7 @@ async function main() {
         'per file': m.result.perFile,
         'therapists/s': fmt(rate, 0),
         'CPU s': m.result.cpu,
-        'peak RSS MB': fmt(m.peakRssMb, 0),
+        'peak RSS MB': PROCESSES ? `${fmt(m.peakRssMb, 0)} (this process), workers ${childPeakRssMb().map((x) => fmt(x, 0)).join(', ')}` : fmt(m.peakRssMb, 0),
         'peak heap MB': fmt(m.peakHeapMb, 0),
         counts: `created ${c.created} updated ${c.updated} unchanged ${c.unchanged} skipped ${c.skipped} failed ${c.failed} (sum ${sum})`,
         'naive therapists/s': `${fmt(naiveRate, 0)} (${naive.result} therapists, ${fmt(naive.ms / 1000)} s)`,
@@ -278,9 +320,12 @@ async function main() {
     await naiveSql.end({ timeout: 5 });
     redisInfo.disconnect();
     for (const w of workers) await w.stop(10_000);
+    for (const c of children) c.kill('SIGTERM');
+    await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
     const [ev] = await ctx.database.sql<Array<{ n: number }>>`select count(*)::int as n from fleet.outbox`;
     process.stdout.write(`\noutbox events written: ${ev!.n}\n`);
   } finally {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
     await ctx?.close();
     const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
     let cursor = '0';
@@ -296,7 +341,7 @@ async function main() {
     await rm(dir, { recursive: true, force: true });
   }
   process.stdout.write(
-    `\nTherapist import benchmark: ${FILES} files x ${PER_FILE} therapists = ${total}; naive baseline on ${NAIVE_FILES} files; ${cpus().length} cores, load average ${loadavg().map((l) => fmt(l, 1)).join(' ')}\n`,
+    `\nTherapist import benchmark: ${FILES} files x ${PER_FILE} therapists = ${total}; naive baseline on ${NAIVE_FILES} files; workers ${PROCESSES ? `in ${PROCESSES} processes` : 'in this process'}; ${cpus().length} cores, load average ${loadavg().map((l) => fmt(l, 1)).join(' ')}\n`,
   );
   console.table(results);
 }

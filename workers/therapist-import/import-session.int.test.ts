@@ -9,6 +9,7 @@ import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js'
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { scraperFile, therapistLine, type TherapistLine } from './fixtures.js';
+import { claimFile } from '../../libs/db/repositories/therapist-import-session.js';
 import { processTherapistFile, sha256, type ImportSession, type TherapistImportDeps } from './process-therapist-file.js';
 import { therapistImportDeps, therapistImportRepo as repo } from './worker.js';
 
@@ -80,6 +81,16 @@ async function therapist(plz: string) {
 }
 
 describe('therapist import transaction', () => {
+  it('claiming a file gives the row as the repository reads it, once per queued file', async () => {
+    const fileId = await tracked('30050.json', [therapistLine({ id: 'k1', first: 'Kai', plz: '30050' })]);
+    const claimed = await claimFile(ctx.database.sql, fileId, new Date('2026-01-05T10:00:00Z'));
+    expect(claimed).toEqual(await repo.getFile(ctx.database.db, fileId));
+    expect(claimed).toMatchObject({ id: fileId, status: 'importing', attempts: 1, path: '30050.json', postcode: '30050', startedAt: new Date('2026-01-05T10:00:00Z') });
+    expect(typeof claimed!.runId).toBe('number');
+    await processTherapistFile({ fileId }, therapistImportDeps(ctx));
+    expect(await claimFile(ctx.database.sql, fileId, new Date())).toBeNull();
+  });
+
   it('a therapist changed by staff between read and commit is not overwritten from the stale read: the file is planned again', async () => {
     const first = await tracked('30100.json', [therapistLine({ id: 'c1', first: 'Carla', plz: '30100', phone: '0301 1' })]);
     await processTherapistFile({ fileId: first }, therapistImportDeps(ctx));

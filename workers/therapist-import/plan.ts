@@ -164,8 +164,14 @@ export function diffFields(existing: TherapistFields, incoming: TherapistFields)
   return changes as Partial<TherapistFields>;
 }
 
-export const norm = (s: string | null | undefined): string =>
-  (s ?? '').normalize('NFC').trim().replace(/\s+/g, ' ').toLowerCase();
+/** Printable ASCII without runs of spaces: NFC and whitespace folding change nothing. */
+const PLAIN = /^[\x21-\x7e]+(?: [\x21-\x7e]+)*$/;
+
+export const norm = (s: string | null | undefined): string => {
+  if (!s) return '';
+  if (PLAIN.test(s)) return s.toLowerCase();
+  return s.normalize('NFC').trim().replace(/\s+/g, ' ').toLowerCase();
+};
 
 export const primaryKey = (f: Pick<TherapistFields, 'vorname' | 'nachname' | 'plz'>) => `${norm(f.vorname)}|${norm(f.nachname)}|${norm(f.plz)}`;
 const secondaryKey = (f: Pick<TherapistFields, 'vorname' | 'plz' | 'ort' | 'strasse' | 'titel'>) =>
@@ -246,11 +252,12 @@ export function planFile(input: PlanInput): Plan {
     }
     return bySecondaryIndex;
   };
-  const add = (t: ExistingTherapist) => {
+  /** `keys`: the therapist's primary and secondary keys when the caller has them already. */
+  const add = (t: ExistingTherapist, keys?: { primary: string; secondary: string }) => {
     byId.set(t.id, t);
     all.push(t);
-    if (byPrimaryIndex) put(byPrimaryIndex, primaryKey(t), t);
-    if (bySecondaryIndex) put(bySecondaryIndex, secondaryKey(t), t);
+    if (byPrimaryIndex) put(byPrimaryIndex, keys?.primary ?? primaryKey(t), t);
+    if (bySecondaryIndex) put(bySecondaryIndex, keys?.secondary ?? secondaryKey(t), t);
   };
   for (const c of [...input.candidates].sort((a, b) => a.id - b.id)) add(c);
 
@@ -285,13 +292,17 @@ export function planFile(input: PlanInput): Plan {
       if (match) rule = 'external_id';
       else vanished = true; // mapped therapist no longer on the platform: never re-created
     }
+    let pk: string | undefined;
+    let sk: string | undefined;
     if (!match && !vanished) {
-      const sameName = byPrimary().get(primaryKey(incoming));
+      pk = primaryKey(incoming);
+      const sameName = byPrimary().get(pk);
       match = sameName?.find((c) => !claimedBy.has(c.id)) ?? sameName?.[0];
       if (match) rule = 'primary';
     }
     if (!match && !vanished) {
-      const found = bySecondary().get(secondaryKey(incoming)) ?? [];
+      sk = secondaryKey(incoming);
+      const found = bySecondary().get(sk) ?? [];
       match =
         found.find((c) => !claimedBy.has(c.id) && (incoming.email === null || norm(c.email) === norm(incoming.email))) ??
         found.find((c) => incoming.email === null || norm(c.email) === norm(incoming.email));
@@ -353,7 +364,8 @@ export function planFile(input: PlanInput): Plan {
     const fields = fieldsForNew(incoming);
     plan.creates.push({ placeholder, index: line.index, externalId: extId, fields });
     if (extId) plan.mappings.push({ externalId: extId, therapistId: placeholder });
-    add({ ...fields, id: placeholder, status: 'aktiv' });
+    // Same keys as `incoming`: a new therapist differs from it only in salutation and gender.
+    add({ ...fields, id: placeholder, status: 'aktiv' }, pk !== undefined && sk !== undefined ? { primary: pk, secondary: sk } : undefined);
     claimedBy.set(placeholder, line.index);
     result.outcome = 'created';
     result.therapistId = placeholder;

@@ -1,6 +1,6 @@
 import type { Database } from '../../libs/db/client.js';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
-import { isConcurrentChange, openImportSession } from '../../libs/db/repositories/therapist-import-session.js';
+import { claimFile, isConcurrentChange, openImportSession } from '../../libs/db/repositories/therapist-import-session.js';
 import { appendEvents, outboxRows } from '../../libs/events/append-many.js';
 import type { ImportTx, TherapistImportStore } from './process-therapist-file.js';
 
@@ -14,7 +14,7 @@ export function postgresTherapistImportStore(database: Database, mail: SummaryAd
   const { db } = database;
   return {
     getFile: (id) => repo.getFile(db, id),
-    markImporting: (id, now) => repo.markImporting(db, id, now),
+    markImporting: (id, now) => claimFile(database.sql, id, now),
     isConcurrentChange,
     async openSession(lockKeys, load) {
       const s = await openImportSession(database.sql, { keys: lockKeys }, load);

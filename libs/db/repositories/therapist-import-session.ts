@@ -1,5 +1,5 @@
 import type postgres from 'postgres';
-import type { FileOutcome, NewTherapistRow, StoredTherapist } from './therapist-import.js';
+import type { FileOutcome, NewTherapistRow, StoredTherapist, TherapistImportFileRow } from './therapist-import.js';
 import { OUTBOX_RECORDSET_INSERT, outboxRecordset, type OutboxInsert } from './outbox-rows.js';
 
 /**
@@ -99,6 +99,45 @@ const CANDIDATE_COLUMNS =
 
 const RECORD_COLUMNS =
   'anrede text, geschlecht text, titel text, vorname text, nachname text, strasse text, plz text, ort text, telefon text, fax text, email text, telefonische_erreichbarkeit jsonb, fremdsprachen jsonb, psychotherapieverfahren text';
+
+/**
+ * Claims a file for import (queued, or importing: a retry), counting the attempt; null when
+ * it is done already. The same row as `getFile` reads (a test compares them), without the
+ * query builder's work for every file.
+ */
+export async function claimFile(sql: postgres.Sql, id: number, now: Date): Promise<TherapistImportFileRow | null> {
+  const [r] = await sql<Array<Record<string, unknown>>>`
+    update fleet.therapist_import_files set status = 'importing', started_at = ${now.toISOString()}::timestamptz, attempts = attempts + 1
+    where id = ${id} and status in ('queued', 'importing')
+    returning id::text, run_id::text, path, postcode, date_folder, urgent, content_hash, size_bytes::text, status, reason, file_errors,
+      metadata_disagreements, failures, status_mismatches, counts, attempts, discovered_at, started_at, finished_at, duration_ms`;
+  if (!r) return null;
+  const num = (v: unknown) => (v === null ? null : Number(v));
+  // Timestamps arrive as PostgreSQL's text (the query builder reads them so): parsed as the query builder does.
+  const date = (v: unknown) => (v === null ? null : v instanceof Date ? v : new Date(v as string));
+  return {
+    id: Number(r.id),
+    runId: num(r.run_id),
+    path: r.path,
+    postcode: r.postcode,
+    dateFolder: r.date_folder,
+    urgent: r.urgent,
+    contentHash: r.content_hash,
+    sizeBytes: num(r.size_bytes),
+    status: r.status,
+    reason: r.reason,
+    fileErrors: r.file_errors,
+    metadataDisagreements: r.metadata_disagreements,
+    failures: r.failures,
+    statusMismatches: r.status_mismatches,
+    counts: r.counts,
+    attempts: r.attempts,
+    discoveredAt: date(r.discovered_at),
+    startedAt: date(r.started_at),
+    finishedAt: date(r.finished_at),
+    durationMs: r.duration_ms,
+  } as TherapistImportFileRow;
+}
 
 export interface ImportSession extends MatchData {
   /** Ids for new therapists, in order (one round trip). */

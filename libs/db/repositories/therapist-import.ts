@@ -198,16 +198,6 @@ export async function unfinishedFiles(db: DbOrTx): Promise<TherapistImportFileRo
     .orderBy(desc(therapistImportFiles.urgent), asc(therapistImportFiles.id));
 }
 
-/** Claims a file for import: returns the row when it was queued or importing (a retry), else null. */
-export async function markImporting(db: DbOrTx, id: number, now: Date): Promise<TherapistImportFileRow | null> {
-  const [row] = await db
-    .update(therapistImportFiles)
-    .set({ status: 'importing', startedAt: now, attempts: sql`${therapistImportFiles.attempts} + 1` })
-    .where(and(eq(therapistImportFiles.id, id), inArray(therapistImportFiles.status, ['queued', 'importing'])))
-    .returning();
-  return row ?? null;
-}
-
 export interface FileOutcome {
   status: Exclude<TherapistImportFileStatus, 'queued' | 'importing'>;
   reason: string | null;
