@@ -203,7 +203,6 @@ async function pipelinePhase(ctx: FleetContext, dbName: string, redis: Redis): P
   const [d] = await ctx.database.sql<Array<{ avg: number; p95: number }>>`
     select avg(duration_ms)::float as avg, percentile_cont(0.95) within group (order by duration_ms)::float as p95
     from fleet.therapist_import_files f join fleet.therapist_import_runs r on r.id = f.run_id where r.id > ${last?.id ?? 0} and f.status <> 'skipped'`;
-  if (process.env.DBG_US) console.log('USERSYS', JSON.stringify(process.cpuUsage()));
   const cpu = `node ${fmt(cpu1.node - cpu0.node)}, PostgreSQL ${fmt(cpu1.pg - cpu0.pg)}, Redis ${fmt(cpu1.redis - cpu0.redis)}`;
   return { counts, catchUpMs, perFile: `avg ${fmt(d!.avg, 0)} ms, p95 ${fmt(d!.p95, 0)} ms`, cpu };
 }
