@@ -4,10 +4,9 @@ import type { OutboxInsert } from '../db/repositories/outbox-rows.js';
 import { insertOutboxRows } from '../db/repositories/therapist-import.js';
 import { PRODUCER, topicFor, type NewEvent } from './index.js';
 
-/** The outbox rows of many events: same envelope (event id, type, version, timestamp, producer) and topics as `appendEvent`. */
-export function outboxRows(events: Array<NewEvent<Record<string, unknown>>>): OutboxInsert[] {
+/** The envelopes of many events without their ids: same type, version, timestamp, producer and topics as `appendEvent`. */
+export function outboxEnvelopes(events: Array<NewEvent<Record<string, unknown>>>): Array<Omit<OutboxInsert, 'eventId'>> {
   return events.map((e) => ({
-    eventId: randomUUID(),
     eventType: e.eventType,
     version: e.version ?? 1,
     topic: topicFor(e.eventType),
@@ -16,6 +15,11 @@ export function outboxRows(events: Array<NewEvent<Record<string, unknown>>>): Ou
     payload: e.payload,
     occurredAt: e.occurredAt ?? new Date(),
   }));
+}
+
+/** The outbox rows of many events: envelopes as `outboxEnvelopes`, each with a new event id. */
+export function outboxRows(events: Array<NewEvent<Record<string, unknown>>>): OutboxInsert[] {
+  return outboxEnvelopes(events).map((e) => ({ eventId: randomUUID(), ...e }));
 }
 
 /** `appendEvent` for many events at once: one outbox statement in the caller's transaction. */

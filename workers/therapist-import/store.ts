@@ -1,7 +1,7 @@
 import type { Database } from '../../libs/db/client.js';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
 import { claimFile, isConcurrentChange, openImportSession } from '../../libs/db/repositories/therapist-import-session.js';
-import { appendEvents, outboxRows } from '../../libs/events/append-many.js';
+import { appendEvents, outboxEnvelopes } from '../../libs/events/append-many.js';
 import type { ImportTx, TherapistImportStore } from './process-therapist-file.js';
 
 export interface SummaryAddress {
@@ -22,7 +22,7 @@ export function postgresTherapistImportStore(database: Database, mail: SummaryAd
         externalIds: new Map(s.externalIds.map((r) => [r.key, { therapistId: r.therapistId, deleted: r.deleted }])),
         candidates: s.candidates,
         reserveIds: (n) => s.reserveIds(n),
-        commit: ({ events, ...writes }) => s.commit({ ...writes, events: outboxRows(events) }),
+        commit: ({ events, ...writes }) => s.commit({ ...writes, events: outboxEnvelopes(events) }),
         rollback: () => s.rollback(),
       };
     },

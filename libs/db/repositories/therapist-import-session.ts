@@ -1,6 +1,6 @@
 import type postgres from 'postgres';
 import type { FileOutcome, NewTherapistRow, StoredTherapist, TherapistImportFileRow } from './therapist-import.js';
-import { OUTBOX_RECORDSET_INSERT, outboxRecordset, type OutboxInsert } from './outbox-rows.js';
+import { OUTBOX_BATCH_INSERT, outboxBatch, outboxBatchParams, type OutboxInsert } from './outbox-rows.js';
 
 /**
  * The hot path of the therapist import: one file's transaction on a reserved connection,
@@ -39,7 +39,8 @@ export interface SessionWrites {
   updates: Array<{ id: number; version: string } & Partial<NewTherapistRow>>;
   deactivations: Array<{ id: number; version: string }>;
   externalIds: { scope: string; fileId: number; entries: Array<{ key: string; therapistId: number | null; deleted: boolean }> };
-  events: OutboxInsert[];
+  /** Outbox rows; PostgreSQL makes their event ids. */
+  events: Array<Omit<OutboxInsert, 'eventId'>>;
   file: { id: number; outcome: FileOutcome };
   /** The run to check after the commit (null: a file without a run). */
   runId: number | null;
@@ -168,6 +169,7 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
   };
 
   let data: MatchData;
+  let knownKeys = new Set<string>();
   try {
     const sorted = [...new Set(lock.keys)].sort();
     const [, , , ext, cand] = await Promise.all([
@@ -187,6 +189,7 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
         order by id`),
     ]);
     data = { externalIds: [...ext], candidates: [...cand] };
+    knownKeys = new Set(data.externalIds.map((e) => e.key));
   } catch (err) {
     await end('rollback');
     throw clean(err);
@@ -255,20 +258,30 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
             returning 1)
           select fleet.expect_rows(count(*), ${w.deactivations.length}, 'therapist deactivations') from u`));
       }
+      // Keys the file's transaction did not find are new: a plain insert (the scope's lock
+      // keeps other imports away; a row that appeared anyway fails the commit, and the retry
+      // finds it). Known keys are updated.
       const mappings = mergeExternalIdEntries(w.externalIds.entries);
-      if (mappings.length) {
+      const fresh = mappings.filter((m) => !knownKeys.has(m.key));
+      const known = mappings.filter((m) => knownKeys.has(m.key));
+      if (fresh.length) {
         pending.push(send(conn`
           insert into fleet.therapist_external_ids (scope, external_id, therapist_id, deleted_at, first_file_id, last_file_id, created_at, updated_at)
           select ${w.externalIds.scope}, r.key, r."therapistId", case when r.deleted then ${ts}::timestamptz end,
                  ${w.externalIds.fileId}::bigint, ${w.externalIds.fileId}::bigint, ${ts}::timestamptz, ${ts}::timestamptz
-          from jsonb_to_recordset(${JSON.stringify(mappings)}::jsonb) as r(key text, "therapistId" int, deleted boolean)
-          on conflict (scope, external_id) do update set
-            therapist_id = coalesce(excluded.therapist_id, fleet.therapist_external_ids.therapist_id),
-            deleted_at = coalesce(fleet.therapist_external_ids.deleted_at, excluded.deleted_at),
-            last_file_id = excluded.last_file_id,
-            updated_at = excluded.updated_at`));
+          from jsonb_to_recordset(${JSON.stringify(fresh)}::jsonb) as r(key text, "therapistId" int, deleted boolean)`));
       }
-      if (w.events.length) pending.push(send(conn.unsafe(OUTBOX_RECORDSET_INSERT, [outboxRecordset(w.events)])));
+      if (known.length) {
+        pending.push(send(conn`
+          update fleet.therapist_external_ids e set
+            therapist_id = coalesce(r."therapistId", e.therapist_id),
+            deleted_at = coalesce(e.deleted_at, case when r.deleted then ${ts}::timestamptz end),
+            last_file_id = ${w.externalIds.fileId}::bigint,
+            updated_at = ${ts}::timestamptz
+          from jsonb_to_recordset(${JSON.stringify(known)}::jsonb) as r(key text, "therapistId" int, deleted boolean)
+          where e.scope = ${w.externalIds.scope} and e.external_id = r.key`));
+      }
+      if (w.events.length) pending.push(send(conn.unsafe(OUTBOX_BATCH_INSERT, outboxBatchParams(outboxBatch(w.events)))));
       const o = w.file.outcome;
       pending.push(send(conn`
         update fleet.therapist_import_files set status = ${o.status}, reason = ${o.reason}, counts = ${JSON.stringify(o.counts)}::jsonb,
