@@ -6,7 +6,8 @@
  *   2. the same drop again with fresh scrape dates but unchanged therapists,
  *   3. the same drop with 5% of the therapists changed,
  * each next to a naive baseline in the same run (one SELECT plus one INSERT or UPDATE per
- * therapist, autocommit) on a sample of the files in a database of its own.
+ * therapist, autocommit) on a sample of the files in a database of its own, half of it right
+ * before and half right after each phase.
  *
  *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 50] [--processes 0] [--profile <dir>]
  *
@@ -208,9 +209,9 @@ async function pipelinePhase(ctx: FleetContext, dbName: string, redis: Redis): P
 }
 
 /** The naive way: per therapist one SELECT, then one INSERT or UPDATE (autocommit). */
-async function naiveImport(sql: postgres.Sql, dir: string, files: number): Promise<number> {
+async function naiveImport(sql: postgres.Sql, dir: string, from: number, to: number): Promise<number> {
   let n = 0;
-  for (let f = 0; f < files; f++) {
+  for (let f = from; f < to; f++) {
     const doc = JSON.parse(await readFile(path.join(dir, `20250702/${postcodeOf(f)}.json`), 'utf8')) as { therapists: TherapistLine[] };
     for (const t of doc.therapists) {
       const b = t.basic_info as Record<string, string>;
@@ -293,10 +294,15 @@ async function main() {
     ];
     for (const p of phases) {
       await writeDrop(dir, p.variant, p.date, FILES);
+      // The naive baseline runs half right before and half right after the pipeline, so a
+      // machine that gets faster or slower meanwhile (this one is a VM) weighs on both alike.
+      const half = Math.floor(NAIVE_FILES / 2);
+      const naiveBefore = await measure(() => naiveImport(naiveSql, dir, 0, half));
       const m = await measure(() => profiled(`phase-${phases.indexOf(p) + 1}`, () => pipelinePhase(ctx!, dbName, redisInfo)));
       const c = m.result.counts;
       const sum = (c.created ?? 0) + (c.updated ?? 0) + (c.unchanged ?? 0) + (c.deactivated ?? 0) + (c.skipped ?? 0) + (c.failed ?? 0);
-      const naive = await measure(() => naiveImport(naiveSql, dir, NAIVE_FILES));
+      const naiveAfter = await measure(() => naiveImport(naiveSql, dir, half, NAIVE_FILES));
+      const naive = { result: naiveBefore.result + naiveAfter.result, ms: naiveBefore.ms + naiveAfter.ms };
       const rate = total / (m.ms / 1000);
       const naiveRate = naive.result / (naive.ms / 1000);
       results.push({
