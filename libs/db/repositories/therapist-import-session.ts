@@ -174,8 +174,9 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
     const sorted = [...new Set(lock.keys)].sort();
     const [, , , ext, cand] = await Promise.all([
       send(conn`begin`),
-      // Plans made for the values at hand: a cached generic plan (made while the table was
-      // small, or for a postcode list of unknown length) can scan the whole table per file.
+      // The reads are planned for the values at hand: a cached generic plan (made while the
+      // table was small, or for a postcode list of unknown length) scanned the whole table
+      // per file. The writes keep their cached plans (reset below).
       send(conn`set local plan_cache_mode = force_custom_plan`),
       send(conn`select count(pg_advisory_xact_lock(hashtext(${LOCK_PREFIX} || k))) from (select unnest(${sorted}::text[]) as k) s`),
       send(conn<ExternalIdMatch[]>`
@@ -188,6 +189,7 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
           where plz = any(${load.plzs}::text[])
              or id = any(array(select therapist_id from fleet.therapist_external_ids
                                where scope = ${load.scope} and external_id = any(${load.keys}::text[]) and therapist_id is not null))) c`),
+      send(conn`set local plan_cache_mode = auto`),
     ]);
     data = { externalIds: [...ext], candidates: cand[0]!.rows };
     knownKeys = new Set(data.externalIds.map((e) => e.key));
