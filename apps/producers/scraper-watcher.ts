@@ -233,12 +233,13 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const now = Date.now();
     const found = await walk(root);
     const ready: string[] = [];
-    for (const f of found) {
-      const s = await stat(f.abs).catch(() => null);
-      if (!s) continue;
+    const stats = await Promise.all(found.map((f) => stat(f.abs).catch(() => null)));
+    found.forEach((f, i) => {
+      const s = stats[i];
+      if (!s) return;
       if (now - s.mtimeMs < cfg.stabilityMs) whenStable(f.abs, f.rel);
       else ready.push(f.rel);
-    }
+    });
     await registerBatch(ready);
     log.info({ files: ready.length, waiting: found.length - ready.length }, 'scraper folder caught up');
   }
