@@ -9,7 +9,7 @@
  * therapist, autocommit) on a sample of the files in a database of its own, half of it right
  * before and half right after each phase.
  *
- *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 50] [--processes 0] [--profile <dir>]
+ *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 100] [--processes 0] [--profile <dir>]
  *
  * `--processes N` runs the `therapist-import` role in N child processes (`fleet start --only
  * therapist-import`, as on N cores in production); the watcher stays in this process. 0 (the
@@ -46,7 +46,7 @@ const arg = (name: string, fallback: number) => {
 };
 const FILES = arg('files', 400);
 const PER_FILE = arg('per-file', 100);
-const NAIVE_FILES = arg('naive-files', 50);
+const NAIVE_FILES = arg('naive-files', 100);
 const PROCESSES = arg('processes', 0);
 const PROFILE_DIR = args.includes('--profile') ? args[args.indexOf('--profile') + 1] : undefined;
 
