@@ -126,6 +126,20 @@ describe('therapist import transaction', () => {
     expect(await therapist('30200')).toMatchObject({ telefon: '0302 2', status: 'inaktiv' });
   });
 
+  it('scraper ids and names with quotes, backslashes, commas and braces survive the array and JSON parameters', async () => {
+    const odd = 'x"1\\2,{3} \'4\' ü';
+    const line = (status: string) => therapistLine({ id: odd, first: 'Zoë "Z"', last: 'O\'Brien, {Jr}\\', plz: '30400', status });
+    const first = await tracked('30400.json', [line('new')]);
+    expect((await processTherapistFile({ fileId: first }, therapistImportDeps(ctx))).counts).toMatchObject({ created: 1 });
+    const [ext] = await db.sql<Array<{ external_id: string }>>`select external_id from fleet.therapist_external_ids where scope = '30400'`;
+    expect(ext!.external_id).toBe(odd);
+    const again = await tracked('30400.json', [{ ...line('unchanged'), telephone_hours: { friday: ['08:00-09:00'] } }]);
+    const report = await processTherapistFile({ fileId: again }, therapistImportDeps(ctx));
+    expect(report.counts).toMatchObject({ created: 0, updated: 1 });
+    const [t] = await db.sql<Array<{ vorname: string; nachname: string }>>`select vorname, nachname from therapist_service.therapeuten where plz = '30400'`;
+    expect(t).toEqual({ vorname: 'Zoë "Z"', nachname: 'O\'Brien, {Jr}\\' });
+  });
+
   it('when one pipelined write fails, none of the file is written: no therapists, no events, the tracking row stays open', async () => {
     const fileId = await tracked('30300.json', [
       therapistLine({ id: 'n1', first: 'Nora', plz: '30300' }),

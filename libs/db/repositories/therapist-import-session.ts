@@ -70,7 +70,7 @@ function clean(err: unknown): Error {
   return err as Error;
 }
 
-/** One entry per key (an upsert may touch a row once): the last therapist wins; a tombstone is never lifted. */
+/** One entry per key (one statement may write a row only once): the last therapist wins; a tombstone is never lifted. */
 export function mergeExternalIdEntries(
   entries: Array<{ key: string; therapistId: number | null; deleted: boolean }>,
 ): Array<{ key: string; therapistId: number | null; deleted: boolean }> {
