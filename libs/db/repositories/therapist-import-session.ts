@@ -189,7 +189,7 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
           where plz = any(${load.plzs}::text[])
              or id = any(array(select therapist_id from fleet.therapist_external_ids
                                where scope = ${load.scope} and external_id = any(${load.keys}::text[]) and therapist_id is not null))) c`),
-      send(conn`set local plan_cache_mode = auto`),
+      send(conn`set local plan_cache_mode to default`),
     ]);
     data = { externalIds: [...ext], candidates: cand[0]!.rows };
     knownKeys = new Set(data.externalIds.map((e) => e.key));
