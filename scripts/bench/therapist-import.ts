@@ -9,7 +9,12 @@
  * therapist, autocommit) on a sample of the files in a database of its own, half of it right
  * before and half right after each phase.
  *
- *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 100] [--processes 0] [--profile <dir>]
+ *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 100] [--warmup 40] [--processes 0] [--profile <dir>]
+ *
+ * `--warmup N` (default 40): before the measured phases, the same three phases on N files in a
+ * scratch database (and the naive baseline on them), not counted: a worker that has run for a
+ * while has its code compiled; the first seconds of a fresh process compile it. 0: cold start.
+ * Only with the workers in this process.
  *
  * `--processes N` runs the `therapist-import` role in N child processes (`fleet start --only
  * therapist-import`, as on N cores in production); the watcher stays in this process. 0 (the
@@ -48,6 +53,7 @@ const FILES = arg('files', 400);
 const PER_FILE = arg('per-file', 100);
 const NAIVE_FILES = arg('naive-files', 100);
 const PROCESSES = arg('processes', 0);
+const WARMUP = arg('warmup', 40);
 const PROFILE_DIR = args.includes('--profile') ? args[args.indexOf('--profile') + 1] : undefined;
 
 /** Runs `fn` under the V8 CPU profiler when `--profile` is given. */
@@ -252,6 +258,54 @@ async function naiveImport(sql: postgres.Sql, dir: string, from: number, to: num
 }
 
 
+const phases: Array<{ name: string; variant: 'base' | 'changed'; date: string }> = [
+  { name: '1. first import (empty table)', variant: 'base', date: '2025-07-02T03:13:24' },
+  { name: '2. re-import, unchanged therapists', variant: 'base', date: '2025-07-09T03:13:24' },
+  { name: '3. re-import, 5% changed', variant: 'changed', date: '2025-07-16T03:13:24' },
+];
+
+async function deleteRedisPrefix(prefix: string): Promise<void> {
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `{${prefix}}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await redis.del(...keys);
+  } while (cursor !== '0');
+  redis.disconnect();
+}
+
+/** The three phases on `files` files in a scratch database, through workers of this process, and the naive baseline on them: nothing measured. */
+async function warmUp(files: number, redis: Redis): Promise<void> {
+  const name = `bench_therapist_warm_${suffix}`;
+  const prefix = `bench_ti_warm_${suffix}`;
+  const dir = await mkdtemp(path.join(tmpdir(), 'scraper-bench-warm-'));
+  await runMigrations(withDb(name), { platform: true });
+  const ctx = openContext(
+    loadConfig({ DATABASE_URL: withDb(name), REDIS_URL: redisUrl, QUEUE_PREFIX: prefix, SCRAPER_DROP_DIR: dir, SCRAPER_RUN_QUIET_MS: '0', LOG_LEVEL: 'silent' }),
+    silentLogger(),
+  );
+  const workers = therapistImportComponents(ctx);
+  const naiveSql = postgres(withDb(name), { max: 1, onnotice: () => {} });
+  try {
+    for (const w of workers) await w.start();
+    for (const p of phases) {
+      await writeDrop(dir, p.variant, p.date, files);
+      await pipelinePhase(ctx, name, redis);
+    }
+    await naiveImport(naiveSql, dir, 0, files);
+  } finally {
+    for (const w of workers) await w.stop(10_000);
+    await naiveSql.end({ timeout: 5 });
+    await ctx.close();
+    await deleteRedisPrefix(prefix);
+    const admin = postgres(withDb('postgres'), { max: 1, onnotice: () => {} });
+    await admin.unsafe(`drop database if exists "${name}" with (force)`);
+    await admin.end({ timeout: 5 });
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 async function main() {
   const dbName = `bench_therapist_${suffix}`;
   const naiveName = `bench_therapist_naive_${suffix}`;
@@ -286,12 +340,8 @@ async function main() {
     });
     const naiveSql = postgres(withDb(naiveName), { max: 1, onnotice: () => {} });
     const redisInfo = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+    if (WARMUP > 0 && PROCESSES === 0) await warmUp(WARMUP, redisInfo);
 
-    const phases: Array<{ name: string; variant: 'base' | 'changed'; date: string }> = [
-      { name: '1. first import (empty table)', variant: 'base', date: '2025-07-02T03:13:24' },
-      { name: '2. re-import, unchanged therapists', variant: 'base', date: '2025-07-09T03:13:24' },
-      { name: '3. re-import, 5% changed', variant: 'changed', date: '2025-07-16T03:13:24' },
-    ];
     for (const p of phases) {
       await writeDrop(dir, p.variant, p.date, FILES);
       // The naive baseline runs half right before and half right after the pipeline, so a
@@ -332,21 +382,14 @@ async function main() {
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
     await ctx?.close();
-    const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `{${prefix}}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== '0');
-    redis.disconnect();
+    await deleteRedisPrefix(prefix);
     await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
     await admin.unsafe(`drop database if exists "${naiveName}" with (force)`);
     await admin.end({ timeout: 5 });
     await rm(dir, { recursive: true, force: true });
   }
   process.stdout.write(
-    `\nTherapist import benchmark: ${FILES} files x ${PER_FILE} therapists = ${total}; naive baseline on ${NAIVE_FILES} files; workers ${PROCESSES ? `in ${PROCESSES} processes` : 'in this process'}; ${cpus().length} cores, load average ${loadavg().map((l) => fmt(l, 1)).join(' ')}\n`,
+    `\nTherapist import benchmark: ${FILES} files x ${PER_FILE} therapists = ${total}; naive baseline on ${NAIVE_FILES} files; workers ${PROCESSES ? `in ${PROCESSES} processes` : 'in this process'}; warm-up ${WARMUP > 0 && PROCESSES === 0 ? `${WARMUP} files` : 'none'}; ${cpus().length} cores, load average ${loadavg().map((l) => fmt(l, 1)).join(' ')}\n`,
   );
   console.table(results);
 }
