@@ -164,14 +164,21 @@ export function diffFields(existing: TherapistFields, incoming: TherapistFields)
   return changes as Partial<TherapistFields>;
 }
 
-/** Printable ASCII without runs of spaces: NFC and whitespace folding change nothing. */
-const PLAIN = /^[\x21-\x7e]+(?: [\x21-\x7e]+)*$/;
+/**
+ * Words of printable characters below U+0300 (ASCII and precomposed Latin: Müller, Straße)
+ * separated by single spaces: NFC and whitespace folding change nothing, so they are skipped
+ * (a test checks this character by character against the full rule).
+ */
+const PLAIN = /^[!-~\u00a1-\u02ff]+(?: [!-~\u00a1-\u02ff]+)*$/;
 
+/** Name key part: NFC, trimmed, inner whitespace folded to one space, lower case. */
 export const norm = (s: string | null | undefined): string => {
   if (!s) return '';
   if (PLAIN.test(s)) return s.toLowerCase();
-  return s.normalize('NFC').trim().replace(/\s+/g, ' ').toLowerCase();
+  return normFull(s);
 };
+
+export const normFull = (s: string): string => s.normalize('NFC').trim().replace(/\s+/g, ' ').toLowerCase();
 
 export const primaryKey = (f: Pick<TherapistFields, 'vorname' | 'nachname' | 'plz'>) => `${norm(f.vorname)}|${norm(f.nachname)}|${norm(f.plz)}`;
 const secondaryKey = (f: Pick<TherapistFields, 'vorname' | 'plz' | 'ort' | 'strasse' | 'titel'>) =>
