@@ -40,6 +40,7 @@ import { runMigrations } from '../../libs/db/migrate.js';
 import { silentLogger } from '../../libs/log/index.js';
 import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 import { scraperWatcherComponent } from '../../apps/producers/scraper-watcher.js';
+import { deleteQueueKeys } from '../../libs/testing/redis.js';
 import { postgresCpu, procCpuSeconds, redisCpu } from './cpu.js';
 import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
 import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from '../../workers/therapist-import/fixtures.js';
@@ -264,17 +265,6 @@ const phases: Array<{ name: string; variant: 'base' | 'changed'; date: string }>
   { name: '3. re-import, 5% changed', variant: 'changed', date: '2025-07-16T03:13:24' },
 ];
 
-async function deleteRedisPrefix(prefix: string): Promise<void> {
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `{${prefix}}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.del(...keys);
-  } while (cursor !== '0');
-  redis.disconnect();
-}
-
 /** The three phases on `files` files in a scratch database, through workers of this process, and the naive baseline on them: nothing measured. */
 async function warmUp(files: number, redis: Redis): Promise<void> {
   const name = `bench_therapist_warm_${suffix}`;
@@ -298,7 +288,7 @@ async function warmUp(files: number, redis: Redis): Promise<void> {
     for (const w of workers) await w.stop(10_000);
     await naiveSql.end({ timeout: 5 });
     await ctx.close();
-    await deleteRedisPrefix(prefix);
+    await deleteQueueKeys(prefix, redisUrl);
     const admin = postgres(withDb('postgres'), { max: 1, onnotice: () => {} });
     await admin.unsafe(`drop database if exists "${name}" with (force)`);
     await admin.end({ timeout: 5 });
@@ -382,7 +372,7 @@ async function main() {
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
     await ctx?.close();
-    await deleteRedisPrefix(prefix);
+    await deleteQueueKeys(prefix, redisUrl);
     await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
     await admin.unsafe(`drop database if exists "${naiveName}" with (force)`);
     await admin.end({ timeout: 5 });

@@ -1,15 +1,9 @@
 /** Outbox rows written many at a time (one statement per batch, from a JSON record set). */
 
-export interface OutboxInsert {
-  eventId: string;
-  eventType: string;
-  version: number;
-  topic: string;
-  key: string;
-  producer: string;
-  payload: Record<string, unknown>;
-  occurredAt: Date;
-}
+import type { OutboxRow } from './outbox.js';
+
+/** A row as the single-row append writes it. */
+export type OutboxInsert = OutboxRow;
 
 /** The insert, its one parameter (`$1`) being `outboxRecordset(rows)`. Same columns as the single-row append. */
 export const OUTBOX_RECORDSET_INSERT = `insert into fleet.outbox (event_id, event_type, version, topic, key, producer, payload, occurred_at)
