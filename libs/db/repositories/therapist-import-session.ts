@@ -96,7 +96,30 @@ function send<T extends { execute(): unknown }>(q: T): T {
 const LOCK_PREFIX = 'curavani-fleet:therapist-import:';
 
 const CANDIDATE_COLUMNS =
-  'id, xmin::text as version, status, anrede, geschlecht, titel, vorname, nachname, strasse, plz, ort, telefon, fax, email, telefonische_erreichbarkeit, fremdsprachen, psychotherapieverfahren';
+  'id, xmin::text, status, anrede, geschlecht, titel, vorname, nachname, strasse, plz, ort, telefon, fax, email, telefonische_erreichbarkeit, fremdsprachen, psychotherapieverfahren';
+
+/** One row of CANDIDATE_COLUMNS, in that order. */
+function candidateOf(r: unknown[]): VersionedTherapist {
+  return {
+    id: r[0] as number,
+    version: r[1] as string,
+    status: r[2] as string,
+    anrede: r[3] as string | null,
+    geschlecht: r[4] as string | null,
+    titel: r[5] as string | null,
+    vorname: r[6] as string,
+    nachname: r[7] as string,
+    strasse: r[8] as string | null,
+    plz: r[9] as string,
+    ort: r[10] as string | null,
+    telefon: r[11] as string | null,
+    fax: r[12] as string | null,
+    email: r[13] as string | null,
+    telefonische_erreichbarkeit: r[14] as Record<string, string[]> | null,
+    fremdsprachen: r[15] as string[] | null,
+    psychotherapieverfahren: r[16] as string | null,
+  };
+}
 
 const RECORD_COLUMNS =
   'anrede text, geschlecht text, titel text, vorname text, nachname text, strasse text, plz text, ort text, telefon text, fax text, email text, telefonische_erreichbarkeit jsonb, fremdsprachen jsonb, psychotherapieverfahren text';
@@ -182,16 +205,16 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
       send(conn<ExternalIdMatch[]>`
         select external_id as key, therapist_id as "therapistId", deleted_at is not null as deleted
         from fleet.therapist_external_ids where scope = ${load.scope} and external_id = any(${load.keys}::text[])`),
-      // As one JSON array: one value to decode instead of 17 per therapist.
-      send(conn<Array<{ rows: VersionedTherapist[] }>>`
-        select coalesce(json_agg(c order by c.id), '[]'::json) as rows from (
-          select ${conn.unsafe(CANDIDATE_COLUMNS)} from therapist_service.therapeuten
-          where plz = any(${load.plzs}::text[])
-             or id = any(array(select therapist_id from fleet.therapist_external_ids
-                               where scope = ${load.scope} and external_id = any(${load.keys}::text[]) and therapist_id is not null))) c`),
+      // As one JSON array of arrays (no key names): one value to decode instead of 17 per therapist.
+      send(conn<Array<{ rows: unknown[][] }>>`
+        select coalesce(json_agg(json_build_array(${conn.unsafe(CANDIDATE_COLUMNS)}) order by id), '[]'::json) as rows
+        from therapist_service.therapeuten
+        where plz = any(${load.plzs}::text[])
+           or id = any(array(select therapist_id from fleet.therapist_external_ids
+                             where scope = ${load.scope} and external_id = any(${load.keys}::text[]) and therapist_id is not null))`),
       send(conn`set local plan_cache_mode to default`),
     ]);
-    data = { externalIds: [...ext], candidates: cand[0]!.rows };
+    data = { externalIds: [...ext], candidates: cand[0]!.rows.map(candidateOf) };
     knownKeys = new Set(data.externalIds.map((e) => e.key));
   } catch (err) {
     await end('rollback');
