@@ -52,13 +52,7 @@ export function outboxBatch(rows: Array<Omit<OutboxInsert, 'eventId'>>): OutboxB
   return batch;
 }
 
-/** The insert of an `OutboxBatch`: `$1` kinds, `$2` rows (`outboxBatchParams`). */
-export const OUTBOX_BATCH_INSERT = `insert into fleet.outbox (event_id, event_type, version, topic, key, producer, payload, occurred_at)
-  select gen_random_uuid(), k.event_type, k.version, k.topic, r.key, k.producer, r.payload, k.occurred_at
-  from jsonb_to_recordset($2::jsonb) as r(kind int, key text, payload jsonb)
-  join jsonb_to_recordset($1::jsonb) as k(kind int, event_type text, version int, topic text, producer text, occurred_at timestamptz)
-    on k.kind = r.kind`;
-
+/** The two JSON parameters of an `OutboxBatch`: kinds and rows (see the import's write statement). */
 export function outboxBatchParams(b: OutboxBatch): [string, string] {
   return [
     JSON.stringify(b.kinds.map((k, kind) => ({ kind, event_type: k.eventType, version: k.version, topic: k.topic, producer: k.producer, occurred_at: k.occurredAt.toISOString() }))),

@@ -1,6 +1,6 @@
 import type postgres from 'postgres';
 import type { FileOutcome, NewTherapistRow, StoredTherapist, TherapistImportFileRow } from './therapist-import.js';
-import { OUTBOX_BATCH_INSERT, outboxBatch, outboxBatchParams, type OutboxInsert } from './outbox-rows.js';
+import { outboxBatch, outboxBatchParams, type OutboxInsert } from './outbox-rows.js';
 
 /**
  * The hot path of the therapist import: one file's transaction on a reserved connection,
@@ -9,7 +9,7 @@ import { OUTBOX_BATCH_INSERT, outboxBatch, outboxBatchParams, type OutboxInsert 
  *
  *   1. begin, postcode locks, external ids, candidate therapists (read without row locks);
  *   2. (only with new therapists) reserve their ids;
- *   3. every write, the tracking row, commit, and the run-drain check after the commit.
+ *   3. every write and the tracking row (one statement), commit, and the run-drain check after it.
  *
  * Candidates are not locked (locking every therapist of a file would write each row on every
  * re-import): each carries its row version (`xmin`), and updates and deactivations write only
@@ -241,9 +241,23 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
     },
     async commit(w) {
       const ts = w.now.toISOString();
-      const pending: Array<Promise<unknown>> = [];
-      if (w.inserts.length) {
-        pending.push(send(conn`
+      // Keys the file's transaction did not find are new: a plain insert (the scope's lock
+      // keeps other imports away; a row that appeared anyway fails the commit, and the retry
+      // finds it). Known keys are updated.
+      const mappings = mergeExternalIdEntries(w.externalIds.entries);
+      const fresh = mappings.filter((m) => !knownKeys.has(m.key));
+      const known = mappings.filter((m) => knownKeys.has(m.key));
+      const [kinds, events] = outboxBatchParams(outboxBatch(w.events));
+      const o = w.file.outcome;
+      // Every write of the file in one statement (data-modifying CTEs all run, on disjoint
+      // rows): one answer to wait for instead of one per table. Update and deactivation touch
+      // only rows still at the version read; `fleet.expect_rows` aborts otherwise. A field
+      // absent from a row's changes is NULL in the record set and keeps its value (an import
+      // never writes an empty value); only the import's own columns are named, so the
+      // protected columns cannot be touched.
+      const writes = send(conn`
+        with
+        ins as (
           insert into therapist_service.therapeuten
             (id, anrede, geschlecht, titel, vorname, nachname, strasse, plz, ort, telefon, fax, email,
              telefonische_erreichbarkeit, fremdsprachen, psychotherapieverfahren,
@@ -251,75 +265,65 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
           select r.id, r.anrede, r.geschlecht, r.titel, r.vorname, r.nachname, r.strasse, r.plz, r.ort, r.telefon, r.fax, r.email,
                  r.telefonische_erreichbarkeit, r.fremdsprachen, r.psychotherapieverfahren,
                  'aktiv', true, false, ${ts}::timestamptz, ${ts}::timestamptz
-          from jsonb_to_recordset(${JSON.stringify(w.inserts)}::jsonb) as r(id int, ${conn.unsafe(RECORD_COLUMNS)})`));
-      }
-      if (w.updates.length) {
-        // A field absent from a row's changes is NULL in the record set and keeps its value (an
-        // import never writes an empty value). Only the import's own columns are named: the
-        // protected columns cannot be touched.
-        pending.push(send(conn`
-          with u as (
-            update therapist_service.therapeuten t set
-              anrede = coalesce(r.anrede, t.anrede),
-              geschlecht = coalesce(r.geschlecht, t.geschlecht),
-              titel = coalesce(r.titel, t.titel),
-              vorname = coalesce(r.vorname, t.vorname),
-              nachname = coalesce(r.nachname, t.nachname),
-              strasse = coalesce(r.strasse, t.strasse),
-              plz = coalesce(r.plz, t.plz),
-              ort = coalesce(r.ort, t.ort),
-              telefon = coalesce(r.telefon, t.telefon),
-              fax = coalesce(r.fax, t.fax),
-              email = coalesce(r.email, t.email),
-              telefonische_erreichbarkeit = coalesce(r.telefonische_erreichbarkeit, t.telefonische_erreichbarkeit),
-              fremdsprachen = coalesce(r.fremdsprachen, t.fremdsprachen),
-              psychotherapieverfahren = coalesce(r.psychotherapieverfahren, t.psychotherapieverfahren),
-              updated_at = ${ts}::timestamptz
-            from jsonb_to_recordset(${JSON.stringify(w.updates)}::jsonb) as r(id int, version xid, ${conn.unsafe(RECORD_COLUMNS)})
-            where t.id = r.id and t.xmin = r.version
-            returning 1)
-          select fleet.expect_rows(count(*), ${w.updates.length}, 'therapist updates') from u`));
-      }
-      if (w.deactivations.length) {
-        pending.push(send(conn`
-          with u as (
-            update therapist_service.therapeuten t set status = 'inaktiv', updated_at = ${ts}::timestamptz
-            from jsonb_to_recordset(${JSON.stringify(w.deactivations)}::jsonb) as r(id int, version xid)
-            where t.id = r.id and t.xmin = r.version
-            returning 1)
-          select fleet.expect_rows(count(*), ${w.deactivations.length}, 'therapist deactivations') from u`));
-      }
-      // Keys the file's transaction did not find are new: a plain insert (the scope's lock
-      // keeps other imports away; a row that appeared anyway fails the commit, and the retry
-      // finds it). Known keys are updated.
-      const mappings = mergeExternalIdEntries(w.externalIds.entries);
-      const fresh = mappings.filter((m) => !knownKeys.has(m.key));
-      const known = mappings.filter((m) => knownKeys.has(m.key));
-      if (fresh.length) {
-        pending.push(send(conn`
+          from jsonb_to_recordset(${JSON.stringify(w.inserts)}::jsonb) as r(id int, ${conn.unsafe(RECORD_COLUMNS)})
+          returning 1),
+        upd as (
+          update therapist_service.therapeuten t set
+            anrede = coalesce(r.anrede, t.anrede),
+            geschlecht = coalesce(r.geschlecht, t.geschlecht),
+            titel = coalesce(r.titel, t.titel),
+            vorname = coalesce(r.vorname, t.vorname),
+            nachname = coalesce(r.nachname, t.nachname),
+            strasse = coalesce(r.strasse, t.strasse),
+            plz = coalesce(r.plz, t.plz),
+            ort = coalesce(r.ort, t.ort),
+            telefon = coalesce(r.telefon, t.telefon),
+            fax = coalesce(r.fax, t.fax),
+            email = coalesce(r.email, t.email),
+            telefonische_erreichbarkeit = coalesce(r.telefonische_erreichbarkeit, t.telefonische_erreichbarkeit),
+            fremdsprachen = coalesce(r.fremdsprachen, t.fremdsprachen),
+            psychotherapieverfahren = coalesce(r.psychotherapieverfahren, t.psychotherapieverfahren),
+            updated_at = ${ts}::timestamptz
+          from jsonb_to_recordset(${JSON.stringify(w.updates)}::jsonb) as r(id int, version xid, ${conn.unsafe(RECORD_COLUMNS)})
+          where t.id = r.id and t.xmin = r.version
+          returning 1),
+        deact as (
+          update therapist_service.therapeuten t set status = 'inaktiv', updated_at = ${ts}::timestamptz
+          from jsonb_to_recordset(${JSON.stringify(w.deactivations)}::jsonb) as r(id int, version xid)
+          where t.id = r.id and t.xmin = r.version
+          returning 1),
+        ext_new as (
           insert into fleet.therapist_external_ids (scope, external_id, therapist_id, deleted_at, first_file_id, last_file_id, created_at, updated_at)
           select ${w.externalIds.scope}, r.key, r."therapistId", case when r.deleted then ${ts}::timestamptz end,
                  ${w.externalIds.fileId}::bigint, ${w.externalIds.fileId}::bigint, ${ts}::timestamptz, ${ts}::timestamptz
-          from jsonb_to_recordset(${JSON.stringify(fresh)}::jsonb) as r(key text, "therapistId" int, deleted boolean)`));
-      }
-      if (known.length) {
-        pending.push(send(conn`
+          from jsonb_to_recordset(${JSON.stringify(fresh)}::jsonb) as r(key text, "therapistId" int, deleted boolean)
+          returning 1),
+        ext_known as (
           update fleet.therapist_external_ids e set
             therapist_id = coalesce(r."therapistId", e.therapist_id),
             deleted_at = coalesce(e.deleted_at, case when r.deleted then ${ts}::timestamptz end),
             last_file_id = ${w.externalIds.fileId}::bigint,
             updated_at = ${ts}::timestamptz
           from jsonb_to_recordset(${JSON.stringify(known)}::jsonb) as r(key text, "therapistId" int, deleted boolean)
-          where e.scope = ${w.externalIds.scope} and e.external_id = r.key`));
-      }
-      if (w.events.length) pending.push(send(conn.unsafe(OUTBOX_BATCH_INSERT, outboxBatchParams(outboxBatch(w.events)))));
-      const o = w.file.outcome;
-      pending.push(send(conn`
-        update fleet.therapist_import_files set status = ${o.status}, reason = ${o.reason}, counts = ${JSON.stringify(o.counts)}::jsonb,
-          file_errors = ${JSON.stringify(o.fileErrors)}::jsonb, metadata_disagreements = ${JSON.stringify(o.metadataDisagreements)}::jsonb,
-          failures = ${JSON.stringify(o.failures)}::jsonb, status_mismatches = ${JSON.stringify(o.statusMismatches)}::jsonb,
-          finished_at = ${o.finishedAt.toISOString()}::timestamptz, duration_ms = ${o.durationMs}
-        where id = ${w.file.id}`));
+          where e.scope = ${w.externalIds.scope} and e.external_id = r.key
+          returning 1),
+        events as (
+          insert into fleet.outbox (event_id, event_type, version, topic, key, producer, payload, occurred_at)
+          select gen_random_uuid(), k.event_type, k.version, k.topic, r.key, k.producer, r.payload, k.occurred_at
+          from jsonb_to_recordset(${events}::jsonb) as r(kind int, key text, payload jsonb)
+          join jsonb_to_recordset(${kinds}::jsonb) as k(kind int, event_type text, version int, topic text, producer text, occurred_at timestamptz)
+            on k.kind = r.kind
+          returning 1),
+        tracked as (
+          update fleet.therapist_import_files set status = ${o.status}, reason = ${o.reason}, counts = ${JSON.stringify(o.counts)}::jsonb,
+            file_errors = ${JSON.stringify(o.fileErrors)}::jsonb, metadata_disagreements = ${JSON.stringify(o.metadataDisagreements)}::jsonb,
+            failures = ${JSON.stringify(o.failures)}::jsonb, status_mismatches = ${JSON.stringify(o.statusMismatches)}::jsonb,
+            finished_at = ${o.finishedAt.toISOString()}::timestamptz, duration_ms = ${o.durationMs}
+          where id = ${w.file.id}
+          returning 1)
+        select fleet.expect_rows((select count(*) from upd), ${w.updates.length}, 'therapist updates'),
+               fleet.expect_rows((select count(*) from deact), ${w.deactivations.length}, 'therapist deactivations'),
+               fleet.expect_rows((select count(*) from tracked), 1, 'tracking row')`);
       const commit = send(conn`commit`);
       // After the commit (same connection, so it runs once the commit is done): every file
       // committed before ours is visible, so of two last files finishing together at least
@@ -331,14 +335,13 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
               select exists (select 1 from fleet.therapist_import_runs where id = ${w.runId} and state = 'sealed')
                  and not exists (select 1 from fleet.therapist_import_files where run_id = ${w.runId} and status in ('queued', 'importing')) as drained`);
       open = false;
-      const [writes, committed, check] = await Promise.all([
-        Promise.allSettled(pending),
+      const [written, committed, check] = await Promise.all([
+        writes.then((r) => r, (e: unknown) => (e instanceof Error ? e : new Error(String(e)))),
         commit.then((r) => r, (e: unknown) => e),
         drained.then((r) => r, (e: unknown) => e),
       ]);
       conn.release();
-      const failed = writes.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failed) throw clean(failed.reason);
+      if (written instanceof Error) throw clean(written);
       if (committed instanceof Error) throw clean(committed);
       if ((committed as { command?: string }).command !== 'COMMIT') throw new ImportStatementError('database error: the transaction was rolled back', undefined);
       // A failed check after a committed import: maybe drained; the caller's locked close decides.
