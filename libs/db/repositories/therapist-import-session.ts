@@ -197,9 +197,9 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
     const sorted = [...new Set(lock.keys)].sort();
     const [, , , [match]] = await Promise.all([
       send(conn`begin`),
-      // The read is planned for the values at hand: a cached generic plan (made while the
-      // table was small, or for a postcode list of unknown length) scanned the whole table
-      // per file. The writes keep their cached plans (reset below).
+      // Plans for the table as it is now: a cached generic plan, made while the table was
+      // small (a first import), scanned the whole therapist table per file, for the read as
+      // for the updates.
       send(conn`set local plan_cache_mode = force_custom_plan`),
       send(conn`select count(pg_advisory_xact_lock(hashtext(${LOCK_PREFIX} || k))) from (select unnest(${sorted}::text[]) as k) s`),
       // The scope's external ids and the candidates in one statement, each as one JSON array of
@@ -214,7 +214,6 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
            from therapist_service.therapeuten
            where plz = any(${load.plzs}::text[])
               or id = any(array(select therapist_id from ext where therapist_id is not null))) as cand`),
-      send(conn`set local plan_cache_mode to default`),
     ]);
     data = {
       externalIds: match!.ext.map(([key, therapistId, deleted]) => ({ key, therapistId, deleted })),
