@@ -1,35 +1,24 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../libs/config/index.js';
-import { silentLogger } from '../../libs/log/index.js';
-import { openContext, type FleetContext } from '../../libs/runtime/index.js';
-import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { testQueuePrefix } from '../../libs/testing/redis.js';
-import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import type { FleetContext } from '../../libs/runtime/index.js';
+import type { TestDatabase } from '../../libs/testing/db.js';
+import { startTherapistImportHarness } from './int-harness.js';
 import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from './fixtures.js';
 import { importTherapistFileNow, type FileReport } from './worker.js';
 
 let db: TestDatabase;
 let ctx: FleetContext;
 let dir: string;
-let cleanupRedis: () => Promise<void>;
+let close: () => Promise<void>;
 let fileNo = 0;
 
 beforeAll(async () => {
-  db = await createTestDatabase();
-  const q = testQueuePrefix();
-  cleanupRedis = q.cleanup;
-  dir = await mkdtemp(path.join(tmpdir(), 'therapist-import-'));
-  ctx = openContext(loadConfig({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, SCRAPER_DROP_DIR: dir, LOG_LEVEL: 'silent' }), silentLogger());
+  ({ db, ctx, dir, close } = await startTherapistImportHarness('therapist-import'));
 });
 
 afterAll(async () => {
-  await ctx?.close();
-  await db?.drop();
-  await cleanupRedis?.();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await close?.();
 });
 
 /** Writes a scraper file (a postcode name of its own) and imports it through the CLI pipeline. */
