@@ -7,17 +7,18 @@ import type {
   TherapistImportCounts,
 } from '../../libs/db/schema/fleet-therapist-import.js';
 import type { FileOutcome, TherapistImportFileRow, TherapistImportRunRow } from '../../libs/db/repositories/therapist-import.js';
+import type { SessionWrites, VersionedTherapist } from '../../libs/db/repositories/therapist-import-session.js';
 import { PermanentError } from '../../libs/errors/index.js';
 import type { NewEvent } from '../../libs/events/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
-import { planFile, type ExistingTherapist, type ExternalIdEntry, type TherapistFields, nameTombstoneKey } from './plan.js';
+import { planFile, type ExternalIdEntry, nameTombstoneKey } from './plan.js';
 import { assertCountsAddUp, countLines, emptyCounts, failuresOf, metadataDisagreements, mismatchesOf } from './report.js';
 import { renderRunSummary, summarizeRunFiles } from './run-summary.js';
 import { FileFormatError, parseScraperFile } from './scraper-file.js';
 
 /** A therapist as loaded for matching, with its row version (writes are checked against it). */
-export type LoadedTherapist = ExistingTherapist & { version: string };
+export type LoadedTherapist = VersionedTherapist;
 
 /** One file's import transaction (implemented over PostgreSQL in store.ts): open, plan, commit. */
 export interface ImportSession {
@@ -31,23 +32,14 @@ export interface ImportSession {
    * when a therapist changed since it was loaded: `isConcurrentChange` tells. Returns
    * whether the run may now be drained (the caller then closes it under the run's lock).
    */
-  commit(writes: {
-    inserts: Array<{ id: number } & TherapistFields>;
-    updates: Array<{ id: number; version: string } & Partial<TherapistFields>>;
-    deactivations: Array<{ id: number; version: string }>;
-    externalIds: { scope: string; fileId: number; entries: Array<{ key: string; therapistId: number | null; deleted: boolean }> };
-    events: Array<NewEvent<Record<string, unknown>>>;
-    file: { id: number; outcome: FileOutcome };
-    runId: number | null;
-    now: Date;
-  }): Promise<{ runDrained: boolean }>;
+  commit(writes: Omit<SessionWrites, 'events'> & { events: Array<NewEvent<Record<string, unknown>>> }): Promise<{ runDrained: boolean }>;
   /** Ends the transaction without writing (after any failure; idempotent). */
   rollback(): Promise<void>;
 }
 
 /** What the less frequent transactions (a file not imported, a run closing) can do. */
 export interface ImportTx {
-  appendEvents(events: Array<NewEvent<Record<string, unknown>>>): Promise<void>;
+  appendEvent(event: NewEvent<Record<string, unknown>>): Promise<void>;
   finishFile(id: number, outcome: FileOutcome): Promise<void>;
   /** Closes the run when sealed and drained (under the run's row lock); null when it stays open. */
   closeRunIfDrained(runId: number, summarize: typeof summarizeRunFiles): Promise<{ run: TherapistImportRunRow; files: TherapistImportFileRow[] } | null>;
@@ -310,7 +302,7 @@ async function finishWithoutImport(
   };
   await deps.store.transaction(async (tx) => {
     await tx.finishFile(file.id, outcome);
-    await tx.appendEvents([completedEvent(file, o.status, counts, now)]);
+    await tx.appendEvent(completedEvent(file, o.status, counts, now));
   });
   // After the commit, like an imported file: of two last files finishing together, the later sees the run drained.
   if (file.runId !== null) await closeRunIfDrained(file.runId, deps);

@@ -1,7 +1,8 @@
 import type { Database } from '../../libs/db/client.js';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
 import { claimFile, isConcurrentChange, openImportSession } from '../../libs/db/repositories/therapist-import-session.js';
-import { appendEvents, outboxEnvelopes } from '../../libs/events/append-many.js';
+import { outboxEnvelopes } from '../../libs/events/append-many.js';
+import { appendEvent } from '../../libs/events/index.js';
 import type { ImportTx, TherapistImportStore } from './process-therapist-file.js';
 
 export interface SummaryAddress {
@@ -30,7 +31,9 @@ export function postgresTherapistImportStore(database: Database, mail: SummaryAd
       withoutQueryParams(() =>
         db.transaction(async (tx) => {
           const api: ImportTx = {
-            appendEvents: (events) => appendEvents(tx, events),
+            appendEvent: async (event) => {
+              await appendEvent(tx, event);
+            },
             finishFile: (id, outcome) => repo.finishFile(tx, id, outcome),
             closeRunIfDrained: (runId, summarize) => repo.closeRunIfDrained(tx, runId, summarize),
             async queueSummary(runId, message) {

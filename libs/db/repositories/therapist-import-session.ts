@@ -23,6 +23,7 @@ export interface VersionedTherapist extends StoredTherapist {
   version: string;
 }
 
+/** An external id (or tombstone key) of a scope, as read and as written. */
 export interface ExternalIdMatch {
   key: string;
   therapistId: number | null;
@@ -38,7 +39,7 @@ export interface SessionWrites {
   inserts: Array<{ id: number } & NewTherapistRow>;
   updates: Array<{ id: number; version: string } & Partial<NewTherapistRow>>;
   deactivations: Array<{ id: number; version: string }>;
-  externalIds: { scope: string; fileId: number; entries: Array<{ key: string; therapistId: number | null; deleted: boolean }> };
+  externalIds: { scope: string; fileId: number; entries: ExternalIdMatch[] };
   /** Outbox rows; PostgreSQL makes their event ids. */
   events: Array<Omit<OutboxInsert, 'eventId'>>;
   file: { id: number; outcome: FileOutcome };
@@ -71,10 +72,8 @@ function clean(err: unknown): Error {
 }
 
 /** One entry per key (one statement may write a row only once): the last therapist wins; a tombstone is never lifted. */
-export function mergeExternalIdEntries(
-  entries: Array<{ key: string; therapistId: number | null; deleted: boolean }>,
-): Array<{ key: string; therapistId: number | null; deleted: boolean }> {
-  const byKey = new Map<string, { key: string; therapistId: number | null; deleted: boolean }>();
+export function mergeExternalIdEntries(entries: ExternalIdMatch[]): ExternalIdMatch[] {
+  const byKey = new Map<string, ExternalIdMatch>();
   for (const e of entries) {
     const prev = byKey.get(e.key);
     byKey.set(e.key, { key: e.key, therapistId: e.therapistId ?? prev?.therapistId ?? null, deleted: e.deleted || (prev?.deleted ?? false) });
@@ -179,11 +178,11 @@ export interface ImportSession extends MatchData {
 export async function openImportSession(sql: postgres.Sql, lock: { keys: string[] }, load: { scope: string; keys: string[]; plzs: string[] }): Promise<ImportSession> {
   const conn = await sql.reserve();
   let open = true;
-  const end = async (statement: 'rollback') => {
+  const rollback = async () => {
     if (!open) return;
     open = false;
     try {
-      await conn.unsafe(statement);
+      await conn`rollback`;
     } catch {
       // the connection is gone: the server rolled back
     } finally {
@@ -221,7 +220,7 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
     };
     knownKeys = new Set(data.externalIds.map((e) => e.key));
   } catch (err) {
-    await end('rollback');
+    await rollback();
     throw clean(err);
   }
 
@@ -234,7 +233,7 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
           select nextval(pg_get_serial_sequence('therapist_service.therapeuten', 'id'))::int as id from generate_series(1, ${n}::int)`;
         return rows.map((r) => r.id);
       } catch (err) {
-        await end('rollback');
+        await rollback();
         throw clean(err);
       }
     },
@@ -346,6 +345,6 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
       // A failed check after a committed import: maybe drained; the caller's locked close decides.
       return { runDrained: check instanceof Error || (check as Array<{ drained: boolean }>)[0]?.drained === true };
     },
-    rollback: () => end('rollback'),
+    rollback,
   };
 }

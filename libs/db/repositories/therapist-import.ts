@@ -9,7 +9,6 @@ import {
   type TherapistImportCounts,
   type TherapistImportFileStatus,
 } from '../schema/fleet-therapist-import.js';
-import { OUTBOX_RECORDSET_INSERT, outboxRecordset, type OutboxInsert } from './outbox-rows.js';
 import { queueDelivery, type NewDelivery } from './deliveries.js';
 
 /**
@@ -267,15 +266,6 @@ export interface StoredTherapist {
 }
 
 export type NewTherapistRow = Omit<StoredTherapist, 'id' | 'status'>;
-
-/** Many outbox rows in one statement (same columns as the single-row append). */
-export async function insertOutboxRows(tx: DbOrTx, rows: OutboxInsert[]): Promise<void> {
-  if (rows.length === 0) return;
-  const [head, tail] = OUTBOX_RECORDSET_INSERT.split('$1');
-  await tx.execute(sql`${sql.raw(head!)}${outboxRecordset(rows)}${sql.raw(tail!)}`);
-}
-
-export type { OutboxInsert };
 
 export type { Db };
 
