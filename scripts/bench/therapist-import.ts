@@ -9,19 +9,23 @@
  * therapist, autocommit) on a sample of the files in a database of its own, half of it right
  * before and half right after each phase.
  *
- *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 100] [--warmup 40] [--processes 0] [--profile <dir>]
+ *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 100] [--warmup 40] [--rounds 1] [--processes 0] [--profile <dir>]
  *
  * `--warmup N` (default 40): before the measured phases, the same three phases on N files in a
  * scratch database (and the naive baseline on them), not counted: a worker that has run for a
  * while has its code compiled; the first seconds of a fresh process compile it. 0: cold start.
  * Only with the workers in this process.
  *
+ * `--rounds N` (default 1): the three phases N times, each round in fresh databases; prints every
+ * round and, per phase, the median and range of speedup, wall time and rates (this VM's speed
+ * drifts within minutes, so one round can mislead).
+ *
  * `--processes N` runs the `therapist-import` role in N child processes (`fleet start --only
  * therapist-import`, as on N cores in production); the watcher stays in this process. 0 (the
  * default): the workers run in this process too.
  *
  * `--profile <dir>` writes a CPU profile of this process for each pipeline phase (not the naive
- * baseline) as `<dir>/phase-<n>.cpuprofile` (open in Chrome DevTools or speedscope).
+ * baseline) as `<dir>/round-<r>-phase-<n>.cpuprofile` (open in Chrome DevTools or speedscope).
  *
  * Needs PostgreSQL and Redis as for the tests (DATABASE_URL's server, REDIS_URL). Creates and
  * drops its own databases and Redis prefix.
@@ -55,6 +59,7 @@ const PER_FILE = arg('per-file', 100);
 const NAIVE_FILES = arg('naive-files', 100);
 const PROCESSES = arg('processes', 0);
 const WARMUP = arg('warmup', 40);
+const ROUNDS = Math.max(1, arg('rounds', 1));
 const PROFILE_DIR = args.includes('--profile') ? args[args.indexOf('--profile') + 1] : undefined;
 
 /** Runs `fn` under the V8 CPU profiler when `--profile` is given. */
@@ -296,10 +301,11 @@ async function warmUp(files: number, redis: Redis): Promise<void> {
   }
 }
 
-async function main() {
-  const dbName = `bench_therapist_${suffix}`;
-  const naiveName = `bench_therapist_naive_${suffix}`;
-  const prefix = `bench_ti_${suffix}`;
+/** One round: the three phases in fresh databases and a fresh queue prefix. */
+async function round(r: number): Promise<Array<Record<string, string>>> {
+  const dbName = `bench_therapist_${suffix}_${r}`;
+  const naiveName = `bench_therapist_naive_${suffix}_${r}`;
+  const prefix = `bench_ti_${suffix}_${r}`;
   const dir = await mkdtemp(path.join(tmpdir(), 'scraper-bench-'));
   const admin = postgres(withDb('postgres'), { max: 1, onnotice: () => {} });
   const total = FILES * PER_FILE;
@@ -330,7 +336,6 @@ async function main() {
     });
     const naiveSql = postgres(withDb(naiveName), { max: 1, onnotice: () => {} });
     const redisInfo = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
-    if (WARMUP > 0 && PROCESSES === 0) await warmUp(WARMUP, redisInfo);
 
     for (const p of phases) {
       await writeDrop(dir, p.variant, p.date, FILES);
@@ -338,7 +343,7 @@ async function main() {
       // machine that gets faster or slower meanwhile (this one is a VM) weighs on both alike.
       const half = Math.floor(NAIVE_FILES / 2);
       const naiveBefore = await measure(() => naiveImport(naiveSql, dir, 0, half));
-      const m = await measure(() => profiled(`phase-${phases.indexOf(p) + 1}`, () => pipelinePhase(ctx!, dbName, redisInfo)));
+      const m = await measure(() => profiled(`round-${r}-phase-${phases.indexOf(p) + 1}`, () => pipelinePhase(ctx!, dbName, redisInfo)));
       const c = m.result.counts;
       const sum = (c.created ?? 0) + (c.updated ?? 0) + (c.unchanged ?? 0) + (c.deactivated ?? 0) + (c.skipped ?? 0) + (c.failed ?? 0);
       const naiveAfter = await measure(() => naiveImport(naiveSql, dir, half, NAIVE_FILES));
@@ -346,9 +351,10 @@ async function main() {
       const rate = total / (m.ms / 1000);
       const naiveRate = naive.result / (naive.ms / 1000);
       results.push({
+        ...(ROUNDS > 1 ? { round: String(r) } : {}),
         phase: p.name,
         therapists: String(c.total),
-        'wall s': fmt(m.ms / 1000),
+        'wall s': fmt(m.ms / 1000, 2),
         'of which catch-up s': fmt(m.result.catchUpMs / 1000),
         'per file': m.result.perFile,
         'therapists/s': fmt(rate, 0),
@@ -366,11 +372,12 @@ async function main() {
     redisInfo.disconnect();
     for (const w of workers) await w.stop(10_000);
     for (const c of children) c.kill('SIGTERM');
-    await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
+    await Promise.all(children.map((c) => new Promise((res) => (c.exitCode !== null ? res(null) : c.once('exit', res)))));
     const [ev] = await ctx.database.sql<Array<{ n: number }>>`select count(*)::int as n from fleet.outbox`;
-    process.stdout.write(`\noutbox events written: ${ev!.n}\n`);
+    process.stdout.write(`outbox events written (round ${r}): ${ev!.n}\n`);
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    children.length = 0;
     await ctx?.close();
     await deleteQueueKeys(prefix, redisUrl);
     await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
@@ -378,10 +385,47 @@ async function main() {
     await admin.end({ timeout: 5 });
     await rm(dir, { recursive: true, force: true });
   }
+  return results;
+}
+
+/** Median, smallest and largest of a column per phase over the rounds. */
+function spread(results: Array<Record<string, string>>, column: string, digits = 1): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const p of phases) {
+    const xs = results
+      .filter((r) => r.phase === p.name)
+      .map((r) => parseFloat(r[column]!))
+      .sort((a, b) => a - b);
+    const mid = xs.length % 2 ? xs[(xs.length - 1) / 2]! : (xs[xs.length / 2 - 1]! + xs[xs.length / 2]!) / 2;
+    out[p.name] = `${fmt(mid, digits)} (${fmt(xs[0]!, digits)}-${fmt(xs[xs.length - 1]!, digits)})`;
+  }
+  return out;
+}
+
+async function main() {
+  if (WARMUP > 0 && PROCESSES === 0) {
+    const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+    try {
+      await warmUp(WARMUP, redis);
+    } finally {
+      redis.disconnect();
+    }
+  }
+  const results: Array<Record<string, string>> = [];
+  for (let r = 1; r <= ROUNDS; r++) results.push(...(await round(r)));
   process.stdout.write(
-    `\nTherapist import benchmark: ${FILES} files x ${PER_FILE} therapists = ${total}; naive baseline on ${NAIVE_FILES} files; workers ${PROCESSES ? `in ${PROCESSES} processes` : 'in this process'}; warm-up ${WARMUP > 0 && PROCESSES === 0 ? `${WARMUP} files` : 'none'}; ${cpus().length} cores, load average ${loadavg().map((l) => fmt(l, 1)).join(' ')}\n`,
+    `\nTherapist import benchmark: ${FILES} files x ${PER_FILE} therapists = ${FILES * PER_FILE}; naive baseline on ${NAIVE_FILES} files; workers ${PROCESSES ? `in ${PROCESSES} processes` : 'in this process'}; warm-up ${WARMUP > 0 && PROCESSES === 0 ? `${WARMUP} files` : 'none'}; ${ROUNDS} round(s); ${cpus().length} cores, load average ${loadavg().map((l) => fmt(l, 1)).join(' ')}\n`,
   );
   console.table(results);
+  if (ROUNDS > 1) {
+    process.stdout.write(`\nMedian (smallest-largest) over ${ROUNDS} rounds:\n`);
+    console.table({
+      speedup: spread(results, 'speedup'),
+      'wall s': spread(results, 'wall s', 2),
+      'therapists/s': spread(results, 'therapists/s', 0),
+      'naive therapists/s': spread(results, 'naive therapists/s', 0),
+    });
+  }
 }
 
 await main();
