@@ -5,7 +5,7 @@ import type { FleetContext } from '../../libs/runtime/index.js';
 import type { TestDatabase } from '../../libs/testing/db.js';
 import { startTherapistImportHarness } from './int-harness.js';
 import { scraperFile, therapistLine, type TherapistLine } from './fixtures.js';
-import { claimFile } from '../../libs/db/repositories/therapist-import-session.js';
+import { claimFile, therapistIdPool } from '../../libs/db/repositories/therapist-import-session.js';
 import { processTherapistFile, sha256, type ImportSession, type TherapistImportDeps } from './process-therapist-file.js';
 import { therapistImportDeps, therapistImportRepo as repo } from './worker.js';
 
@@ -151,5 +151,28 @@ describe('therapist import transaction', () => {
     // The retry (as BullMQ would run it) imports the file.
     const report = await processTherapistFile({ fileId }, therapistImportDeps(ctx));
     expect(report.counts).toMatchObject({ created: 2, total: 2 });
+  });
+
+  it('new therapist ids come from the sequence in blocks: concurrent takes share one refill, never an id twice', async () => {
+    let fetches = 0;
+    const sql = new Proxy(db.sql, {
+      apply(target, self, args: Parameters<typeof db.sql>) {
+        fetches++;
+        return Reflect.apply(target, self, args);
+      },
+    });
+    const pool = therapistIdPool(sql, 10);
+    expect(await pool.take(0)).toEqual([]);
+    expect(fetches).toBe(0);
+    const [a, b, c] = await Promise.all([pool.take(4), pool.take(4), pool.take(3)]); // 11 > one block of 10
+    expect(fetches).toBe(2);
+    const all = [...a!, ...b!, ...c!];
+    expect(new Set(all).size).toBe(11);
+    expect(await pool.take(25)).toHaveLength(25); // more than a block: fetched in one go
+    expect(fetches).toBe(3);
+    // Ids taken elsewhere from the same sequence never collide with the pool's.
+    const [other] = await db.sql<Array<{ id: number }>>`select nextval(pg_get_serial_sequence('therapist_service.therapeuten', 'id'))::int as id`;
+    expect(all).not.toContain(other!.id);
+    expect(Math.min(...all)).toBeGreaterThan(0);
   });
 });

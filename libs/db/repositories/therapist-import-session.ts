@@ -163,7 +163,7 @@ export async function claimFile(sql: postgres.Sql, id: number, now: Date): Promi
 }
 
 export interface ImportSession extends MatchData {
-  /** Ids for new therapists, in order (one round trip). */
+  /** Ids for new therapists, in order (from the pool's block of sequence values; a round trip only when it runs dry). */
   reserveIds(n: number): Promise<number[]>;
   /** Writes everything and commits (one round trip). Returns whether the file's run may now be drained. */
   commit(writes: SessionWrites): Promise<{ runDrained: boolean }>;
@@ -175,7 +175,12 @@ export interface ImportSession extends MatchData {
  * Opens a file's transaction: takes the advisory locks (sorted, so two imports never wait on
  * each other in a circle) and loads what matching needs, in one round trip.
  */
-export async function openImportSession(sql: postgres.Sql, lock: { keys: string[] }, load: { scope: string; keys: string[]; plzs: string[] }): Promise<ImportSession> {
+export async function openImportSession(
+  sql: postgres.Sql,
+  lock: { keys: string[] },
+  load: { scope: string; keys: string[]; plzs: string[] },
+  ids: TherapistIdPool = therapistIdPool(sql, 1),
+): Promise<ImportSession> {
   const conn = await sql.reserve();
   let open = true;
   const rollback = async () => {
@@ -227,14 +232,11 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
   return {
     ...data,
     async reserveIds(n) {
-      if (n === 0) return [];
       try {
-        const rows = await conn<Array<{ id: number }>>`
-          select nextval(pg_get_serial_sequence('therapist_service.therapeuten', 'id'))::int as id from generate_series(1, ${n}::int)`;
-        return rows.map((r) => r.id);
+        return await ids.take(n);
       } catch (err) {
         await rollback();
-        throw clean(err);
+        throw err;
       }
     },
     async commit(w) {
@@ -346,5 +348,41 @@ export async function openImportSession(sql: postgres.Sql, lock: { keys: string[
       return { runDrained: check instanceof Error || (check as Array<{ drained: boolean }>)[0]?.drained === true };
     },
     rollback,
+  };
+}
+
+export interface TherapistIdPool {
+  take(n: number): Promise<number[]>;
+}
+
+/**
+ * Ids for new therapists from the table's sequence, fetched `block` at a time (one round trip
+ * per block instead of one per file). Values never used (the process ends with some left) are
+ * skipped, as a rolled-back insert skips its value: ids stay unique, with gaps. Takes queue
+ * behind a refill, so concurrent imports never fetch twice for the same shortfall.
+ */
+export function therapistIdPool(sql: postgres.Sql, block: number): TherapistIdPool {
+  let free: number[] = [];
+  let queue: Promise<unknown> = Promise.resolve();
+  return {
+    take(n) {
+      if (n === 0) return Promise.resolve([]);
+      if (free.length >= n) return Promise.resolve(free.splice(0, n));
+      const taken = queue.then(async () => {
+        if (free.length < n) {
+          try {
+            const rows = await sql<Array<{ id: number }>>`
+              select nextval(pg_get_serial_sequence('therapist_service.therapeuten', 'id'))::int as id
+              from generate_series(1, ${Math.max(block, n - free.length)}::int)`;
+            free = free.concat(rows.map((r) => r.id));
+          } catch (err) {
+            throw clean(err);
+          }
+        }
+        return free.splice(0, n);
+      });
+      queue = taken.catch(() => {});
+      return taken;
+    },
   };
 }
