@@ -7,6 +7,7 @@ import { silentLogger } from '../../libs/log/index.js';
 import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { therapistImportJobId } from '../../libs/queues/index.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
 import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
@@ -135,6 +136,14 @@ describe('scraper watcher', () => {
     // urgent was processed first
     const order = await db.sql`select path from fleet.therapist_import_files where status = 'imported' order by started_at`;
     expect(order[0]!.path).toBe('urgent/40003.json');
+    // Each job names its file, so the worker read it before claiming it (one claim, one attempt).
+    for (const p of ['40001.json', 'urgent/40003.json', '20250708/40002.json']) {
+      const [f] = await db.sql<Array<{ id: number; content_hash: string; postcode: string; attempts: number }>>`
+        select id::int, content_hash, postcode, attempts from fleet.therapist_import_files where path = ${p} and status = 'imported'`;
+      const job = await ctx.queues.queue('therapist-import').getJob(therapistImportJobId(f!.content_hash));
+      expect(job!.data).toEqual({ fileId: f!.id, file: { path: p, contentHash: f!.content_hash, postcode: f!.postcode } });
+      expect(f!.attempts).toBe(1);
+    }
     // the catch-up was one run, closed with one staff summary once its files drained
     const runIds = [...new Set(rows.filter((r) => r.run_id !== null).map((r) => r.run_id))];
     expect(runIds).toHaveLength(1);

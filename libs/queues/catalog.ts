@@ -79,7 +79,22 @@ export const catalog = {
   'therapist-import': defineJob({
     queue: 'therapist-import',
     description: 'Import one therapist scraper file (carries the tracking row id; keyed by content hash)',
-    schema: z.object({ fileId: id }).strict(),
+    // `file`: the tracked path (relative to the drop folder), content hash and postcode, as the
+    // watcher registered them (no personal data): the worker reads the file before claiming it
+    // and claims it in the same round trip as its reads (checked against the row).
+    schema: z
+      .object({
+        fileId: id,
+        file: z
+          .object({
+            path: z.string().min(1).max(1024),
+            contentHash: z.string().regex(/^[0-9a-f]{64}$/),
+            postcode: z.string().regex(/^\d{5}$/).nullable(),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict(),
     retry: { attempts: 5, backoffMs: 5_000, jitter: 0.5 },
     retention: defaultRetention,
     // Producers pass jobId: therapistImportJobId(contentHash) (one tracking row per hash, so

@@ -9,7 +9,7 @@
  * therapist, autocommit) on a sample of the files in a database of its own, half of it right
  * before and half right after each phase.
  *
- *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 100] [--warmup 40] [--rounds 1] [--processes 0] [--profile <dir>]
+ *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 100] [--warmup 40] [--rounds 1] [--phases 3] [--processes 0] [--profile <dir>]
  *
  * `--warmup N` (default 40): before the measured phases, the same three phases on N files in a
  * scratch database (and the naive baseline on them), not counted: a worker that has run for a
@@ -19,6 +19,8 @@
  * `--rounds N` (default 1): the three phases N times, each round in fresh databases; prints every
  * round and, per phase, the median and range of speedup, wall time and rates (this VM's speed
  * drifts within minutes, so one round can mislead).
+ *
+ * `--phases N` (default 3): only the first N phases of each round (`--phases 1`: the first import).
  *
  * `--processes N` runs the `therapist-import` role in N child processes (`fleet start --only
  * therapist-import`, as on N cores in production); the watcher stays in this process. 0 (the
@@ -60,6 +62,7 @@ const NAIVE_FILES = arg('naive-files', 100);
 const PROCESSES = arg('processes', 0);
 const WARMUP = arg('warmup', 40);
 const ROUNDS = Math.max(1, arg('rounds', 1));
+const PHASES = Math.min(3, Math.max(1, arg('phases', 3)));
 const PROFILE_DIR = args.includes('--profile') ? args[args.indexOf('--profile') + 1] : undefined;
 
 /** Runs `fn` under the V8 CPU profiler when `--profile` is given. */
@@ -337,7 +340,7 @@ async function round(r: number): Promise<Array<Record<string, string>>> {
     const naiveSql = postgres(withDb(naiveName), { max: 1, onnotice: () => {} });
     const redisInfo = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
 
-    for (const p of phases) {
+    for (const p of phases.slice(0, PHASES)) {
       await writeDrop(dir, p.variant, p.date, FILES);
       // The naive baseline runs half right before and half right after the pipeline, so a
       // machine that gets faster or slower meanwhile (this one is a VM) weighs on both alike.
@@ -391,7 +394,7 @@ async function round(r: number): Promise<Array<Record<string, string>>> {
 /** Median, smallest and largest of a column per phase over the rounds. */
 function spread(results: Array<Record<string, string>>, column: string, digits = 1): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const p of phases) {
+  for (const p of phases.slice(0, PHASES)) {
     const xs = results
       .filter((r) => r.phase === p.name)
       .map((r) => parseFloat(r[column]!))

@@ -175,4 +175,68 @@ describe('therapist import transaction', () => {
     expect(all).not.toContain(other!.id);
     expect(Math.min(...all)).toBeGreaterThan(0);
   });
+
+  describe('a job that names its file (path, hash, postcode as registered)', () => {
+    /** The real deps, counting claims made apart from the import's reads. */
+    function counting(): TherapistImportDeps & { claimsApart: () => number } {
+      const deps = therapistImportDeps(ctx);
+      let claims = 0;
+      return {
+        ...deps,
+        claimsApart: () => claims,
+        store: {
+          ...deps.store,
+          markImporting(id, now) {
+            claims++;
+            return deps.store.markImporting(id, now);
+          },
+        },
+      };
+    }
+    const hintOf = async (fileId: number) => {
+      const row = (await repo.getFile(ctx.database.db, fileId))!;
+      return { path: row.path, contentHash: row.contentHash!, postcode: row.postcode };
+    };
+
+    it('is read first and claimed in the same round trip as the import reads: one claim, one attempt', async () => {
+      const fileId = await tracked('30500.json', [therapistLine({ id: 'h1', first: 'Hanna', plz: '30500' })]);
+      const deps = counting();
+      const report = await processTherapistFile({ fileId, file: await hintOf(fileId) }, deps);
+      expect(report.counts).toMatchObject({ created: 1, total: 1 });
+      expect(deps.claimsApart()).toBe(0);
+      expect(await repo.getFile(ctx.database.db, fileId)).toMatchObject({ status: 'imported', attempts: 1 });
+    });
+
+    it('a hint the row does not confirm is not trusted: the file is claimed by id and imported as registered', async () => {
+      const fileId = await tracked('30600.json', [therapistLine({ id: 'h2', first: 'Hugo', plz: '30600' })]);
+      const deps = counting();
+      const report = await processTherapistFile({ fileId, file: { ...(await hintOf(fileId)), postcode: '99999' } }, deps);
+      expect(deps.claimsApart()).toBe(1);
+      expect(report.counts).toMatchObject({ created: 1 });
+      // Imported in its registered scope, one attempt (the unconfirmed claim took nothing).
+      expect(await db.sql`select 1 from fleet.therapist_external_ids where scope = '30600' and external_id = 'h2'`).toHaveLength(1);
+      expect(await repo.getFile(ctx.database.db, fileId)).toMatchObject({ status: 'imported', attempts: 1 });
+    });
+
+    it('a file done already is reported as done and not imported again', async () => {
+      const fileId = await tracked('30700.json', [therapistLine({ id: 'h3', first: 'Ida', plz: '30700' })]);
+      const hint = await hintOf(fileId);
+      await processTherapistFile({ fileId, file: hint }, therapistImportDeps(ctx));
+      const outbox = await db.sql<Array<{ n: number }>>`select count(*)::int as n from fleet.outbox`;
+      const again = await processTherapistFile({ fileId, file: hint }, therapistImportDeps(ctx));
+      expect(again).toMatchObject({ alreadyDone: true, status: 'imported' });
+      expect((await db.sql<Array<{ n: number }>>`select count(*)::int as n from fleet.outbox`)[0]!.n).toBe(outbox[0]!.n);
+      expect(await db.sql`select 1 from therapist_service.therapeuten where plz = '30700'`).toHaveLength(1);
+    });
+
+    it('a file changed on disk since it was registered is not imported from the new bytes: skipped, as without the hint', async () => {
+      const fileId = await tracked('30800.json', [therapistLine({ id: 'h4', first: 'Jana', plz: '30800' })]);
+      const hint = await hintOf(fileId);
+      await writeFile(path.join(dir, '30800.json'), scraperFile([therapistLine({ id: 'h4', first: 'Jana', plz: '30800', phone: '0308 9' })]));
+      const report = await processTherapistFile({ fileId, file: hint }, therapistImportDeps(ctx));
+      expect(report.status).toBe('skipped');
+      expect(report.reason).toMatch(/changed after it was registered/);
+      expect(await db.sql`select 1 from therapist_service.therapeuten where plz = '30800'`).toHaveLength(0);
+    });
+  });
 });

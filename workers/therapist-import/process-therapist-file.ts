@@ -22,6 +22,8 @@ export type LoadedTherapist = VersionedTherapist;
 
 /** One file's import transaction (implemented over PostgreSQL in store.ts): open, plan, commit. */
 export interface ImportSession {
+  /** With `claim`: the claimed tracking row; null when the file is done already. */
+  claimed?: TherapistImportFileRow | null;
   /** External ids of the scope (and tombstone keys) and the therapists the file can match. */
   externalIds: Map<string, ExternalIdEntry>;
   candidates: LoadedTherapist[];
@@ -49,8 +51,15 @@ export interface ImportTx {
 export interface TherapistImportStore {
   getFile(id: number): Promise<TherapistImportFileRow | null>;
   markImporting(id: number, now: Date): Promise<TherapistImportFileRow | null>;
-  /** Begins a file's transaction: takes the advisory locks on `lockKeys` and loads the match data. */
-  openSession(lockKeys: string[], load: { scope: string; keys: string[]; plzs: string[] }): Promise<ImportSession>;
+  /**
+   * Begins a file's transaction: takes the advisory locks on `lockKeys` and loads the match
+   * data; with `claim`, claims the file first in the same round trip (see `markImporting`).
+   */
+  openSession(
+    lockKeys: string[],
+    load: { scope: string; keys: string[]; plzs: string[] },
+    claim?: { fileId: number; now: Date; expect: FileHint },
+  ): Promise<ImportSession>;
   /** True for the error a commit throws when a therapist changed meanwhile. */
   isConcurrentChange(err: unknown): boolean;
   transaction<T>(fn: (tx: ImportTx) => Promise<T>): Promise<T>;
@@ -103,17 +112,30 @@ export function sha256(buf: Buffer): string {
 }
 
 /**
+ * What a job may say of its file besides the tracking row id (the watcher knows it when it
+ * enqueues): the file is then read and parsed before it is claimed, and the claim rides in the
+ * same round trip as the import's reads. The claim takes only a row that says the same; without
+ * a hint, or when anything differs, the file is claimed first and read by the row.
+ */
+export interface FileHint {
+  path: string;
+  contentHash: string;
+  postcode: string | null;
+}
+
+/**
  * Imports one tracked scraper file: parse, validate each therapist on its own, map, match,
  * write only what changed (set-based), events in the same transaction, report on the
  * tracking row; closes the run when this was its last file and queues the staff summary.
  */
 export async function processTherapistFile(
-  input: { fileId: number },
+  input: { fileId: number; file?: FileHint },
   deps: TherapistImportDeps,
   opts: { isFinalAttempt?: boolean } = {},
 ): Promise<FileReport> {
   const started = performance.now();
-  const file = await deps.store.markImporting(input.fileId, deps.clock.now());
+  const early = input.file ? await claimWithReads(input.fileId, input.file, deps) : null;
+  const file = early?.file ?? (await deps.store.markImporting(input.fileId, deps.clock.now()));
   if (!file) {
     const existing = await deps.store.getFile(input.fileId);
     if (!existing) throw new PermanentError('file_not_tracked', `therapist import: no tracking row ${input.fileId}`);
@@ -124,7 +146,7 @@ export async function processTherapistFile(
   const log = deps.log.child({ fileId: file.id, runId: file.runId });
 
   try {
-    return await importFile(file, deps, log, started);
+    return await importFile(file, deps, log, started, early ?? undefined);
   } catch (err) {
     if (!opts.isFinalAttempt) throw err;
     // Out of retries: record the failure so the run still closes and staff hear of it.
@@ -136,37 +158,49 @@ export async function processTherapistFile(
   }
 }
 
-async function importFile(file: TherapistImportFileRow, deps: TherapistImportDeps, log: Logger, started: number): Promise<FileReport> {
-  let buf: Buffer;
+interface Prepared {
+  parsed: ReturnType<typeof parseScraperFile>;
+  disagreements: MetadataDisagreement[];
+  match: MatchParams;
+}
+
+interface MatchParams {
+  scope: string;
+  lockKeys: string[];
+  keys: string[];
+  plzs: string[];
+}
+
+/**
+ * The fast path of a job that names its file: read, check and parse it, then claim it together
+ * with the import's reads. Null when anything is off (file missing or changed, not parseable,
+ * row different from the hint, file done): the caller then claims first and takes the usual
+ * path, which reports each of those cases.
+ */
+async function claimWithReads(fileId: number, hint: FileHint, deps: TherapistImportDeps): Promise<(Prepared & { file: TherapistImportFileRow; session: ImportSession }) | null> {
+  let prepared: Prepared;
   try {
-    buf = await deps.readFile(file.path);
+    const buf = await deps.readFile(hint.path);
+    if (sha256(buf) !== hint.contentHash) return null;
+    prepared = prepare(parseScraperFile(buf.toString('utf8')), hint.postcode);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      return finishWithoutImport(file, deps, { status: 'failed', reason: `file ${file.path} no longer exists`, fileErrors: [`file ${file.path}: not found`] }, started);
-    }
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || err instanceof FileFormatError) return null;
     throw err;
   }
-  if (file.contentHash && sha256(buf) !== file.contentHash) {
-    return finishWithoutImport(
-      file,
-      deps,
-      { status: 'skipped', reason: `file ${file.path} changed after it was registered; its new content is tracked as a file of its own`, fileErrors: [] },
-      started,
-    );
+  const m = prepared.match;
+  const session = await deps.store.openSession(m.lockKeys, { scope: m.scope, keys: m.keys, plzs: m.plzs }, { fileId, now: deps.clock.now(), expect: hint });
+  const file = session.claimed;
+  if (!file) {
+    await session.rollback();
+    return null;
   }
+  return { ...prepared, file, session };
+}
 
-  let parsed;
-  try {
-    parsed = parseScraperFile(buf.toString('utf8'));
-  } catch (err) {
-    if (err instanceof FileFormatError) {
-      return finishWithoutImport(file, deps, { status: 'failed', reason: `file ${file.path}: ${err.message}`, fileErrors: [`file ${file.path}: ${err.message}`] }, started);
-    }
-    throw err;
-  }
-
-  const disagreements = metadataDisagreements(parsed.metadata, parsed.lines.map((l) => l.statedStatus), file.postcode);
-  const scope = file.postcode ?? parsed.metadata?.postcode_area ?? 'unscoped';
+/** Metadata checks and what the file's transaction locks and loads. */
+function prepare(parsed: ReturnType<typeof parseScraperFile>, postcode: string | null): Prepared {
+  const disagreements = metadataDisagreements(parsed.metadata, parsed.lines.map((l) => l.statedStatus), postcode);
+  const scope = postcode ?? parsed.metadata?.postcode_area ?? 'unscoped';
   const valid = parsed.lines.filter((l) => l.ok);
   const plzs = [...new Set(valid.map((l) => l.therapist.location.postal_code))];
   const keys = [
@@ -178,32 +212,73 @@ async function importFile(file: TherapistImportFileRow, deps: TherapistImportDep
       ),
     ]),
   ];
+  return { parsed, disagreements, match: { scope, lockKeys: [`scope:${scope}`, ...plzs.map((p) => `plz:${p}`)], keys, plzs } };
+}
 
-  const lockKeys = [`scope:${scope}`, ...plzs.map((p) => `plz:${p}`)];
+async function importFile(
+  file: TherapistImportFileRow,
+  deps: TherapistImportDeps,
+  log: Logger,
+  started: number,
+  early?: Prepared & { session: ImportSession },
+): Promise<FileReport> {
+  let prepared: Prepared;
+  let session = early?.session;
+  if (early) {
+    prepared = early;
+  } else {
+    let buf: Buffer;
+    try {
+      buf = await deps.readFile(file.path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        return finishWithoutImport(file, deps, { status: 'failed', reason: `file ${file.path} no longer exists`, fileErrors: [`file ${file.path}: not found`] }, started);
+      }
+      throw err;
+    }
+    if (file.contentHash && sha256(buf) !== file.contentHash) {
+      return finishWithoutImport(
+        file,
+        deps,
+        { status: 'skipped', reason: `file ${file.path} changed after it was registered; its new content is tracked as a file of its own`, fileErrors: [] },
+        started,
+      );
+    }
+    try {
+      prepared = prepare(parseScraperFile(buf.toString('utf8')), file.postcode);
+    } catch (err) {
+      if (err instanceof FileFormatError) {
+        return finishWithoutImport(file, deps, { status: 'failed', reason: `file ${file.path}: ${err.message}`, fileErrors: [`file ${file.path}: ${err.message}`] }, started);
+      }
+      throw err;
+    }
+  }
+
   // Therapists are read without row locks; a commit that finds one changed meanwhile writes
   // nothing, and the file is planned again on fresh data.
   for (let attempt = 1; ; attempt++) {
     try {
-      const { report, runDrained } = await importOnce(file, parsed, disagreements, { scope, lockKeys, keys, plzs }, deps, started);
+      const { report, runDrained } = await importOnce(file, prepared, deps, started, session);
       const deliveryId = runDrained && file.runId !== null ? await closeRunIfDrained(file.runId, deps) : null;
       log.info({ status: report.status, counts: report.counts, durationMs: report.durationMs, runClosed: deliveryId !== null }, 'therapist file imported');
       return report;
     } catch (err) {
       if (attempt >= 3 || !deps.store.isConcurrentChange(err)) throw err;
       log.warn({ attempt }, 'therapists changed during the import: planning the file again');
+    } finally {
+      session = undefined; // used once: a file planned again opens a fresh one
     }
   }
 }
 
 async function importOnce(
   file: TherapistImportFileRow,
-  parsed: ReturnType<typeof parseScraperFile>,
-  disagreements: MetadataDisagreement[],
-  m: { scope: string; lockKeys: string[]; keys: string[]; plzs: string[] },
+  { parsed, disagreements, match: m }: Prepared,
   deps: TherapistImportDeps,
   started: number,
+  opened?: ImportSession,
 ): Promise<{ report: FileReport; runDrained: boolean }> {
-  const session = await deps.store.openSession(m.lockKeys, { scope: m.scope, keys: m.keys, plzs: m.plzs });
+  const session = opened ?? (await deps.store.openSession(m.lockKeys, { scope: m.scope, keys: m.keys, plzs: m.plzs }));
   try {
     const plan = planFile({ lines: parsed.lines, candidates: session.candidates, externalIds: session.externalIds });
     const now = deps.clock.now();

@@ -19,9 +19,10 @@ export function postgresTherapistImportStore(database: Database, mail: SummaryAd
     getFile: (id) => repo.getFile(db, id),
     markImporting: (id, now) => claimFile(database.sql, id, now),
     isConcurrentChange,
-    async openSession(lockKeys, load) {
-      const s = await openImportSession(database.sql, { keys: lockKeys }, load, ids);
+    async openSession(lockKeys, load, claim) {
+      const s = await openImportSession(database.sql, { keys: lockKeys }, load, ids, claim);
       return {
+        ...(claim ? { claimed: s.claimed } : {}),
         externalIds: new Map(s.externalIds.map((r) => [r.key, { therapistId: r.therapistId, deleted: r.deleted }])),
         candidates: s.candidates,
         reserveIds: (n) => s.reserveIds(n),

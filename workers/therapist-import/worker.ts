@@ -11,6 +11,7 @@ import {
   processTherapistFile,
   reportOf,
   sha256,
+  type FileHint,
   type FileReport,
   type TherapistImportDeps,
 } from './process-therapist-file.js';
@@ -47,6 +48,12 @@ export function therapistImportHandlers(ctx: FleetContext): Handlers {
   };
 }
 
+/** The job's payload for a tracked file: its id, and what lets the worker read it before claiming it. */
+function payloadOf(file: repo.TherapistImportFileRow): { fileId: number; file?: FileHint } {
+  if (!file.contentHash || path.isAbsolute(file.path)) return { fileId: file.id };
+  return { fileId: file.id, file: { path: file.path, contentHash: file.contentHash, postcode: file.postcode } };
+}
+
 /**
  * Enqueues the import of a tracked file, keyed by its content hash. Urgent files get the
  * higher priority. A job that already finished while the row is still open (a crash between
@@ -54,7 +61,7 @@ export function therapistImportHandlers(ctx: FleetContext): Handlers {
  */
 export async function enqueueTherapistFile(ctx: FleetContext, file: repo.TherapistImportFileRow, opts: { fresh?: boolean } = {}): Promise<void> {
   const jobId = therapistImportJobId(file.contentHash ?? `file-${file.id}`);
-  await ctx.queues.enqueue('therapist-import', { fileId: file.id }, { jobId, priority: file.urgent ? 1 : 10 });
+  await ctx.queues.enqueue('therapist-import', payloadOf(file), { jobId, priority: file.urgent ? 1 : 10 });
   if (opts.fresh) return; // a row registered just now: no earlier job can have finished
   const job: Job | undefined = await ctx.queues.queue('therapist-import').getJob(jobId);
   if (job && (await job.isCompleted())) {
@@ -74,7 +81,7 @@ export async function enqueueFreshTherapistFiles(ctx: FleetContext, files: repo.
   const queue = ctx.queues.queue(def.queue);
   for (let i = 0; i < files.length; i += 500) {
     const jobs = files.slice(i, i + 500).map((file) => {
-      const parsed = def.schema.safeParse({ fileId: file.id });
+      const parsed = def.schema.safeParse(payloadOf(file));
       if (!parsed.success) throw new PermanentError('invalid_payload', `job therapist-import: ${describeZodError(parsed.error)}`);
       return {
         name: 'therapist-import',

@@ -4,12 +4,15 @@ import { outboxBatch, outboxBatchParams, type OutboxInsert } from './outbox-rows
 
 /**
  * The hot path of the therapist import: one file's transaction on a reserved connection,
- * with its statements pipelined (sent together, answered in order), so a file costs three
- * round trips (four when it creates therapists) instead of one per statement:
+ * with its statements pipelined (sent together, answered in order), so a file costs two round
+ * trips instead of one per statement:
  *
- *   1. begin, postcode locks, external ids, candidate therapists (read without row locks);
- *   2. (only with new therapists) reserve their ids;
- *   3. every write and the tracking row (one statement), commit, and the run-drain check after it.
+ *   1. the file's claim (its own transaction; when the caller read the file before claiming it),
+ *      begin, postcode locks, external ids, candidate therapists (read without row locks);
+ *   2. every write and the tracking row (one statement), commit, and the run-drain check after it.
+ *
+ * New therapists' ids come from the table's sequence in blocks held by the process (one more
+ * round trip per block of 500).
  *
  * Candidates are not locked (locking every therapist of a file would write each row on every
  * re-import): each carries its row version (`xmin`), and updates and deactivations write only
@@ -123,17 +126,30 @@ function candidateOf(r: unknown[]): VersionedTherapist {
 const RECORD_COLUMNS =
   'anrede text, geschlecht text, titel text, vorname text, nachname text, strasse text, plz text, ort text, telefon text, fax text, email text, telefonische_erreichbarkeit jsonb, fremdsprachen jsonb, psychotherapieverfahren text';
 
+/** What the caller knows of the file it claims: the claim takes only a row that says the same. */
+export interface ClaimExpectation {
+  path: string;
+  contentHash: string;
+  postcode: string | null;
+}
+
 /**
- * Claims a file for import (queued, or importing: a retry), counting the attempt; null when
- * it is done already. The same row as `getFile` reads (a test compares them), without the
- * query builder's work for every file.
+ * The claim: a file queued, or importing (a retry), becomes `importing` and counts an attempt;
+ * no row when it is done already (or, with `expect`, when the row says otherwise).
  */
-export async function claimFile(sql: postgres.Sql, id: number, now: Date): Promise<TherapistImportFileRow | null> {
-  const [r] = await sql<Array<Record<string, unknown>>>`
+function claimQuery(sql: postgres.Sql | postgres.ReservedSql, id: number, now: Date, expect?: ClaimExpectation) {
+  const matches = expect
+    ? sql`and path = ${expect.path} and content_hash = ${expect.contentHash} and postcode is not distinct from ${expect.postcode}::text`
+    : sql``;
+  return sql<Array<Record<string, unknown>>>`
     update fleet.therapist_import_files set status = 'importing', started_at = ${now.toISOString()}::timestamptz, attempts = attempts + 1
-    where id = ${id} and status in ('queued', 'importing')
+    where id = ${id} and status in ('queued', 'importing') ${matches}
     returning id::text, run_id::text, path, postcode, date_folder, urgent, content_hash, size_bytes::text, status, reason, file_errors,
       metadata_disagreements, failures, status_mismatches, counts, attempts, discovered_at, started_at, finished_at, duration_ms`;
+}
+
+/** The claimed row as `getFile` reads it (a test compares them). */
+function claimedRow(r: Record<string, unknown> | undefined): TherapistImportFileRow | null {
   if (!r) return null;
   const num = (v: unknown) => (v === null ? null : Number(v));
   // Timestamps arrive as PostgreSQL's text (the query builder reads them so): parsed as the query builder does.
@@ -162,7 +178,19 @@ export async function claimFile(sql: postgres.Sql, id: number, now: Date): Promi
   } as TherapistImportFileRow;
 }
 
+/**
+ * Claims a file for import (queued, or importing: a retry), counting the attempt; null when
+ * it is done already. The same row as `getFile` reads, without the query builder's work for
+ * every file.
+ */
+export async function claimFile(sql: postgres.Sql, id: number, now: Date): Promise<TherapistImportFileRow | null> {
+  const [r] = await claimQuery(sql, id, now);
+  return claimedRow(r);
+}
+
 export interface ImportSession extends MatchData {
+  /** With `claim`: the claimed file row (null: the file is done already, or not as expected; nothing else of the session is of use then). */
+  claimed?: TherapistImportFileRow | null;
   /** Ids for new therapists, in order (from the pool's block of sequence values; a round trip only when it runs dry). */
   reserveIds(n: number): Promise<number[]>;
   /** Writes everything and commits (one round trip). Returns whether the file's run may now be drained. */
@@ -180,6 +208,7 @@ export async function openImportSession(
   lock: { keys: string[] },
   load: { scope: string; keys: string[]; plzs: string[] },
   ids: TherapistIdPool = therapistIdPool(sql, 1),
+  claim?: { fileId: number; now: Date; expect: ClaimExpectation },
 ): Promise<ImportSession> {
   const conn = await sql.reserve();
   let open = true;
@@ -195,11 +224,15 @@ export async function openImportSession(
     }
   };
 
-  let data: MatchData;
+  let data: MatchData & { claimed?: TherapistImportFileRow | null };
   let knownKeys = new Set<string>();
   try {
     const sorted = [...new Set(lock.keys)].sort();
-    const [, , , [match]] = await Promise.all([
+    // The claim (its own transaction, before the file's) rides in the same round trip when the
+    // caller read the file before claiming it.
+    const claimed = claim ? send(claimQuery(conn, claim.fileId, claim.now, claim.expect)) : Promise.resolve([]);
+    const [[claimRow], , , , [match]] = await Promise.all([
+      claimed,
       send(conn`begin`),
       // Plans for the table as it is now: a cached generic plan, made while the table was
       // small (a first import), scanned the whole therapist table per file, for the read as
@@ -220,6 +253,7 @@ export async function openImportSession(
               or id = any(array(select therapist_id from ext where therapist_id is not null))) as cand`),
     ]);
     data = {
+      ...(claim ? { claimed: claimedRow(claimRow) } : {}),
       externalIds: match!.ext.map(([key, therapistId, deleted]) => ({ key, therapistId, deleted })),
       candidates: match!.cand.map(candidateOf),
     };
