@@ -178,15 +178,8 @@ interface MatchParams {
  * path, which reports each of those cases.
  */
 async function claimWithReads(fileId: number, hint: FileHint, deps: TherapistImportDeps): Promise<(Prepared & { file: TherapistImportFileRow; session: ImportSession }) | null> {
-  let prepared: Prepared;
-  try {
-    const buf = await deps.readFile(hint.path);
-    if (sha256(buf) !== hint.contentHash) return null;
-    prepared = prepare(parseScraperFile(buf.toString('utf8')), hint.postcode);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || err instanceof FileFormatError) return null;
-    throw err;
-  }
+  const prepared = await readPrepared(hint, deps);
+  if ('problem' in prepared) return null;
   const m = prepared.match;
   const session = await deps.store.openSession(m.lockKeys, { scope: m.scope, keys: m.keys, plzs: m.plzs }, { fileId, now: deps.clock.now(), expect: hint });
   const file = session.claimed;
@@ -195,6 +188,31 @@ async function claimWithReads(fileId: number, hint: FileHint, deps: TherapistImp
     return null;
   }
   return { ...prepared, file, session };
+}
+
+/** Why a tracked file cannot be imported, as its tracking row will say. */
+type FileProblem = { problem: { status: 'failed' | 'skipped'; reason: string; fileErrors: string[] } };
+
+/** Reads the file, checks it is the content registered, parses it and prepares its transaction. */
+async function readPrepared(f: { path: string; contentHash: string | null; postcode: string | null }, deps: TherapistImportDeps): Promise<Prepared | FileProblem> {
+  let buf: Buffer;
+  try {
+    buf = await deps.readFile(f.path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      return { problem: { status: 'failed', reason: `file ${f.path} no longer exists`, fileErrors: [`file ${f.path}: not found`] } };
+    }
+    throw err;
+  }
+  if (f.contentHash && sha256(buf) !== f.contentHash) {
+    return { problem: { status: 'skipped', reason: `file ${f.path} changed after it was registered; its new content is tracked as a file of its own`, fileErrors: [] } };
+  }
+  try {
+    return prepare(parseScraperFile(buf.toString('utf8')), f.postcode);
+  } catch (err) {
+    if (err instanceof FileFormatError) return { problem: { status: 'failed', reason: `file ${f.path}: ${err.message}`, fileErrors: [`file ${f.path}: ${err.message}`] } };
+    throw err;
+  }
 }
 
 /** Metadata checks and what the file's transaction locks and loads. */
@@ -222,51 +240,21 @@ async function importFile(
   started: number,
   early?: Prepared & { session: ImportSession },
 ): Promise<FileReport> {
-  let prepared: Prepared;
-  let session = early?.session;
-  if (early) {
-    prepared = early;
-  } else {
-    let buf: Buffer;
-    try {
-      buf = await deps.readFile(file.path);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        return finishWithoutImport(file, deps, { status: 'failed', reason: `file ${file.path} no longer exists`, fileErrors: [`file ${file.path}: not found`] }, started);
-      }
-      throw err;
-    }
-    if (file.contentHash && sha256(buf) !== file.contentHash) {
-      return finishWithoutImport(
-        file,
-        deps,
-        { status: 'skipped', reason: `file ${file.path} changed after it was registered; its new content is tracked as a file of its own`, fileErrors: [] },
-        started,
-      );
-    }
-    try {
-      prepared = prepare(parseScraperFile(buf.toString('utf8')), file.postcode);
-    } catch (err) {
-      if (err instanceof FileFormatError) {
-        return finishWithoutImport(file, deps, { status: 'failed', reason: `file ${file.path}: ${err.message}`, fileErrors: [`file ${file.path}: ${err.message}`] }, started);
-      }
-      throw err;
-    }
-  }
+  const prepared = early ?? (await readPrepared(file, deps));
+  if ('problem' in prepared) return finishWithoutImport(file, deps, prepared.problem, started);
 
   // Therapists are read without row locks; a commit that finds one changed meanwhile writes
   // nothing, and the file is planned again on fresh data.
   for (let attempt = 1; ; attempt++) {
     try {
-      const { report, runDrained } = await importOnce(file, prepared, deps, started, session);
+      // The fast path's session (claimed with the reads) serves the first attempt only.
+      const { report, runDrained } = await importOnce(file, prepared, deps, started, attempt === 1 ? early?.session : undefined);
       const deliveryId = runDrained && file.runId !== null ? await closeRunIfDrained(file.runId, deps) : null;
       log.info({ status: report.status, counts: report.counts, durationMs: report.durationMs, runClosed: deliveryId !== null }, 'therapist file imported');
       return report;
     } catch (err) {
       if (attempt >= 3 || !deps.store.isConcurrentChange(err)) throw err;
       log.warn({ attempt }, 'therapists changed during the import: planning the file again');
-    } finally {
-      session = undefined; // used once: a file planned again opens a fresh one
     }
   }
 }

@@ -22,7 +22,7 @@ export function postgresTherapistImportStore(database: Database, mail: SummaryAd
     async openSession(lockKeys, load, claim) {
       const s = await openImportSession(database.sql, { keys: lockKeys }, load, ids, claim);
       return {
-        ...(claim ? { claimed: s.claimed } : {}),
+        claimed: s.claimed,
         externalIds: new Map(s.externalIds.map((r) => [r.key, { therapistId: r.therapistId, deleted: r.deleted }])),
         candidates: s.candidates,
         reserveIds: (n) => s.reserveIds(n),

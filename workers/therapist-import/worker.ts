@@ -48,7 +48,11 @@ export function therapistImportHandlers(ctx: FleetContext): Handlers {
   };
 }
 
-/** The job's payload for a tracked file: its id, and what lets the worker read it before claiming it. */
+/**
+ * The job's payload for a tracked file: its id, and what lets the worker read it before
+ * claiming it. Not for a file outside the drop folder (a CLI import): its absolute path may
+ * name a person (a home folder) and stays out of the queue.
+ */
 function payloadOf(file: repo.TherapistImportFileRow): { fileId: number; file?: FileHint } {
   if (!file.contentHash || path.isAbsolute(file.path)) return { fileId: file.id };
   return { fileId: file.id, file: { path: file.path, contentHash: file.contentHash, postcode: file.postcode } };

@@ -207,7 +207,7 @@ export async function openImportSession(
   sql: postgres.Sql,
   lock: { keys: string[] },
   load: { scope: string; keys: string[]; plzs: string[] },
-  ids: TherapistIdPool = therapistIdPool(sql, 1),
+  ids: TherapistIdPool,
   claim?: { fileId: number; now: Date; expect: ClaimExpectation },
 ): Promise<ImportSession> {
   const conn = await sql.reserve();
@@ -253,7 +253,7 @@ export async function openImportSession(
               or id = any(array(select therapist_id from ext where therapist_id is not null))) as cand`),
     ]);
     data = {
-      ...(claim ? { claimed: claimedRow(claimRow) } : {}),
+      claimed: claim ? claimedRow(claimRow) : undefined,
       externalIds: match!.ext.map(([key, therapistId, deleted]) => ({ key, therapistId, deleted })),
       candidates: match!.cand.map(candidateOf),
     };
