@@ -1,4 +1,7 @@
 import { readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, envSchema, loadConfig, parseEnv } from './index.js';
 
@@ -73,6 +76,43 @@ describe('config', () => {
   it('cross-field rules name the variables', () => {
     expect(() => loadConfig({ MAIL_DRIVER: 'resend' })).toThrow(/RESEND_API_KEY: required when MAIL_DRIVER=resend/);
     expect(() => loadConfig({ DASHBOARD_USER: 'ops' })).toThrow(/DASHBOARD_USER and DASHBOARD_PASSWORD/);
+  });
+
+  it('Kafka TLS and SASL: rules that name the variables, PEM files read at start, the password never echoed', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'fleet-config-'));
+    try {
+      const pem = path.join(dir, 'ca.pem');
+      await writeFile(pem, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+      const notPem = path.join(dir, 'ca.txt');
+      await writeFile(notPem, 'hello');
+      const sasl = { KAFKA_SASL_MECHANISM: 'scram-sha-512', KAFKA_SASL_USERNAME: 'fleet', KAFKA_SASL_PASSWORD: 'hunter2-kafka' };
+
+      const c = loadConfig({ KAFKA_BROKERS: 'k1:9093', KAFKA_SSL: 'true', KAFKA_SSL_CA_FILE: pem, ...sasl });
+      expect(c.kafka.tls).toEqual({ ca: await readFile(pem, 'utf8'), cert: undefined, key: undefined });
+      expect(c.kafka.sasl).toEqual({ mechanism: 'scram-sha-512', username: 'fleet', password: 'hunter2-kafka' });
+      expect(loadConfig({}).kafka).toMatchObject({ tls: undefined, sasl: undefined });
+      expect(loadConfig({ KAFKA_SSL: 'true' }).kafka.tls).toEqual({ ca: undefined, cert: undefined, key: undefined });
+
+      const message = (env: Record<string, string>) => {
+        try {
+          loadConfig(env);
+        } catch (e) {
+          return (e as Error).message;
+        }
+        return '';
+      };
+      expect(message({ KAFKA_SASL_MECHANISM: 'gssapi' })).toMatch(/KAFKA_SASL_MECHANISM: expected plain, scram-sha-256 or scram-sha-512/);
+      expect(message({ KAFKA_SASL_MECHANISM: 'scram-sha-256', KAFKA_SASL_USERNAME: 'fleet' })).toMatch(/KAFKA_SASL_PASSWORD: required when KAFKA_SASL_MECHANISM=scram-sha-256/);
+      expect(message({ KAFKA_SASL_USERNAME: 'fleet', KAFKA_SASL_PASSWORD: 'hunter2-kafka' })).toMatch(/KAFKA_SASL_USERNAME: only used with KAFKA_SASL_MECHANISM/);
+      expect(message({ KAFKA_SASL_MECHANISM: 'plain', KAFKA_SASL_USERNAME: 'fleet', KAFKA_SASL_PASSWORD: 'hunter2-kafka' })).toMatch(/plain sends the password as it is: set KAFKA_SSL=true/);
+      expect(message({ KAFKA_SSL_CA_FILE: pem })).toMatch(/KAFKA_SSL_CA_FILE: only used with KAFKA_SSL=true/);
+      expect(message({ KAFKA_SSL: 'true', KAFKA_SSL_CERT_FILE: pem })).toMatch(/KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE: set both/);
+      expect(message({ KAFKA_SSL: 'true', KAFKA_SSL_CA_FILE: path.join(dir, 'missing.pem') })).toMatch(/KAFKA_SSL_CA_FILE: cannot read .*missing\.pem \(ENOENT\)/);
+      expect(message({ KAFKA_SSL: 'true', KAFKA_SSL_CA_FILE: notPem })).toMatch(/KAFKA_SSL_CA_FILE: .*ca\.txt is not a PEM file/);
+      expect(message({ KAFKA_SSL: 'maybe', ...sasl, KAFKA_SASL_MECHANISM: 'x' })).not.toContain('hunter2-kafka');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('reads booleans and numbers from their string forms', () => {

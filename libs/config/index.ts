@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 
 /**
@@ -109,6 +110,15 @@ export const envSchema = z.object({
       .optional(),
   ),
   KAFKA_CLIENT_ID: z.string().min(1).default('curavani-fleet'),
+  KAFKA_SSL: bool(false),
+  KAFKA_SSL_CA_FILE: optionalString,
+  KAFKA_SSL_CERT_FILE: optionalString,
+  KAFKA_SSL_KEY_FILE: optionalString,
+  KAFKA_SASL_MECHANISM: optionalString.pipe(
+    z.enum(['plain', 'scram-sha-256', 'scram-sha-512'], { error: 'expected plain, scram-sha-256 or scram-sha-512' }).optional(),
+  ),
+  KAFKA_SASL_USERNAME: optionalString,
+  KAFKA_SASL_PASSWORD: optionalString,
   KAFKA_CONNECTION_TIMEOUT_MS: int(3_000, 1),
   KAFKA_REQUEST_TIMEOUT_MS: int(30_000, 1),
   KAFKA_TOPIC_PARTITIONS: int(6, 1),
@@ -184,10 +194,50 @@ export function parseEnv(env: Record<string, string | undefined> = process.env):
       'invalid configuration: DASHBOARD_USER and DASHBOARD_PASSWORD: set both or neither (only one is set)',
     );
   }
+  checkKafkaSecurity(e);
   if (e.NODE_ENV === 'production' && !e.UNSUBSCRIBE_SECRET) {
     throw new ConfigError('invalid configuration: UNSUBSCRIBE_SECRET: required when NODE_ENV=production (it is missing)');
   }
   return e;
+}
+
+/** The Kafka TLS and SASL variables that only make sense together. */
+function checkKafkaSecurity(e: Env): void {
+  const fail = (msg: string) => {
+    throw new ConfigError(`invalid configuration: ${msg}`);
+  };
+  if (!e.KAFKA_SSL) {
+    for (const v of ['KAFKA_SSL_CA_FILE', 'KAFKA_SSL_CERT_FILE', 'KAFKA_SSL_KEY_FILE'] as const) {
+      if (e[v] !== undefined) fail(`${v}: only used with KAFKA_SSL=true (KAFKA_SSL is false)`);
+    }
+  }
+  if ((e.KAFKA_SSL_CERT_FILE === undefined) !== (e.KAFKA_SSL_KEY_FILE === undefined)) {
+    fail('KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE: set both (a client certificate and its key) or neither (only one is set)');
+  }
+  if (e.KAFKA_SASL_MECHANISM === undefined) {
+    for (const v of ['KAFKA_SASL_USERNAME', 'KAFKA_SASL_PASSWORD'] as const) {
+      if (e[v] !== undefined) fail(`${v}: only used with KAFKA_SASL_MECHANISM (it is missing)`);
+    }
+    return;
+  }
+  for (const v of ['KAFKA_SASL_USERNAME', 'KAFKA_SASL_PASSWORD'] as const) {
+    if (e[v] === undefined) fail(`${v}: required when KAFKA_SASL_MECHANISM=${e.KAFKA_SASL_MECHANISM} (it is missing)`);
+  }
+  if (e.KAFKA_SASL_MECHANISM === 'plain' && !e.KAFKA_SSL) {
+    fail('KAFKA_SASL_MECHANISM=plain sends the password as it is: set KAFKA_SSL=true (or use scram-sha-256/512)');
+  }
+}
+
+/** A PEM file named by a variable, read at start so a wrong path stops the fleet with its name. */
+function readPem(variable: string, file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: ${variable}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  if (!text.includes('-----BEGIN ')) throw new ConfigError(`invalid configuration: ${variable}: ${file} is not a PEM file (no -----BEGIN line)`);
+  return text;
 }
 
 /** Signs unsubscribe links outside production when no secret is set (never valid in production). */
@@ -244,6 +294,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       /** undefined: Kafka not configured (the relay stays idle, events stay in the outbox). */
       brokers: e.KAFKA_BROKERS?.split(',').map((b) => b.trim()),
       clientId: e.KAFKA_CLIENT_ID,
+      /** TLS to the brokers: undefined for plain TCP; `ca` undefined trusts Node's built-in CAs. */
+      tls: e.KAFKA_SSL
+        ? {
+            ca: e.KAFKA_SSL_CA_FILE === undefined ? undefined : readPem('KAFKA_SSL_CA_FILE', e.KAFKA_SSL_CA_FILE),
+            cert: e.KAFKA_SSL_CERT_FILE === undefined ? undefined : readPem('KAFKA_SSL_CERT_FILE', e.KAFKA_SSL_CERT_FILE),
+            key: e.KAFKA_SSL_KEY_FILE === undefined ? undefined : readPem('KAFKA_SSL_KEY_FILE', e.KAFKA_SSL_KEY_FILE),
+          }
+        : undefined,
+      sasl:
+        e.KAFKA_SASL_MECHANISM === undefined
+          ? undefined
+          : { mechanism: e.KAFKA_SASL_MECHANISM, username: e.KAFKA_SASL_USERNAME!, password: e.KAFKA_SASL_PASSWORD! },
       connectionTimeoutMs: e.KAFKA_CONNECTION_TIMEOUT_MS,
       requestTimeoutMs: e.KAFKA_REQUEST_TIMEOUT_MS,
       topicPartitions: e.KAFKA_TOPIC_PARTITIONS,

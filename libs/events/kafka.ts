@@ -1,4 +1,4 @@
-import { Kafka, Partitioners, logLevel as kafkaLogLevel, type Admin, type Producer, type logCreator } from 'kafkajs';
+import { Kafka, Partitioners, logLevel as kafkaLogLevel, type Admin, type Producer, type SASLOptions, type logCreator } from 'kafkajs';
 import type { Logger } from '../log/index.js';
 import { topics, type EventEnvelope } from './index.js';
 
@@ -76,6 +76,10 @@ export interface KafkaSettings {
   clientId: string;
   connectionTimeoutMs: number;
   requestTimeoutMs: number;
+  /** TLS to the brokers (PEM texts; no `ca`: Node's built-in CAs). Undefined: plain TCP. */
+  tls?: { ca?: string; cert?: string; key?: string };
+  /** SASL authentication on every connection. */
+  sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string };
   /** Client-side retries of one publish before it rejects and the caller backs off. */
   retries?: number;
 }
@@ -95,6 +99,8 @@ export function createKafka(settings: KafkaSettings, log: Logger): Kafka {
   return new Kafka({
     clientId: settings.clientId,
     brokers: settings.brokers,
+    ssl: settings.tls && Object.fromEntries(Object.entries(settings.tls).filter(([, v]) => v !== undefined)),
+    sasl: settings.sasl && (settings.sasl as SASLOptions),
     connectionTimeout: settings.connectionTimeoutMs,
     requestTimeout: settings.requestTimeoutMs,
     retry: { retries: settings.retries ?? 2, initialRetryTime: 200, maxRetryTime: 2000 },

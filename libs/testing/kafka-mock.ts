@@ -3,7 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
 import { topics as eventTopics } from '../events/index.js';
-import { startKafkaProxy, type KafkaProxy } from './kafka-proxy.js';
+import { startKafkaProxy, type KafkaProxy, type ProxySecurity } from './kafka-proxy.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const source = `${root}scripts/kafka-mock/kafka-mock.c`;
@@ -12,6 +12,12 @@ const binary = `${root}var/kafka-mock/kafka-mock`;
 export interface KafkaMock {
   /** Bootstrap brokers for kafkajs (the proxy in front of the mock). */
   brokers: string[];
+  /**
+   * With `secure`: a second listener on the same broker that wants TLS and/or SASL (as a
+   * broker's SASL_SSL listener next to its PLAINTEXT one), its bootstrap brokers and its
+   * authentication counts.
+   */
+  secure?: { brokers: string[]; authentications(): { succeeded: number; failed: number } };
   /** The mock's own address, bypassing the proxy (for diagnostics only). */
   mockAddress: string;
   /** Takes the broker away: closes every client connection and refuses new ones. Data is kept. */
@@ -53,15 +59,18 @@ export function ensureKafkaMockBinary(): string {
  * Starts librdkafka's mock cluster (one broker, topics created up front: the mock does not
  * implement CreateTopics) behind the rewriting proxy of kafka-proxy.ts.
  */
-export async function startKafkaMock(opts: { topics?: TopicSpec[] } = {}): Promise<KafkaMock> {
+export async function startKafkaMock(opts: { topics?: TopicSpec[]; secure?: ProxySecurity } = {}): Promise<KafkaMock> {
   const bin = ensureKafkaMockBinary();
   const args = (opts.topics ?? defaultMockTopics).map((t) => (typeof t === 'string' ? t : `${t.name}:${t.partitions ?? 1}`));
   const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const mockAddress = await firstLine(child);
   const [host, port] = mockAddress.split(':');
+  const upstream = { host: host!, port: Number(port) };
   let proxy: KafkaProxy;
+  let secured: KafkaProxy | null = null;
   try {
-    proxy = await startKafkaProxy({ host: host!, port: Number(port) });
+    proxy = await startKafkaProxy(upstream);
+    if (opts.secure) secured = await startKafkaProxy(upstream, opts.secure);
   } catch (err) {
     child.kill('SIGKILL');
     throw err;
@@ -69,9 +78,16 @@ export async function startKafkaMock(opts: { topics?: TopicSpec[] } = {}): Promi
   let closed = false;
   return {
     brokers: [proxy.address],
+    secure: secured ? { brokers: [secured.address], authentications: () => secured.authentications() } : undefined,
     mockAddress,
-    stop: () => proxy.stop(),
-    start: () => proxy.start(),
+    stop: async () => {
+      await proxy.stop();
+      await secured?.stop();
+    },
+    start: async () => {
+      await proxy.start();
+      await secured?.start();
+    },
     produceRequests: () => proxy.produceRequests(),
     holdProduceResponses: (o) => proxy.holdProduceResponses(o),
     releaseProduceResponses: () => proxy.releaseProduceResponses(),
@@ -79,6 +95,7 @@ export async function startKafkaMock(opts: { topics?: TopicSpec[] } = {}): Promi
       if (closed) return;
       closed = true;
       await proxy.close();
+      await secured?.close();
       if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
         child.stdin?.end();

@@ -1,4 +1,6 @@
+import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
+import tls from 'node:tls';
 
 /**
  * A TCP proxy in front of librdkafka's mock cluster (one broker) that fixes what kafkajs
@@ -12,8 +14,14 @@ import net from 'node:net';
  * - stop() closes the listener and every connection (clients see a broker that is down);
  *   start() listens again on the same port. The mock keeps its data in between.
  *
+ * - Optionally a secured listener, as a broker's SASL_SSL listener: TLS (a server certificate,
+ *   and client certificates when `tls.clientCa` is given) and SASL authentication (PLAIN,
+ *   SCRAM-SHA-256, SCRAM-SHA-512) answered here, before anything reaches the mock. A client
+ *   that sends any other request before it has authenticated is disconnected, as Kafka does.
+ *   ApiVersions answers are completed with SaslHandshake and SaslAuthenticate.
+ *
  * Only the non-flexible versions kafkajs 2.x speaks are rewritten (Metadata v0-v8,
- * FindCoordinator v0-v2); anything else passes through untouched.
+ * FindCoordinator v0-v2, ApiVersions v0-v2); anything else passes through untouched.
  */
 export interface KafkaProxy {
   host: string;
@@ -32,13 +40,33 @@ export interface KafkaProxy {
   holdProduceResponses(opts?: { after?: number }): void;
   /** Sends held responses on (to clients still connected) and stops holding. */
   releaseProduceResponses(): void;
+  /** SASL authentications that succeeded / failed so far (secured listener only). */
+  authentications(): { succeeded: number; failed: number };
+}
+
+export type SaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
+
+export interface ProxySecurity {
+  /** TLS with this server certificate and key (PEM); `clientCa` also asks for a client certificate signed by it. */
+  tls?: { cert: string; key: string; clientCa?: string };
+  /** The one user the listener accepts. */
+  sasl?: { mechanism: SaslMechanism; username: string; password: string };
 }
 
 const API_PRODUCE = 0;
 const API_METADATA = 3;
 const API_FIND_COORDINATOR = 10;
+const API_SASL_HANDSHAKE = 17;
+const API_API_VERSIONS = 18;
+const API_SASL_AUTHENTICATE = 36;
+const ERROR_UNSUPPORTED_SASL_MECHANISM = 33;
+const ERROR_ILLEGAL_SASL_STATE = 34;
+const ERROR_SASL_AUTHENTICATION_FAILED = 58;
 
-export async function startKafkaProxy(upstream: { host: string; port: number }, opts: { port?: number } = {}): Promise<KafkaProxy> {
+export async function startKafkaProxy(
+  upstream: { host: string; port: number },
+  opts: { port?: number } & ProxySecurity = {},
+): Promise<KafkaProxy> {
   const host = '127.0.0.1';
   let port = opts.port ?? 0;
   const sockets = new Set<net.Socket>();
@@ -46,9 +74,11 @@ export async function startKafkaProxy(upstream: { host: string; port: number }, 
   let produceRequests = 0;
   let holdAfter: number | null = null;
   const held: Array<{ client: net.Socket; frame: Buffer }> = [];
+  const auth = { succeeded: 0, failed: 0 };
 
   const onConnection = (client: net.Socket) => {
     const broker = net.connect(upstream.port, upstream.host);
+    const sasl = opts.sasl ? saslServer(opts.sasl) : null;
     sockets.add(client);
     sockets.add(broker);
     client.setNoDelay(true);
@@ -65,12 +95,23 @@ export async function startKafkaProxy(upstream: { host: string; port: number }, 
 
     frames(client, (frame) => {
       // Request header: size, api_key int16, api_version int16, correlation_id int32, ...
-      if (frame.length >= 12) {
-        const apiKey = frame.readInt16BE(4);
-        if (apiKey === API_PRODUCE) produceRequests++;
-        if (apiKey === API_METADATA || apiKey === API_FIND_COORDINATOR || apiKey === API_PRODUCE) {
-          pending.set(frame.readInt32BE(8), { apiKey, apiVersion: frame.readInt16BE(6) });
+      if (frame.length < 12) return closeBoth();
+      const apiKey = frame.readInt16BE(4);
+      if (sasl && (apiKey === API_SASL_HANDSHAKE || apiKey === API_SASL_AUTHENTICATE)) {
+        const answer = sasl.handle(frame);
+        client.write(answer.frame);
+        if (answer.outcome === 'succeeded') auth.succeeded++;
+        if (answer.outcome === 'failed') {
+          auth.failed++;
+          client.end();
         }
+        return;
+      }
+      // Before authentication only ApiVersions may pass (Kafka closes such a connection too).
+      if (sasl && !sasl.authenticated() && apiKey !== API_API_VERSIONS) return closeBoth();
+      if (apiKey === API_PRODUCE) produceRequests++;
+      if (apiKey === API_METADATA || apiKey === API_FIND_COORDINATOR || apiKey === API_PRODUCE || (sasl && apiKey === API_API_VERSIONS)) {
+        pending.set(frame.readInt32BE(8), { apiKey, apiVersion: frame.readInt16BE(6) });
       }
       broker.write(frame);
     });
@@ -89,6 +130,7 @@ export async function startKafkaProxy(upstream: { host: string; port: number }, 
         try {
           if (request.apiKey === API_METADATA && request.apiVersion <= 8) frame = rewriteMetadata(frame, request.apiVersion, host, port);
           else if (request.apiKey === API_FIND_COORDINATOR && request.apiVersion <= 2) frame = rewriteFindCoordinator(frame, request.apiVersion, host, port);
+          else if (request.apiKey === API_API_VERSIONS && request.apiVersion <= 2) frame = withSaslApis(frame, request.apiVersion);
         } catch {
           // Unparseable: pass it through as it is and let the client report the problem.
         }
@@ -99,7 +141,14 @@ export async function startKafkaProxy(upstream: { host: string; port: number }, 
 
   const listen = () =>
     new Promise<void>((resolve, reject) => {
-      const s = net.createServer(onConnection);
+      const s = opts.tls
+        ? tls.createServer(
+            { cert: opts.tls.cert, key: opts.tls.key, ...(opts.tls.clientCa ? { ca: opts.tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}) },
+            onConnection,
+          )
+        : net.createServer(onConnection);
+      // A client that fails the TLS handshake (unknown CA, no client certificate) is dropped.
+      s.on('tlsClientError', (_err, socket) => socket.destroy());
       s.once('error', reject);
       s.listen(port, host, () => {
         s.off('error', reject);
@@ -148,7 +197,116 @@ export async function startKafkaProxy(upstream: { host: string; port: number }, 
       holdAfter = null;
       for (const { client, frame } of held.splice(0)) if (!client.destroyed) client.write(frame);
     },
+    authentications: () => ({ ...auth }),
   };
+}
+
+/**
+ * The broker side of SASL for one connection: SaslHandshake (v0/v1) names the mechanism,
+ * SaslAuthenticate (v0/v1) carries its messages. PLAIN is one message; SCRAM (RFC 5802) is
+ * client-first -> server-first (nonce, salt, iterations), client-final (proof) -> server-final
+ * (signature), checked against the configured password.
+ */
+function saslServer(user: { mechanism: SaslMechanism; username: string; password: string }) {
+  const mechanism = user.mechanism.toUpperCase();
+  const digest = user.mechanism === 'scram-sha-512' ? 'sha512' : 'sha256';
+  let handshaken = false;
+  let authenticated = false;
+  let scram: { clientFirstBare: string; serverFirst: string; nonce: string; salted: Buffer } | null = null;
+
+  const check = (authBytes: Buffer): { ok: true; reply: Buffer; done: boolean } | { ok: false } => {
+    if (user.mechanism === 'plain') {
+      const [, name, password] = authBytes.toString('utf8').split('\u0000');
+      return name === user.username && password === user.password ? { ok: true, reply: Buffer.alloc(0), done: true } : { ok: false };
+    }
+    const text = authBytes.toString('utf8');
+    if (!scram) {
+      const bare = text.replace(/^n,[^,]*,/, '');
+      const attrs = scramAttributes(bare);
+      if (attrs.n !== user.username.replaceAll('=', '=3D').replaceAll(',', '=2C') || !attrs.r) return { ok: false };
+      const salt = randomBytes(16);
+      const iterations = 4096;
+      const nonce = attrs.r + randomBytes(18).toString('base64');
+      const serverFirst = `r=${nonce},s=${salt.toString('base64')},i=${iterations}`;
+      scram = { clientFirstBare: bare, serverFirst, nonce, salted: pbkdf2Sync(user.password, salt, iterations, digest === 'sha512' ? 64 : 32, digest) };
+      return { ok: true, reply: Buffer.from(serverFirst), done: false };
+    }
+    const attrs = scramAttributes(text);
+    const withoutProof = text.slice(0, text.lastIndexOf(',p='));
+    if (attrs.r !== scram.nonce || !attrs.p) return { ok: false };
+    const authMessage = `${scram.clientFirstBare},${scram.serverFirst},${withoutProof}`;
+    const clientKey = createHmac(digest, scram.salted).update('Client Key').digest();
+    const storedKey = createHash(digest).update(clientKey).digest();
+    const signature = createHmac(digest, storedKey).update(authMessage).digest();
+    const proof = Buffer.from(attrs.p, 'base64');
+    if (proof.length !== signature.length) return { ok: false };
+    const claimedKey = Buffer.from(proof.map((b, i) => b ^ signature[i]!));
+    if (!timingSafeEqual(createHash(digest).update(claimedKey).digest(), storedKey)) return { ok: false };
+    const serverKey = createHmac(digest, scram.salted).update('Server Key').digest();
+    return { ok: true, reply: Buffer.from(`v=${createHmac(digest, serverKey).update(authMessage).digest('base64')}`), done: true };
+  };
+
+  return {
+    authenticated: () => authenticated,
+    handle(frame: Buffer): { frame: Buffer; outcome: 'step' | 'succeeded' | 'failed' } {
+      const r = new Reader(frame, 4);
+      const apiKey = r.int16();
+      const version = r.int16();
+      const correlationId = r.int32();
+      r.string(); // client id
+      const header = int32(correlationId);
+      if (apiKey === API_SASL_HANDSHAKE) {
+        const asked = (r.string() ?? '').toUpperCase();
+        handshaken = asked === mechanism;
+        const body = Buffer.concat([int16(handshaken ? 0 : ERROR_UNSUPPORTED_SASL_MECHANISM), int32(1), str(mechanism)]);
+        return { frame: withSize(Buffer.concat([header, body])), outcome: handshaken ? 'step' : 'failed' };
+      }
+      const authBytes = r.bytes();
+      const answer = (error: number, message: string | null, bytes: Buffer) =>
+        withSize(Buffer.concat([header, int16(error), str(message), int32(bytes.length), bytes, ...(version >= 1 ? [Buffer.alloc(8)] : [])]));
+      if (!handshaken || authenticated) {
+        return { frame: answer(ERROR_ILLEGAL_SASL_STATE, 'SaslAuthenticate outside a SASL handshake', Buffer.alloc(0)), outcome: 'failed' };
+      }
+      const result = check(authBytes);
+      if (!result.ok) {
+        return {
+          frame: answer(ERROR_SASL_AUTHENTICATION_FAILED, `Authentication failed during authentication due to invalid credentials with SASL mechanism ${mechanism}`, Buffer.alloc(0)),
+          outcome: 'failed',
+        };
+      }
+      if (result.done) authenticated = true;
+      return { frame: answer(0, null, result.reply), outcome: result.done ? 'succeeded' : 'step' };
+    },
+  };
+}
+
+function scramAttributes(message: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of message.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq > 0) out[part.slice(0, eq)] = part.slice(eq + 1);
+  }
+  return out;
+}
+
+/**
+ * ApiVersions response (v0-v2): error_code [api_key min max] throttle_time_ms(v1+) -- with
+ * SaslHandshake (v0-v1) and SaslAuthenticate (v0-v1) added when the mock does not list them.
+ */
+export function withSaslApis(frame: Buffer, version: number): Buffer {
+  const r = new Reader(frame, 8);
+  const errorCode = r.int16();
+  const count = r.int32();
+  const entries: Array<[number, number, number]> = [];
+  for (let i = 0; i < count; i++) entries.push([r.int16(), r.int16(), r.int16()]);
+  for (const key of [API_SASL_HANDSHAKE, API_SASL_AUTHENTICATE]) {
+    const at = entries.findIndex(([k]) => k === key);
+    if (at >= 0) entries[at] = [key, 0, 1];
+    else entries.push([key, 0, 1]);
+  }
+  const parts = [frame.subarray(4, 8), int16(errorCode), int32(entries.length), ...entries.flatMap(([k, min, max]) => [int16(k), int16(min), int16(max)])];
+  if (version >= 1) parts.push(frame.subarray(r.pos));
+  return withSize(Buffer.concat(parts));
 }
 
 /** Calls `onFrame` with each complete size-prefixed Kafka frame (size included). */
@@ -178,6 +336,13 @@ class Reader {
   int32() {
     const v = this.buf.readInt32BE(this.pos);
     this.pos += 4;
+    return v;
+  }
+  bytes(): Buffer {
+    const len = this.int32();
+    if (len < 0) return Buffer.alloc(0);
+    const v = this.buf.subarray(this.pos, this.pos + len);
+    this.pos += len;
     return v;
   }
   string(): string | null {

@@ -1,16 +1,44 @@
 /**
  * Runs the Kafka mock broker (behind the test proxy) for local development:
- *   npx tsx scripts/kafka-mock/run.ts [topic[:partitions] ...]
+ *   npx tsx scripts/kafka-mock/run.ts [--secure scram-sha-512|scram-sha-256|plain] [topic[:partitions] ...]
  * Prints KAFKA_BROKERS=host:port and runs until Ctrl-C. Topics default to the event topics.
+ * `--secure <mechanism>` also opens a TLS + SASL listener (a throwaway CA and certificate, user
+ * `fleet`, a random password) and prints the KAFKA_SSL and KAFKA_SASL_ settings that reach it.
  */
+import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import { defaultMockTopics, startKafkaMock } from '../../libs/testing/kafka-mock.js';
+import type { SaslMechanism } from '../../libs/testing/kafka-proxy.js';
+import { makeTestCertificates } from '../../libs/testing/tls-certs.js';
 
-const topics = process.argv.slice(2).map((arg) => {
+const args = process.argv.slice(2);
+const at = args.indexOf('--secure');
+const mechanism = at >= 0 ? args.splice(at, 2)[1] : undefined;
+if (mechanism !== undefined && !['plain', 'scram-sha-256', 'scram-sha-512'].includes(mechanism)) {
+  process.stderr.write(`--secure: expected plain, scram-sha-256 or scram-sha-512 (got ${JSON.stringify(mechanism ?? '')})\n`);
+  process.exit(2);
+}
+const topics = args.map((arg) => {
   const [name, partitions] = arg.split(':');
   return { name: name!, partitions: partitions ? Number(partitions) : 1 };
 });
-const mock = await startKafkaMock({ topics: topics.length ? topics : defaultMockTopics });
+const certs = mechanism ? await makeTestCertificates() : null;
+const password = randomBytes(12).toString('base64url');
+const mock = await startKafkaMock({
+  topics: topics.length ? topics : defaultMockTopics,
+  secure: certs ? { tls: { cert: certs.serverCert, key: certs.serverKey }, sasl: { mechanism: mechanism as SaslMechanism, username: 'fleet', password } } : undefined,
+});
 process.stdout.write(`KAFKA_BROKERS=${mock.brokers.join(',')}\n`);
-const stop = () => void mock.close().then(() => process.exit(0));
+if (certs && mock.secure) {
+  process.stdout.write(
+    `\n# the TLS + SASL listener:\nKAFKA_BROKERS=${mock.secure.brokers.join(',')}\nKAFKA_SSL=true\nKAFKA_SSL_CA_FILE=${certs.caFile}\n` +
+      `KAFKA_SASL_MECHANISM=${mechanism}\nKAFKA_SASL_USERNAME=fleet\nKAFKA_SASL_PASSWORD=${password}\n`,
+  );
+}
+const stop = () =>
+  void mock
+    .close()
+    .then(() => certs && rm(certs.dir, { recursive: true, force: true }))
+    .then(() => process.exit(0));
 process.on('SIGINT', stop);
 process.on('SIGTERM', stop);

@@ -16,15 +16,7 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
     opts.publisher !== undefined
       ? opts.publisher
       : config.kafka.brokers
-        ? kafkajsPublisher(
-            {
-              brokers: config.kafka.brokers,
-              clientId: config.kafka.clientId,
-              connectionTimeoutMs: config.kafka.connectionTimeoutMs,
-              requestTimeoutMs: config.kafka.requestTimeoutMs,
-            },
-            log,
-          )
+        ? kafkajsPublisher({ ...config.kafka, brokers: config.kafka.brokers }, log)
         : null;
 
   // Lag figures are read from PostgreSQL when Prometheus scrapes: one query per scrape,

@@ -100,16 +100,7 @@ export function registerEvents(program: Command): void {
       const log = createLogger({ ...config.log, level: config.log.level === 'info' ? 'warn' : config.log.level });
       let result;
       try {
-        result = await setupTopics(
-          {
-            brokers: config.kafka.brokers,
-            clientId: config.kafka.clientId,
-            connectionTimeoutMs: config.kafka.connectionTimeoutMs,
-            requestTimeoutMs: config.kafka.requestTimeoutMs,
-          },
-          log,
-          { partitions, replicationFactor },
-        );
+        result = await setupTopics({ ...config.kafka, brokers: config.kafka.brokers }, log, { partitions, replicationFactor });
       } catch (err) {
         if (err instanceof TopicSetupError) throw new CliError(err.message, err.code === 'unreachable' ? 3 : 1);
         throw err;
