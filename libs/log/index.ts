@@ -28,7 +28,10 @@ export const PERSONAL_FIELDS = [
   'subject',
 ];
 
-const redactPaths = PERSONAL_FIELDS.flatMap((f) => [f, `*.${f}`, `*.*.${f}`]);
+/** Field names that carry credentials (a settings object logged by mistake, say): redacted as well. */
+export const SECRET_FIELDS = ['password', 'sasl', 'ssl', 'tls', 'apiKey', 'resendApiKey', 'secret', 'signingSecret', 'unsubscribeSecret', 'authorization'];
+
+const redactPaths = [...PERSONAL_FIELDS, ...SECRET_FIELDS].flatMap((f) => [f, `*.${f}`, `*.*.${f}`]);
 
 /**
  * Error properties that can carry row values: PostgreSQL's `detail` ("Key (email)=(...)"),

@@ -31,6 +31,26 @@ describe('logger', () => {
     expect(lines[0]).not.toMatch(/Max|Mustermann|example\.com/);
   });
 
+  it('redacts credentials too (a settings object logged by mistake)', () => {
+    const { lines, stream } = capture();
+    const log = createLogger({ level: 'info', pretty: 'false' }, stream);
+    log.info(
+      {
+        kafka: { brokers: ['k1:9093'], sasl: { mechanism: 'scram-sha-512', username: 'fleet', password: 'pw-kafka-1' }, tls: { key: '-----BEGIN PRIVATE KEY-----' } },
+        mail: { resendApiKey: 're_live_123' },
+        headers: { authorization: 'Basic b3BzOnB3' },
+      },
+      'settings',
+    );
+    const entry = JSON.parse(lines[0]!);
+    expect(entry.kafka.brokers).toEqual(['k1:9093']);
+    expect(entry.kafka.sasl).toBe('[redacted]');
+    expect(entry.kafka.tls).toBe('[redacted]');
+    expect(entry.mail.resendApiKey).toBe('[redacted]');
+    expect(entry.headers.authorization).toBe('[redacted]');
+    expect(lines[0]).not.toMatch(/pw-kafka-1|PRIVATE KEY|re_live_123|b3BzOnB3/);
+  });
+
   it('logs errors without the properties that carry row values (PostgreSQL detail, parameters)', () => {
     const { lines, stream } = capture();
     const log = createLogger({ level: 'info', pretty: 'false' }, stream);
