@@ -7,6 +7,7 @@ import { openContext, type Component, type FleetContext } from '../../libs/runti
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector, type ReceivedMessage } from '../../libs/testing/kafka-mock.js';
 import { randomSuffix } from '../../libs/testing/services.js';
+import { until } from '../../libs/testing/until.js';
 import { outboxRelayComponents } from './worker.js';
 
 let db: TestDatabase;
@@ -50,15 +51,6 @@ async function metric(ctx: FleetContext, name: string): Promise<number | undefin
   return m?.values.reduce((a, v) => a + v.value, 0);
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const byEventId = (msgs: ReceivedMessage[], ids: Set<string>) => msgs.filter((m) => ids.has(m.headers['event-id']!));
 

@@ -5,6 +5,7 @@ import { listOutbox } from '../../libs/db/repositories/outbox.js';
 import { appendEvent } from '../../libs/events/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector } from '../../libs/testing/kafka-mock.js';
+import { until as untilWithin } from '../../libs/testing/until.js';
 import { randomSuffix } from '../../libs/testing/services.js';
 
 /**
@@ -44,15 +45,8 @@ function startRelayProcess(): ChildProcess {
   return child;
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+
+const until = <T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000) => untilWithin(what, fn, timeoutMs, 25);
 
 beforeAll(async () => {
   db = await createTestDatabase();

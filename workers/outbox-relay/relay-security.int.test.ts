@@ -9,6 +9,7 @@ import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js'
 import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector } from '../../libs/testing/kafka-mock.js';
 import type { ProxySecurity, SaslMechanism } from '../../libs/testing/kafka-proxy.js';
 import { randomSuffix } from '../../libs/testing/services.js';
+import { until } from '../../libs/testing/until.js';
 import { makeTestCertificates, type TestCertificates } from '../../libs/testing/tls-certs.js';
 import { outboxRelayComponents } from './worker.js';
 
@@ -75,15 +76,6 @@ async function startRelay(db: TestDatabase, env: Record<string, string>): Promis
   return { relay: relay!, ctx };
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const appendOne = (db: TestDatabase, key: number): Promise<EventEnvelope> =>
   db.db.transaction((tx) => appendEvent(tx, { eventType: 'patient.created', key, payload: { patientId: key } }));
