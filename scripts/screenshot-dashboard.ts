@@ -1,13 +1,13 @@
 /**
  * Looks at the dashboard as an operator would: starts the HTTP app with credentials on a
  * scratch database and queue prefix, makes a failed job and dead letters, logs into Bull
- * Board and the dead-letter page with Debian's chromium (playwright-core), and saves
+ * Board, the dead-letter page and the therapist import pages with Debian's chromium (playwright-core), and saves
  * screenshots to var/screenshots/. Not part of `npm test` (CI has no chromium).
  *
  *   apt-get install -y chromium
  *   npx tsx scripts/screenshot-dashboard.ts [--out var/screenshots] [--chromium /usr/bin/chromium]
  */
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -22,6 +22,8 @@ import { PermanentError } from '../libs/errors/index.js';
 import { createLogger } from '../libs/log/index.js';
 import { listDeadLetters } from '../libs/queues/index.js';
 import { openContext, workerComponent } from '../libs/runtime/index.js';
+import { CHILD_VT, scraperFile, therapistLine } from '../workers/therapist-import/fixtures.js';
+import { importTherapistFileNow } from '../workers/therapist-import/worker.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -88,6 +90,22 @@ async function main() {
       values ('demo', 'registrations/Beispiel_Erika_2026-11-20_0b1ab67b.json', '1', 'gs://demo/x', 'failed', 'patient_data.plz: expected 5 digits', 'validation_failed', 1, now())`;
     await ctx.database.sql`insert into fleet.therapist_import_files (path, status, reason, finished_at) values ('20261120/52074.json', 'failed', 'not JSON: Unexpected end of JSON input', now())`;
     await worker.stop(5_000);
+    // A therapist scraper file with every kind of outcome, imported through the real pipeline.
+    const dropped = path.join(profile, '52066.json');
+    await writeFile(
+      dropped,
+      scraperFile(
+        [
+          therapistLine({ id: 'praxis-a', first: 'Anna', last: 'Adler' }),
+          therapistLine({ id: 'praxis-b', first: 'Bernd', last: 'Berg', methods: [CHILD_VT] }),
+          therapistLine({ id: 'praxis-c', first: 'Clara', last: null }),
+          therapistLine({ id: 'praxis-d', first: 'Dora', last: 'Dach', status: 'modified' }),
+          therapistLine({ id: 'praxis-e', first: 'Emil', last: 'Eck', plz: '52068' }),
+        ],
+        { total_therapists: 6 },
+      ),
+    );
+    const therapistReport = await importTherapistFileNow(ctx, dropped);
 
     await mkdir(args.out!, { recursive: true });
     const browser = await chromium.launchPersistentContext(profile, {
@@ -106,6 +124,9 @@ async function main() {
         ['dashboard-failed.png', '/dashboard/queue/patient-import?status=failed', 'text=patient-import.ledger.8', false],
         ['ops-dead-letters.png', '/ops', 'text=Recent operator actions', true],
         ['imports-failed.png', '/imports', 'text=Therapist scraper files', true],
+        ['therapist-imports.png', '/therapist-imports', 'text=Runs: the scraper files', true],
+        ['therapist-import-run.png', `/therapist-imports/runs/${therapistReport.runId}`, 'text=Files', true],
+        ['therapist-import-file.png', `/therapist-imports/files/${therapistReport.fileId}`, 'text=Failed therapists', true],
       ];
       for (const [file, url, waitFor, fullPage] of shots) {
         const res = await page.goto(`${base}${url}`, { waitUntil: 'networkidle' });

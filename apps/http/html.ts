@@ -36,7 +36,7 @@ export function html(strings: TemplateStringsArray, ...values: unknown[]): SafeH
 
 const STYLE = `
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#1f2933;margin:0;background:#f5f7fa;line-height:1.45}
-main{max-width:1100px;margin:0 auto;padding:24px}
+main{max-width:1280px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 16px}h2{font-size:17px;margin:28px 0 10px}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:14px}
 th,td{border-bottom:1px solid #e4e7eb;padding:8px 10px;text-align:left;vertical-align:top}
@@ -52,11 +52,14 @@ button{padding:4px 10px;border-radius:4px;border:1px solid #3e4c59;background:#f
 button.danger{border-color:#b42318;color:#b42318}
 nav{background:#1f2933;color:#fff;padding:10px 24px}nav a{color:#fff;margin-right:16px}
 .notice{background:#fff8e1;border:1px solid #f0c36d;padding:8px 12px;margin-bottom:16px}
+th.num,td.num{text-align:right;white-space:nowrap}
+table.counts{width:auto;min-width:420px}table.counts th{background:#fff;font-weight:500}
+.scroll{overflow-x:auto}.nowrap{white-space:nowrap}.note{min-width:180px}h1 code{font-size:18px}
 `;
 
 /** A whole HTML page; `body` is trusted (build it with `html`). */
 export function page(title: string, body: SafeHtml | string, opts: { nav?: boolean } = {}): string {
-  const nav = opts.nav ? '<nav><a href="/dashboard">Queues (Bull Board)</a><a href="/ops">Dead letters</a><a href="/imports">Failed imports</a></nav>' : '';
+  const nav = opts.nav ? '<nav><a href="/dashboard">Queues (Bull Board)</a><a href="/ops">Dead letters</a><a href="/imports">Failed imports</a><a href="/therapist-imports">Therapist imports</a></nav>' : '';
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>${escapeHtml(title)}</title><style>${STYLE}</style></head>

@@ -1,4 +1,7 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
@@ -12,6 +15,8 @@ import { TEST_ADMIN_DB_URL, TEST_REDIS_URL } from '../../libs/testing/services.j
 import { Router } from 'express';
 import { httpComponent, type HttpComponent } from './component.js';
 import { routeModules, type HttpRouteModule } from './routes/index.js';
+import { CHILD_VT, scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
+import { importTherapistFileNow } from '../../workers/therapist-import/worker.js';
 
 const USER = 'operator';
 const PASSWORD = 'correct horse battery staple';
@@ -349,6 +354,65 @@ describe('http app with dashboard credentials', () => {
     expect(json.patientFiles).toEqual([expect.objectContaining({ reason: 'patient_data.plz: expected 5 digits', errorCode: 'validation_failed' })]);
     expect(json.therapistFiles).toEqual([expect.objectContaining({ path: '20260101/52074.json', status: 'failed' })]);
     expect(JSON.stringify(json)).not.toContain('Mustermann');
+  });
+
+  it('/therapist-imports shows runs, a run\'s files and a file\'s report with numbers that add up; unknown ids are 404', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'fleet-http-therapists-'));
+    try {
+      const file = path.join(dir, '52066.json');
+      await writeFile(
+        file,
+        scraperFile(
+          [
+            therapistLine({ id: 'p1', first: 'Anna', last: 'Adler' }),
+            therapistLine({ id: 'p2', first: 'Bernd', last: 'Berg', methods: [CHILD_VT] }),
+            therapistLine({ id: 'p3', first: 'Clara', last: null }),
+            therapistLine({ id: 'p4', first: 'Dora', last: 'Dach', status: 'modified' }),
+          ],
+          { total_therapists: 5 },
+        ),
+      );
+      const report = await importTherapistFileNow(app.ctx, file);
+      expect(report.status).toBe('partial');
+      expect(report.runId).not.toBeNull();
+
+      expect((await fetch(`${app.base}/therapist-imports`)).status).toBe(401);
+      const get = async (p: string) => {
+        const res = await fetch(`${app.base}${p}`, { headers: { authorization: AUTH } });
+        return { status: res.status, text: await res.text() };
+      };
+      const runs = await get('/therapist-imports');
+      expect(runs.status).toBe(200);
+      expect(runs.text).toContain(`href="/therapist-imports/runs/${report.runId}"`);
+
+      const run = await get(`/therapist-imports/runs/${report.runId}`);
+      expect(run.status).toBe(200);
+      expect(run.text).toContain(`href="/therapist-imports/files/${report.fileId}"`);
+      expect(run.text).toContain('partial');
+
+      const shown = await get(`/therapist-imports/files/${report.fileId}`);
+      expect(shown.status).toBe(200);
+      const text = shown.text.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ');
+      expect(text).toContain('therapists in the file 4');
+      expect(text).toContain('created 2 of 4 (50%)');
+      expect(text).toContain('skipped (not adult) 1 of 4 (25%)');
+      expect(text).toContain('failed 1 of 4 (25%)');
+      expect(text).toMatch(/Failed therapists \(1\) Entry External id Reason therapists\[2\] p3 [^<]*basic_info\.last_name/);
+      expect(text).toMatch(/total_therapists 5 4/);
+      expect(text).toMatch(/Status mismatches \(1\) .* therapists\[3\] p4 modified/);
+      expect(shown.text).not.toMatch(/Clara|Adler|praxis@example\.org/);
+
+      const json = (await (await fetch(`${app.base}/therapist-imports/api/files/${report.fileId}`, { headers: { authorization: AUTH } })).json()) as { counts: Record<string, number> };
+      const c = json.counts;
+      expect(c.created! + c.updated! + c.unchanged! + c.deactivated! + c.skipped! + c.failed!).toBe(c.total);
+
+      expect((await get('/therapist-imports/files/99999999')).status).toBe(404);
+      expect((await get('/therapist-imports/files/abc')).status).toBe(404);
+      expect((await get('/therapist-imports/runs/99999999')).status).toBe(404);
+      expect((await fetch(`${app.base}/therapist-imports/api/runs/99999999`, { headers: { authorization: AUTH } })).status).toBe(404);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('/ops escapes what it shows', async () => {

@@ -9,6 +9,23 @@ import type { LineResult } from './plan.js';
 
 export const outcomeKeys = ['created', 'updated', 'unchanged', 'deactivated', 'skipped', 'failed'] as const;
 
+/** Every count of a report with the words staff read next to it, in the order they are shown. */
+export const COUNT_LABELS: ReadonlyArray<readonly [keyof TherapistImportCounts, string]> = [
+  ['total', 'therapists in the file'],
+  ['created', 'created'],
+  ['updated', 'updated'],
+  ['unchanged', 'unchanged'],
+  ['deactivated', 'deactivated'],
+  ['skipped', 'skipped (not adult)'],
+  ['failed', 'failed'],
+  ['statusMismatches', 'status mismatches'],
+  ['metadataDisagreements', 'metadata disagreements'],
+  ['fileErrors', 'file-level errors'],
+];
+
+/** The counts that split the file's therapists (they add up to `total`). */
+export const isOutcomeCount = (k: keyof TherapistImportCounts): boolean => (outcomeKeys as readonly string[]).includes(k);
+
 export function emptyCounts(): TherapistImportCounts {
   return { total: 0, created: 0, updated: 0, unchanged: 0, deactivated: 0, skipped: 0, failed: 0, statusMismatches: 0, metadataDisagreements: 0, fileErrors: 0 };
 }

@@ -5,6 +5,8 @@ import {
   TherapistFileError,
   therapistImportRepo as repo,
   formatShare,
+  COUNT_LABELS,
+  isOutcomeCount,
   reportOf,
   type FileReport,
 } from '../../../workers/therapist-import/worker.js';
@@ -13,24 +15,10 @@ import { importKinds } from './imports.js';
 
 const iso = (d: Date | null | undefined) => (d ? d.toISOString().replace('.000Z', 'Z') : null);
 
-const COUNT_LABELS: Array<[keyof TherapistImportCounts, string]> = [
-  ['total', 'therapists in the file'],
-  ['created', 'created'],
-  ['updated', 'updated'],
-  ['unchanged', 'unchanged'],
-  ['deactivated', 'deactivated'],
-  ['skipped', 'skipped (not adult)'],
-  ['failed', 'failed'],
-  ['statusMismatches', 'status mismatches'],
-  ['metadataDisagreements', 'metadata disagreements'],
-  ['fileErrors', 'file-level errors'],
-];
-
 function countsBlock(c: TherapistImportCounts): string {
   const width = Math.max(...COUNT_LABELS.map(([, l]) => l.length));
   return COUNT_LABELS.map(([k, label]) => {
-    const shared = ['created', 'updated', 'unchanged', 'deactivated', 'skipped', 'failed'].includes(k);
-    return `  ${label.padEnd(width)}  ${shared ? `${c[k]} of ${c.total} (${formatShare(c[k], c.total)})` : String(c[k])}`;
+    return `  ${label.padEnd(width)}  ${isOutcomeCount(k) ? `${c[k]} of ${c.total} (${formatShare(c[k], c.total)})` : String(c[k])}`;
   }).join('\n');
 }
 

@@ -53,7 +53,7 @@ export const failedImportRoutes: HttpRouteModule = {
       const f = await failedImports(deps);
       const body = html`<h1>Failed imports</h1>
 <p class="muted">The newest ${LIMIT} of each kind. Details: <code>fleet imports show &lt;id&gt;</code> (patient) or
-<code>fleet imports show &lt;id&gt; --kind therapist</code>. Jobs that failed for good are on <a href="/ops">Dead letters</a>.</p>
+<code>fleet imports show &lt;id&gt; --kind therapist</code> (or the record's link: its report on <a href="/therapist-imports">Therapist imports</a>). Jobs that failed for good are on <a href="/ops">Dead letters</a>.</p>
 <h2>Patient registration files <span class="muted">(${f.patientFiles.length})</span></h2>
 ${f.patientFiles.length
   ? html`<table><thead><tr><th>Record</th><th>Failed</th><th>Reason</th><th>Attempts</th></tr></thead><tbody>${f.patientFiles.map(
@@ -63,7 +63,7 @@ ${f.patientFiles.length
 <h2>Therapist scraper files <span class="muted">(${f.therapistFiles.length})</span></h2>
 ${f.therapistFiles.length
   ? html`<table><thead><tr><th>Record</th><th>File</th><th>Status</th><th>Reason</th><th>Finished</th></tr></thead><tbody>${f.therapistFiles.map(
-      (r) => html`<tr><td class="id"><code>${r.id}</code></td><td><code>${r.path}</code></td><td>${r.status}</td><td class="reason">${r.reason ?? ''}</td><td>${when(r.finishedAt ? new Date(r.finishedAt) : null)}</td></tr>`,
+      (r) => html`<tr><td class="id"><a href="/therapist-imports/files/${r.id}"><code>${r.id}</code></a></td><td><code>${r.path}</code></td><td>${r.status}</td><td class="reason">${r.reason ?? ''}</td><td>${when(r.finishedAt ? new Date(r.finishedAt) : null)}</td></tr>`,
     )}</tbody></table>`
   : html`<p class="muted">none</p>`}`;
       res.type('html').send(page('Failed imports · Curavani Fleet', body, { nav: true }));

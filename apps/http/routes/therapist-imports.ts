@@ -1,0 +1,157 @@
+import { Router, type Response } from 'express';
+import type { TherapistImportCounts } from '../../../libs/db/schema/fleet-therapist-import.js';
+import { COUNT_LABELS, formatShare, isOutcomeCount, reportOf, therapistImportRepo as repo } from '../../../workers/therapist-import/worker.js';
+import { html, page, type SafeHtml } from '../html.js';
+import type { HttpRouteModule } from './types.js';
+
+/**
+ * Therapist imports as staff follow them: the runs (files picked up together, one staff
+ * summary email each) with their totals, the files of a run, and one file's report (every
+ * count with its share, failed therapists with their reasons, status mismatches, metadata
+ * that disagrees with the file, file-level errors). The same records `fleet imports runs` and
+ * `fleet imports show <id> --kind therapist` print; JSON under ./api/.
+ */
+const RUN_LIMIT = 50;
+const FILE_LIMIT = 1000;
+
+const when = (d: Date | null | undefined) => (d ? html`<span class="nowrap">${d.toISOString().replace('T', ' ').slice(0, 19)} UTC</span>` : '');
+/** In tables: to the minute, the zone in the column head. */
+const at = (d: Date | null | undefined) => (d ? html`<span class="nowrap">${d.toISOString().replace('T', ' ').slice(0, 16)}</span>` : '');
+const plural = (n: number, one: string, many: string) => `${num(n)} ${n === 1 ? one : many}`;
+const num = (n: number | null | undefined) => (n === null || n === undefined ? '' : n.toLocaleString('en-GB'));
+/** Short column heads of the tables (the counts table spells them out). */
+const OUTCOME_COLUMNS: Array<[keyof TherapistImportCounts, string]> = [
+  ['created', 'Created'],
+  ['updated', 'Updated'],
+  ['unchanged', 'Unchanged'],
+  ['deactivated', 'Deactivated'],
+  ['skipped', 'Skipped'],
+  ['failed', 'Failed'],
+];
+
+function idParam(raw: string | undefined): number | null {
+  return raw && /^\d{1,15}$/.test(raw) ? Number(raw) : null;
+}
+
+function countCells(c: TherapistImportCounts | null): SafeHtml {
+  return html`<td class="num">${num(c?.total)}</td>${OUTCOME_COLUMNS.map(([k]) => html`<td class="num">${num(c?.[k])}</td>`)}`;
+}
+
+const countHeads = html`<th class="num">Therapists</th>${OUTCOME_COLUMNS.map(([, label]) => html`<th class="num">${label}</th>`)}`;
+const wide = (table: SafeHtml) => html`<div class="scroll">${table}</div>`;
+
+/** The report's counts, each with its share of the file's (or run's) therapists. */
+function countsTable(c: TherapistImportCounts, totalLabel = 'therapists in the file'): SafeHtml {
+  return html`<table class="counts"><tbody>${COUNT_LABELS.map(
+    ([k, label]) =>
+      html`<tr><th>${k === 'total' ? totalLabel : label}</th><td class="num">${num(c[k])}</td><td class="muted">${k !== 'total' && isOutcomeCount(k) ? `of ${num(c.total)} (${formatShare(c[k], c.total)})` : ''}</td></tr>`,
+  )}</tbody></table>`;
+}
+
+function notFound(res: Response, what: string) {
+  res.status(404).type('html').send(page('Not found · Curavani Fleet', html`<h1>Not found</h1><p>${what}</p><p><a href="/therapist-imports">All therapist import runs</a></p>`, { nav: true }));
+}
+
+export const therapistImportRoutes: HttpRouteModule = {
+  name: 'therapist-imports',
+  path: '/therapist-imports',
+  access: 'operator',
+  router({ ctx }) {
+    const router = Router();
+    const db = ctx.database.db;
+
+    router.get('/api/runs', async (_req, res) => {
+      res.json(await repo.listRuns(db, RUN_LIMIT));
+    });
+    router.get('/api/runs/:id', async (req, res) => {
+      const id = idParam(req.params.id);
+      const run = id === null ? null : await repo.getRun(db, id);
+      if (!run) return void res.status(404).json({ error: `no therapist import run ${req.params.id}` });
+      res.json({ run, files: await repo.listFiles(db, { runId: run.id, limit: FILE_LIMIT }) });
+    });
+    router.get('/api/files/:id', async (req, res) => {
+      const id = idParam(req.params.id);
+      const file = id === null ? null : await repo.getFile(db, id);
+      if (!file) return void res.status(404).json({ error: `no therapist import file ${req.params.id}` });
+      res.json(file);
+    });
+
+    router.get('/', async (_req, res) => {
+      const runs = await repo.listRuns(db, RUN_LIMIT);
+      const body = html`<h1>Therapist imports</h1>
+<p class="muted">Runs: the scraper files picked up together, newest first (the last ${RUN_LIMIT}). A run closes when its
+last file is done and sends one summary email to staff. Totals are those of its files; file-level errors are counted
+apart from therapists. Failed imports of every kind are also on <a href="/imports">Failed imports</a>.</p>
+${runs.length
+  ? wide(html`<table><thead><tr><th>Run</th><th>Trigger</th><th>State</th><th class="num">Files</th><th>Started (UTC)</th><th>Closed (UTC)</th>${countHeads}<th class="num">File errors</th></tr></thead><tbody>${runs.map(
+      (r) =>
+        html`<tr><td class="id"><a href="/therapist-imports/runs/${r.id}"><code>${r.id}</code></a></td><td>${r.trigger}</td><td>${r.state}</td><td class="num">${num(r.fileCount)}</td><td>${at(r.startedAt)}</td><td>${at(r.closedAt)}</td>${countCells(r.counts)}<td class="num">${num(r.counts?.fileErrors)}</td></tr>`,
+    )}</tbody></table>`)
+  : html`<p class="muted">No therapist import has run yet. Files dropped into the scraper folder start one.</p>`}`;
+      res.type('html').send(page('Therapist imports · Curavani Fleet', body, { nav: true }));
+    });
+
+    router.get('/runs/:id', async (req, res) => {
+      const id = idParam(req.params.id);
+      const run = id === null ? null : await repo.getRun(db, id);
+      if (!run) return notFound(res, `There is no therapist import run ${req.params.id}.`);
+      const files = await repo.listFiles(db, { runId: run.id, limit: FILE_LIMIT });
+      const statuses = Object.entries(run.fileStatusCounts).filter(([, n]) => n);
+      const body = html`<p class="muted"><a href="/therapist-imports">Therapist imports</a> › run ${run.id}</p>
+<h1>Run ${run.id} <span class="muted">(${run.trigger}, ${run.state})</span></h1>
+<p>Started ${when(run.startedAt)}, ${run.closedAt ? html`closed ${when(run.closedAt)}` : run.sealedAt ? html`takes no more files since ${when(run.sealedAt)}; closes when its last file is done` : 'still taking files (it closes once no new file has come for SCRAPER_RUN_QUIET_MS and its files are done)'}.
+${plural(run.fileCount, 'file', 'files')}${statuses.length ? html` (${statuses.map(([s, n], i) => html`${i ? ', ' : ''}${num(n)} ${s}`)})` : ''}.${run.summaryDeliveryId ? html` Staff summary email: delivery <code>${run.summaryDeliveryId}</code>.` : ''}</p>
+${run.counts ? countsTable(run.counts, "therapists in the run's files") : html`<p class="muted">Totals appear when the run closes.</p>`}
+<h2>Files <span class="muted">(${files.length}${files.length === FILE_LIMIT ? ', the newest shown' : ''})</span></h2>
+${files.length
+  ? wide(html`<table><thead><tr><th>Record</th><th>File</th><th>Status</th>${countHeads}<th class="note">Note</th><th class="num">ms</th></tr></thead><tbody>${files.map(
+      (f) =>
+        html`<tr><td class="id"><a href="/therapist-imports/files/${f.id}"><code>${f.id}</code></a></td><td><code>${f.path}</code></td><td>${f.status}</td>${countCells(f.counts)}<td class="reason note">${f.reason ?? ''}</td><td class="num">${num(f.durationMs)}</td></tr>`,
+    )}</tbody></table>`)
+  : html`<p class="muted">none</p>`}`;
+      res.type('html').send(page(`Therapist import run ${run.id} · Curavani Fleet`, body, { nav: true }));
+    });
+
+    router.get('/files/:id', async (req, res) => {
+      const id = idParam(req.params.id);
+      const row = id === null ? null : await repo.getFile(db, id);
+      if (!row) return notFound(res, `There is no therapist import file ${req.params.id}.`);
+      const r = reportOf(row);
+      const ext = (externalId: string | null | undefined) => (externalId ? html`<code>${externalId}</code>` : html`<span class="muted">none</span>`);
+      const body = html`<p class="muted"><a href="/therapist-imports">Therapist imports</a>${r.runId ? html` › <a href="/therapist-imports/runs/${r.runId}">run ${r.runId}</a>` : ''} › file ${r.fileId}</p>
+<h1><code>${r.path}</code></h1>
+<p><strong>${r.status}</strong>${r.durationMs !== null ? ` in ${num(r.durationMs)} ms` : ''}${r.reason ? html`: <span class="reason">${r.reason}</span>` : ''}</p>
+${countsTable(r.counts)}
+${r.fileErrors.length ? html`<h2>File-level errors (${r.fileErrors.length})</h2><ul>${r.fileErrors.map((e) => html`<li class="reason">${e}</li>`)}</ul>` : ''}
+${r.metadataDisagreements.length
+  ? html`<h2>Metadata that disagrees with the file (${r.metadataDisagreements.length})</h2>
+<table><thead><tr><th>Field</th><th>Metadata says</th><th>Found</th></tr></thead><tbody>${r.metadataDisagreements.map(
+      (d) => html`<tr><td><code>${d.field}</code></td><td>${String(d.stated)}</td><td>${String(d.found)}</td></tr>`,
+    )}</tbody></table>`
+  : ''}
+${r.failures.length
+  ? html`<h2>Failed therapists (${r.failures.length})</h2>
+<table><thead><tr><th>Entry</th><th>External id</th><th>Reason</th></tr></thead><tbody>${r.failures.map(
+      (f) => html`<tr><td><code>therapists[${f.index}]</code></td><td>${ext(f.externalId)}</td><td class="reason">${f.reason}</td></tr>`,
+    )}</tbody></table>`
+  : ''}
+${r.statusMismatches.length
+  ? html`<h2>Status mismatches (${r.statusMismatches.length})</h2>
+<table><thead><tr><th>Entry</th><th>External id</th><th>File says</th><th>Found</th><th>Therapist</th></tr></thead><tbody>${r.statusMismatches.map(
+      (m) => html`<tr><td><code>therapists[${m.index}]</code></td><td>${ext(m.externalId)}</td><td>${m.stated}</td><td>${m.found}</td><td>${m.therapistId ?? ''}</td></tr>`,
+    )}</tbody></table>`
+  : ''}
+<h2>Record</h2>
+<table class="counts"><tbody>
+<tr><th>content hash</th><td><code>${row.contentHash ?? '–'}</code></td></tr>
+<tr><th>size</th><td>${row.sizeBytes === null ? '–' : `${num(row.sizeBytes)} bytes`}</td></tr>
+<tr><th>attempts</th><td>${row.attempts}</td></tr>
+<tr><th>discovered</th><td>${when(row.discoveredAt)}</td></tr>
+<tr><th>started</th><td>${when(row.startedAt) || '–'}</td></tr>
+<tr><th>finished</th><td>${when(row.finishedAt) || '–'}</td></tr>
+</tbody></table>`;
+      res.type('html').send(page(`Therapist import file ${r.fileId} · Curavani Fleet`, body, { nav: true }));
+    });
+    return router;
+  },
+};
