@@ -106,6 +106,7 @@ export function dashboardRouter(ctx: FleetContext): Router {
         miscLinks: [
           { text: 'Dead letters (requeue / discard)', url: '/ops' },
           { text: 'Failed imports', url: '/imports' },
+          { text: 'Therapist imports', url: '/therapist-imports' },
         ],
       },
     },
