@@ -389,6 +389,11 @@ describe('http app with dashboard credentials', () => {
       expect(run.status).toBe(200);
       expect(run.text).toContain(`href="/therapist-imports/files/${report.fileId}"`);
       expect(run.text).toContain('partial');
+      expect(run.text).toContain(`href="/therapist-imports/runs/${report.runId}?status=partial"`);
+      const onlyFailed = await get(`/therapist-imports/runs/${report.runId}?status=failed`);
+      expect(onlyFailed.text).toContain('0 of 1');
+      expect(onlyFailed.text).not.toContain(`href="/therapist-imports/files/${report.fileId}"`);
+      expect((await get(`/therapist-imports/runs/${report.runId}?status=partial`)).text).toContain(`href="/therapist-imports/files/${report.fileId}"`);
 
       const shown = await get(`/therapist-imports/files/${report.fileId}`);
       expect(shown.status).toBe(200);

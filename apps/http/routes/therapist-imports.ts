@@ -95,14 +95,22 @@ ${runs.length
       const id = idParam(req.params.id);
       const run = id === null ? null : await repo.getRun(db, id);
       if (!run) return notFound(res, `There is no therapist import run ${req.params.id}.`);
-      const files = await repo.listFiles(db, { runId: run.id, limit: FILE_LIMIT });
+      const all = await repo.listFiles(db, { runId: run.id, limit: FILE_LIMIT });
       const statuses = Object.entries(run.fileStatusCounts).filter(([, n]) => n);
+      // ?status=failed,partial: only those files (the ones staff look at in a run of hundreds).
+      const wanted = typeof req.query.status === 'string' && req.query.status ? new Set(req.query.status.split(',')) : null;
+      const files = wanted ? all.filter((f) => wanted.has(f.status)) : all;
+      const present = [...new Set(all.map((f) => f.status))].sort();
+      const filterLinks = html`<p class="muted">Show: ${wanted ? html`<a href="/therapist-imports/runs/${run.id}">all</a>` : html`<strong>all</strong>`}${present.map(
+        (st) => html` · ${wanted?.size === 1 && wanted.has(st) ? html`<strong>${st}</strong>` : html`<a href="/therapist-imports/runs/${run.id}?status=${st}">${st}</a>`} (${num(all.filter((f) => f.status === st).length)})`,
+      )}</p>`;
       const body = html`<p class="muted"><a href="/therapist-imports">Therapist imports</a> › run ${run.id}</p>
 <h1>Run ${run.id} <span class="muted">(${run.trigger}, ${run.state})</span></h1>
 <p>Started ${when(run.startedAt)}, ${run.closedAt ? html`closed ${when(run.closedAt)}` : run.sealedAt ? html`takes no more files since ${when(run.sealedAt)}; closes when its last file is done` : 'still taking files (it closes once no new file has come for SCRAPER_RUN_QUIET_MS and its files are done)'}.
 ${plural(run.fileCount, 'file', 'files')}${statuses.length ? html` (${statuses.map(([s, n], i) => html`${i ? ', ' : ''}${num(n)} ${s}`)})` : ''}.${run.summaryDeliveryId ? html` Staff summary email: delivery <code>${run.summaryDeliveryId}</code>.` : ''}</p>
 ${run.counts ? countsTable(run.counts, "therapists in the run's files") : html`<p class="muted">Totals appear when the run closes.</p>`}
-<h2>Files <span class="muted">(${files.length}${files.length === FILE_LIMIT ? ', the newest shown' : ''})</span></h2>
+<h2>Files <span class="muted">(${wanted ? `${files.length} of ${all.length}` : files.length}${all.length === FILE_LIMIT ? ', the newest shown' : ''})</span></h2>
+${filterLinks}
 ${files.length
   ? wide(html`<table><thead><tr><th>Record</th><th>File</th><th>Status</th>${countHeads}<th class="note">Note</th><th class="num">ms</th></tr></thead><tbody>${files.map(
       (f) =>
