@@ -3,14 +3,16 @@ import { assertCountsAddUp, countWithShare, emptyCounts, formatShare, metadataDi
 
 describe('therapist import report', () => {
   it('never rounds a failure away nor up to 100%, and never divides by zero', () => {
-    expect(formatShare(1, 8262)).toBe('<0.1%');
-    expect(formatShare(8261, 8262)).toBe('>99.9%');
+    expect(formatShare(1, 8262)).toBe('<0,1%');
+    expect(formatShare(8261, 8262)).toBe('>99,9%');
+    expect(formatShare(1, 8262, 'en-GB')).toBe('<0.1%');
+    expect(formatShare(1, 3, 'en-GB')).toBe('33.3%');
     expect(formatShare(8262, 8262)).toBe('100%');
     expect(formatShare(0, 8262)).toBe('0%');
     expect(formatShare(0, 0)).toBe('–');
     expect(formatShare(1, 3)).toBe('33,3%');
     expect(formatShare(1, 999)).toBe('0,1%');
-    expect(countWithShare(1, 8262)).toBe('1 von 8.262 (<0.1%)');
+    expect(countWithShare(1, 8262)).toBe('1 von 8.262 (<0,1%)');
   });
 
   it('asserts that the categories add up to the therapists in the file', () => {

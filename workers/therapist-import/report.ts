@@ -101,19 +101,21 @@ export function metadataDisagreements(
 
 /**
  * A share as staff read it: exact at the ends, never "0%" for something that happened nor
- * "100%" for something that did not always happen (1 in 8,262 -> "<0.1%"), and "–" for 0 of 0.
+ * "100%" for something that did not always happen (1 in 8,262 -> "<0,1%"), and "–" for 0 of 0.
+ * German decimals by default (the staff email); the operator pages pass 'en-GB'.
  */
-export function formatShare(part: number, total: number): string {
+export function formatShare(part: number, total: number, locale = 'de-DE'): string {
   if (total <= 0) return '–';
   if (part <= 0) return '0%';
   if (part >= total) return '100%';
   const pct = (part / total) * 100;
-  if (pct < 0.1) return '<0.1%';
-  if (pct > 99.9) return '>99.9%';
+  const decimal = (n: number) => n.toLocaleString(locale, { minimumFractionDigits: 0, maximumFractionDigits: 1 });
+  if (pct < 0.1) return `<${decimal(0.1)}%`;
+  if (pct > 99.9) return `>${decimal(99.9)}%`;
   const rounded = Math.round(pct * 10) / 10;
   // Rounding must not reach the ends that are reserved for "none" and "all".
   const clamped = Math.min(99.9, Math.max(0.1, rounded));
-  return `${clamped.toLocaleString('de-DE', { minimumFractionDigits: 0, maximumFractionDigits: 1 })}%`;
+  return `${decimal(clamped)}%`;
 }
 
 export function formatCount(n: number): string {

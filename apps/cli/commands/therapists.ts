@@ -18,7 +18,7 @@ const iso = (d: Date | null | undefined) => (d ? d.toISOString().replace('.000Z'
 function countsBlock(c: TherapistImportCounts): string {
   const width = Math.max(...COUNT_LABELS.map(([, l]) => l.length));
   return COUNT_LABELS.map(([k, label]) => {
-    return `  ${label.padEnd(width)}  ${isOutcomeCount(k) ? `${c[k]} of ${c.total} (${formatShare(c[k], c.total)})` : String(c[k])}`;
+    return `  ${label.padEnd(width)}  ${isOutcomeCount(k) ? `${c[k]} of ${c.total} (${formatShare(c[k], c.total, 'en-GB')})` : String(c[k])}`;
   }).join('\n');
 }
 

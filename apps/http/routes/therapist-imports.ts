@@ -44,7 +44,7 @@ const wide = (table: SafeHtml) => html`<div class="scroll">${table}</div>`;
 function countsTable(c: TherapistImportCounts, totalLabel = 'therapists in the file'): SafeHtml {
   return html`<table class="counts"><tbody>${COUNT_LABELS.map(
     ([k, label]) =>
-      html`<tr><th>${k === 'total' ? totalLabel : label}</th><td class="num">${num(c[k])}</td><td class="muted">${k !== 'total' && isOutcomeCount(k) ? `of ${num(c.total)} (${formatShare(c[k], c.total)})` : ''}</td></tr>`,
+      html`<tr><th>${k === 'total' ? totalLabel : label}</th><td class="num">${num(c[k])}</td><td class="muted">${k !== 'total' && isOutcomeCount(k) ? `of ${num(c.total)} (${formatShare(c[k], c.total, 'en-GB')})` : ''}</td></tr>`,
   )}</tbody></table>`;
 }
 
