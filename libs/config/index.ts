@@ -79,6 +79,7 @@ export const envSchema = z.object({
   HTTP_HOST: z.string().default('127.0.0.1'),
   HTTP_PORT: int(3000, 0),
   PUBLIC_BASE_URL: url('http://127.0.0.1:3000'),
+  DASHBOARD_URL: optionalString.pipe(z.url({ error: 'expected a URL' }).optional()),
   DASHBOARD_USER: optionalString,
   DASHBOARD_PASSWORD: optionalString,
   READY_TIMEOUT_MS: int(2_000, 1),
@@ -272,6 +273,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       host: e.HTTP_HOST,
       port: e.HTTP_PORT,
       publicBaseUrl: e.PUBLIC_BASE_URL.replace(/\/+$/, ''),
+      /** Where staff open the operator pages (links in staff emails); undefined: no links. */
+      dashboardUrl: e.DASHBOARD_URL?.replace(/\/+$/, ''),
       dashboardUser: e.DASHBOARD_USER,
       dashboardPassword: e.DASHBOARD_PASSWORD,
       readyTimeoutMs: e.READY_TIMEOUT_MS,

@@ -16,7 +16,7 @@ export async function startTherapistImportHarness(name: string): Promise<{ db: T
   const db = await createTestDatabase();
   const q = testQueuePrefix();
   const dir = await mkdtemp(path.join(tmpdir(), `${name}-`));
-  const ctx = openContext(loadConfig({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, SCRAPER_DROP_DIR: dir, LOG_LEVEL: 'silent' }), silentLogger());
+  const ctx = openContext(loadConfig({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, SCRAPER_DROP_DIR: dir, LOG_LEVEL: 'silent', DASHBOARD_URL: 'https://fleet.example/' }), silentLogger());
   return {
     db,
     ctx,

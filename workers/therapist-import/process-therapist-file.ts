@@ -71,6 +71,8 @@ export interface TherapistImportDeps {
   readFile(path: string): Promise<Buffer>;
   /** After commit: send the staff summary (enqueue `email-send`). */
   sendEmail(deliveryId: string): Promise<void>;
+  /** The address of a run's report page, linked from its staff summary (none without DASHBOARD_URL). */
+  runPageUrl?(runId: number): string;
   clock: Clock;
   log: Logger;
 }
@@ -336,11 +338,11 @@ function completedEvent(file: TherapistImportFileRow, status: string, counts: Th
   return { eventType: 'therapist_import.completed', key: file.id, payload: { fileId: file.id, runId: file.runId, status, counts }, occurredAt: now };
 }
 
-async function closeRun(tx: ImportTx, runId: number | null): Promise<string | null> {
+async function closeRun(tx: ImportTx, runId: number | null, runPageUrl?: (runId: number) => string): Promise<string | null> {
   if (runId === null) return null;
   const closed = await tx.closeRunIfDrained(runId, summarizeRunFiles);
   if (!closed) return null;
-  return tx.queueSummary(runId, renderRunSummary(closed.run, closed.files));
+  return tx.queueSummary(runId, renderRunSummary(closed.run, closed.files, { runPageUrl: runPageUrl?.(runId) }));
 }
 
 /** A file that could not be imported at all: the row says why; the run may close. */
@@ -374,8 +376,8 @@ async function finishWithoutImport(
 }
 
 /** Closes a run from outside a file import (the watcher sealed it, or a run was left open). */
-export async function closeRunIfDrained(runId: number, deps: Pick<TherapistImportDeps, 'store' | 'sendEmail'>): Promise<string | null> {
-  const deliveryId = await deps.store.transaction((tx) => closeRun(tx, runId));
+export async function closeRunIfDrained(runId: number, deps: Pick<TherapistImportDeps, 'store' | 'sendEmail' | 'runPageUrl'>): Promise<string | null> {
+  const deliveryId = await deps.store.transaction((tx) => closeRun(tx, runId, deps.runPageUrl));
   if (deliveryId) await deps.sendEmail(deliveryId);
   return deliveryId;
 }

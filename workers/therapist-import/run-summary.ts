@@ -17,15 +17,26 @@ export function summarizeRunFiles(files: TherapistImportFileRow[]): { counts: Th
 
 const MAX_LISTED = 30;
 
-/** The staff summary of a closed run (German, as staff read it), also when all went well. */
-export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImportFileRow[]) {
+const berlin = new Intl.DateTimeFormat('de-DE', { timeZone: 'Europe/Berlin', dateStyle: 'medium', timeStyle: 'medium' });
+
+/**
+ * The staff summary of a closed run (German, as staff read it), also when all went well.
+ * `runPageUrl`: the run's report page (DASHBOARD_URL), linked; without it the CLI command is named.
+ */
+export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImportFileRow[], opts: { runPageUrl?: string } = {}) {
   const c = run.counts ?? emptyCounts();
   const n = (s: string) => files.filter((f) => f.status === s).length;
   const problemFiles = files.filter((f) => f.status === 'failed' || f.status === 'partial');
   const allWell = problemFiles.length === 0 && c.failed === 0 && c.fileErrors === 0;
+  // Only what went wrong, by kind: "0 Dateien nicht lesbar" next to one failed therapist is noise.
+  const problems = [
+    c.failed ? `${formatCount(c.failed)} Therapeut(en) fehlgeschlagen` : '',
+    n('failed') ? `${formatCount(n('failed'))} Datei(en) nicht importiert` : '',
+    c.fileErrors ? `${formatCount(c.fileErrors)} Fehler auf Dateiebene` : '',
+  ].filter(Boolean);
   const subject = allWell
     ? `Therapeuten-Import Lauf ${run.id}: ${formatCount(files.length)} Datei(en), ${formatCount(c.total)} Therapeuten, ohne Fehler`
-    : `Therapeuten-Import Lauf ${run.id}: ${formatCount(c.failed)} Therapeut(en) fehlgeschlagen, ${formatCount(n('failed'))} Datei(en) nicht lesbar`;
+    : `Therapeuten-Import Lauf ${run.id}: ${problems.join(', ') || `${formatCount(problemFiles.length)} Datei(en) mit Fehlern`}`;
 
   const paragraphs: string[] = [];
   for (const f of problemFiles.slice(0, MAX_LISTED)) {
@@ -36,7 +47,9 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
     if (f.failures.length > 5) parts.push(`… und ${f.failures.length - 5} weitere`);
     paragraphs.push(parts.join(' — '));
   }
-  if (problemFiles.length > MAX_LISTED) paragraphs.push(`… und ${problemFiles.length - MAX_LISTED} weitere Dateien mit Fehlern (fleet imports list --kind therapist).`);
+  if (problemFiles.length > MAX_LISTED) {
+    paragraphs.push(`… und ${problemFiles.length - MAX_LISTED} weitere Dateien mit Fehlern (${opts.runPageUrl ? 'siehe Bericht im Browser' : 'fleet imports list --kind therapist'}).`);
+  }
   const disagreeing = files.filter((f) => f.metadataDisagreements.length > 0);
   for (const f of disagreeing.slice(0, 10)) {
     paragraphs.push(
@@ -44,7 +57,7 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
     );
   }
   if (allWell) paragraphs.push('Alle Dateien wurden ohne Fehler verarbeitet.');
-  paragraphs.push('Details: fleet imports list --kind therapist');
+  paragraphs.push(opts.runPageUrl ? `Bericht im Browser (jede Datei mit allen Fehlern): ${opts.runPageUrl}` : 'Details: fleet imports list --kind therapist');
 
   return renderStaffEmail({
     subject,
@@ -61,8 +74,8 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
       ['Status-Abweichungen', formatCount(c.statusMismatches)],
       ['Metadaten-Abweichungen', formatCount(c.metadataDisagreements)],
       ['Fehler auf Dateiebene', formatCount(c.fileErrors)],
-      ['Beginn', run.startedAt.toISOString()],
-      ['Ende', run.closedAt?.toISOString() ?? null],
+      ['Beginn', berlin.format(run.startedAt)],
+      ['Ende', run.closedAt ? berlin.format(run.closedAt) : null],
     ],
     paragraphs,
   });

@@ -380,6 +380,7 @@ describe('therapist import: files and reports', () => {
     expect(ds).toHaveLength(1);
     expect(ds[0]!.subject).toContain('ohne Fehler');
     expect(ds[0]!.text).toContain('1 von 1 (100%)');
+    expect(ds[0]!.text).toContain(`https://fleet.example/therapist-imports/runs/${r.runId}`);
     expect(ds[0]!.to_address).toBe(ctx.config.mail.staffEmail);
   });
 });

@@ -36,6 +36,7 @@ export function therapistImportDeps(ctx: FleetContext): TherapistImportDeps {
     },
     clock: ctx.clock,
     log: ctx.log,
+    runPageUrl: ctx.config.http.dashboardUrl ? (runId) => `${ctx.config.http.dashboardUrl}/therapist-imports/runs/${runId}` : undefined,
   };
 }
 

@@ -1,0 +1,80 @@
+import { describe, expect, it } from 'vitest';
+import type { TherapistImportFileRow, TherapistImportRunRow } from '../../libs/db/repositories/therapist-import.js';
+import { emptyCounts } from './report.js';
+import { renderRunSummary, summarizeRunFiles } from './run-summary.js';
+
+function file(id: number, over: Partial<TherapistImportFileRow>): TherapistImportFileRow {
+  return {
+    id,
+    runId: 7,
+    path: `20261203/5206${id}.json`,
+    postcode: `5206${id}`,
+    dateFolder: '20261203',
+    urgent: false,
+    contentHash: 'a'.repeat(64),
+    sizeBytes: 1000,
+    status: 'imported',
+    reason: null,
+    fileErrors: [],
+    metadataDisagreements: [],
+    failures: [],
+    statusMismatches: [],
+    counts: { ...emptyCounts(), total: 2, created: 2 },
+    attempts: 1,
+    discoveredAt: new Date('2026-12-03T14:00:00Z'),
+    startedAt: new Date('2026-12-03T14:00:01Z'),
+    finishedAt: new Date('2026-12-03T14:00:02Z'),
+    durationMs: 40,
+    ...over,
+  };
+}
+
+function run(files: TherapistImportFileRow[]): TherapistImportRunRow {
+  const { counts, fileStatusCounts } = summarizeRunFiles(files);
+  return {
+    id: 7,
+    trigger: 'watcher',
+    state: 'closed',
+    startedAt: new Date('2026-12-03T14:00:00Z'),
+    sealedAt: new Date('2026-12-03T14:00:10Z'),
+    closedAt: new Date('2026-07-01T22:30:05Z'),
+    fileCount: files.length,
+    fileStatusCounts,
+    counts,
+    summaryDeliveryId: null,
+  };
+}
+
+describe('therapist import run summary (staff email)', () => {
+  const partial = file(2, {
+    status: 'partial',
+    reason: '1 of 3 therapists failed',
+    counts: { ...emptyCounts(), total: 3, created: 2, failed: 1 },
+    failures: [{ index: 2, externalId: 'x2c', reason: 'basic_info.last_name: missing' }],
+  });
+
+  it('names only the kinds of problem that happened in the subject', () => {
+    const files = [file(1, {}), partial];
+    expect(renderRunSummary(run(files), files).subject).toBe('Therapeuten-Import Lauf 7: 1 Therapeut(en) fehlgeschlagen');
+    const unreadable = file(3, { status: 'failed', reason: 'not valid JSON', counts: { ...emptyCounts(), fileErrors: 1 }, fileErrors: ['not valid JSON'] });
+    const more = [...files, unreadable];
+    expect(renderRunSummary(run(more), more).subject).toBe('Therapeuten-Import Lauf 7: 1 Therapeut(en) fehlgeschlagen, 1 Datei(en) nicht importiert, 1 Fehler auf Dateiebene');
+    const good = [file(1, {})];
+    expect(renderRunSummary(run(good), good).subject).toBe('Therapeuten-Import Lauf 7: 1 Datei(en), 2 Therapeuten, ohne Fehler');
+  });
+
+  it('gives times in Berlin time and links the run report when DASHBOARD_URL is set, else names the CLI', () => {
+    const files = [file(1, {}), partial];
+    const linked = renderRunSummary(run(files), files, { runPageUrl: 'https://fleet.example/therapist-imports/runs/7' });
+    expect(linked.text).toContain('03.12.2026, 15:00:00'); // 14:00 UTC in winter
+    expect(linked.text).toContain('02.07.2026, 00:30:05'); // 22:30 UTC in summer, the next day in Berlin
+    expect(linked.text).toContain('Bericht im Browser (jede Datei mit allen Fehlern): https://fleet.example/therapist-imports/runs/7');
+    expect(linked.text).not.toContain('fleet imports list');
+    expect(linked.html).toContain('https://fleet.example/therapist-imports/runs/7');
+    const plain = renderRunSummary(run(files), files);
+    expect(plain.text).toContain('Details: fleet imports list --kind therapist');
+    expect(plain.text).not.toContain('Bericht im Browser');
+    expect(plain.text).toContain('therapists[2] (id x2c): basic_info.last_name: missing');
+    expect(plain.text).toContain('Fehlgeschlagen:                      1 von 5 (20%)');
+  });
+});
