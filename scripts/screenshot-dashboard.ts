@@ -22,7 +22,7 @@ import { PermanentError } from '../libs/errors/index.js';
 import { createLogger } from '../libs/log/index.js';
 import { listDeadLetters } from '../libs/queues/index.js';
 import { openContext, workerComponent } from '../libs/runtime/index.js';
-import { CHILD_VT, scraperFile, therapistLine } from '../workers/therapist-import/fixtures.js';
+import { everyOutcomeFile } from '../workers/therapist-import/fixtures.js';
 import { importTherapistFileNow } from '../workers/therapist-import/worker.js';
 
 const { values: args } = parseArgs({
@@ -92,19 +92,7 @@ async function main() {
     await worker.stop(5_000);
     // A therapist scraper file with every kind of outcome, imported through the real pipeline.
     const dropped = path.join(profile, '52066.json');
-    await writeFile(
-      dropped,
-      scraperFile(
-        [
-          therapistLine({ id: 'praxis-a', first: 'Anna', last: 'Adler' }),
-          therapistLine({ id: 'praxis-b', first: 'Bernd', last: 'Berg', methods: [CHILD_VT] }),
-          therapistLine({ id: 'praxis-c', first: 'Clara', last: null }),
-          therapistLine({ id: 'praxis-d', first: 'Dora', last: 'Dach', status: 'modified' }),
-          therapistLine({ id: 'praxis-e', first: 'Emil', last: 'Eck', plz: '52068' }),
-        ],
-        { total_therapists: 6 },
-      ),
-    );
+    await writeFile(dropped, everyOutcomeFile());
     const therapistReport = await importTherapistFileNow(ctx, dropped);
 
     await mkdir(args.out!, { recursive: true });

@@ -15,7 +15,7 @@ import { TEST_ADMIN_DB_URL, TEST_REDIS_URL } from '../../libs/testing/services.j
 import { Router } from 'express';
 import { httpComponent, type HttpComponent } from './component.js';
 import { routeModules, type HttpRouteModule } from './routes/index.js';
-import { CHILD_VT, scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
+import { everyOutcomeFile } from '../../workers/therapist-import/fixtures.js';
 import { importTherapistFileNow } from '../../workers/therapist-import/worker.js';
 
 const USER = 'operator';
@@ -360,18 +360,7 @@ describe('http app with dashboard credentials', () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'fleet-http-therapists-'));
     try {
       const file = path.join(dir, '52066.json');
-      await writeFile(
-        file,
-        scraperFile(
-          [
-            therapistLine({ id: 'p1', first: 'Anna', last: 'Adler' }),
-            therapistLine({ id: 'p2', first: 'Bernd', last: 'Berg', methods: [CHILD_VT] }),
-            therapistLine({ id: 'p3', first: 'Clara', last: null }),
-            therapistLine({ id: 'p4', first: 'Dora', last: 'Dach', status: 'modified' }),
-          ],
-          { total_therapists: 5 },
-        ),
-      );
+      await writeFile(file, everyOutcomeFile());
       const report = await importTherapistFileNow(app.ctx, file);
       expect(report.status).toBe('partial');
       expect(report.runId).not.toBeNull();

@@ -90,3 +90,20 @@ export function scraperFile(
     2,
   );
 }
+
+/**
+ * A file with an outcome of every kind: p1 created, p2 skipped (children only), p3 failed
+ * (no last name), p4 `modified` but new (created, a status mismatch), and metadata that says 5
+ * therapists where there are 4.
+ */
+export function everyOutcomeFile(): string {
+  return scraperFile(
+    [
+      therapistLine({ id: 'p1', first: 'Anna', last: 'Adler' }),
+      therapistLine({ id: 'p2', first: 'Bernd', last: 'Berg', methods: [CHILD_VT] }),
+      therapistLine({ id: 'p3', first: 'Clara', last: null }),
+      therapistLine({ id: 'p4', first: 'Dora', last: 'Dach', status: 'modified' }),
+    ],
+    { total_therapists: 5 },
+  );
+}
