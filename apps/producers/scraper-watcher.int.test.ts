@@ -152,8 +152,14 @@ describe('scraper watcher', () => {
       return r?.state === 'closed' ? r : null;
     });
     expect(run.counts).toMatchObject({ total: 6, created: 6 });
-    const [d] = await db.sql`select subject from fleet.deliveries where id = ${run.summary_delivery_id}`;
+    // The skipped files belong to the run too, and its summary tells staff about them.
+    expect(by('readme.txt')[0]!.run_id).toBe(runIds[0]);
+    expect(by('20250701/40002.json')[0]!.run_id).toBe(runIds[0]);
+    const [d] = await db.sql`select subject, text from fleet.deliveries where id = ${run.summary_delivery_id}`;
     expect(d!.subject).toContain(`Lauf ${runIds[0]}`);
+    expect(d!.subject).toContain('1 Datei(en) nicht übernommen (Name passt nicht)');
+    expect(d!.text).toContain('Nicht übernommen: readme.txt');
+    expect(d!.text).toContain('Übersprungen, weil ein neuerer Datumsordner dieselbe Postleitzahl enthält: 20250701/40002.json');
   });
 
   it('does not read a half-written file until it is complete', async () => {
@@ -206,6 +212,9 @@ describe('scraper watcher', () => {
       return r[0]?.status === 'imported' ? r : null;
     });
     expect(row!.counts).toMatchObject({ created: 2 });
-    expect(await files('readme.txt')).toHaveLength(1);
+    const readme = await files('readme.txt');
+    expect(readme).toHaveLength(1);
+    // reported once: it stays with its first run and is not listed in the new one
+    expect(readme[0]!.run_id).not.toBe(row!.run_id);
   });
 });

@@ -76,6 +76,18 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     return runId;
   }
 
+  /**
+   * Skipped files recorded for the first time join the current run (opened if need be), so its
+   * page and staff summary list them; files skipped before are not reported again.
+   */
+  async function recordSkipped(files: Parameters<typeof repo.recordSkippedFiles>[1], level: 'warn' | 'info', msg: string): Promise<void> {
+    const recorded = await repo.recordSkippedFiles(db, files);
+    if (recorded.length === 0) return;
+    const run = await runForNewFile();
+    await repo.attachFilesToRun(db, recorded.map((r) => r.id), run);
+    for (const r of recorded) log[level]({ path: r.path, fileId: r.id, runId: run }, msg);
+  }
+
   async function sealCurrentRun(): Promise<void> {
     if (quietTimer) clearTimeout(quietTimer);
     quietTimer = null;
@@ -91,7 +103,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const entry = classifyDropPath(rel);
     if (entry.kind === 'ignore') return;
     if (entry.kind === 'misfit') {
-      if (await repo.recordSkippedFile(db, { path: rel, reason: entry.reason })) log.warn({ path: rel }, 'scraper file name does not fit: skipped');
+      await recordSkipped([{ path: rel, reason: entry.reason }], 'warn', 'scraper file name does not fit: skipped');
       return;
     }
     let buf: Buffer;
@@ -110,9 +122,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
         .sort()
         .pop();
       if (newer && newer > entry.dateFolder) {
-        if (await repo.recordSkippedFile(db, { ...base, reason: `superseded by the newer folder ${newer}/${entry.postcode}.json` })) {
-          log.info({ path: rel, newer }, 'scraper file superseded by a newer date folder: skipped');
-        }
+        await recordSkipped([{ ...base, reason: `superseded by the newer folder ${newer}/${entry.postcode}.json` }], 'info', 'scraper file superseded by a newer date folder: skipped');
         return;
       }
     }
@@ -161,7 +171,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       if (e.kind === 'misfit') misfits.push({ path: rel, reason: e.reason });
       else if (e.kind === 'import') candidates.push({ rel, postcode: e.postcode, dateFolder: e.dateFolder, urgent: e.urgent });
     }
-    for (const p of await repo.recordSkippedFiles(db, misfits)) log.warn({ path: p }, 'scraper file name does not fit: skipped');
+    await recordSkipped(misfits, 'warn', 'scraper file name does not fit: skipped');
 
     // Newest date folder per postcode: among the files found now and those registered before.
     const newest = await repo.newestDateFolders(db, [...new Set(candidates.filter((c) => c.dateFolder && !c.urgent).map((c) => c.postcode))]);
@@ -203,7 +213,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
         hashed.push(f);
       }
     }
-    for (const p of await repo.recordSkippedFiles(db, superseded)) log.info({ path: p }, 'scraper file superseded by a newer date folder: skipped');
+    await recordSkipped(superseded, 'info', 'scraper file superseded by a newer date folder: skipped');
 
     const live = new Map((await repo.findLiveByHashes(db, hashed.map((h) => h.contentHash))).map((r) => [r.contentHash!, r]));
     const fresh = new Map<string, repo.NewTrackedFile>();

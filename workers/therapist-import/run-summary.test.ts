@@ -63,6 +63,19 @@ describe('therapist import run summary (staff email)', () => {
     expect(renderRunSummary(run(good), good).subject).toBe('Therapeuten-Import Lauf 7: 1 Datei(en), 2 Therapeuten, ohne Fehler');
   });
 
+  it('lists files whose names do not fit (staff must rename them) and files a newer date folder superseded', () => {
+    const misfit = file(4, { path: '20261203/notes.txt', postcode: null, dateFolder: null, status: 'skipped', reason: 'name does not fit', counts: null, contentHash: null });
+    const older = file(5, { path: '20261201/52065.json', status: 'skipped', reason: 'superseded by the newer folder 20261203/52065.json', counts: null });
+    const files = [file(1, {}), misfit, older];
+    const m = renderRunSummary(run(files), files);
+    expect(m.subject).toBe('Therapeuten-Import Lauf 7: 1 Datei(en) nicht übernommen (Name passt nicht)');
+    expect(m.text).toContain('Nicht übernommen: 20261203/notes.txt');
+    expect(m.text).toContain('Übersprungen, weil ein neuerer Datumsordner dieselbe Postleitzahl enthält: 20261201/52065.json.');
+    expect(m.text).toContain('übersprungen 2');
+    const onlyOlder = [file(1, {}), older];
+    expect(renderRunSummary(run(onlyOlder), onlyOlder).subject).toContain('ohne Fehler');
+  });
+
   it('gives times in Berlin time and links the run report when DASHBOARD_URL is set, else names the CLI', () => {
     const files = [file(1, {}), partial];
     const linked = renderRunSummary(run(files), files, { runPageUrl: 'https://fleet.example/therapist-imports/runs/7' });

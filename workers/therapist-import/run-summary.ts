@@ -27,12 +27,16 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   const c = run.counts ?? emptyCounts();
   const n = (s: string) => files.filter((f) => f.status === s).length;
   const problemFiles = files.filter((f) => f.status === 'failed' || f.status === 'partial');
-  const allWell = problemFiles.length === 0 && c.failed === 0 && c.fileErrors === 0;
+  // Skipped: a name that does not fit (no postcode: staff must rename it) or superseded by a newer date folder (normal).
+  const misfits = files.filter((f) => f.status === 'skipped' && f.postcode === null);
+  const superseded = files.filter((f) => f.status === 'skipped' && f.postcode !== null);
+  const allWell = problemFiles.length === 0 && misfits.length === 0 && c.failed === 0 && c.fileErrors === 0;
   // Only what went wrong, by kind: "0 Dateien nicht lesbar" next to one failed therapist is noise.
   const problems = [
     c.failed ? `${formatCount(c.failed)} Therapeut(en) fehlgeschlagen` : '',
     n('failed') ? `${formatCount(n('failed'))} Datei(en) nicht importiert` : '',
     c.fileErrors ? `${formatCount(c.fileErrors)} Fehler auf Dateiebene` : '',
+    misfits.length ? `${formatCount(misfits.length)} Datei(en) nicht übernommen (Name passt nicht)` : '',
   ].filter(Boolean);
   const subject = allWell
     ? `Therapeuten-Import Lauf ${run.id}: ${formatCount(files.length)} Datei(en), ${formatCount(c.total)} Therapeuten, ohne Fehler`
@@ -49,6 +53,14 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   }
   if (problemFiles.length > MAX_LISTED) {
     paragraphs.push(`… und ${problemFiles.length - MAX_LISTED} weitere Dateien mit Fehlern (${opts.runPageUrl ? 'siehe Bericht im Browser' : 'fleet imports list --kind therapist'}).`);
+  }
+  for (const f of misfits.slice(0, MAX_LISTED)) {
+    paragraphs.push(`Nicht übernommen: ${f.path} — Name oder Ordner passen nicht zu <plz>.json, JJJJMMTT/<plz>.json oder urgent/<plz>.json; bitte umbenennen oder verschieben, dann wird die Datei importiert.`);
+  }
+  if (misfits.length > MAX_LISTED) paragraphs.push(`… und ${misfits.length - MAX_LISTED} weitere nicht übernommene Dateien.`);
+  if (superseded.length) {
+    const shown = superseded.slice(0, 10).map((f) => f.path).join(', ');
+    paragraphs.push(`Übersprungen, weil ein neuerer Datumsordner dieselbe Postleitzahl enthält: ${shown}${superseded.length > 10 ? ` und ${superseded.length - 10} weitere` : ''}.`);
   }
   const disagreeing = files.filter((f) => f.metadataDisagreements.length > 0);
   for (const f of disagreeing.slice(0, 10)) {

@@ -143,30 +143,6 @@ export async function findLiveByHash(db: DbOrTx, contentHash: string): Promise<T
   return row ?? null;
 }
 
-/** Records a file that is not imported (name does not fit, superseded, ...) once. Returns true the first time. */
-export async function recordSkippedFile(
-  db: DbOrTx,
-  f: { path: string; reason: string; contentHash?: string | null; sizeBytes?: number | null; postcode?: string | null; dateFolder?: string | null; urgent?: boolean },
-): Promise<boolean> {
-  const now = new Date();
-  const rows = await db
-    .insert(therapistImportFiles)
-    .values({
-      path: f.path,
-      reason: f.reason,
-      contentHash: f.contentHash ?? null,
-      sizeBytes: f.sizeBytes ?? null,
-      postcode: f.postcode ?? null,
-      dateFolder: f.dateFolder ?? null,
-      urgent: f.urgent ?? false,
-      status: 'skipped',
-      finishedAt: now,
-    })
-    .onConflictDoNothing()
-    .returning({ id: therapistImportFiles.id });
-  return rows.length > 0;
-}
-
 /** The newest YYYYMMDD folder registered for imports of a postcode (urgent files aside). */
 export async function newestDateFolder(db: DbOrTx, postcode: string): Promise<string | null> {
   const [row] = await db
@@ -308,11 +284,15 @@ export async function registerFiles(db: DbOrTx, files: NewTrackedFile[]): Promis
     .returning();
 }
 
-/** Records many skipped files in one statement; returns the paths recorded for the first time. */
+/**
+ * Records files that are not imported (name does not fit, superseded by a newer date folder)
+ * once, in one statement; returns those recorded for the first time (a file skipped before is
+ * not reported again).
+ */
 export async function recordSkippedFiles(
   db: DbOrTx,
   files: Array<{ path: string; reason: string; contentHash?: string | null; sizeBytes?: number | null; postcode?: string | null; dateFolder?: string | null; urgent?: boolean }>,
-): Promise<string[]> {
+): Promise<Array<{ id: number; path: string }>> {
   if (files.length === 0) return [];
   const now = new Date();
   const rows = await db
@@ -331,6 +311,12 @@ export async function recordSkippedFiles(
       })),
     )
     .onConflictDoNothing()
-    .returning({ path: therapistImportFiles.path });
-  return rows.map((r) => r.path);
+    .returning({ id: therapistImportFiles.id, path: therapistImportFiles.path });
+  return rows;
+}
+
+/** Files (skipped ones, recorded without a run) join a run: its page and staff summary list them. */
+export async function attachFilesToRun(db: DbOrTx, fileIds: number[], runId: number): Promise<void> {
+  if (fileIds.length === 0) return;
+  await db.update(therapistImportFiles).set({ runId }).where(inArray(therapistImportFiles.id, fileIds));
 }
