@@ -57,6 +57,13 @@ table.counts{width:auto;min-width:420px}table.counts th{background:#fff;font-wei
 .scroll{overflow-x:auto}.nowrap{white-space:nowrap}.note{min-width:180px}h1 code{font-size:18px}
 `;
 
+/** A time as operators read it on these pages: UTC, to the second (or minute, with the zone in a column head). */
+export function utcTime(d: Date | null | undefined, to: 'second' | 'minute' = 'second'): SafeHtml | '' {
+  if (!d) return '';
+  const text = d.toISOString().replace('T', ' ').slice(0, to === 'second' ? 19 : 16);
+  return html`<span class="nowrap">${to === 'second' ? `${text} UTC` : text}</span>`;
+}
+
 /** A whole HTML page; `body` is trusted (build it with `html`). */
 export function page(title: string, body: SafeHtml | string, opts: { nav?: boolean } = {}): string {
   const nav = opts.nav ? '<nav><a href="/dashboard">Queues (Bull Board)</a><a href="/ops">Dead letters</a><a href="/imports">Failed imports</a><a href="/therapist-imports">Therapist imports</a></nav>' : '';

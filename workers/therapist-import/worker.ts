@@ -17,7 +17,7 @@ import {
 } from './process-therapist-file.js';
 import { postgresTherapistImportStore } from './store.js';
 
-export { formatShare, countWithShare, assertCountsAddUp, COUNT_LABELS, isOutcomeCount } from './report.js';
+export { formatShare, countWithShare, assertCountsAddUp, COUNT_LABELS, isOutcomeCount, outcomeKeys } from './report.js';
 export type { FileReport };
 export { reportOf };
 

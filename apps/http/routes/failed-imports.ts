@@ -1,12 +1,10 @@
 import { Router } from 'express';
 import { listLedger } from '../../../libs/db/repositories/patient-import.js';
 import { listFiles } from '../../../libs/db/repositories/therapist-import.js';
-import { html, page } from '../html.js';
+import { html, page, utcTime as when } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
 const LIMIT = 100;
-
-const when = (d: Date | null | undefined) => (d ? `${d.toISOString().replace('T', ' ').slice(0, 19)} UTC` : '');
 
 async function failedImports({ ctx }: HttpRouteDeps) {
   const [patients, therapists] = await Promise.all([

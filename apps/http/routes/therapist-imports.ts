@@ -1,7 +1,7 @@
-import { Router, type Response } from 'express';
+import { Router, type Request, type Response } from 'express';
 import type { TherapistImportCounts } from '../../../libs/db/schema/fleet-therapist-import.js';
-import { COUNT_LABELS, formatShare, isOutcomeCount, reportOf, therapistImportRepo as repo } from '../../../workers/therapist-import/worker.js';
-import { html, page, type SafeHtml } from '../html.js';
+import { COUNT_LABELS, formatShare, isOutcomeCount, outcomeKeys, reportOf, therapistImportRepo as repo } from '../../../workers/therapist-import/worker.js';
+import { html, page, utcTime, type SafeHtml } from '../html.js';
 import type { HttpRouteModule } from './types.js';
 
 /**
@@ -14,23 +14,16 @@ import type { HttpRouteModule } from './types.js';
 const RUN_LIMIT = 50;
 const FILE_LIMIT = 1000;
 
-const when = (d: Date | null | undefined) => (d ? html`<span class="nowrap">${d.toISOString().replace('T', ' ').slice(0, 19)} UTC</span>` : '');
+const when = (d: Date | null | undefined) => utcTime(d);
 /** In tables: to the minute, the zone in the column head. */
-const at = (d: Date | null | undefined) => (d ? html`<span class="nowrap">${d.toISOString().replace('T', ' ').slice(0, 16)}</span>` : '');
+const at = (d: Date | null | undefined) => utcTime(d, 'minute');
 const plural = (n: number, one: string, many: string) => `${num(n)} ${n === 1 ? one : many}`;
 const num = (n: number | null | undefined) => (n === null || n === undefined ? '' : n.toLocaleString('en-GB'));
-/** Short column heads of the tables (the counts table spells them out). */
-const OUTCOME_COLUMNS: Array<[keyof TherapistImportCounts, string]> = [
-  ['created', 'Created'],
-  ['updated', 'Updated'],
-  ['unchanged', 'Unchanged'],
-  ['deactivated', 'Deactivated'],
-  ['skipped', 'Skipped'],
-  ['failed', 'Failed'],
-];
+/** Short column heads of the tables (the counts table spells them out): Created, Updated, ... */
+const OUTCOME_COLUMNS = outcomeKeys.map((k) => [k, k[0]!.toUpperCase() + k.slice(1)] as const);
 
-function idParam(raw: string | undefined): number | null {
-  return raw && /^\d{1,15}$/.test(raw) ? Number(raw) : null;
+function idParam(raw: string | string[] | undefined): number | null {
+  return typeof raw === 'string' && /^\d{1,15}$/.test(raw) ? Number(raw) : null;
 }
 
 function countCells(c: TherapistImportCounts | null): SafeHtml {
@@ -59,19 +52,26 @@ export const therapistImportRoutes: HttpRouteModule = {
   router({ ctx }) {
     const router = Router();
     const db = ctx.database.db;
+    // The run or file a request names (null for an id that is not a number or not there).
+    const runOf = (req: Request) => {
+      const id = idParam(req.params.id);
+      return id === null ? null : repo.getRun(db, id);
+    };
+    const fileOf = (req: Request) => {
+      const id = idParam(req.params.id);
+      return id === null ? null : repo.getFile(db, id);
+    };
 
     router.get('/api/runs', async (_req, res) => {
       res.json(await repo.listRuns(db, RUN_LIMIT));
     });
     router.get('/api/runs/:id', async (req, res) => {
-      const id = idParam(req.params.id);
-      const run = id === null ? null : await repo.getRun(db, id);
+      const run = await runOf(req);
       if (!run) return void res.status(404).json({ error: `no therapist import run ${req.params.id}` });
       res.json({ run, files: await repo.listFiles(db, { runId: run.id, limit: FILE_LIMIT }) });
     });
     router.get('/api/files/:id', async (req, res) => {
-      const id = idParam(req.params.id);
-      const file = id === null ? null : await repo.getFile(db, id);
+      const file = await fileOf(req);
       if (!file) return void res.status(404).json({ error: `no therapist import file ${req.params.id}` });
       res.json(file);
     });
@@ -92,17 +92,17 @@ ${runs.length
     });
 
     router.get('/runs/:id', async (req, res) => {
-      const id = idParam(req.params.id);
-      const run = id === null ? null : await repo.getRun(db, id);
+      const run = await runOf(req);
       if (!run) return notFound(res, `There is no therapist import run ${req.params.id}.`);
       const all = await repo.listFiles(db, { runId: run.id, limit: FILE_LIMIT });
       const statuses = Object.entries(run.fileStatusCounts).filter(([, n]) => n);
       // ?status=failed,partial: only those files (the ones staff look at in a run of hundreds).
       const wanted = typeof req.query.status === 'string' && req.query.status ? new Set(req.query.status.split(',')) : null;
       const files = wanted ? all.filter((f) => wanted.has(f.status)) : all;
-      const present = [...new Set(all.map((f) => f.status))].sort();
-      const filterLinks = html`<p class="muted">Show: ${wanted ? html`<a href="/therapist-imports/runs/${run.id}">all</a>` : html`<strong>all</strong>`}${present.map(
-        (st) => html` · ${wanted?.size === 1 && wanted.has(st) ? html`<strong>${st}</strong>` : html`<a href="/therapist-imports/runs/${run.id}?status=${st}">${st}</a>`} (${num(all.filter((f) => f.status === st).length)})`,
+      const perStatus = new Map<string, number>();
+      for (const f of all) perStatus.set(f.status, (perStatus.get(f.status) ?? 0) + 1);
+      const filterLinks = html`<p class="muted">Show: ${wanted ? html`<a href="/therapist-imports/runs/${run.id}">all</a>` : html`<strong>all</strong>`}${[...perStatus].sort().map(
+        ([st, n]) => html` · ${wanted?.size === 1 && wanted.has(st) ? html`<strong>${st}</strong>` : html`<a href="/therapist-imports/runs/${run.id}?status=${st}">${st}</a>`} (${num(n)})`,
       )}</p>`;
       const body = html`<p class="muted"><a href="/therapist-imports">Therapist imports</a> › run ${run.id}</p>
 <h1>Run ${run.id} <span class="muted">(${run.trigger}, ${run.state})</span></h1>
@@ -121,8 +121,7 @@ ${files.length
     });
 
     router.get('/files/:id', async (req, res) => {
-      const id = idParam(req.params.id);
-      const row = id === null ? null : await repo.getFile(db, id);
+      const row = await fileOf(req);
       if (!row) return notFound(res, `There is no therapist import file ${req.params.id}.`);
       const r = reportOf(row);
       const ext = (externalId: string | null | undefined) => (externalId ? html`<code>${externalId}</code>` : html`<span class="muted">none</span>`);
