@@ -8,6 +8,7 @@ import { openContext, type Component, type FleetContext } from '../../libs/runti
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { therapistImportJobId } from '../../libs/queues/index.js';
+import { metricValues } from '../../libs/testing/metrics.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
 import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
@@ -160,6 +161,9 @@ describe('scraper watcher', () => {
     expect(d!.subject).toContain('1 Datei(en) nicht übernommen (Name passt nicht)');
     expect(d!.text).toContain('Nicht übernommen: readme.txt');
     expect(d!.text).toContain('Übersprungen, weil ein neuerer Datumsordner dieselbe Postleitzahl enthält: 20250701/40002.json');
+    // Prometheus counts the same files (the skipped ones from the watcher, the rest from the worker).
+    expect(await metricValues(ctx.metrics.registry, 'fleet_therapist_import_files_total', 'status')).toEqual({ imported: 3, skipped: 2 });
+    expect(await metricValues(ctx.metrics.registry, 'fleet_therapist_import_therapists_total', 'outcome')).toEqual({ created: 6 });
   });
 
   it('does not read a half-written file until it is complete', async () => {
@@ -203,6 +207,7 @@ describe('scraper watcher', () => {
   });
 
   it('a file dropped while the watcher was stopped is imported when it starts again; a misfit is reported only once', async () => {
+    const skippedBefore = (await metricValues(ctx.metrics.registry, 'fleet_therapist_import_files_total', 'status')).skipped;
     await watcher.stop(5_000);
     await drop('40030.json', scraperFile(lines('40030', 2)), { ageMs: 60_000 });
     await drop('readme.txt', 'changed text', { ageMs: 60_000 });
@@ -214,6 +219,7 @@ describe('scraper watcher', () => {
     expect(row!.counts).toMatchObject({ created: 2 });
     const readme = await files('readme.txt');
     expect(readme).toHaveLength(1);
+    expect((await metricValues(ctx.metrics.registry, 'fleet_therapist_import_files_total', 'status')).skipped).toBe(skippedBefore);
     // reported once: it stays with its first run and is not listed in the new one
     expect(readme[0]!.run_id).not.toBe(row!.run_id);
   });

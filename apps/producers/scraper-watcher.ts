@@ -4,7 +4,7 @@ import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
-import { closeTherapistRun, enqueueFreshTherapistFiles, enqueueTherapistFile } from '../../workers/therapist-import/worker.js';
+import { closeTherapistRun, enqueueFreshTherapistFiles, enqueueTherapistFile, therapistImportMetrics } from '../../workers/therapist-import/worker.js';
 import { classifyDropPath } from './scraper-layout.js';
 
 /**
@@ -52,6 +52,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   const root = path.resolve(cfg.dropDir);
   const db = ctx.database.db;
   const log = ctx.log.child({ component: 'scraper-watcher' });
+  const metrics = therapistImportMetrics(ctx.metrics);
   let watcher: FSWatcher | null = null;
   let chain: Promise<void> = Promise.resolve();
   let runId: number | null = null;
@@ -85,7 +86,10 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     if (recorded.length === 0) return;
     const run = await runForNewFile();
     await repo.attachFilesToRun(db, recorded.map((r) => r.id), run);
-    for (const r of recorded) log[level]({ path: r.path, fileId: r.id, runId: run }, msg);
+    for (const r of recorded) {
+      log[level]({ path: r.path, fileId: r.id, runId: run }, msg);
+      metrics.fileFinished('skipped', null);
+    }
   }
 
   async function sealCurrentRun(): Promise<void> {

@@ -37,7 +37,7 @@ export function createMetrics() {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
-/** A gauge whose value is read when Prometheus scrapes (queue depth, outbox lag, ...). */
+/** A gauge whose value is read when Prometheus scrapes (queue depth, outbox lag, ...); absent when `collect` gives no rows. */
 export function collectedGauge(
   metrics: Metrics,
   name: string,
@@ -52,7 +52,10 @@ export function collectedGauge(
     registers: [metrics.registry],
     async collect() {
       this.reset();
-      for (const { labels, value } of await collect()) this.set(labels, value);
+      const rows = await collect();
+      // No rows: the gauge is absent from the scrape (unknown), not 0, also without labels.
+      if (rows.length === 0 && labelNames.length === 0) this.remove();
+      for (const { labels, value } of rows) this.set(labels, value);
     },
   });
 }

@@ -12,6 +12,7 @@ import { PermanentError } from '../../libs/errors/index.js';
 import type { NewEvent } from '../../libs/events/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
+import type { TherapistImportMetrics } from './metrics.js';
 import { planFile, type ExternalIdEntry, nameTombstoneKey } from './plan.js';
 import { assertCountsAddUp, countLines, emptyCounts, failuresOf, metadataDisagreements, mismatchesOf } from './report.js';
 import { renderRunSummary, summarizeRunFiles } from './run-summary.js';
@@ -73,6 +74,8 @@ export interface TherapistImportDeps {
   sendEmail(deliveryId: string): Promise<void>;
   /** The address of a run's report page, linked from its staff summary (none without DASHBOARD_URL). */
   runPageUrl?(runId: number): string;
+  /** Counts finished files and their therapists (Prometheus). */
+  metrics?: TherapistImportMetrics;
   clock: Clock;
   log: Logger;
 }
@@ -148,13 +151,16 @@ export async function processTherapistFile(
   const log = deps.log.child({ fileId: file.id, runId: file.runId });
 
   try {
-    return await importFile(file, deps, log, started, early ?? undefined);
+    const report = await importFile(file, deps, log, started, early ?? undefined);
+    deps.metrics?.fileFinished(report.status, report.counts);
+    return report;
   } catch (err) {
     if (!opts.isFinalAttempt) throw err;
     // Out of retries: record the failure so the run still closes and staff hear of it.
     const reason = `import failed after retries: ${(err as Error).message ?? String(err)}`;
-    await finishWithoutImport(file, deps, { status: 'failed', reason, fileErrors: [reason] }, started).catch((e: unknown) =>
-      log.error({ err: e }, 'could not record the failed therapist file'),
+    await finishWithoutImport(file, deps, { status: 'failed', reason, fileErrors: [reason] }, started).then(
+      (failed) => deps.metrics?.fileFinished(failed.status, failed.counts),
+      (e: unknown) => log.error({ err: e }, 'could not record the failed therapist file'),
     );
     throw err;
   }

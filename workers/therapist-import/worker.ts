@@ -15,11 +15,13 @@ import {
   type FileReport,
   type TherapistImportDeps,
 } from './process-therapist-file.js';
+import { registerTherapistImportGauges, therapistImportMetrics } from './metrics.js';
 import { postgresTherapistImportStore } from './store.js';
 
 export { formatShare, countWithShare, assertCountsAddUp, COUNT_LABELS, isOutcomeCount, outcomeKeys } from './report.js';
 export type { FileReport };
 export { reportOf };
+export { therapistImportMetrics };
 
 /** A tracked path as stored (relative to the drop folder) -> the file on disk. */
 export function resolveDropPath(dropDir: string, p: string): string {
@@ -36,6 +38,7 @@ export function therapistImportDeps(ctx: FleetContext): TherapistImportDeps {
     },
     clock: ctx.clock,
     log: ctx.log,
+    metrics: therapistImportMetrics(ctx.metrics),
     runPageUrl: ctx.config.http.dashboardUrl ? (runId) => `${ctx.config.http.dashboardUrl}/therapist-imports/runs/${runId}` : undefined,
   };
 }
@@ -162,5 +165,6 @@ export { repo as therapistImportRepo };
 
 /** The `therapist-import` role: the worker of the therapist-import queue. */
 export function therapistImportComponents(ctx: FleetContext): Component[] {
+  registerTherapistImportGauges(ctx);
   return [workerComponent(ctx, 'therapist-import', therapistImportHandlers(ctx))];
 }

@@ -173,6 +173,32 @@ export async function unfinishedFiles(db: DbOrTx): Promise<TherapistImportFileRo
     .orderBy(desc(therapistImportFiles.urgent), asc(therapistImportFiles.id));
 }
 
+/**
+ * What the import's gauges show (read when Prometheus scrapes): files waiting or being
+ * imported, the age of the oldest of them (a stuck import grows it), and when the watcher's
+ * last run closed (scraper files arrive weekly: a long gap means none came). Null: none.
+ */
+export async function importBacklog(db: DbOrTx, now: Date): Promise<{ queued: number; importing: number; oldestPendingAgeSeconds: number; lastWatcherRunClosedAt: Date | null }> {
+  const f = therapistImportFiles;
+  const r = therapistImportRuns;
+  const [row] = await db
+    .select({
+      queued: sql<number>`count(*) filter (where ${f.status} = 'queued')::int`,
+      importing: sql<number>`count(*) filter (where ${f.status} = 'importing')::int`,
+      oldest: sql<number | null>`extract(epoch from min(${f.discoveredAt}))::float8`,
+      lastClosed: sql<number | null>`(select extract(epoch from max(${r.closedAt}))::float8 from ${r} where ${r.trigger} = 'watcher')`,
+    })
+    .from(f)
+    .where(inArray(f.status, ['queued', 'importing']));
+  const oldest = row?.oldest != null ? new Date(row.oldest * 1000) : null;
+  return {
+    queued: row?.queued ?? 0,
+    importing: row?.importing ?? 0,
+    oldestPendingAgeSeconds: oldest ? Math.max(0, (now.getTime() - oldest.getTime()) / 1000) : 0,
+    lastWatcherRunClosedAt: row?.lastClosed != null ? new Date(row.lastClosed * 1000) : null,
+  };
+}
+
 export interface FileOutcome {
   status: Exclude<TherapistImportFileStatus, 'queued' | 'importing'>;
   reason: string | null;

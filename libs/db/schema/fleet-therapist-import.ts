@@ -112,6 +112,8 @@ export const therapistImportFiles = fleet.table(
     index('therapist_import_files_run_idx').on(t.runId, t.status),
     index('therapist_import_files_postcode_idx').on(t.postcode, t.dateFolder),
     index('therapist_import_files_discovered_idx').on(t.discoveredAt),
+    // Files waiting or being imported (the watcher's catch-up, the backlog gauges): few at any time.
+    index('therapist_import_files_pending_idx').on(t.discoveredAt).where(sql`${t.status} in ('queued', 'importing')`),
   ],
 );
 

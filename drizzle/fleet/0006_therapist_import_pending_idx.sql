@@ -1,0 +1,1 @@
+CREATE INDEX "therapist_import_files_pending_idx" ON "fleet"."therapist_import_files" USING btree ("discovered_at") WHERE "fleet"."therapist_import_files"."status" in ('queued', 'importing');

@@ -1,0 +1,103 @@
+import { Counter, type Registry } from 'prom-client';
+import type { TherapistImportCounts } from '../../libs/db/schema/fleet-therapist-import.js';
+import { importBacklog } from '../../libs/db/repositories/therapist-import.js';
+import { collectedGauge, type Metrics } from '../../libs/metrics/index.js';
+import type { FleetContext } from '../../libs/runtime/index.js';
+import { outcomeKeys } from './report.js';
+
+/**
+ * Prometheus metrics of the therapist import. Labels are file statuses and therapist outcomes
+ * only (never paths, postcodes or names).
+ *
+ * Counters (what this process finished): `fleet_therapist_import_files_total{status}` (imported,
+ * partial, failed, skipped) and `fleet_therapist_import_therapists_total{outcome}` (created,
+ * updated, unchanged, deactivated, skipped, failed). Gauges read from PostgreSQL at scrape
+ * time (the same in every process: aggregate with max; absent when PostgreSQL cannot be read): files queued and importing, the age of
+ * the oldest of them, and when the watcher's last run closed.
+ */
+export interface TherapistImportMetrics {
+  /** A file reached its final state (its report is stored). */
+  fileFinished(status: string, counts: TherapistImportCounts | null): void;
+}
+
+const byRegistry = new WeakMap<Registry, TherapistImportMetrics>();
+
+export function therapistImportMetrics(metrics: Metrics): TherapistImportMetrics {
+  let m = byRegistry.get(metrics.registry);
+  if (!m) {
+    const files = new Counter({
+      name: 'fleet_therapist_import_files_total',
+      help: 'Therapist files finished by this process, by final status (imported, partial, failed, skipped)',
+      labelNames: ['status'],
+      registers: [metrics.registry],
+    });
+    const therapists = new Counter({
+      name: 'fleet_therapist_import_therapists_total',
+      help: 'Therapists of the files finished by this process, by outcome (the outcomes of a file add up to its therapists)',
+      labelNames: ['outcome'],
+      registers: [metrics.registry],
+    });
+    m = {
+      fileFinished(status, counts) {
+        files.inc({ status });
+        if (!counts) return;
+        for (const outcome of outcomeKeys) if (counts[outcome] > 0) therapists.inc({ outcome }, counts[outcome]);
+      },
+    };
+    byRegistry.set(metrics.registry, m);
+  }
+  return m;
+}
+
+const BACKLOG_METRIC = 'fleet_therapist_import_pending_files';
+
+/** Registers the backlog gauges once per registry; one PostgreSQL read per scrape serves all three. */
+export function registerTherapistImportGauges(ctx: FleetContext): void {
+  if (ctx.metrics.registry.getSingleMetric(BACKLOG_METRIC)) return;
+  type Backlog = Awaited<ReturnType<typeof importBacklog>>;
+  // When PostgreSQL cannot be read the scrape still answers, without these gauges (the
+  // readiness check reports the database).
+  let inFlight: Promise<Backlog | null> | null = null;
+  const read = () => {
+    if (!inFlight) {
+      const p = importBacklog(ctx.database.db, ctx.clock.now()).catch((err: unknown) => {
+        ctx.log.warn({ err }, 'metrics: could not read the therapist import backlog');
+        return null;
+      });
+      inFlight = p;
+      const clear = () => {
+        if (inFlight === p) inFlight = null;
+      };
+      void p.then(clear);
+    }
+    return inFlight;
+  };
+  collectedGauge(ctx.metrics, BACKLOG_METRIC, 'Therapist files waiting for or in import, by status (queued, importing)', ['status'], async () => {
+    const b = await read();
+    if (!b) return [];
+    return [
+      { labels: { status: 'queued' }, value: b.queued },
+      { labels: { status: 'importing' }, value: b.importing },
+    ];
+  });
+  collectedGauge(
+    ctx.metrics,
+    'fleet_therapist_import_oldest_pending_seconds',
+    'Age of the oldest therapist file queued or importing, since the watcher found it (0 when none)',
+    [],
+    async () => {
+      const b = await read();
+      return b ? [{ labels: {}, value: b.oldestPendingAgeSeconds }] : [];
+    },
+  );
+  collectedGauge(
+    ctx.metrics,
+    'fleet_therapist_import_last_run_closed_timestamp_seconds',
+    "Unix time the scraper watcher's last import run closed (absent before the first)",
+    [],
+    async () => {
+      const at = (await read())?.lastWatcherRunClosedAt;
+      return at ? [{ labels: {}, value: at.getTime() / 1000 }] : [];
+    },
+  );
+}
