@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { FileKeeper, ImportRow } from './ports.js';
 
@@ -94,5 +94,12 @@ export async function writeDurably(dir: string, name: string, bytes: Buffer): Pr
 
 /** Durable local copies in one folder (BACKUP_DIR or FAILED_DIR). */
 export function folderKeeper(dir: string): FileKeeper {
-  return { save: (row, bytes) => writeDurably(dir, safeFileName(row), bytes) };
+  return {
+    save: (row, bytes) => writeDurably(dir, safeFileName(row), bytes),
+    read: (savedPath) =>
+      readFile(savedPath).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return null;
+        throw err;
+      }),
+  };
 }

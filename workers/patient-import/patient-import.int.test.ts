@@ -212,6 +212,41 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect(h.standIn.getObject(BUCKET, first.name)).toBeUndefined();
   });
 
+  it('object replaced before its download: that generation is `replaced` (no failure, no email, no dead letter), the new one is imported', async () => {
+    const reg = plainRegistration({ token: 'cd34ef567890ab12' });
+    const first = await upload(h, reg);
+    const replacement = plainRegistration({ token: 'cd34ef567890ab12', patch: (r) => ((r.patient_data as Row).telefon = '+49 170 111') });
+    let newGeneration = '';
+    h.standIn.before('download', (_req, s) => {
+      newGeneration = s.putObject(BUCKET, first.name, fileBytes(replacement)).generation;
+    });
+    const one = await settled(h, first.name, first.generation, ['replaced', 'failed', 'deleted']);
+    expect(one).toMatchObject({ status: 'replaced', patient_id: null, error_code: null, failed_path: null, backup_path: null });
+    expect(one.reason).toBe(`replaced in the bucket by generation ${newGeneration} before it was downloaded; that upload is imported on its own`);
+    const two = await settled(h, first.name, newGeneration);
+    expect(two).toMatchObject({ status: 'deleted', duplicate_kind: null });
+    const [patient] = await database.sql`select telefon from patient_service.patienten where id = ${two.patient_id as number}`;
+    expect(patient!.telefon).toBe('+49 170 111');
+    expect(await deliveriesOf(`patient-import.%.ledger.${one.id}`)).toHaveLength(0);
+    expect((await listDeadLetters(h.ctx.queues, { queue: 'patient-import' })).some((d) => (d.data as Row).ledgerId === Number(one.id))).toBe(false);
+  });
+
+  it('object deleted by someone else before its download: failed for staff, with a reason that says so', async () => {
+    const gone = await upload(h, plainRegistration({ token: 'ef567890ab12cd34' }));
+    h.standIn.before('download', (_req, s) => void s.removeObject(BUCKET, gone.name));
+    const row = await settled(h, gone.name, gone.generation);
+    expect(row).toMatchObject({ status: 'failed', error_code: 'object_not_found', attempts: 1, failed_path: null });
+    expect(row.reason).toBe(
+      `ledger ${row.id}: generation ${gone.generation} is no longer in the bucket and no other upload of that name is: deleted before the fleet downloaded it (not by the fleet); ask for the registration to be uploaded again`,
+    );
+    const mails = await until(async () => {
+      const m = await deliveriesOf(`patient-import.%.ledger.${row.id}`);
+      return m.length ? m : undefined;
+    });
+    expect(mails).toHaveLength(1);
+    expect(mails[0]!.text).toContain('no longer in the bucket');
+  });
+
   it('a listing error is an error, never an empty bucket: the poll job fails, is counted and retried', async () => {
     const listed = await upload(h, plainRegistration());
     h.standIn.fail({ kind: 'list', mode: { status: 503 }, times: 1 });

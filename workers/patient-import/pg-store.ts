@@ -4,6 +4,7 @@ import { queueDelivery } from '../../libs/db/repositories/deliveries.js';
 import {
   markImportBackedUp,
   markImportFinished,
+  markImportReplaced,
   runImportTransaction,
   startImportAttempt,
   updateLedgerRow,
@@ -86,6 +87,7 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
       const at = clock.now();
       await markImportFinished(db, id, status, deleteOutcome, deleteOutcome === 'deleted' || deleteOutcome === 'not_found' ? at : null);
     },
+    markReplaced: (id, reason) => markImportReplaced(db, id, reason, clock.now()),
   };
 }
 

@@ -66,18 +66,24 @@ export interface ImportStore {
   /** Ledger row failed + one failure email (idempotency key per ledger row), one transaction. */
   markFailed(input: FailInput): Promise<{ deliveryId: string; created: boolean }>;
   markFinished(ledgerId: number, status: 'deleted' | 'superseded' | 'done', deleteOutcome: DeleteOutcome | 'kept'): Promise<void>;
+  /** Not imported: the bucket object was replaced by a newer upload before this generation was downloaded (final). */
+  markReplaced(ledgerId: number, reason: string): Promise<void>;
 }
 
 /** Where a row's bytes come from and how its object is deleted. */
 export interface ImportSource {
-  /** The bytes of the row's generation; throws PermanentError `object_missing` when it is gone. */
+  /** The bytes of the row's generation; throws PermanentError `object_not_found` when it is gone. */
   download(row: ImportRow): Promise<Buffer>;
+  /** The generation the source holds now under the row's name (null: none), asked when the row's own is gone. */
+  currentGeneration(row: ImportRow): Promise<string | null>;
   delete(row: ImportRow): Promise<DeleteOutcome | 'kept'>;
 }
 
 /** Durable local copies (write, fsync, rename, fsync dir). */
 export interface FileKeeper {
   save(row: ImportRow, bytes: Buffer): Promise<string>;
+  /** A copy saved before (by its path), or null when it is not there. */
+  read(savedPath: string): Promise<Buffer | null>;
 }
 
 export interface ImportDeps {

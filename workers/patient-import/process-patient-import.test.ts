@@ -15,7 +15,7 @@ function setup(doc: unknown, name = objectNameFor(doc as Record<string, unknown>
     md5Hash: createHash('md5').update(bytes).digest('base64'), status: 'received', attempts: 0,
     patientId: null, duplicateOfPatientId: null, backupPath: null, failedPath: null, receivedAt: new Date(),
   };
-  const state = { patients: [] as CommitInput[], mails: new Set<string>(), sent: [] as string[], objects: new Map([[name, bytes]]), backups: new Map<string, Buffer>(), failed: new Map<string, Buffer>(), failures: [] as string[] };
+  const state = { patients: [] as CommitInput[], mails: new Set<string>(), sent: [] as string[], objects: new Map([[name, bytes]]), backups: new Map<string, Buffer>(), failed: new Map<string, Buffer>(), failures: [] as string[], replacedReasons: [] as string[], current: new Map<string, string>([[name, '7']]) };
   const store: ImportStore = {
     startAttempt: async () => {
       row.attempts++;
@@ -43,6 +43,10 @@ function setup(doc: unknown, name = objectNameFor(doc as Record<string, unknown>
       return { deliveryId: 'failed', created };
     },
     markFinished: async (_id, status) => void (row.status = status),
+    markReplaced: async (_id, reason) => {
+      row.status = 'replaced';
+      state.replacedReasons.push(reason);
+    },
   };
   let failDeletes = 0;
   const deps: ImportDeps = {
@@ -50,16 +54,22 @@ function setup(doc: unknown, name = objectNameFor(doc as Record<string, unknown>
     source: {
       download: async (r) => {
         const b = state.objects.get(r.objectName);
-        if (!b) throw new PermanentError('object_not_found', 'object generation not found');
+        if (!b || state.current.get(r.objectName) !== r.generation) throw new PermanentError('object_not_found', 'object generation not found');
         return b;
       },
+      currentGeneration: async (r) => state.current.get(r.objectName) ?? null,
       delete: async (r) => {
         if (failDeletes-- > 0) throw new Error('storage unavailable');
+        // Like the bucket: only this generation is deleted.
+        const current = state.current.get(r.objectName);
+        if (current === undefined) return 'not_found';
+        if (current !== r.generation) return 'precondition_failed';
+        state.current.delete(r.objectName);
         return state.objects.delete(r.objectName) ? 'deleted' : 'not_found';
       },
     },
-    backups: { save: async (r, b) => (state.backups.set(`${r.id}`, b), `/backup/${r.id}`) },
-    failed: { save: async (r, b) => (state.failed.set(`${r.id}`, b), `/failed/${r.id}`) },
+    backups: { save: async (r, b) => (state.backups.set(`/backup/${r.id}`, b), `/backup/${r.id}`), read: async (p) => state.backups.get(p) ?? null },
+    failed: { save: async (r, b) => (state.failed.set(`${r.id}`, b), `/failed/${r.id}`), read: async () => null },
     sendMail: async (id) => void state.sent.push(id),
     signing: { environment: 'production' },
     staffImportEmails: true,
@@ -122,5 +132,56 @@ describe('processPatientImport (in-memory ports)', () => {
     await expect(processPatientImport(1, t.deps, { finalAttempt: true })).rejects.toThrow('connection refused');
     expect(t.row.status).toBe('failed');
     expect(t.state.failures[0]).toMatch(/^ledger 1: gave up after 1 attempts: connection refused/);
+  });
+
+  it('a generation replaced by a newer upload before its download is not imported and no failure: replaced, no email, the newer upload left alone', async () => {
+    const t = setup(plainRegistration());
+    t.state.current.set(t.row.objectName, '8');
+    expect(await processPatientImport(1, t.deps)).toEqual({ outcome: 'replaced', ledgerId: 1, status: 'replaced' });
+    expect(t.row.status).toBe('replaced');
+    expect(t.state.replacedReasons).toEqual(['replaced in the bucket by generation 8 before it was downloaded; that upload is imported on its own']);
+    expect(t.state).toMatchObject({ patients: [], sent: [], failures: [] });
+    expect(t.state.objects.size).toBe(1);
+    expect(await processPatientImport(1, t.deps)).toMatchObject({ outcome: 'already-final', status: 'replaced' });
+  });
+
+  it('a generation deleted by someone else before its download fails for staff with a reason that says so', async () => {
+    const t = setup(plainRegistration());
+    t.state.current.clear();
+    t.state.objects.clear();
+    await expect(processPatientImport(1, t.deps)).rejects.toMatchObject({ code: 'object_not_found' });
+    expect(t.row.status).toBe('failed');
+    expect(t.state.failures[0]).toBe(
+      'ledger 1: generation 7 is no longer in the bucket and no other upload of that name is: deleted before the fleet downloaded it (not by the fleet); ask for the registration to be uploaded again',
+    );
+    expect(t.state.sent).toEqual(['failed']);
+  });
+
+  it('a generation the bucket lists but does not serve is retried, not failed', async () => {
+    const t = setup(plainRegistration());
+    t.state.objects.clear(); // still listed as generation 7
+    await expect(processPatientImport(1, t.deps)).rejects.toThrow('ledger 1: the bucket has generation 7 but did not serve it');
+    expect(t.row.status).toBe('received');
+    expect(t.state.sent).toEqual([]);
+  });
+
+  it('a retry of a backed-up row whose generation is gone from the bucket imports its durable copy', async () => {
+    const doc = plainRegistration();
+    const t = setup(doc);
+    const commit = t.deps.store.commit;
+    t.deps.store.commit = async (input) => {
+      await t.deps.store.markBackedUp(1, input.backedUp!);
+      throw new Error('connection reset');
+    };
+    await expect(processPatientImport(1, t.deps)).rejects.toThrow('connection reset');
+    expect(t.row.status).toBe('backed_up');
+    t.deps.store.commit = commit;
+    // Meanwhile the bucket object was replaced by a newer upload.
+    t.state.current.set(t.row.objectName, '8');
+    t.state.objects.set(t.row.objectName, Buffer.from('{"newer": true}'));
+    expect(await processPatientImport(1, t.deps)).toMatchObject({ outcome: 'imported', status: 'superseded' });
+    expect(t.state.patients).toHaveLength(1);
+    expect(t.state.patients[0]!.registrationToken).toBe((doc as { registration_token: string }).registration_token);
+    expect(t.state.objects.size).toBe(1); // the newer upload is not deleted
   });
 });

@@ -9,9 +9,10 @@ import { failedMail, importedMail } from './staff-mails.js';
 
 export type ImportResult =
   | { outcome: 'imported' | 'duplicate'; ledgerId: number; patientId: number; status: 'deleted' | 'superseded' | 'done'; duplicateKind?: string; possibleDuplicateOf?: number | null }
+  | { outcome: 'replaced'; ledgerId: number; status: 'replaced' }
   | { outcome: 'already-final'; ledgerId: number; status: string };
 
-const FINAL = new Set(['deleted', 'superseded', 'done', 'discarded']);
+const FINAL = new Set(['deleted', 'superseded', 'done', 'discarded', 'replaced']);
 const ORDER = ['received', 'downloaded', 'backed_up'];
 
 function md5Base64(bytes: Buffer): string {
@@ -36,7 +37,9 @@ export async function processPatientImport(
   let bytes: Buffer | null = null;
   try {
     if (row.status === 'imported' || row.status === 'duplicate') return await finish(row, deps);
-    bytes = await download(row, deps);
+    const got = await download(row, deps);
+    if ('replacedBy' in got) return await replaced(row, got.replacedBy, deps);
+    bytes = got;
     const backupPath = await deps.backups.save(row, bytes);
     const backedUp =
       ORDER.indexOf(row.status) < 2 || row.backupPath !== backupPath
@@ -71,12 +74,49 @@ export async function processPatientImport(
   }
 }
 
-async function download(row: ImportRow, deps: ImportDeps): Promise<Buffer> {
-  const bytes = await deps.source.download(row);
+/**
+ * The bytes of the row's generation, checksum verified. When the bucket no longer has that
+ * generation: the durable copy of a row backed up before (a retry), else `replacedBy` when a
+ * newer upload of the same name took its place (not imported: the newer upload is a row of its
+ * own), else a permanent failure (someone else deleted it before the fleet downloaded it).
+ */
+async function download(row: ImportRow, deps: ImportDeps): Promise<Buffer | { replacedBy: string }> {
+  let bytes: Buffer;
+  try {
+    bytes = await deps.source.download(row);
+  } catch (err) {
+    if (!(err instanceof PermanentError && err.code === 'object_not_found')) throw err;
+    return gone(row, deps);
+  }
   if (row.md5Hash && md5Base64(bytes) !== row.md5Hash) {
     throw new Error(`ledger ${row.id}: downloaded bytes do not match the listed md5 checksum`);
   }
   return bytes;
+}
+
+async function gone(row: ImportRow, deps: ImportDeps): Promise<Buffer | { replacedBy: string }> {
+  if (row.status === 'backed_up' && row.backupPath) {
+    const copy = await deps.backups.read(row.backupPath);
+    if (copy && (!row.md5Hash || md5Base64(copy) === row.md5Hash)) {
+      deps.log.info({ ledgerId: row.id }, 'registration generation gone from the bucket: importing its durable copy');
+      return copy;
+    }
+  }
+  const current = await deps.source.currentGeneration(row);
+  // Listed but not served: a storage hiccup, retried.
+  if (current === row.generation) throw new Error(`ledger ${row.id}: the bucket has generation ${row.generation} but did not serve it`);
+  if (current !== null) return { replacedBy: current };
+  throw new PermanentError(
+    'object_not_found',
+    `ledger ${row.id}: generation ${row.generation} is no longer in the bucket and no other upload of that name is: deleted before the fleet downloaded it (not by the fleet); ask for the registration to be uploaded again`,
+  );
+}
+
+/** A generation replaced before its download: final, no staff email (the newer upload is imported and reported on its own). */
+async function replaced(row: ImportRow, replacedBy: string, deps: ImportDeps): Promise<ImportResult> {
+  await deps.store.markReplaced(row.id, `replaced in the bucket by generation ${replacedBy} before it was downloaded; that upload is imported on its own`);
+  deps.log.info({ ledgerId: row.id }, 'registration file replaced by a newer upload before its download: not imported');
+  return { outcome: 'replaced', ledgerId: row.id, status: 'replaced' };
 }
 
 function validate(row: ImportRow, bytes: Buffer, deps: ImportDeps) {

@@ -39,6 +39,7 @@ function bucketSource(bucket: BucketPort): ImportSource {
       }
       return bucket.download(row.objectName, row.generation, row.md5Hash ? { md5Hash: row.md5Hash } : {});
     },
+    currentGeneration: async (row) => (await bucket.stat(row.objectName))?.generation ?? null,
     delete: (row) => (row.source === 'bucket' ? bucket.deleteGeneration(row.objectName, row.generation) : Promise.resolve('kept' as const)),
   };
 }
@@ -180,7 +181,7 @@ export async function importLocalFile(ctx: FleetContext, filePath: string): Prom
   const row = await findLedgerByObject(db, base.bucket, objectName, generation);
   if (!row) throw new Error('the ledger row of the local file was not recorded');
   if (row.status === 'failed') await reopenFailedLedgerRow(db, row.id);
-  const source: ImportSource = { download: async () => bytes, delete: async () => 'kept' };
+  const source: ImportSource = { download: async () => bytes, currentGeneration: async () => generation, delete: async () => 'kept' };
   try {
     const result = await processPatientImport(row.id, importDeps(ctx, source, {}));
     return { ledgerId: row.id, ok: true, result };

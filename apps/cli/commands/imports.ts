@@ -26,7 +26,7 @@ function patientSummary(r: LedgerRow) {
     received: iso(r.receivedAt),
     attempts: r.attempts,
     patient: r.patientId ?? (r.duplicateOfPatientId ? `dup of ${r.duplicateOfPatientId}` : null),
-    note: r.status === 'failed' || r.status === 'discarded' ? `${r.errorCode ?? ''}: ${r.reason ?? ''}` : r.possibleDuplicateOfPatientId ? `possible duplicate of patient ${r.possibleDuplicateOfPatientId}` : r.duplicateKind ? `duplicate (${r.duplicateKind})` : '',
+    note: r.status === 'failed' || r.status === 'discarded' ? `${r.errorCode ?? ''}: ${r.reason ?? ''}` : r.status === 'replaced' ? (r.reason ?? '') : r.possibleDuplicateOfPatientId ? `possible duplicate of patient ${r.possibleDuplicateOfPatientId}` : r.duplicateKind ? `duplicate (${r.duplicateKind})` : '',
   };
 }
 
@@ -170,7 +170,9 @@ export function registerImports(program: Command): void {
       if (opts.json) printJson(outcome);
       else if (outcome.ok && outcome.result?.outcome === 'already-final') {
         process.stdout.write(`already imported earlier: import record ${outcome.ledgerId} (status ${outcome.result.status}); nothing done\n`);
-      } else if (outcome.ok && outcome.result && outcome.result.outcome !== 'already-final') {
+      } else if (outcome.ok && outcome.result?.outcome === 'replaced') {
+        process.stdout.write(`not imported: replaced by a newer upload of the same name (import record ${outcome.ledgerId})\n`);
+      } else if (outcome.ok && outcome.result && (outcome.result.outcome === 'imported' || outcome.result.outcome === 'duplicate')) {
         const r = outcome.result;
         process.stdout.write(
           r.outcome === 'imported'

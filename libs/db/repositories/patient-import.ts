@@ -282,6 +282,12 @@ export async function markImportFinished(db: Db, id: number, status: PatientImpo
   if (!r.count) throw new Error(`ledger row ${id} does not exist`);
 }
 
+/** A generation replaced in the bucket before it was downloaded: final, never imported (`reason` says by which generation). */
+export async function markImportReplaced(db: Db, id: number, reason: string, at: Date): Promise<void> {
+  const r = await clientOf(db).unsafe(`update ${LEDGER} set status = 'replaced', reason = $2, updated_at = $3::timestamptz where id = $1 and status in ('received', 'downloaded', 'backed_up')`, [id, reason, at.toISOString()]);
+  if (!r.count) throw new Error(`ledger row ${id} is not waiting for its import`);
+}
+
 /** What the import transaction finds, under the advisory locks of its keys. */
 export interface ImportLookup {
   /** The ledger row now (null: no such row). */

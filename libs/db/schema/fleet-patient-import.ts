@@ -7,12 +7,14 @@ const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' 
 /**
  * The life story of one registration file. `received` -> `downloaded` -> `backed_up` ->
  * `imported` | `duplicate` (committed) -> `deleted` | `superseded` | `done` (final), or
- * `failed` (waits for an operator) -> `discarded`.
+ * `failed` (waits for an operator) -> `discarded`, or `replaced` (final, never imported).
  *
  * - deleted: the imported generation was deleted from the bucket.
  * - superseded: imported, but the bucket object had been replaced by a newer upload before
  *   the delete (that upload is a ledger row of its own); nothing was deleted.
  * - done: a local file imported with `fleet import patient-file` (nothing to delete).
+ * - replaced: not imported: the bucket object was replaced by a newer upload of the same name
+ *   before this generation was downloaded (the newer upload is a ledger row of its own).
  */
 export const patientImportStatuses = [
   'received',
@@ -25,12 +27,13 @@ export const patientImportStatuses = [
   'done',
   'failed',
   'discarded',
+  'replaced',
 ] as const;
 export type PatientImportStatus = (typeof patientImportStatuses)[number];
 
 /** Statuses a job still has work to do for (crash recovery re-enqueues these). */
 export const patientImportOpenStatuses = ['received', 'downloaded', 'backed_up', 'imported', 'duplicate'] as const;
-export const patientImportFinalStatuses = ['deleted', 'superseded', 'done', 'discarded'] as const;
+export const patientImportFinalStatuses = ['deleted', 'superseded', 'done', 'discarded', 'replaced'] as const;
 
 /**
  * One row per (bucket, object, generation): a re-upload is a new row. Object names contain
