@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import { collectedGauge } from '../../libs/metrics/index.js';
+import { collectedGauge, scrapeRead } from '../../libs/metrics/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 
 export const QUEUE_DEPTH_METRIC = 'fleet_queue_jobs';
@@ -16,42 +16,29 @@ export function registerQueueDepth(ctx: FleetContext): void {
   const registry = ctx.metrics.registry;
   if (registry.getSingleMetric(QUEUE_DEPTH_METRIC)) return;
 
-  type Depth = { ok: boolean; rows: Array<{ labels: Record<string, string>; value: number }> };
-  // Both gauges below are collected in the same scrape (prom-client starts every collect in
-  // the same tick): they share one read of Redis, forgotten as soon as it settles.
-  let inFlight: Promise<Depth> | null = null;
-  const read = (): Promise<Depth> => {
-    if (inFlight) return inFlight;
-    const promise = (async (): Promise<Depth> => {
-      try {
-        const perQueue = await Promise.all(
-          ctx.queues.allQueues().map(async ({ name, queue }) => {
-            const counts = await queue.getJobCounts(...QUEUE_STATES);
-            return QUEUE_STATES.map((state) => ({ labels: { queue: name, state }, value: counts[state] ?? 0 }));
-          }),
-        );
-        return { ok: true, rows: perQueue.flat() };
-      } catch (err) {
-        ctx.log.warn({ err }, 'metrics: could not read queue depth from redis');
-        return { ok: false, rows: [] };
-      }
-    })();
-    inFlight = promise;
-    void promise.finally(() => {
-      if (inFlight === promise) inFlight = null;
-    });
-    return promise;
-  };
+  // Both gauges below share one read of Redis per scrape.
+  const read = scrapeRead(
+    async () => {
+      const perQueue = await Promise.all(
+        ctx.queues.allQueues().map(async ({ name, queue }) => {
+          const counts = await queue.getJobCounts(...QUEUE_STATES);
+          return QUEUE_STATES.map((state) => ({ labels: { queue: name, state }, value: counts[state] ?? 0 }));
+        }),
+      );
+      return perQueue.flat();
+    },
+    (err) => ctx.log.warn({ err }, 'metrics: could not read queue depth from redis'),
+  );
 
   collectedGauge(
     ctx.metrics,
     QUEUE_DEPTH_METRIC,
     'Jobs per queue and state (dead-letter queues end in -dlq), read from Redis at scrape time',
     ['queue', 'state'],
-    async () => (await read()).rows,
+    async () => (await read()) ?? [],
   );
   collectedGauge(ctx.metrics, 'fleet_queue_depth_scrape_ok', '1 when reading the queue depth from Redis succeeded in this scrape, else 0', [], async () => [
-    { labels: {}, value: (await read()).ok ? 1 : 0 },
+    { labels: {}, value: (await read()) ? 1 : 0 },
   ]);
 }
 

@@ -37,6 +37,29 @@ export function createMetrics() {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
+/**
+ * One read shared by the gauges of a scrape (prom-client starts every collect in the same
+ * tick): a call while a read is in flight gets its promise, a settled read is not reused. A
+ * read that fails is reported to `onError` and gives null, so the scrape still answers and
+ * the gauges built on it are left out of it.
+ */
+export function scrapeRead<T>(read: () => Promise<T>, onError: (err: unknown) => void): () => Promise<T | null> {
+  let inFlight: Promise<T | null> | null = null;
+  return () => {
+    if (!inFlight) {
+      const p = read().catch((err: unknown) => {
+        onError(err);
+        return null;
+      });
+      inFlight = p;
+      void p.then(() => {
+        if (inFlight === p) inFlight = null;
+      });
+    }
+    return inFlight;
+  };
+}
+
 /** A gauge whose value is read when Prometheus scrapes (queue depth, outbox lag, ...); absent when `collect` gives no rows. */
 export function collectedGauge(
   metrics: Metrics,

@@ -1,7 +1,7 @@
 import { Counter, Gauge } from 'prom-client';
 import { acquireRelayLease, outboxBacklog, prunePublished } from '../../libs/db/repositories/outbox-relay.js';
 import { kafkajsPublisher, type EventPublisher } from '../../libs/events/kafka.js';
-import { collectedGauge } from '../../libs/metrics/index.js';
+import { collectedGauge, scrapeRead } from '../../libs/metrics/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import { createOutboxRelay, type RelayRole } from './relay.js';
 
@@ -19,23 +19,20 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
         ? kafkajsPublisher({ ...config.kafka, brokers: config.kafka.brokers }, log)
         : null;
 
-  // Lag figures are read from PostgreSQL when Prometheus scrapes: one query per scrape,
-  // shared by both gauges (a read in flight is reused, a finished one is not).
-  let backlog: Promise<{ unpublished: number; oldestAgeSeconds: number }> | null = null;
-  const readBacklog = () => {
-    if (!backlog) {
-      backlog = outboxBacklog(database, clock.now());
-      const clear = () => (backlog = null);
-      backlog.then(clear, clear);
-    }
-    return backlog;
-  };
-  collectedGauge(metrics, 'fleet_outbox_lag_seconds', 'Age of the oldest unpublished outbox event in seconds (0 when none wait)', [], async () => [
-    { labels: {}, value: (await readBacklog()).oldestAgeSeconds },
-  ]);
-  collectedGauge(metrics, 'fleet_outbox_unpublished', 'Outbox events not yet published to Kafka', [], async () => [
-    { labels: {}, value: (await readBacklog()).unpublished },
-  ]);
+  // Lag figures are read from PostgreSQL when Prometheus scrapes: one query per scrape, shared
+  // by both gauges; while PostgreSQL cannot be read they are left out (the scrape still answers).
+  const readBacklog = scrapeRead(
+    () => outboxBacklog(database, clock.now()),
+    (err) => log.warn({ err }, 'metrics: could not read the outbox backlog'),
+  );
+  collectedGauge(metrics, 'fleet_outbox_lag_seconds', 'Age of the oldest unpublished outbox event in seconds (0 when none wait)', [], async () => {
+    const b = await readBacklog();
+    return b ? [{ labels: {}, value: b.oldestAgeSeconds }] : [];
+  });
+  collectedGauge(metrics, 'fleet_outbox_unpublished', 'Outbox events not yet published to Kafka', [], async () => {
+    const b = await readBacklog();
+    return b ? [{ labels: {}, value: b.unpublished }] : [];
+  });
   const published = new Counter({
     name: 'fleet_outbox_published_total',
     help: 'Outbox events published to Kafka by this process',

@@ -1,7 +1,7 @@
 import { Counter, type Registry } from 'prom-client';
 import type { TherapistImportCounts } from '../../libs/db/schema/fleet-therapist-import.js';
 import { importBacklog } from '../../libs/db/repositories/therapist-import.js';
-import { collectedGauge, type Metrics } from '../../libs/metrics/index.js';
+import { collectedGauge, scrapeRead, type Metrics } from '../../libs/metrics/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { outcomeKeys } from './report.js';
 
@@ -54,24 +54,12 @@ const BACKLOG_METRIC = 'fleet_therapist_import_pending_files';
 /** Registers the backlog gauges once per registry; one PostgreSQL read per scrape serves all three. */
 export function registerTherapistImportGauges(ctx: FleetContext): void {
   if (ctx.metrics.registry.getSingleMetric(BACKLOG_METRIC)) return;
-  type Backlog = Awaited<ReturnType<typeof importBacklog>>;
   // When PostgreSQL cannot be read the scrape still answers, without these gauges (the
   // readiness check reports the database).
-  let inFlight: Promise<Backlog | null> | null = null;
-  const read = () => {
-    if (!inFlight) {
-      const p = importBacklog(ctx.database.db, ctx.clock.now()).catch((err: unknown) => {
-        ctx.log.warn({ err }, 'metrics: could not read the therapist import backlog');
-        return null;
-      });
-      inFlight = p;
-      const clear = () => {
-        if (inFlight === p) inFlight = null;
-      };
-      void p.then(clear);
-    }
-    return inFlight;
-  };
+  const read = scrapeRead(
+    () => importBacklog(ctx.database.db, ctx.clock.now()),
+    (err) => ctx.log.warn({ err }, 'metrics: could not read the therapist import backlog'),
+  );
   collectedGauge(ctx.metrics, BACKLOG_METRIC, 'Therapist files waiting for or in import, by status (queued, importing)', ['status'], async () => {
     const b = await read();
     if (!b) return [];

@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest';
+import { collectedGauge, createMetrics, scrapeRead } from './index.js';
+
+describe('scrapeRead', () => {
+  it('shares a read in flight, reads again once it settled, and turns a failure into null', async () => {
+    let reads = 0;
+    let fail = false;
+    const errors: unknown[] = [];
+    const read = scrapeRead(
+      async () => {
+        reads++;
+        await new Promise((r) => setTimeout(r, 5));
+        if (fail) throw new Error('database down');
+        return reads;
+      },
+      (err) => errors.push(err),
+    );
+    expect(await Promise.all([read(), read(), read()])).toEqual([1, 1, 1]);
+    expect(await read()).toBe(2);
+    fail = true;
+    expect(await Promise.all([read(), read()])).toEqual([null, null]);
+    expect(errors).toHaveLength(1);
+    fail = false;
+    expect(await read()).toBe(4);
+  });
+});
+
+describe('collectedGauge', () => {
+  it('is left out of the scrape when its read gives no rows, also without labels (not 0)', async () => {
+    const metrics = createMetrics();
+    let value: number | null = 7;
+    collectedGauge(metrics, 'fleet_test_value', 'a test gauge', [], async () => (value === null ? [] : [{ labels: {}, value }]));
+    expect(await metrics.registry.metrics()).toMatch(/^fleet_test_value 7$/m);
+    value = null;
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('# TYPE fleet_test_value gauge');
+    expect(text).not.toMatch(/^fleet_test_value /m);
+  });
+});
