@@ -38,6 +38,22 @@ export function createMetrics() {
 export type Metrics = ReturnType<typeof createMetrics>;
 
 /**
+ * A feature's metrics, made once per registry (prom-client refuses a metric name twice): every
+ * later call with the same registry gets what the first one built.
+ */
+export function oncePerRegistry<T>(build: (registry: Registry) => T): (registry: Registry) => T {
+  const made = new WeakMap<Registry, T>();
+  return (registry) => {
+    let m = made.get(registry);
+    if (m === undefined) {
+      m = build(registry);
+      made.set(registry, m);
+    }
+    return m;
+  };
+}
+
+/**
  * One read shared by the gauges of a scrape (prom-client starts every collect in the same
  * tick): a call while a read is in flight gets its promise, a settled read is not reused. A
  * read that fails is reported to `onError` and gives null, so the scrape still answers and

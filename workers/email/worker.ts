@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Counter, type Registry } from 'prom-client';
+import { Counter } from 'prom-client';
 import type { DeliveryRow } from '../../libs/db/repositories/deliveries.js';
 import {
   beginDeliveryAttempt,
@@ -12,6 +12,7 @@ import {
   resetFailedDelivery,
 } from '../../libs/db/repositories/deliveries.js';
 import { createMailDriver, type MailDriver, type StillWantedChecks } from '../../libs/mail/index.js';
+import { oncePerRegistry } from '../../libs/metrics/index.js';
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
 import { addDeadLetter, catalog, jobIdFor, redisRateLimiter, type Handlers, type RateLimiter } from '../../libs/queues/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
@@ -36,17 +37,11 @@ const DISCARD_MAX_WAITING = 2_000;
 /** Longest wait list on which the sweep checks pending deliveries' jobs one by one. */
 const SWEEP_MAX_WAITING = 5_000;
 
-const metricsByRegistry = new WeakMap<Registry, EmailMetrics>();
-function emailMetrics(registry: Registry): EmailMetrics {
-  let m = metricsByRegistry.get(registry);
-  if (!m) {
-    const requests = new Counter({ name: 'fleet_email_requests_total', help: 'Provider requests by outcome', labelNames: ['outcome'], registers: [registry] });
-    const deliveries = new Counter({ name: 'fleet_email_deliveries_total', help: 'Deliveries finished, by status', labelNames: ['status'], registers: [registry] });
-    m = { requests: (outcome) => requests.inc({ outcome }), deliveries: (status, n) => deliveries.inc({ status }, n) };
-    metricsByRegistry.set(registry, m);
-  }
-  return m;
-}
+const emailMetrics = oncePerRegistry((registry): EmailMetrics => {
+  const requests = new Counter({ name: 'fleet_email_requests_total', help: 'Provider requests by outcome', labelNames: ['outcome'], registers: [registry] });
+  const deliveries = new Counter({ name: 'fleet_email_deliveries_total', help: 'Deliveries finished, by status', labelNames: ['status'], registers: [registry] });
+  return { requests: (outcome) => requests.inc({ outcome }), deliveries: (status, n) => deliveries.inc({ status }, n) };
+});
 
 function deliveryStore(ctx: FleetContext, opts: EmailOptions): DeliveryStore {
   const db = ctx.database.db;

@@ -1,7 +1,7 @@
-import { Counter, type Registry } from 'prom-client';
+import { Counter } from 'prom-client';
 import type { TherapistImportCounts } from '../../libs/db/schema/fleet-therapist-import.js';
 import { importBacklog } from '../../libs/db/repositories/therapist-import.js';
-import { collectedGauge, scrapeRead, type Metrics } from '../../libs/metrics/index.js';
+import { collectedGauge, oncePerRegistry, scrapeRead, type Metrics } from '../../libs/metrics/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { outcomeKeys } from './report.js';
 
@@ -20,33 +20,30 @@ export interface TherapistImportMetrics {
   fileFinished(status: string, counts: TherapistImportCounts | null): void;
 }
 
-const byRegistry = new WeakMap<Registry, TherapistImportMetrics>();
+const metricsOf = oncePerRegistry((registry): TherapistImportMetrics => {
+  const files = new Counter({
+    name: 'fleet_therapist_import_files_total',
+    help: 'Therapist files finished by this process, by final status (imported, partial, failed, skipped)',
+    labelNames: ['status'],
+    registers: [registry],
+  });
+  const therapists = new Counter({
+    name: 'fleet_therapist_import_therapists_total',
+    help: 'Therapists of the files finished by this process, by outcome (the outcomes of a file add up to its therapists)',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  return {
+    fileFinished(status, counts) {
+      files.inc({ status });
+      if (!counts) return;
+      for (const outcome of outcomeKeys) if (counts[outcome] > 0) therapists.inc({ outcome }, counts[outcome]);
+    },
+  };
+});
 
 export function therapistImportMetrics(metrics: Metrics): TherapistImportMetrics {
-  let m = byRegistry.get(metrics.registry);
-  if (!m) {
-    const files = new Counter({
-      name: 'fleet_therapist_import_files_total',
-      help: 'Therapist files finished by this process, by final status (imported, partial, failed, skipped)',
-      labelNames: ['status'],
-      registers: [metrics.registry],
-    });
-    const therapists = new Counter({
-      name: 'fleet_therapist_import_therapists_total',
-      help: 'Therapists of the files finished by this process, by outcome (the outcomes of a file add up to its therapists)',
-      labelNames: ['outcome'],
-      registers: [metrics.registry],
-    });
-    m = {
-      fileFinished(status, counts) {
-        files.inc({ status });
-        if (!counts) return;
-        for (const outcome of outcomeKeys) if (counts[outcome] > 0) therapists.inc({ outcome }, counts[outcome]);
-      },
-    };
-    byRegistry.set(metrics.registry, m);
-  }
-  return m;
+  return metricsOf(metrics.registry);
 }
 
 const BACKLOG_METRIC = 'fleet_therapist_import_pending_files';
