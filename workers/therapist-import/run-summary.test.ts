@@ -87,7 +87,24 @@ describe('therapist import run summary (staff email)', () => {
     const plain = renderRunSummary(run(files), files);
     expect(plain.text).toContain('Details: fleet imports list --kind therapist');
     expect(plain.text).not.toContain('Bericht im Browser');
-    expect(plain.text).toContain('therapists[2] (id x2c): basic_info.last_name: missing');
     expect(plain.text).toContain('Fehlgeschlagen:                      1 von 5 (20%)');
+  });
+
+  it('describes each problem file in German around the parser\'s words, without the English summary reason', () => {
+    const unreadable = file(3, {
+      path: '20261203/52067.json',
+      status: 'failed',
+      reason: 'file 20261203/52067.json: not valid JSON: Unexpected end of JSON input',
+      counts: { ...emptyCounts(), fileErrors: 1 },
+      fileErrors: ['file 20261203/52067.json: not valid JSON: Unexpected end of JSON input'],
+    });
+    const metadataOnly = file(4, { path: '52068.json', status: 'partial', reason: '1 file-level error(s)', counts: { ...emptyCounts(), total: 2, created: 2, fileErrors: 1 }, fileErrors: ['"metadata": missing'] });
+    const files = [partial, unreadable, metadataOnly];
+    const { text } = renderRunSummary(run(files), files);
+    expect(text).toContain(`Datei ${partial.path} (#2): teilweise importiert — 1 von 3 Therapeut(en) fehlgeschlagen — Eintrag therapists[2] (ID x2c): basic_info.last_name: missing`);
+    expect(text).toContain('Datei 20261203/52067.json (#3): nicht importiert — Fehler: not valid JSON: Unexpected end of JSON input');
+    expect(text).toContain('Datei 52068.json (#4): teilweise importiert — Fehler: "metadata": missing');
+    expect(text).not.toContain('therapists failed');
+    expect(text).not.toContain('file-level error(s)');
   });
 });

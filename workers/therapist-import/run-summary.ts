@@ -44,10 +44,16 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
 
   const paragraphs: string[] = [];
   for (const f of problemFiles.slice(0, MAX_LISTED)) {
+    // German around the parser's own words (which name the field in the file, as the CLI and the pages do).
     const parts = [`Datei ${f.path} (#${f.id}): ${f.status === 'failed' ? 'nicht importiert' : 'teilweise importiert'}`];
-    if (f.reason) parts.push(f.reason);
-    for (const e of f.fileErrors.slice(0, 3)) if (e !== f.reason) parts.push(e);
-    for (const fl of f.failures.slice(0, 5)) parts.push(`therapists[${fl.index}]${fl.externalId ? ` (id ${fl.externalId})` : ''}: ${fl.reason}`);
+    if (f.status === 'partial') {
+      if (f.counts?.failed) parts.push(`${formatCount(f.counts.failed)} von ${formatCount(f.counts.total)} Therapeut(en) fehlgeschlagen`);
+    } else if (f.reason && !f.fileErrors.includes(f.reason)) {
+      parts.push(`Grund: ${f.reason}`);
+    }
+    const own = `file ${f.path}: `;
+    for (const e of f.fileErrors.slice(0, 3)) parts.push(`Fehler: ${e.startsWith(own) ? e.slice(own.length) : e}`);
+    for (const fl of f.failures.slice(0, 5)) parts.push(`Eintrag therapists[${fl.index}]${fl.externalId ? ` (ID ${fl.externalId})` : ''}: ${fl.reason}`);
     if (f.failures.length > 5) parts.push(`… und ${f.failures.length - 5} weitere`);
     paragraphs.push(parts.join(' — '));
   }
