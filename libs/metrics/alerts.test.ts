@@ -1,13 +1,14 @@
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 /**
  * The Prometheus alert rules (infra/prometheus/alerts.yml): valid for Prometheus, behaving as
  * their unit tests (alerts.test.yml) say, and naming only metrics the fleet exports.
- * Needs `promtool` (Debian package prometheus; bash .ci/run installs it).
+ * Needs `promtool`: scripts/promtool/ensure.sh installs the Debian package prometheus when it
+ * is missing (as root; otherwise these tests fail and say what to install).
  */
 const run = promisify(execFile);
 const root = path.resolve(import.meta.dirname, '../..');
@@ -19,7 +20,7 @@ async function promtool(...args: string[]): Promise<string> {
     return stdout + stderr;
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stdout?: string; stderr?: string };
-    if (e.code === 'ENOENT') throw new Error('promtool not found: install the Debian package prometheus (bash .ci/run does)', { cause: err });
+    if (e.code === 'ENOENT') throw new Error('promtool not found: install the Debian package prometheus (apt-get install --no-install-recommends prometheus)', { cause: err });
     throw new Error(`promtool ${args.join(' ')} failed:\n${e.stdout ?? ''}${e.stderr ?? ''}`, { cause: err });
   }
 }
@@ -34,7 +35,19 @@ async function sourceFiles(dir: string): Promise<string[]> {
   return out;
 }
 
+/** Installs promtool when it is missing; a failed install is reported by the tests that need it. */
+function ensurePromtool(): void {
+  try {
+    execFileSync('bash', [path.join(root, 'scripts/promtool/ensure.sh')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (err) {
+    const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
+    console.error(`scripts/promtool/ensure.sh could not install promtool: ${stderr || (err as Error).message}`);
+  }
+}
+
 describe('alert rules', () => {
+  beforeAll(ensurePromtool, 120_000);
+
   it('are valid Prometheus rules', async () => {
     expect(await promtool('check', 'rules', rules)).toMatch(/SUCCESS: \d+ rules found/);
   });
