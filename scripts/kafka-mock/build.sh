@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds the mock Kafka broker used by the tests into var/kafka-mock/kafka-mock.
-# Installs librdkafka-dev (Debian) first when pkg-config cannot find rdkafka.
+# Installs librdkafka-dev, pkg-config and gcc (Debian) first when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if ! pkg-config --exists rdkafka; then
-  echo "[kafka-mock] installing librdkafka-dev" >&2
+if ! command -v gcc >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists rdkafka; then
+  echo "[kafka-mock] installing librdkafka-dev, pkg-config, gcc" >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq librdkafka-dev >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq librdkafka-dev pkg-config gcc >/dev/null
 fi
 mkdir -p var/kafka-mock
 out=var/kafka-mock/kafka-mock
