@@ -5,8 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 if ! command -v gcc >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists rdkafka; then
   echo "[kafka-mock] installing librdkafka-dev, pkg-config, gcc" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq librdkafka-dev pkg-config gcc >/dev/null
+  bash scripts/apt-install.sh librdkafka-dev pkg-config gcc
 fi
 mkdir -p var/kafka-mock
 out=var/kafka-mock/kafka-mock
