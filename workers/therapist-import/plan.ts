@@ -68,19 +68,20 @@ export function mapVerfahren(methods: string[]): string {
  */
 export function mapTherapist(t: ScraperTherapist): TherapistFields {
   const sal = t.basic_info.salutation;
-  const street = [t.location.street, t.location.house_number].filter(Boolean).join(' ') || null;
+  // A house number without its street is no address: nothing to write.
+  const street = t.location.street ? text(t.location.house_number ? `${t.location.street} ${t.location.house_number}` : t.location.street) : null;
   return {
     anrede: sal || null,
     geschlecht: sal === 'Herr' ? 'männlich' : sal === 'Frau' ? 'weiblich' : null,
-    titel: t.basic_info.title,
-    vorname: t.basic_info.first_name,
-    nachname: t.basic_info.last_name,
+    titel: text(t.basic_info.title),
+    vorname: text(t.basic_info.first_name) ?? t.basic_info.first_name,
+    nachname: text(t.basic_info.last_name) ?? t.basic_info.last_name,
     strasse: street,
     plz: t.location.postal_code,
-    ort: t.location.city,
-    telefon: t.contact.phone,
-    fax: t.contact.fax,
-    email: t.contact.email,
+    ort: text(t.location.city),
+    telefon: text(t.contact.phone),
+    fax: text(t.contact.fax),
+    email: text(t.contact.email),
     telefonische_erreichbarkeit: t.telephone_hours,
     fremdsprachen: t.languages.length ? t.languages : null,
     psychotherapieverfahren: mapVerfahren(adultMethods(t.therapy_methods)),
@@ -159,9 +160,21 @@ export function diffFields(existing: TherapistFields, incoming: TherapistFields)
   for (const field of importFields) {
     const next = incoming[field];
     if (isEmptyValue(next)) continue;
-    if (!sameValue(existing[field], next)) changes[field] = next;
+    if (sameValue(existing[field], next)) continue;
+    if (field === 'strasse' && dropsHouseNumber(existing.strasse, next as string)) continue;
+    changes[field] = next;
   }
   return changes as Partial<TherapistFields>;
+}
+
+/**
+ * The file gives the street without the house number the platform has ("Marktplatz" over
+ * "Marktplatz 3"): an empty house number is no reason to lose it.
+ */
+function dropsHouseNumber(existing: string | null, next: string): boolean {
+  if (!existing || /\d/.test(next)) return false;
+  const e = text(existing)!;
+  return e.length > next.length + 1 && e.startsWith(next) && e[next.length] === ' ' && /^\d/.test(e.slice(next.length + 1));
 }
 
 /**
@@ -179,6 +192,17 @@ export const norm = (s: string | null | undefined): string => {
 };
 
 export const normFull = (s: string): string => s.normalize('NFC').trim().replace(/\s+/g, ' ').toLowerCase();
+
+/**
+ * A text value as stored: NFC, trimmed, inner whitespace (also no-break spaces and tabs)
+ * folded to one space; null when nothing is left. Two spellings that differ only in their
+ * Unicode form or spacing are the same value, so neither counts as a change.
+ */
+export const text = (s: string | null | undefined): string | null => {
+  if (!s) return null;
+  const t = PLAIN.test(s) ? s : s.normalize('NFC').trim().replace(/\s+/g, ' ');
+  return t || null;
+};
 
 export const primaryKey = (f: Pick<TherapistFields, 'vorname' | 'nachname' | 'plz'>) => `${norm(f.vorname)}|${norm(f.nachname)}|${norm(f.plz)}`;
 const secondaryKey = (f: Pick<TherapistFields, 'vorname' | 'plz' | 'ort' | 'strasse' | 'titel'>) =>
@@ -232,7 +256,31 @@ export interface PlanInput {
   externalIds: Map<string, ExternalIdEntry>;
 }
 
-/** Decides, for every line of a file, what happens. Every line gets exactly one outcome. */
+/** A line that reached matching (valid, adult or `deleted`). */
+interface MatchLine {
+  pos: number;
+  index: number;
+  stated: ScraperStatus;
+  externalId: string | null;
+  ext: ExternalIdEntry | undefined;
+  incoming: TherapistFields;
+  /** Its external id names a therapist no longer on the platform: never re-created. */
+  vanished: boolean;
+  pk?: string;
+  sk?: string;
+}
+
+/**
+ * Decides, for every line of a file, what happens. Every line gets exactly one outcome.
+ *
+ * Matching runs over the whole file in rounds, so the order of the lines does not matter:
+ * first every line with a known scraper id takes its therapist, then the primary rule, then
+ * the secondary rule and creation. A therapist another line of the file has taken is not
+ * matched again: by the secondary rule never (its owner is still listed, so this line is not
+ * its name change: two colleagues of one practice stay two); by the primary rule it is a
+ * duplicate line, unless both lines carry different scraper ids (two people of the same name
+ * in one postcode area). A scraper id on two lines of different people fails them all.
+ */
 export function planFile(input: PlanInput): Plan {
   const byId = new Map<number, ExistingTherapist>();
   // The name indexes are built on first use, in the order therapists were added (candidates by
@@ -268,116 +316,183 @@ export function planFile(input: PlanInput): Plan {
   };
   for (const c of [...input.candidates].sort((a, b) => a.id - b.id)) add(c);
 
-  const claimedBy = new Map<number, number>(); // therapist id -> line index that claimed it
+  /** Therapist id -> the line that took it (its index and scraper id). */
+  const claimedBy = new Map<number, { index: number; externalId: string | null }>();
   const plan: Plan = { lines: [], creates: [], updates: [], deactivations: [], mappings: [], tombstones: [] };
+  const results: LineResult[] = new Array<LineResult>(input.lines.length);
   let nextPlaceholder = -1;
+  const base = (l: { index: number; externalId: string | null }): LineResult => ({
+    index: l.index,
+    externalId: l.externalId,
+    outcome: 'unchanged',
+    rule: null,
+    therapistId: null,
+    changedFields: [],
+  });
+  const duplicateOf = (l: MatchLine, rule: MatchRule, therapistId: number, claimer: number) => {
+    results[l.pos] = {
+      ...base(l),
+      outcome: 'failed',
+      rule,
+      therapistId: therapistId > 0 ? therapistId : null,
+      reason: `same therapist as therapists[${claimer}] of this file (duplicate line)`,
+    };
+  };
 
-  for (const line of input.lines) {
-    if (!line.ok) {
-      plan.lines.push({ index: line.index, externalId: line.externalId, outcome: 'failed', rule: null, therapistId: null, changedFields: [], reason: line.reason });
-      continue;
-    }
-    const t = line.therapist;
-    const stated = t.status;
-    const extId = line.externalId;
-    const result: LineResult = { index: line.index, externalId: extId, outcome: 'unchanged', rule: null, therapistId: null, changedFields: [] };
-
-    if (stated !== 'deleted' && adultMethods(t.therapy_methods).length === 0) {
-      plan.lines.push({ ...result, outcome: 'skipped', reason: 'no therapy method for adults (Erwachsene)' });
-      continue;
-    }
-
-    const incoming = mapTherapist(t);
-    const ext = extId ? input.externalIds.get(extId) : undefined;
-
-    // 1. external id, 2. primary (vorname + nachname + plz), 3. secondary (name change).
-    let match: ExistingTherapist | undefined;
-    let rule: MatchRule = null;
-    let vanished = false;
-    if (ext?.therapistId != null) {
-      match = byId.get(ext.therapistId);
-      if (match) rule = 'external_id';
-      else vanished = true; // mapped therapist no longer on the platform: never re-created
-    }
-    let pk: string | undefined;
-    let sk: string | undefined;
-    if (!match && !vanished) {
-      pk = primaryKey(incoming);
-      const sameName = byPrimary().get(pk);
-      match = sameName?.find((c) => !claimedBy.has(c.id)) ?? sameName?.[0];
-      if (match) rule = 'primary';
-    }
-    if (!match && !vanished) {
-      sk = secondaryKey(incoming);
-      const found = bySecondary().get(sk) ?? [];
-      match =
-        found.find((c) => !claimedBy.has(c.id) && (incoming.email === null || norm(c.email) === norm(incoming.email))) ??
-        found.find((c) => incoming.email === null || norm(c.email) === norm(incoming.email));
-      if (match) rule = 'secondary';
-    }
-
-    if (match && claimedBy.has(match.id)) {
-      plan.lines.push({
-        ...result,
-        outcome: 'failed',
-        rule,
-        therapistId: match.id > 0 ? match.id : null,
-        reason: `same therapist as therapists[${claimedBy.get(match.id)}] of this file (duplicate line)`,
-      });
-      continue;
-    }
-
-    if (match) {
-      claimedBy.set(match.id, line.index);
-      result.rule = rule;
-      result.therapistId = match.id;
-      if (extId && (!ext || ext.therapistId !== match.id)) plan.mappings.push({ externalId: extId, therapistId: match.id });
-      if (stated === 'deleted') {
-        if (match.status !== 'inaktiv') {
-          plan.deactivations.push(match.id);
-          result.outcome = 'deactivated';
-        }
-        if (extId) plan.tombstones.push({ key: extId, therapistId: match.id });
-        plan.lines.push(result);
-        continue;
+  /** The line takes `match`: deactivate, update or nothing. */
+  const matched = (l: MatchLine, match: ExistingTherapist, rule: MatchRule) => {
+    claimedBy.set(match.id, { index: l.index, externalId: l.externalId });
+    const result: LineResult = { ...base(l), rule, therapistId: match.id };
+    results[l.pos] = result;
+    const extId = l.externalId;
+    if (extId && (!l.ext || l.ext.therapistId !== match.id)) plan.mappings.push({ externalId: extId, therapistId: match.id });
+    if (l.stated === 'deleted') {
+      if (match.status !== 'inaktiv') {
+        plan.deactivations.push(match.id);
+        result.outcome = 'deactivated';
       }
-      if (stated === 'new') result.mismatch = { stated, found: 'already on the platform' };
-      const changes = diffFields(match, incoming);
-      const changed = Object.keys(changes);
-      if (changed.length) {
-        plan.updates.push({ therapistId: match.id, changes });
-        result.outcome = 'updated';
-        result.changedFields = changed;
-      }
-      plan.lines.push(result);
-      continue;
+      if (extId) plan.tombstones.push({ key: extId, therapistId: match.id });
+      return;
     }
+    if (l.stated === 'new') result.mismatch = { stated: l.stated, found: 'already on the platform' };
+    const changes = diffFields(match, l.incoming);
+    const changed = Object.keys(changes);
+    if (changed.length) {
+      plan.updates.push({ therapistId: match.id, changes });
+      result.outcome = 'updated';
+      result.changedFields = changed;
+    }
+  };
 
-    // No match.
-    const nameKey = nameTombstoneKey(incoming);
+  /** Nobody on the platform: remember a deletion, or create (unless deleted earlier). */
+  const unmatched = (l: MatchLine) => {
+    const result = base(l);
+    results[l.pos] = result;
+    const stated = l.stated;
+    const nameKey = nameTombstoneKey(l.incoming);
     if (stated === 'deleted') {
-      result.mismatch = { stated, found: vanished ? 'no longer on the platform' : 'not on the platform' };
-      plan.tombstones.push({ key: extId ?? nameKey, therapistId: null });
-      plan.lines.push(result);
-      continue;
+      result.mismatch = { stated, found: l.vanished ? 'no longer on the platform' : 'not on the platform' };
+      // By name too: the same person under another scraper id is not created later either.
+      if (l.externalId) plan.tombstones.push({ key: l.externalId, therapistId: null });
+      plan.tombstones.push({ key: nameKey, therapistId: null });
+      return;
     }
-    const tomb = vanished || (extId ? ext?.deleted === true : false) || input.externalIds.get(nameKey)?.deleted === true;
+    const tomb = l.vanished || l.ext?.deleted === true || input.externalIds.get(nameKey)?.deleted === true;
     if (tomb) {
-      result.mismatch = { stated, found: vanished ? 'removed from the platform earlier: not re-created' : 'deleted by the scraper earlier: not re-created' };
-      plan.lines.push(result);
-      continue;
+      result.mismatch = { stated, found: l.vanished ? 'removed from the platform earlier: not re-created' : 'deleted by the scraper earlier: not re-created' };
+      return;
     }
     const placeholder = nextPlaceholder--;
-    const fields = fieldsForNew(incoming);
-    plan.creates.push({ placeholder, index: line.index, externalId: extId, fields });
-    if (extId) plan.mappings.push({ externalId: extId, therapistId: placeholder });
+    const fields = fieldsForNew(l.incoming);
+    plan.creates.push({ placeholder, index: l.index, externalId: l.externalId, fields });
+    if (l.externalId) plan.mappings.push({ externalId: l.externalId, therapistId: placeholder });
     // Same keys as `incoming`: a new therapist differs from it only in salutation and gender.
-    add({ ...fields, id: placeholder, status: 'aktiv' }, pk !== undefined && sk !== undefined ? { primary: pk, secondary: sk } : undefined);
-    claimedBy.set(placeholder, line.index);
+    add({ ...fields, id: placeholder, status: 'aktiv' }, l.pk !== undefined && l.sk !== undefined ? { primary: l.pk, secondary: l.sk } : undefined);
+    claimedBy.set(placeholder, { index: l.index, externalId: l.externalId });
     result.outcome = 'created';
     result.therapistId = placeholder;
     if (stated !== 'new') result.mismatch = { stated, found: 'not on the platform: created' };
-    plan.lines.push(result);
+  };
+
+  /**
+   * The primary rule: true when the line is decided (matched, or a duplicate of a line that
+   * took the same therapist). Taken therapists are passed over only when both lines have
+   * (different) scraper ids.
+   */
+  const primary = (l: MatchLine): boolean => {
+    l.pk ??= primaryKey(l.incoming);
+    const sameName = byPrimary().get(l.pk);
+    if (!sameName) return false;
+    const free = sameName.find((c) => !claimedBy.has(c.id));
+    if (free) {
+      matched(l, free, 'primary');
+      return true;
+    }
+    const taken = sameName.find((c) => l.externalId === null || claimedBy.get(c.id)!.externalId === null);
+    if (!taken) return false;
+    duplicateOf(l, 'primary', taken.id, claimedBy.get(taken.id)!.index);
+    return true;
+  };
+
+  // Round 1: lines decided on their own, scraper ids given twice, matches by scraper id.
+  const toMatch: MatchLine[] = [];
+  const withId = new Map<string, MatchLine[]>();
+  input.lines.forEach((line, pos) => {
+    if (!line.ok) {
+      results[pos] = { ...base(line), outcome: 'failed', reason: line.reason };
+      return;
+    }
+    const t = line.therapist;
+    if (t.status !== 'deleted' && adultMethods(t.therapy_methods).length === 0) {
+      results[pos] = { ...base(line), outcome: 'skipped', reason: 'no therapy method for adults (Erwachsene)' };
+      return;
+    }
+    const extId = line.externalId;
+    const ext = extId ? input.externalIds.get(extId) : undefined;
+    const l: MatchLine = { pos, index: line.index, stated: t.status, externalId: extId, ext, incoming: mapTherapist(t), vanished: false };
+    toMatch.push(l);
+    if (extId !== null) {
+      const same = withId.get(extId);
+      if (same) same.push(l);
+      else withId.set(extId, [l]);
+    }
+  });
+  // One id on several lines: the same person listed twice (same name and postcode) is imported
+  // once; different people under one id cannot be told apart, so none of them is imported.
+  const repeated = new Set<MatchLine>();
+  for (const [extId, same] of withId) {
+    if (same.length < 2) continue;
+    const keys = new Set(same.map((l) => (l.pk ??= primaryKey(l.incoming))));
+    const where = same.map((l) => `therapists[${l.index}]`).join(', ');
+    for (const [i, l] of same.entries()) {
+      if (keys.size === 1 && i === 0) continue;
+      repeated.add(l);
+      results[l.pos] = {
+        ...base(l),
+        outcome: 'failed',
+        reason:
+          keys.size === 1
+            ? `same therapist as therapists[${same[0]!.index}] of this file (duplicate line with the same id)`
+            : `id: "${extId}" is given to different therapists in this file (${where}): none of them is imported`,
+      };
+    }
   }
+  const byName: MatchLine[] = [];
+  for (const l of toMatch) {
+    if (repeated.has(l)) continue;
+    if (l.ext?.therapistId != null) {
+      const match = byId.get(l.ext.therapistId);
+      if (!match) l.vanished = true;
+      else if (claimedBy.has(match.id)) {
+        duplicateOf(l, 'external_id', match.id, claimedBy.get(match.id)!.index);
+        continue;
+      } else {
+        matched(l, match, 'external_id');
+        continue;
+      }
+    }
+    byName.push(l);
+  }
+
+  // Round 2: the primary rule (vorname + nachname + plz) among the therapists left.
+  const rest: MatchLine[] = [];
+  for (const l of byName) {
+    if (l.vanished) unmatched(l);
+    else if (!primary(l)) rest.push(l);
+  }
+
+  // Round 3, in file order: the primary rule again (a therapist created by an earlier line of
+  // this round), the secondary rule (a name change), else a new therapist.
+  for (const l of rest) {
+    if (primary(l)) continue;
+    l.sk ??= secondaryKey(l.incoming);
+    const email = l.incoming.email;
+    const match = bySecondary()
+      .get(l.sk)
+      ?.find((c) => !claimedBy.has(c.id) && (email === null || norm(c.email) === norm(email)));
+    if (match) matched(l, match, 'secondary');
+    else unmatched(l);
+  }
+  plan.lines = results;
   return plan;
 }

@@ -200,6 +200,64 @@ describe('therapist import: matching', () => {
     expect(r.counts).toMatchObject({ created: 1, updated: 0 });
     expect(await byPlz('20060')).toHaveLength(2);
   });
+
+  it('colleagues of one practice listed in one file stay two, whatever the order of the lines', async () => {
+    const practice = { plz: '20110', title: 'Dr.', salutation: 'Frau', email: 'praxis@gemeinsam.de', street: 'Ring', house: '3' } as const;
+    const schmidt = (status = 'new') => therapistLine({ ...practice, id: 's1', first: 'Anna', last: 'Schmidt', status });
+    const meyer = (status = 'new') => therapistLine({ ...practice, id: 'm1', first: 'Anna', last: 'Meyer', status });
+    const first = await imp([schmidt(), meyer()], {}, '20110.json');
+    expect(first.counts).toMatchObject({ created: 2, failed: 0 });
+    // Meyer first now: the secondary rule would take Schmidt's row, but Schmidt is listed (by her id).
+    const again = await imp([meyer('unchanged'), schmidt('unchanged')], { scrape_id: 'again' }, '20110.json');
+    expect(again.counts).toMatchObject({ unchanged: 2, updated: 0, failed: 0 });
+    expect((await byPlz('20110')).map((r) => r.nachname)).toEqual(['Schmidt', 'Meyer']);
+
+    // The same without scraper ids, the colleague first: the primary rule goes before the secondary one.
+    await seed({ vorname: 'Berta', nachname: 'Alt', plz: '20111', titel: 'Dr.', strasse: 'Ring 3', email: 'team@ring.de' });
+    const noIds = { plz: '20111', title: 'Dr.', salutation: 'Frau', email: 'team@ring.de', street: 'Ring', house: '3', status: 'unchanged' } as const;
+    const r = await imp([therapistLine({ ...noIds, id: null, first: 'Berta', last: 'Neu' }), therapistLine({ ...noIds, id: null, first: 'Berta', last: 'Alt' })]);
+    expect(r.counts).toMatchObject({ created: 1, failed: 0 });
+    expect((await byPlz('20111')).map((x) => x.nachname)).toEqual(['Alt', 'Neu']);
+  });
+
+  it('two people of one name in one postcode area with their own scraper ids stay two', async () => {
+    const lines = (status: string) => [
+      therapistLine({ id: 'h1', first: 'Thomas', last: 'Zeevaert', title: 'Dr.', plz: '20120', email: 'vater@praxis.de', status }),
+      therapistLine({ id: 'h2', first: 'Thomas', last: 'Zeevaert', title: null, plz: '20120', email: 'sohn@praxis.de', status }),
+    ];
+    expect((await imp(lines('new'), {}, '20120.json')).counts).toMatchObject({ created: 2, failed: 0 });
+    expect((await imp(lines('unchanged'), { scrape_id: 'again' }, '20120.json')).counts).toMatchObject({ unchanged: 2, failed: 0 });
+    expect((await byPlz('20120')).map((x) => [x.titel, x.email])).toEqual([
+      ['Dr.', 'vater@praxis.de'],
+      [null, 'sohn@praxis.de'],
+    ]);
+    // Without an id, a second line of the same name is a duplicate line (nobody can tell them apart).
+    const dup = await imp([therapistLine({ id: null, first: 'Tom', last: 'Twin', plz: '20121' }), therapistLine({ id: null, first: 'Tom', last: 'Twin', plz: '20121', phone: '2' })]);
+    expect(dup.counts).toMatchObject({ created: 1, failed: 1 });
+    expect(dup.failures[0]!.reason).toBe('same therapist as therapists[0] of this file (duplicate line)');
+  });
+
+  it('a scraper id given to two different people in one file imports neither, whatever the order; the same person twice is imported once', async () => {
+    const carl = (status: string) => therapistLine({ id: 'dup', salutation: 'Herr', first: 'Carl', last: 'Corn', plz: '20130', email: 'c@x.de', status });
+    const dana = (status: string) => therapistLine({ id: 'dup', salutation: 'Frau', first: 'Dana', last: 'Dorn', plz: '20130', email: 'd@x.de', status });
+    expect((await imp([carl('new')], {}, '20130.json')).counts).toMatchObject({ created: 1 });
+    for (const lines of [
+      [carl('unchanged'), dana('new')],
+      [dana('new'), carl('unchanged')],
+    ]) {
+      const r = await imp(lines, { scrape_id: `${lines[0]!.basic_info!.first_name}` }, '20130.json');
+      expect(r.counts).toMatchObject({ failed: 2, created: 0, updated: 0, unchanged: 0 });
+      expect(r.failures.map((f) => f.reason)).toEqual([
+        'id: "dup" is given to different therapists in this file (therapists[0], therapists[1]): none of them is imported',
+        'id: "dup" is given to different therapists in this file (therapists[0], therapists[1]): none of them is imported',
+      ]);
+    }
+    expect((await byPlz('20130')).map((x) => [x.vorname, x.nachname, x.email])).toEqual([['Carl', 'Corn', 'c@x.de']]);
+
+    const twice = await imp([carl('unchanged'), therapistLine({ id: 'dup', salutation: 'Herr', first: 'Carl', last: 'Corn', plz: '20130', phone: '2', status: 'unchanged' })], { scrape_id: 'twice' }, '20130.json');
+    expect(twice.counts).toMatchObject({ unchanged: 1, failed: 1 });
+    expect(twice.failures[0]).toMatchObject({ index: 1, reason: 'same therapist as therapists[0] of this file (duplicate line with the same id)' });
+  });
 });
 
 describe('therapist import: updates', () => {
@@ -256,6 +314,31 @@ describe('therapist import: updates', () => {
     expect(String(t!.updated_at)).toBe(String(before!.updated_at));
   });
 
+  it('a house number without its street, or a street without its number, never shortens the address', async () => {
+    await seed({ vorname: 'Hugo', nachname: 'Haus', plz: '20140', strasse: 'Hauptstraße 15' });
+    await seed({ vorname: 'Mara', nachname: 'Markt', plz: '20140', strasse: 'Marktplatz 3' });
+    const r = await imp([
+      therapistLine({ id: null, first: 'Hugo', last: 'Haus', plz: '20140', street: null, house: '15', status: 'unchanged' }),
+      therapistLine({ id: null, first: 'Mara', last: 'Markt', plz: '20140', street: 'Marktplatz', house: '', status: 'unchanged' }),
+    ]);
+    expect(r.failures).toEqual([]);
+    expect((await byPlz('20140')).map((x) => x.strasse)).toEqual(['Hauptstraße 15', 'Marktplatz 3']);
+    // A real move is still written.
+    await imp([therapistLine({ id: null, first: 'Mara', last: 'Markt', plz: '20140', street: 'Domplatz', house: null, status: 'modified' })]);
+    expect((await byPlz('20140')).map((x) => x.strasse)).toEqual(['Hauptstraße 15', 'Domplatz']);
+  });
+
+  it('names are stored in one Unicode form with single spaces; a line differing only in those is unchanged', async () => {
+    const nfd = (s: string) => s.normalize('NFD');
+    const created = await imp([therapistLine({ id: 'u1', first: nfd('Jörg\u00a0 Peter'), last: nfd(' Jäger '), city: nfd('Düren'), plz: '20150' })], {}, '20150.json');
+    expect(created.counts.created).toBe(1);
+    const [row] = await byPlz('20150');
+    expect([row!.vorname, row!.nachname, row!.ort]).toEqual(['Jörg Peter', 'Jäger', 'Düren']);
+    expect(row!.vorname).toBe(row!.vorname.normalize('NFC'));
+    const again = await imp([therapistLine({ id: null, first: 'Jörg Peter', last: 'Jäger', city: 'Düren', plz: '20150', status: 'unchanged' })]);
+    expect(again.counts).toMatchObject({ unchanged: 1, updated: 0, created: 0 });
+  });
+
   it('an existing therapist keeps its salutation when the file has none', async () => {
     await seed({ vorname: 'Hans', nachname: 'Herr', plz: '20090', anrede: 'Herr', geschlecht: 'männlich' });
     const r = await imp([therapistLine({ id: null, salutation: '', first: 'Hans', last: 'Herr', plz: '20090', status: 'unchanged' })]);
@@ -289,6 +372,11 @@ describe('therapist import: updates', () => {
     expect(gone.counts).toMatchObject({ unchanged: 1, statusMismatches: 1, created: 0 });
     const back = await imp([therapistLine({ id: 'x9', first: 'Xaver', plz: '20102', status: 'unchanged', phone: '1' })], {}, '20102.json');
     expect(back.counts).toMatchObject({ created: 0, unchanged: 1, statusMismatches: 1 });
+    expect(await byPlz('20102')).toHaveLength(0);
+    // ... nor under another scraper id (the same name and postcode)
+    const otherId = await imp([therapistLine({ id: 'x10', first: 'Xaver', plz: '20102', status: 'unchanged' })], { scrape_id: 'other id' }, '20102.json');
+    expect(otherId.counts).toMatchObject({ created: 0, unchanged: 1, statusMismatches: 1 });
+    expect(otherId.statusMismatches[0]).toMatchObject({ externalId: 'x10', found: 'deleted by the scraper earlier: not re-created' });
     expect(await byPlz('20102')).toHaveLength(0);
   });
 });
