@@ -16,7 +16,7 @@ import type { TherapistImportMetrics } from './metrics.js';
 import { planFile, type ExternalIdEntry, nameTombstoneKey } from './plan.js';
 import { assertCountsAddUp, countLines, emptyCounts, failuresOf, metadataDisagreements, mismatchesOf } from './report.js';
 import { renderRunSummary, summarizeRunFiles } from './run-summary.js';
-import { FileFormatError, parseScraperFile } from './scraper-file.js';
+import { decodeScraperFile, FileFormatError, parseScraperFile } from './scraper-file.js';
 
 /** A therapist as loaded for matching, with its row version (writes are checked against it). */
 export type LoadedTherapist = VersionedTherapist;
@@ -216,7 +216,7 @@ async function readPrepared(f: { path: string; contentHash: string | null; postc
     return { problem: { status: 'skipped', reason: `file ${f.path} changed after it was registered; its new content is tracked as a file of its own`, fileErrors: [] } };
   }
   try {
-    return prepare(parseScraperFile(buf.toString('utf8')), f.postcode);
+    return prepare(parseScraperFile(decodeScraperFile(buf)), f.postcode);
   } catch (err) {
     if (err instanceof FileFormatError) return { problem: { status: 'failed', reason: `file ${f.path}: ${err.message}`, fileErrors: [`file ${f.path}: ${err.message}`] } };
     throw err;

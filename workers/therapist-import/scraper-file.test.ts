@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { therapistLine } from './fixtures.js';
-import { parseScraperFile, scraperTherapistSchema, wellFormedTherapist } from './scraper-file.js';
+import { decodeScraperFile, FileFormatError, parseScraperFile, scraperTherapistSchema, wellFormedTherapist } from './scraper-file.js';
 
 /** Values tried for each field: valid, edge (trimming, empty, null, missing) and invalid ones. */
 const texts = [undefined, null, '', '  ', 'Text', '  padded  ', 42, true, ['x'], { a: 1 }, 'x'.repeat(14), 'x'.repeat(15), 'x'.repeat(51), 'x'.repeat(101), 'x'.repeat(241), 'x'.repeat(256)];
@@ -9,7 +9,7 @@ const variants: Array<[string[], unknown[]]> = [
   [['status'], ['new', 'modified', 'unchanged', 'deleted', 'NEW', '', null, undefined, 3]],
   [['last_modified'], [undefined, null, '2025-07-02', 5]],
   [['basic_info'], [undefined, null, 'x', [], {}]],
-  [['basic_info', 'salutation'], ['Herr', 'Frau', ' Frau ', '', null, undefined, 'Divers', 1]],
+  [['basic_info', 'salutation'], ['Herr', 'Frau', ' Frau ', 'herr', ' FRAU ', '', null, undefined, 'Divers', 'Herrn', 1]],
   [['basic_info', 'title'], texts],
   [['basic_info', 'first_name'], texts],
   [['basic_info', 'last_name'], texts],
@@ -20,7 +20,7 @@ const variants: Array<[string[], unknown[]]> = [
   [['location', 'postal_code'], ['52066', ' 52066 ', '5206', '520661', 'abcde', 52066, 5206, null, undefined, '']],
   [['contact'], [undefined, null, 'x', [], {}, { phone: ' 0241 ' }]],
   [['contact', 'phone'], texts],
-  [['contact', 'email'], texts],
+  [['contact', 'email'], [...texts, 'a@b.de', ' a@b.de ', 'info(at)praxis.de', 'a b@c.de', 'a@b', '@b.de']],
   [['contact', 'fax'], texts],
   [['languages'], [undefined, null, [], ['Englisch'], [' Englisch ', ''], [1], 'Englisch', {}]],
   [['therapy_methods'], [undefined, null, [], ['Verhaltenstherapie für Erwachsene'], ['  '], [null], 'x']],
@@ -68,5 +68,54 @@ describe('wellFormedTherapist (the fast path of the per-therapist validation)', 
       expect(line.ok, cases[i]!.name).toBe(z.success);
       if (line.ok && z.success) expect(line.therapist, cases[i]!.name).toStrictEqual(z.data);
     }
+  });
+});
+
+describe('parseScraperFile: text a file must not bring in', () => {
+  const file = (therapists: unknown[], metadata: unknown = {}) => JSON.stringify({ metadata, therapists });
+
+  it('a NUL character or an unpaired surrogate fails that therapist alone, naming the field', () => {
+    const parsed = parseScraperFile(
+      file([therapistLine({ id: 'a', first: 'Nils\u0000' }), therapistLine({ id: 'b', last: 'J\ud800' }), therapistLine({ id: 'c', hours: { 'mo\u0000': ['9-12'] } }), therapistLine({ id: 'd', first: 'Zoë 😀' })]),
+    );
+    expect(parsed.lines.map((l) => (l.ok ? 'ok' : l.reason))).toEqual([
+      'basic_info.first_name: contains a NUL character (\\u0000), which cannot be stored',
+      'basic_info.last_name: contains an unpaired surrogate (not valid Unicode), which cannot be stored',
+      'telephone_hours: a key: contains a NUL character (\\u0000), which cannot be stored',
+      'ok',
+    ]);
+    expect(parsed.lines[0]!.externalId).toBe('a');
+  });
+
+  it('metadata with such text is a file-level error and is not used', () => {
+    const parsed = parseScraperFile(file([therapistLine()], { postcode_area: '52\u0000' }));
+    expect(parsed.metadata).toBeNull();
+    expect(parsed.fileErrors).toEqual(['"metadata": metadata.postcode_area: contains a NUL character (\\u0000), which cannot be stored (metadata not used)']);
+    expect(parsed.lines[0]!.ok).toBe(true);
+  });
+
+  it('a file that is not JSON is described by line and column, never by its text', () => {
+    const text = '{\n  "therapists": [\n    {"basic_info": {"last_name": Vogelsang}}\n  ]\n}';
+    expect(() => parseScraperFile(text)).toThrow(new FileFormatError('not valid JSON: line 3, column 34: unexpected character'));
+    expect(() => parseScraperFile('{"therapists": [1,]}')).toThrow(new FileFormatError('not valid JSON: line 1, column 19: value expected'));
+    expect(() => parseScraperFile('  ')).toThrow(new FileFormatError('not valid JSON: the file is empty'));
+    try {
+      parseScraperFile(text);
+    } catch (err) {
+      expect((err as Error).message).not.toContain('Vogelsang');
+    }
+  });
+
+  it('bytes: a UTF-8 byte order mark is dropped; text in another encoding fails the file', () => {
+    const json = file([therapistLine({ last: 'Müller' })]);
+    const withBom = decodeScraperFile(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(json)]));
+    const parsed = parseScraperFile(withBom);
+    expect(parsed.lines[0]!.ok && parsed.lines[0]!.therapist.basic_info.last_name).toBe('Müller');
+    expect(() => decodeScraperFile(Buffer.from(json, 'latin1'))).toThrow(/not UTF-8 text/);
+  });
+
+  it('salutation in any case; an email address must look like one', () => {
+    const parsed = parseScraperFile(file([therapistLine({ salutation: 'herr' }), therapistLine({ salutation: ' FRAU ' }), therapistLine({ email: 'info(at)praxis.de' })]));
+    expect(parsed.lines.map((l) => (l.ok ? l.therapist.basic_info.salutation : l.reason))).toEqual(['Herr', 'Frau', 'contact.email: not an email address']);
   });
 });

@@ -1,3 +1,5 @@
+import { isUtf8 } from 'node:buffer';
+import { parse as parseTolerant, printParseErrorCode, type ParseError } from 'jsonc-parser';
 import { z } from 'zod';
 
 /**
@@ -9,6 +11,9 @@ import { z } from 'zod';
 
 export const scraperStatuses = ['new', 'modified', 'unchanged', 'deleted'] as const;
 export type ScraperStatus = (typeof scraperStatuses)[number];
+
+/** An address mail can go to: one @, a dot in the domain, no spaces (no full RFC 5322 check). */
+const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
 /** '' , null and missing all mean "no value"; strings are trimmed. */
 const optText = (max: number) =>
@@ -57,7 +62,7 @@ export const scraperTherapistSchema = z.object({
       salutation: z
         .union([z.string(), z.null()])
         .optional()
-        .transform((v) => (v ?? '').trim())
+        .transform((v) => salutationOf(v ?? ''))
         .refine((v) => v === '' || v === 'Herr' || v === 'Frau', { error: 'expected Herr, Frau or empty' }),
       title: optText(50),
       first_name: requiredText(100),
@@ -78,7 +83,7 @@ export const scraperTherapistSchema = z.object({
     { error: 'missing' },
   ),
   contact: z
-    .object({ phone: optText(50), email: optText(255), fax: optText(50) })
+    .object({ phone: optText(50), email: optText(255).refine((v) => v === null || EMAIL.test(v), { error: 'not an email address' }), fax: optText(50) })
     .nullable()
     .optional()
     .transform((v) => v ?? { phone: null, email: null, fax: null }),
@@ -120,14 +125,101 @@ function describe(error: z.ZodError): string {
   return error.issues.map((i) => `${i.path.join('.') || '(therapist)'}: ${i.message}`).join('; ');
 }
 
+/** `Herr` and `Frau` in any case and spacing; anything else as written (and rejected). */
+function salutationOf(v: string): string {
+  const t = v.trim();
+  if (t === '' || t === 'Herr' || t === 'Frau') return t;
+  const lower = t.toLowerCase();
+  return lower === 'herr' ? 'Herr' : lower === 'frau' ? 'Frau' : t;
+}
+
+/**
+ * The file's bytes as text: UTF-8 (the scraper's encoding), a leading byte order mark
+ * dropped. Bytes that are not UTF-8 fail the file instead of turning names into U+FFFD.
+ */
+export function decodeScraperFile(buf: Buffer): string {
+  if (!isUtf8(buf)) throw new FileFormatError('not UTF-8 text (the scraper writes UTF-8; was the file saved in another encoding?)');
+  const text = buf.toString('utf8');
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+/** jsonc-parser's error names (`printParseErrorCode`) in words. */
+const jsonErrors: Record<string, string> = {
+  InvalidSymbol: 'unexpected character',
+  InvalidNumberFormat: 'invalid number',
+  PropertyNameExpected: 'property name (in double quotes) expected',
+  ValueExpected: 'value expected',
+  ColonExpected: 'colon expected',
+  CommaExpected: 'comma expected',
+  CloseBraceExpected: '"}" expected',
+  CloseBracketExpected: '"]" expected',
+  EndOfFileExpected: 'end of file expected',
+  InvalidCommentToken: 'comments are not JSON',
+  UnexpectedEndOfComment: 'unexpected end of comment',
+  UnexpectedEndOfString: 'unexpected end of string',
+  UnexpectedEndOfNumber: 'unexpected end of number',
+  InvalidUnicode: 'invalid \\u escape',
+  InvalidEscapeCharacter: 'invalid escape character',
+  InvalidCharacter: 'control character in a string',
+};
+
+/**
+ * Where and why the text is not JSON, without quoting it (JSON.parse's message shows the
+ * text around the error: therapist names, which reports and emails must not hold).
+ */
+function jsonErrorAt(text: string): string {
+  if (text.trim() === '') return 'the file is empty';
+  const errors: ParseError[] = [];
+  parseTolerant(text, errors, { disallowComments: true, allowTrailingComma: false, allowEmptyContent: false });
+  const first = errors[0];
+  if (!first) return 'not valid JSON';
+  const before = text.slice(0, first.offset);
+  const line = before.split('\n').length;
+  const column = first.offset - before.lastIndexOf('\n');
+  return `line ${line}, column ${column}: ${jsonErrors[printParseErrorCode(first.error)] ?? 'syntax error'}`;
+}
+
+/** `\u0000` or a surrogate escape somewhere in the text: values PostgreSQL may not store. */
+const SUSPECT_ESCAPE = /\\u(?:0000|[dD][89a-fA-F])/;
+const UNPAIRED = /[\ud800-\udbff](?![\udc00-\udfff])|(?:^|[^\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * The first string (or key) in `v` PostgreSQL cannot store as text or JSON: a NUL character
+ * or half of a surrogate pair (no valid Unicode). Its path, in the form zod uses, and why.
+ */
+export function unstorableText(v: unknown, path: string): string | null {
+  if (typeof v === 'string') {
+    if (v.includes('\u0000')) return `${path}: contains a NUL character (\\u0000), which cannot be stored`;
+    if (UNPAIRED.test(v)) return `${path}: contains an unpaired surrogate (not valid Unicode), which cannot be stored`;
+    return null;
+  }
+  if (typeof v !== 'object' || v === null) return null;
+  if (Array.isArray(v)) {
+    for (const [i, x] of v.entries()) {
+      const bad = unstorableText(x, `${path}.${i}`);
+      if (bad) return bad;
+    }
+    return null;
+  }
+  for (const [k, x] of Object.entries(v)) {
+    const key = unstorableText(k, `${path || '(therapist)'}: a key`);
+    if (key) return key;
+    const bad = unstorableText(x, path ? `${path}.${k}` : k);
+    if (bad) return bad;
+  }
+  return null;
+}
+
 /** Parses the file text. Throws FileFormatError when the file as a whole cannot be read. */
 export function parseScraperFile(text: string): ParsedFile {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
-  } catch (err) {
-    throw new FileFormatError(`not valid JSON: ${(err as Error).message}`);
+  } catch {
+    throw new FileFormatError(`not valid JSON: ${jsonErrorAt(text)}`);
   }
+  // Only a file with such an escape is searched value by value (a JSON text cannot hold them raw).
+  const suspect = SUSPECT_ESCAPE.test(text);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new FileFormatError('expected a JSON object with "metadata" and "therapists"');
   }
@@ -139,6 +231,8 @@ export function parseScraperFile(text: string): ParsedFile {
   let metadata: ScraperMetadata | null = null;
   if (obj.metadata === undefined) {
     fileErrors.push('"metadata": missing');
+  } else if (suspect && unstorableText(obj.metadata, 'metadata')) {
+    fileErrors.push(`"metadata": ${unstorableText(obj.metadata, 'metadata')} (metadata not used)`);
   } else {
     const m = metadataSchema.safeParse(obj.metadata);
     if (m.success) metadata = m.data;
@@ -151,6 +245,8 @@ export function parseScraperFile(text: string): ParsedFile {
         : null;
     const rawStatus = typeof item === 'object' && item !== null ? (item as { status?: unknown }).status : undefined;
     const statedStatus = typeof rawStatus === 'string' ? rawStatus : null;
+    const unstorable = suspect ? unstorableText(item, '') : null;
+    if (unstorable) return { index, ok: false as const, externalId: externalId && unstorableText(externalId, '') ? null : externalId, statedStatus, reason: unstorable };
     const fast = wellFormedTherapist(item);
     if (fast) return { index, ok: true as const, externalId: fast.id, statedStatus, therapist: fast };
     const r = scraperTherapistSchema.safeParse(item);
@@ -241,7 +337,7 @@ export function wellFormedTherapist(item: unknown): ScraperTherapist | null {
   if (!isObject(b) || !isObject(l)) return null;
   const sal = b.salutation;
   if (sal !== null && sal !== undefined && typeof sal !== 'string') return null;
-  const salutation = (sal ?? '').trim();
+  const salutation = salutationOf(sal ?? '');
   if (salutation !== '' && salutation !== 'Herr' && salutation !== 'Frau') return null;
   const title = fastOptText(b.title, 50);
   const first = fastRequiredText(b.first_name, 100);
@@ -261,7 +357,7 @@ export function wellFormedTherapist(item: unknown): ScraperTherapist | null {
     const phone = fastOptText(c.phone, 50);
     const email = fastOptText(c.email, 255);
     const fax = fastOptText(c.fax, 50);
-    if (phone === NO || email === NO || fax === NO) return null;
+    if (phone === NO || email === NO || fax === NO || (email !== null && !EMAIL.test(email))) return null;
     contact = { phone, email, fax };
   }
   const languages = fastStringList(item.languages);

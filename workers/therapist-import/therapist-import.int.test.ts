@@ -430,6 +430,21 @@ describe('therapist import: files and reports', () => {
     expect(d!.text).toContain('1');
   });
 
+  it('a therapist with a NUL character fails alone (not the file, not a retried database error); a file in another encoding fails with a clear reason', async () => {
+    const r = await imp([therapistLine({ id: 'n1', first: 'Nils\u0000', plz: '20310' }), therapistLine({ id: 'n2', first: 'Nora', plz: '20310' })]);
+    expect(r.status).toBe('partial');
+    expect(r.counts).toMatchObject({ total: 2, created: 1, failed: 1 });
+    expect(r.failures).toEqual([{ index: 0, externalId: 'n1', reason: 'basic_info.first_name: contains a NUL character (\\u0000), which cannot be stored' }]);
+    expect((await byPlz('20310')).map((x) => x.vorname)).toEqual(['Nora']);
+
+    const latin1 = path.join(dir, '20311.json');
+    await writeFile(latin1, Buffer.from(scraperFile([therapistLine({ last: 'Müller', plz: '20311' })]), 'latin1'));
+    const bad = await importTherapistFileNow(ctx, latin1);
+    expect(bad.status).toBe('failed');
+    expect(bad.fileErrors).toEqual([`file 20311.json: not UTF-8 text (the scraper writes UTF-8; was the file saved in another encoding?)`]);
+    expect(await byPlz('20311')).toHaveLength(0);
+  });
+
   it('the same file twice is imported once; a changed file is re-imported and only changed therapists count as updated', async () => {
     const lines = Array.from({ length: 5 }, (_, i) => therapistLine({ id: `c${i}`, first: `Name${i}`, plz: '20400' }));
     const first = await imp(lines, {}, '20400.json');
