@@ -1,4 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -98,4 +101,54 @@ describe('graceful shutdown', () => {
       await t.close();
     }
   });
+});
+
+describe('the README run command', () => {
+  it('`npm start` stops on a SIGTERM sent to npm (a process manager stops the pid it started): the fleet shuts down, no process is left', async () => {
+    const dirs = await mkdtemp(path.join(tmpdir(), 'npm-start-'));
+    const queues = createTestQueues();
+    const child = spawn('npm', ['start'], {
+      cwd: fileURLToPath(new URL('../..', import.meta.url)),
+      env: {
+        ...process.env,
+        DATABASE_URL: db.url,
+        REDIS_URL: TEST_REDIS_URL,
+        QUEUE_PREFIX: queues.prefix,
+        LOG_LEVEL: 'info',
+        LOG_PRETTY: 'false',
+        HTTP_PORT: '0',
+        SCRAPER_DROP_DIR: path.join(dirs, 'scraper'),
+        LOCAL_BUCKET_DIR: path.join(dirs, 'bucket'),
+        MAIL_OUTBOX_DIR: path.join(dirs, 'outbox'),
+        BACKUP_DIR: path.join(dirs, 'backup'),
+        FAILED_DIR: path.join(dirs, 'failed'),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    await waitFor(async () => out.includes('"msg":"fleet started"'), 60_000);
+    const fleetPid = Number(/"pid":(\d+)[^\n]*"msg":"fleet started"/.exec(out)![1]);
+    expect(fleetPid).not.toBe(child.pid);
+
+    child.kill('SIGTERM');
+    await exited;
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    await waitFor(async () => !alive(fleetPid), 20_000).catch(() => {
+      process.kill(fleetPid, 'SIGKILL');
+      throw new Error(`the fleet (pid ${fleetPid}) still runs after npm got SIGTERM:\n${out}`);
+    });
+    expect(out).toContain('"msg":"fleet stopped"');
+    await rm(dirs, { recursive: true, force: true });
+  }, 90_000);
 });
