@@ -1,11 +1,12 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listDeadLetters } from '../../libs/queues/index.js';
+import { catalog, listDeadLetters } from '../../libs/queues/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { fileBytes, objectNameFor, plainRegistration, signedRegistration } from './fixtures.js';
 import { BUCKET, PREFIX, startImportHarness, until, type ImportHarness } from './int-harness.js';
+import { pgImportStore } from './pg-store.js';
 import { SYMPTOMS } from './registration-schema.js';
 
 let database: TestDatabase;
@@ -41,6 +42,19 @@ const ledger = async (id: number) => (await database.sql`select * from fleet.pat
 const ledgerOf = async (name: string, generation: string) =>
   (await database.sql`select * from fleet.patient_import_ledger where object_name = ${name} and generation = ${generation}`)[0] as Row | undefined;
 const deliveriesOf = async (like: string) => database.sql`select * from fleet.deliveries where idempotency_key like ${like}`;
+/** `import.failed` outbox rows of a ledger row (key = ledger id), oldest first. */
+const failedEventsOf = async (ledgerId: unknown) =>
+  database.sql`select * from fleet.outbox where event_type = 'import.failed' and key = ${String(ledgerId)} order by id`;
+
+/** One `import.failed` event: import topic, key = ledger id, ids and codes only (nothing from the file). */
+function expectImportFailedEvent(event: Row, row: Row, e: { code: string; attempts: number; never?: string[] }) {
+  expect(event).toMatchObject({ topic: 'import-events', key: String(row.id), version: 1, producer: 'curavani-fleet' });
+  expect(event.payload).toEqual({ kind: 'patient', ledgerId: Number(row.id), errorCode: e.code, attempts: e.attempts });
+  const text = JSON.stringify(event);
+  for (const secret of [row.object_name, row.source_uri, row.reason, row.failed_path, ...(e.never ?? [])]) {
+    if (typeof secret === 'string' && secret) expect(text).not.toContain(secret);
+  }
+}
 
 async function upload(harness: ImportHarness, doc: unknown, name?: string, bucket = BUCKET) {
   const n = name ?? objectNameFor(doc as Record<string, unknown>, PREFIX);
@@ -88,6 +102,7 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     const events = await database.sql`select * from fleet.outbox where event_type = 'patient.created' and key = ${String(row.patient_id)}`;
     expect(events).toHaveLength(1);
     expect(events[0]!.payload).toEqual({ patientId: row.patient_id, importId: Number(row.id), source: 'registration' });
+    expect(await failedEventsOf(row.id)).toHaveLength(0);
     // An email-send job was enqueued for the delivery after the commit.
     expect(await h.ctx.queues.queue('email').getJob(`email-send.delivery.${mails[0]!.id}`)).toBeTruthy();
   });
@@ -105,7 +120,8 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     const { doc, name: given } = make();
     const { name, generation } = await upload(h, doc, given);
     const row = await settled(h, name, generation);
-    await expectFailedAsDesigned(h, row, { name, generation, code, reason, bytes: typeof doc === 'string' ? Buffer.from(doc) : fileBytes(doc) });
+    const vorname = typeof doc === 'string' ? 'Karl' : String(((doc as Row).patient_data as Row).vorname);
+    await expectFailedAsDesigned(h, row, { name, generation, code, reason, bytes: typeof doc === 'string' ? Buffer.from(doc) : fileBytes(doc), never: [vorname] });
   });
 
   it('invalid file (bad signature with signing on) is treated the same way; a correctly signed file is imported', async () => {
@@ -120,6 +136,18 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     await expectFailedAsDesigned(signedH, row, { ...f, bucket: 'signed-bucket', code: 'bad_signature', reason: 'signature: does not match the content', bytes: fileBytes(forged) });
   });
 
+  it('storage failing on every attempt: the row is marked failed (gave_up) with exactly one import.failed event', async () => {
+    const reg = plainRegistration({ token: '9a9a9a9a12345678' });
+    const { name, generation } = await upload(h, reg);
+    const attempts = catalog['patient-import'].retry.attempts;
+    h.standIn.fail({ kind: 'download', mode: { status: 503 }, times: attempts, object: name });
+    const row = await settled(h, name, generation, ['deleted', 'failed']);
+    expect(row).toMatchObject({ status: 'failed', error_code: 'gave_up', attempts });
+    const events = await failedEventsOf(row.id);
+    expect(events).toHaveLength(1);
+    expectImportFailedEvent(events[0]!, row, { code: 'gave_up', attempts, never: [String((reg.patient_data as Row).nachname)] });
+  });
+
   it('storage failing twice, then recovering: one patient, object deleted', async () => {
     const reg = plainRegistration();
     const { name, generation } = await upload(h, reg);
@@ -129,6 +157,7 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect(await database.sql`select id from patient_service.patienten where zahlungsreferenz = ${(reg.registration_token as string).slice(0, 8)}`).toHaveLength(1);
     expect(h.standIn.getObject(BUCKET, name)).toBeUndefined();
     expect(await deliveriesOf(`patient-import.%.ledger.${row.id}`)).toHaveLength(1);
+    expect(await failedEventsOf(row.id)).toHaveLength(0);
   });
 
   it('the delete failing twice after the commit: no second patient or email, object deleted', async () => {
@@ -277,13 +306,30 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     await requeueOne({ db: h.ctx.database.db, queues: h.ctx.queues, hooks: { 'patient-import': patientImportDeadLetterHook } }, `patient-import.ledger.${row.id}`, { actor: 'test', reason: 'retry' });
     await until(async () => ((await ledger(row.id as number)).attempts === 2 && (await ledger(row.id as number)).status === 'failed') || undefined);
     expect(await deliveriesOf(`patient-import.failed.ledger.${row.id}`)).toHaveLength(1);
+    // A reopened row that fails again is a new failure: a second import.failed event (one per failure, not per row).
+    const events = await failedEventsOf(row.id);
+    expect(events.map((e) => (e.payload as Row).attempts)).toEqual([1, 2]);
+    expectImportFailedEvent(events[1]!, await ledger(row.id as number), { code: 'validation_failed', attempts: 2 });
+  });
+
+  it('the same failure recorded twice (a retry of a failed row): still one import.failed event', async () => {
+    const doc = plainRegistration({ patch: (r) => ((r.patient_data as Row).symptome = SYMPTOMS.slice(0, 7)) });
+    const { name, generation } = await upload(h, doc);
+    const row = await settled(h, name, generation);
+    expect(row.status).toBe('failed');
+    const store = pgImportStore({ db: h.ctx.database.db, clock: h.ctx.clock, mail: { from: 'fleet@curavani.com', staffEmail: 'info@curavani.com' } });
+    const again = { ledgerId: Number(row.id), code: 'validation_failed', reason: row.reason as string, failedPath: row.failed_path as string, mail: { subject: 's', html: 'h', text: 't' } };
+    await Promise.all([store.markFailed(again), store.markFailed(again)]);
+    const events = await failedEventsOf(row.id);
+    expect(events).toHaveLength(1);
+    expectImportFailedEvent(events[0]!, row, { code: 'validation_failed', attempts: 1 });
   });
 });
 
 async function expectFailedAsDesigned(
   harness: ImportHarness,
   row: Row,
-  e: { name: string; generation: string; code: string; reason: string; bytes: Buffer; bucket?: string },
+  e: { name: string; generation: string; code: string; reason: string; bytes: Buffer; bucket?: string; never?: string[] },
 ) {
   expect(row).toMatchObject({ status: 'failed', error_code: e.code, attempts: 1 });
   expect(row.reason).toContain(`ledger ${row.id}: ${e.reason}`);
@@ -305,4 +351,8 @@ async function expectFailedAsDesigned(
   const again = await ledger(row.id as number);
   expect(again).toMatchObject({ status: 'failed', attempts: 1 });
   expect(await deliveriesOf(`patient-import.%.ledger.${row.id}`)).toHaveLength(1);
+  // Exactly one import.failed event, written with the failure, none added by the second poll.
+  const events = await failedEventsOf(row.id);
+  expect(events).toHaveLength(1);
+  expectImportFailedEvent(events[0]!, again, { code: e.code, attempts: 1, never: [...(e.never ?? []), e.reason] });
 }

@@ -8,11 +8,13 @@ import {
   runImportTransaction,
   startImportAttempt,
   updateLedgerRow,
+  lockLedgerRow,
   type ImportLookup,
   type ImportWrites,
+  type LedgerRow,
 } from '../../libs/db/repositories/patient-import.js';
 import { PermanentError } from '../../libs/errors/index.js';
-import { PRODUCER, topicFor } from '../../libs/events/index.js';
+import { appendEvent, PRODUCER, topicFor, type NewEvent } from '../../libs/events/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
 import { normalise } from './map-patient.js';
 import type { CommitInput, CommitOutcome, CommitResult, ImportStore } from './ports.js';
@@ -65,6 +67,8 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
     async markFailed(input) {
       const at = clock.now();
       return db.transaction(async (tx) => {
+        // Locked first: of two recordings of one row, the second sees it failed.
+        const before = await lockLedgerRow(tx, input.ledgerId);
         const d = await queueDelivery(tx, {
           idempotencyKey: importMailKeys.failed(input.ledgerId),
           kind: 'staff.patient-import-failed',
@@ -72,7 +76,7 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
           fromAddress: opts.mail.from,
           ...input.mail,
         });
-        await updateLedgerRow(tx, input.ledgerId, {
+        const failed = await updateLedgerRow(tx, input.ledgerId, {
           status: 'failed',
           failedAt: at,
           reason: input.reason,
@@ -80,6 +84,10 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
           failedPath: input.failedPath,
           failureDeliveryId: d.id,
         });
+        // One event per failure: a row that is failed already (a retry or a second recording of
+        // the same failure) has its event; a row reopened by an operator that fails again is a
+        // new failure and gets a new one.
+        if (before.status !== 'failed') await appendEvent(tx, importFailedEvent(failed, at));
         return { deliveryId: d.id, created: d.created };
       });
     },
@@ -89,6 +97,27 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
     },
     markReplaced: (id, reason) => markImportReplaced(db, id, reason, clock.now()),
   };
+}
+
+/**
+ * `import.failed` (topic `import-events`, key = ledger id): ids and codes only. Never the
+ * reason (it may quote values from the file), the object name (it holds the patient's name)
+ * or anything else from the file.
+ */
+export function importFailedEvent(row: Pick<LedgerRow, 'id' | 'errorCode' | 'attempts'>, at: Date): NewEvent<ImportFailedPayload> {
+  return {
+    eventType: 'import.failed',
+    key: row.id,
+    payload: { kind: 'patient', ledgerId: row.id, errorCode: row.errorCode ?? 'unknown', attempts: row.attempts },
+    occurredAt: at,
+  };
+}
+
+export interface ImportFailedPayload extends Record<string, unknown> {
+  kind: 'patient';
+  ledgerId: number;
+  errorCode: string;
+  attempts: number;
 }
 
 /**

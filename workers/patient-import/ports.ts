@@ -63,7 +63,10 @@ export interface ImportStore {
    * `input.backedUp` is recorded first, committed on its own whatever the transaction does.
    */
   commit(input: CommitInput): Promise<CommitResult>;
-  /** Ledger row failed + one failure email (idempotency key per ledger row), one transaction. */
+  /**
+   * One transaction: ledger row failed, one failure email (idempotency key per ledger row) and,
+   * when the row was not failed already, one `import.failed` event (ids and codes only).
+   */
   markFailed(input: FailInput): Promise<{ deliveryId: string; created: boolean }>;
   markFinished(ledgerId: number, status: 'deleted' | 'superseded' | 'done', deleteOutcome: DeleteOutcome | 'kept'): Promise<void>;
   /** Not imported: the bucket object was replaced by a newer upload before this generation was downloaded (final). */

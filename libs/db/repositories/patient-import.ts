@@ -69,6 +69,13 @@ export async function updateLedgerRow(db: DbOrTx, id: number, patch: LedgerPatch
   return row;
 }
 
+/** The row as committed now, locked until the transaction ends (`FOR UPDATE`). */
+export async function lockLedgerRow(tx: DbOrTx, id: number): Promise<LedgerRow> {
+  const [row] = await tx.select().from(patientImportLedger).where(eq(patientImportLedger.id, id)).for('update');
+  if (!row) throw new Error(`ledger row ${id} does not exist`);
+  return row;
+}
+
 /** Counts one more job run on the row. */
 export async function startLedgerAttempt(db: DbOrTx, id: number, at: Date): Promise<LedgerRow | null> {
   const [row] = await db
