@@ -158,7 +158,7 @@ export async function processTherapistFile(
     if (!opts.isFinalAttempt) throw err;
     // Out of retries: record the failure so the run still closes and staff hear of it.
     const reason = `import failed after retries: ${(err as Error).message ?? String(err)}`;
-    await finishWithoutImport(file, deps, { status: 'failed', reason, fileErrors: [reason] }, started).then(
+    await finishWithoutImport(file, deps, { status: 'failed', code: 'gave_up', reason, fileErrors: [reason] }, started).then(
       (failed) => deps.metrics?.fileFinished(failed.status, failed.counts),
       (e: unknown) => log.error({ err: e }, 'could not record the failed therapist file'),
     );
@@ -199,7 +199,7 @@ async function claimWithReads(fileId: number, hint: FileHint, deps: TherapistImp
 }
 
 /** Why a tracked file cannot be imported, as its tracking row will say. */
-type FileProblem = { problem: { status: 'failed' | 'skipped'; reason: string; fileErrors: string[] } };
+type FileProblem = { problem: { status: 'failed' | 'skipped'; code: string; reason: string; fileErrors: string[] } };
 
 /** Reads the file, checks it is the content registered, parses it and prepares its transaction. */
 async function readPrepared(f: { path: string; contentHash: string | null; postcode: string | null }, deps: TherapistImportDeps): Promise<Prepared | FileProblem> {
@@ -208,17 +208,17 @@ async function readPrepared(f: { path: string; contentHash: string | null; postc
     buf = await deps.readFile(f.path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      return { problem: { status: 'failed', reason: `file ${f.path} no longer exists`, fileErrors: [`file ${f.path}: not found`] } };
+      return { problem: { status: 'failed', code: 'file_missing', reason: `file ${f.path} no longer exists`, fileErrors: [`file ${f.path}: not found`] } };
     }
     throw err;
   }
   if (f.contentHash && sha256(buf) !== f.contentHash) {
-    return { problem: { status: 'skipped', reason: `file ${f.path} changed after it was registered; its new content is tracked as a file of its own`, fileErrors: [] } };
+    return { problem: { status: 'skipped', code: 'file_changed', reason: `file ${f.path} changed after it was registered; its new content is tracked as a file of its own`, fileErrors: [] } };
   }
   try {
     return prepare(parseScraperFile(decodeScraperFile(buf)), f.postcode);
   } catch (err) {
-    if (err instanceof FileFormatError) return { problem: { status: 'failed', reason: `file ${f.path}: ${err.message}`, fileErrors: [`file ${f.path}: ${err.message}`] } };
+    if (err instanceof FileFormatError) return { problem: { status: 'failed', code: 'file_unreadable', reason: `file ${f.path}: ${err.message}`, fileErrors: [`file ${f.path}: ${err.message}`] } };
     throw err;
   }
 }
@@ -355,7 +355,7 @@ async function closeRun(tx: ImportTx, runId: number | null, runPageUrl?: (runId:
 async function finishWithoutImport(
   file: TherapistImportFileRow,
   deps: TherapistImportDeps,
-  o: { status: 'failed' | 'skipped'; reason: string; fileErrors: string[] },
+  o: { status: 'failed' | 'skipped'; code: string; reason: string; fileErrors: string[] },
   started: number,
 ): Promise<FileReport> {
   const now = deps.clock.now();
@@ -374,6 +374,8 @@ async function finishWithoutImport(
   await deps.store.transaction(async (tx) => {
     await tx.finishFile(file.id, outcome);
     await tx.appendEvent(completedEvent(file, o.status, counts, now));
+    // Ids and a code only: the reason names the file's path and may quote its text.
+    if (o.status === 'failed') await tx.appendEvent({ eventType: 'import.failed', key: file.id, payload: { kind: 'therapist', fileId: file.id, runId: file.runId, errorCode: o.code }, occurredAt: now });
   });
   // After the commit, like an imported file: of two last files finishing together, the later sees the run drained.
   if (file.runId !== null) await closeRunIfDrained(file.runId, deps);

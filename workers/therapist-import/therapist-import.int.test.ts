@@ -423,6 +423,8 @@ describe('therapist import: files and reports', () => {
     expect(r.status).toBe('failed');
     expect(r.counts).toMatchObject({ total: 0, fileErrors: 1, failed: 0 });
     expect(r.reason).toContain('not valid JSON');
+    const events = await db.sql`select topic, key, payload from fleet.outbox where event_type = 'import.failed' and key = ${String(r.fileId)}`;
+    expect(events).toEqual([{ topic: 'import-events', key: String(r.fileId), payload: { kind: 'therapist', fileId: r.fileId, runId: r.runId, errorCode: 'file_unreadable' } }]);
     const [run] = await db.sql`select state, summary_delivery_id from fleet.therapist_import_runs where id = ${r.runId}`;
     expect(run).toMatchObject({ state: 'closed' });
     const [d] = await db.sql`select subject, text from fleet.deliveries where id = ${run!.summary_delivery_id}`;
@@ -436,6 +438,7 @@ describe('therapist import: files and reports', () => {
     expect(r.counts).toMatchObject({ total: 2, created: 1, failed: 1 });
     expect(r.failures).toEqual([{ index: 0, externalId: 'n1', reason: 'basic_info.first_name: contains a NUL character (\\u0000), which cannot be stored' }]);
     expect((await byPlz('20310')).map((x) => x.vorname)).toEqual(['Nora']);
+    expect(await db.sql`select 1 from fleet.outbox where event_type = 'import.failed' and key = ${String(r.fileId)}`).toHaveLength(0);
 
     const latin1 = path.join(dir, '20311.json');
     await writeFile(latin1, Buffer.from(scraperFile([therapistLine({ last: 'Müller', plz: '20311' })]), 'latin1'));
