@@ -58,7 +58,12 @@ describe('therapist import run summary (staff email)', () => {
     expect(renderRunSummary(run(files), files).subject).toBe('Therapeuten-Import Lauf 7: 1 Therapeut(en) fehlgeschlagen');
     const unreadable = file(3, { status: 'failed', reason: 'not valid JSON', counts: { ...emptyCounts(), fileErrors: 1 }, fileErrors: ['not valid JSON'] });
     const more = [...files, unreadable];
-    expect(renderRunSummary(run(more), more).subject).toBe('Therapeuten-Import Lauf 7: 1 Therapeut(en) fehlgeschlagen, 1 Datei(en) nicht importiert, 1 Fehler auf Dateiebene');
+    // the unreadable file's own error is why it was not imported: not counted a second time
+    expect(renderRunSummary(run(more), more).subject).toBe('Therapeuten-Import Lauf 7: 1 Therapeut(en) fehlgeschlagen, 1 Datei(en) nicht importiert');
+    const withMetadataError = [...more, file(4, { path: '52068.json', status: 'partial', counts: { ...emptyCounts(), total: 1, created: 1, fileErrors: 1 }, fileErrors: ['"metadata": missing'] })];
+    expect(renderRunSummary(run(withMetadataError), withMetadataError).subject).toBe(
+      'Therapeuten-Import Lauf 7: 1 Therapeut(en) fehlgeschlagen, 1 Datei(en) nicht importiert, 1 Fehler auf Dateiebene in importierten Dateien',
+    );
     const good = [file(1, {})];
     expect(renderRunSummary(run(good), good).subject).toBe('Therapeuten-Import Lauf 7: 1 Datei(en), 2 Therapeuten, ohne Fehler');
   });

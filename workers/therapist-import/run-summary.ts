@@ -32,10 +32,12 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   const superseded = files.filter((f) => f.status === 'skipped' && f.postcode !== null);
   const allWell = problemFiles.length === 0 && misfits.length === 0 && c.failed === 0 && c.fileErrors === 0;
   // Only what went wrong, by kind: "0 Dateien nicht lesbar" next to one failed therapist is noise.
+  // A file not imported is counted once: its own errors are why (they are listed below).
+  const errorsInImported = files.filter((f) => f.status !== 'failed').reduce((sum, f) => sum + (f.counts?.fileErrors ?? 0), 0);
   const problems = [
     c.failed ? `${formatCount(c.failed)} Therapeut(en) fehlgeschlagen` : '',
     n('failed') ? `${formatCount(n('failed'))} Datei(en) nicht importiert` : '',
-    c.fileErrors ? `${formatCount(c.fileErrors)} Fehler auf Dateiebene` : '',
+    errorsInImported ? `${formatCount(errorsInImported)} Fehler auf Dateiebene in importierten Dateien` : '',
     misfits.length ? `${formatCount(misfits.length)} Datei(en) nicht übernommen (Name passt nicht)` : '',
   ].filter(Boolean);
   const subject = allWell
