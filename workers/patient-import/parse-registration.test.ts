@@ -6,6 +6,7 @@ import { fileBytes, plainRegistration, signedRegistration } from './fixtures.js'
 import { berlinDay, mapPatient, normalise } from './map-patient.js';
 import { parseRegistration } from './parse-registration.js';
 import { SYMPTOMS } from './registration-schema.js';
+import { validationDe } from './staff-mails.js';
 import { phpJsonEncode } from './signature.js';
 
 const now = new Date('2026-11-24T10:00:00Z');
@@ -32,6 +33,7 @@ describe('registration validation', () => {
     const reg = plainRegistration({ token: '0b1ab67bcafe0123' });
     const parsed = parseRegistration(fileBytes(reg), noSecret, now);
     expect(parsed.validation).toBe('valid (unsigned)');
+    expect(validationDe(parsed.validation)).toBe('gültig (nicht signiert)');
     const p = mapPatient(parsed.registration, now);
     expect(p).toMatchObject({ zahlungsreferenz: '0b1ab67b', status: 'offen', zahlungEingegangen: false, vertraegeUnterschrieben: true, startdatum: null, offenFuerGruppentherapie: true });
     expect(p.symptome).toEqual(['Schlafstörungen', 'Ängste / Panikattacken']);
@@ -119,6 +121,7 @@ describe('signed registrations', () => {
     expect(doc.signature).toBe(createHmac('sha256', secret).update(phpJsonEncode(body)).digest('hex'));
     const parsed = parseRegistration(fileBytes(doc), signing, now);
     expect(parsed).toMatchObject({ signed: true, signatureVerified: true, validation: 'valid (signed, signature verified)' });
+    expect(validationDe(parsed.validation)).toBe('gültig (signiert, Signatur geprüft)');
     expect(parsed.registration.registration_token).toBe('abcdef0123456789');
   });
 

@@ -98,7 +98,7 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect(mails[0]).toMatchObject({ kind: 'staff.patient-imported', to_address: 'info@curavani.com', patient_id: row.patient_id });
     expect(mails[0]!.text).toContain('Jürgen Groß-Müller');
     expect(mails[0]!.text).toContain(`gs://${BUCKET}/${name}`);
-    expect(mails[0]!.text).toContain('valid (unsigned)');
+    expect(mails[0]!.text).toContain('gültig (nicht signiert)');
     const events = await database.sql`select * from fleet.outbox where event_type = 'patient.created' and key = ${String(row.patient_id)}`;
     expect(events).toHaveLength(1);
     expect(events[0]!.payload).toEqual({ patientId: row.patient_id, importId: Number(row.id), source: 'registration' });

@@ -7,6 +7,14 @@ function berlinTime(d: Date): string {
   return berlinFormat.format(d);
 }
 
+/** The ledger's validation status (English, as the CLI shows it) in the staff email's German. */
+const validationWords: Record<string, string> = {
+  'valid (signed, signature verified)': 'gültig (signiert, Signatur geprüft)',
+  'valid (signed, signature not checked: no signing secret configured)': 'gültig (signiert, Signatur nicht geprüft: kein Signaturschlüssel eingerichtet)',
+  'valid (unsigned)': 'gültig (nicht signiert)',
+};
+export const validationDe = (v: string): string => validationWords[v] ?? v;
+
 /** Staff notice of one import: patient name, import time, source, validation status. */
 export function importedMail(
   row: ImportRow,
@@ -18,7 +26,7 @@ export function importedMail(
     ['Patient', name],
     ['Importiert am', berlinTime(p.at)],
     ['Quelle', row.sourceUri],
-    ['Validierung', p.validation],
+    ['Validierung', validationDe(p.validation)],
     ['Import-Nr.', row.id],
   ];
   const paragraphs: string[] = [];
