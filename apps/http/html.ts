@@ -36,7 +36,7 @@ export function html(strings: TemplateStringsArray, ...values: unknown[]): SafeH
 
 const STYLE = `
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#1f2933;margin:0;background:#f5f7fa;line-height:1.45}
-main{max-width:1280px;margin:0 auto;padding:24px}
+main{max-width:1600px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 16px}h2{font-size:17px;margin:28px 0 10px}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:14px}
 th,td{border-bottom:1px solid #e4e7eb;padding:8px 10px;text-align:left;vertical-align:top}
