@@ -1,9 +1,10 @@
 import { appendFile, mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
-import { silentLogger } from '../../libs/log/index.js';
+import { createLogger } from '../../libs/log/index.js';
 import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
@@ -21,6 +22,8 @@ let dir: string;
 let cleanupRedis: () => Promise<void>;
 let watcher: ScraperWatcher;
 let workers: Component[] = [];
+/** Every log line of the fleet in this test file (checked for personal data). */
+const logLines: string[] = [];
 
 const STABILITY_MS = 500;
 
@@ -81,7 +84,15 @@ beforeAll(async () => {
       RETRY_BACKOFF_SCALE: '0.001',
       LOG_LEVEL: 'silent',
     }),
-    silentLogger(),
+    createLogger(
+      { level: 'info', pretty: 'false' },
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          logLines.push(chunk.toString());
+          cb();
+        },
+      }),
+    ),
   );
   // Files dropped while the fleet was down (older than the stability time).
   const hour = 3600_000;
@@ -222,5 +233,62 @@ describe('scraper watcher', () => {
     expect((await metricValues(ctx.metrics.registry, 'fleet_therapist_import_files_total', 'status')).skipped).toBe(skippedBefore);
     // reported once: it stays with its first run and is not listed in the new one
     expect(readme[0]!.run_id).not.toBe(row!.run_id);
+  });
+
+  it('a restart after two date folders were imported adds no tracking row, no run and no summary email', async () => {
+    await drop('20250701/40040.json', scraperFile(lines('40040', 2)));
+    await until(async () => (await files('20250701/40040.json'))[0]?.status === 'imported');
+    await drop('20250702/40040.json', scraperFile(lines('40040', 2, { phone: 'neuer' })));
+    await until(async () => (await files('20250702/40040.json'))[0]?.status === 'imported');
+    await until(async () => (await db.sql`select count(*)::int as n from fleet.therapist_import_runs where state <> 'closed'`)[0]!.n === 0);
+    const tracked = async () => {
+      const [r] = await db.sql`select (select count(*)::int from fleet.therapist_import_files) as files,
+        (select count(*)::int from fleet.therapist_import_runs) as runs, (select count(*)::int from fleet.deliveries) as deliveries`;
+      return r;
+    };
+    const before = await tracked();
+    for (let restart = 0; restart < 2; restart++) {
+      await watcher.stop(5_000);
+      await startWatcher();
+      // Longer than the stability time and the run quiet time: a run opened now would be sealed and closed.
+      await new Promise((r) => setTimeout(r, STABILITY_MS + 300 * 3));
+      await watcher.idle();
+      expect(watcher.currentRunId()).toBeNull();
+      expect(await tracked()).toEqual(before);
+    }
+    expect((await files('20250701/40040.json')).map((f) => f.status)).toEqual(['imported']);
+  });
+
+  it('two date folders appearing together: only the newest is imported, the older one is skipped as superseded', async () => {
+    await drop('20250701/40050.json', scraperFile(lines('40050', 2)));
+    await new Promise((r) => setTimeout(r, 100));
+    await drop('20250702/40050.json', scraperFile(lines('40050', 2, { phone: 'neuer' })));
+    const [newer] = await until(async () => {
+      const r = await files('20250702/40050.json');
+      return r[0] && ['imported', 'partial', 'failed'].includes(r[0].status) ? r : null;
+    });
+    await watcher.idle();
+    expect(newer).toMatchObject({ status: 'imported', counts: expect.objectContaining({ created: 2, updated: 0 }) });
+    const older = await files('20250701/40050.json');
+    expect(older).toHaveLength(1);
+    expect(older[0]).toMatchObject({ status: 'skipped', reason: expect.stringContaining('superseded by the newer folder 20250702/40050.json'), run_id: newer!.run_id });
+    const phones = await db.sql`select distinct telefon from therapist_service.therapeuten where plz = '40050'`;
+    expect(phones.map((p) => p.telefon)).toEqual(['neuer']);
+
+    // An older folder arriving after the newer one was imported is skipped as well.
+    await drop('20250630/40050.json', scraperFile(lines('40050', 2, { phone: 'alt' })));
+    const [late] = await until(async () => (await files('20250630/40050.json'))[0] && files('20250630/40050.json'));
+    expect(late).toMatchObject({ status: 'skipped', reason: expect.stringContaining('superseded by the newer folder 20250702/40050.json') });
+  });
+
+  it('a misfit name is logged by its tracking row id, never by its name', async () => {
+    await drop('Müller Anna.json', 'a file named after a person');
+    await until(async () => (await files('Müller Anna.json'))[0]);
+    await watcher.idle();
+    const [row] = await files('Müller Anna.json');
+    expect(row).toMatchObject({ status: 'skipped' });
+    expect(logLines.some((l) => l.includes('Müller') || l.includes('M\\u00fcller'))).toBe(false);
+    const logged = logLines.map((l) => JSON.parse(l) as { msg: string; fileId?: number; runId?: number }).find((l) => l.fileId === Number(row!.id));
+    expect(logged).toMatchObject({ msg: 'scraper file name does not fit: skipped', runId: Number(row!.run_id) });
   });
 });

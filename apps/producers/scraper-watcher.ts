@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
+import type { Dirent } from 'node:fs';
 import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import { closeTherapistRun, enqueueFreshTherapistFiles, enqueueTherapistFile, therapistImportMetrics } from '../../workers/therapist-import/worker.js';
-import { classifyDropPath } from './scraper-layout.js';
+import { classifyDropPath, isValidDateFolder } from './scraper-layout.js';
 
 /**
  * The scraper-folder watcher (a producer). It registers every complete file of the drop
@@ -15,6 +16,8 @@ import { classifyDropPath } from './scraper-layout.js';
  *   (size stable for SCRAPER_STABILITY_MS); at start, files younger than that wait as well.
  * - At start it catches up on files dropped while the fleet was down (a scan of the folder),
  *   re-enqueues files registered but not finished, and seals runs a previous watcher left open.
+ * - A content already tracked (imported, failed, waiting) is never reported again, also when a
+ *   newer date folder supersedes its file now: a restart with nothing new opens no run.
  * - A run is the batch of files picked up together: it opens with the first new file, collects
  *   files until SCRAPER_RUN_QUIET_MS pass without one, is then sealed, and closes (totals, one
  *   staff summary) when its last file is done.
@@ -79,17 +82,47 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
 
   /**
    * Skipped files recorded for the first time join the current run (opened if need be), so its
-   * page and staff summary list them; files skipped before are not reported again.
+   * page and staff summary list them; files skipped before (same path and content, or a misfit
+   * name whatever its content) are not reported again. A misfit name may be a person's name
+   * ("Müller Anna.json"): it is logged by its tracking row id only. A superseded file's path is
+   * a date folder and a postcode, no personal data.
    */
-  async function recordSkipped(files: Parameters<typeof repo.recordSkippedFiles>[1], level: 'warn' | 'info', msg: string): Promise<void> {
+  async function recordSkipped(files: Parameters<typeof repo.recordSkippedFiles>[1], why: 'misfit' | 'superseded'): Promise<void> {
     const recorded = await repo.recordSkippedFiles(db, files);
     if (recorded.length === 0) return;
     const run = await runForNewFile();
     await repo.attachFilesToRun(db, recorded.map((r) => r.id), run);
     for (const r of recorded) {
-      log[level]({ path: r.path, fileId: r.id, runId: run }, msg);
+      if (why === 'misfit') log.warn({ fileId: r.id, runId: run }, 'scraper file name does not fit: skipped');
+      else log.info({ path: r.path, fileId: r.id, runId: run }, 'scraper file superseded by a newer date folder: skipped');
       metrics.fileFinished('skipped', null);
     }
+  }
+
+  const supersededReason = (newer: string, postcode: string) => `superseded by the newer folder ${newer}/${postcode}.json`;
+
+  /**
+   * The newest date folder on disk, newer than `after`, that holds `<postcode>.json` (complete
+   * or still being written), or null.
+   *
+   * Why on disk at handle time (and not a settle window): a live event comes only after the file
+   * has been stable for SCRAPER_STABILITY_MS, so when folders are copied in one go the newer one
+   * is already there when the older file is handled, whatever order chokidar reports them in.
+   * No timers, no state, and the newer file is imported on its own event. An older file that
+   * arrives after the newer one was registered is caught by the database check as before.
+   */
+  async function newerDateFolderOnDisk(postcode: string, after: string): Promise<string | null> {
+    const entries = await readdir(root, { withFileTypes: true }).catch((): Dirent[] => []);
+    const newer = entries
+      .filter((e) => e.isDirectory() && /^\d{8}$/.test(e.name) && e.name > after && isValidDateFolder(e.name))
+      .map((e) => e.name)
+      .sort()
+      .reverse();
+    for (const d of newer) {
+      const s = await stat(path.join(root, d, `${postcode}.json`)).catch(() => null);
+      if (s?.isFile()) return d;
+    }
+    return null;
   }
 
   async function sealCurrentRun(): Promise<void> {
@@ -103,11 +136,11 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     log.info({ runId: id, closedNow: delivery !== null }, 'therapist import run sealed');
   }
 
-  async function handle(rel: string, opts: { newestOnly?: Map<string, string> } = {}): Promise<void> {
+  async function handle(rel: string): Promise<void> {
     const entry = classifyDropPath(rel);
     if (entry.kind === 'ignore') return;
     if (entry.kind === 'misfit') {
-      await recordSkipped([{ path: rel, reason: entry.reason }], 'warn', 'scraper file name does not fit: skipped');
+      await recordSkipped([{ path: rel, reason: entry.reason }], 'misfit');
       return;
     }
     let buf: Buffer;
@@ -120,22 +153,24 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const contentHash = createHash('sha256').update(buf).digest('hex');
     const base = { path: rel, postcode: entry.postcode, dateFolder: entry.dateFolder, urgent: entry.urgent, contentHash, sizeBytes: buf.length };
 
-    if (entry.dateFolder && !entry.urgent) {
-      const newer = [opts.newestOnly?.get(entry.postcode), await repo.newestDateFolder(db, entry.postcode)]
-        .filter((d): d is string => !!d)
-        .sort()
-        .pop();
-      if (newer && newer > entry.dateFolder) {
-        await recordSkipped([{ ...base, reason: `superseded by the newer folder ${newer}/${entry.postcode}.json` }], 'info', 'scraper file superseded by a newer date folder: skipped');
-        return;
-      }
-    }
-
+    // A content tracked before comes first: an older date folder imported before the newer one
+    // arrived is not re-reported as superseded (on every restart or rewrite).
     const existing = await repo.findLiveByHash(db, contentHash);
     if (existing) {
       if (existing.status === 'queued' || existing.status === 'importing') await enqueueTherapistFile(ctx, existing);
       else log.debug({ path: rel, fileId: existing.id }, 'scraper file content already imported');
       return;
+    }
+
+    if (entry.dateFolder && !entry.urgent) {
+      const newer = [await newerDateFolderOnDisk(entry.postcode, entry.dateFolder), await repo.newestDateFolder(db, entry.postcode)]
+        .filter((d): d is string => !!d)
+        .sort()
+        .pop();
+      if (newer && newer > entry.dateFolder) {
+        await recordSkipped([{ ...base, reason: supersededReason(newer, entry.postcode) }], 'superseded');
+        return;
+      }
     }
     const run = await runForNewFile();
     const { file, created } = await repo.registerFile(db, { ...base, runId: run });
@@ -165,9 +200,10 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   /**
    * The start-up catch-up in batches (one query per step and chunk, not per file): misfits
    * and files a newer date folder supersedes are recorded as skipped, new contents are
-   * registered in one run and enqueued, urgent files first.
+   * registered in one run and enqueued, urgent files first. `onDisk` is every file found, also
+   * those still being written (a newer date folder supersedes as soon as it is there).
    */
-  async function registerBatch(rels: string[]): Promise<void> {
+  async function registerBatch(rels: string[], onDisk: string[]): Promise<void> {
     const misfits: Array<{ path: string; reason: string }> = [];
     const candidates: Array<{ rel: string; postcode: string; dateFolder: string | null; urgent: boolean }> = [];
     for (const rel of rels) {
@@ -175,12 +211,13 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       if (e.kind === 'misfit') misfits.push({ path: rel, reason: e.reason });
       else if (e.kind === 'import') candidates.push({ rel, postcode: e.postcode, dateFolder: e.dateFolder, urgent: e.urgent });
     }
-    await recordSkipped(misfits, 'warn', 'scraper file name does not fit: skipped');
+    await recordSkipped(misfits, 'misfit');
 
-    // Newest date folder per postcode: among the files found now and those registered before.
+    // Newest date folder per postcode: among the files on disk now and those registered before.
     const newest = await repo.newestDateFolders(db, [...new Set(candidates.filter((c) => c.dateFolder && !c.urgent).map((c) => c.postcode))]);
-    for (const c of candidates) {
-      if (c.dateFolder && !c.urgent && (newest.get(c.postcode) ?? '') < c.dateFolder) newest.set(c.postcode, c.dateFolder);
+    for (const rel of onDisk) {
+      const e = classifyDropPath(rel);
+      if (e.kind === 'import' && e.dateFolder && !e.urgent && (newest.get(e.postcode) ?? '') < e.dateFolder) newest.set(e.postcode, e.dateFolder);
     }
     // In chunks, urgent files first: the workers start on the first chunk while the rest is
     // still being read and hashed (a full-country drop is hundreds of files).
@@ -205,30 +242,29 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       }),
     );
     const hashed: Array<repo.NewTrackedFile> = [];
-    const superseded: Parameters<typeof repo.recordSkippedFiles>[1] = [];
     for (const r of read) {
       if (!r) continue;
       const { c, buf } = r;
-      const f = { runId: null, path: c.rel, postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent, contentHash: createHash('sha256').update(buf).digest('hex'), sizeBytes: buf.length };
-      const newer = newest.get(c.postcode);
-      if (c.dateFolder && !c.urgent && newer && newer > c.dateFolder) {
-        superseded.push({ ...f, reason: `superseded by the newer folder ${newer}/${c.postcode}.json` });
-      } else {
-        hashed.push(f);
-      }
+      hashed.push({ runId: null, path: c.rel, postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent, contentHash: createHash('sha256').update(buf).digest('hex'), sizeBytes: buf.length });
     }
-    await recordSkipped(superseded, 'info', 'scraper file superseded by a newer date folder: skipped');
 
+    // A content tracked before comes first (as in handle): a file imported before a newer date
+    // folder arrived is not re-reported as superseded on every restart.
     const live = new Map((await repo.findLiveByHashes(db, hashed.map((h) => h.contentHash))).map((r) => [r.contentHash!, r]));
+    const superseded: Parameters<typeof repo.recordSkippedFiles>[1] = [];
     const fresh = new Map<string, repo.NewTrackedFile>();
     for (const h of hashed) {
       const existing = live.get(h.contentHash);
+      const newer = h.postcode ? newest.get(h.postcode) : undefined;
       if (existing) {
         if (existing.status === 'queued' || existing.status === 'importing') await enqueueTherapistFile(ctx, existing);
+      } else if (h.dateFolder && !h.urgent && newer && newer > h.dateFolder) {
+        superseded.push({ ...h, reason: supersededReason(newer, h.postcode!) });
       } else if (!fresh.has(h.contentHash)) {
         fresh.set(h.contentHash, h);
       }
     }
+    await recordSkipped(superseded, 'superseded');
     if (fresh.size === 0) return;
     const run = await runForNewFile();
     const rows = await repo.registerFiles(db, [...fresh.values()].map((f) => ({ ...f, runId: run })));
@@ -254,7 +290,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       if (now - s.mtimeMs < cfg.stabilityMs) whenStable(f.abs, f.rel);
       else ready.push(f.rel);
     });
-    await registerBatch(ready);
+    await registerBatch(ready, found.map((f) => f.rel));
     log.info({ files: ready.length, waiting: found.length - ready.length }, 'scraper folder caught up');
   }
 
