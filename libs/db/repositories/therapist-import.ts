@@ -333,6 +333,8 @@ export async function recordSkippedFiles(
         dateFolder: f.dateFolder ?? null,
         urgent: f.urgent ?? false,
         status: 'skipped' as const,
+        // One clock for both (the column default is the database's: it could read later).
+        discoveredAt: now,
         finishedAt: now,
       })),
     )
