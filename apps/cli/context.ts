@@ -1,3 +1,4 @@
+import { userInfo } from 'node:os';
 import { ConfigError, loadConfig, type Config } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { openContext, type FleetContext } from '../../libs/runtime/index.js';
@@ -37,9 +38,34 @@ export async function withContext<T>(fn: (ctx: FleetContext) => Promise<T>, opts
   }
 }
 
-/** Who ran an operator command, for the audit table. */
+function loginName(): string | undefined {
+  try {
+    return userInfo().username;
+  } catch {
+    return undefined; // a uid without a passwd entry (some containers)
+  }
+}
+
+/**
+ * Who ran an operator command, for the audit table: `--actor`, else $FLEET_OPERATOR, else the
+ * login name ($SUDO_USER, $USER, then the user database, as USER is often unset in containers
+ * and cron), `unknown` only when none of them names anyone.
+ */
 export function operatorName(explicit?: string): string {
-  return explicit ?? process.env.FLEET_OPERATOR ?? process.env.SUDO_USER ?? process.env.USER ?? 'unknown';
+  const candidates = [explicit, process.env.FLEET_OPERATOR, process.env.SUDO_USER, process.env.USER];
+  for (const c of candidates) if (c?.trim()) return c.trim();
+  return loginName()?.trim() || 'unknown';
+}
+
+/** Same limit as the /ops pages. */
+const MAX_REASON = 500;
+
+/** The required `--reason` of an audited operator action; a usage error (exit 2) when it is missing or blank. */
+export function requiredReason(reason: string | undefined): string {
+  const text = reason?.trim() ?? '';
+  if (!text) throw new CliError('--reason <text> is required: say why (it is written to the audit table with who and when)', 2);
+  if (text.length > MAX_REASON) throw new CliError(`--reason: at most ${MAX_REASON} characters`, 2);
+  return text;
 }
 
 export function printJson(value: unknown): void {

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { userInfo } from 'node:os';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import type { Worker } from 'bullmq';
@@ -19,17 +20,20 @@ let worker: Worker;
 let runs = 0;
 let failing = true;
 
-async function fleet(...args: string[]) {
+/** Runs the CLI as operator ops-anna; `env` adds variables or (undefined) removes them. */
+async function fleetWith(env: Record<string, string | undefined>, ...args: string[]) {
+  const merged: Record<string, string | undefined> = { ...process.env, DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: t.prefix, FLEET_OPERATOR: 'ops-anna', LOG_LEVEL: 'warn', ...env };
+  for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
   try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args], {
-      env: { ...process.env, DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: t.prefix, FLEET_OPERATOR: 'ops-anna', LOG_LEVEL: 'warn' },
-    });
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args], { env: merged });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
     return { code: e.code, stdout: e.stdout, stderr: e.stderr };
   }
 }
+
+const fleet = (...args: string[]) => fleetWith({}, ...args);
 
 async function waitFor(fn: () => Promise<boolean>, timeoutMs = 15_000) {
   const start = Date.now();
@@ -79,6 +83,15 @@ describe('fleet dlq (the real CLI)', () => {
     expect(status.stdout).toContain('1 dead letter(s) wait for an operator');
 
     failing = false;
+    // No reason, no action: the dead letter stays and nothing is audited.
+    for (const args of [['dlq', 'requeue', jobId], ['dlq', 'requeue', jobId, '--reason', '  '], ['dlq', 'requeue', '--all', '--queue', 'patient-import']]) {
+      const refused = await fleet(...args);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toContain('--reason <text> is required');
+    }
+    expect(await listDeadLetters(t.queues)).toHaveLength(1);
+    expect(await listAudit(db.db, 1)).toEqual([]);
+
     const requeued = await fleet('dlq', 'requeue', jobId, '--reason', 'symptom list fixed by staff');
     expect(requeued.code).toBe(0);
     expect(requeued.stdout).toContain(`requeued ${jobId} on patient-import`);
@@ -94,20 +107,27 @@ describe('fleet dlq (the real CLI)', () => {
     failing = true;
     const { jobId } = await t.queues.enqueue('patient-import', { ledgerId: 42 });
     await waitFor(async () => (await listDeadLetters(t.queues)).length === 1);
-    const discarded = await fleet('dlq', 'discard', jobId, '--reason', 'duplicate upload');
+    const noReason = await fleet('dlq', 'discard', jobId);
+    expect(noReason.code).toBe(2);
+    expect(noReason.stderr).toContain('--reason <text> is required');
+    expect(await listDeadLetters(t.queues)).toHaveLength(1);
+
+    // No --actor, no $FLEET_OPERATOR, no $USER (as under cron or in a container): the login name.
+    const discarded = await fleetWith({ FLEET_OPERATOR: undefined, USER: undefined, SUDO_USER: undefined }, 'dlq', 'discard', jobId, '--reason', 'duplicate upload');
     expect(discarded.code).toBe(0);
     expect(discarded.stdout).toContain(`discarded ${jobId}`);
     expect(await listDeadLetters(t.queues)).toEqual([]);
     const [audit] = await listAudit(db.db, 1);
-    expect(audit).toMatchObject({ action: 'dlq.discard', target: `patient-import/${jobId}`, reason: 'duplicate upload', actor: 'ops-anna' });
+    expect(audit).toMatchObject({ action: 'dlq.discard', target: `patient-import/${jobId}`, reason: 'duplicate upload', actor: userInfo().username });
+    expect(audit!.actor).not.toBe('unknown');
 
-    const missing = await fleet('dlq', 'discard', 'no-such-id');
+    const missing = await fleet('dlq', 'discard', 'no-such-id', '--reason', 'cleanup');
     expect(missing.code).toBe(3);
     expect(missing.stderr).toContain('no dead-letter entry with id no-such-id');
     const badQueue = await fleet('dlq', 'list', '--queue', 'nope');
     expect(badQueue.code).toBe(2);
     expect(badQueue.stderr).toContain('unknown queue nope');
-    const neither = await fleet('dlq', 'requeue');
+    const neither = await fleet('dlq', 'requeue', '--reason', 'cleanup');
     expect(neither.code).toBe(2);
     expect(neither.stderr).toContain('name a dead-letter id or pass --all');
   });

@@ -1,4 +1,7 @@
 #!/usr/bin/env node
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../../libs/config/index.js';
 import { registerDlq } from './commands/dlq.js';
@@ -11,9 +14,22 @@ import { registerWeekly } from './commands/weekly.js';
 import { registerTherapists } from './commands/therapists.js';
 import { CliError } from './context.js';
 
+/** The version of package.json above this file (apps/cli in development, dist/apps/cli when built). */
+function fleetVersion(): string {
+  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
+    const file = path.join(dir, 'package.json');
+    if (existsSync(file)) {
+      const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'curavani-fleet' && pkg.version) return pkg.version;
+    }
+    if (path.dirname(dir) === dir) return 'unknown';
+  }
+}
+
 const program = new Command()
   .name('fleet')
   .description('Curavani Fleet: imports, notifications and events on a durable job queue')
+  .version(fleetVersion())
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 
@@ -29,7 +45,10 @@ registerEvents(program);
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  if (err instanceof CommanderError) process.exit(err.exitCode);
+  // Commander has already printed its message. Exit code 0: --help, --version; anything else is
+  // bad usage (unknown command or option, missing or invalid argument, a group without its
+  // subcommand), which is exit 2 like every usage error of the fleet (commander says 1).
+  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
   if (err instanceof CliError) {
     process.stderr.write(`fleet: ${err.message}\n`);
     process.exit(err.exitCode);

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { discardOne, requeueAll, requeueOne } from '../../../libs/ops/dead-letters.js';
 import { DeadLetterNotFound, listDeadLetters, queueNames } from '../../../libs/queues/index.js';
 import { deadLetterHooks } from '../../fleet/roles.js';
-import { CliError, operatorName, printJson, withContext } from '../context.js';
+import { CliError, operatorName, printJson, requiredReason, withContext } from '../context.js';
 
 function checkQueue(queue?: string): void {
   if (queue && !queueNames().includes(queue)) {
@@ -48,15 +48,16 @@ export function registerDlq(program: Command): void {
     .argument('[id]', 'dead-letter id (as shown by fleet dlq list)')
     .option('--all', 'requeue every dead letter (of --queue, if given)')
     .option('--queue <queue>', 'the queue the job belongs to')
-    .option('--reason <text>', 'why (written to the audit table)')
-    .option('--actor <name>', 'who (default: $FLEET_OPERATOR or the login name)')
+    .option('--reason <text>', 'why (required; written to the audit table)')
+    .option('--actor <name>', 'who (default: $FLEET_OPERATOR, else the login name)')
     .action(async (id: string | undefined, opts: { all?: boolean; queue?: string; reason?: string; actor?: string }) => {
       checkQueue(opts.queue);
       if (!id && !opts.all) throw new CliError('name a dead-letter id or pass --all', 2);
       if (id && opts.all) throw new CliError('pass either an id or --all, not both', 2);
+      const reason = requiredReason(opts.reason);
       await withContext(async (ctx) => {
         const deps = { db: ctx.database.db, queues: ctx.queues, hooks: deadLetterHooks };
-        const action = { actor: operatorName(opts.actor), reason: opts.reason };
+        const action = { actor: operatorName(opts.actor), reason };
         if (opts.all) {
           const results = await requeueAll(deps, action, opts.queue);
           process.stdout.write(`requeued ${results.length} dead letter(s)\n`);
@@ -76,13 +77,14 @@ export function registerDlq(program: Command): void {
     .description('remove a dead letter for good (the action is audited)')
     .argument('<id>', 'dead-letter id (as shown by fleet dlq list)')
     .option('--queue <queue>', 'the queue the job belongs to')
-    .option('--reason <text>', 'why (written to the audit table)')
-    .option('--actor <name>', 'who (default: $FLEET_OPERATOR or the login name)')
+    .option('--reason <text>', 'why (required; written to the audit table)')
+    .option('--actor <name>', 'who (default: $FLEET_OPERATOR, else the login name)')
     .action(async (id: string, opts: { queue?: string; reason?: string; actor?: string }) => {
       checkQueue(opts.queue);
+      const reason = requiredReason(opts.reason);
       await withContext(async (ctx) => {
         const deps = { db: ctx.database.db, queues: ctx.queues, hooks: deadLetterHooks };
-        const view = await notFoundAsCliError(() => discardOne(deps, id, { actor: operatorName(opts.actor), reason: opts.reason }, opts.queue));
+        const view = await notFoundAsCliError(() => discardOne(deps, id, { actor: operatorName(opts.actor), reason }, opts.queue));
         process.stdout.write(`discarded ${view.originalJobId} from ${view.deadLetterQueue}\n`);
       });
     });

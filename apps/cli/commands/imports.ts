@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
-import { getLedgerRow, listLedger, type LedgerRow } from '../../../libs/db/repositories/patient-import.js';
+import { recordAudit } from '../../../libs/db/repositories/audit.js';
+import { discardLedgerRow, getLedgerRow, listLedger, type LedgerRow } from '../../../libs/db/repositories/patient-import.js';
 import { patientImportStatuses, type PatientImportStatus } from '../../../libs/db/schema/fleet-patient-import.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
 import { importLocalFile, runPoll } from '../../../workers/patient-import/worker.js';
-import { CliError, printJson, withContext } from '../context.js';
+import { CliError, operatorName, printJson, requiredReason, withContext } from '../context.js';
 
 /**
  * One entry per import kind (`--kind`): how to list and show its records. The therapist
@@ -15,6 +16,12 @@ export interface ImportKind {
   list(ctx: FleetContext, opts: { status?: string[]; limit: number }): Promise<Array<Record<string, unknown>>>;
   /** Text block (and JSON) for `fleet imports show <id>`, or null when there is no such record. */
   show(ctx: FleetContext, id: number): Promise<{ text: string; json: unknown } | null>;
+  /**
+   * `fleet imports discard <id>`: closes a failed record that no dead letter stands for (those
+   * are discarded with `fleet dlq discard`), audited; returns the line to print. Throws a
+   * CliError (3: no such record, 2: not one to discard here). Absent: the kind has none.
+   */
+  discard?(ctx: FleetContext, id: number, action: { actor: string; reason: string }): Promise<string>;
 }
 
 const iso = (d: Date | null | undefined) => (d ? d.toISOString().replace('.000Z', 'Z') : null);
@@ -60,7 +67,12 @@ function patientDetail(r: LedgerRow): string {
   const shown = lines.filter(([, v]) => v !== null && v !== undefined && v !== '');
   const width = Math.max(...shown.map(([k]) => k.length));
   let text = shown.map(([k, v]) => `${(k + ':').padEnd(width + 2)}${String(v)}`).join('\n');
-  if (r.status === 'failed') {
+  if (r.status === 'failed' && r.source === 'file') {
+    // Imported by hand: no job ran, so there is no dead letter, and nothing is in the bucket.
+    text += `\n\nThis file was imported by hand (fleet import patient-file): there is no dead letter and nothing in the bucket.` +
+      `\nAfter fixing the cause: fleet import patient-file <path> (the same file again retries this record; a renamed or corrected file gets a record of its own).` +
+      `\nTo close this record for good: fleet imports discard ${r.id} --reason "..."`;
+  } else if (r.status === 'failed') {
     text += `\n\nThe file stays in the bucket. After fixing the cause: fleet dlq requeue patient-import.ledger.${r.id} --reason "..."` +
       `\n(or upload a corrected file: a new generation is imported on its own). To give up: fleet dlq discard patient-import.ledger.${r.id} --reason "..."`;
   }
@@ -77,6 +89,20 @@ export const importKinds: Record<string, ImportKind> = {
     async show(ctx, id) {
       const r = await getLedgerRow(ctx.database.db, id);
       return r ? { text: patientDetail(r), json: r } : null;
+    },
+    async discard(ctx, id, action) {
+      const db = ctx.database.db;
+      const r = await getLedgerRow(db, id);
+      if (!r) throw new CliError(`no patient import record ${id}`, 3);
+      if (r.source !== 'file') {
+        throw new CliError(`import record ${id} came from the bucket: discard its dead letter instead (fleet dlq discard patient-import.ledger.${id} --reason "...")`, 2);
+      }
+      if (r.status !== 'failed') throw new CliError(`import record ${id} is ${r.status}, not failed: nothing to discard`, 2);
+      await db.transaction(async (tx) => {
+        if (!(await discardLedgerRow(tx, id))) throw new CliError(`import record ${id} changed meanwhile; see fleet imports show ${id}`, 1);
+        await recordAudit(tx, { actor: action.actor, action: 'imports.discard', target: `patient-import.ledger.${id}`, reason: action.reason, details: { source: r.source, code: r.errorCode } });
+      });
+      return `discarded import record ${id} (imported by hand: no dead letter or bucket object to clean up)`;
     },
   },
 };
@@ -151,6 +177,25 @@ export function registerImports(program: Command): void {
       });
     });
 
+  imports
+    .command('discard')
+    .description('close a failed import record that has no dead letter (a file imported by hand) for good; audited')
+    .argument('<id>', 'import record id')
+    .option('--kind <kind>', `import kind (${Object.keys(importKinds).join(', ')})`, 'patient')
+    .option('--reason <text>', 'why (required; written to the audit table)')
+    .option('--actor <name>', 'who (default: $FLEET_OPERATOR, else the login name)')
+    .action(async (idText: string, opts: { kind: string; reason?: string; actor?: string }) => {
+      const kind = kindOf(opts.kind);
+      const id = Number(idText);
+      if (!Number.isInteger(id) || id < 1) throw new CliError(`expected a record id (a whole number), got ${JSON.stringify(idText)}`, 2);
+      const reason = requiredReason(opts.reason);
+      const discard = kind.discard;
+      if (!discard) throw new CliError(`${opts.kind} import records are not discarded here; dead letters: fleet dlq discard <id> --reason "..."`, 2);
+      await withContext(async (ctx) => {
+        process.stdout.write(`${await discard(ctx, id, { actor: operatorName(opts.actor), reason })}\n`);
+      });
+    });
+
   const importCmd = program.command('import').description('import a file by hand through the same pipeline');
   importCmd
     .command('patient-file')
@@ -168,7 +213,9 @@ export function registerImports(program: Command): void {
         }
       });
       if (opts.json) printJson(outcome);
-      else if (outcome.ok && outcome.result?.outcome === 'already-final') {
+      else if (outcome.ok && outcome.result?.outcome === 'already-final' && outcome.result.status === 'discarded') {
+        process.stdout.write(`not imported: this file (same name and content) was discarded by an operator: import record ${outcome.ledgerId}; nothing done\n`);
+      } else if (outcome.ok && outcome.result?.outcome === 'already-final') {
         process.stdout.write(`already imported earlier: import record ${outcome.ledgerId} (status ${outcome.result.status}); nothing done\n`);
       } else if (outcome.ok && outcome.result?.outcome === 'replaced') {
         process.stdout.write(`not imported: replaced by a newer upload of the same name (import record ${outcome.ledgerId})\n`);

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import type { Command } from 'commander';
 import { therapistImportFileStatuses, type TherapistImportCounts, type TherapistImportFileStatus } from '../../../libs/db/schema/fleet-therapist-import.js';
 import {
@@ -10,6 +11,7 @@ import {
   reportOf,
   type FileReport,
 } from '../../../workers/therapist-import/worker.js';
+import { classifyDropPath } from '../../producers/scraper-layout.js';
 import { CliError, printJson, withContext } from '../context.js';
 import { importKinds } from './imports.js';
 
@@ -118,9 +120,13 @@ export function registerTherapists(program: Command): void {
   group('import', 'import a file by hand through the same pipeline')
     .command('therapist-file')
     .description('import one therapist scraper file through the same pipeline as the watcher and print its report')
-    .argument('<path>', 'the scraper JSON file (e.g. var/scraper/20250702/52074.json)')
+    .argument('<path>', 'the scraper JSON file, named <plz>.json (e.g. var/scraper/20250702/52074.json)')
     .option('--json', 'print the report as JSON')
     .action(async (filePath: string, opts: { json?: boolean }) => {
+      // The postcode comes from the name, as in the drop folder: refuse what the watcher skips.
+      if (classifyDropPath(path.basename(filePath)).kind !== 'import') {
+        throw new CliError(`${filePath}: name does not fit <plz>.json (the 5-digit postcode of the file's area, e.g. 52074.json); the watcher skips such names too. Rename it and import it again`, 2);
+      }
       const report = await withContext(async (ctx) => {
         try {
           return await importTherapistFileNow(ctx, filePath);

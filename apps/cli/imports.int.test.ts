@@ -1,0 +1,117 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listAudit } from '../../libs/db/repositories/audit.js';
+import { getLedgerRow } from '../../libs/db/repositories/patient-import.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { fileBytes, plainRegistration } from '../../workers/patient-import/fixtures.js';
+import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
+import { therapistImportRepo } from '../../workers/therapist-import/worker.js';
+
+const run = promisify(execFile);
+const main = fileURLToPath(new URL('./main.ts', import.meta.url));
+
+let db: TestDatabase;
+let q: ReturnType<typeof testQueuePrefix>;
+let dir: string;
+
+async function fleet(...args: string[]) {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args], {
+      env: {
+        ...process.env,
+        DATABASE_URL: db.url,
+        REDIS_URL: TEST_REDIS_URL,
+        QUEUE_PREFIX: q.prefix,
+        SCRAPER_DROP_DIR: path.join(dir, 'scraper'),
+        BACKUP_DIR: path.join(dir, 'backup'),
+        FAILED_DIR: path.join(dir, 'failed'),
+        MAIL_OUTBOX_DIR: path.join(dir, 'outbox'),
+        FLEET_OPERATOR: 'ops-anna',
+        LOG_LEVEL: 'silent',
+      },
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  q = testQueuePrefix();
+  dir = await mkdtemp(path.join(tmpdir(), 'cli-imports-'));
+});
+
+afterAll(async () => {
+  await db?.drop();
+  await q?.cleanup();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+// Each step starts the real CLI process (a few seconds each on a busy machine).
+describe('fleet import therapist-file', () => {
+  it('refuses a file not named <plz>.json (as the watcher does) and imports it once renamed', { timeout: 90_000 }, async () => {
+    const content = scraperFile([therapistLine({ id: 'p1' })]);
+    const misnamed = path.join(dir, 'aachen-therapeuten.json');
+    await writeFile(misnamed, content);
+    const refused = await fleet('import', 'therapist-file', misnamed);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`${misnamed}: name does not fit <plz>.json`);
+    expect(await therapistImportRepo.listFiles(db.db)).toEqual([]);
+
+    const named = path.join(dir, '52074.json');
+    await writeFile(named, content);
+    const imported = await fleet('import', 'therapist-file', named, '--json');
+    expect(imported.code).toBe(0);
+    expect(JSON.parse(imported.stdout)).toMatchObject({ status: 'imported' });
+    const [file] = await therapistImportRepo.listFiles(db.db);
+    expect(file).toMatchObject({ postcode: '52074', status: 'imported' });
+  });
+});
+
+describe('a patient file imported by hand that failed', () => {
+  it('shows next steps that work for it and can be discarded (audited, with a reason)', { timeout: 120_000 }, async () => {
+    const file = path.join(dir, 'registration.json'); // not {nachname}_{vorname}_{date}_{token}.json
+    await writeFile(file, fileBytes(plainRegistration()));
+    const failed = await fleet('import', 'patient-file', file);
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toContain('failed (bad_file_name)');
+    const id = Number(/fleet imports show (\d+)/.exec(failed.stdout)?.[1]);
+    expect((await getLedgerRow(db.db, id))?.status).toBe('failed');
+
+    const shown = await fleet('imports', 'show', String(id));
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toContain('imported by hand');
+    expect(shown.stdout).toContain('fleet import patient-file <path>');
+    expect(shown.stdout).toContain(`fleet imports discard ${id} --reason`);
+    expect(shown.stdout).not.toContain('The file stays in the bucket');
+    expect(shown.stdout).not.toContain('fleet dlq');
+
+    const noReason = await fleet('imports', 'discard', String(id));
+    expect(noReason.code).toBe(2);
+    expect(noReason.stderr).toContain('--reason <text> is required');
+    expect((await getLedgerRow(db.db, id))?.status).toBe('failed');
+
+    const discarded = await fleet('imports', 'discard', String(id), '--reason', 'sent again under its proper name');
+    expect(discarded.code).toBe(0);
+    expect(discarded.stdout).toContain(`discarded import record ${id}`);
+    expect(await getLedgerRow(db.db, id)).toMatchObject({ status: 'discarded', discardedAt: expect.any(Date) });
+    const [audit] = await listAudit(db.db, 1);
+    expect(audit).toMatchObject({ actor: 'ops-anna', action: 'imports.discard', target: `patient-import.ledger.${id}`, reason: 'sent again under its proper name' });
+
+    const again = await fleet('imports', 'discard', String(id), '--reason', 'twice');
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain(`import record ${id} is discarded, not failed`);
+    const missing = await fleet('imports', 'discard', '999999', '--reason', 'typo');
+    expect(missing.code).toBe(3);
+    expect(missing.stderr).toContain('no patient import record 999999');
+  });
+});
