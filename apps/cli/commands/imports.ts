@@ -99,7 +99,7 @@ export const importKinds: Record<string, ImportKind> = {
       }
       if (r.status !== 'failed') throw new CliError(`import record ${id} is ${r.status}, not failed: nothing to discard`, 2);
       await db.transaction(async (tx) => {
-        if (!(await discardLedgerRow(tx, id))) throw new CliError(`import record ${id} changed meanwhile; see fleet imports show ${id}`, 1);
+        if (!(await discardLedgerRow(tx, id, new Date(), { failedOnly: true }))) throw new CliError(`import record ${id} changed meanwhile; see fleet imports show ${id}`, 1);
         await recordAudit(tx, { actor: action.actor, action: 'imports.discard', target: `patient-import.ledger.${id}`, reason: action.reason, details: { source: r.source, code: r.errorCode } });
       });
       return `discarded import record ${id} (imported by hand: no dead letter or bucket object to clean up)`;

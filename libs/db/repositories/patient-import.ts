@@ -129,12 +129,15 @@ export async function reopenFailedLedgerRow(db: DbOrTx, id: number): Promise<boo
   return rows.length > 0;
 }
 
-/** Operator discard: the row is closed for good (the object stays in the bucket). */
-export async function discardLedgerRow(db: DbOrTx, id: number, at = new Date()): Promise<boolean> {
+/**
+ * Operator discard: the row is closed for good (the object stays in the bucket). `failedOnly`:
+ * only a failed row (a hand-imported file discarded while someone imports it again stays open).
+ */
+export async function discardLedgerRow(db: DbOrTx, id: number, at = new Date(), opts: { failedOnly?: boolean } = {}): Promise<boolean> {
   const rows = await db
     .update(patientImportLedger)
     .set({ status: 'discarded', discardedAt: at, updatedAt: at })
-    .where(and(eq(patientImportLedger.id, id), inArray(patientImportLedger.status, ['failed', ...patientImportOpenStatuses])))
+    .where(and(eq(patientImportLedger.id, id), inArray(patientImportLedger.status, opts.failedOnly ? ['failed'] : ['failed', ...patientImportOpenStatuses])))
     .returning({ id: patientImportLedger.id });
   return rows.length > 0;
 }
