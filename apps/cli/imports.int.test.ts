@@ -74,6 +74,13 @@ describe('fleet import therapist-file', () => {
     expect(JSON.parse(imported.stdout)).toMatchObject({ status: 'imported' });
     const [file] = await therapistImportRepo.listFiles(db.db);
     expect(file).toMatchObject({ postcode: '52074', status: 'imported' });
+
+    // the files of one run (a CLI import is a run of its own)
+    const ofRun = await fleet('imports', 'list', '--kind', 'therapist', '--run', String(file!.runId), '--json');
+    expect(JSON.parse(ofRun.stdout)).toMatchObject([{ id: file!.id, run: file!.runId }]);
+    const otherRun = await fleet('imports', 'list', '--kind', 'therapist', '--run', String(file!.runId! + 1));
+    expect(otherRun.stdout).toContain(`no therapist import records in run ${file!.runId! + 1}`);
+    expect((await fleet('imports', 'list', '--run', '1')).code).toBe(2); // patient imports have no runs
   });
 });
 

@@ -13,7 +13,9 @@ import { CliError, operatorName, printJson, requiredReason, withContext } from '
 export interface ImportKind {
   statuses: readonly string[];
   /** Rows for `fleet imports list`: short, no names or object names (they contain personal data). */
-  list(ctx: FleetContext, opts: { status?: string[]; limit: number }): Promise<Array<Record<string, unknown>>>;
+  list(ctx: FleetContext, opts: { status?: string[]; limit: number; runId?: number }): Promise<Array<Record<string, unknown>>>;
+  /** The kind groups its records in runs (`fleet imports list --run <id>`). */
+  runs?: true;
   /** Text block (and JSON) for `fleet imports show <id>`, or null when there is no such record. */
   show(ctx: FleetContext, id: number): Promise<{ text: string; json: unknown } | null>;
   /**
@@ -143,18 +145,23 @@ export function registerImports(program: Command): void {
     .option('--kind <kind>', `import kind (${Object.keys(importKinds).join(', ')})`, 'patient')
     .option('--status <status>', 'only these statuses (comma-separated), e.g. failed')
     .option('--limit <n>', 'at most this many', '50')
+    .option('--run <id>', 'only the files of this run (therapist imports: fleet imports runs)')
     .option('--json', 'print JSON')
-    .action(async (opts: { kind: string; status?: string; limit: string; json?: boolean }) => {
+    .action(async (opts: { kind: string; status?: string; limit: string; run?: string; json?: boolean }) => {
       const kind = kindOf(opts.kind);
       const status = opts.status?.split(',').map((s) => s.trim()).filter(Boolean);
       const bad = status?.filter((s) => !kind.statuses.includes(s));
       if (bad?.length) throw new CliError(`unknown status ${bad.join(', ')}; statuses: ${kind.statuses.join(', ')}`, 2);
       const limit = Number(opts.limit);
       if (!Number.isInteger(limit) || limit < 1) throw new CliError('--limit: expected a whole number >= 1', 2);
+      const runId = opts.run === undefined ? undefined : Number(opts.run);
+      if (runId !== undefined && (!Number.isInteger(runId) || runId < 1)) throw new CliError('--run: expected a run id (a whole number >= 1)', 2);
+      if (runId !== undefined && !kind.runs) throw new CliError(`--run: ${opts.kind} imports have no runs (therapist imports do)`, 2);
       await withContext(async (ctx) => {
-        const rows = await kind.list(ctx, { ...(status ? { status } : {}), limit });
+        const rows = await kind.list(ctx, { ...(status ? { status } : {}), limit, ...(runId !== undefined ? { runId } : {}) });
         if (opts.json) return printJson(rows);
-        if (!rows.length) return void process.stdout.write(`no ${opts.kind} import records${status ? ` with status ${status.join(', ')}` : ''}\n`);
+        const where = [status ? `with status ${status.join(', ')}` : '', runId !== undefined ? `in run ${runId}` : ''].filter(Boolean).join(' ');
+        if (!rows.length) return void process.stdout.write(`no ${opts.kind} import records${where ? ` ${where}` : ''}\n`);
         process.stdout.write(`${table(rows)}\n\n${rows.length} record(s). Details: fleet imports show <id>${opts.kind === 'patient' ? '' : ` --kind ${opts.kind}`}\n`);
       });
     });

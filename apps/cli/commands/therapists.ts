@@ -66,8 +66,13 @@ function fileRow(r: repo.TherapistImportFileRow) {
 // `fleet imports list|show --kind therapist`
 importKinds.therapist = {
   statuses: therapistImportFileStatuses,
+  runs: true,
   async list(ctx, opts) {
-    const rows = await repo.listFiles(ctx.database.db, { ...(opts.status ? { status: opts.status as TherapistImportFileStatus[] } : {}), limit: opts.limit });
+    const rows = await repo.listFiles(ctx.database.db, {
+      ...(opts.status ? { status: opts.status as TherapistImportFileStatus[] } : {}),
+      ...(opts.runId !== undefined ? { runId: opts.runId } : {}),
+      limit: opts.limit,
+    });
     return rows.map(fileRow);
   },
   async show(ctx, id) {
@@ -153,7 +158,7 @@ export function registerTherapists(program: Command): void {
         const runs = await repo.listRuns(ctx.database.db, limit);
         if (opts.json) return printJson(runs);
         if (!runs.length) return void process.stdout.write('no therapist import runs\n');
-        process.stdout.write(`${table(runs.map(runRow))}\n\nFiles of a run: fleet imports list --kind therapist\n`);
+        process.stdout.write(`${table(runs.map(runRow))}\n\nFiles of a run: fleet imports list --kind therapist --run <id>\n`);
       });
     });
 }
