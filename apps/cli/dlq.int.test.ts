@@ -1,7 +1,4 @@
-import { execFile } from 'node:child_process';
 import { userInfo } from 'node:os';
-import { promisify } from 'node:util';
-import { fileURLToPath } from 'node:url';
 import type { Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listAudit } from '../../libs/db/repositories/audit.js';
@@ -10,9 +7,7 @@ import { bindQueueWorker, closeWorkers, listDeadLetters } from '../../libs/queue
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { createTestQueues } from '../../libs/testing/queues.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
-
-const run = promisify(execFile);
-const main = fileURLToPath(new URL('./main.ts', import.meta.url));
+import { runCli } from './run-cli.js';
 
 let db: TestDatabase;
 let t: ReturnType<typeof createTestQueues>;
@@ -21,16 +16,8 @@ let runs = 0;
 let failing = true;
 
 /** Runs the CLI as operator ops-anna; `env` adds variables or (undefined) removes them. */
-async function fleetWith(env: Record<string, string | undefined>, ...args: string[]) {
-  const merged: Record<string, string | undefined> = { ...process.env, DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: t.prefix, FLEET_OPERATOR: 'ops-anna', LOG_LEVEL: 'warn', ...env };
-  for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args], { env: merged });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
+function fleetWith(env: Record<string, string | undefined>, ...args: string[]) {
+  return runCli(args, { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: t.prefix, FLEET_OPERATOR: 'ops-anna', LOG_LEVEL: 'warn', ...env });
 }
 
 const fleet = (...args: string[]) => fleetWith({}, ...args);

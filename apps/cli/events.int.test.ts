@@ -1,27 +1,14 @@
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendEvent } from '../../libs/events/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { startKafkaMock, type KafkaMock } from '../../libs/testing/kafka-mock.js';
-
-const run = promisify(execFile);
-const main = fileURLToPath(new URL('./main.ts', import.meta.url));
+import { runCli } from './run-cli.js';
 
 let db: TestDatabase;
 let kafka: KafkaMock;
 
-async function fleet(env: Record<string, string>, ...args: string[]) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args], {
-      env: { ...process.env, DATABASE_URL: db.url, LOG_LEVEL: 'warn', KAFKA_BROKERS: '', ...env },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
+function fleet(env: Record<string, string>, ...args: string[]) {
+  return runCli(args, { DATABASE_URL: db.url, LOG_LEVEL: 'warn', KAFKA_BROKERS: '', ...env });
 }
 
 beforeAll(async () => {

@@ -1,9 +1,6 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listAudit } from '../../libs/db/repositories/audit.js';
 import { getLedgerRow } from '../../libs/db/repositories/patient-import.js';
@@ -13,35 +10,24 @@ import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { fileBytes, plainRegistration } from '../../workers/patient-import/fixtures.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
 import { therapistImportRepo } from '../../workers/therapist-import/worker.js';
-
-const run = promisify(execFile);
-const main = fileURLToPath(new URL('./main.ts', import.meta.url));
+import { runCli } from './run-cli.js';
 
 let db: TestDatabase;
 let q: ReturnType<typeof testQueuePrefix>;
 let dir: string;
 
-async function fleet(...args: string[]) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args], {
-      env: {
-        ...process.env,
-        DATABASE_URL: db.url,
-        REDIS_URL: TEST_REDIS_URL,
-        QUEUE_PREFIX: q.prefix,
-        SCRAPER_DROP_DIR: path.join(dir, 'scraper'),
-        BACKUP_DIR: path.join(dir, 'backup'),
-        FAILED_DIR: path.join(dir, 'failed'),
-        MAIL_OUTBOX_DIR: path.join(dir, 'outbox'),
-        FLEET_OPERATOR: 'ops-anna',
-        LOG_LEVEL: 'silent',
-      },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
+function fleet(...args: string[]) {
+  return runCli(args, {
+    DATABASE_URL: db.url,
+    REDIS_URL: TEST_REDIS_URL,
+    QUEUE_PREFIX: q.prefix,
+    SCRAPER_DROP_DIR: path.join(dir, 'scraper'),
+    BACKUP_DIR: path.join(dir, 'backup'),
+    FAILED_DIR: path.join(dir, 'failed'),
+    MAIL_OUTBOX_DIR: path.join(dir, 'outbox'),
+    FLEET_OPERATOR: 'ops-anna',
+    LOG_LEVEL: 'silent',
+  });
 }
 
 beforeAll(async () => {

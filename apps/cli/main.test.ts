@@ -1,21 +1,8 @@
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-
-const run = promisify(execFile);
-const main = fileURLToPath(new URL('./main.ts', import.meta.url));
+import { runCli } from './run-cli.js';
 
 /** The real CLI; none of these commands gets as far as opening a connection. */
-async function fleet(...args: string[]) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args], { env: { ...process.env, LOG_LEVEL: 'warn' } });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const fleet = (...args: string[]) => runCli(args, { LOG_LEVEL: 'warn' });
 
 describe.concurrent('fleet exit codes (README: 0 done, 1 failure, 2 bad usage or configuration, 3 not found)', () => {
   it.each([
