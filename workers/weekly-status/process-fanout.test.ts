@@ -45,6 +45,10 @@ describe('processWeeklyFanout', () => {
     expect(await processWeeklyFanout({ isoWeek: '2026-W48', dryRun: true }, f.deps)).toMatchObject({ queued: 0, eligible: 2, dryRun: true });
     expect(await processWeeklyFanout({ isoWeek: '2026-W47' }, f.deps)).toMatchObject({ queued: 0, refused: 'past_week' });
     expect(await processWeeklyFanout({ isoWeek: '2026-W49' }, f.deps)).toMatchObject({ queued: 0, refused: 'future_week' });
+    // a dry run only counts: any week
+    const counted = await processWeeklyFanout({ isoWeek: '2026-W47', dryRun: true }, f.deps);
+    expect(counted).toMatchObject({ queued: 0, dryRun: true });
+    expect(counted.refused).toBeUndefined();
     expect(f.enqueued).toEqual([]);
   });
   it('a failing enqueue fails the run (the job retries; keyed jobs are not added twice)', async () => {

@@ -35,12 +35,13 @@ export async function processWeeklyFanout(input: { isoWeek: string; dryRun?: boo
   const dryRun = input.dryRun ?? false;
   const counts = await deps.counts(w);
   const base = { ...counts, isoWeek: input.isoWeek, queued: 0, dryRun };
+  // Counting queues nothing: any week may be counted.
+  if (dryRun) return base;
   if (now >= w.end || now < w.weekStart) {
     const refused = now >= w.end ? 'past_week' : 'future_week';
     deps.log.warn({ isoWeek: input.isoWeek, refused }, 'weekly fan-out only runs for the current week: nothing queued');
     return { ...base, refused };
   }
-  if (dryRun) return base;
   let queued = 0;
   // The next page is read while the current one is enqueued (one page ahead, no more).
   let next = deps.page(w, 0, deps.pageSize);

@@ -66,6 +66,10 @@ export function registerWeekly(program: Command): void {
       await withContext(async (ctx) => {
         const isoWeek = opts.week ? weekArg(opts.week) : isoWeekOf(ctx.clock.now(), ctx.config.weekly.timeZone);
         const r = await runWeeklyFanout(ctx, { isoWeek, dryRun: Boolean(opts.dryRun) });
+        // A refused week queues nothing: its counts would read like a run that happened.
+        if (r.refused) {
+          throw new CliError(`week ${isoWeek} is not the current week (${r.refused === 'past_week' ? 'past weeks are never sent' : 'not started yet'}): nothing queued; use --dry-run to count`, 2);
+        }
         if (opts.json) printJson(r);
         else {
           process.stdout.write(
@@ -80,10 +84,7 @@ export function registerWeekly(program: Command): void {
               '',
             ].join('\n'),
           );
-          if (!r.dryRun && !r.refused && r.queued > 0) process.stdout.write('the weekly workers (fleet start --only weekly,email) compose and send them\n');
-        }
-        if (r.refused) {
-          throw new CliError(`week ${isoWeek} is not the current week (${r.refused === 'past_week' ? 'past weeks are never sent' : 'not started yet'}): nothing queued; use --dry-run to count`, 2);
+          if (!r.dryRun && r.queued > 0) process.stdout.write('the weekly workers (fleet start --only weekly,email) compose and send them\n');
         }
       });
     });
