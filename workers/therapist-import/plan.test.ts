@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { isEmptyValue, norm, normFull, sameValue } from './plan.js';
+import { therapistLine } from './fixtures.js';
+import { isEmptyValue, norm, normFull, planFile, sameValue, type ExistingTherapist, type ExternalIdEntry } from './plan.js';
+import { wellFormedTherapist, type ParsedLine } from './scraper-file.js';
 
 /** The rule as first written (every comparison through the canonical form). */
 function canonical(v: unknown): string {
@@ -38,5 +40,100 @@ describe('norm', () => {
     expect(norm('STRAẞE 5')).toBe(normFull('STRAẞE 5'));
     expect(norm('Zoë')).toBe('zoë');
     expect(norm(null)).toBe('');
+  });
+});
+
+describe('planFile: what holds whatever the order of the lines', () => {
+  /** A small seeded generator, so a failure can be replayed. */
+  function rng(seed: number) {
+    let s = seed >>> 0;
+    return () => {
+      s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
+      return s / 2 ** 32;
+    };
+  }
+  const pick = <T>(r: () => number, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+  const shuffle = <T>(r: () => number, xs: T[]): T[] => {
+    const out = [...xs];
+    for (let i = out.length - 1; i > 0; i--) {
+      const j = Math.floor(r() * (i + 1));
+      [out[i], out[j]] = [out[j]!, out[i]!];
+    }
+    return out;
+  };
+  const firsts = ['Anna', 'Ben', 'Cem'] as const;
+  const lasts = ['Alt', 'Berg', 'Crone', 'Dorn'] as const;
+  const titles = [null, 'Dr.'] as const;
+  const emails = [null, 'team@praxis.de', 'eigene@praxis.de'] as const;
+
+  function randomFile(seed: number) {
+    const r = rng(seed);
+    const candidates: ExistingTherapist[] = [];
+    const externalIds = new Map<string, ExternalIdEntry>();
+    for (let id = 1; id <= 1 + Math.floor(r() * 6); id++) {
+      candidates.push({
+        id,
+        status: pick(r, ['aktiv', 'aktiv', 'inaktiv']),
+        anrede: 'Frau',
+        geschlecht: 'weiblich',
+        titel: pick(r, titles),
+        vorname: pick(r, firsts),
+        nachname: pick(r, lasts),
+        strasse: 'Ring 3',
+        plz: '52066',
+        ort: 'Aachen',
+        telefon: null,
+        fax: null,
+        email: pick(r, emails),
+        telefonische_erreichbarkeit: null,
+        fremdsprachen: null,
+        psychotherapieverfahren: 'egal',
+      });
+      if (r() < 0.5) externalIds.set(`x${id}`, { therapistId: id, deleted: false });
+    }
+    // Distinct scraper ids (some known, some new) or none.
+    const ids = shuffle(r, ['x1', 'x2', 'x3', 'x4', 'x5', 'x6', 'n1', 'n2', 'n3', 'n4']);
+    const lines: ParsedLine[] = [];
+    for (let index = 0; index < 1 + Math.floor(r() * 6); index++) {
+      const raw = therapistLine({
+        id: r() < 0.8 ? ids[index]! : null,
+        status: pick(r, ['new', 'modified', 'unchanged', 'unchanged', 'deleted']),
+        salutation: 'Frau',
+        first: pick(r, firsts),
+        last: pick(r, lasts),
+        title: pick(r, titles),
+        email: pick(r, emails),
+        street: 'Ring',
+        house: '3',
+        plz: '52066',
+      });
+      const therapist = wellFormedTherapist(raw)!;
+      lines.push({ index, ok: true, externalId: therapist.id, statedStatus: therapist.status, therapist });
+    }
+    return { r, candidates, externalIds, lines };
+  }
+
+  it('a line takes the therapist its known scraper id names; no two lines take one therapist; the secondary rule never takes a therapist another line names by id', () => {
+    for (let seed = 1; seed <= 400; seed++) {
+      const f = randomFile(seed);
+      for (let round = 0; round < 4; round++) {
+        const order = round === 0 ? f.lines : shuffle(f.r, f.lines);
+        const plan = planFile({ lines: order, candidates: f.candidates, externalIds: f.externalIds });
+        const where = `seed ${seed}, order ${order.map((l) => l.index).join(',')}`;
+        expect(plan.lines.map((l) => l.index), where).toEqual(order.map((l) => l.index));
+        const taken = plan.lines.filter((l) => l.outcome !== 'failed' && l.therapistId !== null).map((l) => l.therapistId);
+        expect(new Set(taken).size, where).toBe(taken.length);
+        const namedById = new Map<number, string>();
+        for (const l of order) {
+          const known = l.externalId ? f.externalIds.get(l.externalId)?.therapistId : undefined;
+          if (known != null) namedById.set(known, l.externalId!);
+        }
+        for (const res of plan.lines) {
+          const known = res.externalId ? f.externalIds.get(res.externalId)?.therapistId : undefined;
+          if (known != null) expect({ rule: res.rule, therapistId: res.therapistId }, where).toEqual({ rule: 'external_id', therapistId: known });
+          if (res.rule === 'secondary' && namedById.has(res.therapistId!)) expect(namedById.get(res.therapistId!), where).toBe(res.externalId);
+        }
+      }
+    }
   });
 });
