@@ -18,6 +18,53 @@ export function isPermanent(err: unknown): err is PermanentError {
   return err instanceof PermanentError;
 }
 
+/**
+ * An error's message as it may be stored (job failures, dead letters) and logged. drizzle's
+ * query error puts the statement and every parameter into its message (names, email
+ * addresses, whole emails): it is described by the database's own error instead.
+ */
 export function errorMessage(err: unknown): string {
+  if (isQueryError(err)) return queryErrorSummary(err);
   return err instanceof Error ? err.message : String(err);
+}
+
+/** drizzle's `DrizzleQueryError` (matched by shape: `Failed query: ...` and its `params`). */
+export function isQueryError(err: unknown): err is Error & { cause?: unknown } {
+  return err instanceof Error && 'params' in err && err.message.startsWith('Failed query: ');
+}
+
+/**
+ * `database query failed: <SQLSTATE> <PostgreSQL's message>`, without the statement and its
+ * parameters; a value PostgreSQL quotes ("invalid input syntax for type integer: "...") is
+ * left out too.
+ */
+export function queryErrorSummary(err: Error & { cause?: unknown }): string {
+  const cause = err.cause;
+  if (!(cause instanceof Error)) return 'database query failed';
+  const code = (cause as { code?: unknown }).code;
+  const message = cause.message.replace(/^(invalid input (?:syntax|value) for [^:]+): .*$/s, '$1: (value not shown)');
+  return `database query failed: ${typeof code === 'string' ? `${code} ` : ''}${message}`;
+}
+
+/**
+ * A query error fit to store and log: the summary as message, the original stack frames (not
+ * its first lines, which repeat the statement and parameters), the SQLSTATE as `code`. Any
+ * other error is returned as it is.
+ */
+export function withoutQueryData(err: unknown): unknown {
+  if (!isQueryError(err)) return err;
+  const safe = new QueryFailedError(queryErrorSummary(err), (err.cause as { code?: unknown } | undefined)?.code);
+  const frames = (err.stack ?? '').split('\n').filter((l) => /^\s+at /.test(l));
+  safe.stack = [`${safe.name}: ${safe.message}`, ...frames].join('\n');
+  return safe;
+}
+
+/** A database query failed (what `withoutQueryData` makes of drizzle's query error). */
+export class QueryFailedError extends Error {
+  override name = 'QueryFailedError';
+  readonly code: string | undefined;
+  constructor(message: string, code: unknown) {
+    super(message);
+    this.code = typeof code === 'string' ? code : undefined;
+  }
 }

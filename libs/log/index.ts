@@ -1,4 +1,5 @@
 import { pino, type Logger, type LoggerOptions } from 'pino';
+import { withoutQueryData } from '../errors/index.js';
 
 export type { Logger };
 
@@ -37,10 +38,11 @@ const redactPaths = [...PERSONAL_FIELDS, ...SECRET_FIELDS].flatMap((f) => [f, `*
  * Error properties that can carry row values: PostgreSQL's `detail` ("Key (email)=(...)"),
  * the statement's parameters, HTTP request bodies. Errors are logged without them.
  */
-const ERROR_DATA_FIELDS = ['detail', 'parameters', 'args', 'query', 'where', 'body', 'config', 'response', 'request'];
+const ERROR_DATA_FIELDS = ['detail', 'parameters', 'params', 'args', 'query', 'where', 'body', 'config', 'response', 'request'];
 
 function errSerializer(err: Error): Record<string, unknown> {
-  const out = pino.stdSerializers.err(err) as unknown as Record<string, unknown>;
+  // drizzle's query error repeats the statement and its parameters in its message and stack.
+  const out = pino.stdSerializers.err(withoutQueryData(err) as Error) as unknown as Record<string, unknown>;
   for (const f of ERROR_DATA_FIELDS) delete out[f];
   return out;
 }

@@ -1,5 +1,7 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { DrizzleQueryError } from 'drizzle-orm/errors';
+import { errorMessage } from '../errors/index.js';
 import { createLogger } from './index.js';
 
 function capture() {
@@ -66,5 +68,21 @@ describe('logger', () => {
     expect(entry.err.detail).toBeUndefined();
     expect(entry.err.parameters).toBeUndefined();
     expect(lines[0]).not.toContain('example.com');
+  });
+
+  it("logs drizzle's query error (statement and parameters in its message and stack) as the database's error only", () => {
+    const { lines, stream } = capture();
+    const log = createLogger({ level: 'info', pretty: 'false' }, stream);
+    const cause = Object.assign(new Error('duplicate key value violates unique constraint "deliveries_key_uq"'), { name: 'PostgresError', code: '23505', detail: 'Key (to)=(erika@example.org)' });
+    const err = new DrizzleQueryError('insert into fleet.deliveries ("to", "html") values ($1, $2)', ['erika@example.org', '<p>Guten Tag\nErika Spät</p>'], cause);
+    log.error({ err }, 'recording failed');
+    const entry = JSON.parse(lines[0]!);
+    expect(entry.err).toMatchObject({ type: 'QueryFailedError', code: '23505', message: 'database query failed: 23505 duplicate key value violates unique constraint "deliveries_key_uq"' });
+    expect(entry.err.stack).toMatch(/^QueryFailedError: database query failed: 23505 [^\n]*\n\s+at /);
+    expect(lines[0]).not.toMatch(/erika|Spät|Failed query|params/i);
+    expect(errorMessage(err)).toBe('database query failed: 23505 duplicate key value violates unique constraint "deliveries_key_uq"');
+    // a value PostgreSQL quotes in its own message is left out too
+    const typed = new DrizzleQueryError('select $1::int', ['Erika'], Object.assign(new Error('invalid input syntax for type integer: "Erika"'), { code: '22P02' }));
+    expect(errorMessage(typed)).toBe('database query failed: 22P02 invalid input syntax for type integer: (value not shown)');
   });
 });

@@ -1,6 +1,6 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { errorMessage, isPermanent } from '../errors/index.js';
+import { errorMessage, isPermanent, withoutQueryData } from '../errors/index.js';
 import type { Logger } from '../log/index.js';
 import type { Metrics } from '../metrics/index.js';
 import { catalog, deadLetterQueueName, jobNames, type JobName, type Payload } from './catalog.js';
@@ -100,7 +100,8 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
         log.warn({ err, code }, 'job attempt failed: will retry');
       }
       if (isPermanent(err)) throw new UnrecoverableError(`${err.code}: ${err.message}`);
-      throw err;
+      // BullMQ keeps the message and stack on the job (failedReason, stacktrace): no row values.
+      throw withoutQueryData(err);
     }
   };
 

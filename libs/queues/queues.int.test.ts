@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Worker } from 'bullmq';
+import { DrizzleQueryError } from 'drizzle-orm/errors';
 import { PermanentError } from '../errors/index.js';
 import { createTestQueues } from '../testing/queues.js';
 import { bindQueueWorker, closeWorkers, type Handlers } from './bind-worker.js';
@@ -133,6 +134,27 @@ describe('queues: retries, dead letters, idempotency', () => {
     expect(dead).toMatchObject({ reason: 'storage unavailable', attemptsMade: 5, code: null });
     const deadCount = (await t.metrics.registry.getSingleMetricAsString('fleet_jobs_dead_total')).trim();
     expect(deadCount).toContain('fleet_jobs_dead_total{queue="bucket-poll"} 1');
+  });
+
+  it("a database query error keeps the statement's parameters (row values) out of the dead letter and the job's failure", async () => {
+    bind(
+      {
+        'bucket-poll': async () => {
+          const cause = Object.assign(new Error('deadlock detected'), { name: 'PostgresError', code: '40P01' });
+          throw new DrizzleQueryError('update patienten set email = $1', ['erika@example.org'], cause);
+        },
+      },
+      'bucket-poll',
+    );
+    const { jobId } = await t.queues.enqueue('bucket-poll', { trigger: 'manual' });
+    const [dead] = await until(async () => {
+      const l = await listDeadLetters(t.queues, { queue: 'bucket-poll' });
+      return l.length ? l : undefined;
+    });
+    expect(dead).toMatchObject({ reason: 'database query failed: 40P01 deadlock detected' });
+    const job = await t.queues.queue('bucket-poll').getJob(jobId);
+    expect(job!.failedReason).toBe('database query failed: 40P01 deadlock detected');
+    expect(JSON.stringify([job!.failedReason, job!.stacktrace, dead])).not.toContain('erika@example.org');
   });
 
   it('enqueuing the same idempotency key twice runs the job once', async () => {
