@@ -199,7 +199,22 @@ export function parseEnv(env: Record<string, string | undefined> = process.env):
   if (e.NODE_ENV === 'production' && !e.UNSUBSCRIBE_SECRET) {
     throw new ConfigError('invalid configuration: UNSUBSCRIBE_SECRET: required when NODE_ENV=production (it is missing)');
   }
+  if (e.NODE_ENV === 'production') checkPublicBaseUrl(e.PUBLIC_BASE_URL);
   return e;
+}
+
+/**
+ * Production emails carry one-click unsubscribe links under PUBLIC_BASE_URL: RFC 8058 wants
+ * HTTPS, and a loopback address reaches nobody.
+ */
+function checkPublicBaseUrl(value: string): void {
+  const u = new URL(value);
+  const loopback = ['localhost', '127.0.0.1', '[::1]', '0.0.0.0'].includes(u.hostname) || u.hostname.startsWith('127.');
+  if (u.protocol !== 'https:' || loopback) {
+    throw new ConfigError(
+      `invalid configuration: PUBLIC_BASE_URL: expected an https address patients can reach when NODE_ENV=production (got ${value}); emails link to it for unsubscribing`,
+    );
+  }
 }
 
 /** The Kafka TLS and SASL variables that only make sense together. */

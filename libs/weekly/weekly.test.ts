@@ -83,7 +83,12 @@ describe('unsubscribe secret configuration', () => {
     const { loadConfig, DEV_UNSUBSCRIBE_SECRET } = await import('../config/index.js');
     expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/UNSUBSCRIBE_SECRET: required when NODE_ENV=production/);
     expect(() => loadConfig({ NODE_ENV: 'production', UNSUBSCRIBE_SECRET: 'too-short' })).toThrow(/UNSUBSCRIBE_SECRET: expected at least 32 characters/);
-    expect(loadConfig({ NODE_ENV: 'production', UNSUBSCRIBE_SECRET: 's'.repeat(32) }).weekly.unsubscribeSecret).toBe('s'.repeat(32));
+    const production = { NODE_ENV: 'production', UNSUBSCRIBE_SECRET: 's'.repeat(32), PUBLIC_BASE_URL: 'https://app.curavani.com' };
+    expect(loadConfig(production).weekly.unsubscribeSecret).toBe('s'.repeat(32));
+    // the links in production emails must reach patients over HTTPS (RFC 8058)
+    expect(() => loadConfig({ ...production, PUBLIC_BASE_URL: undefined })).toThrow(/PUBLIC_BASE_URL: expected an https address .* \(got http:\/\/127.0.0.1:3000\)/);
+    expect(() => loadConfig({ ...production, PUBLIC_BASE_URL: 'http://app.curavani.com' })).toThrow(/PUBLIC_BASE_URL: expected an https address/);
+    expect(() => loadConfig({ ...production, PUBLIC_BASE_URL: 'https://localhost:3000' })).toThrow(/PUBLIC_BASE_URL: expected an https address/);
     expect(loadConfig({ NODE_ENV: 'development' }).weekly.unsubscribeSecret).toBe(DEV_UNSUBSCRIBE_SECRET);
   });
 });
