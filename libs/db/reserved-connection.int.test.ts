@@ -33,8 +33,8 @@ describe('a reserved connection whose backend ended', () => {
     process.on('uncaughtException', onUncaught);
     try {
       const reserved = await sql.reserve();
-      const [{ pid }] = await reserved<Array<{ pid: number }>>`select pg_backend_pid() as pid`;
-      await admin`select pg_terminate_backend(${pid})`;
+      const [row] = await reserved<Array<{ pid: number }>>`select pg_backend_pid() as pid`;
+      await admin`select pg_terminate_backend(${row!.pid})`;
       await new Promise((r) => setTimeout(r, 100));
 
       const codes = [];
