@@ -5,7 +5,7 @@ import { parseFileName } from './file-name.js';
 import { fileBytes, plainRegistration, signedRegistration } from './fixtures.js';
 import { berlinDay, mapPatient, normalise } from './map-patient.js';
 import { parseRegistration } from './parse-registration.js';
-import { SYMPTOMS } from './registration-schema.js';
+import { SYMPTOMS, withholdValues } from './registration-schema.js';
 import { validationDe } from './staff-mails.js';
 import { phpJsonEncode } from './signature.js';
 
@@ -16,7 +16,7 @@ const signing = { secret, environment: 'production' };
 
 function rejectOf(doc: unknown, opts: { secret?: string; environment: string } = noSecret): PermanentError {
   try {
-    parseRegistration(typeof doc === 'string' ? Buffer.from(doc) : fileBytes(doc), opts, now);
+    parseRegistration(Buffer.isBuffer(doc) ? doc : typeof doc === 'string' ? Buffer.from(doc) : fileBytes(doc), opts, now);
   } catch (err) {
     if (err instanceof PermanentError) return err;
     throw err;
@@ -184,5 +184,138 @@ describe('normalising for duplicate checks', () => {
   it('trims, case-folds and composes (NFC)', () => {
     expect(normalise('  Max.Muster@Example.ORG ')).toBe('max.muster@example.org');
     expect(normalise('Mu\u0308ller')).toBe(normalise('MÜLLER'));
+  });
+});
+
+describe('file names as PHP urlencode writes them', () => {
+  it('reads + as a space and %2B as a plus, and takes .json in any case', () => {
+    expect(parseFileName('registrations/van+der+Berg_Anna+Maria_20250705_74de009a.json')).toEqual({
+      ok: true,
+      value: { nachname: 'van der Berg', vorname: 'Anna Maria', date: '20250705', token: '74de009a' },
+    });
+    expect(parseFileName('registrations/van%20der%20Berg_Anna_20250705_84f56991.JSON')).toMatchObject({ ok: true, value: { nachname: 'van der Berg' } });
+    expect(parseFileName('registrations/Mustermann_Max_20250705_84f56991.Json').ok).toBe(true);
+    expect(parseFileName('registrations/M%C3%BCller+L%C3%BCdenscheidt_Hans_20250705_0b1ab67b.json')).toMatchObject({ ok: true, value: { nachname: 'Müller Lüdenscheidt' } });
+    // A literal plus is %2B: not a letter of a name.
+    expect(parseFileName('registrations/A%2BB_Max_20250705_0b1ab67b.json').ok).toBe(false);
+  });
+
+  it.each([
+    ['registrations/Mustermann_Max_2025075_0b1ab67b.json', 'file name: expected {nachname}_{vorname}_{date}_{token}.json (the date part "2025075" is not YYYYMMDD or YYYY-MM-DD)'],
+    ['registrations/Mustermann_Max_20251305_0b1ab67b.json', '(the date part "20251305" is not a real date)'],
+    ['registrations/Mustermann_Max_20250705_0b1ab67b.txt', '(not a .json file)'],
+    ['registrations/Muster_mann_Max_20250705_0b1ab67b.json', '(5 parts separated by underscores, expected 4)'],
+    ['registrations/_Max_20250705_0b1ab67b.json', '(the nachname part "" is not a name)'],
+    ['registrations/Mustermann_M4x_20250705_0b1ab67b.json', '(the vorname part "M4x" is not a name)'],
+    ['registrations/Mustermann_Max_20250705_0b1.json', '(the token part "0b1" is not 6 or more letters or digits)'],
+  ])('says which part of %s does not fit', (name, why) => {
+    const r = parseFileName(name);
+    expect(r.ok).toBe(false);
+    if (!r.ok) {
+      expect(r.reason).toMatch(/^file name: expected \{nachname\}_\{vorname\}_\{date\}_\{token\}\.json/);
+      expect(r.reason).toContain(why);
+      // Logs and dead letters get the text without the parts of the name.
+      expect(withholdValues(r.marked)).not.toMatch(/"[^"]+"/);
+    }
+  });
+});
+
+describe('text PostgreSQL cannot store', () => {
+  type Reg = Record<string, unknown>;
+  const pd = (r: Reg) => r.patient_data as Reg;
+  const cm = (r: Reg) => r.consent_metadata as Reg;
+  it.each([
+    ['a NUL in telefon', (r: Reg) => (pd(r).telefon = '+49 241\u0000'), 'patient_data.telefon: contains a NUL character (\\u0000), which cannot be stored'],
+    ['an unpaired surrogate in hausarzt', (r: Reg) => (pd(r).hausarzt = 'Dr. \ud800'), 'patient_data.hausarzt: contains an unpaired surrogate (not valid Unicode), which cannot be stored'],
+    ['a NUL in a symptom', (r: Reg) => (pd(r).symptome = ['Mobbing', 'Zw\u0000nge']), 'patient_data.symptome.1: contains a NUL character'],
+    ['a NUL in the user agent', (r: Reg) => (cm(r).user_agent = 'Mozilla\u0000'), 'consent_metadata.user_agent: contains a NUL character'],
+    ['a NUL in an unknown consent field (stored as carried)', (r: Reg) => (cm(r).referrer = 'x\u0000'), 'consent_metadata.referrer: contains a NUL character'],
+    ['a NUL in an unknown key (listed in the ledger)', (r: Reg) => (pd(r)['farbe\u0000'] = 'blau'), 'patient_data: a key: contains a NUL character'],
+    ['a NUL in a top-level key', (r: Reg) => (r['x\u0000'] = 1), '(file): a key: contains a NUL character'],
+  ])('rejects %s as validation_failed, naming the field', (_k, patch, message) => {
+    const err = rejectOf(plainRegistration({ patch }));
+    expect(err.code).toBe('validation_failed');
+    expect(err.message).toContain(message);
+  });
+
+  it('names the path inside a signed file', () => {
+    const doc = signedRegistration(patched((p) => (p.telefon = '\u0000')), { secret, nested: true });
+    expect(rejectOf(doc, signing).message).toBe('data.data.patient_data.telefon: contains a NUL character (\\u0000), which cannot be stored');
+  });
+
+  it('accepts emoji and other valid Unicode', () => {
+    const reg = patched((p) => (p.hausarzt = 'Dr. Zoë 😀'));
+    expect(parseRegistration(fileBytes(reg), noSecret, now).registration.patient_data.hausarzt).toBe('Dr. Zoë 😀');
+  });
+});
+
+describe('file encoding', () => {
+  it('rejects a file that is not UTF-8 (a Latin-1 copy) instead of garbling names', () => {
+    const latin1 = Buffer.from(JSON.stringify(plainRegistration({ vorname: 'Jürgen' })), 'latin1');
+    const err = rejectOf(latin1);
+    expect(err.code).toBe('not_utf8');
+    expect(err.message).toMatch(/^file: not UTF-8 text/);
+  });
+
+  it('drops a leading byte order mark, also of a signed file (the signature is over the object, not the bytes)', () => {
+    const bom = Buffer.from([0xef, 0xbb, 0xbf]);
+    const plain = plainRegistration({ vorname: 'Jürgen' });
+    expect(parseRegistration(Buffer.concat([bom, fileBytes(plain)]), noSecret, now).registration.patient_data.vorname).toBe('Jürgen');
+    const signed = signedRegistration(plainRegistration({ vorname: 'Jürgen' }), { secret });
+    expect(parseRegistration(Buffer.concat([bom, fileBytes(signed)]), signing, now).signatureVerified).toBe(true);
+  });
+});
+
+describe('birth dates and the Berlin calendar day', () => {
+  it('takes a birth date of yesterday in Berlin while it is still that day in UTC', () => {
+    const at = new Date('2025-07-05T22:30:00Z'); // 00:30 on 6 July in Berlin
+    const reg = patched((p) => (p.geburtsdatum = '2025-07-05'));
+    expect(parseRegistration(fileBytes(reg), noSecret, at).registration.patient_data.geburtsdatum).toBe('2025-07-05');
+    const today = patched((p) => (p.geburtsdatum = '2025-07-06'));
+    expect(() => parseRegistration(fileBytes(today), noSecret, at)).toThrow('patient_data.geburtsdatum: expected a date in the past, got "2025-07-06"');
+  });
+
+  it('in winter too (UTC+1)', () => {
+    const at = new Date('2025-01-05T23:10:00Z'); // 00:10 on 6 January in Berlin
+    expect(() => parseRegistration(fileBytes(patched((p) => (p.geburtsdatum = '2025-01-06'))), noSecret, at)).toThrow('expected a date in the past');
+    expect(() => parseRegistration(fileBytes(patched((p) => (p.geburtsdatum = '2025-01-05'))), noSecret, at)).not.toThrow();
+  });
+});
+
+describe('email addresses', () => {
+  it.each(['max+tag@example.org', "o'neil@example.ie", 'max@t-online.de', 'Max.Muster@Example.ORG', 'x@sub.example.co.uk', 'a@b.de', 'max@müller.de', 'jörg@example.de', 'max@xn--mller-kva.de', 'max@example.xn--p1ai', 'иван@пример.рф', 'first.last@123.de'])(
+    'accepts %s',
+    (email) => {
+      expect(parseRegistration(fileBytes(patched((p) => (p.email = email))), noSecret, now).registration.patient_data.email).toBe(email);
+    },
+  );
+
+  it.each(['max@example-.de', 'max@-example.de', 'max.@example.de', '.max@example.de', 'max@example..de', 'max@example.c', 'a@b', 'max@@example.de', 'max muster@example.de', 'max@example.de.', 'max@123.456', `${'a'.repeat(65)}@example.de`])(
+    'rejects %s',
+    (email) => {
+      expect(rejectOf(patched((p) => (p.email = email))).message).toContain('patient_data.email: expected a valid email address');
+    },
+  );
+
+  it('normalises internationalised addresses for duplicate checks (NFC, case-folded, trimmed like JavaScript)', () => {
+    expect(normalise(' JÖRG@MÜLLER.DE\t')).toBe('jörg@müller.de');
+    expect(normalise('jo\u0308rg@mu\u0308ller.de\u00a0')).toBe('jörg@müller.de');
+  });
+});
+
+describe('consent as the file carried it', () => {
+  it('keeps the raw consent_metadata beside the parsed values', () => {
+    const reg = plainRegistration({
+      patch: (r) => {
+        const c = r.consent_metadata as Record<string, unknown>;
+        c.ip_address = '';
+        c.user_agent = '  Mozilla  ';
+        delete c.voucher_booking;
+        c.extra = { a: 1 };
+      },
+    });
+    const parsed = parseRegistration(fileBytes(reg), noSecret, now);
+    expect(parsed.rawConsent).toEqual({ ip_address: '', user_agent: '  Mozilla  ', timestamp_utc: '2025-07-05T14:33:55Z', extra: { a: 1 } });
+    expect(parsed.registration.consent_metadata).toMatchObject({ ip_address: undefined, user_agent: 'Mozilla', voucher_booking: false });
   });
 });

@@ -1,5 +1,8 @@
+import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
 import { PermanentError } from '../../libs/errors/index.js';
+import { mayHoldUnstorableText, unstorableText } from '../../libs/text/index.js';
+import { berlinDay } from './map-patient.js';
 import { knownKeys, registrationSchema, showValues, type Registration } from './registration-schema.js';
 import { SIGNATURE_VERSION, signatureMatches } from './signature.js';
 
@@ -11,6 +14,11 @@ export interface SigningOptions {
 
 export interface ParsedRegistration {
   registration: Registration;
+  /**
+   * The `consent_metadata` object exactly as the file carried it (stored as the GDPR proof;
+   * `registration.consent_metadata` holds the parsed values the import decides on).
+   */
+  rawConsent: Record<string, unknown>;
   signed: boolean;
   signatureVerified: boolean;
   /** Paths of fields the fleet does not know (ignored, recorded in the ledger). */
@@ -22,6 +30,7 @@ export interface ParsedRegistration {
 /** Error codes of a file that cannot be imported (never retried). */
 export const rejectCodes = {
   json: 'invalid_json',
+  encoding: 'not_utf8',
   fileName: 'bad_file_name',
   unsigned: 'unsigned',
   signature: 'bad_signature',
@@ -56,19 +65,30 @@ function unknownOf(obj: Record<string, unknown>, known: string[], prefix: string
 let today = '';
 const schema = registrationSchema(() => today);
 
-function todayUtc(now: Date): string {
-  return now.toISOString().slice(0, 10);
+/**
+ * The file's bytes as text: UTF-8 (what the registration site writes), a leading byte order
+ * mark dropped (the signature is over the parsed object, so a BOM does not change it). Bytes
+ * that are not UTF-8 (a Latin-1 copy) fail the file instead of turning umlauts into U+FFFD.
+ */
+function decodeRegistration(bytes: Buffer): string {
+  if (!isUtf8(bytes)) {
+    throw new PermanentError(rejectCodes.encoding, 'file: not UTF-8 text (the registration site writes UTF-8; was the file saved in another encoding, such as Latin-1?)');
+  }
+  const text = bytes.toString('utf8');
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }
 
 /**
- * Reads a registration file: JSON, plain or signed form (`data` or `data.data`), signature
- * when a secret is configured, then every field rule. A file that cannot be imported
- * throws PermanentError whose message names the field path and the rule.
+ * Reads a registration file: UTF-8, JSON, plain or signed form (`data` or `data.data`),
+ * signature when a secret is configured, text PostgreSQL can store, then every field rule.
+ * A file that cannot be imported throws PermanentError whose message names the field path
+ * and the rule.
  */
 export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: Date): ParsedRegistration {
+  const text = decodeRegistration(bytes);
   let doc: unknown;
   try {
-    doc = JSON.parse(bytes.toString('utf8').replace(/^\uFEFF/, ''));
+    doc = JSON.parse(text);
   } catch (err) {
     // Node's message quotes a piece of the file: keep only where it broke.
     const at = /position (\d+)/.exec((err as Error).message)?.[1];
@@ -113,9 +133,15 @@ export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: D
     throw new PermanentError(rejectCodes.unsigned, 'signature: required (a signing secret is configured), the file is unsigned');
   }
 
+  // A NUL character or half a surrogate pair anywhere (unknown fields and consent_metadata
+  // included: the consent is stored as the file carried it) would fail the insert on every retry.
+  const unstorable = mayHoldUnstorableText(text) ? unstorableText(doc, '', '(file)') : null;
+  if (unstorable) throw new PermanentError(rejectCodes.validation, unstorable, { fields: [unstorable.slice(0, unstorable.indexOf(': '))] });
+
   // Building the zod schema costs more than using it: one schema, told today's date per parse
-  // (parsing is synchronous, so concurrent imports cannot see each other's date).
-  today = todayUtc(now);
+  // (parsing is synchronous, so concurrent imports cannot see each other's date). Today is the
+  // calendar day in Europe/Berlin, where the patients register.
+  today = berlinDay(now);
   const result = schema.safeParse(plain);
   if (!result.success) {
     const text = describeIssues(result.error, prefix);
@@ -134,5 +160,5 @@ export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: D
       ? 'valid (signed, signature verified)'
       : 'valid (signed, signature not checked: no signing secret configured)'
     : 'valid (unsigned)';
-  return { registration: result.data, signed: looksSigned, signatureVerified: verified, unknownFields, validation };
+  return { registration: result.data, rawConsent: p.consent_metadata as Record<string, unknown>, signed: looksSigned, signatureVerified: verified, unknownFields, validation };
 }

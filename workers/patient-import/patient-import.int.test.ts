@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -56,9 +57,11 @@ function expectImportFailedEvent(event: Row, row: Row, e: { code: string; attemp
   }
 }
 
+const bytesOf = (doc: unknown): Buffer => (Buffer.isBuffer(doc) ? doc : typeof doc === 'string' ? Buffer.from(doc) : fileBytes(doc));
+
 async function upload(harness: ImportHarness, doc: unknown, name?: string, bucket = BUCKET) {
   const n = name ?? objectNameFor(doc as Record<string, unknown>, PREFIX);
-  const obj = harness.standIn.putObject(bucket, n, typeof doc === 'string' ? Buffer.from(doc) : fileBytes(doc));
+  const obj = harness.standIn.putObject(bucket, n, bytesOf(doc));
   return { name: n, generation: obj.generation };
 }
 
@@ -114,14 +117,22 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     ['a string for symptome', () => ({ doc: plainRegistration({ patch: (r) => ((r.patient_data as Row).symptome = 'Mobbing') }) }), 'validation_failed', 'patient_data.symptome: expected a list of 1 to 6 symptoms, got the string "Mobbing"'],
     ['broken JSON', () => ({ doc: '{"patient_data": {"anrede": "Herr",', name: `${PREFIX}Kaputt_Karl_20250705_deadbeef.json` }), 'invalid_json', 'file: not valid JSON'],
     ['a wrong file name', () => ({ doc: plainRegistration(), name: `${PREFIX}anmeldung-final.json` }), 'bad_file_name', 'file name: expected {nachname}_{vorname}_{date}_{token}.json'],
+    ['a date part that is not a date', () => ({ doc: plainRegistration({ token: 'dd11ee22ff334455' }), name: `${PREFIX}Mustermann_Max_2025075_dd11ee22.json` }), 'bad_file_name', 'file name: expected {nachname}_{vorname}_{date}_{token}.json (the date part "2025075" is not YYYYMMDD or YYYY-MM-DD)'],
+    ['a NUL character in telefon', () => ({ doc: plainRegistration({ patch: (r) => ((r.patient_data as Row).telefon = '0241\u0000') }) }), 'validation_failed', 'patient_data.telefon: contains a NUL character (\\u0000), which cannot be stored'],
+    ['an unpaired surrogate in hausarzt', () => ({ doc: plainRegistration({ patch: (r) => ((r.patient_data as Row).hausarzt = 'Dr. \ud800') }) }), 'validation_failed', 'patient_data.hausarzt: contains an unpaired surrogate (not valid Unicode), which cannot be stored'],
+    ['a NUL character in consent_metadata', () => ({ doc: plainRegistration({ patch: (r) => ((r.consent_metadata as Row).user_agent = 'Mozilla\u0000') }) }), 'validation_failed', 'consent_metadata.user_agent: contains a NUL character (\\u0000), which cannot be stored'],
+    ['a Latin-1 file', () => {
+      const reg = plainRegistration({ vorname: 'Jürgen', nachname: 'Weiß' });
+      return { doc: Buffer.from(JSON.stringify(reg), 'latin1'), name: objectNameFor(reg, PREFIX) };
+    }, 'not_utf8', 'file: not UTF-8 text'],
   ];
 
   it.each(invalid)('invalid file (%s): reason in the ledger and the DLQ, object kept, bytes saved, one staff email, no retries', async (_k, make, code, reason) => {
     const { doc, name: given } = make();
     const { name, generation } = await upload(h, doc, given);
     const row = await settled(h, name, generation);
-    const vorname = typeof doc === 'string' ? 'Karl' : String(((doc as Row).patient_data as Row).vorname);
-    await expectFailedAsDesigned(h, row, { name, generation, code, reason, bytes: typeof doc === 'string' ? Buffer.from(doc) : fileBytes(doc), never: [vorname] });
+    const vorname = typeof doc === 'string' ? 'Karl' : Buffer.isBuffer(doc) ? 'Jürgen' : String(((doc as Row).patient_data as Row).vorname);
+    await expectFailedAsDesigned(h, row, { name, generation, code, reason, bytes: bytesOf(doc), never: [vorname] });
   });
 
   it('invalid file (bad signature with signing on) is treated the same way; a correctly signed file is imported', async () => {
@@ -220,6 +231,61 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect(rc).toMatchObject({ status: 'deleted', possible_duplicate_of_patient_id: ra.patient_id });
     expect(rc.patient_id).not.toBe(ra.patient_id);
     expect((await deliveriesOf(`patient-import.%.ledger.${rc.id}`))[0]!.text).toContain(`Mögliches Duplikat: Patient ${ra.patient_id}`);
+  });
+
+  it('a file name as PHP urlencode writes it (+ for spaces, .JSON) is imported', async () => {
+    const reg = plainRegistration({ vorname: 'Anna Maria', nachname: 'van der Berg', token: '74de009acafe0123' });
+    const { name, generation } = await upload(h, reg, `${PREFIX}van+der+Berg_Anna+Maria_20250705_74de009a.JSON`);
+    const row = await settled(h, name, generation);
+    expect(row).toMatchObject({ status: 'deleted', error_code: null });
+    const [patient] = await database.sql`select vorname, nachname from patient_service.patienten where id = ${row.patient_id as number}`;
+    expect(patient).toEqual({ vorname: 'Anna Maria', nachname: 'van der Berg' });
+  });
+
+  it('stores consent_metadata exactly as the file carried it; the consent columns hold the parsed values', async () => {
+    const reg = plainRegistration({
+      patch: (r) => {
+        const c = r.consent_metadata as Row;
+        c.ip_address = '';
+        c.user_agent = '  Mozilla  ';
+        delete c.voucher_booking;
+        c.form_version = 3;
+      },
+    });
+    const { name, generation } = await upload(h, reg);
+    const row = await settled(h, name, generation);
+    expect(row.status).toBe('deleted');
+    const [consent] = await database.sql`select * from fleet.patient_consents where ledger_id = ${row.id as number}`;
+    expect(consent!.metadata).toEqual({ ip_address: '', user_agent: '  Mozilla  ', timestamp_utc: '2025-07-05T14:33:55Z', form_version: 3 });
+    expect(Object.keys(consent!.metadata as Row)).not.toContain('voucher_booking');
+    expect(consent).toMatchObject({ ip_address: null, user_agent: 'Mozilla', voucher_booking: false });
+    expect(new Date(consent!.consented_at as string).toISOString()).toBe('2025-07-05T14:33:55.000Z');
+  });
+
+  it('internationalised email addresses: imported, and the same person again (other case, decomposed umlauts) is a duplicate', async () => {
+    const a = await upload(h, plainRegistration({ vorname: 'Jörg', nachname: 'Weiß', email: 'JÖRG@MÜLLER.DE' }));
+    const ra = await settled(h, a.name, a.generation);
+    expect(ra.status).toBe('deleted');
+    const b = await upload(h, plainRegistration({ vorname: 'jörg', nachname: 'WEIß', email: 'jo\u0308rg@mu\u0308ller.de', token: 'eeee1111ffff2222' }), `${PREFIX}Wei%C3%9F_J%C3%B6rg_20250706_eeee1111.json`);
+    const rb = await settled(h, b.name, b.generation);
+    expect(rb).toMatchObject({ status: 'deleted', duplicate_kind: 'same_person', duplicate_of_patient_id: ra.patient_id });
+    const c = await upload(h, plainRegistration({ email: 'max@example.xn--p1ai' }));
+    expect(await settled(h, c.name, c.generation)).toMatchObject({ status: 'deleted', error_code: null });
+  });
+
+  it.each([
+    ['a trailing tab', (e: string) => `${e}\t`],
+    ['a no-break space at both ends', (e: string) => `\u00a0${e}\u00a0`],
+    ['a line break and an ideographic space', (e: string) => `\r\n${e}\u3000`],
+  ])('a stored email with %s (entered by staff) is the same person', async (_k, pad) => {
+    const token = randomBytes(8).toString('hex');
+    const email = `staff.${token}@example.org`;
+    const a = await upload(h, plainRegistration({ vorname: 'Tabea', nachname: 'Leer', email }));
+    const ra = await settled(h, a.name, a.generation);
+    await database.sql`update patient_service.patienten set email = ${pad(email)} where id = ${ra.patient_id as number}`;
+    const b = await upload(h, plainRegistration({ vorname: 'Tabea', nachname: 'Leer', email: ` ${email.toUpperCase()}` }));
+    const rb = await settled(h, b.name, b.generation);
+    expect(rb).toMatchObject({ status: 'deleted', duplicate_kind: 'same_person', duplicate_of_patient_id: ra.patient_id });
   });
 
   it('object replaced between import and delete: the delete precondition fails, the new generation is imported afterwards', async () => {
@@ -335,7 +401,7 @@ async function expectFailedAsDesigned(
   expect(row.reason).toContain(`ledger ${row.id}: ${e.reason}`);
   const dead = await until(async () => (await listDeadLetters(harness.ctx.queues, { queue: 'patient-import' })).find((d) => (d.data as Row).ledgerId === Number(row.id)));
   expect(dead).toMatchObject({ code: e.code, attemptsMade: 1 });
-  const withheld = e.reason.replace(/the string "[^"]*"/g, 'the string (value not shown)');
+  const withheld = e.reason.replace(/(the string|part) "[^"]*"/g, '$1 (value not shown)');
   expect(dead.reason).toContain(withheld);
   if (withheld !== e.reason) expect(dead.reason).not.toContain(e.reason);
   expect(harness.standIn.getObject(e.bucket ?? BUCKET, e.name)?.generation).toBe(e.generation);

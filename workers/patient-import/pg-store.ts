@@ -175,10 +175,11 @@ function decideImport(
           ledgerId: input.ledgerId,
           registrationToken: input.registrationToken,
           registrationTimestamp: input.registrationTimestamp,
-          ipAddress: typeof input.consent.ip_address === 'string' ? input.consent.ip_address : null,
-          userAgent: typeof input.consent.user_agent === 'string' ? input.consent.user_agent : null,
-          consentedAt: typeof input.consent.timestamp_utc === 'string' ? new Date(input.consent.timestamp_utc) : null,
-          voucherBooking: input.consent.voucher_booking === true,
+          ipAddress: input.consentValues.ipAddress,
+          userAgent: input.consentValues.userAgent,
+          consentedAt: input.consentValues.consentedAt,
+          voucherBooking: input.consentValues.voucherBooking,
+          // As the file carried it (GDPR proof), not as parsed.
           metadata: input.consent,
           signed: input.signed,
         };

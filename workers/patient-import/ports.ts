@@ -21,7 +21,10 @@ export interface CommitInput {
   patient: NewPatient;
   registrationToken: string;
   registrationTimestamp: string | null;
+  /** `consent_metadata` exactly as the file carried it: stored as the proof of consent (GDPR). */
   consent: Record<string, unknown>;
+  /** The parsed consent the import decides on and fills the consent columns with. */
+  consentValues: ConsentValues;
   signed: boolean;
   unknownFields: string[];
   validation: string;
@@ -29,6 +32,15 @@ export interface CommitInput {
   backedUp?: { backupPath: string; sha256: string; size: number } | null;
   /** Staff email for the outcome, or null for none (same token again, or switched off). */
   staffMail(outcome: CommitOutcome): StaffMail | null;
+}
+
+export interface ConsentValues {
+  /** Trimmed; blank -> null. */
+  ipAddress: string | null;
+  userAgent: string | null;
+  consentedAt: Date;
+  /** Missing -> false. */
+  voucherBooking: boolean;
 }
 
 export type CommitOutcome =

@@ -124,6 +124,44 @@ describe('processPatientImport (in-memory ports)', () => {
     expect(t.state.patients).toHaveLength(0);
   });
 
+  it('a file name that does not fit names the part; logs and dead letters do not see the parts of the name', async () => {
+    const t = setup(plainRegistration({ token: '0b1ab67bcafe0123' }), 'registrations/Mustermann_M4x_20250705_0b1ab67b.json');
+    const err = await processPatientImport(1, t.deps).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'bad_file_name' });
+    expect((err as PermanentError).message).toBe('ledger 1: file name: expected {nachname}_{vorname}_{date}_{token}.json (the vorname part (value not shown) is not a name)');
+    expect(t.state.failures[0]).toBe('ledger 1: file name: expected {nachname}_{vorname}_{date}_{token}.json (the vorname part "M4x" is not a name)');
+  });
+
+  it('imports a file whose name PHP urlencoded (+ for spaces, upper-case extension)', async () => {
+    const doc = plainRegistration({ vorname: 'Anna Maria', nachname: 'van der Berg', token: '74de009acafe0123' });
+    const t = setup(doc, 'registrations/van+der+Berg_Anna+Maria_20250705_74de009a.JSON');
+    expect(await processPatientImport(1, t.deps)).toMatchObject({ outcome: 'imported', status: 'deleted' });
+  });
+
+  it('a NUL character in a field fails at once as validation_failed naming the field (no retries)', async () => {
+    const t = setup(plainRegistration({ patch: (r) => ((r.patient_data as Record<string, unknown>).telefon = '0241\u0000') }));
+    const err = await processPatientImport(1, t.deps).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PermanentError);
+    expect(err).toMatchObject({ code: 'validation_failed', message: 'ledger 1: patient_data.telefon: contains a NUL character (\\u0000), which cannot be stored' });
+    expect(t.state.patients).toHaveLength(0);
+  });
+
+  it('hands the store the consent exactly as the file carried it, and the parsed values to decide on', async () => {
+    const doc = plainRegistration({
+      patch: (r) => {
+        const c = r.consent_metadata as Record<string, unknown>;
+        c.ip_address = '';
+        c.user_agent = '  Mozilla  ';
+        delete c.voucher_booking;
+      },
+    });
+    const t = setup(doc);
+    await processPatientImport(1, t.deps);
+    const input = t.state.patients[0]!;
+    expect(input.consent).toEqual({ ip_address: '', user_agent: '  Mozilla  ', timestamp_utc: '2025-07-05T14:33:55Z' });
+    expect(input.consentValues).toEqual({ ipAddress: null, userAgent: 'Mozilla', consentedAt: new Date('2025-07-05T14:33:55Z'), voucherBooking: false });
+  });
+
   it('on the final attempt a transient error is recorded as failed for staff, then rethrown', async () => {
     const t = setup(plainRegistration());
     t.deps.store.commit = async () => {

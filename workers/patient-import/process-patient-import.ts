@@ -121,7 +121,7 @@ async function replaced(row: ImportRow, replacedBy: string, deps: ImportDeps): P
 
 function validate(row: ImportRow, bytes: Buffer, deps: ImportDeps) {
   const name = parseFileName(row.objectName);
-  if (!name.ok) throw new PermanentError(rejectCodes.fileName, name.reason);
+  if (!name.ok) throw new PermanentError(rejectCodes.fileName, name.reason, { marked: name.marked });
   const now = deps.clock.now();
   const parsed = parseRegistration(bytes, deps.signing, now);
   const reg = parsed.registration;
@@ -134,7 +134,13 @@ function validate(row: ImportRow, bytes: Buffer, deps: ImportDeps) {
     patient,
     registrationToken: reg.registration_token,
     registrationTimestamp: reg.registration_timestamp ?? null,
-    consent: reg.consent_metadata as Record<string, unknown>,
+    consent: parsed.rawConsent,
+    consentValues: {
+      ipAddress: reg.consent_metadata.ip_address ?? null,
+      userAgent: reg.consent_metadata.user_agent ?? null,
+      consentedAt: new Date(reg.consent_metadata.timestamp_utc),
+      voucherBooking: reg.consent_metadata.voucher_booking,
+    },
     signed: parsed.signed,
     unknownFields: parsed.unknownFields,
     validation: parsed.validation,

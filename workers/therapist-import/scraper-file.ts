@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { parse as parseTolerant, printParseErrorCode, type ParseError } from 'jsonc-parser';
 import { z } from 'zod';
+import { mayHoldUnstorableText, unstorableText } from '../../libs/text/index.js';
 
 /**
  * The scraper's file format (DOMAIN.md section 2). The file is checked in two steps:
@@ -179,37 +180,6 @@ function jsonErrorAt(text: string): string {
   return `line ${line}, column ${column}: ${jsonErrors[printParseErrorCode(first.error)] ?? 'syntax error'}`;
 }
 
-/** `\u0000` or a surrogate escape somewhere in the text: values PostgreSQL may not store. */
-const SUSPECT_ESCAPE = /\\u(?:0000|[dD][89a-fA-F])/;
-const UNPAIRED = /[\ud800-\udbff](?![\udc00-\udfff])|(?:^|[^\ud800-\udbff])[\udc00-\udfff]/;
-
-/**
- * The first string (or key) in `v` PostgreSQL cannot store as text or JSON: a NUL character
- * or half of a surrogate pair (no valid Unicode). Its path, in the form zod uses, and why.
- */
-export function unstorableText(v: unknown, path: string): string | null {
-  if (typeof v === 'string') {
-    if (v.includes('\u0000')) return `${path}: contains a NUL character (\\u0000), which cannot be stored`;
-    if (UNPAIRED.test(v)) return `${path}: contains an unpaired surrogate (not valid Unicode), which cannot be stored`;
-    return null;
-  }
-  if (typeof v !== 'object' || v === null) return null;
-  if (Array.isArray(v)) {
-    for (const [i, x] of v.entries()) {
-      const bad = unstorableText(x, `${path}.${i}`);
-      if (bad) return bad;
-    }
-    return null;
-  }
-  for (const [k, x] of Object.entries(v)) {
-    const key = unstorableText(k, `${path || '(therapist)'}: a key`);
-    if (key) return key;
-    const bad = unstorableText(x, path ? `${path}.${k}` : k);
-    if (bad) return bad;
-  }
-  return null;
-}
-
 /** Parses the file text. Throws FileFormatError when the file as a whole cannot be read. */
 export function parseScraperFile(text: string): ParsedFile {
   let raw: unknown;
@@ -219,7 +189,7 @@ export function parseScraperFile(text: string): ParsedFile {
     throw new FileFormatError(`not valid JSON: ${jsonErrorAt(text)}`);
   }
   // Only a file with such an escape is searched value by value (a JSON text cannot hold them raw).
-  const suspect = SUSPECT_ESCAPE.test(text);
+  const suspect = mayHoldUnstorableText(text);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new FileFormatError('expected a JSON object with "metadata" and "therapists"');
   }
@@ -245,7 +215,7 @@ export function parseScraperFile(text: string): ParsedFile {
         : null;
     const rawStatus = typeof item === 'object' && item !== null ? (item as { status?: unknown }).status : undefined;
     const statedStatus = typeof rawStatus === 'string' ? rawStatus : null;
-    const unstorable = suspect ? unstorableText(item, '') : null;
+    const unstorable = suspect ? unstorableText(item, '', '(therapist)') : null;
     if (unstorable) return { index, ok: false as const, externalId: externalId && unstorableText(externalId, '') ? null : externalId, statedStatus, reason: unstorable };
     const fast = wellFormedTherapist(item);
     if (fast) return { index, ok: true as const, externalId: fast.id, statedStatus, therapist: fast };

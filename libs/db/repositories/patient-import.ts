@@ -10,6 +10,7 @@ import {
   type PatientImportStatus,
 } from '../schema/fleet-patient-import.js';
 import { patienten } from '../schema/platform.js';
+import { TRIMMED_WHITESPACE } from '../../text/index.js';
 
 export type LedgerRow = typeof patientImportLedger.$inferSelect;
 export type LedgerPatch = Partial<Omit<typeof patientImportLedger.$inferInsert, 'id'>>;
@@ -170,12 +171,20 @@ export async function findPatientByZahlungsreferenz(db: DbOrTx, ref: string) {
   return row ?? null;
 }
 
-/** Patients whose email equals `normalisedEmail` (trimmed, NFC, lower case). */
+/**
+ * `btrim(x, <set>)` with the characters JavaScript's `trim` removes (tab, line breaks, no-break
+ * space, ...; PostgreSQL's `trim(x)` removes only spaces): an email stored with a trailing tab
+ * or no-break space compares equal to the one the import normalised in code.
+ */
+const TRIM_SET = `U&'${[...TRIMMED_WHITESPACE].map((c) => `\\${c.charCodeAt(0).toString(16).padStart(4, '0')}`).join('')}'`;
+const normalisedEmailSql = (column: string) => `lower(normalize(btrim(${column}, ${TRIM_SET}), NFC))`;
+
+/** Patients whose email equals `normalisedEmail` (trimmed as JavaScript trims, NFC, lower case). */
 export async function findPatientsByEmail(db: DbOrTx, normalisedEmail: string) {
   return db
     .select({ id: patienten.id, vorname: patienten.vorname, nachname: patienten.nachname, email: patienten.email })
     .from(patienten)
-    .where(sql`lower(normalize(trim(${patienten.email}), NFC)) = ${normalisedEmail}`)
+    .where(sql`lower(normalize(btrim(${patienten.email}, ${sql.raw(TRIM_SET)}), NFC)) = ${normalisedEmail}`)
     .orderBy(asc(patienten.id));
 }
 
@@ -310,7 +319,7 @@ export interface ImportLookup {
   } | null;
   /** The patient of an earlier consent with the same registration token. */
   sameTokenPatientId: number | null;
-  /** Patients with the same normalised email (trimmed, NFC, lower case), by id. */
+  /** Patients with the same normalised email (trimmed as JavaScript trims, NFC, lower case), by id. */
   sameEmail: Array<{ id: number; vorname: string; nachname: string }>;
   /** The patient that already has the payment reference. */
   zahlungsreferenzTakenBy: number | null;
@@ -358,7 +367,7 @@ select l.status, l.duplicate_kind, l.patient_id, l.duplicate_of_patient_id, l.po
   left join lateral (
     select coalesce(json_agg(json_build_object('id', p.id, 'vorname', p.vorname, 'nachname', p.nachname) order by p.id), '[]'::json) as same_email
       from ${PATIENTS} p
-     where $4::text is not null and lower(normalize(trim(p.email), NFC)) = $4::text
+     where $4::text is not null and ${normalisedEmailSql('p.email')} = $4::text
   ) e on true`;
 
 /** Column names of a table by property name, and an insert from one JSON parameter per row. */

@@ -1,0 +1,58 @@
+/**
+ * Text from files that PostgreSQL must be able to store. PostgreSQL rejects a NUL character
+ * (`\u0000`) in `text` and `jsonb`, and JSON holding half of a UTF-16 surrogate pair (no valid
+ * Unicode): such an insert fails on every retry. Importers check the parsed file with
+ * `unstorableText` and fail it permanently, naming the field.
+ */
+
+/**
+ * `\u0000` or a surrogate escape in JSON text, or a raw surrogate code unit: the only ways a
+ * JSON text can bring in what `unstorableText` looks for (JSON forbids a raw NUL). A cheap
+ * scan of the whole text; only a text it matches needs to be searched value by value.
+ */
+const SUSPECT = /\\u(?:0000|[dD][89a-fA-F])|[\ud800-\udfff]/;
+
+/** Whether the JSON `text` may hold a string `unstorableText` rejects (false: it holds none). */
+export function mayHoldUnstorableText(text: string): boolean {
+  return SUSPECT.test(text);
+}
+
+const UNPAIRED = /[\ud800-\udbff](?![\udc00-\udfff])|(?:^|[^\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * The first string (or key) in `v` PostgreSQL cannot store as text or JSON: a NUL character
+ * or half of a surrogate pair (no valid Unicode). Its path, in the form zod uses
+ * (`patient_data.telefon`, `symptome.0`), and why; null when everything can be stored.
+ * A key directly under `path` '' is named `<root>: a key`.
+ */
+export function unstorableText(v: unknown, path: string, root = '(value)'): string | null {
+  if (typeof v === 'string') {
+    if (v.includes('\u0000')) return `${path}: contains a NUL character (\\u0000), which cannot be stored`;
+    if (UNPAIRED.test(v)) return `${path}: contains an unpaired surrogate (not valid Unicode), which cannot be stored`;
+    return null;
+  }
+  if (typeof v !== 'object' || v === null) return null;
+  if (Array.isArray(v)) {
+    for (const [i, x] of v.entries()) {
+      const bad = unstorableText(x, `${path}.${i}`, root);
+      if (bad) return bad;
+    }
+    return null;
+  }
+  for (const [k, x] of Object.entries(v)) {
+    const key = unstorableText(k, `${path || root}: a key`, root);
+    if (key) return key;
+    const bad = unstorableText(x, path ? `${path}.${k}` : k, root);
+    if (bad) return bad;
+  }
+  return null;
+}
+
+/**
+ * Every character JavaScript's `String.prototype.trim` removes (ECMAScript WhiteSpace and
+ * LineTerminator: tab, line feed, vertical tab, form feed, carriage return, space, no-break
+ * space, U+1680, U+2000-U+200A, line and paragraph separator, U+202F, U+205F, U+3000, the
+ * byte order mark), for trimming in SQL exactly as the code does (`btrim(x, <these>)`).
+ */
+export const TRIMMED_WHITESPACE =
+  '\t\n\u000b\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff';

@@ -1,0 +1,47 @@
+import { describe, expect, it } from 'vitest';
+import { mayHoldUnstorableText, TRIMMED_WHITESPACE, unstorableText } from './index.js';
+
+describe('unstorableText', () => {
+  it('names the first string PostgreSQL cannot store, by its path', () => {
+    expect(unstorableText({ a: { b: ['ok', 'x\u0000'] } }, '')).toBe('a.b.1: contains a NUL character (\\u0000), which cannot be stored');
+    expect(unstorableText({ a: 'J\ud800' }, 'data')).toBe('data.a: contains an unpaired surrogate (not valid Unicode), which cannot be stored');
+    expect(unstorableText({ a: '\udc00x' }, '')).toBe('a: contains an unpaired surrogate (not valid Unicode), which cannot be stored');
+    expect(unstorableText({ a: { 'k\u0000': 1 } }, '')).toBe('a: a key: contains a NUL character (\\u0000), which cannot be stored');
+    expect(unstorableText({ 'k\u0000': 1 }, '', '(file)')).toBe('(file): a key: contains a NUL character (\\u0000), which cannot be stored');
+  });
+
+  it('accepts everything else, surrogate pairs (emoji) included', () => {
+    expect(unstorableText({ a: 'Zoë 😀', b: [1, null, true, { c: 'ß' }], d: '\u0001\u2028' }, '')).toBeNull();
+    expect(unstorableText('😀😀', 'x')).toBeNull();
+    expect(unstorableText(42, 'x')).toBeNull();
+  });
+});
+
+describe('mayHoldUnstorableText', () => {
+  it('finds the escapes (and raw surrogates) that can bring such strings in', () => {
+    expect(mayHoldUnstorableText(JSON.stringify({ a: 'x\u0000' }))).toBe(true);
+    expect(mayHoldUnstorableText(JSON.stringify({ a: 'J\ud800' }))).toBe(true);
+    expect(mayHoldUnstorableText('{"a":"\\uD83D\\uDE00"}')).toBe(true);
+    expect(mayHoldUnstorableText('{"a":"J\ud800"}')).toBe(true);
+    expect(mayHoldUnstorableText(JSON.stringify({ a: 'Zoë', b: '\u0001', c: 'ü' }))).toBe(false);
+  });
+
+  it('never misses what unstorableText finds in a parsed JSON text', () => {
+    for (const s of ['\u0000', 'a\ud800', '\udfff', 'x\ud83d']) {
+      const text = JSON.stringify({ v: s });
+      expect(unstorableText(JSON.parse(text), '')).not.toBeNull();
+      expect(mayHoldUnstorableText(text)).toBe(true);
+    }
+  });
+});
+
+describe('TRIMMED_WHITESPACE', () => {
+  it('is exactly what String.prototype.trim removes', () => {
+    const trimmed: string[] = [];
+    for (let c = 0; c <= 0xffff; c++) {
+      const ch = String.fromCharCode(c);
+      if (`x${ch}`.trim() === 'x') trimmed.push(ch);
+    }
+    expect([...TRIMMED_WHITESPACE].sort()).toEqual(trimmed.sort());
+  });
+});
