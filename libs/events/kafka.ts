@@ -23,7 +23,8 @@ export interface EventPublisher {
   /**
    * Publishes the batch in order, with acknowledgement from all in-sync replicas. Resolves
    * when every message is acknowledged; rejects if any is not (some may have been written:
-   * publishing the batch again is safe, consumers drop repeated event ids).
+   * publishing the batch again is safe, consumers drop repeated event ids). `refusalOf(err)`
+   * tells whether Kafka refused a message for good or was unreachable.
    */
   publish(batch: OutgoingEvent[]): Promise<void>;
   /** Asks the cluster for its metadata: resolves when Kafka answers, rejects when it does not. */
@@ -69,6 +70,66 @@ export function outgoingEvent(e: StoredEvent): OutgoingEvent {
     headers: { [EVENT_ID_HEADER]: e.eventId, [EVENT_TYPE_HEADER]: e.eventType, 'content-type': 'application/json' },
     timestamp: e.occurredAt,
   };
+}
+
+/**
+ * Kafka error types that are about the connection, the client or the producer's state, not
+ * about the messages: a publish failing with one of these is an outage (retry with backoff),
+ * even though kafkajs marks them non-retriable.
+ */
+const NOT_ABOUT_THE_MESSAGES = new Set([
+  // protocol error types (KafkaJSProtocolError.type)
+  'CLUSTER_AUTHORIZATION_FAILED',
+  'SASL_AUTHENTICATION_FAILED',
+  'UNSUPPORTED_SASL_MECHANISM',
+  'ILLEGAL_SASL_STATE',
+  'UNSUPPORTED_VERSION',
+  'INVALID_REQUIRED_ACKS',
+  'UNSUPPORTED_COMPRESSION_TYPE',
+  'OUT_OF_ORDER_SEQUENCE_NUMBER',
+  'DUPLICATE_SEQUENCE_NUMBER',
+  'INVALID_PRODUCER_EPOCH',
+  'INVALID_PRODUCER_ID_MAPPING',
+  'UNKNOWN_PRODUCER_ID',
+  'PRODUCER_FENCED',
+  'TRANSACTIONAL_ID_AUTHORIZATION_FAILED',
+  // kafkajs error classes (Error.name)
+  'KafkaJSSASLAuthenticationError',
+  'KafkaJSServerDoesNotSupportApiKey',
+  'KafkaJSNotImplemented',
+  'KafkaJSTimeout',
+  'KafkaJSLockTimeout',
+  'KafkaJSInvariantViolation',
+]);
+
+/** kafkajs's wrappers around the error that actually happened (in `cause`). */
+const WRAPPERS = new Set(['KafkaJSNonRetriableError', 'KafkaJSNumberOfRetriesExceeded']);
+
+/**
+ * Whether a failed publish means Kafka refused the message(s) for good (sending them again
+ * cannot work), as opposed to an outage (broker down, timeouts, authentication): returns the
+ * refusal's code (the Kafka error type, e.g. `MESSAGE_TOO_LARGE`, `INVALID_RECORD`,
+ * `TOPIC_AUTHORIZATION_FAILED`, else the error class name), or null for an outage.
+ *
+ * Decided from kafkajs's error classes, never from message text: the error (under kafkajs's
+ * wrappers) must say `retriable: false` and not be one of NOT_ABOUT_THE_MESSAGES. Careful:
+ * kafkajs reports a broker that stayed down as `KafkaJSNumberOfRetriesExceeded`, which is
+ * itself `retriable: false`; that is an outage, whatever the wrapped error says.
+ */
+export function refusalOf(err: unknown): string | null {
+  let e = err as { name?: unknown; type?: unknown; retriable?: unknown; cause?: unknown } | null | undefined;
+  for (let depth = 0; e && typeof e === 'object' && depth < 10; depth++) {
+    if (e.name === 'KafkaJSNumberOfRetriesExceeded') return null;
+    if (typeof e.name === 'string' && WRAPPERS.has(e.name) && e.cause && e.cause !== e) {
+      e = e.cause as typeof e;
+      continue;
+    }
+    if (e.retriable !== false) return null;
+    const code = typeof e.type === 'string' && e.type ? e.type : typeof e.name === 'string' && e.name ? e.name : 'Error';
+    if (NOT_ABOUT_THE_MESSAGES.has(code) || (typeof e.name === 'string' && NOT_ABOUT_THE_MESSAGES.has(e.name))) return null;
+    return code;
+  }
+  return null;
 }
 
 export interface KafkaSettings {

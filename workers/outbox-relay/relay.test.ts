@@ -1,3 +1,4 @@
+import { KafkaJSConnectionError, KafkaJSNonRetriableError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 import type { RelayLease, UnpublishedEvent } from '../../libs/db/repositories/outbox-relay.js';
 import { envelopeJson, type EventPublisher, type OutgoingEvent } from '../../libs/events/kafka.js';
@@ -19,18 +20,47 @@ const event = (id: number, key = `k${id % 3}`): UnpublishedEvent => {
   return { id, ...fields, topic: 'patient-events', key, envelope: envelopeJson(fields), attempts: 0 };
 };
 
-/** An in-memory outbox behind a lease; `leader` decides who may hold it. */
-function fakeOutbox(n: number) {
-  const rows = Array.from({ length: n }, (_, i) => ({ ...event(i + 1), publishedAt: null as Date | null, lastError: null as string | null }));
+type FakeRow = UnpublishedEvent & { publishedAt: Date | null; lastError: string | null; parkedAt: Date | null; parkReason: string | null };
+
+/** An in-memory outbox behind a lease; `leader` decides who may hold it. Parks as PostgreSQL does (see outbox-relay.ts). */
+function fakeOutbox(n: number, keyOf?: (id: number) => string) {
+  const rows: FakeRow[] = Array.from({ length: n }, (_, i) => ({
+    ...event(i + 1, keyOf?.(i + 1)),
+    publishedAt: null,
+    lastError: null,
+    parkedAt: null,
+    parkReason: null,
+  }));
   let holder: object | null = null;
+  const heldBy = (r: FakeRow) => rows.find((p) => p.parkedAt && !p.publishedAt && p.topic === r.topic && p.key === r.key && p.id < r.id)?.eventId ?? null;
   const lease = (owner: object): RelayLease => ({
     held: async () => holder === owner,
-    fetchUnpublished: async (limit, afterId = 0) => rows.filter((r) => !r.publishedAt && r.id > afterId).slice(0, limit),
+    fetchUnpublished: async (limit, afterId = 0) =>
+      rows
+        .filter((r) => !r.publishedAt && !r.parkedAt && r.id > afterId)
+        .slice(0, limit)
+        .map((r) => ({ ...r, heldBy: heldBy(r) })),
     markPublished: async (ids, at) => {
       for (const r of rows) if (ids.includes(r.id)) r.publishedAt = at;
     },
     recordFailure: async (ids, error) => {
-      for (const r of rows) if (ids.includes(r.id)) r.lastError = error;
+      for (const r of rows) {
+        if (!ids.includes(r.id)) continue;
+        r.lastError = error;
+        r.attempts++;
+      }
+    },
+    park: async (events, at) => {
+      for (const p of events) {
+        const r = rows.find((x) => x.id === p.id && !x.publishedAt);
+        if (!r) continue;
+        r.parkedAt = at;
+        r.parkReason = p.reason;
+        if (p.attempted) {
+          r.attempts += 1;
+          r.lastError = p.reason;
+        }
+      }
     },
     release: async () => {
       if (holder === owner) holder = null;
@@ -124,7 +154,7 @@ describe('relayBatch', () => {
     const publisher = fakePublisher();
     const clock = fixedClock('2026-01-05T10:00:05Z');
     const r = await relayBatch({ source: lease, publisher, clock }, { batchSize: 4 });
-    expect(r).toEqual({ fetched: 4, published: 4, byTopic: { 'patient-events': 4 } });
+    expect(r).toEqual({ fetched: 4, published: 4, byTopic: { 'patient-events': 4 }, parked: [] });
     expect(publisher.sent.map((m) => m.headers['event-id'])).toEqual(outbox.rows.slice(0, 4).map((e) => e.eventId));
     const first = publisher.sent[0]!;
     expect(first.key).toBe('k1');
@@ -162,7 +192,7 @@ describe('drainOutbox', () => {
       await publish(batch);
     };
     const r = await drainOutbox({ source: lease, publisher, clock: fixedClock('2026-01-05T10:00:05Z') }, { batchSize: 4, maxBatches: 10 });
-    expect(r).toEqual({ published: 10, batches: 3, caughtUp: true });
+    expect(r).toEqual({ published: 10, batches: 3, caughtUp: true, parked: 0 });
     expect(publisher.sent.map((m) => m.headers['event-id'])).toEqual(outbox.rows.map((e) => e.eventId));
     expect(outbox.rows.every((e) => e.publishedAt)).toBe(true);
     // Stamps trail the publishes: never a batch stamped before Kafka acknowledged it.
@@ -173,7 +203,7 @@ describe('drainOutbox', () => {
     const outbox = fakeOutbox(12);
     const lease = outbox.acquire({})!;
     const r = await drainOutbox({ source: lease, publisher: fakePublisher(), clock: fixedClock('2026-01-05T10:00:05Z') }, { batchSize: 4, maxBatches: 2 });
-    expect(r).toEqual({ published: 8, batches: 2, caughtUp: false });
+    expect(r).toEqual({ published: 8, batches: 2, caughtUp: false, parked: 0 });
 
     const failing = fakeOutbox(12);
     const publisher = fakePublisher();
@@ -309,5 +339,217 @@ describe('createOutboxRelay', () => {
     expect(relay.role()).toBe('disabled');
     expect(await relay.ready()).toEqual({ ok: true, detail: 'kafka not configured: events stay in the outbox' });
     await relay.stop(100);
+  });
+});
+
+type ErrorClass = new (e: Error | string, metadata?: Record<string, unknown>) => Error;
+
+/** A send that Kafka refused for good, as kafkajs reports it (its retrier wraps the broker's protocol error). */
+function refusal(type = 'MESSAGE_TOO_LARGE', code = 10): Error {
+  const e = new KafkaJSProtocolError(Object.assign(new Error('The request included a message larger than the max message size the server will accept'), { type, code, retriable: false }));
+  return new (KafkaJSNonRetriableError as unknown as ErrorClass)(e, { cause: e });
+}
+
+/** A broker that stayed away through kafkajs's retries: non-retriable on the outside, an outage all the same. */
+function outage(): Error {
+  return new (KafkaJSNumberOfRetriesExceeded as unknown as ErrorClass)(new KafkaJSConnectionError('Connection error: connect ECONNREFUSED 127.0.0.1:9092'), { retryCount: 2, retryTime: 800 });
+}
+
+/**
+ * Like Kafka: a request holding a message it refuses fails as a whole; `refuse` decides per
+ * message (event id) and can change over time. `down` makes every request an outage.
+ */
+function refusingPublisher(refuse: (eventId: string) => boolean) {
+  const publisher = fakePublisher();
+  const publish = publisher.publish;
+  const requests: string[][] = [];
+  const control = { down: false };
+  publisher.publish = async (batch) => {
+    requests.push(batch.map((m) => m.headers['event-id']!));
+    if (control.down) throw outage();
+    if (batch.some((m) => refuse(m.headers['event-id']!))) throw refusal();
+    await publish(batch);
+  };
+  const probe = publisher.probe;
+  publisher.probe = async () => {
+    if (control.down) throw outage();
+    await probe();
+  };
+  return Object.assign(publisher, { requests, control });
+}
+
+const idOf = (n: number) => event(n).eventId;
+const sentIds = (p: { sent: OutgoingEvent[] }) => p.sent.map((m) => Number(m.headers['event-id']!.slice(-12)));
+const state = (rows: Array<{ publishedAt: Date | null; parkedAt: Date | null; lastError: string | null }>) =>
+  rows.map((r) => (r.publishedAt ? 'p' : r.parkedAt ? 'P' : r.lastError ? 'f' : '-')).join('');
+
+describe('an event Kafka refuses for good', () => {
+  // Keys: 1 A, 2 B, 3 A, 4 B, 5 C (therapist-events), 6 B, 7 D, 8 A
+  const keys: Record<number, string> = { 1: 'A', 2: 'B', 3: 'A', 4: 'B', 5: 'C', 6: 'B', 7: 'D', 8: 'A' };
+  const mixedOutbox = () => {
+    const outbox = fakeOutbox(8, (id) => keys[id]!);
+    outbox.rows[4]!.topic = 'therapist-events';
+    return outbox;
+  };
+
+  it('is parked with its same-key followers; every other event is published, in order', async () => {
+    const outbox = mixedOutbox();
+    const publisher = refusingPublisher((id) => id === idOf(2));
+    const clock = fixedClock('2026-01-05T10:00:05Z');
+    const lease = outbox.acquire({})!;
+    const r = await drainOutbox({ source: lease, publisher, clock }, { batchSize: 10, maxBatches: 10 });
+
+    expect(sentIds(publisher)).toEqual([1, 3, 5, 7, 8]);
+    expect(state(outbox.rows)).toEqual('pPpPpPpp');
+    expect(r).toMatchObject({ published: 5, parked: 3, caughtUp: false });
+    const [culprit, , held] = [outbox.rows[1]!, outbox.rows[2]!, outbox.rows[3]!];
+    expect(culprit.parkReason).toMatch(/^MESSAGE_TOO_LARGE: The request included a message larger/);
+    expect(culprit.attempts).toBe(1);
+    expect(held.parkReason).toBe(`held behind ${idOf(2)}`);
+    expect(held.attempts).toBe(0); // never sent
+    expect(outbox.rows[5]!.parkReason).toBe(`held behind ${idOf(2)}`);
+    // The followers of B were never offered to Kafka on their own.
+    expect(publisher.requests.filter((q) => q.length === 1).flat()).not.toContain(idOf(4));
+
+    // Nothing more is sent: parked rows are not read again.
+    const again = await drainOutbox({ source: lease, publisher, clock }, { batchSize: 10, maxBatches: 10 });
+    expect(again).toEqual({ published: 0, batches: 0, caughtUp: true, parked: 0 });
+    expect(culprit.attempts).toBe(1);
+  });
+
+  it('holds later events of the parked key that arrive afterwards, across batches, and lets other keys pass', async () => {
+    const outbox = mixedOutbox();
+    const publisher = refusingPublisher((id) => id === idOf(2));
+    const lease = outbox.acquire({})!;
+    const clock = fixedClock('2026-01-05T10:00:05Z');
+    // Small batches: the culprit's followers come in later batches and later drains.
+    let drains = 0;
+    while (outbox.rows.some((r) => !r.publishedAt && !r.parkedAt) && drains++ < 10) {
+      await drainOutbox({ source: lease, publisher, clock }, { batchSize: 2, maxBatches: 10 });
+    }
+    expect(sentIds(publisher)).toEqual([1, 3, 5, 7, 8]);
+    expect(state(outbox.rows)).toEqual('pPpPpPpp');
+
+    // A new event of key B: held at once, never sent; one of key A goes out.
+    outbox.rows.push({ ...event(9, 'B'), publishedAt: null, lastError: null, parkedAt: null, parkReason: null });
+    outbox.rows.push({ ...event(10, 'A'), publishedAt: null, lastError: null, parkedAt: null, parkReason: null });
+    const before = publisher.requests.length;
+    const r = await drainOutbox({ source: lease, publisher, clock }, { batchSize: 10, maxBatches: 10 });
+    expect(r).toMatchObject({ published: 1, parked: 1 });
+    expect(publisher.requests.slice(before)).toEqual([[idOf(10)]]);
+    expect(outbox.rows[8]!.parkReason).toBe(`held behind ${idOf(2)}`);
+  });
+
+  it('once the cause is fixed and the events are put back, the culprit and its followers go out in their order', async () => {
+    const outbox = mixedOutbox();
+    let refusing = true;
+    const publisher = refusingPublisher((id) => refusing && id === idOf(2));
+    const lease = outbox.acquire({})!;
+    const clock = fixedClock('2026-01-05T10:00:05Z');
+    await drainOutbox({ source: lease, publisher, clock }, { batchSize: 10, maxBatches: 10 });
+    refusing = false;
+    for (const r of outbox.rows) {
+      // what fleet events retry-parked does
+      r.parkedAt = null;
+      r.parkReason = null;
+    }
+    await drainOutbox({ source: lease, publisher, clock }, { batchSize: 10, maxBatches: 10 });
+    expect(sentIds(publisher)).toEqual([1, 3, 5, 7, 8, 2, 4, 6]);
+    expect(outbox.rows.every((r) => r.publishedAt)).toBe(true);
+  });
+
+  it('a retriable failure (broker down) parks nothing: the whole batch is recorded as failed and retried whole', async () => {
+    const outbox = mixedOutbox();
+    const publisher = refusingPublisher(() => false);
+    publisher.control.down = true;
+    const lease = outbox.acquire({})!;
+    const clock = fixedClock('2026-01-05T10:00:05Z');
+    const err = await drainOutbox({ source: lease, publisher, clock }, { batchSize: 10, maxBatches: 10 }).catch((e) => e);
+    expect(err).toBeInstanceOf(PublishFailedError);
+    expect(publisher.requests).toHaveLength(1); // no event-by-event isolation for an outage
+    expect(state(outbox.rows)).toBe('ffffffff');
+    expect(outbox.rows.every((r) => r.attempts === 1 && r.parkedAt === null)).toBe(true);
+
+    publisher.control.down = false;
+    await drainOutbox({ source: lease, publisher, clock }, { batchSize: 10, maxBatches: 10 });
+    expect(publisher.requests.slice(1)).toEqual([outbox.rows.map((r) => r.eventId)]); // retried whole, in order
+    expect(state(outbox.rows)).toBe('pppppppp');
+  });
+
+  it('Kafka going away while the culprit is isolated: what was acknowledged is stamped, the culprit parked, the rest retried', async () => {
+    const outbox = mixedOutbox();
+    const publisher = refusingPublisher((id) => id === idOf(2));
+    const publish = publisher.publish;
+    publisher.publish = async (batch) => {
+      if (batch.length === 1 && batch[0]!.headers['event-id'] === idOf(5)) publisher.control.down = true;
+      await publish(batch);
+    };
+    const err = await drainOutbox({ source: outbox.acquire({})!, publisher, clock: fixedClock('2026-01-05T10:00:05Z') }, { batchSize: 10, maxBatches: 10 }).catch((e) => e);
+    expect(err).toBeInstanceOf(PublishFailedError);
+    // 6 (key B) was not reached: the next drain reads it held behind the parked 2.
+    expect(state(outbox.rows)).toBe('pPpPf-ff');
+    expect(outbox.rows[1]!.parkReason).toMatch(/^MESSAGE_TOO_LARGE/);
+  });
+
+  it('relayBatch: the same isolation for a single step', async () => {
+    const outbox = mixedOutbox();
+    const publisher = refusingPublisher((id) => id === idOf(2));
+    const r = await relayBatch({ source: outbox.acquire({})!, publisher, clock: fixedClock('2026-01-05T10:00:05Z') }, { batchSize: 4 });
+    expect(r.published).toBe(2);
+    expect(r.byTopic).toEqual({ 'patient-events': 2 });
+    expect(r.parked.map((p) => [p.eventId, p.heldBehind ?? null])).toEqual([
+      [idOf(2), null],
+      [idOf(4), idOf(2)],
+    ]);
+    expect(state(outbox.rows)).toBe('pPpP----');
+  });
+
+  it('the relay keeps publishing the other events and says Kafka is up (the reported defect: nothing moved, "kafka down")', async () => {
+    // 4 events on two topics; Kafka refuses the first one for good.
+    const outbox = fakeOutbox(4, (id) => (id === 3 ? 'T' : `K${id}`));
+    outbox.rows[2]!.topic = 'therapist-events';
+    const publisher = refusingPublisher((id) => id === idOf(1));
+    const { asked, sleep } = recordingSleep();
+    const batches: Array<{ published: number; parked: number }> = [];
+    const relay = createOutboxRelay(
+      {
+        acquireLease: async () => outbox.acquire(relay),
+        publisher,
+        prunePublished: async () => 0,
+        clock: fixedClock('2026-01-05T11:00:00Z'),
+        log: silentLogger(),
+        sleep,
+        random: () => 1,
+        onBatch: (b) => batches.push({ published: b.published, parked: b.parked.length }),
+      },
+      settings,
+    );
+    relay.start();
+    await until(() => outbox.rows.every((r) => r.publishedAt || r.parkedAt), 'every event published or parked');
+    await until(() => asked.length > 5, 'a few more polls');
+    await relay.stop(1000);
+    expect(sentIds(publisher)).toEqual([2, 3, 4]);
+    expect(state(outbox.rows)).toBe('Pppp');
+    expect(outbox.rows[0]!.attempts).toBe(1); // not climbing
+    expect(relay.kafkaUp()).toBe(true);
+    expect(asked.every((ms) => ms === settings.pollIntervalMs)).toBe(true); // no backoff: Kafka is not down
+    expect(batches).toContainEqual({ published: 3, parked: 1 });
+  });
+
+  it('the relay: a batch that is only held behind a parked event does not tell readiness that Kafka is up', async () => {
+    const outbox = fakeOutbox(3, () => 'B');
+    outbox.rows[0]!.parkedAt = new Date('2026-01-05T10:00:00Z');
+    const publisher = refusingPublisher(() => false);
+    publisher.control.down = true;
+    const { sleep } = recordingSleep();
+    const relay = createOutboxRelay(
+      { acquireLease: async () => outbox.acquire(relay), publisher, prunePublished: async () => 0, clock: fixedClock('2026-01-05T11:00:00Z'), log: silentLogger(), sleep },
+      settings,
+    );
+    relay.start();
+    await until(() => outbox.rows.every((r) => r.parkedAt), 'followers held');
+    await until(() => relay.kafkaUp() === false, 'probe says Kafka is down');
+    await relay.stop(1000);
+    expect(publisher.sent).toHaveLength(0);
   });
 });

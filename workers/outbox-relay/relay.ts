@@ -3,7 +3,7 @@ import type { EventPublisher } from '../../libs/events/kafka.js';
 import type { Logger } from '../../libs/log/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
 import { backoffMs } from './backoff.js';
-import { PublishFailedError, drainOutbox, type RelayBatchResult } from './process-batch.js';
+import { PublishFailedError, drainOutbox, type ParkedEvent, type RelayBatchResult } from './process-batch.js';
 
 export interface RelaySettings {
   batchSize: number;
@@ -69,6 +69,9 @@ const message = (err: unknown) => (err as Error)?.message ?? String(err);
  * One publisher sending batches in id order, one request in flight, keeps the per-key order.
  * Kafka down: back off (exponential, capped) and try again; the backlog waits in PostgreSQL
  * and nothing else in the fleet waits for Kafka.
+ * Kafka refusing an event for good (too large, invalid, topic not authorised) is not an
+ * outage: Kafka answered. That event and the later ones of its topic and key are parked (see
+ * process-batch.ts), everything else flows on, and readiness stays "kafka reachable".
  */
 export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): OutboxRelay {
   const { log, clock } = deps;
@@ -105,6 +108,18 @@ export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): Out
     const l = lease;
     lease = null;
     if (l) await l.release().catch(() => {});
+  };
+
+  const logParked = (parked: ParkedEvent[]) => {
+    const held: ParkedEvent[] = [];
+    for (const p of parked) {
+      if (p.heldBehind) held.push(p);
+      // Ids, types and Kafka's own refusal only: no payload, no key (the key is an entity id, but a reason needs none).
+      else log.warn({ eventId: p.eventId, eventType: p.eventType, topic: p.topic, reason: p.reason }, 'outbox event refused by Kafka: parked, later events of its key held (fleet events parked)');
+    }
+    if (held.length) {
+      log.warn({ held: held.length, behind: [...new Set(held.map((p) => p.heldBehind))].slice(0, 20) }, 'outbox events held behind a parked event of their key');
+    }
   };
 
   async function probe(publisher: EventPublisher) {
@@ -166,14 +181,18 @@ export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): Out
             clock,
             keepGoing: () => !signal.aborted,
             onBatch: (batch) => {
-              setKafka(true);
-              failures = 0;
+              // Kafka answered, unless every event of the batch was only held (none was sent).
+              if (batch.published > 0 || batch.parked.some((p) => !p.heldBehind)) {
+                setKafka(true);
+                failures = 0;
+              }
+              if (batch.parked.length) logParked(batch.parked);
               deps.onBatch?.(batch);
             },
           },
           { batchSize: settings.batchSize, maxBatches: settings.maxBatchesPerLeaseCheck ?? 20 },
         );
-        if (result.published > 0) log.debug({ published: result.published, batches: result.batches }, 'outbox batches published');
+        if (result.published > 0 || result.parked > 0) log.debug({ published: result.published, parked: result.parked, batches: result.batches }, 'outbox batches published');
         if (result.caughtUp) {
           // Idle: make sure readiness still tells the truth about Kafka, then wait.
           if (result.published === 0 && clock.now().getTime() - lastProbe >= settings.probeIntervalMs) {

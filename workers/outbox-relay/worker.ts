@@ -20,19 +20,29 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
         : null;
 
   // Lag figures are read from PostgreSQL when Prometheus scrapes: one query per scrape, shared
-  // by both gauges; while PostgreSQL cannot be read they are left out (the scrape still answers).
+  // by the three gauges; while PostgreSQL cannot be read they are left out (the scrape still answers).
   const readBacklog = scrapeRead(
     () => outboxBacklog(database, clock.now()),
     (err) => log.warn({ err }, 'metrics: could not read the outbox backlog'),
   );
-  collectedGauge(metrics, 'fleet_outbox_lag_seconds', 'Age of the oldest unpublished outbox event in seconds (0 when none wait)', [], async () => {
+  collectedGauge(metrics, 'fleet_outbox_lag_seconds', 'Age of the oldest outbox event waiting to be published in seconds (0 when none wait; parked ones not counted)', [], async () => {
     const b = await readBacklog();
     return b ? [{ labels: {}, value: b.oldestAgeSeconds }] : [];
   });
-  collectedGauge(metrics, 'fleet_outbox_unpublished', 'Outbox events not yet published to Kafka', [], async () => {
+  collectedGauge(metrics, 'fleet_outbox_unpublished', 'Outbox events waiting to be published to Kafka (parked ones not counted)', [], async () => {
     const b = await readBacklog();
     return b ? [{ labels: {}, value: b.unpublished }] : [];
   });
+  collectedGauge(
+    metrics,
+    'fleet_outbox_parked',
+    'Outbox events parked: refused by Kafka for good, or held behind a refused event of their key (fleet events parked)',
+    [],
+    async () => {
+      const b = await readBacklog();
+      return b ? [{ labels: {}, value: b.parked }] : [];
+    },
+  );
   const published = new Counter({
     name: 'fleet_outbox_published_total',
     help: 'Outbox events published to Kafka by this process',

@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 import { listOutbox } from '../../../libs/db/repositories/outbox.js';
+import { listParked, ParkedEventNotFound, retryParked } from '../../../libs/db/repositories/outbox-parked.js';
 import { outboxStats } from '../../../libs/db/repositories/outbox-relay.js';
-import { setupTopics, TopicSetupError } from '../../../libs/events/kafka.js';
+import { eventTopicNames, setupTopics, TopicSetupError } from '../../../libs/events/kafka.js';
 import { createLogger } from '../../../libs/log/index.js';
-import { CliError, configOrExit, printJson, withContext } from '../context.js';
+import { CliError, configOrExit, operatorName, printJson, requiredReason, withContext } from '../context.js';
 
 function table(header: string[], rows: string[][]): string {
   const all = [header, ...rows];
@@ -72,11 +73,73 @@ export function registerEvents(program: Command): void {
           `kafka brokers:       ${kafka ?? 'not configured (KAFKA_BROKERS empty): events stay in the outbox'}\n` +
             `unpublished events:  ${stats.unpublished}${stats.unpublished ? ` (oldest ${age(stats.oldestUnpublishedAgeSeconds)} old, since ${iso(stats.oldestUnpublishedAt)})` : ''}\n` +
             `  with failed tries: ${stats.failing}\n` +
+            `parked events:       ${stats.parked}${stats.parked ? ' (refused by Kafka, or held behind one that was: fleet events parked)' : ''}\n` +
             `published (kept):    ${stats.published} (pruned after ${ctx.config.outbox.retentionDays || 'never: retention 0'}${ctx.config.outbox.retentionDays ? ' days' : ''})\n`,
         );
         if (stats.byTopic.length) {
-          process.stdout.write('\n' + table(['topic', 'unpublished', 'published'], stats.byTopic.map((t) => [t.topic, String(t.unpublished), String(t.published)])));
+          process.stdout.write(
+            '\n' + table(['topic', 'unpublished', 'parked', 'published'], stats.byTopic.map((t) => [t.topic, String(t.unpublished), String(t.parked), String(t.published)])),
+          );
         }
+      });
+    });
+
+  const checkTopic = (topic?: string) => {
+    if (topic && !eventTopicNames.includes(topic)) throw new CliError(`unknown topic ${topic}; topics: ${eventTopicNames.join(', ')}`, 2);
+  };
+
+  events
+    .command('parked')
+    .description('events set aside: Kafka refused them for good, or they wait behind a refused event of their key')
+    .option('--topic <topic>', 'only this topic')
+    .option('--limit <n>', 'at most this many events', '100')
+    .option('--json', 'print JSON')
+    .action(async (opts: { topic?: string; limit: string; json?: boolean }) => {
+      checkTopic(opts.topic);
+      const limit = Number(opts.limit);
+      if (!Number.isInteger(limit) || limit < 1) throw new CliError(`--limit: expected a whole number >= 1 (got ${JSON.stringify(opts.limit)})`, 2);
+      await withContext(async (ctx) => {
+        const rows = await listParked(ctx.database.db, { ...(opts.topic ? { topic: opts.topic } : {}), limit });
+        if (opts.json) return printJson(rows);
+        if (rows.length === 0) return void process.stdout.write('no parked events\n');
+        process.stdout.write(
+          table(
+            ['id', 'event id', 'type', 'topic', 'key', 'created', 'parked', 'attempts', 'reason'],
+            rows.map((r) => [String(r.id), r.eventId, r.eventType, r.topic, r.key, iso(r.createdAt), iso(r.parkedAt), String(r.attempts), r.reason.slice(0, 100)]),
+          ),
+        );
+        if (rows.length === limit) process.stdout.write(`(first ${limit}; use --limit for more)\n`);
+        process.stdout.write('Fix the cause (topic ACL, message size limit), then: fleet events retry-parked <event id> | --all --reason "..."\n');
+      });
+    });
+
+  events
+    .command('retry-parked')
+    .description('put parked events back in line for the relay (same event ids); with an event id, its whole key goes back in order')
+    .argument('[eventId]', 'event id of a parked event (as shown by fleet events parked)')
+    .option('--all', 'every parked event (of --topic, if given)')
+    .option('--topic <topic>', 'with --all: only this topic')
+    .option('--reason <text>', 'why (required; written to the audit table)')
+    .option('--actor <name>', 'who (default: $FLEET_OPERATOR, else the login name)')
+    .option('--json', 'print JSON')
+    .action(async (eventId: string | undefined, opts: { all?: boolean; topic?: string; reason?: string; actor?: string; json?: boolean }) => {
+      if (!eventId && !opts.all) throw new CliError('name a parked event id or pass --all', 2);
+      if (eventId && opts.all) throw new CliError('pass either an event id or --all, not both', 2);
+      if (eventId && opts.topic) throw new CliError('--topic goes with --all', 2);
+      if (eventId && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(eventId)) throw new CliError(`not an event id (uuid): ${JSON.stringify(eventId)}`, 2);
+      checkTopic(opts.topic);
+      const reason = requiredReason(opts.reason);
+      await withContext(async (ctx) => {
+        const action = { actor: operatorName(opts.actor), reason };
+        let result;
+        try {
+          result = await retryParked(ctx.database.db, eventId ? { eventId } : { all: true, ...(opts.topic ? { topic: opts.topic } : {}) }, action);
+        } catch (err) {
+          if (err instanceof ParkedEventNotFound) throw new CliError(err.message, 3);
+          throw err;
+        }
+        if (opts.json) return printJson(result);
+        process.stdout.write(`${result.retried} parked event(s) put back: the relay publishes them in order (if Kafka still refuses one, it is parked again)\n`);
       });
     });
 

@@ -27,6 +27,19 @@ export interface UnpublishedEvent {
   /** `{eventId, eventType, version, timestamp, producer, payload}` (DOMAIN.md section 4). */
   envelope: string;
   attempts: number;
+  /**
+   * Event id of an earlier event of the same topic and key that is parked: this one must wait
+   * behind it (it is parked too, never sent), so per-key order holds. Null or absent: free to go.
+   */
+  heldBy?: string | null;
+}
+
+/** An event set aside: Kafka refused it for good, or it is held behind one that was. */
+export interface ParkRequest {
+  id: number;
+  reason: string;
+  /** True when this event was sent and refused (counts as an attempt); false when only held. */
+  attempted: boolean;
 }
 
 export interface RelayLease {
@@ -36,11 +49,14 @@ export interface RelayLease {
   fetchUnpublished(limit: number, afterId?: number): Promise<UnpublishedEvent[]>;
   markPublished(ids: number[], at: Date): Promise<void>;
   recordFailure(ids: number[], error: string): Promise<void>;
+  /** Parks events: the relay skips them until an operator retries them; never deleted. */
+  park(events: ParkRequest[], at: Date): Promise<void>;
   /** Gives the lock and the connection back. */
   release(): Promise<void>;
 }
 
 export interface OutboxStats {
+  /** Events waiting to be published (parked ones not counted). */
   unpublished: number;
   /** Age of the oldest unpublished event in seconds (0 when none wait). */
   oldestUnpublishedAgeSeconds: number;
@@ -48,7 +64,9 @@ export interface OutboxStats {
   published: number;
   /** Unpublished rows whose last publish attempt failed. */
   failing: number;
-  byTopic: Array<{ topic: string; unpublished: number; published: number }>;
+  /** Events set aside (refused by Kafka, or held behind a refused one of their key). */
+  parked: number;
+  byTopic: Array<{ topic: string; unpublished: number; published: number; parked: number }>;
 }
 
 type Row = {
@@ -60,6 +78,7 @@ type Row = {
   occurred_ms: number;
   envelope: string;
   attempts: number;
+  held_by: string | null;
 };
 
 function toEvent(r: Row): UnpublishedEvent {
@@ -72,12 +91,15 @@ function toEvent(r: Row): UnpublishedEvent {
     occurredAt: new Date(r.occurred_ms),
     envelope: r.envelope,
     attempts: r.attempts,
+    heldBy: r.held_by,
   };
 }
 
 /**
  * PostgreSQL builds the envelope text itself (key order as in DOMAIN.md, timestamp in the
  * same UTC ISO form as Date.toISOString), so the relay neither parses nor re-serialises payloads.
+ * Parked rows are skipped; `held_by` names the earliest parked event of the same topic and key
+ * with a lower id (a lookup in the small partial index outbox_parked_idx).
  */
 async function fetchUnpublished(sql: postgres.Sql | postgres.ReservedSql, limit: number, afterId = 0): Promise<UnpublishedEvent[]> {
   const rows = await sql<Row[]>`
@@ -86,8 +108,11 @@ async function fetchUnpublished(sql: postgres.Sql | postgres.ReservedSql, limit:
       json_build_object(
         'eventId', event_id, 'eventType', event_type, 'version', version,
         'timestamp', to_char(occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-        'producer', producer, 'payload', payload)::text as envelope
-    from fleet.outbox where published_at is null and id > ${afterId} order by id limit ${limit}`;
+        'producer', producer, 'payload', payload)::text as envelope,
+      (select p.event_id::text from fleet.outbox p
+        where p.parked_at is not null and p.published_at is null and p.topic = o.topic and p.key = o.key and p.id < o.id
+        order by p.id limit 1) as held_by
+    from fleet.outbox o where published_at is null and parked_at is null and id > ${afterId} order by id limit ${limit}`;
   return rows.map(toEvent);
 }
 
@@ -126,6 +151,15 @@ export async function acquireRelayLease(database: Database): Promise<RelayLease 
       await conn`update fleet.outbox set attempts = attempts + 1, last_error = ${error.slice(0, 500)}
         where id = any(${ids}::int8[]) and published_at is null`;
     },
+    async park(events, at) {
+      if (events.length === 0) return;
+      await conn`update fleet.outbox o set parked_at = ${at.toISOString()}::timestamptz, park_reason = v.reason,
+          attempts = o.attempts + v.tried,
+          last_error = case when v.tried = 1 then v.reason else o.last_error end
+        from unnest(${events.map((e) => e.id)}::int8[], ${events.map((e) => e.reason.slice(0, 500))}::text[], ${events.map((e) => (e.attempted ? 1 : 0))}::int4[])
+          as v(id, reason, tried)
+        where o.id = v.id and o.published_at is null`;
+    },
     async release() {
       if (released) return;
       released = true;
@@ -143,13 +177,15 @@ export async function acquireRelayLease(database: Database): Promise<RelayLease 
 /** Backlog figures for metrics, health and `fleet events stats`. */
 export async function outboxStats(database: Database, now: Date): Promise<OutboxStats> {
   const sql = database.sql;
-  const [head] = await sql<{ unpublished: string; oldest: number | null; failing: string }[]>`
+  const [head] = await sql<{ unpublished: string; oldest: number | null; failing: string; parked: string }[]>`
     select
-      (select count(*) from fleet.outbox where published_at is null) as unpublished,
-      (select (extract(epoch from created_at) * 1000)::float8 from fleet.outbox where published_at is null order by id limit 1) as oldest,
-      (select count(*) from fleet.outbox where published_at is null and last_error is not null) as failing`;
-  const topics = await sql<{ topic: string; unpublished: string; published: string }[]>`
-    select topic, count(*) filter (where published_at is null) as unpublished, count(published_at) as published
+      (select count(*) from fleet.outbox where published_at is null and parked_at is null) as unpublished,
+      (select (extract(epoch from created_at) * 1000)::float8 from fleet.outbox where published_at is null and parked_at is null order by id limit 1) as oldest,
+      (select count(*) from fleet.outbox where published_at is null and parked_at is null and last_error is not null) as failing,
+      (select count(*) from fleet.outbox where published_at is null and parked_at is not null) as parked`;
+  const topics = await sql<{ topic: string; unpublished: string; published: string; parked: string }[]>`
+    select topic, count(*) filter (where published_at is null and parked_at is null) as unpublished, count(published_at) as published,
+      count(*) filter (where published_at is null and parked_at is not null) as parked
     from fleet.outbox group by topic order by topic`;
   const oldest = head?.oldest != null ? new Date(head.oldest) : null;
   return {
@@ -158,19 +194,25 @@ export async function outboxStats(database: Database, now: Date): Promise<Outbox
     oldestUnpublishedAgeSeconds: oldest ? Math.max(0, (now.getTime() - oldest.getTime()) / 1000) : 0,
     published: topics.reduce((a, t) => a + Number(t.published), 0),
     failing: Number(head?.failing ?? 0),
-    byTopic: topics.map((t) => ({ topic: t.topic, unpublished: Number(t.unpublished), published: Number(t.published) })),
+    parked: Number(head?.parked ?? 0),
+    byTopic: topics.map((t) => ({ topic: t.topic, unpublished: Number(t.unpublished), published: Number(t.published), parked: Number(t.parked) })),
   };
 }
 
-/** The lag figures only (cheap: both read the partial index of unpublished rows). */
-export async function outboxBacklog(database: Database, now: Date): Promise<{ unpublished: number; oldestAgeSeconds: number }> {
-  const [row] = await database.sql<{ unpublished: string; oldest: number | null }[]>`
+/**
+ * The lag figures only (cheap: they read the partial indexes of unpublished and of parked rows).
+ * Parked events are counted apart: they wait for an operator, not for the relay.
+ */
+export async function outboxBacklog(database: Database, now: Date): Promise<{ unpublished: number; oldestAgeSeconds: number; parked: number }> {
+  const [row] = await database.sql<{ unpublished: string; oldest: number | null; parked: string }[]>`
     select
-      (select count(*) from fleet.outbox where published_at is null) as unpublished,
-      (select (extract(epoch from created_at) * 1000)::float8 from fleet.outbox where published_at is null order by id limit 1) as oldest`;
+      (select count(*) from fleet.outbox where published_at is null and parked_at is null) as unpublished,
+      (select (extract(epoch from created_at) * 1000)::float8 from fleet.outbox where published_at is null and parked_at is null order by id limit 1) as oldest,
+      (select count(*) from fleet.outbox where parked_at is not null and published_at is null) as parked`;
   const oldest = row?.oldest != null ? new Date(row.oldest) : null;
   return {
     unpublished: Number(row?.unpublished ?? 0),
+    parked: Number(row?.parked ?? 0),
     oldestAgeSeconds: oldest ? Math.max(0, (now.getTime() - oldest.getTime()) / 1000) : 0,
   };
 }

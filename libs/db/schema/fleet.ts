@@ -83,6 +83,10 @@ export const deliveries = fleet.table(
 /**
  * Transactional outbox: a domain event is a row written in the same transaction as the
  * change that caused it. A relay publishes rows in id order and stamps published_at.
+ * An event Kafka refuses for good (too large, invalid, topic not authorised) is parked
+ * (parked_at, park_reason), as are the later events of its topic and key (held behind it, so
+ * a consumer never sees event n+1 of an entity without event n); parked rows are never
+ * published or deleted until an operator retries them (`fleet events retry-parked`).
  */
 export const outbox = fleet.table(
   'outbox',
@@ -100,9 +104,13 @@ export const outbox = fleet.table(
     publishedAt: ts('published_at'),
     attempts: integer('attempts').notNull().default(0),
     lastError: text('last_error'),
+    parkedAt: ts('parked_at'),
+    parkReason: text('park_reason'),
   },
   (t) => [
     uniqueIndex('outbox_event_id_uq').on(t.eventId),
     index('outbox_unpublished_idx').on(t.id).where(sql`${t.publishedAt} is null`),
+    // Few rows: answers "is an earlier event of this topic and key parked?" for every row read.
+    index('outbox_parked_idx').on(t.topic, t.key, t.id).where(sql`${t.parkedAt} is not null`),
   ],
 );
