@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { isPlausibleEmail, trimEmail } from './email-address.js';
 import { isoWeekOf, isoWeekRange, parseIsoWeek } from './iso-week.js';
 import { dueWeek, nextRun, previousRun } from './schedule.js';
 import { signUnsubscribeToken, verifyUnsubscribeToken } from './unsubscribe-token.js';
@@ -90,5 +91,17 @@ describe('unsubscribe secret configuration', () => {
     expect(() => loadConfig({ ...production, PUBLIC_BASE_URL: 'http://app.curavani.com' })).toThrow(/PUBLIC_BASE_URL: expected an https address/);
     expect(() => loadConfig({ ...production, PUBLIC_BASE_URL: 'https://localhost:3000' })).toThrow(/PUBLIC_BASE_URL: expected an https address/);
     expect(loadConfig({ NODE_ENV: 'development' }).weekly.unsubscribeSecret).toBe(DEV_UNSUBSCRIBE_SECRET);
+  });
+});
+
+describe('plausible email addresses', () => {
+  it('accepts whatever looks like an address (internationalised too), trims ASCII whitespace, refuses what is not one', () => {
+    for (const ok of ['erika@example.org', ' Erika.Muster@Example.ORG\t', "o'neil@example.org", 'a+b@sub.example.co.uk', 'jörg@müller.de', 'max@example.xn--p1ai']) {
+      expect(isPlausibleEmail(ok)).toBe(true);
+    }
+    for (const bad of [null, undefined, '', '   ', 'kein-gueltiger-eintrag', 'a@b', 'a@b.', '@b.de', 'a@.de', 'a b@c.de', 'a@b@c.de', '<a@b.de>', 'a@b.de\u0000x', 'Erika <a@b.de>']) {
+      expect(isPlausibleEmail(bad)).toBe(false);
+    }
+    expect(trimEmail(' \ta@b.de\n')).toBe('a@b.de');
   });
 });

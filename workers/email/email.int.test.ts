@@ -3,6 +3,8 @@ import path from 'node:path';
 import PostalMime from 'postal-mime';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { getDelivery } from '../../libs/db/repositories/deliveries.js';
+import { unwantedWeeklyDeliveries } from '../../libs/db/repositories/weekly-status.js';
+import { createMailDriver, type StillWantedCheck } from '../../libs/mail/index.js';
 import { listDeadLetters } from '../../libs/queues/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
@@ -134,6 +136,100 @@ describe('email delivery (PostgreSQL, Redis, the resend SDK against the stand-in
     expect(await sentOrFailed(keep)).toBe('sent');
     expect((await getDelivery(database.db, drop))!.lastError).toBe('patient opted out');
     expect(t.standIn.messages.map((m) => m.to[0])).toEqual(['patient1@example.com']);
+  });
+
+  /** A weekly-status check that drops the patients in `optedOut` (filled by the test as it goes). */
+  const optOutCheck = (optedOut: Set<number>, before?: () => void): StillWantedCheck => async (refs) => {
+    before?.();
+    return refs.filter((r) => r.patientId !== null && optedOut.has(r.patientId)).map((r) => ({ id: r.id, reason: 'weekly status no longer wanted: opted_out' }));
+  };
+  const weeklyRows = async (t: EmailHarness, n: number) => {
+    const ids: string[] = [];
+    for (let i = 1; i <= n; i++) ids.push(await t.addDelivery({ kind: 'weekly-status', patientId: i, toAddress: `patient${i}@example.com` }, { enqueue: false }));
+    return ids;
+  };
+  /** Marks the rows as one batch claimed two hours ago by the first (a worker died with it). */
+  const stuckBatch = async (ids: string[]) => {
+    const [{ batch }] = (await database.sql<{ batch: string }[]>`select gen_random_uuid()::text as batch`) as unknown as [{ batch: string }];
+    const leader = [...ids].sort()[0]!;
+    await database.sql`update fleet.deliveries set status = 'sending', batch_id = ${batch}::uuid, batch_leader_id = ${leader}::uuid,
+      claimed_at = now() - interval '2 hours' where id in ${database.sql(ids)}`;
+    return batch;
+  };
+
+  it('a batch retried after a 500 leaves out the patient who opted out meanwhile, under the same key', async () => {
+    const t = await harness();
+    const optedOut = new Set<number>();
+    // The patient opts out once the first (failing) request has been made.
+    await t.startWorkers({ stillWanted: { 'weekly-status': optOutCheck(optedOut, () => t.standIn.requests.length && optedOut.add(3)) } });
+    t.standIn.inject({ kind: 'status', status: 500 });
+    const ids = await weeklyRows(t, 3);
+    for (const id of ids) await t.ctx.queues.enqueue('email-send', { deliveryId: id });
+    for (const id of ids) await sentOrFailed(id);
+    expect(await Promise.all(ids.map(statusOf))).toEqual(['sent', 'sent', 'dropped']);
+    expect((await getDelivery(database.db, ids[2]!))!.lastError).toBe('weekly status no longer wanted: opted_out');
+    expect(t.standIn.messages.map((m) => m.to[0]).sort()).toEqual(['patient1@example.com', 'patient2@example.com']);
+    expect(t.standIn.requests.map((r) => [r.status, r.path])).toEqual([[500, '/emails/batch'], [200, '/emails/batch']]);
+    expect(t.standIn.requests[1]!.idempotencyKey).toBe(t.standIn.requests[0]!.idempotencyKey);
+  });
+
+  it('a 429 wait asks again: the patient who opted out during the wait is dropped', async () => {
+    const t = await harness();
+    const optedOut = new Set<number>();
+    await t.startWorkers({ stillWanted: { 'weekly-status': optOutCheck(optedOut, () => t.standIn.requests.length && optedOut.add(2)) } });
+    t.standIn.inject({ kind: 'status', status: 429, retryAfterSeconds: 1 });
+    const ids = await weeklyRows(t, 2);
+    for (const id of ids) await t.ctx.queues.enqueue('email-send', { deliveryId: id });
+    for (const id of ids) await sentOrFailed(id);
+    expect(await Promise.all(ids.map(statusOf))).toEqual(['sent', 'dropped']);
+    expect(t.standIn.messages.map((m) => m.to[0])).toEqual(['patient1@example.com']);
+  });
+
+  it('a stuck batch the sweep hands over asks again and leaves out the patient who opted out', async () => {
+    const t = await harness({ env: { MAIL_SWEEP_INTERVAL_MS: '1000' } });
+    const ids = await weeklyRows(t, 2);
+    const batch = await stuckBatch(ids);
+    await t.startWorkers({ stillWanted: { 'weekly-status': optOutCheck(new Set([2])) } });
+    await t.startSweep();
+    for (const id of ids) await sentOrFailed(id);
+    expect(await Promise.all(ids.map(statusOf))).toEqual(['sent', 'dropped']);
+    expect(t.standIn.messages.map((m) => m.to[0])).toEqual(['patient1@example.com']);
+    // Same form and key as the request the dead worker may have made: a batch, one row left.
+    expect(t.standIn.requests.map((r) => [r.status, r.path, r.size, r.idempotencyKey])).toEqual([[200, '/emails/batch', 1, `fleet-batch/${batch}`]]);
+  });
+
+  it('a stuck batch the provider had accepted is not changed: the smaller request is refused (409) and the unchanged one replays', async () => {
+    const t = await harness({ env: { MAIL_SWEEP_INTERVAL_MS: '1000' } });
+    const ids = (await weeklyRows(t, 2)).sort();
+    const batch = await stuckBatch(ids);
+    // The dead worker's request did reach the provider.
+    const rows = await Promise.all(ids.map(async (id) => (await getDelivery(database.db, id))!));
+    const accepted = await createMailDriver(t.ctx.config.mail).sendBatch(
+      rows.map((r) => ({ idempotencyKey: r.idempotencyKey, from: r.fromAddress, to: r.toAddress, subject: r.subject, html: r.html, text: r.text, headers: r.headers })),
+      { idempotencyKey: `fleet-batch/${batch}` },
+    );
+    expect(accepted.every((r) => r.ok)).toBe(true);
+    await t.startWorkers({ stillWanted: { 'weekly-status': optOutCheck(new Set([2])) } });
+    await t.startSweep();
+    for (const id of ids) await sentOrFailed(id);
+    expect(await Promise.all(ids.map(statusOf))).toEqual(['sent', 'sent']);
+    expect(t.standIn.requests.map((r) => [r.status, r.size, r.replayed])).toEqual([[200, 2, false], [409, 0, false], [200, 0, true]]);
+    expect(t.standIn.stats()).toMatchObject({ messages: 2, duplicates: 0 });
+    const ownIds = accepted.map((r) => (r.ok ? r.providerMessageId : ''));
+    expect(await Promise.all(ids.map(async (id) => (await getDelivery(database.db, id))!.providerMessageId))).toEqual(ownIds);
+  });
+
+  it('the sweep re-enqueues an old pending weekly delivery of an ended ISO week: dropped with the reason, never sent', async () => {
+    const t = await harness({ env: { MAIL_SWEEP_INTERVAL_MS: '1000' } });
+    const weekly: StillWantedCheck = async (refs) =>
+      [...(await unwantedWeeklyDeliveries(database.db, refs, { now: new Date(), timeZone: 'Europe/Berlin' }))].map(([id, u]) => ({ id, reason: `${u.reason} (${u.detail})` }));
+    const old = await t.addDelivery({ kind: 'weekly-status', idempotencyKey: 'weekly.7.2020-W10', patientId: 7 }, { enqueue: false });
+    await database.sql`update fleet.deliveries set created_at = now() - interval '2 minutes' where id = ${old}`;
+    await t.startWorkers({ stillWanted: { 'weekly-status': weekly } });
+    await t.startSweep();
+    expect(await sentOrFailed(old)).toBe('dropped');
+    expect((await getDelivery(database.db, old))!.lastError).toBe('week_over (2020-W10 ended 2020-03-08T23:00:00.000Z)');
+    expect(t.standIn.requests).toEqual([]);
   });
 
   it('the sweep enqueues a delivery nobody enqueued and re-sends a batch stuck in sending under its key', async () => {

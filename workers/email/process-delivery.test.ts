@@ -96,6 +96,57 @@ function scriptedDriver(script: Array<(mails: OutgoingMail[]) => SendResult[]> =
 
 const all = (r: SendResult) => (mails: OutgoingMail[]) => mails.map(() => r);
 
+/**
+ * A provider with Resend's idempotency rules: an accepted request's key keeps its payload and
+ * answer (the same payload again replays it, another payload gets 409
+ * invalid_idempotent_request); a refused request (5xx, 429) frees the key. `lose-answer`
+ * accepts the request but the answer never arrives (a timeout after the provider sent it).
+ */
+function idempotentProvider(faults: Array<'500' | '429' | 'lose-answer'> = []) {
+  const keys = new Map<string, { payload: string; answer: SendResult[] }>();
+  const requests: Array<{ key: string; to: string[]; endpoint: 'single' | 'batch'; status: number }> = [];
+  const delivered: string[] = [];
+  let ids = 0;
+  const handle = (mails: OutgoingMail[], key: string, endpoint: 'single' | 'batch'): SendResult[] => {
+    const fault = faults.shift();
+    const log = (status: number) => requests.push({ key, to: mails.map((m) => m.to), endpoint, status });
+    if (fault === '500' || fault === '429') {
+      log(Number(fault));
+      return mails.map(() => ({ ok: false, transient: true, status: Number(fault), message: `injected ${fault}`, ...(fault === '429' ? { retryAfterMs: 1000 } : {}) }));
+    }
+    const payload = JSON.stringify([endpoint, mails]);
+    const seen = keys.get(key);
+    if (seen && seen.payload !== payload) {
+      log(409);
+      return mails.map(() => ({ ok: false, transient: false, status: 409, message: 'resend 409 invalid_idempotent_request' }));
+    }
+    if (seen) {
+      log(200);
+      return seen.answer;
+    }
+    const answer = mails.map((m): SendResult => (delivered.push(m.to), { ok: true, providerMessageId: `p${++ids}` }));
+    keys.set(key, { payload, answer });
+    log(fault === 'lose-answer' ? 0 : 200);
+    return fault === 'lose-answer' ? mails.map(() => ({ ok: false, transient: true, message: 'timeout' })) : answer;
+  };
+  const driver: MailDriver & { requests: typeof requests; delivered: string[] } = {
+    name: 'idempotent',
+    requests,
+    delivered,
+    send: async (mail) => handle([mail], mail.idempotencyKey, 'single')[0]!,
+    sendBatch: async (mails, opts: BatchOptions) => handle(mails, opts.idempotencyKey, 'batch'),
+  };
+  return driver;
+}
+
+/** A still-wanted check for kind `weekly` that drops the patients in `optedOut`. */
+function optOutCheck(optedOut: Set<number>) {
+  return {
+    weekly: async (refs: Array<{ id: string; patientId: number | null }>) =>
+      refs.filter((r) => r.patientId !== null && optedOut.has(r.patientId)).map((r) => ({ id: r.id, reason: 'patient opted out' })),
+  };
+}
+
 function deps(store: DeliveryStore, mail: MailDriver, over: Partial<ProcessDeliveryDeps> = {}) {
   const waits: number[] = [];
   const pauses: number[] = [];
@@ -219,6 +270,93 @@ describe('processDelivery', () => {
     await expect(processDelivery({ deliveryId: id }, d)).rejects.toThrow('db down');
     expect(store.rows.get(id)!.status).toBe('pending');
     expect(mail.requests).toHaveLength(0);
+  });
+
+  it('a retried batch asks again: a patient who opted out after a failed request is left out, under the same key and endpoint', async () => {
+    const store = memoryStore();
+    const keep = store.add('weekly', 1);
+    const optOut = store.add('weekly', 2);
+    const mail = idempotentProvider(['500']);
+    const optedOut = new Set<number>();
+    const { d } = deps(store, mail, { stillWanted: optOutCheck(optedOut) });
+    await expect(processDelivery({ deliveryId: keep }, d)).rejects.toBeInstanceOf(TransientSendError);
+    optedOut.add(2);
+    expect(await processDelivery({ deliveryId: keep }, d)).toMatchObject({ outcome: 'done', sent: 1, dropped: 1, requestSize: 1 });
+    expect(store.rows.get(keep)).toMatchObject({ status: 'sent' });
+    expect(store.rows.get(optOut)).toMatchObject({ status: 'dropped', lastError: 'patient opted out' });
+    expect(mail.delivered).toEqual([`${keep}@example.com`]);
+    // The batch's first request decides form and key: a batch request stays one, with one row left.
+    expect(mail.requests.map((r) => [r.endpoint, r.status, r.to.length])).toEqual([['batch', 500, 2], ['batch', 200, 1]]);
+    expect(mail.requests[1]!.key).toBe(mail.requests[0]!.key);
+  });
+
+  it('a retried batch whose earlier request was accepted (answer lost) is sent unchanged: the provider replays, nothing goes out twice', async () => {
+    const store = memoryStore();
+    const ids = [store.add('weekly', 1), store.add('weekly', 2), store.add('weekly', 3)];
+    const mail = idempotentProvider(['lose-answer']);
+    const optedOut = new Set<number>();
+    const { d } = deps(store, mail, { stillWanted: optOutCheck(optedOut) });
+    await expect(processDelivery({ deliveryId: ids[0]! }, d)).rejects.toBeInstanceOf(TransientSendError);
+    optedOut.add(3); // too late: the provider already has it
+    expect(await processDelivery({ deliveryId: ids[0]! }, d)).toMatchObject({ outcome: 'done', sent: 3, dropped: 0 });
+    expect(mail.requests.map((r) => [r.status, r.to.length])).toEqual([[0, 3], [409, 2], [200, 3]]);
+    expect(new Set(mail.requests.map((r) => r.key)).size).toBe(1);
+    expect(mail.delivered).toHaveLength(3);
+    expect(ids.map((i) => store.rows.get(i)!.status)).toEqual(['sent', 'sent', 'sent']);
+    expect(ids.map((i) => store.rows.get(i)!.providerId)).toEqual(['p1', 'p2', 'p3']);
+  });
+
+  it('asks again after a 429 wait: an opt-out during the wait drops the row', async () => {
+    const store = memoryStore();
+    const keep = store.add('weekly', 1);
+    const optOut = store.add('weekly', 2);
+    const mail = idempotentProvider(['429']);
+    const optedOut = new Set<number>();
+    const { d } = deps(store, mail, {
+      stillWanted: { weekly: async (refs) => (mail.requests.length ? optedOut.add(2) : null, optOutCheck(optedOut).weekly(refs)) },
+    });
+    expect(await processDelivery({ deliveryId: keep }, d)).toMatchObject({ outcome: 'done', sent: 1, dropped: 1, rateLimitWaits: 1 });
+    expect(store.rows.get(optOut)).toMatchObject({ status: 'dropped' });
+    expect(mail.delivered).toEqual([`${keep}@example.com`]);
+  });
+
+  it('asks right before the request, after waiting for the rate slot', async () => {
+    const store = memoryStore();
+    const id = store.add('weekly', 1);
+    const mail = idempotentProvider();
+    const optedOut = new Set<number>();
+    const { d } = deps(store, mail, { stillWanted: optOutCheck(optedOut), sleep: async () => void optedOut.add(1), limiter: { reserve: async () => 400, pause: async () => {} } });
+    expect(await processDelivery({ deliveryId: id }, d)).toMatchObject({ outcome: 'done', sent: 0, dropped: 1 });
+    expect(mail.requests).toEqual([]);
+  });
+
+  it('a retried batch of which every row is unwanted sends nothing; the drop says an earlier request may have carried it', async () => {
+    const store = memoryStore();
+    const id = store.add('weekly', 1);
+    const mail = idempotentProvider(['lose-answer']);
+    const optedOut = new Set<number>();
+    const { d } = deps(store, mail, { stillWanted: optOutCheck(optedOut) });
+    await expect(processDelivery({ deliveryId: id }, d)).rejects.toBeInstanceOf(TransientSendError);
+    optedOut.add(1);
+    expect(await processDelivery({ deliveryId: id }, d)).toMatchObject({ outcome: 'done', sent: 0, dropped: 1, requestSize: 0 });
+    expect(mail.requests).toHaveLength(1);
+    expect(store.rows.get(id)!.status).toBe('dropped');
+    expect(store.rows.get(id)!.lastError).toMatch(/^patient opted out; not re-sent \(an earlier request for it got no answer/);
+  });
+
+  it('a still-wanted check that throws on a retried batch keeps it claimed for the next retry', async () => {
+    const store = memoryStore();
+    const id = store.add('weekly', 1);
+    const mail = idempotentProvider(['500']);
+    let fail = false;
+    const { d } = deps(store, mail, { stillWanted: { weekly: async () => { if (fail) throw new Error('db down'); return []; } } });
+    await expect(processDelivery({ deliveryId: id }, d)).rejects.toBeInstanceOf(TransientSendError);
+    fail = true;
+    await expect(processDelivery({ deliveryId: id }, d)).rejects.toThrow('db down');
+    expect(store.rows.get(id)!.status).toBe('sending');
+    fail = false;
+    expect(await processDelivery({ deliveryId: id }, d)).toMatchObject({ outcome: 'done', sent: 1 });
+    expect(mail.requests.map((r) => r.key)).toEqual([`key.${id}`, `key.${id}`]);
   });
 
   it('does not resend a claim older than the provider idempotency window', async () => {

@@ -118,13 +118,41 @@ async function askStillWanted(rows: ClaimedDelivery[], checks: StillWantedChecks
   return drops;
 }
 
+/** The form and provider idempotency key of a request carrying `rows` (see requestKeyFor). */
+function requestFor(batchId: string, rows: ClaimedDelivery[]): { single: boolean; key: string } {
+  return { single: rows.length === 1, key: requestKeyFor(batchId, rows) };
+}
+
+/** Drops of a resumed batch that no answer settled: an earlier request may have carried them. */
+function unconfirmed(drops: DropDecision[]): DropDecision[] {
+  return drops.map((d) => ({ id: d.id, reason: `${d.reason}; not re-sent (an earlier request for it got no answer, it may have gone out then)` }));
+}
+
+/**
+ * The provider refused the request because its key already carries another payload (Resend:
+ * `409 invalid_idempotent_request`, a permanent answer; the driver maps the concurrent-request
+ * 409 to a transient one): an earlier request under this key was accepted.
+ */
+function refusedAsChangedPayload(results: SendResult[]): boolean {
+  return results.length > 0 && results.every((r) => !r.ok && !r.transient && r.status === 409);
+}
+
 /**
  * Sends the delivery of one `email-send` job, at most once.
  *
  * 1. Claim: the delivery (if still pending) leads a batch of up to 100 pending deliveries,
- *    or, if it leads a batch still `sending`, that batch resumes unchanged; otherwise the job
- *    is a no-op (already sent, or carried by another job's batch) and costs no rate slot.
- * 2. Fresh batches ask the still-wanted checks; dropped rows never go out.
+ *    or, if it leads a batch still `sending`, that batch resumes; otherwise the job is a
+ *    no-op (already sent, or carried by another job's batch) and costs no rate slot.
+ * 2. Still wanted? Asked before every provider request (fresh batch, resumed batch, after a
+ *    429 wait): before taking a rate slot and again after waiting for it.
+ *    - A fresh batch has not reached the provider: unwanted rows are `dropped` at once.
+ *    - A resumed batch (a retry, a 429 run given up, a stuck batch the sweep hands over) may
+ *      have been accepted by an earlier request whose answer was lost. Unwanted rows are left
+ *      out of the request, which keeps the batch's form and idempotency key, and are dropped
+ *      together with its answer (a success proves the earlier request was not accepted). If
+ *      the provider did accept it, it refuses the changed payload under the same key (409):
+ *      the unchanged rows are sent again, the provider replays its first answer and nothing
+ *      goes out twice (those rows had left before the check could stop them, they end `sent`).
  * 3. One provider request per batch, after a slot of the shared rate limiter; 429 waits for
  *    retry-after (every worker pauses) and tries again; other transient failures throw so
  *    the job retries with backoff, keeping the same rows and idempotency key.
@@ -141,10 +169,12 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
     return { outcome: 'noop', reason: claim.reason };
   }
   const batchId = claim.batchId;
+  const resumed = claim.kind === 'resume';
+  // The batch's rows still `sending`: for a resumed batch, exactly those of its earlier requests.
   let rows = claim.rows;
   const outcome: BatchOutcome = { sent: [], failed: [], dropped: [] };
 
-  if (claim.kind === 'resume') {
+  if (resumed) {
     const age = clock.now().getTime() - claim.claimedAt.getTime();
     if (age > (deps.idempotencyWindowMs ?? DEFAULT_WINDOW_MS)) {
       const reason = `claimed ${Math.round(age / 3600_000)} h ago and never confirmed: not re-sent, the provider's idempotency window is over (it may have been sent)`;
@@ -156,96 +186,149 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
     if (carried.length && deps.discardCarriedJobs) {
       await deps.discardCarriedJobs(carried).catch((err: unknown) => log.warn({ err, batchId }, 'email-send: could not discard carried jobs'));
     }
+  }
+
+  // A resumed batch keeps the form and key of its earlier requests, whatever rows it leaves out.
+  const resumedRequest = resumed ? requestFor(batchId, rows) : null;
+  /** Unwanted rows of a resumed batch: left out of the request, dropped with its answer. */
+  let deferred: DropDecision[] = [];
+  /** The provider holds an earlier request of the batch: its unchanged rows are sent again. */
+  let replay = false;
+
+  const dropNow = async (drops: DropDecision[]) => {
+    await store.finish(batchId, { sent: [], failed: [], dropped: drops }, clock.now());
+    deps.metrics?.deliveries('dropped', drops.length);
+    log.info({ batchId, dropped: drops.map((d) => d.id) }, 'email-send: deliveries no longer wanted, dropped');
+    outcome.dropped.push(...drops);
+  };
+  const askBeforeSending = async () => {
+    if (replay) return;
     let drops: DropDecision[];
     try {
       drops = await askStillWanted(rows, deps.stillWanted);
     } catch (err) {
-      await store.release(batchId, clock.now());
+      // Nothing of a fresh batch has reached the provider (a 429 accepts nothing): give it back.
+      if (!resumed) await store.release(batchId, clock.now());
       throw err;
     }
-    if (drops.length) {
-      const dropped = new Set(drops.map((d) => d.id));
-      outcome.dropped = drops;
-      await store.finish(batchId, { sent: [], failed: [], dropped: drops }, clock.now());
-      deps.metrics?.deliveries('dropped', drops.length);
-      log.info({ batchId, dropped: drops.map((d) => d.id) }, 'email-send: deliveries no longer wanted, dropped');
-      rows = rows.filter((r) => !dropped.has(r.id));
+    if (resumed) {
+      deferred = drops;
+      return;
     }
-  }
+    if (drops.length) {
+      await dropNow(drops);
+      const gone = new Set(drops.map((d) => d.id));
+      rows = rows.filter((r) => !gone.has(r.id));
+    }
+  };
+  const payload = () => {
+    if (!deferred.length) return rows;
+    const left = new Set(deferred.map((d) => d.id));
+    return rows.filter((r) => !left.has(r.id));
+  };
 
   let rateLimitWaits = 0;
-  if (rows.length) {
-    const results = await sendWithRateLimit(batchId, rows, deps, () => rateLimitWaits++);
-    const whole = results.every((r) => !r.ok && r.transient);
-    if (whole) {
-      const first = results[0] as SendResult & { ok: false };
-      await store.recordAttempt(batchId, first.message, clock.now());
-      deps.metrics?.requests('transient');
-      if (deps.isFinalAttempt) return failForGood(input.deliveryId, batchId, rows, first.message, 'send_failed', deps);
-      throw new TransientSendError(`provider request for batch ${batchId} failed (status ${first.status ?? 'network'})`, first.status);
+  let results: SendResult[] | undefined;
+  let sending: ClaimedDelivery[] = [];
+  for (;;) {
+    results = undefined;
+    await askBeforeSending();
+    if (payload().length === 0) break;
+    const wait = await deps.limiter.reserve();
+    log.debug({ batchId, waitMs: wait }, 'email-send: rate slot reserved');
+    if (wait > 0) {
+      await deps.sleep(wait);
+      await askBeforeSending(); // right before the request, not only before the wait
+      if (payload().length === 0) break;
     }
-    deps.metrics?.requests(results.some((r) => r.ok) ? 'ok' : 'rejected');
-    results.forEach((r, i) => {
-      const row = rows[i]!;
-      if (r.ok) outcome.sent.push({ id: row.id, providerMessageId: r.providerMessageId });
-      // A per-message transient answer inside an accepted batch is treated as a rejection:
-      // re-sending the batch under the same key would only replay the same answer.
-      else outcome.failed.push({ id: row.id, reason: r.message });
-    });
-    await store.finish(batchId, { sent: outcome.sent, failed: outcome.failed, dropped: [] }, clock.now());
-    deps.metrics?.deliveries('sent', outcome.sent.length);
-    if (outcome.failed.length) {
-      deps.metrics?.deliveries('failed', outcome.failed.length);
-      for (const f of outcome.failed) {
-        log.error({ deliveryId: f.id, batchId, code: 'rejected' }, 'email delivery rejected by the provider: failed for good');
-        if (f.id !== input.deliveryId) await deps.deadLetter(f.id, f.reason, 'rejected');
-      }
+    sending = payload();
+    const request = resumedRequest ?? requestFor(batchId, sending);
+    const now = clock.now();
+    if (!(await store.beginAttempt(batchId, now, new Date(now.getTime() - (deps.attemptLeaseMs ?? 40_000))))) {
+      // Another job is sending this very batch right now (a duplicate job, or a worker that
+      // stalled): do not send alongside it; come back later and find it finished.
+      throw new TransientSendError(`batch ${batchId} has a provider request in flight; retrying later`);
     }
-    log.info(
-      { deliveryId: input.deliveryId, batchId, sent: outcome.sent.length, failed: outcome.failed.length, claimMs, totalMs: Date.now() - started },
-      'email-send: batch sent',
-    );
-    const own = outcome.failed.find((f) => f.id === input.deliveryId);
-    if (own) {
-      const status = results[rows.findIndex((r) => r.id === own.id)];
-      throw new PermanentError('rejected', `provider rejected delivery ${own.id}${status && !status.ok && status.status ? ` (status ${status.status})` : ''}`);
+    const mails = sending.map(toMail);
+    results = request.single ? [await deps.mail.send(mails[0]!)] : await deps.mail.sendBatch(mails, { idempotencyKey: request.key });
+    if (!replay && deferred.length && refusedAsChangedPayload(results)) {
+      log.warn(
+        { batchId, unwanted: deferred.map((d) => d.id) },
+        'email-send: an earlier request of this batch was accepted before the still-wanted check; sending it unchanged so the provider replays its answer',
+      );
+      replay = true;
+      deferred = [];
+      await store.recordAttempt(batchId, (results[0] as { message: string }).message, clock.now());
+      continue;
     }
+    const first = results[0];
+    const rateLimited = first && !first.ok && first.status === 429 && results.every((r) => !r.ok && r.status === 429);
+    if (!rateLimited || rateLimitWaits >= (deps.maxRateLimitWaits ?? 5)) break;
+    const retryAfter = (first as { retryAfterMs?: number }).retryAfterMs ?? 1000;
+    deps.metrics?.requests('rate_limited');
+    log.warn({ batchId, retryAfterMs: retryAfter }, 'email-send: provider rate limit (429), waiting for retry-after');
+    rateLimitWaits++;
+    await store.recordAttempt(batchId, (first as { message: string }).message, clock.now());
+    await deps.limiter.pause(retryAfter);
+  }
+
+  if (!results) {
+    // Every row left was unwanted: no request in this run.
+    if (deferred.length) {
+      await dropNow(unconfirmed(deferred));
+    }
+    return { outcome: 'done', batchId, requestSize: 0, sent: 0, failed: 0, dropped: outcome.dropped.length, rateLimitWaits };
+  }
+
+  const whole = results.every((r) => !r.ok && r.transient);
+  if (whole) {
+    const first = results[0] as SendResult & { ok: false };
+    await store.recordAttempt(batchId, first.message, clock.now());
+    deps.metrics?.requests('transient');
+    if (deps.isFinalAttempt) return failForGood(input.deliveryId, batchId, sending, first.message, 'send_failed', deps, unconfirmed(deferred));
+    throw new TransientSendError(`provider request for batch ${batchId} failed (status ${first.status ?? 'network'})`, first.status);
+  }
+  deps.metrics?.requests(results.some((r) => r.ok) ? 'ok' : 'rejected');
+  results.forEach((r, i) => {
+    const row = sending[i]!;
+    if (r.ok) outcome.sent.push({ id: row.id, providerMessageId: r.providerMessageId });
+    // A per-message transient answer inside an accepted batch is treated as a rejection:
+    // re-sending the batch under the same key would only replay the same answer.
+    else outcome.failed.push({ id: row.id, reason: r.message });
+  });
+  // The answer and the rows left out of the request, in one transaction.
+  await store.finish(batchId, { sent: outcome.sent, failed: outcome.failed, dropped: deferred }, clock.now());
+  deps.metrics?.deliveries('sent', outcome.sent.length);
+  if (deferred.length) {
+    deps.metrics?.deliveries('dropped', deferred.length);
+    log.info({ batchId, dropped: deferred.map((d) => d.id) }, 'email-send: deliveries no longer wanted, dropped');
+    outcome.dropped.push(...deferred);
+  }
+  if (outcome.failed.length) {
+    deps.metrics?.deliveries('failed', outcome.failed.length);
+    for (const f of outcome.failed) {
+      log.error({ deliveryId: f.id, batchId, code: 'rejected' }, 'email delivery rejected by the provider: failed for good');
+      if (f.id !== input.deliveryId) await deps.deadLetter(f.id, f.reason, 'rejected');
+    }
+  }
+  log.info(
+    { deliveryId: input.deliveryId, batchId, sent: outcome.sent.length, failed: outcome.failed.length, claimMs, totalMs: Date.now() - started },
+    'email-send: batch sent',
+  );
+  const own = outcome.failed.find((f) => f.id === input.deliveryId);
+  if (own) {
+    const status = results[sending.findIndex((r) => r.id === own.id)];
+    throw new PermanentError('rejected', `provider rejected delivery ${own.id}${status && !status.ok && status.status ? ` (status ${status.status})` : ''}`);
   }
   return {
     outcome: 'done',
     batchId,
-    requestSize: rows.length,
+    requestSize: sending.length,
     sent: outcome.sent.length,
     failed: outcome.failed.length,
     dropped: outcome.dropped.length,
     rateLimitWaits,
   };
-}
-
-async function sendWithRateLimit(batchId: string, rows: ClaimedDelivery[], deps: ProcessDeliveryDeps, onWait: () => void): Promise<SendResult[]> {
-  const maxWaits = deps.maxRateLimitWaits ?? 5;
-  const mails = rows.map(toMail);
-  for (let waits = 0; ; waits++) {
-    const wait = await deps.limiter.reserve();
-    deps.log.debug({ batchId, waitMs: wait }, 'email-send: rate slot reserved');
-    if (wait > 0) await deps.sleep(wait);
-    const now = deps.clock.now();
-    if (!(await deps.store.beginAttempt(batchId, now, new Date(now.getTime() - (deps.attemptLeaseMs ?? 40_000))))) {
-      // Another job is sending this very batch right now (a duplicate job, or a worker that
-      // stalled): do not send alongside it; come back later and find it finished.
-      throw new TransientSendError(`batch ${batchId} has a provider request in flight; retrying later`);
-    }
-    const results = rows.length === 1 ? [await deps.mail.send(mails[0]!)] : await deps.mail.sendBatch(mails, { idempotencyKey: requestKeyFor(batchId, rows) });
-    const first = results[0];
-    const rateLimited = first && !first.ok && first.status === 429 && results.every((r) => !r.ok && r.status === 429);
-    if (!rateLimited || waits >= maxWaits) return results;
-    const retryAfter = (first as { retryAfterMs?: number }).retryAfterMs ?? 1000;
-    deps.metrics?.requests('rate_limited');
-    deps.log.warn({ batchId, retryAfterMs: retryAfter }, 'email-send: provider rate limit (429), waiting for retry-after');
-    onWait();
-    await deps.store.recordAttempt(batchId, (first as { message: string }).message, deps.clock.now());
-    await deps.limiter.pause(retryAfter);
-  }
 }
 
 async function failForGood(
@@ -255,9 +338,11 @@ async function failForGood(
   reason: string,
   code: string,
   deps: ProcessDeliveryDeps,
+  dropped: DropDecision[] = [],
 ): Promise<never> {
-  await deps.store.finish(batchId, { sent: [], failed: rows.map((r) => ({ id: r.id, reason })), dropped: [] }, deps.clock.now());
+  await deps.store.finish(batchId, { sent: [], failed: rows.map((r) => ({ id: r.id, reason })), dropped }, deps.clock.now());
   deps.metrics?.deliveries('failed', rows.length);
+  if (dropped.length) deps.metrics?.deliveries('dropped', dropped.length);
   for (const r of rows) {
     deps.log.error({ deliveryId: r.id, batchId, code }, 'email delivery failed for good');
     if (r.id !== ownId) await deps.deadLetter(r.id, reason, code);

@@ -2,9 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { and, asc, eq, inArray, isNull, lt, ne, or, sql } from 'drizzle-orm';
 import type { Db, DbOrTx, Tx } from '../client.js';
 import { deliveries } from '../schema/fleet.js';
+import { applySentEffects } from './deliveries-sent.js';
 
 export interface NewDelivery {
-  /** Unique per message, e.g. `patient-import.staff.ledger.42` or `weekly.patient.7.2026-W48`. */
+  /** Unique per message, e.g. `patient-import.staff.ledger.42` or `weekly.7.2026-W48`. */
   idempotencyKey: string;
   kind: string;
   toAddress: string;
@@ -169,7 +170,11 @@ export interface BatchOutcome {
   dropped: Array<{ id: string; reason: string }>;
 }
 
-/** Records the end of some rows of a batch in one transaction; only rows still `sending` in that batch change. */
+/**
+ * Records the end of some rows of a batch in one transaction; only rows still `sending` in
+ * that batch change. Rows that become `sent` apply their kind's effects in the same
+ * transaction (applySentEffects).
+ */
 export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOutcome, now: Date): Promise<number> {
   if (!outcome.sent.length && !outcome.failed.length && !outcome.dropped.length) return 0;
   return db.transaction(async (tx) => {
@@ -180,14 +185,17 @@ export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOu
         outcome.sent.map((s) => sql`(${s.id}::uuid, ${s.providerMessageId}::text)`),
         sql`, `,
       );
-      const res = await tx.execute(sql`
+      const sent = await tx.execute<{ kind: string; patient_id: number | null }>(sql`
         update ${deliveries} as d
            set status = 'sent', provider_message_id = v.pid, sent_at = ${now.toISOString()}::timestamptz,
                updated_at = ${now.toISOString()}::timestamptz, attempts = d.attempts + 1, last_error = null,
                attempt_started_at = null
           from (values ${values}) as v(id, pid)
-         where d.id = v.id and d.batch_id = ${batchId} and d.status = 'sending'`);
-      changed += res.count ?? 0;
+         where d.id = v.id and d.batch_id = ${batchId} and d.status = 'sending'
+        returning d.kind, d.patient_id`);
+      changed += sent.length;
+      // e.g. the patient's weekly_update_last_sent: it moves only with a delivery that went out
+      await applySentEffects(tx, sent.map((r) => ({ kind: r.kind, patientId: r.patient_id === null ? null : Number(r.patient_id) })), now);
     }
     for (const f of outcome.failed) {
       const r = await tx

@@ -1,21 +1,41 @@
 import { and, eq, inArray, sql } from 'drizzle-orm';
+import { isPlausibleEmail, PLAUSIBLE_EMAIL_SOURCE, TRIMMED_CHARS, trimEmail } from '../../weekly/email-address.js';
+import { InvalidIsoWeekError, isoWeekRange, parseIsoWeek } from '../../weekly/iso-week.js';
 import type { Db, DbOrTx } from '../client.js';
 import { deliveries } from '../schema/fleet.js';
 import { patienten } from '../schema/platform.js';
 import { recordAudit } from './audit.js';
 import { queueDelivery, type NewDelivery } from './deliveries.js';
+import { WEEKLY_DELIVERY_KIND } from './deliveries-sent.js';
+
+export { WEEKLY_DELIVERY_KIND };
 
 /**
  * Reads and writes of the weekly patient status emails. The matching tables are only read.
  *
  * Who gets an email for an ISO week: status `auf_der_Suche`, at least one `aktiv`
- * platzsuche, an email address, no opt-out, and nothing recorded for that week yet
- * (weekly_update_last_sent before the week's start; the delivery key is checked again per job).
+ * platzsuche, a plausible email address (isPlausibleEmail), no opt-out, and nothing for that
+ * week yet: no delivery under the week's key `weekly.<patientId>.<isoWeek>` (whatever its
+ * status) and no email sent since the week's start (weekly_update_last_sent, which moves when
+ * an email goes out, see applySentEffects). The key is checked again under the row lock per job.
  */
-export const WEEKLY_DELIVERY_KIND = 'weekly-status';
-
 export function weeklyIdempotencyKey(patientId: number, isoWeek: string): string {
   return `weekly.${patientId}.${isoWeek}`;
+}
+
+const WEEKLY_KEY = /^weekly\.([1-9][0-9]*)\.(\d{4}-W\d{2})$/;
+
+/** The patient and ISO week a weekly delivery key names; null for any other key (or no such week). */
+export function parseWeeklyIdempotencyKey(key: string): { patientId: number; isoWeek: string } | null {
+  const m = WEEKLY_KEY.exec(key);
+  if (!m) return null;
+  try {
+    parseIsoWeek(m[2]!);
+  } catch (err) {
+    if (err instanceof InvalidIsoWeekError) return null;
+    throw err;
+  }
+  return { patientId: Number(m[1]), isoWeek: m[2]! };
 }
 
 export interface WeekWindow {
@@ -25,11 +45,16 @@ export interface WeekWindow {
 }
 
 const hasActiveSearch = sql`exists (select 1 from matching_service.platzsuche ps where ps.patient_id = p.id and ps.status = 'aktiv')`;
-const hasEmail = sql`(p.email is not null and btrim(p.email) <> '')`;
-// weekly_update_last_sent is set in the same transaction that records the week's delivery,
-// so it alone says "already sent this week" (the job checks the delivery key again anyway).
+const trimmedEmail = sql`btrim(p.email, ${TRIMMED_CHARS}::text)`;
+const hasEmail = sql`(p.email is not null and ${trimmedEmail} <> '')`;
+/** The same rule as isPlausibleEmail (the pattern reads the same in PostgreSQL). */
+const validEmailSql = sql`(p.email is not null and ${trimmedEmail} ~ ${PLAUSIBLE_EMAIL_SOURCE}::text)`;
+// The week's delivery key (unique, looked up by its index) says "recorded for this week",
+// also while that email is still pending; weekly_update_last_sent only moves when an email
+// goes out, so alone it would let a second fan-out select a patient whose email waits.
 const alreadySent = (w: WeekWindow) =>
-  sql`(p.weekly_update_last_sent is not null and p.weekly_update_last_sent >= ${w.weekStart.toISOString()}::timestamptz)`;
+  sql`((p.weekly_update_last_sent is not null and p.weekly_update_last_sent >= ${w.weekStart.toISOString()}::timestamptz)
+    or exists (select 1 from fleet.deliveries d where d.idempotency_key = 'weekly.' || p.id || '.' || ${w.isoWeek}::text))`;
 
 export interface FanoutCounts {
   /** Searching patients with an active search. */
@@ -37,17 +62,21 @@ export interface FanoutCounts {
   eligible: number;
   skippedOptedOut: number;
   skippedNoEmail: number;
+  /** An email address is stored but it is not a plausible one (e.g. `kein-gueltiger-eintrag`). */
+  skippedInvalidEmail: number;
+  /** Sent this week, or this week's email is already recorded (pending, sent, failed or dropped). */
   skippedAlreadySent: number;
 }
 
 /** How the searching patients split for a week (each counted once, in this order of reasons). */
 export async function countWeeklyCandidates(db: DbOrTx, w: WeekWindow): Promise<FanoutCounts> {
-  const rows = await db.execute<{ candidates: number; opted_out: number; no_email: number; already_sent: number; eligible: number }>(sql`
+  const rows = await db.execute<{ candidates: number; opted_out: number; no_email: number; invalid_email: number; already_sent: number; eligible: number }>(sql`
     select count(*)::int as candidates,
       count(*) filter (where p.weekly_update_opt_out)::int as opted_out,
       count(*) filter (where not p.weekly_update_opt_out and not ${hasEmail})::int as no_email,
-      count(*) filter (where not p.weekly_update_opt_out and ${hasEmail} and ${alreadySent(w)})::int as already_sent,
-      count(*) filter (where not p.weekly_update_opt_out and ${hasEmail} and not ${alreadySent(w)})::int as eligible
+      count(*) filter (where not p.weekly_update_opt_out and ${hasEmail} and not ${validEmailSql})::int as invalid_email,
+      count(*) filter (where not p.weekly_update_opt_out and ${validEmailSql} and ${alreadySent(w)})::int as already_sent,
+      count(*) filter (where not p.weekly_update_opt_out and ${validEmailSql} and not ${alreadySent(w)})::int as eligible
     from patient_service.patienten p
     where p.status = 'auf_der_Suche' and ${hasActiveSearch}`);
   const r = rows[0]!;
@@ -56,6 +85,7 @@ export async function countWeeklyCandidates(db: DbOrTx, w: WeekWindow): Promise<
     eligible: r.eligible,
     skippedOptedOut: r.opted_out,
     skippedNoEmail: r.no_email,
+    skippedInvalidEmail: r.invalid_email,
     skippedAlreadySent: r.already_sent,
   };
 }
@@ -65,7 +95,7 @@ export async function eligiblePatientIds(db: DbOrTx, w: WeekWindow, afterId: num
   const rows = await db.execute<{ id: number }>(sql`
     select p.id from patient_service.patienten p
     where p.id > ${afterId} and p.status = 'auf_der_Suche' and not p.weekly_update_opt_out
-      and ${hasEmail} and not ${alreadySent(w)}
+      and ${validEmailSql} and not ${alreadySent(w)}
       -- the bound repeated on the search side keeps each page's index range short
       and exists (select 1 from matching_service.platzsuche ps where ps.patient_id = p.id and ps.patient_id > ${afterId} and ps.status = 'aktiv')
     order by p.id
@@ -153,14 +183,19 @@ export async function loadWeeklyFacts(db: DbOrTx, patientId: number, now: Date):
   };
 }
 
-export type WeeklyIneligibleReason = 'not_found' | 'not_searching' | 'no_active_search' | 'no_email' | 'opted_out' | 'already_sent';
+export type WeeklyIneligibleReason = 'not_found' | 'not_searching' | 'no_active_search' | 'no_email' | 'invalid_email' | 'opted_out' | 'already_sent';
 
+/**
+ * Why a patient gets no email this week, from the facts (the same rules as the fan-out's
+ * selection). The week's delivery key is checked by recordWeeklyDelivery before this.
+ */
 export function ineligibleReason(f: WeeklyFacts | null, w: WeekWindow): WeeklyIneligibleReason | null {
   if (!f) return 'not_found';
   if (f.status !== 'auf_der_Suche') return 'not_searching';
   if (f.activeSearches === 0) return 'no_active_search';
   if (f.optedOut) return 'opted_out';
-  if (!f.email || f.email.trim() === '') return 'no_email';
+  if (!f.email || trimEmail(f.email) === '') return 'no_email';
+  if (!isPlausibleEmail(f.email)) return 'invalid_email';
   if (f.lastSent && f.lastSent >= w.weekStart) return 'already_sent';
   return null;
 }
@@ -173,8 +208,9 @@ export type RecordOutcome =
 /**
  * Records the week's email of one patient, once. In one transaction that holds the
  * patient's row lock: the week's delivery (unique idempotency key) is looked up, the
- * eligibility checked again, the email composed from the facts, the delivery recorded and
- * weekly_update_last_sent set. Running it twice, or concurrently, records one delivery.
+ * eligibility checked again, the email composed from the facts and the delivery recorded.
+ * Running it twice, or concurrently, records one delivery. weekly_update_last_sent is not
+ * touched here: it moves when the email is sent (applySentEffects).
  */
 export async function recordWeeklyDelivery(
   db: Db,
@@ -196,33 +232,51 @@ export async function recordWeeklyDelivery(
       idempotencyKey: key,
       kind: WEEKLY_DELIVERY_KIND,
       patientId: input.patientId,
-      toAddress: facts!.email!.trim(),
+      toAddress: trimEmail(facts!.email!),
     });
-    await tx
-      .update(patienten)
-      .set({ weeklyUpdateLastSent: input.now })
-      .where(eq(patienten.id, input.patientId));
     return { outcome: 'recorded', deliveryId: id };
   });
 }
 
+export type WeeklyUnwantedReason = 'week_over' | 'not_a_weekly_key' | 'no_patient' | 'not_found' | 'opted_out' | 'not_searching';
+
 /**
- * Checked right before sending (one query for a whole batch): why each patient's weekly
- * email is no longer wanted, for the ones that opted out, stopped searching or are gone.
+ * Checked right before sending (one query for a whole batch): why each weekly delivery is
+ * no longer wanted. The week in its key has ended (`now` at or after the week's end, Monday
+ * 00:00 in `timeZone`): one email per ISO week, so a late one is never sent, it would be a
+ * second email in the week that follows. Or the patient opted out, stopped searching or is gone.
  */
-export async function unwantedWeeklyRecipients(db: DbOrTx, patientIds: number[]): Promise<Map<number, 'opted_out' | 'not_searching' | 'not_found'>> {
-  const unwanted = new Map<number, 'opted_out' | 'not_searching' | 'not_found'>();
-  if (patientIds.length === 0) return unwanted;
+export async function unwantedWeeklyDeliveries(
+  db: DbOrTx,
+  refs: Array<{ id: string; idempotencyKey: string; patientId: number | null }>,
+  at: { now: Date; timeZone: string },
+): Promise<Map<string, { reason: WeeklyUnwantedReason; detail?: string }>> {
+  const unwanted = new Map<string, { reason: WeeklyUnwantedReason; detail?: string }>();
+  const ends = new Map<string, Date>();
+  const toCheck: Array<{ id: string; patientId: number }> = [];
+  for (const r of refs) {
+    const key = parseWeeklyIdempotencyKey(r.idempotencyKey);
+    if (!key) {
+      unwanted.set(r.id, { reason: 'not_a_weekly_key' });
+      continue;
+    }
+    let end = ends.get(key.isoWeek);
+    if (!end) ends.set(key.isoWeek, (end = isoWeekRange(key.isoWeek, at.timeZone).end));
+    if (at.now >= end) unwanted.set(r.id, { reason: 'week_over', detail: `${key.isoWeek} ended ${end.toISOString()}` });
+    else if (r.patientId === null) unwanted.set(r.id, { reason: 'no_patient' });
+    else toCheck.push({ id: r.id, patientId: r.patientId });
+  }
+  if (toCheck.length === 0) return unwanted;
   const rows = await db
     .select({ id: patienten.id, optedOut: patienten.weeklyUpdateOptOut, status: patienten.status })
     .from(patienten)
-    .where(inArray(patienten.id, [...new Set(patientIds)]));
+    .where(inArray(patienten.id, [...new Set(toCheck.map((c) => c.patientId))]));
   const byId = new Map(rows.map((r) => [r.id, r]));
-  for (const id of patientIds) {
-    const r = byId.get(id);
-    if (!r) unwanted.set(id, 'not_found');
-    else if (r.optedOut) unwanted.set(id, 'opted_out');
-    else if (r.status !== 'auf_der_Suche') unwanted.set(id, 'not_searching');
+  for (const c of toCheck) {
+    const p = byId.get(c.patientId);
+    if (!p) unwanted.set(c.id, { reason: 'not_found' });
+    else if (p.optedOut) unwanted.set(c.id, { reason: 'opted_out' });
+    else if (p.status !== 'auf_der_Suche') unwanted.set(c.id, { reason: 'not_searching' });
   }
   return unwanted;
 }

@@ -1,0 +1,208 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { eq, sql } from 'drizzle-orm';
+import { loadConfig } from '../../libs/config/index.js';
+import { claimDeliveries, finishDeliveries, getDelivery } from '../../libs/db/repositories/deliveries.js';
+import { eligiblePatientIds } from '../../libs/db/repositories/weekly-status.js';
+import { deliveries, patienten, platzsuche, therapeutAnfragePatient, therapeuten, therapeutenanfrage } from '../../libs/db/schema/index.js';
+import { silentLogger } from '../../libs/log/index.js';
+import { fixedClock, openContext, type FleetContext } from '../../libs/runtime/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { isPlausibleEmail } from '../../libs/weekly/email-address.js';
+import { isoWeekRange } from '../../libs/weekly/iso-week.js';
+import { runWeeklyFanout, weeklyHandlers, weeklyStillWanted } from './worker.js';
+
+/**
+ * The weekly rules around sending (real PostgreSQL and Redis, injected clock): one email per
+ * ISO week even when an older one is still waiting, `weekly_update_last_sent` only moving when
+ * an email goes out, and patients without a plausible address never selected. The email
+ * worker's part is played by the repository calls it makes (claim, finish) and the
+ * still-wanted check it asks; its own tests live in workers/email.
+ */
+const W48_MONDAY = '2026-11-23T08:00:05Z'; // Monday 09:00:05 Berlin
+const W49_MONDAY = '2026-11-30T08:00:05Z';
+const DAY = 86_400_000;
+let db: TestDatabase;
+let ctx: FleetContext;
+let cleanupRedis: () => Promise<void>;
+let therapistId = 0;
+let seq = 0;
+const clock = fixedClock(W48_MONDAY);
+const helpers = { log: silentLogger(), jobId: 'x', attempt: 1, maxAttempts: 1, isFinalAttempt: false, updateProgress: async () => {} };
+
+async function patient(email: string | null, requestsSentAt: Date[] = []): Promise<number> {
+  seq++;
+  const [row] = await ctx.database.db
+    .insert(patienten)
+    .values({ anrede: 'Frau', geschlecht: 'weiblich', vorname: 'Erika', nachname: `Muster${seq}`, email, zahlungsreferenz: `WR${seq}`, status: 'auf_der_Suche' })
+    .returning({ id: patienten.id });
+  const [search] = await ctx.database.db.insert(platzsuche).values({ patientId: row!.id, status: 'aktiv' }).returning({ id: platzsuche.id });
+  for (const at of requestsSentAt) await request(search!.id, at);
+  return row!.id;
+}
+async function request(searchId: number, sentAt: Date) {
+  const [r] = await ctx.database.db.insert(therapeutenanfrage).values({ therapistId, gesendetDatum: sentAt }).returning({ id: therapeutenanfrage.id });
+  await ctx.database.db.insert(therapeutAnfragePatient).values({ therapeutenanfrageId: r!.id, platzsucheId: searchId, status: 'anstehend' });
+}
+async function searchOf(patientId: number): Promise<number> {
+  const [s] = await ctx.database.db.select({ id: platzsuche.id }).from(platzsuche).where(eq(platzsuche.patientId, patientId));
+  return s!.id;
+}
+/** The weekly-status job of a patient and week, as its worker runs it. */
+async function record(patientId: number, isoWeek: string) {
+  return (await weeklyHandlers(ctx)['weekly-status']!({ patientId, isoWeek }, helpers)) as { outcome: string; deliveryId?: string; reason?: string };
+}
+async function lastSent(patientId: number): Promise<Date | null> {
+  const [p] = await ctx.database.db.select({ at: patienten.weeklyUpdateLastSent }).from(patienten).where(eq(patienten.id, patientId));
+  return p!.at;
+}
+async function ref(deliveryId: string) {
+  const d = (await getDelivery(ctx.database.db, deliveryId))!;
+  return { id: d.id, kind: d.kind, idempotencyKey: d.idempotencyKey, patientId: d.patientId };
+}
+/** What the email worker does with a delivery once the provider answered: claim it alone, record the outcome. */
+async function finish(deliveryId: string, how: 'sent' | 'failed' | 'dropped') {
+  const claim = await claimDeliveries(ctx.database.db, deliveryId, { batchSize: 1, batchableKinds: null, now: clock.now() });
+  if (claim.kind !== 'claimed') throw new Error(`not claimed: ${claim.kind}`);
+  await finishDeliveries(
+    ctx.database.db,
+    claim.batchId,
+    {
+      sent: how === 'sent' ? [{ id: deliveryId, providerMessageId: 'pm-1' }] : [],
+      failed: how === 'failed' ? [{ id: deliveryId, reason: 'resend 422 validation_error' }] : [],
+      dropped: how === 'dropped' ? [{ id: deliveryId, reason: 'weekly status no longer wanted: opted_out' }] : [],
+    },
+    clock.now(),
+  );
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  const { prefix, cleanup } = testQueuePrefix();
+  cleanupRedis = cleanup;
+  const config = loadConfig({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix, UNSUBSCRIBE_SECRET: 'x'.repeat(40) });
+  ctx = openContext(config, silentLogger(), { clock });
+  const [t] = await ctx.database.db.insert(therapeuten).values({ anrede: 'Herr', geschlecht: 'männlich', vorname: 'Gustav', nachname: 'Geheimname', plz: '10115' }).returning({ id: therapeuten.id });
+  therapistId = t!.id;
+});
+afterEach(async () => {
+  clock.set(W48_MONDAY);
+  for (const q of ['weekly-fanout', 'weekly-status', 'email']) await ctx.queues.queue(q).obliterate({ force: true });
+  await ctx.database.db.execute(
+    sql`truncate fleet.deliveries, patient_service.patienten, matching_service.platzsuche, matching_service.therapeutenanfrage, matching_service.therapeut_anfrage_patient`,
+  );
+});
+afterAll(async () => {
+  await ctx?.close();
+  await cleanupRedis?.();
+  await db?.drop();
+});
+
+describe('one weekly email per ISO week', () => {
+  it('a weekly delivery is wanted only within its ISO week (ends Monday 00:00 Berlin); then it is dropped with the reason', async () => {
+    const p = await patient('erika@example.org');
+    const { deliveryId } = await record(p, '2026-W48');
+    const check = weeklyStillWanted(ctx);
+    clock.set('2026-11-29T22:59:59Z'); // Sunday 23:59:59 Berlin
+    expect(await check([await ref(deliveryId!)])).toEqual([]);
+    clock.set(isoWeekRange('2026-W48', 'Europe/Berlin').end); // Monday 00:00 Berlin
+    expect(await check([await ref(deliveryId!)])).toEqual([
+      { id: deliveryId, reason: 'weekly status no longer wanted: week_over (2026-W48 ended 2026-11-29T23:00:00.000Z)' },
+    ]);
+  });
+
+  it('W48 still pending when W49 is fanned out (email role down): only W49 is wanted, and it counts from the last email that went out', async () => {
+    const p = await patient('erika@example.org', [new Date(Date.parse(W48_MONDAY) - 10 * DAY), new Date(Date.parse(W48_MONDAY) - 9 * DAY)]);
+    expect(await runWeeklyFanout(ctx, { isoWeek: '2026-W48', dryRun: false })).toMatchObject({ eligible: 1, queued: 1 });
+    const w48 = await record(p, '2026-W48');
+    const search = await searchOf(p);
+    await request(search, new Date(Date.parse(W48_MONDAY) + 2 * DAY));
+    await request(search, new Date(Date.parse(W48_MONDAY) + 3 * DAY));
+
+    clock.set(W49_MONDAY);
+    expect(await runWeeklyFanout(ctx, { isoWeek: '2026-W49', dryRun: false })).toMatchObject({ eligible: 1, queued: 1, skippedAlreadySent: 0 });
+    const w49 = await record(p, '2026-W49');
+    expect(w49.outcome).toBe('queued');
+    const drops = await weeklyStillWanted(ctx)([await ref(w48.deliveryId!), await ref(w49.deliveryId!)]);
+    expect(drops).toEqual([{ id: w48.deliveryId, reason: 'weekly status no longer wanted: week_over (2026-W48 ended 2026-11-29T23:00:00.000Z)' }]);
+    // Nothing went out in W48, so W49 reports everything since the search began.
+    expect(await lastSent(p)).toBeNull();
+    const text = (await getDelivery(ctx.database.db, w49.deliveryId!))!.text;
+    expect(text).toContain('Seit Beginn Ihrer Platzsuche haben wir 4 Anfragen an Praxen gesendet.');
+  });
+});
+
+describe('weekly_update_last_sent', () => {
+  it('moves when the email goes out (in the transaction that marks it sent), not when it is recorded, fails or is dropped', async () => {
+    const [sent, failed, dropped] = [await patient('a@example.org'), await patient('b@example.org'), await patient('c@example.org')];
+    const ids = [];
+    for (const p of [sent, failed, dropped]) ids.push((await record(p, '2026-W48')).deliveryId!);
+    for (const p of [sent, failed, dropped]) expect(await lastSent(p)).toBeNull();
+
+    clock.set('2026-11-23T08:30:00Z');
+    await finish(ids[0]!, 'sent');
+    await finish(ids[1]!, 'failed');
+    await finish(ids[2]!, 'dropped');
+    expect(await lastSent(sent)).toEqual(new Date('2026-11-23T08:30:00Z'));
+    expect(await lastSent(failed)).toBeNull();
+    expect(await lastSent(dropped)).toBeNull();
+
+    // "Already this week" comes from the week's delivery key, whatever became of it.
+    expect(await runWeeklyFanout(ctx, { isoWeek: '2026-W48', dryRun: true })).toMatchObject({ eligible: 0, skippedAlreadySent: 3 });
+    for (const p of [sent, failed, dropped]) expect(await record(p, '2026-W48')).toMatchObject({ outcome: 'already_recorded' });
+  });
+
+  it('a fan-out run again while the week\'s email still waits selects nobody (the delivery key, not last_sent)', async () => {
+    const p = await patient('a@example.org');
+    await record(p, '2026-W48');
+    expect(await lastSent(p)).toBeNull();
+    expect(await runWeeklyFanout(ctx, { isoWeek: '2026-W48', dryRun: false })).toMatchObject({ eligible: 0, queued: 0, skippedAlreadySent: 1 });
+  });
+
+  it('the next week counts "since the last update" from the email that went out', async () => {
+    const p = await patient('a@example.org', [new Date(Date.parse(W48_MONDAY) - 3 * DAY)]);
+    const w48 = await record(p, '2026-W48');
+    clock.set('2026-11-24T10:00:00Z'); // sent on Tuesday
+    await finish(w48.deliveryId!, 'sent');
+    await request(await searchOf(p), new Date('2026-11-25T10:00:00Z'));
+    clock.set(W49_MONDAY);
+    const w49 = await record(p, '2026-W49');
+    const text = (await getDelivery(ctx.database.db, w49.deliveryId!))!.text;
+    expect(text).toContain('Seit unserer letzten Nachricht haben wir 1 neue Anfrage an Praxen gesendet.');
+    expect(text).toContain('Insgesamt sind es bisher 2 Anfragen.');
+  });
+});
+
+describe('patients without a plausible email address', () => {
+  it('are counted as "no valid email address" and never selected; the per-patient job skips them too', async () => {
+    const good = await patient('erika@example.org');
+    const padded = await patient('  padded@example.org ');
+    const invalid = await patient('kein-gueltiger-eintrag');
+    await patient(null);
+    await patient('   ');
+    const dry = await runWeeklyFanout(ctx, { isoWeek: '2026-W48', dryRun: true });
+    expect(dry).toMatchObject({ candidates: 5, eligible: 2, skippedNoEmail: 2, skippedInvalidEmail: 1, skippedAlreadySent: 0, skippedOptedOut: 0 });
+    const { start } = isoWeekRange('2026-W48', 'Europe/Berlin');
+    expect(await eligiblePatientIds(ctx.database.db, { isoWeek: '2026-W48', weekStart: start }, 0, 100)).toEqual([good, padded]);
+    expect(await record(invalid, '2026-W48')).toEqual({ outcome: 'skipped', reason: 'invalid_email' });
+    const r = await record(padded, '2026-W48');
+    expect((await getDelivery(ctx.database.db, r.deliveryId!))!.toAddress).toBe('padded@example.org');
+    expect(await ctx.database.db.select({ id: deliveries.id }).from(deliveries)).toHaveLength(1);
+  });
+
+  it('PostgreSQL selects exactly the addresses isPlausibleEmail accepts', async () => {
+    const emails = [
+      'a@b.de', 'Erika.Muster@Example.ORG', "o'neil@example.org", 'a+tag@example.org', 'a_b-c@sub.example.co.uk', ' tab@example.org\t', 'jörg@müller.de',
+      'max@example.xn--p1ai', 'a@b..de', 'nbsp\u00a0inside@example.org',
+      'kein-gueltiger-eintrag', 'a@b', 'a@b.', '@b.de', 'a@.de', 'a@', 'a b@c.de', 'a@b@c.de', '<a@b.de>', 'Erika <a@b.de>', 'a@b.de\u0001', 'a\tb@c.de', 'a@b.de\u007f',
+    ];
+    const ids = new Map<number, string>();
+    for (const e of emails) ids.set(await patient(e), e);
+    const { start } = isoWeekRange('2026-W48', 'Europe/Berlin');
+    const selected = await eligiblePatientIds(ctx.database.db, { isoWeek: '2026-W48', weekStart: start }, 0, 1000);
+    const expected = [...ids].filter(([, e]) => isPlausibleEmail(e)).map(([id]) => id);
+    expect(selected).toEqual(expected);
+    expect(expected).toHaveLength(10);
+  });
+});
