@@ -56,3 +56,17 @@ export function unstorableText(v: unknown, path: string, root = '(value)'): stri
  */
 export const TRIMMED_WHITESPACE =
   '\t\n\u000b\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff';
+
+/**
+ * An email address, internationalised ones included (`jörg@müller.de`, `max@example.xn--p1ai`):
+ * a dot-atom local part of letters, digits and the RFC 5322 specials (at most 64 characters);
+ * a domain of at least two labels of letters and digits, hyphens only inside a label, the last
+ * label letters or an `xn--` (punycode) label. No quoted local parts, no IP literals. zod's
+ * default pattern is ASCII only, `z.regexes.unicodeEmail` takes `max@example-.de` and `a@b`.
+ * Patient registrations and therapist scraper files use it (the weekly emails' send check in
+ * libs/weekly is looser on purpose: it must also run in SQL).
+ */
+const ATOM = "[\\p{L}\\p{M}\\p{N}!#$%&'*+/=?^_`{|}~-]+";
+const LABEL = '[\\p{L}\\p{M}\\p{N}](?:[\\p{L}\\p{M}\\p{N}-]{0,61}[\\p{L}\\p{M}\\p{N}])?';
+const TLD = '(?:\\p{L}[\\p{L}\\p{M}]+|[xX][nN]--[A-Za-z0-9-]{0,58}[A-Za-z0-9])';
+export const EMAIL_ADDRESS = new RegExp(`^(?=[^@]{1,64}@)${ATOM}(?:\\.${ATOM})*@(?:${LABEL}\\.)+${TLD}$`, 'u');

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { EMAIL_ADDRESS } from '../../libs/text/index.js';
 
 /** The 30 symptoms of the registration form, exact spelling (DOMAIN.md section 1). */
 export const SYMPTOMS = [
@@ -104,17 +105,6 @@ const optionalText = (max?: number) =>
 const optionalEnum = (values: readonly string[]) =>
   z.preprocess((v) => (v === null ? undefined : blankToUndefined(v)), oneOf(values).optional());
 
-/**
- * An email address, internationalised ones included (`jörg@müller.de`, `max@example.xn--p1ai`):
- * a dot-atom local part of letters, digits and the RFC 5322 specials (at most 64 characters);
- * a domain of at least two labels of letters and digits, hyphens only inside a label, the last
- * label letters or an `xn--` (punycode) label. No quoted local parts, no IP literals. zod's
- * default pattern is ASCII only, `z.regexes.unicodeEmail` takes `max@example-.de` and `a@b`.
- */
-const ATOM = "[\\p{L}\\p{M}\\p{N}!#$%&'*+/=?^_`{|}~-]+";
-const LABEL = '[\\p{L}\\p{M}\\p{N}](?:[\\p{L}\\p{M}\\p{N}-]{0,61}[\\p{L}\\p{M}\\p{N}])?';
-const TLD = '(?:\\p{L}[\\p{L}\\p{M}]+|[xX][nN]--[A-Za-z0-9-]{0,58}[A-Za-z0-9])';
-export const EMAIL = new RegExp(`^(?=[^@]{1,64}@)${ATOM}(?:\\.${ATOM})*@(?:${LABEL}\\.)+${TLD}$`, 'u');
 
 function isRealDate(s: string): boolean {
   const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(s);
@@ -220,7 +210,7 @@ export function patientDataSchema(today: () => string) {
       email: z.preprocess(
         (v) => (v === null ? undefined : typeof v === 'string' ? blankToUndefined(v.trim()) : v),
         z
-          .email({ pattern: EMAIL, error: (iss) => `expected a valid email address, got ${typeName(iss.input)}` })
+          .email({ pattern: EMAIL_ADDRESS, error: (iss) => `expected a valid email address, got ${typeName(iss.input)}` })
           .max(255, { error: 'at most 255 characters' })
           .optional(),
       ),

@@ -1,7 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { parse as parseTolerant, printParseErrorCode, type ParseError } from 'jsonc-parser';
 import { z } from 'zod';
-import { mayHoldUnstorableText, unstorableText } from '../../libs/text/index.js';
+import { EMAIL_ADDRESS, mayHoldUnstorableText, unstorableText } from '../../libs/text/index.js';
 
 /**
  * The scraper's file format (DOMAIN.md section 2). The file is checked in two steps:
@@ -12,9 +12,6 @@ import { mayHoldUnstorableText, unstorableText } from '../../libs/text/index.js'
 
 export const scraperStatuses = ['new', 'modified', 'unchanged', 'deleted'] as const;
 export type ScraperStatus = (typeof scraperStatuses)[number];
-
-/** An address mail can go to: one @, a dot in the domain, no spaces (no full RFC 5322 check). */
-const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
 /** '' , null and missing all mean "no value"; strings are trimmed. */
 const optText = (max: number) =>
@@ -84,7 +81,7 @@ export const scraperTherapistSchema = z.object({
     { error: 'missing' },
   ),
   contact: z
-    .object({ phone: optText(50), email: optText(255).refine((v) => v === null || EMAIL.test(v), { error: 'not an email address' }), fax: optText(50) })
+    .object({ phone: optText(50), email: optText(255).refine((v) => v === null || EMAIL_ADDRESS.test(v), { error: 'not an email address' }), fax: optText(50) })
     .nullable()
     .optional()
     .transform((v) => v ?? { phone: null, email: null, fax: null }),
@@ -327,7 +324,7 @@ export function wellFormedTherapist(item: unknown): ScraperTherapist | null {
     const phone = fastOptText(c.phone, 50);
     const email = fastOptText(c.email, 255);
     const fax = fastOptText(c.fax, 50);
-    if (phone === NO || email === NO || fax === NO || (email !== null && !EMAIL.test(email))) return null;
+    if (phone === NO || email === NO || fax === NO || (email !== null && !EMAIL_ADDRESS.test(email))) return null;
     contact = { phone, email, fax };
   }
   const languages = fastStringList(item.languages);
