@@ -80,6 +80,7 @@ export function registerWeekly(program: Command): void {
               `  queued                           ${r.queued}`,
               `  skipped: opted out               ${r.skippedOptedOut}`,
               `  skipped: no email address        ${r.skippedNoEmail}`,
+              `  skipped: no valid email address  ${r.skippedInvalidEmail}`,
               `  skipped: already sent this week  ${r.skippedAlreadySent}`,
               '',
             ].join('\n'),
