@@ -2,7 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import PostalMime from 'postal-mime';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { getDelivery } from '../../libs/db/repositories/deliveries.js';
+import { claimDeliveries, finishDeliveries, getDelivery } from '../../libs/db/repositories/deliveries.js';
 import { unwantedWeeklyDeliveries } from '../../libs/db/repositories/weekly-status.js';
 import { createMailDriver, type StillWantedCheck } from '../../libs/mail/index.js';
 import { listDeadLetters } from '../../libs/queues/index.js';
@@ -246,6 +246,26 @@ describe('email delivery (PostgreSQL, Redis, the resend SDK against the stand-in
     expect(await sentOrFailed(stuck)).toBe('sent');
     expect(t.standIn.requests.find((r) => r.idempotencyKey === 'stuck.1')).toBeTruthy();
     expect(t.standIn.stats().duplicates).toBe(0);
+  });
+});
+
+describe('a batch with a message the driver could not take for now', () => {
+  it('records the others as sent and gives that one back to pending, out of the batch (a later claim makes it a batch of its own)', async () => {
+    const t = await harness({ driver: 'outbox' });
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push(await t.addDelivery({}, { enqueue: false }));
+    const now = new Date('2026-11-23T09:00:00Z');
+    const claim = await claimDeliveries(database.db, ids[0]!, { batchSize: 10, batchableKinds: null, now });
+    expect(claim.kind).toBe('claimed');
+    const batchId = (claim as { batchId: string }).batchId;
+    const rows = (claim as { rows: Array<{ id: string }> }).rows.map((r) => r.id);
+    const [back, ...sent] = rows;
+    await finishDeliveries(database.db, batchId, { sent: sent.map((id) => ({ id, providerMessageId: `p.${id}` })), failed: [], dropped: [], retry: [{ id: back!, reason: 'outbox folder: ENOSPC' }] }, now);
+    expect(await getDelivery(database.db, back!)).toMatchObject({ status: 'pending', batchId: null, lastError: 'outbox folder: ENOSPC', attempts: 1 });
+    for (const id of sent) expect(await statusOf(id)).toBe('sent');
+    const again = await claimDeliveries(database.db, back!, { batchSize: 10, batchableKinds: null, now });
+    expect(again).toMatchObject({ kind: 'claimed', rows: [expect.objectContaining({ id: back })] });
+    expect((again as { batchId: string }).batchId).not.toBe(batchId);
   });
 });
 

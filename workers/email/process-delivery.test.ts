@@ -57,6 +57,7 @@ function memoryStore(batchSize = 100) {
       for (const s of o.sent) { const r = inBatch(s.id); if (r) Object.assign(r, { attemptStartedAt: null, status: 'sent', providerId: s.providerMessageId, attempts: r.attempts + 1 }); }
       for (const f of o.failed) { const r = inBatch(f.id); if (r) Object.assign(r, { status: 'failed', lastError: f.reason, attempts: r.attempts + 1 }); }
       for (const d of o.dropped) { const r = inBatch(d.id); if (r) Object.assign(r, { status: 'dropped', lastError: d.reason }); }
+      for (const b of o.retry ?? []) { const r = inBatch(b.id); if (r) Object.assign(r, { status: 'pending', batchId: null, leader: null, claimedAt: null, attemptStartedAt: null, lastError: b.reason, attempts: r.attempts + 1 }); }
     },
     async beginAttempt(batchId, now, expiredBefore) {
       const batch = [...rows.values()].filter((r) => r.batchId === batchId && r.status === 'sending');
@@ -239,6 +240,37 @@ describe('processDelivery', () => {
     expect(store.rows.get(ids[0]!)).toMatchObject({ status: 'failed', lastError: 'invalid to' });
     expect(store.rows.get(ids[1]!)).toMatchObject({ status: 'sent' });
     expect(dead).toEqual([]);
+  });
+
+  it('a message the driver could not take for now (one file on a full disk) goes back to pending for a batch of its own; the rest of the batch is sent', async () => {
+    const store = memoryStore();
+    const ids = [store.add(), store.add(), store.add()].sort();
+    const mail = scriptedDriver([(m) => m.map((_, i) => (i === 1 ? { ok: false as const, transient: true, message: 'outbox folder: ENOSPC' } : { ok: true as const, providerMessageId: `ok${i}` }))]);
+    const requeued: string[][] = [];
+    const { d, dead } = deps(store, mail, { requeue: async (x) => void requeued.push(x) });
+    await processDelivery({ deliveryId: ids[0]! }, d);
+    expect(ids.map((i) => store.rows.get(i)!.status)).toEqual(['sent', 'pending', 'sent']);
+    expect(store.rows.get(ids[1]!)).toMatchObject({ batchId: null, lastError: 'outbox folder: ENOSPC', attempts: 1 });
+    expect(requeued).toEqual([[ids[1]]]);
+    expect(dead).toEqual([]);
+    // its own job: a transient error, so it is retried (and then sent in a batch of its own)
+    const again = deps(store, mail);
+    await expect(processDelivery({ deliveryId: ids[1]! }, again.d)).resolves.toMatchObject({ sent: 1 });
+    expect(store.rows.get(ids[1]!)!.status).toBe('sent');
+    expect(new Set(mail.requests.map((r) => r.key)).size).toBe(2);
+  });
+
+  it("the job's own message given back that way throws a transient error; on the last attempt it fails instead", async () => {
+    const store = memoryStore();
+    const ids = [store.add(), store.add()].sort();
+    const oneFails = () => scriptedDriver([(m) => m.map((_, i) => (i === 0 ? { ok: false as const, transient: true, message: 'outbox folder: EFBIG' } : { ok: true as const, providerMessageId: 'ok' }))]);
+    const { d } = deps(store, oneFails());
+    await expect(processDelivery({ deliveryId: ids[0]! }, d)).rejects.toBeInstanceOf(TransientSendError);
+    expect(ids.map((i) => store.rows.get(i)!.status)).toEqual(['pending', 'sent']);
+    // alone in its batch now; the last attempt fails it for good
+    const last = deps(store, oneFails(), { isFinalAttempt: true });
+    await expect(processDelivery({ deliveryId: ids[0]! }, last.d)).rejects.toBeInstanceOf(PermanentError);
+    expect(store.rows.get(ids[0]!)).toMatchObject({ status: 'failed' });
   });
 
   it('drops what a still-wanted check names, before anything is sent', async () => {

@@ -2,6 +2,7 @@ import { PermanentError } from '../../libs/errors/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import type { DeliveryRef, DropDecision, MailDriver, OutgoingMail, SendResult, StillWantedChecks } from '../../libs/mail/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
+import type { BatchOutcome } from '../../libs/db/repositories/deliveries.js';
 
 /** The fields of a delivery row the sender needs. */
 export interface ClaimedDelivery extends DeliveryRef {
@@ -18,11 +19,7 @@ export type Claim =
   | { kind: 'resume'; batchId: string; rows: ClaimedDelivery[]; claimedAt: Date }
   | { kind: 'noop'; reason: string };
 
-export interface BatchOutcome {
-  sent: Array<{ id: string; providerMessageId: string }>;
-  failed: Array<{ id: string; reason: string }>;
-  dropped: Array<{ id: string; reason: string }>;
-}
+export type { BatchOutcome };
 
 /** Delivery persistence (libs/db in production, an in-memory fake in unit tests). */
 export interface DeliveryStore {
@@ -71,6 +68,8 @@ export interface ProcessDeliveryDeps {
    * most of the queue's work). Best effort: a job that already runs is a cheap no-op.
    */
   discardCarriedJobs?(deliveryIds: string[]): Promise<void>;
+  /** Makes sure a job runs again for deliveries given back to `pending` (not this job's own). */
+  requeue?(deliveryIds: string[]): Promise<void>;
 }
 
 export type ProcessDeliveryResult =
@@ -289,15 +288,20 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
     throw new TransientSendError(`provider request for batch ${batchId} failed (status ${first.status ?? 'network'})`, first.status);
   }
   deps.metrics?.requests(results.some((r) => r.ok) ? 'ok' : 'rejected');
+  const retry: Array<{ id: string; reason: string }> = [];
   results.forEach((r, i) => {
     const row = sending[i]!;
     if (r.ok) outcome.sent.push({ id: row.id, providerMessageId: r.providerMessageId });
-    // A per-message transient answer inside an accepted batch is treated as a rejection:
-    // re-sending the batch under the same key would only replay the same answer.
+    // A per-message transient answer inside a request that went through (the outbox folder:
+    // one message hit a full disk) goes back to pending for a batch of its own: re-sending
+    // this batch under its key would only replay the same answer. On the last attempt it fails.
+    else if (r.transient && !deps.isFinalAttempt) retry.push({ id: row.id, reason: r.message });
     else outcome.failed.push({ id: row.id, reason: r.message });
   });
   // The answer and the rows left out of the request, in one transaction.
-  await store.finish(batchId, { sent: outcome.sent, failed: outcome.failed, dropped: deferred }, clock.now());
+  await store.finish(batchId, { sent: outcome.sent, failed: outcome.failed, dropped: deferred, retry }, clock.now());
+  const othersBack = retry.filter((r) => r.id !== input.deliveryId).map((r) => r.id);
+  if (othersBack.length) await deps.requeue?.(othersBack);
   deps.metrics?.deliveries('sent', outcome.sent.length);
   if (deferred.length) {
     deps.metrics?.deliveries('dropped', deferred.length);
@@ -315,6 +319,8 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
     { deliveryId: input.deliveryId, batchId, sent: outcome.sent.length, failed: outcome.failed.length, claimMs, totalMs: Date.now() - started },
     'email-send: batch sent',
   );
+  const ownBack = retry.find((r) => r.id === input.deliveryId);
+  if (ownBack) throw new TransientSendError(`delivery ${ownBack.id} not sent in batch ${batchId} (${ownBack.reason}): pending again, retried`);
   const own = outcome.failed.find((f) => f.id === input.deliveryId);
   if (own) {
     const status = results[sending.findIndex((r) => r.id === own.id)];

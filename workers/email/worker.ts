@@ -88,6 +88,11 @@ export function emailHandlers(ctx: FleetContext, opts: EmailOptions = {}): Handl
           // A waiting job is removed; an active or locked one refuses and runs as a no-op.
           await Promise.all(ids.map((deliveryId) => queue.remove(jobIdFor('email-send', { deliveryId })!).catch(() => 0)));
         },
+        async requeue(ids) {
+          // Their jobs ran or were carried off with the batch: fresh ones (as the sweep does).
+          const at = ctx.clock.now().getTime();
+          for (const deliveryId of ids) await ctx.queues.enqueue('email-send', { deliveryId }, { jobId: `${jobIdFor('email-send', { deliveryId })!}.retry.${at}` });
+        },
         async deadLetter(deliveryId, reason, code) {
           const now = new Date().toISOString();
           await addDeadLetter(ctx.queues, {

@@ -168,6 +168,13 @@ export interface BatchOutcome {
   sent: Array<{ id: string; providerMessageId: string }>;
   failed: Array<{ id: string; reason: string }>;
   dropped: Array<{ id: string; reason: string }>;
+  /**
+   * Rows the provider answered with a transient error of their own inside a request that went
+   * through (the outbox folder: a full disk for one message): back to `pending`, out of the
+   * batch, to be sent in a batch of their own (a new idempotency key: this request's answer
+   * for them would only be replayed).
+   */
+  retry?: Array<{ id: string; reason: string }>;
 }
 
 /**
@@ -176,7 +183,7 @@ export interface BatchOutcome {
  * transaction (applySentEffects).
  */
 export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOutcome, now: Date): Promise<number> {
-  if (!outcome.sent.length && !outcome.failed.length && !outcome.dropped.length) return 0;
+  if (!outcome.sent.length && !outcome.failed.length && !outcome.dropped.length && !outcome.retry?.length) return 0;
   return db.transaction(async (tx) => {
     let changed = 0;
     const inBatch = (id: string) => and(eq(deliveries.id, id), eq(deliveries.batchId, batchId), eq(deliveries.status, 'sending'));
@@ -204,6 +211,14 @@ export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOu
         .where(inBatch(f.id))
         .returning({ id: deliveries.id });
       changed += r.length;
+    }
+    for (const r of outcome.retry ?? []) {
+      const back = await tx
+        .update(deliveries)
+        .set({ status: 'pending', batchId: null, lastError: r.reason, attempts: sql`${deliveries.attempts} + 1`, updatedAt: now, attemptStartedAt: null })
+        .where(inBatch(r.id))
+        .returning({ id: deliveries.id });
+      changed += back.length;
     }
     for (const d of outcome.dropped) {
       const r = await tx

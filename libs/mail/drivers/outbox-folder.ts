@@ -71,17 +71,18 @@ export function createOutboxFolderDriver(opts: OutboxFolderOptions): MailDriver 
       const tmp = join(opts.dir, `.${name}.${process.pid}.${Date.now()}.tmp`);
       const handle = await open(tmp, 'wx', 0o640);
       try {
-        await handle.writeFile(eml);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      try {
+        try {
+          await handle.writeFile(eml);
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
         await link(tmp, final);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
         // Written before (a retry after a crash): the existing file is the message.
       } finally {
+        // Also when the write failed (a full disk): a retry must not find the disk fuller.
         await unlink(tmp).catch(() => {});
       }
       await fsyncDir(opts.dir);
