@@ -205,6 +205,32 @@ describe('outbox relay against a Kafka-protocol broker', () => {
     await stopRelay(standby);
   });
 
+  it('PostgreSQL ends the leader\'s lock session (a restart, a failover): the process lives on, the relay leads again and publishes', async () => {
+    const ctx = relayContext();
+    const relay = await startRelay(ctx);
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown) => uncaught.push(err);
+    process.on('uncaughtException', onUncaught);
+    try {
+      await until('the relay to lead', async () => (await metric(ctx, 'fleet_outbox_relay_leader')) === 1, 10_000);
+      // The session holding the relay's advisory lock (objsubid 2, as the relay checks it).
+      const holders = await db.sql<Array<{ pid: number }>>`select pid from pg_locks where locktype = 'advisory' and objsubid = 2 and granted and database = (select oid from pg_database where datname = current_database())`;
+      expect(holders).toHaveLength(1);
+      await db.sql`select pg_terminate_backend(${holders[0]!.pid})`;
+      const ids = new Set<string>();
+      for (let i = 0; i < 3; i++) {
+        await new Promise((r) => setTimeout(r, 300));
+        ids.add((await db.db.transaction((tx) => appendEvent(tx, { eventType: 'patient.created', key: 30_000 + i, payload: { patientId: 30_000 + i } }))).eventId);
+      }
+      await consumer.waitFor((m) => byEventId(m, ids).length === 3, 30_000);
+      expect(await metric(ctx, 'fleet_outbox_relay_leader')).toBe(1);
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+    await stopRelay(relay);
+  });
+
   it('the leader prunes published rows past OUTBOX_RETENTION_DAYS and keeps the rest', async () => {
     const make = (key: number) => db.db.transaction((tx) => appendEvent(tx, { eventType: 'patient.created', key, payload: { patientId: key } }));
     const old = await make(40_001);
