@@ -7,7 +7,7 @@ import { loadConfig } from '../../libs/config/index.js';
 import { silentLogger } from '../../libs/log/index.js';
 import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector } from '../../libs/testing/kafka-mock.js';
+import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector, fastRelaySettings } from '../../libs/testing/kafka-mock.js';
 import { randomSuffix } from '../../libs/testing/services.js';
 import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
 import { importLocalFile } from '../../workers/patient-import/worker.js';
@@ -115,12 +115,7 @@ beforeAll(async () => {
       MAIL_OUTBOX_DIR: path.join(dir, 'mail'),
       SCRAPER_DROP_DIR: path.join(dir, 'scraper'),
       STORAGE_DRIVER: 'local',
-      KAFKA_BROKERS: kafka.brokers.join(','),
-      KAFKA_CONNECTION_TIMEOUT_MS: '500',
-      KAFKA_REQUEST_TIMEOUT_MS: '2000',
-      OUTBOX_RELAY_POLL_INTERVAL_MS: '50',
-      OUTBOX_RELAY_BACKOFF_MIN_MS: '100',
-      OUTBOX_RELAY_BACKOFF_MAX_MS: '800',
+      ...fastRelaySettings(kafka.brokers),
     }),
     silentLogger(),
   );

@@ -188,3 +188,18 @@ export async function collectMessages(brokers: string[], topicNames: string[] = 
     close: () => consumer.disconnect(),
   };
 }
+
+/**
+ * Settings for a relay (or a fleet) under test against the mock broker: its address and short
+ * timeouts, poll interval and backoff, so a test sees failures and recoveries within seconds.
+ */
+export function fastRelaySettings(brokers: string[]): Record<string, string> {
+  return {
+    KAFKA_BROKERS: brokers.join(','),
+    KAFKA_CONNECTION_TIMEOUT_MS: '500',
+    KAFKA_REQUEST_TIMEOUT_MS: '2000',
+    OUTBOX_RELAY_POLL_INTERVAL_MS: '50',
+    OUTBOX_RELAY_BACKOFF_MIN_MS: '100',
+    OUTBOX_RELAY_BACKOFF_MAX_MS: '800',
+  };
+}

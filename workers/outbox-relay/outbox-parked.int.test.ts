@@ -9,7 +9,7 @@ import { kafkajsPublisher, type EventPublisher } from '../../libs/events/kafka.j
 import { silentLogger } from '../../libs/log/index.js';
 import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector } from '../../libs/testing/kafka-mock.js';
+import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector, fastRelaySettings } from '../../libs/testing/kafka-mock.js';
 import { randomSuffix } from '../../libs/testing/services.js';
 import { until } from '../../libs/testing/until.js';
 import { outboxRelayComponents } from './worker.js';
@@ -59,12 +59,7 @@ beforeAll(async () => {
     NODE_ENV: 'test',
     DATABASE_URL: db.url,
     QUEUE_PREFIX: `parked_${randomSuffix()}`,
-    KAFKA_BROKERS: kafka.brokers.join(','),
-    KAFKA_CONNECTION_TIMEOUT_MS: '500',
-    KAFKA_REQUEST_TIMEOUT_MS: '2000',
-    OUTBOX_RELAY_POLL_INTERVAL_MS: '50',
-    OUTBOX_RELAY_BACKOFF_MIN_MS: '100',
-    OUTBOX_RELAY_BACKOFF_MAX_MS: '800',
+    ...fastRelaySettings(kafka.brokers),
   });
   ctx = openContext(config, silentLogger());
 });

@@ -5,7 +5,7 @@ import { appendEvent, type EventEnvelope } from '../../libs/events/index.js';
 import { silentLogger } from '../../libs/log/index.js';
 import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector, type ReceivedMessage } from '../../libs/testing/kafka-mock.js';
+import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector, type ReceivedMessage, fastRelaySettings } from '../../libs/testing/kafka-mock.js';
 import { randomSuffix } from '../../libs/testing/services.js';
 import { until } from '../../libs/testing/until.js';
 import { outboxRelayComponents } from './worker.js';
@@ -21,12 +21,7 @@ function relayContext(env: Record<string, string> = {}): FleetContext {
     NODE_ENV: 'test',
     DATABASE_URL: db.url,
     QUEUE_PREFIX: `relay_${randomSuffix()}`,
-    KAFKA_BROKERS: kafka.brokers.join(','),
-    KAFKA_CONNECTION_TIMEOUT_MS: '500',
-    KAFKA_REQUEST_TIMEOUT_MS: '2000',
-    OUTBOX_RELAY_POLL_INTERVAL_MS: '50',
-    OUTBOX_RELAY_BACKOFF_MIN_MS: '100',
-    OUTBOX_RELAY_BACKOFF_MAX_MS: '800',
+    ...fastRelaySettings(kafka.brokers),
     ...env,
   });
   const ctx = openContext(config, silentLogger());
