@@ -52,6 +52,10 @@ describe('weekly status email template', () => {
     expect(none).toContain('Wir bereiten die ersten Anfragen für Sie vor');
     expect(none).toContain('Antworten haben wir bisher noch keine erhalten.');
     expect(renderWeeklyEmail(facts({ requestsSince: 0 }), links).text).toContain('keine neuen Anfragen');
+    const stillNone = renderWeeklyEmail(facts({ requestsSince: 0, requestsTotal: 0, answersTotal: 0, answersSince: 0 }), links).text;
+    expect(stillNone).toContain('Seit unserer letzten Nachricht haben wir keine neuen Anfragen an Praxen gesendet.');
+    expect(stillNone).not.toContain('Insgesamt');
+    expect(stillNone).toContain('Wir bereiten die ersten Anfragen für Sie vor');
     expect(renderWeeklyEmail(facts({ acceptances: 1 }), links).text).toContain('positive Rückmeldung');
   });
 });

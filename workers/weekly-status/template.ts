@@ -46,7 +46,8 @@ function model(f: WeeklyFacts, links: WeeklyLinks, html: boolean): MessageModel 
     first
       ? `Seit Beginn Ihrer Platzsuche haben wir ${n(f.requestsSince, 'Anfrage', 'Anfragen')} an Praxen gesendet.`
       : `Seit unserer letzten Nachricht haben wir ${n(f.requestsSince, 'neue Anfrage', 'neue Anfragen', 'keine neuen Anfragen')} an Praxen gesendet.`,
-    ...(first ? [] : [`Insgesamt sind es bisher ${n(f.requestsTotal, 'Anfrage', 'Anfragen')}.`]),
+    // "Insgesamt sind es bisher keine Anfragen" reads oddly: with none at all the line before says it.
+    ...(first || f.requestsTotal === 0 ? [] : [`Insgesamt sind es bisher ${n(f.requestsTotal, 'Anfrage', 'Anfragen')}.`]),
     f.answersTotal === 0
       ? 'Antworten haben wir bisher noch keine erhalten.'
       : `Wir haben ${n(f.answersTotal, 'Antwort', 'Antworten')} erhalten${!first && f.answersSince > 0 ? `, ${f.answersSince} davon seit unserer letzten Nachricht` : ''}.`,
