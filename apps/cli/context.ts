@@ -57,6 +57,13 @@ export function operatorName(explicit?: string): string {
   return loginName()?.trim() || 'unknown';
 }
 
+/** A count or id given on the command line: a whole number >= 1, else a usage error (exit 2) naming it. */
+export function positiveInt(label: string, raw: string): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new CliError(`${label}: expected a whole number >= 1 (got ${JSON.stringify(raw)})`, 2);
+  return n;
+}
+
 /** Same limit as the /ops pages. */
 const MAX_REASON = 500;
 

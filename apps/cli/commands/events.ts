@@ -4,7 +4,7 @@ import { listParked, ParkedEventNotFound, retryParked } from '../../../libs/db/r
 import { outboxStats } from '../../../libs/db/repositories/outbox-relay.js';
 import { eventTopicNames, setupTopics, TopicSetupError } from '../../../libs/events/kafka.js';
 import { createLogger } from '../../../libs/log/index.js';
-import { CliError, configOrExit, operatorName, printJson, requiredReason, withContext } from '../context.js';
+import { CliError, configOrExit, operatorName, positiveInt, printJson, requiredReason, withContext } from '../context.js';
 
 function table(header: string[], rows: string[][]): string {
   const all = [header, ...rows];
@@ -31,8 +31,7 @@ export function registerEvents(program: Command): void {
     .option('--limit <n>', 'at most this many events', '50')
     .option('--json', 'print JSON (with payloads)')
     .action(async (opts: { unpublished?: boolean; limit: string; json?: boolean }) => {
-      const limit = Number(opts.limit);
-      if (!Number.isInteger(limit) || limit < 1) throw new CliError(`--limit: expected a whole number >= 1 (got ${JSON.stringify(opts.limit)})`, 2);
+      const limit = positiveInt('--limit', opts.limit);
       await withContext(async (ctx) => {
         const rows = await listOutbox(ctx.database.db, { unpublishedOnly: opts.unpublished === true, limit });
         if (opts.json) return printJson(rows);
@@ -96,8 +95,7 @@ export function registerEvents(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (opts: { topic?: string; limit: string; json?: boolean }) => {
       checkTopic(opts.topic);
-      const limit = Number(opts.limit);
-      if (!Number.isInteger(limit) || limit < 1) throw new CliError(`--limit: expected a whole number >= 1 (got ${JSON.stringify(opts.limit)})`, 2);
+      const limit = positiveInt('--limit', opts.limit);
       await withContext(async (ctx) => {
         const rows = await listParked(ctx.database.db, { ...(opts.topic ? { topic: opts.topic } : {}), limit });
         if (opts.json) return printJson(rows);
@@ -152,14 +150,8 @@ export function registerEvents(program: Command): void {
     .action(async (opts: { partitions?: string; replicationFactor?: string; json?: boolean }) => {
       const config = configOrExit();
       if (!config.kafka.brokers) throw new CliError('KAFKA_BROKERS is not set: nothing to set up (events stay in the outbox until it is)', 2);
-      const whole = (v: string | undefined, flag: string, fallback: number) => {
-        if (v === undefined) return fallback;
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < 1) throw new CliError(`${flag}: expected a whole number >= 1 (got ${JSON.stringify(v)})`, 2);
-        return n;
-      };
-      const partitions = whole(opts.partitions, '--partitions', config.kafka.topicPartitions);
-      const replicationFactor = whole(opts.replicationFactor, '--replication-factor', config.kafka.topicReplicationFactor);
+      const partitions = opts.partitions === undefined ? config.kafka.topicPartitions : positiveInt('--partitions', opts.partitions);
+      const replicationFactor = opts.replicationFactor === undefined ? config.kafka.topicReplicationFactor : positiveInt('--replication-factor', opts.replicationFactor);
       const log = createLogger({ ...config.log, level: config.log.level === 'info' ? 'warn' : config.log.level });
       let result;
       try {

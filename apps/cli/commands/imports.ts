@@ -4,7 +4,7 @@ import { discardLedgerRow, getLedgerRow, listLedger, type LedgerRow } from '../.
 import { patientImportStatuses, type PatientImportStatus } from '../../../libs/db/schema/fleet-patient-import.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
 import { importLocalFile, runPoll } from '../../../workers/patient-import/worker.js';
-import { CliError, operatorName, printJson, requiredReason, withContext } from '../context.js';
+import { CliError, operatorName, positiveInt, printJson, requiredReason, withContext } from '../context.js';
 
 /**
  * One entry per import kind (`--kind`): how to list and show its records. The therapist
@@ -152,10 +152,8 @@ export function registerImports(program: Command): void {
       const status = opts.status?.split(',').map((s) => s.trim()).filter(Boolean);
       const bad = status?.filter((s) => !kind.statuses.includes(s));
       if (bad?.length) throw new CliError(`unknown status ${bad.join(', ')}; statuses: ${kind.statuses.join(', ')}`, 2);
-      const limit = Number(opts.limit);
-      if (!Number.isInteger(limit) || limit < 1) throw new CliError('--limit: expected a whole number >= 1', 2);
-      const runId = opts.run === undefined ? undefined : Number(opts.run);
-      if (runId !== undefined && (!Number.isInteger(runId) || runId < 1)) throw new CliError('--run: expected a run id (a whole number >= 1)', 2);
+      const limit = positiveInt('--limit', opts.limit);
+      const runId = opts.run === undefined ? undefined : positiveInt('--run', opts.run);
       if (runId !== undefined && !kind.runs) throw new CliError(`--run: ${opts.kind} imports have no runs (therapist imports do)`, 2);
       await withContext(async (ctx) => {
         const rows = await kind.list(ctx, { ...(status ? { status } : {}), limit, ...(runId !== undefined ? { runId } : {}) });
@@ -174,8 +172,7 @@ export function registerImports(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (idText: string, opts: { kind: string; json?: boolean }) => {
       const kind = kindOf(opts.kind);
-      const id = Number(idText);
-      if (!Number.isInteger(id) || id < 1) throw new CliError(`expected a record id (a whole number), got ${JSON.stringify(idText)}`, 2);
+      const id = positiveInt('id', idText);
       await withContext(async (ctx) => {
         const r = await kind.show(ctx, id);
         if (!r) throw new CliError(`no ${opts.kind} import record ${id}`, 3);
@@ -193,8 +190,7 @@ export function registerImports(program: Command): void {
     .option('--actor <name>', 'who (default: $FLEET_OPERATOR, else the login name)')
     .action(async (idText: string, opts: { kind: string; reason?: string; actor?: string }) => {
       const kind = kindOf(opts.kind);
-      const id = Number(idText);
-      if (!Number.isInteger(id) || id < 1) throw new CliError(`expected a record id (a whole number), got ${JSON.stringify(idText)}`, 2);
+      const id = positiveInt('id', idText);
       const reason = requiredReason(opts.reason);
       const discard = kind.discard;
       if (!discard) throw new CliError(`${opts.kind} import records are not discarded here; dead letters: fleet dlq discard <id> --reason "..."`, 2);

@@ -12,7 +12,7 @@ import {
   type FileReport,
 } from '../../../workers/therapist-import/worker.js';
 import { classifyDropPath } from '../../producers/scraper-layout.js';
-import { CliError, printJson, withContext } from '../context.js';
+import { CliError, positiveInt, printJson, withContext } from '../context.js';
 import { importKinds } from './imports.js';
 
 const iso = (d: Date | null | undefined) => (d ? d.toISOString().replace('.000Z', 'Z') : null);
@@ -152,8 +152,7 @@ export function registerTherapists(program: Command): void {
     .option('--limit <n>', 'at most this many', '20')
     .option('--json', 'print JSON')
     .action(async (opts: { limit: string; json?: boolean }) => {
-      const limit = Number(opts.limit);
-      if (!Number.isInteger(limit) || limit < 1) throw new CliError('--limit: expected a whole number >= 1', 2);
+      const limit = positiveInt('--limit', opts.limit);
       await withContext(async (ctx) => {
         const runs = await repo.listRuns(ctx.database.db, limit);
         if (opts.json) return printJson(runs);
