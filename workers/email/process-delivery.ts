@@ -194,11 +194,16 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
   /** The provider holds an earlier request of the batch: its unchanged rows are sent again. */
   let replay = false;
 
-  const dropNow = async (drops: DropDecision[]) => {
-    await store.finish(batchId, { sent: [], failed: [], dropped: drops }, clock.now());
+  /** Counts, logs and reports drops the store has recorded. */
+  const noteDropped = (drops: DropDecision[]) => {
+    if (!drops.length) return;
     deps.metrics?.deliveries('dropped', drops.length);
     log.info({ batchId, dropped: drops.map((d) => d.id) }, 'email-send: deliveries no longer wanted, dropped');
     outcome.dropped.push(...drops);
+  };
+  const dropNow = async (drops: DropDecision[]) => {
+    await store.finish(batchId, { sent: [], failed: [], dropped: drops }, clock.now());
+    noteDropped(drops);
   };
   const askBeforeSending = async () => {
     if (replay) return;
@@ -303,11 +308,7 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
   const othersBack = retry.filter((r) => r.id !== input.deliveryId).map((r) => r.id);
   if (othersBack.length) await deps.requeue?.(othersBack);
   deps.metrics?.deliveries('sent', outcome.sent.length);
-  if (deferred.length) {
-    deps.metrics?.deliveries('dropped', deferred.length);
-    log.info({ batchId, dropped: deferred.map((d) => d.id) }, 'email-send: deliveries no longer wanted, dropped');
-    outcome.dropped.push(...deferred);
-  }
+  noteDropped(deferred);
   if (outcome.failed.length) {
     deps.metrics?.deliveries('failed', outcome.failed.length);
     for (const f of outcome.failed) {
