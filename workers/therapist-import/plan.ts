@@ -209,7 +209,8 @@ const secondaryKey = (f: Pick<TherapistFields, 'vorname' | 'plz' | 'ort' | 'stra
   [f.vorname, f.plz, f.ort, f.strasse, f.titel].map(norm).join('|');
 
 /** Tombstone key for a deleted therapist that has no scraper id. */
-export const nameTombstoneKey = (f: Pick<TherapistFields, 'vorname' | 'nachname' | 'plz'>) => `name:${primaryKey(f)}`;
+export const nameTombstoneKey = (f: Pick<TherapistFields, 'vorname' | 'nachname' | 'plz'>) => tombstoneOfPrimary(primaryKey(f));
+const tombstoneOfPrimary = (primary: string) => `name:${primary}`;
 
 export type LineOutcome = 'created' | 'updated' | 'unchanged' | 'deactivated' | 'skipped' | 'failed';
 export type MatchRule = 'external_id' | 'primary' | 'secondary' | null;
@@ -369,7 +370,8 @@ export function planFile(input: PlanInput): Plan {
     const result = base(l);
     results[l.pos] = result;
     const stated = l.stated;
-    const nameKey = nameTombstoneKey(l.incoming);
+    // The primary key, computed once per line (a first import creates every line here).
+    const nameKey = tombstoneOfPrimary((l.pk ??= primaryKey(l.incoming)));
     if (stated === 'deleted') {
       result.mismatch = { stated, found: l.vanished ? 'no longer on the platform' : 'not on the platform' };
       // By name too: the same person under another scraper id is not created later either.
