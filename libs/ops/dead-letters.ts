@@ -36,8 +36,10 @@ function hookFor(hooks: DeadLetterHooks, view: DeadLetterView): DeadLetterHook |
 
 /** Requeues one dead letter and writes the action to the audit table. */
 export async function requeueOne(deps: OperatorDeps, id: string, action: OperatorAction, queue?: string) {
-  const result = await requeueDeadLetter(deps.queues, id, queue);
-  await hookFor(deps.hooks, result.view)?.onRequeue?.(result.view.data, deps.db);
+  // The bookkeeping goes first: the job must find its row open when a worker takes it.
+  const result = await requeueDeadLetter(deps.queues, id, queue, {
+    beforeRequeue: async (view) => hookFor(deps.hooks, view)?.onRequeue?.(view.data, deps.db),
+  });
   await recordAudit(deps.db, {
     actor: action.actor,
     action: 'dlq.requeue',

@@ -88,8 +88,16 @@ function isJobName(name: string): name is JobName {
 /**
  * Puts a dead-lettered job back on its original queue under its original job id (so the
  * idempotency key still holds), with a fresh set of attempts, and removes the entry.
+ * `beforeRequeue` (the domain bookkeeping, e.g. the ledger row back to open) runs before the
+ * job is back on the queue: an idle worker takes a job within milliseconds, and a job that
+ * ran before its row was reopened would find it failed and finish without doing anything.
  */
-export async function requeueDeadLetter(queues: QueueSet, id: string, queue?: string) {
+export async function requeueDeadLetter(
+  queues: QueueSet,
+  id: string,
+  queue?: string,
+  opts: { beforeRequeue?: (view: DeadLetterView) => Promise<void> } = {},
+) {
   const { job, view } = await findDeadLetter(queues, id, queue);
   if (!isJobName(view.name)) throw new Error(`dead-letter entry ${id} names unknown job ${view.name}`);
   const def = catalog[view.name];
@@ -100,10 +108,12 @@ export async function requeueDeadLetter(queues: QueueSet, id: string, queue?: st
     const state = await existing.getState();
     if (state === 'failed' || state === 'completed') await existing.remove();
     else {
+      await opts.beforeRequeue?.(view);
       await job.remove();
       return { view, state: 'already-queued' as const };
     }
   }
+  await opts.beforeRequeue?.(view);
   await original.add(view.name, data, { ...jobOptionsFor(view.name, queues.backoffScale), jobId: view.originalJobId });
   await job.remove();
   return { view, state: 'requeued' as const };
