@@ -27,13 +27,24 @@ export function nextRun(s: WeeklySchedule, after: Date): Date {
   return parse(s, after).next().toDate();
 }
 
-/** The last scheduled moment at or before `at`, or null when there is none. */
+/**
+ * The last scheduled moment at or before `at`, or null when there is none: the last moment
+ * `nextRun` (and BullMQ's scheduler) fires at. cron-parser's prev() skips a time that does not
+ * exist on the spring DST day (02:30 Berlin on the last Sunday of March) while next() fires it
+ * an hour later (03:30): the runs after prev()'s answer are walked forward so both agree.
+ */
 export function previousRun(s: WeeklySchedule, at: Date): Date | null {
+  let last: Date;
   try {
-    return parse(s, new Date(at.getTime() + 1)).prev().toDate();
+    last = parse(s, new Date(at.getTime() + 1)).prev().toDate();
   } catch (err) {
     if (err instanceof InvalidScheduleError) throw err;
     return null;
+  }
+  for (;;) {
+    const next = nextRun(s, last);
+    if (next.getTime() > at.getTime()) return last;
+    last = next;
   }
 }
 

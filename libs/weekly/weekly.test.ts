@@ -53,6 +53,19 @@ describe('weekly schedule across DST', () => {
     expect(previousRun(berlin, new Date('2026-03-30T07:00:00Z'))?.toISOString()).toBe('2026-03-30T07:00:00.000Z');
     expect(previousRun(berlin, new Date('2026-03-30T06:59:59Z'))?.toISOString()).toBe('2026-03-23T08:00:00.000Z');
   });
+  it('a time the spring DST change skips (Sunday 02:30 Berlin) fires at 03:30, and that week is due', () => {
+    const sunday = { cron: '30 2 * * 0', timeZone: 'Europe/Berlin' };
+    const fired = nextRun(sunday, new Date('2026-03-28T00:00:00Z'));
+    expect(fired.toISOString()).toBe('2026-03-29T01:30:00.000Z'); // 03:30 CEST: when the scheduler's tick runs
+    expect(previousRun(sunday, fired)?.toISOString()).toBe('2026-03-29T01:30:00.000Z');
+    expect(previousRun(sunday, new Date('2026-03-29T01:29:59Z'))?.toISOString()).toBe('2026-03-22T01:30:00.000Z');
+    // The tick (and a catch-up later that Sunday) enqueue week 13, not "no week due".
+    expect(dueWeek(sunday, fired)).toBe('2026-W13');
+    expect(dueWeek(sunday, new Date('2026-03-29T20:00:00Z'))).toBe('2026-W13');
+    // October's repeated hour: one run (the first 02:30), the week due from then on.
+    expect(nextRun(sunday, new Date('2026-10-24T00:00:00Z')).toISOString()).toBe('2026-10-25T00:30:00.000Z');
+    expect(dueWeek(sunday, new Date('2026-10-25T03:00:00Z'))).toBe('2026-W43');
+  });
   it('is due within the same week only (catch-up, never past weeks)', () => {
     expect(dueWeek(berlin, new Date('2026-11-23T07:59:00Z'))).toBeNull(); // Monday 08:59: not yet
     expect(dueWeek(berlin, new Date('2026-11-23T08:00:00Z'))).toBe('2026-W48');
