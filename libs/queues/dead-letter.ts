@@ -1,6 +1,7 @@
 import type { Job } from 'bullmq';
 import { z } from 'zod';
 import { catalog, deadLetterQueueName, jobNames, queueNames, type JobName } from './catalog.js';
+import { withLock } from './job-scheduler.js';
 import { jobOptionsFor, type QueueSet } from './queue-set.js';
 
 /** What a dead-letter entry records about the job that will not be retried. */
@@ -92,12 +93,25 @@ function isJobName(name: string): name is JobName {
  * job is back on the queue: an idle worker takes a job within milliseconds, and a job that
  * ran before its row was reopened would find it failed and finish without doing anything.
  */
-export async function requeueDeadLetter(
+export function requeueDeadLetter(
   queues: QueueSet,
   id: string,
   queue?: string,
   opts: { beforeRequeue?: (view: DeadLetterView) => Promise<void> } = {},
 ) {
+  return withEntryLock(queues, id, () => requeueLocked(queues, id, queue, opts));
+}
+
+/**
+ * One operator action per dead letter at a time: a second requeue or discard of the same entry
+ * (two operators, a double click) waits for the first and then finds the entry gone, instead of
+ * both reporting `requeued` (two audit rows, hooks twice, the new job possibly removed and run again).
+ */
+async function withEntryLock<T>(queues: QueueSet, id: string, fn: () => Promise<T>): Promise<T> {
+  return withLock(await queues.redis(), `${queues.prefix}:dead-letter-lock:${id}`, 15_000, fn);
+}
+
+async function requeueLocked(queues: QueueSet, id: string, queue: string | undefined, opts: { beforeRequeue?: (view: DeadLetterView) => Promise<void> }) {
   const { job, view } = await findDeadLetter(queues, id, queue);
   if (!isJobName(view.name)) throw new Error(`dead-letter entry ${id} names unknown job ${view.name}`);
   const def = catalog[view.name];
@@ -120,8 +134,10 @@ export async function requeueDeadLetter(
 }
 
 /** Removes a dead-letter entry for good (the original failed job ages out with retention). */
-export async function discardDeadLetter(queues: QueueSet, id: string, queue?: string) {
-  const { job, view } = await findDeadLetter(queues, id, queue);
-  await job.remove();
-  return { view };
+export function discardDeadLetter(queues: QueueSet, id: string, queue?: string) {
+  return withEntryLock(queues, id, async () => {
+    const { job, view } = await findDeadLetter(queues, id, queue);
+    await job.remove();
+    return { view };
+  });
 }

@@ -37,7 +37,8 @@ export interface EnsureSchedulerResult {
 
 const LOCK_TTL_MS = 30_000;
 
-async function withLock<T>(redis: Redis, key: string, waitMs: number, fn: () => Promise<T>): Promise<T> {
+/** Runs `fn` holding a Redis lock (SET NX, expires after 30 s); waits up to `waitMs` for it. */
+export async function withLock<T>(redis: Redis, key: string, waitMs: number, fn: () => Promise<T>): Promise<T> {
   const token = randomUUID();
   const deadline = Date.now() + waitMs;
   for (;;) {

@@ -57,6 +57,27 @@ export class QueueSet {
     this.backoffScale = opts.backoffScale ?? 1;
   }
 
+  /**
+   * The producer connection (locks around operator actions), once connected: it has no offline
+   * queue, so a command sent while it still connects fails.
+   */
+  async redis(waitMs = 10_000): Promise<Redis> {
+    const redis = this.opts.connection;
+    if (redis.status === 'ready') return redis;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        redis.off('ready', onReady);
+        reject(new Error(`redis not ready after ${waitMs} ms`));
+      }, waitMs);
+      const onReady = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      redis.once('ready', onReady);
+    });
+    return redis;
+  }
+
   queue(name: string): Queue {
     let q = this.queues.get(name);
     if (!q) {

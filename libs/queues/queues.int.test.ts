@@ -114,6 +114,43 @@ describe('queues: retries, dead letters, idempotency', () => {
     expect(await listDeadLetters(t.queues)).toEqual([]);
   });
 
+  it('two requeues of the same dead letter at once (two operators, a double click): one requeues, the other finds it gone; one run', async () => {
+    let runs = 0;
+    let fail = true;
+    bind(
+      {
+        'patient-import': async () => {
+          runs++;
+          if (fail) throw new PermanentError('validation_failed', 'patient_data.plz: expected 5 digits');
+        },
+      },
+      'patient-import',
+    );
+    const { jobId } = await t.queues.enqueue('patient-import', { ledgerId: 9 });
+    await until(async () => (await listDeadLetters(t.queues)).length === 1);
+    fail = false;
+    const hooks: string[] = [];
+    const beforeRequeue = async () => void hooks.push('reopen');
+    const outcomes = await Promise.allSettled([
+      requeueDeadLetter(t.queues, jobId, undefined, { beforeRequeue }),
+      requeueDeadLetter(t.queues, jobId, undefined, { beforeRequeue }),
+      discardDeadLetter(t.queues, jobId),
+    ]);
+    const fulfilled = outcomes.filter((o) => o.status === 'fulfilled');
+    const rejected = outcomes.flatMap((o) => (o.status === 'rejected' ? [o.reason as Error] : []));
+    expect(fulfilled).toHaveLength(1);
+    expect(rejected.map((e) => e.name)).toEqual(['DeadLetterNotFound', 'DeadLetterNotFound']);
+    await new Promise((r) => setTimeout(r, 500));
+    const state = await (await t.queues.queue('patient-import').getJob(jobId))?.getState();
+    // The first action wins: either requeued (ran once more, hook once) or discarded (not run).
+    if ((fulfilled[0] as PromiseFulfilledResult<{ state?: string }>).value.state === 'requeued') {
+      expect({ runs, hooks, state }).toEqual({ runs: 2, hooks: ['reopen'], state: 'completed' });
+    } else {
+      expect({ runs, hooks, state }).toEqual({ runs: 1, hooks: [], state: 'failed' });
+    }
+    expect(await listDeadLetters(t.queues)).toEqual([]);
+  });
+
   it('dead-letters a job whose attempts run out, with its reason and attempt count', async () => {
     let runs = 0;
     bind(
