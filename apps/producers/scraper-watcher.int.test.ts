@@ -152,7 +152,7 @@ describe('scraper watcher', () => {
     for (const p of ['40001.json', 'urgent/40003.json', '20250708/40002.json']) {
       const [f] = await db.sql<Array<{ id: number; content_hash: string; postcode: string; attempts: number }>>`
         select id::int, content_hash, postcode, attempts from fleet.therapist_import_files where path = ${p} and status = 'imported'`;
-      const job = await ctx.queues.queue('therapist-import').getJob(therapistImportJobId(f!.content_hash));
+      const job = await ctx.queues.queue('therapist-import').getJob(therapistImportJobId(f!.content_hash, f!.id));
       expect(job!.data).toEqual({ fileId: f!.id, file: { path: p, contentHash: f!.content_hash, postcode: f!.postcode } });
       expect(f!.attempts).toBe(1);
     }
@@ -279,6 +279,35 @@ describe('scraper watcher', () => {
     await drop('20250630/40050.json', scraperFile(lines('40050', 2, { phone: 'alt' })));
     const [late] = await until(async () => (await files('20250630/40050.json'))[0] && files('20250630/40050.json'));
     expect(late).toMatchObject({ status: 'skipped', reason: expect.stringContaining('superseded by the newer folder 20250702/40050.json') });
+  });
+
+  it('a content that comes back after its first row was skipped as changed is imported (its own job, not the old row\'s)', async () => {
+    // 40060.json is registered with content A while the workers are stopped, then rewritten
+    // with B before its turn: A's row is skipped as changed, B is imported. Then A comes back.
+    for (const w of workers) await w.stop(5_000);
+    const a = scraperFile(lines('40060', 2));
+    const b = scraperFile(lines('40060', 2, { phone: 'zwischendurch' }));
+    await drop('40060.json', a);
+    await until(async () => (await files('40060.json'))[0]);
+    await drop('40060.json', b);
+    await until(async () => (await files('40060.json'))[1]);
+    workers = therapistImportComponents(ctx);
+    for (const w of workers) await w.start();
+    await until(async () => {
+      const r = await files('40060.json');
+      return r[0]?.status === 'skipped' && r[1]?.status === 'imported';
+    });
+    await drop('40060.json', a);
+    const rows = await until(async () => {
+      const r = await files('40060.json');
+      return r.length === 3 && ['imported', 'partial', 'failed'].includes(r[2]!.status) ? r : null;
+    });
+    expect(rows[2]).toMatchObject({ status: 'imported', counts: expect.objectContaining({ total: 2, updated: 2 }) });
+    const run = await until(async () => {
+      const [r] = await db.sql`select state from fleet.therapist_import_runs where id = ${rows[2]!.run_id}`;
+      return r?.state === 'closed' ? r : null;
+    });
+    expect(run.state).toBe('closed');
   });
 
   it('a misfit name is logged by its tracking row id, never by its name', async () => {

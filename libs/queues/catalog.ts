@@ -97,8 +97,8 @@ export const catalog = {
       .strict(),
     retry: { attempts: 5, backoffMs: 5_000, jitter: 0.5 },
     retention: defaultRetention,
-    // Producers pass jobId: therapistImportJobId(contentHash) (one tracking row per hash, so
-    // the two keys name the same job); this key is the fallback when only the id is at hand.
+    // Producers pass jobId: therapistImportJobId(contentHash, fileId); this key is the fallback
+    // when only the id is at hand.
     key: (p) => `file.${p.fileId}`,
     // Four at once: imports lock per postcode in PostgreSQL, so different areas run in parallel
     // (2 -> 4 cut the first import of the benchmark by ~25%; the pool has 10 connections).
@@ -134,9 +134,15 @@ export const catalog = {
   }),
 } as const;
 
-/** Job id of a therapist file import: keyed by the file's content hash (sha256 hex). */
-export function therapistImportJobId(contentHash: string): string {
-  return `therapist-import.sha256.${contentHash}`;
+/**
+ * Job id of a therapist file import: the file's content hash (sha256 hex) and its tracking row.
+ * One live row per hash, so one job per content at a time; the row id keeps a content whose
+ * first row was skipped (the file changed before its turn) from meeting that row's finished
+ * job when it comes back: a job id BullMQ still keeps is not added again, and the new row would
+ * wait forever.
+ */
+export function therapistImportJobId(contentHash: string, fileId: number): string {
+  return `therapist-import.sha256.${contentHash}.file.${fileId}`;
 }
 
 export type Catalog = typeof catalog;

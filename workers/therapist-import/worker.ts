@@ -68,7 +68,7 @@ function payloadOf(file: repo.TherapistImportFileRow): { fileId: number; file?: 
  * the two) is retried.
  */
 export async function enqueueTherapistFile(ctx: FleetContext, file: repo.TherapistImportFileRow, opts: { fresh?: boolean } = {}): Promise<void> {
-  const jobId = therapistImportJobId(file.contentHash ?? `file-${file.id}`);
+  const jobId = therapistImportJobId(file.contentHash ?? 'none', file.id);
   await ctx.queues.enqueue('therapist-import', payloadOf(file), { jobId, priority: file.urgent ? 1 : 10 });
   if (opts.fresh) return; // a row registered just now: no earlier job can have finished
   const job: Job | undefined = await ctx.queues.queue('therapist-import').getJob(jobId);
@@ -94,7 +94,7 @@ export async function enqueueFreshTherapistFiles(ctx: FleetContext, files: repo.
       return {
         name: 'therapist-import',
         data: parsed.data,
-        opts: { ...opts, jobId: therapistImportJobId(file.contentHash ?? `file-${file.id}`), priority: file.urgent ? 1 : 10 },
+        opts: { ...opts, jobId: therapistImportJobId(file.contentHash ?? 'none', file.id), priority: file.urgent ? 1 : 10 },
       };
     });
     await queue.addBulk(jobs);
