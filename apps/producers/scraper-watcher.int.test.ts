@@ -1,4 +1,4 @@
-import { appendFile, mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -308,6 +308,40 @@ describe('scraper watcher', () => {
       return r?.state === 'closed' ? r : null;
     });
     expect(run.state).toBe('closed');
+  });
+
+  it('a file moved or deleted while it waits: a move is imported from its new place, a deleted content is imported when it is dropped again', async () => {
+    for (const w of workers) await w.stop(5_000);
+    const moved = scraperFile(lines('40070', 2));
+    const deleted = scraperFile(lines('40071', 2));
+    await drop('40070.json', moved);
+    await drop('40071.json', deleted);
+    await until(async () => (await files('40070.json'))[0] && (await files('40071.json'))[0]);
+    // Staff move the waiting file to urgent/ and delete the other one.
+    await mkdir(path.join(dir, 'urgent'), { recursive: true });
+    await rename(path.join(dir, '40070.json'), path.join(dir, 'urgent/40070.json'));
+    await rm(path.join(dir, '40071.json'));
+    await new Promise((r) => setTimeout(r, STABILITY_MS * 3));
+    await watcher.idle();
+    workers = therapistImportComponents(ctx);
+    for (const w of workers) await w.start();
+    const [m] = await until(async () => {
+      const r = await files('urgent/40070.json');
+      return r[0] && ['imported', 'partial', 'failed', 'skipped'].includes(r[0].status) ? r : null;
+    });
+    expect(m).toMatchObject({ status: 'imported', counts: expect.objectContaining({ created: 2 }) });
+    const [d] = await until(async () => {
+      const r = await files('40071.json');
+      return r[0] && !['queued', 'importing'].includes(r[0].status) ? r : null;
+    });
+    expect(d).toMatchObject({ status: 'skipped', reason: expect.stringContaining('40071.json was removed before it was imported') });
+    // The same content dropped again (restored from a copy) is imported.
+    await drop('40071.json', deleted);
+    const rows = await until(async () => {
+      const r = await files('40071.json');
+      return r[1] && ['imported', 'partial', 'failed'].includes(r[1].status) ? r : null;
+    });
+    expect(rows[1]).toMatchObject({ status: 'imported', counts: expect.objectContaining({ created: 2 }) });
   });
 
   it('a misfit name is logged by its tracking row id, never by its name', async () => {

@@ -125,6 +125,23 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     return null;
   }
 
+  /**
+   * A waiting file found under another name than its row's (moved to urgent/ or another folder
+   * while queued): when the old name is gone, the row follows the file, else the worker would
+   * find nothing at the old name and the content would wait for the next restart.
+   */
+  async function followMove(
+    row: repo.TherapistImportFileRow,
+    at: { path: string; postcode: string | null; dateFolder: string | null; urgent: boolean },
+  ): Promise<repo.TherapistImportFileRow> {
+    if (row.status !== 'queued' || row.path === at.path || path.isAbsolute(row.path)) return row;
+    if (await stat(path.join(root, row.path)).then(() => true, () => false)) return row;
+    const moved = await repo.relocateQueuedFile(db, row.id, { path: at.path, postcode: at.postcode, dateFolder: at.dateFolder, urgent: at.urgent });
+    if (!moved) return row;
+    log.info({ fileId: row.id, from: row.path, to: at.path }, 'waiting scraper file moved: following it');
+    return moved;
+  }
+
   async function sealCurrentRun(): Promise<void> {
     if (quietTimer) clearTimeout(quietTimer);
     quietTimer = null;
@@ -157,7 +174,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     // arrived is not re-reported as superseded (on every restart or rewrite).
     const existing = await repo.findLiveByHash(db, contentHash);
     if (existing) {
-      if (existing.status === 'queued' || existing.status === 'importing') await enqueueTherapistFile(ctx, existing);
+      if (existing.status === 'queued' || existing.status === 'importing') await enqueueTherapistFile(ctx, await followMove(existing, base));
       else log.debug({ path: rel, fileId: existing.id }, 'scraper file content already imported');
       return;
     }
@@ -257,7 +274,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       const existing = live.get(h.contentHash);
       const newer = h.postcode ? newest.get(h.postcode) : undefined;
       if (existing) {
-        if (existing.status === 'queued' || existing.status === 'importing') await enqueueTherapistFile(ctx, existing);
+        if (existing.status === 'queued' || existing.status === 'importing') await enqueueTherapistFile(ctx, await followMove(existing, h));
       } else if (h.dateFolder && !h.urgent && newer && newer > h.dateFolder) {
         superseded.push({ ...h, reason: supersededReason(newer, h.postcode!) });
       } else if (!fresh.has(h.contentHash)) {

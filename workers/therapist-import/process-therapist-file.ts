@@ -208,7 +208,9 @@ async function readPrepared(f: { path: string; contentHash: string | null; postc
     buf = await deps.readFile(f.path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      return { problem: { status: 'failed', code: 'file_missing', reason: `file ${f.path} no longer exists`, fileErrors: [`file ${f.path}: not found`] } };
+      // Skipped, not failed: its content was never judged, and a failed row would hold the hash
+      // (one live row per content), so the same file dropped again would never be imported.
+      return { problem: { status: 'skipped', code: 'file_missing', reason: `file ${f.path} was removed before it was imported; dropped again, it is imported`, fileErrors: [] } };
     }
     throw err;
   }

@@ -135,6 +135,23 @@ export async function registerFile(db: DbOrTx, f: NewTrackedFile): Promise<{ fil
   return { file: existing, created: false };
 }
 
+/**
+ * A waiting file was moved (to urgent/, another folder): the row follows it to its new place,
+ * while it is still queued. Returns the row, or null when it is no longer queued.
+ */
+export async function relocateQueuedFile(
+  db: DbOrTx,
+  id: number,
+  to: { path: string; postcode: string | null; dateFolder: string | null; urgent: boolean },
+): Promise<TherapistImportFileRow | null> {
+  const [row] = await db
+    .update(therapistImportFiles)
+    .set(to)
+    .where(and(eq(therapistImportFiles.id, id), eq(therapistImportFiles.status, 'queued')))
+    .returning();
+  return row ?? null;
+}
+
 export async function findLiveByHash(db: DbOrTx, contentHash: string): Promise<TherapistImportFileRow | null> {
   const [row] = await db
     .select()
