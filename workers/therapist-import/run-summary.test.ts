@@ -81,6 +81,19 @@ describe('therapist import run summary (staff email)', () => {
     expect(renderRunSummary(run(onlyOlder), onlyOlder).subject).toContain('ohne Fehler');
   });
 
+  it('does not call a file that changed or was removed before its turn superseded by a newer date folder', () => {
+    const changedFile = file(5, { path: '52065.json', dateFolder: null, status: 'skipped', reason: 'file 52065.json changed after it was registered; its new content is tracked as a file of its own', counts: null });
+    const removedFile = file(6, { path: '52066.json', dateFolder: null, status: 'skipped', reason: 'file 52066.json was removed before it was imported; dropped again, it is imported', counts: null });
+    const files = [file(1, {}), changedFile, removedFile];
+    const m = renderRunSummary(run(files), files);
+    expect(m.text).not.toContain('Datumsordner');
+    expect(m.text).toContain('Vor dem Import geändert (der neue Inhalt wird als eigene Datei importiert): 52065.json.');
+    expect(m.text).toContain('Nicht importiert, weil die Datei vor dem Import entfernt wurde: 52066.json. Wieder abgelegt, wird sie importiert.');
+    expect(m.subject).toBe('Therapeuten-Import Lauf 7: 1 Datei(en) vor dem Import entfernt');
+    const onlyChanged = [file(1, {}), changedFile];
+    expect(renderRunSummary(run(onlyChanged), onlyChanged).subject).toContain('ohne Fehler');
+  });
+
   it('gives times in Berlin time and links the run report when DASHBOARD_URL is set, else names the CLI', () => {
     const files = [file(1, {}), partial];
     const linked = renderRunSummary(run(files), files, { runPageUrl: 'https://fleet.example/therapist-imports/runs/7' });

@@ -27,10 +27,15 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   const c = run.counts ?? emptyCounts();
   const n = (s: string) => files.filter((f) => f.status === s).length;
   const problemFiles = files.filter((f) => f.status === 'failed' || f.status === 'partial');
-  // Skipped: a name that does not fit (no postcode: staff must rename it) or superseded by a newer date folder (normal).
-  const misfits = files.filter((f) => f.status === 'skipped' && f.postcode === null);
-  const superseded = files.filter((f) => f.status === 'skipped' && f.postcode !== null);
-  const allWell = problemFiles.length === 0 && misfits.length === 0 && c.failed === 0 && c.fileErrors === 0;
+  // Skipped: a name that does not fit (no postcode: staff must rename it), superseded by a newer
+  // date folder (normal), changed before its turn (its new content is a file of its own) or
+  // removed before its turn (not imported: staff may want it back).
+  const skipped = files.filter((f) => f.status === 'skipped');
+  const misfits = skipped.filter((f) => f.postcode === null);
+  const superseded = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('superseded by'));
+  const removed = skipped.filter((f) => f.postcode !== null && f.reason?.includes('was removed before it was imported'));
+  const changed = skipped.filter((f) => f.postcode !== null && !superseded.includes(f) && !removed.includes(f));
+  const allWell = problemFiles.length === 0 && misfits.length === 0 && removed.length === 0 && c.failed === 0 && c.fileErrors === 0;
   // Only what went wrong, by kind: "0 Dateien nicht lesbar" next to one failed therapist is noise.
   // A file not imported is counted once: its own errors are why (they are listed below).
   const errorsInImported = files.filter((f) => f.status !== 'failed').reduce((sum, f) => sum + (f.counts?.fileErrors ?? 0), 0);
@@ -39,6 +44,7 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
     n('failed') ? `${formatCount(n('failed'))} Datei(en) nicht importiert` : '',
     errorsInImported ? `${formatCount(errorsInImported)} Fehler auf Dateiebene in importierten Dateien` : '',
     misfits.length ? `${formatCount(misfits.length)} Datei(en) nicht übernommen (Name passt nicht)` : '',
+    removed.length ? `${formatCount(removed.length)} Datei(en) vor dem Import entfernt` : '',
   ].filter(Boolean);
   const subject = allWell
     ? `Therapeuten-Import Lauf ${run.id}: ${formatCount(files.length)} Datei(en), ${formatCount(c.total)} Therapeuten, ohne Fehler`
@@ -69,6 +75,13 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   if (superseded.length) {
     const shown = superseded.slice(0, 10).map((f) => f.path).join(', ');
     paragraphs.push(`Übersprungen, weil ein neuerer Datumsordner dieselbe Postleitzahl enthält: ${shown}${superseded.length > 10 ? ` und ${superseded.length - 10} weitere` : ''}.`);
+  }
+  const listed = (fs: TherapistImportFileRow[]) => `${fs.slice(0, 10).map((f) => f.path).join(', ')}${fs.length > 10 ? ` und ${fs.length - 10} weitere` : ''}`;
+  if (removed.length) {
+    paragraphs.push(`Nicht importiert, weil die Datei vor dem Import entfernt wurde: ${listed(removed)}. Wieder abgelegt, wird sie importiert.`);
+  }
+  if (changed.length) {
+    paragraphs.push(`Vor dem Import geändert (der neue Inhalt wird als eigene Datei importiert): ${listed(changed)}.`);
   }
   const disagreeing = files.filter((f) => f.metadataDisagreements.length > 0);
   for (const f of disagreeing.slice(0, 10)) {
