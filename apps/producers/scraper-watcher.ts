@@ -87,17 +87,22 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    * ("Müller Anna.json"): it is logged by its tracking row id only. A superseded file's path is
    * a date folder and a postcode, no personal data.
    */
-  async function recordSkipped(files: Parameters<typeof repo.recordSkippedFiles>[1], why: 'misfit' | 'superseded'): Promise<void> {
+  async function recordSkipped(files: Parameters<typeof repo.recordSkippedFiles>[1], why: 'misfit' | 'superseded' | 'unreadable'): Promise<void> {
     const recorded = await repo.recordSkippedFiles(db, files);
     if (recorded.length === 0) return;
     const run = await runForNewFile();
     await repo.attachFilesToRun(db, recorded.map((r) => r.id), run);
     for (const r of recorded) {
       if (why === 'misfit') log.warn({ fileId: r.id, runId: run }, 'scraper file name does not fit: skipped');
+      else if (why === 'unreadable') log.warn({ path: r.path, fileId: r.id, runId: run }, 'scraper file cannot be read: skipped');
       else log.info({ path: r.path, fileId: r.id, runId: run }, 'scraper file superseded by a newer date folder: skipped');
       metrics.fileFinished('skipped', null);
     }
   }
+
+  /** A file of a fitting name that cannot be read (permissions): reported once by path, imported once it can be read. */
+  const unreadableReason = (err: unknown) =>
+    `cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); once it can be read (permissions fixed, or dropped again) it is imported`;
 
   const supersededReason = (newer: string, postcode: string) => `superseded by the newer folder ${newer}/${postcode}.json`;
 
@@ -165,7 +170,8 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       buf = await readFile(path.join(root, rel));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // removed again before we read it
-      throw err;
+      await recordSkipped([{ path: rel, reason: unreadableReason(err), postcode: entry.postcode, dateFolder: entry.dateFolder, urgent: entry.urgent }], 'unreadable');
+      return;
     }
     const contentHash = createHash('sha256').update(buf).digest('hex');
     const base = { path: rel, postcode: entry.postcode, dateFolder: entry.dateFolder, urgent: entry.urgent, contentHash, sizeBytes: buf.length };
@@ -248,16 +254,20 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     candidates: Array<{ rel: string; postcode: string; dateFolder: string | null; urgent: boolean }>,
     newest: Map<string, string>,
   ): Promise<void> {
+    const unreadable: Parameters<typeof repo.recordSkippedFiles>[1] = [];
     const read = await Promise.all(
       candidates.map(async (c) => {
         try {
           return { c, buf: await readFile(path.join(root, c.rel)) };
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; // removed again before we read it
-          throw err;
+          // One file we cannot read (permissions) must not stop the catch-up of the others.
+          unreadable.push({ path: c.rel, reason: unreadableReason(err), postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent });
+          return null;
         }
       }),
     );
+    await recordSkipped(unreadable, 'unreadable');
     const hashed: Array<repo.NewTrackedFile> = [];
     for (const r of read) {
       if (!r) continue;

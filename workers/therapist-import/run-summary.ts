@@ -34,8 +34,9 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   const misfits = skipped.filter((f) => f.postcode === null);
   const superseded = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('superseded by'));
   const removed = skipped.filter((f) => f.postcode !== null && f.reason?.includes('was removed before it was imported'));
-  const changed = skipped.filter((f) => f.postcode !== null && !superseded.includes(f) && !removed.includes(f));
-  const allWell = problemFiles.length === 0 && misfits.length === 0 && removed.length === 0 && c.failed === 0 && c.fileErrors === 0;
+  const unreadable = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('cannot read the file'));
+  const changed = skipped.filter((f) => f.postcode !== null && !superseded.includes(f) && !removed.includes(f) && !unreadable.includes(f));
+  const allWell = problemFiles.length === 0 && misfits.length === 0 && removed.length === 0 && unreadable.length === 0 && c.failed === 0 && c.fileErrors === 0;
   // Only what went wrong, by kind: "0 Dateien nicht lesbar" next to one failed therapist is noise.
   // A file not imported is counted once: its own errors are why (they are listed below).
   const errorsInImported = files.filter((f) => f.status !== 'failed').reduce((sum, f) => sum + (f.counts?.fileErrors ?? 0), 0);
@@ -45,6 +46,7 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
     errorsInImported ? `${formatCount(errorsInImported)} Fehler auf Dateiebene in importierten Dateien` : '',
     misfits.length ? `${formatCount(misfits.length)} Datei(en) nicht übernommen (Name passt nicht)` : '',
     removed.length ? `${formatCount(removed.length)} Datei(en) vor dem Import entfernt` : '',
+    unreadable.length ? `${formatCount(unreadable.length)} Datei(en) nicht lesbar` : '',
   ].filter(Boolean);
   const subject = allWell
     ? `Therapeuten-Import Lauf ${run.id}: ${formatCount(files.length)} Datei(en), ${formatCount(c.total)} Therapeuten, ohne Fehler`
@@ -79,6 +81,9 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   const listed = (fs: TherapistImportFileRow[]) => `${fs.slice(0, 10).map((f) => f.path).join(', ')}${fs.length > 10 ? ` und ${fs.length - 10} weitere` : ''}`;
   if (removed.length) {
     paragraphs.push(`Nicht importiert, weil die Datei vor dem Import entfernt wurde: ${listed(removed)}. Wieder abgelegt, wird sie importiert.`);
+  }
+  if (unreadable.length) {
+    paragraphs.push(`Nicht lesbar (Zugriffsrechte?), daher nicht importiert: ${listed(unreadable)}. Sobald die Datei lesbar ist, wird sie importiert.`);
   }
   if (changed.length) {
     paragraphs.push(`Vor dem Import geändert (der neue Inhalt wird als eigene Datei importiert): ${listed(changed)}.`);

@@ -1,0 +1,107 @@
+import { mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { loadConfig } from '../../libs/config/index.js';
+import { createLogger } from '../../libs/log/index.js';
+import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
+import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
+import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
+
+// The tests run as root, who reads a chmod 000 file: the fleet's service user would get EACCES.
+// Reading `41001.json` fails so, as for that user (the rest of the file system is real).
+vi.mock('node:fs/promises', async (importOriginal) => {
+  const fs = await importOriginal<typeof import('node:fs/promises')>();
+  const readFile = ((p: Parameters<typeof fs.readFile>[0], ...rest: unknown[]) =>
+    String(p).endsWith('/41001.json')
+      ? Promise.reject(Object.assign(new Error(`EACCES: permission denied, open '${String(p)}'`), { code: 'EACCES' }))
+      : (fs.readFile as (...a: unknown[]) => Promise<unknown>)(p, ...rest)) as typeof fs.readFile;
+  return { ...fs, readFile, default: { ...fs, readFile } };
+});
+
+let db: TestDatabase;
+let ctx: FleetContext;
+let dir: string;
+let cleanupRedis: () => Promise<void>;
+let watcher: ScraperWatcher;
+let workers: Component[] = [];
+
+async function until<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 20_000): Promise<T> {
+  const start = Date.now();
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() - start > timeoutMs) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const lines = (plz: string, n: number) => Array.from({ length: n }, (_, i) => therapistLine({ id: `${plz}-${i}`, first: `Vorname${i}`, plz }));
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  const q = testQueuePrefix();
+  cleanupRedis = q.cleanup;
+  dir = await mkdtemp(path.join(tmpdir(), 'scraper-unreadable-'));
+  ctx = openContext(
+    loadConfig({
+      DATABASE_URL: db.url,
+      REDIS_URL: TEST_REDIS_URL,
+      QUEUE_PREFIX: q.prefix,
+      SCRAPER_DROP_DIR: dir,
+      SCRAPER_STABILITY_MS: '300',
+      SCRAPER_POLL_INTERVAL_MS: '50',
+      SCRAPER_RUN_QUIET_MS: '300',
+      RETRY_BACKOFF_SCALE: '0.001',
+      LOG_LEVEL: 'silent',
+    }),
+    createLogger({ level: 'silent', pretty: 'false' }),
+  );
+  // Dropped while the fleet was down: one file the fleet may not read among others.
+  const old = new Date(Date.now() - 3600_000);
+  for (const plz of ['41000', '41001', '41002']) {
+    await writeFile(path.join(dir, `${plz}.json`), scraperFile(lines(plz, 2)));
+    await utimes(path.join(dir, `${plz}.json`), old, old);
+  }
+  workers = therapistImportComponents(ctx);
+  for (const w of workers) await w.start();
+  watcher = scraperWatcherComponent(ctx);
+  await watcher.start();
+});
+
+afterAll(async () => {
+  await watcher?.stop(5_000);
+  for (const w of workers) await w.stop(5_000);
+  await ctx?.close();
+  await db?.drop();
+  await cleanupRedis?.();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('scraper watcher and a file it cannot read', () => {
+  it('imports the other files of the catch-up and reports the unreadable one once, in the run and its staff summary', async () => {
+    const rows = await until(async () => {
+      const r = await db.sql<Array<{ path: string; status: string; reason: string | null; run_id: string | null }>>`
+        select path, status, reason, run_id::text from fleet.therapist_import_files order by path`;
+      return r.filter((f) => f.status === 'imported').length === 2 && r.length === 3 ? r : null;
+    });
+    expect(rows.map((r) => [r.path, r.status])).toEqual([
+      ['41000.json', 'imported'],
+      ['41001.json', 'skipped'],
+      ['41002.json', 'imported'],
+    ]);
+    expect(rows[1]!.reason).toContain('cannot read the file (EACCES)');
+    const run = await until(async () => {
+      const [r] = await db.sql`select state, summary_delivery_id from fleet.therapist_import_runs where id = ${rows[1]!.run_id}`;
+      return r?.state === 'closed' ? r : null;
+    });
+    const [d] = await db.sql`select subject, text from fleet.deliveries where id = ${run.summary_delivery_id}`;
+    expect(d!.subject).toContain('1 Datei(en) nicht lesbar');
+    expect(d!.text).toContain('Nicht lesbar (Zugriffsrechte?), daher nicht importiert: 41001.json.');
+    expect(d!.text).not.toContain('Datumsordner');
+  });
+});
