@@ -1,4 +1,4 @@
-import { appendFile, mkdir, mkdtemp, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, lutimes, mkdir, mkdtemp, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -342,6 +342,23 @@ describe('scraper watcher', () => {
       return r[1] && ['imported', 'partial', 'failed'].includes(r[1].status) ? r : null;
     });
     expect(rows[1]).toMatchObject({ status: 'imported', counts: expect.objectContaining({ created: 2 }) });
+  });
+
+  it('a symlinked file dropped while the watcher was stopped is imported at start, as a live one is', async () => {
+    await watcher.stop(5_000);
+    const elsewhere = await mkdtemp(path.join(tmpdir(), 'scraper-elsewhere-'));
+    await writeFile(path.join(elsewhere, 'data.json'), scraperFile(lines('40090', 2)));
+    await symlink(path.join(elsewhere, 'data.json'), path.join(dir, '40090.json'));
+    const old = new Date(Date.now() - 60_000);
+    await lutimes(path.join(dir, '40090.json'), old, old);
+    await utimes(path.join(elsewhere, 'data.json'), old, old);
+    await startWatcher();
+    const [row] = await until(async () => {
+      const r = await files('40090.json');
+      return r[0] && ['imported', 'partial', 'failed'].includes(r[0].status) ? r : null;
+    });
+    expect(row).toMatchObject({ status: 'imported', counts: expect.objectContaining({ created: 2 }) });
+    await rm(elsewhere, { recursive: true, force: true });
   });
 
   it('a misfit name is logged by its tracking row id, never by its name', async () => {

@@ -40,8 +40,9 @@ async function walk(root: string): Promise<FoundFile[]> {
   const out: FoundFile[] = [];
   const entries = await readdir(root, { recursive: true, withFileTypes: true });
   for (const e of entries) {
-    if (!e.isFile()) continue;
     const abs = path.join(e.parentPath, e.name);
+    // A symlink to a file counts as the file (chokidar follows it for live drops too).
+    if (!e.isFile() && !(e.isSymbolicLink() && (await stat(abs).then((s) => s.isFile(), () => false)))) continue;
     out.push({ abs, rel: path.relative(root, abs).split(path.sep).join('/') });
   }
   return out;
