@@ -51,6 +51,13 @@ async function walk(root: string): Promise<FoundFile[]> {
 /** Files read, hashed, registered and enqueued together at start-up. */
 const CATCH_UP_CHUNK = 50;
 
+/**
+ * A file event or a run seal that failed (PostgreSQL or Redis away) is tried again after this
+ * long, doubling up to RETRY_MAX_MS while it keeps failing: chokidar reports a file once.
+ */
+const RETRY_MIN_MS = 1_000;
+const RETRY_MAX_MS = 30_000;
+
 export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   const cfg = ctx.config.therapistImport;
   const root = path.resolve(cfg.dropDir);
@@ -64,6 +71,11 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   const timers = new Set<NodeJS.Timeout>();
   let stopped = false;
   let caughtUp: Promise<void> = Promise.resolve();
+  /** Files whose handling failed, and runs whose seal or close failed: tried again later. */
+  const retryPaths = new Set<string>();
+  const retryRuns = new Set<number>();
+  let retryTimer: NodeJS.Timeout | null = null;
+  let retryDelay = RETRY_MIN_MS;
 
   /** Events are handled one at a time, in order (one run, no races on registration). */
   const serial = (fn: () => Promise<void>): Promise<void> => {
@@ -154,9 +166,50 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     if (runId === null) return;
     const id = runId;
     runId = null;
-    await repo.sealRun(db, id);
-    const delivery = await closeTherapistRun(ctx, id);
-    log.info({ runId: id, closedNow: delivery !== null }, 'therapist import run sealed');
+    await sealRun(id);
+  }
+
+  /** Seals a run and closes it when its files are done; a failure is tried again later. */
+  async function sealRun(id: number): Promise<void> {
+    try {
+      await repo.sealRun(db, id);
+      const delivery = await closeTherapistRun(ctx, id);
+      log.info({ runId: id, closedNow: delivery !== null }, 'therapist import run sealed');
+    } catch (err) {
+      retryRuns.add(id);
+      log.error({ err, runId: id, retryInMs: retryDelay }, 'scraper watcher: sealing a run failed; trying again later');
+      retryLater();
+    }
+  }
+
+  /** Handles a file event; a failure is logged (without the path: it may be a name) and the file handled again later. */
+  async function handleOrRetry(rel: string): Promise<void> {
+    try {
+      await handle(rel);
+    } catch (err) {
+      retryPaths.add(rel);
+      log.error({ err, waiting: retryPaths.size, retryInMs: retryDelay }, 'scraper watcher: handling a file failed; trying again later');
+      retryLater();
+    }
+  }
+
+  function retryLater(): void {
+    if (stopped || retryTimer) return;
+    retryTimer = setTimeout(() => {
+      retryTimer = null;
+      void serial(retryFailed);
+    }, retryDelay);
+    retryDelay = Math.min(retryDelay * 2, RETRY_MAX_MS);
+  }
+
+  async function retryFailed(): Promise<void> {
+    const runs = [...retryRuns];
+    retryRuns.clear();
+    for (const id of runs) await sealRun(id);
+    const paths = [...retryPaths];
+    retryPaths.clear();
+    for (const rel of paths) await handleOrRetry(rel);
+    if (retryPaths.size === 0 && retryRuns.size === 0) retryDelay = RETRY_MIN_MS;
   }
 
   async function handle(rel: string): Promise<void> {
@@ -209,7 +262,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       const s = await stat(abs).catch(() => null);
       if (!s) return;
       if (prev && prev.size === s.size && prev.mtimeMs === s.mtimeMs) {
-        void serial(() => handle(rel));
+        void serial(() => handleOrRetry(rel));
         return;
       }
       const t = setTimeout(() => {
@@ -337,19 +390,40 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       });
       const onFile = (abs: string) => {
         const rel = path.relative(root, abs).split(path.sep).join('/');
-        void serial(() => handle(rel));
+        void serial(() => handleOrRetry(rel));
       };
       watcher.on('add', onFile).on('change', onFile);
       watcher.on('error', (err) => log.error({ err }, 'scraper watcher error'));
       await new Promise<void>((resolve) => watcher!.once('ready', () => resolve()));
-      caughtUp = serial(catchUp);
+      // A catch-up that fails (PostgreSQL or Redis away) fails the start: running on would
+      // leave the files dropped while the fleet was down unregistered until the next start.
+      let failure: { err: unknown } | null = null;
+      caughtUp = serial(async () => {
+        try {
+          await catchUp();
+        } catch (err) {
+          failure = { err };
+        }
+      });
       await caughtUp;
+      if (failure) {
+        stopped = true;
+        await watcher.close();
+        watcher = null;
+        throw (failure as { err: unknown }).err;
+      }
       log.info({ dir: root }, 'scraper watcher started');
     },
     async stop() {
       stopped = true;
       for (const t of timers) clearTimeout(t);
       timers.clear();
+      if (retryTimer) clearTimeout(retryTimer);
+      retryTimer = null;
+      // Files still waiting for a retry are found on disk by the next start's catch-up.
+      retryPaths.clear();
+      retryRuns.clear();
+      retryDelay = RETRY_MIN_MS;
       await watcher?.close();
       watcher = null;
       await serial(sealCurrentRun);

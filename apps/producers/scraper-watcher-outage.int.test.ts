@@ -1,0 +1,184 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../libs/config/index.js';
+import { silentLogger } from '../../libs/log/index.js';
+import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
+import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
+import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
+
+/** A TCP forwarder standing in for a service; `close()` makes its port a closed port, `open()` brings it back. */
+function tcpProxy(target: { host: string; port: number }) {
+  let server: Server | null = null;
+  let port = 0;
+  const sockets = new Set<Socket>();
+  return {
+    get port() {
+      return port;
+    },
+    async open() {
+      const s = createServer((client) => {
+        const upstream = connect(target.port, target.host);
+        sockets.add(client).add(upstream);
+        const drop = () => {
+          client.destroy();
+          upstream.destroy();
+          sockets.delete(client);
+          sockets.delete(upstream);
+        };
+        client.on('error', drop).on('close', drop);
+        upstream.on('error', drop).on('close', drop);
+        client.pipe(upstream).pipe(client);
+      });
+      await new Promise<void>((resolve, reject) => s.once('error', reject).listen(port, '127.0.0.1', () => resolve()));
+      port = (s.address() as AddressInfo).port;
+      server = s;
+    },
+    async close() {
+      const s = server;
+      server = null;
+      if (!s) return;
+      const closed = new Promise<void>((resolve) => s.close(() => resolve()));
+      for (const sock of sockets) sock.destroy();
+      sockets.clear();
+      await closed;
+    },
+  };
+}
+
+async function until<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 30_000): Promise<T> {
+  const start = Date.now();
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() - start > timeoutMs) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const STABILITY_MS = 300;
+const QUIET_MS = 500;
+
+let db: TestDatabase;
+let ctx: FleetContext;
+let dir: string;
+let cleanupRedis: () => Promise<void>;
+let watcher: ScraperWatcher;
+let workers: Component[] = [];
+const pg = () => proxies.pg;
+const redis = () => proxies.redis;
+const proxies = {} as { pg: ReturnType<typeof tcpProxy>; redis: ReturnType<typeof tcpProxy> };
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  const q = testQueuePrefix();
+  cleanupRedis = q.cleanup;
+  dir = await mkdtemp(path.join(tmpdir(), 'scraper-outage-'));
+  const dbUrl = new URL(db.url);
+  const redisUrl = new URL(TEST_REDIS_URL);
+  proxies.pg = tcpProxy({ host: dbUrl.hostname, port: Number(dbUrl.port || 5432) });
+  proxies.redis = tcpProxy({ host: redisUrl.hostname, port: Number(redisUrl.port || 6379) });
+  await pg().open();
+  await redis().open();
+  dbUrl.host = `127.0.0.1:${pg().port}`;
+  redisUrl.host = `127.0.0.1:${redis().port}`;
+  ctx = openContext(
+    loadConfig({
+      DATABASE_URL: dbUrl.toString(),
+      REDIS_URL: redisUrl.toString(),
+      QUEUE_PREFIX: q.prefix,
+      SCRAPER_DROP_DIR: dir,
+      SCRAPER_STABILITY_MS: String(STABILITY_MS),
+      SCRAPER_POLL_INTERVAL_MS: '50',
+      SCRAPER_RUN_QUIET_MS: String(QUIET_MS),
+      RETRY_BACKOFF_SCALE: '0.001',
+      LOG_LEVEL: 'silent',
+    }),
+    silentLogger(),
+  );
+  workers = therapistImportComponents(ctx);
+  for (const w of workers) await w.start();
+  watcher = scraperWatcherComponent(ctx);
+  await watcher.start();
+});
+
+afterAll(async () => {
+  await pg()?.open().catch(() => {});
+  await redis()?.open().catch(() => {});
+  await watcher?.stop(5_000);
+  for (const w of workers) await w.stop(5_000);
+  await ctx?.close();
+  await pg()?.close();
+  await redis()?.close();
+  await db?.drop();
+  await cleanupRedis?.();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+async function drop(rel: string, plz: string) {
+  const abs = path.join(dir, rel);
+  await mkdir(path.dirname(abs), { recursive: true });
+  await writeFile(abs, scraperFile([therapistLine({ id: `${plz}-1`, first: 'Anna', plz })]));
+}
+
+/** The file's tracking row once imported, and its run once closed with its one staff summary. */
+async function importedAndReported(rel: string) {
+  const file = await until(async () => {
+    const [f] = await db.sql`select id, run_id, status from fleet.therapist_import_files where path = ${rel}`;
+    return f?.status === 'imported' ? f : null;
+  });
+  const run = await until(async () => {
+    const [r] = await db.sql`select id, state, file_count from fleet.therapist_import_runs where id = ${file.run_id}`;
+    return r?.state === 'closed' ? r : null;
+  });
+  const summaries = await db.sql`select id from fleet.deliveries where idempotency_key = ${`therapist-import.run.${String(run.id)}`}`;
+  return { file, run, summaries };
+}
+
+describe('scraper watcher: PostgreSQL or Redis away', () => {
+  it('a file dropped while PostgreSQL is away is registered and imported once it is back, and its run closes with one summary', async () => {
+    await pg().close();
+    await drop('50001.json', '50001');
+    await sleep(STABILITY_MS * 4);
+    await pg().open();
+    const { run, summaries } = await importedAndReported('50001.json');
+    expect(run.file_count).toBe(1);
+    expect(summaries).toHaveLength(1);
+  });
+
+  it('a file dropped while Redis is away is enqueued once it is back (its row does not stay queued)', async () => {
+    await redis().close();
+    await drop('50002.json', '50002');
+    // Registered in PostgreSQL while Redis is away: its enqueue fails.
+    await until(async () => (await db.sql`select id from fleet.therapist_import_files where path = '50002.json'`)[0]);
+    await sleep(1_000);
+    await redis().open();
+    const { run, summaries } = await importedAndReported('50002.json');
+    expect(run.file_count).toBe(1);
+    expect(summaries).toHaveLength(1);
+  });
+
+  it('a run whose seal fails while PostgreSQL is away is sealed and closed once it is back', async () => {
+    await drop('50003.json', '50003');
+    const file = await until(async () => {
+      const [f] = await db.sql`select id, run_id, status from fleet.therapist_import_files where path = '50003.json'`;
+      return f?.status === 'imported' ? f : null;
+    });
+    await pg().close();
+    await sleep(QUIET_MS * 3); // the quiet time passes: the seal fails
+    await pg().open();
+    const run = await until(async () => {
+      const [r] = await db.sql`select id, state from fleet.therapist_import_runs where id = ${file.run_id}`;
+      return r?.state === 'closed' ? r : null;
+    });
+    expect(await db.sql`select id from fleet.deliveries where idempotency_key = ${`therapist-import.run.${String(run.id)}`}`).toHaveLength(1);
+    expect(watcher.currentRunId()).toBeNull();
+  });
+});
