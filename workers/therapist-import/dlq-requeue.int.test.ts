@@ -48,7 +48,7 @@ describe('operator requeue of a dead-lettered therapist file', () => {
         const { file } = await repo.registerFile(ctx.database.db, { runId, path: `${plz}.json`, postcode: plz, dateFolder: null, urgent: false, contentHash: hash, sizeBytes: content.length });
         // As after the last attempt failed (say, PostgreSQL was away): the row failed, a dead letter waits.
         await db.sql`update fleet.therapist_import_files set status = 'failed', reason = 'import failed after retries: connection refused' where id = ${file.id}`;
-        const jobId = therapistImportJobId(hash);
+        const jobId = therapistImportJobId(hash, file.id);
         await addDeadLetter(ctx.queues, {
           originalQueue: 'therapist-import',
           originalJobId: jobId,
