@@ -19,8 +19,23 @@ export interface JobHelpers {
   updateProgress(progress: number | object): Promise<void>;
 }
 
-/** A processor: the payload (already validated against the catalog) and a few helpers. */
-export type Handler<N extends JobName> = (payload: Payload<N>, helpers: JobHelpers) => Promise<unknown>;
+/**
+ * A processor: the payload (already validated against the catalog) and a few helpers.
+ * `abandoned`, when set, does the family's final failure bookkeeping for a job that failed
+ * outside the processor (its worker died while running it, more often than BullMQ allows), so
+ * that job's row ends as one out of retries does instead of waiting unseen.
+ */
+export type Handler<N extends JobName> = ((payload: Payload<N>, helpers: JobHelpers) => Promise<unknown>) & {
+  abandoned?: (payload: Payload<N>, reason: string, log: Logger) => Promise<void>;
+};
+
+/** A handler with its bookkeeping for a job that failed outside it (see `Handler`). */
+export function withAbandoned<N extends JobName>(
+  run: (payload: Payload<N>, helpers: JobHelpers) => Promise<unknown>,
+  abandoned: (payload: Payload<N>, reason: string, log: Logger) => Promise<void>,
+): Handler<N> {
+  return Object.assign(run, { abandoned });
+}
 export type Handlers = { [N in JobName]?: Handler<N> };
 
 export interface BindOptions {
@@ -125,6 +140,15 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
       await addDeadLetter(opts.queues, deadLetterFromJob(job, errorMessage(err), 'stalled', job.attemptsMade));
       opts.metrics.dead.inc({ queue });
       qlog.error({ jobId: job.id }, 'job failed outside its processor: moved to the dead-letter queue');
+      const name = job.name as JobName;
+      const abandoned = (handlers[name] as Handler<JobName> | undefined)?.abandoned;
+      const parsed = abandoned ? catalog[name]?.schema.safeParse(job.data) : undefined;
+      if (abandoned && parsed?.success) {
+        const log = qlog.child({ jobId: job.id });
+        await abandoned(parsed.data as Payload<JobName>, `its worker stopped before finishing it, more often than allowed (${errorMessage(err)})`, log).catch((e: unknown) =>
+          log.error({ err: e }, 'could not record the abandoned job for its family (the dead letter has it)'),
+        );
+      }
     })().catch((e: unknown) => qlog.error({ err: e, jobId: job.id }, 'could not dead-letter a failed job'));
   });
   return worker;

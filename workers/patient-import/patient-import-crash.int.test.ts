@@ -1,7 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { clusterSafePrefix } from '../../libs/queues/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { GcsStandIn } from '../../libs/testing/gcs-stand-in.js';
@@ -77,4 +79,39 @@ describe('patient import: crashes', () => {
     await second.exited;
   });
 
+  it('a worker that dies twice while importing a file: the row fails for staff (one email), not left waiting behind a dead letter', async () => {
+    const h = await harness();
+    const reg = plainRegistration({ token: '0dd0beef00000002' });
+    const name = objectNameFor(reg, PREFIX);
+    h.put(name, fileBytes(reg));
+    await h.poll();
+    const [row] = await database.sql`select id from fleet.patient_import_ledger where object_name = ${name}`;
+    // A worker that takes the job and dies with it (it never renews its lock), twice: BullMQ
+    // marks the job stalled too often, and the next worker to take it fails it without running it.
+    const dying = new Worker('patient-import', () => new Promise(() => {}), {
+      connection: h.ctx.workerRedis(),
+      prefix: clusterSafePrefix(h.ctx.config.queues.prefix),
+      concurrency: 2,
+      lockDuration: 300,
+      stalledInterval: 150,
+      skipLockRenewal: true,
+    });
+    cleanups.push(() => dying.close(true));
+    const queue = h.ctx.queues.queue('patient-import');
+    const jobId = `patient-import.ledger.${row!.id}`;
+    await until(async () => ((await queue.getJob(jobId))?.deferredFailure ? true : undefined), 20_000, 'job stalled more than allowed');
+    await h.startWorkers();
+
+    const failed = await until(async () => {
+      const [r] = await database.sql`select status, error_code, reason from fleet.patient_import_ledger where id = ${row!.id}`;
+      return r && r.status === 'failed' ? r : undefined;
+    }, 20_000, 'ledger row failed');
+    expect(failed.error_code).toBe('worker_died');
+    expect(failed.reason).toMatch(/worker stopped before finishing it/);
+    expect(await database.sql`select id from fleet.deliveries where idempotency_key like ${`patient-import.%.ledger.${row!.id}`}`).toHaveLength(1);
+    expect(await database.sql`select id from fleet.outbox where event_type = 'import.failed' and key = ${String(row!.id)}`).toHaveLength(1);
+    expect(await h.ctx.queues.queue('patient-import-dlq').getJob(jobId.replaceAll(':', '.'))).toBeDefined();
+    expect(standIn.getObject(BUCKET, name)).toBeDefined(); // not imported: the file stays in the bucket
+    expect(await database.sql`select id from patient_service.patienten where zahlungsreferenz = '0dd0beef'`).toHaveLength(0);
+  });
 });

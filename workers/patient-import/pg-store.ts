@@ -7,6 +7,7 @@ import {
   markImportReplaced,
   runImportTransaction,
   startImportAttempt,
+  readImportHead,
   updateLedgerRow,
   lockLedgerRow,
   type ImportLookup,
@@ -39,6 +40,7 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
       if (!r) throw new PermanentError('ledger_missing', `ledger ${id}: no such import record`);
       return r;
     },
+    readRow: (id) => readImportHead(db, id),
     async markBackedUp(id, info) {
       await markImportBackedUp(db, id, clock.now(), info);
     },

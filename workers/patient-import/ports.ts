@@ -65,6 +65,8 @@ export interface FailInput {
 export interface ImportStore {
   /** Counts one more job run on the row and returns it (PermanentError when there is no such row). */
   startAttempt(ledgerId: number): Promise<ImportRow>;
+  /** The row as it is, without counting a run (null: no such row). */
+  readRow(ledgerId: number): Promise<ImportRow | null>;
   /**
    * Downloaded (checksum verified) and backed up durably: one update with both timestamps.
    * (A file that validates passes the same record to `commit` as `backedUp` instead.)

@@ -21,6 +21,7 @@ function setup(doc: unknown, name = objectNameFor(doc as Record<string, unknown>
       row.attempts++;
       return { ...row };
     },
+    readRow: async () => ({ ...row }),
     markBackedUp: async (_id, info) => {
       row.status = 'backed_up';
       row.backupPath = info.backupPath;

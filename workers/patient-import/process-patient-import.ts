@@ -75,6 +75,18 @@ export async function processPatientImport(
 }
 
 /**
+ * A job BullMQ failed outside its processor (the worker running it died, more often than
+ * allowed): recorded for staff as one out of retries is, so the row does not wait unseen with
+ * only a dead letter. Nothing is downloaded (the file may be what kills the worker); the object
+ * stays in the bucket. A row already imported (the delete was left) or final is left alone.
+ */
+export async function recordAbandonedImport(ledgerId: number, reason: string, deps: ImportDeps): Promise<void> {
+  const row = await deps.store.readRow(ledgerId);
+  if (!row || FINAL.has(row.status) || row.status === 'failed' || row.status === 'imported' || row.status === 'duplicate') return;
+  await fail(row, new PermanentError('worker_died', `ledger ${ledgerId}: gave up after ${row.attempts} attempts: ${reason}`), null, deps);
+}
+
+/**
  * The bytes of the row's generation, checksum verified. When the bucket no longer has that
  * generation: the durable copy of a row backed up before (a retry), else `replacedBy` when a
  * newer upload of the same name took its place (not imported: the newer upload is a row of its

@@ -12,13 +12,13 @@ import {
 } from '../../libs/db/repositories/patient-import.js';
 import { PermanentError } from '../../libs/errors/index.js';
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
-import { catalog, describeZodError, jobIdFor, jobOptionsFor, type Handlers } from '../../libs/queues/index.js';
+import { catalog, describeZodError, jobIdFor, jobOptionsFor, withAbandoned, type Handlers } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { createBucket, type BucketPort } from '../../libs/storage/index.js';
 import { folderKeeper } from './file-keeper.js';
 import { pgImportStore } from './pg-store.js';
 import { pollBucket, type PollResult } from './process-bucket-poll.js';
-import { processPatientImport, type ImportResult } from './process-patient-import.js';
+import { processPatientImport, recordAbandonedImport, type ImportResult } from './process-patient-import.js';
 import type { ImportDeps, ImportRow, ImportSource } from './ports.js';
 
 export { rejectCodes } from './parse-registration.js';
@@ -67,8 +67,10 @@ export function patientImportHandlers(ctx: FleetContext, opts: PatientImportOpti
   const bucket = opts.bucket ?? createBucket(ctx.config.storage);
   const deps = importDeps(ctx, bucketSource(bucket), opts);
   return {
-    'patient-import': (payload, helpers) =>
-      processPatientImport(payload.ledgerId, { ...deps, log: helpers.log }, { finalAttempt: helpers.isFinalAttempt }),
+    'patient-import': withAbandoned<'patient-import'>(
+      (payload, helpers) => processPatientImport(payload.ledgerId, { ...deps, log: helpers.log }, { finalAttempt: helpers.isFinalAttempt }),
+      (payload, reason, log) => recordAbandonedImport(payload.ledgerId, reason, { ...deps, log }),
+    ),
   };
 }
 

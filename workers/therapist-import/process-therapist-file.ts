@@ -166,6 +166,19 @@ export async function processTherapistFile(
   }
 }
 
+/**
+ * A job BullMQ failed outside its processor (the worker running it died, more often than
+ * allowed): the file is recorded as failed, as one out of retries is, so its run still closes
+ * and staff hear of it. The file is not read (it may be what kills the worker).
+ */
+export async function recordAbandonedFile(fileId: number, reason: string, deps: TherapistImportDeps): Promise<void> {
+  const file = await deps.store.getFile(fileId);
+  if (!file || (file.status !== 'queued' && file.status !== 'importing')) return;
+  const why = `import abandoned: ${reason}`;
+  const failed = await finishWithoutImport(file, deps, { status: 'failed', code: 'worker_died', reason: why, fileErrors: [why] }, performance.now());
+  deps.metrics?.fileFinished(failed.status, failed.counts);
+}
+
 interface Prepared {
   parsed: ReturnType<typeof parseScraperFile>;
   disagreements: MetadataDisagreement[];

@@ -4,11 +4,12 @@ import type { Job } from 'bullmq';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
 import { PermanentError } from '../../libs/errors/index.js';
-import { catalog, describeZodError, jobOptionsFor, therapistImportJobId, type Handlers } from '../../libs/queues/index.js';
+import { catalog, describeZodError, jobOptionsFor, therapistImportJobId, withAbandoned, type Handlers } from '../../libs/queues/index.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import {
   closeRunIfDrained,
   processTherapistFile,
+  recordAbandonedFile,
   reportOf,
   sha256,
   type FileHint,
@@ -47,8 +48,10 @@ export function therapistImportDeps(ctx: FleetContext): TherapistImportDeps {
 export function therapistImportHandlers(ctx: FleetContext): Handlers {
   const deps = therapistImportDeps(ctx);
   return {
-    'therapist-import': (payload, helpers) =>
-      processTherapistFile(payload, { ...deps, log: helpers.log }, { isFinalAttempt: helpers.isFinalAttempt }),
+    'therapist-import': withAbandoned<'therapist-import'>(
+      (payload, helpers) => processTherapistFile(payload, { ...deps, log: helpers.log }, { isFinalAttempt: helpers.isFinalAttempt }),
+      (payload, reason, log) => recordAbandonedFile(payload.fileId, reason, { ...deps, log }),
+    ),
   };
 }
 

@@ -280,6 +280,12 @@ function toHead(r: Record<string, unknown>): ImportLedgerHead {
 
 const START_ATTEMPT = `update ${LEDGER} set attempts = attempts + 1, last_attempt_at = $2::timestamptz, updated_at = $2::timestamptz where id = $1 returning ${HEAD_COLUMNS}`;
 
+/** What a job needs of the row, without counting a run (null: no such row). */
+export async function readImportHead(db: Db, id: number): Promise<ImportLedgerHead | null> {
+  const [r] = await clientOf(db).unsafe(`select ${HEAD_COLUMNS} from ${LEDGER} where id = $1`, [id], { prepare: true });
+  return r ? toHead(r) : null;
+}
+
 /** Counts one more job run on the row and returns what the job needs (one statement). */
 export async function startImportAttempt(db: Db, id: number, at: Date): Promise<ImportLedgerHead | null> {
   const [r] = await clientOf(db).unsafe(START_ATTEMPT, [id, at.toISOString()], { prepare: true });
