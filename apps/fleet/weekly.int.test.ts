@@ -306,7 +306,21 @@ describe('weekly status emails', () => {
       signUnsubscribeToken(SECRET, p.id, 'some-other-purpose'),
       'garbage',
     ];
-    for (const t of forged) expect((await post(t)).status).toBe(404);
+    for (const t of forged) {
+      const res = await post(t);
+      expect(res.status).toBe(404);
+      // The page says how to reach staff instead (it asks the patient to write to us).
+      expect(await res.text()).toContain('href="mailto:info@curavani.com"');
+    }
+    // A link cut off before its token (a wrapped plain-text URL) gets the same German page.
+    for (const path of ['/unsubscribe/', '/unsubscribe']) {
+      const cut = await fetch(`${base}${path}`);
+      expect(cut.status).toBe(404);
+      const text = await cut.text();
+      expect(text).toContain('lang="de"');
+      expect(text).toContain('Dieser Link ist leider ungültig');
+      expect(text).toContain('mailto:info@curavani.com');
+    }
     const optedOut = async () =>
       (await ctx.database.db.select({ id: patienten.id, o: patienten.weeklyUpdateOptOut }).from(patienten)).filter((r) => r.o).map((r) => r.id);
     expect(await optedOut()).toEqual([]);

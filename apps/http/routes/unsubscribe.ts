@@ -25,11 +25,14 @@ button{font-size:16px;padding:10px 18px;border-radius:6px;border:1px solid #1f29
 <body><main>${String(body)}</main></body></html>`;
 }
 
-const invalidPage = germanPage(
-  'Link ungültig',
-  html`<h1>Dieser Link ist leider ungültig</h1>
-<p>Bitte verwenden Sie den Link aus Ihrer letzten E-Mail oder schreiben Sie uns, dann melden wir Sie gerne ab.</p>`,
-);
+/** A bad, cut-off or unknown link: say how to reach staff (the patient cannot unsubscribe here). */
+function invalidPage(contact: string): string {
+  return germanPage(
+    'Link ungültig',
+    html`<h1>Dieser Link ist leider ungültig</h1>
+<p>Bitte verwenden Sie den Link aus Ihrer letzten E-Mail von Curavani oder schreiben Sie uns an <a href="mailto:${contact}">${contact}</a>, dann melden wir Sie gerne ab.</p>`,
+  );
+}
 
 function noStore(res: Response): void {
   res.setHeader('Cache-Control', 'no-store');
@@ -40,17 +43,25 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
   const secret = ctx.config.weekly.unsubscribeSecret;
   const contact = ctx.config.weekly.contactEmail;
   const patientOf = (req: Request) => verifyUnsubscribeToken(secret, String(req.params.token ?? ''));
+  const invalid = invalidPage(contact);
+
+  // A link cut off before its token (a mail client wrapping the plain-text URL) gets the same
+  // German page as a bad token, not the app's English 404.
+  router.all('/', (_req, res) => {
+    noStore(res);
+    res.status(404).type('html').send(invalid);
+  });
 
   router.get('/:token', async (req, res, next) => {
     try {
       noStore(res);
       const patientId = patientOf(req);
       const state = patientId === null ? null : await weeklyOptOutState(ctx.database.db, patientId);
-      if (patientId === null || state === null) return void res.status(404).type('html').send(invalidPage);
+      if (patientId === null || state === null) return void res.status(404).type('html').send(invalid);
       if (state.optedOut) {
         return void res.status(200).type('html').send(
           germanPage('Abgemeldet', html`<h1>Sie sind bereits abgemeldet</h1><p>Sie erhalten keine wöchentlichen Zwischenstände mehr.</p>
-<p class="muted">Fragen? Schreiben Sie uns: ${contact}</p>`),
+<p class="muted">Fragen? Schreiben Sie uns: <a href="mailto:${contact}">${contact}</a></p>`),
         );
       }
       res.status(200).type('html').send(
@@ -73,15 +84,15 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
       const patientId = patientOf(req);
       if (patientId === null) {
         ctx.log.warn({ path: '/unsubscribe' }, 'unsubscribe with an invalid token refused');
-        return void res.status(404).type('html').send(invalidPage);
+        return void res.status(404).type('html').send(invalid);
       }
       const oneClick = (req.body as Record<string, unknown> | undefined)?.['List-Unsubscribe'] === 'One-Click';
       const r = await optOutOfWeeklyUpdates(ctx.database.db, patientId, { actor: `patient/${patientId}`, via: oneClick ? 'one-click' : 'unsubscribe-page' });
-      if (!r.found) return void res.status(404).type('html').send(invalidPage);
+      if (!r.found) return void res.status(404).type('html').send(invalid);
       ctx.log.info({ patientId, changed: r.changed, oneClick }, 'weekly status opt-out');
       res.status(200).type('html').send(
         germanPage('Abgemeldet', html`<h1>Sie wurden abgemeldet</h1><p>Sie erhalten keine wöchentlichen Zwischenstände mehr. Bereits geplante Nachrichten werden nicht mehr versendet.</p>
-<p class="muted">Fragen? Schreiben Sie uns: ${contact}</p>`),
+<p class="muted">Fragen? Schreiben Sie uns: <a href="mailto:${contact}">${contact}</a></p>`),
       );
     } catch (err) {
       next(err);
