@@ -49,11 +49,12 @@ describe('weekly status email template', () => {
   it('words the first email, no requests yet, and an acceptance kindly', () => {
     expect(renderWeeklyEmail(facts({ lastSent: null, requestsTotal: 1, requestsSince: 1 }), links).text).toContain('Seit Beginn Ihrer Platzsuche haben wir 1 Anfrage an Praxen gesendet.');
     const none = renderWeeklyEmail(facts({ lastSent: null, requestsTotal: 0, requestsSince: 0, answersTotal: 0 }), links).text;
+    expect(none).toContain('Bisher haben wir noch keine Anfragen an Praxen gesendet.');
     expect(none).toContain('Wir bereiten die ersten Anfragen für Sie vor');
     expect(none).toContain('Antworten haben wir bisher noch keine erhalten.');
     expect(renderWeeklyEmail(facts({ requestsSince: 0 }), links).text).toContain('keine neuen Anfragen');
     const stillNone = renderWeeklyEmail(facts({ requestsSince: 0, requestsTotal: 0, answersTotal: 0, answersSince: 0 }), links).text;
-    expect(stillNone).toContain('Seit unserer letzten Nachricht haben wir keine neuen Anfragen an Praxen gesendet.');
+    expect(stillNone).toContain('Bisher haben wir noch keine Anfragen an Praxen gesendet.');
     expect(stillNone).not.toContain('Insgesamt');
     expect(stillNone).toContain('Wir bereiten die ersten Anfragen für Sie vor');
     expect(renderWeeklyEmail(facts({ acceptances: 1 }), links).text).toContain('positive Rückmeldung');

@@ -43,7 +43,10 @@ interface MessageModel {
 function model(f: WeeklyFacts, links: WeeklyLinks, html: boolean): MessageModel {
   const first = f.lastSent === null;
   const facts = [
-    first
+    // Nothing sent yet at all: "noch keine" (it is coming), not a bare "keine", which reads as if we had not tried.
+    f.requestsTotal === 0
+      ? 'Bisher haben wir noch keine Anfragen an Praxen gesendet.'
+      : first
       ? `Seit Beginn Ihrer Platzsuche haben wir ${n(f.requestsSince, 'Anfrage', 'Anfragen')} an Praxen gesendet.`
       : `Seit unserer letzten Nachricht haben wir ${n(f.requestsSince, 'neue Anfrage', 'neue Anfragen', 'keine neuen Anfragen')} an Praxen gesendet.`,
     // "Insgesamt sind es bisher keine Anfragen" reads oddly: with none at all the line before says it.
