@@ -103,7 +103,7 @@ describe('therapist import run summary (staff email)', () => {
     expect(linked.text).not.toContain('fleet imports list');
     expect(linked.html).toContain('https://fleet.example/therapist-imports/runs/7');
     const plain = renderRunSummary(run(files), files);
-    expect(plain.text).toContain('Details: fleet imports list --kind therapist');
+    expect(plain.text).toContain('Details: fleet imports list --kind therapist --run 7');
     expect(plain.text).not.toContain('Bericht im Browser');
     expect(plain.text).toContain('Fehlgeschlagen:                      1 von 5 (20%)');
   });

@@ -67,8 +67,10 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
     if (f.failures.length > 5) parts.push(`… und ${f.failures.length - 5} weitere`);
     paragraphs.push(parts.join(' — '));
   }
+  // Without the dashboard, the CLI command that lists this run's files (all runs' newest 50 would hide them).
+  const cli = `fleet imports list --kind therapist --run ${run.id}${files.length > 50 ? ` --limit ${files.length}` : ''}`;
   if (problemFiles.length > MAX_LISTED) {
-    paragraphs.push(`… und ${problemFiles.length - MAX_LISTED} weitere Dateien mit Fehlern (${opts.runPageUrl ? 'siehe Bericht im Browser' : 'fleet imports list --kind therapist'}).`);
+    paragraphs.push(`… und ${problemFiles.length - MAX_LISTED} weitere Dateien mit Fehlern (${opts.runPageUrl ? 'siehe Bericht im Browser' : cli}).`);
   }
   for (const f of misfits.slice(0, MAX_LISTED)) {
     paragraphs.push(`Nicht übernommen: ${f.path} — Name oder Ordner passen nicht zu <plz>.json, JJJJMMTT/<plz>.json oder urgent/<plz>.json; bitte umbenennen oder verschieben, dann wird die Datei importiert.`);
@@ -95,7 +97,7 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
     );
   }
   if (allWell) paragraphs.push('Alle Dateien wurden ohne Fehler verarbeitet.');
-  paragraphs.push(opts.runPageUrl ? `Bericht im Browser (jede Datei mit allen Fehlern): ${opts.runPageUrl}` : 'Details: fleet imports list --kind therapist');
+  paragraphs.push(opts.runPageUrl ? `Bericht im Browser (jede Datei mit allen Fehlern): ${opts.runPageUrl}` : `Details: ${cli}`);
 
   return renderStaffEmail({
     subject,
