@@ -356,6 +356,21 @@ describe('http app with dashboard credentials', () => {
     expect(JSON.stringify(json)).not.toContain('Mustermann');
   });
 
+  it('/imports says when it shows only the newest 100 failed imports of a kind', async () => {
+    const sql = app.ctx.database.sql;
+    await sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, reason, error_code, attempts, failed_at)
+      select 'b', 'registrations/many_' || g || '.json', '1', 'gs://b/many', 'failed', 'patient_data.plz: expected 5 digits', 'validation_failed', 1, now()
+      from generate_series(1, 101) g`;
+    const text = await (await fetch(`${app.base}/imports`, { headers: { authorization: AUTH } })).text();
+    expect(text).toContain('Patient registration files <span class="muted">(newest 100 of more than 100)</span>');
+    expect(text).toContain('fleet imports list --status failed --limit 1000');
+    expect(text.match(/<tr><td class="id"><code>\d+<\/code><\/td>/g)).toHaveLength(100);
+    const json = (await (await fetch(`${app.base}/imports/api/failed`, { headers: { authorization: AUTH } })).json()) as { patientFiles: unknown[]; morePatientFiles: boolean };
+    expect(json.patientFiles).toHaveLength(100);
+    expect(json.morePatientFiles).toBe(true);
+    await sql`delete from fleet.patient_import_ledger where source_uri = 'gs://b/many'`;
+  });
+
   it('/therapist-imports shows runs, a run\'s files and a file\'s report with numbers that add up; unknown ids are 404', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'fleet-http-therapists-'));
     try {

@@ -6,14 +6,21 @@ import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
 const LIMIT = 100;
 
+const count = (shown: number, more: boolean) => (more ? `newest ${shown} of more than ${LIMIT}` : String(shown));
+
 async function failedImports({ ctx }: HttpRouteDeps) {
-  const [patients, therapists] = await Promise.all([
-    listLedger(ctx.database.db, { status: ['failed'], limit: LIMIT }),
-    listFiles(ctx.database.db, { status: ['failed', 'partial'], limit: LIMIT }),
+  // One row more than shown tells whether the list is cut off (the page must not pass 100 off as all).
+  const [patientRows, therapistRows] = await Promise.all([
+    listLedger(ctx.database.db, { status: ['failed'], limit: LIMIT + 1 }),
+    listFiles(ctx.database.db, { status: ['failed', 'partial'], limit: LIMIT + 1 }),
   ]);
+  const patients = patientRows.slice(0, LIMIT);
+  const therapists = therapistRows.slice(0, LIMIT);
   // Object names of registration files contain patient names: shown by id only
   // (`fleet imports show <id>` prints the rest to staff on the server).
   return {
+    morePatientFiles: patientRows.length > LIMIT,
+    moreTherapistFiles: therapistRows.length > LIMIT,
     patientFiles: patients.map((r) => ({
       id: r.id,
       status: r.status,
@@ -52,13 +59,15 @@ export const failedImportRoutes: HttpRouteModule = {
       const body = html`<h1>Failed imports</h1>
 <p class="muted">The newest ${LIMIT} of each kind. Details: <code>fleet imports show &lt;id&gt;</code> (patient) or
 <code>fleet imports show &lt;id&gt; --kind therapist</code> (or the record's link: its report on <a href="/therapist-imports">Therapist imports</a>). Jobs that failed for good are on <a href="/ops">Dead letters</a>.</p>
-<h2>Patient registration files <span class="muted">(${f.patientFiles.length})</span></h2>
+<h2>Patient registration files <span class="muted">(${count(f.patientFiles.length, f.morePatientFiles)})</span></h2>
+${f.morePatientFiles ? html`<p class="muted">More than ${LIMIT} failed: the newest ${LIMIT} are shown. All of them: <code>fleet imports list --status failed --limit 1000</code>.</p>` : ''}
 ${f.patientFiles.length
   ? html`<table><thead><tr><th>Record</th><th>Failed</th><th>Reason</th><th>Attempts</th></tr></thead><tbody>${f.patientFiles.map(
       (r) => html`<tr><td class="id"><code>${r.id}</code></td><td>${when(r.failedAt ? new Date(r.failedAt) : null)}</td><td class="reason">${r.reason ?? ''}${r.errorCode ? html`<div class="muted">code <code>${r.errorCode}</code></div>` : ''}</td><td>${r.attempts}</td></tr>`,
     )}</tbody></table>`
   : html`<p class="muted">none</p>`}
-<h2>Therapist scraper files <span class="muted">(${f.therapistFiles.length})</span></h2>
+<h2>Therapist scraper files <span class="muted">(${count(f.therapistFiles.length, f.moreTherapistFiles)})</span></h2>
+${f.moreTherapistFiles ? html`<p class="muted">More than ${LIMIT} failed or partial: the newest ${LIMIT} are shown. All of them: <code>fleet imports list --kind therapist --status failed,partial --limit 1000</code>.</p>` : ''}
 ${f.therapistFiles.length
   ? html`<table><thead><tr><th>Record</th><th>File</th><th>Status</th><th>Reason</th><th>Finished</th></tr></thead><tbody>${f.therapistFiles.map(
       (r) => html`<tr><td class="id"><a href="/therapist-imports/files/${r.id}"><code>${r.id}</code></a></td><td><code>${r.path}</code></td><td>${r.status}</td><td class="reason">${r.reason ?? ''}</td><td>${when(r.finishedAt ? new Date(r.finishedAt) : null)}</td></tr>`,
