@@ -334,6 +334,32 @@ describe('http app with dashboard credentials', () => {
     expect(audit.map((a) => a.target).sort()).toEqual(['weekly-status/weekly-status.patient.11.week.2026-W48', 'weekly-status/weekly-status.patient.12.week.2026-W48']);
   });
 
+  it('/ops, the JSON list and requeue-all count every dead letter, also past 1000 in one queue, and the page shows the oldest', async () => {
+    const N = 1003;
+    const base = Date.parse('2026-11-01T00:00:00Z');
+    for (let i = 0; i < N; i++) {
+      await addDeadLetter(app.ctx.queues, {
+        originalQueue: 'weekly-fanout', originalJobId: `weekly-fanout.many.${i}`, name: 'weekly-fanout', data: { isoWeek: '2026-W48' },
+        reason: 'redis went away', code: null, attemptsMade: 5, enqueuedAt: null, failedAt: new Date(base + i * 1000).toISOString(),
+      });
+    }
+    const page = await (await fetch(`${app.base}/ops`, { headers: { authorization: AUTH } })).text();
+    expect(page).toContain(`weekly-fanout <span class="muted">(${N})</span>`);
+    expect(page).toContain(`Requeue all ${N} of weekly-fanout`);
+    expect(page).toContain(`Showing the oldest 200 of ${N}`);
+    expect(page).toContain('<code>weekly-fanout.many.0</code>');
+    expect(page).toContain('<code>weekly-fanout.many.199</code>');
+    expect(page).not.toContain('<code>weekly-fanout.many.200</code>');
+    const listed = (await (await fetch(`${app.base}/ops/api/dead-letters?queue=weekly-fanout`, { headers: { authorization: AUTH } })).json()) as unknown[];
+    expect(listed).toHaveLength(N);
+    const res = await fetch(`${app.base}/ops/api/dead-letters/weekly-fanout/requeue-all`, {
+      method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ reason: 'redis is back' }),
+    });
+    expect(await res.json()).toEqual({ outcome: 'requeued', queue: 'weekly-fanout', count: N });
+    expect(await listDeadLetters(app.ctx.queues, { queue: 'weekly-fanout' })).toEqual([]);
+    await app.ctx.queues.queue('weekly-fanout').obliterate({ force: true });
+  }, 120_000);
+
   it('/imports lists failed imports with their reasons, never the object names of registration files', async () => {
     const sql = app.ctx.database.sql;
     await sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, reason, error_code, attempts, failed_at)

@@ -54,18 +54,42 @@ function toView(job: Job, dlqName: string): DeadLetterView | null {
   return { ...parsed.data, id: job.id!, deadLetterQueue: dlqName };
 }
 
+const DEAD_STATES = ['waiting', 'delayed', 'prioritized'] as const;
+const PAGE = 1000;
+
+/**
+ * Dead letters, oldest first: every one (paged through), or with `limit` the oldest `limit`
+ * of each queue. (A fixed page of 1000 used to be read newest first, so past 1000 the list,
+ * requeue --all and the page's counts silently left the rest out.)
+ */
 export async function listDeadLetters(queues: QueueSet, opts: { queue?: string; limit?: number } = {}) {
   const names = opts.queue ? [opts.queue] : queueNames();
   const out: DeadLetterView[] = [];
   for (const name of names) {
     const dlqName = deadLetterQueueName(name);
-    const jobs = await queues.queue(dlqName).getJobs(['waiting', 'delayed', 'prioritized'], 0, (opts.limit ?? 1000) - 1);
-    for (const job of jobs) {
-      const view = job && toView(job, dlqName);
-      if (view) out.push(view);
+    const dlq = queues.queue(dlqName);
+    const want = opts.limit ?? Infinity;
+    for (let start = 0; start < want; start += PAGE) {
+      const end = Math.min(start + PAGE, want) - 1;
+      const jobs = await dlq.getJobs([...DEAD_STATES], start, end, true);
+      for (const job of jobs) {
+        const view = job && toView(job, dlqName);
+        if (view) out.push(view);
+      }
+      if (jobs.length < end - start + 1) break;
     }
   }
   return out.sort((a, b) => a.failedAt.localeCompare(b.failedAt));
+}
+
+/** How many dead letters wait in each queue's dead-letter queue (no entries read). */
+export async function countDeadLetters(queues: QueueSet, queue?: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const name of queue ? [queue] : queueNames()) {
+    const c = await queues.queue(deadLetterQueueName(name)).getJobCounts(...DEAD_STATES);
+    out[name] = DEAD_STATES.reduce((sum, s) => sum + (c[s] ?? 0), 0);
+  }
+  return out;
 }
 
 export class DeadLetterNotFound extends Error {

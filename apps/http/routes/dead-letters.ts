@@ -1,7 +1,7 @@
 import express, { Router, type Request, type Response } from 'express';
 import { listAudit } from '../../../libs/db/repositories/audit.js';
 import { discardOne, requeueAll, requeueOne } from '../../../libs/ops/dead-letters.js';
-import { DeadLetterNotFound, listDeadLetters, queueNames, type DeadLetterView } from '../../../libs/queues/index.js';
+import { countDeadLetters, DeadLetterNotFound, listDeadLetters, queueNames, type DeadLetterView } from '../../../libs/queues/index.js';
 import { operatorOf } from '../auth.js';
 import { html, page } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
@@ -45,21 +45,28 @@ function deadLetterRow(e: DeadLetterView) {
 
 async function overviewPage(deps: HttpRouteDeps, req: Request): Promise<string> {
   const queue = checkQueue(typeof req.query.queue === 'string' ? req.query.queue : undefined);
-  const entries = await listDeadLetters(deps.ctx.queues, queue ? { queue } : {});
+  // Counts from the dead-letter queues, rows only as many as the page shows (the oldest).
+  const counts = await countDeadLetters(deps.ctx.queues, queue);
+  const byQueue = await Promise.all(
+    (queue ? [queue] : queueNames()).map(async (q) => ({
+      queue: q,
+      total: counts[q] ?? 0,
+      entries: counts[q] ? await listDeadLetters(deps.ctx.queues, { queue: q, limit: ROWS_PER_QUEUE }) : [],
+    })),
+  );
   const audit = await listAudit(deps.ctx.database.db, 20);
   const done = typeof req.query.done === 'string' ? req.query.done : undefined;
-  const byQueue = (queue ? [queue] : queueNames()).map((q) => ({ queue: q, entries: entries.filter((e) => e.originalQueue === q) }));
   const body = html`<h1>Dead letters</h1>
 ${done ? html`<div class="notice">${done}</div>` : ''}
 <p class="muted">Jobs that failed for good (permanent error or attempts used up). Requeue puts a job back on its queue
 with fresh attempts under its original id; discard removes it for good. Both are written to the audit table with your
 reason. Same as <code>fleet dlq requeue|discard &lt;id&gt; --reason "..."</code>.</p>
 ${byQueue.map(
-  (g) => html`<h2 id="${g.queue}">${g.queue} <span class="muted">(${g.entries.length})</span></h2>
-${g.entries.length
-  ? html`<form class="inline" method="post" action="/ops/dead-letters/${encodeURIComponent(g.queue)}/requeue-all"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit">Requeue all ${g.entries.length} of ${g.queue}</button></form>
-<table><thead><tr><th>Id / job</th><th>Failed</th><th>Reason</th><th>Payload</th><th>Action</th></tr></thead><tbody>${g.entries.slice(0, ROWS_PER_QUEUE).map(deadLetterRow)}</tbody></table>
-${g.entries.length > ROWS_PER_QUEUE ? html`<p class="muted">Showing the oldest ${ROWS_PER_QUEUE} of ${g.entries.length}; all of them: <a href="/ops/api/dead-letters?queue=${g.queue}">JSON</a> or <code>fleet dlq list --queue ${g.queue}</code>.</p>` : ''}`
+  (g) => html`<h2 id="${g.queue}">${g.queue} <span class="muted">(${g.total})</span></h2>
+${g.total
+  ? html`<form class="inline" method="post" action="/ops/dead-letters/${encodeURIComponent(g.queue)}/requeue-all"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit">Requeue all ${g.total} of ${g.queue}</button></form>
+<table><thead><tr><th>Id / job</th><th>Failed</th><th>Reason</th><th>Payload</th><th>Action</th></tr></thead><tbody>${g.entries.map(deadLetterRow)}</tbody></table>
+${g.total > g.entries.length ? html`<p class="muted">Showing the oldest ${g.entries.length} of ${g.total}; all of them: <a href="/ops/api/dead-letters?queue=${g.queue}">JSON</a> or <code>fleet dlq list --queue ${g.queue}</code>.</p>` : ''}`
   : html`<p class="muted">none</p>`}`,
 )}
 <h2>Recent operator actions</h2>
