@@ -44,7 +44,7 @@ th{background:#eef2f7;font-weight:600}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px}
 pre{background:#fff;border:1px solid #e4e7eb;padding:10px;overflow:auto}
 .id code{white-space:nowrap}
-.reason{color:#b42318;max-width:420px;word-break:break-word}
+.reason{color:#b42318;max-width:420px;min-width:220px;word-break:break-word}
 .muted{color:#616e7c;font-size:13px}
 form.inline{display:flex;gap:6px;align-items:center;margin:0 0 6px}
 input[type=text]{padding:4px 6px;border:1px solid #cbd2d9;border-radius:4px;min-width:180px}

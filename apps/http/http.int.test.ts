@@ -465,6 +465,12 @@ describe('http app with dashboard credentials', () => {
     const text = await (await fetch(`${app.base}/ops`, { headers: { authorization: AUTH } })).text();
     expect(text).not.toContain('<script>alert(1)</script>');
     expect(text).toContain('&lt;script&gt;alert(1)&lt;/script&gt;');
+    // On a phone (390 px) the table scrolls inside its box instead of widening the page and
+    // squeezing the reason to one word per line.
+    expect(text).toContain('<div class="scroll"><table>');
+    await app.ctx.database.sql`insert into fleet.therapist_import_files (path, status, reason) values ('20260102/52074.json', 'failed', 'not JSON')`;
+    const imports = await (await fetch(`${app.base}/imports`, { headers: { authorization: AUTH } })).text();
+    expect(imports).toContain('<div class="scroll"><table>');
   });
 
   it('state-changing Bull Board calls are audited', async () => {

@@ -65,15 +65,15 @@ ${byQueue.map(
   (g) => html`<h2 id="${g.queue}">${g.queue} <span class="muted">(${g.total})</span></h2>
 ${g.total
   ? html`<form class="inline" method="post" action="/ops/dead-letters/${encodeURIComponent(g.queue)}/requeue-all"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit">Requeue all ${g.total} of ${g.queue}</button></form>
-<table><thead><tr><th>Id / job</th><th>Failed</th><th>Reason</th><th>Payload</th><th>Action</th></tr></thead><tbody>${g.entries.map(deadLetterRow)}</tbody></table>
+<div class="scroll"><table><thead><tr><th>Id / job</th><th>Failed</th><th>Reason</th><th>Payload</th><th>Action</th></tr></thead><tbody>${g.entries.map(deadLetterRow)}</tbody></table></div>
 ${g.total > g.entries.length ? html`<p class="muted">Showing the oldest ${g.entries.length} of ${g.total}; all of them: <a href="/ops/api/dead-letters?queue=${g.queue}">JSON</a> or <code>fleet dlq list --queue ${g.queue}</code>.</p>` : ''}`
   : html`<p class="muted">none</p>`}`,
 )}
 <h2>Recent operator actions</h2>
 ${audit.length
-  ? html`<table><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Reason</th></tr></thead><tbody>${audit.map(
+  ? html`<div class="scroll"><table><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Reason</th></tr></thead><tbody>${audit.map(
       (a) => html`<tr><td>${a.createdAt.toISOString().replace('T', ' ').slice(0, 19)} UTC</td><td>${a.actor}</td><td>${a.action}</td><td><code>${a.target}</code></td><td>${a.reason ?? ''}</td></tr>`,
-    )}</tbody></table>`
+    )}</tbody></table></div>`
   : html`<p class="muted">none yet</p>`}`;
   return page('Dead letters · Curavani Fleet', body, { nav: true });
 }

@@ -62,16 +62,16 @@ export const failedImportRoutes: HttpRouteModule = {
 <h2>Patient registration files <span class="muted">(${count(f.patientFiles.length, f.morePatientFiles)})</span></h2>
 ${f.morePatientFiles ? html`<p class="muted">More than ${LIMIT} failed: the newest ${LIMIT} are shown. All of them: <code>fleet imports list --status failed --limit 1000</code>.</p>` : ''}
 ${f.patientFiles.length
-  ? html`<table><thead><tr><th>Record</th><th>Failed</th><th>Reason</th><th>Attempts</th></tr></thead><tbody>${f.patientFiles.map(
+  ? html`<div class="scroll"><table><thead><tr><th>Record</th><th>Failed</th><th>Reason</th><th>Attempts</th></tr></thead><tbody>${f.patientFiles.map(
       (r) => html`<tr><td class="id"><code>${r.id}</code></td><td>${when(r.failedAt ? new Date(r.failedAt) : null)}</td><td class="reason">${r.reason ?? ''}${r.errorCode ? html`<div class="muted">code <code>${r.errorCode}</code></div>` : ''}</td><td>${r.attempts}</td></tr>`,
-    )}</tbody></table>`
+    )}</tbody></table></div>`
   : html`<p class="muted">none</p>`}
 <h2>Therapist scraper files <span class="muted">(${count(f.therapistFiles.length, f.moreTherapistFiles)})</span></h2>
 ${f.moreTherapistFiles ? html`<p class="muted">More than ${LIMIT} failed or partial: the newest ${LIMIT} are shown. All of them: <code>fleet imports list --kind therapist --status failed,partial --limit 1000</code>.</p>` : ''}
 ${f.therapistFiles.length
-  ? html`<table><thead><tr><th>Record</th><th>File</th><th>Status</th><th>Reason</th><th>Finished</th></tr></thead><tbody>${f.therapistFiles.map(
+  ? html`<div class="scroll"><table><thead><tr><th>Record</th><th>File</th><th>Status</th><th>Reason</th><th>Finished</th></tr></thead><tbody>${f.therapistFiles.map(
       (r) => html`<tr><td class="id"><a href="/therapist-imports/files/${r.id}"><code>${r.id}</code></a></td><td><code>${r.path}</code></td><td>${r.status}</td><td class="reason">${r.reason ?? ''}</td><td>${when(r.finishedAt ? new Date(r.finishedAt) : null)}</td></tr>`,
-    )}</tbody></table>`
+    )}</tbody></table></div>`
   : html`<p class="muted">none</p>`}`;
       res.type('html').send(page('Failed imports · Curavani Fleet', body, { nav: true }));
     });
