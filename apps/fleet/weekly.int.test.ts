@@ -345,6 +345,22 @@ describe('weekly status emails', () => {
     expect(audit[0]).toMatchObject({ actor: `patient/${p.id}`, target: `patient/${p.id}`, details: { via: 'one-click' } });
     expect((await fetch(`${base}/unsubscribe/${real}`).then((r) => r.text()))).toContain('bereits abgemeldet');
   });
+
+  it('unsubscribe: a one-click POST as multipart/form-data (RFC 8058\'s own example) is audited as one-click, the page\'s button as the page', async () => {
+    const mail = await patient();
+    const page = await patient();
+    const http = httpComponent(ctx) as HttpComponent;
+    await start(http);
+    const base = `http://127.0.0.1:${http.address()!.port}`;
+    const form = new FormData();
+    form.set('List-Unsubscribe', 'One-Click');
+    expect((await fetch(`${base}/unsubscribe/${signUnsubscribeToken(SECRET, mail.id)}`, { method: 'POST', body: form })).status).toBe(200);
+    const button = await fetch(`${base}/unsubscribe/${signUnsubscribeToken(SECRET, page.id)}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '' });
+    expect(button.status).toBe(200);
+    const audit = (await listAudit(ctx.database.db)).filter((a) => a.action === 'weekly.opt-out');
+    expect(audit.find((a) => a.target === `patient/${mail.id}`)?.details).toEqual({ via: 'one-click' });
+    expect(audit.find((a) => a.target === `patient/${page.id}`)?.details).toEqual({ via: 'unsubscribe-page' });
+  });
 });
 
 describe('weekly schedule', () => {

@@ -34,6 +34,12 @@ function invalidPage(contact: string): string {
   );
 }
 
+/** `List-Unsubscribe=One-Click` as a urlencoded form (parsed) or a multipart one (raw text). */
+function isOneClick(body: unknown): boolean {
+  if (typeof body === 'string') return /name="?List-Unsubscribe"?[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*\r?\nOne-Click\r?\n/i.test(body);
+  return (body as Record<string, unknown> | undefined)?.['List-Unsubscribe'] === 'One-Click';
+}
+
 function noStore(res: Response): void {
   res.setHeader('Cache-Control', 'no-store');
 }
@@ -78,7 +84,9 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
     }
   });
 
-  router.post('/:token', express.urlencoded({ extended: false, limit: '2kb' }), async (req, res, next) => {
+  // RFC 8058 allows the one-click body as a form (its own example is multipart/form-data).
+  const forms = [express.urlencoded({ extended: false, limit: '2kb' }), express.text({ type: 'multipart/form-data', limit: '16kb' })];
+  router.post('/:token', ...forms, async (req, res, next) => {
     try {
       noStore(res);
       const patientId = patientOf(req);
@@ -86,7 +94,7 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
         ctx.log.warn({ path: '/unsubscribe' }, 'unsubscribe with an invalid token refused');
         return void res.status(404).type('html').send(invalid);
       }
-      const oneClick = (req.body as Record<string, unknown> | undefined)?.['List-Unsubscribe'] === 'One-Click';
+      const oneClick = isOneClick(req.body);
       const r = await optOutOfWeeklyUpdates(ctx.database.db, patientId, { actor: `patient/${patientId}`, via: oneClick ? 'one-click' : 'unsubscribe-page' });
       if (!r.found) return void res.status(404).type('html').send(invalid);
       ctx.log.info({ patientId, changed: r.changed, oneClick }, 'weekly status opt-out');
