@@ -450,6 +450,22 @@ describe('http app with dashboard credentials', () => {
     }
   });
 
+  it('/therapist-imports/runs/<id>?status=failed finds failed files beyond the newest 1000 of a run of thousands', async () => {
+    const sql = app.ctx.database.sql;
+    const [run] = await sql<Array<{ id: number }>>`insert into fleet.therapist_import_runs (trigger, state) values ('watcher', 'sealed') returning id`;
+    // The failed file was picked up first (lowest id), then 1002 that went well.
+    await sql`insert into fleet.therapist_import_files (run_id, path, status, reason, content_hash) values (${run!.id}, '20261130/01067.json', 'failed', 'not JSON', 'many-failed')`;
+    await sql`insert into fleet.therapist_import_files (run_id, path, status, content_hash)
+      select ${run!.id}, '20261130/' || (10000 + g) || '.json', 'imported', 'many-' || g from generate_series(1, 1002) g`;
+    const text = await (await fetch(`${app.base}/therapist-imports/runs/${run!.id}?status=failed`, { headers: { authorization: AUTH } })).text();
+    expect(text).toContain('20261130/01067.json');
+    expect(text).toContain('Files <span class="muted">(1 of 1,003)</span>');
+    expect(text).toContain('<strong>failed</strong> (1)');
+    const all = await (await fetch(`${app.base}/therapist-imports/runs/${run!.id}`, { headers: { authorization: AUTH } })).text();
+    expect(all).toContain('Files <span class="muted">(1,003, the newest 1,000 shown)</span>');
+    expect(all).toContain('imported</a> (1,002)');
+  });
+
   it('/ops escapes what it shows', async () => {
     await app.ctx.queues.queue('bucket-poll-dlq').add('bucket-poll', {
       originalQueue: 'bucket-poll',

@@ -1,5 +1,5 @@
 import { Router, type Request, type Response } from 'express';
-import type { TherapistImportCounts } from '../../../libs/db/schema/fleet-therapist-import.js';
+import type { TherapistImportCounts, TherapistImportFileStatus } from '../../../libs/db/schema/fleet-therapist-import.js';
 import { COUNT_LABELS, formatShare, isOutcomeCount, outcomeKeys, reportOf, therapistImportRepo as repo } from '../../../workers/therapist-import/worker.js';
 import { html, page, utcTime, type SafeHtml } from '../html.js';
 import type { HttpRouteModule } from './types.js';
@@ -94,13 +94,14 @@ ${runs.length
     router.get('/runs/:id', async (req, res) => {
       const run = await runOf(req);
       if (!run) return notFound(res, `There is no therapist import run ${req.params.id}.`);
-      const all = await repo.listFiles(db, { runId: run.id, limit: FILE_LIMIT });
       const statuses = Object.entries(run.fileStatusCounts).filter(([, n]) => n);
-      // ?status=failed,partial: only those files (the ones staff look at in a run of hundreds).
+      // ?status=failed,partial: only those files (the ones staff look at in a run of hundreds),
+      // filtered in the query: a run of thousands of postcode files has failed ones beyond the newest FILE_LIMIT.
       const wanted = typeof req.query.status === 'string' && req.query.status ? new Set(req.query.status.split(',')) : null;
-      const files = wanted ? all.filter((f) => wanted.has(f.status)) : all;
-      const perStatus = new Map<string, number>();
-      for (const f of all) perStatus.set(f.status, (perStatus.get(f.status) ?? 0) + 1);
+      const files = await repo.listFiles(db, { runId: run.id, limit: FILE_LIMIT, ...(wanted ? { status: [...wanted] as TherapistImportFileStatus[] } : {}) });
+      const perStatus = new Map(Object.entries(await repo.countRunFilesByStatus(db, run.id)));
+      const allCount = [...perStatus.values()].reduce((a, b) => a + b, 0);
+      const matching = wanted ? [...wanted].reduce((a, st) => a + (perStatus.get(st) ?? 0), 0) : allCount;
       const filterLinks = html`<p class="muted">Show: ${wanted ? html`<a href="/therapist-imports/runs/${run.id}">all</a>` : html`<strong>all</strong>`}${[...perStatus].sort().map(
         ([st, n]) => html` · ${wanted?.size === 1 && wanted.has(st) ? html`<strong>${st}</strong>` : html`<a href="/therapist-imports/runs/${run.id}?status=${st}">${st}</a>`} (${num(n)})`,
       )}</p>`;
@@ -109,7 +110,7 @@ ${runs.length
 <p>Started ${when(run.startedAt)}, ${run.closedAt ? html`closed ${when(run.closedAt)}` : run.sealedAt ? html`takes no more files since ${when(run.sealedAt)}; closes when its last file is done` : 'still taking files (it closes once no new file has come for SCRAPER_RUN_QUIET_MS and its files are done)'}.
 ${plural(run.fileCount, 'file', 'files')}${statuses.length ? html` (${statuses.map(([s, n], i) => html`${i ? ', ' : ''}${num(n)} ${s}`)})` : ''}.${run.summaryDeliveryId ? html` Staff summary email: delivery <code>${run.summaryDeliveryId}</code>.` : ''}</p>
 ${run.counts ? countsTable(run.counts, "therapists in the run's files") : html`<p class="muted">Totals appear when the run closes.</p>`}
-<h2>Files <span class="muted">(${wanted ? `${files.length} of ${all.length}` : files.length}${all.length === FILE_LIMIT ? ', the newest shown' : ''})</span></h2>
+<h2>Files <span class="muted">(${wanted ? `${num(matching)} of ${num(allCount)}` : num(allCount)}${matching > files.length ? `, the newest ${num(files.length)} shown` : ''})</span></h2>
 ${filterLinks}
 ${files.length
   ? wide(html`<table><thead><tr><th>Record</th><th>File</th><th>Status</th>${countHeads}<th class="note">Note</th><th class="num">ms</th></tr></thead><tbody>${files.map(

@@ -260,6 +260,16 @@ export async function listFiles(db: DbOrTx, filter: FileListFilter = {}): Promis
     .limit(filter.limit ?? 50);
 }
 
+/** Files of a run per status (open runs too: the closed run's stored counts are set only at the close). */
+export async function countRunFilesByStatus(db: DbOrTx, runId: number): Promise<Record<string, number>> {
+  const rows = await db
+    .select({ status: therapistImportFiles.status, n: sql<number>`count(*)::int` })
+    .from(therapistImportFiles)
+    .where(eq(therapistImportFiles.runId, runId))
+    .groupBy(therapistImportFiles.status);
+  return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+}
+
 // ---------------------------------------------------------------- therapists
 // The import's reads and writes of `therapist_service.therapeuten` are in
 // therapist-import-session.ts (one pipelined transaction per file).
