@@ -34,10 +34,18 @@ function invalidPage(contact: string): string {
   );
 }
 
-/** `List-Unsubscribe=One-Click` as a urlencoded form (parsed) or a multipart one (raw text). */
-function isOneClick(body: unknown): boolean {
-  if (typeof body === 'string') return /name="?List-Unsubscribe"?[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*\r?\nOne-Click\r?\n/i.test(body);
-  return (body as Record<string, unknown> | undefined)?.['List-Unsubscribe'] === 'One-Click';
+/**
+ * `List-Unsubscribe=One-Click` as a urlencoded form (parsed by express) or a multipart one
+ * (raw bytes, parsed by the platform's own form-data parser).
+ */
+async function isOneClick(req: Request): Promise<boolean> {
+  if (Buffer.isBuffer(req.body)) {
+    const form = await new globalThis.Request('http://localhost/', { method: 'POST', headers: { 'content-type': req.get('content-type') ?? '' }, body: req.body })
+      .formData()
+      .catch(() => null);
+    return form?.get('List-Unsubscribe') === 'One-Click';
+  }
+  return (req.body as Record<string, unknown> | undefined)?.['List-Unsubscribe'] === 'One-Click';
 }
 
 function noStore(res: Response): void {
@@ -85,7 +93,7 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
   });
 
   // RFC 8058 allows the one-click body as a form (its own example is multipart/form-data).
-  const forms = [express.urlencoded({ extended: false, limit: '2kb' }), express.text({ type: 'multipart/form-data', limit: '16kb' })];
+  const forms = [express.urlencoded({ extended: false, limit: '2kb' }), express.raw({ type: 'multipart/form-data', limit: '16kb' })];
   router.post('/:token', ...forms, async (req, res, next) => {
     try {
       noStore(res);
@@ -94,7 +102,7 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
         ctx.log.warn({ path: '/unsubscribe' }, 'unsubscribe with an invalid token refused');
         return void res.status(404).type('html').send(invalid);
       }
-      const oneClick = isOneClick(req.body);
+      const oneClick = await isOneClick(req);
       const r = await optOutOfWeeklyUpdates(ctx.database.db, patientId, { actor: `patient/${patientId}`, via: oneClick ? 'one-click' : 'unsubscribe-page' });
       if (!r.found) return void res.status(404).type('html').send(invalid);
       ctx.log.info({ patientId, changed: r.changed, oneClick }, 'weekly status opt-out');
