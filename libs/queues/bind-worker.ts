@@ -1,9 +1,9 @@
-import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { UnrecoverableError, Worker, type Job, type MinimalJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { errorMessage, isPermanent, withoutQueryData } from '../errors/index.js';
 import type { Logger } from '../log/index.js';
 import type { Metrics } from '../metrics/index.js';
-import { catalog, deadLetterQueueName, jobNames, type JobName, type Payload } from './catalog.js';
+import { CAPPED_BACKOFF, catalog, deadLetterQueueName, jobNames, retryDelayMs, type JobName, type Payload } from './catalog.js';
 import { clusterSafePrefix } from './connection.js';
 import { addDeadLetter, deadLetterFromJob } from './dead-letter.js';
 import { describeZodError, type QueueSet } from './queue-set.js';
@@ -58,6 +58,20 @@ export function missingHandlers(handlers: Handlers): { missing: JobName[]; unkno
   const missing = jobNames.filter((n) => typeof handlers[n] !== 'function');
   const unknown = Object.keys(handlers).filter((n) => !(jobNames as string[]).includes(n));
   return { missing, unknown };
+}
+
+/**
+ * BullMQ's backoff for the catalog's capped type: the job's (scaled) first delay doubled per
+ * retry up to the family's `maxDoublings`, less a random share (`jitter`) as BullMQ's own
+ * exponential backoff does. Any other type is BullMQ's; an unknown family retries at once.
+ */
+export function cappedBackoff(attemptsMade: number, type: string | undefined, _err: Error | undefined, job: MinimalJob | undefined): number {
+  const opts = job?.opts.backoff;
+  const def = job ? catalog[job.name as JobName] : undefined;
+  if (type !== CAPPED_BACKOFF || !def || typeof opts !== 'object') return 0;
+  const full = retryDelayMs({ backoffMs: opts.delay ?? def.retry.backoffMs, maxDoublings: def.retry.maxDoublings }, attemptsMade);
+  const jitter = opts.jitter ?? 0;
+  return Math.floor(full * (1 - jitter) + Math.random() * full * jitter);
 }
 
 function isFinal(job: Job, err: unknown): boolean {
@@ -126,6 +140,7 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
     concurrency,
     ...(opts.lockDurationMs ? { lockDuration: opts.lockDurationMs } : {}),
     ...(opts.stalledIntervalMs ? { stalledInterval: opts.stalledIntervalMs } : {}),
+    settings: { backoffStrategy: cappedBackoff },
   });
   worker.on('error', (err) => qlog.error({ err }, 'worker error'));
   // A job can also fail outside the processor (it stalled too often because its worker

@@ -12,6 +12,12 @@ export interface RetryPolicy {
   attempts: number;
   /** First retry delay; each further retry doubles it, with jitter. */
   backoffMs: number;
+  /**
+   * Stop doubling after this many doublings (the delay then stays at backoffMs * 2^n): many
+   * attempts that together outlast a database or Redis outage of half an hour, without the last
+   * waits growing to hours. Absent: every retry doubles.
+   */
+  maxDoublings?: number;
   /** Share of each delay that is random (0..1), so retries of many jobs spread out. */
   jitter: number;
 }
@@ -41,6 +47,22 @@ export const defaultRetention: Retention = {
   failed: { ageSeconds: 30 * DAY, count: 50_000 },
 };
 
+/** The BullMQ backoff type of a policy with `maxDoublings` (bindQueueWorker computes it). */
+export const CAPPED_BACKOFF = 'capped-exponential';
+
+/** Delay before retry `retry` (1 for the first) of a policy, without jitter, in ms. */
+export function retryDelayMs(policy: Pick<RetryPolicy, 'backoffMs' | 'maxDoublings'>, retry: number, scale = 1): number {
+  const doublings = Math.min(retry - 1, policy.maxDoublings ?? Number.POSITIVE_INFINITY);
+  return Math.max(1, Math.round(policy.backoffMs * scale)) * 2 ** doublings;
+}
+
+/** How long a policy keeps retrying before the job fails for good (sum of its delays without jitter), in ms. */
+export function retryHorizonMs(policy: RetryPolicy, scale = 1): number {
+  let total = 0;
+  for (let r = 1; r < policy.attempts; r++) total += retryDelayMs(policy, r, scale);
+  return total;
+}
+
 function defineJob<S extends z.ZodType>(def: JobDefinition<S>): JobDefinition<S> {
   return def;
 }
@@ -52,7 +74,7 @@ export const catalog = {
     queue: 'email',
     description: 'Send one email delivery (and up to 99 other pending ones in the same batch request)',
     schema: z.object({ deliveryId: z.uuid() }).strict(),
-    retry: { attempts: 10, backoffMs: 5_000, jitter: 0.5 },
+    retry: { attempts: 18, backoffMs: 5_000, maxDoublings: 6, jitter: 0.5 },
     retention: defaultRetention,
     key: (p) => `delivery.${p.deliveryId}`,
     // Most jobs find their delivery already sent by another job's batch and finish at once;
@@ -72,7 +94,7 @@ export const catalog = {
     queue: 'patient-import',
     description: 'Import one patient registration file (by ledger id)',
     schema: z.object({ ledgerId: id }).strict(),
-    retry: { attempts: 8, backoffMs: 2_000, jitter: 0.5 },
+    retry: { attempts: 22, backoffMs: 2_000, maxDoublings: 7, jitter: 0.5 },
     retention: defaultRetention,
     key: (p) => `ledger.${p.ledgerId}`,
   }),
@@ -95,7 +117,7 @@ export const catalog = {
           .optional(),
       })
       .strict(),
-    retry: { attempts: 5, backoffMs: 5_000, jitter: 0.5 },
+    retry: { attempts: 18, backoffMs: 5_000, maxDoublings: 6, jitter: 0.5 },
     retention: defaultRetention,
     // Producers pass jobId: therapistImportJobId(contentHash, fileId); this key is the fallback
     // when only the id is at hand.
@@ -108,7 +130,7 @@ export const catalog = {
     queue: 'weekly-fanout',
     description: 'Produced by the weekly job scheduler: enqueue the fan-out of the ISO week now due (never a past week)',
     schema: z.object({}).strict(),
-    retry: { attempts: 5, backoffMs: 30_000, jitter: 0.5 },
+    retry: { attempts: 19, backoffMs: 30_000, maxDoublings: 3, jitter: 0.5 },
     retention: { completed: { ageSeconds: 90 * DAY, count: 100 }, failed: { ageSeconds: 90 * DAY, count: 100 } },
     key: null,
     concurrency: 1,
@@ -117,7 +139,7 @@ export const catalog = {
     queue: 'weekly-fanout',
     description: 'Select the patients due a weekly status email and enqueue one job each',
     schema: z.object({ isoWeek: z.string().regex(/^\d{4}-W\d{2}$/) }).strict(),
-    retry: { attempts: 5, backoffMs: 30_000, jitter: 0.5 },
+    retry: { attempts: 19, backoffMs: 30_000, maxDoublings: 3, jitter: 0.5 },
     retention: defaultRetention,
     key: (p) => `week.${p.isoWeek}`,
     concurrency: 1,
@@ -126,7 +148,7 @@ export const catalog = {
     queue: 'weekly-status',
     description: 'Compose one patient weekly status email for one ISO week',
     schema: z.object({ patientId: id, isoWeek: z.string().regex(/^\d{4}-W\d{2}$/) }).strict(),
-    retry: { attempts: 8, backoffMs: 5_000, jitter: 0.5 },
+    retry: { attempts: 18, backoffMs: 5_000, maxDoublings: 6, jitter: 0.5 },
     retention: defaultRetention,
     key: (p) => `patient.${p.patientId}.week.${p.isoWeek}`,
     // I/O-bound (one short transaction each): more at once than the default.

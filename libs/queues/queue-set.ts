@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { PermanentError } from '../errors/index.js';
 import {
+  CAPPED_BACKOFF,
   catalog,
   deadLetterQueueName,
   jobIdFor,
@@ -32,7 +33,11 @@ export function jobOptionsFor(name: JobName, backoffScale = 1): JobsOptions {
   const def = catalog[name];
   return {
     attempts: def.retry.attempts,
-    backoff: { type: 'exponential', delay: Math.max(1, Math.round(def.retry.backoffMs * backoffScale)), jitter: def.retry.jitter },
+    backoff: {
+      type: def.retry.maxDoublings === undefined ? 'exponential' : CAPPED_BACKOFF,
+      delay: Math.max(1, Math.round(def.retry.backoffMs * backoffScale)),
+      jitter: def.retry.jitter,
+    },
     removeOnComplete: { age: def.retention.completed.ageSeconds, count: def.retention.completed.count },
     removeOnFail: { age: def.retention.failed.ageSeconds, count: def.retention.failed.count },
   };

@@ -21,7 +21,8 @@ beforeAll(async () => {
   const a = testQueuePrefix();
   const b = testQueuePrefix();
   cleanups.push(a.cleanup, b.cleanup);
-  h = await startImportHarness({ databaseUrl: database.url, queuePrefix: a.prefix });
+  // Retries 1000x faster than production: the give-up test runs through all of them.
+  h = await startImportHarness({ databaseUrl: database.url, queuePrefix: a.prefix, env: { RETRY_BACKOFF_SCALE: '0.001' } });
   await h.startWorkers();
   signedH = await startImportHarness({
     databaseUrl: database.url,
