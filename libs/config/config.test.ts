@@ -115,6 +115,14 @@ describe('config', () => {
     }
   });
 
+  it('a cron expression with a value out of range stops the start, naming the variable (not the fleet half started)', () => {
+    expect(() => loadConfig({ POLL_CRON: '61 * * * *' })).toThrow(/^invalid configuration: POLL_CRON: expected a valid cron expression \(.*61.*\) \(got "61 \* \* \* \*"\)$/);
+    expect(() => loadConfig({ WEEKLY_CRON: '0 9 * * 8' })).toThrow(/^invalid configuration: WEEKLY_CRON: expected a valid cron expression/);
+    expect(() => loadConfig({ WEEKLY_CRON: '0 25 * * 1' })).toThrow(/WEEKLY_CRON: expected a valid cron expression/);
+    expect(() => loadConfig({ WEEKLY_CRON: 'every monday' })).toThrow(/^invalid configuration: WEEKLY_CRON: expected a cron expression with 5 or 6 fields \(got "every monday"\)$/);
+    expect(loadConfig({ POLL_CRON: '*/15 * * * *', WEEKLY_CRON: '0 9 * * MON' }).weekly.cron).toBe('0 9 * * MON');
+  });
+
   it('reads booleans and numbers from their string forms', () => {
     const c = loadConfig({ PLATFORM_MIGRATIONS: 'false', DB_POOL_MAX: '3', RETRY_BACKOFF_SCALE: '0.5' });
     expect(c.db.platformMigrations).toBe(false);

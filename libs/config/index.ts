@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
 
 /**
@@ -29,12 +30,29 @@ const optionalString = z
 
 const url = (fallback: string) => z.url({ error: 'expected a URL' }).default(fallback);
 
+/** Why cron-parser (the parser BullMQ's job schedulers use) refuses an expression; undefined: it is valid. */
+function cronProblem(v: string): string | undefined {
+  try {
+    CronExpressionParser.parse(v);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+// The field values are checked here too: a value out of range (minute 61, weekday 8) would
+// otherwise pass and stop the fleet only when its schedule is registered, half started.
 const cron = (fallback: string) =>
   z
     .string()
     .default(fallback)
     .refine((v) => v.trim().split(/\s+/).length >= 5 && v.trim().split(/\s+/).length <= 6, {
       error: 'expected a cron expression with 5 or 6 fields',
+      abort: true,
+    })
+    .superRefine((v, c) => {
+      const problem = cronProblem(v.trim());
+      if (problem) c.addIssue({ code: 'custom', message: `expected a valid cron expression (${problem})` });
     });
 
 const timeZone = (fallback: string) =>
