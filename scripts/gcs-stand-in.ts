@@ -3,7 +3,7 @@
  *
  *   npx tsx scripts/gcs-stand-in.ts [--port 4443] [--host 127.0.0.1] [--log]
  *
- * Then point the fleet at it: STORAGE_DRIVER=gcs GCS_API_ENDPOINT=http://127.0.0.1:4443
+ * Then point the fleet at it: STORAGE_DRIVER=gcs GCS_BUCKET=curavani-production-data-transfer GCS_API_ENDPOINT=http://127.0.0.1:4443
  * Objects live in memory only; upload with the real client or `gcloud`-style JSON API calls,
  * e.g. curl -X POST --data-binary @file.json -H 'content-type: application/json' \
  *   'http://127.0.0.1:4443/upload/storage/v1/b/curavani-production-data-transfer/o?uploadType=media&name=registrations%2Fa.json'

@@ -76,6 +76,10 @@ describe('config', () => {
   it('cross-field rules name the variables', () => {
     expect(() => loadConfig({ MAIL_DRIVER: 'resend' })).toThrow(/RESEND_API_KEY: required when MAIL_DRIVER=resend/);
     expect(() => loadConfig({ DASHBOARD_USER: 'ops' })).toThrow(/DASHBOARD_USER and DASHBOARD_PASSWORD/);
+    // the default bucket is the production one, and the import deletes what it imported
+    expect(() => loadConfig({ STORAGE_DRIVER: 'gcs' })).toThrow(/^invalid configuration: GCS_BUCKET: required when STORAGE_DRIVER=gcs \(it is missing\)/);
+    expect(loadConfig({ STORAGE_DRIVER: 'gcs', GCS_BUCKET: 'curavani-staging-data-transfer' }).storage.bucket).toBe('curavani-staging-data-transfer');
+    expect(loadConfig({}).storage.bucket).toBe('curavani-production-data-transfer');
   });
 
   it('Kafka TLS and SASL: rules that name the variables, PEM files read at start, the password never echoed', async () => {

@@ -213,6 +213,13 @@ export function parseEnv(env: Record<string, string | undefined> = process.env):
       'invalid configuration: DASHBOARD_USER and DASHBOARD_PASSWORD: set both or neither (only one is set)',
     );
   }
+  if (e.STORAGE_DRIVER === 'gcs' && !env.GCS_BUCKET?.trim()) {
+    // The default names the production bucket, and the import deletes what it imported: a
+    // staging or laptop run must not reach it by leaving the variable out.
+    throw new ConfigError(
+      `invalid configuration: GCS_BUCKET: required when STORAGE_DRIVER=gcs (it is missing); name the bucket to import from (the production bucket is ${e.GCS_BUCKET})`,
+    );
+  }
   checkKafkaSecurity(e);
   if (e.NODE_ENV === 'production' && !e.UNSUBSCRIBE_SECRET) {
     throw new ConfigError('invalid configuration: UNSUBSCRIBE_SECRET: required when NODE_ENV=production (it is missing)');
