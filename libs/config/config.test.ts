@@ -38,6 +38,7 @@ describe('config', () => {
     expect(() => loadConfig({ PLATFORM_MIGRATIONS: 'maybe' })).toThrow(/PLATFORM_MIGRATIONS: expected true or false \(got "maybe"\)/);
     expect(() => loadConfig({ REDIS_URL: 'not a url' })).toThrow(/REDIS_URL: expected a URL/);
     expect(() => loadConfig({ QUEUE_PREFIX: 'a:b' })).toThrow(/QUEUE_PREFIX/);
+    expect(() => loadConfig({ HTTP_PORT: '70000' })).toThrow(/^invalid configuration: HTTP_PORT: expected a port number <= 65535 \(got "70000"\)$/);
     const message = (() => {
       try {
         loadConfig({ DB_POOL_MAX: 'x', HTTP_PORT: 'y' });

@@ -95,7 +95,7 @@ export const envSchema = z.object({
   RETRY_BACKOFF_SCALE: z.coerce.number({ error: 'expected a number' }).positive({ error: 'expected a number > 0' }).max(1, { error: 'expected a number <= 1' }).default(1),
 
   HTTP_HOST: z.string().default('127.0.0.1'),
-  HTTP_PORT: int(3000, 0),
+  HTTP_PORT: int(3000, 0).pipe(z.number().max(65_535, { error: 'expected a port number <= 65535' })),
   PUBLIC_BASE_URL: url('http://127.0.0.1:3000'),
   DASHBOARD_URL: optionalString.pipe(z.url({ error: 'expected a URL' }).optional()),
   DASHBOARD_USER: optionalString,
