@@ -19,6 +19,8 @@ import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
  */
 export interface RoleSpec {
   description: string;
+  /** Stops after every other role has drained (the HTTP app); the others stop all at once. */
+  stopsLast?: boolean;
   components(ctx: FleetContext): Component[] | Promise<Component[]>;
 }
 
@@ -27,6 +29,7 @@ export const roles: Record<string, RoleSpec> = {};
 // First in the list: the HTTP app starts before and stops after the other roles, so /ready
 // answers (503 "starting"/"stopping") while they start and drain.
 roles.http = {
+  stopsLast: true,
   description: 'HTTP app: Bull Board (/dashboard), dead letters (/ops), /health, /ready, /metrics, feature routes',
   components: (ctx) => [httpComponent(ctx, { deadLetterHooks })],
 };

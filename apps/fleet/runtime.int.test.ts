@@ -103,6 +103,31 @@ describe('graceful shutdown', () => {
   });
 });
 
+describe('graceful shutdown of several roles', () => {
+  it('SIGTERM stops every role taking work at once and drains them within one SHUTDOWN_TIMEOUT_MS, not one limit per role', async () => {
+    t = createTestQueues();
+    try {
+      const p = startProcess({ SLOW_SECOND: '1', SLOW_JOB_MS: '4000', SHUTDOWN_TIMEOUT_MS: '2000', SLOW_LOCK_MS: '30000' });
+      await p.started;
+      const a = await t.queues.enqueue('weekly-status', { patientId: 3, isoWeek: '2026-W48' });
+      const b = await t.queues.enqueue('patient-import', { ledgerId: 3 });
+      await waitFor(async () => (await counter('started', a.jobId)) === 1 && (await counter('started', b.jobId)) === 1);
+      const signalledAt = Date.now();
+      p.child.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 300));
+      // work that arrives while the process drains is left for another process
+      const late = await t.queues.enqueue('weekly-status', { patientId: 4, isoWeek: '2026-W48' });
+      expect(await p.exited).toBe(0);
+      // both roles drained at the same time: about one limit (2 s), not one per role (4 s)
+      expect(Date.now() - signalledAt).toBeLessThan(3500);
+      expect(await counter('started', late.jobId)).toBe(0);
+      expect(await t.queues.queue('weekly-status').getJob(late.jobId).then((j) => j!.getState())).toBe('waiting');
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 describe('the README run command', () => {
   it('`npm start` stops on a SIGTERM sent to npm (a process manager stops the pid it started): the fleet shuts down, no process is left', async () => {
     const dirs = await mkdtemp(path.join(tmpdir(), 'npm-start-'));

@@ -12,7 +12,12 @@ export interface RunningFleet {
 export async function startFleet(ctx: FleetContext, roleNames: string[]): Promise<RunningFleet> {
   await warnUnlessNoEviction(ctx.producerRedis, ctx.log);
   const components: Component[] = [];
-  for (const name of roleNames) components.push(...(await roles[name]!.components(ctx)));
+  const stopLast = new Set<Component>();
+  for (const name of roleNames) {
+    const own = await roles[name]!.components(ctx);
+    components.push(...own);
+    if (roles[name]!.stopsLast) for (const c of own) stopLast.add(c);
+  }
   // GET /ready answers 503 until every component started, and again while stopping.
   ctx.readiness.setPhase('starting');
   for (const c of components) if (c.ready) ctx.readiness.add(c.name, () => c.ready!());
@@ -37,15 +42,23 @@ export async function startFleet(ctx: FleetContext, roleNames: string[]): Promis
     stop(reason) {
       stopping ??= (async () => {
         const limit = ctx.config.queues.shutdownTimeoutMs;
+        const deadline = Date.now() + limit;
         ctx.readiness.setPhase('stopping');
         ctx.log.info({ reason, timeoutMs: limit }, 'fleet stopping');
-        for (const c of [...components].reverse()) {
+        const stopOne = async (c: Component, timeoutMs: number) => {
           try {
-            await c.stop(limit);
+            await c.stop(timeoutMs);
           } catch (err) {
             ctx.log.error({ err, component: c.name }, 'component failed to stop cleanly');
           }
-        }
+        };
+        // Every component stops taking work at once and drains within the one limit: stopped one
+        // after the other, each waited up to the whole limit while the later ones still took new
+        // jobs, and the process outlived SHUTDOWN_TIMEOUT_MS (and a pod's grace period).
+        await Promise.all([...components].reverse().filter((c) => !stopLast.has(c)).map((c) => stopOne(c, limit)));
+        // Then the roles that must outlive the drain (the HTTP app: /ready says "stopping"),
+        // within what is left of the limit.
+        for (const c of [...components].reverse().filter((c) => stopLast.has(c))) await stopOne(c, Math.max(0, deadline - Date.now()));
         await ctx.close();
         ctx.log.info('fleet stopped');
       })();

@@ -2,7 +2,7 @@ import type { ReadinessResult } from './readiness.js';
 
 /**
  * A long-running part of a fleet process: a worker binding, a producer, the HTTP app.
- * The runtime starts components in order and stops them in reverse.
+ * The runtime starts components in order; on shutdown they all stop at once (the HTTP app last).
  */
 export interface Component {
   name: string;
