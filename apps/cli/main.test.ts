@@ -1,3 +1,4 @@
+import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { runCli } from './run-cli.js';
 
@@ -22,5 +23,20 @@ describe.concurrent('fleet exit codes (README: 0 done, 1 failure, 2 bad usage or
     const r = await fleet(...args);
     expect(r.code).toBe(0);
     expect(r.stdout).not.toBe('');
+  });
+});
+
+describe('a database the CLI cannot reach', () => {
+  it('fails with exit 1 and what PostgreSQL said, not drizzle\'s statement and parameters', { timeout: 30_000 }, async () => {
+    // a port nothing listens on
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    await new Promise((r) => server.close(r));
+    const r = await runCli(['imports', 'list'], { LOG_LEVEL: 'warn', DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nowhere` });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^fleet: database query failed: ECONNREFUSED .*\n$/);
+    expect(r.stderr).not.toContain('select');
+    expect(r.stderr).not.toContain('params');
   });
 });

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../../libs/config/index.js';
+import { errorMessage, withoutQueryData } from '../../libs/errors/index.js';
 import { registerDlq } from './commands/dlq.js';
 import { registerImports } from './commands/imports.js';
 import { registerEvents } from './commands/events.js';
@@ -57,7 +58,9 @@ try {
     process.stderr.write(`fleet: ${err.message}\n`);
     process.exit(2);
   }
-  process.stderr.write(`fleet: ${(err as Error).message ?? String(err)}\n`);
-  if (process.env.FLEET_DEBUG) console.error(err);
+  // A database error says what PostgreSQL said (connection refused, no such table), not
+  // drizzle's statement and parameters (which carry personal data and hide the cause).
+  process.stderr.write(`fleet: ${errorMessage(err)}\n`);
+  if (process.env.FLEET_DEBUG) console.error(withoutQueryData(err));
   process.exit(1);
 }
