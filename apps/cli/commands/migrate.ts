@@ -7,15 +7,19 @@ import { configOrExit } from '../context.js';
 /** Applies migrations (platform set only when standalone), or checks the platform's tables. */
 export async function migrateAndCheck(config: Config): Promise<string[]> {
   const result = await runMigrations(config.db.url, { platform: config.db.platformMigrations });
-  if (!config.db.platformMigrations) {
-    const database = openDatabase({ ...config.db, poolMax: 1 });
-    try {
-      await assertPlatformSchema(database.sql);
-    } finally {
-      await database.close();
-    }
-  }
+  await checkPlatformSchema(config);
   return result.sets;
+}
+
+/** With PLATFORM_MIGRATIONS=false: stops with the platform tables and columns the fleet needs and does not find. */
+export async function checkPlatformSchema(config: Config): Promise<void> {
+  if (config.db.platformMigrations) return;
+  const database = openDatabase({ ...config.db, poolMax: 1 });
+  try {
+    await assertPlatformSchema(database.sql);
+  } finally {
+    await database.close();
+  }
 }
 
 export function registerMigrate(program: Command): void {

@@ -4,7 +4,7 @@ import { openContext } from '../../../libs/runtime/index.js';
 import { resolveRoles, roles } from '../../fleet/roles.js';
 import { startFleet, stopOnSignals } from '../../fleet/runtime.js';
 import { CliError, configOrExit } from '../context.js';
-import { migrateAndCheck } from './migrate.js';
+import { checkPlatformSchema, migrateAndCheck } from './migrate.js';
 
 export function registerStart(program: Command): void {
   program
@@ -25,6 +25,10 @@ export function registerStart(program: Command): void {
       if (opts.migrate) {
         const sets = await migrateAndCheck(config);
         log.info({ sets }, 'migrations applied');
+      } else {
+        // The check of the platform's tables runs without migrating too (the way Kubernetes
+        // starts the fleet): a missing column stops the start, instead of failing every job.
+        await checkPlatformSchema(config);
       }
       const ctx = openContext(config, log);
       const fleet = await startFleet(ctx, roleNames);
