@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
 import { listAudit } from '../../libs/db/repositories/audit.js';
 import { createLogger } from '../../libs/log/index.js';
-import { addDeadLetter, listDeadLetters } from '../../libs/queues/index.js';
+import { addDeadLetter, catalog, listDeadLetters } from '../../libs/queues/index.js';
 import { openContext, workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
@@ -223,10 +223,11 @@ describe('http app with dashboard credentials', () => {
       const q = body.queues.find((x) => x.name === 'patient-import-dlq');
       return q && q.jobs.length > 0 ? q : null;
     }, 30_000, 'dead letter in Bull Board');
-    expect(runs).toBe(8);
+    const attempts = catalog['patient-import'].retry.attempts;
+    expect(runs).toBe(attempts);
     expect(dlq.counts.waiting).toBe(1);
     expect(dlq.jobs[0]!.name).toBe('patient-import: storage timed out');
-    expect(dlq.jobs[0]!.data).toMatchObject({ originalQueue: 'patient-import', originalJobId: jobId, reason: 'storage timed out', attemptsMade: 8, data: { ledgerId: 42 } });
+    expect(dlq.jobs[0]!.data).toMatchObject({ originalQueue: 'patient-import', originalJobId: jobId, reason: 'storage timed out', attemptsMade: attempts, data: { ledgerId: 42 } });
 
     // The dead letter is written just before BullMQ marks the job failed: wait for that too.
     await until(async () => {
@@ -247,7 +248,7 @@ describe('http app with dashboard credentials', () => {
     expect(add.status).toBe(405);
     const pauseDlq = await fetch(`${app.base}/dashboard/api/queues/patient-import-dlq/pause`, { method: 'PUT', headers: { authorization: AUTH } });
     expect(pauseDlq.status).toBe(405);
-    expect(runs).toBe(8);
+    expect(runs).toBe(attempts);
 
     const metrics = await (await fetch(`${app.base}/metrics`)).text();
     expect(metrics).toMatch(/^fleet_jobs_dead_total\{queue="patient-import"\} 1$/m);
