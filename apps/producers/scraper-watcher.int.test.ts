@@ -217,6 +217,32 @@ describe('scraper watcher', () => {
     expect(rows[1]!.counts).toMatchObject({ total: 4, updated: 1, unchanged: 3, created: 0 });
   });
 
+  it('a copy of an imported file under another name (urgent/, another postcode) is reported once as the same content, not imported again', async () => {
+    const content = scraperFile(lines('40025', 2));
+    await drop('40025.json', content);
+    const [first] = await until(async () => {
+      const r = await files('40025.json');
+      return r[0]?.status === 'imported' ? r : null;
+    });
+    await drop('urgent/40025.json', content);
+    await drop('40026.json', content);
+    const copies = await until(async () => {
+      const r = [...(await files('urgent/40025.json')), ...(await files('40026.json'))];
+      return r.length === 2 ? r : null;
+    });
+    for (const c of copies) {
+      expect(c.status).toBe('skipped');
+      expect(c.reason).toBe(`same content as 40025.json (file ${first!.id}, imported): a content is imported once`);
+      expect(c.run_id).not.toBeNull(); // listed in a run: its page and staff summary say why
+    }
+    // Reported once: a restart's catch-up finds the copies again and adds nothing.
+    await watcher.stop(5_000);
+    await startWatcher();
+    await watcher.idle();
+    expect([...(await files('urgent/40025.json')), ...(await files('40026.json'))]).toHaveLength(2);
+    expect(await db.sql`select id from therapist_service.therapeuten where plz = '40025'`).toHaveLength(2);
+  });
+
   it('a file dropped while the watcher was stopped is imported when it starts again; a misfit is reported only once', async () => {
     const skippedBefore = (await metricValues(ctx.metrics.registry, 'fleet_therapist_import_files_total', 'status')).skipped;
     await watcher.stop(5_000);

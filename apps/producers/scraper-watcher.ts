@@ -100,7 +100,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    * ("Müller Anna.json"): it is logged by its tracking row id only. A superseded file's path is
    * a date folder and a postcode, no personal data.
    */
-  async function recordSkipped(files: Parameters<typeof repo.recordSkippedFiles>[1], why: 'misfit' | 'superseded' | 'unreadable'): Promise<void> {
+  async function recordSkipped(files: Parameters<typeof repo.recordSkippedFiles>[1], why: 'misfit' | 'superseded' | 'unreadable' | 'same-content'): Promise<void> {
     const recorded = await repo.recordSkippedFiles(db, files);
     if (recorded.length === 0) return;
     const run = await runForNewFile();
@@ -108,6 +108,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     for (const r of recorded) {
       if (why === 'misfit') log.warn({ fileId: r.id, runId: run }, 'scraper file name does not fit: skipped');
       else if (why === 'unreadable') log.warn({ path: r.path, fileId: r.id, runId: run }, 'scraper file cannot be read: skipped');
+      else if (why === 'same-content') log.info({ path: r.path, fileId: r.id, runId: run }, 'scraper file has the content of another file: skipped');
       else log.info({ path: r.path, fileId: r.id, runId: run }, 'scraper file superseded by a newer date folder: skipped');
       metrics.fileFinished('skipped', null);
     }
@@ -118,6 +119,17 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     `cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); once it can be read (permissions fixed, or dropped again) it is imported`;
 
   const supersededReason = (newer: string, postcode: string) => `superseded by the newer folder ${newer}/${postcode}.json`;
+
+  /**
+   * A file whose content another file already brought (a copy into urgent/, the same bytes under
+   * two postcodes): not imported again, but reported once under its own name, so staff looking
+   * for it find why. A CLI import's absolute path may name a person: it is named by its id.
+   */
+  const sameContentReason = (earlier: { id?: number; path: string; status?: string }) => {
+    const which = path.isAbsolute(earlier.path) ? `an earlier file` : earlier.path;
+    const row = earlier.id === undefined ? '' : ` (file ${earlier.id}, ${earlier.status})`;
+    return `same content as ${which}${row}: a content is imported once`;
+  };
 
   /**
    * The newest date folder on disk, newer than `after`, that holds `<postcode>.json` (complete
@@ -158,6 +170,21 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     if (!moved) return row;
     log.info({ fileId: row.id, from: row.path, to: at.path }, 'waiting scraper file moved: following it');
     return moved;
+  }
+
+  /**
+   * A file whose content is tracked already: a waiting row follows a moved file and is enqueued
+   * (again); a file under another name than the row's is reported once as the same content.
+   */
+  async function knownContent(
+    existing: repo.TherapistImportFileRow,
+    at: { path: string; postcode: string | null; dateFolder: string | null; urgent: boolean; contentHash: string; sizeBytes: number },
+  ): Promise<void> {
+    const waiting = existing.status === 'queued' || existing.status === 'importing';
+    const row = waiting ? await followMove(existing, at) : existing;
+    if (waiting) await enqueueTherapistFile(ctx, row);
+    if (row.path !== at.path) await recordSkipped([{ ...at, reason: sameContentReason(row) }], 'same-content');
+    else if (!waiting) log.debug({ fileId: row.id }, 'scraper file content already imported');
   }
 
   async function sealCurrentRun(): Promise<void> {
@@ -234,8 +261,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     // arrived is not re-reported as superseded (on every restart or rewrite).
     const existing = await repo.findLiveByHash(db, contentHash);
     if (existing) {
-      if (existing.status === 'queued' || existing.status === 'importing') await enqueueTherapistFile(ctx, await followMove(existing, base));
-      else log.debug({ path: rel, fileId: existing.id }, 'scraper file content already imported');
+      await knownContent(existing, base);
       return;
     }
 
@@ -333,19 +359,23 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     // folder arrived is not re-reported as superseded on every restart.
     const live = new Map((await repo.findLiveByHashes(db, hashed.map((h) => h.contentHash))).map((r) => [r.contentHash!, r]));
     const superseded: Parameters<typeof repo.recordSkippedFiles>[1] = [];
+    const copies: Parameters<typeof repo.recordSkippedFiles>[1] = [];
     const fresh = new Map<string, repo.NewTrackedFile>();
     for (const h of hashed) {
       const existing = live.get(h.contentHash);
       const newer = h.postcode ? newest.get(h.postcode) : undefined;
       if (existing) {
-        if (existing.status === 'queued' || existing.status === 'importing') await enqueueTherapistFile(ctx, await followMove(existing, h));
+        await knownContent(existing, h);
       } else if (h.dateFolder && !h.urgent && newer && newer > h.dateFolder) {
         superseded.push({ ...h, reason: supersededReason(newer, h.postcode!) });
-      } else if (!fresh.has(h.contentHash)) {
+      } else if (fresh.has(h.contentHash)) {
+        copies.push({ ...h, reason: sameContentReason(fresh.get(h.contentHash)!) });
+      } else {
         fresh.set(h.contentHash, h);
       }
     }
     await recordSkipped(superseded, 'superseded');
+    await recordSkipped(copies, 'same-content');
     if (fresh.size === 0) return;
     const run = await runForNewFile();
     const rows = await repo.registerFiles(db, [...fresh.values()].map((f) => ({ ...f, runId: run })));

@@ -125,4 +125,13 @@ describe('therapist import run summary (staff email)', () => {
     expect(text).not.toContain('therapists failed');
     expect(text).not.toContain('file-level error(s)');
   });
+
+  it('a file with the content of another is named with that file, not as changed or superseded, and is no error', () => {
+    const copy = file(4, { path: 'urgent/52064.json', status: 'skipped', counts: emptyCounts(), reason: 'same content as 52061.json (file 1, imported): a content is imported once' });
+    const files = [file(1, {}), copy];
+    const { subject, text } = renderRunSummary(run(files), files);
+    expect(subject).toContain('ohne Fehler');
+    expect(text).toContain('Nicht erneut importiert: urgent/52064.json hat denselben Inhalt wie 52061.json (#1); ein Inhalt wird nur einmal importiert.');
+    expect(text).not.toContain('Vor dem Import geändert');
+  });
 });

@@ -35,7 +35,8 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   const superseded = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('superseded by'));
   const removed = skipped.filter((f) => f.postcode !== null && f.reason?.includes('was removed before it was imported'));
   const unreadable = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('cannot read the file'));
-  const changed = skipped.filter((f) => f.postcode !== null && !superseded.includes(f) && !removed.includes(f) && !unreadable.includes(f));
+  const sameContent = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('same content as'));
+  const changed = skipped.filter((f) => f.postcode !== null && !superseded.includes(f) && !removed.includes(f) && !unreadable.includes(f) && !sameContent.includes(f));
   const allWell = problemFiles.length === 0 && misfits.length === 0 && removed.length === 0 && unreadable.length === 0 && c.failed === 0 && c.fileErrors === 0;
   // Only what went wrong, by kind: "0 Dateien nicht lesbar" next to one failed therapist is noise.
   // A file not imported is counted once: its own errors are why (they are listed below).
@@ -87,6 +88,13 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   if (unreadable.length) {
     paragraphs.push(`Nicht lesbar (Zugriffsrechte?), daher nicht importiert: ${listed(unreadable)}. Sobald die Datei lesbar ist, wird sie importiert.`);
   }
+  for (const f of sameContent.slice(0, 10)) {
+    // The reason names the file with the same content: "same content as 20250702/52074.json (file 17, imported): …".
+    const earlier = /^same content as (.+?)(?: \(file (\d+), (\w+)\))?: /.exec(f.reason ?? '');
+    const which = earlier?.[1] === 'an earlier file' ? 'einer früheren Datei' : (earlier?.[1] ?? 'einer anderen Datei');
+    paragraphs.push(`Nicht erneut importiert: ${f.path} hat denselben Inhalt wie ${which}${earlier?.[2] ? ` (#${earlier[2]})` : ''}; ein Inhalt wird nur einmal importiert.`);
+  }
+  if (sameContent.length > 10) paragraphs.push(`… und ${sameContent.length - 10} weitere Dateien mit schon bekanntem Inhalt.`);
   if (changed.length) {
     paragraphs.push(`Vor dem Import geändert (der neue Inhalt wird als eigene Datei importiert): ${listed(changed)}.`);
   }
