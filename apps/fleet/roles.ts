@@ -1,3 +1,4 @@
+import type { Config } from '../../libs/config/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
 import { scraperWatcherComponent } from '../producers/scraper-watcher.js';
@@ -11,6 +12,7 @@ import { emailComponents, emailDeadLetterHook } from '../../workers/email/worker
 import { weeklyComponents } from '../producers/weekly-schedule.js';
 import { weeklyStillWanted } from '../../workers/weekly-status/worker.js';
 import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
+import { checkFolders, type FolderNeed } from './folders.js';
 
 /**
  * The roles a fleet process can take. `fleet start` runs them all; `--only a,b` runs a
@@ -22,6 +24,8 @@ export interface RoleSpec {
   /** Stops after every other role has drained (the HTTP app); the others stop all at once. */
   stopsLast?: boolean;
   components(ctx: FleetContext): Component[] | Promise<Component[]>;
+  /** The folders the role uses: checked before anything starts (checkRoleFolders). */
+  folders?(config: Config): FolderNeed[];
 }
 
 export const roles: Record<string, RoleSpec> = {};
@@ -45,16 +49,23 @@ export const deadLetterHooks: DeadLetterHooks = {};
 roles['therapist-import'] = {
   description: 'imports therapist scraper files (one job per content hash): validate, match, write only what changed, report',
   components: (ctx) => therapistImportComponents(ctx),
+  // reads the files the watcher registered (the folder must be mounted here too)
+  folders: (c) => [{ variable: 'SCRAPER_DROP_DIR', dir: c.therapistImport.dropDir }],
 };
 roles['scraper-watcher'] = {
   description: 'watches SCRAPER_DROP_DIR (catch-up at start, complete files only) and enqueues one import per new file content',
   components: (ctx) => [scraperWatcherComponent(ctx)],
+  folders: (c) => [{ variable: 'SCRAPER_DROP_DIR', dir: c.therapistImport.dropDir, create: true }],
 };
 deadLetterHooks['therapist-import'] = therapistImportDeadLetterHook;
 
 roles['patient-import'] = {
   description: 'imports patient registration files (one job per ledger row): backup, validate, one transaction, delete the generation',
   components: (ctx) => [workerComponent(ctx, 'patient-import', patientImportHandlers(ctx))],
+  folders: (c) => [
+    { variable: 'BACKUP_DIR', dir: c.patientImport.backupDir, create: true, write: true },
+    { variable: 'FAILED_DIR', dir: c.patientImport.failedDir, create: true, write: true },
+  ],
 };
 roles['bucket-poller'] = {
   description: 'lists the registration bucket on POLL_CRON (one schedule for all pollers) and enqueues new object generations',
@@ -80,8 +91,17 @@ roles.email = {
     emailComponents(ctx, {
       stillWanted: Object.fromEntries(Object.entries(stillWantedChecks).map(([kind, make]) => [kind, make(ctx)])),
     }),
+  folders: (c) => (c.mail.driver === 'outbox' ? [{ variable: 'MAIL_OUTBOX_DIR', dir: c.mail.outboxDir, create: true, write: true }] : []),
 };
 deadLetterHooks['email-send'] = emailDeadLetterHook;
+
+/**
+ * Checks the folders the given roles use (only theirs: an HTTP-only process does not need the
+ * backup volume), before anything starts; a ConfigError names each variable, path and reason.
+ */
+export async function checkRoleFolders(config: Config, roleNames: string[]): Promise<void> {
+  await checkFolders(roleNames.flatMap((n) => roles[n]?.folders?.(config) ?? []));
+}
 
 export class UnknownRoleError extends Error {
   override name = 'UnknownRoleError';

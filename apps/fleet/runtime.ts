@@ -1,6 +1,6 @@
 import { warnUnlessNoEviction } from '../../libs/queues/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
-import { roles } from './roles.js';
+import { checkRoleFolders, roles } from './roles.js';
 
 export interface RunningFleet {
   components: Component[];
@@ -10,6 +10,13 @@ export interface RunningFleet {
 
 /** Starts the given roles in this process. */
 export async function startFleet(ctx: FleetContext, roleNames: string[]): Promise<RunningFleet> {
+  // A folder the roles cannot use stops the start here, named, before any worker takes a job.
+  try {
+    await checkRoleFolders(ctx.config, roleNames);
+  } catch (err) {
+    await ctx.close();
+    throw err;
+  }
   await warnUnlessNoEviction(ctx.producerRedis, ctx.log);
   const components: Component[] = [];
   const stopLast = new Set<Component>();

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { createLogger } from '../../../libs/log/index.js';
 import { openContext } from '../../../libs/runtime/index.js';
-import { resolveRoles, roles } from '../../fleet/roles.js';
+import { checkRoleFolders, resolveRoles, roles } from '../../fleet/roles.js';
 import { startFleet, stopOnSignals } from '../../fleet/runtime.js';
 import { CliError, configOrExit } from '../context.js';
 import { checkPlatformSchema, migrateAndCheck } from './migrate.js';
@@ -21,6 +21,8 @@ export function registerStart(program: Command): void {
       } catch (err) {
         throw new CliError((err as Error).message, 2);
       }
+      // The folders first (nothing to connect to): a bad one is a configuration error, exit 2.
+      await checkRoleFolders(config, roleNames);
       const log = createLogger(config.log);
       if (opts.migrate) {
         const sets = await migrateAndCheck(config);
