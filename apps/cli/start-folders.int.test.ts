@@ -52,6 +52,7 @@ describe('fleet start with a folder it cannot use', () => {
     { variable: 'MAIL_OUTBOX_DIR', value: () => path.join(aFile, 'outbox'), reason: 'cannot be created (ENOTDIR)' },
     { variable: 'SCRAPER_DROP_DIR', value: () => path.join(aFile, 'scraper'), reason: 'cannot be created (ENOTDIR)' },
     { variable: 'SCRAPER_DROP_DIR', value: () => aFile, reason: 'not a directory' },
+    { variable: 'LOCAL_BUCKET_DIR', value: () => path.join(aFile, 'bucket'), reason: 'cannot be created (ENOTDIR)' },
   ];
   for (const c of cases) {
     it(`${c.variable} (${c.reason}): refuses at once, exit 2, naming the variable, the path and why; no worker takes a job, no HTTP`, { timeout: 60_000 }, async () => {
@@ -136,15 +137,18 @@ describe('which folders a role checks', () => {
       FAILED_DIR: path.join(aFile, 'f'),
       MAIL_OUTBOX_DIR: path.join(aFile, 'o'),
       SCRAPER_DROP_DIR: path.join(aFile, 's'),
+      LOCAL_BUCKET_DIR: path.join(aFile, 'l'),
     });
 
-  it('only those of its roles: HTTP, relay, poller and weekly need none; the email role none with Resend', async () => {
-    await checkRoleFolders(loadConfig(bad()), ['http', 'outbox-relay', 'bucket-poller', 'weekly']);
+  it('only those of its roles: HTTP, relay and weekly need none; the email role none with Resend, poller and import no local bucket with GCS', async () => {
+    await checkRoleFolders(loadConfig(bad()), ['http', 'outbox-relay', 'weekly']);
+    await expect(checkRoleFolders(loadConfig(bad()), ['bucket-poller'])).rejects.toThrow(/^invalid configuration: LOCAL_BUCKET_DIR=[^;]*$/);
+    await checkRoleFolders(loadConfig({ ...bad(), STORAGE_DRIVER: 'gcs', GCS_BUCKET: 'curavani-test-bucket' }), ['bucket-poller']);
     await checkRoleFolders(loadConfig({ ...bad(), MAIL_DRIVER: 'resend', RESEND_API_KEY: 're_x' }), ['email']);
     await expect(checkRoleFolders(loadConfig(bad()), ['email'])).rejects.toThrow(/^invalid configuration: MAIL_OUTBOX_DIR=/);
     await expect(checkRoleFolders(loadConfig(bad()), ['therapist-import'])).rejects.toThrow(/^invalid configuration: SCRAPER_DROP_DIR=/);
     const all = (await checkRoleFolders(loadConfig(bad()), Object.keys(roles)).catch((e: unknown) => e)) as Error;
-    for (const v of ['BACKUP_DIR', 'FAILED_DIR', 'SCRAPER_DROP_DIR', 'MAIL_OUTBOX_DIR']) expect(all.message.split(`${v}=`)).toHaveLength(2);
+    for (const v of ['BACKUP_DIR', 'FAILED_DIR', 'SCRAPER_DROP_DIR', 'MAIL_OUTBOX_DIR', 'LOCAL_BUCKET_DIR']) expect(all.message.split(`${v}=`)).toHaveLength(2);
   });
 
   it('creates missing folders as the code did on first use (the import worker only reads: the drop folder must exist there)', async () => {

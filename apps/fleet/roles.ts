@@ -59,17 +59,24 @@ roles['scraper-watcher'] = {
 };
 deadLetterHooks['therapist-import'] = therapistImportDeadLetterHook;
 
+/** The local folder standing in for the bucket (STORAGE_DRIVER=local): listed, read and deleted from. */
+function localBucket(c: Config): FolderNeed[] {
+  return c.storage.driver === 'local' ? [{ variable: 'LOCAL_BUCKET_DIR', dir: c.storage.local.dir, create: true, write: true }] : [];
+}
+
 roles['patient-import'] = {
   description: 'imports patient registration files (one job per ledger row): backup, validate, one transaction, delete the generation',
   components: (ctx) => [workerComponent(ctx, 'patient-import', patientImportHandlers(ctx))],
   folders: (c) => [
     { variable: 'BACKUP_DIR', dir: c.patientImport.backupDir, create: true, write: true },
     { variable: 'FAILED_DIR', dir: c.patientImport.failedDir, create: true, write: true },
+    ...localBucket(c),
   ],
 };
 roles['bucket-poller'] = {
   description: 'lists the registration bucket on POLL_CRON (one schedule for all pollers) and enqueues new object generations',
   components: (ctx) => bucketPollerComponents(ctx),
+  folders: (c) => localBucket(c),
 };
 deadLetterHooks['patient-import'] = patientImportDeadLetterHook;
 
