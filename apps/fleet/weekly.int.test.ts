@@ -1,3 +1,7 @@
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import PostalMime from 'postal-mime';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { defaultRepeatStrategy } from 'bullmq';
 import { sql } from 'drizzle-orm';
@@ -5,6 +9,7 @@ import { loadConfig } from '../../libs/config/index.js';
 import { listAudit } from '../../libs/db/repositories/audit.js';
 import { patienten, platzsuche, therapeutAnfragePatient, therapeuten, therapeutenanfrage, type PatientStatus } from '../../libs/db/schema/index.js';
 import { createLogger, silentLogger } from '../../libs/log/index.js';
+import { createOutboxFolderDriver } from '../../libs/mail/index.js';
 import { fixedClock, openContext, workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
@@ -138,6 +143,7 @@ beforeAll(async () => {
     HTTP_PORT: '0',
     WEEKLY_PAGE_SIZE: '7',
     WEEKLY_CONTACT_PHONE: '030 1234567',
+    WEEKLY_CONTACT_EMAIL: 'fragen@curavani.example',
   });
   ctx = openContext(config, process.env.WEEKLY_TEST_LOG ? createLogger({ level: 'debug', pretty: 'false' }) : silentLogger(), { clock });
   const [t] = await ctx.database.db
@@ -202,7 +208,7 @@ describe('weekly status emails', () => {
     expect(n).toBe(3);
   });
 
-  it('several active searches give one email; content counts requests and answers, names no therapist; one-click headers', async () => {
+  it('several active searches give one email; content counts requests and answers, names no therapist; one-click headers; replies go to WEEKLY_CONTACT_EMAIL', async () => {
     const p = await patient({
       vorname: 'Max <script>alert(1)</script>',
       nachname: 'Müller & Söhne',
@@ -225,6 +231,10 @@ describe('weekly status emails', () => {
       'List-Unsubscribe': `<https://app.curavani.example/unsubscribe/${token}>, <mailto:abmelden@curavani.com?subject=Abmelden%20${token}>`,
       'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
     });
+    // Sent from noreply@ (MAIL_FROM), but the text invites questions: a reply reaches staff.
+    expect(m.from).toBe('Curavani <noreply@curavani.com>');
+    expect(m.replyTo).toEqual(['fragen@curavani.example']);
+    expect(m.text).toContain('E-Mail: fragen@curavani.example');
     expect(m.text).toContain('3 neue Anfragen an Praxen gesendet'); // 3, 2 and 1 days ago; not the paused search
     expect(m.text).toContain('Insgesamt sind es bisher 5 Anfragen');
     expect(m.text).toContain('Wir haben 2 Antworten erhalten, 1 davon seit unserer letzten Nachricht');
@@ -234,6 +244,28 @@ describe('weekly status emails', () => {
     }
     expect(m.html).not.toContain('<script>');
     expect(m.html).toContain('Max &lt;script&gt;alert(1)&lt;/script&gt; Müller &amp; Söhne');
+  });
+
+  it('through the outbox folder driver the .eml carries Reply-To: WEEKLY_CONTACT_EMAIL next to the one-click headers', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'weekly-outbox-'));
+    try {
+      const p = await patient();
+      await start(weeklyWorkers(), ...emailComponents(ctx, { stillWanted: { 'weekly-status': weeklyStillWanted(ctx) }, mail: createOutboxFolderDriver({ dir }) }));
+      await runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: false });
+      await until(async () => (await deliveryStatuses()).sent === 1 && (await queuesIdle()), 'one email written');
+      const files = (await readdir(dir)).filter((f) => f.endsWith('.eml'));
+      expect(files).toHaveLength(1);
+      const parsed = await PostalMime.parse(await readFile(path.join(dir, files[0]!)));
+      expect(parsed.to?.map((a) => 'address' in a && a.address)).toEqual([p.email]);
+      expect(parsed.from).toMatchObject({ address: 'noreply@curavani.com' });
+      expect(parsed.replyTo?.map((a) => 'address' in a && a.address)).toEqual(['fragen@curavani.example']);
+      const headers = Object.fromEntries(parsed.headers.map((x) => [x.key, x.value]));
+      expect(headers['reply-to']).toBe('fragen@curavani.example');
+      expect(headers['list-unsubscribe-post']).toBe('List-Unsubscribe=One-Click');
+      expect(resend.messages).toEqual([]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('a fan-out run twice in one week (scheduled, by hand, and a tick) sends each eligible patient exactly once', async () => {
@@ -310,7 +342,7 @@ describe('weekly status emails', () => {
       const res = await post(t);
       expect(res.status).toBe(404);
       // The page says how to reach staff instead (it asks the patient to write to us).
-      expect(await res.text()).toContain('href="mailto:info@curavani.com"');
+      expect(await res.text()).toContain('href="mailto:fragen@curavani.example"');
     }
     // A link cut off before its token (a wrapped plain-text URL) gets the same German page.
     for (const path of ['/unsubscribe/', '/unsubscribe']) {
@@ -319,7 +351,7 @@ describe('weekly status emails', () => {
       const text = await cut.text();
       expect(text).toContain('lang="de"');
       expect(text).toContain('Dieser Link ist leider ungültig');
-      expect(text).toContain('mailto:info@curavani.com');
+      expect(text).toContain('mailto:fragen@curavani.example');
     }
     const optedOut = async () =>
       (await ctx.database.db.select({ id: patienten.id, o: patienten.weeklyUpdateOptOut }).from(patienten)).filter((r) => r.o).map((r) => r.id);

@@ -4,6 +4,8 @@ export interface OutgoingMail {
   idempotencyKey: string;
   from: string;
   to: string;
+  /** Reply-To address (Resend's `reply_to`, the .eml's Reply-To header); absent: replies go to `from`. */
+  replyTo?: string;
   subject: string;
   html: string;
   text: string;

@@ -19,6 +19,8 @@ export interface StandInMessage {
   endpoint: 'single' | 'batch';
   from: string;
   to: string[];
+  /** The request's `reply_to` (a string or a list in the API), as a list; absent when not sent. */
+  replyTo?: string[];
   subject: string;
   html?: string;
   text?: string;
@@ -254,6 +256,10 @@ export class ResendStandIn {
     if (typeof m.from !== 'string' || !emailRe.test(addressOf(m.from))) return 'Invalid `from` field.';
     const to = Array.isArray(m.to) ? m.to : [m.to];
     if (!to.length || to.length > 50 || !to.every((t) => typeof t === 'string' && emailRe.test(addressOf(t)))) return 'Invalid `to` field.';
+    if (m.reply_to !== undefined) {
+      const replyTo = Array.isArray(m.reply_to) ? m.reply_to : [m.reply_to];
+      if (!replyTo.length || replyTo.length > 50 || !replyTo.every((t) => typeof t === 'string' && emailRe.test(addressOf(t)))) return 'Invalid `reply_to` field.';
+    }
     if (this.opts.rejectTo && to.some((t) => this.opts.rejectTo!(addressOf(t as string)))) return 'Invalid `to` field: the recipient is not allowed.';
     if (typeof m.subject !== 'string' || !m.subject) return 'Missing `subject` field.';
     if (typeof m.html !== 'string' && typeof m.text !== 'string') return 'Missing `html` or `text` field.';
@@ -266,6 +272,7 @@ export class ResendStandIn {
     const to = (Array.isArray(e.to) ? e.to : [e.to]).map((t) => String(t));
     for (const t of to) this.perRecipient.set(addressOf(t), (this.perRecipient.get(addressOf(t)) ?? 0) + 1);
     const msg: StandInMessage = { id, requestKey: key, endpoint, from: String(e.from), to, subject: String(e.subject), receivedAt: Date.now() };
+    if (e.reply_to !== undefined) msg.replyTo = (Array.isArray(e.reply_to) ? e.reply_to : [e.reply_to]).map((t) => String(t));
     if (this.opts.keepBodies !== false) {
       if (typeof e.html === 'string') msg.html = e.html;
       if (typeof e.text === 'string') msg.text = e.text;

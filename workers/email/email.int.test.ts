@@ -59,6 +59,20 @@ describe('email delivery (PostgreSQL, Redis, the resend SDK against the stand-in
     expect(row).toMatchObject({ status: 'sent', providerMessageId: t.standIn.messages[0]!.id, attempts: 1 });
   });
 
+  it('sends a delivery\'s Reply-To as `reply_to`, alone and in a batch; a delivery without one sends none', async () => {
+    const t = await harness();
+    const alone = await t.addDelivery({ replyToAddress: 'fragen@curavani.com' });
+    await t.startWorkers();
+    expect(await sentOrFailed(alone)).toBe('sent');
+    const withReply = await t.addDelivery({ replyToAddress: 'fragen@curavani.com' }, { enqueue: false });
+    const without = await t.addDelivery({}, { enqueue: false });
+    for (const id of [withReply, without]) await t.ctx.queues.enqueue('email-send', { deliveryId: id });
+    for (const id of [withReply, without]) expect(await sentOrFailed(id)).toBe('sent');
+    expect(t.standIn.requests.filter((r) => r.status === 200).map((r) => [r.path, r.size])).toEqual([['/emails', 1], ['/emails/batch', 2]]);
+    const byRecipient = Object.fromEntries(t.standIn.messages.map((m) => [m.to[0], m.replyTo]));
+    expect(byRecipient).toEqual({ 'patient1@example.com': ['fragen@curavani.com'], 'patient2@example.com': ['fragen@curavani.com'], 'patient3@example.com': undefined });
+  });
+
   it('waits for retry-after on a 429 and then sends', async () => {
     const t = await harness();
     t.standIn.inject({ kind: 'status', status: 429, retryAfterSeconds: 1 });
@@ -282,6 +296,7 @@ describe('outbox folder driver (the default)', () => {
             html: `<p>Grüße ${i}</p>`,
             text: `Grüße ${i}`,
             headers: { 'List-Unsubscribe': `<https://curavani.test/u/${i}>, <mailto:unsubscribe@curavani.com>`, 'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click' },
+            ...(i === 0 ? { replyToAddress: 'fragen@curavani.com' } : {}),
           },
           { enqueue: false },
         ),
@@ -308,6 +323,11 @@ describe('outbox folder driver (the default)', () => {
     const headers = Object.fromEntries(parsed.headers.map((x) => [x.key, x.value]));
     expect(headers['list-unsubscribe']).toBe('<https://curavani.test/u/0>, <mailto:unsubscribe@curavani.com>');
     expect(headers['list-unsubscribe-post']).toBe('List-Unsubscribe=One-Click');
+    expect(headers['reply-to']).toBe('fragen@curavani.com');
+    expect(parsed.replyTo?.map((a) => 'address' in a && a.address)).toEqual(['fragen@curavani.com']);
+    // A delivery without a Reply-To gets no such header (replies go to From).
+    const second = await PostalMime.parse(await readFile(path.join(t.outboxDir, files[1]!)));
+    expect(second.headers.map((x) => x.key)).not.toContain('reply-to');
     const row = await getDelivery(database.db, ids[0]!);
     expect(row!.providerMessageId).toBe(`outbox:${files[0]}`);
   });

@@ -8,6 +8,8 @@ import type { BatchOutcome } from '../../libs/db/repositories/deliveries.js';
 export interface ClaimedDelivery extends DeliveryRef {
   toAddress: string;
   fromAddress: string;
+  /** Null or absent: no Reply-To. */
+  replyToAddress?: string | null;
   subject: string;
   html: string;
   text: string;
@@ -96,6 +98,7 @@ function toMail(row: ClaimedDelivery): OutgoingMail {
     idempotencyKey: row.idempotencyKey,
     from: row.fromAddress,
     to: row.toAddress,
+    ...(row.replyToAddress ? { replyTo: row.replyToAddress } : {}),
     subject: row.subject,
     html: row.html,
     text: row.text,

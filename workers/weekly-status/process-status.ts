@@ -3,14 +3,17 @@ import type { RecordOutcome, WeekWindow, WeeklyFacts } from '../../libs/db/repos
 import type { Clock } from '../../libs/runtime/clock.js';
 import type { RenderedWeeklyEmail } from './template.js';
 
+/** The rendered email with its sender and the address replies go to (WEEKLY_CONTACT_EMAIL). */
+export type WeeklyMessage = RenderedWeeklyEmail & { fromAddress: string; replyToAddress: string };
+
 export interface WeeklyStatusDeps {
   clock: Clock;
   log: Logger;
   /** The week's bounds and whether it has already ended at `now`. */
   window(isoWeek: string): WeekWindow & { end: Date };
   /** Records the patient's email of the week once (see recordWeeklyDelivery). */
-  record(input: WeekWindow & { patientId: number; now: Date }, compose: (f: WeeklyFacts) => RenderedWeeklyEmail & { fromAddress: string }): Promise<RecordOutcome>;
-  compose(facts: WeeklyFacts): RenderedWeeklyEmail & { fromAddress: string };
+  record(input: WeekWindow & { patientId: number; now: Date }, compose: (f: WeeklyFacts) => WeeklyMessage): Promise<RecordOutcome>;
+  compose(facts: WeeklyFacts): WeeklyMessage;
   /** Enqueues `email-send` for the delivery (idempotent by delivery id). */
   enqueueSend(deliveryId: string): Promise<void>;
 }

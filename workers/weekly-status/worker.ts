@@ -37,7 +37,8 @@ export function composeWeeklyEmail(ctx: FleetContext, facts: WeeklyFacts) {
     contactEmail: w.contactEmail,
     contactPhone: w.contactPhone,
   });
-  return { ...rendered, fromAddress: ctx.config.mail.from };
+  // Sent from MAIL_FROM (noreply@), but the email invites questions: a reply reaches staff.
+  return { ...rendered, fromAddress: ctx.config.mail.from, replyToAddress: w.contactEmail };
 }
 
 function fanoutDeps(ctx: FleetContext, log = ctx.log): FanoutDeps {

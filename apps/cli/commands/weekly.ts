@@ -47,6 +47,7 @@ export function registerWeekly(program: Command): void {
           `# ${preview.facts.activeSearches} active search(es); requests ${preview.facts.requestsSince} since last update, ${preview.facts.requestsTotal} in total; answers ${preview.facts.answersTotal}`,
           `From: ${e.from}`,
           `To: ${e.to ?? '(no email address)'}`,
+          `Reply-To: ${e.replyToAddress}`,
           `Subject: ${e.subject}`,
           ...Object.entries(e.headers).map(([k, v]) => `${k}: ${v}`),
           '',

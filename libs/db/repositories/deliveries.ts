@@ -10,6 +10,8 @@ export interface NewDelivery {
   kind: string;
   toAddress: string;
   fromAddress: string;
+  /** Reply-To address, when replies should not go to `fromAddress`. */
+  replyToAddress?: string | null;
   subject: string;
   html: string;
   text: string;
@@ -26,7 +28,7 @@ export interface NewDelivery {
 export async function queueDelivery(tx: DbOrTx, d: NewDelivery): Promise<{ id: string; created: boolean }> {
   const inserted = await tx
     .insert(deliveries)
-    .values({ ...d, headers: d.headers ?? {}, patientId: d.patientId ?? null })
+    .values({ ...d, headers: d.headers ?? {}, replyToAddress: d.replyToAddress ?? null, patientId: d.patientId ?? null })
     .onConflictDoNothing({ target: deliveries.idempotencyKey })
     .returning({ id: deliveries.id });
   if (inserted[0]) return { id: inserted[0].id, created: true };

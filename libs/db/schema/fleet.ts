@@ -42,6 +42,12 @@ export const deliveries = fleet.table(
     kind: text('kind').notNull(),
     toAddress: text('to_address').notNull(),
     fromAddress: text('from_address').notNull(),
+    /**
+     * Where a reply goes (Reply-To), when not to `from_address` (e.g. the weekly email: sent
+     * from noreply@, replies to WEEKLY_CONTACT_EMAIL). Null: no Reply-To (rows queued before
+     * the column existed keep the exact payload of their earlier provider requests).
+     */
+    replyToAddress: text('reply_to_address'),
     subject: text('subject').notNull(),
     html: text('html').notNull(),
     text: text('text').notNull(),

@@ -25,11 +25,12 @@ export function messageIdFor(mail: OutgoingMail): string {
   return `<${hash}@${domain}>`;
 }
 
-/** Builds the RFC 5322 message: multipart/alternative text + html, encoded headers, Date, Message-ID. */
+/** Builds the RFC 5322 message: multipart/alternative text + html, encoded headers, Reply-To when set, Date, Message-ID. */
 export async function composeEml(mail: OutgoingMail, date: Date): Promise<Buffer> {
   const composer = new MailComposer({
     from: mail.from,
     to: mail.to,
+    ...(mail.replyTo ? { replyTo: mail.replyTo } : {}),
     subject: mail.subject,
     text: mail.text,
     html: mail.html,

@@ -46,6 +46,9 @@ function toApi(mail: OutgoingMail) {
   return {
     from: mail.from,
     to: mail.to,
+    // The SDK sends it as `reply_to`. Only when set: a request repeated under its idempotency
+    // key must carry the same body as before.
+    ...(mail.replyTo ? { replyTo: mail.replyTo } : {}),
     subject: mail.subject,
     html: mail.html,
     text: mail.text,

@@ -1,0 +1,1 @@
+ALTER TABLE "fleet"."deliveries" ADD COLUMN "reply_to_address" text;
