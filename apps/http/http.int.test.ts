@@ -1,5 +1,4 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -17,6 +16,7 @@ import { httpComponent, type HttpComponent } from './component.js';
 import { routeModules, type HttpRouteModule } from './routes/index.js';
 import { everyOutcomeFile } from '../../workers/therapist-import/fixtures.js';
 import { importTherapistFileNow } from '../../workers/therapist-import/worker.js';
+import { tcpProxy } from '../../libs/testing/tcp-proxy.js';
 
 const USER = 'operator';
 const PASSWORD = 'correct horse battery staple';
@@ -72,45 +72,6 @@ async function startApp(env: Record<string, string>, opts: Parameters<typeof htt
       for (const c of extra.reverse()) await c.stop(5_000);
       await http.stop(5_000);
       await ctx.close();
-    },
-  };
-}
-
-/** A TCP forwarder standing in for a service; `close()` makes its port a closed port, `open()` brings it back. */
-function tcpProxy(target: { host: string; port: number }) {
-  let server: Server | null = null;
-  let port = 0;
-  const sockets = new Set<Socket>();
-  return {
-    get port() {
-      return port;
-    },
-    async open() {
-      const s = createServer((client) => {
-        const upstream = connect(target.port, target.host);
-        sockets.add(client).add(upstream);
-        const drop = () => {
-          client.destroy();
-          upstream.destroy();
-          sockets.delete(client);
-          sockets.delete(upstream);
-        };
-        client.on('error', drop).on('close', drop);
-        upstream.on('error', drop).on('close', drop);
-        client.pipe(upstream).pipe(client);
-      });
-      await new Promise<void>((resolve, reject) => s.once('error', reject).listen(port, '127.0.0.1', () => resolve()));
-      port = (s.address() as AddressInfo).port;
-      server = s;
-    },
-    async close() {
-      const s = server;
-      server = null;
-      if (!s) return;
-      const closed = new Promise<void>((resolve) => s.close(() => resolve()));
-      for (const sock of sockets) sock.destroy();
-      sockets.clear();
-      await closed;
     },
   };
 }

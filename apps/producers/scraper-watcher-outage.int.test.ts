@@ -1,5 +1,4 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,45 +11,7 @@ import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
 import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
 import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
-
-/** A TCP forwarder standing in for a service; `close()` makes its port a closed port, `open()` brings it back. */
-function tcpProxy(target: { host: string; port: number }) {
-  let server: Server | null = null;
-  let port = 0;
-  const sockets = new Set<Socket>();
-  return {
-    get port() {
-      return port;
-    },
-    async open() {
-      const s = createServer((client) => {
-        const upstream = connect(target.port, target.host);
-        sockets.add(client).add(upstream);
-        const drop = () => {
-          client.destroy();
-          upstream.destroy();
-          sockets.delete(client);
-          sockets.delete(upstream);
-        };
-        client.on('error', drop).on('close', drop);
-        upstream.on('error', drop).on('close', drop);
-        client.pipe(upstream).pipe(client);
-      });
-      await new Promise<void>((resolve, reject) => s.once('error', reject).listen(port, '127.0.0.1', () => resolve()));
-      port = (s.address() as AddressInfo).port;
-      server = s;
-    },
-    async close() {
-      const s = server;
-      server = null;
-      if (!s) return;
-      const closed = new Promise<void>((resolve) => s.close(() => resolve()));
-      for (const sock of sockets) sock.destroy();
-      sockets.clear();
-      await closed;
-    },
-  };
-}
+import { tcpProxy } from '../../libs/testing/tcp-proxy.js';
 
 async function until<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 30_000): Promise<T> {
   const start = Date.now();

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clusterSafePrefix, therapistImportJobId } from '../../libs/queues/index.js';
 import { workerComponent, type FleetContext } from '../../libs/runtime/index.js';
 import type { TestDatabase } from '../../libs/testing/db.js';
+import { until } from '../../libs/testing/until.js';
 import { scraperFile, therapistLine } from './fixtures.js';
 import { startTherapistImportHarness } from './int-harness.js';
 import { sha256 } from './process-therapist-file.js';
@@ -21,16 +22,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await close?.();
 });
-
-async function until<T>(fn: () => Promise<T | undefined | false>, what: string, timeoutMs = 20_000): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not met in time`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('a therapist file whose worker dies twice while importing it', () => {
   it('is recorded failed, its run closes with the staff summary, and it is not imported', async () => {
@@ -56,17 +47,17 @@ describe('a therapist file whose worker dies twice while importing it', () => {
     const jobId = therapistImportJobId(hash, file.id);
     const worker = workerComponent(ctx, 'therapist-import', therapistImportHandlers(ctx));
     try {
-      await until(async () => ((await queue.getJob(jobId))?.deferredFailure ? true : undefined), 'job stalled more than allowed');
+      await until('job stalled more than allowed', async () => ((await queue.getJob(jobId))?.deferredFailure ? true : undefined));
       await worker.start();
-      const row = await until(async () => {
+      const row = await until('file failed', async () => {
         const r = await repo.getFile(ctx.database.db, file.id);
         return r && r.status === 'failed' ? r : undefined;
-      }, 'file failed');
+      });
       expect(row.reason).toMatch(/^import abandoned: its worker stopped before finishing it/);
-      const run = await until(async () => {
+      const run = await until('run closed', async () => {
         const r = await repo.getRun(ctx.database.db, runId);
         return r && r.state === 'closed' ? r : undefined;
-      }, 'run closed');
+      });
       expect(run.summaryDeliveryId).not.toBeNull();
       const events = await db.sql`select event_type, payload from fleet.outbox where event_type = 'import.failed' and key = ${String(file.id)}`;
       expect(events.map((e) => (e.payload as { errorCode: string }).errorCode)).toEqual(['worker_died']);

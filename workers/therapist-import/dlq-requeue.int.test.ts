@@ -6,6 +6,7 @@ import { addDeadLetter, listDeadLetters, therapistImportJobId } from '../../libs
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { workerComponent } from '../../libs/runtime/index.js';
 import type { TestDatabase } from '../../libs/testing/db.js';
+import { until } from '../../libs/testing/until.js';
 import { startTherapistImportHarness } from './int-harness.js';
 import { scraperFile, therapistLine } from './fixtures.js';
 import { sha256 } from './process-therapist-file.js';
@@ -22,16 +23,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await close?.();
 });
-
-async function until<T>(fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() - start > timeoutMs) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('operator requeue of a dead-lettered therapist file', () => {
   it('an idle worker takes the job at once: it finds the row reopened and imports the file', async () => {
@@ -63,7 +54,7 @@ describe('operator requeue of a dead-lettered therapist file', () => {
 
         const r = await requeueOne({ db: ctx.database.db, queues: ctx.queues, hooks: { 'therapist-import': therapistImportDeadLetterHook } }, jobId, { actor: 'ops-anna', reason: 'database back' });
         expect(r.state).toBe('requeued');
-        await until(async () => (await (await ctx.queues.queue('therapist-import').getJob(jobId))?.getState()) === 'completed');
+        await until('the requeued job completed', async () => (await (await ctx.queues.queue('therapist-import').getJob(jobId))?.getState()) === 'completed');
         const row = (await repo.getFile(ctx.database.db, file.id))!;
         statuses.push(`${row.status}/${row.attempts}`);
       }
