@@ -391,6 +391,37 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect(events).toHaveLength(1);
     expectImportFailedEvent(events[0]!, row, { code: 'validation_failed', attempts: 1 });
   });
+
+  it('the final attempt commits and then fails (e.g. the email enqueue): the row stays imported, no failure email or event', async () => {
+    const q = testQueuePrefix();
+    cleanups.push(q.cleanup);
+    const own = await startImportHarness({ databaseUrl: database.url, queuePrefix: q.prefix, env: { RETRY_BACKOFF_SCALE: '0.001' } });
+    try {
+      // Stands for what follows the commit in the same attempt (enqueueing the staff email on Redis).
+      await own.startWorkers({
+        afterCommit: () => {
+          throw new Error('redis went away after the commit');
+        },
+      });
+      const reg = plainRegistration({ token: 'c0ffee0012345678' });
+      const { name, generation } = await upload(own, reg);
+      const attempts = catalog['patient-import'].retry.attempts;
+      // Every attempt but the last fails before the commit; the last commits.
+      own.standIn.fail({ kind: 'download', mode: { status: 503 }, times: attempts - 1, object: name });
+      await own.poll();
+      // Its own queue prefix: the only dead letter is this file's job, after its last attempt.
+      await until(async () => (await listDeadLetters(own.ctx.queues, { queue: 'patient-import' }))[0], 30_000, 'dead letter');
+      const row = (await ledgerOf(name, generation))!;
+      expect(row).toMatchObject({ status: 'imported', attempts, error_code: null, failed_at: null });
+      expect(await database.sql`select id from patient_service.patienten where zahlungsreferenz = 'c0ffee00'`).toHaveLength(1);
+      expect(await deliveriesOf(`patient-import.failed.ledger.${row.id}`)).toHaveLength(0);
+      expect(await deliveriesOf(`patient-import.staff.ledger.${row.id}`)).toHaveLength(1);
+      expect(await failedEventsOf(row.id)).toHaveLength(0);
+      expect(own.standIn.getObject(BUCKET, name)?.generation).toBe(generation); // only the delete is left
+    } finally {
+      await own.close();
+    }
+  });
 });
 
 async function expectFailedAsDesigned(

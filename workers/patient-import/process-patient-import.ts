@@ -57,11 +57,13 @@ export async function processPatientImport(
     row.backupPath = backupPath;
     // A file that validates: the backup record goes with the import (its own statement, committed first, same round trip).
     const result = await deps.store.commit({ ...input, backedUp });
+    // Committed: from here on a failure (the email enqueue, the delete) leaves only the delete,
+    // never a `failed` row for a patient that exists (the final attempt checks row.status).
+    row.status = result.outcome.kind;
+    row.patientId = result.outcome.patientId;
     deps.log.info({ ledgerId, outcome: result.outcome.kind, patientId: result.outcome.patientId }, 'registration committed');
     for (const id of result.deliveryIds) await deps.sendMail(id);
     await deps.afterCommit?.();
-    row.status = result.outcome.kind;
-    row.patientId = result.outcome.patientId;
     return await finish(row, deps, result.outcome);
   } catch (err) {
     if (isPermanent(err)) throw await fail(row, err, bytes, deps);
