@@ -63,33 +63,64 @@ function fsyncDir(dir: string): Promise<void> {
 }
 
 /**
+ * A file system error without the file's name: Node puts the path (and a rename's target) into
+ * the message and into `path`/`dest`, and these names carry the patient's name (the object
+ * name). The error goes to logs, job failures and dead letters, so it names only the folder,
+ * the operation and the errno code (`EACCES`, `ENOSPC`, `EROFS`, ...), which it keeps as `code`.
+ */
+export class FolderError extends Error {
+  override name = 'FolderError';
+  constructor(
+    readonly code: string,
+    readonly syscall: string | undefined,
+    readonly folder: string,
+    description: string,
+  ) {
+    super(`${code}: ${description} (${syscall ?? 'file operation'} in the folder ${folder})`);
+  }
+}
+
+function withoutFileName(err: unknown, folder: string): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (!(e instanceof Error) || typeof e.code !== 'string' || !('path' in e || 'dest' in e)) return err;
+  // "EACCES: permission denied, open '/dir/.12-Muller_Jurgen_....tmp'" -> "permission denied"
+  const description = e.message.replace(new RegExp(`^${e.code}: `), '').split(e.syscall ? `, ${e.syscall} ` : "'")[0]!.trim();
+  return new FolderError(e.code, e.syscall, folder, description || 'failed');
+}
+
+/**
  * Writes `bytes` durably to `dir/name`: a temporary file, fsync, rename, fsync of the
  * directory. A retry writes the file again the same way: the rename replaces a copy left by
  * an earlier attempt atomically (no read of the old copy first; its name is the ledger id
- * and the object name, so it held the same generation's bytes).
+ * and the object name, so it held the same generation's bytes). A file system error is
+ * thrown as a `FolderError` (no file name in it).
  */
 export async function writeDurably(dir: string, name: string, bytes: Buffer): Promise<string> {
   const root = path.resolve(dir);
   const target = path.resolve(root, name);
   if (path.dirname(target) !== root) throw new Error('refusing a file name outside the target folder');
-  if (!madeDirs.has(root)) {
-    await mkdir(root, { recursive: true });
-    madeDirs.add(root);
-  }
-  const tmp = path.join(root, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
-  const fd = await open(tmp, 'wx', 0o600);
   try {
-    await fd.writeFile(bytes);
-    await fd.sync();
+    if (!madeDirs.has(root)) {
+      await mkdir(root, { recursive: true });
+      madeDirs.add(root);
+    }
+    const tmp = path.join(root, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
+    const fd = await open(tmp, 'wx', 0o600);
+    try {
+      await fd.writeFile(bytes);
+      await fd.sync();
+    } catch (err) {
+      await fd.close().catch(() => {});
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    await fd.close();
+    await rename(tmp, target);
+    await fsyncDir(root);
+    return target;
   } catch (err) {
-    await fd.close().catch(() => {});
-    await rm(tmp, { force: true });
-    throw err;
+    throw withoutFileName(err, root);
   }
-  await fd.close();
-  await rename(tmp, target);
-  await fsyncDir(root);
-  return target;
 }
 
 /** Durable local copies in one folder (BACKUP_DIR or FAILED_DIR). */
@@ -99,7 +130,7 @@ export function folderKeeper(dir: string): FileKeeper {
     read: (savedPath) =>
       readFile(savedPath).catch((err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT') return null;
-        throw err;
+        throw withoutFileName(err, path.dirname(path.resolve(savedPath)));
       }),
   };
 }

@@ -1,12 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../libs/log/index.js';
 import { catalog, listDeadLetters } from '../../libs/queues/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { fileBytes, objectNameFor, plainRegistration, signedRegistration } from './fixtures.js';
 import { BUCKET, PREFIX, startImportHarness, until, type ImportHarness } from './int-harness.js';
+import { safeFileName } from './file-keeper.js';
 import { pgImportStore } from './pg-store.js';
 import { SYMPTOMS } from './registration-schema.js';
 
@@ -390,6 +394,38 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     const events = await failedEventsOf(row.id);
     expect(events).toHaveLength(1);
     expectImportFailedEvent(events[0]!, row, { code: 'validation_failed', attempts: 1 });
+  });
+
+  it('the backup folder failing (EACCES, ENOSPC, EROFS...): logs, job failures, dead letter and ledger never carry the file name (the patient name)', async () => {
+    const q = testQueuePrefix();
+    cleanups.push(q.cleanup);
+    const lines: string[] = [];
+    const log = createLogger({ level: 'debug', pretty: 'false' }, new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
+    const own = await startImportHarness({ databaseUrl: database.url, queuePrefix: q.prefix, log, env: { RETRY_BACKOFF_SCALE: '0.001' } });
+    try {
+      const reg = plainRegistration({ vorname: 'Ottilie', nachname: 'Quastenberg', token: 'f01de0f012345678' });
+      const { name, generation } = await upload(own, reg);
+      await own.poll();
+      const recorded = (await ledgerOf(name, generation))!;
+      // The backup copy's place is taken by a folder: every write of it fails (rename: EISDIR), as a
+      // full, read-only or wrongly owned volume would, with Node's message naming the file.
+      await mkdir(path.join(own.backupDir, safeFileName({ id: Number(recorded.id), objectName: name }), 'x'), { recursive: true });
+      await own.startWorkers();
+      const dead = await until(async () => (await listDeadLetters(own.ctx.queues, { queue: 'patient-import' }))[0], 30_000, 'dead letter');
+      const row = await ledger(Number(recorded.id));
+      expect(row).toMatchObject({ status: 'failed', error_code: 'gave_up' });
+      expect(row.reason).toContain('EISDIR');
+      expect(row.reason).toContain(own.backupDir);
+      const job = await own.ctx.queues.queue('patient-import').getJob(`patient-import.ledger.${row.id}`);
+      const stored = [JSON.stringify(dead), String(row.reason), JSON.stringify(job?.failedReason ?? ''), JSON.stringify(job?.stacktrace ?? []), ...lines];
+      expect(lines.some((l) => l.includes('EISDIR'))).toBe(true);
+      for (const text of stored) {
+        expect(text).not.toMatch(/Quastenberg|Ottilie/);
+      }
+      expect(own.standIn.getObject(BUCKET, name)?.generation).toBe(generation);
+    } finally {
+      await own.close();
+    }
   });
 
   it('the final attempt commits and then fails (e.g. the email enqueue): the row stays imported, no failure email or event', async () => {
