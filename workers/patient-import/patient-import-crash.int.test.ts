@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { Worker } from 'bullmq';
@@ -86,6 +87,11 @@ describe('patient import: crashes', () => {
     h.put(name, fileBytes(reg));
     await h.poll();
     const [row] = await database.sql`select id from fleet.patient_import_ledger where object_name = ${name}`;
+    // As if an earlier run had made the durable copy before it died.
+    const backupPath = path.join(h.backupDir, `${row!.id}-copy.json`);
+    await mkdir(h.backupDir, { recursive: true });
+    await writeFile(backupPath, fileBytes(reg));
+    await database.sql`update fleet.patient_import_ledger set status = 'backed_up', backup_path = ${backupPath} where id = ${row!.id}`;
     // A worker that takes the job and dies with it (it never renews its lock), twice: BullMQ
     // marks the job stalled too often, and the next worker to take it fails it without running it.
     const dying = new Worker('patient-import', () => new Promise(() => {}), {
@@ -103,10 +109,12 @@ describe('patient import: crashes', () => {
     await h.startWorkers();
 
     const failed = await until(async () => {
-      const [r] = await database.sql`select status, error_code, reason from fleet.patient_import_ledger where id = ${row!.id}`;
+      const [r] = await database.sql`select status, error_code, reason, failed_path from fleet.patient_import_ledger where id = ${row!.id}`;
       return r && r.status === 'failed' ? r : undefined;
     }, 20_000, 'ledger row failed');
     expect(failed.error_code).toBe('worker_died');
+    expect(failed.failed_path).toBeTruthy();
+    expect(await readFile(failed.failed_path as string)).toEqual(fileBytes(reg)); // the bytes for staff, as for any failed file
     expect(failed.reason).toMatch(/worker stopped before finishing it/);
     expect(await database.sql`select id from fleet.deliveries where idempotency_key like ${`patient-import.%.ledger.${row!.id}`}`).toHaveLength(1);
     expect(await database.sql`select id from fleet.outbox where event_type = 'import.failed' and key = ${String(row!.id)}`).toHaveLength(1);

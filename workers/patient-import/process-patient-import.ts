@@ -79,13 +79,16 @@ export async function processPatientImport(
 /**
  * A job BullMQ failed outside its processor (the worker running it died, more often than
  * allowed): recorded for staff as one out of retries is, so the row does not wait unseen with
- * only a dead letter. Nothing is downloaded (the file may be what kills the worker); the object
- * stays in the bucket. A row already imported (the delete was left) or final is left alone.
+ * only a dead letter. Nothing is downloaded or parsed (the file may be what kills the worker);
+ * the durable copy, when one was made, is kept in the failed folder; the object stays in the
+ * bucket. A row already imported (the delete was left) or final is left alone.
  */
 export async function recordAbandonedImport(ledgerId: number, reason: string, deps: ImportDeps): Promise<void> {
   const row = await deps.store.readRow(ledgerId);
   if (!row || FINAL.has(row.status) || row.status === 'failed' || row.status === 'imported' || row.status === 'duplicate') return;
-  await fail(row, new PermanentError('worker_died', `ledger ${ledgerId}: gave up after ${row.attempts} attempts: ${reason}`), null, deps);
+  // Reading the copy is safe; parsing it is what may not be.
+  const bytes = row.backupPath ? await deps.backups.read(row.backupPath) : null;
+  await fail(row, new PermanentError('worker_died', `ledger ${ledgerId}: gave up after ${row.attempts} attempts: ${reason}`), bytes, deps);
 }
 
 /**
