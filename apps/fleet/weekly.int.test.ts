@@ -11,6 +11,7 @@ import { patienten, platzsuche, therapeutAnfragePatient, therapeuten, therapeute
 import { createLogger, silentLogger } from '../../libs/log/index.js';
 import { createOutboxFolderDriver } from '../../libs/mail/index.js';
 import { fixedClock, openContext, workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
+import { catalog } from '../../libs/queues/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { startResendStandIn, type ResendStandIn } from '../../libs/testing/resend-stand-in.js';
@@ -415,6 +416,13 @@ describe('weekly schedule', () => {
     // A restart with the same settings changes nothing.
     expect((await registerWeeklySchedule(ctx)).action).toBe('unchanged');
     expect((await q.getDelayed(0, -1)).filter((j) => j.name === 'weekly-tick')).toHaveLength(1);
+    // A deploy whose retry policy differs from the stored one (an older release's) updates it.
+    await q.upsertJobScheduler(WEEKLY_SCHEDULER_ID, { pattern: '0 9 * * 1', tz: 'Europe/Berlin' }, { name: 'weekly-tick', data: {}, opts: { attempts: 5, backoff: { type: 'exponential', delay: 30 } } });
+    expect((await registerWeeklySchedule(ctx)).action).toBe('updated');
+    const [updated] = await q.getJobSchedulers(0, -1);
+    expect(updated!.template?.opts).toMatchObject({ attempts: catalog['weekly-tick'].retry.attempts, backoff: { type: 'capped-exponential' } });
+    expect((await q.getDelayed(0, -1)).filter((j) => j.name === 'weekly-tick')).toHaveLength(1);
+    expect((await registerWeeklySchedule(ctx)).action).toBe('unchanged');
   });
 
   it("BullMQ's own schedule computation fires Monday 09:00 Berlin in the weeks around both DST changes", () => {

@@ -10,7 +10,8 @@ import { jobOptionsFor, type QueueSet } from './queue-set.js';
  * duplicate-schedule problems BullMQ users report (taskforcesh/bullmq#2876, #2988, #3085:
  * concurrent or quick successive upserts creating extra delayed jobs or none):
  * - one Redis lock around the whole registration, so processes take turns;
- * - no upsert at all when the stored scheduler already has the wanted cron, zone and job;
+ * - no upsert at all when the stored scheduler already has the wanted cron, zone, job and
+ *   retry policy;
  * - schedulers on the queue producing the same job under another id (an older deploy)
  *   are removed;
  * - afterwards exactly one delayed job of the scheduler must exist; extras are removed.
@@ -69,8 +70,11 @@ export async function ensureJobScheduler<N extends JobName>(o: EnsureSchedulerOp
     }
     const current = await queue.getJobScheduler(o.schedulerId);
     let action: EnsureSchedulerResult['action'] = 'unchanged';
-    if (!current || current.pattern !== o.pattern || current.tz !== o.timeZone || current.name !== o.jobName) {
-      const { attempts, backoff, removeOnComplete, removeOnFail } = jobOptionsFor(o.jobName, o.queues.backoffScale);
+    const { attempts, backoff, removeOnComplete, removeOnFail } = jobOptionsFor(o.jobName, o.queues.backoffScale);
+    // The job's retry policy counts too: a deploy that changes it (or RETRY_BACKOFF_SCALE) must reach the scheduled jobs.
+    const storedOpts = current?.template?.opts;
+    const sameRetry = storedOpts?.attempts === attempts && JSON.stringify(storedOpts?.backoff) === JSON.stringify(backoff);
+    if (!current || current.pattern !== o.pattern || current.tz !== o.timeZone || current.name !== o.jobName || !sameRetry) {
       await queue.upsertJobScheduler(
         o.schedulerId,
         { pattern: o.pattern, tz: o.timeZone },
