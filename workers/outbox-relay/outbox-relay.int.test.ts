@@ -208,8 +208,8 @@ describe('outbox relay against a Kafka-protocol broker', () => {
     process.on('uncaughtException', onUncaught);
     try {
       await until('the relay to lead', async () => (await metric(ctx, 'fleet_outbox_relay_leader')) === 1, 10_000);
-      // The session holding the relay's advisory lock (objsubid 2, as the relay checks it).
-      const holders = await db.sql<Array<{ pid: number }>>`select pid from pg_locks where locktype = 'advisory' and objsubid = 2 and granted and database = (select oid from pg_database where datname = current_database())`;
+      // The session holding the relay's advisory lock (objsubid 2, object 1, as the relay checks it; object 2 is the parking lock it takes during each drain).
+      const holders = await db.sql<Array<{ pid: number }>>`select pid from pg_locks where locktype = 'advisory' and objsubid = 2 and objid = 1 and granted and database = (select oid from pg_database where datname = current_database())`;
       expect(holders).toHaveLength(1);
       await db.sql`select pg_terminate_backend(${holders[0]!.pid})`;
       const ids = new Set<string>();

@@ -62,6 +62,7 @@ function fakeOutbox(n: number, keyOf?: (id: number) => string) {
         }
       }
     },
+    whileDraining: (drain) => drain(),
     release: async () => {
       if (holder === owner) holder = null;
     },

@@ -174,9 +174,10 @@ export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): Out
           const pruned = await deps.prunePublished(cutoff);
           if (pruned > 0) log.info({ pruned, cutoff: cutoff.toISOString() }, 'published outbox rows pruned');
         }
-        const result = await drainOutbox(
+        const drainLease = lease;
+        const result = await drainLease.whileDraining(() => drainOutbox(
           {
-            source: lease,
+            source: drainLease,
             publisher,
             clock,
             keepGoing: () => !signal.aborted,
@@ -191,7 +192,7 @@ export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): Out
             },
           },
           { batchSize: settings.batchSize, maxBatches: settings.maxBatchesPerLeaseCheck ?? 20 },
-        );
+        ));
         if (result.published > 0 || result.parked > 0) log.debug({ published: result.published, parked: result.parked, batches: result.batches }, 'outbox batches published');
         if (result.caughtUp) {
           // Idle: make sure readiness still tells the truth about Kafka, then wait.

@@ -1,7 +1,8 @@
-import { and, asc, eq, isNotNull, isNull } from 'drizzle-orm';
+import { and, asc, eq, isNotNull, isNull, sql } from 'drizzle-orm';
 import type { Db, DbOrTx } from '../client.js';
 import { outbox } from '../schema/fleet.js';
 import { recordAudit } from './audit.js';
+import { PARKING_LOCK } from './outbox-relay.js';
 
 /**
  * Parked outbox events: ones Kafka refused for good (message too large, invalid record, topic
@@ -62,10 +63,13 @@ export class ParkedEventNotFound extends Error {
  * event of that event's topic and key goes back (the refused one and those held behind it),
  * so they are published again in their order; an event un-parked alone behind a still parked
  * one would just be held again. If Kafka still refuses, the relay parks them again.
+ * Waits for the relay's drain in progress to end (PARKING_LOCK), so the next drain reads the
+ * events put back before any later event of their key.
  */
 export async function retryParked(db: Db, target: RetryParkedTarget, action: { actor: string; reason: string }): Promise<{ retried: number }> {
   const parked = and(isNotNull(outbox.parkedAt), isNull(outbox.publishedAt));
   return db.transaction(async (tx) => {
+    await tx.execute(sql`select pg_advisory_xact_lock(${PARKING_LOCK[0]}::int4, ${PARKING_LOCK[1]}::int4)`);
     let which;
     if ('eventId' in target) {
       const [chain] = await tx

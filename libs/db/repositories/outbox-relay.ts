@@ -15,6 +15,13 @@ import type { Database } from '../client.js';
 /** Advisory lock key (two int4 form): 'fleet' in hex-ish, and 1 for the outbox relay. */
 const LOCK_CLASS = 0x0f1ee7;
 const LOCK_OBJECT = 1;
+/**
+ * Held shared by the leader for the length of each drain, taken exclusively by an operator
+ * putting parked events back (`retryParked`): un-parking in the middle of a drain would let the
+ * drain's later reads send a newer event of the key before the ones put back (their lower ids
+ * are read only by the next drain), or park a newer one behind an event no longer parked.
+ */
+export const PARKING_LOCK: readonly [number, number] = [LOCK_CLASS, 2];
 
 /** An unpublished outbox row as the relay reads it: the envelope comes ready as JSON text. */
 export interface UnpublishedEvent {
@@ -51,6 +58,8 @@ export interface RelayLease {
   recordFailure(ids: number[], error: string): Promise<void>;
   /** Parks events: the relay skips them until an operator retries them; never deleted. */
   park(events: ParkRequest[], at: Date): Promise<void>;
+  /** Runs one drain; operators' retries of parked events wait until it is over (PARKING_LOCK). */
+  whileDraining<T>(drain: () => Promise<T>): Promise<T>;
   /** Gives the lock and the connection back. */
   release(): Promise<void>;
 }
@@ -159,6 +168,15 @@ export async function acquireRelayLease(database: Database): Promise<RelayLease 
         from unnest(${events.map((e) => e.id)}::int8[], ${events.map((e) => e.reason.slice(0, 500))}::text[], ${events.map((e) => (e.attempted ? 1 : 0))}::int4[])
           as v(id, reason, tried)
         where o.id = v.id and o.published_at is null`;
+    },
+    async whileDraining(drain) {
+      await conn`select pg_advisory_lock_shared(${PARKING_LOCK[0]}::int4, ${PARKING_LOCK[1]}::int4)`;
+      try {
+        return await drain();
+      } finally {
+        // A lost session has dropped the lock with it.
+        await conn`select pg_advisory_unlock_shared(${PARKING_LOCK[0]}::int4, ${PARKING_LOCK[1]}::int4)`.catch(() => {});
+      }
     },
     async release() {
       if (released) return;
