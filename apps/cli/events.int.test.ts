@@ -39,6 +39,12 @@ describe('fleet events', () => {
 
     const stats = await fleet({}, 'events', 'stats', '--json');
     expect(JSON.parse(stats.stdout)).toMatchObject({ kafkaBrokers: null, unpublished: 1, published: 1, failing: 0 });
+
+    // A parked event says so (it waits for an operator, not for Kafka).
+    await db.sql`update fleet.outbox set parked_at = now(), park_reason = 'message too large' where key = '42'`;
+    const parked = await fleet({}, 'events', 'list', '--unpublished');
+    const line = parked.stdout.split('\n').find((l) => l.includes(env.eventId));
+    expect(line).toMatch(/\bPARKED\b/);
   });
 
   it('setup says clearly that a broker without CreateTopics (the mock) cannot create the topics', { timeout: 90_000 }, async () => {

@@ -49,7 +49,8 @@ export function registerEvents(program: Command): void {
               r.topic,
               r.key,
               iso(r.createdAt),
-              iso(r.publishedAt),
+              // A parked event is not waiting for Kafka: it waits for an operator (`fleet events parked`).
+              r.publishedAt ? iso(r.publishedAt) : r.parkedAt ? 'PARKED' : iso(r.publishedAt),
               String(r.attempts),
               r.lastError ? r.lastError.slice(0, 60) : '',
             ]),
