@@ -12,6 +12,7 @@ import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtu
 import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
 import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
 import { tcpProxy } from '../../libs/testing/tcp-proxy.js';
+import { watcherTestEnv } from './watcher-test-config.js';
 
 async function until<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 30_000): Promise<T> {
   const start = Date.now();
@@ -51,17 +52,9 @@ beforeAll(async () => {
   dbUrl.host = `127.0.0.1:${pg().port}`;
   redisUrl.host = `127.0.0.1:${redis().port}`;
   ctx = openContext(
-    loadConfig({
-      DATABASE_URL: dbUrl.toString(),
-      REDIS_URL: redisUrl.toString(),
-      QUEUE_PREFIX: q.prefix,
-      SCRAPER_DROP_DIR: dir,
-      SCRAPER_STABILITY_MS: String(STABILITY_MS),
-      SCRAPER_POLL_INTERVAL_MS: '50',
-      SCRAPER_RUN_QUIET_MS: String(QUIET_MS),
-      RETRY_BACKOFF_SCALE: '0.001',
-      LOG_LEVEL: 'silent',
-    }),
+    loadConfig(
+      watcherTestEnv({ databaseUrl: dbUrl.toString(), redisUrl: redisUrl.toString(), queuePrefix: q.prefix, dropDir: dir, stabilityMs: STABILITY_MS, quietMs: QUIET_MS }),
+    ),
     silentLogger(),
   );
   workers = therapistImportComponents(ctx);

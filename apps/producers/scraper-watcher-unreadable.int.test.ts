@@ -11,6 +11,7 @@ import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
 import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
 import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
+import { watcherTestEnv } from './watcher-test-config.js';
 
 // The tests run as root, who reads a chmod 000 file: the fleet's service user would get EACCES.
 // Reading `41001.json` fails so, as for that user (the rest of the file system is real).
@@ -48,17 +49,7 @@ beforeAll(async () => {
   cleanupRedis = q.cleanup;
   dir = await mkdtemp(path.join(tmpdir(), 'scraper-unreadable-'));
   ctx = openContext(
-    loadConfig({
-      DATABASE_URL: db.url,
-      REDIS_URL: TEST_REDIS_URL,
-      QUEUE_PREFIX: q.prefix,
-      SCRAPER_DROP_DIR: dir,
-      SCRAPER_STABILITY_MS: '300',
-      SCRAPER_POLL_INTERVAL_MS: '50',
-      SCRAPER_RUN_QUIET_MS: '300',
-      RETRY_BACKOFF_SCALE: '0.001',
-      LOG_LEVEL: 'silent',
-    }),
+    loadConfig(watcherTestEnv({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, queuePrefix: q.prefix, dropDir: dir })),
     createLogger({ level: 'silent', pretty: 'false' }),
   );
   // Dropped while the fleet was down: one file the fleet may not read among others.

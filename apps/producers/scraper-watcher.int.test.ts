@@ -15,6 +15,7 @@ import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtu
 import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
 import { classifyDropPath } from './scraper-layout.js';
 import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
+import { watcherTestEnv } from './watcher-test-config.js';
 
 let db: TestDatabase;
 let ctx: FleetContext;
@@ -73,17 +74,7 @@ beforeAll(async () => {
   cleanupRedis = q.cleanup;
   dir = await mkdtemp(path.join(tmpdir(), 'scraper-drop-'));
   ctx = openContext(
-    loadConfig({
-      DATABASE_URL: db.url,
-      REDIS_URL: TEST_REDIS_URL,
-      QUEUE_PREFIX: q.prefix,
-      SCRAPER_DROP_DIR: dir,
-      SCRAPER_STABILITY_MS: String(STABILITY_MS),
-      SCRAPER_POLL_INTERVAL_MS: '50',
-      SCRAPER_RUN_QUIET_MS: '300',
-      RETRY_BACKOFF_SCALE: '0.001',
-      LOG_LEVEL: 'silent',
-    }),
+    loadConfig(watcherTestEnv({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, queuePrefix: q.prefix, dropDir: dir, stabilityMs: STABILITY_MS })),
     createLogger(
       { level: 'info', pretty: 'false' },
       new Writable({
