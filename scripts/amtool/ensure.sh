@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure amtool (used by the Alertmanager configuration tests) is on PATH: installs the
-# Debian package prometheus-alertmanager (only its amtool is used; no recommends) when missing.
+# Makes sure amtool and the alertmanager server (used by the Alertmanager configuration tests)
+# are on PATH: installs the Debian package prometheus-alertmanager (no recommends) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if ! command -v amtool >/dev/null 2>&1; then
