@@ -1,7 +1,7 @@
 /**
  * Looks at the dashboard as an operator would: starts the HTTP app with credentials on a
  * scratch database and queue prefix, makes a failed job and dead letters, logs into Bull
- * Board, the dead-letter page and the therapist import pages with Debian's chromium (playwright-core), and saves
+ * Board, the dead-letter page, the therapist import pages and the daily health view with Debian's chromium (playwright-core), and saves
  * screenshots to var/screenshots/. Not part of `npm test` (CI has no chromium).
  *
  *   apt-get install -y chromium
@@ -115,6 +115,7 @@ async function main() {
         ['therapist-imports.png', '/therapist-imports', 'text=Runs: the scraper files', true],
         ['therapist-import-run.png', `/therapist-imports/runs/${therapistReport.runId}`, 'text=Files', true],
         ['therapist-import-file.png', `/therapist-imports/files/${therapistReport.fileId}`, 'text=Failed therapists', true],
+        ['daily-health.png', '/daily', 'text=Needs attention', true],
       ];
       for (const [file, url, waitFor, fullPage] of shots) {
         const res = await page.goto(`${base}${url}`, { waitUntil: 'networkidle' });
@@ -139,6 +140,7 @@ async function main() {
       await page.locator('header button').last().click();
       const link = page.getByText('Dead letters (requeue / discard)');
       await link.waitFor({ timeout: 5_000 });
+      await page.getByText('Daily health').waitFor({ timeout: 5_000 });
       const menuShot = path.join(args.out!, 'dashboard-menu.png');
       await page.screenshot({ path: menuShot });
       console.log(`saved ${menuShot}`);

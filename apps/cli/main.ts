@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../../libs/config/index.js';
 import { errorMessage, withoutQueryData } from '../../libs/errors/index.js';
+import { registerDaily } from './commands/daily.js';
 import { registerDlq } from './commands/dlq.js';
 import { registerImports } from './commands/imports.js';
 import { registerEvents } from './commands/events.js';
@@ -37,6 +38,7 @@ const program = new Command()
 registerStart(program);
 registerMigrate(program);
 registerStatus(program);
+registerDaily(program);
 registerDlq(program);
 registerWeekly(program);
 registerImports(program);

@@ -107,6 +107,7 @@ export function dashboardRouter(ctx: FleetContext): Router {
           { text: 'Dead letters (requeue / discard)', url: '/ops' },
           { text: 'Failed imports', url: '/imports' },
           { text: 'Therapist imports', url: '/therapist-imports' },
+          { text: 'Daily health', url: '/daily' },
         ],
       },
     },

@@ -51,7 +51,7 @@ input[type=text]{padding:4px 6px;border:1px solid #cbd2d9;border-radius:4px;min-
 button{padding:4px 10px;border-radius:4px;border:1px solid #3e4c59;background:#fff;cursor:pointer}
 button.danger{border-color:#b42318;color:#b42318}
 nav{background:#1f2933;color:#fff;padding:10px 24px}nav a{color:#fff;margin-right:16px}
-.notice{background:#fff8e1;border:1px solid #f0c36d;padding:8px 12px;margin-bottom:16px}
+.notice{background:#fff8e1;border:1px solid #f0c36d;padding:8px 12px;margin-bottom:16px}.notice.ok{background:#e8f5e9;border-color:#7bc47f}.notice ul{margin:6px 0 0;padding-left:20px}
 th.num,td.num{text-align:right;white-space:nowrap}
 table.counts{width:auto;min-width:420px}table.counts th{background:#fff;font-weight:500}
 .scroll{overflow-x:auto}.nowrap{white-space:nowrap}.note{min-width:180px}h1 code{font-size:18px}
@@ -66,7 +66,7 @@ export function utcTime(d: Date | null | undefined, to: 'second' | 'minute' = 's
 
 /** A whole HTML page; `body` is trusted (build it with `html`). */
 export function page(title: string, body: SafeHtml | string, opts: { nav?: boolean } = {}): string {
-  const nav = opts.nav ? '<nav><a href="/dashboard">Queues (Bull Board)</a><a href="/ops">Dead letters</a><a href="/imports">Failed imports</a><a href="/therapist-imports">Therapist imports</a></nav>' : '';
+  const nav = opts.nav ? '<nav><a href="/dashboard">Queues (Bull Board)</a><a href="/ops">Dead letters</a><a href="/imports">Failed imports</a><a href="/therapist-imports">Therapist imports</a><a href="/daily">Daily health</a></nav>' : '';
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>${escapeHtml(title)}</title><style>${STYLE}</style></head>

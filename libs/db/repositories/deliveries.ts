@@ -304,3 +304,33 @@ export async function listStaleClaims(db: DbOrTx, before: Date, limit: number) {
     .groupBy(deliveries.batchId, deliveries.batchLeaderId)
     .limit(limit);
 }
+
+/**
+ * The daily health view's email figures: sent, failed and dropped (no longer wanted) since
+ * `since`, and what waits now (pending, or claimed and being sent) with the oldest one's age.
+ */
+export async function deliveryActivity(
+  db: DbOrTx,
+  since: Date,
+  now: Date,
+): Promise<{ sent: number; failed: number; dropped: number; pending: number; oldestPendingAgeSeconds: number | null }> {
+  const d = deliveries;
+  const s = since.toISOString();
+  const [row] = await db
+    .select({
+      sent: sql<number>`count(*) filter (where ${d.status} = 'sent' and ${d.sentAt} >= ${s}::timestamptz)::int`,
+      failed: sql<number>`count(*) filter (where ${d.status} = 'failed' and ${d.updatedAt} >= ${s}::timestamptz)::int`,
+      dropped: sql<number>`count(*) filter (where ${d.status} = 'dropped' and ${d.updatedAt} >= ${s}::timestamptz)::int`,
+      pending: sql<number>`count(*) filter (where ${d.status} in ('pending', 'sending'))::int`,
+      oldestPending: sql<number | null>`extract(epoch from min(${d.createdAt}) filter (where ${d.status} in ('pending', 'sending')))::float8`,
+    })
+    .from(d);
+  const oldest = row?.oldestPending ?? null;
+  return {
+    sent: row?.sent ?? 0,
+    failed: row?.failed ?? 0,
+    dropped: row?.dropped ?? 0,
+    pending: row?.pending ?? 0,
+    oldestPendingAgeSeconds: oldest === null ? null : Math.max(0, now.getTime() / 1000 - oldest),
+  };
+}

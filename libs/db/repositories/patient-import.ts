@@ -525,3 +525,41 @@ export async function runImportTransaction<T>(
     c.release();
   }
 }
+
+/**
+ * The daily health view's figures (`fleet daily`, /daily): registrations imported or found
+ * duplicate since `since`, those that failed since then and are still failed, every failed one
+ * still waiting for an operator, and the rows a job still has work to do for with the age of
+ * the oldest (counts only: object names contain patient names).
+ */
+export async function ledgerActivity(
+  db: DbOrTx,
+  since: Date,
+  now: Date,
+): Promise<{ imported: number; duplicate: number; failed: number; failedWaiting: number; open: number; oldestOpenAgeSeconds: number | null }> {
+  const l = patientImportLedger;
+  const s = since.toISOString();
+  const open = sql.join(
+    patientImportOpenStatuses.map((st) => sql`${st}`),
+    sql`, `,
+  );
+  const [row] = await db
+    .select({
+      imported: sql<number>`count(*) filter (where ${l.importedAt} >= ${s}::timestamptz and ${l.duplicateKind} is null)::int`,
+      duplicate: sql<number>`count(*) filter (where ${l.importedAt} >= ${s}::timestamptz and ${l.duplicateKind} is not null)::int`,
+      failed: sql<number>`count(*) filter (where ${l.status} = 'failed' and ${l.failedAt} >= ${s}::timestamptz)::int`,
+      failedWaiting: sql<number>`count(*) filter (where ${l.status} = 'failed')::int`,
+      open: sql<number>`count(*) filter (where ${l.status} in (${open}))::int`,
+      oldestOpen: sql<number | null>`extract(epoch from min(${l.receivedAt}) filter (where ${l.status} in (${open})))::float8`,
+    })
+    .from(l);
+  const oldest = row?.oldestOpen ?? null;
+  return {
+    imported: row?.imported ?? 0,
+    duplicate: row?.duplicate ?? 0,
+    failed: row?.failed ?? 0,
+    failedWaiting: row?.failedWaiting ?? 0,
+    open: row?.open ?? 0,
+    oldestOpenAgeSeconds: oldest === null ? null : Math.max(0, now.getTime() / 1000 - oldest),
+  };
+}

@@ -375,3 +375,38 @@ export async function attachFilesToRun(db: DbOrTx, fileIds: number[], runId: num
   if (fileIds.length === 0) return;
   await db.update(therapistImportFiles).set({ runId }).where(inArray(therapistImportFiles.id, fileIds));
 }
+
+/**
+ * The daily health view's therapist import figures: runs closed since `since` and runs still
+ * open, files finished since then per final status, and the therapists those files failed.
+ */
+export async function importActivity(
+  db: DbOrTx,
+  since: Date,
+): Promise<{ runsClosed: number; runsOpen: number; files: { imported: number; partial: number; failed: number; skipped: number }; therapistsFailed: number }> {
+  const f = therapistImportFiles;
+  const r = therapistImportRuns;
+  const s = since.toISOString();
+  const [runs] = await db
+    .select({
+      closed: sql<number>`count(*) filter (where ${r.closedAt} >= ${s}::timestamptz)::int`,
+      open: sql<number>`count(*) filter (where ${r.state} <> 'closed')::int`,
+    })
+    .from(r);
+  const [files] = await db
+    .select({
+      imported: sql<number>`count(*) filter (where ${f.status} = 'imported')::int`,
+      partial: sql<number>`count(*) filter (where ${f.status} = 'partial')::int`,
+      failed: sql<number>`count(*) filter (where ${f.status} = 'failed')::int`,
+      skipped: sql<number>`count(*) filter (where ${f.status} = 'skipped')::int`,
+      therapistsFailed: sql<number>`coalesce(sum((${f.counts}->>'failed')::int), 0)::int`,
+    })
+    .from(f)
+    .where(sql`${f.finishedAt} >= ${s}::timestamptz`);
+  return {
+    runsClosed: runs?.closed ?? 0,
+    runsOpen: runs?.open ?? 0,
+    files: { imported: files?.imported ?? 0, partial: files?.partial ?? 0, failed: files?.failed ?? 0, skipped: files?.skipped ?? 0 },
+    therapistsFailed: files?.therapistsFailed ?? 0,
+  };
+}

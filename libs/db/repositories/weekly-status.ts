@@ -315,3 +315,22 @@ export async function weeklyOptOutState(db: DbOrTx, patientId: number): Promise<
   const [row] = await db.select({ optedOut: patienten.weeklyUpdateOptOut }).from(patienten).where(eq(patienten.id, patientId));
   return row ?? null;
 }
+
+/**
+ * The weekly emails of one ISO week by what became of them (daily health view): sent, skipped
+ * (dropped at send time: opted out, stopped searching, week over), pending (waiting or being
+ * sent) and failed. Patients the fan-out did not select are not recorded, so not counted.
+ */
+export async function weeklyDeliveryCounts(db: DbOrTx, w: WeekWindow): Promise<{ sent: number; skipped: number; pending: number; failed: number }> {
+  const d = deliveries;
+  const [row] = await db
+    .select({
+      sent: sql<number>`count(*) filter (where ${d.status} = 'sent')::int`,
+      skipped: sql<number>`count(*) filter (where ${d.status} = 'dropped')::int`,
+      pending: sql<number>`count(*) filter (where ${d.status} in ('pending', 'sending'))::int`,
+      failed: sql<number>`count(*) filter (where ${d.status} = 'failed')::int`,
+    })
+    .from(d)
+    .where(and(eq(d.kind, WEEKLY_DELIVERY_KIND), sql`${d.idempotencyKey} like ${`weekly.%.${w.isoWeek}`}`));
+  return { sent: row?.sent ?? 0, skipped: row?.skipped ?? 0, pending: row?.pending ?? 0, failed: row?.failed ?? 0 };
+}

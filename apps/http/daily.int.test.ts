@@ -1,0 +1,205 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../libs/config/index.js';
+import { createLogger } from '../../libs/log/index.js';
+import { dailyReport, dailyText, type DailyReport } from '../../libs/ops/daily.js';
+import { addDeadLetter } from '../../libs/queues/index.js';
+import { openContext, type FleetContext } from '../../libs/runtime/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { isoWeekOf } from '../../libs/weekly/iso-week.js';
+import { runCli } from '../cli/run-cli.js';
+import { httpComponent, type HttpComponent } from './component.js';
+
+const USER = 'operator';
+const PASSWORD = 'daily view password';
+const AUTH = `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`;
+
+let db: TestDatabase;
+let q: ReturnType<typeof testQueuePrefix>;
+let ctx: FleetContext;
+let http: HttpComponent;
+let base: string;
+
+const env = () => ({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix });
+
+/** A few rows of each kind: some in the last 24 hours, some before (outside the default window), with names in object names. */
+async function seed() {
+  const sql = db.sql;
+  const ago = (hours: number) => new Date(Date.now() - hours * 3_600_000).toISOString();
+  const ledger = (name: string, status: string, extra: { importedAt?: string; failedAt?: string; receivedAt?: string; duplicateKind?: string }) =>
+    sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, imported_at, failed_at, received_at, duplicate_kind, reason)
+      values ('b', ${`registrations/${name}.json`}, '1', 'gs://b/x', ${status}, ${extra.importedAt ?? null}, ${extra.failedAt ?? null}, ${extra.receivedAt ?? ago(0)}, ${extra.duplicateKind ?? null}, ${status === 'failed' ? 'patient_data.plz: expected 5 digits' : null})`;
+  await ledger('Mustermann_Max_1', 'deleted', { importedAt: ago(1) });
+  await ledger('Mustermann_Max_2', 'deleted', { importedAt: ago(5) });
+  await ledger('Mustermann_Max_3', 'deleted', { importedAt: ago(30) }); // before the window
+  await ledger('Mustermann_Max_4', 'deleted', { importedAt: ago(2), duplicateKind: 'same_token' });
+  await ledger('Mustermann_Max_5', 'failed', { failedAt: ago(3) });
+  await ledger('Mustermann_Max_6', 'failed', { failedAt: ago(40) }); // before the window, still waiting
+  await ledger('Mustermann_Max_7', 'received', { receivedAt: ago(2) }); // open for 2 hours: stale
+
+  const [closed] = await sql<{ id: string }[]>`insert into fleet.therapist_import_runs (trigger, state, closed_at) values ('watcher', 'closed', ${ago(1)}) returning id`;
+  await sql`insert into fleet.therapist_import_runs (trigger, state) values ('watcher', 'collecting')`;
+  await sql`insert into fleet.therapist_import_runs (trigger, state, closed_at) values ('cli', 'closed', ${ago(50)})`;
+  const file = (path: string, status: string, finishedAt: string | null, failed = 0) =>
+    sql`insert into fleet.therapist_import_files (run_id, path, status, finished_at, counts) values (${closed!.id}, ${path}, ${status}, ${finishedAt}, ${JSON.stringify({ failed })}::jsonb)`;
+  await file('20261201/52074.json', 'imported', ago(1));
+  await file('20261201/52076.json', 'imported', ago(2));
+  await file('20261201/52078.json', 'partial', ago(1), 3);
+  await file('20261201/52080.json', 'failed', ago(1));
+  await file('20261201/aachen.json', 'skipped', ago(1));
+  await file('20261101/52074.json', 'imported', ago(30)); // before the window
+  await file('20261201/52082.json', 'queued', null);
+
+  const week = isoWeekOf(new Date(), 'Europe/Berlin');
+  const delivery = (key: string, kind: string, status: string, times: { createdAt: string; updatedAt: string; sentAt?: string }) =>
+    sql`insert into fleet.deliveries (idempotency_key, kind, to_address, from_address, subject, html, text, status, created_at, updated_at, sent_at)
+      values (${key}, ${kind}, 'erika.mustermann@example.org', 'noreply@curavani.com', 'Betreff', '<p>x</p>', 'x', ${status}, ${times.createdAt}, ${times.updatedAt}, ${times.sentAt ?? null})`;
+  await delivery('staff.1', 'staff', 'sent', { createdAt: ago(2), updatedAt: ago(2), sentAt: ago(2) });
+  await delivery('staff.2', 'staff', 'sent', { createdAt: ago(30), updatedAt: ago(30), sentAt: ago(30) }); // before the window
+  await delivery('staff.3', 'staff', 'failed', { createdAt: ago(3), updatedAt: ago(3) });
+  await delivery('staff.4', 'staff', 'pending', { createdAt: ago(2), updatedAt: ago(2) }); // pending for 2 hours: stale
+  await delivery(`weekly.1.${week}`, 'weekly-status', 'sent', { createdAt: ago(0), updatedAt: ago(0), sentAt: ago(0) });
+  await delivery(`weekly.2.${week}`, 'weekly-status', 'dropped', { createdAt: ago(0), updatedAt: ago(0) });
+  await delivery(`weekly.3.${week}`, 'weekly-status', 'pending', { createdAt: ago(0), updatedAt: ago(0) });
+  await delivery('weekly.4.2020-W01', 'weekly-status', 'sent', { createdAt: ago(0), updatedAt: ago(0), sentAt: ago(0) }); // another week
+
+  const event = (parked: boolean, published: boolean) =>
+    sql`insert into fleet.outbox (event_id, event_type, version, topic, key, producer, payload, occurred_at, published_at, parked_at, park_reason)
+      values (gen_random_uuid(), 'patient.registered', 1, 'patients', '1', 'fleet', '{}'::jsonb, now(), ${published ? ago(0) : null}, ${parked ? ago(0) : null}, ${parked ? 'too large' : null})`;
+  await event(false, false);
+  await event(false, false);
+  await event(true, false);
+  await event(false, true);
+
+  for (const [queue, id] of [['email', 'email-send.a'], ['email', 'email-send.b'], ['patient-import', 'patient-import.c']] as const) {
+    await addDeadLetter(ctx.queues, {
+      originalQueue: queue, originalJobId: id, name: queue === 'email' ? 'email-send' : queue, data: {}, reason: 'database went away', code: null, attemptsMade: 5, enqueuedAt: null, failedAt: new Date().toISOString(),
+    });
+  }
+  return week;
+}
+
+let week: string;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  q = testQueuePrefix();
+  const config = loadConfig({ HTTP_PORT: '0', LOG_PRETTY: 'false', LOG_LEVEL: 'silent', DASHBOARD_USER: USER, DASHBOARD_PASSWORD: PASSWORD, ...env() });
+  ctx = openContext(config, createLogger(config.log, undefined));
+  http = httpComponent(ctx, {});
+  await http.start();
+  base = `http://127.0.0.1:${http.address()!.port}`;
+  week = await seed();
+}, 60_000);
+
+afterAll(async () => {
+  await http?.stop(5_000);
+  await ctx?.close();
+  await db?.drop();
+  await q?.cleanup();
+});
+
+/** The figures the seed gives for the last 24 hours. */
+const expected = () => ({
+  hours: 24,
+  timeZone: 'Europe/Berlin',
+  status: 'attention',
+  patientImports: { imported: 2, duplicate: 1, failed: 1, failedWaiting: 2, open: 1, oldestOpenAgeSeconds: expect.closeTo(7200, -2) },
+  therapistImports: {
+    runsClosed: 1,
+    runsOpen: 1,
+    files: { imported: 2, partial: 1, failed: 1, skipped: 1 },
+    therapistsFailed: 3,
+    filesWaiting: 1,
+    oldestWaitingAgeSeconds: expect.any(Number),
+  },
+  emails: { sent: 3, failed: 1, dropped: 1, pending: 2, oldestPendingAgeSeconds: expect.closeTo(7200, -2) },
+  weeklyEmails: { isoWeek: week, sent: 1, skipped: 1, pending: 1, failed: 0 },
+  deadLetters: { total: 3, byQueue: expect.objectContaining({ email: 2, 'patient-import': 1, 'weekly-status': 0 }) },
+  outbox: { unpublished: 2, parked: 1, oldestUnpublishedAgeSeconds: expect.any(Number) },
+});
+
+const attentionKeys = ['dead_letters', 'patient_imports_failed', 'therapist_imports_failed', 'emails_failed', 'outbox_parked', 'patient_imports_stale', 'emails_stale'];
+
+describe('daily health view', () => {
+  it('says all in order when nothing needs a look (an empty database, no dead letters)', async () => {
+    const empty = await createTestDatabase();
+    const q2 = testQueuePrefix();
+    const config = loadConfig({ LOG_LEVEL: 'silent', DATABASE_URL: empty.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q2.prefix });
+    const c2 = openContext(config, createLogger(config.log, undefined));
+    try {
+      const r = await dailyReport({ database: c2.database, queues: c2.queues, now: new Date(), weeklyTimeZone: 'Europe/Berlin' });
+      expect(r).toMatchObject({ status: 'ok', attention: [], deadLetters: { total: 0 }, patientImports: { open: 0, oldestOpenAgeSeconds: null } });
+      expect(dailyText(r)).toContain('\nall in order\n');
+    } finally {
+      await c2.close();
+      await empty.drop();
+      await q2.cleanup();
+    }
+  });
+
+  it('/daily/api: the counts of the last 24 hours and what needs attention; ?hours widens the window; a bad one is 400', async () => {
+    expect((await fetch(`${base}/daily/api`)).status).toBe(401);
+    const res = await fetch(`${base}/daily/api`, { headers: { authorization: AUTH } });
+    expect(res.status).toBe(200);
+    const r = (await res.json()) as DailyReport;
+    expect(r).toMatchObject(expected());
+    expect(r.attention.map((a) => a.key)).toEqual(attentionKeys);
+    expect(r.window.toLocal).toMatch(/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$/);
+    expect(JSON.stringify(r)).not.toMatch(/Mustermann|example\.org/);
+
+    const wide = (await (await fetch(`${base}/daily/api?hours=48`, { headers: { authorization: AUTH } })).json()) as DailyReport;
+    expect(wide).toMatchObject({ hours: 48, patientImports: { imported: 3, failed: 2 }, therapistImports: { runsClosed: 1, files: { imported: 3 } }, emails: { sent: 4 } });
+
+    for (const bad of ['0', 'abc', '1.5', '10000']) {
+      const b = await fetch(`${base}/daily/api?hours=${bad}`, { headers: { authorization: AUTH } });
+      expect(b.status).toBe(400);
+      expect(await b.json()).toEqual({ error: expect.stringContaining('hours: expected a whole number from 1 to 744') });
+    }
+  });
+
+  it('/daily: the page needs the operator login and shows the overall line and the numbers, no personal data', async () => {
+    expect((await fetch(`${base}/daily`)).status).toBe(401);
+    const res = await fetch(`${base}/daily`, { headers: { authorization: AUTH } });
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    expect(text).toContain('<h1>Daily health</h1>');
+    expect(text).toContain('<strong>Needs attention:</strong>');
+    expect(text).toContain('3 dead letters wait for an operator (email 2, patient-import 1)');
+    expect(text).toContain('1 outbox event is parked');
+    expect(text).toContain('<tr><th>imported</th><td class="num">2</td></tr>');
+    expect(text).toContain('<tr><th>therapists failed</th><td class="num">3</td></tr>');
+    expect(text).toContain(`Weekly emails <span class="muted">(${week})</span>`);
+    expect(text).toContain('<tr><th>total waiting</th><td class="num">3</td></tr>');
+    expect(text).toContain('<tr><th>oldest open</th><td class="num">2 h</td></tr>');
+    expect(text).toContain('<a href="/daily">Daily health</a>'); // in the nav of the operator pages
+    expect(text).not.toMatch(/Mustermann|example\.org/);
+    expect((await fetch(`${base}/daily?hours=-1`, { headers: { authorization: AUTH } })).status).toBe(400);
+  });
+
+  it('the dashboard links it from its menu', async () => {
+    const html = await (await fetch(`${base}/dashboard`, { headers: { authorization: AUTH } })).text();
+    expect(html).toContain('/daily');
+  });
+
+  it('fleet daily --json prints the same report; the text says what needs attention; a bad --hours is exit 2', { timeout: 90_000 }, async () => {
+    const json = await runCli(['daily', '--json'], { ...env(), LOG_LEVEL: 'silent' });
+    expect(json.stderr).toBe('');
+    expect(json.code).toBe(0);
+    const r = JSON.parse(json.stdout) as DailyReport;
+    expect(r).toMatchObject(expected());
+    expect(r.attention.map((a) => a.key)).toEqual(attentionKeys);
+
+    const text = await runCli(['daily', '--hours', '48'], { ...env(), LOG_LEVEL: 'silent' });
+    expect(text.code).toBe(0);
+    expect(text.stdout).toContain('daily health: last 48 h');
+    expect(text.stdout).toContain('needs attention:\n  - 3 dead letters wait');
+    expect(text.stdout).toContain('imported 3  duplicate 1  failed 2');
+    expect(text.stdout).not.toMatch(/Mustermann|example\.org/);
+
+    const bad = await runCli(['daily', '--hours', '0'], { ...env(), LOG_LEVEL: 'silent' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('fleet: --hours: expected a whole number from 1 to 744 (got "0")');
+  });
+});

@@ -1,0 +1,97 @@
+import { Router, type Request } from 'express';
+import { dailyReport, formatAge, parseDailyHours, type DailyReport } from '../../../libs/ops/daily.js';
+import { html, page, type SafeHtml } from '../html.js';
+import type { HttpRouteDeps, HttpRouteModule } from './types.js';
+
+const num = (n: number) => n.toLocaleString('en-GB');
+
+/** One part of the view: a heading and label/value rows. */
+function part(title: SafeHtml | string, rows: Array<[string, number | string]>): SafeHtml {
+  return html`<h2>${title}</h2><table class="counts"><tbody>${rows.map(
+    ([label, v]) => html`<tr><th>${label}</th><td class="num">${typeof v === 'number' ? num(v) : v}</td></tr>`,
+  )}</tbody></table>`;
+}
+
+function body(r: DailyReport): SafeHtml {
+  const p = r.patientImports;
+  const t = r.therapistImports;
+  const e = r.emails;
+  const w = r.weeklyEmails;
+  const o = r.outbox;
+  const other = r.hours === 24 ? html`<a href="/daily?hours=168">last 7 days</a>` : html`<a href="/daily">last 24 hours</a>`;
+  return html`<h1>Daily health</h1>
+<p class="muted">Last ${r.hours} hours: ${r.window.fromLocal} to ${r.window.toLocal} (${r.timeZone}). Counts of the window; "open", "waiting",
+"pending" and dead letters are as of now. Waiting longer than ${formatAge(r.staleAfterSeconds)} needs a look. Also: ${other} · <a href="/daily/api?hours=${r.hours}">JSON</a> · <code>fleet daily</code></p>
+${r.status === 'ok'
+  ? html`<p class="notice ok"><strong>All in order.</strong></p>`
+  : html`<div class="notice"><strong>Needs attention:</strong><ul>${r.attention.map((a) => html`<li>${a.message}</li>`)}</ul></div>`}
+${part('Patient registration imports', [
+  ['imported', p.imported],
+  ['duplicate', p.duplicate],
+  ['failed', p.failed],
+  ['failed, waiting for an operator (any time)', p.failedWaiting],
+  ['still open', p.open],
+  ['oldest open', formatAge(p.oldestOpenAgeSeconds)],
+])}
+${part('Therapist imports', [
+  ['runs closed', t.runsClosed],
+  ['runs open', t.runsOpen],
+  ['files imported', t.files.imported],
+  ['files partly imported', t.files.partial],
+  ['files failed', t.files.failed],
+  ['files skipped', t.files.skipped],
+  ['therapists failed', t.therapistsFailed],
+  ['files waiting', t.filesWaiting],
+  ['oldest waiting', formatAge(t.oldestWaitingAgeSeconds)],
+])}
+${part('Emails', [
+  ['sent', e.sent],
+  ['failed', e.failed],
+  ['dropped (no longer wanted)', e.dropped],
+  ['pending', e.pending],
+  ['oldest pending', formatAge(e.oldestPendingAgeSeconds)],
+])}
+${part(html`Weekly emails <span class="muted">(${w.isoWeek})</span>`, [
+  ['sent', w.sent],
+  ['skipped', w.skipped],
+  ['pending', w.pending],
+  ['failed', w.failed],
+])}
+${part('Dead letters', [...Object.entries(r.deadLetters.byQueue).map(([q, n]) => [q, n] as [string, number]), ['total waiting', r.deadLetters.total]])}
+${part('Outbox', [
+  ['unpublished', o.unpublished],
+  ['parked', o.parked],
+  ['oldest unpublished', formatAge(o.oldestUnpublishedAgeSeconds)],
+])}`;
+}
+
+/**
+ * The daily health view: the last N hours (?hours=, default 24) of imports, emails, dead
+ * letters and the outbox, with one line on top that says whether anything needs a look. The
+ * same report as `fleet daily`; JSON at ./api. Counts only, no personal data.
+ */
+export const dailyRoutes: HttpRouteModule = {
+  name: 'daily',
+  path: '/daily',
+  access: 'operator',
+  router({ ctx }: HttpRouteDeps) {
+    const router = Router();
+    const report = (hours: number) =>
+      dailyReport({ database: ctx.database, queues: ctx.queues, now: ctx.clock.now(), weeklyTimeZone: ctx.config.weekly.timeZone }, hours);
+    const hoursOf = (req: Request) => parseDailyHours(typeof req.query.hours === 'string' ? req.query.hours : undefined);
+
+    router.get('/api', async (req, res) => {
+      const hours = hoursOf(req);
+      if (typeof hours === 'string') return void res.status(400).json({ error: hours });
+      res.json(await report(hours));
+    });
+    router.get('/', async (req, res) => {
+      const hours = hoursOf(req);
+      if (typeof hours === 'string') {
+        return void res.status(400).type('html').send(page('Bad request · Curavani Fleet', html`<h1>Bad request</h1><p>${hours}</p><p><a href="/daily">Last 24 hours</a></p>`, { nav: true }));
+      }
+      res.type('html').send(page('Daily health · Curavani Fleet', body(await report(hours)), { nav: true }));
+    });
+    return router;
+  },
+};

@@ -1,0 +1,179 @@
+import type { Database } from '../db/client.js';
+import { deliveryActivity } from '../db/repositories/deliveries.js';
+import { outboxBacklog } from '../db/repositories/outbox-relay.js';
+import { ledgerActivity } from '../db/repositories/patient-import.js';
+import { importActivity, importBacklog } from '../db/repositories/therapist-import.js';
+import { weeklyDeliveryCounts } from '../db/repositories/weekly-status.js';
+import { countDeadLetters, type QueueSet } from '../queues/index.js';
+import { isoWeekOf, isoWeekRange } from '../weekly/iso-week.js';
+
+/**
+ * The daily health view (`fleet daily`, /daily): what happened in the last hours and what
+ * waits now, counts and ids only (no names, no object names). Reads the same repositories as
+ * the metrics gauges, `fleet status` and `fleet events stats`.
+ */
+
+/** Times on the view are shown in this zone. */
+export const DAILY_TIME_ZONE = 'Europe/Berlin';
+export const DEFAULT_DAILY_HOURS = 24;
+/** Longest window: a month. */
+export const MAX_DAILY_HOURS = 24 * 31;
+/** Something that waits longer than this needs a look (an open import, a pending email, an unpublished event). */
+export const STALE_AFTER_SECONDS = 3600;
+
+export interface DailyAttention {
+  /** Stable key, e.g. `dead_letters`. */
+  key: string;
+  message: string;
+}
+
+export interface DailyReport {
+  generatedAt: string;
+  hours: number;
+  timeZone: string;
+  window: { from: string; to: string; fromLocal: string; toLocal: string };
+  staleAfterSeconds: number;
+  status: 'ok' | 'attention';
+  /** What needs a look, most urgent first; empty when all is in order. */
+  attention: DailyAttention[];
+  patientImports: { imported: number; duplicate: number; failed: number; failedWaiting: number; open: number; oldestOpenAgeSeconds: number | null };
+  therapistImports: {
+    runsClosed: number;
+    runsOpen: number;
+    files: { imported: number; partial: number; failed: number; skipped: number };
+    therapistsFailed: number;
+    filesWaiting: number;
+    oldestWaitingAgeSeconds: number | null;
+  };
+  emails: { sent: number; failed: number; dropped: number; pending: number; oldestPendingAgeSeconds: number | null };
+  weeklyEmails: { isoWeek: string; sent: number; skipped: number; pending: number; failed: number };
+  deadLetters: { total: number; byQueue: Record<string, number> };
+  outbox: { unpublished: number; parked: number; oldestUnpublishedAgeSeconds: number | null };
+}
+
+export interface DailyDeps {
+  database: Database;
+  queues: QueueSet;
+  now: Date;
+  /** WEEKLY_TZ: the ISO week is the weekly emails' week. */
+  weeklyTimeZone: string;
+}
+
+/** The window as a usage error names it: a whole number of hours, 1 to MAX_DAILY_HOURS. */
+export function parseDailyHours(raw: string | undefined): number | string {
+  if (raw === undefined || raw === '') return DEFAULT_DAILY_HOURS;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isInteger(n) || n < 1 || n > MAX_DAILY_HOURS) {
+    return `hours: expected a whole number from 1 to ${MAX_DAILY_HOURS} (got ${JSON.stringify(raw)})`;
+  }
+  return n;
+}
+
+/** `2026-12-04 21:17` in DAILY_TIME_ZONE. */
+export function localTime(d: Date): string {
+  return new Intl.DateTimeFormat('sv-SE', { timeZone: DAILY_TIME_ZONE, dateStyle: 'short', timeStyle: 'short' }).format(d);
+}
+
+/** An age as people read it: `45 s`, `12 min`, `3 h 5 min`, `2 d 4 h`; `–` for none. */
+export function formatAge(seconds: number | null): string {
+  if (seconds === null) return '–';
+  const s = Math.floor(seconds);
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return m % 60 ? `${h} h ${m % 60} min` : `${h} h`;
+  return `${Math.floor(h / 24)} d ${h % 24} h`;
+}
+
+const many = (n: number, one: string, more: string) => `${n} ${n === 1 ? one : more}`;
+const stale = (age: number | null) => age !== null && age > STALE_AFTER_SECONDS;
+
+function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttention[] {
+  const out: DailyAttention[] = [];
+  const add = (key: string, message: string) => out.push({ key, message });
+  if (r.deadLetters.total > 0) {
+    const queues = Object.entries(r.deadLetters.byQueue).filter(([, n]) => n > 0).map(([q, n]) => `${q} ${n}`).join(', ');
+    add('dead_letters', `${many(r.deadLetters.total, 'dead letter waits', 'dead letters wait')} for an operator (${queues}): /ops or fleet dlq list`);
+  }
+  if (r.patientImports.failedWaiting > 0) {
+    add('patient_imports_failed', `${many(r.patientImports.failedWaiting, 'failed patient registration import waits', 'failed patient registration imports wait')} for an operator (${r.patientImports.failed} in the window): /imports`);
+  }
+  const tf = r.therapistImports.files;
+  if (tf.failed + tf.partial > 0) {
+    add('therapist_imports_failed', `${many(tf.failed, 'therapist file', 'therapist files')} failed, ${tf.partial} partly imported (${many(r.therapistImports.therapistsFailed, 'therapist', 'therapists')} failed): /imports`);
+  }
+  if (r.emails.failed > 0) add('emails_failed', `${many(r.emails.failed, 'email', 'emails')} failed for good (fleet.deliveries, status failed, last_error says why)`);
+  if (r.outbox.parked > 0) add('outbox_parked', `${many(r.outbox.parked, 'outbox event is', 'outbox events are')} parked (refused by Kafka, or held behind one that was): fleet events parked`);
+  const age = (s: number | null) => formatAge(s);
+  if (stale(r.patientImports.oldestOpenAgeSeconds)) add('patient_imports_stale', `the oldest open patient registration import is ${age(r.patientImports.oldestOpenAgeSeconds)} old (${r.patientImports.open} open)`);
+  if (stale(r.therapistImports.oldestWaitingAgeSeconds)) add('therapist_imports_stale', `the oldest waiting therapist file is ${age(r.therapistImports.oldestWaitingAgeSeconds)} old (${r.therapistImports.filesWaiting} waiting)`);
+  if (stale(r.emails.oldestPendingAgeSeconds)) add('emails_stale', `the oldest pending email is ${age(r.emails.oldestPendingAgeSeconds)} old (${r.emails.pending} pending)`);
+  if (stale(r.outbox.oldestUnpublishedAgeSeconds)) add('outbox_stale', `the oldest unpublished outbox event is ${age(r.outbox.oldestUnpublishedAgeSeconds)} old (${r.outbox.unpublished} unpublished)`);
+  return out;
+}
+
+export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS): Promise<DailyReport> {
+  const { now } = deps;
+  const since = new Date(now.getTime() - hours * 3_600_000);
+  const db = deps.database.db;
+  const isoWeek = isoWeekOf(now, deps.weeklyTimeZone);
+  const [patientImports, therapist, backlog, emails, weekly, dead, outbox] = await Promise.all([
+    ledgerActivity(db, since, now),
+    importActivity(db, since),
+    importBacklog(db, now),
+    deliveryActivity(db, since, now),
+    weeklyDeliveryCounts(db, { isoWeek, weekStart: isoWeekRange(isoWeek, deps.weeklyTimeZone).start }),
+    countDeadLetters(deps.queues),
+    outboxBacklog(deps.database, now),
+  ]);
+  const waiting = backlog.queued + backlog.importing;
+  const body: Omit<DailyReport, 'status' | 'attention'> = {
+    generatedAt: now.toISOString(),
+    hours,
+    timeZone: DAILY_TIME_ZONE,
+    window: { from: since.toISOString(), to: now.toISOString(), fromLocal: localTime(since), toLocal: localTime(now) },
+    staleAfterSeconds: STALE_AFTER_SECONDS,
+    patientImports,
+    therapistImports: { ...therapist, filesWaiting: waiting, oldestWaitingAgeSeconds: waiting ? backlog.oldestPendingAgeSeconds : null },
+    emails,
+    weeklyEmails: { isoWeek, ...weekly },
+    deadLetters: { total: Object.values(dead).reduce((a, n) => a + n, 0), byQueue: dead },
+    outbox: { unpublished: outbox.unpublished, parked: outbox.parked, oldestUnpublishedAgeSeconds: outbox.unpublished ? outbox.oldestAgeSeconds : null },
+  };
+  const attention = attentionOf(body);
+  return { ...body, status: attention.length ? 'attention' : 'ok', attention };
+}
+
+/** The view as plain text (`fleet daily`): the overall line first, then one block per part. */
+export function dailyText(r: DailyReport): string {
+  const p = r.patientImports;
+  const t = r.therapistImports;
+  const e = r.emails;
+  const w = r.weeklyEmails;
+  const o = r.outbox;
+  const deadQueues = Object.entries(r.deadLetters.byQueue).filter(([, n]) => n > 0);
+  const lines = [
+    `daily health: last ${r.hours} h, ${r.window.fromLocal} to ${r.window.toLocal} (${r.timeZone})`,
+    '',
+    r.status === 'ok' ? 'all in order' : 'needs attention:',
+    ...r.attention.map((a) => `  - ${a.message}`),
+    '',
+    'patient registration imports',
+    `  imported ${p.imported}  duplicate ${p.duplicate}  failed ${p.failed}  (failed, waiting for an operator: ${p.failedWaiting})`,
+    `  still open ${p.open}  oldest open ${formatAge(p.oldestOpenAgeSeconds)}`,
+    'therapist imports',
+    `  runs closed ${t.runsClosed}  runs open ${t.runsOpen}`,
+    `  files imported ${t.files.imported}  partial ${t.files.partial}  failed ${t.files.failed}  skipped ${t.files.skipped}  therapists failed ${t.therapistsFailed}`,
+    `  files waiting ${t.filesWaiting}  oldest waiting ${formatAge(t.oldestWaitingAgeSeconds)}`,
+    'emails',
+    `  sent ${e.sent}  failed ${e.failed}  dropped ${e.dropped}  pending ${e.pending}  oldest pending ${formatAge(e.oldestPendingAgeSeconds)}`,
+    `weekly emails ${w.isoWeek}`,
+    `  sent ${w.sent}  skipped ${w.skipped}  pending ${w.pending}  failed ${w.failed}`,
+    'dead letters',
+    `  total ${r.deadLetters.total}${deadQueues.length ? `  (${deadQueues.map(([q, n]) => `${q} ${n}`).join(', ')})` : ''}`,
+    'outbox',
+    `  unpublished ${o.unpublished}  parked ${o.parked}  oldest unpublished ${formatAge(o.oldestUnpublishedAgeSeconds)}`,
+  ];
+  return lines.join('\n') + '\n';
+}
