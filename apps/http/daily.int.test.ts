@@ -167,6 +167,7 @@ describe('daily health view', () => {
     expect(text).toContain('<h1>Daily health</h1>');
     expect(text).toContain('<strong>Needs attention:</strong>');
     expect(text).toContain('3 dead letters wait for an operator (email 2, patient-import 1)');
+    expect(text).toContain('— <a href="/ops">open /ops</a></li>'); // each attention item links the page that deals with it
     expect(text).toContain('1 outbox event is parked');
     expect(text).toContain('<tr><th>imported</th><td class="num">2</td></tr>');
     expect(text).toContain('<tr><th>therapists failed</th><td class="num">3</td></tr>');
