@@ -361,6 +361,27 @@ describe('scraper watcher', () => {
     expect(rows[1]).toMatchObject({ status: 'imported', counts: expect.objectContaining({ created: 2 }) });
   });
 
+  it('a waiting file moved to urgent/ jumps the queue: its job gets the urgent priority, not only its row', async () => {
+    for (const w of workers) await w.stop(5_000);
+    await drop('40072.json', scraperFile(lines('40072', 2)));
+    const [row] = await until(async () => files('40072.json').then((r) => (r[0] ? r : null)));
+    const job = () => ctx.queues.queue('therapist-import').getJob(therapistImportJobId(row!.content_hash!, row!.id));
+    expect((await job())?.priority).toBe(10);
+    await mkdir(path.join(dir, 'urgent'), { recursive: true });
+    await rename(path.join(dir, '40072.json'), path.join(dir, 'urgent/40072.json'));
+    await until(async () => (await files('urgent/40072.json'))[0]);
+    await watcher.idle();
+    expect((await files('urgent/40072.json'))[0]).toMatchObject({ id: row!.id, status: 'queued' });
+    expect((await job())?.priority).toBe(1);
+    workers = therapistImportComponents(ctx);
+    for (const w of workers) await w.start();
+    const [m] = await until(async () => {
+      const r = await files('urgent/40072.json');
+      return r[0] && !['queued', 'importing'].includes(r[0].status) ? r : null;
+    });
+    expect(m).toMatchObject({ status: 'imported' });
+  });
+
   it('a symlinked file dropped while the watcher was stopped is imported at start, as a live one is', async () => {
     await watcher.stop(5_000);
     const elsewhere = await mkdtemp(path.join(tmpdir(), 'scraper-elsewhere-'));

@@ -68,16 +68,21 @@ function payloadOf(file: repo.TherapistImportFileRow): { fileId: number; file?: 
 /**
  * Enqueues the import of a tracked file, keyed by its content hash. Urgent files get the
  * higher priority. A job that already finished while the row is still open (a crash between
- * the two) is retried.
+ * the two) is retried. A job waiting already takes the row's priority: a waiting file moved to
+ * urgent/ keeps its job id, and adding that id again does not change the job.
  */
 export async function enqueueTherapistFile(ctx: FleetContext, file: repo.TherapistImportFileRow, opts: { fresh?: boolean } = {}): Promise<void> {
   const jobId = therapistImportJobId(file.contentHash ?? 'none', file.id);
-  await ctx.queues.enqueue('therapist-import', payloadOf(file), { jobId, priority: file.urgent ? 1 : 10 });
+  const priority = file.urgent ? 1 : 10;
+  await ctx.queues.enqueue('therapist-import', payloadOf(file), { jobId, priority });
   if (opts.fresh) return; // a row registered just now: no earlier job can have finished
   const job: Job | undefined = await ctx.queues.queue('therapist-import').getJob(jobId);
-  if (job && (await job.isCompleted())) {
+  if (!job) return;
+  if (await job.isCompleted()) {
     const row = await repo.getFile(ctx.database.db, file.id);
     if (row && (row.status === 'queued' || row.status === 'importing')) await job.retry('completed');
+  } else if (job.priority !== priority) {
+    await job.changePriority({ priority });
   }
 }
 
