@@ -217,10 +217,13 @@ describe('scraper watcher', () => {
     });
     await drop('urgent/40025.json', content);
     await drop('40026.json', content);
-    const copies = await until(async () => {
+    // Both rows recorded and attached to their run (two statements), and the watcher done with them.
+    await until(async () => {
       const r = [...(await files('urgent/40025.json')), ...(await files('40026.json'))];
-      return r.length === 2 ? r : null;
+      return r.length === 2 && r.every((c) => c.run_id !== null) ? r : null;
     });
+    await watcher.idle();
+    const copies = [...(await files('urgent/40025.json')), ...(await files('40026.json'))];
     for (const c of copies) {
       expect(c.status).toBe('skipped');
       expect(c.reason).toBe(`same content as 40025.json (file ${first!.id}, imported): a content is imported once`);
