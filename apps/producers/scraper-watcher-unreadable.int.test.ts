@@ -12,6 +12,7 @@ import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtu
 import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
 import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
 import { watcherTestEnv } from './watcher-test-config.js';
+import { until } from '../../libs/testing/until.js';
 
 // The tests run as root, who reads a chmod 000 file: the fleet's service user would get EACCES.
 // Reading `41001.json` fails so, as for that user (the rest of the file system is real).
@@ -30,16 +31,6 @@ let dir: string;
 let cleanupRedis: () => Promise<void>;
 let watcher: ScraperWatcher;
 let workers: Component[] = [];
-
-async function until<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 20_000): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() - start > timeoutMs) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const lines = (plz: string, n: number) => Array.from({ length: n }, (_, i) => therapistLine({ id: `${plz}-${i}`, first: `Vorname${i}`, plz }));
 
@@ -75,10 +66,10 @@ afterAll(async () => {
 
 describe('scraper watcher and a file it cannot read', () => {
   it('imports the other files of the catch-up and reports the unreadable one once, in the run and its staff summary', async () => {
-    const rows = await until(async () => {
+    const rows = await until('the two readable files imported, the unreadable one skipped', async () => {
       const r = await db.sql<Array<{ path: string; status: string; reason: string | null; run_id: string | null }>>`
         select path, status, reason, run_id::text from fleet.therapist_import_files order by path`;
-      return r.filter((f) => f.status === 'imported').length === 2 && r.length === 3 ? r : null;
+      return r.filter((f) => f.status === 'imported').length === 2 && r.length === 3 ? r : undefined;
     });
     expect(rows.map((r) => [r.path, r.status])).toEqual([
       ['41000.json', 'imported'],
@@ -86,9 +77,9 @@ describe('scraper watcher and a file it cannot read', () => {
       ['41002.json', 'imported'],
     ]);
     expect(rows[1]!.reason).toContain('cannot read the file (EACCES)');
-    const run = await until(async () => {
+    const run = await until('the run closed', async () => {
       const [r] = await db.sql`select state, summary_delivery_id from fleet.therapist_import_runs where id = ${rows[1]!.run_id}`;
-      return r?.state === 'closed' ? r : null;
+      return r?.state === 'closed' ? r : undefined;
     });
     const [d] = await db.sql`select subject, text from fleet.deliveries where id = ${run.summary_delivery_id}`;
     expect(d!.subject).toContain('1 Datei(en) nicht lesbar');

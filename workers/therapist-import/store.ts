@@ -3,6 +3,7 @@ import * as repo from '../../libs/db/repositories/therapist-import.js';
 import { claimFile, isConcurrentChange, openImportSession, therapistIdPool } from '../../libs/db/repositories/therapist-import-session.js';
 import { outboxEnvelopes } from '../../libs/events/append-many.js';
 import { appendEvent } from '../../libs/events/index.js';
+import { withoutQueryData } from '../../libs/errors/index.js';
 import type { ImportTx, TherapistImportStore } from './process-therapist-file.js';
 
 export interface SummaryAddress {
@@ -30,9 +31,12 @@ export function postgresTherapistImportStore(database: Database, mail: SummaryAd
         rollback: () => s.rollback(),
       };
     },
+    // A failed query's error carries its parameters (names, emails of therapists): rethrown
+    // with the database's own message and code only (`withoutQueryData`), so nothing personal
+    // reaches the logs or the dead-letter queue.
     transaction: (fn) =>
-      withoutQueryParams(() =>
-        db.transaction(async (tx) => {
+      db
+        .transaction(async (tx) => {
           const api: ImportTx = {
             appendEvent: async (event) => {
               await appendEvent(tx, event);
@@ -52,26 +56,9 @@ export function postgresTherapistImportStore(database: Database, mail: SummaryAd
             },
           };
           return fn(api);
+        })
+        .catch((err: unknown) => {
+          throw withoutQueryData(err);
         }),
-      ),
   };
-}
-
-/**
- * A failed query's error carries its parameters (names, emails of therapists): rethrow it
- * with the database's own message and code only, so nothing personal reaches the logs or
- * the dead-letter queue.
- */
-async function withoutQueryParams<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    const cause = (err as { cause?: unknown }).cause;
-    if (err instanceof Error && 'params' in err && cause instanceof Error) {
-      const clean = new Error(`database error: ${cause.message}`);
-      (clean as Error & { code?: unknown }).code = (cause as { code?: unknown }).code;
-      throw clean;
-    }
-    throw err;
-  }
 }
