@@ -78,7 +78,17 @@ export function mapPatient(reg: Registration, now: Date): NewPatient {
   };
 }
 
-/** Trimmed, Unicode NFC, case-folded: how email and names are compared for duplicates. */
+/** Trimmed, Unicode NFC, lower case: how email addresses are compared for duplicates (as the database's `lower` does). */
 export function normalise(s: string | null | undefined): string {
   return (s ?? '').normalize('NFC').trim().toLocaleLowerCase('de-DE').normalize('NFC');
+}
+
+/**
+ * Trimmed, Unicode NFC, case-folded: how names are compared for duplicates. Lower case alone
+ * keeps "Groß" and "GROSS" apart; folding (lower, upper, lower: ß and ẞ become ss, as in
+ * Unicode's full case folding) makes them equal, as a person writing their name in capitals
+ * expects.
+ */
+export function foldName(s: string | null | undefined): string {
+  return normalise(s).toUpperCase().toLowerCase().normalize('NFC');
 }

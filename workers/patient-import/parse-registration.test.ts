@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { PermanentError } from '../../libs/errors/index.js';
 import { parseFileName } from './file-name.js';
 import { fileBytes, plainRegistration, signedRegistration } from './fixtures.js';
-import { berlinDay, mapPatient, normalise } from './map-patient.js';
+import { berlinDay, foldName, mapPatient, normalise } from './map-patient.js';
 import { parseRegistration } from './parse-registration.js';
 import { SYMPTOMS, withholdValues } from './registration-schema.js';
 import { validationDe } from './staff-mails.js';
@@ -52,6 +52,21 @@ describe('registration validation', () => {
     expect(new Set(SYMPTOMS).size).toBe(30);
     const all6 = SYMPTOMS.slice(24);
     expect(() => parseRegistration(fileBytes(patched((pd) => (pd.symptome = [...all6]))), noSecret, now)).not.toThrow();
+  });
+
+  it('reads umlauts written decomposed (NFD) in enum values and symptoms as the form spelling, and stores the composed one', () => {
+    const reg = patched((pd) => {
+      pd.geschlecht = 'männlich'.normalize('NFD');
+      pd.bevorzugtes_therapeutengeschlecht = 'Männlich'.normalize('NFD');
+      pd.symptome = ['Ängste / Panikattacken'.normalize('NFD'), 'Schlafstörungen'.normalize('NFD')];
+    });
+    const p = mapPatient(parseRegistration(fileBytes(reg), noSecret, now).registration, now);
+    expect(p.geschlecht).toBe('männlich');
+    expect(p.geschlecht).toHaveLength(8);
+    expect(p.bevorzugtesTherapeutengeschlecht).toBe('Männlich');
+    expect(p.symptome).toEqual(['Ängste / Panikattacken', 'Schlafstörungen']);
+    const twice = patched((pd) => (pd.symptome = ['Schlafstörungen', 'Schlafstörungen'.normalize('NFD')]));
+    expect(rejectOf(twice).message).toContain('patient_data.symptome.1: listed twice');
   });
 
   it.each([
@@ -184,6 +199,15 @@ describe('normalising for duplicate checks', () => {
   it('trims, case-folds and composes (NFC)', () => {
     expect(normalise('  Max.Muster@Example.ORG ')).toBe('max.muster@example.org');
     expect(normalise('Mu\u0308ller')).toBe(normalise('MÜLLER'));
+  });
+
+  it('folds names fully: ß, ẞ and SS are the same letters, accents are not dropped', () => {
+    expect(foldName('Groß')).toBe(foldName('GROSS'));
+    expect(foldName(' groß ')).toBe(foldName('GROẞ'));
+    expect(foldName('Strauß')).toBe('strauss');
+    expect(foldName('Mu\u0308ller')).toBe(foldName('MÜLLER'));
+    expect(foldName('Müller')).not.toBe(foldName('Muller'));
+    expect(foldName('Jörg')).not.toBe(foldName('Jorg'));
   });
 });
 

@@ -17,7 +17,7 @@ import {
 import { PermanentError } from '../../libs/errors/index.js';
 import { appendEvent, PRODUCER, topicFor, type NewEvent } from '../../libs/events/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
-import { normalise } from './map-patient.js';
+import { foldName, normalise } from './map-patient.js';
 import type { CommitInput, CommitOutcome, CommitResult, ImportStore } from './ports.js';
 
 export interface PgStoreOptions {
@@ -153,7 +153,7 @@ function decideImport(
   if (found.sameTokenPatientId !== null) {
     outcome = { kind: 'duplicate', duplicateKind: 'same_token', patientId: found.sameTokenPatientId };
   } else {
-    const samePerson = found.sameEmail.find((c) => normalise(c.vorname) === normalise(p.vorname) && normalise(c.nachname) === normalise(p.nachname));
+    const samePerson = found.sameEmail.find((c) => foldName(c.vorname) === foldName(p.vorname) && foldName(c.nachname) === foldName(p.nachname));
     if (samePerson) {
       outcome = { kind: 'duplicate', duplicateKind: 'same_person', patientId: samePerson.id };
     } else {

@@ -71,13 +71,22 @@ function typeName(v: unknown): string {
 const requiredOr = (rule: string) => (iss: { input?: unknown }) =>
   iss.input === undefined ? `required: ${rule}` : `${rule}, got ${typeName(iss.input)}`;
 
+/**
+ * Unicode NFC: "männlich" with a combining diaeresis (as some systems write umlauts) is the
+ * same spelling as the form's composed one.
+ */
+const composed = (v: unknown) => (typeof v === 'string' ? v.normalize('NFC') : v);
+
 const oneOf = (values: readonly string[]) =>
-  z.enum(values as [string, ...string[]], {
-    error: (iss) =>
-      iss.input === undefined
-        ? `required: one of ${values.join(', ')}`
-        : `expected one of ${values.join(', ')}, got ${typeName(iss.input)}`,
-  });
+  z.preprocess(
+    composed,
+    z.enum(values as [string, ...string[]], {
+      error: (iss) =>
+        iss.input === undefined
+          ? `required: one of ${values.join(', ')}`
+          : `expected one of ${values.join(', ')}, got ${typeName(iss.input)}`,
+    }),
+  );
 
 /** Empty strings from the form mean "not given". */
 const blankToUndefined = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
@@ -166,7 +175,7 @@ const raeumlicheVerfuegbarkeit = z.preprocess(
 );
 
 const symptome = z
-  .array(z.unknown(), {
+  .array(z.preprocess(composed, z.unknown()), {
     error: (iss) =>
       iss.input === undefined || iss.input === null
         ? 'required: a list of 1 to 6 symptoms'
