@@ -4,7 +4,7 @@ import { PermanentError } from '../../libs/errors/index.js';
 import { silentLogger } from '../../libs/log/index.js';
 import { fixedClock } from '../../libs/runtime/clock.js';
 import { fileBytes, objectNameFor, plainRegistration } from './fixtures.js';
-import type { CommitInput, ImportDeps, ImportRow, ImportStore } from './ports.js';
+import type { CommitInput, CommitOutcome, ImportDeps, ImportRow, ImportStore, StaffMail } from './ports.js';
 import { processPatientImport } from './process-patient-import.js';
 
 /** In-memory fakes of the ports: one ledger row, a bucket object, folders. */
@@ -15,7 +15,7 @@ function setup(doc: unknown, name = objectNameFor(doc as Record<string, unknown>
     md5Hash: createHash('md5').update(bytes).digest('base64'), status: 'received', attempts: 0,
     patientId: null, duplicateOfPatientId: null, backupPath: null, failedPath: null, receivedAt: new Date(),
   };
-  const state = { patients: [] as CommitInput[], mails: new Set<string>(), sent: [] as string[], objects: new Map([[name, bytes]]), backups: new Map<string, Buffer>(), failed: new Map<string, Buffer>(), failures: [] as string[], replacedReasons: [] as string[], current: new Map<string, string>([[name, '7']]) };
+  const state = { patients: [] as CommitInput[], mails: new Set<string>(), sent: [] as string[], objects: new Map([[name, bytes]]), backups: new Map<string, Buffer>(), failed: new Map<string, Buffer>(), failures: [] as string[], replacedReasons: [] as string[], current: new Map<string, string>([[name, '7']]), outcome: null as CommitOutcome | null, staffMails: [] as StaffMail[] };
   const store: ImportStore = {
     startAttempt: async () => {
       row.attempts++;
@@ -31,8 +31,9 @@ function setup(doc: unknown, name = objectNameFor(doc as Record<string, unknown>
       state.patients.push(input);
       row.status = 'imported';
       row.patientId = state.patients.length;
-      const outcome = { kind: 'imported' as const, patientId: row.patientId, possibleDuplicateOf: null };
+      const outcome = state.outcome ?? { kind: 'imported' as const, patientId: row.patientId, possibleDuplicateOf: null };
       const mail = input.staffMail(outcome);
+      if (mail) state.staffMails.push(mail);
       const ids = mail && !state.mails.has('staff') ? (state.mails.add('staff'), ['staff']) : [];
       return { outcome, deliveryIds: ids };
     },
@@ -90,6 +91,40 @@ describe('processPatientImport (in-memory ports)', () => {
     expect(t.state.sent).toEqual(['staff']);
     expect(await processPatientImport(1, t.deps)).toMatchObject({ outcome: 'already-final' });
     expect(t.state.patients).toHaveLength(1);
+  });
+
+  it('with staff import emails switched off: no notice of a new patient, but a possible duplicate is still reported', async () => {
+    const plain = setup(plainRegistration());
+    plain.deps.staffImportEmails = false;
+    expect(await processPatientImport(1, plain.deps)).toMatchObject({ outcome: 'imported', status: 'deleted' });
+    expect(plain.state.staffMails).toHaveLength(0);
+    expect(plain.state.sent).toEqual([]);
+
+    const flagged = setup(plainRegistration());
+    flagged.deps.staffImportEmails = false;
+    flagged.state.outcome = { kind: 'imported', patientId: 1, possibleDuplicateOf: 42 };
+    await processPatientImport(1, flagged.deps);
+    expect(flagged.state.sent).toEqual(['staff']);
+    expect(flagged.state.staffMails[0]!.text).toContain('Mögliches Duplikat: Patient 42');
+  });
+
+  it('a paid voucher booking says so in the staff notice; as a duplicate it asks staff to check the existing patient', async () => {
+    const imported = setup(plainRegistration({ voucher: true, token: 'abcdef0123456789' }));
+    await processPatientImport(1, imported.deps);
+    expect(imported.state.staffMails[0]!.text).toContain('Gutschein-Buchung');
+    expect(imported.state.staffMails[0]!.text).toContain('V_abcdef');
+
+    const duplicate = setup(plainRegistration({ voucher: true, token: 'abcdef0123456789' }));
+    duplicate.state.outcome = { kind: 'duplicate', duplicateKind: 'same_person', patientId: 9 };
+    await processPatientImport(1, duplicate.deps);
+    const text = duplicate.state.staffMails[0]!.text;
+    expect(text).toContain('bezahlte Gutschein-Buchung (Zahlungsreferenz V_abcdef)');
+    expect(text).toContain('Der vorhandene Patient 9 wurde nicht geändert');
+
+    const unpaid = setup(plainRegistration());
+    unpaid.state.outcome = { kind: 'duplicate', duplicateKind: 'same_person', patientId: 9 };
+    await processPatientImport(1, unpaid.deps);
+    expect(unpaid.state.staffMails[0]!.text).not.toContain('Gutschein');
   });
 
   it('a delete that fails after the commit is retried without a second patient or email', async () => {

@@ -163,10 +163,12 @@ function validate(row: ImportRow, bytes: Buffer, deps: ImportDeps) {
     validation: parsed.validation,
     staffMail: (outcome: CommitOutcome) => {
       if (outcome.kind === 'duplicate' && outcome.duplicateKind === 'same_token') return null;
-      if (outcome.kind === 'imported' && !deps.staffImportEmails) return null;
+      // Switched off: the routine notice of a new patient. A possible duplicate still needs a look.
+      if (outcome.kind === 'imported' && outcome.possibleDuplicateOf === null && !deps.staffImportEmails) return null;
       return importedMail(row, outcome, {
         vorname: patient.vorname,
         nachname: patient.nachname,
+        voucher: patient.zahlungEingegangen ? { zahlungsreferenz: patient.zahlungsreferenz } : null,
         validation: parsed.validation,
         unknownFields: parsed.unknownFields,
         at: now,

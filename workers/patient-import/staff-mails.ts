@@ -19,7 +19,15 @@ export const validationDe = (v: string): string => validationWords[v] ?? v;
 export function importedMail(
   row: ImportRow,
   outcome: CommitOutcome,
-  p: { vorname: string; nachname: string; validation: string; unknownFields: string[]; at: Date },
+  p: {
+    vorname: string;
+    nachname: string;
+    /** A paid voucher booking (`consent_metadata.voucher_booking`). */
+    voucher?: { zahlungsreferenz: string } | null;
+    validation: string;
+    unknownFields: string[];
+    at: Date;
+  },
 ): StaffMail {
   const name = `${p.vorname} ${p.nachname}`;
   const rows: Array<[string, string | number | null]> = [
@@ -46,7 +54,14 @@ export function importedMail(
     heading = 'Anmeldung als Duplikat erkannt: kein neuer Patient angelegt';
     rows.splice(1, 0, ['Duplikat von Patient', outcome.patientId]);
     paragraphs.push('Gleiche E-Mail-Adresse und gleicher Name wie ein vorhandener Patient. Die Einwilligung wurde dem vorhandenen Patienten zugeordnet.');
+    if (p.voucher) {
+      // The existing patient is not changed by a duplicate: the payment would go unnoticed.
+      paragraphs.push(
+        `Diese Anmeldung ist eine bezahlte Gutschein-Buchung (Zahlungsreferenz ${p.voucher.zahlungsreferenz}). Der vorhandene Patient ${outcome.patientId} wurde nicht geändert: bitte Zahlungseingang, Status und Startdatum dort prüfen.`,
+      );
+    }
   }
+  if (p.voucher) rows.splice(2, 0, ['Gutschein-Buchung', `ja, bezahlt (Zahlungsreferenz ${p.voucher.zahlungsreferenz})`]);
   if (p.unknownFields.length) paragraphs.push(`Unbekannte Felder (ignoriert): ${p.unknownFields.join(', ')}`);
   return renderStaffEmail({ subject, heading, rows, paragraphs });
 }
