@@ -83,6 +83,34 @@ describe('config', () => {
     expect(loadConfig({}).storage.bucket).toBe('curavani-production-data-transfer');
   });
 
+  it('production refuses the local stand-ins, naming every variable at once', () => {
+    const message = (() => {
+      try {
+        loadConfig({ NODE_ENV: 'production' });
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return '';
+    })();
+    expect(message).toContain('MAIL_DRIVER: expected resend when NODE_ENV=production (got outbox)');
+    expect(message).toContain('STORAGE_DRIVER: expected gcs when NODE_ENV=production (got local)');
+    expect(message).toContain('UNSUBSCRIBE_SECRET: required when NODE_ENV=production');
+    expect(message).toContain('PUBLIC_BASE_URL: expected an https address');
+    const production = {
+      NODE_ENV: 'production',
+      MAIL_DRIVER: 'resend',
+      RESEND_API_KEY: 're_test',
+      STORAGE_DRIVER: 'gcs',
+      GCS_BUCKET: 'curavani-production-data-transfer',
+      UNSUBSCRIBE_SECRET: 's'.repeat(32),
+      PUBLIC_BASE_URL: 'https://fleet.curavani.com',
+    };
+    expect(loadConfig(production).mail).toMatchObject({ driver: 'resend' });
+    expect(() => loadConfig({ ...production, MAIL_DRIVER: 'outbox' })).toThrow(/^invalid configuration: MAIL_DRIVER: expected resend when NODE_ENV=production \(got outbox\); the outbox driver only writes emails/);
+    // development and tests keep the local defaults
+    expect(loadConfig({ NODE_ENV: 'development' }).mail).toMatchObject({ driver: 'outbox' });
+  });
+
   it('Kafka TLS and SASL: rules that name the variables, PEM files read at start, the password never echoed', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'fleet-config-'));
     try {

@@ -221,25 +221,41 @@ export function parseEnv(env: Record<string, string | undefined> = process.env):
     );
   }
   checkKafkaSecurity(e);
-  if (e.NODE_ENV === 'production' && !e.UNSUBSCRIBE_SECRET) {
-    throw new ConfigError('invalid configuration: UNSUBSCRIBE_SECRET: required when NODE_ENV=production (it is missing)');
+  if (e.NODE_ENV === 'production') {
+    const problems = productionProblems(e);
+    if (problems.length) throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
-  if (e.NODE_ENV === 'production') checkPublicBaseUrl(e.PUBLIC_BASE_URL);
   return e;
 }
 
 /**
- * Production emails carry one-click unsubscribe links under PUBLIC_BASE_URL: RFC 8058 wants
- * HTTPS, and a loopback address reaches nobody.
+ * The local stand-ins that `npm start` uses by default are refused in production, all at once:
+ * there they would send no email to anyone and read no registration from the bucket, with
+ * nothing but a healthy-looking process to show for it.
  */
-function checkPublicBaseUrl(value: string): void {
-  const u = new URL(value);
-  const loopback = ['localhost', '127.0.0.1', '[::1]', '0.0.0.0'].includes(u.hostname) || u.hostname.startsWith('127.');
-  if (u.protocol !== 'https:' || loopback) {
-    throw new ConfigError(
-      `invalid configuration: PUBLIC_BASE_URL: expected an https address patients can reach when NODE_ENV=production (got ${value}); emails link to it for unsubscribing`,
+function productionProblems(e: Env): string[] {
+  const problems: string[] = [];
+  if (e.MAIL_DRIVER !== 'resend') {
+    problems.push(
+      `MAIL_DRIVER: expected resend when NODE_ENV=production (got ${e.MAIL_DRIVER}); the outbox driver only writes emails to MAIL_OUTBOX_DIR and sends none`,
     );
   }
+  if (e.STORAGE_DRIVER !== 'gcs') {
+    problems.push(
+      `STORAGE_DRIVER: expected gcs when NODE_ENV=production (got ${e.STORAGE_DRIVER}); the local driver reads registrations from LOCAL_BUCKET_DIR, not from the bucket`,
+    );
+  }
+  if (!e.UNSUBSCRIBE_SECRET) problems.push('UNSUBSCRIBE_SECRET: required when NODE_ENV=production (it is missing)');
+  // Production emails carry one-click unsubscribe links under PUBLIC_BASE_URL: RFC 8058 wants
+  // HTTPS, and a loopback address reaches nobody.
+  const u = new URL(e.PUBLIC_BASE_URL);
+  const loopback = ['localhost', '127.0.0.1', '[::1]', '0.0.0.0'].includes(u.hostname) || u.hostname.startsWith('127.');
+  if (u.protocol !== 'https:' || loopback) {
+    problems.push(
+      `PUBLIC_BASE_URL: expected an https address patients can reach when NODE_ENV=production (got ${e.PUBLIC_BASE_URL}); emails link to it for unsubscribing`,
+    );
+  }
+  return problems;
 }
 
 /** The Kafka TLS and SASL variables that only make sense together. */

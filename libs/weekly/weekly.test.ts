@@ -97,7 +97,15 @@ describe('unsubscribe secret configuration', () => {
     const { loadConfig, DEV_UNSUBSCRIBE_SECRET } = await import('../config/index.js');
     expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/UNSUBSCRIBE_SECRET: required when NODE_ENV=production/);
     expect(() => loadConfig({ NODE_ENV: 'production', UNSUBSCRIBE_SECRET: 'too-short' })).toThrow(/UNSUBSCRIBE_SECRET: expected at least 32 characters/);
-    const production = { NODE_ENV: 'production', UNSUBSCRIBE_SECRET: 's'.repeat(32), PUBLIC_BASE_URL: 'https://app.curavani.com' };
+    const production = {
+      NODE_ENV: 'production',
+      UNSUBSCRIBE_SECRET: 's'.repeat(32),
+      PUBLIC_BASE_URL: 'https://app.curavani.com',
+      MAIL_DRIVER: 'resend',
+      RESEND_API_KEY: 're_test',
+      STORAGE_DRIVER: 'gcs',
+      GCS_BUCKET: 'curavani-staging',
+    };
     expect(loadConfig(production).weekly.unsubscribeSecret).toBe('s'.repeat(32));
     // the links in production emails must reach patients over HTTPS (RFC 8058)
     expect(() => loadConfig({ ...production, PUBLIC_BASE_URL: undefined })).toThrow(/PUBLIC_BASE_URL: expected an https address .* \(got http:\/\/127.0.0.1:3000\)/);
