@@ -122,6 +122,17 @@ async function queuesIdle(): Promise<boolean> {
   return true;
 }
 const recipients = () => resend.messages.map((m) => m.to[0]!).sort();
+/** The outbox rows an opt-out wrote (patient.updated on patient-events). */
+async function optOutEvents(): Promise<Array<{ topic: string; key: string; payload: Record<string, unknown> }>> {
+  return ctx.database.db.execute<{ topic: string; key: string; payload: Record<string, unknown> }>(
+    sql`select topic, key, payload from fleet.outbox where event_type = 'patient.updated' order by id`,
+  );
+}
+const optOutEvent = (patientId: number) => ({
+  topic: 'patient-events',
+  key: String(patientId),
+  payload: { patientId, changedFields: ['weekly_update_opt_out'], source: 'unsubscribe' },
+});
 
 beforeAll(async () => {
   db = await createTestDatabase();
@@ -160,7 +171,7 @@ afterEach(async () => {
   for (const q of ['weekly-fanout', 'weekly-status', 'email', 'email-dlq', 'weekly-status-dlq', 'weekly-fanout-dlq']) {
     await ctx.queues.queue(q).obliterate({ force: true });
   }
-  await ctx.database.db.execute(sql`truncate fleet.deliveries, fleet.audit_log, patient_service.patienten, matching_service.platzsuche, matching_service.therapeutenanfrage, matching_service.therapeut_anfrage_patient`);
+  await ctx.database.db.execute(sql`truncate fleet.deliveries, fleet.audit_log, fleet.outbox, patient_service.patienten, matching_service.platzsuche, matching_service.therapeutenanfrage, matching_service.therapeut_anfrage_patient`);
   resend.messages.length = 0;
   resend.requests.length = 0;
   resend.perRecipient.clear();
@@ -357,6 +368,7 @@ describe('weekly status emails', () => {
     const optedOut = async () =>
       (await ctx.database.db.select({ id: patienten.id, o: patienten.weeklyUpdateOptOut }).from(patienten)).filter((r) => r.o).map((r) => r.id);
     expect(await optedOut()).toEqual([]);
+    expect(await optOutEvents()).toEqual([]);
 
     // GET shows a page with a button and changes nothing (mail scanners open links).
     const page = await fetch(`${base}/unsubscribe/${real}`);
@@ -366,6 +378,7 @@ describe('weekly status emails', () => {
     expect(body).toContain('lang="de"');
     expect(page.headers.get('set-cookie')).toBeNull();
     expect(await optedOut()).toEqual([]);
+    expect(await optOutEvents()).toEqual([]);
 
     const first = await post(real);
     expect(first.status).toBe(200);
@@ -376,7 +389,53 @@ describe('weekly status emails', () => {
     const audit = (await listAudit(ctx.database.db)).filter((a) => a.action === 'weekly.opt-out');
     expect(audit).toHaveLength(1);
     expect(audit[0]).toMatchObject({ actor: `patient/${p.id}`, target: `patient/${p.id}`, details: { via: 'one-click' } });
+    // One patient.updated for the click that changed the patient, none for the repeat.
+    expect(await optOutEvents()).toEqual([optOutEvent(p.id)]);
     expect((await fetch(`${base}/unsubscribe/${real}`).then((r) => r.text()))).toContain('bereits abgemeldet');
+    expect(await optOutEvents()).toHaveLength(1);
+  });
+
+  it('unsubscribe: a patient already opted out gets no event; clicks racing each other write one', async () => {
+    const already = await patient({ optOut: true });
+    const racing = await patient();
+    const http = httpComponent(ctx) as HttpComponent;
+    await start(http);
+    const base = `http://127.0.0.1:${http.address()!.port}`;
+    const post = (id: number) =>
+      fetch(`${base}/unsubscribe/${signUnsubscribeToken(SECRET, id)}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+    expect((await post(already.id)).status).toBe(200);
+    expect(await optOutEvents()).toEqual([]);
+    const answers = await Promise.all(Array.from({ length: 6 }, () => post(racing.id)));
+    expect(answers.map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200]);
+    expect(await optOutEvents()).toEqual([optOutEvent(racing.id)]);
+  });
+
+  it('unsubscribe: an opt-out whose transaction fails at commit leaves neither the change nor its event', async () => {
+    const p = await patient();
+    const http = httpComponent(ctx) as HttpComponent;
+    await start(http);
+    const base = `http://127.0.0.1:${http.address()!.port}`;
+    // Refuses the commit of any transaction that changed a patient row: after the update, its
+    // audit row and its event were written.
+    await ctx.database.db.execute(sql`create function fleet.refuse_patient_commit() returns trigger language plpgsql as $$
+      begin raise exception 'commit refused by test'; end $$`);
+    await ctx.database.db.execute(sql`create constraint trigger refuse_patient_commit after update on patient_service.patienten
+      deferrable initially deferred for each row execute function fleet.refuse_patient_commit()`);
+    try {
+      const res = await fetch(`${base}/unsubscribe/${signUnsubscribeToken(SECRET, p.id)}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'List-Unsubscribe=One-Click',
+      });
+      expect(res.status).toBe(500);
+    } finally {
+      await ctx.database.db.execute(sql`drop trigger refuse_patient_commit on patient_service.patienten`);
+      await ctx.database.db.execute(sql`drop function fleet.refuse_patient_commit()`);
+    }
+    const [row] = await ctx.database.db.select({ o: patienten.weeklyUpdateOptOut }).from(patienten);
+    expect(row!.o).toBe(false);
+    expect(await optOutEvents()).toEqual([]);
+    expect((await listAudit(ctx.database.db)).filter((a) => a.action === 'weekly.opt-out')).toEqual([]);
   });
 
   it('unsubscribe: a one-click POST as multipart/form-data (RFC 8058\'s own example) is audited as one-click, the page\'s button as the page', async () => {
@@ -393,6 +452,8 @@ describe('weekly status emails', () => {
     const audit = (await listAudit(ctx.database.db)).filter((a) => a.action === 'weekly.opt-out');
     expect(audit.find((a) => a.target === `patient/${mail.id}`)?.details).toEqual({ via: 'one-click' });
     expect(audit.find((a) => a.target === `patient/${page.id}`)?.details).toEqual({ via: 'unsubscribe-page' });
+    // Both ways (mail client, the confirmation page's button) write the same event.
+    expect(await optOutEvents()).toEqual([optOutEvent(mail.id), optOutEvent(page.id)]);
   });
 });
 

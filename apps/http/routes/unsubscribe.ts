@@ -9,7 +9,8 @@ import type { HttpRouteDeps, HttpRouteModule } from './types.js';
  * List-Unsubscribe header carries a signed token; no login, no cookies.
  * - POST /unsubscribe/:token: opts the patient out (mail clients post
  *   `List-Unsubscribe=One-Click`; the page's button posts too) and answers 200, also when
- *   already opted out. The opt-out is written to the audit table.
+ *   already opted out. The opt-out that changes the patient is written to the audit table
+ *   and as a `patient.updated` event (optOutOfWeeklyUpdates); a repeat writes neither.
  * - GET /unsubscribe/:token: a small German page with a button that posts. GET never
  *   changes anything (link scanners open links).
  * A forged or altered token gets 404 and changes nothing.

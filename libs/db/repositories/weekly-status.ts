@@ -1,4 +1,5 @@
 import { and, eq, inArray, sql } from 'drizzle-orm';
+import { appendEvent } from '../../events/index.js';
 import { isPlausibleEmail, PLAUSIBLE_EMAIL_SOURCE, TRIMMED_CHARS, trimEmail } from '../../weekly/email-address.js';
 import { InvalidIsoWeekError, isoWeekRange, parseIsoWeek } from '../../weekly/iso-week.js';
 import type { Db, DbOrTx } from '../client.js';
@@ -282,8 +283,12 @@ export async function unwantedWeeklyDeliveries(
 }
 
 /**
- * Opts a patient out of the weekly emails and writes it to the audit table. Idempotent:
- * a second call changes nothing and reports `changed: false`.
+ * Opts a patient out of the weekly emails. When that changes the patient (opt-out false ->
+ * true), the same transaction writes the audit row and a `patient.updated` event (key =
+ * patient id, payload `{patientId, changedFields: ['weekly_update_opt_out'], source:
+ * 'unsubscribe'}`), so the platform learns of it. Idempotent: a second call, also a
+ * concurrent one (it waits for the row lock and then matches nothing), changes and writes
+ * nothing and reports `changed: false`.
  */
 export async function optOutOfWeeklyUpdates(
   db: Db,
@@ -291,9 +296,10 @@ export async function optOutOfWeeklyUpdates(
   by: { actor: string; via: string },
 ): Promise<{ found: boolean; changed: boolean }> {
   return db.transaction(async (tx) => {
+    const at = new Date();
     const updated = await tx
       .update(patienten)
-      .set({ weeklyUpdateOptOut: true, updatedAt: new Date() })
+      .set({ weeklyUpdateOptOut: true, updatedAt: at })
       .where(and(eq(patienten.id, patientId), eq(patienten.weeklyUpdateOptOut, false)))
       .returning({ id: patienten.id });
     if (updated.length === 0) {
@@ -305,6 +311,12 @@ export async function optOutOfWeeklyUpdates(
       action: 'weekly.opt-out',
       target: `patient/${patientId}`,
       details: { via: by.via },
+    });
+    await appendEvent(tx, {
+      eventType: 'patient.updated',
+      key: patientId,
+      payload: { patientId, changedFields: ['weekly_update_opt_out'], source: 'unsubscribe' },
+      occurredAt: at,
     });
     return { found: true, changed: true };
   });
