@@ -15,8 +15,12 @@ export interface OutgoingMail {
 
 export type SendResult =
   | { ok: true; providerMessageId: string }
-  /** `retryAfterMs` when the provider said when to come back (HTTP 429). */
-  | { ok: false; transient: boolean; status?: number; message: string; retryAfterMs?: number };
+  /**
+   * `retryAfterMs` when the provider said when to come back (HTTP 429). `refused`: the provider
+   * refused the fleet's account, not this message (a revoked API key, an unverified sending
+   * domain): every request fails alike until an operator fixes it; always transient.
+   */
+  | { ok: false; transient: boolean; status?: number; message: string; retryAfterMs?: number; refused?: true };
 
 export interface BatchOptions {
   /**

@@ -10,7 +10,8 @@ import type { AddressInfo } from 'node:net';
  * invalid_idempotent_request; while the first is in flight -> 409
  * concurrent_idempotent_requests), errors as `{statusCode, name, message}`, an optional
  * request-rate limit (token bucket) answering 429 with `retry-after` and `ratelimit-*`
- * headers, and injectable faults. `GET /_stand-in/stats` reports counts (benchmarks).
+ * headers, injectable faults and a refusal of the account (401/403, until lifted).
+ * `GET /_stand-in/stats` reports counts (benchmarks).
  */
 export interface StandInMessage {
   id: string;
@@ -42,6 +43,23 @@ export type Fault =
   /** Accepts the request and never answers (until the client gives up); nothing is sent. */
   | { kind: 'hang' };
 
+/** How the stand-in refuses the account (see `ResendStandIn.refuse`). */
+export interface Refusal {
+  status: 401 | 403;
+  name: string;
+  message: string;
+}
+
+/** Resend's answers to a key it no longer takes and to a sending domain it has not verified. */
+export const refusals = {
+  invalidApiKey: { status: 403, name: 'invalid_api_key', message: 'API key is invalid' },
+  unverifiedDomain: {
+    status: 403,
+    name: 'validation_error',
+    message: 'You can only send testing emails to your own email address (owner@example.com). To send emails to other recipients, please verify a domain.',
+  },
+} satisfies Record<string, Refusal>;
+
 export interface StandInOptions {
   port?: number;
   host?: string;
@@ -69,6 +87,7 @@ export class ResendStandIn {
   readonly perRecipient = new Map<string, number>();
   private server: Server | null = null;
   private readonly faults: Fault[] = [];
+  private refusal: Refusal | null = null;
   private readonly idempotency = new Map<string, { bodyHash: string; status: number; body: string; at: number } | 'in-flight'>();
   private tokens: number;
   private lastRefill = Date.now();
@@ -102,6 +121,14 @@ export class ResendStandIn {
   /** The next `count` requests fail with this fault (in order after those already queued). */
   inject(fault: Fault, count = 1): void {
     for (let i = 0; i < count; i++) this.faults.push(fault);
+  }
+
+  /**
+   * Every sending request is refused with this answer until `refuse(null)`, as Resend refuses
+   * a revoked API key or an unverified sending domain (nothing is sent, keys stay free).
+   */
+  refuse(answer: Refusal | null): void {
+    this.refusal = answer;
   }
 
   setRate(perSecond: number | undefined): void {
@@ -183,6 +210,11 @@ export class ResendStandIn {
     if (!auth?.startsWith('Bearer ') || (this.opts.apiKey && auth !== `Bearer ${this.opts.apiKey}`)) {
       record(401, 0);
       error(401, 'missing_api_key', 'Missing API key in the authorization header.');
+      return;
+    }
+    if (this.refusal) {
+      record(this.refusal.status, 0);
+      error(this.refusal.status, this.refusal.name, this.refusal.message);
       return;
     }
     const bucket = this.takeToken();

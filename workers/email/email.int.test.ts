@@ -4,9 +4,12 @@ import PostalMime from 'postal-mime';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { claimDeliveries, finishDeliveries, getDelivery } from '../../libs/db/repositories/deliveries.js';
 import { unwantedWeeklyDeliveries } from '../../libs/db/repositories/weekly-status.js';
+import { createLogger } from '../../libs/log/index.js';
 import { createMailDriver, type StillWantedCheck } from '../../libs/mail/index.js';
 import { listDeadLetters } from '../../libs/queues/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { metricValues } from '../../libs/testing/metrics.js';
+import { refusals } from '../../libs/testing/resend-stand-in.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { startEmailHarness, waitFor, type EmailHarness, type EmailHarnessOptions } from './int-harness.js';
 
@@ -110,6 +113,60 @@ describe('email delivery (PostgreSQL, Redis, the resend SDK against the stand-in
     expect(dead).toMatchObject({ name: 'email-send', code: 'rejected', data: { deliveryId: id }, attemptsMade: 1 });
     expect(dead.reason).toContain(id);
     expect(t.standIn.requests).toHaveLength(1);
+  });
+
+  /** The fleet's log lines (JSON), to check what they say and that they name no one. */
+  const capturedLog = () => {
+    const lines: string[] = [];
+    return { lines, log: createLogger({ level: 'info', pretty: 'false' }, { write: (line: string) => void lines.push(line) }) };
+  };
+  const refusedRequests = (t: EmailHarness) => t.standIn.requests.filter((r) => r.status === 403).length;
+
+  it('a refused API key (403) keeps the deliveries waiting under their key; once the provider accepts again they go out exactly once', async () => {
+    const { lines, log } = capturedLog();
+    const t = await harness({ log });
+    t.standIn.refuse(refusals.invalidApiKey);
+    const ids = [await t.addDelivery({}, { enqueue: false }), await t.addDelivery({}, { enqueue: false })];
+    for (const id of ids) await t.ctx.queues.enqueue('email-send', { deliveryId: id });
+    await t.startWorkers();
+    await waitFor('three refused requests', async () => refusedRequests(t) >= 3);
+    const reason = 'the email provider refused the API key (403 invalid_api_key): check RESEND_API_KEY';
+    for (const id of ids) expect(await getDelivery(database.db, id)).toMatchObject({ status: 'sending', lastError: reason });
+    expect(await listDeadLetters(t.ctx.queues, { queue: 'email' })).toEqual([]);
+    expect((await metricValues(t.ctx.metrics.registry, 'fleet_email_requests_total', 'outcome')).refused).toBeGreaterThanOrEqual(3);
+    const said = lines.map((l) => JSON.parse(l) as { msg: string; reason?: string; status?: number });
+    expect(said).toContainEqual(expect.objectContaining({ msg: 'email-send: the provider refused the API key or sending domain; the deliveries wait and are retried', reason, status: 403 }));
+
+    t.standIn.refuse(null); // the key is fixed
+    for (const id of ids) expect(await sentOrFailed(id)).toBe('sent');
+    expect(t.standIn.stats()).toMatchObject({ messages: 2, duplicates: 0, acceptedRequests: 1 });
+    expect(new Set(t.standIn.requests.map((r) => r.idempotencyKey)).size).toBe(1);
+    expect(await listDeadLetters(t.ctx.queues, { queue: 'email' })).toEqual([]);
+    // No address, subject or body in any log line.
+    expect(lines.filter((l) => /@example\.com|Ihre Suche|Hallo/.test(l))).toEqual([]);
+  });
+
+  it('a sending domain refused (403) until the last attempt fails the deliveries for good, dead-lettered with code refused', async () => {
+    const { lines, log } = capturedLog();
+    // 18 attempts of the email family, its backoff scaled down to milliseconds.
+    const t = await harness({ log, env: { RETRY_BACKOFF_SCALE: '0.001' } });
+    t.standIn.refuse(refusals.unverifiedDomain);
+    const ids = [await t.addDelivery({}, { enqueue: false }), await t.addDelivery({}, { enqueue: false })];
+    for (const id of ids) await t.ctx.queues.enqueue('email-send', { deliveryId: id });
+    await t.startWorkers();
+    for (const id of ids) expect(await sentOrFailed(id)).toBe('failed');
+    const reason = 'the email provider refused the sender (403 validation_error): check that the sending domain of MAIL_FROM is verified in Resend, and RESEND_API_KEY';
+    for (const id of ids) expect(await getDelivery(database.db, id)).toMatchObject({ lastError: reason });
+    expect(refusedRequests(t)).toBe(18);
+    const dead = await waitFor('two dead letters', async () => {
+      const d = await listDeadLetters(t.ctx.queues, { queue: 'email' });
+      return d.length === 2 && d;
+    });
+    expect(dead.map((d) => [d.code, (d.data as { deliveryId: string }).deliveryId]).sort()).toEqual(ids.map((id) => ['refused', id]).sort());
+    expect(t.standIn.messages).toEqual([]);
+    // Resend's text names the account's own address: it is in no reason and no log line.
+    expect(lines.filter((l) => /@example\.com|Ihre Suche|Hallo/.test(l))).toEqual([]);
+    expect(JSON.stringify(dead)).not.toContain('owner@example.com');
   });
 
   it('sends 250 pending deliveries in 3 batch requests, none twice', async () => {

@@ -231,6 +231,37 @@ describe('processDelivery', () => {
     expect(dead).toEqual([{ id: ids[1], code: 'send_failed' }]);
   });
 
+  it('a refused account (401/403) keeps the batch for retries under the same key, counted as refused, until the provider accepts', async () => {
+    const store = memoryStore();
+    const ids = [store.add(), store.add()];
+    const reason = 'the email provider refused the API key (403 invalid_api_key): check RESEND_API_KEY';
+    const refused = all({ ok: false, transient: true, refused: true, status: 403, message: reason });
+    const mail = scriptedDriver([refused, refused]);
+    const outcomes: string[] = [];
+    const { d, dead } = deps(store, mail, { metrics: { requests: (o) => void outcomes.push(o), deliveries: () => {} } });
+    for (const attempts of [1, 2]) {
+      await expect(processDelivery({ deliveryId: ids[0]! }, d)).rejects.toThrow(`refused: ${reason}`);
+      expect(ids.map((i) => store.rows.get(i))).toEqual(ids.map(() => expect.objectContaining({ status: 'sending', attempts, lastError: reason })));
+    }
+    // the key is fixed: the retry sends the same rows under the same key, once
+    expect(await processDelivery({ deliveryId: ids[0]! }, d)).toMatchObject({ outcome: 'done', sent: 2, failed: 0 });
+    expect(new Set(mail.requests.map((r) => r.key)).size).toBe(1);
+    expect(mail.requests.map((r) => r.mails.length)).toEqual([2, 2, 2]);
+    expect(outcomes).toEqual(['refused', 'refused', 'ok']);
+    expect(dead).toEqual([]);
+  });
+
+  it('on the last attempt a refused account fails the batch for good like any transient failure, with code refused', async () => {
+    const store = memoryStore();
+    const ids = [store.add(), store.add()];
+    const reason = 'the email provider refused the sender (403 validation_error): check that the sending domain of MAIL_FROM is verified in Resend, and RESEND_API_KEY';
+    const mail = scriptedDriver([all({ ok: false, transient: true, refused: true, status: 403, message: reason })]);
+    const { d, dead } = deps(store, mail, { isFinalAttempt: true });
+    await expect(processDelivery({ deliveryId: ids[0]! }, d)).rejects.toMatchObject({ code: 'refused' });
+    expect(ids.map((i) => store.rows.get(i))).toEqual(ids.map(() => expect.objectContaining({ status: 'failed', lastError: reason })));
+    expect(dead).toEqual([{ id: ids[1], code: 'refused' }]);
+  });
+
   it('a rejected message ends failed with the reason; its own job throws a permanent error', async () => {
     const store = memoryStore();
     const ids = [store.add(), store.add()];

@@ -40,7 +40,8 @@ export interface SendLimiter {
 }
 
 export interface EmailMetrics {
-  requests(outcome: 'ok' | 'rate_limited' | 'transient' | 'rejected'): void;
+  /** `refused`: the provider refused the fleet's account (API key, sending domain), see SendResult. */
+  requests(outcome: 'ok' | 'rate_limited' | 'transient' | 'refused' | 'rejected'): void;
   deliveries(status: 'sent' | 'failed' | 'dropped', n: number): void;
 }
 
@@ -157,7 +158,9 @@ function refusedAsChangedPayload(results: SendResult[]): boolean {
  *      goes out twice (those rows had left before the check could stop them, they end `sent`).
  * 3. One provider request per batch, after a slot of the shared rate limiter; 429 waits for
  *    retry-after (every worker pauses) and tries again; other transient failures throw so
- *    the job retries with backoff, keeping the same rows and idempotency key.
+ *    the job retries with backoff, keeping the same rows and idempotency key. So does a
+ *    refusal of the fleet's account (a revoked API key): fixed within the job's retries, the
+ *    batch goes out then.
  * 4. Sent rows get the provider id; rejected rows end `failed` with the reason and a
  *    dead letter. On the last attempt a transient failure fails the whole batch the same way.
  */
@@ -291,6 +294,16 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
   if (whole) {
     const first = results[0] as SendResult & { ok: false };
     await store.recordAttempt(batchId, first.message, clock.now());
+    if (first.refused) {
+      // Not this batch's fault: every request fails alike until an operator fixes the setting.
+      deps.metrics?.requests('refused');
+      log.error(
+        { batchId, rows: sending.length, status: first.status, reason: first.message, finalAttempt: deps.isFinalAttempt },
+        deps.isFinalAttempt ? 'email-send: the provider refused the API key or sending domain on the last attempt' : 'email-send: the provider refused the API key or sending domain; the deliveries wait and are retried',
+      );
+      if (deps.isFinalAttempt) return failForGood(input.deliveryId, batchId, sending, first.message, 'refused', deps, unconfirmed(deferred));
+      throw new TransientSendError(`provider request for batch ${batchId} refused: ${first.message}`, first.status);
+    }
     deps.metrics?.requests('transient');
     if (deps.isFinalAttempt) return failForGood(input.deliveryId, batchId, sending, first.message, 'send_failed', deps, unconfirmed(deferred));
     throw new TransientSendError(`provider request for batch ${batchId} failed (status ${first.status ?? 'network'})`, first.status);

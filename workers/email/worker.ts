@@ -39,6 +39,8 @@ const SWEEP_MAX_WAITING = 5_000;
 
 const emailMetrics = oncePerRegistry((registry): EmailMetrics => {
   const requests = new Counter({ name: 'fleet_email_requests_total', help: 'Provider requests by outcome', labelNames: ['outcome'], registers: [registry] });
+  // Exported from the start, so the alert on refusals sees the first one as an increase.
+  requests.inc({ outcome: 'refused' }, 0);
   const deliveries = new Counter({ name: 'fleet_email_deliveries_total', help: 'Deliveries finished, by status', labelNames: ['status'], registers: [registry] });
   return { requests: (outcome) => requests.inc({ outcome }), deliveries: (status, n) => deliveries.inc({ status }, n) };
 });

@@ -24,6 +24,37 @@ describe('Resend answers -> SendResult', () => {
     expect(mapResendError({ statusCode: 409, name: 'invalid_idempotent_request', message: 'x' }, null)).toMatchObject({ transient: false });
   });
 
+  it('401 and 403 refuse the account, not the message: transient, refused, and a reason without the answer\'s text', () => {
+    expect(mapResendError({ statusCode: 403, name: 'invalid_api_key', message: 'API key is invalid' }, null)).toEqual({
+      ok: false,
+      transient: true,
+      refused: true,
+      status: 403,
+      message: 'the email provider refused the API key (403 invalid_api_key): check RESEND_API_KEY',
+    });
+    for (const name of ['missing_api_key', 'restricted_api_key', 'validation_error'] as const) {
+      expect(mapResendError({ statusCode: 401, name, message: 'x' }, null)).toMatchObject({
+        transient: true,
+        refused: true,
+        status: 401,
+        message: `the email provider refused the API key (401 ${name}): check RESEND_API_KEY`,
+      });
+    }
+    // An unverified sending domain: Resend's text names the account's own address; it stays out.
+    const domain = mapResendError(
+      { statusCode: 403, name: 'validation_error', message: 'You can only send testing emails to your own email address (owner@example.com).' },
+      { 'retry-after': '5' },
+    );
+    expect(domain).toEqual({
+      ok: false,
+      transient: true,
+      refused: true,
+      status: 403,
+      message: 'the email provider refused the sender (403 validation_error): check that the sending domain of MAIL_FROM is verified in Resend, and RESEND_API_KEY',
+    });
+    expect(mapResendError({ statusCode: 500, name: 'internal_server_error', message: 'x' }, null)).not.toHaveProperty('refused');
+  });
+
   it('createMailDriver: outbox by default, resend when configured', () => {
     expect(createMailDriver(loadConfig({}).mail).name).toBe('outbox');
     expect(createMailDriver(loadConfig({ MAIL_DRIVER: 'resend', RESEND_API_KEY: 're_x', RESEND_BASE_URL: 'http://127.0.0.1:1' }).mail).name).toBe('resend');

@@ -25,12 +25,30 @@ export function retryAfterMs(headers: Record<string, string> | null, now = Date.
 }
 
 /**
+ * 401 and 403 refuse the account, not the message, so they hit every email alike: a missing,
+ * revoked or send-restricted API key (401 missing_api_key, restricted_api_key, validation_error
+ * "API key is invalid"; 403 invalid_api_key) or a sending domain that is not verified (403
+ * validation_error "You can only send testing emails to your own email address"). They are
+ * transient, so the deliveries wait for the key or domain to be fixed. The reason names the
+ * setting to check and leaves out Resend's text (it can name the account's own address).
+ */
+function refusal(status: number, name: string): SendResult & { ok: false } {
+  const message =
+    status === 401 || name.endsWith('_api_key')
+      ? `the email provider refused the API key (${status} ${name}): check RESEND_API_KEY`
+      : `the email provider refused the sender (${status} ${name}): check that the sending domain of MAIL_FROM is verified in Resend, and RESEND_API_KEY`;
+  return { ok: false, transient: true, refused: true, status, message };
+}
+
+/**
  * Maps the SDK's `{error, headers}` (it returns errors instead of throwing) to a SendResult:
- * 429, 5xx, network errors and timeouts (statusCode null) are transient; other 4xx
- * (validation, authentication, a reused idempotency key with another payload) are permanent.
+ * 429, 5xx, network errors and timeouts (statusCode null) are transient; 401 and 403 are
+ * transient refusals of the account (see `refusal`); other 4xx (validation, a reused
+ * idempotency key with another payload) are permanent.
  */
 export function mapResendError(error: ErrorResponse, headers: Record<string, string> | null): SendResult & { ok: false } {
   const status = error.statusCode ?? undefined;
+  if (status === 401 || status === 403) return refusal(status, error.name);
   const transient = status === undefined || status === 429 || status >= 500 || transientNames.has(error.name);
   const wait = status === 429 ? retryAfterMs(headers) : undefined;
   return {
