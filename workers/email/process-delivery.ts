@@ -293,7 +293,8 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
   const whole = results.every((r) => !r.ok && r.transient);
   if (whole) {
     const first = results[0] as SendResult & { ok: false };
-    await store.recordAttempt(batchId, first.message, clock.now());
+    // On the last attempt `failForGood` records this request with the failure (once).
+    if (!deps.isFinalAttempt) await store.recordAttempt(batchId, first.message, clock.now());
     if (first.refused) {
       // Not this batch's fault: every request fails alike until an operator fixes the setting.
       deps.metrics?.requests('refused');
