@@ -255,10 +255,14 @@ describe('outbox relay against a Kafka-protocol broker', () => {
     const waiting = await listOutbox(db.db, { unpublishedOnly: true });
     expect(waiting.map((r) => r.eventId)).toEqual([env.eventId]);
     expect(await metric(ctx, 'fleet_outbox_unpublished')).toBe(1);
+    // Kafka off by configuration: the alerts stand down on this gauge (FleetKafkaNotConfigured).
+    expect(await metric(ctx, 'fleet_outbox_kafka_configured')).toBe(0);
     await stopRelay(relay);
 
     // A relay with Kafka publishes it later.
-    const later = await startRelay(relayContext());
+    const laterCtx = relayContext();
+    const later = await startRelay(laterCtx);
+    expect(await metric(laterCtx, 'fleet_outbox_kafka_configured')).toBe(1);
     await consumer.waitFor((m) => m.some((x) => x.headers['event-id'] === env.eventId));
     await stopRelay(later);
   });

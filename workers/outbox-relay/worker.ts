@@ -61,6 +61,14 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
     registers: [metrics.registry],
   });
 
+  // Kafka deliberately off (no KAFKA_BROKERS, e.g. before the cluster exists): the alerts for a
+  // missing relay and for lag stand down, and one alert says that events wait for it.
+  new Gauge({
+    name: 'fleet_outbox_kafka_configured',
+    help: '1 when KAFKA_BROKERS is set for the outbox relay, 0 when Kafka is off and events stay in the outbox',
+    registers: [metrics.registry],
+  }).set(publisher ? 1 : 0);
+
   const relay = createOutboxRelay(
     {
       acquireLease: () => acquireRelayLease(database),
