@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { credentialsMatch, dashboardAccess, isLoopbackHost, parseBasicAuth, safeEqual } from './auth.js';
+import { credentialsMatch, dashboardAccess, hostHeaderName, isLoopbackHost, parseBasicAuth, safeEqual } from './auth.js';
 import { html } from './html.js';
 
 describe('dashboard auth helpers', () => {
@@ -10,6 +10,16 @@ describe('dashboard auth helpers', () => {
     for (const h of ['0.0.0.0', '::', '10.0.0.5', '192.168.1.2', 'example.com', '128.0.0.1', '::ffff:10.0.0.1', '', 'localhost.example.com']) {
       expect(isLoopbackHost(h), h).toBe(false);
     }
+  });
+
+  it('reads the host name of a Host header, without the port', () => {
+    expect(hostHeaderName('localhost:3000')).toBe('localhost');
+    expect(hostHeaderName('127.0.0.1')).toBe('127.0.0.1');
+    expect(hostHeaderName('[::1]:3000')).toBe('[::1]');
+    expect(hostHeaderName('evil.example:3000')).toBe('evil.example');
+    expect(hostHeaderName(undefined)).toBe('');
+    for (const h of ['localhost:3000', '127.0.0.1:80', '[::1]:3000']) expect(isLoopbackHost(hostHeaderName(h)), h).toBe(true);
+    for (const h of ['evil.example:3000', 'localhost.evil.example', '[2001:db8::1]:3000', '']) expect(isLoopbackHost(hostHeaderName(h)), h).toBe(false);
   });
 
   it('chooses basic auth with credentials, loopback-open or refused without', () => {

@@ -29,6 +29,14 @@ export function isLoopbackHost(host: string): boolean {
   return false;
 }
 
+/** The host name of a Host header (`localhost:3000`, `[::1]:3000`, `127.0.0.1`), without the port. */
+export function hostHeaderName(header: string | undefined): string {
+  const h = (header ?? '').trim();
+  if (h.startsWith('[')) return h.slice(0, h.indexOf(']') + 1);
+  const colon = h.indexOf(':');
+  return colon >= 0 && colon === h.lastIndexOf(':') ? h.slice(0, colon) : h;
+}
+
 export function dashboardAccess(http: { host: string; dashboardUser?: string | undefined; dashboardPassword?: string | undefined }): DashboardAccess {
   if (http.dashboardUser !== undefined && http.dashboardPassword !== undefined) {
     return { mode: 'basic', credentials: { user: http.dashboardUser, password: http.dashboardPassword } };
@@ -67,11 +75,17 @@ export function operatorOf(res: Response): string {
   return (res.locals.operator as string | undefined) ?? 'dashboard:unknown';
 }
 
-function refusedPage(why: 'non-loopback' | 'not-local'): string {
-  const because =
-    why === 'non-loopback'
-      ? 'This fleet process listens on a non-loopback address and has no dashboard credentials, so it refuses to show queues, jobs and dead letters to anyone who can reach it.'
-      : 'This fleet process has no dashboard credentials, so it shows queues, jobs and dead letters only to requests made on this machine directly; this request came through a proxy or from elsewhere.';
+const REFUSED_BECAUSE = {
+  'non-loopback':
+    'This fleet process listens on a non-loopback address and has no dashboard credentials, so it refuses to show queues, jobs and dead letters to anyone who can reach it.',
+  'not-local':
+    'This fleet process has no dashboard credentials, so it shows queues, jobs and dead letters only to requests made on this machine directly; this request came through a proxy or from elsewhere.',
+  'foreign-host':
+    'This fleet process has no dashboard credentials, so it shows queues, jobs and dead letters only to requests addressed to this machine by a loopback name (localhost, 127.0.0.1, [::1]); this request named another host, as a web page that reaches the port by DNS rebinding does.',
+};
+
+function refusedPage(why: keyof typeof REFUSED_BECAUSE): string {
+  const because = REFUSED_BECAUSE[why];
   return page(
     'Dashboard disabled',
     `<h1>Dashboard disabled: no credentials configured</h1>
@@ -86,7 +100,8 @@ DASHBOARD_PASSWORD=&lt;a long random secret&gt;</pre>
 
 /**
  * Guards the operator pages: basic auth with a timing-safe compare when credentials are
- * configured; without them, local requests only when listening on loopback; else 403.
+ * configured; without them, local requests addressed to a loopback name only when listening
+ * on loopback; else 403.
  */
 export function requireDashboardAccess(access: DashboardAccess, log: Logger): RequestHandler {
   return (req: Request, res: Response, next: NextFunction) => {
@@ -102,6 +117,12 @@ export function requireDashboardAccess(access: DashboardAccess, log: Logger): Re
       const forwarded = req.headers['x-forwarded-for'] !== undefined || req.headers.forwarded !== undefined;
       if (forwarded || !isLoopbackHost(req.socket.remoteAddress ?? '')) {
         res.status(403).type('html').send(refusedPage('not-local'));
+        return;
+      }
+      // A web page on any site can point its own host name at 127.0.0.1 (DNS rebinding): the
+      // browser then sends it here as a same-origin request from this machine, with its name in Host.
+      if (!isLoopbackHost(hostHeaderName(req.headers.host))) {
+        res.status(403).type('html').send(refusedPage('foreign-host'));
         return;
       }
       res.locals.operator = 'dashboard:local';

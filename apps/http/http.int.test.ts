@@ -1,4 +1,5 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -31,6 +32,23 @@ async function until<T>(fn: () => Promise<T | undefined | false | null>, timeout
     if (Date.now() - start > timeoutMs) throw new Error(`${what} not met within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * A request with headers fetch will not send as given (Host): what a browser sends to a page
+ * whose host name an attacker pointed at 127.0.0.1 (DNS rebinding).
+ */
+function rawRequest(url: string, opts: { method?: string; headers: Record<string, string>; body?: string }): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: opts.method ?? 'GET', headers: opts.headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end(opts.body);
+  });
 }
 
 /** Log lines of one app, to check what it says at start. */
@@ -472,6 +490,20 @@ describe('dashboard without credentials', () => {
       const forwarded = await fetch(`${app.base}/dashboard`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
       expect(forwarded.status).toBe(403);
       expect(await forwarded.text()).toContain('came through a proxy');
+      // A web page of another site that resolved its own name to 127.0.0.1 (DNS rebinding) is
+      // same-origin to itself and local to the app: its Host header gives it away.
+      const port = app.http.address()!.port;
+      const rebound = { host: `evil.example:${port}`, 'sec-fetch-site': 'same-origin', origin: `http://evil.example:${port}` };
+      const read = await rawRequest(`${app.base}/ops/api/dead-letters`, { headers: rebound });
+      expect(read.status).toBe(403);
+      expect(read.body).toContain('DNS rebinding');
+      expect((await rawRequest(`${app.base}/imports/api/failed`, { headers: rebound })).status).toBe(403);
+      const write = await rawRequest(`${app.base}/dashboard/api/queues/email/pause`, { method: 'PUT', headers: rebound });
+      expect(write.status).toBe(403);
+      expect(await app.ctx.queues.queue('email').isPaused()).toBe(false);
+      for (const host of [`localhost:${port}`, `127.0.0.1:${port}`]) {
+        expect((await rawRequest(`${app.base}/ops/api/dead-letters`, { headers: { host } })).status, host).toBe(200);
+      }
       expect(app.logLines.some((l) => l.level === 40 && String(l.msg).startsWith('dashboard has no credentials'))).toBe(true);
     } finally {
       await app.stop();
