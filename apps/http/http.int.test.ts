@@ -469,6 +469,28 @@ describe('http app with dashboard credentials', () => {
     expect(imports).toContain('<div class="scroll"><table>');
   });
 
+  it('pages run no script of their own and cannot be framed (CSP); Bull Board loads only from the app', async () => {
+    for (const path of ['/ops', '/imports', '/daily', '/unsubscribe/1.garbage', '/nothing-here']) {
+      const res = await fetch(`${app.base}${path}`, { headers: { authorization: AUTH } });
+      const csp = res.headers.get('content-security-policy') ?? '';
+      expect(csp, path).toContain("default-src 'none'");
+      expect(csp, path).toContain("frame-ancestors 'none'");
+      expect(csp, path).toContain("form-action 'self'");
+      expect(csp, path).not.toContain('script-src');
+    }
+    for (const path of ['/dashboard', '/dashboard/api/queues']) {
+      const res = await fetch(`${app.base}${path}`, { headers: { authorization: AUTH } });
+      expect(res.status, path).toBe(200);
+      const csp = res.headers.get('content-security-policy') ?? '';
+      expect(csp, path).toContain("default-src 'self'");
+      expect(csp, path).toContain("script-src 'self';");
+      expect(csp, path).toContain("frame-ancestors 'none'");
+      // Its stylesheet link to Google Fonts is not followed: no third party learns of the visit.
+      expect(csp, path).not.toMatch(/https?:|googleapis/);
+      expect(res.headers.get('x-powered-by'), path).toBeNull();
+    }
+  });
+
   it('state-changing Bull Board calls are audited', async () => {
     const res = await fetch(`${app.base}/dashboard/api/queues/weekly-status/pause`, { method: 'PUT', headers: { authorization: AUTH } });
     expect(res.status).toBeLessThan(300);
