@@ -73,6 +73,16 @@ function refuseRetries(): Router {
       code: 'enqueue_through_fleet',
     });
   });
+  // Editing a job's data skips the same validation, leaves the job id (its idempotency key,
+  // e.g. patient-import.ledger.7) naming something else than the data, and would let personal
+  // data into a payload.
+  router.patch('/api/queues/:queueName/:jobId/update-data', (_req, res) => {
+    res.status(405).json({
+      error: { key: 'ERRORS.QUEUE_READ_ONLY' },
+      message: 'Job data is written by the fleet (validated, ids only, matching the job id); it cannot be edited here.',
+      code: 'job_data_read_only',
+    });
+  });
   return router;
 }
 

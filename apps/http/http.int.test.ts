@@ -235,6 +235,19 @@ describe('http app with dashboard credentials', () => {
     expect(metrics).toMatch(/^fleet_queue_jobs\{queue="patient-import",state="failed"\} 1$/m);
   });
 
+  it("editing a job's data from Bull Board is refused (the catalog's validation and the job id's key would no longer match it)", async () => {
+    const { jobId } = await app.ctx.queues.enqueue('weekly-status', { patientId: 7, isoWeek: '2026-W48' }, { delayMs: 3_600_000 });
+    const edit = await fetch(`${app.base}/dashboard/api/queues/weekly-status/${encodeURIComponent(jobId)}/update-data`, {
+      method: 'PATCH',
+      headers: { authorization: AUTH, 'content-type': 'application/json' },
+      body: JSON.stringify({ jobData: { patientId: 8, isoWeek: '2026-W48' } }),
+    });
+    expect(edit.status).toBe(405);
+    const job = await app.ctx.queues.queue('weekly-status').getJob(jobId);
+    expect(job!.data).toEqual({ patientId: 7, isoWeek: '2026-W48' });
+    await job!.remove();
+  });
+
   it('/ops lists dead letters with reasons and requeues/discards them with an audited reason', async () => {
     const page = await fetch(`${app.base}/ops`, { headers: { authorization: AUTH } });
     expect(page.status).toBe(200);
