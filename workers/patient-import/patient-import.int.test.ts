@@ -304,6 +304,8 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     });
     const one = await settled(h, first.name, first.generation);
     expect(one).toMatchObject({ status: 'superseded', delete_outcome: 'precondition_failed' });
+    expect(one.finished_at, 'the time it became final (its copies are kept from here)').toBeTruthy();
+    expect(one.deleted_at).toBeNull();
     expect(h.standIn.getObject(BUCKET, first.name)?.generation).toBe(newGeneration);
     const two = await settled(h, first.name, newGeneration);
     expect(two).toMatchObject({ status: 'deleted', duplicate_kind: 'same_token', duplicate_of_patient_id: one.patient_id });
@@ -323,6 +325,7 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     const one = await settled(h, first.name, first.generation, ['replaced', 'failed', 'deleted']);
     expect(one).toMatchObject({ status: 'replaced', patient_id: null, error_code: null, failed_path: null, backup_path: null });
     expect(one.reason).toBe(`replaced in the bucket by generation ${newGeneration} before it was downloaded; that upload is imported on its own`);
+    expect(one.finished_at).toBeTruthy();
     const two = await settled(h, first.name, newGeneration);
     expect(two).toMatchObject({ status: 'deleted', duplicate_kind: null });
     const [patient] = await database.sql`select telefon from patient_service.patienten where id = ${two.patient_id as number}`;

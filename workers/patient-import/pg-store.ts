@@ -95,7 +95,7 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
     },
     async markFinished(id, status, deleteOutcome) {
       const at = clock.now();
-      await markImportFinished(db, id, status, deleteOutcome, deleteOutcome === 'deleted' || deleteOutcome === 'not_found' ? at : null);
+      await markImportFinished(db, id, status, deleteOutcome, deleteOutcome === 'deleted' || deleteOutcome === 'not_found' ? at : null, at);
     },
     markReplaced: (id, reason) => markImportReplaced(db, id, reason, clock.now()),
   };

@@ -137,7 +137,7 @@ export async function reopenFailedLedgerRow(db: DbOrTx, id: number): Promise<boo
 export async function discardLedgerRow(db: DbOrTx, id: number, at = new Date(), opts: { failedOnly?: boolean } = {}): Promise<boolean> {
   const rows = await db
     .update(patientImportLedger)
-    .set({ status: 'discarded', discardedAt: at, updatedAt: at })
+    .set({ status: 'discarded', discardedAt: at, finishedAt: at, updatedAt: at })
     .where(and(eq(patientImportLedger.id, id), inArray(patientImportLedger.status, opts.failedOnly ? ['failed'] : ['failed', ...patientImportOpenStatuses])))
     .returning({ id: patientImportLedger.id });
   return rows.length > 0;
@@ -299,17 +299,17 @@ export async function markImportBackedUp(db: Db, id: number, at: Date, info: { b
   if (!r.count) throw new Error(`ledger row ${id} does not exist`);
 }
 
-const MARK_FINISHED = `update ${LEDGER} set status = $2, delete_outcome = $3, deleted_at = coalesce($4::timestamptz, deleted_at), updated_at = $5::timestamptz where id = $1`;
+const MARK_FINISHED = `update ${LEDGER} set status = $2, delete_outcome = $3, deleted_at = coalesce($4::timestamptz, deleted_at), finished_at = $6::timestamptz, updated_at = $5::timestamptz where id = $1`;
 
-/** The end of a row: deleted / superseded / done (deleted_at when the object is gone). */
-export async function markImportFinished(db: Db, id: number, status: PatientImportStatus, deleteOutcome: string, deletedAt: Date | null): Promise<void> {
-  const r = await clientOf(db).unsafe(MARK_FINISHED, [id, status, deleteOutcome, deletedAt?.toISOString() ?? null, new Date().toISOString()], { prepare: true });
+/** The end of a row: deleted / superseded / done (deleted_at when the object is gone), final since `at`. */
+export async function markImportFinished(db: Db, id: number, status: PatientImportStatus, deleteOutcome: string, deletedAt: Date | null, at: Date): Promise<void> {
+  const r = await clientOf(db).unsafe(MARK_FINISHED, [id, status, deleteOutcome, deletedAt?.toISOString() ?? null, new Date().toISOString(), at.toISOString()], { prepare: true });
   if (!r.count) throw new Error(`ledger row ${id} does not exist`);
 }
 
 /** A generation replaced in the bucket before it was downloaded: final, never imported (`reason` says by which generation). */
 export async function markImportReplaced(db: Db, id: number, reason: string, at: Date): Promise<void> {
-  const r = await clientOf(db).unsafe(`update ${LEDGER} set status = 'replaced', reason = $2, updated_at = $3::timestamptz where id = $1 and status in ('received', 'downloaded', 'backed_up')`, [id, reason, at.toISOString()]);
+  const r = await clientOf(db).unsafe(`update ${LEDGER} set status = 'replaced', reason = $2, finished_at = $3::timestamptz, updated_at = $3::timestamptz where id = $1 and status in ('received', 'downloaded', 'backed_up')`, [id, reason, at.toISOString()]);
   if (!r.count) throw new Error(`ledger row ${id} is not waiting for its import`);
 }
 

@@ -80,6 +80,11 @@ export const patientImportLedger = fleet.table(
     deletedAt: ts('deleted_at'),
     failedAt: ts('failed_at'),
     discardedAt: ts('discarded_at'),
+    /** When the row reached its final status (deleted, superseded, done, discarded, replaced): the retention of its copies counts from here. */
+    finishedAt: ts('finished_at'),
+    /** The retention sweep removed the durable copy (`backup_path`) / the failed-folder copy (`failed_path`); the path is kept as history. */
+    backupRemovedAt: ts('backup_removed_at'),
+    failedRemovedAt: ts('failed_removed_at'),
     lastAttemptAt: ts('last_attempt_at'),
     updatedAt: ts('updated_at').notNull().defaultNow(),
   },
@@ -89,6 +94,12 @@ export const patientImportLedger = fleet.table(
     index('patient_import_ledger_open_idx')
       .on(t.id)
       .where(sql`${t.status} in ('received', 'downloaded', 'backed_up', 'imported', 'duplicate')`),
+    // Final rows that still hold a copy the retention sweep has not removed (they leave it once both are gone).
+    index('patient_import_ledger_copies_idx')
+      .on(t.id)
+      .where(
+        sql`${t.status} in ('deleted', 'superseded', 'done', 'discarded', 'replaced') and ((${t.backupPath} is not null and ${t.backupRemovedAt} is null) or (${t.failedPath} is not null and ${t.failedRemovedAt} is null))`,
+      ),
   ],
 );
 

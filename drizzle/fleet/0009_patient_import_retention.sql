@@ -1,0 +1,4 @@
+ALTER TABLE "fleet"."patient_import_ledger" ADD COLUMN "finished_at" timestamp with time zone;--> statement-breakpoint
+ALTER TABLE "fleet"."patient_import_ledger" ADD COLUMN "backup_removed_at" timestamp with time zone;--> statement-breakpoint
+ALTER TABLE "fleet"."patient_import_ledger" ADD COLUMN "failed_removed_at" timestamp with time zone;--> statement-breakpoint
+CREATE INDEX "patient_import_ledger_copies_idx" ON "fleet"."patient_import_ledger" USING btree ("id") WHERE "fleet"."patient_import_ledger"."status" in ('deleted', 'superseded', 'done', 'discarded', 'replaced') and (("fleet"."patient_import_ledger"."backup_path" is not null and "fleet"."patient_import_ledger"."backup_removed_at" is null) or ("fleet"."patient_import_ledger"."failed_path" is not null and "fleet"."patient_import_ledger"."failed_removed_at" is null));
