@@ -1,6 +1,7 @@
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { bucketPollHandlers } from '../../workers/patient-import/worker.js';
+import { producerReady } from './producer-ready.js';
 
 /** The id of the one `bucket-poll` schedule, shared by every poller process. */
 export const BUCKET_POLL_SCHEDULER_ID = 'bucket-poll';
@@ -16,16 +17,7 @@ export function bucketPollerComponents(ctx: FleetContext): Component[] {
     name: 'bucket-poll-schedule',
     async start() {
       const c = ctx.config.patientImport;
-      // The producer connection fails fast instead of queueing commands: wait until it is up.
-      if (ctx.producerRedis.status !== 'ready') {
-        await new Promise<void>((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error('redis not ready within 10 s: cannot register the bucket poll schedule')), 10_000);
-          ctx.producerRedis.once('ready', () => {
-            clearTimeout(timer);
-            resolve();
-          });
-        });
-      }
+      await producerReady(ctx, 'the bucket poll schedule');
       const r = await ensureJobScheduler({
         queues: ctx.queues,
         redis: ctx.producerRedis,
