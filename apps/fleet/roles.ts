@@ -5,6 +5,7 @@ import { scraperWatcherComponent } from '../producers/scraper-watcher.js';
 import { therapistImportComponents, therapistImportDeadLetterHook } from '../../workers/therapist-import/worker.js';
 import { workerComponent } from '../../libs/runtime/index.js';
 import { bucketPollerComponents } from '../producers/bucket-poller.js';
+import { retentionComponents } from '../producers/retention-schedule.js';
 import { patientImportDeadLetterHook, patientImportHandlers } from '../../workers/patient-import/worker.js';
 import { httpComponent } from '../http/component.js';
 import type { StillWantedCheck } from '../../libs/mail/index.js';
@@ -65,8 +66,10 @@ function localBucket(c: Config): FolderNeed[] {
 }
 
 roles['patient-import'] = {
-  description: 'imports patient registration files (one job per ledger row): backup, validate, one transaction, delete the generation',
-  components: (ctx) => [workerComponent(ctx, 'patient-import', patientImportHandlers(ctx))],
+  description:
+    'imports patient registration files (one job per ledger row): backup, validate, one transaction, delete the generation; removes local copies past their retention (RETENTION_CRON)',
+  // The retention sweep runs here: these processes have BACKUP_DIR and FAILED_DIR.
+  components: (ctx) => [workerComponent(ctx, 'patient-import', patientImportHandlers(ctx)), ...retentionComponents(ctx)],
   folders: (c) => [
     { variable: 'BACKUP_DIR', dir: c.patientImport.backupDir, create: true, write: true },
     { variable: 'FAILED_DIR', dir: c.patientImport.failedDir, create: true, write: true },

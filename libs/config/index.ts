@@ -156,6 +156,10 @@ export const envSchema = z.object({
   REGISTRATION_SIGNING_SECRET: optionalString,
   REGISTRATION_ENVIRONMENT: z.string().min(1).default('production'),
   STAFF_IMPORT_EMAILS: bool(true),
+  BACKUP_RETENTION_DAYS: int(30, 0),
+  FAILED_RETENTION_DAYS: int(90, 0),
+  RETENTION_CRON: cron('30 3 * * *'),
+  RETENTION_TZ: timeZone('Europe/Berlin'),
 
   WEEKLY_CRON: cron('0 9 * * 1'),
   WEEKLY_TZ: timeZone('Europe/Berlin'),
@@ -386,6 +390,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       signingSecret: e.REGISTRATION_SIGNING_SECRET,
       environment: e.REGISTRATION_ENVIRONMENT,
       staffImportEmails: e.STAFF_IMPORT_EMAILS,
+      /** Local copies of finished rows are removed this many days after the row became final (0: kept forever). */
+      retention: { backupDays: e.BACKUP_RETENTION_DAYS, failedDays: e.FAILED_RETENTION_DAYS, cron: e.RETENTION_CRON, timeZone: e.RETENTION_TZ },
     },
     weekly: {
       cron: e.WEEKLY_CRON,

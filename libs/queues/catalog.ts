@@ -98,6 +98,16 @@ export const catalog = {
     retention: defaultRetention,
     key: (p) => `ledger.${p.ledgerId}`,
   }),
+  'patient-import-retention': defineJob({
+    queue: 'patient-import-retention',
+    description: 'Remove local copies of registration files past BACKUP_RETENTION_DAYS / FAILED_RETENTION_DAYS (final rows only) and record it in the ledger',
+    schema: z.object({}).strict(),
+    // A file system or database error: retried for about an hour; the next night's run starts over anyway.
+    retry: { attempts: 6, backoffMs: 120_000, jitter: 0.5 },
+    retention: { completed: { ageSeconds: 30 * DAY, count: 100 }, failed: { ageSeconds: 90 * DAY, count: 100 } },
+    key: null,
+    concurrency: 1,
+  }),
   'therapist-import': defineJob({
     queue: 'therapist-import',
     description: 'Import one therapist scraper file (carries the tracking row id; keyed by content hash)',

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { FileKeeper, ImportRow } from './ports.js';
 
@@ -133,4 +133,43 @@ export function folderKeeper(dir: string): FileKeeper {
         throw withoutFileName(err, path.dirname(path.resolve(savedPath)));
       }),
   };
+}
+
+/**
+ * What removing a saved copy came to: `removed`, `missing` (already gone: recorded as removed all
+ * the same), `not_in_folder` (the path is not a copy of this row in `dir`, e.g. the folder was
+ * moved and the variable changed: left alone), or the error (a `FolderError`, no file name).
+ */
+export type RemoveOutcome = 'removed' | 'missing' | 'not_in_folder' | FolderError | Error;
+
+/**
+ * Removes the saved copies of rows from `dir` (the retention sweep), then makes the removals
+ * durable with one fsync of the folder: a copy recorded as removed must not come back after a
+ * power loss. Only `dir/<ledger id>-...` files are removed, whatever the row's path says.
+ */
+export async function removeSaved(dir: string, copies: Array<{ id: number; path: string }>): Promise<RemoveOutcome[]> {
+  const root = path.resolve(dir);
+  const outcomes: RemoveOutcome[] = [];
+  for (const c of copies) {
+    const target = path.resolve(c.path);
+    if (path.dirname(target) !== root || !path.basename(target).startsWith(`${c.id}-`)) {
+      outcomes.push('not_in_folder');
+      continue;
+    }
+    try {
+      await unlink(target);
+      outcomes.push('removed');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') outcomes.push('missing');
+      else outcomes.push(withoutFileName(err, root) as Error);
+    }
+  }
+  if (outcomes.includes('removed')) {
+    try {
+      await fsyncDir(root);
+    } catch (err) {
+      throw withoutFileName(err, root);
+    }
+  }
+  return outcomes;
 }

@@ -2,27 +2,32 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Job } from 'bullmq';
+import { Counter } from 'prom-client';
 import {
+  countExpiredCopies,
   discardLedgerRow,
   findLedgerByObject,
   getLedgerRow,
   insertLedgerObjects,
   openLedgerIds,
   reopenFailedLedgerRow,
+  sweepExpiredCopies,
 } from '../../libs/db/repositories/patient-import.js';
 import { PermanentError } from '../../libs/errors/index.js';
+import { oncePerRegistry } from '../../libs/metrics/index.js';
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
 import { catalog, describeZodError, jobIdFor, jobOptionsFor, withAbandoned, type Handlers } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { createBucket, type BucketPort } from '../../libs/storage/index.js';
-import { folderKeeper } from './file-keeper.js';
+import { folderKeeper, removeSaved } from './file-keeper.js';
 import { pgImportStore } from './pg-store.js';
 import { pollBucket, type PollResult } from './process-bucket-poll.js';
 import { processPatientImport, recordAbandonedImport, type ImportResult } from './process-patient-import.js';
+import { sweepRetention, type RetentionResult } from './process-retention.js';
 import type { ImportDeps, ImportRow, ImportSource } from './ports.js';
 
 export { rejectCodes } from './parse-registration.js';
-export type { ImportResult, PollResult };
+export type { ImportResult, PollResult, RetentionResult };
 
 export interface PatientImportOptions {
   /** The bucket (default: the configured driver). */
@@ -195,4 +200,55 @@ export async function importLocalFile(ctx: FleetContext, filePath: string): Prom
     }
     throw err;
   }
+}
+
+const retentionMetrics = oncePerRegistry(
+  (registry) =>
+    new Counter({
+      name: 'fleet_patient_import_copies_removed_total',
+      help: 'Local copies of registration files the retention sweep removed (or found already gone) and recorded, by folder (backup, failed)',
+      labelNames: ['folder'],
+      registers: [registry],
+    }),
+);
+
+/**
+ * One retention sweep of the local copies (the scheduled job and `fleet retention run`): removes
+ * copies of final rows past BACKUP_RETENTION_DAYS / FAILED_RETENTION_DAYS and records it on the
+ * row. `dryRun`: only counts what it would remove.
+ */
+export async function runRetention(ctx: FleetContext, opts: { dryRun?: boolean } = {}): Promise<RetentionResult> {
+  const c = ctx.config.patientImport;
+  const db = ctx.database.db;
+  const removed = retentionMetrics(ctx.metrics.registry);
+  return sweepRetention(
+    {
+      store: {
+        countExpired: (copy, finishedBefore) => countExpiredCopies(db, copy, finishedBefore),
+        sweepBatch: (copy, q, remove) => sweepExpiredCopies(db, copy, q, remove),
+      },
+      remove: { backup: (rows) => removeSaved(c.backupDir, rows), failed: (rows) => removeSaved(c.failedDir, rows) },
+      days: { backup: c.retention.backupDays, failed: c.retention.failedDays },
+      clock: ctx.clock,
+      log: ctx.log,
+      onRecorded: (copy, n) => removed.inc({ folder: copy }, n),
+    },
+    opts,
+  );
+}
+
+/**
+ * Handlers of the `patient-import-retention` queue. Copies that could not be removed fail the job
+ * after the rest are done (retried; the counts and reasons are in the log, never a file name).
+ */
+export function retentionHandlers(ctx: FleetContext): Handlers {
+  return {
+    'patient-import-retention': async (_payload, helpers) => {
+      const r = await runRetention({ ...ctx, log: helpers.log });
+      if (r.problems.length) {
+        throw new Error(`retention sweep: ${r.backup.failed + r.failed.failed} local copies could not be removed (${r.problems.join('; ')})`);
+      }
+      return r;
+    },
+  };
 }

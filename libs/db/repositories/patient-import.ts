@@ -1,10 +1,11 @@
-import { and, asc, desc, eq, getTableColumns, inArray, lt, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, sql } from 'drizzle-orm';
 import { getTableConfig } from 'drizzle-orm/pg-core';
 import type postgres from 'postgres';
 import type { Db, DbOrTx } from '../client.js';
 import { deliveries, outbox } from '../schema/fleet.js';
 import {
   patientConsents,
+  patientImportFinalStatuses,
   patientImportLedger,
   patientImportOpenStatuses,
   type PatientImportStatus,
@@ -141,6 +142,76 @@ export async function discardLedgerRow(db: DbOrTx, id: number, at = new Date(), 
     .where(and(eq(patientImportLedger.id, id), inArray(patientImportLedger.status, opts.failedOnly ? ['failed'] : ['failed', ...patientImportOpenStatuses])))
     .returning({ id: patientImportLedger.id });
   return rows.length > 0;
+}
+
+/** The two local copies a row can have: the durable copy (BACKUP_DIR) and the failed-folder copy (FAILED_DIR). */
+export type LocalCopy = 'backup' | 'failed';
+
+const copyColumns = {
+  backup: { path: patientImportLedger.backupPath, removedAt: patientImportLedger.backupRemovedAt, removedAtKey: 'backupRemovedAt' },
+  failed: { path: patientImportLedger.failedPath, removedAt: patientImportLedger.failedRemovedAt, removedAtKey: 'failedRemovedAt' },
+} as const;
+
+/**
+ * When a final row became final. `finished_at`, else (a row finished before the column existed, or
+ * by a process of an older release during a rolling deploy) its discard, its delete, its last update.
+ */
+const finishedAtSql = sql`coalesce(${patientImportLedger.finishedAt}, ${patientImportLedger.discardedAt}, ${patientImportLedger.deletedAt}, ${patientImportLedger.updatedAt})`;
+
+/** Final rows (never an open or a failed one) that still hold `copy` and finished before `finishedBefore`. */
+function expiredCopy(copy: LocalCopy, finishedBefore: Date, afterId = 0) {
+  const c = copyColumns[copy];
+  return and(
+    inArray(patientImportLedger.status, [...patientImportFinalStatuses]),
+    isNotNull(c.path),
+    isNull(c.removedAt),
+    sql`${finishedAtSql} < ${finishedBefore.toISOString()}::timestamptz`,
+    gt(patientImportLedger.id, afterId),
+  );
+}
+
+/** How many copies of `copy` the retention sweep would remove now (`fleet retention run --dry-run`). */
+export async function countExpiredCopies(db: DbOrTx, copy: LocalCopy, finishedBefore: Date): Promise<number> {
+  const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(patientImportLedger).where(expiredCopy(copy, finishedBefore));
+  return row?.n ?? 0;
+}
+
+/**
+ * One batch of the retention sweep: up to `limit` final rows with a `copy` past retention, by id
+ * after `afterId`, locked for this transaction (`FOR UPDATE SKIP LOCKED`: rows another sweep holds
+ * are its own, so two sweeps at once never handle a row twice). `remove` deletes their files and
+ * returns the ids whose copy is gone; those are recorded as removed at `at` in the same transaction
+ * (and the row's finish time is pinned, so it no longer moves with `updated_at`). A crash before
+ * the commit leaves the rows as they were: the next sweep finds the files gone and records them.
+ */
+export async function sweepExpiredCopies(
+  db: Db,
+  copy: LocalCopy,
+  q: { finishedBefore: Date; afterId: number; limit: number; at: Date },
+  remove: (rows: Array<{ id: number; path: string }>) => Promise<number[]>,
+): Promise<{ rows: number; lastId: number | null; recorded: number }> {
+  const c = copyColumns[copy];
+  return db.transaction(async (tx) => {
+    const rows = await tx
+      .select({ id: patientImportLedger.id, path: c.path })
+      .from(patientImportLedger)
+      .where(expiredCopy(copy, q.finishedBefore, q.afterId))
+      .orderBy(asc(patientImportLedger.id))
+      .limit(q.limit)
+      .for('update', { skipLocked: true });
+    if (!rows.length) return { rows: 0, lastId: null, recorded: 0 };
+    const gone = await remove(rows.map((r) => ({ id: r.id, path: r.path! })));
+    let recorded = 0;
+    if (gone.length) {
+      const done = await tx
+        .update(patientImportLedger)
+        .set({ [c.removedAtKey]: q.at, finishedAt: finishedAtSql, updatedAt: q.at })
+        .where(and(inArray(patientImportLedger.id, gone), isNull(c.removedAt)))
+        .returning({ id: patientImportLedger.id });
+      recorded = done.length;
+    }
+    return { rows: rows.length, lastId: rows[rows.length - 1]!.id, recorded };
+  });
 }
 
 /**
