@@ -10,6 +10,7 @@ import { registerDlq } from './commands/dlq.js';
 import { registerImports } from './commands/imports.js';
 import { registerEvents } from './commands/events.js';
 import { registerMigrate } from './commands/migrate.js';
+import { registerRetention } from './commands/retention.js';
 import { registerStart } from './commands/start.js';
 import { registerStatus } from './commands/status.js';
 import { registerWeekly } from './commands/weekly.js';
@@ -42,6 +43,7 @@ registerDaily(program);
 registerDlq(program);
 registerWeekly(program);
 registerImports(program);
+registerRetention(program);
 registerTherapists(program);
 registerEvents(program);
 

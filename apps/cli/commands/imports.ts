@@ -39,7 +39,14 @@ function patientSummary(r: LedgerRow) {
   };
 }
 
-function patientDetail(r: LedgerRow): string {
+/** A local copy: its path, or when the retention sweep removed it (the path no longer exists). */
+function localCopy(path: string | null, removedAt: Date | null, retentionDays: number): string | null {
+  if (!path) return null;
+  if (!removedAt) return path;
+  return `removed on ${iso(removedAt)} (${retentionDays > 0 ? `retention ${retentionDays} days` : 'retention sweep'})`;
+}
+
+function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays: number }): string {
   const lines: Array<[string, unknown]> = [
     ['import', `${r.id} (patient registration, ${r.source === 'bucket' ? 'from the bucket' : 'local file'})`],
     ['status', r.status],
@@ -54,8 +61,8 @@ function patientDetail(r: LedgerRow): string {
     ['error code', r.errorCode],
     ['reason', r.reason],
     ['unknown fields', r.unknownFields.length ? r.unknownFields.join(', ') : null],
-    ['backup copy', r.backupPath],
-    ['failed copy', r.failedPath],
+    ['backup copy', localCopy(r.backupPath, r.backupRemovedAt, retention.backupDays)],
+    ['failed copy', localCopy(r.failedPath, r.failedRemovedAt, retention.failedDays)],
     ['bucket delete', r.deleteOutcome],
     ['received', iso(r.receivedAt)],
     ['downloaded', iso(r.downloadedAt)],
@@ -64,6 +71,7 @@ function patientDetail(r: LedgerRow): string {
     ['deleted', iso(r.deletedAt)],
     ['failed', iso(r.failedAt)],
     ['discarded', iso(r.discardedAt)],
+    ['final since', iso(r.finishedAt)],
     ['last attempt', iso(r.lastAttemptAt)],
   ];
   const shown = lines.filter(([, v]) => v !== null && v !== undefined && v !== '');
@@ -90,7 +98,7 @@ export const importKinds: Record<string, ImportKind> = {
     },
     async show(ctx, id) {
       const r = await getLedgerRow(ctx.database.db, id);
-      return r ? { text: patientDetail(r), json: r } : null;
+      return r ? { text: patientDetail(r, ctx.config.patientImport.retention), json: r } : null;
     },
     async discard(ctx, id, action) {
       const db = ctx.database.db;

@@ -1,0 +1,44 @@
+import type { Command } from 'commander';
+import { runRetention, type RetentionResult } from '../../../workers/patient-import/worker.js';
+import { CliError, printJson, withContext } from '../context.js';
+
+type Counts = RetentionResult['backup'];
+
+function line(label: string, variable: string, c: Counts, dryRun: boolean): string {
+  const kept = c.retentionDays > 0 ? `kept ${c.retentionDays} days after the row became final` : `kept forever: ${variable}=0`;
+  const head = `  ${label} (${kept}): `;
+  if (c.retentionDays <= 0) return `${head}nothing to do`;
+  if (dryRun) return `${head}${c.due ?? 0} past retention`;
+  const parts = [`${c.removed} removed`];
+  if (c.alreadyGone) parts.push(`${c.alreadyGone} already gone (recorded)`);
+  if (c.notInFolder) parts.push(`${c.notInFolder} left alone (the recorded path is not the row's copy in the configured folder: was the folder moved?)`);
+  if (c.failed) parts.push(`${c.failed} could not be removed`);
+  return head + parts.join(', ');
+}
+
+/**
+ * `fleet retention run [--dry-run]`: the nightly retention sweep now (in this process, which
+ * needs BACKUP_DIR and FAILED_DIR as the patient-import role has them). Counts only.
+ */
+export function registerRetention(program: Command): void {
+  const retention = program.command('retention').description('local copies of registration files (BACKUP_DIR, FAILED_DIR) past their retention');
+  retention
+    .command('run')
+    .description('remove the copies past BACKUP_RETENTION_DAYS / FAILED_RETENTION_DAYS now (what the nightly job does) and print counts')
+    .option('--dry-run', 'only count what would be removed')
+    .option('--json', 'print JSON')
+    .action(async (opts: { dryRun?: boolean; json?: boolean }) => {
+      const r = await withContext((ctx) => runRetention(ctx, { dryRun: !!opts.dryRun }), { logLevel: 'error' });
+      if (opts.json) printJson(r);
+      else {
+        process.stdout.write(
+          [
+            opts.dryRun ? 'retention sweep, dry run (nothing removed):' : 'retention sweep:',
+            line('durable copies in BACKUP_DIR', 'BACKUP_RETENTION_DAYS', r.backup, r.dryRun),
+            line('failed-folder copies in FAILED_DIR', 'FAILED_RETENTION_DAYS', r.failed, r.dryRun),
+          ].join('\n') + '\n',
+        );
+      }
+      if (r.problems.length) throw new CliError(`${r.backup.failed + r.failed.failed} local copies could not be removed (${r.problems.join('; ')}); they are tried again on the next run`, 1);
+    });
+}

@@ -1,0 +1,94 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { writeDurably } from '../../workers/patient-import/file-keeper.js';
+import { runCli } from './run-cli.js';
+
+let db: TestDatabase;
+let q: ReturnType<typeof testQueuePrefix>;
+let dir: string;
+
+function fleet(...args: string[]) {
+  return runCli(args, {
+    DATABASE_URL: db.url,
+    REDIS_URL: TEST_REDIS_URL,
+    QUEUE_PREFIX: q.prefix,
+    BACKUP_DIR: path.join(dir, 'backup'),
+    FAILED_DIR: path.join(dir, 'failed'),
+    LOG_LEVEL: 'info',
+  });
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  q = testQueuePrefix();
+  dir = await mkdtemp(path.join(tmpdir(), 'cli-retention-'));
+});
+
+afterAll(async () => {
+  await db?.drop();
+  await q?.cleanup();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+async function craft(status: string, finishedDaysAgo: number | null, failed = false) {
+  const name = `Gross_Juergen_20250101_${status}.json`;
+  const [r] = await db.sql`
+    insert into fleet.patient_import_ledger (source, bucket, object_name, generation, source_uri, status, finished_at, discarded_at)
+    values ('file', '(local file)', ${name}, ${status}, ${`file:///tmp/${name}`}, ${status},
+            now() - make_interval(days => ${finishedDaysAgo}::int), case when ${status} = 'discarded' then now() - make_interval(days => ${finishedDaysAgo}::int) end)
+    returning id`;
+  const id = Number(r!.id);
+  const backupPath = await writeDurably(path.join(dir, 'backup'), `${id}-${name}`, Buffer.from('{}'));
+  const failedPath = failed ? await writeDurably(path.join(dir, 'failed'), `${id}-${name}`, Buffer.from('{}')) : null;
+  await db.sql`update fleet.patient_import_ledger set backup_path = ${backupPath}, failed_path = ${failedPath} where id = ${id}`;
+  return { id, backupPath, failedPath };
+}
+
+describe('fleet retention run', () => {
+  it('counts (--dry-run), removes copies past retention and prints counts only; imports show says when a copy was removed', { timeout: 120_000 }, async () => {
+    const old = await craft('deleted', 31);
+    const discarded = await craft('discarded', 40, true);
+    const open = await craft('backed_up', null);
+
+    const dry = await fleet('retention', 'run', '--dry-run');
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toBe(
+      'retention sweep, dry run (nothing removed):\n' +
+        '  durable copies in BACKUP_DIR (kept 30 days after the row became final): 2 past retention\n' +
+        '  failed-folder copies in FAILED_DIR (kept 90 days after the row became final): 0 past retention\n',
+    );
+    expect(existsSync(old.backupPath)).toBe(true);
+
+    const run = await fleet('retention', 'run');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(
+      'retention sweep:\n' +
+        '  durable copies in BACKUP_DIR (kept 30 days after the row became final): 2 removed\n' +
+        '  failed-folder copies in FAILED_DIR (kept 90 days after the row became final): 0 removed\n',
+    );
+    for (const out of [dry.stdout + dry.stderr, run.stdout + run.stderr]) expect(out).not.toContain('Gross_Juergen');
+    expect(existsSync(old.backupPath)).toBe(false);
+    expect(existsSync(discarded.backupPath)).toBe(false);
+    expect(existsSync(discarded.failedPath!)).toBe(true);
+    expect(existsSync(open.backupPath)).toBe(true);
+
+    const again = await fleet('retention', 'run', '--json');
+    expect(JSON.parse(again.stdout)).toMatchObject({ dryRun: false, backup: { removed: 0, alreadyGone: 0 }, failed: { removed: 0 }, problems: [] });
+
+    const shown = await fleet('imports', 'show', String(discarded.id));
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toMatch(/\nbackup copy: +removed on \d{4}-\d\d-\d\dT[\d:.]+Z \(retention 30 days\)\n/);
+    expect(shown.stdout).toContain(`failed copy:`);
+    expect(shown.stdout).toContain(discarded.failedPath!);
+    expect(shown.stdout).not.toContain(discarded.backupPath);
+    expect(shown.stdout).toMatch(/\nfinal since: +\d{4}-/);
+    const openShown = await fleet('imports', 'show', String(open.id));
+    expect(openShown.stdout).toContain(open.backupPath);
+  });
+});
