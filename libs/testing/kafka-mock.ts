@@ -26,6 +26,12 @@ export interface KafkaMock {
   start(): Promise<void>;
   /** Ends the proxy and the mock process. */
   close(): Promise<void>;
+  /**
+   * Creates a topic on the running broker (as `fleet events setup` would on a real one; the
+   * mock does not implement CreateTopics). Topics are never created because a client asked
+   * for one: the mock behaves like a broker with `auto.create.topics.enable=false`.
+   */
+  createTopic(topic: TopicSpec): Promise<void>;
   /** Produce requests that reached the broker so far. */
   produceRequests(): number;
   /** See KafkaProxy.holdProduceResponses: the broker writes, the client hears nothing. */
@@ -56,14 +62,22 @@ export function ensureKafkaMockBinary(): string {
 }
 
 /**
- * Starts librdkafka's mock cluster (one broker, topics created up front: the mock does not
- * implement CreateTopics) behind the rewriting proxy of kafka-proxy.ts.
+ * Starts librdkafka's mock cluster (one broker, topics created up front or by `createTopic`:
+ * the mock does not implement CreateTopics, and asking for a topic that does not exist does
+ * not create it) behind the rewriting proxy of kafka-proxy.ts.
  */
 export async function startKafkaMock(opts: { topics?: TopicSpec[]; secure?: ProxySecurity } = {}): Promise<KafkaMock> {
   const bin = ensureKafkaMockBinary();
   const args = (opts.topics ?? defaultMockTopics).map((t) => (typeof t === 'string' ? t : `${t.name}:${t.partitions ?? 1}`));
   const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  const mockAddress = await firstLine(child);
+  const out = stdoutLines(child);
+  let mockAddress: string;
+  try {
+    mockAddress = (await out.next('its address', 10_000)).split(',')[0]!;
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
   const [host, port] = mockAddress.split(':');
   const upstream = { host: host!, port: Number(port) };
   let proxy: KafkaProxy;
@@ -76,6 +90,7 @@ export async function startKafkaMock(opts: { topics?: TopicSpec[]; secure?: Prox
     throw err;
   }
   let closed = false;
+  let creating: Promise<unknown> = Promise.resolve();
   return {
     brokers: [proxy.address],
     secure: secured ? { brokers: [secured.address], authentications: () => secured.authentications() } : undefined,
@@ -87,6 +102,16 @@ export async function startKafkaMock(opts: { topics?: TopicSpec[]; secure?: Prox
     start: async () => {
       await proxy.start();
       await secured?.start();
+    },
+    async createTopic(topic) {
+      const { name, partitions } = typeof topic === 'string' ? { name: topic, partitions: 1 } : topic;
+      // One command at a time: each answer is the next line.
+      const answer = (creating = creating.catch(() => {}).then(() => {
+        child.stdin!.write(`create ${name} ${partitions ?? 1}\n`);
+        return out.next(`topic ${name} created`, 5000);
+      }));
+      const line = await answer;
+      if (line !== `created ${name}`) throw new Error(`the Kafka mock broker did not create topic ${name}: ${line}`);
     },
     produceRequests: () => proxy.produceRequests(),
     holdProduceResponses: (o) => proxy.holdProduceResponses(o),
@@ -107,28 +132,46 @@ export async function startKafkaMock(opts: { topics?: TopicSpec[]; secure?: Prox
   };
 }
 
-function firstLine(child: ChildProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => fail(new Error('the Kafka mock broker did not report its address within 10 s')), 10_000);
-    const fail = (e: Error) => {
-      clearTimeout(timer);
-      child.kill('SIGKILL');
-      reject(e);
-    };
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const nl = out.indexOf('\n');
-      if (nl >= 0) {
-        clearTimeout(timer);
-        resolve(out.slice(0, nl).trim().split(',')[0]!);
-      }
-    });
-    child.once('error', fail);
-    child.once('exit', (code) => fail(new Error(`the Kafka mock broker exited (code ${code}) before reporting its address: ${err.trim()}`)));
+/**
+ * The mock's stdout line by line: `next()` resolves with the next line (the first is its
+ * address). Rejects if the mock exits first, or after `timeoutMs`.
+ */
+function stdoutLines(child: ChildProcess): { next(what: string, timeoutMs: number): Promise<string> } {
+  let out = '';
+  let err = '';
+  const lines: string[] = [];
+  let waiting: { resolve(line: string): void; reject(e: Error): void } | null = null;
+  let ended: Error | null = null;
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    for (let nl = out.indexOf('\n'); nl >= 0; nl = out.indexOf('\n')) {
+      lines.push(out.slice(0, nl).trim());
+      out = out.slice(nl + 1);
+    }
+    if (waiting && lines.length) waiting.resolve(lines.shift()!);
   });
+  const end = (e: Error) => {
+    ended = e;
+    waiting?.reject(e);
+  };
+  child.once('error', end);
+  child.once('exit', (code) => end(new Error(`the Kafka mock broker exited (code ${code}): ${err.trim()}`)));
+  return {
+    next(what, timeoutMs) {
+      if (lines.length) return Promise.resolve(lines.shift()!);
+      if (ended) return Promise.reject(ended);
+      return new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => settle(() => reject(new Error(`the Kafka mock broker did not report ${what} within ${timeoutMs / 1000} s`))), timeoutMs);
+        const settle = (fn: () => void) => {
+          clearTimeout(timer);
+          waiting = null;
+          fn();
+        };
+        waiting = { resolve: (line) => settle(() => resolve(line)), reject: (e) => settle(() => reject(e)) };
+      });
+    },
+  };
 }
 
 export interface ReceivedMessage {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { rewriteFindCoordinator, rewriteMetadata } from './kafka-proxy.js';
+import { rewriteFindCoordinator, rewriteMetadata, withoutAutoTopicCreation } from './kafka-proxy.js';
 
 const i16 = (v: number) => Buffer.from([(v >> 8) & 0xff, v & 0xff]);
 const i32 = (v: number) => {
@@ -34,5 +34,15 @@ describe('kafka proxy rewrites', () => {
     expect(rewriteFindCoordinator(ok, 1, '127.0.0.1', 50000).equals(frame(i32(9), i32(0), i16(0), str(null), i32(1), str('127.0.0.1'), i32(50000)))).toBe(true);
     const err = frame(i32(9), i32(0), i16(15), str('not available'), i32(-1), str(''), i32(-1));
     expect(rewriteFindCoordinator(err, 1, '127.0.0.1', 50000).equals(err)).toBe(true);
+  });
+
+  it('Metadata requests v4+: AllowAutoTopicCreation cleared (a broker with auto.create.topics.enable=false); v0-v3 untouched', () => {
+    const header = (version: number) => [i16(3), i16(version), i32(42), str('fleet')];
+    const named = frame(...header(4), i32(2), str('patient-events'), str('import-events'), Buffer.from([1]));
+    expect(withoutAutoTopicCreation(named).equals(frame(...header(4), i32(2), str('patient-events'), str('import-events'), Buffer.from([0])))).toBe(true);
+    const all = frame(...header(6), i32(-1), Buffer.from([1]));
+    expect(withoutAutoTopicCreation(all).equals(frame(...header(6), i32(-1), Buffer.from([0])))).toBe(true);
+    const v2 = frame(...header(2), i32(1), str('import-events'));
+    expect(withoutAutoTopicCreation(v2)).toBe(v2);
   });
 });

@@ -11,6 +11,10 @@ import tls from 'node:tls';
  *   broker) is set to a real broker id. Without that kafkajs's idempotent producer and
  *   admin client fail with KafkaJSBrokerNotFound.
  * - FindCoordinator responses: the coordinator is advertised at the proxy's address.
+ * - Metadata requests: AllowAutoTopicCreation (v4+) is cleared, so the mock behaves like a
+ *   broker with `auto.create.topics.enable=false` (as the fleet's clusters are: topics come from
+ *   `fleet events setup`). A client asking for a topic that does not exist gets
+ *   UNKNOWN_TOPIC_OR_PARTITION instead of a topic the mock made up on the spot.
  * - stop() closes the listener and every connection (clients see a broker that is down);
  *   start() listens again on the same port. The mock keeps its data in between.
  *
@@ -110,6 +114,13 @@ export async function startKafkaProxy(
       // Before authentication only ApiVersions may pass (Kafka closes such a connection too).
       if (sasl && !sasl.authenticated() && apiKey !== API_API_VERSIONS) return closeBoth();
       if (apiKey === API_PRODUCE) produceRequests++;
+      if (apiKey === API_METADATA) {
+        try {
+          frame = withoutAutoTopicCreation(frame);
+        } catch {
+          // Unparseable: pass it through as it is.
+        }
+      }
       if (apiKey === API_METADATA || apiKey === API_FIND_COORDINATOR || apiKey === API_PRODUCE || (sasl && apiKey === API_API_VERSIONS)) {
         pending.set(frame.readInt32BE(8), { apiKey, apiVersion: frame.readInt16BE(6) });
       }
@@ -401,6 +412,24 @@ export function rewriteMetadata(frame: Buffer, version: number, host: string, po
   }
   tail.push(frame.subarray(r.pos));
   return withSize(Buffer.concat([...head, ...brokers, ...tail]));
+}
+
+/**
+ * Metadata request (v4-v8): header (api_key api_version correlation_id client_id), [topics]
+ * (null: all topics), allow_auto_topic_creation, ... -- returned with that flag cleared.
+ * Other versions (v0-v3 always allow it; v9+ is flexible) come back as they are.
+ */
+export function withoutAutoTopicCreation(frame: Buffer): Buffer {
+  const version = frame.readInt16BE(6);
+  if (version < 4 || version > 8) return frame;
+  const r = new Reader(frame, 12);
+  r.string(); // client id
+  const count = r.int32();
+  for (let i = 0; i < count; i++) r.string();
+  if (r.pos >= frame.length || frame[r.pos] === 0) return frame;
+  const copy = Buffer.from(frame);
+  copy[r.pos] = 0;
+  return copy;
 }
 
 /**
