@@ -7,7 +7,7 @@ import {
   KafkaJSSASLAuthenticationError,
 } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
-import { refusalOf } from './kafka.js';
+import { missingTopicsOf, refusalOf, TopicMissingError } from './kafka.js';
 
 type ErrorClass = new (e: Error | string, metadata?: Record<string, unknown>) => Error;
 
@@ -51,5 +51,24 @@ describe('refusalOf', () => {
     expect(refusalOf(new Error('connect ECONNREFUSED 127.0.0.1:9092'))).toBeNull();
     expect(refusalOf(undefined)).toBeNull();
     expect(refusalOf('boom')).toBeNull();
+  });
+});
+
+describe('missingTopicsOf', () => {
+  // What kafkajs throws when the broker has no such topic, after its retries.
+  const unknownTopic = asRetriesExceeded(kafkaProtocolError('UNKNOWN_TOPIC_OR_PARTITION', 3, true, 'This server does not host this topic-partition'));
+
+  it('names the topics of a TopicMissingError, also under a wrapper; a missing topic is no refusal', () => {
+    const missing = new TopicMissingError(['import-events'], unknownTopic);
+    expect(missingTopicsOf(missing)).toEqual(['import-events']);
+    expect(missingTopicsOf(new Error('publishing 3 event(s) failed', { cause: missing }))).toEqual(['import-events']);
+    expect(missing.message).toBe('no topic import-events on Kafka (create it: fleet events setup)');
+    expect(refusalOf(missing)).toBeNull();
+  });
+
+  it('is null for other failures, and for kafkajs\'s own error (the publisher first asks which topics exist)', () => {
+    expect(missingTopicsOf(unknownTopic)).toBeNull();
+    expect(missingTopicsOf(new KafkaJSConnectionError('Connection error: connect ECONNREFUSED 127.0.0.1:9092'))).toBeNull();
+    expect(missingTopicsOf(undefined)).toBeNull();
   });
 });

@@ -24,7 +24,8 @@ export interface EventPublisher {
    * Publishes the batch in order, with acknowledgement from all in-sync replicas. Resolves
    * when every message is acknowledged; rejects if any is not (some may have been written:
    * publishing the batch again is safe, consumers drop repeated event ids). `refusalOf(err)`
-   * tells whether Kafka refused a message for good or was unreachable.
+   * tells whether Kafka refused a message for good or was unreachable; a TopicMissingError
+   * says Kafka answered but has no topic for some of the events (`missingTopicsOf(err)`).
    */
   publish(batch: OutgoingEvent[]): Promise<void>;
   /** Asks the cluster for its metadata: resolves when Kafka answers, rejects when it does not. */
@@ -132,6 +133,41 @@ export function refusalOf(err: unknown): string | null {
   return null;
 }
 
+/**
+ * Kafka answered, but has no topic for some events of the batch: it was never created (`fleet
+ * events setup` creates the event topics at deploy time) or was deleted. Not a refusal of the
+ * events: they wait and go out once the topic exists.
+ */
+export class TopicMissingError extends Error {
+  override name = 'TopicMissingError';
+  constructor(
+    readonly topics: string[],
+    cause: unknown,
+  ) {
+    super(`no topic ${topics.join(', ')} on Kafka (create it: fleet events setup)`, { cause });
+  }
+}
+
+/** The topics Kafka does not have, when a failed publish (or an error wrapping it) is a TopicMissingError; else null. */
+export function missingTopicsOf(err: unknown): string[] | null {
+  let e = err;
+  for (let depth = 0; e && typeof e === 'object' && depth < 10; depth++) {
+    if (e instanceof TopicMissingError) return e.topics;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return null;
+}
+
+/** Whether kafkajs's error, or one it wraps, is the broker's UNKNOWN_TOPIC_OR_PARTITION. */
+function isUnknownTopic(err: unknown): boolean {
+  let e = err as { type?: unknown; cause?: unknown } | null | undefined;
+  for (let depth = 0; e && typeof e === 'object' && depth < 10; depth++) {
+    if (e.type === 'UNKNOWN_TOPIC_OR_PARTITION') return true;
+    e = e.cause as typeof e;
+  }
+  return false;
+}
+
 export interface KafkaSettings {
   brokers: string[];
   clientId: string;
@@ -182,6 +218,32 @@ export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPub
   let admin: Admin | null = null;
   let ok = false;
   let broken = false;
+
+  const ensureAdmin = async (): Promise<Admin> => {
+    if (!admin) {
+      const a = kafka.admin();
+      await a.connect();
+      admin = a;
+    }
+    return admin;
+  };
+
+  /**
+   * A publish failed with UNKNOWN_TOPIC_OR_PARTITION (which kafkajs retries, then gives up on):
+   * ask the cluster for its topic list (a request that never creates a topic) and, if some
+   * topics of the batch are not in it, say so with a TopicMissingError. Otherwise (the topic is
+   * there: a partition was moving) the original error stands.
+   */
+  const explain = async (err: unknown, batch: OutgoingEvent[]): Promise<unknown> => {
+    if (!isUnknownTopic(err)) return err;
+    try {
+      const existing = new Set(await (await ensureAdmin()).listTopics());
+      const missing = [...new Set(batch.map((m) => m.topic))].filter((t) => !existing.has(t)).sort();
+      return missing.length ? new TopicMissingError(missing, err) : err;
+    } catch {
+      return err;
+    }
+  };
 
   const newProducer = () =>
     kafka.producer({
@@ -235,30 +297,26 @@ export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPub
             if (list) list.push(m);
             else byTopic.set(m.topic, [m]);
           }
-          await p.sendBatch({
-            acks: -1,
-            topicMessages: [...byTopic].map(([topic, messages]) => ({
-              topic,
-              messages: messages.map((m) => ({
-                key: m.key,
-                value: m.value,
-                headers: m.headers,
-                ...(m.timestamp ? { timestamp: String(m.timestamp.getTime()) } : {}),
+          try {
+            await p.sendBatch({
+              acks: -1,
+              topicMessages: [...byTopic].map(([topic, messages]) => ({
+                topic,
+                messages: messages.map((m) => ({
+                  key: m.key,
+                  value: m.value,
+                  headers: m.headers,
+                  ...(m.timestamp ? { timestamp: String(m.timestamp.getTime()) } : {}),
+                })),
               })),
-            })),
-          });
+            });
+          } catch (err) {
+            throw await explain(err, batch);
+          }
         },
         () => (broken = true),
       ),
-    probe: () =>
-      track(async () => {
-        if (!admin) {
-          const a = kafka.admin();
-          await a.connect();
-          admin = a;
-        }
-        await admin.describeCluster();
-      }),
+    probe: () => track(async () => void (await (await ensureAdmin()).describeCluster())),
     async disconnect() {
       const p = producer;
       const a = admin;

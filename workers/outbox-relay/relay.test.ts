@@ -1,8 +1,8 @@
 import { KafkaJSConnectionError, KafkaJSNonRetriableError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 import type { RelayLease, UnpublishedEvent } from '../../libs/db/repositories/outbox-relay.js';
-import { envelopeJson, type EventPublisher, type OutgoingEvent } from '../../libs/events/kafka.js';
-import { silentLogger } from '../../libs/log/index.js';
+import { envelopeJson, TopicMissingError, type EventPublisher, type OutgoingEvent } from '../../libs/events/kafka.js';
+import { createLogger, silentLogger } from '../../libs/log/index.js';
 import { fixedClock } from '../../libs/runtime/clock.js';
 import { backoffMs } from './backoff.js';
 import { PublishFailedError, drainOutbox, relayBatch } from './process-batch.js';
@@ -552,5 +552,110 @@ describe('an event Kafka refuses for good', () => {
     await until(() => relay.kafkaUp() === false, 'probe says Kafka is down');
     await relay.stop(1000);
     expect(publisher.sent).toHaveLength(0);
+  });
+});
+
+describe('a topic missing on Kafka', () => {
+  /** Fails every publish that has an event for a topic in `missing` (as kafkajsPublisher reports it); `down`: the broker is gone. */
+  function topicCheckingPublisher() {
+    const control = { missing: new Set<string>(), down: false };
+    const publisher = fakePublisher();
+    const publish = publisher.publish;
+    publisher.publish = async (batch) => {
+      if (control.down) throw new Error('connect ECONNREFUSED 127.0.0.1:9092');
+      const absent = [...new Set(batch.map((m) => m.topic))].filter((t) => control.missing.has(t));
+      if (absent.length) throw new TopicMissingError(absent, new Error('This server does not host this topic-partition'));
+      await publish(batch);
+    };
+    return Object.assign(publisher, { control });
+  }
+
+  function recordingLogger() {
+    const lines: Array<{ level: number; msg: string; topics?: string[] }> = [];
+    return { lines, log: createLogger({ level: 'info', pretty: 'false' }, { write: (l: string) => void lines.push(JSON.parse(l)) }) };
+  }
+
+  it('says which topic to create (once), counts Kafka as up, keeps the events in order and publishes them once the topic exists', async () => {
+    const outbox = fakeOutbox(6);
+    outbox.rows[1]!.topic = 'import-events';
+    const publisher = topicCheckingPublisher();
+    publisher.control.missing.add('import-events');
+    const { sleep } = recordingSleep();
+    const { lines, log } = recordingLogger();
+    const reported: string[][] = [];
+    const kafkaChanges: boolean[] = [];
+    const relay = createOutboxRelay(
+      {
+        acquireLease: async () => outbox.acquire(relay),
+        publisher,
+        prunePublished: async () => 0,
+        clock: fixedClock('2026-01-05T11:00:00Z'),
+        log,
+        sleep,
+        random: () => 1,
+        onTopicsMissing: (t) => reported.push(t),
+        onKafkaChange: (up) => kafkaChanges.push(up),
+      },
+      settings,
+    );
+    relay.start();
+    await until(() => outbox.rows[0]!.attempts >= 4, 'a few tries');
+    expect(relay.kafkaUp()).toBe(true);
+    expect(relay.missingTopics()).toEqual(['import-events']);
+    expect(await relay.ready()).toEqual({
+      ok: false,
+      detail: 'kafka reachable, but has no topic import-events (since 2026-01-05T11:00:00.000Z): create it: fleet events setup; events wait in the outbox',
+    });
+    expect(reported).toEqual([['import-events']]);
+    expect(kafkaChanges).toEqual([true]);
+    expect(lines.filter((l) => l.level === 40).map((l) => [l.msg, l.topics])).toEqual([
+      ['kafka has no topic for these events: they wait in the outbox, in order; create it: fleet events setup', ['import-events']],
+    ]);
+    expect(outbox.rows.every((r) => !r.publishedAt && !r.parkedAt)).toBe(true);
+    expect(outbox.rows[0]!.lastError).toMatch(/no topic import-events on Kafka \(create it: fleet events setup\)/);
+
+    publisher.control.missing.clear();
+    await until(() => outbox.rows.every((r) => r.publishedAt), 'published once the topic exists');
+    expect(sentIds(publisher)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(relay.missingTopics()).toEqual([]);
+    expect(reported).toEqual([['import-events'], []]);
+    expect(lines.some((l) => l.level === 30 && l.msg === 'kafka topics exist now: publishing the backlog')).toBe(true);
+    await until(async () => (await relay.ready()).ok, 'ready');
+    await relay.stop(1000);
+  });
+
+  it('a broker that goes away meanwhile is Kafka down again; a relay that stops leading forgets the missing topic', async () => {
+    const outbox = fakeOutbox(3);
+    outbox.rows[0]!.topic = 'import-events';
+    const publisher = topicCheckingPublisher();
+    publisher.control.missing.add('import-events');
+    const { sleep } = recordingSleep();
+    const reported: string[][] = [];
+    const relay = createOutboxRelay(
+      {
+        acquireLease: async () => outbox.acquire(relay),
+        publisher,
+        prunePublished: async () => 0,
+        clock: fixedClock('2026-01-05T11:00:00Z'),
+        log: silentLogger(),
+        sleep,
+        onTopicsMissing: (t) => reported.push(t),
+      },
+      settings,
+    );
+    relay.start();
+    await until(() => relay.missingTopics().length === 1, 'topic missing');
+    publisher.control.down = true;
+    await until(() => relay.kafkaUp() === false, 'Kafka down');
+    expect(relay.missingTopics()).toEqual([]);
+    expect((await relay.ready()).detail).toMatch(/^kafka down since .*ECONNREFUSED/);
+    publisher.control.down = false;
+    await until(() => relay.missingTopics().length === 1, 'topic missing again');
+    outbox.drop();
+    outbox.acquire({}); // another relay took over
+    await until(() => relay.role() === 'standby', 'standby');
+    expect(relay.missingTopics()).toEqual([]);
+    expect(reported).toEqual([['import-events'], [], ['import-events'], []]);
+    await relay.stop(1000);
   });
 });

@@ -1,5 +1,5 @@
 import type { RelayLease } from '../../libs/db/repositories/outbox-relay.js';
-import type { EventPublisher } from '../../libs/events/kafka.js';
+import { missingTopicsOf, type EventPublisher } from '../../libs/events/kafka.js';
 import type { Logger } from '../../libs/log/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
 import { backoffMs } from './backoff.js';
@@ -35,6 +35,8 @@ export interface RelayDeps {
   onPublishFailure?(): void;
   onRoleChange?(role: RelayRole): void;
   onKafkaChange?(up: boolean): void;
+  /** The topics Kafka answered it does not have (empty again once they exist, or when the relay stops leading). */
+  onTopicsMissing?(topics: string[]): void;
 }
 
 export type RelayRole = 'disabled' | 'starting' | 'standby' | 'leader' | 'stopped';
@@ -47,6 +49,8 @@ export interface OutboxRelay {
   role(): RelayRole;
   /** null: not known yet. */
   kafkaUp(): boolean | null;
+  /** Topics the events wait for: Kafka answers but does not have them (empty: none). */
+  missingTopics(): string[];
 }
 
 const defaultSleep = (ms: number, signal: AbortSignal) =>
@@ -69,6 +73,10 @@ const message = (err: unknown) => (err as Error)?.message ?? String(err);
  * One publisher sending batches in id order, one request in flight, keeps the per-key order.
  * Kafka down: back off (exponential, capped) and try again; the backlog waits in PostgreSQL
  * and nothing else in the fleet waits for Kafka.
+ * A topic missing on Kafka (UNKNOWN_TOPIC_OR_PARTITION: `fleet events setup` was skipped) is
+ * not an outage either: the brokers answer, so Kafka counts as up, and the relay says which
+ * topic to create. The events wait in order, retried with the same backoff, and go out once
+ * it exists.
  * Kafka refusing an event for good (too large, invalid, topic not authorised) is not an
  * outage: Kafka answered. That event and the later ones of its topic and key are parked (see
  * process-batch.ts), everything else flows on, and readiness stays "kafka reachable".
@@ -81,21 +89,32 @@ export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): Out
   let kafka: boolean | null = null;
   let kafkaError: string | undefined;
   let kafkaDownSince: Date | null = null;
+  let missing: { topics: string[]; since: Date } | null = null;
   let loop: Promise<void> | null = null;
   let lease: RelayLease | null = null;
 
+  /** Forgets the missing topics; `found`: because the events went out (logged), else quietly (no longer known). */
+  const clearMissing = (found: boolean) => {
+    if (!missing) return;
+    if (found) log.info({ topics: missing.topics, missingSince: missing.since.toISOString() }, 'kafka topics exist now: publishing the backlog');
+    missing = null;
+    deps.onTopicsMissing?.([]);
+  };
   const setRole = (r: RelayRole) => {
     if (r === role) return;
     role = r;
+    // Only the leader publishes, so only the leader knows whether a topic is still missing.
+    if (r !== 'leader') clearMissing(false);
     deps.onRoleChange?.(r);
   };
   const setKafka = (up: boolean, err?: unknown) => {
     if (up) {
-      if (kafka === false) log.info({ downSince: kafkaDownSince?.toISOString() }, 'kafka reachable again: publishing the backlog');
+      if (kafka === false) log.info({ downSince: kafkaDownSince?.toISOString() }, missing ? 'kafka reachable again' : 'kafka reachable again: publishing the backlog');
       kafkaDownSince = null;
       kafkaError = undefined;
     } else {
       kafkaError = message(err);
+      clearMissing(false);
       if (kafka !== false) {
         kafkaDownSince = clock.now();
         log.warn({ err: kafkaError }, 'kafka unreachable: events wait in the outbox, retrying with backoff');
@@ -103,6 +122,16 @@ export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): Out
     }
     if (kafka !== up) deps.onKafkaChange?.(up);
     kafka = up;
+  };
+  /** Kafka answered that it has no such topic(s): up, but these events cannot go out yet. Logged once per set of topics. */
+  const setMissing = (topics: string[], err: unknown) => {
+    const same = missing !== null && missing.topics.join() === topics.join();
+    if (!same) {
+      log.warn({ topics, err: message(err) }, 'kafka has no topic for these events: they wait in the outbox, in order; create it: fleet events setup');
+      missing = { topics, since: missing?.since ?? clock.now() };
+      deps.onTopicsMissing?.(topics);
+    }
+    setKafka(true);
   };
   const giveUpLease = async () => {
     const l = lease;
@@ -184,6 +213,7 @@ export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): Out
             onBatch: (batch) => {
               // Kafka answered, unless every event of the batch was only held (none was sent).
               if (batch.published > 0 || batch.parked.some((p) => !p.heldBehind)) {
+                clearMissing(true);
                 setKafka(true);
                 failures = 0;
               }
@@ -207,7 +237,9 @@ export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): Out
         const wait = backoffMs(failures, { minMs: settings.backoffMinMs, maxMs: settings.backoffMaxMs }, deps.random);
         if (err instanceof PublishFailedError) {
           deps.onPublishFailure?.();
-          setKafka(false, err.cause);
+          const topics = missingTopicsOf(err.cause);
+          if (topics) setMissing(topics, err.cause);
+          else setKafka(false, err.cause);
           log.debug({ failures, waitMs: wait }, 'outbox publish failed: backing off');
         } else {
           // PostgreSQL trouble: give the lease up (the session may be gone) and start over.
@@ -250,9 +282,16 @@ export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): Out
       if (!kafka) {
         return { ok: false, detail: `kafka down since ${kafkaDownSince?.toISOString()}: ${kafkaError ?? 'unreachable'}; events wait in the outbox` };
       }
+      if (missing) {
+        return {
+          ok: false,
+          detail: `kafka reachable, but has no topic ${missing.topics.join(', ')} (since ${missing.since.toISOString()}): create it: fleet events setup; events wait in the outbox`,
+        };
+      }
       return { ok: true, detail: `kafka reachable (relay ${role})` };
     },
     role: () => role,
     kafkaUp: () => kafka,
+    missingTopics: () => missing?.topics ?? [],
   };
 }

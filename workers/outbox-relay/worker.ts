@@ -57,7 +57,13 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
   const leader = new Gauge({ name: 'fleet_outbox_relay_leader', help: '1 while this process is the publishing relay', registers: [metrics.registry] });
   const kafkaUp = new Gauge({
     name: 'fleet_outbox_kafka_up',
-    help: '1 when Kafka answered the relay last time, 0 when it did not (absent until known)',
+    help: '1 when Kafka answered the relay last time, 0 when it did not (absent until known); a missing topic is an answer (see fleet_outbox_topic_missing)',
+    registers: [metrics.registry],
+  });
+  const topicMissing = new Gauge({
+    name: 'fleet_outbox_topic_missing',
+    help: '1 for each topic the leading relay has events for that Kafka says it does not have (create it: fleet events setup); absent otherwise',
+    labelNames: ['topic'],
     registers: [metrics.registry],
   });
 
@@ -82,6 +88,10 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
       onPublishFailure: () => failures.inc(),
       onRoleChange: (role: RelayRole) => leader.set(role === 'leader' ? 1 : 0),
       onKafkaChange: (up) => kafkaUp.set(up ? 1 : 0),
+      onTopicsMissing: (topics) => {
+        topicMissing.reset();
+        for (const topic of topics) topicMissing.set({ topic }, 1);
+      },
     },
     {
       batchSize: config.outbox.relayBatchSize,

@@ -1,0 +1,119 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../libs/config/index.js';
+import { listOutbox } from '../../libs/db/repositories/outbox.js';
+import { appendEvent, type EventEnvelope } from '../../libs/events/index.js';
+import { createLogger } from '../../libs/log/index.js';
+import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { collectMessages, fastRelaySettings, startKafkaMock, type KafkaMock, type MessageCollector } from '../../libs/testing/kafka-mock.js';
+import { randomSuffix } from '../../libs/testing/services.js';
+import { until } from '../../libs/testing/until.js';
+import { outboxRelayComponents } from './worker.js';
+
+/**
+ * A broker that answers but lacks one of the fleet's topics (`fleet events setup` skipped):
+ * kafkajs reports UNKNOWN_TOPIC_OR_PARTITION. The relay must say that (log, readiness, metric),
+ * not "Kafka unreachable", and keep the events waiting in order until the topic exists.
+ * The mock does not create topics because a client asked for them (see kafka-proxy.ts).
+ */
+
+let db: TestDatabase;
+let kafka: KafkaMock;
+let consumer: MessageCollector | undefined;
+let ctx: FleetContext;
+let relay: Component | undefined;
+const logs: Array<{ level: number; msg: string; [k: string]: unknown }> = [];
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  kafka = await startKafkaMock({ topics: [{ name: 'patient-events', partitions: 3 }, { name: 'therapist-events', partitions: 3 }] });
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    DATABASE_URL: db.url,
+    QUEUE_PREFIX: `topic_${randomSuffix()}`,
+    OUTBOX_RELAY_BATCH_SIZE: '4',
+    ...fastRelaySettings(kafka.brokers),
+  });
+  const log = createLogger({ level: 'info', pretty: 'false' }, { write: (line: string) => void logs.push(JSON.parse(line)) });
+  ctx = openContext(config, log);
+});
+
+afterAll(async () => {
+  await relay?.stop(2000).catch(() => {});
+  await consumer?.close().catch(() => {});
+  await ctx?.close().catch(() => {});
+  await kafka?.close();
+  await db?.drop();
+});
+
+async function metric(name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+  const m = await ctx.metrics.registry.getSingleMetric(name)?.get();
+  return m?.values.filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((a, v) => a + v.value, 0);
+}
+
+const append = (eventType: string, key: string | number) => db.db.transaction((tx) => appendEvent(tx, { eventType, key, payload: { id: String(key) } }));
+
+describe('an event topic that does not exist on Kafka', () => {
+  it('is reported as a missing topic (not Kafka down); the events wait in order and all go out once when the topic is created', { timeout: 90_000 }, async () => {
+    const appended: EventEnvelope[] = [];
+    for (const [type, key] of [
+      ['patient.created', 701],
+      ['import.completed', 'pf-1'],
+      ['patient.updated', 701],
+      ['therapist.updated', 88],
+      ['import.failed', 'pf-1'],
+      ['patient.updated', 702],
+      ['patient.updated', 701],
+      ['import.completed', 'pf-2'],
+      ['therapist.updated', 88],
+    ] as const) {
+      appended.push(await append(type, key));
+    }
+
+    [relay] = outboxRelayComponents(ctx);
+    await relay!.start();
+
+    const missing = await until('readiness to name the missing topic', async () => {
+      const r = await relay!.ready!();
+      return !r.ok && r.detail?.includes('import-events') && r;
+    });
+    expect(missing.detail).toMatch(/no topic import-events .*fleet events setup.*events wait in the outbox/);
+    expect(missing.detail).not.toMatch(/kafka down/);
+    // The brokers answer: Kafka is up; the missing topic has its own gauge.
+    expect(await metric('fleet_outbox_kafka_up')).toBe(1);
+    expect(await metric('fleet_outbox_topic_missing', { topic: 'import-events' })).toBe(1);
+    expect(await metric('fleet_outbox_topic_missing', { topic: 'patient-events' })).toBe(0);
+
+    // Let the relay retry a few times: still waiting, nothing parked, nothing sent (the first batch holds the import event).
+    await until('a few retries', async () => (await listOutbox(db.db, { unpublishedOnly: true })).some((r) => r.attempts >= 3));
+    const waiting = await listOutbox(db.db, { unpublishedOnly: true, limit: 100 });
+    expect(waiting).toHaveLength(appended.length);
+    expect(waiting.every((r) => !r.parkedAt)).toBe(true);
+    expect(waiting[0]!.lastError).toMatch(/no topic import-events/);
+    expect(kafka.produceRequests()).toBe(0);
+
+    const warnings = logs.filter((l) => l.level === 40);
+    expect(warnings.filter((l) => /fleet events setup/.test(l.msg))).toHaveLength(1);
+    expect(warnings.find((l) => /fleet events setup/.test(l.msg))).toMatchObject({ topics: ['import-events'] });
+    expect(warnings.filter((l) => /kafka unreachable/.test(l.msg))).toEqual([]);
+
+    // The operator creates the topic: everything goes out, once each, in order per key.
+    await kafka.createTopic({ name: 'import-events', partitions: 3 });
+    consumer = await collectMessages(kafka.brokers);
+    const ids = new Set(appended.map((e) => e.eventId));
+    const got = await consumer.waitFor((m) => m.filter((x) => ids.has(x.headers['event-id']!)).length >= appended.length);
+    await until('outbox drained', async () => (await listOutbox(db.db, { unpublishedOnly: true })).length === 0);
+    await new Promise((r) => setTimeout(r, 500)); // a duplicate would have arrived by now
+    const mine = consumer.messages.filter((x) => ids.has(x.headers['event-id']!));
+    expect(mine.map((m) => m.headers['event-id']).sort()).toEqual([...ids].sort());
+    for (const key of ['701', 'pf-1', '88']) {
+      const sent = appended.filter((e) => String(e.payload.id) === key).map((e) => e.eventId);
+      const offsets = sent.map((id) => Number(got.find((m) => m.headers['event-id'] === id)!.offset));
+      expect(offsets, `key ${key}`).toEqual([...offsets].sort((a, b) => a - b));
+    }
+
+    expect(await relay!.ready!()).toMatchObject({ ok: true });
+    expect(await metric('fleet_outbox_topic_missing', { topic: 'import-events' })).toBe(0);
+    expect(logs.some((l) => l.level === 30 && /publishing the backlog/.test(l.msg) && (l.topics as string[])?.includes('import-events'))).toBe(true);
+  });
+});
