@@ -247,6 +247,10 @@ export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPub
 
   const newProducer = () =>
     kafka.producer({
+      // The topics are made by `fleet events setup` with their partitions and replication; a
+      // broker that creates a missing one on a metadata request would use its own defaults (one
+      // replica, say) and hide the mistake: the relay reports it instead (TopicMissingError).
+      allowAutoTopicCreation: false,
       idempotent: true,
       maxInFlightRequests: 1,
       createPartitioner: Partitioners.DefaultPartitioner,

@@ -66,7 +66,14 @@ export function ensureKafkaMockBinary(): string {
  * the mock does not implement CreateTopics, and asking for a topic that does not exist does
  * not create it) behind the rewriting proxy of kafka-proxy.ts.
  */
-export async function startKafkaMock(opts: { topics?: TopicSpec[]; secure?: ProxySecurity } = {}): Promise<KafkaMock> {
+export async function startKafkaMock(
+  opts: {
+    topics?: TopicSpec[];
+    secure?: ProxySecurity;
+    /** Pass a client's AllowAutoTopicCreation through: the mock then acts as a broker with `auto.create.topics.enable=true` (Kafka's default). */
+    autoCreateTopics?: boolean;
+  } = {},
+): Promise<KafkaMock> {
   const bin = ensureKafkaMockBinary();
   const args = (opts.topics ?? defaultMockTopics).map((t) => (typeof t === 'string' ? t : `${t.name}:${t.partitions ?? 1}`));
   const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -83,7 +90,7 @@ export async function startKafkaMock(opts: { topics?: TopicSpec[]; secure?: Prox
   let proxy: KafkaProxy;
   let secured: KafkaProxy | null = null;
   try {
-    proxy = await startKafkaProxy(upstream);
+    proxy = await startKafkaProxy(upstream, { autoCreateTopics: opts.autoCreateTopics ?? false });
     if (opts.secure) secured = await startKafkaProxy(upstream, opts.secure);
   } catch (err) {
     child.kill('SIGKILL');

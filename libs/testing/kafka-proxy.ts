@@ -69,7 +69,7 @@ const ERROR_SASL_AUTHENTICATION_FAILED = 58;
 
 export async function startKafkaProxy(
   upstream: { host: string; port: number },
-  opts: { port?: number } & ProxySecurity = {},
+  opts: { port?: number; autoCreateTopics?: boolean } & ProxySecurity = {},
 ): Promise<KafkaProxy> {
   const host = '127.0.0.1';
   let port = opts.port ?? 0;
@@ -114,7 +114,7 @@ export async function startKafkaProxy(
       // Before authentication only ApiVersions may pass (Kafka closes such a connection too).
       if (sasl && !sasl.authenticated() && apiKey !== API_API_VERSIONS) return closeBoth();
       if (apiKey === API_PRODUCE) produceRequests++;
-      if (apiKey === API_METADATA) {
+      if (apiKey === API_METADATA && !opts.autoCreateTopics) {
         try {
           frame = withoutAutoTopicCreation(frame);
         } catch {

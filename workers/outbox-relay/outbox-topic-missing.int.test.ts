@@ -1,3 +1,4 @@
+import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
 import { listOutbox } from '../../libs/db/repositories/outbox.js';
@@ -115,5 +116,41 @@ describe('an event topic that does not exist on Kafka', () => {
     expect(await relay!.ready!()).toMatchObject({ ok: true });
     expect(await metric('fleet_outbox_topic_missing', { topic: 'import-events' })).toBe(0);
     expect(logs.some((l) => l.level === 30 && /publishing the backlog/.test(l.msg) && (l.topics as string[])?.includes('import-events'))).toBe(true);
+  });
+
+  it('is not created by a broker that would create topics on request (auto.create.topics.enable, Kafka default): the producer never asks', { timeout: 120_000 }, async () => {
+    // One relay leads per database: the first test's gives way.
+    await relay?.stop(2000);
+    relay = undefined;
+    const autoKafka = await startKafkaMock({ topics: [{ name: 'patient-events', partitions: 3 }], autoCreateTopics: true });
+    const autoCtx = openContext(loadConfig({ NODE_ENV: 'test', DATABASE_URL: db.url, QUEUE_PREFIX: `topic_${randomSuffix()}`, ...fastRelaySettings(autoKafka.brokers) }), ctx.log);
+    const [autoRelay] = outboxRelayComponents(autoCtx);
+    try {
+      const event = await append('therapist.updated', 99);
+      await autoRelay!.start();
+      // A publish attempt has failed, or (a topic created on request) the event went out.
+      const [row] = await until(
+        'a publish attempt',
+        async () => {
+          const rows = (await listOutbox(db.db, { limit: 1000 })).filter((x) => x.eventId === event.eventId);
+          return rows.length === 1 && (rows[0]!.attempts >= 1 || rows[0]!.publishedAt !== null) && rows;
+        },
+        60_000,
+        200,
+      );
+      expect(row!.publishedAt).toBeNull();
+      expect(row!.lastError).toMatch(/no topic therapist-events/);
+      const admin = new Kafka({ clientId: 'topic-check', brokers: autoKafka.brokers, logLevel: logLevel.NOTHING }).admin();
+      await admin.connect();
+      try {
+        expect(await admin.listTopics()).not.toContain('therapist-events');
+      } finally {
+        await admin.disconnect();
+      }
+    } finally {
+      await autoRelay!.stop(2000).catch(() => {});
+      await autoCtx.close().catch(() => {});
+      await autoKafka.close();
+    }
   });
 });
