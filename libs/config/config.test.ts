@@ -106,6 +106,10 @@ describe('config', () => {
       PUBLIC_BASE_URL: 'https://fleet.curavani.com',
     };
     expect(loadConfig(production).mail).toMatchObject({ driver: 'resend' });
+    expect(() => loadConfig({ ...production, DASHBOARD_USER: 'ops', DASHBOARD_PASSWORD: 'hunter2hunter2' })).toThrow(
+      /^invalid configuration: DASHBOARD_PASSWORD: at least 16 characters when NODE_ENV=production \(got a value of 14 characters\)$/,
+    );
+    expect(loadConfig({ ...production, DASHBOARD_USER: 'ops', DASHBOARD_PASSWORD: 'x'.repeat(16) }).http).toBeDefined();
     expect(() => loadConfig({ ...production, MAIL_DRIVER: 'outbox' })).toThrow(/^invalid configuration: MAIL_DRIVER: expected resend when NODE_ENV=production \(got outbox\); the outbox driver only writes emails/);
     // development and tests keep the local defaults
     expect(loadConfig({ NODE_ENV: 'development' }).mail).toMatchObject({ driver: 'outbox' });

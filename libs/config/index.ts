@@ -250,6 +250,10 @@ function productionProblems(e: Env): string[] {
     );
   }
   if (!e.UNSUBSCRIBE_SECRET) problems.push('UNSUBSCRIBE_SECRET: required when NODE_ENV=production (it is missing)');
+  // The operator login guards patient data and nothing slows repeated guesses: no short password.
+  if (e.DASHBOARD_PASSWORD !== undefined && e.DASHBOARD_PASSWORD.length < 16) {
+    problems.push(`DASHBOARD_PASSWORD: at least 16 characters when NODE_ENV=production (got a value of ${e.DASHBOARD_PASSWORD.length} characters)`);
+  }
   // Production emails carry one-click unsubscribe links under PUBLIC_BASE_URL: RFC 8058 wants
   // HTTPS, and a loopback address reaches nobody.
   const u = new URL(e.PUBLIC_BASE_URL);
