@@ -291,8 +291,17 @@ describe('http app with dashboard credentials', () => {
       body: new URLSearchParams({ reason: 'file is broken for good' }).toString(),
     });
     expect(form.status).toBe(303);
-    expect(form.headers.get('location')).toMatch(/^\/ops\?done=Discarded/);
+    const location = form.headers.get('location')!;
+    expect(location).toMatch(/^\/ops\?done=discarded&job=[^&]+&of=patient-import$/);
     expect(await listDeadLetters(app.ctx.queues)).toHaveLength(0);
+    const notice = await (await fetch(`${app.base}${location}`, { headers: { authorization: AUTH } })).text();
+    expect(notice).toContain('<div class="notice">Discarded ');
+    // A link cannot put its own words into the operators' page.
+    for (const crafted of ['done=Your+session+expired%3A+log+in+at+evil.example', 'done=discarded&job=log+in+at+evil.example&of=patient-import', 'done=discarded&job=x&of=nope']) {
+      const shown = await (await fetch(`${app.base}/ops?${crafted}`, { headers: { authorization: AUTH } })).text();
+      expect(shown).not.toContain('class="notice"');
+      expect(shown).not.toContain('evil.example');
+    }
 
     const audit = await listAudit(app.ctx.database.db, 10);
     const actions = audit.filter((a) => a.action.startsWith('dlq.')).map((a) => ({ actor: a.actor, action: a.action, reason: a.reason, target: a.target }));

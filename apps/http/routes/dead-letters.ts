@@ -55,7 +55,7 @@ async function overviewPage(deps: HttpRouteDeps, req: Request): Promise<string> 
     })),
   );
   const audit = await listAudit(deps.ctx.database.db, 20);
-  const done = typeof req.query.done === 'string' ? req.query.done : undefined;
+  const done = noticeOf(req.query);
   const body = html`<h1>Dead letters</h1>
 ${done ? html`<div class="notice">${done}</div>` : ''}
 <p class="muted">Jobs that failed for good (permanent error or attempts used up). Requeue puts a job back on its queue
@@ -76,6 +76,40 @@ ${audit.length
     )}</tbody></table></div>`
   : html`<p class="muted">none yet</p>`}`;
   return page('Dead letters · Curavani Fleet', body, { nav: true });
+}
+
+/** `of`: the job's queue (not `queue`, which filters the page). */
+type Notice =
+  | { done: 'discarded' | 'requeued' | 'already-queued'; job: string; of: string }
+  | { done: 'requeued-all'; of: string; count: number };
+
+/** Where an action sends the browser: what was done, as codes and ids (`noticeOf` words it). */
+function noticeUrl(n: Notice): string {
+  const q = new URLSearchParams(Object.entries(n).map(([k, v]): [string, string] => [k, String(v)]));
+  return `/ops?${q.toString()}`;
+}
+
+const JOB_ID = /^[A-Za-z0-9._:-]{1,200}$/;
+
+/**
+ * The notice after an action, from the codes its redirect carries. The page never shows text
+ * from the link itself: a crafted link could otherwise put any message in the operators' page.
+ */
+function noticeOf(query: Request['query']): string | undefined {
+  const str = (k: string) => (typeof query[k] === 'string' ? (query[k] as string) : undefined);
+  const queue = str('of');
+  if (!queue || !queueNames().includes(queue)) return undefined;
+  const done = str('done');
+  if (done === 'requeued-all') {
+    const count = Number(str('count'));
+    return Number.isSafeInteger(count) && count >= 0 ? `Requeued ${count} dead letter(s) of ${queue}.` : undefined;
+  }
+  const job = str('job');
+  if (!job || !JOB_ID.test(job)) return undefined;
+  if (done === 'discarded') return `Discarded ${job}.`;
+  if (done === 'requeued') return `Requeued ${job} on ${queue}.`;
+  if (done === 'already-queued') return `${job} was already queued again; dead letter removed.`;
+  return undefined;
 }
 
 function sendError(req: Request, res: Response, status: number, message: string): void {
@@ -105,8 +139,8 @@ async function act(deps: HttpRouteDeps, req: Request, res: Response, action: 're
       res.json({ outcome, id: view.id, queue: view.originalQueue, jobId: view.originalJobId });
       return;
     }
-    const message = outcome === 'discarded' ? `Discarded ${view.originalJobId}.` : outcome === 'requeued' ? `Requeued ${view.originalJobId} on ${view.originalQueue}.` : `${view.originalJobId} was already queued again; dead letter removed.`;
-    res.redirect(303, `/ops?done=${encodeURIComponent(message)}`);
+    const done = outcome === 'discarded' ? 'discarded' : outcome === 'requeued' ? 'requeued' : 'already-queued';
+    res.redirect(303, noticeUrl({ done, job: view.originalJobId, of: view.originalQueue }));
   } catch (err) {
     if (err instanceof BadRequest) return sendError(req, res, 400, err.message);
     if (err instanceof DeadLetterNotFound) return sendError(req, res, 404, err.message);
@@ -150,7 +184,7 @@ export const deadLetterRoutes: HttpRouteModule = {
         const results = await requeueAll({ db: deps.ctx.database.db, queues: deps.ctx.queues, hooks: deps.deadLetterHooks }, { actor: operatorOf(res), reason }, queue);
         deps.ctx.log.info({ action: 'requeue-all', queue, count: results.length, actor: operatorOf(res) }, 'dead letters requeued by an operator');
         if (wantsJson(req)) return void res.json({ outcome: 'requeued', queue, count: results.length });
-        res.redirect(303, `/ops?done=${encodeURIComponent(`Requeued ${results.length} dead letter(s) of ${queue}.`)}`);
+        res.redirect(303, noticeUrl({ done: 'requeued-all', of: queue, count: results.length }));
       } catch (err) {
         if (err instanceof BadRequest) return sendError(req, res, 400, err.message);
         throw err;
