@@ -38,7 +38,13 @@ describe('fleet events', () => {
     expect(list.stdout).not.toContain('therapist.created');
 
     const stats = await fleet({}, 'events', 'stats', '--json');
-    expect(JSON.parse(stats.stdout)).toMatchObject({ kafkaBrokers: null, unpublished: 1, published: 1, failing: 0 });
+    expect(JSON.parse(stats.stdout)).toMatchObject({ kafkaBrokers: null, unpublished: 1, published: 1, failing: 0, oldestLastError: null });
+
+    // Why the oldest waiting event has not gone out, in full (the list cuts errors short).
+    const why = 'no topic patient-events on Kafka (create it: fleet events setup)';
+    await db.sql`update fleet.outbox set attempts = 3, last_error = ${why} where key = '42'`;
+    const text = await fleet({}, 'events', 'stats');
+    expect(text.stdout).toContain(`oldest failed:     ${why}`);
 
     // A parked event says so (it waits for an operator, not for Kafka).
     await db.sql`update fleet.outbox set parked_at = now(), park_reason = 'message too large' where key = '42'`;

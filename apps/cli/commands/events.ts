@@ -73,6 +73,7 @@ export function registerEvents(program: Command): void {
           `kafka brokers:       ${kafka ?? 'not configured (KAFKA_BROKERS empty): events stay in the outbox'}\n` +
             `unpublished events:  ${stats.unpublished}${stats.unpublished ? ` (oldest ${age(stats.oldestUnpublishedAgeSeconds)} old, since ${iso(stats.oldestUnpublishedAt)})` : ''}\n` +
             `  with failed tries: ${stats.failing}\n` +
+            (stats.oldestLastError ? `  oldest failed:     ${stats.oldestLastError}\n` : '') +
             `parked events:       ${stats.parked}${stats.parked ? ' (refused by Kafka, or held behind one that was: fleet events parked)' : ''}\n` +
             `published (kept):    ${stats.published} (pruned after ${ctx.config.outbox.retentionDays || 'never: retention 0'}${ctx.config.outbox.retentionDays ? ' days' : ''})\n`,
         );

@@ -73,6 +73,8 @@ export interface OutboxStats {
   published: number;
   /** Unpublished rows whose last publish attempt failed. */
   failing: number;
+  /** Why the oldest waiting event's last publish attempt failed (null when it has not failed). */
+  oldestLastError: string | null;
   /** Events set aside (refused by Kafka, or held behind a refused one of their key). */
   parked: number;
   byTopic: Array<{ topic: string; unpublished: number; published: number; parked: number }>;
@@ -195,10 +197,11 @@ export async function acquireRelayLease(database: Database): Promise<RelayLease 
 /** Backlog figures for metrics, health and `fleet events stats`. */
 export async function outboxStats(database: Database, now: Date): Promise<OutboxStats> {
   const sql = database.sql;
-  const [head] = await sql<{ unpublished: string; oldest: number | null; failing: string; parked: string }[]>`
+  const [head] = await sql<{ unpublished: string; oldest: number | null; oldest_error: string | null; failing: string; parked: string }[]>`
     select
       (select count(*) from fleet.outbox where published_at is null and parked_at is null) as unpublished,
       (select (extract(epoch from created_at) * 1000)::float8 from fleet.outbox where published_at is null and parked_at is null order by id limit 1) as oldest,
+      (select last_error from fleet.outbox where published_at is null and parked_at is null order by id limit 1) as oldest_error,
       (select count(*) from fleet.outbox where published_at is null and parked_at is null and last_error is not null) as failing,
       (select count(*) from fleet.outbox where published_at is null and parked_at is not null) as parked`;
   const topics = await sql<{ topic: string; unpublished: string; published: string; parked: string }[]>`
@@ -212,6 +215,7 @@ export async function outboxStats(database: Database, now: Date): Promise<Outbox
     oldestUnpublishedAgeSeconds: oldest ? Math.max(0, (now.getTime() - oldest.getTime()) / 1000) : 0,
     published: topics.reduce((a, t) => a + Number(t.published), 0),
     failing: Number(head?.failing ?? 0),
+    oldestLastError: head?.oldest_error ?? null,
     parked: Number(head?.parked ?? 0),
     byTopic: topics.map((t) => ({ topic: t.topic, unpublished: Number(t.unpublished), published: Number(t.published), parked: Number(t.parked) })),
   };
