@@ -7,7 +7,7 @@ import { berlinDay, foldName, mapPatient, normalise } from './map-patient.js';
 import { parseRegistration } from './parse-registration.js';
 import { SYMPTOMS, withholdValues } from './registration-schema.js';
 import { validationDe } from './staff-mails.js';
-import { phpJsonEncode } from './signature.js';
+import { phpJsonEncode, phpJsonEncodeText } from './signature.js';
 
 const now = new Date('2026-11-24T10:00:00Z');
 const noSecret = { environment: 'production' };
@@ -138,6 +138,35 @@ describe('signed registrations', () => {
     expect(parsed).toMatchObject({ signed: true, signatureVerified: true, validation: 'valid (signed, signature verified)' });
     expect(validationDe(parsed.validation)).toBe('gültig (signiert, Signatur geprüft)');
     expect(parsed.registration.registration_token).toBe('abcdef0123456789');
+  });
+
+  it('checks the signature against the file as PHP wrote it: a float 30.0 and integer-like keys in their order', () => {
+    // What the site's PHP writes: json_encode keeps the float 30.0 as `30.0` and the keys of
+    // raeumliche_verfuegbarkeit in its own order; JSON.parse gives back 30 and puts "2" first.
+    const plain = plainRegistration({ token: 'abcdef0123456789' });
+    const data = JSON.stringify(plain).replace(/"raeumliche_verfuegbarkeit":\{[^}]*\}/, '"raeumliche_verfuegbarkeit":{"max_km":30.0,"10":"Bus","2":"Rad"}');
+    expect(data).toContain('30.0');
+    const body = `{"timestamp":"2026-11-24T09:00:00Z","type":"patient_registration","environment":"production","data":${data}}`;
+    const signature = createHmac('sha256', secret).update(body).digest('hex');
+    const file = `{"signature":"${signature}","signature_version":"hmac-sha256-v1",${body.slice(1)}`;
+    const parsed = parseRegistration(Buffer.from(file), signing, now);
+    expect(parsed.signatureVerified).toBe(true);
+    expect(parsed.registration.patient_data.raeumliche_verfuegbarkeit).toEqual({ max_km: 30, 10: 'Bus', 2: 'Rad' });
+    // Pretty-printed, signature members last: the same content.
+    const pretty = `{\n  "timestamp": "2026-11-24T09:00:00Z",\n  "type": "patient_registration",\n  "environment": "production",\n  "data": ${data},\n  "signature_version": "hmac-sha256-v1",\n  "signature": "${signature}"\n}`;
+    expect(parseRegistration(Buffer.from(pretty), signing, now).signatureVerified).toBe(true);
+    // Another number is another content.
+    expect(rejectOf(file.replace('30.0', '30.5'), signing)).toMatchObject({ code: 'bad_signature' });
+    expect(rejectOf(file.replace('"10":"Bus","2":"Rad"', '"2":"Rad","10":"Bus"'), signing)).toMatchObject({ code: 'bad_signature' });
+  });
+
+  it('re-reads JSON text as PHP json_encode writes it', () => {
+    expect(phpJsonEncodeText(' { "b" : "M\\u00fcller\\/Stra\u00dfe", "a": [ 1.50, -0, 2e3, true, null ], "c": "x\u2028y", "s": "drop" } ', ['s'])).toBe(
+      '{"b":"Müller/Straße","a":[1.50,-0,2e3,true,null],"c":"x\\u2028y"}',
+    );
+    expect(phpJsonEncodeText('{"a":{"s":1}}', ['s'])).toBe('{"a":{"s":1}}');
+    expect(phpJsonEncodeText('[]')).toBe('[]');
+    expect(phpJsonEncodeText('{}')).toBe('{}');
   });
 
   it('accepts data.data and pretty-printed files (the signature is over the content, not the layout)', () => {

@@ -110,7 +110,7 @@ export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: D
           `signature_version: expected ${SIGNATURE_VERSION}, got ${JSON.stringify(doc.signature_version ?? null)}`,
         );
       }
-      if (!signatureMatches(doc, signing.secret)) {
+      if (!signatureMatches(doc, signing.secret, text)) {
         throw new PermanentError(rejectCodes.signature, 'signature: does not match the content (HMAC-SHA256 with the configured secret)');
       }
       if (doc.environment !== signing.environment) {
