@@ -78,11 +78,21 @@ export const deliveries = fleet.table(
     createdAt: ts('created_at').notNull().defaultNow(),
     updatedAt: ts('updated_at').notNull().defaultNow(),
     sentAt: ts('sent_at'),
+    /**
+     * When the retention sweep blanked the contents (subject, html and text emptied, headers
+     * `{}`) of a final delivery past EMAIL_RETENTION_DAYS; null while they are kept. The row
+     * itself stays (idempotency key, status, addresses, timestamps), and `updated_at` does not
+     * move with it.
+     */
+    contentsRemovedAt: ts('contents_removed_at'),
   },
   (t) => [
     uniqueIndex('deliveries_idempotency_key_uq').on(t.idempotencyKey),
     index('deliveries_status_idx').on(t.status, t.createdAt),
     index('deliveries_batch_idx').on(t.batchId).where(sql`${t.batchId} is not null`),
+    // Rows that still hold their contents (the last EMAIL_RETENTION_DAYS, and what waits): the
+    // retention sweep looks here for the ones past retention.
+    index('deliveries_contents_idx').on(t.updatedAt).where(sql`${t.contentsRemovedAt} is null`),
   ],
 );
 

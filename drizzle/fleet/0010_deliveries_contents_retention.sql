@@ -1,0 +1,2 @@
+ALTER TABLE "fleet"."deliveries" ADD COLUMN "contents_removed_at" timestamp with time zone;--> statement-breakpoint
+CREATE INDEX "deliveries_contents_idx" ON "fleet"."deliveries" USING btree ("updated_at") WHERE "fleet"."deliveries"."contents_removed_at" is null;
