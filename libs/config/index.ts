@@ -114,6 +114,7 @@ export const envSchema = z.object({
   RESEND_API_KEY: optionalString,
   RESEND_BASE_URL: optionalString.pipe(z.url({ error: 'expected a URL' }).optional()),
   STAFF_EMAIL: z.email({ error: 'expected an email address' }).default('info@curavani.com'),
+  EMAIL_RETENTION_DAYS: int(30, 0),
 
   // therapist import (scraper file drops)
   SCRAPER_DROP_DIR: z.string().min(1).default('var/scraper'),
@@ -356,6 +357,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       resendApiKey: e.RESEND_API_KEY,
       resendBaseUrl: e.RESEND_BASE_URL,
       staffEmail: e.STAFF_EMAIL,
+      /**
+       * Days a sent, failed or dropped delivery keeps its subject, body and headers after its last
+       * change (0: forever); then the nightly retention sweep (RETENTION_CRON) blanks them.
+       */
+      retentionDays: e.EMAIL_RETENTION_DAYS,
     },
     kafka: {
       /** undefined: Kafka not configured (the relay stays idle, events stay in the outbox). */

@@ -11,14 +11,18 @@ import {
   releaseDeliveries,
   resetFailedDelivery,
 } from '../../libs/db/repositories/deliveries.js';
+import { countExpiredContents, deliveryContentsRemoved, removeExpiredContents } from '../../libs/db/repositories/deliveries-retention.js';
 import { createMailDriver, type MailDriver, type StillWantedChecks } from '../../libs/mail/index.js';
 import { oncePerRegistry } from '../../libs/metrics/index.js';
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
-import { addDeadLetter, catalog, jobIdFor, redisRateLimiter, type Handlers, type RateLimiter } from '../../libs/queues/index.js';
+import { addDeadLetter, catalog, jobIdFor, listDeadLetters, redisRateLimiter, type Handlers, type RateLimiter } from '../../libs/queues/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import { workerComponent } from '../../libs/runtime/index.js';
 import { processDelivery, type Claim, type DeliveryStore, type EmailMetrics } from './process-delivery.js';
+import { sweepEmailContents, type ContentRetentionResult } from './process-retention.js';
 import { sweepDeliveries } from './sweep.js';
+
+export type { ContentRetentionResult };
 
 export interface EmailOptions {
   /** "Still wanted?" checks by delivery kind (e.g. the weekly email's opt-out). */
@@ -179,10 +183,68 @@ export function emailComponents(ctx: FleetContext, opts: EmailOptions = {}): Com
   return [workerComponent(ctx, 'email', emailHandlers(ctx, opts)), emailSweepComponent(ctx)];
 }
 
+const contentRetentionMetrics = oncePerRegistry(
+  (registry) =>
+    new Counter({
+      name: 'fleet_email_contents_removed_total',
+      help: 'Deliveries whose subject, body and headers the retention sweep removed (EMAIL_RETENTION_DAYS after they became final)',
+      registers: [registry],
+    }),
+);
+
+/** The delivery ids named by waiting `email-send` dead letters: an operator can still requeue them. */
+async function deadLetteredDeliveries(ctx: FleetContext): Promise<Set<string>> {
+  const entries = await listDeadLetters(ctx.queues, { queue: catalog['email-send'].queue });
+  const ids = new Set<string>();
+  for (const e of entries) {
+    const id = (e.data as { deliveryId?: unknown } | null)?.deliveryId;
+    if (typeof id === 'string') ids.add(id);
+  }
+  return ids;
+}
+
+/**
+ * One retention sweep of email contents (run by the nightly retention job and `fleet retention
+ * run`): blanks final deliveries past EMAIL_RETENTION_DAYS, except failed ones whose dead letter
+ * waits in `email-dlq`. Needs the database and Redis only. `dryRun`: only counts.
+ */
+export async function runEmailRetention(ctx: FleetContext, opts: { dryRun?: boolean } = {}): Promise<ContentRetentionResult> {
+  const db = ctx.database.db;
+  const removed = contentRetentionMetrics(ctx.metrics.registry);
+  return sweepEmailContents(
+    {
+      store: {
+        countExpired: (before, requeueable) => countExpiredContents(db, before, requeueable),
+        removeBatch: (q) => removeExpiredContents(db, q),
+      },
+      deadLettered: () => deadLetteredDeliveries(ctx),
+      days: ctx.config.mail.retentionDays,
+      clock: ctx.clock,
+      log: ctx.log,
+      onRemoved: (n) => removed.inc(n),
+    },
+    opts,
+  );
+}
+
+/** A requeue of a dead-lettered email whose contents the retention sweep removed: it would go out empty. */
+export class DeliveryContentsRemovedError extends Error {
+  override name = 'DeliveryContentsRemovedError';
+}
+
 /** Operator requeue of a dead-lettered email: the delivery goes back to `pending`. */
 export const emailDeadLetterHook: DeadLetterHook = {
   async onRequeue(payload, db) {
     const id = (payload as { deliveryId?: unknown }).deliveryId;
-    if (typeof id === 'string') await resetFailedDelivery(db, id);
+    if (typeof id !== 'string') return;
+    if (await resetFailedDelivery(db, id)) return;
+    // Not reset: already pending or sent again (the job finds nothing to do), or emptied by the
+    // retention sweep (its dead letter was not there when the sweep ran): refused, nothing is sent.
+    const state = await deliveryContentsRemoved(db, id);
+    if (state?.status === 'failed' && state.removedAt) {
+      throw new DeliveryContentsRemovedError(
+        `delivery ${id} cannot be sent again: its contents were removed on ${state.removedAt.toISOString()} (EMAIL_RETENTION_DAYS); discard this dead letter`,
+      );
+    }
   },
 };

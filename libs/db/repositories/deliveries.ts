@@ -269,12 +269,15 @@ export async function releaseDeliveries(db: DbOrTx, batchId: string, now: Date):
     .where(and(eq(deliveries.batchId, batchId), eq(deliveries.status, 'sending')));
 }
 
-/** Operator requeue of a failed delivery: back to `pending` (the sweep or the requeued job sends it). */
+/**
+ * Operator requeue of a failed delivery: back to `pending` (the sweep or the requeued job sends it).
+ * Never one whose contents the retention sweep removed: it would go out empty.
+ */
 export async function resetFailedDelivery(db: DbOrTx, deliveryId: string, now = new Date()): Promise<boolean> {
   const rows = await db
     .update(deliveries)
     .set({ status: 'pending', batchId: null, batchLeaderId: null, claimedAt: null, attemptStartedAt: null, updatedAt: now })
-    .where(and(eq(deliveries.id, deliveryId), eq(deliveries.status, 'failed')))
+    .where(and(eq(deliveries.id, deliveryId), eq(deliveries.status, 'failed'), isNull(deliveries.contentsRemovedAt)))
     .returning({ id: deliveries.id });
   return rows.length > 0;
 }

@@ -1,0 +1,78 @@
+import { and, eq, inArray, isNull, lt, ne, or, sql } from 'drizzle-orm';
+import type { DbOrTx } from '../client.js';
+import { deliveries, type DeliveryStatus } from '../schema/fleet.js';
+
+/**
+ * Statuses a delivery never leaves on its own: `sent`, `dropped`, and `failed` (only an
+ * operator's requeue of its dead letter puts a failed delivery back to `pending`).
+ */
+export const deliveryFinalStatuses = ['sent', 'failed', 'dropped'] as const satisfies readonly DeliveryStatus[];
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A PostgreSQL uuid[] literal of the ids (only well-formed uuids: they come from Redis). */
+function uuidArray(ids: Iterable<string>): string {
+  return `{${[...ids].filter((id) => UUID.test(id)).join(',')}}`;
+}
+
+/**
+ * Final deliveries whose last change was before `before` and that still hold their contents,
+ * except failed ones in `requeueable` (their dead letter waits: a requeue sends them again and
+ * needs the contents). A pending or sending delivery is never one.
+ */
+function expiredContents(before: Date, requeueable: Iterable<string>) {
+  return and(
+    isNull(deliveries.contentsRemovedAt),
+    inArray(deliveries.status, [...deliveryFinalStatuses]),
+    lt(deliveries.updatedAt, before),
+    or(ne(deliveries.status, 'failed'), sql`${deliveries.id} <> all(${uuidArray(requeueable)}::uuid[])`),
+  );
+}
+
+/**
+ * For `fleet retention run --dry-run` and the sweep's counts: final deliveries past retention that
+ * still hold their contents (`due`), and how many of those are failed ones kept because their
+ * dead letter waits for an operator (`requeueable`, not in `due`).
+ */
+export async function countExpiredContents(db: DbOrTx, before: Date, requeueable: Iterable<string>): Promise<{ due: number; requeueable: number }> {
+  const waiting = sql`(${deliveries.status} = 'failed' and ${deliveries.id} = any(${uuidArray(requeueable)}::uuid[]))`;
+  const [row] = await db
+    .select({
+      due: sql<number>`count(*) filter (where not ${waiting})::int`,
+      requeueable: sql<number>`count(*) filter (where ${waiting})::int`,
+    })
+    .from(deliveries)
+    .where(expiredContents(before, []));
+  return { due: row?.due ?? 0, requeueable: row?.requeueable ?? 0 };
+}
+
+/**
+ * One batch of the retention sweep of email contents: up to `limit` deliveries past retention
+ * (see expiredContents) get an empty subject, HTML and text and no headers (the List-Unsubscribe
+ * link carries the patient's token), and `contents_removed_at = at`. What operators and the
+ * idempotency logic read stays: id, idempotency key, kind, status, addresses, patient id,
+ * provider message id, attempts, last error and every timestamp (`updated_at` too: the daily
+ * counts go by it). Rows are taken `FOR UPDATE SKIP LOCKED`, so two sweeps at once never wait on
+ * each other and a row in another transaction (an operator's requeue) is left for the next run.
+ * Returns how many rows this batch blanked (fewer than `limit`: nothing is left for now).
+ */
+export async function removeExpiredContents(db: DbOrTx, q: { before: Date; requeueable: Iterable<string>; limit: number; at: Date }): Promise<number> {
+  const batch = db
+    .select({ id: deliveries.id })
+    .from(deliveries)
+    .where(expiredContents(q.before, q.requeueable))
+    .limit(q.limit)
+    .for('update', { skipLocked: true });
+  const rows = await db
+    .update(deliveries)
+    .set({ subject: '', html: '', text: '', headers: {}, contentsRemovedAt: q.at })
+    .where(and(inArray(deliveries.id, batch), isNull(deliveries.contentsRemovedAt)))
+    .returning({ id: deliveries.id });
+  return rows.length;
+}
+
+/** Whether a delivery's contents were removed by the retention sweep (null: no such delivery). */
+export async function deliveryContentsRemoved(db: DbOrTx, id: string): Promise<{ status: DeliveryStatus; removedAt: Date | null } | null> {
+  const [row] = await db.select({ status: deliveries.status, removedAt: deliveries.contentsRemovedAt }).from(deliveries).where(eq(deliveries.id, id));
+  return row ?? null;
+}
