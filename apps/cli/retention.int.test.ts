@@ -3,6 +3,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../libs/config/index.js';
+import { silentLogger } from '../../libs/log/index.js';
+import { addDeadLetter } from '../../libs/queues/index.js';
+import { openContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
@@ -50,18 +54,42 @@ async function craft(status: string, finishedDaysAgo: number | null, failed = fa
   return { id, backupPath, failedPath };
 }
 
+/** An email whose last change was `daysAgo` days ago; `deadLetter`: it failed and its dead letter waits in email-dlq. */
+async function email(status: 'sent' | 'failed', daysAgo: number, deadLetter = false): Promise<string> {
+  const [r] = await db.sql`
+    insert into fleet.deliveries (idempotency_key, kind, to_address, from_address, subject, html, text, status, updated_at)
+    values (${`weekly.${daysAgo}.${status}.${deadLetter}`}, 'weekly-status', 'gross@example.org', 'noreply@curavani.com', 'Ihre Suche, Herr Gross',
+            '<p>Herr Gross</p>', 'Herr Gross', ${status}, now() - make_interval(days => ${daysAgo}::int)) returning id`;
+  const id = String(r!.id);
+  if (deadLetter) {
+    const ctx = openContext(loadConfig({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix }), silentLogger());
+    await addDeadLetter(ctx.queues, {
+      originalQueue: 'email', originalJobId: `email-send.delivery.${id}`, name: 'email-send', data: { deliveryId: id },
+      reason: 'rejected', code: 'rejected', attemptsMade: 1, enqueuedAt: null, failedAt: new Date().toISOString(),
+    });
+    await ctx.close();
+  }
+  return id;
+}
+
 describe('fleet retention run', () => {
-  it('counts (--dry-run), removes copies past retention and prints counts only; imports show says when a copy was removed', { timeout: 120_000 }, async () => {
+  it('counts (--dry-run), removes copies and email contents past retention and prints counts only; imports show says when a copy was removed', { timeout: 120_000 }, async () => {
     const old = await craft('deleted', 31);
     const discarded = await craft('discarded', 40, true);
     const open = await craft('backed_up', null);
+    await email('sent', 31);
+    await email('failed', 40);
+    await email('failed', 40, true);
+    await email('sent', 2);
 
     const dry = await fleet('retention', 'run', '--dry-run');
     expect(dry.code).toBe(0);
     expect(dry.stdout).toBe(
       'retention sweep, dry run (nothing removed):\n' +
         '  durable copies in BACKUP_DIR (kept 30 days after the row became final): 2 past retention\n' +
-        '  failed-folder copies in FAILED_DIR (kept 90 days after the row became final): 0 past retention\n',
+        '  failed-folder copies in FAILED_DIR (kept 90 days after the row became final): 0 past retention\n' +
+        '  email subjects, bodies and headers in fleet.deliveries (kept 30 days after the email was sent, failed or dropped): 2 past retention, ' +
+        '1 failed kept while their dead letter waits (fleet dlq list --queue email: requeue or discard)\n',
     );
     expect(existsSync(old.backupPath)).toBe(true);
 
@@ -70,16 +98,29 @@ describe('fleet retention run', () => {
     expect(run.stdout).toBe(
       'retention sweep:\n' +
         '  durable copies in BACKUP_DIR (kept 30 days after the row became final): 2 removed\n' +
-        '  failed-folder copies in FAILED_DIR (kept 90 days after the row became final): 0 removed\n',
+        '  failed-folder copies in FAILED_DIR (kept 90 days after the row became final): 0 removed\n' +
+        '  email subjects, bodies and headers in fleet.deliveries (kept 30 days after the email was sent, failed or dropped): 2 removed, ' +
+        '1 failed kept while their dead letter waits (fleet dlq list --queue email: requeue or discard)\n',
     );
-    for (const out of [dry.stdout + dry.stderr, run.stdout + run.stderr]) expect(out).not.toContain('Gross_Juergen');
+    for (const out of [dry.stdout + dry.stderr, run.stdout + run.stderr]) {
+      expect(out).not.toContain('Gross_Juergen');
+      expect(out).not.toContain('gross@example.org');
+    }
+    const [left] = await db.sql`select count(*) filter (where contents_removed_at is null)::int as kept, count(*) filter (where subject = '')::int as blank from fleet.deliveries`;
+    expect(left).toEqual({ kept: 2, blank: 2 });
     expect(existsSync(old.backupPath)).toBe(false);
     expect(existsSync(discarded.backupPath)).toBe(false);
     expect(existsSync(discarded.failedPath!)).toBe(true);
     expect(existsSync(open.backupPath)).toBe(true);
 
     const again = await fleet('retention', 'run', '--json');
-    expect(JSON.parse(again.stdout)).toMatchObject({ dryRun: false, backup: { removed: 0, alreadyGone: 0 }, failed: { removed: 0 }, problems: [] });
+    expect(JSON.parse(again.stdout)).toMatchObject({
+      dryRun: false,
+      backup: { removed: 0, alreadyGone: 0 },
+      failed: { removed: 0 },
+      problems: [],
+      emails: { retentionDays: 30, removed: 0, keptForDeadLetters: 1 },
+    });
 
     const shown = await fleet('imports', 'show', String(discarded.id));
     expect(shown.code).toBe(0);

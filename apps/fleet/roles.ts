@@ -67,8 +67,9 @@ function localBucket(c: Config): FolderNeed[] {
 
 roles['patient-import'] = {
   description:
-    'imports patient registration files (one job per ledger row): backup, validate, one transaction, delete the generation; removes local copies past their retention (RETENTION_CRON)',
-  // The retention sweep runs here: these processes have BACKUP_DIR and FAILED_DIR.
+    'imports patient registration files (one job per ledger row): backup, validate, one transaction, delete the generation; removes local copies and email contents past their retention (RETENTION_CRON)',
+  // The retention sweep runs here: these processes have BACKUP_DIR and FAILED_DIR (its email part
+  // needs only the database and Redis).
   components: (ctx) => [workerComponent(ctx, 'patient-import', patientImportHandlers(ctx)), ...retentionComponents(ctx)],
   folders: (c) => [
     { variable: 'BACKUP_DIR', dir: c.patientImport.backupDir, create: true, write: true },

@@ -27,7 +27,7 @@ afterAll(async () => {
 });
 
 describe('the retention schedule of role patient-import', () => {
-  it('registers one scheduler on RETENTION_CRON in RETENTION_TZ however many processes start, and its job removes what is due', async () => {
+  it('registers one scheduler on RETENTION_CRON in RETENTION_TZ however many processes start, and its job removes what is due (local copies and email contents)', async () => {
     // Two patient-import processes start (only the retention parts: the import worker is not needed here).
     for (let i = 0; i < 2; i++) {
       const own = (await roles['patient-import']!.components(h.ctx)).filter((c) => c.name.startsWith('patient-import-retention'));
@@ -52,6 +52,11 @@ describe('the retention schedule of role patient-import', () => {
     const id = Number(r!.id);
     const copy = await writeDurably(h.backupDir, `${id}-Muster_Max_20250101_abcd.json`, Buffer.from('{}'));
     await database.sql`update fleet.patient_import_ledger set backup_path = ${copy} where id = ${id}`;
+    // An email sent 31 days ago: its contents go in the same job.
+    const [d] = await database.sql`
+      insert into fleet.deliveries (idempotency_key, kind, to_address, from_address, subject, html, text, status, sent_at, updated_at)
+      values ('patient-import.staff.ledger.1', 'staff', 'info@curavani.com', 'noreply@curavani.com', 'Neuer Patient: Max Muster', '<p>Max Muster</p>', 'Max Muster',
+              'sent', now() - interval '31 days', now() - interval '31 days') returning id`;
     const job = await queue.add('patient-import-retention', {}, { removeOnComplete: false });
     await until(async () => (await job.getState()) === 'completed', 20_000, 'the retention job completed');
     expect(existsSync(copy)).toBe(false);
@@ -59,7 +64,15 @@ describe('the retention schedule of role patient-import', () => {
     expect(row!.backup_removed_at).toBeTruthy();
     const done = await queue.getJob(job.id!);
     // The job's result holds counts only.
-    expect(done!.returnvalue).toMatchObject({ backup: { retentionDays: 30, removed: 1 }, failed: { retentionDays: 90, removed: 0 }, problems: [] });
+    expect(done!.returnvalue).toMatchObject({
+      backup: { retentionDays: 30, removed: 1 },
+      failed: { retentionDays: 90, removed: 0 },
+      problems: [],
+      emails: { retentionDays: 30, removed: 1, keptForDeadLetters: 0 },
+    });
+    const [email] = await database.sql`select subject, text, contents_removed_at from fleet.deliveries where id = ${d!.id}`;
+    expect(email).toMatchObject({ subject: '', text: '' });
+    expect(email!.contents_removed_at).toBeTruthy();
     expect(JSON.stringify(done!.returnvalue)).not.toContain('Muster');
   });
 });

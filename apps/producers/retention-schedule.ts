@@ -1,18 +1,47 @@
+import type { Handlers } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
-import { retentionHandlers } from '../../workers/patient-import/worker.js';
+import { runEmailRetention, type ContentRetentionResult } from '../../workers/email/worker.js';
+import { retentionHandlers, runRetention, type RetentionResult } from '../../workers/patient-import/worker.js';
 import { producerReady } from './producer-ready.js';
 
 /** The id of the one retention schedule, shared by every patient-import process. */
 export const RETENTION_SCHEDULER_ID = 'patient-import-retention';
 
+/** What one night's retention run did: the local copies (as before) and the email contents. Counts only. */
+export type NightlyRetentionResult = RetentionResult & { emails: ContentRetentionResult };
+
+/** The nightly retention run now (`fleet retention run`): email contents, then local copies. */
+export async function runNightlyRetention(ctx: FleetContext, opts: { dryRun?: boolean } = {}): Promise<NightlyRetentionResult> {
+  const emails = await runEmailRetention(ctx, opts);
+  return { ...(await runRetention(ctx, opts)), emails };
+}
+
 /**
- * The retention sweep of the local registration copies: a BullMQ job scheduler produces one
- * `patient-import-retention` job on RETENTION_CRON in RETENTION_TZ (one schedule however many
- * processes register it), and a worker runs it where BACKUP_DIR and FAILED_DIR are mounted.
+ * The handler of the nightly `patient-import-retention` job. The email contents go first: they need
+ * only the database and Redis, so a local copy that cannot be removed (the job then fails and is
+ * retried) never holds them back.
+ */
+export function nightlyRetentionHandlers(ctx: FleetContext): Handlers {
+  const copies = retentionHandlers(ctx)['patient-import-retention']!;
+  return {
+    'patient-import-retention': async (payload, helpers) => {
+      const emails = await runEmailRetention({ ...ctx, log: helpers.log });
+      const r = (await copies(payload, helpers)) as RetentionResult;
+      return { ...r, emails } satisfies NightlyRetentionResult;
+    },
+  };
+}
+
+/**
+ * The nightly retention run: a BullMQ job scheduler produces one `patient-import-retention` job on
+ * RETENTION_CRON in RETENTION_TZ (one schedule however many processes register it), and a worker
+ * runs it where BACKUP_DIR and FAILED_DIR are mounted. It removes the local registration copies
+ * and the contents of old emails (fleet.deliveries: database only, so it rides along here rather
+ * than in a schedule of its own).
  */
 export function retentionComponents(ctx: FleetContext): Component[] {
-  const worker = workerComponent(ctx, 'patient-import-retention', retentionHandlers(ctx));
+  const worker = workerComponent(ctx, 'patient-import-retention', nightlyRetentionHandlers(ctx));
   const schedule: Component = {
     name: 'patient-import-retention-schedule',
     async start() {
@@ -29,7 +58,15 @@ export function retentionComponents(ctx: FleetContext): Component[] {
         timeZone: r.timeZone,
       });
       ctx.log.info(
-        { cron: r.cron, timeZone: r.timeZone, backupRetentionDays: r.backupDays, failedRetentionDays: r.failedDays, action: registered.action, next: registered.next },
+        {
+          cron: r.cron,
+          timeZone: r.timeZone,
+          backupRetentionDays: r.backupDays,
+          failedRetentionDays: r.failedDays,
+          emailRetentionDays: ctx.config.mail.retentionDays,
+          action: registered.action,
+          next: registered.next,
+        },
         'retention sweep scheduled',
       );
     },

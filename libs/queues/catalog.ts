@@ -100,7 +100,7 @@ export const catalog = {
   }),
   'patient-import-retention': defineJob({
     queue: 'patient-import-retention',
-    description: 'Remove local copies of registration files past BACKUP_RETENTION_DAYS / FAILED_RETENTION_DAYS (final rows only) and record it in the ledger',
+    description: 'Remove local copies of registration files past BACKUP_RETENTION_DAYS / FAILED_RETENTION_DAYS (final rows only) and record it in the ledger; blank the contents of final emails past EMAIL_RETENTION_DAYS',
     schema: z.object({}).strict(),
     // A file system or database error: retried for about an hour; the next night's run starts over anyway.
     retry: { attempts: 6, backoffMs: 120_000, jitter: 0.5 },

@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
-import { runRetention, type RetentionResult } from '../../../workers/patient-import/worker.js';
+import { runNightlyRetention, type NightlyRetentionResult } from '../../producers/retention-schedule.js';
 import { CliError, printJson, withContext } from '../context.js';
 
-type Counts = RetentionResult['backup'];
+type Counts = NightlyRetentionResult['backup'];
+type EmailCounts = NightlyRetentionResult['emails'];
 
 function line(label: string, variable: string, c: Counts, dryRun: boolean): string {
   const kept = c.retentionDays > 0 ? `kept ${c.retentionDays} days after the row became final` : `kept forever: ${variable}=0`;
@@ -16,19 +17,30 @@ function line(label: string, variable: string, c: Counts, dryRun: boolean): stri
   return head + parts.join(', ');
 }
 
+function emailLine(c: EmailCounts, dryRun: boolean): string {
+  const kept = c.retentionDays > 0 ? `kept ${c.retentionDays} days after the email was sent, failed or dropped` : 'kept forever: EMAIL_RETENTION_DAYS=0';
+  const head = `  email subjects, bodies and headers in fleet.deliveries (${kept}): `;
+  if (c.retentionDays <= 0) return `${head}nothing to do`;
+  const parts = [dryRun ? `${c.due ?? 0} past retention` : `${c.removed} removed`];
+  if (c.keptForDeadLetters) parts.push(`${c.keptForDeadLetters} failed kept while their dead letter waits (fleet dlq list --queue email: requeue or discard)`);
+  return head + parts.join(', ');
+}
+
 /**
- * `fleet retention run [--dry-run]`: the nightly retention sweep now (in this process, which
+ * `fleet retention run [--dry-run]`: the nightly retention run now (in this process, which
  * needs BACKUP_DIR and FAILED_DIR as the patient-import role has them). Counts only.
  */
 export function registerRetention(program: Command): void {
-  const retention = program.command('retention').description('local copies of registration files (BACKUP_DIR, FAILED_DIR) past their retention');
+  const retention = program
+    .command('retention')
+    .description('local copies of registration files (BACKUP_DIR, FAILED_DIR) and email contents (fleet.deliveries) past their retention');
   retention
     .command('run')
-    .description('remove the copies past BACKUP_RETENTION_DAYS / FAILED_RETENTION_DAYS now (what the nightly job does) and print counts')
+    .description('remove the copies past BACKUP_RETENTION_DAYS / FAILED_RETENTION_DAYS and the email contents past EMAIL_RETENTION_DAYS now (what the nightly job does) and print counts')
     .option('--dry-run', 'only count what would be removed')
     .option('--json', 'print JSON')
     .action(async (opts: { dryRun?: boolean; json?: boolean }) => {
-      const r = await withContext((ctx) => runRetention(ctx, { dryRun: !!opts.dryRun }), { logLevel: 'error' });
+      const r = await withContext((ctx) => runNightlyRetention(ctx, { dryRun: !!opts.dryRun }), { logLevel: 'error' });
       if (opts.json) printJson(r);
       else {
         process.stdout.write(
@@ -36,6 +48,7 @@ export function registerRetention(program: Command): void {
             opts.dryRun ? 'retention sweep, dry run (nothing removed):' : 'retention sweep:',
             line('durable copies in BACKUP_DIR', 'BACKUP_RETENTION_DAYS', r.backup, r.dryRun),
             line('failed-folder copies in FAILED_DIR', 'FAILED_RETENTION_DAYS', r.failed, r.dryRun),
+            emailLine(r.emails, r.dryRun),
           ].join('\n') + '\n',
         );
       }
