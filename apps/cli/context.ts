@@ -1,6 +1,7 @@
 import { userInfo } from 'node:os';
 import { ConfigError, loadConfig, type Config } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
+import { redisTarget } from '../../libs/queues/index.js';
 import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 
 /** Thrown by commands for an expected failure: the CLI prints the message (no stack) and exits with the code. */
@@ -30,9 +31,20 @@ export function configOrExit(): Config {
 export async function withContext<T>(fn: (ctx: FleetContext) => Promise<T>, opts: { logLevel?: string } = {}): Promise<T> {
   const config = configOrExit();
   const log = createLogger({ ...config.log, level: opts.logLevel ?? (config.log.level === 'info' ? 'warn' : config.log.level) }, undefined);
-  const ctx = openContext(config, log);
+  const ctx = openContext(config, log, { redisRole: 'command' });
+  // The errors of a connection that could not reach Redis (BullMQ rejects a call with the last
+  // of them once the connection gives up): said as such, naming the variable to check.
+  const redisErrors = new WeakSet<object>();
+  ctx.producerRedis.on('error', (err: unknown) => {
+    if (typeof err === 'object' && err !== null) redisErrors.add(err);
+  });
   try {
     return await fn(ctx);
+  } catch (err) {
+    if (typeof err === 'object' && err !== null && redisErrors.has(err)) {
+      throw new CliError(`redis not reachable at ${redisTarget(config.queues.redisUrl)} (REDIS_URL): ${(err as Error).message}`, 1);
+    }
+    throw err;
   } finally {
     await ctx.close();
   }

@@ -26,13 +26,30 @@ describe.concurrent('fleet exit codes (README: 0 done, 1 failure, 2 bad usage or
   });
 });
 
+/** A local port nothing listens on. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+describe('a Redis the CLI cannot reach', () => {
+  // README: the CLI fails fast. BullMQ waits for its connection to become ready, and a connection
+  // that reconnects forever kept `fleet status` (and a cron job running `fleet daily --json`)
+  // waiting without a word for as long as Redis was away.
+  it.each([[['status']], [['dlq', 'list']]])('fleet %j fails with exit 1 naming REDIS_URL instead of waiting', { timeout: 60_000 }, async (args) => {
+    const port = await freePort();
+    const r = await runCli(args, { LOG_LEVEL: 'warn', REDIS_URL: `redis://:s3cret@127.0.0.1:${port}` }, { timeoutMs: 45_000 });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`fleet: redis not reachable at 127.0.0.1:${port} (REDIS_URL): connect ECONNREFUSED 127.0.0.1:${port}\n`);
+  });
+});
+
 describe('a database the CLI cannot reach', () => {
   it('fails with exit 1 and what PostgreSQL said, not drizzle\'s statement and parameters', { timeout: 30_000 }, async () => {
-    // a port nothing listens on
-    const server = createServer();
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as { port: number }).port;
-    await new Promise((r) => server.close(r));
+    const port = await freePort();
     const r = await runCli(['imports', 'list'], { LOG_LEVEL: 'warn', DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nowhere` });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^fleet: database query failed: ECONNREFUSED .*\n$/);

@@ -14,13 +14,13 @@ export interface CliResult {
 /**
  * Runs the real CLI (`fleet <args>`) in a child process, for tests. `env` is added to this
  * process's environment; a variable set to undefined is removed. Never throws for a non-zero
- * exit: the code is in the result.
+ * exit: the code is in the result. `timeoutMs`: the child is killed after that long (code null).
  */
-export async function runCli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+export async function runCli(args: string[], env: Record<string, string | undefined> = {}, opts: { timeoutMs?: number } = {}): Promise<CliResult> {
   const merged: Record<string, string | undefined> = { ...process.env, ...env };
   for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
   try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args], { env: merged });
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args], { env: merged, ...(opts.timeoutMs ? { timeout: opts.timeoutMs } : {}) });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };

@@ -1,13 +1,19 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../log/index.js';
 
+/** How long a command's connection keeps trying to reach Redis before it gives up. */
+export const COMMAND_REDIS_GIVE_UP_MS = 10_000;
+
 /**
  * Redis connections as BullMQ's production guide advises:
  * - workers never give up on Redis (maxRetriesPerRequest: null, reconnect forever with backoff);
- * - producers fail fast (no offline queue, few retries), so a request handler or CLI gets
- *   an error instead of hanging while Redis is away.
+ * - producers fail fast (no offline queue, few retries), so a request handler gets an error
+ *   instead of hanging while Redis is away, and reconnect when it is back;
+ * - a one-shot command (the CLI) is a producer that stops reconnecting once Redis has been out of
+ *   reach for COMMAND_REDIS_GIVE_UP_MS: BullMQ waits for its connection to be ready before each
+ *   call, so a connection that reconnects forever made `fleet status` wait without a word.
  */
-export function redisConnection(url: string, role: 'worker' | 'producer', extra: RedisOptions = {}): Redis {
+export function redisConnection(url: string, role: 'worker' | 'producer' | 'command', extra: RedisOptions = {}): Redis {
   const common: RedisOptions = {
     retryStrategy: (times) => Math.min(1000 * 2 ** Math.min(times, 5), 20_000) + Math.floor(Math.random() * 500),
     lazyConnect: false,
@@ -16,7 +22,30 @@ export function redisConnection(url: string, role: 'worker' | 'producer', extra:
   if (role === 'worker') {
     return new Redis(url, { ...common, maxRetriesPerRequest: null, enableReadyCheck: false });
   }
-  return new Redis(url, { ...common, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 5_000 });
+  const producer: RedisOptions = { ...common, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 5_000 };
+  if (role === 'producer') return new Redis(url, producer);
+  let failingSince: number | null = null;
+  const redis = new Redis(url, {
+    ...producer,
+    retryStrategy: (times) => {
+      failingSince ??= Date.now();
+      return Date.now() - failingSince >= COMMAND_REDIS_GIVE_UP_MS ? null : Math.min(500 * times, 2_000);
+    },
+  });
+  redis.on('ready', () => {
+    failingSince = null;
+  });
+  return redis;
+}
+
+/** Where a Redis URL points (host:port), for messages: never the password it may carry. */
+export function redisTarget(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname || '127.0.0.1'}:${u.port || '6379'}`;
+  } catch {
+    return '(REDIS_URL not parsable)';
+  }
 }
 
 /** A prefix in braces keeps every key of the fleet in one Redis Cluster hash slot. */

@@ -27,9 +27,16 @@ export interface FleetContext {
   close(): Promise<void>;
 }
 
-export function openContext(config: Config, log: Logger, opts: { clock?: Clock; metrics?: Metrics } = {}): FleetContext {
+export interface OpenContextOptions {
+  clock?: Clock;
+  metrics?: Metrics;
+  /** `command`: a one-shot command (the CLI), whose Redis connection gives up instead of reconnecting forever. */
+  redisRole?: 'producer' | 'command';
+}
+
+export function openContext(config: Config, log: Logger, opts: OpenContextOptions = {}): FleetContext {
   const database = openDatabase({ ...config.db, applicationName: `curavani-fleet${config.instance ? `:${config.instance}` : ''}` });
-  const producerRedis = redisConnection(config.queues.redisUrl, 'producer');
+  const producerRedis = redisConnection(config.queues.redisUrl, opts.redisRole ?? 'producer');
   producerRedis.on('error', (err) => log.debug({ err }, 'redis (producer) connection error'));
   const queues = new QueueSet({ connection: producerRedis, prefix: config.queues.prefix, backoffScale: config.queues.backoffScale });
   const workerConnections: Redis[] = [];
