@@ -36,7 +36,18 @@ describe('config', () => {
     expect(() => loadConfig({ DB_POOL_MAX: 'lots' })).toThrow(/^invalid configuration: DB_POOL_MAX: expected a number \(got "lots"\)$/);
     expect(() => loadConfig({ DB_POOL_MAX: '0' })).toThrow(/DB_POOL_MAX: expected a whole number >= 1/);
     expect(() => loadConfig({ PLATFORM_MIGRATIONS: 'maybe' })).toThrow(/PLATFORM_MIGRATIONS: expected true or false \(got "maybe"\)/);
-    expect(() => loadConfig({ REDIS_URL: 'not a url' })).toThrow(/REDIS_URL: expected a URL/);
+    expect(() => loadConfig({ REDIS_URL: 'not a url' })).toThrow(/REDIS_URL: expected a redis:\/\/ or rediss:\/\/ URL/);
+    // a URL of another kind was taken and failed later without naming the variable
+    // (`database query failed: ENOTFOUND ...`; a command waiting on an http:// Redis)
+    expect(() => loadConfig({ DATABASE_URL: 'mysql://fleet@db/fleet' })).toThrow(
+      /^invalid configuration: DATABASE_URL: expected a postgres:\/\/ or postgresql:\/\/ URL \(got "mysql:\/\/fleet@db\/fleet"\)$/,
+    );
+    expect(() => loadConfig({ REDIS_URL: 'http://127.0.0.1:6379' })).toThrow(/^invalid configuration: REDIS_URL: expected a redis:\/\/ or rediss:\/\/ URL/);
+    expect(loadConfig({ DATABASE_URL: 'postgresql://db/fleet', REDIS_URL: 'rediss://cache:6380' }).queues.redisUrl).toBe('rediss://cache:6380');
+    // "b" is made of allowed characters: the message says the length too
+    expect(() => loadConfig({ GCS_BUCKET: 'b' })).toThrow(
+      /^invalid configuration: GCS_BUCKET: expected a GCS bucket name: 3 to 222 characters of lowercase letters, digits, \. _ -, starting and ending with a letter or digit \(got "b"\)$/,
+    );
     expect(() => loadConfig({ QUEUE_PREFIX: 'a:b' })).toThrow(/QUEUE_PREFIX/);
     expect(() => loadConfig({ HTTP_PORT: '70000' })).toThrow(/^invalid configuration: HTTP_PORT: expected a port number <= 65535 \(got "70000"\)$/);
     const message = (() => {

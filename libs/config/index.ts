@@ -30,6 +30,12 @@ const optionalString = z
 
 const url = (fallback: string) => z.url({ error: 'expected a URL' }).default(fallback);
 
+/** A URL of the one kind a client speaks: another scheme (mysql://, http://) fails here, naming the variable, not later. */
+const urlOf = (schemes: [string, string], fallback: string) =>
+  z
+    .url({ protocol: new RegExp(`^(${schemes.join('|')})$`), error: `expected a ${schemes[0]}:// or ${schemes[1]}:// URL` })
+    .default(fallback);
+
 /** Why cron-parser (the parser BullMQ's job schedulers use) refuses an expression; undefined: it is valid. */
 function cronProblem(v: string): string | undefined {
   try {
@@ -77,13 +83,13 @@ export const envSchema = z.object({
   LOG_PRETTY: z.enum(['auto', 'true', 'false']).default('auto'),
   FLEET_INSTANCE: z.string().default(''),
 
-  DATABASE_URL: url('postgres://postgres@127.0.0.1:5432/curavani_fleet'),
+  DATABASE_URL: urlOf(['postgres', 'postgresql'], 'postgres://postgres@127.0.0.1:5432/curavani_fleet'),
   DB_POOL_MAX: int(10, 1),
   DB_STATEMENT_TIMEOUT_MS: int(30_000, 0),
   DB_IDLE_IN_TX_TIMEOUT_MS: int(60_000, 0),
   PLATFORM_MIGRATIONS: bool(true),
 
-  REDIS_URL: url('redis://127.0.0.1:6379'),
+  REDIS_URL: urlOf(['redis', 'rediss'], 'redis://127.0.0.1:6379'),
   QUEUE_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9_-]+$/, { error: 'expected letters, digits, - or _' })
@@ -172,7 +178,9 @@ export const envSchema = z.object({
   STORAGE_DRIVER: z.enum(['local', 'gcs']).default('local'),
   GCS_BUCKET: z
     .string()
-    .regex(/^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/, { error: 'expected a GCS bucket name (lowercase letters, digits, . _ -)' })
+    .regex(/^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/, {
+      error: 'expected a GCS bucket name: 3 to 222 characters of lowercase letters, digits, . _ -, starting and ending with a letter or digit',
+    })
     .default('curavani-production-data-transfer'),
   GCS_PREFIX: z.string().default('registrations/'),
   LOCAL_BUCKET_DIR: z.string().min(1).default('var/bucket'),
