@@ -202,15 +202,17 @@ export async function importLocalFile(ctx: FleetContext, filePath: string): Prom
   }
 }
 
-const retentionMetrics = oncePerRegistry(
-  (registry) =>
-    new Counter({
-      name: 'fleet_patient_import_copies_removed_total',
-      help: 'Local copies of registration files the retention sweep removed (or found already gone) and recorded, by folder (backup, failed)',
-      labelNames: ['folder'],
-      registers: [registry],
-    }),
-);
+const retentionMetrics = oncePerRegistry((registry) => {
+  const removed = new Counter({
+    name: 'fleet_patient_import_copies_removed_total',
+    help: 'Local copies of registration files the retention sweep removed (or found already gone) and recorded, by folder (backup, failed)',
+    labelNames: ['folder'],
+    registers: [registry],
+  });
+  // Exported from the start (the sweep runs once a night), so /metrics shows it before the first run.
+  for (const folder of ['backup', 'failed']) removed.inc({ folder }, 0);
+  return removed;
+});
 
 /**
  * One retention sweep of the local copies (the scheduled job and `fleet retention run`): removes
@@ -242,6 +244,7 @@ export async function runRetention(ctx: FleetContext, opts: { dryRun?: boolean }
  * after the rest are done (retried; the counts and reasons are in the log, never a file name).
  */
 export function retentionHandlers(ctx: FleetContext): Handlers {
+  retentionMetrics(ctx.metrics.registry);
   return {
     'patient-import-retention': async (_payload, helpers) => {
       const r = await runRetention({ ...ctx, log: helpers.log });
