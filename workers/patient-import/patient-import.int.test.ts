@@ -221,6 +221,16 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect(h.standIn.getObject(BUCKET, again.name)).toBeUndefined();
   });
 
+  it('a job run on a row already final (a stale requeue, the same local file imported again) counts no attempt', async () => {
+    const { name, generation } = await upload(h, plainRegistration({ token: 'a77e3971abcdef01' }));
+    const row = await settled(h, name, generation);
+    expect(row).toMatchObject({ status: 'deleted', attempts: 1 });
+    const store = pgImportStore({ db: h.ctx.database.db, clock: h.ctx.clock, mail: { from: 'fleet@curavani.com', staffEmail: 'info@curavani.com' } });
+    expect(await store.startAttempt(Number(row.id))).toMatchObject({ status: 'deleted' });
+    // `fleet imports show` said "attempts: 3" for a file imported once and then twice "nothing done"
+    expect(await ledger(row.id as number)).toMatchObject({ attempts: 1, last_attempt_at: row.last_attempt_at, updated_at: row.updated_at });
+  });
+
   it('same email and name (other token): recorded as a duplicate, staff told; same email with another name: imported, flagged', async () => {
     const email = 'Erika.Muster@Example.org';
     const a = await upload(h, plainRegistration({ vorname: 'Erika', nachname: 'Muster', email }));

@@ -349,7 +349,8 @@ function toHead(r: Record<string, unknown>): ImportLedgerHead {
   };
 }
 
-const START_ATTEMPT = `update ${LEDGER} set attempts = attempts + 1, last_attempt_at = $2::timestamptz, updated_at = $2::timestamptz where id = $1 returning ${HEAD_COLUMNS}`;
+// A row already final is only read: a job on it does nothing, so it is no attempt.
+const START_ATTEMPT = `update ${LEDGER} set attempts = attempts + 1, last_attempt_at = $2::timestamptz, updated_at = $2::timestamptz where id = $1 and status not in (${patientImportFinalStatuses.map((s) => `'${s}'`).join(', ')}) returning ${HEAD_COLUMNS}`;
 
 /** What a job needs of the row, without counting a run (null: no such row). */
 export async function readImportHead(db: Db, id: number): Promise<ImportLedgerHead | null> {
@@ -357,10 +358,10 @@ export async function readImportHead(db: Db, id: number): Promise<ImportLedgerHe
   return r ? toHead(r) : null;
 }
 
-/** Counts one more job run on the row and returns what the job needs (one statement). */
+/** Counts one more job run on the row and returns what the job needs (one statement; a final row is only read). */
 export async function startImportAttempt(db: Db, id: number, at: Date): Promise<ImportLedgerHead | null> {
   const [r] = await clientOf(db).unsafe(START_ATTEMPT, [id, at.toISOString()], { prepare: true });
-  return r ? toHead(r) : null;
+  return r ? toHead(r) : readImportHead(db, id);
 }
 
 const MARK_BACKED_UP = `update ${LEDGER} set status = 'backed_up', downloaded_at = $2::timestamptz, backed_up_at = $2::timestamptz, backup_path = $3, sha256 = $4, size = $5, updated_at = $6::timestamptz where id = $1`;
