@@ -579,6 +579,38 @@ describe('dashboard without credentials', () => {
   });
 });
 
+describe('/metrics of a process started while Redis is away', () => {
+  it('answers at once with fleet_queue_depth_scrape_ok 0, and reads the depth once Redis is there', async () => {
+    // BullMQ waits for a connection that was never ready: the scrape waited with it (Prometheus
+    // saw the process as down, and lost every other metric) for as long as Redis was away.
+    const redis = tcpProxy({ host: redisHost, port: redisPort });
+    await redis.open();
+    await redis.close(); // the port is known, nothing listens on it
+    const q = testQueuePrefix();
+    const app = await startApp({ DATABASE_URL: db.url, REDIS_URL: `redis://127.0.0.1:${redis.port}`, QUEUE_PREFIX: q.prefix });
+    try {
+      const scrape = async () => {
+        const res = await fetch(`${app.base}/metrics`, { signal: AbortSignal.timeout(8_000) });
+        expect(res.status).toBe(200);
+        return res.text();
+      };
+      const down = await scrape();
+      expect(down).toMatch(/^fleet_queue_depth_scrape_ok 0$/m);
+      expect(down).toMatch(/^fleet_process_process_cpu_seconds_total /m); // the rest of the scrape is there
+      await redis.open();
+      const up = await until(async () => {
+        const text = await scrape();
+        return /^fleet_queue_depth_scrape_ok 1$/m.test(text) ? text : null;
+      }, 40_000, 'queue depth read once Redis is there');
+      expect(up).toMatch(/^fleet_queue_jobs\{queue="email",state="waiting"\} 0$/m);
+    } finally {
+      await app.stop();
+      await redis.close();
+      await q.cleanup();
+    }
+  });
+});
+
 describe('/ready follows PostgreSQL, Redis and component checks', () => {
   const pg = tcpProxy({ host: new URL(TEST_ADMIN_DB_URL).hostname, port: Number(new URL(TEST_ADMIN_DB_URL).port || 5432) });
   const redis = tcpProxy({ host: redisHost, port: redisPort });

@@ -19,6 +19,10 @@ export function registerQueueDepth(ctx: FleetContext): void {
   // Both gauges below share one read of Redis per scrape.
   const read = scrapeRead(
     async () => {
+      // BullMQ waits until its connection is ready: a process that started while Redis was away
+      // would hold the scrape (and every other metric) until Redis came back.
+      const status = ctx.producerRedis.status;
+      if (status !== 'ready') throw new Error(`redis not connected (${status})`);
       const perQueue = await Promise.all(
         ctx.queues.allQueues().map(async ({ name, queue }) => {
           const counts = await queue.getJobCounts(...QUEUE_STATES);
