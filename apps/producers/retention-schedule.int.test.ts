@@ -1,12 +1,14 @@
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Component } from '../../libs/runtime/index.js';
+import { loadConfig } from '../../libs/config/index.js';
+import { silentLogger } from '../../libs/log/index.js';
+import { openContext, type Component } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { writeDurably } from '../../workers/patient-import/file-keeper.js';
 import { startImportHarness, until, type ImportHarness } from '../../workers/patient-import/int-harness.js';
 import { roles } from '../fleet/roles.js';
-import { RETENTION_SCHEDULER_ID } from './retention-schedule.js';
+import { RETENTION_SCHEDULER_ID, retentionComponents } from './retention-schedule.js';
 
 let database: TestDatabase;
 let h: ImportHarness;
@@ -27,6 +29,20 @@ afterAll(async () => {
 });
 
 describe('the retention schedule of role patient-import', () => {
+  it('a process with the retention worker exports its counters at 0 from the start, not only after the first night', async () => {
+    // They were made by the first sweep: /metrics had neither until the night's run in that process.
+    const ctx = openContext(loadConfig(h.env), silentLogger());
+    try {
+      retentionComponents(ctx);
+      const text = await ctx.metrics.registry.metrics();
+      expect(text).toMatch(/^fleet_patient_import_copies_removed_total\{folder="backup"\} 0$/m);
+      expect(text).toMatch(/^fleet_patient_import_copies_removed_total\{folder="failed"\} 0$/m);
+      expect(text).toMatch(/^fleet_email_contents_removed_total 0$/m);
+    } finally {
+      await ctx.close();
+    }
+  });
+
   it('registers one scheduler on RETENTION_CRON in RETENTION_TZ however many processes start, and its job removes what is due (local copies and email contents)', async () => {
     // Two patient-import processes start (only the retention parts: the import worker is not needed here).
     for (let i = 0; i < 2; i++) {

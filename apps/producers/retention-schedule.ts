@@ -1,7 +1,7 @@
 import type { Handlers } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
-import { runEmailRetention, type ContentRetentionResult } from '../../workers/email/worker.js';
+import { registerEmailRetentionMetrics, runEmailRetention, type ContentRetentionResult } from '../../workers/email/worker.js';
 import { retentionHandlers, runRetention, type RetentionResult } from '../../workers/patient-import/worker.js';
 import { producerReady } from './producer-ready.js';
 
@@ -24,6 +24,7 @@ export async function runNightlyRetention(ctx: FleetContext, opts: { dryRun?: bo
  */
 export function nightlyRetentionHandlers(ctx: FleetContext): Handlers {
   const copies = retentionHandlers(ctx)['patient-import-retention']!;
+  registerEmailRetentionMetrics(ctx);
   return {
     'patient-import-retention': async (payload, helpers) => {
       const emails = await runEmailRetention({ ...ctx, log: helpers.log });

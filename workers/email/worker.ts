@@ -192,6 +192,11 @@ const contentRetentionMetrics = oncePerRegistry(
     }),
 );
 
+/** Registers fleet_email_contents_removed_total (at 0) in a process that runs the nightly retention, so /metrics has it before the first run. */
+export function registerEmailRetentionMetrics(ctx: FleetContext): void {
+  contentRetentionMetrics(ctx.metrics.registry);
+}
+
 /** The delivery ids named by waiting `email-send` dead letters: an operator can still requeue them. */
 async function deadLetteredDeliveries(ctx: FleetContext): Promise<Set<string>> {
   const entries = await listDeadLetters(ctx.queues, { queue: catalog['email-send'].queue });

@@ -182,15 +182,6 @@ describe('retention of the local copies of registration files', () => {
     expect((await runRetention(h.ctx, { dryRun: true })).backup.due).toBe(0);
   });
 
-  it('a process with the retention worker exports fleet_patient_import_copies_removed_total from the start, at 0 per folder', async () => {
-    // Made only by the first sweep, the counter was missing from /metrics until the night's run.
-    const ctx = otherProcess();
-    retentionHandlers(ctx);
-    const metrics = await ctx.metrics.registry.getSingleMetricAsString('fleet_patient_import_copies_removed_total');
-    expect(metrics).toContain('fleet_patient_import_copies_removed_total{folder="backup"} 0');
-    expect(metrics).toContain('fleet_patient_import_copies_removed_total{folder="failed"} 0');
-  });
-
   it('0 days keeps every copy forever', async () => {
     await settleEarlierRows();
     const old = [await craft({ status: 'deleted', finishedDaysAgo: 3650 }), await craft({ status: 'discarded', finishedDaysAgo: 3650, failed: true })];
