@@ -1,5 +1,8 @@
 import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { createTestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { runCli } from './run-cli.js';
 
 /** The real CLI; none of these commands gets as far as opening a connection. */
@@ -55,5 +58,25 @@ describe('a database the CLI cannot reach', () => {
     expect(r.stderr).toMatch(/^fleet: database query failed: ECONNREFUSED .*\n$/);
     expect(r.stderr).not.toContain('select');
     expect(r.stderr).not.toContain('params');
+  });
+});
+
+describe('a database older than the CLI (not migrated yet)', () => {
+  it('says to run fleet migrate after what PostgreSQL said', { timeout: 60_000 }, async () => {
+    // A new release's CLI before `fleet migrate` (a rolling deploy): PostgreSQL's "column ... does
+    // not exist" alone leaves the operator guessing.
+    const db = await createTestDatabase();
+    const q = testQueuePrefix();
+    try {
+      await db.sql`alter table fleet.deliveries drop column contents_removed_at`;
+      const r = await runCli(['retention', 'run', '--dry-run'], { LOG_LEVEL: 'warn', DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(
+        'fleet: database query failed: 42703 column deliveries.contents_removed_at does not exist (is the database migrated for this release? run fleet migrate)\n',
+      );
+    } finally {
+      await db.drop();
+      await q.cleanup();
+    }
   });
 });

@@ -29,6 +29,18 @@ function fleetVersion(): string {
   }
 }
 
+/** SQLSTATEs of a missing table, column or schema: undefined_table, undefined_column, invalid_schema_name. */
+const SCHEMA_MISSING = new Set(['42P01', '42703', '3F000']);
+
+/** The SQLSTATE of a failed query: postgres.js's error, or the cause of drizzle's. */
+function sqlState(err: unknown): string | undefined {
+  for (const e of [err, (err as { cause?: unknown } | null)?.cause]) {
+    const code = (e as { code?: unknown } | null | undefined)?.code;
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code;
+  }
+  return undefined;
+}
+
 const program = new Command()
   .name('fleet')
   .description('Curavani Fleet: imports, notifications and events on a durable job queue')
@@ -63,8 +75,10 @@ try {
     process.exit(2);
   }
   // A database error says what PostgreSQL said (connection refused, no such table), not
-  // drizzle's statement and parameters (which carry personal data and hide the cause).
-  process.stderr.write(`fleet: ${errorMessage(err)}\n`);
+  // drizzle's statement and parameters (which carry personal data and hide the cause); a
+  // table, column or schema missing most likely means a database older than this release.
+  const hint = SCHEMA_MISSING.has(sqlState(err) ?? '') ? ' (is the database migrated for this release? run fleet migrate)' : '';
+  process.stderr.write(`fleet: ${errorMessage(err)}${hint}\n`);
   if (process.env.FLEET_DEBUG) console.error(withoutQueryData(err));
   process.exit(1);
 }
