@@ -1,5 +1,6 @@
 import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
+import { redisTarget } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { dashboardAccess, rejectCrossSiteWrites, requireDashboardAccess, type DashboardAccess } from './auth.js';
 import { DASHBOARD_PATH, dashboardRouter } from './dashboard.js';
@@ -48,7 +49,8 @@ export function createHttpApp(deps: HttpDeps): HttpApp {
   app.use(metricsRoutes(ctx));
 
   const operatorGuard = [requireDashboardAccess(access, ctx.log), rejectCrossSiteWrites()];
-  app.use(DASHBOARD_PATH, ...operatorGuard, dashboardRouter(ctx));
+  const queuesReachable = requireQueues(ctx);
+  app.use(DASHBOARD_PATH, ...operatorGuard, queuesReachable, dashboardRouter(ctx));
 
   const routeDeps = { ctx, deadLetterHooks: deps.deadLetterHooks ?? {} };
   for (const mod of deps.routes ?? routeModules) {
@@ -56,7 +58,8 @@ export function createHttpApp(deps: HttpDeps): HttpApp {
       res.locals.mount = mod.path;
       next();
     };
-    if (mod.access === 'operator') app.use(mod.path, mark, ...operatorGuard, mod.router(routeDeps));
+    const queues = mod.queues ? [queuesReachable] : [];
+    if (mod.access === 'operator') app.use(mod.path, mark, ...operatorGuard, ...queues, mod.router(routeDeps));
     else app.use(mod.path, mark, mod.router(routeDeps));
   }
 
@@ -79,4 +82,23 @@ export function createHttpApp(deps: HttpDeps): HttpApp {
   };
   app.use(onError);
   return { app, access };
+}
+
+/**
+ * Pages that read the queues answer 503 at once while Redis is not connected: BullMQ waits for
+ * its connection, so they would hang (in a process that started while Redis was away, for as
+ * long as it stays away) instead of saying why.
+ */
+function requireQueues(ctx: FleetContext): RequestHandler {
+  return (req, res, next) => {
+    const status = ctx.producerRedis.status;
+    if (status === 'ready') return next();
+    const message = `Redis is not reachable at ${redisTarget(ctx.config.queues.redisUrl)} (REDIS_URL; connection ${status}): the queues cannot be read now. Nothing is lost: jobs wait in Redis and go on once it is back, and so does this page. GET /ready says what is down.`;
+    res.status(503).setHeader('Retry-After', '10');
+    if (req.path.startsWith('/api/') || req.is('application/json') === 'application/json' || !req.accepts('html')) {
+      res.json({ error: 'redis_unavailable', message });
+      return;
+    }
+    res.type('html').send(page('Redis not reachable · Curavani Fleet', html`<h1>Redis not reachable</h1><p class="reason">${message}</p>`, { nav: true }));
+  };
 }

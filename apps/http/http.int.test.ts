@@ -587,8 +587,21 @@ describe('/metrics of a process started while Redis is away', () => {
     await redis.open();
     await redis.close(); // the port is known, nothing listens on it
     const q = testQueuePrefix();
-    const app = await startApp({ DATABASE_URL: db.url, REDIS_URL: `redis://127.0.0.1:${redis.port}`, QUEUE_PREFIX: q.prefix });
+    const app = await startApp({ DATABASE_URL: db.url, REDIS_URL: `redis://127.0.0.1:${redis.port}`, QUEUE_PREFIX: q.prefix, DASHBOARD_USER: USER, DASHBOARD_PASSWORD: PASSWORD });
     try {
+      // The pages that read the queues say why at once instead of waiting for Redis.
+      const get = (path: string) => fetch(`${app.base}${path}`, { headers: { authorization: AUTH }, signal: AbortSignal.timeout(8_000) });
+      for (const path of ['/ops', '/daily', '/dashboard/', '/dashboard/api/queues']) {
+        const res = await get(path);
+        expect(res.status, path).toBe(503);
+        expect(await res.text(), path).toContain(`Redis is not reachable at 127.0.0.1:${redis.port} (REDIS_URL`);
+      }
+      const api = await get('/ops/api/dead-letters');
+      expect(api.status).toBe(503);
+      expect(await api.json()).toMatchObject({ error: 'redis_unavailable' });
+      // Pages that read only PostgreSQL work on.
+      expect((await get('/imports')).status).toBe(200);
+      expect((await fetch(`${app.base}/ops`)).status).toBe(401); // the login comes first
       const scrape = async () => {
         const res = await fetch(`${app.base}/metrics`, { signal: AbortSignal.timeout(8_000) });
         expect(res.status).toBe(200);
@@ -603,6 +616,8 @@ describe('/metrics of a process started while Redis is away', () => {
         return /^fleet_queue_depth_scrape_ok 1$/m.test(text) ? text : null;
       }, 40_000, 'queue depth read once Redis is there');
       expect(up).toMatch(/^fleet_queue_jobs\{queue="email",state="waiting"\} 0$/m);
+      expect((await get('/ops')).status).toBe(200);
+      expect((await get('/dashboard/api/queues')).status).toBe(200);
     } finally {
       await app.stop();
       await redis.close();

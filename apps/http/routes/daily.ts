@@ -84,6 +84,7 @@ ${part('Outbox', [
  */
 export const dailyRoutes: HttpRouteModule = {
   name: 'daily',
+  queues: true,
   path: '/daily',
   access: 'operator',
   router({ ctx }: HttpRouteDeps) {

@@ -154,6 +154,7 @@ async function act(deps: HttpRouteDeps, req: Request, res: Response, action: 're
  */
 export const deadLetterRoutes: HttpRouteModule = {
   name: 'dead-letters',
+  queues: true,
   path: '/ops',
   access: 'operator',
   router(deps) {

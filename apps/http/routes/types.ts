@@ -21,5 +21,7 @@ export interface HttpRouteModule {
   /** Path prefix the router is mounted at, e.g. '/unsubscribe' or '/ops'. */
   path: string;
   access: 'public' | 'operator';
+  /** Reads the queues (Redis): answered with a 503 while Redis is not connected. */
+  queues?: boolean;
   router(deps: HttpRouteDeps): Router;
 }
