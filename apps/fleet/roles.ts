@@ -35,7 +35,7 @@ export const roles: Record<string, RoleSpec> = {};
 // answers (503 "starting"/"stopping") while they start and drain.
 roles.http = {
   stopsLast: true,
-  description: 'HTTP app: Bull Board (/dashboard), dead letters (/ops), /health, /ready, /metrics, feature routes',
+  description: 'HTTP app: Bull Board (/dashboard), dead letters (/ops), failed imports (/imports), therapist runs (/therapist-imports), daily health (/daily), unsubscribe links, /health, /ready, /metrics',
   components: (ctx) => [httpComponent(ctx, { deadLetterHooks })],
 };
 
