@@ -26,7 +26,12 @@ export function httpComponent(ctx: FleetContext, opts: Omit<HttpDeps, 'ctx'> = {
       s.headersTimeout = 10_000;
       s.requestTimeout = 30_000;
       await new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
+        s.once('error', (err: NodeJS.ErrnoException) => {
+          // Say which setting chose the address.
+          if (err.code === 'EADDRINUSE') err.message = `${err.message}: another process uses this address; set HTTP_PORT (or HTTP_HOST) to a free one`;
+          else if (err.code === 'EADDRNOTAVAIL' || err.code === 'EACCES') err.message = `${err.message}: check HTTP_HOST and HTTP_PORT`;
+          reject(err);
+        });
         s.listen(port, host, () => {
           s.off('error', reject);
           resolve();

@@ -715,6 +715,27 @@ describe('/ready follows PostgreSQL, Redis and component checks', () => {
   });
 });
 
+describe('an HTTP address already in use', () => {
+  it('fails the start naming HTTP_PORT', async () => {
+    const q = testQueuePrefix();
+    const first = await startApp({ DATABASE_URL: db.url, QUEUE_PREFIX: q.prefix });
+    try {
+      const port = new URL(first.base).port;
+      const ctx = openContext(loadConfig({ DATABASE_URL: db.url, QUEUE_PREFIX: q.prefix, HTTP_PORT: port, LOG_LEVEL: 'silent' }), captureLog().log);
+      try {
+        await expect(httpComponent(ctx).start()).rejects.toThrow(
+          `listen EADDRINUSE: address already in use 127.0.0.1:${port}: another process uses this address; set HTTP_PORT (or HTTP_HOST) to a free one`,
+        );
+      } finally {
+        await ctx.close();
+      }
+    } finally {
+      await first.stop();
+      await q.cleanup();
+    }
+  });
+});
+
 describe('feature routes and graceful stop', () => {
   const slow: HttpRouteModule = {
     name: 'slow-public',

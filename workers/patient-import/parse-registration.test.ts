@@ -182,7 +182,7 @@ describe('signed registrations', () => {
     expect(rejectOf(signedRegistration(plainRegistration(), { secret: 'other' }), signing)).toMatchObject({ code: 'bad_signature' });
     expect(rejectOf(plainRegistration(), signing)).toMatchObject({ code: 'unsigned' });
     const staging = signedRegistration(plainRegistration(), { secret, environment: 'staging' });
-    expect(rejectOf(staging, signing).message).toBe('environment: expected "production", got "staging"');
+    expect(rejectOf(staging, signing).message).toBe('environment: expected "production" (REGISTRATION_ENVIRONMENT), got "staging"');
     const v2 = { ...signedRegistration(plainRegistration(), { secret }), signature_version: 'v2' };
     expect(rejectOf(v2, signing)).toMatchObject({ code: 'bad_signature' });
   });

@@ -116,7 +116,7 @@ export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: D
       if (doc.environment !== signing.environment) {
         throw new PermanentError(
           rejectCodes.environment,
-          `environment: expected ${JSON.stringify(signing.environment)}, got ${JSON.stringify(doc.environment ?? null)}`,
+          `environment: expected ${JSON.stringify(signing.environment)} (REGISTRATION_ENVIRONMENT), got ${JSON.stringify(doc.environment ?? null)}`,
         );
       }
       verified = true;
