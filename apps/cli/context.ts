@@ -30,7 +30,7 @@ export function configOrExit(): Config {
 /** Opens the fleet's connections for one command and closes them afterwards. */
 export async function withContext<T>(fn: (ctx: FleetContext) => Promise<T>, opts: { logLevel?: string } = {}): Promise<T> {
   const config = configOrExit();
-  const log = createLogger({ ...config.log, level: opts.logLevel ?? (config.log.level === 'info' ? 'warn' : config.log.level) }, undefined);
+  const log = createLogger({ ...config.log, level: opts.logLevel ?? (config.log.level === 'info' ? 'warn' : config.log.level) }, undefined, { stderr: true });
   const ctx = openContext(config, log, { redisRole: 'command' });
   // The errors of a connection that could not reach Redis (BullMQ rejects a call with the last
   // of them once the connection gives up): said as such, naming the variable to check.

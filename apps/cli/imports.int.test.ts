@@ -17,6 +17,10 @@ let q: ReturnType<typeof testQueuePrefix>;
 let dir: string;
 
 function fleet(...args: string[]) {
+  return fleetWith({}, ...args);
+}
+
+function fleetWith(env: Record<string, string>, ...args: string[]) {
   return runCli(args, {
     DATABASE_URL: db.url,
     REDIS_URL: TEST_REDIS_URL,
@@ -27,6 +31,7 @@ function fleet(...args: string[]) {
     MAIL_OUTBOX_DIR: path.join(dir, 'outbox'),
     FLEET_OPERATOR: 'ops-anna',
     LOG_LEVEL: 'silent',
+    ...env,
   });
 }
 
@@ -106,5 +111,13 @@ describe('a patient file imported by hand that failed', () => {
     const missing = await fleet('imports', 'discard', '999999', '--reason', 'typo');
     expect(missing.code).toBe(3);
     expect(missing.stderr).toContain('no patient import record 999999');
+
+    // --json output stays JSON when the import logs a warning: log lines go to stderr.
+    const other = path.join(dir, 'anmeldung.json');
+    await writeFile(other, fileBytes(plainRegistration()));
+    const asJson = await fleetWith({ LOG_LEVEL: 'warn' }, 'import', 'patient-file', other, '--json');
+    expect(asJson.code).toBe(1);
+    expect(JSON.parse(asJson.stdout)).toMatchObject({ ok: false, code: 'bad_file_name' });
+    expect(asJson.stderr).toContain('registration file failed');
   });
 });

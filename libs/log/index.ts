@@ -52,8 +52,13 @@ export interface LogOptions {
   pretty: 'auto' | 'true' | 'false';
 }
 
-export function createLogger(opts: LogOptions, destination?: pino.DestinationStream): Logger {
-  const pretty = opts.pretty === 'true' || (opts.pretty === 'auto' && process.stdout.isTTY === true);
+/**
+ * `stderr`: log lines go to standard error, so that a command's own output on standard output
+ * (`--json`) stays parseable; the fleet's processes log to standard output.
+ */
+export function createLogger(opts: LogOptions, destination?: pino.DestinationStream, where: { stderr?: boolean } = {}): Logger {
+  const fd = where.stderr ? 2 : 1;
+  const pretty = opts.pretty === 'true' || (opts.pretty === 'auto' && (fd === 2 ? process.stderr : process.stdout).isTTY === true);
   const base: LoggerOptions = {
     level: opts.level,
     redact: { paths: redactPaths, censor: '[redacted]' },
@@ -63,9 +68,9 @@ export function createLogger(opts: LogOptions, destination?: pino.DestinationStr
   };
   if (destination) return pino(base, destination);
   if (pretty) {
-    return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } } });
+    return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', destination: fd } } });
   }
-  return pino(base);
+  return fd === 2 ? pino(base, pino.destination({ dest: 2, sync: true })) : pino(base);
 }
 
 /** A logger that writes nothing, for tests and one-shot tools. */

@@ -154,7 +154,7 @@ export function registerEvents(program: Command): void {
       if (!config.kafka.brokers) throw new CliError('KAFKA_BROKERS is not set: nothing to set up (events stay in the outbox until it is)', 2);
       const partitions = opts.partitions === undefined ? config.kafka.topicPartitions : positiveInt('--partitions', opts.partitions);
       const replicationFactor = opts.replicationFactor === undefined ? config.kafka.topicReplicationFactor : positiveInt('--replication-factor', opts.replicationFactor);
-      const log = createLogger({ ...config.log, level: config.log.level === 'info' ? 'warn' : config.log.level });
+      const log = createLogger({ ...config.log, level: config.log.level === 'info' ? 'warn' : config.log.level }, undefined, { stderr: true });
       let result;
       try {
         result = await setupTopics({ ...config.kafka, brokers: config.kafka.brokers }, log, { partitions, replicationFactor });
