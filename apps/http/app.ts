@@ -1,4 +1,4 @@
-import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
+import express, { type ErrorRequestHandler, type Express, type Request, type RequestHandler, type Response } from 'express';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
 import { redisTarget } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
@@ -90,9 +90,32 @@ export function createHttpApp(deps: HttpDeps): HttpApp {
  * long as it stays away) instead of saying why.
  */
 function requireQueues(ctx: FleetContext): RequestHandler {
+  const redis = ctx.producerRedis;
+  /** One wait shared by the requests that arrive meanwhile (one listener, not one each). */
+  let waiting: Promise<boolean> | null = null;
+  /** Ready now, or within `ms` (a process that just started, a reconnect after a blip). */
+  const readyWithin = (ms: number): Promise<boolean> => {
+    if (redis.status === 'ready') return Promise.resolve(true);
+    waiting ??= new Promise<boolean>((resolve) => {
+      const onReady = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        redis.off('ready', onReady);
+        resolve(false);
+      }, ms);
+      redis.once('ready', onReady);
+    }).finally(() => {
+      waiting = null;
+    });
+    return waiting;
+  };
   return (req, res, next) => {
-    const status = ctx.producerRedis.status;
-    if (status === 'ready') return next();
+    void readyWithin(QUEUES_WAIT_MS).then((ready) => (ready ? next() : queuesUnavailable(req, res, redis.status)));
+  };
+
+  function queuesUnavailable(req: Request, res: Response, status: string): void {
     const message = `Redis is not reachable at ${redisTarget(ctx.config.queues.redisUrl)} (REDIS_URL; connection ${status}): the queues cannot be read now. Nothing is lost: jobs wait in Redis and go on once it is back, and so does this page. GET /ready says what is down.`;
     res.status(503).setHeader('Retry-After', '10');
     if (req.path.startsWith('/api/') || req.is('application/json') === 'application/json' || !req.accepts('html')) {
@@ -100,5 +123,8 @@ function requireQueues(ctx: FleetContext): RequestHandler {
       return;
     }
     res.type('html').send(page('Redis not reachable · Curavani Fleet', html`<h1>Redis not reachable</h1><p class="reason">${message}</p>`, { nav: true }));
-  };
+  }
 }
+
+/** How long a page that reads the queues waits for a Redis connection that is not ready. */
+const QUEUES_WAIT_MS = 2_000;
