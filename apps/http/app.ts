@@ -1,6 +1,6 @@
 import express, { type ErrorRequestHandler, type Express, type Request, type RequestHandler, type Response } from 'express';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
-import { redisTarget } from '../../libs/queues/index.js';
+import { redisReady, redisTarget } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { dashboardAccess, rejectCrossSiteWrites, requireDashboardAccess, type DashboardAccess } from './auth.js';
 import { DASHBOARD_PATH, dashboardRouter } from './dashboard.js';
@@ -96,17 +96,7 @@ function requireQueues(ctx: FleetContext): RequestHandler {
   /** Ready now, or within `ms` (a process that just started, a reconnect after a blip). */
   const readyWithin = (ms: number): Promise<boolean> => {
     if (redis.status === 'ready') return Promise.resolve(true);
-    waiting ??= new Promise<boolean>((resolve) => {
-      const onReady = () => {
-        clearTimeout(timer);
-        resolve(true);
-      };
-      const timer = setTimeout(() => {
-        redis.off('ready', onReady);
-        resolve(false);
-      }, ms);
-      redis.once('ready', onReady);
-    }).finally(() => {
+    waiting ??= redisReady(redis, ms).finally(() => {
       waiting = null;
     });
     return waiting;

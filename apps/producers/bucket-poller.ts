@@ -1,7 +1,6 @@
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { bucketPollHandlers } from '../../workers/patient-import/worker.js';
-import { producerReady } from './producer-ready.js';
 
 /** The id of the one `bucket-poll` schedule, shared by every poller process. */
 export const BUCKET_POLL_SCHEDULER_ID = 'bucket-poll';
@@ -17,10 +16,8 @@ export function bucketPollerComponents(ctx: FleetContext): Component[] {
     name: 'bucket-poll-schedule',
     async start() {
       const c = ctx.config.patientImport;
-      await producerReady(ctx, 'the bucket poll schedule');
       const r = await ensureJobScheduler({
         queues: ctx.queues,
-        redis: ctx.producerRedis,
         log: ctx.log,
         schedulerId: BUCKET_POLL_SCHEDULER_ID,
         jobName: 'bucket-poll',

@@ -3,7 +3,6 @@ import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { registerEmailRetentionMetrics, runEmailRetention, type ContentRetentionResult } from '../../workers/email/worker.js';
 import { retentionHandlers, runRetention, type RetentionResult } from '../../workers/patient-import/worker.js';
-import { producerReady } from './producer-ready.js';
 
 /** The id of the one retention schedule, shared by every patient-import process. */
 export const RETENTION_SCHEDULER_ID = 'patient-import-retention';
@@ -47,10 +46,8 @@ export function retentionComponents(ctx: FleetContext): Component[] {
     name: 'patient-import-retention-schedule',
     async start() {
       const r = ctx.config.patientImport.retention;
-      await producerReady(ctx, 'the retention schedule');
       const registered = await ensureJobScheduler({
         queues: ctx.queues,
-        redis: ctx.producerRedis,
         log: ctx.log,
         schedulerId: RETENTION_SCHEDULER_ID,
         jobName: 'patient-import-retention',

@@ -2,7 +2,6 @@ import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { dueWeek, nextRun } from '../../libs/weekly/schedule.js';
 import { weeklyHandlers } from '../../workers/weekly-status/worker.js';
-import { producerReady } from './producer-ready.js';
 
 /** The one id of the weekly schedule: every process and every deploy upserts this same scheduler. */
 export const WEEKLY_SCHEDULER_ID = 'weekly-status-emails';
@@ -15,10 +14,8 @@ export const WEEKLY_SCHEDULER_ID = 'weekly-status-emails';
  */
 export async function registerWeeklySchedule(ctx: FleetContext) {
   const { cron, timeZone } = ctx.config.weekly;
-  await producerReady(ctx, 'the weekly schedule');
   const registered = await ensureJobScheduler({
     queues: ctx.queues,
-    redis: ctx.producerRedis,
     log: ctx.log,
     schedulerId: WEEKLY_SCHEDULER_ID,
     jobName: 'weekly-tick',

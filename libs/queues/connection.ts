@@ -38,6 +38,26 @@ export function redisConnection(url: string, role: 'worker' | 'producer' | 'comm
   return redis;
 }
 
+/**
+ * Whether `redis` is connected now or becomes so within `waitMs`. A producer connection has no
+ * offline queue (a command sent while it connects fails) and BullMQ waits for the connection
+ * before each call, so callers that must not fail or hang wait here first.
+ */
+export function redisReady(redis: Redis, waitMs: number): Promise<boolean> {
+  if (redis.status === 'ready') return Promise.resolve(true);
+  return new Promise<boolean>((resolve) => {
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      redis.off('ready', onReady);
+      resolve(false);
+    }, waitMs);
+    redis.once('ready', onReady);
+  });
+}
+
 /** Where a Redis URL points (host:port), for messages: never the password it may carry. */
 export function redisTarget(url: string): string {
   try {
@@ -57,15 +77,7 @@ export function clusterSafePrefix(prefix: string): string {
 export async function warnUnlessNoEviction(redis: Redis, log: Logger, waitMs = 10_000): Promise<string | null> {
   try {
     // A producer connection has no offline queue: wait until it is connected before asking.
-    if (redis.status !== 'ready') {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`redis not ready after ${waitMs} ms`)), waitMs);
-        redis.once('ready', () => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
+    if (!(await redisReady(redis, waitMs))) throw new Error(`redis not ready after ${waitMs} ms`);
     const reply = (await redis.config('GET', 'maxmemory-policy')) as string[];
     const policy = reply[1] ?? null;
     if (policy !== 'noeviction') {

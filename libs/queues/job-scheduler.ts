@@ -18,7 +18,6 @@ import { jobOptionsFor, type QueueSet } from './queue-set.js';
  */
 export interface EnsureSchedulerOptions<N extends JobName> {
   queues: QueueSet;
-  redis: Redis;
   log: Logger;
   schedulerId: string;
   jobName: N;
@@ -59,7 +58,9 @@ export async function ensureJobScheduler<N extends JobName>(o: EnsureSchedulerOp
   const queueName = catalog[o.jobName].queue;
   const queue = o.queues.queue(queueName);
   const lockKey = `${o.queues.prefix}:${queueName}:scheduler-lock:${o.schedulerId}`;
-  return withLock(o.redis, lockKey, o.lockWaitMs ?? 15_000, async () => {
+  // The producer connection once it is up (it has no offline queue: a schedule registered
+  // right at start would fail while Redis still connects).
+  return withLock(await o.queues.redis(), lockKey, o.lockWaitMs ?? 15_000, async () => {
     const removedSchedulers: string[] = [];
     for (const s of await queue.getJobSchedulers(0, -1)) {
       const id = s.id ?? s.key;

@@ -12,7 +12,7 @@ import {
   type JobName,
   type Payload,
 } from './catalog.js';
-import { clusterSafePrefix } from './connection.js';
+import { clusterSafePrefix, redisReady } from './connection.js';
 
 export interface QueueSetOptions {
   /** A producer connection (fails fast); shared by every queue of the set. */
@@ -68,18 +68,7 @@ export class QueueSet {
    */
   async redis(waitMs = 10_000): Promise<Redis> {
     const redis = this.opts.connection;
-    if (redis.status === 'ready') return redis;
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        redis.off('ready', onReady);
-        reject(new Error(`redis not ready after ${waitMs} ms`));
-      }, waitMs);
-      const onReady = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      redis.once('ready', onReady);
-    });
+    if (!(await redisReady(redis, waitMs))) throw new Error(`redis not ready after ${waitMs} ms`);
     return redis;
   }
 

@@ -198,10 +198,11 @@ export async function acquireRelayLease(database: Database): Promise<RelayLease 
 export async function outboxStats(database: Database, now: Date): Promise<OutboxStats> {
   const sql = database.sql;
   const [head] = await sql<{ unpublished: string; oldest: number | null; oldest_error: string | null; failing: string; parked: string }[]>`
+    with oldest as (select created_at, last_error from fleet.outbox where published_at is null and parked_at is null order by id limit 1)
     select
       (select count(*) from fleet.outbox where published_at is null and parked_at is null) as unpublished,
-      (select (extract(epoch from created_at) * 1000)::float8 from fleet.outbox where published_at is null and parked_at is null order by id limit 1) as oldest,
-      (select last_error from fleet.outbox where published_at is null and parked_at is null order by id limit 1) as oldest_error,
+      (select (extract(epoch from created_at) * 1000)::float8 from oldest) as oldest,
+      (select last_error from oldest) as oldest_error,
       (select count(*) from fleet.outbox where published_at is null and parked_at is null and last_error is not null) as failing,
       (select count(*) from fleet.outbox where published_at is null and parked_at is not null) as parked`;
   const topics = await sql<{ topic: string; unpublished: string; published: string; parked: string }[]>`
