@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listLedger } from '../../libs/db/repositories/patient-import.js';
 import { listFiles } from '../../libs/db/repositories/therapist-import.js';
+import { patienten, therapeuten } from '../../libs/db/schema/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
@@ -127,6 +128,18 @@ describe('the examples walkthrough (README "Try it")', () => {
     }, 30_000);
     expect(week2).toMatchObject({ status: 'imported', metadataDisagreements: [] });
     expect(week2.counts).toMatchObject({ total: 6, created: 1, updated: 1, unchanged: 2, deactivated: 1, skipped: 1, failed: 0 });
+
+    // what the README's table says each example shows
+    const patients = await db.db.select({ id: patienten.id, zahlungsreferenz: patienten.zahlungsreferenz, status: patienten.status, paid: patienten.zahlungEingegangen }).from(patienten);
+    expect(patients.find((x) => x.id === byName('Musterfrau_Erika').patientId)).toMatchObject({ zahlungsreferenz: 'V_7c2d90', status: 'auf_der_Suche', paid: true });
+    expect(patients.find((x) => x.id === byName('Mustermann_Max').patientId)).toMatchObject({ zahlungsreferenz: '0b1ab67b', status: 'offen', paid: false });
+    const therapists = await db.db.select({ vorname: therapeuten.vorname, nachname: therapeuten.nachname, anrede: therapeuten.anrede, status: therapeuten.status, telefon: therapeuten.telefon, email: therapeuten.email }).from(therapeuten);
+    const therapist = (vorname: string) => therapists.find((x) => x.vorname === vorname);
+    expect(therapists).toHaveLength(5); // the children-only therapist is not imported
+    expect(therapist('Thomas')).toMatchObject({ telefon: '0241 0000199', status: 'aktiv' });
+    expect(therapist('Anna')).toMatchObject({ status: 'inaktiv' });
+    expect(therapist('Sabine')).toMatchObject({ anrede: 'Frau', email: 'praxis.probe@example.org' });
+    expect(therapist('Marie')).toMatchObject({ nachname: 'Entwurf', status: 'aktiv' });
 
     // staff emails: one per imported patient, one for the failed file, one summary per run
     const subjects = await until('five staff emails', async () => {
