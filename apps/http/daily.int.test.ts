@@ -117,7 +117,7 @@ const expected = () => ({
   emails: { sent: 3, failed: 1, dropped: 1, pending: 2, oldestPendingAgeSeconds: expect.closeTo(7200, -2) },
   weeklyEmails: { isoWeek: week, sent: 1, skipped: 1, pending: 1, failed: 0 },
   deadLetters: { total: 3, byQueue: expect.objectContaining({ email: 2, 'patient-import': 1, 'weekly-status': 0 }) },
-  outbox: { unpublished: 2, parked: 1, oldestUnpublishedAgeSeconds: expect.any(Number) },
+  outbox: { unpublished: 2, parked: 1, oldestUnpublishedAgeSeconds: expect.any(Number), kafkaConfigured: false },
 });
 
 const attentionKeys = ['dead_letters', 'patient_imports_failed', 'therapist_imports_failed', 'emails_failed', 'outbox_parked', 'patient_imports_stale', 'emails_stale'];
@@ -129,9 +129,22 @@ describe('daily health view', () => {
     const config = loadConfig({ LOG_LEVEL: 'silent', DATABASE_URL: empty.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q2.prefix });
     const c2 = openContext(config, createLogger(config.log, undefined));
     try {
-      const r = await dailyReport({ database: c2.database, queues: c2.queues, now: new Date(), weeklyTimeZone: 'Europe/Berlin' });
+      const deps = { database: c2.database, queues: c2.queues, now: new Date(), weeklyTimeZone: 'Europe/Berlin', kafkaConfigured: true };
+      const r = await dailyReport(deps);
       expect(r).toMatchObject({ status: 'ok', attention: [], deadLetters: { total: 0 }, patientImports: { open: 0, oldestOpenAgeSeconds: null } });
       expect(dailyText(r)).toContain('\nall in order\n');
+      expect(dailyText(r)).not.toContain('Kafka');
+
+      // an event unpublished for 2 hours: with Kafka configured, look at the relay; without, the view says nothing will be published
+      await empty.sql`insert into fleet.outbox (event_id, event_type, version, topic, key, producer, payload, occurred_at, created_at)
+        values (gen_random_uuid(), 'patient.created', 1, 'patient-events', '1', 'fleet', '{}'::jsonb, now() - interval '2 hours 30 seconds', now() - interval '2 hours 30 seconds')`;
+      const withKafka = await dailyReport(deps);
+      expect(withKafka.attention).toEqual([{ key: 'outbox_stale', message: 'the oldest unpublished outbox event is 2 h old (1 unpublished): fleet events stats' }]);
+      const withoutKafka = await dailyReport({ ...deps, kafkaConfigured: false });
+      expect(withoutKafka.attention).toEqual([
+        { key: 'outbox_stale', message: 'the oldest unpublished outbox event is 2 h old (1 unpublished): Kafka is not configured (KAFKA_BROKERS is empty), so nothing is published until it is set' },
+      ]);
+      expect(dailyText(withoutKafka)).toContain('  Kafka not configured (KAFKA_BROKERS is empty): events wait here and are published once it is set\n');
     } finally {
       await c2.close();
       await empty.drop();
@@ -169,6 +182,8 @@ describe('daily health view', () => {
     expect(text).toContain('3 dead letters wait for an operator (email 2, patient-import 1)');
     expect(text).toContain('— <a href="/ops">open /ops</a></li>'); // each attention item links the page that deals with it
     expect(text).toContain('1 outbox event is parked');
+    expect(text).toContain('1 therapist file failed, 1 therapist file partly imported (3 therapists failed): /imports');
+    expect(text).toContain('Kafka is not configured (<code>KAFKA_BROKERS</code> is empty): events wait here');
     expect(text).toContain('<tr><th>imported</th><td class="num">2</td></tr>');
     expect(text).toContain('<tr><th>therapists failed</th><td class="num">3</td></tr>');
     expect(text).toContain(`Weekly emails <span class="muted">(${week})</span>`);

@@ -48,7 +48,8 @@ export interface DailyReport {
   emails: { sent: number; failed: number; dropped: number; pending: number; oldestPendingAgeSeconds: number | null };
   weeklyEmails: { isoWeek: string; sent: number; skipped: number; pending: number; failed: number };
   deadLetters: { total: number; byQueue: Record<string, number> };
-  outbox: { unpublished: number; parked: number; oldestUnpublishedAgeSeconds: number | null };
+  /** kafkaConfigured false: KAFKA_BROKERS is empty, the relay is idle and every event waits here. */
+  outbox: { unpublished: number; parked: number; oldestUnpublishedAgeSeconds: number | null; kafkaConfigured: boolean };
 }
 
 export interface DailyDeps {
@@ -57,6 +58,8 @@ export interface DailyDeps {
   now: Date;
   /** WEEKLY_TZ: the ISO week is the weekly emails' week. */
   weeklyTimeZone: string;
+  /** KAFKA_BROKERS set: without it the outbox relay publishes nothing and says so here. */
+  kafkaConfigured: boolean;
 }
 
 /** The window as a usage error names it: a whole number of hours, 1 to MAX_DAILY_HOURS. */
@@ -101,7 +104,12 @@ function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttenti
   }
   const tf = r.therapistImports.files;
   if (tf.failed + tf.partial > 0) {
-    add('therapist_imports_failed', `${many(tf.failed, 'therapist file', 'therapist files')} failed, ${tf.partial} partly imported (${many(r.therapistImports.therapistsFailed, 'therapist', 'therapists')} failed): /imports`);
+    const files = [
+      ...(tf.failed ? [`${many(tf.failed, 'therapist file', 'therapist files')} failed`] : []),
+      ...(tf.partial ? [`${many(tf.partial, 'therapist file', 'therapist files')} partly imported`] : []),
+    ].join(', ');
+    const therapists = r.therapistImports.therapistsFailed ? ` (${many(r.therapistImports.therapistsFailed, 'therapist', 'therapists')} failed)` : '';
+    add('therapist_imports_failed', `${files}${therapists}: /imports`);
   }
   if (r.emails.failed > 0) add('emails_failed', `${many(r.emails.failed, 'email', 'emails')} failed for good (fleet.deliveries, status failed, last_error says why)`);
   if (r.outbox.parked > 0) add('outbox_parked', `${many(r.outbox.parked, 'outbox event is', 'outbox events are')} parked (refused by Kafka, or held behind one that was): fleet events parked`);
@@ -109,7 +117,10 @@ function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttenti
   if (stale(r.patientImports.oldestOpenAgeSeconds)) add('patient_imports_stale', `the oldest open patient registration import is ${age(r.patientImports.oldestOpenAgeSeconds)} old (${r.patientImports.open} open)`);
   if (stale(r.therapistImports.oldestWaitingAgeSeconds)) add('therapist_imports_stale', `the oldest waiting therapist file is ${age(r.therapistImports.oldestWaitingAgeSeconds)} old (${r.therapistImports.filesWaiting} waiting)`);
   if (stale(r.emails.oldestPendingAgeSeconds)) add('emails_stale', `the oldest pending email is ${age(r.emails.oldestPendingAgeSeconds)} old (${r.emails.pending} pending)`);
-  if (stale(r.outbox.oldestUnpublishedAgeSeconds)) add('outbox_stale', `the oldest unpublished outbox event is ${age(r.outbox.oldestUnpublishedAgeSeconds)} old (${r.outbox.unpublished} unpublished)`);
+  if (stale(r.outbox.oldestUnpublishedAgeSeconds)) {
+    const why = r.outbox.kafkaConfigured ? 'fleet events stats' : 'Kafka is not configured (KAFKA_BROKERS is empty), so nothing is published until it is set';
+    add('outbox_stale', `the oldest unpublished outbox event is ${age(r.outbox.oldestUnpublishedAgeSeconds)} old (${r.outbox.unpublished} unpublished): ${why}`);
+  }
   return out;
 }
 
@@ -139,7 +150,7 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
     emails,
     weeklyEmails: { isoWeek, ...weekly },
     deadLetters: { total: Object.values(dead).reduce((a, n) => a + n, 0), byQueue: dead },
-    outbox: { unpublished: outbox.unpublished, parked: outbox.parked, oldestUnpublishedAgeSeconds: outbox.unpublished ? outbox.oldestAgeSeconds : null },
+    outbox: { unpublished: outbox.unpublished, parked: outbox.parked, oldestUnpublishedAgeSeconds: outbox.unpublished ? outbox.oldestAgeSeconds : null, kafkaConfigured: deps.kafkaConfigured },
   };
   const attention = attentionOf(body);
   return { ...body, status: attention.length ? 'attention' : 'ok', attention };
@@ -174,6 +185,7 @@ export function dailyText(r: DailyReport): string {
     `  total ${r.deadLetters.total}${deadQueues.length ? `  (${deadQueues.map(([q, n]) => `${q} ${n}`).join(', ')})` : ''}`,
     'outbox',
     `  unpublished ${o.unpublished}  parked ${o.parked}  oldest unpublished ${formatAge(o.oldestUnpublishedAgeSeconds)}`,
+    ...(o.kafkaConfigured ? [] : ['  Kafka not configured (KAFKA_BROKERS is empty): events wait here and are published once it is set']),
   ];
   return lines.join('\n') + '\n';
 }

@@ -12,7 +12,7 @@ export function registerDaily(program: Command): void {
       const hours = parseDailyHours(opts.hours);
       if (typeof hours === 'string') throw new CliError(`--${hours}`, 2);
       await withContext(async (ctx) => {
-        const r = await dailyReport({ database: ctx.database, queues: ctx.queues, now: ctx.clock.now(), weeklyTimeZone: ctx.config.weekly.timeZone }, hours);
+        const r = await dailyReport({ database: ctx.database, queues: ctx.queues, now: ctx.clock.now(), weeklyTimeZone: ctx.config.weekly.timeZone, kafkaConfigured: Boolean(ctx.config.kafka.brokers?.length) }, hours);
         if (opts.json) return printJson(r);
         process.stdout.write(dailyText(r));
       });

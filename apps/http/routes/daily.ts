@@ -74,7 +74,8 @@ ${part('Outbox', [
   ['unpublished', o.unpublished],
   ['parked', o.parked],
   ['oldest unpublished', formatAge(o.oldestUnpublishedAgeSeconds)],
-])}`;
+])}
+${o.kafkaConfigured ? '' : html`<p class="muted">Kafka is not configured (<code>KAFKA_BROKERS</code> is empty): events wait here and are published, in order, once it is set.</p>`}`;
 }
 
 /**
@@ -90,7 +91,7 @@ export const dailyRoutes: HttpRouteModule = {
   router({ ctx }: HttpRouteDeps) {
     const router = Router();
     const report = (hours: number) =>
-      dailyReport({ database: ctx.database, queues: ctx.queues, now: ctx.clock.now(), weeklyTimeZone: ctx.config.weekly.timeZone }, hours);
+      dailyReport({ database: ctx.database, queues: ctx.queues, now: ctx.clock.now(), weeklyTimeZone: ctx.config.weekly.timeZone, kafkaConfigured: Boolean(ctx.config.kafka.brokers?.length) }, hours);
     const hoursOf = (req: Request) => parseDailyHours(typeof req.query.hours === 'string' ? req.query.hours : undefined);
 
     router.get('/api', async (req, res) => {
