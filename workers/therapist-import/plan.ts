@@ -348,7 +348,8 @@ export function planFile(input: PlanInput): Plan {
     const extId = l.externalId;
     if (extId && (!l.ext || l.ext.therapistId !== match.id)) plan.mappings.push({ externalId: extId, therapistId: match.id });
     if (l.stated === 'deleted') {
-      if (match.status !== 'inaktiv') {
+      // Only an active therapist is deactivated: one staff blocked (gesperrt) keeps that status.
+      if (match.status === 'aktiv') {
         plan.deactivations.push(match.id);
         result.outcome = 'deactivated';
       }

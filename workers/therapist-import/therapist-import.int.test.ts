@@ -379,6 +379,21 @@ describe('therapist import: updates', () => {
     expect(otherId.statusMismatches[0]).toMatchObject({ externalId: 'x10', found: 'deleted by the scraper earlier: not re-created' });
     expect(await byPlz('20102')).toHaveLength(0);
   });
+
+  it('a therapist staff blocked (gesperrt) stays blocked when the scraper deletes it: no status written, no deactivation counted', async () => {
+    await imp([therapistLine({ id: 'b1', first: 'Berta', plz: '20104' })], {}, '20104.json');
+    await db.sql`update therapist_service.therapeuten set status = 'gesperrt', sperrgrund = 'Beschwerde', sperrdatum = '2025-06-01' where plz = '20104'`;
+    const del = await imp([therapistLine({ id: 'b1', first: 'Berta', plz: '20104', status: 'deleted' })], {}, '20104.json');
+    expect(del.counts).toMatchObject({ total: 1, deactivated: 0, unchanged: 1 });
+    const [t] = await byPlz('20104');
+    expect(t).toMatchObject({ status: 'gesperrt', sperrgrund: 'Beschwerde' });
+    const [ev] = await db.sql`select count(*)::int as n from fleet.outbox where event_type = 'therapist.deactivated' and key = ${String(t!.id)}`;
+    expect(ev!.n).toBe(0);
+    // Still not re-created or reactivated by a later line.
+    const back = await imp([therapistLine({ id: 'b1', first: 'Berta', plz: '20104', status: 'unchanged' })], { scrape_id: 'back' }, '20104.json');
+    expect(back.counts.created).toBe(0);
+    expect((await byPlz('20104')).map((x) => x.status)).toEqual(['gesperrt']);
+  });
 });
 
 describe('therapist import: files and reports', () => {
