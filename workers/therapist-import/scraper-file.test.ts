@@ -3,7 +3,7 @@ import { therapistLine } from './fixtures.js';
 import { decodeScraperFile, FileFormatError, parseScraperFile, scraperTherapistSchema, wellFormedTherapist } from './scraper-file.js';
 
 /** Values tried for each field: valid, edge (trimming, empty, null, missing) and invalid ones. */
-const texts = [undefined, null, '', '  ', 'Text', '  padded  ', 42, true, ['x'], { a: 1 }, 'x'.repeat(14), 'x'.repeat(15), 'x'.repeat(51), 'x'.repeat(101), 'x'.repeat(241), 'x'.repeat(256)];
+const texts = [undefined, null, '', '  ', 'Text', '  padded  ', 42, true, ['x'], { a: 1 }, 'x'.repeat(14), 'x'.repeat(15), 'x'.repeat(51), 'x'.repeat(101), 'x'.repeat(241), 'x'.repeat(256), `${'q'.repeat(99)}\u0344`, '\ufb2c'.repeat(17), 'Dipl.-Psych. Dr. phil.'];
 const variants: Array<[string[], unknown[]]> = [
   [['id'], [...texts, 7, 0]],
   [['status'], ['new', 'modified', 'unchanged', 'deleted', 'NEW', '', null, undefined, 3]],

@@ -13,20 +13,28 @@ import { EMAIL_ADDRESS, mayHoldUnstorableText, unstorableText } from '../../libs
 export const scraperStatuses = ['new', 'modified', 'unchanged', 'deleted'] as const;
 export type ScraperStatus = (typeof scraperStatuses)[number];
 
+/**
+ * Longer than the column's `max` characters as stored: text is stored in NFC, which makes a few
+ * characters two or three (U+0344, Hebrew presentation forms, ...), so a value that fits in the
+ * file may not fit the column (a database error would fail the whole file). NFC makes text at most
+ * three times as long: shorter text is not normalised here.
+ */
+const tooLong = (t: string, max: number): boolean => t.length > max || (t.length * 3 > max && t.normalize('NFC').length > max);
+
 /** '' , null and missing all mean "no value"; strings are trimmed. */
 const optText = (max: number) =>
   z
     .union([z.string(), z.number(), z.null()])
     .optional()
     .transform((v) => (v === null || v === undefined ? null : String(v).trim() || null))
-    .refine((v) => v === null || v.length <= max, { error: `longer than ${max} characters` });
+    .refine((v) => v === null || !tooLong(v, max), { error: `longer than ${max} characters` });
 
 const requiredText = (max: number) =>
   z
     .string({ error: 'missing' })
     .transform((v) => v.trim())
     .refine((v) => v.length > 0, { error: 'empty' })
-    .refine((v) => v.length <= max, { error: `longer than ${max} characters` });
+    .refine((v) => !tooLong(v, max), { error: `longer than ${max} characters` });
 
 const hours = z
   .record(z.string(), z.union([z.array(z.string()), z.string(), z.null()]))
@@ -235,14 +243,14 @@ function fastOptText(v: unknown, max: number): string | null | typeof NO {
   if (v === null || v === undefined) return null;
   if (typeof v !== 'string') return NO;
   const t = v.trim();
-  if (t.length > max) return NO;
+  if (tooLong(t, max)) return NO;
   return t || null;
 }
 
 function fastRequiredText(v: unknown, max: number): string | typeof NO {
   if (typeof v !== 'string') return NO;
   const t = v.trim();
-  return t.length === 0 || t.length > max ? NO : t;
+  return t.length === 0 || tooLong(t, max) ? NO : t;
 }
 
 function fastStringList(v: unknown): string[] | typeof NO {

@@ -463,6 +463,15 @@ describe('therapist import: files and reports', () => {
     expect(await byPlz('20311')).toHaveLength(0);
   });
 
+  it('a name longer than its column once in its stored Unicode form fails that therapist alone, naming the field (not the file as a database error)', async () => {
+    // U+0344 is one character in the file and two once normalised (NFC), as stored: 101 for a column of 100.
+    const r = await imp([therapistLine({ id: 'l1', first: `${'q'.repeat(99)}\u0344`, plz: '20312' }), therapistLine({ id: 'l2', first: 'Lea', plz: '20312' })]);
+    expect(r.status).toBe('partial');
+    expect(r.counts).toMatchObject({ total: 2, created: 1, failed: 1, fileErrors: 0 });
+    expect(r.failures).toEqual([{ index: 0, externalId: 'l1', reason: 'basic_info.first_name: longer than 100 characters' }]);
+    expect((await byPlz('20312')).map((x) => x.vorname)).toEqual(['Lea']);
+  });
+
   it('the same file twice is imported once; a changed file is re-imported and only changed therapists count as updated', async () => {
     const lines = Array.from({ length: 5 }, (_, i) => therapistLine({ id: `c${i}`, first: `Name${i}`, plz: '20400' }));
     const first = await imp(lines, {}, '20400.json');
