@@ -106,6 +106,12 @@ describe('parseScraperFile: text a file must not bring in', () => {
     }
   });
 
+  it('a "therapists" that is not an array is named by what it is', () => {
+    expect(() => parseScraperFile('{"metadata": {}, "therapists": null}')).toThrow(new FileFormatError('"therapists": expected an array (null)'));
+    expect(() => parseScraperFile('{"metadata": {}, "therapists": {}}')).toThrow(new FileFormatError('"therapists": expected an array (object)'));
+    expect(() => parseScraperFile('{"metadata": {}}')).toThrow(new FileFormatError('"therapists": expected an array (missing)'));
+  });
+
   it('bytes: a UTF-8 byte order mark is dropped; text in another encoding fails the file', () => {
     const json = file([therapistLine({ last: 'Müller' })]);
     const withBom = decodeScraperFile(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(json)]));

@@ -200,7 +200,8 @@ export function parseScraperFile(text: string): ParsedFile {
   }
   const obj = raw as Record<string, unknown>;
   if (!Array.isArray(obj.therapists)) {
-    throw new FileFormatError(`"therapists": expected an array (${obj.therapists === undefined ? 'missing' : typeof obj.therapists})`);
+    const t = obj.therapists;
+    throw new FileFormatError(`"therapists": expected an array (${t === undefined ? 'missing' : t === null ? 'null' : typeof t})`);
   }
   const fileErrors: string[] = [];
   let metadata: ScraperMetadata | null = null;
