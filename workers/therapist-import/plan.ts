@@ -356,7 +356,9 @@ export function planFile(input: PlanInput): Plan {
       if (extId) plan.tombstones.push({ key: extId, therapistId: match.id });
       return;
     }
-    if (l.stated === 'new') result.mismatch = { stated: l.stated, found: 'already on the platform' };
+    // Listed again after the scraper deleted it: it stays inactive (staff decide), and staff are told.
+    if (l.ext?.deleted === true && match.status === 'inaktiv') result.mismatch = { stated: l.stated, found: 'deleted by the scraper earlier: stays inactive' };
+    else if (l.stated === 'new') result.mismatch = { stated: l.stated, found: 'already on the platform' };
     const changes = diffFields(match, l.incoming);
     const changed = Object.keys(changes);
     if (changed.length) {

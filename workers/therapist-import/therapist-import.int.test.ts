@@ -380,6 +380,29 @@ describe('therapist import: updates', () => {
     expect(await byPlz('20102')).toHaveLength(0);
   });
 
+  it('a therapist the scraper deleted and lists again stays inactive, and the report says so (a status mismatch per line)', async () => {
+    await imp([therapistLine({ id: 'w1', first: 'Wanda', plz: '20105' }), therapistLine({ id: 'w2', first: 'Willi', plz: '20105' })], {}, '20105.json');
+    await imp([therapistLine({ id: 'w1', first: 'Wanda', plz: '20105', status: 'deleted' }), therapistLine({ id: 'w2', first: 'Willi', plz: '20105', status: 'deleted' })], { scrape_id: 'del' }, '20105.json');
+    const back = await imp(
+      [therapistLine({ id: 'w1', first: 'Wanda', plz: '20105', status: 'new', phone: '0241 5' }), therapistLine({ id: 'w2', first: 'Willi', plz: '20105', status: 'unchanged' })],
+      { scrape_id: 'back' },
+      '20105.json',
+    );
+    expect(back.counts).toMatchObject({ total: 2, created: 0, updated: 1, unchanged: 1, statusMismatches: 2 });
+    expect(back.statusMismatches.map((m) => [m.externalId, m.stated, m.found])).toEqual([
+      ['w1', 'new', 'deleted by the scraper earlier: stays inactive'],
+      ['w2', 'unchanged', 'deleted by the scraper earlier: stays inactive'],
+    ]);
+    expect((await byPlz('20105')).map((x) => [x.status, x.telefon])).toEqual([
+      ['inaktiv', '0241 5'],
+      ['inaktiv', '0241 12345'],
+    ]);
+    // Reactivated by staff: listed again is no mismatch.
+    await db.sql`update therapist_service.therapeuten set status = 'aktiv' where plz = '20105'`;
+    const later = await imp([therapistLine({ id: 'w1', first: 'Wanda', plz: '20105', status: 'unchanged', phone: '0241 5' })], { scrape_id: 'later' }, '20105.json');
+    expect(later.counts).toMatchObject({ unchanged: 1, statusMismatches: 0 });
+  });
+
   it('a therapist staff blocked (gesperrt) stays blocked when the scraper deletes it: no status written, no deactivation counted', async () => {
     await imp([therapistLine({ id: 'b1', first: 'Berta', plz: '20104' })], {}, '20104.json');
     await db.sql`update therapist_service.therapeuten set status = 'gesperrt', sperrgrund = 'Beschwerde', sperrdatum = '2025-06-01' where plz = '20104'`;
