@@ -352,6 +352,9 @@ export function planFile(input: PlanInput): Plan {
       if (match.status === 'aktiv') {
         plan.deactivations.push(match.id);
         result.outcome = 'deactivated';
+      } else if (match.status !== 'inaktiv') {
+        // Staff see that the scraper no longer lists a therapist they set to this status.
+        result.mismatch = { stated: l.stated, found: `${match.status} on the platform: status kept` };
       }
       if (extId) plan.tombstones.push({ key: extId, therapistId: match.id });
       return;

@@ -407,7 +407,8 @@ describe('therapist import: updates', () => {
     await imp([therapistLine({ id: 'b1', first: 'Berta', plz: '20104' })], {}, '20104.json');
     await db.sql`update therapist_service.therapeuten set status = 'gesperrt', sperrgrund = 'Beschwerde', sperrdatum = '2025-06-01' where plz = '20104'`;
     const del = await imp([therapistLine({ id: 'b1', first: 'Berta', plz: '20104', status: 'deleted' })], {}, '20104.json');
-    expect(del.counts).toMatchObject({ total: 1, deactivated: 0, unchanged: 1 });
+    expect(del.counts).toMatchObject({ total: 1, deactivated: 0, unchanged: 1, statusMismatches: 1 });
+    expect(del.statusMismatches.map((m) => [m.externalId, m.stated, m.found])).toEqual([['b1', 'deleted', 'gesperrt on the platform: status kept']]);
     const [t] = await byPlz('20104');
     expect(t).toMatchObject({ status: 'gesperrt', sperrgrund: 'Beschwerde' });
     const [ev] = await db.sql`select count(*)::int as n from fleet.outbox where event_type = 'therapist.deactivated' and key = ${String(t!.id)}`;
