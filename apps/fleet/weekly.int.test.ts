@@ -248,7 +248,7 @@ describe('weekly status emails', () => {
     expect(m.replyTo).toEqual(['fragen@curavani.example']);
     expect(m.text).toContain('E-Mail: fragen@curavani.example');
     expect(m.text).toContain('3 neue Anfragen an Praxen gesendet'); // 3, 2 and 1 days ago; not the paused search
-    expect(m.text).toContain('Insgesamt sind es bisher 5 Anfragen');
+    expect(m.text).toContain('Insgesamt haben wir bisher 5 Anfragen an Praxen gesendet');
     expect(m.text).toContain('Wir haben 2 Antworten erhalten, 1 davon seit unserer letzten Nachricht');
     expect(m.text).toContain('030 1234567');
     for (const body of [m.html!, m.text!, m.subject]) {

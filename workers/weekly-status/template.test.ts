@@ -33,7 +33,7 @@ describe('weekly status email template', () => {
     const out = renderWeeklyEmail(facts(), { ...links, contactPhone: '030 123' });
     expect(out.subject).toBe('Ihr wöchentlicher Zwischenstand von Curavani');
     expect(out.text).toContain('3 neue Anfragen');
-    expect(out.text).toContain('Insgesamt sind es bisher 9 Anfragen');
+    expect(out.text).toContain('Insgesamt haben wir bisher 9 Anfragen an Praxen gesendet');
     expect(out.text).toContain('2 Antworten erhalten, 1 davon seit unserer letzten Nachricht');
     expect(out.text).toContain('Wie es weitergeht');
     expect(out.text).toContain('info@example.org');
@@ -58,5 +58,34 @@ describe('weekly status email template', () => {
     expect(stillNone).not.toContain('Insgesamt');
     expect(stillNone).toContain('Wir bereiten die ersten Anfragen für Sie vor');
     expect(renderWeeklyEmail(facts({ acceptances: 1 }), links).text).toContain('positive Rückmeldung');
+  });
+});
+
+describe('weekly status email German for small numbers', () => {
+  const lines = (over: Partial<WeeklyFacts>) => {
+    const out = renderWeeklyEmail(facts(over), links);
+    return { out, text: out.text };
+  };
+
+  it('a total of one request reads as correct German (no "sind es 1 Anfrage"), in text and HTML', () => {
+    const { out, text } = lines({ requestsTotal: 1, requestsSince: 0, answersTotal: 0, answersSince: 0 });
+    expect(text).not.toMatch(/sind es bisher 1 Anfrage/);
+    expect(text).toContain('Insgesamt haben wir bisher 1 Anfrage an Praxen gesendet.');
+    expect(out.html).toContain('<li>Insgesamt haben wir bisher 1 Anfrage an Praxen gesendet.</li>');
+    expect(lines({ requestsTotal: 9, requestsSince: 3 }).text).toContain('Insgesamt haben wir bisher 9 Anfragen an Praxen gesendet.');
+  });
+
+  it('answers that all came since the last email are not counted twice ("1 Antwort erhalten, 1 davon")', () => {
+    expect(lines({ answersTotal: 1, answersSince: 1 }).text).toContain('- Seit unserer letzten Nachricht haben wir die erste Antwort erhalten.');
+    expect(lines({ answersTotal: 2, answersSince: 2 }).text).toContain('- Seit unserer letzten Nachricht haben wir die ersten 2 Antworten erhalten.');
+    expect(lines({ answersTotal: 3, answersSince: 1 }).text).toContain('- Wir haben 3 Antworten erhalten, 1 davon seit unserer letzten Nachricht.');
+    expect(lines({ answersTotal: 1, answersSince: 1 }).text).not.toContain('davon');
+  });
+
+  it('several acceptances are not announced as one', () => {
+    expect(lines({ answersTotal: 3, acceptances: 1 }).text).toContain('Es gibt eine positive Rückmeldung.');
+    const two = lines({ answersTotal: 3, acceptances: 2 }).text;
+    expect(two).toContain('Es gibt 2 positive Rückmeldungen.');
+    expect(two).not.toContain('eine positive Rückmeldung');
   });
 });

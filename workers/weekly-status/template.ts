@@ -40,6 +40,17 @@ interface MessageModel {
   html: boolean;
 }
 
+/** All answers, and how many came since the last email (when they all did, said once: "1 Antwort erhalten, 1 davon" reads oddly). */
+function answersLine(f: WeeklyFacts, first: boolean): string {
+  if (f.answersTotal === 0) return 'Antworten haben wir bisher noch keine erhalten.';
+  const total = n(f.answersTotal, 'Antwort', 'Antworten');
+  if (first || f.answersSince === 0) return `Wir haben ${total} erhalten.`;
+  if (f.answersSince === f.answersTotal) {
+    return `Seit unserer letzten Nachricht haben wir ${f.answersTotal === 1 ? 'die erste Antwort' : `die ersten ${f.answersTotal} Antworten`} erhalten.`;
+  }
+  return `Wir haben ${total} erhalten, ${f.answersSince} davon seit unserer letzten Nachricht.`;
+}
+
 function model(f: WeeklyFacts, links: WeeklyLinks, html: boolean): MessageModel {
   const first = f.lastSent === null;
   const facts = [
@@ -49,15 +60,14 @@ function model(f: WeeklyFacts, links: WeeklyLinks, html: boolean): MessageModel 
       : first
       ? `Seit Beginn Ihrer Platzsuche haben wir ${n(f.requestsSince, 'Anfrage', 'Anfragen')} an Praxen gesendet.`
       : `Seit unserer letzten Nachricht haben wir ${n(f.requestsSince, 'neue Anfrage', 'neue Anfragen', 'keine neuen Anfragen')} an Praxen gesendet.`,
-    // "Insgesamt sind es bisher keine Anfragen" reads oddly: with none at all the line before says it.
-    ...(first || f.requestsTotal === 0 ? [] : [`Insgesamt sind es bisher ${n(f.requestsTotal, 'Anfrage', 'Anfragen')}.`]),
-    f.answersTotal === 0
-      ? 'Antworten haben wir bisher noch keine erhalten.'
-      : `Wir haben ${n(f.answersTotal, 'Antwort', 'Antworten')} erhalten${!first && f.answersSince > 0 ? `, ${f.answersSince} davon seit unserer letzten Nachricht` : ''}.`,
+    // "Insgesamt ... keine Anfragen" reads oddly: with none at all the line before says it.
+    // "haben wir ... gesendet", not "sind es": the verb must not depend on the number ("sind es 1 Anfrage").
+    ...(first || f.requestsTotal === 0 ? [] : [`Insgesamt haben wir bisher ${n(f.requestsTotal, 'Anfrage', 'Anfragen')} an Praxen gesendet.`]),
+    answersLine(f, first),
   ];
   const next: string[] = [];
   if (f.acceptances > 0) {
-    next.push('Es gibt eine positive Rückmeldung. Wir melden uns in den nächsten Tagen persönlich bei Ihnen, um alles Weitere mit Ihnen abzustimmen.');
+    next.push(`Es gibt ${f.acceptances === 1 ? 'eine positive Rückmeldung' : `${f.acceptances} positive Rückmeldungen`}. Wir melden uns in den nächsten Tagen persönlich bei Ihnen, um alles Weitere mit Ihnen abzustimmen.`);
   } else if (f.requestsTotal === 0) {
     next.push('Wir bereiten die ersten Anfragen für Sie vor. Sie müssen dafür nichts tun.');
   } else {

@@ -170,7 +170,7 @@ describe('weekly_update_last_sent', () => {
     const w49 = await record(p, '2026-W49');
     const text = (await getDelivery(ctx.database.db, w49.deliveryId!))!.text;
     expect(text).toContain('Seit unserer letzten Nachricht haben wir 1 neue Anfrage an Praxen gesendet.');
-    expect(text).toContain('Insgesamt sind es bisher 2 Anfragen.');
+    expect(text).toContain('Insgesamt haben wir bisher 2 Anfragen an Praxen gesendet.');
   });
 });
 
