@@ -174,6 +174,33 @@ describe('weekly_update_last_sent', () => {
   });
 });
 
+describe('"since the last update" when the email went out later than it was written', () => {
+  it('a request and an answer that came after the email was recorded but before it went out are counted the week after', async () => {
+    const p = await patient('a@example.org', [new Date(Date.parse(W48_MONDAY) - 3 * DAY)]);
+    const w48 = await record(p, '2026-W48'); // written Monday 09:00 (the email role is down until Wednesday)
+    const search = await searchOf(p);
+    await request(search, new Date('2026-11-23T12:00:00Z')); // Monday noon: not in the W48 email
+    await ctx.database.db
+      .update(therapeutAnfragePatient)
+      .set({ status: 'abgelehnt' })
+      .where(eq(therapeutAnfragePatient.platzsucheId, search));
+    await ctx.database.db.execute(sql`update matching_service.therapeutenanfrage set antwort_datum = '2026-11-24T12:00:00Z'`);
+    clock.set('2026-11-25T10:00:00Z'); // Wednesday: it goes out
+    await finish(w48.deliveryId!, 'sent');
+    expect(await lastSent(p)).toEqual(new Date('2026-11-25T10:00:00Z'));
+    const w48text = (await getDelivery(ctx.database.db, w48.deliveryId!))!.text;
+    expect(w48text).toContain('Seit Beginn Ihrer Platzsuche haben wir 1 Anfrage an Praxen gesendet.');
+    expect(w48text).toContain('Antworten haben wir bisher noch keine erhalten.');
+
+    clock.set(W49_MONDAY);
+    const w49 = await record(p, '2026-W49');
+    const text = (await getDelivery(ctx.database.db, w49.deliveryId!))!.text;
+    expect(text).toContain('Seit unserer letzten Nachricht haben wir 1 neue Anfrage an Praxen gesendet.');
+    expect(text).toContain('Insgesamt haben wir bisher 2 Anfragen an Praxen gesendet.');
+    expect(text).toContain('Seit unserer letzten Nachricht haben wir die ersten 2 Antworten erhalten.');
+  });
+});
+
 describe('patients without a plausible email address', () => {
   it('are counted as "no valid email address" and never selected; the per-patient job skips them too', async () => {
     const good = await patient('erika@example.org');

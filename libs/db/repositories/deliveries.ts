@@ -17,6 +17,8 @@ export interface NewDelivery {
   text: string;
   headers?: Record<string, string>;
   patientId?: number | null;
+  /** When the message was written (default: the database's now); a weekly email's facts are as of this time. */
+  createdAt?: Date;
 }
 
 /**

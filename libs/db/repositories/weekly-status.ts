@@ -1,7 +1,7 @@
-import { and, eq, inArray, sql } from 'drizzle-orm';
+import { and, desc, eq, inArray, sql } from 'drizzle-orm';
 import { appendEvent } from '../../events/index.js';
 import { isPlausibleEmail, PLAUSIBLE_EMAIL_SOURCE, TRIMMED_CHARS, trimEmail } from '../../weekly/email-address.js';
-import { InvalidIsoWeekError, isoWeekRange, parseIsoWeek } from '../../weekly/iso-week.js';
+import { InvalidIsoWeekError, isoWeekOf, isoWeekRange, parseIsoWeek } from '../../weekly/iso-week.js';
 import type { Db, DbOrTx } from '../client.js';
 import { deliveries } from '../schema/fleet.js';
 import { patienten } from '../schema/platform.js';
@@ -123,6 +123,28 @@ export interface WeeklyFacts {
   acceptances: number;
 }
 
+/**
+ * Where "since the last update" starts: what the last email that went out counted up to.
+ * That email's facts are as of when it was written (its delivery's created_at, see
+ * recordWeeklyDelivery), and it went out later (weekly_update_last_sent): a request or answer
+ * in between (seconds in a big run, days while the email role is down) was in neither email
+ * as new, so the next one counts from when the last one was written. A weekly email goes out
+ * only within its own ISO week (unwantedWeeklyDeliveries), so its delivery is found by key: the
+ * weeks of lastSent ± 1 day (UTC) include its week in any zone. Without one (an email sent
+ * before the fleet), lastSent itself.
+ */
+async function sinceLastUpdate(db: DbOrTx, patientId: number, lastSent: Date | null): Promise<Date> {
+  if (!lastSent) return new Date(0);
+  const keys = [...new Set([-1, 0, 1].map((d) => weeklyIdempotencyKey(patientId, isoWeekOf(new Date(lastSent.getTime() + d * 86_400_000), 'UTC'))))];
+  const [last] = await db
+    .select({ writtenAt: deliveries.createdAt })
+    .from(deliveries)
+    .where(and(inArray(deliveries.idempotencyKey, keys), eq(deliveries.status, 'sent')))
+    .orderBy(desc(deliveries.sentAt))
+    .limit(1);
+  return last && last.writtenAt < lastSent ? last.writtenAt : lastSent;
+}
+
 /** What the email of one patient says, as of `now`. Null when the patient does not exist. */
 export async function loadWeeklyFacts(db: DbOrTx, patientId: number, now: Date): Promise<WeeklyFacts | null> {
   const [p] = await db
@@ -138,7 +160,7 @@ export async function loadWeeklyFacts(db: DbOrTx, patientId: number, now: Date):
     .from(patienten)
     .where(eq(patienten.id, patientId));
   if (!p) return null;
-  const since = (p.lastSent ?? new Date(0)).toISOString();
+  const since = (await sinceLastUpdate(db, patientId, p.lastSent)).toISOString();
   const nowIso = now.toISOString();
   const rows = await db.execute<{
     searches: number;
@@ -216,7 +238,7 @@ export type RecordOutcome =
 export async function recordWeeklyDelivery(
   db: Db,
   input: WeekWindow & { patientId: number; now: Date },
-  compose: (facts: WeeklyFacts) => Omit<NewDelivery, 'idempotencyKey' | 'kind' | 'patientId' | 'toAddress'>,
+  compose: (facts: WeeklyFacts) => Omit<NewDelivery, 'idempotencyKey' | 'kind' | 'patientId' | 'toAddress' | 'createdAt'>,
 ): Promise<RecordOutcome> {
   const key = weeklyIdempotencyKey(input.patientId, input.isoWeek);
   return db.transaction(async (tx) => {
@@ -234,6 +256,8 @@ export async function recordWeeklyDelivery(
       kind: WEEKLY_DELIVERY_KIND,
       patientId: input.patientId,
       toAddress: trimEmail(facts!.email!),
+      // The facts are as of `now`: the next email counts "since the last update" from here (sinceLastUpdate).
+      createdAt: input.now,
     });
     return { outcome: 'recorded', deliveryId: id };
   });
