@@ -1,4 +1,4 @@
-import { and, desc, eq, inArray, sql } from 'drizzle-orm';
+import { and, eq, inArray, sql } from 'drizzle-orm';
 import { appendEvent } from '../../events/index.js';
 import { isPlausibleEmail, PLAUSIBLE_EMAIL_SOURCE, TRIMMED_CHARS, trimEmail } from '../../weekly/email-address.js';
 import { InvalidIsoWeekError, isoWeekOf, isoWeekRange, parseIsoWeek } from '../../weekly/iso-week.js';
@@ -131,18 +131,15 @@ export interface WeeklyFacts {
  * as new, so the next one counts from when the last one was written. A weekly email goes out
  * only within its own ISO week (unwantedWeeklyDeliveries), so its delivery is found by key: the
  * weeks of lastSent ± 1 day (UTC) include its week in any zone. Without one (an email sent
- * before the fleet), lastSent itself.
+ * before the fleet), lastSent itself. An SQL expression, so the facts come in one statement.
  */
-async function sinceLastUpdate(db: DbOrTx, patientId: number, lastSent: Date | null): Promise<Date> {
-  if (!lastSent) return new Date(0);
+function sinceLastUpdate(patientId: number, lastSent: Date | null) {
+  if (!lastSent) return sql`'epoch'::timestamptz`;
   const keys = [...new Set([-1, 0, 1].map((d) => weeklyIdempotencyKey(patientId, isoWeekOf(new Date(lastSent.getTime() + d * 86_400_000), 'UTC'))))];
-  const [last] = await db
-    .select({ writtenAt: deliveries.createdAt })
-    .from(deliveries)
-    .where(and(inArray(deliveries.idempotencyKey, keys), eq(deliveries.status, 'sent')))
-    .orderBy(desc(deliveries.sentAt))
-    .limit(1);
-  return last && last.writtenAt < lastSent ? last.writtenAt : lastSent;
+  const sent = lastSent.toISOString();
+  return sql`least(${sent}::timestamptz, (select d.created_at from fleet.deliveries d
+    where d.idempotency_key in (${sql.join(keys.map((k) => sql`${k}`), sql`, `)}) and d.status = 'sent'
+    order by d.sent_at desc limit 1))`;
 }
 
 /** What the email of one patient says, as of `now`. Null when the patient does not exist. */
@@ -160,7 +157,6 @@ export async function loadWeeklyFacts(db: DbOrTx, patientId: number, now: Date):
     .from(patienten)
     .where(eq(patienten.id, patientId));
   if (!p) return null;
-  const since = (await sinceLastUpdate(db, patientId, p.lastSent)).toISOString();
   const nowIso = now.toISOString();
   const rows = await db.execute<{
     searches: number;
@@ -170,7 +166,9 @@ export async function loadWeeklyFacts(db: DbOrTx, patientId: number, now: Date):
     answers_since: number;
     acceptances: number;
   }>(sql`
-    with searches as (
+    with since as (
+      select ${sinceLastUpdate(patientId, p.lastSent)} as t
+    ), searches as (
       select id from matching_service.platzsuche where patient_id = ${patientId} and status = 'aktiv'
     ), requests as (
       select distinct on (ta.id) ta.id, ta.gesendet_datum, ta.antwort_datum, tap.status
@@ -182,10 +180,10 @@ export async function loadWeeklyFacts(db: DbOrTx, patientId: number, now: Date):
     )
     select (select count(*) from searches)::int as searches,
       count(r.id)::int as requests_total,
-      count(r.id) filter (where r.gesendet_datum > ${since}::timestamptz)::int as requests_since,
+      count(r.id) filter (where r.gesendet_datum > (select t from since))::int as requests_since,
       count(r.id) filter (where r.status in ('angenommen', 'abgelehnt'))::int as answers_total,
       count(r.id) filter (where r.status in ('angenommen', 'abgelehnt')
-        and coalesce(r.antwort_datum, r.gesendet_datum) > ${since}::timestamptz)::int as answers_since,
+        and coalesce(r.antwort_datum, r.gesendet_datum) > (select t from since))::int as answers_since,
       count(r.id) filter (where r.status = 'angenommen')::int as acceptances
     from requests r`);
   const f = rows[0]!;
