@@ -1,4 +1,4 @@
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
@@ -47,6 +47,30 @@ describe('a Redis the CLI cannot reach', () => {
     const r = await runCli(args, { LOG_LEVEL: 'warn', REDIS_URL: `redis://:s3cret@127.0.0.1:${port}` }, { timeoutMs: 45_000 });
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`fleet: redis not reachable at 127.0.0.1:${port} (REDIS_URL): connect ECONNREFUSED 127.0.0.1:${port}\n`);
+  });
+});
+
+describe('a Redis that accepts connections but never answers', () => {
+  // A stopped (SIGSTOP), hung or partitioned Redis: TCP connects, no reply ever comes. The
+  // connection never became ready and nothing timed out, so `fleet status` waited without a word
+  // for as long as Redis stayed silent, while the fleet's own /ready already said `redis down`.
+  it.each([[['status']], [['dlq', 'list']]])('fleet %j fails with exit 1 naming REDIS_URL instead of waiting', { timeout: 60_000 }, async (args) => {
+    const sockets = new Set<Socket>();
+    const silent = createServer((s) => {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => sockets.delete(s));
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as { port: number }).port;
+    try {
+      const r = await runCli(args, { LOG_LEVEL: 'warn', REDIS_URL: `redis://127.0.0.1:${port}` }, { timeoutMs: 45_000 });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`^fleet: redis not reachable at 127\\.0\\.0\\.1:${port} \\(REDIS_URL\\): .+\\n$`));
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => silent.close(r));
+    }
   });
 });
 

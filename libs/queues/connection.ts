@@ -5,13 +5,23 @@ import type { Logger } from '../log/index.js';
 export const COMMAND_REDIS_GIVE_UP_MS = 10_000;
 
 /**
+ * How long a command's connection waits for one reply. A Redis that accepts connections but
+ * never answers (stopped with SIGSTOP, hung, a network that drops packets) is otherwise never
+ * given up on: the connection never becomes ready (its ready check waits for INFO), so nothing
+ * fails and nothing times out.
+ */
+export const COMMAND_REDIS_REPLY_TIMEOUT_MS = 5_000;
+
+/**
  * Redis connections as BullMQ's production guide advises:
  * - workers never give up on Redis (maxRetriesPerRequest: null, reconnect forever with backoff);
  * - producers fail fast (no offline queue, few retries), so a request handler gets an error
  *   instead of hanging while Redis is away, and reconnect when it is back;
  * - a one-shot command (the CLI) is a producer that stops reconnecting once Redis has been out of
  *   reach for COMMAND_REDIS_GIVE_UP_MS: BullMQ waits for its connection to be ready before each
- *   call, so a connection that reconnects forever made `fleet status` wait without a word.
+ *   call, so a connection that reconnects forever made `fleet status` wait without a word; and
+ *   a reply (the ready check's included) that takes longer than COMMAND_REDIS_REPLY_TIMEOUT_MS
+ *   counts as out of reach, so a silent Redis ends the same way as one that refuses.
  */
 export function redisConnection(url: string, role: 'worker' | 'producer' | 'command', extra: RedisOptions = {}): Redis {
   const common: RedisOptions = {
@@ -24,9 +34,12 @@ export function redisConnection(url: string, role: 'worker' | 'producer' | 'comm
   }
   const producer: RedisOptions = { ...common, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 5_000 };
   if (role === 'producer') return new Redis(url, producer);
-  let failingSince: number | null = null;
+  // Counted from the first attempt (not from its failure): a silent Redis spends
+  // COMMAND_REDIS_REPLY_TIMEOUT_MS on each attempt before it fails.
+  let failingSince: number | null = Date.now();
   const redis = new Redis(url, {
     ...producer,
+    commandTimeout: COMMAND_REDIS_REPLY_TIMEOUT_MS,
     retryStrategy: (times) => {
       failingSince ??= Date.now();
       return Date.now() - failingSince >= COMMAND_REDIS_GIVE_UP_MS ? null : Math.min(500 * times, 2_000);
@@ -34,6 +47,9 @@ export function redisConnection(url: string, role: 'worker' | 'producer' | 'comm
   });
   redis.on('ready', () => {
     failingSince = null;
+  });
+  redis.on('connecting', () => {
+    failingSince ??= Date.now();
   });
   return redis;
 }
