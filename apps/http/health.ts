@@ -1,4 +1,6 @@
 import { Router } from 'express';
+import type { Redis } from 'ioredis';
+import { redisTarget } from '../../libs/queues/index.js';
 import type { FleetContext, ReadinessResult } from '../../libs/runtime/index.js';
 
 export interface CheckReport {
@@ -18,6 +20,25 @@ export interface ReadyReport {
 }
 
 class CheckTimeout extends Error {}
+
+const lastErrors = new WeakMap<Redis, { message: string }>();
+
+/** The last error the connection reported (ECONNREFUSED, ...), remembered from the first check on. */
+function lastRedisError(redis: Redis): string | undefined {
+  let last = lastErrors.get(redis);
+  if (!last) {
+    const entry = { message: '' };
+    lastErrors.set(redis, entry);
+    redis.on('error', (err: Error) => {
+      entry.message = err.message;
+    });
+    redis.on('ready', () => {
+      entry.message = '';
+    });
+    last = entry;
+  }
+  return last.message || undefined;
+}
 
 async function runCheck(fn: () => Promise<ReadinessResult>, critical: boolean, timeoutMs: number): Promise<CheckReport> {
   const started = performance.now();
@@ -64,7 +85,16 @@ export async function readiness(ctx: FleetContext): Promise<ReadyReport> {
       'redis',
       runCheck(
         async () => {
-          const pong = await ctx.producerRedis.ping();
+          const redis = ctx.producerRedis;
+          // A PING on a connection that is not connected fails at once with ioredis's "Stream
+          // isn't writeable and enableOfflineQueue options is false": say where and why instead.
+          // (Also while the status still says ready but the socket has already ended.)
+          if (redis.status !== 'ready' || !redis.stream?.writable) {
+            const cause = lastRedisError(redis);
+            const state = redis.status === 'ready' ? 'closed' : redis.status;
+            return { ok: false, detail: `not connected to ${redisTarget(ctx.config.queues.redisUrl)} (REDIS_URL; connection ${state})${cause ? `: ${cause}` : ''}` };
+          }
+          const pong = await redis.ping();
           return pong === 'PONG' ? { ok: true } : { ok: false, detail: `unexpected reply ${pong}` };
         },
         true,

@@ -681,6 +681,10 @@ describe('/ready follows PostgreSQL, Redis and component checks', () => {
     expect(down.body.checks.redis!.ok).toBe(false);
     expect(down.body.checks.postgres!.ok).toBe(true);
     expect(down.body.reason).toMatch(/^redis down \(/);
+    // Says what the operator can act on, not ioredis's "Stream isn't writeable and
+    // enableOfflineQueue options is false" (the PING of a connection that is not connected).
+    expect(down.body.checks.redis!.detail).toMatch(new RegExp(`^not connected to 127\\.0\\.0\\.1:${redis.port} \\(REDIS_URL; connection (closed|connecting|reconnecting|close|end)\\)`));
+    expect(down.body.reason).not.toContain('enableOfflineQueue');
     // /health does not depend on either.
     expect((await fetch(`${app.base}/health`)).status).toBe(200);
     // /metrics still answers, and says the depth could not be read.
