@@ -44,9 +44,38 @@ export async function withContext<T>(fn: (ctx: FleetContext) => Promise<T>, opts
     if (typeof err === 'object' && err !== null && redisErrors.has(err)) {
       throw new CliError(`redis not reachable at ${redisTarget(config.queues.redisUrl)} (REDIS_URL): ${(err as Error).message}`, 1);
     }
+    if (!(err instanceof CliError)) {
+      // Was it PostgreSQL that could not be reached? Asked again rather than read from the
+      // error, which comes wrapped differently from drizzle and from postgres.js.
+      const unreachable = await postgresUnreachable(ctx);
+      if (unreachable) throw new CliError(`postgres not reachable at ${databaseTarget(config.db.url)} (DATABASE_URL): ${unreachable}`, 1);
+    }
     throw err;
   } finally {
     await ctx.close();
+  }
+}
+
+/** The error of a `select 1` when PostgreSQL cannot be reached now (null: it answers, or not within 3 s). */
+async function postgresUnreachable(ctx: FleetContext): Promise<string | null> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([ctx.database.sql`select 1`, new Promise<void>((resolve) => (timer = setTimeout(resolve, 3_000)))]);
+    return null;
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Where a PostgreSQL URL points (host:port), for messages: never the password it may carry. */
+function databaseTarget(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname || '127.0.0.1'}:${u.port || '5432'}`;
+  } catch {
+    return '(DATABASE_URL not parsable)';
   }
 }
 
