@@ -32,7 +32,8 @@ function lastRedisError(redis: Redis): string | undefined {
     redis.on('error', (err: Error) => {
       entry.message = err.message;
     });
-    redis.on('ready', () => {
+    // Reached again: an earlier attempt's error no longer says why.
+    redis.on('connect', () => {
       entry.message = '';
     });
     last = entry;
@@ -91,7 +92,7 @@ export async function readiness(ctx: FleetContext): Promise<ReadyReport> {
           // (Also while the status still says ready but the socket has already ended.)
           if (redis.status !== 'ready' || !redis.stream?.writable) {
             const cause = lastRedisError(redis);
-            const state = redis.status === 'ready' ? 'closed' : redis.status;
+            const state = redis.status === 'ready' ? 'closed' : redis.status === 'connect' ? 'open, no answer yet' : redis.status;
             return { ok: false, detail: `not connected to ${redisTarget(ctx.config.queues.redisUrl)} (REDIS_URL; connection ${state})${cause ? `: ${cause}` : ''}` };
           }
           const pong = await redis.ping();
