@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import { createServer, type Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
@@ -100,6 +102,29 @@ describe('a database older than the CLI (not migrated yet)', () => {
       );
     } finally {
       await db.drop();
+      await q.cleanup();
+    }
+  });
+});
+
+describe('output into a pipe that is closed early (fleet status | head -3)', () => {
+  // The reader stops reading: the write fails with EPIPE, which ended the CLI with an unhandled
+  // 'error' event and a stack trace under the lines the operator asked for.
+  it('ends quietly with exit 0', { timeout: 60_000 }, async () => {
+    const q = testQueuePrefix();
+    try {
+      const main = fileURLToPath(new URL('./main.ts', import.meta.url));
+      const child = spawn(process.execPath, ['--import', 'tsx', main, 'status'], {
+        env: { ...process.env, LOG_LEVEL: 'warn', REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      child.stdout.destroy(); // head has read its lines and gone
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const code = await new Promise<number | null>((r) => child.on('close', (c) => r(c)));
+      expect(stderr).not.toContain('EPIPE');
+      expect(code).toBe(0);
+    } finally {
       await q.cleanup();
     }
   });

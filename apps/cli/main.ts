@@ -59,6 +59,14 @@ registerRetention(program);
 registerTherapists(program);
 registerEvents(program);
 
+// Output into a pipe whose reader has gone (`fleet status | head -3`): the rest of the output is
+// not wanted, the command itself still finishes (a requeue is not cut off halfway) and exits as
+// it would have; without a listener the failed write ended the CLI with a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') return;
+  throw err;
+});
+
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
