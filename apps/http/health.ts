@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import type { Redis } from 'ioredis';
-import { redisTarget } from '../../libs/queues/index.js';
+import { redisReady, redisTarget } from '../../libs/queues/index.js';
 import type { FleetContext, ReadinessResult } from '../../libs/runtime/index.js';
 
 export interface CheckReport {
@@ -75,7 +75,8 @@ export async function readiness(ctx: FleetContext): Promise<ReadyReport> {
       'postgres',
       runCheck(
         async () => {
-          await ctx.database.sql`select 1`;
+          // Its own connection: the workers' pool can be busy without PostgreSQL being down.
+          await ctx.probeSql()`select 1`;
           return { ok: true };
         },
         true,
@@ -87,6 +88,8 @@ export async function readiness(ctx: FleetContext): Promise<ReadyReport> {
       runCheck(
         async () => {
           const redis = ctx.producerRedis;
+          // A process that just started is still connecting: give it half the time limit.
+          await redisReady(redis, timeoutMs / 2);
           // A PING on a connection that is not connected fails at once with ioredis's "Stream
           // isn't writeable and enableOfflineQueue options is false": say where and why instead.
           // (Also while the status still says ready but the socket has already ended.)

@@ -639,7 +639,7 @@ describe('/ready follows PostgreSQL, Redis and component checks', () => {
     cleanupRedis = q.cleanup;
     const dbUrl = new URL(db.url);
     dbUrl.host = `127.0.0.1:${pg.port}`;
-    app = await startApp({ DATABASE_URL: dbUrl.toString(), REDIS_URL: `redis://127.0.0.1:${redis.port}`, QUEUE_PREFIX: q.prefix, READY_TIMEOUT_MS: '1500' });
+    app = await startApp({ DATABASE_URL: dbUrl.toString(), REDIS_URL: `redis://127.0.0.1:${redis.port}`, QUEUE_PREFIX: q.prefix, READY_TIMEOUT_MS: '1500', DB_POOL_MAX: '2' });
   });
   afterAll(async () => {
     await pg.open().catch(() => {});
@@ -692,6 +692,18 @@ describe('/ready follows PostgreSQL, Redis and component checks', () => {
     expect(metrics).toMatch(/^fleet_queue_depth_scrape_ok 0$/m);
     await redis.open();
     await until(async () => ((await ready()).status === 200 ? true : null), 40_000, 'ready after Redis is back');
+  });
+
+  it('a busy database is not a database that is down: the probe has its own connection, not the workers\' pool', async () => {
+    // every connection of the workers' pool (DB_POOL_MAX=2 here) held by a long query
+    const held = [0, 1].map(() => app.ctx.database.sql`select pg_sleep(4)`.execute());
+    try {
+      const r = await ready();
+      expect(r.body.checks.postgres).toMatchObject({ ok: true });
+      expect(r.status).toBe(200);
+    } finally {
+      await Promise.all(held);
+    }
   });
 
   it('a failing component check (e.g. Kafka) reports degraded with 200; a critical one makes it 503; so does the phase', async () => {

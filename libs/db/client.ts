@@ -36,3 +36,18 @@ export function openDatabase(opts: DbOptions): Database {
   const db = drizzle(sql, { schema: fleetSchema });
   return { db, sql, close: (timeout = 5) => sql.end({ timeout }) };
 }
+
+/**
+ * One connection of its own for the readiness probe (`GET /ready`): `select 1` on the workers'
+ * pool waits behind them when they hold every connection, and a busy database then read as
+ * "postgres down". Opened on first use, closed after a minute idle.
+ */
+export function openProbeConnection(opts: Pick<DbOptions, 'url' | 'applicationName'>): postgres.Sql {
+  return postgres(opts.url, {
+    max: 1,
+    idle_timeout: 60,
+    connect_timeout: 10,
+    onnotice: () => {},
+    connection: { application_name: `${opts.applicationName ?? 'curavani-fleet'}:ready`, statement_timeout: 10_000 },
+  });
+}

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/index.js';
-import { openDatabase, type Database } from '../db/client.js';
+import type postgres from 'postgres';
+import { openDatabase, openProbeConnection, type Database } from '../db/client.js';
 import type { Logger } from '../log/index.js';
 import { createMetrics, type Metrics } from '../metrics/index.js';
 import { QueueSet, redisConnection } from '../queues/index.js';
@@ -24,6 +25,8 @@ export interface FleetContext {
   readiness: Readiness;
   /** Opens a worker connection (retries Redis forever); closed by the runtime. */
   workerRedis(): Redis;
+  /** The readiness probe's own PostgreSQL connection (not the workers' pool), opened on first use. */
+  probeSql(): postgres.Sql;
   close(): Promise<void>;
 }
 
@@ -35,7 +38,9 @@ export interface OpenContextOptions {
 }
 
 export function openContext(config: Config, log: Logger, opts: OpenContextOptions = {}): FleetContext {
-  const database = openDatabase({ ...config.db, applicationName: `curavani-fleet${config.instance ? `:${config.instance}` : ''}` });
+  const applicationName = `curavani-fleet${config.instance ? `:${config.instance}` : ''}`;
+  const database = openDatabase({ ...config.db, applicationName });
+  let probe: postgres.Sql | null = null;
   const producerRedis = redisConnection(config.queues.redisUrl, opts.redisRole ?? 'producer');
   producerRedis.on('error', (err) => log.debug({ err }, 'redis (producer) connection error'));
   const queues = new QueueSet({ connection: producerRedis, prefix: config.queues.prefix, backoffScale: config.queues.backoffScale });
@@ -55,7 +60,12 @@ export function openContext(config: Config, log: Logger, opts: OpenContextOption
       workerConnections.push(r);
       return r;
     },
+    probeSql() {
+      probe ??= openProbeConnection({ url: config.db.url, applicationName });
+      return probe;
+    },
     async close() {
+      await probe?.end({ timeout: 1 });
       await queues.close();
       await Promise.allSettled(workerConnections.map((r) => r.quit().catch(() => r.disconnect())));
       await producerRedis.quit().catch(() => producerRedis.disconnect());
