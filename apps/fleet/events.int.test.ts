@@ -8,7 +8,7 @@ import { silentLogger } from '../../libs/log/index.js';
 import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector, fastRelaySettings } from '../../libs/testing/kafka-mock.js';
-import { randomSuffix } from '../../libs/testing/services.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
 import { importLocalFile } from '../../workers/patient-import/worker.js';
 import { importTherapistFileNow } from '../../workers/therapist-import/worker.js';
@@ -97,6 +97,8 @@ async function importPatient(n: number) {
   return outcome;
 }
 
+const queuePrefix = testQueuePrefix();
+
 beforeAll(async () => {
   db = await createTestDatabase();
   kafka = await startKafkaMock();
@@ -109,7 +111,7 @@ beforeAll(async () => {
       NODE_ENV: 'test',
       LOG_LEVEL: 'silent',
       DATABASE_URL: db.url,
-      QUEUE_PREFIX: `events_${randomSuffix()}`,
+      QUEUE_PREFIX: queuePrefix.prefix,
       BACKUP_DIR: path.join(dir, 'backup'),
       FAILED_DIR: path.join(dir, 'failed'),
       MAIL_OUTBOX_DIR: path.join(dir, 'mail'),
@@ -129,6 +131,7 @@ afterAll(async () => {
   await ctx?.close().catch(() => {});
   await kafka?.close();
   await db?.drop();
+  await queuePrefix.cleanup();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 

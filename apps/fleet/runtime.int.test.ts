@@ -175,5 +175,6 @@ describe('the README run command', () => {
     });
     expect(out).toContain('"msg":"fleet stopped"');
     await rm(dirs, { recursive: true, force: true });
+    await queues.close(); // and the keys the fleet made under the prefix
   }, 90_000);
 });
