@@ -1,5 +1,5 @@
 import { userInfo } from 'node:os';
-import { ConfigError, loadConfig, type Config } from '../../libs/config/index.js';
+import { ConfigError, loadConfig, urlTarget, type Config } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { redisTarget } from '../../libs/queues/index.js';
 import { openContext, type FleetContext } from '../../libs/runtime/index.js';
@@ -48,7 +48,7 @@ export async function withContext<T>(fn: (ctx: FleetContext) => Promise<T>, opts
       // Was it PostgreSQL that could not be reached? Asked again rather than read from the
       // error, which comes wrapped differently from drizzle and from postgres.js.
       const unreachable = await postgresUnreachable(ctx);
-      if (unreachable) throw new CliError(`postgres not reachable at ${databaseTarget(config.db.url)} (DATABASE_URL): ${unreachable}`, 1);
+      if (unreachable) throw new CliError(`postgres not reachable at ${urlTarget(config.db.url, 5432, 'DATABASE_URL')} (DATABASE_URL): ${unreachable}`, 1);
     }
     throw err;
   } finally {
@@ -66,16 +66,6 @@ async function postgresUnreachable(ctx: FleetContext): Promise<string | null> {
     return (err as Error).message;
   } finally {
     clearTimeout(timer);
-  }
-}
-
-/** Where a PostgreSQL URL points (host:port), for messages: never the password it may carry. */
-function databaseTarget(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.hostname || '127.0.0.1'}:${u.port || '5432'}`;
-  } catch {
-    return '(DATABASE_URL not parsable)';
   }
 }
 

@@ -1,6 +1,5 @@
 import { Router } from 'express';
-import type { Redis } from 'ioredis';
-import { redisReady, redisTarget } from '../../libs/queues/index.js';
+import { redisLastError, redisReady, redisTarget } from '../../libs/queues/index.js';
 import type { FleetContext, ReadinessResult } from '../../libs/runtime/index.js';
 
 export interface CheckReport {
@@ -20,26 +19,6 @@ export interface ReadyReport {
 }
 
 class CheckTimeout extends Error {}
-
-const lastErrors = new WeakMap<Redis, { message: string }>();
-
-/** The last error the connection reported (ECONNREFUSED, ...), remembered from the first check on. */
-function lastRedisError(redis: Redis): string | undefined {
-  let last = lastErrors.get(redis);
-  if (!last) {
-    const entry = { message: '' };
-    lastErrors.set(redis, entry);
-    redis.on('error', (err: Error) => {
-      entry.message = err.message;
-    });
-    // Reached again: an earlier attempt's error no longer says why.
-    redis.on('connect', () => {
-      entry.message = '';
-    });
-    last = entry;
-  }
-  return last.message || undefined;
-}
 
 async function runCheck(fn: () => Promise<ReadinessResult>, critical: boolean, timeoutMs: number): Promise<CheckReport> {
   const started = performance.now();
@@ -94,7 +73,7 @@ export async function readiness(ctx: FleetContext): Promise<ReadyReport> {
           // isn't writeable and enableOfflineQueue options is false": say where and why instead.
           // (Also while the status still says ready but the socket has already ended.)
           if (redis.status !== 'ready' || !redis.stream?.writable) {
-            const cause = lastRedisError(redis);
+            const cause = redisLastError(redis);
             const state = redis.status === 'ready' ? 'closed' : redis.status === 'connect' ? 'open, no answer yet' : redis.status;
             return { ok: false, detail: `not connected to ${redisTarget(ctx.config.queues.redisUrl)} (REDIS_URL; connection ${state})${cause ? `: ${cause}` : ''}` };
           }

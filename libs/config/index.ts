@@ -446,3 +446,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
 export type Config = ReturnType<typeof loadConfig>;
 
 export { bool as envBool, int as envInt, cron as envCron, timeZone as envTimeZone, optionalString as envOptionalString };
+
+/** Where a service URL points (host:port), for messages: never the credentials it may carry. */
+export function urlTarget(url: string, defaultPort: number, variable: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname || '127.0.0.1'}:${u.port || defaultPort}`;
+  } catch {
+    return `(${variable} not parsable)`;
+  }
+}

@@ -5,6 +5,7 @@ import { ledgerActivity } from '../db/repositories/patient-import.js';
 import { importActivity, importBacklog } from '../db/repositories/therapist-import.js';
 import { weeklyDeliveryCounts } from '../db/repositories/weekly-status.js';
 import { countDeadLetters, type QueueSet } from '../queues/index.js';
+import type { FleetContext } from '../runtime/index.js';
 import { isoWeekOf, isoWeekRange } from '../weekly/iso-week.js';
 
 /**
@@ -60,6 +61,11 @@ export interface DailyDeps {
   weeklyTimeZone: string;
   /** KAFKA_BROKERS set: without it the outbox relay publishes nothing and says so here. */
   kafkaConfigured: boolean;
+}
+
+/** The daily view's inputs from a process's context, as of now. */
+export function dailyDepsOf(ctx: FleetContext): DailyDeps {
+  return { database: ctx.database, queues: ctx.queues, now: ctx.clock.now(), weeklyTimeZone: ctx.config.weekly.timeZone, kafkaConfigured: Boolean(ctx.config.kafka.brokers?.length) };
 }
 
 /** The window as a usage error names it: a whole number of hours, 1 to MAX_DAILY_HOURS. */

@@ -1,4 +1,5 @@
 import { Redis, type RedisOptions } from 'ioredis';
+import { urlTarget } from '../config/index.js';
 import type { Logger } from '../log/index.js';
 
 /** How long a command's connection keeps trying to reach Redis before it gives up. */
@@ -30,10 +31,10 @@ export function redisConnection(url: string, role: 'worker' | 'producer' | 'comm
     ...extra,
   };
   if (role === 'worker') {
-    return new Redis(url, { ...common, maxRetriesPerRequest: null, enableReadyCheck: false });
+    return tracked(new Redis(url, { ...common, maxRetriesPerRequest: null, enableReadyCheck: false }));
   }
   const producer: RedisOptions = { ...common, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 5_000 };
-  if (role === 'producer') return new Redis(url, producer);
+  if (role === 'producer') return tracked(new Redis(url, producer));
   // Counted from the first attempt (not from its failure): a silent Redis spends
   // COMMAND_REDIS_REPLY_TIMEOUT_MS on each attempt before it fails.
   let failingSince: number | null = Date.now();
@@ -51,7 +52,21 @@ export function redisConnection(url: string, role: 'worker' | 'producer' | 'comm
   redis.on('connecting', () => {
     failingSince ??= Date.now();
   });
+  return tracked(redis);
+}
+
+const lastErrors = new WeakMap<Redis, string>();
+
+/** Remembers the connection's last error until it connects again (see redisLastError). */
+function tracked(redis: Redis): Redis {
+  redis.on('error', (err: Error) => lastErrors.set(redis, err.message));
+  redis.on('connect', () => lastErrors.delete(redis));
   return redis;
+}
+
+/** Why a connection from redisConnection is not connected (ECONNREFUSED, ...), if it said so since it last connected. */
+export function redisLastError(redis: Redis): string | undefined {
+  return lastErrors.get(redis);
 }
 
 /**
@@ -76,12 +91,7 @@ export function redisReady(redis: Redis, waitMs: number): Promise<boolean> {
 
 /** Where a Redis URL points (host:port), for messages: never the password it may carry. */
 export function redisTarget(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.hostname || '127.0.0.1'}:${u.port || '6379'}`;
-  } catch {
-    return '(REDIS_URL not parsable)';
-  }
+  return urlTarget(url, 6379, 'REDIS_URL');
 }
 
 /** A prefix in braces keeps every key of the fleet in one Redis Cluster hash slot. */

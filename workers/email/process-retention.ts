@@ -1,7 +1,6 @@
 import type { Logger } from '../../libs/log/index.js';
-import type { Clock } from '../../libs/runtime/clock.js';
+import { daysBefore, type Clock } from '../../libs/runtime/clock.js';
 
-const DAY_MS = 86_400_000;
 
 /** The deliveries side of the sweep (PostgreSQL in production). */
 export interface ContentRetentionStore {
@@ -48,7 +47,7 @@ export async function sweepEmailContents(deps: ContentRetentionDeps, opts: { dry
   const result: ContentRetentionResult = { retentionDays: deps.days, removed: 0, keptForDeadLetters: 0 };
   if (deps.days <= 0) return result;
   const now = deps.clock.now();
-  const before = new Date(now.getTime() - deps.days * DAY_MS);
+  const before = daysBefore(now, deps.days);
   // Read before the rows: a dead letter of an old failed delivery never appears later (a
   // requeue that fails again is a new change, so the row is recent again).
   const requeueable = await deps.deadLettered();

@@ -1,7 +1,7 @@
 import type { RelayLease } from '../../libs/db/repositories/outbox-relay.js';
 import { missingTopicsOf, type EventPublisher } from '../../libs/events/kafka.js';
 import type { Logger } from '../../libs/log/index.js';
-import type { Clock } from '../../libs/runtime/clock.js';
+import { daysBefore, type Clock } from '../../libs/runtime/clock.js';
 import { backoffMs } from './backoff.js';
 import { PublishFailedError, drainOutbox, type ParkedEvent, type RelayBatchResult } from './process-batch.js';
 
@@ -199,7 +199,7 @@ export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): Out
         }
         if (settings.retentionDays > 0 && clock.now().getTime() - lastPrune >= settings.pruneIntervalMs) {
           lastPrune = clock.now().getTime();
-          const cutoff = new Date(clock.now().getTime() - settings.retentionDays * 86_400_000);
+          const cutoff = daysBefore(clock.now(), settings.retentionDays);
           const pruned = await deps.prunePublished(cutoff);
           if (pruned > 0) log.info({ pruned, cutoff: cutoff.toISOString() }, 'published outbox rows pruned');
         }

@@ -1,9 +1,8 @@
 import type { LocalCopy } from '../../libs/db/repositories/patient-import.js';
 import type { Logger } from '../../libs/log/index.js';
-import type { Clock } from '../../libs/runtime/clock.js';
+import { daysBefore, type Clock } from '../../libs/runtime/clock.js';
 import type { RemoveOutcome } from './file-keeper.js';
 
-const DAY_MS = 86_400_000;
 export const localCopies: readonly LocalCopy[] = ['backup', 'failed'];
 
 /** The ledger side of the retention sweep (PostgreSQL in production). */
@@ -74,7 +73,7 @@ export async function sweepRetention(deps: RetentionDeps, opts: { dryRun?: boole
   for (const copy of localCopies) {
     const counts = result[copy];
     if (counts.retentionDays <= 0) continue;
-    const finishedBefore = new Date(now.getTime() - counts.retentionDays * DAY_MS);
+    const finishedBefore = daysBefore(now, counts.retentionDays);
     if (opts.dryRun) {
       counts.due = await deps.store.countExpired(copy, finishedBefore);
       continue;

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { DEFAULT_DAILY_HOURS, dailyReport, dailyText, parseDailyHours } from '../../../libs/ops/daily.js';
+import { DEFAULT_DAILY_HOURS, dailyDepsOf, dailyReport, dailyText, parseDailyHours } from '../../../libs/ops/daily.js';
 import { CliError, printJson, withContext } from '../context.js';
 
 export function registerDaily(program: Command): void {
@@ -12,7 +12,7 @@ export function registerDaily(program: Command): void {
       const hours = parseDailyHours(opts.hours);
       if (typeof hours === 'string') throw new CliError(`--${hours}`, 2);
       await withContext(async (ctx) => {
-        const r = await dailyReport({ database: ctx.database, queues: ctx.queues, now: ctx.clock.now(), weeklyTimeZone: ctx.config.weekly.timeZone, kafkaConfigured: Boolean(ctx.config.kafka.brokers?.length) }, hours);
+        const r = await dailyReport(dailyDepsOf(ctx), hours);
         if (opts.json) return printJson(r);
         process.stdout.write(dailyText(r));
       });

@@ -1,5 +1,5 @@
 import { Router, type Request } from 'express';
-import { dailyReport, formatAge, parseDailyHours, type DailyReport } from '../../../libs/ops/daily.js';
+import { dailyDepsOf, dailyReport, formatAge, parseDailyHours, type DailyReport } from '../../../libs/ops/daily.js';
 import { html, page, type SafeHtml } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
@@ -91,7 +91,7 @@ export const dailyRoutes: HttpRouteModule = {
   router({ ctx }: HttpRouteDeps) {
     const router = Router();
     const report = (hours: number) =>
-      dailyReport({ database: ctx.database, queues: ctx.queues, now: ctx.clock.now(), weeklyTimeZone: ctx.config.weekly.timeZone, kafkaConfigured: Boolean(ctx.config.kafka.brokers?.length) }, hours);
+      dailyReport(dailyDepsOf(ctx), hours);
     const hoursOf = (req: Request) => parseDailyHours(typeof req.query.hours === 'string' ? req.query.hours : undefined);
 
     router.get('/api', async (req, res) => {
