@@ -108,7 +108,10 @@ describe('planFile: what holds whatever the order of the lines', () => {
         plz: '52066',
       });
       const therapist = wellFormedTherapist(raw)!;
-      lines.push({ index, ok: true, externalId: therapist.id, statedStatus: therapist.status, therapist });
+      // Some `deleted` lines carry nothing but their id and status.
+      if (therapist.status === 'deleted' && therapist.id !== null && r() < 0.4) {
+        lines.push({ index, ok: false, externalId: therapist.id, statedStatus: 'deleted', reason: 'basic_info: missing; location: missing' });
+      } else lines.push({ index, ok: true, externalId: therapist.id, statedStatus: therapist.status, therapist });
     }
     return { r, candidates, externalIds, lines };
   }
@@ -135,5 +138,41 @@ describe('planFile: what holds whatever the order of the lines', () => {
         }
       }
     }
+  });
+
+  const minimal = (index: number, id: string): ParsedLine => ({ index, ok: false, externalId: id, statedStatus: 'deleted', reason: 'basic_info: missing' });
+  const candidate = (id: number, status = 'aktiv'): ExistingTherapist => ({ ...randomFile(1).candidates[0]!, id, status, vorname: `T${id}` });
+
+  it('a deleted line of just id and status: deactivates by a known id, fails twice-named or unknown ids with the reason, tells when nothing is left', () => {
+    const externalIds = new Map<string, ExternalIdEntry>([
+      ['k1', { therapistId: 1, deleted: false }],
+      ['k2', { therapistId: 2, deleted: false }],
+      ['gone', { therapistId: 99, deleted: false }],
+      ['tomb', { therapistId: null, deleted: true }],
+    ]);
+    const plan = planFile({
+      lines: [minimal(0, 'k1'), minimal(1, 'k1'), minimal(2, 'k2'), minimal(3, 'gone'), minimal(4, 'tomb'), minimal(5, 'new')],
+      candidates: [candidate(1), candidate(2, 'gesperrt')],
+      externalIds,
+    });
+    expect(plan.lines.map((l) => [l.index, l.outcome, l.rule, l.therapistId, l.mismatch?.found ?? null])).toEqual([
+      [0, 'deactivated', 'external_id', 1, null],
+      [1, 'failed', 'external_id', 1, null],
+      [2, 'unchanged', 'external_id', 2, 'gesperrt on the platform: status kept'],
+      [3, 'unchanged', null, null, 'no longer on the platform'],
+      [4, 'unchanged', null, null, 'not on the platform'],
+      [5, 'failed', null, null, null],
+    ]);
+    expect(plan.lines[1]!.reason).toBe('same therapist as therapists[0] of this file (duplicate line)');
+    expect(plan.lines[5]!.reason).toBe('basic_info: missing; status deleted: id "new" is not known in this postcode area, so the therapist can only be found by name and postcode');
+    expect(plan.deactivations).toEqual([1]);
+    expect(plan.creates).toEqual([]);
+    expect(plan.updates).toEqual([]);
+    expect(plan.tombstones).toEqual([
+      { key: 'k1', therapistId: 1 },
+      { key: 'k2', therapistId: 2 },
+      { key: 'gone', therapistId: null },
+      { key: 'tomb', therapistId: null },
+    ]);
   });
 });

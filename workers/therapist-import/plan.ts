@@ -257,13 +257,17 @@ export interface PlanInput {
   externalIds: Map<string, ExternalIdEntry>;
 }
 
-/** A line that reached matching (valid, adult or `deleted`). */
-interface MatchLine {
+/** What matching by scraper id needs of a line. */
+interface IdLine {
   pos: number;
   index: number;
   stated: ScraperStatus;
   externalId: string | null;
   ext: ExternalIdEntry | undefined;
+}
+
+/** A line that reached matching (valid, adult or `deleted`). */
+interface MatchLine extends IdLine {
   incoming: TherapistFields;
   /** Its external id names a therapist no longer on the platform: never re-created. */
   vanished: boolean;
@@ -330,7 +334,7 @@ export function planFile(input: PlanInput): Plan {
     therapistId: null,
     changedFields: [],
   });
-  const duplicateOf = (l: MatchLine, rule: MatchRule, therapistId: number, claimer: number) => {
+  const duplicateOf = (l: IdLine, rule: MatchRule, therapistId: number, claimer: number) => {
     results[l.pos] = {
       ...base(l),
       outcome: 'failed',
@@ -340,8 +344,8 @@ export function planFile(input: PlanInput): Plan {
     };
   };
 
-  /** The line takes `match`: deactivate, update or nothing. */
-  const matched = (l: MatchLine, match: ExistingTherapist, rule: MatchRule) => {
+  /** The line takes `match`; a `deleted` line needs nothing else of its own. Returns its result. */
+  const take = (l: IdLine, match: ExistingTherapist, rule: MatchRule): LineResult => {
     claimedBy.set(match.id, { index: l.index, externalId: l.externalId });
     const result: LineResult = { ...base(l), rule, therapistId: match.id };
     results[l.pos] = result;
@@ -357,8 +361,14 @@ export function planFile(input: PlanInput): Plan {
         result.mismatch = { stated: l.stated, found: `${match.status} on the platform: status kept` };
       }
       if (extId) plan.tombstones.push({ key: extId, therapistId: match.id });
-      return;
     }
+    return result;
+  };
+
+  /** The line takes `match`: deactivate, update or nothing. */
+  const matched = (l: MatchLine, match: ExistingTherapist, rule: MatchRule) => {
+    const result = take(l, match, rule);
+    if (l.stated === 'deleted') return;
     // Listed again after the scraper deleted it: it stays inactive (staff decide), and staff are told.
     if (l.ext?.deleted === true && match.status === 'inaktiv') result.mismatch = { stated: l.stated, found: 'deleted by the scraper earlier: stays inactive' };
     else if (l.stated === 'new') result.mismatch = { stated: l.stated, found: 'already on the platform' };
@@ -425,9 +435,12 @@ export function planFile(input: PlanInput): Plan {
   // Round 1: lines decided on their own, scraper ids given twice, matches by scraper id.
   const toMatch: MatchLine[] = [];
   const withId = new Map<string, MatchLine[]>();
+  /** `deleted` lines whose details are missing or unusable: their scraper id may be enough. */
+  const deletedById: Array<{ pos: number; line: ParsedLine & { ok: false }; externalId: string }> = [];
   input.lines.forEach((line, pos) => {
     if (!line.ok) {
       results[pos] = { ...base(line), outcome: 'failed', reason: line.reason };
+      if (line.statedStatus === 'deleted' && line.externalId !== null) deletedById.push({ pos, line, externalId: line.externalId });
       return;
     }
     const t = line.therapist;
@@ -480,6 +493,24 @@ export function planFile(input: PlanInput): Plan {
       }
     }
     byName.push(l);
+  }
+  // A `deleted` line names its therapist by scraper id; its other details are not used, so
+  // missing or unusable ones (a line of just id and status) do not keep a therapist active.
+  for (const { pos, line, externalId } of deletedById) {
+    const ext = input.externalIds.get(externalId);
+    const l: IdLine = { pos, index: line.index, stated: 'deleted', externalId, ext };
+    if (!ext) {
+      results[pos]!.reason = `${line.reason}; status deleted: id "${externalId}" is not known in this postcode area, so the therapist can only be found by name and postcode`;
+      continue;
+    }
+    const match = ext.therapistId === null ? undefined : byId.get(ext.therapistId);
+    if (match && claimedBy.has(match.id)) duplicateOf(l, 'external_id', match.id, claimedBy.get(match.id)!.index);
+    else if (match) take(l, match, 'external_id');
+    else {
+      // Nothing left to deactivate: deleted before, or no longer on the platform.
+      results[pos] = { ...base(l), mismatch: { stated: 'deleted', found: ext.therapistId === null ? 'not on the platform' : 'no longer on the platform' } };
+      plan.tombstones.push({ key: externalId, therapistId: null });
+    }
   }
 
   // Round 2: the primary rule (vorname + nachname + plz) among the therapists left.

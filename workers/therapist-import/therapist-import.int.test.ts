@@ -380,6 +380,39 @@ describe('therapist import: updates', () => {
     expect(await byPlz('20102')).toHaveLength(0);
   });
 
+  it('a deleted line with only its id (or unusable details) deactivates the therapist its known id names; with an unknown id it fails and says why', async () => {
+    await imp([therapistLine({ id: 'm1', first: 'Mia', plz: '20106' }), therapistLine({ id: 'm2', first: 'Max', plz: '20106' }), therapistLine({ id: 'm3', first: 'Mona', plz: '20106' })], {}, '20106.json');
+    const del = await imp(
+      [
+        { id: 'm1', status: 'deleted' },
+        { ...therapistLine({ id: 'm2', first: 'Max', plz: '20106', status: 'deleted', email: 'not an address' }) },
+        { id: 'zz', status: 'deleted' },
+        { id: 'm3', status: 'unchanged' },
+      ],
+      { scrape_id: 'minimal' },
+      '20106.json',
+    );
+    expect(del.counts).toMatchObject({ total: 4, deactivated: 2, failed: 2, created: 0 });
+    expect(sum(del)).toBe(4);
+    const failed = del.failures.map((f) => [f.externalId, f.reason]);
+    expect(failed).toHaveLength(2);
+    expect(failed[0]![0]).toBe('zz');
+    expect(failed[0]![1]).toMatch(/basic_info: missing.*id "zz" is not known in this postcode area/);
+    expect(failed[1]![0]).toBe('m3');
+    expect(failed[1]![1]).toMatch(/^basic_info: missing/);
+    expect((await byPlz('20106')).map((x) => [x.vorname, x.status])).toEqual([
+      ['Mia', 'inaktiv'],
+      ['Max', 'inaktiv'],
+      ['Mona', 'aktiv'],
+    ]);
+    const events = await db.sql`select count(*)::int as n from fleet.outbox o join therapist_service.therapeuten t on o.key = t.id::text where o.event_type = 'therapist.deactivated' and t.plz = '20106'`;
+    expect(events[0]!.n).toBe(2);
+    // Deleted for good: a later full line does not re-create or reactivate them.
+    const back = await imp([therapistLine({ id: 'm1', first: 'Mia', plz: '20106', status: 'unchanged' })], { scrape_id: 'back' }, '20106.json');
+    expect(back.counts).toMatchObject({ created: 0, unchanged: 1, statusMismatches: 1 });
+    expect((await byPlz('20106')).filter((x) => x.status === 'inaktiv')).toHaveLength(2);
+  });
+
   it('a therapist the scraper deleted and lists again stays inactive, and the report says so (a status mismatch per line)', async () => {
     await imp([therapistLine({ id: 'w1', first: 'Wanda', plz: '20105' }), therapistLine({ id: 'w2', first: 'Willi', plz: '20105' })], {}, '20105.json');
     await imp([therapistLine({ id: 'w1', first: 'Wanda', plz: '20105', status: 'deleted' }), therapistLine({ id: 'w2', first: 'Willi', plz: '20105', status: 'deleted' })], { scrape_id: 'del' }, '20105.json');
