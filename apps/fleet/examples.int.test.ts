@@ -74,7 +74,8 @@ async function startFleet(): Promise<() => string> {
 }
 
 async function outboxSubjects(): Promise<string[]> {
-  const files = await readdir(env.MAIL_OUTBOX_DIR!).catch(() => [] as string[]);
+  // Finished messages only: one being written is a dot file renamed into place when complete.
+  const files = (await readdir(env.MAIL_OUTBOX_DIR!).catch(() => [] as string[])).filter((f) => f.endsWith('.eml') && !f.startsWith('.'));
   const subjects = await Promise.all(files.map(async (f) => /^Subject: (.*)$/m.exec(await readFile(path.join(env.MAIL_OUTBOX_DIR!, f), 'utf8'))?.[1] ?? ''));
   return subjects.sort();
 }
