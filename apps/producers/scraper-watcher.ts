@@ -5,6 +5,7 @@ import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
+import { checkFileSize, FileTooLargeError, sha256OfFile, tooLargeReason } from '../../workers/therapist-import/file-size.js';
 import { closeTherapistRun, enqueueFreshTherapistFiles, enqueueTherapistFile, therapistImportMetrics } from '../../workers/therapist-import/worker.js';
 import { classifyDropPath, isValidDateFolder } from './scraper-layout.js';
 
@@ -100,7 +101,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    * ("Müller Anna.json"): it is logged by its tracking row id only. A superseded file's path is
    * a date folder and a postcode, no personal data.
    */
-  async function recordSkipped(files: Parameters<typeof repo.recordSkippedFiles>[1], why: 'misfit' | 'superseded' | 'unreadable' | 'same-content'): Promise<void> {
+  async function recordSkipped(files: repo.SkippedFile[], why: 'misfit' | 'superseded' | 'unreadable' | 'too-large' | 'same-content'): Promise<void> {
     const recorded = await repo.recordSkippedFiles(db, files);
     if (recorded.length === 0) return;
     const run = await runForNewFile();
@@ -108,6 +109,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     for (const r of recorded) {
       if (why === 'misfit') log.warn({ fileId: r.id, runId: run }, 'scraper file name does not fit: skipped');
       else if (why === 'unreadable') log.warn({ path: r.path, fileId: r.id, runId: run }, 'scraper file cannot be read: skipped');
+      else if (why === 'too-large') log.warn({ path: r.path, fileId: r.id, runId: run }, 'scraper file larger than SCRAPER_FILE_MAX_MB: skipped');
       else if (why === 'same-content') log.info({ path: r.path, fileId: r.id, runId: run }, 'scraper file has the content of another file: skipped');
       else log.info({ path: r.path, fileId: r.id, runId: run }, 'scraper file superseded by a newer date folder: skipped');
       metrics.fileFinished('skipped', null);
@@ -246,20 +248,18 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       await recordSkipped([{ path: rel, reason: entry.reason }], 'misfit');
       return;
     }
-    let buf: Buffer;
-    try {
-      buf = await readFile(path.join(root, rel));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // removed again before we read it
-      await recordSkipped([{ path: rel, reason: unreadableReason(err), postcode: entry.postcode, dateFolder: entry.dateFolder, urgent: entry.urgent }], 'unreadable');
+    const at = { path: rel, postcode: entry.postcode, dateFolder: entry.dateFolder, urgent: entry.urgent };
+    const read = await readTracked(at);
+    if (!read) return;
+    if ('unreadable' in read) {
+      await recordSkipped([read.unreadable], 'unreadable');
       return;
     }
-    const contentHash = createHash('sha256').update(buf).digest('hex');
-    const base = { path: rel, postcode: entry.postcode, dateFolder: entry.dateFolder, urgent: entry.urgent, contentHash, sizeBytes: buf.length };
+    const base = { ...at, contentHash: read.contentHash, sizeBytes: read.sizeBytes };
 
     // A content tracked before comes first: an older date folder imported before the newer one
     // arrived is not re-reported as superseded (on every restart or rewrite).
-    const existing = await repo.findLiveByHash(db, contentHash);
+    const existing = await repo.findLiveByHash(db, base.contentHash);
     if (existing) {
       await knownContent(existing, base);
       return;
@@ -275,10 +275,41 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
         return;
       }
     }
+    if (read.tooLarge) {
+      await recordSkipped([{ ...base, reason: tooLargeReason(read.tooLarge) }], 'too-large');
+      return;
+    }
     const run = await runForNewFile();
     const { file, created } = await repo.registerFile(db, { ...base, runId: run });
     await enqueueTherapistFile(ctx, file, { fresh: created });
     if (created) log.info({ fileId: file.id, runId: run, urgent: entry.urgent }, 'scraper file registered');
+  }
+
+  /**
+   * Reads and hashes a file of a fitting name. Null when it is gone again; `unreadable` when it
+   * cannot be read (permissions); `tooLarge` when it is over SCRAPER_FILE_MAX_MB: then it is
+   * hashed in chunks, never held in memory (skipped per content, imported once it may be).
+   */
+  async function readTracked(at: {
+    path: string;
+    postcode: string;
+    dateFolder: string | null;
+    urgent: boolean;
+  }): Promise<null | { unreadable: repo.SkippedFile } | { contentHash: string; sizeBytes: number; tooLarge: FileTooLargeError | null }> {
+    const abs = path.join(root, at.path);
+    try {
+      try {
+        await checkFileSize(abs, cfg.maxFileBytes);
+      } catch (err) {
+        if (!(err instanceof FileTooLargeError)) throw err;
+        return { ...(await sha256OfFile(abs)), tooLarge: err };
+      }
+      const buf = await readFile(abs);
+      return { contentHash: createHash('sha256').update(buf).digest('hex'), sizeBytes: buf.length, tooLarge: null };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; // removed again before we read it
+      return { unreadable: { ...at, reason: unreadableReason(err) } };
+    }
   }
 
   /** A file still being written at start: handled once its size and mtime stop changing. */
@@ -334,40 +365,36 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     candidates: Array<{ rel: string; postcode: string; dateFolder: string | null; urgent: boolean }>,
     newest: Map<string, string>,
   ): Promise<void> {
-    const unreadable: Parameters<typeof repo.recordSkippedFiles>[1] = [];
-    const read = await Promise.all(
-      candidates.map(async (c) => {
-        try {
-          return { c, buf: await readFile(path.join(root, c.rel)) };
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; // removed again before we read it
-          // One file we cannot read (permissions) must not stop the catch-up of the others.
-          unreadable.push({ path: c.rel, reason: unreadableReason(err), postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent });
-          return null;
-        }
-      }),
-    );
-    await recordSkipped(unreadable, 'unreadable');
+    const read = await Promise.all(candidates.map((c) => readTracked({ path: c.rel, postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent })));
+    // One file we cannot read (permissions) must not stop the catch-up of the others.
+    await recordSkipped(read.flatMap((r) => (r && 'unreadable' in r ? [r.unreadable] : [])), 'unreadable');
     const hashed: Array<repo.NewTrackedFile> = [];
-    for (const r of read) {
-      if (!r) continue;
-      const { c, buf } = r;
-      hashed.push({ runId: null, path: c.rel, postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent, contentHash: createHash('sha256').update(buf).digest('hex'), sizeBytes: buf.length });
-    }
+    const tooLarge = new Map<repo.NewTrackedFile, FileTooLargeError>();
+    read.forEach((r, i) => {
+      if (!r || 'unreadable' in r) return;
+      const c = candidates[i]!;
+      const h = { runId: null, path: c.rel, postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent, contentHash: r.contentHash, sizeBytes: r.sizeBytes };
+      hashed.push(h);
+      if (r.tooLarge) tooLarge.set(h, r.tooLarge);
+    });
 
     // A content tracked before comes first (as in handle): a file imported before a newer date
     // folder arrived is not re-reported as superseded on every restart.
     const live = new Map((await repo.findLiveByHashes(db, hashed.map((h) => h.contentHash))).map((r) => [r.contentHash!, r]));
-    const superseded: Parameters<typeof repo.recordSkippedFiles>[1] = [];
-    const copies: Parameters<typeof repo.recordSkippedFiles>[1] = [];
+    const superseded: repo.SkippedFile[] = [];
+    const copies: repo.SkippedFile[] = [];
+    const large: repo.SkippedFile[] = [];
     const fresh = new Map<string, repo.NewTrackedFile>();
     for (const h of hashed) {
       const existing = live.get(h.contentHash);
       const newer = h.postcode ? newest.get(h.postcode) : undefined;
+      const over = tooLarge.get(h);
       if (existing) {
         await knownContent(existing, h);
       } else if (h.dateFolder && !h.urgent && newer && newer > h.dateFolder) {
         superseded.push({ ...h, reason: supersededReason(newer, h.postcode!) });
+      } else if (over) {
+        large.push({ ...h, reason: tooLargeReason(over) });
       } else if (fresh.has(h.contentHash)) {
         copies.push({ ...h, reason: sameContentReason(fresh.get(h.contentHash)!) });
       } else {
@@ -376,6 +403,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     }
     await recordSkipped(superseded, 'superseded');
     await recordSkipped(copies, 'same-content');
+    await recordSkipped(large, 'too-large');
     if (fresh.size === 0) return;
     const run = await runForNewFile();
     const rows = await repo.registerFiles(db, [...fresh.values()].map((f) => ({ ...f, runId: run })));

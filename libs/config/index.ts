@@ -128,6 +128,7 @@ export const envSchema = z.object({
   SCRAPER_POLL_INTERVAL_MS: int(250, 10),
   SCRAPER_RUN_QUIET_MS: int(10_000, 0),
   SCRAPER_USE_POLLING: bool(false),
+  SCRAPER_FILE_MAX_MB: int(16, 1),
 
   KAFKA_BROKERS: optionalString.pipe(
     z
@@ -426,6 +427,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       pollIntervalMs: e.SCRAPER_POLL_INTERVAL_MS,
       runQuietMs: e.SCRAPER_RUN_QUIET_MS,
       usePolling: e.SCRAPER_USE_POLLING,
+      maxFileBytes: e.SCRAPER_FILE_MAX_MB * 1024 * 1024,
     },
     storage: {
       driver: e.STORAGE_DRIVER,

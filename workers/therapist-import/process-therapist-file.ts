@@ -17,6 +17,7 @@ import { planFile, type ExternalIdEntry, nameTombstoneKey } from './plan.js';
 import { assertCountsAddUp, countLines, emptyCounts, failuresOf, metadataDisagreements, mismatchesOf } from './report.js';
 import { renderRunSummary, summarizeRunFiles } from './run-summary.js';
 import { decodeScraperFile, FileFormatError, parseScraperFile } from './scraper-file.js';
+import { FileTooLargeError, tooLargeReason } from './file-size.js';
 
 /** A therapist as loaded for matching, with its row version (writes are checked against it). */
 export type LoadedTherapist = VersionedTherapist;
@@ -225,6 +226,8 @@ async function readPrepared(f: { path: string; contentHash: string | null; postc
       // (one live row per content), so the same file dropped again would never be imported.
       return { problem: { status: 'skipped', code: 'file_missing', reason: `file ${f.path} was removed before it was imported; dropped again, it is imported`, fileErrors: [] } };
     }
+    // Skipped, not failed, for the same reason: with the limit raised, the same content is imported.
+    if (err instanceof FileTooLargeError) return { problem: { status: 'skipped', code: 'file_too_large', reason: tooLargeReason(err), fileErrors: [] } };
     throw err;
   }
   if (f.contentHash && sha256(buf) !== f.contentHash) {

@@ -1,6 +1,7 @@
 import type { TherapistImportCounts } from '../../libs/db/schema/fleet-therapist-import.js';
 import type { TherapistImportFileRow, TherapistImportRunRow } from '../../libs/db/repositories/therapist-import.js';
 import { renderStaffEmail } from '../../libs/mail/staff.js';
+import { TOO_LARGE_REASON_START } from './file-size.js';
 import { addCounts, assertCountsAddUp, countWithShare, emptyCounts, formatCount } from './report.js';
 
 /** Run totals: the sum of its files' counts (skipped files, e.g. names that do not fit, hold no therapists). */
@@ -36,8 +37,11 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   const removed = skipped.filter((f) => f.postcode !== null && f.reason?.includes('was removed before it was imported'));
   const unreadable = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('cannot read the file'));
   const sameContent = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('same content as'));
-  const changed = skipped.filter((f) => f.postcode !== null && !superseded.includes(f) && !removed.includes(f) && !unreadable.includes(f) && !sameContent.includes(f));
-  const allWell = problemFiles.length === 0 && misfits.length === 0 && removed.length === 0 && unreadable.length === 0 && c.failed === 0 && c.fileErrors === 0;
+  const tooLarge = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith(TOO_LARGE_REASON_START));
+  const changed = skipped.filter(
+    (f) => f.postcode !== null && !superseded.includes(f) && !removed.includes(f) && !unreadable.includes(f) && !sameContent.includes(f) && !tooLarge.includes(f),
+  );
+  const allWell = problemFiles.length === 0 && misfits.length === 0 && removed.length === 0 && unreadable.length === 0 && tooLarge.length === 0 && c.failed === 0 && c.fileErrors === 0;
   // Only what went wrong, by kind: "0 Dateien nicht lesbar" next to one failed therapist is noise.
   // A file not imported is counted once: its own errors are why (they are listed below).
   const errorsInImported = files.filter((f) => f.status !== 'failed').reduce((sum, f) => sum + (f.counts?.fileErrors ?? 0), 0);
@@ -48,6 +52,7 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
     misfits.length ? `${formatCount(misfits.length)} Datei(en) nicht übernommen (Name passt nicht)` : '',
     removed.length ? `${formatCount(removed.length)} Datei(en) vor dem Import entfernt` : '',
     unreadable.length ? `${formatCount(unreadable.length)} Datei(en) nicht lesbar` : '',
+    tooLarge.length ? `${formatCount(tooLarge.length)} Datei(en) zu groß` : '',
   ].filter(Boolean);
   const subject = allWell
     ? `Therapeuten-Import Lauf ${run.id}: ${formatCount(files.length)} Datei(en), ${formatCount(c.total)} Therapeuten, ohne Fehler`
@@ -88,6 +93,13 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   if (unreadable.length) {
     paragraphs.push(`Nicht lesbar (Zugriffsrechte?), daher nicht importiert: ${listed(unreadable)}. Sobald die Datei lesbar ist, wird sie importiert.`);
   }
+  for (const f of tooLarge.slice(0, 10)) {
+    const mb = f.sizeBytes === null ? '' : ` (${(f.sizeBytes / 1024 / 1024).toLocaleString('de-DE', { minimumFractionDigits: 1, maximumFractionDigits: 1 })} MB)`;
+    paragraphs.push(
+      `Zu groß, daher nicht gelesen: ${f.path}${mb}, mehr als SCRAPER_FILE_MAX_MB erlaubt. Eine Postleitzahl-Datei hat etwa 0,1 MB; bitte prüfen, was der Scraper geschrieben hat. Kleiner abgelegt, oder mit höherer Grenze nach einem Neustart, wird sie importiert.`,
+    );
+  }
+  if (tooLarge.length > 10) paragraphs.push(`… und ${tooLarge.length - 10} weitere zu große Dateien.`);
   for (const f of sameContent.slice(0, 10)) {
     // The reason names the file with the same content: "same content as 20250702/52074.json (file 17, imported): …".
     const earlier = /^same content as (.+?)(?: \(file (\d+), (\w+)\))?: /.exec(f.reason ?? '');

@@ -1,11 +1,13 @@
-import { writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import type { TestDatabase } from '../../libs/testing/db.js';
 import { startTherapistImportHarness } from './int-harness.js';
 import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from './fixtures.js';
-import { importTherapistFileNow, type FileReport } from './worker.js';
+import { processTherapistFile } from './process-therapist-file.js';
+import { importTherapistFileNow, therapistImportDeps, therapistImportRepo, TherapistFileError, type FileReport } from './worker.js';
 
 let db: TestDatabase;
 let ctx: FleetContext;
@@ -411,6 +413,33 @@ describe('therapist import: updates', () => {
     const back = await imp([therapistLine({ id: 'm1', first: 'Mia', plz: '20106', status: 'unchanged' })], { scrape_id: 'back' }, '20106.json');
     expect(back.counts).toMatchObject({ created: 0, unchanged: 1, statusMismatches: 1 });
     expect((await byPlz('20106')).filter((x) => x.status === 'inaktiv')).toHaveLength(2);
+  });
+
+  it('a file over SCRAPER_FILE_MAX_MB is not read: the CLI refuses it naming size and limit; a queued one is skipped, and imported once the limit allows', async () => {
+    const withLimit = (maxFileBytes: number): FleetContext => ({ ...ctx, config: { ...ctx.config, therapistImport: { ...ctx.config.therapistImport, maxFileBytes } } });
+    const file = path.join(dir, '20107.json');
+    await writeFile(file, scraperFile([therapistLine({ id: 'g1', first: 'Greta', plz: '20107' }), therapistLine({ id: 'g2', first: 'Gerd', plz: '20107' })]));
+    const size = (await readFile(file)).length;
+    const small = withLimit(size - 1);
+    const refused = await importTherapistFileNow(small, file).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(TherapistFileError);
+    const message = (refused as Error).message;
+    expect(message.startsWith(`${file}: not read: 0.0 MB, more than SCRAPER_FILE_MAX_MB=0.`)).toBe(true);
+    expect(message.endsWith(' allows (an import needs ~10 MB of memory per MB of file; on a machine with 210 MB to spare, SCRAPER_FILE_MAX_MB=1 imports it)')).toBe(true);
+    expect(await byPlz('20107')).toHaveLength(0);
+
+    // Registered by a watcher with a higher limit, taken by a worker with a lower one: skipped, content not judged.
+    const runId = await therapistImportRepo.openRun(db.db, 'watcher', 'sealed');
+    const contentHash = createHash('sha256').update(await readFile(file)).digest('hex');
+    const { file: row } = await therapistImportRepo.registerFile(db.db, { runId, path: '20107.json', postcode: '20107', dateFolder: null, urgent: false, contentHash, sizeBytes: size });
+    const skipped = await processTherapistFile({ fileId: row.id }, therapistImportDeps(small), { isFinalAttempt: true });
+    expect(skipped).toMatchObject({ status: 'skipped', counts: { total: 0 } });
+    expect(skipped.reason).toMatch(/^too large to import: 0\.0 MB, more than SCRAPER_FILE_MAX_MB=0\.\d+ allows/);
+    expect(await byPlz('20107')).toHaveLength(0);
+    // The same content is imported once the limit allows it (a skipped row does not hold its hash).
+    const imported = await importTherapistFileNow(withLimit(size), file);
+    expect(imported).toMatchObject({ status: 'imported', counts: { created: 2 } });
+    expect(await byPlz('20107')).toHaveLength(2);
   });
 
   it('a therapist the scraper deleted and lists again stays inactive, and the report says so (a status mismatch per line)', async () => {

@@ -18,6 +18,7 @@ import {
 } from './process-therapist-file.js';
 import { registerTherapistImportGauges, therapistImportMetrics } from './metrics.js';
 import { postgresTherapistImportStore } from './store.js';
+import { checkFileSize, FileTooLargeError } from './file-size.js';
 
 export { formatShare, countWithShare, assertCountsAddUp, COUNT_LABELS, isOutcomeCount, outcomeKeys } from './report.js';
 export type { FileReport };
@@ -33,7 +34,11 @@ export function therapistImportDeps(ctx: FleetContext): TherapistImportDeps {
   const dropDir = ctx.config.therapistImport.dropDir;
   return {
     store: postgresTherapistImportStore(ctx.database, { from: ctx.config.mail.from, to: ctx.config.mail.staffEmail }),
-    readFile: (p) => readFile(resolveDropPath(dropDir, p)),
+    readFile: async (p) => {
+      const abs = resolveDropPath(dropDir, p);
+      await checkFileSize(abs, ctx.config.therapistImport.maxFileBytes);
+      return readFile(abs);
+    },
     sendEmail: async (deliveryId) => {
       await ctx.queues.enqueue('email-send', { deliveryId });
     },
@@ -128,7 +133,15 @@ export async function importTherapistFileNow(ctx: FleetContext, filePath: string
   const abs = path.resolve(filePath);
   let buf: Buffer;
   try {
-    if (!(await stat(abs)).isFile()) throw new TherapistFileError(`${filePath}: not a file`);
+    const s = await stat(abs);
+    if (!s.isFile()) throw new TherapistFileError(`${filePath}: not a file`);
+    const max = ctx.config.therapistImport.maxFileBytes;
+    if (s.size > max) {
+      const mb = Math.ceil(s.size / 1024 / 1024);
+      throw new TherapistFileError(
+        `${filePath}: not read: ${new FileTooLargeError(s.size, max).message} (an import needs ~10 MB of memory per MB of file; on a machine with ${mb * 10 + 200} MB to spare, SCRAPER_FILE_MAX_MB=${mb} imports it)`,
+      );
+    }
     buf = await readFile(abs);
   } catch (err) {
     if (err instanceof TherapistFileError) throw err;

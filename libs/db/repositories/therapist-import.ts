@@ -342,10 +342,18 @@ export async function registerFiles(db: DbOrTx, files: NewTrackedFile[]): Promis
  * once, in one statement; returns those recorded for the first time (a file skipped before is
  * not reported again).
  */
-export async function recordSkippedFiles(
-  db: DbOrTx,
-  files: Array<{ path: string; reason: string; contentHash?: string | null; sizeBytes?: number | null; postcode?: string | null; dateFolder?: string | null; urgent?: boolean }>,
-): Promise<Array<{ id: number; path: string }>> {
+/** A file recorded as skipped, with why. */
+export interface SkippedFile {
+  path: string;
+  reason: string;
+  contentHash?: string | null;
+  sizeBytes?: number | null;
+  postcode?: string | null;
+  dateFolder?: string | null;
+  urgent?: boolean;
+}
+
+export async function recordSkippedFiles(db: DbOrTx, files: SkippedFile[]): Promise<Array<{ id: number; path: string }>> {
   if (files.length === 0) return [];
   const now = new Date();
   const rows = await db
