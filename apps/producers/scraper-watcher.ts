@@ -5,8 +5,16 @@ import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
-import { checkFileSize, FileTooLargeError, sha256OfFile, tooLargeReason } from '../../workers/therapist-import/file-size.js';
-import { closeTherapistRun, enqueueFreshTherapistFiles, enqueueTherapistFile, therapistImportMetrics } from '../../workers/therapist-import/worker.js';
+import {
+  checkFileSize,
+  closeTherapistRun,
+  enqueueFreshTherapistFiles,
+  enqueueTherapistFile,
+  FileTooLargeError,
+  sha256OfFile,
+  therapistImportMetrics,
+  tooLargeReason,
+} from '../../workers/therapist-import/worker.js';
 import { classifyDropPath, isValidDateFolder } from './scraper-layout.js';
 
 /**
