@@ -33,3 +33,15 @@ export function classifyDropPath(rel: string): DropEntry {
   if (dateFolder && !isValidDateFolder(dateFolder)) return { kind: 'misfit', reason: `folder ${dateFolder} is not a valid date (YYYYMMDD): ${rel}` };
   return { kind: 'import', postcode: m[3]!, dateFolder, urgent: m[1] === 'urgent' };
 }
+
+/** The date of a date folder's own path (`YYYYMMDD` or `urgent/YYYYMMDD`, relative, `/`), else null. */
+export function dateFolderOfDir(rel: string): string | null {
+  const m = /^(?:urgent\/)?(\d{8})$/.exec(rel);
+  return m && isValidDateFolder(m[1]!) ? m[1]! : null;
+}
+
+/** Whole days from date folder `older` to `newer` (YYYYMMDD). */
+export function daysBetweenDateFolders(older: string, newer: string): number {
+  const utc = (d: string) => Date.UTC(Number(d.slice(0, 4)), Number(d.slice(4, 6)) - 1, Number(d.slice(6, 8)));
+  return Math.round((utc(newer) - utc(older)) / 86_400_000);
+}

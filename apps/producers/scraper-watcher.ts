@@ -15,7 +15,7 @@ import {
   therapistImportMetrics,
   tooLargeReason,
 } from '../../workers/therapist-import/worker.js';
-import { classifyDropPath, isValidDateFolder } from './scraper-layout.js';
+import { classifyDropPath, dateFolderOfDir, daysBetweenDateFolders, isValidDateFolder } from './scraper-layout.js';
 
 /**
  * The scraper-folder watcher (a producer). It registers every complete file of the drop
@@ -441,26 +441,93 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     log.info({ files: ready.length, waiting: found.length - ready.length }, 'scraper folder caught up');
   }
 
+  /**
+   * Live watching covers the folder's own files, urgent/ and the date folders within
+   * SCRAPER_WATCH_DAYS of the newest date folder. chokidar holds every file it watches (~10 KB
+   * each; polling stats each one every interval), and the scraper's files are kept: a year of
+   * weekly full drops is 20,000 files. Older date folders are history: not watched live, their
+   * files read by the catch-up at start as before (superseded by newer folders, mostly).
+   */
+  let newestDate: string | null = null;
+  /** Date folders watched live (relative paths). */
+  const watchedDates = new Set<string>();
+  const reportedHistory = new Set<string>();
+  let scanned = false;
+  const isHistory = (date: string) => cfg.watchDays > 0 && newestDate !== null && daysBetweenDateFolders(date, newestDate) > cfg.watchDays;
+  const relOf = (abs: string) => path.relative(root, abs).split(path.sep).join('/');
+
+  function ignoredPath(p: string): boolean {
+    if (p === root) return false;
+    if (path.basename(p).startsWith('.')) return true;
+    const rel = relOf(p);
+    const date = dateFolderOfDir(rel);
+    if (!date || !isHistory(date)) return false;
+    // One made while the fleet runs (a backfill): said once, imported at the next start.
+    if (scanned && !reportedHistory.has(rel)) {
+      reportedHistory.add(rel);
+      log.warn({ folder: rel, newest: newestDate, watchDays: cfg.watchDays }, 'date folder older than SCRAPER_WATCH_DAYS: not watched, its files are imported at the next start');
+    }
+    return true;
+  }
+
+  async function scanDateFolders(): Promise<number> {
+    const dates: string[] = [];
+    for (const base of ['', 'urgent/']) {
+      const entries = await readdir(path.join(root, base), { withFileTypes: true }).catch((): Dirent[] => []);
+      for (const e of entries) if (e.isDirectory() && dateFolderOfDir(`${base}${e.name}`)) dates.push(`${base}${e.name}`);
+    }
+    newestDate = dates.map((d) => dateFolderOfDir(d)!).sort().pop() ?? null;
+    let history = 0;
+    for (const d of dates) {
+      if (isHistory(dateFolderOfDir(d)!)) history++;
+      else watchedDates.add(d);
+    }
+    return history;
+  }
+
+  /** A new date folder: the newest moves on, and folders it leaves behind are no longer watched. */
+  function onDir(abs: string): void {
+    const rel = relOf(abs);
+    const date = dateFolderOfDir(rel);
+    if (!date || !watcher) return;
+    watchedDates.add(rel);
+    if (newestDate !== null && date <= newestDate) return;
+    newestDate = date;
+    for (const d of watchedDates) {
+      if (!isHistory(dateFolderOfDir(d)!)) continue;
+      watchedDates.delete(d);
+      void watcher.unwatch(path.join(root, d));
+      log.info({ folder: d, newest: newestDate }, 'date folder older than SCRAPER_WATCH_DAYS: no longer watched live');
+    }
+  }
+
   return {
     name: 'scraper-watcher',
     async start() {
       stopped = false;
       await mkdir(root, { recursive: true });
+      watchedDates.clear();
+      reportedHistory.clear();
+      scanned = false;
+      const history = await scanDateFolders();
       watcher = watch(root, {
         ignoreInitial: true,
         persistent: true,
         usePolling: cfg.usePolling,
         interval: cfg.pollIntervalMs,
         awaitWriteFinish: { stabilityThreshold: cfg.stabilityMs, pollInterval: cfg.pollIntervalMs },
-        ignored: (p: string) => path.basename(p).startsWith('.') && p !== root,
+        ignored: ignoredPath,
       });
       const onFile = (abs: string) => {
-        const rel = path.relative(root, abs).split(path.sep).join('/');
+        const rel = relOf(abs);
         void serial(() => handleOrRetry(rel));
       };
-      watcher.on('add', onFile).on('change', onFile);
+      watcher.on('add', onFile).on('change', onFile).on('addDir', onDir);
+      watcher.on('unlinkDir', (abs) => watchedDates.delete(relOf(abs)));
       watcher.on('error', (err) => log.error({ err }, 'scraper watcher error'));
       await new Promise<void>((resolve) => watcher!.once('ready', () => resolve()));
+      scanned = true;
+      if (history > 0) log.info({ folders: history, newest: newestDate, watchDays: cfg.watchDays }, 'date folders older than SCRAPER_WATCH_DAYS are not watched live (caught up at start)');
       // A catch-up that fails (PostgreSQL or Redis away) fails the start: running on would
       // leave the files dropped while the fleet was down unregistered until the next start.
       let failure: { err: unknown } | null = null;

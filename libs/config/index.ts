@@ -129,6 +129,7 @@ export const envSchema = z.object({
   SCRAPER_RUN_QUIET_MS: int(10_000, 0),
   SCRAPER_USE_POLLING: bool(false),
   SCRAPER_FILE_MAX_MB: int(16, 1),
+  SCRAPER_WATCH_DAYS: int(35, 0),
 
   KAFKA_BROKERS: optionalString.pipe(
     z
@@ -428,6 +429,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       runQuietMs: e.SCRAPER_RUN_QUIET_MS,
       usePolling: e.SCRAPER_USE_POLLING,
       maxFileBytes: e.SCRAPER_FILE_MAX_MB * 1024 * 1024,
+      watchDays: e.SCRAPER_WATCH_DAYS,
     },
     storage: {
       driver: e.STORAGE_DRIVER,
