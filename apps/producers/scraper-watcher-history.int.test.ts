@@ -88,6 +88,11 @@ describe.each([false, true])('scraper watcher (polling: %s): date folders older 
     await until('the newest folder still watched', async () => ((await status('20250720/44006.json')) === 'imported') || undefined);
     await settled();
     expect(await status('20250701/44005.json')).toBeUndefined();
+    // A folder dated in the future (a wrong clock) is watched, but does not make the others history.
+    await drop('29991231/44010.json');
+    await until('the future folder watched', async () => ((await status('29991231/44010.json')) === 'imported') || undefined);
+    await drop('20250720/44011.json');
+    await until('the newest real folder still watched', async () => ((await status('20250720/44011.json')) === 'imported') || undefined);
     // urgent/ and the folder's own files are always watched.
     await drop('urgent/44007.json');
     await drop('44008.json');

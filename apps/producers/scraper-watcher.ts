@@ -454,6 +454,11 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   const reportedHistory = new Set<string>();
   let scanned = false;
   const isHistory = (date: string) => cfg.watchDays > 0 && newestDate !== null && daysBetweenDateFolders(date, newestDate) > cfg.watchDays;
+  /**
+   * A folder dated after tomorrow (a scraper's clock or a typo: 20991231) does not move the
+   * window: it would leave every real folder unwatched. It is watched itself.
+   */
+  const canBeNewest = (date: string) => daysBetweenDateFolders(ctx.clock.now().toISOString().slice(0, 10).replace(/-/g, ''), date) <= 1;
   const relOf = (abs: string) => path.relative(root, abs).split(path.sep).join('/');
 
   function ignoredPath(p: string): boolean {
@@ -476,7 +481,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       const entries = await readdir(path.join(root, base), { withFileTypes: true }).catch((): Dirent[] => []);
       for (const e of entries) if (e.isDirectory() && dateFolderOfDir(`${base}${e.name}`)) dates.push(`${base}${e.name}`);
     }
-    newestDate = dates.map((d) => dateFolderOfDir(d)!).sort().pop() ?? null;
+    newestDate = dates.map((d) => dateFolderOfDir(d)!).filter(canBeNewest).sort().pop() ?? null;
     let history = 0;
     for (const d of dates) {
       if (isHistory(dateFolderOfDir(d)!)) history++;
@@ -491,7 +496,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const date = dateFolderOfDir(rel);
     if (!date || !watcher) return;
     watchedDates.add(rel);
-    if (newestDate !== null && date <= newestDate) return;
+    if ((newestDate !== null && date <= newestDate) || !canBeNewest(date)) return;
     newestDate = date;
     for (const d of watchedDates) {
       if (!isHistory(dateFolderOfDir(d)!)) continue;
