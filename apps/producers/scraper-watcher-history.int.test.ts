@@ -27,7 +27,8 @@ const status = async (rel: string) => (await db.sql<Array<{ status: string }>>`s
 async function drop(rel: string, opts: { old?: boolean } = {}): Promise<void> {
   const abs = path.join(dir, rel);
   await mkdir(path.dirname(abs), { recursive: true });
-  await writeFile(abs, scraperFile(lines(path.basename(rel, '.json'))));
+  // Each file its own content (its scrape id): the same bytes twice would be "same content".
+  await writeFile(abs, scraperFile(lines(path.basename(rel, '.json')), { scrape_id: rel }));
   if (opts.old) await utimes(abs, new Date(Date.now() - 3600_000), new Date(Date.now() - 3600_000));
 }
 async function startWatcher(): Promise<ScraperWatcher> {
@@ -93,6 +94,14 @@ describe.each([false, true])('scraper watcher (polling: %s): date folders older 
     await until('the future folder watched', async () => ((await status('29991231/44010.json')) === 'imported') || undefined);
     await drop('20250720/44011.json');
     await until('the newest real folder still watched', async () => ((await status('20250720/44011.json')) === 'imported') || undefined);
+    // ... and it supersedes nothing: the next real week of its postcode is imported.
+    await drop('20250727/44010.json');
+    await until('the real week handled', async () => {
+      const st = await status('20250727/44010.json');
+      return (st !== undefined && st !== 'queued' && st !== 'importing') || undefined;
+    });
+    const [row] = await db.sql<Array<{ reason: string | null }>>`select reason from fleet.therapist_import_files where path = '20250727/44010.json'`;
+    expect([await status('20250727/44010.json'), row!.reason]).toEqual(['imported', null]);
     // urgent/ and the folder's own files are always watched.
     await drop('urgent/44007.json');
     await drop('44008.json');

@@ -154,7 +154,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   async function newerDateFolderOnDisk(postcode: string, after: string): Promise<string | null> {
     const entries = await readdir(root, { withFileTypes: true }).catch((): Dirent[] => []);
     const newer = entries
-      .filter((e) => e.isDirectory() && /^\d{8}$/.test(e.name) && e.name > after && isValidDateFolder(e.name))
+      .filter((e) => e.isDirectory() && /^\d{8}$/.test(e.name) && e.name > after && isValidDateFolder(e.name) && canBeNewest(e.name))
       .map((e) => e.name)
       .sort()
       .reverse();
@@ -274,7 +274,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     }
 
     if (entry.dateFolder && !entry.urgent) {
-      const newer = [await newerDateFolderOnDisk(entry.postcode, entry.dateFolder), await repo.newestDateFolder(db, entry.postcode)]
+      const newer = [await newerDateFolderOnDisk(entry.postcode, entry.dateFolder), await repo.newestDateFolder(db, entry.postcode, latestPlausibleDate())]
         .filter((d): d is string => !!d)
         .sort()
         .pop();
@@ -356,10 +356,10 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     await recordSkipped(misfits, 'misfit');
 
     // Newest date folder per postcode: among the files on disk now and those registered before.
-    const newest = await repo.newestDateFolders(db, [...new Set(candidates.filter((c) => c.dateFolder && !c.urgent).map((c) => c.postcode))]);
+    const newest = await repo.newestDateFolders(db, [...new Set(candidates.filter((c) => c.dateFolder && !c.urgent).map((c) => c.postcode))], latestPlausibleDate());
     for (const rel of onDisk) {
       const e = classifyDropPath(rel);
-      if (e.kind === 'import' && e.dateFolder && !e.urgent && (newest.get(e.postcode) ?? '') < e.dateFolder) newest.set(e.postcode, e.dateFolder);
+      if (e.kind === 'import' && e.dateFolder && !e.urgent && canBeNewest(e.dateFolder) && (newest.get(e.postcode) ?? '') < e.dateFolder) newest.set(e.postcode, e.dateFolder);
     }
     // In chunks, urgent files first: the workers start on the first chunk while the rest is
     // still being read and hashed (a full-country drop is hundreds of files).
@@ -458,7 +458,11 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    * A folder dated after tomorrow (a scraper's clock or a typo: 20991231) does not move the
    * window: it would leave every real folder unwatched. It is watched itself.
    */
-  const canBeNewest = (date: string) => daysBetweenDateFolders(ctx.clock.now().toISOString().slice(0, 10).replace(/-/g, ''), date) <= 1;
+  const canBeNewest = (date: string) => date <= latestPlausibleDate();
+  const warnMisdated = (folder: string) =>
+    log.warn({ folder }, 'date folder dated after tomorrow (misdated?): its files are imported, but it supersedes no other folder');
+  /** Tomorrow (YYYYMMDD, UTC): a date folder after it is misdated. */
+  const latestPlausibleDate = () => new Date(ctx.clock.now().getTime() + 86_400_000).toISOString().slice(0, 10).replace(/-/g, '');
   const relOf = (abs: string) => path.relative(root, abs).split(path.sep).join('/');
 
   function ignoredPath(p: string): boolean {
@@ -481,6 +485,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       const entries = await readdir(path.join(root, base), { withFileTypes: true }).catch((): Dirent[] => []);
       for (const e of entries) if (e.isDirectory() && dateFolderOfDir(`${base}${e.name}`)) dates.push(`${base}${e.name}`);
     }
+    for (const d of dates) if (!canBeNewest(dateFolderOfDir(d)!)) warnMisdated(d);
     newestDate = dates.map((d) => dateFolderOfDir(d)!).filter(canBeNewest).sort().pop() ?? null;
     let history = 0;
     for (const d of dates) {
@@ -496,6 +501,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const date = dateFolderOfDir(rel);
     if (!date || !watcher) return;
     watchedDates.add(rel);
+    if (!canBeNewest(date)) warnMisdated(rel);
     if ((newestDate !== null && date <= newestDate) || !canBeNewest(date)) return;
     newestDate = date;
     for (const d of watchedDates) {

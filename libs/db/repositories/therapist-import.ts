@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, inArray, isNotNull, ne, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, isNotNull, lte, ne, sql } from 'drizzle-orm';
 import type { Db, DbOrTx, Tx } from '../client.js';
 import {
   therapistImportFiles,
@@ -160,8 +160,8 @@ export async function findLiveByHash(db: DbOrTx, contentHash: string): Promise<T
   return row ?? null;
 }
 
-/** The newest YYYYMMDD folder registered for imports of a postcode (urgent files aside). */
-export async function newestDateFolder(db: DbOrTx, postcode: string): Promise<string | null> {
+/** The newest YYYYMMDD folder, not after `notAfter`, registered for imports of a postcode (urgent files aside). */
+export async function newestDateFolder(db: DbOrTx, postcode: string, notAfter: string): Promise<string | null> {
   const [row] = await db
     .select({ d: sql<string | null>`max(${therapistImportFiles.dateFolder})` })
     .from(therapistImportFiles)
@@ -169,6 +169,7 @@ export async function newestDateFolder(db: DbOrTx, postcode: string): Promise<st
       and(
         eq(therapistImportFiles.postcode, postcode),
         isNotNull(therapistImportFiles.dateFolder),
+        lte(therapistImportFiles.dateFolder, notAfter),
         eq(therapistImportFiles.urgent, false),
         ne(therapistImportFiles.status, 'skipped'),
       ),
@@ -309,8 +310,8 @@ export async function findLiveByHashes(db: DbOrTx, hashes: string[]): Promise<Th
     .where(and(inArray(therapistImportFiles.contentHash, hashes), ne(therapistImportFiles.status, 'skipped')));
 }
 
-/** The newest registered YYYYMMDD folder per postcode (urgent files aside), in one query. */
-export async function newestDateFolders(db: DbOrTx, postcodes: string[]): Promise<Map<string, string>> {
+/** The newest registered YYYYMMDD folder, not after `notAfter`, per postcode (urgent files aside), in one query. */
+export async function newestDateFolders(db: DbOrTx, postcodes: string[], notAfter: string): Promise<Map<string, string>> {
   if (postcodes.length === 0) return new Map();
   const rows = await db
     .select({ postcode: therapistImportFiles.postcode, d: sql<string>`max(${therapistImportFiles.dateFolder})` })
@@ -319,6 +320,7 @@ export async function newestDateFolders(db: DbOrTx, postcodes: string[]): Promis
       and(
         inArray(therapistImportFiles.postcode, postcodes),
         isNotNull(therapistImportFiles.dateFolder),
+        lte(therapistImportFiles.dateFolder, notAfter),
         eq(therapistImportFiles.urgent, false),
         ne(therapistImportFiles.status, 'skipped'),
       ),
