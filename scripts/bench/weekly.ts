@@ -117,7 +117,7 @@ try {
     for (let i = 0; i < ids.length; i += 500) {
       const chunk = ids.slice(i, i + 500);
       const rows = chunk.map((id) => {
-        const e = composeWeeklyEmail(ctx, { patientId: id, vorname: 'Bench', nachname: `P${id}`, email: `bench${id}@example.org`, status: 'auf_der_Suche', optedOut: false, lastSent: null, activeSearches: 1, requestsTotal: 2, requestsSince: 2, answersTotal: 0, answersSince: 0, acceptances: 0 });
+        const e = composeWeeklyEmail(ctx, { patientId: id, vorname: 'Bench', nachname: `P${id}`, email: `bench${id}@example.org`, status: 'auf_der_Suche', optedOut: false, lastSent: null, activeSearches: 1, requestsTotal: 2, requestsSince: 2, answersTotal: 0, answersSince: 0, acceptances: 0, acceptancesSince: 0 });
         return { idempotencyKey: `weekly.${id}.${isoWeek}`, kind: 'weekly-status', toAddress: `bench${id}@example.org`, fromAddress: e.fromAddress, replyToAddress: e.replyToAddress, subject: e.subject, html: e.html, text: e.text, headers: e.headers, patientId: id };
       });
       const inserted = await ctx.database.db.insert(deliveries).values(rows).returning({ id: deliveries.id });

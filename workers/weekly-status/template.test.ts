@@ -16,6 +16,7 @@ const facts = (over: Partial<WeeklyFacts> = {}): WeeklyFacts => ({
   answersTotal: 2,
   answersSince: 1,
   acceptances: 0,
+  acceptancesSince: 0,
   ...over,
 });
 const links = { unsubscribeUrl: 'https://app.example/unsubscribe/7.abc', unsubscribeMailto: 'mailto:abmelden@example.org?subject=x', contactEmail: 'info@example.org' };
@@ -83,9 +84,20 @@ describe('weekly status email German for small numbers', () => {
   });
 
   it('several acceptances are not announced as one', () => {
-    expect(lines({ answersTotal: 3, acceptances: 1 }).text).toContain('Es gibt eine positive Rückmeldung.');
-    const two = lines({ answersTotal: 3, acceptances: 2 }).text;
+    expect(lines({ answersTotal: 3, acceptances: 1, acceptancesSince: 1 }).text).toContain('Es gibt eine positive Rückmeldung.');
+    const two = lines({ answersTotal: 3, acceptances: 2, acceptancesSince: 2 }).text;
     expect(two).toContain('Es gibt 2 positive Rückmeldungen.');
     expect(two).not.toContain('eine positive Rückmeldung');
+  });
+
+  it('an acceptance promises a call when it is new (or in the first email); later emails state it and invite the patient to call', () => {
+    const promise = 'Wir melden uns in den nächsten Tagen persönlich bei Ihnen';
+    expect(lines({ lastSent: null, acceptances: 1, acceptancesSince: 0 }).text).toContain(`Es gibt eine positive Rückmeldung. ${promise}`);
+    const old1 = lines({ acceptances: 1, acceptancesSince: 0 }).text;
+    expect(old1).toContain('Es liegt eine positive Rückmeldung vor. Dazu haben wir uns bei Ihnen gemeldet oder melden uns in Kürze. Haben Sie noch nichts von uns gehört, melden Sie sich gern bei uns.');
+    expect(old1).not.toContain(promise);
+    expect(lines({ acceptances: 3, acceptancesSince: 0 }).text).toContain('Es liegen 3 positive Rückmeldungen vor.');
+    expect(lines({ acceptances: 3, acceptancesSince: 1 }).text).toContain(`Es gibt 3 positive Rückmeldungen, eine davon neu seit unserer letzten Nachricht. ${promise}`);
+    expect(lines({ acceptances: 3, acceptancesSince: 2 }).text).toContain('Es gibt 3 positive Rückmeldungen, 2 davon neu seit unserer letzten Nachricht.');
   });
 });

@@ -51,6 +51,20 @@ function answersLine(f: WeeklyFacts, first: boolean): string {
   return `Wir haben ${total} erhalten, ${f.answersSince} davon seit unserer letzten Nachricht.`;
 }
 
+/**
+ * Positive answers. The promise of a call "in the next days" is made when one is new (or in the
+ * first email): repeated every week while the search stays open, it would be a promise broken
+ * weekly. Later emails state them and invite the patient to call if nobody has yet.
+ */
+function acceptancesLine(f: WeeklyFacts, first: boolean): string {
+  const all = f.acceptances === 1 ? 'eine positive Rückmeldung' : `${f.acceptances} positive Rückmeldungen`;
+  if (first || f.acceptancesSince > 0) {
+    const since = !first && f.acceptancesSince < f.acceptances ? `, ${f.acceptancesSince === 1 ? 'eine' : f.acceptancesSince} davon neu seit unserer letzten Nachricht` : '';
+    return `Es gibt ${all}${since}. Wir melden uns in den nächsten Tagen persönlich bei Ihnen, um alles Weitere mit Ihnen abzustimmen.`;
+  }
+  return `Es ${f.acceptances === 1 ? 'liegt' : 'liegen'} ${all} vor. Dazu haben wir uns bei Ihnen gemeldet oder melden uns in Kürze. Haben Sie noch nichts von uns gehört, melden Sie sich gern bei uns.`;
+}
+
 function model(f: WeeklyFacts, links: WeeklyLinks, html: boolean): MessageModel {
   const first = f.lastSent === null;
   const facts = [
@@ -67,7 +81,7 @@ function model(f: WeeklyFacts, links: WeeklyLinks, html: boolean): MessageModel 
   ];
   const next: string[] = [];
   if (f.acceptances > 0) {
-    next.push(`Es gibt ${f.acceptances === 1 ? 'eine positive Rückmeldung' : `${f.acceptances} positive Rückmeldungen`}. Wir melden uns in den nächsten Tagen persönlich bei Ihnen, um alles Weitere mit Ihnen abzustimmen.`);
+    next.push(acceptancesLine(f, first));
   } else if (f.requestsTotal === 0) {
     next.push('Wir bereiten die ersten Anfragen für Sie vor. Sie müssen dafür nichts tun.');
   } else {

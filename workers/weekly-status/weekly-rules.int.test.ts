@@ -174,6 +174,37 @@ describe('weekly_update_last_sent', () => {
   });
 });
 
+describe('a positive answer (angenommen)', () => {
+  it('is announced with the promise of a call once; the weeks after state it without promising again, and a new one is announced', async () => {
+    const p = await patient('a@example.org', [new Date(Date.parse(W48_MONDAY) - 5 * DAY)]);
+    const search = await searchOf(p);
+    await ctx.database.db.update(therapeutAnfragePatient).set({ status: 'angenommen' }).where(eq(therapeutAnfragePatient.platzsucheId, search));
+    await ctx.database.db.execute(sql`update matching_service.therapeutenanfrage set antwort_datum = ${new Date(Date.parse(W48_MONDAY) - 2 * DAY).toISOString()}`);
+    const w48 = await record(p, '2026-W48');
+    const first = (await getDelivery(ctx.database.db, w48.deliveryId!))!.text;
+    expect(first).toContain('Es gibt eine positive Rückmeldung. Wir melden uns in den nächsten Tagen persönlich bei Ihnen');
+    clock.set('2026-11-23T09:00:00Z');
+    await finish(w48.deliveryId!, 'sent');
+
+    clock.set(W49_MONDAY);
+    const w49 = await record(p, '2026-W49');
+    const again = (await getDelivery(ctx.database.db, w49.deliveryId!))!.text;
+    expect(again).toContain('Es liegt eine positive Rückmeldung vor.');
+    expect(again).not.toContain('in den nächsten Tagen');
+    clock.set('2026-11-30T09:00:00Z');
+    await finish(w49.deliveryId!, 'sent');
+
+    // A second acceptance during W49: announced, with the first counted alongside.
+    await request(search, new Date('2026-12-01T10:00:00Z'));
+    await ctx.database.db.update(therapeutAnfragePatient).set({ status: 'angenommen' }).where(eq(therapeutAnfragePatient.platzsucheId, search));
+    await ctx.database.db.execute(sql`update matching_service.therapeutenanfrage set antwort_datum = '2026-12-02T10:00:00Z' where antwort_datum is null`);
+    clock.set('2026-12-07T08:00:05Z');
+    const w50 = await record(p, '2026-W50');
+    const news = (await getDelivery(ctx.database.db, w50.deliveryId!))!.text;
+    expect(news).toContain('Es gibt 2 positive Rückmeldungen, eine davon neu seit unserer letzten Nachricht. Wir melden uns in den nächsten Tagen persönlich bei Ihnen');
+  });
+});
+
 describe('"since the last update" when the email went out later than it was written', () => {
   it('a request and an answer that came after the email was recorded but before it went out are counted the week after', async () => {
     const p = await patient('a@example.org', [new Date(Date.parse(W48_MONDAY) - 3 * DAY)]);

@@ -119,8 +119,9 @@ export interface WeeklyFacts {
   /** Answers received (accepted or declined), in total and since the last update. */
   answersTotal: number;
   answersSince: number;
-  /** Of the answers, how many offered a place. */
+  /** Of the answers, how many offered a place, in total and since the last update. */
   acceptances: number;
+  acceptancesSince: number;
 }
 
 /**
@@ -165,6 +166,7 @@ export async function loadWeeklyFacts(db: DbOrTx, patientId: number, now: Date):
     answers_total: number;
     answers_since: number;
     acceptances: number;
+    acceptances_since: number;
   }>(sql`
     with since as (
       select ${sinceLastUpdate(patientId, p.lastSent)} as t
@@ -184,7 +186,9 @@ export async function loadWeeklyFacts(db: DbOrTx, patientId: number, now: Date):
       count(r.id) filter (where r.status in ('angenommen', 'abgelehnt'))::int as answers_total,
       count(r.id) filter (where r.status in ('angenommen', 'abgelehnt')
         and coalesce(r.antwort_datum, r.gesendet_datum) > (select t from since))::int as answers_since,
-      count(r.id) filter (where r.status = 'angenommen')::int as acceptances
+      count(r.id) filter (where r.status = 'angenommen')::int as acceptances,
+      count(r.id) filter (where r.status = 'angenommen'
+        and coalesce(r.antwort_datum, r.gesendet_datum) > (select t from since))::int as acceptances_since
     from requests r`);
   const f = rows[0]!;
   return {
@@ -201,6 +205,7 @@ export async function loadWeeklyFacts(db: DbOrTx, patientId: number, now: Date):
     answersTotal: f.answers_total,
     answersSince: f.answers_since,
     acceptances: f.acceptances,
+    acceptancesSince: f.acceptances_since,
   };
 }
 
