@@ -48,6 +48,7 @@ import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 import { scraperWatcherComponent } from '../../apps/producers/scraper-watcher.js';
 import { deleteQueueKeys } from '../../libs/testing/redis.js';
 import { postgresCpu, procCpuSeconds, redisCpu } from './cpu.js';
+import { describeMachine, measureMachine } from './machine.js';
 import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
 import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from '../../workers/therapist-import/fixtures.js';
 
@@ -432,6 +433,21 @@ function targets(results: Array<Record<string, string>>): Record<string, Record<
   return out;
 }
 
+/** The machine's figures (round trip, commit, CPU), measured in a scratch database of their own. */
+async function machineFigures() {
+  const name = `bench_machine_${suffix}`;
+  const admin = postgres(withDb('postgres'), { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database "${name}"`);
+  const sql = postgres(withDb(name), { max: 1, onnotice: () => {} });
+  try {
+    return await measureMachine(sql, scraperFile(Array.from({ length: 100 }, (_, i) => therapistLine({ id: `m${i}`, first: `V${i}` }))));
+  } finally {
+    await sql.end({ timeout: 5 });
+    await admin.unsafe(`drop database if exists "${name}" with (force)`);
+    await admin.end({ timeout: 5 });
+  }
+}
+
 async function main() {
   if (WARMUP > 0 && PROCESSES === 0) {
     const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
@@ -441,10 +457,11 @@ async function main() {
       redis.disconnect();
     }
   }
+  const machine = await machineFigures();
   const results: Array<Record<string, string>> = [];
   for (let r = 1; r <= ROUNDS; r++) results.push(...(await round(r)));
   process.stdout.write(
-    `\nTherapist import benchmark: ${FILES} files x ${PER_FILE} therapists = ${FILES * PER_FILE}; naive baseline on ${NAIVE_FILES} files; workers ${PROCESSES ? `in ${PROCESSES} processes` : 'in this process'}; warm-up ${WARMUP > 0 && PROCESSES === 0 ? `${WARMUP} files` : 'none'}; ${ROUNDS} round(s); ${cpus().length} cores, load average ${loadavg().map((l) => fmt(l, 1)).join(' ')}\n`,
+    `\nTherapist import benchmark: ${FILES} files x ${PER_FILE} therapists = ${FILES * PER_FILE}; naive baseline on ${NAIVE_FILES} files; workers ${PROCESSES ? `in ${PROCESSES} processes` : 'in this process'}; warm-up ${WARMUP > 0 && PROCESSES === 0 ? `${WARMUP} files` : 'none'}; ${ROUNDS} round(s); ${cpus().length} cores, load average ${loadavg().map((l) => fmt(l, 1)).join(' ')}\n${describeMachine(machine)}\n`,
   );
   console.table(results);
   if (ROUNDS > 1) {
