@@ -455,8 +455,9 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   let scanned = false;
   const isHistory = (date: string) => cfg.watchDays > 0 && newestDate !== null && daysBetweenDateFolders(date, newestDate) > cfg.watchDays;
   /**
-   * A folder dated after tomorrow (a scraper's clock or a typo: 20991231) does not move the
-   * window: it would leave every real folder unwatched. It is watched itself.
+   * A folder dated after tomorrow (a scraper's clock or a typo: 20991231) is imported and
+   * watched, but neither moves the window (it would leave every real folder unwatched) nor
+   * supersedes other folders (its postcodes' real weeks would be skipped from then on).
    */
   const canBeNewest = (date: string) => date <= latestPlausibleDate();
   const warnMisdated = (folder: string) =>
