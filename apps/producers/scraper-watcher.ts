@@ -6,7 +6,6 @@ import { watch, type FSWatcher } from 'chokidar';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import {
-  checkFileSize,
   closeTherapistRun,
   enqueueFreshTherapistFiles,
   enqueueTherapistFile,
@@ -297,21 +296,16 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    * Reads and hashes a file of a fitting name. Null when it is gone again; `unreadable` when it
    * cannot be read (permissions); `tooLarge` when it is over SCRAPER_FILE_MAX_MB: then it is
    * hashed in chunks, never held in memory (skipped per content, imported once it may be).
+   * `knownSize`: its size when the caller has just stat'ed it (the catch-up), else it is stat'ed here.
    */
-  async function readTracked(at: {
-    path: string;
-    postcode: string;
-    dateFolder: string | null;
-    urgent: boolean;
-  }): Promise<null | { unreadable: repo.SkippedFile } | { contentHash: string; sizeBytes: number; tooLarge: FileTooLargeError | null }> {
+  async function readTracked(
+    at: { path: string; postcode: string; dateFolder: string | null; urgent: boolean },
+    knownSize?: number,
+  ): Promise<null | { unreadable: repo.SkippedFile } | { contentHash: string; sizeBytes: number; tooLarge: FileTooLargeError | null }> {
     const abs = path.join(root, at.path);
     try {
-      try {
-        await checkFileSize(abs, cfg.maxFileBytes);
-      } catch (err) {
-        if (!(err instanceof FileTooLargeError)) throw err;
-        return { ...(await sha256OfFile(abs)), tooLarge: err };
-      }
+      const size = knownSize ?? (await stat(abs)).size;
+      if (size > cfg.maxFileBytes) return { ...(await sha256OfFile(abs)), tooLarge: new FileTooLargeError(size, cfg.maxFileBytes) };
       const buf = await readFile(abs);
       return { contentHash: createHash('sha256').update(buf).digest('hex'), sizeBytes: buf.length, tooLarge: null };
     } catch (err) {
@@ -345,7 +339,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    * registered in one run and enqueued, urgent files first. `onDisk` is every file found, also
    * those still being written (a newer date folder supersedes as soon as it is there).
    */
-  async function registerBatch(rels: string[], onDisk: string[]): Promise<void> {
+  async function registerBatch(rels: string[], onDisk: string[], sizes: Map<string, number>): Promise<void> {
     const misfits: Array<{ path: string; reason: string }> = [];
     const candidates: Array<{ rel: string; postcode: string; dateFolder: string | null; urgent: boolean }> = [];
     for (const rel of rels) {
@@ -365,15 +359,16 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     // still being read and hashed (a full-country drop is hundreds of files).
     candidates.sort((a, b) => Number(b.urgent) - Number(a.urgent));
     for (let i = 0; i < candidates.length; i += CATCH_UP_CHUNK) {
-      await registerChunk(candidates.slice(i, i + CATCH_UP_CHUNK), newest);
+      await registerChunk(candidates.slice(i, i + CATCH_UP_CHUNK), newest, sizes);
     }
   }
 
   async function registerChunk(
     candidates: Array<{ rel: string; postcode: string; dateFolder: string | null; urgent: boolean }>,
     newest: Map<string, string>,
+    sizes: Map<string, number>,
   ): Promise<void> {
-    const read = await Promise.all(candidates.map((c) => readTracked({ path: c.rel, postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent })));
+    const read = await Promise.all(candidates.map((c) => readTracked({ path: c.rel, postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent }, sizes.get(c.rel))));
     // One file we cannot read (permissions) must not stop the catch-up of the others.
     await recordSkipped(read.flatMap((r) => (r && 'unreadable' in r ? [r.unreadable] : [])), 'unreadable');
     const hashed: Array<repo.NewTrackedFile> = [];
@@ -430,14 +425,19 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const now = Date.now();
     const found = await walk(root);
     const ready: string[] = [];
+    /** Sizes as stat'ed here: the size limit is checked without a second stat per file. */
+    const sizes = new Map<string, number>();
     const stats = await Promise.all(found.map((f) => stat(f.abs).catch(() => null)));
     found.forEach((f, i) => {
       const s = stats[i];
       if (!s) return;
       if (now - s.mtimeMs < cfg.stabilityMs) whenStable(f.abs, f.rel);
-      else ready.push(f.rel);
+      else {
+        ready.push(f.rel);
+        sizes.set(f.rel, s.size);
+      }
     });
-    await registerBatch(ready, found.map((f) => f.rel));
+    await registerBatch(ready, found.map((f) => f.rel), sizes);
     log.info({ files: ready.length, waiting: found.length - ready.length }, 'scraper folder caught up');
   }
 

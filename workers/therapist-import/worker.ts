@@ -21,7 +21,7 @@ import { postgresTherapistImportStore } from './store.js';
 import { checkFileSize, FileTooLargeError } from './file-size.js';
 
 /** What the scraper watcher needs of the size limit (SCRAPER_FILE_MAX_MB). */
-export { checkFileSize, FileTooLargeError, sha256OfFile, tooLargeReason } from './file-size.js';
+export { FileTooLargeError, sha256OfFile, tooLargeReason } from './file-size.js';
 
 export { formatShare, countWithShare, assertCountsAddUp, COUNT_LABELS, isOutcomeCount, outcomeKeys } from './report.js';
 export type { FileReport };
