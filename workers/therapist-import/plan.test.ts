@@ -1,6 +1,21 @@
 import { describe, expect, it } from 'vitest';
 import { therapistLine } from './fixtures.js';
-import { isEmptyValue, norm, normFull, planFile, sameValue, type ExistingTherapist, type ExternalIdEntry } from './plan.js';
+import {
+  compactScraped,
+  diffFields,
+  holdsScraped,
+  isEmptyValue,
+  mapTherapist,
+  norm,
+  normFull,
+  planFile,
+  sameValue,
+  scrapedDigest,
+  type ExistingTherapist,
+  type ExternalIdEntry,
+  type ScrapedFields,
+  type ScrapedRecord,
+} from './plan.js';
 import { wellFormedTherapist, type ParsedLine } from './scraper-file.js';
 
 /** The rule as first written (every comparison through the canonical form). */
@@ -16,6 +31,7 @@ function canonical(v: unknown): string {
   }
   return JSON.stringify(v);
 }
+const record = (fields: ScrapedFields): ScrapedRecord => ({ digest: scrapedDigest(fields), fields });
 const reference = (a: unknown, b: unknown) => (isEmptyValue(a) && isEmptyValue(b)) || canonical(a) === canonical(b);
 
 describe('sameValue', () => {
@@ -90,6 +106,9 @@ describe('planFile: what holds whatever the order of the lines', () => {
         psychotherapieverfahren: 'egal',
       });
       if (r() < 0.5) externalIds.set(`x${id}`, { therapistId: id, deleted: false });
+      // Some carry what the scraper said before staff corrected the name.
+      const c = candidates[candidates.length - 1]!;
+      if (r() < 0.3) c.scraped = record(compactScraped({ ...c, vorname: pick(r, firsts), nachname: pick(r, lasts) }));
     }
     // Distinct scraper ids (some known, some new) or none.
     const ids = shuffle(r, ['x1', 'x2', 'x3', 'x4', 'x5', 'x6', 'n1', 'n2', 'n3', 'n4']);
@@ -174,5 +193,80 @@ describe('planFile: what holds whatever the order of the lines', () => {
       { key: 'gone', therapistId: null },
       { key: 'tomb', therapistId: null },
     ]);
+  });
+});
+
+describe('planFile: staff corrections survive (what the scraper said last time)', () => {
+  const line = (over: Parameters<typeof therapistLine>[0]) => {
+    const therapist = wellFormedTherapist(therapistLine({ salutation: 'Frau', first: 'Ana', last: 'Mueler', plz: '52066', phone: '0241 1', email: 'ana@praxis.de', ...over }))!;
+    return { index: 0, ok: true as const, externalId: therapist.id, statedStatus: therapist.status, therapist };
+  };
+  /** Therapist 7 as imported from `scrapedFrom` (on record), then changed by `over`. */
+  const platform = (over: Partial<ExistingTherapist>, scrapedFrom: ReturnType<typeof line>): ExistingTherapist => ({
+    id: 7,
+    status: 'aktiv',
+    ...mapTherapist(scrapedFrom.therapist),
+    scraped: record(compactScraped(mapTherapist(scrapedFrom.therapist))),
+    ...over,
+  });
+
+  it('a field the scraper has not changed since is not written over a staff correction; one it changed is; with nothing on record the platform value is compared', () => {
+    const before = line({ id: null, status: 'unchanged' });
+    const staffCorrected = platform({ telefon: '0241 999', email: 'neu@praxis.de' }, before);
+    // The scraper still gives the old phone and email: nothing to write.
+    let plan = planFile({ lines: [before], candidates: [staffCorrected], externalIds: new Map() });
+    expect(plan.lines[0]).toMatchObject({ outcome: 'unchanged', therapistId: 7, changedFields: [] });
+    expect(plan.updates).toEqual([]);
+    expect(plan.scraped).toEqual([]);
+    // It changes the phone: the phone is written, the corrected email stays; the new fields go on
+    // record, and the row does not hold them (it keeps the staff's email).
+    const changed = line({ id: null, status: 'modified', phone: '0241 2' });
+    plan = planFile({ lines: [changed], candidates: [staffCorrected], externalIds: new Map() });
+    expect(plan.updates).toEqual([{ therapistId: 7, changes: { telefon: '0241 2' } }]);
+    const fields = compactScraped(mapTherapist(changed.therapist));
+    expect(plan.scraped).toEqual([{ therapistId: 7, fields, digest: scrapedDigest(fields), held: false }]);
+    // Nothing on record (imported before it was kept, or entered by staff): the file's values as before.
+    plan = planFile({ lines: [before], candidates: [{ ...staffCorrected, scraped: null }], externalIds: new Map() });
+    expect(plan.updates).toEqual([{ therapistId: 7, changes: { telefon: '0241 1', email: 'ana@praxis.de' } }]);
+    expect(plan.scraped.map((x) => x.held)).toEqual([true]);
+    // On record, the row untouched since (its fields not read): the row's values stand for them.
+    const untouched = platform({ scraped: { digest: scrapedDigest(compactScraped(mapTherapist(before.therapist))), fields: null } }, before);
+    plan = planFile({ lines: [changed], candidates: [untouched], externalIds: new Map() });
+    expect(plan.updates).toEqual([{ therapistId: 7, changes: { telefon: '0241 2' } }]);
+    expect(plan.scraped.map((x) => x.held)).toEqual([true]);
+  });
+
+  it('finds a therapist by the name the scraper gave before staff corrected it (no duplicate), by the primary and the secondary rule', () => {
+    const old = line({ id: null, status: 'unchanged' });
+    const corrected = platform({ vorname: 'Anna', nachname: 'Müller' }, old);
+    let plan = planFile({ lines: [old], candidates: [corrected], externalIds: new Map() });
+    expect(plan.lines[0]).toMatchObject({ outcome: 'unchanged', rule: 'primary', therapistId: 7 });
+    expect(plan.creates).toEqual([]);
+    // A surname change on the scraper's side: found by the old first name, street and email on record.
+    const married = line({ id: null, status: 'modified', last: 'Schmidt' });
+    plan = planFile({ lines: [married], candidates: [corrected], externalIds: new Map() });
+    expect(plan.lines[0]).toMatchObject({ outcome: 'updated', rule: 'secondary', therapistId: 7, changedFields: ['nachname'] });
+    expect(plan.creates).toEqual([]);
+    // Without the record the corrected therapist is not found by the old name: a new one (as before).
+    plan = planFile({ lines: [old], candidates: [{ ...corrected, scraped: null }], externalIds: new Map() });
+    expect(plan.lines[0]).toMatchObject({ outcome: 'created' });
+  });
+
+  it('the record leaves empty values out; diffFields never writes them; holdsScraped allows what the import keeps', () => {
+    const f = mapTherapist(wellFormedTherapist(therapistLine({ phone: null, email: '', languages: [], street: 'Marktplatz', house: null }))!);
+    const stored = compactScraped(f);
+    expect(Object.keys(stored)).not.toContain('telefon');
+    expect(Object.keys(stored)).not.toContain('email');
+    expect(Object.keys(stored)).not.toContain('fremdsprachen');
+    expect(scrapedDigest(stored)).toBe(scrapedDigest(compactScraped({ ...f })));
+    expect(scrapedDigest(stored)).not.toBe(scrapedDigest(compactScraped({ ...f, telefon: '1' })));
+    // A phone staff added where the scraper has none, and the house number the platform keeps: held.
+    expect(holdsScraped({ ...f, telefon: '0241 9', strasse: 'Marktplatz 3' }, {}, f)).toBe(true);
+    expect(holdsScraped({ ...f, ort: 'Köln' }, {}, f)).toBe(false);
+    expect(holdsScraped({ ...f, ort: 'Köln' }, { ort: 'Aachen' }, f)).toBe(true);
+    expect(diffFields({ ...f, telefon: '0241 9' }, f, stored)).toEqual({});
+    expect(diffFields({ ...f, ort: 'Köln' }, f, stored)).toEqual({});
+    expect(diffFields({ ...f, ort: 'Köln' }, f, null)).toEqual({ ort: 'Aachen' });
+    expect(diffFields({ ...f, ort: 'Köln' }, { ...f, ort: 'Bonn' }, stored)).toEqual({ ort: 'Bonn' });
   });
 });

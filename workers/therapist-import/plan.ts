@@ -1,3 +1,4 @@
+import { hash } from 'node:crypto';
 import type { ScraperStatus, ScraperTherapist, ParsedLine } from './scraper-file.js';
 import type { StoredTherapist } from '../../libs/db/repositories/therapist-import.js';
 
@@ -29,10 +30,29 @@ export type ImportField = (typeof importFields)[number];
 /** The importable fields of a therapist row (the repository's row without id and status). */
 export type TherapistFields = Omit<StoredTherapist, 'id' | 'status'>;
 
+/** The import's fields as the scraper last gave them (stored compact: an empty field is left out). */
+export type ScrapedFields = Partial<Record<ImportField, unknown>>;
+
+/** What is on record of a therapist's last scrape. */
+export interface ScrapedRecord {
+  /** `scrapedDigest` of the fields on record. */
+  digest: string;
+  /**
+   * The fields; null when the platform row still holds them as the import left it (nothing
+   * changed it since): it then says all the record would, and the fields are not read.
+   */
+  fields: ScrapedFields | null;
+}
+
 /** A platform therapist as the matcher sees it. */
 export interface ExistingTherapist extends TherapistFields {
   id: number;
   status: string;
+  /**
+   * What the scraper last said of this therapist (null: nothing on record, e.g. imported before
+   * this was kept, or entered by staff). A platform value that differs from it is a staff edit.
+   */
+  scraped?: ScrapedRecord | null;
 }
 
 export interface ExternalIdEntry {
@@ -153,18 +173,74 @@ function sameCanonical(a: unknown, b: unknown): boolean {
 
 /**
  * The fields to write: only those whose value really changed, and never an empty value over
- * a non-empty one.
+ * a non-empty one. With what the scraper said last time (`scraped`), a field the scraper has
+ * not changed since is not written either: a platform value that differs from it is a staff
+ * correction, and it stays. A field the scraper changed is written (its news is newer than
+ * the correction).
  */
-export function diffFields(existing: TherapistFields, incoming: TherapistFields): Partial<TherapistFields> {
+export function diffFields(existing: TherapistFields, incoming: TherapistFields, scraped?: ScrapedFields | null): Partial<TherapistFields> {
   const changes: Partial<Record<ImportField, unknown>> = {};
   for (const field of importFields) {
     const next = incoming[field];
     if (isEmptyValue(next)) continue;
     if (sameValue(existing[field], next)) continue;
+    if (scraped && sameValue(scraped[field], next)) continue;
     if (field === 'strasse' && dropsHouseNumber(existing.strasse, next as string)) continue;
     changes[field] = next;
   }
   return changes as Partial<TherapistFields>;
+}
+
+/** The scraper's fields as stored: empty ones left out. */
+export function compactScraped(incoming: TherapistFields): ScrapedFields {
+  const out: ScrapedFields = {};
+  for (const field of importFields) if (!isEmptyValue(incoming[field])) out[field] = incoming[field];
+  return out;
+}
+
+/** The digest of a record's fields (the same fields in the same order give the same digest). */
+export function scrapedDigest(fields: ScrapedFields): string {
+  return hash('sha1', JSON.stringify(fields), 'base64');
+}
+
+/**
+ * Whether the platform row, with `changes` written, holds the record's fields: every non-empty
+ * one, or a longer form of the street the import keeps ("Marktplatz 3" for "Marktplatz"). Then
+ * the row says all the record would until something else changes it.
+ */
+export function holdsScraped(existing: TherapistFields, changes: Partial<TherapistFields>, incoming: TherapistFields): boolean {
+  for (const field of importFields) {
+    const s = incoming[field];
+    if (isEmptyValue(s)) continue;
+    const p = field in changes ? changes[field] : existing[field];
+    if (sameValue(p, s)) continue;
+    if (field === 'strasse' && dropsHouseNumber(p as string | null, s as string)) continue;
+    return false;
+  }
+  return true;
+}
+
+/** The therapist as the scraper last gave it (its matching keys before staff corrected a name or address). */
+function asScraped(t: ExistingTherapist): TherapistFields | null {
+  const s = t.scraped?.fields;
+  if (!s) return null;
+  const v = (f: ImportField) => (s[f] ?? null) as never;
+  return {
+    anrede: v('anrede'),
+    geschlecht: v('geschlecht'),
+    titel: v('titel'),
+    vorname: (s.vorname as string | undefined) ?? t.vorname,
+    nachname: (s.nachname as string | undefined) ?? t.nachname,
+    strasse: v('strasse'),
+    plz: (s.plz as string | undefined) ?? t.plz,
+    ort: v('ort'),
+    telefon: v('telefon'),
+    fax: v('fax'),
+    email: v('email'),
+    telefonische_erreichbarkeit: v('telefonische_erreichbarkeit'),
+    fremdsprachen: v('fremdsprachen'),
+    psychotherapieverfahren: v('psychotherapieverfahren'),
+  };
 }
 
 /**
@@ -248,6 +324,11 @@ export interface Plan {
   mappings: Array<{ externalId: string; therapistId: number }>;
   /** Keys (external id, or `name:` key) never to be created again; therapistId when known. */
   tombstones: Array<{ key: string; therapistId: number | null }>;
+  /**
+   * What the scraper now says of a therapist, where it changed (or was not on record;
+   * placeholder ids for creates). `held`: the platform row holds it once the plan is written.
+   */
+  scraped: Array<{ therapistId: number; fields: ScrapedFields; digest: string; held: boolean }>;
 }
 
 export interface PlanInput {
@@ -298,20 +379,23 @@ export function planFile(input: PlanInput): Plan {
     if (list) list.push(t);
     else index.set(key, [t]);
   };
-  const byPrimary = () => {
-    if (!byPrimaryIndex) {
-      byPrimaryIndex = new Map();
-      for (const t of all) put(byPrimaryIndex, primaryKey(t), t);
+  // A therapist is found by its platform values and, where staff corrected them, by what the
+  // scraper last said: a line that still gives the old name is the same therapist, not a new one.
+  const index = (key: (f: TherapistFields) => string) => {
+    const built = new Map<string, ExistingTherapist[]>();
+    for (const t of all) {
+      const own = key(t);
+      put(built, own, t);
+      const s = asScraped(t);
+      if (s) {
+        const old = key(s);
+        if (old !== own) put(built, old, t);
+      }
     }
-    return byPrimaryIndex;
+    return built;
   };
-  const bySecondary = () => {
-    if (!bySecondaryIndex) {
-      bySecondaryIndex = new Map();
-      for (const t of all) put(bySecondaryIndex, secondaryKey(t), t);
-    }
-    return bySecondaryIndex;
-  };
+  const byPrimary = () => (byPrimaryIndex ??= index(primaryKey));
+  const bySecondary = () => (bySecondaryIndex ??= index(secondaryKey));
   /** `keys`: the therapist's primary and secondary keys when the caller has them already. */
   const add = (t: ExistingTherapist, keys?: { primary: string; secondary: string }) => {
     byId.set(t.id, t);
@@ -323,7 +407,7 @@ export function planFile(input: PlanInput): Plan {
 
   /** Therapist id -> the line that took it (its index and scraper id). */
   const claimedBy = new Map<number, { index: number; externalId: string | null }>();
-  const plan: Plan = { lines: [], creates: [], updates: [], deactivations: [], mappings: [], tombstones: [] };
+  const plan: Plan = { lines: [], creates: [], updates: [], deactivations: [], mappings: [], tombstones: [], scraped: [] };
   const results: LineResult[] = new Array<LineResult>(input.lines.length);
   let nextPlaceholder = -1;
   const base = (l: { index: number; externalId: string | null }): LineResult => ({
@@ -372,7 +456,15 @@ export function planFile(input: PlanInput): Plan {
     // Listed again after the scraper deleted it: it stays inactive (staff decide), and staff are told.
     if (l.ext?.deleted === true && match.status === 'inaktiv') result.mismatch = { stated: l.stated, found: 'deleted by the scraper earlier: stays inactive' };
     else if (l.stated === 'new') result.mismatch = { stated: l.stated, found: 'already on the platform' };
-    const changes = diffFields(match, l.incoming);
+    const fields = compactScraped(l.incoming);
+    const digest = scrapedDigest(fields);
+    const record = match.scraped;
+    // The scraper says what it said last time: nothing to write (a platform value that differs is a staff correction).
+    if (record && record.digest === digest) return;
+    // With the fields on record, a field the scraper has not changed is left alone; without
+    // them (the row still holds them, or nothing is on record) the row's values are compared.
+    const changes = diffFields(match, l.incoming, record?.fields);
+    plan.scraped.push({ therapistId: match.id, fields, digest, held: holdsScraped(match, changes, l.incoming) });
     const changed = Object.keys(changes);
     if (changed.length) {
       plan.updates.push({ therapistId: match.id, changes });
@@ -404,6 +496,8 @@ export function planFile(input: PlanInput): Plan {
     const fields = fieldsForNew(l.incoming);
     plan.creates.push({ placeholder, index: l.index, externalId: l.externalId, fields });
     if (l.externalId) plan.mappings.push({ externalId: l.externalId, therapistId: placeholder });
+    const scraped = compactScraped(l.incoming);
+    plan.scraped.push({ therapistId: placeholder, fields: scraped, digest: scrapedDigest(scraped), held: true });
     // Same keys as `incoming`: a new therapist differs from it only in salutation and gender.
     add({ ...fields, id: placeholder, status: 'aktiv' }, l.pk !== undefined && l.sk !== undefined ? { primary: l.pk, secondary: l.sk } : undefined);
     claimedBy.set(placeholder, { index: l.index, externalId: l.externalId });
@@ -528,7 +622,7 @@ export function planFile(input: PlanInput): Plan {
     const email = l.incoming.email;
     const match = bySecondary()
       .get(l.sk)
-      ?.find((c) => !claimedBy.has(c.id) && (email === null || norm(c.email) === norm(email)));
+      ?.find((c) => !claimedBy.has(c.id) && (email === null || norm(c.email) === norm(email) || (c.scraped?.fields != null && norm(c.scraped.fields.email as string | undefined) === norm(email))));
     if (match) matched(l, match, 'secondary');
     else unmatched(l);
   }

@@ -303,6 +303,7 @@ async function importOnce(
     const resolve = (id: number) => (id < 0 ? idOf.get(id)! : id);
     for (const l of plan.lines) if (l.therapistId !== null) l.therapistId = resolve(l.therapistId);
     const versionOf = new Map(session.candidates.map((c) => [c.id, c.version]));
+    const updated = new Set(plan.updates.map((u) => u.therapistId));
 
     const counts = countLines(plan.lines, parsed.fileErrors, disagreements);
     assertCountsAddUp(counts, `file ${file.path}`);
@@ -341,6 +342,14 @@ async function importOnce(
           ...plan.tombstones.map((t) => ({ key: t.key, therapistId: t.therapistId === null ? null : resolve(t.therapistId), deleted: true })),
         ],
       },
+      // A row written here is at this transaction's version; one left alone at the version read.
+      scraped: plan.scraped.map((x) => ({
+        id: resolve(x.therapistId),
+        fields: x.fields,
+        digest: x.digest,
+        held: x.held,
+        version: x.therapistId < 0 || updated.has(x.therapistId) ? null : versionOf.get(x.therapistId)!,
+      })),
       events,
       file: { id: file.id, outcome },
       runId: file.runId,

@@ -316,6 +316,48 @@ describe('therapist import: updates', () => {
     expect(String(t!.updated_at)).toBe(String(before!.updated_at));
   });
 
+  it('a value staff corrected stays while the scraper keeps listing the old one; a value the scraper changes is written', async () => {
+    const line = (over: Parameters<typeof therapistLine>[0]) => therapistLine({ id: 'korr-1', first: 'Kora', last: 'Korrekt', plz: '20700', phone: '0241 111', email: 'kora@praxis.de', ...over });
+    await imp([line({})], {}, '20700.json');
+    const [t] = await byPlz('20700');
+    const held = async () =>
+      (await db.sql`select s.row_version = t.xmin::text as held, s.row_version is null as kept, s.fields from fleet.therapist_scraped s join therapist_service.therapeuten t on t.id = s.therapist_id where s.therapist_id = ${t!.id}`)[0]!;
+    const rec = await held();
+    expect(rec.fields).toMatchObject({ vorname: 'Kora', telefon: '0241 111', email: 'kora@praxis.de' });
+    expect(Object.keys(rec.fields as object)).not.toContain('fax');
+    // The row holds the record at the version the import left: a re-import does not read the fields.
+    expect(rec.held).toBe(true);
+    // Staff correct the phone and the email on the platform.
+    await db.sql`update therapist_service.therapeuten set telefon = '0241 999', email = 'kora.neu@praxis.de' where id = ${t!.id}`;
+    const again = await imp([line({ status: 'unchanged' })], { scrape_date: '2025-07-09T03:00:00' }, '20700.json');
+    expect(again.counts).toMatchObject({ unchanged: 1, updated: 0 });
+    expect((await byPlz('20700'))[0]).toMatchObject({ id: t!.id, telefon: '0241 999', email: 'kora.neu@praxis.de' });
+    expect(await held()).toMatchObject({ held: false, kept: false });
+    // The scraper's phone changes: it is written (and only it); the corrected email stays.
+    const moved = await imp([line({ status: 'modified', phone: '0241 222' })], { scrape_date: '2025-07-16T03:00:00' }, '20700.json');
+    expect(moved.counts).toMatchObject({ updated: 1 });
+    expect((await byPlz('20700'))[0]).toMatchObject({ id: t!.id, telefon: '0241 222', email: 'kora.neu@praxis.de' });
+    // The row keeps the staff's email: the record's fields are read from now on.
+    expect(await held()).toMatchObject({ kept: true, fields: expect.objectContaining({ telefon: '0241 222', email: 'kora@praxis.de' }) });
+    const still = await imp([line({ status: 'unchanged', phone: '0241 222' })], { scrape_date: '2025-07-23T03:00:00' }, '20700.json');
+    expect(still.counts).toMatchObject({ unchanged: 1, updated: 0 });
+    expect((await byPlz('20700'))[0]).toMatchObject({ telefon: '0241 222', email: 'kora.neu@praxis.de' });
+    const [ev] = await db.sql`select payload from fleet.outbox where event_type = 'therapist.updated' and key = ${String(t!.id)} order by id desc limit 1`;
+    expect((ev!.payload as { changedFields: string[] }).changedFields).toEqual(['telefon']);
+  });
+
+  it('a name staff corrected on a therapist without a scraper id: the old name in the file still finds it, no duplicate is created', async () => {
+    const line = (status: string) => therapistLine({ id: null, first: 'Ana', last: 'Mueler', plz: '20710', status });
+    await imp([line('new')]);
+    const [t] = await byPlz('20710');
+    await db.sql`update therapist_service.therapeuten set vorname = 'Anna', nachname = 'Müller' where id = ${t!.id}`;
+    const r = await imp([line('unchanged')]);
+    expect(r.counts).toMatchObject({ unchanged: 1, created: 0 });
+    const rows = await byPlz('20710');
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ id: t!.id, vorname: 'Anna', nachname: 'Müller' });
+  });
+
   it('a house number without its street, or a street without its number, never shortens the address', async () => {
     await seed({ vorname: 'Hugo', nachname: 'Haus', plz: '20140', strasse: 'Hauptstraße 15' });
     await seed({ vorname: 'Mara', nachname: 'Markt', plz: '20140', strasse: 'Marktplatz 3' });

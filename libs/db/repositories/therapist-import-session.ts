@@ -24,6 +24,11 @@ import { outboxBatch, outboxBatchParams, type OutboxInsert } from './outbox-rows
 export interface VersionedTherapist extends StoredTherapist {
   /** Row version (`xmin`) when read. */
   version: string;
+  /**
+   * What is on record of the therapist's last scrape (`fleet.therapist_scraped`): its digest, and
+   * its fields unless the row is still at the version the import left holding them. Null: no record.
+   */
+  scraped: { digest: string; fields: Record<string, unknown> | null } | null;
 }
 
 /** An external id (or tombstone key) of a scope, as read and as written. */
@@ -43,6 +48,12 @@ export interface SessionWrites {
   updates: Array<{ id: number; version: string } & Partial<NewTherapistRow>>;
   deactivations: Array<{ id: number; version: string }>;
   externalIds: { scope: string; fileId: number; entries: ExternalIdMatch[] };
+  /**
+   * What the scraper now says of these therapists (`fleet.therapist_scraped`, compact). `held`:
+   * the row holds these fields after this statement, at `version` (null: the row is written
+   * here, so at this transaction's id).
+   */
+  scraped: Array<{ id: number; fields: Record<string, unknown>; digest: string; held: boolean; version: string | null }>;
   /** Outbox rows; PostgreSQL makes their event ids. */
   events: Array<Omit<OutboxInsert, 'eventId'>>;
   file: { id: number; outcome: FileOutcome };
@@ -98,7 +109,9 @@ function send<T extends { execute(): unknown }>(q: T): T {
 const LOCK_PREFIX = 'curavani-fleet:therapist-import:';
 
 const CANDIDATE_COLUMNS =
-  'id, xmin::text, status, anrede, geschlecht, titel, vorname, nachname, strasse, plz, ort, telefon, fax, email, telefonische_erreichbarkeit, fremdsprachen, psychotherapieverfahren';
+  't.id, t.xmin::text, t.status, t.anrede, t.geschlecht, t.titel, t.vorname, t.nachname, t.strasse, t.plz, t.ort, t.telefon, t.fax, t.email, t.telefonische_erreichbarkeit, t.fremdsprachen, t.psychotherapieverfahren, ' +
+  // The record's fields only where the row changed since the import left it holding them.
+  'case when s.therapist_id is not null then json_build_array(s.digest, case when s.row_version is distinct from t.xmin::text then s.fields end) end';
 
 /** One row of CANDIDATE_COLUMNS, in that order. */
 function candidateOf(r: unknown[]): VersionedTherapist {
@@ -120,6 +133,7 @@ function candidateOf(r: unknown[]): VersionedTherapist {
     telefonische_erreichbarkeit: r[14] as Record<string, string[]> | null,
     fremdsprachen: r[15] as string[] | null,
     psychotherapieverfahren: r[16] as string | null,
+    scraped: r[17] === null ? null : { digest: (r[17] as [string, unknown])[0], fields: (r[17] as [string, Record<string, unknown> | null])[1] },
   };
 }
 
@@ -247,10 +261,11 @@ export async function openImportSession(
           from fleet.therapist_external_ids where scope = ${load.scope} and external_id = any(${load.keys}::text[]))
         select
           (select coalesce(json_agg(json_build_array(external_id, therapist_id, deleted)), '[]'::json) from ext) as ext,
-          (select coalesce(json_agg(json_build_array(${conn.unsafe(CANDIDATE_COLUMNS)}) order by id), '[]'::json)
-           from therapist_service.therapeuten
-           where plz = any(${load.plzs}::text[])
-              or id = any(array(select therapist_id from ext where therapist_id is not null))) as cand`),
+          (select coalesce(json_agg(json_build_array(${conn.unsafe(CANDIDATE_COLUMNS)}) order by t.id), '[]'::json)
+           from therapist_service.therapeuten t
+           left join fleet.therapist_scraped s on s.therapist_id = t.id
+           where t.plz = any(${load.plzs}::text[])
+              or t.id = any(array(select therapist_id from ext where therapist_id is not null))) as cand`),
     ]);
     data = {
       claimed: claim ? claimedRow(claimRow) : undefined,
@@ -340,6 +355,13 @@ export async function openImportSession(
             updated_at = ${ts}::timestamptz
           from jsonb_to_recordset(${JSON.stringify(known)}::jsonb) as r(key text, "therapistId" int, deleted boolean)
           where e.scope = ${w.externalIds.scope} and e.external_id = r.key
+          returning 1),
+        scraped as (
+          insert into fleet.therapist_scraped (therapist_id, fields, digest, row_version, last_file_id, updated_at)
+          select r.id, r.fields, r.digest, case when r.held then coalesce(r.version, pg_current_xact_id()::xid::text) end, ${w.file.id}::bigint, ${ts}::timestamptz
+          from jsonb_to_recordset(${JSON.stringify(w.scraped)}::jsonb) as r(id int, fields jsonb, digest text, held boolean, version text)
+          on conflict (therapist_id) do update set fields = excluded.fields, digest = excluded.digest, row_version = excluded.row_version,
+            last_file_id = excluded.last_file_id, updated_at = excluded.updated_at
           returning 1),
         events as (
           insert into fleet.outbox (event_id, event_type, version, topic, key, producer, payload, occurred_at)

@@ -12,6 +12,9 @@ import { fleet } from './fleet.js';
  * - `therapist_external_ids`: the scraper `id` -> platform therapist id (the platform table
  *   has no such column), scoped by postcode area; also the tombstone for therapists the
  *   scraper deleted, so a later `unchanged` line never re-creates them.
+ * - `therapist_scraped`: per platform therapist, the import's fields as the scraper last gave
+ *   them, so a re-import writes only what the scraper changed since: a value staff corrected
+ *   on the platform stays while the scraper keeps listing the old one.
  */
 
 const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
@@ -137,3 +140,21 @@ export const therapistExternalIds = fleet.table(
     index('therapist_external_ids_therapist_idx').on(t.therapistId),
   ],
 );
+
+export const therapistScraped = fleet.table('therapist_scraped', {
+  /** The platform therapist (no foreign key: the platform's table is not the fleet's). */
+  therapistId: integer('therapist_id').primaryKey(),
+  /** The import's fields as the scraper last gave them, mapped; a field left out was empty. */
+  fields: jsonb('fields').$type<Record<string, unknown>>().notNull(),
+  /** Digest of `fields` as written (a re-import compares it first: the same digest, nothing changed). */
+  digest: text('digest').notNull(),
+  /**
+   * The platform row's version (`xmin`) when the import left it holding these fields (empty ones
+   * and a kept house number aside); null when it kept a staff correction. While the row is at
+   * that version, the record says nothing the row does not, and a re-import does not read it.
+   */
+  rowVersion: text('row_version'),
+  /** The file that last changed them. */
+  lastFileId: bigint('last_file_id', { mode: 'number' }),
+  updatedAt: ts('updated_at').notNull().defaultNow(),
+});

@@ -1,0 +1,8 @@
+CREATE TABLE "fleet"."therapist_scraped" (
+	"therapist_id" integer PRIMARY KEY NOT NULL,
+	"fields" jsonb NOT NULL,
+	"digest" text NOT NULL,
+	"row_version" text,
+	"last_file_id" bigint,
+	"updated_at" timestamp with time zone DEFAULT now() NOT NULL
+);
