@@ -1,6 +1,6 @@
 CREATE TABLE "fleet"."therapist_scraped" (
 	"therapist_id" integer PRIMARY KEY NOT NULL,
-	"fields" jsonb NOT NULL,
+	"fields" json NOT NULL,
 	"digest" text NOT NULL,
 	"row_version" text,
 	"last_file_id" bigint,

@@ -359,7 +359,7 @@ export async function openImportSession(
         scraped as (
           insert into fleet.therapist_scraped (therapist_id, fields, digest, row_version, last_file_id, updated_at)
           select r.id, r.fields, r.digest, case when r.held then coalesce(r.version, pg_current_xact_id()::xid::text) end, ${w.file.id}::bigint, ${ts}::timestamptz
-          from jsonb_to_recordset(${JSON.stringify(w.scraped)}::jsonb) as r(id int, fields jsonb, digest text, held boolean, version text)
+          from json_to_recordset(${JSON.stringify(w.scraped)}::json) as r(id int, fields json, digest text, held boolean, version text)
           on conflict (therapist_id) do update set fields = excluded.fields, digest = excluded.digest, row_version = excluded.row_version,
             last_file_id = excluded.last_file_id, updated_at = excluded.updated_at
           returning 1),

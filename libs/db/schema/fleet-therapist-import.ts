@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { bigint, bigserial, boolean, index, integer, jsonb, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import { bigint, bigserial, boolean, index, integer, json, jsonb, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
 import { fleet } from './fleet.js';
 
 /**
@@ -145,7 +145,7 @@ export const therapistScraped = fleet.table('therapist_scraped', {
   /** The platform therapist (no foreign key: the platform's table is not the fleet's). */
   therapistId: integer('therapist_id').primaryKey(),
   /** The import's fields as the scraper last gave them, mapped; a field left out was empty. */
-  fields: jsonb('fields').$type<Record<string, unknown>>().notNull(),
+  fields: json('fields').$type<Record<string, unknown>>().notNull(),
   /** Digest of `fields` as written (a re-import compares it first: the same digest, nothing changed). */
   digest: text('digest').notNull(),
   /**
