@@ -240,6 +240,8 @@ export async function openImportSession(
 
   let data: MatchData & { claimed?: TherapistImportFileRow | null };
   let knownKeys = new Set<string>();
+  /** Therapists read with a `therapist_scraped` record. */
+  let withRecord = new Set<number>();
   try {
     const sorted = [...new Set(lock.keys)].sort();
     // The claim (its own transaction, before the file's) rides in the same round trip when the
@@ -273,6 +275,7 @@ export async function openImportSession(
       candidates: match!.cand.map(candidateOf),
     };
     knownKeys = new Set(data.externalIds.map((e) => e.key));
+    withRecord = new Set(data.candidates.filter((c) => c.scraped !== null).map((c) => c.id));
   } catch (err) {
     await rollback();
     throw clean(err);
@@ -297,6 +300,11 @@ export async function openImportSession(
       const fresh = mappings.filter((m) => !knownKeys.has(m.key));
       const known = mappings.filter((m) => knownKeys.has(m.key));
       const [kinds, events] = outboxBatchParams(outboxBatch(w.events));
+      // Records of therapists read without one (and of new therapists) are a plain insert, as
+      // new external ids are (cheaper than an upsert; the postcode locks keep other imports
+      // away, and a row that appeared anyway fails the commit, and the retry finds it).
+      const scrapedKnown = w.scraped.filter((x) => withRecord.has(x.id));
+      const scrapedFresh = w.scraped.filter((x) => !withRecord.has(x.id));
       const o = w.file.outcome;
       // Every write of the file in one statement (data-modifying CTEs all run, on disjoint
       // rows): one answer to wait for instead of one per table. Update and deactivation touch
@@ -356,12 +364,17 @@ export async function openImportSession(
           from jsonb_to_recordset(${JSON.stringify(known)}::jsonb) as r(key text, "therapistId" int, deleted boolean)
           where e.scope = ${w.externalIds.scope} and e.external_id = r.key
           returning 1),
-        scraped as (
+        scraped_new as (
           insert into fleet.therapist_scraped (therapist_id, fields, digest, row_version, last_file_id, updated_at)
           select r.id, r.fields, r.digest, case when r.held then coalesce(r.version, pg_current_xact_id()::xid::text) end, ${w.file.id}::bigint, ${ts}::timestamptz
-          from json_to_recordset(${JSON.stringify(w.scraped)}::json) as r(id int, fields json, digest text, held boolean, version text)
-          on conflict (therapist_id) do update set fields = excluded.fields, digest = excluded.digest, row_version = excluded.row_version,
-            last_file_id = excluded.last_file_id, updated_at = excluded.updated_at
+          from json_to_recordset(${JSON.stringify(scrapedFresh)}::json) as r(id int, fields json, digest text, held boolean, version text)
+          returning 1),
+        scraped_known as (
+          update fleet.therapist_scraped s set fields = r.fields, digest = r.digest,
+            row_version = case when r.held then coalesce(r.version, pg_current_xact_id()::xid::text) end,
+            last_file_id = ${w.file.id}::bigint, updated_at = ${ts}::timestamptz
+          from json_to_recordset(${JSON.stringify(scrapedKnown)}::json) as r(id int, fields json, digest text, held boolean, version text)
+          where s.therapist_id = r.id
           returning 1),
         events as (
           insert into fleet.outbox (event_id, event_type, version, topic, key, producer, payload, occurred_at)
