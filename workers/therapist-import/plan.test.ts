@@ -10,7 +10,7 @@ import {
   normFull,
   planFile,
   sameValue,
-  scrapedDigest,
+  scrapedRecord,
   type ExistingTherapist,
   type ExternalIdEntry,
   type ScrapedFields,
@@ -31,7 +31,7 @@ function canonical(v: unknown): string {
   }
   return JSON.stringify(v);
 }
-const record = (fields: ScrapedFields): ScrapedRecord => ({ digest: scrapedDigest(fields), fields });
+const record = (fields: ScrapedFields): ScrapedRecord => ({ digest: scrapedRecord(fields).digest, fields });
 const reference = (a: unknown, b: unknown) => (isEmptyValue(a) && isEmptyValue(b)) || canonical(a) === canonical(b);
 
 describe('sameValue', () => {
@@ -224,13 +224,14 @@ describe('planFile: staff corrections survive (what the scraper said last time)'
     plan = planFile({ lines: [changed], candidates: [staffCorrected], externalIds: new Map() });
     expect(plan.updates).toEqual([{ therapistId: 7, changes: { telefon: '0241 2' } }]);
     const fields = compactScraped(mapTherapist(changed.therapist));
-    expect(plan.scraped).toEqual([{ therapistId: 7, fields, digest: scrapedDigest(fields), held: false }]);
+    expect(plan.scraped).toEqual([{ therapistId: 7, ...scrapedRecord(fields), held: false }]);
+    expect(JSON.parse(plan.scraped[0]!.json)).toMatchObject({ telefon: '0241 2', email: 'ana@praxis.de' });
     // Nothing on record (imported before it was kept, or entered by staff): the file's values as before.
     plan = planFile({ lines: [before], candidates: [{ ...staffCorrected, scraped: null }], externalIds: new Map() });
     expect(plan.updates).toEqual([{ therapistId: 7, changes: { telefon: '0241 1', email: 'ana@praxis.de' } }]);
     expect(plan.scraped.map((x) => x.held)).toEqual([true]);
     // On record, the row untouched since (its fields not read): the row's values stand for them.
-    const untouched = platform({ scraped: { digest: scrapedDigest(compactScraped(mapTherapist(before.therapist))), fields: null } }, before);
+    const untouched = platform({ scraped: { digest: scrapedRecord(compactScraped(mapTherapist(before.therapist))).digest, fields: null } }, before);
     plan = planFile({ lines: [changed], candidates: [untouched], externalIds: new Map() });
     expect(plan.updates).toEqual([{ therapistId: 7, changes: { telefon: '0241 2' } }]);
     expect(plan.scraped.map((x) => x.held)).toEqual([true]);
@@ -258,8 +259,8 @@ describe('planFile: staff corrections survive (what the scraper said last time)'
     expect(Object.keys(stored)).not.toContain('telefon');
     expect(Object.keys(stored)).not.toContain('email');
     expect(Object.keys(stored)).not.toContain('fremdsprachen');
-    expect(scrapedDigest(stored)).toBe(scrapedDigest(compactScraped({ ...f })));
-    expect(scrapedDigest(stored)).not.toBe(scrapedDigest(compactScraped({ ...f, telefon: '1' })));
+    expect(scrapedRecord(stored).digest).toBe(scrapedRecord(compactScraped({ ...f })).digest);
+    expect(scrapedRecord(stored).digest).not.toBe(scrapedRecord(compactScraped({ ...f, telefon: '1' })).digest);
     // A phone staff added where the scraper has none, and the house number the platform keeps: held.
     expect(holdsScraped({ ...f, telefon: '0241 9', strasse: 'Marktplatz 3' }, {}, f)).toBe(true);
     expect(holdsScraped({ ...f, ort: 'Köln' }, {}, f)).toBe(false);

@@ -35,7 +35,7 @@ export type ScrapedFields = Partial<Record<ImportField, unknown>>;
 
 /** What is on record of a therapist's last scrape. */
 export interface ScrapedRecord {
-  /** `scrapedDigest` of the fields on record. */
+  /** `scrapedRecord(fields).digest` of the fields on record. */
   digest: string;
   /**
    * The fields; null when the platform row still holds them as the import left it (nothing
@@ -198,9 +198,10 @@ export function compactScraped(incoming: TherapistFields): ScrapedFields {
   return out;
 }
 
-/** The digest of a record's fields (the same fields in the same order give the same digest). */
-export function scrapedDigest(fields: ScrapedFields): string {
-  return hash('sha1', JSON.stringify(fields), 'base64');
+/** A record as written: its fields as JSON and their digest (the same fields in the same order give the same digest). */
+export function scrapedRecord(fields: ScrapedFields): { json: string; digest: string } {
+  const json = JSON.stringify(fields);
+  return { json, digest: hash('sha1', json, 'base64') };
 }
 
 /**
@@ -328,7 +329,7 @@ export interface Plan {
    * What the scraper now says of a therapist, where it changed (or was not on record;
    * placeholder ids for creates). `held`: the platform row holds it once the plan is written.
    */
-  scraped: Array<{ therapistId: number; fields: ScrapedFields; digest: string; held: boolean }>;
+  scraped: Array<{ therapistId: number; json: string; digest: string; held: boolean }>;
 }
 
 export interface PlanInput {
@@ -456,15 +457,14 @@ export function planFile(input: PlanInput): Plan {
     // Listed again after the scraper deleted it: it stays inactive (staff decide), and staff are told.
     if (l.ext?.deleted === true && match.status === 'inaktiv') result.mismatch = { stated: l.stated, found: 'deleted by the scraper earlier: stays inactive' };
     else if (l.stated === 'new') result.mismatch = { stated: l.stated, found: 'already on the platform' };
-    const fields = compactScraped(l.incoming);
-    const digest = scrapedDigest(fields);
+    const { json, digest } = scrapedRecord(compactScraped(l.incoming));
     const record = match.scraped;
     // The scraper says what it said last time: nothing to write (a platform value that differs is a staff correction).
     if (record && record.digest === digest) return;
     // With the fields on record, a field the scraper has not changed is left alone; without
     // them (the row still holds them, or nothing is on record) the row's values are compared.
     const changes = diffFields(match, l.incoming, record?.fields);
-    plan.scraped.push({ therapistId: match.id, fields, digest, held: holdsScraped(match, changes, l.incoming) });
+    plan.scraped.push({ therapistId: match.id, json, digest, held: holdsScraped(match, changes, l.incoming) });
     const changed = Object.keys(changes);
     if (changed.length) {
       plan.updates.push({ therapistId: match.id, changes });
@@ -496,8 +496,7 @@ export function planFile(input: PlanInput): Plan {
     const fields = fieldsForNew(l.incoming);
     plan.creates.push({ placeholder, index: l.index, externalId: l.externalId, fields });
     if (l.externalId) plan.mappings.push({ externalId: l.externalId, therapistId: placeholder });
-    const scraped = compactScraped(l.incoming);
-    plan.scraped.push({ therapistId: placeholder, fields: scraped, digest: scrapedDigest(scraped), held: true });
+    plan.scraped.push({ therapistId: placeholder, ...scrapedRecord(compactScraped(l.incoming)), held: true });
     // Same keys as `incoming`: a new therapist differs from it only in salutation and gender.
     add({ ...fields, id: placeholder, status: 'aktiv' }, l.pk !== undefined && l.sk !== undefined ? { primary: l.pk, secondary: l.sk } : undefined);
     claimedBy.set(placeholder, { index: l.index, externalId: l.externalId });

@@ -345,7 +345,7 @@ async function importOnce(
       // A row written here is at this transaction's version; one left alone at the version read.
       scraped: plan.scraped.map((x) => ({
         id: resolve(x.therapistId),
-        fields: x.fields,
+        json: x.json,
         digest: x.digest,
         held: x.held,
         version: x.therapistId < 0 || updated.has(x.therapistId) ? null : versionOf.get(x.therapistId)!,

@@ -53,7 +53,7 @@ export interface SessionWrites {
    * the row holds these fields after this statement, at `version` (null: the row is written
    * here, so at this transaction's id).
    */
-  scraped: Array<{ id: number; fields: Record<string, unknown>; digest: string; held: boolean; version: string | null }>;
+  scraped: Array<{ id: number; /** The fields as JSON (as digested). */ json: string; digest: string; held: boolean; version: string | null }>;
   /** Outbox rows; PostgreSQL makes their event ids. */
   events: Array<Omit<OutboxInsert, 'eventId'>>;
   file: { id: number; outcome: FileOutcome };
@@ -83,6 +83,11 @@ function clean(err: unknown): Error {
   const e = err as { message?: string; code?: string; name?: string };
   if (e && e.name === 'PostgresError') return new ImportStatementError(`database error: ${e.message}`, e.code);
   return err as Error;
+}
+
+/** The records' JSON parameter, their fields spliced in as they were digested (not serialised twice). */
+function scrapedParam(records: SessionWrites['scraped']): string {
+  return `[${records.map((r) => `{"id":${r.id},"digest":${JSON.stringify(r.digest)},"held":${r.held},"version":${JSON.stringify(r.version)},"fields":${r.json}}`).join(',')}]`;
 }
 
 /** One entry per key (one statement may write a row only once): the last therapist wins; a tombstone is never lifted. */
@@ -367,13 +372,13 @@ export async function openImportSession(
         scraped_new as (
           insert into fleet.therapist_scraped (therapist_id, fields, digest, row_version, last_file_id, updated_at)
           select r.id, r.fields, r.digest, case when r.held then coalesce(r.version, pg_current_xact_id()::xid::text) end, ${w.file.id}::bigint, ${ts}::timestamptz
-          from json_to_recordset(${JSON.stringify(scrapedFresh)}::json) as r(id int, fields json, digest text, held boolean, version text)
+          from json_to_recordset(${scrapedParam(scrapedFresh)}::json) as r(id int, fields json, digest text, held boolean, version text)
           returning 1),
         scraped_known as (
           update fleet.therapist_scraped s set fields = r.fields, digest = r.digest,
             row_version = case when r.held then coalesce(r.version, pg_current_xact_id()::xid::text) end,
             last_file_id = ${w.file.id}::bigint, updated_at = ${ts}::timestamptz
-          from json_to_recordset(${JSON.stringify(scrapedKnown)}::json) as r(id int, fields json, digest text, held boolean, version text)
+          from json_to_recordset(${scrapedParam(scrapedKnown)}::json) as r(id int, fields json, digest text, held boolean, version text)
           where s.therapist_id = r.id
           returning 1),
         events as (
