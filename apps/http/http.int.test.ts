@@ -438,6 +438,11 @@ describe('http app with dashboard credentials', () => {
       expect(text).toMatch(/total_therapists 5 4/);
       expect(text).toMatch(/Status mismatches \(1\) .* therapists\[3\] p4 modified/);
       expect(shown.text).not.toMatch(/Clara|Adler|praxis@example\.org/);
+      expect(text).not.toContain('Staff corrections replaced');
+      // A correction staff made that the scraper's newer value replaced is listed by entry and field name.
+      await app.ctx.database.sql`update fleet.therapist_import_files set replaced_corrections = ${JSON.stringify([{ index: 1, externalId: 'p2', therapistId: 77, fields: ['telefon', 'email'] }])}::jsonb where id = ${report.fileId}`;
+      const withCorrections = (await get(`/therapist-imports/files/${report.fileId}`)).text.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ');
+      expect(withCorrections).toMatch(/Staff corrections replaced by the scraper \(1\) .* therapists\[1\] p2 77 telefon , email/);
 
       const json = (await (await fetch(`${app.base}/therapist-imports/api/files/${report.fileId}`, { headers: { authorization: AUTH } })).json()) as { counts: Record<string, number> };
       const c = json.counts;

@@ -6,3 +6,5 @@ CREATE TABLE "fleet"."therapist_scraped" (
 	"last_file_id" bigint,
 	"updated_at" timestamp with time zone DEFAULT now() NOT NULL
 );
+--> statement-breakpoint
+ALTER TABLE "fleet"."therapist_import_files" ADD COLUMN "replaced_corrections" jsonb DEFAULT '[]'::jsonb NOT NULL;

@@ -223,17 +223,21 @@ describe('planFile: staff corrections survive (what the scraper said last time)'
     const changed = line({ id: null, status: 'modified', phone: '0241 2' });
     plan = planFile({ lines: [changed], candidates: [staffCorrected], externalIds: new Map() });
     expect(plan.updates).toEqual([{ therapistId: 7, changes: { telefon: '0241 2' } }]);
+    // Staff are told which correction the scraper's news replaced.
+    expect(plan.lines[0]).toMatchObject({ outcome: 'updated', changedFields: ['telefon'], replacedCorrections: ['telefon'] });
     const fields = compactScraped(mapTherapist(changed.therapist));
     expect(plan.scraped).toEqual([{ therapistId: 7, ...scrapedRecord(fields), held: false }]);
     expect(JSON.parse(plan.scraped[0]!.json)).toMatchObject({ telefon: '0241 2', email: 'ana@praxis.de' });
     // Nothing on record (imported before it was kept, or entered by staff): the file's values as before.
     plan = planFile({ lines: [before], candidates: [{ ...staffCorrected, scraped: null }], externalIds: new Map() });
     expect(plan.updates).toEqual([{ therapistId: 7, changes: { telefon: '0241 1', email: 'ana@praxis.de' } }]);
+    expect(plan.lines[0]!.replacedCorrections).toBeUndefined();
     expect(plan.scraped.map((x) => x.held)).toEqual([true]);
     // On record, the row untouched since (its fields not read): the row's values stand for them.
     const untouched = platform({ scraped: { digest: scrapedRecord(compactScraped(mapTherapist(before.therapist))).digest, fields: null } }, before);
     plan = planFile({ lines: [changed], candidates: [untouched], externalIds: new Map() });
     expect(plan.updates).toEqual([{ therapistId: 7, changes: { telefon: '0241 2' } }]);
+    expect(plan.lines[0]!.replacedCorrections).toBeUndefined();
     expect(plan.scraped.map((x) => x.held)).toEqual([true]);
   });
 

@@ -213,12 +213,15 @@ export function holdsScraped(existing: TherapistFields, changes: Partial<Therapi
   for (const field of importFields) {
     const s = incoming[field];
     if (isEmptyValue(s)) continue;
-    const p = field in changes ? changes[field] : existing[field];
-    if (sameValue(p, s)) continue;
-    if (field === 'strasse' && dropsHouseNumber(p as string | null, s as string)) continue;
-    return false;
+    if (!heldAsScraped(field, field in changes ? changes[field] : existing[field], s)) return false;
   }
   return true;
+}
+
+/** Whether a platform value is the scraper's non-empty value `s` as the import leaves it (the same, or the street with the number kept). */
+function heldAsScraped(field: ImportField, p: unknown, s: unknown): boolean {
+  if (sameValue(p, s)) return true;
+  return field === 'strasse' && typeof s === 'string' && dropsHouseNumber(p as string | null, s);
 }
 
 /** The therapist as the scraper last gave it (its matching keys before staff corrected a name or address). */
@@ -302,6 +305,8 @@ export interface LineResult {
   changedFields: string[];
   reason?: string;
   mismatch?: { stated: ScraperStatus; found: string };
+  /** Fields where the scraper's new value replaced a correction staff made on the platform. */
+  replacedCorrections?: string[];
 }
 
 export interface PlannedCreate {
@@ -466,6 +471,13 @@ export function planFile(input: PlanInput): Plan {
     const changes = diffFields(match, l.incoming, record?.fields);
     plan.scraped.push({ therapistId: match.id, json, digest, held: holdsScraped(match, changes, l.incoming) });
     const changed = Object.keys(changes);
+    // The platform held something else than the scraper said last time (a staff correction) and
+    // the scraper now says something new: its value is written, and staff are told.
+    const onRecord = record?.fields;
+    if (onRecord) {
+      const replaced = changed.filter((f) => !heldAsScraped(f as ImportField, match[f as ImportField], onRecord[f as ImportField]));
+      if (replaced.length) result.replacedCorrections = replaced;
+    }
     if (changed.length) {
       plan.updates.push({ therapistId: match.id, changes });
       result.outcome = 'updated';

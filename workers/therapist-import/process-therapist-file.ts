@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type {
   MetadataDisagreement,
+  ReplacedCorrection,
   StatusMismatch,
   TherapistFailure,
   TherapistImportCounts,
@@ -14,7 +15,7 @@ import type { Logger } from '../../libs/log/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
 import type { TherapistImportMetrics } from './metrics.js';
 import { planFile, type ExternalIdEntry, nameTombstoneKey } from './plan.js';
-import { assertCountsAddUp, countLines, emptyCounts, failuresOf, metadataDisagreements, mismatchesOf } from './report.js';
+import { assertCountsAddUp, countLines, emptyCounts, failuresOf, metadataDisagreements, mismatchesOf, replacedCorrectionsOf } from './report.js';
 import { renderRunSummary, summarizeRunFiles } from './run-summary.js';
 import { decodeScraperFile, FileFormatError, parseScraperFile } from './scraper-file.js';
 import { FileTooLargeError, tooLargeReason } from './file-size.js';
@@ -90,6 +91,8 @@ export interface FileReport {
   counts: TherapistImportCounts;
   failures: TherapistFailure[];
   statusMismatches: StatusMismatch[];
+  /** Staff corrections the scraper's newer values replaced (field names). */
+  replacedCorrections: ReplacedCorrection[];
   metadataDisagreements: MetadataDisagreement[];
   fileErrors: string[];
   durationMs: number | null;
@@ -107,6 +110,7 @@ export function reportOf(row: TherapistImportFileRow): FileReport {
     counts: row.counts ?? emptyCounts(),
     failures: row.failures,
     statusMismatches: row.statusMismatches,
+    replacedCorrections: row.replacedCorrections,
     metadataDisagreements: row.metadataDisagreements,
     fileErrors: row.fileErrors,
     durationMs: row.durationMs,
@@ -316,6 +320,7 @@ async function importOnce(
       metadataDisagreements: disagreements,
       failures: failuresOf(plan.lines),
       statusMismatches: mismatchesOf(plan.lines),
+      replacedCorrections: replacedCorrectionsOf(plan.lines),
       finishedAt: now,
       durationMs: Math.round(performance.now() - started),
     };
@@ -397,6 +402,7 @@ async function finishWithoutImport(
     metadataDisagreements: [],
     failures: [],
     statusMismatches: [],
+    replacedCorrections: [],
     finishedAt: now,
     durationMs: Math.round(performance.now() - started),
   };

@@ -1,5 +1,6 @@
 import type {
   MetadataDisagreement,
+  ReplacedCorrection,
   StatusMismatch,
   TherapistFailure,
   TherapistImportCounts,
@@ -68,6 +69,12 @@ export function mismatchesOf(lines: LineResult[]): StatusMismatch[] {
   return lines
     .filter((l) => l.mismatch)
     .map((l) => ({ index: l.index, externalId: l.externalId, therapistId: l.therapistId, stated: l.mismatch!.stated, found: l.mismatch!.found }));
+}
+
+export function replacedCorrectionsOf(lines: LineResult[]): ReplacedCorrection[] {
+  return lines
+    .filter((l) => l.replacedCorrections)
+    .map((l) => ({ index: l.index, externalId: l.externalId, therapistId: l.therapistId, fields: l.replacedCorrections! }));
 }
 
 /**

@@ -19,6 +19,7 @@ function file(id: number, over: Partial<TherapistImportFileRow>): TherapistImpor
     metadataDisagreements: [],
     failures: [],
     statusMismatches: [],
+    replacedCorrections: [],
     counts: { ...emptyCounts(), total: 2, created: 2 },
     attempts: 1,
     discoveredAt: new Date('2026-12-03T14:00:00Z'),
@@ -66,6 +67,25 @@ describe('therapist import run summary (staff email)', () => {
     );
     const good = [file(1, {})];
     expect(renderRunSummary(run(good), good).subject).toBe('Therapeuten-Import Lauf 7: 1 Datei(en), 2 Therapeuten, ohne Fehler');
+  });
+
+  it('names the staff corrections the scraper\'s newer values replaced (field names only), without calling the run faulty', () => {
+    const f = file(3, {
+      path: '20261203/52063.json',
+      counts: { ...emptyCounts(), total: 2, updated: 2 },
+      replacedCorrections: [
+        { index: 0, externalId: 'p1', therapistId: 11, fields: ['telefon'] },
+        { index: 1, externalId: null, therapistId: 12, fields: ['email', 'ort'] },
+      ],
+    });
+    const files = [file(1, {}), f];
+    const m = renderRunSummary(run(files), files);
+    expect(m.subject).toBe('Therapeuten-Import Lauf 7: 2 Datei(en), 4 Therapeuten, ohne Fehler');
+    expect(m.text).toContain('Korrekturen vom Scraper ersetzt:');
+    expect(m.text).toMatch(/Korrekturen vom Scraper ersetzt:\s+2/);
+    expect(m.text).toContain(
+      'Korrekturen auf der Plattform durch neue Werte des Scrapers ersetzt, in 20261203/52063.json (#3): therapists[0] (ID p1, Therapeut 11): telefon; therapists[1] (Therapeut 12): email, ort. Bitte prüfen, ob die Korrektur noch gilt.',
+    );
   });
 
   it('lists files whose names do not fit (staff must rename them) and files a newer date folder superseded', () => {

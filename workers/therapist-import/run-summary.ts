@@ -116,6 +116,22 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
       `Metadaten von ${f.path} stimmen nicht: ${f.metadataDisagreements.map((d) => `${d.field} angegeben ${String(d.stated)}, gefunden ${String(d.found)}`).join('; ')}`,
     );
   }
+  // Not an error: the scraper's newer value was written over a value staff had set; staff may want to check it.
+  const replacing = files.filter((f) => f.replacedCorrections.length > 0);
+  const replaced = replacing.reduce((sum, f) => sum + f.replacedCorrections.length, 0);
+  for (const f of replacing.slice(0, 10)) {
+    const entries = f.replacedCorrections
+      .slice(0, 5)
+      .map((r) => {
+        const who = [r.externalId ? `ID ${r.externalId}` : '', r.therapistId ? `Therapeut ${r.therapistId}` : ''].filter(Boolean).join(', ');
+        return `therapists[${r.index}]${who ? ` (${who})` : ''}: ${r.fields.join(', ')}`;
+      })
+      .join('; ');
+    paragraphs.push(
+      `Korrekturen auf der Plattform durch neue Werte des Scrapers ersetzt, in ${f.path} (#${f.id}): ${entries}${f.replacedCorrections.length > 5 ? ` und ${f.replacedCorrections.length - 5} weitere` : ''}. Bitte prüfen, ob die Korrektur noch gilt.`,
+    );
+  }
+  if (replacing.length > 10) paragraphs.push(`… und ${replacing.length - 10} weitere Dateien mit ersetzten Korrekturen.`);
   if (allWell) paragraphs.push('Alle Dateien wurden ohne Fehler verarbeitet.');
   paragraphs.push(opts.runPageUrl ? `Bericht im Browser (jede Datei mit allen Fehlern): ${opts.runPageUrl}` : `Details: ${cli}`);
 
@@ -134,6 +150,7 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
       ['Status-Abweichungen', formatCount(c.statusMismatches)],
       ['Metadaten-Abweichungen', formatCount(c.metadataDisagreements)],
       ['Fehler auf Dateiebene', formatCount(c.fileErrors)],
+      ['Korrekturen vom Scraper ersetzt', formatCount(replaced)],
       ['Beginn', berlin.format(run.startedAt)],
       ['Ende', run.closedAt ? berlin.format(run.closedAt) : null],
     ],

@@ -336,6 +336,8 @@ describe('therapist import: updates', () => {
     // The scraper's phone changes: it is written (and only it); the corrected email stays.
     const moved = await imp([line({ status: 'modified', phone: '0241 222' })], { scrape_date: '2025-07-16T03:00:00' }, '20700.json');
     expect(moved.counts).toMatchObject({ updated: 1 });
+    expect(moved.replacedCorrections).toEqual([{ index: 0, externalId: 'korr-1', therapistId: t!.id, fields: ['telefon'] }]);
+    expect(again.replacedCorrections).toEqual([]);
     expect((await byPlz('20700'))[0]).toMatchObject({ id: t!.id, telefon: '0241 222', email: 'kora.neu@praxis.de' });
     // The row keeps the staff's email: the record's fields are read from now on.
     expect(await held()).toMatchObject({ kept: true, fields: expect.objectContaining({ telefon: '0241 222', email: 'kora@praxis.de' }) });

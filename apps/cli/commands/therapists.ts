@@ -41,6 +41,12 @@ export function fileReportText(r: FileReport): string {
       ...r.statusMismatches.map((m) => `  therapists[${m.index}]${m.externalId ? ` (id ${m.externalId})` : ''}: file says ${m.stated}, ${m.found}${m.therapistId ? ` (therapist ${m.therapistId})` : ''}`),
     );
   }
+  if (r.replacedCorrections.length) {
+    lines.push(
+      'staff corrections replaced by the scraper (its new value written):',
+      ...r.replacedCorrections.map((c) => `  therapists[${c.index}]${c.externalId ? ` (id ${c.externalId})` : ''}${c.therapistId ? ` (therapist ${c.therapistId})` : ''}: ${c.fields.join(', ')}`),
+    );
+  }
   return lines.join('\n');
 }
 

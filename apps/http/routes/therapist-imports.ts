@@ -149,6 +149,13 @@ ${r.statusMismatches.length
       (m) => html`<tr><td><code>therapists[${m.index}]</code></td><td>${ext(m.externalId)}</td><td>${m.stated}</td><td>${m.found}</td><td>${m.therapistId ?? ''}</td></tr>`,
     )}</tbody></table>`
   : ''}
+${r.replacedCorrections.length
+  ? html`<h2>Staff corrections replaced by the scraper (${r.replacedCorrections.length})</h2>
+<p class="muted">The platform held a value the scraper had not given (a correction on the platform); the scraper now gives a new one, which was written. Corrections the scraper has not changed since are kept and not listed.</p>
+<table><thead><tr><th>Entry</th><th>External id</th><th>Therapist</th><th>Fields</th></tr></thead><tbody>${r.replacedCorrections.map(
+      (c) => html`<tr><td><code>therapists[${c.index}]</code></td><td>${ext(c.externalId)}</td><td>${c.therapistId ?? ''}</td><td>${c.fields.map((f, i) => html`${i ? ', ' : ''}<code>${f}</code>`)}</td></tr>`,
+    )}</tbody></table>`
+  : ''}
 <h2>Record</h2>
 <table class="counts"><tbody>
 <tr><th>content hash</th><td><code>${row.contentHash ?? '–'}</code></td></tr>

@@ -164,7 +164,7 @@ function claimQuery(sql: postgres.Sql | postgres.ReservedSql, id: number, now: D
     update fleet.therapist_import_files set status = 'importing', started_at = ${now.toISOString()}::timestamptz, attempts = attempts + 1
     where id = ${id} and status in ('queued', 'importing') ${matches}
     returning id::text, run_id::text, path, postcode, date_folder, urgent, content_hash, size_bytes::text, status, reason, file_errors,
-      metadata_disagreements, failures, status_mismatches, counts, attempts, discovered_at, started_at, finished_at, duration_ms`;
+      metadata_disagreements, failures, status_mismatches, replaced_corrections, counts, attempts, discovered_at, started_at, finished_at, duration_ms`;
 }
 
 /** The claimed row as `getFile` reads it (a test compares them). */
@@ -188,6 +188,7 @@ function claimedRow(r: Record<string, unknown> | undefined): TherapistImportFile
     metadataDisagreements: r.metadata_disagreements,
     failures: r.failures,
     statusMismatches: r.status_mismatches,
+    replacedCorrections: r.replaced_corrections,
     counts: r.counts,
     attempts: r.attempts,
     discoveredAt: date(r.discovered_at),
@@ -392,6 +393,7 @@ export async function openImportSession(
           update fleet.therapist_import_files set status = ${o.status}, reason = ${o.reason}, counts = ${JSON.stringify(o.counts)}::jsonb,
             file_errors = ${JSON.stringify(o.fileErrors)}::jsonb, metadata_disagreements = ${JSON.stringify(o.metadataDisagreements)}::jsonb,
             failures = ${JSON.stringify(o.failures)}::jsonb, status_mismatches = ${JSON.stringify(o.statusMismatches)}::jsonb,
+            replaced_corrections = ${JSON.stringify(o.replacedCorrections)}::jsonb,
             finished_at = ${o.finishedAt.toISOString()}::timestamptz, duration_ms = ${o.durationMs}
           where id = ${w.file.id}
           returning 1)

@@ -4,6 +4,7 @@ import {
   therapistImportFiles,
   therapistImportRuns,
   type MetadataDisagreement,
+  type ReplacedCorrection,
   type StatusMismatch,
   type TherapistFailure,
   type TherapistImportCounts,
@@ -225,6 +226,7 @@ export interface FileOutcome {
   metadataDisagreements: MetadataDisagreement[];
   failures: TherapistFailure[];
   statusMismatches: StatusMismatch[];
+  replacedCorrections: ReplacedCorrection[];
   finishedAt: Date;
   durationMs: number;
 }

@@ -54,6 +54,14 @@ export interface StatusMismatch {
   found: string;
 }
 
+/** A correction staff made on the platform that the scraper's newer value replaced (field names only). */
+export interface ReplacedCorrection {
+  index: number;
+  externalId: string | null;
+  therapistId: number | null;
+  fields: string[];
+}
+
 export interface MetadataDisagreement {
   field: string;
   stated: unknown;
@@ -100,6 +108,7 @@ export const therapistImportFiles = fleet.table(
     metadataDisagreements: jsonb('metadata_disagreements').$type<MetadataDisagreement[]>().notNull().default([]),
     failures: jsonb('failures').$type<TherapistFailure[]>().notNull().default([]),
     statusMismatches: jsonb('status_mismatches').$type<StatusMismatch[]>().notNull().default([]),
+    replacedCorrections: jsonb('replaced_corrections').$type<ReplacedCorrection[]>().notNull().default([]),
     counts: jsonb('counts').$type<TherapistImportCounts | null>(),
     attempts: integer('attempts').notNull().default(0),
     discoveredAt: ts('discovered_at').notNull().defaultNow(),
