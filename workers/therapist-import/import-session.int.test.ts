@@ -115,6 +115,26 @@ describe('therapist import transaction', () => {
     expect(await therapist('30200')).toMatchObject({ telefon: '0302 2', status: 'inaktiv' });
   });
 
+  it('a scraped record another import wrote between read and commit: the file is planned again on it, not failed', async () => {
+    const first = await tracked('30250.json', [therapistLine({ id: 'r1', first: 'Rita', plz: '30250', phone: '0302 5' })]);
+    await processTherapistFile({ fileId: first }, therapistImportDeps(ctx));
+    const t = await therapist('30250');
+    // As if imported before records were kept: none on record.
+    await db.sql`delete from fleet.therapist_scraped where therapist_id = ${t.id}`;
+
+    const second = await tracked('30250.json', [therapistLine({ id: 'r1', first: 'Rita', plz: '30250', phone: '0302 6', status: 'modified' })]);
+    const deps = depsWith(async () => {
+      await db.sql`insert into fleet.therapist_scraped (therapist_id, fields, digest) values (${t.id}, '{"vorname":"Rita"}', 'other')`;
+    });
+    const report = await processTherapistFile({ fileId: second }, deps);
+    expect(deps.opened()).toBe(2);
+    expect(report).toMatchObject({ status: 'imported' });
+    expect(report.counts).toMatchObject({ updated: 1 });
+    const [rec] = await db.sql`select fields->>'telefon' as telefon, digest from fleet.therapist_scraped where therapist_id = ${t.id}`;
+    expect(rec).toMatchObject({ telefon: '0302 6' });
+    expect(rec!.digest).not.toBe('other');
+  });
+
   it('scraper ids and names with quotes, backslashes, commas and braces survive the array and JSON parameters', async () => {
     const odd = 'x"1\\2,{3} \'4\' ü';
     const line = (status: string) => therapistLine({ id: odd, first: 'Zoë "Z"', last: 'O\'Brien, {Jr}\\', plz: '30400', status });

@@ -73,9 +73,13 @@ export class ImportStatementError extends Error {
   }
 }
 
-/** SQLSTATE 40001: a therapist changed between read and write; import the file again. */
+/**
+ * A therapist changed between read and write (SQLSTATE 40001 from `fleet.expect_rows`), or a row
+ * the file's plan inserts appeared meanwhile (23505: an external id or a scraped record another
+ * import wrote): import the file again on fresh data.
+ */
 export function isConcurrentChange(err: unknown): boolean {
-  return err instanceof ImportStatementError && err.code === '40001';
+  return err instanceof ImportStatementError && (err.code === '40001' || err.code === '23505');
 }
 
 function clean(err: unknown): Error {
@@ -300,15 +304,15 @@ export async function openImportSession(
     async commit(w) {
       const ts = w.now.toISOString();
       // Keys the file's transaction did not find are new: a plain insert (the scope's lock
-      // keeps other imports away; a row that appeared anyway fails the commit, and the retry
-      // finds it). Known keys are updated.
+      // keeps other imports away; a row that appeared anyway fails the commit with 23505, and
+      // the file is planned again on fresh data: isConcurrentChange). Known keys are updated.
       const mappings = mergeExternalIdEntries(w.externalIds.entries);
       const fresh = mappings.filter((m) => !knownKeys.has(m.key));
       const known = mappings.filter((m) => knownKeys.has(m.key));
       const [kinds, events] = outboxBatchParams(outboxBatch(w.events));
       // Records of therapists read without one (and of new therapists) are a plain insert, as
       // new external ids are (cheaper than an upsert; the postcode locks keep other imports
-      // away, and a row that appeared anyway fails the commit, and the retry finds it).
+      // away; a row that appeared anyway fails the commit, and the file is planned again).
       const scrapedKnown = w.scraped.filter((x) => withRecord.has(x.id));
       const scrapedFresh = w.scraped.filter((x) => !withRecord.has(x.id));
       const o = w.file.outcome;
