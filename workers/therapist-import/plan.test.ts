@@ -257,6 +257,40 @@ describe('planFile: staff corrections survive (what the scraper said last time)'
     expect(plan.lines[0]).toMatchObject({ outcome: 'created' });
   });
 
+  it('a row still holding its record plans the same without reading the record\'s fields (the shortcut of an untouched row), whatever the record, row and line', () => {
+    let seed = 7;
+    const r = () => {
+      seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
+      return seed / 2 ** 32;
+    };
+    const choice = <T,>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+    const phones = [null, '0241 1', '0241 2'] as const;
+    const streets = [null, 'Ring', 'Ring 3', 'Markt 5'] as const;
+    for (let i = 0; i < 2000; i++) {
+      const lastTime = line({ id: 'h1', phone: choice(phones), email: choice([null, 'a@praxis.de', 'b@praxis.de']), city: choice(['Aachen', 'Köln']), street: choice(streets), house: null, languages: choice([[], ['Englisch']]) });
+      const s = mapTherapist(lastTime.therapist);
+      // The row as the import left it: the scraper's non-empty values (a street with the number
+      // kept), and anything where the scraper gave nothing.
+      const row: ExistingTherapist = {
+        id: 7,
+        status: 'aktiv',
+        ...s,
+        telefon: s.telefon ?? choice(phones),
+        email: s.email ?? choice([null, 'c@praxis.de']),
+        strasse: s.strasse === 'Ring' && r() < 0.5 ? 'Ring 3' : (s.strasse ?? choice(streets)),
+        fremdsprachen: s.fremdsprachen ?? choice([null, ['Türkisch']]),
+      };
+      expect(holdsScraped(row, {}, s), `case ${i}`).toBe(true);
+      const now = line({ id: 'h1', status: 'modified', phone: choice(phones), email: choice([null, 'a@praxis.de', 'b@praxis.de']), city: choice(['Aachen', 'Köln']), street: choice(streets), house: null, languages: choice([[], ['Englisch'], ['Polnisch']]) });
+      const externalIds = new Map<string, ExternalIdEntry>([['h1', { therapistId: 7, deleted: false }]]);
+      const full = planFile({ lines: [now], candidates: [{ ...row, scraped: record(compactScraped(s)) }], externalIds });
+      const shortcut = planFile({ lines: [now], candidates: [{ ...row, scraped: { digest: record(compactScraped(s)).digest, fields: null } }], externalIds });
+      expect(shortcut.lines, `case ${i}`).toEqual(full.lines);
+      expect(shortcut.updates, `case ${i}`).toEqual(full.updates);
+      expect(shortcut.scraped, `case ${i}`).toEqual(full.scraped);
+    }
+  });
+
   it('the record leaves empty values out; diffFields never writes them; holdsScraped allows what the import keeps', () => {
     const f = mapTherapist(wellFormedTherapist(therapistLine({ phone: null, email: '', languages: [], street: 'Marktplatz', house: null }))!);
     const stored = compactScraped(f);

@@ -471,11 +471,16 @@ export function planFile(input: PlanInput): Plan {
     const changes = diffFields(match, l.incoming, record?.fields);
     plan.scraped.push({ therapistId: match.id, json, digest, held: holdsScraped(match, changes, l.incoming) });
     const changed = Object.keys(changes);
-    // The platform held something else than the scraper said last time (a staff correction) and
-    // the scraper now says something new: its value is written, and staff are told.
+    // The platform held something else than the scraper said last time (a staff correction of a
+    // scraped value) and the scraper now says something new: its value is written, and staff
+    // are told. (Where the scraper gave nothing, the platform's value cannot be told apart from
+    // one it had before the import: written as any new value.)
     const onRecord = record?.fields;
     if (onRecord) {
-      const replaced = changed.filter((f) => !heldAsScraped(f as ImportField, match[f as ImportField], onRecord[f as ImportField]));
+      const replaced = changed.filter((f) => {
+        const s = onRecord[f as ImportField];
+        return !isEmptyValue(s) && !heldAsScraped(f as ImportField, match[f as ImportField], s);
+      });
       if (replaced.length) result.replacedCorrections = replaced;
     }
     if (changed.length) {

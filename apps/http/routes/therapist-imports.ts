@@ -151,7 +151,7 @@ ${r.statusMismatches.length
   : ''}
 ${r.replacedCorrections.length
   ? html`<h2>Staff corrections replaced by the scraper (${r.replacedCorrections.length})</h2>
-<p class="muted">The platform held a value the scraper had not given (a correction on the platform); the scraper now gives a new one, which was written. Corrections the scraper has not changed since are kept and not listed.</p>
+<p class="muted">The platform held another value than the one the scraper gave last time (a correction on the platform); the scraper now gives a new one, which was written. Corrections the scraper has not changed since are kept and not listed.</p>
 <table><thead><tr><th>Entry</th><th>External id</th><th>Therapist</th><th>Fields</th></tr></thead><tbody>${r.replacedCorrections.map(
       (c) => html`<tr><td><code>therapists[${c.index}]</code></td><td>${ext(c.externalId)}</td><td>${c.therapistId ?? ''}</td><td>${c.fields.map((f, i) => html`${i ? ', ' : ''}<code>${f}</code>`)}</td></tr>`,
     )}</tbody></table>`
