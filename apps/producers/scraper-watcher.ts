@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Dirent } from 'node:fs';
+import type { BigIntStats, Dirent } from 'node:fs';
 import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
@@ -37,7 +37,20 @@ export interface ScraperWatcher extends Component {
   idle(): Promise<void>;
   /** The run currently collecting files, if any. */
   currentRunId(): number | null;
+  /** What the last start-up catch-up did: files taken, read and hashed, known by their stat key (not read). */
+  catchUpStats(): { files: number; read: number; knownByStat: number } | null;
 }
+
+/** Size, modification and change times and inode: any write to the file changes it. */
+const statKeyOf = (s: BigIntStats) => `${s.size}:${s.mtimeNs}:${s.ctimeNs}:${s.ino}`;
+
+/** A file as the catch-up stat'ed it. */
+interface StatSeen {
+  size: number;
+  statKey: string;
+}
+
+const statSeen = (s: BigIntStats): StatSeen => ({ size: Number(s.size), statKey: statKeyOf(s) });
 
 interface FoundFile {
   rel: string;
@@ -79,6 +92,9 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   const timers = new Set<NodeJS.Timeout>();
   let stopped = false;
   let caughtUp: Promise<void> = Promise.resolve();
+  /** Counted while the catch-up runs; the last one's figures once it is done. */
+  let catchUpCount = { files: 0, read: 0, knownByStat: 0 };
+  let lastCatchUp: { files: number; read: number; knownByStat: number } | null = null;
   /** Files whose handling failed, and runs whose seal or close failed: tried again later. */
   const retryPaths = new Set<string>();
   const retryRuns = new Set<number>();
@@ -262,7 +278,17 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       await recordSkipped([read.unreadable], 'unreadable');
       return;
     }
-    const base = { ...at, contentHash: read.contentHash, sizeBytes: read.sizeBytes };
+    await registerRead(entry, { ...at, contentHash: read.contentHash, sizeBytes: read.sizeBytes }, read.tooLarge);
+    // On its rows: the next start's catch-up finds it unchanged without reading it.
+    await repo.setStatKeys(db, [{ path: rel, contentHash: read.contentHash, statKey: read.statKey }]);
+  }
+
+  /** A live file read and hashed: known content, superseded, too large, or registered and enqueued. */
+  async function registerRead(
+    entry: { postcode: string; dateFolder: string | null; urgent: boolean },
+    base: { path: string; postcode: string; dateFolder: string | null; urgent: boolean; contentHash: string; sizeBytes: number },
+    tooLarge: FileTooLargeError | null,
+  ): Promise<void> {
 
     // A content tracked before comes first: an older date folder imported before the newer one
     // arrived is not re-reported as superseded (on every restart or rewrite).
@@ -282,8 +308,8 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
         return;
       }
     }
-    if (read.tooLarge) {
-      await recordSkipped([{ ...base, reason: tooLargeReason(read.tooLarge) }], 'too-large');
+    if (tooLarge) {
+      await recordSkipped([{ ...base, reason: tooLargeReason(tooLarge) }], 'too-large');
       return;
     }
     const run = await runForNewFile();
@@ -296,18 +322,19 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    * Reads and hashes a file of a fitting name. Null when it is gone again; `unreadable` when it
    * cannot be read (permissions); `tooLarge` when it is over SCRAPER_FILE_MAX_MB: then it is
    * hashed in chunks, never held in memory (skipped per content, imported once it may be).
-   * `knownSize`: its size when the caller has just stat'ed it (the catch-up), else it is stat'ed here.
+   * `seen`: the file as the caller has just stat'ed it (the catch-up), else it is stat'ed here
+   * (before reading: a write meanwhile leaves a key that no longer matches, so it is read again).
    */
   async function readTracked(
     at: { path: string; postcode: string; dateFolder: string | null; urgent: boolean },
-    knownSize?: number,
-  ): Promise<null | { unreadable: repo.SkippedFile } | { contentHash: string; sizeBytes: number; tooLarge: FileTooLargeError | null }> {
+    seen?: StatSeen,
+  ): Promise<null | { unreadable: repo.SkippedFile } | { contentHash: string; sizeBytes: number; statKey: string; tooLarge: FileTooLargeError | null }> {
     const abs = path.join(root, at.path);
     try {
-      const size = knownSize ?? (await stat(abs)).size;
-      if (size > cfg.maxFileBytes) return { ...(await sha256OfFile(abs)), tooLarge: new FileTooLargeError(size, cfg.maxFileBytes) };
+      const s: StatSeen = seen ?? statSeen(await stat(abs, { bigint: true }));
+      if (s.size > cfg.maxFileBytes) return { ...(await sha256OfFile(abs)), statKey: s.statKey, tooLarge: new FileTooLargeError(s.size, cfg.maxFileBytes) };
       const buf = await readFile(abs);
-      return { contentHash: createHash('sha256').update(buf).digest('hex'), sizeBytes: buf.length, tooLarge: null };
+      return { contentHash: createHash('sha256').update(buf).digest('hex'), sizeBytes: buf.length, statKey: s.statKey, tooLarge: null };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; // removed again before we read it
       return { unreadable: { ...at, reason: unreadableReason(err) } };
@@ -339,7 +366,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    * registered in one run and enqueued, urgent files first. `onDisk` is every file found, also
    * those still being written (a newer date folder supersedes as soon as it is there).
    */
-  async function registerBatch(rels: string[], onDisk: string[], sizes: Map<string, number>): Promise<void> {
+  async function registerBatch(rels: string[], onDisk: string[], seen: Map<string, StatSeen>): Promise<void> {
     const misfits: Array<{ path: string; reason: string }> = [];
     const candidates: Array<{ rel: string; postcode: string; dateFolder: string | null; urgent: boolean }> = [];
     for (const rel of rels) {
@@ -359,16 +386,30 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     // still being read and hashed (a full-country drop is hundreds of files).
     candidates.sort((a, b) => Number(b.urgent) - Number(a.urgent));
     for (let i = 0; i < candidates.length; i += CATCH_UP_CHUNK) {
-      await registerChunk(candidates.slice(i, i + CATCH_UP_CHUNK), newest, sizes);
+      await registerChunk(candidates.slice(i, i + CATCH_UP_CHUNK), newest, seen);
     }
   }
 
   async function registerChunk(
     candidates: Array<{ rel: string; postcode: string; dateFolder: string | null; urgent: boolean }>,
     newest: Map<string, string>,
-    sizes: Map<string, number>,
+    seen: Map<string, StatSeen>,
   ): Promise<void> {
-    const read = await Promise.all(candidates.map((c) => readTracked({ path: c.rel, postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent }, sizes.get(c.rel))));
+    // A file whose path and stat key were recorded with its content hash is not read again (a
+    // year of kept weekly drops is 20,000 files, read at every start otherwise).
+    const byStat = await repo.findByStatKeys(db, candidates.flatMap((c) => (seen.has(c.rel) ? [{ path: c.rel, statKey: seen.get(c.rel)!.statKey }] : [])));
+    const read = await Promise.all(
+      candidates.map((c) => {
+        const s = seen.get(c.rel);
+        const known = byStat.get(c.rel);
+        if (s && known) {
+          catchUpCount.knownByStat++;
+          return { contentHash: known.contentHash, sizeBytes: s.size, statKey: s.statKey, tooLarge: s.size > cfg.maxFileBytes ? new FileTooLargeError(s.size, cfg.maxFileBytes) : null };
+        }
+        catchUpCount.read++;
+        return readTracked({ path: c.rel, postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent }, s);
+      }),
+    );
     // One file we cannot read (permissions) must not stop the catch-up of the others.
     await recordSkipped(read.flatMap((r) => (r && 'unreadable' in r ? [r.unreadable] : [])), 'unreadable');
     const hashed: Array<repo.NewTrackedFile> = [];
@@ -407,13 +448,19 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     await recordSkipped(superseded, 'superseded');
     await recordSkipped(copies, 'same-content');
     await recordSkipped(large, 'too-large');
-    if (fresh.size === 0) return;
-    const run = await runForNewFile();
-    const rows = await repo.registerFiles(db, [...fresh.values()].map((f) => ({ ...f, runId: run })));
-    rows.sort((a, b) => Number(b.urgent) - Number(a.urgent) || a.id - b.id);
-    // Urgent files first (and with the higher priority); one Redis round trip for the chunk.
-    await enqueueFreshTherapistFiles(ctx, rows);
-    log.info({ runId: run, files: rows.length }, 'scraper files registered');
+    if (fresh.size > 0) {
+      const run = await runForNewFile();
+      const rows = await repo.registerFiles(db, [...fresh.values()].map((f) => ({ ...f, runId: run })));
+      rows.sort((a, b) => Number(b.urgent) - Number(a.urgent) || a.id - b.id);
+      // Urgent files first (and with the higher priority); one Redis round trip for the chunk.
+      await enqueueFreshTherapistFiles(ctx, rows);
+      log.info({ runId: run, files: rows.length }, 'scraper files registered');
+    }
+    // The stat keys of the files read, on their rows (now all recorded): the next start skips them.
+    await repo.setStatKeys(
+      db,
+      read.flatMap((r, i) => (r && !('unreadable' in r) && !byStat.has(candidates[i]!.rel) ? [{ path: candidates[i]!.rel, contentHash: r.contentHash, statKey: r.statKey }] : [])),
+    );
   }
 
   async function catchUp(): Promise<void> {
@@ -425,20 +472,23 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const now = Date.now();
     const found = await walk(root);
     const ready: string[] = [];
-    /** Sizes as stat'ed here: the size limit is checked without a second stat per file. */
-    const sizes = new Map<string, number>();
-    const stats = await Promise.all(found.map((f) => stat(f.abs).catch(() => null)));
+    /** As stat'ed here: the size limit is checked, and unchanged files are known, without a second stat per file. */
+    const seen = new Map<string, StatSeen>();
+    const stats = await Promise.all(found.map((f) => stat(f.abs, { bigint: true }).catch(() => null)));
+    catchUpCount = { files: 0, read: 0, knownByStat: 0 };
     found.forEach((f, i) => {
       const s = stats[i];
       if (!s) return;
-      if (now - s.mtimeMs < cfg.stabilityMs) whenStable(f.abs, f.rel);
+      if (now - Number(s.mtimeMs) < cfg.stabilityMs) whenStable(f.abs, f.rel);
       else {
         ready.push(f.rel);
-        sizes.set(f.rel, s.size);
+        seen.set(f.rel, statSeen(s));
       }
     });
-    await registerBatch(ready, found.map((f) => f.rel), sizes);
-    log.info({ files: ready.length, waiting: found.length - ready.length }, 'scraper folder caught up');
+    await registerBatch(ready, found.map((f) => f.rel), seen);
+    catchUpCount.files = ready.length;
+    lastCatchUp = { ...catchUpCount };
+    log.info({ files: ready.length, waiting: found.length - ready.length, read: catchUpCount.read, knownByStat: catchUpCount.knownByStat }, 'scraper folder caught up');
   }
 
   /**
@@ -576,5 +626,6 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     caughtUp: () => caughtUp,
     idle: () => chain,
     currentRunId: () => runId,
+    catchUpStats: () => lastCatchUp,
   };
 }

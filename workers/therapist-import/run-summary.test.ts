@@ -13,6 +13,7 @@ function file(id: number, over: Partial<TherapistImportFileRow>): TherapistImpor
     urgent: false,
     contentHash: 'a'.repeat(64),
     sizeBytes: 1000,
+    statKey: null,
     status: 'imported',
     reason: null,
     fileErrors: [],

@@ -167,7 +167,7 @@ function claimQuery(sql: postgres.Sql | postgres.ReservedSql, id: number, now: D
   return sql<Array<Record<string, unknown>>>`
     update fleet.therapist_import_files set status = 'importing', started_at = ${now.toISOString()}::timestamptz, attempts = attempts + 1
     where id = ${id} and status in ('queued', 'importing') ${matches}
-    returning id::text, run_id::text, path, postcode, date_folder, urgent, content_hash, size_bytes::text, status, reason, file_errors,
+    returning id::text, run_id::text, path, postcode, date_folder, urgent, content_hash, size_bytes::text, stat_key, status, reason, file_errors,
       metadata_disagreements, failures, status_mismatches, replaced_corrections, counts, attempts, discovered_at, started_at, finished_at, duration_ms`;
 }
 
@@ -186,6 +186,7 @@ function claimedRow(r: Record<string, unknown> | undefined): TherapistImportFile
     urgent: r.urgent,
     contentHash: r.content_hash,
     sizeBytes: num(r.size_bytes),
+    statKey: r.stat_key,
     status: r.status,
     reason: r.reason,
     fileErrors: r.file_errors,

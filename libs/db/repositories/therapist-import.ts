@@ -312,6 +312,38 @@ export async function findLiveByHashes(db: DbOrTx, hashes: string[]): Promise<Th
     .where(and(inArray(therapistImportFiles.contentHash, hashes), ne(therapistImportFiles.status, 'skipped')));
 }
 
+/**
+ * Content hashes of files at these paths recorded with the same stat key (size, times, inode):
+ * path -> hash and size. A path whose key matches rows of different contents is left out (it
+ * is read again).
+ */
+export async function findByStatKeys(db: DbOrTx, files: Array<{ path: string; statKey: string }>): Promise<Map<string, { contentHash: string; sizeBytes: number }>> {
+  if (files.length === 0) return new Map();
+  const rows = await db.execute<{ path: string; content_hash: string; size_bytes: string }>(sql`
+    select distinct f.path, f.content_hash, f.size_bytes::text
+    from fleet.therapist_import_files f
+    join json_to_recordset(${JSON.stringify(files)}::json) as k(path text, "statKey" text)
+      on f.path = k.path and f.stat_key = k."statKey"
+    where f.content_hash is not null`);
+  const found = new Map<string, { contentHash: string; sizeBytes: number }>();
+  const ambiguous = new Set<string>();
+  for (const r of rows) {
+    if (found.has(r.path) && found.get(r.path)!.contentHash !== r.content_hash) ambiguous.add(r.path);
+    found.set(r.path, { contentHash: r.content_hash, sizeBytes: Number(r.size_bytes) });
+  }
+  for (const p of ambiguous) found.delete(p);
+  return found;
+}
+
+/** Records the stat key of files whose content was just hashed, on their rows (path and hash), in one statement. */
+export async function setStatKeys(db: DbOrTx, files: Array<{ path: string; contentHash: string; statKey: string }>): Promise<void> {
+  if (files.length === 0) return;
+  await db.execute(sql`
+    update fleet.therapist_import_files f set stat_key = k."statKey"
+    from json_to_recordset(${JSON.stringify(files)}::json) as k(path text, "contentHash" text, "statKey" text)
+    where f.path = k.path and f.content_hash = k."contentHash" and f.stat_key is distinct from k."statKey"`);
+}
+
 /** The newest registered YYYYMMDD folder, not after `notAfter`, per postcode (urgent files aside), in one query. */
 export async function newestDateFolders(db: DbOrTx, postcodes: string[], notAfter: string): Promise<Map<string, string>> {
   if (postcodes.length === 0) return new Map();

@@ -101,6 +101,13 @@ export const therapistImportFiles = fleet.table(
     urgent: boolean('urgent').notNull().default(false),
     contentHash: text('content_hash'),
     sizeBytes: bigint('size_bytes', { mode: 'number' }),
+    /**
+     * The file's size, modification and change times and inode (`size:mtimeNs:ctimeNs:ino`) when
+     * its content was hashed: a catch-up that finds the file at the same path with the same key
+     * takes the hash from here instead of reading the file again. Any write changes the change
+     * time (which no tool sets back), so a changed file never matches.
+     */
+    statKey: text('stat_key'),
     status: text('status').$type<TherapistImportFileStatus>().notNull(),
     /** Why the file was skipped or failed (one line). */
     reason: text('reason'),
@@ -124,6 +131,7 @@ export const therapistImportFiles = fleet.table(
     index('therapist_import_files_run_idx').on(t.runId, t.status),
     index('therapist_import_files_postcode_idx').on(t.postcode, t.dateFolder),
     index('therapist_import_files_discovered_idx').on(t.discoveredAt),
+    index('therapist_import_files_path_idx').on(t.path),
     // Files waiting or being imported (the watcher's catch-up, the backlog gauges): few at any time.
     index('therapist_import_files_pending_idx').on(t.discoveredAt).where(sql`${t.status} in ('queued', 'importing')`),
   ],

@@ -1,0 +1,2 @@
+ALTER TABLE "fleet"."therapist_import_files" ADD COLUMN "stat_key" text;--> statement-breakpoint
+CREATE INDEX "therapist_import_files_path_idx" ON "fleet"."therapist_import_files" USING btree ("path");
