@@ -1,25 +1,18 @@
-import { mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../libs/config/index.js';
-import { createLogger } from '../../libs/log/index.js';
-import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
-import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { testQueuePrefix } from '../../libs/testing/redis.js';
-import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import type { FleetContext } from '../../libs/runtime/index.js';
+import type { TestDatabase } from '../../libs/testing/db.js';
 import { until } from '../../libs/testing/until.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
-import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
+import { startWatcherHarness } from './int-harness.js';
 import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
-import { watcherTestEnv } from './watcher-test-config.js';
 
 const STABILITY_MS = 300;
 let db: TestDatabase;
 let ctx: FleetContext;
 let dir: string;
-let cleanupRedis: () => Promise<void>;
-let workers: Component[] = [];
+let close: () => Promise<void>;
 let watcher: ScraperWatcher | null = null;
 
 const lines = (plz: string) => [therapistLine({ id: `${plz}-1`, first: `Vorname${plz}`, plz })];
@@ -45,26 +38,13 @@ async function settled(): Promise<void> {
 
 describe.each([false, true])('scraper watcher (polling: %s): date folders older than SCRAPER_WATCH_DAYS', (polling) => {
   beforeAll(async () => {
-    db = await createTestDatabase();
-    const q = testQueuePrefix();
-    cleanupRedis = q.cleanup;
-    dir = await mkdtemp(path.join(tmpdir(), 'scraper-history-'));
-    ctx = openContext(
-      loadConfig({ ...watcherTestEnv({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, queuePrefix: q.prefix, dropDir: dir, stabilityMs: STABILITY_MS }), SCRAPER_WATCH_DAYS: '10', SCRAPER_USE_POLLING: String(polling) }),
-      createLogger({ level: 'silent', pretty: 'false' }),
-    );
-    workers = therapistImportComponents(ctx);
-    for (const w of workers) await w.start();
+    ({ db, ctx, dir, close } = await startWatcherHarness('scraper-history', { stabilityMs: STABILITY_MS, env: { SCRAPER_WATCH_DAYS: '10', SCRAPER_USE_POLLING: String(polling) } }));
   });
 
   afterAll(async () => {
     await watcher?.stop(5_000);
     watcher = null;
-    for (const w of workers) await w.stop(5_000);
-    await ctx?.close();
-    await db?.drop();
-    await cleanupRedis?.();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await close?.();
   });
 
   it('are caught up at start but not watched live; a newer folder leaves the older ones behind; the next start imports what they got', async () => {

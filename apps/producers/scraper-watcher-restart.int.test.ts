@@ -1,18 +1,12 @@
-import { mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../libs/config/index.js';
-import { createLogger } from '../../libs/log/index.js';
-import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
-import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { testQueuePrefix } from '../../libs/testing/redis.js';
-import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import type { FleetContext } from '../../libs/runtime/index.js';
+import type { TestDatabase } from '../../libs/testing/db.js';
 import { until } from '../../libs/testing/until.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
-import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
+import { startWatcherHarness } from './int-harness.js';
 import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
-import { watcherTestEnv } from './watcher-test-config.js';
 
 /**
  * A restart does not read again the files it hashed before: the catch-up knows them by path and
@@ -23,8 +17,7 @@ import { watcherTestEnv } from './watcher-test-config.js';
 let db: TestDatabase;
 let ctx: FleetContext;
 let dir: string;
-let cleanupRedis: () => Promise<void>;
-let workers: Component[] = [];
+let close: () => Promise<void>;
 let watcher: ScraperWatcher | null = null;
 
 const HOUR_AGO = () => new Date(Date.now() - 3600_000);
@@ -46,25 +39,12 @@ async function restart(): Promise<ScraperWatcher> {
 
 describe('scraper watcher restart: files hashed before are known by their stat key', () => {
   beforeAll(async () => {
-    db = await createTestDatabase();
-    const q = testQueuePrefix();
-    cleanupRedis = q.cleanup;
-    dir = await mkdtemp(path.join(tmpdir(), 'scraper-restart-'));
-    ctx = openContext(
-      loadConfig(watcherTestEnv({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, queuePrefix: q.prefix, dropDir: dir, stabilityMs: 300 })),
-      createLogger({ level: 'silent', pretty: 'false' }),
-    );
-    workers = therapistImportComponents(ctx);
-    for (const w of workers) await w.start();
+    ({ db, ctx, dir, close } = await startWatcherHarness('scraper-restart'));
   });
 
   afterAll(async () => {
     await watcher?.stop(5_000);
-    for (const w of workers) await w.stop(5_000);
-    await ctx?.close();
-    await db?.drop();
-    await cleanupRedis?.();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await close?.();
   });
 
   it('reads each file once; a restart reads none; a file rewritten with the same size and modification time is read and imported', async () => {
