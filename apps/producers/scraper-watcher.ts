@@ -324,15 +324,19 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    * hashed in chunks, never held in memory (skipped per content, imported once it may be).
    * `seen`: the file as the caller has just stat'ed it (the catch-up), else it is stat'ed here
    * (before reading: a write meanwhile leaves a key that no longer matches, so it is read again).
+   * `knownHash`: its content hash as recorded under that stat key: the file is not read.
    */
   async function readTracked(
     at: { path: string; postcode: string; dateFolder: string | null; urgent: boolean },
     seen?: StatSeen,
+    knownHash?: string,
   ): Promise<null | { unreadable: repo.SkippedFile } | { contentHash: string; sizeBytes: number; statKey: string; tooLarge: FileTooLargeError | null }> {
     const abs = path.join(root, at.path);
     try {
       const s: StatSeen = seen ?? statSeen(await stat(abs, { bigint: true }));
-      if (s.size > cfg.maxFileBytes) return { ...(await sha256OfFile(abs)), statKey: s.statKey, tooLarge: new FileTooLargeError(s.size, cfg.maxFileBytes) };
+      const tooLarge = s.size > cfg.maxFileBytes ? new FileTooLargeError(s.size, cfg.maxFileBytes) : null;
+      if (knownHash) return { contentHash: knownHash, sizeBytes: s.size, statKey: s.statKey, tooLarge };
+      if (tooLarge) return { ...(await sha256OfFile(abs)), statKey: s.statKey, tooLarge };
       const buf = await readFile(abs);
       return { contentHash: createHash('sha256').update(buf).digest('hex'), sizeBytes: buf.length, statKey: s.statKey, tooLarge: null };
     } catch (err) {
@@ -400,14 +404,10 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const byStat = await repo.findByStatKeys(db, candidates.flatMap((c) => (seen.has(c.rel) ? [{ path: c.rel, statKey: seen.get(c.rel)!.statKey }] : [])));
     const read = await Promise.all(
       candidates.map((c) => {
-        const s = seen.get(c.rel);
-        const known = byStat.get(c.rel);
-        if (s && known) {
-          catchUpCount.knownByStat++;
-          return { contentHash: known.contentHash, sizeBytes: s.size, statKey: s.statKey, tooLarge: s.size > cfg.maxFileBytes ? new FileTooLargeError(s.size, cfg.maxFileBytes) : null };
-        }
-        catchUpCount.read++;
-        return readTracked({ path: c.rel, postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent }, s);
+        const known = byStat.get(c.rel)?.contentHash;
+        if (known) catchUpCount.knownByStat++;
+        else catchUpCount.read++;
+        return readTracked({ path: c.rel, postcode: c.postcode, dateFolder: c.dateFolder, urgent: c.urgent }, seen.get(c.rel), known);
       }),
     );
     // One file we cannot read (permissions) must not stop the catch-up of the others.
@@ -475,7 +475,6 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     /** As stat'ed here: the size limit is checked, and unchanged files are known, without a second stat per file. */
     const seen = new Map<string, StatSeen>();
     const stats = await Promise.all(found.map((f) => stat(f.abs, { bigint: true }).catch(() => null)));
-    catchUpCount = { files: 0, read: 0, knownByStat: 0 };
     found.forEach((f, i) => {
       const s = stats[i];
       if (!s) return;
@@ -485,8 +484,8 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
         seen.set(f.rel, statSeen(s));
       }
     });
+    catchUpCount = { files: ready.length, read: 0, knownByStat: 0 };
     await registerBatch(ready, found.map((f) => f.rel), seen);
-    catchUpCount.files = ready.length;
     lastCatchUp = { ...catchUpCount };
     log.info({ files: ready.length, waiting: found.length - ready.length, read: catchUpCount.read, knownByStat: catchUpCount.knownByStat }, 'scraper folder caught up');
   }

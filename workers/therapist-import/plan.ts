@@ -228,23 +228,8 @@ function heldAsScraped(field: ImportField, p: unknown, s: unknown): boolean {
 function asScraped(t: ExistingTherapist): TherapistFields | null {
   const s = t.scraped?.fields;
   if (!s) return null;
-  const v = (f: ImportField) => (s[f] ?? null) as never;
-  return {
-    anrede: v('anrede'),
-    geschlecht: v('geschlecht'),
-    titel: v('titel'),
-    vorname: (s.vorname as string | undefined) ?? t.vorname,
-    nachname: (s.nachname as string | undefined) ?? t.nachname,
-    strasse: v('strasse'),
-    plz: (s.plz as string | undefined) ?? t.plz,
-    ort: v('ort'),
-    telefon: v('telefon'),
-    fax: v('fax'),
-    email: v('email'),
-    telefonische_erreichbarkeit: v('telefonische_erreichbarkeit'),
-    fremdsprachen: v('fremdsprachen'),
-    psychotherapieverfahren: v('psychotherapieverfahren'),
-  };
+  // A field left out of the record was empty (names and postcode are never empty in a record).
+  return Object.fromEntries(importFields.map((f) => [f, s[f] ?? null])) as TherapistFields;
 }
 
 /**

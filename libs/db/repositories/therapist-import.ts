@@ -314,22 +314,22 @@ export async function findLiveByHashes(db: DbOrTx, hashes: string[]): Promise<Th
 
 /**
  * Content hashes of files at these paths recorded with the same stat key (size, times, inode):
- * path -> hash and size. A path whose key matches rows of different contents is left out (it
+ * path -> hash (the size is part of the key). A path whose key matches rows of different contents is left out (it
  * is read again).
  */
-export async function findByStatKeys(db: DbOrTx, files: Array<{ path: string; statKey: string }>): Promise<Map<string, { contentHash: string; sizeBytes: number }>> {
+export async function findByStatKeys(db: DbOrTx, files: Array<{ path: string; statKey: string }>): Promise<Map<string, { contentHash: string }>> {
   if (files.length === 0) return new Map();
-  const rows = await db.execute<{ path: string; content_hash: string; size_bytes: string }>(sql`
-    select distinct f.path, f.content_hash, f.size_bytes::text
+  const rows = await db.execute<{ path: string; content_hash: string }>(sql`
+    select distinct f.path, f.content_hash
     from fleet.therapist_import_files f
     join json_to_recordset(${JSON.stringify(files)}::json) as k(path text, "statKey" text)
       on f.path = k.path and f.stat_key = k."statKey"
     where f.content_hash is not null`);
-  const found = new Map<string, { contentHash: string; sizeBytes: number }>();
+  const found = new Map<string, { contentHash: string }>();
   const ambiguous = new Set<string>();
   for (const r of rows) {
     if (found.has(r.path) && found.get(r.path)!.contentHash !== r.content_hash) ambiguous.add(r.path);
-    found.set(r.path, { contentHash: r.content_hash, sizeBytes: Number(r.size_bytes) });
+    found.set(r.path, { contentHash: r.content_hash });
   }
   for (const p of ambiguous) found.delete(p);
   return found;
