@@ -71,6 +71,10 @@ async function walk(root: string): Promise<FoundFile[]> {
 
 /** Files read, hashed, registered and enqueued together at start-up. */
 const CATCH_UP_CHUNK = 50;
+/** At most this many files per chunk when they are known by their stat key (not read: only looked up). */
+const CATCH_UP_KNOWN_CHUNK = 1_000;
+/** Files whose stat keys are looked up in one statement. */
+const STAT_LOOKUP_CHUNK = 5_000;
 
 /**
  * A file event or a run seal that failed (PostgreSQL or Redis away) is tried again after this
@@ -386,22 +390,37 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       const e = classifyDropPath(rel);
       if (e.kind === 'import' && e.dateFolder && !e.urgent && canBeNewest(e.dateFolder) && (newest.get(e.postcode) ?? '') < e.dateFolder) newest.set(e.postcode, e.dateFolder);
     }
-    // In chunks, urgent files first: the workers start on the first chunk while the rest is
-    // still being read and hashed (a full-country drop is hundreds of files).
-    candidates.sort((a, b) => Number(b.urgent) - Number(a.urgent));
-    for (let i = 0; i < candidates.length; i += CATCH_UP_CHUNK) {
-      await registerChunk(candidates.slice(i, i + CATCH_UP_CHUNK), newest, seen);
+    // A file whose path and stat key were recorded with its content hash is not read again (a
+    // year of kept weekly drops is 20,000 files, read at every start otherwise).
+    const byStat = new Map<string, repo.KnownByStat>();
+    const keyed = candidates.flatMap((c) => (seen.has(c.rel) ? [{ path: c.rel, statKey: seen.get(c.rel)!.statKey }] : []));
+    for (let i = 0; i < keyed.length; i += STAT_LOOKUP_CHUNK) {
+      for (const [p, k] of await repo.findByStatKeys(db, keyed.slice(i, i + STAT_LOOKUP_CHUNK))) byStat.set(p, k);
     }
+    // In chunks, urgent files first: the workers start on the first chunk while the rest is
+    // still being read and hashed (a full-country drop is hundreds of files). A chunk holds
+    // CATCH_UP_CHUNK files to read, or more files known by their stat key (only looked up).
+    candidates.sort((a, b) => Number(b.urgent) - Number(a.urgent));
+    let chunk: typeof candidates = [];
+    let toRead = 0;
+    for (const c of candidates) {
+      chunk.push(c);
+      if (!byStat.has(c.rel)) toRead++;
+      if (toRead === CATCH_UP_CHUNK || chunk.length === CATCH_UP_KNOWN_CHUNK) {
+        await registerChunk(chunk, newest, seen, byStat);
+        chunk = [];
+        toRead = 0;
+      }
+    }
+    if (chunk.length > 0) await registerChunk(chunk, newest, seen, byStat);
   }
 
   async function registerChunk(
     candidates: Array<{ rel: string; postcode: string; dateFolder: string | null; urgent: boolean }>,
     newest: Map<string, string>,
     seen: Map<string, StatSeen>,
+    byStat: Map<string, repo.KnownByStat>,
   ): Promise<void> {
-    // A file whose path and stat key were recorded with its content hash is not read again (a
-    // year of kept weekly drops is 20,000 files, read at every start otherwise).
-    const byStat = await repo.findByStatKeys(db, candidates.flatMap((c) => (seen.has(c.rel) ? [{ path: c.rel, statKey: seen.get(c.rel)!.statKey }] : [])));
     const read = await Promise.all(
       candidates.map((c) => {
         const known = byStat.get(c.rel)?.contentHash;
@@ -445,9 +464,12 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
         fresh.set(h.contentHash, h);
       }
     }
-    await recordSkipped(superseded, 'superseded');
-    await recordSkipped(copies, 'same-content');
-    await recordSkipped(large, 'too-large');
+    // A file known by its stat key and recorded as skipped before (same path and content) would
+    // be recorded again as a no-op: most of a kept history is superseded date folders.
+    const unrecorded = (files: repo.SkippedFile[]) => files.filter((f) => !byStat.get(f.path)?.skipped);
+    await recordSkipped(unrecorded(superseded), 'superseded');
+    await recordSkipped(unrecorded(copies), 'same-content');
+    await recordSkipped(unrecorded(large), 'too-large');
     if (fresh.size > 0) {
       const run = await runForNewFile();
       const rows = await repo.registerFiles(db, [...fresh.values()].map((f) => ({ ...f, runId: run })));

@@ -312,24 +312,32 @@ export async function findLiveByHashes(db: DbOrTx, hashes: string[]): Promise<Th
     .where(and(inArray(therapistImportFiles.contentHash, hashes), ne(therapistImportFiles.status, 'skipped')));
 }
 
+/** A file known by its stat key: its content hash, and whether it was recorded as skipped before (same path and content). */
+export interface KnownByStat {
+  contentHash: string;
+  /** A skipped row holds this path and content: recording the file as skipped again is a no-op. */
+  skipped: boolean;
+}
+
 /**
  * Content hashes of files at these paths recorded with the same stat key (size, times, inode):
  * path -> hash (the size is part of the key). A path whose key matches rows of different contents is left out (it
  * is read again).
  */
-export async function findByStatKeys(db: DbOrTx, files: Array<{ path: string; statKey: string }>): Promise<Map<string, { contentHash: string }>> {
+export async function findByStatKeys(db: DbOrTx, files: Array<{ path: string; statKey: string }>): Promise<Map<string, KnownByStat>> {
   if (files.length === 0) return new Map();
-  const rows = await db.execute<{ path: string; content_hash: string }>(sql`
-    select distinct f.path, f.content_hash
+  const rows = await db.execute<{ path: string; content_hash: string; skipped: boolean }>(sql`
+    select f.path, f.content_hash, bool_or(f.status = 'skipped') as skipped
     from fleet.therapist_import_files f
     join json_to_recordset(${JSON.stringify(files)}::json) as k(path text, "statKey" text)
       on f.path = k.path and f.stat_key = k."statKey"
-    where f.content_hash is not null`);
-  const found = new Map<string, { contentHash: string }>();
+    where f.content_hash is not null
+    group by f.path, f.content_hash`);
+  const found = new Map<string, KnownByStat>();
   const ambiguous = new Set<string>();
   for (const r of rows) {
-    if (found.has(r.path) && found.get(r.path)!.contentHash !== r.content_hash) ambiguous.add(r.path);
-    found.set(r.path, { contentHash: r.content_hash });
+    if (found.has(r.path)) ambiguous.add(r.path);
+    found.set(r.path, { contentHash: r.content_hash, skipped: r.skipped });
   }
   for (const p of ambiguous) found.delete(p);
   return found;
