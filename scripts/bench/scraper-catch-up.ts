@@ -6,7 +6,8 @@
  * before stat keys were kept). Prints, per start, the wall time until caught up, how many files
  * were read and hashed and how many were known by their stat key (not read), and peak RSS.
  * `--cold` drops the page cache before each start (needs root): as after a reboot, or a network
- * file system without a warm cache.
+ * file system without a warm cache. Run with `node --expose-gc --import tsx` for an RSS before
+ * each start taken after a forced collection.
  *
  *   npx tsx scripts/bench/scraper-catch-up.ts [--folders 52] [--files 400] [--per-file 100] [--cold]
  *
@@ -92,7 +93,9 @@ async function main() {
       for (const start of ['1. first start', '2. restart, nothing new', '3. restart, nothing new', '4. restart, stat keys cleared']) {
         if (start.startsWith('4.')) await sql`update fleet.therapist_import_files set stat_key = null`;
         if (args.cold) execFileSync('sh', ['-c', 'sync && echo 3 > /proc/sys/vm/drop_caches']);
-        let peak = process.memoryUsage().rss;
+        (globalThis as { gc?: () => void }).gc?.();
+        const before = process.memoryUsage().rss;
+        let peak = before;
         const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
         const t0 = performance.now();
         const watcher = scraperWatcherComponent(ctx);
@@ -103,7 +106,7 @@ async function main() {
         const s = watcher.catchUpStats();
         await watcher.stop(10_000);
         if (start.startsWith('4.')) await sql.end({ timeout: 5 });
-        rows.push({ start, 'wall s': wall.toFixed(1), files: String(s?.files), 'read and hashed': String(s?.read), 'known by stat key': String(s?.knownByStat), 'peak RSS MB': (peak / 1024 / 1024).toFixed(0) });
+        rows.push({ start, 'wall s': wall.toFixed(1), files: String(s?.files), 'read and hashed': String(s?.read), 'known by stat key': String(s?.knownByStat), 'RSS before MB': (before / 1024 / 1024).toFixed(0), 'peak RSS MB': (peak / 1024 / 1024).toFixed(0) });
       }
     } finally {
       await ctx.close();
