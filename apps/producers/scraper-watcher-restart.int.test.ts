@@ -50,24 +50,31 @@ describe('scraper watcher restart: files hashed before are known by their stat k
   it('reads each file once; a restart reads none; a file rewritten with the same size and modification time is read and imported', async () => {
     await drop('20250701/45001.json');
     await drop('20250701/45002.json');
-    await drop('20250624/45001.json'); // superseded by the newer week: a skipped row, known too
+    await drop('20250624/45001.json'); // the newer week's content: skipped as the same content, known too
+    await drop('20250617/45002.json', '0241 9'); // superseded by the newer week: a skipped row, known too
     await drop('45003.json');
     const first = await restart();
-    expect(first.catchUpStats()).toEqual({ files: 4, read: 4, knownByStat: 0 });
+    expect(first.catchUpStats()).toEqual({ files: 5, read: 5, knownByStat: 0 });
     await until('imported', async () => ((await rows()).filter((r) => r.status === 'imported').length === 3) || undefined);
 
+    // A restart with nothing new writes no tracking row, not even a no-op insert of the skipped
+    // file again (an insert that meets its conflict still takes an id from the sequence).
+    const ids = async () => (await db.sql<Array<{ v: string | null }>>`select last_value::text as v from pg_sequences where sequencename = 'therapist_import_files_id_seq'`)[0]!.v;
+    const idsBefore = await ids();
     const second = await restart();
-    expect(second.catchUpStats()).toEqual({ files: 4, read: 0, knownByStat: 4 });
+    expect(second.catchUpStats()).toEqual({ files: 5, read: 0, knownByStat: 5 });
+    expect(await ids()).toBe(idsBefore);
     const before = await rows();
     expect(before.map((r) => [r.path, r.status])).toEqual(
       expect.arrayContaining([
         ['20250701/45001.json', 'imported'],
         ['20250701/45002.json', 'imported'],
         ['20250624/45001.json', 'skipped'],
+        ['20250617/45002.json', 'skipped'],
         ['45003.json', 'imported'],
       ]),
     );
-    expect(before).toHaveLength(4);
+    expect(before).toHaveLength(5);
 
     // Rewritten in place: another phone number of the same length, the modification time set back.
     const abs = path.join(dir, '20250701/45002.json');
@@ -79,7 +86,7 @@ describe('scraper watcher restart: files hashed before are known by their stat k
     expect((await stat(abs)).mtimeMs).toBe(old.mtimeMs);
 
     const third = await restart();
-    expect(third.catchUpStats()).toEqual({ files: 4, read: 1, knownByStat: 3 });
+    expect(third.catchUpStats()).toEqual({ files: 5, read: 1, knownByStat: 4 });
     await until('the new content imported', async () => ((await rows()).filter((r) => r.path === '20250701/45002.json' && r.status === 'imported').length === 2) || undefined);
     const [t] = await db.sql<Array<{ telefon: string }>>`select telefon from therapist_service.therapeuten where plz = '45002'`;
     expect(t!.telefon).toBe('0241 2');

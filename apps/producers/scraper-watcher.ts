@@ -204,15 +204,20 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   /**
    * A file whose content is tracked already: a waiting row follows a moved file and is enqueued
    * (again); a file under another name than the row's is reported once as the same content.
+   * `recordedBefore`: a skipped row holds this path and content already (the catch-up knows it by
+   * its stat key), so recording it again would be a no-op.
    */
   async function knownContent(
     existing: repo.TherapistImportFileRow,
     at: { path: string; postcode: string | null; dateFolder: string | null; urgent: boolean; contentHash: string; sizeBytes: number },
+    recordedBefore = false,
   ): Promise<void> {
     const waiting = existing.status === 'queued' || existing.status === 'importing';
     const row = waiting ? await followMove(existing, at) : existing;
     if (waiting) await enqueueTherapistFile(ctx, row);
-    if (row.path !== at.path) await recordSkipped([{ ...at, reason: sameContentReason(row) }], 'same-content');
+    if (row.path !== at.path) {
+      if (!recordedBefore) await recordSkipped([{ ...at, reason: sameContentReason(row) }], 'same-content');
+    }
     else if (!waiting) log.debug({ fileId: row.id }, 'scraper file content already imported');
   }
 
@@ -453,7 +458,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       const newer = h.postcode ? newest.get(h.postcode) : undefined;
       const over = tooLarge.get(h);
       if (existing) {
-        await knownContent(existing, h);
+        await knownContent(existing, h, byStat.get(h.path)?.skipped ?? false);
       } else if (h.dateFolder && !h.urgent && newer && newer > h.dateFolder) {
         superseded.push({ ...h, reason: supersededReason(newer, h.postcode!) });
       } else if (over) {
