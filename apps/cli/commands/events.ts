@@ -5,14 +5,11 @@ import { outboxStats } from '../../../libs/db/repositories/outbox-relay.js';
 import { eventTopicNames, setupTopics, TopicSetupError } from '../../../libs/events/kafka.js';
 import { createLogger } from '../../../libs/log/index.js';
 import { CliError, configOrExit, operatorName, positiveInt, printJson, requiredReason, withContext } from '../context.js';
+import { columns, isoSeconds } from '../format.js';
 
-function table(header: string[], rows: string[][]): string {
-  const all = [header, ...rows];
-  const widths = header.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
-  return all.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
-}
-
-const iso = (d: Date | null) => (d ? d.toISOString().replace(/\.\d{3}Z$/, 'Z') : '-');
+const iso = (d: Date | null) => isoSeconds(d) ?? '-';
+/** Aligned columns, ending the line. */
+const table = (header: string[], rows: string[][]) => `${columns(header, rows)}\n`;
 
 function age(seconds: number): string {
   if (seconds < 90) return `${Math.round(seconds)} s`;

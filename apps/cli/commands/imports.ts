@@ -5,6 +5,7 @@ import { patientImportStatuses, type PatientImportStatus } from '../../../libs/d
 import type { FleetContext } from '../../../libs/runtime/index.js';
 import { importLocalFile, runPoll } from '../../../workers/patient-import/worker.js';
 import { CliError, operatorName, positiveInt, printJson, requiredReason, withContext } from '../context.js';
+import { isoSeconds, table } from '../format.js';
 
 /**
  * One entry per import kind (`--kind`): how to list and show its records. The therapist
@@ -26,13 +27,11 @@ export interface ImportKind {
   discard?(ctx: FleetContext, id: number, action: { actor: string; reason: string }): Promise<string>;
 }
 
-const iso = (d: Date | null | undefined) => (d ? d.toISOString().replace('.000Z', 'Z') : null);
-
 function patientSummary(r: LedgerRow) {
   return {
     id: r.id,
     status: r.status,
-    received: iso(r.receivedAt),
+    received: r.receivedAt,
     attempts: r.attempts,
     patient: r.patientId ?? (r.duplicateOfPatientId ? `dup of ${r.duplicateOfPatientId}` : null),
     note: r.status === 'failed' || r.status === 'discarded' ? `${r.errorCode ?? ''}: ${r.reason ?? ''}` : r.status === 'replaced' ? (r.reason ?? '') : r.possibleDuplicateOfPatientId ? `possible duplicate of patient ${r.possibleDuplicateOfPatientId}` : r.duplicateKind ? `duplicate (${r.duplicateKind})` : '',
@@ -43,7 +42,7 @@ function patientSummary(r: LedgerRow) {
 function localCopy(path: string | null, removedAt: Date | null, retentionDays: number): string | null {
   if (!path) return null;
   if (!removedAt) return path;
-  return `removed on ${iso(removedAt)} (${retentionDays > 0 ? `retention ${retentionDays} days` : 'retention sweep'})`;
+  return `removed on ${isoSeconds(removedAt)} (${retentionDays > 0 ? `retention ${retentionDays} days` : 'retention sweep'})`;
 }
 
 function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays: number }): string {
@@ -64,15 +63,15 @@ function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays
     ['backup copy', localCopy(r.backupPath, r.backupRemovedAt, retention.backupDays)],
     ['failed copy', localCopy(r.failedPath, r.failedRemovedAt, retention.failedDays)],
     ['bucket delete', r.deleteOutcome],
-    ['received', iso(r.receivedAt)],
-    ['downloaded', iso(r.downloadedAt)],
-    ['backed up', iso(r.backedUpAt)],
-    ['imported', iso(r.importedAt)],
-    ['deleted', iso(r.deletedAt)],
-    ['failed', iso(r.failedAt)],
-    ['discarded', iso(r.discardedAt)],
-    ['final since', iso(r.finishedAt)],
-    ['last attempt', iso(r.lastAttemptAt)],
+    ['received', isoSeconds(r.receivedAt)],
+    ['downloaded', isoSeconds(r.downloadedAt)],
+    ['backed up', isoSeconds(r.backedUpAt)],
+    ['imported', isoSeconds(r.importedAt)],
+    ['deleted', isoSeconds(r.deletedAt)],
+    ['failed', isoSeconds(r.failedAt)],
+    ['discarded', isoSeconds(r.discardedAt)],
+    ['final since', isoSeconds(r.finishedAt)],
+    ['last attempt', isoSeconds(r.lastAttemptAt)],
   ];
   const shown = lines.filter(([, v]) => v !== null && v !== undefined && v !== '');
   const width = Math.max(...shown.map(([k]) => k.length));
@@ -121,13 +120,6 @@ function kindOf(name: string): ImportKind {
   const kind = importKinds[name];
   if (!kind) throw new CliError(`unknown kind ${name}; kinds: ${Object.keys(importKinds).join(', ')}`, 2);
   return kind;
-}
-
-function table(rows: Array<Record<string, unknown>>): string {
-  const header = Object.keys(rows[0]!);
-  const cells = [header, ...rows.map((r) => header.map((h) => (r[h] === null || r[h] === undefined ? '' : String(r[h]))))];
-  const widths = header.map((_, i) => Math.max(...cells.map((c) => c[i]!.length)));
-  return cells.map((c) => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
 }
 
 export function registerImports(program: Command): void {

@@ -13,9 +13,8 @@ import {
 } from '../../../workers/therapist-import/worker.js';
 import { classifyDropPath } from '../../producers/scraper-layout.js';
 import { CliError, positiveInt, printJson, withContext } from '../context.js';
+import { isoSeconds, table } from '../format.js';
 import { importKinds } from './imports.js';
-
-const iso = (d: Date | null | undefined) => (d ? d.toISOString().replace('.000Z', 'Z') : null);
 
 function countsBlock(c: TherapistImportCounts): string {
   const width = Math.max(...COUNT_LABELS.map(([, l]) => l.length));
@@ -57,7 +56,7 @@ function fileRow(r: repo.TherapistImportFileRow) {
     status: r.status,
     run: r.runId,
     path: r.path,
-    finished: iso(r.finishedAt),
+    finished: r.finishedAt,
     total: c?.total ?? null,
     created: c?.created ?? null,
     updated: c?.updated ?? null,
@@ -88,9 +87,9 @@ importKinds.therapist = {
       `content hash: ${r.contentHash ?? '–'}`,
       `size: ${r.sizeBytes ?? '–'} bytes`,
       `attempts: ${r.attempts}`,
-      `discovered: ${iso(r.discoveredAt)}`,
-      `started: ${iso(r.startedAt) ?? '–'}`,
-      `finished: ${iso(r.finishedAt) ?? '–'}`,
+      `discovered: ${isoSeconds(r.discoveredAt)}`,
+      `started: ${isoSeconds(r.startedAt) ?? '–'}`,
+      `finished: ${isoSeconds(r.finishedAt) ?? '–'}`,
     ];
     return { text: `${fileReportText(reportOf(r))}\n${extra.join('\n')}`, json: r };
   },
@@ -103,8 +102,8 @@ function runRow(r: repo.TherapistImportRunRow) {
     trigger: r.trigger,
     state: r.state,
     files: r.fileCount,
-    started: iso(r.startedAt),
-    closed: iso(r.closedAt),
+    started: r.startedAt,
+    closed: r.closedAt,
     total: c?.total ?? null,
     created: c?.created ?? null,
     updated: c?.updated ?? null,
@@ -114,13 +113,6 @@ function runRow(r: repo.TherapistImportRunRow) {
     failed: c?.failed ?? null,
     fileErrors: c?.fileErrors ?? null,
   };
-}
-
-function table(rows: Array<Record<string, unknown>>): string {
-  const header = Object.keys(rows[0]!);
-  const cells = [header, ...rows.map((r) => header.map((h) => (r[h] === null || r[h] === undefined ? '' : String(r[h]))))];
-  const widths = header.map((_, i) => Math.max(...cells.map((c) => c[i]!.length)));
-  return cells.map((c) => c.map((v, i) => v.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
 }
 
 /** Register after registerImports: adds `import therapist-file` and `imports runs` to its command groups. */

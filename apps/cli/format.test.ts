@@ -1,0 +1,29 @@
+import { describe, expect, it } from 'vitest';
+import { columns, isoSeconds, table } from './format.js';
+
+describe('CLI formatting', () => {
+  it('prints times to the second in UTC, the same width with or without milliseconds', () => {
+    expect(isoSeconds(new Date('2026-12-06T01:05:00.021Z'))).toBe('2026-12-06T01:05:00Z');
+    expect(isoSeconds(new Date('2026-12-06T01:05:06.000Z'))).toBe('2026-12-06T01:05:06Z');
+    expect(isoSeconds(null)).toBeNull();
+    expect(isoSeconds(undefined)).toBeNull();
+  });
+
+  it('aligns the columns of a table under its keys: times to the second, nothing for null, no trailing spaces', () => {
+    const text = table([
+      { id: 2, status: 'imported', finished: new Date('2026-12-06T01:05:06.000Z'), note: '' },
+      { id: 10, status: 'partial', finished: new Date('2026-12-06T01:05:00.021Z'), note: '1 of 6 therapists failed' },
+      { id: 11, status: 'queued', finished: null, note: null },
+    ]);
+    expect(text.split('\n')).toEqual([
+      'id  status    finished              note',
+      '2   imported  2026-12-06T01:05:06Z',
+      '10  partial   2026-12-06T01:05:00Z  1 of 6 therapists failed',
+      '11  queued',
+    ]);
+  });
+
+  it('aligns cells under a header', () => {
+    expect(columns(['topic', 'n'], [['patient-events', '3'], ['x', '12']])).toBe('topic           n\npatient-events  3\nx               12');
+  });
+});
