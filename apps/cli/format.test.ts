@@ -7,6 +7,7 @@ describe('CLI formatting', () => {
     expect(isoSeconds(new Date('2026-12-06T01:05:06.000Z'))).toBe('2026-12-06T01:05:06Z');
     expect(isoSeconds(null)).toBeNull();
     expect(isoSeconds(undefined)).toBeNull();
+    expect(isoSeconds(new Date('not a time'))).toBeNull();
   });
 
   it('aligns the columns of a table under its keys: times to the second, nothing for null, no trailing spaces', () => {

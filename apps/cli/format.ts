@@ -4,9 +4,9 @@
  * it prints the values as they are (times with their milliseconds).
  */
 
-/** A time to the second, UTC; null when there is none. */
+/** A time to the second, UTC; null when there is none (or it is not a valid time). */
 export function isoSeconds(d: Date | null | undefined): string | null {
-  return d ? `${d.toISOString().slice(0, 19)}Z` : null;
+  return d && !Number.isNaN(d.getTime()) ? `${d.toISOString().slice(0, 19)}Z` : null;
 }
 
 function cell(v: unknown): string {

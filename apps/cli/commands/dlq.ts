@@ -3,6 +3,7 @@ import { discardOne, requeueAll, requeueOne } from '../../../libs/ops/dead-lette
 import { DeadLetterNotFound, listDeadLetters, queueNames } from '../../../libs/queues/index.js';
 import { deadLetterHooks } from '../../fleet/roles.js';
 import { CliError, operatorName, printJson, requiredReason, withContext } from '../context.js';
+import { isoSeconds } from '../format.js';
 
 function checkQueue(queue?: string): void {
   if (queue && !queueNames().includes(queue)) {
@@ -35,7 +36,7 @@ export function registerDlq(program: Command): void {
         if (!entries.length) return void process.stdout.write('no dead letters\n');
         for (const e of entries) {
           process.stdout.write(
-            `${e.id}\n  queue ${e.originalQueue}  failed ${e.failedAt}  attempts ${e.attemptsMade}${e.code ? `  code ${e.code}` : ''}\n  reason: ${e.reason}\n  payload: ${JSON.stringify(e.data)}\n`,
+            `${e.id}\n  queue ${e.originalQueue}  failed ${isoSeconds(new Date(e.failedAt)) ?? e.failedAt}  attempts ${e.attemptsMade}${e.code ? `  code ${e.code}` : ''}\n  reason: ${e.reason}\n  payload: ${JSON.stringify(e.data)}\n`,
           );
         }
         process.stdout.write(`\n${entries.length} dead letter(s). Requeue: fleet dlq requeue <id> --reason "..."; discard: fleet dlq discard <id> --reason "..."\n`);
