@@ -5,6 +5,7 @@ import { dueWeek, nextRun } from '../../../libs/weekly/schedule.js';
 import { WEEKLY_SCHEDULER_ID, registerWeeklySchedule } from '../../producers/weekly-schedule.js';
 import { previewWeeklyEmail, runWeeklyFanout } from '../../../workers/weekly-status/worker.js';
 import { CliError, printJson, withContext } from '../context.js';
+import { isoSeconds } from '../format.js';
 
 function patientIdArg(raw: string): number {
   if (!/^[1-9][0-9]{0,9}$/.test(raw)) throw new CliError(`patientId: expected a positive whole number (got ${JSON.stringify(raw)})`, 2);
@@ -103,7 +104,7 @@ export function registerWeekly(program: Command): void {
         let at = now;
         for (let i = 0; i < 3; i++) {
           at = nextRun({ cron, timeZone }, at);
-          lines.push(`next: ${at.toISOString()}  (${berlinTime(at, timeZone)}, ${isoWeekOf(at, timeZone)})`);
+          lines.push(`next: ${isoSeconds(at)}  (${berlinTime(at, timeZone)}, ${isoWeekOf(at, timeZone)})`);
         }
         if (opts.register) {
           const r = await registerWeeklySchedule(ctx);
@@ -112,7 +113,7 @@ export function registerWeekly(program: Command): void {
         const s = await ctx.queues.queue('weekly-fanout').getJobScheduler(WEEKLY_SCHEDULER_ID);
         lines.push(
           s
-            ? `job scheduler ${WEEKLY_SCHEDULER_ID}: ${s.pattern} ${s.tz}, next ${s.next ? new Date(s.next).toISOString() : '-'}`
+            ? `job scheduler ${WEEKLY_SCHEDULER_ID}: ${s.pattern} ${s.tz}, next ${isoSeconds(s.next ? new Date(s.next) : null) ?? '-'}`
             : `job scheduler ${WEEKLY_SCHEDULER_ID}: not registered (fleet start --only weekly registers it)`,
         );
         process.stdout.write(lines.join('\n') + '\n');
