@@ -96,6 +96,12 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   const timers = new Set<NodeJS.Timeout>();
   let stopped = false;
   let caughtUp: Promise<void> = Promise.resolve();
+  /**
+   * Skipped rows the running catch-up found by their files' stat keys (path and content): a
+   * restart would otherwise record every superseded week of a kept history again, as a no-op.
+   */
+  let knownSkips = new Set<string>();
+  const skipKey = (filePath: string, contentHash: string | null | undefined) => `${contentHash ?? ''}:${filePath}`;
   /** Counted while the catch-up runs; the last one's figures once it is done. */
   let catchUpCount = { files: 0, read: 0, knownByStat: 0 };
   let lastCatchUp: { files: number; read: number; knownByStat: number } | null = null;
@@ -126,10 +132,11 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    * page and staff summary list them; files skipped before (same path and content, or a misfit
    * name whatever its content) are not reported again. A misfit name may be a person's name
    * ("Müller Anna.json"): it is logged by its tracking row id only. A superseded file's path is
-   * a date folder and a postcode, no personal data.
+   * a date folder and a postcode, no personal data. Files the catch-up knows to be recorded
+   * (`knownSkips`) are not sent again.
    */
   async function recordSkipped(files: repo.SkippedFile[], why: 'misfit' | 'superseded' | 'unreadable' | 'too-large' | 'same-content'): Promise<void> {
-    const recorded = await repo.recordSkippedFiles(db, files);
+    const recorded = await repo.recordSkippedFiles(db, files.filter((f) => !knownSkips.has(skipKey(f.path, f.contentHash))));
     if (recorded.length === 0) return;
     const run = await runForNewFile();
     await repo.attachFilesToRun(db, recorded.map((r) => r.id), run);
@@ -204,20 +211,15 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   /**
    * A file whose content is tracked already: a waiting row follows a moved file and is enqueued
    * (again); a file under another name than the row's is reported once as the same content.
-   * `recordedBefore`: a skipped row holds this path and content already (the catch-up knows it by
-   * its stat key), so recording it again would be a no-op.
    */
   async function knownContent(
     existing: repo.TherapistImportFileRow,
     at: { path: string; postcode: string | null; dateFolder: string | null; urgent: boolean; contentHash: string; sizeBytes: number },
-    recordedBefore = false,
   ): Promise<void> {
     const waiting = existing.status === 'queued' || existing.status === 'importing';
     const row = waiting ? await followMove(existing, at) : existing;
     if (waiting) await enqueueTherapistFile(ctx, row);
-    if (row.path !== at.path) {
-      if (!recordedBefore) await recordSkipped([{ ...at, reason: sameContentReason(row) }], 'same-content');
-    }
+    if (row.path !== at.path) await recordSkipped([{ ...at, reason: sameContentReason(row) }], 'same-content');
     else if (!waiting) log.debug({ fileId: row.id }, 'scraper file content already imported');
   }
 
@@ -400,7 +402,10 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const byStat = new Map<string, repo.KnownByStat>();
     const keyed = candidates.flatMap((c) => (seen.has(c.rel) ? [{ path: c.rel, statKey: seen.get(c.rel)!.statKey }] : []));
     for (let i = 0; i < keyed.length; i += STAT_LOOKUP_CHUNK) {
-      for (const [p, k] of await repo.findByStatKeys(db, keyed.slice(i, i + STAT_LOOKUP_CHUNK))) byStat.set(p, k);
+      for (const [p, k] of await repo.findByStatKeys(db, keyed.slice(i, i + STAT_LOOKUP_CHUNK))) {
+        byStat.set(p, k);
+        if (k.skipped) knownSkips.add(skipKey(p, k.contentHash));
+      }
     }
     // In chunks, urgent files first: the workers start on the first chunk while the rest is
     // still being read and hashed (a full-country drop is hundreds of files). A chunk holds
@@ -458,7 +463,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       const newer = h.postcode ? newest.get(h.postcode) : undefined;
       const over = tooLarge.get(h);
       if (existing) {
-        await knownContent(existing, h, byStat.get(h.path)?.skipped ?? false);
+        await knownContent(existing, h);
       } else if (h.dateFolder && !h.urgent && newer && newer > h.dateFolder) {
         superseded.push({ ...h, reason: supersededReason(newer, h.postcode!) });
       } else if (over) {
@@ -469,12 +474,9 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
         fresh.set(h.contentHash, h);
       }
     }
-    // A file known by its stat key and recorded as skipped before (same path and content) would
-    // be recorded again as a no-op: most of a kept history is superseded date folders.
-    const unrecorded = (files: repo.SkippedFile[]) => files.filter((f) => !byStat.get(f.path)?.skipped);
-    await recordSkipped(unrecorded(superseded), 'superseded');
-    await recordSkipped(unrecorded(copies), 'same-content');
-    await recordSkipped(unrecorded(large), 'too-large');
+    await recordSkipped(superseded, 'superseded');
+    await recordSkipped(copies, 'same-content');
+    await recordSkipped(large, 'too-large');
     if (fresh.size > 0) {
       const run = await runForNewFile();
       const rows = await repo.registerFiles(db, [...fresh.values()].map((f) => ({ ...f, runId: run })));
@@ -512,7 +514,11 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       }
     });
     catchUpCount = { files: ready.length, read: 0, knownByStat: 0 };
-    await registerBatch(ready, found.map((f) => f.rel), seen);
+    try {
+      await registerBatch(ready, found.map((f) => f.rel), seen);
+    } finally {
+      knownSkips = new Set();
+    }
     lastCatchUp = { ...catchUpCount };
     log.info({ files: ready.length, waiting: found.length - ready.length, read: catchUpCount.read, knownByStat: catchUpCount.knownByStat }, 'scraper folder caught up');
   }
