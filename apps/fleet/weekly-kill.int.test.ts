@@ -1,7 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
@@ -12,6 +11,7 @@ import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js'
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { ResendStandIn } from '../../libs/testing/resend-stand-in.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { spawnFleetProcess, type FleetProcess } from './fixtures/spawn-fleet.js';
 
 /**
  * Issue 5, acceptance: "killing the worker mid-way and restarting sends each eligible
@@ -24,8 +24,6 @@ import { TEST_REDIS_URL } from '../../libs/testing/services.js';
  * A second process is started at once; BullMQ puts the dead process's jobs back (short
  * WORKER_LOCK_DURATION_MS / WORKER_STALLED_INTERVAL_MS) and everything finishes.
  */
-const fixture = fileURLToPath(new URL('./fixtures/fleet-process.ts', import.meta.url));
-
 const WEEK = '2026-W48';
 /** Monday 23 November 2026, 09:00:05 Berlin: the schedule (Monday 09:00) is due for 2026-W48. */
 const MONDAY_0900 = Date.parse('2026-11-23T08:00:05Z');
@@ -71,32 +69,10 @@ function startProxy(target: string): Promise<string> {
   return new Promise((resolve) => proxy.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(proxy.address() as AddressInfo).port}`)));
 }
 
-interface FleetProcess {
-  child: ChildProcess;
-  output(): string;
-  started: Promise<void>;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
 function startFleetProcess(): FleetProcess {
-  // node itself with the tsx loader (not the tsx wrapper, whose SIGKILL would leave the real process running)
-  const child = spawn(process.execPath, ['--import', 'tsx', fixture], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let out = '';
-  const keep = (d: Buffer) => {
-    out += d.toString();
-    if (out.length > 400_000) out = out.slice(-200_000);
-  };
-  child.stderr!.on('data', keep);
-  const started = new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      keep(d);
-      if (out.includes('"msg":"fleet started"')) resolve();
-    });
-    child.once('exit', (code, signal) => reject(new Error(`fleet process exited (${code ?? signal}) before it started: ${out.slice(-3000)}`)));
-  });
-  started.catch(() => {});
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  return { child, started, exited, output: () => out };
+  const p = spawnFleetProcess(env);
+  children.push(p.child);
+  return p;
 }
 
 async function deliveryStatuses(): Promise<Record<string, number>> {

@@ -115,7 +115,8 @@ function send<T extends { execute(): unknown }>(q: T): T {
   return q;
 }
 
-const LOCK_PREFIX = 'curavani-fleet:therapist-import:';
+/** A file's transaction takes `pg_advisory_xact_lock(hashtext(IMPORT_LOCK_PREFIX || key))` per key (`scope:<s>`, `plz:<p>`). */
+export const IMPORT_LOCK_PREFIX = 'curavani-fleet:therapist-import:';
 
 const CANDIDATE_COLUMNS =
   't.id, t.xmin::text, t.status, t.anrede, t.geschlecht, t.titel, t.vorname, t.nachname, t.strasse, t.plz, t.ort, t.telefon, t.fax, t.email, t.telefonische_erreichbarkeit, t.fremdsprachen, t.psychotherapieverfahren, ' +
@@ -265,7 +266,7 @@ export async function openImportSession(
       // small (a first import), scanned the whole therapist table per file, for the read as
       // for the updates.
       send(conn`set local plan_cache_mode = force_custom_plan`),
-      send(conn`select count(pg_advisory_xact_lock(hashtext(${LOCK_PREFIX} || k))) from (select unnest(${sorted}::text[]) as k) s`),
+      send(conn`select count(pg_advisory_xact_lock(hashtext(${IMPORT_LOCK_PREFIX} || k))) from (select unnest(${sorted}::text[]) as k) s`),
       // The scope's external ids and the candidates in one statement, each as one JSON array of
       // arrays (no key names): two values to decode instead of 17 per therapist.
       send(conn<Array<{ ext: Array<[string, number | null, boolean]>; cand: unknown[][] }>>`
