@@ -9,10 +9,9 @@ import { silentLogger } from '../../libs/log/index.js';
 import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
-import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { until } from '../../libs/testing/until.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
-import { spawnFleetProcess, type FleetProcess } from './fixtures/spawn-fleet.js';
+import { killTestEnv, spawnFleetProcess, type FleetProcess } from './fixtures/spawn-fleet.js';
 
 /**
  * The therapist import under a real SIGKILL: a fleet process (fixtures/fleet-process.ts, roles
@@ -65,18 +64,8 @@ async function setup(): Promise<Setup> {
     await utimes(abs, anHourAgo, anHourAgo);
   }
   const env = {
-    NODE_ENV: 'test',
-    LOG_LEVEL: 'info',
-    LOG_PRETTY: 'false',
-    DATABASE_URL: db.url,
-    DB_POOL_MAX: '6',
-    REDIS_URL: TEST_REDIS_URL,
-    QUEUE_PREFIX: q.prefix,
-    // A killed process's jobs are back in the queue within a few seconds, not a minute.
-    WORKER_LOCK_DURATION_MS: '4000',
-    WORKER_STALLED_INTERVAL_MS: '1000',
+    ...killTestEnv({ databaseUrl: db.url, queuePrefix: q.prefix }),
     RETRY_BACKOFF_SCALE: '0.01',
-    SHUTDOWN_TIMEOUT_MS: '10000',
     SCRAPER_DROP_DIR: dropDir,
     SCRAPER_STABILITY_MS: '200',
     SCRAPER_POLL_INTERVAL_MS: '50',
@@ -184,37 +173,59 @@ async function expectImportedOnce(s: Setup): Promise<void> {
   expect(subjects.map((x) => /Lauf (\d+)/.exec(x)?.[1]).sort()).toEqual(r.map((x) => x.id).sort());
 }
 
+/** The file whose import the test holds: the last one, by its postcode's advisory lock. */
+const HELD_PLZ = postcodeOf(FILES - 1);
+const heldKey = `plz:${HELD_PLZ}`;
+
+/**
+ * Holds the last file's postcode lock and starts a fleet process: it imports every other file,
+ * claims the held one (its transaction then waits for the lock) and seals the run (no new file
+ * for SCRAPER_RUN_QUIET_MS). `release` lets the held file go.
+ */
+async function startWithLastFileHeld(s: Setup): Promise<{ first: FleetProcess; runId: string; release(): Promise<void> }> {
+  const locker = await s.db.sql.reserve();
+  await locker`select pg_advisory_lock(hashtext(${IMPORT_LOCK_PREFIX} || ${heldKey}))`;
+  const first = start(s);
+  await first.started;
+  const runId = await until(
+    'the run sealed, all files but the held one imported, the held one waiting for its lock',
+    async () => {
+      const [r] = await runs(s);
+      const st = await fileStatuses(s);
+      return r?.state === 'sealed' && st.imported === FILES - 1 && st.importing === 1 && (await waitingOn(s, ['advisory'])) === 1 && r.id;
+    },
+    30_000,
+  ).catch(async (err: Error) => {
+    throw new Error(`${err.message}: files ${JSON.stringify(await fileStatuses(s))}, runs ${JSON.stringify(await runs(s))}; process output (end): ${first.output().slice(-3000)}`);
+  });
+  return {
+    first,
+    runId,
+    async release() {
+      await locker`select pg_advisory_unlock(hashtext(${IMPORT_LOCK_PREFIX} || ${heldKey}))`;
+      locker.release();
+    },
+  };
+}
+
+async function kill(p: FleetProcess): Promise<void> {
+  p.child.kill('SIGKILL');
+  expect((await p.exited).signal).toBe('SIGKILL');
+}
+
 describe('therapist import: SIGKILL of the fleet process', () => {
   it('killed while a file is claimed and its transaction waits: after a restart that file is imported once, and the run closes with one summary', async () => {
     const s = await setup();
-    const held = `plz:${postcodeOf(FILES - 1)}`;
-    const locker = await s.db.sql.reserve();
-    await locker`select pg_advisory_lock(hashtext(${IMPORT_LOCK_PREFIX} || ${held}))`;
-
-    const first = start(s);
-    await first.started;
-    // Every other file imported; the held one claimed (importing), its transaction waiting for our lock.
-    await until(
-      'all files but the held one imported, the held one waiting',
-      async () => {
-        const st = await fileStatuses(s);
-        return st.imported === FILES - 1 && st.importing === 1 && (await waitingOn(s, ['advisory'])) === 1;
-      },
-      30_000,
-    ).catch(async (err: Error) => {
-      throw new Error(`${err.message}: files ${JSON.stringify(await fileStatuses(s))}; process output (end): ${first.output().slice(-3000)}`);
-    });
-    first.child.kill('SIGKILL');
-    expect((await first.exited).signal).toBe('SIGKILL');
-    await locker`select pg_advisory_unlock(hashtext(${IMPORT_LOCK_PREFIX} || ${held}))`;
-    locker.release();
+    const { first, release } = await startWithLastFileHeld(s);
+    await kill(first);
+    await release();
 
     // The dead process's transaction wrote nothing; its run is not closed and no summary went out.
     const [heldRow] = await s.db.sql<Array<{ status: string; attempts: number }>>`
-      select status, attempts from fleet.therapist_import_files where postcode = ${postcodeOf(FILES - 1)}`;
+      select status, attempts from fleet.therapist_import_files where postcode = ${HELD_PLZ}`;
     expect(heldRow).toEqual({ status: 'importing', attempts: 1 });
-    expect(await s.db.sql`select 1 from therapist_service.therapeuten where plz = ${postcodeOf(FILES - 1)}`).toHaveLength(0);
-    expect((await runs(s)).some((x) => x.state === 'closed')).toBe(false);
+    expect(await s.db.sql`select 1 from therapist_service.therapeuten where plz = ${HELD_PLZ}`).toHaveLength(0);
+    expect((await runs(s)).map((x) => x.state)).toEqual(['sealed']);
     expect(await summaries(s)).toEqual([]);
 
     await finish(s, start(s));
@@ -222,38 +233,19 @@ describe('therapist import: SIGKILL of the fleet process', () => {
     // The held file was imported by its second attempt, the others by their first.
     const attempts = await s.db.sql<Array<{ postcode: string; attempts: number }>>`
       select postcode, attempts from fleet.therapist_import_files where attempts <> 1`;
-    expect(attempts).toEqual([{ postcode: postcodeOf(FILES - 1), attempts: 2 }]);
+    expect(attempts).toEqual([{ postcode: HELD_PLZ, attempts: 2 }]);
   });
 
   it('killed after the last file committed and before its run closed: a restart closes the run and sends its one summary', async () => {
     const s = await setup();
-    const held = `plz:${postcodeOf(FILES - 1)}`;
-    const locker = await s.db.sql.reserve();
-    await locker`select pg_advisory_lock(hashtext(${IMPORT_LOCK_PREFIX} || ${held}))`;
-
-    const first = start(s);
-    await first.started;
-    // The run is sealed (no new file for SCRAPER_RUN_QUIET_MS) while its last file waits for our lock.
-    const runId = await until(
-      'the run sealed, all files but the held one imported',
-      async () => {
-        const [r] = await runs(s);
-        const st = await fileStatuses(s);
-        return r?.state === 'sealed' && st.imported === FILES - 1 && st.importing === 1 && r.id;
-      },
-      30_000,
-    ).catch(async (err: Error) => {
-      throw new Error(`${err.message}: files ${JSON.stringify(await fileStatuses(s))}, runs ${JSON.stringify(await runs(s))}; ${first.output().slice(-3000)}`);
-    });
+    const { first, runId, release } = await startWithLastFileHeld(s);
     // Hold the run's row, let the last file go: it commits, and the closer waits for the row.
     const holder = await s.db.sql.reserve();
     await holder`begin`;
     await holder`select id from fleet.therapist_import_runs where id = ${runId} for update`;
-    await locker`select pg_advisory_unlock(hashtext(${IMPORT_LOCK_PREFIX} || ${held}))`;
-    locker.release();
+    await release();
     await until('the last file committed and the closer waiting for the run row', async () => (await fileStatuses(s)).imported === FILES && (await waitingOn(s, ['transactionid', 'tuple'])) >= 1, 30_000);
-    first.child.kill('SIGKILL');
-    expect((await first.exited).signal).toBe('SIGKILL');
+    await kill(first);
     await holder`rollback`;
     holder.release();
 

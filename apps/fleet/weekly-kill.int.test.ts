@@ -10,8 +10,7 @@ import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { ResendStandIn } from '../../libs/testing/resend-stand-in.js';
-import { TEST_REDIS_URL } from '../../libs/testing/services.js';
-import { spawnFleetProcess, type FleetProcess } from './fixtures/spawn-fleet.js';
+import { killTestEnv, spawnFleetProcess, type FleetProcess } from './fixtures/spawn-fleet.js';
 
 /**
  * Issue 5, acceptance: "killing the worker mid-way and restarting sends each eligible
@@ -150,18 +149,8 @@ beforeAll(async () => {
   await standIn.start();
   proxyUrl = await startProxy(standIn.url);
   env = {
-    NODE_ENV: 'test',
-    LOG_LEVEL: 'info',
-    LOG_PRETTY: 'false',
-    DATABASE_URL: db.url,
-    DB_POOL_MAX: '6',
-    REDIS_URL: TEST_REDIS_URL,
-    QUEUE_PREFIX: prefix,
-    // A killed process's jobs are back in the queue within a few seconds, not a minute.
-    WORKER_LOCK_DURATION_MS: '4000',
-    WORKER_STALLED_INTERVAL_MS: '1000',
+    ...killTestEnv({ databaseUrl: db.url, queuePrefix: prefix }),
     RETRY_BACKOFF_SCALE: '0.1',
-    SHUTDOWN_TIMEOUT_MS: '10000',
     MAIL_DRIVER: 'resend',
     RESEND_API_KEY: 're_test_key',
     RESEND_BASE_URL: proxyUrl,

@@ -49,14 +49,9 @@ export function fileReportText(r: FileReport): string {
   return lines.join('\n');
 }
 
-function fileRow(r: repo.TherapistImportFileRow) {
-  const c = r.counts;
+/** A report's counts as list columns (null: not counted yet). */
+function countColumns(c: repo.TherapistImportFileRow['counts']) {
   return {
-    id: r.id,
-    status: r.status,
-    run: r.runId,
-    path: r.path,
-    finished: r.finishedAt,
     total: c?.total ?? null,
     created: c?.created ?? null,
     updated: c?.updated ?? null,
@@ -64,8 +59,11 @@ function fileRow(r: repo.TherapistImportFileRow) {
     deactivated: c?.deactivated ?? null,
     skipped: c?.skipped ?? null,
     failed: c?.failed ?? null,
-    note: r.reason ?? '',
   };
+}
+
+function fileRow(r: repo.TherapistImportFileRow) {
+  return { id: r.id, status: r.status, run: r.runId, path: r.path, finished: r.finishedAt, ...countColumns(r.counts), note: r.reason ?? '' };
 }
 
 // `fleet imports list|show --kind therapist`
@@ -96,7 +94,6 @@ importKinds.therapist = {
 };
 
 function runRow(r: repo.TherapistImportRunRow) {
-  const c = r.counts;
   return {
     run: r.id,
     trigger: r.trigger,
@@ -104,14 +101,8 @@ function runRow(r: repo.TherapistImportRunRow) {
     files: r.fileCount,
     started: r.startedAt,
     closed: r.closedAt,
-    total: c?.total ?? null,
-    created: c?.created ?? null,
-    updated: c?.updated ?? null,
-    unchanged: c?.unchanged ?? null,
-    deactivated: c?.deactivated ?? null,
-    skipped: c?.skipped ?? null,
-    failed: c?.failed ?? null,
-    fileErrors: c?.fileErrors ?? null,
+    ...countColumns(r.counts),
+    fileErrors: r.counts?.fileErrors ?? null,
   };
 }
 
