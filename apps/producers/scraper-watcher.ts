@@ -3,7 +3,10 @@ import type { BigIntStats, Dirent } from 'node:fs';
 import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
+import { Gauge } from 'prom-client';
+import { leaseHolder, LOCK_KEYS, type Lease, type LeaseHolder } from '../../libs/db/lease.js';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
+import { oncePerRegistry } from '../../libs/metrics/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import {
   closeTherapistRun,
@@ -22,6 +25,10 @@ import { classifyDropPath, dateFolderOfDir, daysBetweenDateFolders, isValidDateF
  *
  * - Half-written files are never read: live events come through chokidar's awaitWriteFinish
  *   (size stable for SCRAPER_STABILITY_MS); at start, files younger than that wait as well.
+ * - One watcher watches at a time: the one holding a lease (a PostgreSQL advisory lock on a
+ *   session of its own). Another one started meanwhile (a second replica, a rolling deploy)
+ *   stands by, tries every SCRAPER_LEASE_CHECK_MS and takes over, with a catch-up, when the lease
+ *   is free. Two at once would split one drop into two runs and two summaries.
  * - At start it catches up on files dropped while the fleet was down (a scan of the folder),
  *   re-enqueues files registered but not finished, and seals runs a previous watcher left open.
  * - A content already tracked (imported, failed, waiting) is never reported again, also when a
@@ -39,7 +46,19 @@ export interface ScraperWatcher extends Component {
   currentRunId(): number | null;
   /** What the last start-up catch-up did: files taken, read and hashed, known by their stat key (not read). */
   catchUpStats(): { files: number; read: number; knownByStat: number } | null;
+  /** True while this watcher watches the drop folder; false while another one does (standby). */
+  active(): boolean;
 }
+
+/** 1 while this process's scraper watcher watches the drop folder, 0 while it stands by. */
+const activeGauge = oncePerRegistry(
+  (registry) =>
+    new Gauge({
+      name: 'fleet_scraper_watcher_active',
+      help: '1 while this process watches the scraper drop folder (holds the watcher lease), 0 while another watcher does and this one stands by',
+      registers: [registry],
+    }),
+);
 
 /** Size, modification and change times and inode: any write to the file changes it. */
 const statKeyOf = (s: BigIntStats) => `${s.size}:${s.mtimeNs}:${s.ctimeNs}:${s.ino}`;
@@ -595,69 +614,174 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     }
   }
 
+  /** Starts watching: the date folders, chokidar, the catch-up. A failed catch-up undoes it and throws. */
+  async function activate(): Promise<void> {
+    stopped = false;
+    await mkdir(root, { recursive: true });
+    watchedDates.clear();
+    reportedHistory.clear();
+    scanned = false;
+    const history = await scanDateFolders();
+    watcher = watch(root, {
+      ignoreInitial: true,
+      persistent: true,
+      usePolling: cfg.usePolling,
+      interval: cfg.pollIntervalMs,
+      awaitWriteFinish: { stabilityThreshold: cfg.stabilityMs, pollInterval: cfg.pollIntervalMs },
+      ignored: ignoredPath,
+    });
+    const onFile = (abs: string) => {
+      const rel = relOf(abs);
+      void serial(() => handleOrRetry(rel));
+    };
+    watcher.on('add', onFile).on('change', onFile).on('addDir', onDir);
+    watcher.on('unlinkDir', (abs) => watchedDates.delete(relOf(abs)));
+    watcher.on('error', (err) => log.error({ err }, 'scraper watcher error'));
+    await new Promise<void>((resolve) => watcher!.once('ready', () => resolve()));
+    scanned = true;
+    if (history > 0) log.info({ folders: history, newest: newestDate, watchDays: cfg.watchDays }, 'date folders older than SCRAPER_WATCH_DAYS are not watched live (caught up at start)');
+    // A catch-up that fails (PostgreSQL or Redis away) fails the start: running on would
+    // leave the files dropped while the fleet was down unregistered until the next start.
+    let failure: { err: unknown } | null = null;
+    caughtUp = serial(async () => {
+      try {
+        await catchUp();
+      } catch (err) {
+        failure = { err };
+      }
+    });
+    await caughtUp;
+    if (failure) {
+      stopped = true;
+      await watcher.close();
+      watcher = null;
+      throw (failure as { err: unknown }).err;
+    }
+    active = true;
+    gauge.set(1);
+    log.info({ dir: root }, 'scraper watcher started');
+  }
+
+  /** Stops watching: timers and retries dropped (the next catch-up finds their files), chokidar closed, the collecting run sealed. */
+  async function deactivate(): Promise<void> {
+    active = false;
+    gauge.set(0);
+    stopped = true;
+    for (const t of timers) clearTimeout(t);
+    timers.clear();
+    if (retryTimer) clearTimeout(retryTimer);
+    retryTimer = null;
+    // Files still waiting for a retry are found on disk by the next start's catch-up.
+    retryPaths.clear();
+    retryRuns.clear();
+    retryDelay = RETRY_MIN_MS;
+    await watcher?.close();
+    watcher = null;
+    await serial(sealCurrentRun);
+  }
+
+  const gauge = activeGauge(ctx.metrics.registry);
+  let active = false;
+  let lease: Lease | null = null;
+  let shutDown = false;
+  let leaseTimer: NodeJS.Timeout | null = null;
+  /** Lease checks and the take-overs and step-downs they lead to, one at a time. */
+  let leaseChain: Promise<void> = Promise.resolve();
+  /** Said once per spell: PostgreSQL away while checking the lease. */
+  let leaseTrouble = false;
+
+  let holder: LeaseHolder | null = null;
+  const tryLease = () => (holder ??= leaseHolder(ctx.database, LOCK_KEYS.scraperWatcher, 'scraper-watcher')).acquire();
+
+  /**
+   * Every SCRAPER_LEASE_CHECK_MS. The active watcher checks that its session still holds the
+   * lease; a lost session (PostgreSQL restarted, the connection broke) takes the lease again,
+   * or, when another watcher has taken it meanwhile, stands by. PostgreSQL away: the active
+   * watcher watches on (its file events wait for PostgreSQL as before), a standby waits. A
+   * standby takes the lease when it is free and starts watching, with a catch-up.
+   */
+  async function checkLease(): Promise<void> {
+    if (shutDown) return;
+    if (lease && (await lease.held().catch(() => false))) return;
+    await lease?.release();
+    lease = null;
+    let got: Lease | null;
+    try {
+      got = await tryLease();
+    } catch (err) {
+      if (!leaseTrouble) log.warn({ err, active }, 'scraper watcher cannot reach PostgreSQL to check its lease; trying again');
+      leaseTrouble = true;
+      return;
+    }
+    leaseTrouble = false;
+    if (shutDown) return void (await got?.release());
+    if (!got) {
+      if (!active) return;
+      log.warn('another scraper watcher took the lease while this one had lost its PostgreSQL session: standing by');
+      await deactivate();
+      return;
+    }
+    lease = got;
+    if (active) {
+      log.info('scraper watcher took its lease again after losing its PostgreSQL session');
+      return;
+    }
+    try {
+      await activate();
+      log.info('scraper watcher took over: the drop folder was not watched by another one any more');
+    } catch (err) {
+      log.error({ err }, 'scraper watcher could not take over (catch-up failed); trying again');
+      await lease.release();
+      lease = null;
+    }
+  }
+
+  function scheduleLeaseCheck(): void {
+    if (shutDown) return;
+    leaseTimer = setTimeout(() => {
+      leaseTimer = null;
+      leaseChain = leaseChain
+        .then(checkLease)
+        .catch((err: unknown) => log.error({ err }, 'scraper watcher: checking the lease failed'))
+        .finally(scheduleLeaseCheck);
+    }, cfg.leaseCheckMs);
+  }
+
   return {
     name: 'scraper-watcher',
     async start() {
-      stopped = false;
-      await mkdir(root, { recursive: true });
-      watchedDates.clear();
-      reportedHistory.clear();
-      scanned = false;
-      const history = await scanDateFolders();
-      watcher = watch(root, {
-        ignoreInitial: true,
-        persistent: true,
-        usePolling: cfg.usePolling,
-        interval: cfg.pollIntervalMs,
-        awaitWriteFinish: { stabilityThreshold: cfg.stabilityMs, pollInterval: cfg.pollIntervalMs },
-        ignored: ignoredPath,
-      });
-      const onFile = (abs: string) => {
-        const rel = relOf(abs);
-        void serial(() => handleOrRetry(rel));
-      };
-      watcher.on('add', onFile).on('change', onFile).on('addDir', onDir);
-      watcher.on('unlinkDir', (abs) => watchedDates.delete(relOf(abs)));
-      watcher.on('error', (err) => log.error({ err }, 'scraper watcher error'));
-      await new Promise<void>((resolve) => watcher!.once('ready', () => resolve()));
-      scanned = true;
-      if (history > 0) log.info({ folders: history, newest: newestDate, watchDays: cfg.watchDays }, 'date folders older than SCRAPER_WATCH_DAYS are not watched live (caught up at start)');
-      // A catch-up that fails (PostgreSQL or Redis away) fails the start: running on would
-      // leave the files dropped while the fleet was down unregistered until the next start.
-      let failure: { err: unknown } | null = null;
-      caughtUp = serial(async () => {
+      shutDown = false;
+      // PostgreSQL away at start fails the start, as a failed catch-up does.
+      lease = await tryLease();
+      if (lease) {
         try {
-          await catchUp();
+          await activate();
         } catch (err) {
-          failure = { err };
+          lease = null;
+          await holder?.close();
+          holder = null;
+          throw err;
         }
-      });
-      await caughtUp;
-      if (failure) {
-        stopped = true;
-        await watcher.close();
-        watcher = null;
-        throw (failure as { err: unknown }).err;
+      } else {
+        gauge.set(0);
+        log.warn({ checkEveryMs: cfg.leaseCheckMs }, 'another scraper watcher watches the drop folder (it holds the lease): standing by, taking over when it stops');
       }
-      log.info({ dir: root }, 'scraper watcher started');
+      scheduleLeaseCheck();
     },
     async stop() {
-      stopped = true;
-      for (const t of timers) clearTimeout(t);
-      timers.clear();
-      if (retryTimer) clearTimeout(retryTimer);
-      retryTimer = null;
-      // Files still waiting for a retry are found on disk by the next start's catch-up.
-      retryPaths.clear();
-      retryRuns.clear();
-      retryDelay = RETRY_MIN_MS;
-      await watcher?.close();
-      watcher = null;
-      await serial(sealCurrentRun);
+      shutDown = true;
+      if (leaseTimer) clearTimeout(leaseTimer);
+      leaseTimer = null;
+      await leaseChain;
+      if (active) await deactivate();
+      lease = null;
+      await holder?.close();
+      holder = null;
     },
     caughtUp: () => caughtUp,
     idle: () => chain,
     currentRunId: () => runId,
     catchUpStats: () => lastCatchUp,
+    active: () => active,
   };
 }

@@ -130,6 +130,7 @@ export const envSchema = z.object({
   SCRAPER_USE_POLLING: bool(false),
   SCRAPER_FILE_MAX_MB: int(16, 1),
   SCRAPER_WATCH_DAYS: int(35, 0),
+  SCRAPER_LEASE_CHECK_MS: int(5_000, 100),
 
   KAFKA_BROKERS: optionalString.pipe(
     z
@@ -430,6 +431,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       usePolling: e.SCRAPER_USE_POLLING,
       maxFileBytes: e.SCRAPER_FILE_MAX_MB * 1024 * 1024,
       watchDays: e.SCRAPER_WATCH_DAYS,
+      leaseCheckMs: e.SCRAPER_LEASE_CHECK_MS,
     },
     storage: {
       driver: e.STORAGE_DRIVER,

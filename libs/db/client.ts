@@ -20,6 +20,12 @@ export type DbOrTx = Db | Tx;
 export interface Database {
   db: Db;
   sql: postgres.Sql;
+  /**
+   * A connection of its own, outside the pool, for a session that must outlive others' use of
+   * the pool (a lease's advisory lock). One connection; it reconnects (a new session) when the
+   * old one is gone. The caller ends it.
+   */
+  ownConnection(purpose: string): postgres.Sql;
   close(timeoutSeconds?: number): Promise<void>;
 }
 
@@ -34,7 +40,14 @@ export function openDatabase(opts: DbOptions): Database {
     },
   });
   const db = drizzle(sql, { schema: fleetSchema });
-  return { db, sql, close: (timeout = 5) => sql.end({ timeout }) };
+  const ownConnection = (purpose: string) =>
+    postgres(opts.url, {
+      max: 1,
+      connect_timeout: 10,
+      onnotice: () => {},
+      connection: { application_name: `${opts.applicationName ?? 'curavani-fleet'}:${purpose}`, statement_timeout: opts.statementTimeoutMs },
+    });
+  return { db, sql, ownConnection, close: (timeout = 5) => sql.end({ timeout }) };
 }
 
 /**

@@ -13,7 +13,7 @@ import { Kafka, Partitioners, logLevel } from 'kafkajs';
 import postgres from 'postgres';
 import { openDatabase } from '../../libs/db/client.js';
 import { runMigrations } from '../../libs/db/migrate.js';
-import { acquireRelayLease, outboxBacklog, prunePublished, type UnpublishedEvent } from '../../libs/db/repositories/outbox-relay.js';
+import { relayLeases, outboxBacklog, prunePublished, type UnpublishedEvent } from '../../libs/db/repositories/outbox-relay.js';
 import { kafkajsPublisher, outgoingEvent } from '../../libs/events/kafka.js';
 import { silentLogger } from '../../libs/log/index.js';
 import { systemClock } from '../../libs/runtime/clock.js';
@@ -34,6 +34,7 @@ await admin.unsafe(`create database "${dbName}"`);
 const url = withDatabase(TEST_ADMIN_DB_URL, dbName);
 const mock = await startKafkaMock();
 const database = openDatabase({ url, poolMax: 4, statementTimeoutMs: 300_000, idleInTransactionTimeoutMs: 300_000 });
+const leases = relayLeases(database);
 
 const rate = (n: number, ms: number) => Math.round((n / ms) * 1000);
 
@@ -86,7 +87,7 @@ async function relay() {
   const t0 = performance.now();
   const r = createOutboxRelay(
     {
-      acquireLease: () => acquireRelayLease(database),
+      acquireLease: () => leases.acquire(),
       publisher,
       prunePublished: (d) => prunePublished(database, d),
       clock: systemClock,
@@ -113,7 +114,7 @@ try {
   for (let round = 1; round <= ROUNDS; round++) {
     const fillMs = await fillBacklog();
     // The same messages the relay will send, read the way the relay reads them.
-    const lease = (await acquireRelayLease(database))!;
+    const lease = (await leases.acquire())!;
     const rows: UnpublishedEvent[] = await lease.fetchUnpublished(EVENTS);
     await lease.release();
     const messages = rows.map(outgoingEvent);
@@ -145,6 +146,7 @@ try {
       `median relay/plain over ${results.length} round(s): ${Math.round(median * 100)}%\n`,
   );
 } finally {
+  await leases.close();
   await database.close();
   await mock.close();
   await admin.unsafe(`drop database if exists "${dbName}" with (force)`);

@@ -1,5 +1,5 @@
 import { Counter, Gauge } from 'prom-client';
-import { acquireRelayLease, outboxBacklog, prunePublished } from '../../libs/db/repositories/outbox-relay.js';
+import { outboxBacklog, prunePublished, relayLeases } from '../../libs/db/repositories/outbox-relay.js';
 import { kafkajsPublisher, type EventPublisher } from '../../libs/events/kafka.js';
 import { collectedGauge, scrapeRead } from '../../libs/metrics/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
@@ -75,9 +75,10 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
     registers: [metrics.registry],
   }).set(publisher ? 1 : 0);
 
+  const leases = relayLeases(database);
   const relay = createOutboxRelay(
     {
-      acquireLease: () => acquireRelayLease(database),
+      acquireLease: () => leases.acquire(),
       publisher,
       prunePublished: (olderThan) => prunePublished(database, olderThan),
       clock,
@@ -110,7 +111,10 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
       async start() {
         relay.start();
       },
-      stop: (timeoutMs) => relay.stop(timeoutMs),
+      async stop(timeoutMs) {
+        await relay.stop(timeoutMs);
+        await leases.close();
+      },
       ready: () => relay.ready(),
     },
   ];

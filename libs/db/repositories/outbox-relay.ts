@@ -1,27 +1,25 @@
 import type postgres from 'postgres';
 import type { Database } from '../client.js';
+import { leaseHolder, LOCK_KEYS } from '../lease.js';
 
 /**
  * What the outbox relay needs from PostgreSQL.
  *
  * One relay at a time publishes: the one holding a session-level advisory lock on a
- * reserved connection (`acquireLease`). Every read and every "published" stamp of the
+ * connection of its own (`relayLeases`, libs/db/lease.ts). Every read and every "published" stamp of the
  * leader goes over that same connection, and each batch first checks that the session still
  * holds the lock, so a relay that lost its session (and with it the lock) cannot stamp rows
  * on behalf of the next leader. PostgreSQL drops the lock the moment the session ends
  * (crash, SIGKILL, network loss), and a standby takes over on its next try.
  */
 
-/** Advisory lock key (two int4 form): 'fleet' in hex-ish, and 1 for the outbox relay. */
-const LOCK_CLASS = 0x0f1ee7;
-const LOCK_OBJECT = 1;
 /**
  * Held shared by the leader for the length of each drain, taken exclusively by an operator
  * putting parked events back (`retryParked`): un-parking in the middle of a drain would let the
  * drain's later reads send a newer event of the key before the ones put back (their lower ids
  * are read only by the next drain), or park a newer one behind an event no longer parked.
  */
-export const PARKING_LOCK: readonly [number, number] = [LOCK_CLASS, 2];
+export const PARKING_LOCK: readonly [number, number] = LOCK_KEYS.outboxParking;
 
 /** An unpublished outbox row as the relay reads it: the envelope comes ready as JSON text. */
 export interface UnpublishedEvent {
@@ -127,30 +125,28 @@ async function fetchUnpublished(sql: postgres.Sql | postgres.ReservedSql, limit:
   return rows.map(toEvent);
 }
 
-/**
- * Tries to become the publishing relay. Returns the lease, or null when another relay
- * holds it (the connection goes back to the pool at once).
- */
-export async function acquireRelayLease(database: Database): Promise<RelayLease | null> {
-  const conn = await database.sql.reserve();
-  let released = false;
-  try {
-    const [row] = await conn<{ ok: boolean }[]>`select pg_try_advisory_lock(${LOCK_CLASS}::int4, ${LOCK_OBJECT}::int4) as ok`;
-    if (!row?.ok) {
-      conn.release();
-      return null;
-    }
-  } catch (err) {
-    conn.release();
-    throw err;
-  }
+export interface RelayLeases {
+  /** Tries to become the publishing relay: the lease, or null while another relay holds it. */
+  acquire(): Promise<RelayLease | null>;
+  /** Gives up a lease still held and ends the lease's connection. */
+  close(): Promise<void>;
+}
+
+/** The relay's tries for its lease, over one connection of its own (opened on first use). */
+export function relayLeases(database: Database): RelayLeases {
+  const holder = leaseHolder(database, LOCK_KEYS.outboxRelay, 'outbox-relay');
   return {
-    async held() {
-      const [row] = await conn<{ held: boolean }[]>`
-        select exists (select 1 from pg_locks where locktype = 'advisory' and granted and pid = pg_backend_pid()
-          and classid = ${LOCK_CLASS}::int4::oid and objid = ${LOCK_OBJECT}::int4::oid and objsubid = 2) as held`;
-      return row?.held === true;
+    async acquire() {
+      const lease = await holder.acquire();
+      return lease ? relayLease(lease.conn, lease) : null;
     },
+    close: () => holder.close(),
+  };
+}
+
+function relayLease(conn: postgres.Sql, lease: { held(): Promise<boolean>; release(): Promise<void> }): RelayLease {
+  return {
+    held: () => lease.held(),
     fetchUnpublished: (limit, afterId) => fetchUnpublished(conn, limit, afterId),
     async markPublished(ids, at) {
       if (ids.length === 0) return;
@@ -180,17 +176,7 @@ export async function acquireRelayLease(database: Database): Promise<RelayLease 
         await conn`select pg_advisory_unlock_shared(${PARKING_LOCK[0]}::int4, ${PARKING_LOCK[1]}::int4)`.catch(() => {});
       }
     },
-    async release() {
-      if (released) return;
-      released = true;
-      try {
-        await conn`select pg_advisory_unlock(${LOCK_CLASS}::int4, ${LOCK_OBJECT}::int4)`;
-      } catch {
-        // The session is gone, and the lock with it.
-      } finally {
-        conn.release();
-      }
-    },
+    release: () => lease.release(),
   };
 }
 
