@@ -614,6 +614,20 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     }
   }
 
+  // The lease: this watcher watches only while it holds it (see checkLease).
+  const gauge = activeGauge(ctx.metrics.registry);
+  let active = false;
+  let lease: Lease | null = null;
+  let shutDown = false;
+  let leaseTimer: NodeJS.Timeout | null = null;
+  /** Lease checks and the take-overs and step-downs they lead to, one at a time. */
+  let leaseChain: Promise<void> = Promise.resolve();
+  /** Said once per spell: PostgreSQL away while checking the lease. */
+  let leaseTrouble = false;
+
+  let holder: LeaseHolder | null = null;
+  const tryLease = () => (holder ??= leaseHolder(ctx.database, LOCK_KEYS.scraperWatcher, 'scraper-watcher')).acquire();
+
   /** Starts watching: the date folders, chokidar, the catch-up. A failed catch-up undoes it and throws. */
   async function activate(): Promise<void> {
     stopped = false;
@@ -680,18 +694,6 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     await serial(sealCurrentRun);
   }
 
-  const gauge = activeGauge(ctx.metrics.registry);
-  let active = false;
-  let lease: Lease | null = null;
-  let shutDown = false;
-  let leaseTimer: NodeJS.Timeout | null = null;
-  /** Lease checks and the take-overs and step-downs they lead to, one at a time. */
-  let leaseChain: Promise<void> = Promise.resolve();
-  /** Said once per spell: PostgreSQL away while checking the lease. */
-  let leaseTrouble = false;
-
-  let holder: LeaseHolder | null = null;
-  const tryLease = () => (holder ??= leaseHolder(ctx.database, LOCK_KEYS.scraperWatcher, 'scraper-watcher')).acquire();
 
   /**
    * Every SCRAPER_LEASE_CHECK_MS. The active watcher checks that its session still holds the
@@ -751,17 +753,16 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     name: 'scraper-watcher',
     async start() {
       shutDown = false;
+      const giveUp = async (err: unknown) => {
+        lease = null;
+        await holder?.close();
+        holder = null;
+        throw err;
+      };
       // PostgreSQL away at start fails the start, as a failed catch-up does.
-      lease = await tryLease();
+      lease = await tryLease().catch(giveUp);
       if (lease) {
-        try {
-          await activate();
-        } catch (err) {
-          lease = null;
-          await holder?.close();
-          holder = null;
-          throw err;
-        }
+        await activate().catch(giveUp);
       } else {
         gauge.set(0);
         log.warn({ checkEveryMs: cfg.leaseCheckMs }, 'another scraper watcher watches the drop folder (it holds the lease): standing by, taking over when it stops');
