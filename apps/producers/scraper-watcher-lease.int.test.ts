@@ -74,6 +74,9 @@ describe('scraper watcher: one watches, another stands by', () => {
     await b.start();
     expect([a.active(), b.active()]).toEqual([true, false]);
     expect([await activeGauge(ctxA), await activeGauge(ctxB)]).toEqual([1, 0]);
+    // GET /ready says which one watches; a standby is not a failure.
+    expect(await b.ready!()).toEqual({ ok: true, detail: 'standing by: another scraper watcher watches the drop folder' });
+    expect(await a.ready!()).toMatchObject({ ok: true, detail: expect.stringMatching(/^watching /) });
 
     for (const plz of ['40001', '40002', '40003', '40004']) await drop(plz);
     const runs = await settled(4);

@@ -779,6 +779,10 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       await holder?.close();
       holder = null;
     },
+    // For GET /ready (not critical: a standby is a healthy process).
+    async ready() {
+      return { ok: true, detail: active ? `watching ${root}` : 'standing by: another scraper watcher watches the drop folder' };
+    },
     caughtUp: () => caughtUp,
     idle: () => chain,
     currentRunId: () => runId,
