@@ -68,6 +68,9 @@ describe('fleet dlq (the real CLI)', () => {
     const status = await fleet('status');
     expect(status.stdout).toMatch(/patient-import\s+0\s+0\s+0\s+0\s+1\s+1/);
     expect(status.stdout).toContain('1 dead letter(s) wait for an operator');
+    // No relay or watcher runs here: status says so.
+    expect(status.stdout).toContain('scraper watcher: none watching');
+    expect(status.stdout).toContain('outbox relay: none publishing');
 
     failing = false;
     // No reason, no action: the dead letter stays and nothing is audited.

@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { currentLeaseHolders } from '../../libs/db/lease.js';
 import { createLogger } from '../../libs/log/index.js';
 import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 import type { TestDatabase } from '../../libs/testing/db.js';
@@ -91,6 +92,8 @@ describe('scraper watcher: one watches, another stands by', () => {
     await drop('40005');
     await until('the standby took over', () => b.active(), 10_000);
     expect(await activeGauge(ctxB)).toBe(1);
+    // `fleet status` names the session that holds the lease.
+    expect(await currentLeaseHolders(db.sql)).toEqual([{ lease: 'scraperWatcher', applicationName: 'curavani-fleet:scraper-watcher', since: expect.any(Date) }]);
     expect((await settled(5)).map((r) => r.files)).toEqual([4, 1]);
   });
 

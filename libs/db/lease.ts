@@ -82,3 +82,26 @@ export function leaseHolder(database: Database, key: readonly [number, number], 
     },
   };
 }
+
+/** Who holds a lease now, as PostgreSQL sees it (for `fleet status`). */
+export interface LeaseHolderInfo {
+  lease: keyof typeof LOCK_KEYS;
+  /** The holding connection's application_name: `curavani-fleet[:<FLEET_INSTANCE>]:<purpose>`. */
+  applicationName: string;
+  /** When the holding session began. */
+  since: Date;
+}
+
+/** The sessions holding the fleet's leases in this database (the shared parking lock is left out: it is held per drain). */
+export async function currentLeaseHolders(sql: postgres.Sql): Promise<LeaseHolderInfo[]> {
+  const leases = (['outboxRelay', 'scraperWatcher'] as const).map((lease) => ({ lease, cls: LOCK_KEYS[lease][0], obj: LOCK_KEYS[lease][1] }));
+  // The time as epoch milliseconds: the pool's clients parse timestamps differently (drizzle reads them as text).
+  const rows = await sql<Array<{ obj: number; application_name: string; since_ms: number }>>`
+    select l.objid::int as obj, a.application_name, (extract(epoch from a.backend_start) * 1000)::float8 as since_ms
+    from pg_locks l join pg_stat_activity a on a.pid = l.pid
+    where l.locktype = 'advisory' and l.granted and l.mode = 'ExclusiveLock' and l.objsubid = 2
+      and l.database = (select oid from pg_database where datname = current_database())
+      and l.classid = ${FLEET_LOCK_CLASS}::int4::oid and l.objid = any(${leases.map((l) => l.obj)}::int4[]::oid[])
+    order by l.objid`;
+  return rows.map((r) => ({ lease: leases.find((l) => l.obj === r.obj)!.lease, applicationName: r.application_name, since: new Date(r.since_ms) }));
+}

@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
+import { currentLeaseHolders, type LeaseHolderInfo } from '../../../libs/db/lease.js';
 import { queueNames, deadLetterQueueName } from '../../../libs/queues/index.js';
+import { isoSeconds } from '../format.js';
 import { printJson, withContext } from '../context.js';
 
 const STATES = ['waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed'] as const;
@@ -24,6 +26,24 @@ export function registerStatus(program: Command): void {
         for (const row of table) process.stdout.write(row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ') + '\n');
         const totalDead = rows.reduce((a, r) => a + r.dead, 0);
         process.stdout.write(totalDead ? `\n${totalDead} dead letter(s) wait for an operator: fleet dlq list\n` : '\nno dead letters\n');
+        // PostgreSQL away must not cost the operator the queue table above: said, not thrown.
+        const holders = await Promise.race([
+          currentLeaseHolders(ctx.database.sql),
+          new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 5 s')), 5_000).unref()),
+        ]).catch((err: unknown) => new Error(`which processes publish events and watch the scraper folder is not known: PostgreSQL (DATABASE_URL): ${(err as Error).message}`));
+        process.stdout.write(`\n${holders instanceof Error ? holders.message : leaseLines(holders).join('\n')}\n`);
       });
     });
+}
+
+/** Which process publishes events and which watches the scraper folder (by its PostgreSQL session), or that none does. */
+function leaseLines(holders: LeaseHolderInfo[]): string[] {
+  const line = (lease: LeaseHolderInfo['lease'], doing: string, none: string) => {
+    const h = holders.find((x) => x.lease === lease);
+    return h ? `${doing}: ${h.applicationName} (session since ${isoSeconds(h.since)})` : none;
+  };
+  return [
+    line('outboxRelay', 'outbox relay publishing', 'outbox relay: none publishing (no process with the outbox-relay role reaches PostgreSQL, or Kafka is not configured)'),
+    line('scraperWatcher', 'scraper watcher watching', 'scraper watcher: none watching (no process with the scraper-watcher role runs): dropped files wait for one'),
+  ];
 }
