@@ -9,7 +9,7 @@ const STATES = ['waiting', 'active', 'delayed', 'prioritized', 'completed', 'fai
 export function registerStatus(program: Command): void {
   program
     .command('status')
-    .description('job counts per queue and state, and dead letters waiting for an operator')
+    .description('job counts per queue and state, dead letters waiting for an operator, and which process publishes events and which watches the scraper folder')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
       await withContext(async (ctx) => {
