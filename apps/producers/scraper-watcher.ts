@@ -256,7 +256,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     try {
       await repo.sealRun(db, id);
       const delivery = await closeTherapistRun(ctx, id);
-      log.info({ runId: id, closedNow: delivery !== null }, 'therapist import run sealed');
+      log.info({ runId: id, summaryQueued: delivery !== null }, 'therapist import run sealed');
     } catch (err) {
       retryRuns.add(id);
       log.error({ err, runId: id, retryInMs: retryDelay }, 'scraper watcher: sealing a run failed; trying again later');

@@ -382,6 +382,9 @@ async function closeRun(tx: ImportTx, runId: number | null, runPageUrl?: (runId:
   if (runId === null) return null;
   const closed = await tx.closeRunIfDrained(runId, summarizeRunFiles);
   if (!closed) return null;
+  // A run left without files (the watcher opened it for a file another import registered
+  // meanwhile) closes without telling staff "0 files, 0 therapists".
+  if (closed.files.length === 0) return null;
   return tx.queueSummary(runId, renderRunSummary(closed.run, closed.files, { runPageUrl: runPageUrl?.(runId) }));
 }
 
@@ -418,7 +421,10 @@ async function finishWithoutImport(
   return reportOf({ ...file, ...outcome });
 }
 
-/** Closes a run from outside a file import (the watcher sealed it, or a run was left open). */
+/**
+ * Closes a run from outside a file import (the watcher sealed it, or a run was left open).
+ * Returns its summary's delivery id; null when the run stays open, or closed without files.
+ */
 export async function closeRunIfDrained(runId: number, deps: Pick<TherapistImportDeps, 'store' | 'sendEmail' | 'runPageUrl'>): Promise<string | null> {
   const deliveryId = await deps.store.transaction((tx) => closeRun(tx, runId, deps.runPageUrl));
   if (deliveryId) await deps.sendEmail(deliveryId);

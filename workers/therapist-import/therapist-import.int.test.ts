@@ -7,7 +7,7 @@ import type { TestDatabase } from '../../libs/testing/db.js';
 import { startTherapistImportHarness } from './int-harness.js';
 import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from './fixtures.js';
 import { processTherapistFile } from './process-therapist-file.js';
-import { importTherapistFileNow, therapistImportDeps, therapistImportRepo, TherapistFileError, type FileReport } from './worker.js';
+import { closeTherapistRun, importTherapistFileNow, therapistImportDeps, therapistImportRepo, TherapistFileError, type FileReport } from './worker.js';
 
 let db: TestDatabase;
 let ctx: FleetContext;
@@ -484,6 +484,13 @@ describe('therapist import: updates', () => {
     const imported = await importTherapistFileNow(withLimit(size), file);
     expect(imported).toMatchObject({ status: 'imported', counts: { created: 2 } });
     expect(await byPlz('20107')).toHaveLength(2);
+  });
+
+  it('a run left without files closes without a staff summary', async () => {
+    const runId = await therapistImportRepo.openRun(db.db, 'watcher', 'sealed');
+    expect(await closeTherapistRun(ctx, runId)).toBeNull();
+    expect(await therapistImportRepo.getRun(db.db, runId)).toMatchObject({ state: 'closed', fileCount: 0 });
+    expect(await db.sql`select 1 from fleet.deliveries where idempotency_key = ${`therapist-import.run.${runId}`}`).toHaveLength(0);
   });
 
   it('a therapist the scraper deleted and lists again stays inactive, and the report says so (a status mismatch per line)', async () => {
