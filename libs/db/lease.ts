@@ -7,9 +7,9 @@ import type { Database } from './client.js';
  * moment the session ends (crash, SIGKILL, network loss), and a standby takes it on its next try.
  *
  * The lock is held on a connection of its own (`Database.ownConnection`), not one reserved from
- * the pool: a reserved connection whose session ended goes back to postgres.js's pool in a
- * state the pool does not expect, and a query on it can wait forever. The own connection
- * reconnects by itself; a new session simply does not hold the lock, which `held` reports.
+ * the pool: in the PostgreSQL outage test, unlocking on a reserved connection whose session had
+ * ended waited forever, and the watcher's stop with it. The own connection reconnects by
+ * itself; a new session simply does not hold the lock, which `held` reports.
  *
  * Keys are two int4 (class, object): the class says "Curavani Fleet", the object which lease.
  */
@@ -94,7 +94,7 @@ export interface LeaseHolderInfo {
 
 /** The sessions holding the fleet's leases in this database (the shared parking lock is left out: it is held per drain). */
 export async function currentLeaseHolders(sql: postgres.Sql): Promise<LeaseHolderInfo[]> {
-  const leases = (['outboxRelay', 'scraperWatcher'] as const).map((lease) => ({ lease, cls: LOCK_KEYS[lease][0], obj: LOCK_KEYS[lease][1] }));
+  const leases = (['outboxRelay', 'scraperWatcher'] as const).map((lease) => ({ lease, obj: LOCK_KEYS[lease][1] }));
   // The time as epoch milliseconds: the pool's clients parse timestamps differently (drizzle reads them as text).
   const rows = await sql<Array<{ obj: number; application_name: string; since_ms: number }>>`
     select l.objid::int as obj, a.application_name, (extract(epoch from a.backend_start) * 1000)::float8 as since_ms

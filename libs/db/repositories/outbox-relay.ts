@@ -6,11 +6,11 @@ import { leaseHolder, LOCK_KEYS } from '../lease.js';
  * What the outbox relay needs from PostgreSQL.
  *
  * One relay at a time publishes: the one holding a session-level advisory lock on a
- * connection of its own (`relayLeases`, libs/db/lease.ts). Every read and every "published" stamp of the
- * leader goes over that same connection, and each batch first checks that the session still
- * holds the lock, so a relay that lost its session (and with it the lock) cannot stamp rows
- * on behalf of the next leader. PostgreSQL drops the lock the moment the session ends
- * (crash, SIGKILL, network loss), and a standby takes over on its next try.
+ * connection of its own (`relayLeases`, libs/db/lease.ts). Every read and every "published"
+ * stamp of the leader goes over that same connection, and each drain first checks that the
+ * session still holds the lock. PostgreSQL drops the lock the moment the session ends (crash,
+ * SIGKILL, network loss), and a standby takes over on its next try; a leader that lost its
+ * session finishes at most the drain in hand (it stamps only what Kafka acknowledged to it).
  */
 
 /**
