@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { redisLastError, redisReady, redisTarget } from '../../libs/queues/index.js';
-import type { FleetContext, ReadinessResult } from '../../libs/runtime/index.js';
+import { within, type FleetContext, type ReadinessResult } from '../../libs/runtime/index.js';
 
 export interface CheckReport {
   ok: boolean;
@@ -18,18 +18,10 @@ export interface ReadyReport {
   reason?: string;
 }
 
-class CheckTimeout extends Error {}
-
 async function runCheck(fn: () => Promise<ReadinessResult>, critical: boolean, timeoutMs: number): Promise<CheckReport> {
   const started = performance.now();
-  let timer: NodeJS.Timeout | undefined;
   try {
-    const result = await Promise.race([
-      fn(),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new CheckTimeout(`no answer within ${timeoutMs} ms`)), timeoutMs);
-      }),
-    ]);
+    const result = await within(fn(), timeoutMs);
     const report: CheckReport = { ok: result.ok, critical: result.critical ?? critical, ms: Math.round(performance.now() - started) };
     if (result.detail) report.detail = result.detail;
     return report;
@@ -37,8 +29,6 @@ async function runCheck(fn: () => Promise<ReadinessResult>, critical: boolean, t
     const e = err as Error & { code?: string };
     const detail = (e.code && !e.message.includes(e.code) ? `${e.code}: ${e.message}` : e.message || String(err)).slice(0, 300);
     return { ok: false, critical, ms: Math.round(performance.now() - started), detail };
-  } finally {
-    clearTimeout(timer);
   }
 }
 

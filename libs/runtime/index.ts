@@ -3,3 +3,4 @@ export * from './component.js';
 export * from './context.js';
 export * from './worker-component.js';
 export * from './readiness.js';
+export * from './within.js';

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { currentLeaseHolders, type LeaseHolderInfo } from '../../../libs/db/lease.js';
 import { queueNames, deadLetterQueueName } from '../../../libs/queues/index.js';
+import { within } from '../../../libs/runtime/index.js';
 import { isoSeconds } from '../format.js';
 import { printJson, withContext } from '../context.js';
 
@@ -27,10 +28,7 @@ export function registerStatus(program: Command): void {
         const totalDead = rows.reduce((a, r) => a + r.dead, 0);
         process.stdout.write(totalDead ? `\n${totalDead} dead letter(s) wait for an operator: fleet dlq list\n` : '\nno dead letters\n');
         // PostgreSQL away must not cost the operator the queue table above: said, not thrown.
-        const holders = await Promise.race([
-          currentLeaseHolders(ctx.database.sql),
-          new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 5 s')), 5_000).unref()),
-        ]).catch((err: unknown) => new Error(`which processes publish events and watch the scraper folder is not known: PostgreSQL (DATABASE_URL): ${(err as Error).message}`));
+        const holders = await within(currentLeaseHolders(ctx.database.sql), 5_000).catch((err: unknown) => new Error(`which processes publish events and watch the scraper folder is not known: PostgreSQL (DATABASE_URL): ${(err as Error).message}`));
         process.stdout.write(`\n${holders instanceof Error ? holders.message : leaseLines(holders).join('\n')}\n`);
       });
     });

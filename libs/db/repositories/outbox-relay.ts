@@ -1,6 +1,6 @@
 import type postgres from 'postgres';
 import type { Database } from '../client.js';
-import { leaseHolder, LOCK_KEYS } from '../lease.js';
+import { leaseHolder, LOCK_KEYS, type Lease } from '../lease.js';
 
 /**
  * What the outbox relay needs from PostgreSQL.
@@ -138,13 +138,14 @@ export function relayLeases(database: Database): RelayLeases {
   return {
     async acquire() {
       const lease = await holder.acquire();
-      return lease ? relayLease(lease.conn, lease) : null;
+      return lease ? relayLease(lease) : null;
     },
     close: () => holder.close(),
   };
 }
 
-function relayLease(conn: postgres.Sql, lease: { held(): Promise<boolean>; release(): Promise<void> }): RelayLease {
+function relayLease(lease: Lease): RelayLease {
+  const { conn } = lease;
   return {
     held: () => lease.held(),
     fetchUnpublished: (limit, afterId) => fetchUnpublished(conn, limit, afterId),
