@@ -5,7 +5,7 @@ import type { FleetContext } from '../../libs/runtime/index.js';
 import { dashboardAccess, rejectCrossSiteWrites, requireDashboardAccess, type DashboardAccess } from './auth.js';
 import { DASHBOARD_PATH, dashboardRouter } from './dashboard.js';
 import { healthRoutes } from './health.js';
-import { html, page } from './html.js';
+import { FAVICON_PATH, FAVICON_SVG, html, page } from './html.js';
 import { metricsRoutes } from './metrics.js';
 import { routeModules, type HttpRouteModule } from './routes/index.js';
 
@@ -46,6 +46,16 @@ export function createHttpApp(deps: HttpDeps): HttpApp {
   });
 
   app.use(healthRoutes(ctx));
+  // The pages' tab icon; a browser that asks for /favicon.ico anyway (a JSON page, an old
+  // bookmark) gets no content instead of a 404 page.
+  app.get(FAVICON_PATH, (_req, res) => {
+    res.setHeader('Cache-Control', 'public, max-age=86400');
+    res.type('image/svg+xml').send(FAVICON_SVG);
+  });
+  app.get('/favicon.ico', (_req, res) => {
+    res.setHeader('Cache-Control', 'public, max-age=86400');
+    res.status(204).end();
+  });
   app.use(metricsRoutes(ctx));
 
   const operatorGuard = [requireDashboardAccess(access, ctx.log), rejectCrossSiteWrites()];

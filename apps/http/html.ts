@@ -64,11 +64,16 @@ export function utcTime(d: Date | null | undefined, to: 'second' | 'minute' = 's
   return html`<span class="nowrap">${to === 'second' ? `${text} UTC` : text}</span>`;
 }
 
+/** The pages' tab icon (served by the app, so the page's CSP `img-src 'self'` allows it). */
+export const FAVICON_PATH = '/favicon.svg';
+export const FAVICON_SVG =
+  '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="7" fill="#1f2933"/><path d="M8 23 14 9l4 9 3-5 3 10" fill="none" stroke="#7bc47f" stroke-width="3" stroke-linecap="round" stroke-linejoin="round"/></svg>';
+
 /** A whole HTML page; `body` is trusted (build it with `html`). */
 export function page(title: string, body: SafeHtml | string, opts: { nav?: boolean } = {}): string {
   const nav = opts.nav ? '<nav><a href="/dashboard">Queues (Bull Board)</a><a href="/ops">Dead letters</a><a href="/imports">Failed imports</a><a href="/therapist-imports">Therapist imports</a><a href="/daily">Daily health</a></nav>' : '';
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>${escapeHtml(title)}</title><style>${STYLE}</style></head>
+<title>${escapeHtml(title)}</title><link rel="icon" type="image/svg+xml" href="${FAVICON_PATH}"><style>${STYLE}</style></head>
 <body>${nav}<main>${String(body)}</main></body></html>`;
 }

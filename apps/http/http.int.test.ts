@@ -126,6 +126,18 @@ describe('http app with dashboard credentials', () => {
     expect(body.status).toBe('ok');
   });
 
+  it('the pages name their tab icon, served without login; /favicon.ico answers with no content, not a 404 page', async () => {
+    const ops = await (await fetch(`${app.base}/ops`, { headers: { authorization: AUTH } })).text();
+    expect(ops).toContain('<link rel="icon" type="image/svg+xml" href="/favicon.svg">');
+    const icon = await fetch(`${app.base}/favicon.svg`);
+    expect(icon.status).toBe(200);
+    expect(icon.headers.get('content-type')).toMatch(/^image\/svg\+xml/);
+    expect(await icon.text()).toMatch(/^<svg [^>]*viewBox="0 0 32 32"/);
+    const ico = await fetch(`${app.base}/favicon.ico`);
+    expect(ico.status).toBe(204);
+    expect(await ico.text()).toBe('');
+  });
+
   it('GET /ready answers 200 with the PostgreSQL and Redis checks', async () => {
     const res = await fetch(`${app.base}/ready`);
     expect(res.status).toBe(200);
