@@ -528,6 +528,11 @@ describe('http app with dashboard credentials', () => {
       expect(csp, path).not.toMatch(/https?:|googleapis/);
       expect(res.headers.get('x-powered-by'), path).toBeNull();
     }
+    // Its page names nothing of another site (its link to Google Fonts is left out), and still loads its own styles.
+    const board = await (await fetch(`${app.base}/dashboard`, { headers: { authorization: AUTH } })).text();
+    expect(board).toMatch(/<link href="static\/css\/[^"]+\.css" rel="stylesheet">/);
+    expect(board).toContain('id="__UI_CONFIG__"');
+    expect(board).not.toMatch(/https?:\/\//);
   });
 
   it('state-changing Bull Board calls are audited', async () => {
