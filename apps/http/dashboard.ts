@@ -29,11 +29,14 @@ const THIRD_PARTY_STYLESHEET = /<link\b[^>]*\bhref="https?:\/\/[^"]*"[^>]*rel="s
 function withoutThirdPartyLinks(): RequestHandler {
   return (_req, res, next) => {
     const render = res.render.bind(res);
-    res.render = ((view: string, options?: object) =>
+    res.render = ((view: string, options?: object, callback?: (err: Error | null, page: string) => void) => {
+      // A caller with a callback of its own sends the page itself: left as it asked.
+      if (typeof options === 'function' || callback) return render(view, options as object, callback);
       render(view, options ?? {}, (err: Error | null, page: string) => {
         if (err) return next(err);
         res.send(page.replace(THIRD_PARTY_STYLESHEET, ''));
-      })) as typeof res.render;
+      });
+    }) as typeof res.render;
     next();
   };
 }
