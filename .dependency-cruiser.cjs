@@ -3,7 +3,7 @@
  * apps and workers import libs; libs never import apps or workers; workers never import apps or
  * each other; apps import only workers' thin bindings (workers/<family>/worker.ts: the composition
  * root wires them); only libs/db imports drizzle-orm; only libs/queues and workers' worker.ts
- * import bullmq; no cycles.
+ * import bullmq; no cycles; code that ships (tsconfig.build.json) imports no devDependency.
  */
 const notTests = '\\.test\\.ts$';
 module.exports = {
@@ -35,6 +35,14 @@ module.exports = {
       severity: 'error',
       from: { path: '^(apps|workers|libs)/', pathNot: ['^libs/queues/', '^workers/[^/]+/worker\\.ts$', notTests] },
       to: { path: 'node_modules/bullmq' },
+    },
+    {
+      // The image (Dockerfile) and `npm run build` ship production dependencies only: code that
+      // tsconfig.build.json compiles must not need a devDependency at run time.
+      name: 'built-code-not-to-dev-dependencies',
+      severity: 'error',
+      from: { path: '^(apps|workers|libs)/', pathNot: [notTests, '^libs/testing/', '/int-harness\\.ts$', '/fixtures\\.ts$', '/fixtures/'] },
+      to: { dependencyTypes: ['npm-dev'] },
     },
     { name: 'no-missing-modules', severity: 'error', from: {}, to: { couldNotResolve: true } },
   ],
