@@ -44,6 +44,13 @@ module.exports = {
       from: { path: '^(apps|workers|libs)/', pathNot: [notTests, '^libs/testing/', '/int-harness\\.ts$', '/fixtures\\.ts$', '/fixtures/'] },
       to: { dependencyTypes: ['npm-dev'] },
     },
+    {
+      // tsc compiles whatever a built file imports, excluded or not: test helpers would ship.
+      name: 'built-code-not-to-test-helpers',
+      severity: 'error',
+      from: { path: '^(apps|workers|libs)/', pathNot: [notTests, '^libs/testing/', '/int-harness\\.ts$', '/fixtures\\.ts$', '/fixtures/'] },
+      to: { path: [notTests, '^libs/testing/', '/int-harness\\.ts$', '/fixtures\\.ts$', '/fixtures/'] },
+    },
     { name: 'no-missing-modules', severity: 'error', from: {}, to: { couldNotResolve: true } },
   ],
   options: {
