@@ -6,6 +6,8 @@
  * import bullmq; no cycles; code that ships (tsconfig.build.json) imports no devDependency.
  */
 const notTests = '\\.test\\.ts$';
+/** What tsconfig.build.json excludes (tests and their helpers): everything else under apps, workers and libs ships. */
+const testOnly = [notTests, '^libs/testing/', '/int-harness\\.ts$', '/fixtures\\.ts$', '/fixtures/'];
 module.exports = {
   forbidden: [
     { name: 'no-cycles', severity: 'error', from: {}, to: { circular: true } },
@@ -41,15 +43,15 @@ module.exports = {
       // tsconfig.build.json compiles must not need a devDependency at run time.
       name: 'built-code-not-to-dev-dependencies',
       severity: 'error',
-      from: { path: '^(apps|workers|libs)/', pathNot: [notTests, '^libs/testing/', '/int-harness\\.ts$', '/fixtures\\.ts$', '/fixtures/'] },
+      from: { path: '^(apps|workers|libs)/', pathNot: testOnly },
       to: { dependencyTypes: ['npm-dev'] },
     },
     {
       // tsc compiles whatever a built file imports, excluded or not: test helpers would ship.
       name: 'built-code-not-to-test-helpers',
       severity: 'error',
-      from: { path: '^(apps|workers|libs)/', pathNot: [notTests, '^libs/testing/', '/int-harness\\.ts$', '/fixtures\\.ts$', '/fixtures/'] },
-      to: { path: [notTests, '^libs/testing/', '/int-harness\\.ts$', '/fixtures\\.ts$', '/fixtures/'] },
+      from: { path: '^(apps|workers|libs)/', pathNot: testOnly },
+      to: { path: testOnly },
     },
     { name: 'no-missing-modules', severity: 'error', from: {}, to: { couldNotResolve: true } },
   ],
