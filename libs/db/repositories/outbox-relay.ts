@@ -1,4 +1,5 @@
 import type postgres from 'postgres';
+import type { StoredEvent } from '../../events/kafka.js';
 import type { Database } from '../client.js';
 import { leaseHolder, LOCK_KEYS, type Lease } from '../lease.js';
 
@@ -22,15 +23,8 @@ import { leaseHolder, LOCK_KEYS, type Lease } from '../lease.js';
 export const PARKING_LOCK: readonly [number, number] = LOCK_KEYS.outboxParking;
 
 /** An unpublished outbox row as the relay reads it: the envelope comes ready as JSON text. */
-export interface UnpublishedEvent {
+export interface UnpublishedEvent extends StoredEvent {
   id: number;
-  eventId: string;
-  eventType: string;
-  topic: string;
-  key: string;
-  occurredAt: Date;
-  /** `{eventId, eventType, version, timestamp, producer, payload}` (DOMAIN.md section 4). */
-  envelope: string;
   attempts: number;
   /**
    * Event id of an earlier event of the same topic and key that is parked: this one must wait
