@@ -2,7 +2,8 @@
  * Looks at the dashboard as an operator would: starts the HTTP app with credentials on a
  * scratch database and queue prefix, makes a failed job and dead letters, logs into Bull
  * Board, the dead-letter page, the therapist import pages and the daily health view with Debian's chromium (playwright-core), and saves
- * screenshots to var/screenshots/. Not part of `npm test` (CI has no chromium).
+ * screenshots to var/screenshots/. Fails when the browser reports a script error, a console error or
+ * warning, a failed request or a request to another host. Not part of `npm test` (CI has no chromium).
  *
  *   apt-get install -y chromium
  *   npx tsx scripts/screenshot-dashboard.ts [--out var/screenshots] [--chromium /usr/bin/chromium]
@@ -105,6 +106,17 @@ async function main() {
     });
     try {
       const page = browser.pages()[0] ?? (await browser.newPage());
+      // What an operator's browser would complain about: script errors, console errors, requests
+      // that fail or leave this machine (the pages load nothing from elsewhere).
+      const problems: string[] = [];
+      page.on('pageerror', (err) => problems.push(`${page.url()}: script error: ${err.message}`));
+      page.on('console', (m) => {
+        if (m.type() === 'error' || m.type() === 'warning') problems.push(`${page.url()}: console ${m.type()}: ${m.text()}`);
+      });
+      page.on('requestfailed', (r) => problems.push(`${page.url()}: request failed: ${r.url()} (${r.failure()?.errorText})`));
+      page.on('request', (r) => {
+        if (!r.url().startsWith(base) && !r.url().startsWith('data:')) problems.push(`${page.url()}: request to another host: ${r.url()}`);
+      });
       // Bull Board's sidebar is fixed to the viewport: whole-page shots only for /ops.
       const shots: Array<[string, string, string, boolean]> = [
         ['dashboard-overview.png', '/dashboard', 'text=4 Jobs', false],
@@ -144,6 +156,8 @@ async function main() {
       const menuShot = path.join(args.out!, 'dashboard-menu.png');
       await page.screenshot({ path: menuShot });
       console.log(`saved ${menuShot}`);
+      if (problems.length > 0) throw new Error(`the browser reported ${problems.length} problem(s):\n${problems.join('\n')}`);
+      console.log('the browser reported no script error, console error or warning, failed request or request to another host');
     } finally {
       await browser.close();
     }
