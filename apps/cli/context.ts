@@ -2,7 +2,7 @@ import { userInfo } from 'node:os';
 import { ConfigError, loadConfig, urlTarget, type Config } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { redisTarget } from '../../libs/queues/index.js';
-import { openContext, type FleetContext } from '../../libs/runtime/index.js';
+import { openContext, settlesWithin, type FleetContext } from '../../libs/runtime/index.js';
 
 /** Thrown by commands for an expected failure: the CLI prints the message (no stack) and exits with the code. */
 export class CliError extends Error {
@@ -58,14 +58,11 @@ export async function withContext<T>(fn: (ctx: FleetContext) => Promise<T>, opts
 
 /** The error of a `select 1` when PostgreSQL cannot be reached now (null: it answers, or not within 3 s). */
 async function postgresUnreachable(ctx: FleetContext): Promise<string | null> {
-  let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([ctx.database.sql`select 1`, new Promise<void>((resolve) => (timer = setTimeout(resolve, 3_000)))]);
+    await settlesWithin(ctx.database.sql`select 1`, 3_000);
     return null;
   } catch (err) {
     return (err as Error).message;
-  } finally {
-    clearTimeout(timer);
   }
 }
 

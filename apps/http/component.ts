@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Component, FleetContext } from '../../libs/runtime/index.js';
+import { settlesWithin, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createHttpApp, type HttpDeps } from './app.js';
 import { DASHBOARD_PATH } from './dashboard.js';
 
@@ -57,14 +57,7 @@ export function httpComponent(ctx: FleetContext, opts: Omit<HttpDeps, 'ctx'> = {
       // later: close them as they do, instead of waiting for their keep-alive timeout.
       s.closeIdleConnections();
       const sweep = setInterval(() => s.closeIdleConnections(), 50);
-      let timer: NodeJS.Timeout | undefined;
-      const outcome = await Promise.race([
-        closed.then(() => 'graceful' as const),
-        new Promise<'forced'>((resolve) => {
-          timer = setTimeout(() => resolve('forced'), timeoutMs);
-        }),
-      ]);
-      clearTimeout(timer);
+      const outcome = (await settlesWithin(closed, timeoutMs)) ? 'graceful' : 'forced';
       clearInterval(sweep);
       if (outcome === 'forced') {
         s.closeAllConnections();

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import { errorMessage, isPermanent, withoutQueryData } from '../errors/index.js';
 import type { Logger } from '../log/index.js';
 import type { Metrics } from '../metrics/index.js';
+import { settlesWithin } from '../runtime/within.js';
 import { CAPPED_BACKOFF, catalog, deadLetterQueueName, jobNames, retryDelayMs, type JobName, type Payload } from './catalog.js';
 import { clusterSafePrefix } from './connection.js';
 import { addDeadLetter, deadLetterFromJob } from './dead-letter.js';
@@ -182,14 +183,9 @@ export function bindWorkers(handlers: Handlers, opts: BindOptions, only?: string
  * picks them up: nothing is lost.
  */
 export async function closeWorkers(workers: Worker[], timeoutMs: number, log?: Logger): Promise<'graceful' | 'forced'> {
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<'forced'>((resolve) => {
-    timer = setTimeout(() => resolve('forced'), timeoutMs);
-  });
-  const graceful = Promise.all(workers.map((w) => w.close())).then(() => 'graceful' as const);
-  graceful.catch((err: unknown) => log?.error({ err }, 'worker close failed'));
-  const outcome = await Promise.race([graceful, timedOut]);
-  clearTimeout(timer);
+  const closed = Promise.all(workers.map((w) => w.close()));
+  closed.catch((err: unknown) => log?.error({ err }, 'worker close failed'));
+  const outcome = (await settlesWithin(closed, timeoutMs)) ? 'graceful' : 'forced';
   if (outcome === 'forced') {
     log?.warn({ timeoutMs }, 'shutdown time limit reached with jobs still active: they return to the queue when their lock expires');
   }

@@ -2,6 +2,7 @@ import type { RelayLease } from '../../libs/db/repositories/outbox-relay.js';
 import { missingTopicsOf, type EventPublisher } from '../../libs/events/kafka.js';
 import type { Logger } from '../../libs/log/index.js';
 import { daysBefore, type Clock } from '../../libs/runtime/clock.js';
+import { settlesWithin } from '../../libs/runtime/within.js';
 import { backoffMs } from './backoff.js';
 import { PublishFailedError, drainOutbox, type ParkedEvent, type RelayBatchResult } from './process-batch.js';
 
@@ -264,13 +265,7 @@ export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): Out
     async stop(timeoutMs) {
       controller.abort();
       if (loop) {
-        let timer: NodeJS.Timeout | undefined;
-        const finished = await Promise.race([
-          loop.then(() => true),
-          new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
-        ]);
-        clearTimeout(timer);
-        if (!finished) log.warn({ timeoutMs }, 'outbox relay batch still in flight at shutdown: it will be published again');
+        if (!(await settlesWithin(loop, timeoutMs))) log.warn({ timeoutMs }, 'outbox relay batch still in flight at shutdown: it will be published again');
       }
       await giveUpLease();
       await deps.publisher?.disconnect().catch(() => {});
