@@ -9,7 +9,7 @@
  * therapist, autocommit) on a sample of the files in a database of its own, half of it right
  * before and half right after each phase.
  *
- *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 100] [--warmup 40] [--rounds 1] [--phases 3] [--processes 0] [--profile <dir>]
+ *   npx tsx scripts/bench/therapist-import.ts [--files 400] [--per-file 100] [--naive-files 100] [--warmup 40] [--rounds 1] [--phases 3] [--processes 0 [--built]] [--profile <dir>]
  *
  * `--warmup N` (default 40): before the measured phases, the same three phases on N files in a
  * scratch database (and the naive baseline on them), not counted: a worker that has run for a
@@ -24,7 +24,9 @@
  *
  * `--processes N` runs the `therapist-import` role in N child processes (`fleet start --only
  * therapist-import`, as on N cores in production); the watcher stays in this process. 0 (the
- * default): the workers run in this process too.
+ * default): the workers run in this process too. With `--built` the child processes run the
+ * compiled build (`dist/`, from `npm run build`) as the image does; without it they run the
+ * sources through tsx, whose loader adds ~80 MB to a process's peak RSS.
  *
  * `--profile <dir>` writes a CPU profile of this process for each pipeline phase (not the naive
  * baseline) as `<dir>/round-<r>-phase-<n>.cpuprofile` (open in Chrome DevTools or speedscope).
@@ -33,7 +35,7 @@
  * drops its own databases and Redis prefix.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, utimes, writeFile, readFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -64,6 +66,11 @@ const PROCESSES = arg('processes', 0);
 const WARMUP = arg('warmup', 40);
 const ROUNDS = Math.max(1, arg('rounds', 1));
 const PHASES = Math.min(3, Math.max(1, arg('phases', 3)));
+const BUILT = args.includes('--built');
+if (BUILT && !existsSync('dist/apps/cli/main.js')) {
+  console.error('--built: dist/apps/cli/main.js is missing; run `npm run build` first');
+  process.exit(2);
+}
 const PROFILE_DIR = args.includes('--profile') ? args[args.indexOf('--profile') + 1] : undefined;
 
 /** Runs `fn` under the V8 CPU profiler when `--profile` is given. */
@@ -179,7 +186,8 @@ const children: ChildProcess[] = [];
 async function startWorkerProcesses(n: number, env: Record<string, string>): Promise<void> {
   await Promise.all(
     Array.from({ length: n }, () => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'apps/cli/main.ts', 'start', '--only', 'therapist-import', '--no-migrate'], {
+      const entry = BUILT ? ['dist/apps/cli/main.js'] : ['--import', 'tsx', 'apps/cli/main.ts'];
+      const child = spawn(process.execPath, [...entry, 'start', '--only', 'therapist-import', '--no-migrate'], {
         env: { ...process.env, ...env, LOG_LEVEL: 'info' },
         stdio: ['ignore', 'pipe', 'inherit'],
       });
