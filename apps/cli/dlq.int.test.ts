@@ -71,6 +71,9 @@ describe('fleet dlq (the real CLI)', () => {
     // No relay or watcher runs here: status says so.
     expect(status.stdout).toContain('scraper watcher: none watching');
     expect(status.stdout).toContain('outbox relay: none publishing');
+    // No process with a scheduling role has run against this prefix: every schedule is missing, and status says which role registers it.
+    expect(status.stdout).toContain('\nschedules:\n  bucket-poll: NOT REGISTERED: nothing produces its jobs; a process with the bucket-poller role registers it (POLL_CRON) when it starts\n');
+    expect(status.stdout).not.toContain('paused');
 
     failing = false;
     // No reason, no action: the dead letter stays and nothing is audited.

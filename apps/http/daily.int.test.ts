@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { dailyReport, dailyText, type DailyReport } from '../../libs/ops/daily.js';
-import { addDeadLetter } from '../../libs/queues/index.js';
+import { addDeadLetter, fleetSchedulerIds, fleetSchedulers, type FleetSchedulerId } from '../../libs/queues/index.js';
+import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
@@ -77,7 +78,19 @@ async function seed() {
       originalQueue: queue, originalJobId: id, name: queue === 'email' ? 'email-send' : queue, data: {}, reason: 'database went away', code: null, attemptsMade: 5, enqueuedAt: null, failedAt: new Date().toISOString(),
     });
   }
+  // Two of the three schedules registered (the retention sweep's is missing), the email queue paused.
+  await registerSchedule(ctx, 'bucket-poll');
+  await registerSchedule(ctx, 'weekly-status-emails');
+  await ctx.queues.queue('email').pause();
   return week;
+}
+
+/** Registers one of the fleet's schedules as the role that owns it does at start. */
+async function registerSchedule(c: FleetContext, id: FleetSchedulerId) {
+  const common = { queues: c.queues, log: c.log, schedulerId: id, pattern: '0 3 * * *', timeZone: 'Europe/Berlin' };
+  const s = fleetSchedulers[id];
+  if (s.jobName === 'bucket-poll') await ensureJobScheduler({ ...common, jobName: s.jobName, data: { trigger: 'schedule' } });
+  else await ensureJobScheduler({ ...common, jobName: s.jobName, data: {} });
 }
 
 let week: string;
@@ -118,9 +131,15 @@ const expected = () => ({
   weeklyEmails: { isoWeek: week, sent: 1, skipped: 1, pending: 1, failed: 0 },
   deadLetters: { total: 3, byQueue: expect.objectContaining({ email: 2, 'patient-import': 1, 'weekly-status': 0 }) },
   outbox: { unpublished: 2, parked: 1, oldestUnpublishedAgeSeconds: expect.any(Number), kafkaConfigured: false },
+  schedules: [
+    { id: 'bucket-poll', queue: 'bucket-poll', role: 'bucket-poller', cronVariable: 'POLL_CRON', registered: true, next: expect.stringMatching(/T0[12]:00:00\.000Z$/), nextLocal: expect.stringMatching(/ 03:00$/) },
+    { id: 'weekly-status-emails', queue: 'weekly-fanout', role: 'weekly', cronVariable: 'WEEKLY_CRON', registered: true, next: expect.any(String), nextLocal: expect.any(String) },
+    { id: 'patient-import-retention', queue: 'patient-import-retention', role: 'patient-import', cronVariable: 'RETENTION_CRON', registered: false, next: null, nextLocal: null },
+  ],
+  pausedQueues: ['email'],
 });
 
-const attentionKeys = ['dead_letters', 'patient_imports_failed', 'therapist_imports_failed', 'emails_failed', 'outbox_parked', 'patient_imports_stale', 'emails_stale'];
+const attentionKeys = ['schedules_missing', 'queues_paused', 'dead_letters', 'patient_imports_failed', 'therapist_imports_failed', 'emails_failed', 'outbox_parked', 'patient_imports_stale', 'emails_stale'];
 
 describe('daily health view', () => {
   it('says all in order when nothing needs a look (an empty database, no dead letters)', async () => {
@@ -130,6 +149,7 @@ describe('daily health view', () => {
     const c2 = openContext(config, createLogger(config.log, undefined));
     try {
       const deps = { database: c2.database, queues: c2.queues, now: new Date(), weeklyTimeZone: 'Europe/Berlin', kafkaConfigured: true };
+      for (const id of fleetSchedulerIds) await registerSchedule(c2, id);
       const r = await dailyReport(deps);
       expect(r).toMatchObject({ status: 'ok', attention: [], deadLetters: { total: 0 }, patientImports: { open: 0, oldestOpenAgeSeconds: null } });
       expect(dailyText(r)).toContain('\nall in order\n');
@@ -145,6 +165,20 @@ describe('daily health view', () => {
         { key: 'outbox_stale', message: 'the oldest unpublished outbox event is 2 h old (1 unpublished): Kafka is not configured (KAFKA_BROKERS is empty), so nothing is published until it is set' },
       ]);
       expect(dailyText(withoutKafka)).toContain('  Kafka not configured (KAFKA_BROKERS is empty): events wait here and are published once it is set\n');
+
+      // A schedule removed behind the fleet's back (Redis lost its data, or a hand on redis-cli) and a paused queue
+      await c2.queues.queue('bucket-poll').removeJobScheduler('bucket-poll');
+      await c2.queues.queue('patient-import').pause();
+      const gone = await dailyReport(deps);
+      expect(gone.attention.slice(0, 2)).toEqual([
+        {
+          key: 'schedules_missing',
+          message: '1 schedule is not registered, so nothing runs it: bucket-poll (POLL_CRON, role bucket-poller); a process with that role registers it when it starts: restart one',
+        },
+        { key: 'queues_paused', message: '1 queue is paused, its jobs wait: patient-import; resume on /dashboard' },
+      ]);
+      expect(dailyText(gone)).toContain('\nschedules\n  bucket-poll  NOT REGISTERED (POLL_CRON, role bucket-poller)\n  weekly-status-emails  next ');
+      expect(dailyText(gone)).toContain('\n  paused queues: patient-import\n');
     } finally {
       await c2.close();
       await empty.drop();
@@ -182,6 +216,9 @@ describe('daily health view', () => {
     expect(text).toContain('3 dead letters wait for an operator (email 2, patient-import 1)');
     expect(text).toContain('— <a href="/ops">open /ops</a></li>'); // each attention item links the page that deals with it
     expect(text).toContain('1 outbox event is parked');
+    expect(text).toContain('<tr><th>patient-import-retention</th><td class="num">not registered (RETENTION_CRON, role patient-import)</td></tr>');
+    expect(text).toMatch(/<tr><th>bucket-poll<\/th><td class="num">next \d{4}-\d{2}-\d{2} 03:00<\/td><\/tr>/);
+    expect(text).toContain('1 queue is paused, its jobs wait: email; resume on /dashboard — <a href="/dashboard">open /dashboard</a>');
     expect(text).toContain('1 therapist file failed, 1 therapist file partly imported (3 therapists failed): /imports');
     expect(text).toContain('Kafka is not configured (<code>KAFKA_BROKERS</code> is empty): events wait here');
     expect(text).toContain('<tr><th>imported</th><td class="num">2</td></tr>');
@@ -210,7 +247,7 @@ describe('daily health view', () => {
     const text = await runCli(['daily', '--hours', '48'], { ...env(), LOG_LEVEL: 'silent' });
     expect(text.code).toBe(0);
     expect(text.stdout).toContain('daily health: last 48 h');
-    expect(text.stdout).toContain('needs attention:\n  - 3 dead letters wait');
+    expect(text.stdout).toContain('needs attention:\n  - 1 schedule is not registered, so nothing runs it: patient-import-retention (RETENTION_CRON, role patient-import); a process with that role registers it when it starts: restart one\n  - 1 queue is paused, its jobs wait: email; resume on /dashboard\n  - 3 dead letters wait');
     expect(text.stdout).toContain('imported 3  duplicate 1  failed 2');
     expect(text.stdout).not.toMatch(/Mustermann|example\.org/);
 

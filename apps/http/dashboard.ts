@@ -71,42 +71,59 @@ class DeadLetterQueueAdapter extends BullMQAdapter {
   }
 }
 
-/**
- * Retrying a failed job from Bull Board would run it again behind the back of its dead
- * letter (no audit, no domain bookkeeping, and a later requeue would run it twice): the
- * fleet's failed jobs are retried through the dead-letter page (/ops) or `fleet dlq requeue`.
- * Bull Board hides the button (`allowRetries: false`); this refuses the API call as well.
- */
-function refuseRetries(): Router {
-  const router = Router();
-  const refuse: RequestHandler = (_req, res) => {
-    res.status(405).json({
-      error: { key: 'ERRORS.QUEUE_READ_ONLY' },
-      message: 'Failed jobs are retried through the audited dead-letter page /ops or `fleet dlq requeue`, not from here.',
-      code: 'retry_through_dead_letters',
-    });
+/** A refused Bull Board call: the toast's title ("Forbidden") and the message saying where it is done instead. */
+function refusal(code: string, message: string): RequestHandler {
+  return (_req, res) => {
+    res.status(405).json({ error: { key: 'ERRORS.FORBIDDEN' }, message, code });
   };
-  router.put('/api/queues/:queueName/retry/:queueStatus', refuse);
-  router.put('/api/queues/:queueName/:jobId/retry', refuse);
+}
+
+/**
+ * What Bull Board offers but the fleet refuses, each with where it is done instead. Bull
+ * Board has no option to hide these buttons (except retry: `allowRetries: false`), so the
+ * API calls are refused here, before its router.
+ */
+function refuseUnsafeActions(): Router {
+  const router = Router();
+  // Retrying a failed job from here would run it again behind the back of its dead letter (no
+  // audit, no domain bookkeeping, and a later requeue would run it twice).
+  const retry = refusal('retry_through_dead_letters', 'Failed jobs are retried through the audited dead-letter page /ops or `fleet dlq requeue`, not from here.');
+  router.put('/api/queues/:queueName/retry/:queueStatus', retry);
+  router.put('/api/queues/:queueName/:jobId/retry', retry);
   // "Duplicate" and "add job" would bypass the catalog's validation and idempotency keys
   // (and duplicating a dead-lettered job is a retry by another name).
-  router.post('/api/queues/:queueName/add', (_req, res) => {
-    res.status(405).json({
-      error: { key: 'ERRORS.QUEUE_READ_ONLY' },
-      message: 'Jobs are enqueued by the fleet (validated, with idempotency keys); failed ones are requeued on /ops or with `fleet dlq requeue`.',
-      code: 'enqueue_through_fleet',
-    });
-  });
+  router.post(
+    '/api/queues/:queueName/add',
+    refusal('enqueue_through_fleet', 'Jobs are enqueued by the fleet (validated, with idempotency keys); failed ones are requeued on /ops or with `fleet dlq requeue`.'),
+  );
   // Editing a job's data skips the same validation, leaves the job id (its idempotency key,
   // e.g. patient-import.ledger.7) naming something else than the data, and would let personal
   // data into a payload.
-  router.patch('/api/queues/:queueName/:jobId/update-data', (_req, res) => {
-    res.status(405).json({
-      error: { key: 'ERRORS.QUEUE_READ_ONLY' },
-      message: 'Job data is written by the fleet (validated, ids only, matching the job id); it cannot be edited here.',
-      code: 'job_data_read_only',
-    });
-  });
+  router.patch(
+    '/api/queues/:queueName/:jobId/update-data',
+    refusal('job_data_read_only', 'Job data is written by the fleet (validated, ids only, matching the job id); it cannot be edited here.'),
+  );
+  // The schedules come from POLL_CRON, WEEKLY_CRON and RETENTION_CRON and are registered at
+  // start: one removed here would stop (an hourly poll, the weekly emails, the nightly
+  // retention sweep) until some process restarted, one edited here would differ from the
+  // configuration until then. "Run now" stays: it adds one job and leaves the schedule alone.
+  const schedule = refusal(
+    'schedule_from_config',
+    'Schedules come from the configuration (POLL_CRON, WEEKLY_CRON, RETENTION_CRON) and are registered at start; change the variable and restart. To hold a schedule\'s jobs for a while, pause its queue.',
+  );
+  router.put('/api/queues/:queueName/job-schedulers/:schedulerId/remove', schedule);
+  router.patch('/api/queues/:queueName/job-schedulers/:schedulerId', schedule);
+  // Emptying or obliterating a queue drops jobs whose rows (ledger, tracking, deliveries)
+  // still say queued: imports and emails would wait for ever. Dead letters are discarded one
+  // by one, with a reason, on /ops.
+  const drop = refusal('jobs_are_not_dropped', 'The fleet does not drop waiting jobs: each stands for a registration, a file or an email. Dead letters are discarded on /ops (with a reason); failed and completed jobs can be cleaned here.');
+  router.put('/api/queues/:queueName/empty', drop);
+  router.put('/api/queues/:queueName/obliterate', drop);
+  // A queue-wide concurrency or rate limit stored in Redis would outlive the configuration
+  // (MAIL_RATE_PER_SECOND, the catalog's concurrency) without showing anywhere else.
+  const limits = refusal('limits_from_config', 'Concurrency and rate limits come from the fleet\'s configuration (the job catalog, MAIL_RATE_PER_SECOND), not from here.');
+  router.put('/api/queues/:queueName/concurrency', limits);
+  router.put('/api/queues/:queueName/rate-limit', limits);
   return router;
 }
 
@@ -160,7 +177,7 @@ export function dashboardRouter(ctx: FleetContext): Router {
     next();
   });
   router.use(auditWrites(ctx));
-  router.use(refuseRetries());
+  router.use(refuseUnsafeActions());
   router.use(withoutThirdPartyLinks());
   const board = serverAdapter.getRouter() as Express;
   // Bull Board serves from an Express app of its own, which would name itself in every answer.

@@ -8,6 +8,7 @@ import { loadConfig } from '../../libs/config/index.js';
 import { listAudit } from '../../libs/db/repositories/audit.js';
 import { createLogger } from '../../libs/log/index.js';
 import { addDeadLetter, catalog, listDeadLetters } from '../../libs/queues/index.js';
+import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { openContext, workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
@@ -258,6 +259,62 @@ describe('http app with dashboard credentials', () => {
     const job = await app.ctx.queues.queue('weekly-status').getJob(jobId);
     expect(job!.data).toEqual({ patientId: 7, isoWeek: '2026-W48' });
     await job!.remove();
+  });
+
+  it('Bull Board cannot remove or edit a schedule, empty or obliterate a queue, or set its limits; "run now" still works', async () => {
+    const ensured = await ensureJobScheduler({
+      queues: app.ctx.queues,
+      log: app.ctx.log,
+      schedulerId: 'bucket-poll',
+      jobName: 'bucket-poll',
+      data: { trigger: 'schedule' },
+      pattern: '0 * * * *',
+      timeZone: 'Europe/Berlin',
+    });
+    expect(ensured.next).not.toBeNull();
+    await app.ctx.queues.queue('email').pause();
+    const metrics = await (await fetch(`${app.base}/metrics`)).text();
+    expect(metrics).toMatch(/^fleet_job_scheduler_registered\{scheduler="bucket-poll"\} 1$/m);
+    expect(metrics).toMatch(/^fleet_job_scheduler_registered\{scheduler="patient-import-retention"\} 0$/m);
+    expect(metrics).toMatch(/^fleet_queue_paused\{queue="email"\} 1$/m);
+    expect(metrics).toMatch(/^fleet_queue_paused\{queue="patient-import"\} 0$/m);
+    expect(metrics).not.toMatch(/^fleet_queue_paused\{queue="[^"]*-dlq"\}/m);
+    await app.ctx.queues.queue('email').resume();
+    const { jobId } = await app.ctx.queues.enqueue('weekly-status', { patientId: 9, isoWeek: '2026-W48' }, { delayMs: 3_600_000 });
+    const call = async (method: string, p: string, body?: unknown) => {
+      const res = await fetch(`${app.base}/dashboard/api/queues/${p}`, {
+        method,
+        headers: { authorization: AUTH, 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      return { status: res.status, body: (await res.json().catch(() => null)) as { code?: string; message?: string; error?: { key?: string } } | null };
+    };
+    const refused = [
+      ['PUT', 'bucket-poll/job-schedulers/bucket-poll/remove', undefined, 'schedule_from_config'],
+      ['PATCH', 'bucket-poll/job-schedulers/bucket-poll', { pattern: '* * * * *' }, 'schedule_from_config'],
+      ['PUT', 'weekly-status/empty', undefined, 'jobs_are_not_dropped'],
+      ['PUT', 'weekly-status/obliterate', { force: true }, 'jobs_are_not_dropped'],
+      ['PUT', 'email/concurrency', { concurrency: 1 }, 'limits_from_config'],
+      ['PUT', 'email/rate-limit', { max: 1, duration: 60_000 }, 'limits_from_config'],
+    ] as const;
+    for (const [method, p, body, code] of refused) {
+      const r = await call(method, p, body);
+      expect({ p, status: r.status, code: r.body?.code, key: r.body?.error?.key }).toEqual({ p, status: 405, code, key: 'ERRORS.FORBIDDEN' });
+      expect(r.body?.message).toMatch(/\S{10,}/);
+    }
+    const scheduler = await app.ctx.queues.queue('bucket-poll').getJobScheduler('bucket-poll');
+    expect(scheduler).toMatchObject({ pattern: '0 * * * *', tz: 'Europe/Berlin' });
+    expect(await app.ctx.queues.queue('weekly-status').getJob(jobId)).toBeDefined();
+    expect(await app.ctx.queues.queue('email').getGlobalConcurrency()).toBeNull();
+
+    // "Run now" adds one job and leaves the schedule as it was.
+    const run = await call('PUT', 'bucket-poll/job-schedulers/bucket-poll/run');
+    expect(run.status).toBeLessThan(300);
+    expect(await app.ctx.queues.queue('bucket-poll').getJobScheduler('bucket-poll')).toMatchObject({ pattern: '0 * * * *' });
+
+    await app.ctx.queues.queue('bucket-poll').removeJobScheduler('bucket-poll');
+    await app.ctx.queues.queue('bucket-poll').obliterate({ force: true });
+    await (await app.ctx.queues.queue('weekly-status').getJob(jobId))!.remove();
   });
 
   it('/ops lists dead letters with reasons and requeues/discards them with an audited reason', async () => {

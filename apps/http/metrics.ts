@@ -1,5 +1,6 @@
 import { Router } from 'express';
 import { collectedGauge, scrapeRead } from '../../libs/metrics/index.js';
+import { pausedQueues, schedulerStates } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 
 export const QUEUE_DEPTH_METRIC = 'fleet_queue_jobs';
@@ -16,20 +17,24 @@ export function registerQueueDepth(ctx: FleetContext): void {
   const registry = ctx.metrics.registry;
   if (registry.getSingleMetric(QUEUE_DEPTH_METRIC)) return;
 
-  // Both gauges below share one read of Redis per scrape.
+  // The gauges below share one read of Redis per scrape.
   const read = scrapeRead(
     async () => {
       // BullMQ waits until its connection is ready: a process that started while Redis was away
       // would hold the scrape (and every other metric) until Redis came back.
       const status = ctx.producerRedis.status;
       if (status !== 'ready') throw new Error(`redis not connected (${status})`);
-      const perQueue = await Promise.all(
-        ctx.queues.allQueues().map(async ({ name, queue }) => {
-          const counts = await queue.getJobCounts(...QUEUE_STATES);
-          return QUEUE_STATES.map((state) => ({ labels: { queue: name, state }, value: counts[state] ?? 0 }));
-        }),
-      );
-      return perQueue.flat();
+      const [perQueue, schedules, paused] = await Promise.all([
+        Promise.all(
+          ctx.queues.allQueues().map(async ({ name, queue }) => {
+            const counts = await queue.getJobCounts(...QUEUE_STATES);
+            return QUEUE_STATES.map((state) => ({ labels: { queue: name, state }, value: counts[state] ?? 0 }));
+          }),
+        ),
+        schedulerStates(ctx.queues),
+        pausedQueues(ctx.queues),
+      ]);
+      return { depth: perQueue.flat(), schedules, paused: new Set(paused) };
     },
     (err) => ctx.log.warn({ err }, 'metrics: could not read queue depth from redis'),
   );
@@ -39,11 +44,28 @@ export function registerQueueDepth(ctx: FleetContext): void {
     QUEUE_DEPTH_METRIC,
     'Jobs per queue and state (dead-letter queues end in -dlq), read from Redis at scrape time',
     ['queue', 'state'],
-    async () => (await read()) ?? [],
+    async () => (await read())?.depth ?? [],
   );
   collectedGauge(ctx.metrics, 'fleet_queue_depth_scrape_ok', '1 when reading the queue depth from Redis succeeded in this scrape, else 0', [], async () => [
     { labels: {}, value: (await read()) ? 1 : 0 },
   ]);
+  collectedGauge(
+    ctx.metrics,
+    'fleet_job_scheduler_registered',
+    "1 when the fleet's job scheduler is registered in Redis, 0 when it is missing (nothing produces its jobs until a process with its role starts)",
+    ['scheduler'],
+    async () => ((await read())?.schedules ?? []).map((x) => ({ labels: { scheduler: x.id }, value: x.registered ? 1 : 0 })),
+  );
+  collectedGauge(
+    ctx.metrics,
+    'fleet_queue_paused',
+    '1 when the queue is paused (its jobs wait until it is resumed), else 0; dead-letter queues are not listed',
+    ['queue'],
+    async () => {
+      const r = await read();
+      return r ? ctx.queues.allQueues().filter((q) => !q.deadLetter).map(({ name }) => ({ labels: { queue: name }, value: r.paused.has(name) ? 1 : 0 })) : [];
+    },
+  );
 }
 
 export function metricsRoutes(ctx: FleetContext): Router {

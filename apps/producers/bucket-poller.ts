@@ -1,9 +1,10 @@
+import type { FleetSchedulerId } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { bucketPollHandlers } from '../../workers/patient-import/worker.js';
 
 /** The id of the one `bucket-poll` schedule, shared by every poller process. */
-export const BUCKET_POLL_SCHEDULER_ID = 'bucket-poll';
+export const BUCKET_POLL_SCHEDULER_ID: FleetSchedulerId = 'bucket-poll';
 
 /**
  * The bucket poller: a BullMQ job scheduler produces `bucket-poll` jobs on POLL_CRON (one

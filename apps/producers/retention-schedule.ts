@@ -1,3 +1,4 @@
+import type { FleetSchedulerId } from '../../libs/queues/index.js';
 import type { Handlers } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
@@ -5,7 +6,7 @@ import { registerEmailRetentionMetrics, runEmailRetention, type ContentRetention
 import { retentionHandlers, runRetention, type RetentionResult } from '../../workers/patient-import/worker.js';
 
 /** The id of the one retention schedule, shared by every patient-import process. */
-export const RETENTION_SCHEDULER_ID = 'patient-import-retention';
+export const RETENTION_SCHEDULER_ID: FleetSchedulerId = 'patient-import-retention';
 
 /** What one night's retention run did: the local copies (as before) and the email contents. Counts only. */
 export type NightlyRetentionResult = RetentionResult & { emails: ContentRetentionResult };

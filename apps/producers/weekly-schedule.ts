@@ -1,10 +1,11 @@
+import type { FleetSchedulerId } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { dueWeek, nextRun } from '../../libs/weekly/schedule.js';
 import { weeklyHandlers } from '../../workers/weekly-status/worker.js';
 
 /** The one id of the weekly schedule: every process and every deploy upserts this same scheduler. */
-export const WEEKLY_SCHEDULER_ID = 'weekly-status-emails';
+export const WEEKLY_SCHEDULER_ID: FleetSchedulerId = 'weekly-status-emails';
 
 /**
  * Registers the weekly job scheduler (WEEKLY_CRON in WEEKLY_TZ, guarded against duplicate

@@ -4,7 +4,7 @@ import { outboxBacklog } from '../db/repositories/outbox-relay.js';
 import { ledgerActivity } from '../db/repositories/patient-import.js';
 import { importActivity, importBacklog } from '../db/repositories/therapist-import.js';
 import { weeklyDeliveryCounts } from '../db/repositories/weekly-status.js';
-import { countDeadLetters, type QueueSet } from '../queues/index.js';
+import { countDeadLetters, pausedQueues, schedulerStates, type QueueSet } from '../queues/index.js';
 import type { FleetContext } from '../runtime/index.js';
 import { isoWeekOf, isoWeekRange } from '../weekly/iso-week.js';
 
@@ -49,6 +49,10 @@ export interface DailyReport {
   emails: { sent: number; failed: number; dropped: number; pending: number; oldestPendingAgeSeconds: number | null };
   weeklyEmails: { isoWeek: string; sent: number; skipped: number; pending: number; failed: number };
   deadLetters: { total: number; byQueue: Record<string, number> };
+  /** The fleet's job schedulers as Redis holds them now; `next` in UTC and in the view's zone. */
+  schedules: Array<{ id: string; queue: string; role: string; cronVariable: string; registered: boolean; next: string | null; nextLocal: string | null }>;
+  /** Queues paused now (Bull Board's pause): their jobs wait until resumed. */
+  pausedQueues: string[];
   /** kafkaConfigured false: KAFKA_BROKERS is empty, the relay is idle and every event waits here. */
   outbox: { unpublished: number; parked: number; oldestUnpublishedAgeSeconds: number | null; kafkaConfigured: boolean };
 }
@@ -101,6 +105,17 @@ const stale = (age: number | null) => age !== null && age > STALE_AFTER_SECONDS;
 function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttention[] {
   const out: DailyAttention[] = [];
   const add = (key: string, message: string) => out.push({ key, message });
+  const missing = r.schedules.filter((x) => !x.registered);
+  if (missing.length) {
+    const list = missing.map((x) => `${x.id} (${x.cronVariable}, role ${x.role})`).join(', ');
+    add(
+      'schedules_missing',
+      `${many(missing.length, 'schedule is', 'schedules are')} not registered, so nothing runs ${missing.length === 1 ? 'it' : 'them'}: ${list}; a process with that role registers it when it starts: restart one`,
+    );
+  }
+  if (r.pausedQueues.length) {
+    add('queues_paused', `${many(r.pausedQueues.length, 'queue is', 'queues are')} paused, ${r.pausedQueues.length === 1 ? 'its' : 'their'} jobs wait: ${r.pausedQueues.join(', ')}; resume on /dashboard`);
+  }
   if (r.deadLetters.total > 0) {
     const queues = Object.entries(r.deadLetters.byQueue).filter(([, n]) => n > 0).map(([q, n]) => `${q} ${n}`).join(', ');
     add('dead_letters', `${many(r.deadLetters.total, 'dead letter waits', 'dead letters wait')} for an operator (${queues}): /ops or fleet dlq list`);
@@ -135,7 +150,7 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
   const since = new Date(now.getTime() - hours * 3_600_000);
   const db = deps.database.db;
   const isoWeek = isoWeekOf(now, deps.weeklyTimeZone);
-  const [patientImports, therapist, backlog, emails, weekly, dead, outbox] = await Promise.all([
+  const [patientImports, therapist, backlog, emails, weekly, dead, outbox, schedules, paused] = await Promise.all([
     ledgerActivity(db, since, now),
     importActivity(db, since),
     importBacklog(db, now),
@@ -143,6 +158,8 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
     weeklyDeliveryCounts(db, { isoWeek, weekStart: isoWeekRange(isoWeek, deps.weeklyTimeZone).start }),
     countDeadLetters(deps.queues),
     outboxBacklog(deps.database, now),
+    schedulerStates(deps.queues),
+    pausedQueues(deps.queues),
   ]);
   const waiting = backlog.queued + backlog.importing;
   const body: Omit<DailyReport, 'status' | 'attention'> = {
@@ -156,6 +173,16 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
     emails,
     weeklyEmails: { isoWeek, ...weekly },
     deadLetters: { total: Object.values(dead).reduce((a, n) => a + n, 0), byQueue: dead },
+    schedules: schedules.map(({ id, queue, role, cronVariable, registered, next }) => ({
+      id,
+      queue,
+      role,
+      cronVariable,
+      registered,
+      next: next?.toISOString() ?? null,
+      nextLocal: next ? localTime(next) : null,
+    })),
+    pausedQueues: paused,
     outbox: { unpublished: outbox.unpublished, parked: outbox.parked, oldestUnpublishedAgeSeconds: outbox.unpublished ? outbox.oldestAgeSeconds : null, kafkaConfigured: deps.kafkaConfigured },
   };
   const attention = attentionOf(body);
@@ -187,6 +214,9 @@ export function dailyText(r: DailyReport): string {
     `  sent ${e.sent}  failed ${e.failed}  dropped ${e.dropped}  pending ${e.pending}  oldest pending ${formatAge(e.oldestPendingAgeSeconds)}`,
     `weekly emails ${w.isoWeek}`,
     `  sent ${w.sent}  skipped ${w.skipped}  pending ${w.pending}  failed ${w.failed}`,
+    'schedules',
+    ...r.schedules.map((x) => `  ${x.id}  ${x.registered ? `next ${x.nextLocal ?? '–'}` : `NOT REGISTERED (${x.cronVariable}, role ${x.role})`}`),
+    ...(r.pausedQueues.length ? [`  paused queues: ${r.pausedQueues.join(', ')}`] : []),
     'dead letters',
     `  total ${r.deadLetters.total}${deadQueues.length ? `  (${deadQueues.map(([q, n]) => `${q} ${n}`).join(', ')})` : ''}`,
     'outbox',

@@ -4,3 +4,4 @@ export * from './queue-set.js';
 export * from './dead-letter.js';
 export * from './bind-worker.js';
 export * from './rate-limiter.js';
+export * from './schedulers.js';

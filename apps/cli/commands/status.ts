@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { currentLeaseHolders, type LeaseHolderInfo } from '../../../libs/db/lease.js';
-import { queueNames, deadLetterQueueName } from '../../../libs/queues/index.js';
+import { queueNames, deadLetterQueueName, pausedQueues, schedulerStates } from '../../../libs/queues/index.js';
 import { within } from '../../../libs/runtime/index.js';
 import { isoSeconds } from '../format.js';
 import { printJson, withContext } from '../context.js';
@@ -10,7 +10,7 @@ const STATES = ['waiting', 'active', 'delayed', 'prioritized', 'completed', 'fai
 export function registerStatus(program: Command): void {
   program
     .command('status')
-    .description('job counts per queue and state, dead letters waiting for an operator, and which process publishes events and which watches the scraper folder')
+    .description('job counts per queue and state, dead letters waiting for an operator, paused queues, the schedules\' next runs, and which process publishes events and which watches the scraper folder')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
       await withContext(async (ctx) => {
@@ -27,6 +27,16 @@ export function registerStatus(program: Command): void {
         for (const row of table) process.stdout.write(row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ') + '\n');
         const totalDead = rows.reduce((a, r) => a + r.dead, 0);
         process.stdout.write(totalDead ? `\n${totalDead} dead letter(s) wait for an operator: fleet dlq list\n` : '\nno dead letters\n');
+        const paused = await pausedQueues(ctx.queues);
+        if (paused.length) process.stdout.write(`paused (jobs wait until resumed on /dashboard): ${paused.join(', ')}\n`);
+        process.stdout.write('\nschedules:\n');
+        for (const x of await schedulerStates(ctx.queues)) {
+          process.stdout.write(
+            x.registered
+              ? `  ${x.id}: next ${x.next ? isoSeconds(x.next) : '–'} (${x.pattern} ${x.timeZone})\n`
+              : `  ${x.id}: NOT REGISTERED: nothing produces its jobs; a process with the ${x.role} role registers it (${x.cronVariable}) when it starts\n`,
+          );
+        }
         // PostgreSQL away must not cost the operator the queue table above: said, not thrown.
         const holders = await within(currentLeaseHolders(ctx.database.sql), 5_000).catch((err: unknown) => new Error(`which processes publish events and watch the scraper folder is not known: PostgreSQL (DATABASE_URL): ${(err as Error).message}`));
         process.stdout.write(`\n${holders instanceof Error ? holders.message : leaseLines(holders).join('\n')}\n`);

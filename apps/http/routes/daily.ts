@@ -5,6 +5,7 @@ import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
 /** The operator page that deals with each kind of attention item (the others have none yet). */
 const ATTENTION_PAGES: Record<string, string> = {
+  queues_paused: '/dashboard',
   dead_letters: '/ops',
   patient_imports_failed: '/imports',
   therapist_imports_failed: '/imports',
@@ -69,6 +70,11 @@ ${part(html`Weekly emails <span class="muted">(${w.isoWeek})</span>`, [
   ['pending', w.pending],
   ['failed', w.failed],
 ])}
+${part(
+  'Schedules',
+  r.schedules.map((x) => [x.id, x.registered ? `next ${x.nextLocal ?? '–'}` : `not registered (${x.cronVariable}, role ${x.role})`] as [string, string]),
+)}
+${r.pausedQueues.length ? html`<p class="muted">Paused queues (their jobs wait until resumed on <a href="/dashboard">/dashboard</a>): ${r.pausedQueues.join(', ')}</p>` : ''}
 ${part('Dead letters', [...Object.entries(r.deadLetters.byQueue).map(([q, n]) => [q, n] as [string, number]), ['total waiting', r.deadLetters.total]])}
 ${part('Outbox', [
   ['unpublished', o.unpublished],
