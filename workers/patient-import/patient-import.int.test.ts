@@ -396,6 +396,33 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expectImportFailedEvent(events[1]!, await ledger(row.id as number), { code: 'validation_failed', attempts: 2 });
   });
 
+  it('a failed file requeued after a corrected upload of the same name was imported (and deleted): its durable copy is judged again, and the failed-folder copy stays on the row', async () => {
+    const { requeueOne } = await import('../../libs/ops/dead-letters.js');
+    const { patientImportDeadLetterHook } = await import('./worker.js');
+    const bad = plainRegistration({ token: 'c0ffee0123456789', patch: (r) => ((r.patient_data as Row).plz = '5207') });
+    const { name, generation } = await upload(h, bad);
+    const failed = await settled(h, name, generation);
+    expect(failed).toMatchObject({ status: 'failed', error_code: 'validation_failed' });
+    expect(failed.backup_path).toEqual(expect.any(String));
+    expect(failed.failed_path).toEqual(expect.any(String));
+    const failedReason = failed.reason as string;
+
+    // The corrected upload: a new generation of the same name, imported and deleted from the bucket.
+    const fixed = await upload(h, plainRegistration({ token: 'c0ffee0123456789' }), name);
+    expect((await settled(h, name, fixed.generation)).status).toBe('deleted');
+    expect(h.standIn.getObject(BUCKET, name)).toBeUndefined();
+
+    await requeueOne({ db: h.ctx.database.db, queues: h.ctx.queues, hooks: { 'patient-import': patientImportDeadLetterHook } }, `patient-import.ledger.${failed.id}`, { actor: 'test', reason: 'retry' });
+    const again = await until(async () => {
+      const r = await ledger(failed.id as number);
+      return r.attempts === 2 && r.status === 'failed' ? r : undefined;
+    });
+    // Not "deleted before the fleet downloaded it; ask for a new upload": the copy the fleet kept was imported again and failed for its own reason.
+    expect(again).toMatchObject({ error_code: 'validation_failed', reason: failedReason, failed_path: failed.failed_path, backup_path: failed.backup_path });
+    expect(existsSync(again.failed_path as string)).toBe(true);
+    expect(await deliveriesOf(`patient-import.failed.ledger.${failed.id}`)).toHaveLength(1);
+  });
+
   it('the same failure recorded twice (a retry of a failed row): still one import.failed event', async () => {
     const doc = plainRegistration({ patch: (r) => ((r.patient_data as Row).symptome = SYMPTOMS.slice(0, 7)) });
     const { name, generation } = await upload(h, doc);

@@ -83,7 +83,10 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
           failedAt: at,
           reason: input.reason,
           errorCode: input.code,
-          failedPath: input.failedPath,
+          // A failure without bytes (the generation gone, the copy unreadable) keeps the copy an
+          // earlier failure left in the failed folder: the row still points at it, for staff and
+          // for the retention sweep that removes it.
+          failedPath: input.failedPath ?? before.failedPath,
           failureDeliveryId: d.id,
         });
         // One event per failure: a row that is failed already (a retry or a second recording of

@@ -82,7 +82,7 @@ export function failedMail(row: ImportRow, p: { code: string; reason: string; fa
     ],
     paragraphs: [
       kept
-        ? 'Die Datei bleibt im Bucket und wird nicht erneut versucht, bis jemand sie wieder einreiht (fleet dlq requeue) oder eine korrigierte Version hochgeladen wird.'
+        ? `Die Datei bleibt im Bucket und wird erst wieder versucht, wenn jemand sie wieder einreiht (fleet dlq requeue). Eine korrigierte Version wird als eigener Import verarbeitet; dieser Import bleibt offen, bis er verworfen wird (fleet dlq discard patient-import.ledger.${row.id}).`
         : 'Die Datei wurde nicht importiert.',
       `Details: fleet imports show ${row.id}`,
     ],

@@ -83,7 +83,8 @@ function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays
       `\nTo close this record for good: fleet imports discard ${r.id} --reason "..."`;
   } else if (r.status === 'failed') {
     text += `\n\nThe file stays in the bucket. After fixing the cause: fleet dlq requeue patient-import.ledger.${r.id} --reason "..."` +
-      `\n(or upload a corrected file: a new generation is imported on its own). To give up: fleet dlq discard patient-import.ledger.${r.id} --reason "..."`;
+      `\n(or upload a corrected file: a new generation is imported on its own as a record of its own; this record then stays failed until it is discarded).` +
+      `\nTo close it (given up, or replaced by a corrected upload): fleet dlq discard patient-import.ledger.${r.id} --reason "..."`;
   }
   return text;
 }
@@ -103,10 +104,10 @@ export const importKinds: Record<string, ImportKind> = {
       const db = ctx.database.db;
       const r = await getLedgerRow(db, id);
       if (!r) throw new CliError(`no patient import record ${id}`, 3);
+      if (r.status !== 'failed') throw new CliError(`import record ${id} is ${r.status}, not failed: nothing to discard`, 2);
       if (r.source !== 'file') {
         throw new CliError(`import record ${id} came from the bucket: discard its dead letter instead (fleet dlq discard patient-import.ledger.${id} --reason "...")`, 2);
       }
-      if (r.status !== 'failed') throw new CliError(`import record ${id} is ${r.status}, not failed: nothing to discard`, 2);
       await db.transaction(async (tx) => {
         if (!(await discardLedgerRow(tx, id, new Date(), { failedOnly: true }))) throw new CliError(`import record ${id} changed meanwhile; see fleet imports show ${id}`, 1);
         await recordAudit(tx, { actor: action.actor, action: 'imports.discard', target: `patient-import.ledger.${id}`, reason: action.reason, details: { source: r.source, code: r.errorCode } });

@@ -121,11 +121,17 @@ export async function countLedgerByStatus(db: DbOrTx) {
     .groupBy(patientImportLedger.status);
 }
 
-/** Operator requeue: a failed row goes back to `received` (the job starts over). */
+/**
+ * Operator requeue: a failed row goes back to `backed_up` when the fleet kept a durable copy of
+ * its generation, else to `received` (the job starts over). A row backed up before imports its
+ * copy when the bucket no longer has the generation (the fleet deleted it after a corrected
+ * upload of the same name, or someone else did): the retry judges the bytes the fleet received,
+ * not the bucket's state since.
+ */
 export async function reopenFailedLedgerRow(db: DbOrTx, id: number): Promise<boolean> {
   const rows = await db
     .update(patientImportLedger)
-    .set({ status: 'received', updatedAt: new Date() })
+    .set({ status: sql`case when ${patientImportLedger.backupPath} is not null then 'backed_up' else 'received' end`, updatedAt: new Date() })
     .where(and(eq(patientImportLedger.id, id), eq(patientImportLedger.status, 'failed')))
     .returning({ id: patientImportLedger.id });
   return rows.length > 0;
