@@ -433,24 +433,33 @@ describe('http app with dashboard credentials', () => {
 
   it('/imports lists failed imports with their reasons, never the object names of registration files', async () => {
     const sql = app.ctx.database.sql;
-    await sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, reason, error_code, attempts, failed_at)
-      values ('b', 'registrations/Mustermann_Max_2025-07-05_abc.json', '1', 'gs://b/x', 'failed', 'patient_data.plz: expected 5 digits', 'validation_failed', 1, now())`;
+    await sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, reason, reason_withheld, error_code, attempts, failed_at)
+      values ('b', 'registrations/Mustermann_Max_2025-07-05_abc.json', '1', 'gs://b/x', 'failed', 'patient_data.plz: expected 5 digits, got the string "5207"; patient_data.geburtsdatum: not a date, got "1999-02-29"',
+        'patient_data.plz: expected 5 digits, got the string (value not shown); patient_data.geburtsdatum: not a date, got (value not shown)', 'validation_failed', 1, now())`;
+    // A row failed before reason_withheld existed: its reason is not shown at all.
+    const [legacy] = await sql<{ id: string }[]>`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, reason, error_code, attempts, failed_at)
+      values ('b', 'registrations/Musterfrau_Erika_2025-07-05_abd.json', '1', 'gs://b/y', 'failed', 'patient_data.symptome: got the string "Schlafstoerungen"', 'validation_failed', 1, now() - interval '1 minute') returning id`;
     await sql`insert into fleet.therapist_import_files (path, status, reason) values ('20260101/52074.json', 'failed', 'not JSON: Unexpected token < at 0')`;
     expect((await fetch(`${app.base}/imports`)).status).toBe(401);
     const res = await fetch(`${app.base}/imports`, { headers: { authorization: AUTH } });
     expect(res.status).toBe(200);
     const text = await res.text();
-    expect(text).toContain('patient_data.plz: expected 5 digits');
+    expect(text).toContain('patient_data.plz: expected 5 digits, got the string (value not shown); patient_data.geburtsdatum: not a date, got (value not shown)');
+    expect(text).toContain(`(not shown here: fleet imports show ${legacy!.id})`);
     expect(text).toContain('not JSON: Unexpected token &lt; at 0');
     expect(text).toContain('20260101/52074.json');
-    expect(text).not.toContain('Mustermann');
+    expect(text).not.toMatch(/Mustermann|Musterfrau|5207[^4]|1999-02-29|Schlafstoerungen/);
     const json = (await (await fetch(`${app.base}/imports/api/failed`, { headers: { authorization: AUTH } })).json()) as {
       patientFiles: Array<{ reason: string; errorCode: string }>;
       therapistFiles: Array<{ path: string; status: string }>;
     };
-    expect(json.patientFiles).toEqual([expect.objectContaining({ reason: 'patient_data.plz: expected 5 digits', errorCode: 'validation_failed' })]);
+    expect(json.patientFiles).toEqual([
+      expect.objectContaining({ reason: `(not shown here: fleet imports show ${legacy!.id})`, errorCode: 'validation_failed' }),
+      expect.objectContaining({ reason: 'patient_data.plz: expected 5 digits, got the string (value not shown); patient_data.geburtsdatum: not a date, got (value not shown)', errorCode: 'validation_failed' }),
+    ]);
     expect(json.therapistFiles).toEqual([expect.objectContaining({ path: '20260101/52074.json', status: 'failed' })]);
-    expect(JSON.stringify(json)).not.toContain('Mustermann');
+    expect(JSON.stringify(json)).not.toMatch(/Mustermann|Musterfrau|5207[^4]|1999-02-29|Schlafstoerungen/);
+    await sql`delete from fleet.patient_import_ledger where source_uri in ('gs://b/x', 'gs://b/y')`;
   });
 
   it('/imports says when it shows only the newest 100 failed imports of a kind', async () => {

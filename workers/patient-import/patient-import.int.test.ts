@@ -419,6 +419,9 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     });
     // Not "deleted before the fleet downloaded it; ask for a new upload": the copy the fleet kept was imported again and failed for its own reason.
     expect(again).toMatchObject({ error_code: 'validation_failed', reason: failedReason, failed_path: failed.failed_path, backup_path: failed.backup_path });
+    // The reason web pages show: the same text without the value quoted from the file.
+    expect(failedReason).toContain('"5207"');
+    expect(again.reason_withheld).toBe(failedReason.replace('the string "5207"', 'the string (value not shown)'));
     expect(existsSync(again.failed_path as string)).toBe(true);
     expect(await deliveriesOf(`patient-import.failed.ledger.${failed.id}`)).toHaveLength(1);
   });
@@ -429,7 +432,7 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     const row = await settled(h, name, generation);
     expect(row.status).toBe('failed');
     const store = pgImportStore({ db: h.ctx.database.db, clock: h.ctx.clock, mail: { from: 'fleet@curavani.com', staffEmail: 'info@curavani.com' } });
-    const again = { ledgerId: Number(row.id), code: 'validation_failed', reason: row.reason as string, failedPath: row.failed_path as string, mail: { subject: 's', html: 'h', text: 't' } };
+    const again = { ledgerId: Number(row.id), code: 'validation_failed', reason: row.reason as string, reasonWithheld: row.reason_withheld as string, failedPath: row.failed_path as string, mail: { subject: 's', html: 'h', text: 't' } };
     await Promise.all([store.markFailed(again), store.markFailed(again)]);
     const events = await failedEventsOf(row.id);
     expect(events).toHaveLength(1);

@@ -82,6 +82,7 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
           status: 'failed',
           failedAt: at,
           reason: input.reason,
+          reasonWithheld: input.reasonWithheld,
           errorCode: input.code,
           // A failure without bytes (the generation gone, the copy unreadable) keeps the copy an
           // earlier failure left in the failed folder: the row still points at it, for staff and

@@ -57,6 +57,8 @@ export interface FailInput {
   ledgerId: number;
   code: string;
   reason: string;
+  /** `reason` without the values quoted from the file (for web pages, logs, dead letters). */
+  reasonWithheld: string;
   failedPath: string | null;
   mail: StaffMail;
 }

@@ -204,7 +204,7 @@ async function fail(row: ImportRow, err: PermanentError, bytes: Buffer | null, d
   const failedPath = bytes ? await deps.failed.save(row, bytes) : null;
   const at = deps.clock.now();
   const mail = failedMail(row, { code: err.code, reason, failedPath, at });
-  const { deliveryId, created } = await deps.store.markFailed({ ledgerId: row.id, code: err.code, reason, failedPath, mail });
+  const { deliveryId, created } = await deps.store.markFailed({ ledgerId: row.id, code: err.code, reason, reasonWithheld: safe, failedPath, mail });
   if (created) await deps.sendMail(deliveryId);
   deps.log.warn({ ledgerId: row.id, code: err.code, emailQueued: created }, 'registration file failed: kept for an operator');
   return new PermanentError(err.code, safe, { fields: err.details?.fields });

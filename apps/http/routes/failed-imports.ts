@@ -21,10 +21,12 @@ async function failedImports({ ctx }: HttpRouteDeps) {
   return {
     morePatientFiles: patientRows.length > LIMIT,
     moreTherapistFiles: therapistRows.length > LIMIT,
+    // Reasons without the values quoted from the file (a birth date, a symptom): as on /ops;
+    // the full text is for staff on the server (`fleet imports show`) and in the staff email.
     patientFiles: patients.map((r) => ({
       id: r.id,
       status: r.status,
-      reason: r.reason,
+      reason: r.reasonWithheld ?? (r.reason === null ? null : `(not shown here: fleet imports show ${r.id})`),
       errorCode: r.errorCode,
       attempts: r.attempts,
       failedAt: r.failedAt?.toISOString() ?? null,

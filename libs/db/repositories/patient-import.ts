@@ -496,7 +496,7 @@ with pat as (${insertFromJson(PATIENTS, p, 1)} returning id),
 update ${LEDGER}
    set status = $6, imported_at = $7::timestamptz, patient_id = $8, duplicate_of_patient_id = $9, duplicate_kind = $10,
        possible_duplicate_of_patient_id = $11, unknown_fields = $12::jsonb, validation = $13,
-       staff_delivery_id = coalesce((select id from del), (select id from old)), reason = null, error_code = null, updated_at = $14::timestamptz
+       staff_delivery_id = coalesce((select id from del), (select id from old)), reason = null, reason_withheld = null, error_code = null, updated_at = $14::timestamptz
  where id = $5
 returning (select id from del) as created_delivery_id, staff_delivery_id,
           (select count(*) from pat)::int as patients, (select count(*) from con)::int as consents, (select count(*) from evt)::int as events`;

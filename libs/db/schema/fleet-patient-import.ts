@@ -58,6 +58,11 @@ export const patientImportLedger = fleet.table(
     attempts: integer('attempts').notNull().default(0),
     /** Human-readable reason of the last failure (names the field and the rule). */
     reason: text('reason'),
+    /**
+     * The same reason with every value quoted from the file replaced by `(value not shown)`:
+     * what web pages show (/imports). Null on rows failed before it existed.
+     */
+    reasonWithheld: text('reason_withheld'),
     errorCode: text('error_code'),
     /** Validation status for staff, e.g. `valid (signed, signature verified)`. */
     validation: text('validation'),
