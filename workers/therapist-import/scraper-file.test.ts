@@ -74,6 +74,25 @@ describe('wellFormedTherapist (the fast path of the per-therapist validation)', 
 describe('parseScraperFile: text a file must not bring in', () => {
   const file = (therapists: unknown[], metadata: unknown = {}) => JSON.stringify({ metadata, therapists });
 
+  it('a value of the wrong type is named by its kind, not as missing (and never quoted)', () => {
+    const parsed = parseScraperFile(
+      file([
+        withValue(['basic_info', 'first_name'], 123),
+        withValue(['basic_info', 'last_name'], undefined),
+        withValue(['location'], 'Aachen Mitte'),
+        withValue(['basic_info'], ['x']),
+        withValue(['location', 'postal_code'], null),
+      ]),
+    );
+    expect(parsed.lines.map((l) => (l.ok ? 'ok' : l.reason))).toEqual([
+      'basic_info.first_name: expected text, got a number',
+      'basic_info.last_name: missing',
+      'location: expected an object, got text',
+      'basic_info: expected an object, got a list',
+      'location.postal_code: expected 5 digits, got null',
+    ]);
+  });
+
   it('a NUL character or an unpaired surrogate fails that therapist alone, naming the field', () => {
     const parsed = parseScraperFile(
       file([therapistLine({ id: 'a', first: 'Nils\u0000' }), therapistLine({ id: 'b', last: 'J\ud800' }), therapistLine({ id: 'c', hours: { 'mo\u0000': ['9-12'] } }), therapistLine({ id: 'd', first: 'Zoë 😀' })]),

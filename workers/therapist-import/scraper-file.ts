@@ -29,9 +29,21 @@ const optText = (max: number) =>
     .transform((v) => (v === null || v === undefined ? null : String(v).trim() || null))
     .refine((v) => v === null || !tooLong(v, max), { error: `longer than ${max} characters` });
 
+/** The kind of a wrong value, never the value (a file's text goes into reports and emails). */
+function kindOf(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'an object';
+  if (typeof v === 'string') return 'text';
+  return `a ${typeof v}`;
+}
+
+/** `missing` when absent; otherwise what was expected and the kind of what was found. */
+const missingOr = (expected: string) => (iss: { input?: unknown }) => (iss.input === undefined ? 'missing' : `expected ${expected}, got ${kindOf(iss.input)}`);
+
 const requiredText = (max: number) =>
   z
-    .string({ error: 'missing' })
+    .string({ error: missingOr('text') })
     .transform((v) => v.trim())
     .refine((v) => v.length > 0, { error: 'empty' })
     .refine((v) => !tooLong(v, max), { error: `longer than ${max} characters` });
@@ -74,19 +86,19 @@ export const scraperTherapistSchema = z.object({
       first_name: requiredText(100),
       last_name: requiredText(100),
     },
-    { error: 'missing' },
+    { error: missingOr('an object') },
   ),
   location: z.object(
     {
       street: optText(240),
       house_number: optText(14),
       postal_code: z
-        .union([z.string(), z.number()], { error: 'missing' })
+        .union([z.string(), z.number()], { error: missingOr('5 digits') })
         .transform((v) => String(v).trim())
         .refine((v) => /^\d{5}$/.test(v), { error: 'expected 5 digits' }),
       city: optText(100),
     },
-    { error: 'missing' },
+    { error: missingOr('an object') },
   ),
   contact: z
     .object({ phone: optText(50), email: optText(255).refine((v) => v === null || EMAIL_ADDRESS.test(v), { error: 'not an email address' }), fax: optText(50) })
