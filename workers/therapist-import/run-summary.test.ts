@@ -152,7 +152,17 @@ describe('therapist import run summary (staff email)', () => {
     const files = [file(1, {}), copy];
     const { subject, text } = renderRunSummary(run(files), files);
     expect(subject).toContain('ohne Fehler');
-    expect(text).toContain('Nicht erneut importiert: urgent/52064.json hat denselben Inhalt wie 52061.json (#1); ein Inhalt wird nur einmal importiert.');
+    expect(text).toContain('Nicht erneut importiert: urgent/52064.json hat denselben Inhalt wie 52061.json (#1, importiert); ein Inhalt wird nur einmal importiert.');
     expect(text).not.toContain('Vor dem Import geändert');
+  });
+
+  it('a file with the content of one that failed says that this content is not on the platform', () => {
+    const copy = file(5, { path: '20250716/52074.json', status: 'skipped', counts: emptyCounts(), reason: 'same content as 20250709/52074.json (file 4, failed): a content is imported once' });
+    const files = [file(1, {}), copy];
+    const { text } = renderRunSummary(run(files), files);
+    expect(text).toContain(
+      'Nicht importiert: 20250716/52074.json hat denselben Inhalt wie 20250709/52074.json (#4), deren Import fehlgeschlagen ist (fleet imports show 4 --kind therapist); derselbe Inhalt wird nicht noch einmal versucht, eine korrigierte Datei wird importiert.',
+    );
+    expect(text).not.toContain('Nicht erneut importiert');
   });
 });

@@ -103,8 +103,17 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   for (const f of sameContent.slice(0, 10)) {
     // The reason names the file with the same content: "same content as 20250702/52074.json (file 17, imported): …".
     const earlier = /^same content as (.+?)(?: \(file (\d+), (\w+)\))?: /.exec(f.reason ?? '');
-    const which = earlier?.[1] === 'an earlier file' ? 'einer früheren Datei' : (earlier?.[1] ?? 'einer anderen Datei');
-    paragraphs.push(`Nicht erneut importiert: ${f.path} hat denselben Inhalt wie ${which}${earlier?.[2] ? ` (#${earlier[2]})` : ''}; ein Inhalt wird nur einmal importiert.`);
+    const which = earlier?.[1] === 'an earlier file' ? 'eine frühere Datei' : (earlier?.[1] ?? 'eine andere Datei');
+    const id = earlier?.[2] ? ` (#${earlier[2]})` : '';
+    if (earlier?.[3] === 'failed') {
+      // Staff must not read "not imported again" as "already on the platform".
+      paragraphs.push(
+        `Nicht importiert: ${f.path} hat denselben Inhalt wie ${which}${id}, deren Import fehlgeschlagen ist (fleet imports show ${earlier[2]} --kind therapist); derselbe Inhalt wird nicht noch einmal versucht, eine korrigierte Datei wird importiert.`,
+      );
+    } else {
+      const outcome = earlier?.[3] === 'imported' ? 'importiert' : earlier?.[3] === 'partial' ? 'teilweise importiert' : null;
+      paragraphs.push(`Nicht erneut importiert: ${f.path} hat denselben Inhalt wie ${which}${outcome ? `${id.slice(0, -1)}, ${outcome})` : id}; ein Inhalt wird nur einmal importiert.`);
+    }
   }
   if (sameContent.length > 10) paragraphs.push(`… und ${sameContent.length - 10} weitere Dateien mit schon bekanntem Inhalt.`);
   if (changed.length) {
