@@ -24,6 +24,14 @@ describe('config', () => {
     expect(parseEnv(exampleEnv())).toEqual(parseEnv({}));
   });
 
+  it('links in emails follow HTTP_PORT unless PUBLIC_BASE_URL is set (a fleet on another port links to itself)', () => {
+    expect(loadConfig({}).http.publicBaseUrl).toBe('http://127.0.0.1:3000');
+    expect(loadConfig({ HTTP_PORT: '18731' }).http.publicBaseUrl).toBe('http://127.0.0.1:18731');
+    expect(loadConfig({ HTTP_PORT: '0' }).http.publicBaseUrl).toBe('http://127.0.0.1:3000');
+    expect(loadConfig({ HTTP_PORT: '18731', PUBLIC_BASE_URL: 'https://fleet.example.org/' }).http.publicBaseUrl).toBe('https://fleet.example.org');
+    expect(() => loadConfig({ PUBLIC_BASE_URL: 'not a url' })).toThrow(/PUBLIC_BASE_URL: expected a URL/);
+  });
+
   it('runs with no variables at all (local defaults)', () => {
     const c = loadConfig({});
     expect(c.db.url).toBe('postgres://postgres@127.0.0.1:5432/curavani_fleet');

@@ -102,7 +102,8 @@ export const envSchema = z.object({
 
   HTTP_HOST: z.string().default('127.0.0.1'),
   HTTP_PORT: int(3000, 0).pipe(z.number().max(65_535, { error: 'expected a port number <= 65535' })),
-  PUBLIC_BASE_URL: url('http://127.0.0.1:3000'),
+  /** Unset: http://127.0.0.1:<HTTP_PORT> (publicBaseUrlOf), so links follow a port moved off 3000. */
+  PUBLIC_BASE_URL: optionalString.pipe(z.url({ error: 'expected a URL' }).optional()),
   DASHBOARD_URL: optionalString.pipe(z.url({ error: 'expected a URL' }).optional()),
   DASHBOARD_USER: optionalString,
   DASHBOARD_PASSWORD: optionalString,
@@ -197,6 +198,15 @@ export const envSchema = z.object({
 
 export type Env = z.infer<typeof envSchema>;
 
+/**
+ * The base of links in emails (unsubscribe): PUBLIC_BASE_URL, else this process's own HTTP
+ * address on loopback (port 3000 when HTTP_PORT=0 picks a free one), so a fleet moved to another
+ * port on a shared machine links to itself, not to whatever listens on 3000.
+ */
+function publicBaseUrlOf(e: Pick<Env, 'PUBLIC_BASE_URL' | 'HTTP_PORT'>): string {
+  return e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.HTTP_PORT || 3000}`;
+}
+
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
@@ -268,12 +278,11 @@ function productionProblems(e: Env): string[] {
   }
   // Production emails carry one-click unsubscribe links under PUBLIC_BASE_URL: RFC 8058 wants
   // HTTPS, and a loopback address reaches nobody.
-  const u = new URL(e.PUBLIC_BASE_URL);
+  const base = publicBaseUrlOf(e);
+  const u = new URL(base);
   const loopback = ['localhost', '127.0.0.1', '[::1]', '0.0.0.0'].includes(u.hostname) || u.hostname.startsWith('127.');
   if (u.protocol !== 'https:' || loopback) {
-    problems.push(
-      `PUBLIC_BASE_URL: expected an https address patients can reach when NODE_ENV=production (got ${e.PUBLIC_BASE_URL}); emails link to it for unsubscribing`,
-    );
+    problems.push(`PUBLIC_BASE_URL: expected an https address patients can reach when NODE_ENV=production (got ${base}); emails link to it for unsubscribing`);
   }
   return problems;
 }
@@ -348,7 +357,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     http: {
       host: e.HTTP_HOST,
       port: e.HTTP_PORT,
-      publicBaseUrl: e.PUBLIC_BASE_URL.replace(/\/+$/, ''),
+      publicBaseUrl: publicBaseUrlOf(e).replace(/\/+$/, ''),
       /** Where staff open the operator pages (links in staff emails); undefined: no links. */
       dashboardUrl: e.DASHBOARD_URL?.replace(/\/+$/, ''),
       dashboardUser: e.DASHBOARD_USER,
