@@ -137,6 +137,27 @@ async function main() {
         await page.screenshot({ path: out, fullPage });
         console.log(`saved ${out}`);
       }
+      // The operator pages at a laptop's width and a phone's: the page itself never scrolls
+      // sideways (wide tables scroll in their own box), and at 1280 px no table is cut off.
+      const operatorPages = ['/ops', '/imports', '/therapist-imports', `/therapist-imports/runs/${therapistReport.runId}`, `/therapist-imports/files/${therapistReport.fileId}`, '/daily'];
+      for (const [width, height] of [[1280, 900], [390, 844]] as const) {
+        await page.setViewportSize({ width, height });
+        for (const url of operatorPages) {
+          await page.goto(`${base}${url}`, { waitUntil: 'networkidle' });
+          // A string: this project compiles without the DOM's types.
+          const m = (await page.evaluate(
+            `({ page: document.documentElement.scrollWidth, view: window.innerWidth, cut: [...document.querySelectorAll('.scroll')].filter((e) => e.scrollWidth > e.clientWidth + 1).length })`,
+          )) as { page: number; view: number; cut: number };
+          if (m.page > m.view) problems.push(`${url} at ${width} px: the page scrolls sideways (${m.page} px wide)`);
+          if (width >= 1280 && m.cut > 0) problems.push(`${url} at ${width} px: ${m.cut} table(s) wider than the page (columns cut off)`);
+        }
+        const narrow = path.join(args.out!, `daily-health-${width}.png`);
+        await page.goto(`${base}/daily`, { waitUntil: 'networkidle' });
+        await page.screenshot({ path: narrow, fullPage: true });
+        console.log(`saved ${narrow}`);
+      }
+      await page.setViewportSize({ width: 1400, height: 1000 });
+
       // Discard one dead letter through the page's form, as an operator would.
       await page.goto(`${base}/ops`, { waitUntil: 'networkidle' });
       const row = page.locator('tr', { hasText: 'patient-import.ledger.7' });

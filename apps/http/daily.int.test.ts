@@ -216,8 +216,8 @@ describe('daily health view', () => {
     expect(text).toContain('3 dead letters wait for an operator (email 2, patient-import 1)');
     expect(text).toContain('— <a href="/ops">open /ops</a></li>'); // each attention item links the page that deals with it
     expect(text).toContain('1 outbox event is parked');
-    expect(text).toContain('<tr><th>patient-import-retention</th><td class="num">not registered (RETENTION_CRON, role patient-import)</td></tr>');
-    expect(text).toMatch(/<tr><th>bucket-poll<\/th><td class="num">next \d{4}-\d{2}-\d{2} 03:00<\/td><\/tr>/);
+    expect(text).toContain('<tr><th>patient-import-retention</th><td class="text">not registered (RETENTION_CRON, role patient-import)</td></tr>');
+    expect(text).toMatch(/<tr><th>bucket-poll<\/th><td class="text">next \d{4}-\d{2}-\d{2} 03:00<\/td><\/tr>/);
     expect(text).toContain('1 queue is paused, its jobs wait: email; resume on /dashboard — <a href="/dashboard">open /dashboard</a>');
     expect(text).toContain('1 therapist file failed, 1 therapist file partly imported (3 therapists failed): /imports');
     expect(text).toContain('Kafka is not configured (<code>KAFKA_BROKERS</code> is empty): events wait here');

@@ -39,7 +39,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;colo
 main{max-width:1600px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 16px}h2{font-size:17px;margin:28px 0 10px}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:14px}
-th,td{border-bottom:1px solid #e4e7eb;padding:8px 10px;text-align:left;vertical-align:top}
+th,td{border-bottom:1px solid #e4e7eb;padding:7px 8px;text-align:left;vertical-align:top}
 th{background:#eef2f7;font-weight:600}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px}
 pre{background:#fff;border:1px solid #e4e7eb;padding:10px;overflow:auto}
@@ -52,8 +52,8 @@ button{padding:4px 10px;border-radius:4px;border:1px solid #3e4c59;background:#f
 button.danger{border-color:#b42318;color:#b42318}
 nav{background:#1f2933;color:#fff;padding:10px 24px}nav a{color:#fff;margin-right:16px}
 .notice{background:#fff8e1;border:1px solid #f0c36d;padding:8px 12px;margin-bottom:16px}.notice.ok{background:#e8f5e9;border-color:#7bc47f}.notice ul{margin:6px 0 0;padding-left:20px}
-th.num,td.num{text-align:right;white-space:nowrap}
-table.counts{width:auto;min-width:420px}table.counts th{background:#fff;font-weight:500}
+th.num,td.num{text-align:right}td.num{white-space:nowrap}
+table.counts{width:auto;min-width:min(420px,100%)}table.counts th{background:#fff;font-weight:500}table.counts td code{word-break:break-all}
 .scroll{overflow-x:auto}.nowrap{white-space:nowrap}.note{min-width:180px}h1 code{font-size:18px}
 `;
 

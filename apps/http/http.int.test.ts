@@ -504,6 +504,10 @@ describe('http app with dashboard credentials', () => {
       expect(onlyFailed.text).toContain('0 of 1');
       expect(onlyFailed.text).not.toContain(`href="/therapist-imports/files/${report.fileId}"`);
       expect((await get(`/therapist-imports/runs/${report.runId}?status=partial`)).text).toContain(`href="/therapist-imports/files/${report.fileId}"`);
+      // A status that does not exist is a mistake in the link, not an empty list.
+      const bogus = await get(`/therapist-imports/runs/${report.runId}?status=partial,bogus`);
+      expect(bogus.status).toBe(400);
+      expect(bogus.text).toContain('status: unknown bogus; expected one or more of');
 
       const shown = await get(`/therapist-imports/files/${report.fileId}`);
       expect(shown.status).toBe(200);

@@ -16,9 +16,9 @@ const ATTENTION_PAGES: Record<string, string> = {
 const num = (n: number) => n.toLocaleString('en-GB');
 
 /** One part of the view: a heading and label/value rows. */
-function part(title: SafeHtml | string, rows: Array<[string, number | string]>): SafeHtml {
+function part(title: SafeHtml | string, rows: Array<[string, number | string]>, cell: 'num' | 'text' = 'num'): SafeHtml {
   return html`<h2>${title}</h2><table class="counts"><tbody>${rows.map(
-    ([label, v]) => html`<tr><th>${label}</th><td class="num">${typeof v === 'number' ? num(v) : v}</td></tr>`,
+    ([label, v]) => html`<tr><th>${label}</th><td class="${cell}">${typeof v === 'number' ? num(v) : v}</td></tr>`,
   )}</tbody></table>`;
 }
 
@@ -73,6 +73,7 @@ ${part(html`Weekly emails <span class="muted">(${w.isoWeek})</span>`, [
 ${part(
   'Schedules',
   r.schedules.map((x) => [x.id, x.registered ? `next ${x.nextLocal ?? '–'}` : `not registered (${x.cronVariable}, role ${x.role})`] as [string, string]),
+  'text',
 )}
 ${r.pausedQueues.length ? html`<p class="muted">Paused queues (their jobs wait until resumed on <a href="/dashboard">/dashboard</a>): ${r.pausedQueues.join(', ')}</p>` : ''}
 ${part('Dead letters', [...Object.entries(r.deadLetters.byQueue).map(([q, n]) => [q, n] as [string, number]), ['total waiting', r.deadLetters.total]])}

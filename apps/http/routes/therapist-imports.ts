@@ -1,5 +1,5 @@
 import { Router, type Request, type Response } from 'express';
-import type { TherapistImportCounts, TherapistImportFileStatus } from '../../../libs/db/schema/fleet-therapist-import.js';
+import { therapistImportFileStatuses, type TherapistImportCounts, type TherapistImportFileStatus } from '../../../libs/db/schema/fleet-therapist-import.js';
 import { COUNT_LABELS, formatShare, isOutcomeCount, outcomeKeys, reportOf, therapistImportRepo as repo } from '../../../workers/therapist-import/worker.js';
 import { html, page, utcTime, type SafeHtml } from '../html.js';
 import type { HttpRouteModule } from './types.js';
@@ -98,6 +98,16 @@ ${runs.length
       // ?status=failed,partial: only those files (the ones staff look at in a run of hundreds),
       // filtered in the query: a run of thousands of postcode files has failed ones beyond the newest FILE_LIMIT.
       const wanted = typeof req.query.status === 'string' && req.query.status ? new Set(req.query.status.split(',')) : null;
+      const unknown = wanted ? [...wanted].filter((st) => !(therapistImportFileStatuses as readonly string[]).includes(st)) : [];
+      if (unknown.length) {
+        return void res.status(400).type('html').send(
+          page(
+            'Bad request · Curavani Fleet',
+            html`<h1>Bad request</h1><p>status: unknown ${unknown.join(', ')}; expected one or more of ${therapistImportFileStatuses.join(', ')}, separated by commas</p><p><a href="/therapist-imports/runs/${run.id}">All files of run ${run.id}</a></p>`,
+            { nav: true },
+          ),
+        );
+      }
       const files = await repo.listFiles(db, { runId: run.id, limit: FILE_LIMIT, ...(wanted ? { status: [...wanted] as TherapistImportFileStatus[] } : {}) });
       const perStatus = new Map(Object.entries(await repo.countRunFilesByStatus(db, run.id)));
       const allCount = [...perStatus.values()].reduce((a, b) => a + b, 0);
@@ -133,28 +143,28 @@ ${countsTable(r.counts)}
 ${r.fileErrors.length ? html`<h2>File-level errors (${r.fileErrors.length})</h2><ul>${r.fileErrors.map((e) => html`<li class="reason">${e}</li>`)}</ul>` : ''}
 ${r.metadataDisagreements.length
   ? html`<h2>Metadata that disagrees with the file (${r.metadataDisagreements.length})</h2>
-<table><thead><tr><th>Field</th><th>Metadata says</th><th>Found</th></tr></thead><tbody>${r.metadataDisagreements.map(
+${wide(html`<table><thead><tr><th>Field</th><th>Metadata says</th><th>Found</th></tr></thead><tbody>${r.metadataDisagreements.map(
       (d) => html`<tr><td><code>${d.field}</code></td><td>${String(d.stated)}</td><td>${String(d.found)}</td></tr>`,
-    )}</tbody></table>`
+    )}</tbody></table>`)}`
   : ''}
 ${r.failures.length
   ? html`<h2>Failed therapists (${r.failures.length})</h2>
-<table><thead><tr><th>Entry</th><th>External id</th><th>Reason</th></tr></thead><tbody>${r.failures.map(
+${wide(html`<table><thead><tr><th>Entry</th><th>External id</th><th>Reason</th></tr></thead><tbody>${r.failures.map(
       (f) => html`<tr><td><code>therapists[${f.index}]</code></td><td>${ext(f.externalId)}</td><td class="reason">${f.reason}</td></tr>`,
-    )}</tbody></table>`
+    )}</tbody></table>`)}`
   : ''}
 ${r.statusMismatches.length
   ? html`<h2>Status mismatches (${r.statusMismatches.length})</h2>
-<table><thead><tr><th>Entry</th><th>External id</th><th>File says</th><th>Found</th><th>Therapist</th></tr></thead><tbody>${r.statusMismatches.map(
+${wide(html`<table><thead><tr><th>Entry</th><th>External id</th><th>File says</th><th>Found</th><th>Therapist</th></tr></thead><tbody>${r.statusMismatches.map(
       (m) => html`<tr><td><code>therapists[${m.index}]</code></td><td>${ext(m.externalId)}</td><td>${m.stated}</td><td>${m.found}</td><td>${m.therapistId ?? ''}</td></tr>`,
-    )}</tbody></table>`
+    )}</tbody></table>`)}`
   : ''}
 ${r.replacedCorrections.length
   ? html`<h2>Staff corrections replaced by the scraper (${r.replacedCorrections.length})</h2>
 <p class="muted">The platform held another value than the one the scraper gave last time (a correction on the platform); the scraper now gives a new one, which was written. Corrections the scraper has not changed since are kept and not listed.</p>
-<table><thead><tr><th>Entry</th><th>External id</th><th>Therapist</th><th>Fields</th></tr></thead><tbody>${r.replacedCorrections.map(
+${wide(html`<table><thead><tr><th>Entry</th><th>External id</th><th>Therapist</th><th>Fields</th></tr></thead><tbody>${r.replacedCorrections.map(
       (c) => html`<tr><td><code>therapists[${c.index}]</code></td><td>${ext(c.externalId)}</td><td>${c.therapistId ?? ''}</td><td>${c.fields.map((f, i) => html`${i ? ', ' : ''}<code>${f}</code>`)}</td></tr>`,
-    )}</tbody></table>`
+    )}</tbody></table>`)}`
   : ''}
 <h2>Record</h2>
 <table class="counts"><tbody>
