@@ -28,7 +28,6 @@ const optionalString = z
   .optional()
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
 
-const url = (fallback: string) => z.url({ error: 'expected a URL' }).default(fallback);
 
 /** A URL of the one kind a client speaks: another scheme (mysql://, http://) fails here, naming the variable, not later. */
 const urlOf = (schemes: [string, string], fallback: string) =>
