@@ -124,6 +124,7 @@ const expected = () => ({
     runsOpen: 1,
     files: { imported: 2, partial: 1, failed: 1, skipped: 1 },
     therapistsFailed: 3,
+    superseded: { failed: 0, partial: 0 },
     filesWaiting: 1,
     oldestWaitingAgeSeconds: expect.any(Number),
   },
@@ -179,6 +180,27 @@ describe('daily health view', () => {
       ]);
       expect(dailyText(gone)).toContain('\nschedules\n  bucket-poll  NOT REGISTERED (POLL_CRON, role bucket-poller)\n  weekly-status-emails  next ');
       expect(dailyText(gone)).toContain('\n  paused queues: patient-import\n');
+
+      // A failed therapist file needs a look until a later file of its postcode is imported; then it does not.
+      const file = (path: string, postcode: string, status: string) =>
+        empty.sql`insert into fleet.therapist_import_files (path, postcode, status, finished_at, counts) values (${path}, ${postcode}, ${status}, now(), '{"failed": 0}'::jsonb)`;
+      await file('20261201/52080.json', '52080', 'failed');
+      await file('20261201/52082.json', '52082', 'partial');
+      const failing = await dailyReport(deps);
+      expect(failing.attention.find((a) => a.key === 'therapist_imports_failed')?.message).toBe('1 therapist file failed, 1 therapist file partly imported: /imports');
+      await file('20261208/52080.json', '52080', 'imported');
+      const fixed = await dailyReport(deps);
+      expect(fixed.therapistImports).toMatchObject({ files: { failed: 1, partial: 1, imported: 1 }, superseded: { failed: 1, partial: 0 } });
+      expect(fixed.attention.find((a) => a.key === 'therapist_imports_failed')?.message).toBe(
+        '1 therapist file partly imported; 1 more replaced since by a newer file of the same postcode: /imports',
+      );
+      // A newer partial file replaces the older one, but needs a look itself.
+      await file('20261208/52082.json', '52082', 'partial');
+      expect((await dailyReport(deps)).attention.find((a) => a.key === 'therapist_imports_failed')?.message).toBe(
+        '1 therapist file partly imported; 2 more replaced since by a newer file of the same postcode: /imports',
+      );
+      await file('20261215/52082.json', '52082', 'imported');
+      expect((await dailyReport(deps)).attention.map((a) => a.key)).not.toContain('therapist_imports_failed');
     } finally {
       await c2.close();
       await empty.drop();

@@ -457,8 +457,17 @@ describe('http app with dashboard credentials', () => {
       expect.objectContaining({ reason: `(not shown here: fleet imports show ${legacy!.id})`, errorCode: 'validation_failed' }),
       expect.objectContaining({ reason: 'patient_data.plz: expected 5 digits, got the string (value not shown); patient_data.geburtsdatum: not a date, got (value not shown)', errorCode: 'validation_failed' }),
     ]);
-    expect(json.therapistFiles).toEqual([expect.objectContaining({ path: '20260101/52074.json', status: 'failed' })]);
+    expect(json.therapistFiles).toEqual([expect.objectContaining({ path: '20260101/52074.json', status: 'failed', supersededBy: null })]);
     expect(JSON.stringify(json)).not.toMatch(/Mustermann|Musterfrau|5207[^4]|1999-02-29|Schlafstoerungen/);
+
+    // The scraper drops a corrected file for the postcode: the failed one is marked as replaced, with a link.
+    await sql`update fleet.therapist_import_files set postcode = '52074' where path = '20260101/52074.json'`;
+    const [later] = await sql<{ id: string }[]>`insert into fleet.therapist_import_files (path, postcode, status, finished_at) values ('20260108/52074.json', '52074', 'imported', now()) returning id`;
+    const after = (await (await fetch(`${app.base}/imports/api/failed`, { headers: { authorization: AUTH } })).json()) as { therapistFiles: Array<{ path: string; supersededBy: unknown }> };
+    expect(after.therapistFiles).toEqual([expect.objectContaining({ path: '20260101/52074.json', supersededBy: expect.objectContaining({ id: Number(later!.id), path: '20260108/52074.json', status: 'imported' }) })]);
+    const afterPage = await (await fetch(`${app.base}/imports`, { headers: { authorization: AUTH } })).text();
+    expect(afterPage).toContain(`replaced since by <a href="/therapist-imports/files/${later!.id}">#${later!.id}</a> <code>20260108/52074.json</code> (imported): nothing to do`);
+    await sql`delete from fleet.therapist_import_files where path in ('20260101/52074.json', '20260108/52074.json')`;
     await sql`delete from fleet.patient_import_ledger where source_uri in ('gs://b/x', 'gs://b/y')`;
   });
 

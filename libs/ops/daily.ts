@@ -43,6 +43,8 @@ export interface DailyReport {
     runsOpen: number;
     files: { imported: number; partial: number; failed: number; skipped: number };
     therapistsFailed: number;
+    /** Of the failed and partial files: those a later import of the same postcode has replaced (no longer need a look). */
+    superseded: { failed: number; partial: number };
     filesWaiting: number;
     oldestWaitingAgeSeconds: number | null;
   };
@@ -124,13 +126,18 @@ function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttenti
     add('patient_imports_failed', `${many(r.patientImports.failedWaiting, 'failed patient registration import waits', 'failed patient registration imports wait')} for an operator (${r.patientImports.failed} in the window): /imports`);
   }
   const tf = r.therapistImports.files;
-  if (tf.failed + tf.partial > 0) {
+  const sup = r.therapistImports.superseded;
+  // A failed or partial file that a later import of its postcode has replaced needs no look.
+  const failedOpen = tf.failed - sup.failed;
+  const partialOpen = tf.partial - sup.partial;
+  if (failedOpen + partialOpen > 0) {
     const files = [
-      ...(tf.failed ? [`${many(tf.failed, 'therapist file', 'therapist files')} failed`] : []),
-      ...(tf.partial ? [`${many(tf.partial, 'therapist file', 'therapist files')} partly imported`] : []),
+      ...(failedOpen ? [`${many(failedOpen, 'therapist file', 'therapist files')} failed`] : []),
+      ...(partialOpen ? [`${many(partialOpen, 'therapist file', 'therapist files')} partly imported`] : []),
     ].join(', ');
     const therapists = r.therapistImports.therapistsFailed ? ` (${many(r.therapistImports.therapistsFailed, 'therapist', 'therapists')} failed)` : '';
-    add('therapist_imports_failed', `${files}${therapists}: /imports`);
+    const replaced = sup.failed + sup.partial ? `; ${sup.failed + sup.partial} more replaced since by a newer file of the same postcode` : '';
+    add('therapist_imports_failed', `${files}${therapists}${replaced}: /imports`);
   }
   if (r.emails.failed > 0) add('emails_failed', `${many(r.emails.failed, 'email', 'emails')} failed for good (fleet.deliveries, status failed, last_error says why)`);
   if (r.outbox.parked > 0) add('outbox_parked', `${many(r.outbox.parked, 'outbox event is', 'outbox events are')} parked (refused by Kafka, or held behind one that was): fleet events parked`);
@@ -209,6 +216,7 @@ export function dailyText(r: DailyReport): string {
     'therapist imports',
     `  runs closed ${t.runsClosed}  runs open ${t.runsOpen}`,
     `  files imported ${t.files.imported}  partial ${t.files.partial}  failed ${t.files.failed}  skipped ${t.files.skipped}  therapists failed ${t.therapistsFailed}`,
+    ...(t.superseded.failed + t.superseded.partial ? [`  of the failed and partial files, replaced since by a newer file of the same postcode: ${t.superseded.failed + t.superseded.partial}`] : []),
     `  files waiting ${t.filesWaiting}  oldest waiting ${formatAge(t.oldestWaitingAgeSeconds)}`,
     'emails',
     `  sent ${e.sent}  failed ${e.failed}  dropped ${e.dropped}  pending ${e.pending}  oldest pending ${formatAge(e.oldestPendingAgeSeconds)}`,

@@ -54,6 +54,7 @@ ${part('Therapist imports', [
   ['files failed', t.files.failed],
   ['files skipped', t.files.skipped],
   ['therapists failed', t.therapistsFailed],
+  ['failed or partial files replaced since by a newer one', t.superseded.failed + t.superseded.partial],
   ['files waiting', t.filesWaiting],
   ['oldest waiting', formatAge(t.oldestWaitingAgeSeconds)],
 ])}

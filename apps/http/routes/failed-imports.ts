@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { listLedger } from '../../../libs/db/repositories/patient-import.js';
-import { listFiles } from '../../../libs/db/repositories/therapist-import.js';
+import { listFiles, supersedingFiles } from '../../../libs/db/repositories/therapist-import.js';
 import { html, page, utcTime as when } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
@@ -16,6 +16,7 @@ async function failedImports({ ctx }: HttpRouteDeps) {
   ]);
   const patients = patientRows.slice(0, LIMIT);
   const therapists = therapistRows.slice(0, LIMIT);
+  const superseded = await supersedingFiles(ctx.database.db, therapists.map((r) => r.id));
   // Object names of registration files contain patient names: shown by id only
   // (`fleet imports show <id>` prints the rest to staff on the server).
   return {
@@ -38,6 +39,8 @@ async function failedImports({ ctx }: HttpRouteDeps) {
       reason: r.reason,
       attempts: r.attempts,
       finishedAt: r.finishedAt?.toISOString() ?? null,
+      /** A later file of the same postcode imported since: this one needs no look. */
+      supersededBy: ((l) => (l ? { id: l.id, path: l.path, status: l.status, finishedAt: l.finishedAt?.toISOString() ?? null } : null))(superseded.get(r.id)),
     })),
   };
 }
@@ -72,7 +75,12 @@ ${f.patientFiles.length
 ${f.moreTherapistFiles ? html`<p class="muted">More than ${LIMIT} failed or partial: the newest ${LIMIT} are shown. All of them: <code>fleet imports list --kind therapist --status failed,partial --limit 1000</code>.</p>` : ''}
 ${f.therapistFiles.length
   ? html`<div class="scroll"><table><thead><tr><th>Record</th><th>File</th><th>Status</th><th>Reason</th><th>Finished</th></tr></thead><tbody>${f.therapistFiles.map(
-      (r) => html`<tr><td class="id"><a href="/therapist-imports/files/${r.id}"><code>${r.id}</code></a></td><td><code>${r.path}</code></td><td>${r.status}</td><td class="reason">${r.reason ?? ''}</td><td>${when(r.finishedAt ? new Date(r.finishedAt) : null)}</td></tr>`,
+      (r) =>
+        html`<tr><td class="id"><a href="/therapist-imports/files/${r.id}"><code>${r.id}</code></a></td><td><code>${r.path}</code></td><td>${r.status}${
+          r.supersededBy
+            ? html`<div class="muted">replaced since by <a href="/therapist-imports/files/${r.supersededBy.id}">#${r.supersededBy.id}</a> <code>${r.supersededBy.path}</code> (${r.supersededBy.status}): nothing to do</div>`
+            : ''
+        }</td><td class="reason">${r.reason ?? ''}</td><td>${when(r.finishedAt ? new Date(r.finishedAt) : null)}</td></tr>`,
     )}</tbody></table></div>`
   : html`<p class="muted">none</p>`}`;
       res.type('html').send(page('Failed imports · Curavani Fleet', body, { nav: true }));

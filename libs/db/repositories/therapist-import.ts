@@ -263,6 +263,34 @@ export async function listFiles(db: DbOrTx, filter: FileListFilter = {}): Promis
     .limit(filter.limit ?? 50);
 }
 
+/**
+ * SQL: a later file of the same postcode (of the same path when the file has none) that was
+ * imported, fully or partly: the newest data of that postcode is on the platform, so what an
+ * older failed or partial file did not import no longer waits for anyone.
+ */
+// The outer row is named in full: drizzle leaves a column unqualified in a select list, where it
+// would bind to the subquery's own table.
+const supersedingFileOf = () => sql.raw(`(
+  select l.id from fleet.therapist_import_files l
+  where l.id > fleet.therapist_import_files.id and l.status in ('imported', 'partial')
+    and (l.postcode = fleet.therapist_import_files.postcode or (fleet.therapist_import_files.postcode is null and l.path = fleet.therapist_import_files.path))
+  order by l.id desc limit 1)`);
+
+/** For failed or partial files: the newest later file that imported the same postcode, by file id (absent: none). */
+export async function supersedingFiles(db: DbOrTx, ids: number[]): Promise<Map<number, { id: number; path: string; status: string; finishedAt: Date | null }>> {
+  if (ids.length === 0) return new Map();
+  const f = therapistImportFiles;
+  const rows = await db
+    // bigint: postgres.js gives it as a string.
+    .select({ id: f.id, by: sql<string | null>`${supersedingFileOf()}`.mapWith((v: string | null) => (v === null ? null : Number(v))) })
+    .from(f)
+    .where(inArray(f.id, ids));
+  const byIds = rows.map((r) => r.by).filter((x): x is number => x !== null);
+  const later = byIds.length ? await db.select({ id: f.id, path: f.path, status: f.status, finishedAt: f.finishedAt }).from(f).where(inArray(f.id, byIds)) : [];
+  const laterById = new Map(later.map((l) => [l.id, l]));
+  return new Map(rows.flatMap((r) => (r.by !== null && laterById.has(r.by) ? [[r.id, laterById.get(r.by)!] as const] : [])));
+}
+
 /** Files of a run per status (open runs too: the closed run's stored counts are set only at the close). */
 export async function countRunFilesByStatus(db: DbOrTx, runId: number): Promise<Record<string, number>> {
   const rows = await db
@@ -435,7 +463,14 @@ export async function attachFilesToRun(db: DbOrTx, fileIds: number[], runId: num
 export async function importActivity(
   db: DbOrTx,
   since: Date,
-): Promise<{ runsClosed: number; runsOpen: number; files: { imported: number; partial: number; failed: number; skipped: number }; therapistsFailed: number }> {
+): Promise<{
+  runsClosed: number;
+  runsOpen: number;
+  files: { imported: number; partial: number; failed: number; skipped: number };
+  therapistsFailed: number;
+  /** Of the failed and partial files: those a later import of the same postcode has replaced since. */
+  superseded: { failed: number; partial: number };
+}> {
   const f = therapistImportFiles;
   const r = therapistImportRuns;
   const s = since.toISOString();
@@ -452,6 +487,8 @@ export async function importActivity(
       failed: sql<number>`count(*) filter (where ${f.status} = 'failed')::int`,
       skipped: sql<number>`count(*) filter (where ${f.status} = 'skipped')::int`,
       therapistsFailed: sql<number>`coalesce(sum((${f.counts}->>'failed')::int), 0)::int`,
+      failedSuperseded: sql<number>`count(*) filter (where ${f.status} = 'failed' and ${supersedingFileOf()} is not null)::int`,
+      partialSuperseded: sql<number>`count(*) filter (where ${f.status} = 'partial' and ${supersedingFileOf()} is not null)::int`,
     })
     .from(f)
     .where(sql`${f.finishedAt} >= ${s}::timestamptz`);
@@ -460,5 +497,6 @@ export async function importActivity(
     runsOpen: runs?.open ?? 0,
     files: { imported: files?.imported ?? 0, partial: files?.partial ?? 0, failed: files?.failed ?? 0, skipped: files?.skipped ?? 0 },
     therapistsFailed: files?.therapistsFailed ?? 0,
+    superseded: { failed: files?.failedSuperseded ?? 0, partial: files?.partialSuperseded ?? 0 },
   };
 }
