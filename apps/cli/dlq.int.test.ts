@@ -114,6 +114,11 @@ describe('fleet dlq (the real CLI)', () => {
     expect(audit).toMatchObject({ action: 'dlq.discard', target: `patient-import/${jobId}`, reason: 'duplicate upload', actor: userInfo().username });
     expect(audit!.actor).not.toBe('unknown');
 
+    // Handled already (a colleague, another tab): who did what and when, not just "no entry".
+    const again = await fleet('dlq', 'requeue', jobId, '--reason', 'retry');
+    expect(again.code).toBe(3);
+    expect(again.stderr).toMatch(new RegExp(`${jobId.replaceAll('.', '\\.')} is no longer a dead letter: discarded by ${userInfo().username} at \\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2} UTC \\(reason: duplicate upload\\)`));
+
     const missing = await fleet('dlq', 'discard', 'no-such-id', '--reason', 'cleanup');
     expect(missing.code).toBe(3);
     expect(missing.stderr).toContain('no dead-letter entry with id no-such-id');

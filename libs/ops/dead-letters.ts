@@ -1,6 +1,7 @@
 import type { Db } from '../db/client.js';
-import { recordAudit } from '../db/repositories/audit.js';
+import { lastAuditOf, recordAudit } from '../db/repositories/audit.js';
 import {
+  DeadLetterNotFound,
   discardDeadLetter,
   listDeadLetters,
   requeueDeadLetter,
@@ -34,12 +35,31 @@ function hookFor(hooks: DeadLetterHooks, view: DeadLetterView): DeadLetterHook |
   return hooks[view.name as JobName];
 }
 
+/**
+ * A dead letter that is not there: when an operator acted on it already (another tab, a
+ * colleague), says who did what and when, from the audit table; else the error as it was.
+ */
+async function explainNotFound<T>(deps: OperatorDeps, id: string, queue: string | undefined, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!(err instanceof DeadLetterNotFound)) throw err;
+    const last = await lastAuditOf(deps.db, { actions: ['dlq.requeue', 'dlq.discard'], jobId: id, queue });
+    if (!last) throw err;
+    const what = last.action === 'dlq.discard' ? 'discarded' : 'requeued';
+    const when = last.createdAt.toISOString().replace('T', ' ').slice(0, 19);
+    throw new DeadLetterNotFound(`${id} is no longer a dead letter: ${what} by ${last.actor} at ${when} UTC${last.reason ? ` (reason: ${last.reason})` : ''}`);
+  }
+}
+
 /** Requeues one dead letter and writes the action to the audit table. */
 export async function requeueOne(deps: OperatorDeps, id: string, action: OperatorAction, queue?: string) {
   // The bookkeeping goes first: the job must find its row open when a worker takes it.
-  const result = await requeueDeadLetter(deps.queues, id, queue, {
-    beforeRequeue: async (view) => hookFor(deps.hooks, view)?.onRequeue?.(view.data, deps.db),
-  });
+  const result = await explainNotFound(deps, id, queue, () =>
+    requeueDeadLetter(deps.queues, id, queue, {
+      beforeRequeue: async (view) => hookFor(deps.hooks, view)?.onRequeue?.(view.data, deps.db),
+    }),
+  );
   await recordAudit(deps.db, {
     actor: action.actor,
     action: 'dlq.requeue',
@@ -59,7 +79,7 @@ export async function requeueAll(deps: OperatorDeps, action: OperatorAction, que
 
 /** Discards one dead letter for good and writes the action to the audit table. */
 export async function discardOne(deps: OperatorDeps, id: string, action: OperatorAction, queue?: string) {
-  const { view } = await discardDeadLetter(deps.queues, id, queue);
+  const { view } = await explainNotFound(deps, id, queue, () => discardDeadLetter(deps.queues, id, queue));
   await hookFor(deps.hooks, view)?.onDiscard?.(view.data, deps.db);
   await recordAudit(deps.db, {
     actor: action.actor,

@@ -1,4 +1,4 @@
-import { desc } from 'drizzle-orm';
+import { and, desc, eq, inArray, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../client.js';
 import { auditLog } from '../schema/fleet.js';
 
@@ -20,4 +20,24 @@ export async function recordAudit(db: DbOrTx, entry: AuditEntry) {
 
 export async function listAudit(db: DbOrTx, limit = 50) {
   return db.select().from(auditLog).orderBy(desc(auditLog.id)).limit(limit);
+}
+
+/**
+ * The newest audit row of the given actions on a job, by the job's id (the part of `target`
+ * after `<queue>/`), within one queue when given.
+ */
+export async function lastAuditOf(db: DbOrTx, q: { actions: string[]; jobId: string; queue?: string | undefined }) {
+  const [row] = await db
+    .select()
+    .from(auditLog)
+    .where(
+      and(
+        inArray(auditLog.action, q.actions),
+        eq(sql`split_part(${auditLog.target}, '/', 2)`, q.jobId),
+        q.queue ? eq(sql`split_part(${auditLog.target}, '/', 1)`, q.queue) : undefined,
+      ),
+    )
+    .orderBy(desc(auditLog.id))
+    .limit(1);
+  return row ?? null;
 }
