@@ -156,6 +156,21 @@ describe('therapist import run summary (staff email)', () => {
     expect(text).not.toContain('Vor dem Import geändert');
   });
 
+  it('lists the status mismatches it counts: which entry, what the file says and what was found', () => {
+    const withMismatches = file(2, {
+      counts: { ...emptyCounts(), total: 3, unchanged: 2, created: 1, statusMismatches: 2 },
+      statusMismatches: [
+        { index: 0, externalId: 'praxis7', therapistId: 11, stated: 'new', found: 'already on the platform' },
+        { index: 2, externalId: null, therapistId: null, stated: 'deleted', found: 'not on the platform' },
+      ],
+    });
+    const files = [file(1, {}), withMismatches];
+    const { text } = renderRunSummary(run(files), files);
+    expect(text).toContain(
+      'Status-Abweichungen in 20261203/52062.json (#2): therapists[0] (ID praxis7): Datei sagt new, gefunden: already on the platform; therapists[2]: Datei sagt deleted, gefunden: not on the platform',
+    );
+  });
+
   it('a file with the content of one that failed says that this content is not on the platform', () => {
     const copy = file(5, { path: '20250716/52074.json', status: 'skipped', counts: emptyCounts(), reason: 'same content as 20250709/52074.json (file 4, failed): a content is imported once' });
     const files = [file(1, {}), copy];

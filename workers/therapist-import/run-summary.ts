@@ -125,6 +125,14 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
       `Metadaten von ${f.path} stimmen nicht: ${f.metadataDisagreements.map((d) => `${d.field} angegeben ${String(d.stated)}, gefunden ${String(d.found)}`).join('; ')}`,
     );
   }
+  // Counted as "Status-Abweichungen" in the totals: which therapists, so staff need not open each file.
+  const mismatching = files.filter((f) => f.statusMismatches.length > 0);
+  for (const f of mismatching.slice(0, 10)) {
+    const entries = f.statusMismatches.slice(0, 5).map((m) => `therapists[${m.index}]${m.externalId ? ` (ID ${m.externalId})` : ''}: Datei sagt ${m.stated}, gefunden: ${m.found}`);
+    const more = f.statusMismatches.length > 5 ? `; … und ${f.statusMismatches.length - 5} weitere` : '';
+    paragraphs.push(`Status-Abweichungen in ${f.path} (#${f.id}): ${entries.join('; ')}${more}`);
+  }
+  if (mismatching.length > 10) paragraphs.push(`… und Status-Abweichungen in ${mismatching.length - 10} weiteren Dateien.`);
   // Not an error: the scraper's newer value was written over a value staff had set; staff may want to check it.
   const replacing = files.filter((f) => f.replacedCorrections.length > 0);
   const replaced = replacing.reduce((sum, f) => sum + f.replacedCorrections.length, 0);
