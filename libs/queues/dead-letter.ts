@@ -157,10 +157,16 @@ async function requeueLocked(queues: QueueSet, id: string, queue: string | undef
   return { view, state: 'requeued' as const };
 }
 
-/** Removes a dead-letter entry for good (the original failed job ages out with retention). */
+/**
+ * Removes a dead-letter entry for good, and the original job when it is still in its queue's
+ * failed list: handled, it no longer counts as failed on Bull Board (which would show it in red
+ * for its 30 days of retention). The audit row keeps the reason and the attempts.
+ */
 export function discardDeadLetter(queues: QueueSet, id: string, queue?: string) {
   return withEntryLock(queues, id, async () => {
     const { job, view } = await findDeadLetter(queues, id, queue);
+    const original = await queues.queue(view.originalQueue).getJob(view.originalJobId);
+    if (original && (await original.getState()) === 'failed') await original.remove();
     await job.remove();
     return { view };
   });

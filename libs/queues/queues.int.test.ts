@@ -110,8 +110,13 @@ describe('queues: retries, dead letters, idempotency', () => {
     fail = true;
     const second = await t.queues.enqueue('patient-import', { ledgerId: 8 });
     await until(async () => (await listDeadLetters(t.queues)).length === 1);
+    // The dead letter is written just before BullMQ marks the job failed.
+    await until(async () => (await (await t.queues.queue('patient-import').getJob(second.jobId))?.getState()) === 'failed');
     await discardDeadLetter(t.queues, second.jobId);
     expect(await listDeadLetters(t.queues)).toEqual([]);
+    // Handled: no longer counted as failed (Bull Board would show it in red for its retention).
+    expect(await t.queues.queue('patient-import').getJob(second.jobId)).toBeUndefined();
+    expect(await t.queues.queue('patient-import').getJobCounts('failed')).toEqual({ failed: 0 });
   });
 
   it('two requeues of the same dead letter at once (two operators, a double click): one requeues, the other finds it gone; one run', async () => {
