@@ -48,7 +48,10 @@ export async function withContext<T>(fn: (ctx: FleetContext) => Promise<T>, opts
       // Was it PostgreSQL that could not be reached? Asked again rather than read from the
       // error, which comes wrapped differently from drizzle and from postgres.js.
       const unreachable = await postgresUnreachable(ctx);
-      if (unreachable) throw new CliError(`postgres not reachable at ${urlTarget(config.db.url, 5432, 'DATABASE_URL')} (DATABASE_URL): ${unreachable}`, 1);
+      const at = urlTarget(config.db.url, 5432, 'DATABASE_URL');
+      // Reached, but the database is not there (undefined_database): a fresh machine, `fleet migrate` creates it.
+      if (unreachable?.code === '3D000') throw new CliError(`postgres at ${at} (DATABASE_URL): ${unreachable.message}; \`fleet migrate\` creates it`, 1);
+      if (unreachable) throw new CliError(`postgres not reachable at ${at} (DATABASE_URL): ${unreachable.message}`, 1);
     }
     throw err;
   } finally {
@@ -57,12 +60,12 @@ export async function withContext<T>(fn: (ctx: FleetContext) => Promise<T>, opts
 }
 
 /** The error of a `select 1` when PostgreSQL cannot be reached now (null: it answers, or not within 3 s). */
-async function postgresUnreachable(ctx: FleetContext): Promise<string | null> {
+async function postgresUnreachable(ctx: FleetContext): Promise<{ message: string; code: unknown } | null> {
   try {
     await settlesWithin(ctx.database.sql`select 1`, 3_000);
     return null;
   } catch (err) {
-    return (err as Error).message;
+    return { message: (err as Error).message, code: (err as { code?: unknown }).code };
   }
 }
 

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
-import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { TEST_ADMIN_DB_URL, TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { runCli } from './run-cli.js';
 
 /** The real CLI; none of these commands gets as far as opening a connection. */
@@ -84,6 +84,14 @@ describe('a database the CLI cannot reach', () => {
     const r = await runCli(args, { LOG_LEVEL: 'warn', DATABASE_URL: `postgres://postgres:s3cret@127.0.0.1:${port}/nowhere`, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: testQueuePrefix().prefix });
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`fleet: postgres not reachable at 127.0.0.1:${port} (DATABASE_URL): connect ECONNREFUSED 127.0.0.1:${port}\n`);
+  });
+
+  it('a database that does not exist (a fresh machine) is named as such, with the command that creates it', { timeout: 30_000 }, async () => {
+    const url = new URL(TEST_ADMIN_DB_URL);
+    url.pathname = `/fleet_never_created_${process.pid}`;
+    const r = await runCli(['imports', 'list'], { LOG_LEVEL: 'warn', DATABASE_URL: url.toString(), REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: testQueuePrefix().prefix });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`fleet: postgres at ${url.host} (DATABASE_URL): database "fleet_never_created_${process.pid}" does not exist; \`fleet migrate\` creates it\n`);
   });
 });
 

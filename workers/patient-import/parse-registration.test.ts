@@ -66,7 +66,10 @@ describe('registration validation', () => {
     expect(p.bevorzugtesTherapeutengeschlecht).toBe('Männlich');
     expect(p.symptome).toEqual(['Ängste / Panikattacken', 'Schlafstörungen']);
     const twice = patched((pd) => (pd.symptome = ['Schlafstörungen', 'Schlafstörungen'.normalize('NFD')]));
-    expect(rejectOf(twice).message).toContain('patient_data.symptome.1: listed twice');
+    expect(rejectOf(twice).message).toContain('patient_data.symptome.1: listed more than once');
+    // The same symptom four times: named once, not three times.
+    const four = patched((pd) => (pd.symptome = ['Schlafstörungen', 'Schlafstörungen', 'Schlafstörungen', 'Schlafstörungen']));
+    expect(rejectOf(four).message.match(/listed more than once/g)).toHaveLength(1);
   });
 
   it.each([

@@ -186,6 +186,8 @@ const symptome = z
       ctx.addIssue({ code: 'custom', message: `expected 1 to 6 entries, got ${list.length}` });
     }
     const seen = new Set<string>();
+    // A symptom listed three times is named once (at its second place), not once per repeat.
+    const repeated = new Set<string>();
     list.forEach((entry, i) => {
       if (typeof entry !== 'string' || !symptomSet.has(entry)) {
         ctx.addIssue({
@@ -194,7 +196,8 @@ const symptome = z
           message: `expected one of the 30 symptoms of the form (exact spelling), got ${typeName(entry)}`,
         });
       } else if (seen.has(entry)) {
-        ctx.addIssue({ code: 'custom', path: [i], message: `listed twice: ${quoted(entry)}` });
+        if (!repeated.has(entry)) ctx.addIssue({ code: 'custom', path: [i], message: `listed more than once: ${quoted(entry)}` });
+        repeated.add(entry);
       } else seen.add(entry);
     });
   })

@@ -32,7 +32,8 @@ export function importedMail(
   const name = `${p.vorname} ${p.nachname}`;
   const rows: Array<[string, string | number | null]> = [
     ['Patient', name],
-    ['Importiert am', berlinTime(p.at)],
+    // A duplicate created nothing: the time it was recognised, not "imported".
+    [outcome.kind === 'duplicate' ? 'Erkannt am' : 'Importiert am', berlinTime(p.at)],
     ['Quelle', row.sourceUri],
     ['Validierung', validationDe(p.validation)],
     ['Import-Nr.', row.id],
