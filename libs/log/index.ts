@@ -44,6 +44,9 @@ function errSerializer(err: Error): Record<string, unknown> {
   // drizzle's query error repeats the statement and its parameters in its message and stack.
   const out = pino.stdSerializers.err(withoutQueryData(err) as Error) as unknown as Record<string, unknown>;
   for (const f of ERROR_DATA_FIELDS) delete out[f];
+  // An error class's own `name` field would be censored as a personal field (`*.name`) and
+  // show as "[redacted]"; `type` carries the class already.
+  delete out.name;
   return out;
 }
 

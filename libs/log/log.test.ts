@@ -70,6 +70,17 @@ describe('logger', () => {
     expect(lines[0]).not.toContain('example.com');
   });
 
+  it('names an error by its class in `type`, without a censored `name` field', () => {
+    class ImportRejected extends Error {
+      override name = 'ImportRejected';
+    }
+    const { lines, stream } = capture();
+    createLogger({ level: 'info', pretty: 'false' }, stream).warn({ err: new ImportRejected('patient_data.plz: expected 5 digits') }, 'rejected');
+    const entry = JSON.parse(lines[0]!);
+    expect(entry.err).toMatchObject({ type: 'ImportRejected', message: 'patient_data.plz: expected 5 digits' });
+    expect(lines[0]).not.toContain('[redacted]');
+  });
+
   it("logs drizzle's query error (statement and parameters in its message and stack) as the database's error only", () => {
     const { lines, stream } = capture();
     const log = createLogger({ level: 'info', pretty: 'false' }, stream);
