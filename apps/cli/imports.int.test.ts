@@ -57,6 +57,11 @@ describe('fleet import therapist-file', () => {
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain(`${misnamed}: name does not fit <plz>.json`);
     expect(await therapistImportRepo.listFiles(db.db)).toEqual([]);
+    // A folder, or a path that is not there, is said as such (not "rename it").
+    const folder = await fleet('import', 'therapist-file', dir);
+    expect({ code: folder.code, stderr: folder.stderr }).toEqual({ code: 2, stderr: `fleet: ${dir}: not a file\n` });
+    const missing = await fleet('import', 'therapist-file', path.join(dir, '52099.json'));
+    expect({ code: missing.code, stderr: missing.stderr }).toEqual({ code: 2, stderr: `fleet: ${path.join(dir, '52099.json')}: cannot read (ENOENT)\n` });
 
     const named = path.join(dir, '52074.json');
     await writeFile(named, content);

@@ -573,10 +573,10 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const rel = relOf(p);
     const date = dateFolderOfDir(rel);
     if (!date || !isHistory(date)) return false;
-    // One made while the fleet runs (a backfill): said once, imported at the next start.
+    // One made while the fleet runs (a backfill): said once, caught up at the next start.
     if (scanned && !reportedHistory.has(rel)) {
       reportedHistory.add(rel);
-      log.warn({ folder: rel, newest: newestDate, watchDays: cfg.watchDays }, 'date folder older than SCRAPER_WATCH_DAYS: not watched, its files are imported at the next start');
+      log.warn({ folder: rel, newest: newestDate, watchDays: cfg.watchDays }, 'date folder older than SCRAPER_WATCH_DAYS: not watched; its files are caught up at the next start (where a newer date folder has the same postcode, that one wins)');
     }
     return true;
   }

@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { therapistImportFileStatuses, type TherapistImportCounts, type TherapistImportFileStatus } from '../../../libs/db/schema/fleet-therapist-import.js';
@@ -117,6 +118,12 @@ export function registerTherapists(program: Command): void {
     .argument('<path>', 'the scraper JSON file, named <plz>.json (e.g. var/scraper/20250702/52074.json)')
     .option('--json', 'print the report as JSON')
     .action(async (filePath: string, opts: { json?: boolean }) => {
+      // A folder or a missing path first: "rename it" would be the wrong advice for those.
+      const kind = await stat(filePath).then(
+        (s) => (s.isFile() ? null : 'not a file'),
+        (err: NodeJS.ErrnoException) => `cannot read (${err.code ?? err.message})`,
+      );
+      if (kind) throw new CliError(`${filePath}: ${kind}`, 2);
       // The postcode comes from the name, as in the drop folder: refuse what the watcher skips.
       if (classifyDropPath(path.basename(filePath)).kind !== 'import') {
         throw new CliError(`${filePath}: name does not fit <plz>.json (the 5-digit postcode of the file's area, e.g. 52074.json); the watcher skips such names too. Rename it and import it again`, 2);
