@@ -57,11 +57,16 @@ table.counts{width:auto;min-width:min(420px,100%)}table.counts th{background:#ff
 .scroll{overflow-x:auto}.nowrap{white-space:nowrap}.note{min-width:180px}h1 code{font-size:18px}
 `;
 
-/** A time as operators read it on these pages: UTC, to the second (or minute, with the zone in a column head). */
-export function utcTime(d: Date | null | undefined, to: 'second' | 'minute' = 'second'): SafeHtml | '' {
+const BERLIN_SECOND = new Intl.DateTimeFormat('sv-SE', { timeZone: 'Europe/Berlin', dateStyle: 'short', timeStyle: 'medium' });
+const BERLIN_MINUTE = new Intl.DateTimeFormat('sv-SE', { timeZone: 'Europe/Berlin', dateStyle: 'short', timeStyle: 'short' });
+
+/**
+ * A time as staff read it on these pages: Berlin time, as in the staff emails and on /daily
+ * (`2026-12-06 08:36:06 Berlin`; to the minute without the zone where a column head names it).
+ */
+export function pageTime(d: Date | null | undefined, to: 'second' | 'minute' = 'second'): SafeHtml | '' {
   if (!d) return '';
-  const text = d.toISOString().replace('T', ' ').slice(0, to === 'second' ? 19 : 16);
-  return html`<span class="nowrap">${to === 'second' ? `${text} UTC` : text}</span>`;
+  return html`<span class="nowrap">${to === 'second' ? `${BERLIN_SECOND.format(d)} Berlin` : BERLIN_MINUTE.format(d)}</span>`;
 }
 
 /** The pages' tab icon (served by the app, so the page's CSP `img-src 'self'` allows it). */

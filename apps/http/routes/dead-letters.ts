@@ -3,7 +3,7 @@ import { listAudit } from '../../../libs/db/repositories/audit.js';
 import { discardOne, requeueAll, requeueOne } from '../../../libs/ops/dead-letters.js';
 import { countDeadLetters, DeadLetterNotFound, listDeadLetters, queueNames, type DeadLetterView } from '../../../libs/queues/index.js';
 import { operatorOf } from '../auth.js';
-import { html, page } from '../html.js';
+import { html, page, pageTime } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
 const MAX_REASON = 500;
@@ -34,7 +34,7 @@ function deadLetterRow(e: DeadLetterView) {
   const base = `/ops/dead-letters/${encodeURIComponent(e.originalQueue)}/${encodeURIComponent(e.id)}`;
   return html`<tr>
 <td class="id"><code>${e.id}</code><div class="muted">${e.name}</div></td>
-<td>${e.failedAt.replace('T', ' ').slice(0, 19)} UTC<div class="muted">attempts ${e.attemptsMade}${e.code ? html` · code <code>${e.code}</code>` : ''}</div></td>
+<td>${pageTime(new Date(e.failedAt))}<div class="muted">attempts ${e.attemptsMade}${e.code ? html` · code <code>${e.code}</code>` : ''}</div></td>
 <td class="reason">${e.reason}</td>
 <td><code>${JSON.stringify(e.data)}</code></td>
 <td>
@@ -72,7 +72,7 @@ ${g.total > g.entries.length ? html`<p class="muted">Showing the oldest ${g.entr
 <h2>Recent operator actions</h2>
 ${audit.length
   ? html`<div class="scroll"><table><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Reason</th></tr></thead><tbody>${audit.map(
-      (a) => html`<tr><td>${a.createdAt.toISOString().replace('T', ' ').slice(0, 19)} UTC</td><td>${a.actor}</td><td>${a.action}</td><td><code>${a.target}</code></td><td>${a.reason ?? ''}</td></tr>`,
+      (a) => html`<tr><td>${pageTime(a.createdAt)}</td><td>${a.actor}</td><td>${a.action}</td><td><code>${a.target}</code></td><td>${a.reason ?? ''}</td></tr>`,
     )}</tbody></table></div>`
   : html`<p class="muted">none yet</p>`}`;
   return page('Dead letters · Curavani Fleet', body, { nav: true });

@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import { listLedger } from '../../../libs/db/repositories/patient-import.js';
 import { listFiles, supersedingFiles } from '../../../libs/db/repositories/therapist-import.js';
-import { html, page, utcTime as when } from '../html.js';
+import { html, page, pageTime as when } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
 const LIMIT = 100;

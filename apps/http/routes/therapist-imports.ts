@@ -1,7 +1,7 @@
 import { Router, type Request, type Response } from 'express';
 import { therapistImportFileStatuses, type TherapistImportCounts, type TherapistImportFileStatus } from '../../../libs/db/schema/fleet-therapist-import.js';
 import { COUNT_LABELS, formatShare, isOutcomeCount, outcomeKeys, reportOf, therapistImportRepo as repo } from '../../../workers/therapist-import/worker.js';
-import { html, page, utcTime, type SafeHtml } from '../html.js';
+import { html, page, pageTime, type SafeHtml } from '../html.js';
 import type { HttpRouteModule } from './types.js';
 
 /**
@@ -14,9 +14,9 @@ import type { HttpRouteModule } from './types.js';
 const RUN_LIMIT = 50;
 const FILE_LIMIT = 1000;
 
-const when = (d: Date | null | undefined) => utcTime(d);
+const when = (d: Date | null | undefined) => pageTime(d);
 /** In tables: to the minute, the zone in the column head. */
-const at = (d: Date | null | undefined) => utcTime(d, 'minute');
+const at = (d: Date | null | undefined) => pageTime(d, 'minute');
 const plural = (n: number, one: string, many: string) => `${num(n)} ${n === 1 ? one : many}`;
 const num = (n: number | null | undefined) => (n === null || n === undefined ? '' : n.toLocaleString('en-GB'));
 /** Short column heads of the tables (the counts table spells them out): Created, Updated, ... */
@@ -83,7 +83,7 @@ export const therapistImportRoutes: HttpRouteModule = {
 last file is done and sends one summary email to staff. Totals are those of its files; file-level errors are counted
 apart from therapists. Failed imports of every kind are also on <a href="/imports">Failed imports</a>.</p>
 ${runs.length
-  ? wide(html`<table><thead><tr><th>Run</th><th>Trigger</th><th>State</th><th class="num">Files</th><th>Started (UTC)</th><th>Closed (UTC)</th>${countHeads}<th class="num">File errors</th></tr></thead><tbody>${runs.map(
+  ? wide(html`<table><thead><tr><th>Run</th><th>Trigger</th><th>State</th><th class="num">Files</th><th>Started (Berlin)</th><th>Closed (Berlin)</th>${countHeads}<th class="num">File errors</th></tr></thead><tbody>${runs.map(
       (r) =>
         html`<tr><td class="id"><a href="/therapist-imports/runs/${r.id}"><code>${r.id}</code></a></td><td>${r.trigger}</td><td>${r.state}</td><td class="num">${num(r.fileCount)}</td><td>${at(r.startedAt)}</td><td>${at(r.closedAt)}</td>${countCells(r.counts)}<td class="num">${num(r.counts?.fileErrors)}</td></tr>`,
     )}</tbody></table>`)
