@@ -351,6 +351,9 @@ describe('http app with dashboard credentials', () => {
 
     // The worker still fails: the job runs 8 more times and comes back as a dead letter.
     await until(async () => (await listDeadLetters(app.ctx.queues)).length === 1, 30_000, 'dead letter again');
+    // The page the requeue form leads to says that it failed again (the entry is listed once more).
+    const afterRequeue = await (await fetch(`${app.base}/ops?done=requeued&job=${encodeURIComponent(id)}&of=patient-import`, { headers: { authorization: AUTH } })).text();
+    expect(afterRequeue).toContain(`<div class="notice">Requeued ${id} on patient-import. It has failed again since: see its entry below.</div>`);
     // Discard through the HTML form (urlencoded), as the page does.
     const form = await fetch(`${app.base}/ops/dead-letters/patient-import/${encodeURIComponent(id)}/discard`, {
       method: 'POST',

@@ -55,7 +55,12 @@ async function overviewPage(deps: HttpRouteDeps, req: Request): Promise<string> 
     })),
   );
   const audit = await listAudit(deps.ctx.database.db, 20);
-  const done = noticeOf(req.query);
+  const notice = noticeOf(req.query);
+  // A job requeued a moment ago that failed again is listed below once more: say so, or the
+  // notice reads as if it had gone through.
+  const requeuedJob = req.query.done === 'requeued' && typeof req.query.job === 'string' ? req.query.job : null;
+  const againDead = requeuedJob !== null && byQueue.some((g) => g.entries.some((e) => e.originalJobId === requeuedJob));
+  const done = notice && againDead ? `${notice} It has failed again since: see its entry below.` : notice;
   const body = html`<h1>Dead letters</h1>
 ${done ? html`<div class="notice">${done}</div>` : ''}
 <p class="muted">Jobs that failed for good (permanent error or attempts used up). Requeue puts a job back on its queue
