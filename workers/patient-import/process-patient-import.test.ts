@@ -40,6 +40,7 @@ function setup(doc: unknown, name = objectNameFor(doc as Record<string, unknown>
     markFailed: async (input) => {
       row.status = 'failed';
       state.failures.push(input.reason);
+      state.staffMails.push(input.mail);
       const created = !state.mails.has('failed');
       state.mails.add('failed');
       return { deliveryId: 'failed', created };
@@ -125,6 +126,19 @@ describe('processPatientImport (in-memory ports)', () => {
     unpaid.state.outcome = { kind: 'duplicate', duplicateKind: 'same_person', patientId: 9 };
     await processPatientImport(1, unpaid.deps);
     expect(unpaid.state.staffMails[0]!.text).not.toContain('Gutschein');
+    // A duplicate created nothing: not "Importiert am".
+    expect(unpaid.state.staffMails[0]!.text).toMatch(/^Erkannt am: +\d/m);
+    expect(unpaid.state.staffMails[0]!.text).not.toContain('Importiert am');
+  });
+
+  it("the failure notice gives the reason without the log's 'ledger N:' prefix (the record number has its own line)", async () => {
+    const bad = setup(plainRegistration({ patch: (r) => ((r.patient_data as Record<string, unknown>).plz = '123') }));
+    await expect(processPatientImport(1, bad.deps)).rejects.toThrow('ledger 1: patient_data.plz: expected 5 digits');
+    expect(bad.state.failures[0]).toMatch(/^ledger 1: patient_data\.plz/);
+    const text = bad.state.staffMails[0]!.text;
+    expect(text).toMatch(/^Import-Nr\.: +1$/m);
+    expect(text).toMatch(/^Grund: +patient_data\.plz: expected 5 digits/m);
+    expect(text).not.toContain('ledger 1');
   });
 
   it('a delete that fails after the commit is retried without a second patient or email', async () => {

@@ -76,7 +76,8 @@ export function failedMail(row: ImportRow, p: { code: string; reason: string; fa
     rows: [
       ['Import-Nr.', row.id],
       ['Quelle', row.sourceUri],
-      ['Grund', p.reason],
+      // The row's id is in "Import-Nr." above: the reason without the log-style "ledger N: " prefix.
+      ['Grund', p.reason.startsWith(`ledger ${row.id}: `) ? p.reason.slice(`ledger ${row.id}: `.length) : p.reason],
       ['Fehlercode', p.code],
       ['Zeitpunkt', berlinTime(p.at)],
       ['Originaldatei gesichert unter', p.failedPath],
