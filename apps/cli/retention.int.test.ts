@@ -132,4 +132,21 @@ describe('fleet retention run', () => {
     const openShown = await fleet('imports', 'show', String(open.id));
     expect(openShown.stdout).toContain(open.backupPath);
   });
+
+  it('names the records of files in the copy folders that no record points to, and leaves those files alone', { timeout: 60_000 }, async () => {
+    const stray = await writeDurably(path.join(dir, 'failed'), '77-Gross_Juergen_20250101_stray.json', Buffer.from('{}'));
+    const byHand = await writeDurably(path.join(dir, 'failed'), 'copied-by-hand.json', Buffer.from('{}'));
+    for (const args of [['retention', 'run', '--dry-run'], ['retention', 'run']]) {
+      const r = await fleet(...args);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(
+        '\n  FAILED_DIR: 2 files no import record points to (record 77: fleet imports show <id>); the sweep never removes these: check and remove by hand\n',
+      );
+      expect(r.stdout).not.toContain('BACKUP_DIR:');
+      expect(r.stdout + r.stderr).not.toContain('Gross_Juergen');
+    }
+    expect(existsSync(stray) && existsSync(byHand)).toBe(true);
+    const json = JSON.parse((await fleet('retention', 'run', '--dry-run', '--json')).stdout);
+    expect(json.unrecorded).toEqual({ backup: { files: 0, records: [] }, failed: { files: 2, records: [77] } });
+  });
 });

@@ -3,18 +3,22 @@ import type { Handlers } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { registerEmailRetentionMetrics, runEmailRetention, type ContentRetentionResult } from '../../workers/email/worker.js';
-import { retentionHandlers, runRetention, type RetentionResult } from '../../workers/patient-import/worker.js';
+import { retentionHandlers, runRetention, unrecordedCopies, type RetentionResult, type UnrecordedCopies } from '../../workers/patient-import/worker.js';
 
 /** The id of the one retention schedule, shared by every patient-import process. */
 export const RETENTION_SCHEDULER_ID: FleetSchedulerId = 'patient-import-retention';
 
-/** What one night's retention run did: the local copies (as before) and the email contents. Counts only. */
-export type NightlyRetentionResult = RetentionResult & { emails: ContentRetentionResult };
+/**
+ * What a retention run did: the local copies (as before) and the email contents; with
+ * `fleet retention run`, also the files in the copy folders no record points to. Counts only.
+ */
+export type NightlyRetentionResult = RetentionResult & { emails: ContentRetentionResult; unrecorded?: Record<'backup' | 'failed', UnrecordedCopies> };
 
-/** The nightly retention run now (`fleet retention run`): email contents, then local copies. */
+/** The nightly retention run now (`fleet retention run`): email contents, then local copies, then what no record points to. */
 export async function runNightlyRetention(ctx: FleetContext, opts: { dryRun?: boolean } = {}): Promise<NightlyRetentionResult> {
   const emails = await runEmailRetention(ctx, opts);
-  return { ...(await runRetention(ctx, opts)), emails };
+  const copies = await runRetention(ctx, opts);
+  return { ...copies, emails, unrecorded: await unrecordedCopies(ctx) };
 }
 
 /**
@@ -29,7 +33,15 @@ export function nightlyRetentionHandlers(ctx: FleetContext): Handlers {
     'patient-import-retention': async (payload, helpers) => {
       const emails = await runEmailRetention({ ...ctx, log: helpers.log });
       const r = (await copies(payload, helpers)) as RetentionResult;
-      return { ...r, emails } satisfies NightlyRetentionResult;
+      const unrecorded = await unrecordedCopies(ctx);
+      if (unrecorded.backup.files + unrecorded.failed.files > 0) {
+        // Counts only (the names hold patient names): the CLI lists the records to look at.
+        helpers.log.warn(
+          { backup: unrecorded.backup.files, failed: unrecorded.failed.files },
+          'files in BACKUP_DIR / FAILED_DIR that no import record points to: never removed by the sweep; fleet retention run --dry-run names their records',
+        );
+      }
+      return { ...r, emails, unrecorded } satisfies NightlyRetentionResult;
     },
   };
 }

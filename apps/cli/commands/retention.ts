@@ -26,6 +26,18 @@ function emailLine(c: EmailCounts, dryRun: boolean): string {
   return head + parts.join(', ');
 }
 
+/** Files in the copy folders no record points to: never removed by the sweep, so said (with the records to look at). */
+function unrecordedLines(u: NightlyRetentionResult['unrecorded']): string[] {
+  if (!u) return [];
+  return (['backup', 'failed'] as const)
+    .filter((copy) => u[copy].files > 0)
+    .map((copy) => {
+      const { files, records } = u[copy];
+      const which = records.length ? ` (record${records.length === 1 ? '' : 's'} ${records.slice(0, 20).join(', ')}${records.length > 20 ? ', …' : ''}: fleet imports show <id>)` : '';
+      return `  ${copy === 'backup' ? 'BACKUP_DIR' : 'FAILED_DIR'}: ${files} file${files === 1 ? '' : 's'} no import record points to${which}; the sweep never removes these: check and remove by hand`;
+    });
+}
+
 /**
  * `fleet retention run [--dry-run]`: the nightly retention run now (in this process, which
  * needs BACKUP_DIR and FAILED_DIR as the patient-import role has them). Counts only.
@@ -49,6 +61,7 @@ export function registerRetention(program: Command): void {
             line('durable copies in BACKUP_DIR', 'BACKUP_RETENTION_DAYS', r.backup, r.dryRun),
             line('failed-folder copies in FAILED_DIR', 'FAILED_RETENTION_DAYS', r.failed, r.dryRun),
             emailLine(r.emails, r.dryRun),
+            ...unrecordedLines(r.unrecorded),
           ].join('\n') + '\n',
         );
       }

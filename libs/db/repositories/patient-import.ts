@@ -153,6 +153,13 @@ export async function discardLedgerRow(db: DbOrTx, id: number, at = new Date(), 
 /** The two local copies a row can have: the durable copy (BACKUP_DIR) and the failed-folder copy (FAILED_DIR). */
 export type LocalCopy = 'backup' | 'failed';
 
+/** Every path of `copy` a ledger row records (removed or not): what a file in the folder must be to be known. */
+export async function recordedCopyPaths(db: DbOrTx, copy: LocalCopy): Promise<Set<string>> {
+  const column = copy === 'backup' ? patientImportLedger.backupPath : patientImportLedger.failedPath;
+  const rows = await db.select({ p: column }).from(patientImportLedger).where(isNotNull(column));
+  return new Set(rows.map((r) => r.p!));
+}
+
 const copyColumns = {
   backup: { path: patientImportLedger.backupPath, removedAt: patientImportLedger.backupRemovedAt, removedAtKey: 'backupRemovedAt' },
   failed: { path: patientImportLedger.failedPath, removedAt: patientImportLedger.failedRemovedAt, removedAtKey: 'failedRemovedAt' },
