@@ -160,7 +160,8 @@ describe('daily health view', () => {
       await empty.sql`insert into fleet.outbox (event_id, event_type, version, topic, key, producer, payload, occurred_at, created_at)
         values (gen_random_uuid(), 'patient.created', 1, 'patient-events', '1', 'fleet', '{}'::jsonb, now() - interval '2 hours 30 seconds', now() - interval '2 hours 30 seconds')`;
       const withKafka = await dailyReport(deps);
-      expect(withKafka.attention).toEqual([{ key: 'outbox_stale', message: 'the oldest unpublished outbox event is 2 h old (1 unpublished): fleet events stats' }]);
+      expect(withKafka.attention).toEqual([{ key: 'outbox_stale', message: 'the oldest unpublished outbox event is 2 h old (1 unpublished)', command: 'fleet events stats' }]);
+      expect(dailyText(withKafka)).toContain('\n  - the oldest unpublished outbox event is 2 h old (1 unpublished) — fleet events stats\n');
       const withoutKafka = await dailyReport({ ...deps, kafkaConfigured: false });
       expect(withoutKafka.attention).toEqual([
         { key: 'outbox_stale', message: 'the oldest unpublished outbox event is 2 h old (1 unpublished): Kafka is not configured (KAFKA_BROKERS is empty), so nothing is published until it is set' },
@@ -176,7 +177,7 @@ describe('daily health view', () => {
           key: 'schedules_missing',
           message: '1 schedule is not registered, so nothing runs it: bucket-poll (POLL_CRON, role bucket-poller); a process with that role registers it when it starts: restart one',
         },
-        { key: 'queues_paused', message: '1 queue is paused, its jobs wait: patient-import; resume on /dashboard' },
+        { key: 'queues_paused', message: '1 queue is paused, its jobs wait until resumed on the dashboard: patient-import', page: '/dashboard' },
       ]);
       expect(dailyText(gone)).toContain('\nschedules\n  bucket-poll  NOT REGISTERED (POLL_CRON, role bucket-poller)\n  weekly-status-emails  next ');
       expect(dailyText(gone)).toContain('\n  paused queues: patient-import\n');
@@ -187,17 +188,22 @@ describe('daily health view', () => {
       await file('20261201/52080.json', '52080', 'failed');
       await file('20261201/52082.json', '52082', 'partial');
       const failing = await dailyReport(deps);
-      expect(failing.attention.find((a) => a.key === 'therapist_imports_failed')?.message).toBe('1 therapist file failed, 1 therapist file partly imported: /imports');
+      expect(failing.attention.find((a) => a.key === 'therapist_imports_failed')).toEqual({
+        key: 'therapist_imports_failed',
+        message: '1 therapist file failed, 1 therapist file partly imported',
+        page: '/imports',
+        command: 'fleet imports list --kind therapist --status failed,partial',
+      });
       await file('20261208/52080.json', '52080', 'imported');
       const fixed = await dailyReport(deps);
       expect(fixed.therapistImports).toMatchObject({ files: { failed: 1, partial: 1, imported: 1 }, superseded: { failed: 1, partial: 0 } });
       expect(fixed.attention.find((a) => a.key === 'therapist_imports_failed')?.message).toBe(
-        '1 therapist file partly imported; 1 more replaced since by a newer file of the same postcode: /imports',
+        '1 therapist file partly imported; 1 more replaced since by a newer file of the same postcode',
       );
       // A newer partial file replaces the older one, but needs a look itself.
       await file('20261208/52082.json', '52082', 'partial');
       expect((await dailyReport(deps)).attention.find((a) => a.key === 'therapist_imports_failed')?.message).toBe(
-        '1 therapist file partly imported; 2 more replaced since by a newer file of the same postcode: /imports',
+        '1 therapist file partly imported; 2 more replaced since by a newer file of the same postcode',
       );
       await file('20261215/52082.json', '52082', 'imported');
       expect((await dailyReport(deps)).attention.map((a) => a.key)).not.toContain('therapist_imports_failed');
@@ -237,11 +243,12 @@ describe('daily health view', () => {
     expect(text).toContain('<strong>Needs attention:</strong>');
     expect(text).toContain('3 dead letters wait for an operator (email 2, patient-import 1)');
     expect(text).toContain('— <a href="/ops">open /ops</a></li>'); // each attention item links the page that deals with it
-    expect(text).toContain('1 outbox event is parked');
+    expect(text).toContain('1 outbox event is parked (refused by Kafka, or held behind one that was) — <code>fleet events parked</code></li>');
     expect(text).toContain('<tr><th>patient-import-retention</th><td class="text">not registered (RETENTION_CRON, role patient-import)</td></tr>');
     expect(text).toMatch(/<tr><th>bucket-poll<\/th><td class="text">next \d{4}-\d{2}-\d{2} 03:00<\/td><\/tr>/);
-    expect(text).toContain('1 queue is paused, its jobs wait: email; resume on /dashboard — <a href="/dashboard">open /dashboard</a>');
-    expect(text).toContain('1 therapist file failed, 1 therapist file partly imported (3 therapists failed): /imports');
+    expect(text).toContain('1 queue is paused, its jobs wait until resumed on the dashboard: email — <a href="/dashboard">open /dashboard</a>');
+    expect(text).toContain('1 therapist file failed, 1 therapist file partly imported (3 therapists failed) — <a href="/imports">open /imports</a>');
+    expect(text).not.toContain('fleet imports list'); // the web view links the page, the text view names the command
     expect(text).toContain('Kafka is not configured (<code>KAFKA_BROKERS</code> is empty): events wait here');
     expect(text).toContain('<tr><th>imported</th><td class="num">2</td></tr>');
     expect(text).toContain('<tr><th>therapists failed</th><td class="num">3</td></tr>');
@@ -269,7 +276,12 @@ describe('daily health view', () => {
     const text = await runCli(['daily', '--hours', '48'], { ...env(), LOG_LEVEL: 'silent' });
     expect(text.code).toBe(0);
     expect(text.stdout).toContain('daily health: last 48 h');
-    expect(text.stdout).toContain('needs attention:\n  - 1 schedule is not registered, so nothing runs it: patient-import-retention (RETENTION_CRON, role patient-import); a process with that role registers it when it starts: restart one\n  - 1 queue is paused, its jobs wait: email; resume on /dashboard\n  - 3 dead letters wait');
+    expect(text.stdout).toContain(
+      'needs attention:\n  - 1 schedule is not registered, so nothing runs it: patient-import-retention (RETENTION_CRON, role patient-import); a process with that role registers it when it starts: restart one\n' +
+        '  - 1 queue is paused, its jobs wait until resumed on the dashboard: email — /dashboard\n' +
+        '  - 3 dead letters wait for an operator (email 2, patient-import 1) — fleet dlq list or /ops\n' +
+        '  - 2 failed patient registration imports wait for an operator (2 in the window) — fleet imports list --status failed or /imports\n',
+    );
     expect(text.stdout).toContain('imported 3  duplicate 1  failed 2');
     expect(text.stdout).not.toMatch(/Mustermann|example\.org/);
 

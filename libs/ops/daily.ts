@@ -26,6 +26,10 @@ export interface DailyAttention {
   /** Stable key, e.g. `dead_letters`. */
   key: string;
   message: string;
+  /** The operator page that deals with it (the web view links it). */
+  page?: string;
+  /** The CLI command that shows it (the text view names it). */
+  command?: string;
 }
 
 export interface DailyReport {
@@ -106,7 +110,7 @@ const stale = (age: number | null) => age !== null && age > STALE_AFTER_SECONDS;
 
 function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttention[] {
   const out: DailyAttention[] = [];
-  const add = (key: string, message: string) => out.push({ key, message });
+  const add = (key: string, message: string, where: { page?: string; command?: string } = {}) => out.push({ key, message, ...where });
   const missing = r.schedules.filter((x) => !x.registered);
   if (missing.length) {
     const list = missing.map((x) => `${x.id} (${x.cronVariable}, role ${x.role})`).join(', ');
@@ -116,14 +120,19 @@ function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttenti
     );
   }
   if (r.pausedQueues.length) {
-    add('queues_paused', `${many(r.pausedQueues.length, 'queue is', 'queues are')} paused, ${r.pausedQueues.length === 1 ? 'its' : 'their'} jobs wait: ${r.pausedQueues.join(', ')}; resume on /dashboard`);
+    add('queues_paused', `${many(r.pausedQueues.length, 'queue is', 'queues are')} paused, ${r.pausedQueues.length === 1 ? 'its' : 'their'} jobs wait until resumed on the dashboard: ${r.pausedQueues.join(', ')}`, {
+      page: '/dashboard',
+    });
   }
   if (r.deadLetters.total > 0) {
     const queues = Object.entries(r.deadLetters.byQueue).filter(([, n]) => n > 0).map(([q, n]) => `${q} ${n}`).join(', ');
-    add('dead_letters', `${many(r.deadLetters.total, 'dead letter waits', 'dead letters wait')} for an operator (${queues}): /ops or fleet dlq list`);
+    add('dead_letters', `${many(r.deadLetters.total, 'dead letter waits', 'dead letters wait')} for an operator (${queues})`, { page: '/ops', command: 'fleet dlq list' });
   }
   if (r.patientImports.failedWaiting > 0) {
-    add('patient_imports_failed', `${many(r.patientImports.failedWaiting, 'failed patient registration import waits', 'failed patient registration imports wait')} for an operator (${r.patientImports.failed} in the window): /imports`);
+    add('patient_imports_failed', `${many(r.patientImports.failedWaiting, 'failed patient registration import waits', 'failed patient registration imports wait')} for an operator (${r.patientImports.failed} in the window)`, {
+      page: '/imports',
+      command: 'fleet imports list --status failed',
+    });
   }
   const tf = r.therapistImports.files;
   const sup = r.therapistImports.superseded;
@@ -137,17 +146,25 @@ function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttenti
     ].join(', ');
     const therapists = r.therapistImports.therapistsFailed ? ` (${many(r.therapistImports.therapistsFailed, 'therapist', 'therapists')} failed)` : '';
     const replaced = sup.failed + sup.partial ? `; ${sup.failed + sup.partial} more replaced since by a newer file of the same postcode` : '';
-    add('therapist_imports_failed', `${files}${therapists}${replaced}: /imports`);
+    add('therapist_imports_failed', `${files}${therapists}${replaced}`, { page: '/imports', command: 'fleet imports list --kind therapist --status failed,partial' });
   }
   if (r.emails.failed > 0) add('emails_failed', `${many(r.emails.failed, 'email', 'emails')} failed for good (fleet.deliveries, status failed, last_error says why)`);
-  if (r.outbox.parked > 0) add('outbox_parked', `${many(r.outbox.parked, 'outbox event is', 'outbox events are')} parked (refused by Kafka, or held behind one that was): fleet events parked`);
+  if (r.outbox.parked > 0) add('outbox_parked', `${many(r.outbox.parked, 'outbox event is', 'outbox events are')} parked (refused by Kafka, or held behind one that was)`, { command: 'fleet events parked' });
   const age = (s: number | null) => formatAge(s);
-  if (stale(r.patientImports.oldestOpenAgeSeconds)) add('patient_imports_stale', `the oldest open patient registration import is ${age(r.patientImports.oldestOpenAgeSeconds)} old (${r.patientImports.open} open)`);
-  if (stale(r.therapistImports.oldestWaitingAgeSeconds)) add('therapist_imports_stale', `the oldest waiting therapist file is ${age(r.therapistImports.oldestWaitingAgeSeconds)} old (${r.therapistImports.filesWaiting} waiting)`);
+  if (stale(r.patientImports.oldestOpenAgeSeconds)) {
+    add('patient_imports_stale', `the oldest open patient registration import is ${age(r.patientImports.oldestOpenAgeSeconds)} old (${r.patientImports.open} open)`, { page: '/imports', command: 'fleet imports list' });
+  }
+  if (stale(r.therapistImports.oldestWaitingAgeSeconds)) {
+    add('therapist_imports_stale', `the oldest waiting therapist file is ${age(r.therapistImports.oldestWaitingAgeSeconds)} old (${r.therapistImports.filesWaiting} waiting)`, {
+      page: '/therapist-imports',
+      command: 'fleet imports list --kind therapist',
+    });
+  }
   if (stale(r.emails.oldestPendingAgeSeconds)) add('emails_stale', `the oldest pending email is ${age(r.emails.oldestPendingAgeSeconds)} old (${r.emails.pending} pending)`);
   if (stale(r.outbox.oldestUnpublishedAgeSeconds)) {
-    const why = r.outbox.kafkaConfigured ? 'fleet events stats' : 'Kafka is not configured (KAFKA_BROKERS is empty), so nothing is published until it is set';
-    add('outbox_stale', `the oldest unpublished outbox event is ${age(r.outbox.oldestUnpublishedAgeSeconds)} old (${r.outbox.unpublished} unpublished): ${why}`);
+    const head = `the oldest unpublished outbox event is ${age(r.outbox.oldestUnpublishedAgeSeconds)} old (${r.outbox.unpublished} unpublished)`;
+    if (r.outbox.kafkaConfigured) add('outbox_stale', head, { command: 'fleet events stats' });
+    else add('outbox_stale', `${head}: Kafka is not configured (KAFKA_BROKERS is empty), so nothing is published until it is set`);
   }
   return out;
 }
@@ -208,7 +225,8 @@ export function dailyText(r: DailyReport): string {
     `daily health: last ${r.hours} h, ${r.window.fromLocal} to ${r.window.toLocal} (${r.timeZone})`,
     '',
     r.status === 'ok' ? 'all in order' : 'needs attention:',
-    ...r.attention.map((a) => `  - ${a.message}`),
+    // The text view names where to look: the CLI command first, then the page.
+    ...r.attention.map((a) => `  - ${a.message}${a.command || a.page ? ` — ${[a.command, a.page].filter(Boolean).join(' or ')}` : ''}`),
     '',
     'patient registration imports',
     `  imported ${p.imported}  duplicate ${p.duplicate}  failed ${p.failed}  (failed, waiting for an operator: ${p.failedWaiting})`,

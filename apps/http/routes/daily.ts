@@ -3,16 +3,6 @@ import { dailyDepsOf, dailyReport, formatAge, parseDailyHours, type DailyReport 
 import { html, page, type SafeHtml } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
-/** The operator page that deals with each kind of attention item (the others have none yet). */
-const ATTENTION_PAGES: Record<string, string> = {
-  queues_paused: '/dashboard',
-  dead_letters: '/ops',
-  patient_imports_failed: '/imports',
-  therapist_imports_failed: '/imports',
-  patient_imports_stale: '/imports',
-  therapist_imports_stale: '/therapist-imports',
-};
-
 const num = (n: number) => n.toLocaleString('en-GB');
 
 /** One part of the view: a heading and label/value rows. */
@@ -34,10 +24,10 @@ function body(r: DailyReport): SafeHtml {
 "pending" and dead letters are as of now. Waiting longer than ${formatAge(r.staleAfterSeconds)} needs a look. Also: ${other} · <a href="/daily/api?hours=${r.hours}">JSON</a> · <code>fleet daily</code></p>
 ${r.status === 'ok'
   ? html`<p class="notice ok"><strong>All in order.</strong></p>`
-  : html`<div class="notice"><strong>Needs attention:</strong><ul>${r.attention.map((a) => {
-      const page = ATTENTION_PAGES[a.key];
-      return html`<li>${a.message}${page ? html` — <a href="${page}">open ${page}</a>` : ''}</li>`;
-    })}</ul></div>`}
+  : html`<div class="notice"><strong>Needs attention:</strong><ul>${r.attention.map(
+      // The page that deals with it; without one, the command (on the server) that does.
+      (a) => html`<li>${a.message}${a.page ? html` — <a href="${a.page}">open ${a.page}</a>` : a.command ? html` — <code>${a.command}</code>` : ''}</li>`,
+    )}</ul></div>`}
 ${part('Patient registration imports', [
   ['imported', p.imported],
   ['duplicate', p.duplicate],
