@@ -1,3 +1,5 @@
+import { localTime } from '../../libs/ops/daily.js';
+
 /**
  * Tiny HTML helpers for the app's own pages (dead letters, 403/401 pages, unsubscribe).
  * `html` escapes every interpolated value unless it is already `SafeHtml`, so a reason or a
@@ -57,16 +59,13 @@ table.counts{width:auto;min-width:min(420px,100%)}table.counts th{background:#ff
 .scroll{overflow-x:auto}.nowrap{white-space:nowrap}.note{min-width:180px}h1 code{font-size:18px}
 `;
 
-const BERLIN_SECOND = new Intl.DateTimeFormat('sv-SE', { timeZone: 'Europe/Berlin', dateStyle: 'short', timeStyle: 'medium' });
-const BERLIN_MINUTE = new Intl.DateTimeFormat('sv-SE', { timeZone: 'Europe/Berlin', dateStyle: 'short', timeStyle: 'short' });
-
 /**
  * A time as staff read it on these pages: Berlin time, as in the staff emails and on /daily
  * (`2026-12-06 08:36:06 Berlin`; to the minute without the zone where a column head names it).
  */
 export function pageTime(d: Date | null | undefined, to: 'second' | 'minute' = 'second'): SafeHtml | '' {
   if (!d) return '';
-  return html`<span class="nowrap">${to === 'second' ? `${BERLIN_SECOND.format(d)} Berlin` : BERLIN_MINUTE.format(d)}</span>`;
+  return html`<span class="nowrap">${to === 'second' ? `${localTime(d, 'second')} Berlin` : localTime(d)}</span>`;
 }
 
 /** The pages' tab icon (served by the app, so the page's CSP `img-src 'self'` allows it). */

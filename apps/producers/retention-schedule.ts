@@ -9,10 +9,10 @@ import { retentionHandlers, runRetention, unrecordedCopies, type RetentionResult
 export const RETENTION_SCHEDULER_ID: FleetSchedulerId = 'patient-import-retention';
 
 /**
- * What a retention run did: the local copies (as before) and the email contents; with
- * `fleet retention run`, also the files in the copy folders no record points to. Counts only.
+ * What a retention run did: the local copies (as before), the email contents, and the files in
+ * the copy folders no record points to (reported, never removed). Counts and record ids only.
  */
-export type NightlyRetentionResult = RetentionResult & { emails: ContentRetentionResult; unrecorded?: Record<'backup' | 'failed', UnrecordedCopies> };
+export type NightlyRetentionResult = RetentionResult & { emails: ContentRetentionResult; unrecorded: Record<'backup' | 'failed', UnrecordedCopies> };
 
 /** The nightly retention run now (`fleet retention run`): email contents, then local copies, then what no record points to. */
 export async function runNightlyRetention(ctx: FleetContext, opts: { dryRun?: boolean } = {}): Promise<NightlyRetentionResult> {

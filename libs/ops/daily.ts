@@ -88,9 +88,12 @@ export function parseDailyHours(raw: string | undefined): number | string {
   return n;
 }
 
-/** `2026-12-04 21:17` in DAILY_TIME_ZONE. */
-export function localTime(d: Date): string {
-  return new Intl.DateTimeFormat('sv-SE', { timeZone: DAILY_TIME_ZONE, dateStyle: 'short', timeStyle: 'short' }).format(d);
+const LOCAL_MINUTE = new Intl.DateTimeFormat('sv-SE', { timeZone: DAILY_TIME_ZONE, dateStyle: 'short', timeStyle: 'short' });
+const LOCAL_SECOND = new Intl.DateTimeFormat('sv-SE', { timeZone: DAILY_TIME_ZONE, dateStyle: 'short', timeStyle: 'medium' });
+
+/** `2026-12-04 21:17` (or `2026-12-04 21:17:05`) in DAILY_TIME_ZONE: the staff's time, on /daily and the operator pages. */
+export function localTime(d: Date, to: 'minute' | 'second' = 'minute'): string {
+  return (to === 'second' ? LOCAL_SECOND : LOCAL_MINUTE).format(d);
 }
 
 /** An age as people read it: `45 s`, `12 min`, `3 h 5 min`, `2 d 4 h`; `–` for none. */

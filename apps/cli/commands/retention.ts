@@ -28,7 +28,6 @@ function emailLine(c: EmailCounts, dryRun: boolean): string {
 
 /** Files in the copy folders no record points to: never removed by the sweep, so said (with the records to look at). */
 function unrecordedLines(u: NightlyRetentionResult['unrecorded']): string[] {
-  if (!u) return [];
   return (['backup', 'failed'] as const)
     .filter((copy) => u[copy].files > 0)
     .map((copy) => {

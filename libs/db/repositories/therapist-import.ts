@@ -1,4 +1,5 @@
 import { and, asc, desc, eq, inArray, isNotNull, lte, ne, sql } from 'drizzle-orm';
+import { alias } from 'drizzle-orm/pg-core';
 import type { Db, DbOrTx, Tx } from '../client.js';
 import {
   therapistImportFiles,
@@ -280,15 +281,13 @@ const supersedingFileOf = () => sql.raw(`(
 export async function supersedingFiles(db: DbOrTx, ids: number[]): Promise<Map<number, { id: number; path: string; status: string; finishedAt: Date | null }>> {
   if (ids.length === 0) return new Map();
   const f = therapistImportFiles;
+  const later = alias(therapistImportFiles, 'later');
   const rows = await db
-    // bigint: postgres.js gives it as a string.
-    .select({ id: f.id, by: sql<string | null>`${supersedingFileOf()}`.mapWith((v: string | null) => (v === null ? null : Number(v))) })
+    .select({ id: f.id, later: { id: later.id, path: later.path, status: later.status, finishedAt: later.finishedAt } })
     .from(f)
+    .innerJoin(later, eq(later.id, supersedingFileOf()))
     .where(inArray(f.id, ids));
-  const byIds = rows.map((r) => r.by).filter((x): x is number => x !== null);
-  const later = byIds.length ? await db.select({ id: f.id, path: f.path, status: f.status, finishedAt: f.finishedAt }).from(f).where(inArray(f.id, byIds)) : [];
-  const laterById = new Map(later.map((l) => [l.id, l]));
-  return new Map(rows.flatMap((r) => (r.by !== null && laterById.has(r.by) ? [[r.id, laterById.get(r.by)!] as const] : [])));
+  return new Map(rows.map((r) => [r.id, r.later]));
 }
 
 /** Files of a run per status (open runs too: the closed run's stored counts are set only at the close). */
