@@ -18,7 +18,7 @@ import { PermanentError } from '../../libs/errors/index.js';
 import { appendEvent, PRODUCER, topicFor, type NewEvent } from '../../libs/events/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
 import { foldName, normalise } from './map-patient.js';
-import type { CommitInput, CommitOutcome, CommitResult, ImportStore } from './ports.js';
+import { FAILABLE_STATUSES, LedgerRowMovedOn, type CommitInput, type CommitOutcome, type CommitResult, type ImportStore } from './ports.js';
 
 export interface PgStoreOptions {
   db: Db;
@@ -71,6 +71,8 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
       return db.transaction(async (tx) => {
         // Locked first: of two recordings of one row, the second sees it failed.
         const before = await lockLedgerRow(tx, input.ledgerId);
+        // Imported (or ended) by another run of the row meanwhile: this run's failure is moot.
+        if (!FAILABLE_STATUSES.has(before.status)) throw new LedgerRowMovedOn(input.ledgerId, before.status);
         const d = await queueDelivery(tx, {
           idempotencyKey: importMailKeys.failed(input.ledgerId),
           kind: 'staff.patient-import-failed',
@@ -99,7 +101,8 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
     },
     async markFinished(id, status, deleteOutcome) {
       const at = clock.now();
-      await markImportFinished(db, id, status, deleteOutcome, deleteOutcome === 'deleted' || deleteOutcome === 'not_found' ? at : null, at);
+      const other = await markImportFinished(db, id, status, deleteOutcome, deleteOutcome === 'deleted' || deleteOutcome === 'not_found' ? at : null, at);
+      if (other) throw new LedgerRowMovedOn(id, other);
     },
     markReplaced: (id, reason) => markImportReplaced(db, id, reason, clock.now()),
   };
@@ -151,6 +154,8 @@ function decideImport(
         : { kind: 'imported', patientId: current.patientId!, possibleDuplicateOf: current.possibleDuplicateOfPatientId };
     return { writes: null, result: outcome };
   }
+  // Ended meanwhile without an import (an operator discarded it, a newer upload replaced it).
+  if (current.status === 'discarded' || current.status === 'replaced') throw new LedgerRowMovedOn(input.ledgerId, current.status);
 
   let outcome: CommitOutcome;
   let patient: ImportWrites['patient'] = null;

@@ -53,6 +53,24 @@ export interface CommitResult {
   deliveryIds: string[];
 }
 
+/** Where a failure can be recorded: a row waiting for its import, or failed already (a retry, a second recording of one failure). */
+export const FAILABLE_STATUSES: ReadonlySet<string> = new Set<ImportStatus>(['received', 'downloaded', 'backed_up', 'failed']);
+
+/**
+ * Another run of the same row (a job whose lock was lost and was handed to a second worker,
+ * two hand imports of one file) moved the row on while this run worked: this run records
+ * nothing and leaves the row as that run left it.
+ */
+export class LedgerRowMovedOn extends Error {
+  override name = 'LedgerRowMovedOn';
+  constructor(
+    readonly ledgerId: number,
+    readonly status: ImportStatus,
+  ) {
+    super(`ledger ${ledgerId}: another run of this import record has made it ${status} meanwhile`);
+  }
+}
+
 export interface FailInput {
   ledgerId: number;
   code: string;
@@ -83,7 +101,9 @@ export interface ImportStore {
    * One transaction: ledger row failed, one failure email (idempotency key per ledger row) and,
    * when the row was not failed already, one `import.failed` event (ids and codes only).
    */
+  /** Throws LedgerRowMovedOn (records nothing) when the row is committed or final already. */
   markFailed(input: FailInput): Promise<{ deliveryId: string; created: boolean }>;
+  /** Throws LedgerRowMovedOn when another run of the row finished it first (its record stays). */
   markFinished(ledgerId: number, status: 'deleted' | 'superseded' | 'done', deleteOutcome: DeleteOutcome | 'kept'): Promise<void>;
   /** Not imported: the bucket object was replaced by a newer upload before this generation was downloaded (final). */
   markReplaced(ledgerId: number, reason: string): Promise<void>;

@@ -3,14 +3,16 @@ import { errorMessage, isPermanent, PermanentError } from '../../libs/errors/ind
 import { parseFileName } from './file-name.js';
 import { mapPatient } from './map-patient.js';
 import { parseRegistration, rejectCodes } from './parse-registration.js';
-import type { CommitInput, CommitOutcome, ImportDeps, ImportRow } from './ports.js';
+import { FAILABLE_STATUSES, LedgerRowMovedOn, type CommitInput, type CommitOutcome, type ImportDeps, type ImportRow } from './ports.js';
 import { withholdValues } from './registration-schema.js';
 import { failedMail, importedMail } from './staff-mails.js';
 
 export type ImportResult =
   | { outcome: 'imported' | 'duplicate'; ledgerId: number; patientId: number; status: 'deleted' | 'superseded' | 'done'; duplicateKind?: string; possibleDuplicateOf?: number | null }
   | { outcome: 'replaced'; ledgerId: number; status: 'replaced' }
-  | { outcome: 'already-final'; ledgerId: number; status: string };
+  | { outcome: 'already-final'; ledgerId: number; status: string }
+  /** Another run of the same row (a job whose lock was lost, a second hand import) committed or ended it meanwhile: this run recorded nothing. */
+  | { outcome: 'moved-on'; ledgerId: number; status: string };
 
 const FINAL = new Set(['deleted', 'superseded', 'done', 'discarded', 'replaced']);
 const ORDER = ['received', 'downloaded', 'backed_up'];
@@ -66,14 +68,25 @@ export async function processPatientImport(
     await deps.afterCommit?.();
     return await finish(row, deps, result.outcome);
   } catch (err) {
-    if (isPermanent(err)) throw await fail(row, err, bytes, deps);
+    if (err instanceof LedgerRowMovedOn) return movedOn(err, deps);
+    if (isPermanent(err)) {
+      const recorded = await fail(row, err, bytes, deps);
+      if (recorded instanceof LedgerRowMovedOn) return movedOn(recorded, deps);
+      throw recorded;
+    }
     if (opts.finalAttempt && row.status !== 'imported' && row.status !== 'duplicate') {
       // No more retries: record it for staff (best effort: the store may be what is failing).
       const giveUp = new PermanentError('gave_up', `ledger ${ledgerId}: gave up after ${row.attempts} attempts: ${errorMessage(err)}`);
-      await fail(row, giveUp, bytes, deps).catch((e: unknown) => deps.log.error({ err: e, ledgerId }, 'could not record the failed import'));
+      const recorded = await fail(row, giveUp, bytes, deps).catch((e: unknown) => deps.log.error({ err: e, ledgerId }, 'could not record the failed import'));
+      if (recorded instanceof LedgerRowMovedOn) return movedOn(recorded, deps);
     }
     throw err;
   }
+}
+
+function movedOn(e: LedgerRowMovedOn, deps: ImportDeps): ImportResult {
+  deps.log.info({ ledgerId: e.ledgerId, status: e.status }, 'another run of this import record moved it on meanwhile: this run recorded nothing');
+  return { outcome: 'moved-on', ledgerId: e.ledgerId, status: e.status };
 }
 
 /**
@@ -88,7 +101,8 @@ export async function recordAbandonedImport(ledgerId: number, reason: string, de
   if (!row || FINAL.has(row.status) || row.status === 'failed' || row.status === 'imported' || row.status === 'duplicate') return;
   // Reading the copy is safe; parsing it is what may not be.
   const bytes = row.backupPath ? await deps.backups.read(row.backupPath) : null;
-  await fail(row, new PermanentError('worker_died', `ledger ${ledgerId}: gave up after ${row.attempts} attempts: ${reason}`), bytes, deps);
+  const recorded = await fail(row, new PermanentError('worker_died', `ledger ${ledgerId}: gave up after ${row.attempts} attempts: ${reason}`), bytes, deps);
+  if (recorded instanceof LedgerRowMovedOn) movedOn(recorded, deps);
 }
 
 /**
@@ -194,8 +208,14 @@ async function finish(row: ImportRow, deps: ImportDeps, outcome?: CommitOutcome)
   };
 }
 
-/** Records the failure (ledger, kept bytes, one staff email); returns the error to throw. */
-async function fail(row: ImportRow, err: PermanentError, bytes: Buffer | null, deps: ImportDeps): Promise<PermanentError> {
+/**
+ * Records the failure (ledger, kept bytes, one staff email); returns the error to throw, or
+ * LedgerRowMovedOn when another run of the row imported or ended it meanwhile (nothing recorded,
+ * no copy kept in the failed folder).
+ */
+async function fail(row: ImportRow, err: PermanentError, bytes: Buffer | null, deps: ImportDeps): Promise<PermanentError | LedgerRowMovedOn> {
+  const now = await deps.store.readRow(row.id);
+  if (now && !FAILABLE_STATUSES.has(now.status)) return new LedgerRowMovedOn(row.id, now.status);
   const prefix = `ledger ${row.id}: `;
   const marked = typeof err.details?.marked === 'string' ? err.details.marked : err.message;
   const reason = err.message.startsWith(prefix) ? err.message : `${prefix}${err.message}`;
@@ -204,7 +224,15 @@ async function fail(row: ImportRow, err: PermanentError, bytes: Buffer | null, d
   const failedPath = bytes ? await deps.failed.save(row, bytes) : null;
   const at = deps.clock.now();
   const mail = failedMail(row, { code: err.code, reason, failedPath, at });
-  const { deliveryId, created } = await deps.store.markFailed({ ledgerId: row.id, code: err.code, reason, reasonWithheld: safe, failedPath, mail });
+  let recorded: { deliveryId: string; created: boolean };
+  try {
+    recorded = await deps.store.markFailed({ ledgerId: row.id, code: err.code, reason, reasonWithheld: safe, failedPath, mail });
+  } catch (e) {
+    // Moved on between the check above and the row's lock: the copy just saved is reported by `fleet retention run` as unrecorded.
+    if (e instanceof LedgerRowMovedOn) return e;
+    throw e;
+  }
+  const { deliveryId, created } = recorded;
   if (created) await deps.sendMail(deliveryId);
   deps.log.warn({ ledgerId: row.id, code: err.code, emailQueued: created }, 'registration file failed: kept for an operator');
   return new PermanentError(err.code, safe, { fields: err.details?.fields });

@@ -85,6 +85,9 @@ function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays
     text += `\n\nThe file stays in the bucket. After fixing the cause: fleet dlq requeue patient-import.ledger.${r.id} --reason "..."` +
       `\n(or upload a corrected file: a new generation is imported on its own as a record of its own; this record then stays failed until it is discarded).` +
       `\nTo close it (given up, or replaced by a corrected upload): fleet dlq discard patient-import.ledger.${r.id} --reason "..."`;
+  } else if (r.deleteOutcome === 'discarded') {
+    text += `\n\nImported; its dead letter (the bucket delete out of retries) was discarded by an operator, so the file is still in the bucket.` +
+      `\nIt holds personal data: once the cause is fixed, delete that generation from the bucket by hand (${r.sourceUri}, generation ${r.generation}).`;
   }
   return text;
 }
@@ -221,6 +224,8 @@ export function registerImports(program: Command): void {
         process.stdout.write(`not imported: this file (same name and content) was discarded by an operator: import record ${outcome.ledgerId}; nothing done\n`);
       } else if (outcome.ok && outcome.result?.outcome === 'already-final') {
         process.stdout.write(`already imported earlier: import record ${outcome.ledgerId} (status ${outcome.result.status}); nothing done\n`);
+      } else if (outcome.ok && outcome.result?.outcome === 'moved-on') {
+        process.stdout.write(`nothing done: this file was being imported at the same time (by the fleet or another person), which made import record ${outcome.ledgerId} ${outcome.result.status}; see fleet imports show ${outcome.ledgerId}\n`);
       } else if (outcome.ok && outcome.result?.outcome === 'replaced') {
         process.stdout.write(`not imported: replaced by a newer upload of the same name (import record ${outcome.ledgerId})\n`);
       } else if (outcome.ok && outcome.result && (outcome.result.outcome === 'imported' || outcome.result.outcome === 'duplicate')) {

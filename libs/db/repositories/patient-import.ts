@@ -140,11 +140,21 @@ export async function reopenFailedLedgerRow(db: DbOrTx, id: number): Promise<boo
 /**
  * Operator discard: the row is closed for good (the object stays in the bucket). `failedOnly`:
  * only a failed row (a hand-imported file discarded while someone imports it again stays open).
+ * A committed row (imported or duplicate: only its bucket delete was left, and that is what ran
+ * out of retries) is not a discarded registration: it ends `done`, its delete outcome
+ * `discarded`, and keeps its patient.
  */
 export async function discardLedgerRow(db: DbOrTx, id: number, at = new Date(), opts: { failedOnly?: boolean } = {}): Promise<boolean> {
+  const committed = sql`${patientImportLedger.status} in ('imported', 'duplicate')`;
   const rows = await db
     .update(patientImportLedger)
-    .set({ status: 'discarded', discardedAt: at, finishedAt: at, updatedAt: at })
+    .set({
+      status: sql`case when ${committed} then 'done' else 'discarded' end`,
+      deleteOutcome: sql`case when ${committed} then 'discarded' else ${patientImportLedger.deleteOutcome} end`,
+      discardedAt: sql`case when ${committed} then null else ${at.toISOString()}::timestamptz end`,
+      finishedAt: at,
+      updatedAt: at,
+    })
     .where(and(eq(patientImportLedger.id, id), inArray(patientImportLedger.status, opts.failedOnly ? ['failed'] : ['failed', ...patientImportOpenStatuses])))
     .returning({ id: patientImportLedger.id });
   return rows.length > 0;
@@ -377,19 +387,31 @@ export async function startImportAttempt(db: Db, id: number, at: Date): Promise<
   return r ? toHead(r) : readImportHead(db, id);
 }
 
-const MARK_BACKED_UP = `update ${LEDGER} set status = 'backed_up', downloaded_at = $2::timestamptz, backed_up_at = $2::timestamptz, backup_path = $3, sha256 = $4, size = $5, updated_at = $6::timestamptz where id = $1`;
+// Only a row still waiting for its import: a second run of the row (a job whose lock was lost,
+// two hand imports of one file) that started before another run committed or ended it must not
+// set it back (it then sees the row as that run left it).
+const MARK_BACKED_UP = `update ${LEDGER} set status = 'backed_up', downloaded_at = $2::timestamptz, backed_up_at = $2::timestamptz, backup_path = $3, sha256 = $4, size = $5, updated_at = $6::timestamptz where id = $1 and status in ('received', 'downloaded', 'backed_up')`;
 
+/** Records the durable copy of a row still waiting for its import (a row another run has moved on is left as it is). */
 export async function markImportBackedUp(db: Db, id: number, at: Date, info: { backupPath: string; sha256: string; size: number }): Promise<void> {
   const r = await clientOf(db).unsafe(MARK_BACKED_UP, [id, at.toISOString(), info.backupPath, info.sha256, info.size, new Date().toISOString()], { prepare: true });
-  if (!r.count) throw new Error(`ledger row ${id} does not exist`);
+  if (!r.count && !(await readImportHead(db, id))) throw new Error(`ledger row ${id} does not exist`);
 }
 
-const MARK_FINISHED = `update ${LEDGER} set status = $2, delete_outcome = $3, deleted_at = coalesce($4::timestamptz, deleted_at), finished_at = $6::timestamptz, updated_at = $5::timestamptz where id = $1`;
+// Only a committed row: one another run of the row has finished already keeps that run's record.
+const MARK_FINISHED = `update ${LEDGER} set status = $2, delete_outcome = $3, deleted_at = coalesce($4::timestamptz, deleted_at), finished_at = $6::timestamptz, updated_at = $5::timestamptz where id = $1 and status in ('imported', 'duplicate')`;
 
-/** The end of a row: deleted / superseded / done (deleted_at when the object is gone), final since `at`. */
-export async function markImportFinished(db: Db, id: number, status: PatientImportStatus, deleteOutcome: string, deletedAt: Date | null, at: Date): Promise<void> {
+/**
+ * The end of a committed row: deleted / superseded / done (deleted_at when the object is gone),
+ * final since `at`. Returns null when it was recorded, else the status the row has (another run
+ * of the row finished it first).
+ */
+export async function markImportFinished(db: Db, id: number, status: PatientImportStatus, deleteOutcome: string, deletedAt: Date | null, at: Date): Promise<PatientImportStatus | null> {
   const r = await clientOf(db).unsafe(MARK_FINISHED, [id, status, deleteOutcome, deletedAt?.toISOString() ?? null, new Date().toISOString(), at.toISOString()], { prepare: true });
-  if (!r.count) throw new Error(`ledger row ${id} does not exist`);
+  if (r.count) return null;
+  const head = await readImportHead(db, id);
+  if (!head) throw new Error(`ledger row ${id} does not exist`);
+  return head.status;
 }
 
 /** A generation replaced in the bucket before it was downloaded: final, never imported (`reason` says by which generation). */
@@ -541,13 +563,14 @@ export async function runImportTransaction<T>(
   const c = await clientOf(db).reserve();
   try {
     const b = q.backedUp;
-    const [marked, , , rows] = await Promise.all([
+    // The backed-up record changes nothing when the row is gone (the lookup finds none) or
+    // another run moved it on (the lookup sees how).
+    const [, , , rows] = await Promise.all([
       b ? c.unsafe(MARK_BACKED_UP, [q.ledgerId, b.at.toISOString(), b.backupPath, b.sha256, b.size, new Date().toISOString()], { prepare: true }) : null,
       c.unsafe('begin'),
       c.unsafe(LOCK_KEYS, [c.array(keys, 25)] as never[], { prepare: true }),
       c.unsafe(LOOKUP, [q.ledgerId, q.registrationToken, q.zahlungsreferenz, q.normalisedEmail], { prepare: true }),
     ]);
-    if (marked && !marked.count) throw new Error(`ledger row ${q.ledgerId} does not exist`);
     const r = rows[0]!;
     const found: ImportLookup = {
       ledger:

@@ -1,0 +1,140 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../libs/log/index.js';
+import type { JobHelpers } from '../../libs/queues/bind-worker.js';
+import { GcsBucket } from '../../libs/storage/gcs.js';
+import type { BucketPort } from '../../libs/storage/port.js';
+import { GcsStandIn } from '../../libs/testing/gcs-stand-in.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { fileBytes, objectNameFor, plainRegistration } from './fixtures.js';
+import { BUCKET, PREFIX, startImportHarness, type ImportHarness } from './int-harness.js';
+import { patientImportDeadLetterHook, patientImportHandlers } from './worker.js';
+
+/**
+ * Two runs of the same ledger row at once: a job whose lock was lost (a Redis blip, an event
+ * loop blocked past the lock) is handed to a second worker while the first still runs, or two
+ * staff import the same file by hand. The run that comes second must find the row as the
+ * first left it, not as it read it when it started.
+ */
+let database: TestDatabase;
+let standIn: GcsStandIn;
+let h: ImportHarness;
+let cleanupQueue: () => Promise<void>;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  standIn = await new GcsStandIn({ recordRequests: false }).start();
+  const q = testQueuePrefix();
+  cleanupQueue = q.cleanup;
+  h = await startImportHarness({ databaseUrl: database.url, queuePrefix: q.prefix, standIn });
+});
+afterAll(async () => {
+  await h?.close().catch(() => {});
+  await cleanupQueue?.().catch(() => {});
+  await standIn?.close();
+  await database?.drop();
+});
+
+const helpers = (): JobHelpers => ({ log: silentLogger(), jobId: 'overlap', attempt: 1, maxAttempts: 22, isFinalAttempt: false, updateProgress: async () => {} });
+
+function realBucket(): GcsBucket {
+  return new GcsBucket({ bucket: BUCKET, apiEndpoint: standIn.url, maxRetries: 0 });
+}
+
+/** A bucket whose downloads wait until `open` is called. */
+function gatedBucket(real: BucketPort): { bucket: BucketPort; open: () => void } {
+  let open!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  const bucket = Object.assign(Object.create(real) as BucketPort, {
+    download: async (...args: Parameters<BucketPort['download']>) => {
+      await gate;
+      return real.download(...args);
+    },
+  });
+  return { bucket, open };
+}
+
+async function newRow(): Promise<number> {
+  const doc = plainRegistration();
+  h.put(objectNameFor(doc, PREFIX), fileBytes(doc));
+  const before = await database.sql`select coalesce(max(id), 0)::int as id from fleet.patient_import_ledger`;
+  await h.poll();
+  const [row] = await database.sql`select id from fleet.patient_import_ledger where id > ${before[0]!.id} order by id limit 1`;
+  return Number(row!.id);
+}
+
+async function settle<T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: string }> {
+  return p.then(
+    (value) => ({ ok: true as const, value }),
+    (e: unknown) => ({ ok: false as const, error: String(e) }),
+  );
+}
+
+async function traces(ledgerId: number) {
+  const [row] = await database.sql`select status, patient_id, duplicate_kind, delete_outcome, failed_path from fleet.patient_import_ledger where id = ${ledgerId}`;
+  const [mails] = await database.sql`select count(*)::int as n from fleet.deliveries where idempotency_key = ${`patient-import.failed.ledger.${ledgerId}`}`;
+  const [failed] = await database.sql`select count(*)::int as n from fleet.outbox where event_type = 'import.failed' and key = ${String(ledgerId)}`;
+  const [patients] = await database.sql`select count(*)::int as n from fleet.patient_consents where ledger_id = ${ledgerId}`;
+  return { row, failureMails: mails!.n, failedEvents: failed!.n, consents: patients!.n };
+}
+
+describe('patient import: two runs of the same row overlap', () => {
+  it('a run that downloads after another run imported and deleted the object leaves the row deleted: no failure, email or event', async () => {
+    const ledgerId = await newRow();
+    const slow = gatedBucket(realBucket());
+    const runA = patientImportHandlers(h.ctx, { bucket: realBucket() })['patient-import']!;
+    const runB = patientImportHandlers(h.ctx, { bucket: slow.bucket })['patient-import']!;
+    // B counts its attempt (the row is `received` for it) and waits in its download.
+    const b = settle(runB({ ledgerId }, helpers()));
+    await new Promise((r) => setTimeout(r, 300));
+    const a = await runA({ ledgerId }, helpers());
+    expect(a).toMatchObject({ outcome: 'imported', status: 'deleted' });
+    slow.open();
+    const bEnd = await b;
+    expect(bEnd).toMatchObject({ ok: true, value: { outcome: 'moved-on', ledgerId, status: 'deleted' } });
+    const t = await traces(ledgerId);
+    expect(t).toMatchObject({ row: { status: 'deleted', delete_outcome: 'deleted', failed_path: null }, failureMails: 0, failedEvents: 0, consents: 1 });
+  });
+
+  it('a run that downloads after another run committed (before its delete) does not rewrite the import as a duplicate of itself', async () => {
+    const ledgerId = await newRow();
+    const slow = gatedBucket(realBucket());
+    const runB = patientImportHandlers(h.ctx, { bucket: slow.bucket })['patient-import']!;
+    const b = settle(runB({ ledgerId }, helpers()));
+    await new Promise((r) => setTimeout(r, 300));
+    let bDone!: Promise<unknown>;
+    // A commits; right then (before A deletes the object) B downloads and goes through.
+    const runA = patientImportHandlers(h.ctx, {
+      bucket: realBucket(),
+      afterCommit: async () => {
+        slow.open();
+        bDone = b;
+        await bDone;
+      },
+    })['patient-import']!;
+    const a = await runA({ ledgerId }, helpers());
+    const bEnd = await b;
+    // B finds the row committed and only deletes the object; A, deleting after it, finds the row finished.
+    expect(bEnd).toMatchObject({ ok: true, value: { outcome: 'imported', status: 'deleted' } });
+    expect(a).toMatchObject({ outcome: 'moved-on', status: 'deleted' });
+    const [created] = await database.sql`select patient_id from fleet.patient_consents where ledger_id = ${ledgerId}`;
+    const t = await traces(ledgerId);
+    expect(t).toMatchObject({ row: { status: 'deleted', patient_id: created!.patient_id, duplicate_kind: null }, failureMails: 0, failedEvents: 0, consents: 1 });
+  });
+
+  it('discarding the dead letter of an imported row whose delete failed closes it as done (its delete discarded, the patient kept), not as a discarded registration', async () => {
+    const ledgerId = await newRow();
+    // The import commits but the bucket refuses every delete: the job's retries run out.
+    const noDelete = Object.assign(Object.create(realBucket()) as BucketPort, {
+      deleteGeneration: async () => {
+        throw new Error('delete refused');
+      },
+    });
+    const run = patientImportHandlers(h.ctx, { bucket: noDelete })['patient-import']!;
+    expect(await settle(run({ ledgerId }, { ...helpers(), isFinalAttempt: true }))).toMatchObject({ ok: false });
+    expect((await traces(ledgerId)).row).toMatchObject({ status: 'imported' });
+    await patientImportDeadLetterHook.onDiscard!({ ledgerId }, h.ctx.database.db);
+    const t = await traces(ledgerId);
+    expect(t).toMatchObject({ row: { status: 'done', delete_outcome: 'discarded' }, failureMails: 0, failedEvents: 0, consents: 1 });
+  });
+});
