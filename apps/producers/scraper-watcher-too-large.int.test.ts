@@ -112,7 +112,7 @@ describe('scraper watcher and a file over SCRAPER_FILE_MAX_MB', () => {
       return r?.state === 'closed' ? r : undefined;
     });
     const [mail] = await db.sql<Array<{ subject: string; text: string }>>`select subject, text from fleet.deliveries where id = ${run.summary_delivery_id}`;
-    expect(mail!.subject).toContain('1 Datei(en) zu groß');
+    expect(mail!.subject).toContain('1 Datei zu groß');
     expect(mail!.text).toContain('Zu groß, daher nicht gelesen: 43001.json (1,2 MB), mehr als SCRAPER_FILE_MAX_MB erlaubt.');
     expect(mail!.text).not.toContain('ohne Fehler');
 

@@ -82,7 +82,7 @@ describe('scraper watcher and a file it cannot read', () => {
       return r?.state === 'closed' ? r : undefined;
     });
     const [d] = await db.sql`select subject, text from fleet.deliveries where id = ${run.summary_delivery_id}`;
-    expect(d!.subject).toContain('1 Datei(en) nicht lesbar');
+    expect(d!.subject).toContain('1 Datei nicht lesbar');
     expect(d!.text).toContain('Nicht lesbar (Zugriffsrechte?), daher nicht importiert: 41001.json.');
     expect(d!.text).not.toContain('Datumsordner');
   });

@@ -160,7 +160,7 @@ describe('scraper watcher', () => {
     expect(by('20250701/40002.json')[0]!.run_id).toBe(runIds[0]);
     const [d] = await db.sql`select subject, text from fleet.deliveries where id = ${run.summary_delivery_id}`;
     expect(d!.subject).toContain(`Lauf ${runIds[0]}`);
-    expect(d!.subject).toContain('1 Datei(en) nicht übernommen (Name passt nicht)');
+    expect(d!.subject).toContain('1 Datei nicht übernommen (Name passt nicht)');
     expect(d!.text).toContain('Nicht übernommen: readme.txt');
     expect(d!.text).toContain('Übersprungen, weil ein neuerer Datumsordner dieselbe Postleitzahl enthält: 20250701/40002.json');
     // Prometheus counts the same files (the skipped ones from the watcher, the rest from the worker).

@@ -22,4 +22,20 @@ describe('renderStaffEmail', () => {
     expect(out.text).toContain('Name:   <script>alert(1)</script> Müller');
     expect(out.text).toContain('Leer:   –');
   });
+
+  it('reads on a phone: viewport, long values break, addresses are links, a list paragraph is a list', () => {
+    const out = renderStaffEmail({
+      subject: 's',
+      heading: 'h',
+      rows: [['Bericht', 'http://127.0.0.1:3000/therapist-imports/runs/5?a=1&b=2']],
+      paragraphs: ['Siehe https://fleet.example.org/imports.', { lead: 'Datei 52074.json: nicht importiert', items: ['Fehler: <eins>', 'Fehler: zwei'] }, 'Ende'],
+    });
+    expect(out.html).toContain('<meta name="viewport" content="width=device-width, initial-scale=1">');
+    expect(out.html).toContain('overflow-wrap:anywhere');
+    // The address is escaped in the link and its text; a full stop after it is not part of it.
+    expect(out.html).toContain('<a href="http://127.0.0.1:3000/therapist-imports/runs/5?a&#x3D;1&amp;b&#x3D;2">http://127.0.0.1:3000/therapist-imports/runs/5?a&#x3D;1&amp;b&#x3D;2</a>');
+    expect(out.html).toContain('<a href="https://fleet.example.org/imports">https://fleet.example.org/imports</a>.');
+    expect(out.html).toMatch(/<p[^>]*>Datei 52074.json: nicht importiert<\/p>\s*<ul[^>]*><li>Fehler: &lt;eins&gt;<\/li><li>Fehler: zwei<\/li><\/ul>/);
+    expect(out.text).toContain('Datei 52074.json: nicht importiert\n  - Fehler: <eins>\n  - Fehler: zwei\n\nEnde');
+  });
 });

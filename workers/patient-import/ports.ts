@@ -134,6 +134,8 @@ export interface ImportDeps {
   sendMail(deliveryId: string): Promise<void>;
   signing: SigningOptions;
   staffImportEmails: boolean;
+  /** The operator pages (DASHBOARD_URL), named in staff emails; unset: only the CLI commands. */
+  dashboardUrl?: string | undefined;
   clock: Clock;
   log: Logger;
   /** Test hook: runs right after the import transaction committed, before the delete. */

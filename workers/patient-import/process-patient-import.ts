@@ -223,7 +223,7 @@ async function fail(row: ImportRow, err: PermanentError, bytes: Buffer | null, d
   const safe = `${prefix}${withholdValues(marked.startsWith(prefix) ? marked.slice(prefix.length) : marked)}`;
   const failedPath = bytes ? await deps.failed.save(row, bytes) : null;
   const at = deps.clock.now();
-  const mail = failedMail(row, { code: err.code, reason, failedPath, at });
+  const mail = failedMail(row, { code: err.code, reason, failedPath, at, dashboardUrl: deps.dashboardUrl });
   let recorded: { deliveryId: string; created: boolean };
   try {
     recorded = await deps.store.markFailed({ ledgerId: row.id, code: err.code, reason, reasonWithheld: safe, failedPath, mail });

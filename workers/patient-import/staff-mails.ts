@@ -41,8 +41,13 @@ export function importedMail(
   const paragraphs: string[] = [];
   let subject: string;
   let heading: string;
+  // What needs a look goes into the subject: an inbox of routine notices hides it otherwise.
+  const voucherNote = p.voucher ? ', bezahlte Gutschein-Buchung' : '';
   if (outcome.kind === 'imported') {
-    subject = `Neue Patientenanmeldung importiert (Import ${row.id})`;
+    subject =
+      outcome.possibleDuplicateOf !== null
+        ? `Neue Patientenanmeldung importiert, mögliches Duplikat: bitte prüfen${voucherNote} (Import ${row.id})`
+        : `Neue Patientenanmeldung importiert${voucherNote} (Import ${row.id})`;
     heading = 'Neue Patientenanmeldung importiert';
     rows.splice(1, 0, ['Patienten-ID', outcome.patientId]);
     if (outcome.possibleDuplicateOf !== null) {
@@ -51,7 +56,9 @@ export function importedMail(
       );
     }
   } else {
-    subject = `Anmeldung als Duplikat erkannt (Import ${row.id})`;
+    subject = p.voucher
+      ? `Anmeldung als Duplikat erkannt, bezahlte Gutschein-Buchung: bitte prüfen (Import ${row.id})`
+      : `Anmeldung als Duplikat erkannt (Import ${row.id})`;
     heading = 'Anmeldung als Duplikat erkannt: kein neuer Patient angelegt';
     rows.splice(1, 0, ['Duplikat von Patient', outcome.patientId]);
     paragraphs.push('Gleiche E-Mail-Adresse und gleicher Name wie ein vorhandener Patient. Die Einwilligung wurde dem vorhandenen Patienten zugeordnet.');
@@ -67,9 +74,44 @@ export function importedMail(
   return renderStaffEmail({ subject, heading, rows, paragraphs });
 }
 
+/** What staff can do about a failed registration, by what failed (the file, the fleet's settings, or the fleet itself). */
+function failedNextSteps(row: ImportRow, code: string, dashboardUrl: string | undefined): string[] {
+  const discard = `fleet dlq discard patient-import.ledger.${row.id} --reason "…"`;
+  const requeue = `fleet dlq requeue patient-import.ledger.${row.id} --reason "…"`;
+  const ops = dashboardUrl ? ` (oder im Browser unter ${dashboardUrl}/ops)` : '';
+  if (row.source !== 'bucket') {
+    return [
+      'Die Datei wurde von Hand importiert (fleet import patient-file) und nicht importiert. Nach der Korrektur: fleet import patient-file <Pfad> (dieselbe Datei noch einmal versucht diesen Import erneut, eine korrigierte wird ein eigener Import).',
+      `Diesen Import endgültig schließen: fleet imports discard ${row.id} --reason "…"`,
+    ];
+  }
+  const correctedUpload = `Eine korrigierte Datei (neu hochgeladen) wird als eigener Import verarbeitet; diesen Import danach verwerfen: ${discard}${ops}.`;
+  switch (code) {
+    case 'invalid_json':
+    case 'not_utf8':
+    case 'validation_failed':
+    case 'token_mismatch':
+      return [`Der Inhalt der Datei ist fehlerhaft (siehe Grund): dieselbe Datei scheitert bei jedem Versuch wieder, erneutes Einreihen hilft nicht. Die Datei bleibt im Bucket. ${correctedUpload}`];
+    case 'bad_file_name':
+      return [`Der Dateiname passt nicht (siehe Grund): die Datei muss unter einem passenden Namen neu hochgeladen werden, erneutes Einreihen hilft nicht. Die Datei bleibt im Bucket. ${correctedUpload}`];
+    case 'unsigned':
+    case 'bad_signature':
+    case 'wrong_environment':
+      return [
+        `Signatur oder Umgebung der Datei passen nicht zur Einstellung der Fleet (REGISTRATION_SIGNING_SECRET, REGISTRATION_ENVIRONMENT). Ist die Einstellung falsch: korrigieren, dann erneut einreihen: ${requeue}${ops}. Ist die Datei nicht echt: verwerfen: ${discard}. Die Datei bleibt bis dahin im Bucket.`,
+      ];
+    case 'object_not_found':
+      return [`Die Datei ist nicht mehr im Bucket: bitte die Anmeldung neu hochladen lassen (sie wird ein eigener Import) und diesen Import verwerfen: ${discard}${ops}.`];
+    default:
+      // The fleet gave up (storage, database or a worker failing): the file is fine as far as anyone knows.
+      return [
+        `Die Datei bleibt im Bucket und wird erst wieder versucht, wenn jemand sie erneut einreiht, nachdem die Ursache behoben ist: ${requeue}${ops}. Nicht mehr gewollt: ${discard}.`,
+      ];
+  }
+}
+
 /** Staff notice of a file that cannot be imported (one per ledger row). */
-export function failedMail(row: ImportRow, p: { code: string; reason: string; failedPath: string | null; at: Date }): StaffMail {
-  const kept = row.source === 'bucket';
+export function failedMail(row: ImportRow, p: { code: string; reason: string; failedPath: string | null; at: Date; dashboardUrl?: string | undefined }): StaffMail {
   return renderStaffEmail({
     subject: `Anmeldung konnte nicht importiert werden (Import ${row.id})`,
     heading: 'Anmeldung konnte nicht importiert werden',
@@ -82,11 +124,6 @@ export function failedMail(row: ImportRow, p: { code: string; reason: string; fa
       ['Zeitpunkt', berlinTime(p.at)],
       ['Originaldatei gesichert unter', p.failedPath],
     ],
-    paragraphs: [
-      kept
-        ? `Die Datei bleibt im Bucket und wird erst wieder versucht, wenn jemand sie wieder einreiht (fleet dlq requeue). Eine korrigierte Version wird als eigener Import verarbeitet; dieser Import bleibt offen, bis er verworfen wird (fleet dlq discard patient-import.ledger.${row.id}).`
-        : 'Die Datei wurde nicht importiert.',
-      `Details: fleet imports show ${row.id}`,
-    ],
+    paragraphs: [...failedNextSteps(row, p.code, p.dashboardUrl), `Details: fleet imports show ${row.id}${p.dashboardUrl ? ` oder ${p.dashboardUrl}/imports` : ''}`],
   });
 }

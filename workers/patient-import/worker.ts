@@ -63,6 +63,7 @@ function importDeps(ctx: FleetContext, source: ImportSource, opts: PatientImport
     },
     signing: { secret: c.signingSecret, environment: c.environment },
     staffImportEmails: c.staffImportEmails,
+    dashboardUrl: ctx.config.http.dashboardUrl,
     clock: ctx.clock,
     log: ctx.log,
     ...(opts.afterCommit ? { afterCommit: opts.afterCommit } : {}),

@@ -129,6 +129,11 @@ export function formatCount(n: number): string {
   return n.toLocaleString('de-DE');
 }
 
+/** "1 Datei", "2 Dateien", "1.200 Dateien": the count known, the noun agrees with it. */
+export function countNoun(n: number, one: string, many: string): string {
+  return `${formatCount(n)} ${n === 1 ? one : many}`;
+}
+
 /** "12 von 8.262 (0,1%)" */
 export function countWithShare(part: number, total: number): string {
   return `${formatCount(part)} von ${formatCount(total)} (${formatShare(part, total)})`;

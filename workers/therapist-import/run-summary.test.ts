@@ -57,17 +57,17 @@ describe('therapist import run summary (staff email)', () => {
 
   it('names only the kinds of problem that happened in the subject', () => {
     const files = [file(1, {}), partial];
-    expect(renderRunSummary(run(files), files).subject).toBe('Therapeuten-Import Lauf 7: 1 Therapeut(en) fehlgeschlagen');
+    expect(renderRunSummary(run(files), files).subject).toBe('Therapeuten-Import Lauf 7: 1 Therapeut fehlgeschlagen');
     const unreadable = file(3, { status: 'failed', reason: 'not valid JSON', counts: { ...emptyCounts(), fileErrors: 1 }, fileErrors: ['not valid JSON'] });
     const more = [...files, unreadable];
     // the unreadable file's own error is why it was not imported: not counted a second time
-    expect(renderRunSummary(run(more), more).subject).toBe('Therapeuten-Import Lauf 7: 1 Therapeut(en) fehlgeschlagen, 1 Datei(en) nicht importiert');
+    expect(renderRunSummary(run(more), more).subject).toBe('Therapeuten-Import Lauf 7: 1 Therapeut fehlgeschlagen, 1 Datei nicht importiert');
     const withMetadataError = [...more, file(4, { path: '52068.json', status: 'partial', counts: { ...emptyCounts(), total: 1, created: 1, fileErrors: 1 }, fileErrors: ['"metadata": missing'] })];
     expect(renderRunSummary(run(withMetadataError), withMetadataError).subject).toBe(
-      'Therapeuten-Import Lauf 7: 1 Therapeut(en) fehlgeschlagen, 1 Datei(en) nicht importiert, 1 Fehler auf Dateiebene in importierten Dateien',
+      'Therapeuten-Import Lauf 7: 1 Therapeut fehlgeschlagen, 1 Datei nicht importiert, 1 Fehler auf Dateiebene in importierten Dateien',
     );
     const good = [file(1, {})];
-    expect(renderRunSummary(run(good), good).subject).toBe('Therapeuten-Import Lauf 7: 1 Datei(en), 2 Therapeuten, ohne Fehler');
+    expect(renderRunSummary(run(good), good).subject).toBe('Therapeuten-Import Lauf 7: 1 Datei, 2 Therapeuten, ohne Fehler');
   });
 
   it('names the staff corrections the scraper\'s newer values replaced (field names only), without calling the run faulty', () => {
@@ -81,7 +81,7 @@ describe('therapist import run summary (staff email)', () => {
     });
     const files = [file(1, {}), f];
     const m = renderRunSummary(run(files), files);
-    expect(m.subject).toBe('Therapeuten-Import Lauf 7: 2 Datei(en), 4 Therapeuten, ohne Fehler');
+    expect(m.subject).toBe('Therapeuten-Import Lauf 7: 2 Dateien, 4 Therapeuten, ohne Fehler');
     expect(m.text).toContain('Korrekturen vom Scraper ersetzt:');
     expect(m.text).toMatch(/Korrekturen vom Scraper ersetzt:\s+2/);
     expect(m.text).toContain(
@@ -94,7 +94,7 @@ describe('therapist import run summary (staff email)', () => {
     const older = file(5, { path: '20261201/52065.json', status: 'skipped', reason: 'superseded by the newer folder 20261203/52065.json', counts: null });
     const files = [file(1, {}), misfit, older];
     const m = renderRunSummary(run(files), files);
-    expect(m.subject).toBe('Therapeuten-Import Lauf 7: 1 Datei(en) nicht übernommen (Name passt nicht)');
+    expect(m.subject).toBe('Therapeuten-Import Lauf 7: 1 Datei nicht übernommen (Name passt nicht)');
     expect(m.text).toContain('Nicht übernommen: 20261203/notes.txt');
     expect(m.text).toContain('Übersprungen, weil ein neuerer Datumsordner dieselbe Postleitzahl enthält: 20261201/52065.json.');
     expect(m.text).toContain('übersprungen 2');
@@ -110,7 +110,7 @@ describe('therapist import run summary (staff email)', () => {
     expect(m.text).not.toContain('Datumsordner');
     expect(m.text).toContain('Vor dem Import geändert (der neue Inhalt wird als eigene Datei importiert): 52065.json.');
     expect(m.text).toContain('Nicht importiert, weil die Datei vor dem Import entfernt wurde: 52066.json. Wieder abgelegt, wird sie importiert.');
-    expect(m.subject).toBe('Therapeuten-Import Lauf 7: 1 Datei(en) vor dem Import entfernt');
+    expect(m.subject).toBe('Therapeuten-Import Lauf 7: 1 Datei vor dem Import entfernt');
     const onlyChanged = [file(1, {}), changedFile];
     expect(renderRunSummary(run(onlyChanged), onlyChanged).subject).toContain('ohne Fehler');
   });
@@ -140,9 +140,10 @@ describe('therapist import run summary (staff email)', () => {
     const metadataOnly = file(4, { path: '52068.json', status: 'partial', reason: '1 file-level error(s)', counts: { ...emptyCounts(), total: 2, created: 2, fileErrors: 1 }, fileErrors: ['"metadata": missing'] });
     const files = [partial, unreadable, metadataOnly];
     const { text } = renderRunSummary(run(files), files);
-    expect(text).toContain(`Datei ${partial.path} (#2): teilweise importiert — 1 von 3 Therapeut(en) fehlgeschlagen — Eintrag therapists[2] (ID x2c): basic_info.last_name: missing`);
-    expect(text).toContain('Datei 20261203/52067.json (#3): nicht importiert — Fehler: not valid JSON: Unexpected end of JSON input');
-    expect(text).toContain('Datei 52068.json (#4): teilweise importiert — Fehler: "metadata": missing');
+    expect(text).toContain(`Datei ${partial.path} (#2): teilweise importiert\n  - 1 von 3 Therapeuten fehlgeschlagen\n  - Eintrag therapists[2] (ID x2c): basic_info.last_name: missing`);
+    expect(text).toContain('Datei 20261203/52067.json (#3): nicht importiert\n  - Fehler: not valid JSON: Unexpected end of JSON input');
+    // Every therapist went in: not "partly" imported.
+    expect(text).toContain('Datei 52068.json (#4): importiert, mit Fehlern auf Dateiebene\n  - Fehler: "metadata": missing');
     expect(text).not.toContain('therapists failed');
     expect(text).not.toContain('file-level error(s)');
   });
@@ -156,6 +157,20 @@ describe('therapist import run summary (staff email)', () => {
     expect(text).not.toContain('Vor dem Import geändert');
   });
 
+  it('says what the metadata claims next to what the file holds, without calling lines marked new "found new therapists"', () => {
+    const f = file(2, {
+      metadataDisagreements: [
+        { field: 'new_therapists', stated: 4, found: 5 },
+        { field: 'total_therapists', stated: 100, found: 1 },
+        { field: 'postcode_area', stated: '52XXX', found: '10115' },
+      ],
+    });
+    const { text } = renderRunSummary(run([f]), [f]);
+    expect(text).toContain(
+      'Metadaten von 20261203/52062.json stimmen nicht mit der Datei überein: new_therapists 4, die Datei hat 5 Einträge mit status „new“; total_therapists 100, die Datei hat 1 Eintrag; postcode_area 52XXX passt nicht zur Postleitzahl 10115 im Dateinamen',
+    );
+  });
+
   it('lists the status mismatches it counts: which entry, what the file says and what was found', () => {
     const withMismatches = file(2, {
       counts: { ...emptyCounts(), total: 3, unchanged: 2, created: 1, statusMismatches: 2 },
@@ -167,7 +182,7 @@ describe('therapist import run summary (staff email)', () => {
     const files = [file(1, {}), withMismatches];
     const { text } = renderRunSummary(run(files), files);
     expect(text).toContain(
-      'Status-Abweichungen in 20261203/52062.json (#2): therapists[0] (ID praxis7): Datei sagt new, gefunden: already on the platform; therapists[2]: Datei sagt deleted, gefunden: not on the platform',
+      'Status-Abweichungen in 20261203/52062.json (#2): therapists[0] (ID praxis7): Datei sagt „new“, gefunden: schon auf der Plattform; therapists[2]: Datei sagt „deleted“, gefunden: nicht auf der Plattform',
     );
   });
 

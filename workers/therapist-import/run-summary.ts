@@ -1,8 +1,8 @@
 import type { TherapistImportCounts } from '../../libs/db/schema/fleet-therapist-import.js';
 import type { TherapistImportFileRow, TherapistImportRunRow } from '../../libs/db/repositories/therapist-import.js';
-import { renderStaffEmail } from '../../libs/mail/staff.js';
+import { renderStaffEmail, type StaffListParagraph } from '../../libs/mail/staff.js';
 import { TOO_LARGE_REASON_START } from './file-size.js';
-import { addCounts, assertCountsAddUp, countWithShare, emptyCounts, formatCount } from './report.js';
+import { addCounts, assertCountsAddUp, countNoun, countWithShare, emptyCounts, formatCount } from './report.js';
 
 /** Run totals: the sum of its files' counts (skipped files, e.g. names that do not fit, hold no therapists). */
 export function summarizeRunFiles(files: TherapistImportFileRow[]): { counts: TherapistImportCounts; fileStatusCounts: Record<string, number> } {
@@ -17,6 +17,29 @@ export function summarizeRunFiles(files: TherapistImportFileRow[]): { counts: Th
 }
 
 const MAX_LISTED = 30;
+
+/** What the import found for a status mismatch (the report's English, as the CLI and pages show it), in the email's German. */
+function mismatchFoundDe(found: string): string {
+  const fixed: Record<string, string> = {
+    'already on the platform': 'schon auf der Plattform',
+    'not on the platform: created': 'nicht auf der Plattform, daher neu angelegt',
+    'not on the platform': 'nicht auf der Plattform',
+    'no longer on the platform': 'nicht mehr auf der Plattform',
+    'deleted by the scraper earlier: stays inactive': 'früher vom Scraper gelöscht, bleibt inaktiv',
+  };
+  const kept = /^(\S+) on the platform: status kept$/.exec(found);
+  return fixed[found] ?? (kept ? `auf der Plattform ${kept[1]}, Status bleibt` : found);
+}
+
+/** What the metadata says next to what the file holds: the counts are of lines by their `status`, not of what the import did. */
+function metadataDisagreementDe(d: { field: string; stated: unknown; found: unknown }): string {
+  const lines = (n: unknown) => (n === 1 ? '1 Eintrag' : `${String(n)} Einträge`);
+  const status: Record<string, string> = { new_therapists: 'new', modified_therapists: 'modified', deleted_therapists: 'deleted' };
+  if (d.field === 'total_therapists') return `total_therapists ${String(d.stated)}, die Datei hat ${lines(d.found)}`;
+  if (d.field === 'postcode_area') return `postcode_area ${String(d.stated)} passt nicht zur Postleitzahl ${String(d.found)} im Dateinamen`;
+  const s = status[d.field];
+  return s ? `${d.field} ${String(d.stated)}, die Datei hat ${lines(d.found)} mit status „${s}“` : `${d.field} ${String(d.stated)}, gefunden ${String(d.found)}`;
+}
 
 const berlin = new Intl.DateTimeFormat('de-DE', { timeZone: 'Europe/Berlin', dateStyle: 'medium', timeStyle: 'medium' });
 
@@ -46,32 +69,35 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   // A file not imported is counted once: its own errors are why (they are listed below).
   const errorsInImported = files.filter((f) => f.status !== 'failed').reduce((sum, f) => sum + (f.counts?.fileErrors ?? 0), 0);
   const problems = [
-    c.failed ? `${formatCount(c.failed)} Therapeut(en) fehlgeschlagen` : '',
-    n('failed') ? `${formatCount(n('failed'))} Datei(en) nicht importiert` : '',
+    c.failed ? `${countNoun(c.failed, 'Therapeut', 'Therapeuten')} fehlgeschlagen` : '',
+    n('failed') ? `${countNoun(n('failed'), 'Datei', 'Dateien')} nicht importiert` : '',
     errorsInImported ? `${formatCount(errorsInImported)} Fehler auf Dateiebene in importierten Dateien` : '',
-    misfits.length ? `${formatCount(misfits.length)} Datei(en) nicht übernommen (Name passt nicht)` : '',
-    removed.length ? `${formatCount(removed.length)} Datei(en) vor dem Import entfernt` : '',
-    unreadable.length ? `${formatCount(unreadable.length)} Datei(en) nicht lesbar` : '',
-    tooLarge.length ? `${formatCount(tooLarge.length)} Datei(en) zu groß` : '',
+    misfits.length ? `${countNoun(misfits.length, 'Datei', 'Dateien')} nicht übernommen (Name passt nicht)` : '',
+    removed.length ? `${countNoun(removed.length, 'Datei', 'Dateien')} vor dem Import entfernt` : '',
+    unreadable.length ? `${countNoun(unreadable.length, 'Datei', 'Dateien')} nicht lesbar` : '',
+    tooLarge.length ? `${countNoun(tooLarge.length, 'Datei', 'Dateien')} zu groß` : '',
   ].filter(Boolean);
   const subject = allWell
-    ? `Therapeuten-Import Lauf ${run.id}: ${formatCount(files.length)} Datei(en), ${formatCount(c.total)} Therapeuten, ohne Fehler`
-    : `Therapeuten-Import Lauf ${run.id}: ${problems.join(', ') || `${formatCount(problemFiles.length)} Datei(en) mit Fehlern`}`;
+    ? `Therapeuten-Import Lauf ${run.id}: ${countNoun(files.length, 'Datei', 'Dateien')}, ${countNoun(c.total, 'Therapeut', 'Therapeuten')}, ohne Fehler`
+    : `Therapeuten-Import Lauf ${run.id}: ${problems.join(', ') || `${countNoun(problemFiles.length, 'Datei', 'Dateien')} mit Fehlern`}`;
 
-  const paragraphs: string[] = [];
+  const paragraphs: Array<string | StaffListParagraph> = [];
   for (const f of problemFiles.slice(0, MAX_LISTED)) {
     // German around the parser's own words (which name the field in the file, as the CLI and the pages do).
-    const parts = [`Datei ${f.path} (#${f.id}): ${f.status === 'failed' ? 'nicht importiert' : 'teilweise importiert'}`];
+    // A file whose therapists all went in and only has errors of its own (e.g. its metadata) is not "partly" imported.
+    const therapistsFailed = f.counts?.failed ?? 0;
+    const state = f.status === 'failed' ? 'nicht importiert' : therapistsFailed ? 'teilweise importiert' : 'importiert, mit Fehlern auf Dateiebene';
+    const items: string[] = [];
     if (f.status === 'partial') {
-      if (f.counts?.failed) parts.push(`${formatCount(f.counts.failed)} von ${formatCount(f.counts.total)} Therapeut(en) fehlgeschlagen`);
+      if (therapistsFailed) items.push(`${formatCount(therapistsFailed)} von ${countNoun(f.counts!.total, 'Therapeut', 'Therapeuten')} fehlgeschlagen`);
     } else if (f.reason && !f.fileErrors.includes(f.reason)) {
-      parts.push(`Grund: ${f.reason}`);
+      items.push(`Grund: ${f.reason}`);
     }
     const own = `file ${f.path}: `;
-    for (const e of f.fileErrors.slice(0, 3)) parts.push(`Fehler: ${e.startsWith(own) ? e.slice(own.length) : e}`);
-    for (const fl of f.failures.slice(0, 5)) parts.push(`Eintrag therapists[${fl.index}]${fl.externalId ? ` (ID ${fl.externalId})` : ''}: ${fl.reason}`);
-    if (f.failures.length > 5) parts.push(`… und ${f.failures.length - 5} weitere`);
-    paragraphs.push(parts.join(' — '));
+    for (const e of f.fileErrors.slice(0, 3)) items.push(`Fehler: ${e.startsWith(own) ? e.slice(own.length) : e}`);
+    for (const fl of f.failures.slice(0, 5)) items.push(`Eintrag therapists[${fl.index}]${fl.externalId ? ` (ID ${fl.externalId})` : ''}: ${fl.reason}`);
+    if (f.failures.length > 5) items.push(`… und ${f.failures.length - 5} weitere`);
+    paragraphs.push({ lead: `Datei ${f.path} (#${f.id}): ${state}`, items });
   }
   // Without the dashboard, the CLI command that lists this run's files (all runs' newest 50 would hide them).
   const cli = `fleet imports list --kind therapist --run ${run.id}${files.length > 50 ? ` --limit ${files.length}` : ''}`;
@@ -122,13 +148,13 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   const disagreeing = files.filter((f) => f.metadataDisagreements.length > 0);
   for (const f of disagreeing.slice(0, 10)) {
     paragraphs.push(
-      `Metadaten von ${f.path} stimmen nicht: ${f.metadataDisagreements.map((d) => `${d.field} angegeben ${String(d.stated)}, gefunden ${String(d.found)}`).join('; ')}`,
+      `Metadaten von ${f.path} stimmen nicht mit der Datei überein: ${f.metadataDisagreements.map(metadataDisagreementDe).join('; ')}`,
     );
   }
   // Counted as "Status-Abweichungen" in the totals: which therapists, so staff need not open each file.
   const mismatching = files.filter((f) => f.statusMismatches.length > 0);
   for (const f of mismatching.slice(0, 10)) {
-    const entries = f.statusMismatches.slice(0, 5).map((m) => `therapists[${m.index}]${m.externalId ? ` (ID ${m.externalId})` : ''}: Datei sagt ${m.stated}, gefunden: ${m.found}`);
+    const entries = f.statusMismatches.slice(0, 5).map((m) => `therapists[${m.index}]${m.externalId ? ` (ID ${m.externalId})` : ''}: Datei sagt „${m.stated}“, gefunden: ${mismatchFoundDe(m.found)}`);
     const more = f.statusMismatches.length > 5 ? `; … und ${f.statusMismatches.length - 5} weitere` : '';
     paragraphs.push(`Status-Abweichungen in ${f.path} (#${f.id}): ${entries.join('; ')}${more}`);
   }

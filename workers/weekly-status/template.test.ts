@@ -48,7 +48,7 @@ describe('weekly status email template', () => {
   });
 
   it('words the first email, no requests yet, and an acceptance kindly', () => {
-    expect(renderWeeklyEmail(facts({ lastSent: null, requestsTotal: 1, requestsSince: 1 }), links).text).toContain('Seit Beginn Ihrer Platzsuche haben wir 1 Anfrage an Praxen gesendet.');
+    expect(renderWeeklyEmail(facts({ lastSent: null, requestsTotal: 1, requestsSince: 1 }), links).text).toContain('Seit Beginn Ihrer Platzsuche haben wir 1 Anfrage an eine Praxis gesendet.');
     const none = renderWeeklyEmail(facts({ lastSent: null, requestsTotal: 0, requestsSince: 0, answersTotal: 0 }), links).text;
     expect(none).toContain('Bisher haben wir noch keine Anfragen an Praxen gesendet.');
     expect(none).toContain('Wir bereiten die ersten Anfragen für Sie vor');
@@ -71,8 +71,8 @@ describe('weekly status email German for small numbers', () => {
   it('a total of one request reads as correct German (no "sind es 1 Anfrage"), in text and HTML', () => {
     const { out, text } = lines({ requestsTotal: 1, requestsSince: 0, answersTotal: 0, answersSince: 0 });
     expect(text).not.toMatch(/sind es bisher 1 Anfrage/);
-    expect(text).toContain('Insgesamt haben wir bisher 1 Anfrage an Praxen gesendet.');
-    expect(out.html).toContain('<li>Insgesamt haben wir bisher 1 Anfrage an Praxen gesendet.</li>');
+    expect(text).toContain('Insgesamt haben wir bisher 1 Anfrage an eine Praxis gesendet.');
+    expect(out.html).toContain('<li>Insgesamt haben wir bisher 1 Anfrage an eine Praxis gesendet.</li>');
     expect(lines({ requestsTotal: 9, requestsSince: 3 }).text).toContain('Insgesamt haben wir bisher 9 Anfragen an Praxen gesendet.');
   });
 

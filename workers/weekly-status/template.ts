@@ -26,6 +26,8 @@ export interface RenderedWeeklyEmail {
 export const WEEKLY_SUBJECT = 'Ihr wöchentlicher Zwischenstand von Curavani';
 
 const n = (count: number, one: string, many: string, none = `keine ${many}`) => (count === 0 ? none : `${count} ${count === 1 ? one : many}`);
+/** One request went to one practice ("1 Anfrage an eine Praxis"), several to several. */
+const toPractices = (count: number) => (count === 1 ? 'an eine Praxis' : 'an Praxen');
 
 interface MessageModel {
   subject: string;
@@ -72,11 +74,11 @@ function model(f: WeeklyFacts, links: WeeklyLinks, html: boolean): MessageModel 
     f.requestsTotal === 0
       ? 'Bisher haben wir noch keine Anfragen an Praxen gesendet.'
       : first
-      ? `Seit Beginn Ihrer Platzsuche haben wir ${n(f.requestsSince, 'Anfrage', 'Anfragen')} an Praxen gesendet.`
-      : `Seit unserer letzten Nachricht haben wir ${n(f.requestsSince, 'neue Anfrage', 'neue Anfragen', 'keine neuen Anfragen')} an Praxen gesendet.`,
+      ? `Seit Beginn Ihrer Platzsuche haben wir ${n(f.requestsSince, 'Anfrage', 'Anfragen')} ${toPractices(f.requestsSince)} gesendet.`
+      : `Seit unserer letzten Nachricht haben wir ${n(f.requestsSince, 'neue Anfrage', 'neue Anfragen', 'keine neuen Anfragen')} ${toPractices(f.requestsSince)} gesendet.`,
     // "Insgesamt ... keine Anfragen" reads oddly: with none at all the line before says it.
     // "haben wir ... gesendet", not "sind es": the verb must not depend on the number ("sind es 1 Anfrage").
-    ...(first || f.requestsTotal === 0 ? [] : [`Insgesamt haben wir bisher ${n(f.requestsTotal, 'Anfrage', 'Anfragen')} an Praxen gesendet.`]),
+    ...(first || f.requestsTotal === 0 ? [] : [`Insgesamt haben wir bisher ${n(f.requestsTotal, 'Anfrage', 'Anfragen')} ${toPractices(f.requestsTotal)} gesendet.`]),
     answersLine(f, first),
   ];
   const next: string[] = [];

@@ -169,7 +169,7 @@ describe('weekly_update_last_sent', () => {
     clock.set(W49_MONDAY);
     const w49 = await record(p, '2026-W49');
     const text = (await getDelivery(ctx.database.db, w49.deliveryId!))!.text;
-    expect(text).toContain('Seit unserer letzten Nachricht haben wir 1 neue Anfrage an Praxen gesendet.');
+    expect(text).toContain('Seit unserer letzten Nachricht haben wir 1 neue Anfrage an eine Praxis gesendet.');
     expect(text).toContain('Insgesamt haben wir bisher 2 Anfragen an Praxen gesendet.');
   });
 });
@@ -220,13 +220,13 @@ describe('"since the last update" when the email went out later than it was writ
     await finish(w48.deliveryId!, 'sent');
     expect(await lastSent(p)).toEqual(new Date('2026-11-25T10:00:00Z'));
     const w48text = (await getDelivery(ctx.database.db, w48.deliveryId!))!.text;
-    expect(w48text).toContain('Seit Beginn Ihrer Platzsuche haben wir 1 Anfrage an Praxen gesendet.');
+    expect(w48text).toContain('Seit Beginn Ihrer Platzsuche haben wir 1 Anfrage an eine Praxis gesendet.');
     expect(w48text).toContain('Antworten haben wir bisher noch keine erhalten.');
 
     clock.set(W49_MONDAY);
     const w49 = await record(p, '2026-W49');
     const text = (await getDelivery(ctx.database.db, w49.deliveryId!))!.text;
-    expect(text).toContain('Seit unserer letzten Nachricht haben wir 1 neue Anfrage an Praxen gesendet.');
+    expect(text).toContain('Seit unserer letzten Nachricht haben wir 1 neue Anfrage an eine Praxis gesendet.');
     expect(text).toContain('Insgesamt haben wir bisher 2 Anfragen an Praxen gesendet.');
     expect(text).toContain('Seit unserer letzten Nachricht haben wir die ersten 2 Antworten erhalten.');
   });

@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import type { ImportRow } from './ports.js';
+import { failedMail, importedMail } from './staff-mails.js';
+
+const row = (o: Partial<ImportRow> = {}): ImportRow => ({
+  id: 42,
+  source: 'bucket',
+  bucket: 'b',
+  objectName: 'registrations/Muster_Max_20250705_0b1ab67b.json',
+  generation: '1',
+  sourceUri: 'gs://b/registrations/Muster_Max_20250705_0b1ab67b.json',
+  md5Hash: null,
+  status: 'backed_up',
+  attempts: 1,
+  patientId: null,
+  duplicateOfPatientId: null,
+  backupPath: null,
+  failedPath: null,
+  receivedAt: new Date('2026-12-06T09:00:00Z'),
+  ...o,
+});
+const at = new Date('2026-12-06T09:30:00Z');
+const failed = (code: string, o: { source?: 'bucket' | 'file'; dashboardUrl?: string } = {}) =>
+  failedMail(row({ source: o.source ?? 'bucket' }), { code, reason: 'ledger 42: patient_data.plz: expected 5 digits', failedPath: '/f/42-x.json', at, dashboardUrl: o.dashboardUrl }).text;
+
+describe('staff email of a failed registration: next steps by what failed', () => {
+  it('a file whose content is wrong: a requeue does not help, a corrected upload does, then discard with a reason', () => {
+    for (const code of ['validation_failed', 'invalid_json', 'not_utf8', 'token_mismatch']) {
+      const text = failed(code);
+      expect(text).toContain('erneutes Einreihen hilft nicht');
+      expect(text).toContain('fleet dlq discard patient-import.ledger.42 --reason "…"');
+      expect(text).not.toContain('fleet dlq requeue');
+    }
+    expect(failed('bad_file_name')).toContain('unter einem passenden Namen neu hochgeladen');
+  });
+
+  it('the fleet gave up (storage, database, a worker): requeue after the cause is fixed, with the record and a reason', () => {
+    for (const code of ['gave_up', 'worker_died']) {
+      const text = failed(code);
+      expect(text).toContain('fleet dlq requeue patient-import.ledger.42 --reason "…"');
+      expect(text).not.toContain('hilft nicht');
+    }
+  });
+
+  it('signature or environment: the fleet\'s setting may be what is wrong; requeue after fixing it, else discard', () => {
+    const text = failed('bad_signature');
+    expect(text).toContain('REGISTRATION_SIGNING_SECRET');
+    expect(text).toContain('fleet dlq requeue patient-import.ledger.42 --reason "…"');
+    expect(text).toContain('fleet dlq discard patient-import.ledger.42 --reason "…"');
+  });
+
+  it('a hand import has no dead letter: import the file again, or close it with fleet imports discard', () => {
+    const text = failed('validation_failed', { source: 'file' });
+    expect(text).toContain('fleet import patient-file <Pfad>');
+    expect(text).toContain('fleet imports discard 42 --reason "…"');
+    expect(text).not.toContain('fleet dlq');
+  });
+
+  it('names the operator pages when DASHBOARD_URL is set', () => {
+    const text = failed('gave_up', { dashboardUrl: 'https://fleet.example.org' });
+    expect(text).toContain('https://fleet.example.org/ops');
+    expect(text).toContain('Details: fleet imports show 42 oder https://fleet.example.org/imports');
+    expect(failed('gave_up')).not.toContain('http');
+  });
+});
+
+describe('staff email of an imported registration: the subject says what needs a look', () => {
+  const base = { vorname: 'Max', nachname: 'Muster', validation: 'valid (unsigned)', unknownFields: [], at };
+  it('a possible duplicate and a paid voucher booking are in the subject; a routine import is not flagged', () => {
+    expect(importedMail(row(), { kind: 'imported', patientId: 7, possibleDuplicateOf: null }, base).subject).toBe('Neue Patientenanmeldung importiert (Import 42)');
+    expect(importedMail(row(), { kind: 'imported', patientId: 7, possibleDuplicateOf: 3 }, base).subject).toBe(
+      'Neue Patientenanmeldung importiert, mögliches Duplikat: bitte prüfen (Import 42)',
+    );
+    expect(importedMail(row(), { kind: 'imported', patientId: 7, possibleDuplicateOf: null }, { ...base, voucher: { zahlungsreferenz: 'V_0b1ab6' } }).subject).toBe(
+      'Neue Patientenanmeldung importiert, bezahlte Gutschein-Buchung (Import 42)',
+    );
+    expect(importedMail(row(), { kind: 'duplicate', duplicateKind: 'same_person', patientId: 3 }, { ...base, voucher: { zahlungsreferenz: 'V_0b1ab6' } }).subject).toBe(
+      'Anmeldung als Duplikat erkannt, bezahlte Gutschein-Buchung: bitte prüfen (Import 42)',
+    );
+  });
+});
