@@ -1,6 +1,7 @@
 import type { FleetSchedulerId } from '../../libs/queues/index.js';
 import type { Handlers } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
+import { scheduleComponent } from './schedule-component.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { registerEmailRetentionMetrics, runEmailRetention, type ContentRetentionResult } from '../../workers/email/worker.js';
 import { retentionHandlers, runRetention, unrecordedCopies, type RetentionResult, type UnrecordedCopies } from '../../workers/patient-import/worker.js';
@@ -55,9 +56,10 @@ export function nightlyRetentionHandlers(ctx: FleetContext): Handlers {
  */
 export function retentionComponents(ctx: FleetContext): Component[] {
   const worker = workerComponent(ctx, 'patient-import-retention', nightlyRetentionHandlers(ctx));
-  const schedule: Component = {
+  const schedule = scheduleComponent(ctx, {
     name: 'patient-import-retention-schedule',
-    async start() {
+    schedulerId: RETENTION_SCHEDULER_ID,
+    async register() {
       const r = ctx.config.patientImport.retention;
       const registered = await ensureJobScheduler({
         queues: ctx.queues,
@@ -81,7 +83,6 @@ export function retentionComponents(ctx: FleetContext): Component[] {
         'retention sweep scheduled',
       );
     },
-    async stop() {},
-  };
+  });
   return [worker, schedule];
 }

@@ -3,6 +3,7 @@ import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { dueWeek, nextRun } from '../../libs/weekly/schedule.js';
 import { weeklyHandlers } from '../../workers/weekly-status/worker.js';
+import { scheduleComponent } from './schedule-component.js';
 
 /** The one id of the weekly schedule: every process and every deploy upserts this same scheduler. */
 export const WEEKLY_SCHEDULER_ID: FleetSchedulerId = 'weekly-status-emails';
@@ -39,13 +40,11 @@ export async function registerWeeklySchedule(ctx: FleetContext) {
 }
 
 export function weeklyScheduleComponent(ctx: FleetContext): Component {
-  return {
+  return scheduleComponent(ctx, {
     name: 'weekly-schedule',
-    async start() {
-      await registerWeeklySchedule(ctx);
-    },
-    async stop() {},
-  };
+    schedulerId: WEEKLY_SCHEDULER_ID,
+    register: async () => void (await registerWeeklySchedule(ctx)),
+  });
 }
 
 /** The `weekly` role: the schedule (registered once, guarded) and the fan-out and per-patient workers. */

@@ -97,6 +97,7 @@ export const envSchema = z.object({
   WORKER_CONCURRENCY: int(4, 1),
   WORKER_LOCK_DURATION_MS: int(30_000, 1_000),
   WORKER_STALLED_INTERVAL_MS: int(30_000, 500),
+  SCHEDULE_CHECK_MS: int(60_000, 500),
   RETRY_BACKOFF_SCALE: z.coerce.number({ error: 'expected a number' }).positive({ error: 'expected a number > 0' }).max(1, { error: 'expected a number <= 1' }).default(1),
 
   HTTP_HOST: z.string().default('127.0.0.1'),
@@ -351,6 +352,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       lockDurationMs: e.WORKER_LOCK_DURATION_MS,
       /** How often a worker looks for jobs whose lock expired (their process died) and puts them back. */
       stalledIntervalMs: e.WORKER_STALLED_INTERVAL_MS,
+      /** How often a process that registers a schedule checks it is still in Redis (and registers it again when not). */
+      scheduleCheckMs: e.SCHEDULE_CHECK_MS,
       backoffScale: e.RETRY_BACKOFF_SCALE,
     },
     http: {

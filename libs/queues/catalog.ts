@@ -84,7 +84,7 @@ export const catalog = {
   'bucket-poll': defineJob({
     queue: 'bucket-poll',
     description: 'List the registration bucket and enqueue one import per new object generation',
-    schema: z.object({ trigger: z.enum(['schedule', 'manual', 'start']) }).strict(),
+    schema: z.object({ trigger: z.enum(['schedule', 'manual', 'start', 'restored']) }).strict(),
     retry: { attempts: 5, backoffMs: 10_000, jitter: 0.5 },
     retention: { completed: { ageSeconds: 2 * DAY, count: 500 }, failed: { ageSeconds: 30 * DAY, count: 1_000 } },
     key: null,

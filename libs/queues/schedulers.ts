@@ -3,7 +3,8 @@ import type { QueueSet } from './queue-set.js';
 
 /**
  * The fleet's job schedulers: one fixed id each, registered (and re-registered) at start by
- * every process that runs the role named here, from the cron variable named here. Nothing
+ * every process that runs the role named here, from the cron variable named here, and
+ * registered again by those processes when Redis no longer has it (SCHEDULE_CHECK_MS). Nothing
  * else may create, change or remove them: Bull Board's scheduler buttons are refused, and a
  * missing one is reported on /daily, `fleet status` and by the `FleetScheduleMissing` alert.
  */

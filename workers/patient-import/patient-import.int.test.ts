@@ -454,7 +454,8 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
       // full, read-only or wrongly owned volume would, with Node's message naming the file.
       await mkdir(path.join(own.backupDir, safeFileName({ id: Number(recorded.id), objectName: name }), 'x'), { recursive: true });
       await own.startWorkers();
-      const dead = await until(async () => (await listDeadLetters(own.ctx.queues, { queue: 'patient-import' }))[0], 30_000, 'dead letter');
+      // This file's (the poll also gives the failed rows of other tests in this database a dead letter under this prefix).
+      const dead = await until(async () => (await listDeadLetters(own.ctx.queues, { queue: 'patient-import' })).find((d) => (d.data as Row).ledgerId === Number(recorded.id)), 30_000, 'dead letter');
       const row = await ledger(Number(recorded.id));
       expect(row).toMatchObject({ status: 'failed', error_code: 'gave_up' });
       expect(row.reason).toContain('EISDIR');
@@ -488,8 +489,9 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
       // Every attempt but the last fails before the commit; the last commits.
       own.standIn.fail({ kind: 'download', mode: { status: 503 }, times: attempts - 1, object: name });
       await own.poll();
-      // Its own queue prefix: the only dead letter is this file's job, after its last attempt.
-      await until(async () => (await listDeadLetters(own.ctx.queues, { queue: 'patient-import' }))[0], 30_000, 'dead letter');
+      const id = Number((await ledgerOf(name, generation))!.id);
+      // This file's job's dead letter, after its last attempt (the poll also gives the failed rows of other tests in this database one).
+      await until(async () => (await listDeadLetters(own.ctx.queues, { queue: 'patient-import' })).find((d) => (d.data as Row).ledgerId === id), 30_000, 'dead letter');
       const row = (await ledgerOf(name, generation))!;
       expect(row).toMatchObject({ status: 'imported', attempts, error_code: null, failed_at: null });
       expect(await database.sql`select id from patient_service.patienten where zahlungsreferenz = 'c0ffee00'`).toHaveLength(1);

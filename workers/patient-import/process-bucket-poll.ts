@@ -14,6 +14,11 @@ export interface PollDeps {
    * rows found unfinished, whose earlier job may have completed too early (run again).
    */
   enqueue(ledgerIds: number[], kind: 'new' | 'open'): Promise<void>;
+  /**
+   * Gives failed rows whose dead letter Redis no longer has (it restarted without its data) a
+   * dead letter again, so operators can requeue or discard them; returns how many.
+   */
+  restoreDeadLetters(): Promise<number>;
   log: Logger;
 }
 
@@ -26,6 +31,8 @@ export interface PollResult {
   recorded: number;
   /** Unfinished rows offered to the queue again (no-ops for rows whose job is still there). */
   reoffered: number;
+  /** Failed rows given back the dead letter Redis had lost. */
+  deadLettersRestored: number;
 }
 
 /**
@@ -33,10 +40,11 @@ export interface PollResult {
  * ledger and enqueues one import per new row; then offers every unfinished row to the queue
  * again, so a crash between insert and enqueue (or anywhere later) loses nothing. A listing
  * error throws (the job retries); it is never taken for an empty bucket. Rows that failed
- * are not offered again: an operator requeues them, or a new generation is a new row.
+ * are not offered again: an operator requeues them, or a new generation is a new row; a failed
+ * row whose dead letter Redis lost gets it back (the ledger is what counts).
  */
 export async function pollBucket(deps: PollDeps): Promise<PollResult> {
-  const result: PollResult = { pages: 0, listed: 0, skipped: 0, recorded: 0, reoffered: 0 };
+  const result: PollResult = { pages: 0, listed: 0, skipped: 0, recorded: 0, reoffered: 0, deadLettersRestored: 0 };
   const enqueued = new Set<number>();
   let pageToken: string | undefined;
   do {
@@ -57,6 +65,10 @@ export async function pollBucket(deps: PollDeps): Promise<PollResult> {
   const open = (await deps.openIds()).filter((id) => !enqueued.has(id));
   if (open.length) await deps.enqueue(open, 'open');
   result.reoffered = open.length;
+  result.deadLettersRestored = await deps.restoreDeadLetters();
+  if (result.deadLettersRestored) {
+    deps.log.warn({ deadLettersRestored: result.deadLettersRestored }, 'failed imports had no dead letter (Redis lost its data?): dead letters restored from the import records');
+  }
   deps.log.info({ ...result }, 'bucket polled');
   return result;
 }

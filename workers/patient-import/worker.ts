@@ -9,6 +9,7 @@ import {
   findLedgerByObject,
   getLedgerRow,
   insertLedgerObjects,
+  listLedger,
   openLedgerIds,
   recordedCopyPaths,
   reopenFailedLedgerRow,
@@ -18,7 +19,7 @@ import {
 import { PermanentError } from '../../libs/errors/index.js';
 import { oncePerRegistry } from '../../libs/metrics/index.js';
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
-import { catalog, describeZodError, jobIdFor, jobOptionsFor, withAbandoned, type Handlers } from '../../libs/queues/index.js';
+import { addDeadLetter, catalog, deadLetterQueueName, describeZodError, jobIdFor, jobOptionsFor, withAbandoned, type Handlers } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { createBucket, type BucketPort } from '../../libs/storage/index.js';
 import { folderKeeper, removeSaved } from './file-keeper.js';
@@ -117,6 +118,45 @@ async function enqueueImports(ctx: FleetContext, ids: number[], kind: 'new' | 'o
   }
 }
 
+const LIVE_JOB_STATES = new Set(['waiting', 'active', 'delayed', 'prioritized', 'waiting-children']);
+
+/**
+ * Failed bucket rows wait for an operator through their dead letter. When Redis restarted
+ * without its data, the dead letters are gone while the ledger still says failed: `fleet dlq`
+ * and /ops would show nothing to requeue or discard. Each such row gets its dead letter back
+ * (the reason without values from the file, as dead letters always carry it). A row whose job
+ * is still in its queue (being retried) is left alone.
+ */
+export async function restoreDeadLetters(ctx: FleetContext): Promise<number> {
+  const rows = (await listLedger(ctx.database.db, { status: ['failed'], limit: 100_000 })).filter((r) => r.source === 'bucket');
+  const dlq = ctx.queues.queue(deadLetterQueueName('patient-import'));
+  const queue = ctx.queues.queue('patient-import');
+  let restored = 0;
+  for (let i = 0; i < rows.length; i += 100) {
+    await Promise.all(
+      rows.slice(i, i + 100).map(async (r) => {
+        const jobId = jobIdFor('patient-import', { ledgerId: r.id })!;
+        if (await dlq.getJob(jobId)) return;
+        const job: Job | undefined = await queue.getJob(jobId);
+        if (job && LIVE_JOB_STATES.has(await job.getState())) return;
+        await addDeadLetter(ctx.queues, {
+          originalQueue: 'patient-import',
+          originalJobId: jobId,
+          name: 'patient-import',
+          data: { ledgerId: r.id },
+          reason: r.reasonWithheld ?? `ledger ${r.id}: (reason not shown here: fleet imports show ${r.id})`,
+          code: r.errorCode,
+          attemptsMade: r.attempts,
+          enqueuedAt: null,
+          failedAt: (r.failedAt ?? r.updatedAt).toISOString(),
+        });
+        restored++;
+      }),
+    );
+  }
+  return restored;
+}
+
 /** Lists the bucket once and enqueues the imports (the `bucket-poll` job and `fleet poll`). */
 export async function runPoll(ctx: FleetContext, opts: { bucket?: BucketPort } = {}): Promise<PollResult> {
   const bucket = opts.bucket ?? createBucket(ctx.config.storage);
@@ -140,6 +180,7 @@ export async function runPoll(ctx: FleetContext, opts: { bucket?: BucketPort } =
       ),
     openIds: () => openLedgerIds(db, { source: 'bucket' }),
     enqueue: (ids, kind) => enqueueImports(ctx, ids, kind),
+    restoreDeadLetters: () => restoreDeadLetters(ctx),
     log: ctx.log,
   });
 }

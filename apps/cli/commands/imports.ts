@@ -137,7 +137,8 @@ export function registerImports(program: Command): void {
         if (opts.json) return printJson(r);
         process.stdout.write(
           `listed ${r.listed} object(s) in ${r.pages} page(s): ${r.recorded} new file(s) enqueued, ` +
-            `${r.reoffered} unfinished import(s) offered again${r.skipped ? `, ${r.skipped} folder placeholder(s) skipped` : ''}\n`,
+            `${r.reoffered} unfinished import(s) offered again${r.skipped ? `, ${r.skipped} folder placeholder(s) skipped` : ''}` +
+            `${r.deadLettersRestored ? `, ${r.deadLettersRestored} dead letter(s) restored for failed imports Redis had lost (fleet dlq list)` : ''}\n`,
         );
       });
     });

@@ -1,0 +1,86 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { discardOne } from '../../libs/ops/dead-letters.js';
+import { listDeadLetters, schedulerStates } from '../../libs/queues/index.js';
+import type { Component } from '../../libs/runtime/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { deleteQueueKeys, testQueuePrefix } from '../../libs/testing/redis.js';
+import { fileBytes, objectNameFor, plainRegistration } from '../../workers/patient-import/fixtures.js';
+import { PREFIX, startImportHarness, until, type ImportHarness } from '../../workers/patient-import/int-harness.js';
+import { runPoll } from '../../workers/patient-import/worker.js';
+import { deadLetterHooks } from '../fleet/roles.js';
+import { bucketPollerComponents } from './bucket-poller.js';
+import { retentionComponents } from './retention-schedule.js';
+import { weeklyScheduleComponent } from './weekly-schedule.js';
+
+/**
+ * Redis restarted without its data (no persistence, or a new instance) while the fleet runs:
+ * the schedules, the queued jobs and the dead letters are gone, the import records are not.
+ * The fleet must come back to a state operators can act on without a restart.
+ */
+let database: TestDatabase;
+let h: ImportHarness;
+let q: ReturnType<typeof testQueuePrefix>;
+const started: Component[] = [];
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  q = testQueuePrefix();
+  h = await startImportHarness({ databaseUrl: database.url, queuePrefix: q.prefix, env: { SCHEDULE_CHECK_MS: '500' } });
+});
+afterAll(async () => {
+  for (const c of started.reverse()) await c.stop(5_000).catch(() => {});
+  await h?.close();
+  await q?.cleanup();
+  await database?.drop();
+});
+
+async function ledgerOf(name: string) {
+  const [r] = await database.sql`select id, status, error_code from fleet.patient_import_ledger where object_name = ${name}`;
+  return r as { id: string; status: string; error_code: string | null } | undefined;
+}
+
+describe('Redis comes back empty while the fleet runs', () => {
+  it('registers the schedules again, polls, and gives failed imports their dead letters back (operators can discard them again)', async () => {
+    await h.startWorkers();
+    const components = [
+      ...bucketPollerComponents(h.ctx),
+      weeklyScheduleComponent(h.ctx),
+      ...retentionComponents(h.ctx).filter((c) => c.name.endsWith('-schedule')),
+    ];
+    for (const c of components) {
+      await c.start();
+      started.push(c);
+    }
+    // A file that cannot be imported: failed, with its dead letter.
+    const bad = `${PREFIX}Kaputt_Karl_20250705_0badf11e.json`;
+    h.put(bad, Buffer.from('{ not json'));
+    await h.poll();
+    await until(async () => (await ledgerOf(bad))?.status === 'failed', 20_000, 'the bad file failed');
+    const id = Number((await ledgerOf(bad))!.id);
+    const jobId = `patient-import.ledger.${id}`;
+    await until(async () => (await listDeadLetters(h.ctx.queues)).some((d) => d.id === jobId), 20_000, 'its dead letter');
+
+    // Redis loses everything of this fleet.
+    await deleteQueueKeys(q.prefix);
+    expect((await schedulerStates(h.ctx.queues)).filter((s) => s.registered)).toEqual([]);
+    expect(await listDeadLetters(h.ctx.queues)).toEqual([]);
+    // A registration uploaded meanwhile: only a poll (the hourly schedule is gone) would find it.
+    const doc = plainRegistration();
+    const good = objectNameFor(doc, PREFIX);
+    h.put(good, fileBytes(doc));
+
+    // Without a restart: the schedules are back, the restored poll imports the new file, and the
+    // failed import has its dead letter again (reason without values from the file).
+    await until(async () => (await schedulerStates(h.ctx.queues)).every((s) => s.registered), 20_000, 'all three schedules registered again');
+    await until(async () => (await ledgerOf(good))?.status === 'deleted', 20_000, 'the new registration imported by the restored poll');
+    const restored = await until(async () => (await listDeadLetters(h.ctx.queues)).find((d) => d.id === jobId), 20_000, 'the dead letter restored');
+    expect(restored).toMatchObject({ originalQueue: 'patient-import', data: { ledgerId: id }, code: 'invalid_json' });
+    expect(restored.reason).toContain(`ledger ${id}:`);
+
+    // The operator's discard works on it as on any dead letter, and the record follows.
+    await discardOne({ db: h.ctx.database.db, queues: h.ctx.queues, hooks: deadLetterHooks }, jobId, { actor: 'test', reason: 'restored after Redis lost its data' });
+    expect((await ledgerOf(bad))?.status).toBe('discarded');
+    // A later poll does not bring back what operators have handled.
+    expect((await runPoll(h.ctx)).deadLettersRestored).toBe(0);
+  });
+});

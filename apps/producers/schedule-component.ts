@@ -1,0 +1,49 @@
+import { catalog, fleetSchedulers, type FleetSchedulerId } from '../../libs/queues/index.js';
+import type { Component, FleetContext } from '../../libs/runtime/index.js';
+
+/**
+ * A component that registers one of the fleet's schedules at start and keeps it registered:
+ * every SCHEDULE_CHECK_MS it checks that Redis still holds the schedule and, when not (Redis
+ * restarted without its data, or someone removed it by hand), registers it again. Without
+ * this, a schedule lost while the process runs stays lost until the next restart: no poll,
+ * no weekly emails, no retention sweep. `register` is the component's whole registration,
+ * called with why (what it enqueues besides the schedule must be idempotent).
+ */
+export function scheduleComponent(
+  ctx: FleetContext,
+  o: { name: string; schedulerId: FleetSchedulerId; register: (why: 'start' | 'restored') => Promise<void> },
+): Component {
+  const queue = ctx.queues.queue(catalog[fleetSchedulers[o.schedulerId].jobName].queue);
+  let timer: NodeJS.Timeout | null = null;
+  let checking = false;
+  let failing = false;
+  const check = async () => {
+    if (checking) return;
+    checking = true;
+    try {
+      if (!(await queue.getJobScheduler(o.schedulerId))) {
+        ctx.log.warn({ schedulerId: o.schedulerId }, 'schedule missing from Redis (restarted without its data, or removed by hand): registering it again');
+        await o.register('restored');
+      }
+      failing = false;
+    } catch (err) {
+      // Redis down: /ready and the queue metrics say so; one line per outage here is enough.
+      if (!failing) ctx.log.warn({ err, schedulerId: o.schedulerId }, 'could not check the schedule; checking again later');
+      failing = true;
+    } finally {
+      checking = false;
+    }
+  };
+  return {
+    name: o.name,
+    async start() {
+      await o.register('start');
+      timer = setInterval(() => void check(), ctx.config.queues.scheduleCheckMs);
+      timer.unref();
+    },
+    async stop() {
+      if (timer) clearInterval(timer);
+      timer = null;
+    },
+  };
+}
