@@ -133,7 +133,8 @@ describe('email delivery (PostgreSQL, Redis, the resend SDK against the stand-in
     const reason = 'the email provider refused the API key (403 invalid_api_key): check RESEND_API_KEY';
     for (const id of ids) expect(await getDelivery(database.db, id)).toMatchObject({ status: 'sending', lastError: reason });
     expect(await listDeadLetters(t.ctx.queues, { queue: 'email' })).toEqual([]);
-    expect((await metricValues(t.ctx.metrics.registry, 'fleet_email_requests_total', 'outcome')).refused).toBeGreaterThanOrEqual(3);
+    // Counted when the answer has come back: the stand-in records the request a moment before.
+    await waitFor('three refusals counted', async () => ((await metricValues(t.ctx.metrics.registry, 'fleet_email_requests_total', 'outcome')).refused ?? 0) >= 3);
     const said = lines.map((l) => JSON.parse(l) as { msg: string; reason?: string; status?: number });
     expect(said).toContainEqual(expect.objectContaining({ msg: 'email-send: the provider refused the API key or sending domain; the deliveries wait and are retried', reason, status: 403 }));
 
