@@ -1,12 +1,13 @@
 import express, { type ErrorRequestHandler, type Express, type Request, type RequestHandler, type Response } from 'express';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
-import { redisReady, redisTarget } from '../../libs/queues/index.js';
+import { redisTarget } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { dashboardAccess, rejectCrossSiteWrites, requireDashboardAccess, type DashboardAccess } from './auth.js';
 import { DASHBOARD_PATH, dashboardRouter } from './dashboard.js';
 import { healthRoutes } from './health.js';
 import { FAVICON_PATH, FAVICON_SVG, html, page } from './html.js';
 import { metricsRoutes } from './metrics.js';
+import { redisAnswers, SERVICE_WAIT_MS } from './reachable.js';
 import { routeModules, type HttpRouteModule } from './routes/index.js';
 
 /** Pages with inline styles only, forms posting to this app, never framed. */
@@ -95,36 +96,39 @@ export function createHttpApp(deps: HttpDeps): HttpApp {
 }
 
 /**
- * Pages that read the queues answer 503 at once while Redis is not connected: BullMQ waits for
- * its connection, so they would hang (in a process that started while Redis was away, for as
- * long as it stays away) instead of saying why.
+ * Pages that read the queues answer 503 within SERVICE_WAIT_MS while Redis is not connected or
+ * does not answer: BullMQ waits for its connection, and a command on a connection to a stopped or
+ * hung Redis (still `ready`) waits for ever, so they would hang (for as long as Redis is away or
+ * silent) instead of saying why.
  */
 function requireQueues(ctx: FleetContext): RequestHandler {
-  const redis = ctx.producerRedis;
-  /** One wait shared by the requests that arrive meanwhile (one listener, not one each). */
-  let waiting: Promise<boolean> | null = null;
-  /** Ready now, or within `ms` (a process that just started, a reconnect after a blip). */
-  const readyWithin = (ms: number): Promise<boolean> => {
-    if (redis.status === 'ready') return Promise.resolve(true);
-    waiting ??= redisReady(redis, ms).finally(() => {
-      waiting = null;
-    });
-    return waiting;
-  };
+  /** One check shared by the requests that arrive meanwhile (one listener and one PING, not one each). */
+  let checking: Promise<string | null> | null = null;
+  /** null: Redis answers now, or once connected within the wait (a process that just started, a reconnect). */
+  const problem = (): Promise<string | null> =>
+    (checking ??= redisAnswers(ctx, SERVICE_WAIT_MS, SERVICE_WAIT_MS)
+      .then(
+        (r) => (r.ok ? null : `connection ${ctx.producerRedis.status}`),
+        (err: unknown) => (err instanceof Error ? err.message : String(err)),
+      )
+      .finally(() => {
+        checking = null;
+      }));
   return (req, res, next) => {
-    void readyWithin(QUEUES_WAIT_MS).then((ready) => (ready ? next() : queuesUnavailable(req, res, redis.status)));
+    void problem().then((why) => {
+      if (!why) return next();
+      const message = `Redis is not reachable at ${redisTarget(ctx.config.queues.redisUrl)} (REDIS_URL; ${why}): the queues cannot be read now. Nothing is lost: jobs wait in Redis and go on once it is back, and so does this page. GET /ready says what is down.`;
+      serviceUnavailable(req, res, { error: 'redis_unavailable', title: 'Redis not reachable', message });
+    });
   };
-
-  function queuesUnavailable(req: Request, res: Response, status: string): void {
-    const message = `Redis is not reachable at ${redisTarget(ctx.config.queues.redisUrl)} (REDIS_URL; connection ${status}): the queues cannot be read now. Nothing is lost: jobs wait in Redis and go on once it is back, and so does this page. GET /ready says what is down.`;
-    res.status(503).setHeader('Retry-After', '10');
-    if (req.path.startsWith('/api/') || req.is('application/json') === 'application/json' || !req.accepts('html')) {
-      res.json({ error: 'redis_unavailable', message });
-      return;
-    }
-    res.type('html').send(page('Redis not reachable · Curavani Fleet', html`<h1>Redis not reachable</h1><p class="reason">${message}</p>`, { nav: true }));
-  }
 }
 
-/** How long a page that reads the queues waits for a Redis connection that is not ready. */
-const QUEUES_WAIT_MS = 2_000;
+/** 503 with a page saying which service is down (JSON for the JSON APIs and clients that do not take HTML). */
+function serviceUnavailable(req: Request, res: Response, what: { error: string; title: string; message: string }): void {
+  res.status(503).setHeader('Retry-After', '10');
+  if (req.path.startsWith('/api/') || req.is('application/json') === 'application/json' || !req.accepts('html')) {
+    res.json({ error: what.error, message: what.message });
+    return;
+  }
+  res.type('html').send(page(`${what.title} · Curavani Fleet`, html`<h1>${what.title}</h1><p class="reason">${what.message}</p>`, { nav: true }));
+}

@@ -1,6 +1,6 @@
 import { Router } from 'express';
-import { redisLastError, redisReady, redisTarget } from '../../libs/queues/index.js';
 import { within, type FleetContext, type ReadinessResult } from '../../libs/runtime/index.js';
+import { postgresAnswers, redisAnswers } from './reachable.js';
 
 export interface CheckReport {
   ok: boolean;
@@ -40,40 +40,9 @@ async function runCheck(fn: () => Promise<ReadinessResult>, critical: boolean, t
 export async function readiness(ctx: FleetContext): Promise<ReadyReport> {
   const timeoutMs = ctx.config.http.readyTimeoutMs;
   const entries: Array<[string, Promise<CheckReport>]> = [
-    [
-      'postgres',
-      runCheck(
-        async () => {
-          // Its own connection: the workers' pool can be busy without PostgreSQL being down.
-          await ctx.probeSql()`select 1`;
-          return { ok: true };
-        },
-        true,
-        timeoutMs,
-      ),
-    ],
-    [
-      'redis',
-      runCheck(
-        async () => {
-          const redis = ctx.producerRedis;
-          // A process that just started is still connecting: give it half the time limit.
-          await redisReady(redis, timeoutMs / 2);
-          // A PING on a connection that is not connected fails at once with ioredis's "Stream
-          // isn't writeable and enableOfflineQueue options is false": say where and why instead.
-          // (Also while the status still says ready but the socket has already ended.)
-          if (redis.status !== 'ready' || !redis.stream?.writable) {
-            const cause = redisLastError(redis);
-            const state = redis.status === 'ready' ? 'closed' : redis.status === 'connect' ? 'open, no answer yet' : redis.status;
-            return { ok: false, detail: `not connected to ${redisTarget(ctx.config.queues.redisUrl)} (REDIS_URL; connection ${state})${cause ? `: ${cause}` : ''}` };
-          }
-          const pong = await redis.ping();
-          return pong === 'PONG' ? { ok: true } : { ok: false, detail: `unexpected reply ${pong}` };
-        },
-        true,
-        timeoutMs,
-      ),
-    ],
+    ['postgres', runCheck(() => postgresAnswers(ctx, timeoutMs).then(() => ({ ok: true })), true, timeoutMs)],
+    // A process that just started is still connecting: it gets half the time limit for that.
+    ['redis', runCheck(() => redisAnswers(ctx, timeoutMs / 2, timeoutMs), true, timeoutMs)],
     ...ctx.readiness.checks().map(({ name, check }) => [name, runCheck(check, false, timeoutMs)] as [string, Promise<CheckReport>]),
   ];
   const checks: Record<string, CheckReport> = {};

@@ -730,6 +730,52 @@ describe('/metrics of a process started while Redis is away', () => {
   });
 });
 
+describe('a Redis that is connected but does not answer (stopped with SIGSTOP, hung)', () => {
+  it('/metrics answers with fleet_queue_depth_scrape_ok 0 and its other metrics; the pages that read the queues answer 503 naming Redis', async () => {
+    // The connection stays open and `ready`, and the producer connection has no command timeout:
+    // the scrape and these pages waited for as long as Redis stayed silent (65 s and more).
+    const redis = tcpProxy({ host: redisHost, port: redisPort });
+    await redis.open();
+    const q = testQueuePrefix();
+    const app = await startApp({ DATABASE_URL: db.url, REDIS_URL: `redis://127.0.0.1:${redis.port}`, QUEUE_PREFIX: q.prefix, DASHBOARD_USER: USER, DASHBOARD_PASSWORD: PASSWORD });
+    try {
+      const scrape = async () => {
+        const res = await fetch(`${app.base}/metrics`, { signal: AbortSignal.timeout(8_000) });
+        expect(res.status).toBe(200);
+        return res.text();
+      };
+      expect(await until(async () => /^fleet_queue_depth_scrape_ok 1$/m.test(await scrape()), 20_000, 'depth read while Redis answers')).toBe(true);
+      expect((await fetch(`${app.base}/ops`, { headers: { authorization: AUTH } })).status).toBe(200);
+
+      redis.hang();
+      const down = await scrape();
+      expect(down).toMatch(/^fleet_queue_depth_scrape_ok 0$/m);
+      expect(down).toMatch(/^fleet_process_process_cpu_seconds_total /m); // the rest of the scrape is there
+      expect(down).not.toMatch(/^fleet_queue_jobs\{/m);
+      // Twice: a second scrape is not held by the PING the first one left unanswered.
+      expect(await scrape()).toMatch(/^fleet_queue_depth_scrape_ok 0$/m);
+
+      const get = (path: string, accept = 'text/html') => fetch(`${app.base}${path}`, { headers: { authorization: AUTH, accept }, signal: AbortSignal.timeout(8_000) });
+      for (const path of ['/ops', '/daily', '/dashboard/', '/dashboard/api/queues']) {
+        const res = await get(path);
+        expect(res.status, path).toBe(503);
+        expect(await res.text(), path).toContain(`Redis is not reachable at 127.0.0.1:${redis.port} (REDIS_URL; no answer within 2000 ms)`);
+      }
+      const api = await get('/daily/api', 'application/json');
+      expect(api.status).toBe(503);
+      expect(await api.json()).toMatchObject({ error: 'redis_unavailable' });
+      expect((await get('/imports')).status).toBe(200); // PostgreSQL only: works on
+      const ready = await fetch(`${app.base}/ready`, { signal: AbortSignal.timeout(8_000) });
+      expect(ready.status).toBe(503);
+      expect(((await ready.json()) as { reason: string }).reason).toBe('redis down (no answer within 2000 ms)');
+    } finally {
+      await redis.close();
+      await app.stop();
+      await q.cleanup();
+    }
+  });
+});
+
 describe('/ready follows PostgreSQL, Redis and component checks', () => {
   const pg = tcpProxy({ host: new URL(TEST_ADMIN_DB_URL).hostname, port: Number(new URL(TEST_ADMIN_DB_URL).port || 5432) });
   const redis = tcpProxy({ host: redisHost, port: redisPort });

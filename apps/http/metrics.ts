@@ -1,7 +1,8 @@
 import { Router } from 'express';
 import { collectedGauge, scrapeRead } from '../../libs/metrics/index.js';
 import { pausedQueues, schedulerStates } from '../../libs/queues/index.js';
-import type { FleetContext } from '../../libs/runtime/index.js';
+import { within, type FleetContext } from '../../libs/runtime/index.js';
+import { redisAnswers, SERVICE_WAIT_MS } from './reachable.js';
 
 export const QUEUE_DEPTH_METRIC = 'fleet_queue_jobs';
 
@@ -10,8 +11,8 @@ export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'wai
 
 /**
  * Registers the queue depth gauge (read from Redis on each scrape) once per registry.
- * Labels: queue and state only. When Redis is unreachable the scrape still answers: the
- * gauge is left empty and `fleet_queue_depth_scrape_ok` says 0.
+ * Labels: queue and state only. When Redis is unreachable or does not answer, the scrape still
+ * answers (within SERVICE_WAIT_MS): the gauge is left empty and `fleet_queue_depth_scrape_ok` says 0.
  */
 export function registerQueueDepth(ctx: FleetContext): void {
   const registry = ctx.metrics.registry;
@@ -21,10 +22,13 @@ export function registerQueueDepth(ctx: FleetContext): void {
   const read = scrapeRead(
     async () => {
       // BullMQ waits until its connection is ready: a process that started while Redis was away
-      // would hold the scrape (and every other metric) until Redis came back.
-      const status = ctx.producerRedis.status;
-      if (status !== 'ready') throw new Error(`redis not connected (${status})`);
-      const [perQueue, schedules, paused] = await Promise.all([
+      // would hold the scrape (and every other metric) until Redis came back; and a stopped or
+      // hung Redis leaves the connection ready while no command is answered. So: not connected
+      // now, or no PING answered (one in flight, shared), or no answer to the reads within the
+      // wait: the depth is not read in this scrape.
+      const answer = await redisAnswers(ctx, 0, SERVICE_WAIT_MS);
+      if (!answer.ok) throw new Error(answer.detail);
+      const [perQueue, schedules, paused] = await within(Promise.all([
         Promise.all(
           ctx.queues.allQueues().map(async ({ name, queue }) => {
             const counts = await queue.getJobCounts(...QUEUE_STATES);
@@ -33,7 +37,7 @@ export function registerQueueDepth(ctx: FleetContext): void {
         ),
         schedulerStates(ctx.queues),
         pausedQueues(ctx.queues),
-      ]);
+      ]), SERVICE_WAIT_MS);
       return { depth: perQueue.flat(), schedules, paused: new Set(paused) };
     },
     (err) => ctx.log.warn({ err }, 'metrics: could not read queue depth from redis'),

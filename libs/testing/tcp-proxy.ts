@@ -1,23 +1,38 @@
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 
-/** A TCP forwarder standing in for a service; `close()` makes its port a closed port, `open()` brings it back. */
+/**
+ * A TCP forwarder standing in for a service; `close()` makes its port a closed port, `open()`
+ * brings it back; `hang()` makes the service silent, as one stopped with SIGSTOP: connections
+ * stay open (new ones are accepted) and nothing is answered, until `close()`.
+ */
 export function tcpProxy(target: { host: string; port: number }) {
   let server: Server | null = null;
   let port = 0;
+  let hung = false;
   const sockets = new Set<Socket>();
+  const pairs = new Map<Socket, Socket>();
   return {
     get port() {
       return port;
     },
     async open() {
+      hung = false;
       const s = createServer((client) => {
+        sockets.add(client);
+        client.on('error', () => client.destroy()).on('close', () => sockets.delete(client));
+        if (hung) {
+          client.pause();
+          return;
+        }
         const upstream = connect(target.port, target.host);
-        sockets.add(client).add(upstream);
+        sockets.add(upstream);
+        pairs.set(client, upstream);
         const drop = () => {
           client.destroy();
           upstream.destroy();
           sockets.delete(client);
           sockets.delete(upstream);
+          pairs.delete(client);
         };
         client.on('error', drop).on('close', drop);
         upstream.on('error', drop).on('close', drop);
@@ -27,6 +42,15 @@ export function tcpProxy(target: { host: string; port: number }) {
       port = (s.address() as AddressInfo).port;
       server = s;
     },
+    hang() {
+      hung = true;
+      for (const [client, upstream] of pairs) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+      }
+    },
     async close() {
       const s = server;
       server = null;
@@ -34,6 +58,7 @@ export function tcpProxy(target: { host: string; port: number }) {
       const closed = new Promise<void>((resolve) => s.close(() => resolve()));
       for (const sock of sockets) sock.destroy();
       sockets.clear();
+      pairs.clear();
       await closed;
     },
   };
