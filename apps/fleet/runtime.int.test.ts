@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { createTestQueues } from '../../libs/testing/queues.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { tcpProxy } from '../../libs/testing/tcp-proxy.js';
 
 const fixture = fileURLToPath(new URL('./fixtures/slow-worker-process.ts', import.meta.url));
 
@@ -27,7 +28,7 @@ afterAll(async () => {
   await db.drop();
 });
 
-function startProcess(env: Record<string, string>): { child: ChildProcess; started: Promise<void>; exited: Promise<number | null> } {
+function startProcess(env: Record<string, string>): { child: ChildProcess; started: Promise<void>; exited: Promise<number | null>; output(): string } {
   const child = spawn(process.execPath, ['--import', 'tsx', fixture], {
     env: { ...process.env, DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: t.prefix, LOG_LEVEL: 'info', LOG_PRETTY: 'false', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -42,7 +43,7 @@ function startProcess(env: Record<string, string>): { child: ChildProcess; start
     child.once('exit', (code) => reject(new Error(`fixture exited (${code}) before start: ${out}`)));
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, started, exited };
+  return { child, started, exited, output: () => out };
 }
 
 async function waitFor(fn: () => Promise<boolean>, timeoutMs = 20_000) {
@@ -123,6 +124,29 @@ describe('graceful shutdown of several roles', () => {
       expect(await counter('started', late.jobId)).toBe(0);
       expect(await t.queues.queue('weekly-status').getJob(late.jobId).then((j) => j!.getState())).toBe('waiting');
     } finally {
+      await t.close();
+    }
+  });
+});
+
+describe('shutdown while Redis does not answer (stopped with SIGSTOP, hung)', () => {
+  it('SIGTERM: the process exits soon after SHUTDOWN_TIMEOUT_MS, saying it dropped the Redis connections, instead of living until Redis answers again', async () => {
+    // BullMQ's close and QUIT waited for Redis: "fleet stopped" never came, and the process
+    // outlived the shutdown limit (and a pod's grace period) for as long as Redis was silent.
+    t = createTestQueues();
+    const proxy = tcpProxy({ host: new URL(TEST_REDIS_URL).hostname, port: Number(new URL(TEST_REDIS_URL).port || 6379) });
+    await proxy.open();
+    try {
+      const p = startProcess({ REDIS_URL: `redis://127.0.0.1:${proxy.port}`, SHUTDOWN_TIMEOUT_MS: '1000' });
+      await p.started;
+      proxy.hang();
+      p.child.kill('SIGTERM');
+      const code = await Promise.race([p.exited, new Promise((r) => setTimeout(() => r('still running 30 s after SIGTERM'), 30_000))]);
+      expect(code, p.output()).toBe(0);
+      expect(p.output()).toContain('"msg":"fleet stopped"');
+      expect(p.output()).toMatch(/"gaveUp":\[[^\]]*"redis producer"[^\]]*\].*"msg":"closing: redis did not answer in time; its connections were dropped without waiting"/);
+    } finally {
+      await proxy.close();
       await t.close();
     }
   });

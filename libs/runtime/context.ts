@@ -7,6 +7,7 @@ import { createMetrics, type Metrics } from '../metrics/index.js';
 import { QueueSet, redisConnection } from '../queues/index.js';
 import { systemClock, type Clock } from './clock.js';
 import { createReadiness, type Readiness } from './readiness.js';
+import { settlesWithin } from './within.js';
 
 /**
  * The connections and shared services of one fleet process, opened once by the app and
@@ -29,6 +30,9 @@ export interface FleetContext {
   probeSql(): postgres.Sql;
   close(): Promise<void>;
 }
+
+/** How long closing waits for Redis (BullMQ's close, then QUIT) before it drops the connections. */
+export const REDIS_CLOSE_WAIT_MS = 2_000;
 
 export interface OpenContextOptions {
   clock?: Clock;
@@ -66,9 +70,28 @@ export function openContext(config: Config, log: Logger, opts: OpenContextOption
     },
     async close() {
       await probe?.end({ timeout: 1 });
-      await queues.close();
-      await Promise.allSettled(workerConnections.map((r) => r.quit().catch(() => r.disconnect())));
-      await producerRedis.quit().catch(() => producerRedis.disconnect());
+      // A Redis that is away (ioredis reconnects for ever) or stopped/hung (connected, silent)
+      // held BullMQ's close and QUIT, and the process with them, for as long as it stayed so,
+      // well past SHUTDOWN_TIMEOUT_MS: each step waits REDIS_CLOSE_WAIT_MS, then the
+      // connections are dropped without their QUIT (nothing is lost: a job whose worker did not
+      // finish it goes back to the queue once its lock expires, as after a forced stop).
+      const gaveUp: string[] = [];
+      if (!(await settlesWithin(queues.close().catch(() => {}), REDIS_CLOSE_WAIT_MS))) gaveUp.push('queues');
+      const connections: Array<[string, Redis]> = [...workerConnections.map((r, i): [string, Redis] => [`worker ${i + 1}`, r]), ['producer', producerRedis]];
+      await Promise.all(
+        connections.map(async ([name, r]) => {
+          const quit = r.quit().then(
+            () => true,
+            () => false,
+          );
+          const answered = await settlesWithin(quit, REDIS_CLOSE_WAIT_MS);
+          if (!answered) gaveUp.push(`redis ${name}`);
+          if (!answered || !(await quit)) r.disconnect();
+        }),
+      );
+      if (gaveUp.length) {
+        log.warn({ gaveUp, waitedMs: REDIS_CLOSE_WAIT_MS }, 'closing: redis did not answer in time; its connections were dropped without waiting');
+      }
       await database.close();
     },
   };
