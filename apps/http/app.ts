@@ -1,5 +1,6 @@
 import express, { type ErrorRequestHandler, type Express, type Request, type RequestHandler, type Response } from 'express';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
+import { urlTarget } from '../../libs/config/index.js';
 import { redisTarget } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { dashboardAccess, rejectCrossSiteWrites, requireDashboardAccess, type DashboardAccess } from './auth.js';
@@ -7,7 +8,7 @@ import { DASHBOARD_PATH, dashboardRouter } from './dashboard.js';
 import { healthRoutes } from './health.js';
 import { FAVICON_PATH, FAVICON_SVG, html, page } from './html.js';
 import { metricsRoutes } from './metrics.js';
-import { redisAnswers, SERVICE_WAIT_MS } from './reachable.js';
+import { postgresAnswers, redisAnswers, SERVICE_WAIT_MS } from './reachable.js';
 import { routeModules, type HttpRouteModule } from './routes/index.js';
 
 /** Pages with inline styles only, forms posting to this app, never framed. */
@@ -61,6 +62,7 @@ export function createHttpApp(deps: HttpDeps): HttpApp {
 
   const operatorGuard = [requireDashboardAccess(access, ctx.log), rejectCrossSiteWrites()];
   const queuesReachable = requireQueues(ctx);
+  const databaseReachable = requireDatabase(ctx);
   app.use(DASHBOARD_PATH, ...operatorGuard, queuesReachable, dashboardRouter(ctx));
 
   const routeDeps = { ctx, deadLetterHooks: deps.deadLetterHooks ?? {} };
@@ -69,8 +71,8 @@ export function createHttpApp(deps: HttpDeps): HttpApp {
       res.locals.mount = mod.path;
       next();
     };
-    const queues = mod.queues ? [queuesReachable] : [];
-    if (mod.access === 'operator') app.use(mod.path, mark, ...operatorGuard, ...queues, mod.router(routeDeps));
+    const needs = [...(mod.queues ? [queuesReachable] : []), ...(mod.database ? [databaseReachable] : [])];
+    if (mod.access === 'operator') app.use(mod.path, mark, ...operatorGuard, ...needs, mod.router(routeDeps));
     else app.use(mod.path, mark, mod.router(routeDeps));
   }
 
@@ -89,7 +91,15 @@ export function createHttpApp(deps: HttpDeps): HttpApp {
     const route = `${mount}${(req.route as { path?: string } | undefined)?.path ?? ''}` || '(unmatched)';
     if (status === 500) ctx.log.error({ err, route, method: req.method }, 'http request failed');
     if (res.headersSent) return;
-    res.status(status).json({ error: status === 500 ? 'internal_error' : 'bad_request', message: status === 500 ? 'internal error (see the fleet log)' : err.message });
+    const internalError = () => {
+      res.status(status).json({ error: status === 500 ? 'internal_error' : 'bad_request', message: status === 500 ? 'internal error (see the fleet log)' : err.message });
+    };
+    // An operator page that failed because PostgreSQL went away (after its check at the start
+    // of the request) says so, as the check would have: asked again rather than read from the
+    // error, which comes wrapped differently from drizzle and from postgres.js.
+    // (res.locals.operator: set by the dashboard's authentication, so on operator pages only.)
+    if (status !== 500 || res.locals.operator === undefined) return internalError();
+    void postgresAnswers(ctx, SERVICE_WAIT_MS).then(internalError, (down: unknown) => postgresUnavailable(ctx, req, res, down));
   };
   app.use(onError);
   return { app, access };
@@ -121,6 +131,27 @@ function requireQueues(ctx: FleetContext): RequestHandler {
       serviceUnavailable(req, res, { error: 'redis_unavailable', title: 'Redis not reachable', message });
     });
   };
+}
+
+/**
+ * Pages that read PostgreSQL answer 503 within SERVICE_WAIT_MS while it does not answer (refused,
+ * or a pool stuck connecting to a silent server: postgres.js waits up to 30 s per connection
+ * attempt), naming it, instead of a 500 after up to a minute.
+ */
+function requireDatabase(ctx: FleetContext): RequestHandler {
+  return (req, res, next) => {
+    void postgresAnswers(ctx, SERVICE_WAIT_MS).then(
+      () => next(),
+      (err: unknown) => postgresUnavailable(ctx, req, res, err),
+    );
+  };
+}
+
+function postgresUnavailable(ctx: FleetContext, req: Request, res: Response, err: unknown): void {
+  const e = err as { message?: string; code?: unknown };
+  const why = typeof e.code === 'string' && !String(e.message).includes(e.code) ? `${e.code}: ${e.message}` : String(e.message ?? err);
+  const message = `PostgreSQL is not reachable at ${urlTarget(ctx.config.db.url, 5432, 'DATABASE_URL')} (DATABASE_URL; ${why.slice(0, 300)}): the import records and the operator actions cannot be read now. This page works again once it is back; GET /ready says what is down.`;
+  serviceUnavailable(req, res, { error: 'postgres_unavailable', title: 'PostgreSQL not reachable', message });
 }
 
 /** 503 with a page saying which service is down (JSON for the JSON APIs and clients that do not take HTML). */

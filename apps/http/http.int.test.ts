@@ -776,6 +776,88 @@ describe('a Redis that is connected but does not answer (stopped with SIGSTOP, h
   });
 });
 
+describe('operator pages while PostgreSQL is down', () => {
+  const pages = ['/imports', '/therapist-imports', '/ops', '/daily'];
+  const get = (app: RunningApp, path: string, accept = 'text/html') =>
+    fetch(`${app.base}${path}`, { headers: { authorization: AUTH, accept }, signal: AbortSignal.timeout(8_000) });
+
+  async function withApp(dbUrl: string, fn: (app: RunningApp) => Promise<void>, routes?: HttpRouteModule[]) {
+    const q = testQueuePrefix();
+    const app = await startApp({ DATABASE_URL: dbUrl, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, DASHBOARD_USER: USER, DASHBOARD_PASSWORD: PASSWORD }, routes ? { routes } : {});
+    try {
+      await fn(app);
+    } finally {
+      await app.stop();
+      await q.cleanup();
+    }
+  }
+
+  it('a closed port: 503 with a page naming PostgreSQL and DATABASE_URL (JSON for JSON clients), not a 500 internal_error', async () => {
+    const pg = tcpProxy({ host: '127.0.0.1', port: 1 });
+    await pg.open();
+    await pg.close(); // the port is known, nothing listens on it
+    const dbUrl = new URL(db.url);
+    dbUrl.host = `127.0.0.1:${pg.port}`;
+    await withApp(dbUrl.toString(), async (app) => {
+      for (const path of pages) {
+        const res = await get(app, path);
+        expect(res.status, path).toBe(503);
+        expect(res.headers.get('content-type'), path).toMatch(/^text\/html/);
+        const body = await res.text();
+        expect(body, path).toContain('<h1>PostgreSQL not reachable</h1>');
+        expect(body, path).toContain(`PostgreSQL is not reachable at 127.0.0.1:${pg.port} (DATABASE_URL; connect ECONNREFUSED 127.0.0.1:${pg.port})`);
+      }
+      for (const path of ['/imports/api/failed', '/daily/api', '/ops/api/dead-letters']) {
+        const res = await get(app, path, 'application/json');
+        expect(res.status, path).toBe(503);
+        expect(await res.json(), path).toMatchObject({ error: 'postgres_unavailable', message: expect.stringContaining('(DATABASE_URL;') });
+      }
+    });
+  });
+
+  it('a server that accepts connections and never answers: the same 503 within a few seconds, not after the 30 s connect timeout', async () => {
+    const pg = tcpProxy({ host: new URL(TEST_ADMIN_DB_URL).hostname, port: Number(new URL(TEST_ADMIN_DB_URL).port || 5432) });
+    await pg.open();
+    pg.hang();
+    const dbUrl = new URL(db.url);
+    dbUrl.host = `127.0.0.1:${pg.port}`;
+    try {
+      await withApp(dbUrl.toString(), async (app) => {
+        for (const path of ['/imports', '/daily']) {
+          const res = await get(app, path);
+          expect(res.status, path).toBe(503);
+          expect(await res.text(), path).toContain(`PostgreSQL is not reachable at 127.0.0.1:${pg.port} (DATABASE_URL; no answer within 2000 ms)`);
+        }
+      });
+    } finally {
+      await pg.close();
+    }
+  });
+
+  it('an operator route whose query fails because PostgreSQL went away says so too (503), not internal_error', async () => {
+    const pg = tcpProxy({ host: '127.0.0.1', port: 1 });
+    await pg.open();
+    await pg.close();
+    const dbUrl = new URL(db.url);
+    dbUrl.host = `127.0.0.1:${pg.port}`;
+    // No `database: true`: its query fails, and the error handler asks PostgreSQL again.
+    const reads: HttpRouteModule = {
+      name: 'reads',
+      path: '/reads',
+      access: 'operator',
+      router: ({ ctx }) =>
+        Router().get('/', async (_req, res) => {
+          res.json(await ctx.database.sql`select 1 as one`);
+        }),
+    };
+    await withApp(dbUrl.toString(), async (app) => {
+      const res = await get(app, '/reads', 'application/json');
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ error: 'postgres_unavailable' });
+    }, [reads]);
+  });
+});
+
 describe('/ready follows PostgreSQL, Redis and component checks', () => {
   const pg = tcpProxy({ host: new URL(TEST_ADMIN_DB_URL).hostname, port: Number(new URL(TEST_ADMIN_DB_URL).port || 5432) });
   const redis = tcpProxy({ host: redisHost, port: redisPort });

@@ -86,6 +86,7 @@ export const dailyRoutes: HttpRouteModule = {
   queues: true,
   path: '/daily',
   access: 'operator',
+  database: true,
   router({ ctx }: HttpRouteDeps) {
     const router = Router();
     const report = (hours: number) =>

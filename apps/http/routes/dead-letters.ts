@@ -162,6 +162,7 @@ export const deadLetterRoutes: HttpRouteModule = {
   queues: true,
   path: '/ops',
   access: 'operator',
+  database: true,
   router(deps) {
     const router = Router();
     router.use(express.urlencoded({ extended: false, limit: '16kb' }), express.json({ limit: '16kb' }));

@@ -54,6 +54,7 @@ export const failedImportRoutes: HttpRouteModule = {
   name: 'failed-imports',
   path: '/imports',
   access: 'operator',
+  database: true,
   router(deps) {
     const router = Router();
     router.get('/api/failed', async (_req, res) => {

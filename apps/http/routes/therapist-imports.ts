@@ -49,6 +49,7 @@ export const therapistImportRoutes: HttpRouteModule = {
   name: 'therapist-imports',
   path: '/therapist-imports',
   access: 'operator',
+  database: true,
   router({ ctx }) {
     const router = Router();
     const db = ctx.database.db;

@@ -23,5 +23,7 @@ export interface HttpRouteModule {
   access: 'public' | 'operator';
   /** Reads the queues (Redis): answered with a 503 while Redis is not connected. */
   queues?: boolean;
+  /** Reads PostgreSQL: answered with a 503 naming it while it does not answer (see app.ts). */
+  database?: boolean;
   router(deps: HttpRouteDeps): Router;
 }
