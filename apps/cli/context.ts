@@ -1,5 +1,6 @@
 import { userInfo } from 'node:os';
 import { ConfigError, loadConfig, urlTarget, type Config } from '../../libs/config/index.js';
+import { openDatabase, type Database } from '../../libs/db/client.js';
 import { createLogger } from '../../libs/log/index.js';
 import { redisTarget } from '../../libs/queues/index.js';
 import { openContext, settlesWithin, type FleetContext } from '../../libs/runtime/index.js';
@@ -44,25 +45,42 @@ export async function withContext<T>(fn: (ctx: FleetContext) => Promise<T>, opts
     if (typeof err === 'object' && err !== null && redisErrors.has(err)) {
       throw new CliError(`redis not reachable at ${redisTarget(config.queues.redisUrl)} (REDIS_URL): ${(err as Error).message}`, 1);
     }
-    if (!(err instanceof CliError)) {
-      // Was it PostgreSQL that could not be reached? Asked again rather than read from the
-      // error, which comes wrapped differently from drizzle and from postgres.js.
-      const unreachable = await postgresUnreachable(ctx);
-      const at = urlTarget(config.db.url, 5432, 'DATABASE_URL');
-      // Reached, but the database is not there (undefined_database): a fresh machine, `fleet migrate` creates it.
-      if (unreachable?.code === '3D000') throw new CliError(`postgres at ${at} (DATABASE_URL): ${unreachable.message}; \`fleet migrate\` creates it`, 1);
-      if (unreachable) throw new CliError(`postgres not reachable at ${at} (DATABASE_URL): ${unreachable.message}`, 1);
-    }
+    if (!(err instanceof CliError)) await throwIfPostgresUnreachable(config, ctx.database);
     throw err;
   } finally {
     await ctx.close();
   }
 }
 
-/** The error of a `select 1` when PostgreSQL cannot be reached now (null: it answers, or not within 3 s). */
-async function postgresUnreachable(ctx: FleetContext): Promise<{ message: string; code: unknown } | null> {
+/**
+ * After a command failed: when PostgreSQL cannot be reached (or the database is not there),
+ * throws a CliError saying so and naming DATABASE_URL; otherwise returns, and the caller
+ * rethrows its own error. Asked again (`select 1`) rather than read from the error, which comes
+ * wrapped differently from drizzle, postgres.js and the migrator. `database`: the command's
+ * pool; without it a connection of its own is opened and closed. `missingDatabase: false`: a
+ * database that does not exist is not worth saying (`fleet migrate` creates it).
+ */
+export async function throwIfPostgresUnreachable(config: Config, database?: Database, opts: { missingDatabase?: boolean } = {}): Promise<void> {
+  const own = database ? null : openDatabase({ ...config.db, poolMax: 1 });
+  let unreachable: { message: string; code: unknown } | null;
   try {
-    await settlesWithin(ctx.database.sql`select 1`, 3_000);
+    unreachable = await postgresUnreachable((database ?? own)!);
+  } finally {
+    await own?.close(1);
+  }
+  const at = urlTarget(config.db.url, 5432, 'DATABASE_URL');
+  // Reached, but the database is not there (undefined_database): a fresh machine, `fleet migrate` creates it.
+  if (unreachable?.code === '3D000') {
+    if (opts.missingDatabase === false) return;
+    throw new CliError(`postgres at ${at} (DATABASE_URL): ${unreachable.message}; \`fleet migrate\` creates it`, 1);
+  }
+  if (unreachable) throw new CliError(`postgres not reachable at ${at} (DATABASE_URL): ${unreachable.message}`, 1);
+}
+
+/** The error of a `select 1` when PostgreSQL cannot be reached now (null: it answers, or not within 3 s). */
+async function postgresUnreachable(database: Database): Promise<{ message: string; code: unknown } | null> {
+  try {
+    await settlesWithin(database.sql`select 1`, 3_000);
     return null;
   } catch (err) {
     return { message: (err as Error).message, code: (err as { code?: unknown }).code };

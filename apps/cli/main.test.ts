@@ -1,4 +1,7 @@
 import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { createServer, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -93,6 +96,32 @@ describe('a database the CLI cannot reach', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`fleet: postgres at ${url.host} (DATABASE_URL): database "fleet_never_created_${process.pid}" does not exist; \`fleet migrate\` creates it\n`);
   });
+});
+
+describe('fleet start and fleet migrate with PostgreSQL down', () => {
+  // They said only `fleet: connect ECONNREFUSED 127.0.0.1:5441` (found in an outage walkthrough),
+  // where every other command names the service and the variable, as the README promises.
+  it.each([[['migrate']], [['start', '--only', 'scraper-watcher']], [['start', '--no-migrate', '--only', 'scraper-watcher']]])(
+    'fleet %j fails with exit 1 naming DATABASE_URL',
+    { timeout: 60_000 },
+    async (args) => {
+      const port = await freePort();
+      const q = testQueuePrefix();
+      const dir = await mkdtemp(path.join(tmpdir(), 'fleet-start-pg-down-'));
+      try {
+        const r = await runCli(
+          args,
+          { LOG_LEVEL: 'warn', LOG_PRETTY: 'false', DATABASE_URL: `postgres://postgres:s3cret@127.0.0.1:${port}/nowhere`, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, HTTP_PORT: '0', SCRAPER_DROP_DIR: dir },
+          { timeoutMs: 45_000 },
+        );
+        expect(r.code).toBe(1);
+        expect(r.stderr).toBe(`fleet: postgres not reachable at 127.0.0.1:${port} (DATABASE_URL): connect ECONNREFUSED 127.0.0.1:${port}\n`);
+      } finally {
+        await q.cleanup();
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
 
 describe('a database older than the CLI (not migrated yet)', () => {

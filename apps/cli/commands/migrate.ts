@@ -2,13 +2,22 @@ import type { Command } from 'commander';
 import { assertPlatformSchema, runMigrations } from '../../../libs/db/migrate.js';
 import { openDatabase } from '../../../libs/db/client.js';
 import type { Config } from '../../../libs/config/index.js';
-import { configOrExit } from '../context.js';
+import { configOrExit, throwIfPostgresUnreachable } from '../context.js';
 
-/** Applies migrations (platform set only when standalone), or checks the platform's tables. */
+/**
+ * Applies migrations (platform set only when standalone), or checks the platform's tables.
+ * PostgreSQL out of reach is said as other commands say it (naming DATABASE_URL).
+ */
 export async function migrateAndCheck(config: Config): Promise<string[]> {
-  const result = await runMigrations(config.db.url, { platform: config.db.platformMigrations });
-  await checkPlatformSchema(config);
-  return result.sets;
+  try {
+    const result = await runMigrations(config.db.url, { platform: config.db.platformMigrations });
+    await checkPlatformSchema(config);
+    return result.sets;
+  } catch (err) {
+    // A database that does not exist is created here: one missing after a failure is not the cause.
+    await throwIfPostgresUnreachable(config, undefined, { missingDatabase: false });
+    throw err;
+  }
 }
 
 /** With PLATFORM_MIGRATIONS=false: stops with the platform tables and columns the fleet needs and does not find. */

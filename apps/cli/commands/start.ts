@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
+import { ConfigError } from '../../../libs/config/index.js';
 import { createLogger } from '../../../libs/log/index.js';
 import { openContext } from '../../../libs/runtime/index.js';
 import { checkRoleFolders, resolveRoles, roles } from '../../fleet/roles.js';
 import { startFleet, stopOnSignals } from '../../fleet/runtime.js';
-import { CliError, configOrExit } from '../context.js';
+import { CliError, configOrExit, throwIfPostgresUnreachable } from '../context.js';
 import { checkPlatformSchema, migrateAndCheck } from './migrate.js';
 
 export function registerStart(program: Command): void {
@@ -27,13 +28,18 @@ export function registerStart(program: Command): void {
       if (opts.migrate) {
         const sets = await migrateAndCheck(config);
         log.info({ sets }, 'migrations applied');
-      } else {
+      }
+      let fleet;
+      try {
         // The check of the platform's tables runs without migrating too (the way Kubernetes
         // starts the fleet): a missing column stops the start, instead of failing every job.
-        await checkPlatformSchema(config);
+        if (!opts.migrate) await checkPlatformSchema(config);
+        fleet = await startFleet(openContext(config, log), roleNames);
+      } catch (err) {
+        // PostgreSQL out of reach (or the database missing) is said as other commands say it.
+        if (!(err instanceof CliError) && !(err instanceof ConfigError)) await throwIfPostgresUnreachable(config);
+        throw err;
       }
-      const ctx = openContext(config, log);
-      const fleet = await startFleet(ctx, roleNames);
       stopOnSignals(fleet, (code) => process.exit(code));
     });
 }
