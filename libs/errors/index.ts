@@ -68,3 +68,5 @@ export class QueryFailedError extends Error {
     this.code = typeof code === 'string' ? code : undefined;
   }
 }
+
+export { FolderError, withoutFileName } from './folder-error.js';

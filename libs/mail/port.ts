@@ -19,6 +19,8 @@ export type SendResult =
    * `retryAfterMs` when the provider said when to come back (HTTP 429). `refused`: the provider
    * refused the fleet's account, not this message (a revoked API key, an unverified sending
    * domain): every request fails alike until an operator fixes it; always transient.
+   * `message` goes to logs, job failures and the deliveries' last_error: no address, name or
+   * file name in it (the same reason for each message of a request that failed as a whole).
    */
   | { ok: false; transient: boolean; status?: number; message: string; retryAfterMs?: number; refused?: true };
 

@@ -1,10 +1,26 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it, vi } from 'vitest';
 import { PermanentError } from '../../libs/errors/index.js';
 import { silentLogger } from '../../libs/log/index.js';
 import type { BatchOptions, MailDriver, OutgoingMail, SendResult } from '../../libs/mail/index.js';
+import { createOutboxFolderDriver } from '../../libs/mail/drivers/outbox-folder.js';
 import { fixedClock } from '../../libs/runtime/clock.js';
-import { processDelivery, requestKeyFor, TransientSendError, type BatchOutcome, type Claim, type ClaimedDelivery, type DeliveryStore, type ProcessDeliveryDeps } from './process-delivery.js';
+import { batchReason, processDelivery, requestKeyFor, TransientSendError, type BatchOutcome, type Claim, type ClaimedDelivery, type DeliveryStore, type ProcessDeliveryDeps } from './process-delivery.js';
 import { sweepDeliveries } from './sweep.js';
+
+// An outbox folder the fleet may not write into (a wrong owner, an immutable mount): the tests run
+// as root, who writes anywhere, so creating a file in a folder named `not-writable` fails with
+// EPERM as it did for the service user (the rest of the file system is real).
+vi.mock('node:fs/promises', async (importOriginal) => {
+  const fs = await importOriginal<typeof import('node:fs/promises')>();
+  const open = ((p: Parameters<typeof fs.open>[0], ...rest: unknown[]) =>
+    path.basename(path.dirname(String(p))) === 'not-writable' && rest[0] !== 'r'
+      ? Promise.reject(Object.assign(new Error(`EPERM: operation not permitted, open '${String(p)}'`), { code: 'EPERM', errno: -1, syscall: 'open', path: String(p) }))
+      : (fs.open as (...a: unknown[]) => Promise<unknown>)(p, ...rest)) as typeof fs.open;
+  return { ...fs, open, default: { ...fs, open } };
+});
 
 type Status = 'pending' | 'sending' | 'sent' | 'failed' | 'dropped';
 interface Row extends ClaimedDelivery {
@@ -229,6 +245,33 @@ describe('processDelivery', () => {
     await expect(processDelivery({ deliveryId: ids[0]! }, d)).rejects.toBeInstanceOf(PermanentError);
     expect(ids.map((i) => store.rows.get(i)!.status)).toEqual(['failed', 'failed']);
     expect(dead).toEqual([{ id: ids[1], code: 'send_failed' }]);
+  });
+
+  it('an outbox folder it may not write into: the retry says why, and each row records the folder, not the first message\'s file', async () => {
+    // It said `provider request for batch ... failed (status network)`, and every row's last_error
+    // named the temporary file of the batch's first message (its idempotency key).
+    const base = await mkdtemp(path.join(tmpdir(), 'outbox-'));
+    const dir = path.join(base, 'not-writable');
+    try {
+      const store = memoryStore();
+      const ids = [store.add(), store.add(), store.add()];
+      const { d } = deps(store, createOutboxFolderDriver({ dir }));
+      const err = await processDelivery({ deliveryId: ids[0]! }, d).catch((e: unknown) => e as Error);
+      expect(err).toBeInstanceOf(TransientSendError);
+      const reason = `outbox folder: EPERM: operation not permitted (open in the folder ${dir})`;
+      expect((err as Error).message).toMatch(new RegExp(`^provider request for batch \\S+ failed: ${reason.replace(/[()]/g, '\\$&')}$`));
+      for (const id of ids) expect(store.rows.get(id)).toMatchObject({ status: 'sending', attempts: 1, lastError: reason });
+      // No file name (idempotency key), no address.
+      expect((err as Error).message).not.toMatch(/key\.|\.tmp|@/);
+    } finally {
+      await rm(base, { recursive: true, force: true });
+    }
+  });
+
+  it('a batch whose messages failed for different reasons records one batch-level reason, not the first message\'s as everyone\'s', () => {
+    const failed = (message: string) => ({ ok: false as const, transient: true, message });
+    expect(batchReason([failed('a'), failed('a')])).toBe('a');
+    expect(batchReason([failed('a'), failed('b'), failed('a')])).toBe('2 different reasons for 3 deliveries, e.g. a');
   });
 
   it('a refused account (401/403) keeps the batch for retries under the same key, counted as refused, until the provider accepts', async () => {

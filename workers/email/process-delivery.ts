@@ -293,8 +293,9 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
   const whole = results.every((r) => !r.ok && r.transient);
   if (whole) {
     const first = results[0] as SendResult & { ok: false };
+    const reason = batchReason(results as Array<SendResult & { ok: false }>);
     // On the last attempt `failForGood` records this request with the failure (once).
-    if (!deps.isFinalAttempt) await store.recordAttempt(batchId, first.message, clock.now());
+    if (!deps.isFinalAttempt) await store.recordAttempt(batchId, reason, clock.now());
     if (first.refused) {
       // Not this batch's fault: every request fails alike until an operator fixes the setting.
       deps.metrics?.requests('refused');
@@ -306,8 +307,10 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
       throw new TransientSendError(`provider request for batch ${batchId} refused: ${first.message}`, first.status);
     }
     deps.metrics?.requests('transient');
-    if (deps.isFinalAttempt) return failForGood(input.deliveryId, batchId, sending, first.message, 'send_failed', deps, unconfirmed(deferred));
-    throw new TransientSendError(`provider request for batch ${batchId} failed (status ${first.status ?? 'network'})`, first.status);
+    if (deps.isFinalAttempt) return failForGood(input.deliveryId, batchId, sending, reason, 'send_failed', deps, unconfirmed(deferred));
+    // The cause, not only a status (the outbox folder has none: it read 'status network' for a
+    // folder it may not write). Drivers' reasons carry no addresses or names (see SendResult).
+    throw new TransientSendError(`provider request for batch ${batchId} failed: ${reason}`, first.status);
   }
   deps.metrics?.requests(results.some((r) => r.ok) ? 'ok' : 'rejected');
   const retry: Array<{ id: string; reason: string }> = [];
@@ -353,6 +356,17 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
     dropped: outcome.dropped.length,
     rateLimitWaits,
   };
+}
+
+/**
+ * One reason for a whole batch that failed, recorded on each of its deliveries: the drivers'
+ * reasons are the same for every message of a request (a status, a folder), and when they are
+ * not, the first one is given as an example, not as every delivery's own.
+ */
+export function batchReason(results: Array<SendResult & { ok: false }>): string {
+  const reasons = [...new Set(results.map((r) => r.message))];
+  if (reasons.length === 1) return reasons[0]!;
+  return `${reasons.length} different reasons for ${results.length} deliveries, e.g. ${reasons[0]}`;
 }
 
 async function failForGood(

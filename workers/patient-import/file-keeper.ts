@@ -1,7 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { FolderError, withoutFileName } from '../../libs/errors/index.js';
 import type { FileKeeper, ImportRow } from './ports.js';
+
+export { FolderError };
 
 /**
  * A file name safe on any file system, from an object name that may contain anything
@@ -60,32 +63,6 @@ function fsyncDir(dir: string): Promise<void> {
       return fsyncDir(dir);
     });
   return state.next;
-}
-
-/**
- * A file system error without the file's name: Node puts the path (and a rename's target) into
- * the message and into `path`/`dest`, and these names carry the patient's name (the object
- * name). The error goes to logs, job failures and dead letters, so it names only the folder,
- * the operation and the errno code (`EACCES`, `ENOSPC`, `EROFS`, ...), which it keeps as `code`.
- */
-export class FolderError extends Error {
-  override name = 'FolderError';
-  constructor(
-    readonly code: string,
-    readonly syscall: string | undefined,
-    readonly folder: string,
-    description: string,
-  ) {
-    super(`${code}: ${description} (${syscall ?? 'file operation'} in the folder ${folder})`);
-  }
-}
-
-function withoutFileName(err: unknown, folder: string): unknown {
-  const e = err as NodeJS.ErrnoException;
-  if (!(e instanceof Error) || typeof e.code !== 'string' || !('path' in e || 'dest' in e)) return err;
-  // "EACCES: permission denied, open '/dir/.12-Muller_Jurgen_....tmp'" -> "permission denied"
-  const description = e.message.replace(new RegExp(`^${e.code}: `), '').split(e.syscall ? `, ${e.syscall} ` : "'")[0]!.trim();
-  return new FolderError(e.code, e.syscall, folder, description || 'failed');
 }
 
 /**

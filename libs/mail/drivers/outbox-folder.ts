@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, open, link, unlink, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import MailComposer from 'nodemailer/lib/mail-composer';
+import { errorMessage, withoutFileName } from '../../errors/index.js';
 import type { BatchOptions, MailDriver, OutgoingMail, SendResult } from '../port.js';
 
 export interface OutboxFolderOptions {
@@ -89,8 +90,10 @@ export function createOutboxFolderDriver(opts: OutboxFolderOptions): MailDriver 
       await fsyncDir(opts.dir);
       return { ok: true, providerMessageId: `outbox:${name}` };
     } catch (err) {
-      // A full or read-only disk may recover; the message is not lost, it is retried.
-      return { ok: false, transient: true, message: `outbox folder: ${(err as Error).message}` };
+      // A full or read-only disk may recover; the message is not lost, it is retried. The
+      // reason names the folder, not the file: it is the same for every message of a batch
+      // (each delivery records it), and the folder is what an operator fixes.
+      return { ok: false, transient: true, message: `outbox folder: ${errorMessage(withoutFileName(err, opts.dir))}` };
     }
   }
 
