@@ -624,6 +624,9 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   let leaseChain: Promise<void> = Promise.resolve();
   /** Said once per spell: PostgreSQL away while checking the lease. */
   let leaseTrouble = false;
+  /** What it does while it does not watch, for GET /ready (see `ready`). */
+  let notWatching: { detail: string; catchingUp?: true } = { detail: 'not started yet' };
+  const STANDING_BY = 'standing by: another scraper watcher watches the drop folder';
 
   let holder: LeaseHolder | null = null;
   const tryLease = () => (holder ??= leaseHolder(ctx.database, LOCK_KEYS.scraperWatcher, 'scraper-watcher')).acquire();
@@ -713,14 +716,16 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     } catch (err) {
       if (!leaseTrouble) log.warn({ err, active }, 'scraper watcher cannot reach PostgreSQL to check its lease; trying again');
       leaseTrouble = true;
+      if (!active) notWatching = { detail: `not watching: waiting for PostgreSQL to take the watcher lease (trying every ${cfg.leaseCheckMs} ms)` };
       return;
     }
     leaseTrouble = false;
     if (shutDown) return void (await got?.release());
     if (!got) {
-      if (!active) return;
+      if (!active) return void (notWatching = { detail: STANDING_BY });
       log.warn('another scraper watcher took the lease while this one had lost its PostgreSQL session: standing by');
       await deactivate();
+      notWatching = { detail: STANDING_BY };
       return;
     }
     lease = got;
@@ -729,10 +734,12 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       return;
     }
     try {
+      notWatching = { detail: 'taking over: catching up on the drop folder', catchingUp: true };
       await activate();
       log.info('scraper watcher took over: the drop folder was not watched by another one any more');
     } catch (err) {
       log.error({ err }, 'scraper watcher could not take over (catch-up failed); trying again');
+      notWatching = { detail: `not watching: the catch-up failed; trying again every ${cfg.leaseCheckMs} ms` };
       await lease.release();
       lease = null;
     }
@@ -754,16 +761,20 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     async start() {
       shutDown = false;
       const giveUp = async (err: unknown) => {
+        notWatching = { detail: 'not started: the start failed' };
         lease = null;
         await holder?.close();
         holder = null;
         throw err;
       };
       // PostgreSQL away at start fails the start, as a failed catch-up does.
+      notWatching = { detail: 'starting: taking the watcher lease (PostgreSQL)' };
       lease = await tryLease().catch(giveUp);
       if (lease) {
+        notWatching = { detail: 'starting: catching up on the drop folder', catchingUp: true };
         await activate().catch(giveUp);
       } else {
+        notWatching = { detail: STANDING_BY };
         gauge.set(0);
         log.warn({ checkEveryMs: cfg.leaseCheckMs }, 'another scraper watcher watches the drop folder (it holds the lease): standing by, taking over when it stops');
       }
@@ -775,13 +786,18 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       leaseTimer = null;
       await leaseChain;
       if (active) await deactivate();
+      notWatching = { detail: 'stopped' };
       lease = null;
       await holder?.close();
       holder = null;
     },
-    // For GET /ready (not critical: a standby is a healthy process).
+    // For GET /ready (not critical: a standby is a healthy process). Not watching: why, and
+    // while starting what it waits for (a catch-up registers files in PostgreSQL and enqueues
+    // them in Redis); only a lease held by another watcher is `standing by`.
     async ready() {
-      return { ok: true, detail: active ? `watching ${root}` : 'standing by: another scraper watcher watches the drop folder' };
+      if (active) return { ok: true, detail: `watching ${root}` };
+      const redisAway = notWatching.catchingUp && ctx.producerRedis.status !== 'ready';
+      return { ok: true, detail: `${notWatching.detail}${redisAway ? ' (waiting for Redis)' : ''}` };
     },
     caughtUp: () => caughtUp,
     idle: () => chain,
