@@ -1,4 +1,6 @@
-import { warnUnlessNoEviction } from '../../libs/queues/index.js';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../../libs/log/index.js';
+import { redisLastError, redisReady, redisTarget, warnUnlessNoEviction } from '../../libs/queues/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import { checkRoleFolders, roles } from './roles.js';
 
@@ -6,6 +8,32 @@ export interface RunningFleet {
   components: Component[];
   /** Stops every component in reverse order within the time limit, then closes connections. */
   stop(reason: string): Promise<void>;
+}
+
+/**
+ * The start's check of Redis's maxmemory-policy (`warnUnlessNoEviction`). A Redis not reachable
+ * at start is said as such, not as a refused CONFIG GET, and the check runs once it connects
+ * (it ran only at start, so it never ran for a fleet started during a Redis outage). `later`:
+ * that deferred check, for tests.
+ */
+export async function checkEvictionPolicyWhenReachable(redis: Redis, url: string, log: Logger, waitMs = 10_000): Promise<{ later?: Promise<void> }> {
+  if (await redisReady(redis, waitMs)) {
+    await warnUnlessNoEviction(redis, log);
+    return {};
+  }
+  log.warn(
+    { redis: redisTarget(url), cause: redisLastError(redis) ?? `not ready after ${waitMs} ms` },
+    'redis not reachable at start: its maxmemory-policy (must be noeviction) is checked once it is',
+  );
+  const later = new Promise<void>((resolve) => {
+    redis.once('ready', () => {
+      void warnUnlessNoEviction(redis, log, 1_000).then((policy) => {
+        if (policy === 'noeviction') log.info({ policy }, 'redis reachable: maxmemory-policy checked');
+        resolve();
+      });
+    });
+  });
+  return { later };
 }
 
 /** Starts the given roles in this process. */
@@ -17,7 +45,7 @@ export async function startFleet(ctx: FleetContext, roleNames: string[]): Promis
     await ctx.close();
     throw err;
   }
-  await warnUnlessNoEviction(ctx.producerRedis, ctx.log);
+  await checkEvictionPolicyWhenReachable(ctx.producerRedis, ctx.config.queues.redisUrl, ctx.log);
   const components: Component[] = [];
   const stopLast = new Set<Component>();
   for (const name of roleNames) {
