@@ -2,12 +2,16 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../libs/config/index.js';
 import { listAudit } from '../../libs/db/repositories/audit.js';
 import { getLedgerRow } from '../../libs/db/repositories/patient-import.js';
+import { silentLogger } from '../../libs/log/index.js';
+import { openContext, workerComponent } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { fileBytes, plainRegistration } from '../../workers/patient-import/fixtures.js';
+import { until } from '../../workers/patient-import/int-harness.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
 import { therapistImportRepo } from '../../workers/therapist-import/worker.js';
 import { runCli } from './run-cli.js';
@@ -124,5 +128,41 @@ describe('a patient file imported by hand that failed', () => {
     expect(asJson.code).toBe(1);
     expect(JSON.parse(asJson.stdout)).toMatchObject({ ok: false, code: 'bad_file_name' });
     expect(asJson.stderr).toContain('registration file failed');
+  });
+});
+
+describe('fleet imports show of a registration that is being retried', () => {
+  it('says what its last attempt failed with and that it retries (the ledger records only failures for good)', { timeout: 90_000 }, async () => {
+    const [row] = await db.sql`
+      insert into fleet.patient_import_ledger (source, bucket, object_name, generation, source_uri, status, attempts)
+      values ('bucket', 'b', 'registrations/Muster_Max_20250705_0b1ab67b.json', '17', 'gs://b/registrations/Muster_Max_20250705_0b1ab67b.json', 'received', 1)
+      returning id`;
+    const id = Number(row!.id);
+    // Its job failed an attempt and waits for the next (the backup folder unwritable, as an operator met it).
+    const ctx = openContext(loadConfig({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, LOG_LEVEL: 'silent' }), silentLogger());
+    const worker = workerComponent(ctx, 'test-retrying', {
+      'patient-import': async () => {
+        throw new Error('EACCES: permission denied (open in the folder /var/backup/registrations)');
+      },
+    });
+    try {
+      await worker.start();
+      const { jobId } = await ctx.queues.enqueue('patient-import', { ledgerId: id });
+      const job = await until(async () => {
+        const j = await ctx.queues.queue('patient-import').getJob(jobId);
+        return j && j.attemptsMade >= 1 && (await j.getState()) === 'delayed' ? j : null;
+      }, 20_000, 'the job waiting for its next attempt');
+      await worker.stop(5_000);
+      const shown = await fleet('imports', 'show', String(id));
+      expect(shown.code).toBe(0);
+      expect(shown.stdout).toMatch(
+        new RegExp(`last attempt: +failed: EACCES: permission denied \\(open in the folder /var/backup/registrations\\) \\(retrying: ${job.attemptsMade} of ${job.opts.attempts} attempts used\\)`),
+      );
+      const asJson = JSON.parse((await fleet('imports', 'show', String(id), '--json')).stdout) as { retry: { lastFailure: string } };
+      expect(asJson.retry.lastFailure).toContain('EACCES');
+    } finally {
+      await worker.stop(5_000).catch(() => {});
+      await ctx.close();
+    }
   });
 });

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { recordAudit } from '../../../libs/db/repositories/audit.js';
 import { discardLedgerRow, getLedgerRow, listLedger, type LedgerRow } from '../../../libs/db/repositories/patient-import.js';
 import { patientImportStatuses, type PatientImportStatus } from '../../../libs/db/schema/fleet-patient-import.js';
+import { jobIdFor } from '../../../libs/queues/index.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
 import { importLocalFile, runPoll } from '../../../workers/patient-import/worker.js';
 import { CliError, operatorName, positiveInt, printJson, requiredReason, withContext } from '../context.js';
@@ -45,7 +46,28 @@ function localCopy(path: string | null, removedAt: Date | null, retentionDays: n
   return `removed on ${isoSeconds(removedAt)} (${retentionDays > 0 ? `retention ${retentionDays} days` : 'retention sweep'})`;
 }
 
-function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays: number }): string {
+/** Where a job is still trying a row (waiting for its next attempt, or running): what its last attempt failed with. */
+interface RetryState {
+  lastFailure: string;
+  attemptsMade: number;
+  maxAttempts: number;
+}
+
+/**
+ * The job of an open row that has failed an attempt and will try again (the ledger records
+ * only failures for good): its last reason. Job reasons carry no values from the file and no
+ * file names (dead letters are made from them).
+ */
+async function retryStateOf(ctx: FleetContext, r: LedgerRow): Promise<RetryState | null> {
+  if (!['received', 'downloaded', 'backed_up', 'imported', 'duplicate'].includes(r.status) || r.attempts === 0) return null;
+  const job = await ctx.queues.queue('patient-import').getJob(jobIdFor('patient-import', { ledgerId: r.id })!);
+  if (!job?.failedReason) return null;
+  const state = await job.getState();
+  if (state !== 'delayed' && state !== 'waiting' && state !== 'active' && state !== 'prioritized') return null;
+  return { lastFailure: job.failedReason, attemptsMade: job.attemptsMade, maxAttempts: job.opts.attempts ?? 1 };
+}
+
+function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays: number }, retry: RetryState | null = null): string {
   const lines: Array<[string, unknown]> = [
     ['import', `${r.id} (patient registration, ${r.source === 'bucket' ? 'from the bucket' : 'local file'})`],
     ['status', r.status],
@@ -53,6 +75,7 @@ function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays
     ['generation', r.generation],
     ['size', r.size === null ? null : `${r.size} bytes`],
     ['attempts', r.attempts],
+    ['last attempt', retry ? `failed: ${retry.lastFailure} (retrying: ${retry.attemptsMade} of ${retry.maxAttempts} attempts used)` : null],
     ['validation', r.validation],
     ['patient', r.patientId],
     ['duplicate of', r.duplicateOfPatientId ? `patient ${r.duplicateOfPatientId} (${r.duplicateKind})` : null],
@@ -101,7 +124,9 @@ export const importKinds: Record<string, ImportKind> = {
     },
     async show(ctx, id) {
       const r = await getLedgerRow(ctx.database.db, id);
-      return r ? { text: patientDetail(r, ctx.config.patientImport.retention), json: r } : null;
+      if (!r) return null;
+      const retry = await retryStateOf(ctx, r);
+      return { text: patientDetail(r, ctx.config.patientImport.retention, retry), json: { ...r, retry } };
     },
     async discard(ctx, id, action) {
       const db = ctx.database.db;
