@@ -186,6 +186,15 @@ describe('therapist import run summary (staff email)', () => {
     );
   });
 
+  it('names a file whose therapist list was empty (a scraper mistake looks the same), without calling the run faulty', () => {
+    const empty = file(3, { counts: emptyCounts() });
+    const files = [file(1, {}), empty];
+    const { subject, text } = renderRunSummary(run(files), files);
+    expect(subject).toContain('ohne Fehler');
+    expect(text).toContain('Ohne Therapeuten (leere Liste in der Datei): 20261203/52063.json. Stimmt das nicht, bitte den Scraper prüfen.');
+    expect(renderRunSummary(run([file(1, {})]), [file(1, {})]).text).not.toContain('Ohne Therapeuten');
+  });
+
   it('a file with the content of one that failed says that this content is not on the platform', () => {
     const copy = file(5, { path: '20250716/52074.json', status: 'skipped', counts: emptyCounts(), reason: 'same content as 20250709/52074.json (file 4, failed): a content is imported once' });
     const files = [file(1, {}), copy];

@@ -145,6 +145,11 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   if (changed.length) {
     paragraphs.push(`Vor dem Import geändert (der neue Inhalt wird als eigene Datei importiert): ${listed(changed)}.`);
   }
+  // Not an error (an area may have no therapists), but a scraper that wrote an empty list by mistake looks the same.
+  const empty = files.filter((f) => f.status === 'imported' && f.counts !== null && f.counts.total === 0);
+  if (empty.length) {
+    paragraphs.push(`Ohne Therapeuten (leere Liste in der Datei): ${listed(empty)}. Stimmt das nicht, bitte den Scraper prüfen.`);
+  }
   const disagreeing = files.filter((f) => f.metadataDisagreements.length > 0);
   for (const f of disagreeing.slice(0, 10)) {
     paragraphs.push(
