@@ -72,7 +72,7 @@ describe('fleet dlq (the real CLI)', () => {
     expect(status.stdout).toContain('scraper watcher: none watching');
     expect(status.stdout).toContain('outbox relay: none publishing');
     // No process with a scheduling role has run against this prefix: every schedule is missing, and status says which role registers it.
-    expect(status.stdout).toContain('\nschedules:\n  bucket-poll: NOT REGISTERED: nothing produces its jobs; a process with the bucket-poller role registers it (POLL_CRON) when it starts\n');
+    expect(status.stdout).toContain('\nschedules:\n  bucket-poll: NOT REGISTERED: nothing produces its jobs; a process with the bucket-poller role registers it (POLL_CRON) at start and within SCHEDULE_CHECK_MS when it is missing: is one running?\n');
     expect(status.stdout).not.toContain('paused');
 
     failing = false;

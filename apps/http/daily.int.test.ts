@@ -175,7 +175,7 @@ describe('daily health view', () => {
       expect(gone.attention.slice(0, 2)).toEqual([
         {
           key: 'schedules_missing',
-          message: '1 schedule is not registered, so nothing runs it: bucket-poll (POLL_CRON, role bucket-poller); a process with that role registers it when it starts: restart one',
+          message: '1 schedule is not registered, so nothing runs it: bucket-poll (POLL_CRON, role bucket-poller); a process with that role registers it at start and within SCHEDULE_CHECK_MS when it is missing: is one running? Else start one',
         },
         { key: 'queues_paused', message: '1 queue is paused, its jobs wait until resumed on the dashboard: patient-import', page: '/dashboard' },
       ]);
@@ -277,7 +277,7 @@ describe('daily health view', () => {
     expect(text.code).toBe(0);
     expect(text.stdout).toContain('daily health: last 48 h');
     expect(text.stdout).toContain(
-      'needs attention:\n  - 1 schedule is not registered, so nothing runs it: patient-import-retention (RETENTION_CRON, role patient-import); a process with that role registers it when it starts: restart one\n' +
+      'needs attention:\n  - 1 schedule is not registered, so nothing runs it: patient-import-retention (RETENTION_CRON, role patient-import); a process with that role registers it at start and within SCHEDULE_CHECK_MS when it is missing: is one running? Else start one\n' +
         '  - 1 queue is paused, its jobs wait until resumed on the dashboard: email — /dashboard\n' +
         '  - 3 dead letters wait for an operator (email 2, patient-import 1) — fleet dlq list or /ops\n' +
         '  - 2 failed patient registration imports wait for an operator (2 in the window) — fleet imports list --status failed or /imports\n',

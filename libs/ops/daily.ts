@@ -119,7 +119,7 @@ function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttenti
     const list = missing.map((x) => `${x.id} (${x.cronVariable}, role ${x.role})`).join(', ');
     add(
       'schedules_missing',
-      `${many(missing.length, 'schedule is', 'schedules are')} not registered, so nothing runs ${missing.length === 1 ? 'it' : 'them'}: ${list}; ${missing.length === 1 ? 'a process with that role registers it' : 'a process with the role named registers each'} when it starts: restart one`,
+      `${many(missing.length, 'schedule is', 'schedules are')} not registered, so nothing runs ${missing.length === 1 ? 'it' : 'them'}: ${list}; ${missing.length === 1 ? 'a process with that role registers it' : 'a process with the role named registers each'} at start and within SCHEDULE_CHECK_MS when it is missing: is one running? Else start one`,
     );
   }
   if (r.pausedQueues.length) {

@@ -34,7 +34,7 @@ export function registerStatus(program: Command): void {
           process.stdout.write(
             x.registered
               ? `  ${x.id}: next ${x.next ? isoSeconds(x.next) : '–'} (${x.pattern} ${x.timeZone})\n`
-              : `  ${x.id}: NOT REGISTERED: nothing produces its jobs; a process with the ${x.role} role registers it (${x.cronVariable}) when it starts\n`,
+              : `  ${x.id}: NOT REGISTERED: nothing produces its jobs; a process with the ${x.role} role registers it (${x.cronVariable}) at start and within SCHEDULE_CHECK_MS when it is missing: is one running?\n`,
           );
         }
         // PostgreSQL away must not cost the operator the queue table above: said, not thrown.
