@@ -1,15 +1,25 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../libs/config/index.js';
+import { silentLogger } from '../../libs/log/index.js';
 import { discardOne } from '../../libs/ops/dead-letters.js';
 import { listDeadLetters, schedulerStates } from '../../libs/queues/index.js';
-import type { Component } from '../../libs/runtime/index.js';
+import { openContext, type Component } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { deleteQueueKeys, testQueuePrefix } from '../../libs/testing/redis.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
+import { therapistImportComponents, therapistImportRepo } from '../../workers/therapist-import/worker.js';
 import { fileBytes, objectNameFor, plainRegistration } from '../../workers/patient-import/fixtures.js';
 import { PREFIX, startImportHarness, until, type ImportHarness } from '../../workers/patient-import/int-harness.js';
 import { runPoll } from '../../workers/patient-import/worker.js';
 import { deadLetterHooks } from '../fleet/roles.js';
 import { bucketPollerComponents } from './bucket-poller.js';
 import { retentionComponents } from './retention-schedule.js';
+import { scraperWatcherComponent } from './scraper-watcher.js';
+import { watcherTestEnv } from './watcher-test-config.js';
 import { weeklyScheduleComponent } from './weekly-schedule.js';
 
 /**
@@ -82,5 +92,42 @@ describe('Redis comes back empty while the fleet runs', () => {
     expect((await ledgerOf(bad))?.status).toBe('discarded');
     // A later poll does not bring back what operators have handled.
     expect((await runPoll(h.ctx)).deadLettersRestored).toBe(0);
+  });
+});
+
+describe('Redis comes back empty while therapist files wait in the queue', () => {
+  it('the active scraper watcher offers the unfinished files again: they are imported without a restart', async () => {
+    const own = testQueuePrefix();
+    const dropDir = await mkdtemp(path.join(tmpdir(), 'redis-loss-scraper-'));
+    const ctx = openContext(
+      loadConfig({
+        ...watcherTestEnv({ databaseUrl: database.url, redisUrl: TEST_REDIS_URL, queuePrefix: own.prefix, dropDir }),
+        SCRAPER_LEASE_CHECK_MS: '100',
+        SCHEDULE_CHECK_MS: '500',
+      }),
+      silentLogger(),
+    );
+    const watcher = scraperWatcherComponent(ctx);
+    const workers = therapistImportComponents(ctx);
+    try {
+      await watcher.start();
+      // No import worker yet: the file waits in the queue, its row `queued`.
+      await writeFile(path.join(dropDir, '52074.json'), scraperFile([therapistLine({ id: 'loss1' })]));
+      const row = await until(async () => (await therapistImportRepo.listFiles(ctx.database.db)).find((f) => f.path === '52074.json' && f.status === 'queued'), 20_000, 'the file queued');
+      await until(async () => (await ctx.queues.queue('therapist-import').count()) > 0, 10_000, 'its job waiting');
+      await deleteQueueKeys(own.prefix);
+      for (const w of workers) await w.start();
+      const done = await until(async () => {
+        const f = await therapistImportRepo.getFile(ctx.database.db, row.id);
+        return f && f.status === 'imported' ? f : null;
+      }, 20_000, 'the file imported after its job was lost');
+      expect(done.counts).toMatchObject({ created: 1, total: 1 });
+    } finally {
+      for (const w of workers.reverse()) await w.stop(5_000).catch(() => {});
+      await watcher.stop(5_000).catch(() => {});
+      await ctx.close();
+      await own.cleanup();
+      await rm(dropDir, { recursive: true, force: true });
+    }
   });
 });

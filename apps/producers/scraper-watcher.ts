@@ -707,7 +707,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    */
   async function checkLease(): Promise<void> {
     if (shutDown) return;
-    if (lease && (await lease.held().catch(() => false))) return;
+    if (lease && (await lease.held().catch(() => false))) return void (await reofferUnfinished());
     await lease?.release();
     lease = null;
     let got: Lease | null;
@@ -742,6 +742,22 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       notWatching = { detail: `not watching: the catch-up failed; trying again every ${cfg.leaseCheckMs} ms` };
       await lease.release();
       lease = null;
+    }
+  }
+
+  /**
+   * Every SCHEDULE_CHECK_MS, by the active watcher: files registered but not finished are offered
+   * to the queue again (a no-op for those whose job is there). Redis restarted without its data
+   * loses their jobs, and the rows would wait as `queued` until the next start's catch-up.
+   */
+  let lastReoffer = Date.now();
+  async function reofferUnfinished(): Promise<void> {
+    if (!active || Date.now() - lastReoffer < ctx.config.queues.scheduleCheckMs) return;
+    lastReoffer = Date.now();
+    try {
+      for (const f of await repo.unfinishedFiles(db)) await enqueueTherapistFile(ctx, f);
+    } catch (err) {
+      log.warn({ err }, 'scraper watcher: offering unfinished files to the queue again failed; trying again later');
     }
   }
 
