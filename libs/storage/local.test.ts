@@ -117,6 +117,27 @@ describe('local bucket: files dropped in by hand', () => {
     }
   });
 
+  it('removes temporary files a killed process left (over an hour old), keeps newer ones and the trash', async () => {
+    const tmp = join(dir, '.bucket', 'tmp');
+    const trash = join(dir, '.bucket', 'trash');
+    mkdirSync(tmp, { recursive: true });
+    mkdirSync(trash, { recursive: true });
+    const old = join(tmp, '5c5c7596140d51a2.meta');
+    writeFileSync(old, JSON.stringify({ name: 'registrations/Muster_Max_20250705_0b1ab67b.json' }));
+    const twoHoursAgo = (Date.now() - 2 * 3600_000) / 1000;
+    utimesSync(old, twoHoursAgo, twoHoursAgo);
+    const fresh = join(tmp, 'a1b2c3d4e5f60718');
+    writeFileSync(fresh, 'being written');
+    const trashed = join(trash, '0011223344556677');
+    writeFileSync(trashed, '{}');
+    utimesSync(trashed, twoHoursAgo, twoHoursAgo);
+    drop('registrations/a.json', '{}');
+    expect(await all(bucket())).toHaveLength(1);
+    expect(existsSync(old)).toBe(false);
+    expect(existsSync(fresh)).toBe(true);
+    expect(existsSync(trashed)).toBe(true);
+  });
+
   it('ignores hidden files, editor leftovers, symlinks and its own metadata folder', async () => {
     drop('registrations/ok.json', '{}');
     drop('registrations/.ok.json.swp', 'x');

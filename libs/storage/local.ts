@@ -67,6 +67,8 @@ interface Sidecar {
 }
 
 const RESERVED = '.bucket';
+/** A temporary file older than this was left by a process that died while writing it. */
+const STALE_TEMP_MS = 60 * 60 * 1000;
 const MAX_NAME_BYTES = 1024;
 
 function fail(code: string, message: string, err?: unknown): StorageError {
@@ -335,11 +337,27 @@ export class LocalBucket implements BucketPort {
   private init(): Promise<void> {
     this.ready ??= (async () => {
       for (const d of [this.root, this.metaDir, this.tmpDir, this.trashDir]) await mkdir(d, { recursive: true });
+      await this.removeStaleTemps();
     })().catch((err: unknown) => {
       this.ready = undefined;
       throw fail('io', 'creating the bucket folder failed', err);
     });
     return this.ready;
+  }
+
+  /**
+   * Temporary files a process killed mid-write left behind (an upload's bytes, an object's
+   * metadata with its name: personal data). None is ever part of an object, and no write takes an
+   * hour, so those older than that go. (The trash folder is left alone: a file there may be a
+   * newer upload a crash kept from being put back.)
+   */
+  private async removeStaleTemps(): Promise<void> {
+    const before = Date.now() - STALE_TEMP_MS;
+    for (const f of await readdir(this.tmpDir).catch(() => [] as string[])) {
+      const p = join(this.tmpDir, f);
+      const st = await lstat(p).catch(() => null);
+      if (st?.isFile() && st.mtimeMs < before) await unlink(p).catch(() => undefined);
+    }
   }
 
   private pathOf(name: string): string {
