@@ -1,13 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../libs/log/index.js';
 import type { JobHelpers } from '../../libs/queues/bind-worker.js';
+import { readImportHead } from '../../libs/db/repositories/patient-import.js';
 import { GcsBucket } from '../../libs/storage/gcs.js';
 import type { BucketPort } from '../../libs/storage/port.js';
 import { GcsStandIn } from '../../libs/testing/gcs-stand-in.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { fileBytes, objectNameFor, plainRegistration } from './fixtures.js';
-import { BUCKET, PREFIX, startImportHarness, type ImportHarness } from './int-harness.js';
+import { folderKeeper } from './file-keeper.js';
+import { BUCKET, PREFIX, startImportHarness, until, type ImportHarness } from './int-harness.js';
 import { patientImportDeadLetterHook, patientImportHandlers } from './worker.js';
 
 /**
@@ -54,8 +56,7 @@ function gatedBucket(real: BucketPort): { bucket: BucketPort; open: () => void }
   return { bucket, open };
 }
 
-async function newRow(): Promise<number> {
-  const doc = plainRegistration();
+async function newRow(doc = plainRegistration()): Promise<number> {
   h.put(objectNameFor(doc, PREFIX), fileBytes(doc));
   const before = await database.sql`select coalesce(max(id), 0)::int as id from fleet.patient_import_ledger`;
   await h.poll();
@@ -120,6 +121,40 @@ describe('patient import: two runs of the same row overlap', () => {
     const [created] = await database.sql`select patient_id from fleet.patient_consents where ledger_id = ${ledgerId}`;
     const t = await traces(ledgerId);
     expect(t).toMatchObject({ row: { status: 'deleted', patient_id: created!.patient_id, duplicate_kind: null }, failureMails: 0, failedEvents: 0, consents: 1 });
+  });
+
+  it('an operator discard that lands while a run is between its lookup and its write: the run waits for it and imports nothing', async () => {
+    const doc = plainRegistration();
+    const name = objectNameFor(doc, PREFIX);
+    const bytes = fileBytes(doc);
+    const ledgerId = await newRow(doc);
+    // As a requeue leaves a row that had its copy: backed_up, so the run records no backup first.
+    const backupPath = await folderKeeper(h.backupDir).save((await readImportHead(h.ctx.database.db, ledgerId))!, bytes);
+    await database.sql`update fleet.patient_import_ledger set status = 'backed_up', backup_path = ${backupPath} where id = ${ledgerId}`;
+    const slow = gatedBucket(realBucket());
+    const run = settle(patientImportHandlers(h.ctx, { bucket: slow.bucket })['patient-import']!({ ledgerId }, helpers()));
+    await new Promise((r) => setTimeout(r, 300));
+    // The operator's discard holds the row (as discardLedgerRow's update does) while the run goes on.
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const discard = database.sql.begin(async (tx) => {
+      await tx`select id from fleet.patient_import_ledger where id = ${ledgerId} for update`;
+      locked();
+      await released;
+      await tx`update fleet.patient_import_ledger set status = 'discarded', discarded_at = now(), finished_at = now() where id = ${ledgerId} and status in ('failed', 'received', 'downloaded', 'backed_up', 'imported', 'duplicate')`;
+    });
+    await isLocked;
+    slow.open();
+    // The run's transaction waits on the row.
+    await until(async () => (await database.sql`select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`).length > 0, 10_000, 'the run waiting on the row');
+    release();
+    await discard;
+    expect(await run).toMatchObject({ ok: true, value: { outcome: 'moved-on', status: 'discarded' } });
+    const t = await traces(ledgerId);
+    expect(t).toMatchObject({ row: { status: 'discarded', patient_id: null }, consents: 0, failureMails: 0, failedEvents: 0 });
+    expect(h.standIn.getObject(BUCKET, name)).toBeTruthy();
   });
 
   it('discarding the dead letter of an imported row whose delete failed closes it as done (its delete discarded, the patient kept), not as a discarded registration', async () => {

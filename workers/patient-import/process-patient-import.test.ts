@@ -153,6 +153,24 @@ describe('processPatientImport (in-memory ports)', () => {
     expect(t.row.attempts).toBe(3);
   });
 
+  it('a permanent error after the commit (in this run or a later one) fails the job but never records the committed row as failed', async () => {
+    const t = setup(plainRegistration());
+    t.deps.sendMail = async () => {
+      throw new PermanentError('invalid_payload', 'job email-send: deliveryId: expected a uuid');
+    };
+    await expect(processPatientImport(1, t.deps)).rejects.toThrow('expected a uuid');
+    expect(t.row.status).toBe('imported');
+    expect(t.state.failures).toEqual([]);
+    // A later run finds it committed; the delete refuses for good: the job fails again, the row stays imported.
+    t.deps.source.delete = async () => {
+      throw new PermanentError('invalid_object_name', 'invalid object name: leaves the bucket folder');
+    };
+    await expect(processPatientImport(1, t.deps)).rejects.toThrow('invalid object name');
+    expect(t.row.status).toBe('imported');
+    expect(t.state.failures).toEqual([]);
+    expect(t.state.patients).toHaveLength(1);
+  });
+
   it('an invalid file fails permanently with the ledger id, field and rule; bytes kept; one email even when run again', async () => {
     const doc = plainRegistration({ patch: (r) => ((r.patient_data as Record<string, unknown>).symptome = 'Mobbing') });
     const t = setup(doc);

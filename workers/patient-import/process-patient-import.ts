@@ -69,6 +69,9 @@ export async function processPatientImport(
     return await finish(row, deps, result.outcome);
   } catch (err) {
     if (err instanceof LedgerRowMovedOn) return movedOn(err, deps);
+    // Committed (by this run or an earlier one): only the delete is left, and a permanent error
+    // there is not the registration's failure: the job fails (dead letter), the row stays committed.
+    if (isPermanent(err) && (row.status === 'imported' || row.status === 'duplicate')) throw err;
     if (isPermanent(err)) {
       const recorded = await fail(row, err, bytes, deps);
       if (recorded instanceof LedgerRowMovedOn) return movedOn(recorded, deps);

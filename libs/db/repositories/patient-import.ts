@@ -114,6 +114,22 @@ export async function listLedger(db: DbOrTx, opts: { status?: PatientImportStatu
     .limit(opts.limit ?? 50);
 }
 
+/** Failed rows from the bucket, oldest first: what a dead letter of theirs carries. */
+export async function failedBucketRows(db: DbOrTx) {
+  return db
+    .select({
+      id: patientImportLedger.id,
+      reasonWithheld: patientImportLedger.reasonWithheld,
+      errorCode: patientImportLedger.errorCode,
+      attempts: patientImportLedger.attempts,
+      failedAt: patientImportLedger.failedAt,
+      updatedAt: patientImportLedger.updatedAt,
+    })
+    .from(patientImportLedger)
+    .where(and(eq(patientImportLedger.status, 'failed'), eq(patientImportLedger.source, 'bucket')))
+    .orderBy(patientImportLedger.id);
+}
+
 export async function countLedgerByStatus(db: DbOrTx) {
   return db
     .select({ status: patientImportLedger.status, n: sql<number>`count(*)::int` })
@@ -390,7 +406,9 @@ export async function startImportAttempt(db: Db, id: number, at: Date): Promise<
 // Only a row still waiting for its import: a second run of the row (a job whose lock was lost,
 // two hand imports of one file) that started before another run committed or ended it must not
 // set it back (it then sees the row as that run left it).
-const MARK_BACKED_UP = `update ${LEDGER} set status = 'backed_up', downloaded_at = $2::timestamptz, backed_up_at = $2::timestamptz, backup_path = $3, sha256 = $4, size = $5, updated_at = $6::timestamptz where id = $1 and status in ('received', 'downloaded', 'backed_up')`;
+// A failed row (a run still going when another recorded its failure) keeps its status but
+// records the copy: the retention sweep removes only copies a row points to.
+const MARK_BACKED_UP = `update ${LEDGER} set status = case when status = 'failed' then status else 'backed_up' end, downloaded_at = $2::timestamptz, backed_up_at = $2::timestamptz, backup_path = $3, sha256 = $4, size = $5, updated_at = $6::timestamptz where id = $1 and status in ('received', 'downloaded', 'backed_up', 'failed')`;
 
 /** Records the durable copy of a row still waiting for its import (a row another run has moved on is left as it is). */
 export async function markImportBackedUp(db: Db, id: number, at: Date, info: { backupPath: string; sha256: string; size: number }): Promise<void> {
@@ -467,6 +485,9 @@ export interface ImportWrites {
 }
 
 const LOCK_KEYS = 'select pg_advisory_xact_lock(hashtextextended(t.k, 0)) from unnest($1::text[]) with ordinality as t(k, n) order by t.n';
+// The row itself, until the commit: an operator's discard (or a failure recorded by another run)
+// either lands before the lookup, which then sees it, or waits for the commit and sees the import.
+const LOCK_ROW = `select id from ${LEDGER} where id = $1 for update`;
 
 const LOOKUP = `
 select l.status, l.duplicate_kind, l.patient_id, l.duplicate_of_patient_id, l.possible_duplicate_of_patient_id,
@@ -541,7 +562,7 @@ async function rollback(c: Reserved): Promise<void> {
 /**
  * The import transaction in two round trips: (the ledger's backed-up record, committed on
  * its own,) `begin`, the advisory locks of `keys` (taken
- * in sorted order, so two imports never deadlock) and the lookups are sent at once (the
+ * in sorted order, so two imports never deadlock), the ledger row's lock and the lookups are sent at once (the
  * lookups run after the locks are held, in a statement of their own, so they see what
  * the previous holder committed); `decide` turns what was found into what to write (or
  * throws: rolled back); then one statement writes it all and `commit` follows at once.
@@ -565,10 +586,11 @@ export async function runImportTransaction<T>(
     const b = q.backedUp;
     // The backed-up record changes nothing when the row is gone (the lookup finds none) or
     // another run moved it on (the lookup sees how).
-    const [, , , rows] = await Promise.all([
+    const [, , , , rows] = await Promise.all([
       b ? c.unsafe(MARK_BACKED_UP, [q.ledgerId, b.at.toISOString(), b.backupPath, b.sha256, b.size, new Date().toISOString()], { prepare: true }) : null,
       c.unsafe('begin'),
       c.unsafe(LOCK_KEYS, [c.array(keys, 25)] as never[], { prepare: true }),
+      c.unsafe(LOCK_ROW, [q.ledgerId], { prepare: true }),
       c.unsafe(LOOKUP, [q.ledgerId, q.registrationToken, q.zahlungsreferenz, q.normalisedEmail], { prepare: true }),
     ]);
     const r = rows[0]!;
