@@ -14,7 +14,7 @@ import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtu
 import { therapistImportComponents, therapistImportRepo } from '../../workers/therapist-import/worker.js';
 import { fileBytes, objectNameFor, plainRegistration } from '../../workers/patient-import/fixtures.js';
 import { PREFIX, startImportHarness, until, type ImportHarness } from '../../workers/patient-import/int-harness.js';
-import { runPoll } from '../../workers/patient-import/worker.js';
+import { restoreDeadLetters, runPoll } from '../../workers/patient-import/worker.js';
 import { deadLetterHooks } from '../fleet/roles.js';
 import { bucketPollerComponents } from './bucket-poller.js';
 import { retentionComponents } from './retention-schedule.js';
@@ -92,6 +92,30 @@ describe('Redis comes back empty while the fleet runs', () => {
     expect((await ledgerOf(bad))?.status).toBe('discarded');
     // A later poll does not bring back what operators have handled.
     expect((await runPoll(h.ctx)).deadLettersRestored).toBe(0);
+  });
+
+  it('a poll elsewhere while an operator discards a dead letter does not bring it back', async () => {
+    const bad = `${PREFIX}Kaputt_Kurt_20250705_0badf22e.json`;
+    h.put(bad, Buffer.from('{ still not json'));
+    await h.poll();
+    await until(async () => (await ledgerOf(bad))?.status === 'failed', 20_000, 'the bad file failed');
+    const id = Number((await ledgerOf(bad))!.id);
+    const jobId = `patient-import.ledger.${id}`;
+    await until(async () => (await listDeadLetters(h.ctx.queues)).some((d) => d.id === jobId), 20_000, 'its dead letter');
+    // The discard's bookkeeping is slow; a poll on another process runs meanwhile.
+    let restoredMeanwhile = -1;
+    const hooks = {
+      'patient-import': {
+        async onDiscard(payload: unknown, db: typeof h.ctx.database.db) {
+          restoredMeanwhile = await restoreDeadLetters(h.ctx);
+          await deadLetterHooks['patient-import']!.onDiscard!(payload, db);
+        },
+      },
+    };
+    await discardOne({ db: h.ctx.database.db, queues: h.ctx.queues, hooks }, jobId, { actor: 'test', reason: 'a duplicate upload' });
+    expect(restoredMeanwhile).toBe(0);
+    expect((await ledgerOf(bad))?.status).toBe('discarded');
+    expect((await listDeadLetters(h.ctx.queues)).some((d) => d.id === jobId)).toBe(false);
   });
 });
 

@@ -15,11 +15,9 @@ export function scheduleComponent(
 ): Component {
   const queue = ctx.queues.queue(catalog[fleetSchedulers[o.schedulerId].jobName].queue);
   let timer: NodeJS.Timeout | null = null;
-  let checking = false;
+  let checking: Promise<void> | null = null;
   let failing = false;
   const check = async () => {
-    if (checking) return;
-    checking = true;
     try {
       if (!(await queue.getJobScheduler(o.schedulerId))) {
         ctx.log.warn({ schedulerId: o.schedulerId }, 'schedule missing from Redis (restarted without its data, or removed by hand): registering it again');
@@ -31,19 +29,21 @@ export function scheduleComponent(
       if (!failing) ctx.log.warn({ err, schedulerId: o.schedulerId }, 'could not check the schedule; checking again later');
       failing = true;
     } finally {
-      checking = false;
+      checking = null;
     }
   };
   return {
     name: o.name,
     async start() {
       await o.register('start');
-      timer = setInterval(() => void check(), ctx.config.queues.scheduleCheckMs);
+      timer = setInterval(() => void (checking ??= check()), ctx.config.queues.scheduleCheckMs);
       timer.unref();
     },
     async stop() {
       if (timer) clearInterval(timer);
       timer = null;
+      // A check under way finishes before the process closes its connections.
+      await checking;
     },
   };
 }

@@ -37,5 +37,9 @@ describe('renderStaffEmail', () => {
     expect(out.html).toContain('<a href="https://fleet.example.org/imports">https://fleet.example.org/imports</a>.');
     expect(out.html).toMatch(/<p[^>]*>Datei 52074.json: nicht importiert<\/p>\s*<ul[^>]*><li>Fehler: &lt;eins&gt;<\/li><li>Fehler: zwei<\/li><\/ul>/);
     expect(out.text).toContain('Datei 52074.json: nicht importiert\n  - Fehler: <eins>\n  - Fehler: zwei\n\nEnde');
+    // A list paragraph without items is its lead line (an empty list is false to the template).
+    const empty = renderStaffEmail({ subject: 's', heading: 'h', rows: [], paragraphs: [{ lead: 'Nur die Zeile', items: [] }] });
+    expect(empty.html).toMatch(/<p[^>]*>Nur die Zeile<\/p>/);
+    expect(empty.html).not.toContain('[object Object]');
   });
 });

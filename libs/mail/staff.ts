@@ -45,7 +45,7 @@ const html = engine.compile(
 <table cellpadding="6" cellspacing="0" style="border-collapse:collapse;font-size:14px;max-width:100%">
 {{#each rows}}<tr><th align="left" valign="top" style="border-bottom:1px solid #e4e7eb;padding-right:16px;overflow-wrap:normal;word-break:normal">{{this.[0]}}</th><td style="border-bottom:1px solid #e4e7eb;overflow-wrap:anywhere;word-break:break-word">{{linked this.[1]}}</td></tr>
 {{/each}}</table>
-{{#each paragraphs}}{{#if this.items}}<p style="font-size:14px;margin-bottom:4px">{{linked this.lead}}</p>
+{{#each paragraphs}}{{#if this.lead}}<p style="font-size:14px;margin-bottom:4px">{{linked this.lead}}</p>
 <ul style="font-size:14px;margin-top:0;padding-left:20px">{{#each this.items}}<li>{{linked this}}</li>{{/each}}</ul>
 {{else}}<p style="font-size:14px">{{linked this}}</p>
 {{/if}}{{/each}}<p style="font-size:12px;color:#616e7c">Curavani Fleet</p>

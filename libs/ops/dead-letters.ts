@@ -79,8 +79,9 @@ export async function requeueAll(deps: OperatorDeps, action: OperatorAction, que
 
 /** Discards one dead letter for good and writes the action to the audit table. */
 export async function discardOne(deps: OperatorDeps, id: string, action: OperatorAction, queue?: string) {
-  const { view } = await explainNotFound(deps, id, queue, () => discardDeadLetter(deps.queues, id, queue));
-  await hookFor(deps.hooks, view)?.onDiscard?.(view.data, deps.db);
+  const { view } = await explainNotFound(deps, id, queue, () =>
+    discardDeadLetter(deps.queues, id, queue, { beforeDiscard: async (v) => hookFor(deps.hooks, v)?.onDiscard?.(v.data, deps.db) }),
+  );
   await recordAudit(deps.db, {
     actor: action.actor,
     action: 'dlq.discard',

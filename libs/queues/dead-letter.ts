@@ -161,13 +161,36 @@ async function requeueLocked(queues: QueueSet, id: string, queue: string | undef
  * Removes a dead-letter entry for good, and the original job when it is still in its queue's
  * failed list: handled, it no longer counts as failed on Bull Board (which would show it in red
  * for its 30 days of retention). The audit row keeps the reason and the attempts.
+ * `beforeDiscard` (the domain bookkeeping, e.g. the ledger row to `discarded`) runs first, under
+ * the entry's lock: nothing sees the entry gone while its record still waits for an operator.
  */
-export function discardDeadLetter(queues: QueueSet, id: string, queue?: string) {
+export function discardDeadLetter(queues: QueueSet, id: string, queue?: string, opts: { beforeDiscard?: (view: DeadLetterView) => Promise<void> } = {}) {
   return withEntryLock(queues, id, async () => {
     const { job, view } = await findDeadLetter(queues, id, queue);
+    await opts.beforeDiscard?.(view);
     const original = await queues.queue(view.originalQueue).getJob(view.originalJobId);
     if (original && (await original.getState()) === 'failed') await original.remove();
     await job.remove();
     return { view };
+  });
+}
+
+const LIVE_STATES = new Set(['waiting', 'active', 'delayed', 'prioritized', 'waiting-children']);
+
+/**
+ * Adds `entry` back as a dead letter (Redis lost it, the record behind it still waits for an
+ * operator) when there is none and its job is not waiting or running, and `stillWanted()` says
+ * so. Asked under the entry's lock, so an operator's requeue or discard of the entry is either
+ * over (the record no longer wants one) or not begun. Returns whether it was added.
+ */
+export function restoreDeadLetter(queues: QueueSet, entry: DeadLetter, stillWanted: () => Promise<boolean>): Promise<boolean> {
+  const id = entry.originalJobId.replaceAll(':', '.');
+  return withEntryLock(queues, id, async () => {
+    if (await queues.queue(deadLetterQueueName(entry.originalQueue)).getJob(id)) return false;
+    const job = await queues.queue(entry.originalQueue).getJob(entry.originalJobId);
+    if (job && LIVE_STATES.has(await job.getState())) return false;
+    if (!(await stillWanted())) return false;
+    await addDeadLetter(queues, entry);
+    return true;
   });
 }

@@ -8,9 +8,10 @@ import {
   discardLedgerRow,
   findLedgerByObject,
   getLedgerRow,
+  failedBucketRows,
   insertLedgerObjects,
-  listLedger,
   openLedgerIds,
+  readImportHead,
   recordedCopyPaths,
   reopenFailedLedgerRow,
   sweepExpiredCopies,
@@ -19,7 +20,7 @@ import {
 import { PermanentError } from '../../libs/errors/index.js';
 import { oncePerRegistry } from '../../libs/metrics/index.js';
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
-import { addDeadLetter, catalog, deadLetterQueueName, describeZodError, jobIdFor, jobOptionsFor, withAbandoned, type Handlers } from '../../libs/queues/index.js';
+import { catalog, describeZodError, jobIdFor, jobOptionsFor, listDeadLetters, restoreDeadLetter, withAbandoned, type Handlers } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { createBucket, type BucketPort } from '../../libs/storage/index.js';
 import { folderKeeper, removeSaved } from './file-keeper.js';
@@ -118,41 +119,35 @@ async function enqueueImports(ctx: FleetContext, ids: number[], kind: 'new' | 'o
   }
 }
 
-const LIVE_JOB_STATES = new Set(['waiting', 'active', 'delayed', 'prioritized', 'waiting-children']);
-
 /**
  * Failed bucket rows wait for an operator through their dead letter. When Redis restarted
  * without its data, the dead letters are gone while the ledger still says failed: `fleet dlq`
  * and /ops would show nothing to requeue or discard. Each such row gets its dead letter back
- * (the reason without values from the file, as dead letters always carry it). A row whose job
- * is still in its queue (being retried) is left alone.
+ * (the reason without values from the file, as dead letters always carry it), checked under the
+ * entry's lock against the row as it is then (an operator's requeue or discard in between wins).
+ * The rows that have theirs, the usual case, cost one listing of the dead letters.
  */
 export async function restoreDeadLetters(ctx: FleetContext): Promise<number> {
-  const rows = (await listLedger(ctx.database.db, { status: ['failed'], limit: 100_000 })).filter((r) => r.source === 'bucket');
-  const dlq = ctx.queues.queue(deadLetterQueueName('patient-import'));
-  const queue = ctx.queues.queue('patient-import');
+  const db = ctx.database.db;
+  const rows = await failedBucketRows(db);
+  if (!rows.length) return 0;
+  const present = new Set((await listDeadLetters(ctx.queues, { queue: 'patient-import' })).map((d) => d.id));
   let restored = 0;
-  for (let i = 0; i < rows.length; i += 100) {
-    await Promise.all(
-      rows.slice(i, i + 100).map(async (r) => {
-        const jobId = jobIdFor('patient-import', { ledgerId: r.id })!;
-        if (await dlq.getJob(jobId)) return;
-        const job: Job | undefined = await queue.getJob(jobId);
-        if (job && LIVE_JOB_STATES.has(await job.getState())) return;
-        await addDeadLetter(ctx.queues, {
-          originalQueue: 'patient-import',
-          originalJobId: jobId,
-          name: 'patient-import',
-          data: { ledgerId: r.id },
-          reason: r.reasonWithheld ?? `ledger ${r.id}: (reason not shown here: fleet imports show ${r.id})`,
-          code: r.errorCode,
-          attemptsMade: r.attempts,
-          enqueuedAt: null,
-          failedAt: (r.failedAt ?? r.updatedAt).toISOString(),
-        });
-        restored++;
-      }),
-    );
+  for (const r of rows) {
+    const jobId = jobIdFor('patient-import', { ledgerId: r.id })!;
+    if (present.has(jobId)) continue;
+    const entry = {
+      originalQueue: 'patient-import',
+      originalJobId: jobId,
+      name: 'patient-import',
+      data: { ledgerId: r.id },
+      reason: r.reasonWithheld ?? `ledger ${r.id}: (reason not shown here: fleet imports show ${r.id})`,
+      code: r.errorCode,
+      attemptsMade: r.attempts,
+      enqueuedAt: null,
+      failedAt: (r.failedAt ?? r.updatedAt).toISOString(),
+    };
+    if (await restoreDeadLetter(ctx.queues, entry, async () => (await readImportHead(db, r.id))?.status === 'failed')) restored++;
   }
   return restored;
 }
