@@ -1,5 +1,5 @@
 import { catalog, fleetSchedulers, type FleetSchedulerId } from '../../libs/queues/index.js';
-import type { Component, FleetContext } from '../../libs/runtime/index.js';
+import { settlesWithin, type Component, type FleetContext } from '../../libs/runtime/index.js';
 
 /**
  * A component that registers one of the fleet's schedules at start and keeps it registered:
@@ -39,11 +39,12 @@ export function scheduleComponent(
       timer = setInterval(() => void (checking ??= check()), ctx.config.queues.scheduleCheckMs);
       timer.unref();
     },
-    async stop() {
+    async stop(timeoutMs) {
       if (timer) clearInterval(timer);
       timer = null;
-      // A check under way finishes before the process closes its connections.
-      await checking;
+      // A check under way finishes before the process closes its connections, unless Redis is
+      // silent (the producer connection has no command timeout): then stopping does not wait on it.
+      if (checking) await settlesWithin(checking, Math.min(timeoutMs, 5_000));
     },
   };
 }
