@@ -7,7 +7,7 @@ import { Gauge } from 'prom-client';
 import { leaseHolder, LOCK_KEYS, type Lease, type LeaseHolder } from '../../libs/db/lease.js';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
 import { oncePerRegistry } from '../../libs/metrics/index.js';
-import type { Component, FleetContext } from '../../libs/runtime/index.js';
+import { settlesWithin, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import {
   closeTherapistRun,
   enqueueFreshTherapistFiles,
@@ -707,7 +707,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    */
   async function checkLease(): Promise<void> {
     if (shutDown) return;
-    if (lease && (await lease.held().catch(() => false))) return void (await reofferUnfinished());
+    if (lease && (await lease.held().catch(() => false))) return void (reoffering ??= reofferUnfinished().finally(() => (reoffering = null)));
     await lease?.release();
     lease = null;
     let got: Lease | null;
@@ -751,6 +751,8 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    * loses their jobs, and the rows would wait as `queued` until the next start's catch-up.
    */
   let lastReoffer = Date.now();
+  // Off the lease checks' chain: a silent Redis must not hold up the lease (and a take-over).
+  let reoffering: Promise<void> | null = null;
   async function reofferUnfinished(): Promise<void> {
     if (!active || Date.now() - lastReoffer < ctx.config.queues.scheduleCheckMs) return;
     lastReoffer = Date.now();
@@ -801,6 +803,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       if (leaseTimer) clearTimeout(leaseTimer);
       leaseTimer = null;
       await leaseChain;
+      if (reoffering) await settlesWithin(reoffering, 5_000);
       if (active) await deactivate();
       notWatching = { detail: 'stopped' };
       lease = null;
