@@ -49,6 +49,18 @@ async function ledgerOf(name: string) {
   return r as { id: string; status: string; error_code: string | null } | undefined;
 }
 
+/** A registration file that is not JSON, polled: its record failed and its dead letter waiting. */
+async function failedWithDeadLetter(file: string) {
+  const bad = `${PREFIX}${file}`;
+  h.put(bad, Buffer.from('{ not json'));
+  await h.poll();
+  await until(async () => (await ledgerOf(bad))?.status === 'failed', 20_000, 'the bad file failed');
+  const id = Number((await ledgerOf(bad))!.id);
+  const jobId = `patient-import.ledger.${id}`;
+  await until(async () => (await listDeadLetters(h.ctx.queues)).some((d) => d.id === jobId), 20_000, 'its dead letter');
+  return { bad, id, jobId };
+}
+
 describe('Redis comes back empty while the fleet runs', () => {
   it('registers the schedules again, polls, and gives failed imports their dead letters back (operators can discard them again)', async () => {
     await h.startWorkers();
@@ -62,13 +74,7 @@ describe('Redis comes back empty while the fleet runs', () => {
       started.push(c);
     }
     // A file that cannot be imported: failed, with its dead letter.
-    const bad = `${PREFIX}Kaputt_Karl_20250705_0badf11e.json`;
-    h.put(bad, Buffer.from('{ not json'));
-    await h.poll();
-    await until(async () => (await ledgerOf(bad))?.status === 'failed', 20_000, 'the bad file failed');
-    const id = Number((await ledgerOf(bad))!.id);
-    const jobId = `patient-import.ledger.${id}`;
-    await until(async () => (await listDeadLetters(h.ctx.queues)).some((d) => d.id === jobId), 20_000, 'its dead letter');
+    const { bad, id, jobId } = await failedWithDeadLetter('Kaputt_Karl_20250705_0badf11e.json');
 
     // Redis loses everything of this fleet.
     await deleteQueueKeys(q.prefix);
@@ -95,13 +101,7 @@ describe('Redis comes back empty while the fleet runs', () => {
   });
 
   it('a poll elsewhere while an operator discards a dead letter does not bring it back', async () => {
-    const bad = `${PREFIX}Kaputt_Kurt_20250705_0badf22e.json`;
-    h.put(bad, Buffer.from('{ still not json'));
-    await h.poll();
-    await until(async () => (await ledgerOf(bad))?.status === 'failed', 20_000, 'the bad file failed');
-    const id = Number((await ledgerOf(bad))!.id);
-    const jobId = `patient-import.ledger.${id}`;
-    await until(async () => (await listDeadLetters(h.ctx.queues)).some((d) => d.id === jobId), 20_000, 'its dead letter');
+    const { bad, jobId } = await failedWithDeadLetter('Kaputt_Kurt_20250705_0badf22e.json');
     // The discard's bookkeeping is slow; a poll on another process runs meanwhile.
     let restoredMeanwhile = -1;
     const hooks = {
