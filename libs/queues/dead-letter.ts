@@ -177,6 +177,11 @@ export function discardDeadLetter(queues: QueueSet, id: string, queue?: string, 
 
 const LIVE_STATES = new Set(['waiting', 'active', 'delayed', 'prioritized', 'waiting-children']);
 
+/** A job state in which the job will still run (waiting, running, or waiting for its next attempt). */
+export function isLiveJobState(state: string): boolean {
+  return LIVE_STATES.has(state);
+}
+
 /**
  * Adds `entry` back as a dead letter (Redis lost it, the record behind it still waits for an
  * operator) when there is none and its job is not waiting or running, and `stillWanted()` says
@@ -188,7 +193,7 @@ export function restoreDeadLetter(queues: QueueSet, entry: DeadLetter, stillWant
   return withEntryLock(queues, id, async () => {
     if (await queues.queue(deadLetterQueueName(entry.originalQueue)).getJob(id)) return false;
     const job = await queues.queue(entry.originalQueue).getJob(entry.originalJobId);
-    if (job && LIVE_STATES.has(await job.getState())) return false;
+    if (job && isLiveJobState(await job.getState())) return false;
     if (!(await stillWanted())) return false;
     await addDeadLetter(queues, entry);
     return true;

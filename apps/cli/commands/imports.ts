@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { recordAudit } from '../../../libs/db/repositories/audit.js';
 import { discardLedgerRow, getLedgerRow, listLedger, type LedgerRow } from '../../../libs/db/repositories/patient-import.js';
-import { patientImportStatuses, type PatientImportStatus } from '../../../libs/db/schema/fleet-patient-import.js';
-import { jobIdFor } from '../../../libs/queues/index.js';
+import { patientImportOpenStatuses, patientImportStatuses, type PatientImportStatus } from '../../../libs/db/schema/fleet-patient-import.js';
+import { isLiveJobState, jobIdFor } from '../../../libs/queues/index.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
 import { importLocalFile, runPoll } from '../../../workers/patient-import/worker.js';
 import { CliError, operatorName, positiveInt, printJson, requiredReason, withContext } from '../context.js';
@@ -59,11 +59,9 @@ interface RetryState {
  * file names (dead letters are made from them).
  */
 async function retryStateOf(ctx: FleetContext, r: LedgerRow): Promise<RetryState | null> {
-  if (!['received', 'downloaded', 'backed_up', 'imported', 'duplicate'].includes(r.status) || r.attempts === 0) return null;
+  if (!(patientImportOpenStatuses as readonly string[]).includes(r.status) || r.attempts === 0) return null;
   const job = await ctx.queues.queue('patient-import').getJob(jobIdFor('patient-import', { ledgerId: r.id })!);
-  if (!job?.failedReason) return null;
-  const state = await job.getState();
-  if (state !== 'delayed' && state !== 'waiting' && state !== 'active' && state !== 'prioritized') return null;
+  if (!job?.failedReason || !isLiveJobState(await job.getState())) return null;
   return { lastFailure: job.failedReason, attemptsMade: job.attemptsMade, maxAttempts: job.opts.attempts ?? 1 };
 }
 
