@@ -129,21 +129,21 @@ describe('therapist import run summary (staff email)', () => {
     expect(plain.text).toContain('Fehlgeschlagen:                      1 von 5 (20%)');
   });
 
-  it('describes each problem file in German around the parser\'s words, without the English summary reason', () => {
+  it('describes each problem file in German, the parser\'s reasons too, without the English summary reason', () => {
     const unreadable = file(3, {
       path: '20261203/52067.json',
       status: 'failed',
-      reason: 'file 20261203/52067.json: not valid JSON: Unexpected end of JSON input',
+      reason: 'file 20261203/52067.json: not valid JSON: line 3, column 1: "}" expected',
       counts: { ...emptyCounts(), fileErrors: 1 },
-      fileErrors: ['file 20261203/52067.json: not valid JSON: Unexpected end of JSON input'],
+      fileErrors: ['file 20261203/52067.json: not valid JSON: line 3, column 1: "}" expected'],
     });
     const metadataOnly = file(4, { path: '52068.json', status: 'partial', reason: '1 file-level error(s)', counts: { ...emptyCounts(), total: 2, created: 2, fileErrors: 1 }, fileErrors: ['"metadata": missing'] });
     const files = [partial, unreadable, metadataOnly];
     const { text } = renderRunSummary(run(files), files);
-    expect(text).toContain(`Datei ${partial.path} (#2): teilweise importiert\n  - 1 von 3 Therapeuten fehlgeschlagen\n  - Eintrag therapists[2] (ID x2c): basic_info.last_name: missing`);
-    expect(text).toContain('Datei 20261203/52067.json (#3): nicht importiert\n  - Fehler: not valid JSON: Unexpected end of JSON input');
+    expect(text).toContain(`Datei ${partial.path} (#2): teilweise importiert\n  - 1 von 3 Therapeuten fehlgeschlagen\n  - Eintrag therapists[2] (ID x2c): basic_info.last_name: fehlt`);
+    expect(text).toContain('Datei 20261203/52067.json (#3): nicht importiert\n  - Fehler: kein gültiges JSON: Zeile 3, Spalte 1: „}“ erwartet');
     // Every therapist went in: not "partly" imported.
-    expect(text).toContain('Datei 52068.json (#4): importiert, mit Fehlern auf Dateiebene\n  - Fehler: "metadata": missing');
+    expect(text).toContain('Datei 52068.json (#4): importiert, mit Fehlern auf Dateiebene\n  - Fehler: "metadata": fehlt');
     expect(text).not.toContain('therapists failed');
     expect(text).not.toContain('file-level error(s)');
   });

@@ -2,6 +2,7 @@ import type { TherapistImportCounts } from '../../libs/db/schema/fleet-therapist
 import type { TherapistImportFileRow, TherapistImportRunRow } from '../../libs/db/repositories/therapist-import.js';
 import { renderStaffEmail, type StaffListParagraph } from '../../libs/mail/staff.js';
 import { TOO_LARGE_REASON_START } from './file-size.js';
+import { reasonDe } from './reason-de.js';
 import { addCounts, assertCountsAddUp, countNoun, countWithShare, emptyCounts, formatCount } from './report.js';
 
 /** Run totals: the sum of its files' counts (skipped files, e.g. names that do not fit, hold no therapists). */
@@ -83,7 +84,7 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
 
   const paragraphs: Array<string | StaffListParagraph> = [];
   for (const f of problemFiles.slice(0, MAX_LISTED)) {
-    // German around the parser's own words (which name the field in the file, as the CLI and the pages do).
+    // The parser's reasons in German (reasonDe); field paths as written in the file, where staff look them up.
     // A file whose therapists all went in and only has errors of its own (e.g. its metadata) is not "partly" imported.
     const therapistsFailed = f.counts?.failed ?? 0;
     const state = f.status === 'failed' ? 'nicht importiert' : therapistsFailed ? 'teilweise importiert' : 'importiert, mit Fehlern auf Dateiebene';
@@ -91,11 +92,11 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
     if (f.status === 'partial') {
       if (therapistsFailed) items.push(`${formatCount(therapistsFailed)} von ${countNoun(f.counts!.total, 'Therapeut', 'Therapeuten')} fehlgeschlagen`);
     } else if (f.reason && !f.fileErrors.includes(f.reason)) {
-      items.push(`Grund: ${f.reason}`);
+      items.push(`Grund: ${reasonDe(f.reason)}`);
     }
     const own = `file ${f.path}: `;
-    for (const e of f.fileErrors.slice(0, 3)) items.push(`Fehler: ${e.startsWith(own) ? e.slice(own.length) : e}`);
-    for (const fl of f.failures.slice(0, 5)) items.push(`Eintrag therapists[${fl.index}]${fl.externalId ? ` (ID ${fl.externalId})` : ''}: ${fl.reason}`);
+    for (const e of f.fileErrors.slice(0, 3)) items.push(`Fehler: ${reasonDe(e.startsWith(own) ? e.slice(own.length) : e)}`);
+    for (const fl of f.failures.slice(0, 5)) items.push(`Eintrag therapists[${fl.index}]${fl.externalId ? ` (ID ${fl.externalId})` : ''}: ${reasonDe(fl.reason)}`);
     if (f.failures.length > 5) items.push(`… und ${f.failures.length - 5} weitere`);
     paragraphs.push({ lead: `Datei ${f.path} (#${f.id}): ${state}`, items });
   }

@@ -109,7 +109,7 @@ describe('parseScraperFile: text a file must not bring in', () => {
   it('metadata with such text is a file-level error and is not used', () => {
     const parsed = parseScraperFile(file([therapistLine()], { postcode_area: '52\u0000' }));
     expect(parsed.metadata).toBeNull();
-    expect(parsed.fileErrors).toEqual(['"metadata": metadata.postcode_area: contains a NUL character (\\u0000), which cannot be stored (metadata not used)']);
+    expect(parsed.fileErrors).toEqual(['"metadata": postcode_area: contains a NUL character (\\u0000), which cannot be stored (metadata not used)']);
     expect(parsed.lines[0]!.ok).toBe(true);
   });
 
@@ -126,9 +126,9 @@ describe('parseScraperFile: text a file must not bring in', () => {
   });
 
   it('a "therapists" that is not an array is named by what it is', () => {
-    expect(() => parseScraperFile('{"metadata": {}, "therapists": null}')).toThrow(new FileFormatError('"therapists": expected an array (null)'));
-    expect(() => parseScraperFile('{"metadata": {}, "therapists": {}}')).toThrow(new FileFormatError('"therapists": expected an array (object)'));
-    expect(() => parseScraperFile('{"metadata": {}}')).toThrow(new FileFormatError('"therapists": expected an array (missing)'));
+    expect(() => parseScraperFile('{"metadata": {}, "therapists": null}')).toThrow(new FileFormatError('"therapists": expected a list, got null'));
+    expect(() => parseScraperFile('{"metadata": {}, "therapists": {}}')).toThrow(new FileFormatError('"therapists": expected a list, got an object'));
+    expect(() => parseScraperFile('{"metadata": {}}')).toThrow(new FileFormatError('"therapists": missing'));
   });
 
   it('bytes: a UTF-8 byte order mark is dropped; text in another encoding fails the file', () => {

@@ -21,14 +21,6 @@ export type ScraperStatus = (typeof scraperStatuses)[number];
  */
 const tooLong = (t: string, max: number): boolean => t.length > max || (t.length * 3 > max && t.normalize('NFC').length > max);
 
-/** '' , null and missing all mean "no value"; strings are trimmed. */
-const optText = (max: number) =>
-  z
-    .union([z.string(), z.number(), z.null()])
-    .optional()
-    .transform((v) => (v === null || v === undefined ? null : String(v).trim() || null))
-    .refine((v) => v === null || !tooLong(v, max), { error: `longer than ${max} characters` });
-
 /** The kind of a wrong value, never the value (a file's text goes into reports and emails). */
 function kindOf(v: unknown): string {
   if (v === null) return 'null';
@@ -41,6 +33,14 @@ function kindOf(v: unknown): string {
 /** `missing` when absent; otherwise what was expected and the kind of what was found. */
 const missingOr = (expected: string) => (iss: { input?: unknown }) => (iss.input === undefined ? 'missing' : `expected ${expected}, got ${kindOf(iss.input)}`);
 
+/** '' , null and missing all mean "no value"; strings are trimmed. */
+const optText = (max: number) =>
+  z
+    .union([z.string(), z.number(), z.null()], { error: missingOr('text') })
+    .optional()
+    .transform((v) => (v === null || v === undefined ? null : String(v).trim() || null))
+    .refine((v) => v === null || !tooLong(v, max), { error: `longer than ${max} characters` });
+
 const requiredText = (max: number) =>
   z
     .string({ error: missingOr('text') })
@@ -49,7 +49,17 @@ const requiredText = (max: number) =>
     .refine((v) => !tooLong(v, max), { error: `longer than ${max} characters` });
 
 const hours = z
-  .record(z.string(), z.union([z.array(z.string()), z.string(), z.null()]))
+  .record(
+    z.string(),
+    z.union([z.array(z.string()), z.string(), z.null()], {
+      // A list holding something else is named as such ("got a list" would contradict "a list of text").
+      error: (iss) => {
+        const odd = Array.isArray(iss.input) ? (iss.input as unknown[]).find((x) => typeof x !== 'string') : undefined;
+        return Array.isArray(iss.input) ? `expected a list of text, got a list with ${kindOf(odd)} in it` : missingOr('text or a list of text')(iss);
+      },
+    }),
+    { error: missingOr('an object of days and times') },
+  )
   .nullable()
   .optional()
   .transform((v) => {
@@ -63,64 +73,80 @@ const hours = z
   });
 
 const stringList = z
-  .array(z.string())
+  .array(z.string({ error: missingOr('text') }), { error: missingOr('a list of text') })
   .nullable()
   .optional()
   .transform((v) => (v ? v.map((s) => s.trim()).filter(Boolean) : []));
 
-export const scraperTherapistSchema = z.object({
-  id: z
-    .union([z.string(), z.number(), z.null()])
-    .optional()
-    .transform((v) => (v === null || v === undefined ? null : String(v).trim() || null)),
-  status: z.enum(scraperStatuses, { error: `expected one of ${scraperStatuses.join(', ')}` }),
-  last_modified: z.unknown().optional(),
-  basic_info: z.object(
-    {
-      salutation: z
-        .union([z.string(), z.null()])
-        .optional()
-        .transform((v) => salutationOf(v ?? ''))
-        .refine((v) => v === '' || v === 'Herr' || v === 'Frau', { error: 'expected Herr, Frau or empty' }),
-      title: optText(50),
-      first_name: requiredText(100),
-      last_name: requiredText(100),
-    },
-    { error: missingOr('an object') },
-  ),
-  location: z.object(
-    {
-      street: optText(240),
-      house_number: optText(14),
-      postal_code: z
-        .union([z.string(), z.number()], { error: missingOr('5 digits') })
-        .transform((v) => String(v).trim())
-        .refine((v) => /^\d{5}$/.test(v), { error: 'expected 5 digits' }),
-      city: optText(100),
-    },
-    { error: missingOr('an object') },
-  ),
-  contact: z
-    .object({ phone: optText(50), email: optText(255).refine((v) => v === null || EMAIL_ADDRESS.test(v), { error: 'not an email address' }), fax: optText(50) })
-    .nullable()
-    .optional()
-    .transform((v) => v ?? { phone: null, email: null, fax: null }),
-  languages: stringList,
-  therapy_methods: stringList,
-  telephone_hours: hours,
-});
+export const scraperTherapistSchema = z.object(
+  {
+    id: z
+      .union([z.string(), z.number(), z.null()], { error: missingOr('text or a number') })
+      .optional()
+      .transform((v) => (v === null || v === undefined ? null : String(v).trim() || null)),
+    // The value itself is not named (it is the scraper's word, but the reason goes into emails as is).
+    status: z.enum(scraperStatuses, {
+      error: (iss) => (iss.input === undefined ? 'missing' : `expected one of ${scraperStatuses.join(', ')}${typeof iss.input === 'string' ? '' : `, got ${kindOf(iss.input)}`}`),
+    }),
+    last_modified: z.unknown().optional(),
+    basic_info: z.object(
+      {
+        salutation: z
+          .union([z.string(), z.null()], { error: missingOr('Herr, Frau or empty') })
+          .optional()
+          .transform((v) => salutationOf(v ?? ''))
+          .refine((v) => v === '' || v === 'Herr' || v === 'Frau', { error: 'expected Herr, Frau or empty' }),
+        title: optText(50),
+        first_name: requiredText(100),
+        last_name: requiredText(100),
+      },
+      { error: missingOr('an object') },
+    ),
+    location: z.object(
+      {
+        street: optText(240),
+        house_number: optText(14),
+        postal_code: z
+          .union([z.string(), z.number()], { error: missingOr('5 digits') })
+          .transform((v) => String(v).trim())
+          .refine((v) => /^\d{5}$/.test(v), { error: 'expected 5 digits' }),
+        city: optText(100),
+      },
+      { error: missingOr('an object') },
+    ),
+    contact: z
+      .object(
+        { phone: optText(50), email: optText(255).refine((v) => v === null || EMAIL_ADDRESS.test(v), { error: 'not an email address' }), fax: optText(50) },
+        { error: missingOr('an object') },
+      )
+      .nullable()
+      .optional()
+      .transform((v) => v ?? { phone: null, email: null, fax: null }),
+    languages: stringList,
+    therapy_methods: stringList,
+    telephone_hours: hours,
+  },
+  { error: missingOr('an object') },
+);
 export type ScraperTherapist = z.infer<typeof scraperTherapistSchema>;
 
-const count = z.number().int().min(0);
-export const metadataSchema = z.object({
-  scrape_id: z.string().optional(),
-  scrape_date: z.string().optional(),
-  postcode_area: z.string().optional(),
-  total_therapists: count.optional(),
-  new_therapists: count.optional(),
-  modified_therapists: count.optional(),
-  deleted_therapists: count.optional(),
-});
+const count = z
+  .number({ error: missingOr('a whole number') })
+  .int({ error: 'expected a whole number, got a fraction' })
+  .min(0, { error: 'expected 0 or more, got a negative number' });
+const metaText = z.string({ error: missingOr('text') });
+export const metadataSchema = z.object(
+  {
+    scrape_id: metaText.optional(),
+    scrape_date: metaText.optional(),
+    postcode_area: metaText.optional(),
+    total_therapists: count.optional(),
+    new_therapists: count.optional(),
+    modified_therapists: count.optional(),
+    deleted_therapists: count.optional(),
+  },
+  { error: missingOr('an object') },
+);
 export type ScraperMetadata = z.infer<typeof metadataSchema>;
 
 /** `statedStatus` is the line's own `status` as written (for metadata checks), also for invalid lines. */
@@ -213,14 +239,14 @@ export function parseScraperFile(text: string): ParsedFile {
   const obj = raw as Record<string, unknown>;
   if (!Array.isArray(obj.therapists)) {
     const t = obj.therapists;
-    throw new FileFormatError(`"therapists": expected an array (${t === undefined ? 'missing' : t === null ? 'null' : typeof t})`);
+    throw new FileFormatError(`"therapists": ${t === undefined ? 'missing' : `expected a list, got ${kindOf(t)}`}`);
   }
   const fileErrors: string[] = [];
   let metadata: ScraperMetadata | null = null;
   if (obj.metadata === undefined) {
     fileErrors.push('"metadata": missing');
-  } else if (suspect && unstorableText(obj.metadata, 'metadata')) {
-    fileErrors.push(`"metadata": ${unstorableText(obj.metadata, 'metadata')} (metadata not used)`);
+  } else if (suspect && unstorableText(obj.metadata, '', '(metadata)')) {
+    fileErrors.push(`"metadata": ${unstorableText(obj.metadata, '', '(metadata)')} (metadata not used)`);
   } else {
     const m = metadataSchema.safeParse(obj.metadata);
     if (m.success) metadata = m.data;
@@ -366,6 +392,7 @@ export function wellFormedTherapist(item: unknown): ScraperTherapist | null {
   return out;
 }
 
+/** The metadata's issues; one about the metadata as a whole has no path of its own (`"metadata": expected an object, got text`). */
 function error(e: z.ZodError): string {
-  return e.issues.map((i) => `${i.path.join('.') || '(metadata)'}: ${i.message}`).join('; ');
+  return e.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
 }
