@@ -85,6 +85,7 @@ describe('registration validation', () => {
     ['nachname too long', (pd: Record<string, unknown>) => (pd.nachname = 'x'.repeat(101)), 'patient_data.nachname: at most 100 characters, got 101'],
     ['plz 4 digits', (pd: Record<string, unknown>) => (pd.plz = '5206'), 'patient_data.plz: expected 5 digits, got the string "5206"'],
     ['plz as number', (pd: Record<string, unknown>) => (pd.plz = 52062), 'patient_data.plz: expected 5 digits, got a number'],
+    ['vorname as an object', (pd: Record<string, unknown>) => (pd.vorname = { text: 'Max' }), 'patient_data.vorname: expected text, got an object'],
     ['bad email', (pd: Record<string, unknown>) => (pd.email = 'max@'), 'patient_data.email: expected a valid email address'],
     ['future birth date', (pd: Record<string, unknown>) => (pd.geburtsdatum = '2030-01-01'), 'patient_data.geburtsdatum: expected a date in the past, got "2030-01-01"'],
     ['impossible date', (pd: Record<string, unknown>) => (pd.geburtsdatum = '1990-02-30'), 'patient_data.geburtsdatum: expected a real calendar date, got "1990-02-30"'],

@@ -64,6 +64,7 @@ function typeName(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
   if (typeof v === 'string') return `the string ${quoted(v)}`;
+  if (typeof v === 'object') return 'an object';
   return `a ${typeof v}`;
 }
 
