@@ -131,13 +131,13 @@ describe('processPatientImport (in-memory ports)', () => {
     expect(unpaid.state.staffMails[0]!.text).not.toContain('Importiert am');
   });
 
-  it("the failure notice gives the reason without the log's 'ledger N:' prefix (the record number has its own line)", async () => {
+  it("the failure notice gives the reason in German without the log's 'ledger N:' prefix (the record number has its own line)", async () => {
     const bad = setup(plainRegistration({ patch: (r) => ((r.patient_data as Record<string, unknown>).plz = '123') }));
     await expect(processPatientImport(1, bad.deps)).rejects.toThrow('ledger 1: patient_data.plz: expected 5 digits');
     expect(bad.state.failures[0]).toMatch(/^ledger 1: patient_data\.plz/);
     const text = bad.state.staffMails[0]!.text;
     expect(text).toMatch(/^Import-Nr\.: +1$/m);
-    expect(text).toMatch(/^Grund: +patient_data\.plz: expected 5 digits/m);
+    expect(text).toMatch(/^Grund: +patient_data\.plz: erwartet: 5 Ziffern, gefunden: der Text "123"$/m);
     expect(text).not.toContain('ledger 1');
   });
 

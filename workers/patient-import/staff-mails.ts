@@ -1,5 +1,6 @@
 import { renderStaffEmail } from '../../libs/mail/staff.js';
 import type { CommitOutcome, ImportRow, StaffMail } from './ports.js';
+import { registrationReasonDe } from './reason-de.js';
 
 const berlinFormat = new Intl.DateTimeFormat('de-DE', { timeZone: 'Europe/Berlin', dateStyle: 'medium', timeStyle: 'medium' });
 
@@ -118,8 +119,8 @@ export function failedMail(row: ImportRow, p: { code: string; reason: string; fa
     rows: [
       ['Import-Nr.', row.id],
       ['Quelle', row.sourceUri],
-      // The row's id is in "Import-Nr." above: the reason without the log-style "ledger N: " prefix.
-      ['Grund', p.reason.startsWith(`ledger ${row.id}: `) ? p.reason.slice(`ledger ${row.id}: `.length) : p.reason],
+      // The row's id is in "Import-Nr." above: the reason without the log-style "ledger N: " prefix, in German.
+      ['Grund', registrationReasonDe(p.reason.startsWith(`ledger ${row.id}: `) ? p.reason.slice(`ledger ${row.id}: `.length) : p.reason)],
       ['Fehlercode', p.code],
       ['Zeitpunkt', berlinTime(p.at)],
       ['Originaldatei gesichert unter', p.failedPath],

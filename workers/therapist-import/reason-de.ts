@@ -3,8 +3,9 @@
  * German of the staff summary. The parser's messages are a closed set (scraper-file.ts, plan.ts);
  * a unit test drives every one of them through here. Field paths stay as they are written in the
  * file (`basic_info.last_name`): staff look them up there. Anything not known is kept in English
- * rather than guessed at.
+ * rather than guessed at (translateReason).
  */
+import { translateReason, unstorableTextDe, type ReasonTable } from '../../libs/text/reasons.js';
 
 /** Messages without parameters. */
 const fixed: Record<string, string> = {
@@ -16,8 +17,7 @@ const fixed: Record<string, string> = {
   'not UTF-8 text (the scraper writes UTF-8; was the file saved in another encoding?)':
     'kein UTF-8-Text (der Scraper schreibt UTF-8; wurde die Datei in einer anderen Kodierung gespeichert?)',
   'expected a JSON object with "metadata" and "therapists"': 'erwartet: ein JSON-Objekt mit „metadata“ und „therapists“',
-  'contains a NUL character (\\u0000), which cannot be stored': 'enthält ein NUL-Zeichen (\\u0000), das nicht gespeichert werden kann',
-  'contains an unpaired surrogate (not valid Unicode), which cannot be stored': 'enthält ein einzelnes Surrogat (kein gültiges Unicode), das nicht gespeichert werden kann',
+  ...unstorableTextDe,
 };
 
 /** What a message says was expected (`expected …`). */
@@ -92,7 +92,7 @@ function message(m: string): string | null {
     return `id: ${x[1]} gehört in dieser Datei verschiedenen Therapeuten (${x[2]}): keiner von ihnen wird importiert`;
   }
   if ((x = /^([\s\S]+) \(metadata not used\)$/.exec(m))) {
-    const inner = part(x[1]!);
+    const inner = translateReason(x[1]!, table);
     return inner === x[1] ? null : `${inner} (Metadaten nicht verwendet)`;
   }
   if ((x = /^import failed after retries: ([\s\S]*)$/.exec(m))) return `Import nach allen Versuchen aufgegeben: ${x[1]}`;
@@ -100,15 +100,7 @@ function message(m: string): string | null {
   return null;
 }
 
-/** `path: message`, where the message may itself be `path: message` ("metadata": total_therapists: …). */
-function part(p: string): string {
-  const whole = message(p);
-  if (whole !== null) return whole;
-  const at = p.indexOf(': ');
-  if (at < 0) return p;
-  const head = p.slice(0, at);
-  return `${labels[head] ?? head}: ${part(p.slice(at + 2))}`;
-}
+const table: ReasonTable = { message, labels };
 
 /** A therapist's reason or a file error in German; what is not known stays as it is. */
 export function reasonDe(reason: string): string {
@@ -117,5 +109,5 @@ export function reasonDe(reason: string): string {
   if (unknownId) {
     return `${reasonDe(unknownId[1]!)}; status deleted: id ${unknownId[2]} ist in diesem Postleitzahlbereich nicht bekannt, der Therapeut ist daher nur über Name und Postleitzahl zu finden`;
   }
-  return message(reason) ?? reason.split('; ').map(part).join('; ');
+  return translateReason(reason, table);
 }
