@@ -45,10 +45,11 @@ export interface ReasonTable {
 }
 
 /**
- * A reason in German: as a whole if the table knows it, else issue by issue (`; `), each
- * `path: message` with the message translated (a message may itself be `path: message`).
+ * A reason's issues in German: the whole reason as one if the table knows it, else issue by
+ * issue (`; `), each `path: message` with the message translated (a message may itself be
+ * `path: message`).
  */
-export function translateReason(reason: string, table: ReasonTable): string {
+export function translateReasonIssues(reason: string, table: ReasonTable): string[] {
   const part = (p: string): string => {
     const whole = table.message(p);
     if (whole !== null) return whole;
@@ -56,5 +57,11 @@ export function translateReason(reason: string, table: ReasonTable): string {
     if (rest === undefined) return p;
     return `${table.labels?.[head!] ?? head}: ${part(rest)}`;
   };
-  return table.message(reason) ?? splitOutsideQuotes(reason, '; ').map(part).join('; ');
+  const whole = table.message(reason);
+  return whole !== null ? [whole] : splitOutsideQuotes(reason, '; ').map(part);
+}
+
+/** A reason in German, its issues joined as the English ones are (`; `). */
+export function translateReason(reason: string, table: ReasonTable): string {
+  return translateReasonIssues(reason, table).join('; ');
 }

@@ -5,7 +5,7 @@
  * them through here. Field paths stay as the file writes them, values quoted from the file as
  * they are; what is not known stays in English (translateReason).
  */
-import { QUOTED, translateReason, unstorableTextDe, type ReasonTable } from '../../libs/text/reasons.js';
+import { QUOTED, translateReasonIssues, unstorableTextDe, type ReasonTable } from '../../libs/text/reasons.js';
 
 /** Messages without parameters. */
 const fixed: Record<string, string> = {
@@ -104,7 +104,12 @@ function message(m: string): string | null {
 
 const table: ReasonTable = { message, labels: { file: 'Datei', 'file name': 'Dateiname', '(file)': '(Datei)', 'a key': 'ein Schlüssel' } };
 
-/** A registration's failure reason in German; what is not known stays as it is. */
+/** A registration's failure reason in German, one entry per issue; what is not known stays as it is. */
+export function registrationReasonIssuesDe(reason: string): string[] {
+  return translateReasonIssues(reason, table);
+}
+
+/** The same, the issues joined as in the English reason (`; `). */
 export function registrationReasonDe(reason: string): string {
-  return translateReason(reason, table);
+  return registrationReasonIssuesDe(reason).join('; ');
 }

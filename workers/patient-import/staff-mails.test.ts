@@ -79,3 +79,19 @@ describe('staff email of an imported registration: the subject says what needs a
     );
   });
 });
+
+describe('staff email of a failed registration: the reason', () => {
+  const mail = (reason: string) => failedMail(row(), { code: 'validation_failed', reason, failedPath: null, at });
+  it('one wrong field is the reason row, in German', () => {
+    const { text } = mail('ledger 42: patient_data.plz: expected 5 digits, got the string "5207"');
+    expect(text).toMatch(/^Grund: +patient_data\.plz: erwartet: 5 Ziffern, gefunden: der Text "5207"$/m);
+    expect(text).not.toContain('Fehler in der Datei:');
+  });
+
+  it('several wrong fields are a list under the table, a value holding "; " kept whole', () => {
+    const { text, html } = mail('ledger 42: patient_data.plz: expected 5 digits, got the string "52; 07"; patient_data.geburtsdatum: expected a real calendar date, got "1999-02-29"');
+    expect(text).toMatch(/^Grund: +2 Fehler in der Datei \(unten\)$/m);
+    expect(text).toContain('Fehler in der Datei:\n  - patient_data.plz: erwartet: 5 Ziffern, gefunden: der Text "52; 07"\n  - patient_data.geburtsdatum: erwartet: ein Datum, das es gibt, gefunden: "1999-02-29"');
+    expect(html).toContain('<li');
+  });
+});

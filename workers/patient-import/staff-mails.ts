@@ -1,6 +1,6 @@
 import { renderStaffEmail } from '../../libs/mail/staff.js';
 import type { CommitOutcome, ImportRow, StaffMail } from './ports.js';
-import { registrationReasonDe } from './reason-de.js';
+import { registrationReasonIssuesDe } from './reason-de.js';
 
 const berlinFormat = new Intl.DateTimeFormat('de-DE', { timeZone: 'Europe/Berlin', dateStyle: 'medium', timeStyle: 'medium' });
 
@@ -113,18 +113,25 @@ function failedNextSteps(row: ImportRow, code: string, dashboardUrl: string | un
 
 /** Staff notice of a file that cannot be imported (one per ledger row). */
 export function failedMail(row: ImportRow, p: { code: string; reason: string; failedPath: string | null; at: Date; dashboardUrl?: string | undefined }): StaffMail {
+  // The row's id is in "Import-Nr." below: the reason without the log-style "ledger N: " prefix, in German.
+  const issues = registrationReasonIssuesDe(p.reason.startsWith(`ledger ${row.id}: `) ? p.reason.slice(`ledger ${row.id}: `.length) : p.reason);
+  // Several wrong fields are a list under the table: one line of them is hard to read, on a phone above all.
+  const listed = issues.length > 1;
   return renderStaffEmail({
     subject: `Anmeldung konnte nicht importiert werden (Import ${row.id})`,
     heading: 'Anmeldung konnte nicht importiert werden',
     rows: [
       ['Import-Nr.', row.id],
       ['Quelle', row.sourceUri],
-      // The row's id is in "Import-Nr." above: the reason without the log-style "ledger N: " prefix, in German.
-      ['Grund', registrationReasonDe(p.reason.startsWith(`ledger ${row.id}: `) ? p.reason.slice(`ledger ${row.id}: `.length) : p.reason)],
+      ['Grund', listed ? `${issues.length} Fehler in der Datei (unten)` : (issues[0] ?? '')],
       ['Fehlercode', p.code],
       ['Zeitpunkt', berlinTime(p.at)],
       ['Originaldatei gesichert unter', p.failedPath],
     ],
-    paragraphs: [...failedNextSteps(row, p.code, p.dashboardUrl), `Details: fleet imports show ${row.id}${p.dashboardUrl ? ` oder ${p.dashboardUrl}/imports` : ''}`],
+    paragraphs: [
+      ...(listed ? [{ lead: 'Fehler in der Datei:', items: issues }] : []),
+      ...failedNextSteps(row, p.code, p.dashboardUrl),
+      `Details: fleet imports show ${row.id}${p.dashboardUrl ? ` oder ${p.dashboardUrl}/imports` : ''}`,
+    ],
   });
 }
