@@ -13,6 +13,7 @@ import { BUCKET, PREFIX, startImportHarness, until, type ImportHarness } from '.
 import { safeFileName } from './file-keeper.js';
 import { pgImportStore } from './pg-store.js';
 import { SYMPTOMS } from './registration-schema.js';
+import { registrationReasonIssuesDe } from './reason-de.js';
 
 let database: TestDatabase;
 let h: ImportHarness;
@@ -357,7 +358,7 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
       return m.length ? m : undefined;
     });
     expect(mails).toHaveLength(1);
-    expect(mails[0]!.text).toContain('no longer in the bucket');
+    expect(mails[0]!.text).toContain('nicht mehr im Bucket');
   });
 
   it('a listing error is an error, never an empty bucket: the poll job fails, is counted and retried', async () => {
@@ -523,7 +524,9 @@ async function expectFailedAsDesigned(
   const mails = await deliveriesOf(`patient-import.%.ledger.${row.id}`);
   expect(mails).toHaveLength(1);
   expect(mails[0]).toMatchObject({ kind: 'staff.patient-import-failed', to_address: 'info@curavani.com' });
-  expect(mails[0]!.text).toContain(e.reason);
+  // The email gives the ledger's reason in German, issue by issue.
+  for (const issue of registrationReasonIssuesDe(String(row.reason).slice(`ledger ${row.id}: `.length))) expect(mails[0]!.text).toContain(issue);
+  expect(mails[0]!.text).not.toContain(e.reason);
   // Polling again neither re-enqueues the failed file nor sends another email.
   await harness.poll();
   await new Promise((r) => setTimeout(r, 200));
