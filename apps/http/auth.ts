@@ -107,6 +107,11 @@ export function requireDashboardAccess(access: DashboardAccess, log: Logger): Re
   return (req: Request, res: Response, next: NextFunction) => {
     res.setHeader('Cache-Control', 'no-store');
     res.setHeader('X-Frame-Options', 'DENY');
+    // The operator pages carry no tokens in their paths. Under no-referrer a browser sends
+    // `Origin: null` with the pages' own form posts and Bull Board's API calls, and over plain
+    // HTTP (not localhost) no Sec-Fetch-Site either: then they could not be told apart from a
+    // post by another site that chose no-referrer for itself. same-origin gives them their origin.
+    res.setHeader('Referrer-Policy', 'same-origin');
     if (access.mode === 'refused') {
       res.status(403).type('html').send(refusedPage('non-loopback'));
       return;
@@ -144,11 +149,13 @@ export function requireDashboardAccess(access: DashboardAccess, log: Logger): Re
 /**
  * Refuses state-changing requests sent by another site (a browser replays basic-auth
  * credentials on cross-site form posts). Browsers say where a request comes from in
- * Sec-Fetch-Site: only same-origin (or none: typed by the user) passes. Without that header,
- * an Origin, when present and not "null", must be this host. Clients that send neither
- * (curl, scripts) are not browsers and pass on their credentials.
- * Note: with Referrer-Policy no-referrer, Chromium sends `Origin: null` on same-origin form
- * posts, so "null" alone proves nothing either way.
+ * Sec-Fetch-Site: only same-origin (or none: typed by the user) passes. Browsers send that
+ * header only to https and localhost addresses; without it, the Origin must be this host.
+ * `Origin: null` is refused then: it is what a page of another site gets by choosing
+ * Referrer-Policy no-referrer for itself (or by posting from a sandboxed frame), and the
+ * operator pages' own requests carry their origin (Referrer-Policy same-origin, set by
+ * requireDashboardAccess). Clients that send neither header (curl, scripts) are not browsers
+ * and pass on their credentials.
  */
 export function rejectCrossSiteWrites(): RequestHandler {
   return (req, res, next) => {
@@ -158,7 +165,9 @@ export function rejectCrossSiteWrites(): RequestHandler {
     let allowed: boolean;
     if (site !== undefined) {
       allowed = site === 'same-origin' || site === 'none';
-    } else if (origin !== undefined && origin !== 'null') {
+    } else if (origin === 'null') {
+      allowed = false;
+    } else if (origin !== undefined) {
       try {
         allowed = new URL(origin).host === req.headers.host;
       } catch {

@@ -359,7 +359,7 @@ describe('http app with dashboard credentials', () => {
     const form = await fetch(`${app.base}/ops/dead-letters/patient-import/${encodeURIComponent(id)}/discard`, {
       method: 'POST',
       redirect: 'manual',
-      // What Chromium sends for the page's own form under Referrer-Policy no-referrer.
+      // Sec-Fetch-Site same-origin decides, whatever the Origin says (Chromium says "null" under no-referrer).
       headers: { authorization: AUTH, 'content-type': 'application/x-www-form-urlencoded', origin: 'null', 'sec-fetch-site': 'same-origin' },
       body: new URLSearchParams({ reason: 'file is broken for good' }).toString(),
     });
@@ -589,6 +589,36 @@ describe('http app with dashboard credentials', () => {
     await app.ctx.database.sql`insert into fleet.therapist_import_files (path, status, reason) values ('20260102/52074.json', 'failed', 'not JSON')`;
     const imports = await (await fetch(`${app.base}/imports`, { headers: { authorization: AUTH } })).text();
     expect(imports).toContain('<div class="scroll"><table>');
+  });
+
+  it('a form post from another site over plain HTTP (no Sec-Fetch-Site, Origin: null) is refused; the operator pages give their own requests their origin', async () => {
+    const entry = {
+      originalQueue: 'bucket-poll', originalJobId: 'bucket-poll.csrf', name: 'bucket-poll', data: { trigger: 'manual' },
+      reason: 'bucket unreachable', code: null, attemptsMade: 5, enqueuedAt: null, failedAt: new Date().toISOString(),
+    };
+    await addDeadLetter(app.ctx.queues, entry);
+    const action = `${app.base}/ops/dead-letters/bucket-poll/bucket-poll.csrf/discard`;
+    const form = { authorization: AUTH, 'content-type': 'application/x-www-form-urlencoded' };
+    // What Chromium sends to an http:// address other than localhost for an auto-submitted form
+    // on another site whose page says <meta name="referrer" content="no-referrer">: no
+    // Sec-Fetch-Site (sent to https and localhost only), Origin "null", and the cached basic-auth login.
+    const attack = await fetch(action, { method: 'POST', redirect: 'manual', headers: { ...form, origin: 'null' }, body: 'reason=x' });
+    expect(attack.status).toBe(403);
+    expect(await listDeadLetters(app.ctx.queues, { queue: 'bucket-poll' })).toContainEqual(expect.objectContaining({ id: 'bucket-poll.csrf' }));
+    // The same from a sandboxed frame on another site, as a JSON call.
+    const api = await fetch(`${app.base}/ops/api/dead-letters/bucket-poll/requeue-all`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json', origin: 'null' }, body: '{"reason":"x"}' });
+    expect(api.status).toBe(403);
+    // The operator pages and Bull Board have the browser send their origin with their own
+    // posts and API calls (under no-referrer it would say "null"); the unsubscribe page keeps no-referrer.
+    for (const path of ['/ops', '/imports', '/daily', '/dashboard', '/dashboard/api/queues']) {
+      const res = await fetch(`${app.base}${path}`, { headers: { authorization: AUTH } });
+      expect(res.headers.get('referrer-policy'), path).toBe('same-origin');
+    }
+    expect((await fetch(`${app.base}/unsubscribe/1.garbage`)).headers.get('referrer-policy')).toBe('no-referrer');
+    // The page's own form over plain HTTP: its origin, no Sec-Fetch-Site.
+    const own = await fetch(action, { method: 'POST', redirect: 'manual', headers: { ...form, origin: new URL(app.base).origin }, body: 'reason=no+longer+needed' });
+    expect(own.status).toBe(303);
+    expect(await listDeadLetters(app.ctx.queues, { queue: 'bucket-poll' })).not.toContainEqual(expect.objectContaining({ id: 'bucket-poll.csrf' }));
   });
 
   it('pages run no script of their own and cannot be framed (CSP); Bull Board loads only from the app', async () => {
