@@ -33,7 +33,7 @@ export interface HttpApp {
  */
 export function createHttpApp(deps: HttpDeps): HttpApp {
   const { ctx } = deps;
-  const access = dashboardAccess(ctx.config.http);
+  const access = dashboardAccess(ctx.config.http, ctx.config.env);
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);

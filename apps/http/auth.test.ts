@@ -25,8 +25,12 @@ describe('dashboard auth helpers', () => {
   it('chooses basic auth with credentials, loopback-open or refused without', () => {
     expect(dashboardAccess({ host: '0.0.0.0', dashboardUser: 'a', dashboardPassword: 'b' })).toEqual({ mode: 'basic', credentials: { user: 'a', password: 'b' } });
     expect(dashboardAccess({ host: '127.0.0.1' })).toEqual({ mode: 'loopback-open' });
-    expect(dashboardAccess({ host: '0.0.0.0' })).toEqual({ mode: 'refused' });
-    expect(dashboardAccess({ host: '10.1.2.3', dashboardUser: 'a' })).toEqual({ mode: 'refused' });
+    expect(dashboardAccess({ host: '0.0.0.0' })).toEqual({ mode: 'refused', because: 'non-loopback' });
+    expect(dashboardAccess({ host: '10.1.2.3', dashboardUser: 'a' })).toEqual({ mode: 'refused', because: 'non-loopback' });
+    // Production serves the public unsubscribe links through a proxy: no login-free pages there.
+    expect(dashboardAccess({ host: '127.0.0.1' }, 'production')).toEqual({ mode: 'refused', because: 'production' });
+    expect(dashboardAccess({ host: '127.0.0.1', dashboardUser: 'a', dashboardPassword: 'b' }, 'production')).toMatchObject({ mode: 'basic' });
+    expect(dashboardAccess({ host: '127.0.0.1' }, 'test')).toEqual({ mode: 'loopback-open' });
   });
 
   it('parses Basic credentials, including colons in the password and UTF-8', () => {

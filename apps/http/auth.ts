@@ -14,8 +14,12 @@ export type DashboardAccess =
   | { mode: 'basic'; credentials: DashboardCredentials }
   /** No credentials, but the app listens on loopback only: served to local requests. */
   | { mode: 'loopback-open' }
-  /** No credentials and a non-loopback address: refused with a 403 page. */
-  | { mode: 'refused' };
+  /**
+   * No credentials, and a non-loopback address or NODE_ENV=production: refused with a 403 page.
+   * (In production the app serves the unsubscribe links of PUBLIC_BASE_URL, so it is reachable
+   * from outside through a proxy, which need not say so: see dashboardAccess.)
+   */
+  | { mode: 'refused'; because: 'non-loopback' | 'production' };
 
 export const REALM = 'Curavani Fleet';
 
@@ -37,11 +41,22 @@ export function hostHeaderName(header: string | undefined): string {
   return colon >= 0 && colon === h.lastIndexOf(':') ? h.slice(0, colon) : h;
 }
 
-export function dashboardAccess(http: { host: string; dashboardUser?: string | undefined; dashboardPassword?: string | undefined }): DashboardAccess {
+/**
+ * In production the operator pages need credentials whatever HTTP_HOST says: the emails'
+ * unsubscribe links (PUBLIC_BASE_URL, an https address patients reach) lead to this app, so a
+ * proxy forwards the public's requests to it, and a proxy on this machine that adds no
+ * X-Forwarded-For and keeps its own Host (nginx's plain `proxy_pass http://127.0.0.1:3000`)
+ * makes every request look local.
+ */
+export function dashboardAccess(
+  http: { host: string; dashboardUser?: string | undefined; dashboardPassword?: string | undefined },
+  env: string = 'development',
+): DashboardAccess {
   if (http.dashboardUser !== undefined && http.dashboardPassword !== undefined) {
     return { mode: 'basic', credentials: { user: http.dashboardUser, password: http.dashboardPassword } };
   }
-  return isLoopbackHost(http.host) ? { mode: 'loopback-open' } : { mode: 'refused' };
+  if (env === 'production') return { mode: 'refused', because: 'production' };
+  return isLoopbackHost(http.host) ? { mode: 'loopback-open' } : { mode: 'refused', because: 'non-loopback' };
 }
 
 /** Parses `Authorization: Basic base64(user:password)`; null when absent or malformed. */
@@ -78,6 +93,8 @@ export function operatorOf(res: Response): string {
 const REFUSED_BECAUSE = {
   'non-loopback':
     'This fleet process listens on a non-loopback address and has no dashboard credentials, so it refuses to show queues, jobs and dead letters to anyone who can reach it.',
+  production:
+    'This fleet process runs with NODE_ENV=production and has no dashboard credentials, so it refuses to show queues, jobs and dead letters to anyone: in production the app is reachable from outside (the unsubscribe links), and a proxy in front of it can make any request look local.',
   'not-local':
     'This fleet process has no dashboard credentials, so it shows queues, jobs and dead letters only to requests made on this machine directly; this request came through a proxy or from elsewhere.',
   'foreign-host':
@@ -113,7 +130,7 @@ export function requireDashboardAccess(access: DashboardAccess, log: Logger): Re
     // post by another site that chose no-referrer for itself. same-origin gives them their origin.
     res.setHeader('Referrer-Policy', 'same-origin');
     if (access.mode === 'refused') {
-      res.status(403).type('html').send(refusedPage('non-loopback'));
+      res.status(403).type('html').send(refusedPage(access.because));
       return;
     }
     if (access.mode === 'loopback-open') {

@@ -45,7 +45,8 @@ export function httpComponent(ctx: FleetContext, opts: Omit<HttpDeps, 'ctx'> = {
       if (access.mode === 'loopback-open') {
         ctx.log.warn({ host }, 'dashboard has no credentials: served without login to requests from this machine only (set DASHBOARD_USER and DASHBOARD_PASSWORD)');
       } else if (access.mode === 'refused') {
-        ctx.log.error({ host }, 'dashboard DISABLED: no DASHBOARD_USER/DASHBOARD_PASSWORD and HTTP_HOST is not a loopback address; the operator pages (/dashboard, /ops, /imports, /therapist-imports, /daily) answer 403 until credentials are set');
+        const why = access.because === 'production' ? 'NODE_ENV=production' : 'HTTP_HOST is not a loopback address';
+        ctx.log.error({ host }, `dashboard DISABLED: no DASHBOARD_USER/DASHBOARD_PASSWORD and ${why}; the operator pages (/dashboard, /ops, /imports, /therapist-imports, /daily) answer 403 until credentials are set`);
       }
     },
     async stop(timeoutMs) {

@@ -690,6 +690,36 @@ describe('dashboard without credentials', () => {
     }
   });
 
+  it('is refused in production also on a loopback address: a proxy in front of the public unsubscribe links makes every request look local', async () => {
+    const q = testQueuePrefix();
+    const production = {
+      NODE_ENV: 'production', MAIL_DRIVER: 'resend', RESEND_API_KEY: 're_test', STORAGE_DRIVER: 'gcs', GCS_BUCKET: 'curavani-test-bucket',
+      UNSUBSCRIBE_SECRET: 's'.repeat(32), PUBLIC_BASE_URL: 'https://fleet.curavani.example',
+    };
+    const app = await startApp({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, HTTP_HOST: '127.0.0.1', ...production });
+    try {
+      // What nginx sends for `location / { proxy_pass http://127.0.0.1:<port>; }` (the public
+      // side of https://fleet.curavani.example): from 127.0.0.1, Host the proxied address, no X-Forwarded-For.
+      const nginx = { host: `127.0.0.1:${app.http.address()!.port}`, connection: 'close' };
+      const read = await rawRequest(`${app.base}/ops/api/dead-letters`, { headers: nginx });
+      expect(read.status).toBe(403);
+      expect(read.body).toContain('NODE_ENV=production');
+      expect((await rawRequest(`${app.base}/dashboard/api/queues`, { headers: nginx })).status).toBe(403);
+      expect((await rawRequest(`${app.base}/imports/api/failed`, { headers: nginx })).status).toBe(403);
+      const write = await rawRequest(`${app.base}/dashboard/api/queues/email/pause`, { method: 'PUT', headers: nginx });
+      expect(write.status).toBe(403);
+      expect(await app.ctx.queues.queue('email').isPaused()).toBe(false);
+      // The public routes work on.
+      expect((await rawRequest(`${app.base}/unsubscribe/1.garbage`, { headers: nginx })).status).toBe(404);
+      expect((await rawRequest(`${app.base}/health`, { headers: nginx })).status).toBe(200);
+      const line = app.logLines.find((l) => l.level === 50 && String(l.msg).startsWith('dashboard DISABLED'));
+      expect(String(line?.msg)).toContain('NODE_ENV=production');
+    } finally {
+      await app.stop();
+      await q.cleanup();
+    }
+  });
+
   it('is refused on a non-loopback address, with a page that says how to configure credentials', async () => {
     const q = testQueuePrefix();
     const app = await startApp({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, HTTP_HOST: '0.0.0.0' });
