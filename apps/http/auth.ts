@@ -116,6 +116,12 @@ DASHBOARD_PASSWORD=&lt;a long random secret&gt;</pre>
 }
 
 /**
+ * Headers a reverse proxy adds to say whom it forwards for: X-Forwarded-For and Forwarded, and
+ * also those of proxies set up without them (nginx with only `proxy_set_header X-Real-IP`, Via).
+ */
+const PROXY_HEADERS = ['x-forwarded-for', 'forwarded', 'x-real-ip', 'x-forwarded-host', 'x-forwarded-proto', 'via'] as const;
+
+/**
  * Guards the operator pages: basic auth with a timing-safe compare when credentials are
  * configured; without them, local requests addressed to a loopback name only when listening
  * on loopback; else 403.
@@ -136,7 +142,7 @@ export function requireDashboardAccess(access: DashboardAccess, log: Logger): Re
     if (access.mode === 'loopback-open') {
       // Defence in depth: a reverse proxy on this machine would make every request look
       // local. A forwarded request, or one from elsewhere, needs credentials.
-      const forwarded = req.headers['x-forwarded-for'] !== undefined || req.headers.forwarded !== undefined;
+      const forwarded = PROXY_HEADERS.some((h) => req.headers[h] !== undefined);
       if (forwarded || !isLoopbackHost(req.socket.remoteAddress ?? '')) {
         res.status(403).type('html').send(refusedPage('not-local'));
         return;

@@ -669,6 +669,10 @@ describe('dashboard without credentials', () => {
       const forwarded = await fetch(`${app.base}/dashboard`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
       expect(forwarded.status).toBe(403);
       expect(await forwarded.text()).toContain('came through a proxy');
+      // Also a proxy that says so only in other headers (nginx with just `proxy_set_header X-Real-IP $remote_addr`).
+      for (const [name, value] of [['x-real-ip', '203.0.113.9'], ['via', '1.1 proxy'], ['x-forwarded-proto', 'https'], ['x-forwarded-host', 'fleet.example']]) {
+        expect((await fetch(`${app.base}/ops/api/dead-letters`, { headers: { [name!]: value! } })).status, name).toBe(403);
+      }
       // A web page of another site that resolved its own name to 127.0.0.1 (DNS rebinding) is
       // same-origin to itself and local to the app: its Host header gives it away.
       const port = app.http.address()!.port;
