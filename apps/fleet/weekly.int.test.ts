@@ -4,7 +4,7 @@ import path from 'node:path';
 import PostalMime from 'postal-mime';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { defaultRepeatStrategy } from 'bullmq';
-import { sql } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import { loadConfig } from '../../libs/config/index.js';
 import { listAudit } from '../../libs/db/repositories/audit.js';
 import { patienten, platzsuche, therapeutAnfragePatient, therapeuten, therapeutenanfrage, type PatientStatus } from '../../libs/db/schema/index.js';
@@ -454,6 +454,59 @@ describe('weekly status emails', () => {
     expect(audit.find((a) => a.target === `patient/${page.id}`)?.details).toEqual({ via: 'unsubscribe-page' });
     // Both ways (mail client, the confirmation page's button) write the same event.
     expect(await optOutEvents()).toEqual([optOutEvent(mail.id), optOutEvent(page.id)]);
+  });
+});
+
+describe('unsubscribe undone', () => {
+  it('a patient who opted out by mistake opts back in from the page: audited, one event per change, forged tokens refused', async () => {
+    const p = await patient();
+    const http = httpComponent(ctx) as HttpComponent;
+    await start(http);
+    const base = `http://127.0.0.1:${http.address()!.port}`;
+    const token = signUnsubscribeToken(SECRET, p.id);
+    const form = { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '' };
+    const optedOut = async () => (await ctx.database.db.select({ o: patienten.weeklyUpdateOptOut }).from(patienten).where(eq(patienten.id, p.id)))[0]!.o;
+
+    const out = await fetch(`${base}/unsubscribe/${token}`, form);
+    const outPage = await out.text();
+    expect(outPage).toContain('Sie wurden abgemeldet');
+    // The confirmation offers the undo, posting to /unsubscribe/<token>/resubscribe (relative to the page).
+    const action = /<form method="post" action="([^"]+)">/.exec(outPage)?.[1];
+    expect(action).toBe(`${token}/resubscribe`);
+    const undoUrl = new URL(action!, `${base}/unsubscribe/${token}`).href;
+    expect(undoUrl).toBe(`${base}/unsubscribe/${token}/resubscribe`);
+    expect(await (await fetch(`${base}/unsubscribe/${token}`)).text()).toContain(`action="${token}/resubscribe"`);
+    expect(await optedOut()).toBe(true);
+
+    // GET changes nothing: it leads to the token's page.
+    const get = await fetch(undoUrl, { redirect: 'manual' });
+    expect(get.status).toBe(303);
+    expect(new URL(get.headers.get('location')!, undoUrl).href).toBe(`${base}/unsubscribe/${token}`);
+    expect(await optedOut()).toBe(true);
+
+    const sig = token.split('.')[1]!;
+    for (const forged of [`${p.id}.${sig.slice(0, -1)}${sig.endsWith('A') ? 'B' : 'A'}`, 'garbage']) {
+      expect((await fetch(`${base}/unsubscribe/${forged}/resubscribe`, form)).status).toBe(404);
+    }
+    expect(await optedOut()).toBe(true);
+
+    const back = await fetch(undoUrl, form);
+    expect(back.status).toBe(200);
+    expect(await back.text()).toContain('Sie erhalten den Zwischenstand wieder');
+    expect(await optedOut()).toBe(false);
+    expect((await fetch(undoUrl, form)).status).toBe(200); // a repeat changes nothing
+    const audit = (await listAudit(ctx.database.db)).filter((a) => a.target === `patient/${p.id}`);
+    expect(audit.map((a) => [a.action, a.details])).toEqual(
+      expect.arrayContaining([
+        ['weekly.opt-out', { via: 'unsubscribe-page' }],
+        ['weekly.opt-in', { via: 'unsubscribe-page' }],
+      ]),
+    );
+    expect(audit).toHaveLength(2);
+    // The platform learns of both changes; the repeat writes nothing.
+    expect(await optOutEvents()).toEqual([optOutEvent(p.id), optOutEvent(p.id)]);
+    // Opted in again, the page offers the opt-out again.
+    expect(await (await fetch(`${base}/unsubscribe/${token}`)).text()).toContain('Ja, abmelden');
   });
 });
 

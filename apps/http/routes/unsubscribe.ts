@@ -1,5 +1,5 @@
 import express, { Router, type Request, type Response } from 'express';
-import { optOutOfWeeklyUpdates, weeklyOptOutState } from '../../../libs/db/repositories/weekly-status.js';
+import { optBackInToWeeklyUpdates, optOutOfWeeklyUpdates, weeklyOptOutState } from '../../../libs/db/repositories/weekly-status.js';
 import { verifyUnsubscribeToken } from '../../../libs/weekly/unsubscribe-token.js';
 import { escapeHtml, html, type SafeHtml } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
@@ -13,6 +13,9 @@ import type { HttpRouteDeps, HttpRouteModule } from './types.js';
  *   and as a `patient.updated` event (optOutOfWeeklyUpdates); a repeat writes neither.
  * - GET /unsubscribe/:token: a small German page with a button that posts. GET never
  *   changes anything (link scanners open links).
+ * - POST /unsubscribe/:token/resubscribe: undoes the opt-out (a patient who clicked by
+ *   mistake): the pages of an opted-out patient offer it as a button. Audited as
+ *   `weekly.opt-in`, with the same event. GET on it shows the page of /unsubscribe/:token.
  * A forged or altered token gets 404 and changes nothing.
  */
 function germanPage(title: string, body: SafeHtml): string {
@@ -49,6 +52,19 @@ async function isOneClick(req: Request): Promise<boolean> {
   return (req.body as Record<string, unknown> | undefined)?.['List-Unsubscribe'] === 'One-Click';
 }
 
+/**
+ * The page of a patient who is opted out: what that means, and a button that undoes it
+ * (`resubscribe` relative to the page's own address, /unsubscribe/:token or its /resubscribe).
+ */
+function optedOutPage(heading: string, text: string, resubscribeAction: string, contact: string): string {
+  return germanPage(
+    'Abgemeldet',
+    html`<h1>${heading}</h1><p>${text}</p>
+<form method="post" action="${resubscribeAction}"><p class="muted">Aus Versehen abgemeldet?</p><button type="submit">Doch wieder erhalten</button></form>
+<p class="muted">Fragen? Schreiben Sie uns: <a href="mailto:${contact}">${contact}</a></p>`,
+  );
+}
+
 function noStore(res: Response): void {
   res.setHeader('Cache-Control', 'no-store');
 }
@@ -74,10 +90,10 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
       const state = patientId === null ? null : await weeklyOptOutState(ctx.database.db, patientId);
       if (patientId === null || state === null) return void res.status(404).type('html').send(invalid);
       if (state.optedOut) {
-        return void res.status(200).type('html').send(
-          germanPage('Abgemeldet', html`<h1>Sie sind bereits abgemeldet</h1><p>Sie erhalten keine wöchentlichen Zwischenstände mehr.</p>
-<p class="muted">Fragen? Schreiben Sie uns: <a href="mailto:${contact}">${contact}</a></p>`),
-        );
+        return void res
+          .status(200)
+          .type('html')
+          .send(optedOutPage('Sie sind bereits abgemeldet', 'Sie erhalten keine wöchentlichen Zwischenstände mehr.', `${String(req.params.token)}/resubscribe`, contact));
       }
       res.status(200).type('html').send(
         germanPage(
@@ -107,9 +123,45 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
       const r = await optOutOfWeeklyUpdates(ctx.database.db, patientId, { actor: `patient/${patientId}`, via: oneClick ? 'one-click' : 'unsubscribe-page' });
       if (!r.found) return void res.status(404).type('html').send(invalid);
       ctx.log.info({ patientId, changed: r.changed, oneClick }, 'weekly status opt-out');
+      res
+        .status(200)
+        .type('html')
+        .send(
+          optedOutPage(
+            'Sie wurden abgemeldet',
+            'Sie erhalten keine wöchentlichen Zwischenstände mehr. Bereits geplante Nachrichten werden nicht mehr versendet.',
+            `${String(req.params.token)}/resubscribe`,
+            contact,
+          ),
+        );
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  // GET never changes anything: the page of the token, with its buttons.
+  router.get('/:token/resubscribe', (req, res) => {
+    noStore(res);
+    res.redirect(303, `../${encodeURIComponent(String(req.params.token))}`);
+  });
+
+  router.post('/:token/resubscribe', ...forms, async (req, res, next) => {
+    try {
+      noStore(res);
+      const patientId = patientOf(req);
+      if (patientId === null) {
+        ctx.log.warn({ path: '/unsubscribe/resubscribe' }, 'resubscribe with an invalid token refused');
+        return void res.status(404).type('html').send(invalid);
+      }
+      const r = await optBackInToWeeklyUpdates(ctx.database.db, patientId, { actor: `patient/${patientId}`, via: 'unsubscribe-page' });
+      if (!r.found) return void res.status(404).type('html').send(invalid);
+      ctx.log.info({ patientId, changed: r.changed }, 'weekly status opt-out undone');
       res.status(200).type('html').send(
-        germanPage('Abgemeldet', html`<h1>Sie wurden abgemeldet</h1><p>Sie erhalten keine wöchentlichen Zwischenstände mehr. Bereits geplante Nachrichten werden nicht mehr versendet.</p>
-<p class="muted">Fragen? Schreiben Sie uns: <a href="mailto:${contact}">${contact}</a></p>`),
+        germanPage(
+          'Wieder angemeldet',
+          html`<h1>Sie erhalten den Zwischenstand wieder</h1><p>Ab der nächsten Woche schicken wir Ihnen wieder einmal pro Woche den Zwischenstand zu Ihrer Platzsuche.</p>
+<p class="muted">Abmelden können Sie sich jederzeit über den Link in jeder dieser E-Mails. Fragen? Schreiben Sie uns: <a href="mailto:${contact}">${contact}</a></p>`,
+        ),
       );
     } catch (err) {
       next(err);

@@ -317,17 +317,26 @@ export async function unwantedWeeklyDeliveries(
  * concurrent one (it waits for the row lock and then matches nothing), changes and writes
  * nothing and reports `changed: false`.
  */
-export async function optOutOfWeeklyUpdates(
-  db: Db,
-  patientId: number,
-  by: { actor: string; via: string },
-): Promise<{ found: boolean; changed: boolean }> {
+export function optOutOfWeeklyUpdates(db: Db, patientId: number, by: { actor: string; via: string }): Promise<{ found: boolean; changed: boolean }> {
+  return setWeeklyOptOut(db, patientId, true, by);
+}
+
+/**
+ * Undoes an opt-out (a patient who clicked by mistake, on the unsubscribe page): the same
+ * as `optOutOfWeeklyUpdates` the other way round, audited as `weekly.opt-in`. The emails
+ * resume with the next week not yet sent (one per patient per week still holds).
+ */
+export function optBackInToWeeklyUpdates(db: Db, patientId: number, by: { actor: string; via: string }): Promise<{ found: boolean; changed: boolean }> {
+  return setWeeklyOptOut(db, patientId, false, by);
+}
+
+async function setWeeklyOptOut(db: Db, patientId: number, optOut: boolean, by: { actor: string; via: string }): Promise<{ found: boolean; changed: boolean }> {
   return db.transaction(async (tx) => {
     const at = new Date();
     const updated = await tx
       .update(patienten)
-      .set({ weeklyUpdateOptOut: true, updatedAt: at })
-      .where(and(eq(patienten.id, patientId), eq(patienten.weeklyUpdateOptOut, false)))
+      .set({ weeklyUpdateOptOut: optOut, updatedAt: at })
+      .where(and(eq(patienten.id, patientId), eq(patienten.weeklyUpdateOptOut, !optOut)))
       .returning({ id: patienten.id });
     if (updated.length === 0) {
       const [exists] = await tx.select({ id: patienten.id }).from(patienten).where(eq(patienten.id, patientId));
@@ -335,7 +344,7 @@ export async function optOutOfWeeklyUpdates(
     }
     await recordAudit(tx, {
       actor: by.actor,
-      action: 'weekly.opt-out',
+      action: optOut ? 'weekly.opt-out' : 'weekly.opt-in',
       target: `patient/${patientId}`,
       details: { via: by.via },
     });
