@@ -159,7 +159,7 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
       res.status(200).type('html').send(
         germanPage(
           'Wieder angemeldet',
-          html`<h1>Sie erhalten den Zwischenstand wieder</h1><p>Ab der nächsten Woche schicken wir Ihnen wieder einmal pro Woche den Zwischenstand zu Ihrer Platzsuche.</p>
+          html`<h1>Sie erhalten den Zwischenstand wieder</h1><p>Wir schicken Ihnen wieder einmal pro Woche den Zwischenstand zu Ihrer Platzsuche.</p>
 <p class="muted">Abmelden können Sie sich jederzeit über den Link in jeder dieser E-Mails. Fragen? Schreiben Sie uns: <a href="mailto:${contact}">${contact}</a></p>`,
         ),
       );
