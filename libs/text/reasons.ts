@@ -16,7 +16,7 @@ export const unstorableTextDe: Record<string, string> = {
 /** A JSON string literal (a value quoted from a file), for use in a message's pattern. */
 export const QUOTED = String.raw`"(?:[^"\\]|\\.)*"`;
 
-/** Positions of `sep` in `text` outside JSON string literals (`"…"`, with `\"` escapes). */
+/** `text` split at each `sep` outside JSON string literals (`"…"`, with `\"` escapes), into at most `limit` parts. */
 function splitOutsideQuotes(text: string, sep: string, limit = Infinity): string[] {
   const parts: string[] = [];
   let start = 0;

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { therapistLine } from './fixtures.js';
 import { planFile } from './plan.js';
 import { reasonDe } from './reason-de.js';
-import { decodeScraperFile, FileFormatError, parseScraperFile } from './scraper-file.js';
+import { decodeScraperFile, FileFormatError, jsonErrors, parseScraperFile } from './scraper-file.js';
 
 /** Words of the parser's English messages; none may be left in a German reason (field paths hold none of them). */
 const ENGLISH = /\b(expected|got|missing|empty|longer|characters|not an|contains|cannot|line \d|column|same therapist|duplicate|none of them|is given|is not known|Invalid|Too|list|object|text|number|digits|import failed|abandoned|metadata not used|JSON input)\b|\((therapist|metadata|value)\)/;
@@ -95,6 +95,14 @@ describe('reasonDe', () => {
       // The technical cause of an internal failure stays as the system gave it.
       const own = de.replace(/^(Import nach allen Versuchen aufgegeben|Import abgebrochen): .*$/, '$1');
       expect(own, `${r}\n-> ${de}`).not.toMatch(ENGLISH);
+    }
+  });
+
+  it('words every JSON syntax error the parser can name, not only those the bad files above run into', () => {
+    for (const w of [...Object.values(jsonErrors), 'syntax error']) {
+      const de = reasonDe(`not valid JSON: line 1, column 1: ${w}`);
+      expect(de).toMatch(/^kein gültiges JSON: Zeile 1, Spalte 1: /);
+      expect(de).not.toContain(w);
     }
   });
 

@@ -188,7 +188,7 @@ export function decodeScraperFile(buf: Buffer): string {
 }
 
 /** jsonc-parser's error names (`printParseErrorCode`) in words. */
-const jsonErrors: Record<string, string> = {
+export const jsonErrors: Record<string, string> = {
   InvalidSymbol: 'unexpected character',
   InvalidNumberFormat: 'invalid number',
   PropertyNameExpected: 'property name (in double quotes) expected',
