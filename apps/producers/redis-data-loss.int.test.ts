@@ -4,14 +4,15 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
 import { silentLogger } from '../../libs/log/index.js';
-import { discardOne } from '../../libs/ops/dead-letters.js';
-import { listDeadLetters, schedulerStates } from '../../libs/queues/index.js';
+import { discardOne, requeueOne } from '../../libs/ops/dead-letters.js';
+import { listDeadLetters, schedulerStates, therapistImportJobId } from '../../libs/queues/index.js';
 import { openContext, type Component } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { deleteQueueKeys, testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
-import { therapistImportComponents, therapistImportRepo } from '../../workers/therapist-import/worker.js';
+import { emptyCounts } from '../../workers/therapist-import/report.js';
+import { restoreTherapistDeadLetters, therapistImportComponents, therapistImportRepo } from '../../workers/therapist-import/worker.js';
 import { fileBytes, objectNameFor, plainRegistration } from '../../workers/patient-import/fixtures.js';
 import { PREFIX, startImportHarness, until, type ImportHarness } from '../../workers/patient-import/int-harness.js';
 import { restoreDeadLetters, runPoll } from '../../workers/patient-import/worker.js';
@@ -146,6 +147,93 @@ describe('Redis comes back empty while therapist files wait in the queue', () =>
         return f && f.status === 'imported' ? f : null;
       }, 20_000, 'the file imported after its job was lost');
       expect(done.counts).toMatchObject({ created: 1, total: 1 });
+    } finally {
+      for (const w of workers.reverse()) await w.stop(5_000).catch(() => {});
+      await watcher.stop(5_000).catch(() => {});
+      await ctx.close();
+      await own.cleanup();
+      await rm(dropDir, { recursive: true, force: true });
+    }
+  });
+
+  it('the active scraper watcher gives files that failed their job their dead letters back: requeue imports, a discard stays discarded', async () => {
+    const own = testQueuePrefix();
+    const dropDir = await mkdtemp(path.join(tmpdir(), 'redis-loss-dlq-'));
+    const ctx = openContext(
+      loadConfig({
+        ...watcherTestEnv({ databaseUrl: database.url, redisUrl: TEST_REDIS_URL, queuePrefix: own.prefix, dropDir }),
+        SCRAPER_LEASE_CHECK_MS: '100',
+        SCHEDULE_CHECK_MS: '500',
+      }),
+      silentLogger(),
+    );
+    const db = ctx.database.db;
+    const ops = { db, queues: ctx.queues, hooks: deadLetterHooks };
+    const watcher = scraperWatcherComponent(ctx);
+    const workers = therapistImportComponents(ctx);
+    /** A file's row as the import leaves it when it gives up (out of retries) or when the file cannot be read. */
+    const fail = (id: number, errorCode: string, reason: string) =>
+      therapistImportRepo.finishFile(db, id, {
+        status: 'failed',
+        reason,
+        counts: { ...emptyCounts(), fileErrors: 1 },
+        fileErrors: [reason],
+        metadataDisagreements: [],
+        failures: [],
+        statusMismatches: [],
+        replacedCorrections: [],
+        finishedAt: new Date(),
+        durationMs: 5,
+        errorCode,
+      });
+    const deadLetterIds = async () => (await listDeadLetters(ctx.queues, { queue: 'therapist-import' })).map((d) => d.id).sort();
+    const dlqIdOf = (f: { id: number; contentHash: string | null }) => therapistImportJobId(f.contentHash!, f.id).replaceAll(':', '.');
+    try {
+      await watcher.start();
+      // No import worker: the watcher registers the files and they wait.
+      for (const [name, id] of [['52074.json', 'gone1'], ['52075.json', 'gone2'], ['52076.json', 'gone3']] as const) {
+        await writeFile(path.join(dropDir, name), scraperFile([therapistLine({ id, plz: name.slice(0, 5) })]));
+      }
+      const rows = await until(async () => {
+        const fs = (await therapistImportRepo.listFiles(db)).filter((f) => f.status === 'queued' && f.path.startsWith('5207'));
+        return fs.length === 3 ? fs.sort((a, b) => a.path.localeCompare(b.path)) : null;
+      }, 20_000, 'the three files queued');
+      const [gaveUp, unreadable, discarded] = rows as [(typeof rows)[0], (typeof rows)[0], (typeof rows)[0]];
+      await fail(gaveUp.id, 'gave_up', 'import failed after retries: database error: connection terminated');
+      await fail(unreadable.id, 'file_unreadable', `file ${unreadable.path}: not valid JSON: the file is empty`);
+      await fail(discarded.id, 'worker_died', 'import abandoned: job stalled more than allowable limit');
+      // A file imported by hand (a run of its own) failed in the operator's terminal: it never had a dead letter.
+      const cliRun = await therapistImportRepo.openRun(db, 'cli', 'sealed');
+      const { file: byHand } = await therapistImportRepo.registerFile(db, { runId: cliRun, path: '/tmp/52077.json', postcode: '52077', dateFolder: null, urgent: false, contentHash: 'c'.repeat(64), sizeBytes: 10 });
+      await fail(byHand.id, 'gave_up', 'import failed after retries: database error: connection terminated');
+
+      // Redis loses everything of this fleet: the dead letters of the two job failures are gone.
+      await deleteQueueKeys(own.prefix);
+      expect(await deadLetterIds()).toEqual([]);
+      await until(async () => (await deadLetterIds()).length === 2, 20_000, 'the two dead letters restored by the watcher');
+      expect(await deadLetterIds()).toEqual([dlqIdOf(gaveUp), dlqIdOf(discarded)].sort());
+      const entry = (await listDeadLetters(ctx.queues, { queue: 'therapist-import' })).find((d) => d.id === dlqIdOf(gaveUp))!;
+      expect(entry).toMatchObject({ originalQueue: 'therapist-import', data: { fileId: gaveUp.id }, code: 'gave_up', reason: 'import failed after retries: database error: connection terminated' });
+
+      // The operator discards one: the file stays failed, marked, and its dead letter is not restored again.
+      await discardOne(ops, dlqIdOf(discarded), { actor: 'test', reason: 'the scraper writes the area again next week' });
+      const after = await therapistImportRepo.getFile(db, discarded.id);
+      expect(after).toMatchObject({ status: 'failed', errorCode: 'worker_died' });
+      expect(after!.deadLetterDiscardedAt).toBeInstanceOf(Date);
+      await deleteQueueKeys(own.prefix);
+      await until(async () => (await deadLetterIds()).length === 1, 20_000, 'the undiscarded dead letter restored again');
+      expect(await restoreTherapistDeadLetters(ctx)).toBe(0);
+      expect(await deadLetterIds()).toEqual([dlqIdOf(gaveUp)]);
+
+      // The other is requeued: the file is imported as any requeued file.
+      await requeueOne(ops, dlqIdOf(gaveUp), { actor: 'test', reason: 'the database is back' });
+      for (const w of workers) await w.start();
+      const done = await until(async () => {
+        const f = await therapistImportRepo.getFile(db, gaveUp.id);
+        return f && f.status === 'imported' ? f : null;
+      }, 20_000, 'the requeued file imported');
+      expect(done).toMatchObject({ errorCode: null, counts: { created: 1, total: 1 } });
+      expect(await restoreTherapistDeadLetters(ctx)).toBe(0);
     } finally {
       for (const w of workers.reverse()) await w.stop(5_000).catch(() => {});
       await watcher.stop(5_000).catch(() => {});

@@ -13,6 +13,7 @@ import {
   enqueueFreshTherapistFiles,
   enqueueTherapistFile,
   FileTooLargeError,
+  restoreTherapistDeadLetters,
   sha256OfFile,
   therapistImportMetrics,
   tooLargeReason,
@@ -748,7 +749,8 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   /**
    * Every SCHEDULE_CHECK_MS, by the active watcher: files registered but not finished are offered
    * to the queue again (a no-op for those whose job is there). Redis restarted without its data
-   * loses their jobs, and the rows would wait as `queued` until the next start's catch-up.
+   * loses their jobs, and the rows would wait as `queued` until the next start's catch-up; and
+   * the dead letters of failed files, which `restoreTherapistDeadLetters` gives back.
    */
   let lastReoffer = Date.now();
   // Off the lease checks' chain: a silent Redis must not hold up the lease (and a take-over).
@@ -758,6 +760,9 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     lastReoffer = Date.now();
     try {
       for (const f of await repo.unfinishedFiles(db)) await enqueueTherapistFile(ctx, f);
+      // Failed files whose dead letter Redis lost (restarted without its data) get it back.
+      const restored = await restoreTherapistDeadLetters(ctx);
+      if (restored) log.warn({ restored }, 'scraper watcher: dead letters of failed therapist files were missing (Redis lost its data?) and are back (fleet dlq list)');
     } catch (err) {
       log.warn({ err }, 'scraper watcher: offering unfinished files to the queue again failed; trying again later');
     }

@@ -408,6 +408,7 @@ async function finishWithoutImport(
     replacedCorrections: [],
     finishedAt: now,
     durationMs: Math.round(performance.now() - started),
+    errorCode: o.code,
   };
   await deps.store.transaction(async (tx) => {
     await tx.finishFile(file.id, outcome);

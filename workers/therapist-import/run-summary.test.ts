@@ -27,6 +27,8 @@ function file(id: number, over: Partial<TherapistImportFileRow>): TherapistImpor
     startedAt: new Date('2026-12-03T14:00:01Z'),
     finishedAt: new Date('2026-12-03T14:00:02Z'),
     durationMs: 40,
+    errorCode: null,
+    deadLetterDiscardedAt: null,
     ...over,
   };
 }

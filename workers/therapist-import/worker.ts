@@ -4,7 +4,7 @@ import type { Job } from 'bullmq';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
 import { PermanentError } from '../../libs/errors/index.js';
-import { catalog, describeZodError, jobOptionsFor, therapistImportJobId, withAbandoned, type Handlers } from '../../libs/queues/index.js';
+import { catalog, describeZodError, jobOptionsFor, listDeadLetters, restoreDeadLetter, therapistImportJobId, withAbandoned, type Handlers } from '../../libs/queues/index.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import {
   closeRunIfDrained,
@@ -177,13 +177,54 @@ export async function importTherapistFileNow(ctx: FleetContext, filePath: string
   return processTherapistFile({ fileId }, therapistImportDeps(ctx), { isFinalAttempt: true });
 }
 
-/** Dead-letter bookkeeping: requeue puts the file back to `queued`; discard leaves it `failed`. */
+/**
+ * Dead-letter bookkeeping: requeue puts the file back to `queued`; discard leaves it `failed`,
+ * marked as discarded (its dead letter is not restored after Redis lost its data).
+ */
 export const therapistImportDeadLetterHook: DeadLetterHook = {
   async onRequeue(payload, db) {
     const fileId = (payload as { fileId?: unknown }).fileId;
     if (typeof fileId === 'number') await repo.requeueFile(db, fileId);
   },
+  async onDiscard(payload, db) {
+    const fileId = (payload as { fileId?: unknown }).fileId;
+    if (typeof fileId === 'number') await repo.markDeadLetterDiscarded(db, fileId, new Date());
+  },
 };
+
+/**
+ * Files that failed their job wait for an operator through their dead letter. When Redis
+ * restarted without its data, the dead letters are gone while the files still say failed:
+ * `fleet dlq` and /ops would offer nothing to requeue or discard. Each such file gets its dead
+ * letter back (the reason the file's row holds: the job's error, no values from the file),
+ * checked under the entry's lock against the row as it is then. Files an operator discarded
+ * stay without. The watcher runs this every SCHEDULE_CHECK_MS; the usual case costs one query
+ * (and one listing of the dead letters when files wait).
+ */
+export async function restoreTherapistDeadLetters(ctx: FleetContext): Promise<number> {
+  const db = ctx.database.db;
+  const files = await repo.filesAwaitingOperator(db);
+  if (!files.length) return 0;
+  const present = new Set((await listDeadLetters(ctx.queues, { queue: 'therapist-import' })).map((d) => d.id));
+  let restored = 0;
+  for (const f of files) {
+    const jobId = therapistImportJobId(f.contentHash ?? 'none', f.id);
+    if (present.has(jobId.replaceAll(':', '.'))) continue;
+    const entry = {
+      originalQueue: 'therapist-import',
+      originalJobId: jobId,
+      name: 'therapist-import',
+      data: { fileId: f.id },
+      reason: f.reason ?? `file ${f.id}: failed (fleet imports show ${f.id} --kind therapist)`,
+      code: f.errorCode,
+      attemptsMade: f.attempts,
+      enqueuedAt: null,
+      failedAt: (f.finishedAt ?? f.discoveredAt).toISOString(),
+    };
+    if (await restoreDeadLetter(ctx.queues, entry, () => repo.fileAwaitsOperator(db, f.id))) restored++;
+  }
+  return restored;
+}
 
 export { repo as therapistImportRepo };
 

@@ -169,7 +169,8 @@ function claimQuery(sql: postgres.Sql | postgres.ReservedSql, id: number, now: D
     update fleet.therapist_import_files set status = 'importing', started_at = ${now.toISOString()}::timestamptz, attempts = attempts + 1
     where id = ${id} and status in ('queued', 'importing') ${matches}
     returning id::text, run_id::text, path, postcode, date_folder, urgent, content_hash, size_bytes::text, stat_key, status, reason, file_errors,
-      metadata_disagreements, failures, status_mismatches, replaced_corrections, counts, attempts, discovered_at, started_at, finished_at, duration_ms`;
+      metadata_disagreements, failures, status_mismatches, replaced_corrections, counts, attempts, discovered_at, started_at, finished_at, duration_ms,
+      error_code, dead_letter_discarded_at`;
 }
 
 /** The claimed row as `getFile` reads it (a test compares them). */
@@ -201,6 +202,8 @@ function claimedRow(r: Record<string, unknown> | undefined): TherapistImportFile
     startedAt: date(r.started_at),
     finishedAt: date(r.finished_at),
     durationMs: r.duration_ms,
+    errorCode: r.error_code,
+    deadLetterDiscardedAt: date(r.dead_letter_discarded_at),
   } as TherapistImportFileRow;
 }
 

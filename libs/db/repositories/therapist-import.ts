@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, inArray, isNotNull, lte, ne, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, isNotNull, isNull, lte, ne, sql } from 'drizzle-orm';
 import { alias } from 'drizzle-orm/pg-core';
 import type { Db, DbOrTx, Tx } from '../client.js';
 import {
@@ -230,6 +230,8 @@ export interface FileOutcome {
   replacedCorrections: ReplacedCorrection[];
   finishedAt: Date;
   durationMs: number;
+  /** A file not imported: why, as a code (see the column). */
+  errorCode?: string | null;
 }
 
 export async function finishFile(db: DbOrTx, id: number, o: FileOutcome): Promise<void> {
@@ -240,8 +242,49 @@ export async function finishFile(db: DbOrTx, id: number, o: FileOutcome): Promis
 export async function requeueFile(db: DbOrTx, id: number): Promise<void> {
   await db
     .update(therapistImportFiles)
-    .set({ status: 'queued', reason: null })
+    .set({ status: 'queued', reason: null, errorCode: null })
     .where(and(eq(therapistImportFiles.id, id), inArray(therapistImportFiles.status, ['failed', 'importing', 'queued'])));
+}
+
+/** Dead-letter discard: the file stays `failed`, marked so that its dead letter is not restored. */
+export async function markDeadLetterDiscarded(db: DbOrTx, id: number, at: Date): Promise<void> {
+  await db
+    .update(therapistImportFiles)
+    .set({ deadLetterDiscardedAt: at })
+    .where(and(eq(therapistImportFiles.id, id), eq(therapistImportFiles.status, 'failed')));
+}
+
+/** The job's failures (`gave_up`, `worker_died`) a dead letter stands for. */
+export const DEAD_LETTER_CODES = ['gave_up', 'worker_died'] as const;
+
+/**
+ * Files waiting for an operator through a dead letter: failed by their job, not discarded,
+ * picked up by the watcher (a CLI import fails in the operator's terminal and has none).
+ */
+export async function filesAwaitingOperator(db: DbOrTx): Promise<Array<Pick<TherapistImportFileRow, 'id' | 'contentHash' | 'reason' | 'errorCode' | 'attempts' | 'finishedAt' | 'discoveredAt'>>> {
+  const f = therapistImportFiles;
+  return db
+    .select({ id: f.id, contentHash: f.contentHash, reason: f.reason, errorCode: f.errorCode, attempts: f.attempts, finishedAt: f.finishedAt, discoveredAt: f.discoveredAt })
+    .from(f)
+    .innerJoin(therapistImportRuns, eq(therapistImportRuns.id, f.runId))
+    .where(and(eq(f.status, 'failed'), inArray(f.errorCode, [...DEAD_LETTER_CODES]), isNull(f.deadLetterDiscardedAt), eq(therapistImportRuns.trigger, 'watcher')))
+    .orderBy(f.id);
+}
+
+/** Whether the file still waits for an operator (restoring its dead letter asks again under the entry's lock). */
+export async function fileAwaitsOperator(db: DbOrTx, id: number): Promise<boolean> {
+  const [row] = await db
+    .select({ id: therapistImportFiles.id })
+    .from(therapistImportFiles)
+    .where(
+      and(
+        eq(therapistImportFiles.id, id),
+        eq(therapistImportFiles.status, 'failed'),
+        inArray(therapistImportFiles.errorCode, [...DEAD_LETTER_CODES]),
+        isNull(therapistImportFiles.deadLetterDiscardedAt),
+      ),
+    );
+  return row !== undefined;
 }
 
 export interface FileListFilter {

@@ -122,6 +122,15 @@ export const therapistImportFiles = fleet.table(
     startedAt: ts('started_at'),
     finishedAt: ts('finished_at'),
     durationMs: integer('duration_ms'),
+    /**
+     * Why a file was not imported, as a code (`gave_up`: out of retries, `worker_died`: abandoned
+     * by BullMQ, `file_unreadable`, `file_missing`, ...); null for an imported or partial file.
+     * `gave_up` and `worker_died` are the job's failures: their file waits for an operator
+     * through a dead letter (restored after Redis lost it, unless `deadLetterDiscardedAt`).
+     */
+    errorCode: text('error_code'),
+    /** When an operator discarded the file's dead letter (it stays `failed`, with nothing more to do). */
+    deadLetterDiscardedAt: ts('dead_letter_discarded_at'),
   },
   (t) => [
     // A content hash is imported once: one live row per hash (skipped rows aside).
