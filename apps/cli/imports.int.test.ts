@@ -166,3 +166,31 @@ describe('fleet imports show of a registration that is being retried', () => {
     }
   });
 });
+
+describe('a therapist file that failed its job', () => {
+  it('shows its error code and whether its dead letter waits or was discarded', { timeout: 90_000 }, async () => {
+    const run = await therapistImportRepo.openRun(db.db, 'watcher', 'sealed');
+    const { file } = await therapistImportRepo.registerFile(db.db, { runId: run, path: '52080.json', postcode: '52080', dateFolder: null, urgent: false, contentHash: 'f'.repeat(64), sizeBytes: 10 });
+    const reason = 'import failed after retries: database error: connection terminated';
+    await therapistImportRepo.finishFile(db.db, file.id, {
+      status: 'failed',
+      reason,
+      counts: null,
+      fileErrors: [reason],
+      metadataDisagreements: [],
+      failures: [],
+      statusMismatches: [],
+      replacedCorrections: [],
+      finishedAt: new Date(),
+      durationMs: 3,
+      errorCode: 'gave_up',
+    });
+    const waiting = await fleet('imports', 'show', String(file.id), '--kind', 'therapist');
+    expect(waiting.code).toBe(0);
+    expect(waiting.stdout).toContain('error code: gave_up');
+    expect(waiting.stdout).toContain('dead letter: waiting for an operator (fleet dlq list --queue therapist-import');
+    await therapistImportRepo.markDeadLetterDiscarded(db.db, file.id, new Date('2026-12-06T12:00:00Z'));
+    const discarded = await fleet('imports', 'show', String(file.id), '--kind', 'therapist');
+    expect(discarded.stdout).toContain('dead letter: discarded 2026-12-06T12:00:00Z (nothing more to do');
+  });
+});

@@ -90,6 +90,15 @@ importKinds.therapist = {
       `started: ${isoSeconds(r.startedAt) ?? '–'}`,
       `finished: ${isoSeconds(r.finishedAt) ?? '–'}`,
     ];
+    if (r.errorCode) extra.push(`error code: ${r.errorCode}`);
+    // What an operator can still do about a file that failed its job (its dead letter).
+    if (r.status === 'failed' && (r.errorCode === 'gave_up' || r.errorCode === 'worker_died')) {
+      extra.push(
+        r.deadLetterDiscardedAt
+          ? `dead letter: discarded ${isoSeconds(r.deadLetterDiscardedAt)} (nothing more to do; a changed file is imported as a file of its own)`
+          : `dead letter: waiting for an operator (fleet dlq list --queue therapist-import; requeue once the cause is fixed, or discard)`,
+      );
+    }
     return { text: `${fileReportText(reportOf(r))}\n${extra.join('\n')}`, json: r };
   },
 };
