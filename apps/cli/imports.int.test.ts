@@ -12,7 +12,7 @@ import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { fileBytes, plainRegistration } from '../../workers/patient-import/fixtures.js';
 import { until } from '../../workers/patient-import/int-harness.js';
-import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
+import { notImportedOutcome, scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
 import { therapistImportRepo } from '../../workers/therapist-import/worker.js';
 import { runCli } from './run-cli.js';
 
@@ -172,19 +172,7 @@ describe('a therapist file that failed its job', () => {
     const run = await therapistImportRepo.openRun(db.db, 'watcher', 'sealed');
     const { file } = await therapistImportRepo.registerFile(db.db, { runId: run, path: '52080.json', postcode: '52080', dateFolder: null, urgent: false, contentHash: 'f'.repeat(64), sizeBytes: 10 });
     const reason = 'import failed after retries: database error: connection terminated';
-    await therapistImportRepo.finishFile(db.db, file.id, {
-      status: 'failed',
-      reason,
-      counts: null,
-      fileErrors: [reason],
-      metadataDisagreements: [],
-      failures: [],
-      statusMismatches: [],
-      replacedCorrections: [],
-      finishedAt: new Date(),
-      durationMs: 3,
-      errorCode: 'gave_up',
-    });
+    await therapistImportRepo.finishFile(db.db, file.id, notImportedOutcome('gave_up', reason));
     const waiting = await fleet('imports', 'show', String(file.id), '--kind', 'therapist');
     expect(waiting.code).toBe(0);
     expect(waiting.stdout).toContain('error code: gave_up');

@@ -10,8 +10,7 @@ import { openContext, type Component } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { deleteQueueKeys, testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
-import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
-import { emptyCounts } from '../../workers/therapist-import/report.js';
+import { notImportedOutcome, scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
 import { restoreTherapistDeadLetters, therapistImportComponents, therapistImportRepo } from '../../workers/therapist-import/worker.js';
 import { fileBytes, objectNameFor, plainRegistration } from '../../workers/patient-import/fixtures.js';
 import { PREFIX, startImportHarness, until, type ImportHarness } from '../../workers/patient-import/int-harness.js';
@@ -120,18 +119,31 @@ describe('Redis comes back empty while the fleet runs', () => {
   });
 });
 
+/** A scraper watcher's context of its own (queue prefix, drop folder), checking its lease and its schedule often. */
+async function watcherSetup() {
+  const own = testQueuePrefix();
+  const dropDir = await mkdtemp(path.join(tmpdir(), 'redis-loss-scraper-'));
+  const ctx = openContext(
+    loadConfig({
+      ...watcherTestEnv({ databaseUrl: database.url, redisUrl: TEST_REDIS_URL, queuePrefix: own.prefix, dropDir }),
+      SCRAPER_LEASE_CHECK_MS: '100',
+      SCHEDULE_CHECK_MS: '500',
+    }),
+    silentLogger(),
+  );
+  /** Stops the components, closes the context and removes its keys and folder. */
+  const teardown = async (components: Component[]) => {
+    for (const c of components) await c.stop(5_000).catch(() => {});
+    await ctx.close();
+    await own.cleanup();
+    await rm(dropDir, { recursive: true, force: true });
+  };
+  return { own, dropDir, ctx, teardown };
+}
+
 describe('Redis comes back empty while therapist files wait in the queue', () => {
   it('the active scraper watcher offers the unfinished files again: they are imported without a restart', async () => {
-    const own = testQueuePrefix();
-    const dropDir = await mkdtemp(path.join(tmpdir(), 'redis-loss-scraper-'));
-    const ctx = openContext(
-      loadConfig({
-        ...watcherTestEnv({ databaseUrl: database.url, redisUrl: TEST_REDIS_URL, queuePrefix: own.prefix, dropDir }),
-        SCRAPER_LEASE_CHECK_MS: '100',
-        SCHEDULE_CHECK_MS: '500',
-      }),
-      silentLogger(),
-    );
+    const { own, dropDir, ctx, teardown } = await watcherSetup();
     const watcher = scraperWatcherComponent(ctx);
     const workers = therapistImportComponents(ctx);
     try {
@@ -148,44 +160,18 @@ describe('Redis comes back empty while therapist files wait in the queue', () =>
       }, 20_000, 'the file imported after its job was lost');
       expect(done.counts).toMatchObject({ created: 1, total: 1 });
     } finally {
-      for (const w of workers.reverse()) await w.stop(5_000).catch(() => {});
-      await watcher.stop(5_000).catch(() => {});
-      await ctx.close();
-      await own.cleanup();
-      await rm(dropDir, { recursive: true, force: true });
+      await teardown([...workers.reverse(), watcher]);
     }
   });
 
   it('the active scraper watcher gives files that failed their job their dead letters back: requeue imports, a discard stays discarded', async () => {
-    const own = testQueuePrefix();
-    const dropDir = await mkdtemp(path.join(tmpdir(), 'redis-loss-dlq-'));
-    const ctx = openContext(
-      loadConfig({
-        ...watcherTestEnv({ databaseUrl: database.url, redisUrl: TEST_REDIS_URL, queuePrefix: own.prefix, dropDir }),
-        SCRAPER_LEASE_CHECK_MS: '100',
-        SCHEDULE_CHECK_MS: '500',
-      }),
-      silentLogger(),
-    );
+    const { own, dropDir, ctx, teardown } = await watcherSetup();
     const db = ctx.database.db;
     const ops = { db, queues: ctx.queues, hooks: deadLetterHooks };
     const watcher = scraperWatcherComponent(ctx);
     const workers = therapistImportComponents(ctx);
     /** A file's row as the import leaves it when it gives up (out of retries) or when the file cannot be read. */
-    const fail = (id: number, errorCode: string, reason: string) =>
-      therapistImportRepo.finishFile(db, id, {
-        status: 'failed',
-        reason,
-        counts: { ...emptyCounts(), fileErrors: 1 },
-        fileErrors: [reason],
-        metadataDisagreements: [],
-        failures: [],
-        statusMismatches: [],
-        replacedCorrections: [],
-        finishedAt: new Date(),
-        durationMs: 5,
-        errorCode,
-      });
+    const fail = (id: number, errorCode: string, reason: string) => therapistImportRepo.finishFile(db, id, notImportedOutcome(errorCode, reason));
     const deadLetterIds = async () => (await listDeadLetters(ctx.queues, { queue: 'therapist-import' })).map((d) => d.id).sort();
     const dlqIdOf = (f: { id: number; contentHash: string | null }) => therapistImportJobId(f.contentHash!, f.id).replaceAll(':', '.');
     try {
@@ -235,11 +221,7 @@ describe('Redis comes back empty while therapist files wait in the queue', () =>
       expect(done).toMatchObject({ errorCode: null, counts: { created: 1, total: 1 } });
       expect(await restoreTherapistDeadLetters(ctx)).toBe(0);
     } finally {
-      for (const w of workers.reverse()) await w.stop(5_000).catch(() => {});
-      await watcher.stop(5_000).catch(() => {});
-      await ctx.close();
-      await own.cleanup();
-      await rm(dropDir, { recursive: true, force: true });
+      await teardown([...workers.reverse(), watcher]);
     }
   });
 });

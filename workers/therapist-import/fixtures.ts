@@ -1,3 +1,4 @@
+import type { FileOutcome } from '../../libs/db/repositories/therapist-import.js';
 /** Builders of scraper files for tests and the benchmark (DOMAIN.md section 2 format). */
 
 export interface TherapistLine {
@@ -106,4 +107,21 @@ export function everyOutcomeFile(): string {
     ],
     { total_therapists: 5 },
   );
+}
+
+/** A file's outcome as the import records it when the file is not imported (`errorCode` `gave_up`: out of retries). */
+export function notImportedOutcome(errorCode: string, reason: string): FileOutcome {
+  return {
+    status: 'failed',
+    reason,
+    counts: null,
+    fileErrors: [reason],
+    metadataDisagreements: [],
+    failures: [],
+    statusMismatches: [],
+    replacedCorrections: [],
+    finishedAt: new Date(),
+    durationMs: 3,
+    errorCode,
+  };
 }
