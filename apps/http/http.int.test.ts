@@ -538,6 +538,14 @@ describe('http app with dashboard credentials', () => {
       await app.ctx.database.sql`update fleet.therapist_import_files set replaced_corrections = ${JSON.stringify([{ index: 1, externalId: 'p2', therapistId: 77, fields: ['telefon', 'email'] }])}::jsonb where id = ${report.fileId}`;
       const withCorrections = (await get(`/therapist-imports/files/${report.fileId}`)).text.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ');
       expect(withCorrections).toMatch(/Staff corrections replaced by the scraper \(1\) .* therapists\[1\] p2 77 telefon , email/);
+      expect(withCorrections).not.toContain('dead letter');
+      // A file that failed its job: its dead letter waits on /ops, or was discarded.
+      await app.ctx.database.sql`update fleet.therapist_import_files set status = 'failed', error_code = 'gave_up' where id = ${report.fileId}`;
+      const failedJob = await get(`/therapist-imports/files/${report.fileId}`);
+      expect(failedJob.text).toContain('<tr><th>error code</th><td><code>gave_up</code></td></tr>');
+      expect(failedJob.text).toContain('<tr><th>dead letter</th><td>waiting for an operator: requeue once the cause is fixed, or discard, on <a href="/ops">/ops</a></td></tr>');
+      await app.ctx.database.sql`update fleet.therapist_import_files set dead_letter_discarded_at = now() where id = ${report.fileId}`;
+      expect((await get(`/therapist-imports/files/${report.fileId}`)).text).toMatch(/<tr><th>dead letter<\/th><td>discarded .+: nothing more to do<\/td><\/tr>/);
 
       const json = (await (await fetch(`${app.base}/therapist-imports/api/files/${report.fileId}`, { headers: { authorization: AUTH } })).json()) as { counts: Record<string, number> };
       const c = json.counts;

@@ -92,9 +92,10 @@ importKinds.therapist = {
     ];
     if (r.errorCode) extra.push(`error code: ${r.errorCode}`);
     // What an operator can still do about a file that failed its job (its dead letter).
-    if (r.status === 'failed' && (r.errorCode === 'gave_up' || r.errorCode === 'worker_died')) {
+    const deadLetter = repo.deadLetterStateOf(r);
+    if (deadLetter) {
       extra.push(
-        r.deadLetterDiscardedAt
+        deadLetter === 'discarded'
           ? `dead letter: discarded ${isoSeconds(r.deadLetterDiscardedAt)} (nothing more to do; a changed file is imported as a file of its own)`
           : `dead letter: waiting for an operator (fleet dlq list --queue therapist-import; requeue once the cause is fixed, or discard)`,
       );

@@ -136,6 +136,7 @@ ${files.length
       const row = await fileOf(req);
       if (!row) return notFound(res, `There is no therapist import file ${req.params.id}.`);
       const r = reportOf(row);
+      const deadLetter = repo.deadLetterStateOf(row);
       const ext = (externalId: string | null | undefined) => (externalId ? html`<code>${externalId}</code>` : html`<span class="muted">none</span>`);
       const body = html`<p class="muted"><a href="/therapist-imports">Therapist imports</a>${r.runId ? html` › <a href="/therapist-imports/runs/${r.runId}">run ${r.runId}</a>` : ''} › file ${r.fileId}</p>
 <h1><code>${r.path}</code></h1>
@@ -175,6 +176,9 @@ ${wide(html`<table><thead><tr><th>Entry</th><th>External id</th><th>Therapist</t
 <tr><th>discovered</th><td>${when(row.discoveredAt)}</td></tr>
 <tr><th>started</th><td>${when(row.startedAt) || '–'}</td></tr>
 <tr><th>finished</th><td>${when(row.finishedAt) || '–'}</td></tr>
+${row.errorCode ? html`<tr><th>error code</th><td><code>${row.errorCode}</code></td></tr>` : ''}
+${deadLetter === 'waiting' ? html`<tr><th>dead letter</th><td>waiting for an operator: requeue once the cause is fixed, or discard, on <a href="/ops">/ops</a></td></tr>` : ''}
+${deadLetter === 'discarded' ? html`<tr><th>dead letter</th><td>discarded ${when(row.deadLetterDiscardedAt)}: nothing more to do</td></tr>` : ''}
 </tbody></table>`;
       res.type('html').send(page(`Therapist import file ${r.fileId} · Curavani Fleet`, body, { nav: true }));
     });

@@ -257,6 +257,12 @@ export async function markDeadLetterDiscarded(db: DbOrTx, id: number, at: Date):
 /** The job's failures (`gave_up`, `worker_died`) a dead letter stands for. */
 export const DEAD_LETTER_CODES = ['gave_up', 'worker_died'] as const;
 
+/** Where a file that failed its job stands with its dead letter; null for any other file. */
+export function deadLetterStateOf(f: Pick<TherapistImportFileRow, 'status' | 'errorCode' | 'deadLetterDiscardedAt'>): 'waiting' | 'discarded' | null {
+  if (f.status !== 'failed' || !DEAD_LETTER_CODES.includes(f.errorCode as (typeof DEAD_LETTER_CODES)[number])) return null;
+  return f.deadLetterDiscardedAt ? 'discarded' : 'waiting';
+}
+
 /**
  * Files waiting for an operator through a dead letter: failed by their job, not discarded,
  * picked up by the watcher (a CLI import fails in the operator's terminal and has none).
