@@ -11,7 +11,7 @@ export function registerStatus(program: Command): void {
   program
     .command('status')
     .description('job counts per queue and state, dead letters waiting for an operator, paused queues, the schedules\' next runs, and which process publishes events and which watches the scraper folder')
-    .option('--json', 'print JSON')
+    .option('--json', 'print the per-queue counts (dead letters included) as JSON; schedules and paused queues: fleet daily --json')
     .action(async (opts: { json?: boolean }) => {
       await withContext(async (ctx) => {
         const rows = [];
