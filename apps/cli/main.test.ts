@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createServer, type Socket } from 'node:net';
@@ -122,6 +122,28 @@ describe('fleet start and fleet migrate with PostgreSQL down', () => {
       }
     },
   );
+});
+
+describe('fleet start --only with no role in it', () => {
+  // `fleet start --only "$ROLES"` with the variable empty started every role (polling, watching,
+  // sending) where one was meant: bad usage, refused before anything connects.
+  it.each([[''], [' , ']])('fleet start --only %j is bad usage: exit 2, nothing started', { timeout: 60_000 }, async (only) => {
+    const port = await freePort();
+    const dir = await mkdtemp(path.join(tmpdir(), 'fleet-start-only-empty-'));
+    try {
+      const folders = Object.fromEntries(['BACKUP_DIR', 'FAILED_DIR', 'MAIL_OUTBOX_DIR', 'LOCAL_BUCKET_DIR', 'SCRAPER_DROP_DIR'].map((v) => [v, path.join(dir, v)]));
+      await Promise.all(Object.values(folders).map((f) => mkdir(f)));
+      const r = await runCli(
+        ['start', '--only', only],
+        { LOG_LEVEL: 'warn', LOG_PRETTY: 'false', DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nowhere`, REDIS_URL: `redis://127.0.0.1:${port}`, HTTP_PORT: '0', ...folders },
+        { timeoutMs: 45_000 },
+      );
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/^fleet: --only names no role; known roles: .*scraper-watcher.*\n$/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('a database older than the CLI (not migrated yet)', () => {

@@ -39,4 +39,10 @@ describe('roles', () => {
     expect(() => resolveRoles('email,mailer')).toThrow(UnknownRoleError);
     expect(() => resolveRoles('email,mailer')).toThrow(/unknown role\(s\): mailer; known roles: .*email/);
   });
+
+  it('--only with no role in it (an empty variable) is refused, not read as every role', () => {
+    for (const only of ['', ' ', ',', ' , ']) {
+      expect(() => resolveRoles(only), JSON.stringify(only)).toThrow(/--only names no role; known roles: .*email/);
+    }
+  });
 });

@@ -120,8 +120,11 @@ export class UnknownRoleError extends Error {
 
 export function resolveRoles(only?: string): string[] {
   const all = Object.keys(roles);
-  if (!only) return all;
+  if (only === undefined) return all;
   const asked = only.split(',').map((r) => r.trim()).filter(Boolean);
+  // `--only "$ROLES"` with the variable empty or unset names no role: that is a mistake, not a
+  // request for every role (a process meant for one role would also poll, watch and send).
+  if (!asked.length) throw new UnknownRoleError(`--only names no role; known roles: ${all.join(', ')}`);
   const unknown = asked.filter((r) => !all.includes(r));
   if (unknown.length) {
     throw new UnknownRoleError(`unknown role(s): ${unknown.join(', ')}; known roles: ${all.join(', ')}`);
