@@ -105,6 +105,15 @@ describe('fleet dlq (the real CLI)', () => {
     expect(noReason.stderr).toContain('--reason <text> is required');
     expect(await listDeadLetters(t.queues)).toHaveLength(1);
 
+    // An empty --queue ("$QUEUE" unset in a script) names no queue: refused, not read as every queue.
+    for (const args of [['dlq', 'requeue', '--all', '--queue', '', '--reason', 'provider outage over'], ['dlq', 'list', '--queue', '']]) {
+      const empty = await fleet(...args);
+      expect(empty.code, args.join(' ')).toBe(2);
+      expect(empty.stderr).toContain('unknown queue ""; queues: email,');
+    }
+    expect(await listDeadLetters(t.queues)).toHaveLength(1);
+    expect((await listAudit(db.db, 10)).filter((a) => a.reason === 'provider outage over')).toEqual([]);
+
     // No --actor, no $FLEET_OPERATOR, no $USER (as under cron or in a container): the login name.
     const discarded = await fleetWith({ FLEET_OPERATOR: undefined, USER: undefined, SUDO_USER: undefined }, 'dlq', 'discard', jobId, '--reason', 'duplicate upload');
     expect(discarded.code).toBe(0);

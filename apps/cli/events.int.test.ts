@@ -51,6 +51,13 @@ describe('fleet events', () => {
     const parked = await fleet({}, 'events', 'list', '--unpublished');
     const line = parked.stdout.split('\n').find((l) => l.includes(env.eventId));
     expect(line).toMatch(/\bPARKED\b/);
+
+    // An empty --topic ("$TOPIC" unset in a script) names no topic: refused, not read as every topic.
+    const empty = await fleet({}, 'events', 'retry-parked', '--all', '--topic', '', '--reason', 'size limit raised');
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toContain('unknown topic ""; topics: ');
+    const [still] = await db.sql`select parked_at from fleet.outbox where key = '42'`;
+    expect(still!.parked_at).not.toBeNull();
   });
 
   it('setup says clearly that a broker without CreateTopics (the mock) cannot create the topics', { timeout: 90_000 }, async () => {

@@ -6,8 +6,10 @@ import { CliError, operatorName, printJson, requiredReason, withContext } from '
 import { isoSeconds } from '../format.js';
 
 function checkQueue(queue?: string): void {
-  if (queue && !queueNames().includes(queue)) {
-    throw new CliError(`unknown queue ${queue}; queues: ${queueNames().join(', ')}`, 2);
+  // An empty --queue ("$QUEUE" unset) is refused like a misspelt one: read as "no filter", it made
+  // `dlq requeue --all --queue ""` requeue the dead letters of every queue.
+  if (queue !== undefined && !queueNames().includes(queue)) {
+    throw new CliError(`unknown queue ${queue || '""'}; queues: ${queueNames().join(', ')}`, 2);
   }
 }
 

@@ -83,7 +83,8 @@ export function registerEvents(program: Command): void {
     });
 
   const checkTopic = (topic?: string) => {
-    if (topic && !eventTopicNames.includes(topic)) throw new CliError(`unknown topic ${topic}; topics: ${eventTopicNames.join(', ')}`, 2);
+    // An empty --topic is refused, not read as "every topic" (retry-parked --all --topic "" retried all).
+    if (topic !== undefined && !eventTopicNames.includes(topic)) throw new CliError(`unknown topic ${topic || '""'}; topics: ${eventTopicNames.join(', ')}`, 2);
   };
 
   events
