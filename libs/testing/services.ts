@@ -24,7 +24,7 @@ export async function assertServicesUp(): Promise<void> {
   } catch (err) {
     throw new Error(
       `PostgreSQL is not reachable at ${TEST_ADMIN_DB_URL} (${(err as Error).message}). ` +
-        `Start it (see README, "Development") or run bash .ci/run, which starts it.`,
+        `Start it (see README, "Quick start": on 127.0.0.1, or with docker compose) or run bash .ci/run, which starts it.`,
       { cause: err },
     );
   } finally {
@@ -37,7 +37,7 @@ export async function assertServicesUp(): Promise<void> {
   } catch (err) {
     throw new Error(
       `Redis is not reachable at ${TEST_REDIS_URL} (${(err as Error).message}). ` +
-        `Start it (see README, "Development") or run bash .ci/run, which starts it.`,
+        `Start it (see README, "Quick start": on 127.0.0.1, or with docker compose) or run bash .ci/run, which starts it.`,
       { cause: err },
     );
   } finally {
