@@ -31,4 +31,24 @@ describe('fleet weekly schedule --register', () => {
     expect(again.code).toBe(0);
     expect(again.stdout).toContain('registered: unchanged');
   });
+
+  it('says when this week\'s fan-out exists already instead of claiming to queue it again', { timeout: 60_000 }, async () => {
+    // A cron whose time has always passed in the current ISO week (Monday 00:00): the week is due.
+    // Every fleet process with the weekly role queues the week's fan-out at start, so an
+    // operator's --register afterwards finds it there (keyed by week: adding it does nothing).
+    const prefix = testQueuePrefix();
+    try {
+      const env = { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix.prefix, LOG_LEVEL: 'silent', WEEKLY_CRON: '0 0 * * 1' };
+      const first = await runCli(['weekly', 'schedule', '--register'], env);
+      expect(first.code).toBe(0);
+      const week = /catch-up fan-out queued for (\d{4}-W\d{2})/.exec(first.stdout)?.[1];
+      expect(week, first.stdout).toBeDefined();
+      const again = await runCli(['weekly', 'schedule', '--register'], env);
+      expect(again.code).toBe(0);
+      expect(again.stdout).toContain(`registered: unchanged, this week's fan-out (${week}) exists already (waiting): nothing queued again`);
+      expect(again.stdout).not.toContain('catch-up fan-out queued');
+    } finally {
+      await prefix.cleanup();
+    }
+  });
 });

@@ -107,8 +107,18 @@ export function registerWeekly(program: Command): void {
           lines.push(`next: ${isoSeconds(at)}  (${berlinTime(at, timeZone)}, ${isoWeekOf(at, timeZone)})`);
         }
         if (opts.register) {
+          const before = Date.now();
           const r = await registerWeeklySchedule(ctx);
-          lines.push(`registered: ${r.action}${r.catchUp ? `, catch-up fan-out queued for ${r.catchUp.isoWeek}` : ''}`);
+          let catchUp = '';
+          if (r.catchUp) {
+            // The fan-out is keyed by its week: when this week's job exists already (run at the
+            // start of a fleet process, or queued before), adding it again does nothing.
+            const job = await ctx.queues.queue('weekly-fanout').getJob(r.catchUp.jobId);
+            catchUp = job && job.timestamp < before
+              ? `, this week's fan-out (${r.catchUp.isoWeek}) exists already (${await job.getState()}): nothing queued again`
+              : `, catch-up fan-out queued for ${r.catchUp.isoWeek}`;
+          }
+          lines.push(`registered: ${r.action}${catchUp}`);
         }
         const s = await ctx.queues.queue('weekly-fanout').getJobScheduler(WEEKLY_SCHEDULER_ID);
         lines.push(
