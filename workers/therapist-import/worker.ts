@@ -198,18 +198,25 @@ export const therapistImportDeadLetterHook: DeadLetterHook = {
  * `fleet dlq` and /ops would offer nothing to requeue or discard. Each such file gets its dead
  * letter back (the reason the file's row holds: the job's error, no values from the file),
  * checked under the entry's lock against the row as it is then. Files an operator discarded
- * stay without. The watcher runs this every SCHEDULE_CHECK_MS; the usual case costs one query
+ * stay without, also when the discard is in the audit table only (an earlier release's), and a
+ * file whose dead letter waits under an earlier release's job id (the content hash alone) gets
+ * no second one. The watcher runs this every SCHEDULE_CHECK_MS; the usual case costs one query
  * (and one listing of the dead letters when files wait).
  */
 export async function restoreTherapistDeadLetters(ctx: FleetContext): Promise<number> {
   const db = ctx.database.db;
-  const files = await repo.filesAwaitingOperator(db);
+  let files = await repo.filesAwaitingOperator(db);
   if (!files.length) return 0;
-  const present = new Set((await listDeadLetters(ctx.queues, { queue: 'therapist-import' })).map((d) => d.id));
+  // A discard the file does not record (an earlier release's) is in the audit table.
+  if (await repo.markDiscardsFromAudit(db)) files = await repo.filesAwaitingOperator(db);
+  // By the file, not the job id: a dead letter of an earlier release has the content hash alone.
+  const present = new Set(
+    (await listDeadLetters(ctx.queues, { queue: 'therapist-import' })).map((d) => (d.data as { fileId?: unknown } | null)?.fileId).filter((id) => typeof id === 'number'),
+  );
   let restored = 0;
   for (const f of files) {
     const jobId = therapistImportJobId(f.contentHash ?? 'none', f.id);
-    if (present.has(jobId.replaceAll(':', '.'))) continue;
+    if (present.has(f.id)) continue;
     const entry = {
       originalQueue: 'therapist-import',
       originalJobId: jobId,

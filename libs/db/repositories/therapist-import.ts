@@ -277,8 +277,30 @@ export async function filesAwaitingOperator(db: DbOrTx): Promise<Array<Pick<Ther
     .orderBy(f.id);
 }
 
+/**
+ * Discards the file does not record (made before migration 0014, or by a process of the release
+ * before it during a rolling deploy): the audit table has them, under the job id the file has
+ * now or the one of the releases before the row id was in it (the content hash alone). Recorded
+ * on the file as they are found (one file, or every file waiting), so that no dead letter an
+ * operator discarded comes back. Returns how many files it marked.
+ */
+export async function markDiscardsFromAudit(db: DbOrTx, id?: number): Promise<number> {
+  const rows = await db.execute<{ id: string }>(sql`
+    update fleet.therapist_import_files f set dead_letter_discarded_at = a.at
+    from (select target, max(created_at) as at from fleet.audit_log where action = 'dlq.discard' and target like 'therapist-import/%' group by target) a
+    where f.status = 'failed' and f.error_code in ('gave_up', 'worker_died') and f.dead_letter_discarded_at is null
+      ${id === undefined ? sql`` : sql`and f.id = ${id}`}
+      and a.target in (
+        'therapist-import/therapist-import.sha256.' || coalesce(f.content_hash, 'none') || '.file.' || f.id,
+        'therapist-import/therapist-import.sha256.' || coalesce(f.content_hash, 'none'))
+      and (f.finished_at is null or a.at >= f.finished_at)
+    returning f.id::text as id`);
+  return rows.length;
+}
+
 /** Whether the file still waits for an operator (restoring its dead letter asks again under the entry's lock). */
 export async function fileAwaitsOperator(db: DbOrTx, id: number): Promise<boolean> {
+  await markDiscardsFromAudit(db, id);
   const [row] = await db
     .select({ id: therapistImportFiles.id })
     .from(therapistImportFiles)
