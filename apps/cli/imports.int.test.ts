@@ -181,4 +181,14 @@ describe('a therapist file that failed its job', () => {
     const discarded = await fleet('imports', 'show', String(file.id), '--kind', 'therapist');
     expect(discarded.stdout).toContain('dead letter: discarded 2026-12-06T12:00:00Z (nothing more to do');
   });
+
+  it('says nothing of a dead letter for a file imported by hand (it failed in the terminal and has none)', { timeout: 90_000 }, async () => {
+    const run = await therapistImportRepo.openRun(db.db, 'cli', 'sealed');
+    const { file } = await therapistImportRepo.registerFile(db.db, { runId: run, path: '/tmp/52081.json', postcode: '52081', dateFolder: null, urgent: false, contentHash: 'e'.repeat(64), sizeBytes: 10 });
+    await therapistImportRepo.finishFile(db.db, file.id, notImportedOutcome('gave_up', 'import failed after retries: database error: connection terminated'));
+    const shown = await fleet('imports', 'show', String(file.id), '--kind', 'therapist');
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toContain('error code: gave_up');
+    expect(shown.stdout).not.toContain('dead letter');
+  });
 });

@@ -539,8 +539,13 @@ describe('http app with dashboard credentials', () => {
       const withCorrections = (await get(`/therapist-imports/files/${report.fileId}`)).text.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ');
       expect(withCorrections).toMatch(/Staff corrections replaced by the scraper \(1\) .* therapists\[1\] p2 77 telefon , email/);
       expect(withCorrections).not.toContain('dead letter');
-      // A file that failed its job: its dead letter waits on /ops, or was discarded.
+      // Failed in the operator's terminal (a CLI run): there is no dead letter to point to.
       await app.ctx.database.sql`update fleet.therapist_import_files set status = 'failed', error_code = 'gave_up' where id = ${report.fileId}`;
+      const byHand = await get(`/therapist-imports/files/${report.fileId}`);
+      expect(byHand.text).toContain('<tr><th>error code</th><td><code>gave_up</code></td></tr>');
+      expect(byHand.text).not.toContain('dead letter');
+      // A file of the watcher's that failed its job: its dead letter waits on /ops, or was discarded.
+      await app.ctx.database.sql`update fleet.therapist_import_runs set trigger = 'watcher' where id = ${report.runId}`;
       const failedJob = await get(`/therapist-imports/files/${report.fileId}`);
       expect(failedJob.text).toContain('<tr><th>error code</th><td><code>gave_up</code></td></tr>');
       expect(failedJob.text).toContain('<tr><th>dead letter</th><td>waiting for an operator: requeue once the cause is fixed, or discard, on <a href="/ops">/ops</a></td></tr>');

@@ -61,7 +61,7 @@ describe('therapist dead letters after an upgrade', () => {
     await restoreTherapistDeadLetters(ctx);
     expect(await dlqFileIds()).not.toContain(f.id);
     const row = await repo.getFile(ctx.database.db, f.id);
-    expect(repo.deadLetterStateOf(row!)).toBe('discarded');
+    expect(repo.deadLetterStateOf(row!, 'watcher')).toBe('discarded');
   });
 
   it('so is one discarded under the job id of the releases before the row id was in it', async () => {
@@ -96,6 +96,6 @@ describe('therapist dead letters after an upgrade', () => {
     await restoreTherapistDeadLetters(ctx);
     expect(await dlqFileIds()).toContain(f.id);
     const row = await repo.getFile(ctx.database.db, f.id);
-    expect(repo.deadLetterStateOf(row!)).toBe('waiting');
+    expect(repo.deadLetterStateOf(row!, 'watcher')).toBe('waiting');
   });
 });

@@ -92,7 +92,8 @@ importKinds.therapist = {
     ];
     if (r.errorCode) extra.push(`error code: ${r.errorCode}`);
     // What an operator can still do about a file that failed its job (its dead letter).
-    const deadLetter = repo.deadLetterStateOf(r);
+    const run = r.runId === null ? null : await repo.getRun(ctx.database.db, r.runId);
+    const deadLetter = repo.deadLetterStateOf(r, run?.trigger);
     if (deadLetter) {
       extra.push(
         deadLetter === 'discarded'

@@ -136,7 +136,8 @@ ${files.length
       const row = await fileOf(req);
       if (!row) return notFound(res, `There is no therapist import file ${req.params.id}.`);
       const r = reportOf(row);
-      const deadLetter = repo.deadLetterStateOf(row);
+      const run = row.runId === null ? null : await repo.getRun(db, row.runId);
+      const deadLetter = repo.deadLetterStateOf(row, run?.trigger);
       const ext = (externalId: string | null | undefined) => (externalId ? html`<code>${externalId}</code>` : html`<span class="muted">none</span>`);
       const body = html`<p class="muted"><a href="/therapist-imports">Therapist imports</a>${r.runId ? html` › <a href="/therapist-imports/runs/${r.runId}">run ${r.runId}</a>` : ''} › file ${r.fileId}</p>
 <h1><code>${r.path}</code></h1>

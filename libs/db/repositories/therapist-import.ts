@@ -257,8 +257,15 @@ export async function markDeadLetterDiscarded(db: DbOrTx, id: number, at: Date):
 /** The job's failures (`gave_up`, `worker_died`) a dead letter stands for. */
 export const DEAD_LETTER_CODES = ['gave_up', 'worker_died'] as const;
 
-/** Where a file that failed its job stands with its dead letter; null for any other file. */
-export function deadLetterStateOf(f: Pick<TherapistImportFileRow, 'status' | 'errorCode' | 'deadLetterDiscardedAt'>): 'waiting' | 'discarded' | null {
+/**
+ * Where a file that failed its job stands with its dead letter; null for any other file, and for
+ * a file of a CLI run (`runTrigger` 'cli': it failed in the operator's terminal and has none).
+ */
+export function deadLetterStateOf(
+  f: Pick<TherapistImportFileRow, 'status' | 'errorCode' | 'deadLetterDiscardedAt'>,
+  runTrigger: string | null | undefined,
+): 'waiting' | 'discarded' | null {
+  if (runTrigger !== 'watcher') return null;
   if (f.status !== 'failed' || !DEAD_LETTER_CODES.includes(f.errorCode as (typeof DEAD_LETTER_CODES)[number])) return null;
   return f.deadLetterDiscardedAt ? 'discarded' : 'waiting';
 }
