@@ -23,18 +23,20 @@ const UNPAIRED = /[\ud800-\udbff](?![\udc00-\udfff])|(?:^|[^\ud800-\udbff])[\udc
  * The first string (or key) in `v` PostgreSQL cannot store as text or JSON: a NUL character
  * or half of a surrogate pair (no valid Unicode). Its path, in the form zod uses
  * (`patient_data.telefon`, `symptome.0`), and why; null when everything can be stored.
- * A key directly under `path` '' is named `<root>: a key`.
+ * A key directly under `path` '' is named `<root>: a key`, the value itself `<root>`, and the
+ * entries of a list at the top by their position (`0`).
  */
 export function unstorableText(v: unknown, path: string, root = '(value)'): string | null {
   if (typeof v === 'string') {
-    if (v.includes('\u0000')) return `${path}: contains a NUL character (\\u0000), which cannot be stored`;
-    if (UNPAIRED.test(v)) return `${path}: contains an unpaired surrogate (not valid Unicode), which cannot be stored`;
+    // The value itself (no path): named by the root's word, not by an empty path.
+    if (v.includes('\u0000')) return `${path || root}: contains a NUL character (\\u0000), which cannot be stored`;
+    if (UNPAIRED.test(v)) return `${path || root}: contains an unpaired surrogate (not valid Unicode), which cannot be stored`;
     return null;
   }
   if (typeof v !== 'object' || v === null) return null;
   if (Array.isArray(v)) {
     for (const [i, x] of v.entries()) {
-      const bad = unstorableText(x, `${path}.${i}`, root);
+      const bad = unstorableText(x, path ? `${path}.${i}` : String(i), root);
       if (bad) return bad;
     }
     return null;

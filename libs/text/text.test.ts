@@ -8,6 +8,9 @@ describe('unstorableText', () => {
     expect(unstorableText({ a: '\udc00x' }, '')).toBe('a: contains an unpaired surrogate (not valid Unicode), which cannot be stored');
     expect(unstorableText({ a: { 'k\u0000': 1 } }, '')).toBe('a: a key: contains a NUL character (\\u0000), which cannot be stored');
     expect(unstorableText({ 'k\u0000': 1 }, '', '(file)')).toBe('(file): a key: contains a NUL character (\\u0000), which cannot be stored');
+    // The value itself, or a list at the top: named by the root's word or the position, never an empty path.
+    expect(unstorableText('x\u0000', '', '(metadata)')).toBe('(metadata): contains a NUL character (\\u0000), which cannot be stored');
+    expect(unstorableText(['ok', 'x\u0000'], '', '(metadata)')).toBe('1: contains a NUL character (\\u0000), which cannot be stored');
   });
 
   it('accepts everything else, surrogate pairs (emoji) included', () => {

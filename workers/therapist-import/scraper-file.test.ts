@@ -110,6 +110,13 @@ describe('parseScraperFile: text a file must not bring in', () => {
     const parsed = parseScraperFile(file([therapistLine()], { postcode_area: '52\u0000' }));
     expect(parsed.metadata).toBeNull();
     expect(parsed.fileErrors).toEqual(['"metadata": postcode_area: contains a NUL character (\\u0000), which cannot be stored (metadata not used)']);
+    // Metadata that is itself text, or a list: named so, not by an empty path.
+    expect(parseScraperFile('{"metadata": "a\\u0000b", "therapists": []}').fileErrors).toEqual([
+      '"metadata": (metadata): contains a NUL character (\\u0000), which cannot be stored (metadata not used)',
+    ]);
+    expect(parseScraperFile('{"metadata": ["a\\u0000b"], "therapists": []}').fileErrors).toEqual([
+      '"metadata": 0: contains a NUL character (\\u0000), which cannot be stored (metadata not used)',
+    ]);
     expect(parsed.lines[0]!.ok).toBe(true);
   });
 
