@@ -15,14 +15,15 @@ import { watcherTestEnv } from './watcher-test-config.js';
 import { until } from '../../libs/testing/until.js';
 
 // The tests run as root, who reads a chmod 000 file: the fleet's service user would get EACCES.
-// Reading `41001.json` fails so, as for that user (the rest of the file system is real).
+// Opening or reading `41001.json` fails so, as for that user (the rest of the file system is real).
 vi.mock('node:fs/promises', async (importOriginal) => {
   const fs = await importOriginal<typeof import('node:fs/promises')>();
+  const denied = (p: unknown) => Promise.reject(Object.assign(new Error(`EACCES: permission denied, open '${String(p)}'`), { code: 'EACCES' }));
   const readFile = ((p: Parameters<typeof fs.readFile>[0], ...rest: unknown[]) =>
-    String(p).endsWith('/41001.json')
-      ? Promise.reject(Object.assign(new Error(`EACCES: permission denied, open '${String(p)}'`), { code: 'EACCES' }))
-      : (fs.readFile as (...a: unknown[]) => Promise<unknown>)(p, ...rest)) as typeof fs.readFile;
-  return { ...fs, readFile, default: { ...fs, readFile } };
+    String(p).endsWith('/41001.json') ? denied(p) : (fs.readFile as (...a: unknown[]) => Promise<unknown>)(p, ...rest)) as typeof fs.readFile;
+  const open = ((p: Parameters<typeof fs.open>[0], ...rest: unknown[]) =>
+    String(p).endsWith('/41001.json') ? denied(p) : (fs.open as (...a: unknown[]) => Promise<unknown>)(p, ...rest)) as typeof fs.open;
+  return { ...fs, readFile, open, default: { ...fs, readFile, open } };
 });
 
 let db: TestDatabase;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { BigIntStats, Dirent } from 'node:fs';
-import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { constants, type BigIntStats, type Dirent } from 'node:fs';
+import { mkdir, open, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { Gauge } from 'prom-client';
@@ -173,6 +173,9 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   /** A file of a fitting name that cannot be read (permissions): reported once by path, imported once it can be read. */
   const unreadableReason = (err: unknown) =>
     `cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); once it can be read (permissions fixed, or dropped again) it is imported`;
+
+  /** A fitting name that is no regular file (a named pipe, a device, a socket): never read. */
+  const notRegularReason = 'cannot read the file (not a regular file: a named pipe, device or socket, or a link to one); a regular file dropped under this name is imported';
 
   const supersededReason = (newer: string, postcode: string) => `superseded by the newer folder ${newer}/${postcode}.json`;
 
@@ -364,12 +367,26 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   ): Promise<null | { unreadable: repo.SkippedFile } | { contentHash: string; sizeBytes: number; statKey: string; tooLarge: FileTooLargeError | null }> {
     const abs = path.join(root, at.path);
     try {
-      const s: StatSeen = seen ?? statSeen(await stat(abs, { bigint: true }));
-      const tooLarge = s.size > cfg.maxFileBytes ? new FileTooLargeError(s.size, cfg.maxFileBytes) : null;
-      if (knownHash) return { contentHash: knownHash, sizeBytes: s.size, statKey: s.statKey, tooLarge };
-      if (tooLarge) return { ...(await sha256OfFile(abs)), statKey: s.statKey, tooLarge };
-      const buf = await readFile(abs);
-      return { contentHash: createHash('sha256').update(buf).digest('hex'), sizeBytes: buf.length, statKey: s.statKey, tooLarge: null };
+      if (knownHash && seen) {
+        const tooLarge = seen.size > cfg.maxFileBytes ? new FileTooLargeError(seen.size, cfg.maxFileBytes) : null;
+        return { contentHash: knownHash, sizeBytes: seen.size, statKey: seen.statKey, tooLarge };
+      }
+      // Opened without waiting (a FIFO no one writes to would block the read, and every event
+      // after it, for ever), and read only when it is a regular file: a named pipe, a device
+      // (a link to /dev/zero never ends) or a socket with a fitting name is reported, not read.
+      const fh = await open(abs, constants.O_RDONLY | constants.O_NONBLOCK);
+      try {
+        const st = await fh.stat({ bigint: true });
+        if (!st.isFile()) return { unreadable: { ...at, reason: notRegularReason } };
+        const s: StatSeen = seen ?? statSeen(st);
+        const tooLarge = s.size > cfg.maxFileBytes ? new FileTooLargeError(s.size, cfg.maxFileBytes) : null;
+        if (knownHash) return { contentHash: knownHash, sizeBytes: s.size, statKey: s.statKey, tooLarge };
+        if (tooLarge) return { ...(await sha256OfFile(fh)), statKey: s.statKey, tooLarge };
+        const buf = await fh.readFile();
+        return { contentHash: createHash('sha256').update(buf).digest('hex'), sizeBytes: buf.length, statKey: s.statKey, tooLarge: null };
+      } finally {
+        await fh.close();
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; // removed again before we read it
       return { unreadable: { ...at, reason: unreadableReason(err) } };

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { stat, type FileHandle } from 'node:fs/promises';
 
 /**
  * A file over SCRAPER_FILE_MAX_MB is not read: importing one takes ~10 bytes of memory per byte
@@ -30,11 +30,12 @@ export async function checkFileSize(abs: string, maxBytes: number): Promise<void
   if (size > maxBytes) throw new FileTooLargeError(size, maxBytes);
 }
 
-/** sha256 of a file read in chunks (a file too large to hold in memory). */
-export async function sha256OfFile(abs: string): Promise<{ contentHash: string; sizeBytes: number }> {
+/** sha256 of a file (a path, or a handle open on it, read from its start) read in chunks (a file too large to hold in memory). */
+export async function sha256OfFile(file: string | FileHandle): Promise<{ contentHash: string; sizeBytes: number }> {
   const hash = createHash('sha256');
   let sizeBytes = 0;
-  for await (const chunk of createReadStream(abs)) {
+  const stream = typeof file === 'string' ? createReadStream(file) : file.createReadStream({ start: 0, autoClose: false });
+  for await (const chunk of stream) {
     hash.update(chunk as Buffer);
     sizeBytes += (chunk as Buffer).length;
   }

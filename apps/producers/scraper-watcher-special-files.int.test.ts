@@ -1,0 +1,46 @@
+import { execFileSync } from 'node:child_process';
+import { symlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { until } from '../../libs/testing/until.js';
+import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
+import { startWatcherHarness } from './int-harness.js';
+import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
+
+let h: Awaited<ReturnType<typeof startWatcherHarness>>;
+let watcher: ScraperWatcher;
+
+const files = () => h.db.sql<Array<{ path: string; status: string; reason: string | null }>>`select path, status, reason from fleet.therapist_import_files order by path`;
+
+beforeAll(async () => {
+  h = await startWatcherHarness('scraper-special');
+  watcher = scraperWatcherComponent(h.ctx);
+  await watcher.start();
+  await watcher.caughtUp();
+});
+
+afterAll(async () => {
+  await watcher?.stop(5_000);
+  await h?.close();
+});
+
+describe('scraper watcher and files that are not regular files', () => {
+  it('skips a FIFO and a link to a device with a fitting name, and imports the files dropped after them', async () => {
+    // A named pipe no one writes to: reading it would wait for ever.
+    execFileSync('mkfifo', [path.join(h.dir, '44000.json')]);
+    // A link to an endless device: reading it would fill the memory.
+    await symlink('/dev/zero', path.join(h.dir, '44001.json'));
+    await new Promise((r) => setTimeout(r, 1_000));
+    await writeFile(path.join(h.dir, '44002.json'), scraperFile([therapistLine({ id: '44002-0', first: 'Anna', plz: '44002' })]));
+    const rows = await until('the regular file imported', async () => {
+      const r = await files();
+      return r.some((f) => f.path === '44002.json' && f.status === 'imported') ? r : undefined;
+    }, 10_000);
+    const special = rows.filter((f) => f.path !== '44002.json');
+    expect(special.map((f) => [f.path, f.status])).toEqual([
+      ['44000.json', 'skipped'],
+      ['44001.json', 'skipped'],
+    ]);
+    for (const f of special) expect(f.reason).toContain('not a regular file');
+  });
+});
