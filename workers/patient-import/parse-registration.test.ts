@@ -4,7 +4,7 @@ import { PermanentError } from '../../libs/errors/index.js';
 import { parseFileName } from './file-name.js';
 import { fileBytes, plainRegistration, signedRegistration } from './fixtures.js';
 import { berlinDay, foldName, mapPatient, normalise } from './map-patient.js';
-import { parseRegistration } from './parse-registration.js';
+import { MAX_DEPTH, parseRegistration } from './parse-registration.js';
 import { SYMPTOMS, withholdValues } from './registration-schema.js';
 import { validationDe } from './staff-mails.js';
 import { phpJsonEncode, phpJsonEncodeText } from './signature.js';
@@ -107,6 +107,21 @@ describe('registration validation', () => {
     expect(rejectOf(noToken).message).toContain('registration_token: required');
     const noConsent = plainRegistration({ patch: (r) => delete r.consent_metadata });
     expect(rejectOf(noConsent).message).toContain('consent_metadata: required');
+  });
+
+  it('rejects a file nested deeper than MAX_DEPTH levels; brackets inside strings do not count', () => {
+    const nested = (depth: number, inString = '') =>
+      JSON.stringify(plainRegistration({ patch: (r) => ((r.consent_metadata as Record<string, unknown>).extra = inString) })).replace(
+        '"extra":""',
+        `"extra":${'['.repeat(depth)}${']'.repeat(depth)}`,
+      );
+    const err = rejectOf(nested(20_000));
+    expect(err.code).toBe('invalid_json');
+    expect(err.message).toBe(`file: nested more than ${MAX_DEPTH} levels deep`);
+    expect(rejectOf(nested(MAX_DEPTH)).code).toBe('invalid_json'); // the consent_metadata object is a level of its own
+    expect(() => parseRegistration(Buffer.from(nested(MAX_DEPTH - 2)), noSecret, now)).not.toThrow();
+    const brackets = plainRegistration({ patch: (r) => (r.notiz = `Dr. "${'['.repeat(1_000)}\\`) });
+    expect(() => parseRegistration(fileBytes(brackets), noSecret, now)).not.toThrow();
   });
 
   it('lists unknown fields and ignores them; blank optional fields are absent', () => {

@@ -79,6 +79,27 @@ function decodeRegistration(bytes: Buffer): string {
 }
 
 /**
+ * Objects and arrays inside each other at most this deep (PHP's `json_decode` default, which the
+ * registration site's JSON stays within; a registration itself is 6 levels deep at most).
+ */
+export const MAX_DEPTH = 512;
+
+/** Whether the JSON `text` holds objects or arrays nested deeper than `max` (strings skipped). */
+function nestedDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // a string: to its closing quote, escapes skipped
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+    } else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) return true;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return false;
+}
+
+/**
  * Reads a registration file: UTF-8, JSON, plain or signed form (`data` or `data.data`),
  * signature when a secret is configured, text PostgreSQL can store, then every field rule.
  * A file that cannot be imported throws PermanentError whose message names the field path
@@ -95,6 +116,9 @@ export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: D
     throw new PermanentError(rejectCodes.json, `file: not valid JSON${at ? ` (error at character ${at})` : ' (the file ends too early or is empty)'}`);
   }
   if (!isObject(doc)) throw new PermanentError(rejectCodes.json, 'file: expected a JSON object');
+  // Parsing is iterative, but storing the consent (and checking text) recurses: a file nested
+  // thousands of levels deep overflowed the stack at every attempt, until the import gave up.
+  if (nestedDeeperThan(text, MAX_DEPTH)) throw new PermanentError(rejectCodes.json, `file: nested more than ${MAX_DEPTH} levels deep`);
 
   const unknownFields: string[] = [];
   let plain: unknown = doc;

@@ -127,6 +127,10 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     ['a NUL character in telefon', () => ({ doc: plainRegistration({ patch: (r) => ((r.patient_data as Row).telefon = '0241\u0000') }) }), 'validation_failed', 'patient_data.telefon: contains a NUL character (\\u0000), which cannot be stored'],
     ['an unpaired surrogate in hausarzt', () => ({ doc: plainRegistration({ patch: (r) => ((r.patient_data as Row).hausarzt = 'Dr. \ud800') }) }), 'validation_failed', 'patient_data.hausarzt: contains an unpaired surrogate (not valid Unicode), which cannot be stored'],
     ['a NUL character in consent_metadata', () => ({ doc: plainRegistration({ patch: (r) => ((r.consent_metadata as Row).user_agent = 'Mozilla\u0000') }) }), 'validation_failed', 'consent_metadata.user_agent: contains a NUL character (\\u0000), which cannot be stored'],
+    ['nesting 20,000 levels deep', () => {
+      const reg = plainRegistration({ vorname: 'Karl', patch: (r) => ((r.consent_metadata as Row).extra = '') });
+      return { doc: JSON.stringify(reg).replace('"extra":""', `"extra":${'['.repeat(20_000)}${']'.repeat(20_000)}`), name: objectNameFor(reg, PREFIX) };
+    }, 'invalid_json', 'file: nested more than 512 levels deep'],
     ['a Latin-1 file', () => {
       const reg = plainRegistration({ vorname: 'Jürgen', nachname: 'Weiß' });
       return { doc: Buffer.from(JSON.stringify(reg), 'latin1'), name: objectNameFor(reg, PREFIX) };

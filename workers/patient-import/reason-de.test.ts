@@ -74,6 +74,7 @@ function allReasons(): string[] {
     Buffer.from('{"patient_data": {'),
     Buffer.from(''),
     Buffer.from('[1]'),
+    Buffer.from(`{"a":${'['.repeat(600)}${']'.repeat(600)}}`),
     Buffer.from([0x7b, 0xff, 0x7d]),
   ];
   const signedWith = (over: Record<string, unknown>) => fileBytes({ ...signedRegistration(plainRegistration(), { secret }), ...over });

@@ -88,6 +88,7 @@ function message(m: string): string | null {
   if ((x = /^at most (\d+) characters, got (\d+)$/.exec(m))) return `höchstens ${x[1]} Zeichen, gefunden: ${x[2]}`;
   if ((x = new RegExp(`^listed more than once: (${QUOTED})$`).exec(m))) return `mehrfach angegeben: ${x[1]}`;
   if ((x = /^not valid JSON \(error at character (\d+)\)$/.exec(m))) return `kein gültiges JSON (Fehler bei Zeichen ${x[1]})`;
+  if ((x = /^nested more than (\d+) levels deep$/.exec(m))) return `mehr als ${x[1]} Ebenen tief verschachtelt`;
   if ((x = /^expected \{nachname\}_\{vorname\}_\{date\}_\{token\}\.json \((.+)\)$/.exec(m)) && fileNameWhyDe(x[1]!)) {
     return `erwartet: {nachname}_{vorname}_{datum}_{token}.json (${fileNameWhyDe(x[1]!)})`;
   }
