@@ -166,6 +166,7 @@ export const envSchema = z.object({
   FAILED_DIR: z.string().min(1).default('var/failed/registrations'),
   REGISTRATION_SIGNING_SECRET: optionalString,
   REGISTRATION_ENVIRONMENT: z.string().min(1).default('production'),
+  REGISTRATION_FILE_MAX_MB: int(1, 1),
   STAFF_IMPORT_EMAILS: bool(true),
   BACKUP_RETENTION_DAYS: int(30, 0),
   FAILED_RETENTION_DAYS: int(90, 0),
@@ -421,6 +422,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       failedDir: e.FAILED_DIR,
       signingSecret: e.REGISTRATION_SIGNING_SECRET,
       environment: e.REGISTRATION_ENVIRONMENT,
+      maxFileBytes: e.REGISTRATION_FILE_MAX_MB * 1024 * 1024,
       staffImportEmails: e.STAFF_IMPORT_EMAILS,
       /** Local copies of finished rows are removed this many days after the row became final (0: kept forever). */
       retention: { backupDays: e.BACKUP_RETENTION_DAYS, failedDays: e.FAILED_RETENTION_DAYS, cron: e.RETENTION_CRON, timeZone: e.RETENTION_TZ },

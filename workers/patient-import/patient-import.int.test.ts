@@ -145,6 +145,21 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     await expectFailedAsDesigned(h, row, { name, generation, code, reason, bytes: bytesOf(doc), never: [vorname] });
   });
 
+  it('a file over REGISTRATION_FILE_MAX_MB is neither downloaded nor parsed: failed at once (file_too_large), object kept, one staff email', async () => {
+    // A valid registration carrying 1.5 MB in a field the fleet does not know.
+    const reg = plainRegistration({ vorname: 'Gustav', patch: (r) => (r.anhang = 'x'.repeat(1_500_000)) });
+    const { name, generation } = await upload(h, reg);
+    const row = await settled(h, name, generation);
+    expect(row).toMatchObject({ status: 'failed', error_code: 'file_too_large', attempts: 1, patient_id: null, backup_path: null, failed_path: null });
+    expect(row.reason).toBe(`ledger ${row.id}: file: 1.4 MB, more than REGISTRATION_FILE_MAX_MB=1 allows (a registration is a few KB), not read`);
+    expect(h.standIn.getObject(BUCKET, name)?.generation).toBe(generation);
+    const dead = await until(async () => (await listDeadLetters(h.ctx.queues, { queue: 'patient-import' })).find((d) => (d.data as Row).ledgerId === Number(row.id)));
+    expect(dead).toMatchObject({ code: 'file_too_large', attemptsMade: 1 });
+    const mails = await deliveriesOf(`patient-import.%.ledger.${row.id}`);
+    expect(mails).toHaveLength(1);
+    expect(mails[0]!.text).toContain('REGISTRATION_FILE_MAX_MB=1 erlaubt');
+  });
+
   it('invalid file (bad signature with signing on) is treated the same way; a correctly signed file is imported', async () => {
     const good = signedRegistration(plainRegistration(), { secret: SECRET });
     const g = await upload(signedH, good, objectNameFor((good.data as Row), PREFIX), 'signed-bucket');

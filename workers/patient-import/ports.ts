@@ -134,6 +134,8 @@ export interface ImportDeps {
   sendMail(deliveryId: string): Promise<void>;
   signing: SigningOptions;
   staffImportEmails: boolean;
+  /** A file larger than this (bytes) is not parsed (REGISTRATION_FILE_MAX_MB); unset: no limit. */
+  maxFileBytes?: number;
   /** The operator pages (DASHBOARD_URL), named in staff emails; unset: only the CLI commands. */
   dashboardUrl?: string | undefined;
   clock: Clock;

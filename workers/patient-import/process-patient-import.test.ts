@@ -12,7 +12,7 @@ function setup(doc: unknown, name = objectNameFor(doc as Record<string, unknown>
   const bytes = fileBytes(doc);
   const row: ImportRow = {
     id: 1, source: 'bucket', bucket: 'b', objectName: name, generation: '7', sourceUri: `gs://b/${name}`,
-    md5Hash: createHash('md5').update(bytes).digest('base64'), status: 'received', attempts: 0,
+    md5Hash: createHash('md5').update(bytes).digest('base64'), size: bytes.length, status: 'received', attempts: 0,
     patientId: null, duplicateOfPatientId: null, backupPath: null, failedPath: null, receivedAt: new Date(),
   };
   const state = { patients: [] as CommitInput[], mails: new Set<string>(), sent: [] as string[], objects: new Map([[name, bytes]]), backups: new Map<string, Buffer>(), failed: new Map<string, Buffer>(), failures: [] as string[], replacedReasons: [] as string[], current: new Map<string, string>([[name, '7']]), outcome: null as CommitOutcome | null, staffMails: [] as StaffMail[] };

@@ -39,8 +39,13 @@ export async function processPatientImport(
   let bytes: Buffer | null = null;
   try {
     if (row.status === 'imported' || row.status === 'duplicate') return await finish(row, deps);
+    // A file far larger than any registration is neither downloaded (when the listing gave its
+    // size) nor parsed: parsing takes ~10 bytes of memory per byte, and a worker that runs out
+    // of memory takes every job it holds down with it, again at each retry.
+    if (row.size !== null) checkSize(row.size, deps);
     const got = await download(row, deps);
     if ('replacedBy' in got) return await replaced(row, got.replacedBy, deps);
+    checkSize(got.length, deps);
     bytes = got;
     const backupPath = await deps.backups.save(row, bytes);
     const backedUp =
@@ -85,6 +90,17 @@ export async function processPatientImport(
     }
     throw err;
   }
+}
+
+const megabytes = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+
+function checkSize(size: number, deps: ImportDeps): void {
+  const max = deps.maxFileBytes;
+  if (max === undefined || size <= max) return;
+  throw new PermanentError(
+    'file_too_large',
+    `file: ${megabytes(size)}, more than REGISTRATION_FILE_MAX_MB=${max / 1024 / 1024} allows (a registration is a few KB), not read`,
+  );
 }
 
 function movedOn(e: LedgerRowMovedOn, deps: ImportDeps): ImportResult {

@@ -92,6 +92,7 @@ function allReasons(): string[] {
   // Written by the import itself (process-patient-import.ts, worker.ts), the "ledger N: " prefix cut off as the email does.
   const own = [
     'registration_token: does not match the token in the file name',
+    'file: 1.4 MB, more than REGISTRATION_FILE_MAX_MB=1 allows (a registration is a few KB), not read',
     'gave up after 5 attempts: connect ECONNREFUSED 127.0.0.1:5432',
     'generation 1733 is no longer in the bucket and no other upload of that name is: deleted before the fleet downloaded it (not by the fleet); ask for the registration to be uploaded again',
     'the file is not in the configured bucket',

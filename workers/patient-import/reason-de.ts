@@ -89,6 +89,9 @@ function message(m: string): string | null {
   if ((x = new RegExp(`^listed more than once: (${QUOTED})$`).exec(m))) return `mehrfach angegeben: ${x[1]}`;
   if ((x = /^not valid JSON \(error at character (\d+)\)$/.exec(m))) return `kein gültiges JSON (Fehler bei Zeichen ${x[1]})`;
   if ((x = /^nested more than (\d+) levels deep$/.exec(m))) return `mehr als ${x[1]} Ebenen tief verschachtelt`;
+  if ((x = /^([\d.]+) MB, more than REGISTRATION_FILE_MAX_MB=(\d+) allows \(a registration is a few KB\), not read$/.exec(m))) {
+    return `${x[1]} MB, mehr als REGISTRATION_FILE_MAX_MB=${x[2]} erlaubt (eine Anmeldung hat wenige KB), nicht gelesen`;
+  }
   if ((x = /^expected \{nachname\}_\{vorname\}_\{date\}_\{token\}\.json \((.+)\)$/.exec(m)) && fileNameWhyDe(x[1]!)) {
     return `erwartet: {nachname}_{vorname}_{datum}_{token}.json (${fileNameWhyDe(x[1]!)})`;
   }

@@ -10,6 +10,7 @@ const row = (o: Partial<ImportRow> = {}): ImportRow => ({
   generation: '1',
   sourceUri: 'gs://b/registrations/Muster_Max_20250705_0b1ab67b.json',
   md5Hash: null,
+  size: null,
   status: 'backed_up',
   attempts: 1,
   patientId: null,

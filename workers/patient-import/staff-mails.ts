@@ -101,6 +101,10 @@ function failedNextSteps(row: ImportRow, code: string, dashboardUrl: string | un
       return [
         `Signatur oder Umgebung der Datei passen nicht zur Einstellung der Fleet (REGISTRATION_SIGNING_SECRET, REGISTRATION_ENVIRONMENT). Ist die Einstellung falsch: korrigieren, dann erneut einreihen: ${requeue}${ops}. Ist die Datei nicht echt: verwerfen: ${discard}. Die Datei bleibt bis dahin im Bucket.`,
       ];
+    case 'file_too_large':
+      return [
+        `Die Datei ist größer, als REGISTRATION_FILE_MAX_MB erlaubt (eine Anmeldung hat wenige KB), und wurde nicht gelesen. Ist sie doch eine echte Anmeldung: die Grenze erhöhen, die Fleet neu starten, dann erneut einreihen: ${requeue}${ops}. Sonst verwerfen: ${discard}. Die Datei bleibt bis dahin im Bucket.`,
+      ];
     case 'object_not_found':
       return [`Die Datei ist nicht mehr im Bucket: bitte die Anmeldung neu hochladen lassen (sie wird ein eigener Import) und diesen Import verwerfen: ${discard}${ops}.`];
     default:

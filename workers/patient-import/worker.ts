@@ -65,6 +65,7 @@ function importDeps(ctx: FleetContext, source: ImportSource, opts: PatientImport
     },
     signing: { secret: c.signingSecret, environment: c.environment },
     staffImportEmails: c.staffImportEmails,
+    maxFileBytes: c.maxFileBytes,
     dashboardUrl: ctx.config.http.dashboardUrl,
     clock: ctx.clock,
     log: ctx.log,

@@ -357,6 +357,8 @@ export interface ImportLedgerHead {
   generation: string;
   sourceUri: string;
   md5Hash: string | null;
+  /** The object's size as listed (bytes); null when not known. */
+  size: number | null;
   status: PatientImportStatus;
   attempts: number;
   patientId: number | null;
@@ -367,7 +369,7 @@ export interface ImportLedgerHead {
 }
 
 const HEAD_COLUMNS =
-  'id, source, bucket, object_name, generation, source_uri, md5_hash, status, attempts, patient_id, duplicate_of_patient_id, backup_path, failed_path, received_at';
+  'id, source, bucket, object_name, generation, source_uri, md5_hash, size, status, attempts, patient_id, duplicate_of_patient_id, backup_path, failed_path, received_at';
 
 function toHead(r: Record<string, unknown>): ImportLedgerHead {
   return {
@@ -378,6 +380,7 @@ function toHead(r: Record<string, unknown>): ImportLedgerHead {
     generation: r.generation as string,
     sourceUri: r.source_uri as string,
     md5Hash: (r.md5_hash as string | null) ?? null,
+    size: r.size === null || r.size === undefined ? null : Number(r.size),
     status: r.status as PatientImportStatus,
     attempts: Number(r.attempts),
     patientId: r.patient_id === null ? null : Number(r.patient_id),
