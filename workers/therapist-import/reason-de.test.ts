@@ -17,6 +17,7 @@ const badTherapists: unknown[] = [
   [],
   { ...base, id: { a: 1 } },
   { ...base, id: true },
+  { ...base, id: Number('12345678901234567890') }, // beyond 2^53: not read exactly
   { ...base, status: 'x' },
   { ...base, status: 5 },
   { ...base, status: undefined },

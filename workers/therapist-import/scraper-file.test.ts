@@ -93,6 +93,20 @@ describe('parseScraperFile: text a file must not bring in', () => {
     ]);
   });
 
+  it('a numeric id too large to read exactly fails that therapist alone; other numeric ids are kept as text', () => {
+    // JSON.parse reads both as 12345678901234567000: two therapists would share one id.
+    const text = file([therapistLine({ id: 'x1' }), therapistLine({ id: 'x2' }), therapistLine({ id: 'x3' })])
+      .replace('"x1"', '12345678901234567890')
+      .replace('"x2"', '12345678901234567891')
+      .replace('"x3"', '4711');
+    const parsed = parseScraperFile(text);
+    expect(parsed.lines.map((l) => (l.ok ? `ok ${l.externalId}` : `${l.externalId}: ${l.reason}`))).toEqual([
+      'null: id: expected text or a number, got a number too large to read exactly (write it as text)',
+      'null: id: expected text or a number, got a number too large to read exactly (write it as text)',
+      'ok 4711',
+    ]);
+  });
+
   it('a NUL character or an unpaired surrogate fails that therapist alone, naming the field', () => {
     const parsed = parseScraperFile(
       file([therapistLine({ id: 'a', first: 'Nils\u0000' }), therapistLine({ id: 'b', last: 'J\ud800' }), therapistLine({ id: 'c', hours: { 'mo\u0000': ['9-12'] } }), therapistLine({ id: 'd', first: 'Zoë 😀' })]),

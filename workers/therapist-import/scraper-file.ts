@@ -30,6 +30,12 @@ function kindOf(v: unknown): string {
   return `a ${typeof v}`;
 }
 
+const UNSAFE_NUMBER = 'a number too large to read exactly (write it as text)';
+
+/** An id as given: text, or a number that reads exactly; null for anything else. */
+const idOf = (v: unknown): string | null =>
+  typeof v === 'string' || (typeof v === 'number' && (Number.isSafeInteger(v) || !Number.isInteger(v))) ? String(v).trim() || null : null;
+
 /** `missing` when absent; otherwise what was expected and the kind of what was found. */
 const missingOr = (expected: string) => (iss: { input?: unknown }) => (iss.input === undefined ? 'missing' : `expected ${expected}, got ${kindOf(iss.input)}`);
 
@@ -80,9 +86,12 @@ const stringList = z
 
 export const scraperTherapistSchema = z.object(
   {
+    // A number beyond 2^53 is not read exactly (12345678901234567890 and …891 both come out as
+    // 12345678901234567000): two therapists would share one id, and match each other's rows.
     id: z
       .union([z.string(), z.number(), z.null()], { error: missingOr('text or a number') })
       .optional()
+      .refine((v) => typeof v !== 'number' || Number.isSafeInteger(v) || !Number.isInteger(v), { error: `expected text or a number, got ${UNSAFE_NUMBER}` })
       .transform((v) => (v === null || v === undefined ? null : String(v).trim() || null)),
     // The value itself is not named (it is the scraper's word, but the reason goes into emails as is).
     status: z.enum(scraperStatuses, {
@@ -253,10 +262,7 @@ export function parseScraperFile(text: string): ParsedFile {
     else fileErrors.push(`"metadata": ${error(m.error)}`);
   }
   const lines: ParsedLine[] = obj.therapists.map((item, index) => {
-    const externalId =
-      typeof item === 'object' && item !== null && ['string', 'number'].includes(typeof (item as { id?: unknown }).id)
-        ? String((item as { id: unknown }).id).trim() || null
-        : null;
+    const externalId = typeof item === 'object' && item !== null ? idOf((item as { id?: unknown }).id) : null;
     const rawStatus = typeof item === 'object' && item !== null ? (item as { status?: unknown }).status : undefined;
     const statedStatus = typeof rawStatus === 'string' ? rawStatus : null;
     const unstorable = suspect ? unstorableText(item, '', '(therapist)') : null;
