@@ -199,3 +199,26 @@ export function restoreDeadLetter(queues: QueueSet, entry: DeadLetter, stillWant
     return true;
   });
 }
+
+/**
+ * Gives the records waiting for an operator their dead letters back where `queue` has none for
+ * them (Redis restarted without its data): one listing of the dead letters, then
+ * `restoreDeadLetter` for each record missing from it. A dead letter stands for the record whose
+ * id `recordIdOf` reads from its payload (by the record, not the job id: ids of an earlier
+ * release's jobs may differ). Returns how many were added.
+ */
+export async function restoreMissingDeadLetters(
+  queues: QueueSet,
+  queue: string,
+  records: Array<{ entry: DeadLetter; stillWanted: () => Promise<boolean> }>,
+  recordIdOf: (data: unknown) => unknown,
+): Promise<number> {
+  if (!records.length) return 0;
+  const present = new Set<unknown>((await listDeadLetters(queues, { queue })).map((d) => recordIdOf(d.data)).filter((id) => id !== undefined));
+  let restored = 0;
+  for (const r of records) {
+    if (present.has(recordIdOf(r.entry.data))) continue;
+    if (await restoreDeadLetter(queues, r.entry, r.stillWanted)) restored++;
+  }
+  return restored;
+}

@@ -20,7 +20,7 @@ import {
 import { PermanentError } from '../../libs/errors/index.js';
 import { oncePerRegistry } from '../../libs/metrics/index.js';
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
-import { catalog, describeZodError, jobIdFor, jobOptionsFor, listDeadLetters, restoreDeadLetter, withAbandoned, type Handlers } from '../../libs/queues/index.js';
+import { catalog, describeZodError, jobIdFor, jobOptionsFor, restoreMissingDeadLetters, withAbandoned, type Handlers } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { createBucket, type BucketPort } from '../../libs/storage/index.js';
 import { folderKeeper, removeSaved } from './file-keeper.js';
@@ -130,16 +130,10 @@ async function enqueueImports(ctx: FleetContext, ids: number[], kind: 'new' | 'o
  */
 export async function restoreDeadLetters(ctx: FleetContext): Promise<number> {
   const db = ctx.database.db;
-  const rows = await failedBucketRows(db);
-  if (!rows.length) return 0;
-  const present = new Set((await listDeadLetters(ctx.queues, { queue: 'patient-import' })).map((d) => d.id));
-  let restored = 0;
-  for (const r of rows) {
-    const jobId = jobIdFor('patient-import', { ledgerId: r.id })!;
-    if (present.has(jobId)) continue;
-    const entry = {
+  const records = (await failedBucketRows(db)).map((r) => ({
+    entry: {
       originalQueue: 'patient-import',
-      originalJobId: jobId,
+      originalJobId: jobIdFor('patient-import', { ledgerId: r.id })!,
       name: 'patient-import',
       data: { ledgerId: r.id },
       reason: r.reasonWithheld ?? `ledger ${r.id}: (reason not shown here: fleet imports show ${r.id})`,
@@ -147,10 +141,10 @@ export async function restoreDeadLetters(ctx: FleetContext): Promise<number> {
       attemptsMade: r.attempts,
       enqueuedAt: null,
       failedAt: (r.failedAt ?? r.updatedAt).toISOString(),
-    };
-    if (await restoreDeadLetter(ctx.queues, entry, async () => (await readImportHead(db, r.id))?.status === 'failed')) restored++;
-  }
-  return restored;
+    },
+    stillWanted: async () => (await readImportHead(db, r.id))?.status === 'failed',
+  }));
+  return restoreMissingDeadLetters(ctx.queues, 'patient-import', records, (data) => (data as { ledgerId?: unknown } | null)?.ledgerId);
 }
 
 /** Lists the bucket once and enqueues the imports (the `bucket-poll` job and `fleet poll`). */

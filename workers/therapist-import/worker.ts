@@ -4,7 +4,7 @@ import type { Job } from 'bullmq';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
 import { PermanentError } from '../../libs/errors/index.js';
-import { catalog, describeZodError, jobOptionsFor, listDeadLetters, restoreDeadLetter, therapistImportJobId, withAbandoned, type Handlers } from '../../libs/queues/index.js';
+import { catalog, describeZodError, jobOptionsFor, restoreMissingDeadLetters, therapistImportJobId, withAbandoned, type Handlers } from '../../libs/queues/index.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import {
   closeRunIfDrained,
@@ -209,17 +209,10 @@ export async function restoreTherapistDeadLetters(ctx: FleetContext): Promise<nu
   if (!files.length) return 0;
   // A discard the file does not record (an earlier release's) is in the audit table.
   if (await repo.markDiscardsFromAudit(db)) files = await repo.filesAwaitingOperator(db);
-  // By the file, not the job id: a dead letter of an earlier release has the content hash alone.
-  const present = new Set(
-    (await listDeadLetters(ctx.queues, { queue: 'therapist-import' })).map((d) => (d.data as { fileId?: unknown } | null)?.fileId).filter((id) => typeof id === 'number'),
-  );
-  let restored = 0;
-  for (const f of files) {
-    const jobId = therapistImportJobId(f.contentHash ?? 'none', f.id);
-    if (present.has(f.id)) continue;
-    const entry = {
+  const records = files.map((f) => ({
+    entry: {
       originalQueue: 'therapist-import',
-      originalJobId: jobId,
+      originalJobId: therapistImportJobId(f.contentHash ?? 'none', f.id),
       name: 'therapist-import',
       data: { fileId: f.id },
       reason: f.reason ?? `file ${f.id}: failed (fleet imports show ${f.id} --kind therapist)`,
@@ -227,10 +220,11 @@ export async function restoreTherapistDeadLetters(ctx: FleetContext): Promise<nu
       attemptsMade: f.attempts,
       enqueuedAt: null,
       failedAt: (f.finishedAt ?? f.discoveredAt).toISOString(),
-    };
-    if (await restoreDeadLetter(ctx.queues, entry, () => repo.fileAwaitsOperator(db, f.id))) restored++;
-  }
-  return restored;
+    },
+    stillWanted: () => repo.fileAwaitsOperator(db, f.id),
+  }));
+  // By the file, not the job id: a dead letter of an earlier release has the content hash alone.
+  return restoreMissingDeadLetters(ctx.queues, 'therapist-import', records, (data) => (data as { fileId?: unknown } | null)?.fileId);
 }
 
 export { repo as therapistImportRepo };

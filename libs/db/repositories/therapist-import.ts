@@ -274,13 +274,24 @@ export function deadLetterStateOf(
  * Files waiting for an operator through a dead letter: failed by their job, not discarded,
  * picked up by the watcher (a CLI import fails in the operator's terminal and has none).
  */
-export async function filesAwaitingOperator(db: DbOrTx): Promise<Array<Pick<TherapistImportFileRow, 'id' | 'contentHash' | 'reason' | 'errorCode' | 'attempts' | 'finishedAt' | 'discoveredAt'>>> {
+export async function filesAwaitingOperator(
+  db: DbOrTx,
+  onlyId?: number,
+): Promise<Array<Pick<TherapistImportFileRow, 'id' | 'contentHash' | 'reason' | 'errorCode' | 'attempts' | 'finishedAt' | 'discoveredAt'>>> {
   const f = therapistImportFiles;
   return db
     .select({ id: f.id, contentHash: f.contentHash, reason: f.reason, errorCode: f.errorCode, attempts: f.attempts, finishedAt: f.finishedAt, discoveredAt: f.discoveredAt })
     .from(f)
     .innerJoin(therapistImportRuns, eq(therapistImportRuns.id, f.runId))
-    .where(and(eq(f.status, 'failed'), inArray(f.errorCode, [...DEAD_LETTER_CODES]), isNull(f.deadLetterDiscardedAt), eq(therapistImportRuns.trigger, 'watcher')))
+    .where(
+      and(
+        onlyId === undefined ? undefined : eq(f.id, onlyId),
+        eq(f.status, 'failed'),
+        inArray(f.errorCode, [...DEAD_LETTER_CODES]),
+        isNull(f.deadLetterDiscardedAt),
+        eq(therapistImportRuns.trigger, 'watcher'),
+      ),
+    )
     .orderBy(f.id);
 }
 
@@ -295,7 +306,7 @@ export async function markDiscardsFromAudit(db: DbOrTx, id?: number): Promise<nu
   const rows = await db.execute<{ id: string }>(sql`
     update fleet.therapist_import_files f set dead_letter_discarded_at = a.at
     from (select target, max(created_at) as at from fleet.audit_log where action = 'dlq.discard' and target like 'therapist-import/%' group by target) a
-    where f.status = 'failed' and f.error_code in ('gave_up', 'worker_died') and f.dead_letter_discarded_at is null
+    where f.status = 'failed' and f.error_code in (${sql.join(DEAD_LETTER_CODES.map((c) => sql`${c}`), sql`, `)}) and f.dead_letter_discarded_at is null
       ${id === undefined ? sql`` : sql`and f.id = ${id}`}
       and a.target in (
         'therapist-import/therapist-import.sha256.' || coalesce(f.content_hash, 'none') || '.file.' || f.id,
@@ -308,18 +319,7 @@ export async function markDiscardsFromAudit(db: DbOrTx, id?: number): Promise<nu
 /** Whether the file still waits for an operator (restoring its dead letter asks again under the entry's lock). */
 export async function fileAwaitsOperator(db: DbOrTx, id: number): Promise<boolean> {
   await markDiscardsFromAudit(db, id);
-  const [row] = await db
-    .select({ id: therapistImportFiles.id })
-    .from(therapistImportFiles)
-    .where(
-      and(
-        eq(therapistImportFiles.id, id),
-        eq(therapistImportFiles.status, 'failed'),
-        inArray(therapistImportFiles.errorCode, [...DEAD_LETTER_CODES]),
-        isNull(therapistImportFiles.deadLetterDiscardedAt),
-      ),
-    );
-  return row !== undefined;
+  return (await filesAwaitingOperator(db, id)).length > 0;
 }
 
 export interface FileListFilter {
