@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -63,7 +64,13 @@ describe('fleet import therapist-file', () => {
     expect(await therapistImportRepo.listFiles(db.db)).toEqual([]);
     // A folder, or a path that is not there, is said as such (not "rename it").
     const folder = await fleet('import', 'therapist-file', dir);
-    expect({ code: folder.code, stderr: folder.stderr }).toEqual({ code: 2, stderr: `fleet: ${dir}: not a file\n` });
+    expect({ code: folder.code, stderr: folder.stderr }).toEqual({ code: 2, stderr: `fleet: ${dir}: not a file (a folder)\n` });
+    // A named pipe is not opened for a read that would wait for a writer for ever.
+    const pipe = path.join(dir, '52098.json');
+    execFileSync('mkfifo', [pipe]);
+    const piped = await fleet('import', 'therapist-file', pipe);
+    expect({ code: piped.code, stderr: piped.stderr }).toEqual({ code: 2, stderr: `fleet: ${pipe}: not a file (a named pipe)\n` });
+    await rm(pipe);
     const missing = await fleet('import', 'therapist-file', path.join(dir, '52099.json'));
     expect({ code: missing.code, stderr: missing.stderr }).toEqual({ code: 2, stderr: `fleet: ${path.join(dir, '52099.json')}: cannot read (ENOENT)\n` });
 

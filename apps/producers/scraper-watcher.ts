@@ -13,6 +13,7 @@ import {
   enqueueFreshTherapistFiles,
   enqueueTherapistFile,
   FileTooLargeError,
+  NOT_REGULAR_REASON,
   restoreTherapistDeadLetters,
   sha256OfFile,
   therapistImportMetrics,
@@ -174,8 +175,6 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   const unreadableReason = (err: unknown) =>
     `cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); once it can be read (permissions fixed, or dropped again) it is imported`;
 
-  /** A fitting name that is no regular file (a named pipe, a device, a socket): never read. */
-  const notRegularReason = 'cannot read the file (not a regular file: a named pipe, device or socket, or a link to one); a regular file dropped under this name is imported';
 
   const supersededReason = (newer: string, postcode: string) => `superseded by the newer folder ${newer}/${postcode}.json`;
 
@@ -377,7 +376,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       const fh = await open(abs, constants.O_RDONLY | constants.O_NONBLOCK);
       try {
         const st = await fh.stat({ bigint: true });
-        if (!st.isFile()) return { unreadable: { ...at, reason: notRegularReason } };
+        if (!st.isFile()) return { unreadable: { ...at, reason: NOT_REGULAR_REASON } };
         const s: StatSeen = seen ?? statSeen(st);
         const tooLarge = s.size > cfg.maxFileBytes ? new FileTooLargeError(s.size, cfg.maxFileBytes) : null;
         if (knownHash) return { contentHash: knownHash, sizeBytes: s.size, statKey: s.statKey, tooLarge };

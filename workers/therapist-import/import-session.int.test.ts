@@ -1,4 +1,5 @@
-import { writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FleetContext } from '../../libs/runtime/index.js';
@@ -7,7 +8,7 @@ import { startTherapistImportHarness } from './int-harness.js';
 import { scraperFile, therapistLine, type TherapistLine } from './fixtures.js';
 import { claimFile, therapistIdPool } from '../../libs/db/repositories/therapist-import-session.js';
 import { processTherapistFile, sha256, type ImportSession, type TherapistImportDeps } from './process-therapist-file.js';
-import { therapistImportDeps, therapistImportRepo as repo } from './worker.js';
+import { NOT_REGULAR_REASON, therapistImportDeps, therapistImportRepo as repo } from './worker.js';
 
 /**
  * The file's transaction reads therapists without row locks and pipelines its writes with the
@@ -257,6 +258,19 @@ describe('therapist import transaction', () => {
       expect(report.status).toBe('skipped');
       expect(report.reason).toMatch(/changed after it was registered/);
       expect(await db.sql`select 1 from therapist_service.therapeuten where plz = '30800'`).toHaveLength(0);
+    });
+
+    it('a file replaced by a named pipe after it was registered is skipped at once, not read (a read would wait for ever)', async () => {
+      const fileId = await tracked('30900.json', [therapistLine({ id: 'h5', first: 'Lena', plz: '30900' })]);
+      const hint = await hintOf(fileId);
+      await rm(path.join(dir, '30900.json'));
+      execFileSync('mkfifo', [path.join(dir, '30900.json')]);
+      const timeout = new Promise<'hung'>((r) => setTimeout(() => r('hung'), 5_000).unref());
+      const report = await Promise.race([processTherapistFile({ fileId, file: hint }, therapistImportDeps(ctx)), timeout]);
+      expect(report).not.toBe('hung');
+      expect(report).toMatchObject({ status: 'skipped', reason: NOT_REGULAR_REASON });
+      expect(await repo.getFile(ctx.database.db, fileId)).toMatchObject({ status: 'skipped', errorCode: 'file_not_regular' });
+      expect(await db.sql`select 1 from therapist_service.therapeuten where plz = '30900'`).toHaveLength(0);
     });
   });
 });

@@ -18,7 +18,7 @@ import { planFile, type ExternalIdEntry, nameTombstoneKey } from './plan.js';
 import { assertCountsAddUp, countLines, emptyCounts, failuresOf, metadataDisagreements, mismatchesOf, replacedCorrectionsOf } from './report.js';
 import { renderRunSummary, summarizeRunFiles } from './run-summary.js';
 import { decodeScraperFile, FileFormatError, parseScraperFile } from './scraper-file.js';
-import { FileTooLargeError, tooLargeReason } from './file-size.js';
+import { FileTooLargeError, NOT_REGULAR_REASON, NotRegularFileError, tooLargeReason } from './file-size.js';
 
 /** A therapist as loaded for matching, with its row version (writes are checked against it). */
 export type LoadedTherapist = VersionedTherapist;
@@ -232,6 +232,8 @@ async function readPrepared(f: { path: string; contentHash: string | null; postc
     }
     // Skipped, not failed, for the same reason: with the limit raised, the same content is imported.
     if (err instanceof FileTooLargeError) return { problem: { status: 'skipped', code: 'file_too_large', reason: tooLargeReason(err), fileErrors: [] } };
+    // Replaced by a named pipe, device or folder after it was registered: nothing to read (as the watcher reports such a name).
+    if (err instanceof NotRegularFileError) return { problem: { status: 'skipped', code: 'file_not_regular', reason: NOT_REGULAR_REASON, fileErrors: [] } };
     throw err;
   }
   if (f.contentHash && sha256(buf) !== f.contentHash) {

@@ -1,4 +1,3 @@
-import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Job } from 'bullmq';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
@@ -18,10 +17,10 @@ import {
 } from './process-therapist-file.js';
 import { registerTherapistImportGauges, therapistImportMetrics } from './metrics.js';
 import { postgresTherapistImportStore } from './store.js';
-import { checkFileSize, FileTooLargeError } from './file-size.js';
+import { FileTooLargeError, NotRegularFileError, readRegularFile } from './file-size.js';
 
 /** What the scraper watcher needs of the size limit (SCRAPER_FILE_MAX_MB). */
-export { FileTooLargeError, sha256OfFile, tooLargeReason } from './file-size.js';
+export { FileTooLargeError, fileKindOf, NOT_REGULAR_REASON, sha256OfFile, tooLargeReason } from './file-size.js';
 
 export { formatShare, countWithShare, assertCountsAddUp, COUNT_LABELS, isOutcomeCount, outcomeKeys } from './report.js';
 export type { FileReport };
@@ -38,9 +37,7 @@ export function therapistImportDeps(ctx: FleetContext): TherapistImportDeps {
   return {
     store: postgresTherapistImportStore(ctx.database, { from: ctx.config.mail.from, to: ctx.config.mail.staffEmail }),
     readFile: async (p) => {
-      const abs = resolveDropPath(dropDir, p);
-      await checkFileSize(abs, ctx.config.therapistImport.maxFileBytes);
-      return readFile(abs);
+      return readRegularFile(resolveDropPath(dropDir, p), ctx.config.therapistImport.maxFileBytes);
     },
     sendEmail: async (deliveryId) => {
       await ctx.queues.enqueue('email-send', { deliveryId });
@@ -136,18 +133,15 @@ export async function importTherapistFileNow(ctx: FleetContext, filePath: string
   const abs = path.resolve(filePath);
   let buf: Buffer;
   try {
-    const s = await stat(abs);
-    if (!s.isFile()) throw new TherapistFileError(`${filePath}: not a file`);
-    const max = ctx.config.therapistImport.maxFileBytes;
-    if (s.size > max) {
-      const mb = Math.ceil(s.size / 1024 / 1024);
+    buf = await readRegularFile(abs, ctx.config.therapistImport.maxFileBytes);
+  } catch (err) {
+    if (err instanceof NotRegularFileError) throw new TherapistFileError(`${filePath}: not a file (${err.kind})`);
+    if (err instanceof FileTooLargeError) {
+      const mb = Math.ceil(err.sizeBytes / 1024 / 1024);
       throw new TherapistFileError(
-        `${filePath}: not read: ${new FileTooLargeError(s.size, max).message} (an import needs ~10 MB of memory per MB of file; on a machine with ${mb * 10 + 200} MB to spare, SCRAPER_FILE_MAX_MB=${mb} imports it)`,
+        `${filePath}: not read: ${err.message} (an import needs ~10 MB of memory per MB of file; on a machine with ${mb * 10 + 200} MB to spare, SCRAPER_FILE_MAX_MB=${mb} imports it)`,
       );
     }
-    buf = await readFile(abs);
-  } catch (err) {
-    if (err instanceof TherapistFileError) throw err;
     throw new TherapistFileError(`${filePath}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
   const hash = sha256(buf);

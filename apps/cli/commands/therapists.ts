@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { therapistImportFileStatuses, type TherapistImportCounts, type TherapistImportFileStatus } from '../../../libs/db/schema/fleet-therapist-import.js';
 import {
+  fileKindOf,
   importTherapistFileNow,
   TherapistFileError,
   therapistImportRepo as repo,
@@ -131,7 +132,7 @@ export function registerTherapists(program: Command): void {
     .action(async (filePath: string, opts: { json?: boolean }) => {
       // A folder or a missing path first: "rename it" would be the wrong advice for those.
       const kind = await stat(filePath).then(
-        (s) => (s.isFile() ? null : 'not a file'),
+        (s) => (s.isFile() ? null : `not a file (${fileKindOf(s)})`),
         (err: NodeJS.ErrnoException) => `cannot read (${err.code ?? err.message})`,
       );
       if (kind) throw new CliError(`${filePath}: ${kind}`, 2);
