@@ -77,17 +77,25 @@ export async function requeueAll(deps: OperatorDeps, action: OperatorAction, que
   return results;
 }
 
-/** Discards one dead letter for good and writes the action to the audit table. */
+/**
+ * Discards one dead letter for good and writes the action to the audit table. The audit row is
+ * written under the entry's lock, before the entry is gone: whatever gives lost dead letters back
+ * (the email sweep reads the discards from the audit table) never sees the entry gone without it.
+ */
 export async function discardOne(deps: OperatorDeps, id: string, action: OperatorAction, queue?: string) {
   const { view } = await explainNotFound(deps, id, queue, () =>
-    discardDeadLetter(deps.queues, id, queue, { beforeDiscard: async (v) => hookFor(deps.hooks, v)?.onDiscard?.(v.data, deps.db) }),
+    discardDeadLetter(deps.queues, id, queue, {
+      beforeDiscard: async (v) => {
+        await hookFor(deps.hooks, v)?.onDiscard?.(v.data, deps.db);
+        await recordAudit(deps.db, {
+          actor: action.actor,
+          action: 'dlq.discard',
+          target: `${v.originalQueue}/${v.originalJobId}`,
+          reason: action.reason,
+          details: { code: v.code, failedReason: v.reason, attemptsMade: v.attemptsMade },
+        });
+      },
+    }),
   );
-  await recordAudit(deps.db, {
-    actor: action.actor,
-    action: 'dlq.discard',
-    target: `${view.originalQueue}/${view.originalJobId}`,
-    reason: action.reason,
-    details: { code: view.code, failedReason: view.reason, attemptsMade: view.attemptsMade },
-  });
   return view;
 }

@@ -4,6 +4,8 @@ import type { DeliveryRow } from '../../libs/db/repositories/deliveries.js';
 import {
   beginDeliveryAttempt,
   claimDeliveries,
+  deliveryAwaitsOperator,
+  failedDeliveriesAwaitingOperator,
   finishDeliveries,
   listStaleClaims,
   listStalePending,
@@ -15,7 +17,7 @@ import { countExpiredContents, deliveryContentsRemoved, removeExpiredContents } 
 import { createMailDriver, type MailDriver, type StillWantedChecks } from '../../libs/mail/index.js';
 import { oncePerRegistry } from '../../libs/metrics/index.js';
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
-import { addDeadLetter, catalog, jobIdFor, listDeadLetters, redisRateLimiter, type Handlers, type RateLimiter } from '../../libs/queues/index.js';
+import { addDeadLetter, catalog, jobIdFor, listDeadLetters, redisRateLimiter, restoreMissingDeadLetters, type Handlers, type RateLimiter } from '../../libs/queues/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import { workerComponent } from '../../libs/runtime/index.js';
 import { processDelivery, type Claim, type DeliveryStore, type EmailMetrics } from './process-delivery.js';
@@ -135,6 +137,39 @@ async function ensureSendJob(ctx: FleetContext, deliveryId: string): Promise<boo
   return false;
 }
 
+/**
+ * Failed deliveries wait for an operator through their dead letters (`fleet dlq`, /ops, the
+ * dead-letter alert), and the retention sweep keeps their contents only while one waits. When
+ * Redis restarted without its data those are gone while the rows still say failed: nobody would
+ * see them, and their contents would be blanked. Each such delivery gets its dead letter back
+ * (the recorded reason, as a dead letter of a delivery carried in a batch has it), checked under
+ * the entry's lock against the row and the audit table then (an operator's requeue or discard in
+ * between wins). The usual case costs one query and one listing of the email dead letters.
+ */
+export async function restoreEmailDeadLetters(ctx: FleetContext): Promise<number> {
+  const db = ctx.database.db;
+  const rows = await failedDeliveriesAwaitingOperator(db);
+  const queue = catalog['email-send'].queue;
+  const records = rows.map((r) => ({
+    entry: {
+      originalQueue: queue,
+      originalJobId: jobIdFor('email-send', { deliveryId: r.id })!,
+      name: 'email-send',
+      data: { deliveryId: r.id },
+      reason: r.lastError ?? `delivery ${r.id}: failed (reason not recorded)`,
+      code: 'restored',
+      attemptsMade: r.attempts,
+      enqueuedAt: null,
+      failedAt: r.updatedAt.toISOString(),
+    },
+    stillWanted: () => deliveryAwaitsOperator(db, r.id),
+  }));
+  return restoreMissingDeadLetters(ctx.queues, queue, records, (data) => (data as { deliveryId?: unknown } | null)?.deliveryId);
+}
+
+/** How often the sweep looks for failed deliveries whose dead letter Redis lost. */
+const RESTORE_DEAD_LETTERS_EVERY_MS = 10 * 60_000;
+
 /** The periodic sweep as a component (role `email`). */
 export function emailSweepComponent(ctx: FleetContext): Component {
   let timer: NodeJS.Timeout | undefined;
@@ -157,8 +192,16 @@ export function emailSweepComponent(ctx: FleetContext): Component {
       pendingAfterMs: cfg.sweepPendingAfterMs,
       staleMs: cfg.sendingStaleMs,
     });
+  let lastRestore = 0;
+  const restore = async () => {
+    // At the first pass and then every few minutes: a listing of the dead letters is not free.
+    if (lastRestore && Date.now() - lastRestore < RESTORE_DEAD_LETTERS_EVERY_MS) return;
+    lastRestore = Date.now();
+    const restored = await restoreEmailDeadLetters(ctx);
+    if (restored) ctx.log.warn({ deadLettersRestored: restored }, 'failed email deliveries had no dead letter (Redis lost its data?): dead letters restored');
+  };
   const tick = () => {
-    running = runOnce()
+    running = Promise.all([runOnce(), restore()])
       .catch((err: unknown) => ctx.log.warn({ err }, 'email sweep failed; trying again next interval'))
       .finally(() => {
         if (!stopped) timer = setTimeout(tick, cfg.sweepIntervalMs);

@@ -339,3 +339,39 @@ export async function deliveryActivity(
     oldestPendingAgeSeconds: oldest === null ? null : Math.max(0, now.getTime() / 1000 - oldest),
   };
 }
+
+/**
+ * The audit target of a dead letter of the delivery (`<queue>/<job id>`): its job id is
+ * `email-send.delivery.<id>`, or that with a suffix for a job the sweep or a requeue added
+ * (`.sweep.<ms>`, `.retry.<ms>`, `.recover.<n>`).
+ */
+const emailDeadLetterTarget = (idColumn: unknown) => sql`'email/email-send.delivery.' || ${idColumn} || '%'`;
+
+/**
+ * Failed deliveries that wait for an operator: contents kept and no `dlq.discard` of their dead
+ * letter since they failed (a requeued one that failed again waits anew). Their dead letters are
+ * in Redis; when Redis lost them (restarted without its data), the email sweep gives them back.
+ */
+function awaitingOperator() {
+  return and(
+    eq(deliveries.status, 'failed'),
+    isNull(deliveries.contentsRemovedAt),
+    sql`not exists (select 1 from fleet.audit_log a where a.action = 'dlq.discard'
+      and a.target like ${emailDeadLetterTarget(deliveries.id)} and a.created_at >= ${deliveries.updatedAt})`,
+  );
+}
+
+export async function failedDeliveriesAwaitingOperator(db: DbOrTx, limit = 10_000) {
+  return db
+    .select({ id: deliveries.id, lastError: deliveries.lastError, attempts: deliveries.attempts, updatedAt: deliveries.updatedAt })
+    .from(deliveries)
+    .where(awaitingOperator())
+    .orderBy(asc(deliveries.updatedAt))
+    .limit(limit);
+}
+
+/** Whether one delivery still waits for an operator (see failedDeliveriesAwaitingOperator). */
+export async function deliveryAwaitsOperator(db: DbOrTx, id: string): Promise<boolean> {
+  const [row] = await db.select({ id: deliveries.id }).from(deliveries).where(and(eq(deliveries.id, id), awaitingOperator()));
+  return Boolean(row);
+}
