@@ -48,7 +48,8 @@ export interface ImportTx {
   finishFile(id: number, outcome: FileOutcome): Promise<void>;
   /** Closes the run when sealed and drained (under the run's row lock); null when it stays open. */
   closeRunIfDrained(runId: number, summarize: typeof summarizeRunFiles): Promise<{ run: TherapistImportRunRow; files: TherapistImportFileRow[] } | null>;
-  queueSummary(runId: number, message: { subject: string; html: string; text: string }): Promise<string>;
+  /** `followUpOf`: the run closed before (a file of it was requeued), this summary is the one of its close at that time. */
+  queueSummary(runId: number, message: { subject: string; html: string; text: string }, followUpOf?: Date): Promise<string>;
 }
 
 export interface TherapistImportStore {
@@ -387,7 +388,10 @@ async function closeRun(tx: ImportTx, runId: number | null, runPageUrl?: (runId:
   // A run left without files (the watcher opened it for a file another import registered
   // meanwhile) closes without telling staff "0 files, 0 therapists".
   if (closed.files.length === 0) return null;
-  return tx.queueSummary(runId, renderRunSummary(closed.run, closed.files, { runPageUrl: runPageUrl?.(runId) }));
+  // A run that closed before has had its summary (a file of it was requeued and is done now):
+  // staff read then that the file was not imported, so they get a follow-up with the new totals.
+  const followUpOf = closed.run.summaryDeliveryId !== null && closed.run.closedAt ? closed.run.closedAt : undefined;
+  return tx.queueSummary(runId, renderRunSummary(closed.run, closed.files, { runPageUrl: runPageUrl?.(runId), followUp: followUpOf !== undefined }), followUpOf);
 }
 
 /** A file that could not be imported at all: the row says why; the run may close. */

@@ -48,7 +48,7 @@ const berlin = new Intl.DateTimeFormat('de-DE', { timeZone: 'Europe/Berlin', dat
  * The staff summary of a closed run (German, as staff read it), also when all went well.
  * `runPageUrl`: the run's report page (DASHBOARD_URL), linked; without it the CLI command is named.
  */
-export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImportFileRow[], opts: { runPageUrl?: string } = {}) {
+export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImportFileRow[], opts: { runPageUrl?: string; followUp?: boolean } = {}) {
   const c = run.counts ?? emptyCounts();
   const n = (s: string) => files.filter((f) => f.status === s).length;
   const problemFiles = files.filter((f) => f.status === 'failed' || f.status === 'partial');
@@ -78,11 +78,17 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
     unreadable.length ? `${countNoun(unreadable.length, 'Datei', 'Dateien')} nicht lesbar` : '',
     tooLarge.length ? `${countNoun(tooLarge.length, 'Datei', 'Dateien')} zu groß` : '',
   ].filter(Boolean);
+  const runName = `Lauf ${run.id}${opts.followUp ? ' (Nachtrag)' : ''}`;
   const subject = allWell
-    ? `Therapeuten-Import Lauf ${run.id}: ${countNoun(files.length, 'Datei', 'Dateien')}, ${countNoun(c.total, 'Therapeut', 'Therapeuten')}, ohne Fehler`
-    : `Therapeuten-Import Lauf ${run.id}: ${problems.join(', ') || `${countNoun(problemFiles.length, 'Datei', 'Dateien')} mit Fehlern`}`;
+    ? `Therapeuten-Import ${runName}: ${countNoun(files.length, 'Datei', 'Dateien')}, ${countNoun(c.total, 'Therapeut', 'Therapeuten')}, ohne Fehler`
+    : `Therapeuten-Import ${runName}: ${problems.join(', ') || `${countNoun(problemFiles.length, 'Datei', 'Dateien')} mit Fehlern`}`;
 
   const paragraphs: Array<string | StaffListParagraph> = [];
+  if (opts.followUp) {
+    paragraphs.push(
+      'Nachtrag: Nach einem Fehlschlag wurde eine Datei dieses Laufs erneut verarbeitet. Diese Zusammenfassung ersetzt die frühere dieses Laufs; die Zahlen gelten für den ganzen Lauf.',
+    );
+  }
   for (const f of problemFiles.slice(0, MAX_LISTED)) {
     // The parser's reasons in German (reasonDe); field paths as written in the file, where staff look them up.
     // A file whose therapists all went in and only has errors of its own (e.g. its metadata) is not "partly" imported.
@@ -186,7 +192,7 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
 
   return renderStaffEmail({
     subject,
-    heading: `Therapeuten-Import, Lauf ${run.id}`,
+    heading: `Therapeuten-Import, ${runName}`,
     rows: [
       ['Dateien', `${formatCount(files.length)} (importiert ${n('imported')}, teilweise ${n('partial')}, fehlgeschlagen ${n('failed')}, übersprungen ${n('skipped')})`],
       ['Therapeuten in den Dateien', formatCount(c.total)],

@@ -43,9 +43,9 @@ export function postgresTherapistImportStore(database: Database, mail: SummaryAd
             },
             finishFile: (id, outcome) => repo.finishFile(tx, id, outcome),
             closeRunIfDrained: (runId, summarize) => repo.closeRunIfDrained(tx, runId, summarize),
-            async queueSummary(runId, message) {
+            async queueSummary(runId, message, followUpOf) {
               const { id } = await repo.queueDelivery(tx, {
-                idempotencyKey: `therapist-import.run.${runId}`,
+                idempotencyKey: followUpOf ? `therapist-import.run.${runId}.closed.${followUpOf.toISOString()}` : `therapist-import.run.${runId}`,
                 kind: 'therapist-import-summary',
                 toAddress: mail.to,
                 fromAddress: mail.from,

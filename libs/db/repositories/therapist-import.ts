@@ -238,12 +238,19 @@ export async function finishFile(db: DbOrTx, id: number, o: FileOutcome): Promis
   await db.update(therapistImportFiles).set(o).where(eq(therapistImportFiles.id, id));
 }
 
-/** Dead-letter requeue: the file goes back to `queued`. */
+/**
+ * Dead-letter requeue: the file goes back to `queued`, and its run, closed meanwhile (its summary
+ * said the file was not imported), is open again (`sealed`): it closes once more when the file
+ * is done, with totals that are its files' again and a follow-up summary. One statement.
+ */
 export async function requeueFile(db: DbOrTx, id: number): Promise<void> {
-  await db
-    .update(therapistImportFiles)
-    .set({ status: 'queued', reason: null, errorCode: null })
-    .where(and(eq(therapistImportFiles.id, id), inArray(therapistImportFiles.status, ['failed', 'importing', 'queued'])));
+  await db.execute(sql`
+    with f as (
+      update fleet.therapist_import_files set status = 'queued', reason = null, error_code = null
+      where id = ${id} and status in ('failed', 'importing', 'queued')
+      returning run_id)
+    update fleet.therapist_import_runs r set state = 'sealed', closed_at = null
+    from f where r.id = f.run_id and r.state = 'closed'`);
 }
 
 /** Dead-letter discard: the file stays `failed`, marked so that its dead letter is not restored. */
