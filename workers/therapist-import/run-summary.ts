@@ -93,7 +93,17 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
     // The parser's reasons in German (reasonDe); field paths as written in the file, where staff look them up.
     // A file whose therapists all went in and only has errors of its own (e.g. its metadata) is not "partly" imported.
     const therapistsFailed = f.counts?.failed ?? 0;
-    const state = f.status === 'failed' ? 'nicht importiert' : therapistsFailed ? 'teilweise importiert' : 'importiert, mit Fehlern auf Dateiebene';
+    // `partial` is also a file none of whose therapists went in (all failed, or failed and skipped): not "partly".
+    const taken = f.counts ? f.counts.created + f.counts.updated + f.counts.unchanged + f.counts.deactivated : 0;
+    const noneIn = therapistsFailed > 0 && taken === 0;
+    const state =
+      f.status === 'failed'
+        ? 'nicht importiert'
+        : noneIn
+          ? `nicht importiert, ${therapistsFailed === f.counts!.total ? 'alle Therapeuten fehlgeschlagen' : 'kein Therapeut übernommen'}`
+          : therapistsFailed
+            ? 'teilweise importiert'
+            : 'importiert, mit Fehlern auf Dateiebene';
     const items: string[] = [];
     if (f.status === 'partial') {
       if (therapistsFailed) items.push(`${formatCount(therapistsFailed)} von ${countNoun(f.counts!.total, 'Therapeut', 'Therapeuten')} fehlgeschlagen`);

@@ -650,4 +650,23 @@ describe('therapist import: files and reports', () => {
     expect(ds[0]!.text).toContain(`https://fleet.example/therapist-imports/runs/${r.runId}`);
     expect(ds[0]!.to_address).toBe(ctx.config.mail.staffEmail);
   });
+
+  it('a file none of whose therapists went in is not called partly imported in the staff summary', async () => {
+    const none = await imp([therapistLine({ id: 'f1', last: null, plz: '20510' }), therapistLine({ id: 'f2', first: 'Fritz', plz: '2051' })]);
+    expect(none.status).toBe('partial');
+    expect(none.counts).toMatchObject({ total: 2, failed: 2 });
+    const childOnly = await imp([therapistLine({ id: 'f3', last: null, plz: '20520' }), therapistLine({ id: 'f4', first: 'Frida', plz: '20520', methods: [CHILD_VT] })]);
+    expect(childOnly.counts).toMatchObject({ total: 2, failed: 1, skipped: 1 });
+    const some = await imp([therapistLine({ id: 'f5', last: null, plz: '20530' }), therapistLine({ id: 'f6', first: 'Fanny', plz: '20530' })]);
+    expect(some.counts).toMatchObject({ total: 2, failed: 1, created: 1 });
+    const textOf = async (r: FileReport) => {
+      const [d] = await db.sql<Array<{ text: string }>>`select d.text from fleet.deliveries d join fleet.therapist_import_runs r on r.summary_delivery_id = d.id where r.id = ${r.runId}`;
+      return d!.text;
+    };
+    expect(await textOf(none)).toContain(`(#${none.fileId}): nicht importiert, alle Therapeuten fehlgeschlagen`);
+    expect(await textOf(childOnly)).toContain(`(#${childOnly.fileId}): nicht importiert, kein Therapeut übernommen`);
+    expect(await textOf(some)).toContain(`(#${some.fileId}): teilweise importiert`);
+    expect(await textOf(none)).not.toContain('teilweise importiert');
+  });
 });
+
