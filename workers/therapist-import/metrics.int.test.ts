@@ -58,8 +58,12 @@ describe('therapist import metrics', () => {
       ('20261201/52067.json', '52067', 'stuck-hash', 'importing', now() - interval '10 minutes'),
       ('20261201/52068.json', '52068', 'waiting-hash', 'queued', now() - interval '1 minute')`;
     const [run] = await db.sql<Array<{ closed: number }>>`
-      insert into fleet.therapist_import_runs (trigger, state, sealed_at, closed_at) values ('watcher', 'closed', now() - interval '2 days', now() - interval '2 days')
-      returning extract(epoch from closed_at)::float8 as closed`;
+      insert into fleet.therapist_import_runs (trigger, state, sealed_at, closed_at) values ('watcher', 'closed', now() - interval '2 days', now() - interval '2 days' + interval '5 minutes')
+      returning extract(epoch from sealed_at)::float8 as closed`;
+    // A run of ten days ago closed again today (an operator requeued one of its files): not a new drop.
+    await db.sql`insert into fleet.therapist_import_runs (trigger, state, sealed_at, closed_at) values ('watcher', 'closed', now() - interval '10 days', now())`;
+    // A run still importing does not count yet.
+    await db.sql`insert into fleet.therapist_import_runs (trigger, state, sealed_at) values ('watcher', 'sealed', now() - interval '1 minute')`;
 
     expect(await values(ctx, 'fleet_therapist_import_pending_files', 'status')).toEqual({ queued: 1, importing: 1 });
     const age = (await values(ctx, 'fleet_therapist_import_oldest_pending_seconds'))['']!;

@@ -78,7 +78,7 @@ export function registerTherapistImportGauges(ctx: FleetContext): void {
   collectedGauge(
     ctx.metrics,
     'fleet_therapist_import_last_run_closed_timestamp_seconds',
-    "Unix time the scraper watcher's last import run closed (absent before the first)",
+    "Unix time the scraper watcher's last closed import run stopped taking files (absent before the first; a run closed again after a requeue keeps its time)",
     [],
     async () => {
       const at = (await read())?.lastWatcherRunClosedAt;

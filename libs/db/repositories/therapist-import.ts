@@ -196,7 +196,7 @@ export async function unfinishedFiles(db: DbOrTx): Promise<TherapistImportFileRo
 /**
  * What the import's gauges show (read when Prometheus scrapes): files waiting or being
  * imported, the age of the oldest of them (a stuck import grows it), and when the watcher's
- * last run closed (scraper files arrive weekly: a long gap means none came). Null: none.
+ * last closed run took its last file (scraper files arrive weekly: a long gap means none came). Null: none.
  */
 export async function importBacklog(db: DbOrTx, now: Date): Promise<{ queued: number; importing: number; oldestPendingAgeSeconds: number; lastWatcherRunClosedAt: Date | null }> {
   const f = therapistImportFiles;
@@ -206,7 +206,9 @@ export async function importBacklog(db: DbOrTx, now: Date): Promise<{ queued: nu
       queued: sql<number>`count(*) filter (where ${f.status} = 'queued')::int`,
       importing: sql<number>`count(*) filter (where ${f.status} = 'importing')::int`,
       oldest: sql<number | null>`extract(epoch from min(${f.discoveredAt}))::float8`,
-      lastClosed: sql<number | null>`(select extract(epoch from max(${r.closedAt}))::float8 from ${r} where ${r.trigger} = 'watcher')`,
+      // When the run stopped taking files, not when it closed: a run closes again when an operator
+      // requeues one of its files, and that is not a new drop (it would hide FleetNoScraperDrop).
+      lastClosed: sql<number | null>`(select extract(epoch from max(${r.sealedAt}))::float8 from ${r} where ${r.trigger} = 'watcher' and ${r.state} = 'closed')`,
     })
     .from(f)
     .where(inArray(f.status, ['queued', 'importing']));
