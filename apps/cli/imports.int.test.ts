@@ -85,8 +85,10 @@ describe('fleet import therapist-file', () => {
     // the files of one run (a CLI import is a run of its own)
     const ofRun = await fleet('imports', 'list', '--kind', 'therapist', '--run', String(file!.runId), '--json');
     expect(JSON.parse(ofRun.stdout)).toMatchObject([{ id: file!.id, run: file!.runId }]);
-    const otherRun = await fleet('imports', 'list', '--kind', 'therapist', '--run', String(file!.runId! + 1));
-    expect(otherRun.stdout).toContain(`no therapist import records in run ${file!.runId! + 1}`);
+    const noRun = await fleet('imports', 'list', '--kind', 'therapist', '--run', String(file!.runId! + 1));
+    expect({ code: noRun.code, stderr: noRun.stderr }).toEqual({ code: 3, stderr: `fleet: no therapist import run ${file!.runId! + 1} (fleet imports runs lists them)\n` });
+    const noneFailed = await fleet('imports', 'list', '--kind', 'therapist', '--run', String(file!.runId), '--status', 'failed');
+    expect({ code: noneFailed.code, stdout: noneFailed.stdout }).toEqual({ code: 0, stdout: `no therapist import records with status failed in run ${file!.runId}\n` });
     expect((await fleet('imports', 'list', '--run', '1')).code).toBe(2); // patient imports have no runs
   });
 });

@@ -16,8 +16,8 @@ export interface ImportKind {
   statuses: readonly string[];
   /** Rows for `fleet imports list`: short, no names or object names (they contain personal data). */
   list(ctx: FleetContext, opts: { status?: string[]; limit: number; runId?: number }): Promise<Array<Record<string, unknown>>>;
-  /** The kind groups its records in runs (`fleet imports list --run <id>`). */
-  runs?: true;
+  /** The kind groups its records in runs (`fleet imports list --run <id>`): whether run `id` exists. */
+  runExists?(ctx: FleetContext, id: number): Promise<boolean>;
   /** Text block (and JSON) for `fleet imports show <id>`, or null when there is no such record. */
   show(ctx: FleetContext, id: number): Promise<{ text: string; json: unknown } | null>;
   /**
@@ -182,9 +182,13 @@ export function registerImports(program: Command): void {
       if (bad?.length) throw new CliError(`unknown status ${bad.join(', ')}; statuses: ${kind.statuses.join(', ')}`, 2);
       const limit = positiveInt('--limit', opts.limit);
       const runId = opts.run === undefined ? undefined : positiveInt('--run', opts.run);
-      if (runId !== undefined && !kind.runs) throw new CliError(`--run: ${opts.kind} imports have no runs (therapist imports do)`, 2);
+      if (runId !== undefined && !kind.runExists) throw new CliError(`--run: ${opts.kind} imports have no runs (therapist imports do)`, 2);
       await withContext(async (ctx) => {
         const rows = await kind.list(ctx, { ...(status ? { status } : {}), limit, ...(runId !== undefined ? { runId } : {}) });
+        // A run id that is not there is said so (a typo must not read as "the run has no such files").
+        if (!rows.length && runId !== undefined && !(await kind.runExists!(ctx, runId))) {
+          throw new CliError(`no ${opts.kind} import run ${runId} (fleet imports runs lists them)`, 3);
+        }
         if (opts.json) return printJson(rows);
         const where = [status ? `with status ${status.join(', ')}` : '', runId !== undefined ? `in run ${runId}` : ''].filter(Boolean).join(' ');
         if (!rows.length) return void process.stdout.write(`no ${opts.kind} import records${where ? ` ${where}` : ''}\n`);

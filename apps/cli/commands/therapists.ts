@@ -71,7 +71,7 @@ function fileRow(r: repo.TherapistImportFileRow) {
 // `fleet imports list|show --kind therapist`
 importKinds.therapist = {
   statuses: therapistImportFileStatuses,
-  runs: true,
+  runExists: async (ctx, id) => (await repo.getRun(ctx.database.db, id)) !== null,
   async list(ctx, opts) {
     const rows = await repo.listFiles(ctx.database.db, {
       ...(opts.status ? { status: opts.status as TherapistImportFileStatus[] } : {}),
@@ -85,7 +85,7 @@ importKinds.therapist = {
     if (!r) return null;
     const extra = [
       `content hash: ${r.contentHash ?? '–'}`,
-      `size: ${r.sizeBytes ?? '–'} bytes`,
+      `size: ${r.sizeBytes === null ? '–' : `${r.sizeBytes} bytes`}`,
       `attempts: ${r.attempts}`,
       `discovered: ${isoSeconds(r.discoveredAt)}`,
       `started: ${isoSeconds(r.startedAt) ?? '–'}`,
