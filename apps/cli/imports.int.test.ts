@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
 import { listAudit } from '../../libs/db/repositories/audit.js';
-import { getLedgerRow } from '../../libs/db/repositories/patient-import.js';
+import { getLedgerRow, insertLedgerObjects, updateLedgerRow } from '../../libs/db/repositories/patient-import.js';
 import { silentLogger } from '../../libs/log/index.js';
 import { openContext, workerComponent } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
@@ -199,5 +199,30 @@ describe('a therapist file that failed its job', () => {
     expect(shown.code).toBe(0);
     expect(shown.stdout).toContain('error code: gave_up');
     expect(shown.stdout).not.toContain('dead letter');
+  });
+});
+
+describe('a failed file from the bucket', () => {
+  async function failedBucketRow(name: string, errorCode: string, reason: string) {
+    const [id] = await insertLedgerObjects(db.db, [{ bucket: 'b', objectName: `registrations/${name}`, generation: '1', sourceUri: `gs://b/registrations/${name}` }]);
+    await updateLedgerRow(db.db, id!, { status: 'failed', errorCode, reason: `ledger ${id}: ${reason}`, attempts: 1, failedAt: new Date() });
+    return id!;
+  }
+
+  it('shows the next step that helps for what failed: a corrected upload for bad content, a requeue after the fleet gave up', { timeout: 90_000 }, async () => {
+    // A requeue imports the copy the fleet kept: for a file whose content is wrong it fails again.
+    const bad = await failedBucketRow('A_B_20250707_5f3a1c88.json', 'validation_failed', 'patient_data.plz: expected 5 digits, got the string "5207"');
+    const shownBad = await fleet('imports', 'show', String(bad));
+    expect(shownBad.code).toBe(0);
+    expect(shownBad.stdout).toContain('a requeue does not help');
+    expect(shownBad.stdout).toContain('Upload a corrected file');
+    expect(shownBad.stdout).toContain(`fleet dlq discard patient-import.ledger.${bad} --reason`);
+    expect(shownBad.stdout).not.toContain('After fixing the cause');
+    expect(shownBad.stdout).not.toContain(`fleet dlq requeue patient-import.ledger.${bad}`);
+
+    const gaveUp = await failedBucketRow('C_D_20250707_5f3a1c89.json', 'worker_died', 'gave up after 2 attempts: the worker died');
+    const shownGaveUp = await fleet('imports', 'show', String(gaveUp));
+    expect(shownGaveUp.stdout).toContain(`After fixing the cause: fleet dlq requeue patient-import.ledger.${gaveUp} --reason`);
+    expect(shownGaveUp.stdout).not.toContain('a requeue does not help');
   });
 });

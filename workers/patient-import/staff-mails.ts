@@ -1,5 +1,6 @@
 import { renderStaffEmail } from '../../libs/mail/staff.js';
 import type { CommitOutcome, ImportRow, StaffMail } from './ports.js';
+import { failureRemedy } from './failure-remedy.js';
 import { registrationReasonIssuesDe } from './reason-de.js';
 
 const berlinFormat = new Intl.DateTimeFormat('de-DE', { timeZone: 'Europe/Berlin', dateStyle: 'medium', timeStyle: 'medium' });
@@ -87,25 +88,20 @@ function failedNextSteps(row: ImportRow, code: string, dashboardUrl: string | un
     ];
   }
   const correctedUpload = `Eine korrigierte Datei (neu hochgeladen) wird als eigener Import verarbeitet; diesen Import danach verwerfen: ${discard}${ops}.`;
-  switch (code) {
-    case 'invalid_json':
-    case 'not_utf8':
-    case 'validation_failed':
-    case 'token_mismatch':
+  switch (failureRemedy(code)) {
+    case 'corrected-upload':
       return [`Der Inhalt der Datei ist fehlerhaft (siehe Grund): dieselbe Datei scheitert bei jedem Versuch wieder, erneutes Einreihen hilft nicht. Die Datei bleibt im Bucket. ${correctedUpload}`];
-    case 'bad_file_name':
+    case 'rename':
       return [`Der Dateiname passt nicht (siehe Grund): die Datei muss unter einem passenden Namen neu hochgeladen werden, erneutes Einreihen hilft nicht. Die Datei bleibt im Bucket. ${correctedUpload}`];
-    case 'unsigned':
-    case 'bad_signature':
-    case 'wrong_environment':
+    case 'settings':
       return [
         `Signatur oder Umgebung der Datei passen nicht zur Einstellung der Fleet (REGISTRATION_SIGNING_SECRET, REGISTRATION_ENVIRONMENT). Ist die Einstellung falsch: korrigieren, dann erneut einreihen: ${requeue}${ops}. Ist die Datei nicht echt: verwerfen: ${discard}. Die Datei bleibt bis dahin im Bucket.`,
       ];
-    case 'file_too_large':
+    case 'raise-limit':
       return [
         `Die Datei ist größer, als REGISTRATION_FILE_MAX_MB erlaubt (eine Anmeldung hat wenige KB), und wurde nicht gelesen. Ist sie doch eine echte Anmeldung: die Grenze erhöhen, die Fleet neu starten, dann erneut einreihen: ${requeue}${ops}. Sonst verwerfen: ${discard}. Die Datei bleibt bis dahin im Bucket.`,
       ];
-    case 'object_not_found':
+    case 'object-gone':
       return [`Die Datei ist nicht mehr im Bucket: bitte die Anmeldung neu hochladen lassen (sie wird ein eigener Import) und diesen Import verwerfen: ${discard}${ops}.`];
     default:
       // The fleet gave up (storage, database or a worker failing): the file is fine as far as anyone knows.

@@ -4,7 +4,7 @@ import { discardLedgerRow, getLedgerRow, listLedger, type LedgerRow } from '../.
 import { patientImportOpenStatuses, patientImportStatuses, type PatientImportStatus } from '../../../libs/db/schema/fleet-patient-import.js';
 import { isLiveJobState, jobIdFor } from '../../../libs/queues/index.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
-import { importLocalFile, runPoll } from '../../../workers/patient-import/worker.js';
+import { failureRemedy, importLocalFile, runPoll } from '../../../workers/patient-import/worker.js';
 import { CliError, operatorName, positiveInt, printJson, requiredReason, withContext } from '../context.js';
 import { isoSeconds, table } from '../format.js';
 
@@ -65,6 +65,33 @@ async function retryStateOf(ctx: FleetContext, r: LedgerRow): Promise<RetryState
   return { lastFailure: job.failedReason, attemptsMade: job.attemptsMade, maxAttempts: job.opts.attempts ?? 1 };
 }
 
+/**
+ * What to do about a failed file from the bucket, by what failed (as the staff email says it,
+ * `failureRemedy`): a requeue imports the copy the fleet kept, so it cannot help a file whose
+ * content or name is wrong.
+ */
+function bucketFailureNextSteps(r: LedgerRow): string {
+  const requeue = `fleet dlq requeue patient-import.ledger.${r.id} --reason "..."`;
+  const discard = `fleet dlq discard patient-import.ledger.${r.id} --reason "..."`;
+  const corrected = `Upload a corrected file (under the same name or another): the next poll (or fleet poll) imports it as a record of its own.\nThen close this record: ${discard}`;
+  switch (failureRemedy(r.errorCode)) {
+    case 'corrected-upload':
+      return `The file stays in the bucket. Its content is wrong (see reason): the same file fails again at every attempt, so a requeue does not help (it imports the copy the fleet kept, not a file fixed in the bucket).\n${corrected}`;
+    case 'rename':
+      return `The file stays in the bucket. Its name does not fit (see reason): a requeue does not help; upload it again under a fitting name.\n${corrected}`;
+    case 'settings':
+      return `The file stays in the bucket. Its signature or environment does not match the fleet's settings (REGISTRATION_SIGNING_SECRET, REGISTRATION_ENVIRONMENT).\nIf the settings are wrong: correct them, restart the fleet, then ${requeue}\nIf the file is not genuine: ${discard}`;
+    case 'raise-limit':
+      return `The file stays in the bucket. It is larger than REGISTRATION_FILE_MAX_MB allows and was not read.\nIf it is a real registration: raise the limit, restart the fleet, then ${requeue}\nOtherwise: ${discard}`;
+    case 'object-gone':
+      return `The file is no longer in the bucket: have the registration uploaded again (it becomes a record of its own), then close this record: ${discard}`;
+    case 'requeue':
+      return `The file stays in the bucket. After fixing the cause: ${requeue}` +
+        `\n(or upload a corrected file: a new generation is imported on its own as a record of its own; this record then stays failed until it is discarded).` +
+        `\nTo close it (given up, or replaced by a corrected upload): ${discard}`;
+  }
+}
+
 function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays: number }, retry: RetryState | null = null): string {
   const lines: Array<[string, unknown]> = [
     ['import', `${r.id} (patient registration, ${r.source === 'bucket' ? 'from the bucket' : 'local file'})`],
@@ -103,9 +130,7 @@ function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays
       `\nAfter fixing the cause: fleet import patient-file <path> (the same file again retries this record; a renamed or corrected file gets a record of its own).` +
       `\nTo close this record for good: fleet imports discard ${r.id} --reason "..."`;
   } else if (r.status === 'failed') {
-    text += `\n\nThe file stays in the bucket. After fixing the cause: fleet dlq requeue patient-import.ledger.${r.id} --reason "..."` +
-      `\n(or upload a corrected file: a new generation is imported on its own as a record of its own; this record then stays failed until it is discarded).` +
-      `\nTo close it (given up, or replaced by a corrected upload): fleet dlq discard patient-import.ledger.${r.id} --reason "..."`;
+    text += `\n\n${bucketFailureNextSteps(r)}`;
   } else if (r.deleteOutcome === 'discarded') {
     text += `\n\nImported; its dead letter (the bucket delete out of retries) was discarded by an operator, so the file is still in the bucket.` +
       `\nIt holds personal data: once the cause is fixed, delete that generation from the bucket by hand (${r.sourceUri}, generation ${r.generation}).`;

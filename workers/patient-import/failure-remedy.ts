@@ -1,0 +1,38 @@
+import { rejectCodes } from './parse-registration.js';
+
+/**
+ * What staff can do about a registration file from the bucket that failed, by its error code.
+ * One decision for the staff email (German) and `fleet imports show` (English), so both
+ * point at the same next step.
+ * - `corrected-upload`: the content is wrong; the same bytes fail at every attempt (a requeue
+ *   imports the durable copy the fleet kept), so only a corrected upload helps;
+ * - `rename`: the file name does not fit; same, under a fitting name;
+ * - `settings`: signature or environment do not match the fleet's settings: fix them and
+ *   requeue, or discard a file that is not genuine;
+ * - `raise-limit`: larger than REGISTRATION_FILE_MAX_MB: raise it and requeue, or discard;
+ * - `object-gone`: deleted from the bucket before the fleet had it: a new upload, then discard;
+ * - `requeue`: the fleet gave up (storage, database, a worker dying): requeue once fixed.
+ */
+export type FailureRemedy = 'corrected-upload' | 'rename' | 'settings' | 'raise-limit' | 'object-gone' | 'requeue';
+
+export function failureRemedy(code: string | null | undefined): FailureRemedy {
+  switch (code) {
+    case rejectCodes.json:
+    case rejectCodes.encoding:
+    case rejectCodes.validation:
+    case rejectCodes.token:
+      return 'corrected-upload';
+    case rejectCodes.fileName:
+      return 'rename';
+    case rejectCodes.unsigned:
+    case rejectCodes.signature:
+    case rejectCodes.environment:
+      return 'settings';
+    case 'file_too_large':
+      return 'raise-limit';
+    case 'object_not_found':
+      return 'object-gone';
+    default:
+      return 'requeue';
+  }
+}
