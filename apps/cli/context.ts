@@ -2,7 +2,7 @@ import { userInfo } from 'node:os';
 import { ConfigError, loadConfig, urlTarget, type Config } from '../../libs/config/index.js';
 import { openDatabase, type Database } from '../../libs/db/client.js';
 import { createLogger } from '../../libs/log/index.js';
-import { redisTarget } from '../../libs/queues/index.js';
+import { RedisNotReadyError, redisTarget } from '../../libs/queues/index.js';
 import { openContext, settlesWithin, type FleetContext } from '../../libs/runtime/index.js';
 
 /** Thrown by commands for an expected failure: the CLI prints the message (no stack) and exits with the code. */
@@ -44,6 +44,10 @@ export async function withContext<T>(fn: (ctx: FleetContext) => Promise<T>, opts
   } catch (err) {
     if (typeof err === 'object' && err !== null && redisErrors.has(err)) {
       throw new CliError(`redis not reachable at ${redisTarget(config.queues.redisUrl)} (REDIS_URL): ${(err as Error).message}`, 1);
+    }
+    // A command that waited for the connection itself (the lock of a dead-letter action, a schedule's registration).
+    if (err instanceof RedisNotReadyError) {
+      throw new CliError(`redis not reachable at ${redisTarget(config.queues.redisUrl)} (REDIS_URL): ${err.lastError ?? `no answer within ${err.waitMs} ms`}`, 1);
     }
     if (!(err instanceof CliError)) await throwIfPostgresUnreachable(config, ctx.database);
     throw err;

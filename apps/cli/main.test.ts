@@ -47,7 +47,7 @@ describe('a Redis the CLI cannot reach', () => {
   // README: the CLI fails fast. BullMQ waits for its connection to become ready, and a connection
   // that reconnects forever kept `fleet status` (and a cron job running `fleet daily --json`)
   // waiting without a word for as long as Redis was away.
-  it.each([[['status']], [['dlq', 'list']]])('fleet %j fails with exit 1 naming REDIS_URL instead of waiting', { timeout: 60_000 }, async (args) => {
+  it.each([[['status']], [['dlq', 'list']], [['dlq', 'requeue', 'patient-import.ledger.1', '--reason', 'r']], [['dlq', 'discard', 'patient-import.ledger.1', '--reason', 'r']]])('fleet %j fails with exit 1 naming REDIS_URL instead of waiting', { timeout: 60_000 }, async (args) => {
     const port = await freePort();
     const r = await runCli(args, { LOG_LEVEL: 'warn', REDIS_URL: `redis://:s3cret@127.0.0.1:${port}` }, { timeoutMs: 45_000 });
     expect(r.code).toBe(1);
@@ -59,7 +59,7 @@ describe('a Redis that accepts connections but never answers', () => {
   // A stopped (SIGSTOP), hung or partitioned Redis: TCP connects, no reply ever comes. The
   // connection never became ready and nothing timed out, so `fleet status` waited without a word
   // for as long as Redis stayed silent, while the fleet's own /ready already said `redis down`.
-  it.each([[['status']], [['dlq', 'list']]])('fleet %j fails with exit 1 naming REDIS_URL instead of waiting', { timeout: 60_000 }, async (args) => {
+  it.each([[['status']], [['dlq', 'list']], [['dlq', 'requeue', 'patient-import.ledger.1', '--reason', 'r']]])('fleet %j fails with exit 1 naming REDIS_URL instead of waiting', { timeout: 60_000 }, async (args) => {
     const sockets = new Set<Socket>();
     const silent = createServer((s) => {
       sockets.add(s);

@@ -70,6 +70,20 @@ export function redisLastError(redis: Redis): string | undefined {
 }
 
 /**
+ * Redis did not become ready within `waitMs` (see redisReady): `lastError` is why, when the
+ * connection said so (ECONNREFUSED, a timed-out reply), for a message naming the service.
+ */
+export class RedisNotReadyError extends Error {
+  override name = 'RedisNotReadyError';
+  constructor(
+    readonly waitMs: number,
+    readonly lastError: string | undefined,
+  ) {
+    super(`redis not ready after ${waitMs} ms${lastError ? ` (${lastError})` : ''}`);
+  }
+}
+
+/**
  * Whether `redis` is connected now or becomes so within `waitMs`. A producer connection has no
  * offline queue (a command sent while it connects fails) and BullMQ waits for the connection
  * before each call, so callers that must not fail or hang wait here first.

@@ -12,7 +12,7 @@ import {
   type JobName,
   type Payload,
 } from './catalog.js';
-import { clusterSafePrefix, redisReady } from './connection.js';
+import { clusterSafePrefix, RedisNotReadyError, redisLastError, redisReady } from './connection.js';
 
 export interface QueueSetOptions {
   /** A producer connection (fails fast); shared by every queue of the set. */
@@ -68,7 +68,7 @@ export class QueueSet {
    */
   async redis(waitMs = 10_000): Promise<Redis> {
     const redis = this.opts.connection;
-    if (!(await redisReady(redis, waitMs))) throw new Error(`redis not ready after ${waitMs} ms`);
+    if (!(await redisReady(redis, waitMs))) throw new RedisNotReadyError(waitMs, redisLastError(redis));
     return redis;
   }
 
