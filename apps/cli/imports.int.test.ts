@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
-import { listAudit } from '../../libs/db/repositories/audit.js';
+import { listAudit, recordAudit } from '../../libs/db/repositories/audit.js';
 import { getLedgerRow, insertLedgerObjects, updateLedgerRow } from '../../libs/db/repositories/patient-import.js';
 import { silentLogger } from '../../libs/log/index.js';
 import { openContext, workerComponent } from '../../libs/runtime/index.js';
@@ -122,6 +122,11 @@ describe('a patient file imported by hand that failed', () => {
     expect(await getLedgerRow(db.db, id)).toMatchObject({ status: 'discarded', discardedAt: expect.any(Date) });
     const [audit] = await listAudit(db.db, 1);
     expect(audit).toMatchObject({ actor: 'ops-anna', action: 'imports.discard', target: `patient-import.ledger.${id}`, reason: 'sent again under its proper name' });
+    // The record's story says who closed it and why (the audit table, not only /ops's recent actions).
+    const after = await fleet('imports', 'show', String(id));
+    expect(after.stdout).toMatch(/operator actions:\n {2}\S+Z {2}imports\.discard {2}by ops-anna: sent again under its proper name/);
+    const afterJson = await fleet('imports', 'show', String(id), '--json');
+    expect(JSON.parse(afterJson.stdout).operatorActions).toMatchObject([{ action: 'imports.discard', actor: 'ops-anna', reason: 'sent again under its proper name' }]);
 
     const again = await fleet('imports', 'discard', String(id), '--reason', 'twice');
     expect(again.code).toBe(2);
@@ -219,6 +224,9 @@ describe('a failed file from the bucket', () => {
     expect(shownBad.stdout).toContain(`fleet dlq discard patient-import.ledger.${bad} --reason`);
     expect(shownBad.stdout).not.toContain('After fixing the cause');
     expect(shownBad.stdout).not.toContain(`fleet dlq requeue patient-import.ledger.${bad}`);
+    // A requeue of its dead letter (as libs/ops/dead-letters.ts records it) is in the record's story.
+    await recordAudit(db.db, { actor: 'ops-ben', action: 'dlq.requeue', target: `patient-import/patient-import.ledger.${bad}`, reason: 'fixed the file' });
+    expect((await fleet('imports', 'show', String(bad))).stdout).toMatch(/operator actions:\n {2}\S+Z {2}dlq\.requeue {2}by ops-ben: fixed the file/);
 
     const gaveUp = await failedBucketRow('C_D_20250707_5f3a1c89.json', 'worker_died', 'gave up after 2 attempts: the worker died');
     const shownGaveUp = await fleet('imports', 'show', String(gaveUp));

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { recordAudit } from '../../../libs/db/repositories/audit.js';
+import { auditOfTargets, recordAudit } from '../../../libs/db/repositories/audit.js';
 import { discardLedgerRow, getLedgerRow, listLedger, type LedgerRow } from '../../../libs/db/repositories/patient-import.js';
 import { patientImportOpenStatuses, patientImportStatuses, type PatientImportStatus } from '../../../libs/db/schema/fleet-patient-import.js';
 import { isLiveJobState, jobIdFor } from '../../../libs/queues/index.js';
@@ -92,7 +92,21 @@ function bucketFailureNextSteps(r: LedgerRow): string {
   }
 }
 
-function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays: number }, retry: RetryState | null = null): string {
+type AuditRow = Awaited<ReturnType<typeof auditOfTargets>>[number];
+
+/** The operator actions on one record (its dead letter requeued or discarded, the record discarded): who, what, when, why. */
+function patientAudit(db: FleetContext['database']['db'], id: number): Promise<AuditRow[]> {
+  const jobId = jobIdFor('patient-import', { ledgerId: id })!;
+  return auditOfTargets(db, [`patient-import/${jobId}`, jobId]);
+}
+
+function auditLines(rows: AuditRow[]): string {
+  if (!rows.length) return '';
+  const lines = rows.map((a) => `  ${isoSeconds(a.createdAt)}  ${a.action}  by ${a.actor}${a.reason ? `: ${a.reason}` : ''}`);
+  return `\n\noperator actions:\n${lines.join('\n')}`;
+}
+
+function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays: number }, retry: RetryState | null = null, audit: AuditRow[] = []): string {
   const lines: Array<[string, unknown]> = [
     ['import', `${r.id} (patient registration, ${r.source === 'bucket' ? 'from the bucket' : 'local file'})`],
     ['status', r.status],
@@ -123,7 +137,7 @@ function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays
   ];
   const shown = lines.filter(([, v]) => v !== null && v !== undefined && v !== '');
   const width = Math.max(...shown.map(([k]) => k.length));
-  let text = shown.map(([k, v]) => `${(k + ':').padEnd(width + 2)}${String(v)}`).join('\n');
+  let text = shown.map(([k, v]) => `${(k + ':').padEnd(width + 2)}${String(v)}`).join('\n') + auditLines(audit);
   if (r.status === 'failed' && r.source === 'file') {
     // Imported by hand: no job ran, so there is no dead letter, and nothing is in the bucket.
     text += `\n\nThis file was imported by hand (fleet import patient-file): there is no dead letter and nothing in the bucket.` +
@@ -148,8 +162,9 @@ export const importKinds: Record<string, ImportKind> = {
     async show(ctx, id) {
       const r = await getLedgerRow(ctx.database.db, id);
       if (!r) return null;
-      const retry = await retryStateOf(ctx, r);
-      return { text: patientDetail(r, ctx.config.patientImport.retention, retry), json: { ...r, retry } };
+      const [retry, audit] = await Promise.all([retryStateOf(ctx, r), patientAudit(ctx.database.db, id)]);
+      const operatorActions = audit.map((a) => ({ at: a.createdAt, action: a.action, actor: a.actor, reason: a.reason }));
+      return { text: patientDetail(r, ctx.config.patientImport.retention, retry, audit), json: { ...r, retry, operatorActions } };
     },
     async discard(ctx, id, action) {
       const db = ctx.database.db;

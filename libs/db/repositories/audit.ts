@@ -1,4 +1,4 @@
-import { and, desc, eq, inArray, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../client.js';
 import { auditLog } from '../schema/fleet.js';
 
@@ -20,6 +20,12 @@ export async function recordAudit(db: DbOrTx, entry: AuditEntry) {
 
 export async function listAudit(db: DbOrTx, limit = 50) {
   return db.select().from(auditLog).orderBy(desc(auditLog.id)).limit(limit);
+}
+
+/** Every audit row on these targets (e.g. one import record's dead letter and the record), oldest first. */
+export async function auditOfTargets(db: DbOrTx, targets: string[]) {
+  if (!targets.length) return [];
+  return db.select().from(auditLog).where(inArray(auditLog.target, targets)).orderBy(asc(auditLog.id));
 }
 
 /**
