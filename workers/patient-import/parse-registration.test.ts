@@ -310,6 +310,24 @@ describe('text PostgreSQL cannot store', () => {
     expect(err.message).toContain(message);
   });
 
+  it('names the other bad fields too, so one corrected upload fixes the file', () => {
+    const err = rejectOf(plainRegistration({ patch: (r) => {
+      pd(r).telefon = '0241\u0000';
+      pd(r).email = 'max@@example.org';
+      pd(r).plz = '5207';
+    } }));
+    expect(err.code).toBe('validation_failed');
+    expect(err.message).toMatch(/^patient_data\.telefon: contains a NUL character \(\\u0000\), which cannot be stored; /);
+    expect(err.message).toContain('patient_data.email:');
+    expect(err.message).toContain('patient_data.plz: expected 5 digits');
+    const fields = (err.details as { fields: string[] }).fields;
+    expect(fields[0]).toBe('patient_data.telefon');
+    expect([...fields].sort()).toEqual(['patient_data.email', 'patient_data.plz', 'patient_data.telefon']);
+    // A symptom with a NUL is named once, for the NUL (not also as an unknown symptom).
+    const symptom = rejectOf(plainRegistration({ patch: (r) => (pd(r).symptome = ['Mobbing', 'Zw\u0000nge']) }));
+    expect(symptom.message).toBe('patient_data.symptome.1: contains a NUL character (\\u0000), which cannot be stored');
+  });
+
   it('names the path inside a signed file', () => {
     const doc = signedRegistration(patched((p) => (p.telefon = '\u0000')), { secret, nested: true });
     expect(rejectOf(doc, signing).message).toBe('data.data.patient_data.telefon: contains a NUL character (\\u0000), which cannot be stored');

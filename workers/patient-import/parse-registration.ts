@@ -160,18 +160,21 @@ export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: D
   // A NUL character or half a surrogate pair anywhere (unknown fields and consent_metadata
   // included: the consent is stored as the file carried it) would fail the insert on every retry.
   const unstorable = mayHoldUnstorableText(text) ? unstorableText(doc, '', '(file)') : null;
-  if (unstorable) throw new PermanentError(rejectCodes.validation, unstorable, { fields: [unstorable.slice(0, unstorable.indexOf(': '))] });
+  const unstorableField = unstorable?.slice(0, unstorable.indexOf(': '));
 
   // Building the zod schema costs more than using it: one schema, told today's date per parse
   // (parsing is synchronous, so concurrent imports cannot see each other's date). Today is the
   // calendar day in Europe/Berlin, where the patients register.
   today = berlinDay(now);
   const result = schema.safeParse(plain);
-  if (!result.success) {
-    const text = describeIssues(result.error, prefix);
-    throw new PermanentError(rejectCodes.validation, showValues(text), {
-      marked: text,
-      fields: result.error.issues.map((i) => [prefix, ...i.path.map(String)].filter(Boolean).join('.')),
+  if (unstorable || !result.success) {
+    // Every bad field at once (the unstorable one first, then the field rules; not its own field
+    // twice): staff fix the file once instead of finding the next error with each upload.
+    const issues = result.success ? [] : result.error.issues.filter((i) => [prefix, ...i.path.map(String)].filter(Boolean).join('.') !== unstorableField);
+    const marked = [unstorable, issues.length ? describeIssues(new z.ZodError(issues), prefix) : null].filter(Boolean).join('; ');
+    throw new PermanentError(rejectCodes.validation, showValues(marked), {
+      marked,
+      fields: [...(unstorableField ? [unstorableField] : []), ...issues.map((i) => [prefix, ...i.path.map(String)].filter(Boolean).join('.'))],
     });
   }
   const p = plain as Record<string, unknown>;
