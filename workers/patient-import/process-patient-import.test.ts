@@ -200,6 +200,19 @@ describe('processPatientImport (in-memory ports)', () => {
     expect(t.state.failures[0]).toBe('ledger 1: file name: expected {nachname}_{vorname}_{date}_{token}.json (the vorname part "M4x" is not a name)');
   });
 
+  it('a file whose name and content are both wrong names both (one corrected upload fixes the file); values only for staff', async () => {
+    const doc = plainRegistration({ token: '0b1ab67bcafe0123', patch: (r) => ((r.patient_data as Record<string, unknown>).plz = '5207') });
+    const t = setup(doc, 'registrations/Mustermann_Max_2025075_0b1ab67b.json');
+    const err = await processPatientImport(1, t.deps).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'bad_file_name' });
+    expect(t.state.failures[0]).toBe(
+      'ledger 1: file name: expected {nachname}_{vorname}_{date}_{token}.json (the date part "2025075" is not YYYYMMDD or YYYY-MM-DD); patient_data.plz: expected 5 digits, got the string "5207"',
+    );
+    expect((err as PermanentError).message).toBe(
+      'ledger 1: file name: expected {nachname}_{vorname}_{date}_{token}.json (the date part (value not shown) is not YYYYMMDD or YYYY-MM-DD); patient_data.plz: expected 5 digits, got the string (value not shown)',
+    );
+  });
+
   it('imports a file whose name PHP urlencoded (+ for spaces, upper-case extension)', async () => {
     const doc = plainRegistration({ vorname: 'Anna Maria', nachname: 'van der Berg', token: '74de009acafe0123' });
     const t = setup(doc, 'registrations/van+der+Berg_Anna+Maria_20250705_74de009a.JSON');

@@ -169,10 +169,28 @@ async function replaced(row: ImportRow, replacedBy: string, deps: ImportDeps): P
   return { outcome: 'replaced', ledgerId: row.id, status: 'replaced' };
 }
 
+/**
+ * Why the content cannot be imported, when the file name already failed: the same corrected
+ * upload must fix both, so staff should see both at once. Null: the content is fine.
+ */
+function contentProblem(bytes: Buffer, deps: ImportDeps, now: Date): { reason: string; marked: string; fields: unknown } | null {
+  try {
+    parseRegistration(bytes, deps.signing, now);
+    return null;
+  } catch (err) {
+    if (!(err instanceof PermanentError)) throw err;
+    return { reason: err.message, marked: typeof err.details?.marked === 'string' ? err.details.marked : err.message, fields: err.details?.fields };
+  }
+}
+
 function validate(row: ImportRow, bytes: Buffer, deps: ImportDeps) {
   const name = parseFileName(row.objectName);
-  if (!name.ok) throw new PermanentError(rejectCodes.fileName, name.reason, { marked: name.marked });
   const now = deps.clock.now();
+  if (!name.ok) {
+    const content = contentProblem(bytes, deps, now);
+    if (!content) throw new PermanentError(rejectCodes.fileName, name.reason, { marked: name.marked });
+    throw new PermanentError(rejectCodes.fileName, `${name.reason}; ${content.reason}`, { marked: `${name.marked}; ${content.marked}`, fields: content.fields });
+  }
   const parsed = parseRegistration(bytes, deps.signing, now);
   const reg = parsed.registration;
   if (!reg.registration_token.toLowerCase().startsWith(name.value.token.toLowerCase())) {
