@@ -73,12 +73,12 @@ async function retryStateOf(ctx: FleetContext, r: LedgerRow): Promise<RetryState
 function bucketFailureNextSteps(r: LedgerRow): string {
   const requeue = `fleet dlq requeue patient-import.ledger.${r.id} --reason "..."`;
   const discard = `fleet dlq discard patient-import.ledger.${r.id} --reason "..."`;
-  const corrected = `Upload a corrected file (under the same name or another): the next poll (or fleet poll) imports it as a record of its own.\nThen close this record: ${discard}`;
+  const imported = `the next poll (or fleet poll) imports it as a record of its own.\nThen close this record: ${discard}`;
   switch (failureRemedy(r.errorCode)) {
     case 'corrected-upload':
-      return `The file stays in the bucket. Its content is wrong (see reason): the same file fails again at every attempt, so a requeue does not help (it imports the copy the fleet kept, not a file fixed in the bucket).\n${corrected}`;
+      return `The file stays in the bucket. Its content is wrong (see reason): the same file fails again at every attempt, so a requeue does not help (it imports the copy the fleet kept, not a file fixed in the bucket).\nUpload a corrected file (under the same name or another): ${imported}`;
     case 'rename':
-      return `The file stays in the bucket. Its name does not fit (see reason): a requeue does not help; upload it again under a fitting name.\n${corrected}`;
+      return `The file stays in the bucket. Its name does not fit (see reason): a requeue does not help.\nUpload it again under a fitting name (its content corrected too where the reason names fields): ${imported}`;
     case 'settings':
       return `The file stays in the bucket. Its signature or environment does not match the fleet's settings (REGISTRATION_SIGNING_SECRET, REGISTRATION_ENVIRONMENT).\nIf the settings are wrong: correct them, restart the fleet, then ${requeue}\nIf the file is not genuine: ${discard}`;
     case 'raise-limit':
