@@ -46,6 +46,8 @@ describe('staff email of a failed registration: next steps by what failed', () =
   it('signature or environment: the fleet\'s setting may be what is wrong; requeue after fixing it, else discard', () => {
     const text = failed('bad_signature');
     expect(text).toContain('REGISTRATION_SIGNING_SECRET');
+    // The settings are read at start: a requeue before a restart fails the same way again.
+    expect(text).toContain('korrigieren, die Fleet neu starten');
     expect(text).toContain('fleet dlq requeue patient-import.ledger.42 --reason "…"');
     expect(text).toContain('fleet dlq discard patient-import.ledger.42 --reason "…"');
   });

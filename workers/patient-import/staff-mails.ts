@@ -95,7 +95,7 @@ function failedNextSteps(row: ImportRow, code: string, dashboardUrl: string | un
       return [`Der Dateiname passt nicht (siehe Grund): die Datei muss unter einem passenden Namen neu hochgeladen werden, erneutes Einreihen hilft nicht. Die Datei bleibt im Bucket. ${correctedUpload}`];
     case 'settings':
       return [
-        `Signatur oder Umgebung der Datei passen nicht zur Einstellung der Fleet (REGISTRATION_SIGNING_SECRET, REGISTRATION_ENVIRONMENT). Ist die Einstellung falsch: korrigieren, dann erneut einreihen: ${requeue}${ops}. Ist die Datei nicht echt: verwerfen: ${discard}. Die Datei bleibt bis dahin im Bucket.`,
+        `Signatur oder Umgebung der Datei passen nicht zur Einstellung der Fleet (REGISTRATION_SIGNING_SECRET, REGISTRATION_ENVIRONMENT). Ist die Einstellung falsch: korrigieren, die Fleet neu starten (sie liest ihre Einstellungen beim Start), dann erneut einreihen: ${requeue}${ops}. Ist die Datei nicht echt: verwerfen: ${discard}. Die Datei bleibt bis dahin im Bucket.`,
       ];
     case 'raise-limit':
       return [
