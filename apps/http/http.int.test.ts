@@ -451,6 +451,8 @@ describe('http app with dashboard credentials', () => {
     expect(text).toContain('patient_data.plz: expected 5 digits, got the string (value not shown); patient_data.geburtsdatum: not a date, got (value not shown)');
     expect(text).toContain(`(not shown here: fleet imports show ${legacy!.id})`);
     expect(text).toContain('not JSON: Unexpected token &lt; at 0');
+    // What helps: a requeue imports the same bytes again, so the page says it does not help here.
+    expect(text).toContain(`A requeue does not help (the content is wrong): have a corrected file uploaded, then discard patient-import.ledger.${legacy!.id}.`);
     expect(text).toContain('20260101/52074.json');
     expect(text).not.toMatch(/Mustermann|Musterfrau|5207[^4]|1999-02-29|Schlafstoerungen/);
     const json = (await (await fetch(`${app.base}/imports/api/failed`, { headers: { authorization: AUTH } })).json()) as {
@@ -458,7 +460,7 @@ describe('http app with dashboard credentials', () => {
       therapistFiles: Array<{ path: string; status: string }>;
     };
     expect(json.patientFiles).toEqual([
-      expect.objectContaining({ reason: `(not shown here: fleet imports show ${legacy!.id})`, errorCode: 'validation_failed' }),
+      expect.objectContaining({ reason: `(not shown here: fleet imports show ${legacy!.id})`, errorCode: 'validation_failed', nextStep: expect.stringContaining('A requeue does not help') }),
       expect.objectContaining({ reason: 'patient_data.plz: expected 5 digits, got the string (value not shown); patient_data.geburtsdatum: not a date, got (value not shown)', errorCode: 'validation_failed' }),
     ]);
     expect(json.therapistFiles).toEqual([expect.objectContaining({ path: '20260101/52074.json', status: 'failed', supersededBy: null })]);

@@ -36,3 +36,26 @@ export function failureRemedy(code: string | null | undefined): FailureRemedy {
       return 'requeue';
   }
 }
+
+/**
+ * The next step in one line, for the operator pages (`/imports`): where a requeue cannot help,
+ * it says so, since `/ops` offers the button for every dead letter.
+ */
+export function failureNextStep(row: { id: number; source: string; errorCode: string | null }): string {
+  const dlq = `patient-import.ledger.${row.id}`;
+  if (row.source === 'file') return `Imported by hand (no dead letter): import the corrected file again (fleet import patient-file), or close it: fleet imports discard ${row.id}.`;
+  switch (failureRemedy(row.errorCode)) {
+    case 'corrected-upload':
+      return `A requeue does not help (the content is wrong): have a corrected file uploaded, then discard ${dlq}.`;
+    case 'rename':
+      return `A requeue does not help (the name does not fit): have it uploaded under a fitting name, then discard ${dlq}.`;
+    case 'settings':
+      return `If REGISTRATION_SIGNING_SECRET or REGISTRATION_ENVIRONMENT is wrong: fix it, restart, then requeue ${dlq}; a file that is not genuine: discard it.`;
+    case 'raise-limit':
+      return `A real registration: raise REGISTRATION_FILE_MAX_MB, restart, then requeue ${dlq}; otherwise discard it.`;
+    case 'object-gone':
+      return `Gone from the bucket: have it uploaded again, then discard ${dlq}.`;
+    case 'requeue':
+      return `Requeue ${dlq} once the cause is fixed.`;
+  }
+}

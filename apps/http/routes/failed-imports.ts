@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import { listLedger } from '../../../libs/db/repositories/patient-import.js';
 import { listFiles, supersedingFiles } from '../../../libs/db/repositories/therapist-import.js';
+import { failureNextStep } from '../../../workers/patient-import/worker.js';
 import { html, page, pageTime as when } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
@@ -31,6 +32,8 @@ async function failedImports({ ctx }: HttpRouteDeps) {
       errorCode: r.errorCode,
       attempts: r.attempts,
       failedAt: r.failedAt?.toISOString() ?? null,
+      /** What helps, by what failed (a requeue does not help a file whose content or name is wrong). */
+      nextStep: failureNextStep(r),
     })),
     therapistFiles: therapists.map((r) => ({
       id: r.id,
@@ -69,7 +72,7 @@ export const failedImportRoutes: HttpRouteModule = {
 ${f.morePatientFiles ? html`<p class="muted">More than ${LIMIT} failed: the newest ${LIMIT} are shown. All of them: <code>fleet imports list --status failed --limit 1000</code>.</p>` : ''}
 ${f.patientFiles.length
   ? html`<div class="scroll"><table><thead><tr><th>Record</th><th>Failed</th><th>Reason</th><th>Attempts</th></tr></thead><tbody>${f.patientFiles.map(
-      (r) => html`<tr><td class="id"><code>${r.id}</code></td><td>${when(r.failedAt ? new Date(r.failedAt) : null)}</td><td class="reason">${r.reason ?? ''}${r.errorCode ? html`<div class="muted">code <code>${r.errorCode}</code></div>` : ''}</td><td>${r.attempts}</td></tr>`,
+      (r) => html`<tr><td class="id"><code>${r.id}</code></td><td>${when(r.failedAt ? new Date(r.failedAt) : null)}</td><td class="reason">${r.reason ?? ''}${r.errorCode ? html`<div class="muted">code <code>${r.errorCode}</code></div>` : ''}<div class="muted">${r.nextStep}</div></td><td>${r.attempts}</td></tr>`,
     )}</tbody></table></div>`
   : html`<p class="muted">none</p>`}
 <h2>Therapist scraper files <span class="muted">(${count(f.therapistFiles.length, f.moreTherapistFiles)})</span></h2>
