@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -204,6 +204,24 @@ describe('a therapist file that failed its job', () => {
     expect(shown.code).toBe(0);
     expect(shown.stdout).toContain('error code: gave_up');
     expect(shown.stdout).not.toContain('dead letter');
+  });
+});
+
+describe('fleet poll', () => {
+  it('says when files were left out because they are still being copied in, instead of looking like an empty bucket', { timeout: 90_000 }, async () => {
+    const bucketDir = path.join(dir, 'bucket');
+    await mkdir(path.join(bucketDir, 'registrations'), { recursive: true });
+    await writeFile(path.join(bucketDir, 'registrations', 'Mustermann_Max_20250705_0b1ab67b.json'), fileBytes(plainRegistration()));
+    // A settle time longer than the test: the file counts as still being written.
+    const early = await fleetWith({ LOCAL_BUCKET_DIR: bucketDir, LOCAL_BUCKET_SETTLE_MS: '600000' }, 'poll');
+    expect(early.code).toBe(0);
+    expect(early.stdout).toContain('listed 0 object(s)');
+    expect(early.stdout).toContain('1 file(s) changed less than LOCAL_BUCKET_SETTLE_MS ago (still being copied in?) left for the next poll: run fleet poll again in a moment');
+    const json = await fleetWith({ LOCAL_BUCKET_DIR: bucketDir, LOCAL_BUCKET_SETTLE_MS: '600000' }, 'poll', '--json');
+    expect(JSON.parse(json.stdout)).toMatchObject({ listed: 0, unsettled: 1 });
+    const later = await fleetWith({ LOCAL_BUCKET_DIR: bucketDir, LOCAL_BUCKET_SETTLE_MS: '0' }, 'poll');
+    expect(later.stdout).toContain('1 new file(s) enqueued');
+    expect(later.stdout).not.toContain('LOCAL_BUCKET_SETTLE_MS');
   });
 });
 

@@ -94,8 +94,11 @@ describe('local bucket: files dropped in by hand', () => {
     const b = bucket({ settleMs: 2_000, now: () => now });
     drop('registrations/half-written.json', '{"pati');
     expect(await all(b)).toEqual([]);
+    // ... and says how many it left out, so `fleet poll` right after a copy is not taken for an empty bucket.
+    expect(await b.list('registrations/')).toEqual({ items: [], unsettled: 1 });
     now += 2_500;
     expect((await all(b)).map((o) => o.name)).toEqual(['registrations/half-written.json']);
+    expect((await b.list('registrations/')).unsettled).toBeUndefined();
   });
 
   it('a copy that keeps an old mtime (cp -p) is still left out until its ctime settles', async () => {

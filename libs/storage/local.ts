@@ -170,12 +170,16 @@ export class LocalBucket implements BucketPort {
       }
     }
     const candidates: { name: string; st: BigIntStats }[] = [];
+    let unsettled = 0;
     const cutoffNs = BigInt(Math.floor(this.now() - this.settleMs)) * 1_000_000n;
     await this.walk(baseName, async (name, st) => {
       if (!name.startsWith(prefix)) return;
       if (after !== undefined && compareNames(name, after) <= 0) return;
       // still being written (ctime too: `cp -p` keeps an old mtime while it writes)
-      if (this.settleMs > 0 && (st.mtimeNs > cutoffNs || st.ctimeNs > cutoffNs)) return;
+      if (this.settleMs > 0 && (st.mtimeNs > cutoffNs || st.ctimeNs > cutoffNs)) {
+        unsettled++;
+        return;
+      }
       candidates.push({ name, st });
     });
     candidates.sort((a, b) => compareNames(a.name, b.name));
@@ -187,6 +191,8 @@ export class LocalBucket implements BucketPort {
       if (obj) items.push(obj); // gone or changing: the next poll sees it
     }
     const page: ListPage = { items };
+    // Counted once, on the first page (its walk sees every file; later pages only those after their cursor).
+    if (unsettled && !opts.pageToken) page.unsettled = unsettled;
     if (i < candidates.length && items.length > 0) {
       page.nextPageToken = Buffer.from(items[items.length - 1]!.name, 'utf8').toString('base64url');
     }

@@ -26,6 +26,11 @@ export interface StoredObject {
 export interface ListPage {
   items: StoredObject[];
   nextPageToken?: string;
+  /**
+   * Local bucket, first page only: files left out because they changed less than its settle
+   * time ago (still being copied in); the next listing has them.
+   */
+  unsettled?: number;
 }
 
 export interface ListOptions {

@@ -27,6 +27,8 @@ export interface PollResult {
   listed: number;
   /** Folder placeholders (`registrations/`) and other non-files. */
   skipped: number;
+  /** Local bucket: files still being copied in (changed less than LOCAL_BUCKET_SETTLE_MS ago), left for the next poll. */
+  unsettled: number;
   /** New object generations recorded and enqueued. */
   recorded: number;
   /** Unfinished rows offered to the queue again (no-ops for rows whose job is still there). */
@@ -44,13 +46,14 @@ export interface PollResult {
  * row whose dead letter Redis lost gets it back (the ledger is what counts).
  */
 export async function pollBucket(deps: PollDeps): Promise<PollResult> {
-  const result: PollResult = { pages: 0, listed: 0, skipped: 0, recorded: 0, reoffered: 0, deadLettersRestored: 0 };
+  const result: PollResult = { pages: 0, listed: 0, skipped: 0, unsettled: 0, recorded: 0, reoffered: 0, deadLettersRestored: 0 };
   const enqueued = new Set<number>();
   let pageToken: string | undefined;
   do {
     const page = await deps.bucket.list(deps.prefix, { pageSize: deps.pageSize, ...(pageToken ? { pageToken } : {}) });
     result.pages++;
     result.listed += page.items.length;
+    result.unsettled += page.unsettled ?? 0;
     const files = page.items.filter((o) => !o.name.endsWith('/'));
     result.skipped += page.items.length - files.length;
     const ids = await deps.record(files);

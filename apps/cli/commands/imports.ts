@@ -201,6 +201,7 @@ export function registerImports(program: Command): void {
         process.stdout.write(
           `listed ${r.listed} object(s) in ${r.pages} page(s): ${r.recorded} new file(s) enqueued, ` +
             `${r.reoffered} unfinished import(s) offered again${r.skipped ? `, ${r.skipped} folder placeholder(s) skipped` : ''}` +
+            `${r.unsettled ? `; ${r.unsettled} file(s) changed less than LOCAL_BUCKET_SETTLE_MS ago (still being copied in?) left for the next poll: run fleet poll again in a moment` : ''}` +
             `${r.deadLettersRestored ? `, ${r.deadLettersRestored} dead letter(s) restored for failed imports Redis had lost (fleet dlq list)` : ''}\n`,
         );
       });
