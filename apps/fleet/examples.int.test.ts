@@ -91,7 +91,9 @@ describe('the examples walkthrough (README "Try it")', () => {
     const prefixDir = path.join(env.LOCAL_BUCKET_DIR!, 'registrations');
     await mkdir(prefixDir, { recursive: true });
     await cp(path.join(examples, 'registrations'), prefixDir, { recursive: true });
-    const polled = await runCli(['poll'], { ...env, LOG_LEVEL: 'silent' });
+    // A person types the next command after LOCAL_BUCKET_SETTLE_MS (1 s) has passed; a poll within
+    // it leaves the files for the next poll, as they may still be being copied in.
+    const polled = await runCli(['poll'], { ...env, LOG_LEVEL: 'silent', LOCAL_BUCKET_SETTLE_MS: '0' });
     expect(polled.stdout).toContain('3 new file(s) enqueued');
 
     const ledger = await until('three final imports', async () => {
