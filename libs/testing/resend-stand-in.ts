@@ -35,13 +35,21 @@ export interface StandInRequest {
   size: number;
   idempotencyKey: string | null;
   replayed: boolean;
+  /** The request was processed but its answer never reached the client (fault `lose-answer`). */
+  lost?: true;
   at: number;
 }
 
 export type Fault =
   | { kind: 'status'; status: number; name?: string; retryAfterSeconds?: number }
   /** Accepts the request and never answers (until the client gives up); nothing is sent. */
-  | { kind: 'hang' };
+  | { kind: 'hang' }
+  /**
+   * Processes the request as usual (its emails go out, its idempotency key keeps the answer),
+   * then drops the connection instead of answering: the client sees a network error, as after a
+   * timeout or a connection reset once the provider had accepted the request.
+   */
+  | { kind: 'lose-answer' };
 
 /** How the stand-in refuses the account (see `ResendStandIn.refuse`). */
 export interface Refusal {
@@ -185,10 +193,15 @@ export class ResendStandIn {
     const raw = Buffer.concat(chunks).toString('utf8');
     const path = (req.url ?? '/').split('?')[0]!;
     const key = (req.headers['idempotency-key'] as string | undefined) ?? null;
+    let loseAnswer = false;
     const record = (status: number, size: number, replayed = false) =>
-      this.requests.push({ path, status, size, idempotencyKey: key, replayed, at: Date.now() });
+      this.requests.push({ path, status, size, idempotencyKey: key, replayed, ...(loseAnswer ? { lost: true as const } : {}), at: Date.now() });
     const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
       const text = typeof body === 'string' ? body : JSON.stringify(body);
+      if (loseAnswer) {
+        res.destroy();
+        return text;
+      }
       res.writeHead(status, { 'content-type': 'application/json', ...this.rateHeaders(), ...headers });
       res.end(text);
       return text;
@@ -226,6 +239,7 @@ export class ResendStandIn {
       return;
     }
     const fault = this.faults.shift();
+    if (fault?.kind === 'lose-answer') loseAnswer = true;
     if (fault?.kind === 'hang') {
       record(0, 0);
       this.hanging.add(res);
