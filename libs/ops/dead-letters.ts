@@ -15,7 +15,8 @@ import {
  * back to `queued` or to `discarded`). Registered per job name by the worker families.
  */
 export interface DeadLetterHook {
-  onRequeue?(payload: unknown, db: Db): Promise<void>;
+  /** May return a notice for the operator (shown with the result, kept in the audit row): ids only, no personal data. */
+  onRequeue?(payload: unknown, db: Db): Promise<string | void>;
   onDiscard?(payload: unknown, db: Db): Promise<void>;
 }
 export type DeadLetterHooks = Partial<Record<JobName, DeadLetterHook>>;
@@ -55,17 +56,21 @@ async function explainNotFound<T>(deps: OperatorDeps, id: string, queue: string 
 /** Requeues one dead letter and writes the action to the audit table. */
 export async function requeueOne(deps: OperatorDeps, id: string, action: OperatorAction, queue?: string) {
   // The bookkeeping goes first: the job must find its row open when a worker takes it.
-  const result = await explainNotFound(deps, id, queue, () =>
+  let notice: string | undefined;
+  const requeued = await explainNotFound(deps, id, queue, () =>
     requeueDeadLetter(deps.queues, id, queue, {
-      beforeRequeue: async (view) => hookFor(deps.hooks, view)?.onRequeue?.(view.data, deps.db),
+      beforeRequeue: async (view) => {
+        notice = (await hookFor(deps.hooks, view)?.onRequeue?.(view.data, deps.db)) ?? undefined;
+      },
     }),
   );
+  const result = { ...requeued, ...(notice ? { notice } : {}) };
   await recordAudit(deps.db, {
     actor: action.actor,
     action: 'dlq.requeue',
     target: `${result.view.originalQueue}/${result.view.originalJobId}`,
     reason: action.reason,
-    details: { outcome: result.state, code: result.view.code, failedReason: result.view.reason, attemptsMade: result.view.attemptsMade },
+    details: { outcome: result.state, code: result.view.code, failedReason: result.view.reason, attemptsMade: result.view.attemptsMade, ...(notice ? { notice } : {}) },
   });
   return result;
 }

@@ -32,6 +32,8 @@ interface Row extends ClaimedDelivery {
   attempts: number;
   lastError: string | null;
   providerId: string | null;
+  /** A request of its batch got no answer saying it was not accepted (see recordAttempt). */
+  outcomeUnknown: boolean;
 }
 
 /** An in-memory store with the same claim rules as the PostgreSQL one. */
@@ -45,7 +47,7 @@ function memoryStore(batchSize = 100) {
       rows.set(id, {
         id, kind, patientId, idempotencyKey: `key.${id}`, toAddress: `${id}@example.com`, fromAddress: 'Curavani <noreply@curavani.com>',
         subject: 's', html: '<p>h</p>', text: 't', headers: {}, status: 'pending', batchId: null, leader: null, claimedAt: null, attemptStartedAt: null,
-        attempts: 0, lastError: null, providerId: null,
+        attempts: 0, lastError: null, providerId: null, outcomeUnknown: false,
       });
       return id;
     },
@@ -70,10 +72,10 @@ function memoryStore(batchSize = 100) {
         const r = rows.get(id)!;
         return r.batchId === batchId && r.status === 'sending' ? r : null;
       };
-      for (const s of o.sent) { const r = inBatch(s.id); if (r) Object.assign(r, { attemptStartedAt: null, status: 'sent', providerId: s.providerMessageId, attempts: r.attempts + 1 }); }
-      for (const f of o.failed) { const r = inBatch(f.id); if (r) Object.assign(r, { status: 'failed', lastError: f.reason, attempts: r.attempts + 1 }); }
+      for (const s of o.sent) { const r = inBatch(s.id); if (r) Object.assign(r, { attemptStartedAt: null, status: 'sent', providerId: s.providerMessageId, attempts: r.attempts + 1, outcomeUnknown: false }); }
+      for (const f of o.failed) { const r = inBatch(f.id); if (r) Object.assign(r, { status: 'failed', lastError: f.reason, attempts: r.attempts + 1, outcomeUnknown: f.outcomeUnknown ?? r.outcomeUnknown }); }
       for (const d of o.dropped) { const r = inBatch(d.id); if (r) Object.assign(r, { status: 'dropped', lastError: d.reason }); }
-      for (const b of o.retry ?? []) { const r = inBatch(b.id); if (r) Object.assign(r, { status: 'pending', batchId: null, leader: null, claimedAt: null, attemptStartedAt: null, lastError: b.reason, attempts: r.attempts + 1 }); }
+      for (const b of o.retry ?? []) { const r = inBatch(b.id); if (r) Object.assign(r, { status: 'pending', batchId: null, leader: null, claimedAt: null, attemptStartedAt: null, lastError: b.reason, attempts: r.attempts + 1, outcomeUnknown: false }); }
     },
     async beginAttempt(batchId, now, expiredBefore) {
       const batch = [...rows.values()].filter((r) => r.batchId === batchId && r.status === 'sending');
@@ -81,8 +83,8 @@ function memoryStore(batchSize = 100) {
       for (const r of batch) r.attemptStartedAt = now;
       return true;
     },
-    async recordAttempt(batchId, reason) {
-      for (const r of rows.values()) if (r.batchId === batchId && r.status === 'sending') Object.assign(r, { attempts: r.attempts + 1, lastError: reason, attemptStartedAt: null });
+    async recordAttempt(batchId, reason, _now, outcomeUnknown = false) {
+      for (const r of rows.values()) if (r.batchId === batchId && r.status === 'sending') Object.assign(r, { attempts: r.attempts + 1, lastError: reason, attemptStartedAt: null, outcomeUnknown: r.outcomeUnknown || outcomeUnknown });
     },
     async release(batchId) {
       for (const r of rows.values()) if (r.batchId === batchId && r.status === 'sending') Object.assign(r, { status: 'pending', batchId: null, leader: null, claimedAt: null });
@@ -245,6 +247,40 @@ describe('processDelivery', () => {
     await expect(processDelivery({ deliveryId: ids[0]! }, d)).rejects.toBeInstanceOf(PermanentError);
     expect(ids.map((i) => store.rows.get(i)!.status)).toEqual(['failed', 'failed']);
     expect(dead).toEqual([{ id: ids[1], code: 'send_failed' }]);
+  });
+
+  it('marks the rows of a request that got no answer as outcome unknown (kept when they fail for good); a 429, a refusal or a rejection does not', async () => {
+    const unknownOf = (store: ReturnType<typeof memoryStore>, ids: string[]) => ids.map((i) => store.rows.get(i)!.outcomeUnknown);
+    const limited = { ok: false as const, transient: true, status: 429, message: 'slow down', retryAfterMs: 10 };
+    const refused = { ok: false as const, transient: true, refused: true as const, status: 403, message: 'refused' };
+    // 429 (waits given up) and refusals accept nothing; a 500 may have been accepted.
+    const store = memoryStore();
+    const ids = [store.add(), store.add()];
+    const mail = scriptedDriver([all(limited), all(refused), all({ ok: false, transient: true, status: 500, message: 'boom' }), all({ ok: false, transient: true, message: 'network' })]);
+    const { d } = deps(store, mail, { maxRateLimitWaits: 0 });
+    await expect(processDelivery({ deliveryId: ids[0]! }, d)).rejects.toBeInstanceOf(TransientSendError);
+    await expect(processDelivery({ deliveryId: ids[0]! }, d)).rejects.toBeInstanceOf(TransientSendError);
+    expect(unknownOf(store, ids)).toEqual([false, false]);
+    await expect(processDelivery({ deliveryId: ids[0]! }, d)).rejects.toBeInstanceOf(TransientSendError);
+    expect(unknownOf(store, ids)).toEqual([true, true]);
+    await expect(processDelivery({ deliveryId: ids[0]! }, { ...d, isFinalAttempt: true })).rejects.toMatchObject({ code: 'send_failed' });
+    expect(ids.map((i) => store.rows.get(i))).toEqual(ids.map(() => expect.objectContaining({ status: 'failed', outcomeUnknown: true })));
+
+    // Refused on every attempt, the last included: known not sent.
+    const s2 = memoryStore();
+    const ids2 = [s2.add(), s2.add()];
+    await expect(processDelivery({ deliveryId: ids2[0]! }, deps(s2, scriptedDriver([all(refused)]), { isFinalAttempt: true }).d)).rejects.toMatchObject({ code: 'refused' });
+    expect(unknownOf(s2, ids2)).toEqual([false, false]);
+
+    // An answer settles it: a rejection after an unanswered request is a known outcome.
+    const s3 = memoryStore();
+    const ids3 = [s3.add(), s3.add()];
+    const answered = scriptedDriver([all({ ok: false, transient: true, status: 502, message: 'bad gateway' }), (m) => m.map((_, i) => (i === 0 ? { ok: false as const, transient: false, status: 422, message: 'invalid to' } : { ok: true as const, providerMessageId: 'p' }))]);
+    const d3 = deps(s3, answered).d;
+    await expect(processDelivery({ deliveryId: ids3[1]! }, d3)).rejects.toBeInstanceOf(TransientSendError);
+    expect(unknownOf(s3, ids3)).toEqual([true, true]);
+    await processDelivery({ deliveryId: ids3[1]! }, d3);
+    expect(ids3.map((i) => [s3.rows.get(i)!.status, s3.rows.get(i)!.outcomeUnknown])).toEqual([['failed', false], ['sent', false]]);
   });
 
   it('an outbox folder it may not write into: the retry says why, and each row records the folder, not the first message\'s file', async () => {

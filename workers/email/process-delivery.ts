@@ -29,8 +29,11 @@ export interface DeliveryStore {
   finish(batchId: string, outcome: BatchOutcome, now: Date): Promise<void>;
   /** Takes the batch's attempt lease (no other request for it in flight, or that one started before `expiredBefore`). */
   beginAttempt(batchId: string, now: Date, expiredBefore: Date): Promise<boolean>;
-  /** Counts a failed request and frees the lease. */
-  recordAttempt(batchId: string, reason: string, now: Date): Promise<void>;
+  /**
+   * Counts a failed request and frees the lease. `outcomeUnknown`: the request got no answer
+   * that says it was not accepted (a timeout, a 5xx, a dropped connection).
+   */
+  recordAttempt(batchId: string, reason: string, now: Date, outcomeUnknown?: boolean): Promise<void>;
   release(batchId: string, now: Date): Promise<void>;
 }
 
@@ -87,7 +90,12 @@ export class TransientSendError extends Error {
   }
 }
 
-const DEFAULT_WINDOW_MS = 23 * 3600_000;
+/**
+ * How long after its claim a batch is sent again under its key: the provider keeps an
+ * idempotency key 24 h, minus a margin. Also bounds an operator's requeue of a batch whose last
+ * request got no answer (see requeueFailedDelivery).
+ */
+export const IDEMPOTENCY_WINDOW_MS = 23 * 3600_000;
 
 /** The provider idempotency key of a request: the delivery's own key alone, the batch id for a batch. */
 export function requestKeyFor(batchId: string, rows: ClaimedDelivery[]): string {
@@ -181,9 +189,9 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
 
   if (resumed) {
     const age = clock.now().getTime() - claim.claimedAt.getTime();
-    if (age > (deps.idempotencyWindowMs ?? DEFAULT_WINDOW_MS)) {
+    if (age > (deps.idempotencyWindowMs ?? IDEMPOTENCY_WINDOW_MS)) {
       const reason = `claimed ${Math.round(age / 3600_000)} h ago and never confirmed: not re-sent, the provider's idempotency window is over (it may have been sent)`;
-      return failForGood(input.deliveryId, batchId, rows, reason, 'claim_expired', deps);
+      return failForGood(input.deliveryId, batchId, rows, reason, 'claim_expired', deps, { outcomeUnknown: true });
     }
     log.info({ deliveryId: input.deliveryId, batchId, rows: rows.length }, 'email-send: resuming a claimed batch');
   } else {
@@ -294,8 +302,12 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
   if (whole) {
     const first = results[0] as SendResult & { ok: false };
     const reason = batchReason(results as Array<SendResult & { ok: false }>);
+    // No answer says this request was not accepted (a timeout, a 5xx, a dropped connection):
+    // recorded, so that an operator's requeue of the failed rows resends them under this key.
+    // A refusal of the account or a 429 accepts nothing.
+    const unknown = !first.refused && first.status !== 429;
     // On the last attempt `failForGood` records this request with the failure (once).
-    if (!deps.isFinalAttempt) await store.recordAttempt(batchId, reason, clock.now());
+    if (!deps.isFinalAttempt) await store.recordAttempt(batchId, reason, clock.now(), unknown);
     if (first.refused) {
       // Not this batch's fault: every request fails alike until an operator fixes the setting.
       deps.metrics?.requests('refused');
@@ -303,11 +315,13 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
         { batchId, rows: sending.length, status: first.status, reason: first.message, finalAttempt: deps.isFinalAttempt },
         deps.isFinalAttempt ? 'email-send: the provider refused the API key or sending domain on the last attempt' : 'email-send: the provider refused the API key or sending domain; the deliveries wait and are retried',
       );
-      if (deps.isFinalAttempt) return failForGood(input.deliveryId, batchId, sending, first.message, 'refused', deps, unconfirmed(deferred));
+      if (deps.isFinalAttempt) return failForGood(input.deliveryId, batchId, sending, first.message, 'refused', deps, { dropped: unconfirmed(deferred) });
       throw new TransientSendError(`provider request for batch ${batchId} refused: ${first.message}`, first.status);
     }
     deps.metrics?.requests('transient');
-    if (deps.isFinalAttempt) return failForGood(input.deliveryId, batchId, sending, reason, 'send_failed', deps, unconfirmed(deferred));
+    if (deps.isFinalAttempt) {
+      return failForGood(input.deliveryId, batchId, sending, reason, 'send_failed', deps, { dropped: unconfirmed(deferred), ...(unknown ? { outcomeUnknown: true } : {}) });
+    }
     // The cause, not only a status (the outbox folder has none: it read 'status network' for a
     // folder it may not write). Drivers' reasons carry no addresses or names (see SendResult).
     throw new TransientSendError(`provider request for batch ${batchId} failed: ${reason}`, first.status);
@@ -321,7 +335,8 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
     // one message hit a full disk) goes back to pending for a batch of its own: re-sending
     // this batch under its key would only replay the same answer. On the last attempt it fails.
     else if (r.transient && !deps.isFinalAttempt) retry.push({ id: row.id, reason: r.message });
-    else outcome.failed.push({ id: row.id, reason: r.message });
+    // Answered: the provider's answer would only be replayed under this key; a requeue makes a new batch.
+    else outcome.failed.push({ id: row.id, reason: r.message, outcomeUnknown: false });
   });
   // The answer and the rows left out of the request, in one transaction.
   await store.finish(batchId, { sent: outcome.sent, failed: outcome.failed, dropped: deferred, retry }, clock.now());
@@ -369,6 +384,10 @@ export function batchReason(results: Array<SendResult & { ok: false }>): string 
   return `${reasons.length} different reasons for ${results.length} deliveries, e.g. ${reasons[0]}`;
 }
 
+/**
+ * Fails the rows of a batch for good (each with a dead letter). `outcomeUnknown`: its last
+ * request got no answer (it may have been accepted); absent keeps what earlier requests left.
+ */
 async function failForGood(
   ownId: string,
   batchId: string,
@@ -376,9 +395,11 @@ async function failForGood(
   reason: string,
   code: string,
   deps: ProcessDeliveryDeps,
-  dropped: DropDecision[] = [],
+  opts: { dropped?: DropDecision[]; outcomeUnknown?: true } = {},
 ): Promise<never> {
-  await deps.store.finish(batchId, { sent: [], failed: rows.map((r) => ({ id: r.id, reason })), dropped }, deps.clock.now());
+  const dropped = opts.dropped ?? [];
+  const failed = rows.map((r) => ({ id: r.id, reason, ...(opts.outcomeUnknown ? { outcomeUnknown: true } : {}) }));
+  await deps.store.finish(batchId, { sent: [], failed, dropped }, deps.clock.now());
   deps.metrics?.deliveries('failed', rows.length);
   if (dropped.length) deps.metrics?.deliveries('dropped', dropped.length);
   for (const r of rows) {

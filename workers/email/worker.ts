@@ -11,16 +11,16 @@ import {
   listStalePending,
   recordDeliveryAttempt,
   releaseDeliveries,
-  resetFailedDelivery,
+  requeueFailedDelivery,
 } from '../../libs/db/repositories/deliveries.js';
-import { countExpiredContents, deliveryContentsRemoved, removeExpiredContents } from '../../libs/db/repositories/deliveries-retention.js';
+import { countExpiredContents, removeExpiredContents } from '../../libs/db/repositories/deliveries-retention.js';
 import { createMailDriver, type MailDriver, type StillWantedChecks } from '../../libs/mail/index.js';
 import { oncePerRegistry } from '../../libs/metrics/index.js';
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
 import { addDeadLetter, catalog, jobIdFor, listDeadLetters, redisRateLimiter, restoreMissingDeadLetters, type Handlers, type RateLimiter } from '../../libs/queues/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import { workerComponent } from '../../libs/runtime/index.js';
-import { processDelivery, type Claim, type DeliveryStore, type EmailMetrics } from './process-delivery.js';
+import { IDEMPOTENCY_WINDOW_MS, processDelivery, type Claim, type DeliveryStore, type EmailMetrics } from './process-delivery.js';
 import { sweepEmailContents, type ContentRetentionResult } from './process-retention.js';
 import { sweepDeliveries } from './sweep.js';
 
@@ -62,7 +62,7 @@ function deliveryStore(ctx: FleetContext, opts: EmailOptions): DeliveryStore {
     },
     finish: async (batchId, outcome, now) => void (await finishDeliveries(db, batchId, outcome, now)),
     beginAttempt: (batchId, now, expiredBefore) => beginDeliveryAttempt(db, batchId, now, expiredBefore),
-    recordAttempt: (batchId, reason, now) => recordDeliveryAttempt(db, batchId, reason, now),
+    recordAttempt: (batchId, reason, now, outcomeUnknown) => recordDeliveryAttempt(db, batchId, reason, now, outcomeUnknown),
     release: (batchId, now) => releaseDeliveries(db, batchId, now),
   };
 }
@@ -280,19 +280,43 @@ export class DeliveryContentsRemovedError extends Error {
   override name = 'DeliveryContentsRemovedError';
 }
 
-/** Operator requeue of a dead-lettered email: the delivery goes back to `pending`. */
+/**
+ * Operator requeue of a dead-lettered email. A delivery whose last provider request got no
+ * answer goes out again with its batch under the same idempotency key while the provider keeps
+ * it (the provider replays its answer if it had accepted the request); otherwise it goes back to
+ * `pending` for a new batch. The notice tells the operator what happened (ids only).
+ */
 export const emailDeadLetterHook: DeadLetterHook = {
   async onRequeue(payload, db) {
     const id = (payload as { deliveryId?: unknown }).deliveryId;
     if (typeof id !== 'string') return;
-    if (await resetFailedDelivery(db, id)) return;
-    // Not reset: already pending or sent again (the job finds nothing to do), or emptied by the
-    // retention sweep (its dead letter was not there when the sweep ran): refused, nothing is sent.
-    const state = await deliveryContentsRemoved(db, id);
-    if (state?.status === 'failed' && state.removedAt) {
-      throw new DeliveryContentsRemovedError(
-        `delivery ${id} cannot be sent again: its contents were removed on ${state.removedAt.toISOString()} (EMAIL_RETENTION_DAYS); discard this dead letter`,
+    const r = await requeueFailedDelivery(db, id, { now: new Date(), windowMs: IDEMPOTENCY_WINDOW_MS });
+    if (r.kind === 'batch') {
+      const others = r.rows - 1;
+      return (
+        `delivery ${id}: its last provider request got no answer, so it goes out again with its batch ${r.batchId} under the same idempotency key ` +
+        `(if the provider had accepted it, it replays its answer and nothing is sent twice)` +
+        (others > 0 ? `; ${others} other ${others === 1 ? 'delivery of its batch goes' : 'deliveries of its batch go'} with it: requeueing their dead letters sends nothing more` : '')
       );
     }
+    if (r.kind === 'pending') {
+      if (!r.mayHaveGoneOut) return;
+      return (
+        `delivery ${id}: its last provider request got no answer and the provider's 24 h idempotency window is over, ` +
+        `so it goes out as a new email: the recipient may already have received it (discard the dead letter instead if that is worse than a second email)`
+      );
+    }
+    // Not reset: emptied by the retention sweep (its dead letter was not there when the sweep
+    // ran): refused, nothing is sent. Already pending or sent again: the job finds nothing to do.
+    if (r.status === 'failed' && r.contentsRemovedAt) {
+      throw new DeliveryContentsRemovedError(
+        `delivery ${id} cannot be sent again: its contents were removed on ${r.contentsRemovedAt.toISOString()} (EMAIL_RETENTION_DAYS); discard this dead letter`,
+      );
+    }
+    if (r.status === 'sent') return `delivery ${id} was already sent (e.g. with its batch, requeued through another of its deliveries): nothing more to send`;
+    if (r.status === 'sending') return `delivery ${id} is already being sent again (e.g. with its batch, requeued through another of its deliveries): nothing more to send`;
+    if (r.status === 'pending') return `delivery ${id} already waits to be sent`;
+    if (r.status === 'dropped') return `delivery ${id} was dropped since (no longer wanted): nothing to send`;
+    return undefined;
   },
 };

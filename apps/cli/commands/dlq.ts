@@ -63,6 +63,7 @@ export function registerDlq(program: Command): void {
         const action = { actor: operatorName(opts.actor), reason };
         if (opts.all) {
           const results = await requeueAll(deps, action, opts.queue);
+          for (const r of results) if ('notice' in r) process.stdout.write(`${r.view.originalJobId}: ${r.notice}\n`);
           process.stdout.write(`requeued ${results.length} dead letter(s)\n`);
           return;
         }
@@ -72,6 +73,7 @@ export function registerDlq(program: Command): void {
             ? `requeued ${r.view.originalJobId} on ${r.view.originalQueue}\n`
             : `${r.view.originalJobId} was already queued again; dead letter removed\n`,
         );
+        if ('notice' in r) process.stdout.write(`note: ${r.notice}\n`);
       });
     });
 

@@ -77,10 +77,15 @@ ${g.total > g.entries.length ? html`<p class="muted">Showing the oldest ${g.entr
 <h2>Recent operator actions</h2>
 ${audit.length
   ? html`<div class="scroll"><table><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Reason</th></tr></thead><tbody>${audit.map(
-      (a) => html`<tr><td>${pageTime(a.createdAt)}</td><td>${a.actor}</td><td>${a.action}</td><td><code>${a.target}</code></td><td>${a.reason ?? ''}</td></tr>`,
+      (a) => html`<tr><td>${pageTime(a.createdAt)}</td><td>${a.actor}</td><td>${a.action}</td><td><code>${a.target}</code></td><td>${a.reason ?? ''}${noteOf(a.details) ? html`<br><span class="muted">Note: ${noteOf(a.details)}</span>` : ''}</td></tr>`,
     )}</tbody></table></div>`
   : html`<p class="muted">none yet</p>`}`;
   return page('Dead letters · Curavani Fleet', body, { nav: true });
+}
+
+/** The notice a requeue left in its audit row (e.g. an email that may have gone out already). */
+function noteOf(details: Record<string, unknown>): string | undefined {
+  return typeof details.notice === 'string' ? details.notice : undefined;
 }
 
 /** `of`: the job's queue (not `queue`, which filters the page). */
@@ -131,17 +136,19 @@ async function act(deps: HttpRouteDeps, req: Request, res: Response, action: 're
     const opsDeps = { db: deps.ctx.database.db, queues: deps.ctx.queues, hooks: deps.deadLetterHooks };
     let outcome: string;
     let view: DeadLetterView;
+    let notice: string | undefined;
     if (action === 'requeue') {
       const r = await requeueOne(opsDeps, id, operator, queue);
       outcome = r.state;
       view = r.view;
+      if ('notice' in r) notice = r.notice;
     } else {
       view = await discardOne(opsDeps, id, operator, queue);
       outcome = 'discarded';
     }
     deps.ctx.log.info({ action, queue: view.originalQueue, jobId: view.originalJobId, actor: operator.actor, outcome }, 'dead letter handled by an operator');
     if (wantsJson(req)) {
-      res.json({ outcome, id: view.id, queue: view.originalQueue, jobId: view.originalJobId });
+      res.json({ outcome, id: view.id, queue: view.originalQueue, jobId: view.originalJobId, ...(notice ? { notice } : {}) });
       return;
     }
     const done = outcome === 'discarded' ? 'discarded' : outcome === 'requeued' ? 'requeued' : 'already-queued';

@@ -1,4 +1,4 @@
-import { and, eq, inArray, isNull, lt, ne, or, sql } from 'drizzle-orm';
+import { and, inArray, isNull, lt, ne, or, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../client.js';
 import { deliveries, type DeliveryStatus } from '../schema/fleet.js';
 
@@ -69,10 +69,4 @@ export async function removeExpiredContents(db: DbOrTx, q: { before: Date; reque
     .where(and(inArray(deliveries.id, batch), isNull(deliveries.contentsRemovedAt)))
     .returning({ id: deliveries.id });
   return rows.length;
-}
-
-/** Whether a delivery's contents were removed by the retention sweep (null: no such delivery). */
-export async function deliveryContentsRemoved(db: DbOrTx, id: string): Promise<{ status: DeliveryStatus; removedAt: Date | null } | null> {
-  const [row] = await db.select({ status: deliveries.status, removedAt: deliveries.contentsRemovedAt }).from(deliveries).where(eq(deliveries.id, id));
-  return row ?? null;
 }

@@ -170,7 +170,12 @@ async function claimLocked(tx: Tx, deliveryId: string, opts: ClaimOptions): Prom
 
 export interface BatchOutcome {
   sent: Array<{ id: string; providerMessageId: string }>;
-  failed: Array<{ id: string; reason: string }>;
+  /**
+   * `outcomeUnknown`: true when the last request got no answer that says what became of the
+   * row (it may have been accepted), false when an answer settled it; absent keeps what earlier
+   * requests of the batch left (see recordDeliveryAttempt).
+   */
+  failed: Array<{ id: string; reason: string; outcomeUnknown?: boolean }>;
   dropped: Array<{ id: string; reason: string }>;
   /**
    * Rows the provider answered with a transient error of their own inside a request that went
@@ -200,7 +205,7 @@ export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOu
         update ${deliveries} as d
            set status = 'sent', provider_message_id = v.pid, sent_at = ${now.toISOString()}::timestamptz,
                updated_at = ${now.toISOString()}::timestamptz, attempts = d.attempts + 1, last_error = null,
-               attempt_started_at = null
+               attempt_started_at = null, outcome_unknown = false
           from (values ${values}) as v(id, pid)
          where d.id = v.id and d.batch_id = ${batchId} and d.status = 'sending'
         returning d.kind, d.patient_id`);
@@ -211,7 +216,14 @@ export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOu
     for (const f of outcome.failed) {
       const r = await tx
         .update(deliveries)
-        .set({ status: 'failed', lastError: f.reason, attempts: sql`${deliveries.attempts} + 1`, updatedAt: now, attemptStartedAt: null })
+        .set({
+          status: 'failed',
+          lastError: f.reason,
+          attempts: sql`${deliveries.attempts} + 1`,
+          updatedAt: now,
+          attemptStartedAt: null,
+          ...(f.outcomeUnknown !== undefined ? { outcomeUnknown: f.outcomeUnknown } : {}),
+        })
         .where(inBatch(f.id))
         .returning({ id: deliveries.id });
       changed += r.length;
@@ -219,7 +231,7 @@ export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOu
     for (const r of outcome.retry ?? []) {
       const back = await tx
         .update(deliveries)
-        .set({ status: 'pending', batchId: null, lastError: r.reason, attempts: sql`${deliveries.attempts} + 1`, updatedAt: now, attemptStartedAt: null })
+        .set({ status: 'pending', batchId: null, lastError: r.reason, attempts: sql`${deliveries.attempts} + 1`, updatedAt: now, attemptStartedAt: null, outcomeUnknown: false })
         .where(inBatch(r.id))
         .returning({ id: deliveries.id });
       changed += back.length;
@@ -255,11 +267,21 @@ export async function beginDeliveryAttempt(db: DbOrTx, batchId: string, now: Dat
   return rows.length > 0;
 }
 
-/** A provider request for the batch failed transiently: count it, keep the rows claimed, free the lease. */
-export async function recordDeliveryAttempt(db: DbOrTx, batchId: string, reason: string, now: Date): Promise<void> {
+/**
+ * A provider request for the batch failed transiently: count it, keep the rows claimed, free the
+ * lease. `outcomeUnknown`: the request got no answer that says it was not accepted (a timeout, a
+ * 5xx, a dropped connection); once set, it stays until an answer settles the rows.
+ */
+export async function recordDeliveryAttempt(db: DbOrTx, batchId: string, reason: string, now: Date, outcomeUnknown = false): Promise<void> {
   await db
     .update(deliveries)
-    .set({ attempts: sql`${deliveries.attempts} + 1`, lastError: reason, updatedAt: now, attemptStartedAt: null })
+    .set({
+      attempts: sql`${deliveries.attempts} + 1`,
+      lastError: reason,
+      updatedAt: now,
+      attemptStartedAt: null,
+      ...(outcomeUnknown ? { outcomeUnknown: true } : {}),
+    })
     .where(and(eq(deliveries.batchId, batchId), eq(deliveries.status, 'sending')));
 }
 
@@ -271,17 +293,59 @@ export async function releaseDeliveries(db: DbOrTx, batchId: string, now: Date):
     .where(and(eq(deliveries.batchId, batchId), eq(deliveries.status, 'sending')));
 }
 
+/** What an operator's requeue did with a failed delivery (see requeueFailedDelivery). */
+export type FailedDeliveryRequeue =
+  /** Back to `pending`: it goes out in a new batch. `mayHaveGoneOut`: its last request got no answer and the provider's window is over. */
+  | { kind: 'pending'; mayHaveGoneOut: boolean }
+  /** Its batch is `sending` again under its batch id (hence its idempotency key), led by this delivery; `rows` counts this one. */
+  | { kind: 'batch'; batchId: string; rows: number }
+  /** Nothing changed: not failed (already pending, sending or sent again), or its contents were removed. */
+  | { kind: 'unchanged'; status: DeliveryRow['status'] | null; contentsRemovedAt: Date | null };
+
 /**
- * Operator requeue of a failed delivery: back to `pending` (the sweep or the requeued job sends it).
- * Never one whose contents the retention sweep removed: it would go out empty.
+ * Operator requeue of a failed delivery. Never one whose contents the retention sweep removed:
+ * it would go out empty.
+ *
+ * - Its last provider request got no answer (`outcome_unknown`) and its batch was claimed less
+ *   than `windowMs` ago (the provider's idempotency window, minus a margin): the batch goes back
+ *   to `sending` as it was (same batch id, claim time and rows), with this delivery as leader, so
+ *   its job resends it under the same key: the provider replays its first answer if it had
+ *   accepted it, or sends it now. The batch's other rows that failed with it come back too (the
+ *   same payload); their own dead letters then have nothing left to send. A row of it whose dead
+ *   letter an operator discarded, or whose contents are gone, stays out (should the provider
+ *   hold the fuller payload, it refuses the changed one with 409 and nothing goes out twice).
+ * - Otherwise back to `pending`, out of its batch: a new batch and key. Right for a request the
+ *   provider answered (a rejection: the email never went out); for an unanswered one past the
+ *   window the key no longer protects it, and `mayHaveGoneOut` says so.
  */
-export async function resetFailedDelivery(db: DbOrTx, deliveryId: string, now = new Date()): Promise<boolean> {
-  const rows = await db
-    .update(deliveries)
-    .set({ status: 'pending', batchId: null, batchLeaderId: null, claimedAt: null, attemptStartedAt: null, updatedAt: now })
-    .where(and(eq(deliveries.id, deliveryId), eq(deliveries.status, 'failed'), isNull(deliveries.contentsRemovedAt)))
-    .returning({ id: deliveries.id });
-  return rows.length > 0;
+export async function requeueFailedDelivery(db: Db, deliveryId: string, opts: { now: Date; windowMs: number }): Promise<FailedDeliveryRequeue> {
+  const { now } = opts;
+  return db.transaction(async (tx): Promise<FailedDeliveryRequeue> => {
+    const [own] = await tx.select().from(deliveries).where(eq(deliveries.id, deliveryId)).for('update');
+    if (!own || own.status !== 'failed' || own.contentsRemovedAt) {
+      return { kind: 'unchanged', status: own?.status ?? null, contentsRemovedAt: own?.contentsRemovedAt ?? null };
+    }
+    const unknown = own.outcomeUnknown && own.batchId !== null && own.claimedAt !== null;
+    if (unknown && now.getTime() - own.claimedAt!.getTime() <= opts.windowMs) {
+      const batchId = own.batchId!;
+      const rows = await tx
+        .update(deliveries)
+        .set({ status: 'sending', batchLeaderId: own.id, attemptStartedAt: null, updatedAt: now })
+        .where(
+          and(
+            eq(deliveries.batchId, batchId),
+            or(eq(deliveries.id, own.id), and(awaitingOperator(), eq(deliveries.outcomeUnknown, true))),
+          ),
+        )
+        .returning({ id: deliveries.id });
+      return { kind: 'batch', batchId, rows: rows.length };
+    }
+    await tx
+      .update(deliveries)
+      .set({ status: 'pending', batchId: null, batchLeaderId: null, claimedAt: null, attemptStartedAt: null, outcomeUnknown: false, updatedAt: now })
+      .where(eq(deliveries.id, own.id));
+    return { kind: 'pending', mayHaveGoneOut: unknown };
+  });
 }
 
 /** Pending deliveries created before `before`, oldest first (the sweep makes sure each has a job). */

@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm';
 import {
   bigserial,
+  boolean,
   index,
   integer,
   jsonb,
@@ -75,6 +76,14 @@ export const deliveries = fleet.table(
      * lease left by a crashed worker expires after the request time limit.
      */
     attemptStartedAt: ts('attempt_started_at'),
+    /**
+     * A provider request of this row's batch got no answer that says what became of it (a
+     * timeout, a 5xx, a dropped connection: the provider may have accepted it), and no later
+     * answer settled it. Kept when the row fails for good: an operator's requeue within the
+     * provider's idempotency window then resends the batch under its key (batch_id, claimed_at)
+     * instead of in a new batch, so an email the provider had accepted does not go out twice.
+     */
+    outcomeUnknown: boolean('outcome_unknown').notNull().default(false),
     createdAt: ts('created_at').notNull().defaultNow(),
     updatedAt: ts('updated_at').notNull().defaultNow(),
     sentAt: ts('sent_at'),

@@ -1,0 +1,1 @@
+ALTER TABLE "fleet"."deliveries" ADD COLUMN "outcome_unknown" boolean DEFAULT false NOT NULL;

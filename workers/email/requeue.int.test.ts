@@ -1,0 +1,167 @@
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { getDelivery } from '../../libs/db/repositories/deliveries.js';
+import type { StillWantedCheck } from '../../libs/mail/index.js';
+import { requeueOne } from '../../libs/ops/dead-letters.js';
+import { listDeadLetters } from '../../libs/queues/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { startEmailHarness, waitFor, type EmailHarness, type EmailHarnessOptions } from './int-harness.js';
+import { emailDeadLetterHook } from './worker.js';
+
+/**
+ * An operator requeues an email whose last provider request failed transiently on the job's
+ * last attempt (the provider may have accepted it): within the provider's idempotency window it
+ * goes out under its original batch and key, so an email the provider had accepted is not sent
+ * a second time.
+ */
+let database: TestDatabase;
+let h: EmailHarness | undefined;
+let cleanup: (() => Promise<void>) | undefined;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+afterAll(async () => {
+  await database.drop();
+});
+beforeEach(async () => {
+  await database.sql`delete from fleet.deliveries`;
+});
+afterEach(async () => {
+  await h?.close();
+  await cleanup?.();
+  h = undefined;
+});
+
+async function harness(o: Partial<EmailHarnessOptions> = {}) {
+  const q = testQueuePrefix();
+  cleanup = q.cleanup;
+  // 18 attempts of the email family, its backoff scaled down to milliseconds.
+  h = await startEmailHarness({ databaseUrl: database.url, queuePrefix: q.prefix, ...o, env: { MAIL_RATE_PER_SECOND: '50', RETRY_BACKOFF_SCALE: '0.001', ...o.env } });
+  return h;
+}
+
+const deps = (t: EmailHarness) => ({ db: t.ctx.database.db, queues: t.ctx.queues, hooks: { 'email-send': emailDeadLetterHook } });
+const statusOf = async (id: string) => (await getDelivery(database.db, id))?.status;
+const finished = (id: string) =>
+  waitFor(`delivery ${id} to finish`, async () => {
+    const s = await statusOf(id);
+    return s === 'sent' || s === 'failed' || s === 'dropped' ? s : undefined;
+  });
+const deadLetterOf = (t: EmailHarness, id: string) =>
+  waitFor(`dead letter of ${id}`, async () => (await listDeadLetters(t.ctx.queues, { queue: 'email' })).find((d) => (d.data as { deliveryId?: string }).deliveryId === id));
+const jobDone = (t: EmailHarness, id: string) =>
+  waitFor(`job of ${id} to finish`, async () => ['completed', 'failed'].includes(await t.ctx.queues.queue('email').getJobState(`email-send.delivery.${id}`)));
+
+/** Deliveries sent in one batch whose every attempt fails; the last one reached the provider, its answer was lost. */
+async function batchWithLostAnswer(t: EmailHarness, n: number, over: (i: number) => Record<string, unknown> = () => ({})) {
+  t.standIn.inject({ kind: 'status', status: 500 }, 17);
+  t.standIn.inject({ kind: 'lose-answer' });
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) ids.push(await t.addDelivery(over(i), { enqueue: false }));
+  for (const id of ids) await t.ctx.queues.enqueue('email-send', { deliveryId: id });
+  return ids;
+}
+
+describe('operator requeue of an email whose last provider request got no answer', () => {
+  it('resends the batch under its original key: the provider replays its answer, nobody gets the email twice; a sibling requeue sends nothing', async () => {
+    const t = await harness();
+    const ids = await batchWithLostAnswer(t, 2);
+    await t.startWorkers();
+    for (const id of ids) expect(await finished(id)).toBe('failed');
+    // The provider did send both: the fleet could not know.
+    expect(t.standIn.stats()).toMatchObject({ messages: 2, duplicates: 0 });
+    const lost = t.standIn.requests.at(-1)!;
+    expect(lost).toMatchObject({ status: 200, lost: true, path: '/emails/batch' });
+    const accepted = t.standIn.messages.map((m) => m.id);
+    const dead = await Promise.all(ids.map((id) => deadLetterOf(t, id)));
+
+    const r = await requeueOne(deps(t), dead[1]!.id, { actor: 'test', reason: 'provider timeout' });
+    expect(r.state).toBe('requeued');
+    await waitFor('the requeued delivery sent', async () => (await statusOf(ids[1]!)) === 'sent');
+    // Counting what the provider delivered: each patient once.
+    expect(t.standIn.stats()).toMatchObject({ messages: 2, duplicates: 0 });
+    expect(t.standIn.requests.at(-1)).toMatchObject({ status: 200, replayed: true, idempotencyKey: lost.idempotencyKey, path: '/emails/batch' });
+    expect(r.notice).toMatch(/1 other delivery of its batch/);
+    // The batch came back whole: the sibling is sent too, with the provider's own ids.
+    expect(await statusOf(ids[0]!)).toBe('sent');
+    const rows = await Promise.all(ids.map((id) => getDelivery(database.db, id)));
+    expect(rows.map((x) => x!.providerMessageId).sort()).toEqual([...accepted].sort());
+
+    // The sibling's dead letter, requeued later: nothing more goes out, no failure.
+    const requests = t.standIn.requests.length;
+    const again = await requeueOne(deps(t), dead[0]!.id, { actor: 'test', reason: 'provider timeout' });
+    expect(again.notice).toMatch(/already sent/);
+    await jobDone(t, ids[0]!);
+    expect(await statusOf(ids[0]!)).toBe('sent');
+    expect(t.standIn.requests.length).toBe(requests);
+    expect(t.standIn.stats()).toMatchObject({ messages: 2, duplicates: 0 });
+    expect(await listDeadLetters(t.ctx.queues, { queue: 'email' })).toEqual([]);
+  });
+
+  it('sends a batch the provider had not accepted (a 500 on the last attempt) under its key, without the patient who opted out meanwhile', async () => {
+    const t = await harness();
+    const optedOut = new Set<number>();
+    const check: StillWantedCheck = async (refs) =>
+      refs.filter((r) => r.patientId !== null && optedOut.has(r.patientId)).map((r) => ({ id: r.id, reason: 'weekly status no longer wanted: opted_out' }));
+    t.standIn.inject({ kind: 'status', status: 500 }, 18);
+    const ids: string[] = [];
+    for (let i = 1; i <= 2; i++) ids.push(await t.addDelivery({ kind: 'weekly-status', patientId: i }, { enqueue: false }));
+    for (const id of ids) await t.ctx.queues.enqueue('email-send', { deliveryId: id });
+    await t.startWorkers({ stillWanted: { 'weekly-status': check } });
+    for (const id of ids) expect(await finished(id)).toBe('failed');
+    const key = t.standIn.requests.at(-1)!.idempotencyKey;
+    expect(t.standIn.messages).toEqual([]);
+
+    optedOut.add(2);
+    await requeueOne(deps(t), (await deadLetterOf(t, ids[0]!)).id, { actor: 'test', reason: 'provider outage over' });
+    for (const id of ids) await finished(id);
+    expect(await Promise.all(ids.map(statusOf))).toEqual(['sent', 'dropped']);
+    expect((await getDelivery(database.db, ids[1]!))!.lastError).toBe('weekly status no longer wanted: opted_out');
+    expect(t.standIn.messages.map((m) => m.to[0])).toEqual(['patient1@example.com']);
+    // Same form and key as the requests before: a batch, one row left.
+    expect(t.standIn.requests.at(-1)).toMatchObject({ status: 200, size: 1, path: '/emails/batch', idempotencyKey: key, replayed: false });
+  });
+
+  it('a delivery the provider rejected (422) goes out once in a new batch when requeued', async () => {
+    let rejecting = true;
+    const t = await harness({ standIn: { rejectTo: (a) => rejecting && a.startsWith('reject') } });
+    const ok = await t.addDelivery({}, { enqueue: false });
+    const rejected = await t.addDelivery({ toAddress: 'reject@example.com' }, { enqueue: false });
+    for (const id of [ok, rejected]) await t.ctx.queues.enqueue('email-send', { deliveryId: id });
+    await t.startWorkers();
+    expect(await finished(ok)).toBe('sent');
+    expect(await finished(rejected)).toBe('failed');
+    const first = t.standIn.requests.find((x) => x.status === 200)!;
+    expect(first).toMatchObject({ path: '/emails/batch', size: 1 });
+
+    rejecting = false; // the address was fixed on the provider's side
+    const r = await requeueOne(deps(t), (await deadLetterOf(t, rejected)).id, { actor: 'test', reason: 'address allowed now' });
+    expect(r.notice).toBeUndefined();
+    expect(await finished(rejected)).toBe('sent');
+    const last = t.standIn.requests.at(-1)!;
+    expect(last).toMatchObject({ status: 200, size: 1, replayed: false });
+    expect(last.idempotencyKey).not.toBe(first.idempotencyKey);
+    expect(Object.fromEntries(t.standIn.perRecipient)).toEqual({ 'patient1@example.com': 1, 'reject@example.com': 1 });
+    expect((await getDelivery(database.db, rejected))!.batchId).not.toBe((await getDelivery(database.db, ok))!.batchId);
+  });
+
+  it('after the idempotency window the requeue sends a new email and tells the operator it may have gone out already', async () => {
+    const t = await harness();
+    const ids = await batchWithLostAnswer(t, 2);
+    await t.startWorkers();
+    for (const id of ids) expect(await finished(id)).toBe('failed');
+    await database.sql`update fleet.deliveries set claimed_at = claimed_at - interval '24 hours' where id in ${database.sql(ids)}`;
+    const dead = await deadLetterOf(t, ids[0]!);
+
+    const r = await requeueOne(deps(t), dead.id, { actor: 'test', reason: 'operator knows' });
+    expect(r.notice).toMatch(/may already have received it/);
+    expect(await finished(ids[0]!)).toBe('sent');
+    // Only the requeued one: its sibling waits for its own decision.
+    expect(await statusOf(ids[1]!)).toBe('failed');
+    const [audit] = await database.sql<{ details: { notice?: string } }[]>`select details from fleet.audit_log where action = 'dlq.requeue' and target like ${`%${ids[0]}`}`;
+    expect(audit!.details.notice).toBe(r.notice);
+    // The notice names no one.
+    expect(r.notice).not.toMatch(/@example\.com/);
+  });
+});
