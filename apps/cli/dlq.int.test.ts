@@ -2,8 +2,9 @@ import { userInfo } from 'node:os';
 import type { Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listAudit } from '../../libs/db/repositories/audit.js';
+import { getDelivery, queueDelivery } from '../../libs/db/repositories/deliveries.js';
 import { PermanentError } from '../../libs/errors/index.js';
-import { bindQueueWorker, closeWorkers, listDeadLetters } from '../../libs/queues/index.js';
+import { addDeadLetter, bindQueueWorker, closeWorkers, listDeadLetters } from '../../libs/queues/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { createTestQueues } from '../../libs/testing/queues.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
@@ -137,5 +138,33 @@ describe('fleet dlq (the real CLI)', () => {
     const neither = await fleet('dlq', 'requeue', '--reason', 'cleanup');
     expect(neither.code).toBe(2);
     expect(neither.stderr).toContain('name a dead-letter id or pass --all');
+  });
+});
+
+describe('fleet dlq requeue of an email (the real CLI)', () => {
+  /** A delivery of a two-row batch whose last request got no answer, failed for good `claimedHoursAgo` ago, with its dead letter. */
+  async function failedUnanswered(key: string, claimedHoursAgo: number) {
+    const { id } = await queueDelivery(db.db, { idempotencyKey: key, kind: 'staff', toAddress: 'staff@example.com', fromAddress: 'noreply@curavani.com', subject: 's', html: '<p>h</p>', text: 't' });
+    await db.sql`update fleet.deliveries set status = 'failed', outcome_unknown = true, batch_id = gen_random_uuid(), batch_leader_id = id,
+      claimed_at = now() - make_interval(hours => ${claimedHoursAgo}), last_error = 'resend network application_error' where id = ${id}`;
+    const jobId = `email-send.delivery.${id}`;
+    await addDeadLetter(t.queues, { originalQueue: 'email', originalJobId: jobId, name: 'email-send', data: { deliveryId: id }, reason: 'resend network application_error', code: 'send_failed', attemptsMade: 18, enqueuedAt: null, failedAt: new Date().toISOString() });
+    return { id, jobId };
+  }
+
+  it('says what became of it: resent under its key within the window, a new email that may be a second one after it', async () => {
+    const recent = await failedUnanswered('cli.recent', 2);
+    const r1 = await fleet('dlq', 'requeue', recent.jobId, '--queue', 'email', '--reason', 'provider outage over');
+    expect(r1.code).toBe(0);
+    expect(r1.stdout).toContain(`note: delivery ${recent.id}: its last provider request got no answer, so it goes out again with its batch`);
+    expect((await getDelivery(db.db, recent.id))).toMatchObject({ status: 'sending', batchLeaderId: recent.id });
+
+    const old = await failedUnanswered('cli.old', 30);
+    const r2 = await fleet('dlq', 'requeue', old.jobId, '--queue', 'email', '--reason', 'provider outage over');
+    expect(r2.code).toBe(0);
+    expect(r2.stdout).toContain(`note: delivery ${old.id}: its last provider request got no answer and the provider's 24 h idempotency window is over`);
+    expect(r2.stdout).toContain('the recipient may already have received it');
+    expect(r2.stdout).not.toContain('@example.com');
+    expect((await getDelivery(db.db, old.id))).toMatchObject({ status: 'pending', batchId: null, outcomeUnknown: false });
   });
 });

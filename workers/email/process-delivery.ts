@@ -18,7 +18,8 @@ export interface ClaimedDelivery extends DeliveryRef {
 
 export type Claim =
   | { kind: 'claimed'; batchId: string; rows: ClaimedDelivery[] }
-  | { kind: 'resume'; batchId: string; rows: ClaimedDelivery[]; claimedAt: Date }
+  /** `requestRows`: rows of the batch's earlier requests (their form), when more than `rows` (see ClaimOutcome). */
+  | { kind: 'resume'; batchId: string; rows: ClaimedDelivery[]; claimedAt: Date; requestRows?: number }
   | { kind: 'noop'; reason: string };
 
 export type { BatchOutcome };
@@ -129,9 +130,13 @@ async function askStillWanted(rows: ClaimedDelivery[], checks: StillWantedChecks
   return drops;
 }
 
-/** The form and provider idempotency key of a request carrying `rows` (see requestKeyFor). */
-function requestFor(batchId: string, rows: ClaimedDelivery[]): { single: boolean; key: string } {
-  return { single: rows.length === 1, key: requestKeyFor(batchId, rows) };
+/**
+ * The form and provider idempotency key of a request carrying `rows` (see requestKeyFor), or of
+ * the earlier requests of a batch that carried `requestRows` rows.
+ */
+function requestFor(batchId: string, rows: ClaimedDelivery[], requestRows = rows.length): { single: boolean; key: string } {
+  const single = requestRows === 1;
+  return { single, key: single ? rows[0]!.idempotencyKey : `fleet-batch/${batchId}` };
 }
 
 /** Drops of a resumed batch that no answer settled: an earlier request may have carried them. */
@@ -202,7 +207,7 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
   }
 
   // A resumed batch keeps the form and key of its earlier requests, whatever rows it leaves out.
-  const resumedRequest = resumed ? requestFor(batchId, rows) : null;
+  const resumedRequest = resumed ? requestFor(batchId, rows, Math.max(rows.length, claim.requestRows ?? 0)) : null;
   /** Unwanted rows of a resumed batch: left out of the request, dropped with its answer. */
   let deferred: DropDecision[] = [];
   /** The provider holds an earlier request of the batch: its unchanged rows are sent again. */
@@ -327,10 +332,18 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
     throw new TransientSendError(`provider request for batch ${batchId} failed: ${reason}`, first.status);
   }
   deps.metrics?.requests(results.some((r) => r.ok) ? 'ok' : 'rejected');
+  // A resumed batch refused as a changed payload with no unwanted rows to put back: the provider
+  // holds an earlier request of it with rows since left out (an operator's requeue without a row
+  // whose dead letter was discarded). That request was accepted, so these rows may have gone out
+  // then: not re-sent, and still unknown (a requeue tries the same key again).
+  const heldElsewhere = resumed && !replay && refusedAsChangedPayload(results);
   const retry: Array<{ id: string; reason: string }> = [];
   results.forEach((r, i) => {
     const row = sending[i]!;
-    if (r.ok) outcome.sent.push({ id: row.id, providerMessageId: r.providerMessageId });
+    if (heldElsewhere) {
+      const reason = `${(r as { message: string }).message}; the provider holds an earlier request of batch ${batchId} with other rows: it may have gone out then, not re-sent`;
+      outcome.failed.push({ id: row.id, reason, outcomeUnknown: true });
+    } else if (r.ok) outcome.sent.push({ id: row.id, providerMessageId: r.providerMessageId });
     // A per-message transient answer inside a request that went through (the outbox folder:
     // one message hit a full disk) goes back to pending for a batch of its own: re-sending
     // this batch under its key would only replay the same answer. On the last attempt it fails.

@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { getDelivery } from '../../libs/db/repositories/deliveries.js';
 import type { StillWantedCheck } from '../../libs/mail/index.js';
-import { requeueOne } from '../../libs/ops/dead-letters.js';
+import { discardOne, requeueOne } from '../../libs/ops/dead-letters.js';
 import { listDeadLetters } from '../../libs/queues/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
@@ -97,6 +97,24 @@ describe('operator requeue of an email whose last provider request got no answer
     expect(t.standIn.requests.length).toBe(requests);
     expect(t.standIn.stats()).toMatchObject({ messages: 2, duplicates: 0 });
     expect(await listDeadLetters(t.ctx.queues, { queue: 'email' })).toEqual([]);
+  });
+
+  it('leaves out a sibling whose dead letter was discarded: the provider holds the fuller request, nothing goes out twice, the reason says why', async () => {
+    const t = await harness();
+    const ids = await batchWithLostAnswer(t, 2);
+    await t.startWorkers();
+    for (const id of ids) expect(await finished(id)).toBe('failed');
+    await discardOne(deps(t), (await deadLetterOf(t, ids[0]!)).id, { actor: 'test', reason: 'not needed any more' });
+
+    const r = await requeueOne(deps(t), (await deadLetterOf(t, ids[1]!)).id, { actor: 'test', reason: 'provider timeout' });
+    expect(r.notice).not.toMatch(/other deliver/);
+    await waitFor('the requeued delivery to fail again', async () => (await deadLetterOf(t, ids[1]!)) && (await statusOf(ids[1]!)) === 'failed');
+    expect(t.standIn.stats()).toMatchObject({ messages: 2, duplicates: 0 });
+    expect(t.standIn.requests.at(-1)).toMatchObject({ status: 409, idempotencyKey: t.standIn.requests.at(-2)!.idempotencyKey });
+    const row = await getDelivery(database.db, ids[1]!);
+    expect(row).toMatchObject({ outcomeUnknown: true });
+    expect(row!.lastError).toMatch(/the provider holds an earlier request of batch \S+ with other rows: it may have gone out then, not re-sent$/);
+    expect(await statusOf(ids[0]!)).toBe('failed');
   });
 
   it('sends a batch the provider had not accepted (a 500 on the last attempt) under its key, without the patient who opted out meanwhile', async () => {

@@ -73,8 +73,13 @@ export interface ClaimOptions {
 export type ClaimOutcome =
   /** Freshly claimed: the rows were pending and are now `sending` under a new batch id. */
   | { kind: 'claimed'; batchId: string; rows: DeliveryRow[] }
-  /** The job's own batch is still `sending` (a retry, a crash, or a takeover by the sweep): send it again as it was. */
-  | { kind: 'resume'; batchId: string; rows: DeliveryRow[]; claimedAt: Date }
+  /**
+   * The job's own batch is still `sending` (a retry, a crash, a takeover by the sweep, an
+   * operator's requeue): send it again as it was. `requestRows`: how many rows its earlier
+   * requests carried (their form: one row alone or a batch), more than `rows` when a requeue
+   * left out a row of it that failed with it.
+   */
+  | { kind: 'resume'; batchId: string; rows: DeliveryRow[]; claimedAt: Date; requestRows: number }
   /** Nothing to do: already sent/failed/dropped, or carried by another job's batch. */
   | { kind: 'noop'; reason: 'missing' | 'sent' | 'failed' | 'dropped' | 'claimed-by-other' };
 
@@ -135,7 +140,12 @@ async function claimLocked(tx: Tx, deliveryId: string, opts: ClaimOptions): Prom
       const rows = await sendingRowsOfBatch(tx, own.batchId);
       if (rows.length) {
         const claimedAt = rows.reduce((min, r) => (r.claimedAt && r.claimedAt < min ? r.claimedAt : min), rows[0]!.claimedAt ?? opts.now);
-        return { kind: 'resume', batchId: own.batchId, rows, claimedAt };
+        // Rows that failed with the batch's last request and stayed out of a requeue of it.
+        const [left] = await tx
+          .select({ n: sql<number>`count(*)::int` })
+          .from(deliveries)
+          .where(and(eq(deliveries.batchId, own.batchId), eq(deliveries.status, 'failed'), eq(deliveries.outcomeUnknown, true)));
+        return { kind: 'resume', batchId: own.batchId, rows, claimedAt, requestRows: rows.length + (left?.n ?? 0) };
       }
     }
     return { kind: 'noop', reason: own.status === 'sending' ? 'claimed-by-other' : own.status };
