@@ -98,9 +98,9 @@ export class TransientSendError extends Error {
  */
 export const IDEMPOTENCY_WINDOW_MS = 23 * 3600_000;
 
-/** The provider idempotency key of a request: the delivery's own key alone, the batch id for a batch. */
-export function requestKeyFor(batchId: string, rows: ClaimedDelivery[]): string {
-  return rows.length === 1 ? rows[0]!.idempotencyKey : `fleet-batch/${batchId}`;
+/** The provider idempotency key of a request: the delivery's own key alone, the batch id for a batch (`requestRows`: how many rows the batch's earlier requests carried). */
+export function requestKeyFor(batchId: string, rows: ClaimedDelivery[], requestRows = rows.length): string {
+  return requestRows === 1 ? rows[0]!.idempotencyKey : `fleet-batch/${batchId}`;
 }
 
 function toMail(row: ClaimedDelivery): OutgoingMail {
@@ -135,8 +135,7 @@ async function askStillWanted(rows: ClaimedDelivery[], checks: StillWantedChecks
  * the earlier requests of a batch that carried `requestRows` rows.
  */
 function requestFor(batchId: string, rows: ClaimedDelivery[], requestRows = rows.length): { single: boolean; key: string } {
-  const single = requestRows === 1;
-  return { single, key: single ? rows[0]!.idempotencyKey : `fleet-batch/${batchId}` };
+  return { single: requestRows === 1, key: requestKeyFor(batchId, rows, requestRows) };
 }
 
 /** Drops of a resumed batch that no answer settled: an earlier request may have carried them. */
