@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
-import { listAudit } from '../../libs/db/repositories/audit.js';
+import { listAudit, recordAudit } from '../../libs/db/repositories/audit.js';
 import { createLogger } from '../../libs/log/index.js';
 import { addDeadLetter, catalog, listDeadLetters } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
@@ -384,6 +384,13 @@ describe('http app with dashboard credentials', () => {
     ]);
     const after = await (await fetch(`${app.base}/ops`, { headers: { authorization: AUTH } })).text();
     expect(after).toContain('file is broken for good');
+  });
+
+  it('/ops shows the note a requeue left (an email that goes out with its batch again), escaped', async () => {
+    const note = 'delivery d-1: its last provider request got no answer, so it goes out again with its batch b-1 <under the same key>';
+    await recordAudit(app.ctx.database.db, { actor: 'cli:ops', action: 'dlq.requeue', target: 'email/email-send.delivery.d-1', reason: 'provider is back', details: { outcome: 'requeued', notice: note } });
+    const page = await (await fetch(`${app.base}/ops`, { headers: { authorization: AUTH } })).text();
+    expect(page).toContain('provider is back<br><span class="muted">Note: delivery d-1: its last provider request got no answer, so it goes out again with its batch b-1 &lt;under the same key&gt;</span>');
   });
 
   it('/ops requeues every dead letter of one queue, each audited', async () => {
