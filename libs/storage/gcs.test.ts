@@ -252,6 +252,27 @@ describe('faults surface as errors', () => {
     noPersonalData(err);
   });
 
+  it('permission and credential errors (403, 401) name the call, bucket, generation and permission, never the object', async () => {
+    const o = si.putObject(B, NAME, '{}');
+    const b = bucket();
+    const cases: [kind: 'list' | 'download' | 'delete' | 'metadata', status: number, op: () => Promise<unknown>, want: RegExp][] = [
+      ['list', 403, () => b.list('registrations/'), new RegExp(`^gcs list failed \\(bucket ${B}\\): HTTP 403(?: forbidden)?, permission denied: the credentials need storage\\.objects\\.list$`)],
+      ['download', 403, () => b.download(NAME, o.generation, { md5Hash: o.md5Hash }), new RegExp(`^gcs download failed \\(bucket ${B}, generation ${o.generation}\\): HTTP 403(?: forbidden)?, permission denied: the credentials need storage\\.objects\\.get$`)],
+      ['delete', 403, () => b.deleteGeneration(NAME, o.generation), new RegExp(`^gcs delete failed \\(bucket ${B}, generation ${o.generation}\\): HTTP 403(?: forbidden)?, permission denied: the credentials need storage\\.objects\\.delete$`)],
+      ['metadata', 403, () => b.stat(NAME), new RegExp(`^gcs stat failed \\(bucket ${B}\\): HTTP 403(?: forbidden)?, permission denied: the credentials need storage\\.objects\\.get$`)],
+      ['delete', 401, () => b.deleteGeneration(NAME, o.generation), new RegExp(`^gcs delete failed \\(bucket ${B}, generation ${o.generation}\\): HTTP 401(?: required)?, not authenticated: credentials missing, expired or revoked$`)],
+    ];
+    for (const [kind, status, op, want] of cases) {
+      si.fail({ kind, mode: { status } });
+      const err = await caught(op());
+      expect(err, kind).toBeInstanceOf(StorageError);
+      expect((err as StorageError).code, kind).toBe(`http_${status}`);
+      expect(err.message, kind).toMatch(want);
+      noPersonalData(err);
+    }
+    expect(si.getObject(B, NAME)?.generation).toBe(o.generation);
+  });
+
   it('stat: 404 is null, other failures throw', async () => {
     expect(await bucket().stat('registrations/none.json')).toBeNull();
     si.fail({ kind: 'metadata', mode: { status: 500 } });

@@ -31,20 +31,63 @@ export interface GcsBucketOptions {
   resumableThreshold?: number;
 }
 
-/** Client error -> StorageError without URLs or object names (they contain patient names). */
-function toStorageError(op: string, err: unknown): StorageError {
+/** The permission each call needs, named in a 403 so the operator knows which role is missing. */
+const PERMISSION: Record<string, string> = {
+  list: 'storage.objects.list',
+  stat: 'storage.objects.get',
+  download: 'storage.objects.get',
+  delete: 'storage.objects.delete',
+  upload: 'storage.objects.create',
+};
+
+/** Which object generation a call was about: the bucket and generation, never the name. */
+interface Where {
+  bucket: string;
+  generation?: string;
+}
+
+function describeWhere(w: Where): string {
+  return w.generation === undefined ? `bucket ${w.bucket}` : `bucket ${w.bucket}, generation ${w.generation}`;
+}
+
+/**
+ * GCS's own `reason` (`forbidden`, `rateLimitExceeded`, ...): a fixed word, so it may be shown;
+ * the service's message may not (`... access to bucket/registrations/Müller_...json.`).
+ */
+function reasonOf(err: unknown): string | undefined {
+  const r = (err as { errors?: { reason?: unknown }[] }).errors?.[0]?.reason;
+  return typeof r === 'string' && /^[A-Za-z]{1,40}$/.test(r) ? r : undefined;
+}
+
+/**
+ * Client error -> StorageError naming the call, the bucket and the generation, without URLs or
+ * object names or the service's message (they contain patient names).
+ */
+function toStorageError(op: string, err: unknown, where: Where): StorageError {
   if (err instanceof StorageError) return err;
   const e = err as { code?: unknown; message?: string; type?: string; name?: string };
   const status = typeof e.code === 'number' ? e.code : undefined;
   const text = String(e.message ?? '');
+  const at = describeWhere(where);
   if (/timeout/i.test(text) || e.type === 'request-timeout' || e.name === 'AbortError') {
-    return new StorageError('timeout', `gcs ${op} timed out`);
+    return new StorageError('timeout', `gcs ${op} timed out (${at})`);
   }
   if (status !== undefined) {
-    return new StorageError(status >= 500 || status === 429 ? 'unavailable' : `http_${status}`, `gcs ${op} failed with HTTP ${status}`, status);
+    const reason = reasonOf(err);
+    const hint =
+      status === 403
+        ? `, permission denied: the credentials need ${PERMISSION[op] ?? 'access to the bucket'}`
+        : status === 401
+          ? ', not authenticated: credentials missing, expired or revoked'
+          : '';
+    return new StorageError(
+      status >= 500 || status === 429 ? 'unavailable' : `http_${status}`,
+      `gcs ${op} failed (${at}): HTTP ${status}${reason ? ` ${reason}` : ''}${hint}`,
+      status,
+    );
   }
-  const code = typeof e.code === 'string' ? e.code : 'network';
-  return new StorageError(code === 'CONTENT_DOWNLOAD_MISMATCH' ? 'checksum_mismatch' : 'network', `gcs ${op} failed (${code})`);
+  const code = typeof e.code === 'string' && /^[A-Z0-9_]{1,40}$/.test(e.code) ? e.code : 'network';
+  return new StorageError(code === 'CONTENT_DOWNLOAD_MISMATCH' ? 'checksum_mismatch' : 'network', `gcs ${op} failed (${at}): ${code}`);
 }
 
 function statusOf(err: unknown): number | undefined {
@@ -97,7 +140,7 @@ export class GcsBucket implements BucketPort {
       });
       response = apiResponse as typeof response;
     } catch (err) {
-      throw toStorageError('list', err);
+      throw toStorageError('list', err, { bucket: this.bucket });
     }
     if (!response || typeof response !== 'object') {
       throw new StorageError('bad_response', 'gcs list returned no response body');
@@ -115,7 +158,7 @@ export class GcsBucket implements BucketPort {
       return this.toObject(m);
     } catch (err) {
       if (statusOf(err) === 404) return null;
-      throw toStorageError('stat', err);
+      throw toStorageError('stat', err, { bucket: this.bucket });
     }
   }
 
@@ -131,7 +174,7 @@ export class GcsBucket implements BucketPort {
         meta = this.toObject(m);
       } catch (err) {
         if (statusOf(err) === 404) throw new ObjectNotFoundError();
-        throw toStorageError('download', err);
+        throw toStorageError('download', err, { bucket: this.bucket, generation });
       }
     }
     let data: Buffer;
@@ -141,19 +184,19 @@ export class GcsBucket implements BucketPort {
       if (err instanceof ObjectNotFoundError) throw err;
       if (statusOf(err) === 404) throw new ObjectNotFoundError();
       if ((err as { code?: unknown }).code === 'CONTENT_DOWNLOAD_MISMATCH') {
-        throw new ChecksumMismatchError('gcs download does not match the x-goog-hash of the response');
+        throw new ChecksumMismatchError(`gcs download does not match the x-goog-hash of the response (${describeWhere({ bucket: this.bucket, generation })})`);
       }
-      throw toStorageError('download', err);
+      throw toStorageError('download', err, { bucket: this.bucket, generation });
     }
     // And against the object's own checksums (a proxy or a stand-in may send consistent but wrong hashes).
     const md5 = md5Base64(data);
     const crc = crc32cBase64(data);
     const want = { md5Hash: expected.md5Hash ?? meta.md5Hash, crc32c: expected.crc32c ?? meta.crc32c };
     if ((want.md5Hash && want.md5Hash !== md5) || (want.crc32c && want.crc32c !== crc)) {
-      throw new ChecksumMismatchError('gcs download does not match the object checksums');
+      throw new ChecksumMismatchError(`gcs download does not match the object checksums (${describeWhere({ bucket: this.bucket, generation })})`);
     }
     if (meta.size >= 0 && data.length !== meta.size) {
-      throw new ChecksumMismatchError('gcs download has the wrong length');
+      throw new ChecksumMismatchError(`gcs download has the wrong length (${describeWhere({ bucket: this.bucket, generation })})`);
     }
     return data;
   }
@@ -183,7 +226,7 @@ export class GcsBucket implements BucketPort {
       };
       const arm = () => {
         clearTimeout(timer);
-        timer = setTimeout(() => finish(new StorageError('timeout', 'gcs download timed out (no data)')), this.timeoutMs);
+        timer = setTimeout(() => finish(new StorageError('timeout', `gcs download timed out: no data (${describeWhere({ bucket: this.bucket, generation })})`)), this.timeoutMs);
       };
       arm();
       stream.on('response', (res: { headers?: Record<string, string | string[] | undefined> }) => {
@@ -201,7 +244,7 @@ export class GcsBucket implements BucketPort {
       stream.on('end', () => {
         const data = Buffer.concat(chunks);
         if (expectedLength !== undefined && data.length !== expectedLength) {
-          finish(new ChecksumMismatchError('gcs download ended early'));
+          finish(new ChecksumMismatchError(`gcs download ended early (${describeWhere({ bucket: this.bucket, generation })})`));
         } else finish(undefined, data);
       });
     });
@@ -216,7 +259,7 @@ export class GcsBucket implements BucketPort {
       const status = statusOf(err);
       if (status === 412) return 'precondition_failed';
       if (status === 404) return 'not_found';
-      throw toStorageError('delete', err);
+      throw toStorageError('delete', err, { bucket: this.bucket, generation });
     }
   }
 
@@ -240,7 +283,7 @@ export class GcsBucket implements BucketPort {
       });
     } catch (err) {
       if (statusOf(err) === 412) throw new PreconditionFailedError();
-      throw toStorageError('upload', err);
+      throw toStorageError('upload', err, { bucket: this.bucket });
     }
     const obj = this.toObject(file.metadata);
     if (obj.md5Hash && obj.md5Hash !== md5Base64(bytes)) {

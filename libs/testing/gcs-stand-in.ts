@@ -66,7 +66,8 @@ export interface RecordedRequest {
 }
 
 /**
- * - `{ status }`: answer with this HTTP status and a GCS-shaped JSON error (500, 503, 412, 429...)
+ * - `{ status }`: answer with this HTTP status and the JSON error GCS sends for it (its `reason`,
+ *   e.g. `forbidden`, and its wording: a 403 or 404 names the object) (500, 503, 412, 429...)
  * - `'hang'`: accept the request and never answer (until `hangMs` or close): client timeouts
  * - `'reset'`: destroy the socket without an answer
  * - `'corrupt'` (download only): serve flipped bytes under the stored x-goog-hash (the client's
@@ -185,6 +186,46 @@ function parseMultipart(body: Buffer, contentType: string): { metadata: Record<s
   const media = split(parts[1]!);
   const mediaType = /content-type:\s*([^\r\n]+)/i.exec(media.headers)?.[1]?.trim() ?? 'application/octet-stream';
   return { metadata: JSON.parse(meta.content.toString('utf8') || '{}') as Record<string, unknown>, media: media.content, mediaType };
+}
+
+/** The permission a request kind needs (as GCS names it in a 403). */
+const PERMISSION: Partial<Record<RequestKind, string>> = {
+  list: 'storage.objects.list',
+  metadata: 'storage.objects.get',
+  download: 'storage.objects.get',
+  delete: 'storage.objects.delete',
+  upload: 'storage.objects.create',
+  'resumable-start': 'storage.objects.create',
+  'resumable-put': 'storage.objects.create',
+  patch: 'storage.objects.update',
+};
+
+/**
+ * The error GCS answers with for a status: its `reason` and a message as GCS words it. A 403
+ * names the bucket and object as the JSON API's older wording does (`... does not have
+ * storage.objects.get access to bucket/name.`), and a 404 the object too: whatever shows the
+ * service's message would show the patient's name.
+ */
+function realError(status: number, rec: RecordedRequest): { reason: string; message: string } {
+  const target = rec.object !== undefined ? `${rec.bucket}/${rec.object}` : (rec.bucket ?? '');
+  switch (status) {
+    case 400:
+      return { reason: 'invalid', message: 'Invalid argument.' };
+    case 401:
+      return { reason: 'required', message: 'Anonymous caller does not have storage.objects.get access to the Google Cloud Storage object.' };
+    case 403:
+      return { reason: 'forbidden', message: `fleet@curavani.iam.gserviceaccount.com does not have ${PERMISSION[rec.kind] ?? 'storage.objects.get'} access to ${target}.` };
+    case 404:
+      return { reason: 'notFound', message: `No such object: ${target}` };
+    case 412:
+      return { reason: 'conditionNotMet', message: 'At least one of the pre-conditions you specified did not hold.' };
+    case 429:
+      return { reason: 'rateLimitExceeded', message: 'The object exceeded the rate limit for object mutation operations (create, update, and delete).' };
+    case 503:
+      return { reason: 'backendError', message: 'We encountered an internal error. Please try again.' };
+    default:
+      return status >= 500 ? { reason: 'backendError', message: 'We encountered an internal error. Please try again.' } : { reason: 'error', message: `HTTP ${status}` };
+  }
 }
 
 export class GcsStandIn {
@@ -450,7 +491,8 @@ export class GcsStandIn {
       }
       if (typeof fault.mode === 'object') {
         await readBody(req).catch(() => undefined);
-        return this.sendError(res, fault.mode.status, fault.mode.message ?? `stand-in: injected ${fault.mode.status}`, 'injected');
+        const real = realError(fault.mode.status, rec);
+        return this.sendError(res, fault.mode.status, fault.mode.message ?? real.message, real.reason);
       }
     }
 
