@@ -204,6 +204,19 @@ describe('faults surface as errors', () => {
     expect(si.count('list')).toBe(3);
   });
 
+  it('the client retries a delete only with its ifGenerationMatch, and never an upload without a precondition', async () => {
+    const o = si.putObject(B, NAME, '{}');
+    const b = bucket({ maxRetries: 3, maxRetryDelayMs: 1_000 });
+    si.fail({ kind: 'delete', mode: { status: 503 } });
+    si.fail({ kind: 'delete', mode: 'reset' });
+    expect(await b.deleteGeneration(NAME, o.generation)).toBe('deleted');
+    const deletes = si.requests.filter((r) => r.kind === 'delete');
+    expect(deletes.map((r) => r.query.ifGenerationMatch)).toEqual([o.generation, o.generation, o.generation]);
+    si.fail({ kind: 'upload', mode: { status: 503 } });
+    await expect(b.upload('uploads/once.json', '{}')).rejects.toMatchObject({ code: 'unavailable' });
+    expect(si.count('upload')).toBe(1); // a second attempt could write a second generation
+  });
+
   it('more 500s than retries: the error surfaces', async () => {
     si.fail({ kind: 'list', mode: { status: 500 }, times: 2 });
     await expect(bucket({ maxRetries: 1, maxRetryDelayMs: 1_000 }).list('retry/')).rejects.toMatchObject({ code: 'unavailable', status: 500 });
