@@ -1,5 +1,5 @@
 import type { Logger } from '../../libs/log/index.js';
-import type { BucketPort, StoredObject } from '../../libs/storage/port.js';
+import { StorageError, type BucketPort, type StoredObject } from '../../libs/storage/port.js';
 
 export interface PollDeps {
   bucket: BucketPort;
@@ -48,6 +48,7 @@ export interface PollResult {
 export async function pollBucket(deps: PollDeps): Promise<PollResult> {
   const result: PollResult = { pages: 0, listed: 0, skipped: 0, unsettled: 0, recorded: 0, reoffered: 0, deadLettersRestored: 0 };
   const enqueued = new Set<number>();
+  const tokens = new Set<string>();
   let pageToken: string | undefined;
   do {
     const page = await deps.bucket.list(deps.prefix, { pageSize: deps.pageSize, ...(pageToken ? { pageToken } : {}) });
@@ -63,6 +64,11 @@ export async function pollBucket(deps: PollDeps): Promise<PollResult> {
       result.recorded += ids.length;
     }
     pageToken = page.nextPageToken;
+    // A token given before would list the same pages again forever (the job never ends, and no later poll runs).
+    if (pageToken !== undefined) {
+      if (tokens.has(pageToken)) throw new StorageError('bad_response', 'listing returned a page token twice');
+      tokens.add(pageToken);
+    }
   } while (pageToken);
 
   const open = (await deps.openIds()).filter((id) => !enqueued.has(id));
