@@ -117,6 +117,30 @@ describe('operator requeue of an email whose last provider request got no answer
     expect(await statusOf(ids[0]!)).toBe('failed');
   });
 
+  it('keeps the batch form and key when a sibling the first request carried was dropped on the last attempt (no longer wanted): nothing goes out twice', async () => {
+    const t = await harness();
+    // Patient 2 opts out once the first request has gone (its answer lost: both emails went out).
+    const check: StillWantedCheck = async (refs) =>
+      t.standIn.requests.length ? refs.filter((r) => r.patientId === 2).map((r) => ({ id: r.id, reason: 'weekly status no longer wanted: opted_out' })) : [];
+    t.standIn.inject({ kind: 'lose-answer' });
+    t.standIn.inject({ kind: 'status', status: 500 }, 17);
+    const ids: string[] = [];
+    for (let i = 1; i <= 2; i++) ids.push(await t.addDelivery({ kind: 'weekly-status', patientId: i }, { enqueue: false }));
+    for (const id of ids) await t.ctx.queues.enqueue('email-send', { deliveryId: id });
+    await t.startWorkers({ stillWanted: { 'weekly-status': check } });
+    expect(await finished(ids[0]!)).toBe('failed');
+    expect(await finished(ids[1]!)).toBe('dropped');
+    expect(t.standIn.stats()).toMatchObject({ messages: 2, duplicates: 0 });
+    const key = t.standIn.requests[0]!.idempotencyKey;
+
+    await requeueOne(deps(t), (await deadLetterOf(t, ids[0]!)).id, { actor: 'test', reason: 'provider timeout' });
+    await jobDone(t, ids[0]!);
+    // The provider holds the first request (both rows) under the batch's key: refused, not sent again under another key.
+    expect(t.standIn.stats()).toMatchObject({ messages: 2, duplicates: 0 });
+    expect(t.standIn.requests.at(-1)).toMatchObject({ status: 409, path: '/emails/batch', idempotencyKey: key });
+    expect(await getDelivery(database.db, ids[0]!)).toMatchObject({ status: 'failed', outcomeUnknown: true });
+  });
+
   it('sends a batch the provider had not accepted (a 500 on the last attempt) under its key, without the patient who opted out meanwhile', async () => {
     const t = await harness();
     const optedOut = new Set<number>();

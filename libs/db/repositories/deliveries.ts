@@ -77,7 +77,8 @@ export type ClaimOutcome =
    * The job's own batch is still `sending` (a retry, a crash, a takeover by the sweep, an
    * operator's requeue): send it again as it was. `requestRows`: how many rows its earlier
    * requests carried (their form: one row alone or a batch), more than `rows` when a requeue
-   * left out a row of it that failed with it.
+   * left out a row of it that failed with it, or a row of it was dropped before its last
+   * request failed (see claimLocked).
    */
   | { kind: 'resume'; batchId: string; rows: DeliveryRow[]; claimedAt: Date; requestRows: number }
   /** Nothing to do: already sent/failed/dropped, or carried by another job's batch. */
@@ -140,11 +141,13 @@ async function claimLocked(tx: Tx, deliveryId: string, opts: ClaimOptions): Prom
       const rows = await sendingRowsOfBatch(tx, own.batchId);
       if (rows.length) {
         const claimedAt = rows.reduce((min, r) => (r.claimedAt && r.claimedAt < min ? r.claimedAt : min), rows[0]!.claimedAt ?? opts.now);
-        // Rows that failed with the batch's last request and stayed out of a requeue of it.
+        // Rows an earlier request of the batch may have carried that are no longer `sending`: failed
+        // with it and left out of a requeue, or dropped as no longer wanted without an answer that
+        // settled them (they keep the mark an unanswered request left on every row it carried).
         const [left] = await tx
           .select({ n: sql<number>`count(*)::int` })
           .from(deliveries)
-          .where(and(eq(deliveries.batchId, own.batchId), eq(deliveries.status, 'failed'), eq(deliveries.outcomeUnknown, true)));
+          .where(and(eq(deliveries.batchId, own.batchId), inArray(deliveries.status, ['failed', 'dropped']), eq(deliveries.outcomeUnknown, true)));
         return { kind: 'resume', batchId: own.batchId, rows, claimedAt, requestRows: rows.length + (left?.n ?? 0) };
       }
     }
