@@ -71,6 +71,13 @@ describe('therapist import metrics', () => {
     expect(age).toBeLessThan(900);
     // Through a JS Date: milliseconds, while PostgreSQL keeps microseconds.
     expect((await values(ctx, 'fleet_therapist_import_last_run_closed_timestamp_seconds'))['']).toBeCloseTo(run!.closed, 2);
+
+    // A run of yesterday open again while its requeued file is imported (or retried, for up to an
+    // hour): it closed before, so it still counts; the gauge does not fall back to an older run.
+    const [reopened] = await db.sql<Array<{ sealed: number }>>`
+      insert into fleet.therapist_import_runs (trigger, state, sealed_at, closed_at, summary_delivery_id) values ('watcher', 'sealed', now() - interval '1 day', null, gen_random_uuid())
+      returning extract(epoch from sealed_at)::float8 as sealed`;
+    expect((await values(ctx, 'fleet_therapist_import_last_run_closed_timestamp_seconds'))['']).toBeCloseTo(reopened!.sealed, 2);
   });
 
   it('the scrape still answers when PostgreSQL cannot be read, without the gauges read from it', async () => {

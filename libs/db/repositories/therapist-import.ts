@@ -208,7 +208,10 @@ export async function importBacklog(db: DbOrTx, now: Date): Promise<{ queued: nu
       oldest: sql<number | null>`extract(epoch from min(${f.discoveredAt}))::float8`,
       // When the run stopped taking files, not when it closed: a run closes again when an operator
       // requeues one of its files, and that is not a new drop (it would hide FleetNoScraperDrop).
-      lastClosed: sql<number | null>`(select extract(epoch from max(${r.sealedAt}))::float8 from ${r} where ${r.trigger} = 'watcher' and ${r.state} = 'closed')`,
+      // A run open again for such a file closed before (it has its summary): it still counts,
+      // else the gauge fell back to an older run while the file is retried (up to an hour).
+      lastClosed: sql<number | null>`(select extract(epoch from max(${r.sealedAt}))::float8 from ${r}
+        where ${r.trigger} = 'watcher' and (${r.state} = 'closed' or ${r.summaryDeliveryId} is not null))`,
     })
     .from(f)
     .where(inArray(f.status, ['queued', 'importing']));
