@@ -48,10 +48,17 @@ const berlin = new Intl.DateTimeFormat('de-DE', { timeZone: 'Europe/Berlin', dat
  * The staff summary of a closed run (German, as staff read it), also when all went well.
  * `runPageUrl`: the run's report page (DASHBOARD_URL), linked; without it the CLI command is named.
  */
+/** A `partial` file none of whose therapists went in (all failed, or failed and skipped): not "partly" imported. */
+function noTherapistTaken(f: TherapistImportFileRow): boolean {
+  if (f.status !== 'partial' || !f.counts || f.counts.failed === 0) return false;
+  return f.counts.created + f.counts.updated + f.counts.unchanged + f.counts.deactivated === 0;
+}
+
 export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImportFileRow[], opts: { runPageUrl?: string; followUp?: boolean } = {}) {
   const c = run.counts ?? emptyCounts();
   const n = (s: string) => files.filter((f) => f.status === s).length;
   const problemFiles = files.filter((f) => f.status === 'failed' || f.status === 'partial');
+  const noneTaken = files.filter(noTherapistTaken).length;
   // Skipped: a name that does not fit (no postcode: staff must rename it), superseded by a newer
   // date folder (normal), changed before its turn (its new content is a file of its own) or
   // removed before its turn (not imported: staff may want it back).
@@ -93,9 +100,7 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
     // The parser's reasons in German (reasonDe); field paths as written in the file, where staff look them up.
     // A file whose therapists all went in and only has errors of its own (e.g. its metadata) is not "partly" imported.
     const therapistsFailed = f.counts?.failed ?? 0;
-    // `partial` is also a file none of whose therapists went in (all failed, or failed and skipped): not "partly".
-    const taken = f.counts ? f.counts.created + f.counts.updated + f.counts.unchanged + f.counts.deactivated : 0;
-    const noneIn = therapistsFailed > 0 && taken === 0;
+    const noneIn = noTherapistTaken(f);
     const state =
       f.status === 'failed'
         ? 'nicht importiert'
@@ -204,7 +209,7 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
     subject,
     heading: `Therapeuten-Import, ${runName}`,
     rows: [
-      ['Dateien', `${formatCount(files.length)} (importiert ${n('imported')}, teilweise ${n('partial')}, fehlgeschlagen ${n('failed')}, übersprungen ${n('skipped')})`],
+      ['Dateien', `${formatCount(files.length)} (importiert ${n('imported')}, teilweise ${n('partial') - noneTaken}${noneTaken ? `, ohne übernommene Therapeuten ${noneTaken}` : ''}, fehlgeschlagen ${n('failed')}, übersprungen ${n('skipped')})`],
       ['Therapeuten in den Dateien', formatCount(c.total)],
       ['Neu angelegt', countWithShare(c.created, c.total)],
       ['Aktualisiert', countWithShare(c.updated, c.total)],

@@ -667,6 +667,9 @@ describe('therapist import: files and reports', () => {
     expect(await textOf(childOnly)).toContain(`(#${childOnly.fileId}): nicht importiert, kein Therapeut übernommen`);
     expect(await textOf(some)).toContain(`(#${some.fileId}): teilweise importiert`);
     expect(await textOf(none)).not.toContain('teilweise importiert');
+    // Nor does the table of files count it as partly imported.
+    expect(await textOf(none)).toMatch(/Dateien: +1 \(importiert 0, teilweise 0, ohne übernommene Therapeuten 1, fehlgeschlagen 0, übersprungen 0\)/);
+    expect(await textOf(some)).toMatch(/Dateien: +1 \(importiert 0, teilweise 1, fehlgeschlagen 0, übersprungen 0\)/);
   });
 });
 
