@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { getDelivery } from '../../libs/db/repositories/deliveries.js';
+import { beginDeliveryAttempt, finishDeliveries, getDelivery, requeueFailedDelivery } from '../../libs/db/repositories/deliveries.js';
 import type { StillWantedCheck } from '../../libs/mail/index.js';
 import { discardOne, requeueOne } from '../../libs/ops/dead-letters.js';
 import { listDeadLetters } from '../../libs/queues/index.js';
@@ -186,6 +186,25 @@ describe('operator requeue of an email whose last provider request got no answer
     expect(last.idempotencyKey).not.toBe(first.idempotencyKey);
     expect(Object.fromEntries(t.standIn.perRecipient)).toEqual({ 'patient1@example.com': 1, 'reject@example.com': 1 });
     expect((await getDelivery(database.db, rejected))!.batchId).not.toBe((await getDelivery(database.db, ok))!.batchId);
+  });
+
+  it('a request whose worker died before its answer counts as unanswered: a later 429 on the last attempt does not make a requeue send it under a new key', async () => {
+    const t = await harness();
+    const [died, fresh] = [await t.addDelivery({}, { enqueue: false }), await t.addDelivery({}, { enqueue: false })];
+    const now = new Date();
+    // `died`: its batch's request started 10 minutes ago and its worker never came back (the lease is left).
+    await database.sql`update fleet.deliveries set status = 'sending', batch_id = gen_random_uuid(), claimed_at = now() - interval '10 minutes',
+      attempt_started_at = now() - interval '10 minutes' where id = ${died}`;
+    await database.sql`update fleet.deliveries set status = 'sending', batch_id = gen_random_uuid(), claimed_at = now() where id = ${fresh}`;
+    const batchOf = async (id: string) => (await getDelivery(database.db, id))!.batchId!;
+    expect(await beginDeliveryAttempt(database.db, await batchOf(died), now, new Date(now.getTime() - 60_000))).toBe(true);
+    expect(await beginDeliveryAttempt(database.db, await batchOf(fresh), now, new Date(now.getTime() - 60_000))).toBe(true);
+    expect((await getDelivery(database.db, died))!.outcomeUnknown).toBe(true);
+    expect((await getDelivery(database.db, fresh))!.outcomeUnknown).toBe(false);
+    // The retry's answer is a 429 on the last attempt: the rows fail without an answer that settles them.
+    for (const id of [died, fresh]) await finishDeliveries(database.db, await batchOf(id), { sent: [], failed: [{ id, reason: '429 rate_limit_exceeded' }], dropped: [] }, new Date());
+    expect(await requeueFailedDelivery(database.db, died, { now: new Date(), windowMs: 23 * 3600_000 })).toMatchObject({ kind: 'batch' });
+    expect(await requeueFailedDelivery(database.db, fresh, { now: new Date(), windowMs: 23 * 3600_000 })).toEqual({ kind: 'pending', mayHaveGoneOut: false });
   });
 
   it('after the idempotency window the requeue sends a new email and tells the operator it may have gone out already', async () => {

@@ -263,12 +263,14 @@ export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOu
 
 /**
  * Takes the batch's attempt lease right before a provider request: succeeds when no request
- * for the batch is in flight (or the one that was started before `expiredBefore` died).
+ * for the batch is in flight (or the one that was started before `expiredBefore` died). Taking
+ * over a dead request's lease marks the rows `outcome_unknown`: its worker died without an
+ * answer, and the provider may have accepted it (a later 429 or refusal does not settle that).
  */
 export async function beginDeliveryAttempt(db: DbOrTx, batchId: string, now: Date, expiredBefore: Date): Promise<boolean> {
   const rows = await db
     .update(deliveries)
-    .set({ attemptStartedAt: now, updatedAt: now })
+    .set({ attemptStartedAt: now, updatedAt: now, outcomeUnknown: sql`${deliveries.outcomeUnknown} or ${deliveries.attemptStartedAt} is not null` })
     .where(
       and(
         eq(deliveries.batchId, batchId),
