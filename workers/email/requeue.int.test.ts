@@ -207,6 +207,21 @@ describe('operator requeue of an email whose last provider request got no answer
     expect(await requeueFailedDelivery(database.db, fresh, { now: new Date(), windowMs: 23 * 3600_000 })).toEqual({ kind: 'pending', mayHaveGoneOut: false });
   });
 
+  it('two deliveries of one batch requeued at the same moment both succeed (no deadlock), the batch goes out once', async () => {
+    const t = await harness();
+    for (let round = 0; round < 8; round++) {
+      const ids = [await t.addDelivery({}, { enqueue: false }), await t.addDelivery({}, { enqueue: false }), await t.addDelivery({}, { enqueue: false })];
+      await database.sql`with b as (select gen_random_uuid() as id) update fleet.deliveries set status = 'failed', outcome_unknown = true, claimed_at = now(),
+        batch_id = (select id from b) where id in ${database.sql(ids)}`;
+      const results = await Promise.allSettled(ids.map((id) => requeueFailedDelivery(database.db, id, { now: new Date(), windowMs: 23 * 3600_000 })));
+      expect(results.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok'))).toEqual(['ok', 'ok', 'ok']);
+      // One of them brought the whole batch back; the others found it sending.
+      const kinds = results.map((r) => (r as PromiseFulfilledResult<{ kind: string }>).value.kind).sort();
+      expect(kinds).toEqual(['batch', 'unchanged', 'unchanged']);
+      expect(await database.sql`select 1 from fleet.deliveries where id in ${database.sql(ids)} and status = 'sending'`).toHaveLength(3);
+    }
+  });
+
   it('after the idempotency window the requeue sends a new email and tells the operator it may have gone out already', async () => {
     const t = await harness();
     const ids = await batchWithLostAnswer(t, 2);
