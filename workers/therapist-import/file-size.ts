@@ -58,7 +58,10 @@ export async function readRegularFile(abs: string, maxBytes: number): Promise<Bu
     const st = await fh.stat();
     if (!st.isFile()) throw new NotRegularFileError(fileKindOf(st));
     if (st.size > maxBytes) throw new FileTooLargeError(st.size, maxBytes);
-    return await fh.readFile();
+    const buf = await fh.readFile();
+    // Grown since the check (still being written to): over the limit all the same.
+    if (buf.length > maxBytes) throw new FileTooLargeError(buf.length, maxBytes);
+    return buf;
   } finally {
     await fh.close();
   }
