@@ -133,6 +133,26 @@ describe('one weekly email per ISO week', () => {
   });
 });
 
+describe('still wanted at send time', () => {
+  it('a recorded email is dropped when the patient stops searching or no search of theirs is active any more', async () => {
+    const [stopped, found, paused, oneLeft] = [await patient('a@example.org'), await patient('b@example.org'), await patient('c@example.org'), await patient('d@example.org')];
+    const extra = await ctx.database.db.insert(platzsuche).values({ patientId: oneLeft, status: 'aktiv' }).returning({ id: platzsuche.id });
+    const ids = [];
+    for (const p of [stopped, found, paused, oneLeft]) ids.push((await record(p, '2026-W48')).deliveryId!);
+    // Between recording (Monday 09:00) and sending, the platform changes the patient or the searches.
+    await ctx.database.db.update(patienten).set({ status: 'in_Therapie' }).where(eq(patienten.id, stopped));
+    await ctx.database.db.update(platzsuche).set({ status: 'erfolgreich' }).where(eq(platzsuche.patientId, found));
+    await ctx.database.db.update(platzsuche).set({ status: 'pausiert' }).where(eq(platzsuche.patientId, paused));
+    await ctx.database.db.update(platzsuche).set({ status: 'abgebrochen' }).where(eq(platzsuche.id, extra[0]!.id)); // one of two ends
+    const drops = await weeklyStillWanted(ctx)(await Promise.all(ids.map(ref)));
+    expect(drops).toEqual([
+      { id: ids[0], reason: 'weekly status no longer wanted: not_searching' },
+      { id: ids[1], reason: 'weekly status no longer wanted: no_active_search' },
+      { id: ids[2], reason: 'weekly status no longer wanted: no_active_search' },
+    ]);
+  });
+});
+
 describe('weekly_update_last_sent', () => {
   it('moves when the email goes out (in the transaction that marks it sent), not when it is recorded, fails or is dropped', async () => {
     const [sent, failed, dropped] = [await patient('a@example.org'), await patient('b@example.org'), await patient('c@example.org')];

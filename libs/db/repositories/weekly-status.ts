@@ -266,13 +266,15 @@ export async function recordWeeklyDelivery(
   });
 }
 
-export type WeeklyUnwantedReason = 'week_over' | 'not_a_weekly_key' | 'no_patient' | 'not_found' | 'opted_out' | 'not_searching';
+export type WeeklyUnwantedReason = 'week_over' | 'not_a_weekly_key' | 'no_patient' | 'not_found' | 'opted_out' | 'not_searching' | 'no_active_search';
 
 /**
  * Checked right before sending (one query for a whole batch): why each weekly delivery is
  * no longer wanted. The week in its key has ended (`now` at or after the week's end, Monday
  * 00:00 in `timeZone`): one email per ISO week, so a late one is never sent, it would be a
- * second email in the week that follows. Or the patient opted out, stopped searching or is gone.
+ * second email in the week that follows. Or the patient opted out, stopped searching (status, or
+ * no `aktiv` platzsuche any more: found a place, paused, cancelled; the email says the search
+ * goes on) or is gone: the same rules as the selection (ineligibleReason).
  */
 export async function unwantedWeeklyDeliveries(
   db: DbOrTx,
@@ -296,7 +298,13 @@ export async function unwantedWeeklyDeliveries(
   }
   if (toCheck.length === 0) return unwanted;
   const rows = await db
-    .select({ id: patienten.id, optedOut: patienten.weeklyUpdateOptOut, status: patienten.status })
+    .select({
+      id: patienten.id,
+      optedOut: patienten.weeklyUpdateOptOut,
+      status: patienten.status,
+      // (the table named in full: a bare column would be taken as the subquery's own ps.id)
+      searching: sql<boolean>`exists (select 1 from matching_service.platzsuche ps where ps.patient_id = ${patienten}.id and ps.status = 'aktiv')`,
+    })
     .from(patienten)
     .where(inArray(patienten.id, [...new Set(toCheck.map((c) => c.patientId))]));
   const byId = new Map(rows.map((r) => [r.id, r]));
@@ -305,6 +313,7 @@ export async function unwantedWeeklyDeliveries(
     if (!p) unwanted.set(c.id, { reason: 'not_found' });
     else if (p.optedOut) unwanted.set(c.id, { reason: 'opted_out' });
     else if (p.status !== 'auf_der_Suche') unwanted.set(c.id, { reason: 'not_searching' });
+    else if (!p.searching) unwanted.set(c.id, { reason: 'no_active_search' });
   }
   return unwanted;
 }
