@@ -18,6 +18,11 @@ export interface JobHelpers {
   /** True when a thrown error will not be retried: do the final failure bookkeeping now. */
   isFinalAttempt: boolean;
   updateProgress(progress: number | object): Promise<void>;
+  /**
+   * For a job a job scheduler produced: the moment it was scheduled for (its cron time), which
+   * the host that released it had reached; null for a job added any other way.
+   */
+  scheduledAt?: Date | null;
 }
 
 /**
@@ -112,6 +117,7 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
         maxAttempts: job.opts.attempts ?? 1,
         isFinalAttempt: attempt >= (job.opts.attempts ?? 1),
         updateProgress: (p) => job.updateProgress(p),
+        scheduledAt: job.repeatJobKey && typeof job.opts.prevMillis === 'number' ? new Date(job.opts.prevMillis) : null,
       });
       end({ outcome: 'completed' });
       opts.metrics.completed.inc({ queue });

@@ -199,6 +199,21 @@ describe('queues: retries, dead letters, idempotency', () => {
     expect(JSON.stringify([job!.failedReason, job!.stacktrace, dead])).not.toContain('erika@example.org');
   });
 
+  it('tells a job of a job scheduler the time it was scheduled for (a job added by hand: none)', async () => {
+    const seen: Array<Date | null | undefined> = [];
+    bind({ 'weekly-tick': async (_p, h) => void seen.push(h.scheduledAt) }, 'weekly-fanout');
+    await t.queues.enqueue('weekly-tick', {});
+    const q = t.queues.queue('weekly-fanout');
+    await q.upsertJobScheduler('probe', { pattern: '* * * * * *' }, { name: 'weekly-tick', data: {} }); // every second
+    await until(async () => seen.length >= 2);
+    await q.removeJobScheduler('probe');
+    const [done] = (await q.getJobs(['completed'])).filter((j) => j.repeatJobKey === 'probe');
+    expect(seen[0]).toBeNull();
+    // The cron time itself (a whole second), not when the job was added or ran.
+    expect(seen[1]).toEqual(new Date(Number(done!.id!.split(':').at(-1))));
+    expect(seen[1]!.getTime() % 1000).toBe(0);
+  });
+
   it('enqueuing the same idempotency key twice runs the job once', async () => {
     let runs = 0;
     const w = bind(

@@ -133,6 +133,23 @@ describe('one weekly email per ISO week', () => {
   });
 });
 
+describe('the schedule tick', () => {
+  it("run by a process whose clock is a little behind the scheduler's, it waits for its time instead of skipping the week", async () => {
+    const tick = weeklyHandlers(ctx)['weekly-tick']!;
+    const scheduledAt = new Date('2026-11-23T08:00:00Z'); // Monday 09:00 Berlin, as BullMQ fired it
+    clock.set('2026-11-23T07:59:59.990Z'); // this host's clock: 10 ms before
+    await expect(tick({}, { ...helpers, scheduledAt })).rejects.toThrow(/before its scheduled time/);
+    expect(await ctx.queues.queue('weekly-fanout').getJobs(['waiting', 'delayed'])).toEqual([]);
+    clock.set('2026-11-23T08:00:00.020Z'); // the retry
+    expect(await tick({}, { ...helpers, scheduledAt })).toMatchObject({ outcome: 'fanout_enqueued', isoWeek: '2026-W48' });
+    // A tick enqueued by hand (no scheduled time) before the week's time is not due, as before.
+    clock.set('2026-11-23T07:59:00Z');
+    expect(await tick({}, helpers)).toEqual({ outcome: 'not_due' });
+    // A scheduled time far from this clock (a fixed clock in tests, or a clock that is badly off) is not waited for.
+    expect(await tick({}, { ...helpers, scheduledAt: new Date('2026-12-07T08:00:00Z') })).toEqual({ outcome: 'not_due' });
+  });
+});
+
 describe('still wanted at send time', () => {
   it('a recorded email is dropped when the patient stops searching or no search of theirs is active any more', async () => {
     const [stopped, found, paused, oneLeft] = [await patient('a@example.org'), await patient('b@example.org'), await patient('c@example.org'), await patient('d@example.org')];
