@@ -127,9 +127,16 @@ describe('planFile: what holds whatever the order of the lines', () => {
         plz: '52066',
       });
       const therapist = wellFormedTherapist(raw)!;
+      const odd = r();
       // Some `deleted` lines carry nothing but their id and status.
-      if (therapist.status === 'deleted' && therapist.id !== null && r() < 0.4) {
+      if (therapist.status === 'deleted' && therapist.id !== null && odd < 0.4) {
         lines.push({ index, ok: false, externalId: therapist.id, statedStatus: 'deleted', reason: 'basic_info: missing; location: missing' });
+      } else if (therapist.status !== 'deleted' && odd < 0.15) {
+        // A listed therapist whose line is invalid (a bad email, say) ...
+        lines.push({ index, ok: false, externalId: therapist.id, statedStatus: therapist.status, reason: 'contact.email: not an email address' });
+      } else if (therapist.status !== 'deleted' && odd < 0.3) {
+        // ... or offers only methods for children: still listed, so not another line's name change.
+        lines.push({ index, ok: true, externalId: therapist.id, statedStatus: therapist.status, therapist: { ...therapist, therapy_methods: ['Verhaltenstherapie für Kinder und Jugendliche'] } });
       } else lines.push({ index, ok: true, externalId: therapist.id, statedStatus: therapist.status, therapist });
     }
     return { r, candidates, externalIds, lines };
@@ -150,9 +157,11 @@ describe('planFile: what holds whatever the order of the lines', () => {
           const known = l.externalId ? f.externalIds.get(l.externalId)?.therapistId : undefined;
           if (known != null) namedById.set(known, l.externalId!);
         }
+        // Lines that never reach matching: invalid (but not `deleted`), or not for adults.
+        const unmatchable = new Set(order.filter((l) => (!l.ok && l.statedStatus !== 'deleted') || (l.ok && l.therapist.status !== 'deleted' && !l.therapist.therapy_methods.some((m) => /erwachsene/i.test(m)))).map((l) => l.index));
         for (const res of plan.lines) {
           const known = res.externalId ? f.externalIds.get(res.externalId)?.therapistId : undefined;
-          if (known != null) expect({ rule: res.rule, therapistId: res.therapistId }, where).toEqual({ rule: 'external_id', therapistId: known });
+          if (known != null && !unmatchable.has(res.index)) expect({ rule: res.rule, therapistId: res.therapistId }, where).toEqual({ rule: 'external_id', therapistId: known });
           if (res.rule === 'secondary' && namedById.has(res.therapistId!)) expect(namedById.get(res.therapistId!), where).toBe(res.externalId);
         }
       }

@@ -356,7 +356,9 @@ interface MatchLine extends IdLine {
  * matched again: by the secondary rule never (its owner is still listed, so this line is not
  * its name change: two colleagues of one practice stay two); by the primary rule it is a
  * duplicate line, unless both lines carry different scraper ids (two people of the same name
- * in one postcode area). A scraper id on two lines of different people fails them all.
+ * in one postcode area). Nor by the secondary rule a therapist a line names that takes none
+ * (invalid, or not for adults: by its known scraper id, or else its name): listed still.
+ * A scraper id on two lines of different people fails them all.
  */
 export function planFile(input: PlanInput): Plan {
   const byId = new Map<number, ExistingTherapist>();
@@ -398,6 +400,18 @@ export function planFile(input: PlanInput): Plan {
 
   /** Therapist id -> the line that took it (its index and scraper id). */
   const claimedBy = new Map<number, { index: number; externalId: string | null }>();
+  /**
+   * Therapists a line of the file names that takes none (invalid, or not for adults): still
+   * listed, so never another line's name change (the secondary rule passes them over).
+   */
+  const listed = new Set<number>();
+  const listedById = (extId: string | null) => {
+    const id = extId === null ? null : input.externalIds.get(extId)?.therapistId;
+    if (id != null) listed.add(id);
+    return id != null;
+  };
+  /** Lines not for adults without a known scraper id: listed by their name, looked up before the secondary rule. */
+  const listedByName: ScraperTherapist[] = [];
   const plan: Plan = { lines: [], creates: [], updates: [], deactivations: [], mappings: [], tombstones: [], scraped: [] };
   const results: LineResult[] = new Array<LineResult>(input.lines.length);
   let nextPlaceholder = -1;
@@ -535,12 +549,14 @@ export function planFile(input: PlanInput): Plan {
   input.lines.forEach((line, pos) => {
     if (!line.ok) {
       results[pos] = { ...base(line), outcome: 'failed', reason: line.reason };
+      listedById(line.externalId);
       if (line.statedStatus === 'deleted' && line.externalId !== null) deletedById.push({ pos, line, externalId: line.externalId });
       return;
     }
     const t = line.therapist;
     if (t.status !== 'deleted' && adultMethods(t.therapy_methods).length === 0) {
       results[pos] = { ...base(line), outcome: 'skipped', reason: 'no therapy method for adults (Erwachsene)' };
+      if (!listedById(line.externalId)) listedByName.push(t);
       return;
     }
     const extId = line.externalId;
@@ -563,6 +579,7 @@ export function planFile(input: PlanInput): Plan {
     for (const [i, l] of same.entries()) {
       if (keys.size === 1 && i === 0) continue;
       repeated.add(l);
+      listedById(l.externalId);
       results[l.pos] = {
         ...base(l),
         outcome: 'failed',
@@ -617,13 +634,14 @@ export function planFile(input: PlanInput): Plan {
 
   // Round 3, in file order: the primary rule again (a therapist created by an earlier line of
   // this round), the secondary rule (a name change), else a new therapist.
+  if (rest.length) for (const t of listedByName) for (const c of byPrimary().get(primaryKey(mapTherapist(t))) ?? []) listed.add(c.id);
   for (const l of rest) {
     if (primary(l)) continue;
     l.sk ??= secondaryKey(l.incoming);
     const email = l.incoming.email;
     const match = bySecondary()
       .get(l.sk)
-      ?.find((c) => !claimedBy.has(c.id) && (email === null || norm(c.email) === norm(email) || (c.scraped?.fields != null && norm(c.scraped.fields.email as string | undefined) === norm(email))));
+      ?.find((c) => !claimedBy.has(c.id) && !listed.has(c.id) && (email === null || norm(c.email) === norm(email) || (c.scraped?.fields != null && norm(c.scraped.fields.email as string | undefined) === norm(email))));
     if (match) matched(l, match, 'secondary');
     else unmatched(l);
   }

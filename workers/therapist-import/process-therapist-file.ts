@@ -256,9 +256,9 @@ function prepare(parsed: ReturnType<typeof parseScraperFile>, postcode: string |
   const plzs = [...new Set(valid.map((l) => l.therapist.location.postal_code))];
   const keys = [
     ...new Set([
-      ...valid.map((l) => l.externalId).filter((x): x is string => x !== null),
-      // A `deleted` line that failed validation may still name its therapist by scraper id (planFile).
-      ...parsed.lines.filter((l) => !l.ok && l.statedStatus === 'deleted' && l.externalId !== null).map((l) => l.externalId!),
+      // Also of lines that failed validation: a `deleted` one may still name its therapist by
+      // scraper id, and any other keeps the therapist it names from the secondary rule (planFile).
+      ...parsed.lines.map((l) => l.externalId).filter((x): x is string => x !== null),
       // The name key of mapTherapist's fields, read directly (no full mapping per line here).
       ...valid.map((l) =>
         nameTombstoneKey({ vorname: l.therapist.basic_info.first_name, nachname: l.therapist.basic_info.last_name, plz: l.therapist.location.postal_code }),

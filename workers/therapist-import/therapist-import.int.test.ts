@@ -222,6 +222,22 @@ describe('therapist import: matching', () => {
     expect((await byPlz('20111')).map((x) => x.nachname)).toEqual(['Alt', 'Neu']);
   });
 
+  it('must NOT match: a colleague still listed (her line invalid, or for children only) is not renamed to the other colleague by the secondary rule', async () => {
+    const practice = { salutation: 'Frau', first: 'Anna', title: 'Dr.', street: 'Ring', house: '3' } as const;
+    const cases: Array<[string, Parameters<typeof therapistLine>[0]]> = [
+      ['20115', { email: 'kein email' }],
+      ['20116', { methods: [CHILD_VT] }],
+    ];
+    for (const [plz, schmidtNow] of cases) {
+      const schmidt = (over: Parameters<typeof therapistLine>[0]) => therapistLine({ ...practice, id: 's1', last: 'Schmidt', plz, email: 'team@praxis.de', ...over });
+      await imp([schmidt({})], {}, `${plz}.json`);
+      // Schmidt is listed under her id (her line now invalid, or for children only); Meyer joins the practice.
+      const r = await imp([schmidt({ status: 'unchanged', ...schmidtNow }), therapistLine({ ...practice, id: 'm1', last: 'Meyer', plz, email: 'team@praxis.de' })], { scrape_id: 'joined' }, `${plz}.json`);
+      expect(r.counts, plz).toMatchObject({ created: 1, updated: 0 });
+      expect((await byPlz(plz)).map((x) => x.nachname), plz).toEqual(['Schmidt', 'Meyer']);
+    }
+  });
+
   it('two people of one name in one postcode area with their own scraper ids stay two', async () => {
     const lines = (status: string) => [
       therapistLine({ id: 'h1', first: 'Thomas', last: 'Zeevaert', title: 'Dr.', plz: '20120', email: 'vater@praxis.de', status }),
