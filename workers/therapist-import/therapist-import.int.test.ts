@@ -279,33 +279,42 @@ describe('therapist import: matching', () => {
 });
 
 describe('therapist import: updates', () => {
-  it('never overwrites the protected fields', async () => {
-    const id = await seed({
-      vorname: 'Gesa',
-      nachname: 'Gesperrt',
-      plz: '20070',
-      status: 'gesperrt',
+  it('never overwrites the protected fields (every one DOMAIN.md lists), neither by an update of every import field nor by a deactivation', async () => {
+    const staff = {
       sperrgrund: 'beschwert sich',
+      sperrdatum: '2025-06-01',
       kassensitz: false,
       potenziell_verfuegbar: true,
       potenziell_verfuegbar_notizen: 'ab Herbst',
+      ueber_curavani_informiert: true,
+      naechster_kontakt_moeglich: '2025-09-01',
+      bevorzugte_diagnosen: ['F32'],
       alter_min: 18,
+      alter_max: 65,
+      geschlechtspraeferenz: 'weiblich',
       arbeitszeiten: { mo: '9-12' },
-    } as never);
-    const r = await imp([therapistLine({ id: 'g1', salutation: 'Frau', first: 'Gesa', last: 'Gesperrt', plz: '20070', phone: '0241 4711', status: 'modified' })]);
-    expect(r.counts.updated).toBe(1);
-    const [t] = await byPlz('20070');
-    expect(t).toMatchObject({
-      id,
-      telefon: '0241 4711',
-      status: 'gesperrt',
-      sperrgrund: 'beschwert sich',
-      kassensitz: false,
-      potenziell_verfuegbar: true,
-      potenziell_verfuegbar_notizen: 'ab Herbst',
-      alter_min: 18,
-      arbeitszeiten: { mo: '9-12' },
-    });
+      bevorzugt_gruppentherapie: true,
+      letzter_kontakt_email: '2025-05-02',
+      letzter_kontakt_telefon: '2025-05-03',
+    };
+    const protectedOf = async (id: number) =>
+      (
+        await db.sql`select status, sperrgrund, sperrdatum::text, kassensitz, potenziell_verfuegbar, potenziell_verfuegbar_notizen, ueber_curavani_informiert,
+          naechster_kontakt_moeglich::text, bevorzugte_diagnosen, alter_min, alter_max, geschlechtspraeferenz, arbeitszeiten, bevorzugt_gruppentherapie,
+          letzter_kontakt_email::text, letzter_kontakt_telefon::text from therapist_service.therapeuten where id = ${id}`
+      )[0];
+    const blocked = await seed({ vorname: 'Gesa', nachname: 'Gesperrt', plz: '20070', status: 'gesperrt', ...staff } as never);
+    const active = await seed({ vorname: 'Anke', nachname: 'Aktiv', plz: '20070', status: 'aktiv', ...staff } as never);
+    const r = await imp([
+      // Every import field differs from the seeded row.
+      therapistLine({ id: 'g1', salutation: 'Herr', title: 'Dr.', first: 'Gesa', last: 'Gesperrt', plz: '20070', street: 'Ring', house: '9', city: 'Würselen', phone: '0241 4711', email: 'g@praxis.de', fax: '0241 4712', languages: ['Polnisch'], hours: { friday: ['08:00-09:00'] }, methods: [ADULT_VT], status: 'modified' }),
+      therapistLine({ id: 'g2', first: 'Anke', last: 'Aktiv', plz: '20070', status: 'deleted' }),
+    ]);
+    expect(r.counts).toMatchObject({ updated: 1, deactivated: 1 });
+    const [t] = await db.sql`select anrede, titel, strasse, ort, telefon, email, fax, fremdsprachen, psychotherapieverfahren from therapist_service.therapeuten where id = ${blocked}`;
+    expect(t).toEqual({ anrede: 'Herr', titel: 'Dr.', strasse: 'Ring 9', ort: 'Würselen', telefon: '0241 4711', email: 'g@praxis.de', fax: '0241 4712', fremdsprachen: ['Polnisch'], psychotherapieverfahren: 'Verhaltenstherapie' });
+    expect(await protectedOf(blocked)).toEqual({ status: 'gesperrt', ...staff });
+    expect(await protectedOf(active)).toEqual({ status: 'inaktiv', ...staff });
   });
 
   it('an empty email, phone, languages or hours never replaces a value; an unchanged line writes nothing', async () => {
@@ -562,26 +571,28 @@ describe('therapist import: files and reports', () => {
       therapistLine({ id: 'r5', first: 'Kira', last: 'Kind', plz: '20200', methods: [CHILD_VT] }), // skipped
       therapistLine({ id: 'r6', first: 'Max', last: null, plz: '20200' }), // failed: missing last name
       therapistLine({ id: 'r7', first: 'Pia', last: 'Plz', plz: '2020' }), // failed: bad postcode
+      therapistLine({ id: 'r8', first: 'Udo', last: 'Unbekannt', plz: '20200', status: 'unchanged' }), // created, a status mismatch
     ];
     const r = await imp(lines, { total_therapists: 100, new_therapists: 0, modified_therapists: 1, deleted_therapists: 0 });
-    expect(r.counts).toMatchObject({ total: 7, created: 1, updated: 1, unchanged: 1, deactivated: 1, skipped: 1, failed: 2, fileErrors: 0 });
+    expect(r.counts).toEqual({ total: 8, created: 2, updated: 1, unchanged: 1, deactivated: 1, skipped: 1, failed: 2, statusMismatches: 1, metadataDisagreements: 3, fileErrors: 0 });
+    expect(r.statusMismatches).toEqual([{ index: 7, externalId: 'r8', therapistId: expect.any(Number), stated: 'unchanged', found: 'not on the platform: created' }]);
     expect(sum(r)).toBe(r.counts.total);
     expect(r.status).toBe('partial');
     expect(r.failures).toEqual([
       { index: 5, externalId: 'r6', reason: expect.stringContaining('basic_info.last_name') },
       { index: 6, externalId: 'r7', reason: expect.stringContaining('location.postal_code') },
     ]);
-    expect(r.metadataDisagreements).toEqual(
-      expect.arrayContaining([
-        { field: 'total_therapists', stated: 100, found: 7 },
-        { field: 'new_therapists', stated: 0, found: 4 },
-        { field: 'deleted_therapists', stated: 0, found: 1 },
-      ]),
-    );
-    expect(r.counts.metadataDisagreements).toBe(r.metadataDisagreements.length);
-    // stored on the tracking row as well
+    // Reported, not trusted: the counts above are what the file holds (modified_therapists 1 is right).
+    expect(r.metadataDisagreements).toEqual([
+      { field: 'total_therapists', stated: 100, found: 8 },
+      { field: 'new_therapists', stated: 0, found: 4 },
+      { field: 'deleted_therapists', stated: 0, found: 1 },
+    ]);
+    // stored on the tracking row as well, and the run (of this file alone) has the same totals
     const [row] = await db.sql`select status, counts from fleet.therapist_import_files where id = ${r.fileId}`;
     expect(row).toMatchObject({ status: 'partial', counts: r.counts });
+    const [run] = await db.sql`select state, counts from fleet.therapist_import_runs where id = ${r.runId}`;
+    expect(run).toMatchObject({ state: 'closed', counts: r.counts });
   });
 
   it('a file that is not JSON fails at file level (counted apart from therapists); the run still closes with a summary', async () => {
@@ -641,6 +652,17 @@ describe('therapist import: files and reports', () => {
     expect(second.counts).toMatchObject({ total: 5, updated: 1, unchanged: 4, created: 0 });
     const [ev] = await db.sql`select count(*)::int as n from fleet.outbox where event_type = 'therapist.updated' and payload->>'fileId' = ${String(second.fileId)}`;
     expect(ev!.n).toBe(1);
+  });
+
+  it('a re-import whose lines differ only in last_modified (and the scrape date) writes nothing: last_modified is ignored', async () => {
+    const lines = (lastModified: string, status: string) => Array.from({ length: 3 }, (_, i) => therapistLine({ id: `lm${i}`, first: `Lm${i}`, plz: '20410', lastModified, status }));
+    expect((await imp(lines('2025-07-02T03:13:24', 'new'), {}, '20410.json')).counts.created).toBe(3);
+    const before = await byPlz('20410');
+    const again = await imp(lines('2025-07-09T03:13:24', 'unchanged'), { scrape_date: '2025-07-09T03:13:24' }, '20410.json');
+    expect(again.counts).toMatchObject({ total: 3, unchanged: 3, updated: 0, created: 0 });
+    expect((await byPlz('20410')).map((t) => String(t.updated_at))).toEqual(before.map((t) => String(t.updated_at)));
+    const [ev] = await db.sql`select count(*)::int as n from fleet.outbox where event_type = 'therapist.updated' and payload->>'fileId' = ${String(again.fileId)}`;
+    expect(ev!.n).toBe(0);
   });
 
   it('two files with the same therapists imported at the same time create each therapist once', async () => {
