@@ -187,6 +187,27 @@ describe('scraper watcher', () => {
     expect(await files('40010.json')).toHaveLength(1);
   });
 
+  it('a file still being written when the watcher starts is not read until it is complete', async () => {
+    await watcher.stop(5_000);
+    const content = scraperFile(lines('40011', 40));
+    const abs = path.join(dir, '40011.json');
+    const chunks = 6;
+    const size = Math.ceil(content.length / chunks);
+    await writeFile(abs, content.slice(0, size));
+    await startWatcher();
+    for (let i = 1; i < chunks; i++) {
+      await new Promise((r) => setTimeout(r, STABILITY_MS / 4));
+      expect(await files('40011.json')).toHaveLength(0);
+      await appendFile(abs, content.slice(i * size, (i + 1) * size));
+    }
+    const [row] = await until(async () => {
+      const r = await files('40011.json');
+      return r[0] && ['imported', 'partial', 'failed'].includes(r[0].status) ? r : null;
+    });
+    expect(row).toMatchObject({ status: 'imported', counts: expect.objectContaining({ total: 40, created: 40 }) });
+    expect(await files('40011.json')).toHaveLength(1);
+  });
+
   it('the same file dropped twice is imported once; a changed file is imported again and only changed therapists count as updated', async () => {
     const content = scraperFile(lines('40020', 4));
     await drop('40020.json', content);

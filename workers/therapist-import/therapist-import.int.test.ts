@@ -175,6 +175,11 @@ describe('therapist import: matching', () => {
     const rows = await byPlz('20030');
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ id, nachname: 'Verheiratet' });
+    // A file without an email matches on the rest (the email is compared only when the file has one), and keeps the platform's.
+    const other = await seed({ vorname: 'Rita', nachname: 'Ledig', plz: '20031', titel: 'Dr.', email: 'rita@praxis.de' });
+    const noEmail = await imp([therapistLine({ id: null, salutation: 'Frau', first: 'Rita', last: 'Verheiratet', plz: '20031', title: 'Dr.', email: null, status: 'modified' })]);
+    expect(noEmail.counts).toMatchObject({ updated: 1, created: 0 });
+    expect(await byPlz('20031')).toEqual([expect.objectContaining({ id: other, nachname: 'Verheiratet', email: 'rita@praxis.de' })]);
   });
 
   it('must NOT match: same name in a different postcode is another therapist', async () => {
