@@ -168,6 +168,22 @@ describe('still wanted at send time', () => {
       { id: ids[2], reason: 'weekly status no longer wanted: no_active_search' },
     ]);
   });
+
+  it('a recorded email is dropped when staff changed the patient\'s address since (it must not go to the old one); the same address in other case or with spaces is sent', async () => {
+    const [moved, removed, recased] = [await patient('old@example.org'), await patient('gone@example.org'), await patient('same@example.org')];
+    const ids = [];
+    for (const p of [moved, removed, recased]) ids.push((await record(p, '2026-W48')).deliveryId!);
+    await ctx.database.db.update(patienten).set({ email: 'new@example.org' }).where(eq(patienten.id, moved));
+    await ctx.database.db.update(patienten).set({ email: null }).where(eq(patienten.id, removed));
+    await ctx.database.db.update(patienten).set({ email: ' Same@Example.org ' }).where(eq(patienten.id, recased));
+    const drops = await weeklyStillWanted(ctx)(await Promise.all(ids.map(ref)));
+    expect(drops).toEqual([
+      { id: ids[0], reason: 'weekly status no longer wanted: address_changed' },
+      { id: ids[1], reason: 'weekly status no longer wanted: address_changed' },
+    ]);
+    // The reason names no address.
+    expect(JSON.stringify(drops)).not.toMatch(/example\.org/);
+  });
 });
 
 describe('weekly_update_last_sent', () => {

@@ -266,7 +266,7 @@ export async function recordWeeklyDelivery(
   });
 }
 
-export type WeeklyUnwantedReason = 'week_over' | 'not_a_weekly_key' | 'no_patient' | 'not_found' | 'opted_out' | 'not_searching' | 'no_active_search';
+export type WeeklyUnwantedReason = 'week_over' | 'not_a_weekly_key' | 'no_patient' | 'not_found' | 'opted_out' | 'not_searching' | 'no_active_search' | 'address_changed';
 
 /**
  * Checked right before sending (one query for a whole batch): why each weekly delivery is
@@ -300,6 +300,7 @@ export async function unwantedWeeklyDeliveries(
   const rows = await db
     .select({
       id: patienten.id,
+      email: patienten.email,
       optedOut: patienten.weeklyUpdateOptOut,
       status: patienten.status,
       // (the table named in full: a bare column would be taken as the subquery's own ps.id)
@@ -308,12 +309,19 @@ export async function unwantedWeeklyDeliveries(
     .from(patienten)
     .where(inArray(patienten.id, [...new Set(toCheck.map((c) => c.patientId))]));
   const byId = new Map(rows.map((r) => [r.id, r]));
+  // The address each email was recorded for: staff may have corrected the patient's since (a
+  // typo that reached a stranger); the email must not go to the old one.
+  const recorded = new Map(
+    (await db.select({ id: deliveries.id, toAddress: deliveries.toAddress }).from(deliveries).where(inArray(deliveries.id, toCheck.map((c) => c.id)))).map((d) => [d.id, d.toAddress]),
+  );
+  const sameAddress = (a: string | null | undefined, b: string | null | undefined) => Boolean(a && b) && trimEmail(a!).toLowerCase() === trimEmail(b!).toLowerCase();
   for (const c of toCheck) {
     const p = byId.get(c.patientId);
     if (!p) unwanted.set(c.id, { reason: 'not_found' });
     else if (p.optedOut) unwanted.set(c.id, { reason: 'opted_out' });
     else if (p.status !== 'auf_der_Suche') unwanted.set(c.id, { reason: 'not_searching' });
     else if (!p.searching) unwanted.set(c.id, { reason: 'no_active_search' });
+    else if (!sameAddress(recorded.get(c.id), p.email)) unwanted.set(c.id, { reason: 'address_changed' });
   }
   return unwanted;
 }
