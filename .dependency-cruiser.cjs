@@ -7,7 +7,7 @@
  */
 const notTests = '\\.test\\.ts$';
 /** What tsconfig.build.json excludes (tests and their helpers): everything else under apps, workers and libs ships. */
-const testOnly = [notTests, '^libs/testing/', '/int-harness\\.ts$', '/fixtures\\.ts$', '/fixtures/'];
+const testOnly = [notTests, '^libs/testing/', '/int-harness\\.ts$', '/fixtures\\.ts$', '/fixtures/', '/test-setup\\.ts$'];
 module.exports = {
   forbidden: [
     { name: 'no-cycles', severity: 'error', from: {}, to: { circular: true } },

@@ -1,43 +1,24 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import PostalMime from 'postal-mime';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { claimDeliveries, finishDeliveries, getDelivery } from '../../libs/db/repositories/deliveries.js';
 import { unwantedWeeklyDeliveries } from '../../libs/db/repositories/weekly-status.js';
 import { createLogger } from '../../libs/log/index.js';
 import { createMailDriver, type StillWantedCheck } from '../../libs/mail/index.js';
 import { listDeadLetters } from '../../libs/queues/index.js';
-import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import type { TestDatabase } from '../../libs/testing/db.js';
 import { metricValues } from '../../libs/testing/metrics.js';
 import { refusals } from '../../libs/testing/resend-stand-in.js';
-import { testQueuePrefix } from '../../libs/testing/redis.js';
-import { startEmailHarness, waitFor, type EmailHarness, type EmailHarnessOptions } from './int-harness.js';
+import { waitFor, type EmailHarness } from './int-harness.js';
+import { emailTestFile } from './test-setup.js';
 
+const file = emailTestFile({ MAIL_RATE_PER_SECOND: '20' }, process.env.EMAIL_TEST_DEBUG ? { log: (await import('pino')).pino({ level: 'debug' }) as never } : {});
+const harness = file.harness;
 let database: TestDatabase;
-let h: EmailHarness | undefined;
-let cleanup: (() => Promise<void>) | undefined;
-
-beforeAll(async () => {
-  database = await createTestDatabase();
+beforeAll(() => {
+  database = file.database();
 });
-afterAll(async () => {
-  await database.drop();
-});
-beforeEach(async () => {
-  await database.sql`delete from fleet.deliveries`;
-});
-afterEach(async () => {
-  await h?.close();
-  await cleanup?.();
-  h = undefined;
-});
-
-async function harness(o: Partial<EmailHarnessOptions> = {}) {
-  const q = testQueuePrefix();
-  cleanup = q.cleanup;
-  h = await startEmailHarness({ databaseUrl: database.url, queuePrefix: q.prefix, ...(process.env.EMAIL_TEST_DEBUG ? { log: (await import("pino")).pino({ level: "debug" }) as never } : {}), ...o, env: { MAIL_RATE_PER_SECOND: '20', ...o.env } });
-  return h;
-}
 
 const statusOf = async (id: string) => (await getDelivery(database.db, id))?.status;
 const sentOrFailed = (id: string) => waitFor(`delivery ${id} to finish`, async () => {

@@ -1,11 +1,11 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { beginDeliveryAttempt, finishDeliveries, getDelivery, requeueFailedDelivery } from '../../libs/db/repositories/deliveries.js';
 import type { StillWantedCheck } from '../../libs/mail/index.js';
 import { discardOne, requeueOne } from '../../libs/ops/dead-letters.js';
 import { listDeadLetters } from '../../libs/queues/index.js';
-import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { testQueuePrefix } from '../../libs/testing/redis.js';
-import { startEmailHarness, waitFor, type EmailHarness, type EmailHarnessOptions } from './int-harness.js';
+import type { TestDatabase } from '../../libs/testing/db.js';
+import { waitFor, type EmailHarness } from './int-harness.js';
+import { emailTestFile } from './test-setup.js';
 import { emailDeadLetterHook } from './worker.js';
 
 /**
@@ -14,32 +14,13 @@ import { emailDeadLetterHook } from './worker.js';
  * goes out under its original batch and key, so an email the provider had accepted is not sent
  * a second time.
  */
+// 18 attempts of the email family, its backoff scaled down to milliseconds.
+const file = emailTestFile({ MAIL_RATE_PER_SECOND: '50', RETRY_BACKOFF_SCALE: '0.001' });
+const harness = file.harness;
 let database: TestDatabase;
-let h: EmailHarness | undefined;
-let cleanup: (() => Promise<void>) | undefined;
-
-beforeAll(async () => {
-  database = await createTestDatabase();
+beforeAll(() => {
+  database = file.database();
 });
-afterAll(async () => {
-  await database.drop();
-});
-beforeEach(async () => {
-  await database.sql`delete from fleet.deliveries`;
-});
-afterEach(async () => {
-  await h?.close();
-  await cleanup?.();
-  h = undefined;
-});
-
-async function harness(o: Partial<EmailHarnessOptions> = {}) {
-  const q = testQueuePrefix();
-  cleanup = q.cleanup;
-  // 18 attempts of the email family, its backoff scaled down to milliseconds.
-  h = await startEmailHarness({ databaseUrl: database.url, queuePrefix: q.prefix, ...o, env: { MAIL_RATE_PER_SECOND: '50', RETRY_BACKOFF_SCALE: '0.001', ...o.env } });
-  return h;
-}
 
 const deps = (t: EmailHarness) => ({ db: t.ctx.database.db, queues: t.ctx.queues, hooks: { 'email-send': emailDeadLetterHook } });
 const statusOf = async (id: string) => (await getDelivery(database.db, id))?.status;
