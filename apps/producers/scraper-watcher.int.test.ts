@@ -168,44 +168,37 @@ describe('scraper watcher', () => {
     expect(await metricValues(ctx.metrics.registry, 'fleet_therapist_import_therapists_total', 'outcome')).toEqual({ created: 6 });
   });
 
-  it('does not read a half-written file until it is complete', async () => {
-    const content = scraperFile(lines('40010', 40));
-    const abs = path.join(dir, '40010.json');
-    const chunks = 8;
+  /**
+   * Writes the postcode's file of 40 therapists in `chunks` parts, a quarter of the stability
+   * time apart (`afterFirst` runs once the first part is on disk), checks that nothing was
+   * registered before it was complete, and that it was imported once, whole.
+   */
+  async function writeSlowly(postcode: string, chunks: number, afterFirst?: () => Promise<unknown>) {
+    const content = scraperFile(lines(postcode, 40));
+    const abs = path.join(dir, `${postcode}.json`);
     const size = Math.ceil(content.length / chunks);
     await writeFile(abs, content.slice(0, size));
+    await afterFirst?.();
     for (let i = 1; i < chunks; i++) {
       await new Promise((r) => setTimeout(r, STABILITY_MS / 4));
-      expect(await files('40010.json')).toHaveLength(0);
+      expect(await files(`${postcode}.json`)).toHaveLength(0);
       await appendFile(abs, content.slice(i * size, (i + 1) * size));
     }
     const [row] = await until(async () => {
-      const r = await files('40010.json');
+      const r = await files(`${postcode}.json`);
       return r[0] && ['imported', 'partial', 'failed'].includes(r[0].status) ? r : null;
     });
     expect(row).toMatchObject({ status: 'imported', counts: expect.objectContaining({ total: 40, created: 40 }) });
-    expect(await files('40010.json')).toHaveLength(1);
+    expect(await files(`${postcode}.json`)).toHaveLength(1);
+  }
+
+  it('does not read a half-written file until it is complete', async () => {
+    await writeSlowly('40010', 8);
   });
 
   it('a file still being written when the watcher starts is not read until it is complete', async () => {
     await watcher.stop(5_000);
-    const content = scraperFile(lines('40011', 40));
-    const abs = path.join(dir, '40011.json');
-    const chunks = 6;
-    const size = Math.ceil(content.length / chunks);
-    await writeFile(abs, content.slice(0, size));
-    await startWatcher();
-    for (let i = 1; i < chunks; i++) {
-      await new Promise((r) => setTimeout(r, STABILITY_MS / 4));
-      expect(await files('40011.json')).toHaveLength(0);
-      await appendFile(abs, content.slice(i * size, (i + 1) * size));
-    }
-    const [row] = await until(async () => {
-      const r = await files('40011.json');
-      return r[0] && ['imported', 'partial', 'failed'].includes(r[0].status) ? r : null;
-    });
-    expect(row).toMatchObject({ status: 'imported', counts: expect.objectContaining({ total: 40, created: 40 }) });
-    expect(await files('40011.json')).toHaveLength(1);
+    await writeSlowly('40011', 6, startWatcher);
   });
 
   it('the same file dropped twice is imported once; a changed file is imported again and only changed therapists count as updated', async () => {
