@@ -9,6 +9,8 @@ export interface DeliveryRef {
   kind: string;
   idempotencyKey: string;
   patientId: number | null;
+  /** The address the message was recorded for (a check may compare it with the current one). */
+  toAddress: string;
 }
 
 export interface DropDecision {

@@ -124,7 +124,7 @@ async function askStillWanted(rows: ClaimedDelivery[], checks: StillWantedChecks
     const check = checks[kind];
     if (!check) continue;
     const ids = new Set(group.map((g) => g.id));
-    const refs = group.map(({ id, kind: k, idempotencyKey, patientId }) => ({ id, kind: k, idempotencyKey, patientId }));
+    const refs = group.map(({ id, kind: k, idempotencyKey, patientId, toAddress }) => ({ id, kind: k, idempotencyKey, patientId, toAddress }));
     for (const d of await check(refs)) if (ids.has(d.id)) drops.push(d);
   }
   return drops;

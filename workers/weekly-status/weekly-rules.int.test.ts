@@ -59,7 +59,7 @@ async function lastSent(patientId: number): Promise<Date | null> {
 }
 async function ref(deliveryId: string) {
   const d = (await getDelivery(ctx.database.db, deliveryId))!;
-  return { id: d.id, kind: d.kind, idempotencyKey: d.idempotencyKey, patientId: d.patientId };
+  return { id: d.id, kind: d.kind, idempotencyKey: d.idempotencyKey, patientId: d.patientId, toAddress: d.toAddress };
 }
 /** What the email worker does with a delivery once the provider answered: claim it alone, record the outcome. */
 async function finish(deliveryId: string, how: 'sent' | 'failed' | 'dropped') {

@@ -336,11 +336,15 @@ export type FailedDeliveryRequeue =
 export async function requeueFailedDelivery(db: Db, deliveryId: string, opts: { now: Date; windowMs: number }): Promise<FailedDeliveryRequeue> {
   const { now } = opts;
   return db.transaction(async (tx): Promise<FailedDeliveryRequeue> => {
-    // The rows of its batch are locked first, in one order: requeues of two of them at the same
-    // moment (each would update the other's row) wait for each other instead of deadlocking.
-    const [peek] = await tx.select({ batchId: deliveries.batchId }).from(deliveries).where(eq(deliveries.id, deliveryId));
-    if (peek?.batchId) await tx.select({ id: deliveries.id }).from(deliveries).where(eq(deliveries.batchId, peek.batchId)).orderBy(asc(deliveries.id)).for('update');
-    const [own] = await tx.select().from(deliveries).where(eq(deliveries.id, deliveryId)).for('update');
+    // The delivery and the rest of its batch, locked in one order: requeues of two of them at the
+    // same moment (each would update the other's row) wait for each other instead of deadlocking.
+    const locked = await tx
+      .select()
+      .from(deliveries)
+      .where(or(eq(deliveries.id, deliveryId), sql`${deliveries.batchId} = (select d.batch_id from fleet.deliveries d where d.id = ${deliveryId})`))
+      .orderBy(asc(deliveries.id))
+      .for('update');
+    const own = locked.find((r) => r.id === deliveryId);
     if (!own || own.status !== 'failed' || own.contentsRemovedAt) {
       return { kind: 'unchanged', status: own?.status ?? null, contentsRemovedAt: own?.contentsRemovedAt ?? null };
     }

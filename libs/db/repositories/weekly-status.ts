@@ -278,12 +278,12 @@ export type WeeklyUnwantedReason = 'week_over' | 'not_a_weekly_key' | 'no_patien
  */
 export async function unwantedWeeklyDeliveries(
   db: DbOrTx,
-  refs: Array<{ id: string; idempotencyKey: string; patientId: number | null }>,
+  refs: Array<{ id: string; idempotencyKey: string; patientId: number | null; toAddress: string }>,
   at: { now: Date; timeZone: string },
 ): Promise<Map<string, { reason: WeeklyUnwantedReason; detail?: string }>> {
   const unwanted = new Map<string, { reason: WeeklyUnwantedReason; detail?: string }>();
   const ends = new Map<string, Date>();
-  const toCheck: Array<{ id: string; patientId: number }> = [];
+  const toCheck: Array<{ id: string; patientId: number; toAddress: string }> = [];
   for (const r of refs) {
     const key = parseWeeklyIdempotencyKey(r.idempotencyKey);
     if (!key) {
@@ -294,7 +294,7 @@ export async function unwantedWeeklyDeliveries(
     if (!end) ends.set(key.isoWeek, (end = isoWeekRange(key.isoWeek, at.timeZone).end));
     if (at.now >= end) unwanted.set(r.id, { reason: 'week_over', detail: `${key.isoWeek} ended ${end.toISOString()}` });
     else if (r.patientId === null) unwanted.set(r.id, { reason: 'no_patient' });
-    else toCheck.push({ id: r.id, patientId: r.patientId });
+    else toCheck.push({ id: r.id, patientId: r.patientId, toAddress: r.toAddress });
   }
   if (toCheck.length === 0) return unwanted;
   const rows = await db
@@ -309,11 +309,8 @@ export async function unwantedWeeklyDeliveries(
     .from(patienten)
     .where(inArray(patienten.id, [...new Set(toCheck.map((c) => c.patientId))]));
   const byId = new Map(rows.map((r) => [r.id, r]));
-  // The address each email was recorded for: staff may have corrected the patient's since (a
-  // typo that reached a stranger); the email must not go to the old one.
-  const recorded = new Map(
-    (await db.select({ id: deliveries.id, toAddress: deliveries.toAddress }).from(deliveries).where(inArray(deliveries.id, toCheck.map((c) => c.id)))).map((d) => [d.id, d.toAddress]),
-  );
+  // Staff may have corrected the patient's address since the email was recorded (a typo that
+  // reached a stranger): it must not go to the old one.
   const sameAddress = (a: string | null | undefined, b: string | null | undefined) => Boolean(a && b) && trimEmail(a!).toLowerCase() === trimEmail(b!).toLowerCase();
   for (const c of toCheck) {
     const p = byId.get(c.patientId);
@@ -321,7 +318,7 @@ export async function unwantedWeeklyDeliveries(
     else if (p.optedOut) unwanted.set(c.id, { reason: 'opted_out' });
     else if (p.status !== 'auf_der_Suche') unwanted.set(c.id, { reason: 'not_searching' });
     else if (!p.searching) unwanted.set(c.id, { reason: 'no_active_search' });
-    else if (!sameAddress(recorded.get(c.id), p.email)) unwanted.set(c.id, { reason: 'address_changed' });
+    else if (!sameAddress(c.toAddress, p.email)) unwanted.set(c.id, { reason: 'address_changed' });
   }
   return unwanted;
 }
