@@ -75,6 +75,15 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
   const contact = ctx.config.weekly.contactEmail;
   const patientOf = (req: Request) => verifyUnsubscribeToken(secret, String(req.params.token ?? ''));
   const invalid = invalidPage(contact);
+  /** The token's patient for a change (POST), or null once answered 404 and logged (without the token). */
+  const patientToChange = (req: Request, res: Response, what: string, path: string): number | null => {
+    const patientId = patientOf(req);
+    if (patientId === null) {
+      ctx.log.warn({ path }, `${what} with an invalid token refused`);
+      res.status(404).type('html').send(invalid);
+    }
+    return patientId;
+  };
 
   // A link cut off before its token (a mail client wrapping the plain-text URL) gets the same
   // German page as a bad token, not the app's English 404.
@@ -114,11 +123,8 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
   router.post('/:token', ...forms, async (req, res, next) => {
     try {
       noStore(res);
-      const patientId = patientOf(req);
-      if (patientId === null) {
-        ctx.log.warn({ path: '/unsubscribe' }, 'unsubscribe with an invalid token refused');
-        return void res.status(404).type('html').send(invalid);
-      }
+      const patientId = patientToChange(req, res, 'unsubscribe', '/unsubscribe');
+      if (patientId === null) return;
       const oneClick = await isOneClick(req);
       const r = await optOutOfWeeklyUpdates(ctx.database.db, patientId, { actor: `patient/${patientId}`, via: oneClick ? 'one-click' : 'unsubscribe-page' });
       if (!r.found) return void res.status(404).type('html').send(invalid);
@@ -148,11 +154,8 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
   router.post('/:token/resubscribe', ...forms, async (req, res, next) => {
     try {
       noStore(res);
-      const patientId = patientOf(req);
-      if (patientId === null) {
-        ctx.log.warn({ path: '/unsubscribe/resubscribe' }, 'resubscribe with an invalid token refused');
-        return void res.status(404).type('html').send(invalid);
-      }
+      const patientId = patientToChange(req, res, 'resubscribe', '/unsubscribe/resubscribe');
+      if (patientId === null) return;
       const r = await optBackInToWeeklyUpdates(ctx.database.db, patientId, { actor: `patient/${patientId}`, via: 'unsubscribe-page' });
       if (!r.found) return void res.status(404).type('html').send(invalid);
       ctx.log.info({ patientId, changed: r.changed }, 'weekly status opt-out undone');
