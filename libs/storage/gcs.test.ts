@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Storage } from '@google-cloud/storage';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startGcsStandIn, type GcsStandIn } from '../testing/gcs-stand-in.js';
@@ -284,6 +287,45 @@ describe('faults surface as errors', () => {
       noPersonalData(err);
     }
     expect(si.getObject(B, NAME)?.generation).toBe(o.generation);
+  });
+
+  it('missing or unusable credentials say so, not "network"', async () => {
+    // The client with credentials, as against Google: with none found it sends the request
+    // without them and, on the 401, hands on google-auth-library's error instead.
+    const dir = await mkdtemp(path.join(tmpdir(), 'gcs-credentials-'));
+    const saved = { ...process.env };
+    try {
+      delete process.env.GOOGLE_APPLICATION_CREDENTIALS;
+      process.env.HOME = dir; // no gcloud well-known file
+      process.env.METADATA_SERVER_DETECTION = 'none'; // not on Google Cloud: no metadata server
+      const authed = () => bucket({ authWithEndpoint: true });
+
+      si.fail({ kind: 'list', mode: { status: 401 } });
+      let err = await caught(authed().list('registrations/'));
+      expect(err).toBeInstanceOf(StorageError);
+      expect((err as StorageError).code).toBe('no_credentials');
+      expect(err.message).toBe(
+        `gcs list failed (bucket ${B}): no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service account key file, or run with a service account attached`,
+      );
+
+      process.env.GOOGLE_APPLICATION_CREDENTIALS = path.join(dir, 'missing.json');
+      err = await caught(authed().list('registrations/'));
+      expect((err as StorageError).code).toBe('bad_credentials');
+      expect(err.message).toBe(`gcs list failed (bucket ${B}): the credentials file named by GOOGLE_APPLICATION_CREDENTIALS does not exist or is not a file`);
+
+      const notAKey = path.join(dir, 'key.json');
+      await writeFile(notAKey, JSON.stringify({ type: 'service_account' }));
+      process.env.GOOGLE_APPLICATION_CREDENTIALS = notAKey;
+      const o = si.putObject(B, NAME, '{}');
+      err = await caught(authed().deleteGeneration(NAME, o.generation));
+      expect((err as StorageError).code).toBe('bad_credentials');
+      expect(err.message).toMatch(new RegExp(`^gcs delete failed \\(bucket ${B}, generation ${o.generation}\\): the credentials file named by GOOGLE_APPLICATION_CREDENTIALS is not a usable key`));
+      noPersonalData(err);
+      expect(si.getObject(B, NAME)?.generation).toBe(o.generation);
+    } finally {
+      process.env = saved;
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('stat: 404 is null, other failures throw', async () => {

@@ -18,6 +18,11 @@ export interface GcsBucketOptions {
   bucket: string;
   /** e.g. http://127.0.0.1:4443 for the stand-in; unset = Google (credentials from ADC). */
   apiEndpoint?: string;
+  /**
+   * Send credentials to `apiEndpoint` as well (a private Google endpoint). Off by default: the
+   * client then talks to a custom endpoint without credentials, as the stand-in wants.
+   */
+  authWithEndpoint?: boolean;
   projectId?: string;
   /** Per HTTP request (default 30 s). */
   timeoutMs?: number;
@@ -69,6 +74,8 @@ function toStorageError(op: string, err: unknown, where: Where): StorageError {
   const status = typeof e.code === 'number' ? e.code : undefined;
   const text = String(e.message ?? '');
   const at = describeWhere(where);
+  const credentials = credentialsProblem(text);
+  if (credentials) return new StorageError(credentials.code, `gcs ${op} failed (${at}): ${credentials.says}`, status);
   if (/timeout/i.test(text) || e.type === 'request-timeout' || e.name === 'AbortError') {
     return new StorageError('timeout', `gcs ${op} timed out (${at})`);
   }
@@ -88,6 +95,28 @@ function toStorageError(op: string, err: unknown, where: Where): StorageError {
   }
   const code = typeof e.code === 'string' && /^[A-Z0-9_]{1,40}$/.test(e.code) ? e.code : 'network';
   return new StorageError(code === 'CONTENT_DOWNLOAD_MISMATCH' ? 'checksum_mismatch' : 'network', `gcs ${op} failed (${at}): ${code}`);
+}
+
+/**
+ * google-auth-library's errors about the credentials themselves (it throws plain Errors, and the
+ * storage client hands the first one on in place of the 401 an anonymous request got): without
+ * this they read as a network failure. Fixed words only; the credentials file's path is the
+ * operator's, never a patient's, but it is not needed to act.
+ */
+function credentialsProblem(text: string): { code: string; says: string } | undefined {
+  if (text.includes('Could not load the default credentials')) {
+    return {
+      code: 'no_credentials',
+      says: 'no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service account key file, or run with a service account attached',
+    };
+  }
+  if (/^The file at .* does not exist, or it is not a file/.test(text)) {
+    return { code: 'bad_credentials', says: 'the credentials file named by GOOGLE_APPLICATION_CREDENTIALS does not exist or is not a file' };
+  }
+  if (text.includes('The incoming JSON object does not contain')) {
+    return { code: 'bad_credentials', says: 'the credentials file named by GOOGLE_APPLICATION_CREDENTIALS is not a usable key (a service account key file has client_email and private_key)' };
+  }
+  return undefined;
 }
 
 function statusOf(err: unknown): number | undefined {
@@ -111,7 +140,7 @@ export class GcsBucket implements BucketPort {
     this.storage = new Storage({
       // A custom apiEndpoint makes the client skip google-auth-library entirely
       // (customEndpoint && !useAuthWithCustomEndpoint), so the stand-in needs no credentials.
-      ...(opts.apiEndpoint ? { apiEndpoint: opts.apiEndpoint } : {}),
+      ...(opts.apiEndpoint ? { apiEndpoint: opts.apiEndpoint, useAuthWithCustomEndpoint: opts.authWithEndpoint ?? false } : {}),
       ...(opts.projectId ? { projectId: opts.projectId } : {}),
       timeout: this.timeoutMs,
       retryOptions: {
