@@ -207,7 +207,7 @@ describe('email delivery (PostgreSQL, Redis, the resend SDK against the stand-in
     const [{ batch }] = (await database.sql<{ batch: string }[]>`select gen_random_uuid()::text as batch`) as unknown as [{ batch: string }];
     const leader = [...ids].sort()[0]!;
     await database.sql`update fleet.deliveries set status = 'sending', batch_id = ${batch}::uuid, batch_leader_id = ${leader}::uuid,
-      claimed_at = now() - interval '2 hours' where id in ${database.sql(ids)}`;
+      claimed_at = now() - interval '2 hours', updated_at = now() - interval '2 hours' where id in ${database.sql(ids)}`;
     return batch;
   };
 
@@ -293,7 +293,7 @@ describe('email delivery (PostgreSQL, Redis, the resend SDK against the stand-in
     const stuck = await t.addDelivery({ idempotencyKey: 'stuck.1' }, { enqueue: false });
     // A worker died after claiming (and maybe sending) this row two hours ago.
     await database.sql`update fleet.deliveries set status = 'sending', batch_id = gen_random_uuid(), batch_leader_id = id,
-      claimed_at = now() - interval '2 hours' where id = ${stuck}`;
+      claimed_at = now() - interval '2 hours', updated_at = now() - interval '2 hours' where id = ${stuck}`;
     await t.startWorkers();
     await t.startSweep();
     expect(await sentOrFailed(forgotten)).toBe('sent');

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { beginDeliveryAttempt, finishDeliveries, getDelivery, requeueFailedDelivery } from '../../libs/db/repositories/deliveries.js';
+import { beginDeliveryAttempt, finishDeliveries, getDelivery, listStaleClaims, requeueFailedDelivery } from '../../libs/db/repositories/deliveries.js';
 import type { StillWantedCheck } from '../../libs/mail/index.js';
 import { discardOne, requeueOne } from '../../libs/ops/dead-letters.js';
 import { listDeadLetters } from '../../libs/queues/index.js';
@@ -201,6 +201,25 @@ describe('operator requeue of an email whose last provider request got no answer
       expect(kinds).toEqual(['batch', 'unchanged', 'unchanged']);
       expect(await database.sql`select 1 from fleet.deliveries where id in ${database.sql(ids)} and status = 'sending'`).toHaveLength(3);
     }
+  });
+
+  it('a batch requeued hours after its claim is not taken for a stuck one by the sweep, until it stands still again', async () => {
+    const t = await harness();
+    const ids = await batchWithLostAnswer(t, 2);
+    await t.startWorkers();
+    for (const id of ids) expect(await finished(id)).toBe('failed');
+    await t.stopWorkers();
+    await database.sql`update fleet.deliveries set claimed_at = claimed_at - interval '5 hours', updated_at = updated_at - interval '5 hours' where id in ${database.sql(ids)}`;
+    const now = new Date();
+    const r = await requeueFailedDelivery(database.db, ids[0]!, { now, windowMs: 23 * 3600_000 });
+    expect(r.kind).toBe('batch');
+    const staleMs = 3600_000;
+    // The requeue's own job sends it; the sweep must not add a second one for it.
+    expect(await listStaleClaims(database.db, new Date(now.getTime() - staleMs), 100)).toEqual([]);
+    // Should that job die too, the batch is recovered once it has stood still for staleMs.
+    const later = await listStaleClaims(database.db, new Date(now.getTime() + 1), 100);
+    expect(later).toHaveLength(1);
+    expect(later[0]).toMatchObject({ leaderId: ids[0], rows: 2 });
   });
 
   it('after the idempotency window the requeue sends a new email and tells the operator it may have gone out already', async () => {

@@ -4,7 +4,7 @@ import type { Clock } from '../../libs/runtime/clock.js';
 export interface SweepDeps {
   /** Pending deliveries created before the cut-off, oldest first. */
   stalePending(before: Date, limit: number): Promise<string[]>;
-  /** Batches still `sending` that were claimed before the cut-off. */
+  /** Batches still `sending` with no row written since the cut-off. */
   staleClaims(before: Date, limit: number): Promise<Array<{ batchId: string | null; leaderId: string | null; rows: number }>>;
   /** Makes sure a job will run for the delivery; returns false when one is already waiting or running. */
   ensureSendJob(deliveryId: string): Promise<boolean>;

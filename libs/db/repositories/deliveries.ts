@@ -382,7 +382,12 @@ export async function listStalePending(db: DbOrTx, before: Date, limit: number):
   return rows.map((r) => r.id);
 }
 
-/** Batches claimed before `before` and still `sending`: their leader's job died or gave up. */
+/**
+ * Batches still `sending` none of whose rows was written since `before` (no claim, attempt,
+ * answer or requeue): their leader's job died or gave up. Not by `claimed_at`: a batch an
+ * operator requeued keeps its claim time (its provider key's window counts from it) and has a
+ * job of its own.
+ */
 export async function listStaleClaims(db: DbOrTx, before: Date, limit: number) {
   return db
     .select({
@@ -392,8 +397,9 @@ export async function listStaleClaims(db: DbOrTx, before: Date, limit: number) {
       rows: sql<number>`count(*)::int`,
     })
     .from(deliveries)
-    .where(and(eq(deliveries.status, 'sending'), lt(deliveries.claimedAt, before)))
+    .where(eq(deliveries.status, 'sending'))
     .groupBy(deliveries.batchId, deliveries.batchLeaderId)
+    .having(sql`max(${deliveries.updatedAt}) < ${before.toISOString()}::timestamptz`)
     .limit(limit);
 }
 

@@ -68,7 +68,10 @@ export const deliveries = fleet.table(
     batchId: uuid('batch_id'),
     /** The delivery whose job claimed the batch and is responsible for sending it. */
     batchLeaderId: uuid('batch_leader_id'),
-    /** When the batch was claimed or last taken over; a stale claim is recovered by the sweep. */
+    /**
+   * When the batch was claimed; the provider's idempotency window for its key counts from here.
+   * A batch whose rows stand still (no write) for MAIL_SENDING_STALE_MS is recovered by the sweep.
+   */
     claimedAt: ts('claimed_at'),
     /**
      * Set while a provider request for the batch is in flight (a lease): a second job for
