@@ -45,7 +45,8 @@ export interface ImportSession {
 /** What the less frequent transactions (a file not imported, a run closing) can do. */
 export interface ImportTx {
   appendEvent(event: NewEvent<Record<string, unknown>>): Promise<void>;
-  finishFile(id: number, outcome: FileOutcome): Promise<void>;
+  /** Records the outcome of a file still queued or importing; false (nothing written) when it has ended already. */
+  finishFile(id: number, outcome: FileOutcome): Promise<boolean>;
   /** Closes the run when sealed and drained (under the run's row lock); null when it stays open. */
   closeRunIfDrained(runId: number, summarize: typeof summarizeRunFiles): Promise<{ run: TherapistImportRunRow; files: TherapistImportFileRow[] } | null>;
   /** `followUpOf`: the run closed before (a file of it was requeued), this summary is the one of its close at that time. */
@@ -158,14 +159,15 @@ export async function processTherapistFile(
 
   try {
     const report = await importFile(file, deps, log, started, early ?? undefined);
-    deps.metrics?.fileFinished(report.status, report.counts);
+    if (!report.alreadyDone) deps.metrics?.fileFinished(report.status, report.counts);
     return report;
   } catch (err) {
     if (!opts.isFinalAttempt) throw err;
     // Out of retries: record the failure so the run still closes and staff hear of it.
+    // A failure after the file's commit (closing its run, queueing the summary) leaves its record as it is.
     const reason = `import failed after retries: ${(err as Error).message ?? String(err)}`;
     await finishWithoutImport(file, deps, { status: 'failed', code: 'gave_up', reason, fileErrors: [reason] }, started).then(
-      (failed) => deps.metrics?.fileFinished(failed.status, failed.counts),
+      (failed) => failed.alreadyDone || deps.metrics?.fileFinished(failed.status, failed.counts),
       (e: unknown) => log.error({ err: e }, 'could not record the failed therapist file'),
     );
     throw err;
@@ -182,7 +184,7 @@ export async function recordAbandonedFile(fileId: number, reason: string, deps: 
   if (!file || (file.status !== 'queued' && file.status !== 'importing')) return;
   const why = `import abandoned: ${reason}`;
   const failed = await finishWithoutImport(file, deps, { status: 'failed', code: 'worker_died', reason: why, fileErrors: [why] }, performance.now());
-  deps.metrics?.fileFinished(failed.status, failed.counts);
+  if (!failed.alreadyDone) deps.metrics?.fileFinished(failed.status, failed.counts);
 }
 
 interface Prepared {
@@ -394,7 +396,11 @@ async function closeRun(tx: ImportTx, runId: number | null, runPageUrl?: (runId:
   return tx.queueSummary(runId, renderRunSummary(closed.run, closed.files, { runPageUrl: runPageUrl?.(runId), followUp: followUpOf !== undefined }), followUpOf);
 }
 
-/** A file that could not be imported at all: the row says why; the run may close. */
+/**
+ * A file that could not be imported at all: the row says why; the run may close. A file that
+ * has ended meanwhile (committed before a later step failed) keeps its record: its stored
+ * report is returned, `alreadyDone`.
+ */
 async function finishWithoutImport(
   file: TherapistImportFileRow,
   deps: TherapistImportDeps,
@@ -416,12 +422,17 @@ async function finishWithoutImport(
     durationMs: Math.round(performance.now() - started),
     errorCode: o.code,
   };
-  await deps.store.transaction(async (tx) => {
-    await tx.finishFile(file.id, outcome);
+  const recorded = await deps.store.transaction(async (tx) => {
+    if (!(await tx.finishFile(file.id, outcome))) return false;
     await tx.appendEvent(completedEvent(file, o.status, counts, now));
     // Ids and a code only: the reason names the file's path and may quote its text.
     if (o.status === 'failed') await tx.appendEvent({ eventType: 'import.failed', key: file.id, payload: { kind: 'therapist', fileId: file.id, runId: file.runId, errorCode: o.code }, occurredAt: now });
+    return true;
   });
+  if (!recorded) {
+    const current = await deps.store.getFile(file.id);
+    return { ...reportOf(current ?? file), alreadyDone: true };
+  }
   // After the commit, like an imported file: of two last files finishing together, the later sees the run drained.
   if (file.runId !== null) await closeRunIfDrained(file.runId, deps);
   deps.log.warn({ fileId: file.id, status: o.status }, 'therapist file not imported');

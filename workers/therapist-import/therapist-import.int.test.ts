@@ -694,6 +694,35 @@ describe('therapist import: files and reports', () => {
     expect(ds[0]!.to_address).toBe(ctx.config.mail.staffEmail);
   });
 
+  it('a failure after the commit (the summary email cannot be queued: Redis away) on the last attempt does not turn the imported file into a failed one', async () => {
+    const file = path.join(dir, '20540.json');
+    await writeFile(file, scraperFile([therapistLine({ id: 'pc1', first: 'Paula', plz: '20540' }), therapistLine({ id: 'pc2', first: 'Peter', plz: '20540' })]));
+    const buf = await readFile(file);
+    const runId = await therapistImportRepo.openRun(ctx.database.db, 'cli', 'sealed');
+    const { file: row } = await therapistImportRepo.registerFile(ctx.database.db, {
+      runId,
+      path: file,
+      postcode: '20540',
+      dateFolder: null,
+      urgent: false,
+      contentHash: createHash('sha256').update(buf).digest('hex'),
+      sizeBytes: buf.length,
+    });
+    const deps = { ...therapistImportDeps(ctx), sendEmail: () => Promise.reject(new Error('redis not reachable')) };
+    await expect(processTherapistFile({ fileId: row.id }, deps, { isFinalAttempt: true })).rejects.toThrow('redis not reachable');
+    // The therapists went in, and the record says so: not "failed, 0 therapists".
+    expect(await byPlz('20540')).toHaveLength(2);
+    const after = await therapistImportRepo.getFile(ctx.database.db, row.id);
+    expect(after).toMatchObject({ status: 'imported', errorCode: null });
+    expect(after!.counts).toMatchObject({ total: 2, created: 2, fileErrors: 0 });
+    expect(await db.sql`select 1 from fleet.outbox where event_type = 'import.failed' and key = ${String(row.id)}`).toHaveLength(0);
+    const completed = await db.sql<Array<{ status: string }>>`select payload->>'status' as status from fleet.outbox where event_type = 'therapist_import.completed' and key = ${String(row.id)}`;
+    expect(completed.map((e) => e.status)).toEqual(['imported']);
+    // The summary is queued with the run (the email sweep sends it) and counts the file as imported.
+    const [run] = await db.sql`select state, counts, file_status_counts from fleet.therapist_import_runs where id = ${runId}`;
+    expect(run).toMatchObject({ state: 'closed', file_status_counts: { imported: 1 } });
+  });
+
   it('a file none of whose therapists went in is not called partly imported in the staff summary', async () => {
     const none = await imp([therapistLine({ id: 'f1', last: null, plz: '20510' }), therapistLine({ id: 'f2', first: 'Fritz', plz: '2051' })]);
     expect(none.status).toBe('partial');

@@ -239,8 +239,18 @@ export interface FileOutcome {
   errorCode?: string | null;
 }
 
-export async function finishFile(db: DbOrTx, id: number, o: FileOutcome): Promise<void> {
-  await db.update(therapistImportFiles).set(o).where(eq(therapistImportFiles.id, id));
+/**
+ * Records how a file ended, unless it has ended already: only a row still `queued` or
+ * `importing` is written (a failure after the file's commit must not turn an imported file into
+ * a failed one). Returns whether it was written.
+ */
+export async function finishFile(db: DbOrTx, id: number, o: FileOutcome): Promise<boolean> {
+  const rows = await db
+    .update(therapistImportFiles)
+    .set(o)
+    .where(and(eq(therapistImportFiles.id, id), inArray(therapistImportFiles.status, ['queued', 'importing'])))
+    .returning({ id: therapistImportFiles.id });
+  return rows.length > 0;
 }
 
 /**
