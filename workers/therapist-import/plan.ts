@@ -434,7 +434,7 @@ export function planFile(input: PlanInput): Plan {
   };
 
   /** The line takes `match`; a `deleted` line needs nothing else of its own. Returns its result. */
-  const take = (l: IdLine, match: ExistingTherapist, rule: MatchRule): LineResult => {
+  const take = (l: IdLine | MatchLine, match: ExistingTherapist, rule: MatchRule): LineResult => {
     claimedBy.set(match.id, { index: l.index, externalId: l.externalId });
     const result: LineResult = { ...base(l), rule, therapistId: match.id };
     results[l.pos] = result;
@@ -450,16 +450,25 @@ export function planFile(input: PlanInput): Plan {
         result.mismatch = { stated: l.stated, found: `${match.status} on the platform: status kept` };
       }
       if (extId) plan.tombstones.push({ key: extId, therapistId: match.id });
+      // Without a scraper id, by name: a later line of that name finds it was deleted (a status mismatch).
+      else if ('incoming' in l) plan.tombstones.push({ key: tombstoneOfPrimary((l.pk ??= primaryKey(l.incoming))), therapistId: match.id });
     }
     return result;
+  };
+
+  /** A `deleted` line without a scraper id deactivated this therapist by its name (the line's name) earlier. */
+  const deletedByName = (l: MatchLine, therapistId: number): boolean => {
+    const tomb = input.externalIds.get(tombstoneOfPrimary((l.pk ??= primaryKey(l.incoming))));
+    return tomb?.deleted === true && tomb.therapistId === therapistId;
   };
 
   /** The line takes `match`: deactivate, update or nothing. */
   const matched = (l: MatchLine, match: ExistingTherapist, rule: MatchRule) => {
     const result = take(l, match, rule);
     if (l.stated === 'deleted') return;
-    // Listed again after the scraper deleted it: it stays inactive (staff decide), and staff are told.
-    if (l.ext?.deleted === true && match.status === 'inaktiv') result.mismatch = { stated: l.stated, found: 'deleted by the scraper earlier: stays inactive' };
+    // Listed again after the scraper deleted it (by its scraper id, or a line without one by its
+    // name): it stays inactive (staff decide), and staff are told.
+    if (match.status === 'inaktiv' && (l.ext?.deleted === true || deletedByName(l, match.id))) result.mismatch = { stated: l.stated, found: 'deleted by the scraper earlier: stays inactive' };
     else if (l.stated === 'new') result.mismatch = { stated: l.stated, found: 'already on the platform' };
     const { json, digest } = scrapedRecord(compactScraped(l.incoming));
     const record = match.scraped;

@@ -546,6 +546,23 @@ describe('therapist import: updates', () => {
     expect(later.counts).toMatchObject({ unchanged: 1, statusMismatches: 0 });
   });
 
+  it('a therapist without a scraper id that the scraper deleted and lists again: stays inactive, and the report says so too', async () => {
+    await imp([therapistLine({ id: null, first: 'Nina', plz: '20109' }), therapistLine({ id: null, first: 'Nils', plz: '20109' })], {}, '20109.json');
+    const del = await imp([therapistLine({ id: null, first: 'Nina', plz: '20109', status: 'deleted' }), therapistLine({ id: null, first: 'Nils', plz: '20109', status: 'unchanged' })], { scrape_id: 'del' }, '20109.json');
+    expect(del.counts).toMatchObject({ total: 2, deactivated: 1, unchanged: 1, statusMismatches: 0 });
+    const back = await imp([therapistLine({ id: null, first: 'Nina', plz: '20109', status: 'unchanged' }), therapistLine({ id: null, first: 'Nils', plz: '20109', status: 'unchanged' })], { scrape_id: 'back' }, '20109.json');
+    expect(back.counts).toMatchObject({ total: 2, created: 0, unchanged: 2, statusMismatches: 1 });
+    expect(back.statusMismatches.map((m) => [m.index, m.stated, m.found])).toEqual([[0, 'unchanged', 'deleted by the scraper earlier: stays inactive']]);
+    expect((await byPlz('20109')).map((x) => [x.vorname, x.status])).toEqual([
+      ['Nina', 'inaktiv'],
+      ['Nils', 'aktiv'],
+    ]);
+    // Reactivated by staff: listed again is no mismatch.
+    await db.sql`update therapist_service.therapeuten set status = 'aktiv' where plz = '20109'`;
+    const later = await imp([therapistLine({ id: null, first: 'Nina', plz: '20109', status: 'unchanged', phone: '0241 7' })], { scrape_id: 'later' }, '20109.json');
+    expect(later.counts).toMatchObject({ updated: 1, statusMismatches: 0 });
+  });
+
   it('a therapist staff blocked (gesperrt) stays blocked when the scraper deletes it: no status written, no deactivation counted', async () => {
     await imp([therapistLine({ id: 'b1', first: 'Berta', plz: '20104' })], {}, '20104.json');
     await db.sql`update therapist_service.therapeuten set status = 'gesperrt', sperrgrund = 'Beschwerde', sperrdatum = '2025-06-01' where plz = '20104'`;
