@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FleetContext } from '../../libs/runtime/index.js';
+import { loadConfig } from '../../libs/config/index.js';
+import { silentLogger } from '../../libs/log/index.js';
+import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 import type { TestDatabase } from '../../libs/testing/db.js';
 import { startTherapistImportHarness } from './int-harness.js';
 import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from './fixtures.js';
@@ -738,6 +740,21 @@ describe('therapist import: files and reports', () => {
     // The summary is queued with the run (the email sweep sends it) and counts the file as imported.
     const [run] = await db.sql`select state, counts, file_status_counts from fleet.therapist_import_runs where id = ${runId}`;
     expect(run).toMatchObject({ state: 'closed', file_status_counts: { imported: 1 } });
+  });
+
+  it('fleet import therapist-file with Redis away: the import is reported as done (its summary waits in the database for the email sweep), not as a failure', async () => {
+    const noRedis = openContext(loadConfig({ DATABASE_URL: db.url, REDIS_URL: 'redis://127.0.0.1:1', QUEUE_PREFIX: 'rv-unused', SCRAPER_DROP_DIR: dir, LOG_LEVEL: 'silent' }), silentLogger(), { redisRole: 'command' });
+    try {
+      const file = path.join(dir, '20550.json');
+      await writeFile(file, scraperFile([therapistLine({ id: 'nr1', first: 'Rosa', plz: '20550' })]));
+      const r = await importTherapistFileNow(noRedis, file);
+      expect(r).toMatchObject({ status: 'imported', counts: { total: 1, created: 1 } });
+      expect(r.alreadyDone).toBeUndefined();
+      const [d] = await db.sql`select d.status from fleet.deliveries d join fleet.therapist_import_runs r on r.summary_delivery_id = d.id where r.id = ${r.runId}`;
+      expect(d).toMatchObject({ status: 'pending' });
+    } finally {
+      await noRedis.close();
+    }
   });
 
   it('a file none of whose therapists went in is not called partly imported in the staff summary', async () => {
