@@ -34,7 +34,8 @@ export interface ImportSession {
   reserveIds(n: number): Promise<number[]>;
   /**
    * Writes the plan, the events and the tracking row, and commits. Throws (nothing written)
-   * when a therapist changed since it was loaded: `isConcurrentChange` tells. Returns
+   * when a therapist changed since it was loaded, or the file is no longer `importing` (another
+   * process imported it meanwhile): `isConcurrentChange` tells. Returns
    * whether the run may now be drained (the caller then closes it under the run's lock).
    */
   commit(writes: Omit<SessionWrites, 'events'> & { events: Array<NewEvent<Record<string, unknown>>> }): Promise<{ runDrained: boolean }>;
@@ -290,7 +291,12 @@ async function importFile(
       log.info({ status: report.status, counts: report.counts, durationMs: report.durationMs, runClosed: deliveryId !== null }, 'therapist file imported');
       return report;
     } catch (err) {
-      if (attempt >= 3 || !deps.store.isConcurrentChange(err)) throw err;
+      if (!deps.store.isConcurrentChange(err)) throw err;
+      // Another process imported this file meanwhile (both claimed it: the CLI on a file a worker
+      // was importing, a job run twice): its commit stands, this one writes nothing.
+      const now = await deps.store.getFile(file.id);
+      if (now && now.status !== 'importing') return { ...reportOf(now), alreadyDone: true };
+      if (attempt >= 3) throw err;
       log.warn({ attempt }, 'therapists changed during the import: planning the file again');
     }
   }

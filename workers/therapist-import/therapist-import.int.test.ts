@@ -6,6 +6,7 @@ import { loadConfig } from '../../libs/config/index.js';
 import { silentLogger } from '../../libs/log/index.js';
 import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 import type { TestDatabase } from '../../libs/testing/db.js';
+import { IMPORT_LOCK_PREFIX } from '../../libs/db/repositories/therapist-import-session.js';
 import { startTherapistImportHarness } from './int-harness.js';
 import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from './fixtures.js';
 import { processTherapistFile } from './process-therapist-file.js';
@@ -755,6 +756,39 @@ describe('therapist import: files and reports', () => {
     } finally {
       await noRedis.close();
     }
+  });
+
+  it('one file imported by two processes at once (the CLI on a file a worker is importing): imported once, its report kept', async () => {
+    const file = path.join(dir, '20560.json');
+    await writeFile(file, scraperFile(Array.from({ length: 3 }, (_, i) => therapistLine({ id: `tw${i}`, first: `Twice${i}`, plz: '20560' }))));
+    const buf = await readFile(file);
+    const runId = await therapistImportRepo.openRun(ctx.database.db, 'cli', 'sealed');
+    const { file: row } = await therapistImportRepo.registerFile(ctx.database.db, {
+      runId,
+      path: file,
+      postcode: '20560',
+      dateFolder: null,
+      urgent: false,
+      contentHash: createHash('sha256').update(buf).digest('hex'),
+      sizeBytes: buf.length,
+    });
+    // Both claim the file, then wait for its postcode area's lock: the second imports after the first committed.
+    const locker = await db.sql.reserve();
+    await locker`select pg_advisory_lock(hashtext(${IMPORT_LOCK_PREFIX} || 'scope:20560'))`;
+    const deps = therapistImportDeps(ctx);
+    const first = processTherapistFile({ fileId: row.id }, deps);
+    while ((await therapistImportRepo.getFile(ctx.database.db, row.id))!.attempts < 1) await new Promise((r) => setTimeout(r, 10));
+    const second = processTherapistFile({ fileId: row.id }, deps);
+    while ((await therapistImportRepo.getFile(ctx.database.db, row.id))!.attempts < 2) await new Promise((r) => setTimeout(r, 10));
+    await locker`select pg_advisory_unlock(hashtext(${IMPORT_LOCK_PREFIX} || 'scope:20560'))`;
+    locker.release();
+    const reports = await Promise.all([first, second]);
+    expect(reports.map((r) => r.counts.created).sort()).toEqual([3, 3]);
+    expect(reports.filter((r) => r.alreadyDone)).toHaveLength(1);
+    expect(await byPlz('20560')).toHaveLength(3);
+    expect((await therapistImportRepo.getFile(ctx.database.db, row.id))!.counts).toMatchObject({ total: 3, created: 3, unchanged: 0 });
+    const completed = await db.sql`select 1 from fleet.outbox where event_type = 'therapist_import.completed' and key = ${String(row.id)}`;
+    expect(completed).toHaveLength(1);
   });
 
   it('a file none of whose therapists went in is not called partly imported in the staff summary', async () => {

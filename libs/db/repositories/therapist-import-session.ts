@@ -10,6 +10,8 @@ import { outboxBatch, outboxBatchParams, type OutboxInsert } from './outbox-rows
  *   1. the file's claim (its own transaction; when the caller read the file before claiming it),
  *      begin, postcode locks, external ids, candidate therapists (read without row locks);
  *   2. every write and the tracking row (one statement), commit, and the run-drain check after it.
+ *      The tracking row is written only while it is `importing`: when another process that also
+ *      claimed the file committed first, nothing is written (SQLSTATE 40001, as for a changed therapist).
  *
  * New therapists' ids come from the table's sequence in blocks held by the process (one more
  * round trip per block of 500).
@@ -404,7 +406,7 @@ export async function openImportSession(
             failures = ${JSON.stringify(o.failures)}::jsonb, status_mismatches = ${JSON.stringify(o.statusMismatches)}::jsonb,
             replaced_corrections = ${JSON.stringify(o.replacedCorrections)}::jsonb,
             finished_at = ${o.finishedAt.toISOString()}::timestamptz, duration_ms = ${o.durationMs}
-          where id = ${w.file.id}
+          where id = ${w.file.id} and status = 'importing'
           returning 1)
         select fleet.expect_rows((select count(*) from upd), ${w.updates.length}, 'therapist updates'),
                fleet.expect_rows((select count(*) from deact), ${w.deactivations.length}, 'therapist deactivations'),
