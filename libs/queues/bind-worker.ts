@@ -149,7 +149,7 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
     ...(opts.stalledIntervalMs ? { stalledInterval: opts.stalledIntervalMs } : {}),
     settings: { backoffStrategy: cappedBackoff },
   });
-  worker.on('error', (err) => qlog.error({ err }, 'worker error'));
+  logWorkerErrors(worker, opts.connection, qlog);
   // A job can also fail outside the processor (it stalled too often because its worker
   // died). Those never passed the catch above: dead-letter them here.
   worker.on('failed', (job, err) => {
@@ -174,6 +174,51 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
     })().catch((e: unknown) => qlog.error({ err: e, jobId: job.id }, 'could not dead-letter a failed job'));
   });
   return worker;
+}
+
+/** Errors of the worker's own Redis connections (Redis down, a wrong REDIS_URL), not of a job. */
+const REDIS_CONNECTION_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
+
+/** While Redis stays out of reach, a worker says so once per this interval. */
+export const WORKER_REDIS_DOWN_REPEAT_MS = 60_000;
+
+/**
+ * A worker's errors. While Redis is out of reach, each of its two connections reported every
+ * reconnect attempt as `worker error` with a stack: 14 error lines every 20 s for a fleet's
+ * seven queues, none naming REDIS_URL. Now a worker says once a minute that it cannot reach
+ * Redis, where and why (`repeats`: the attempts since), and once that it reached it.
+ */
+function logWorkerErrors(worker: Worker, connection: Redis, log: Logger): void {
+  const redis = `${connection.options.host ?? '127.0.0.1'}:${connection.options.port ?? 6379}`;
+  let downSince: number | null = null;
+  let lastSaid = 0;
+  let repeats = 0;
+  worker.on('error', (err) => {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code !== 'string' || !REDIS_CONNECTION_ERRORS.has(code)) {
+      log.error({ err }, 'worker error');
+      return;
+    }
+    const now = Date.now();
+    downSince ??= now;
+    if (lastSaid && now - lastSaid < WORKER_REDIS_DOWN_REPEAT_MS) {
+      repeats++;
+      return;
+    }
+    log.error(
+      { redis, cause: err.message, downSeconds: Math.round((now - downSince) / 1000), repeats },
+      'worker cannot reach redis (check REDIS_URL and that Redis runs): its jobs wait in Redis; retrying',
+    );
+    lastSaid = now;
+    repeats = 0;
+  });
+  connection.on('ready', () => {
+    if (downSince === null) return;
+    log.info({ redis, downSeconds: Math.round((Date.now() - downSince) / 1000) }, 'worker reached redis');
+    downSince = null;
+    lastSaid = 0;
+    repeats = 0;
+  });
 }
 
 /** One worker per queue that has handlers. */
