@@ -427,7 +427,9 @@ describe('weekly status emails', () => {
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
         body: 'List-Unsubscribe=One-Click',
       });
-      expect(res.status).toBe(500);
+      // The patient gets the German "try again later" page, not the app's JSON error.
+      expect(res.status).toBe(503);
+      expect(await res.text()).toContain('Bitte versuchen Sie es in ein paar Minuten noch einmal.');
     } finally {
       await ctx.database.db.execute(sql`drop trigger refuse_patient_commit on patient_service.patienten`);
       await ctx.database.db.execute(sql`drop function fleet.refuse_patient_commit()`);

@@ -16,7 +16,9 @@ import type { HttpRouteDeps, HttpRouteModule } from './types.js';
  * - POST /unsubscribe/:token/resubscribe: undoes the opt-out (a patient who clicked by
  *   mistake): the pages of an opted-out patient offer it as a button. Audited as
  *   `weekly.opt-in`, with the same event. GET on it shows the page of /unsubscribe/:token.
- * A forged or altered token gets 404 and changes nothing.
+ * A forged or altered token gets 404 and changes nothing. When the database fails (away, a
+ * restart), the patient gets a German page asking to try again later (503), not the app's
+ * English JSON error.
  */
 function germanPage(title: string, body: SafeHtml): string {
   return `<!doctype html>
@@ -35,6 +37,18 @@ function invalidPage(contact: string): string {
     'Link ungültig',
     html`<h1>Dieser Link ist leider ungültig</h1>
 <p>Bitte verwenden Sie den Link aus Ihrer letzten E-Mail von Curavani oder schreiben Sie uns an <a href="mailto:${contact}">${contact}</a>, dann melden wir Sie gerne ab.</p>`,
+  );
+}
+
+/**
+ * The page of a request that failed (PostgreSQL away or restarting): try again later, or write
+ * to staff. Says nothing about the cause (the page is public) and changes nothing.
+ */
+function unavailablePage(contact: string): string {
+  return germanPage(
+    'Vorübergehend nicht möglich',
+    html`<h1>Das hat gerade leider nicht geklappt</h1>
+<p>Bitte versuchen Sie es in ein paar Minuten noch einmal. Sie können uns auch schreiben: <a href="mailto:${contact}">${contact}</a></p>`,
   );
 }
 
@@ -75,6 +89,14 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
   const contact = ctx.config.weekly.contactEmail;
   const patientOf = (req: Request) => verifyUnsubscribeToken(secret, String(req.params.token ?? ''));
   const invalid = invalidPage(contact);
+  const unavailable = unavailablePage(contact);
+  /** A handler failed: logged by route pattern (the path carries the token), answered with the German page. */
+  const failed = (res: Response, route: string, err: unknown) => {
+    ctx.log.error({ err, route }, 'unsubscribe request failed');
+    if (res.headersSent) return;
+    res.status(503).setHeader('Retry-After', '60');
+    res.type('html').send(unavailable);
+  };
   /** The token's patient for a change (POST), or null once answered 404 and logged (without the token). */
   const patientToChange = (req: Request, res: Response, what: string, path: string): number | null => {
     const patientId = patientOf(req);
@@ -92,7 +114,7 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
     res.status(404).type('html').send(invalid);
   });
 
-  router.get('/:token', async (req, res, next) => {
+  router.get('/:token', async (req, res) => {
     try {
       noStore(res);
       const patientId = patientOf(req);
@@ -114,13 +136,13 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
         ),
       );
     } catch (err) {
-      next(err);
+      failed(res, 'GET /unsubscribe/:token', err);
     }
   });
 
   // RFC 8058 allows the one-click body as a form (its own example is multipart/form-data).
   const forms = [express.urlencoded({ extended: false, limit: '2kb' }), express.raw({ type: 'multipart/form-data', limit: '16kb' })];
-  router.post('/:token', ...forms, async (req, res, next) => {
+  router.post('/:token', ...forms, async (req, res) => {
     try {
       noStore(res);
       const patientId = patientToChange(req, res, 'unsubscribe', '/unsubscribe');
@@ -141,7 +163,7 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
           ),
         );
     } catch (err) {
-      next(err);
+      failed(res, 'POST /unsubscribe/:token', err);
     }
   });
 
@@ -151,7 +173,7 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
     res.redirect(303, `../${encodeURIComponent(String(req.params.token))}`);
   });
 
-  router.post('/:token/resubscribe', ...forms, async (req, res, next) => {
+  router.post('/:token/resubscribe', ...forms, async (req, res) => {
     try {
       noStore(res);
       const patientId = patientToChange(req, res, 'resubscribe', '/unsubscribe/resubscribe');
@@ -167,7 +189,7 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
         ),
       );
     } catch (err) {
-      next(err);
+      failed(res, 'POST /unsubscribe/:token/resubscribe', err);
     }
   });
   return router;

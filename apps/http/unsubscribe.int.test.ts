@@ -1,0 +1,77 @@
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../libs/config/index.js';
+import { createLogger } from '../../libs/log/index.js';
+import { openContext, type FleetContext } from '../../libs/runtime/index.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { randomSuffix, TEST_ADMIN_DB_URL, TEST_REDIS_URL, withDatabase } from '../../libs/testing/services.js';
+import { signUnsubscribeToken } from '../../libs/weekly/unsubscribe-token.js';
+import { httpComponent, type HttpComponent } from './component.js';
+
+/**
+ * The public unsubscribe pages when the database fails (here: a database that does not exist,
+ * which fails every query at once, as PostgreSQL away or restarting does after its timeout).
+ * Patients get a German page saying to try again later, not the app's English JSON error,
+ * and neither the page nor the log line carries the token.
+ */
+const SECRET = 'u'.repeat(40);
+let ctx: FleetContext;
+let http: HttpComponent;
+let base: string;
+let cleanupRedis: () => Promise<void>;
+const lines: Array<Record<string, unknown>> = [];
+
+beforeAll(async () => {
+  const { prefix, cleanup } = testQueuePrefix();
+  cleanupRedis = cleanup;
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
+      cb();
+    },
+  });
+  const config = loadConfig({
+    HTTP_PORT: '0',
+    DATABASE_URL: withDatabase(TEST_ADMIN_DB_URL, `rv_wk_missing_${randomSuffix()}`),
+    REDIS_URL: TEST_REDIS_URL,
+    QUEUE_PREFIX: prefix,
+    UNSUBSCRIBE_SECRET: SECRET,
+    WEEKLY_CONTACT_EMAIL: 'hilfe@curavani.example',
+    LOG_PRETTY: 'false',
+  });
+  ctx = openContext(config, createLogger({ level: 'info', pretty: 'false' }, stream));
+  http = httpComponent(ctx);
+  await http.start();
+  base = `http://127.0.0.1:${http.address()!.port}`;
+});
+afterAll(async () => {
+  await http?.stop(5_000);
+  await ctx?.close();
+  await cleanupRedis?.();
+});
+
+describe('unsubscribe while the database fails', () => {
+  it('answers the link, the one-click POST and the undo with a German page (503, try again), not an English JSON error', async () => {
+    const token = signUnsubscribeToken(SECRET, 42);
+    const oneClick = { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' };
+    for (const [path, init] of [
+      [`/unsubscribe/${token}`, {}],
+      [`/unsubscribe/${token}`, oneClick],
+      [`/unsubscribe/${token}/resubscribe`, oneClick],
+    ] as const) {
+      const res = await fetch(`${base}${path}`, init);
+      const body = await res.text();
+      expect(res.status, path).toBe(503);
+      expect(res.headers.get('content-type')).toMatch(/^text\/html/);
+      expect(res.headers.get('retry-after')).toBe('60');
+      expect(res.headers.get('cache-control')).toBe('no-store');
+      expect(body).toContain('Bitte versuchen Sie es in ein paar Minuten noch einmal.');
+      expect(body).toContain('mailto:hilfe@curavani.example');
+      expect(body).not.toContain('internal_error');
+      expect(body).not.toContain(token);
+    }
+    const failures = lines.filter((l) => l.msg === 'unsubscribe request failed');
+    expect(failures.map((l) => l.route)).toEqual(['GET /unsubscribe/:token', 'POST /unsubscribe/:token', 'POST /unsubscribe/:token/resubscribe']);
+    expect(JSON.stringify(lines)).not.toContain(token.split('.')[1]!);
+  });
+});
