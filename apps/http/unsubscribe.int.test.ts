@@ -1,15 +1,19 @@
 import { Writable } from 'node:stream';
+import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
-import { createLogger } from '../../libs/log/index.js';
+import { patienten } from '../../libs/db/schema/index.js';
+import { createLogger, silentLogger } from '../../libs/log/index.js';
 import { openContext, type FleetContext } from '../../libs/runtime/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { randomSuffix, TEST_ADMIN_DB_URL, TEST_REDIS_URL, withDatabase } from '../../libs/testing/services.js';
 import { signUnsubscribeToken } from '../../libs/weekly/unsubscribe-token.js';
 import { httpComponent, type HttpComponent } from './component.js';
 
 /**
- * The public unsubscribe pages when the database fails (here: a database that does not exist,
+ * The public unsubscribe pages at their edges (most of their behaviour is tested with the whole
+ * fleet in apps/fleet/weekly.int.test.ts). When the database fails (here: a database that does not exist,
  * which fails every query at once, as PostgreSQL away or restarting does after its timeout).
  * Patients get a German page saying to try again later, not the app's English JSON error,
  * and neither the page nor the log line carries the token.
@@ -73,5 +77,50 @@ describe('unsubscribe while the database fails', () => {
     const failures = lines.filter((l) => l.msg === 'unsubscribe request failed');
     expect(failures.map((l) => l.route)).toEqual(['GET /unsubscribe/:token', 'POST /unsubscribe/:token', 'POST /unsubscribe/:token/resubscribe']);
     expect(JSON.stringify(lines)).not.toContain(token.split('.')[1]!);
+  });
+});
+
+describe('unsubscribe opened with a trailing slash', () => {
+  let tdb: TestDatabase;
+  let app: { ctx: FleetContext; http: HttpComponent; base: string };
+  let cleanup: () => Promise<void>;
+  beforeAll(async () => {
+    tdb = await createTestDatabase();
+    const q = testQueuePrefix();
+    cleanup = q.cleanup;
+    const c = openContext(loadConfig({ HTTP_PORT: '0', DATABASE_URL: tdb.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, UNSUBSCRIBE_SECRET: SECRET }), silentLogger());
+    const h = httpComponent(c);
+    await h.start();
+    app = { ctx: c, http: h, base: `http://127.0.0.1:${h.address()!.port}` };
+  });
+  afterAll(async () => {
+    await app?.http.stop(5_000);
+    await app?.ctx.close();
+    await cleanup?.();
+    await tdb?.drop();
+  });
+
+  it("the page's undo button posts to /unsubscribe/<token>/resubscribe, not to <token>/<token>/resubscribe", async () => {
+    const [p] = await tdb.db
+      .insert(patienten)
+      .values({ anrede: 'Frau', geschlecht: 'weiblich', vorname: 'Erika', nachname: 'Slash', email: 'erika@example.org', zahlungsreferenz: 'SLASH001', status: 'auf_der_Suche' })
+      .returning({ id: patienten.id });
+    const token = signUnsubscribeToken(SECRET, p!.id);
+    const optedOut = async () => (await tdb.db.select({ v: patienten.weeklyUpdateOptOut }).from(patienten).where(eq(patienten.id, p!.id)))[0]!.v;
+    const actionOf = (page: string) => /<form method="post" action="([^"]+)"/.exec(page)?.[1];
+    for (const pageUrl of [`${app.base}/unsubscribe/${token}/`, `${app.base}/unsubscribe/${token}`]) {
+      // The button of the page (no action) posts to the page's own address: opted out.
+      const out = await fetch(pageUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '' });
+      expect(out.status).toBe(200);
+      expect(await optedOut()).toBe(true);
+      // Both the confirmation and the page of a patient already opted out offer the undo.
+      for (const page of [await out.text(), await (await fetch(pageUrl)).text()]) {
+        const undo = new URL(actionOf(page)!, pageUrl).href;
+        expect(undo, pageUrl).toBe(`${app.base}/unsubscribe/${token}/resubscribe`);
+      }
+      const undone = await fetch(`${app.base}/unsubscribe/${token}/resubscribe`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '' });
+      expect(undone.status).toBe(200);
+      expect(await optedOut()).toBe(false);
+    }
   });
 });

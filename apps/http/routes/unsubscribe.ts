@@ -79,6 +79,15 @@ function optedOutPage(heading: string, text: string, resubscribeAction: string, 
   );
 }
 
+/**
+ * The undo button's action relative to the page's own address: `<token>/resubscribe` from
+ * /unsubscribe/<token>, and `resubscribe` from /unsubscribe/<token>/ (a link opened with a
+ * trailing slash, which the route matches too; the other would resolve to <token>/<token>/...).
+ */
+function resubscribeAction(req: Request): string {
+  return req.path.endsWith('/') ? 'resubscribe' : `${String(req.params.token)}/resubscribe`;
+}
+
 function noStore(res: Response): void {
   res.setHeader('Cache-Control', 'no-store');
 }
@@ -124,7 +133,7 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
         return void res
           .status(200)
           .type('html')
-          .send(optedOutPage('Sie sind bereits abgemeldet', 'Sie erhalten keine wöchentlichen Zwischenstände mehr.', `${String(req.params.token)}/resubscribe`, contact));
+          .send(optedOutPage('Sie sind bereits abgemeldet', 'Sie erhalten keine wöchentlichen Zwischenstände mehr.', resubscribeAction(req), contact));
       }
       res.status(200).type('html').send(
         germanPage(
@@ -158,7 +167,7 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
           optedOutPage(
             'Sie wurden abgemeldet',
             'Sie erhalten keine wöchentlichen Zwischenstände mehr. Bereits geplante Nachrichten werden nicht mehr versendet.',
-            `${String(req.params.token)}/resubscribe`,
+            resubscribeAction(req),
             contact,
           ),
         );
