@@ -213,6 +213,23 @@ describe('weekly_update_last_sent', () => {
     expect(await runWeeklyFanout(ctx, { isoWeek: '2026-W48', dryRun: false })).toMatchObject({ eligible: 0, queued: 0, skippedAlreadySent: 1 });
   });
 
+  it("last week's email whose answer came after Monday 00:00 does not count as this week's: the patient still gets this week's", async () => {
+    const [late, other] = [await patient('a@example.org'), await patient('b@example.org')];
+    const w48 = await record(late, '2026-W48');
+    // Checked at Sunday 23:59:59.9 Berlin, the provider's answer (and so `sent`) after midnight.
+    clock.set('2026-11-29T23:00:00.200Z');
+    await finish(w48.deliveryId!, 'sent');
+    expect(await lastSent(late)).toEqual(new Date('2026-11-29T23:00:00.200Z'));
+    // Something else sent the other patient an email this week (last_sent by hand, no W48 delivery): that one counts.
+    await ctx.database.db.update(patienten).set({ weeklyUpdateLastSent: new Date('2026-11-30T07:00:00Z') }).where(eq(patienten.id, other));
+
+    clock.set(W49_MONDAY);
+    expect(await runWeeklyFanout(ctx, { isoWeek: '2026-W49', dryRun: true })).toMatchObject({ eligible: 1, skippedAlreadySent: 1 });
+    expect(await eligiblePatientIds(ctx.database.db, { isoWeek: '2026-W49', weekStart: isoWeekRange('2026-W49', 'Europe/Berlin').start }, 0, 10)).toEqual([late]);
+    expect(await record(late, '2026-W49')).toMatchObject({ outcome: 'queued' });
+    expect(await record(other, '2026-W49')).toMatchObject({ outcome: 'skipped', reason: 'already_sent' });
+  });
+
   it('the next week counts "since the last update" from the email that went out', async () => {
     const p = await patient('a@example.org', [new Date(Date.parse(W48_MONDAY) - 3 * DAY)]);
     const w48 = await record(p, '2026-W48');

@@ -53,9 +53,18 @@ const validEmailSql = sql`(p.email is not null and ${trimmedEmail} ~ ${PLAUSIBLE
 // The week's delivery key (unique, looked up by its index) says "recorded for this week",
 // also while that email is still pending; weekly_update_last_sent only moves when an email
 // goes out, so alone it would let a second fan-out select a patient whose email waits.
+// A last_sent in this week that is the send time of last week's email (checked just before
+// Monday 00:00, its answer just after) is last week's, not this week's.
 const alreadySent = (w: WeekWindow) =>
-  sql`((p.weekly_update_last_sent is not null and p.weekly_update_last_sent >= ${w.weekStart.toISOString()}::timestamptz)
+  sql`((p.weekly_update_last_sent is not null and p.weekly_update_last_sent >= ${w.weekStart.toISOString()}::timestamptz
+      and not exists (select 1 from fleet.deliveries d where d.idempotency_key = 'weekly.' || p.id || '.' || ${previousIsoWeek(w)}::text
+        and d.status = 'sent' and d.sent_at = p.weekly_update_last_sent))
     or exists (select 1 from fleet.deliveries d where d.idempotency_key = 'weekly.' || p.id || '.' || ${w.isoWeek}::text))`;
+
+/** The ISO week before `w` (its Sunday noon, in UTC, is in it in any zone). */
+function previousIsoWeek(w: WeekWindow): string {
+  return isoWeekOf(new Date(w.weekStart.getTime() - 12 * 3600_000), 'UTC');
+}
 
 export interface FanoutCounts {
   /** Searching patients with an active search. */
@@ -112,6 +121,11 @@ export interface WeeklyFacts {
   status: string;
   optedOut: boolean;
   lastSent: Date | null;
+  /**
+   * The ISO week of the fleet's weekly email whose send time `lastSent` is; null when none is
+   * (an email sent another way). Last week's email can be sent just after Monday 00:00.
+   */
+  lastSentWeek?: string | null;
   activeSearches: number;
   /** Requests sent to therapists (gesendet_datum set) for the active searches, in total and since the last update. */
   requestsTotal: number;
@@ -136,11 +150,22 @@ export interface WeeklyFacts {
  */
 function sinceLastUpdate(patientId: number, lastSent: Date | null) {
   if (!lastSent) return sql`'epoch'::timestamptz`;
-  const keys = [...new Set([-1, 0, 1].map((d) => weeklyIdempotencyKey(patientId, isoWeekOf(new Date(lastSent.getTime() + d * 86_400_000), 'UTC'))))];
-  const sent = lastSent.toISOString();
-  return sql`least(${sent}::timestamptz, (select d.created_at from fleet.deliveries d
-    where d.idempotency_key in (${sql.join(keys.map((k) => sql`${k}`), sql`, `)}) and d.status = 'sent'
+  return sql`least(${lastSent.toISOString()}::timestamptz, (select d.created_at from fleet.deliveries d
+    where d.idempotency_key in ${keysAround(patientId, lastSent)} and d.status = 'sent'
     order by d.sent_at desc limit 1))`;
+}
+
+/** The keys of the weekly emails that can have gone out at `at`: the weeks of `at` ± 1 day (UTC), which include its week in any zone. */
+function keysAround(patientId: number, at: Date) {
+  const keys = [...new Set([-1, 0, 1].map((d) => weeklyIdempotencyKey(patientId, isoWeekOf(new Date(at.getTime() + d * 86_400_000), 'UTC'))))];
+  return sql`(${sql.join(keys.map((k) => sql`${k}`), sql`, `)})`;
+}
+
+/** The key of the fleet's weekly email that went out at `lastSent` (an SQL expression; null when none did). */
+function keyOfLastSent(patientId: number, lastSent: Date | null) {
+  if (!lastSent) return sql`null::text`;
+  return sql`(select d.idempotency_key from fleet.deliveries d
+    where d.idempotency_key in ${keysAround(patientId, lastSent)} and d.status = 'sent' and d.sent_at = ${lastSent.toISOString()}::timestamptz limit 1)`;
 }
 
 /** What the email of one patient says, as of `now`. Null when the patient does not exist. */
@@ -167,6 +192,7 @@ export async function loadWeeklyFacts(db: DbOrTx, patientId: number, now: Date):
     answers_since: number;
     acceptances: number;
     acceptances_since: number;
+    last_sent_key: string | null;
   }>(sql`
     with since as (
       select ${sinceLastUpdate(patientId, p.lastSent)} as t
@@ -180,7 +206,7 @@ export async function loadWeeklyFacts(db: DbOrTx, patientId: number, now: Date):
         and ta.gesendet_datum is not null and ta.gesendet_datum <= ${nowIso}::timestamptz
       order by ta.id, (tap.status = 'angenommen') desc
     )
-    select (select count(*) from searches)::int as searches,
+    select (select count(*) from searches)::int as searches, ${keyOfLastSent(patientId, p.lastSent)} as last_sent_key,
       count(r.id)::int as requests_total,
       count(r.id) filter (where r.gesendet_datum > (select t from since))::int as requests_since,
       count(r.id) filter (where r.status in ('angenommen', 'abgelehnt'))::int as answers_total,
@@ -199,6 +225,7 @@ export async function loadWeeklyFacts(db: DbOrTx, patientId: number, now: Date):
     status: p.status,
     optedOut: p.optedOut,
     lastSent: p.lastSent,
+    lastSentWeek: f.last_sent_key === null ? null : (parseWeeklyIdempotencyKey(f.last_sent_key)?.isoWeek ?? null),
     activeSearches: f.searches,
     requestsTotal: f.requests_total,
     requestsSince: f.requests_since,
@@ -222,7 +249,7 @@ export function ineligibleReason(f: WeeklyFacts | null, w: WeekWindow): WeeklyIn
   if (f.optedOut) return 'opted_out';
   if (!f.email || trimEmail(f.email) === '') return 'no_email';
   if (!isPlausibleEmail(f.email)) return 'invalid_email';
-  if (f.lastSent && f.lastSent >= w.weekStart) return 'already_sent';
+  if (f.lastSent && f.lastSent >= w.weekStart && !(f.lastSentWeek && f.lastSentWeek < w.isoWeek)) return 'already_sent';
   return null;
 }
 
