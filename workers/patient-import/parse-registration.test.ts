@@ -393,6 +393,25 @@ describe('email addresses', () => {
   });
 });
 
+describe('the consent timestamp', () => {
+  const consentAt = (t: string) => plainRegistration({ patch: (r) => ((r.consent_metadata as Record<string, unknown>).timestamp_utc = t) });
+
+  // Date.parse takes each of these (30 February as 2 March; the year 0000, which PostgreSQL refuses,
+  // so the insert failed at every attempt until the import gave up for the fleet's fault).
+  it.each(['2025-02-30T14:33:55Z', '2025-07-05T24:00:00Z', '0000-01-01T00:00:00Z', '0001-01-01T00:30:00+01:00', '2025-07-05T14:33:55+24:00'])(
+    'rejects %s as no real moment, naming the field',
+    (t) => {
+      const err = rejectOf(consentAt(t));
+      expect(err.code).toBe('validation_failed');
+      expect(err.message).toBe(`consent_metadata.timestamp_utc: expected a UTC timestamp such as 2025-07-05T14:33:55Z, got the string "${t}"`);
+    },
+  );
+
+  it.each(['2025-07-05T14:33:55Z', '2024-02-29T23:59:59.123Z', '2025-07-05T16:33:55+02:00', '2025-07-05T16:33:55+0200'])('accepts %s', (t) => {
+    expect(parseRegistration(fileBytes(consentAt(t)), noSecret, now).registration.consent_metadata.timestamp_utc).toBe(t);
+  });
+});
+
 describe('consent as the file carried it', () => {
   it('keeps the raw consent_metadata beside the parsed values', () => {
     const reg = plainRegistration({

@@ -124,6 +124,23 @@ function isRealDate(s: string): boolean {
   return dt.getUTCFullYear() === y && dt.getUTCMonth() === mo - 1 && dt.getUTCDate() === d;
 }
 
+/** The earliest consent time taken: the other dates of the file begin there too. */
+const EARLIEST = Date.UTC(1900, 0, 1);
+
+/**
+ * `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` naming a moment that exists. `Date.parse` alone takes
+ * `2025-02-30T...` (as 2 March) and `...T24:00:00Z`, and the year 0000, which PostgreSQL refuses:
+ * the insert failed at every attempt until the import gave up, as if the fleet were at fault.
+ */
+function isRealTimestamp(s: string): boolean {
+  const m = /^(\d{4}-\d{2}-\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|[+-](\d{2}):?(\d{2}))$/.exec(s);
+  if (!m || !isRealDate(m[1]!)) return false;
+  if (Number(m[2]) > 23 || Number(m[3]) > 59 || Number(m[4]) > 59) return false;
+  if (m[7] !== undefined && (Number(m[7]) > 23 || Number(m[8]) > 59)) return false;
+  const at = Date.parse(s);
+  return !Number.isNaN(at) && at >= EARLIEST;
+}
+
 /** `YYYY-MM-DD`, a date that exists; `past` also demands it lies before `today`. */
 const dateField = (opts: { past: boolean; today: () => string }) =>
   z.preprocess(
@@ -255,7 +272,7 @@ export const consentMetadataSchema = z.looseObject(
     user_agent: optionalText(),
     timestamp_utc: z
       .string({ error: requiredOr('expected a UTC timestamp such as 2025-07-05T14:33:55Z') })
-      .refine((s) => /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})$/.test(s) && !Number.isNaN(Date.parse(s)), {
+      .refine(isRealTimestamp, {
         error: (iss) => `expected a UTC timestamp such as 2025-07-05T14:33:55Z, got ${typeName(iss.input)}`,
       }),
     voucher_booking: z.preprocess(
