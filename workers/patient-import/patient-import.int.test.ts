@@ -364,6 +364,26 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect((await listDeadLetters(h.ctx.queues, { queue: 'patient-import' })).some((d) => (d.data as Row).ledgerId === Number(one.id))).toBe(false);
   });
 
+  it('object replaced before its download, and the newer upload imported and deleted by the fleet first: `replaced`, not "deleted by someone else"', async () => {
+    // A backlog (Redis lost its queue, retries after a storage hiccup) can run the newer row first.
+    const reg = plainRegistration({ token: '5ec0d0ffab12cd34' });
+    const first = await upload(h, reg);
+    const replacement = plainRegistration({ token: '5ec0d0ffab12cd34', patch: (r) => ((r.patient_data as Row).telefon = '+49 170 222') });
+    let second = { name: '', generation: '' };
+    h.standIn.before('download', async () => {
+      second = await upload(h, replacement, first.name);
+      await settled(h, second.name, second.generation);
+    });
+    const one = await settled(h, first.name, first.generation, ['replaced', 'failed', 'deleted']);
+    const two = (await ledgerOf(second.name, second.generation))!;
+    expect(two).toMatchObject({ status: 'deleted', duplicate_kind: null });
+    expect(h.standIn.getObject(BUCKET, first.name)).toBeUndefined();
+    expect(one).toMatchObject({ status: 'replaced', patient_id: null, error_code: null, failed_path: null });
+    expect(one.reason).toBe(`replaced in the bucket by generation ${second.generation} before it was downloaded; that upload is imported on its own`);
+    expect(await deliveriesOf(`patient-import.%.ledger.${one.id}`)).toHaveLength(0);
+    expect((await listDeadLetters(h.ctx.queues, { queue: 'patient-import' })).some((d) => (d.data as Row).ledgerId === Number(one.id))).toBe(false);
+  });
+
   it('object deleted by someone else before its download: failed for staff, with a reason that says so', async () => {
     const gone = await upload(h, plainRegistration({ token: 'ef567890ab12cd34' }));
     h.standIn.before('download', (_req, s) => void s.removeObject(BUCKET, gone.name));

@@ -5,6 +5,7 @@ import {
   markImportBackedUp,
   markImportFinished,
   markImportReplaced,
+  newerLedgerGeneration,
   runImportTransaction,
   startImportAttempt,
   readImportHead,
@@ -105,6 +106,7 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
       if (other) throw new LedgerRowMovedOn(id, other);
     },
     markReplaced: (id, reason) => markImportReplaced(db, id, reason, clock.now()),
+    newerGeneration: (row) => newerLedgerGeneration(db, row),
   };
 }
 

@@ -107,6 +107,11 @@ export interface ImportStore {
   markFinished(ledgerId: number, status: 'deleted' | 'superseded' | 'done', deleteOutcome: DeleteOutcome | 'kept'): Promise<void>;
   /** Not imported: the bucket object was replaced by a newer upload before this generation was downloaded (final). */
   markReplaced(ledgerId: number, reason: string): Promise<void>;
+  /**
+   * A newer generation of the row's object that the ledger recorded (null: none): the row's own
+   * was replaced by it, even when the fleet has imported and deleted that one from the bucket already.
+   */
+  newerGeneration(row: ImportRow): Promise<string | null>;
 }
 
 /** Where a row's bytes come from and how its object is deleted. */

@@ -15,7 +15,7 @@ function setup(doc: unknown, name = objectNameFor(doc as Record<string, unknown>
     md5Hash: createHash('md5').update(bytes).digest('base64'), size: bytes.length, status: 'received', attempts: 0,
     patientId: null, duplicateOfPatientId: null, backupPath: null, failedPath: null, receivedAt: new Date(),
   };
-  const state = { patients: [] as CommitInput[], mails: new Set<string>(), sent: [] as string[], objects: new Map([[name, bytes]]), backups: new Map<string, Buffer>(), failed: new Map<string, Buffer>(), failures: [] as string[], replacedReasons: [] as string[], current: new Map<string, string>([[name, '7']]), outcome: null as CommitOutcome | null, staffMails: [] as StaffMail[] };
+  const state = { patients: [] as CommitInput[], mails: new Set<string>(), sent: [] as string[], objects: new Map([[name, bytes]]), backups: new Map<string, Buffer>(), failed: new Map<string, Buffer>(), failures: [] as string[], replacedReasons: [] as string[], current: new Map<string, string>([[name, '7']]), outcome: null as CommitOutcome | null, staffMails: [] as StaffMail[], newerInLedger: null as string | null };
   const store: ImportStore = {
     startAttempt: async () => {
       row.attempts++;
@@ -50,6 +50,7 @@ function setup(doc: unknown, name = objectNameFor(doc as Record<string, unknown>
       row.status = 'replaced';
       state.replacedReasons.push(reason);
     },
+    newerGeneration: async () => state.newerInLedger,
   };
   let failDeletes = 0;
   const deps: ImportDeps = {
@@ -274,6 +275,16 @@ describe('processPatientImport (in-memory ports)', () => {
       'ledger 1: generation 7 is no longer in the bucket and no other upload of that name is: deleted before the fleet downloaded it (not by the fleet); ask for the registration to be uploaded again',
     );
     expect(t.state.sent).toEqual(['failed']);
+  });
+
+  it('a generation whose newer upload the fleet recorded, imported and deleted first is replaced, not failed as deleted by someone else', async () => {
+    const t = setup(plainRegistration());
+    t.state.current.clear();
+    t.state.objects.clear();
+    t.state.newerInLedger = '9';
+    expect(await processPatientImport(1, t.deps)).toEqual({ outcome: 'replaced', ledgerId: 1, status: 'replaced' });
+    expect(t.state.replacedReasons).toEqual(['replaced in the bucket by generation 9 before it was downloaded; that upload is imported on its own']);
+    expect(t.state).toMatchObject({ patients: [], sent: [], failures: [] });
   });
 
   it('a generation the bucket lists but does not serve is retried, not failed', async () => {

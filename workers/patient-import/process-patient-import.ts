@@ -156,6 +156,10 @@ async function gone(row: ImportRow, deps: ImportDeps): Promise<Buffer | { replac
   // Listed but not served: a storage hiccup, retried.
   if (current === row.generation) throw new Error(`ledger ${row.id}: the bucket has generation ${row.generation} but did not serve it`);
   if (current !== null) return { replacedBy: current };
+  // No object of that name now, but the ledger has a newer upload of it: that one replaced this
+  // generation, and the fleet imported and deleted it before this row's turn (a backlog, a retry).
+  const newer = await deps.store.newerGeneration(row);
+  if (newer !== null) return { replacedBy: newer };
   throw new PermanentError(
     'object_not_found',
     `ledger ${row.id}: generation ${row.generation} is no longer in the bucket and no other upload of that name is: deleted before the fleet downloaded it (not by the fleet); ask for the registration to be uploaded again`,

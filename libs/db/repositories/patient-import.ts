@@ -441,6 +441,24 @@ export async function markImportReplaced(db: Db, id: number, reason: string, at:
   if (!r.count) throw new Error(`ledger row ${id} is not waiting for its import`);
 }
 
+/**
+ * The newest generation of the same bucket object the ledger recorded after `generation` (null:
+ * none). Generations of a name only grow (GCS; the local driver alike), so a recorded newer one
+ * means `generation` was replaced by an upload, even when that upload is gone from the bucket too
+ * because the fleet imported and deleted it first.
+ */
+export async function newerLedgerGeneration(db: Db, row: { id: number; bucket: string; objectName: string; generation: string }): Promise<string | null> {
+  if (!/^\d+$/.test(row.generation)) return null;
+  const [r] = await clientOf(db).unsafe(
+    // The cast inside a CASE: PostgreSQL does not promise to test the pattern first in an AND.
+    `select generation from ${LEDGER} where source = 'bucket' and bucket = $1 and object_name = $2 and id <> $3
+        and (case when generation ~ '^[0-9]+$' then generation::numeric end) > $4::numeric
+      order by (case when generation ~ '^[0-9]+$' then generation::numeric end) desc limit 1`,
+    [row.bucket, row.objectName, row.id, row.generation],
+  );
+  return r ? (r.generation as string) : null;
+}
+
 /** What the import transaction finds, under the advisory locks of its keys. */
 export interface ImportLookup {
   /** The ledger row now (null: no such row). */
