@@ -512,6 +512,38 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     }
   });
 
+  it('a full disk (the backup and the failed folder both failing): on the last attempt the row is still recorded failed for staff, without the copy', async () => {
+    const q = testQueuePrefix();
+    cleanups.push(q.cleanup);
+    const own = await startImportHarness({ databaseUrl: database.url, queuePrefix: q.prefix, env: { RETRY_BACKOFF_SCALE: '0.001' } });
+    try {
+      const reg = plainRegistration({ vorname: 'Ottilie', nachname: 'Vollplatte', token: 'f011d15c12345678' });
+      const { name, generation } = await upload(own, reg);
+      await own.poll();
+      const id = Number((await ledgerOf(name, generation))!.id);
+      // Every write of either copy fails (rename: EISDIR), as on a full volume (ENOSPC) both folders share.
+      for (const dir of [own.backupDir, own.failedDir]) await mkdir(path.join(dir, safeFileName({ id, objectName: name }), 'x'), { recursive: true });
+      await own.startWorkers();
+      const dead = await until(async () => (await listDeadLetters(own.ctx.queues, { queue: 'patient-import' })).find((d) => (d.data as Row).ledgerId === id), 30_000, 'dead letter');
+      const row = await until(async () => {
+        const r = await ledger(id);
+        return r.status === 'failed' ? r : undefined;
+      }, 5_000, 'row failed');
+      expect(row).toMatchObject({ error_code: 'gave_up', failed_path: null, attempts: catalog['patient-import'].retry.attempts });
+      expect(row.reason).toContain(`; failed folder: the original bytes could not be kept there (EISDIR`);
+      expect(row.reason).toContain(own.failedDir);
+      expect(row.reason_withheld).toContain('; failed folder: the original bytes could not be kept there (EISDIR');
+      const mails = await deliveriesOf(`patient-import.failed.ledger.${id}`);
+      expect(mails).toHaveLength(1);
+      expect(mails[0]!.text).toContain('die Originaldatei konnte dort nicht gesichert werden');
+      expect(await failedEventsOf(id)).toHaveLength(1);
+      for (const text of [JSON.stringify(dead), String(row.reason), String(row.reason_withheld)]) expect(text).not.toMatch(/Vollplatte|Ottilie/);
+      expect(own.standIn.getObject(BUCKET, name)?.generation).toBe(generation);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('the final attempt commits and then fails (e.g. the email enqueue): the row stays imported, no failure email or event', async () => {
     const q = testQueuePrefix();
     cleanups.push(q.cleanup);

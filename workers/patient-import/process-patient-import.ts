@@ -78,14 +78,14 @@ export async function processPatientImport(
     // there is not the registration's failure: the job fails (dead letter), the row stays committed.
     if (isPermanent(err) && (row.status === 'imported' || row.status === 'duplicate')) throw err;
     if (isPermanent(err)) {
-      const recorded = await fail(row, err, bytes, deps);
+      const recorded = await fail(row, err, bytes, deps, { finalAttempt: opts.finalAttempt === true });
       if (recorded instanceof LedgerRowMovedOn) return movedOn(recorded, deps);
       throw recorded;
     }
     if (opts.finalAttempt && row.status !== 'imported' && row.status !== 'duplicate') {
       // No more retries: record it for staff (best effort: the store may be what is failing).
       const giveUp = new PermanentError('gave_up', `ledger ${ledgerId}: gave up after ${row.attempts} attempts: ${errorMessage(err)}`);
-      const recorded = await fail(row, giveUp, bytes, deps).catch((e: unknown) => deps.log.error({ err: e, ledgerId }, 'could not record the failed import'));
+      const recorded = await fail(row, giveUp, bytes, deps, { finalAttempt: true }).catch((e: unknown) => deps.log.error({ err: e, ledgerId }, 'could not record the failed import'));
       if (recorded instanceof LedgerRowMovedOn) return movedOn(recorded, deps);
     }
     throw err;
@@ -120,7 +120,7 @@ export async function recordAbandonedImport(ledgerId: number, reason: string, de
   if (!row || FINAL.has(row.status) || row.status === 'failed' || row.status === 'imported' || row.status === 'duplicate') return;
   // Reading the copy is safe; parsing it is what may not be.
   const bytes = row.backupPath ? await deps.backups.read(row.backupPath) : null;
-  const recorded = await fail(row, new PermanentError('worker_died', `ledger ${ledgerId}: gave up after ${row.attempts} attempts: ${reason}`), bytes, deps);
+  const recorded = await fail(row, new PermanentError('worker_died', `ledger ${ledgerId}: gave up after ${row.attempts} attempts: ${reason}`), bytes, deps, { finalAttempt: true });
   if (recorded instanceof LedgerRowMovedOn) movedOn(recorded, deps);
 }
 
@@ -253,16 +253,32 @@ async function finish(row: ImportRow, deps: ImportDeps, outcome?: CommitOutcome)
  * Records the failure (ledger, kept bytes, one staff email); returns the error to throw, or
  * LedgerRowMovedOn when another run of the row imported or ended it meanwhile (nothing recorded,
  * no copy kept in the failed folder).
+ *
+ * A failed folder that cannot take the copy (full, read-only) fails the attempt, which is
+ * retried; on the last attempt the failure is recorded without the copy (the reason says so; the
+ * object stays in the bucket): else a full disk, which also failed the backup, left the row
+ * waiting unseen behind a dead letter, without the one staff email.
  */
-async function fail(row: ImportRow, err: PermanentError, bytes: Buffer | null, deps: ImportDeps): Promise<PermanentError | LedgerRowMovedOn> {
+async function fail(row: ImportRow, err: PermanentError, bytes: Buffer | null, deps: ImportDeps, opts: { finalAttempt: boolean }): Promise<PermanentError | LedgerRowMovedOn> {
   const now = await deps.store.readRow(row.id);
   if (now && !FAILABLE_STATUSES.has(now.status)) return new LedgerRowMovedOn(row.id, now.status);
   const prefix = `ledger ${row.id}: `;
+  let failedPath: string | null = null;
+  let notKept = '';
+  if (bytes) {
+    try {
+      failedPath = await deps.failed.save(row, bytes);
+    } catch (e) {
+      if (!opts.finalAttempt) throw e;
+      // A FolderError names the errno, the operation and the folder, never the file (the patient's name).
+      notKept = `; failed folder: the original bytes could not be kept there (${errorMessage(e)}), the file stays in the bucket`;
+      deps.log.error({ err: e, ledgerId: row.id }, 'could not keep the failed file in the failed folder: the failure is recorded without it');
+    }
+  }
   const marked = typeof err.details?.marked === 'string' ? err.details.marked : err.message;
-  const reason = err.message.startsWith(prefix) ? err.message : `${prefix}${err.message}`;
+  const reason = `${err.message.startsWith(prefix) ? err.message : `${prefix}${err.message}`}${notKept}`;
   // Logs and dead letters get the text without values quoted from the file (personal data).
-  const safe = `${prefix}${withholdValues(marked.startsWith(prefix) ? marked.slice(prefix.length) : marked)}`;
-  const failedPath = bytes ? await deps.failed.save(row, bytes) : null;
+  const safe = `${prefix}${withholdValues(marked.startsWith(prefix) ? marked.slice(prefix.length) : marked)}${notKept}`;
   const at = deps.clock.now();
   const mail = failedMail(row, { code: err.code, reason, failedPath, at, dashboardUrl: deps.dashboardUrl });
   let recorded: { deliveryId: string; created: boolean };

@@ -94,6 +94,7 @@ function allReasons(): string[] {
     'registration_token: does not match the token in the file name',
     'file: 1.4 MB, more than REGISTRATION_FILE_MAX_MB=1 allows (a registration is a few KB), not read',
     'gave up after 5 attempts: connect ECONNREFUSED 127.0.0.1:5432',
+    'patient_data.plz: expected 5 digits, got the string "5206"; failed folder: the original bytes could not be kept there (ENOSPC: no space left on device (open in the folder /var/failed/registrations)), the file stays in the bucket',
     'generation 1733 is no longer in the bucket and no other upload of that name is: deleted before the fleet downloaded it (not by the fleet); ask for the registration to be uploaded again',
     'the file is not in the configured bucket',
   ];
@@ -124,6 +125,15 @@ describe('registrationReasonDe', () => {
     expect(registrationReasonDe('file name: expected {nachname}_{vorname}_{date}_{token}.json (the date part "2025-13" is not YYYYMMDD or YYYY-MM-DD)')).toBe(
       'Dateiname: erwartet: {nachname}_{vorname}_{datum}_{token}.json (der Teil Datum "2025-13" ist nicht JJJJMMTT oder JJJJ-MM-TT)',
     );
+  });
+
+  it('translates the note that the failed folder could not keep the copy, also after the cause of a give-up', () => {
+    const note = 'the original bytes could not be kept there (ENOSPC: no space left on device (open in the folder /var/failed)), the file stays in the bucket';
+    const de = 'Ordner für nicht importierte Dateien: die Originaldatei konnte dort nicht gesichert werden (ENOSPC: no space left on device (open in the folder /var/failed)), die Datei bleibt im Bucket';
+    expect(registrationReasonDe(`gave up after 22 attempts: ENOSPC: no space left on device (open in the folder /var/backup); failed folder: ${note}`)).toBe(
+      `nach 22 Versuchen aufgegeben: ENOSPC: no space left on device (open in the folder /var/backup); ${de}`,
+    );
+    expect(registrationReasonDe(`patient_data.plz: expected 5 digits, got the string "5206"; failed folder: ${note}`)).toBe(`patient_data.plz: erwartet: 5 Ziffern, gefunden: der Text "5206"; ${de}`);
   });
 
   it('keeps what it does not know in English', () => {

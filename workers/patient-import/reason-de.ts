@@ -99,14 +99,23 @@ function message(m: string): string | null {
   if ((x = /^expected (hmac-[\w-]+), got ([\s\S]+)$/.exec(m))) return `erwartet: ${x[1]}, gefunden: ${x[2]}`;
   if ((x = new RegExp(`^expected (${QUOTED}) \\(REGISTRATION_ENVIRONMENT\\), got ([\\s\\S]+)$`).exec(m))) return `erwartet: ${x[1]} (REGISTRATION_ENVIRONMENT), gefunden: ${x[2]}`;
   // The fleet's own failures: the technical cause stays as the system gave it.
-  if ((x = /^gave up after (\d+) attempts: ([\s\S]*)$/.exec(m))) return `nach ${x[1]} Versuchen aufgegeben: ${x[2]}`;
+  // The technical cause as it is, up to the note that the failed folder could not keep the copy.
+  if ((x = /^gave up after (\d+) attempts: ([\s\S]*?)(?:; failed folder: (the original bytes could not be kept there [\s\S]*))?$/.exec(m))) {
+    return `nach ${x[1]} Versuchen aufgegeben: ${x[2]}${x[3] === undefined ? '' : `; ${table.labels!['failed folder']}: ${message(x[3]) ?? x[3]}`}`;
+  }
   if ((x = /^generation (\d+) is no longer in the bucket and no other upload of that name is: deleted before the fleet downloaded it \(not by the fleet\); ask for the registration to be uploaded again$/.exec(m))) {
     return `Generation ${x[1]} ist nicht mehr im Bucket und auch keine andere Datei dieses Namens: gelöscht, bevor die Fleet sie herunterladen konnte (nicht von der Fleet); bitte die Anmeldung neu hochladen lassen`;
+  }
+  if ((x = /^the original bytes could not be kept there \(([\s\S]*)\), the file stays in the bucket$/.exec(m))) {
+    return `die Originaldatei konnte dort nicht gesichert werden (${x[1]}), die Datei bleibt im Bucket`;
   }
   return null;
 }
 
-const table: ReasonTable = { message, labels: { file: 'Datei', 'file name': 'Dateiname', '(file)': '(Datei)', 'a key': 'ein Schlüssel' } };
+const table: ReasonTable = {
+  message,
+  labels: { file: 'Datei', 'file name': 'Dateiname', '(file)': '(Datei)', 'a key': 'ein Schlüssel', 'failed folder': 'Ordner für nicht importierte Dateien' },
+};
 
 /** A registration's failure reason in German, one entry per issue; what is not known stays as it is. */
 export function registrationReasonIssuesDe(reason: string): string[] {
