@@ -152,6 +152,27 @@ describe('fleet dlq requeue of an email (the real CLI)', () => {
     return { id, jobId };
   }
 
+  it('dlq list says before a requeue whether the email may reach its recipient twice', async () => {
+    const recent = await failedUnanswered('cli.list.recent', 2);
+    const old = await failedUnanswered('cli.list.old', 30);
+    const emptied = await failedUnanswered('cli.list.emptied', 30);
+    await db.sql`update fleet.deliveries set contents_removed_at = '2026-11-01T03:00:00Z', subject = '', html = '', text = '' where id = ${emptied.id}`;
+    const listed = await fleet('dlq', 'list', '--queue', 'email');
+    expect(listed.code).toBe(0);
+    // One entry's lines: from its id to the next entry's.
+    const block = (jobId: string) => listed.stdout.slice(listed.stdout.indexOf(jobId)).split(/\n(?=\S)/)[0]!;
+    const until = new Date((await getDelivery(db.db, recent.id))!.claimedAt!.getTime() + 23 * 3600_000).toISOString().replace('T', ' ').slice(0, 19);
+    expect(block(recent.jobId)).toContain(
+      `  before a requeue: its last provider request got no answer: requeued before ${until} UTC, it goes out again under the same idempotency key, so at most once\n`,
+    );
+    expect(block(old.jobId)).toContain("  before a requeue: its last provider request got no answer and the provider's 24 h idempotency window is over: a requeue sends it again, and the recipient may already have it");
+    expect(block(emptied.jobId)).toContain('  before a requeue: its contents were removed on 2026-11-01 03:00:00 UTC (EMAIL_RETENTION_DAYS): it cannot be sent again; discard it\n');
+    const json = JSON.parse((await fleet('dlq', 'list', '--queue', 'email', '--json')).stdout) as Array<{ originalJobId: string; requeueAdvice?: string }>;
+    expect(json.find((e) => e.originalJobId === old.jobId)?.requeueAdvice).toMatch(/may already have it/);
+    expect(listed.stdout).not.toContain('@example.com');
+    for (const d of [recent, old, emptied]) expect((await fleet('dlq', 'discard', d.jobId, '--queue', 'email', '--reason', 'test over')).code).toBe(0);
+  });
+
   it('says what became of it: resent under its key within the window, a new email that may be a second one after it', async () => {
     const recent = await failedUnanswered('cli.recent', 2);
     const r1 = await fleet('dlq', 'requeue', recent.jobId, '--queue', 'email', '--reason', 'provider outage over');

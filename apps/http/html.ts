@@ -53,7 +53,7 @@ input[type=text]{padding:4px 6px;border:1px solid #cbd2d9;border-radius:4px;min-
 button{padding:4px 10px;border-radius:4px;border:1px solid #3e4c59;background:#fff;cursor:pointer}
 button.danger{border-color:#b42318;color:#b42318}
 nav{background:#1f2933;color:#fff;padding:10px 24px}nav a{color:#fff;margin-right:16px}
-.notice{background:#fff8e1;border:1px solid #f0c36d;padding:8px 12px;margin-bottom:16px}.notice.ok{background:#e8f5e9;border-color:#7bc47f}.notice ul{margin:6px 0 0;padding-left:20px}
+.notice{background:#fff8e1;border:1px solid #f0c36d;padding:8px 12px;margin-bottom:16px}.advice{background:#fff8e1;border-left:3px solid #f0c36d;padding:4px 8px;margin-top:6px}.notice.ok{background:#e8f5e9;border-color:#7bc47f}.notice ul{margin:6px 0 0;padding-left:20px}
 th.num,td.num{text-align:right}td.num{white-space:nowrap}
 table.counts{width:auto;min-width:min(420px,100%)}table.counts th{background:#fff;font-weight:500}table.counts td code{word-break:break-all}
 .scroll{overflow-x:auto}.nowrap{white-space:nowrap}.note{min-width:180px}h1 code{font-size:18px}

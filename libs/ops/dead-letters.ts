@@ -18,8 +18,36 @@ export interface DeadLetterHook {
   /** May return a notice for the operator (shown with the result, kept in the audit row): ids only, no personal data. */
   onRequeue?(payload: unknown, db: Db): Promise<string | void>;
   onDiscard?(payload: unknown, db: Db): Promise<void>;
+  /**
+   * What a requeue of each entry would do, told before the operator decides, where that is not
+   * simply "it runs again" (e.g. an email that may reach its recipient a second time); one per
+   * payload, in order. Ids only, no personal data.
+   */
+  requeueAdvice?(payloads: unknown[], db: Db): Promise<Array<string | undefined>>;
 }
 export type DeadLetterHooks = Partial<Record<JobName, DeadLetterHook>>;
+
+/** A dead letter with what a requeue of it would do, when its family has something to say. */
+export type AdvisedDeadLetter = DeadLetterView & { requeueAdvice?: string };
+
+/** The entries with their families' requeue advice (DeadLetterHook.requeueAdvice). */
+export async function withRequeueAdvice(deps: Pick<OperatorDeps, 'db' | 'hooks'>, entries: DeadLetterView[]): Promise<AdvisedDeadLetter[]> {
+  const out: AdvisedDeadLetter[] = [...entries];
+  const byName = new Map<string, number[]>();
+  entries.forEach((e, i) => byName.set(e.name, [...(byName.get(e.name) ?? []), i]));
+  for (const [name, at] of byName) {
+    const advise = deps.hooks[name as JobName]?.requeueAdvice;
+    if (!advise) continue;
+    const advice = await advise(
+      at.map((i) => entries[i]!.data),
+      deps.db,
+    );
+    at.forEach((i, k) => {
+      if (advice[k]) out[i] = { ...entries[i]!, requeueAdvice: advice[k] };
+    });
+  }
+  return out;
+}
 
 export interface OperatorDeps {
   db: Db;

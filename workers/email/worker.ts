@@ -12,6 +12,7 @@ import {
   recordDeliveryAttempt,
   releaseDeliveries,
   requeueFailedDelivery,
+  requeueOutlook,
 } from '../../libs/db/repositories/deliveries.js';
 import { countExpiredContents, removeExpiredContents } from '../../libs/db/repositories/deliveries-retention.js';
 import { createMailDriver, type MailDriver, type StillWantedChecks } from '../../libs/mail/index.js';
@@ -286,7 +287,28 @@ export class DeliveryContentsRemovedError extends Error {
  * it (the provider replays its answer if it had accepted the request); otherwise it goes back to
  * `pending` for a new batch. The notice tells the operator what happened (ids only).
  */
+/** `2026-12-07 13:51:43 UTC`, as the operator's other messages give times. */
+const utcSeconds = (d: Date) => `${d.toISOString().replace('T', ' ').slice(0, 19)} UTC`;
+
 export const emailDeadLetterHook: DeadLetterHook = {
+  async requeueAdvice(payloads, db) {
+    const ids = payloads.map((p) => {
+      const id = (p as { deliveryId?: unknown } | null)?.deliveryId;
+      return typeof id === 'string' ? id : null;
+    });
+    const outlook = await requeueOutlook(db, ids.filter((id): id is string => id !== null), { now: new Date(), windowMs: IDEMPOTENCY_WINDOW_MS });
+    return ids.map((id) => {
+      const o = id === null ? undefined : outlook.get(id);
+      if (!o) return undefined;
+      if (o.kind === 'same_key') {
+        return `its last provider request got no answer: requeued before ${utcSeconds(o.until)}, it goes out again under the same idempotency key, so at most once`;
+      }
+      if (o.kind === 'may_duplicate') {
+        return `its last provider request got no answer and the provider's 24 h idempotency window is over: a requeue sends it again, and the recipient may already have it (discard it if a second email is worse)`;
+      }
+      return `its contents were removed on ${utcSeconds(o.at)} (EMAIL_RETENTION_DAYS): it cannot be sent again; discard it`;
+    });
+  },
   async onRequeue(payload, db) {
     const id = (payload as { deliveryId?: unknown }).deliveryId;
     if (typeof id !== 'string') return;

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { discardOne, requeueAll, requeueOne } from '../../../libs/ops/dead-letters.js';
+import { discardOne, requeueAll, requeueOne, withRequeueAdvice } from '../../../libs/ops/dead-letters.js';
 import { DeadLetterNotFound, listDeadLetters, queueNames } from '../../../libs/queues/index.js';
 import { deadLetterHooks } from '../../fleet/roles.js';
 import { CliError, operatorName, printJson, requiredReason, withContext } from '../context.js';
@@ -33,12 +33,12 @@ export function registerDlq(program: Command): void {
     .action(async (opts: { queue?: string; json?: boolean }) => {
       checkQueue(opts.queue);
       await withContext(async (ctx) => {
-        const entries = await listDeadLetters(ctx.queues, opts.queue ? { queue: opts.queue } : {});
+        const entries = await withRequeueAdvice({ db: ctx.database.db, hooks: deadLetterHooks }, await listDeadLetters(ctx.queues, opts.queue ? { queue: opts.queue } : {}));
         if (opts.json) return printJson(entries);
         if (!entries.length) return void process.stdout.write('no dead letters\n');
         for (const e of entries) {
           process.stdout.write(
-            `${e.id}\n  queue ${e.originalQueue}  failed ${isoSeconds(new Date(e.failedAt)) ?? e.failedAt}  attempts ${e.attemptsMade}${e.code ? `  code ${e.code}` : ''}\n  reason: ${e.reason}\n  payload: ${JSON.stringify(e.data)}\n`,
+            `${e.id}\n  queue ${e.originalQueue}  failed ${isoSeconds(new Date(e.failedAt)) ?? e.failedAt}  attempts ${e.attemptsMade}${e.code ? `  code ${e.code}` : ''}\n  reason: ${e.reason}\n${e.requeueAdvice ? `  before a requeue: ${e.requeueAdvice}\n` : ''}  payload: ${JSON.stringify(e.data)}\n`,
           );
         }
         process.stdout.write(`\n${entries.length} dead letter(s). Requeue: fleet dlq requeue <id> --reason "..."; discard: fleet dlq discard <id> --reason "..."\n`);

@@ -1,6 +1,6 @@
 import express, { Router, type Request, type Response } from 'express';
 import { listAudit } from '../../../libs/db/repositories/audit.js';
-import { discardOne, requeueAll, requeueOne } from '../../../libs/ops/dead-letters.js';
+import { discardOne, requeueAll, requeueOne, withRequeueAdvice, type AdvisedDeadLetter } from '../../../libs/ops/dead-letters.js';
 import { countDeadLetters, DeadLetterNotFound, listDeadLetters, queueNames, type DeadLetterView } from '../../../libs/queues/index.js';
 import { operatorOf } from '../auth.js';
 import { html, page, pageTime } from '../html.js';
@@ -30,12 +30,12 @@ function reasonOf(req: Request): string {
   return reason;
 }
 
-function deadLetterRow(e: DeadLetterView) {
+function deadLetterRow(e: AdvisedDeadLetter) {
   const base = `/ops/dead-letters/${encodeURIComponent(e.originalQueue)}/${encodeURIComponent(e.id)}`;
   return html`<tr>
 <td class="id"><code>${e.id}</code><div class="muted">${e.name}</div></td>
 <td>${pageTime(new Date(e.failedAt))}<div class="muted">attempts ${e.attemptsMade}${e.code ? html` · code <code>${e.code}</code>` : ''}</div></td>
-<td class="reason">${e.reason}</td>
+<td class="reason">${e.reason}${e.requeueAdvice ? html`<div class="advice"><strong>Before a requeue:</strong> ${e.requeueAdvice}</div>` : ''}</td>
 <td><code>${JSON.stringify(e.data)}</code></td>
 <td>
 <form class="inline" method="post" action="${base}/requeue"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit">Requeue</button></form>
@@ -47,11 +47,12 @@ async function overviewPage(deps: HttpRouteDeps, req: Request): Promise<string> 
   const queue = checkQueue(typeof req.query.queue === 'string' ? req.query.queue : undefined);
   // Counts from the dead-letter queues, rows only as many as the page shows (the oldest).
   const counts = await countDeadLetters(deps.ctx.queues, queue);
+  const opsDeps = { db: deps.ctx.database.db, hooks: deps.deadLetterHooks };
   const byQueue = await Promise.all(
     (queue ? [queue] : queueNames()).map(async (q) => ({
       queue: q,
       total: counts[q] ?? 0,
-      entries: counts[q] ? await listDeadLetters(deps.ctx.queues, { queue: q, limit: ROWS_PER_QUEUE }) : [],
+      entries: counts[q] ? await withRequeueAdvice(opsDeps, await listDeadLetters(deps.ctx.queues, { queue: q, limit: ROWS_PER_QUEUE })) : [],
     })),
   );
   const audit = await listAudit(deps.ctx.database.db, 20);
@@ -185,7 +186,7 @@ export const deadLetterRoutes: HttpRouteModule = {
     router.get('/api/dead-letters', async (req, res) => {
       try {
         const queue = checkQueue(typeof req.query.queue === 'string' ? req.query.queue : undefined);
-        res.json(await listDeadLetters(deps.ctx.queues, queue ? { queue } : {}));
+        res.json(await withRequeueAdvice({ db: deps.ctx.database.db, hooks: deps.deadLetterHooks }, await listDeadLetters(deps.ctx.queues, queue ? { queue } : {})));
       } catch (err) {
         if (err instanceof BadRequest) return sendError(req, res, 400, err.message);
         throw err;

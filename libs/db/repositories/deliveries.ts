@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { and, asc, eq, inArray, isNull, lt, ne, or, sql } from 'drizzle-orm';
 import type { Db, DbOrTx, Tx } from '../client.js';
 import { deliveries } from '../schema/fleet.js';
+import { UUID } from './deliveries-retention.js';
 import { applySentEffects } from './deliveries-sent.js';
 
 export interface NewDelivery {
@@ -349,7 +350,7 @@ export async function requeueFailedDelivery(db: Db, deliveryId: string, opts: { 
       return { kind: 'unchanged', status: own?.status ?? null, contentsRemovedAt: own?.contentsRemovedAt ?? null };
     }
     const unknown = own.outcomeUnknown && own.batchId !== null && own.claimedAt !== null;
-    if (unknown && now.getTime() - own.claimedAt!.getTime() <= opts.windowMs) {
+    if (requeueKeepsKeyUntil(own, opts.windowMs, now)) {
       const batchId = own.batchId!;
       const rows = await tx
         .update(deliveries)
@@ -369,6 +370,51 @@ export async function requeueFailedDelivery(db: Db, deliveryId: string, opts: { 
       .where(eq(deliveries.id, own.id));
     return { kind: 'pending', mayHaveGoneOut: unknown };
   });
+}
+
+/**
+ * Until when an operator's requeue of this failed delivery resends its batch under its original
+ * key (requeueFailedDelivery): its last request got no answer and the provider still keeps it.
+ * Null when a requeue would send it in a new batch.
+ */
+function requeueKeepsKeyUntil(row: Pick<DeliveryRow, 'outcomeUnknown' | 'batchId' | 'claimedAt'>, windowMs: number, now: Date): Date | null {
+  if (!row.outcomeUnknown || row.batchId === null || row.claimedAt === null) return null;
+  const until = new Date(row.claimedAt.getTime() + windowMs);
+  return now <= until ? until : null;
+}
+
+/** What a requeue of a failed delivery would do, told before it (requeueOutlook). */
+export type RequeueOutlook =
+  /** Its batch goes out again under its key: sent at most once. */
+  | { kind: 'same_key'; until: Date }
+  /** Its last request got no answer and the window is over: it goes out again, perhaps a second time. */
+  | { kind: 'may_duplicate' }
+  /** Its contents were removed: a requeue is refused. */
+  | { kind: 'contents_removed'; at: Date };
+
+/**
+ * For an operator about to requeue failed deliveries: what the requeue would do, where it is
+ * not simply "sent again" (the same rules as requeueFailedDelivery). Ids not failed (or no
+ * delivery id at all) are left out.
+ */
+export async function requeueOutlook(db: DbOrTx, ids: string[], opts: { now: Date; windowMs: number }): Promise<Map<string, RequeueOutlook>> {
+  const out = new Map<string, RequeueOutlook>();
+  ids = [...new Set(ids.filter((id) => UUID.test(id)))];
+  if (ids.length === 0) return out;
+  const rows = await db
+    .select({ id: deliveries.id, outcomeUnknown: deliveries.outcomeUnknown, batchId: deliveries.batchId, claimedAt: deliveries.claimedAt, contentsRemovedAt: deliveries.contentsRemovedAt })
+    .from(deliveries)
+    .where(and(inArray(deliveries.id, ids), eq(deliveries.status, 'failed')));
+  for (const r of rows) {
+    if (r.contentsRemovedAt) {
+      out.set(r.id, { kind: 'contents_removed', at: r.contentsRemovedAt });
+      continue;
+    }
+    const until = requeueKeepsKeyUntil(r, opts.windowMs, opts.now);
+    if (until) out.set(r.id, { kind: 'same_key', until });
+    else if (r.outcomeUnknown && r.batchId !== null && r.claimedAt !== null) out.set(r.id, { kind: 'may_duplicate' });
+  }
+  return out;
 }
 
 /** Pending deliveries created before `before`, oldest first (the sweep makes sure each has a job). */
