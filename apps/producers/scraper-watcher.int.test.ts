@@ -164,8 +164,8 @@ describe('scraper watcher', () => {
     expect(d!.text).toContain('Nicht übernommen: readme.txt');
     expect(d!.text).toContain('Übersprungen, weil ein neuerer Datumsordner dieselbe Postleitzahl enthält: 20250701/40002.json');
     // Prometheus counts the same files (the skipped ones from the watcher, the rest from the worker).
-    expect(await metricValues(ctx.metrics.registry, 'fleet_therapist_import_files_total', 'status')).toEqual({ imported: 3, skipped: 2 });
-    expect(await metricValues(ctx.metrics.registry, 'fleet_therapist_import_therapists_total', 'outcome')).toEqual({ created: 6 });
+    expect(await metricValues(ctx.metrics.registry, 'fleet_therapist_import_files_total', 'status')).toEqual({ imported: 3, partial: 0, failed: 0, skipped: 2 });
+    expect(await metricValues(ctx.metrics.registry, 'fleet_therapist_import_therapists_total', 'outcome')).toEqual({ created: 6, updated: 0, unchanged: 0, deactivated: 0, skipped: 0, failed: 0 });
   });
 
   /**

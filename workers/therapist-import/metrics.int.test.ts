@@ -35,13 +35,13 @@ describe('therapist import metrics', () => {
     const report = await importTherapistFileNow(ctx, file);
     expect(report.status).toBe('partial');
 
-    expect(await values(ctx, 'fleet_therapist_import_files_total', 'status')).toEqual({ partial: 1 });
+    expect(await values(ctx, 'fleet_therapist_import_files_total', 'status')).toEqual({ imported: 0, partial: 1, failed: 0, skipped: 0 });
     // everyOutcomeFile: two created (one a status mismatch), one not adult, one without last name.
-    expect(await values(ctx, 'fleet_therapist_import_therapists_total', 'outcome')).toEqual({ created: 2, skipped: 1, failed: 1 });
+    expect(await values(ctx, 'fleet_therapist_import_therapists_total', 'outcome')).toEqual({ created: 2, updated: 0, unchanged: 0, deactivated: 0, skipped: 1, failed: 1 });
 
     // The same content again is not imported again, and not counted again.
     expect((await importTherapistFileNow(ctx, file)).alreadyDone).toBe(true);
-    expect(await values(ctx, 'fleet_therapist_import_files_total', 'status')).toEqual({ partial: 1 });
+    expect(await values(ctx, 'fleet_therapist_import_files_total', 'status')).toEqual({ imported: 0, partial: 1, failed: 0, skipped: 0 });
 
     const text = await ctx.metrics.registry.metrics();
     expect(text).toContain('fleet_therapist_import_therapists_total{outcome="created"} 2');

@@ -20,6 +20,9 @@ export interface TherapistImportMetrics {
   fileFinished(status: string, counts: TherapistImportCounts | null): void;
 }
 
+/** The statuses a file ends in (`fileFinished`). */
+const finalFileStatuses = ['imported', 'partial', 'failed', 'skipped'] as const;
+
 const metricsOf = oncePerRegistry((registry): TherapistImportMetrics => {
   const files = new Counter({
     name: 'fleet_therapist_import_files_total',
@@ -33,6 +36,11 @@ const metricsOf = oncePerRegistry((registry): TherapistImportMetrics => {
     labelNames: ['outcome'],
     registers: [registry],
   });
+  // Exported at 0 from the start: the alerts read increase() over an hour, and Prometheus takes a
+  // series' first sample as its start, so a series first seen at 1 (the failed file of the
+  // week's drop in a freshly started process) would show no increase and never alert.
+  for (const status of finalFileStatuses) files.inc({ status }, 0);
+  for (const outcome of outcomeKeys) therapists.inc({ outcome }, 0);
   return {
     fileFinished(status, counts) {
       files.inc({ status });
