@@ -23,6 +23,20 @@ describe('scrapeRead', () => {
     fail = false;
     expect(await read()).toBe(4);
   });
+
+  it('gives null for a read that does not answer within the wait (a hung PostgreSQL), and reads again on the next scrape', async () => {
+    const errors: unknown[] = [];
+    let answer = false;
+    const read = scrapeRead(
+      () => (answer ? Promise.resolve('rows') : new Promise<string>(() => {})),
+      (err) => errors.push(err),
+      50,
+    );
+    expect(await read()).toBeNull();
+    expect(String(errors[0])).toContain('no answer within 50 ms');
+    answer = true;
+    expect(await read()).toBe('rows');
+  });
 });
 
 describe('collectedGauge', () => {

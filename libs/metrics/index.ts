@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { within } from '../runtime/within.js';
 
 /**
  * Prometheus metrics of one fleet process. Labels are queue and state names only:
@@ -53,17 +54,22 @@ export function oncePerRegistry<T>(build: (registry: Registry) => T): (registry:
   };
 }
 
+/** How long a scrape waits for a gauge's read (PostgreSQL, Redis) before leaving those gauges out. */
+export const SCRAPE_WAIT_MS = 2_000;
+
 /**
  * One read shared by the gauges of a scrape (prom-client starts every collect in the same
  * tick): a call while a read is in flight gets its promise, a settled read is not reused. A
- * read that fails is reported to `onError` and gives null, so the scrape still answers and
- * the gauges built on it are left out of it.
+ * read that fails, or does not answer within `waitMs` (a stopped or hung PostgreSQL leaves its
+ * connections open and silent), is reported to `onError` and gives null, so the scrape still
+ * answers and the gauges built on it are left out of it. Without the limit the whole /metrics
+ * waited: Prometheus saw the process as down (FleetProcessDown) and lost its other metrics.
  */
-export function scrapeRead<T>(read: () => Promise<T>, onError: (err: unknown) => void): () => Promise<T | null> {
+export function scrapeRead<T>(read: () => Promise<T>, onError: (err: unknown) => void, waitMs: number = SCRAPE_WAIT_MS): () => Promise<T | null> {
   let inFlight: Promise<T | null> | null = null;
   return () => {
     if (!inFlight) {
-      const p = read().catch((err: unknown) => {
+      const p = within(read(), waitMs).catch((err: unknown) => {
         onError(err);
         return null;
       });
