@@ -257,6 +257,8 @@ describe('outbox relay against a Kafka-protocol broker', () => {
     expect(await metric(ctx, 'fleet_outbox_unpublished')).toBe(1);
     // Kafka off by configuration: the alerts stand down on this gauge (FleetKafkaNotConfigured).
     expect(await metric(ctx, 'fleet_outbox_kafka_configured')).toBe(0);
+    // Nothing was asked of Kafka: no "Kafka down" (a 0 here fired FleetKafkaDown after 15 minutes).
+    expect(await ctx.metrics.registry.metrics()).not.toMatch(/^fleet_outbox_kafka_up /m);
     await stopRelay(relay);
 
     // A relay with Kafka publishes it later.
@@ -264,6 +266,7 @@ describe('outbox relay against a Kafka-protocol broker', () => {
     const later = await startRelay(laterCtx);
     expect(await metric(laterCtx, 'fleet_outbox_kafka_configured')).toBe(1);
     await consumer.waitFor((m) => m.some((x) => x.headers['event-id'] === env.eventId));
+    expect(await laterCtx.metrics.registry.metrics()).toMatch(/^fleet_outbox_kafka_up 1$/m);
     await stopRelay(later);
   });
 });

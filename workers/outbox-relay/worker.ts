@@ -60,6 +60,10 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
     help: '1 when Kafka answered the relay last time, 0 when it did not (absent until known); a missing topic is an answer (see fleet_outbox_topic_missing)',
     registers: [metrics.registry],
   });
+  // prom-client exports a gauge without labels at 0 from the start: that read as "Kafka down"
+  // (FleetKafkaDown after 15 minutes) on a relay with Kafka off by configuration, which never
+  // asks Kafka, and on one that has not reached PostgreSQL yet. Absent until Kafka answered or not.
+  kafkaUp.remove();
   const topicMissing = new Gauge({
     name: 'fleet_outbox_topic_missing',
     help: '1 for each topic the leading relay has events for that Kafka says it does not have (create it: fleet events setup); absent otherwise',
