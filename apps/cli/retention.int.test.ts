@@ -54,7 +54,10 @@ async function craft(status: string, finishedDaysAgo: number | null, failed = fa
   return { id, backupPath, failedPath };
 }
 
-/** An email whose last change was `daysAgo` days ago; `deadLetter`: it failed and its dead letter waits in email-dlq. */
+/**
+ * An email whose last change was `daysAgo` days ago; `deadLetter`: it failed and its dead letter
+ * waits in email-dlq; a failed one without is one whose dead letter an operator discarded.
+ */
 async function email(status: 'sent' | 'failed', daysAgo: number, deadLetter = false): Promise<string> {
   const [r] = await db.sql`
     insert into fleet.deliveries (idempotency_key, kind, to_address, from_address, subject, html, text, status, updated_at)
@@ -68,6 +71,8 @@ async function email(status: 'sent' | 'failed', daysAgo: number, deadLetter = fa
       reason: 'rejected', code: 'rejected', attemptsMade: 1, enqueuedAt: null, failedAt: new Date().toISOString(),
     });
     await ctx.close();
+  } else if (status === 'failed') {
+    await db.sql`insert into fleet.audit_log (actor, action, target, reason) values ('test', 'dlq.discard', ${`email/email-send.delivery.${id}`}, 'address gone')`;
   }
   return id;
 }

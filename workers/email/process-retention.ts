@@ -12,7 +12,10 @@ export interface ContentRetentionStore {
 
 export interface ContentRetentionDeps {
   store: ContentRetentionStore;
-  /** Deliveries an operator can still requeue: those named by a waiting `email-send` dead letter. */
+  /**
+   * Deliveries named by a waiting `email-send` dead letter: an operator can still requeue them. (The
+   * store keeps a failed one whose discard is not recorded as well: Redis may have lost its dead letter.)
+   */
   deadLettered(): Promise<ReadonlySet<string>>;
   /** EMAIL_RETENTION_DAYS; 0: contents are kept forever. */
   days: number;

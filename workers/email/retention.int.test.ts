@@ -5,15 +5,15 @@ import { queueDelivery } from '../../libs/db/repositories/deliveries.js';
 import { countWeeklyCandidates, recordWeeklyDelivery } from '../../libs/db/repositories/weekly-status.js';
 import { patienten, platzsuche } from '../../libs/db/schema/index.js';
 import { silentLogger } from '../../libs/log/index.js';
-import { requeueOne } from '../../libs/ops/dead-letters.js';
-import { addDeadLetter, discardDeadLetter, listDeadLetters } from '../../libs/queues/index.js';
+import { discardOne, requeueOne } from '../../libs/ops/dead-letters.js';
+import { addDeadLetter, listDeadLetters } from '../../libs/queues/index.js';
 import { fixedClock, openContext, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { metricValues } from '../../libs/testing/metrics.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { isoWeekOf, isoWeekRange } from '../../libs/weekly/iso-week.js';
-import { DeliveryContentsRemovedError, emailDeadLetterHook, runEmailRetention } from './worker.js';
+import { DeliveryContentsRemovedError, emailDeadLetterHook, restoreEmailDeadLetters, runEmailRetention } from './worker.js';
 
 const DAY = 86_400_000;
 
@@ -96,10 +96,24 @@ async function deadLetter(deliveryId: string): Promise<string> {
   });
 }
 
+const operator = () => ({ db: ctx.database.db, queues: ctx.queues, hooks: { 'email-send': emailDeadLetterHook } });
+
+/** An operator discards the dead letter of a failed delivery (audited, as `fleet dlq discard` and /ops do). */
+async function discard(dlqId: string): Promise<void> {
+  await discardOne(operator(), dlqId, { actor: 'test', reason: 'address gone' }, 'email');
+}
+
+/** A failed delivery whose dead letter an operator has discarded. */
+async function discardedFailure(daysAgo: number): Promise<string> {
+  const id = await craft('failed', daysAgo);
+  await discard(await deadLetter(id));
+  return id;
+}
+
 describe('retention of email contents (fleet.deliveries)', () => {
   it('blanks final deliveries past EMAIL_RETENTION_DAYS and records when; pending, sending, recent and requeueable ones keep theirs; a second run does nothing', async () => {
     const sent = await craft('sent', 31);
-    const failed = await craft('failed', 45);
+    const failed = await discardedFailure(45);
     const dropped = await craft('dropped', 31);
     const requeueable = await craft('failed', 40);
     const dlqId = await deadLetter(requeueable);
@@ -129,7 +143,7 @@ describe('retention of email contents (fleet.deliveries)', () => {
     expect((await runEmailRetention(ctx, { dryRun: true })).due).toBe(0);
 
     // Once an operator discards the dead letter, nobody can send it again: the next run takes it.
-    await discardDeadLetter(ctx.queues, dlqId, 'email');
+    await discard(dlqId);
     expect(await runEmailRetention(ctx)).toEqual({ retentionDays: 30, removed: 1, keptForDeadLetters: 0 });
     expect((await row(requeueable)).contents_removed_at).toBeTruthy();
   });
@@ -137,11 +151,11 @@ describe('retention of email contents (fleet.deliveries)', () => {
   it('a failed delivery kept for its dead letter is requeued whole; a requeue of one whose contents are gone is refused and sends nothing', async () => {
     const waiting = await craft('failed', 40);
     const waitingLetter = await deadLetter(waiting);
-    const emptied = await craft('failed', 40);
+    const emptied = await discardedFailure(40);
     await runEmailRetention(ctx);
     expect((await row(emptied)).contents_removed_at).toBeTruthy();
 
-    const deps = { db: ctx.database.db, queues: ctx.queues, hooks: { 'email-send': emailDeadLetterHook } };
+    const deps = operator();
     const requeued = await requeueOne(deps, waitingLetter, { actor: 'test', reason: 'provider fixed' }, 'email');
     expect(requeued.state).toBe('requeued');
     expect(await row(waiting)).toMatchObject({ status: 'pending', subject: expect.stringMatching(/^Ihre Therapieplatzsuche/), contents_removed_at: null });
@@ -152,6 +166,28 @@ describe('retention of email contents (fleet.deliveries)', () => {
     expect((await row(emptied)).status).toBe('failed');
     expect((await listDeadLetters(ctx.queues, { queue: 'email' })).map((e) => e.id)).toEqual([late]);
     expect(await ctx.queues.queue('email').getJob(`email-send.delivery.${emptied}`)).toBeUndefined();
+  });
+
+  it('a failed delivery whose dead letter Redis lost (no discard recorded) keeps its contents until an operator discards it', async () => {
+    // Redis restarted without its data before the email sweep gave the dead letters back (or role
+    // email is not running): the rows still say failed, and no operator has decided on them.
+    const lost = await craft('failed', 40);
+    const requeuedSince = await craft('failed', 40);
+    // An earlier failure of it was discarded, then it was sent again and failed again (a new change).
+    await database.sql`insert into fleet.audit_log (actor, action, target, created_at) values ('test', 'dlq.discard', ${`email/email-send.delivery.${requeuedSince}`}, now() - interval '50 days')`;
+    const before = await row(lost);
+    expect(await runEmailRetention(ctx, { dryRun: true })).toEqual({ retentionDays: 30, due: 0, removed: 0, keptForDeadLetters: 2 });
+    expect(await runEmailRetention(ctx)).toEqual({ retentionDays: 30, removed: 0, keptForDeadLetters: 2 });
+    expect(await row(lost)).toEqual(before);
+    expect((await row(requeuedSince)).contents_removed_at).toBeNull();
+
+    // The email sweep gives the dead letters back; a requeue would send the whole email. Once an
+    // operator discards one, the next run takes its contents.
+    expect(await restoreEmailDeadLetters(ctx)).toBe(2);
+    const letter = (await listDeadLetters(ctx.queues, { queue: 'email' })).find((d) => (d.data as { deliveryId?: string }).deliveryId === lost)!;
+    await discard(letter.id);
+    expect(await runEmailRetention(ctx)).toEqual({ retentionDays: 30, removed: 1, keptForDeadLetters: 1 });
+    expect((await row(lost)).contents_removed_at).toBeTruthy();
   });
 
   it('two sweeps at once blank every row once; EMAIL_RETENTION_DAYS=0 keeps everything', async () => {

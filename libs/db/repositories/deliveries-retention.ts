@@ -1,4 +1,4 @@
-import { and, inArray, isNull, lt, ne, or, sql } from 'drizzle-orm';
+import { and, inArray, isNull, lt, or, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../client.js';
 import { deliveries, type DeliveryStatus } from '../schema/fleet.js';
 
@@ -17,33 +17,63 @@ function uuidArray(ids: Iterable<string>): string {
 }
 
 /**
- * Final deliveries whose last change was before `before` and that still hold their contents,
- * except failed ones in `requeueable` (their dead letter waits: a requeue sends them again and
- * needs the contents). A pending or sending delivery is never one.
+ * The audit target of a dead letter of the delivery (`<queue>/<job id>`): its job id is
+ * `email-send.delivery.<id>`, or that with a suffix for a job the sweep or a requeue added
+ * (`.sweep.<ms>`, `.retry.<ms>`, `.recover.<n>`).
  */
-function expiredContents(before: Date, requeueable: Iterable<string>) {
+const emailDeadLetterTarget = (idColumn: unknown) => sql`'email/email-send.delivery.' || ${idColumn} || '%'`;
+
+/**
+ * An operator discarded the dead letter of the (failed) delivery since it last failed: the audit
+ * table says so (`dlq.discard`, written before the entry goes). Without one its dead letter waits,
+ * or Redis lost it and the email sweep gives it back.
+ */
+export function discardedSinceFailed() {
+  return sql`exists (select 1 from fleet.audit_log a where a.action = 'dlq.discard'
+      and a.target like ${emailDeadLetterTarget(deliveries.id)} and a.created_at >= ${deliveries.updatedAt})`;
+}
+
+/**
+ * A failed delivery an operator can still requeue: its dead letter waits in `email-dlq`
+ * (`requeueable`), or no discard of it is recorded. The second holds when Redis lost the dead
+ * letter (restarted without its data; the email sweep gives it back within minutes, if role email
+ * runs) or the sender stopped between marking the row failed and adding its dead letter.
+ */
+function stillRequeueable(requeueable: Iterable<string>) {
+  return and(
+    sql`${deliveries.status} = 'failed'`,
+    or(sql`${deliveries.id} = any(${uuidArray(requeueable)}::uuid[])`, sql`not ${discardedSinceFailed()}`),
+  )!;
+}
+
+/**
+ * Final deliveries whose last change was before `before` and that still hold their contents,
+ * except failed ones an operator can still requeue (stillRequeueable: a requeue sends them again
+ * and needs the contents). A pending or sending delivery is never one.
+ */
+function expiredContents(before: Date, requeueable: Iterable<string> | null) {
   return and(
     isNull(deliveries.contentsRemovedAt),
     inArray(deliveries.status, [...deliveryFinalStatuses]),
     lt(deliveries.updatedAt, before),
-    or(ne(deliveries.status, 'failed'), sql`${deliveries.id} <> all(${uuidArray(requeueable)}::uuid[])`),
+    requeueable === null ? undefined : sql`not (${stillRequeueable(requeueable)})`,
   );
 }
 
 /**
  * For `fleet retention run --dry-run` and the sweep's counts: final deliveries past retention that
- * still hold their contents (`due`), and how many of those are failed ones kept because their
- * dead letter waits for an operator (`requeueable`, not in `due`).
+ * still hold their contents (`due`), and how many of those are failed ones kept because an
+ * operator can still requeue them (`requeueable`, not in `due`).
  */
 export async function countExpiredContents(db: DbOrTx, before: Date, requeueable: Iterable<string>): Promise<{ due: number; requeueable: number }> {
-  const waiting = sql`(${deliveries.status} = 'failed' and ${deliveries.id} = any(${uuidArray(requeueable)}::uuid[]))`;
+  const waiting = stillRequeueable(requeueable);
   const [row] = await db
     .select({
       due: sql<number>`count(*) filter (where not ${waiting})::int`,
       requeueable: sql<number>`count(*) filter (where ${waiting})::int`,
     })
     .from(deliveries)
-    .where(expiredContents(before, []));
+    .where(expiredContents(before, null));
   return { due: row?.due ?? 0, requeueable: row?.requeueable ?? 0 };
 }
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { and, asc, eq, inArray, isNull, lt, ne, or, sql } from 'drizzle-orm';
 import type { Db, DbOrTx, Tx } from '../client.js';
 import { deliveries } from '../schema/fleet.js';
-import { UUID } from './deliveries-retention.js';
+import { discardedSinceFailed, UUID } from './deliveries-retention.js';
 import { applySentEffects } from './deliveries-sent.js';
 
 export interface NewDelivery {
@@ -480,13 +480,6 @@ export async function deliveryActivity(
 }
 
 /**
- * The audit target of a dead letter of the delivery (`<queue>/<job id>`): its job id is
- * `email-send.delivery.<id>`, or that with a suffix for a job the sweep or a requeue added
- * (`.sweep.<ms>`, `.retry.<ms>`, `.recover.<n>`).
- */
-const emailDeadLetterTarget = (idColumn: unknown) => sql`'email/email-send.delivery.' || ${idColumn} || '%'`;
-
-/**
  * Failed deliveries that wait for an operator: contents kept and no `dlq.discard` of their dead
  * letter since they failed (a requeued one that failed again waits anew). Their dead letters are
  * in Redis; when Redis lost them (restarted without its data), the email sweep gives them back.
@@ -495,8 +488,7 @@ function awaitingOperator() {
   return and(
     eq(deliveries.status, 'failed'),
     isNull(deliveries.contentsRemovedAt),
-    sql`not exists (select 1 from fleet.audit_log a where a.action = 'dlq.discard'
-      and a.target like ${emailDeadLetterTarget(deliveries.id)} and a.created_at >= ${deliveries.updatedAt})`,
+    sql`not ${discardedSinceFailed()}`,
   );
 }
 
