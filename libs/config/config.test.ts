@@ -179,6 +179,36 @@ describe('config', () => {
     expect(loadConfig({ POLL_CRON: '*/15 * * * *', WEEKLY_CRON: '0 9 * * MON' }).weekly.cron).toBe('0 9 * * MON');
   });
 
+  it('numbers at their limits: empty or blank is no 0, other notations and values no timer or date takes are refused, naming the variable', () => {
+    // `VAR=` in an env file: not 0 (a retention kept forever, a statement timeout of none, a random port).
+    for (const raw of ['', ' ', '\t']) {
+      expect(() => loadConfig({ BACKUP_RETENTION_DAYS: raw })).toThrow(/^invalid configuration: BACKUP_RETENTION_DAYS: expected a whole number \(it is empty: unset it for the default, 30\)/);
+      expect(() => loadConfig({ EMAIL_RETENTION_DAYS: raw })).toThrow(/EMAIL_RETENTION_DAYS: expected a whole number \(it is empty/);
+      expect(() => loadConfig({ DB_STATEMENT_TIMEOUT_MS: raw })).toThrow(/DB_STATEMENT_TIMEOUT_MS: expected a whole number/);
+      expect(() => loadConfig({ HTTP_PORT: raw })).toThrow(/HTTP_PORT: expected a whole number/);
+    }
+    for (const raw of ['0x10', '1e3', '1e400', '12abc']) expect(() => loadConfig({ SCHEDULE_CHECK_MS: raw }), raw).toThrow(/SCHEDULE_CHECK_MS: expected a (whole )?number/);
+    // Longer than a Node timer takes: it would fire after 1 ms, over and over.
+    expect(() => loadConfig({ MAIL_SWEEP_INTERVAL_MS: '3000000000' })).toThrow(/^invalid configuration: MAIL_SWEEP_INTERVAL_MS: expected a whole number <= 2147483647 \(got "3000000000"\)$/);
+    // Days beyond what a date holds: every nightly retention run (and the outbox prune) would throw.
+    for (const v of ['BACKUP_RETENTION_DAYS', 'FAILED_RETENTION_DAYS', 'EMAIL_RETENTION_DAYS', 'OUTBOX_RETENTION_DAYS', 'SCRAPER_WATCH_DAYS']) {
+      expect(() => loadConfig({ [v]: '100000000' }), v).toThrow(new RegExp(`^invalid configuration: ${v}: expected a whole number <= 36500 \\(got "100000000"\\)$`));
+    }
+    expect(() => loadConfig({ FAILED_RETENTION_DAYS: '-1' })).toThrow(/FAILED_RETENTION_DAYS: expected a whole number >= 0/);
+    expect(loadConfig({ BACKUP_RETENTION_DAYS: ' 36500 ', FAILED_RETENTION_DAYS: '0', SHUTDOWN_TIMEOUT_MS: '2147483647' }).patientImport.retention).toMatchObject({ backupDays: 36_500, failedDays: 0 });
+  });
+
+  it('folders: blank is refused; the patient-import folders must be distinct', () => {
+    for (const v of ['BACKUP_DIR', 'FAILED_DIR', 'LOCAL_BUCKET_DIR', 'MAIL_OUTBOX_DIR', 'SCRAPER_DROP_DIR']) {
+      expect(() => loadConfig({ [v]: ' ' }), v).toThrow(new RegExp(`^invalid configuration: ${v}: expected a folder path \\(it is empty\\)`));
+    }
+    expect(() => loadConfig({ BACKUP_DIR: '/srv/copies', FAILED_DIR: '/srv/copies/' })).toThrow(
+      /^invalid configuration: BACKUP_DIR and FAILED_DIR: expected two different folders \(both are \/srv\/copies\)$/,
+    );
+    expect(() => loadConfig({ LOCAL_BUCKET_DIR: 'var/failed/registrations' })).toThrow(/FAILED_DIR and LOCAL_BUCKET_DIR: expected two different folders/);
+    expect(() => loadConfig({ STORAGE_DRIVER: 'gcs', GCS_BUCKET: 'curavani-staging', LOCAL_BUCKET_DIR: 'var/failed/registrations' })).not.toThrow();
+  });
+
   it('reads booleans and numbers from their string forms', () => {
     const c = loadConfig({ PLATFORM_MIGRATIONS: 'false', DB_POOL_MAX: '3', RETRY_BACKOFF_SCALE: '0.5' });
     expect(c.db.platformMigrations).toBe(false);

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
 
@@ -16,12 +17,49 @@ const bool = (fallback: boolean) =>
     .default(fallback ? 'true' : 'false')
     .transform((v) => ['true', '1', 'yes', 'on'].includes(v));
 
-const int = (fallback: number, min = 0) =>
-  z.coerce
-    .number({ error: 'expected a number' })
-    .int({ error: 'expected a whole number' })
-    .min(min, { error: `expected a whole number >= ${min}` })
-    .default(fallback);
+/**
+ * The largest whole number a variable takes: what a Node timer takes (a larger *_MS would fire
+ * after 1 ms, over and over) and what PostgreSQL takes for a timeout.
+ */
+const MAX_INT = 2_147_483_647;
+/** Retention and look-back windows in days: up to 100 years (0 is "forever" where the variable says so). */
+const MAX_DAYS = 36_500;
+
+// Written out in decimal: an empty or blank value (`VAR=` in a compose or env file) is not 0,
+// which for a retention meant "keep forever" and for a timeout "none", without a word.
+const int = (fallback: number, min = 0, max = MAX_INT) =>
+  z
+    .string()
+    .optional()
+    .transform((v, c) => {
+      if (v === undefined) return fallback;
+      const t = v.trim();
+      if (t === '') {
+        c.addIssue({ code: 'custom', message: `expected a whole number (it is empty: unset it for the default, ${fallback})` });
+        return z.NEVER;
+      }
+      const n = Number(t);
+      if (!/^[+-]?\d+(\.0*)?$/.test(t) && !Number.isNaN(n)) {
+        c.addIssue({ code: 'custom', message: 'expected a whole number' });
+        return z.NEVER;
+      }
+      return n;
+    })
+    .pipe(
+      z
+        .number({ error: 'expected a number' })
+        .int({ error: 'expected a whole number', abort: true })
+        .min(min, { error: `expected a whole number >= ${min}` })
+        .max(max, { error: `expected a whole number <= ${max}` }),
+    );
+const days = (fallback: number) => int(fallback, 0, MAX_DAYS);
+
+/** A folder: an empty or blank value would be the working directory (or a folder named " "). */
+const dir = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .refine((v) => v.trim() !== '', { error: 'expected a folder path (it is empty)' });
 
 const optionalString = z
   .string()
@@ -110,7 +148,7 @@ export const envSchema = z.object({
   READY_TIMEOUT_MS: int(2_000, 1),
 
   MAIL_DRIVER: z.enum(['outbox', 'resend']).default('outbox'),
-  MAIL_OUTBOX_DIR: z.string().default('var/outbox'),
+  MAIL_OUTBOX_DIR: dir('var/outbox'),
   MAIL_FROM: z.string().default('Curavani <noreply@curavani.com>'),
   MAIL_RATE_PER_SECOND: int(2, 1),
   MAIL_BATCH_SIZE: int(100, 1).pipe(z.number().max(100, { error: 'expected a whole number <= 100 (the provider limit)' })),
@@ -121,16 +159,16 @@ export const envSchema = z.object({
   RESEND_API_KEY: optionalString,
   RESEND_BASE_URL: optionalString.pipe(z.url({ error: 'expected a URL' }).optional()),
   STAFF_EMAIL: z.email({ error: 'expected an email address' }).default('info@curavani.com'),
-  EMAIL_RETENTION_DAYS: int(30, 0),
+  EMAIL_RETENTION_DAYS: days(30),
 
   // therapist import (scraper file drops)
-  SCRAPER_DROP_DIR: z.string().min(1).default('var/scraper'),
+  SCRAPER_DROP_DIR: dir('var/scraper'),
   SCRAPER_STABILITY_MS: int(2_000, 50),
   SCRAPER_POLL_INTERVAL_MS: int(250, 10),
   SCRAPER_RUN_QUIET_MS: int(10_000, 0),
   SCRAPER_USE_POLLING: bool(false),
   SCRAPER_FILE_MAX_MB: int(16, 1),
-  SCRAPER_WATCH_DAYS: int(35, 0),
+  SCRAPER_WATCH_DAYS: days(35),
   SCRAPER_LEASE_CHECK_MS: int(5_000, 100),
 
   KAFKA_BROKERS: optionalString.pipe(
@@ -157,19 +195,19 @@ export const envSchema = z.object({
   OUTBOX_RELAY_POLL_INTERVAL_MS: int(500, 10),
   OUTBOX_RELAY_BACKOFF_MIN_MS: int(500, 1),
   OUTBOX_RELAY_BACKOFF_MAX_MS: int(30_000, 1),
-  OUTBOX_RETENTION_DAYS: int(7, 0),
+  OUTBOX_RETENTION_DAYS: days(7),
 
   POLL_CRON: cron('0 * * * *'),
   POLL_TZ: timeZone('Europe/Berlin'),
   POLL_PAGE_SIZE: int(1000, 1),
-  BACKUP_DIR: z.string().min(1).default('var/backup/registrations'),
-  FAILED_DIR: z.string().min(1).default('var/failed/registrations'),
+  BACKUP_DIR: dir('var/backup/registrations'),
+  FAILED_DIR: dir('var/failed/registrations'),
   REGISTRATION_SIGNING_SECRET: optionalString,
   REGISTRATION_ENVIRONMENT: z.string().min(1).default('production'),
   REGISTRATION_FILE_MAX_MB: int(1, 1),
   STAFF_IMPORT_EMAILS: bool(true),
-  BACKUP_RETENTION_DAYS: int(30, 0),
-  FAILED_RETENTION_DAYS: int(90, 0),
+  BACKUP_RETENTION_DAYS: days(30),
+  FAILED_RETENTION_DAYS: days(90),
   RETENTION_CRON: cron('30 3 * * *'),
   RETENTION_TZ: timeZone('Europe/Berlin'),
 
@@ -188,7 +226,7 @@ export const envSchema = z.object({
     })
     .default('curavani-production-data-transfer'),
   GCS_PREFIX: z.string().default('registrations/'),
-  LOCAL_BUCKET_DIR: z.string().min(1).default('var/bucket'),
+  LOCAL_BUCKET_DIR: dir('var/bucket'),
   LOCAL_BUCKET_SETTLE_MS: int(1000, 0),
   GCS_API_ENDPOINT: optionalString.pipe(z.url({ error: 'expected a URL' }).optional()),
   GCS_PROJECT_ID: optionalString,
@@ -247,6 +285,7 @@ export function parseEnv(env: Record<string, string | undefined> = process.env):
       `invalid configuration: GCS_BUCKET: required when STORAGE_DRIVER=gcs (it is missing); name the bucket to import from (the production bucket is ${e.GCS_BUCKET})`,
     );
   }
+  checkFolders(e);
   checkKafkaSecurity(e);
   if (e.NODE_ENV === 'production') {
     const problems = productionProblems(e);
@@ -286,6 +325,23 @@ function productionProblems(e: Env): string[] {
     problems.push(`PUBLIC_BASE_URL: expected an https address patients can reach when NODE_ENV=production (got ${base}); emails link to it for unsubscribing`);
   }
   return problems;
+}
+
+/**
+ * The folders the patient import keeps files in must be distinct: a copy's name is the same in
+ * BACKUP_DIR and FAILED_DIR (`<ledger id>-<object name>`), so one folder for both would let the
+ * backup retention remove a failed-folder copy, and the local bucket driver would read (and,
+ * once imported, delete) the copies as new registrations.
+ */
+function checkFolders(e: Env): void {
+  const folders = [['BACKUP_DIR', e.BACKUP_DIR], ['FAILED_DIR', e.FAILED_DIR], ...(e.STORAGE_DRIVER === 'local' ? [['LOCAL_BUCKET_DIR', e.LOCAL_BUCKET_DIR]] : [])] as const;
+  for (let i = 0; i < folders.length; i++) {
+    for (let j = i + 1; j < folders.length; j++) {
+      const [a, da] = folders[i]!;
+      const [b, db] = folders[j]!;
+      if (path.resolve(da) === path.resolve(db)) throw new ConfigError(`invalid configuration: ${a} and ${b}: expected two different folders (both are ${path.resolve(da)})`);
+    }
+  }
 }
 
 /** The Kafka TLS and SASL variables that only make sense together. */
