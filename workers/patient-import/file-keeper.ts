@@ -119,6 +119,12 @@ export function folderKeeper(dir: string): FileKeeper {
  */
 export type RemoveOutcome = 'removed' | 'missing' | 'not_in_folder' | FolderError | Error;
 
+/** Whether `copy.path` is a copy of row `copy.id` in `dir` (`dir/<id>-...`): the only files the retention sweep removes. */
+export function isOwnCopy(dir: string, copy: { id: number; path: string }): boolean {
+  const target = path.resolve(copy.path);
+  return path.dirname(target) === path.resolve(dir) && path.basename(target).startsWith(`${copy.id}-`);
+}
+
 /**
  * Removes the saved copies of rows from `dir` (the retention sweep), then makes the removals
  * durable with one fsync of the folder: a copy recorded as removed must not come back after a
@@ -129,7 +135,7 @@ export async function removeSaved(dir: string, copies: Array<{ id: number; path:
   const outcomes: RemoveOutcome[] = [];
   for (const c of copies) {
     const target = path.resolve(c.path);
-    if (path.dirname(target) !== root || !path.basename(target).startsWith(`${c.id}-`)) {
+    if (!isOwnCopy(dir, c)) {
       outcomes.push('not_in_folder');
       continue;
     }

@@ -7,8 +7,8 @@ export const localCopies: readonly LocalCopy[] = ['backup', 'failed'];
 
 /** The ledger side of the retention sweep (PostgreSQL in production). */
 export interface RetentionStore {
-  /** Copies of `copy` on final rows that finished before `finishedBefore`, not yet removed. */
-  countExpired(copy: LocalCopy, finishedBefore: Date): Promise<number>;
+  /** Up to `limit` copies of `copy` on final rows that finished before `finishedBefore`, not yet removed, by id after `afterId` (the dry run). */
+  listExpired(copy: LocalCopy, q: { finishedBefore: Date; afterId: number; limit: number }): Promise<Array<{ id: number; path: string }>>;
   /**
    * One batch of such rows after `afterId`, held for this call only (rows another sweep holds are
    * skipped); the ids `remove` returns are recorded as removed at `at`.
@@ -24,6 +24,8 @@ export interface RetentionDeps {
   store: RetentionStore;
   /** Removes the copies of a batch from its folder (BACKUP_DIR or FAILED_DIR), durably. */
   remove: Record<LocalCopy, (rows: Array<{ id: number; path: string }>) => Promise<RemoveOutcome[]>>;
+  /** Whether the path a row records is its copy in that folder, as `remove` decides it (else `not_in_folder`): the dry run counts alike. */
+  isOwnCopy: Record<LocalCopy, (row: { id: number; path: string }) => boolean>;
   /** Days a copy is kept after its row became final; 0: forever. */
   days: Record<LocalCopy, number>;
   clock: Clock;
@@ -36,7 +38,7 @@ export interface RetentionDeps {
 /** Counts only: file names contain patient names. */
 export interface CopyCounts {
   retentionDays: number;
-  /** Dry run: copies past retention that a sweep would remove now. */
+  /** Dry run: copies past retention that a sweep would remove now (rows it would leave alone are in `notInFolder`). */
   due?: number;
   /** Files removed and recorded. */
   removed: number;
@@ -75,7 +77,17 @@ export async function sweepRetention(deps: RetentionDeps, opts: { dryRun?: boole
     if (counts.retentionDays <= 0) continue;
     const finishedBefore = daysBefore(now, counts.retentionDays);
     if (opts.dryRun) {
-      counts.due = await deps.store.countExpired(copy, finishedBefore);
+      // The rows the real run would take, sorted as it sorts them: what it would leave alone is not "due".
+      counts.due = 0;
+      for (let afterId = 0; ; ) {
+        const rows = await deps.store.listExpired(copy, { finishedBefore, afterId, limit });
+        for (const r of rows) {
+          if (deps.isOwnCopy[copy](r)) counts.due++;
+          else counts.notInFolder++;
+        }
+        if (rows.length < limit) break;
+        afterId = rows[rows.length - 1]!.id;
+      }
       continue;
     }
     let afterId = 0;

@@ -237,6 +237,11 @@ describe('retention of the local copies of registration files', () => {
     await database.sql`update fleet.patient_import_ledger set backup_path = ${stuckPath} where id = ${stuck.id}`;
     const fine = await craft({ status: 'deleted', finishedDaysAgo: 31 });
 
+    // The dry run says what the run will do: the rows whose path is not their copy in the folder are left alone, not "due".
+    const dry = await runRetention(h.ctx, { dryRun: true });
+    expect(dry.backup).toMatchObject({ due: 3, notInFolder: 2, removed: 0 });
+    for (const p of [outside, other.backupPath!, fine.backupPath!]) expect(existsSync(p)).toBe(true);
+
     const handler = retentionHandlers(h.ctx)['patient-import-retention']!;
     const err = (await handler({}, { log: silentLogger(), jobId: 'x', attempt: 1, maxAttempts: 1, isFinalAttempt: true, updateProgress: async () => {} }).catch((e: unknown) => e)) as Error;
     expect(err).toBeInstanceOf(Error);
@@ -251,6 +256,6 @@ describe('retention of the local copies of registration files', () => {
     expect((await ledger(fine.id)).backup_removed_at).toBeTruthy();
     for (const id of [moved.id, wrongOwner.id, stuck.id]) expect((await ledger(id)).backup_removed_at, `row ${id}`).toBeNull();
     const r = await runRetention(h.ctx, { dryRun: true });
-    expect(r.backup.due).toBe(3);
+    expect(r.backup).toMatchObject({ due: 1, notInFolder: 2 });
   });
 });

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import type { Job } from 'bullmq';
 import { Counter } from 'prom-client';
 import {
-  countExpiredCopies,
+  listExpiredCopies,
   discardLedgerRow,
   findLedgerByObject,
   getLedgerRow,
@@ -23,7 +23,7 @@ import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
 import { catalog, describeZodError, jobIdFor, jobOptionsFor, restoreMissingDeadLetters, withAbandoned, type Handlers } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { createBucket, type BucketPort } from '../../libs/storage/index.js';
-import { folderKeeper, removeSaved } from './file-keeper.js';
+import { folderKeeper, isOwnCopy, removeSaved } from './file-keeper.js';
 import { pgImportStore } from './pg-store.js';
 import { pollBucket, type PollResult } from './process-bucket-poll.js';
 import { processPatientImport, recordAbandonedImport, type ImportResult } from './process-patient-import.js';
@@ -293,10 +293,11 @@ export async function runRetention(ctx: FleetContext, opts: { dryRun?: boolean }
   return sweepRetention(
     {
       store: {
-        countExpired: (copy, finishedBefore) => countExpiredCopies(db, copy, finishedBefore),
+        listExpired: (copy, q) => listExpiredCopies(db, copy, q),
         sweepBatch: (copy, q, remove) => sweepExpiredCopies(db, copy, q, remove),
       },
       remove: { backup: (rows) => removeSaved(c.backupDir, rows), failed: (rows) => removeSaved(c.failedDir, rows) },
+      isOwnCopy: { backup: (row) => isOwnCopy(c.backupDir, row), failed: (row) => isOwnCopy(c.failedDir, row) },
       days: { backup: c.retention.backupDays, failed: c.retention.failedDays },
       clock: ctx.clock,
       log: ctx.log,

@@ -9,10 +9,11 @@ function line(label: string, variable: string, c: Counts, dryRun: boolean): stri
   const kept = c.retentionDays > 0 ? `kept ${c.retentionDays} days after the row became final` : `kept forever: ${variable}=0`;
   const head = `  ${label} (${kept}): `;
   if (c.retentionDays <= 0) return `${head}nothing to do`;
-  if (dryRun) return `${head}${c.due ?? 0} past retention`;
+  const leftAlone = `left alone (the recorded path is not the row's copy in the configured folder: was the folder moved?)`;
+  if (dryRun) return `${head}${c.due ?? 0} past retention${c.notInFolder ? `, ${c.notInFolder} more would be ${leftAlone}` : ''}`;
   const parts = [`${c.removed} removed`];
   if (c.alreadyGone) parts.push(`${c.alreadyGone} already gone (recorded)`);
-  if (c.notInFolder) parts.push(`${c.notInFolder} left alone (the recorded path is not the row's copy in the configured folder: was the folder moved?)`);
+  if (c.notInFolder) parts.push(`${c.notInFolder} ${leftAlone}`);
   if (c.failed) parts.push(`${c.failed} could not be removed`);
   return head + parts.join(', ');
 }

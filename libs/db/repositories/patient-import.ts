@@ -209,10 +209,16 @@ function expiredCopy(copy: LocalCopy, finishedBefore: Date, afterId = 0) {
   );
 }
 
-/** How many copies of `copy` the retention sweep would remove now (`fleet retention run --dry-run`). */
-export async function countExpiredCopies(db: DbOrTx, copy: LocalCopy, finishedBefore: Date): Promise<number> {
-  const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(patientImportLedger).where(expiredCopy(copy, finishedBefore));
-  return row?.n ?? 0;
+/** The copies of `copy` the retention sweep would take now, by id after `afterId` (`fleet retention run --dry-run`; nothing locked). */
+export async function listExpiredCopies(db: DbOrTx, copy: LocalCopy, q: { finishedBefore: Date; afterId: number; limit: number }): Promise<Array<{ id: number; path: string }>> {
+  const c = copyColumns[copy];
+  const rows = await db
+    .select({ id: patientImportLedger.id, path: c.path })
+    .from(patientImportLedger)
+    .where(expiredCopy(copy, q.finishedBefore, q.afterId))
+    .orderBy(asc(patientImportLedger.id))
+    .limit(q.limit);
+  return rows.map((r) => ({ id: r.id, path: r.path! }));
 }
 
 /**
