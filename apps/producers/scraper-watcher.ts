@@ -78,16 +78,38 @@ interface FoundFile {
   abs: string;
 }
 
-async function walk(root: string): Promise<FoundFile[]> {
-  const out: FoundFile[] = [];
-  const entries = await readdir(root, { recursive: true, withFileTypes: true });
-  for (const e of entries) {
-    const abs = path.join(e.parentPath, e.name);
-    // A symlink to a file counts as the file (chokidar follows it for live drops too).
-    if (!e.isFile() && !(e.isSymbolicLink() && (await stat(abs).then((s) => s.isFile(), () => false)))) continue;
-    out.push({ abs, rel: path.relative(root, abs).split(path.sep).join('/') });
-  }
-  return out;
+/**
+ * Every file under the drop folder, one folder at a time. A subfolder that cannot be read
+ * (permissions: a `lost+found` of a mounted volume, a folder made by another user) is left out
+ * and named in `unreadable` (relative paths): one recursive listing of the whole tree would fail
+ * on it, and with it the catch-up and the start. Dot folders are skipped, as chokidar ignores
+ * them live. The drop folder itself unreadable fails the walk.
+ */
+async function walk(root: string): Promise<{ files: FoundFile[]; unreadable: string[] }> {
+  const files: FoundFile[] = [];
+  const unreadable: string[] = [];
+  const rel = (abs: string) => path.relative(root, abs).split(path.sep).join('/');
+  const visit = async (dir: string): Promise<void> => {
+    let entries: Dirent[];
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      if (dir === root) throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') unreadable.push(rel(dir)); // ENOENT: removed meanwhile
+      return;
+    }
+    for (const e of entries) {
+      const abs = path.join(dir, e.name);
+      if (e.isDirectory()) {
+        if (!e.name.startsWith('.')) await visit(abs);
+        continue;
+      }
+      // A symlink to a file counts as the file (chokidar follows it for live drops too).
+      if (e.isFile() || (e.isSymbolicLink() && (await stat(abs).then((s) => s.isFile(), () => false)))) files.push({ abs, rel: rel(abs) });
+    }
+  };
+  await visit(root);
+  return { files, unreadable };
 }
 
 /** Files read, hashed, registered and enqueued together at start-up. */
@@ -535,7 +557,15 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     for (const f of await repo.unfinishedFiles(db)) await enqueueTherapistFile(ctx, f);
 
     const now = Date.now();
-    const found = await walk(root);
+    const { files: found, unreadable } = await walk(root);
+    if (unreadable.length > 0) {
+      // Named only when it is a folder of the layout (urgent/, a date folder): another name may be a person's.
+      const layout = unreadable.filter((d) => d === 'urgent' || dateFolderOfDir(d) !== null);
+      log.warn(
+        { folders: unreadable.length, layoutFolders: layout },
+        'scraper drop folder: subfolders that cannot be read (permissions?) are left out of the catch-up; their files are caught up at the next start once they can be read',
+      );
+    }
     const ready: string[] = [];
     /** As stat'ed here: the size limit is checked, and unchanged files are known, without a second stat per file. */
     const seen = new Map<string, StatSeen>();
