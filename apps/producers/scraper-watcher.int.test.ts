@@ -416,6 +416,29 @@ describe('scraper watcher', () => {
     await rm(elsewhere, { recursive: true, force: true });
   });
 
+  it('a symlinked date folder made while the watcher was stopped is caught up at start, and wins over an older folder', async () => {
+    await watcher.stop(5_000);
+    const old = new Date(Date.now() - 60_000);
+    const elsewhere = await mkdtemp(path.join(tmpdir(), 'scraper-elsewhere-'));
+    await mkdir(path.join(elsewhere, '20250902'));
+    await writeFile(path.join(elsewhere, '20250902/40092.json'), scraperFile(lines('40092', 2, { phone: 'neuer' })));
+    await utimes(path.join(elsewhere, '20250902/40092.json'), old, old);
+    // A link back up the tree inside it is not followed round and round.
+    await symlink(dir, path.join(elsewhere, '20250902/drop'));
+    await drop('20250901/40092.json', scraperFile(lines('40092', 2)), { ageMs: 60_000 });
+    await symlink(path.join(elsewhere, '20250902'), path.join(dir, '20250902'));
+    await startWatcher();
+    const [row] = await until(async () => {
+      const r = await files('20250902/40092.json');
+      return r[0] && ['imported', 'partial', 'failed'].includes(r[0].status) ? r : null;
+    });
+    expect(row).toMatchObject({ status: 'imported', counts: expect.objectContaining({ created: 2 }) });
+    expect((await files('20250901/40092.json'))[0]).toMatchObject({ status: 'skipped', reason: expect.stringContaining('superseded by the newer folder 20250902') });
+    await watcher.idle();
+    await rm(path.join(dir, '20250902'));
+    await rm(elsewhere, { recursive: true, force: true });
+  });
+
   it('a misfit name is logged by its tracking row id, never by its name', async () => {
     await drop('Müller Anna.json', 'a file named after a person');
     await until(async () => (await files('Müller Anna.json'))[0]);

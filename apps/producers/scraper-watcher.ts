@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { constants, type BigIntStats, type Dirent } from 'node:fs';
-import { mkdir, open, readdir, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { Gauge } from 'prom-client';
@@ -89,9 +89,14 @@ async function walk(root: string): Promise<{ files: FoundFile[]; unreadable: str
   const files: FoundFile[] = [];
   const unreadable: string[] = [];
   const rel = (abs: string) => path.relative(root, abs).split(path.sep).join('/');
-  const visit = async (dir: string): Promise<void> => {
+  // `above`: the real paths of the folders above (a link back up the tree is not followed round
+  // and round; one to a sibling, `latest -> 20250708`, is listed like any folder).
+  const visit = async (dir: string, above: readonly string[] = []): Promise<void> => {
     let entries: Dirent[];
+    let real: string;
     try {
+      real = await realpath(dir);
+      if (above.includes(real)) return;
       entries = await readdir(dir, { withFileTypes: true });
     } catch (err) {
       if (dir === root) throw err;
@@ -99,18 +104,21 @@ async function walk(root: string): Promise<{ files: FoundFile[]; unreadable: str
       return;
     }
     for (const e of entries) {
+      if (e.name.startsWith('.') && !e.isFile()) continue;
       const abs = path.join(dir, e.name);
-      if (e.isDirectory()) {
-        if (!e.name.startsWith('.')) await visit(abs);
-        continue;
-      }
-      // A symlink to a file counts as the file (chokidar follows it for live drops too).
-      if (e.isFile() || (e.isSymbolicLink() && (await stat(abs).then((s) => s.isFile(), () => false)))) files.push({ abs, rel: rel(abs) });
+      // A symlink counts as what it points to: a file as the file, a folder as the folder (chokidar follows them live too).
+      const kind = e.isSymbolicLink() ? await stat(abs).then((s) => (s.isFile() ? 'file' : s.isDirectory() ? 'dir' : null), () => null) : e.isFile() ? 'file' : e.isDirectory() ? 'dir' : null;
+      if (kind === 'dir') await visit(abs, [...above, real]);
+      else if (kind === 'file') files.push({ abs, rel: rel(abs) });
     }
   };
   await visit(root);
   return { files, unreadable };
 }
+
+/** A folder, or a symlink to one (a symlinked date folder counts as the folder, as for chokidar). */
+const isFolder = async (dir: string, e: Dirent) =>
+  e.isDirectory() || (e.isSymbolicLink() && (await stat(path.join(dir, e.name)).then((s) => s.isDirectory(), () => false)));
 
 /** Files read, hashed, registered and enqueued together at start-up. */
 const CATCH_UP_CHUNK = 50;
@@ -224,7 +232,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   async function newerDateFolderOnDisk(postcode: string, after: string): Promise<string | null> {
     const entries = await readdir(root, { withFileTypes: true }).catch((): Dirent[] => []);
     const newer = entries
-      .filter((e) => e.isDirectory() && /^\d{8}$/.test(e.name) && e.name > after && isValidDateFolder(e.name) && canBeNewest(e.name))
+      .filter((e) => (e.isDirectory() || e.isSymbolicLink()) && /^\d{8}$/.test(e.name) && e.name > after && isValidDateFolder(e.name) && canBeNewest(e.name))
       .map((e) => e.name)
       .sort()
       .reverse();
@@ -632,7 +640,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const dates: string[] = [];
     for (const base of ['', 'urgent/']) {
       const entries = await readdir(path.join(root, base), { withFileTypes: true }).catch((): Dirent[] => []);
-      for (const e of entries) if (e.isDirectory() && dateFolderOfDir(`${base}${e.name}`)) dates.push(`${base}${e.name}`);
+      for (const e of entries) if ((await isFolder(path.join(root, base), e)) && dateFolderOfDir(`${base}${e.name}`)) dates.push(`${base}${e.name}`);
     }
     for (const d of dates) if (!canBeNewest(dateFolderOfDir(d)!)) warnMisdated(d);
     newestDate = dates.map((d) => dateFolderOfDir(d)!).filter(canBeNewest).sort().pop() ?? null;
