@@ -686,10 +686,21 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   let holder: LeaseHolder | null = null;
   const tryLease = () => (holder ??= leaseHolder(ctx.database, LOCK_KEYS.scraperWatcher, 'scraper-watcher')).acquire();
 
+  /**
+   * The drop folder being watched (device and inode: one moved away and made again is another
+   * folder), and whether chokidar saw it removed (one made again at once may get the same inode).
+   */
+  let watchedFolder: string | null = null;
+  let folderRemoved = false;
+  const folderIdentity = async () => stat(root).then((s) => `${s.dev}:${s.ino}`, () => null);
+  const folderReplaced = async () => folderRemoved || (await folderIdentity()) !== watchedFolder;
+
   /** Starts watching: the date folders, chokidar, the catch-up. A failed catch-up undoes it and throws. */
   async function activate(): Promise<void> {
     stopped = false;
     await mkdir(root, { recursive: true });
+    watchedFolder = await folderIdentity();
+    folderRemoved = false;
     watchedDates.clear();
     reportedHistory.clear();
     scanned = false;
@@ -707,7 +718,10 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       void serial(() => handleOrRetry(rel));
     };
     watcher.on('add', onFile).on('change', onFile).on('addDir', onDir);
-    watcher.on('unlinkDir', (abs) => watchedDates.delete(relOf(abs)));
+    watcher.on('unlinkDir', (abs) => {
+      if (abs === root) folderRemoved = true;
+      watchedDates.delete(relOf(abs));
+    });
     watcher.on('error', (err) => log.error({ err }, 'scraper watcher error'));
     await new Promise<void>((resolve) => watcher!.once('ready', () => resolve()));
     scanned = true;
@@ -762,7 +776,10 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    */
   async function checkLease(): Promise<void> {
     if (shutDown) return;
-    if (lease && (await lease.held().catch(() => false))) return void (reoffering ??= reofferUnfinished().finally(() => (reoffering = null)));
+    if (lease && (await lease.held().catch(() => false))) {
+      if (active && (await folderReplaced())) await watchAgain();
+      return void (reoffering ??= reofferUnfinished().finally(() => (reoffering = null)));
+    }
     await lease?.release();
     lease = null;
     let got: Lease | null;
@@ -796,6 +813,27 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       log.error({ err }, 'scraper watcher could not take over (catch-up failed); trying again');
       notWatching = { detail: `not watching: the catch-up failed; trying again every ${cfg.leaseCheckMs} ms` };
       await lease.release();
+      lease = null;
+    }
+  }
+
+  /**
+   * The drop folder was removed (and made again, or not) while watched: chokidar keeps watching
+   * the folder that is gone and reports nothing dropped into the new one, while /ready says
+   * `watching`. Watching starts again (the folder made if need be, as at start), with a catch-up
+   * for the files dropped meanwhile; the run collecting so far is sealed. A failed catch-up gives
+   * the lease back, and the next check takes it and tries again, as a take-over does.
+   */
+  async function watchAgain(): Promise<void> {
+    log.warn({ dir: root }, 'scraper drop folder removed or replaced while watched: watching it again, with a catch-up');
+    await deactivate();
+    try {
+      notWatching = { detail: 'starting: catching up on the drop folder', catchingUp: true };
+      await activate();
+    } catch (err) {
+      log.error({ err }, 'scraper watcher could not watch the drop folder again (catch-up failed); trying again');
+      notWatching = { detail: `not watching: the catch-up failed; trying again every ${cfg.leaseCheckMs} ms` };
+      await lease?.release();
       lease = null;
     }
   }
