@@ -455,7 +455,9 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       if (e.kind === 'misfit') misfits.push({ path: rel, reason: e.reason });
       else if (e.kind === 'import') candidates.push({ rel, postcode: e.postcode, dateFolder: e.dateFolder, urgent: e.urgent });
     }
-    await recordSkipped(misfits, 'misfit');
+    // In chunks: one statement takes at most 65,534 parameters (ten a row), and a folder can
+    // hold thousands of misfits (a scraper that changed its folder names, kept for weeks).
+    for (let i = 0; i < misfits.length; i += CATCH_UP_KNOWN_CHUNK) await recordSkipped(misfits.slice(i, i + CATCH_UP_KNOWN_CHUNK), 'misfit');
 
     // Newest date folder per postcode: among the files on disk now and those registered before.
     const newest = await repo.newestDateFolders(db, [...new Set(candidates.filter((c) => c.dateFolder && !c.urgent).map((c) => c.postcode))], latestPlausibleDate());
