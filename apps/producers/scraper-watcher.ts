@@ -382,7 +382,8 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   }
 
   /**
-   * Reads and hashes a file of a fitting name. Null when it is gone again; `unreadable` when it
+   * Reads and hashes a file of a fitting name. Null when it is gone again (or, in the catch-up,
+   * written to since it was found: then it is handled once it settles); `unreadable` when it
    * cannot be read (permissions); `tooLarge` when it is over SCRAPER_FILE_MAX_MB: then it is
    * hashed in chunks, never held in memory (skipped per content, imported once it may be).
    * `seen`: the file as the caller has just stat'ed it (the catch-up), else it is stat'ed here
@@ -407,6 +408,12 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       try {
         const st = await fh.stat({ bigint: true });
         if (!st.isFile()) return { unreadable: { ...at, reason: NOT_REGULAR_REASON } };
+        // Written to since the catch-up found it settled (a scraper overwriting it now): read
+        // now, it may be half written. It is handled once it settles, as a live drop is.
+        if (seen && statKeyOf(st) !== seen.statKey) {
+          whenStable(abs, at.path);
+          return null;
+        }
         const s: StatSeen = seen ?? statSeen(st);
         const tooLarge = s.size > cfg.maxFileBytes ? new FileTooLargeError(s.size, cfg.maxFileBytes) : null;
         if (knownHash) return { contentHash: knownHash, sizeBytes: s.size, statKey: s.statKey, tooLarge };
