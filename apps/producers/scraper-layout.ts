@@ -4,7 +4,9 @@
  *   `YYYYMMDD/<plz>.json`        dated folder (the newest date wins per postcode)
  *   `urgent/<plz>.json`, `urgent/YYYYMMDD/<plz>.json`   processed first
  * Dot files and temp names (`*.tmp`, `*.part`, `*.swp`, `*~`) are ignored silently (a scraper
- * writing through a temp file and renaming); every other name is reported once as skipped.
+ * writing through a temp file and renaming), and so is everything in a folder with such a name
+ * (`20250708.tmp/`, filled and then renamed into place); every other name is reported once as
+ * skipped.
  */
 export type DropEntry =
   | { kind: 'import'; postcode: string; dateFolder: string | null; urgent: boolean }
@@ -21,10 +23,12 @@ export function isValidDateFolder(d: string): boolean {
   return y >= 2000 && dt.getUTCFullYear() === y && dt.getUTCMonth() === m - 1 && dt.getUTCDate() === day;
 }
 
+/** A name a writer gives a file or folder until it is complete. */
+const TEMP_NAME = /(\.tmp|\.part|\.partial|\.swp|\.crdownload|~)$/i;
+
 export function classifyDropPath(rel: string): DropEntry {
   const segments = rel.split('/');
-  const name = segments[segments.length - 1] ?? '';
-  if (segments.some((s) => s.startsWith('.')) || /(\.tmp|\.part|\.partial|\.swp|\.crdownload|~)$/i.test(name)) return { kind: 'ignore' };
+  if (segments.some((s) => s.startsWith('.') || TEMP_NAME.test(s))) return { kind: 'ignore' };
   const m = LAYOUT.exec(rel);
   if (!m) {
     return { kind: 'misfit', reason: `name does not fit <plz>.json, YYYYMMDD/<plz>.json or urgent/<plz>.json: ${rel}` };

@@ -114,6 +114,10 @@ describe('scraper layout', () => {
     expect(classifyDropPath('urgent/52074.json')).toEqual({ kind: 'import', postcode: '52074', dateFolder: null, urgent: true });
     expect(classifyDropPath('.52074.json.swp').kind).toBe('ignore');
     expect(classifyDropPath('52074.json.part').kind).toBe('ignore');
+    // A folder filled under a temp name and then renamed into place: its files come with the rename.
+    expect(classifyDropPath('20250708.tmp/52074.json').kind).toBe('ignore');
+    expect(classifyDropPath('urgent/20250708.partial/52074.json').kind).toBe('ignore');
+    expect(classifyDropPath('20250708tmp/52074.json').kind).toBe('misfit');
     expect(classifyDropPath('20251341/52074.json').kind).toBe('misfit');
     expect(classifyDropPath('5207.json').kind).toBe('misfit');
     expect(classifyDropPath('a/b/52074.json').kind).toBe('misfit');
@@ -397,6 +401,20 @@ describe('scraper watcher', () => {
       return r[0] && !['queued', 'importing'].includes(r[0].status) ? r : null;
     });
     expect(m).toMatchObject({ status: 'imported' });
+  });
+
+  it('a date folder filled under a temp name and then renamed into place: its files are imported with the rename, nothing is reported before', async () => {
+    await drop('20250712.tmp/40880.json', scraperFile(lines('40880', 2)));
+    await drop('20250712.tmp/40881.json', scraperFile(lines('40881', 1)));
+    await new Promise((r) => setTimeout(r, STABILITY_MS * 3));
+    await watcher.idle();
+    expect(await db.sql`select path from fleet.therapist_import_files where path like '20250712%'`).toEqual([]);
+    await rename(path.join(dir, '20250712.tmp'), path.join(dir, '20250712'));
+    const rows = await until(async () => {
+      const r = await db.sql<FileRow[]>`select * from fleet.therapist_import_files where path like '20250712%' order by path`;
+      return r.length === 2 && r.every((f) => f.status === 'imported') ? r : null;
+    });
+    expect(rows.map((r) => r.path)).toEqual(['20250712/40880.json', '20250712/40881.json']);
   });
 
   it('a symlinked file dropped while the watcher was stopped is imported at start, as a live one is', async () => {
