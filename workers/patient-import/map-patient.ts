@@ -78,7 +78,7 @@ export function mapPatient(reg: Registration, now: Date): NewPatient {
   };
 }
 
-/** Trimmed, Unicode NFC, lower case: how email addresses are compared for duplicates (as the database's `lower` does). */
+/** Trimmed, Unicode NFC, lower case: how email addresses are compared for duplicates (the lookup lowers stored ones the same way, whatever the database's collation). */
 export function normalise(s: string | null | undefined): string {
   return (s ?? '').normalize('NFC').trim().toLocaleLowerCase('de-DE').normalize('NFC');
 }

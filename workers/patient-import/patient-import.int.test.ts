@@ -308,6 +308,21 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect(await settled(h, c.name, c.generation)).toMatchObject({ status: 'deleted', error_code: null });
   });
 
+  it('a stored email in capitals beyond ASCII is the same address on a database whose collation lowers ASCII only (C)', async () => {
+    await database.sql`alter table patient_service.patienten alter column email type text collate "C"`;
+    try {
+      const a = await upload(h, plainRegistration({ vorname: 'Özlem', nachname: 'Çelik', email: 'özlem.çelik@example.org', token: 'c0c0c0c0aaaa1111' }));
+      const ra = await settled(h, a.name, a.generation);
+      // Staff typed it in capitals.
+      await database.sql`update patient_service.patienten set email = 'ÖZLEM.ÇELIK@EXAMPLE.ORG' where id = ${ra.patient_id as number}`;
+      const b = await upload(h, plainRegistration({ vorname: 'Özlem', nachname: 'Çelik', email: 'Özlem.Çelik@example.org', token: 'c0c0c0c0bbbb2222' }));
+      const rb = await settled(h, b.name, b.generation);
+      expect(rb).toMatchObject({ status: 'deleted', duplicate_kind: 'same_person', duplicate_of_patient_id: ra.patient_id });
+    } finally {
+      await database.sql`alter table patient_service.patienten alter column email type text collate "default"`;
+    }
+  });
+
   it.each([
     ['a trailing tab', (e: string) => `${e}\t`],
     ['a no-break space at both ends', (e: string) => `\u00a0${e}\u00a0`],

@@ -293,16 +293,32 @@ export async function findPatientByZahlungsreferenz(db: DbOrTx, ref: string) {
  * or no-break space compares equal to the one the import normalised in code.
  */
 const TRIM_SET = `U&'${[...TRIMMED_WHITESPACE].map((c) => `\\${c.charCodeAt(0).toString(16).padStart(4, '0')}`).join('')}'`;
-const normalisedEmailSql = (column: string) => `lower(normalize(btrim(${column}, ${TRIM_SET}), NFC))`;
 
-/** Patients whose email equals `normalisedEmail` (trimmed as JavaScript trims, NFC, lower case). */
-export async function findPatientsByEmail(db: DbOrTx, normalisedEmail: string) {
-  return db
-    .select({ id: patienten.id, vorname: patienten.vorname, nachname: patienten.nachname, email: patienten.email })
-    .from(patienten)
-    .where(sql`lower(normalize(btrim(${patienten.email}, ${sql.raw(TRIM_SET)}), NFC)) = ${normalisedEmail}`)
-    .orderBy(asc(patienten.id));
-}
+/**
+ * The upper-case letters beyond ASCII (Latin, Greek, Cyrillic) and their lower case, as the
+ * import lowers them (`toLocaleLowerCase('de-DE')`), for `translate`: PostgreSQL's `lower`
+ * follows the collation, and under `C` (ASCII only) it keeps `JÖRG@…` as `jÖrg@…`, so a
+ * registration under the same address in other case would not be found as a duplicate.
+ * `translate` maps characters whatever the collation; after `lower` under a Unicode collation it
+ * changes nothing.
+ */
+const [FOLD_FROM, FOLD_TO] = (() => {
+  const from: string[] = [];
+  const to: string[] = [];
+  for (const [lo, hi] of [[0xc0, 0x24f], [0x370, 0x52f], [0x1e00, 0x1eff]] as const) {
+    for (let cp = lo; cp <= hi; cp++) {
+      const c = String.fromCodePoint(cp);
+      const l = c.toLocaleLowerCase('de-DE');
+      if (l !== c && [...l].length === 1 && c.normalize('NFC') === c && l.normalize('NFC') === l) {
+        from.push(c);
+        to.push(l);
+      }
+    }
+  }
+  return [from.join(''), to.join('')];
+})();
+const normalisedEmailSql = (column: string) => `translate(lower(normalize(btrim(${column}, ${TRIM_SET}), NFC)), '${FOLD_FROM}', '${FOLD_TO}')`;
+
 
 export type NewPatientRow = typeof patienten.$inferInsert;
 
