@@ -1,5 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { beginDeliveryAttempt, finishDeliveries, getDelivery, listStaleClaims, requeueFailedDelivery } from '../../libs/db/repositories/deliveries.js';
+import { randomUUID } from 'node:crypto';
+import { beginDeliveryAttempt, finishDeliveries, getDelivery, listStaleClaims, queueDelivery, requeueFailedDelivery } from '../../libs/db/repositories/deliveries.js';
 import type { StillWantedCheck } from '../../libs/mail/index.js';
 import { discardOne, requeueOne } from '../../libs/ops/dead-letters.js';
 import { listDeadLetters } from '../../libs/queues/index.js';
@@ -239,5 +240,25 @@ describe('operator requeue of an email whose last provider request got no answer
     expect(audit!.details.notice).toBe(r.notice);
     // The notice names no one.
     expect(r.notice).not.toMatch(/@example\.com/);
+  });
+
+  it('the advice before a requeue is given for as many email dead letters as a weekly send can leave (more than PostgreSQL takes parameters in one statement)', async () => {
+    // A provider refusing every email of a weekly send to 100,000 patients leaves as many dead
+    // letters; `fleet dlq list` and /ops/api/dead-letters ask for the advice of all of them.
+    const { id } = await queueDelivery(database.db, {
+      idempotencyKey: 'advice.many.1',
+      kind: 'staff',
+      toAddress: 'staff@example.com',
+      fromAddress: 'Curavani <noreply@curavani.com>',
+      subject: 's',
+      html: '<p>h</p>',
+      text: 't',
+    });
+    await database.sql`update fleet.deliveries set status = 'failed', contents_removed_at = '2026-11-01T03:00:00Z', subject = '', html = '', text = '' where id = ${id}`;
+    const payloads = [...Array.from({ length: 70_000 }, () => ({ deliveryId: randomUUID() })), { deliveryId: id }];
+    const advice = await emailDeadLetterHook.requeueAdvice!(payloads, database.db);
+    expect(advice).toHaveLength(payloads.length);
+    expect(advice.at(-1)).toBe('its contents were removed on 2026-11-01 03:00:00 UTC (EMAIL_RETENTION_DAYS): it cannot be sent again; discard it');
+    expect(advice.filter((a) => a !== undefined)).toHaveLength(1);
   });
 });

@@ -11,8 +11,11 @@ export const deliveryFinalStatuses = ['sent', 'failed', 'dropped'] as const sati
 /** A delivery id's form: anything else (a dead letter's payload is not checked) is no delivery. */
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** A PostgreSQL uuid[] literal of the ids (only well-formed uuids: they come from Redis). */
-function uuidArray(ids: Iterable<string>): string {
+/**
+ * A PostgreSQL uuid[] literal of the ids (only well-formed uuids: they come from Redis), one
+ * parameter however many ids there are (`in (...)` takes one parameter per id, at most 65,534).
+ */
+export function uuidArray(ids: Iterable<string>): string {
   return `{${[...ids].filter((id) => UUID.test(id)).join(',')}}`;
 }
 
