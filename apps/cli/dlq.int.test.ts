@@ -170,6 +170,12 @@ describe('fleet dlq requeue of an email (the real CLI)', () => {
     const json = JSON.parse((await fleet('dlq', 'list', '--queue', 'email', '--json')).stdout) as Array<{ originalJobId: string; requeueAdvice?: string }>;
     expect(json.find((e) => e.originalJobId === old.jobId)?.requeueAdvice).toMatch(/may already have it/);
     expect(listed.stdout).not.toContain('@example.com');
+    // PostgreSQL away: the dead letters (in Redis) are still listed, the advice says it is unknown.
+    const down = await fleetWith({ DATABASE_URL: 'postgres://postgres@127.0.0.1:1/nowhere' }, 'dlq', 'list', '--queue', 'email');
+    expect(down.code).toBe(0);
+    expect(down.stdout).toContain(recent.jobId);
+    expect(down.stdout).toMatch(/ {2}before a requeue: unknown: what a requeue would do could not be read \(database query failed: .*ECONNREFUSED.*\); look again before requeueing\n/);
+    expect(down.stdout).not.toContain('Failed query');
     for (const d of [recent, old, emptied]) expect((await fleet('dlq', 'discard', d.jobId, '--queue', 'email', '--reason', 'test over')).code).toBe(0);
   });
 

@@ -1,4 +1,5 @@
 import type { Db } from '../db/client.js';
+import { errorMessage } from '../errors/index.js';
 import { lastAuditOf, recordAudit } from '../db/repositories/audit.js';
 import {
   DeadLetterNotFound,
@@ -30,7 +31,11 @@ export type DeadLetterHooks = Partial<Record<JobName, DeadLetterHook>>;
 /** A dead letter with what a requeue of it would do, when its family has something to say. */
 export type AdvisedDeadLetter = DeadLetterView & { requeueAdvice?: string };
 
-/** The entries with their families' requeue advice (DeadLetterHook.requeueAdvice). */
+/**
+ * The entries with their families' requeue advice (DeadLetterHook.requeueAdvice). Best effort:
+ * the dead letters come from Redis and must stay listable while PostgreSQL is away; the entries
+ * of a family whose advice cannot be read then say so instead.
+ */
 export async function withRequeueAdvice(deps: Pick<OperatorDeps, 'db' | 'hooks'>, entries: DeadLetterView[]): Promise<AdvisedDeadLetter[]> {
   const out: AdvisedDeadLetter[] = [...entries];
   const byName = new Map<string, number[]>();
@@ -38,10 +43,16 @@ export async function withRequeueAdvice(deps: Pick<OperatorDeps, 'db' | 'hooks'>
   for (const [name, at] of byName) {
     const advise = deps.hooks[name as JobName]?.requeueAdvice;
     if (!advise) continue;
-    const advice = await advise(
-      at.map((i) => entries[i]!.data),
-      deps.db,
-    );
+    let advice: Array<string | undefined>;
+    try {
+      advice = await advise(
+        at.map((i) => entries[i]!.data),
+        deps.db,
+      );
+    } catch (err) {
+      // errorMessage: a query error without its statement and parameters.
+      advice = at.map(() => `unknown: what a requeue would do could not be read (${errorMessage(err)}); look again before requeueing`);
+    }
     at.forEach((i, k) => {
       if (advice[k]) out[i] = { ...entries[i]!, requeueAdvice: advice[k] };
     });
