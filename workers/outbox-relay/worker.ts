@@ -1,5 +1,5 @@
 import { Counter, Gauge } from 'prom-client';
-import { outboxBacklog, prunePublished, relayLeases } from '../../libs/db/repositories/outbox-relay.js';
+import { outboxBacklog, outboxOldestAgeSeconds, prunePublished, relayLeases } from '../../libs/db/repositories/outbox-relay.js';
 import { kafkajsPublisher, type EventPublisher } from '../../libs/events/kafka.js';
 import { collectedGauge, scrapeRead } from '../../libs/metrics/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
@@ -19,15 +19,21 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
         ? kafkajsPublisher({ ...config.kafka, brokers: config.kafka.brokers }, log)
         : null;
 
-  // Lag figures are read from PostgreSQL when Prometheus scrapes: one query per scrape, shared
-  // by the three gauges; while PostgreSQL cannot be read they are left out (the scrape still answers).
+  // Lag figures are read from PostgreSQL when Prometheus scrapes; while PostgreSQL cannot be read
+  // (or not within the scrape's wait) they are left out and the scrape still answers. The lag, on
+  // which FleetOutboxLag rests, is read on its own: counting a backlog of millions takes seconds,
+  // finding its oldest event does not, so the lag stays when the counts are left out.
   const readBacklog = scrapeRead(
     () => outboxBacklog(database, clock.now()),
     (err) => log.warn({ err }, 'metrics: could not read the outbox backlog'),
   );
+  const readLag = scrapeRead(
+    () => outboxOldestAgeSeconds(database, clock.now()),
+    (err) => log.warn({ err }, 'metrics: could not read the outbox lag'),
+  );
   collectedGauge(metrics, 'fleet_outbox_lag_seconds', 'Age of the oldest outbox event waiting to be published in seconds (0 when none wait; parked ones not counted)', [], async () => {
-    const b = await readBacklog();
-    return b ? [{ labels: {}, value: b.oldestAgeSeconds }] : [];
+    const lag = await readLag();
+    return lag === null ? [] : [{ labels: {}, value: lag }];
   });
   collectedGauge(metrics, 'fleet_outbox_unpublished', 'Outbox events waiting to be published to Kafka (parked ones not counted)', [], async () => {
     const b = await readBacklog();
