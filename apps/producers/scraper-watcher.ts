@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { constants, type BigIntStats, type Dirent } from 'node:fs';
-import { mkdir, open, readdir, realpath, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, realpath, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { Gauge } from 'prom-client';
@@ -701,15 +701,47 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    */
   let watchedFolder: string | null = null;
   let folderRemoved = false;
+  /**
+   * The watched folder, held open: its inode cannot be handed to a folder made in its place
+   * (without it, `rm -r` and `mkdir` gave the new folder the same inode number), and its link
+   * count drops to 0 once it is removed.
+   */
+  let rootHandle: FileHandle | null = null;
+  /** Another identity seen at the last check: taken for a new folder once a second check sees it too. */
+  let otherFolder: string | null = null;
   const folderIdentity = async () => stat(root).then((s) => `${s.dev}:${s.ino}`, () => null);
-  const folderReplaced = async () => folderRemoved || (await folderIdentity()) !== watchedFolder;
+  /**
+   * Removed (chokidar said so, the held folder has no link left, or nothing is at its path), or
+   * another folder at its path: a device and inode other than the watched one's, the same at two
+   * checks in a row. A file system that hands out a new inode number at every look (some FUSE
+   * mounts) never shows the same one twice, and so does not make the watcher start again (and
+   * seal its run) at every check.
+   */
+  const folderReplaced = async () => {
+    if (folderRemoved) return true;
+    const held = await rootHandle?.stat().catch(() => null);
+    if (held && held.nlink === 0) return true;
+    const now = await folderIdentity();
+    if (now === null) return true;
+    if (now === watchedFolder) {
+      otherFolder = null;
+      return false;
+    }
+    if (now === otherFolder) return true;
+    otherFolder = now;
+    return false;
+  };
 
   /** Starts watching: the date folders, chokidar, the catch-up. A failed catch-up undoes it and throws. */
   async function activate(): Promise<void> {
     stopped = false;
     await mkdir(root, { recursive: true });
-    watchedFolder = await folderIdentity();
+    await rootHandle?.close().catch(() => {});
+    rootHandle = await open(root, 'r');
+    const held = await rootHandle.stat();
+    watchedFolder = `${held.dev}:${held.ino}`;
     folderRemoved = false;
+    otherFolder = null;
     watchedDates.clear();
     reportedHistory.clear();
     scanned = false;
@@ -772,6 +804,8 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     retryDelay = RETRY_MIN_MS;
     await watcher?.close();
     watcher = null;
+    await rootHandle?.close().catch(() => {});
+    rootHandle = null;
     await serial(sealCurrentRun);
   }
 
