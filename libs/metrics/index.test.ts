@@ -24,18 +24,51 @@ describe('scrapeRead', () => {
     expect(await read()).toBe(4);
   });
 
-  it('gives null for a read that does not answer within the wait (a hung PostgreSQL), and reads again on the next scrape', async () => {
+  it('gives null for a read that does not answer within the wait (a hung PostgreSQL); while it hangs no other is started, one is after retryHungMs', async () => {
     const errors: unknown[] = [];
     let answer = false;
+    let reads = 0;
     const read = scrapeRead(
-      () => (answer ? Promise.resolve('rows') : new Promise<string>(() => {})),
+      () => {
+        reads++;
+        return answer ? Promise.resolve('rows') : new Promise<string>(() => {});
+      },
       (err) => errors.push(err),
       50,
+      300,
     );
     expect(await read()).toBeNull();
     expect(String(errors[0])).toContain('no answer within 50 ms');
     answer = true;
+    // Scrapes while it hangs: null at once, no read piling up behind the hung one.
+    const started = Date.now();
+    expect(await Promise.all([read(), read()])).toEqual([null, null]);
+    expect(await read()).toBeNull();
+    expect(Date.now() - started).toBeLessThan(40);
+    expect(reads).toBe(1);
+    await new Promise((r) => setTimeout(r, 300));
     expect(await read()).toBe('rows');
+    expect(reads).toBe(2);
+  });
+
+  it('reads again at once when the hung read settles at last', async () => {
+    let release: (v: string) => void = () => {};
+    let reads = 0;
+    const read = scrapeRead(
+      () => {
+        reads++;
+        return reads === 1 ? new Promise<string>((r) => (release = r)) : Promise.resolve('fresh');
+      },
+      () => {},
+      50,
+      60_000,
+    );
+    expect(await read()).toBeNull();
+    expect(await read()).toBeNull();
+    release('late');
+    await new Promise((r) => setTimeout(r, 0));
+    expect(await read()).toBe('fresh');
+    expect(reads).toBe(2);
   });
 });
 

@@ -57,6 +57,9 @@ export function oncePerRegistry<T>(build: (registry: Registry) => T): (registry:
 /** How long a scrape waits for a gauge's read (PostgreSQL, Redis) before leaving those gauges out. */
 export const SCRAPE_WAIT_MS = 2_000;
 
+/** A read that gave no answer within the scrape's wait is not started again for this long while it hangs. */
+export const SCRAPE_RETRY_HUNG_MS = 60_000;
+
 /**
  * One read shared by the gauges of a scrape (prom-client starts every collect in the same
  * tick): a call while a read is in flight gets its promise, a settled read is not reused. A
@@ -64,21 +67,42 @@ export const SCRAPE_WAIT_MS = 2_000;
  * connections open and silent), is reported to `onError` and gives null, so the scrape still
  * answers and the gauges built on it are left out of it. Without the limit the whole /metrics
  * waited: Prometheus saw the process as down (FleetProcessDown) and lost its other metrics.
+ * While such a read still hangs, the next scrapes give null at once instead of starting another
+ * (each would hold one more pool connection until PostgreSQL answers); one is started again
+ * after `retryHungMs`, in case the hung one never settles.
  */
-export function scrapeRead<T>(read: () => Promise<T>, onError: (err: unknown) => void, waitMs: number = SCRAPE_WAIT_MS): () => Promise<T | null> {
+export function scrapeRead<T>(
+  read: () => Promise<T>,
+  onError: (err: unknown) => void,
+  waitMs: number = SCRAPE_WAIT_MS,
+  retryHungMs: number = SCRAPE_RETRY_HUNG_MS,
+): () => Promise<T | null> {
   let inFlight: Promise<T | null> | null = null;
+  /** When the read that is still hanging began (null: none hangs). */
+  let hungSince: number | null = null;
   return () => {
-    if (!inFlight) {
-      const p = within(read(), waitMs).catch((err: unknown) => {
-        onError(err);
-        return null;
-      });
-      inFlight = p;
-      void p.then(() => {
-        if (inFlight === p) inFlight = null;
-      });
-    }
-    return inFlight;
+    if (inFlight) return inFlight;
+    if (hungSince !== null && Date.now() - hungSince < retryHungMs) return Promise.resolve(null);
+    const began = Date.now();
+    const work = read();
+    hungSince = null;
+    let done = false;
+    const settled = () => {
+      done = true;
+      if (hungSince === began) hungSince = null;
+    };
+    // Registered before the wait's: a read that failed is done when the wait's handler runs.
+    void work.then(settled, settled);
+    const p = within(work, waitMs).catch((err: unknown) => {
+      if (!done) hungSince = began; // not answered within the wait: it hangs until it settles
+      onError(err);
+      return null;
+    });
+    inFlight = p;
+    void p.then(() => {
+      if (inFlight === p) inFlight = null;
+    });
+    return p;
   };
 }
 
