@@ -39,7 +39,11 @@ export type AdvisedDeadLetter = DeadLetterView & { requeueAdvice?: string };
 export async function withRequeueAdvice(deps: Pick<OperatorDeps, 'db' | 'hooks'>, entries: DeadLetterView[]): Promise<AdvisedDeadLetter[]> {
   const out: AdvisedDeadLetter[] = [...entries];
   const byName = new Map<string, number[]>();
-  entries.forEach((e, i) => byName.set(e.name, [...(byName.get(e.name) ?? []), i]));
+  entries.forEach((e, i) => {
+    const at = byName.get(e.name);
+    if (at) at.push(i);
+    else byName.set(e.name, [i]);
+  });
   for (const [name, at] of byName) {
     const advise = deps.hooks[name as JobName]?.requeueAdvice;
     if (!advise) continue;
@@ -75,6 +79,11 @@ function hookFor(hooks: DeadLetterHooks, view: DeadLetterView): DeadLetterHook |
   return hooks[view.name as JobName];
 }
 
+/** `2026-12-07 13:51:43 UTC`: how the operator's messages give times. */
+export function utcSeconds(d: Date): string {
+  return `${d.toISOString().replace('T', ' ').slice(0, 19)} UTC`;
+}
+
 /**
  * A dead letter that is not there: when an operator acted on it already (another tab, a
  * colleague), says who did what and when, from the audit table; else the error as it was.
@@ -87,8 +96,7 @@ async function explainNotFound<T>(deps: OperatorDeps, id: string, queue: string 
     const last = await lastAuditOf(deps.db, { actions: ['dlq.requeue', 'dlq.discard'], jobId: id, queue });
     if (!last) throw err;
     const what = last.action === 'dlq.discard' ? 'discarded' : 'requeued';
-    const when = last.createdAt.toISOString().replace('T', ' ').slice(0, 19);
-    throw new DeadLetterNotFound(`${id} is no longer a dead letter: ${what} by ${last.actor} at ${when} UTC${last.reason ? ` (reason: ${last.reason})` : ''}`);
+    throw new DeadLetterNotFound(`${id} is no longer a dead letter: ${what} by ${last.actor} at ${utcSeconds(last.createdAt)}${last.reason ? ` (reason: ${last.reason})` : ''}`);
   }
 }
 

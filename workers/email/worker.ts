@@ -17,7 +17,7 @@ import {
 import { countExpiredContents, removeExpiredContents } from '../../libs/db/repositories/deliveries-retention.js';
 import { createMailDriver, type MailDriver, type StillWantedChecks } from '../../libs/mail/index.js';
 import { oncePerRegistry } from '../../libs/metrics/index.js';
-import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
+import { utcSeconds, type DeadLetterHook } from '../../libs/ops/dead-letters.js';
 import { addDeadLetter, catalog, jobIdFor, listDeadLetters, redisRateLimiter, restoreMissingDeadLetters, type Handlers, type RateLimiter } from '../../libs/queues/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import { workerComponent } from '../../libs/runtime/index.js';
@@ -289,9 +289,6 @@ export class DeliveryContentsRemovedError extends Error {
  * it (the provider replays its answer if it had accepted the request); otherwise it goes back to
  * `pending` for a new batch. The notice tells the operator what happened (ids only).
  */
-/** `2026-12-07 13:51:43 UTC`, as the operator's other messages give times. */
-const utcSeconds = (d: Date) => `${d.toISOString().replace('T', ' ').slice(0, 19)} UTC`;
-
 export const emailDeadLetterHook: DeadLetterHook = {
   async requeueAdvice(payloads, db) {
     const ids = payloads.map((p) => {

@@ -9,7 +9,7 @@ import { deliveries, type DeliveryStatus } from '../schema/fleet.js';
 export const deliveryFinalStatuses = ['sent', 'failed', 'dropped'] as const satisfies readonly DeliveryStatus[];
 
 /** A delivery id's form: anything else (a dead letter's payload is not checked) is no delivery. */
-export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * A PostgreSQL uuid[] literal of the ids (only well-formed uuids: they come from Redis), one

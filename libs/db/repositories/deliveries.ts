@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { and, asc, eq, inArray, isNull, lt, ne, or, sql } from 'drizzle-orm';
 import type { Db, DbOrTx, Tx } from '../client.js';
 import { deliveries } from '../schema/fleet.js';
-import { discardedSinceFailed, UUID, uuidArray } from './deliveries-retention.js';
+import { discardedSinceFailed, uuidArray } from './deliveries-retention.js';
 import { applySentEffects } from './deliveries-sent.js';
 
 export interface NewDelivery {
@@ -349,8 +349,8 @@ export async function requeueFailedDelivery(db: Db, deliveryId: string, opts: { 
     if (!own || own.status !== 'failed' || own.contentsRemovedAt) {
       return { kind: 'unchanged', status: own?.status ?? null, contentsRemovedAt: own?.contentsRemovedAt ?? null };
     }
-    const unknown = own.outcomeUnknown && own.batchId !== null && own.claimedAt !== null;
-    if (requeueKeepsKeyUntil(own, opts.windowMs, now)) {
+    const path = requeuePath(own, opts.windowMs, now);
+    if (path.kind === 'same_key') {
       const batchId = own.batchId!;
       const rows = await tx
         .update(deliveries)
@@ -368,19 +368,23 @@ export async function requeueFailedDelivery(db: Db, deliveryId: string, opts: { 
       .update(deliveries)
       .set({ status: 'pending', batchId: null, batchLeaderId: null, claimedAt: null, attemptStartedAt: null, outcomeUnknown: false, updatedAt: now })
       .where(eq(deliveries.id, own.id));
-    return { kind: 'pending', mayHaveGoneOut: unknown };
+    return { kind: 'pending', mayHaveGoneOut: path.kind === 'may_duplicate' };
   });
 }
 
 /**
- * Until when an operator's requeue of this failed delivery resends its batch under its original
- * key (requeueFailedDelivery): its last request got no answer and the provider still keeps it.
- * Null when a requeue would send it in a new batch.
+ * How an operator's requeue sends a failed delivery (requeueFailedDelivery): its last request got
+ * no answer and the provider still keeps its key (`same_key`, until when); got no answer and the
+ * window is over (`may_duplicate`: a new batch, perhaps a second email); or a new batch.
  */
-function requeueKeepsKeyUntil(row: Pick<DeliveryRow, 'outcomeUnknown' | 'batchId' | 'claimedAt'>, windowMs: number, now: Date): Date | null {
-  if (!row.outcomeUnknown || row.batchId === null || row.claimedAt === null) return null;
+function requeuePath(
+  row: Pick<DeliveryRow, 'outcomeUnknown' | 'batchId' | 'claimedAt'>,
+  windowMs: number,
+  now: Date,
+): { kind: 'same_key'; until: Date } | { kind: 'may_duplicate' } | { kind: 'new_batch' } {
+  if (!row.outcomeUnknown || row.batchId === null || row.claimedAt === null) return { kind: 'new_batch' };
   const until = new Date(row.claimedAt.getTime() + windowMs);
-  return now <= until ? until : null;
+  return now <= until ? { kind: 'same_key', until } : { kind: 'may_duplicate' };
 }
 
 /** What a requeue of a failed delivery would do, told before it (requeueOutlook). */
@@ -399,22 +403,21 @@ export type RequeueOutlook =
  */
 export async function requeueOutlook(db: DbOrTx, ids: string[], opts: { now: Date; windowMs: number }): Promise<Map<string, RequeueOutlook>> {
   const out = new Map<string, RequeueOutlook>();
-  ids = [...new Set(ids.filter((id) => UUID.test(id)))];
-  if (ids.length === 0) return out;
+  const array = uuidArray(new Set(ids)); // well-formed ids only
+  if (array === '{}') return out;
   const rows = await db
     .select({ id: deliveries.id, outcomeUnknown: deliveries.outcomeUnknown, batchId: deliveries.batchId, claimedAt: deliveries.claimedAt, contentsRemovedAt: deliveries.contentsRemovedAt })
     .from(deliveries)
     // One array parameter: a weekly send the provider refused leaves up to 100,000 email dead
     // letters, more than the 65,534 parameters one statement takes as `in (...)`.
-    .where(and(sql`${deliveries.id} = any(${uuidArray(ids)}::uuid[])`, eq(deliveries.status, 'failed')));
+    .where(and(sql`${deliveries.id} = any(${array}::uuid[])`, eq(deliveries.status, 'failed')));
   for (const r of rows) {
     if (r.contentsRemovedAt) {
       out.set(r.id, { kind: 'contents_removed', at: r.contentsRemovedAt });
       continue;
     }
-    const until = requeueKeepsKeyUntil(r, opts.windowMs, opts.now);
-    if (until) out.set(r.id, { kind: 'same_key', until });
-    else if (r.outcomeUnknown && r.batchId !== null && r.claimedAt !== null) out.set(r.id, { kind: 'may_duplicate' });
+    const path = requeuePath(r, opts.windowMs, opts.now);
+    if (path.kind !== 'new_batch') out.set(r.id, path);
   }
   return out;
 }
