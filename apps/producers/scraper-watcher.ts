@@ -106,8 +106,7 @@ async function walk(root: string): Promise<{ files: FoundFile[]; unreadable: str
     for (const e of entries) {
       if (e.name.startsWith('.') && !e.isFile()) continue;
       const abs = path.join(dir, e.name);
-      // A symlink counts as what it points to: a file as the file, a folder as the folder (chokidar follows them live too).
-      const kind = e.isSymbolicLink() ? await stat(abs).then((s) => (s.isFile() ? 'file' : s.isDirectory() ? 'dir' : null), () => null) : e.isFile() ? 'file' : e.isDirectory() ? 'dir' : null;
+      const kind = await entryKind(dir, e);
       if (kind === 'dir') await visit(abs, [...above, real]);
       else if (kind === 'file') files.push({ abs, rel: rel(abs) });
     }
@@ -116,9 +115,14 @@ async function walk(root: string): Promise<{ files: FoundFile[]; unreadable: str
   return { files, unreadable };
 }
 
-/** A folder, or a symlink to one (a symlinked date folder counts as the folder, as for chokidar). */
-const isFolder = async (dir: string, e: Dirent) =>
-  e.isDirectory() || (e.isSymbolicLink() && (await stat(path.join(dir, e.name)).then((s) => s.isDirectory(), () => false)));
+/**
+ * A folder entry as the watcher takes it: a file, a folder, or neither. A symlink counts as what
+ * it points to (a symlinked date folder as the folder, as for chokidar); a broken one is neither.
+ */
+async function entryKind(dir: string, e: Dirent): Promise<'file' | 'dir' | null> {
+  const kindOf = (s: { isFile(): boolean; isDirectory(): boolean }) => (s.isFile() ? 'file' : s.isDirectory() ? 'dir' : null);
+  return e.isSymbolicLink() ? stat(path.join(dir, e.name)).then(kindOf, () => null) : kindOf(e);
+}
 
 /** Files read, hashed, registered and enqueued together at start-up. */
 const CATCH_UP_CHUNK = 50;
@@ -649,7 +653,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const dates: string[] = [];
     for (const base of ['', 'urgent/']) {
       const entries = await readdir(path.join(root, base), { withFileTypes: true }).catch((): Dirent[] => []);
-      for (const e of entries) if ((await isFolder(path.join(root, base), e)) && dateFolderOfDir(`${base}${e.name}`)) dates.push(`${base}${e.name}`);
+      for (const e of entries) if ((await entryKind(path.join(root, base), e)) === 'dir' && dateFolderOfDir(`${base}${e.name}`)) dates.push(`${base}${e.name}`);
     }
     for (const d of dates) if (!canBeNewest(dateFolderOfDir(d)!)) warnMisdated(d);
     newestDate = dates.map((d) => dateFolderOfDir(d)!).filter(canBeNewest).sort().pop() ?? null;
