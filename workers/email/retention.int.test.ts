@@ -82,10 +82,10 @@ async function craft(status: 'pending' | 'sending' | 'sent' | 'failed' | 'droppe
 }
 
 /** The dead letter a delivery that failed for good leaves in `email-dlq` (what `fleet dlq requeue` works on). */
-async function deadLetter(deliveryId: string): Promise<string> {
+async function deadLetter(deliveryId: string, jobSuffix = ''): Promise<string> {
   return addDeadLetter(ctx.queues, {
     originalQueue: 'email',
-    originalJobId: `email-send.delivery.${deliveryId}`,
+    originalJobId: `email-send.delivery.${deliveryId}${jobSuffix}`,
     name: 'email-send',
     data: { deliveryId },
     reason: 'provider rejected delivery (status 422)',
@@ -188,6 +188,23 @@ describe('retention of email contents (fleet.deliveries)', () => {
     await discard(letter.id);
     expect(await runEmailRetention(ctx)).toEqual({ retentionDays: 30, removed: 1, keptForDeadLetters: 1 });
     expect((await row(lost)).contents_removed_at).toBeTruthy();
+  });
+
+  it('a discard counts under the job id the sweep or a requeue gave the email (a suffix after the delivery id), and only for its own delivery', async () => {
+    const swept = await craft('failed', 40);
+    const retried = await craft('failed', 40);
+    const other = await craft('failed', 40);
+    await discard(await deadLetter(swept, `.sweep.${Date.now()}`));
+    await discard(await deadLetter(retried, `.retry.${Date.now()}`));
+    // Audit rows that name a target only close to the other delivery's are no discard of it.
+    await database.sql`insert into fleet.audit_log (actor, action, target) values
+      ('test', 'dlq.discard', ${`email/email-send.delivery.${other.slice(0, -1)}`}),
+      ('test', 'dlq.requeue', ${`email/email-send.delivery.${other}`}),
+      ('test', 'dlq.discard', ${`patient-import/email-send.delivery.${other}`})`;
+    expect(await runEmailRetention(ctx)).toEqual({ retentionDays: 30, removed: 2, keptForDeadLetters: 1 });
+    expect((await row(swept)).contents_removed_at).toBeTruthy();
+    expect((await row(retried)).contents_removed_at).toBeTruthy();
+    expect((await row(other)).contents_removed_at).toBeNull();
   });
 
   it('two sweeps at once blank every row once; EMAIL_RETENTION_DAYS=0 keeps everything', async () => {

@@ -26,7 +26,11 @@ export const auditLog = fleet.table('audit_log', {
   reason: text('reason'),
   details: jsonb('details').$type<Record<string, unknown>>().notNull().default({}),
   createdAt: ts('created_at').notNull().defaultNow(),
-});
+}, (t) => [
+  // Lookups by target (`<queue>/<job id>`, a record): equal, or by prefix with the pattern
+  // operators (`~>=~`, `~<~`) whatever the database's collation.
+  index('audit_log_target_idx').using('btree', t.target.op('text_pattern_ops')),
+]);
 
 export const deliveryStatuses = ['pending', 'sending', 'sent', 'failed', 'dropped'] as const;
 export type DeliveryStatus = (typeof deliveryStatuses)[number];

@@ -1,0 +1,1 @@
+CREATE INDEX "audit_log_target_idx" ON "fleet"."audit_log" USING btree ("target" text_pattern_ops);
