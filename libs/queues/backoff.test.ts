@@ -1,7 +1,7 @@
 import type { MinimalJob } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import { cappedBackoff } from './bind-worker.js';
-import { CAPPED_BACKOFF, catalog, jobNames, retryHorizonMs, type JobName } from './catalog.js';
+import { CAPPED_BACKOFF, catalog, jobNames, retryDelayMs, retryHorizonMs, type JobName } from './catalog.js';
 import { jobOptionsFor } from './queue-set.js';
 
 const MINUTE = 60_000;
@@ -16,6 +16,12 @@ describe('retry backoff', () => {
       const retry = catalog[name].retry;
       expect(retryHorizonMs(retry) * (1 - retry.jitter), name).toBeGreaterThanOrEqual(30 * MINUTE);
     }
+  });
+
+  it("the weekly fan-out keeps retrying for at least 6 hours (a week's emails hang on it), never waiting more than 16 minutes between tries", () => {
+    const retry = catalog['weekly-fanout'].retry;
+    expect(retryHorizonMs(retry) * (1 - retry.jitter)).toBeGreaterThanOrEqual(6 * 60 * MINUTE);
+    expect(retryDelayMs(retry, retry.attempts - 1)).toBeLessThanOrEqual(16 * MINUTE);
   });
 
   it('a capped family doubles its delay up to its cap, then stays there (BullMQ exponential would reach hours)', () => {

@@ -149,7 +149,12 @@ export const catalog = {
     queue: 'weekly-fanout',
     description: 'Select the patients due a weekly status email and enqueue one job each',
     schema: z.object({ isoWeek: z.string().regex(/^\d{4}-W\d{2}$/) }).strict(),
-    retry: { attempts: 19, backoffMs: 30_000, maxDoublings: 3, jitter: 0.5 },
+    // Retried for 6-12 hours (30 s doubling to 16 min): a fan-out that failed for good leaves
+    // the whole week without emails until an operator requeues it (its job id is the week's, so
+    // neither the tick nor a restart's catch-up adds it again). A Monday outage of a few hours
+    // delays the week's emails instead; FleetJobsRetrying fires meanwhile. A retry after the
+    // week has ended does nothing.
+    retry: { attempts: 51, backoffMs: 30_000, maxDoublings: 5, jitter: 0.5 },
     retention: defaultRetention,
     key: (p) => `week.${p.isoWeek}`,
     concurrency: 1,
