@@ -1,4 +1,5 @@
 import { userInfo } from 'node:os';
+import path from 'node:path';
 import { ConfigError, loadConfig, urlTarget, type Config } from '../../libs/config/index.js';
 import { openDatabase, type Database } from '../../libs/db/client.js';
 import { createLogger } from '../../libs/log/index.js';
@@ -126,6 +127,20 @@ export function requiredReason(reason: string | undefined): string {
   if (!text) throw new CliError('--reason <text> is required: say why (it is written to the audit table with who and when)', 2);
   if (text.length > MAX_REASON) throw new CliError(`--reason: at most ${MAX_REASON} characters`, 2);
   return text;
+}
+
+/**
+ * A file path given on the command line, absolute: relative to the folder the command was
+ * typed in. `npm run fleet` runs the CLI in the package folder and names the folder it was
+ * started from in INIT_CWD; without it (node dist/apps/cli/main.js) the process's own folder.
+ */
+export function argPath(p: string): string {
+  return path.resolve(process.env.INIT_CWD || process.cwd(), p);
+}
+
+/** How an error names a path given on the command line: as typed, and where it was looked for when that was relative. */
+export function shownPath(p: string): string {
+  return path.isAbsolute(p) ? p : `${p} (${argPath(p)})`;
 }
 
 export function printJson(value: unknown): void {

@@ -74,9 +74,14 @@ describe('fleet import therapist-file', () => {
     const missing = await fleet('import', 'therapist-file', path.join(dir, '52099.json'));
     expect({ code: missing.code, stderr: missing.stderr }).toEqual({ code: 2, stderr: `fleet: ${path.join(dir, '52099.json')}: cannot read (ENOENT)\n` });
 
+    // A relative path is relative to the folder the command was typed in: npm run starts the CLI
+    // in the package folder and names that folder in INIT_CWD (it used to look in the package folder).
+    const relativeMissing = await fleetWith({ INIT_CWD: dir }, 'import', 'therapist-file', '52099.json');
+    expect({ code: relativeMissing.code, stderr: relativeMissing.stderr }).toEqual({ code: 2, stderr: `fleet: 52099.json (${path.join(dir, '52099.json')}): cannot read (ENOENT)\n` });
+
     const named = path.join(dir, '52074.json');
     await writeFile(named, content);
-    const imported = await fleet('import', 'therapist-file', named, '--json');
+    const imported = await fleetWith({ INIT_CWD: dir }, 'import', 'therapist-file', '52074.json', '--json');
     expect(imported.code).toBe(0);
     expect(JSON.parse(imported.stdout)).toMatchObject({ status: 'imported' });
     const [file] = await therapistImportRepo.listFiles(db.db);
@@ -138,7 +143,8 @@ describe('a patient file imported by hand that failed', () => {
     // --json output stays JSON when the import logs a warning: log lines go to stderr.
     const other = path.join(dir, 'anmeldung.json');
     await writeFile(other, fileBytes(plainRegistration()));
-    const asJson = await fleetWith({ LOG_LEVEL: 'warn' }, 'import', 'patient-file', other, '--json');
+    // (typed as a path relative to the folder the command was typed in, as with the therapist file)
+    const asJson = await fleetWith({ LOG_LEVEL: 'warn', INIT_CWD: dir }, 'import', 'patient-file', 'anmeldung.json', '--json');
     expect(asJson.code).toBe(1);
     expect(JSON.parse(asJson.stdout)).toMatchObject({ ok: false, code: 'bad_file_name' });
     expect(asJson.stderr).toContain('registration file failed');

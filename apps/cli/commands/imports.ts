@@ -5,7 +5,7 @@ import { patientImportOpenStatuses, patientImportStatuses, type PatientImportSta
 import { isLiveJobState, jobIdFor } from '../../../libs/queues/index.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
 import { failureRemedy, importLocalFile, runPoll } from '../../../workers/patient-import/worker.js';
-import { CliError, operatorName, positiveInt, printJson, requiredReason, withContext } from '../context.js';
+import { argPath, CliError, operatorName, positiveInt, printJson, requiredReason, shownPath, withContext } from '../context.js';
 import { isoSeconds, table } from '../format.js';
 
 /**
@@ -281,10 +281,10 @@ export function registerImports(program: Command): void {
     .action(async (filePath: string, opts: { json?: boolean }) => {
       const outcome = await withContext(async (ctx) => {
         try {
-          return await importLocalFile(ctx, filePath);
+          return await importLocalFile(ctx, argPath(filePath));
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
-          if (code === 'ENOENT' || code === 'EISDIR' || code === 'EACCES') throw new CliError(`cannot read ${filePath} (${code})`, 2);
+          if (code === 'ENOENT' || code === 'EISDIR' || code === 'EACCES') throw new CliError(`cannot read ${shownPath(filePath)} (${code})`, 2);
           throw err;
         }
       });

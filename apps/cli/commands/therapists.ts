@@ -14,7 +14,7 @@ import {
   type FileReport,
 } from '../../../workers/therapist-import/worker.js';
 import { classifyDropPath } from '../../producers/scraper-layout.js';
-import { CliError, positiveInt, printJson, withContext } from '../context.js';
+import { argPath, CliError, positiveInt, printJson, shownPath, withContext } from '../context.js';
 import { isoSeconds, table } from '../format.js';
 import { importKinds } from './imports.js';
 
@@ -131,18 +131,19 @@ export function registerTherapists(program: Command): void {
     .option('--json', 'print the report as JSON')
     .action(async (filePath: string, opts: { json?: boolean }) => {
       // A folder or a missing path first: "rename it" would be the wrong advice for those.
-      const kind = await stat(filePath).then(
+      const abs = argPath(filePath);
+      const kind = await stat(abs).then(
         (s) => (s.isFile() ? null : `not a file (${fileKindOf(s)})`),
         (err: NodeJS.ErrnoException) => `cannot read (${err.code ?? err.message})`,
       );
-      if (kind) throw new CliError(`${filePath}: ${kind}`, 2);
+      if (kind) throw new CliError(`${shownPath(filePath)}: ${kind}`, 2);
       // The postcode comes from the name, as in the drop folder: refuse what the watcher skips.
       if (classifyDropPath(path.basename(filePath)).kind !== 'import') {
         throw new CliError(`${filePath}: name does not fit <plz>.json (the 5-digit postcode of the file's area, e.g. 52074.json); the watcher skips such names too. Rename it and import it again`, 2);
       }
       const report = await withContext(async (ctx) => {
         try {
-          return await importTherapistFileNow(ctx, filePath);
+          return await importTherapistFileNow(ctx, abs);
         } catch (err) {
           if (err instanceof TherapistFileError) throw new CliError(err.message, 2);
           throw err;
