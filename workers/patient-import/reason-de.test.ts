@@ -125,6 +125,13 @@ describe('registrationReasonDe', () => {
     expect(registrationReasonDe('file name: expected {nachname}_{vorname}_{date}_{token}.json (the date part "2025-13" is not YYYYMMDD or YYYY-MM-DD)')).toBe(
       'Dateiname: erwartet: {nachname}_{vorname}_{datum}_{token}.json (der Teil Datum "2025-13" ist nicht JJJJMMTT oder JJJJ-MM-TT)',
     );
+    // German grammar: "1 getrennter Teil", "5 getrennte Teile".
+    expect(registrationReasonDe('file name: expected {nachname}_{vorname}_{date}_{token}.json (1 part separated by underscores, expected 4)')).toBe(
+      'Dateiname: erwartet: {nachname}_{vorname}_{datum}_{token}.json (1 durch Unterstriche getrennter Teil, erwartet 4)',
+    );
+    expect(registrationReasonDe('file name: expected {nachname}_{vorname}_{date}_{token}.json (5 parts separated by underscores, expected 4)')).toBe(
+      'Dateiname: erwartet: {nachname}_{vorname}_{datum}_{token}.json (5 durch Unterstriche getrennte Teile, erwartet 4)',
+    );
   });
 
   it('translates the note that the failed folder could not keep the copy, also after the cause of a give-up', () => {

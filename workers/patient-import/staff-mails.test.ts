@@ -54,6 +54,7 @@ describe('staff email of a failed registration: next steps by what failed', () =
 
   it('a hand import has no dead letter: import the file again, or close it with fleet imports discard', () => {
     const text = failed('validation_failed', { source: 'file' });
+    expect(text).toContain('Die Datei wurde von Hand eingespielt (fleet import patient-file) und konnte nicht importiert werden.');
     expect(text).toContain('fleet import patient-file <Pfad>');
     expect(text).toContain('fleet imports discard 42 --reason "…"');
     expect(text).not.toContain('fleet dlq');

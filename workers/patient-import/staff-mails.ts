@@ -83,7 +83,7 @@ function failedNextSteps(row: ImportRow, code: string, dashboardUrl: string | un
   const ops = dashboardUrl ? ` (oder im Browser unter ${dashboardUrl}/ops)` : '';
   if (row.source !== 'bucket') {
     return [
-      'Die Datei wurde von Hand importiert (fleet import patient-file) und nicht importiert. Nach der Korrektur: fleet import patient-file <Pfad> (dieselbe Datei noch einmal versucht diesen Import erneut, eine korrigierte wird ein eigener Import).',
+      'Die Datei wurde von Hand eingespielt (fleet import patient-file) und konnte nicht importiert werden. Nach der Korrektur: fleet import patient-file <Pfad> (dieselbe Datei noch einmal versucht diesen Import erneut, eine korrigierte wird ein eigener Import).',
       `Diesen Import endgültig schließen: fleet imports discard ${row.id} --reason "…"`,
     ];
   }
