@@ -252,6 +252,17 @@ describe('a failed file from the bucket', () => {
     await recordAudit(db.db, { actor: 'ops-ben', action: 'dlq.requeue', target: `patient-import/patient-import.ledger.${bad}`, reason: 'fixed the file' });
     expect((await fleet('imports', 'show', String(bad))).stdout).toMatch(/operator actions:\n {2}\S+Z {2}dlq\.requeue {2}by ops-ben: fixed the file/);
 
+    // The corrected file uploaded under the same name (a newer generation) and imported: the failed
+    // record no longer says the file stays in the bucket and asks for an upload that was made.
+    const [corrected] = await insertLedgerObjects(db.db, [{ bucket: 'b', objectName: 'registrations/A_B_20250707_5f3a1c88.json', generation: '2', sourceUri: 'gs://b/registrations/A_B_20250707_5f3a1c88.json' }]);
+    await updateLedgerRow(db.db, corrected!, { status: 'deleted', deleteOutcome: 'deleted', importedAt: new Date(), finishedAt: new Date() });
+    const shownReplaced = await fleet('imports', 'show', String(bad));
+    expect(shownReplaced.stdout).toContain(`A newer upload of this file name was imported since: import record ${corrected} (deleted; fleet imports show ${corrected})`);
+    expect(shownReplaced.stdout).toContain(`close it: fleet dlq discard patient-import.ledger.${bad} --reason`);
+    expect(shownReplaced.stdout).not.toContain('The file stays in the bucket');
+    expect(shownReplaced.stdout).not.toContain('Upload a corrected file');
+    expect(JSON.parse((await fleet('imports', 'show', String(bad), '--json')).stdout).newerImport).toMatchObject({ id: corrected, status: 'deleted' });
+
     const gaveUp = await failedBucketRow('C_D_20250707_5f3a1c89.json', 'worker_died', 'gave up after 2 attempts: the worker died');
     const shownGaveUp = await fleet('imports', 'show', String(gaveUp));
     expect(shownGaveUp.stdout).toContain(`After fixing the cause: fleet dlq requeue patient-import.ledger.${gaveUp} --reason`);

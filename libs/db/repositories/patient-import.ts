@@ -481,6 +481,32 @@ export async function newerLedgerGeneration(db: Db, row: { id: number; bucket: s
   return r ? (r.generation as string) : null;
 }
 
+/**
+ * The newest later upload (a larger generation) of the same bucket object that was imported or
+ * found a duplicate (null: none): what a failed row's corrected re-upload under the same name
+ * became. The failed row itself stays failed until an operator closes it.
+ */
+export async function newerImportedGeneration(
+  db: Db,
+  row: { id: number; bucket: string; objectName: string; generation: string },
+): Promise<{ id: number; status: PatientImportStatus; patientId: number | null; duplicateOfPatientId: number | null } | null> {
+  if (!/^\d+$/.test(row.generation)) return null;
+  const [r] = await clientOf(db).unsafe(
+    `select id, status, patient_id, duplicate_of_patient_id from ${LEDGER} where source = 'bucket' and bucket = $1 and object_name = $2 and id <> $3
+        and status in ('imported', 'duplicate', 'deleted', 'superseded', 'done')
+        and (case when generation ~ '^[0-9]+$' then generation::numeric end) > $4::numeric
+      order by (case when generation ~ '^[0-9]+$' then generation::numeric end) desc limit 1`,
+    [row.bucket, row.objectName, row.id, row.generation],
+  );
+  if (!r) return null;
+  return {
+    id: Number(r.id),
+    status: r.status as PatientImportStatus,
+    patientId: r.patient_id === null ? null : Number(r.patient_id),
+    duplicateOfPatientId: r.duplicate_of_patient_id === null ? null : Number(r.duplicate_of_patient_id),
+  };
+}
+
 /** What the import transaction finds, under the advisory locks of its keys. */
 export interface ImportLookup {
   /** The ledger row now (null: no such row). */
