@@ -19,6 +19,8 @@ describe.concurrent('fleet exit codes (README: 0 done, 1 failure, 2 bad usage or
     [['dlq', 'discard'], "missing required argument 'id'"],
     [['dlq', 'requeue', '--bogus'], "unknown option '--bogus'"],
     [['dlq', 'list', '--queue'], "option '--queue <queue>' argument missing"],
+    // Bull Board names the dead letters' queue patient-import-dlq; --queue wants the job's own queue.
+    [['dlq', 'list', '--queue', 'patient-import-dlq'], 'unknown queue patient-import-dlq: --queue takes the queue the job belongs to (--queue patient-import), not its dead-letter queue'],
     [['imports'], 'Usage: fleet imports'],
     [[], 'Usage: fleet'],
   ])('fleet %j is bad usage: exit 2', { timeout: 30_000 }, async (args, message) => {

@@ -9,6 +9,9 @@ function checkQueue(queue?: string): void {
   // An empty --queue ("$QUEUE" unset) is refused like a misspelt one: read as "no filter", it made
   // `dlq requeue --all --queue ""` requeue the dead letters of every queue.
   if (queue !== undefined && !queueNames().includes(queue)) {
+    // The name Bull Board shows for the dead letters: say which one is meant instead of listing them all.
+    const of = queue.endsWith('-dlq') ? queue.slice(0, -'-dlq'.length) : null;
+    if (of && queueNames().includes(of)) throw new CliError(`unknown queue ${queue}: --queue takes the queue the job belongs to (--queue ${of}), not its dead-letter queue`, 2);
     throw new CliError(`unknown queue ${queue || '""'}; queues: ${queueNames().join(', ')}`, 2);
   }
 }
