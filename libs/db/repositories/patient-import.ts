@@ -463,21 +463,33 @@ export async function markImportReplaced(db: Db, id: number, reason: string, at:
   if (!r.count) throw new Error(`ledger row ${id} is not waiting for its import`);
 }
 
+type GenerationOf = { id: number; bucket: string; objectName: string; generation: string };
+
+/**
+ * The ledger row of the newest generation of the same bucket object recorded after `row`'s (in
+ * one of `statuses` when given), or none. The cast inside a CASE: PostgreSQL does not promise to
+ * test the pattern first in an AND.
+ */
+async function newerGenerationRow(db: Db, row: GenerationOf, statuses?: readonly PatientImportStatus[]): Promise<Record<string, unknown> | undefined> {
+  if (!/^\d+$/.test(row.generation)) return undefined;
+  const [r] = await clientOf(db).unsafe(
+    `select id, generation, status, patient_id, duplicate_of_patient_id from ${LEDGER}
+      where source = 'bucket' and bucket = $1 and object_name = $2 and id <> $3 ${statuses ? 'and status = any($5::text[])' : ''}
+        and (case when generation ~ '^[0-9]+$' then generation::numeric end) > $4::numeric
+      order by (case when generation ~ '^[0-9]+$' then generation::numeric end) desc limit 1`,
+    [row.bucket, row.objectName, row.id, row.generation, ...(statuses ? [statuses as string[]] : [])],
+  );
+  return r;
+}
+
 /**
  * The newest generation of the same bucket object the ledger recorded after `generation` (null:
  * none). Generations of a name only grow (GCS; the local driver alike), so a recorded newer one
  * means `generation` was replaced by an upload, even when that upload is gone from the bucket too
  * because the fleet imported and deleted it first.
  */
-export async function newerLedgerGeneration(db: Db, row: { id: number; bucket: string; objectName: string; generation: string }): Promise<string | null> {
-  if (!/^\d+$/.test(row.generation)) return null;
-  const [r] = await clientOf(db).unsafe(
-    // The cast inside a CASE: PostgreSQL does not promise to test the pattern first in an AND.
-    `select generation from ${LEDGER} where source = 'bucket' and bucket = $1 and object_name = $2 and id <> $3
-        and (case when generation ~ '^[0-9]+$' then generation::numeric end) > $4::numeric
-      order by (case when generation ~ '^[0-9]+$' then generation::numeric end) desc limit 1`,
-    [row.bucket, row.objectName, row.id, row.generation],
-  );
+export async function newerLedgerGeneration(db: Db, row: GenerationOf): Promise<string | null> {
+  const r = await newerGenerationRow(db, row);
   return r ? (r.generation as string) : null;
 }
 
@@ -488,16 +500,9 @@ export async function newerLedgerGeneration(db: Db, row: { id: number; bucket: s
  */
 export async function newerImportedGeneration(
   db: Db,
-  row: { id: number; bucket: string; objectName: string; generation: string },
+  row: GenerationOf,
 ): Promise<{ id: number; status: PatientImportStatus; patientId: number | null; duplicateOfPatientId: number | null } | null> {
-  if (!/^\d+$/.test(row.generation)) return null;
-  const [r] = await clientOf(db).unsafe(
-    `select id, status, patient_id, duplicate_of_patient_id from ${LEDGER} where source = 'bucket' and bucket = $1 and object_name = $2 and id <> $3
-        and status in ('imported', 'duplicate', 'deleted', 'superseded', 'done')
-        and (case when generation ~ '^[0-9]+$' then generation::numeric end) > $4::numeric
-      order by (case when generation ~ '^[0-9]+$' then generation::numeric end) desc limit 1`,
-    [row.bucket, row.objectName, row.id, row.generation],
-  );
+  const r = await newerGenerationRow(db, row, ['imported', 'duplicate', 'deleted', 'superseded', 'done']);
   if (!r) return null;
   return {
     id: Number(r.id),
