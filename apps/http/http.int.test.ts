@@ -480,6 +480,22 @@ describe('http app with dashboard credentials', () => {
     expect(after.therapistFiles).toEqual([expect.objectContaining({ path: '20260101/52074.json', supersededBy: expect.objectContaining({ id: Number(later!.id), path: '20260108/52074.json', status: 'imported' }) })]);
     const afterPage = await (await fetch(`${app.base}/imports`, { headers: { authorization: AUTH } })).text();
     expect(afterPage).toContain(`replaced since by <a href="/therapist-imports/files/${later!.id}">#${later!.id}</a> <code>20260108/52074.json</code> (imported): nothing to do`);
+
+    // A corrected registration uploaded under the same name and imported since: only the discard is left.
+    // An upload of that name that failed again, or an older generation, is no such import.
+    const [reupload] = await sql<{ id: string }[]>`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, patient_id, finished_at)
+      values ('b', 'registrations/Musterfrau_Erika_2025-07-05_abd.json', '3', 'gs://b/y', 'done', 4711, now()) returning id`;
+    await sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, error_code, failed_at) values
+      ('b', 'registrations/Mustermann_Max_2025-07-05_abc.json', '2', 'gs://b/x', 'failed', 'validation_failed', now() - interval '1 hour'),
+      ('b', 'registrations/Mustermann_Max_2025-07-05_abc.json', '0', 'gs://b/x', 'done', null, now() - interval '1 day')`;
+    const withNewer = (await (await fetch(`${app.base}/imports/api/failed`, { headers: { authorization: AUTH } })).json()) as { patientFiles: Array<{ id: number; newerImport: unknown; nextStep: string }> };
+    const byId = new Map(withNewer.patientFiles.map((f) => [f.id, f]));
+    expect(byId.get(Number(legacy!.id))).toMatchObject({
+      newerImport: { id: Number(reupload!.id), status: 'done', patientId: 4711, duplicateOfPatientId: null },
+      nextStep: `A newer upload of this file name was imported since: import record ${reupload!.id} (patient 4711; fleet imports show ${reupload!.id}). Nothing is left to import from this record: close it: fleet dlq discard patient-import.ledger.${legacy!.id} --reason "..."`,
+    });
+    for (const f of withNewer.patientFiles.filter((p) => p.id !== Number(legacy!.id))) expect(f, `record ${f.id}`).toMatchObject({ newerImport: null, nextStep: expect.stringContaining('A requeue does not help') });
+    expect(await (await fetch(`${app.base}/imports`, { headers: { authorization: AUTH } })).text()).toContain(`A newer upload of this file name was imported since: import record ${reupload!.id} (patient 4711;`);
     await sql`delete from fleet.therapist_import_files where path in ('20260101/52074.json', '20260108/52074.json')`;
     await sql`delete from fleet.patient_import_ledger where source_uri in ('gs://b/x', 'gs://b/y')`;
   });

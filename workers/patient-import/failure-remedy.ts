@@ -59,3 +59,21 @@ export function failureNextStep(row: { id: number; source: string; errorCode: st
       return `Requeue ${dlq} once the cause is fixed.`;
   }
 }
+
+/** What a failed registration's corrected re-upload under the same name became (a newer generation, imported). */
+export interface NewerImport {
+  id: number;
+  status: string;
+  patientId: number | null;
+  duplicateOfPatientId: number | null;
+}
+
+/**
+ * The next step of a failed bucket row whose corrected re-upload under the same name was imported
+ * since: nothing is left to import from it, only its dead letter to close.
+ */
+export function newerImportNextStep(row: { id: number }, newer: NewerImport, separator = ' '): string {
+  const outcome = newer.patientId ? `patient ${newer.patientId}` : newer.duplicateOfPatientId ? `a duplicate of patient ${newer.duplicateOfPatientId}` : newer.status;
+  return `A newer upload of this file name was imported since: import record ${newer.id} (${outcome}; fleet imports show ${newer.id}).${separator}` +
+    `Nothing is left to import from this record: close it: fleet dlq discard patient-import.ledger.${row.id} --reason "..."`;
+}

@@ -31,7 +31,7 @@ import { sweepRetention, type RetentionResult } from './process-retention.js';
 import type { ImportDeps, ImportRow, ImportSource } from './ports.js';
 
 export { rejectCodes } from './parse-registration.js';
-export { failureNextStep, failureRemedy, type FailureRemedy } from './failure-remedy.js';
+export { failureNextStep, failureRemedy, newerImportNextStep, type FailureRemedy, type NewerImport } from './failure-remedy.js';
 export type { ImportResult, PollResult, RetentionResult };
 
 export interface PatientImportOptions {

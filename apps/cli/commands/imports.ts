@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import { auditOfTargets, recordAudit } from '../../../libs/db/repositories/audit.js';
-import { discardLedgerRow, getLedgerRow, listLedger, newerImportedGeneration, type LedgerRow } from '../../../libs/db/repositories/patient-import.js';
+import { discardLedgerRow, getLedgerRow, listLedger, newerImports, type LedgerRow } from '../../../libs/db/repositories/patient-import.js';
 import { patientImportOpenStatuses, patientImportStatuses, type PatientImportStatus } from '../../../libs/db/schema/fleet-patient-import.js';
 import { isLiveJobState, jobIdFor } from '../../../libs/queues/index.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
-import { failureRemedy, importLocalFile, runPoll } from '../../../workers/patient-import/worker.js';
+import { failureRemedy, importLocalFile, newerImportNextStep, runPoll, type NewerImport } from '../../../workers/patient-import/worker.js';
 import { argPath, CliError, operatorName, positiveInt, printJson, requiredReason, shownPath, withContext } from '../context.js';
 import { isoSeconds, table } from '../format.js';
 
@@ -106,17 +106,7 @@ function auditLines(rows: AuditRow[]): string {
   return `\n\noperator actions:\n${lines.join('\n')}`;
 }
 
-type NewerImport = Awaited<ReturnType<typeof newerImportedGeneration>>;
-
-/** A failed row whose corrected re-upload under the same name was imported since: nothing is left to import from it. */
-function newerImportNextSteps(r: LedgerRow, newer: NonNullable<NewerImport>): string {
-  const outcome = newer.patientId ? `patient ${newer.patientId}` : newer.duplicateOfPatientId ? `a duplicate of patient ${newer.duplicateOfPatientId}` : newer.status;
-  return `A newer upload of this file name was imported since: import record ${newer.id} (${outcome}; fleet imports show ${newer.id}).` +
-    `
-Nothing is left to import from this record: close it: fleet dlq discard patient-import.ledger.${r.id} --reason "..."`;
-}
-
-function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays: number }, retry: RetryState | null = null, audit: AuditRow[] = [], newer: NewerImport = null): string {
+function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays: number }, retry: RetryState | null = null, audit: AuditRow[] = [], newer: NewerImport | null = null): string {
   const lines: Array<[string, unknown]> = [
     ['import', `${r.id} (patient registration, ${r.source === 'bucket' ? 'from the bucket' : 'local file'})`],
     ['status', r.status],
@@ -154,7 +144,7 @@ function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays
       `\nAfter fixing the cause: fleet import patient-file <path> (the same file again retries this record; a renamed or corrected file gets a record of its own).` +
       `\nTo close this record for good: fleet imports discard ${r.id} --reason "..."`;
   } else if (r.status === 'failed') {
-    text += `\n\n${newer ? newerImportNextSteps(r, newer) : bucketFailureNextSteps(r)}`;
+    text += `\n\n${newer ? newerImportNextStep(r, newer, '\n') : bucketFailureNextSteps(r)}`;
   } else if (r.deleteOutcome === 'discarded') {
     text += `\n\nImported; its dead letter (the bucket delete out of retries) was discarded by an operator, so the file is still in the bucket.` +
       `\nIt holds personal data: once the cause is fixed, delete that generation from the bucket by hand (${r.sourceUri}, generation ${r.generation}).`;
@@ -175,7 +165,7 @@ export const importKinds: Record<string, ImportKind> = {
       const [retry, audit, newerImport] = await Promise.all([
         retryStateOf(ctx, r),
         patientAudit(ctx.database.db, id),
-        r.status === 'failed' && r.source === 'bucket' ? newerImportedGeneration(ctx.database.db, r) : null,
+        r.status === 'failed' && r.source === 'bucket' ? newerImports(ctx.database.db, [r.id]).then((m) => m.get(r.id) ?? null) : null,
       ]);
       const operatorActions = audit.map((a) => ({ at: a.createdAt, action: a.action, actor: a.actor, reason: a.reason }));
       return { text: patientDetail(r, ctx.config.patientImport.retention, retry, audit, newerImport), json: { ...r, retry, operatorActions, newerImport } };

@@ -1,7 +1,7 @@
 import { Router } from 'express';
-import { listLedger } from '../../../libs/db/repositories/patient-import.js';
+import { listLedger, newerImports } from '../../../libs/db/repositories/patient-import.js';
 import { listFiles, supersedingFiles } from '../../../libs/db/repositories/therapist-import.js';
-import { failureNextStep } from '../../../workers/patient-import/worker.js';
+import { failureNextStep, newerImportNextStep } from '../../../workers/patient-import/worker.js';
 import { html, page, pageTime as when } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
@@ -17,7 +17,10 @@ async function failedImports({ ctx }: HttpRouteDeps) {
   ]);
   const patients = patientRows.slice(0, LIMIT);
   const therapists = therapistRows.slice(0, LIMIT);
-  const superseded = await supersedingFiles(ctx.database.db, therapists.map((r) => r.id));
+  const [superseded, newer] = await Promise.all([
+    supersedingFiles(ctx.database.db, therapists.map((r) => r.id)),
+    newerImports(ctx.database.db, patients.filter((r) => r.source === 'bucket').map((r) => r.id)),
+  ]);
   // Object names of registration files contain patient names: shown by id only
   // (`fleet imports show <id>` prints the rest to staff on the server).
   return {
@@ -32,8 +35,10 @@ async function failedImports({ ctx }: HttpRouteDeps) {
       errorCode: r.errorCode,
       attempts: r.attempts,
       failedAt: r.failedAt?.toISOString() ?? null,
+      /** A corrected re-upload under the same name imported since (then only the discard is left). */
+      newerImport: ((n) => (n ? { id: n.id, status: n.status, patientId: n.patientId, duplicateOfPatientId: n.duplicateOfPatientId } : null))(newer.get(r.id)),
       /** What helps, by what failed (a requeue does not help a file whose content or name is wrong). */
-      nextStep: failureNextStep(r),
+      nextStep: ((n) => (n ? newerImportNextStep(r, n) : failureNextStep(r)))(newer.get(r.id)),
     })),
     therapistFiles: therapists.map((r) => ({
       id: r.id,

@@ -463,53 +463,67 @@ export async function markImportReplaced(db: Db, id: number, reason: string, at:
   if (!r.count) throw new Error(`ledger row ${id} is not waiting for its import`);
 }
 
-type GenerationOf = { id: number; bucket: string; objectName: string; generation: string };
+/** A ledger row's newer generation (see newerGenerations). */
+export interface NewerGeneration {
+  id: number;
+  generation: string;
+  status: PatientImportStatus;
+  patientId: number | null;
+  duplicateOfPatientId: number | null;
+}
+
+/** What a failed row's corrected re-upload under the same name can have become: the import went through. */
+const IMPORTED_STATUSES: readonly PatientImportStatus[] = ['imported', 'duplicate', 'deleted', 'superseded', 'done'];
 
 /**
- * The ledger row of the newest generation of the same bucket object recorded after `row`'s (in
- * one of `statuses` when given), or none. The cast inside a CASE: PostgreSQL does not promise to
- * test the pattern first in an AND.
+ * For each of the bucket rows `ids`: the ledger row of the newest generation of the same bucket
+ * object recorded after its own (in one of `statuses` when given); rows without one are absent.
+ * Generations of a name only grow (GCS; the local driver alike). The casts inside a CASE:
+ * PostgreSQL does not promise to test the pattern first in an AND.
  */
-async function newerGenerationRow(db: Db, row: GenerationOf, statuses?: readonly PatientImportStatus[]): Promise<Record<string, unknown> | undefined> {
-  if (!/^\d+$/.test(row.generation)) return undefined;
-  const [r] = await clientOf(db).unsafe(
-    `select id, generation, status, patient_id, duplicate_of_patient_id from ${LEDGER}
-      where source = 'bucket' and bucket = $1 and object_name = $2 and id <> $3 ${statuses ? 'and status = any($5::text[])' : ''}
-        and (case when generation ~ '^[0-9]+$' then generation::numeric end) > $4::numeric
-      order by (case when generation ~ '^[0-9]+$' then generation::numeric end) desc limit 1`,
-    [row.bucket, row.objectName, row.id, row.generation, ...(statuses ? [statuses as string[]] : [])],
+export async function newerGenerations(db: Db, ids: number[], statuses?: readonly PatientImportStatus[]): Promise<Map<number, NewerGeneration>> {
+  const out = new Map<number, NewerGeneration>();
+  if (!ids.length) return out;
+  const numeric = (t: string) => `(case when ${t}.generation ~ '^[0-9]+$' then ${t}.generation::numeric end)`;
+  const rows = await clientOf(db).unsafe(
+    `select r.id as of_id, n.id, n.generation, n.status, n.patient_id, n.duplicate_of_patient_id
+       from ${LEDGER} r
+       cross join lateral (
+         select n.id, n.generation, n.status, n.patient_id, n.duplicate_of_patient_id from ${LEDGER} n
+          where n.source = 'bucket' and n.bucket = r.bucket and n.object_name = r.object_name and n.id <> r.id
+            ${statuses ? 'and n.status = any($2::text[])' : ''} and ${numeric('n')} > ${numeric('r')}
+          order by ${numeric('n')} desc limit 1) n
+      where r.id = any($1::int8[]) and r.source = 'bucket'`,
+    [ids, ...(statuses ? [statuses as string[]] : [])],
   );
-  return r;
+  for (const r of rows) {
+    out.set(Number(r.of_id), {
+      id: Number(r.id),
+      generation: r.generation as string,
+      status: r.status as PatientImportStatus,
+      patientId: r.patient_id === null ? null : Number(r.patient_id),
+      duplicateOfPatientId: r.duplicate_of_patient_id === null ? null : Number(r.duplicate_of_patient_id),
+    });
+  }
+  return out;
 }
 
 /**
- * The newest generation of the same bucket object the ledger recorded after `generation` (null:
- * none). Generations of a name only grow (GCS; the local driver alike), so a recorded newer one
- * means `generation` was replaced by an upload, even when that upload is gone from the bucket too
- * because the fleet imported and deleted it first.
+ * The newest generation of the same bucket object the ledger recorded after the row's (null:
+ * none): a recorded newer one means the row's generation was replaced by an upload, even when
+ * that upload is gone from the bucket too because the fleet imported and deleted it first.
  */
-export async function newerLedgerGeneration(db: Db, row: GenerationOf): Promise<string | null> {
-  const r = await newerGenerationRow(db, row);
-  return r ? (r.generation as string) : null;
+export async function newerLedgerGeneration(db: Db, row: { id: number }): Promise<string | null> {
+  return (await newerGenerations(db, [row.id])).get(row.id)?.generation ?? null;
 }
 
 /**
- * The newest later upload (a larger generation) of the same bucket object that was imported or
- * found a duplicate (null: none): what a failed row's corrected re-upload under the same name
- * became. The failed row itself stays failed until an operator closes it.
+ * For failed bucket rows: the newest later upload of the same object that was imported or found
+ * a duplicate, i.e. what a corrected re-upload under the same name became. The failed row itself
+ * stays failed until an operator closes it.
  */
-export async function newerImportedGeneration(
-  db: Db,
-  row: GenerationOf,
-): Promise<{ id: number; status: PatientImportStatus; patientId: number | null; duplicateOfPatientId: number | null } | null> {
-  const r = await newerGenerationRow(db, row, ['imported', 'duplicate', 'deleted', 'superseded', 'done']);
-  if (!r) return null;
-  return {
-    id: Number(r.id),
-    status: r.status as PatientImportStatus,
-    patientId: r.patient_id === null ? null : Number(r.patient_id),
-    duplicateOfPatientId: r.duplicate_of_patient_id === null ? null : Number(r.duplicate_of_patient_id),
-  };
+export function newerImports(db: Db, ids: number[]): Promise<Map<number, NewerGeneration>> {
+  return newerGenerations(db, ids, IMPORTED_STATUSES);
 }
 
 /** What the import transaction finds, under the advisory locks of its keys. */
