@@ -1,6 +1,7 @@
 /**
  * Runs the Resend stand-in on its own, e.g. for benchmarks or a local fleet with
- * MAIL_DRIVER=resend RESEND_BASE_URL=http://127.0.0.1:4010 RESEND_API_KEY=re_test:
+ * MAIL_DRIVER=resend RESEND_BASE_URL=http://127.0.0.1:4010 RESEND_API_KEY=re_test and an
+ * UNSUBSCRIBE_SECRET of 32 characters or more (required with MAIL_DRIVER=resend):
  *
  *   npx tsx scripts/resend-stand-in.ts --port 4010 --rate 2
  *

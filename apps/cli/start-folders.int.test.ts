@@ -144,7 +144,7 @@ describe('which folders a role checks', () => {
     await checkRoleFolders(loadConfig(bad()), ['http', 'outbox-relay', 'weekly']);
     await expect(checkRoleFolders(loadConfig(bad()), ['bucket-poller'])).rejects.toThrow(/^invalid configuration: LOCAL_BUCKET_DIR=[^;]*$/);
     await checkRoleFolders(loadConfig({ ...bad(), STORAGE_DRIVER: 'gcs', GCS_BUCKET: 'curavani-test-bucket' }), ['bucket-poller']);
-    await checkRoleFolders(loadConfig({ ...bad(), MAIL_DRIVER: 'resend', RESEND_API_KEY: 're_x' }), ['email']);
+    await checkRoleFolders(loadConfig({ ...bad(), MAIL_DRIVER: 'resend', RESEND_API_KEY: 're_x', UNSUBSCRIBE_SECRET: 's'.repeat(32) }), ['email']);
     await expect(checkRoleFolders(loadConfig(bad()), ['email'])).rejects.toThrow(/^invalid configuration: MAIL_OUTBOX_DIR=/);
     await expect(checkRoleFolders(loadConfig(bad()), ['therapist-import'])).rejects.toThrow(/^invalid configuration: SCRAPER_DROP_DIR=/);
     const all = (await checkRoleFolders(loadConfig(bad()), Object.keys(roles)).catch((e: unknown) => e)) as Error;

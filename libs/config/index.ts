@@ -273,6 +273,12 @@ export function parseEnv(env: Record<string, string | undefined> = process.env):
   if (e.MAIL_DRIVER === 'resend' && !e.RESEND_API_KEY) {
     throw new ConfigError('invalid configuration: RESEND_API_KEY: required when MAIL_DRIVER=resend (it is missing)');
   }
+  // Emails that really go out carry unsubscribe links: signed with the development secret (in
+  // the repository) they could be forged for every patient id. Production says so among its
+  // other problems below; a staging or server run without NODE_ENV=production is refused here.
+  if (e.MAIL_DRIVER === 'resend' && !e.UNSUBSCRIBE_SECRET && e.NODE_ENV !== 'production') {
+    throw new ConfigError('invalid configuration: UNSUBSCRIBE_SECRET: required when MAIL_DRIVER=resend (it is missing); the development secret signs links anyone could forge');
+  }
   if ((e.DASHBOARD_USER === undefined) !== (e.DASHBOARD_PASSWORD === undefined)) {
     throw new ConfigError(
       'invalid configuration: DASHBOARD_USER and DASHBOARD_PASSWORD: set both or neither (only one is set)',
@@ -383,7 +389,7 @@ function readPem(variable: string, file: string): string {
   return text;
 }
 
-/** Signs unsubscribe links outside production when no secret is set (never valid in production). */
+/** Signs unsubscribe links when no secret is set and no email really goes out (never with MAIL_DRIVER=resend or in production). */
 export const DEV_UNSUBSCRIBE_SECRET = 'curavani-fleet-development-only-unsubscribe-secret';
 
 /** The parsed settings, grouped into the slices that libraries take as arguments. */

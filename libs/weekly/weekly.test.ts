@@ -113,6 +113,18 @@ describe('unsubscribe secret configuration', () => {
     expect(() => loadConfig({ ...production, PUBLIC_BASE_URL: 'https://localhost:3000' })).toThrow(/PUBLIC_BASE_URL: expected an https address/);
     expect(loadConfig({ NODE_ENV: 'development' }).weekly.unsubscribeSecret).toBe(DEV_UNSUBSCRIBE_SECRET);
   });
+
+  it('refuses the development secret whenever emails really go out (MAIL_DRIVER=resend), whatever NODE_ENV says', async () => {
+    const { loadConfig } = await import('../config/index.js');
+    // The development secret is in the repository: links signed with it can be forged for
+    // every patient id (opt-outs and opt-ins of other patients, and which ids exist).
+    for (const NODE_ENV of ['development', 'test', undefined]) {
+      expect(() => loadConfig({ NODE_ENV, MAIL_DRIVER: 'resend', RESEND_API_KEY: 're_x' })).toThrow(
+        /^invalid configuration: UNSUBSCRIBE_SECRET: required when MAIL_DRIVER=resend \(it is missing\)/,
+      );
+    }
+    expect(loadConfig({ MAIL_DRIVER: 'resend', RESEND_API_KEY: 're_x', UNSUBSCRIBE_SECRET: 's'.repeat(32) }).weekly.unsubscribeSecret).toBe('s'.repeat(32));
+  });
 });
 
 describe('plausible email addresses', () => {

@@ -72,6 +72,7 @@ const config = loadConfig({
   QUEUE_PREFIX: prefix,
   MAIL_DRIVER: 'resend',
   RESEND_API_KEY: 're_bench',
+  UNSUBSCRIBE_SECRET: 'bench-unsubscribe-secret-0123456789abcdef',
   RESEND_BASE_URL: standInUrl,
   MAIL_RATE_PER_SECOND: String(RATE),
 });

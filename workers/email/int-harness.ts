@@ -38,6 +38,7 @@ export async function startEmailHarness(o: EmailHarnessOptions) {
     MAIL_DRIVER: o.driver ?? 'resend',
     RESEND_API_KEY: 're_test_key',
     RESEND_BASE_URL: standIn.url,
+    UNSUBSCRIBE_SECRET: 'email-harness-unsubscribe-secret-0123456789',
     MAIL_OUTBOX_DIR: path.join(dir, 'outbox'),
     MAIL_REQUEST_TIMEOUT_MS: '1000',
     ...o.env,

@@ -57,6 +57,6 @@ describe('Resend answers -> SendResult', () => {
 
   it('createMailDriver: outbox by default, resend when configured', () => {
     expect(createMailDriver(loadConfig({}).mail).name).toBe('outbox');
-    expect(createMailDriver(loadConfig({ MAIL_DRIVER: 'resend', RESEND_API_KEY: 're_x', RESEND_BASE_URL: 'http://127.0.0.1:1' }).mail).name).toBe('resend');
+    expect(createMailDriver(loadConfig({ MAIL_DRIVER: 'resend', RESEND_API_KEY: 're_x', RESEND_BASE_URL: 'http://127.0.0.1:1', UNSUBSCRIBE_SECRET: 's'.repeat(32) }).mail).name).toBe('resend');
   });
 });
