@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -166,6 +166,8 @@ describe('which folders a role checks', () => {
     expect((await readdir(fresh)).sort()).toEqual(['backup', 'failed', 'outbox', 'scraper']);
     // the write probe leaves nothing behind
     for (const d of ['backup', 'failed', 'outbox']) expect(await readdir(path.join(fresh, d))).toEqual([]);
+    // the copies' names hold patient names: their folders are listable by the fleet's user only
+    for (const d of ['backup', 'failed']) expect((await stat(path.join(fresh, d))).mode & 0o777).toBe(0o700);
     await checkRoleFolders(loadConfig(env), ['therapist-import']);
   });
 

@@ -11,6 +11,8 @@ export interface FolderNeed {
   create?: boolean;
   /** The role writes files into it (checked by writing and removing a temporary file). */
   write?: boolean;
+  /** Created listable by the fleet's user only (0700): the names of the files in it hold patient names. */
+  private?: boolean;
 }
 
 function reason(err: unknown): string {
@@ -22,7 +24,7 @@ async function problem(need: FolderNeed): Promise<string | undefined> {
   const dir = path.resolve(need.dir);
   if (need.create) {
     try {
-      await mkdir(dir, { recursive: true });
+      await mkdir(dir, { recursive: true, ...(need.private ? { mode: 0o700 } : {}) });
     } catch (err) {
       // EEXIST: a file is where the folder should be (said below as "not a directory")
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return `cannot be created (${reason(err)})`;
@@ -76,7 +78,7 @@ export async function checkFolders(needs: FolderNeed[]): Promise<void> {
   const merged = new Map<string, FolderNeed>();
   for (const n of needs) {
     const m = merged.get(n.variable);
-    merged.set(n.variable, m ? { ...m, create: m.create || n.create, write: m.write || n.write } : { ...n });
+    merged.set(n.variable, m ? { ...m, create: m.create || n.create, write: m.write || n.write, private: m.private || n.private } : { ...n });
   }
   const lines: string[] = [];
   for (const n of merged.values()) {

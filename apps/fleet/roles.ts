@@ -72,8 +72,8 @@ roles['patient-import'] = {
   // needs only the database and Redis).
   components: (ctx) => [workerComponent(ctx, 'patient-import', patientImportHandlers(ctx)), ...retentionComponents(ctx)],
   folders: (c) => [
-    { variable: 'BACKUP_DIR', dir: c.patientImport.backupDir, create: true, write: true },
-    { variable: 'FAILED_DIR', dir: c.patientImport.failedDir, create: true, write: true },
+    { variable: 'BACKUP_DIR', dir: c.patientImport.backupDir, create: true, write: true, private: true },
+    { variable: 'FAILED_DIR', dir: c.patientImport.failedDir, create: true, write: true, private: true },
     ...localBucket(c),
   ],
 };

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -18,6 +18,14 @@ describe('writeDurably', () => {
     expect(paths).toEqual(names.map((n) => path.join(dir, n)));
     for (const [i, p] of paths.entries()) expect((await readFile(p)).toString()).toBe(`{"i":${i}}`);
     expect((await readdir(dir)).sort()).toEqual([...names].sort());
+  });
+
+  it('creates a missing folder for the fleet\'s user only (the names hold patient names)', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'file-keeper-'));
+    dirs.push(dir);
+    const p = await writeDurably(path.join(dir, 'backup'), '1-Muster_Max.json', Buffer.from('{}'));
+    expect((await stat(path.dirname(p))).mode & 0o777).toBe(0o700);
+    expect((await stat(p)).mode & 0o777).toBe(0o600);
   });
 
   it('a retry replaces the copy of an earlier attempt', async () => {

@@ -78,7 +78,8 @@ export async function writeDurably(dir: string, name: string, bytes: Buffer): Pr
   if (path.dirname(target) !== root) throw new Error('refusing a file name outside the target folder');
   try {
     if (!madeDirs.has(root)) {
-      await mkdir(root, { recursive: true });
+      // Listable by the fleet's user only: the copies' names hold patient names (the copies are 0600).
+      await mkdir(root, { recursive: true, mode: 0o700 });
       madeDirs.add(root);
     }
     const tmp = path.join(root, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
