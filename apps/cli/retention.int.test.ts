@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -153,5 +153,36 @@ describe('fleet retention run', () => {
     expect(existsSync(stray) && existsSync(byHand)).toBe(true);
     const json = JSON.parse((await fleet('retention', 'run', '--dry-run', '--json')).stdout);
     expect(json.unrecorded).toEqual({ backup: { files: 0, records: [] }, failed: { files: 2, records: [77] } });
+    await rm(stray);
+    await rm(byHand);
+  });
+
+  it('removes the temporary copies a process that died while writing left (older than an hour), never a copy or a fresh temporary file', { timeout: 60_000 }, async () => {
+    const backupDir = path.join(dir, 'backup');
+    const failedDir = path.join(dir, 'failed');
+    await mkdir(backupDir, { recursive: true });
+    const copy = await writeDurably(backupDir, '78-Gross_Juergen_20250101_abc.json', Buffer.from('{}'));
+    const old = path.join(backupDir, '.78-Gross_Juergen_20250101_abc.json.0123456789ab.tmp');
+    const oldFailed = path.join(failedDir, '.79-Klein_Anna_20250101_abd.json.ba9876543210.tmp');
+    const fresh = path.join(backupDir, '.80-Lang_Ute_20250101_abe.json.00000000aaaa.tmp');
+    const notOurs = path.join(backupDir, '.some-editor-swap.tmp');
+    const hourAgo = new Date(Date.now() - 2 * 3_600_000);
+    for (const f of [old, oldFailed, fresh, notOurs]) await writeFile(f, '{"patient_data":{}}');
+    for (const f of [old, oldFailed, notOurs]) await utimes(f, hourAgo, hourAgo);
+
+    const dry = await fleet('retention', 'run', '--dry-run');
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toContain('\n  BACKUP_DIR: 1 temporary copy left by a process that died while writing would be removed\n');
+    expect(dry.stdout).toContain('\n  FAILED_DIR: 1 temporary copy left by a process that died while writing would be removed\n');
+    expect(existsSync(old) && existsSync(oldFailed)).toBe(true);
+
+    const run = await fleet('retention', 'run', '--json');
+    expect(run.code).toBe(0);
+    expect(JSON.parse(run.stdout).staleTemps).toEqual({ backup: 1, failed: 1 });
+    expect(run.stdout + run.stderr).not.toMatch(/Gross|Klein|Lang/);
+    expect([old, oldFailed].filter(existsSync)).toEqual([]);
+    expect([copy, fresh, notOurs].filter((f) => !existsSync(f))).toEqual([]);
+    expect(JSON.parse((await fleet('retention', 'run', '--json')).stdout).staleTemps).toEqual({ backup: 0, failed: 0 });
+    for (const f of [copy, fresh, notOurs]) await rm(f);
   });
 });

@@ -4,7 +4,7 @@ import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { scheduleComponent } from './schedule-component.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { registerEmailRetentionMetrics, runEmailRetention, type ContentRetentionResult } from '../../workers/email/worker.js';
-import { retentionHandlers, runRetention, unrecordedCopies, type RetentionResult, type UnrecordedCopies } from '../../workers/patient-import/worker.js';
+import { removeStaleTempCopies, retentionHandlers, runRetention, unrecordedCopies, type RetentionResult, type UnrecordedCopies } from '../../workers/patient-import/worker.js';
 
 /** The id of the one retention schedule, shared by every patient-import process. */
 export const RETENTION_SCHEDULER_ID: FleetSchedulerId = 'patient-import-retention';
@@ -13,13 +13,19 @@ export const RETENTION_SCHEDULER_ID: FleetSchedulerId = 'patient-import-retentio
  * What a retention run did: the local copies (as before), the email contents, and the files in
  * the copy folders no record points to (reported, never removed). Counts and record ids only.
  */
-export type NightlyRetentionResult = RetentionResult & { emails: ContentRetentionResult; unrecorded: Record<'backup' | 'failed', UnrecordedCopies> };
+export type NightlyRetentionResult = RetentionResult & {
+  emails: ContentRetentionResult;
+  unrecorded: Record<'backup' | 'failed', UnrecordedCopies>;
+  /** Temporary copies a crash while writing left (removed; the dry run counts them). */
+  staleTemps: Record<'backup' | 'failed', number>;
+};
 
 /** The nightly retention run now (`fleet retention run`): email contents, then local copies, then what no record points to. */
 export async function runNightlyRetention(ctx: FleetContext, opts: { dryRun?: boolean } = {}): Promise<NightlyRetentionResult> {
   const emails = await runEmailRetention(ctx, opts);
   const copies = await runRetention(ctx, opts);
-  return { ...copies, emails, unrecorded: await unrecordedCopies(ctx) };
+  const staleTemps = await removeStaleTempCopies(ctx, opts);
+  return { ...copies, emails, unrecorded: await unrecordedCopies(ctx), staleTemps };
 }
 
 /**
@@ -34,6 +40,10 @@ export function nightlyRetentionHandlers(ctx: FleetContext): Handlers {
     'patient-import-retention': async (payload, helpers) => {
       const emails = await runEmailRetention({ ...ctx, log: helpers.log });
       const r = (await copies(payload, helpers)) as RetentionResult;
+      const staleTemps = await removeStaleTempCopies(ctx);
+      if (staleTemps.backup + staleTemps.failed > 0) {
+        helpers.log.info(staleTemps, 'temporary copies left in BACKUP_DIR / FAILED_DIR by a process that died while writing them removed');
+      }
       const unrecorded = await unrecordedCopies(ctx);
       if (unrecorded.backup.files + unrecorded.failed.files > 0) {
         // Counts only (the names hold patient names): the CLI lists the records to look at.
@@ -42,7 +52,7 @@ export function nightlyRetentionHandlers(ctx: FleetContext): Handlers {
           'files in BACKUP_DIR / FAILED_DIR that no import record points to: never removed by the sweep; fleet retention run --dry-run names their records',
         );
       }
-      return { ...r, emails, unrecorded } satisfies NightlyRetentionResult;
+      return { ...r, emails, unrecorded, staleTemps } satisfies NightlyRetentionResult;
     },
   };
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, rename, rm, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { FolderError, withoutFileName } from '../../libs/errors/index.js';
 import type { FileKeeper, ImportRow } from './ports.js';
@@ -156,4 +156,39 @@ export async function removeSaved(dir: string, copies: Array<{ id: number; path:
     }
   }
   return outcomes;
+}
+
+/** The name writeDurably gives a copy while it is written (`.<name>.<12 hex>.tmp`). */
+const TEMP_COPY = /^\..+\.[0-9a-f]{12}\.tmp$/;
+
+/**
+ * Removes the temporary files writeDurably left in `dir` when the process died between writing a
+ * copy and renaming it into place (they hold a whole registration, and no record points to them),
+ * last changed before `olderThan` (a write takes milliseconds). `dryRun`: counts only. Returns
+ * how many there were; an error is a `FolderError` (no file name).
+ */
+export async function removeStaleTemps(dir: string, olderThan: Date, opts: { dryRun?: boolean } = {}): Promise<number> {
+  const root = path.resolve(dir);
+  try {
+    let entries;
+    try {
+      entries = await readdir(root, { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw err;
+    }
+    let n = 0;
+    for (const e of entries) {
+      if (!e.isFile() || !TEMP_COPY.test(e.name)) continue;
+      const file = path.join(root, e.name);
+      const st = await lstat(file).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? null : Promise.reject(err)));
+      if (!st || st.mtime >= olderThan) continue;
+      if (!opts.dryRun) await rm(file, { force: true });
+      n++;
+    }
+    if (n && !opts.dryRun) await fsyncDir(root);
+    return n;
+  } catch (err) {
+    throw withoutFileName(err, root);
+  }
 }

@@ -23,7 +23,7 @@ import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
 import { catalog, describeZodError, jobIdFor, jobOptionsFor, restoreMissingDeadLetters, withAbandoned, type Handlers } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { createBucket, type BucketPort } from '../../libs/storage/index.js';
-import { folderKeeper, isOwnCopy, removeSaved } from './file-keeper.js';
+import { folderKeeper, isOwnCopy, removeSaved, removeStaleTemps } from './file-keeper.js';
 import { pgImportStore } from './pg-store.js';
 import { pollBucket, type PollResult } from './process-bucket-poll.js';
 import { processPatientImport, recordAbandonedImport, type ImportResult } from './process-patient-import.js';
@@ -279,6 +279,21 @@ export async function unrecordedCopies(ctx: FleetContext): Promise<Record<LocalC
     return { files: unknown.length, records: [...new Set(records)].sort((a, b) => a - b) };
   };
   return { backup: await one('backup', c.backupDir), failed: await one('failed', c.failedDir) };
+}
+
+/** A temporary copy older than this is one a crash left (writeDurably takes milliseconds). */
+const STALE_TEMP_MS = 3_600_000;
+
+/**
+ * Removes the temporary files a process that died while writing a copy left in BACKUP_DIR and
+ * FAILED_DIR (hidden `.<name>.<hex>.tmp`, older than an hour): they hold a whole registration and
+ * no record points to them, so neither the sweep nor `unrecordedCopies` would ever see them.
+ * `dryRun`: counts only. Counts per folder.
+ */
+export async function removeStaleTempCopies(ctx: FleetContext, opts: { dryRun?: boolean } = {}): Promise<Record<LocalCopy, number>> {
+  const c = ctx.config.patientImport;
+  const before = new Date(ctx.clock.now().getTime() - STALE_TEMP_MS);
+  return { backup: await removeStaleTemps(c.backupDir, before, opts), failed: await removeStaleTemps(c.failedDir, before, opts) };
 }
 
 /**

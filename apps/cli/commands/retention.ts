@@ -38,6 +38,13 @@ function unrecordedLines(u: NightlyRetentionResult['unrecorded']): string[] {
     });
 }
 
+/** Temporary copies a crash while writing left: removed by the run (counted by the dry run). */
+function staleTempLines(t: NightlyRetentionResult['staleTemps'], dryRun: boolean): string[] {
+  return (['backup', 'failed'] as const)
+    .filter((copy) => t[copy] > 0)
+    .map((copy) => `  ${copy === 'backup' ? 'BACKUP_DIR' : 'FAILED_DIR'}: ${t[copy]} temporary cop${t[copy] === 1 ? 'y' : 'ies'} left by a process that died while writing ${dryRun ? 'would be removed' : 'removed'}`);
+}
+
 /**
  * `fleet retention run [--dry-run]`: the nightly retention run now (in this process, which
  * needs BACKUP_DIR and FAILED_DIR as the patient-import role has them). Counts only.
@@ -61,6 +68,7 @@ export function registerRetention(program: Command): void {
             line('durable copies in BACKUP_DIR', 'BACKUP_RETENTION_DAYS', r.backup, r.dryRun),
             line('failed-folder copies in FAILED_DIR', 'FAILED_RETENTION_DAYS', r.failed, r.dryRun),
             emailLine(r.emails, r.dryRun),
+            ...staleTempLines(r.staleTemps, r.dryRun),
             ...unrecordedLines(r.unrecorded),
           ].join('\n') + '\n',
         );
