@@ -1,10 +1,10 @@
-import type { ParkRequest, UnpublishedEvent } from '../../libs/db/repositories/outbox-relay.js';
+import type { ParkRequest, ReadAhead, UnpublishedEvent } from '../../libs/db/repositories/outbox-relay.js';
 import { outgoingEvent, refusalOf, type EventPublisher } from '../../libs/events/kafka.js';
 import type { Clock } from '../../libs/runtime/clock.js';
 
 /** Where the relay reads unpublished events and stamps them (the leader's lease). */
 export interface OutboxSource {
-  fetchUnpublished(limit: number, afterId?: number): Promise<UnpublishedEvent[]>;
+  fetchUnpublished(limit: number, after?: ReadAhead): Promise<UnpublishedEvent[]>;
   markPublished(ids: number[], at: Date): Promise<void>;
   recordFailure(ids: number[], error: string): Promise<void>;
   /** Sets events aside until an operator retries them (never published, never deleted). */
@@ -167,10 +167,11 @@ export interface DrainResult {
 
 /**
  * Publishes up to `maxBatches` batches back to back, overlapping PostgreSQL with Kafka:
- * while batch n is on its way to Kafka, batch n+1 is read (ids above batch n's last) and
- * batch n-1's "published" stamp is written. Batches still go to Kafka one after another in
- * id order, and a batch is stamped only after Kafka acknowledged it. Each drain starts again
- * from the oldest unpublished row, so rows committed late with a lower id are not skipped.
+ * while batch n is on its way to Kafka, batch n+1 is read (the oldest unpublished rows apart
+ * from batches n-1 and n, whose stamps are not written yet) and batch n-1's "published" stamp
+ * is written. Batches still go to Kafka one after another in id order, and a batch is stamped
+ * only after Kafka acknowledged it. A row committed late with an id below batch n's is read
+ * with batch n+1, in id order, so it goes out before any later event of its key.
  * A batch in which Kafka refused an event ends the drain (the batch read ahead may hold
  * followers of the parked event that do not know it yet): the next drain reads them again and
  * finds them held.
@@ -186,16 +187,19 @@ export async function drainOutbox(
   let parked = 0;
   let batches = 0;
   let caughtUp = batch.length < opts.batchSize;
+  let stamping: number[] = []; // ids of the batch before, stamp not awaited yet
   try {
     while (batch.length > 0) {
-      const last = batch[batch.length - 1]!.id;
+      const ids = batch.map((e) => e.id);
+      const last = Math.max(ids[ids.length - 1]!, stamping[stamping.length - 1] ?? 0);
       const more = !caughtUp && batches + 1 < opts.maxBatches && (deps.keepGoing?.() ?? true);
-      const next = more ? source.fetchUnpublished(opts.batchSize, last) : null;
+      const next = more ? source.fetchUnpublished(opts.batchSize, { afterId: last, inFlight: [...stamping, ...ids] }) : null;
       next?.catch(() => {}); // awaited below; a failure surfaces there
       const sent = await sendBatch({ source, publisher, clock }, batch);
       await marking;
       marking = source.markPublished(sent.published.map((e) => e.id), clock.now());
       marking.catch(() => {}); // awaited before the next stamp and at the end
+      stamping = ids;
       published += sent.published.length;
       parked += sent.parked.length;
       batches++;

@@ -35,9 +35,9 @@ function fakeOutbox(n: number, keyOf?: (id: number) => string) {
   const heldBy = (r: FakeRow) => rows.find((p) => p.parkedAt && !p.publishedAt && p.topic === r.topic && p.key === r.key && p.id < r.id)?.eventId ?? null;
   const lease = (owner: object): RelayLease => ({
     held: async () => holder === owner,
-    fetchUnpublished: async (limit, afterId = 0) =>
+    fetchUnpublished: async (limit, after) =>
       rows
-        .filter((r) => !r.publishedAt && !r.parkedAt && r.id > afterId)
+        .filter((r) => !r.publishedAt && !r.parkedAt && (r.id > (after?.afterId ?? 0) || !after?.inFlight.includes(r.id)))
         .slice(0, limit)
         .map((r) => ({ ...r, heldBy: heldBy(r) })),
     markPublished: async (ids, at) => {

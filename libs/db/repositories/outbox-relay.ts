@@ -41,11 +41,22 @@ export interface ParkRequest {
   attempted: boolean;
 }
 
+/** Where a drain's read ahead goes on: past the batches in flight, which are left out. */
+export interface ReadAhead {
+  afterId: number;
+  /** Ids of the batches sent and not yet stamped: every id not in it below `afterId` is a row that committed late. */
+  inFlight: number[];
+}
+
 export interface RelayLease {
   /** True while this session still holds the relay lock. Rejects when the connection is gone. */
   held(): Promise<boolean>;
-  /** The oldest unpublished events in id order (only ids above `afterId` when given). */
-  fetchUnpublished(limit: number, afterId?: number): Promise<UnpublishedEvent[]>;
+  /**
+   * The oldest unpublished events in id order. With `after` (the read ahead of a drain): the
+   * oldest ones not in `after.inFlight` (the batches sent or being stamped); `after.afterId`
+   * (the highest id read so far) only spares the check for the ids above it.
+   */
+  fetchUnpublished(limit: number, after?: ReadAhead): Promise<UnpublishedEvent[]>;
   markPublished(ids: number[], at: Date): Promise<void>;
   recordFailure(ids: number[], error: string): Promise<void>;
   /** Parks events: the relay skips them until an operator retries them; never deleted. */
@@ -103,8 +114,16 @@ function toEvent(r: Row): UnpublishedEvent {
  * same UTC ISO form as Date.toISOString), so the relay neither parses nor re-serialises payloads.
  * Parked rows are skipped; `held_by` names the earliest parked event of the same topic and key
  * with a lower id (a lookup in the small partial index outbox_parked_idx).
+ *
+ * The read ahead (`after`) is not simply "ids above the last one read": an event whose
+ * transaction took its id early and committed late (a long import) is below that, and the next
+ * event of its entity (written after it committed) above: it would go out first, and the late
+ * one only with the next drain. So it reads the oldest unpublished rows apart from those in
+ * flight, which takes in a late row in its id order, before any later event of its key.
  */
-async function fetchUnpublished(sql: postgres.Sql | postgres.ReservedSql, limit: number, afterId = 0): Promise<UnpublishedEvent[]> {
+async function fetchUnpublished(sql: postgres.Sql | postgres.ReservedSql, limit: number, after?: ReadAhead): Promise<UnpublishedEvent[]> {
+  const afterId = after?.afterId ?? 0;
+  const inFlight = after?.inFlight ?? [];
   const rows = await sql<Row[]>`
     select id, event_id, event_type, topic, key, attempts,
       (extract(epoch from occurred_at) * 1000)::float8 as occurred_ms,
@@ -115,7 +134,8 @@ async function fetchUnpublished(sql: postgres.Sql | postgres.ReservedSql, limit:
       (select p.event_id::text from fleet.outbox p
         where p.parked_at is not null and p.published_at is null and p.topic = o.topic and p.key = o.key and p.id < o.id
         order by p.id limit 1) as held_by
-    from fleet.outbox o where published_at is null and parked_at is null and id > ${afterId} order by id limit ${limit}`;
+    from fleet.outbox o where published_at is null and parked_at is null
+      and (id > ${afterId} or id <> all(${inFlight}::int8[])) order by id limit ${limit}`;
   return rows.map(toEvent);
 }
 
@@ -142,7 +162,7 @@ function relayLease(lease: Lease): RelayLease {
   const { conn } = lease;
   return {
     held: () => lease.held(),
-    fetchUnpublished: (limit, afterId) => fetchUnpublished(conn, limit, afterId),
+    fetchUnpublished: (limit, after) => fetchUnpublished(conn, limit, after),
     async markPublished(ids, at) {
       if (ids.length === 0) return;
       await conn`update fleet.outbox set published_at = ${at.toISOString()}::timestamptz, attempts = attempts + 1, last_error = null
