@@ -45,6 +45,8 @@ describe('refusalOf', () => {
     expect(refusalOf(asRetriesExceeded(new (KafkaJSRequestTimeoutError as unknown as ErrorClass)('Request Produce(key: 0, version: 7) timed out')))).toBeNull();
     expect(refusalOf(asSendFailure(kafkaProtocolError('LEADER_NOT_AVAILABLE', 5, true)))).toBeNull();
     expect(refusalOf(asSendFailure(kafkaProtocolError('CLUSTER_AUTHORIZATION_FAILED', 31, false)))).toBeNull();
+    expect(refusalOf(asSendFailure(kafkaProtocolError('BROKER_NOT_AVAILABLE', 8, false)))).toBeNull();
+    expect(refusalOf(asSendFailure(kafkaProtocolError('UNKNOWN', -1, false)))).toBeNull();
     expect(refusalOf(asSendFailure(kafkaProtocolError('OUT_OF_ORDER_SEQUENCE_NUMBER', 45, false)))).toBeNull();
     expect(refusalOf(new (KafkaJSSASLAuthenticationError as unknown as ErrorClass)('SASL SCRAM SHA512 authentication failed'))).toBeNull();
     expect(refusalOf(asSendFailure(new TypeError('x is not a function')))).toBeNull();

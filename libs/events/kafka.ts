@@ -80,6 +80,10 @@ export function outgoingEvent(e: StoredEvent): OutgoingEvent {
  */
 const NOT_ABOUT_THE_MESSAGES = new Set([
   // protocol error types (KafkaJSProtocolError.type)
+  // The broker's own trouble (kafkajs: non-retriable): parking on it parked every event of the
+  // batch, each sent alone got the same answer, and held their keys until an operator came.
+  'BROKER_NOT_AVAILABLE',
+  'UNKNOWN', // UNKNOWN_SERVER_ERROR: an exception in the broker, not a verdict on the message
   'CLUSTER_AUTHORIZATION_FAILED',
   'SASL_AUTHENTICATION_FAILED',
   'UNSUPPORTED_SASL_MECHANISM',

@@ -34,6 +34,8 @@ export interface KafkaMock {
   createTopic(topic: TopicSpec): Promise<void>;
   /** Produce requests that reached the broker so far. */
   produceRequests(): number;
+  /** The broker answers the next `count` requests of API `apiKey` (0: Produce) with Kafka error `code`. */
+  pushErrors(apiKey: number, code: number, count: number): Promise<void>;
   /** See KafkaProxy.holdProduceResponses: the broker writes, the client hears nothing. */
   holdProduceResponses(opts?: { after?: number }): void;
   releaseProduceResponses(): void;
@@ -121,6 +123,14 @@ export async function startKafkaMock(
       if (line !== `created ${name}`) throw new Error(`the Kafka mock broker did not create topic ${name}: ${line}`);
     },
     produceRequests: () => proxy.produceRequests(),
+    async pushErrors(apiKey, code, count) {
+      const answer = (creating = creating.catch(() => {}).then(() => {
+        child.stdin!.write(`errors ${apiKey} ${count} ${code}\n`);
+        return out.next(`errors pushed`, 5000);
+      }));
+      const line = await answer;
+      if (line !== `pushed ${count}`) throw new Error(`the Kafka mock broker did not take the errors: ${line}`);
+    },
     holdProduceResponses: (o) => proxy.holdProduceResponses(o),
     releaseProduceResponses: () => proxy.releaseProduceResponses(),
     async close() {

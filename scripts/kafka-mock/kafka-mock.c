@@ -4,7 +4,9 @@
  * Prints the bootstrap address (host:port) on one line, then runs until stdin closes,
  * SIGTERM or SIGINT. Topics are created up front (the mock does not implement CreateTopics);
  * more can be created later by writing `create <topic> <partitions>` lines to stdin, each
- * answered on stdout with `created <topic>` or `error <topic> <reason>`.
+ * answered on stdout with `created <topic>` or `error <topic> <reason>`; an
+ * `errors <api key> <count> <error code>` line makes the broker answer the next <count> requests
+ * of that API (0: Produce) with that Kafka error code, answered with `pushed <count>`.
  * Metadata is offered up to v4, so that clients send AllowAutoTopicCreation (the test proxy
  * clears it: no topic springs into existence because a client asked for it).
  * Build: gcc -O2 -o kafka-mock kafka-mock.c $(pkg-config --cflags --libs rdkafka)
@@ -29,11 +31,15 @@ static rd_kafka_resp_err_t create_topic(rd_kafka_mock_cluster_t *mc, const char 
   return rd_kafka_mock_topic_create(mc, name, partitions > 0 ? partitions : 1, 1);
 }
 
-/* One stdin line: `create <topic> <partitions>`. */
+/* One stdin line: `create <topic> <partitions>` or `errors <api key> <count> <error code>`. */
 static void command(rd_kafka_mock_cluster_t *mc, char *line) {
   char name[256];
   int partitions = 1;
-  if (sscanf(line, "create %255s %d", name, &partitions) < 1) {
+  int api = 0, code = 0, count = 0;
+  if (sscanf(line, "errors %d %d %d", &api, &count, &code) == 3) {
+    for (int i = 0; i < count; i++) rd_kafka_mock_push_request_errors(mc, api, 1, (rd_kafka_resp_err_t)code);
+    printf("pushed %d\n", count);
+  } else if (sscanf(line, "create %255s %d", name, &partitions) < 1) {
     printf("error - unknown command\n");
   } else {
     rd_kafka_resp_err_t err = create_topic(mc, name, partitions);
