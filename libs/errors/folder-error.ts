@@ -17,11 +17,19 @@ export class FolderError extends Error {
   }
 }
 
-/** `err` as a FolderError when it is a file system error naming a file; anything else as it is. */
+/**
+ * `err` as a FolderError when it is a file system error: one naming a file (`path`, `dest`), or
+ * one of an open file handle, which names none (a write on a full disk: `ENOSPC: no space left
+ * on device, write`) and would otherwise not say which folder is full. Anything else as it is.
+ */
 export function withoutFileName(err: unknown, folder: string): unknown {
   const e = err as NodeJS.ErrnoException;
-  if (!(e instanceof Error) || typeof e.code !== 'string' || !('path' in e || 'dest' in e)) return err;
-  // "EACCES: permission denied, open '/dir/.12-Muller_Jurgen_....tmp'" -> "permission denied"
-  const description = e.message.replace(new RegExp(`^${e.code}: `), '').split(e.syscall ? `, ${e.syscall} ` : "'")[0]!.trim();
+  if (!(e instanceof Error) || typeof e.code !== 'string') return err;
+  const systemError = typeof e.errno === 'number' && typeof e.syscall === 'string';
+  if (!('path' in e || 'dest' in e || systemError)) return err;
+  // "EACCES: permission denied, open '/dir/.12-Muller_Jurgen_....tmp'" -> "permission denied";
+  // "ENOSPC: no space left on device, write" -> "no space left on device"
+  const rest = e.message.replace(new RegExp(`^${e.code}: `), '');
+  const description = (e.syscall ? rest.split(`, ${e.syscall}`)[0]! : rest.split("'")[0]!).trim();
   return new FolderError(e.code, e.syscall, folder, description || 'failed');
 }
