@@ -1,5 +1,6 @@
 import type postgres from 'postgres';
 import type { FileOutcome, NewTherapistRow, StoredTherapist, TherapistImportFileRow } from './therapist-import.js';
+import { isConnectionLost, settlePipeline } from '../pipeline.js';
 import { outboxBatch, outboxBatchParams, type OutboxInsert } from './outbox-rows.js';
 
 /**
@@ -294,7 +295,14 @@ export async function openImportSession(
     knownKeys = new Set(data.externalIds.map((e) => e.key));
     withRecord = new Set(data.candidates.filter((c) => c.scraped !== null).map((c) => c.id));
   } catch (err) {
-    await rollback();
+    if (isConnectionLost(err)) {
+      // Gone: the server rolled back. A rollback sent now could be held back behind the
+      // pipeline's unsent queries and never settle (see settlePipeline).
+      open = false;
+      conn.release();
+    } else {
+      await rollback();
+    }
     throw clean(err);
   }
 
@@ -422,11 +430,12 @@ export async function openImportSession(
               select exists (select 1 from fleet.therapist_import_runs where id = ${w.runId} and state = 'sealed')
                  and not exists (select 1 from fleet.therapist_import_files where run_id = ${w.runId} and status in ('queued', 'importing')) as drained`);
       open = false;
-      const [written, committed, check] = await Promise.all([
-        writes.then((r) => r, (e: unknown) => (e instanceof Error ? e : new Error(String(e)))),
-        commit.then((r) => r, (e: unknown) => e),
-        drained.then((r) => r, (e: unknown) => e),
-      ]);
+      // Behind the writes (a large statement) postgres.js may hold the commit and the check
+      // back; settlePipeline fails them too if the connection ends meanwhile (they never settled).
+      const [ws, cs, ds] = await settlePipeline([writes, commit, drained]);
+      const written = ws.status === 'fulfilled' ? ws.value : ws.reason instanceof Error ? ws.reason : new Error(String(ws.reason));
+      const committed: unknown = cs.status === 'fulfilled' ? cs.value : cs.reason;
+      const check: unknown = ds.status === 'fulfilled' ? ds.value : ds.reason;
       conn.release();
       if (written instanceof Error) throw clean(written);
       if (committed instanceof Error) throw clean(committed);
