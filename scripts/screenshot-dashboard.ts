@@ -89,6 +89,11 @@ async function main() {
     // Failed import records, as the import workers leave them.
     await ctx.database.sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, reason, error_code, attempts, failed_at)
       values ('demo', 'registrations/Beispiel_Erika_2026-11-20_0b1ab67b.json', '1', 'gs://demo/x', 'failed', 'patient_data.plz: expected 5 digits', 'validation_failed', 1, now())`;
+    // One whose corrected re-upload under the same name was imported since: only the discard is left.
+    await ctx.database.sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, reason, error_code, attempts, failed_at)
+      values ('demo', 'registrations/Muster_Max_2026-11-20_1c2d3e4f.json', '1', 'gs://demo/y', 'failed', 'patient_data.email: not an email address', 'validation_failed', 1, now() - interval '1 hour')`;
+    await ctx.database.sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, patient_id, finished_at)
+      values ('demo', 'registrations/Muster_Max_2026-11-20_1c2d3e4f.json', '2', 'gs://demo/y', 'done', 4711, now())`;
     await ctx.database.sql`insert into fleet.therapist_import_files (path, status, reason, finished_at) values ('20261120/52074.json', 'failed', 'not JSON: Unexpected end of JSON input', now())`;
     await worker.stop(5_000);
     // A therapist scraper file with every kind of outcome, imported through the real pipeline.

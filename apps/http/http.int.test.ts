@@ -492,7 +492,7 @@ describe('http app with dashboard credentials', () => {
     const byId = new Map(withNewer.patientFiles.map((f) => [f.id, f]));
     expect(byId.get(Number(legacy!.id))).toMatchObject({
       newerImport: { id: Number(reupload!.id), status: 'done', patientId: 4711, duplicateOfPatientId: null },
-      nextStep: `A newer upload of this file name was imported since: import record ${reupload!.id} (patient 4711; fleet imports show ${reupload!.id}). Nothing is left to import from this record: close it: fleet dlq discard patient-import.ledger.${legacy!.id} --reason "..."`,
+      nextStep: `A newer upload of this file name was imported since: import record ${reupload!.id} (patient 4711; fleet imports show ${reupload!.id}). Nothing is left to import from this record: discard patient-import.ledger.${legacy!.id}.`,
     });
     for (const f of withNewer.patientFiles.filter((p) => p.id !== Number(legacy!.id))) expect(f, `record ${f.id}`).toMatchObject({ newerImport: null, nextStep: expect.stringContaining('A requeue does not help') });
     expect(await (await fetch(`${app.base}/imports`, { headers: { authorization: AUTH } })).text()).toContain(`A newer upload of this file name was imported since: import record ${reupload!.id} (patient 4711;`);

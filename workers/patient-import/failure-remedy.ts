@@ -70,10 +70,14 @@ export interface NewerImport {
 
 /**
  * The next step of a failed bucket row whose corrected re-upload under the same name was imported
- * since: nothing is left to import from it, only its dead letter to close.
+ * since: nothing is left to import from it, only its dead letter to close. `line`: one line for
+ * the operator pages (as failureNextStep); `cli`: two lines with the command, for `fleet imports show`.
  */
-export function newerImportNextStep(row: { id: number }, newer: NewerImport, separator = ' '): string {
+export function newerImportNextStep(row: { id: number }, newer: NewerImport, form: 'line' | 'cli' = 'line'): string {
   const outcome = newer.patientId ? `patient ${newer.patientId}` : newer.duplicateOfPatientId ? `a duplicate of patient ${newer.duplicateOfPatientId}` : newer.status;
-  return `A newer upload of this file name was imported since: import record ${newer.id} (${outcome}; fleet imports show ${newer.id}).${separator}` +
-    `Nothing is left to import from this record: close it: fleet dlq discard patient-import.ledger.${row.id} --reason "..."`;
+  const dlq = `patient-import.ledger.${row.id}`;
+  const imported = `A newer upload of this file name was imported since: import record ${newer.id} (${outcome}; fleet imports show ${newer.id}).`;
+  return form === 'cli'
+    ? `${imported}\nNothing is left to import from this record: close it: fleet dlq discard ${dlq} --reason "..."`
+    : `${imported} Nothing is left to import from this record: discard ${dlq}.`;
 }

@@ -144,7 +144,7 @@ function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays
       `\nAfter fixing the cause: fleet import patient-file <path> (the same file again retries this record; a renamed or corrected file gets a record of its own).` +
       `\nTo close this record for good: fleet imports discard ${r.id} --reason "..."`;
   } else if (r.status === 'failed') {
-    text += `\n\n${newer ? newerImportNextStep(r, newer, '\n') : bucketFailureNextSteps(r)}`;
+    text += `\n\n${newer ? newerImportNextStep(r, newer, 'cli') : bucketFailureNextSteps(r)}`;
   } else if (r.deleteOutcome === 'discarded') {
     text += `\n\nImported; its dead letter (the bucket delete out of retries) was discarded by an operator, so the file is still in the bucket.` +
       `\nIt holds personal data: once the cause is fixed, delete that generation from the bucket by hand (${r.sourceUri}, generation ${r.generation}).`;
