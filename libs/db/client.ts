@@ -53,13 +53,17 @@ export function openDatabase(opts: DbOptions): Database {
 /**
  * One connection of its own for the readiness probe (`GET /ready`): `select 1` on the workers'
  * pool waits behind them when they hold every connection, and a busy database then read as
- * "postgres down". Opened on first use, closed after a minute idle.
+ * "postgres down". Opened on first use, closed after a minute idle. It reconnects at once on the
+ * next check (no backoff): postgres.js's default waits longer after every failed connect, up to
+ * 10-20 s, so in an outage /ready answered "no answer within" instead of why, and stayed 503 that
+ * long after PostgreSQL was back. A probe tries once per check, so no wait is needed.
  */
 export function openProbeConnection(opts: Pick<DbOptions, 'url' | 'applicationName'>): postgres.Sql {
   return postgres(opts.url, {
     max: 1,
     idle_timeout: 60,
     connect_timeout: 10,
+    backoff: () => 0,
     onnotice: () => {},
     connection: { application_name: `${opts.applicationName ?? 'curavani-fleet'}:ready`, statement_timeout: 10_000 },
   });
