@@ -20,12 +20,17 @@ export type NightlyRetentionResult = RetentionResult & {
   staleTemps: Record<'backup' | 'failed', number>;
 };
 
+/** What a nightly run does after the sweep of the local copies: temporary copies a crash left, then the files no record points to. */
+async function afterCopies(ctx: FleetContext, opts: { dryRun?: boolean }): Promise<Pick<NightlyRetentionResult, 'staleTemps' | 'unrecorded'>> {
+  const staleTemps = await removeStaleTempCopies(ctx, opts);
+  return { staleTemps, unrecorded: await unrecordedCopies(ctx) };
+}
+
 /** The nightly retention run now (`fleet retention run`): email contents, then local copies, then what no record points to. */
 export async function runNightlyRetention(ctx: FleetContext, opts: { dryRun?: boolean } = {}): Promise<NightlyRetentionResult> {
   const emails = await runEmailRetention(ctx, opts);
   const copies = await runRetention(ctx, opts);
-  const staleTemps = await removeStaleTempCopies(ctx, opts);
-  return { ...copies, emails, unrecorded: await unrecordedCopies(ctx), staleTemps };
+  return { ...copies, emails, ...(await afterCopies(ctx, opts)) };
 }
 
 /**
@@ -40,11 +45,10 @@ export function nightlyRetentionHandlers(ctx: FleetContext): Handlers {
     'patient-import-retention': async (payload, helpers) => {
       const emails = await runEmailRetention({ ...ctx, log: helpers.log });
       const r = (await copies(payload, helpers)) as RetentionResult;
-      const staleTemps = await removeStaleTempCopies(ctx);
+      const { staleTemps, unrecorded } = await afterCopies(ctx, {});
       if (staleTemps.backup + staleTemps.failed > 0) {
         helpers.log.info(staleTemps, 'temporary copies left in BACKUP_DIR / FAILED_DIR by a process that died while writing them removed');
       }
-      const unrecorded = await unrecordedCopies(ctx);
       if (unrecorded.backup.files + unrecorded.failed.files > 0) {
         // Counts only (the names hold patient names): the CLI lists the records to look at.
         helpers.log.warn(

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../testing/db.js';
-import { tcpProxy } from '../testing/tcp-proxy.js';
+import { tcpProxyFor } from '../testing/tcp-proxy.js';
 import { openProbeConnection } from './client.js';
 
 /**
@@ -13,12 +13,11 @@ import { openProbeConnection } from './client.js';
  */
 
 let db: TestDatabase;
-let proxy: ReturnType<typeof tcpProxy>;
+let proxy: ReturnType<typeof tcpProxyFor>;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  const target = new URL(db.url);
-  proxy = tcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
+  proxy = tcpProxyFor(db.url);
   await proxy.open();
 });
 
@@ -38,9 +37,7 @@ const settled = (p: Promise<unknown>, ms: number) =>
 
 describe('readiness probe connection across an outage', () => {
   it('says at once why it cannot connect, on every try, and answers at once when the server is back', async () => {
-    const url = new URL(db.url);
-    url.host = `127.0.0.1:${proxy.port}`;
-    const probe = openProbeConnection({ url: url.toString() });
+    const probe = openProbeConnection({ url: proxy.url });
     try {
       expect(await settled(probe`select 1`.execute(), 2_000)).toBe('ok');
       await proxy.close();

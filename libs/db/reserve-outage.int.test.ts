@@ -1,7 +1,7 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../testing/db.js';
-import { tcpProxy } from '../testing/tcp-proxy.js';
+import { tcpProxyFor } from '../testing/tcp-proxy.js';
 import { openDatabase, type Database } from './client.js';
 
 /**
@@ -13,13 +13,12 @@ import { openDatabase, type Database } from './client.js';
  */
 
 let db: TestDatabase;
-let proxy: ReturnType<typeof tcpProxy>;
+let proxy: ReturnType<typeof tcpProxyFor>;
 const opened: Database[] = [];
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  const target = new URL(db.url);
-  proxy = tcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
+  proxy = tcpProxyFor(db.url);
   await proxy.open();
 });
 
@@ -31,9 +30,7 @@ afterAll(async () => {
 
 /** The fleet's own pool (openDatabase), reaching PostgreSQL through the proxy. */
 function pool(poolMax: number): Database {
-  const url = new URL(db.url);
-  url.host = `127.0.0.1:${proxy.port}`;
-  const d = openDatabase({ url: url.toString(), poolMax, statementTimeoutMs: 30_000, idleInTransactionTimeoutMs: 30_000 });
+  const d = openDatabase({ url: proxy.url, poolMax, statementTimeoutMs: 30_000, idleInTransactionTimeoutMs: 30_000 });
   opened.push(d);
   return d;
 }

@@ -63,3 +63,21 @@ export function tcpProxy(target: { host: string; port: number }) {
     },
   };
 }
+
+const DEFAULT_PORTS: Record<string, number> = { 'postgres:': 5432, 'postgresql:': 5432, 'redis:': 6379 };
+
+/**
+ * A tcpProxy in front of the service `url` names (postgres://, redis://), with `url` rewritten to
+ * go through it (valid once `open()` gave the proxy its port).
+ */
+export function tcpProxyFor(url: string) {
+  const target = new URL(url);
+  const proxy = tcpProxy({ host: target.hostname, port: Number(target.port || DEFAULT_PORTS[target.protocol]) });
+  return Object.defineProperty(proxy, 'url', {
+    get(): string {
+      const through = new URL(url);
+      through.host = `127.0.0.1:${proxy.port}`;
+      return through.toString();
+    },
+  }) as typeof proxy & { readonly url: string };
+}

@@ -1,3 +1,4 @@
+import type { NewerGeneration } from '../../libs/db/repositories/patient-import.js';
 import { rejectCodes } from './parse-registration.js';
 
 /**
@@ -60,13 +61,8 @@ export function failureNextStep(row: { id: number; source: string; errorCode: st
   }
 }
 
-/** What a failed registration's corrected re-upload under the same name became (a newer generation, imported). */
-export interface NewerImport {
-  id: number;
-  status: string;
-  patientId: number | null;
-  duplicateOfPatientId: number | null;
-}
+/** What a failed registration's corrected re-upload under the same name became (see newerImports). */
+export type NewerImport = Pick<NewerGeneration, 'id' | 'status' | 'patientId' | 'duplicateOfPatientId'>;
 
 /**
  * The next step of a failed bucket row whose corrected re-upload under the same name was imported

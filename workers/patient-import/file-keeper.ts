@@ -65,6 +65,10 @@ function fsyncDir(dir: string): Promise<void> {
   return state.next;
 }
 
+/** The name writeDurably gives a copy while it is written (`.<name>.<12 hex>.tmp`), and its pattern. */
+const tempCopyName = (name: string) => `.${name}.${randomBytes(6).toString('hex')}.tmp`;
+const TEMP_COPY = /^\..+\.[0-9a-f]{12}\.tmp$/;
+
 /**
  * Writes `bytes` durably to `dir/name`: a temporary file, fsync, rename, fsync of the
  * directory. A retry writes the file again the same way: the rename replaces a copy left by
@@ -82,7 +86,7 @@ export async function writeDurably(dir: string, name: string, bytes: Buffer): Pr
       await mkdir(root, { recursive: true, mode: 0o700 });
       madeDirs.add(root);
     }
-    const tmp = path.join(root, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
+    const tmp = path.join(root, tempCopyName(name));
     const fd = await open(tmp, 'wx', 0o600);
     try {
       await fd.writeFile(bytes);
@@ -158,8 +162,6 @@ export async function removeSaved(dir: string, copies: Array<{ id: number; path:
   return outcomes;
 }
 
-/** The name writeDurably gives a copy while it is written (`.<name>.<12 hex>.tmp`). */
-const TEMP_COPY = /^\..+\.[0-9a-f]{12}\.tmp$/;
 
 /**
  * Removes the temporary files writeDurably left in `dir` when the process died between writing a

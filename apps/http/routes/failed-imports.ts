@@ -28,18 +28,21 @@ async function failedImports({ ctx }: HttpRouteDeps) {
     moreTherapistFiles: therapistRows.length > LIMIT,
     // Reasons without the values quoted from the file (a birth date, a symptom): as on /ops;
     // the full text is for staff on the server (`fleet imports show`) and in the staff email.
-    patientFiles: patients.map((r) => ({
-      id: r.id,
-      status: r.status,
-      reason: r.reasonWithheld ?? (r.reason === null ? null : `(not shown here: fleet imports show ${r.id})`),
-      errorCode: r.errorCode,
-      attempts: r.attempts,
-      failedAt: r.failedAt?.toISOString() ?? null,
-      /** A corrected re-upload under the same name imported since (then only the discard is left). */
-      newerImport: ((n) => (n ? { id: n.id, status: n.status, patientId: n.patientId, duplicateOfPatientId: n.duplicateOfPatientId } : null))(newer.get(r.id)),
-      /** What helps, by what failed (a requeue does not help a file whose content or name is wrong). */
-      nextStep: ((n) => (n ? newerImportNextStep(r, n) : failureNextStep(r)))(newer.get(r.id)),
-    })),
+    patientFiles: patients.map((r) => {
+      const newerImport = newer.get(r.id) ?? null;
+      return {
+        id: r.id,
+        status: r.status,
+        reason: r.reasonWithheld ?? (r.reason === null ? null : `(not shown here: fleet imports show ${r.id})`),
+        errorCode: r.errorCode,
+        attempts: r.attempts,
+        failedAt: r.failedAt?.toISOString() ?? null,
+        /** A corrected re-upload under the same name imported since (then only the discard is left). */
+        newerImport,
+        /** What helps, by what failed (a requeue does not help a file whose content or name is wrong). */
+        nextStep: newerImport ? newerImportNextStep(r, newerImport) : failureNextStep(r),
+      };
+    }),
     therapistFiles: therapists.map((r) => ({
       id: r.id,
       path: r.path,
