@@ -2,7 +2,7 @@ import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt
 import { getTableConfig } from 'drizzle-orm/pg-core';
 import type postgres from 'postgres';
 import type { Db, DbOrTx } from '../client.js';
-import { isConnectionLost, settlePipeline } from '../pipeline.js';
+import { isConnectionLost } from '../connection-lost.js';
 import { deliveries, outbox } from '../schema/fleet.js';
 import {
   patientConsents,
@@ -728,8 +728,9 @@ export async function runImportTransaction<T>(
     ];
     // A failed write leaves the transaction aborted: the commit then only rolls it back.
     // Behind the write (with the staff email it can fill the socket's buffer) postgres.js may
-    // hold the commit back; settlePipeline fails it too if the connection ends meanwhile.
-    const [written, committed] = await settlePipeline([c.unsafe(text, params as never[], { prepare: true }), c.unsafe('commit')]);
+    // hold the commit back; if the connection ends meanwhile it fails with it too (our patch of
+    // postgres.js: 3.4.9 dropped it unsettled).
+    const [written, committed] = await Promise.allSettled([c.unsafe(text, params as never[], { prepare: true }), c.unsafe('commit')]);
     if (written.status === 'rejected') throw written.reason;
     if (committed.status === 'rejected') throw committed.reason;
     const w = written.value[0];
@@ -740,8 +741,7 @@ export async function runImportTransaction<T>(
     const deliveryId = (w.staff_delivery_id as string | null) ?? null;
     return { result, delivery: d && deliveryId ? { id: deliveryId, created: w.created_delivery_id !== null } : null };
   } catch (err) {
-    // A lost connection was rolled back by the server; a rollback sent on it could be held
-    // back behind unsent queries and never settle (see settlePipeline).
+    // A lost connection was rolled back by the server; there is nothing to send a rollback on.
     if (!isConnectionLost(err)) await rollback(c);
     throw err;
   } finally {

@@ -1,6 +1,6 @@
 import type postgres from 'postgres';
 import type { FileOutcome, NewTherapistRow, StoredTherapist, TherapistImportFileRow } from './therapist-import.js';
-import { isConnectionLost, settlePipeline } from '../pipeline.js';
+import { isConnectionLost } from '../connection-lost.js';
 import { outboxBatch, outboxBatchParams, type OutboxInsert } from './outbox-rows.js';
 
 /**
@@ -296,8 +296,7 @@ export async function openImportSession(
     withRecord = new Set(data.candidates.filter((c) => c.scraped !== null).map((c) => c.id));
   } catch (err) {
     if (isConnectionLost(err)) {
-      // Gone: the server rolled back. A rollback sent now could be held back behind the
-      // pipeline's unsent queries and never settle (see settlePipeline).
+      // Gone: the server rolled back; there is nothing to send a rollback on.
       open = false;
       conn.release();
     } else {
@@ -431,8 +430,9 @@ export async function openImportSession(
                  and not exists (select 1 from fleet.therapist_import_files where run_id = ${w.runId} and status in ('queued', 'importing')) as drained`);
       open = false;
       // Behind the writes (a large statement) postgres.js may hold the commit and the check
-      // back; settlePipeline fails them too if the connection ends meanwhile (they never settled).
-      const [ws, cs, ds] = await settlePipeline([writes, commit, drained]);
+      // back; if the connection ends meanwhile they fail with it too (our patch of postgres.js:
+      // 3.4.9 dropped them unsettled, and the import waited for ever).
+      const [ws, cs, ds] = await Promise.allSettled([writes, commit, drained]);
       const written = ws.status === 'fulfilled' ? ws.value : ws.reason instanceof Error ? ws.reason : new Error(String(ws.reason));
       const committed: unknown = cs.status === 'fulfilled' ? cs.value : cs.reason;
       const check: unknown = ds.status === 'fulfilled' ? ds.value : ds.reason;
