@@ -33,7 +33,35 @@ export interface JobHelpers {
  */
 export type Handler<N extends JobName> = ((payload: Payload<N>, helpers: JobHelpers) => Promise<unknown>) & {
   abandoned?: (payload: Payload<N>, reason: string, log: Logger) => Promise<void>;
+  /**
+   * When a later run does all of this job's work again (the next scheduled run of its family):
+   * a failed attempt whose retry could not begin before that moment (by the family's full
+   * backoff delay, jitter only shortens it) ends the job, failed but superseded, without a dead
+   * letter (give such a family attempts enough to reach that run: they remain the limit). null:
+   * retried and dead-lettered as its attempts allow. A PermanentError is dead-lettered at once as
+   * always. `job.scheduledAt`: the cron time of a job a job scheduler produced (else null);
+   * `job.enqueuedAt`: when it was added.
+   */
+  supersededAt?: (payload: Payload<N>, job: { scheduledAt: Date | null; enqueuedAt: Date }) => Date | null;
 };
+
+/**
+ * The error a job ends with when the run that does its work again comes before its next retry
+ * could (see `Handler.supersededAt`): not retried (an UnrecoverableError for BullMQ), no dead letter.
+ */
+export class JobSuperseded extends UnrecoverableError {
+  constructor(readonly supersededBy: Date, cause: string) {
+    super(`superseded by the run scheduled for ${supersededBy.toISOString()} (a retry could not begin before it): ${cause}`);
+  }
+}
+
+/** A handler whose failed jobs a later run supersedes (see `Handler.supersededAt`). */
+export function withSupersededAt<N extends JobName>(
+  run: (payload: Payload<N>, helpers: JobHelpers) => Promise<unknown>,
+  supersededAt: NonNullable<Handler<N>['supersededAt']>,
+): Handler<N> {
+  return Object.assign(run, { supersededAt });
+}
 
 /** A handler with its bookkeeping for a job that failed outside it (see `Handler`). */
 export function withAbandoned<N extends JobName>(
@@ -80,6 +108,29 @@ export function cappedBackoff(attemptsMade: number, type: string | undefined, _e
   return Math.floor(full * (1 - jitter) + Math.random() * full * jitter);
 }
 
+/** The cron time of a job a job scheduler produced; null for a job added any other way. */
+function scheduledAtOf(job: Job): Date | null {
+  return job.repeatJobKey && typeof job.opts.prevMillis === 'number' ? new Date(job.opts.prevMillis) : null;
+}
+
+/** The longest delay before the job's next retry: its backoff without the jitter (which only shortens it). */
+function fullRetryDelayMs(job: Job): number {
+  const backoff = job.opts.backoff;
+  if (typeof backoff === 'number') return backoff;
+  if (!backoff) return 0;
+  const def = catalog[job.name as JobName];
+  const backoffMs = backoff.delay ?? def?.retry.backoffMs ?? 0;
+  const maxDoublings = backoff.type === CAPPED_BACKOFF ? def?.retry.maxDoublings : undefined;
+  return backoff.type === 'fixed' ? backoffMs : retryDelayMs({ backoffMs, ...(maxDoublings === undefined ? {} : { maxDoublings }) }, job.attemptsMade + 1);
+}
+
+/** The run that supersedes a failed job whose next retry could not begin before it; null: it is retried (or dead-lettered) as usual. */
+function supersedingRun(job: Job, handler: Handler<JobName> | undefined, payload: Payload<JobName> | undefined, now: number): Date | null {
+  if (!handler?.supersededAt || payload === undefined) return null;
+  const at = handler.supersededAt(payload, { scheduledAt: scheduledAtOf(job), enqueuedAt: new Date(job.timestamp) });
+  return at && now + fullRetryDelayMs(job) >= at.getTime() ? at : null;
+}
+
 function isFinal(job: Job, err: unknown): boolean {
   const allowed = job.opts.attempts ?? 1;
   return isPermanent(err) || err instanceof UnrecoverableError || job.attemptsMade + 1 >= allowed;
@@ -99,10 +150,11 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
     const attempt = job.attemptsMade + 1;
     const log = qlog.child({ jobId: job.id, attempt });
     const end = opts.metrics.duration.startTimer({ queue });
+    const name = job.name as JobName;
+    const handler = handlers[name] as Handler<JobName> | undefined;
+    let payload: Payload<JobName> | undefined;
     try {
-      const name = job.name as JobName;
       const def = catalog[name];
-      const handler = handlers[name] as Handler<JobName> | undefined;
       if (!def || def.queue !== queue || !handler) {
         throw new UnrecoverableError(`no handler for job ${job.name} on queue ${queue}`);
       }
@@ -110,14 +162,15 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
       if (!parsed.success) {
         throw new UnrecoverableError(`invalid payload for ${job.name}: ${describeZodError(parsed.error)}`);
       }
-      const result = await handler(parsed.data as Payload<JobName>, {
+      payload = parsed.data as Payload<JobName>;
+      const result = await handler(payload, {
         log,
         jobId: job.id!,
         attempt,
         maxAttempts: job.opts.attempts ?? 1,
         isFinalAttempt: attempt >= (job.opts.attempts ?? 1),
         updateProgress: (p) => job.updateProgress(p),
-        scheduledAt: job.repeatJobKey && typeof job.opts.prevMillis === 'number' ? new Date(job.opts.prevMillis) : null,
+        scheduledAt: scheduledAtOf(job),
       });
       end({ outcome: 'completed' });
       opts.metrics.completed.inc({ queue });
@@ -126,8 +179,14 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
       end({ outcome: 'failed' });
       const permanent = isPermanent(err) || err instanceof UnrecoverableError;
       opts.metrics.failed.inc({ queue, kind: permanent ? 'permanent' : 'transient' });
-      const final = isFinal(job, err);
       const code = isPermanent(err) ? err.code : null;
+      // A later run does this job's work again before its next retry could: it ends here, no dead letter.
+      const supersededBy = permanent ? null : supersedingRun(job, handler, payload, Date.now());
+      if (supersededBy) {
+        log.warn({ err, supersededBy: supersededBy.toISOString() }, 'job attempt failed: not retried, the next scheduled run does its work (superseded, no dead letter)');
+        throw new JobSuperseded(supersededBy, errorMessage(err));
+      }
+      const final = isFinal(job, err);
       if (final) {
         await addDeadLetter(opts.queues, deadLetterFromJob(job, errorMessage(err), code, attempt));
         opts.metrics.dead.inc({ queue });
@@ -153,6 +212,8 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
   // A job can also fail outside the processor (it stalled too often because its worker
   // died). Those never passed the catch above: dead-letter them here.
   worker.on('failed', (job, err) => {
+    // Superseded by a later run (the processor ended it so): nothing waits for an operator.
+    if (err instanceof JobSuperseded) return;
     // Here attemptsMade already counts the attempt that just failed.
     const final = job && (err instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1));
     if (!job || !final) return;

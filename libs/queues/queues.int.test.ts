@@ -1,11 +1,13 @@
+import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Worker } from 'bullmq';
 import { DrizzleQueryError } from 'drizzle-orm/errors';
 import { PermanentError } from '../errors/index.js';
 import { createTestQueues } from '../testing/queues.js';
-import { bindQueueWorker, closeWorkers, type Handlers } from './bind-worker.js';
-import { deadLetterQueueName } from './catalog.js';
+import { bindQueueWorker, closeWorkers, withSupersededAt, type Handlers } from './bind-worker.js';
+import { catalog, deadLetterQueueName, type JobName, type Payload } from './catalog.js';
 import { discardDeadLetter, listDeadLetters, requeueDeadLetter } from './dead-letter.js';
+import { jobOptionsFor } from './queue-set.js';
 
 let t: ReturnType<typeof createTestQueues>;
 let workers: Worker[] = [];
@@ -40,6 +42,13 @@ async function until<T>(fn: () => Promise<T | undefined | false>, timeoutMs = 20
     if (Date.now() - start > timeoutMs) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** Adds a job of the catalog with fewer attempts than its family's (a short test of running out). */
+async function addWithAttempts<N extends JobName>(name: N, payload: Payload<N>, attempts: number): Promise<string> {
+  const jobId = `${name}.${randomUUID()}`;
+  await t.queues.queue(catalog[name].queue).add(name, payload, { ...jobOptionsFor(name, t.queues.backoffScale), attempts, jobId });
+  return jobId;
 }
 
 describe('queues: retries, dead letters, idempotency', () => {
@@ -160,41 +169,91 @@ describe('queues: retries, dead letters, idempotency', () => {
     let runs = 0;
     bind(
       {
-        'bucket-poll': async () => {
+        'weekly-status': async () => {
           runs++;
-          throw new Error('storage unavailable');
+          throw new Error('database unavailable');
         },
       },
-      'bucket-poll',
+      'weekly-status',
     );
-    await t.queues.enqueue('bucket-poll', { trigger: 'manual' });
+    await addWithAttempts('weekly-status', { patientId: 3, isoWeek: '2026-W48' }, 5);
     const [dead] = await until(async () => {
-      const l = await listDeadLetters(t.queues, { queue: 'bucket-poll' });
+      const l = await listDeadLetters(t.queues, { queue: 'weekly-status' });
       return l.length ? l : undefined;
     });
     expect(runs).toBe(5);
-    expect(dead).toMatchObject({ reason: 'storage unavailable', attemptsMade: 5, code: null });
+    expect(dead).toMatchObject({ reason: 'database unavailable', attemptsMade: 5, code: null });
     const deadCount = (await t.metrics.registry.getSingleMetricAsString('fleet_jobs_dead_total')).trim();
-    expect(deadCount).toContain('fleet_jobs_dead_total{queue="bucket-poll"} 1');
+    expect(deadCount).toContain('fleet_jobs_dead_total{queue="weekly-status"} 1');
+  });
+
+  it('a job whose handler names the run that supersedes it: retried up to that run, then failed without a dead letter (attempts left)', async () => {
+    let runs = 0;
+    // The run after the job: 1.5 s after it was added (retries 50 ms doubling: about 5 attempts fit before it).
+    let supersededBy: Date | null = null;
+    bind(
+      {
+        'weekly-status': withSupersededAt<'weekly-status'>(
+          async () => {
+            runs++;
+            throw new Error('database unavailable');
+          },
+          (_p, job) => (supersededBy = new Date(job.enqueuedAt.getTime() + 1_500)),
+        ),
+      },
+      'weekly-status',
+    );
+    const { jobId } = await t.queues.enqueue('weekly-status', { patientId: 4, isoWeek: '2026-W48' });
+    const job = await until(async () => {
+      const j = await t.queues.queue('weekly-status').getJob(jobId);
+      return j?.finishedOn ? j : undefined;
+    });
+    expect(await job.getState()).toBe('failed');
+    expect(runs).toBeGreaterThan(1);
+    expect(job.attemptsMade).toBeLessThan(catalog['weekly-status'].retry.attempts);
+    expect(job.failedReason).toBe(`superseded by the run scheduled for ${supersededBy!.toISOString()} (a retry could not begin before it): database unavailable`);
+    await new Promise((r) => setTimeout(r, 300)); // the 'failed' event's own dead-lettering would have run by now
+    expect(await listDeadLetters(t.queues)).toEqual([]);
+    expect((await t.metrics.registry.getSingleMetricAsString('fleet_jobs_dead_total')).trim()).not.toContain('weekly-status');
+  });
+
+  it('a permanent error is dead-lettered at once, also when a later run would supersede the job', async () => {
+    bind(
+      {
+        'weekly-status': withSupersededAt<'weekly-status'>(
+          async () => {
+            throw new PermanentError('bad_config', 'the template is missing');
+          },
+          (_p, job) => new Date(job.enqueuedAt.getTime() + 3_600_000),
+        ),
+      },
+      'weekly-status',
+    );
+    const jobId = await addWithAttempts('weekly-status', { patientId: 5, isoWeek: '2026-W48' }, 10);
+    const [dead] = await until(async () => {
+      const l = await listDeadLetters(t.queues, { queue: 'weekly-status' });
+      return l.length ? l : undefined;
+    });
+    expect(dead).toMatchObject({ id: jobId, code: 'bad_config', attemptsMade: 1 });
   });
 
   it("a database query error keeps the statement's parameters (row values) out of the dead letter and the job's failure", async () => {
     bind(
       {
-        'bucket-poll': async () => {
+        'weekly-status': async () => {
           const cause = Object.assign(new Error('deadlock detected'), { name: 'PostgresError', code: '40P01' });
           throw new DrizzleQueryError('update patienten set email = $1', ['erika@example.org'], cause);
         },
       },
-      'bucket-poll',
+      'weekly-status',
     );
-    const { jobId } = await t.queues.enqueue('bucket-poll', { trigger: 'manual' });
+    const jobId = await addWithAttempts('weekly-status', { patientId: 6, isoWeek: '2026-W48' }, 2);
     const [dead] = await until(async () => {
-      const l = await listDeadLetters(t.queues, { queue: 'bucket-poll' });
+      const l = await listDeadLetters(t.queues, { queue: 'weekly-status' });
       return l.length ? l : undefined;
     });
     expect(dead).toMatchObject({ reason: 'database query failed: 40P01 deadlock detected' });
-    const job = await t.queues.queue('bucket-poll').getJob(jobId);
+    const job = await t.queues.queue('weekly-status').getJob(jobId);
     expect(job!.failedReason).toBe('database query failed: 40P01 deadlock detected');
     expect(JSON.stringify([job!.failedReason, job!.stacktrace, dead])).not.toContain('erika@example.org');
   });
