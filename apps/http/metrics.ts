@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { collectedGauge, scrapeRead } from '../../libs/metrics/index.js';
-import { pausedQueues, schedulerStates } from '../../libs/queues/index.js';
+import { lastBucketPollSuccess, pausedQueues, schedulerStates } from '../../libs/queues/index.js';
 import { within, type FleetContext } from '../../libs/runtime/index.js';
 import { redisAnswers, SERVICE_WAIT_MS } from './reachable.js';
 
@@ -28,7 +28,7 @@ export function registerQueueDepth(ctx: FleetContext): void {
       // wait: the depth is not read in this scrape.
       const answer = await redisAnswers(ctx, 0, SERVICE_WAIT_MS);
       if (!answer.ok) throw new Error(answer.detail);
-      const [perQueue, schedules, paused] = await within(Promise.all([
+      const [perQueue, schedules, paused, lastPoll] = await within(Promise.all([
         Promise.all(
           ctx.queues.allQueues().map(async ({ name, queue }) => {
             const counts = await queue.getJobCounts(...QUEUE_STATES);
@@ -37,8 +37,9 @@ export function registerQueueDepth(ctx: FleetContext): void {
         ),
         schedulerStates(ctx.queues),
         pausedQueues(ctx.queues),
+        lastBucketPollSuccess(ctx.queues),
       ]), SERVICE_WAIT_MS);
-      return { depth: perQueue.flat(), schedules, paused: new Set(paused) };
+      return { depth: perQueue.flat(), schedules, paused: new Set(paused), lastPoll };
     },
     (err) => ctx.log.warn({ err }, 'metrics: could not read queue depth from redis'),
   );
@@ -59,6 +60,16 @@ export function registerQueueDepth(ctx: FleetContext): void {
     "1 when the fleet's job scheduler is registered in Redis, 0 when it is missing (nothing produces its jobs until a process with its role starts)",
     ['scheduler'],
     async () => ((await read())?.schedules ?? []).map((x) => ({ labels: { scheduler: x.id }, value: x.registered ? 1 : 0 })),
+  );
+  collectedGauge(
+    ctx.metrics,
+    'fleet_bucket_poll_last_success_timestamp_seconds',
+    'Unix time the registration bucket was last polled successfully, by any process (absent before the first, or after Redis lost its data); a failing poll is retried up to the next scheduled one and then left to it, without a dead letter',
+    [],
+    async () => {
+      const at = (await read())?.lastPoll;
+      return at ? [{ labels: {}, value: at.getTime() / 1000 }] : [];
+    },
   );
   collectedGauge(
     ctx.metrics,

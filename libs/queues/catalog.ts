@@ -85,7 +85,13 @@ export const catalog = {
     queue: 'bucket-poll',
     description: 'List the registration bucket and enqueue one import per new object generation',
     schema: z.object({ trigger: z.enum(['schedule', 'manual', 'start', 'restored']) }).strict(),
-    retry: { attempts: 5, backoffMs: 10_000, jitter: 0.5 },
+    // Every poll lists the whole bucket and offers every unfinished import again, so a poll that
+    // fails (GCS, PostgreSQL or Redis away) is retried up to the next scheduled poll and then left
+    // to it, failed without a dead letter (`supersededAt` of its handler: after POLL_CRON's next run
+    // from the job's cron time, or from when it was added). The delay doubles from 10 s to 5 min
+    // 20 s (2 min 40 s to 5 min 20 s with jitter): registrations wait minutes after an outage,
+    // not until the next poll. `attempts` is a safety net only (about two weeks at the shortest delay).
+    retry: { attempts: 8_000, backoffMs: 10_000, maxDoublings: 5, jitter: 0.5 },
     retention: { completed: { ageSeconds: 2 * DAY, count: 500 }, failed: { ageSeconds: 30 * DAY, count: 1_000 } },
     key: null,
     concurrency: 1,

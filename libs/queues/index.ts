@@ -5,3 +5,4 @@ export * from './dead-letter.js';
 export * from './bind-worker.js';
 export * from './rate-limiter.js';
 export * from './schedulers.js';
+export * from './last-poll.js';

@@ -1,3 +1,4 @@
+import { CronExpressionParser } from 'cron-parser';
 import { catalog, type JobName } from './catalog.js';
 import type { QueueSet } from './queue-set.js';
 
@@ -50,6 +51,14 @@ export async function schedulerStates(queues: QueueSet): Promise<SchedulerState[
       };
     }),
   );
+}
+
+/**
+ * The first run of a cron schedule strictly after `after`, as BullMQ's job schedulers compute it
+ * (cron-parser, the parser they use, from the previous run's time in the schedule's zone).
+ */
+export function nextScheduledRun(schedule: { pattern: string; timeZone: string }, after: Date): Date {
+  return CronExpressionParser.parse(schedule.pattern, { tz: schedule.timeZone, currentDate: after }).next().toDate();
 }
 
 /** The queues (not dead-letter queues) that are paused now: their jobs wait until resumed. */

@@ -20,7 +20,18 @@ import {
 import { PermanentError } from '../../libs/errors/index.js';
 import { oncePerRegistry } from '../../libs/metrics/index.js';
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
-import { catalog, describeZodError, jobIdFor, jobOptionsFor, restoreMissingDeadLetters, withAbandoned, type Handlers } from '../../libs/queues/index.js';
+import {
+  catalog,
+  describeZodError,
+  jobIdFor,
+  jobOptionsFor,
+  nextScheduledRun,
+  recordBucketPollSuccess,
+  restoreMissingDeadLetters,
+  withAbandoned,
+  withSupersededAt,
+  type Handlers,
+} from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
 import { createBucket, type BucketPort } from '../../libs/storage/index.js';
 import { folderKeeper, isOwnCopy, removeSaved, removeStaleTemps } from './file-keeper.js';
@@ -148,11 +159,14 @@ export async function restoreDeadLetters(ctx: FleetContext): Promise<number> {
   return restoreMissingDeadLetters(ctx.queues, 'patient-import', records, (data) => (data as { ledgerId?: unknown } | null)?.ledgerId);
 }
 
-/** Lists the bucket once and enqueues the imports (the `bucket-poll` job and `fleet poll`). */
+/**
+ * Lists the bucket once and enqueues the imports (the `bucket-poll` job and `fleet poll`); a poll
+ * that went through is recorded as the last successful one.
+ */
 export async function runPoll(ctx: FleetContext, opts: { bucket?: BucketPort } = {}): Promise<PollResult> {
   const bucket = opts.bucket ?? createBucket(ctx.config.storage);
   const db = ctx.database.db;
-  return pollBucket({
+  const result = await pollBucket({
     bucket,
     prefix: ctx.config.storage.prefix,
     pageSize: ctx.config.patientImport.pageSize,
@@ -174,16 +188,27 @@ export async function runPoll(ctx: FleetContext, opts: { bucket?: BucketPort } =
     restoreDeadLetters: () => restoreDeadLetters(ctx),
     log: ctx.log,
   });
+  await recordBucketPollSuccess(ctx.queues, ctx.clock.now());
+  return result;
 }
 
-/** Handlers of the `bucket-poll` queue. A listing error throws: logged, counted, retried. */
+/**
+ * Handlers of the `bucket-poll` queue. A listing error throws: logged, counted, retried up to the
+ * next scheduled poll (POLL_CRON's next run after the job's own cron time, or after it was added:
+ * a start's poll, a manual one), which lists every registration and unfinished import again; the
+ * failed poll then ends without a dead letter (superseded).
+ */
 export function bucketPollHandlers(ctx: FleetContext, opts: { bucket?: BucketPort } = {}): Handlers {
   const bucket = opts.bucket ?? createBucket(ctx.config.storage);
+  const schedule = { pattern: ctx.config.patientImport.pollCron, timeZone: ctx.config.patientImport.pollTimeZone };
   return {
-    'bucket-poll': async (payload, helpers) => {
-      const result = await runPoll({ ...ctx, log: helpers.log }, { bucket });
-      return { trigger: payload.trigger, ...result };
-    },
+    'bucket-poll': withSupersededAt<'bucket-poll'>(
+      async (payload, helpers) => {
+        const result = await runPoll({ ...ctx, log: helpers.log }, { bucket });
+        return { trigger: payload.trigger, ...result };
+      },
+      (_payload, job) => nextScheduledRun(schedule, job.scheduledAt ?? job.enqueuedAt),
+    ),
   };
 }
 

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { currentLeaseHolders, type LeaseHolderInfo } from '../../../libs/db/lease.js';
-import { queueNames, deadLetterQueueName, pausedQueues, schedulerStates } from '../../../libs/queues/index.js';
+import { formatAge } from '../../../libs/ops/daily.js';
+import { queueNames, deadLetterQueueName, lastBucketPollSuccess, pausedQueues, schedulerStates } from '../../../libs/queues/index.js';
 import { within } from '../../../libs/runtime/index.js';
 import { isoSeconds } from '../format.js';
 import { printJson, withContext } from '../context.js';
@@ -37,6 +38,13 @@ export function registerStatus(program: Command): void {
               : `  ${x.id}: NOT REGISTERED: nothing produces its jobs; a process with the ${x.role} role registers it (${x.cronVariable}) at start and within SCHEDULE_CHECK_MS when it is missing: is one running?\n`,
           );
         }
+        // A failing poll is retried up to the next one and then left to it (no dead letter): this says whether polls go through.
+        const lastPoll = await lastBucketPollSuccess(ctx.queues);
+        process.stdout.write(
+          lastPoll
+            ? `  bucket-poll: last successful poll ${isoSeconds(lastPoll)} (${formatAge(Math.max(0, Math.round((ctx.clock.now().getTime() - lastPoll.getTime()) / 1000)))} ago)\n`
+            : '  bucket-poll: no successful poll recorded (none yet, or none since Redis lost its data): the bucket-poller log says why a poll fails (job attempt failed)\n',
+        );
         // PostgreSQL away must not cost the operator the queue table above: said, not thrown.
         const holders = await within(currentLeaseHolders(ctx.database.sql), 5_000).catch((err: unknown) => new Error(`which processes publish events and watch the scraper folder is not known: PostgreSQL (DATABASE_URL): ${(err as Error).message}`));
         process.stdout.write(`\n${holders instanceof Error ? holders.message : leaseLines(holders).join('\n')}\n`);
