@@ -44,6 +44,12 @@ describe('retry backoff', () => {
     expect(d).toBeGreaterThanOrEqual((backoffMs * 0.01 * 2 ** maxDoublings!) / 2);
   });
 
+  it('the bucket poll retries within minutes, and its attempts (a safety net: the next scheduled poll ends it) outlast even a weekly POLL_CRON', () => {
+    const retry = catalog['bucket-poll'].retry;
+    expect(retryDelayMs(retry, retry.attempts - 1)).toBeLessThanOrEqual(6 * MINUTE);
+    expect(retryHorizonMs(retry) * (1 - retry.jitter)).toBeGreaterThanOrEqual(7 * 24 * 60 * MINUTE);
+  });
+
   it('every family uses a backoff BullMQ or the worker binding knows', () => {
     for (const name of jobNames) {
       const type = (jobOptionsFor(name).backoff as { type: string }).type;
