@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { dailyReport, dailyText, type DailyReport } from '../../libs/ops/daily.js';
-import { addDeadLetter, fleetSchedulerIds, fleetSchedulers, type FleetSchedulerId } from '../../libs/queues/index.js';
+import { addDeadLetter, fleetSchedulerIds, fleetSchedulers, recordBucketPollSuccess, type FleetSchedulerId } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
@@ -140,7 +140,8 @@ const expected = () => ({
   pausedQueues: ['email'],
 });
 
-const attentionKeys = ['schedules_missing', 'queues_paused', 'dead_letters', 'patient_imports_failed', 'therapist_imports_failed', 'emails_failed', 'outbox_parked', 'patient_imports_stale', 'emails_stale'];
+// No poll of the bucket is recorded in the seeded Redis: bucket_not_polled.
+const attentionKeys = ['schedules_missing', 'queues_paused', 'bucket_not_polled', 'dead_letters', 'patient_imports_failed', 'therapist_imports_failed', 'emails_failed', 'outbox_parked', 'patient_imports_stale', 'emails_stale'];
 
 describe('daily health view', () => {
   it('says all in order when nothing needs a look (an empty database, no dead letters)', async () => {
@@ -149,9 +150,35 @@ describe('daily health view', () => {
     const config = loadConfig({ LOG_LEVEL: 'silent', DATABASE_URL: empty.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q2.prefix });
     const c2 = openContext(config, createLogger(config.log, undefined));
     try {
-      const deps = { database: c2.database, queues: c2.queues, now: new Date(), weeklyTimeZone: 'Europe/Berlin', kafkaConfigured: true };
+      const now = new Date();
+      const deps = { database: c2.database, queues: c2.queues, now, weeklyTimeZone: 'Europe/Berlin', kafkaConfigured: true, pollSchedule: { pattern: '0 * * * *', timeZone: 'Europe/Berlin' } };
       for (const id of fleetSchedulerIds) await registerSchedule(c2, id);
+
+      // The hourly poll: none recorded (Redis new), then the last one that went through 2 hours ago, then one just now.
+      const none = await dailyReport(deps);
+      expect(none.patientImports.lastPoll).toMatchObject({ at: null, ageSeconds: null, overdue: true });
+      expect(none.attention).toEqual([
+        {
+          key: 'bucket_not_polled',
+          message: `the registration bucket's poll due at ${none.patientImports.lastPoll.dueByLocal} has not gone through (it is retried up to the next one), none is recorded (none since Redis was set up or lost its data): new registrations wait in the bucket; the bucket-poller's log says why (job attempt failed), fleet poll tries one now`,
+          command: 'fleet status',
+        },
+      ]);
+      // Due: the last full hour at least 30 minutes ago.
+      const due = new Date(none.patientImports.lastPoll.dueBy);
+      expect(due.getUTCMinutes()).toBe(0);
+      expect(now.getTime() - due.getTime()).toBeGreaterThanOrEqual(30 * 60_000);
+      expect(now.getTime() - due.getTime()).toBeLessThan(90 * 60_000);
+      expect(dailyText(none)).toContain('\n  last successful bucket poll none recorded\n');
+      await recordBucketPollSuccess(c2.queues, new Date(now.getTime() - 2 * 3_600_000));
+      const late = await dailyReport(deps);
+      expect(late.patientImports.lastPoll).toMatchObject({ ageSeconds: 7200, overdue: true });
+      expect(late.attention.map((a) => a.message)).toEqual([expect.stringContaining(`has not gone through (it is retried up to the next one), the last one that did was at ${late.patientImports.lastPoll.atLocal} (2 h ago)`)]);
+      expect(dailyText(late)).toContain(`\n  last successful bucket poll ${late.patientImports.lastPoll.atLocal} (2 h ago)\n`);
+      await recordBucketPollSuccess(c2.queues, now);
+
       const r = await dailyReport(deps);
+      expect(r.patientImports.lastPoll).toMatchObject({ at: now.toISOString(), ageSeconds: 0, overdue: false });
       expect(r).toMatchObject({ status: 'ok', attention: [], deadLetters: { total: 0 }, patientImports: { open: 0, oldestOpenAgeSeconds: null } });
       expect(dailyText(r)).toContain('\nall in order\n');
       expect(dailyText(r)).not.toContain('Kafka');
@@ -276,9 +303,13 @@ describe('daily health view', () => {
     const text = await runCli(['daily', '--hours', '48'], { ...env(), LOG_LEVEL: 'silent' });
     expect(text.code).toBe(0);
     expect(text.stdout).toContain('daily health: last 48 h');
+    // The hourly poll due (the last full hour at least 30 minutes ago), in the view's zone.
+    const due = /poll due at (\d{4}-\d{2}-\d{2} \d{2}:00) has not gone through/.exec(text.stdout)?.[1];
+    expect(due).toBeDefined();
     expect(text.stdout).toContain(
       'needs attention:\n  - 1 schedule is not registered, so nothing runs it: patient-import-retention (RETENTION_CRON, role patient-import); a process with that role registers it at start and within SCHEDULE_CHECK_MS when it is missing: is one running? Else start one\n' +
         '  - 1 queue is paused, its jobs wait until resumed on the dashboard: email — /dashboard\n' +
+        `  - the registration bucket's poll due at ${due} has not gone through (it is retried up to the next one), none is recorded (none since Redis was set up or lost its data): new registrations wait in the bucket; the bucket-poller's log says why (job attempt failed), fleet poll tries one now — fleet status\n` +
         '  - 3 dead letters wait for an operator (email 2, patient-import 1) — fleet dlq list or /ops\n' +
         '  - 2 failed patient registration imports wait for an operator (2 in the window) — fleet imports list --status failed or /imports\n',
     );

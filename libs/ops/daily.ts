@@ -4,7 +4,7 @@ import { outboxBacklog } from '../db/repositories/outbox-relay.js';
 import { ledgerActivity } from '../db/repositories/patient-import.js';
 import { importActivity, importBacklog } from '../db/repositories/therapist-import.js';
 import { weeklyDeliveryCounts } from '../db/repositories/weekly-status.js';
-import { countDeadLetters, pausedQueues, schedulerStates, type QueueSet } from '../queues/index.js';
+import { countDeadLetters, lastBucketPollSuccess, pausedQueues, previousScheduledRun, schedulerStates, type QueueSet } from '../queues/index.js';
 import type { FleetContext } from '../runtime/index.js';
 import { isoWeekOf, isoWeekRange } from '../weekly/iso-week.js';
 
@@ -21,6 +21,8 @@ export const DEFAULT_DAILY_HOURS = 24;
 export const MAX_DAILY_HOURS = 24 * 31;
 /** Something that waits longer than this needs a look (an open import, a pending email, an unpublished event). */
 export const STALE_AFTER_SECONDS = 3600;
+/** A scheduled bucket poll this long ago that has not gone through (retried meanwhile) needs a look. */
+export const POLL_GRACE_SECONDS = 30 * 60;
 
 export interface DailyAttention {
   /** Stable key, e.g. `dead_letters`. */
@@ -41,7 +43,20 @@ export interface DailyReport {
   status: 'ok' | 'attention';
   /** What needs a look, most urgent first; empty when all is in order. */
   attention: DailyAttention[];
-  patientImports: { imported: number; duplicate: number; failed: number; failedWaiting: number; open: number; oldestOpenAgeSeconds: number | null };
+  patientImports: {
+    imported: number;
+    duplicate: number;
+    failed: number;
+    failedWaiting: number;
+    open: number;
+    oldestOpenAgeSeconds: number | null;
+    /**
+     * The last poll of the registration bucket that went through (any process; null: none since
+     * Redis was set up or lost its data), and the scheduled poll (POLL_CRON) at least
+     * POLL_GRACE_SECONDS ago that it should not be older than.
+     */
+    lastPoll: { at: string | null; atLocal: string | null; ageSeconds: number | null; dueBy: string; dueByLocal: string; overdue: boolean };
+  };
   therapistImports: {
     runsClosed: number;
     runsOpen: number;
@@ -71,11 +86,20 @@ export interface DailyDeps {
   weeklyTimeZone: string;
   /** KAFKA_BROKERS set: without it the outbox relay publishes nothing and says so here. */
   kafkaConfigured: boolean;
+  /** POLL_CRON and POLL_TZ: when the bucket poll is due. */
+  pollSchedule: { pattern: string; timeZone: string };
 }
 
 /** The daily view's inputs from a process's context, as of now. */
 export function dailyDepsOf(ctx: FleetContext): DailyDeps {
-  return { database: ctx.database, queues: ctx.queues, now: ctx.clock.now(), weeklyTimeZone: ctx.config.weekly.timeZone, kafkaConfigured: Boolean(ctx.config.kafka.brokers?.length) };
+  return {
+    database: ctx.database,
+    queues: ctx.queues,
+    now: ctx.clock.now(),
+    weeklyTimeZone: ctx.config.weekly.timeZone,
+    kafkaConfigured: Boolean(ctx.config.kafka.brokers?.length),
+    pollSchedule: { pattern: ctx.config.patientImport.pollCron, timeZone: ctx.config.patientImport.pollTimeZone },
+  };
 }
 
 /** The window as a usage error names it: a whole number of hours, 1 to MAX_DAILY_HOURS. */
@@ -127,6 +151,16 @@ function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttenti
       page: '/dashboard',
     });
   }
+  const poll = r.patientImports.lastPoll;
+  // A missing schedule is said above; a poll that keeps failing leaves no dead letter (the next one takes over).
+  if (poll.overdue && !missing.some((x) => x.id === 'bucket-poll')) {
+    const last = poll.at ? `the last one that did was at ${poll.atLocal} (${formatAge(poll.ageSeconds)} ago)` : 'none is recorded (none since Redis was set up or lost its data)';
+    add(
+      'bucket_not_polled',
+      `the registration bucket's poll due at ${poll.dueByLocal} has not gone through (it is retried up to the next one), ${last}: new registrations wait in the bucket; the bucket-poller's log says why (job attempt failed), fleet poll tries one now`,
+      { command: 'fleet status' },
+    );
+  }
   if (r.deadLetters.total > 0) {
     const queues = Object.entries(r.deadLetters.byQueue).filter(([, n]) => n > 0).map(([q, n]) => `${q} ${n}`).join(', ');
     add('dead_letters', `${many(r.deadLetters.total, 'dead letter waits', 'dead letters wait')} for an operator (${queues})`, { page: '/ops', command: 'fleet dlq list' });
@@ -177,7 +211,7 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
   const since = new Date(now.getTime() - hours * 3_600_000);
   const db = deps.database.db;
   const isoWeek = isoWeekOf(now, deps.weeklyTimeZone);
-  const [patientImports, therapist, backlog, emails, weekly, dead, outbox, schedules, paused] = await Promise.all([
+  const [patientImports, therapist, backlog, emails, weekly, dead, outbox, schedules, paused, lastPoll] = await Promise.all([
     ledgerActivity(db, since, now),
     importActivity(db, since),
     importBacklog(db, now),
@@ -187,7 +221,9 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
     outboxBacklog(deps.database, now),
     schedulerStates(deps.queues),
     pausedQueues(deps.queues),
+    lastBucketPollSuccess(deps.queues),
   ]);
+  const dueBy = previousScheduledRun(deps.pollSchedule, new Date(now.getTime() - POLL_GRACE_SECONDS * 1000));
   const waiting = backlog.queued + backlog.importing;
   const body: Omit<DailyReport, 'status' | 'attention'> = {
     generatedAt: now.toISOString(),
@@ -195,7 +231,17 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
     timeZone: DAILY_TIME_ZONE,
     window: { from: since.toISOString(), to: now.toISOString(), fromLocal: localTime(since), toLocal: localTime(now) },
     staleAfterSeconds: STALE_AFTER_SECONDS,
-    patientImports,
+    patientImports: {
+      ...patientImports,
+      lastPoll: {
+        at: lastPoll?.toISOString() ?? null,
+        atLocal: lastPoll ? localTime(lastPoll) : null,
+        ageSeconds: lastPoll ? Math.max(0, Math.round((now.getTime() - lastPoll.getTime()) / 1000)) : null,
+        dueBy: dueBy.toISOString(),
+        dueByLocal: localTime(dueBy),
+        overdue: !lastPoll || lastPoll < dueBy,
+      },
+    },
     therapistImports: { ...therapist, filesWaiting: waiting, oldestWaitingAgeSeconds: waiting ? backlog.oldestPendingAgeSeconds : null },
     emails,
     weeklyEmails: { isoWeek, ...weekly },
@@ -234,6 +280,7 @@ export function dailyText(r: DailyReport): string {
     'patient registration imports',
     `  imported ${p.imported}  duplicate ${p.duplicate}  failed ${p.failed}  (failed, waiting for an operator: ${p.failedWaiting})`,
     `  still open ${p.open}  oldest open ${formatAge(p.oldestOpenAgeSeconds)}`,
+    `  last successful bucket poll ${p.lastPoll.at ? `${p.lastPoll.atLocal} (${formatAge(p.lastPoll.ageSeconds)} ago)` : 'none recorded'}`,
     'therapist imports',
     `  runs closed ${t.runsClosed}  runs open ${t.runsOpen}`,
     `  files imported ${t.files.imported}  partial ${t.files.partial}  failed ${t.files.failed}  skipped ${t.files.skipped}  therapists failed ${t.therapistsFailed}`,

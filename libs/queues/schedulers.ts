@@ -61,6 +61,11 @@ export function nextScheduledRun(schedule: { pattern: string; timeZone: string }
   return CronExpressionParser.parse(schedule.pattern, { tz: schedule.timeZone, currentDate: after }).next().toDate();
 }
 
+/** The last run of a cron schedule strictly before `before` (cron-parser, as `nextScheduledRun`). */
+export function previousScheduledRun(schedule: { pattern: string; timeZone: string }, before: Date): Date {
+  return CronExpressionParser.parse(schedule.pattern, { tz: schedule.timeZone, currentDate: before }).prev().toDate();
+}
+
 /** The queues (not dead-letter queues) that are paused now: their jobs wait until resumed. */
 export async function pausedQueues(queues: QueueSet): Promise<string[]> {
   const all = queues.allQueues().filter((q) => !q.deadLetter);

@@ -35,6 +35,7 @@ ${part('Patient registration imports', [
   ['failed, waiting for an operator (any time)', p.failedWaiting],
   ['still open', p.open],
   ['oldest open', formatAge(p.oldestOpenAgeSeconds)],
+  ['last successful bucket poll', p.lastPoll.at ? `${p.lastPoll.atLocal} (${formatAge(p.lastPoll.ageSeconds)} ago)` : 'none recorded'],
 ])}
 ${part('Therapist imports', [
   ['runs closed', t.runsClosed],
