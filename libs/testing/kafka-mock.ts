@@ -39,6 +39,14 @@ export interface KafkaMock {
   /** See KafkaProxy.holdProduceResponses: the broker writes, the client hears nothing. */
   holdProduceResponses(opts?: { after?: number }): void;
   releaseProduceResponses(): void;
+  /**
+   * The broker stops answering but keeps accepting connections and requests (a hung broker, or
+   * a partition that drops packets), on every listener. See KafkaProxy.hang: with `writes` the
+   * requests reach the broker, which writes the batches, and only its answers are held back.
+   */
+  hang(opts?: { writes?: boolean }): void;
+  /** The broker answers again: what was held goes on, in order, over the connections still open. */
+  resume(): void;
 }
 
 export type TopicSpec = string | { name: string; partitions?: number };
@@ -133,6 +141,14 @@ export async function startKafkaMock(
     },
     holdProduceResponses: (o) => proxy.holdProduceResponses(o),
     releaseProduceResponses: () => proxy.releaseProduceResponses(),
+    hang(o) {
+      proxy.hang(o);
+      secured?.hang(o);
+    },
+    resume() {
+      proxy.resume();
+      secured?.resume();
+    },
     async close() {
       if (closed) return;
       closed = true;

@@ -17,6 +17,10 @@ import tls from 'node:tls';
  *   UNKNOWN_TOPIC_OR_PARTITION instead of a topic the mock made up on the spot.
  * - stop() closes the listener and every connection (clients see a broker that is down);
  *   start() listens again on the same port. The mock keeps its data in between.
+ * - hang() makes the broker stop answering while it keeps accepting connections and requests
+ *   (a stalled broker, or a network partition that drops packets): nothing is answered, on
+ *   connections open before or after; resume() lets everything through again, in order, to
+ *   the connections still open (as TCP delivers once the path is back).
  *
  * - Optionally a secured listener, as a broker's SASL_SSL listener: TLS (a server certificate,
  *   and client certificates when `tls.clientCa` is given) and SASL authentication (PLAIN,
@@ -46,6 +50,15 @@ export interface KafkaProxy {
   releaseProduceResponses(): void;
   /** SASL authentications that succeeded / failed so far (secured listener only). */
   authentications(): { succeeded: number; failed: number };
+  /**
+   * The broker stops answering: every response is held back, on existing and new connections
+   * (which are still accepted). Requests are held too (the broker never sees them), unless
+   * `writes`: then they reach the broker, which acts on them (writes a batch), and only its
+   * answers are held.
+   */
+  hang(opts?: { writes?: boolean }): void;
+  /** Ends a hang: held requests go on to the broker and held responses to their clients, in order. */
+  resume(): void;
 }
 
 export type SaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
@@ -79,6 +92,9 @@ export async function startKafkaProxy(
   let holdAfter: number | null = null;
   const held: Array<{ client: net.Socket; frame: Buffer }> = [];
   const auth = { succeeded: 0, failed: 0 };
+  let hung: { writes: boolean } | null = null;
+  /** Per open connection: sends on what it held back while the broker hung. */
+  const resumers = new Set<() => void>();
 
   const onConnection = (client: net.Socket) => {
     const broker = net.connect(upstream.port, upstream.host);
@@ -94,16 +110,33 @@ export async function startKafkaProxy(
       sockets.delete(client);
       sockets.delete(broker);
     };
+    // While hung: requests not yet passed to the broker, and answers not yet passed to the client.
+    const heldRequests: Buffer[] = [];
+    const heldAnswers: Buffer[] = [];
+    const toClient = (frame: Buffer) => {
+      if (hung) heldAnswers.push(Buffer.from(frame));
+      else client.write(frame);
+    };
+    const resumer = () => {
+      for (const frame of heldAnswers.splice(0)) client.write(frame);
+      for (const frame of heldRequests.splice(0)) onRequest(frame);
+    };
+    resumers.add(resumer);
+    client.on('close', () => resumers.delete(resumer));
     client.on('error', closeBoth).on('close', closeBoth);
     broker.on('error', closeBoth).on('close', closeBoth);
 
     frames(client, (frame) => {
+      if (hung && !hung.writes) heldRequests.push(Buffer.from(frame));
+      else onRequest(frame);
+    });
+    function onRequest(frame: Buffer) {
       // Request header: size, api_key int16, api_version int16, correlation_id int32, ...
       if (frame.length < 12) return closeBoth();
       const apiKey = frame.readInt16BE(4);
       if (sasl && (apiKey === API_SASL_HANDSHAKE || apiKey === API_SASL_AUTHENTICATE)) {
         const answer = sasl.handle(frame);
-        client.write(answer.frame);
+        toClient(answer.frame);
         if (answer.outcome === 'succeeded') auth.succeeded++;
         if (answer.outcome === 'failed') {
           auth.failed++;
@@ -125,7 +158,7 @@ export async function startKafkaProxy(
         pending.set(frame.readInt32BE(8), { apiKey, apiVersion: frame.readInt16BE(6) });
       }
       broker.write(frame);
-    });
+    }
     frames(broker, (frame) => {
       const correlationId = frame.readInt32BE(4);
       const request = pending.get(correlationId);
@@ -146,7 +179,7 @@ export async function startKafkaProxy(
           // Unparseable: pass it through as it is and let the client report the problem.
         }
       }
-      client.write(frame);
+      toClient(frame);
     });
   };
 
@@ -209,6 +242,13 @@ export async function startKafkaProxy(
       for (const { client, frame } of held.splice(0)) if (!client.destroyed) client.write(frame);
     },
     authentications: () => ({ ...auth }),
+    hang(o = {}) {
+      hung = { writes: o.writes ?? false };
+    },
+    resume() {
+      hung = null;
+      for (const resume of [...resumers]) resume();
+    },
   };
 }
 

@@ -2,11 +2,17 @@
  * Runs the Kafka mock broker (behind the test proxy) for local development:
  *   npx tsx scripts/kafka-mock/run.ts [--secure scram-sha-512|scram-sha-256|plain] [topic[:partitions] ...]
  * Prints KAFKA_BROKERS=host:port and runs until Ctrl-C. Topics default to the event topics.
+ * Lines on stdin simulate failures: `stop` / `start` (the broker down, refusing connections,
+ * and back), `hang` (it accepts connections and requests but answers nothing; `hang writes`:
+ * it still writes the batches it gets, only the answers are lost), `resume` (answers again),
+ * `errors <api key> <count> <error code>` (the next <count> requests of that API, 0: Produce,
+ * answered with that Kafka error code).
  * `--secure <mechanism>` also opens a TLS + SASL listener (a throwaway CA and certificate, user
  * `fleet`, a random password) and prints the KAFKA_SSL and KAFKA_SASL_ settings that reach it.
  */
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
 import { defaultMockTopics, startKafkaMock } from '../../libs/testing/kafka-mock.js';
 import type { SaslMechanism } from '../../libs/testing/kafka-proxy.js';
 import { makeTestCertificates } from '../../libs/testing/tls-certs.js';
@@ -40,5 +46,22 @@ const stop = () =>
     .close()
     .then(() => certs && rm(certs.dir, { recursive: true, force: true }))
     .then(() => process.exit(0));
+const commands: Record<string, (args: string[]) => Promise<void> | void> = {
+  stop: () => mock.stop(),
+  start: () => mock.start(),
+  hang: (a) => mock.hang({ writes: a[0] === 'writes' }),
+  resume: () => mock.resume(),
+  errors: ([api, count, code]) => mock.pushErrors(Number(api), Number(code), Number(count)),
+};
+createInterface({ input: process.stdin }).on('line', (line) => {
+  const [name, ...rest] = line.trim().split(/\s+/);
+  if (!name) return;
+  const command = commands[name];
+  if (!command) return void process.stderr.write(`unknown command ${name}: ${Object.keys(commands).join(', ')}\n`);
+  void Promise.resolve(command(rest)).then(
+    () => process.stdout.write(`${line.trim()}: done\n`),
+    (err: Error) => process.stderr.write(`${line.trim()}: ${err.message}\n`),
+  );
+});
 process.on('SIGINT', stop);
 process.on('SIGTERM', stop);
