@@ -195,6 +195,7 @@ export const envSchema = z.object({
   OUTBOX_RELAY_POLL_INTERVAL_MS: int(500, 10),
   OUTBOX_RELAY_BACKOFF_MIN_MS: int(500, 1),
   OUTBOX_RELAY_BACKOFF_MAX_MS: int(30_000, 1),
+  OUTBOX_RELAY_KAFKA_TIMEOUT_MS: int(10_000, 100),
   OUTBOX_RETENTION_DAYS: days(7),
 
   POLL_CRON: cron('0 * * * *'),
@@ -474,6 +475,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       relayPollIntervalMs: e.OUTBOX_RELAY_POLL_INTERVAL_MS,
       relayBackoffMinMs: e.OUTBOX_RELAY_BACKOFF_MIN_MS,
       relayBackoffMaxMs: Math.max(e.OUTBOX_RELAY_BACKOFF_MAX_MS, e.OUTBOX_RELAY_BACKOFF_MIN_MS),
+      /** The relay's own limit on waiting for Kafka to answer (connect, publish, probe); see KafkaSettings.answerTimeoutMs. */
+      relayKafkaTimeoutMs: e.OUTBOX_RELAY_KAFKA_TIMEOUT_MS,
       retentionDays: e.OUTBOX_RETENTION_DAYS,
     },
     patientImport: {

@@ -7,7 +7,7 @@ import {
   KafkaJSSASLAuthenticationError,
 } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
-import { missingTopicsOf, refusalOf, TopicMissingError } from './kafka.js';
+import { KafkaNoAnswerError, missingTopicsOf, refusalOf, TopicMissingError } from './kafka.js';
 
 type ErrorClass = new (e: Error | string, metadata?: Record<string, unknown>) => Error;
 
@@ -51,6 +51,8 @@ describe('refusalOf', () => {
     expect(refusalOf(new (KafkaJSSASLAuthenticationError as unknown as ErrorClass)('SASL SCRAM SHA512 authentication failed'))).toBeNull();
     expect(refusalOf(asSendFailure(new TypeError('x is not a function')))).toBeNull();
     expect(refusalOf(new Error('connect ECONNREFUSED 127.0.0.1:9092'))).toBeNull();
+    // The publisher's own limit ran out (a broker that does not answer): an outage.
+    expect(refusalOf(new KafkaNoAnswerError('publish', 10_000))).toBeNull();
     expect(refusalOf(undefined)).toBeNull();
     expect(refusalOf('boom')).toBeNull();
   });

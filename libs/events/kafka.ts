@@ -183,6 +183,29 @@ export interface KafkaSettings {
   sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string };
   /** Client-side retries of one publish before it rejects and the caller backs off. */
   retries?: number;
+  /**
+   * The publisher's own limit on waiting for Kafka (connecting, a publish, a probe): past it
+   * the call rejects with KafkaNoAnswerError and the client is dropped for a new one. Without
+   * it a broker that accepts requests but never answers is waited for requestTimeoutMs per
+   * request, times kafkajs's retries (1.5 minutes with the defaults). Undefined: no such limit.
+   */
+  answerTimeoutMs?: number;
+}
+
+/**
+ * Kafka did not answer within the publisher's limit (`answerTimeoutMs`): a hung broker, or a
+ * network that drops packets. An outage, never a refusal (`refusalOf` returns null). A publish
+ * that ends so may still have been written by the broker: sending the batch again is safe
+ * (consumers drop repeated event ids).
+ */
+export class KafkaNoAnswerError extends Error {
+  override name = 'KafkaNoAnswerError';
+  constructor(
+    readonly operation: 'connect' | 'publish' | 'probe',
+    readonly timeoutMs: number,
+  ) {
+    super(`no answer from Kafka within ${timeoutMs} ms (${operation}): its connections are dropped and made again`);
+  }
 }
 
 /** kafkajs logs go to pino at debug level: the relay logs outages itself, once per state change. */
@@ -215,6 +238,19 @@ export function createKafka(settings: KafkaSettings, log: Logger): Kafka {
  * in flight so order within a partition holds), entity id as key, event id and type as
  * headers. After a failed publish the producer is replaced by a fresh one (new producer id),
  * so a re-send never collides with sequence numbers of the failed attempt.
+ *
+ * With `answerTimeoutMs`, a connect, publish or probe that Kafka has not answered by then
+ * rejects with KafkaNoAnswerError, and its producer or admin client is dropped: the next call
+ * makes a new one on new connections (kafkajs keeps a timed-out request's connection and
+ * retries on it). The dropped client is disconnected once its work in hand has settled (kafkajs
+ * ends it after its own requestTimeout and retries; a late answer is ignored). It may still get
+ * its batch written (the broker wrote it but its answer was lost, or arrives late): that is a
+ * failed publish like any other, sent again by the next producer with the same event ids; the
+ * dropped producer only ever holds that one batch, so it writes nothing the relay has not sent
+ * again, or will, before anything later. A publish that ran out doubles the next publish's limit
+ * (up to kafkajs's own: requestTimeoutMs times its tries), and one answered within the base
+ * limit sets it back: a broker that is only slow (every answer after the limit) is then waited
+ * for, instead of being sent the same batch again and again.
  */
 export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPublisher {
   const kafka = createKafka(settings, log);
@@ -222,14 +258,54 @@ export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPub
   let admin: Admin | null = null;
   let ok = false;
   let broken = false;
+  const baseLimit = settings.answerTimeoutMs;
+  const maxLimit = Math.max(baseLimit ?? 0, settings.requestTimeoutMs * ((settings.retries ?? 2) + 1));
+  let publishLimit = baseLimit;
+
+  /**
+   * `work` on `client`, within `ms` (undefined: no limit). Past it: rejects with
+   * KafkaNoAnswerError, `onDrop` forgets the client, which is disconnected once `work` settles.
+   */
+  const answered = async <T>(
+    operation: KafkaNoAnswerError['operation'],
+    ms: number | undefined,
+    client: Producer | Admin,
+    work: Promise<T>,
+    onDrop: () => void,
+  ): Promise<T> => {
+    if (ms === undefined) return work;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        work,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new KafkaNoAnswerError(operation, ms)), ms);
+        }),
+      ]);
+    } catch (err) {
+      if (err instanceof KafkaNoAnswerError) {
+        onDrop();
+        void work.then(
+          () => client.disconnect(),
+          () => client.disconnect(),
+        ).catch(() => {});
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
 
   const ensureAdmin = async (): Promise<Admin> => {
     if (!admin) {
       const a = kafka.admin();
-      await a.connect();
+      await answered('connect', baseLimit, a, a.connect(), () => {});
       admin = a;
     }
     return admin;
+  };
+  const dropAdmin = (a: Admin) => () => {
+    if (admin === a) admin = null;
   };
 
   /**
@@ -241,7 +317,8 @@ export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPub
   const explain = async (err: unknown, batch: OutgoingEvent[]): Promise<unknown> => {
     if (!isUnknownTopic(err)) return err;
     try {
-      const existing = new Set(await (await ensureAdmin()).listTopics());
+      const a = await ensureAdmin();
+      const existing = new Set(await answered('publish', baseLimit, a, a.listTopics(), dropAdmin(a)));
       const missing = [...new Set(batch.map((m) => m.topic))].filter((t) => !existing.has(t)).sort();
       return missing.length ? new TopicMissingError(missing, err) : err;
     } catch {
@@ -269,7 +346,7 @@ export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPub
     }
     if (!producer) {
       const p = newProducer();
-      await p.connect();
+      await answered('connect', baseLimit, p, p.connect(), () => {});
       producer = p;
       broken = false;
     }
@@ -305,8 +382,10 @@ export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPub
             if (list) list.push(m);
             else byTopic.set(m.topic, [m]);
           }
+          const started = Date.now();
+          const limit = publishLimit;
           try {
-            await p.sendBatch({
+            const sending = p.sendBatch({
               acks: -1,
               topicMessages: [...byTopic].map(([topic, messages]) => ({
                 topic,
@@ -318,19 +397,31 @@ export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPub
                 })),
               })),
             });
+            await answered('publish', limit, p, sending, () => {
+              if (producer === p) producer = null;
+            });
           } catch (err) {
+            if (err instanceof KafkaNoAnswerError && limit !== undefined) publishLimit = Math.min(limit * 2, maxLimit);
             throw await explain(err, batch);
           }
+          if (baseLimit !== undefined && Date.now() - started <= baseLimit) publishLimit = baseLimit;
         },
         () => (broken = true),
       ),
-    probe: () => track(async () => void (await (await ensureAdmin()).describeCluster())),
+    probe: () =>
+      track(async () => {
+        const a = await ensureAdmin();
+        await answered('probe', baseLimit, a, a.describeCluster(), dropAdmin(a));
+      }),
     async disconnect() {
       const p = producer;
       const a = admin;
       producer = null;
       admin = null;
-      await Promise.allSettled([p?.disconnect(), a?.disconnect()]);
+      const closing = Promise.allSettled([p?.disconnect(), a?.disconnect()]);
+      // kafkajs's disconnect waits for the requests in flight: a hung broker would hold a shutdown up to requestTimeoutMs.
+      if (baseLimit === undefined) await closing;
+      else await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, baseLimit).unref())]);
     },
     healthy: () => ok,
   };

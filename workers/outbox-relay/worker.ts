@@ -16,7 +16,7 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
     opts.publisher !== undefined
       ? opts.publisher
       : config.kafka.brokers
-        ? kafkajsPublisher({ ...config.kafka, brokers: config.kafka.brokers }, log)
+        ? kafkajsPublisher({ ...config.kafka, brokers: config.kafka.brokers, answerTimeoutMs: config.outbox.relayKafkaTimeoutMs }, log)
         : null;
 
   // Lag figures are read from PostgreSQL when Prometheus scrapes; while PostgreSQL cannot be read
