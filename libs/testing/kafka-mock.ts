@@ -42,9 +42,10 @@ export interface KafkaMock {
   /**
    * The broker stops answering but keeps accepting connections and requests (a hung broker, or
    * a partition that drops packets), on every listener. See KafkaProxy.hang: with `writes` the
-   * requests reach the broker, which writes the batches, and only its answers are held back.
+   * requests reach the broker, which writes the batches, and only its answers are held back;
+   * with `openOnly` only the connections open now hang (dead ones), new ones are answered.
    */
-  hang(opts?: { writes?: boolean }): void;
+  hang(opts?: { writes?: boolean; openOnly?: boolean }): void;
   /** The broker answers again: what was held goes on, in order, over the connections still open. */
   resume(): void;
 }

@@ -54,9 +54,10 @@ export interface KafkaProxy {
    * The broker stops answering: every response is held back, on existing and new connections
    * (which are still accepted). Requests are held too (the broker never sees them), unless
    * `writes`: then they reach the broker, which acts on them (writes a batch), and only its
-   * answers are held.
+   * answers are held. `openOnly`: only the connections open now hang, new ones are served (the
+   * old connections are dead without either end knowing, e.g. a firewall forgot them).
    */
-  hang(opts?: { writes?: boolean }): void;
+  hang(opts?: { writes?: boolean; openOnly?: boolean }): void;
   /** Ends a hang: held requests go on to the broker and held responses to their clients, in order. */
   resume(): void;
 }
@@ -93,8 +94,8 @@ export async function startKafkaProxy(
   const held: Array<{ client: net.Socket; frame: Buffer }> = [];
   const auth = { succeeded: 0, failed: 0 };
   let hung: { writes: boolean } | null = null;
-  /** Per open connection: sends on what it held back while the broker hung. */
-  const resumers = new Set<() => void>();
+  /** The open connections: each one hung on its own (hang({openOnly})), and sends on what it held back. */
+  const connections = new Set<{ hung: { writes: boolean } | null; resume(): void }>();
 
   const onConnection = (client: net.Socket) => {
     const broker = net.connect(upstream.port, upstream.host);
@@ -113,21 +114,26 @@ export async function startKafkaProxy(
     // While hung: requests not yet passed to the broker, and answers not yet passed to the client.
     const heldRequests: Buffer[] = [];
     const heldAnswers: Buffer[] = [];
+    const connection = {
+      hung: null as { writes: boolean } | null,
+      resume() {
+        connection.hung = null;
+        for (const frame of heldAnswers.splice(0)) client.write(frame);
+        for (const frame of heldRequests.splice(0)) onRequest(frame);
+      },
+    };
+    const hungNow = () => hung ?? connection.hung;
     const toClient = (frame: Buffer) => {
-      if (hung) heldAnswers.push(Buffer.from(frame));
+      if (hungNow()) heldAnswers.push(Buffer.from(frame));
       else client.write(frame);
     };
-    const resumer = () => {
-      for (const frame of heldAnswers.splice(0)) client.write(frame);
-      for (const frame of heldRequests.splice(0)) onRequest(frame);
-    };
-    resumers.add(resumer);
-    client.on('close', () => resumers.delete(resumer));
+    connections.add(connection);
+    client.on('close', () => connections.delete(connection));
     client.on('error', closeBoth).on('close', closeBoth);
     broker.on('error', closeBoth).on('close', closeBoth);
 
     frames(client, (frame) => {
-      if (hung && !hung.writes) heldRequests.push(Buffer.from(frame));
+      if (hungNow() && !hungNow()!.writes) heldRequests.push(Buffer.from(frame));
       else onRequest(frame);
     });
     function onRequest(frame: Buffer) {
@@ -243,11 +249,13 @@ export async function startKafkaProxy(
     },
     authentications: () => ({ ...auth }),
     hang(o = {}) {
-      hung = { writes: o.writes ?? false };
+      const how = { writes: o.writes ?? false };
+      if (!o.openOnly) hung = how;
+      else for (const c of connections) c.hung = how;
     },
     resume() {
       hung = null;
-      for (const resume of [...resumers]) resume();
+      for (const c of [...connections]) c.resume();
     },
   };
 }

@@ -1,0 +1,145 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../libs/config/index.js';
+import { appendEvent, type EventEnvelope } from '../../libs/events/index.js';
+import { silentLogger } from '../../libs/log/index.js';
+import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
+import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector, type ReceivedMessage } from '../../libs/testing/kafka-mock.js';
+import { randomSuffix } from '../../libs/testing/services.js';
+import { until } from '../../libs/testing/until.js';
+import { outboxRelayComponents } from './worker.js';
+
+/**
+ * A broker that accepts connections and requests but stops answering (hung, or a partition that
+ * drops packets): real PostgreSQL, the real relay role and kafkajs producer, the mock broker
+ * behind the test proxy, which holds everything back while "hung". kafkajs's own limit is set
+ * far out (KAFKA_REQUEST_TIMEOUT_MS 120 s per request, times its tries): the relay must notice
+ * by its own limit (OUTBOX_RELAY_KAFKA_TIMEOUT_MS), say so in readiness and metrics, and go on
+ * by itself once the broker answers, every event arriving, the first copy of each in order per
+ * key, a repeat only with the same event id and envelope.
+ */
+
+let db: TestDatabase;
+let kafka: KafkaMock;
+let consumer: MessageCollector;
+let ctx: FleetContext;
+let relay: Component | undefined;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  kafka = await startKafkaMock();
+  consumer = await collectMessages(kafka.brokers);
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    DATABASE_URL: db.url,
+    QUEUE_PREFIX: `hung_${randomSuffix()}`,
+    KAFKA_BROKERS: kafka.brokers.join(','),
+    KAFKA_CONNECTION_TIMEOUT_MS: '1000',
+    KAFKA_REQUEST_TIMEOUT_MS: '120000',
+    OUTBOX_RELAY_KAFKA_TIMEOUT_MS: '1000',
+    OUTBOX_RELAY_BATCH_SIZE: '4',
+    OUTBOX_RELAY_POLL_INTERVAL_MS: '50',
+    OUTBOX_RELAY_BACKOFF_MIN_MS: '100',
+    OUTBOX_RELAY_BACKOFF_MAX_MS: '800',
+  });
+  ctx = openContext(config, silentLogger());
+  [relay] = outboxRelayComponents(ctx);
+  await relay!.start();
+  const warm = await append('warm-up', 0);
+  await consumer.waitFor((m) => m.some((x) => x.headers['event-id'] === warm.eventId));
+});
+
+// A test that failed while the broker hung must not leave it hung for the next.
+afterEach(() => kafka?.resume());
+
+afterAll(async () => {
+  await relay?.stop(2000).catch(() => {});
+  await consumer?.close().catch(() => {});
+  await ctx?.close().catch(() => {});
+  await kafka?.close();
+  await db?.drop();
+});
+
+const append = (key: string, n: number) => db.db.transaction((tx) => appendEvent(tx, { eventType: 'patient.updated', key, payload: { patientId: key, n } }));
+
+async function kafkaUp(): Promise<number | undefined> {
+  return (await ctx.metrics.registry.getSingleMetric('fleet_outbox_kafka_up')?.get())?.values[0]?.value;
+}
+
+/** Events of three keys, interleaved, each in a transaction of its own. */
+async function appendMany(tag: string, count: number): Promise<EventEnvelope[]> {
+  const out: EventEnvelope[] = [];
+  for (let n = 0; n < count; n++) out.push(await append(`${tag}-${n % 3}`, n));
+  return out;
+}
+
+/** Every event arrived; per key, the first copies in the order appended; repeats identical to the first copy. */
+function expectDelivered(sent: EventEnvelope[], got: ReceivedMessage[]) {
+  const ids = new Set(sent.map((e) => e.eventId));
+  const ours = got.filter((m) => ids.has(m.headers['event-id']!));
+  const first = new Map<string, ReceivedMessage>();
+  for (const m of ours) {
+    const earlier = first.get(m.headers['event-id']!);
+    if (earlier) expect({ key: m.key, value: m.value, topic: m.topic }).toEqual({ key: earlier.key, value: earlier.value, topic: earlier.topic });
+    else first.set(m.headers['event-id']!, m);
+  }
+  expect(first.size).toBe(sent.length);
+  for (const key of new Set(sent.map((e) => (e.payload as { patientId: string }).patientId))) {
+    const want = sent.filter((e) => (e.payload as { patientId: string }).patientId === key).map((e) => e.eventId);
+    expect([...first.values()].filter((m) => m.key === key).map((m) => m.headers['event-id'])).toEqual(want);
+  }
+  return ours.length - first.size;
+}
+
+async function waitKafkaDown() {
+  const down = await until(
+    'readiness and fleet_outbox_kafka_up to say Kafka does not answer',
+    async () => {
+      const r = await relay!.ready!();
+      return !r.ok && (await kafkaUp()) === 0 && r;
+    },
+    60_000,
+  );
+  expect(down.detail).toMatch(/^kafka down since .*: .*no answer from Kafka within 1000 ms/);
+}
+
+async function waitKafkaBack(sent: EventEnvelope[], collector = consumer) {
+  const got = await collector.waitFor((m) => sent.every((e) => m.some((x) => x.headers['event-id'] === e.eventId)), 60_000);
+  await until('readiness to say Kafka is reachable again', async () => (await relay!.ready!()).ok && (await kafkaUp()) === 1, 30_000);
+  return got;
+}
+
+describe('a broker that stops answering', () => {
+  it('hung: readiness and kafka_up say so, nothing is published meanwhile; once it answers, every event goes out in order per key', { timeout: 180_000 }, async () => {
+    kafka.hang();
+    const sent = await appendMany('hung', 9);
+    await waitKafkaDown();
+    expect(consumer.messages.filter((m) => m.key?.startsWith('hung-'))).toEqual([]);
+    kafka.resume();
+    expectDelivered(sent, await waitKafkaBack(sent));
+  });
+
+  it('hung after writing: the batches it wrote without answering are sent again with the same event ids; order per key holds', { timeout: 180_000 }, async () => {
+    const produced = kafka.produceRequests();
+    kafka.hang({ writes: true });
+    const sent = await appendMany('writes', 9);
+    await waitKafkaDown();
+    expect(kafka.produceRequests()).toBeGreaterThan(produced); // the broker got (and wrote) a batch it did not answer
+    kafka.resume();
+    expectDelivered(sent, await waitKafkaBack(sent));
+  });
+
+  it('connections that went dead (the broker answers new ones): the relay goes on by itself over new connections', { timeout: 180_000 }, async () => {
+    kafka.hang({ openOnly: true });
+    // The test's consumer was cut off with them: a new one, on new connections, sees what arrives.
+    const fresh = await collectMessages(kafka.brokers);
+    try {
+      const sent = await appendMany('dead', 9);
+      await waitKafkaDown();
+      // No resume(): the old connections never answer again.
+      expectDelivered(sent, await waitKafkaBack(sent, fresh));
+    } finally {
+      await fresh.close().catch(() => {});
+    }
+  });
+});
