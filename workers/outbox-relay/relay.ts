@@ -118,7 +118,7 @@ export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): Out
       clearMissing(false);
       if (kafka !== false) {
         kafkaDownSince = clock.now();
-        log.warn({ err: kafkaError }, 'kafka unreachable: events wait in the outbox, retrying with backoff');
+        log.warn({ err: kafkaError }, 'kafka down (unreachable or not answering): events wait in the outbox, retrying with backoff');
       }
     }
     if (kafka !== up) deps.onKafkaChange?.(up);
