@@ -247,10 +247,10 @@ export function createKafka(settings: KafkaSettings, log: Logger): Kafka {
  * its batch written (the broker wrote it but its answer was lost, or arrives late): that is a
  * failed publish like any other, sent again by the next producer with the same event ids; the
  * dropped producer only ever holds that one batch, so it writes nothing the relay has not sent
- * again, or will, before anything later. A publish that ran out doubles the next publish's limit
- * (up to kafkajs's own: requestTimeoutMs times its tries), and one answered within the base
- * limit sets it back: a broker that is only slow (every answer after the limit) is then waited
- * for, instead of being sent the same batch again and again.
+ * again, or will, before anything later. A call that ran out doubles the limit of the next ones
+ * (connects, publishes and probes alike, up to kafkajs's own requestTimeoutMs), and one answered
+ * within the base limit sets it back: a broker that is only slow (every answer after the limit)
+ * is then waited for, instead of being cut off and sent the same batch again and again.
  */
 export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPublisher {
   const kafka = createKafka(settings, log);
@@ -259,31 +259,37 @@ export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPub
   let ok = false;
   let broken = false;
   const baseLimit = settings.answerTimeoutMs;
-  const maxLimit = Math.max(baseLimit ?? 0, settings.requestTimeoutMs * ((settings.retries ?? 2) + 1));
-  let publishLimit = baseLimit;
+  // kafkajs fails a request itself after requestTimeoutMs: waiting longer than that gains nothing.
+  const maxLimit = Math.max(baseLimit ?? 0, settings.requestTimeoutMs);
+  /**
+   * The limit now: each call Kafka left unanswered doubles it (up to maxLimit), one answered
+   * within the base limit sets it back. For connecting as for publishing and probing: a broker
+   * that is only slow gets a new producer connected and its batch through, instead of being cut
+   * off (and sent the same batch) again and again.
+   */
+  let limit = baseLimit;
 
   /**
-   * `work` on `client`, within `ms` (undefined: no limit). Past it: rejects with
+   * `work` on `client`, within the limit (none without `answerTimeoutMs`). Past it: rejects with
    * KafkaNoAnswerError, `onDrop` forgets the client, which is disconnected once `work` settles.
    */
-  const answered = async <T>(
-    operation: KafkaNoAnswerError['operation'],
-    ms: number | undefined,
-    client: Producer | Admin,
-    work: Promise<T>,
-    onDrop: () => void,
-  ): Promise<T> => {
-    if (ms === undefined) return work;
+  const answered = async <T>(operation: KafkaNoAnswerError['operation'], client: Producer | Admin, work: Promise<T>, onDrop: () => void): Promise<T> => {
+    const ms = limit;
+    if (ms === undefined || baseLimit === undefined) return work;
+    const started = Date.now();
     let timer: NodeJS.Timeout | undefined;
     try {
-      return await Promise.race([
+      const result = await Promise.race([
         work,
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new KafkaNoAnswerError(operation, ms)), ms);
         }),
       ]);
+      if (Date.now() - started <= baseLimit) limit = baseLimit;
+      return result;
     } catch (err) {
       if (err instanceof KafkaNoAnswerError) {
+        limit = Math.min(Math.max(limit ?? ms, ms * 2), maxLimit);
         onDrop();
         void work.then(
           () => client.disconnect(),
@@ -299,7 +305,7 @@ export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPub
   const ensureAdmin = async (): Promise<Admin> => {
     if (!admin) {
       const a = kafka.admin();
-      await answered('connect', baseLimit, a, a.connect(), () => {});
+      await answered('connect', a, a.connect(), () => {});
       admin = a;
     }
     return admin;
@@ -318,7 +324,7 @@ export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPub
     if (!isUnknownTopic(err)) return err;
     try {
       const a = await ensureAdmin();
-      const existing = new Set(await answered('publish', baseLimit, a, a.listTopics(), dropAdmin(a)));
+      const existing = new Set(await answered('publish', a, a.listTopics(), dropAdmin(a)));
       const missing = [...new Set(batch.map((m) => m.topic))].filter((t) => !existing.has(t)).sort();
       return missing.length ? new TopicMissingError(missing, err) : err;
     } catch {
@@ -346,7 +352,7 @@ export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPub
     }
     if (!producer) {
       const p = newProducer();
-      await answered('connect', baseLimit, p, p.connect(), () => {});
+      await answered('connect', p, p.connect(), () => {});
       producer = p;
       broken = false;
     }
@@ -382,8 +388,6 @@ export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPub
             if (list) list.push(m);
             else byTopic.set(m.topic, [m]);
           }
-          const started = Date.now();
-          const limit = publishLimit;
           try {
             const sending = p.sendBatch({
               acks: -1,
@@ -397,21 +401,19 @@ export function kafkajsPublisher(settings: KafkaSettings, log: Logger): EventPub
                 })),
               })),
             });
-            await answered('publish', limit, p, sending, () => {
+            await answered('publish', p, sending, () => {
               if (producer === p) producer = null;
             });
           } catch (err) {
-            if (err instanceof KafkaNoAnswerError && limit !== undefined) publishLimit = Math.min(limit * 2, maxLimit);
             throw await explain(err, batch);
           }
-          if (baseLimit !== undefined && Date.now() - started <= baseLimit) publishLimit = baseLimit;
         },
         () => (broken = true),
       ),
     probe: () =>
       track(async () => {
         const a = await ensureAdmin();
-        await answered('probe', baseLimit, a, a.describeCluster(), dropAdmin(a));
+        await answered('probe', a, a.describeCluster(), dropAdmin(a));
       }),
     async disconnect() {
       const p = producer;

@@ -48,6 +48,8 @@ export interface KafkaMock {
   hang(opts?: { writes?: boolean; openOnly?: boolean }): void;
   /** The broker answers again: what was held goes on, in order, over the connections still open. */
   resume(): void;
+  /** See KafkaProxy.slow: every answer `ms` late (0: on time again), on every listener. */
+  slow(ms: number): void;
 }
 
 export type TopicSpec = string | { name: string; partitions?: number };
@@ -149,6 +151,10 @@ export async function startKafkaMock(
     resume() {
       proxy.resume();
       secured?.resume();
+    },
+    slow(ms) {
+      proxy.slow(ms);
+      secured?.slow(ms);
     },
     async close() {
       if (closed) return;

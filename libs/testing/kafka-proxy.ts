@@ -21,6 +21,8 @@ import tls from 'node:tls';
  *   (a stalled broker, or a network partition that drops packets): nothing is answered, on
  *   connections open before or after; resume() lets everything through again, in order, to
  *   the connections still open (as TCP delivers once the path is back).
+ * - slow(ms) delays every answer by `ms` (a broker that works, only slowly: a busy disk, a
+ *   congested link), keeping each connection's answers in order; slow(0) ends it.
  *
  * - Optionally a secured listener, as a broker's SASL_SSL listener: TLS (a server certificate,
  *   and client certificates when `tls.clientCa` is given) and SASL authentication (PLAIN,
@@ -60,6 +62,8 @@ export interface KafkaProxy {
   hang(opts?: { writes?: boolean; openOnly?: boolean }): void;
   /** Ends a hang: held requests go on to the broker and held responses to their clients, in order. */
   resume(): void;
+  /** Every answer from now on reaches its client `ms` late, in order per connection; 0 ends it. */
+  slow(ms: number): void;
 }
 
 export type SaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
@@ -94,6 +98,7 @@ export async function startKafkaProxy(
   const held: Array<{ client: net.Socket; frame: Buffer }> = [];
   const auth = { succeeded: 0, failed: 0 };
   let hung: { writes: boolean } | null = null;
+  let slowMs = 0;
   /** The open connections: each one hung on its own (hang({openOnly})), and sends on what it held back. */
   const connections = new Set<{ hung: { writes: boolean } | null; resume(): void }>();
 
@@ -123,9 +128,15 @@ export async function startKafkaProxy(
       },
     };
     const hungNow = () => hung ?? connection.hung;
+    /** When the last answer delayed by slow() goes out: later ones never overtake it. */
+    let lateUntil = 0;
     const toClient = (frame: Buffer) => {
-      if (hungNow()) heldAnswers.push(Buffer.from(frame));
-      else client.write(frame);
+      if (hungNow()) return void heldAnswers.push(Buffer.from(frame));
+      const at = Math.max(Date.now() + slowMs, lateUntil);
+      if (at <= Date.now()) return void client.write(frame);
+      lateUntil = at;
+      const copy = Buffer.from(frame);
+      setTimeout(() => client.destroyed || client.write(copy), at - Date.now());
     };
     connections.add(connection);
     client.on('close', () => connections.delete(connection));
@@ -256,6 +267,9 @@ export async function startKafkaProxy(
     resume() {
       hung = null;
       for (const c of [...connections]) c.resume();
+    },
+    slow(ms) {
+      slowMs = ms;
     },
   };
 }

@@ -142,4 +142,23 @@ describe('a broker that stops answering', () => {
       await fresh.close().catch(() => {});
     }
   });
+
+  it('slow, not hung (every answer after the limit): the limit doubles until the answers fit, for connecting as for publishing, and the events go out', { timeout: 180_000 }, async () => {
+    // A new producer's connect is a few requests one after another: at 1.5 s each it never fits
+    // the 1 s limit, nor does a publish; with the limit doubled after each cut-off they do.
+    kafka.slow(1500);
+    try {
+      const sent = await appendMany('slow', 6);
+      await waitKafkaDown();
+      expectDelivered(sent, await waitKafkaBack(sent));
+    } finally {
+      kafka.slow(0);
+    }
+    // On time again: an answer within the base limit sets it back, so a hang is noticed within 1 s again.
+    const sent = await appendMany('fast', 3);
+    expectDelivered(sent, await waitKafkaBack(sent));
+    kafka.hang();
+    await appendMany('hang-again', 3);
+    await waitKafkaDown();
+  });
 });
