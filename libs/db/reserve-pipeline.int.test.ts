@@ -43,6 +43,15 @@ function within<T>(p: Promise<T>, ms: number): Promise<T | 'pending'> {
 /** 8 MB fill the socket's buffer: postgres.js holds a reserved connection's next queries back until this one finishes. */
 const BIG = 'x'.repeat(8 * 1024 * 1024);
 
+/** The promise `get` returns once it returns one (set later by code under test). */
+async function until<T>(get: () => Promise<T> | undefined): Promise<T> {
+  for (;;) {
+    const p = get();
+    if (p) return p;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** Terminates the backend `pid` after `ms` (while the server sleeps in the large statement). */
 function terminateLater(pid: number, ms: number): void {
   setTimeout(() => void admin`select pg_terminate_backend(${pid})`.catch(() => {}), ms);
@@ -103,6 +112,34 @@ describe('a reserved connection lost behind a large statement', () => {
     expect(inner).toBe('rejected');
   });
 
+  it('in sql.begin(): a query after the connection was lost fails and writes nothing (it ran inside the transaction the pool reconnected the slot for, and was committed with it)', async () => {
+    const sql = postgres(db.url, { max: 1, onnotice: () => {} }); // one slot: the reconnect is for the transaction waiting
+    pools.push(sql);
+    await sql`create table late_writes (n int)`;
+    let other: Promise<string> | undefined;
+    let late: Promise<string> | undefined;
+    const tx = sql.begin(async (t) => {
+      const [row] = await t<Array<{ pid: number }>>`select pg_backend_pid() as pid`;
+      // Another transaction waits for the only connection.
+      other = sql.begin(async (o) => {
+        await o`select pg_sleep(1)`;
+        return 'committed';
+      });
+      await admin`select pg_terminate_backend(${row!.pid})`;
+      await t`select 1`.catch(() => {}); // the loss shows
+      await new Promise((r) => setTimeout(r, 400)); // the slot is connected anew and the other transaction has begun
+      late = t`insert into late_writes values (1)`.then(
+        () => 'ran',
+        (err: unknown) => (isConnectionLost(err) ? 'connection lost' : String(err)),
+      );
+      await late;
+    });
+    await expect(within(tx, 10_000)).rejects.toMatchObject({ code: expect.any(String) });
+    expect(await within(until(() => late), 5_000)).toBe('connection lost');
+    expect(await within(until(() => other), 10_000)).toBe('committed');
+    expect(await admin`select count(*)::int as n from late_writes`).toEqual([{ n: 0 }]);
+  });
+
   it('a statement that fails on a live connection: the commit still runs and rolls back', async () => {
     const conn = await pool().reserve();
     try {
@@ -122,3 +159,30 @@ describe('a reserved connection lost behind a large statement', () => {
     }
   });
 });
+
+describe('a backend terminated in the middle of a query', () => {
+  it('the query waiting for its slot runs on the new session instead of failing with the old one\'s 57P01', async () => {
+    const sql = postgres(db.url, { max: 1, onnotice: () => {} }); // one slot: the waiting query reconnects it
+    pools.push(sql);
+    const conn = await sql.reserve();
+    try {
+      const [row] = await conn<Array<{ pid: number }>>`select pg_backend_pid() as pid`;
+      const sleeping = conn`select pg_sleep(5)`.then(
+        () => 'ran',
+        (err: { code?: string }) => err.code,
+      );
+      const waiting = sql<Array<{ x: number }>>`select 2 as x`.then(
+        (r) => r[0]?.x,
+        (err: { code?: string }) => `failed ${err.code}`,
+      );
+      await new Promise((r) => setTimeout(r, 200));
+      await admin`select pg_terminate_backend(${row!.pid})`;
+      // The server answers the sleeping query with 57P01 (FATAL) and closes the connection.
+      expect(await within(sleeping, 5_000)).toMatch(/^(57P01|CONNECTION_CLOSED)$/);
+      expect(await within(waiting, 5_000)).toBe(2);
+    } finally {
+      conn.release();
+    }
+  });
+});
+
