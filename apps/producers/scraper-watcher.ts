@@ -296,7 +296,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       log.info({ runId: id, summaryQueued: delivery !== null }, 'therapist import run sealed');
     } catch (err) {
       retryRuns.add(id);
-      log.error({ err, runId: id, retryInMs: retryDelay }, 'scraper watcher: sealing a run failed; trying again later');
+      log.warn({ err, runId: id, retryInMs: retryDelay }, 'scraper watcher: sealing a run failed; trying again later');
       retryLater();
     }
   }
@@ -307,7 +307,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       await handle(rel);
     } catch (err) {
       retryPaths.add(rel);
-      log.error({ err, waiting: retryPaths.size, retryInMs: retryDelay }, 'scraper watcher: handling a file failed; trying again later');
+      log.warn({ err, waiting: retryPaths.size, retryInMs: retryDelay }, 'scraper watcher: handling a file failed; trying again later');
       retryLater();
     }
   }
@@ -857,7 +857,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       await activate();
       log.info('scraper watcher took over: the drop folder was not watched by another one any more');
     } catch (err) {
-      log.error({ err }, 'scraper watcher could not take over (catch-up failed); trying again');
+      log.warn({ err }, 'scraper watcher could not take over (catch-up failed); trying again');
       notWatching = { detail: `not watching: the catch-up failed; trying again every ${cfg.leaseCheckMs} ms` };
       await lease.release();
       lease = null;
@@ -878,7 +878,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       notWatching = { detail: 'starting: catching up on the drop folder', catchingUp: true };
       await activate();
     } catch (err) {
-      log.error({ err }, 'scraper watcher could not watch the drop folder again (catch-up failed); trying again');
+      log.warn({ err }, 'scraper watcher could not watch the drop folder again (catch-up failed); trying again');
       notWatching = { detail: `not watching: the catch-up failed; trying again every ${cfg.leaseCheckMs} ms` };
       await lease?.release();
       lease = null;
@@ -913,7 +913,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       leaseTimer = null;
       leaseChain = leaseChain
         .then(checkLease)
-        .catch((err: unknown) => log.error({ err }, 'scraper watcher: checking the lease failed'))
+        .catch((err: unknown) => log.warn({ err }, 'scraper watcher: checking the lease failed; trying again at the next check'))
         .finally(scheduleLeaseCheck);
     }, cfg.leaseCheckMs);
   }
