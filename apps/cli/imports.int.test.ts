@@ -230,7 +230,7 @@ describe('fleet poll', () => {
     expect(later.stdout).not.toContain('LOCAL_BUCKET_SETTLE_MS');
     // A poll that went through, by the CLI too, is the last successful one `fleet status` names.
     const status = await fleetWith({ LOCAL_BUCKET_DIR: bucketDir }, 'status');
-    expect(status.stdout).toMatch(/\n {2}bucket-poll: last successful poll \d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z \(\d+ s ago\)\n/);
+    expect(status.stdout).toMatch(/\n {2}last successful bucket poll: \d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z \(\d+ s ago\)\n/);
   });
 });
 

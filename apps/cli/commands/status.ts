@@ -31,7 +31,8 @@ export function registerStatus(program: Command): void {
         const paused = await pausedQueues(ctx.queues);
         if (paused.length) process.stdout.write(`paused (jobs wait until resumed on /dashboard): ${paused.join(', ')}\n`);
         process.stdout.write('\nschedules:\n');
-        for (const x of await schedulerStates(ctx.queues)) {
+        const schedules = await schedulerStates(ctx.queues);
+        for (const x of schedules) {
           process.stdout.write(
             x.registered
               ? `  ${x.id}: next ${x.next ? isoSeconds(x.next) : '–'} (${x.pattern} ${x.timeZone})\n`
@@ -40,10 +41,11 @@ export function registerStatus(program: Command): void {
         }
         // A failing poll is retried up to the next one and then left to it (no dead letter): this says whether polls go through.
         const lastPoll = await lastBucketPollSuccess(ctx.queues);
+        const polling = schedules.some((x) => x.id === 'bucket-poll' && x.registered);
         process.stdout.write(
           lastPoll
-            ? `  bucket-poll: last successful poll ${isoSeconds(lastPoll)} (${formatAge(Math.max(0, Math.round((ctx.clock.now().getTime() - lastPoll.getTime()) / 1000)))} ago)\n`
-            : '  bucket-poll: no successful poll recorded (none yet, or none since Redis lost its data): the bucket-poller log says why a poll fails (job attempt failed)\n',
+            ? `  last successful bucket poll: ${isoSeconds(lastPoll)} (${formatAge(Math.max(0, Math.round((ctx.clock.now().getTime() - lastPoll.getTime()) / 1000)))} ago)\n`
+            : `  last successful bucket poll: none recorded (none yet, or none since Redis lost its data)${polling ? '; a poll that fails logs why in the bucket-poller (job attempt failed)' : ''}\n`,
         );
         // PostgreSQL away must not cost the operator the queue table above: said, not thrown.
         const holders = await within(currentLeaseHolders(ctx.database.sql), 5_000).catch((err: unknown) => new Error(`which processes publish events and watch the scraper folder is not known: PostgreSQL (DATABASE_URL): ${(err as Error).message}`));
