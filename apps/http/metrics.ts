@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { collectedGauge, scrapeRead } from '../../libs/metrics/index.js';
-import { lastBucketPollSuccess, pausedQueues, schedulerStates } from '../../libs/queues/index.js';
+import { bucketPollDueBy, lastBucketPollSuccess, pausedQueues, schedulerStates } from '../../libs/queues/index.js';
 import { within, type FleetContext } from '../../libs/runtime/index.js';
 import { redisAnswers, SERVICE_WAIT_MS } from './reachable.js';
 
@@ -70,6 +70,15 @@ export function registerQueueDepth(ctx: FleetContext): void {
       const at = (await read())?.lastPoll;
       return at ? [{ labels: {}, value: at.getTime() / 1000 }] : [];
     },
+  );
+  // From this process's POLL_CRON, not from Redis: FleetRegistrationsNotPolled compares the two.
+  const pollSchedule = { pattern: ctx.config.patientImport.pollCron, timeZone: ctx.config.patientImport.pollTimeZone };
+  collectedGauge(
+    ctx.metrics,
+    'fleet_bucket_poll_due_timestamp_seconds',
+    'Unix time of the scheduled bucket poll (POLL_CRON) that a last successful poll older than it has missed: the last one at least 30 minutes ago',
+    [],
+    async () => [{ labels: {}, value: bucketPollDueBy(pollSchedule, ctx.clock.now()).getTime() / 1000 }],
   );
   collectedGauge(
     ctx.metrics,

@@ -55,6 +55,13 @@ describe('a bucket outage longer than a poll', () => {
     await h.startWorkers();
     // Nothing polled yet: no last success to export.
     expect(await metricValues(h.ctx.metrics.registry, LAST_SUCCESS)).toEqual({});
+    // The poll due, by POLL_CRON (every 10 s): its last run at least 30 minutes ago.
+    const before = Date.now();
+    const due = (await metricValues(h.ctx.metrics.registry, 'fleet_bucket_poll_due_timestamp_seconds'))['']!;
+    const after = Date.now();
+    expect(due % 10).toBe(0);
+    expect(due * 1000).toBeLessThanOrEqual(after - 30 * 60_000);
+    expect(due * 1000).toBeGreaterThan(before - 30 * 60_000 - 10_000);
 
     h.standIn.fail({ kind: 'list', mode: { status: 503 }, times: Infinity });
     const doc = plainRegistration();

@@ -4,7 +4,7 @@ import { outboxBacklog } from '../db/repositories/outbox-relay.js';
 import { ledgerActivity } from '../db/repositories/patient-import.js';
 import { importActivity, importBacklog } from '../db/repositories/therapist-import.js';
 import { weeklyDeliveryCounts } from '../db/repositories/weekly-status.js';
-import { countDeadLetters, lastBucketPollSuccess, pausedQueues, previousScheduledRun, schedulerStates, type QueueSet } from '../queues/index.js';
+import { bucketPollDueBy, countDeadLetters, lastBucketPollSuccess, pausedQueues, schedulerStates, type QueueSet } from '../queues/index.js';
 import type { FleetContext } from '../runtime/index.js';
 import { isoWeekOf, isoWeekRange } from '../weekly/iso-week.js';
 
@@ -21,8 +21,6 @@ export const DEFAULT_DAILY_HOURS = 24;
 export const MAX_DAILY_HOURS = 24 * 31;
 /** Something that waits longer than this needs a look (an open import, a pending email, an unpublished event). */
 export const STALE_AFTER_SECONDS = 3600;
-/** A scheduled bucket poll this long ago that has not gone through (retried meanwhile) needs a look. */
-export const POLL_GRACE_SECONDS = 30 * 60;
 
 export interface DailyAttention {
   /** Stable key, e.g. `dead_letters`. */
@@ -52,8 +50,8 @@ export interface DailyReport {
     oldestOpenAgeSeconds: number | null;
     /**
      * The last poll of the registration bucket that went through (any process; null: none since
-     * Redis was set up or lost its data), and the scheduled poll (POLL_CRON) at least
-     * POLL_GRACE_SECONDS ago that it should not be older than.
+     * Redis was set up or lost its data), and the scheduled poll (POLL_CRON) it should not be
+     * older than (`bucketPollDueBy`: the last one at least 30 minutes ago).
      */
     lastPoll: { at: string | null; atLocal: string | null; ageSeconds: number | null; dueBy: string; dueByLocal: string; overdue: boolean };
   };
@@ -223,7 +221,7 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
     pausedQueues(deps.queues),
     lastBucketPollSuccess(deps.queues),
   ]);
-  const dueBy = previousScheduledRun(deps.pollSchedule, new Date(now.getTime() - POLL_GRACE_SECONDS * 1000));
+  const dueBy = bucketPollDueBy(deps.pollSchedule, now);
   const waiting = backlog.queued + backlog.importing;
   const body: Omit<DailyReport, 'status' | 'attention'> = {
     generatedAt: now.toISOString(),

@@ -1,4 +1,8 @@
 import type { QueueSet } from './queue-set.js';
+import { previousScheduledRun } from './schedulers.js';
+
+/** How long a scheduled poll may keep failing (retried meanwhile) before it needs a look. */
+export const POLL_GRACE_SECONDS = 30 * 60;
 
 /**
  * When the registration bucket was last polled successfully (listed to its end, new files
@@ -14,6 +18,15 @@ function lastPollKey(queues: QueueSet): string {
 
 export async function recordBucketPollSuccess(queues: QueueSet, at: Date): Promise<void> {
   await (await queues.redis()).set(lastPollKey(queues), String(at.getTime()));
+}
+
+/**
+ * The scheduled poll (POLL_CRON in POLL_TZ) that a last successful poll older than it has
+ * missed: the last one at least POLL_GRACE_SECONDS before `now`. The daily view and the alert
+ * FleetRegistrationsNotPolled (through the gauge fleet_bucket_poll_due_timestamp_seconds) say so.
+ */
+export function bucketPollDueBy(schedule: { pattern: string; timeZone: string }, now: Date): Date {
+  return previousScheduledRun(schedule, new Date(now.getTime() - POLL_GRACE_SECONDS * 1000));
 }
 
 /** The last successful poll; null when none is recorded (none yet, or Redis lost its data since). */
