@@ -118,6 +118,11 @@ export function localTime(d: Date, to: 'minute' | 'second' = 'minute'): string {
   return (to === 'second' ? LOCAL_SECOND : LOCAL_MINUTE).format(d);
 }
 
+/** Whole seconds from `from` to `now` (0 for a time ahead of `now`: clocks of two machines). */
+export function secondsSince(from: Date, now: Date): number {
+  return Math.max(0, Math.round((now.getTime() - from.getTime()) / 1000));
+}
+
 /** An age as people read it: `45 s`, `12 min`, `3 h 5 min`, `2 d 4 h`; `–` for none. */
 export function formatAge(seconds: number | null): string {
   if (seconds === null) return '–';
@@ -234,7 +239,7 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
       lastPoll: {
         at: lastPoll?.toISOString() ?? null,
         atLocal: lastPoll ? localTime(lastPoll) : null,
-        ageSeconds: lastPoll ? Math.max(0, Math.round((now.getTime() - lastPoll.getTime()) / 1000)) : null,
+        ageSeconds: lastPoll ? secondsSince(lastPoll, now) : null,
         dueBy: dueBy.toISOString(),
         dueByLocal: localTime(dueBy),
         overdue: !lastPoll || lastPoll < dueBy,

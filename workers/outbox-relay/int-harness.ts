@@ -1,9 +1,10 @@
 import { loadConfig } from '../../libs/config/index.js';
 import { appendEvent, type EventEnvelope } from '../../libs/events/index.js';
 import type { EventPublisher, OutgoingEvent } from '../../libs/events/kafka.js';
-import { silentLogger } from '../../libs/log/index.js';
+import { silentLogger, type Logger } from '../../libs/log/index.js';
 import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { collectMessages, fastRelaySettings, startKafkaMock, type KafkaMock, type MessageCollector, type TopicSpec } from '../../libs/testing/kafka-mock.js';
 import { randomSuffix } from '../../libs/testing/services.js';
 import { outboxRelayComponents } from './worker.js';
 
@@ -73,3 +74,42 @@ export async function startHeldRelayHarness(name: string): Promise<HeldRelayHarn
     },
   };
 }
+
+/**
+ * For relay integration tests against the mock broker: a database of the test's own, the mock
+ * broker behind its proxy, a consumer of every event topic (unless `consumer: false`), and a
+ * context with the fast relay settings (`env` on top). The test starts its relay role itself;
+ * `close(relay)` stops it first, then everything else.
+ */
+export interface MockKafkaRelayHarness {
+  db: TestDatabase;
+  kafka: KafkaMock;
+  consumer: MessageCollector | undefined;
+  ctx: FleetContext;
+  close(relay: Component | undefined): Promise<void>;
+}
+
+export async function startMockKafkaRelayHarness(
+  name: string,
+  opts: { env?: Record<string, string>; topics?: TopicSpec[]; log?: Logger; consumer?: boolean } = {},
+): Promise<MockKafkaRelayHarness> {
+  const db = await createTestDatabase();
+  const kafka = await startKafkaMock(opts.topics ? { topics: opts.topics } : {});
+  const consumer = opts.consumer === false ? undefined : await collectMessages(kafka.brokers);
+  const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: db.url, QUEUE_PREFIX: `${name}_${randomSuffix()}`, ...fastRelaySettings(kafka.brokers), ...opts.env });
+  const ctx = openContext(config, opts.log ?? silentLogger());
+  return {
+    db,
+    kafka,
+    consumer,
+    ctx,
+    async close(relay) {
+      await relay?.stop(2000).catch(() => {});
+      await consumer?.close().catch(() => {});
+      await ctx.close().catch(() => {});
+      await kafka.close();
+      await db.drop();
+    },
+  };
+}
+

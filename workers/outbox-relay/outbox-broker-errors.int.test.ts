@@ -1,12 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../libs/config/index.js';
 import { listParked } from '../../libs/db/repositories/outbox-parked.js';
 import { appendEvent } from '../../libs/events/index.js';
-import { silentLogger } from '../../libs/log/index.js';
-import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
-import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { collectMessages, fastRelaySettings, startKafkaMock, type KafkaMock, type MessageCollector } from '../../libs/testing/kafka-mock.js';
-import { randomSuffix } from '../../libs/testing/services.js';
+import type { Component, FleetContext } from '../../libs/runtime/index.js';
+import type { TestDatabase } from '../../libs/testing/db.js';
+import type { KafkaMock, MessageCollector } from '../../libs/testing/kafka-mock.js';
+import { startMockKafkaRelayHarness, type MockKafkaRelayHarness } from './int-harness.js';
 import { outboxRelayComponents } from './worker.js';
 
 /**
@@ -17,6 +15,7 @@ import { outboxRelayComponents } from './worker.js';
  * out once the broker answers normally again.
  */
 
+let t: MockKafkaRelayHarness;
 let db: TestDatabase;
 let kafka: KafkaMock;
 let consumer: MessageCollector;
@@ -28,24 +27,16 @@ const PRODUCE = 0;
 const append = (key: string) => db.db.transaction((tx) => appendEvent(tx, { eventType: 'patient.updated', key, payload: { patientId: key } }));
 
 beforeAll(async () => {
-  db = await createTestDatabase();
-  kafka = await startKafkaMock();
-  consumer = await collectMessages(kafka.brokers);
-  const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: db.url, QUEUE_PREFIX: `brokererr_${randomSuffix()}`, ...fastRelaySettings(kafka.brokers) });
-  ctx = openContext(config, silentLogger());
+  t = await startMockKafkaRelayHarness('brokererr');
+  ({ db, kafka, ctx } = t);
+  consumer = t.consumer!;
   [relay] = outboxRelayComponents(ctx);
   await relay!.start();
   const warm = await append('warm-up');
   await consumer.waitFor((m) => m.some((x) => x.headers['event-id'] === warm.eventId));
 });
 
-afterAll(async () => {
-  await relay?.stop(2000).catch(() => {});
-  await consumer?.close().catch(() => {});
-  await ctx?.close().catch(() => {});
-  await kafka?.close();
-  await db?.drop();
-});
+afterAll(() => t?.close(relay));
 
 describe('a broker answering errors about itself', () => {
   it.each([

@@ -1,12 +1,10 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../libs/config/index.js';
 import { appendEvent, type EventEnvelope } from '../../libs/events/index.js';
-import { silentLogger } from '../../libs/log/index.js';
-import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
-import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector, type ReceivedMessage } from '../../libs/testing/kafka-mock.js';
-import { randomSuffix } from '../../libs/testing/services.js';
+import type { Component, FleetContext } from '../../libs/runtime/index.js';
+import type { TestDatabase } from '../../libs/testing/db.js';
+import { collectMessages, type KafkaMock, type MessageCollector, type ReceivedMessage } from '../../libs/testing/kafka-mock.js';
 import { until } from '../../libs/testing/until.js';
+import { startMockKafkaRelayHarness, type MockKafkaRelayHarness } from './int-harness.js';
 import { outboxRelayComponents } from './worker.js';
 
 /**
@@ -19,6 +17,7 @@ import { outboxRelayComponents } from './worker.js';
  * key, a repeat only with the same event id and envelope.
  */
 
+let t: MockKafkaRelayHarness;
 let db: TestDatabase;
 let kafka: KafkaMock;
 let consumer: MessageCollector;
@@ -26,23 +25,16 @@ let ctx: FleetContext;
 let relay: Component | undefined;
 
 beforeAll(async () => {
-  db = await createTestDatabase();
-  kafka = await startKafkaMock();
-  consumer = await collectMessages(kafka.brokers);
-  const config = loadConfig({
-    NODE_ENV: 'test',
-    DATABASE_URL: db.url,
-    QUEUE_PREFIX: `hung_${randomSuffix()}`,
-    KAFKA_BROKERS: kafka.brokers.join(','),
-    KAFKA_CONNECTION_TIMEOUT_MS: '1000',
-    KAFKA_REQUEST_TIMEOUT_MS: '120000',
-    OUTBOX_RELAY_KAFKA_TIMEOUT_MS: '1000',
-    OUTBOX_RELAY_BATCH_SIZE: '4',
-    OUTBOX_RELAY_POLL_INTERVAL_MS: '50',
-    OUTBOX_RELAY_BACKOFF_MIN_MS: '100',
-    OUTBOX_RELAY_BACKOFF_MAX_MS: '800',
+  t = await startMockKafkaRelayHarness('hung', {
+    env: {
+      KAFKA_CONNECTION_TIMEOUT_MS: '1000',
+      KAFKA_REQUEST_TIMEOUT_MS: '120000',
+      OUTBOX_RELAY_KAFKA_TIMEOUT_MS: '1000',
+      OUTBOX_RELAY_BATCH_SIZE: '4',
+    },
   });
-  ctx = openContext(config, silentLogger());
+  ({ db, kafka, ctx } = t);
+  consumer = t.consumer!;
   [relay] = outboxRelayComponents(ctx);
   await relay!.start();
   const warm = await append('warm-up', 0);
@@ -52,13 +44,7 @@ beforeAll(async () => {
 // A test that failed while the broker hung must not leave it hung for the next.
 afterEach(() => kafka?.resume());
 
-afterAll(async () => {
-  await relay?.stop(2000).catch(() => {});
-  await consumer?.close().catch(() => {});
-  await ctx?.close().catch(() => {});
-  await kafka?.close();
-  await db?.drop();
-});
+afterAll(() => t?.close(relay));
 
 const append = (key: string, n: number) => db.db.transaction((tx) => appendEvent(tx, { eventType: 'patient.updated', key, payload: { patientId: key, n } }));
 

@@ -1,17 +1,16 @@
 import { KafkaJSNonRetriableError, KafkaJSProtocolError } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../libs/config/index.js';
 import { listAudit } from '../../libs/db/repositories/audit.js';
 import { listParked, ParkedEventNotFound, retryParked } from '../../libs/db/repositories/outbox-parked.js';
 import { outboxStats } from '../../libs/db/repositories/outbox-relay.js';
 import { appendEvent } from '../../libs/events/index.js';
 import { kafkajsPublisher, type EventPublisher } from '../../libs/events/kafka.js';
 import { silentLogger } from '../../libs/log/index.js';
-import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
-import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector, fastRelaySettings } from '../../libs/testing/kafka-mock.js';
-import { randomSuffix } from '../../libs/testing/services.js';
+import type { Component, FleetContext } from '../../libs/runtime/index.js';
+import type { TestDatabase } from '../../libs/testing/db.js';
+import type { MessageCollector } from '../../libs/testing/kafka-mock.js';
 import { until } from '../../libs/testing/until.js';
+import { startMockKafkaRelayHarness, type MockKafkaRelayHarness } from './int-harness.js';
 import { outboxRelayComponents } from './worker.js';
 
 /**
@@ -21,8 +20,8 @@ import { outboxRelayComponents } from './worker.js';
  * broker's MESSAGE_TOO_LARGE (the whole request fails, nothing of it is sent).
  */
 
+let t: MockKafkaRelayHarness;
 let db: TestDatabase;
-let kafka: KafkaMock;
 let consumer: MessageCollector;
 let ctx: FleetContext;
 let relay: Component | undefined;
@@ -52,25 +51,12 @@ async function metric(name: string): Promise<number | undefined> {
 const append = (eventType: string, key: number) => db.db.transaction((tx) => appendEvent(tx, { eventType, key, payload: { id: key } }));
 
 beforeAll(async () => {
-  db = await createTestDatabase();
-  kafka = await startKafkaMock();
-  consumer = await collectMessages(kafka.brokers);
-  const config = loadConfig({
-    NODE_ENV: 'test',
-    DATABASE_URL: db.url,
-    QUEUE_PREFIX: `parked_${randomSuffix()}`,
-    ...fastRelaySettings(kafka.brokers),
-  });
-  ctx = openContext(config, silentLogger());
+  t = await startMockKafkaRelayHarness('parked');
+  ({ db, ctx } = t);
+  consumer = t.consumer!;
 });
 
-afterAll(async () => {
-  await relay?.stop(2000).catch(() => {});
-  await consumer?.close().catch(() => {});
-  await ctx?.close().catch(() => {});
-  await kafka?.close();
-  await db?.drop();
-});
+afterAll(() => t?.close(relay));
 
 describe('an event Kafka refuses for good (real PostgreSQL)', () => {
   it('is parked with the later events of its key; the rest flows; an operator retries them once the cause is fixed', { timeout: 90_000 }, async () => {

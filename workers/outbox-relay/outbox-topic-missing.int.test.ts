@@ -1,13 +1,14 @@
 import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../libs/config/index.js';
 import { listOutbox } from '../../libs/db/repositories/outbox.js';
 import { appendEvent, type EventEnvelope } from '../../libs/events/index.js';
 import { createLogger } from '../../libs/log/index.js';
+import { loadConfig } from '../../libs/config/index.js';
 import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
-import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import type { TestDatabase } from '../../libs/testing/db.js';
 import { collectMessages, fastRelaySettings, startKafkaMock, type KafkaMock, type MessageCollector } from '../../libs/testing/kafka-mock.js';
 import { randomSuffix } from '../../libs/testing/services.js';
+import { startMockKafkaRelayHarness, type MockKafkaRelayHarness } from './int-harness.js';
 import { until } from '../../libs/testing/until.js';
 import { outboxRelayComponents } from './worker.js';
 
@@ -18,6 +19,7 @@ import { outboxRelayComponents } from './worker.js';
  * The mock does not create topics because a client asked for them (see kafka-proxy.ts).
  */
 
+let t: MockKafkaRelayHarness;
 let db: TestDatabase;
 let kafka: KafkaMock;
 let consumer: MessageCollector | undefined;
@@ -26,25 +28,18 @@ let relay: Component | undefined;
 const logs: Array<{ level: number; msg: string; [k: string]: unknown }> = [];
 
 beforeAll(async () => {
-  db = await createTestDatabase();
-  kafka = await startKafkaMock({ topics: [{ name: 'patient-events', partitions: 3 }, { name: 'therapist-events', partitions: 3 }] });
-  const config = loadConfig({
-    NODE_ENV: 'test',
-    DATABASE_URL: db.url,
-    QUEUE_PREFIX: `topic_${randomSuffix()}`,
-    OUTBOX_RELAY_BATCH_SIZE: '4',
-    ...fastRelaySettings(kafka.brokers),
+  t = await startMockKafkaRelayHarness('topic', {
+    topics: [{ name: 'patient-events', partitions: 3 }, { name: 'therapist-events', partitions: 3 }],
+    env: { OUTBOX_RELAY_BATCH_SIZE: '4' },
+    log: createLogger({ level: 'info', pretty: 'false' }, { write: (line: string) => void logs.push(JSON.parse(line)) }),
+    consumer: false,
   });
-  const log = createLogger({ level: 'info', pretty: 'false' }, { write: (line: string) => void logs.push(JSON.parse(line)) });
-  ctx = openContext(config, log);
+  ({ db, kafka, ctx } = t);
 });
 
 afterAll(async () => {
-  await relay?.stop(2000).catch(() => {});
-  await consumer?.close().catch(() => {});
-  await ctx?.close().catch(() => {});
-  await kafka?.close();
-  await db?.drop();
+  await consumer?.close().catch(() => {}); // the test's own, made once the topic exists
+  await t?.close(relay);
 });
 
 async function metric(name: string, labels: Record<string, string> = {}): Promise<number | undefined> {

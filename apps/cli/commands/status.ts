@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { currentLeaseHolders, type LeaseHolderInfo } from '../../../libs/db/lease.js';
-import { formatAge } from '../../../libs/ops/daily.js';
+import { formatAge, secondsSince } from '../../../libs/ops/daily.js';
 import { queueNames, deadLetterQueueName, lastBucketPollSuccess, pausedQueues, schedulerStates } from '../../../libs/queues/index.js';
 import { within } from '../../../libs/runtime/index.js';
 import { isoSeconds } from '../format.js';
@@ -44,7 +44,7 @@ export function registerStatus(program: Command): void {
         const polling = schedules.some((x) => x.id === 'bucket-poll' && x.registered);
         process.stdout.write(
           lastPoll
-            ? `  last successful bucket poll: ${isoSeconds(lastPoll)} (${formatAge(Math.max(0, Math.round((ctx.clock.now().getTime() - lastPoll.getTime()) / 1000)))} ago)\n`
+            ? `  last successful bucket poll: ${isoSeconds(lastPoll)} (${formatAge(secondsSince(lastPoll, ctx.clock.now()))} ago)\n`
             : `  last successful bucket poll: none recorded (none yet, or none since Redis lost its data)${polling ? '; a poll that fails logs why in the bucket-poller (job attempt failed)' : ''}\n`,
         );
         // PostgreSQL away must not cost the operator the queue table above: said, not thrown.
