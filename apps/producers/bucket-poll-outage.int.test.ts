@@ -2,11 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Job } from 'bullmq';
 import { listDeadLetters } from '../../libs/queues/index.js';
 import type { Component } from '../../libs/runtime/index.js';
-import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import type { TestDatabase } from '../../libs/testing/db.js';
 import { metricValues } from '../../libs/testing/metrics.js';
-import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { fileBytes, objectNameFor, plainRegistration } from '../../workers/patient-import/fixtures.js';
-import { PREFIX, startImportHarness, until, type ImportHarness } from '../../workers/patient-import/int-harness.js';
+import { PREFIX, startOwnImportHarness, until, type ImportHarness } from '../../workers/patient-import/int-harness.js';
 import { registerQueueDepth } from '../http/metrics.js';
 import { bucketPollerComponents } from './bucket-poller.js';
 
@@ -21,23 +20,17 @@ import { bucketPollerComponents } from './bucket-poller.js';
 const EVERY_10_S = '*/10 * * * * *';
 const LAST_SUCCESS = 'fleet_bucket_poll_last_success_timestamp_seconds';
 
+let t: Awaited<ReturnType<typeof startOwnImportHarness>>;
 let database: TestDatabase;
 let h: ImportHarness;
-let q: ReturnType<typeof testQueuePrefix>;
 const started: Component[] = [];
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  q = testQueuePrefix();
-  h = await startImportHarness({ databaseUrl: database.url, queuePrefix: q.prefix, env: { POLL_CRON: EVERY_10_S, RETRY_BACKOFF_SCALE: '0.01' } });
+  t = await startOwnImportHarness({ POLL_CRON: EVERY_10_S, RETRY_BACKOFF_SCALE: '0.01' });
+  ({ database, h } = t);
   registerQueueDepth(h.ctx);
 });
-afterAll(async () => {
-  for (const c of started.reverse()) await c.stop(5_000).catch(() => {});
-  await h?.close();
-  await q?.cleanup();
-  await database?.drop();
-});
+afterAll(() => t?.close(started));
 
 async function statusOf(name: string) {
   const [r] = await database.sql`select status from fleet.patient_import_ledger where object_name = ${name}`;

@@ -7,13 +7,13 @@ import { silentLogger } from '../../libs/log/index.js';
 import { discardOne, requeueOne } from '../../libs/ops/dead-letters.js';
 import { listDeadLetters, schedulerStates, therapistImportJobId } from '../../libs/queues/index.js';
 import { openContext, type Component } from '../../libs/runtime/index.js';
-import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import type { TestDatabase } from '../../libs/testing/db.js';
 import { deleteQueueKeys, testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { notImportedOutcome, scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
 import { restoreTherapistDeadLetters, therapistImportComponents, therapistImportRepo } from '../../workers/therapist-import/worker.js';
 import { fileBytes, objectNameFor, plainRegistration } from '../../workers/patient-import/fixtures.js';
-import { PREFIX, startImportHarness, until, type ImportHarness } from '../../workers/patient-import/int-harness.js';
+import { PREFIX, startOwnImportHarness, until, type ImportHarness } from '../../workers/patient-import/int-harness.js';
 import { restoreDeadLetters, runPoll } from '../../workers/patient-import/worker.js';
 import { deadLetterHooks } from '../fleet/roles.js';
 import { bucketPollerComponents } from './bucket-poller.js';
@@ -27,22 +27,17 @@ import { weeklyScheduleComponent } from './weekly-schedule.js';
  * the schedules, the queued jobs and the dead letters are gone, the import records are not.
  * The fleet must come back to a state operators can act on without a restart.
  */
+let t: Awaited<ReturnType<typeof startOwnImportHarness>>;
 let database: TestDatabase;
 let h: ImportHarness;
 let q: ReturnType<typeof testQueuePrefix>;
 const started: Component[] = [];
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  q = testQueuePrefix();
-  h = await startImportHarness({ databaseUrl: database.url, queuePrefix: q.prefix, env: { SCHEDULE_CHECK_MS: '500' } });
+  t = await startOwnImportHarness({ SCHEDULE_CHECK_MS: '500' });
+  ({ database, h, q } = t);
 });
-afterAll(async () => {
-  for (const c of started.reverse()) await c.stop(5_000).catch(() => {});
-  await h?.close();
-  await q?.cleanup();
-  await database?.drop();
-});
+afterAll(() => t?.close(started));
 
 async function ledgerOf(name: string) {
   const [r] = await database.sql`select id, status, error_code from fleet.patient_import_ledger where object_name = ${name}`;

@@ -3,30 +3,23 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
 import { silentLogger } from '../../libs/log/index.js';
 import { openContext, type Component } from '../../libs/runtime/index.js';
-import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { testQueuePrefix } from '../../libs/testing/redis.js';
+import type { TestDatabase } from '../../libs/testing/db.js';
 import { writeDurably } from '../../workers/patient-import/file-keeper.js';
-import { startImportHarness, until, type ImportHarness } from '../../workers/patient-import/int-harness.js';
+import { startOwnImportHarness, until, type ImportHarness } from '../../workers/patient-import/int-harness.js';
 import { roles } from '../fleet/roles.js';
 import { RETENTION_SCHEDULER_ID, retentionComponents } from './retention-schedule.js';
 
+let t: Awaited<ReturnType<typeof startOwnImportHarness>>;
 let database: TestDatabase;
 let h: ImportHarness;
-let q: ReturnType<typeof testQueuePrefix>;
 const started: Component[] = [];
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  q = testQueuePrefix();
-  h = await startImportHarness({ databaseUrl: database.url, queuePrefix: q.prefix });
+  t = await startOwnImportHarness();
+  ({ database, h } = t);
 });
 
-afterAll(async () => {
-  for (const c of started.reverse()) await c.stop(5_000).catch(() => {});
-  await h?.close();
-  await q?.cleanup();
-  await database?.drop();
-});
+afterAll(() => t?.close(started));
 
 describe('the retention schedule of role patient-import', () => {
   it('a process with the retention worker exports its counters at 0 from the start, not only after the first night', async () => {

@@ -4,7 +4,9 @@ import path from 'node:path';
 import { loadConfig } from '../../libs/config/index.js';
 import { silentLogger, type Logger } from '../../libs/log/index.js';
 import { openContext, workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
+import { createTestDatabase } from '../../libs/testing/db.js';
 import { GcsStandIn } from '../../libs/testing/gcs-stand-in.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { bucketPollHandlers, patientImportHandlers, runPoll } from './worker.js';
 
 export const BUCKET = 'curavani-test-data-transfer';
@@ -17,6 +19,28 @@ export interface HarnessOptions {
   env?: Record<string, string>;
   log?: Logger;
   standIn?: GcsStandIn;
+}
+
+/**
+ * `startImportHarness` over a database and a queue prefix of the test file's own. `close(started)`
+ * stops the components the test started (the last first), then removes the harness, the queue
+ * keys and the database.
+ */
+export async function startOwnImportHarness(env: Record<string, string> = {}) {
+  const database = await createTestDatabase();
+  const q = testQueuePrefix();
+  const h = await startImportHarness({ databaseUrl: database.url, queuePrefix: q.prefix, env });
+  return {
+    database,
+    q,
+    h,
+    async close(started: Component[]): Promise<void> {
+      for (const c of [...started].reverse()) await c.stop(5_000).catch(() => {});
+      await h.close();
+      await q.cleanup();
+      await database.drop();
+    },
+  };
 }
 
 /**
