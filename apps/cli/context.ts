@@ -3,7 +3,7 @@ import path from 'node:path';
 import { ConfigError, loadConfig, urlTarget, type Config } from '../../libs/config/index.js';
 import { openDatabase, type Database } from '../../libs/db/client.js';
 import { createLogger } from '../../libs/log/index.js';
-import { RedisNotReadyError, redisTarget } from '../../libs/queues/index.js';
+import { COMMAND_REDIS_GIVE_UP_MS, COMMAND_REDIS_REPLY_TIMEOUT_MS, RedisNotReadyError, redisTarget } from '../../libs/queues/index.js';
 import { openContext, settlesWithin, type FleetContext } from '../../libs/runtime/index.js';
 
 /** Thrown by commands for an expected failure: the CLI prints the message (no stack) and exits with the code. */
@@ -37,24 +37,46 @@ export async function withContext<T>(fn: (ctx: FleetContext) => Promise<T>, opts
   // The errors of a connection that could not reach Redis (BullMQ rejects a call with the last
   // of them once the connection gives up): said as such, naming the variable to check.
   const redisErrors = new WeakSet<object>();
+  // The connection keeps trying for COMMAND_REDIS_GIVE_UP_MS (a Redis restarting is waited for):
+  // said once, a second after the first failure, so that wait is not silent. A command that
+  // does not need Redis has usually finished by then; one that did is told why it waits.
+  let waiting: NodeJS.Timeout | undefined;
+  let saidWaiting = false;
   ctx.producerRedis.on('error', (err: unknown) => {
     if (typeof err === 'object' && err !== null) redisErrors.add(err);
+    if (waiting || saidWaiting) return;
+    waiting = setTimeout(() => {
+      saidWaiting = true;
+      process.stderr.write(
+        `fleet: waiting for redis at ${redisTarget(config.queues.redisUrl)} (REDIS_URL): ${redisWhy((err as Error).message)}; trying again for up to ${COMMAND_REDIS_GIVE_UP_MS / 1000} s\n`,
+      );
+    }, 1_000).unref();
+  });
+  ctx.producerRedis.on('ready', () => {
+    clearTimeout(waiting);
+    waiting = undefined;
   });
   try {
     return await fn(ctx);
   } catch (err) {
     if (typeof err === 'object' && err !== null && redisErrors.has(err)) {
-      throw new CliError(`redis not reachable at ${redisTarget(config.queues.redisUrl)} (REDIS_URL): ${(err as Error).message}`, 1);
+      throw new CliError(`redis not reachable at ${redisTarget(config.queues.redisUrl)} (REDIS_URL): ${redisWhy((err as Error).message)}`, 1);
     }
     // A command that waited for the connection itself (the lock of a dead-letter action, a schedule's registration).
     if (err instanceof RedisNotReadyError) {
-      throw new CliError(`redis not reachable at ${redisTarget(config.queues.redisUrl)} (REDIS_URL): ${err.lastError ?? `no answer within ${err.waitMs} ms`}`, 1);
+      throw new CliError(`redis not reachable at ${redisTarget(config.queues.redisUrl)} (REDIS_URL): ${err.lastError ? redisWhy(err.lastError) : `no answer within ${err.waitMs} ms`}`, 1);
     }
     if (!(err instanceof CliError)) await throwIfPostgresUnreachable(config, ctx.database);
     throw err;
   } finally {
+    clearTimeout(waiting);
     await ctx.close();
   }
+}
+
+/** ioredis's reply timeout says only "Command timed out": a Redis that took the connection and does not answer. */
+function redisWhy(message: string): string {
+  return message === 'Command timed out' ? `connected, but no reply within ${COMMAND_REDIS_REPLY_TIMEOUT_MS / 1000} s` : message;
 }
 
 /**

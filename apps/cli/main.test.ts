@@ -53,7 +53,11 @@ describe('a Redis the CLI cannot reach', () => {
     const port = await freePort();
     const r = await runCli(args, { LOG_LEVEL: 'warn', REDIS_URL: `redis://:s3cret@127.0.0.1:${port}` }, { timeoutMs: 45_000 });
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`fleet: redis not reachable at 127.0.0.1:${port} (REDIS_URL): connect ECONNREFUSED 127.0.0.1:${port}\n`);
+    // While the connection keeps trying (a restarting Redis is waited for), one line says so.
+    expect(r.stderr).toBe(
+      `fleet: waiting for redis at 127.0.0.1:${port} (REDIS_URL): connect ECONNREFUSED 127.0.0.1:${port}; trying again for up to 10 s\n` +
+        `fleet: redis not reachable at 127.0.0.1:${port} (REDIS_URL): connect ECONNREFUSED 127.0.0.1:${port}\n`,
+    );
   });
 });
 
@@ -73,7 +77,8 @@ describe('a Redis that accepts connections but never answers', () => {
     try {
       const r = await runCli(args, { LOG_LEVEL: 'warn', REDIS_URL: `redis://127.0.0.1:${port}` }, { timeoutMs: 45_000 });
       expect(r.code).toBe(1);
-      expect(r.stderr).toMatch(new RegExp(`^fleet: redis not reachable at 127\\.0\\.0\\.1:${port} \\(REDIS_URL\\): .+\\n$`));
+      const at = `127\\.0\\.0\\.1:${port} \\(REDIS_URL\\): connected, but no reply within 5 s`;
+      expect(r.stderr).toMatch(new RegExp(`^fleet: waiting for redis at ${at}; trying again for up to 10 s\\nfleet: redis not reachable at ${at}\\n$`));
     } finally {
       for (const s of sockets) s.destroy();
       await new Promise((r) => silent.close(r));

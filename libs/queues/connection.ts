@@ -57,14 +57,18 @@ export function redisConnection(url: string, role: 'worker' | 'producer' | 'comm
 
 const lastErrors = new WeakMap<Redis, string>();
 
-/** Remembers the connection's last error until it connects again (see redisLastError). */
+/**
+ * Remembers the connection's last error until it is ready again (see redisLastError). Not until
+ * it connects: a Redis that takes the connection and never answers connects at every retry, and
+ * why it is not ready (its reply timed out) was then forgotten at once.
+ */
 function tracked(redis: Redis): Redis {
   redis.on('error', (err: Error) => lastErrors.set(redis, err.message));
-  redis.on('connect', () => lastErrors.delete(redis));
+  redis.on('ready', () => lastErrors.delete(redis));
   return redis;
 }
 
-/** Why a connection from redisConnection is not connected (ECONNREFUSED, ...), if it said so since it last connected. */
+/** Why a connection from redisConnection is not ready (ECONNREFUSED, a reply timed out, ...), if it said so since it was last ready. */
 export function redisLastError(redis: Redis): string | undefined {
   return lastErrors.get(redis);
 }
