@@ -447,20 +447,42 @@ export class TopicSetupError extends Error {
   }
 }
 
-/** Creates the event topics (deploy time, never on the hot path); existing topics are left as they are. */
+/**
+ * Creates the event topics (deploy time, never on the hot path); existing topics are left as they are.
+ * `answerTimeoutMs`: how long connecting and listing the topics may go unanswered (a hung broker,
+ * a network that drops packets) before it fails as unreachable; without it kafkajs's own timeouts
+ * and retries held a deploy ~30 s and then said only "Broker not connected".
+ */
 export async function setupTopics(
   settings: KafkaSettings,
   log: Logger,
-  opts: { partitions: number; replicationFactor: number },
+  opts: { partitions: number; replicationFactor: number; answerTimeoutMs?: number },
 ): Promise<TopicSetupResult[]> {
   const admin = createKafka({ ...settings, retries: settings.retries ?? 1 }, log).admin();
+  const at = `kafka not reachable at ${settings.brokers.join(',')} (KAFKA_BROKERS)`;
+  let unanswered = false;
+  const answered = <T>(work: Promise<T>, step: string): Promise<T> => {
+    const ms = opts.answerTimeoutMs;
+    if (ms === undefined) return work;
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          unanswered = true;
+          reject(new Error(`no answer within ${ms} ms (${step})`));
+        }, ms);
+      }),
+    ]).finally(() => clearTimeout(timer));
+  };
   try {
+    let existing: Set<string>;
     try {
-      await admin.connect();
+      await answered(admin.connect(), 'connect');
+      existing = new Set(await answered(admin.listTopics(), 'list topics'));
     } catch (err) {
-      throw new TopicSetupError(`cannot reach Kafka at ${settings.brokers.join(',')}: ${(err as Error).message}`, 'unreachable');
+      throw new TopicSetupError(`${at}: ${(err as Error).message}`, 'unreachable');
     }
-    const existing = new Set(await admin.listTopics());
     const missing = eventTopicNames.filter((t) => !existing.has(t));
     if (missing.length) {
       try {
@@ -481,6 +503,8 @@ export async function setupTopics(
     }
     return eventTopicNames.map((topic) => ({ topic, outcome: missing.includes(topic) ? 'created' : 'exists' }));
   } finally {
-    await admin.disconnect().catch(() => {});
+    // Disconnecting waits for the unanswered call: not waited for (the command ends with its error).
+    const closing = admin.disconnect().catch(() => {});
+    if (!unanswered) await closing;
   }
 }

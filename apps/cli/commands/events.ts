@@ -155,9 +155,10 @@ export function registerEvents(program: Command): void {
       const log = createLogger({ ...config.log, level: config.log.level === 'info' ? 'warn' : config.log.level }, undefined, { stderr: true });
       let result;
       try {
-        result = await setupTopics({ ...config.kafka, brokers: config.kafka.brokers }, log, { partitions, replicationFactor });
+        result = await setupTopics({ ...config.kafka, brokers: config.kafka.brokers }, log, { partitions, replicationFactor, answerTimeoutMs: config.outbox.relayKafkaTimeoutMs });
       } catch (err) {
-        if (err instanceof TopicSetupError) throw new CliError(err.message, err.code === 'unreachable' ? 3 : 1);
+        // Unreachable is a failure (exit 1), as for PostgreSQL and Redis; 3 is for what was asked for and is not there.
+        if (err instanceof TopicSetupError) throw new CliError(err.message, 1);
         throw err;
       }
       if (opts.json) return printJson(result);
