@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createServer, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
 import { listAudit, recordAudit } from '../../libs/db/repositories/audit.js';
@@ -231,6 +232,33 @@ describe('fleet poll', () => {
     // A poll that went through, by the CLI too, is the last successful one `fleet status` names.
     const status = await fleetWith({ LOCAL_BUCKET_DIR: bucketDir }, 'status');
     expect(status.stdout).toMatch(/\n {2}last successful bucket poll: \d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z \(\d+ s ago\)\n/);
+  });
+
+  it('fleet poll against a GCS endpoint that does not answer says so after 5 s, then fails naming the endpoint (exit 1)', { timeout: 90_000 }, async () => {
+    // The storage client retries unanswered calls (GCS_MAX_RETRIES within GCS_TOTAL_TIMEOUT_MS):
+    // 15-30 s that were silent before the error.
+    const sockets = new Set<Socket>();
+    const silent = createServer((c) => {
+      sockets.add(c);
+      c.on('error', () => {});
+      c.on('close', () => sockets.delete(c));
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as { port: number }).port;
+    try {
+      const r = await fleetWith(
+        { STORAGE_DRIVER: 'gcs', GCS_BUCKET: 'curavani-test-bucket', GCS_API_ENDPOINT: `http://127.0.0.1:${port}`, GCS_TIMEOUT_MS: '8000', GCS_MAX_RETRIES: '0' },
+        'poll',
+      );
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(
+        `fleet: still listing the bucket after 5 s (endpoint 127.0.0.1:${port}): a call that gets no answer fails after 8 s (GCS_TIMEOUT_MS)\n` +
+          `fleet: gcs list timed out (bucket curavani-test-bucket, endpoint 127.0.0.1:${port})\n`,
+      );
+    } finally {
+      for (const c of sockets) c.destroy();
+      await new Promise((r) => silent.close(r));
+    }
   });
 });
 

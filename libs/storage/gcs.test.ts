@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Storage } from '@google-cloud/storage';
@@ -241,10 +242,23 @@ describe('faults surface as errors', () => {
       const err = await caught(op());
       expect(err, kind).toBeInstanceOf(StorageError);
       expect((err as StorageError).code, kind).toBe('timeout');
+      // Names where the call went: a GCS_API_ENDPOINT set wrongly shows there.
+      expect((err as StorageError).message, kind).toContain(`endpoint ${new URL(si.url).host})`);
       expect(Date.now() - t0, kind).toBeLessThan(5_000);
       noPersonalData(err);
     }
     expect(si.getObject(B, NAME)?.generation).toBe(o.generation); // the hung delete did not count
+  });
+
+  it('an endpoint that refuses the connection is a network error naming the endpoint and the code', async () => {
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as { port: number }).port;
+    await new Promise((r) => closed.close(r));
+    const err = await caught(bucket({ apiEndpoint: `http://127.0.0.1:${port}` }).list('registrations/'));
+    expect(err).toBeInstanceOf(StorageError);
+    expect((err as StorageError).code).toBe('network');
+    expect((err as StorageError).message).toBe(`gcs list failed (bucket ${B}, endpoint 127.0.0.1:${port}): ECONNREFUSED`);
   });
 
   it('hanging uploads time out: multipart, resumable session start and the resumable PUT', async () => {

@@ -45,10 +45,11 @@ const PERMISSION: Record<string, string> = {
   upload: 'storage.objects.create',
 };
 
-/** Which object generation a call was about: the bucket and generation, never the name. */
+/** Which object generation a call was about: the bucket and generation, never the name; the endpoint's host for a call that got no answer. */
 interface Where {
   bucket: string;
   generation?: string;
+  endpoint?: string;
 }
 
 function describeWhere(w: Where): string {
@@ -74,10 +75,12 @@ function toStorageError(op: string, err: unknown, where: Where): StorageError {
   const status = typeof e.code === 'number' ? e.code : undefined;
   const text = String(e.message ?? '');
   const at = describeWhere(where);
+  // Where a call that got no answer went (a GCS_API_ENDPOINT set wrongly shows here).
+  const atEndpoint = where.endpoint ? `${at}, endpoint ${where.endpoint}` : at;
   const credentials = credentialsProblem(text);
   if (credentials) return new StorageError(credentials.code, `gcs ${op} failed (${at}): ${credentials.says}`, status);
-  if (/timeout/i.test(text) || e.type === 'request-timeout' || e.name === 'AbortError') {
-    return new StorageError('timeout', `gcs ${op} timed out (${at})`);
+  if (isTimeout(err)) {
+    return new StorageError('timeout', `gcs ${op} timed out (${atEndpoint})`);
   }
   if (status !== undefined) {
     const reason = reasonOf(err);
@@ -93,8 +96,20 @@ function toStorageError(op: string, err: unknown, where: Where): StorageError {
       status,
     );
   }
-  const code = typeof e.code === 'string' && /^[A-Z0-9_]{1,40}$/.test(e.code) ? e.code : 'network';
-  return new StorageError(code === 'CONTENT_DOWNLOAD_MISMATCH' ? 'checksum_mismatch' : 'network', `gcs ${op} failed (${at}): ${code}`);
+  const code = networkCode(err) ?? 'network';
+  if (code === 'CONTENT_DOWNLOAD_MISMATCH') return new StorageError('checksum_mismatch', `gcs ${op} failed (${at}): ${code}`);
+  return new StorageError('network', `gcs ${op} failed (${atEndpoint}): ${code}`);
+}
+
+function isTimeout(err: unknown): boolean {
+  const e = err as { message?: string; type?: string; name?: string };
+  return /timeout/i.test(String(e.message ?? '')) || e.type === 'request-timeout' || e.name === 'AbortError';
+}
+
+/** A Node or client error code (`ECONNREFUSED`, `ENOTFOUND`): a fixed word, so it may be shown. */
+function networkCode(err: unknown): string | undefined {
+  const c = (err as { code?: unknown }).code;
+  return typeof c === 'string' && /^[A-Z0-9_]{1,40}$/.test(c) ? c : undefined;
 }
 
 /**
@@ -119,6 +134,16 @@ function credentialsProblem(text: string): { code: string; says: string } | unde
   return undefined;
 }
 
+/** The API endpoint's host (and port), without scheme, path or credentials: storage.googleapis.com unless GCS_API_ENDPOINT says otherwise. */
+export function gcsEndpointHost(apiEndpoint: string | undefined): string {
+  if (!apiEndpoint) return 'storage.googleapis.com';
+  try {
+    return new URL(apiEndpoint.includes('://') ? apiEndpoint : `https://${apiEndpoint}`).host;
+  } catch {
+    return 'GCS_API_ENDPOINT';
+  }
+}
+
 function statusOf(err: unknown): number | undefined {
   const c = (err as { code?: unknown }).code;
   return typeof c === 'number' ? c : err instanceof ApiError && typeof err.code === 'number' ? err.code : undefined;
@@ -131,11 +156,14 @@ export class GcsBucket implements BucketPort {
   private readonly b: Bucket;
   private readonly resumableThreshold: number;
   private readonly timeoutMs: number;
+  /** The host calls go to, for the messages of calls that got no answer. */
+  private readonly endpoint: string;
 
   constructor(opts: GcsBucketOptions) {
     this.bucket = opts.bucket;
     this.resumableThreshold = opts.resumableThreshold ?? 5 * 1024 * 1024;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.endpoint = gcsEndpointHost(opts.apiEndpoint);
     const maxRetries = opts.maxRetries ?? 3;
     this.storage = new Storage({
       // A custom apiEndpoint makes the client skip google-auth-library entirely
@@ -169,7 +197,7 @@ export class GcsBucket implements BucketPort {
       });
       response = apiResponse as typeof response;
     } catch (err) {
-      throw toStorageError('list', err, { bucket: this.bucket });
+      throw toStorageError('list', err, { bucket: this.bucket, endpoint: this.endpoint });
     }
     if (!response || typeof response !== 'object') {
       throw new StorageError('bad_response', 'gcs list returned no response body');
@@ -187,7 +215,7 @@ export class GcsBucket implements BucketPort {
       return this.toObject(m);
     } catch (err) {
       if (statusOf(err) === 404) return null;
-      throw toStorageError('stat', err, { bucket: this.bucket });
+      throw toStorageError('stat', err, { bucket: this.bucket, endpoint: this.endpoint });
     }
   }
 
@@ -203,7 +231,7 @@ export class GcsBucket implements BucketPort {
         meta = this.toObject(m);
       } catch (err) {
         if (statusOf(err) === 404) throw new ObjectNotFoundError();
-        throw toStorageError('download', err, { bucket: this.bucket, generation });
+        throw toStorageError('download', err, { bucket: this.bucket, generation, endpoint: this.endpoint });
       }
     }
     let data: Buffer;
@@ -215,7 +243,7 @@ export class GcsBucket implements BucketPort {
       if ((err as { code?: unknown }).code === 'CONTENT_DOWNLOAD_MISMATCH') {
         throw new ChecksumMismatchError(`gcs download does not match the x-goog-hash of the response (${describeWhere({ bucket: this.bucket, generation })})`);
       }
-      throw toStorageError('download', err, { bucket: this.bucket, generation });
+      throw toStorageError('download', err, { bucket: this.bucket, generation, endpoint: this.endpoint });
     }
     // And against the object's own checksums (a proxy or a stand-in may send consistent but wrong hashes).
     const md5 = md5Base64(data);
@@ -255,7 +283,7 @@ export class GcsBucket implements BucketPort {
       };
       const arm = () => {
         clearTimeout(timer);
-        timer = setTimeout(() => finish(new StorageError('timeout', `gcs download timed out: no data (${describeWhere({ bucket: this.bucket, generation })})`)), this.timeoutMs);
+        timer = setTimeout(() => finish(new StorageError('timeout', `gcs download timed out: no data (${describeWhere({ bucket: this.bucket, generation })}, endpoint ${this.endpoint})`)), this.timeoutMs);
       };
       arm();
       stream.on('response', (res: { headers?: Record<string, string | string[] | undefined> }) => {
@@ -288,7 +316,7 @@ export class GcsBucket implements BucketPort {
       const status = statusOf(err);
       if (status === 412) return 'precondition_failed';
       if (status === 404) return 'not_found';
-      throw toStorageError('delete', err, { bucket: this.bucket, generation });
+      throw toStorageError('delete', err, { bucket: this.bucket, generation, endpoint: this.endpoint });
     }
   }
 
@@ -312,7 +340,7 @@ export class GcsBucket implements BucketPort {
       });
     } catch (err) {
       if (statusOf(err) === 412) throw new PreconditionFailedError();
-      throw toStorageError('upload', err, { bucket: this.bucket });
+      throw toStorageError('upload', err, { bucket: this.bucket, endpoint: this.endpoint });
     }
     const obj = this.toObject(file.metadata);
     if (obj.md5Hash && obj.md5Hash !== md5Base64(bytes)) {

@@ -3,7 +3,7 @@ import { LocalBucket } from './local.js';
 import type { BucketPort } from './port.js';
 
 export * from './port.js';
-export { GcsBucket, type GcsBucketOptions } from './gcs.js';
+export { GcsBucket, gcsEndpointHost, type GcsBucketOptions } from './gcs.js';
 export { LocalBucket, checkObjectName, type LocalBucketOptions } from './local.js';
 export { md5Base64, crc32cBase64 } from './checksums.js';
 

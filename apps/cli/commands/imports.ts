@@ -4,6 +4,7 @@ import { discardLedgerRow, getLedgerRow, listLedger, newerImports, type LedgerRo
 import { patientImportOpenStatuses, patientImportStatuses, type PatientImportStatus } from '../../../libs/db/schema/fleet-patient-import.js';
 import { isLiveJobState, jobIdFor } from '../../../libs/queues/index.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
+import { gcsEndpointHost } from '../../../libs/storage/index.js';
 import { failureRemedy, importLocalFile, newerImportNextStep, runPoll, type NewerImport } from '../../../workers/patient-import/worker.js';
 import { argPath, CliError, operatorName, positiveInt, printJson, requiredReason, shownPath, withContext } from '../context.js';
 import { isoSeconds, table } from '../format.js';
@@ -193,6 +194,9 @@ function kindOf(name: string): ImportKind {
   return kind;
 }
 
+/** How long `fleet poll` lists a GCS bucket before it says it is still at it. */
+const POLL_SLOW_NOTICE_MS = 5_000;
+
 export function registerImports(program: Command): void {
   program
     .command('poll')
@@ -200,7 +204,21 @@ export function registerImports(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
       await withContext(async (ctx) => {
-        const r = await runPoll(ctx);
+        // The storage client retries a call that got no answer (up to GCS_MAX_RETRIES times, with
+        // backoff, within GCS_TOTAL_TIMEOUT_MS), which made an unreachable bucket 15-30 s of
+        // silence: said once after a few seconds.
+        const gcs = ctx.config.storage.gcs;
+        const slow =
+          ctx.config.storage.driver === 'gcs'
+            ? setTimeout(() => {
+                const then =
+                  gcs.maxRetries > 0
+                    ? `is tried again up to ${gcs.maxRetries} time(s) within ${Math.round((gcs.totalTimeoutMs ?? 60_000) / 1000)} s (GCS_MAX_RETRIES, GCS_TOTAL_TIMEOUT_MS)`
+                    : `fails after ${Math.round(gcs.timeoutMs / 1000)} s (GCS_TIMEOUT_MS)`;
+                process.stderr.write(`fleet: still listing the bucket after ${POLL_SLOW_NOTICE_MS / 1000} s (endpoint ${gcsEndpointHost(gcs.apiEndpoint)}): a call that gets no answer ${then}\n`);
+              }, POLL_SLOW_NOTICE_MS).unref()
+            : undefined;
+        const r = await runPoll(ctx).finally(() => clearTimeout(slow));
         if (opts.json) return printJson(r);
         process.stdout.write(
           `listed ${r.listed} object(s) in ${r.pages} page(s): ${r.recorded} new file(s) enqueued, ` +
