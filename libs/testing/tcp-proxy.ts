@@ -1,27 +1,46 @@
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 
+/** What PostgreSQL answers a connection while it starts up (after a restart, during recovery). */
+export const STARTING_UP = { code: '57P03', message: 'the database system is starting up' };
+
 /**
  * A TCP forwarder standing in for a service; `close()` makes its port a closed port, `open()`
  * brings it back; `hang()` makes the service silent, as one stopped with SIGSTOP: connections
  * stay open (new ones are accepted) and nothing is answered, until `close()`.
+ * For PostgreSQL, `refuseStartup()` makes it a server that refuses every new session (as one
+ * starting up does), and `forward()` lets new connections through again; `accepted` counts the
+ * connections it took.
  */
 export function tcpProxy(target: { host: string; port: number }) {
   let server: Server | null = null;
   let port = 0;
   let hung = false;
+  let accepted = 0;
+  /** Set: new connections are refused as PostgreSQL refuses a startup (null: closed without a word). */
+  let refusing: { code: string; message: string } | null | undefined;
   const sockets = new Set<Socket>();
   const pairs = new Map<Socket, Socket>();
   return {
     get port() {
       return port;
     },
+    /** Connections accepted since the proxy was made (each one a connection attempt of a client). */
+    get accepted() {
+      return accepted;
+    },
     async open() {
       hung = false;
+      refusing = undefined;
       const s = createServer((client) => {
+        accepted++;
         sockets.add(client);
         client.on('error', () => client.destroy()).on('close', () => sockets.delete(client));
         if (hung) {
           client.pause();
+          return;
+        }
+        if (refusing !== undefined) {
+          refuseStartup(client, refusing);
           return;
         }
         const upstream = connect(target.port, target.host);
@@ -41,6 +60,18 @@ export function tcpProxy(target: { host: string; port: number }) {
       await new Promise<void>((resolve, reject) => s.once('error', reject).listen(port, '127.0.0.1', () => resolve()));
       port = (s.address() as AddressInfo).port;
       server = s;
+    },
+    /**
+     * From now on, new connections meet a PostgreSQL that refuses the session: its StartupMessage
+     * is answered with a FATAL ErrorResponse (`error`, by default 57P03 "starting up") and the
+     * connection is closed; with null it is closed without an answer. Open sessions go on.
+     */
+    refuseStartup(error: { code: string; message: string } | null = STARTING_UP) {
+      refusing = error;
+    },
+    /** New connections are forwarded again (after `refuseStartup()`). */
+    forward() {
+      refusing = undefined;
     },
     hang() {
       hung = true;
@@ -62,6 +93,38 @@ export function tcpProxy(target: { host: string; port: number }) {
       await closed;
     },
   };
+}
+
+/**
+ * Answers a PostgreSQL client as a server refusing its session: an SSLRequest with 'N' (no TLS),
+ * the StartupMessage with an ErrorResponse (severity FATAL, `error`'s SQLSTATE and message), or
+ * with nothing when `error` is null, then closes the connection.
+ */
+function refuseStartup(client: Socket, error: { code: string; message: string } | null): void {
+  let buf = Buffer.alloc(0);
+  client.on('data', (d: Buffer) => {
+    buf = Buffer.concat([buf, d]);
+    while (buf.length >= 8) {
+      const length = buf.readUInt32BE(0);
+      if (buf.length < length) return;
+      const code = buf.readUInt32BE(4);
+      buf = buf.subarray(length);
+      if (code === 80877103) {
+        client.write('N'); // SSLRequest: no TLS here
+        continue;
+      }
+      if (!error) {
+        client.end();
+        return;
+      }
+      const fields = Buffer.from(['SFATAL', 'VFATAL', `C${error.code}`, `M${error.message}`].map((f) => `${f}\0`).join('') + '\0');
+      const head = Buffer.alloc(5);
+      head.write('E');
+      head.writeUInt32BE(fields.length + 4, 1);
+      client.end(Buffer.concat([head, fields]));
+      return;
+    }
+  });
 }
 
 const DEFAULT_PORTS: Record<string, number> = { 'postgres:': 5432, 'postgresql:': 5432, 'redis:': 6379 };
