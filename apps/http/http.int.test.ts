@@ -1007,6 +1007,29 @@ describe('/ready follows PostgreSQL, Redis and component checks', () => {
     expect(back.body.checks.postgres!.ok).toBe(true);
   });
 
+  it('many /ready at once while PostgreSQL refuses sessions as it starts up: each names 57P03 in time, over a few connection attempts, not one each', async () => {
+    expect((await until(async () => ((await ready()).status === 200 ? true : null), 10_000, 'ready at start'))).toBe(true);
+    // A restart: the probe's session ends, and the new one is refused.
+    await pg.close();
+    await pg.open();
+    pg.refuseStartup();
+    try {
+      await ready(); // (may still meet the session the restart ended: CONNECTION_CLOSED)
+      const from = pg.accepted;
+      // The probe waits PROBE_RECONNECT_MS between connection attempts: checks queued one
+      // behind the other (not sharing one) answered "no answer within 1500 ms" from the 6th on.
+      const answers = await Promise.all(Array.from({ length: 20 }, () => ready()));
+      for (const a of answers) {
+        expect(a.status).toBe(503);
+        expect(a.body.checks.postgres!.detail).toBe('57P03: the database system is starting up');
+      }
+      expect(pg.accepted - from).toBeLessThanOrEqual(5);
+    } finally {
+      pg.forward();
+    }
+    await until(async () => ((await ready()).status === 200 ? true : null), 5_000, 'ready once PostgreSQL accepts');
+  });
+
   it('503 naming Redis when its port is closed, 200 again when it is back', async () => {
     await redis.close();
     const down = await until(async () => {

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import type postgres from 'postgres';
 import { redisLastError, redisReady, redisTarget } from '../../libs/queues/index.js';
 import { within, type FleetContext, type ReadinessResult } from '../../libs/runtime/index.js';
 
@@ -43,11 +44,28 @@ export async function redisAnswers(ctx: FleetContext, connectWaitMs: number, ans
   return pong === 'PONG' ? { ok: true } : { ok: false, detail: `unexpected reply ${pong}` };
 }
 
+/** The probe's `select 1` in flight per connection: checks arriving meanwhile share it. */
+const selects = new WeakMap<postgres.Sql, Promise<unknown>>();
+
 /**
  * Whether PostgreSQL answers a `select 1` within `answerMs` on the readiness probe's own
  * connection (the workers' pool can be busy without PostgreSQL being down), else rejects with
- * what PostgreSQL (or the time limit) said.
+ * what PostgreSQL (or the time limit) said. Checks at the same time (/ready, the operator pages)
+ * share one `select 1`: the probe waits PROBE_RECONNECT_MS between connection attempts, and
+ * queued one after the other they would each wait their turn, past `answerMs`, while PostgreSQL
+ * is away or starting up.
  */
 export async function postgresAnswers(ctx: FleetContext, answerMs: number): Promise<void> {
-  await within(ctx.probeSql()`select 1`.execute(), answerMs);
+  const sql = ctx.probeSql();
+  let select = selects.get(sql);
+  if (!select) {
+    const p = sql`select 1`.execute().then(() => undefined);
+    const done = () => {
+      if (selects.get(sql) === p) selects.delete(sql);
+    };
+    p.then(done, done);
+    selects.set(sql, p);
+    select = p;
+  }
+  await within(select, answerMs);
 }

@@ -50,20 +50,27 @@ export function openDatabase(opts: DbOptions): Database {
   return { db, sql, ownConnection, close: (timeout = 5) => sql.end({ timeout }) };
 }
 
+/** How long the readiness probe waits after a connection ended before it connects again. */
+export const PROBE_RECONNECT_MS = 250;
+
 /**
  * One connection of its own for the readiness probe (`GET /ready`): `select 1` on the workers'
  * pool waits behind them when they hold every connection, and a busy database then read as
- * "postgres down". Opened on first use, closed after a minute idle. It reconnects at once on the
- * next check (no backoff): postgres.js's default waits longer after every failed connect, up to
- * 10-20 s, so in an outage /ready answered "no answer within" instead of why, and stayed 503 that
- * long after PostgreSQL was back. A probe tries once per check, so no wait is needed.
+ * "postgres down". Opened on first use, closed after a minute idle. A check after a failed
+ * connect connects again once PROBE_RECONNECT_MS have passed since (it waits the rest when it
+ * comes sooner), not by postgres.js's default backoff, which waits longer after every failed
+ * connect, up to 10-20 s: in an outage /ready then answered "no answer within" instead of why,
+ * and stayed 503 that long after PostgreSQL was back. Nor at once: every check then made a
+ * connection attempt of its own, and /ready asked in a loop (as in a drill) met a PostgreSQL
+ * starting up with up to 165 attempts a second, each refused (57P03); now at most 4. Checks that
+ * arrive together share one `select 1` (apps/http/reachable.ts).
  */
 export function openProbeConnection(opts: Pick<DbOptions, 'url' | 'applicationName'>): postgres.Sql {
   return postgres(opts.url, {
     max: 1,
     idle_timeout: 60,
     connect_timeout: 10,
-    backoff: () => 0,
+    backoff: () => PROBE_RECONNECT_MS / 1000,
     onnotice: () => {},
     connection: { application_name: `${opts.applicationName ?? 'curavani-fleet'}:ready`, statement_timeout: 10_000 },
   });

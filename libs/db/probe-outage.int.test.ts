@@ -50,4 +50,25 @@ describe('readiness probe connection across an outage', () => {
       await probe.end({ timeout: 1 });
     }
   }, 60_000);
+
+  it('checked in a loop while the server refuses sessions as it starts up (57P03): says so each time, with a few connection attempts a second, not one per check', async () => {
+    // Before, every check connected at once: /ready asked in a loop (a drill) met a PostgreSQL
+    // starting up with 75-165 attempts a second, each refused.
+    proxy.refuseStartup();
+    const probe = openProbeConnection({ url: proxy.url });
+    try {
+      const from = proxy.accepted;
+      let checks = 0;
+      for (const end = Date.now() + 2_000; Date.now() < end; checks++) expect(await settled(probe`select 1`.execute(), 1_000)).toBe('failed 57P03');
+      const attempts = proxy.accepted - from;
+      expect(checks).toBeGreaterThan(1);
+      // PROBE_RECONNECT_MS (250) apart: 8 or 9 in 2 s.
+      expect(attempts).toBeLessThanOrEqual(12);
+      proxy.forward();
+      expect(await settled(probe`select 1`.execute(), 1_000)).toBe('ok');
+    } finally {
+      proxy.forward();
+      await probe.end({ timeout: 1 });
+    }
+  }, 60_000);
 });
