@@ -29,11 +29,22 @@ export function configOrExit(): Config {
   }
 }
 
+/** How long a command waits for a connection to PostgreSQL (the fleet's pool, `fleet start` and `fleet migrate` wait postgres.js's 30 s). */
+const COMMAND_DB_CONNECT_TIMEOUT_S = 10;
+
+/** postgres.js's connect timeout, also wrapped by drizzle (its `cause`). */
+function connectTimedOut(err: unknown): boolean {
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 3; e = (e as { cause?: unknown }).cause, depth++) {
+    if ((e as { code?: unknown }).code === 'CONNECT_TIMEOUT') return true;
+  }
+  return false;
+}
+
 /** Opens the fleet's connections for one command and closes them afterwards. */
 export async function withContext<T>(fn: (ctx: FleetContext) => Promise<T>, opts: { logLevel?: string } = {}): Promise<T> {
   const config = configOrExit();
   const log = createLogger({ ...config.log, level: opts.logLevel ?? (config.log.level === 'info' ? 'warn' : config.log.level) }, undefined, { stderr: true });
-  const ctx = openContext(config, log, { redisRole: 'command' });
+  const ctx = openContext(config, log, { redisRole: 'command', dbConnectTimeoutSeconds: COMMAND_DB_CONNECT_TIMEOUT_S });
   // The errors of a connection that could not reach Redis (BullMQ rejects a call with the last
   // of them once the connection gives up): said as such, naming the variable to check.
   const redisErrors = new WeakSet<object>();
@@ -66,7 +77,7 @@ export async function withContext<T>(fn: (ctx: FleetContext) => Promise<T>, opts
     if (err instanceof RedisNotReadyError) {
       throw new CliError(`redis not reachable at ${redisTarget(config.queues.redisUrl)} (REDIS_URL): ${err.lastError ? redisWhy(err.lastError) : `no answer within ${err.waitMs} ms`}`, 1);
     }
-    if (!(err instanceof CliError)) await throwIfPostgresUnreachable(config, ctx.database);
+    if (!(err instanceof CliError)) await throwIfPostgresUnreachable(config, ctx.database, { failure: err, connectTimeoutSeconds: COMMAND_DB_CONNECT_TIMEOUT_S });
     throw err;
   } finally {
     clearTimeout(waiting);
@@ -85,9 +96,19 @@ function redisWhy(message: string): string {
  * rethrows its own error. Asked again (`select 1`) rather than read from the error, which comes
  * wrapped differently from drizzle, postgres.js and the migrator. `database`: the command's
  * pool; without it a connection of its own is opened and closed. `missingDatabase: false`: a
- * database that does not exist is not worth saying (`fleet migrate` creates it).
+ * database that does not exist is not worth saying (`fleet migrate` creates it). `failure`: the
+ * command's error; one of a connection attempt that got no answer in `connectTimeoutSeconds` (a
+ * PostgreSQL stopped or hung, taking connections and never answering) is said as such without
+ * asking again, not as `write CONNECT_TIMEOUT 127.0.0.1:5432`.
  */
-export async function throwIfPostgresUnreachable(config: Config, database?: Database, opts: { missingDatabase?: boolean } = {}): Promise<void> {
+export async function throwIfPostgresUnreachable(
+  config: Config,
+  database?: Database,
+  opts: { missingDatabase?: boolean; failure?: unknown; connectTimeoutSeconds?: number } = {},
+): Promise<void> {
+  if (connectTimedOut(opts.failure)) {
+    throw new CliError(`postgres not reachable at ${urlTarget(config.db.url, 5432, 'DATABASE_URL')} (DATABASE_URL): no answer within ${opts.connectTimeoutSeconds ?? 30} s while connecting`, 1);
+  }
   const own = database ? null : openDatabase({ ...config.db, poolMax: 1 });
   let unreachable: { message: string; code: unknown } | null;
   try {

@@ -96,6 +96,25 @@ describe('a database the CLI cannot reach', () => {
     expect(r.stderr).toBe(`fleet: postgres not reachable at 127.0.0.1:${port} (DATABASE_URL): connect ECONNREFUSED 127.0.0.1:${port}\n`);
   });
 
+  it('a database that takes the connection and never answers (stopped, hung) is named after the command\'s 10 s connect limit, not as CONNECT_TIMEOUT', { timeout: 60_000 }, async () => {
+    const sockets = new Set<Socket>();
+    const silent = createServer((s) => {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => sockets.delete(s));
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as { port: number }).port;
+    try {
+      const r = await runCli(['imports', 'list'], { LOG_LEVEL: 'warn', DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nowhere`, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: testQueuePrefix().prefix }, { timeoutMs: 45_000 });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(`fleet: postgres not reachable at 127.0.0.1:${port} (DATABASE_URL): no answer within 10 s while connecting\n`);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => silent.close(r));
+    }
+  });
+
   it('a database that does not exist (a fresh machine) is named as such, with the command that creates it', { timeout: 30_000 }, async () => {
     const url = new URL(TEST_ADMIN_DB_URL);
     url.pathname = `/fleet_never_created_${process.pid}`;

@@ -8,6 +8,8 @@ export interface DbOptions {
   statementTimeoutMs: number;
   idleInTransactionTimeoutMs: number;
   applicationName?: string;
+  /** How long connecting may take (postgres.js's default: 30 s); a one-shot command waits less. */
+  connectTimeoutSeconds?: number;
 }
 
 export type Schema = typeof fleetSchema;
@@ -32,6 +34,7 @@ export interface Database {
 export function openDatabase(opts: DbOptions): Database {
   const sql = postgres(opts.url, {
     max: opts.poolMax,
+    ...(opts.connectTimeoutSeconds !== undefined ? { connect_timeout: opts.connectTimeoutSeconds } : {}),
     onnotice: () => {},
     connection: {
       application_name: opts.applicationName ?? 'curavani-fleet',

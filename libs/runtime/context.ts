@@ -39,11 +39,13 @@ export interface OpenContextOptions {
   metrics?: Metrics;
   /** `command`: a one-shot command (the CLI), whose Redis connection gives up instead of reconnecting forever. */
   redisRole?: 'producer' | 'command';
+  /** How long the pool waits for a connection to PostgreSQL (default 30 s, postgres.js's). */
+  dbConnectTimeoutSeconds?: number;
 }
 
 export function openContext(config: Config, log: Logger, opts: OpenContextOptions = {}): FleetContext {
   const applicationName = `curavani-fleet${config.instance ? `:${config.instance}` : ''}`;
-  const database = openDatabase({ ...config.db, applicationName });
+  const database = openDatabase({ ...config.db, applicationName, ...(opts.dbConnectTimeoutSeconds !== undefined ? { connectTimeoutSeconds: opts.dbConnectTimeoutSeconds } : {}) });
   let probe: postgres.Sql | null = null;
   const producerRedis = redisConnection(config.queues.redisUrl, opts.redisRole ?? 'producer');
   producerRedis.on('error', (err) => log.debug({ err }, 'redis (producer) connection error'));

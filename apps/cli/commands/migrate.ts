@@ -15,7 +15,7 @@ export async function migrateAndCheck(config: Config): Promise<string[]> {
     return result.sets;
   } catch (err) {
     // A database that does not exist is created here: one missing after a failure is not the cause.
-    await throwIfPostgresUnreachable(config, undefined, { missingDatabase: false });
+    await throwIfPostgresUnreachable(config, undefined, { missingDatabase: false, failure: err });
     throw err;
   }
 }

@@ -37,7 +37,7 @@ export function registerStart(program: Command): void {
         fleet = await startFleet(openContext(config, log), roleNames);
       } catch (err) {
         // PostgreSQL out of reach (or the database missing) is said as other commands say it.
-        if (!(err instanceof CliError) && !(err instanceof ConfigError)) await throwIfPostgresUnreachable(config);
+        if (!(err instanceof CliError) && !(err instanceof ConfigError)) await throwIfPostgresUnreachable(config, undefined, { failure: err });
         throw err;
       }
       stopOnSignals(fleet, (code) => process.exit(code));
