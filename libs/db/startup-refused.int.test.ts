@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../config/index.js';
 import { createTestDatabase, type TestDatabase } from '../testing/db.js';
 import { tcpProxyFor } from '../testing/tcp-proxy.js';
-import { openDatabase, type Database } from './client.js';
+import { openDatabase, POOL_BACKOFF_MAX_S, type Database } from './client.js';
 
 /**
  * The workers' pool (the fleet's own options: DB_POOL_MAX 10 and the rest) while PostgreSQL
@@ -124,4 +124,39 @@ describe('the workers\' pool while PostgreSQL refuses sessions', () => {
       await proxy.close();
     }
   }, 60_000);
+});
+
+describe('a connection of its own (a lease) after a long outage', () => {
+  /** Long enough for postgres.js's own curve to reach its 10-20 s waits (about 11 s of failed connects). */
+  const OUTAGE_MS = 15_000;
+
+  it(`is back within ${POOL_BACKOFF_MAX_S} s (its longest wait) of PostgreSQL accepting again, not postgres.js's 10-20 s`, async () => {
+    const proxy = tcpProxyFor(db.url);
+    await proxy.open();
+    const database = fleetPool(proxy.url);
+    const own = database.ownConnection('outage-test');
+    try {
+      expect((await own`select 1 as x`)[0]!.x).toBe(1);
+      await proxy.close();
+      // The holder keeps asking (a lease's renewal does): each query fails while the port is closed.
+      let failed = 0;
+      const until = Date.now() + OUTAGE_MS;
+      while (Date.now() < until) {
+        const r = await within(track(own`select 1`.execute()).done, 1_000);
+        if (r !== 'ok' && r !== 'pending') failed++;
+        await sleep(200);
+      }
+      expect(failed, 'queries failed during the outage').toBeGreaterThan(3);
+
+      await proxy.open();
+      const back = Date.now();
+      expect(await within(own`select 1 as x`.execute().then(() => 'ok'), 30_000)).toBe('ok');
+      const ms = Date.now() - back;
+      // The next try comes within the longest wait (jitter only shortens it), plus the connect.
+      expect(ms, 'ms from PostgreSQL accepting to the first query answered').toBeLessThan(POOL_BACKOFF_MAX_S * 1000 + 1_500);
+    } finally {
+      await own.end({ timeout: 1 });
+      await proxy.close();
+    }
+  }, 90_000);
 });
