@@ -1,8 +1,8 @@
-import { createServer, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendEvent } from '../../libs/events/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { startKafkaMock, type KafkaMock } from '../../libs/testing/kafka-mock.js';
+import { closedPort, silentServer } from '../../libs/testing/ports.js';
 import { runCli } from './run-cli.js';
 
 let db: TestDatabase;
@@ -70,21 +70,12 @@ describe('fleet events', () => {
   it('setup against a Kafka it cannot reach fails with exit 1 naming KAFKA_BROKERS: refused at once, silent after OUTBOX_RELAY_KAFKA_TIMEOUT_MS', { timeout: 90_000 }, async () => {
     // A broker that takes the connection and never answers (hung, a network that drops packets):
     // kafkajs's own timeouts held the command ~30 s and it then said only "Broker not connected".
-    const sockets = new Set<Socket>();
-    const silent = createServer((c) => {
-      sockets.add(c);
-      c.on('error', () => {});
-      c.on('close', () => sockets.delete(c));
-    });
-    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
-    const silentPort = (silent.address() as { port: number }).port;
-    const closed = createServer();
-    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-    const closedPort = (closed.address() as { port: number }).port;
-    await new Promise((r) => closed.close(r));
+    const silent = await silentServer();
+    const silentPort = silent.port;
+    const refusing = await closedPort();
     try {
       const [refused, hung] = await Promise.all([
-        fleet({ KAFKA_BROKERS: `127.0.0.1:${closedPort}` }, 'events', 'setup'),
+        fleet({ KAFKA_BROKERS: `127.0.0.1:${refusing}` }, 'events', 'setup'),
         (async () => {
           const started = Date.now();
           const r = await fleet({ KAFKA_BROKERS: `127.0.0.1:${silentPort}`, OUTBOX_RELAY_KAFKA_TIMEOUT_MS: '2000' }, 'events', 'setup');
@@ -92,14 +83,13 @@ describe('fleet events', () => {
         })(),
       ]);
       expect(refused.code).toBe(1);
-      expect(refused.stderr).toBe(`fleet: kafka not reachable at 127.0.0.1:${closedPort} (KAFKA_BROKERS): Connection error: connect ECONNREFUSED 127.0.0.1:${closedPort}\n`);
+      expect(refused.stderr).toBe(`fleet: kafka not reachable at 127.0.0.1:${refusing} (KAFKA_BROKERS): Connection error: connect ECONNREFUSED 127.0.0.1:${refusing}\n`);
       expect(hung.code).toBe(1);
       expect(hung.stderr).toBe(`fleet: kafka not reachable at 127.0.0.1:${silentPort} (KAFKA_BROKERS): no answer within 2000 ms (connect)\n`);
       // Ended by its own limit (2 s after a start of a few seconds), not by kafkajs's 30 s.
       expect(hung.ms).toBeLessThan(25_000);
     } finally {
-      for (const c of sockets) c.destroy();
-      await new Promise((r) => silent.close(r));
+      await silent.close();
     }
   });
 

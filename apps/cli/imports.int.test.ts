@@ -2,7 +2,6 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createServer, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
 import { listAudit, recordAudit } from '../../libs/db/repositories/audit.js';
@@ -10,6 +9,7 @@ import { getLedgerRow, insertLedgerObjects, updateLedgerRow } from '../../libs/d
 import { silentLogger } from '../../libs/log/index.js';
 import { openContext, workerComponent } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { silentServer } from '../../libs/testing/ports.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { fileBytes, plainRegistration } from '../../workers/patient-import/fixtures.js';
@@ -237,14 +237,8 @@ describe('fleet poll', () => {
   it('fleet poll against a GCS endpoint that does not answer says so after 5 s, then fails naming the endpoint (exit 1)', { timeout: 90_000 }, async () => {
     // The storage client retries unanswered calls (GCS_MAX_RETRIES within GCS_TOTAL_TIMEOUT_MS):
     // 15-30 s that were silent before the error.
-    const sockets = new Set<Socket>();
-    const silent = createServer((c) => {
-      sockets.add(c);
-      c.on('error', () => {});
-      c.on('close', () => sockets.delete(c));
-    });
-    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
-    const port = (silent.address() as { port: number }).port;
+    const silent = await silentServer();
+    const port = silent.port;
     try {
       const r = await fleetWith(
         { STORAGE_DRIVER: 'gcs', GCS_BUCKET: 'curavani-test-bucket', GCS_API_ENDPOINT: `http://127.0.0.1:${port}`, GCS_TIMEOUT_MS: '8000', GCS_MAX_RETRIES: '0' },
@@ -256,8 +250,7 @@ describe('fleet poll', () => {
           `fleet: gcs list timed out (bucket curavani-test-bucket, endpoint 127.0.0.1:${port})\n`,
       );
     } finally {
-      for (const c of sockets) c.destroy();
-      await new Promise((r) => silent.close(r));
+      await silent.close();
     }
   });
 });

@@ -2,11 +2,11 @@ import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createServer, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { closedPort, silentServer } from '../../libs/testing/ports.js';
 import { TEST_ADMIN_DB_URL, TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { runCli } from './run-cli.js';
 
@@ -36,21 +36,12 @@ describe.concurrent('fleet exit codes (README: 0 done, 1 failure, 2 bad usage or
   });
 });
 
-/** A local port nothing listens on. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
-
 describe('a Redis the CLI cannot reach', () => {
   // README: the CLI fails fast. BullMQ waits for its connection to become ready, and a connection
   // that reconnects forever kept `fleet status` (and a cron job running `fleet daily --json`)
   // waiting without a word for as long as Redis was away.
   it.each([[['status']], [['dlq', 'list']], [['dlq', 'requeue', 'patient-import.ledger.1', '--reason', 'r']], [['dlq', 'discard', 'patient-import.ledger.1', '--reason', 'r']]])('fleet %j fails with exit 1 naming REDIS_URL instead of waiting', { timeout: 60_000 }, async (args) => {
-    const port = await freePort();
+    const port = await closedPort();
     const r = await runCli(args, { LOG_LEVEL: 'warn', REDIS_URL: `redis://:s3cret@127.0.0.1:${port}` }, { timeoutMs: 45_000 });
     expect(r.code).toBe(1);
     // While the connection keeps trying (a restarting Redis is waited for), one line says so.
@@ -66,22 +57,15 @@ describe('a Redis that accepts connections but never answers', () => {
   // connection never became ready and nothing timed out, so `fleet status` waited without a word
   // for as long as Redis stayed silent, while the fleet's own /ready already said `redis down`.
   it.each([[['status']], [['dlq', 'list']], [['dlq', 'requeue', 'patient-import.ledger.1', '--reason', 'r']]])('fleet %j fails with exit 1 naming REDIS_URL instead of waiting', { timeout: 60_000 }, async (args) => {
-    const sockets = new Set<Socket>();
-    const silent = createServer((s) => {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => sockets.delete(s));
-    });
-    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
-    const port = (silent.address() as { port: number }).port;
+    const silent = await silentServer();
+    const port = silent.port;
     try {
       const r = await runCli(args, { LOG_LEVEL: 'warn', REDIS_URL: `redis://127.0.0.1:${port}` }, { timeoutMs: 45_000 });
       expect(r.code).toBe(1);
       const at = `127\\.0\\.0\\.1:${port} \\(REDIS_URL\\): connected, but no reply within 5 s`;
       expect(r.stderr).toMatch(new RegExp(`^fleet: waiting for redis at ${at}; trying again for up to 10 s\\nfleet: redis not reachable at ${at}\\n$`));
     } finally {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => silent.close(r));
+      await silent.close();
     }
   });
 });
@@ -90,28 +74,21 @@ describe('a database the CLI cannot reach', () => {
   // As for Redis: which service, where, and the variable to check. `fleet daily` said only
   // `fleet: connect ECONNREFUSED 127.0.0.1:5432`, `fleet imports list` `database query failed: ...`.
   it.each([[['imports', 'list']], [['daily']]])('fleet %j fails with exit 1 naming DATABASE_URL, not drizzle\'s statement and parameters', { timeout: 30_000 }, async (args) => {
-    const port = await freePort();
+    const port = await closedPort();
     const r = await runCli(args, { LOG_LEVEL: 'warn', DATABASE_URL: `postgres://postgres:s3cret@127.0.0.1:${port}/nowhere`, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: testQueuePrefix().prefix });
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`fleet: postgres not reachable at 127.0.0.1:${port} (DATABASE_URL): connect ECONNREFUSED 127.0.0.1:${port}\n`);
   });
 
   it('a database that takes the connection and never answers (stopped, hung) is named after the command\'s 10 s connect limit, not as CONNECT_TIMEOUT', { timeout: 60_000 }, async () => {
-    const sockets = new Set<Socket>();
-    const silent = createServer((s) => {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => sockets.delete(s));
-    });
-    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
-    const port = (silent.address() as { port: number }).port;
+    const silent = await silentServer();
+    const port = silent.port;
     try {
       const r = await runCli(['imports', 'list'], { LOG_LEVEL: 'warn', DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nowhere`, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: testQueuePrefix().prefix }, { timeoutMs: 45_000 });
       expect(r.code).toBe(1);
       expect(r.stderr).toBe(`fleet: postgres not reachable at 127.0.0.1:${port} (DATABASE_URL): no answer within 10 s while connecting\n`);
     } finally {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => silent.close(r));
+      await silent.close();
     }
   });
 
@@ -131,7 +108,7 @@ describe('fleet start and fleet migrate with PostgreSQL down', () => {
     'fleet %j fails with exit 1 naming DATABASE_URL',
     { timeout: 60_000 },
     async (args) => {
-      const port = await freePort();
+      const port = await closedPort();
       const q = testQueuePrefix();
       const dir = await mkdtemp(path.join(tmpdir(), 'fleet-start-pg-down-'));
       try {
@@ -154,7 +131,7 @@ describe('fleet start --only with no role in it', () => {
   // `fleet start --only "$ROLES"` with the variable empty started every role (polling, watching,
   // sending) where one was meant: bad usage, refused before anything connects.
   it.each([[''], [' , ']])('fleet start --only %j is bad usage: exit 2, nothing started', { timeout: 60_000 }, async (only) => {
-    const port = await freePort();
+    const port = await closedPort();
     const dir = await mkdtemp(path.join(tmpdir(), 'fleet-start-only-empty-'));
     try {
       const folders = Object.fromEntries(['BACKUP_DIR', 'FAILED_DIR', 'MAIL_OUTBOX_DIR', 'LOCAL_BUCKET_DIR', 'SCRAPER_DROP_DIR'].map((v) => [v, path.join(dir, v)]));

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Storage } from '@google-cloud/storage';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startGcsStandIn, type GcsStandIn } from '../testing/gcs-stand-in.js';
+import { closedPort } from '../testing/ports.js';
 import { ChecksumMismatchError, GcsBucket, ObjectNotFoundError, StorageError, md5Base64 } from './index.js';
 
 /**
@@ -251,10 +251,7 @@ describe('faults surface as errors', () => {
   });
 
   it('an endpoint that refuses the connection is a network error naming the endpoint and the code', async () => {
-    const closed = createServer();
-    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-    const port = (closed.address() as { port: number }).port;
-    await new Promise((r) => closed.close(r));
+    const port = await closedPort();
     const err = await caught(bucket({ apiEndpoint: `http://127.0.0.1:${port}` }).list('registrations/'));
     expect(err).toBeInstanceOf(StorageError);
     expect((err as StorageError).code).toBe('network');
