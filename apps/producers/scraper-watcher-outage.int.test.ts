@@ -27,6 +27,7 @@ async function until<T>(fn: () => Promise<T | undefined | null | false>, timeout
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const STABILITY_MS = 300;
 const QUIET_MS = 500;
+const LEASE_CHECK_MS = 1_000;
 
 let db: TestDatabase;
 let ctx: FleetContext;
@@ -53,7 +54,10 @@ beforeAll(async () => {
   redisUrl.host = `127.0.0.1:${redis().port}`;
   ctx = openContext(
     loadConfig(
-      watcherTestEnv({ databaseUrl: dbUrl.toString(), redisUrl: redisUrl.toString(), queuePrefix: q.prefix, dropDir: dir, stabilityMs: STABILITY_MS, quietMs: QUIET_MS }),
+      {
+        ...watcherTestEnv({ databaseUrl: dbUrl.toString(), redisUrl: redisUrl.toString(), queuePrefix: q.prefix, dropDir: dir, stabilityMs: STABILITY_MS, quietMs: QUIET_MS }),
+        SCRAPER_LEASE_CHECK_MS: String(LEASE_CHECK_MS),
+      },
     ),
     silentLogger(),
   );
@@ -118,6 +122,23 @@ describe('scraper watcher: PostgreSQL or Redis away', () => {
     expect(run.file_count).toBe(1);
     expect(summaries).toHaveLength(1);
   });
+
+  it('a file whose retries failed through a long outage is registered as soon as the watcher takes its lease again, not at the end of its grown retry delay', async () => {
+    await pg().close();
+    await drop('50004.json', '50004');
+    // Away ~16 s: the file's retries (1 s, doubling) have failed at ~1, 3, 7 and 15 s; the next
+    // is due ~31 s after the drop, ~15 s after PostgreSQL is back (in an outage drill: 24 s).
+    await sleep(16_000);
+    await pg().open();
+    const back = Date.now();
+    await until(async () => (await db.sql`select id from fleet.therapist_import_files where path = '50004.json'`)[0], 20_000);
+    // The lease check (every LEASE_CHECK_MS) finds the session lost and takes the lease again:
+    // the waiting file is retried then, after the pool's reconnect (at most ~4 s).
+    expect(Date.now() - back).toBeLessThan(LEASE_CHECK_MS + 6_000);
+    const { run, summaries } = await importedAndReported('50004.json');
+    expect(run.file_count).toBe(1);
+    expect(summaries).toHaveLength(1);
+  }, 60_000);
 
   it('a run whose seal fails while PostgreSQL is away is sealed and closed once it is back', async () => {
     await drop('50003.json', '50003');

@@ -321,6 +321,18 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     retryDelay = Math.min(retryDelay * 2, RETRY_MAX_MS);
   }
 
+  /**
+   * PostgreSQL is back (the lease was taken again after its session was lost): files and runs
+   * waiting for a retry are tried now. Their delay grew while the outage lasted (up to
+   * RETRY_MAX_MS), and they waited the rest of it, up to 30 s after everything else had resumed.
+   */
+  function retryNow(): void {
+    if (stopped || !retryTimer) return;
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    void serial(retryFailed);
+  }
+
   async function retryFailed(): Promise<void> {
     const runs = [...retryRuns];
     retryRuns.clear();
@@ -849,7 +861,8 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     }
     lease = got;
     if (active) {
-      log.info('scraper watcher took its lease again after losing its PostgreSQL session');
+      log.info({ waiting: retryPaths.size, runsWaiting: retryRuns.size }, 'scraper watcher took its lease again after losing its PostgreSQL session');
+      retryNow();
       return;
     }
     try {
