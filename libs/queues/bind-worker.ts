@@ -192,7 +192,8 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
         opts.metrics.dead.inc({ queue });
         log.error({ err, code }, 'job failed for good: moved to the dead-letter queue');
       } else {
-        log.warn({ err, code }, 'job attempt failed: will retry');
+        // The longest wait before the next attempt (jitter only shortens it): how long the work waits.
+        log.warn({ err, code, nextAttemptWithinMs: fullRetryDelayMs(job) }, 'job attempt failed: will retry');
       }
       if (isPermanent(err)) throw new UnrecoverableError(`${err.code}: ${err.message}`);
       // BullMQ keeps the message and stack on the job (failedReason, stacktrace): no row values.

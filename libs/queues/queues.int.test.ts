@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Worker } from 'bullmq';
 import { DrizzleQueryError } from 'drizzle-orm/errors';
 import { PermanentError } from '../errors/index.js';
+import { createLogger } from '../log/index.js';
 import { createTestQueues } from '../testing/queues.js';
 import { bindQueueWorker, closeWorkers, withSupersededAt, type Handlers } from './bind-worker.js';
 import { catalog, deadLetterQueueName, type JobName, type Payload } from './catalog.js';
@@ -21,11 +22,11 @@ afterEach(async () => {
   await t.close();
 });
 
-function bind(handlers: Handlers, queue: string) {
+function bind(handlers: Handlers, queue: string, log = t.log) {
   const w = bindQueueWorker(queue, handlers, {
     connection: t.workerConnection(),
     prefix: t.prefix,
-    log: t.log,
+    log,
     metrics: t.metrics,
     queues: t.queues,
     concurrency: 2,
@@ -54,6 +55,7 @@ async function addWithAttempts<N extends JobName>(name: N, payload: Payload<N>, 
 describe('queues: retries, dead letters, idempotency', () => {
   it('retries a job that fails transiently twice, with growing backoff, and runs it three times', async () => {
     const runs: number[] = [];
+    const lines: Array<{ msg: string; attempt?: number; nextAttemptWithinMs?: number }> = [];
     const w = bind(
       {
         'weekly-status': async (_p, h) => {
@@ -63,6 +65,7 @@ describe('queues: retries, dead letters, idempotency', () => {
         },
       },
       'weekly-status',
+      createLogger({ level: 'warn', pretty: 'false' }, { write: (l: string) => void lines.push(JSON.parse(l)) }),
     );
     const completed = new Promise((resolve) => w.on('completed', resolve));
     // backoff 5 s scaled to 50 ms: retries after ~50 ms then ~100 ms (jitter shortens by up to half)
@@ -74,6 +77,11 @@ describe('queues: retries, dead letters, idempotency', () => {
     const job = await t.queues.queue('weekly-status').getJob(jobId);
     expect(job?.attemptsMade).toBe(3); // BullMQ counts the successful run too
     expect(await listDeadLetters(t.queues)).toEqual([]);
+    // Each failed attempt's line says how long the work waits at most for the next (the scaled backoff, doubling).
+    expect(lines.filter((l) => l.msg === 'job attempt failed: will retry').map((l) => [l.attempt, l.nextAttemptWithinMs])).toEqual([
+      [1, 50],
+      [2, 100],
+    ]);
   });
 
   it('runs a job with a permanent error once and dead-letters it; requeue runs it again; discard removes it', async () => {
