@@ -58,7 +58,9 @@ async function settled(files: number) {
         from fleet.therapist_import_runs r order by r.id`;
       return f!.imported === files && f!.all === files && runs.every((r) => r.state === 'closed' && r.summaries === 1) && runs;
     },
-    20_000,
+    // Seconds when the machine is idle; generous for a busy one (it once ran out at 20 s while
+    // the machine type-checked, linted and ran a drill beside it).
+    40_000,
   );
 }
 
