@@ -85,6 +85,12 @@ export interface BindOptions {
   lockDurationMs?: number;
   /** How often stalled jobs (their worker died) are looked for; BullMQ's default is 30 s. */
   stalledIntervalMs?: number;
+  /**
+   * Told of each attempt that failed and will be retried (not the final one, not a superseded
+   * one), with the error: the runtime runs such a job at once when the database it could not
+   * reach is back, instead of at the end of its retry delay (`resumeAfterOutage`).
+   */
+  onRetrying?: (queue: string, jobId: string, err: unknown) => void;
 }
 
 /** The check that every job name of the catalog has a handler, and no handler names an unknown job. */
@@ -194,6 +200,7 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
       } else {
         // The longest wait before the next attempt (jitter only shortens it): how long the work waits.
         log.warn({ err, code, nextAttemptWithinMs: fullRetryDelayMs(job) }, 'job attempt failed: will retry');
+        if (!permanent && job.id) opts.onRetrying?.(queue, job.id, err);
       }
       if (isPermanent(err)) throw new UnrecoverableError(`${err.code}: ${err.message}`);
       // BullMQ keeps the message and stack on the job (failedReason, stacktrace): no row values.

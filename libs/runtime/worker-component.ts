@@ -2,6 +2,7 @@ import type { Worker } from 'bullmq';
 import { bindWorkers, closeWorkers, type Handlers } from '../queues/index.js';
 import type { Component } from './component.js';
 import type { FleetContext } from './context.js';
+import { resumeAfterOutage } from './resume-after-outage.js';
 
 /**
  * A component that runs the BullMQ workers of the given handlers. Lock duration and stalled
@@ -14,7 +15,10 @@ export function workerComponent(ctx: FleetContext, name: string, handlers: Handl
     name,
     handles: Object.keys(handlers),
     async start() {
+      // Jobs that could not reach PostgreSQL run again as soon as it answers, not at the end of their delay.
+      const resume = resumeAfterOutage(ctx);
       workers = bindWorkers(handlers, {
+        onRetrying: (queue, jobId, err) => resume.retrying(queue, jobId, err),
         connection: ctx.workerRedis(),
         prefix: ctx.config.queues.prefix,
         log: ctx.log,
@@ -29,6 +33,7 @@ export function workerComponent(ctx: FleetContext, name: string, handlers: Handl
     },
     async stop(timeoutMs) {
       const outcome = await closeWorkers(workers, timeoutMs, ctx.log);
+      resumeAfterOutage(ctx).stop();
       ctx.log.info({ component: name, outcome }, 'workers stopped');
     },
   };

@@ -1,0 +1,104 @@
+import type { FleetContext } from './context.js';
+import { within } from './within.js';
+
+/** How often a process with jobs waiting out an outage asks whether PostgreSQL is back. */
+export const OUTAGE_CHECK_MS = 1_000;
+
+/**
+ * Errors of a job that could not reach PostgreSQL at all: no connection (refused, not found, no
+ * answer while connecting) or the server going down under it (57P01 admin shutdown, 57P02 crash
+ * shutdown of another backend, 57P03 starting up or shutting down). Not a connection closed
+ * under the job's own query (CONNECTION_CLOSED, ECONNRESET): that job may itself be what brought
+ * the server down, and it waits out its delay as before.
+ */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'CONNECT_TIMEOUT', '57P01', '57P02', '57P03']);
+
+/** Whether `err` (or what it wraps: drizzle's query error carries postgres.js's as `cause`) says PostgreSQL could not be reached. */
+export function couldNotReachPostgres(err: unknown): boolean {
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && UNREACHABLE.has(code)) return true;
+  }
+  return false;
+}
+
+export interface OutageResume {
+  /** A job attempt failed and will be retried (see BindOptions.onRetrying). */
+  retrying(queue: string, jobId: string, err: unknown): void;
+  stop(): void;
+}
+
+const perContext = new WeakMap<FleetContext, OutageResume>();
+
+/**
+ * Runs jobs that failed because PostgreSQL could not be reached as soon as it answers again,
+ * instead of at the end of their retry delay: that delay grows while an outage lasts (up to 5 min
+ * 20 s for imports and emails), so work resumed minutes after PostgreSQL was back. While such a
+ * job waits, the process asks PostgreSQL every OUTAGE_CHECK_MS on the readiness probe's own
+ * connection (`select 1`); once it answers, each of these jobs still delayed is promoted (BullMQ
+ * `promote`: it runs now, with the attempts it has left; nothing else about it changes). A job
+ * still being moved to its delay is looked at again on the next check. One per process context.
+ */
+export function resumeAfterOutage(ctx: FleetContext, opts: { checkMs?: number } = {}): OutageResume {
+  const existing = perContext.get(ctx);
+  if (existing) return existing;
+  const checkMs = opts.checkMs ?? OUTAGE_CHECK_MS;
+  const waiting = new Map<string, { queue: string; jobId: string }>();
+  let timer: NodeJS.Timeout | null = null;
+  let stopped = false;
+
+  const schedule = () => {
+    if (stopped || timer || waiting.size === 0) return;
+    timer = setTimeout(() => void check(), checkMs);
+    timer.unref();
+  };
+
+  const check = async () => {
+    try {
+      if (stopped || waiting.size === 0) return;
+      try {
+        await within(ctx.probeSql()`select 1`.execute(), Math.max(checkMs, 2_000));
+      } catch {
+        return; // still away
+      }
+      let promoted = 0;
+      for (const [key, w] of [...waiting]) {
+        try {
+          const job = await ctx.queues.queue(w.queue).getJob(w.jobId);
+          const state = job ? await job.getState() : 'unknown';
+          if (state === 'active') continue; // its failure is still being recorded: next check
+          waiting.delete(key);
+          if (state === 'delayed') {
+            await job!.promote();
+            promoted++;
+          }
+        } catch (err) {
+          // Redis away, or the job moved on meanwhile (BullMQ: not delayed any more): tried again
+          // next check while it is still there.
+          ctx.log.debug({ err, queue: w.queue, jobId: w.jobId }, 'could not run a job waiting out the outage now');
+        }
+      }
+      if (promoted) ctx.log.info({ promoted }, 'postgres answers again: jobs that waited out a retry delay because of it run now');
+    } finally {
+      timer = null;
+      schedule();
+    }
+  };
+
+  const resume: OutageResume = {
+    retrying(queue, jobId, err) {
+      if (stopped || !couldNotReachPostgres(err)) return;
+      waiting.set(`${queue}\u0000${jobId}`, { queue, jobId });
+      schedule();
+    },
+    stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      timer = null;
+      waiting.clear();
+      perContext.delete(ctx);
+    },
+  };
+  perContext.set(ctx, resume);
+  return resume;
+}
