@@ -2,6 +2,7 @@ import { userInfo } from 'node:os';
 import path from 'node:path';
 import { ConfigError, loadConfig, urlTarget, type Config } from '../../libs/config/index.js';
 import { openDatabase, type Database } from '../../libs/db/client.js';
+import { hasErrorCode } from '../../libs/db/connection-lost.js';
 import { createLogger } from '../../libs/log/index.js';
 import { COMMAND_REDIS_GIVE_UP_MS, COMMAND_REDIS_REPLY_TIMEOUT_MS, RedisNotReadyError, redisTarget } from '../../libs/queues/index.js';
 import { openContext, settlesWithin, type FleetContext } from '../../libs/runtime/index.js';
@@ -31,14 +32,6 @@ export function configOrExit(): Config {
 
 /** How long a command waits for a connection to PostgreSQL (the fleet's pool, `fleet start` and `fleet migrate` wait postgres.js's 30 s). */
 const COMMAND_DB_CONNECT_TIMEOUT_S = 10;
-
-/** postgres.js's connect timeout, also wrapped by drizzle (its `cause`). */
-function connectTimedOut(err: unknown): boolean {
-  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 3; e = (e as { cause?: unknown }).cause, depth++) {
-    if ((e as { code?: unknown }).code === 'CONNECT_TIMEOUT') return true;
-  }
-  return false;
-}
 
 /** Opens the fleet's connections for one command and closes them afterwards. */
 export async function withContext<T>(fn: (ctx: FleetContext) => Promise<T>, opts: { logLevel?: string } = {}): Promise<T> {
@@ -106,7 +99,7 @@ export async function throwIfPostgresUnreachable(
   database?: Database,
   opts: { missingDatabase?: boolean; failure?: unknown; connectTimeoutSeconds?: number } = {},
 ): Promise<void> {
-  if (connectTimedOut(opts.failure)) {
+  if (hasErrorCode(opts.failure, 'CONNECT_TIMEOUT')) {
     throw new CliError(`postgres not reachable at ${urlTarget(config.db.url, 5432, 'DATABASE_URL')} (DATABASE_URL): no answer within ${opts.connectTimeoutSeconds ?? 30} s while connecting`, 1);
   }
   const own = database ? null : openDatabase({ ...config.db, poolMax: 1 });

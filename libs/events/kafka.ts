@@ -1,5 +1,6 @@
 import { Kafka, Partitioners, logLevel as kafkaLogLevel, type Admin, type Producer, type SASLOptions, type logCreator } from 'kafkajs';
 import type { Logger } from '../log/index.js';
+import { within } from '../runtime/within.js';
 import { topics, type EventEnvelope } from './index.js';
 
 /**
@@ -461,19 +462,17 @@ export async function setupTopics(
   const admin = createKafka({ ...settings, retries: settings.retries ?? 1 }, log).admin();
   const at = `kafka not reachable at ${settings.brokers.join(',')} (KAFKA_BROKERS)`;
   let unanswered = false;
-  const answered = <T>(work: Promise<T>, step: string): Promise<T> => {
+  const answered = async <T>(work: Promise<T>, step: string): Promise<T> => {
     const ms = opts.answerTimeoutMs;
     if (ms === undefined) return work;
-    let timer: NodeJS.Timeout | undefined;
-    return Promise.race([
-      work,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          unanswered = true;
-          reject(new Error(`no answer within ${ms} ms (${step})`));
-        }, ms);
-      }),
-    ]).finally(() => clearTimeout(timer));
+    let settled = false;
+    try {
+      return await within(work.finally(() => (settled = true)), ms);
+    } catch (err) {
+      if (settled) throw err;
+      unanswered = true;
+      throw new Error(`${(err as Error).message} (${step})`, { cause: err });
+    }
   };
   try {
     let existing: Set<string>;

@@ -2,13 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../config/index.js';
 import { silentLogger } from '../log/index.js';
 import { jobOptionsFor } from '../queues/index.js';
+import { couldNotReachPostgres } from '../db/connection-lost.js';
 import { createTestDatabase, type TestDatabase } from '../testing/db.js';
 import { testQueuePrefix } from '../testing/redis.js';
 import { TEST_REDIS_URL } from '../testing/services.js';
 import { tcpProxyFor } from '../testing/tcp-proxy.js';
 import { until } from '../testing/until.js';
 import { openContext, type FleetContext } from './context.js';
-import { couldNotReachPostgres } from './resume-after-outage.js';
 import { workerComponent } from './worker-component.js';
 
 /**

@@ -1,26 +1,9 @@
+import { couldNotReachPostgres } from '../db/connection-lost.js';
 import type { FleetContext } from './context.js';
 import { within } from './within.js';
 
 /** How often a process with jobs waiting out an outage asks whether PostgreSQL is back. */
 export const OUTAGE_CHECK_MS = 1_000;
-
-/**
- * Errors of a job that could not reach PostgreSQL at all: no connection (refused, not found, no
- * answer while connecting) or the server going down under it (57P01 admin shutdown, 57P02 crash
- * shutdown of another backend, 57P03 starting up or shutting down). Not a connection closed
- * under the job's own query (CONNECTION_CLOSED, ECONNRESET): that job may itself be what brought
- * the server down, and it waits out its delay as before.
- */
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'CONNECT_TIMEOUT', '57P01', '57P02', '57P03']);
-
-/** Whether `err` (or what it wraps: drizzle's query error carries postgres.js's as `cause`) says PostgreSQL could not be reached. */
-export function couldNotReachPostgres(err: unknown): boolean {
-  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string' && UNREACHABLE.has(code)) return true;
-  }
-  return false;
-}
 
 export interface OutageResume {
   /** A job attempt failed and will be retried (see BindOptions.onRetrying). */
@@ -87,6 +70,7 @@ export function resumeAfterOutage(ctx: FleetContext, opts: { checkMs?: number } 
 
   const resume: OutageResume = {
     retrying(queue, jobId, err) {
+      // Not a job whose own query lost its connection: it may be what brought the server down.
       if (stopped || !couldNotReachPostgres(err)) return;
       waiting.set(`${queue}\u0000${jobId}`, { queue, jobId });
       schedule();

@@ -2,7 +2,7 @@ import type { Worker } from 'bullmq';
 import { bindWorkers, closeWorkers, type Handlers } from '../queues/index.js';
 import type { Component } from './component.js';
 import type { FleetContext } from './context.js';
-import { resumeAfterOutage } from './resume-after-outage.js';
+import { resumeAfterOutage, type OutageResume } from './resume-after-outage.js';
 
 /**
  * A component that runs the BullMQ workers of the given handlers. Lock duration and stalled
@@ -11,14 +11,15 @@ import { resumeAfterOutage } from './resume-after-outage.js';
  */
 export function workerComponent(ctx: FleetContext, name: string, handlers: Handlers, opts: { lockDurationMs?: number; stalledIntervalMs?: number } = {}): Component {
   let workers: Worker[] = [];
+  let resume: OutageResume | undefined;
   return {
     name,
     handles: Object.keys(handlers),
     async start() {
       // Jobs that could not reach PostgreSQL run again as soon as it answers, not at the end of their delay.
-      const resume = resumeAfterOutage(ctx);
+      const outage = (resume = resumeAfterOutage(ctx));
       workers = bindWorkers(handlers, {
-        onRetrying: (queue, jobId, err) => resume.retrying(queue, jobId, err),
+        onRetrying: (queue, jobId, err) => outage.retrying(queue, jobId, err),
         connection: ctx.workerRedis(),
         prefix: ctx.config.queues.prefix,
         log: ctx.log,
@@ -33,7 +34,7 @@ export function workerComponent(ctx: FleetContext, name: string, handlers: Handl
     },
     async stop(timeoutMs) {
       const outcome = await closeWorkers(workers, timeoutMs, ctx.log);
-      resumeAfterOutage(ctx).stop();
+      resume?.stop();
       ctx.log.info({ component: name, outcome }, 'workers stopped');
     },
   };
