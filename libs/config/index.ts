@@ -137,6 +137,7 @@ export const envSchema = z.object({
   WORKER_STALLED_INTERVAL_MS: int(30_000, 500),
   SCHEDULE_CHECK_MS: int(60_000, 500),
   RETRY_BACKOFF_SCALE: z.coerce.number({ error: 'expected a number' }).positive({ error: 'expected a number > 0' }).max(1, { error: 'expected a number <= 1' }).default(1),
+  OUTAGE_CARRY_HOURS: int(24, 0, 720),
 
   HTTP_HOST: z.string().default('127.0.0.1'),
   HTTP_PORT: int(3000, 0).pipe(z.number().max(65_535, { error: 'expected a port number <= 65535' })),
@@ -419,6 +420,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       /** How often a process that registers a schedule checks it is still in Redis (and registers it again when not). */
       scheduleCheckMs: e.SCHEDULE_CHECK_MS,
       backoffScale: e.RETRY_BACKOFF_SCALE,
+      /**
+       * For how long after it was queued a job that could not reach PostgreSQL waits for it
+       * without using up its attempts (0: such attempts count like any other failure).
+       */
+      outageCarryMs: e.OUTAGE_CARRY_HOURS * 3_600_000,
     },
     http: {
       host: e.HTTP_HOST,

@@ -28,7 +28,40 @@ export function hasErrorCode(err: unknown, codes: ReadonlySet<string> | string):
   return false;
 }
 
-/** Whether `err` says PostgreSQL could not be reached (see UNREACHABLE). */
-export function couldNotReachPostgres(err: unknown): boolean {
-  return hasErrorCode(err, UNREACHABLE);
+/** Codes of the socket, which any client's connection can raise; the rest of UNREACHABLE are PostgreSQL's and postgres.js's own. */
+const SOCKET_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+/** Where the fleet's PostgreSQL listens, to tell its socket errors from another service's. */
+export interface PostgresAddress {
+  host: string;
+  port: number;
+}
+
+/** The host and port of a postgres:// URL; undefined when it names none (a Unix socket by `?host=`, several hosts). */
+export function postgresAddressOf(url: string): PostgresAddress | undefined {
+  try {
+    const u = new URL(url);
+    if (u.searchParams.has('host') || u.host.includes(',') || !u.hostname) return undefined;
+    return { host: decodeURIComponent(u.hostname).replace(/^\[|\]$/g, ''), port: Number(u.port || 5432) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether `err` says PostgreSQL could not be reached (see UNREACHABLE). With `at`, a socket error
+ * (refused, no route, host not found) counts only when it names that port or host: another
+ * service's (a raw error of an HTTP client that reached a handler unwrapped) is not taken for
+ * PostgreSQL's, which would run its job at once each time PostgreSQL answers.
+ */
+export function couldNotReachPostgres(err: unknown, at?: PostgresAddress): boolean {
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code !== 'string' || !UNREACHABLE.has(code)) continue;
+    if (!at || !SOCKET_CODES.has(code)) return true;
+    // Node's AggregateError (every address of a host refused) carries the attempts in `errors`.
+    const attempts = [e, ...(((e as { errors?: unknown }).errors as unknown[] | undefined) ?? [])] as Array<{ port?: unknown; hostname?: unknown }>;
+    if (attempts.some((a) => a?.port === at.port || a?.hostname === at.host)) return true;
+  }
+  return false;
 }

@@ -1,4 +1,4 @@
-import { UnrecoverableError, Worker, type Job, type MinimalJob } from 'bullmq';
+import { DelayedError, UnrecoverableError, Worker, type Job, type MinimalJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { errorMessage, isPermanent, withoutQueryData } from '../errors/index.js';
 import type { Logger } from '../log/index.js';
@@ -17,6 +17,11 @@ export interface JobHelpers {
   maxAttempts: number;
   /** True when a thrown error will not be retried: do the final failure bookkeeping now. */
   isFinalAttempt: boolean;
+  /**
+   * Whether a failure with `err` is carried through an outage (see OutageCarry): not counted,
+   * retried also on the last attempt, so no final failure bookkeeping for it.
+   */
+  carriedThroughOutage?(err: unknown): boolean;
   updateProgress(progress: number | object): Promise<void>;
   /**
    * For a job a job scheduler produced: the moment it was scheduled for (its cron time), which
@@ -91,6 +96,41 @@ export interface BindOptions {
    * reach is back, instead of at the end of its retry delay (`resumeAfterOutage`).
    */
   onRetrying?: (queue: string, jobId: string, err: unknown) => void;
+  /** Attempts that failed because a service was out of reach do not use up the job's attempts (see OutageCarry). */
+  outage?: OutageCarry;
+}
+
+/**
+ * Carries jobs through an outage of a service they need (PostgreSQL): an attempt that failed
+ * because it could not be reached is not counted against the job's attempts while the job is
+ * younger than `carryMs` (from when it was queued); it is moved back to its delay as BullMQ's
+ * `moveToDelayed` does (`attemptsMade` stays), tried again after a delay that doubles from its
+ * next retry delay up to `maxDelayMs`, and run at once when the service answers (`onRetrying`).
+ * Else an outage longer than the retry horizon (32-64 minutes for imports and emails) ended
+ * every job it met as a dead letter, for an operator to requeue by hand. Not for a family a
+ * later run supersedes (the bucket poll): its own rule ends it. The limit keeps a job whose
+ * every attempt fails so from waiting for ever; an attempt that reached the service and failed
+ * there (its connection closed under its own query) always counts.
+ */
+export interface OutageCarry {
+  isOutage(err: unknown): boolean;
+  /** 0: off. */
+  carryMs: number;
+  maxDelayMs: number;
+}
+
+/** The delay of an uncounted attempt (see OutageCarry); null: the attempt counts. */
+export function outageDelayMs(job: Job, err: unknown, carry: OutageCarry | undefined, now: number): number | null {
+  if (!carry || carry.carryMs <= 0 || !carry.isOutage(err)) return null;
+  const queuedAt = job.timestamp + (job.opts.delay ?? 0);
+  if (now - queuedAt >= carry.carryMs) return null;
+  // Attempts started but neither counted nor running now: the ones carried before (a stalled
+  // run counts too; it only lengthens the delay).
+  const carried = Math.max(0, (job.attemptsStarted ?? 0) - 1 - job.attemptsMade);
+  const base = Math.max(1, fullRetryDelayMs(job));
+  const full = Math.max(base, Math.min(base * 2 ** Math.min(carried, 30), carry.maxDelayMs));
+  // Half of it random, so the jobs an outage met spread out.
+  return Math.floor(full / 2 + Math.random() * (full / 2));
 }
 
 /** The check that every job name of the catalog has a handler, and no handler names an unknown job. */
@@ -137,6 +177,34 @@ function supersedingRun(job: Job, handler: Handler<JobName> | undefined, payload
   return at && now + fullRetryDelayMs(job) >= at.getTime() ? at : null;
 }
 
+/** Whether a job can be carried through an outage at all: not a family a later run supersedes, and the job's lock at hand. */
+function carriable(job: Job, handler: Handler<JobName> | undefined, token: string | undefined): token is string {
+  return !handler?.supersededAt && token !== undefined && job.id !== undefined;
+}
+
+/**
+ * Moves a job whose attempt could not reach the service back to its delay without counting the
+ * attempt (see OutageCarry); false when that could not be done (Redis away, the lock lost): the
+ * attempt then fails as usual.
+ */
+async function carryThroughOutage(job: Job, token: string, delayMs: number, err: unknown, log: Logger): Promise<boolean> {
+  try {
+    await job.moveToDelayed(Date.now() + delayMs, token);
+  } catch (e) {
+    log.warn({ err: e }, 'could not carry the job through the outage: this attempt counts');
+    return false;
+  }
+  // Shown with the job on the dashboard (its failedReason is the last counted failure's).
+  await job.log(`${new Date().toISOString()} could not reach the database, not counted (OUTAGE_CARRY_HOURS): ${errorMessage(withoutQueryData(err))}`).catch(() => undefined);
+  const first = job.attemptsStarted <= job.attemptsMade + 1;
+  // Said once per job at warn; each further attempt of the outage at debug.
+  log[first ? 'warn' : 'debug'](
+    { err, nextAttemptWithinMs: delayMs, attemptsMade: job.attemptsMade },
+    'job attempt could not reach the database: not counted, tried again when it answers (OUTAGE_CARRY_HOURS)',
+  );
+  return true;
+}
+
 function isFinal(job: Job, err: unknown): boolean {
   const allowed = job.opts.attempts ?? 1;
   return isPermanent(err) || err instanceof UnrecoverableError || job.attemptsMade + 1 >= allowed;
@@ -152,7 +220,7 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
   const concurrency = Math.min(...names.map((n) => catalog[n].concurrency ?? opts.concurrency));
   const qlog = opts.log.child({ queue });
 
-  const processor = async (job: Job) => {
+  const processor = async (job: Job, token?: string) => {
     const attempt = job.attemptsMade + 1;
     const log = qlog.child({ jobId: job.id, attempt });
     const end = opts.metrics.duration.startTimer({ queue });
@@ -175,6 +243,7 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
         attempt,
         maxAttempts: job.opts.attempts ?? 1,
         isFinalAttempt: attempt >= (job.opts.attempts ?? 1),
+        carriedThroughOutage: (err) => carriable(job, handler, token) && outageDelayMs(job, err, opts.outage, Date.now()) !== null,
         updateProgress: (p) => job.updateProgress(p),
         scheduledAt: scheduledAtOf(job),
       });
@@ -191,6 +260,11 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
       if (supersededBy) {
         log.warn({ err, supersededBy: supersededBy.toISOString() }, 'job attempt failed: not retried, the next scheduled run does its work (superseded, no dead letter)');
         throw new JobSuperseded(supersededBy, errorMessage(err));
+      }
+      const carriedFor = permanent || !carriable(job, handler, token) ? null : outageDelayMs(job, err, opts.outage, Date.now());
+      if (carriedFor !== null && (await carryThroughOutage(job, token!, carriedFor, err, log))) {
+        opts.onRetrying?.(queue, job.id!, err);
+        throw new DelayedError();
       }
       const final = isFinal(job, err);
       if (final) {

@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../config/index.js';
 import { silentLogger } from '../log/index.js';
-import { jobOptionsFor } from '../queues/index.js';
-import { couldNotReachPostgres } from '../db/connection-lost.js';
+import type { Job } from 'bullmq';
+import { jobOptionsFor, outageDelayMs } from '../queues/index.js';
+import { couldNotReachPostgres, postgresAddressOf } from '../db/connection-lost.js';
 import { createTestDatabase, type TestDatabase } from '../testing/db.js';
 import { testQueuePrefix } from '../testing/redis.js';
 import { TEST_REDIS_URL } from '../testing/services.js';
@@ -64,8 +65,9 @@ describe('jobs that could not reach PostgreSQL', () => {
         const states = await Promise.all([1, 2].map(async (id) => (await queue.getJob(`outage-test.${id}`))?.getState()));
         return states.every((s) => s === 'delayed');
       });
-      const failed = (await queue.getJob('outage-test.1'))!.failedReason;
-      expect(failed).toMatch(/ECONNREFUSED|CONNECTION/);
+      // The outage's attempt is not counted (OUTAGE_CARRY_HOURS); the other failure is.
+      expect((await queue.getJob('outage-test.1'))!.attemptsMade).toBe(0);
+      expect((await queue.getJob('outage-test.2'))!.attemptsMade).toBe(1);
 
       await proxy.open();
       const back = Date.now();
@@ -78,8 +80,195 @@ describe('jobs that could not reach PostgreSQL', () => {
       expect(runs[2]).toHaveLength(1);
     } finally {
       await worker.stop(5_000);
+      await (await ctx.queues.queue('weekly-status').getJob('outage-test.2'))?.remove();
     }
   }, 60_000);
+});
+
+describe('a job whose failures look like an outage while PostgreSQL answers', () => {
+  it('is run early once, then waits out its delay (not run again every second)', async () => {
+    const runs: string[] = [];
+    // Refused on PostgreSQL's port, while PostgreSQL answers the checks (a session an administrator ended looks alike).
+    const refused = () => Object.assign(new Error(`connect ECONNREFUSED 127.0.0.1:${proxy.port}`), { code: 'ECONNREFUSED', port: proxy.port });
+    const worker = workerComponent(ctx, 'loop-test', {
+      'weekly-status': async () => {
+        runs.push(new Date().toISOString());
+        throw refused();
+      },
+    });
+    await worker.start();
+    const queue = ctx.queues.queue('weekly-status');
+    try {
+      await queue.add('weekly-status', { patientId: 21, isoWeek: '2026-W49' }, { ...jobOptionsFor('weekly-status', 1), backoff: { type: 'fixed', delay: RETRY_DELAY_MS }, jobId: 'loop-test.21' });
+      await until('the job was run early once', async () => runs.length >= 2, 10_000);
+      // Five more checks: without the rule it ran at each.
+      await new Promise((r) => setTimeout(r, 5_000));
+      expect(runs).toHaveLength(2);
+      const job = (await queue.getJob('loop-test.21'))!;
+      expect(await job.getState()).toBe('delayed');
+      expect(job.attemptsMade).toBe(0);
+    } finally {
+      await worker.stop(5_000);
+      await (await queue.getJob('loop-test.21'))?.remove();
+    }
+  }, 60_000);
+});
+
+describe('an outage longer than a job\'s attempts allow', () => {
+  /** Two attempts 100 ms apart: without the carry, a job meeting a 4 s outage is a dead letter within 0.2 s. */
+  const SHORT = { attempts: 2, backoff: { type: 'fixed', delay: 100 } } as const;
+
+  it('ends no job as a dead letter while it is younger than OUTAGE_CARRY_HOURS: its attempts are not used up, and it runs when PostgreSQL answers', async () => {
+    const runs: number[] = [];
+    const carried: boolean[] = [];
+    const worker = workerComponent(ctx, 'carry-test', {
+      'weekly-status': async (p, helpers) => {
+        runs.push(p.patientId);
+        // What a handler asks before its last attempt's bookkeeping (the imports do).
+        await ctx.database.sql`select 1`.catch((err: unknown) => {
+          carried.push(helpers.carriedThroughOutage?.(err) === true);
+          throw err;
+        });
+        return { ok: true };
+      },
+    });
+    await worker.start();
+    const queue = ctx.queues.queue('weekly-status');
+    try {
+      await proxy.close();
+      await queue.add('weekly-status', { patientId: 11, isoWeek: '2026-W49' }, { ...jobOptionsFor('weekly-status', 1), ...SHORT, jobId: 'carry-test.11' });
+      // More attempts than the job has, all refused: none counted.
+      await until('the job tried at least three times', async () => runs.filter((id) => id === 11).length >= 3, 20_000);
+      const waiting = (await queue.getJob('carry-test.11'))!;
+      expect(await waiting.getState()).toBe('delayed');
+      expect(waiting.attemptsMade).toBe(0);
+      expect(waiting.attemptsStarted).toBeGreaterThanOrEqual(3);
+      expect(carried.length).toBeGreaterThanOrEqual(3);
+      expect(carried.every(Boolean)).toBe(true);
+      // Why it waits, with the job on the dashboard.
+      const { logs } = await queue.getJobLogs('carry-test.11');
+      expect(logs.length).toBeGreaterThanOrEqual(3);
+      expect(logs[0]).toMatch(/^\S+ could not reach the database, not counted \(OUTAGE_CARRY_HOURS\): .*ECONNREFUSED/);
+      expect(await ctx.queues.queue('weekly-status-dlq').getJobCounts('waiting', 'delayed', 'completed', 'failed')).toEqual({ waiting: 0, delayed: 0, completed: 0, failed: 0 });
+
+      await proxy.open();
+      await until('the job completed once PostgreSQL answered', async () => (await queue.getJob('carry-test.11'))?.isCompleted(), 20_000);
+      // The attempt that completed it is its first counted one.
+      expect((await queue.getJob('carry-test.11'))!.attemptsMade).toBe(1);
+    } finally {
+      await worker.stop(5_000);
+      await proxy.open();
+    }
+  }, 60_000);
+
+  it('counts such attempts with OUTAGE_CARRY_HOURS=0, and always counts a failure that is not an outage: the job is a dead letter when they run out', async () => {
+    const off = openContext(
+      loadConfig({ DATABASE_URL: proxy.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, LOG_LEVEL: 'silent', OUTAGE_CARRY_HOURS: '0' }),
+      silentLogger(),
+    );
+    const runs: number[] = [];
+    const carried: boolean[] = [];
+    const worker = workerComponent(off, 'carry-off-test', {
+      'weekly-status': async (p, helpers) => {
+        runs.push(p.patientId);
+        await off.database.sql`select 1`.catch((err: unknown) => {
+          carried.push(helpers.carriedThroughOutage?.(err) === true);
+          throw err;
+        });
+        return { ok: true };
+      },
+    });
+    await worker.start();
+    const queue = ctx.queues.queue('weekly-status');
+    const dlq = ctx.queues.queue('weekly-status-dlq');
+    try {
+      await proxy.close();
+      await queue.add('weekly-status', { patientId: 12, isoWeek: '2026-W49' }, { ...jobOptionsFor('weekly-status', 1), ...SHORT, jobId: 'carry-off-test.12' });
+      await until('the job failed for good', async () => (await queue.getJob('carry-off-test.12'))?.isFailed(), 20_000);
+      expect((await queue.getJob('carry-off-test.12'))!.attemptsMade).toBe(2);
+      expect(carried).toEqual([false, false]);
+    } finally {
+      await worker.stop(5_000);
+      await off.close();
+      await proxy.open();
+    }
+    // With the carry on, a failure of another kind still uses up the attempts.
+    const carrying = workerComponent(ctx, 'carry-other-test', {
+      'weekly-status': async (p) => {
+        runs.push(p.patientId);
+        throw new Error('a statement that failed');
+      },
+    });
+    await carrying.start();
+    try {
+      await queue.add('weekly-status', { patientId: 13, isoWeek: '2026-W49' }, { ...jobOptionsFor('weekly-status', 1), ...SHORT, jobId: 'carry-off-test.13' });
+      await until('the failing job failed for good', async () => (await queue.getJob('carry-off-test.13'))?.isFailed(), 20_000);
+      expect((await queue.getJob('carry-off-test.13'))!.attemptsMade).toBe(2);
+    } finally {
+      await carrying.stop(5_000);
+    }
+    expect(runs.filter((id) => id === 12)).toHaveLength(2);
+    expect(runs.filter((id) => id === 13)).toHaveLength(2);
+    await until('both are dead letters', async () => (await dlq.getJobCounts('waiting')).waiting === 2, 10_000);
+  }, 60_000);
+});
+
+describe('outageDelayMs', () => {
+  const carry = { isOutage: couldNotReachPostgres, carryMs: 3_600_000, maxDelayMs: 320_000 };
+  const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+  const now = Date.parse('2026-12-07T12:00:00Z');
+  const job = (o: { ageMs: number; attemptsStarted: number; attemptsMade: number }) =>
+    ({ name: 'weekly-status', timestamp: now - o.ageMs, opts: { backoff: { type: 'fixed', delay: 10_000 } }, attemptsStarted: o.attemptsStarted, attemptsMade: o.attemptsMade }) as unknown as Job;
+
+  it('doubles from the job\'s retry delay per carried attempt up to the cap, half of it random', () => {
+    for (let i = 0; i < 50; i++) {
+      const d0 = outageDelayMs(job({ ageMs: 0, attemptsStarted: 1, attemptsMade: 0 }), refused, carry, now)!;
+      expect(d0).toBeGreaterThanOrEqual(5_000);
+      expect(d0).toBeLessThanOrEqual(10_000);
+      const d2 = outageDelayMs(job({ ageMs: 60_000, attemptsStarted: 3, attemptsMade: 0 }), refused, carry, now)!;
+      expect(d2).toBeGreaterThanOrEqual(20_000);
+      expect(d2).toBeLessThanOrEqual(40_000);
+      const capped = outageDelayMs(job({ ageMs: 60_000, attemptsStarted: 40, attemptsMade: 1 }), refused, carry, now)!;
+      expect(capped).toBeGreaterThanOrEqual(160_000);
+      expect(capped).toBeLessThanOrEqual(320_000);
+    }
+  });
+
+  it('counts the attempt (null) for a job as old as the limit, for another error, and when switched off', () => {
+    expect(outageDelayMs(job({ ageMs: 3_600_000, attemptsStarted: 5, attemptsMade: 0 }), refused, carry, now)).toBeNull();
+    expect(outageDelayMs(job({ ageMs: 3_599_000, attemptsStarted: 5, attemptsMade: 0 }), refused, carry, now)).not.toBeNull();
+    expect(outageDelayMs(job({ ageMs: 0, attemptsStarted: 1, attemptsMade: 0 }), Object.assign(new Error('closed'), { code: 'CONNECTION_CLOSED' }), carry, now)).toBeNull();
+    expect(outageDelayMs(job({ ageMs: 0, attemptsStarted: 1, attemptsMade: 0 }), refused, { ...carry, carryMs: 0 }, now)).toBeNull();
+    expect(outageDelayMs(job({ ageMs: 0, attemptsStarted: 1, attemptsMade: 0 }), refused, undefined, now)).toBeNull();
+  });
+});
+
+describe('couldNotReachPostgres with the database\'s address', () => {
+  const at = { host: 'db.internal', port: 5433 };
+  const net = (code: string, extra: object) => Object.assign(new Error(code), { code, ...extra });
+
+  it('takes a socket error for PostgreSQL\'s only when it names its port or host; its own codes always', () => {
+    expect(couldNotReachPostgres(net('ECONNREFUSED', { address: '10.0.0.5', port: 5433 }), at)).toBe(true);
+    expect(couldNotReachPostgres(new Error('Failed query: select 1', { cause: net('ECONNREFUSED', { port: 5433 }) }), at)).toBe(true);
+    expect(couldNotReachPostgres(net('ENOTFOUND', { hostname: 'db.internal' }), at)).toBe(true);
+    // Every address of a host refused (Node's AggregateError).
+    expect(couldNotReachPostgres(net('ECONNREFUSED', { errors: [net('ECONNREFUSED', { address: '::1', port: 5433 })] }), at)).toBe(true);
+    // Another service's: an HTTP client's FetchError names no port; a raw socket error another one.
+    expect(couldNotReachPostgres(net('ECONNREFUSED', {}), at)).toBe(false);
+    expect(couldNotReachPostgres(net('ECONNREFUSED', { port: 443 }), at)).toBe(false);
+    expect(couldNotReachPostgres(net('ENOTFOUND', { hostname: 'storage.googleapis.com' }), at)).toBe(false);
+    expect(couldNotReachPostgres(net('ECONNREFUSED', {}))).toBe(true);
+    expect(couldNotReachPostgres(net('57P03', {}), at)).toBe(true);
+    expect(couldNotReachPostgres(net('CONNECT_TIMEOUT', {}), at)).toBe(true);
+  });
+
+  it('reads the address from DATABASE_URL', () => {
+    expect(postgresAddressOf('postgres://postgres@127.0.0.1:5432/x')).toEqual({ host: '127.0.0.1', port: 5432 });
+    expect(postgresAddressOf('postgres://u:p@db.internal/x')).toEqual({ host: 'db.internal', port: 5432 });
+    expect(postgresAddressOf('postgresql://u@[::1]:6543/x')).toEqual({ host: '::1', port: 6543 });
+    expect(postgresAddressOf('postgres://u@/x?host=/var/run/postgresql')).toBeUndefined();
+    expect(postgresAddressOf('postgres://u@a:5432,b:5432/x')).toBeUndefined();
+  });
 });
 
 describe('couldNotReachPostgres', () => {

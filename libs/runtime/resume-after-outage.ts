@@ -1,9 +1,12 @@
-import { couldNotReachPostgres } from '../db/connection-lost.js';
+import { couldNotReachPostgres, postgresAddressOf } from '../db/connection-lost.js';
 import type { FleetContext } from './context.js';
 import { within } from './within.js';
 
 /** How often a process with jobs waiting out an outage asks whether PostgreSQL is back. */
 export const OUTAGE_CHECK_MS = 1_000;
+
+/** How long a job run early is remembered (see resumeAfterOutage). */
+const PROMOTED_MEMORY_MS = 3_600_000;
 
 export interface OutageResume {
   /** A job attempt failed and will be retried (see BindOptions.onRetrying). */
@@ -20,13 +23,21 @@ const perContext = new WeakMap<FleetContext, OutageResume>();
  * job waits, the process asks PostgreSQL every OUTAGE_CHECK_MS on the readiness probe's own
  * connection (`select 1`); once it answers, each of these jobs still delayed is promoted (BullMQ
  * `promote`: it runs now, with the attempts it has left; nothing else about it changes). A job
- * still being moved to its delay is looked at again on the next check. One per process context.
+ * still being moved to its delay is looked at again on the next check. A job run early once is
+ * run early again only after a check PostgreSQL did not answer: one whose failures look like an
+ * outage while PostgreSQL answers (a session ended by an administrator) waits out its delay
+ * instead of running every second. One per process context.
  */
 export function resumeAfterOutage(ctx: FleetContext, opts: { checkMs?: number } = {}): OutageResume {
   const existing = perContext.get(ctx);
   if (existing) return existing;
   const checkMs = opts.checkMs ?? OUTAGE_CHECK_MS;
   const waiting = new Map<string, { queue: string; jobId: string }>();
+  /** Jobs run early, by key, with when; forgotten after PROMOTED_MEMORY_MS. */
+  const promotedAt = new Map<string, number>();
+  /** When a check last found PostgreSQL away. */
+  let lastDownAt = 0;
+  const postgres = postgresAddressOf(ctx.config.db.url);
   let timer: NodeJS.Timeout | null = null;
   let stopped = false;
 
@@ -42,10 +53,18 @@ export function resumeAfterOutage(ctx: FleetContext, opts: { checkMs?: number } 
       try {
         await within(ctx.probeSql()`select 1`.execute(), Math.max(checkMs, 2_000));
       } catch {
+        lastDownAt = Date.now();
         return; // still away
       }
       let promoted = 0;
+      const now = Date.now();
+      for (const [key, at] of promotedAt) if (now - at > PROMOTED_MEMORY_MS) promotedAt.delete(key);
       for (const [key, w] of [...waiting]) {
+        const before = promotedAt.get(key);
+        if (before !== undefined && before >= lastDownAt) {
+          waiting.delete(key); // run early before, and PostgreSQL not seen away since: it waits out its delay
+          continue;
+        }
         try {
           const job = await ctx.queues.queue(w.queue).getJob(w.jobId);
           const state = job ? await job.getState() : 'unknown';
@@ -53,6 +72,7 @@ export function resumeAfterOutage(ctx: FleetContext, opts: { checkMs?: number } 
           waiting.delete(key);
           if (state === 'delayed') {
             await job!.promote();
+            promotedAt.set(key, now);
             promoted++;
           }
         } catch (err) {
@@ -71,7 +91,7 @@ export function resumeAfterOutage(ctx: FleetContext, opts: { checkMs?: number } 
   const resume: OutageResume = {
     retrying(queue, jobId, err) {
       // Not a job whose own query lost its connection: it may be what brought the server down.
-      if (stopped || !couldNotReachPostgres(err)) return;
+      if (stopped || !couldNotReachPostgres(err, postgres)) return;
       waiting.set(`${queue}\u0000${jobId}`, { queue, jobId });
       schedule();
     },
@@ -80,6 +100,7 @@ export function resumeAfterOutage(ctx: FleetContext, opts: { checkMs?: number } 
       if (timer) clearTimeout(timer);
       timer = null;
       waiting.clear();
+      promotedAt.clear();
       perContext.delete(ctx);
     },
   };

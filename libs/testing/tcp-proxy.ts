@@ -28,7 +28,9 @@ export function tcpProxy(target: { host: string; port: number }) {
     get accepted() {
       return accepted;
     },
+    /** Listens (again, on the same port once it had one); nothing when it listens already. */
     async open() {
+      if (server) return;
       hung = false;
       refusing = undefined;
       const s = createServer((client) => {

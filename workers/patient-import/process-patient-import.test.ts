@@ -254,6 +254,20 @@ describe('processPatientImport (in-memory ports)', () => {
     expect(t.state.failures[0]).toMatch(/^ledger 1: gave up after 1 attempts: connection refused/);
   });
 
+  it('on the final attempt an error carried through an outage (retried anyway, OUTAGE_CARRY_HOURS) is not recorded as failed: rethrown only', async () => {
+    const t = setup(plainRegistration());
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+    t.deps.store.commit = async () => {
+      throw refused;
+    };
+    const seen: unknown[] = [];
+    const carried = (err: unknown) => (seen.push(err), true);
+    await expect(processPatientImport(1, t.deps, { finalAttempt: true, carried })).rejects.toBe(refused);
+    expect(seen).toEqual([refused]);
+    expect(t.row.status).toBe('received');
+    expect(t.state).toMatchObject({ failures: [], staffMails: [], patients: [] });
+  });
+
   it('a generation replaced by a newer upload before its download is not imported and no failure: replaced, no email, the newer upload left alone', async () => {
     const t = setup(plainRegistration());
     t.state.current.set(t.row.objectName, '8');

@@ -32,7 +32,8 @@ function md5Base64(bytes: Buffer): string {
 export async function processPatientImport(
   ledgerId: number,
   deps: ImportDeps,
-  opts: { finalAttempt?: boolean } = {},
+  /** `carried`: whether a failure with this error is retried anyway (an outage, see OutageCarry): no final bookkeeping for it. */
+  opts: { finalAttempt?: boolean; carried?: (err: unknown) => boolean } = {},
 ): Promise<ImportResult> {
   const row = await deps.store.startAttempt(ledgerId);
   if (FINAL.has(row.status)) return { outcome: 'already-final', ledgerId, status: row.status };
@@ -82,7 +83,7 @@ export async function processPatientImport(
       if (recorded instanceof LedgerRowMovedOn) return movedOn(recorded, deps);
       throw recorded;
     }
-    if (opts.finalAttempt && row.status !== 'imported' && row.status !== 'duplicate') {
+    if (opts.finalAttempt && row.status !== 'imported' && row.status !== 'duplicate' && !opts.carried?.(err)) {
       // No more retries: record it for staff (best effort: the store may be what is failing).
       const giveUp = new PermanentError('gave_up', `ledger ${ledgerId}: gave up after ${row.attempts} attempts: ${errorMessage(err)}`);
       const recorded = await fail(row, giveUp, bytes, deps, { finalAttempt: true }).catch((e: unknown) => deps.log.error({ err: e, ledgerId }, 'could not record the failed import'));

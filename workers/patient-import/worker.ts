@@ -91,7 +91,7 @@ export function patientImportHandlers(ctx: FleetContext, opts: PatientImportOpti
   const deps = importDeps(ctx, bucketSource(bucket), opts);
   return {
     'patient-import': withAbandoned<'patient-import'>(
-      (payload, helpers) => processPatientImport(payload.ledgerId, { ...deps, log: helpers.log }, { finalAttempt: helpers.isFinalAttempt }),
+      (payload, helpers) => processPatientImport(payload.ledgerId, { ...deps, log: helpers.log }, { finalAttempt: helpers.isFinalAttempt, carried: helpers.carriedThroughOutage }),
       (payload, reason, log) => recordAbandonedImport(payload.ledgerId, reason, { ...deps, log }),
     ),
   };

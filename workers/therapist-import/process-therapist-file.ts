@@ -144,7 +144,8 @@ export interface FileHint {
 export async function processTherapistFile(
   input: { fileId: number; file?: FileHint },
   deps: TherapistImportDeps,
-  opts: { isFinalAttempt?: boolean } = {},
+  /** `carried`: whether a failure with this error is retried anyway (an outage, see OutageCarry): no final bookkeeping for it. */
+  opts: { isFinalAttempt?: boolean; carried?: (err: unknown) => boolean } = {},
 ): Promise<FileReport> {
   const started = performance.now();
   const early = input.file ? await claimWithReads(input.fileId, input.file, deps) : null;
@@ -163,7 +164,7 @@ export async function processTherapistFile(
     if (!report.alreadyDone) deps.metrics?.fileFinished(report.status, report.counts);
     return report;
   } catch (err) {
-    if (!opts.isFinalAttempt) throw err;
+    if (!opts.isFinalAttempt || opts.carried?.(err)) throw err;
     // Out of retries: record the failure so the run still closes and staff hear of it.
     // A failure after the file's commit (closing its run, queueing the summary) leaves its record as it is.
     const reason = `import failed after retries: ${(err as Error).message ?? String(err)}`;

@@ -54,7 +54,7 @@ export function therapistImportHandlers(ctx: FleetContext): Handlers {
   const deps = therapistImportDeps(ctx);
   return {
     'therapist-import': withAbandoned<'therapist-import'>(
-      (payload, helpers) => processTherapistFile(payload, { ...deps, log: helpers.log }, { isFinalAttempt: helpers.isFinalAttempt }),
+      (payload, helpers) => processTherapistFile(payload, { ...deps, log: helpers.log }, { isFinalAttempt: helpers.isFinalAttempt, carried: helpers.carriedThroughOutage }),
       (payload, reason, log) => recordAbandonedFile(payload.fileId, reason, { ...deps, log }),
     ),
   };
