@@ -86,7 +86,7 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     const row = await settled(h, name, generation);
     expect(row).toMatchObject({ status: 'deleted', delete_outcome: 'deleted', attempts: 1, error_code: null, validation: 'valid (unsigned)', source_uri: `gs://${BUCKET}/${name}` });
     expect(row.unknown_fields).toEqual(['patient_data.hobby']);
-    for (const k of ['received_at', 'downloaded_at', 'backed_up_at', 'imported_at', 'deleted_at']) expect(row[k], k).toBeTruthy();
+    for (const k of ['received_at', 'downloaded_at', 'backed_up_at', 'imported_at', 'delete_requested_at', 'deleted_at']) expect(row[k], k).toBeTruthy();
     expect(row.failed_at).toBeNull();
 
     const [patient] = await database.sql`select * from patient_service.patienten where id = ${row.patient_id as number}`;

@@ -3,6 +3,7 @@ import type { Db } from '../../libs/db/client.js';
 import { queueDelivery } from '../../libs/db/repositories/deliveries.js';
 import {
   markImportBackedUp,
+  markImportDeleteRequested,
   markImportFinished,
   markImportReplaced,
   newerLedgerGeneration,
@@ -100,9 +101,11 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
         return { deliveryId: d.id, created: d.created };
       });
     },
+    markDeleteRequested: (id) => markImportDeleteRequested(db, id, clock.now()),
     async markFinished(id, status, deleteOutcome) {
       const at = clock.now();
-      const other = await markImportFinished(db, id, status, deleteOutcome, deleteOutcome === 'deleted' || deleteOutcome === 'not_found' ? at : null, at);
+      const gone = deleteOutcome === 'deleted' || deleteOutcome === 'deleted_earlier' || deleteOutcome === 'not_found';
+      const other = await markImportFinished(db, id, status, deleteOutcome, gone ? at : null, at);
       if (other) throw new LedgerRowMovedOn(id, other);
     },
     markReplaced: (id, reason) => markImportReplaced(db, id, reason, clock.now()),

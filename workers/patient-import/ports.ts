@@ -10,6 +10,14 @@ import type { SigningOptions } from './parse-registration.js';
 export type ImportStatus = PatientImportStatus;
 export type ImportRow = ImportLedgerHead;
 
+/**
+ * What the bucket delete of a committed row came to: the storage's answer, `kept` (a local file:
+ * nothing to delete), or `deleted_earlier`: the object was gone and an earlier run had sent its
+ * delete (that delete went through; its answer or its record was lost, e.g. in a database outage).
+ * `not_found` is then left for an object gone without a delete of the fleet (removed by someone else).
+ */
+export type LedgerDeleteOutcome = DeleteOutcome | 'kept' | 'deleted_earlier';
+
 export interface StaffMail {
   subject: string;
   html: string;
@@ -103,8 +111,10 @@ export interface ImportStore {
    */
   /** Throws LedgerRowMovedOn (records nothing) when the row is committed or final already. */
   markFailed(input: FailInput): Promise<{ deliveryId: string; created: boolean }>;
+  /** Records that this run is about to send the bucket delete of the committed row (`delete_requested_at`). */
+  markDeleteRequested(ledgerId: number): Promise<void>;
   /** Throws LedgerRowMovedOn when another run of the row finished it first (its record stays). */
-  markFinished(ledgerId: number, status: 'deleted' | 'superseded' | 'done', deleteOutcome: DeleteOutcome | 'kept'): Promise<void>;
+  markFinished(ledgerId: number, status: 'deleted' | 'superseded' | 'done', deleteOutcome: LedgerDeleteOutcome): Promise<void>;
   /** Not imported: the bucket object was replaced by a newer upload before this generation was downloaded (final). */
   markReplaced(ledgerId: number, reason: string): Promise<void>;
   /**

@@ -13,9 +13,10 @@ function setup(doc: unknown, name = objectNameFor(doc as Record<string, unknown>
   const row: ImportRow = {
     id: 1, source: 'bucket', bucket: 'b', objectName: name, generation: '7', sourceUri: `gs://b/${name}`,
     md5Hash: createHash('md5').update(bytes).digest('base64'), size: bytes.length, status: 'received', attempts: 0,
-    patientId: null, duplicateOfPatientId: null, backupPath: null, failedPath: null, receivedAt: new Date(),
+    patientId: null, duplicateOfPatientId: null, backupPath: null, failedPath: null, receivedAt: new Date(), deleteRequestedAt: null,
   };
-  const state = { patients: [] as CommitInput[], mails: new Set<string>(), sent: [] as string[], objects: new Map([[name, bytes]]), backups: new Map<string, Buffer>(), failed: new Map<string, Buffer>(), failures: [] as string[], replacedReasons: [] as string[], current: new Map<string, string>([[name, '7']]), outcome: null as CommitOutcome | null, staffMails: [] as StaffMail[], newerInLedger: null as string | null };
+  const state = { patients: [] as CommitInput[], mails: new Set<string>(), sent: [] as string[], objects: new Map([[name, bytes]]), backups: new Map<string, Buffer>(), failed: new Map<string, Buffer>(), failures: [] as string[], replacedReasons: [] as string[], current: new Map<string, string>([[name, '7']]), outcome: null as CommitOutcome | null, staffMails: [] as StaffMail[], newerInLedger: null as string | null, deleteOutcome: null as string | null };
+  let failFinishes = 0;
   const store: ImportStore = {
     startAttempt: async () => {
       row.attempts++;
@@ -45,7 +46,12 @@ function setup(doc: unknown, name = objectNameFor(doc as Record<string, unknown>
       state.mails.add('failed');
       return { deliveryId: 'failed', created };
     },
-    markFinished: async (_id, status) => void (row.status = status),
+    markDeleteRequested: async () => void (row.deleteRequestedAt = new Date()),
+    markFinished: async (_id, status, deleteOutcome) => {
+      if (failFinishes-- > 0) throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+      row.status = status;
+      state.deleteOutcome = deleteOutcome;
+    },
     markReplaced: async (_id, reason) => {
       row.status = 'replaced';
       state.replacedReasons.push(reason);
@@ -80,7 +86,7 @@ function setup(doc: unknown, name = objectNameFor(doc as Record<string, unknown>
     clock: fixedClock('2026-11-24T10:00:00Z'),
     log: silentLogger(),
   };
-  return { row, state, deps, failDeletesTimes: (n: number) => (failDeletes = n) };
+  return { row, state, deps, failDeletesTimes: (n: number) => (failDeletes = n), failFinishesTimes: (n: number) => (failFinishes = n) };
 }
 
 describe('processPatientImport (in-memory ports)', () => {
@@ -152,6 +158,33 @@ describe('processPatientImport (in-memory ports)', () => {
     expect(t.state.patients).toHaveLength(1);
     expect(t.state.sent).toEqual(['staff']);
     expect(t.row.attempts).toBe(3);
+  });
+
+  it('a delete that went through but could not be recorded (the database away) is recorded by the retry as deleted_earlier, not as not_found', async () => {
+    const t = setup(plainRegistration());
+    t.failFinishesTimes(1);
+    await expect(processPatientImport(1, t.deps)).rejects.toThrow('ECONNREFUSED');
+    expect(t.state.objects.size).toBe(0); // the delete went through
+    expect(t.row).toMatchObject({ status: 'imported' });
+    expect(t.row.deleteRequestedAt).not.toBeNull();
+    expect(await processPatientImport(1, t.deps)).toMatchObject({ outcome: 'imported', status: 'deleted' });
+    expect(t.state.deleteOutcome).toBe('deleted_earlier');
+    expect(t.state.patients).toHaveLength(1);
+  });
+
+  it('an object gone before the fleet sent its delete (removed by someone else) is recorded as not_found', async () => {
+    const t = setup(plainRegistration());
+    let failMail = 1;
+    t.deps.sendMail = async (id) => {
+      if (failMail-- > 0) throw new Error('redis not reachable');
+      t.state.sent.push(id);
+    };
+    await expect(processPatientImport(1, t.deps)).rejects.toThrow('redis not reachable');
+    expect(t.row).toMatchObject({ status: 'imported', deleteRequestedAt: null });
+    t.state.current.clear();
+    t.state.objects.clear();
+    expect(await processPatientImport(1, t.deps)).toMatchObject({ outcome: 'imported', status: 'deleted' });
+    expect(t.state.deleteOutcome).toBe('not_found');
   });
 
   it('a permanent error after the commit (in this run or a later one) fails the job but never records the committed row as failed', async () => {

@@ -234,7 +234,11 @@ function validate(row: ImportRow, bytes: Buffer, deps: ImportDeps) {
 }
 
 async function finish(row: ImportRow, deps: ImportDeps, outcome?: CommitOutcome): Promise<ImportResult> {
-  const deleted = await deps.source.delete(row);
+  // Recorded before the request, so a later run that finds the object gone knows the fleet deleted it.
+  const requestedBefore = row.deleteRequestedAt !== null;
+  if (row.source === 'bucket') await deps.store.markDeleteRequested(row.id);
+  const answer = await deps.source.delete(row);
+  const deleted = answer === 'not_found' && requestedBefore ? 'deleted_earlier' : answer;
   const status = deleted === 'kept' ? 'done' : deleted === 'precondition_failed' ? 'superseded' : 'deleted';
   await deps.store.markFinished(row.id, status, deleted);
   deps.log.info({ ledgerId: row.id, status, deleteOutcome: deleted }, 'import finished');

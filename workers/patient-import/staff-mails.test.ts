@@ -18,6 +18,7 @@ const row = (o: Partial<ImportRow> = {}): ImportRow => ({
   backupPath: null,
   failedPath: null,
   receivedAt: new Date('2026-12-06T09:00:00Z'),
+  deleteRequestedAt: null,
   ...o,
 });
 const at = new Date('2026-12-06T09:30:00Z');

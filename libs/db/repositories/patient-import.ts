@@ -389,10 +389,12 @@ export interface ImportLedgerHead {
   backupPath: string | null;
   failedPath: string | null;
   receivedAt: Date;
+  /** When a run last sent the bucket delete (null: never). */
+  deleteRequestedAt: Date | null;
 }
 
 const HEAD_COLUMNS =
-  'id, source, bucket, object_name, generation, source_uri, md5_hash, size, status, attempts, patient_id, duplicate_of_patient_id, backup_path, failed_path, received_at';
+  'id, source, bucket, object_name, generation, source_uri, md5_hash, size, status, attempts, patient_id, duplicate_of_patient_id, backup_path, failed_path, received_at, delete_requested_at';
 
 function toHead(r: Record<string, unknown>): ImportLedgerHead {
   return {
@@ -411,6 +413,7 @@ function toHead(r: Record<string, unknown>): ImportLedgerHead {
     backupPath: (r.backup_path as string | null) ?? null,
     failedPath: (r.failed_path as string | null) ?? null,
     receivedAt: r.received_at as Date,
+    deleteRequestedAt: (r.delete_requested_at as Date | null) ?? null,
   };
 }
 
@@ -440,6 +443,13 @@ const MARK_BACKED_UP = `update ${LEDGER} set status = case when status = 'failed
 export async function markImportBackedUp(db: Db, id: number, at: Date, info: { backupPath: string; sha256: string; size: number }): Promise<void> {
   const r = await clientOf(db).unsafe(MARK_BACKED_UP, [id, at.toISOString(), info.backupPath, info.sha256, info.size, new Date().toISOString()], { prepare: true });
   if (!r.count && !(await readImportHead(db, id))) throw new Error(`ledger row ${id} does not exist`);
+}
+
+const MARK_DELETE_REQUESTED = `update ${LEDGER} set delete_requested_at = $2::timestamptz, updated_at = $2::timestamptz where id = $1 and status in ('imported', 'duplicate')`;
+
+/** Records that a run is about to send the bucket delete of a committed row (see `delete_requested_at`). */
+export async function markImportDeleteRequested(db: Db, id: number, at: Date): Promise<void> {
+  await clientOf(db).unsafe(MARK_DELETE_REQUESTED, [id, at.toISOString()], { prepare: true });
 }
 
 // Only a committed row: one another run of the row has finished already keeps that run's record.

@@ -76,6 +76,12 @@ export const patientImportLedger = fleet.table(
     backupPath: text('backup_path'),
     failedPath: text('failed_path'),
     deleteOutcome: text('delete_outcome'),
+    /**
+     * When a run last sent the bucket delete of this generation (set just before it): a later run
+     * that finds the object gone records `deleted_earlier` (that delete went through, its answer
+     * or record was lost) instead of `not_found` (gone, no delete of the fleet sent).
+     */
+    deleteRequestedAt: ts('delete_requested_at'),
     staffDeliveryId: uuid('staff_delivery_id'),
     failureDeliveryId: uuid('failure_delivery_id'),
     receivedAt: ts('received_at').notNull().defaultNow(),
