@@ -189,6 +189,7 @@ describe('http app with dashboard credentials', () => {
     expect(text).toMatch(/^fleet_queue_jobs\{queue="email",state="waiting"\} 0$/m);
     expect(text).toMatch(/^fleet_queue_jobs\{queue="email-dlq",state="waiting"\} 0$/m);
     expect(text).toMatch(/^fleet_queue_depth_scrape_ok 1$/m);
+    expect(text).toMatch(/^fleet_postgres_up 1$/m);
     expect(text).toContain('# TYPE fleet_jobs_completed_total counter');
     expect(text).toContain('# TYPE fleet_job_duration_seconds histogram');
     // Labels are queue and state only.
@@ -915,6 +916,8 @@ describe('operator pages while PostgreSQL is down', () => {
         expect(res.status, path).toBe(503);
         expect(await res.json(), path).toMatchObject({ error: 'postgres_unavailable', message: expect.stringContaining('(DATABASE_URL;') });
       }
+      // FleetPostgresDown reads this.
+      expect(await (await fetch(`${app.base}/metrics`)).text()).toMatch(/^fleet_postgres_up 0$/m);
     });
   });
 

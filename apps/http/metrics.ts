@@ -2,7 +2,7 @@ import { Router } from 'express';
 import { collectedGauge, scrapeRead } from '../../libs/metrics/index.js';
 import { bucketPollDueBy, lastBucketPollSuccess, pausedQueues, schedulerStates } from '../../libs/queues/index.js';
 import { within, type FleetContext } from '../../libs/runtime/index.js';
-import { redisAnswers, SERVICE_WAIT_MS } from './reachable.js';
+import { postgresAnswers, redisAnswers, SERVICE_WAIT_MS } from './reachable.js';
 
 export const QUEUE_DEPTH_METRIC = 'fleet_queue_jobs';
 
@@ -79,6 +79,15 @@ export function registerQueueDepth(ctx: FleetContext): void {
     'Unix time of the scheduled bucket poll (POLL_CRON) that a last successful poll older than it has missed: the last one at least 30 minutes ago',
     [],
     async () => [{ labels: {}, value: bucketPollDueBy(pollSchedule, ctx.clock.now()).getTime() / 1000 }],
+  );
+  // Jobs that cannot reach PostgreSQL wait for it without using up their attempts (OUTAGE_CARRY_HOURS),
+  // so no dead letters say that it is away: FleetPostgresDown does, from this.
+  collectedGauge(
+    ctx.metrics,
+    'fleet_postgres_up',
+    "1 when PostgreSQL answered this process's select 1 (its readiness probe connection) within 2 s in this scrape, else 0",
+    [],
+    async () => [{ labels: {}, value: await postgresAnswers(ctx, SERVICE_WAIT_MS).then(() => 1, () => 0) }],
   );
   collectedGauge(
     ctx.metrics,
