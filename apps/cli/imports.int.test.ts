@@ -7,6 +7,7 @@ import { loadConfig } from '../../libs/config/index.js';
 import { listAudit, recordAudit } from '../../libs/db/repositories/audit.js';
 import { getLedgerRow, insertLedgerObjects, updateLedgerRow } from '../../libs/db/repositories/patient-import.js';
 import { silentLogger } from '../../libs/log/index.js';
+import { jobIdFor } from '../../libs/queues/index.js';
 import { openContext, workerComponent } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { silentServer } from '../../libs/testing/ports.js';
@@ -183,6 +184,40 @@ describe('fleet imports show of a registration that is being retried', () => {
       expect(asJson.retry.lastFailure).toContain('EACCES');
     } finally {
       await worker.stop(5_000).catch(() => {});
+      await ctx.close();
+    }
+  });
+
+  it('says that it waits for the database when its attempts could not reach it (not counted, OUTAGE_CARRY_HOURS)', { timeout: 90_000 }, async () => {
+    const [row] = await db.sql`
+      insert into fleet.patient_import_ledger (source, bucket, object_name, generation, source_uri, status, attempts)
+      values ('bucket', 'b', 'registrations/Muster_Erika_20250706_7c2d90e4.json', '18', 'gs://b/registrations/Muster_Erika_20250706_7c2d90e4.json', 'received', 1)
+      returning id`;
+    const id = Number(row!.id);
+    const ctx = openContext(loadConfig({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, LOG_LEVEL: 'silent' }), silentLogger());
+    const port = Number(new URL(db.url).port || 5432);
+    // Refused on PostgreSQL's port, as the import's first query is while PostgreSQL is away.
+    const worker = workerComponent(ctx, 'test-carried', {
+      'patient-import': async () => {
+        throw Object.assign(new Error(`connect ECONNREFUSED 127.0.0.1:${port}`), { code: 'ECONNREFUSED', port });
+      },
+    });
+    try {
+      await worker.start();
+      const { jobId } = await ctx.queues.enqueue('patient-import', { ledgerId: id });
+      await until(async () => {
+        const j = await ctx.queues.queue('patient-import').getJob(jobId);
+        return j && j.attemptsStarted >= 1 && (await j.getState()) === 'delayed' ? j : null;
+      }, 20_000, 'the job waiting for the database');
+      await worker.stop(5_000);
+      const shown = await fleet('imports', 'show', String(id));
+      expect(shown.code).toBe(0);
+      expect(shown.stdout).toMatch(
+        new RegExp(`last attempt: +could not reach the database: connect ECONNREFUSED 127\\.0\\.0\\.1:${port} \\(waits for it; not counted: 0 of 22 attempts used\\)`),
+      );
+    } finally {
+      await worker.stop(5_000).catch(() => {});
+      await (await ctx.queues.queue('patient-import').getJob(jobIdFor('patient-import', { ledgerId: id })!))?.remove();
       await ctx.close();
     }
   });

@@ -177,6 +177,16 @@ function supersedingRun(job: Job, handler: Handler<JobName> | undefined, payload
   return at && now + fullRetryDelayMs(job) >= at.getTime() ? at : null;
 }
 
+const CARRIED_MARK = 'could not reach the database, not counted (OUTAGE_CARRY_HOURS): ';
+
+/** A job's log line written when an attempt was carried through an outage: when, and the error; null for any other line. */
+export function carriedAttemptOf(logLine: string): { at: Date; reason: string } | null {
+  const space = logLine.indexOf(' ');
+  if (space < 0 || !logLine.startsWith(CARRIED_MARK, space + 1)) return null;
+  const at = new Date(logLine.slice(0, space));
+  return Number.isNaN(at.getTime()) ? null : { at, reason: logLine.slice(space + 1 + CARRIED_MARK.length) };
+}
+
 /** Whether a job can be carried through an outage at all: not a family a later run supersedes, and the job's lock at hand. */
 function carriable(job: Job, handler: Handler<JobName> | undefined, token: string | undefined): token is string {
   return !handler?.supersededAt && token !== undefined && job.id !== undefined;
@@ -194,8 +204,8 @@ async function carryThroughOutage(job: Job, token: string, delayMs: number, err:
     log.warn({ err: e }, 'could not carry the job through the outage: this attempt counts');
     return false;
   }
-  // Shown with the job on the dashboard (its failedReason is the last counted failure's).
-  await job.log(`${new Date().toISOString()} could not reach the database, not counted (OUTAGE_CARRY_HOURS): ${errorMessage(withoutQueryData(err))}`).catch(() => undefined);
+  // Shown with the job on the dashboard and by `fleet imports show` (its failedReason is the last counted failure's).
+  await job.log(`${new Date().toISOString()} ${CARRIED_MARK}${errorMessage(withoutQueryData(err))}`).catch(() => undefined);
   const first = job.attemptsStarted <= job.attemptsMade + 1;
   // Said once per job at warn; each further attempt of the outage at debug.
   log[first ? 'warn' : 'debug'](

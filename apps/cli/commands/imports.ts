@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { auditOfTargets, recordAudit } from '../../../libs/db/repositories/audit.js';
 import { discardLedgerRow, getLedgerRow, listLedger, newerImports, type LedgerRow } from '../../../libs/db/repositories/patient-import.js';
 import { patientImportOpenStatuses, patientImportStatuses, type PatientImportStatus } from '../../../libs/db/schema/fleet-patient-import.js';
-import { isLiveJobState, jobIdFor } from '../../../libs/queues/index.js';
+import { carriedAttemptOf, isLiveJobState, jobIdFor } from '../../../libs/queues/index.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
 import { gcsEndpointHost } from '../../../libs/storage/index.js';
 import { failureRemedy, importLocalFile, newerImportNextStep, runPoll, type NewerImport } from '../../../workers/patient-import/worker.js';
@@ -52,6 +52,8 @@ interface RetryState {
   lastFailure: string;
   attemptsMade: number;
   maxAttempts: number;
+  /** The last attempt could not reach the database: it waits for it, not counted (OUTAGE_CARRY_HOURS). */
+  carried: boolean;
 }
 
 /**
@@ -62,8 +64,14 @@ interface RetryState {
 async function retryStateOf(ctx: FleetContext, r: LedgerRow): Promise<RetryState | null> {
   if (!(patientImportOpenStatuses as readonly string[]).includes(r.status) || r.attempts === 0) return null;
   const job = await ctx.queues.queue('patient-import').getJob(jobIdFor('patient-import', { ledgerId: r.id })!);
-  if (!job?.failedReason || !isLiveJobState(await job.getState())) return null;
-  return { lastFailure: job.failedReason, attemptsMade: job.attemptsMade, maxAttempts: job.opts.attempts ?? 1 };
+  if (!job || !isLiveJobState(await job.getState())) return null;
+  const maxAttempts = job.opts.attempts ?? 1;
+  // An attempt carried through a database outage leaves no failedReason, only its log line.
+  const { logs } = await ctx.queues.queue('patient-import').getJobLogs(job.id!, -1, -1);
+  const carried = logs[0] ? carriedAttemptOf(logs[0]) : null;
+  if (carried && carried.at.getTime() >= (job.processedOn ?? 0)) return { lastFailure: carried.reason, attemptsMade: job.attemptsMade, maxAttempts, carried: true };
+  if (!job.failedReason) return null;
+  return { lastFailure: job.failedReason, attemptsMade: job.attemptsMade, maxAttempts, carried: false };
 }
 
 /**
@@ -115,7 +123,14 @@ function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays
     ['generation', r.generation],
     ['size', r.size === null ? null : `${r.size} bytes`],
     ['attempts', r.attempts],
-    ['last attempt', retry ? `failed: ${retry.lastFailure} (retrying: ${retry.attemptsMade} of ${retry.maxAttempts} attempts used)` : null],
+    [
+      'last attempt',
+      retry?.carried
+        ? `could not reach the database: ${retry.lastFailure} (waits for it; not counted: ${retry.attemptsMade} of ${retry.maxAttempts} attempts used)`
+        : retry
+          ? `failed: ${retry.lastFailure} (retrying: ${retry.attemptsMade} of ${retry.maxAttempts} attempts used)`
+          : null,
+    ],
     ['validation', r.validation],
     ['patient', r.patientId],
     ['duplicate of', r.duplicateOfPatientId ? `patient ${r.duplicateOfPatientId} (${r.duplicateKind})` : null],
