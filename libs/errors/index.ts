@@ -53,7 +53,12 @@ export function queryErrorSummary(err: Error & { cause?: unknown }): string {
  */
 export function withoutQueryData(err: unknown): unknown {
   if (!isQueryError(err)) return err;
-  const safe = new QueryFailedError(queryErrorSummary(err), (err.cause as { code?: unknown } | undefined)?.code);
+  const cause = err.cause as { code?: unknown; port?: unknown; hostname?: unknown } | undefined;
+  const safe = new QueryFailedError(queryErrorSummary(err), cause?.code);
+  // Where a connection failed (the database's port or host, no row data): what tells PostgreSQL's
+  // socket errors from another service's (couldNotReachPostgres).
+  if (typeof cause?.port === 'number') safe.port = cause.port;
+  if (typeof cause?.hostname === 'string') safe.hostname = cause.hostname;
   const frames = (err.stack ?? '').split('\n').filter((l) => /^\s+at /.test(l));
   safe.stack = [`${safe.name}: ${safe.message}`, ...frames].join('\n');
   return safe;
@@ -63,6 +68,9 @@ export function withoutQueryData(err: unknown): unknown {
 export class QueryFailedError extends Error {
   override name = 'QueryFailedError';
   readonly code: string | undefined;
+  /** The port (or host) of a connection that could not be made, as the socket error said. */
+  port?: number;
+  hostname?: string;
   constructor(message: string, code: unknown) {
     super(message);
     this.code = typeof code === 'string' ? code : undefined;

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../config/index.js';
 import { silentLogger } from '../log/index.js';
 import type { Job } from 'bullmq';
+import { QueryFailedError, withoutQueryData } from '../errors/index.js';
 import { jobOptionsFor, outageDelayMs } from '../queues/index.js';
 import { couldNotReachPostgres, postgresAddressOf } from '../db/connection-lost.js';
 import { createTestDatabase, type TestDatabase } from '../testing/db.js';
@@ -258,6 +259,11 @@ describe('couldNotReachPostgres with the database\'s address', () => {
     expect(couldNotReachPostgres(net('ECONNREFUSED', { port: 443 }), at)).toBe(false);
     expect(couldNotReachPostgres(net('ENOTFOUND', { hostname: 'storage.googleapis.com' }), at)).toBe(false);
     expect(couldNotReachPostgres(net('ECONNREFUSED', {}))).toBe(true);
+    // drizzle's query error made fit to log (the therapist import's transaction rethrows it so) keeps the port.
+    const drizzleError = Object.assign(new Error('Failed query: select 1\nparams: '), { params: [], cause: net('ECONNREFUSED', { address: '10.0.0.5', port: 5433 }) });
+    const safe = withoutQueryData(drizzleError);
+    expect(safe).toBeInstanceOf(QueryFailedError);
+    expect(couldNotReachPostgres(safe, at)).toBe(true);
     expect(couldNotReachPostgres(net('57P03', {}), at)).toBe(true);
     expect(couldNotReachPostgres(net('CONNECT_TIMEOUT', {}), at)).toBe(true);
   });
