@@ -71,6 +71,21 @@ export function tcpProxy(target: { host: string; port: number }) {
     refuseStartup(error: { code: string; message: string } | null = STARTING_UP) {
       refusing = error;
     },
+    /**
+     * Ends every forwarded session as PostgreSQL does in an immediate shutdown or after a crash of
+     * another backend: a NoticeResponse (severity WARNING, `notice`'s SQLSTATE and message) to the
+     * client, then both sides closed. With null, closed without a word. New connections are forwarded.
+     */
+    endSessions(notice: { code: string; message: string } | null) {
+      for (const [client, upstream] of pairs) {
+        upstream.unpipe(client);
+        client.unpipe(upstream);
+        if (notice) client.write(pgMessage('N', ['SWARNING', 'VWARNING', `C${notice.code}`, `M${notice.message}`]));
+        client.end();
+        upstream.destroy();
+      }
+      pairs.clear();
+    },
     /** New connections are forwarded again (after `refuseStartup()`). */
     forward() {
       refusing = undefined;
@@ -119,14 +134,19 @@ function refuseStartup(client: Socket, error: { code: string; message: string } 
         client.end();
         return;
       }
-      const fields = Buffer.from(['SFATAL', 'VFATAL', `C${error.code}`, `M${error.message}`].map((f) => `${f}\0`).join('') + '\0');
-      const head = Buffer.alloc(5);
-      head.write('E');
-      head.writeUInt32BE(fields.length + 4, 1);
-      client.end(Buffer.concat([head, fields]));
+      client.end(pgMessage('E', ['SFATAL', 'VFATAL', `C${error.code}`, `M${error.message}`]));
       return;
     }
   });
+}
+
+/** A PostgreSQL backend message of fields (ErrorResponse 'E', NoticeResponse 'N'): each field a type letter and its text. */
+function pgMessage(type: 'E' | 'N', fields: string[]): Buffer {
+  const body = Buffer.from(fields.map((f) => `${f}\0`).join('') + '\0');
+  const head = Buffer.alloc(5);
+  head.write(type);
+  head.writeUInt32BE(body.length + 4, 1);
+  return Buffer.concat([head, body]);
 }
 
 const DEFAULT_PORTS: Record<string, number> = { 'postgres:': 5432, 'postgresql:': 5432, 'redis:': 6379 };
