@@ -234,11 +234,14 @@ function validate(row: ImportRow, bytes: Buffer, deps: ImportDeps) {
 }
 
 async function finish(row: ImportRow, deps: ImportDeps, outcome?: CommitOutcome): Promise<ImportResult> {
-  // Recorded before the request, so a later run that finds the object gone knows the fleet deleted it.
+  // Recorded with the request (sent at the same time: no round trip added), so a later run that
+  // finds the object gone knows the fleet deleted it. Should the record fail and the delete go
+  // through, that run records `not_found`, as before the record existed.
   const requestedBefore = row.deleteRequestedAt !== null;
-  if (row.source === 'bucket') await deps.store.markDeleteRequested(row.id);
-  const answer = await deps.source.delete(row);
-  const deleted = answer === 'not_found' && requestedBefore ? 'deleted_earlier' : answer;
+  const [recorded, answer] = await Promise.allSettled([row.source === 'bucket' ? deps.store.markDeleteRequested(row.id) : undefined, deps.source.delete(row)]);
+  if (answer.status === 'rejected') throw answer.reason;
+  if (recorded.status === 'rejected') throw recorded.reason;
+  const deleted = answer.value === 'not_found' && requestedBefore ? 'deleted_earlier' : answer.value;
   const status = deleted === 'kept' ? 'done' : deleted === 'precondition_failed' ? 'superseded' : 'deleted';
   await deps.store.markFinished(row.id, status, deleted);
   deps.log.info({ ledgerId: row.id, status, deleteOutcome: deleted }, 'import finished');

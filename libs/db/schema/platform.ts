@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import {
   boolean,
   date,
@@ -11,6 +12,7 @@ import {
   varchar,
   index,
 } from 'drizzle-orm/pg-core';
+import { asciiEmailKeySql, beyondAsciiSql, fullEmailKeySql } from './email-key.js';
 
 /**
  * The platform's tables that the fleet writes or reads, with the platform's German names
@@ -71,7 +73,12 @@ export const patienten = patientService.table(
     createdAt: ts('created_at').notNull().defaultNow(),
     updatedAt: ts('updated_at').notNull().defaultNow(),
   },
-  (t) => [uniqueIndex('patienten_zahlungsreferenz_uq').on(t.zahlungsreferenz)],
+  (t) => [
+    uniqueIndex('patienten_zahlungsreferenz_uq').on(t.zahlungsreferenz),
+    // The import's duplicate check by email (email-key.ts): addresses of ASCII only by their key, the others all.
+    index('patienten_email_ascii_key_idx').on(sql.raw(asciiEmailKeySql('email'))),
+    index('patienten_email_full_key_idx').on(sql.raw(fullEmailKeySql('email'))).where(sql.raw(beyondAsciiSql('email'))),
+  ],
 );
 
 export const therapistStatuses = ['aktiv', 'gesperrt', 'inaktiv'] as const;
