@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import type { Job } from 'bullmq';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -154,27 +155,36 @@ describe('a patient file imported by hand that failed', () => {
 });
 
 describe('fleet imports show of a registration that is being retried', () => {
-  it('says what its last attempt failed with and that it retries (the ledger records only failures for good)', { timeout: 90_000 }, async () => {
+  /** A ledger row whose job ran once, failed with what `fail` throws and waits for its next attempt; `check` runs with the worker stopped. */
+  async function withWaitingImport(objectName: string, fail: () => Promise<never>, check: (id: number, job: Job) => Promise<void>) {
     const [row] = await db.sql`
       insert into fleet.patient_import_ledger (source, bucket, object_name, generation, source_uri, status, attempts)
-      values ('bucket', 'b', 'registrations/Muster_Max_20250705_0b1ab67b.json', '17', 'gs://b/registrations/Muster_Max_20250705_0b1ab67b.json', 'received', 1)
+      values ('bucket', 'b', ${objectName}, '17', ${`gs://b/${objectName}`}, 'received', 1)
       returning id`;
     const id = Number(row!.id);
-    // Its job failed an attempt and waits for the next (the backup folder unwritable, as an operator met it).
     const ctx = openContext(loadConfig({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, LOG_LEVEL: 'silent' }), silentLogger());
-    const worker = workerComponent(ctx, 'test-retrying', {
-      'patient-import': async () => {
-        throw new Error('EACCES: permission denied (open in the folder /var/backup/registrations)');
-      },
-    });
+    const worker = workerComponent(ctx, 'test-waiting', { 'patient-import': fail });
     try {
       await worker.start();
       const { jobId } = await ctx.queues.enqueue('patient-import', { ledgerId: id });
       const job = await until(async () => {
         const j = await ctx.queues.queue('patient-import').getJob(jobId);
-        return j && j.attemptsMade >= 1 && (await j.getState()) === 'delayed' ? j : null;
+        return j && j.attemptsStarted >= 1 && (await j.getState()) === 'delayed' ? j : null;
       }, 20_000, 'the job waiting for its next attempt');
       await worker.stop(5_000);
+      await check(id, job);
+    } finally {
+      await worker.stop(5_000).catch(() => {});
+      await (await ctx.queues.queue('patient-import').getJob(jobIdFor('patient-import', { ledgerId: id })!))?.remove();
+      await ctx.close();
+    }
+  }
+
+  it('says what its last attempt failed with and that it retries (the ledger records only failures for good)', { timeout: 90_000 }, async () => {
+    // The backup folder unwritable, as an operator met it.
+    await withWaitingImport('registrations/Muster_Max_20250705_0b1ab67b.json', async () => {
+      throw new Error('EACCES: permission denied (open in the folder /var/backup/registrations)');
+    }, async (id, job) => {
       const shown = await fleet('imports', 'show', String(id));
       expect(shown.code).toBe(0);
       expect(shown.stdout).toMatch(
@@ -182,44 +192,21 @@ describe('fleet imports show of a registration that is being retried', () => {
       );
       const asJson = JSON.parse((await fleet('imports', 'show', String(id), '--json')).stdout) as { retry: { lastFailure: string } };
       expect(asJson.retry.lastFailure).toContain('EACCES');
-    } finally {
-      await worker.stop(5_000).catch(() => {});
-      await ctx.close();
-    }
+    });
   });
 
   it('says that it waits for the database when its attempts could not reach it (not counted, OUTAGE_CARRY_HOURS)', { timeout: 90_000 }, async () => {
-    const [row] = await db.sql`
-      insert into fleet.patient_import_ledger (source, bucket, object_name, generation, source_uri, status, attempts)
-      values ('bucket', 'b', 'registrations/Muster_Erika_20250706_7c2d90e4.json', '18', 'gs://b/registrations/Muster_Erika_20250706_7c2d90e4.json', 'received', 1)
-      returning id`;
-    const id = Number(row!.id);
-    const ctx = openContext(loadConfig({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, LOG_LEVEL: 'silent' }), silentLogger());
     const port = Number(new URL(db.url).port || 5432);
     // Refused on PostgreSQL's port, as the import's first query is while PostgreSQL is away.
-    const worker = workerComponent(ctx, 'test-carried', {
-      'patient-import': async () => {
-        throw Object.assign(new Error(`connect ECONNREFUSED 127.0.0.1:${port}`), { code: 'ECONNREFUSED', port });
-      },
-    });
-    try {
-      await worker.start();
-      const { jobId } = await ctx.queues.enqueue('patient-import', { ledgerId: id });
-      await until(async () => {
-        const j = await ctx.queues.queue('patient-import').getJob(jobId);
-        return j && j.attemptsStarted >= 1 && (await j.getState()) === 'delayed' ? j : null;
-      }, 20_000, 'the job waiting for the database');
-      await worker.stop(5_000);
+    await withWaitingImport('registrations/Muster_Erika_20250706_7c2d90e4.json', async () => {
+      throw Object.assign(new Error(`connect ECONNREFUSED 127.0.0.1:${port}`), { code: 'ECONNREFUSED', port });
+    }, async (id) => {
       const shown = await fleet('imports', 'show', String(id));
       expect(shown.code).toBe(0);
       expect(shown.stdout).toMatch(
         new RegExp(`last attempt: +could not reach the database: connect ECONNREFUSED 127\\.0\\.0\\.1:${port} \\(waits for it; not counted: 0 of 22 attempts used\\)`),
       );
-    } finally {
-      await worker.stop(5_000).catch(() => {});
-      await (await ctx.queues.queue('patient-import').getJob(jobIdFor('patient-import', { ledgerId: id })!))?.remove();
-      await ctx.close();
-    }
+    });
   });
 });
 

@@ -714,20 +714,26 @@ describe('therapist import: files and reports', () => {
     expect(ds[0]!.to_address).toBe(ctx.config.mail.staffEmail);
   });
 
-  it('on the last attempt, a failure carried through an outage (retried anyway, OUTAGE_CARRY_HOURS) is not recorded: the file is not failed, and is imported by the next attempt', async () => {
-    const file = path.join(dir, '20541.json');
-    await writeFile(file, scraperFile([therapistLine({ id: 'pd1', first: 'Paula', plz: '20541' })]));
+  /** Writes `<plz>.json` with `lines` into the drop folder and registers it in `runId` (as the watcher does). */
+  async function registerDropped(runId: number, plz: string, lines: Parameters<typeof scraperFile>[0]) {
+    const file = path.join(dir, `${plz}.json`);
+    await writeFile(file, scraperFile(lines));
     const buf = await readFile(file);
-    const runId = await therapistImportRepo.openRun(ctx.database.db, 'cli', 'sealed');
     const { file: row } = await therapistImportRepo.registerFile(ctx.database.db, {
       runId,
       path: file,
-      postcode: '20541',
+      postcode: plz,
       dateFolder: null,
       urgent: false,
       contentHash: createHash('sha256').update(buf).digest('hex'),
       sizeBytes: buf.length,
     });
+    return row;
+  }
+
+  it('on the last attempt, a failure carried through an outage (retried anyway, OUTAGE_CARRY_HOURS) is not recorded: the file is not failed, and is imported by the next attempt', async () => {
+    const runId = await therapistImportRepo.openRun(ctx.database.db, 'cli', 'sealed');
+    const row = await registerDropped(runId, '20541', [therapistLine({ id: 'pd1', first: 'Paula', plz: '20541' })]);
     const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
     const deps = { ...therapistImportDeps(ctx), readFile: () => Promise.reject(refused) };
     await expect(processTherapistFile({ fileId: row.id }, deps, { isFinalAttempt: true, carried: (err) => err === refused })).rejects.toBe(refused);
@@ -735,36 +741,14 @@ describe('therapist import: files and reports', () => {
     const report = await processTherapistFile({ fileId: row.id }, therapistImportDeps(ctx), { isFinalAttempt: true });
     expect(report).toMatchObject({ status: 'imported', counts: { total: 1, created: 1 } });
     // Not carried: the last attempt records the failure, as before.
-    const other = path.join(dir, '20542.json');
-    await writeFile(other, scraperFile([therapistLine({ id: 'pe1', first: 'Peter', plz: '20542' })]));
-    const otherBuf = await readFile(other);
-    const { file: otherRow } = await therapistImportRepo.registerFile(ctx.database.db, {
-      runId,
-      path: other,
-      postcode: '20542',
-      dateFolder: null,
-      urgent: false,
-      contentHash: createHash('sha256').update(otherBuf).digest('hex'),
-      sizeBytes: otherBuf.length,
-    });
+    const otherRow = await registerDropped(runId, '20542', [therapistLine({ id: 'pe1', first: 'Peter', plz: '20542' })]);
     await expect(processTherapistFile({ fileId: otherRow.id }, deps, { isFinalAttempt: true, carried: () => false })).rejects.toBe(refused);
     expect(await therapistImportRepo.getFile(ctx.database.db, otherRow.id)).toMatchObject({ status: 'failed', errorCode: 'gave_up' });
   });
 
   it('a failure after the commit (the summary email cannot be queued: Redis away) on the last attempt does not turn the imported file into a failed one', async () => {
-    const file = path.join(dir, '20540.json');
-    await writeFile(file, scraperFile([therapistLine({ id: 'pc1', first: 'Paula', plz: '20540' }), therapistLine({ id: 'pc2', first: 'Peter', plz: '20540' })]));
-    const buf = await readFile(file);
     const runId = await therapistImportRepo.openRun(ctx.database.db, 'cli', 'sealed');
-    const { file: row } = await therapistImportRepo.registerFile(ctx.database.db, {
-      runId,
-      path: file,
-      postcode: '20540',
-      dateFolder: null,
-      urgent: false,
-      contentHash: createHash('sha256').update(buf).digest('hex'),
-      sizeBytes: buf.length,
-    });
+    const row = await registerDropped(runId, '20540', [therapistLine({ id: 'pc1', first: 'Paula', plz: '20540' }), therapistLine({ id: 'pc2', first: 'Peter', plz: '20540' })]);
     const deps = { ...therapistImportDeps(ctx), sendEmail: () => Promise.reject(new Error('redis not reachable')) };
     await expect(processTherapistFile({ fileId: row.id }, deps, { isFinalAttempt: true })).rejects.toThrow('redis not reachable');
     // The therapists went in, and the record says so: not "failed, 0 therapists".
