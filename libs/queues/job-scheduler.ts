@@ -71,7 +71,7 @@ export async function ensureJobScheduler<N extends JobName>(o: EnsureSchedulerOp
     }
     const current = await queue.getJobScheduler(o.schedulerId);
     let action: EnsureSchedulerResult['action'] = 'unchanged';
-    const { attempts, backoff, removeOnComplete, removeOnFail } = jobOptionsFor(o.jobName, o.queues.backoffScale);
+    const { attempts, backoff, removeOnComplete, removeOnFail, keepLogs } = jobOptionsFor(o.jobName, o.queues.backoffScale);
     // The job's retry policy counts too: a deploy that changes it (or RETRY_BACKOFF_SCALE) must reach the scheduled jobs.
     const storedOpts = current?.template?.opts;
     const sameRetry = storedOpts?.attempts === attempts && JSON.stringify(storedOpts?.backoff) === JSON.stringify(backoff);
@@ -79,7 +79,7 @@ export async function ensureJobScheduler<N extends JobName>(o: EnsureSchedulerOp
       await queue.upsertJobScheduler(
         o.schedulerId,
         { pattern: o.pattern, tz: o.timeZone },
-        { name: o.jobName, data: o.data, opts: { attempts, backoff, removeOnComplete, removeOnFail } },
+        { name: o.jobName, data: o.data, opts: { attempts, backoff, removeOnComplete, removeOnFail, keepLogs } },
       );
       action = current ? 'updated' : 'created';
     }

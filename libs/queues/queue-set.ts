@@ -40,8 +40,13 @@ export function jobOptionsFor(name: JobName, backoffScale = 1): JobsOptions {
     },
     removeOnComplete: { age: def.retention.completed.ageSeconds, count: def.retention.completed.count },
     removeOnFail: { age: def.retention.failed.ageSeconds, count: def.retention.failed.count },
+    // A job carried through a long database outage logs each attempt (OutageCarry): the last ones are enough.
+    keepLogs: JOB_LOGS_KEPT,
   };
 }
+
+/** Log lines kept per job (BullMQ `keepLogs`): a day's outage would leave ~290 per job carried through it. */
+export const JOB_LOGS_KEPT = 20;
 
 /** Describes a zod error as `field: rule; field: rule`. */
 export function describeZodError(error: z.ZodError): string {

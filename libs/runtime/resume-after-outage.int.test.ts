@@ -3,7 +3,7 @@ import { loadConfig } from '../config/index.js';
 import { silentLogger } from '../log/index.js';
 import type { Job } from 'bullmq';
 import { QueryFailedError, withoutQueryData } from '../errors/index.js';
-import { jobOptionsFor, outageDelayMs } from '../queues/index.js';
+import { JOB_LOGS_KEPT, jobOptionsFor, outageDelayMs } from '../queues/index.js';
 import { couldNotReachPostgres, postgresAddressOf } from '../db/connection-lost.js';
 import { createTestDatabase, type TestDatabase } from '../testing/db.js';
 import { testQueuePrefix } from '../testing/redis.js';
@@ -158,6 +158,32 @@ describe('an outage longer than a job\'s attempts allow', () => {
       expect((await queue.getJob('carry-test.11'))!.attemptsMade).toBe(1);
     } finally {
       await worker.stop(5_000);
+      await proxy.open();
+    }
+  }, 60_000);
+
+  it('keeps the last JOB_LOGS_KEPT log lines of a job carried many times (a day\'s outage would leave ~290)', async () => {
+    // Retry delays scaled down: the carried attempts come every few milliseconds.
+    const fast = openContext(loadConfig({ DATABASE_URL: proxy.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, LOG_LEVEL: 'silent', RETRY_BACKOFF_SCALE: '0.0001' }), silentLogger());
+    const worker = workerComponent(fast, 'carry-logs-test', {
+      'weekly-status': async () => {
+        await fast.database.sql`select 1`;
+        return { ok: true };
+      },
+    });
+    await worker.start();
+    const queue = fast.queues.queue('weekly-status');
+    try {
+      await proxy.close();
+      await queue.add('weekly-status', { patientId: 14, isoWeek: '2026-W49' }, { ...jobOptionsFor('weekly-status', 1), backoff: { type: 'fixed', delay: 5 }, jobId: 'carry-logs-test.14' });
+      await until('the job carried more often than its logs are kept', async () => ((await queue.getJob('carry-logs-test.14'))?.attemptsStarted ?? 0) > JOB_LOGS_KEPT + 5, 30_000);
+      const { logs, count } = await queue.getJobLogs('carry-logs-test.14');
+      expect(count).toBe(JOB_LOGS_KEPT);
+      expect(logs.every((l) => /could not reach the database, not counted/.test(l))).toBe(true);
+    } finally {
+      await worker.stop(5_000);
+      await (await queue.getJob('carry-logs-test.14'))?.remove();
+      await fast.close();
       await proxy.open();
     }
   }, 60_000);
