@@ -44,6 +44,11 @@ describe('patient import: concurrency', () => {
     // Both pollers list at once, several times, while both workers import.
     for (let round = 0; round < 3; round++) await Promise.all([a.poll(), b.poll(), a.poll()]);
     await until(async () => standIn.listObjects(BUCKET, prefix).length === 0 || undefined, 45_000, 'bucket emptied');
+    // The last deletes are recorded just after they went through.
+    await until(async () => {
+      const [open] = await database.sql`select count(*)::int as n from fleet.patient_import_ledger where object_name like ${`${prefix}%`} and status in ('imported', 'duplicate')`;
+      return open!.n === 0 || undefined;
+    }, 10_000, 'the last deletes recorded');
     const rows = await database.sql`select status, count(*)::int as n from fleet.patient_import_ledger where object_name like ${`${prefix}%`} group by status`;
     expect(rows).toEqual([{ status: 'deleted', n: 200 }]);
     const [patients] = await database.sql`select count(*)::int as n, count(distinct zahlungsreferenz)::int as refs from patient_service.patienten where zahlungsreferenz like 'ba7c%'`;
