@@ -19,12 +19,17 @@ export function isConnectionLost(err: unknown): boolean {
  */
 const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'CONNECT_TIMEOUT', '57P01', '57P02', '57P03']);
 
-/** Whether `err`, or what it wraps (drizzle's query error carries postgres.js's as `cause`), has a code in `codes`. */
-export function hasErrorCode(err: unknown, codes: ReadonlySet<string> | string): boolean {
+/** `err` and what it wraps (drizzle's query error carries postgres.js's as `cause`), up to four deep, each with its string code. */
+function* codedChain(err: unknown): Generator<{ error: object; code: string }> {
   for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
     const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string' && (typeof codes === 'string' ? code === codes : codes.has(code))) return true;
+    if (typeof code === 'string') yield { error: e, code };
   }
+}
+
+/** Whether `err`, or what it wraps, has a code in `codes`. */
+export function hasErrorCode(err: unknown, codes: ReadonlySet<string> | string): boolean {
+  for (const { code } of codedChain(err)) if (typeof codes === 'string' ? code === codes : codes.has(code)) return true;
   return false;
 }
 
@@ -55,12 +60,11 @@ export function postgresAddressOf(url: string): PostgresAddress | undefined {
  * PostgreSQL's, which would run its job at once each time PostgreSQL answers.
  */
 export function couldNotReachPostgres(err: unknown, at?: PostgresAddress): boolean {
-  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code !== 'string' || !UNREACHABLE.has(code)) continue;
+  for (const { error, code } of codedChain(err)) {
+    if (!UNREACHABLE.has(code)) continue;
     if (!at || !SOCKET_CODES.has(code)) return true;
     // Node's AggregateError (every address of a host refused) carries the attempts in `errors`.
-    const attempts = [e, ...(((e as { errors?: unknown }).errors as unknown[] | undefined) ?? [])] as Array<{ port?: unknown; hostname?: unknown }>;
+    const attempts = [error, ...(((error as { errors?: unknown }).errors as unknown[] | undefined) ?? [])] as Array<{ port?: unknown; hostname?: unknown }>;
     if (attempts.some((a) => a?.port === at.port || a?.hostname === at.host)) return true;
   }
   return false;

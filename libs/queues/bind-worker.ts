@@ -237,6 +237,8 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
     const name = job.name as JobName;
     const handler = handlers[name] as Handler<JobName> | undefined;
     let payload: Payload<JobName> | undefined;
+    // The delay of an attempt carried through an outage (see OutageCarry); null: it counts.
+    const carriedDelayMs = (err: unknown) => (carriable(job, handler, token) ? outageDelayMs(job, err, opts.outage, Date.now()) : null);
     try {
       const def = catalog[name];
       if (!def || def.queue !== queue || !handler) {
@@ -253,7 +255,7 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
         attempt,
         maxAttempts: job.opts.attempts ?? 1,
         isFinalAttempt: attempt >= (job.opts.attempts ?? 1),
-        carriedThroughOutage: (err) => carriable(job, handler, token) && outageDelayMs(job, err, opts.outage, Date.now()) !== null,
+        carriedThroughOutage: (err) => carriedDelayMs(err) !== null,
         updateProgress: (p) => job.updateProgress(p),
         scheduledAt: scheduledAtOf(job),
       });
@@ -271,7 +273,7 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
         log.warn({ err, supersededBy: supersededBy.toISOString() }, 'job attempt failed: not retried, the next scheduled run does its work (superseded, no dead letter)');
         throw new JobSuperseded(supersededBy, errorMessage(err));
       }
-      const carriedFor = permanent || !carriable(job, handler, token) ? null : outageDelayMs(job, err, opts.outage, Date.now());
+      const carriedFor = permanent ? null : carriedDelayMs(err);
       if (carriedFor !== null && (await carryThroughOutage(job, token!, carriedFor, err, log))) {
         opts.onRetrying?.(queue, job.id!, err);
         throw new DelayedError();

@@ -32,8 +32,13 @@ beforeAll(async () => {
   proxy = tcpProxyFor(db.url);
   await proxy.open();
   q = testQueuePrefix();
-  ctx = openContext(loadConfig({ DATABASE_URL: proxy.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, LOG_LEVEL: 'silent' }), silentLogger());
+  ctx = proxiedContext();
 });
+
+/** A context on the proxy, the test's queue prefix and `env` besides. */
+function proxiedContext(env: Record<string, string> = {}): FleetContext {
+  return openContext(loadConfig({ DATABASE_URL: proxy.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, LOG_LEVEL: 'silent', ...env }), silentLogger());
+}
 
 afterAll(async () => {
   await ctx?.close();
@@ -170,7 +175,7 @@ describe('an outage longer than a job\'s attempts allow', () => {
 
   it('keeps the last JOB_LOGS_KEPT log lines of a job carried many times (a day\'s outage would leave ~290)', async () => {
     // Retry delays scaled down: the carried attempts come every few milliseconds.
-    const fast = openContext(loadConfig({ DATABASE_URL: proxy.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, LOG_LEVEL: 'silent', RETRY_BACKOFF_SCALE: '0.0001' }), silentLogger());
+    const fast = proxiedContext({ RETRY_BACKOFF_SCALE: '0.0001' });
     const worker = workerComponent(fast, 'carry-logs-test', {
       'weekly-status': async () => {
         await fast.database.sql`select 1`;
@@ -195,10 +200,7 @@ describe('an outage longer than a job\'s attempts allow', () => {
   }, 60_000);
 
   it('counts such attempts with OUTAGE_CARRY_HOURS=0, and always counts a failure that is not an outage: the job is a dead letter when they run out', async () => {
-    const off = openContext(
-      loadConfig({ DATABASE_URL: proxy.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, LOG_LEVEL: 'silent', OUTAGE_CARRY_HOURS: '0' }),
-      silentLogger(),
-    );
+    const off = proxiedContext({ OUTAGE_CARRY_HOURS: '0' });
     const runs: number[] = [];
     const carried: boolean[] = [];
     const worker = workerComponent(off, 'carry-off-test', {

@@ -11,6 +11,8 @@ const PROMOTED_MEMORY_MS = 3_600_000;
 export interface OutageResume {
   /** A job attempt failed and will be retried (see BindOptions.onRetrying). */
   retrying(queue: string, jobId: string, err: unknown): void;
+  /** Whether `err` says PostgreSQL (this context's DATABASE_URL) could not be reached (`couldNotReachPostgres`). */
+  isOutage(err: unknown): boolean;
   stop(): void;
 }
 
@@ -91,10 +93,11 @@ export function resumeAfterOutage(ctx: FleetContext, opts: { checkMs?: number } 
   const resume: OutageResume = {
     retrying(queue, jobId, err) {
       // Not a job whose own query lost its connection: it may be what brought the server down.
-      if (stopped || !couldNotReachPostgres(err, postgres)) return;
+      if (stopped || !resume.isOutage(err)) return;
       waiting.set(`${queue}\u0000${jobId}`, { queue, jobId });
       schedule();
     },
+    isOutage: (err) => couldNotReachPostgres(err, postgres),
     stop() {
       stopped = true;
       if (timer) clearTimeout(timer);

@@ -1,5 +1,4 @@
 import type { Worker } from 'bullmq';
-import { couldNotReachPostgres, postgresAddressOf } from '../db/connection-lost.js';
 import { bindWorkers, closeWorkers, type Handlers } from '../queues/index.js';
 import type { Component } from './component.js';
 import type { FleetContext } from './context.js';
@@ -22,12 +21,11 @@ export function workerComponent(ctx: FleetContext, name: string, handlers: Handl
     async start() {
       // Jobs that could not reach PostgreSQL run again as soon as it answers, not at the end of their delay.
       const outage = (resume = resumeAfterOutage(ctx));
-      const postgres = postgresAddressOf(ctx.config.db.url);
       workers = bindWorkers(handlers, {
         onRetrying: (queue, jobId, err) => outage.retrying(queue, jobId, err),
         // An attempt that could not reach PostgreSQL does not use up the job's attempts for OUTAGE_CARRY_HOURS.
         outage: {
-          isOutage: (err) => couldNotReachPostgres(err, postgres),
+          isOutage: outage.isOutage,
           carryMs: ctx.config.queues.outageCarryMs,
           maxDelayMs: Math.max(1, Math.round(OUTAGE_MAX_DELAY_MS * ctx.config.queues.backoffScale)),
         },
