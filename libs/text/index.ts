@@ -19,33 +19,64 @@ export function mayHoldUnstorableText(text: string): boolean {
 
 const UNPAIRED = /[\ud800-\udbff](?![\udc00-\udfff])|(?:^|[^\ud800-\udbff])[\udc00-\udfff]/;
 
+/** Paths longer than this many steps are shortened in a reason (a value nested thousands of levels deep). */
+const SHOWN_STEPS = 24;
+
+/** A value met while searching, with the step that led to it (its key or position) and its parent. */
+interface Visit {
+  v: unknown;
+  step: string;
+  up: Visit | null;
+  /** `v` is the key `step` of `up`, not a value. */
+  key: boolean;
+}
+
+/** The path of a visit in zod's form (`a.b.0`), `prefix` first; a very deep one shortened in the middle. */
+function pathOf(visit: Visit | null, prefix: string): string {
+  const steps: string[] = [];
+  for (let n = visit; n && n.up; n = n.up) steps.push(n.step);
+  steps.reverse();
+  if (prefix) steps.unshift(prefix);
+  // The steps left out are one `…` (no words: the path stays the same in German reasons).
+  if (steps.length > SHOWN_STEPS) return [...steps.slice(0, SHOWN_STEPS - 8), '…', ...steps.slice(-4)].join('.');
+  return steps.join('.');
+}
+
 /**
  * The first string (or key) in `v` PostgreSQL cannot store as text or JSON: a NUL character
  * or half of a surrogate pair (no valid Unicode). Its path, in the form zod uses
  * (`patient_data.telefon`, `symptome.0`), and why; null when everything can be stored.
  * A key directly under `path` '' is named `<root>: a key`, the value itself `<root>`, and the
  * entries of a list at the top by their position (`0`).
+ *
+ * Searched with a stack of its own, not by recursion: a value nested thousands of levels deep
+ * (JSON.parse reads any depth) overflowed the call stack, which a file import then retried until
+ * it gave up, naming neither the file nor the field. A path deeper than 24 steps is shortened.
  */
 export function unstorableText(v: unknown, path: string, root = '(value)'): string | null {
-  if (typeof v === 'string') {
-    // The value itself (no path): named by the root's word, not by an empty path.
-    if (v.includes('\u0000')) return `${path || root}: contains a NUL character (\\u0000), which cannot be stored`;
-    if (UNPAIRED.test(v)) return `${path || root}: contains an unpaired surrogate (not valid Unicode), which cannot be stored`;
-    return null;
-  }
-  if (typeof v !== 'object' || v === null) return null;
-  if (Array.isArray(v)) {
-    for (const [i, x] of v.entries()) {
-      const bad = unstorableText(x, path ? `${path}.${i}` : String(i), root);
-      if (bad) return bad;
+  const stack: Visit[] = [{ v, step: '', up: null, key: false }];
+  while (stack.length) {
+    const n = stack.pop()!;
+    const x = n.v;
+    if (typeof x === 'string') {
+      const why = x.includes('\u0000')
+        ? 'contains a NUL character (\\u0000), which cannot be stored'
+        : UNPAIRED.test(x)
+          ? 'contains an unpaired surrogate (not valid Unicode), which cannot be stored'
+          : null;
+      if (why) return `${n.key ? `${pathOf(n.up, path) || root}: a key` : pathOf(n, path) || root}: ${why}`;
+    } else if (typeof x === 'object' && x !== null) {
+      // Pushed last to first, so that they are searched first to last (keys before their values).
+      if (Array.isArray(x)) {
+        for (let i = x.length - 1; i >= 0; i--) stack.push({ v: x[i], step: String(i), up: n, key: false });
+      } else {
+        const entries = Object.entries(x);
+        for (let i = entries.length - 1; i >= 0; i--) {
+          const [k, y] = entries[i]!;
+          stack.push({ v: y, step: k, up: n, key: false }, { v: k, step: k, up: n, key: true });
+        }
+      }
     }
-    return null;
-  }
-  for (const [k, x] of Object.entries(v)) {
-    const key = unstorableText(k, `${path || root}: a key`, root);
-    if (key) return key;
-    const bad = unstorableText(x, path ? `${path}.${k}` : k, root);
-    if (bad) return bad;
   }
   return null;
 }

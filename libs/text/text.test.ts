@@ -13,6 +13,19 @@ describe('unstorableText', () => {
     expect(unstorableText(['ok', 'x\u0000'], '', '(metadata)')).toBe('1: contains a NUL character (\\u0000), which cannot be stored');
   });
 
+  it('searches a value nested 100,000 levels deep without overflowing the stack, and shortens its path', () => {
+    const deep = (inner: unknown) => {
+      let v = inner;
+      for (let i = 0; i < 100_000; i++) v = [v];
+      return v;
+    };
+    expect(unstorableText({ a: deep('ok') }, '')).toBeNull();
+    const found = unstorableText({ a: deep('x\u0000') }, 'data');
+    expect(found).toBe(`data.a.${'0.'.repeat(14)}….0.0.0.0: contains a NUL character (\\u0000), which cannot be stored`);
+    // A key deep down, and the first of several in file order.
+    expect(unstorableText({ a: [{ ok: 1 }, { b: { 'k\u0000': 1 } }], c: 'x\u0000' }, '')).toBe('a.1.b: a key: contains a NUL character (\\u0000), which cannot be stored');
+  });
+
   it('accepts everything else, surrogate pairs (emoji) included', () => {
     expect(unstorableText({ a: 'Zoë 😀', b: [1, null, true, { c: 'ß' }], d: '\u0001\u2028' }, '')).toBeNull();
     expect(unstorableText('😀😀', 'x')).toBeNull();

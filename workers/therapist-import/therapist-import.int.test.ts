@@ -652,6 +652,36 @@ describe('therapist import: files and reports', () => {
     expect(await byPlz('20311')).toHaveLength(0);
   });
 
+  it('a line nested thousands of levels deep in a file that holds a \\u escape is judged like any other (no stack overflow retried until the job gives up)', async () => {
+    // A \u escape anywhere (an emoji written escaped, as json_encode does by default) makes the
+    // import search every line for unstorable text: that search recursed once per level and
+    // overflowed the stack, so the CLI said only "Maximum call stack size exceeded" and a worker
+    // retried the file until it recorded "import failed after retries", naming neither file nor field.
+    const deep = `${'['.repeat(10_000)}${']'.repeat(10_000)}`;
+    const deepWithNul = `${'['.repeat(10_000)}"x\\u0000"${']'.repeat(10_000)}`;
+    const lines = [
+      therapistLine({ id: 'd1', first: 'Dirk', plz: '20313' }),
+      therapistLine({ id: 'd2', first: 'Doris', plz: '20313' }),
+      therapistLine({ id: 'd3', first: 'Dana', plz: '20313' }),
+    ];
+    const text = scraperFile(lines, { postcode_area: 'XXXXX' })
+      .replace('"id": "d1",', `"id": "d1", "extra": ${deep},`)
+      .replace('"id": "d2",', `"id": "d2", "extra": ${deepWithNul},`)
+      .replace('"scrape_id": "52XXX_20250702",', `"scrape_id": "Praxis \\ud83d\\ude00", "nested": ${deep},`);
+    expect(text).toContain('"extra": [[[');
+    expect(text).toContain('"nested": [[[');
+    expect(text).toContain('Praxis \\ud83d\\ude00');
+    const file = path.join(dir, '20313.json');
+    await writeFile(file, text);
+    const r = await importTherapistFileNow(ctx, file);
+    expect(r.status).toBe('partial');
+    expect(r.counts).toMatchObject({ total: 3, created: 2, failed: 1, fileErrors: 0 });
+    expect(r.failures).toHaveLength(1);
+    expect(r.failures[0]).toMatchObject({ index: 1, externalId: 'd2' });
+    expect(r.failures[0]!.reason).toMatch(/^extra\.0\.0\..*: contains a NUL character \(\\u0000\), which cannot be stored$/);
+    expect((await byPlz('20313')).map((x) => x.vorname)).toEqual(['Dirk', 'Dana']);
+  });
+
   it('a name longer than its column once in its stored Unicode form fails that therapist alone, naming the field (not the file as a database error)', async () => {
     // U+0344 is one character in the file and two once normalised (NFC), as stored: 101 for a column of 100.
     const r = await imp([therapistLine({ id: 'l1', first: `${'q'.repeat(99)}\u0344`, plz: '20312' }), therapistLine({ id: 'l2', first: 'Lea', plz: '20312' })]);
