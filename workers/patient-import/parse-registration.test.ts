@@ -103,6 +103,17 @@ describe('registration validation', () => {
   it('rejects broken JSON and a missing token', () => {
     expect(rejectOf('{"patient_data": {').code).toBe('invalid_json');
     expect(rejectOf('{"patient_data": {').message).toMatch(/^file: not valid JSON/);
+    // Where it broke, also when JSON.parse's message gives no position (an unexpected token):
+    // not "the file ends too early or is empty" for a file that does neither.
+    expect(rejectOf('{"a": True}').message).toBe('file: not valid JSON (error at character 6)');
+    expect(rejectOf('{"a": [1,]}').message).toBe('file: not valid JSON (error at character 9)');
+    expect(rejectOf('{"a": NaN}').message).toBe('file: not valid JSON (error at character 6)');
+    expect(rejectOf('{"a": 1}}').message).toBe('file: not valid JSON (error at character 8)');
+    expect(rejectOf('{"a": "x').message).toBe('file: not valid JSON (the file ends too early)');
+    expect(rejectOf('{"a": 1, \n').message).toBe('file: not valid JSON (the file ends too early)');
+    expect(rejectOf('').message).toBe('file: not valid JSON (the file is empty)');
+    expect(rejectOf(' \n\t').message).toBe('file: not valid JSON (the file is empty)');
+    expect(rejectOf('\ufeff').message).toBe('file: not valid JSON (the file is empty)');
     const noToken = plainRegistration({ patch: (r) => delete r.registration_token });
     expect(rejectOf(noToken).message).toContain('registration_token: required');
     const noConsent = plainRegistration({ patch: (r) => delete r.consent_metadata });

@@ -1,4 +1,5 @@
 import { isUtf8 } from 'node:buffer';
+import { parse as parseTolerant, type ParseError } from 'jsonc-parser';
 import { z } from 'zod';
 import { PermanentError } from '../../libs/errors/index.js';
 import { mayHoldUnstorableText, unstorableText } from '../../libs/text/index.js';
@@ -79,6 +80,26 @@ function decodeRegistration(bytes: Buffer): string {
 }
 
 /**
+ * Where the JSON `text` broke, without quoting it (Node's message quotes a piece of the file):
+ * `the file is empty`, `the file ends too early`, or `error at character N`. Node gives no
+ * position for an unexpected token (`True`, `NaN`, a trailing comma in a list): those are
+ * located with jsonc-parser, instead of being called "ends too early or is empty".
+ */
+function jsonErrorAt(text: string, err: Error): string | null {
+  if (/^[ \t\n\r]*$/.test(text)) return 'the file is empty';
+  const given = /position (\d+)/.exec(err.message)?.[1];
+  let at = given === undefined ? undefined : Number(given);
+  if (at === undefined) {
+    const errors: ParseError[] = [];
+    parseTolerant(text, errors, { disallowComments: true, allowTrailingComma: false, allowEmptyContent: false });
+    at = errors[0]?.offset;
+  }
+  if (at === undefined) return null;
+  if (at >= text.replace(/[ \t\n\r]+$/, '').length) return 'the file ends too early';
+  return `error at character ${at}`;
+}
+
+/**
  * Objects and arrays inside each other at most this deep (PHP's `json_decode` default, which the
  * registration site's JSON stays within; a registration itself is 6 levels deep at most).
  */
@@ -111,9 +132,8 @@ export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: D
   try {
     doc = JSON.parse(text);
   } catch (err) {
-    // Node's message quotes a piece of the file: keep only where it broke.
-    const at = /position (\d+)/.exec((err as Error).message)?.[1];
-    throw new PermanentError(rejectCodes.json, `file: not valid JSON${at ? ` (error at character ${at})` : ' (the file ends too early or is empty)'}`);
+    const at = jsonErrorAt(text, err as Error);
+    throw new PermanentError(rejectCodes.json, `file: not valid JSON${at ? ` (${at})` : ''}`);
   }
   if (!isObject(doc)) throw new PermanentError(rejectCodes.json, 'file: expected a JSON object');
   // Parsing is iterative, but storing the consent (and checking text) recurses: a file nested

@@ -72,6 +72,7 @@ function allReasons(): string[] {
     top((r) => (r.registration_token = 'abc')),
     top((r) => (r['x\ud800'] = 1)),
     Buffer.from('{"patient_data": {'),
+    Buffer.from('{"patient_data": True}'),
     Buffer.from(''),
     Buffer.from('[1]'),
     Buffer.from(`{"a":${'['.repeat(600)}${']'.repeat(600)}}`),

@@ -14,7 +14,11 @@ const fixed: Record<string, string> = {
   // Whole, with its path: the message holds the separator "; ".
   'file: not UTF-8 text (the registration site writes UTF-8; was the file saved in another encoding, such as Latin-1?)':
     'Datei: kein UTF-8-Text (die Anmeldeseite schreibt UTF-8; wurde die Datei in einer anderen Kodierung gespeichert, etwa Latin-1?)',
+  // The first: the reason of files that failed before the two cases were told apart.
   'not valid JSON (the file ends too early or is empty)': 'kein gültiges JSON (die Datei endet zu früh oder ist leer)',
+  'not valid JSON (the file ends too early)': 'kein gültiges JSON (die Datei endet zu früh)',
+  'not valid JSON (the file is empty)': 'kein gültiges JSON (die Datei ist leer)',
+  'not valid JSON': 'kein gültiges JSON',
   'expected a JSON object': 'erwartet: ein JSON-Objekt',
   'does not match the content (HMAC-SHA256 with the configured secret)': 'passt nicht zum Inhalt (HMAC-SHA256 mit dem eingerichteten Schlüssel)',
   'required (a signing secret is configured), the file is unsigned': 'erforderlich (ein Signaturschlüssel ist eingerichtet), die Datei ist nicht signiert',
