@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { until } from '../../libs/testing/until.js';
@@ -42,5 +42,34 @@ describe('scraper watcher and files that are not regular files', () => {
       ['44001.json', 'skipped'],
     ]);
     for (const f of special) expect(f.reason).toContain('not a regular file');
+  });
+
+  it('does not follow a link back up the tree live, as the start-up scan does not: a file dropped beside it is recorded once', async () => {
+    // chokidar follows links to folders: `loop -> .` made it report every file dropped after it
+    // again under loop/, loop/loop/, ... (tens of levels), each a "name does not fit" row in the
+    // run's staff summary.
+    await symlink('.', path.join(h.dir, 'loop'));
+    await symlink('..', path.join(h.dir, 'urgent-back'));
+    await new Promise((r) => setTimeout(r, 1_000));
+    await writeFile(path.join(h.dir, '44010.json'), scraperFile([therapistLine({ id: '44010-0', first: 'Anna', plz: '44010' })]));
+    await until('the file imported', async () => ((await files()).some((f) => f.path === '44010.json' && f.status === 'imported') ? true : undefined), 10_000);
+    // Time for chokidar to walk into the links and report what it finds there.
+    await new Promise((r) => setTimeout(r, 2_000));
+    await watcher.idle();
+    const rows = (await files()).filter((f) => !f.path.startsWith('4400'));
+    expect(rows.map((f) => [f.path, f.status])).toEqual([['44010.json', 'imported']]);
+
+    // Nor does the start-up scan go up through `urgent-back -> ..` over the folders beside the drop folder.
+    const beside = await mkdtemp(path.join(path.dirname(h.dir), 'scraper-beside-'));
+    try {
+      await writeFile(path.join(beside, '44011.json'), scraperFile([therapistLine({ id: '44011-0', first: 'Berta', plz: '44011' })]));
+      await watcher.stop(5_000);
+      await watcher.start();
+      await watcher.caughtUp();
+      await watcher.idle();
+      expect((await files()).filter((f) => !f.path.startsWith('4400')).map((f) => f.path)).toEqual(['44010.json']);
+    } finally {
+      await rm(beside, { recursive: true, force: true });
+    }
   });
 });

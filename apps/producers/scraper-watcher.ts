@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { constants, type BigIntStats, type Dirent } from 'node:fs';
+import { constants, lstatSync, realpathSync, statSync, type BigIntStats, type Dirent } from 'node:fs';
 import { mkdir, open, readdir, realpath, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
@@ -96,7 +96,7 @@ async function walk(root: string): Promise<{ files: FoundFile[]; unreadable: str
     let real: string;
     try {
       real = await realpath(dir);
-      if (above.includes(real)) return;
+      if (leadsBackUp(real, above)) return;
       entries = await readdir(dir, { withFileTypes: true });
     } catch (err) {
       if (dir === root) throw err;
@@ -113,6 +113,17 @@ async function walk(root: string): Promise<{ files: FoundFile[]; unreadable: str
   };
   await visit(root);
   return { files, unreadable };
+}
+
+/**
+ * Whether a folder reached through a link (real path `real`) is one of the folders above it
+ * (real paths, the drop folder first) or holds one of them: `loop -> .`, `back -> ..`, or two
+ * links pointing at each other's folders. Followed, such a link leads round and round (chokidar
+ * reported every file dropped beside `loop -> .` again under `loop/`, `loop/loop/`, … tens of
+ * levels deep, each a misfit in the run's summary), or over a whole tree outside the drop folder.
+ */
+export function leadsBackUp(real: string, above: readonly string[]): boolean {
+  return above.some((a) => a === real || a.startsWith(real.endsWith(path.sep) ? real : real + path.sep));
 }
 
 /**
@@ -646,10 +657,43 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   /** Tomorrow (YYYYMMDD, UTC): a date folder after it is misdated. */
   const latestPlausibleDate = () => new Date(ctx.clock.now().getTime() + 86_400_000).toISOString().slice(0, 10).replace(/-/g, '');
   const relOf = (abs: string) => path.relative(root, abs).split(path.sep).join('/');
+  /** Links leading back up that were said (relative paths), once each per start. */
+  const reportedLoops = new Set<string>();
+
+  /**
+   * A link to a folder that leads back up (see `leadsBackUp`): chokidar follows links to folders,
+   * so the live watcher would go round and round where the start-up walk does not. Said once per
+   * link. Only links are looked at (one lstat per path chokidar asks about).
+   */
+  function linkLeadsBackUp(p: string): boolean {
+    try {
+      if (!lstatSync(p).isSymbolicLink() || !statSync(p).isDirectory()) return false;
+      const real = realpathSync(p);
+      const above: string[] = [];
+      for (let dir = path.dirname(p); ; dir = path.dirname(dir)) {
+        above.push(realpathSync(dir));
+        if (dir === root || dir === path.dirname(dir)) break;
+      }
+      if (!leadsBackUp(real, above)) return false;
+    } catch {
+      return false; // gone meanwhile, or broken: the file events say what it is
+    }
+    const rel = relOf(p);
+    if (!reportedLoops.has(rel)) {
+      reportedLoops.add(rel);
+      // Not named (a name in the drop folder may be a person's, as for misfit files): its depth, and how to find it.
+      log.warn(
+        { depth: rel.split('/').length },
+        'a link in the drop folder points to a folder above it (or holding it): not followed, as the start-up scan does not (find SCRAPER_DROP_DIR -type l lists the links)',
+      );
+    }
+    return true;
+  }
 
   function ignoredPath(p: string): boolean {
     if (p === root) return false;
     if (path.basename(p).startsWith('.')) return true;
+    if (linkLeadsBackUp(p)) return true;
     const rel = relOf(p);
     const date = dateFolderOfDir(rel);
     if (!date || !isHistory(date)) return false;
@@ -760,6 +804,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     otherFolder = null;
     watchedDates.clear();
     reportedHistory.clear();
+    reportedLoops.clear();
     scanned = false;
     const history = await scanDateFolders();
     watcher = watch(root, {
