@@ -314,12 +314,20 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
 
   /** Handles a file event; a failure is logged (without the path: it may be a name) and the file handled again later. */
   async function handleOrRetry(rel: string): Promise<void> {
+    const err = await handleOrKeep(rel);
+    if (err === null) return;
+    log.warn({ err, waiting: retryPaths.size, retryInMs: retryDelay }, 'scraper watcher: handling a file failed; trying again later');
+    retryLater();
+  }
+
+  /** Handles a file; when that fails, keeps it for the next retry and returns why. */
+  async function handleOrKeep(rel: string): Promise<unknown> {
     try {
       await handle(rel);
+      return null;
     } catch (err) {
       retryPaths.add(rel);
-      log.warn({ err, waiting: retryPaths.size, retryInMs: retryDelay }, 'scraper watcher: handling a file failed; trying again later');
-      retryLater();
+      return err;
     }
   }
 
@@ -350,7 +358,20 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     for (const id of runs) await sealRun(id);
     const paths = [...retryPaths];
     retryPaths.clear();
-    for (const rel of paths) await handleOrRetry(rel);
+    // One line per round, not per file: a Redis or PostgreSQL outage with a drop of 400 files
+    // waiting logged 400 lines with a stack at every retry (every 30 s once the delay had grown).
+    let failed = 0;
+    let firstErr: unknown = null;
+    for (const rel of paths) {
+      const err = await handleOrKeep(rel);
+      if (err === null) continue;
+      failed++;
+      firstErr ??= err;
+    }
+    if (failed > 0) {
+      log.warn({ err: firstErr, failed, waiting: retryPaths.size, retryInMs: retryDelay }, 'scraper watcher: handling waiting files failed again; trying again later');
+      retryLater();
+    }
     if (retryPaths.size === 0 && retryRuns.size === 0) retryDelay = RETRY_MIN_MS;
   }
 
