@@ -334,6 +334,16 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
 /** Errors of the worker's own Redis connections (Redis down, a wrong REDIS_URL), not of a job. */
 const REDIS_CONNECTION_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
 
+/**
+ * BullMQ's codes (ErrorCode) of a job that finished when its lock (-2) or its key (-1) was gone:
+ * after Redis was away longer than the lock (the lock expired meanwhile) or came back without its
+ * data. A drill stopping Redis for 30 s to 3 minutes logged each such job as `worker error` at
+ * error level with a stack, twice (its completion, then its failure, both refused), ~40 lines
+ * after every outage, saying nothing of what happens to the job.
+ */
+const JOB_KEY_GONE = -1;
+const JOB_LOCK_GONE = -2;
+
 /** While Redis stays out of reach, a worker says so once per this interval. */
 export const WORKER_REDIS_DOWN_REPEAT_MS = 60_000;
 
@@ -350,6 +360,14 @@ function logWorkerErrors(worker: Worker, connection: Redis, log: Logger): void {
   let repeats = 0;
   worker.on('error', (err) => {
     const code = (err as { code?: unknown }).code;
+    if (code === JOB_LOCK_GONE) {
+      log.warn({ code, cause: err.message }, 'job finished after its lock had expired (Redis away longer than WORKER_LOCK_DURATION_MS): it runs again once found stalled, its effects stay once-only');
+      return;
+    }
+    if (code === JOB_KEY_GONE) {
+      log.warn({ code, cause: err.message }, 'job finished after Redis had lost it (Redis back without its data): its work is offered again from the database');
+      return;
+    }
     if (typeof code !== 'string' || !REDIS_CONNECTION_ERRORS.has(code)) {
       log.error({ err }, 'worker error');
       return;

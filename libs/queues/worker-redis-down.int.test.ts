@@ -5,7 +5,7 @@ import { createTestQueues } from '../testing/queues.js';
 import { TEST_REDIS_URL } from '../testing/services.js';
 import { tcpProxy } from '../testing/tcp-proxy.js';
 import { bindQueueWorker, closeWorkers } from './bind-worker.js';
-import { redisConnection } from './connection.js';
+import { clusterSafePrefix, redisConnection } from './connection.js';
 
 const target = new URL(TEST_REDIS_URL);
 const proxy = tcpProxy({ host: target.hostname, port: Number(target.port || 6379) });
@@ -57,6 +57,48 @@ describe('a worker whose Redis is out of reach', () => {
     } finally {
       if (worker) await closeWorkers([worker], 5_000);
       connection.disconnect();
+    }
+  });
+});
+
+describe('a job whose lock is gone from Redis when it finishes', () => {
+  // Found in a Redis drill: Redis away longer than the lock (30 s to 3 minutes) let the locks of
+  // the jobs running then expire; each such job, once done, was logged as `worker error` at error
+  // level with a stack, twice (its completion, then its failure, both refused: "Missing lock"),
+  // ~40 lines after each outage, none saying that the job runs again.
+  it('is logged at warn, without a stack, saying it runs again once found stalled', { timeout: 30_000 }, async () => {
+    const lines: Array<{ level: number; msg: string; [k: string]: unknown }> = [];
+    const log = createLogger({ level: 'info', pretty: 'false' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+    let started!: () => void;
+    const running = new Promise<void>((r) => (started = r));
+    let finish!: () => void;
+    const finished = new Promise<void>((r) => (finish = r));
+    const worker = bindQueueWorker(
+      'patient-import',
+      {
+        'patient-import': async () => {
+          started();
+          await finished;
+          return 'ok';
+        },
+      },
+      { connection: t.workerConnection(), prefix: t.prefix, log, metrics: t.metrics, queues: t.queues, concurrency: 1 },
+    );
+    try {
+      const { jobId } = await t.queues.enqueue('patient-import', { ledgerId: 4242 });
+      await running;
+      // As if Redis had been away longer than the lock: it expired meanwhile.
+      const redis = await t.queues.redis();
+      expect(await redis.del(`${clusterSafePrefix(t.prefix)}:patient-import:${jobId}:lock`)).toBe(1);
+      finish();
+      await until(() => lines.some((l) => /lock had expired/.test(l.msg)));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(lines.filter((l) => l.msg === 'worker error')).toEqual([]);
+      const gone = lines.filter((l) => /lock had expired/.test(l.msg));
+      expect(gone[0]).toMatchObject({ level: 40, queue: 'patient-import', code: -2, cause: expect.stringContaining(jobId) });
+      expect(gone[0]).not.toHaveProperty('err');
+    } finally {
+      await closeWorkers([worker], 5_000);
     }
   });
 });
