@@ -341,9 +341,10 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   }
 
   /**
-   * PostgreSQL is back (the lease was taken again after its session was lost): files and runs
-   * waiting for a retry are tried now. Their delay grew while the outage lasted (up to
-   * RETRY_MAX_MS), and they waited the rest of it, up to 30 s after everything else had resumed.
+   * PostgreSQL is back (the lease was taken again after its session was lost), or Redis is (the
+   * producer connection is ready again): files and runs waiting for a retry are tried now. Their
+   * delay grew while the outage lasted (up to RETRY_MAX_MS), and they waited the rest of it, up to
+   * 30 s after everything else had resumed (a Redis drill: 29 s).
    */
   function retryNow(): void {
     if (stopped || !retryTimer) return;
@@ -1001,6 +1002,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     name: 'scraper-watcher',
     async start() {
       shutDown = false;
+      ctx.producerRedis.off('ready', retryNow).on('ready', retryNow);
       const giveUp = async (err: unknown) => {
         notWatching = { detail: 'not started: the start failed' };
         lease = null;
@@ -1023,6 +1025,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     },
     async stop() {
       shutDown = true;
+      ctx.producerRedis.off('ready', retryNow);
       if (leaseTimer) clearTimeout(leaseTimer);
       leaseTimer = null;
       await leaseChain;
