@@ -231,6 +231,11 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
   const qlog = opts.log.child({ queue });
 
   const processor = async (job: Job, token?: string) => {
+    // After a Redis outage this worker's connection may be back before the producer connection
+    // its job enqueues on (each reconnects on its own timer): a drill saw 72 imports taken in
+    // that gap fail their attempt (`Stream isn't writeable`). Wait a moment for it; when it does
+    // not come, the job runs anyway (and fails as before if it needs it).
+    await opts.queues.ready(PRODUCER_WAIT_MS);
     const attempt = job.attemptsMade + 1;
     const log = qlog.child({ jobId: job.id, attempt });
     const end = opts.metrics.duration.startTimer({ queue });
@@ -343,6 +348,9 @@ const REDIS_CONNECTION_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOU
  */
 const JOB_KEY_GONE = -1;
 const JOB_LOCK_GONE = -2;
+
+/** How long a job taken while the producer connection is not ready waits for it (it reconnects at most every 2.5 s). */
+const PRODUCER_WAIT_MS = 5_000;
 
 /** While Redis stays out of reach, a worker says so once per this interval. */
 export const WORKER_REDIS_DOWN_REPEAT_MS = 60_000;

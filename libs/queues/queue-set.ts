@@ -77,6 +77,11 @@ export class QueueSet {
     return redis;
   }
 
+  /** Whether the producer connection is connected now or becomes so within `waitMs` (never throws). */
+  ready(waitMs: number): Promise<boolean> {
+    return redisReady(this.opts.connection, waitMs);
+  }
+
   queue(name: string): Queue {
     let q = this.queues.get(name);
     if (!q) {

@@ -6,6 +6,7 @@ import { TEST_REDIS_URL } from '../testing/services.js';
 import { tcpProxy } from '../testing/tcp-proxy.js';
 import { bindQueueWorker, closeWorkers } from './bind-worker.js';
 import { clusterSafePrefix, redisConnection } from './connection.js';
+import { QueueSet } from './queue-set.js';
 
 const target = new URL(TEST_REDIS_URL);
 const proxy = tcpProxy({ host: target.hostname, port: Number(target.port || 6379) });
@@ -99,6 +100,54 @@ describe('a job whose lock is gone from Redis when it finishes', () => {
       expect(gone[0]).not.toHaveProperty('err');
     } finally {
       await closeWorkers([worker], 5_000);
+    }
+  });
+});
+
+describe('a job taken while the producer connection is still reconnecting', () => {
+  // Found in a Redis drill: after Redis came back the workers' connections were back before the
+  // producer connection (each reconnects on its own timer), and 72 patient imports taken in that
+  // gap failed their attempt enqueueing their staff email ("Stream isn't writeable").
+  it('waits for it instead of failing its attempt', { timeout: 30_000 }, async () => {
+    const producerProxy = tcpProxy({ host: target.hostname, port: Number(target.port || 6379) });
+    await producerProxy.open();
+    const url = new URL(TEST_REDIS_URL);
+    url.host = `127.0.0.1:${producerProxy.port}`;
+    const producer = redisConnection(url.toString(), 'producer');
+    producer.on('error', () => {});
+    const queues = new QueueSet({ connection: producer, prefix: t.prefix, backoffScale: 0.01 });
+    const runs: Array<'ok' | string> = [];
+    let worker: Worker | null = null;
+    try {
+      expect(await queues.ready(5_000)).toBe(true);
+      await queues.queue('email').getJobCounts(); // the queue in use before Redis goes away
+      await producerProxy.close(); // the producer connection is away, the worker's is not
+      worker = bindQueueWorker(
+        'patient-import',
+        {
+          'patient-import': async () => {
+            try {
+              await queues.enqueue('email-send', { deliveryId: '00000000-0000-4000-8000-000000000001' });
+              runs.push('ok');
+            } catch (err) {
+              runs.push(String(err));
+              throw err;
+            }
+          },
+        },
+        { connection: t.workerConnection(), prefix: t.prefix, log: t.log, metrics: t.metrics, queues, concurrency: 1 },
+      );
+      await t.queues.enqueue('patient-import', { ledgerId: 4343 });
+      await new Promise((r) => setTimeout(r, 1_000));
+      await producerProxy.open(); // Redis "back" for the producer connection too
+      await until(() => runs.length > 0, 10_000);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(runs).toEqual(['ok']);
+    } finally {
+      if (worker) await closeWorkers([worker], 5_000);
+      await queues.close().catch(() => {});
+      producer.disconnect();
+      await producerProxy.close();
     }
   });
 });
