@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,6 +49,31 @@ describe('a Redis the CLI cannot reach', () => {
       `fleet: waiting for redis at 127.0.0.1:${port} (REDIS_URL): connect ECONNREFUSED 127.0.0.1:${port}; trying again for up to 10 s\n` +
         `fleet: redis not reachable at 127.0.0.1:${port} (REDIS_URL): connect ECONNREFUSED 127.0.0.1:${port}\n`,
     );
+  });
+});
+
+describe('fleet poll while Redis is away', () => {
+  // A drill: the poll listed the bucket and recorded the new files, then failed at its first
+  // enqueue; the files it recorded waited for the next scheduled poll (an hour by default).
+  it('fails before it lists or records anything, naming REDIS_URL', { timeout: 60_000 }, async () => {
+    const port = await closedPort();
+    const db = await createTestDatabase();
+    const bucket = await mkdtemp(path.join(tmpdir(), 'fleet-poll-'));
+    try {
+      await mkdir(path.join(bucket, 'registrations'));
+      await writeFile(path.join(bucket, 'registrations/Muster_Max_20250705_0b1ab67b.json'), '{}');
+      await utimes(path.join(bucket, 'registrations/Muster_Max_20250705_0b1ab67b.json'), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+      const r = await runCli(['poll'], { LOG_LEVEL: 'warn', DATABASE_URL: db.url, REDIS_URL: `redis://127.0.0.1:${port}`, STORAGE_DRIVER: 'local', LOCAL_BUCKET_DIR: bucket }, { timeoutMs: 45_000 });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(
+        `fleet: waiting for redis at 127.0.0.1:${port} (REDIS_URL): connect ECONNREFUSED 127.0.0.1:${port}; trying again for up to 10 s\n` +
+          `fleet: redis not reachable at 127.0.0.1:${port} (REDIS_URL): connect ECONNREFUSED 127.0.0.1:${port}\n`,
+      );
+      expect(await db.sql`select id from fleet.patient_import_ledger`).toHaveLength(0);
+    } finally {
+      await db.drop();
+      await rm(bucket, { recursive: true, force: true });
+    }
   });
 });
 

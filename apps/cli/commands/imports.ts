@@ -219,6 +219,9 @@ export function registerImports(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
       await withContext(async (ctx) => {
+        // Redis first: a poll that lists and records while Redis is away fails only at its first
+        // enqueue, and the files it recorded then waited for the next scheduled poll (an hour).
+        await ctx.queues.queue('bucket-poll').waitUntilReady();
         // The storage client retries a call that got no answer (up to GCS_MAX_RETRIES times, with
         // backoff, within GCS_TOTAL_TIMEOUT_MS), which made an unreachable bucket 15-30 s of
         // silence: said once after a few seconds.
