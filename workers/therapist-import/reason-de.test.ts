@@ -61,7 +61,11 @@ function formatError(f: () => unknown): string {
 /** Every reason the parser and the planner write, from real bad input. */
 function allReasons(): string[] {
   const therapistReasons = parseScraperFile(JSON.stringify({ metadata: {}, therapists: badTherapists })).lines.map((l) => (l.ok ? '' : l.reason));
-  const metadataErrors = badMetadata.flatMap((metadata) => parseScraperFile(JSON.stringify({ metadata, therapists: [] })).fileErrors);
+  const metadataErrors = [
+    ...badMetadata.flatMap((metadata) => parseScraperFile(JSON.stringify({ metadata, therapists: [] })).fileErrors),
+    // Reads as infinity (JSON.stringify would write it as null).
+    ...parseScraperFile('{"metadata": {"total_therapists": 1e400}, "therapists": []}').fileErrors,
+  ];
   const fileErrors = [...badFiles.map((t) => formatError(() => parseScraperFile(t))), formatError(() => decodeScraperFile(Buffer.from([0x7b, 0xff, 0x7d])))];
   const twice = therapistLine({ id: 'dup', first: 'Anna', last: 'Berg' });
   const plan = planFile({

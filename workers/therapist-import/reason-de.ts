@@ -46,6 +46,7 @@ const found: Record<string, string> = {
   'a boolean': 'true oder false',
   'a fraction': 'eine Zahl mit Nachkommastellen',
   'a negative number': 'eine negative Zahl',
+  'a number too large to read': 'eine Zahl, zu groß, um sie zu lesen',
   'a number too large to read exactly (write it as text)': 'eine Zahl, zu groß, um sie genau zu lesen (als Text schreiben)',
 };
 

@@ -120,6 +120,11 @@ describe('parseScraperFile: text a file must not bring in', () => {
     expect(parsed.lines[0]!.externalId).toBe('a');
   });
 
+  it('a metadata count too large to read (1e400 reads as infinity) is named so, not as "got a number"', () => {
+    const parsed = parseScraperFile('{"metadata": {"total_therapists": 1e400}, "therapists": []}');
+    expect(parsed.fileErrors).toEqual(['"metadata": total_therapists: expected a whole number, got a number too large to read']);
+  });
+
   it('metadata with such text is a file-level error and is not used', () => {
     const parsed = parseScraperFile(file([therapistLine()], { postcode_area: '52\u0000' }));
     expect(parsed.metadata).toBeNull();

@@ -27,6 +27,8 @@ function kindOf(v: unknown): string {
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'an object';
   if (typeof v === 'string') return 'text';
+  // 1e400 reads as infinity: zod then said "expected a whole number, got a number".
+  if (typeof v === 'number' && !Number.isFinite(v)) return 'a number too large to read';
   return `a ${typeof v}`;
 }
 
