@@ -31,4 +31,17 @@ describe('redisRateLimiter (shared request slots in Redis)', () => {
     expect(wait).toBeGreaterThan(2900);
     expect(wait).toBeLessThanOrEqual(3000);
   });
+
+  it('pausedFor says how long a pause still holds, for every caller (a slot reserved before it is not to be used)', async () => {
+    const a = redisRateLimiter(redis, { prefix: q.prefix, name: 'held', perSecond: 2 });
+    const b = redisRateLimiter(redis, { prefix: q.prefix, name: 'held', perSecond: 2 });
+    expect(await b.pausedFor()).toBe(0);
+    await a.pause(2000);
+    const held = await b.pausedFor();
+    expect(held).toBeGreaterThan(1900);
+    expect(held).toBeLessThanOrEqual(2000);
+    // A shorter pause later does not shorten it.
+    await b.pause(500);
+    expect(await a.pausedFor()).toBeGreaterThan(1800);
+  });
 });

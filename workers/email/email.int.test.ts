@@ -70,6 +70,24 @@ describe('email delivery (PostgreSQL, Redis, the resend SDK against the stand-in
     expect(t.standIn.messages).toHaveLength(1);
   });
 
+  it('a 429 holds back the requests of every worker for retry-after, also those already waiting for a rate slot', async () => {
+    // 20 deliveries of one batch each, 16 jobs at once: each reserves a rate slot (200 ms apart
+    // at 5 requests/s), so when the first request is answered 429 the slots already handed out
+    // reach seconds ahead. None of them may be used before retry-after (1 s) has passed.
+    const t = await harness({ env: { MAIL_BATCH_SIZE: '1', MAIL_RATE_PER_SECOND: '5' } });
+    t.standIn.inject({ kind: 'status', status: 429, retryAfterSeconds: 1 });
+    const ids: string[] = [];
+    for (let i = 0; i < 20; i++) ids.push(await t.addDelivery({}, { enqueue: false }));
+    for (const id of ids) await t.ctx.queues.enqueue('email-send', { deliveryId: id });
+    await t.startWorkers();
+    for (const id of ids) expect(await sentOrFailed(id)).toBe('sent');
+    const [limited, ...rest] = t.standIn.requests;
+    expect(limited!.status).toBe(429);
+    const during = rest.filter((r) => r.at - limited!.at < 950);
+    expect(during.map((r) => ({ status: r.status, afterMs: r.at - limited!.at }))).toEqual([]);
+    expect(t.standIn.stats()).toMatchObject({ messages: 20, recipients: 20, duplicates: 0 });
+  });
+
   it('retries a 500 and a timeout with backoff, then sends once under the same key', async () => {
     const t = await harness();
     t.standIn.inject({ kind: 'status', status: 500 });

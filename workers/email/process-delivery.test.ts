@@ -214,6 +214,19 @@ describe('processDelivery', () => {
     expect([...store.rows.values()].every((r) => r.status === 'sent')).toBe(true);
   });
 
+  it('does not use a rate slot that fell inside a pause set while it waited (another worker\'s 429): reserves a new one', async () => {
+    const store = memoryStore();
+    const id = store.add();
+    const mail = scriptedDriver();
+    const held = [1500, 0];
+    let reserved = 0;
+    const { d, waits } = deps(store, mail, { limiter: { reserve: async () => (reserved++, 400), pause: async () => {}, pausedFor: async () => held.shift() ?? 0 } });
+    expect(await processDelivery({ deliveryId: id }, d)).toMatchObject({ outcome: 'done', sent: 1 });
+    expect(reserved).toBe(2);
+    expect(waits).toEqual([400, 400]);
+    expect(mail.requests).toHaveLength(1);
+  });
+
   it('waits out a 429 (pausing every worker for retry-after) and then sends', async () => {
     const store = memoryStore();
     const id = store.add();

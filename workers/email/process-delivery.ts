@@ -41,6 +41,11 @@ export interface DeliveryStore {
 export interface SendLimiter {
   reserve(): Promise<number>;
   pause(ms: number): Promise<void>;
+  /**
+   * How long a pause (a 429's retry-after, from any worker) still holds; a slot waited for is
+   * not used while one does, and is reserved again. Absent: no such check (tests).
+   */
+  pausedFor?(): Promise<number>;
 }
 
 export interface EmailMetrics {
@@ -260,6 +265,13 @@ export async function processDelivery(input: { deliveryId: string }, deps: Proce
     log.debug({ batchId, waitMs: wait }, 'email-send: rate slot reserved');
     if (wait > 0) {
       await deps.sleep(wait);
+      // A 429 answered to another worker while this one waited: its slot was handed out before
+      // the pause and falls inside it. Not used: a new slot, after the pause.
+      const held = (await deps.limiter.pausedFor?.()) ?? 0;
+      if (held > 0) {
+        log.debug({ batchId, pausedForMs: held }, 'email-send: the provider asked to wait (429) meanwhile: reserving a new rate slot');
+        continue;
+      }
       await askBeforeSending(); // right before the request, not only before the wait
       if (payload().length === 0) break;
     }
