@@ -7,6 +7,7 @@ import { silentLogger, type Logger } from '../../libs/log/index.js';
 import type { StillWantedChecks } from '../../libs/mail/index.js';
 import { openContext, workerComponent, type Component } from '../../libs/runtime/index.js';
 import { ResendStandIn, type StandInOptions } from '../../libs/testing/resend-stand-in.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { emailHandlers, emailSweepComponent } from './worker.js';
 
 export interface EmailHarnessOptions {
@@ -32,6 +33,8 @@ export async function startEmailHarness(o: EmailHarnessOptions) {
     NODE_ENV: 'test',
     LOG_LEVEL: 'silent',
     DATABASE_URL: o.databaseUrl,
+    // The Redis the test helpers (deleteQueueKeys, cleanup) use too: TEST_REDIS_URL, not the default.
+    REDIS_URL: TEST_REDIS_URL,
     DB_POOL_MAX: '10',
     QUEUE_PREFIX: o.queuePrefix,
     RETRY_BACKOFF_SCALE: '0.01',
