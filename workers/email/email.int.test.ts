@@ -9,6 +9,7 @@ import { createMailDriver, type StillWantedCheck } from '../../libs/mail/index.j
 import { listDeadLetters } from '../../libs/queues/index.js';
 import type { TestDatabase } from '../../libs/testing/db.js';
 import { metricValues } from '../../libs/testing/metrics.js';
+import { deleteQueueKeys } from '../../libs/testing/redis.js';
 import { refusals } from '../../libs/testing/resend-stand-in.js';
 import { waitFor, type EmailHarness } from './int-harness.js';
 import { emailTestFile } from './test-setup.js';
@@ -318,6 +319,26 @@ describe('email delivery (PostgreSQL, Redis, the resend SDK against the stand-in
     expect(await sentOrFailed(stuck)).toBe('sent');
     expect(t.standIn.requests.find((r) => r.idempotencyKey === 'stuck.1')).toBeTruthy();
     expect(t.standIn.stats().duplicates).toBe(0);
+  });
+});
+
+describe('Redis back without its data', () => {
+  it('a batch being sent then (its job gone with Redis) is handed over at the sweep\'s next pass, not after MAIL_SENDING_STALE_MS, and goes out once', async () => {
+    const t = await harness({ env: { MAIL_SWEEP_INTERVAL_MS: '1000' } });
+    await t.startWorkers();
+    await t.startSweep();
+    await new Promise((r) => setTimeout(r, 1_500)); // the sweep's first pass (after 1 s) has run
+    // A batch claimed a minute ago whose job waited in Redis for its retry (a 500 answered
+    // its request); then Redis restarts without its data.
+    const ids = [await t.addDelivery({}, { enqueue: false }), await t.addDelivery({}, { enqueue: false })];
+    await database.sql`update fleet.deliveries set status = 'sending', batch_id = '6f1d1a52-0000-4000-8000-000000000001', batch_leader_id = ${ids[0]!},
+      claimed_at = now() - interval '1 minute', updated_at = now() - interval '1 minute', outcome_unknown = true where id in ${database.sql(ids)}`;
+    await deleteQueueKeys(t.ctx.config.queues.prefix);
+    for (const id of ids) expect(await sentOrFailed(id)).toBe('sent');
+    expect(t.standIn.requests.filter((r) => r.status === 200).map((r) => [r.path, r.size, r.idempotencyKey])).toEqual([
+      ['/emails/batch', 2, 'fleet-batch/6f1d1a52-0000-4000-8000-000000000001'],
+    ]);
+    expect(t.standIn.stats()).toMatchObject({ messages: 2, duplicates: 0 });
   });
 });
 

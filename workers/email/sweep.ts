@@ -16,6 +16,12 @@ export interface SweepDeps {
    * pending pass waits until the backlog is short; stale batches are handled regardless.
    */
   queueBusy?(): Promise<boolean>;
+  /**
+   * True when Redis holds no jobs this sweep has seen, i.e. it came back without its data (or
+   * this is the first sweep against it): every batch still `sending` then lost its job with it,
+   * and is handed over at once instead of after `staleMs`. Once per loss (a marker key in Redis).
+   */
+  redisLostData?(): Promise<boolean>;
   clock: Clock;
   log: Logger;
   pendingAfterMs: number;
@@ -36,11 +42,17 @@ export async function sweepDeliveries(deps: SweepDeps): Promise<{ pending: numbe
   const pending = busy ? [] : await deps.stalePending(new Date(now - deps.pendingAfterMs), limit);
   let enqueued = 0;
   for (const id of pending) if (await deps.ensureSendJob(id)) enqueued++;
-  const stale = await deps.staleClaims(new Date(now - deps.staleMs), 100);
+  // Redis came back without its data: the jobs of the batches being sent are gone (a job that
+  // was running goes on in its process; a new one for its leader waits for its attempt lease or
+  // finds the batch sent). Every batch still `sending` is handed over now, under its key, not
+  // an hour later; the provider replays a request it had accepted.
+  const lost = (await deps.redisLostData?.()) ?? false;
+  const stale = await deps.staleClaims(new Date(lost ? now : now - deps.staleMs), lost ? 100_000 : 100);
   let recovered = 0;
   for (const b of stale) {
-    if (b.leaderId && (await deps.recoverBatch(b.leaderId, Math.floor(now / deps.staleMs)))) recovered++;
+    if (b.leaderId && (await deps.recoverBatch(b.leaderId, lost ? now : Math.floor(now / deps.staleMs)))) recovered++;
   }
+  if (lost && stale.length) deps.log.warn({ batches: stale.length, recovered }, 'email sweep: Redis lost its data: batches being sent handed to new jobs');
   if (enqueued || stale.length) {
     deps.log.info({ pending: pending.length, enqueued, staleBatches: stale.length, recovered }, 'email sweep: enqueued forgotten deliveries');
   }
