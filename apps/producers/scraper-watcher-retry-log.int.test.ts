@@ -8,21 +8,12 @@ import { openContext, type Component, type FleetContext } from '../../libs/runti
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { until } from '../../libs/testing/until.js';
 import { tcpProxy } from '../../libs/testing/tcp-proxy.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
 import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
 import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
 import { watcherTestEnv } from './watcher-test-config.js';
-
-async function until<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 30_000): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v) return v;
-    if (Date.now() - start > timeoutMs) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const FILES = 6;
@@ -73,12 +64,12 @@ describe('scraper watcher: files waiting through a Redis outage', () => {
     // One file imported and its run closed while Redis is there: the queues are in use when
     // Redis goes away (a queue first used while Redis is away waits for it instead of failing).
     await drop('50999');
-    await until(async () => (await imported()) === 1);
-    await until(async () => (await db.sql`select id from fleet.therapist_import_runs where state = 'closed'`)[0]);
+    await until('the first file imported', async () => (await imported()) === 1, 30_000);
+    await until('its run closed', async () => (await db.sql`select id from fleet.therapist_import_runs where state = 'closed'`)[0], 30_000);
     await redis.close();
     for (let i = 0; i < FILES; i++) await drop(String(51000 + i));
     // Registered in PostgreSQL, their enqueue failing.
-    await until(async () => (await db.sql`select count(*)::int as n from fleet.therapist_import_files where status = 'queued'`)[0]!.n === FILES);
+    await until('the files dropped while Redis is away registered', async () => (await db.sql`select count(*)::int as n from fleet.therapist_import_files where status = 'queued'`)[0]!.n === FILES, 30_000);
     // Retries at ~1, 3, 7 and 15 s after the first failure; the next one would be due ~16 s later.
     await sleep(16_000);
     const first = lines.filter((l) => l.msg === 'scraper watcher: handling a file failed; trying again later');
@@ -90,7 +81,7 @@ describe('scraper watcher: files waiting through a Redis outage', () => {
 
     await redis.open();
     const back = Date.now();
-    await until(async () => (await imported()) === FILES + 1);
+    await until('every file imported once Redis is back', async () => (await imported()) === FILES + 1, 30_000);
     // Retried as soon as the producer connection is ready again (at most ~2.5 s), not at the end
     // of the grown retry delay (found in a Redis drill: files waited 29 s after Redis was back).
     expect(Date.now() - back).toBeLessThan(8_000);
