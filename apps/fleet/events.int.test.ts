@@ -12,6 +12,7 @@ import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
 import { importLocalFile } from '../../workers/patient-import/worker.js';
 import { importTherapistFileNow } from '../../workers/therapist-import/worker.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 
 /**
  * Issue 6 acceptance: events of real patient and therapist imports reach Kafka (a real
@@ -111,6 +112,7 @@ beforeAll(async () => {
       NODE_ENV: 'test',
       LOG_LEVEL: 'silent',
       DATABASE_URL: db.url,
+      REDIS_URL: TEST_REDIS_URL,
       QUEUE_PREFIX: queuePrefix.prefix,
       BACKUP_DIR: path.join(dir, 'backup'),
       FAILED_DIR: path.join(dir, 'failed'),

@@ -6,6 +6,7 @@ import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { resolveRoles, roles, UnknownRoleError } from './roles.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 
 let db: TestDatabase;
 let ctx: FleetContext;
@@ -13,7 +14,7 @@ const queuePrefix = testQueuePrefix();
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  ctx = openContext(loadConfig({ DATABASE_URL: db.url, QUEUE_PREFIX: queuePrefix.prefix, LOG_LEVEL: 'silent' }), silentLogger());
+  ctx = openContext(loadConfig({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: queuePrefix.prefix, LOG_LEVEL: 'silent' }), silentLogger());
 });
 afterAll(async () => {
   await ctx.close();

@@ -5,7 +5,7 @@ import { silentLogger, type Logger } from '../../libs/log/index.js';
 import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { collectMessages, fastRelaySettings, startKafkaMock, type KafkaMock, type MessageCollector, type TopicSpec } from '../../libs/testing/kafka-mock.js';
-import { randomSuffix } from '../../libs/testing/services.js';
+import { TEST_REDIS_URL, randomSuffix } from '../../libs/testing/services.js';
 import { outboxRelayComponents } from './worker.js';
 
 /**
@@ -33,6 +33,7 @@ export async function startHeldRelayHarness(name: string): Promise<HeldRelayHarn
     loadConfig({
       NODE_ENV: 'test',
       DATABASE_URL: db.url,
+      REDIS_URL: TEST_REDIS_URL,
       QUEUE_PREFIX: `${name}_${randomSuffix()}`,
       KAFKA_BROKERS: '127.0.0.1:9', // never dialled: the publisher is the test's
       OUTBOX_RELAY_BATCH_SIZE: '2',
@@ -96,7 +97,7 @@ export async function startMockKafkaRelayHarness(
   const db = await createTestDatabase();
   const kafka = await startKafkaMock(opts.topics ? { topics: opts.topics } : {});
   const consumer = opts.consumer === false ? undefined : await collectMessages(kafka.brokers);
-  const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: db.url, QUEUE_PREFIX: `${name}_${randomSuffix()}`, ...fastRelaySettings(kafka.brokers), ...opts.env });
+  const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: `${name}_${randomSuffix()}`, ...fastRelaySettings(kafka.brokers), ...opts.env });
   const ctx = openContext(config, opts.log ?? silentLogger());
   return {
     db,

@@ -3,7 +3,7 @@ import { loadConfig } from '../../libs/config/index.js';
 import { silentLogger } from '../../libs/log/index.js';
 import { openContext, within, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { randomSuffix, TEST_ADMIN_DB_URL } from '../../libs/testing/services.js';
+import { TEST_ADMIN_DB_URL, TEST_REDIS_URL, randomSuffix } from '../../libs/testing/services.js';
 import { tcpProxy } from '../../libs/testing/tcp-proxy.js';
 import { outboxRelayComponents } from './worker.js';
 
@@ -17,7 +17,7 @@ beforeAll(async () => {
   await pg.open();
   const url = new URL(db.url);
   url.host = `127.0.0.1:${pg.port}`;
-  ctx = openContext(loadConfig({ NODE_ENV: 'test', DATABASE_URL: url.toString(), QUEUE_PREFIX: `relay_${randomSuffix()}`, KAFKA_BROKERS: '' }), silentLogger());
+  ctx = openContext(loadConfig({ NODE_ENV: 'test', DATABASE_URL: url.toString(), REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: `relay_${randomSuffix()}`, KAFKA_BROKERS: '' }), silentLogger());
   outboxRelayComponents(ctx);
 });
 

@@ -6,7 +6,7 @@ import { silentLogger } from '../../libs/log/index.js';
 import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector, type ReceivedMessage, fastRelaySettings } from '../../libs/testing/kafka-mock.js';
-import { randomSuffix } from '../../libs/testing/services.js';
+import { TEST_REDIS_URL, randomSuffix } from '../../libs/testing/services.js';
 import { until } from '../../libs/testing/until.js';
 import { outboxRelayComponents } from './worker.js';
 
@@ -20,6 +20,7 @@ function relayContext(env: Record<string, string> = {}): FleetContext {
   const config = loadConfig({
     NODE_ENV: 'test',
     DATABASE_URL: db.url,
+    REDIS_URL: TEST_REDIS_URL,
     QUEUE_PREFIX: `relay_${randomSuffix()}`,
     ...fastRelaySettings(kafka.brokers),
     ...env,

@@ -7,7 +7,7 @@ import { loadConfig } from '../../libs/config/index.js';
 import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import type { TestDatabase } from '../../libs/testing/db.js';
 import { collectMessages, fastRelaySettings, startKafkaMock, type KafkaMock, type MessageCollector } from '../../libs/testing/kafka-mock.js';
-import { randomSuffix } from '../../libs/testing/services.js';
+import { TEST_REDIS_URL, randomSuffix } from '../../libs/testing/services.js';
 import { startMockKafkaRelayHarness, type MockKafkaRelayHarness } from './int-harness.js';
 import { until } from '../../libs/testing/until.js';
 import { outboxRelayComponents } from './worker.js';
@@ -118,7 +118,7 @@ describe('an event topic that does not exist on Kafka', () => {
     await relay?.stop(2000);
     relay = undefined;
     const autoKafka = await startKafkaMock({ topics: [{ name: 'patient-events', partitions: 3 }], autoCreateTopics: true });
-    const autoCtx = openContext(loadConfig({ NODE_ENV: 'test', DATABASE_URL: db.url, QUEUE_PREFIX: `topic_${randomSuffix()}`, ...fastRelaySettings(autoKafka.brokers) }), ctx.log);
+    const autoCtx = openContext(loadConfig({ NODE_ENV: 'test', DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: `topic_${randomSuffix()}`, ...fastRelaySettings(autoKafka.brokers) }), ctx.log);
     const [autoRelay] = outboxRelayComponents(autoCtx);
     try {
       const event = await append('therapist.updated', 99);

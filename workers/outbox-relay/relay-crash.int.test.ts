@@ -6,7 +6,7 @@ import { appendEvent } from '../../libs/events/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector } from '../../libs/testing/kafka-mock.js';
 import { until as untilWithin } from '../../libs/testing/until.js';
-import { randomSuffix } from '../../libs/testing/services.js';
+import { TEST_REDIS_URL, randomSuffix } from '../../libs/testing/services.js';
 
 /**
  * The relay runs as a real `fleet start --only outbox-relay` process and is SIGKILLed while
@@ -27,6 +27,7 @@ function startRelayProcess(): ChildProcess {
       LOG_LEVEL: 'warn',
       LOG_PRETTY: 'false',
       DATABASE_URL: db.url,
+      REDIS_URL: TEST_REDIS_URL,
       QUEUE_PREFIX: `crash_${randomSuffix()}`,
       KAFKA_BROKERS: kafka.brokers.join(','),
       KAFKA_CONNECTION_TIMEOUT_MS: '1000',

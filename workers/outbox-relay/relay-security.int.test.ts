@@ -8,7 +8,7 @@ import { openContext, type Component, type FleetContext } from '../../libs/runti
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector } from '../../libs/testing/kafka-mock.js';
 import type { ProxySecurity, SaslMechanism } from '../../libs/testing/kafka-proxy.js';
-import { randomSuffix } from '../../libs/testing/services.js';
+import { TEST_REDIS_URL, randomSuffix } from '../../libs/testing/services.js';
 import { until } from '../../libs/testing/until.js';
 import { makeTestCertificates, type TestCertificates } from '../../libs/testing/tls-certs.js';
 import { outboxRelayComponents } from './worker.js';
@@ -59,6 +59,7 @@ async function startRelay(db: TestDatabase, env: Record<string, string>): Promis
     loadConfig({
       NODE_ENV: 'test',
       DATABASE_URL: db.url,
+      REDIS_URL: TEST_REDIS_URL,
       QUEUE_PREFIX: `relay_${randomSuffix()}`,
       KAFKA_CONNECTION_TIMEOUT_MS: '1000',
       KAFKA_REQUEST_TIMEOUT_MS: '3000',

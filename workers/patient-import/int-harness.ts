@@ -8,6 +8,7 @@ import { createTestDatabase } from '../../libs/testing/db.js';
 import { GcsStandIn } from '../../libs/testing/gcs-stand-in.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { bucketPollHandlers, patientImportHandlers, runPoll } from './worker.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 
 export const BUCKET = 'curavani-test-data-transfer';
 export const PREFIX = 'registrations/';
@@ -94,6 +95,7 @@ export function harnessEnv(o: { databaseUrl: string; queuePrefix: string; env?: 
     LOG_LEVEL: 'silent',
     DATABASE_URL: o.databaseUrl,
     DB_POOL_MAX: '10',
+    REDIS_URL: TEST_REDIS_URL,
     QUEUE_PREFIX: o.queuePrefix,
     RETRY_BACKOFF_SCALE: '0.01',
     WORKER_CONCURRENCY: '4',
