@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../../libs/config/index.js';
-import { createLogger } from '../../libs/log/index.js';
+import { createLogger, type Logger } from '../../libs/log/index.js';
 import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
@@ -17,14 +17,17 @@ import { watcherTestEnv } from './watcher-test-config.js';
  */
 export async function startWatcherHarness(
   name: string,
-  o: { stabilityMs?: number; quietMs?: number; env?: Record<string, string> } = {},
+  o: { stabilityMs?: number; quietMs?: number; env?: Record<string, string>; redisUrl?: string; log?: Logger } = {},
 ): Promise<{ db: TestDatabase; ctx: FleetContext; dir: string; close(): Promise<void> }> {
   const db = await createTestDatabase();
   const q = testQueuePrefix();
   const dir = await mkdtemp(path.join(tmpdir(), `${name}-`));
   const ctx = openContext(
-    loadConfig({ ...watcherTestEnv({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, queuePrefix: q.prefix, dropDir: dir, stabilityMs: o.stabilityMs, quietMs: o.quietMs }), ...o.env }),
-    createLogger({ level: 'silent', pretty: 'false' }),
+    loadConfig({
+      ...watcherTestEnv({ databaseUrl: db.url, redisUrl: o.redisUrl ?? TEST_REDIS_URL, queuePrefix: q.prefix, dropDir: dir, stabilityMs: o.stabilityMs, quietMs: o.quietMs }),
+      ...o.env,
+    }),
+    o.log ?? createLogger({ level: 'silent', pretty: 'false' }),
   );
   const workers: Component[] = therapistImportComponents(ctx);
   for (const w of workers) await w.start();
