@@ -18,7 +18,7 @@ import { countExpiredContents, removeExpiredContents } from '../../libs/db/repos
 import { createMailDriver, type MailDriver, type StillWantedChecks } from '../../libs/mail/index.js';
 import { oncePerRegistry } from '../../libs/metrics/index.js';
 import { utcSeconds, type DeadLetterHook } from '../../libs/ops/dead-letters.js';
-import { addDeadLetter, catalog, clusterSafePrefix, jobIdFor, listDeadLetters, redisRateLimiter, restoreMissingDeadLetters, type Handlers, type RateLimiter } from '../../libs/queues/index.js';
+import { addDeadLetter, catalog, jobIdFor, listDeadLetters, redisRateLimiter, restoreMissingDeadLetters, type Handlers, type RateLimiter } from '../../libs/queues/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import { workerComponent } from '../../libs/runtime/index.js';
 import { IDEMPOTENCY_WINDOW_MS, processDelivery, type Claim, type DeliveryStore, type EmailMetrics } from './process-delivery.js';
@@ -186,7 +186,7 @@ export function emailSweepComponent(ctx: FleetContext): Component {
       ensureSendJob: (id) => ensureSendJob(ctx, id),
       queueBusy: async () => (await ctx.queues.queue(catalog['email-send'].queue).getWaitingCount()) > SWEEP_MAX_WAITING,
       // Set by the first sweep against this Redis and never removed: gone means Redis lost its data.
-      redisLostData: async () => (await ctx.producerRedis.set(`${clusterSafePrefix(ctx.config.queues.prefix)}:email-sweep:seen`, '1', 'NX')) === 'OK',
+      redisLostData: async () => (await (await ctx.queues.redis()).set(`${ctx.queues.prefix}:email-sweep:seen`, '1', 'NX')) === 'OK',
       async recoverBatch(leaderId, bucket) {
         const jobId = `${jobIdFor('email-send', { deliveryId: leaderId })!}.recover.${bucket}`;
         const r = await ctx.queues.enqueue('email-send', { deliveryId: leaderId }, { jobId });
