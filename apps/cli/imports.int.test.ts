@@ -168,8 +168,10 @@ describe('fleet imports show of a registration that is being retried', () => {
       await worker.start();
       const { jobId } = await ctx.queues.enqueue('patient-import', { ledgerId: id });
       const job = await until(async () => {
+        // Read after its state: a job read while its attempt still ran says 0 attempts made even once it is delayed.
+        if ((await ctx.queues.queue('patient-import').getJobState(jobId)) !== 'delayed') return null;
         const j = await ctx.queues.queue('patient-import').getJob(jobId);
-        return j && j.attemptsStarted >= 1 && (await j.getState()) === 'delayed' ? j : null;
+        return j && j.attemptsStarted >= 1 ? j : null;
       }, 20_000, 'the job waiting for its next attempt');
       await worker.stop(5_000);
       await check(id, job);
