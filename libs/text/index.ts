@@ -42,28 +42,17 @@ function pathOf(visit: Visit | null, prefix: string): string {
   return steps.join('.');
 }
 
-/**
- * The first string (or key) in `v` PostgreSQL cannot store as text or JSON: a NUL character
- * or half of a surrogate pair (no valid Unicode). Its path, in the form zod uses
- * (`patient_data.telefon`, `symptome.0`), and why; null when everything can be stored.
- * A key directly under `path` '' is named `<root>: a key`, the value itself `<root>`, and the
- * entries of a list at the top by their position (`0`).
- *
- * Searched with a stack of its own, not by recursion: a value nested thousands of levels deep
- * (JSON.parse reads any depth) overflowed the call stack, which a file import then retried until
- * it gave up, naming neither the file nor the field. A path deeper than 24 steps is shortened.
- */
-export function unstorableText(v: unknown, path: string, root = '(value)'): string | null {
+/** Why `x` (a string, a key or a number met in the search) cannot be stored; null if it can. */
+type Judge = (x: string | number) => string | null;
+
+/** The first value in `v` (keys included, in file order) that `judge` rejects, named by its path; null if none. */
+function firstRejected(v: unknown, path: string, root: string, judge: Judge): string | null {
   const stack: Visit[] = [{ v, step: '', up: null, key: false }];
   while (stack.length) {
     const n = stack.pop()!;
     const x = n.v;
-    if (typeof x === 'string') {
-      const why = x.includes('\u0000')
-        ? 'contains a NUL character (\\u0000), which cannot be stored'
-        : UNPAIRED.test(x)
-          ? 'contains an unpaired surrogate (not valid Unicode), which cannot be stored'
-          : null;
+    if (typeof x === 'string' || typeof x === 'number') {
+      const why = judge(x);
       if (why) return `${n.key ? `${pathOf(n.up, path) || root}: a key` : pathOf(n, path) || root}: ${why}`;
     } else if (typeof x === 'object' && x !== null) {
       // Pushed last to first, so that they are searched first to last (keys before their values).
@@ -79,6 +68,54 @@ export function unstorableText(v: unknown, path: string, root = '(value)'): stri
     }
   }
   return null;
+}
+
+const textJudge: Judge = (x) =>
+  typeof x !== 'string'
+    ? null
+    : x.includes('\u0000')
+      ? 'contains a NUL character (\\u0000), which cannot be stored'
+      : UNPAIRED.test(x)
+        ? 'contains an unpaired surrogate (not valid Unicode), which cannot be stored'
+        : null;
+
+/**
+ * The first string (or key) in `v` PostgreSQL cannot store as text or JSON: a NUL character
+ * or half of a surrogate pair (no valid Unicode). Its path, in the form zod uses
+ * (`patient_data.telefon`, `symptome.0`), and why; null when everything can be stored.
+ * A key directly under `path` '' is named `<root>: a key`, the value itself `<root>`, and the
+ * entries of a list at the top by their position (`0`).
+ *
+ * Searched with a stack of its own, not by recursion: a value nested thousands of levels deep
+ * (JSON.parse reads any depth) overflowed the call stack, which a file import then retried until
+ * it gave up, naming neither the file nor the field. A path deeper than 24 steps is shortened.
+ */
+export function unstorableText(v: unknown, path: string, root = '(value)'): string | null {
+  return firstRejected(v, path, root, textJudge);
+}
+
+/** What `unstorableNumber` says of a number JSON.parse read as infinity. */
+export const NUMBER_TOO_LARGE = 'a number too large to read (it reads as infinity), which cannot be stored';
+
+/**
+ * The first number in `v` that JSON.parse read as infinity (`1e400`, or 309 digits and more),
+ * named by its path as `unstorableText` names a string; null if there is none. Stored in a JSON
+ * column such a number would become `null`: the import would change what the file said without
+ * a word. For values an importer stores as the file carried them.
+ */
+export function unstorableNumber(v: unknown, path: string, root = '(value)'): string | null {
+  return firstRejected(v, path, root, (x) => (typeof x === 'number' && !Number.isFinite(x) ? NUMBER_TOO_LARGE : null));
+}
+
+/**
+ * An exponent of three digits or a run of 309 digits in JSON text: the only ways it can hold a
+ * number JSON.parse reads as infinity. A cheap scan; only a text it matches needs `unstorableNumber`.
+ */
+const LARGE_NUMBER = /\d[eE]\+?\d{3}|\d{309}/;
+
+/** Whether the JSON `text` may hold a number `unstorableNumber` rejects (false: it holds none). */
+export function mayHoldUnstorableNumber(text: string): boolean {
+  return LARGE_NUMBER.test(text);
 }
 
 /**

@@ -7,10 +7,12 @@
  * English rather than being guessed at.
  */
 
-/** The messages `unstorableText` writes, in German. */
+/** The messages `unstorableText` and `unstorableNumber` write, in German. */
 export const unstorableTextDe: Record<string, string> = {
   'contains a NUL character (\\u0000), which cannot be stored': 'enthält ein NUL-Zeichen (\\u0000), das nicht gespeichert werden kann',
   'contains an unpaired surrogate (not valid Unicode), which cannot be stored': 'enthält ein einzelnes Surrogat (kein gültiges Unicode), das nicht gespeichert werden kann',
+  // unstorableNumber's NUMBER_TOO_LARGE
+  'a number too large to read (it reads as infinity), which cannot be stored': 'eine Zahl, zu groß, um sie zu lesen (sie wird als unendlich gelesen), die nicht gespeichert werden kann',
 };
 
 /** A JSON string literal (a value quoted from a file), for use in a message's pattern. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mayHoldUnstorableText, TRIMMED_WHITESPACE, unstorableText } from './index.js';
+import { mayHoldUnstorableNumber, mayHoldUnstorableText, TRIMMED_WHITESPACE, unstorableNumber, unstorableText } from './index.js';
 
 describe('unstorableText', () => {
   it('names the first string PostgreSQL cannot store, by its path', () => {
@@ -48,6 +48,31 @@ describe('mayHoldUnstorableText', () => {
       expect(unstorableText(JSON.parse(text), '')).not.toBeNull();
       expect(mayHoldUnstorableText(text)).toBe(true);
     }
+  });
+});
+
+describe('unstorableNumber', () => {
+  it('names the first number JSON.parse read as infinity, by its path', () => {
+    expect(unstorableNumber(JSON.parse('{"max_km": 1e400}'), 'patient_data.raeumliche_verfuegbarkeit')).toBe(
+      'patient_data.raeumliche_verfuegbarkeit.max_km: a number too large to read (it reads as infinity), which cannot be stored',
+    );
+    expect(unstorableNumber(JSON.parse('{"a": [1, -1e999]}'), '')).toBe('a.1: a number too large to read (it reads as infinity), which cannot be stored');
+    expect(unstorableNumber(JSON.parse(`{"a": ${'9'.repeat(400)}}`), '')).toMatch(/^a: a number too large/);
+    expect(unstorableNumber(Infinity, '', '(file)')).toMatch(/^\(file\): a number too large/);
+  });
+
+  it('accepts every finite number, and strings that only look large', () => {
+    expect(unstorableNumber(JSON.parse('{"a": 1.7e308, "b": -1e-400, "c": "1e400", "d": [0, 30, null]}'), '')).toBeNull();
+  });
+});
+
+describe('mayHoldUnstorableNumber', () => {
+  it('never misses what unstorableNumber finds in a parsed JSON text', () => {
+    for (const text of ['{"v": 1e400}', '{"v": -2E+309}', '{"v": 1.5e0400}', `{"v": ${'9'.repeat(309)}}`, `{"v": -${'9'.repeat(320)}.5}`]) {
+      expect(unstorableNumber(JSON.parse(text), '')).not.toBeNull();
+      expect(mayHoldUnstorableNumber(text)).toBe(true);
+    }
+    expect(mayHoldUnstorableNumber('{"max_km": 30, "t": "2025-07-05T14:33:55Z", "e": 1e30}')).toBe(false);
   });
 });
 

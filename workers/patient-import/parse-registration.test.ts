@@ -339,6 +339,25 @@ describe('text PostgreSQL cannot store', () => {
     expect(symptom.message).toBe('patient_data.symptome.1: contains a NUL character (\\u0000), which cannot be stored');
   });
 
+  it.each([
+    ['raeumliche_verfuegbarkeit', '"max_km": 30', '"max_km": 1e400', 'patient_data.raeumliche_verfuegbarkeit.max_km'],
+    ['an unknown consent field (stored as carried)', '"voucher_booking": false', '"voucher_booking": false, "screen": [1, -1E999]', 'consent_metadata.screen.1'],
+  ])('rejects a number read as infinity in %s (stored, it would be null), naming the field', (_k, from, to, field) => {
+    const text = JSON.stringify(plainRegistration(), null, 1).replace(/\s*\n\s*/g, ' ');
+    expect(text).toContain(from);
+    const err = rejectOf(Buffer.from(text.replace(from, to)));
+    expect(err.code).toBe('validation_failed');
+    expect(err.message).toBe(`${field}: a number too large to read (it reads as infinity), which cannot be stored`);
+    expect((err.details as { fields: string[] }).fields).toEqual([field]);
+  });
+
+  it('takes a large number where nothing stores it (an unknown patient field is only named)', () => {
+    const text = JSON.stringify(plainRegistration()).replace('"patient_data":{', '"patient_data":{"groesse":1e400,');
+    const parsed = parseRegistration(Buffer.from(text), noSecret, now);
+    expect(parsed.unknownFields).toContain('patient_data.groesse');
+    expect(parsed.registration.patient_data.raeumliche_verfuegbarkeit).toEqual({ max_km: 30 });
+  });
+
   it('names the path inside a signed file', () => {
     const doc = signedRegistration(patched((p) => (p.telefon = '\u0000')), { secret, nested: true });
     expect(rejectOf(doc, signing).message).toBe('data.data.patient_data.telefon: contains a NUL character (\\u0000), which cannot be stored');

@@ -2,7 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import { parse as parseTolerant, type ParseError } from 'jsonc-parser';
 import { z } from 'zod';
 import { PermanentError } from '../../libs/errors/index.js';
-import { mayHoldUnstorableText, unstorableText } from '../../libs/text/index.js';
+import { mayHoldUnstorableNumber, mayHoldUnstorableText, unstorableNumber, unstorableText } from '../../libs/text/index.js';
 import { berlinDay } from './map-patient.js';
 import { knownKeys, registrationSchema, showValues, type Registration } from './registration-schema.js';
 import { SIGNATURE_VERSION, signatureMatches } from './signature.js';
@@ -121,6 +121,21 @@ function nestedDeeperThan(text: string, max: number): boolean {
 }
 
 /**
+ * The first number read as infinity (`1e400`) in what is stored as the file carried it: the
+ * consent (all of it) and `raeumliche_verfuegbarkeit` (numbers reach the database nowhere
+ * else; every other field is text, a date or true/false). Stored, it would become `null`.
+ */
+function storedNumberTooLarge(plain: unknown, prefix: string): string | null {
+  if (!isObject(plain)) return null;
+  const at = (k: string) => (prefix ? `${prefix}.${k}` : k);
+  const patient = plain.patient_data;
+  return (
+    unstorableNumber(plain.consent_metadata, at('consent_metadata')) ??
+    (isObject(patient) ? unstorableNumber(patient.raeumliche_verfuegbarkeit, at('patient_data.raeumliche_verfuegbarkeit')) : null)
+  );
+}
+
+/**
  * Reads a registration file: UTF-8, JSON, plain or signed form (`data` or `data.data`),
  * signature when a secret is configured, text PostgreSQL can store, then every field rule.
  * A file that cannot be imported throws PermanentError whose message names the field path
@@ -179,7 +194,9 @@ export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: D
 
   // A NUL character or half a surrogate pair anywhere (unknown fields and consent_metadata
   // included: the consent is stored as the file carried it) would fail the insert on every retry.
-  const unstorable = mayHoldUnstorableText(text) ? unstorableText(doc, '', '(file)') : null;
+  const unstorable =
+    (mayHoldUnstorableText(text) ? unstorableText(doc, '', '(file)') : null) ??
+    (mayHoldUnstorableNumber(text) ? storedNumberTooLarge(plain, prefix) : null);
   const unstorableField = unstorable?.slice(0, unstorable.indexOf(': '));
 
   // Building the zod schema costs more than using it: one schema, told today's date per parse

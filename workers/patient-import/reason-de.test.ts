@@ -71,6 +71,7 @@ function allReasons(): string[] {
     top((r) => delete r.registration_token),
     top((r) => (r.registration_token = 'abc')),
     top((r) => (r['x\ud800'] = 1)),
+    Buffer.from(JSON.stringify(plainRegistration()).replace('"max_km":30', '"max_km":1e400')),
     Buffer.from('{"patient_data": {'),
     Buffer.from('{"patient_data": True}'),
     Buffer.from(''),
