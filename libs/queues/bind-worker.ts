@@ -366,8 +366,25 @@ function logWorkerErrors(worker: Worker, connection: Redis, log: Logger): void {
   let downSince: number | null = null;
   let lastSaid = 0;
   let repeats = 0;
+  // BullMQ says `lockRenewalFailed` with the jobs whose lock it could not renew, then, at once and
+  // in the same tick, one `error` per job ("could not renew lock for job …") without a code. Those
+  // are told by their number, not by their text, and said once, at warn: the job keeps running
+  // here, and runs again elsewhere once found stalled (every effect is once-only).
+  let renewalErrors = 0;
+  worker.on('lockRenewalFailed', (jobIds: string[]) => {
+    renewalErrors = jobIds.length;
+    queueMicrotask(() => (renewalErrors = 0));
+    log.warn(
+      { jobs: jobIds.length },
+      'job lock could not be renewed (Redis away longer than WORKER_LOCK_DURATION_MS, or the process too busy to renew it): the job runs on here and again once found stalled, its effects stay once-only',
+    );
+  });
   worker.on('error', (err) => {
     const code = (err as { code?: unknown }).code;
+    if (code === undefined && renewalErrors > 0) {
+      renewalErrors--;
+      return;
+    }
     if (code === JOB_LOCK_GONE) {
       log.warn({ code, cause: err.message }, 'job finished after its lock had expired (Redis away longer than WORKER_LOCK_DURATION_MS): it runs again once found stalled, its effects stay once-only');
       return;

@@ -104,6 +104,54 @@ describe('a job whose lock is gone from Redis when it finishes', () => {
   });
 });
 
+describe('a job whose lock cannot be renewed while it runs', () => {
+  // BullMQ logs an `error` per job ("could not renew lock for job …", no code) after its
+  // `lockRenewalFailed`: an outage longer than the lock logged each running job as `worker error`
+  // at error level with a stack, though the job runs on and again once found stalled.
+  it('is logged once at warn, with the number of jobs, not as a worker error', { timeout: 30_000 }, async () => {
+    const lines: Array<{ level: number; msg: string; [k: string]: unknown }> = [];
+    const log = createLogger({ level: 'info', pretty: 'false' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+    let started!: () => void;
+    const running = new Promise<void>((r) => (started = r));
+    let finish!: () => void;
+    const finished = new Promise<void>((r) => (finish = r));
+    const worker = bindQueueWorker(
+      'patient-import',
+      {
+        'patient-import': async () => {
+          started();
+          await finished;
+          return 'ok';
+        },
+      },
+      // Renewed every 500 ms (half the lock).
+      { connection: t.workerConnection(), prefix: t.prefix, log, metrics: t.metrics, queues: t.queues, concurrency: 1, lockDurationMs: 1_000 },
+    );
+    const renewalFailed: string[][] = [];
+    worker.on('lockRenewalFailed', (ids: string[]) => renewalFailed.push(ids));
+    try {
+      const { jobId } = await t.queues.enqueue('patient-import', { ledgerId: 4545 });
+      await running;
+      const redis = await t.queues.redis();
+      expect(await redis.del(`${clusterSafePrefix(t.prefix)}:patient-import:${jobId}:lock`)).toBe(1);
+      await until(() => renewalFailed.length > 0, 10_000);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(renewalFailed[0]).toEqual([jobId]);
+      expect(lines.filter((l) => l.msg === 'worker error')).toEqual([]);
+      const said = lines.filter((l) => /lock could not be renewed/.test(l.msg));
+      expect(said.length).toBeGreaterThanOrEqual(1);
+      expect(said[0]).toMatchObject({ level: 40, queue: 'patient-import', jobs: 1 });
+      expect(said[0]).not.toHaveProperty('err');
+      // Any other error without a code is still an error.
+      worker.emit('error', new Error('something else'));
+      expect(lines.filter((l) => l.msg === 'worker error')).toHaveLength(1);
+    } finally {
+      finish();
+      await closeWorkers([worker], 5_000);
+    }
+  });
+});
+
 describe('a job taken while the producer connection is still reconnecting', () => {
   // Found in a Redis drill: after Redis came back the workers' connections were back before the
   // producer connection (each reconnects on its own timer), and 72 patient imports taken in that
