@@ -400,7 +400,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return {
     env: e.NODE_ENV,
     instance: e.FLEET_INSTANCE,
-    log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY },
+    log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY, instance: e.FLEET_INSTANCE },
     db: {
       url: e.DATABASE_URL,
       poolMax: e.DB_POOL_MAX,

@@ -53,6 +53,8 @@ function errSerializer(err: Error): Record<string, unknown> {
 export interface LogOptions {
   level: string;
   pretty: 'auto' | 'true' | 'false';
+  /** FLEET_INSTANCE: names the process on every line (several fleet processes on one machine). */
+  instance?: string;
 }
 
 /**
@@ -66,7 +68,7 @@ export function createLogger(opts: LogOptions, destination?: pino.DestinationStr
     level: opts.level,
     redact: { paths: redactPaths, censor: '[redacted]' },
     serializers: { err: errSerializer },
-    base: { pid: process.pid },
+    base: { pid: process.pid, ...(opts.instance ? { instance: opts.instance } : {}) },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
   if (destination) return pino(base, destination);

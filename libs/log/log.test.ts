@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { DrizzleQueryError } from 'drizzle-orm/errors';
+import { loadConfig } from '../config/index.js';
 import { errorMessage } from '../errors/index.js';
 import { createLogger } from './index.js';
 
@@ -16,6 +17,17 @@ function capture() {
 }
 
 describe('logger', () => {
+  it('names the process (FLEET_INSTANCE) on every line, of child loggers too, and nothing when it is not set', () => {
+    const { lines, stream } = capture();
+    const log = createLogger(loadConfig({ FLEET_INSTANCE: 'worker-2', LOG_PRETTY: 'false' }).log, stream);
+    log.info('fleet started');
+    log.child({ queue: 'patient-import', jobId: 'patient-import.ledger.1' }).warn('job lock could not be renewed');
+    expect(lines.map((l) => JSON.parse(l).instance)).toEqual(['worker-2', 'worker-2']);
+    const unnamed = capture();
+    createLogger(loadConfig({ LOG_PRETTY: 'false' }).log, unnamed.stream).info('fleet started');
+    expect(JSON.parse(unnamed.lines[0]!)).not.toHaveProperty('instance');
+  });
+
   it('writes JSON and redacts personal fields as a safety net, at any depth', () => {
     const { lines, stream } = capture();
     const log = createLogger({ level: 'info', pretty: 'false' }, stream);
