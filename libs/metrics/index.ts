@@ -26,6 +26,12 @@ export function createMetrics() {
     labelNames: ['queue'],
     registers: [registry],
   });
+  const stalled = new Counter({
+    name: 'fleet_jobs_stalled_total',
+    help: 'Jobs found stalled by this process (their process died or lost their lock) and put back in their queue',
+    labelNames: ['queue'],
+    registers: [registry],
+  });
   const duration = new Histogram({
     name: 'fleet_job_duration_seconds',
     help: 'Time a job attempt took',
@@ -33,7 +39,7 @@ export function createMetrics() {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
     registers: [registry],
   });
-  return { registry, completed, failed, dead, duration };
+  return { registry, completed, failed, dead, stalled, duration };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

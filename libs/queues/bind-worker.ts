@@ -308,6 +308,14 @@ export function bindQueueWorker(queue: string, handlers: Handlers, opts: BindOpt
     settings: { backoffStrategy: cappedBackoff },
   });
   logWorkerErrors(worker, opts.connection, qlog);
+  // A job whose lock expired while active: the process running it died (kill -9, OOM, a lost
+  // machine) or could not renew its lock. Any worker of the queue finds it and puts it back;
+  // said here, or a crash left no trace in the survivors' logs (a multi-process drill: jobs of a
+  // killed process ran again 40-60 s later without a word).
+  worker.on('stalled', (jobId: string) => {
+    opts.metrics.stalled.inc({ queue });
+    qlog.warn({ jobId }, 'job stalled (the process running it stopped or lost its lock): back in the queue, its effects stay once-only');
+  });
   // A job can also fail outside the processor (it stalled too often because its worker
   // died). Those never passed the catch above: dead-letter them here.
   worker.on('failed', (job, err) => {
