@@ -95,7 +95,7 @@ if (openFiles.length) problems.push(`therapist files not finished: ${JSON.string
 const hashTwice = await sql`select count(*)::int n from (select content_hash from fleet.therapist_import_files where status not in ('skipped') group by content_hash having count(*) > 1) x`;
 if (hashTwice[0]!.n) problems.push(`${hashTwice[0]!.n} contents imported more than once`);
 const runs = await sql`select r.id, r.state, r.counts, r.summary_delivery_id,
-  (select count(*)::int from fleet.deliveries d where d.idempotency_key like 'therapist-import.run.' || r.id || '%') summaries,
+  (select count(*)::int from fleet.deliveries d where d.idempotency_key = 'therapist-import.run.' || r.id or d.idempotency_key like 'therapist-import.run.' || r.id || '.closed.%') summaries,
   (select coalesce(jsonb_agg(f.counts), '[]'::jsonb) from fleet.therapist_import_files f where f.run_id = r.id) file_counts
   from fleet.therapist_import_runs r order by r.id`;
 report.runs = runs.length;
@@ -104,7 +104,10 @@ for (const r of runs) {
   else if (r.summaries !== 1 || !r.summary_delivery_id) problems.push(`run ${r.id} has ${r.summaries} summary emails`);
   const sum: Record<string, number> = {};
   for (const c of (r.file_counts as Array<Record<string, unknown> | null>)) for (const [k, v] of Object.entries(c ?? {})) if (typeof v === 'number') sum[k] = (sum[k] ?? 0) + v;
-  for (const [k, v] of Object.entries((r.counts ?? {}) as Record<string, unknown>)) {
+  const c = (r.counts ?? {}) as Record<string, number>;
+  const parts = ['created', 'updated', 'unchanged', 'deactivated', 'skipped', 'failed'].reduce((a, k) => a + (c[k] ?? 0), 0);
+  if (r.counts && c.total !== parts) problems.push(`run ${r.id}: total ${c.total}, its parts add up to ${parts}`);
+  for (const [k, v] of Object.entries(c)) {
     if (typeof v === 'number' && k in sum && sum[k] !== v) problems.push(`run ${r.id}: ${k} ${v} but its files add up to ${sum[k]}`);
   }
 }
