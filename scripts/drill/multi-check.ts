@@ -128,10 +128,9 @@ if (createdTwice.length) problems.push(`created twice: ${JSON.stringify(createdT
 const queues: Record<string, Record<string, number>> = {};
 for (const q of ['patient-import', 'therapist-import', 'email', 'bucket-poll', 'patient-import-dlq', 'therapist-import-dlq', 'email-dlq']) {
   const base = `${prefix}:${q}`;
-  const [active, wait, delayed, dlqWait] = await Promise.all([redis.llen(`${base}:active`), redis.llen(`${base}:wait`), redis.zcard(`${base}:delayed`), redis.llen(`${base}:wait`)]);
-  queues[q] = { active, wait, delayed };
-  void dlqWait;
-  if (!q.endsWith('-dlq') && q !== 'bucket-poll' && (active || wait)) problems.push(`queue ${q}: ${active} active, ${wait} waiting`);
+  const [active, wait, delayed, stalled] = await Promise.all([redis.llen(`${base}:active`), redis.llen(`${base}:wait`), redis.zcard(`${base}:delayed`), redis.scard(`${base}:stalled`)]);
+  queues[q] = { active, wait, delayed, stalled };
+  if (!q.endsWith('-dlq') && q !== 'bucket-poll' && (active || wait || stalled)) problems.push(`queue ${q}: ${active} active, ${wait} waiting, ${stalled} marked stalled`);
 }
 report.queues = queues;
 const dlqKeys = await redis.keys(`${prefix}:*-dlq:*`);
