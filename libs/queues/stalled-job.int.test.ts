@@ -3,18 +3,11 @@ import type { Worker } from 'bullmq';
 import { createLogger } from '../log/index.js';
 import { createMetrics } from '../metrics/index.js';
 import { createTestQueues } from '../testing/queues.js';
+import { until } from '../testing/until.js';
 import { bindQueueWorker, closeWorkers } from './bind-worker.js';
 
 const t = createTestQueues();
 afterAll(() => t.close());
-
-async function until(fn: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const start = Date.now();
-  while (!fn()) {
-    if (Date.now() - start > timeoutMs) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('a job whose process died while running it', () => {
   // Found in a drill with several fleet processes: the jobs of a process killed with SIGKILL ran
@@ -56,7 +49,7 @@ describe('a job whose process died while running it', () => {
         },
         { connection: t.workerConnection(), prefix: t.prefix, log, metrics, queues: t.queues, concurrency: 1, lockDurationMs: 1_000, stalledIntervalMs: 500 },
       );
-      await until(() => ran.length > 0);
+      await until('the stalled job ran again', () => ran.length > 0);
       expect(ran).toEqual([jobId]);
       const said = lines.filter((l) => /job stalled/.test(l.msg));
       expect(said).toHaveLength(1);

@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Worker } from 'bullmq';
 import { createLogger } from '../log/index.js';
 import { createTestQueues } from '../testing/queues.js';
+import { until } from '../testing/until.js';
 import { TEST_REDIS_URL } from '../testing/services.js';
 import { tcpProxy } from '../testing/tcp-proxy.js';
 import { bindQueueWorker, closeWorkers } from './bind-worker.js';
@@ -15,14 +16,6 @@ afterAll(async () => {
   await proxy.close();
   await t.close();
 });
-
-async function until(fn: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const start = Date.now();
-  while (!fn()) {
-    if (Date.now() - start > timeoutMs) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('a worker whose Redis is out of reach', () => {
   // Found in an operator walkthrough (a fleet started with a wrong REDIS_URL port, and Redis
@@ -43,7 +36,7 @@ describe('a worker whose Redis is out of reach', () => {
     try {
       worker = bindQueueWorker('patient-import', { 'patient-import': async () => 'ok' }, { connection, prefix: t.prefix, log, metrics: t.metrics, queues: t.queues, concurrency: 1 });
       // Several reconnect attempts (1 s, 2 s, ... apart), each failing on both connections.
-      await until(() => errors.length >= 2);
+      await until('two failed connection attempts', () => errors.length >= 2);
       await new Promise((r) => setTimeout(r, 500));
       expect(lines.filter((l) => l.msg === 'worker error')).toEqual([]);
       const down = lines.filter((l) => /cannot reach redis/.test(l.msg));
@@ -53,7 +46,7 @@ describe('a worker whose Redis is out of reach', () => {
       expect(down[0]).not.toHaveProperty('err'); // no stack for a refused connection
 
       await proxy.open();
-      await until(() => lines.some((l) => l.msg === 'worker reached redis'));
+      await until('the worker reached redis', () => lines.some((l) => l.msg === 'worker reached redis'));
       expect(lines.find((l) => l.msg === 'worker reached redis')).toMatchObject({ level: 30, queue: 'patient-import', redis: `127.0.0.1:${proxy.port}` });
     } finally {
       if (worker) await closeWorkers([worker], 5_000);
@@ -98,7 +91,7 @@ describe('a job whose lock is gone from Redis when it finishes', () => {
       const redis = await t.queues.redis();
       expect(await redis.del(`${clusterSafePrefix(t.prefix)}:patient-import:${jobId}:lock`)).toBe(1);
       finish();
-      await until(() => lines.some((l) => /lock had expired/.test(l.msg)));
+      await until('the lock-expired line', () => lines.some((l) => /lock had expired/.test(l.msg)));
       await new Promise((r) => setTimeout(r, 300));
       expect(lines.filter((l) => l.msg === 'worker error')).toEqual([]);
       const gone = lines.filter((l) => /lock had expired/.test(l.msg));
@@ -124,7 +117,7 @@ describe('a job whose lock cannot be renewed while it runs', () => {
       await running;
       const redis = await t.queues.redis();
       expect(await redis.del(`${clusterSafePrefix(t.prefix)}:patient-import:${jobId}:lock`)).toBe(1);
-      await until(() => renewalFailed.length > 0, 10_000);
+      await until('a failed lock renewal', () => renewalFailed.length > 0, 10_000);
       await new Promise((r) => setTimeout(r, 300));
       expect(renewalFailed[0]).toEqual([jobId]);
       expect(lines.filter((l) => l.msg === 'worker error')).toEqual([]);
@@ -178,7 +171,7 @@ describe('a job taken while the producer connection is still reconnecting', () =
       await t.queues.enqueue('patient-import', { ledgerId: 4343 });
       await new Promise((r) => setTimeout(r, 1_000));
       await producerProxy.open(); // Redis "back" for the producer connection too
-      await until(() => runs.length > 0, 10_000);
+      await until('the job ran', () => runs.length > 0, 10_000);
       await new Promise((r) => setTimeout(r, 300));
       expect(runs).toEqual(['ok']);
     } finally {
