@@ -32,12 +32,29 @@ export interface NewLedgerObject {
  * Records objects in the ledger; an object generation already recorded is skipped.
  * Returns the ids of the rows this call created (several pollers at once: each row is
  * created by exactly one of them).
+ *
+ * The ones recorded already are left out before the insert: an insert that meets its conflict
+ * takes an id from the sequence all the same, and every poll lists every file kept in the bucket
+ * (failed ones wait there for weeks), so the import numbers staff see had gaps of hundreds a day
+ * (a drill: 1,900 rows, ids up to 6,366). Two pollers at once may still both try a new one;
+ * the conflict clause keeps it one row.
  */
 export async function insertLedgerObjects(db: DbOrTx, objects: NewLedgerObject[]): Promise<number[]> {
-  if (!objects.length) return [];
+  const key = (bucket: string, objectName: string, generation: string) => JSON.stringify([bucket, objectName, generation]);
+  const recorded = new Set<string>();
+  for (const bucket of new Set(objects.map((o) => o.bucket))) {
+    const names = objects.filter((o) => o.bucket === bucket).map((o) => o.objectName);
+    const rows = await db
+      .select({ objectName: patientImportLedger.objectName, generation: patientImportLedger.generation })
+      .from(patientImportLedger)
+      .where(and(eq(patientImportLedger.bucket, bucket), inArray(patientImportLedger.objectName, names)));
+    for (const r of rows) recorded.add(key(bucket, r.objectName, r.generation));
+  }
+  const fresh = objects.filter((o) => !recorded.has(key(o.bucket, o.objectName, o.generation)));
+  if (!fresh.length) return [];
   const rows = await db
     .insert(patientImportLedger)
-    .values(objects.map((o) => ({ ...o, source: o.source ?? 'bucket' })))
+    .values(fresh.map((o) => ({ ...o, source: o.source ?? 'bucket' })))
     .onConflictDoNothing({ target: [patientImportLedger.bucket, patientImportLedger.objectName, patientImportLedger.generation] })
     .returning({ id: patientImportLedger.id });
   return rows.map((r) => r.id).sort((a, b) => a - b);
