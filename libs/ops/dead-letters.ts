@@ -122,10 +122,22 @@ export async function requeueOne(deps: OperatorDeps, id: string, action: Operato
   return result;
 }
 
+/**
+ * Requeues every dead letter (of `queue`) listed at the start. An entry gone by the time its turn
+ * comes was handled meanwhile (another operator's requeue-all, a requeue or discard on /ops): it
+ * is left to that action, not counted, and the rest go on (it used to stop the whole run with
+ * "no longer a dead letter", /ops answering 500 with the remaining entries left waiting).
+ */
 export async function requeueAll(deps: OperatorDeps, action: OperatorAction, queue?: string) {
   const entries = await listDeadLetters(deps.queues, queue ? { queue } : {});
   const results = [];
-  for (const entry of entries) results.push(await requeueOne(deps, entry.id, action, entry.originalQueue));
+  for (const entry of entries) {
+    try {
+      results.push(await requeueOne(deps, entry.id, action, entry.originalQueue));
+    } catch (err) {
+      if (!(err instanceof DeadLetterNotFound)) throw err;
+    }
+  }
   return results;
 }
 
