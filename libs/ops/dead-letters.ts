@@ -18,7 +18,8 @@ import {
 export interface DeadLetterHook {
   /** May return a notice for the operator (shown with the result, kept in the audit row): ids only, no personal data. */
   onRequeue?(payload: unknown, db: Db): Promise<string | void>;
-  onDiscard?(payload: unknown, db: Db): Promise<void>;
+  /** May return details for the discard's audit row (ids and times only, no personal data). */
+  onDiscard?(payload: unknown, db: Db): Promise<Record<string, unknown> | void>;
   /**
    * What a requeue of each entry would do, told before the operator decides, where that is not
    * simply "it runs again" (e.g. an email that may reach its recipient a second time); one per
@@ -150,13 +151,13 @@ export async function discardOne(deps: OperatorDeps, id: string, action: Operato
   const { view } = await explainNotFound(deps, id, queue, () =>
     discardDeadLetter(deps.queues, id, queue, {
       beforeDiscard: async (v) => {
-        await hookFor(deps.hooks, v)?.onDiscard?.(v.data, deps.db);
+        const extra = (await hookFor(deps.hooks, v)?.onDiscard?.(v.data, deps.db)) ?? {};
         await recordAudit(deps.db, {
           actor: action.actor,
           action: 'dlq.discard',
           target: `${v.originalQueue}/${v.originalJobId}`,
           reason: action.reason,
-          details: { code: v.code, failedReason: v.reason, attemptsMade: v.attemptsMade },
+          details: { code: v.code, failedReason: v.reason, attemptsMade: v.attemptsMade, ...extra },
         });
       },
     }),

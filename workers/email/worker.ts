@@ -14,7 +14,7 @@ import {
   requeueFailedDelivery,
   requeueOutlook,
 } from '../../libs/db/repositories/deliveries.js';
-import { countExpiredContents, removeExpiredContents } from '../../libs/db/repositories/deliveries-retention.js';
+import { countExpiredContents, deliveryDiscardDetails, removeExpiredContents } from '../../libs/db/repositories/deliveries-retention.js';
 import { createMailDriver, type MailDriver, type StillWantedChecks } from '../../libs/mail/index.js';
 import { oncePerRegistry } from '../../libs/metrics/index.js';
 import { utcSeconds, type DeadLetterHook } from '../../libs/ops/dead-letters.js';
@@ -170,6 +170,9 @@ export async function restoreEmailDeadLetters(ctx: FleetContext): Promise<number
   return restoreMissingDeadLetters(ctx.queues, queue, records, (data) => (data as { deliveryId?: unknown } | null)?.deliveryId);
 }
 
+/** A delivery id's form (a dead letter's payload is not checked). */
+const UUID_FORM = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 /** How often the sweep looks for failed deliveries whose dead letter Redis lost. */
 const RESTORE_DEAD_LETTERS_EVERY_MS = 10 * 60_000;
 
@@ -309,6 +312,12 @@ export const emailDeadLetterHook: DeadLetterHook = {
       }
       return `its contents were removed on ${utcSeconds(o.at)} (EMAIL_RETENTION_DAYS): it cannot be sent again; discard it`;
     });
+  },
+  // The row's updated_at goes into the discard's audit row: "discarded since it last failed" is
+  // then told by one clock (the fleet's), see discardedSinceFailed.
+  async onDiscard(payload, db) {
+    const id = (payload as { deliveryId?: unknown } | null)?.deliveryId;
+    return typeof id === 'string' && UUID_FORM.test(id) ? deliveryDiscardDetails(db, id) : undefined;
   },
   async onRequeue(payload, db) {
     const id = (payload as { deliveryId?: unknown }).deliveryId;

@@ -38,7 +38,21 @@ export function discardedSinceFailed() {
   const target = emailDeadLetterTarget(deliveries.id);
   return sql`exists (select 1 from fleet.audit_log a where a.target ~>=~ ${target} and a.target ~<~ (${target} || '/')
       and (a.target = ${target} or a.target like ${target} || '.%')
-      and a.action = 'dlq.discard' and a.created_at >= ${deliveries.updatedAt})`;
+      and a.action = 'dlq.discard'
+      and coalesce((a.details->>'deliveryUpdatedAt')::timestamptz >= ${deliveries.updatedAt}, a.created_at >= ${deliveries.updatedAt}))`;
+}
+
+/**
+ * What a discard of a delivery's dead letter records (`deliveryUpdatedAt` in the audit row's
+ * details): the row's `updated_at` then, as text (microseconds kept). discardedSinceFailed
+ * compares it with the row's `updated_at`, both written by the fleet's clock: the discard's own
+ * time is PostgreSQL's, and with the fleet's clock ahead of it a discard within that lead did not
+ * count (the discarded email went out with its batch when a sibling was requeued, and a Redis that
+ * lost its data got its dead letter back). Audit rows without it are compared by their time.
+ */
+export async function deliveryDiscardDetails(db: DbOrTx, deliveryId: string): Promise<{ deliveryUpdatedAt: string } | Record<string, never>> {
+  const [row] = await db.execute<{ at: string }>(sql`select updated_at::text as at from fleet.deliveries where id = ${deliveryId}`);
+  return row ? { deliveryUpdatedAt: row.at } : {};
 }
 
 /**
