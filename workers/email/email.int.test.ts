@@ -6,7 +6,7 @@ import { claimDeliveries, finishDeliveries, getDelivery } from '../../libs/db/re
 import { unwantedWeeklyDeliveries } from '../../libs/db/repositories/weekly-status.js';
 import { createLogger } from '../../libs/log/index.js';
 import { createMailDriver, type StillWantedCheck } from '../../libs/mail/index.js';
-import { listDeadLetters } from '../../libs/queues/index.js';
+import { jobIdFor, listDeadLetters } from '../../libs/queues/index.js';
 import type { TestDatabase } from '../../libs/testing/db.js';
 import { metricValues } from '../../libs/testing/metrics.js';
 import { deleteQueueKeys } from '../../libs/testing/redis.js';
@@ -338,6 +338,22 @@ describe('Redis back without its data', () => {
     expect(t.standIn.requests.filter((r) => r.status === 200).map((r) => [r.path, r.size, r.idempotencyKey])).toEqual([
       ['/emails/batch', 2, 'fleet-batch/6f1d1a52-0000-4000-8000-000000000001'],
     ]);
+    expect(t.standIn.stats()).toMatchObject({ messages: 2, duplicates: 0 });
+  });
+
+  it('a batch whose job still waits for its retry gets no second job from the first sweep against this Redis (a fresh one, or a first start)', async () => {
+    const t = await harness({ env: { MAIL_SWEEP_INTERVAL_MS: '1000' } });
+    const ids = [await t.addDelivery({}, { enqueue: false }), await t.addDelivery({}, { enqueue: false })];
+    await database.sql`update fleet.deliveries set status = 'sending', batch_id = '6f1d1a52-0000-4000-8000-000000000002', batch_leader_id = ${ids[0]!},
+      claimed_at = now() - interval '1 minute', updated_at = now() - interval '1 minute', outcome_unknown = true where id in ${database.sql(ids)}`;
+    // Its leader's job waits for its next attempt (a 500 answered the last one).
+    await t.ctx.queues.enqueue('email-send', { deliveryId: ids[0]! }, { delayMs: 4_000 });
+    await t.startSweep();
+    await new Promise((r) => setTimeout(r, 1_500)); // the sweep's first pass (after 1 s) has run
+    const jobs = await t.ctx.queues.queue('email').getJobs(['waiting', 'delayed', 'active', 'completed', 'failed']);
+    expect(jobs.map((j) => j.id)).toEqual([jobIdFor('email-send', { deliveryId: ids[0]! })]);
+    await t.startWorkers();
+    for (const id of ids) expect(await sentOrFailed(id)).toBe('sent');
     expect(t.standIn.stats()).toMatchObject({ messages: 2, duplicates: 0 });
   });
 });

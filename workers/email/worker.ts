@@ -18,7 +18,7 @@ import { countExpiredContents, deliveryDiscardDetails, removeExpiredContents } f
 import { createMailDriver, type MailDriver, type StillWantedChecks } from '../../libs/mail/index.js';
 import { oncePerRegistry } from '../../libs/metrics/index.js';
 import { utcSeconds, type DeadLetterHook } from '../../libs/ops/dead-letters.js';
-import { addDeadLetter, catalog, jobIdFor, listDeadLetters, redisRateLimiter, restoreMissingDeadLetters, type Handlers, type RateLimiter } from '../../libs/queues/index.js';
+import { addDeadLetter, catalog, isLiveJobState, jobIdFor, listDeadLetters, redisRateLimiter, restoreMissingDeadLetters, type Handlers, type RateLimiter } from '../../libs/queues/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import { workerComponent } from '../../libs/runtime/index.js';
 import { IDEMPOTENCY_WINDOW_MS, processDelivery, type Claim, type DeliveryStore, type EmailMetrics } from './process-delivery.js';
@@ -191,7 +191,14 @@ export function emailSweepComponent(ctx: FleetContext): Component {
       // Set by the first sweep against this Redis and never removed: gone means Redis lost its data.
       redisLostData: async () => (await (await ctx.queues.redis()).set(`${ctx.queues.prefix}:email-sweep:seen`, '1', 'NX')) === 'OK',
       async recoverBatch(leaderId, bucket) {
-        const jobId = `${jobIdFor('email-send', { deliveryId: leaderId })!}.recover.${bucket}`;
+        // The leader's own job still waiting, delayed for its next attempt or running takes the
+        // batch on: a second job would only double its provider requests while they fail and end
+        // in a second dead letter of the same delivery ("a provider request in flight"). That is
+        // the case at the first sweep against a Redis without the marker (a fresh one, a first
+        // start) for batches claimed since, and for a job restored by other means.
+        const own = jobIdFor('email-send', { deliveryId: leaderId })!;
+        if (isLiveJobState(await ctx.queues.queue(catalog['email-send'].queue).getJobState(own))) return false;
+        const jobId = `${own}.recover.${bucket}`;
         const r = await ctx.queues.enqueue('email-send', { deliveryId: leaderId }, { jobId });
         return r.jobId === jobId;
       },
