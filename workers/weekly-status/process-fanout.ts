@@ -30,13 +30,15 @@ export type FanoutResult = FanoutCounts & {
  * eligible, and a job id still queued is not added again.
  */
 export async function processWeeklyFanout(input: { isoWeek: string; dryRun?: boolean }, deps: FanoutDeps): Promise<FanoutResult> {
-  const now = deps.clock.now();
   const w = deps.window(input.isoWeek);
   const dryRun = input.dryRun ?? false;
   const counts = await deps.counts(w);
   const base = { ...counts, isoWeek: input.isoWeek, queued: 0, dryRun };
   // Counting queues nothing: any week may be counted.
   if (dryRun) return base;
+  // The time after the count: a count held up (a lock, a slow or restarting database) past
+  // Monday 00:00 must not queue the week that ended meanwhile.
+  const now = deps.clock.now();
   if (now >= w.end || now < w.weekStart) {
     const refused = now >= w.end ? 'past_week' : 'future_week';
     deps.log.warn({ isoWeek: input.isoWeek, refused }, 'weekly fan-out only runs for the current week: nothing queued');
@@ -48,6 +50,11 @@ export async function processWeeklyFanout(input: { isoWeek: string; dryRun?: boo
   for (;;) {
     const ids = await next;
     if (ids.length === 0) break;
+    // Pages read after the week ended are not queued: their jobs would only skip (week_over).
+    if (deps.clock.now() >= w.end) {
+      deps.log.warn({ isoWeek: input.isoWeek, queued }, 'weekly fan-out stopped: its week ended while it ran');
+      return { ...base, queued, refused: 'past_week' };
+    }
     next = ids.length < deps.pageSize ? Promise.resolve([]) : deps.page(w, ids[ids.length - 1]!, deps.pageSize);
     next.catch(() => {}); // a failure surfaces at the await above, not as an unhandled rejection
     await deps.enqueue(ids, input.isoWeek);

@@ -133,6 +133,28 @@ describe('one weekly email per ISO week', () => {
   });
 });
 
+describe('a fan-out held up while its week ends', () => {
+  it('queues nobody for the week that ended while its count waited (a lock, a slow database), instead of one job per patient that only skips', async () => {
+    await patient('erika@example.org');
+    await patient('max@example.org');
+    clock.set('2026-11-29T22:59:58Z'); // Sunday 23:59:58 Berlin: W48 is still the current week
+    const locker = ctx.database.sql.reserve();
+    const conn = await locker;
+    try {
+      await conn`begin`;
+      await conn`lock table patient_service.patienten in access exclusive mode`;
+      const run = weeklyHandlers(ctx)['weekly-fanout']!({ isoWeek: '2026-W48' }, helpers);
+      await new Promise((r) => setTimeout(r, 300)); // the fan-out has started and waits for the lock
+      clock.set(isoWeekRange('2026-W48', 'Europe/Berlin').end); // Monday 00:00 Berlin
+      await conn`commit`;
+      expect(await run).toMatchObject({ isoWeek: '2026-W48', queued: 0, refused: 'past_week' });
+    } finally {
+      conn.release();
+    }
+    expect(await ctx.queues.queue('weekly-status').getJobCounts('waiting', 'delayed')).toEqual({ waiting: 0, delayed: 0 });
+  });
+});
+
 describe('the schedule tick', () => {
   it("run by a process whose clock is a little behind the scheduler's, it waits for its time instead of skipping the week", async () => {
     const tick = weeklyHandlers(ctx)['weekly-tick']!;
