@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { PermanentError } from '../../libs/errors/index.js';
-import { silentLogger } from '../../libs/log/index.js';
+import { createLogger, silentLogger } from '../../libs/log/index.js';
 import type { BatchOptions, MailDriver, OutgoingMail, SendResult } from '../../libs/mail/index.js';
 import { createOutboxFolderDriver } from '../../libs/mail/drivers/outbox-folder.js';
 import { fixedClock } from '../../libs/runtime/clock.js';
@@ -554,6 +554,34 @@ describe('sweepDeliveries', () => {
     expect(ensured).toEqual(['a', 'b']);
     expect(recovered).toEqual(['l1']);
     expect(r).toEqual({ pending: 2, enqueued: 1, staleBatches: 1, recovered: 1 });
+  });
+
+  it('says Redis lost its data only when a batch being sent had lost its job (not at every first sweep against a fresh Redis)', async () => {
+    const sweep = async (jobsAlive: boolean) => {
+      const lines: Array<{ level: number; msg: string }> = [];
+      const log = createLogger({ level: 'info', pretty: 'false' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+      const stale: string[][] = [];
+      const r = await sweepDeliveries({
+        stalePending: async () => [],
+        staleClaims: async (before) => (stale.push([before.toISOString()]), [{ batchId: 'x', leaderId: 'l1', rows: 2 }, { batchId: 'y', leaderId: 'l2', rows: 1 }]),
+        ensureSendJob: async () => true,
+        recoverBatch: async () => !jobsAlive,
+        redisLostData: async () => true,
+        clock: fixedClock('2026-11-23T09:00:00Z'),
+        log,
+        pendingAfterMs: 60_000,
+        staleMs: 3_600_000,
+      });
+      // The marker gone: every batch being sent is looked at now, not after staleMs.
+      expect(stale).toEqual([['2026-11-23T09:00:00.000Z']]);
+      return { r, lost: lines.filter((l) => /Redis lost its data/.test(l.msg)) };
+    };
+    const fresh = await sweep(true);
+    expect(fresh.r.recovered).toBe(0);
+    expect(fresh.lost).toEqual([]);
+    const lost = await sweep(false);
+    expect(lost.r.recovered).toBe(2);
+    expect(lost.lost).toEqual([expect.objectContaining({ level: 40, batches: 2, recovered: 2 })]);
   });
 
   it('leaves pending deliveries alone while the queue has a long backlog, but still recovers stale batches', async () => {

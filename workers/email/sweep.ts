@@ -52,7 +52,9 @@ export async function sweepDeliveries(deps: SweepDeps): Promise<{ pending: numbe
   for (const b of stale) {
     if (b.leaderId && (await deps.recoverBatch(b.leaderId, lost ? now : Math.floor(now / deps.staleMs)))) recovered++;
   }
-  if (lost && stale.length) deps.log.warn({ batches: stale.length, recovered }, 'email sweep: Redis lost its data: batches being sent handed to new jobs');
+  // Said only when a batch had lost its job: the first sweep against a fresh Redis (a first start)
+  // finds the marker missing too, and its batches' jobs alive (recoverBatch leaves those alone).
+  if (lost && recovered) deps.log.warn({ batches: stale.length, recovered }, 'email sweep: Redis lost its data: batches being sent handed to new jobs');
   if (enqueued || stale.length) {
     deps.log.info({ pending: pending.length, enqueued, staleBatches: stale.length, recovered }, 'email sweep: enqueued forgotten deliveries');
   }
