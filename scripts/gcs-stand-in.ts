@@ -1,7 +1,10 @@
 /**
  * Runs the GCS stand-in as a process, for manual runs and benchmarks:
  *
- *   npx tsx scripts/gcs-stand-in.ts [--port 4443] [--host 127.0.0.1] [--log]
+ *   npx tsx scripts/gcs-stand-in.ts [--port 4443] [--host 127.0.0.1] [--log] [--bucket name ...]
+ *
+ * With `--bucket` only the named buckets exist (others answer 404, as GCS does for a wrong
+ * `GCS_BUCKET`); without it any bucket name exists.
  *
  * Then point the fleet at it: STORAGE_DRIVER=gcs GCS_BUCKET=curavani-production-data-transfer GCS_API_ENDPOINT=http://127.0.0.1:4443
  * Objects live in memory only; upload with the real client or `gcloud`-style JSON API calls,
@@ -16,6 +19,7 @@ const { values } = parseArgs({
     port: { type: 'string', default: '4443' },
     host: { type: 'string', default: '127.0.0.1' },
     log: { type: 'boolean', default: false },
+    bucket: { type: 'string', multiple: true },
   },
 });
 
@@ -23,6 +27,7 @@ const standIn = await startGcsStandIn({
   host: values.host,
   port: Number(values.port),
   recordRequests: false,
+  buckets: values.bucket,
   onRequest: values.log ? (r) => console.log(`${r.method} ${r.path} ${new URLSearchParams(r.query).toString()} -> ${r.kind}`) : undefined,
 });
 console.log(`GCS stand-in listening on ${standIn.url} (apiEndpoint); Ctrl-C stops it`);

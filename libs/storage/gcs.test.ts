@@ -250,6 +250,18 @@ describe('faults surface as errors', () => {
     expect(si.getObject(B, NAME)?.generation).toBe(o.generation); // the hung delete did not count
   });
 
+  it('a download whose body stops arriving times out (the idle limit), never short data', async () => {
+    const o = si.putObject(B, NAME, JSON.stringify({ v: 'y'.repeat(4000) }));
+    const b = bucket({ timeoutMs: 800 });
+    si.fail({ kind: 'download', mode: 'stall' });
+    const t0 = Date.now();
+    const err = await caught(b.download(NAME, o.generation, { md5Hash: o.md5Hash, crc32c: o.crc32c }));
+    expect(err).toBeInstanceOf(StorageError);
+    expect((err as StorageError).code).toBe('timeout');
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    noPersonalData(err);
+  });
+
   it('an endpoint that refuses the connection is a network error naming the endpoint and the code', async () => {
     const port = await closedPort();
     const err = await caught(bucket({ apiEndpoint: `http://127.0.0.1:${port}` }).list('registrations/'));

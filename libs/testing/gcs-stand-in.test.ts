@@ -84,6 +84,25 @@ describe('GCS stand-in', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(190);
   });
 
+  it("'slow' answers normally after delayMs", async () => {
+    si.putObject(B, 's/slow.json', 'slow');
+    si.fail({ kind: 'download', mode: 'slow', delayMs: 300, object: 's/slow.json' });
+    const t0 = Date.now();
+    const [bytes] = await storage.bucket(B).file('s/slow.json').download();
+    expect(bytes.toString()).toBe('slow');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+  });
+
+  it("'stall' sends half the body, then the rest after delayMs", async () => {
+    const body = 'x'.repeat(4000);
+    si.putObject(B, 's/stall.json', body);
+    si.fail({ kind: 'download', mode: 'stall', delayMs: 300 });
+    const t0 = Date.now();
+    const [bytes] = await storage.bucket(B).file('s/stall.json').download();
+    expect(bytes.toString()).toBe(body);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+  });
+
   it('generations are increasing decimal strings above 2^50, like GCS microsecond generations', () => {
     const a = si.putObject(B, 'g/a.json', '1');
     const b = si.putObject(B, 'g/a.json', '2');

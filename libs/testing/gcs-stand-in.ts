@@ -75,6 +75,9 @@ export interface RecordedRequest {
  * - `'corrupt-consistent'` (download only): serve flipped bytes WITH matching x-goog-hash, so
  *   only a comparison with the object's metadata can catch it
  * - `'truncate'` (download only): announce the full length, send half, then close
+ * - `'slow'`: answer normally, but only after `delayMs` (a slow or overloaded service)
+ * - `'stall'` (download only): send the headers and half the bytes, then the rest after
+ *   `delayMs` (without `delayMs`: never, until close): a body that stops arriving
  */
 export type FaultMode =
   | { status: number; message?: string }
@@ -82,7 +85,9 @@ export type FaultMode =
   | 'reset'
   | 'corrupt'
   | 'corrupt-consistent'
-  | 'truncate';
+  | 'truncate'
+  | 'slow'
+  | 'stall';
 
 export interface FaultSpec {
   kind: RequestKind | '*';
@@ -93,6 +98,8 @@ export interface FaultSpec {
   object?: string | ((name: string) => boolean);
   /** For 'hang': answer 503 after this many ms instead of hanging until close. */
   hangMs?: number;
+  /** For 'slow' (default 1000) and 'stall' (default: until close): the pause in ms. */
+  delayMs?: number;
 }
 
 export type BeforeHook = (req: RecordedRequest, standIn: GcsStandIn) => void | Promise<void>;
@@ -489,6 +496,10 @@ export class GcsStandIn {
         req.socket.destroy();
         return;
       }
+      if (fault.mode === 'slow') {
+        await new Promise((resolve) => setTimeout(resolve, fault.delayMs ?? 1000));
+        if (res.destroyed || req.socket.destroyed) return;
+      }
       if (typeof fault.mode === 'object') {
         await readBody(req).catch(() => undefined);
         const real = realError(fault.mode.status, rec);
@@ -497,7 +508,7 @@ export class GcsStandIn {
     }
 
     try {
-      await this.route(rec, req, res, fault?.mode);
+      await this.route(rec, req, res, fault?.mode, fault?.delayMs);
     } catch (err) {
       if (err instanceof HttpError) return this.sendError(res, err.status, err.message, err.reason);
       throw err;
@@ -526,7 +537,7 @@ export class GcsStandIn {
     }
   }
 
-  private async route(rec: RecordedRequest, req: IncomingMessage, res: ServerResponse, fault?: FaultMode): Promise<void> {
+  private async route(rec: RecordedRequest, req: IncomingMessage, res: ServerResponse, fault?: FaultMode, delayMs?: number): Promise<void> {
     const q = rec.query;
     const bucket = rec.bucket ?? '';
     switch (rec.kind) {
@@ -601,6 +612,18 @@ export class GcsStandIn {
         if (fault === 'truncate') {
           res.write(data.subarray(0, Math.floor(data.length / 2)));
           setTimeout(() => res.destroy(), 10);
+          return;
+        }
+        if (fault === 'stall') {
+          const half = Math.floor(data.length / 2);
+          res.write(data.subarray(0, half));
+          this.hanging.add(res);
+          if (delayMs !== undefined) {
+            setTimeout(() => {
+              this.hanging.delete(res);
+              if (!res.destroyed) res.end(data.subarray(half));
+            }, delayMs).unref();
+          }
           return;
         }
         res.end(data);
