@@ -103,6 +103,13 @@ describe('GCS stand-in', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
   });
 
+  it("'lost-answer' carries the request out and drops the connection", async () => {
+    si.putObject(B, 's/lost.json', 'lost');
+    si.fail({ kind: 'delete', mode: 'lost-answer' });
+    await expect(storage.bucket(B).file('s/lost.json').delete()).rejects.toThrow();
+    expect(si.getObject(B, 's/lost.json')).toBeUndefined();
+  });
+
   it('generations are increasing decimal strings above 2^50, like GCS microsecond generations', () => {
     const a = si.putObject(B, 'g/a.json', '1');
     const b = si.putObject(B, 'g/a.json', '2');

@@ -78,6 +78,8 @@ export interface RecordedRequest {
  * - `'slow'`: answer normally, but only after `delayMs` (a slow or overloaded service)
  * - `'stall'` (download only): send the headers and half the bytes, then the rest after
  *   `delayMs` (without `delayMs`: never, until close): a body that stops arriving
+ * - `'lost-answer'`: carry the request out (a delete deletes, an upload stores), then drop the
+ *   connection instead of answering: the client cannot tell whether it happened
  */
 export type FaultMode =
   | { status: number; message?: string }
@@ -87,7 +89,8 @@ export type FaultMode =
   | 'corrupt-consistent'
   | 'truncate'
   | 'slow'
-  | 'stall';
+  | 'stall'
+  | 'lost-answer';
 
 export interface FaultSpec {
   kind: RequestKind | '*';
@@ -499,6 +502,15 @@ export class GcsStandIn {
       if (fault.mode === 'slow') {
         await new Promise((resolve) => setTimeout(resolve, fault.delayMs ?? 1000));
         if (res.destroyed || req.socket.destroyed) return;
+      }
+      if (fault.mode === 'lost-answer') {
+        const socket = req.socket;
+        res.writeHead = (() => res) as unknown as ServerResponse['writeHead'];
+        res.write = (() => true) as unknown as ServerResponse['write'];
+        res.end = (() => {
+          socket.destroy();
+          return res;
+        }) as unknown as ServerResponse['end'];
       }
       if (typeof fault.mode === 'object') {
         await readBody(req).catch(() => undefined);
