@@ -250,6 +250,29 @@ describe('faults surface as errors', () => {
     expect(si.getObject(B, NAME)?.generation).toBe(o.generation); // the hung delete did not count
   });
 
+  it('with the client retrying, calls that keep hanging end by the total limit (they used to wait forever)', async () => {
+    const o = si.putObject(B, NAME, '{"v":1}');
+    // Each request times out after 400 ms; the first retry is due after 2-3 s, by when the total limit of 2 s is used up.
+    const b = bucket({ timeoutMs: 400, maxRetries: 3, totalTimeoutMs: 2_000 });
+    const ops: [string, () => Promise<unknown>][] = [
+      ['list', () => b.list('registrations/')],
+      ['metadata', () => b.stat(NAME)],
+      ['delete', () => b.deleteGeneration(NAME, o.generation)],
+    ];
+    for (const [kind, op] of ops) {
+      si.fail({ kind: kind as 'list', mode: 'hang', times: 10 });
+      const t0 = Date.now();
+      const err = await caught(Promise.race([op(), new Promise((resolve) => setTimeout(() => resolve('still waiting'), 8_000))]));
+      expect(err, kind).toBeInstanceOf(StorageError);
+      expect((err as StorageError).code, kind).toBe('timeout');
+      expect((err as StorageError).message, kind).toContain(`endpoint ${new URL(si.url).host})`);
+      expect(Date.now() - t0, kind).toBeLessThan(8_000);
+      noPersonalData(err);
+      si.clearFaults();
+    }
+    expect(si.getObject(B, NAME)?.generation).toBe(o.generation);
+  }, 30_000);
+
   it('a download whose body stops arriving times out (the idle limit), never short data', async () => {
     const o = si.putObject(B, NAME, JSON.stringify({ v: 'y'.repeat(4000) }));
     const b = bucket({ timeoutMs: 800 });

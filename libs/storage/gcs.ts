@@ -158,6 +158,8 @@ export class GcsBucket implements BucketPort {
   private readonly timeoutMs: number;
   /** The host calls go to, for the messages of calls that got no answer. */
   private readonly endpoint: string;
+  /** The longest one call may take, the client's retries included (see `withinDeadline`). */
+  private readonly deadlineMs: number;
 
   constructor(opts: GcsBucketOptions) {
     this.bucket = opts.bucket;
@@ -165,6 +167,7 @@ export class GcsBucket implements BucketPort {
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.endpoint = gcsEndpointHost(opts.apiEndpoint);
     const maxRetries = opts.maxRetries ?? 3;
+    this.deadlineMs = (maxRetries > 0 ? (opts.totalTimeoutMs ?? 60_000) : 0) + this.timeoutMs + 1_000;
     this.storage = new Storage({
       // A custom apiEndpoint makes the client skip google-auth-library entirely
       // (customEndpoint && !useAuthWithCustomEndpoint), so the stand-in needs no credentials.
@@ -182,6 +185,23 @@ export class GcsBucket implements BucketPort {
     this.b = this.storage.bucket(opts.bucket);
   }
 
+  /**
+   * The client's retries (retry-request 7) never call back when the total limit
+   * (GCS_TOTAL_TIMEOUT_MS) is used up at the moment a retry is due: the call's promise stays
+   * pending forever (measured with the stand-in: a list, metadata read or delete that timed out
+   * twice left the poll, or the import between commit and delete, waiting for good). So every
+   * call ends by the total limit plus one request's timeout; a request still on its way then
+   * may yet be carried out (a delete sends `ifGenerationMatch`, so it can only remove the
+   * generation it names).
+   */
+  private withinDeadline<T>(call: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timeout: no answer within ${this.deadlineMs} ms, retries included`)), this.deadlineMs);
+    });
+    return Promise.race([call, deadline]).finally(() => clearTimeout(timer));
+  }
+
   uri(name: string): string {
     return `gs://${this.bucket}/${name}`;
   }
@@ -189,12 +209,14 @@ export class GcsBucket implements BucketPort {
   async list(prefix: string, opts: ListOptions = {}): Promise<ListPage> {
     let response: { items?: FileMetadata[]; nextPageToken?: string } | undefined;
     try {
-      const [, , apiResponse] = await this.b.getFiles({
-        prefix,
-        maxResults: Math.min(Math.max(opts.pageSize ?? 1000, 1), 1000),
-        ...(opts.pageToken ? { pageToken: opts.pageToken } : {}),
-        autoPaginate: false,
-      });
+      const [, , apiResponse] = await this.withinDeadline(
+        this.b.getFiles({
+          prefix,
+          maxResults: Math.min(Math.max(opts.pageSize ?? 1000, 1), 1000),
+          ...(opts.pageToken ? { pageToken: opts.pageToken } : {}),
+          autoPaginate: false,
+        }),
+      );
       response = apiResponse as typeof response;
     } catch (err) {
       throw toStorageError('list', err, { bucket: this.bucket, endpoint: this.endpoint });
@@ -211,7 +233,7 @@ export class GcsBucket implements BucketPort {
 
   async stat(name: string): Promise<StoredObject | null> {
     try {
-      const [m] = await this.b.file(name).getMetadata();
+      const [m] = await this.withinDeadline(this.b.file(name).getMetadata());
       return this.toObject(m);
     } catch (err) {
       if (statusOf(err) === 404) return null;
@@ -227,7 +249,7 @@ export class GcsBucket implements BucketPort {
       meta = { bucket: this.bucket, name, generation, size: -1, md5Hash: expected.md5Hash, crc32c: expected.crc32c, updated: '' };
     } else {
       try {
-        const [m] = await file.getMetadata();
+        const [m] = await this.withinDeadline(file.getMetadata());
         meta = this.toObject(m);
       } catch (err) {
         if (statusOf(err) === 404) throw new ObjectNotFoundError();
@@ -310,7 +332,7 @@ export class GcsBucket implements BucketPort {
   async deleteGeneration(name: string, generation: string): Promise<DeleteOutcome> {
     if (!/^\d+$/.test(generation)) throw new StorageError('invalid_generation', 'generation must be a decimal string');
     try {
-      await this.b.file(name).delete({ ifGenerationMatch: generation });
+      await this.withinDeadline(this.b.file(name).delete({ ifGenerationMatch: generation }));
       return 'deleted';
     } catch (err) {
       const status = statusOf(err);
