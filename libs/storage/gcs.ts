@@ -160,6 +160,7 @@ export class GcsBucket implements BucketPort {
   private readonly endpoint: string;
   /** The longest one call may take, the client's retries included (see `withinDeadline`). */
   private readonly deadlineMs: number;
+  private readonly retry: { maxRetries: number; maxRetryDelayMs: number; totalTimeoutMs: number };
 
   constructor(opts: GcsBucketOptions) {
     this.bucket = opts.bucket;
@@ -167,6 +168,7 @@ export class GcsBucket implements BucketPort {
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.endpoint = gcsEndpointHost(opts.apiEndpoint);
     const maxRetries = opts.maxRetries ?? 3;
+    this.retry = { maxRetries, maxRetryDelayMs: opts.maxRetryDelayMs ?? 10_000, totalTimeoutMs: opts.totalTimeoutMs ?? 60_000 };
     this.deadlineMs = (maxRetries > 0 ? (opts.totalTimeoutMs ?? 60_000) : 0) + this.timeoutMs + 1_000;
     this.storage = new Storage({
       // A custom apiEndpoint makes the client skip google-auth-library entirely
@@ -329,16 +331,41 @@ export class GcsBucket implements BucketPort {
     });
   }
 
+  /**
+   * Deletes exactly `generation` (`ifGenerationMatch`). The driver retries the delete itself
+   * (GCS_MAX_RETRIES, the client's backoff, within GCS_TOTAL_TIMEOUT_MS) instead of the client,
+   * because the client hides its retries: when a request got no answer (timeout, connection
+   * dropped) or a 5xx, GCS may have carried it out, and a retry that then finds the generation
+   * gone is `gone_after_retry` (the fleet's own delete, most likely), not `not_found` (someone
+   * else removed it), which the ledger and `fleet imports show` tell apart.
+   */
   async deleteGeneration(name: string, generation: string): Promise<DeleteOutcome> {
     if (!/^\d+$/.test(generation)) throw new StorageError('invalid_generation', 'generation must be a decimal string');
-    try {
-      await this.withinDeadline(this.b.file(name).delete({ ifGenerationMatch: generation }));
-      return 'deleted';
-    } catch (err) {
-      const status = statusOf(err);
-      if (status === 412) return 'precondition_failed';
-      if (status === 404) return 'not_found';
-      throw toStorageError('delete', err, { bucket: this.bucket, generation, endpoint: this.endpoint });
+    const file = this.b.file(name);
+    file.interceptors.push({
+      // One request per call; the loop below retries. (The interceptor type wants `uri`; the client merges the result.)
+      request: (reqOpts) => Object.assign(reqOpts, { maxRetries: 0 }) as unknown as ReturnType<File['interceptors'][number]['request']>,
+    });
+    const t0 = Date.now();
+    let unanswered = false;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.withinDeadline(file.delete({ ifGenerationMatch: generation }));
+        return 'deleted';
+      } catch (err) {
+        const status = statusOf(err);
+        if (status === 412) return 'precondition_failed';
+        if (status === 404) return unanswered ? 'gone_after_retry' : 'not_found';
+        const mayHaveHappened = status === undefined || status >= 500;
+        const retryable = mayHaveHappened || status === 408 || status === 429;
+        const delay = Math.min(2 ** attempt * 1000 + Math.floor(Math.random() * 1000), this.retry.maxRetryDelayMs);
+        const credentials = status === undefined && credentialsProblem(String((err as Error).message ?? ''));
+        if (!retryable || credentials || attempt > this.retry.maxRetries || Date.now() - t0 + delay > this.retry.totalTimeoutMs) {
+          throw toStorageError('delete', err, { bucket: this.bucket, generation, endpoint: this.endpoint });
+        }
+        if (mayHaveHappened) unanswered = true;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
     }
   }
 

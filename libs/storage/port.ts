@@ -51,7 +51,11 @@ export interface UploadOptions {
   ifGenerationMatch?: string;
 }
 
-export type DeleteOutcome = 'deleted' | 'precondition_failed' | 'not_found';
+/**
+ * `gone_after_retry`: a delete request got no answer (or a 5xx) and the retry found the generation
+ * gone: most likely the first request went through (GCS carried it out, the answer was lost).
+ */
+export type DeleteOutcome = 'deleted' | 'precondition_failed' | 'not_found' | 'gone_after_retry';
 
 export interface BucketPort {
   readonly driver: 'gcs' | 'local';

@@ -13,10 +13,11 @@ export type ImportRow = ImportLedgerHead;
 /**
  * What the bucket delete of a committed row came to: the storage's answer, `kept` (a local file:
  * nothing to delete), or `deleted_earlier`: the object was gone and an earlier run had sent its
- * delete (that delete went through; its answer or its record was lost, e.g. in a database outage).
+ * delete (that delete went through; its answer or its record was lost, e.g. in a database outage),
+ * or this run's own delete got no answer and its retry found the object gone (`gone_after_retry`).
  * `not_found` is then left for an object gone without a delete of the fleet (removed by someone else).
  */
-export type LedgerDeleteOutcome = DeleteOutcome | 'kept' | 'deleted_earlier';
+export type LedgerDeleteOutcome = Exclude<DeleteOutcome, 'gone_after_retry'> | 'kept' | 'deleted_earlier';
 
 export interface StaffMail {
   subject: string;

@@ -3,7 +3,7 @@ import { errorMessage, isPermanent, PermanentError } from '../../libs/errors/ind
 import { parseFileName } from './file-name.js';
 import { mapPatient } from './map-patient.js';
 import { parseRegistration, rejectCodes } from './parse-registration.js';
-import { FAILABLE_STATUSES, LedgerRowMovedOn, type CommitInput, type CommitOutcome, type ImportDeps, type ImportRow } from './ports.js';
+import { FAILABLE_STATUSES, LedgerRowMovedOn, type CommitInput, type CommitOutcome, type ImportDeps, type ImportRow, type LedgerDeleteOutcome } from './ports.js';
 import { withholdValues } from './registration-schema.js';
 import { failedMail, importedMail } from './staff-mails.js';
 
@@ -241,7 +241,8 @@ async function finish(row: ImportRow, deps: ImportDeps, outcome?: CommitOutcome)
   const [recorded, answer] = await Promise.allSettled([row.source === 'bucket' ? deps.store.markDeleteRequested(row.id) : undefined, deps.source.delete(row)]);
   if (answer.status === 'rejected') throw answer.reason;
   if (recorded.status === 'rejected') throw recorded.reason;
-  const deleted = answer.value === 'not_found' && requestedBefore ? 'deleted_earlier' : answer.value;
+  const deleted: LedgerDeleteOutcome =
+    (answer.value === 'not_found' && requestedBefore) || answer.value === 'gone_after_retry' ? 'deleted_earlier' : answer.value;
   const status = deleted === 'kept' ? 'done' : deleted === 'precondition_failed' ? 'superseded' : 'deleted';
   await deps.store.markFinished(row.id, status, deleted);
   deps.log.info({ ledgerId: row.id, status, deleteOutcome: deleted }, 'import finished');

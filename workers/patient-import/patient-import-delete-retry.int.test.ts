@@ -1,0 +1,55 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fileBytes, objectNameFor, plainRegistration } from './fixtures.js';
+import { BUCKET, PREFIX, startOwnImportHarness, until } from './int-harness.js';
+
+/**
+ * The bucket delete retried inside the storage call (GCS_MAX_RETRIES > 0, the production
+ * default): when a delete request got no answer, GCS may have carried it out, and the retry
+ * then finds the generation gone. That is the fleet's own delete, not an object removed by
+ * someone else, and the ledger must say so.
+ */
+let own: Awaited<ReturnType<typeof startOwnImportHarness>>;
+
+beforeAll(async () => {
+  own = await startOwnImportHarness({ GCS_MAX_RETRIES: '2', GCS_TIMEOUT_MS: '1000', GCS_TOTAL_TIMEOUT_MS: '20000' });
+  await own.h.startWorkers();
+});
+afterAll(async () => {
+  await own?.close([]);
+});
+
+async function importOne(prepare: (name: string) => void) {
+  const reg = plainRegistration();
+  const name = objectNameFor(reg, PREFIX);
+  const { generation } = own.h.standIn.putObject(BUCKET, name, fileBytes(reg));
+  prepare(name);
+  await own.h.poll();
+  const row = await until(async () => {
+    const [r] = await own.database.sql`select * from fleet.patient_import_ledger where object_name = ${name} and generation = ${generation}`;
+    return r && ['deleted', 'superseded', 'failed'].includes(r.status as string) ? r : undefined;
+  }, 30_000, 'ledger row settled');
+  const patients = await own.database.sql`select id from patient_service.patienten where email = ${(reg.patient_data as { email: string }).email}`;
+  return { row, name, patients };
+}
+
+describe('bucket delete retried by the storage call', () => {
+  it('the answer of the delete lost (carried out, connection dropped): the retry finds it gone, recorded as deleted_earlier', async () => {
+    const { row, name, patients } = await importOne((n) => own.h.standIn.fail({ kind: 'delete', mode: 'lost-answer', object: n }));
+    expect(row).toMatchObject({ status: 'deleted', delete_outcome: 'deleted_earlier', attempts: 1 });
+    expect(own.h.standIn.getObject(BUCKET, name)).toBeUndefined();
+    expect(patients).toHaveLength(1);
+    expect(own.h.standIn.pendingFaults()).toBe(0);
+  });
+
+  it('a 503, then the retry deletes it: deleted', async () => {
+    const { row, patients } = await importOne((n) => own.h.standIn.fail({ kind: 'delete', mode: { status: 503 }, object: n }));
+    expect(row).toMatchObject({ status: 'deleted', delete_outcome: 'deleted', attempts: 1 });
+    expect(patients).toHaveLength(1);
+  });
+
+  it('removed by someone else before the fleet sent its delete: still not_found', async () => {
+    const { row, patients } = await importOne((n) => own.h.standIn.before('delete', (_req, s) => void s.removeObject(BUCKET, n)));
+    expect(row).toMatchObject({ status: 'deleted', delete_outcome: 'not_found' });
+    expect(patients).toHaveLength(1);
+  });
+});
