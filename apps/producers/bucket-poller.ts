@@ -1,6 +1,7 @@
 import type { FleetSchedulerId } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
-import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
+import { workerComponent, type Component, type FleetContext, type ReadinessResult } from '../../libs/runtime/index.js';
+import { createBucket, StorageError, type BucketPort } from '../../libs/storage/index.js';
 import { scheduleComponent } from './schedule-component.js';
 import { bucketPollHandlers } from '../../workers/patient-import/worker.js';
 
@@ -34,5 +35,36 @@ export function bucketPollerComponents(ctx: FleetContext): Component[] {
       ctx.log.info({ cron: c.pollCron, timeZone: c.pollTimeZone, action: r.action, next: r.next }, 'bucket poll scheduled');
     },
   });
-  return [worker, schedule];
+  const bucket = createBucket(ctx.config.storage);
+  const check = bucketReadiness(bucket, ctx.config.storage.prefix);
+  return [worker, schedule, { name: 'bucket', start: async () => {}, stop: async () => {}, ready: check }];
+}
+
+/**
+ * For GET /ready (not critical: the process keeps its other work, and the poll retries): can the
+ * bucket be listed? A listing of one object under the prefix, at most once per `cacheMs`, so a
+ * wrong GCS_BUCKET, GCS_API_ENDPOINT or credentials show there (`bucket degraded (gcs list failed
+ * (bucket x): HTTP 404 notFound: no such bucket ...)`) and not only in the poll's warn lines.
+ * The storage errors' messages never name objects.
+ */
+export function bucketReadiness(bucket: BucketPort, prefix: string, cacheMs = 60_000): () => Promise<ReadinessResult> {
+  let last: { at: number; result: ReadinessResult } | undefined;
+  let probing: Promise<ReadinessResult> | undefined;
+  const probe = async (): Promise<ReadinessResult> => {
+    try {
+      await bucket.list(prefix, { pageSize: 1 });
+      return { ok: true, detail: `bucket ${bucket.bucket} can be listed` };
+    } catch (err) {
+      return { ok: false, detail: err instanceof StorageError ? err.message : `bucket ${bucket.bucket}: listing failed` };
+    }
+  };
+  return async () => {
+    if (last && Date.now() - last.at < cacheMs) return last.result;
+    probing ??= probe().then((result) => {
+      last = { at: Date.now(), result };
+      probing = undefined;
+      return result;
+    });
+    return probing;
+  };
 }

@@ -89,7 +89,9 @@ function toStorageError(op: string, err: unknown, where: Where): StorageError {
         ? `, permission denied: the credentials need ${PERMISSION[op] ?? 'access to the bucket'}`
         : status === 401
           ? ', not authenticated: credentials missing, expired or revoked'
-          : '';
+          : status === 404 && op === 'list'
+            ? ': no such bucket (check GCS_BUCKET, and GCS_API_ENDPOINT when set)'
+            : '';
     return new StorageError(
       status >= 500 || status === 429 ? 'unavailable' : `http_${status}`,
       `gcs ${op} failed (${at}): HTTP ${status}${reason ? ` ${reason}` : ''}${hint}`,
@@ -196,10 +198,13 @@ export class GcsBucket implements BucketPort {
    * may yet be carried out (a delete sends `ifGenerationMatch`, so it can only remove the
    * generation it names).
    */
-  private withinDeadline<T>(call: Promise<T>): Promise<T> {
+  private withinDeadline<T>(op: string, call: Promise<T>, generation?: string): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timeout: no answer within ${this.deadlineMs} ms, retries included`)), this.deadlineMs);
+      timer = setTimeout(() => {
+        const at = describeWhere({ bucket: this.bucket, ...(generation ? { generation } : {}) });
+        reject(new StorageError('timeout', `gcs ${op} got no answer within ${Math.round(this.deadlineMs / 1000)} s, retries included (${at}, endpoint ${this.endpoint})`));
+      }, this.deadlineMs);
     });
     return Promise.race([call, deadline]).finally(() => clearTimeout(timer));
   }
@@ -212,6 +217,7 @@ export class GcsBucket implements BucketPort {
     let response: { items?: FileMetadata[]; nextPageToken?: string } | undefined;
     try {
       const [, , apiResponse] = await this.withinDeadline(
+        'list',
         this.b.getFiles({
           prefix,
           maxResults: Math.min(Math.max(opts.pageSize ?? 1000, 1), 1000),
@@ -235,7 +241,7 @@ export class GcsBucket implements BucketPort {
 
   async stat(name: string): Promise<StoredObject | null> {
     try {
-      const [m] = await this.withinDeadline(this.b.file(name).getMetadata());
+      const [m] = await this.withinDeadline('stat', this.b.file(name).getMetadata());
       return this.toObject(m);
     } catch (err) {
       if (statusOf(err) === 404) return null;
@@ -251,7 +257,7 @@ export class GcsBucket implements BucketPort {
       meta = { bucket: this.bucket, name, generation, size: -1, md5Hash: expected.md5Hash, crc32c: expected.crc32c, updated: '' };
     } else {
       try {
-        const [m] = await this.withinDeadline(file.getMetadata());
+        const [m] = await this.withinDeadline('download', file.getMetadata(), generation);
         meta = this.toObject(m);
       } catch (err) {
         if (statusOf(err) === 404) throw new ObjectNotFoundError();
@@ -350,7 +356,7 @@ export class GcsBucket implements BucketPort {
     let unanswered = false;
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.withinDeadline(file.delete({ ifGenerationMatch: generation }));
+        await this.withinDeadline('delete', file.delete({ ifGenerationMatch: generation }), generation);
         return 'deleted';
       } catch (err) {
         const status = statusOf(err);
