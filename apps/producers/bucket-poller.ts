@@ -35,7 +35,9 @@ export function bucketPollerComponents(ctx: FleetContext): Component[] {
       ctx.log.info({ cron: c.pollCron, timeZone: c.pollTimeZone, action: r.action, next: r.next }, 'bucket poll scheduled');
     },
   });
-  const bucket = createBucket(ctx.config.storage);
+  // One request per check, no retries: a refused connection shows at once, naming the endpoint.
+  const storage = ctx.config.storage;
+  const bucket = createBucket({ ...storage, gcs: { ...storage.gcs, maxRetries: 0 } });
   const check = bucketReadiness(bucket, ctx.config.storage.prefix);
   return [worker, schedule, { name: 'bucket', start: async () => {}, stop: async () => {}, ready: check }];
 }
