@@ -11,6 +11,7 @@ import { silentLogger } from '../../libs/log/index.js';
 import { jobIdFor } from '../../libs/queues/index.js';
 import { openContext, workerComponent } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
+import { startGcsStandIn } from '../../libs/testing/gcs-stand-in.js';
 import { silentServer } from '../../libs/testing/ports.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
@@ -275,6 +276,25 @@ describe('fleet poll', () => {
       );
     } finally {
       await silent.close();
+    }
+  });
+});
+
+describe('fleet poll of a bucket that takes long to list', () => {
+  it('says how many pages it has listed so far, not that calls get no answer', { timeout: 90_000 }, async () => {
+    const si = await startGcsStandIn({ buckets: ['slow-bucket'] });
+    try {
+      for (let i = 0; i < 8; i++) si.putObject('slow-bucket', `registrations/Slow_List_20250705_${String(i).padStart(8, '0')}.json`, '{}');
+      si.fail({ kind: 'list', mode: 'slow', delayMs: 900, times: 100 });
+      const r = await fleetWith(
+        { STORAGE_DRIVER: 'gcs', GCS_BUCKET: 'slow-bucket', GCS_API_ENDPOINT: si.url, GCS_MAX_RETRIES: '0', POLL_PAGE_SIZE: '1' },
+        'poll',
+      );
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain('listed 8 object(s) in 8 page(s): 8 new file(s) enqueued');
+      expect(r.stderr).toMatch(/^fleet: still listing the bucket after 5 s: [1-8] page\(s\), [1-8] object\(s\) so far, [1-8] new\n$/);
+    } finally {
+      await si.close();
     }
   });
 });

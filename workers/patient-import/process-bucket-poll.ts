@@ -5,6 +5,8 @@ export interface PollDeps {
   bucket: BucketPort;
   prefix: string;
   pageSize: number;
+  /** Called after each page is recorded and enqueued, with the counts so far (`fleet poll` shows progress). */
+  onPage?: (soFar: Readonly<PollResult>) => void;
   /** Records object generations in the ledger; returns the ids of rows created by this call. */
   record(objects: StoredObject[]): Promise<number[]>;
   /** Ledger rows from the bucket that still have work to do (crash recovery). */
@@ -63,6 +65,7 @@ export async function pollBucket(deps: PollDeps): Promise<PollResult> {
       ids.forEach((id) => enqueued.add(id));
       result.recorded += ids.length;
     }
+    deps.onPage?.(result);
     pageToken = page.nextPageToken;
     // A token given before would list the same pages again forever (the job never ends, and no later poll runs).
     if (pageToken !== undefined) {

@@ -36,7 +36,7 @@ import type { FleetContext } from '../../libs/runtime/index.js';
 import { createBucket, type BucketPort } from '../../libs/storage/index.js';
 import { folderKeeper, isOwnCopy, removeSaved, removeStaleTemps } from './file-keeper.js';
 import { pgImportStore } from './pg-store.js';
-import { pollBucket, type PollResult } from './process-bucket-poll.js';
+import { pollBucket, type PollDeps, type PollResult } from './process-bucket-poll.js';
 import { processPatientImport, recordAbandonedImport, type ImportResult } from './process-patient-import.js';
 import { sweepRetention, type RetentionResult } from './process-retention.js';
 import type { ImportDeps, ImportRow, ImportSource } from './ports.js';
@@ -163,13 +163,14 @@ export async function restoreDeadLetters(ctx: FleetContext): Promise<number> {
  * Lists the bucket once and enqueues the imports (the `bucket-poll` job and `fleet poll`); a poll
  * that went through is recorded as the last successful one.
  */
-export async function runPoll(ctx: FleetContext, opts: { bucket?: BucketPort } = {}): Promise<PollResult> {
+export async function runPoll(ctx: FleetContext, opts: { bucket?: BucketPort; onPage?: PollDeps['onPage'] } = {}): Promise<PollResult> {
   const bucket = opts.bucket ?? createBucket(ctx.config.storage);
   const db = ctx.database.db;
   const result = await pollBucket({
     bucket,
     prefix: ctx.config.storage.prefix,
     pageSize: ctx.config.patientImport.pageSize,
+    ...(opts.onPage ? { onPage: opts.onPage } : {}),
     record: (objects) =>
       insertLedgerObjects(
         db,

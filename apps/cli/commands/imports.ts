@@ -5,7 +5,7 @@ import { patientImportOpenStatuses, patientImportStatuses, type PatientImportSta
 import { carriedAttemptOf, isLiveJobState, jobIdFor } from '../../../libs/queues/index.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
 import { gcsEndpointHost } from '../../../libs/storage/index.js';
-import { failureRemedy, importLocalFile, newerImportNextStep, runPoll, type NewerImport } from '../../../workers/patient-import/worker.js';
+import { failureRemedy, importLocalFile, newerImportNextStep, runPoll, type NewerImport, type PollResult } from '../../../workers/patient-import/worker.js';
 import { argPath, CliError, operatorName, positiveInt, printJson, requiredReason, shownPath, withContext } from '../context.js';
 import { isoSeconds, table } from '../format.js';
 
@@ -226,9 +226,15 @@ export function registerImports(program: Command): void {
         // backoff, within GCS_TOTAL_TIMEOUT_MS), which made an unreachable bucket 15-30 s of
         // silence: said once after a few seconds.
         const gcs = ctx.config.storage.gcs;
+        // A large bucket takes longer than that with every call answered: then the pages so far.
+        let soFar: Readonly<PollResult> | undefined;
         const slow =
           ctx.config.storage.driver === 'gcs'
             ? setTimeout(() => {
+                if (soFar && soFar.pages > 0) {
+                  process.stderr.write(`fleet: still listing the bucket after ${POLL_SLOW_NOTICE_MS / 1000} s: ${soFar.pages} page(s), ${soFar.listed} object(s) so far, ${soFar.recorded} new\n`);
+                  return;
+                }
                 const then =
                   gcs.maxRetries > 0
                     ? `is tried again up to ${gcs.maxRetries} time(s) within ${Math.round((gcs.totalTimeoutMs ?? 60_000) / 1000)} s (GCS_MAX_RETRIES, GCS_TOTAL_TIMEOUT_MS)`
@@ -236,7 +242,7 @@ export function registerImports(program: Command): void {
                 process.stderr.write(`fleet: still listing the bucket after ${POLL_SLOW_NOTICE_MS / 1000} s (endpoint ${gcsEndpointHost(gcs.apiEndpoint)}): a call that gets no answer ${then}\n`);
               }, POLL_SLOW_NOTICE_MS).unref()
             : undefined;
-        const r = await runPoll(ctx).finally(() => clearTimeout(slow));
+        const r = await runPoll(ctx, { onPage: (p) => (soFar = p) }).finally(() => clearTimeout(slow));
         if (opts.json) return printJson(r);
         process.stdout.write(
           `listed ${r.listed} object(s) in ${r.pages} page(s): ${r.recorded} new file(s) enqueued, ` +
