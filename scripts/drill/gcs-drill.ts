@@ -389,7 +389,7 @@ async function roundConfig(si: GcsStandIn): Promise<void> {
   said.pollWrongEndpoint = (await run(['poll'], { GCS_API_ENDPOINT: 'http://127.0.0.1:1' })).out.trim();
   said.readyNow = await ready();
   for (const [k, v] of Object.entries(said)) if (/registrations\/|Ndr|Vdr/.test(v)) problems.push(`config: ${k} names an object`);
-  report.config = said;
+  report.configSaid = said;
 }
 
 // ---- main -----------------------------------------------------------------------------------
