@@ -110,10 +110,15 @@ export async function throwIfPostgresUnreachable(
     await own?.close(1);
   }
   const at = urlTarget(config.db.url, 5432, 'DATABASE_URL');
-  // Reached, but the database is not there (undefined_database): a fresh machine, `fleet migrate` creates it.
+  // Reached, but the database is not there (undefined_database): a fresh machine, where
+  // `fleet migrate` creates it, or (more often) a terminal without the fleet's DATABASE_URL,
+  // where `fleet migrate` would create a second, empty database: the message says both.
   if (unreachable?.code === '3D000') {
     if (opts.missingDatabase === false) return;
-    throw new CliError(`postgres at ${at} (DATABASE_URL): ${unreachable.message}; \`fleet migrate\` creates it`, 1);
+    throw new CliError(
+      `postgres at ${at} (DATABASE_URL): ${unreachable.message}; is DATABASE_URL the fleet's? (the CLI reads the environment only: export the fleet's DATABASE_URL and QUEUE_PREFIX in this terminal too) A new database: \`fleet migrate\` creates it`,
+      1,
+    );
   }
   if (unreachable) throw new CliError(`postgres not reachable at ${at} (DATABASE_URL): ${unreachable.message}`, 1);
 }

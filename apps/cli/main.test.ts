@@ -117,12 +117,16 @@ describe('a database the CLI cannot reach', () => {
     }
   });
 
-  it('a database that does not exist (a fresh machine) is named as such, with the command that creates it', { timeout: 30_000 }, async () => {
+  // It said only `\`fleet migrate\` creates it`, which in a terminal without the fleet's
+  // DATABASE_URL (the README's most common first-day slip) creates a second, empty database.
+  it('a database that does not exist is named as such: check DATABASE_URL, or create it with fleet migrate', { timeout: 30_000 }, async () => {
     const url = new URL(TEST_ADMIN_DB_URL);
     url.pathname = `/fleet_never_created_${process.pid}`;
     const r = await runCli(['imports', 'list'], { LOG_LEVEL: 'warn', DATABASE_URL: url.toString(), REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: testQueuePrefix().prefix });
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`fleet: postgres at ${url.host} (DATABASE_URL): database "fleet_never_created_${process.pid}" does not exist; \`fleet migrate\` creates it\n`);
+    expect(r.stderr).toBe(
+      `fleet: postgres at ${url.host} (DATABASE_URL): database "fleet_never_created_${process.pid}" does not exist; is DATABASE_URL the fleet's? (the CLI reads the environment only: export the fleet's DATABASE_URL and QUEUE_PREFIX in this terminal too) A new database: \`fleet migrate\` creates it\n`,
+    );
   });
 });
 
