@@ -44,7 +44,7 @@ export function failureRemedy(code: string | null | undefined): FailureRemedy {
  */
 export function failureNextStep(row: { id: number; source: string; errorCode: string | null }): string {
   const dlq = `patient-import.ledger.${row.id}`;
-  if (row.source === 'file') return `Imported by hand (no dead letter): import the corrected file again (fleet import patient-file), or close it: fleet imports discard ${row.id}.`;
+  if (row.source === 'file') return `Imported by hand (no dead letter): import the corrected file again (fleet import patient-file), or close it: fleet imports discard ${row.id} --reason "...".`;
   switch (failureRemedy(row.errorCode)) {
     case 'corrected-upload':
       return `A requeue does not help (the content is wrong): have a corrected file uploaded, then discard ${dlq}.`;

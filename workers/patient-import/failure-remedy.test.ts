@@ -1,0 +1,18 @@
+import { describe, expect, it } from 'vitest';
+import { failureNextStep } from './failure-remedy.js';
+
+describe('failureNextStep (the next step on /imports)', () => {
+  // It said `fleet imports discard 4.`, which fails when copied: the command refuses without
+  // --reason (exit 2), as the staff email and `fleet imports show` say.
+  it('a hand import names the discard command with its required --reason', () => {
+    const step = failureNextStep({ id: 4, source: 'file', errorCode: 'validation_failed' });
+    expect(step).toContain('fleet imports discard 4 --reason "..."');
+    expect(step).not.toContain('dlq');
+  });
+
+  it('a bucket file whose content is wrong: a requeue does not help, its dead letter is discarded', () => {
+    expect(failureNextStep({ id: 7, source: 'bucket', errorCode: 'validation_failed' })).toBe(
+      'A requeue does not help (the content is wrong): have a corrected file uploaded, then discard patient-import.ledger.7.',
+    );
+  });
+});
