@@ -52,3 +52,43 @@ describe('fleet weekly schedule --register', () => {
     }
   });
 });
+
+describe('fleet weekly schedule', () => {
+  // `due now: 2026-W50` alone read as "this week's emails have not gone out", also after the
+  // fan-out had run; and it was the one read command without --json ("unknown option").
+  it("names the due week's fan-out state, and --json prints the same as JSON", { timeout: 60_000 }, async () => {
+    const prefix = testQueuePrefix();
+    try {
+      // A cron whose time has always passed in the current ISO week (Monday 00:00): the week is due.
+      const env = { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix.prefix, LOG_LEVEL: 'silent', WEEKLY_CRON: '0 0 * * 1' };
+      const before = await runCli(['weekly', 'schedule'], env);
+      expect(before.code).toBe(0);
+      expect(before.stdout).toMatch(/^due now: \d{4}-W\d{2} \(its fan-out: not in the queue: not run yet, or removed after its retention\)$/m);
+      expect(before.stdout).toContain('job scheduler weekly-status-emails: not registered');
+
+      const registered = await runCli(['weekly', 'schedule', '--register', '--json'], env);
+      expect(registered.stderr).toBe('');
+      expect(registered.code).toBe(0);
+      const json = JSON.parse(registered.stdout) as {
+        cron: string;
+        dueWeek: string;
+        dueWeekFanout: { jobId: string; state: string | null };
+        next: Array<{ at: string; isoWeek: string }>;
+        registered: { action: string; catchUp: string };
+        scheduler: { pattern: string; timeZone: string; next: string } | null;
+      };
+      expect(json).toMatchObject({
+        cron: '0 0 * * 1',
+        dueWeekFanout: { jobId: `weekly-fanout.week.${json.dueWeek}`, state: 'waiting' },
+        registered: { action: 'created', catchUp: `catch-up fan-out queued for ${json.dueWeek}` },
+        scheduler: { pattern: '0 0 * * 1', timeZone: 'Europe/Berlin' },
+      });
+      expect(json.next).toHaveLength(3);
+
+      const after = await runCli(['weekly', 'schedule'], env);
+      expect(after.stdout).toContain(`due now: ${json.dueWeek} (its fan-out: waiting)`);
+    } finally {
+      await prefix.cleanup();
+    }
+  });
+});

@@ -6,6 +6,7 @@ import { WEEKLY_SCHEDULER_ID, registerWeeklySchedule } from '../../producers/wee
 import { previewWeeklyEmail, runWeeklyFanout } from '../../../workers/weekly-status/worker.js';
 import { CliError, printJson, withContext } from '../context.js';
 import { isoSeconds } from '../format.js';
+import { jobIdFor } from '../../../libs/queues/index.js';
 
 function patientIdArg(raw: string): number {
   if (!/^[1-9][0-9]{0,9}$/.test(raw)) throw new CliError(`patientId: expected a positive whole number (got ${JSON.stringify(raw)})`, 2);
@@ -94,18 +95,21 @@ export function registerWeekly(program: Command): void {
 
   weekly
     .command('schedule')
-    .description('show the schedule: cron, zone, the next runs, and the registered BullMQ job scheduler')
+    .description("show the schedule: cron, zone, the week due now and its fan-out job's state, the next runs, and the registered BullMQ job scheduler")
     .option('--register', 'register (or update) the job scheduler now and catch up this week if due')
-    .action(async (opts: { register?: boolean }) => {
+    .option('--json', 'print JSON')
+    .action(async (opts: { register?: boolean; json?: boolean }) => {
       await withContext(async (ctx) => {
         const { cron, timeZone } = ctx.config.weekly;
         const now = ctx.clock.now();
-        const lines = [`WEEKLY_CRON ${cron}  WEEKLY_TZ ${timeZone}`, `due now: ${dueWeek({ cron, timeZone }, now) ?? '(no week due)'}`];
-        let at = now;
-        for (let i = 0; i < 3; i++) {
+        const fanouts = ctx.queues.queue('weekly-fanout');
+        const due = dueWeek({ cron, timeZone }, now);
+        const next: Array<{ at: Date; isoWeek: string }> = [];
+        for (let i = 0, at = now; i < 3; i++) {
           at = nextRun({ cron, timeZone }, at);
-          lines.push(`next: ${isoSeconds(at)}  (${berlinTime(at, timeZone)}, ${isoWeekOf(at, timeZone)})`);
+          next.push({ at, isoWeek: isoWeekOf(at, timeZone) });
         }
+        let registered: { action: string; catchUp: string } | null = null;
         if (opts.register) {
           const before = Date.now();
           const r = await registerWeeklySchedule(ctx);
@@ -113,17 +117,40 @@ export function registerWeekly(program: Command): void {
           if (r.catchUp) {
             // The fan-out is keyed by its week: when this week's job exists already (run at the
             // start of a fleet process, or queued before), adding it again does nothing.
-            const job = await ctx.queues.queue('weekly-fanout').getJob(r.catchUp.jobId);
+            const job = await fanouts.getJob(r.catchUp.jobId);
             catchUp = job && job.timestamp < before
-              ? `, this week's fan-out (${r.catchUp.isoWeek}) exists already (${await job.getState()}): nothing queued again`
-              : `, catch-up fan-out queued for ${r.catchUp.isoWeek}`;
+              ? `this week's fan-out (${r.catchUp.isoWeek}) exists already (${await job.getState()}): nothing queued again`
+              : `catch-up fan-out queued for ${r.catchUp.isoWeek}`;
           }
-          lines.push(`registered: ${r.action}${catchUp}`);
+          registered = { action: r.action, catchUp };
         }
-        const s = await ctx.queues.queue('weekly-fanout').getJobScheduler(WEEKLY_SCHEDULER_ID);
+        // "due now: 2026-W50" alone read as "this week's emails have not gone out yet", also
+        // after the fan-out had run: the job's state says whether it has.
+        const dueJob = due ? await fanouts.getJob(jobIdFor('weekly-fanout', { isoWeek: due })!) : undefined;
+        const dueState = dueJob ? await dueJob.getState() : null;
+        const s = await fanouts.getJobScheduler(WEEKLY_SCHEDULER_ID);
+        const scheduler = s ? { id: WEEKLY_SCHEDULER_ID, pattern: s.pattern ?? null, timeZone: s.tz ?? null, next: isoSeconds(s.next ? new Date(s.next) : null) } : null;
+        if (opts.json) {
+          printJson({
+            cron,
+            timeZone,
+            dueWeek: due ?? null,
+            dueWeekFanout: due ? { jobId: jobIdFor('weekly-fanout', { isoWeek: due }), state: dueState } : null,
+            next: next.map((n) => ({ at: isoSeconds(n.at), isoWeek: n.isoWeek })),
+            ...(registered ? { registered } : {}),
+            scheduler,
+          });
+          return;
+        }
+        const dueText = due
+          ? `${due} (its fan-out: ${dueState ?? 'not in the queue: not run yet, or removed after its retention'})`
+          : '(no week due)';
+        const lines = [`WEEKLY_CRON ${cron}  WEEKLY_TZ ${timeZone}`, `due now: ${dueText}`];
+        for (const n of next) lines.push(`next: ${isoSeconds(n.at)}  (${berlinTime(n.at, timeZone)}, ${n.isoWeek})`);
+        if (registered) lines.push(`registered: ${registered.action}${registered.catchUp ? `, ${registered.catchUp}` : ''}`);
         lines.push(
-          s
-            ? `job scheduler ${WEEKLY_SCHEDULER_ID}: ${s.pattern} ${s.tz}, next ${isoSeconds(s.next ? new Date(s.next) : null) ?? '-'}`
+          scheduler
+            ? `job scheduler ${WEEKLY_SCHEDULER_ID}: ${scheduler.pattern} ${scheduler.timeZone}, next ${scheduler.next ?? '-'}`
             : `job scheduler ${WEEKLY_SCHEDULER_ID}: not registered (fleet start --only weekly registers it)`,
         );
         process.stdout.write(lines.join('\n') + '\n');
