@@ -10,6 +10,7 @@ import {
   getLedgerRow,
   failedBucketRows,
   insertLedgerObjects,
+  newerImports,
   openLedgerIds,
   readImportHead,
   recordedCopyPaths,
@@ -39,6 +40,7 @@ import { pgImportStore } from './pg-store.js';
 import { pollBucket, type PollDeps, type PollResult } from './process-bucket-poll.js';
 import { processPatientImport, recordAbandonedImport, type ImportResult } from './process-patient-import.js';
 import { sweepRetention, type RetentionResult } from './process-retention.js';
+import { failureNextStep, failureRemedy, newerImportNextStep } from './failure-remedy.js';
 import type { ImportDeps, ImportRow, ImportSource } from './ports.js';
 
 export { rejectCodes } from './parse-registration.js';
@@ -213,8 +215,28 @@ export function bucketPollHandlers(ctx: FleetContext, opts: { bucket?: BucketPor
   };
 }
 
-/** Operator actions on dead-lettered imports keep the ledger in step. */
+/**
+ * Operator actions on dead-lettered imports keep the ledger in step. Before a requeue, /ops and
+ * `fleet dlq list` say where it cannot help (the file's content or name is wrong, or a corrected
+ * upload was imported since): /ops offered the button with nothing said, and a requeued file whose
+ * content is wrong was back a moment later.
+ */
 export const patientImportDeadLetterHook: DeadLetterHook = {
+  async requeueAdvice(payloads, db) {
+    const ids = payloads.map((p) => {
+      const id = (p as { ledgerId?: unknown } | null)?.ledgerId;
+      return typeof id === 'number' ? id : null;
+    });
+    const failed = new Map((await failedBucketRows(db)).map((r) => [r.id, r]));
+    const newer = await newerImports(db, ids.filter((id): id is number => id !== null && failed.has(id)));
+    return ids.map((id) => {
+      const row = id === null ? undefined : failed.get(id);
+      if (!row) return undefined;
+      const since = newer.get(row.id);
+      if (since) return newerImportNextStep(row, since);
+      return failureRemedy(row.errorCode) === 'requeue' ? undefined : failureNextStep({ ...row, source: 'bucket' });
+    });
+  },
   async onRequeue(payload, db) {
     const ledgerId = (payload as { ledgerId?: number }).ledgerId;
     if (typeof ledgerId === 'number') await reopenFailedLedgerRow(db, ledgerId);
