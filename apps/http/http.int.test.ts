@@ -481,6 +481,12 @@ describe('http app with dashboard credentials', () => {
     expect(after.therapistFiles).toEqual([expect.objectContaining({ path: '20260101/52074.json', supersededBy: expect.objectContaining({ id: Number(later!.id), path: '20260108/52074.json', status: 'imported' }) })]);
     const afterPage = await (await fetch(`${app.base}/imports`, { headers: { authorization: AUTH } })).text();
     expect(afterPage).toContain(`replaced since by <a href="/therapist-imports/files/${later!.id}">#${later!.id}</a> <code>20260108/52074.json</code> (imported): nothing to do`);
+    // The failed file's own page (linked from the run's summary email) says so too: it said only "failed".
+    const [failedFile] = await sql<{ id: string }[]>`select id from fleet.therapist_import_files where path = '20260101/52074.json'`;
+    const filePage = await (await fetch(`${app.base}/therapist-imports/files/${failedFile!.id}`, { headers: { authorization: AUTH } })).text();
+    expect(filePage).toContain(`Replaced since by <a href="/therapist-imports/files/${later!.id}">#${later!.id}</a> <code>20260108/52074.json</code> (imported): nothing to do.`);
+    const laterPage = await (await fetch(`${app.base}/therapist-imports/files/${later!.id}`, { headers: { authorization: AUTH } })).text();
+    expect(laterPage).not.toContain('Replaced since');
 
     // A corrected registration uploaded under the same name and imported since: only the discard is left.
     // An upload of that name that failed again, or an older generation, is no such import.

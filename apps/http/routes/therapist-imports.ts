@@ -1,6 +1,7 @@
 import { Router, type Request, type Response } from 'express';
 import { therapistImportFileStatuses, type TherapistImportCounts, type TherapistImportFileStatus } from '../../../libs/db/schema/fleet-therapist-import.js';
 import { COUNT_LABELS, formatShare, isOutcomeCount, outcomeKeys, reportOf, therapistImportRepo as repo } from '../../../workers/therapist-import/worker.js';
+import { supersedingFiles } from '../../../libs/db/repositories/therapist-import.js';
 import { html, page, pageTime, type SafeHtml } from '../html.js';
 import type { HttpRouteModule } from './types.js';
 
@@ -138,10 +139,14 @@ ${files.length
       const r = reportOf(row);
       const run = row.runId === null ? null : await repo.getRun(db, row.runId);
       const deadLetter = repo.deadLetterStateOf(row, run?.trigger);
+      // As on /imports: a failed or partial file a later file of its postcode has replaced needs
+      // nothing more (staff reach this page from the run's summary email, not only from /imports).
+      const replacedBy = row.status === 'failed' || row.status === 'partial' ? ((await supersedingFiles(db, [row.id])).get(row.id) ?? null) : null;
       const ext = (externalId: string | null | undefined) => (externalId ? html`<code>${externalId}</code>` : html`<span class="muted">none</span>`);
       const body = html`<p class="muted"><a href="/therapist-imports">Therapist imports</a>${r.runId ? html` › <a href="/therapist-imports/runs/${r.runId}">run ${r.runId}</a>` : ''} › file ${r.fileId}</p>
 <h1><code>${r.path}</code></h1>
 <p><strong>${r.status}</strong>${r.durationMs !== null ? ` in ${num(r.durationMs)} ms` : ''}${r.reason ? html`: <span class="reason">${r.reason}</span>` : ''}</p>
+${replacedBy ? html`<p class="notice ok">Replaced since by <a href="/therapist-imports/files/${replacedBy.id}">#${replacedBy.id}</a> <code>${replacedBy.path}</code> (${replacedBy.status}): nothing to do.</p>` : ''}
 ${countsTable(r.counts)}
 ${r.fileErrors.length ? html`<h2>File-level errors (${r.fileErrors.length})</h2><ul>${r.fileErrors.map((e) => html`<li class="reason">${e}</li>`)}</ul>` : ''}
 ${r.metadataDisagreements.length
