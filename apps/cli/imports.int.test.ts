@@ -226,6 +226,11 @@ describe('a therapist file that failed its job', () => {
     await therapistImportRepo.markDeadLetterDiscarded(db.db, file.id, new Date('2026-12-06T12:00:00Z'));
     const discarded = await fleet('imports', 'show', String(file.id), '--kind', 'therapist');
     expect(discarded.stdout).toContain('dead letter: discarded 2026-12-06T12:00:00Z (nothing more to do');
+    expect(discarded.stdout).not.toContain('replaced since');
+    // A later file of the same postcode imported since: nothing is left to do (as /imports says).
+    const [later] = await db.sql<{ id: string }[]>`insert into fleet.therapist_import_files (path, postcode, status, finished_at) values ('20261213/52080.json', '52080', 'imported', now()) returning id`;
+    const replaced = await fleet('imports', 'show', String(file.id), '--kind', 'therapist');
+    expect(replaced.stdout).toContain(`replaced since by import record ${later!.id} (20261213/52080.json, imported): nothing to do`);
   });
 
   it('says nothing of a dead letter for a file imported by hand (it failed in the terminal and has none)', { timeout: 90_000 }, async () => {

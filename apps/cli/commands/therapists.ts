@@ -13,6 +13,7 @@ import {
   reportOf,
   type FileReport,
 } from '../../../workers/therapist-import/worker.js';
+import { supersedingFiles } from '../../../libs/db/repositories/therapist-import.js';
 import { classifyDropPath } from '../../producers/scraper-layout.js';
 import { argPath, CliError, positiveInt, printJson, shownPath, withContext } from '../context.js';
 import { isoSeconds, table } from '../format.js';
@@ -101,6 +102,12 @@ importKinds.therapist = {
           ? `dead letter: discarded ${isoSeconds(r.deadLetterDiscardedAt)} (nothing more to do; a changed file is imported as a file of its own)`
           : `dead letter: waiting for an operator (fleet dlq list --queue therapist-import; requeue once the cause is fixed, or discard)`,
       );
+    }
+    // As on /imports and the file's page: a failed or partial file a later file of its postcode
+    // has replaced needs nothing more.
+    if (r.status === 'failed' || r.status === 'partial') {
+      const later = (await supersedingFiles(ctx.database.db, [r.id])).get(r.id);
+      if (later) extra.push(`replaced since by import record ${later.id} (${later.path}, ${later.status}): nothing to do`);
     }
     return { text: `${fileReportText(reportOf(r))}\n${extra.join('\n')}`, json: r };
   },
