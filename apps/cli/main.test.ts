@@ -29,6 +29,12 @@ describe.concurrent('fleet exit codes (README: 0 done, 1 failure, 2 bad usage or
     expect(r.stderr).toContain(message);
   });
 
+  it('fleet --help names the environment the CLI reads and the exit codes', { timeout: 30_000 }, async () => {
+    const r = await fleet('--help');
+    expect(r.stdout).toContain('export the values the fleet runs with in this terminal too');
+    expect(r.stdout).toContain('Exit codes: 0 done, 1 failure, 2 bad usage or configuration, 3 not found.');
+  });
+
   it.each([[['--help']], [['help', 'dlq']], [['dlq', 'discard', '--help']], [['--version']]])('fleet %j exits 0', { timeout: 30_000 }, async (args) => {
     const r = await fleet(...args);
     expect(r.code).toBe(0);

@@ -46,7 +46,17 @@ const program = new Command()
   .description('Curavani Fleet: imports, notifications and events on a durable job queue')
   .version(fleetVersion())
   .showHelpAfterError('(run with --help for usage)')
-  .exitOverride();
+  .exitOverride()
+  // The README's first-day slip: a second terminal without the fleet's variables looks at the
+  // defaults (another database, another key prefix) and finds nothing, or the wrong things.
+  .addHelpText(
+    'after',
+    `
+Environment: the CLI reads the same variables as the fleet (DATABASE_URL, REDIS_URL, QUEUE_PREFIX, ...)
+from the environment only, no .env file: export the values the fleet runs with in this terminal too.
+Exit codes: 0 done, 1 failure, 2 bad usage or configuration, 3 not found. FLEET_DEBUG=1 adds the stack
+of an unexpected failure.`,
+  );
 
 registerStart(program);
 registerMigrate(program);
