@@ -103,6 +103,10 @@ describe('fleet dlq (the real CLI)', () => {
     failing = true;
     const { jobId } = await t.queues.enqueue('patient-import', { ledgerId: 42 });
     await waitFor(async () => (await listDeadLetters(t.queues)).length === 1);
+    // Named with the wrong --queue: said where it is, not only "no entry" (and nothing done).
+    const wrongQueue = await fleet('dlq', 'discard', jobId, '--queue', 'email', '--reason', 'cleanup');
+    expect(wrongQueue.code).toBe(3);
+    expect(wrongQueue.stderr).toBe(`fleet: no dead-letter entry with id ${jobId} in queue email: it is a dead letter of patient-import\n`);
     const noReason = await fleet('dlq', 'discard', jobId);
     expect(noReason.code).toBe(2);
     expect(noReason.stderr).toContain('--reason <text> is required');

@@ -103,6 +103,16 @@ export async function findDeadLetter(queues: QueueSet, id: string, queue?: strin
     const view = job && toView(job, dlqName);
     if (job && view) return { job, view };
   }
+  // Found under another queue than the one named (--queue email for a patient-import dead letter):
+  // say where, instead of "no entry", which reads as handled already or never there.
+  if (queue) {
+    for (const other of queueNames().filter((n) => n !== queue)) {
+      const job = await queues.queue(deadLetterQueueName(other)).getJob(id);
+      if (job && toView(job, deadLetterQueueName(other))) {
+        throw new DeadLetterNotFound(`no dead-letter entry with id ${id} in queue ${queue}: it is a dead letter of ${other}`);
+      }
+    }
+  }
   throw new DeadLetterNotFound(`no dead-letter entry with id ${id}${queue ? ` in queue ${queue}` : ''}`);
 }
 
