@@ -1,27 +1,16 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { listAudit } from '../db/repositories/audit.js';
 import { addDeadLetter, listDeadLetters } from '../queues/index.js';
-import { createTestDatabase, type TestDatabase } from '../testing/db.js';
-import { createTestQueues } from '../testing/queues.js';
+import { useDatabaseAndQueues } from '../testing/db-and-queues.js';
 import { requeueAll } from './dead-letters.js';
 
-let db: TestDatabase;
-let t: ReturnType<typeof createTestQueues>;
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-  t = createTestQueues();
-});
-afterAll(async () => {
-  await t.close();
-  await db.drop();
-});
+const f = useDatabaseAndQueues();
 
 describe('requeueAll', () => {
   it('two operators requeueing all at once (CLI and /ops) both finish, and each dead letter is requeued once', async () => {
     const n = 60;
     for (let i = 1; i <= n; i++) {
-      await addDeadLetter(t.queues, {
+      await addDeadLetter(f.t.queues, {
         originalQueue: 'weekly-status',
         originalJobId: `weekly-status.patient.${i}.week.2026-W51`,
         name: 'weekly-status',
@@ -33,7 +22,7 @@ describe('requeueAll', () => {
         failedAt: new Date().toISOString(),
       });
     }
-    const deps = { db: db.db, queues: t.queues, hooks: {} };
+    const deps = { db: f.db.db, queues: f.t.queues, hooks: {} };
     const [a, b] = await Promise.allSettled([
       requeueAll(deps, { actor: 'ops-anna', reason: 'database is back' }, 'weekly-status'),
       requeueAll(deps, { actor: 'ops-ben', reason: 'database is back' }, 'weekly-status'),
@@ -43,9 +32,9 @@ describe('requeueAll', () => {
     const done = [...(a.status === 'fulfilled' ? a.value : []), ...(b.status === 'fulfilled' ? b.value : [])];
     expect(done).toHaveLength(n);
     expect(new Set(done.map((r) => r.view.originalJobId)).size).toBe(n);
-    expect(await listDeadLetters(t.queues, { queue: 'weekly-status' })).toHaveLength(0);
-    const audit = (await listAudit(db.db, 1000)).filter((r) => r.action === 'dlq.requeue');
+    expect(await listDeadLetters(f.t.queues, { queue: 'weekly-status' })).toHaveLength(0);
+    const audit = (await listAudit(f.db.db, 1000)).filter((r) => r.action === 'dlq.requeue');
     expect(audit).toHaveLength(n);
-    expect(await t.queues.queue('weekly-status').getJobCounts('waiting')).toEqual({ waiting: n });
+    expect(await f.t.queues.queue('weekly-status').getJobCounts('waiting')).toEqual({ waiting: n });
   });
 });

@@ -1,29 +1,18 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { failedDeliveriesAwaitingOperator, getDelivery, queueDelivery } from '../../libs/db/repositories/deliveries.js';
 import { discardOne, requeueOne } from '../../libs/ops/dead-letters.js';
 import { addDeadLetter, jobIdFor } from '../../libs/queues/index.js';
-import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { createTestQueues } from '../../libs/testing/queues.js';
+import { useDatabaseAndQueues } from '../../libs/testing/db-and-queues.js';
 import { emailDeadLetterHook } from './worker.js';
 
-let db: TestDatabase;
-let t: ReturnType<typeof createTestQueues>;
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-  t = createTestQueues();
-});
-afterAll(async () => {
-  await t.close();
-  await db.drop();
-});
+const f = useDatabaseAndQueues();
 
 /** Two weekly deliveries that failed for good together in one batch whose last request got no answer, recorded at `at` by the fleet's clock, each with its dead letter. */
 async function failedBatchOfTwo(at: Date) {
   const ids: string[] = [];
   for (const n of [1, 2]) {
-    const { id } = await queueDelivery(db.db, {
+    const { id } = await queueDelivery(f.db.db, {
       idempotencyKey: `weekly.${n}.2026-W51`,
       kind: 'weekly-status',
       toAddress: `p${n}@example.org`,
@@ -34,7 +23,7 @@ async function failedBatchOfTwo(at: Date) {
       patientId: n,
     });
     ids.push(id);
-    await addDeadLetter(t.queues, {
+    await addDeadLetter(f.t.queues, {
       originalQueue: 'email',
       originalJobId: jobIdFor('email-send', { deliveryId: id })!,
       name: 'email-send',
@@ -47,9 +36,9 @@ async function failedBatchOfTwo(at: Date) {
     });
   }
   const batchId = randomUUID();
-  await db.sql`update fleet.deliveries set status = 'failed', batch_id = ${batchId}, batch_leader_id = ${ids[0]!},
+  await f.db.sql`update fleet.deliveries set status = 'failed', batch_id = ${batchId}, batch_leader_id = ${ids[0]!},
     claimed_at = ${at.toISOString()}::timestamptz, outcome_unknown = true, attempts = 18, last_error = 'resend 500',
-    updated_at = ${at.toISOString()}::timestamptz where id in ${db.sql(ids)}`;
+    updated_at = ${at.toISOString()}::timestamptz where id in ${f.db.sql(ids)}`;
   return { discarded: ids[0]!, sibling: ids[1]!, batchId };
 }
 
@@ -58,13 +47,13 @@ describe('a discarded dead letter of an email', () => {
     // The fleet's clock (the failure's updated_at) 10 minutes ahead of the database's (the audit row's created_at).
     const fleetNow = new Date(Date.now() + 10 * 60_000);
     const { discarded, sibling, batchId } = await failedBatchOfTwo(fleetNow);
-    const deps = { db: db.db, queues: t.queues, hooks: { 'email-send': emailDeadLetterHook } };
+    const deps = { db: f.db.db, queues: f.t.queues, hooks: { 'email-send': emailDeadLetterHook } };
     await discardOne(deps, jobIdFor('email-send', { deliveryId: discarded })!, { actor: 'ops-anna', reason: 'no email wanted' }, 'email');
 
-    expect((await failedDeliveriesAwaitingOperator(db.db)).map((r) => r.id)).toEqual([sibling]);
+    expect((await failedDeliveriesAwaitingOperator(f.db.db)).map((r) => r.id)).toEqual([sibling]);
     const r = await requeueOne(deps, jobIdFor('email-send', { deliveryId: sibling })!, { actor: 'ops-anna', reason: 'provider back' }, 'email');
     expect(r.state).toBe('requeued');
-    expect((await getDelivery(db.db, sibling))!).toMatchObject({ status: 'sending', batchId });
-    expect((await getDelivery(db.db, discarded))!.status).toBe('failed');
+    expect((await getDelivery(f.db.db, sibling))!).toMatchObject({ status: 'sending', batchId });
+    expect((await getDelivery(f.db.db, discarded))!.status).toBe('failed');
   });
 });

@@ -1,28 +1,17 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { insertLedgerObjects, updateLedgerRow } from '../../libs/db/repositories/patient-import.js';
 import { withRequeueAdvice } from '../../libs/ops/dead-letters.js';
 import { addDeadLetter, listDeadLetters } from '../../libs/queues/index.js';
-import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { createTestQueues } from '../../libs/testing/queues.js';
+import { useDatabaseAndQueues } from '../../libs/testing/db-and-queues.js';
 import { patientImportDeadLetterHook } from './worker.js';
 
-let db: TestDatabase;
-let t: ReturnType<typeof createTestQueues>;
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-  t = createTestQueues();
-});
-afterAll(async () => {
-  await t?.close();
-  await db?.drop();
-});
+const f = useDatabaseAndQueues();
 
 /** A failed bucket row with `code` and its dead letter, as the worker leaves them. */
 async function failedWithDeadLetter(objectName: string, generation: string, code: string): Promise<number> {
-  const [id] = await insertLedgerObjects(db.db, [{ bucket: 'b', objectName, generation, sourceUri: `gs://b/${objectName}` }]);
-  await updateLedgerRow(db.db, id!, { status: 'failed', errorCode: code, reason: `ledger ${id}: ${code}`, failedAt: new Date() });
-  await addDeadLetter(t.queues, {
+  const [id] = await insertLedgerObjects(f.db.db, [{ bucket: 'b', objectName, generation, sourceUri: `gs://b/${objectName}` }]);
+  await updateLedgerRow(f.db.db, id!, { status: 'failed', errorCode: code, reason: `ledger ${id}: ${code}`, failedAt: new Date() });
+  await addDeadLetter(f.t.queues, {
     originalQueue: 'patient-import',
     originalJobId: `patient-import.ledger.${id}`,
     name: 'patient-import',
@@ -45,10 +34,10 @@ describe('patient import dead letters: what a requeue would do (/ops, fleet dlq 
     const gaveUp = await failedWithDeadLetter('registrations/C_D_20250707_cccccccc.json', '1', 'gave_up');
     // A corrected re-upload of the same name imported since: only the discard is left.
     const replaced = await failedWithDeadLetter('registrations/E_F_20250707_eeeeeeee.json', '1', 'validation_failed');
-    const [newer] = await insertLedgerObjects(db.db, [{ bucket: 'b', objectName: 'registrations/E_F_20250707_eeeeeeee.json', generation: '2', sourceUri: 'gs://b/x' }]);
-    await updateLedgerRow(db.db, newer!, { status: 'deleted', patientId: 4711 });
+    const [newer] = await insertLedgerObjects(f.db.db, [{ bucket: 'b', objectName: 'registrations/E_F_20250707_eeeeeeee.json', generation: '2', sourceUri: 'gs://b/x' }]);
+    await updateLedgerRow(f.db.db, newer!, { status: 'deleted', patientId: 4711 });
 
-    const entries = await withRequeueAdvice({ db: db.db, hooks: { 'patient-import': patientImportDeadLetterHook } }, await listDeadLetters(t.queues));
+    const entries = await withRequeueAdvice({ db: f.db.db, hooks: { 'patient-import': patientImportDeadLetterHook } }, await listDeadLetters(f.t.queues));
     const advice = new Map(entries.map((e) => [(e.data as { ledgerId: number }).ledgerId, e.requeueAdvice]));
     expect(advice.get(invalid)).toBe(`A requeue does not help (the content is wrong): have a corrected file uploaded, then discard patient-import.ledger.${invalid}.`);
     expect(advice.get(badName)).toContain('A requeue does not help (the name does not fit)');
