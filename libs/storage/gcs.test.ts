@@ -273,6 +273,23 @@ describe('faults surface as errors', () => {
     expect(si.getObject(B, NAME)?.generation).toBe(o.generation);
   }, 30_000);
 
+  it("the client itself answers when the total limit runs out as a retry is due (patches/retry-request: it never answered; the driver's deadline is only the safety net)", async () => {
+    // Each request times out after 400 ms; the retry is due when the total limit (2 s) is used
+    // up. retry-request 7.0.2 then dropped the call without an answer; patched, it answers with
+    // the last request's timeout at ~2.4 s, before the driver's own deadline (3.4 s).
+    const b = bucket({ timeoutMs: 400, maxRetries: 3, totalTimeoutMs: 2_000 });
+    for (const [kind, op] of [['list', () => b.list('registrations/')], ['metadata', () => b.stat(NAME)]] as const) {
+      si.fail({ kind, mode: 'hang', times: 10 });
+      const err = await caught(op());
+      expect(err, kind).toBeInstanceOf(StorageError);
+      expect((err as StorageError).code, kind).toBe('timeout');
+      expect((err as StorageError).message, kind).not.toContain('retries included');
+      expect(si.count(kind), kind).toBe(2);
+      si.clearFaults();
+      si.resetRequests();
+    }
+  }, 30_000);
+
   it('a download whose body stops arriving times out (the idle limit), never short data', async () => {
     const o = si.putObject(B, NAME, JSON.stringify({ v: 'y'.repeat(4000) }));
     const b = bucket({ timeoutMs: 800 });

@@ -190,11 +190,13 @@ export class GcsBucket implements BucketPort {
   }
 
   /**
-   * The client's retries (retry-request 7) never call back when the total limit
-   * (GCS_TOTAL_TIMEOUT_MS) is used up at the moment a retry is due: the call's promise stays
+   * The client's retries (retry-request 7.0.2) never called back when the total limit
+   * (GCS_TOTAL_TIMEOUT_MS) was used up at the moment a retry was due: the call's promise stayed
    * pending forever (measured with the stand-in: a list, metadata read or delete that timed out
-   * twice left the poll, or the import between commit and delete, waiting for good). So every
-   * call ends by the total limit plus one request's timeout; a request still on its way then
+   * twice left the poll, or the import between commit and delete, waiting for good).
+   * patches/retry-request+7.0.2.patch makes it answer with the last request's outcome; this
+   * deadline stays as the safety net should another path of the client never answer: every call
+   * ends by the total limit plus one request's timeout (and 1 s); a request still on its way then
    * may yet be carried out (a delete sends `ifGenerationMatch`, so it can only remove the
    * generation it names).
    */
