@@ -170,9 +170,6 @@ export async function restoreEmailDeadLetters(ctx: FleetContext): Promise<number
   return restoreMissingDeadLetters(ctx.queues, queue, records, (data) => (data as { deliveryId?: unknown } | null)?.deliveryId);
 }
 
-/** A delivery id's form (a dead letter's payload is not checked). */
-const UUID_FORM = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /** How often the sweep looks for failed deliveries whose dead letter Redis lost. */
 const RESTORE_DEAD_LETTERS_EVERY_MS = 10 * 60_000;
 
@@ -323,8 +320,7 @@ export const emailDeadLetterHook: DeadLetterHook = {
   // The row's updated_at goes into the discard's audit row: "discarded since it last failed" is
   // then told by one clock (the fleet's), see discardedSinceFailed.
   async onDiscard(payload, db) {
-    const id = (payload as { deliveryId?: unknown } | null)?.deliveryId;
-    return typeof id === 'string' && UUID_FORM.test(id) ? deliveryDiscardDetails(db, id) : undefined;
+    return deliveryDiscardDetails(db, (payload as { deliveryId?: unknown } | null)?.deliveryId);
   },
   async onRequeue(payload, db) {
     const id = (payload as { deliveryId?: unknown }).deliveryId;

@@ -49,8 +49,10 @@ export function discardedSinceFailed() {
  * time is PostgreSQL's, and with the fleet's clock ahead of it a discard within that lead did not
  * count (the discarded email went out with its batch when a sibling was requeued, and a Redis that
  * lost its data got its dead letter back). Audit rows without it are compared by their time.
+ * Nothing for an id that is no delivery's (a dead letter's payload is not checked).
  */
-export async function deliveryDiscardDetails(db: DbOrTx, deliveryId: string): Promise<{ deliveryUpdatedAt: string } | Record<string, never>> {
+export async function deliveryDiscardDetails(db: DbOrTx, deliveryId: unknown): Promise<{ deliveryUpdatedAt: string } | Record<string, never>> {
+  if (typeof deliveryId !== 'string' || !UUID.test(deliveryId)) return {};
   const [row] = await db.execute<{ at: string }>(sql`select updated_at::text as at from fleet.deliveries where id = ${deliveryId}`);
   return row ? { deliveryUpdatedAt: row.at } : {};
 }
