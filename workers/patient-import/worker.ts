@@ -227,7 +227,7 @@ export const patientImportDeadLetterHook: DeadLetterHook = {
       const id = (p as { ledgerId?: unknown } | null)?.ledgerId;
       return typeof id === 'number' ? id : null;
     });
-    const failed = new Map((await failedBucketRows(db)).map((r) => [r.id, r]));
+    const failed = new Map((await failedBucketRows(db, ids.filter((id): id is number => id !== null))).map((r) => [r.id, r]));
     const newer = await newerImports(db, ids.filter((id): id is number => id !== null && failed.has(id)));
     return ids.map((id) => {
       const row = id === null ? undefined : failed.get(id);

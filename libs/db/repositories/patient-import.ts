@@ -132,8 +132,9 @@ export async function listLedger(db: DbOrTx, opts: { status?: PatientImportStatu
     .limit(opts.limit ?? 50);
 }
 
-/** Failed rows from the bucket, oldest first: what a dead letter of theirs carries. */
-export async function failedBucketRows(db: DbOrTx) {
+/** Failed rows from the bucket (of `ids` only, when given), oldest first: what a dead letter of theirs carries. */
+export async function failedBucketRows(db: DbOrTx, ids?: number[]) {
+  if (ids && ids.length === 0) return [];
   return db
     .select({
       id: patientImportLedger.id,
@@ -144,7 +145,7 @@ export async function failedBucketRows(db: DbOrTx) {
       updatedAt: patientImportLedger.updatedAt,
     })
     .from(patientImportLedger)
-    .where(and(eq(patientImportLedger.status, 'failed'), eq(patientImportLedger.source, 'bucket')))
+    .where(and(eq(patientImportLedger.status, 'failed'), eq(patientImportLedger.source, 'bucket'), ids ? inArray(patientImportLedger.id, ids) : undefined))
     .orderBy(patientImportLedger.id);
 }
 
