@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Worker } from 'bullmq';
 import { createLogger } from '../log/index.js';
 import { createMetrics } from '../metrics/index.js';
-import { createTestQueues } from '../testing/queues.js';
+import { createTestQueues, workerHoldingItsJob } from '../testing/queues.js';
 import { until } from '../testing/until.js';
 import { bindQueueWorker, closeWorkers } from './bind-worker.js';
 
@@ -14,22 +14,8 @@ describe('a job whose process died while running it', () => {
   // again in the others 40-60 s later (lock duration plus stalled interval), and no process said
   // so: the logs showed nothing between the crash and the jobs' second attempt.
   it('is said at warn (queue, job id) and counted by the process that puts it back, which runs it', { timeout: 30_000 }, async () => {
-    let started!: () => void;
-    const running = new Promise<void>((r) => (started = r));
-    let release!: () => void;
-    const hang = new Promise<void>((r) => (release = r));
     // The process that dies: its job never ends, and its lock is no longer renewed.
-    const dying = bindQueueWorker(
-      'patient-import',
-      {
-        'patient-import': async () => {
-          started();
-          await hang;
-          return 'never';
-        },
-      },
-      { connection: t.workerConnection(), prefix: t.prefix, log: createLogger({ level: 'silent', pretty: 'false' }), metrics: createMetrics(), queues: t.queues, concurrency: 1, lockDurationMs: 1_000, stalledIntervalMs: 500 },
-    );
+    const { worker: dying, running, finish: release } = workerHoldingItsJob(t, { lockDurationMs: 1_000, stalledIntervalMs: 500 });
     const lines: Array<{ level: number; msg: string; [k: string]: unknown }> = [];
     const log = createLogger({ level: 'info', pretty: 'false' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
     const metrics = createMetrics();

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Worker } from 'bullmq';
 import { createLogger } from '../log/index.js';
-import { createTestQueues } from '../testing/queues.js';
+import { createTestQueues, workerHoldingItsJob } from '../testing/queues.js';
 import { until } from '../testing/until.js';
 import { TEST_REDIS_URL } from '../testing/services.js';
 import { tcpProxy } from '../testing/tcp-proxy.js';
@@ -55,35 +55,13 @@ describe('a worker whose Redis is out of reach', () => {
   });
 });
 
-/** A patient-import worker logging into `lines`, whose job runs until `finish` is called (`running`: it has started). */
-function workerHoldingItsJob(lockDurationMs?: number) {
-  const lines: Array<{ level: number; msg: string; [k: string]: unknown }> = [];
-  const log = createLogger({ level: 'info', pretty: 'false' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
-  let started!: () => void;
-  const running = new Promise<void>((r) => (started = r));
-  let finish!: () => void;
-  const finished = new Promise<void>((r) => (finish = r));
-  const worker = bindQueueWorker(
-    'patient-import',
-    {
-      'patient-import': async () => {
-        started();
-        await finished;
-        return 'ok';
-      },
-    },
-    { connection: t.workerConnection(), prefix: t.prefix, log, metrics: t.metrics, queues: t.queues, concurrency: 1, ...(lockDurationMs ? { lockDurationMs } : {}) },
-  );
-  return { lines, worker, running, finish };
-}
-
 describe('a job whose lock is gone from Redis when it finishes', () => {
   // Found in a Redis drill: Redis away longer than the lock (30 s to 3 minutes) let the locks of
   // the jobs running then expire; each such job, once done, was logged as `worker error` at error
   // level with a stack, twice (its completion, then its failure, both refused: "Missing lock"),
   // ~40 lines after each outage, none saying that the job runs again.
   it('is logged at warn, without a stack, saying it runs again once found stalled', { timeout: 30_000 }, async () => {
-    const { lines, worker, running, finish } = workerHoldingItsJob();
+    const { lines, worker, running, finish } = workerHoldingItsJob(t);
     try {
       const { jobId } = await t.queues.enqueue('patient-import', { ledgerId: 4242 });
       await running;
@@ -109,7 +87,7 @@ describe('a job whose lock cannot be renewed while it runs', () => {
   // at error level with a stack, though the job runs on and again once found stalled.
   it('is logged once at warn, with the number of jobs, not as a worker error', { timeout: 30_000 }, async () => {
     // Renewed every 500 ms (half the lock).
-    const { lines, worker, running, finish } = workerHoldingItsJob(1_000);
+    const { lines, worker, running, finish } = workerHoldingItsJob(t, { lockDurationMs: 1_000 });
     const renewalFailed: string[][] = [];
     worker.on('lockRenewalFailed', (ids: string[]) => renewalFailed.push(ids));
     try {
