@@ -150,7 +150,7 @@ function requireDatabase(ctx: FleetContext): RequestHandler {
 function postgresUnavailable(ctx: FleetContext, req: Request, res: Response, err: unknown): void {
   const e = err as { message?: string; code?: unknown };
   const why = typeof e.code === 'string' && !String(e.message).includes(e.code) ? `${e.code}: ${e.message}` : String(e.message ?? err);
-  const message = `PostgreSQL is not reachable at ${urlTarget(ctx.config.db.url, 5432, 'DATABASE_URL')} (DATABASE_URL; ${why.slice(0, 300)}): the import records and the operator actions cannot be read now. This page works again once it is back; GET /ready says what is down.`;
+  const message = `PostgreSQL is not reachable at ${urlTarget(ctx.config.db.url, 5432, 'DATABASE_URL')} (DATABASE_URL; ${why.slice(0, 300)}): the import records and the operator actions cannot be read now. This page works again once it is back; GET /ready says what is down. Meanwhile the queues are on /dashboard, and \`fleet dlq list\` lists the dead letters: both read Redis only.`;
   serviceUnavailable(req, res, { error: 'postgres_unavailable', title: 'PostgreSQL not reachable', message });
 }
 
