@@ -98,7 +98,8 @@ export function unstorableText(v: unknown, path: string, root = '(value)'): stri
 export const NUMBER_TOO_LARGE = 'a number too large to read (it reads as infinity), which cannot be stored';
 
 /**
- * The first number in `v` that JSON.parse read as infinity (`1e400`, or 309 digits and more),
+ * The first number in `v` that JSON.parse read as infinity (`1e400`, 309 digits and more, or a
+ * long number with a short exponent),
  * named by its path as `unstorableText` names a string; null if there is none. Stored in a JSON
  * column such a number would become `null`: the import would change what the file said without
  * a word. For values an importer stores as the file carried them.
@@ -108,10 +109,13 @@ export function unstorableNumber(v: unknown, path: string, root = '(value)'): st
 }
 
 /**
- * An exponent of three digits or a run of 309 digits in JSON text: the only ways it can hold a
- * number JSON.parse reads as infinity. A cheap scan; only a text it matches needs `unstorableNumber`.
+ * An exponent of three digits or a run of 210 digits in JSON text: the only ways it can hold a
+ * number JSON.parse reads as infinity (1.8e308 and more). With an exponent of two digits at most
+ * (e99) the digits before the point must reach 1.8e209, i.e. 210 of them (`2` and 209 zeros `e99`
+ * is infinity; a run of 309 digits alone missed it). A cheap scan; only a text it matches needs
+ * `unstorableNumber`.
  */
-const LARGE_NUMBER = /\d[eE]\+?\d{3}|\d{309}/;
+const LARGE_NUMBER = /\d[eE]\+?\d{3}|\d{210}/;
 
 /** Whether the JSON `text` may hold a number `unstorableNumber` rejects (false: it holds none). */
 export function mayHoldUnstorableNumber(text: string): boolean {

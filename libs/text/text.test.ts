@@ -68,7 +68,17 @@ describe('unstorableNumber', () => {
 
 describe('mayHoldUnstorableNumber', () => {
   it('never misses what unstorableNumber finds in a parsed JSON text', () => {
-    for (const text of ['{"v": 1e400}', '{"v": -2E+309}', '{"v": 1.5e0400}', `{"v": ${'9'.repeat(309)}}`, `{"v": -${'9'.repeat(320)}.5}`]) {
+    for (const text of [
+      '{"v": 1e400}',
+      '{"v": -2E+309}',
+      '{"v": 1.5e0400}',
+      `{"v": ${'9'.repeat(309)}}`,
+      `{"v": -${'9'.repeat(320)}.5}`,
+      // A long mantissa with a short exponent: 210 digits and e99, 300 digits and e10.
+      `{"v": 2${'0'.repeat(209)}e99}`,
+      `{"v": 1${'0'.repeat(299)}E+10}`,
+      `{"v": -5${'0'.repeat(249)}.25e60}`,
+    ]) {
       expect(unstorableNumber(JSON.parse(text), '')).not.toBeNull();
       expect(mayHoldUnstorableNumber(text)).toBe(true);
     }

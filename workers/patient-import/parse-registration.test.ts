@@ -351,6 +351,16 @@ describe('text PostgreSQL cannot store', () => {
     expect((err.details as { fields: string[] }).fields).toEqual([field]);
   });
 
+  it('rejects a long number with a short exponent read as infinity (3 and 249 zeros, e60), whatever else the file holds', () => {
+    // A token without digits next to an `e`: the random one sometimes looked like an exponent (`3e456`) to the scan.
+    const reg = plainRegistration({ token: 'abcdabcdabcdabcdabcdabcdabcdabcd' });
+    const text = JSON.stringify(reg).replace('"max_km":30', `"max_km":3${'0'.repeat(249)}e60`);
+    expect(JSON.parse(text).patient_data.raeumliche_verfuegbarkeit.max_km).toBe(Infinity);
+    const err = rejectOf(Buffer.from(text));
+    expect(err.code).toBe('validation_failed');
+    expect(err.message).toBe('patient_data.raeumliche_verfuegbarkeit.max_km: a number too large to read (it reads as infinity), which cannot be stored');
+  });
+
   it('takes a large number where nothing stores it (an unknown patient field is only named)', () => {
     const text = JSON.stringify(plainRegistration()).replace('"patient_data":{', '"patient_data":{"groesse":1e400,');
     const parsed = parseRegistration(Buffer.from(text), noSecret, now);
