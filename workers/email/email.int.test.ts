@@ -342,14 +342,18 @@ describe('Redis back without its data', () => {
   });
 
   it('a batch whose job still waits for its retry gets no second job from the first sweep against this Redis (a fresh one, or a first start)', async () => {
-    const t = await harness({ env: { MAIL_SWEEP_INTERVAL_MS: '1000' } });
+    const lines: string[] = [];
+    const log = createLogger({ level: 'info', pretty: 'false' }, { write: (line: string) => void lines.push(line) });
+    const t = await harness({ log, env: { MAIL_SWEEP_INTERVAL_MS: '1000' } });
     const ids = [await t.addDelivery({}, { enqueue: false }), await t.addDelivery({}, { enqueue: false })];
     await database.sql`update fleet.deliveries set status = 'sending', batch_id = '6f1d1a52-0000-4000-8000-000000000002', batch_leader_id = ${ids[0]!},
       claimed_at = now() - interval '1 minute', updated_at = now() - interval '1 minute', outcome_unknown = true where id in ${database.sql(ids)}`;
     // Its leader's job waits for its next attempt (a 500 answered the last one).
     await t.ctx.queues.enqueue('email-send', { deliveryId: ids[0]! }, { delayMs: 4_000 });
     await t.startSweep();
-    await new Promise((r) => setTimeout(r, 1_500)); // the sweep's first pass (after 1 s) has run
+    // The sweep's first pass has looked at the batch (said after its recoverBatch calls; a fixed
+    // wait let a pass slower than it go unchecked, the test then passing without its fix).
+    await waitFor('the first sweep pass', async () => lines.some((l) => (JSON.parse(l) as { msg: string; staleBatches?: number }).staleBatches === 1) || undefined);
     const jobs = await t.ctx.queues.queue('email').getJobs(['waiting', 'delayed', 'active', 'completed', 'failed']);
     expect(jobs.map((j) => j.id)).toEqual([jobIdFor('email-send', { deliveryId: ids[0]! })]);
     await t.startWorkers();
