@@ -8,6 +8,7 @@ import { silentLogger } from '../../libs/log/index.js';
 import { fixedClock, openContext, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
+import { until } from '../../libs/testing/until.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { isPlausibleEmail } from '../../libs/weekly/email-address.js';
 import { isoWeekRange } from '../../libs/weekly/iso-week.js';
@@ -144,7 +145,11 @@ describe('a fan-out held up while its week ends', () => {
       await conn`begin`;
       await conn`lock table patient_service.patienten in access exclusive mode`;
       const run = weeklyHandlers(ctx)['weekly-fanout']!({ isoWeek: '2026-W48' }, helpers);
-      await new Promise((r) => setTimeout(r, 300)); // the fan-out has started and waits for the lock
+      // The fan-out has started and its count waits for the lock (a fixed pause let a slow start
+      // read the clock after it moved on, and the test passed without its fix).
+      await until('the fan-out waiting for the lock', async () =>
+        (await ctx.database.sql`select 1 from pg_locks where not granted and relation = 'patient_service.patienten'::regclass
+          and database = (select oid from pg_database where datname = current_database())`).length > 0 || undefined);
       clock.set(isoWeekRange('2026-W48', 'Europe/Berlin').end); // Monday 00:00 Berlin
       await conn`commit`;
       expect(await run).toMatchObject({ isoWeek: '2026-W48', queued: 0, refused: 'past_week' });
