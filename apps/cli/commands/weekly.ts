@@ -4,6 +4,7 @@ import { isoWeekOf, isoWeekRange, parseIsoWeek, InvalidIsoWeekError } from '../.
 import { dueWeek, nextRun } from '../../../libs/weekly/schedule.js';
 import { WEEKLY_SCHEDULER_ID, registerWeeklySchedule } from '../../producers/weekly-schedule.js';
 import { previewWeeklyEmail, runWeeklyFanout } from '../../../workers/weekly-status/worker.js';
+import type { FanoutResult } from '../../../workers/weekly-status/process-fanout.js';
 import { CliError, printJson, withContext } from '../context.js';
 import { isoSeconds } from '../format.js';
 import { jobIdFor } from '../../../libs/queues/index.js';
@@ -21,6 +22,17 @@ function weekArg(raw: string): string {
     if (err instanceof InvalidIsoWeekError) throw new CliError(`--week: ${err.message}`, 2);
     throw err;
   }
+}
+
+/**
+ * Why a fan-out queued nothing, or stopped: the week is not the current one, or it ended while
+ * the fan-out ran (then the jobs queued before its end are said, not "nothing queued").
+ */
+export function refusalMessage(r: Pick<FanoutResult, 'isoWeek' | 'queued' | 'refused'>): string {
+  if (r.refused === 'past_week' && r.queued > 0) {
+    return `week ${r.isoWeek} ended while the fan-out ran: it stopped after queueing ${r.queued} email job(s); any of them not sent by the week's end is skipped (past weeks are never sent)`;
+  }
+  return `week ${r.isoWeek} is not the current week (${r.refused === 'past_week' ? 'past weeks are never sent' : 'not started yet'}): nothing queued; use --dry-run to count`;
 }
 
 const berlinTime = (d: Date, timeZone: string) =>
@@ -69,10 +81,8 @@ export function registerWeekly(program: Command): void {
       await withContext(async (ctx) => {
         const isoWeek = opts.week ? weekArg(opts.week) : isoWeekOf(ctx.clock.now(), ctx.config.weekly.timeZone);
         const r = await runWeeklyFanout(ctx, { isoWeek, dryRun: Boolean(opts.dryRun) });
-        // A refused week queues nothing: its counts would read like a run that happened.
-        if (r.refused) {
-          throw new CliError(`week ${isoWeek} is not the current week (${r.refused === 'past_week' ? 'past weeks are never sent' : 'not started yet'}): nothing queued; use --dry-run to count`, 2);
-        }
+        // A refused week's counts would read like a run that happened.
+        if (r.refused) throw new CliError(refusalMessage(r), 2);
         if (opts.json) printJson(r);
         else {
           process.stdout.write(

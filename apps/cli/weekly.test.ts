@@ -1,0 +1,21 @@
+import { describe, expect, it } from 'vitest';
+import { refusalMessage } from './commands/weekly.js';
+
+describe('fleet weekly run: why a fan-out queued nothing, or stopped', () => {
+  it('a past or future week queues nothing and says so', () => {
+    expect(refusalMessage({ isoWeek: '2026-W10', queued: 0, refused: 'past_week' })).toBe(
+      'week 2026-W10 is not the current week (past weeks are never sent): nothing queued; use --dry-run to count',
+    );
+    expect(refusalMessage({ isoWeek: '2027-W10', queued: 0, refused: 'future_week' })).toBe(
+      'week 2027-W10 is not the current week (not started yet): nothing queued; use --dry-run to count',
+    );
+  });
+
+  it('a week that ended while the fan-out ran names the jobs it queued before, not "nothing queued"', () => {
+    const says = refusalMessage({ isoWeek: '2026-W48', queued: 2000, refused: 'past_week' });
+    expect(says).toBe(
+      "week 2026-W48 ended while the fan-out ran: it stopped after queueing 2000 email job(s); any of them not sent by the week's end is skipped (past weeks are never sent)",
+    );
+    expect(says).not.toContain('nothing queued');
+  });
+});
