@@ -6,6 +6,7 @@ import { Storage } from '@google-cloud/storage';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startGcsStandIn, type GcsStandIn } from '../testing/gcs-stand-in.js';
 import { closedPort } from '../testing/ports.js';
+import { tcpProxy } from '../testing/tcp-proxy.js';
 import { ChecksumMismatchError, GcsBucket, ObjectNotFoundError, StorageError, md5Base64 } from './index.js';
 
 /**
@@ -178,6 +179,29 @@ describe('generations and preconditions', () => {
     si.fail({ kind: 'delete', mode: { status: 404 } });
     expect(await bucket().deleteGeneration(NAME, o.generation)).toBe('not_found');
     expect(si.getObject(B, NAME)).toBeDefined();
+  });
+});
+
+describe('a delete retried after a refused connection', () => {
+  it('finding the generation gone then is not_found (someone else), not gone_after_retry: a refused request never reached GCS', async () => {
+    const o = si.putObject(B, NAME, '{}');
+    const proxy = tcpProxy({ host: '127.0.0.1', port: Number(new URL(si.url).port) });
+    await proxy.open();
+    await proxy.close(); // its port is known, nothing listens on it
+    try {
+      const b = bucket({ apiEndpoint: `http://127.0.0.1:${proxy.port}`, maxRetries: 3, maxRetryDelayMs: 1_000 });
+      const t0 = Date.now();
+      const outcome = b.deleteGeneration(NAME, o.generation);
+      await new Promise((r) => setTimeout(r, 300)); // the first attempt is refused at once; its retry waits 1 s
+      expect(si.removeObject(B, NAME)).toBe(true); // meanwhile someone else removes it
+      await proxy.open();
+      expect(await outcome).toBe('not_found');
+      // It was the retry that found it gone (an attempt as late as the removal would have taken no second)
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(1_000);
+      expect(si.count('delete')).toBe(1); // the retry, through the proxy; the refused attempt never arrived
+    } finally {
+      await proxy.close();
+    }
   });
 });
 

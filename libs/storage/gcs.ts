@@ -114,6 +114,9 @@ function networkCode(err: unknown): string | undefined {
   return typeof c === 'string' && /^[A-Z0-9_]{1,40}$/.test(c) ? c : undefined;
 }
 
+/** Network errors of a request that never left for GCS (no connection, no address). */
+const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN']);
+
 /**
  * google-auth-library's errors about the credentials themselves (it throws plain Errors, and the
  * storage client hands the first one on in place of the 401 an anonymous request got): without
@@ -343,9 +346,10 @@ export class GcsBucket implements BucketPort {
    * Deletes exactly `generation` (`ifGenerationMatch`). The driver retries the delete itself
    * (GCS_MAX_RETRIES, the client's backoff, within GCS_TOTAL_TIMEOUT_MS) instead of the client,
    * because the client hides its retries: when a request got no answer (timeout, connection
-   * dropped) or a 5xx, GCS may have carried it out, and a retry that then finds the generation
-   * gone is `gone_after_retry` (the fleet's own delete, most likely), not `not_found` (someone
-   * else removed it), which the ledger and `fleet imports show` tell apart.
+   * dropped) or a 5xx, GCS may have carried it out (not so when the connection was refused or the
+   * name not resolved), and a retry that then finds the generation gone is `gone_after_retry`
+   * (the fleet's own delete, most likely), not `not_found` (someone else removed it), which the
+   * ledger and `fleet imports show` tell apart.
    */
   async deleteGeneration(name: string, generation: string): Promise<DeleteOutcome> {
     if (!/^\d+$/.test(generation)) throw new StorageError('invalid_generation', 'generation must be a decimal string');
@@ -364,8 +368,10 @@ export class GcsBucket implements BucketPort {
         const status = statusOf(err);
         if (status === 412) return 'precondition_failed';
         if (status === 404) return unanswered ? 'gone_after_retry' : 'not_found';
-        const mayHaveHappened = status === undefined || status >= 500;
-        const retryable = mayHaveHappened || status === 408 || status === 429;
+        // A connection refused or a name not resolved never reached GCS: a retry finding the generation gone was someone else.
+        const notSent = status === undefined && NOT_SENT.has(networkCode(err) ?? '');
+        const mayHaveHappened = (status === undefined && !notSent) || (status !== undefined && status >= 500);
+        const retryable = mayHaveHappened || notSent || status === 408 || status === 429;
         const delay = Math.min(2 ** attempt * 1000 + Math.floor(Math.random() * 1000), this.retry.maxRetryDelayMs);
         const credentials = status === undefined && credentialsProblem(String((err as Error).message ?? ''));
         if (!retryable || credentials || attempt > this.retry.maxRetries || Date.now() - t0 + delay > this.retry.totalTimeoutMs) {
