@@ -43,17 +43,19 @@ function realBucket(): GcsBucket {
   return new GcsBucket({ bucket: BUCKET, apiEndpoint: standIn.url, maxRetries: 0 });
 }
 
-/** A bucket whose downloads wait until `open` is called. */
-function gatedBucket(real: BucketPort): { bucket: BucketPort; open: () => void } {
+/** A bucket whose downloads wait until `open` is called; `waiting()` resolves once a download waits at the gate. */
+function gatedBucket(real: BucketPort): { bucket: BucketPort; open: () => void; waiting: () => Promise<unknown> } {
   let open!: () => void;
   const gate = new Promise<void>((r) => (open = r));
+  let reached = false;
   const bucket = Object.assign(Object.create(real) as BucketPort, {
     download: async (...args: Parameters<BucketPort['download']>) => {
+      reached = true;
       await gate;
       return real.download(...args);
     },
   });
-  return { bucket, open };
+  return { bucket, open, waiting: () => until(async () => reached, 10_000, 'the run waiting in its download') };
 }
 
 async function newRow(doc = plainRegistration()): Promise<number> {
@@ -87,7 +89,7 @@ describe('patient import: two runs of the same row overlap', () => {
     const runB = patientImportHandlers(h.ctx, { bucket: slow.bucket })['patient-import']!;
     // B counts its attempt (the row is `received` for it) and waits in its download.
     const b = settle(runB({ ledgerId }, helpers()));
-    await new Promise((r) => setTimeout(r, 300));
+    await slow.waiting();
     const a = await runA({ ledgerId }, helpers());
     expect(a).toMatchObject({ outcome: 'imported', status: 'deleted' });
     slow.open();
@@ -102,7 +104,7 @@ describe('patient import: two runs of the same row overlap', () => {
     const slow = gatedBucket(realBucket());
     const runB = patientImportHandlers(h.ctx, { bucket: slow.bucket })['patient-import']!;
     const b = settle(runB({ ledgerId }, helpers()));
-    await new Promise((r) => setTimeout(r, 300));
+    await slow.waiting();
     let bDone!: Promise<unknown>;
     // A commits; right then (before A deletes the object) B downloads and goes through.
     const runA = patientImportHandlers(h.ctx, {
@@ -133,7 +135,7 @@ describe('patient import: two runs of the same row overlap', () => {
     await database.sql`update fleet.patient_import_ledger set status = 'backed_up', backup_path = ${backupPath} where id = ${ledgerId}`;
     const slow = gatedBucket(realBucket());
     const run = settle(patientImportHandlers(h.ctx, { bucket: slow.bucket })['patient-import']!({ ledgerId }, helpers()));
-    await new Promise((r) => setTimeout(r, 300));
+    await slow.waiting(); // the run has looked the row up and waits in its download
     // The operator's discard holds the row (as discardLedgerRow's update does) while the run goes on.
     let release!: () => void;
     const released = new Promise<void>((r) => (release = r));
