@@ -327,7 +327,12 @@ describe('Redis back without its data', () => {
     const t = await harness({ env: { MAIL_SWEEP_INTERVAL_MS: '1000' } });
     await t.startWorkers();
     await t.startSweep();
-    await new Promise((r) => setTimeout(r, 1_500)); // the sweep's first pass (after 1 s) has run
+    // The sweep's first pass (after 1 s) has run: it leaves its marker in Redis. (A first pass
+    // slower than a fixed 1.5 s came after the data loss below and handed the batch over as the
+    // first sweep against a fresh Redis does: the test passed without a running sweep noticing
+    // the loss.)
+    const redis = await t.ctx.queues.redis();
+    await waitFor('the sweep\'s first pass', async () => (await redis.exists(`${t.ctx.queues.prefix}:email-sweep:seen`)) === 1);
     // A batch claimed a minute ago whose job waited in Redis for its retry (a 500 answered
     // its request); then Redis restarts without its data.
     const ids = [await t.addDelivery({}, { enqueue: false }), await t.addDelivery({}, { enqueue: false })];
