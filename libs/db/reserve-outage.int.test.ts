@@ -2,6 +2,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../testing/db.js';
 import { tcpProxyFor } from '../testing/tcp-proxy.js';
+import { until as waitUntil } from '../testing/until.js';
 import { openDatabase, type Database } from './client.js';
 
 /**
@@ -109,10 +110,11 @@ describe('reserved connections across a PostgreSQL outage (patched postgres.js)'
     const { sql } = pool(1);
     await sql`select 1`;
     const busy = sql`select pg_sleep(3)`.catch((err: { code?: string }) => err.code);
-    await sleep(200);
+    // The only connection is busy on the server (else the reserve would take it).
+    await waitUntil('the busy query running', async () => (await db.sql`select 1 from pg_stat_activity where datname = current_database() and state = 'active' and query = 'select pg_sleep(3)'`).length > 0);
     const outcomes: Outcome[] = [];
+    // Queued for the connection as it is called (postgres.js's reserve pushes it synchronously).
     const waiting = reserveAndQuery(sql, outcomes, 0);
-    await sleep(200);
     await proxy.close();
     await proxy.open();
     await busy;

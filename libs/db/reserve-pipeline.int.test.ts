@@ -1,6 +1,7 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../testing/db.js';
+import { until as waitUntil } from '../testing/until.js';
 import { isConnectionLost } from './connection-lost.js';
 
 /**
@@ -127,7 +128,11 @@ describe('a reserved connection lost behind a large statement', () => {
       });
       await admin`select pg_terminate_backend(${row!.pid})`;
       await t`select 1`.catch(() => {}); // the loss shows
-      await new Promise((r) => setTimeout(r, 400)); // the slot is connected anew and the other transaction has begun
+      // The slot is connected anew and the other transaction has begun (its sleep runs on a new
+      // session); a fixed pause let a slower reconnect come after the insert, which then failed
+      // for want of a connection whether or not it was kept out of the other transaction.
+      await waitUntil('the other transaction running on the reconnected slot', async () =>
+        (await admin`select 1 from pg_stat_activity where datname = current_database() and pid <> ${row!.pid} and state = 'active' and query = 'select pg_sleep(1)'`).length > 0);
       late = t`insert into late_writes values (1)`.then(
         () => 'ran',
         (err: unknown) => (isConnectionLost(err) ? 'connection lost' : String(err)),
@@ -175,7 +180,8 @@ describe('a backend terminated in the middle of a query', () => {
         (r) => r[0]?.x,
         (err: { code?: string }) => `failed ${err.code}`,
       );
-      await new Promise((r) => setTimeout(r, 200));
+      // The sleep runs on the server (and the other query waits for the slot) before its backend is ended.
+      await waitUntil('the sleep running', async () => (await admin`select 1 from pg_stat_activity where pid = ${row!.pid} and state = 'active' and query = 'select pg_sleep(5)'`).length > 0);
       await admin`select pg_terminate_backend(${row!.pid})`;
       // The server answers the sleeping query with 57P01 (FATAL) and closes the connection.
       expect(await within(sleeping, 5_000)).toMatch(/^(57P01|CONNECTION_CLOSED)$/);

@@ -1,6 +1,7 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../testing/db.js';
+import { until } from '../testing/until.js';
 
 /**
  * postgres.js 3.4.9 threw an uncaught TypeError (process exit) on the next query of a reserved
@@ -13,10 +14,12 @@ import { createTestDatabase, type TestDatabase } from '../testing/db.js';
 let db: TestDatabase;
 let sql: postgres.Sql;
 let admin: postgres.Sql;
+/** Connections of `sql` that postgres.js has seen closed. */
+let closes = 0;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  sql = postgres(db.url, { max: 2, onnotice: () => {} });
+  sql = postgres(db.url, { max: 2, onnotice: () => {}, onclose: () => void closes++ });
   admin = postgres(db.url, { max: 1, onnotice: () => {} });
 });
 
@@ -34,8 +37,11 @@ describe('a reserved connection whose backend ended', () => {
     try {
       const reserved = await sql.reserve();
       const [row] = await reserved<Array<{ pid: number }>>`select pg_backend_pid() as pid`;
+      const closed = closes;
       await admin`select pg_terminate_backend(${row!.pid})`;
-      await new Promise((r) => setTimeout(r, 100));
+      // postgres.js has seen the connection close (a query sent before that found the socket
+      // still there and did not take the path that threw).
+      await until('the reserved connection seen closed', () => closes > closed);
 
       const codes = [];
       for (let i = 0; i < 2; i++) codes.push(await reserved`select 1`.then(() => 'ok', (e: { code?: string }) => e.code));
