@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { retryParked } from '../../libs/db/repositories/outbox-parked.js';
+import { PARKING_LOCK } from '../../libs/db/repositories/outbox-relay.js';
 import { until } from '../../libs/testing/until.js';
 import { startHeldRelayHarness, type HeldRelayHarness } from './int-harness.js';
 
@@ -33,8 +34,14 @@ describe('retry-parked while the relay drains a backlog', () => {
     await until('the first batch on its way to Kafka', () => h.calls() >= 1);
 
     // The cause is fixed; the operator puts K back while the first batch is in flight.
-    const retried = retryParked(h.db.db, { eventId: k1.eventId }, { actor: 'test', reason: 'limit raised' });
-    await Promise.race([retried, new Promise((r) => setTimeout(r, 500))]);
+    let settled = false;
+    const retried = retryParked(h.db.db, { eventId: k1.eventId }, { actor: 'test', reason: 'limit raised' }).finally(() => (settled = true));
+    // The retry has reached the drain's parking lock and waits for it (or is through): a fixed
+    // pause let a slower retry begin after the drain ended, and the test passed without the lock.
+    await until('the retry waiting for the drain (or done)', async () =>
+      settled ||
+      (await h.db.sql`select 1 from pg_locks where locktype = 'advisory' and not granted and classid = ${PARKING_LOCK[0]} and objid = ${PARKING_LOCK[1]} and objsubid = 2
+        and database = (select oid from pg_database where datname = current_database())`).length > 0);
     h.releaseFirst();
     await retried;
     await until('all published', async () => {
