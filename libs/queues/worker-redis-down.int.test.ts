@@ -131,6 +131,7 @@ describe('a job taken while the producer connection is still reconnecting', () =
       expect(await queues.ready(5_000)).toBe(true);
       await queues.queue('email').getJobCounts(); // the queue in use before Redis goes away
       await producerProxy.close(); // the producer connection is away, the worker's is not
+      await until('the producer connection to see Redis gone', () => producer.status !== 'ready');
       worker = bindQueueWorker(
         'patient-import',
         {
@@ -146,8 +147,11 @@ describe('a job taken while the producer connection is still reconnecting', () =
         },
         { connection: t.workerConnection(), prefix: t.prefix, log: t.log, metrics: t.metrics, queues, concurrency: 1 },
       );
-      await t.queues.enqueue('patient-import', { ledgerId: 4343 });
-      await new Promise((r) => setTimeout(r, 1_000));
+      const { jobId } = await t.queues.enqueue('patient-import', { ledgerId: 4343 });
+      // Taken while the producer connection is away (a fixed pause let a slower worker take it
+      // after the connection was back, and the test passed without the wait); it waits to run.
+      await until('the job taken', async () => (await t.queues.queue('patient-import').getJobState(jobId)) === 'active');
+      expect(runs).toEqual([]);
       await producerProxy.open(); // Redis "back" for the producer connection too
       await until('the job ran', () => runs.length > 0, 10_000);
       await new Promise((r) => setTimeout(r, 300));
