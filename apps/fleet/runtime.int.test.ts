@@ -115,7 +115,8 @@ describe('graceful shutdown of several roles', () => {
       await waitFor(async () => (await counter('started', a.jobId)) === 1 && (await counter('started', b.jobId)) === 1);
       const signalledAt = Date.now();
       p.child.kill('SIGTERM');
-      await new Promise((r) => setTimeout(r, 300));
+      // The process has begun to stop (every role stops taking work as it says so).
+      await waitFor(async () => p.output().includes('"msg":"fleet stopping"'), 10_000);
       // work that arrives while the process drains is left for another process
       const late = await t.queues.enqueue('weekly-status', { patientId: 4, isoWeek: '2026-W48' });
       expect(await p.exited).toBe(0);
