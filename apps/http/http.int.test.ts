@@ -1122,12 +1122,15 @@ describe('an HTTP address already in use', () => {
 });
 
 describe('feature routes and graceful stop', () => {
+  /** Requests the slow route's handler has begun. */
+  let slowEntered = 0;
   const slow: HttpRouteModule = {
     name: 'slow-public',
     path: '/slow',
     access: 'public',
     router: () =>
       Router().get('/', async (_req, res) => {
+        slowEntered++;
         await new Promise((r) => setTimeout(r, 800));
         res.json({ done: true });
       }),
@@ -1167,8 +1170,10 @@ describe('feature routes and graceful stop', () => {
       expect(logged).toMatchObject({ route: '/boom/:token', method: 'GET' });
       expect(JSON.stringify(app.logLines)).not.toContain('s3cret-token');
 
+      const entered = slowEntered;
       const inFlight = fetch(`${app.base}/slow`);
-      await new Promise((r) => setTimeout(r, 200));
+      // In flight: its handler runs (a fixed pause let a slower request reach the server after the stop began).
+      await until(async () => slowEntered > entered, 10_000, 'the slow request in its handler');
       const stopping = app.http.stop(5_000);
       const res = await inFlight;
       expect(res.status).toBe(200);
