@@ -162,8 +162,11 @@ describe('queues: retries, dead letters, idempotency', () => {
     const rejected = outcomes.flatMap((o) => (o.status === 'rejected' ? [o.reason as Error] : []));
     expect(fulfilled).toHaveLength(1);
     expect(rejected.map((e) => e.name)).toEqual(['DeadLetterNotFound', 'DeadLetterNotFound']);
-    await new Promise((r) => setTimeout(r, 500));
-    const state = await (await t.queues.queue('patient-import').getJob(jobId))?.getState();
+    // Requeued: its run has ended (a fixed pause let a slower run be read as still waiting); discarded: it stays failed.
+    const state = await until(async () => {
+      const s = await (await t.queues.queue('patient-import').getJob(jobId))?.getState();
+      return (s === 'completed' || s === 'failed') && s;
+    });
     // The first action wins: either requeued (ran once more, hook once) or discarded (not run).
     if ((fulfilled[0] as PromiseFulfilledResult<{ state?: string }>).value.state === 'requeued') {
       expect({ runs, hooks, state }).toEqual({ runs: 2, hooks: ['reopen'], state: 'completed' });
