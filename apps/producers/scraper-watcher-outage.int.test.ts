@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
-import { silentLogger } from '../../libs/log/index.js';
+import { createLogger } from '../../libs/log/index.js';
 import { openContext, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
@@ -25,6 +25,11 @@ async function until<T>(fn: () => Promise<T | undefined | null | false>, timeout
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The watcher's warnings (and the rest at warn and above). */
+const lines: Array<{ msg: string }> = [];
+const said = (msg: string) => lines.filter((l) => l.msg === msg).length;
+const HANDLING_FAILED = 'scraper watcher: handling a file failed; trying again later';
+const SEALING_FAILED = 'scraper watcher: sealing a run failed; trying again later';
 const STABILITY_MS = 300;
 const QUIET_MS = 500;
 const LEASE_CHECK_MS = 1_000;
@@ -59,7 +64,7 @@ beforeAll(async () => {
         SCRAPER_LEASE_CHECK_MS: String(LEASE_CHECK_MS),
       },
     ),
-    silentLogger(),
+    createLogger({ level: 'warn', pretty: 'false' }, { write: (l: string) => void lines.push(JSON.parse(l) as { msg: string }) }),
   );
   workers = therapistImportComponents(ctx);
   for (const w of workers) await w.start();
@@ -102,9 +107,12 @@ async function importedAndReported(rel: string) {
 
 describe('scraper watcher: PostgreSQL or Redis away', () => {
   it('a file dropped while PostgreSQL is away is registered and imported once it is back, and its run closes with one summary', async () => {
+    const failed = said(HANDLING_FAILED);
     await pg().close();
     await drop('50001.json', '50001');
-    await sleep(STABILITY_MS * 4);
+    // The watcher has tried to register it and failed (a fixed pause let a slower watcher try
+    // only once PostgreSQL was back, and the test passed without the retry).
+    await until(async () => said(HANDLING_FAILED) > failed);
     await pg().open();
     const { run, summaries } = await importedAndReported('50001.json');
     expect(run.file_count).toBe(1);
@@ -112,11 +120,13 @@ describe('scraper watcher: PostgreSQL or Redis away', () => {
   });
 
   it('a file dropped while Redis is away is enqueued once it is back (its row does not stay queued)', async () => {
+    const failed = said(HANDLING_FAILED);
     await redis().close();
     await drop('50002.json', '50002');
-    // Registered in PostgreSQL while Redis is away: its enqueue fails.
+    // Registered in PostgreSQL while Redis is away: its enqueue fails (said; a fixed pause let
+    // a slower enqueue come after Redis was back).
     await until(async () => (await db.sql`select id from fleet.therapist_import_files where path = '50002.json'`)[0]);
-    await sleep(1_000);
+    await until(async () => said(HANDLING_FAILED) > failed);
     await redis().open();
     const { run, summaries } = await importedAndReported('50002.json');
     expect(run.file_count).toBe(1);
@@ -146,8 +156,9 @@ describe('scraper watcher: PostgreSQL or Redis away', () => {
       const [f] = await db.sql`select id, run_id, status from fleet.therapist_import_files where path = '50003.json'`;
       return f?.status === 'imported' ? f : null;
     });
+    const failed = said(SEALING_FAILED);
     await pg().close();
-    await sleep(QUIET_MS * 3); // the quiet time passes: the seal fails
+    await until(async () => said(SEALING_FAILED) > failed); // the quiet time passes: the seal fails
     await pg().open();
     const run = await until(async () => {
       const [r] = await db.sql`select id, state from fleet.therapist_import_runs where id = ${file.run_id}`;
