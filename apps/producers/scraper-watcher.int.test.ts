@@ -354,13 +354,16 @@ describe('scraper watcher', () => {
     const deleted = scraperFile(lines('40071', 2));
     await drop('40070.json', moved);
     await drop('40071.json', deleted);
-    await until(async () => (await files('40070.json'))[0] && (await files('40071.json'))[0]);
+    const [waitingRow] = await until(async () => (await files('40071.json'))[0] && files('40070.json').then((r) => r[0] && r));
     // Staff move the waiting file to urgent/ and delete the other one.
     await mkdir(path.join(dir, 'urgent'), { recursive: true });
     await rename(path.join(dir, '40070.json'), path.join(dir, 'urgent/40070.json'));
     await rm(path.join(dir, '40071.json'));
-    await new Promise((r) => setTimeout(r, STABILITY_MS * 3));
+    // The watcher has followed the move: the waiting row has the new path (a fixed pause let the
+    // workers start first, find the file gone, and import its new place as a file of its own).
+    await until(async () => (await files('urgent/40070.json'))[0]);
     await watcher.idle();
+    expect((await files('urgent/40070.json'))[0]!.id).toBe(waitingRow!.id);
     workers = therapistImportComponents(ctx);
     for (const w of workers) await w.start();
     const [m] = await until(async () => {
