@@ -30,7 +30,9 @@ describe('scraper watcher and files that are not regular files', () => {
     execFileSync('mkfifo', [path.join(h.dir, '44000.json')]);
     // A link to an endless device: reading it would fill the memory.
     await symlink('/dev/zero', path.join(h.dir, '44001.json'));
-    await new Promise((r) => setTimeout(r, 1_000));
+    // The watcher has handled both (a fixed pause let a slower watcher meet them after the
+    // regular file, which then proved nothing about not being stuck on them).
+    await until('both special files recorded', async () => ((await files()).filter((f) => f.path === '44000.json' || f.path === '44001.json').length === 2 ? true : undefined), 10_000);
     await writeFile(path.join(h.dir, '44002.json'), scraperFile([therapistLine({ id: '44002-0', first: 'Anna', plz: '44002' })]));
     const rows = await until('the regular file imported', async () => {
       const r = await files();
