@@ -53,3 +53,47 @@ describe('retry-parked while the relay drains a backlog', () => {
     expect(ofK.filter((id, i) => ofK.indexOf(id) === i)).toEqual([k1.eventId, k2.eventId, k3.eventId]);
   });
 });
+
+describe('retry-parked while the drain is about to hold a later event behind the parked ones', () => {
+  it('the later event goes back with them, not left parked behind events already put back', { timeout: 60_000 }, async () => {
+    const h2 = await startHeldRelayHarness('retryhold');
+    const holder = await h2.db.sql.reserve();
+    try {
+      h2.releaseFirst(); // no batch is held in flight here
+      const k1 = await h2.append('patient.updated', 'K');
+      const k2 = await h2.append('patient.updated', 'K');
+      await h2.db.sql`update fleet.outbox set parked_at = now(), park_reason = 'MESSAGE_TOO_LARGE: test' where event_id in (${k1.eventId}, ${k2.eventId})`;
+      const k3 = await h2.append('patient.updated', 'K');
+      // The drain reads K3 as held behind K1, then parks it: the test holds K3's row, so the
+      // drain waits in between, with K1 and K2 still parked as it read them.
+      await holder`begin`;
+      await holder`select 1 from fleet.outbox where event_id = ${k3.eventId} for update`;
+      await h2.startRelay();
+      await until('the drain waiting to hold K3 behind K1', async () =>
+        (await h2.db.sql`select 1 from pg_stat_activity where wait_event_type = 'Lock' and query like 'update fleet.outbox o set parked_at%'
+          and datname = current_database()`).length > 0);
+
+      // The operator puts K back meanwhile.
+      let settled = false;
+      const retried = retryParked(h2.db.db, { eventId: k1.eventId }, { actor: 'test', reason: 'limit raised' }).finally(() => (settled = true));
+      await until('the retry waiting for the drain (or done)', async () =>
+        settled ||
+        (await h2.db.sql`select 1 from pg_locks where locktype = 'advisory' and not granted and classid = ${PARKING_LOCK[0]} and objid = ${PARKING_LOCK[1]} and objsubid = 2
+          and database = (select oid from pg_database where datname = current_database())`).length > 0);
+      await holder`commit`;
+      await retried;
+      // Without the wait, K1 and K2 went back and the drain then parked K3 behind K1: K3 stayed
+      // parked for good, until someone put it back too.
+      await until('all of K published', async () => {
+        const [row] = await h2.db.sql<{ n: number }[]>`select count(*)::int as n from fleet.outbox where published_at is null`;
+        return row!.n === 0;
+      }, 10_000);
+      const ofK = h2.sent.filter((m) => m.key === 'K').map((m) => m.headers['event-id']);
+      expect(ofK.filter((id, i) => ofK.indexOf(id) === i)).toEqual([k1.eventId, k2.eventId, k3.eventId]);
+    } finally {
+      await holder`rollback`.catch(() => {});
+      holder.release();
+      await h2.close();
+    }
+  });
+});
