@@ -9,10 +9,12 @@ import { BUCKET, PREFIX, startOwnImportHarness, until } from './int-harness.js';
  * someone else, and the ledger must say so.
  */
 let own: Awaited<ReturnType<typeof startOwnImportHarness>>;
+/** Runs after the import's commit, before its delete (set by a test for its one import). */
+let afterCommit: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
   own = await startOwnImportHarness({ GCS_MAX_RETRIES: '2', GCS_TIMEOUT_MS: '1000', GCS_TOTAL_TIMEOUT_MS: '20000' });
-  await own.h.startWorkers();
+  await own.h.startWorkers({ afterCommit: () => afterCommit?.() });
 });
 afterAll(async () => {
   await own?.close([]);
@@ -45,6 +47,30 @@ describe('bucket delete retried by the storage call', () => {
     const { row, patients } = await importOne((n) => own.h.standIn.fail({ kind: 'delete', mode: { status: 503 }, object: n }));
     expect(row).toMatchObject({ status: 'deleted', delete_outcome: 'deleted', attempts: 1 });
     expect(patients).toHaveLength(1);
+  });
+
+  it('the delete is sent only once its request is recorded: a process killed between them leaves deleted_earlier, never not_found', async () => {
+    /** undefined: no delete arrived; null: it arrived before its request was recorded. */
+    let recordedWhenSent: string | null | undefined;
+    const { row } = await importOne((n) => {
+      afterCommit = async () => {
+        // Another session holds the row for half a second: the record of the delete request waits for it.
+        const c = await own.database.sql.reserve();
+        await c`begin`;
+        await c`select id from fleet.patient_import_ledger where object_name = ${n} for update`;
+        setTimeout(() => void c`commit`.finally(() => c.release()), 500);
+      };
+      own.h.standIn.before('delete', async (req) => {
+        if (req.object !== n) return;
+        const [r] = await own.database.sql`select delete_requested_at from fleet.patient_import_ledger where object_name = ${n}`;
+        recordedWhenSent = r?.delete_requested_at ? String(r.delete_requested_at) : null;
+      });
+    });
+    afterCommit = undefined;
+    // Sent together with the record, the delete arrived while the record waited (null): a kill then
+    // left a row whose retry found the object gone and recorded not_found (removed by someone else).
+    expect(recordedWhenSent).toEqual(expect.any(String));
+    expect(row).toMatchObject({ status: 'deleted', delete_outcome: 'deleted' });
   });
 
   it('removed by someone else before the fleet sent its delete: still not_found', async () => {
