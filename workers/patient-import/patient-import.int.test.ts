@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../libs/log/index.js';
-import { catalog, listDeadLetters } from '../../libs/queues/index.js';
+import { catalog, jobIdFor, listDeadLetters } from '../../libs/queues/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { fileBytes, objectNameFor, plainRegistration, signedRegistration } from './fixtures.js';
@@ -618,8 +618,10 @@ async function expectFailedAsDesigned(
   // The email gives the ledger's reason in German, issue by issue.
   for (const issue of registrationReasonIssuesDe(String(row.reason).slice(`ledger ${row.id}: `.length))) expect(mails[0]!.text).toContain(issue);
   expect(mails[0]!.text).not.toContain(e.reason);
-  // Polling again neither re-enqueues the failed file nor sends another email.
-  await harness.poll();
+  // Polling again neither re-enqueues the failed file nor sends another email: it records no
+  // new row, and the row's job stays failed (a re-enqueue would have made it wait again).
+  expect(await harness.poll()).toMatchObject({ recorded: 0 });
+  expect(await harness.ctx.queues.queue('patient-import').getJobState(jobIdFor('patient-import', { ledgerId: Number(row.id) })!)).toBe('failed');
   await new Promise((r) => setTimeout(r, 200));
   const again = await ledger(row.id as number);
   expect(again).toMatchObject({ status: 'failed', attempts: 1 });
