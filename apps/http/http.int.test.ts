@@ -823,7 +823,7 @@ describe('/metrics of a process started while Redis is away', () => {
       };
       const down = await scrape();
       expect(down).toMatch(/^fleet_queue_depth_scrape_ok 0$/m);
-      expect(down).toMatch(/^fleet_process_process_cpu_seconds_total /m); // the rest of the scrape is there
+      expect(down).toMatch(/^process_cpu_seconds_total /m); // the rest of the scrape is there
       await redis.open();
       const up = await until(async () => {
         const text = await scrape();
@@ -860,7 +860,7 @@ describe('a Redis that is connected but does not answer (stopped with SIGSTOP, h
       redis.hang();
       const down = await scrape();
       expect(down).toMatch(/^fleet_queue_depth_scrape_ok 0$/m);
-      expect(down).toMatch(/^fleet_process_process_cpu_seconds_total /m); // the rest of the scrape is there
+      expect(down).toMatch(/^process_cpu_seconds_total /m); // the rest of the scrape is there
       expect(down).not.toMatch(/^fleet_queue_jobs\{/m);
       // Twice: a second scrape is not held by the PING the first one left unanswered.
       expect(await scrape()).toMatch(/^fleet_queue_depth_scrape_ok 0$/m);

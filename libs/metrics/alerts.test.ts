@@ -62,8 +62,7 @@ describe('alert rules', () => {
     expect(used.size).toBeGreaterThan(10);
     const sources = (await Promise.all(['apps', 'libs', 'workers'].map((d) => sourceFiles(path.join(root, d))))).flat();
     const code = (await Promise.all(sources.map((f) => readFile(f, 'utf8')))).join('\n');
-    // Process metrics carry the registry's prefix (collectDefaultMetrics).
-    const missing = [...used].filter((name) => !code.includes(`'${name}'`) && !(name.startsWith('fleet_process_') && code.includes("prefix: 'fleet_process_'")));
+    const missing = [...used].filter((name) => !code.includes(`'${name}'`));
     expect(missing).toEqual([]);
   });
 });

@@ -7,7 +7,9 @@ import { within } from '../runtime/within.js';
  */
 export function createMetrics() {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'fleet_process_' });
+  // Node's process metrics under their standard names (process_*, nodejs_*), as the usual Node.js
+  // dashboards read them; the fleet's own metrics are fleet_*.
+  collectDefaultMetrics({ register: registry });
   const completed = new Counter({
     name: 'fleet_jobs_completed_total',
     help: 'Jobs that finished successfully',
