@@ -72,6 +72,21 @@ describe('registration validation', () => {
     expect(rejectOf(four).message.match(/listed more than once/g)).toHaveLength(1);
   });
 
+  it('counts the characters of names and other text in their composed form (NFC), and stores that form', () => {
+    // 96 characters; written decomposed (as some systems write umlauts) they are 112 code points.
+    const long = 'Müller'.repeat(16);
+    const reg = patched((pd) => {
+      pd.nachname = long.normalize('NFD');
+      pd.ort = 'Düsseldorf'.normalize('NFD');
+    });
+    const p = mapPatient(parseRegistration(fileBytes(reg), noSecret, now).registration, now);
+    expect(p.nachname).toBe(long);
+    expect(p.ort).toBe('Düsseldorf');
+    expect(p.ort).toHaveLength(10);
+    // 101 characters stay too many, composed or not.
+    expect(rejectOf(patched((pd) => (pd.vorname = ('ü'.repeat(101)).normalize('NFD')))).message).toContain('patient_data.vorname: at most 100 characters, got 101');
+  });
+
   it.each([
     ['7 symptoms', (pd: Record<string, unknown>) => (pd.symptome = SYMPTOMS.slice(0, 7)), 'patient_data.symptome: expected 1 to 6 entries, got 7'],
     ['no symptom', (pd: Record<string, unknown>) => (pd.symptome = []), 'patient_data.symptome: expected 1 to 6 entries, got 0'],

@@ -92,9 +92,16 @@ const oneOf = (values: readonly string[]) =>
 /** Empty strings from the form mean "not given". */
 const blankToUndefined = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
 
+/**
+ * Trimmed and composed (NFC): a limit of N characters counts characters, not the code points of
+ * umlauts written decomposed (a 96-letter name was refused as 112), and the text is stored in
+ * the one form the platform compares and searches in.
+ */
+const cleanText = (v: string) => v.trim().normalize('NFC');
+
 const requiredText = (max: number) =>
   z.preprocess(
-    (v) => (typeof v === 'string' ? v.trim() : v),
+    (v) => (typeof v === 'string' ? cleanText(v) : v),
     z
       .string({ error: requiredOr('expected text') })
       .min(1, { error: 'required: must not be empty' })
@@ -103,7 +110,7 @@ const requiredText = (max: number) =>
 
 const optionalText = (max?: number) =>
   z.preprocess(
-    (v) => (typeof v === 'string' ? blankToUndefined(v.trim()) : v === null ? undefined : v),
+    (v) => (typeof v === 'string' ? blankToUndefined(cleanText(v)) : v === null ? undefined : v),
     (max === undefined
       ? z.string({ error: (iss) => `expected text, got ${typeName(iss.input)}` })
       : z
