@@ -109,6 +109,7 @@ describe('registration validation', () => {
     ['bad therapist gender', (pd: Record<string, unknown>) => (pd.bevorzugtes_therapeutengeschlecht = 'egal'), 'patient_data.bevorzugtes_therapeutengeschlecht: expected one of Männlich, Weiblich, Egal'],
     ['bad method', (pd: Record<string, unknown>) => (pd.bevorzugtes_therapieverfahren = 'Psychoanalyse'), 'patient_data.bevorzugtes_therapieverfahren: expected one of egal, Verhaltenstherapie, tiefenpsychologisch_fundierte_Psychotherapie'],
     ['bad time range', (pd: Record<string, unknown>) => (pd.zeitliche_verfuegbarkeit = { montag: ['9-12'] }), 'patient_data.zeitliche_verfuegbarkeit.montag.0: expected a time range HH:MM-HH:MM'],
+    ['a time past midnight', (pd: Record<string, unknown>) => (pd.zeitliche_verfuegbarkeit = { montag: ['18:00-24:30'] }), 'patient_data.zeitliche_verfuegbarkeit.montag.0: expected a time range HH:MM-HH:MM'],
   ])('rejects %s, naming the field and the rule', (_name, patch, message) => {
     const err = rejectOf(patched(patch));
     expect(err.code).toBe('validation_failed');
@@ -148,6 +149,11 @@ describe('registration validation', () => {
     expect(() => parseRegistration(Buffer.from(nested(MAX_DEPTH - 2)), noSecret, now)).not.toThrow();
     const brackets = plainRegistration({ patch: (r) => (r.notiz = `Dr. "${'['.repeat(1_000)}\\`) });
     expect(() => parseRegistration(fileBytes(brackets), noSecret, now)).not.toThrow();
+  });
+
+  it('takes a time range that ends at midnight (24:00)', () => {
+    const reg = patched((pd) => (pd.zeitliche_verfuegbarkeit = { freitag: ['18:00-24:00'] }));
+    expect(mapPatient(parseRegistration(fileBytes(reg), noSecret, now).registration, now).zeitlicheVerfuegbarkeit).toEqual({ freitag: ['18:00-24:00'] });
   });
 
   it('lists unknown fields and ignores them; blank optional fields are absent', () => {

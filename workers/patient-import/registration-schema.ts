@@ -173,7 +173,8 @@ const optionalBool = z.preprocess(
   z.boolean({ error: (iss) => `expected true or false, got ${typeName(iss.input)}` }).optional(),
 );
 
-const timeRange = /^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$/;
+/** HH:MM-HH:MM; a range may end at 24:00 (midnight), not later (24:30 is no time of day). */
+const timeRange = /^([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)$/;
 
 /** PHP encodes an empty associative array as `[]`: accept it as an empty object. */
 const emptyArrayAsObject = (v: unknown) => (Array.isArray(v) && v.length === 0 ? {} : v === null ? undefined : v);
