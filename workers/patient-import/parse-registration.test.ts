@@ -151,6 +151,29 @@ describe('registration validation', () => {
     expect(() => parseRegistration(fileBytes(brackets), noSecret, now)).not.toThrow();
   });
 
+  it('takes a vorname and a nachname of exactly 100 characters', () => {
+    const reg = patched((pd) => {
+      pd.vorname = 'v'.repeat(100);
+      pd.nachname = 'Ä'.repeat(100);
+    });
+    const p = mapPatient(parseRegistration(fileBytes(reg), noSecret, now).registration, now);
+    expect([p.vorname.length, p.nachname.length]).toEqual([100, 100]);
+  });
+
+  it('offen_fuer_gruppentherapie is false when the file leaves it out (or null)', () => {
+    for (const patch of [(pd: Record<string, unknown>) => delete pd.offen_fuer_gruppentherapie, (pd: Record<string, unknown>) => (pd.offen_fuer_gruppentherapie = null)]) {
+      expect(mapPatient(parseRegistration(fileBytes(patched(patch)), noSecret, now).registration, now).offenFuerGruppentherapie).toBe(false);
+    }
+  });
+
+  it('letzte_sitzung_vorherige_psychotherapie is a real date YYYY-MM-DD (blank: not given)', () => {
+    const at = (v: unknown) => patched((pd) => (pd.letzte_sitzung_vorherige_psychotherapie = v));
+    expect(mapPatient(parseRegistration(fileBytes(at('2024-02-29')), noSecret, now).registration, now).letzteSitzungVorherigePsychotherapie).toBe('2024-02-29');
+    expect(mapPatient(parseRegistration(fileBytes(at('')), noSecret, now).registration, now).letzteSitzungVorherigePsychotherapie).toBeNull();
+    expect(rejectOf(at('03.2024')).message).toContain('patient_data.letzte_sitzung_vorherige_psychotherapie: expected a date YYYY-MM-DD');
+    expect(rejectOf(at('2023-02-29')).message).toContain('patient_data.letzte_sitzung_vorherige_psychotherapie: expected a real calendar date');
+  });
+
   it('takes a time range that ends at midnight (24:00)', () => {
     const reg = patched((pd) => (pd.zeitliche_verfuegbarkeit = { freitag: ['18:00-24:00'] }));
     expect(mapPatient(parseRegistration(fileBytes(reg), noSecret, now).registration, now).zeitlicheVerfuegbarkeit).toEqual({ freitag: ['18:00-24:00'] });
