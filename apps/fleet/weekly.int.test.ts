@@ -113,6 +113,11 @@ async function deliveryStatuses(): Promise<Record<string, number>> {
   const rows = await ctx.database.db.execute<{ status: string; n: number }>(sql`select status, count(*)::int as n from fleet.deliveries group by status`);
   return Object.fromEntries(rows.map((r) => [r.status, r.n]));
 }
+/** The job has run to its end (completed or failed; removed once done counts as done). */
+async function ran(job: { jobId: string; queue: string }): Promise<boolean> {
+  return ['completed', 'failed', 'unknown'].includes(await ctx.queues.queue(job.queue as Parameters<typeof ctx.queues.queue>[0]).getJobState(job.jobId));
+}
+
 async function queuesIdle(): Promise<boolean> {
   for (const q of ['weekly-fanout', 'weekly-status', 'email']) {
     // (the scheduler's next tick waits as a delayed job on weekly-fanout: not work in hand)
@@ -295,9 +300,10 @@ describe('weekly status emails', () => {
     clock.set('2026-11-26T10:00:00Z');
     const again = await runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: false });
     expect(again).toMatchObject({ eligible: 0, queued: 0, skippedAlreadySent: 40 });
-    await ctx.queues.enqueue('weekly-fanout', { isoWeek: WEEK }, { jobId: 'weekly-fanout.manual-again' });
-    await ctx.queues.enqueue('weekly-tick', {});
-    await new Promise((r) => setTimeout(r, 500));
+    const manual = await ctx.queues.enqueue('weekly-fanout', { isoWeek: WEEK }, { jobId: 'weekly-fanout.manual-again' });
+    const tick = await ctx.queues.enqueue('weekly-tick', {});
+    // Both have run (and queued anything they would), then everything they queued has.
+    await until(async () => (await ran(manual)) && (await ran(tick)), 'the fan-out and the tick run');
     await until(() => queuesIdle(), 'queues idle');
     expect(resend.messages).toHaveLength(40);
     expect(resend.stats().duplicates).toBe(0);
@@ -571,8 +577,8 @@ describe('weekly schedule', () => {
 
     // A fan-out job of last week that waited in the queue does nothing now.
     await patient();
-    await ctx.queues.enqueue('weekly-fanout', { isoWeek: '2026-W47' });
-    await new Promise((r) => setTimeout(r, 300));
+    const stale = await ctx.queues.enqueue('weekly-fanout', { isoWeek: '2026-W47' });
+    await until(() => ran(stale), 'the stale fan-out run');
     await until(() => queuesIdle(), 'queues idle');
     expect(resend.messages).toHaveLength(1);
     const byHand = await runWeeklyFanout(ctx, { isoWeek: '2026-W47', dryRun: false });
