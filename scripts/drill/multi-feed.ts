@@ -11,11 +11,11 @@
  * Scraper files: postcode 10000 + f * 223, `--per-file` therapists; `changed` gives ~5% a new
  * phone number (the same file with new content).
  */
-import { mkdir, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileBytes, objectNameFor, plainRegistration, registrationToken } from '../../workers/patient-import/fixtures.js';
 import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
+import { atomicWrite, namePart } from './feed-names.js';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -25,24 +25,6 @@ const { positionals, values } = parseArgs({
     'per-file': { type: 'string', default: '50' },
   },
 });
-
-const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
-/** A made-up name part from a number: 0 -> "Aaaa", distinct for every number below 26^4. */
-function namePart(n: number): string {
-  let s = '';
-  for (let i = 0; i < 4; i++) {
-    s = LETTERS[n % 26] + s;
-    n = Math.floor(n / 26);
-  }
-  return s[0]!.toUpperCase() + s.slice(1);
-}
-
-async function atomicWrite(file: string, bytes: Buffer | string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
-  await writeFile(tmp, bytes);
-  await rename(tmp, file);
-}
 
 async function registrations(dir: string, from: number, count: number): Promise<void> {
   const invalidEvery = Number(values['invalid-every']);

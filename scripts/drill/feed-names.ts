@@ -1,0 +1,23 @@
+/** Helpers the drill feeders share (scripts/drill/multi-feed.ts, scripts/drill/soak.ts). */
+import { mkdir, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+
+const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
+
+/** A made-up name part from a number: 0 -> "Aaaa", distinct for every number below 26^4. */
+export function namePart(n: number): string {
+  let s = '';
+  for (let i = 0; i < 4; i++) {
+    s = LETTERS[n % 26] + s;
+    n = Math.floor(n / 26);
+  }
+  return s[0]!.toUpperCase() + s.slice(1);
+}
+
+/** Writes to a temporary name beside the file and renames it, as an upload or a scraper lands. */
+export async function atomicWrite(file: string, bytes: Buffer | string): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true });
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
+  await writeFile(tmp, bytes);
+  await rename(tmp, file);
+}
