@@ -141,6 +141,28 @@ describe('local bucket: files dropped in by hand', () => {
     expect(existsSync(trashed)).toBe(true);
   });
 
+  it('removes tombstones (the sidecar of a deleted object, with its name) once an hour old, at a listing; keeps live sidecars', async () => {
+    let now = Date.now();
+    const b = bucket({ now: () => now });
+    const meta = join(dir, '.bucket', 'meta');
+    const gone = await b.upload('registrations/Muster_Max_20250705_0b1ab67b.json', '{"v":1}');
+    const kept = await b.upload('registrations/Beispiel_Jonas_20250707_5f3a1c88.json', '{"v":2}');
+    expect(await b.deleteGeneration(gone.name, gone.generation)).toBe('deleted');
+    expect(readdirSync(meta)).toHaveLength(2);
+    now += 30 * 60_000;
+    expect(await all(b)).toHaveLength(1);
+    expect(readdirSync(meta)).toHaveLength(2); // not an hour old yet
+    now += 31 * 60_000;
+    expect((await all(b)).map((o) => o.name)).toEqual([kept.name]);
+    expect(readdirSync(meta)).toHaveLength(1);
+    expect(readdirSync(join(dir, '.bucket', 'tmp'))).toEqual([]);
+    expect((await b.stat(kept.name))?.generation).toBe(kept.generation);
+    // Dropped again under the name: a larger generation all the same (its ctime is later).
+    drop(gone.name, '{"v":1}');
+    const back = (await all(b)).find((o) => o.name === gone.name);
+    expect(BigInt(back!.generation) > BigInt(gone.generation)).toBe(true);
+  });
+
   it('ignores hidden files, editor leftovers, symlinks and its own metadata folder', async () => {
     drop('registrations/ok.json', '{}');
     drop('registrations/.ok.json.swp', 'x');
