@@ -400,7 +400,8 @@ async function sample(): Promise<void> {
   row.emails_open = pg?.del.open ?? NaN;
   row.events_unpublished = pg?.ob.unpublished ?? NaN;
   row.dropped = totals.registrations;
-  row.files_bucket = await countFiles(d.bucket);
+  row.files_bucket = await countFiles(path.join(d.bucket, 'registrations'));
+  row.files_bucket_meta = await countFiles(path.join(d.bucket, '.bucket'));
   row.files_backup = await countFiles(d.backup);
   row.files_failed = await countFiles(d.failed);
   row.files_outbox = await countFiles(d.outbox);
