@@ -352,13 +352,13 @@ async function sample(): Promise<void> {
   row.cpu_pct = lastCpu && Number.isFinite(ps.cpuTicks) ? ((ps.cpuTicks - lastCpu.ticks) / 100 / ((now - lastCpu.at) / 1000)) * 100 : NaN;
   if (Number.isFinite(ps.cpuTicks)) lastCpu = { ticks: ps.cpuTicks, at: now };
   const m = lastMetrics;
-  row.heap_used_mb = metric(m, 'fleet_process_nodejs_heap_size_used_bytes') / 2 ** 20;
-  row.heap_total_mb = metric(m, 'fleet_process_nodejs_heap_size_total_bytes') / 2 ** 20;
-  row.external_mb = metric(m, 'fleet_process_nodejs_external_memory_bytes') / 2 ** 20;
-  row.lag_p99_ms = metric(m, 'fleet_process_nodejs_eventloop_lag_p99_seconds') * 1000;
-  row.lag_mean_ms = metric(m, 'fleet_process_nodejs_eventloop_lag_mean_seconds') * 1000;
-  row.handles = metric(m, 'fleet_process_nodejs_active_handles_total');
-  row.resources = metric(m, 'fleet_process_nodejs_active_resources_total');
+  row.heap_used_mb = metric(m, 'nodejs_heap_size_used_bytes') / 2 ** 20;
+  row.heap_total_mb = metric(m, 'nodejs_heap_size_total_bytes') / 2 ** 20;
+  row.external_mb = metric(m, 'nodejs_external_memory_bytes') / 2 ** 20;
+  row.lag_p99_ms = metric(m, 'nodejs_eventloop_lag_p99_seconds') * 1000;
+  row.lag_mean_ms = metric(m, 'nodejs_eventloop_lag_mean_seconds') * 1000;
+  row.handles = metric(m, 'nodejs_active_handles_total');
+  row.resources = metric(m, 'nodejs_active_resources_total');
 
   const info = await withTimeout(redis.info('memory'), '');
   row.redis_used_mb = Number(info.match(/used_memory:(\d+)/)?.[1] ?? NaN) / 2 ** 20;
