@@ -46,6 +46,7 @@ import postgres from 'postgres';
 import { startGcsStandIn, type RecordedRequest } from '../../libs/testing/gcs-stand-in.js';
 import { startResendStandIn } from '../../libs/testing/resend-stand-in.js';
 import { fileBytes, objectNameFor, plainRegistration, registrationToken } from '../../workers/patient-import/fixtures.js';
+import { namePart as madeUpName } from './feed-names.js';
 
 const { values } = parseArgs({
   options: {
@@ -184,15 +185,7 @@ async function settle(limitMs = 180_000): Promise<boolean> {
 
 // ---- registrations ---------------------------------------------------------------------------
 
-const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
-function namePart(n: number): string {
-  let s = '';
-  for (let i = 0; i < 5; i++) {
-    s = LETTERS[n % 26] + s;
-    n = Math.floor(n / 26);
-  }
-  return s[0]!.toUpperCase() + s.slice(1);
-}
+const namePart = (n: number) => madeUpName(n, 5);
 interface Made {
   token: string;
   name: string;

@@ -1,13 +1,13 @@
-/** Helpers the drill feeders share (scripts/drill/multi-feed.ts, scripts/drill/soak.ts). */
+/** Helpers the drill feeders share (multi-feed.ts, soak.ts, gcs-drill.ts, crash-steps.ts in scripts/drill). */
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
 
-/** A made-up name part from a number: 0 -> "Aaaa", distinct for every number below 26^4. */
-export function namePart(n: number): string {
+/** A made-up name part from a number: 0 -> "Aaaa", distinct for every number below 26^letters. */
+export function namePart(n: number, letters = 4): string {
   let s = '';
-  for (let i = 0; i < 4; i++) {
+  for (let i = 0; i < letters; i++) {
     s = LETTERS[n % 26] + s;
     n = Math.floor(n / 26);
   }

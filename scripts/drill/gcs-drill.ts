@@ -23,6 +23,7 @@ import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { startGcsStandIn, type GcsStandIn } from '../../libs/testing/gcs-stand-in.js';
 import { fileBytes, objectNameFor, plainRegistration, registrationToken } from '../../workers/patient-import/fixtures.js';
+import { namePart as madeUpName } from './feed-names.js';
 
 const { values } = parseArgs({
   options: {
@@ -67,15 +68,7 @@ const report: Record<string, unknown> = {};
 const made = new Map<string, { valid: boolean; names: string[]; email: string }>();
 const invalidObjects = new Set<string>();
 
-const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
-function namePart(n: number): string {
-  let s = '';
-  for (let i = 0; i < 5; i++) {
-    s = LETTERS[n % 26] + s;
-    n = Math.floor(n / 26);
-  }
-  return s[0]!.toUpperCase() + s.slice(1);
-}
+const namePart = (n: number) => madeUpName(n, 5);
 let serial = 0;
 /** A registration file; `invalid` gives a 4-digit plz. */
 function registration(opts: { invalid?: boolean; nachname?: string; vorname?: string; token?: string } = {}) {
