@@ -370,7 +370,7 @@ export class GcsBucket implements BucketPort {
         if (status === 404) return unanswered ? 'gone_after_retry' : 'not_found';
         // A connection refused or a name not resolved never reached GCS: a retry finding the generation gone was someone else.
         const notSent = status === undefined && NOT_SENT.has(networkCode(err) ?? '');
-        const mayHaveHappened = (status === undefined && !notSent) || (status !== undefined && status >= 500);
+        const mayHaveHappened = !notSent && (status === undefined || status >= 500);
         const retryable = mayHaveHappened || notSent || status === 408 || status === 429;
         const delay = Math.min(2 ** attempt * 1000 + Math.floor(Math.random() * 1000), this.retry.maxRetryDelayMs);
         const credentials = status === undefined && credentialsProblem(String((err as Error).message ?? ''));
