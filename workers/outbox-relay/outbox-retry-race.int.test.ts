@@ -12,6 +12,29 @@ import { startHeldRelayHarness, type HeldRelayHarness } from './int-harness.js';
 
 let h: HeldRelayHarness;
 
+/**
+ * The operator's retry of the key of `eventId`, once it has reached the drain's parking lock and
+ * waits for it (or is through): a fixed pause let a slower retry begin after the drain ended, and
+ * a test passed without the lock. Returns the retry, still running (wrapped: awaiting a returned
+ * promise would wait for the retry itself).
+ */
+async function retryWhileDraining(harness: HeldRelayHarness, eventId: string): Promise<{ retried: Promise<unknown> }> {
+  let settled = false;
+  const retried = retryParked(harness.db.db, { eventId }, { actor: 'test', reason: 'limit raised' }).finally(() => (settled = true));
+  await until('the retry waiting for the drain (or done)', async () =>
+    settled ||
+    (await harness.db.sql`select 1 from pg_locks where locktype = 'advisory' and not granted and classid = ${PARKING_LOCK[0]} and objid = ${PARKING_LOCK[1]} and objsubid = 2
+      and database = (select oid from pg_database where datname = current_database())`).length > 0);
+  return { retried };
+}
+
+async function allPublished(harness: HeldRelayHarness, timeoutMs?: number): Promise<void> {
+  await until('all published', async () => {
+    const [row] = await harness.db.sql<{ n: number }[]>`select count(*)::int as n from fleet.outbox where published_at is null`;
+    return row!.n === 0;
+  }, timeoutMs);
+}
+
 beforeAll(async () => {
   h = await startHeldRelayHarness('retryrace');
 });
@@ -34,20 +57,10 @@ describe('retry-parked while the relay drains a backlog', () => {
     await until('the first batch on its way to Kafka', () => h.calls() >= 1);
 
     // The cause is fixed; the operator puts K back while the first batch is in flight.
-    let settled = false;
-    const retried = retryParked(h.db.db, { eventId: k1.eventId }, { actor: 'test', reason: 'limit raised' }).finally(() => (settled = true));
-    // The retry has reached the drain's parking lock and waits for it (or is through): a fixed
-    // pause let a slower retry begin after the drain ended, and the test passed without the lock.
-    await until('the retry waiting for the drain (or done)', async () =>
-      settled ||
-      (await h.db.sql`select 1 from pg_locks where locktype = 'advisory' and not granted and classid = ${PARKING_LOCK[0]} and objid = ${PARKING_LOCK[1]} and objsubid = 2
-        and database = (select oid from pg_database where datname = current_database())`).length > 0);
+    const { retried } = await retryWhileDraining(h, k1.eventId);
     h.releaseFirst();
     await retried;
-    await until('all published', async () => {
-      const [row] = await h.db.sql<{ n: number }[]>`select count(*)::int as n from fleet.outbox where published_at is null`;
-      return row!.n === 0;
-    });
+    await allPublished(h);
 
     const ofK = h.sent.filter((m) => m.key === 'K').map((m) => m.headers['event-id']);
     expect(ofK.filter((id, i) => ofK.indexOf(id) === i)).toEqual([k1.eventId, k2.eventId, k3.eventId]);
@@ -74,20 +87,12 @@ describe('retry-parked while the drain is about to hold a later event behind the
           and datname = current_database()`).length > 0);
 
       // The operator puts K back meanwhile.
-      let settled = false;
-      const retried = retryParked(h2.db.db, { eventId: k1.eventId }, { actor: 'test', reason: 'limit raised' }).finally(() => (settled = true));
-      await until('the retry waiting for the drain (or done)', async () =>
-        settled ||
-        (await h2.db.sql`select 1 from pg_locks where locktype = 'advisory' and not granted and classid = ${PARKING_LOCK[0]} and objid = ${PARKING_LOCK[1]} and objsubid = 2
-          and database = (select oid from pg_database where datname = current_database())`).length > 0);
+      const { retried } = await retryWhileDraining(h2, k1.eventId);
       await holder`commit`;
       await retried;
       // Without the wait, K1 and K2 went back and the drain then parked K3 behind K1: K3 stayed
       // parked for good, until someone put it back too.
-      await until('all of K published', async () => {
-        const [row] = await h2.db.sql<{ n: number }[]>`select count(*)::int as n from fleet.outbox where published_at is null`;
-        return row!.n === 0;
-      }, 10_000);
+      await allPublished(h2, 10_000);
       const ofK = h2.sent.filter((m) => m.key === 'K').map((m) => m.headers['event-id']);
       expect(ofK.filter((id, i) => ofK.indexOf(id) === i)).toEqual([k1.eventId, k2.eventId, k3.eventId]);
     } finally {
