@@ -115,7 +115,7 @@ async function deliveryStatuses(): Promise<Record<string, number>> {
 }
 /** The job has run to its end (completed or failed; removed once done counts as done). */
 async function ran(job: { jobId: string; queue: string }): Promise<boolean> {
-  return ['completed', 'failed', 'unknown'].includes(await ctx.queues.queue(job.queue as Parameters<typeof ctx.queues.queue>[0]).getJobState(job.jobId));
+  return ['completed', 'failed', 'unknown'].includes(await ctx.queues.queue(job.queue).getJobState(job.jobId));
 }
 
 async function queuesIdle(): Promise<boolean> {
