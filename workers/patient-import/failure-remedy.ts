@@ -77,3 +77,14 @@ export function newerImportNextStep(row: { id: number }, newer: NewerImport, for
     ? `${imported}\nNothing is left to import from this record: close it: fleet dlq discard ${dlq} --reason "..."`
     : `${imported} Nothing is left to import from this record: discard ${dlq}.`;
 }
+
+/**
+ * The dead letter of a committed import (see committedBucketRows): the patient is in; a requeue
+ * only deletes the object from the bucket (the retry finds the row committed and imports nothing
+ * again); a discard closes the row `done` and leaves the object in the bucket.
+ */
+export function deleteLeftNextStep(row: { id: number; patientId: number | null; duplicateOfPatientId: number | null }): string {
+  const outcome = row.patientId ? `as patient ${row.patientId}` : row.duplicateOfPatientId ? `as a duplicate of patient ${row.duplicateOfPatientId}` : 'already';
+  const dlq = `patient-import.ledger.${row.id}`;
+  return `Imported ${outcome}: only removing the file from the bucket is left. A requeue of ${dlq} does that and imports nothing again; a discard leaves the file in the bucket.`;
+}

@@ -212,6 +212,34 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect(await database.sql`select 1 from fleet.outbox where event_type = 'patient.created' and key = ${String(row.patient_id)}`).toHaveLength(1);
   });
 
+  it('the delete failing on every attempt after the commit: a dead letter that says only the delete is left; its requeue deletes the object and imports nothing again', async () => {
+    const { requeueOne, withRequeueAdvice } = await import('../../libs/ops/dead-letters.js');
+    const { patientImportDeadLetterHook } = await import('./worker.js');
+    const reg = plainRegistration();
+    const { name, generation } = await upload(h, reg);
+    const attempts = catalog['patient-import'].retry.attempts;
+    h.standIn.fail({ kind: 'delete', mode: { status: 503 }, times: 1_000, object: name });
+    await h.poll();
+    const row = await until(async () => ledgerOf(name, generation), 20_000, `ledger row of ${name}`);
+    const dead = await until(async () => (await listDeadLetters(h.ctx.queues, { queue: 'patient-import' })).find((d) => (d.data as Row).ledgerId === Number(row.id)));
+    expect(await ledger(row.id as number)).toMatchObject({ status: 'imported', attempts });
+    expect(h.standIn.getObject(BUCKET, name)).toBeDefined();
+    const [advised] = await withRequeueAdvice({ db: h.ctx.database.db, hooks: { 'patient-import': patientImportDeadLetterHook } }, [dead]);
+    const patientId = (await ledger(row.id as number)).patient_id;
+    expect(advised?.requeueAdvice).toBe(
+      `Imported as patient ${patientId}: only removing the file from the bucket is left. A requeue of patient-import.ledger.${row.id} does that and imports nothing again; a discard leaves the file in the bucket.`,
+    );
+
+    h.standIn.clearFaults();
+    await requeueOne({ db: h.ctx.database.db, queues: h.ctx.queues, hooks: { 'patient-import': patientImportDeadLetterHook } }, dead.id, { actor: 'test', reason: 'storage is back' });
+    await until(async () => ((await ledger(row.id as number)).status === 'deleted') || undefined, 20_000, 'requeued row deleted');
+    expect(await ledger(row.id as number)).toMatchObject({ status: 'deleted', delete_outcome: 'deleted', patient_id: patientId });
+    expect(h.standIn.getObject(BUCKET, name)).toBeUndefined();
+    expect(await database.sql`select id from patient_service.patienten where zahlungsreferenz = ${(reg.registration_token as string).slice(0, 8)}`).toHaveLength(1);
+    expect(await deliveriesOf(`patient-import.%.ledger.${row.id}`)).toHaveLength(1);
+    expect(await database.sql`select 1 from fleet.outbox where event_type = 'patient.created' and key = ${String(patientId)}`).toHaveLength(1);
+  });
+
   it('the database failing twice, then recovering: one patient, object deleted', async () => {
     await database.sql.unsafe(`
       create sequence if not exists public.inject_fail_seq;

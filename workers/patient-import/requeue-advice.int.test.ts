@@ -11,6 +11,11 @@ const f = useDatabaseAndQueues();
 async function failedWithDeadLetter(objectName: string, generation: string, code: string): Promise<number> {
   const [id] = await insertLedgerObjects(f.db.db, [{ bucket: 'b', objectName, generation, sourceUri: `gs://b/${objectName}` }]);
   await updateLedgerRow(f.db.db, id!, { status: 'failed', errorCode: code, reason: `ledger ${id}: ${code}`, failedAt: new Date() });
+  await deadLetterOf(id!, code);
+  return id!;
+}
+
+async function deadLetterOf(id: number, code: string): Promise<void> {
   await addDeadLetter(f.t.queues, {
     originalQueue: 'patient-import',
     originalJobId: `patient-import.ledger.${id}`,
@@ -22,7 +27,6 @@ async function failedWithDeadLetter(objectName: string, generation: string, code
     enqueuedAt: null,
     failedAt: new Date().toISOString(),
   });
-  return id!;
 }
 
 describe('patient import dead letters: what a requeue would do (/ops, fleet dlq list)', () => {
@@ -43,5 +47,27 @@ describe('patient import dead letters: what a requeue would do (/ops, fleet dlq 
     expect(advice.get(badName)).toContain('A requeue does not help (the name does not fit)');
     expect(advice.get(gaveUp)).toBeUndefined();
     expect(advice.get(replaced)).toContain(`A newer upload of this file name was imported since: import record ${newer} (patient 4711;`);
+  });
+
+  // A job that died twice (or ran out of retries on the delete) after its commit left a dead
+  // letter with nothing said: it read as a registration that was not imported.
+  it('says of a committed import that only the delete is left, and that a requeue imports nothing again', async () => {
+    const [imported, duplicate, open] = await insertLedgerObjects(f.db.db, [
+      { bucket: 'b', objectName: 'registrations/G_H_20250707_gggggggg.json', generation: '1', sourceUri: 'gs://b/g' },
+      { bucket: 'b', objectName: 'registrations/I_J_20250707_iiiiiiii.json', generation: '1', sourceUri: 'gs://b/i' },
+      { bucket: 'b', objectName: 'registrations/K_L_20250707_kkkkkkkk.json', generation: '1', sourceUri: 'gs://b/k' },
+    ]);
+    await updateLedgerRow(f.db.db, imported!, { status: 'imported', patientId: 4712 });
+    await updateLedgerRow(f.db.db, duplicate!, { status: 'duplicate', duplicateOfPatientId: 4713 });
+    await updateLedgerRow(f.db.db, open!, { status: 'backed_up' });
+    for (const id of [imported!, duplicate!, open!]) await deadLetterOf(id, 'gave_up');
+
+    const entries = await withRequeueAdvice({ db: f.db.db, hooks: { 'patient-import': patientImportDeadLetterHook } }, await listDeadLetters(f.t.queues));
+    const advice = new Map(entries.map((e) => [(e.data as { ledgerId: number }).ledgerId, e.requeueAdvice]));
+    expect(advice.get(imported!)).toBe(
+      `Imported as patient 4712: only removing the file from the bucket is left. A requeue of patient-import.ledger.${imported} does that and imports nothing again; a discard leaves the file in the bucket.`,
+    );
+    expect(advice.get(duplicate!)).toMatch(/^Imported as a duplicate of patient 4713: only removing the file from the bucket is left\./);
+    expect(advice.get(open!)).toBeUndefined();
   });
 });

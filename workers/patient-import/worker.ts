@@ -8,6 +8,7 @@ import {
   discardLedgerRow,
   findLedgerByObject,
   getLedgerRow,
+  committedBucketRows,
   failedBucketRows,
   insertLedgerObjects,
   newerImports,
@@ -40,7 +41,7 @@ import { pgImportStore } from './pg-store.js';
 import { pollBucket, type PollDeps, type PollResult } from './process-bucket-poll.js';
 import { processPatientImport, recordAbandonedImport, type ImportResult } from './process-patient-import.js';
 import { sweepRetention, type RetentionResult } from './process-retention.js';
-import { failureNextStep, failureRemedy, newerImportNextStep } from './failure-remedy.js';
+import { deleteLeftNextStep, failureNextStep, failureRemedy, newerImportNextStep } from './failure-remedy.js';
 import type { ImportDeps, ImportRow, ImportSource } from './ports.js';
 
 export { rejectCodes } from './parse-registration.js';
@@ -227,10 +228,15 @@ export const patientImportDeadLetterHook: DeadLetterHook = {
       const id = (p as { ledgerId?: unknown } | null)?.ledgerId;
       return typeof id === 'number' ? id : null;
     });
-    const failed = new Map((await failedBucketRows(db, ids.filter((id): id is number => id !== null))).map((r) => [r.id, r]));
-    const newer = await newerImports(db, ids.filter((id): id is number => id !== null && failed.has(id)));
+    const known = ids.filter((id): id is number => id !== null);
+    const failed = new Map((await failedBucketRows(db, known)).map((r) => [r.id, r]));
+    const committed = new Map((await committedBucketRows(db, known.filter((id) => !failed.has(id)))).map((r) => [r.id, r]));
+    const newer = await newerImports(db, known.filter((id) => failed.has(id)));
     return ids.map((id) => {
-      const row = id === null ? undefined : failed.get(id);
+      if (id === null) return undefined;
+      const done = committed.get(id);
+      if (done) return deleteLeftNextStep(done);
+      const row = failed.get(id);
       if (!row) return undefined;
       const since = newer.get(row.id);
       if (since) return newerImportNextStep(row, since);

@@ -149,6 +149,25 @@ export async function failedBucketRows(db: DbOrTx, ids?: number[]) {
     .orderBy(patientImportLedger.id);
 }
 
+/**
+ * Bucket rows among `ids` whose import is committed (`imported`, `duplicate`): only the delete of
+ * their object is left. A dead letter of one is a job that died or ran out of retries after the
+ * commit, not a registration that is missing.
+ */
+export async function committedBucketRows(db: DbOrTx, ids: number[]) {
+  if (ids.length === 0) return [];
+  return db
+    .select({
+      id: patientImportLedger.id,
+      status: patientImportLedger.status,
+      patientId: patientImportLedger.patientId,
+      duplicateOfPatientId: patientImportLedger.duplicateOfPatientId,
+    })
+    .from(patientImportLedger)
+    .where(and(inArray(patientImportLedger.status, ['imported', 'duplicate']), eq(patientImportLedger.source, 'bucket'), inArray(patientImportLedger.id, ids)))
+    .orderBy(patientImportLedger.id);
+}
+
 export async function countLedgerByStatus(db: DbOrTx) {
   return db
     .select({ status: patientImportLedger.status, n: sql<number>`count(*)::int` })
