@@ -8,7 +8,7 @@ import { loadConfig } from '../../libs/config/index.js';
 import { listAudit, recordAudit } from '../../libs/db/repositories/audit.js';
 import { getLedgerRow, insertLedgerObjects, updateLedgerRow } from '../../libs/db/repositories/patient-import.js';
 import { silentLogger } from '../../libs/log/index.js';
-import { jobIdFor } from '../../libs/queues/index.js';
+import { addDeadLetter, jobIdFor } from '../../libs/queues/index.js';
 import { openContext, workerComponent } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { startGcsStandIn } from '../../libs/testing/gcs-stand-in.js';
@@ -152,6 +152,43 @@ describe('a patient file imported by hand that failed', () => {
     expect(asJson.code).toBe(1);
     expect(JSON.parse(asJson.stdout)).toMatchObject({ ok: false, code: 'bad_file_name' });
     expect(asJson.stderr).toContain('registration file failed');
+  });
+});
+
+describe('fleet imports show of a registration imported whose bucket delete gave up', () => {
+  it('says the patient is in, only the delete is left, and what a requeue or a discard of its dead letter does', { timeout: 90_000 }, async () => {
+    const [id] = await insertLedgerObjects(db.db, [{ bucket: 'b', objectName: 'registrations/Muster_Ida_20250705_5e5e5e5e.json', generation: '21', sourceUri: 'gs://b/registrations/Muster_Ida_20250705_5e5e5e5e.json' }]);
+    await updateLedgerRow(db.db, id!, { status: 'imported', patientId: 4714, importedAt: new Date() });
+    const without = await fleet('imports', 'show', String(id));
+    expect(without.code).toBe(0);
+    expect(without.stdout).not.toContain('dead letter');
+
+    const ctx = openContext(loadConfig({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, LOG_LEVEL: 'silent' }), silentLogger());
+    try {
+      const jobId = jobIdFor('patient-import', { ledgerId: id! })!;
+      await addDeadLetter(ctx.queues, {
+        originalQueue: 'patient-import',
+        originalJobId: jobId,
+        name: 'patient-import',
+        data: { ledgerId: id },
+        reason: 'storage: 503 backendError',
+        code: null,
+        attemptsMade: 22,
+        enqueuedAt: null,
+        failedAt: new Date().toISOString(),
+      });
+      const shown = await fleet('imports', 'show', String(id));
+      expect(shown.code).toBe(0);
+      expect(shown.stdout).toContain(
+        `\n\nImported; only removing the file from the bucket is left, and its job gave up (dead letter ${jobId}: storage: 503 backendError).\n` +
+          `Once the cause is fixed: fleet dlq requeue ${jobId} --reason "..." (deletes the file; imports nothing again).\n` +
+          'A discard leaves the file, with its personal data, in the bucket: it would then have to be deleted by hand.',
+      );
+      const asJson = JSON.parse((await fleet('imports', 'show', String(id), '--json')).stdout) as { deadLetter?: { id: string; reason: string } };
+      expect(asJson.deadLetter).toMatchObject({ id: jobId, reason: 'storage: 503 backendError' });
+    } finally {
+      await ctx.close();
+    }
   });
 });
 

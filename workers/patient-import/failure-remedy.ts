@@ -86,5 +86,5 @@ export function newerImportNextStep(row: { id: number }, newer: NewerImport, for
 export function deleteLeftNextStep(row: { id: number; patientId: number | null; duplicateOfPatientId: number | null }): string {
   const outcome = row.patientId ? `as patient ${row.patientId}` : row.duplicateOfPatientId ? `as a duplicate of patient ${row.duplicateOfPatientId}` : 'already';
   const dlq = `patient-import.ledger.${row.id}`;
-  return `Imported ${outcome}: only removing the file from the bucket is left. A requeue of ${dlq} does that and imports nothing again; a discard leaves the file in the bucket.`;
+  return `Imported ${outcome}: only removing the file from the bucket is left. A requeue of ${dlq} does that and imports nothing again; a discard leaves the file, with its personal data, in the bucket, to be deleted by hand.`;
 }

@@ -227,7 +227,7 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     const [advised] = await withRequeueAdvice({ db: h.ctx.database.db, hooks: { 'patient-import': patientImportDeadLetterHook } }, [dead]);
     const patientId = (await ledger(row.id as number)).patient_id;
     expect(advised?.requeueAdvice).toBe(
-      `Imported as patient ${patientId}: only removing the file from the bucket is left. A requeue of patient-import.ledger.${row.id} does that and imports nothing again; a discard leaves the file in the bucket.`,
+      `Imported as patient ${patientId}: only removing the file from the bucket is left. A requeue of patient-import.ledger.${row.id} does that and imports nothing again; a discard leaves the file, with its personal data, in the bucket, to be deleted by hand.`,
     );
 
     h.standIn.clearFaults();

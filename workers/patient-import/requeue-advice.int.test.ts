@@ -65,7 +65,7 @@ describe('patient import dead letters: what a requeue would do (/ops, fleet dlq 
     const entries = await withRequeueAdvice({ db: f.db.db, hooks: { 'patient-import': patientImportDeadLetterHook } }, await listDeadLetters(f.t.queues));
     const advice = new Map(entries.map((e) => [(e.data as { ledgerId: number }).ledgerId, e.requeueAdvice]));
     expect(advice.get(imported!)).toBe(
-      `Imported as patient 4712: only removing the file from the bucket is left. A requeue of patient-import.ledger.${imported} does that and imports nothing again; a discard leaves the file in the bucket.`,
+      `Imported as patient 4712: only removing the file from the bucket is left. A requeue of patient-import.ledger.${imported} does that and imports nothing again; a discard leaves the file, with its personal data, in the bucket, to be deleted by hand.`,
     );
     expect(advice.get(duplicate!)).toMatch(/^Imported as a duplicate of patient 4713: only removing the file from the bucket is left\./);
     expect(advice.get(open!)).toBeUndefined();

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { auditOfTargets, recordAudit } from '../../../libs/db/repositories/audit.js';
 import { discardLedgerRow, getLedgerRow, listLedger, newerImports, type LedgerRow } from '../../../libs/db/repositories/patient-import.js';
 import { patientImportOpenStatuses, patientImportStatuses, type PatientImportStatus } from '../../../libs/db/schema/fleet-patient-import.js';
-import { carriedAttemptOf, isLiveJobState, jobIdFor } from '../../../libs/queues/index.js';
+import { carriedAttemptOf, DeadLetterNotFound, findDeadLetter, isLiveJobState, jobIdFor, type DeadLetterView } from '../../../libs/queues/index.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
 import { gcsEndpointHost } from '../../../libs/storage/index.js';
 import { failureRemedy, importLocalFile, newerImportNextStep, runPoll, type NewerImport, type PollResult } from '../../../workers/patient-import/worker.js';
@@ -101,6 +101,16 @@ function bucketFailureNextSteps(r: LedgerRow): string {
   }
 }
 
+/** The waiting dead letter of a bucket row's job (null: none). */
+async function deadLetterOf(ctx: FleetContext, id: number): Promise<DeadLetterView | null> {
+  try {
+    return (await findDeadLetter(ctx.queues, jobIdFor('patient-import', { ledgerId: id })!, 'patient-import')).view;
+  } catch (err) {
+    if (err instanceof DeadLetterNotFound) return null;
+    throw err;
+  }
+}
+
 type AuditRow = Awaited<ReturnType<typeof auditOfTargets>>[number];
 
 /** The operator actions on one record (its dead letter requeued or discarded, the record discarded): who, what, when, why. */
@@ -115,7 +125,14 @@ function auditLines(rows: AuditRow[]): string {
   return `\n\noperator actions:\n${lines.join('\n')}`;
 }
 
-function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays: number }, retry: RetryState | null = null, audit: AuditRow[] = [], newer: NewerImport | null = null): string {
+function patientDetail(
+  r: LedgerRow,
+  retention: { backupDays: number; failedDays: number },
+  retry: RetryState | null = null,
+  audit: AuditRow[] = [],
+  newer: NewerImport | null = null,
+  deleteDeadLetter: DeadLetterView | null = null,
+): string {
   const lines: Array<[string, unknown]> = [
     ['import', `${r.id} (patient registration, ${r.source === 'bucket' ? 'from the bucket' : 'local file'})`],
     ['status', r.status],
@@ -161,6 +178,11 @@ function patientDetail(r: LedgerRow, retention: { backupDays: number; failedDays
       `\nTo close this record for good: fleet imports discard ${r.id} --reason "..."`;
   } else if (r.status === 'failed') {
     text += `\n\n${newer ? newerImportNextStep(r, newer, 'cli') : bucketFailureNextSteps(r)}`;
+  } else if (deleteDeadLetter) {
+    const dlq = deleteDeadLetter.id;
+    text += `\n\nImported; only removing the file from the bucket is left, and its job gave up (dead letter ${dlq}: ${deleteDeadLetter.reason}).` +
+      `\nOnce the cause is fixed: fleet dlq requeue ${dlq} --reason "..." (deletes the file; imports nothing again).` +
+      `\nA discard leaves the file, with its personal data, in the bucket: it would then have to be deleted by hand.`;
   } else if (r.deleteOutcome === 'discarded') {
     text += `\n\nImported; its dead letter (the bucket delete out of retries) was discarded by an operator, so the file is still in the bucket.` +
       `\nIt holds personal data: once the cause is fixed, delete that generation from the bucket by hand (${r.sourceUri}, generation ${r.generation}).`;
@@ -178,13 +200,17 @@ export const importKinds: Record<string, ImportKind> = {
     async show(ctx, id) {
       const r = await getLedgerRow(ctx.database.db, id);
       if (!r) return null;
-      const [retry, audit, newerImport] = await Promise.all([
+      const [retry, audit, newerImport, deleteDeadLetter] = await Promise.all([
         retryStateOf(ctx, r),
         patientAudit(ctx.database.db, id),
         r.status === 'failed' && r.source === 'bucket' ? newerImports(ctx.database.db, [r.id]).then((m) => m.get(r.id) ?? null) : null,
+        (r.status === 'imported' || r.status === 'duplicate') && r.source === 'bucket' ? deadLetterOf(ctx, r.id) : null,
       ]);
       const operatorActions = audit.map((a) => ({ at: a.createdAt, action: a.action, actor: a.actor, reason: a.reason }));
-      return { text: patientDetail(r, ctx.config.patientImport.retention, retry, audit, newerImport), json: { ...r, retry, operatorActions, newerImport } };
+      return {
+        text: patientDetail(r, ctx.config.patientImport.retention, retry, audit, newerImport, deleteDeadLetter),
+        json: { ...r, retry, operatorActions, newerImport, ...(deleteDeadLetter ? { deadLetter: { id: deleteDeadLetter.id, reason: deleteDeadLetter.reason, failedAt: deleteDeadLetter.failedAt } } : {}) },
+      };
     },
     async discard(ctx, id, action) {
       const db = ctx.database.db;
