@@ -2,8 +2,10 @@
  * Crash drill of the therapist import (docs/therapist-import.md, "Crash drill"): `--processes`
  * fleet processes (`fleet start --only scraper-watcher,therapist-import,email,http`, short locks as
  * in crash-steps.ts) share one scraper drop folder and one mail outbox folder, while this script
- * drops rounds of postcode files into the folder and SIGKILLs (or SIGTERMs) a random process every
- * few seconds, starting it again each time. At the end it checks, as code, what the import
+ * drops rounds of postcode files into the folder (in bursts of 5-15) and SIGKILLs (1 in 5: SIGTERMs)
+ * a process every few seconds, starting it again each time: half the kills are aimed at a process
+ * with a transaction open, a quarter at a moment a file is being imported (any process), the rest
+ * at any moment. At the end it checks, as code, what the import
  * promises, and prints PASS/FAIL per check with its numbers (exit 1 on any FAIL):
  *
  *   DATABASE_URL=postgres://postgres@127.0.0.1:55481/fleet_tdrill REDIS_URL=redis://127.0.0.1:6398 \
@@ -18,8 +20,9 @@
  *   3  ~7% modified (phone, email, street or languages), ~3% deleted, ~3% with email and/or phone
  *      left empty, ~2% new
  *   4  the deleted ones listed again as `unchanged`; more staff edits and empty contact fields
- *   5  more changes; a tenth of the postcodes dropped again with identical bytes (rewritten in
- *      place, or copied into the new date folder): not imported again
+ *   5+ more changes, ~2% new, half the deleted ones listed again; a tenth of the postcodes dropped
+ *      again with identical bytes (rewritten in place, or copied into the new date folder): not
+ *      imported again
  * After each round it waits until nothing is queued or importing, every run is closed and every
  * email sent; files that failed their job (`worker_died`, `gave_up`: killed twice while held) are
  * requeued with `fleet dlq requeue --all` as an operator would, and counted.
@@ -36,6 +39,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import postgres from 'postgres';
+import { IMPORT_LOCK_PREFIX } from '../../libs/db/repositories/therapist-import-session.js';
 import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from '../../workers/therapist-import/fixtures.js';
 import { atomicWrite, namePart } from './feed-names.js';
 
@@ -166,6 +170,8 @@ interface Kill {
   open: number;
   /** Jobs the process held (BullMQ's lock owner is not known here: the queue's active jobs). */
   active: number;
+  /** How the moment was chosen. */
+  aim: string;
 }
 const kills: Kill[] = [];
 let killing = false;
@@ -180,24 +186,96 @@ async function importing(): Promise<number> {
   return r!.n;
 }
 
+/** A fleet process with a transaction open right now (its instance is in the backend's application_name). */
+async function inTransaction(): Promise<{ n: number; query: string } | null> {
+  const rows = await sql`select application_name a, left(regexp_replace(query, '[[:space:]]+', ' ', 'g'), 60) q from pg_stat_activity
+    where datname = current_database() and application_name like 'curavani-fleet:tdrill-p%' and xact_start is not null and state <> 'idle'`;
+  const ns = rows.map((r) => ({ n: Number(/tdrill-p(\d+)/.exec(r.a as string)?.[1]), query: r.q as string })).filter((x) => x.n >= 1 && x.n <= PROCESSES);
+  return ns.length ? pick(ns) : null;
+}
+
 /**
- * Every KILL_MIN-KILL_MAX ms a random process is stopped (1 in 5 with SIGTERM) and started again.
- * Three kills in four wait (up to 4 s) for a file being imported, so that they land inside an
- * import; the others land wherever (registering, sealing, closing a run, sending its summary).
+ * Holds every postcode's import lock (as therapist-kill.int.test.ts holds one): imports that
+ * claimed their file wait on it inside their transaction. Once one waits (and 300 ms more for
+ * others to pile up), the process with the most waiting is the victim; `release` lets the rest go.
+ */
+async function holdImports(limitMs: number): Promise<{ n: number; waiting: number; release: () => Promise<void> } | null> {
+  const c = await sql.reserve();
+  const keys = postcodes.map((p) => `scope:${p.plz}`);
+  await c`select count(pg_advisory_lock(hashtext(${IMPORT_LOCK_PREFIX} || k))) from unnest(${keys}::text[]) k`;
+  const release = async () => {
+    await c`select pg_advisory_unlock_all()`;
+    c.release();
+  };
+  const waiters = async () =>
+    (
+      await sql`select application_name a from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'
+        and wait_event = 'advisory' and application_name like 'curavani-fleet:tdrill-p%'`
+    ).map((r) => Number(/tdrill-p(\d+)/.exec(r.a as string)?.[1]));
+  const until = Date.now() + limitMs;
+  while (Date.now() < until && !(await waiters()).length) await sleep(20);
+  await sleep(300);
+  const w = await waiters();
+  if (!w.length) {
+    await release();
+    return null;
+  }
+  const per = new Map<number, number>();
+  for (const n of w) per.set(n, (per.get(n) ?? 0) + 1);
+  const [n, waiting] = [...per].sort((a, b) => b[1] - a[1])[0]!;
+  return { n, waiting, release };
+}
+
+/**
+ * Every KILL_MIN-KILL_MAX ms a process is stopped (1 in 5 with SIGTERM) and started again:
+ * - a third of the kills hold every postcode's import lock and stop the process with the most
+ *   imports waiting on it (claimed, inside their transaction), then let the others go;
+ * - a quarter wait (up to 4 s) for a process with a transaction open (an import, a claim, a run
+ *   closing, an email batch; other than the mail sweep's when there is one) and stop that one;
+ * - a fifth wait for a file being imported and stop a random process;
+ * - the rest land wherever (registering, sealing, catching up, idle).
  */
 async function killLoop(): Promise<void> {
   while (killing) {
     await sleep(between(KILL_MIN, KILL_MAX));
     if (!killing) break;
-    if (rnd() < 0.75) {
-      const until = Date.now() + 4000;
+    const mode = rnd();
+    let n = between(1, PROCESSES);
+    let aim = 'any moment';
+    let release: (() => Promise<void>) | null = null;
+    const until = Date.now() + 4000;
+    if (mode < 0.35) {
+      const held = await holdImports(6000);
+      if (held) {
+        n = held.n;
+        aim = `imports held at the postcode lock: ${held.waiting}`;
+        release = held.release;
+      } else aim = 'any moment (no import to hold)';
+    } else if (mode < 0.6) {
+      while (Date.now() < until) {
+        const busy = await inTransaction();
+        if (busy !== null && (!busy.query.includes('deliveries') || Date.now() > until - 1000)) {
+          n = busy.n;
+          aim = `in a transaction: ${busy.query}`;
+          break;
+        }
+        await sleep(10);
+      }
+    } else if (mode < 0.8) {
       while (Date.now() < until && (await importing()) === 0) await sleep(20);
+      aim = 'a file importing';
     }
-    const n = between(1, PROCESSES);
     const signal: NodeJS.Signals = rnd() < 0.2 ? 'SIGTERM' : 'SIGKILL';
     const [open, active] = await Promise.all([importing(), redis.llen(`${prefix}:therapist-import:active`)]);
-    const goneMs = await stopFleet(n, signal);
-    kills.push({ at: at(), n, signal, goneMs, open, active });
+    const stopping = stopFleet(n, signal);
+    if (release) {
+      // SIGKILL: the lock goes once the process is gone (its orphaned backends then get it). A
+      // SIGTERM'd process waits for its jobs (up to SHUTDOWN_TIMEOUT_MS): they go on after 500 ms.
+      await (signal === 'SIGTERM' ? sleep(500) : stopping);
+      await release();
+    }
+    const goneMs = await stopping;
+    kills.push({ at: at(), n, signal, goneMs, open, active, aim });
     await sleep(between(200, 1000));
     await startFleet(n);
   }
@@ -791,7 +869,7 @@ try {
         durationS: Math.round((Date.now() - t0) / 1000),
         rounds: roundNotes,
         contentsWritten: written.size,
-        kills: { total: kills.length, SIGKILL: bySignal('SIGKILL'), SIGTERM: bySignal('SIGTERM'), withAFileImporting: kills.filter((k) => k.open > 0).length, withJobsActive: kills.filter((k) => k.active > 0).length },
+        kills: { total: kills.length, SIGKILL: bySignal('SIGKILL'), SIGTERM: bySignal('SIGTERM'), withAFileImporting: kills.filter((k) => k.open > 0).length, withJobsActive: kills.filter((k) => k.active > 0).length, aimedAtATransaction: kills.filter((k) => k.aim.startsWith('in a transaction')).length, atHeldImports: kills.filter((k) => k.aim.startsWith('imports held')).length },
         sigtermStopMs: kills.filter((k) => k.signal === 'SIGTERM').map((k) => k.goneMs),
         requeues,
         stalledLogLines: stalled,
