@@ -17,7 +17,8 @@
  *   1  every therapist `new`; a few misnamed files; one file that is not JSON; some files with
  *      failing therapists (no last name, a bad email) and some with wrong metadata
  *   2  the same therapists `unchanged` with fresh scrape dates; staff edit protected fields before
- *   3  ~7% modified (phone, email, street or languages), ~3% deleted, ~3% with email and/or phone
+ *   3  ~7% modified (phone, email, street, languages or last name: without a scraper id, matched by
+ *      the secondary rule), ~3% deleted, ~3% with email and/or phone
  *      left empty, ~2% new
  *   4  the deleted ones listed again as `unchanged`; more staff edits and empty contact fields
  *   5+ more changes, ~2% new, half the deleted ones listed again; a tenth of the postcodes dropped
@@ -549,6 +550,7 @@ async function round(r: number): Promise<void> {
   let blanked = 0;
   let added = 0;
   let relisted = 0;
+  let renamed = 0;
   // Round 5: a tenth of the postcodes get their last file's bytes again (decided before any change).
   const identicalSet = new Set(r >= 5 ? postcodes.filter(() => rnd() < 0.1) : []);
   if (r === 1) {
@@ -582,7 +584,13 @@ async function round(r: number): Promise<void> {
             status = 'deleted';
             deleted++;
           } else if (x < 0.1) {
-            const what = pick(['phone', 'email', 'street', 'languages']);
+            const what = pick(['phone', 'email', 'street', 'languages', 'name']);
+            // A new last name: matched by its scraper id, or (without one) by the secondary rule
+            // (same first name, postcode, city, street, title and email).
+            if (what === 'name') {
+              t.last = `Ntd${namePart(serial++ * 7 + 3, 5)}`;
+              renamed++;
+            }
             if (what === 'phone') t.phone = phoneOf();
             if (what === 'email') t.email = emailOf(serial++);
             if (what === 'street') t.house = String(Number(t.house) + 1);
@@ -609,7 +617,7 @@ async function round(r: number): Promise<void> {
     if (t.phone) t.lastPhone = t.phone;
     if (t.email) t.lastEmail = t.email;
   }
-  Object.assign(note, { modified, deleted, blanked, added, relisted });
+  Object.assign(note, { modified, deleted, blanked, added, relisted, renamed });
   let identical = 0;
   for (const p of postcodes) {
     if (identicalSet.has(p) && p.lastBytes) {
