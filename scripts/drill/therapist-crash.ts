@@ -10,7 +10,7 @@
  *
  *   DATABASE_URL=postgres://postgres@127.0.0.1:55481/fleet_tdrill REDIS_URL=redis://127.0.0.1:6398 \
  *   QUEUE_PREFIX=tdrill npx tsx scripts/drill/therapist-crash.ts --dir /tmp/tdrill-run --seed 1 \
- *     [--processes 3] [--postcodes 80] [--per-file 60] [--rounds 5] [--feed-s 30] [--kill-every-ms 2500-5000]
+ *     [--processes 3] [--postcodes 80] [--per-file 60] [--rounds 6] [--feed-s 60] [--kill-every-ms 2500-5000]
  *
  * Rounds (each file written atomically, spread over `--feed-s` seconds, flat `<plz>.json`,
  * `YYYYMMDD/<plz>.json` with a new date folder per round, or `urgent/<plz>.json`):
@@ -51,8 +51,8 @@ const { values } = parseArgs({
     processes: { type: 'string', default: '3' },
     postcodes: { type: 'string', default: '80' },
     'per-file': { type: 'string', default: '60' },
-    rounds: { type: 'string', default: '5' },
-    'feed-s': { type: 'string', default: '30' },
+    rounds: { type: 'string', default: '6' },
+    'feed-s': { type: 'string', default: '60' },
     'kill-every-ms': { type: 'string', default: '2500-5000' },
     'http-port': { type: 'string', default: '3480' },
   },
