@@ -179,9 +179,23 @@ export async function importTherapistFileNow(ctx: FleetContext, filePath: string
 
 /**
  * Dead-letter bookkeeping: requeue puts the file back to `queued`; discard leaves it `failed`,
- * marked as discarded (its dead letter is not restored after Redis lost its data).
+ * marked as discarded (its dead letter is not restored after Redis lost its data). A file
+ * imported before its job failed (killed twice after the commit: the crash drill) has a dead
+ * letter with nothing left to do, and /ops and `fleet dlq list` say so.
  */
 export const therapistImportDeadLetterHook: DeadLetterHook = {
+  async requeueAdvice(payloads, db) {
+    return Promise.all(
+      payloads.map(async (p) => {
+        const fileId = (p as { fileId?: unknown } | null)?.fileId;
+        if (typeof fileId !== 'number') return undefined;
+        const file = await repo.getFile(db, fileId);
+        if (file?.status !== 'imported' && file?.status !== 'partial') return undefined;
+        const how = file.status === 'partial' ? ' (partial)' : '';
+        return `File ${fileId} was imported${how} before its job failed: nothing is left to do. A requeue runs the job, which finds the file done and writes nothing; discard this dead letter.`;
+      }),
+    );
+  },
   async onRequeue(payload, db) {
     const fileId = (payload as { fileId?: unknown }).fileId;
     if (typeof fileId === 'number') await repo.requeueFile(db, fileId);
