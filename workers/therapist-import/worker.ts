@@ -185,16 +185,17 @@ export async function importTherapistFileNow(ctx: FleetContext, filePath: string
  */
 export const therapistImportDeadLetterHook: DeadLetterHook = {
   async requeueAdvice(payloads, db) {
-    return Promise.all(
-      payloads.map(async (p) => {
-        const fileId = (p as { fileId?: unknown } | null)?.fileId;
-        if (typeof fileId !== 'number') return undefined;
-        const file = await repo.getFile(db, fileId);
-        if (file?.status !== 'imported' && file?.status !== 'partial') return undefined;
-        const how = file.status === 'partial' ? ' (partial)' : '';
-        return `File ${fileId} was imported${how} before its job failed: nothing is left to do. A requeue runs the job, which finds the file done and writes nothing; discard this dead letter.`;
-      }),
-    );
+    const ids = payloads.map((p) => {
+      const fileId = (p as { fileId?: unknown } | null)?.fileId;
+      return typeof fileId === 'number' ? fileId : null;
+    });
+    const statuses = await repo.fileStatuses(db, ids.filter((id): id is number => id !== null));
+    return ids.map((fileId) => {
+      const status = fileId === null ? undefined : statuses.get(fileId);
+      if (status !== 'imported' && status !== 'partial') return undefined;
+      const how = status === 'partial' ? ' (partial)' : '';
+      return `File ${fileId} was imported${how} before its job failed: nothing is left to do. A requeue runs the job, which finds the file done and writes nothing; discard this dead letter.`;
+    });
   },
   async onRequeue(payload, db) {
     const fileId = (payload as { fileId?: unknown }).fileId;

@@ -184,6 +184,13 @@ export async function getFile(db: DbOrTx, id: number): Promise<TherapistImportFi
   return row ?? null;
 }
 
+/** The statuses of the files `ids` (missing ids are absent), in one statement. */
+export async function fileStatuses(db: DbOrTx, ids: number[]): Promise<Map<number, string>> {
+  if (!ids.length) return new Map();
+  const rows = await db.select({ id: therapistImportFiles.id, status: therapistImportFiles.status }).from(therapistImportFiles).where(inArray(therapistImportFiles.id, ids));
+  return new Map(rows.map((r) => [r.id, r.status]));
+}
+
 /** Files registered but not finished: re-enqueued at watcher start (the job id dedupes). */
 export async function unfinishedFiles(db: DbOrTx): Promise<TherapistImportFileRow[]> {
   return db
