@@ -613,6 +613,18 @@ describe('http app with dashboard credentials', () => {
     expect(all).toContain('imported</a> (1,002)');
   });
 
+  it('/therapist-imports/runs/<id> of a closed run without files says why it has none and that nothing is to do', async () => {
+    const sql = app.ctx.database.sql;
+    const [empty] = await sql<Array<{ id: number }>>`insert into fleet.therapist_import_runs (trigger, state, sealed_at, closed_at) values ('watcher', 'closed', now(), now()) returning id`;
+    const [open] = await sql<Array<{ id: number }>>`insert into fleet.therapist_import_runs (trigger, state) values ('watcher', 'collecting') returning id`;
+    const page = await (await fetch(`${app.base}/therapist-imports/runs/${empty!.id}`, { headers: { authorization: AUTH } })).text();
+    expect(page).toContain('No files: the file it was opened for was registered by another run, or the process watching the folder stopped before registering it');
+    // A run still taking files has none yet: nothing said of that.
+    const collecting = await (await fetch(`${app.base}/therapist-imports/runs/${open!.id}`, { headers: { authorization: AUTH } })).text();
+    expect(collecting).toContain('still taking files');
+    expect(collecting).not.toContain('No files:');
+  });
+
   it('/ops escapes what it shows', async () => {
     await app.ctx.queues.queue('bucket-poll-dlq').add('bucket-poll', {
       originalQueue: 'bucket-poll',

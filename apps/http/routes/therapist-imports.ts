@@ -121,6 +121,7 @@ ${runs.length
 <h1>Run ${run.id} <span class="muted">(${run.trigger}, ${run.state})</span></h1>
 <p>Started ${when(run.startedAt)}, ${run.closedAt ? html`closed ${when(run.closedAt)}` : run.sealedAt ? html`takes no more files since ${when(run.sealedAt)}; closes when its last file is done` : 'still taking files (it closes once no new file has come for SCRAPER_RUN_QUIET_MS and its files are done)'}.
 ${plural(run.fileCount, 'file', 'files')}${statuses.length ? html` (${statuses.map(([s, n], i) => html`${i ? ', ' : ''}${num(n)} ${s}`)})` : ''}.${run.summaryDeliveryId ? html` Staff summary email: delivery <code>${run.summaryDeliveryId}</code>.` : ''}</p>
+${run.closedAt && run.fileCount === 0 ? html`<p class="muted">No files: the file it was opened for was registered by another run, or the process watching the folder stopped before registering it (the next one picked the file up). Nothing was imported here, and no summary is sent: nothing to do.</p>` : ''}
 ${run.counts ? countsTable(run.counts, "therapists in the run's files") : html`<p class="muted">Totals appear when the run closes.</p>`}
 <h2>Files <span class="muted">(${wanted ? `${num(matching)} of ${num(allCount)}` : num(allCount)}${matching > files.length ? `, the newest ${num(files.length)} shown` : ''})</span></h2>
 ${filterLinks}
