@@ -14,6 +14,11 @@
  *     then `fleet weekly run`,
  *   - at `--redis-restart-at` / `--pg-restart-at` minutes: the shell command given with
  *     `--redis-restart` / `--pg-restart` (it should stop the service, wait, and start it again).
+ * With `--heap-snapshots-at 15,55,END` the fleet runs with `--heapsnapshot-signal=SIGUSR2
+ * --trace-gc`: at those minutes (END: after the drain) it writes <dir>/heap/heap-<at>.heapsnapshot
+ * (each one after a full GC; compare two with scripts/drill/heap-diff.ts), its GC lines go to
+ * <dir>/heap/gc.log instead of the fleet log, and every sample has the heap after the smallest
+ * full GC (Mark-Compact) since the one before (`heap_after_full_gc_mb`, empty if none ran).
  * Then it waits for the fleet to finish what it has (up to 5 minutes), checks the totals
  * (scripts/drill/multi-check.ts, the Kafka messages against the outbox), counts the log's warn and
  * error lines, stops the fleet (SIGTERM) and prints start, end and slope per hour of every column
@@ -22,7 +27,8 @@
  *   DATABASE_URL=... REDIS_URL=... QUEUE_PREFIX=... HTTP_PORT=... npx tsx scripts/drill/soak.ts \
  *     [--dir /tmp/fleet-soak] [--minutes 55] [--warmup 10] [--weekly-at 12,45] \
  *     [--redis-restart-at 22 --redis-restart 'redis-cli -p 6395 shutdown; sleep 15; redis-server ...'] \
- *     [--pg-restart-at 38 --pg-restart 'pg_ctl -D ... stop -m fast; sleep 15; pg_ctl -D ... start']
+ *     [--pg-restart-at 38 --pg-restart 'pg_ctl -D ... stop -m fast; sleep 15; pg_ctl -D ... start'] \
+ *     [--heap-snapshots-at 15,55,END]
  *   npx tsx scripts/drill/soak.ts --summarize <dir>/samples.csv [--warmup 10]   # slopes of a CSV again
  *
  * DATABASE_URL, REDIS_URL and QUEUE_PREFIX must be your own and fresh (the totals count every
@@ -32,9 +38,10 @@
  * taken from the environment.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { openSync } from 'node:fs';
-import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createWriteStream, openSync } from 'node:fs';
+import { appendFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { parseArgs, promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import postgres from 'postgres';
@@ -59,6 +66,7 @@ const { values } = parseArgs({
     'pg-restart-at': { type: 'string' },
     'pg-restart': { type: 'string' },
     kafka: { type: 'string', default: 'mock' },
+    'heap-snapshots-at': { type: 'string' },
     summarize: { type: 'string' },
   },
 });
@@ -147,6 +155,7 @@ const d = {
   backup: path.join(dir, 'backup'),
   failed: path.join(dir, 'failed'),
   outbox: path.join(dir, 'outbox'),
+  heap: path.join(dir, 'heap'),
 };
 for (const sub of Object.values(d)) await rm(sub, { recursive: true, force: true });
 for (const sub of Object.values(d)) await mkdir(sub, { recursive: true });
@@ -189,11 +198,32 @@ const fleetEnv: NodeJS.ProcessEnv = {
   KAFKA_BROKERS: kafka ? kafka.brokers.join(',') : '',
 };
 const logFile = path.join(d.logs, 'fleet.log');
-const fleet: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'apps/cli/main.ts', 'start'], {
-  cwd: root,
-  env: fleetEnv,
-  stdio: ['ignore', openSync(logFile, 'a'), openSync(logFile, 'a')],
-});
+const snapshotsAt = (values['heap-snapshots-at'] ?? '').split(',').filter(Boolean);
+const heapWatch = snapshotsAt.length > 0;
+const fleet: ChildProcess = spawn(
+  process.execPath,
+  [...(heapWatch ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${d.heap}`, '--trace-gc'] : []), '--import', 'tsx', 'apps/cli/main.ts', 'start'],
+  { cwd: root, env: fleetEnv, stdio: ['ignore', heapWatch ? 'pipe' : openSync(logFile, 'a'), openSync(logFile, 'a')] },
+);
+/**
+ * Heap after each full GC of the main thread (V8's `--trace-gc` Mark-Compact lines, MiB) since the
+ * last sample. tsx's loader runs in a thread of its own with a small heap: the main thread is the
+ * isolate with the largest heap seen.
+ */
+const fullGcs: number[] = [];
+if (heapWatch) {
+  const log = createWriteStream(logFile, { flags: 'a' });
+  const gcLog = createWriteStream(path.join(d.heap, 'gc.log'), { flags: 'a' });
+  const largest = new Map<string, number>();
+  createInterface({ input: fleet.stdout! }).on('line', (line) => {
+    if (!line.startsWith('[')) return void log.write(line + '\n');
+    const m = line.match(/^\[\d+:(\w+)\].* Mark-Compact (?:\(reduce\) )?([\d.]+) \([\d.]+\) -> ([\d.]+) \(/);
+    if (!m) return; // scavenges: too many, and they say nothing of the old space
+    gcLog.write(`${new Date().toISOString()} ${line}\n`);
+    largest.set(m[1]!, Math.max(largest.get(m[1]!) ?? 0, Number(m[2])));
+    if (Math.max(...largest.values()) === largest.get(m[1]!)) fullGcs.push(Number(m[3]));
+  });
+}
 let fleetExit: number | null = null;
 fleet.on('exit', (code, signal) => {
   fleetExit = code ?? 128;
@@ -359,6 +389,11 @@ async function sample(): Promise<void> {
   row.lag_mean_ms = metric(m, 'nodejs_eventloop_lag_mean_seconds') * 1000;
   row.handles = metric(m, 'nodejs_active_handles_total');
   row.resources = metric(m, 'nodejs_active_resources_total');
+  if (heapWatch) {
+    const gcs = fullGcs.splice(0);
+    row.full_gcs = gcs.length;
+    row.heap_after_full_gc_mb = gcs.length ? Math.min(...gcs) : NaN;
+  }
 
   const info = await withTimeout(redis.info('memory'), '');
   row.redis_used_mb = Number(info.match(/used_memory:(\d+)/)?.[1] ?? NaN) / 2 ** 20;
@@ -451,6 +486,35 @@ async function restart(what: string, cmd: string): Promise<void> {
   say(line);
 }
 
+/**
+ * A heap snapshot (SIGUSR2; V8 runs a full GC first). The fleet's main thread writes it and
+ * answers nothing meanwhile, so it is complete once the fleet answers /metrics again and the
+ * file no longer grows.
+ */
+async function heapSnapshot(label: string): Promise<void> {
+  const before = new Set(await readdir(d.heap));
+  const started = Date.now();
+  notes.push(`heap-snapshot-${label}`);
+  fleet.kill('SIGUSR2');
+  let file: string | undefined;
+  for (let size = -1; Date.now() - started < 300_000; ) {
+    await new Promise((r) => setTimeout(r, 1000));
+    file ??= (await readdir(d.heap)).find((f) => f.endsWith('.heapsnapshot') && !before.has(f));
+    if (!file) continue;
+    const answered = (await get('/metrics', 60_000)).status === 200;
+    const now = (await stat(path.join(d.heap, file))).size;
+    if (answered && now === size) break;
+    size = now;
+  }
+  if (!file) return say(`heap snapshot ${label}: no file after 5 minutes`);
+  const target = path.join(d.heap, `heap-${label}.heapsnapshot`);
+  await rename(path.join(d.heap, file), target);
+  await scrape('/metrics');
+  const line = `heap snapshot ${label} at ${fmt(tMin())} min: ${target} (${fmt((await stat(target)).size / 2 ** 20)} MiB file, ${fmt((Date.now() - started) / 1000)} s), heap used just after ${fmt(metric(lastMetrics, 'nodejs_heap_size_used_bytes') / 2 ** 20)} MiB`;
+  totals.weekly.push(line);
+  say(line);
+}
+
 const at = (min: number, fn: () => Promise<void>) => {
   const ms = Math.max(0, t0 + min * 60_000 - Date.now());
   timers.push(setTimeout(() => void fn().catch((e: unknown) => say(`failed: ${String(e)}`)), ms));
@@ -458,6 +522,7 @@ const at = (min: number, fn: () => Promise<void>) => {
 for (const w of (values['weekly-at'] ?? '').split(',').filter(Boolean)) at(Number(w), weeklyRun);
 if (values['redis-restart-at'] && values['redis-restart']) at(Number(values['redis-restart-at']), () => restart('redis', values['redis-restart']!));
 if (values['pg-restart-at'] && values['pg-restart']) at(Number(values['pg-restart-at']), () => restart('postgres', values['pg-restart']!));
+for (const h of snapshotsAt.filter((h) => h !== 'END')) at(Number(h), () => heapSnapshot(h));
 
 // ---------------------------------------------------------------------------------------------
 // Run.
@@ -505,6 +570,7 @@ say(`drained in ${((Date.now() - drainStart) / 1000).toFixed(1)} s`);
 await scrape('/metrics');
 await sample();
 for (const i of intervals) clearInterval(i);
+if (snapshotsAt.includes('END')) await heapSnapshot('END');
 
 // ---------------------------------------------------------------------------------------------
 // Totals and checks.
