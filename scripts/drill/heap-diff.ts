@@ -60,6 +60,12 @@ async function load(file: string): Promise<Parsed> {
 }
 
 const mb = (b: number) => (b / 2 ** 20).toFixed(2);
+// Piped into head: stop quietly once the reader has gone.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 const [a, b] = [await load(positionals[0]!), await load(positionals[1]!)];
 const total = (p: Parsed) => [...p.byClass.values()].reduce((s, e) => ({ n: s.n + e.n, size: s.size + e.size }), { n: 0, size: 0 });
 const [ta, tb] = [total(a), total(b)];
