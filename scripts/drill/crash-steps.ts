@@ -34,10 +34,8 @@
  *
  * Use a database, Redis and folders of the drill's own: the checks count every patient.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -47,6 +45,7 @@ import { startGcsStandIn, type RecordedRequest } from '../../libs/testing/gcs-st
 import { startResendStandIn } from '../../libs/testing/resend-stand-in.js';
 import { fileBytes, objectNameFor, plainRegistration, registrationToken } from '../../workers/patient-import/fixtures.js';
 import { namePart as madeUpName } from './feed-names.js';
+import { fleetCli, startReadyFleet, stopProcess } from './fleet-process.js';
 
 const { values } = parseArgs({
   options: {
@@ -117,42 +116,16 @@ const logFile = (n: number) => path.join(dir, `p${n}.log`);
 
 async function startFleet(n = 0): Promise<void> {
   await mkdir(path.join(dir, `p${n}`), { recursive: true });
-  const out = createWriteStream(logFile(n), { flags: 'a' });
-  const child = spawn(process.execPath, ['--import', 'tsx', 'apps/cli/main.ts', 'start', '--only', 'patient-import,bucket-poller,email,http'], {
-    env: envFor(n),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout!.pipe(out);
-  child.stderr!.pipe(out);
-  fleets.set(n, child);
-  for (let i = 0; i < 120; i++) {
-    if (child.exitCode !== null) throw new Error(`fleet p${n} exited ${child.exitCode} (see ${logFile(n)})`);
-    const ok = await fetch(`http://127.0.0.1:${basePort + n}/ready`).then((r) => r.status === 200).catch(() => false);
-    if (ok) return;
-    await sleep(250);
-  }
-  throw new Error(`fleet p${n} did not become ready (see ${logFile(n)})`);
+  fleets.set(n, await startReadyFleet({ only: 'patient-import,bucket-poller,email,http', env: envFor(n), logFile: logFile(n), port: basePort + n, name: `p${n}` }));
 }
 
 /** Stops process n with `signal` and waits for it to be gone; ms it took. */
-async function stopFleet(n = 0, signal: NodeJS.Signals = 'SIGKILL'): Promise<number> {
-  const child = fleets.get(n);
-  if (!child || child.exitCode !== null || child.signalCode !== null) return 0;
-  const t0 = Date.now();
-  const gone = once(child, 'exit');
-  child.kill(signal);
-  await gone;
-  return Date.now() - t0;
+function stopFleet(n = 0, signal: NodeJS.Signals = 'SIGKILL'): Promise<number> {
+  return stopProcess(fleets.get(n), signal);
 }
 
 function cli(args: string[], n = 0): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', 'apps/cli/main.ts', ...args], { env: envFor(n) });
-    let out = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (out += d));
-    p.on('exit', (code) => resolve({ code: code ?? -1, out }));
-  });
+  return fleetCli(args, envFor(n));
 }
 
 async function poll(n = 0): Promise<void> {

@@ -31,10 +31,8 @@
  * Use a database, Redis and folders of the drill's own: the checks count every row. Names, emails
  * and phone numbers are made up (feed-names.ts) and searched for in the logs and emails.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -43,6 +41,7 @@ import postgres from 'postgres';
 import { IMPORT_LOCK_PREFIX } from '../../libs/db/repositories/therapist-import-session.js';
 import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from '../../workers/therapist-import/fixtures.js';
 import { atomicWrite, namePart } from './feed-names.js';
+import { fleetCli, startReadyFleet, stopProcess } from './fleet-process.js';
 
 const { values } = parseArgs({
   options: {
@@ -123,41 +122,15 @@ const fleets = new Map<number, ChildProcess>();
 const logFile = (n: number) => path.join(logDir, `p${n}.log`);
 
 async function startFleet(n: number): Promise<void> {
-  const out = createWriteStream(logFile(n), { flags: 'a' });
-  const child = spawn(process.execPath, ['--import', 'tsx', 'apps/cli/main.ts', 'start', '--only', 'scraper-watcher,therapist-import,email,http'], {
-    env: envFor(n),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout!.pipe(out);
-  child.stderr!.pipe(out);
-  fleets.set(n, child);
-  for (let i = 0; i < 240; i++) {
-    if (child.exitCode !== null) throw new Error(`fleet p${n} exited ${child.exitCode} (see ${logFile(n)})`);
-    const ok = await fetch(`http://127.0.0.1:${basePort + n}/ready`).then((r) => r.status === 200).catch(() => false);
-    if (ok) return;
-    await sleep(250);
-  }
-  throw new Error(`fleet p${n} did not become ready (see ${logFile(n)})`);
+  fleets.set(n, await startReadyFleet({ only: 'scraper-watcher,therapist-import,email,http', env: envFor(n), logFile: logFile(n), port: basePort + n, name: `p${n}`, readyTries: 240 }));
 }
 
-async function stopFleet(n: number, signal: NodeJS.Signals): Promise<number> {
-  const child = fleets.get(n);
-  if (!child || child.exitCode !== null || child.signalCode !== null) return 0;
-  const t = Date.now();
-  const gone = once(child, 'exit');
-  child.kill(signal);
-  await gone;
-  return Date.now() - t;
+function stopFleet(n: number, signal: NodeJS.Signals): Promise<number> {
+  return stopProcess(fleets.get(n), signal);
 }
 
 function cli(args: string[]): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', 'apps/cli/main.ts', ...args], { env: { ...envFor(0), LOG_LEVEL: 'warn' } });
-    let out = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (out += d));
-    p.on('exit', (code) => resolve({ code: code ?? -1, out }));
-  });
+  return fleetCli(args, { ...envFor(0), LOG_LEVEL: 'warn' });
 }
 
 // ---- kills -------------------------------------------------------------------------------------
