@@ -14,8 +14,8 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileBytes, objectNameFor, plainRegistration, registrationToken } from '../../workers/patient-import/fixtures.js';
-import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
-import { atomicWrite, namePart } from './feed-names.js';
+import { scraperFile } from '../../workers/therapist-import/fixtures.js';
+import { atomicWrite, drillTherapist, namePart } from './feed-names.js';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -56,19 +56,7 @@ async function scraper(dir: string, dateFolder: string, from: number, count: num
     const plz = postcodeOf(f);
     const lines = Array.from({ length: perFile }, (_, j) => {
       const changed = variant === 'changed' && j % 20 === 7;
-      return therapistLine({
-        id: `p${j}`,
-        status: variant === 'base' ? 'new' : changed ? 'modified' : 'unchanged',
-        salutation: j % 2 ? 'Frau' : 'Herr',
-        first: `Vor${namePart(j)}`,
-        last: `Nach${namePart(f * 1000 + j)}`,
-        plz,
-        street: `Straße ${j % 40}`,
-        city: `Stadt ${f}`,
-        phone: changed ? `0${plz} ${j}-neu` : `0${plz} ${j}`,
-        email: `praxis${f}-${j}@example.org`,
-        methods: j % 33 === 5 ? [CHILD_VT] : j % 2 ? [ADULT_VT] : [ADULT_TP],
-      });
+      return drillTherapist(f, j, plz, { status: variant === 'base' ? 'new' : changed ? 'modified' : 'unchanged', phone: changed ? `0${plz} ${j}-neu` : `0${plz} ${j}` });
     });
     await atomicWrite(
       path.join(dir, dateFolder, `${plz}.json`),

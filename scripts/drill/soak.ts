@@ -48,8 +48,8 @@ import postgres from 'postgres';
 import { queueNames } from '../../libs/queues/catalog.js';
 import { collectMessages, startKafkaMock, type KafkaMock } from '../../libs/testing/kafka-mock.js';
 import { fileBytes, objectNameFor, plainRegistration, registrationToken } from '../../workers/patient-import/fixtures.js';
-import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
-import { atomicWrite, namePart } from './feed-names.js';
+import { scraperFile } from '../../workers/therapist-import/fixtures.js';
+import { atomicWrite, drillTherapist, namePart } from './feed-names.js';
 
 const { values } = parseArgs({
   options: {
@@ -298,19 +298,7 @@ async function dropScraperRound(): Promise<void> {
     if (r > 0) for (let k = 0; k < 3; k++) bumped.add((r * 7 + k * 20) % perFile);
     for (const j of bumped) versions[j]!++;
     const lines = Array.from({ length: perFile }, (_, j) =>
-      therapistLine({
-        id: `p${j}`,
-        status: r === 0 ? 'new' : bumped.has(j) ? 'modified' : 'unchanged',
-        salutation: j % 2 ? 'Frau' : 'Herr',
-        first: `Vor${namePart(j)}`,
-        last: `Nach${namePart(f * 1000 + j)}`,
-        plz,
-        street: `Straße ${j % 40}`,
-        city: `Stadt ${f}`,
-        phone: `0${plz} ${j}${versions[j] ? `-${versions[j]}` : ''}`,
-        email: `praxis${f}-${j}@example.org`,
-        methods: j % 33 === 5 ? [CHILD_VT] : j % 2 ? [ADULT_VT] : [ADULT_TP],
-      }),
+      drillTherapist(f, j, plz, { status: r === 0 ? 'new' : bumped.has(j) ? 'modified' : 'unchanged', phone: `0${plz} ${j}${versions[j] ? `-${versions[j]}` : ''}` }),
     );
     const day = new Date(Date.UTC(2025, 6, 2) + r * 60_000).toISOString().replace('Z', '');
     await atomicWrite(path.join(d.scraper, `${plz}.json`), scraperFile(lines, { scrape_date: day, postcode_area: `${plz.slice(0, 2)}XXX` }));
