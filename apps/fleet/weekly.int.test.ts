@@ -19,6 +19,7 @@ import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { nextRun } from '../../libs/weekly/schedule.js';
 import { signUnsubscribeToken } from '../../libs/weekly/unsubscribe-token.js';
 import { emailComponents } from '../../workers/email/worker.js';
+import { runCli } from '../cli/run-cli.js';
 import { runWeeklyFanout, weeklyHandlers, weeklyStillWanted } from '../../workers/weekly-status/worker.js';
 import { httpComponent, type HttpComponent } from '../http/component.js';
 import { registerWeeklySchedule, WEEKLY_SCHEDULER_ID } from '../producers/weekly-schedule.js';
@@ -37,6 +38,7 @@ let db: TestDatabase;
 let resend: ResendStandIn;
 let ctx: FleetContext;
 let cleanupRedis: () => Promise<void>;
+let queuePrefix = '';
 const clock = fixedClock(MONDAY_0900);
 let running: Component[] = [];
 
@@ -143,6 +145,7 @@ beforeAll(async () => {
   db = await createTestDatabase();
   const { prefix, cleanup } = testQueuePrefix();
   cleanupRedis = cleanup;
+  queuePrefix = prefix;
   resend = await startResendStandIn({ keepBodies: true });
   const config = loadConfig({
     NODE_ENV: 'test',
@@ -337,6 +340,49 @@ describe('weekly status emails', () => {
     expect(recipients()).toEqual([stay.email]);
     const [dropped] = await ctx.database.db.execute<{ patient_id: number }>(sql`select patient_id from fleet.deliveries where status = 'dropped'`);
     expect(dropped!.patient_id).toBe(leave.id);
+  });
+
+  it('staff opt a patient out with fleet weekly opt-out after the fan-out: the queued email is dropped, the change audited with who and why, source staff; opt-in undoes it', async () => {
+    const stay = await patient();
+    const leave = await patient();
+    await start(weeklyWorkers()); // no email worker yet: deliveries wait as pending
+    await runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: false });
+    await until(async () => (await deliveryStatuses()).pending === 2, 'two deliveries recorded');
+
+    const env = { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: queuePrefix, LOG_LEVEL: 'silent', FLEET_OPERATOR: undefined };
+    const noReason = await runCli(['weekly', 'opt-out', String(leave.id)], env);
+    expect(noReason.code).toBe(2);
+    expect(noReason.stderr).toContain('--reason <text> is required');
+    const missing = await runCli(['weekly', 'opt-out', String(leave.id + 1000), '--reason', 'x'], env);
+    expect(missing.code).toBe(3);
+    expect(missing.stderr).toContain(`patient ${leave.id + 1000} not found`);
+
+    const out = await runCli(['weekly', 'opt-out', String(leave.id), '--reason', 'asked on the phone', '--actor', 'anna'], env);
+    expect(out.stderr).toBe('');
+    expect(out.code).toBe(0);
+    expect(out.stdout).toBe(`patient ${leave.id} opted out of the weekly emails (audited, patient.updated event queued); an email of this week not yet sent is dropped\n`);
+    const again = await runCli(['weekly', 'opt-out', String(leave.id), '--reason', 'asked again', '--actor', 'anna', '--json'], env);
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout)).toEqual({ patientId: leave.id, optedOut: true, changed: false });
+
+    await start(...emailWorkers());
+    await until(async () => {
+      const s = await deliveryStatuses();
+      return s.sent === 1 && s.dropped === 1;
+    }, 'one sent, one dropped');
+    expect(recipients()).toEqual([stay.email]);
+
+    const back = await runCli(['weekly', 'opt-in', String(leave.id), '--reason', 'wants them back', '--actor', 'ben'], env);
+    expect(back.code).toBe(0);
+    expect(back.stdout).toContain(`patient ${leave.id} gets the weekly emails again`);
+    const audit = (await listAudit(ctx.database.db)).filter((a) => a.target === `patient/${leave.id}`);
+    expect(audit.map((a) => [a.action, a.actor, a.reason, a.details]).reverse()).toEqual([
+      ['weekly.opt-out', 'anna', 'asked on the phone', { via: 'cli' }],
+      ['weekly.opt-in', 'ben', 'wants them back', { via: 'cli' }],
+    ]);
+    // One event per change (the repeat wrote none), telling the platform that staff made it.
+    const staffEvent = { ...optOutEvent(leave.id), payload: { ...optOutEvent(leave.id).payload, source: 'staff' } };
+    expect(await optOutEvents()).toEqual([staffEvent, staffEvent]);
   });
 
   it('unsubscribe: forged or altered tokens are refused; the real one works once and is idempotent after', async () => {

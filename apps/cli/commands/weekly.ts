@@ -1,11 +1,11 @@
 import type { Command } from 'commander';
-import { ineligibleReason } from '../../../libs/db/repositories/weekly-status.js';
+import { ineligibleReason, optBackInToWeeklyUpdates, optOutOfWeeklyUpdates } from '../../../libs/db/repositories/weekly-status.js';
 import { isoWeekOf, isoWeekRange, parseIsoWeek, InvalidIsoWeekError } from '../../../libs/weekly/iso-week.js';
 import { dueWeek, nextRun } from '../../../libs/weekly/schedule.js';
 import { WEEKLY_SCHEDULER_ID, registerWeeklySchedule } from '../../producers/weekly-schedule.js';
 import { previewWeeklyEmail, runWeeklyFanout } from '../../../workers/weekly-status/worker.js';
 import type { FanoutResult } from '../../../workers/weekly-status/process-fanout.js';
-import { CliError, printJson, withContext } from '../context.js';
+import { CliError, operatorName, printJson, requiredReason, withContext } from '../context.js';
 import { isoSeconds } from '../format.js';
 import { jobIdFor } from '../../../libs/queues/index.js';
 
@@ -39,7 +39,9 @@ const berlinTime = (d: Date, timeZone: string) =>
   new Intl.DateTimeFormat('de-DE', { timeZone, dateStyle: 'full', timeStyle: 'short' }).format(d);
 
 export function registerWeekly(program: Command): void {
-  const weekly = program.command('weekly').description('weekly patient status emails: preview, run a fan-out by hand, show the schedule');
+  const weekly = program
+    .command('weekly')
+    .description('weekly patient status emails: preview, run a fan-out by hand, show the schedule, opt a patient out or back in');
 
   weekly
     .command('preview <patientId>')
@@ -166,4 +168,37 @@ export function registerWeekly(program: Command): void {
         process.stdout.write(lines.join('\n') + '\n');
       });
     });
+
+  // A patient who asks staff (phone, letter, email) to stop the weekly emails, or to have them
+  // back, is served as by the unsubscribe link: the same row change, audit row and
+  // patient.updated event (source "staff"), with who did it and why.
+  for (const optOut of [true, false]) {
+    weekly
+      .command(`${optOut ? 'opt-out' : 'opt-in'} <patientId>`)
+      .description(
+        optOut
+          ? 'opt a patient out of the weekly emails on their request (as the unsubscribe link does; an email of this week not yet sent is dropped)'
+          : "undo an opt-out on the patient's request: the emails resume with the next fan-out (still one a week)",
+      )
+      .option('--reason <text>', 'why, e.g. how the patient asked (required; written to the audit table)')
+      .option('--actor <name>', 'who (default: $FLEET_OPERATOR, else the login name)')
+      .option('--json', 'print JSON')
+      .action(async (rawId: string, opts: { reason?: string; actor?: string; json?: boolean }) => {
+        const patientId = patientIdArg(rawId);
+        const reason = requiredReason(opts.reason);
+        await withContext(async (ctx) => {
+          const by = { actor: operatorName(opts.actor), via: 'cli', source: 'staff' as const, reason };
+          const r = await (optOut ? optOutOfWeeklyUpdates : optBackInToWeeklyUpdates)(ctx.database.db, patientId, by);
+          if (!r.found) throw new CliError(`patient ${patientId} not found`, 3);
+          if (opts.json) return printJson({ patientId, optedOut: optOut, changed: r.changed });
+          process.stdout.write(
+            !r.changed
+              ? `patient ${patientId} ${optOut ? 'has opted out already' : 'has not opted out'}: nothing changed, nothing audited\n`
+              : optOut
+                ? `patient ${patientId} opted out of the weekly emails (audited, patient.updated event queued); an email of this week not yet sent is dropped\n`
+                : `patient ${patientId} gets the weekly emails again from the next fan-out, still one a week (audited, patient.updated event queued)\n`,
+          );
+        });
+      });
+  }
 }

@@ -157,7 +157,7 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
       const patientId = patientToChange(req, res, 'unsubscribe', '/unsubscribe');
       if (patientId === null) return;
       const oneClick = await isOneClick(req);
-      const r = await optOutOfWeeklyUpdates(ctx.database.db, patientId, { actor: `patient/${patientId}`, via: oneClick ? 'one-click' : 'unsubscribe-page' });
+      const r = await optOutOfWeeklyUpdates(ctx.database.db, patientId, { actor: `patient/${patientId}`, via: oneClick ? 'one-click' : 'unsubscribe-page', source: 'unsubscribe' });
       if (!r.found) return void res.status(404).type('html').send(invalid);
       ctx.log.info({ patientId, changed: r.changed, oneClick }, 'weekly status opt-out');
       res
@@ -187,7 +187,7 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
       noStore(res);
       const patientId = patientToChange(req, res, 'resubscribe', '/unsubscribe/resubscribe');
       if (patientId === null) return;
-      const r = await optBackInToWeeklyUpdates(ctx.database.db, patientId, { actor: `patient/${patientId}`, via: 'unsubscribe-page' });
+      const r = await optBackInToWeeklyUpdates(ctx.database.db, patientId, { actor: `patient/${patientId}`, via: 'unsubscribe-page', source: 'unsubscribe' });
       if (!r.found) return void res.status(404).type('html').send(invalid);
       ctx.log.info({ patientId, changed: r.changed }, 'weekly status opt-out undone');
       res.status(200).type('html').send(

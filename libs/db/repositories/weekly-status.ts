@@ -366,12 +366,13 @@ export async function unwantedWeeklyDeliveries(
 /**
  * Opts a patient out of the weekly emails. When that changes the patient (opt-out false ->
  * true), the same transaction writes the audit row and a `patient.updated` event (key =
- * patient id, payload `{patientId, changedFields: ['weekly_update_opt_out'], source:
- * 'unsubscribe'}`), so the platform learns of it. Idempotent: a second call, also a
+ * patient id, payload `{patientId, changedFields: ['weekly_update_opt_out'], source}`: source
+ * `unsubscribe` when the patient used the link, `staff` when staff did it for them with
+ * `fleet weekly opt-out`), so the platform learns of it. Idempotent: a second call, also a
  * concurrent one (it waits for the row lock and then matches nothing), changes and writes
  * nothing and reports `changed: false`.
  */
-export function optOutOfWeeklyUpdates(db: Db, patientId: number, by: { actor: string; via: string }): Promise<{ found: boolean; changed: boolean }> {
+export function optOutOfWeeklyUpdates(db: Db, patientId: number, by: OptOutChange): Promise<{ found: boolean; changed: boolean }> {
   return setWeeklyOptOut(db, patientId, true, by);
 }
 
@@ -380,11 +381,18 @@ export function optOutOfWeeklyUpdates(db: Db, patientId: number, by: { actor: st
  * as `optOutOfWeeklyUpdates` the other way round, audited as `weekly.opt-in`. The emails
  * resume with the next week not yet sent (one per patient per week still holds).
  */
-export function optBackInToWeeklyUpdates(db: Db, patientId: number, by: { actor: string; via: string }): Promise<{ found: boolean; changed: boolean }> {
+export function optBackInToWeeklyUpdates(db: Db, patientId: number, by: OptOutChange): Promise<{ found: boolean; changed: boolean }> {
   return setWeeklyOptOut(db, patientId, false, by);
 }
 
-async function setWeeklyOptOut(db: Db, patientId: number, optOut: boolean, by: { actor: string; via: string }): Promise<{ found: boolean; changed: boolean }> {
+/**
+ * Who changed a patient's opt-out and how: the patient on the unsubscribe page (`via`
+ * `one-click` or `unsubscribe-page`, source `unsubscribe`), or staff with the CLI (`via` `cli`,
+ * source `staff`, with the reason they gave, e.g. a patient's request on the phone).
+ */
+export type OptOutChange = { actor: string; via: string; source: 'unsubscribe' | 'staff'; reason?: string };
+
+async function setWeeklyOptOut(db: Db, patientId: number, optOut: boolean, by: OptOutChange): Promise<{ found: boolean; changed: boolean }> {
   return db.transaction(async (tx) => {
     const at = new Date();
     const updated = await tx
@@ -400,12 +408,13 @@ async function setWeeklyOptOut(db: Db, patientId: number, optOut: boolean, by: {
       actor: by.actor,
       action: optOut ? 'weekly.opt-out' : 'weekly.opt-in',
       target: `patient/${patientId}`,
+      reason: by.reason,
       details: { via: by.via },
     });
     await appendEvent(tx, {
       eventType: 'patient.updated',
       key: patientId,
-      payload: { patientId, changedFields: ['weekly_update_opt_out'], source: 'unsubscribe' },
+      payload: { patientId, changedFields: ['weekly_update_opt_out'], source: by.source },
       occurredAt: at,
     });
     return { found: true, changed: true };
