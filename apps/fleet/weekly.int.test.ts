@@ -129,6 +129,29 @@ async function queuesIdle(): Promise<boolean> {
   return true;
 }
 const recipients = () => resend.messages.map((m) => m.to[0]!).sort();
+/**
+ * Two eligible patients, the fan-out queues an email for each while no email worker runs, then
+ * `optOut(leave)` opts one out; the email workers start: the other patient's email is sent, the
+ * opted-out one's dropped. Returns the patient opted out.
+ */
+async function optOutBetweenFanoutAndSend(optOut: (leave: { id: number }) => Promise<void>): Promise<{ id: number }> {
+  const stay = await patient();
+  const leave = await patient();
+  await start(weeklyWorkers()); // no email worker yet: deliveries wait as pending
+  await runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: false });
+  await until(async () => (await deliveryStatuses()).pending === 2, 'two deliveries recorded');
+  await optOut(leave);
+  await start(...emailWorkers());
+  await until(async () => {
+    const s = await deliveryStatuses();
+    return s.sent === 1 && s.dropped === 1;
+  }, 'one sent, one dropped');
+  expect(recipients()).toEqual([stay.email]);
+  const [dropped] = await ctx.database.db.execute<{ patient_id: number }>(sql`select patient_id from fleet.deliveries where status = 'dropped'`);
+  expect(dropped!.patient_id).toBe(leave.id);
+  return leave;
+}
+
 /** The outbox rows an opt-out wrote (patient.updated on patient-events). */
 async function optOutEvents(): Promise<Array<{ topic: string; key: string; payload: Record<string, unknown> }>> {
   return ctx.database.db.execute<{ topic: string; key: string; payload: Record<string, unknown> }>(
@@ -315,62 +338,38 @@ describe('weekly status emails', () => {
   });
 
   it('opting out after the fan-out but before sending drops the queued email', async () => {
-    const stay = await patient();
-    const leave = await patient();
-    await start(weeklyWorkers()); // no email worker yet: deliveries wait as pending
-    await runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: false });
-    await until(async () => (await deliveryStatuses()).pending === 2, 'two deliveries recorded');
-
-    const http = httpComponent(ctx) as HttpComponent;
-    await start(http);
-    const base = `http://127.0.0.1:${http.address()!.port}`;
-    const token = signUnsubscribeToken(SECRET, leave.id);
-    const res = await fetch(`${base}/unsubscribe/${token}`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: 'List-Unsubscribe=One-Click',
+    await optOutBetweenFanoutAndSend(async (leave) => {
+      const http = httpComponent(ctx) as HttpComponent;
+      await start(http);
+      const base = `http://127.0.0.1:${http.address()!.port}`;
+      const token = signUnsubscribeToken(SECRET, leave.id);
+      const res = await fetch(`${base}/unsubscribe/${token}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'List-Unsubscribe=One-Click',
+      });
+      expect(res.status).toBe(200);
     });
-    expect(res.status).toBe(200);
-
-    await start(...emailWorkers());
-    await until(async () => {
-      const s = await deliveryStatuses();
-      return s.sent === 1 && s.dropped === 1;
-    }, 'one sent, one dropped');
-    expect(recipients()).toEqual([stay.email]);
-    const [dropped] = await ctx.database.db.execute<{ patient_id: number }>(sql`select patient_id from fleet.deliveries where status = 'dropped'`);
-    expect(dropped!.patient_id).toBe(leave.id);
   });
 
   it('staff opt a patient out with fleet weekly opt-out after the fan-out: the queued email is dropped, the change audited with who and why, source staff; opt-in undoes it', async () => {
-    const stay = await patient();
-    const leave = await patient();
-    await start(weeklyWorkers()); // no email worker yet: deliveries wait as pending
-    await runWeeklyFanout(ctx, { isoWeek: WEEK, dryRun: false });
-    await until(async () => (await deliveryStatuses()).pending === 2, 'two deliveries recorded');
-
     const env = { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: queuePrefix, LOG_LEVEL: 'silent', FLEET_OPERATOR: undefined };
-    const noReason = await runCli(['weekly', 'opt-out', String(leave.id)], env);
-    expect(noReason.code).toBe(2);
-    expect(noReason.stderr).toContain('--reason <text> is required');
-    const missing = await runCli(['weekly', 'opt-out', String(leave.id + 1000), '--reason', 'x'], env);
-    expect(missing.code).toBe(3);
-    expect(missing.stderr).toContain(`patient ${leave.id + 1000} not found`);
+    const leave = await optOutBetweenFanoutAndSend(async (leave) => {
+      const noReason = await runCli(['weekly', 'opt-out', String(leave.id)], env);
+      expect(noReason.code).toBe(2);
+      expect(noReason.stderr).toContain('--reason <text> is required');
+      const missing = await runCli(['weekly', 'opt-out', String(leave.id + 1000), '--reason', 'x'], env);
+      expect(missing.code).toBe(3);
+      expect(missing.stderr).toContain(`patient ${leave.id + 1000} not found`);
 
-    const out = await runCli(['weekly', 'opt-out', String(leave.id), '--reason', 'asked on the phone', '--actor', 'anna'], env);
-    expect(out.stderr).toBe('');
-    expect(out.code).toBe(0);
-    expect(out.stdout).toBe(`patient ${leave.id} opted out of the weekly emails (audited, patient.updated event queued); an email of this week not yet sent is dropped\n`);
-    const again = await runCli(['weekly', 'opt-out', String(leave.id), '--reason', 'asked again', '--actor', 'anna', '--json'], env);
-    expect(again.code).toBe(0);
-    expect(JSON.parse(again.stdout)).toEqual({ patientId: leave.id, optedOut: true, changed: false });
-
-    await start(...emailWorkers());
-    await until(async () => {
-      const s = await deliveryStatuses();
-      return s.sent === 1 && s.dropped === 1;
-    }, 'one sent, one dropped');
-    expect(recipients()).toEqual([stay.email]);
+      const out = await runCli(['weekly', 'opt-out', String(leave.id), '--reason', 'asked on the phone', '--actor', 'anna'], env);
+      expect(out.stderr).toBe('');
+      expect(out.code).toBe(0);
+      expect(out.stdout).toBe(`patient ${leave.id} opted out of the weekly emails (audited, patient.updated event queued); an email of this week not yet sent is dropped\n`);
+      const again = await runCli(['weekly', 'opt-out', String(leave.id), '--reason', 'asked again', '--actor', 'anna', '--json'], env);
+      expect(again.code).toBe(0);
+      expect(JSON.parse(again.stdout)).toEqual({ patientId: leave.id, optedOut: true, changed: false });
+    });
 
     const back = await runCli(['weekly', 'opt-in', String(leave.id), '--reason', 'wants them back', '--actor', 'ben'], env);
     expect(back.code).toBe(0);
