@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { isoWeekOf } from '../../libs/weekly/iso-week.js';
 import { runCli } from './run-cli.js';
 
 let db: TestDatabase;
@@ -105,5 +106,37 @@ describe('fleet weekly run', () => {
     } finally {
       await prefix.cleanup();
     }
+  });
+});
+
+describe('fleet weekly opt-out', () => {
+  // Staff on the phone with a patient who asks to stop the emails need to know whether this
+  // week's went out already: "an email not yet sent is dropped" alone read as "none will arrive".
+  it("says whether this week's email went out already, is dropped, or was never queued", { timeout: 60_000 }, async () => {
+    const env = { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, LOG_LEVEL: 'silent' };
+    const week = isoWeekOf(new Date(), 'Europe/Berlin');
+    const ids: number[] = [];
+    for (const ref of ['OPTOUT01', 'OPTOUT02', 'OPTOUT03']) {
+      const [p] = await db.sql<Array<{ id: number }>>`insert into patient_service.patienten (anrede, geschlecht, vorname, nachname, email, zahlungsreferenz, status)
+        values ('Frau', 'weiblich', 'V', 'N', ${`${ref.toLowerCase()}@example.org`}, ${ref}, 'auf_der_Suche') returning id`;
+      ids.push(p!.id);
+    }
+    const [sent, pending, none] = ids as [number, number, number];
+    for (const [id, status] of [[sent, 'sent'], [pending, 'pending']] as const) {
+      await db.sql`insert into fleet.deliveries (idempotency_key, kind, to_address, from_address, subject, html, text, status, patient_id, sent_at)
+        values (${`weekly.${id}.${week}`}, 'weekly-status', 'x@example.org', 'noreply@example.org', 's', 'h', 't', ${status}, ${id},
+                ${status === 'sent' ? '2026-12-07T08:00:03Z' : null})`;
+    }
+    const lines = async (id: number) => {
+      const r = await runCli(['weekly', 'opt-out', String(id), '--reason', 'asked on the phone'], env);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      return r.stdout.split('\n');
+    };
+    expect((await lines(sent))[1]).toBe(`this week's email (${week}): went out already at 2026-12-07T08:00:03Z`);
+    expect((await lines(pending))[1]).toBe(`this week's email (${week}): not sent yet, it is dropped`);
+    expect((await lines(none))[1]).toBe(`this week's email (${week}): none queued yet`);
+    const json = await runCli(['weekly', 'opt-in', String(sent), '--reason', 'wants them back', '--json'], env);
+    expect(JSON.parse(json.stdout)).toEqual({ patientId: sent, optedOut: false, changed: true, thisWeek: { isoWeek: week, status: 'sent', sentAt: '2026-12-07T08:00:03Z' } });
   });
 });

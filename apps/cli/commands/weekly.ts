@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { ineligibleReason, optBackInToWeeklyUpdates, optOutOfWeeklyUpdates } from '../../../libs/db/repositories/weekly-status.js';
+import { ineligibleReason, optBackInToWeeklyUpdates, optOutOfWeeklyUpdates, weeklyDeliveryOfWeek } from '../../../libs/db/repositories/weekly-status.js';
 import { isoWeekOf, isoWeekRange, parseIsoWeek, InvalidIsoWeekError } from '../../../libs/weekly/iso-week.js';
 import { dueWeek, nextRun } from '../../../libs/weekly/schedule.js';
 import { WEEKLY_SCHEDULER_ID, registerWeeklySchedule } from '../../producers/weekly-schedule.js';
@@ -190,15 +190,37 @@ export function registerWeekly(program: Command): void {
           const by = { actor: operatorName(opts.actor), via: 'cli', source: 'staff' as const, reason };
           const r = await (optOut ? optOutOfWeeklyUpdates : optBackInToWeeklyUpdates)(ctx.database.db, patientId, by);
           if (!r.found) throw new CliError(`patient ${patientId} not found`, 3);
-          if (opts.json) return printJson({ patientId, optedOut: optOut, changed: r.changed });
-          process.stdout.write(
-            !r.changed
-              ? `patient ${patientId} ${optOut ? 'has opted out already' : 'has not opted out'}: nothing changed, nothing audited\n`
-              : optOut
-                ? `patient ${patientId} opted out of the weekly emails (audited, patient.updated event queued); an email of this week not yet sent is dropped\n`
-                : `patient ${patientId} gets the weekly emails again from the next fan-out, still one a week (audited, patient.updated event queued)\n`,
-          );
+          // Read after the change: a delivery claimed from now on sees the opt-out.
+          const isoWeek = isoWeekOf(ctx.clock.now(), ctx.config.weekly.timeZone);
+          const thisWeek = await weeklyDeliveryOfWeek(ctx.database.db, patientId, isoWeek);
+          if (opts.json) {
+            return printJson({ patientId, optedOut: optOut, changed: r.changed, thisWeek: { isoWeek, status: thisWeek?.status ?? null, sentAt: isoSeconds(thisWeek?.sentAt ?? null) } });
+          }
+          const done = !r.changed
+            ? `patient ${patientId} ${optOut ? 'has opted out already' : 'has not opted out'}: nothing changed, nothing audited`
+            : optOut
+              ? `patient ${patientId} opted out of the weekly emails (audited, patient.updated event queued)`
+              : `patient ${patientId} gets the weekly emails again from the next fan-out, still one a week (audited, patient.updated event queued)`;
+          process.stdout.write(`${done}\n${thisWeekLine(isoWeek, thisWeek, optOut)}\n`);
         });
       });
+  }
+}
+
+/** What became of this week's email, for staff on the phone with the patient. */
+export function thisWeekLine(isoWeek: string, d: { status: string; sentAt: Date | null } | null, optedOut: boolean): string {
+  const week = `this week's email (${isoWeek})`;
+  if (!d) return `${week}: none queued yet${optedOut ? '' : '; the next fan-out sends it if the patient is eligible (fleet weekly preview)'}`;
+  switch (d.status) {
+    case 'sent':
+      return `${week}: went out already at ${isoSeconds(d.sentAt) ?? '(time not recorded)'}`;
+    case 'sending':
+      return `${week}: being sent right now, it may still arrive`;
+    case 'pending':
+      return optedOut ? `${week}: not sent yet, it is dropped` : `${week}: waiting to be sent`;
+    case 'dropped':
+      return `${week}: dropped, not sent`;
+    default:
+      return `${week}: ${d.status}, not sent`;
   }
 }

@@ -3,7 +3,7 @@ import { appendEvent } from '../../events/index.js';
 import { isPlausibleEmail, PLAUSIBLE_EMAIL_SOURCE, TRIMMED_CHARS, trimEmail } from '../../weekly/email-address.js';
 import { InvalidIsoWeekError, isoWeekOf, isoWeekRange, parseIsoWeek } from '../../weekly/iso-week.js';
 import type { Db, DbOrTx } from '../client.js';
-import { deliveries } from '../schema/fleet.js';
+import { deliveries, type DeliveryStatus } from '../schema/fleet.js';
 import { patienten } from '../schema/platform.js';
 import { recordAudit } from './audit.js';
 import { queueDelivery, type NewDelivery } from './deliveries.js';
@@ -419,6 +419,19 @@ async function setWeeklyOptOut(db: Db, patientId: number, optOut: boolean, by: O
     });
     return { found: true, changed: true };
   });
+}
+
+/**
+ * What became of a patient's weekly email of one ISO week (its delivery under the week's key),
+ * null when none was queued: staff who opt a patient out on the phone can tell them whether
+ * this week's email went out already.
+ */
+export async function weeklyDeliveryOfWeek(db: DbOrTx, patientId: number, isoWeek: string): Promise<{ status: DeliveryStatus; sentAt: Date | null } | null> {
+  const [row] = await db
+    .select({ status: deliveries.status, sentAt: deliveries.sentAt })
+    .from(deliveries)
+    .where(eq(deliveries.idempotencyKey, weeklyIdempotencyKey(patientId, isoWeek)));
+  return row ?? null;
 }
 
 /** Whether a patient exists and has opted out (unsubscribe page). */
