@@ -1,7 +1,7 @@
 import type { FleetSchedulerId } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { workerComponent, type Component, type FleetContext, type ReadinessResult } from '../../libs/runtime/index.js';
-import { createBucket, StorageError, type BucketPort } from '../../libs/storage/index.js';
+import { createBucket, LocalBucket, StorageError, type BucketPort } from '../../libs/storage/index.js';
 import { scheduleComponent } from './schedule-component.js';
 import { bucketPollHandlers } from '../../workers/patient-import/worker.js';
 
@@ -52,12 +52,15 @@ export function bucketPollerComponents(ctx: FleetContext): Component[] {
 export function bucketReadiness(bucket: BucketPort, prefix: string, cacheMs = 60_000): () => Promise<ReadinessResult> {
   let last: { at: number; result: ReadinessResult } | undefined;
   let probing: Promise<ReadinessResult> | undefined;
+  // The local driver keeps GCS_BUCKET's name for its records, but what it lists is a folder:
+  // "bucket curavani-production-data-transfer can be listed" read as production GCS.
+  const what = bucket instanceof LocalBucket ? `local bucket folder ${bucket.root} (STORAGE_DRIVER=local)` : `bucket ${bucket.bucket}`;
   const probe = async (): Promise<ReadinessResult> => {
     try {
       await bucket.list(prefix, { pageSize: 1 });
-      return { ok: true, detail: `bucket ${bucket.bucket} can be listed` };
+      return { ok: true, detail: `${what} can be listed` };
     } catch (err) {
-      return { ok: false, detail: err instanceof StorageError ? err.message : `bucket ${bucket.bucket}: listing failed` };
+      return { ok: false, detail: err instanceof StorageError ? err.message : `${what}: listing failed` };
     }
   };
   return async () => {

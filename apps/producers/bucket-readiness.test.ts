@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GcsBucket } from '../../libs/storage/index.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { GcsBucket, LocalBucket } from '../../libs/storage/index.js';
 import { startGcsStandIn, type GcsStandIn } from '../../libs/testing/gcs-stand-in.js';
 import { bucketReadiness } from './bucket-poller.js';
 
@@ -22,6 +25,18 @@ describe('bucket readiness', () => {
     expect(await check()).toEqual({ ok: true, detail: 'bucket right-bucket can be listed' });
     expect(await check()).toMatchObject({ ok: true });
     expect(si.count('list') - before).toBe(1);
+  });
+
+  it('the local driver names its folder, not the GCS bucket name it keeps for its records', async () => {
+    // "bucket curavani-production-data-transfer can be listed" on a development machine read as
+    // production GCS being listed.
+    const dir = await mkdtemp(path.join(tmpdir(), 'bucket-readiness-'));
+    try {
+      const r = await bucketReadiness(new LocalBucket({ dir, bucket: 'curavani-production-data-transfer' }), 'registrations/')();
+      expect(r).toEqual({ ok: true, detail: `local bucket folder ${dir} (STORAGE_DRIVER=local) can be listed` });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('a wrong GCS_BUCKET says there is no such bucket', async () => {
