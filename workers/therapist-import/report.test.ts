@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { assertCountsAddUp, countWithShare, emptyCounts, formatShare, metadataDisagreements } from './report.js';
+import { assertCountsAddUp, countWithShare, emptyCounts, formatShare, metadataDisagreements, metadataDisagreementText, metadataFoundText } from './report.js';
 
 describe('therapist import report', () => {
   it('never rounds a failure away nor up to 100%, and never divides by zero', () => {
@@ -29,5 +29,16 @@ describe('therapist import report', () => {
       { field: 'postcode_area', stated: '53XXX', found: '52074' },
     ]);
     expect(metadataDisagreements({ total_therapists: 1, postcode_area: '52XXX' }, ['new'], '52074')).toEqual([]);
+  });
+
+  it('says what a metadata disagreement counted: lines by their status, not what the import did', () => {
+    const text = (field: string, stated: unknown, found: unknown) => metadataDisagreementText({ field, stated, found });
+    expect(text('new_therapists', 4, 5)).toBe('metadata new_therapists says 4; the file has 5 entries with status "new"');
+    expect(text('modified_therapists', 0, 1)).toBe('metadata modified_therapists says 0; the file has 1 entry with status "modified"');
+    expect(text('deleted_therapists', 2, 0)).toBe('metadata deleted_therapists says 2; the file has 0 entries with status "deleted"');
+    expect(text('total_therapists', 5, 4)).toBe('metadata total_therapists says 5; the file has 4 entries');
+    expect(text('postcode_area', '53XXX', '52074')).toBe("metadata postcode_area says 53XXX; the file's name has the postcode 52074");
+    expect(metadataFoundText({ field: 'new_therapists', stated: 4, found: 5 })).toBe('5 entries with status "new"');
+    expect(metadataFoundText({ field: 'postcode_area', stated: '53XXX', found: '52074' })).toBe('the postcode 52074 in its name');
   });
 });

@@ -106,6 +106,31 @@ export function metadataDisagreements(
   return out;
 }
 
+/** The line status each metadata count stands for (`total_therapists` counts every line). */
+const METADATA_STATUS: Readonly<Record<string, string>> = { new_therapists: 'new', modified_therapists: 'modified', deleted_therapists: 'deleted' };
+
+/**
+ * What the file holds, as a metadata disagreement compares it, for the CLI and the pages
+ * ("5 entries with status \"new\""): the counts are of lines by their `status`, not of what the
+ * import did (a `new` line for a therapist we have is updated, not created), as the staff
+ * summary says it in German.
+ */
+export function metadataFoundText(d: MetadataDisagreement): string {
+  const entries = (n: unknown) => (n === 1 ? '1 entry' : `${String(n)} entries`);
+  if (d.field === 'total_therapists') return entries(d.found);
+  if (d.field === 'postcode_area') return `the postcode ${String(d.found)} in its name`;
+  const status = METADATA_STATUS[d.field];
+  return status ? `${entries(d.found)} with status "${status}"` : String(d.found);
+}
+
+/** One metadata disagreement as a line: `metadata new_therapists says 4; the file has 5 entries with status "new"`. */
+export function metadataDisagreementText(d: MetadataDisagreement): string {
+  const says = `metadata ${d.field} says ${String(d.stated)}`;
+  if (d.field === 'postcode_area') return `${says}; the file's name has the postcode ${String(d.found)}`;
+  if (d.field === 'total_therapists' || METADATA_STATUS[d.field]) return `${says}; the file has ${metadataFoundText(d)}`;
+  return `${says}; found ${metadataFoundText(d)}`;
+}
+
 /**
  * A share as staff read it: exact at the ends, never "0%" for something that happened nor
  * "100%" for something that did not always happen (1 in 8,262 -> "<0,1%"), and "–" for 0 of 0.

@@ -11,6 +11,7 @@ import {
   COUNT_LABELS,
   isOutcomeCount,
   reportOf,
+  metadataDisagreementText,
   type FileReport,
 } from '../../../workers/therapist-import/worker.js';
 import { supersedingFiles } from '../../../libs/db/repositories/therapist-import.js';
@@ -34,7 +35,7 @@ export function fileReportText(r: FileReport): string {
   lines.push(countsBlock(r.counts));
   if (r.fileErrors.length) lines.push('file-level errors:', ...r.fileErrors.map((e) => `  ${e}`));
   if (r.metadataDisagreements.length) {
-    lines.push('metadata disagrees with the file:', ...r.metadataDisagreements.map((d) => `  ${d.field}: metadata says ${String(d.stated)}, found ${String(d.found)}`));
+    lines.push('metadata disagrees with the file:', ...r.metadataDisagreements.map((d) => `  ${metadataDisagreementText(d)}`));
   }
   if (r.failures.length) lines.push('failed therapists:', ...r.failures.map((f) => `  therapists[${f.index}]${f.externalId ? ` (id ${f.externalId})` : ''}: ${f.reason}`));
   if (r.statusMismatches.length) {

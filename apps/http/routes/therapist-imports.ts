@@ -1,6 +1,6 @@
 import { Router, type Request, type Response } from 'express';
 import { therapistImportFileStatuses, type TherapistImportCounts, type TherapistImportFileStatus } from '../../../libs/db/schema/fleet-therapist-import.js';
-import { COUNT_LABELS, formatShare, isOutcomeCount, outcomeKeys, reportOf, therapistImportRepo as repo } from '../../../workers/therapist-import/worker.js';
+import { COUNT_LABELS, formatShare, isOutcomeCount, metadataFoundText, outcomeKeys, reportOf, therapistImportRepo as repo } from '../../../workers/therapist-import/worker.js';
 import { supersedingFiles } from '../../../libs/db/repositories/therapist-import.js';
 import { html, page, pageTime, type SafeHtml } from '../html.js';
 import type { HttpRouteModule } from './types.js';
@@ -152,8 +152,8 @@ ${countsTable(r.counts)}
 ${r.fileErrors.length ? html`<h2>File-level errors (${r.fileErrors.length})</h2><ul>${r.fileErrors.map((e) => html`<li class="reason">${e}</li>`)}</ul>` : ''}
 ${r.metadataDisagreements.length
   ? html`<h2>Metadata that disagrees with the file (${r.metadataDisagreements.length})</h2>
-${wide(html`<table><thead><tr><th>Field</th><th>Metadata says</th><th>Found</th></tr></thead><tbody>${r.metadataDisagreements.map(
-      (d) => html`<tr><td><code>${d.field}</code></td><td>${String(d.stated)}</td><td>${String(d.found)}</td></tr>`,
+${wide(html`<table><thead><tr><th>Field</th><th>Metadata says</th><th>The file has</th></tr></thead><tbody>${r.metadataDisagreements.map(
+      (d) => html`<tr><td><code>${d.field}</code></td><td>${String(d.stated)}</td><td>${metadataFoundText(d)}</td></tr>`,
     )}</tbody></table>`)}`
   : ''}
 ${r.failures.length
