@@ -281,6 +281,17 @@ describe('a therapist file that failed its job', () => {
   });
 });
 
+describe('fleet imports runs', () => {
+  it('counts the files of a run still collecting (its row is counted when it closes)', { timeout: 90_000 }, async () => {
+    const run = await therapistImportRepo.openRun(db.db, 'watcher', 'collecting');
+    const { file } = await therapistImportRepo.registerFile(db.db, { runId: run, path: '52090.json', postcode: '52090', dateFolder: null, urgent: false, contentHash: 'c'.repeat(64), sizeBytes: 10 });
+    await db.sql`update fleet.therapist_import_files set status = 'imported', finished_at = now() where id = ${file.id}`;
+    const shown = await fleet('imports', 'runs');
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toMatch(new RegExp(`^${run}\\s+watcher\\s+collecting\\s+1\\s`, 'm'));
+  });
+});
+
 describe('fleet poll', () => {
   it('says when files were left out because they are still being copied in, instead of looking like an empty bucket', { timeout: 90_000 }, async () => {
     const bucketDir = path.join(dir, 'bucket');

@@ -613,6 +613,21 @@ describe('http app with dashboard credentials', () => {
     expect(all).toContain('imported</a> (1,002)');
   });
 
+  it('/therapist-imports and /therapist-imports/runs/<id> count the files of a run still collecting (its row is counted when it closes)', async () => {
+    const sql = app.ctx.database.sql;
+    const [run] = await sql<Array<{ id: number }>>`insert into fleet.therapist_import_runs (trigger, state) values ('watcher', 'collecting') returning id`;
+    await sql`insert into fleet.therapist_import_files (run_id, path, postcode, status, content_hash, finished_at) values (${run!.id}, '52091.json', '52091', 'imported', 'collecting-1', now())`;
+    await sql`insert into fleet.therapist_import_files (run_id, path, postcode, status, content_hash) values (${run!.id}, '52092.json', '52092', 'queued', 'collecting-2')`;
+    const get = async (p: string) => (await fetch(`${app.base}${p}`, { headers: { authorization: AUTH } })).text();
+    const runs = await get('/therapist-imports');
+    expect(runs).toMatch(new RegExp(`<a href="/therapist-imports/runs/${run!.id}"><code>${run!.id}</code></a></td><td>watcher</td><td>collecting</td><td class="num">2</td>`));
+    const page = (await get(`/therapist-imports/runs/${run!.id}`)).replace(/<[^>]+>/g, '').replace(/\s+/g, ' ');
+    expect(page).toContain('2 files (1 imported, 1 queued).');
+    expect(page).toContain('Files (2)');
+    const api = (await (await fetch(`${app.base}/therapist-imports/api/runs/${run!.id}`, { headers: { authorization: AUTH } })).json()) as { run: { fileCount: number; fileStatusCounts: Record<string, number> } };
+    expect(api.run).toMatchObject({ fileCount: 2, fileStatusCounts: { imported: 1, queued: 1 } });
+  });
+
   it('/therapist-imports/runs/<id> of a closed run without files says why it has none and that nothing is to do', async () => {
     const sql = app.ctx.database.sql;
     const [empty] = await sql<Array<{ id: number }>>`insert into fleet.therapist_import_runs (trigger, state, sealed_at, closed_at) values ('watcher', 'closed', now(), now()) returning id`;

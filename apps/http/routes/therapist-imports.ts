@@ -96,7 +96,6 @@ ${runs.length
     router.get('/runs/:id', async (req, res) => {
       const run = await runOf(req);
       if (!run) return notFound(res, `There is no therapist import run ${req.params.id}.`);
-      const statuses = Object.entries(run.fileStatusCounts).filter(([, n]) => n);
       // ?status=failed,partial: only those files (the ones staff look at in a run of hundreds),
       // filtered in the query: a run of thousands of postcode files has failed ones beyond the newest FILE_LIMIT.
       const wanted = typeof req.query.status === 'string' && req.query.status ? new Set(req.query.status.split(',')) : null;
@@ -113,6 +112,9 @@ ${runs.length
       const files = await repo.listFiles(db, { runId: run.id, limit: FILE_LIMIT, ...(wanted ? { status: [...wanted] as TherapistImportFileStatus[] } : {}) });
       const perStatus = new Map(Object.entries(await repo.countRunFilesByStatus(db, run.id)));
       const allCount = [...perStatus.values()].reduce((a, b) => a + b, 0);
+      // The summary line counts what the file list below counts (one query: a file registered
+      // meanwhile cannot make them disagree), for a run still taking files too.
+      const statuses = [...perStatus].filter(([, n]) => n).sort(([a], [b]) => a.localeCompare(b));
       const matching = wanted ? [...wanted].reduce((a, st) => a + (perStatus.get(st) ?? 0), 0) : allCount;
       const filterLinks = html`<p class="muted">Show: ${wanted ? html`<a href="/therapist-imports/runs/${run.id}">all</a>` : html`<strong>all</strong>`}${[...perStatus].sort().map(
         ([st, n]) => html` · ${wanted?.size === 1 && wanted.has(st) ? html`<strong>${st}</strong>` : html`<a href="/therapist-imports/runs/${run.id}?status=${st}">${st}</a>`} (${num(n)})`,
@@ -120,8 +122,8 @@ ${runs.length
       const body = html`<p class="muted"><a href="/therapist-imports">Therapist imports</a> › run ${run.id}</p>
 <h1>Run ${run.id} <span class="muted">(${run.trigger}, ${run.state})</span></h1>
 <p>Started ${when(run.startedAt)}, ${run.closedAt ? html`closed ${when(run.closedAt)}` : run.sealedAt ? html`takes no more files since ${when(run.sealedAt)}; closes when its last file is done` : 'still taking files (it closes once no new file has come for SCRAPER_RUN_QUIET_MS and its files are done)'}.
-${plural(run.fileCount, 'file', 'files')}${statuses.length ? html` (${statuses.map(([s, n], i) => html`${i ? ', ' : ''}${num(n)} ${s}`)})` : ''}.${run.summaryDeliveryId ? html` Staff summary email: delivery <code>${run.summaryDeliveryId}</code>.` : ''}</p>
-${run.closedAt && run.fileCount === 0 ? html`<p class="muted">No files: the file it was opened for was registered by another run, or the process watching the folder stopped before registering it (the next one picked the file up). Nothing was imported here, and no summary is sent: nothing to do.</p>` : ''}
+${plural(allCount, 'file', 'files')}${statuses.length ? html` (${statuses.map(([s, n], i) => html`${i ? ', ' : ''}${num(n)} ${s}`)})` : ''}.${run.summaryDeliveryId ? html` Staff summary email: delivery <code>${run.summaryDeliveryId}</code>.` : ''}</p>
+${run.closedAt && allCount === 0 ? html`<p class="muted">No files: the file it was opened for was registered by another run, or the process watching the folder stopped before registering it (the next one picked the file up). Nothing was imported here, and no summary is sent: nothing to do.</p>` : ''}
 ${run.counts ? countsTable(run.counts, "therapists in the run's files") : html`<p class="muted">Totals appear when the run closes.</p>`}
 <h2>Files <span class="muted">(${wanted ? `${num(matching)} of ${num(allCount)}` : num(allCount)}${matching > files.length ? `, the newest ${num(files.length)} shown` : ''})</span></h2>
 ${filterLinks}

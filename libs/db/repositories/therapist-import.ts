@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, inArray, isNotNull, isNull, lte, ne, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, inArray, isNotNull, isNull, lte, ne, sql } from 'drizzle-orm';
 import { alias } from 'drizzle-orm/pg-core';
 import type { Db, DbOrTx, Tx } from '../client.js';
 import {
@@ -55,13 +55,35 @@ export async function openRunIds(db: DbOrTx): Promise<number[]> {
   return rows.map((r) => r.id);
 }
 
+/**
+ * A run as the CLI and the pages show it. Its row's file count and files per status are written
+ * when it closes, so a run not closed yet (collecting, sealed, or open again for a requeued file)
+ * has its files counted now, by the files' run index: the import's transaction writes nothing
+ * more for it. (Before, a run still collecting showed "0 files" above a list of its files.)
+ * The outer row is named in full, as in `supersedingFileOf`.
+ */
+const runAsShown = () => {
+  const run = 'fleet.therapist_import_runs';
+  const open = `${run}.state <> 'closed'`;
+  return {
+    ...getTableColumns(therapistImportRuns),
+    fileCount: sql<number>`(case when ${sql.raw(open)}
+      then (select count(*)::int from fleet.therapist_import_files f where f.run_id = ${sql.raw(`${run}.id`)})
+      else ${sql.raw(`${run}.file_count`)} end)`.mapWith(Number),
+    fileStatusCounts: sql<TherapistImportRunRow['fileStatusCounts']>`(case when ${sql.raw(open)}
+      then coalesce((select jsonb_object_agg(s.status, s.n) from (
+        select f.status, count(*)::int as n from fleet.therapist_import_files f where f.run_id = ${sql.raw(`${run}.id`)} group by f.status) s), '{}'::jsonb)
+      else ${sql.raw(`${run}.file_status_counts`)} end)`.mapWith(therapistImportRuns.fileStatusCounts),
+  };
+};
+
 export async function getRun(db: DbOrTx, runId: number): Promise<TherapistImportRunRow | null> {
-  const [row] = await db.select().from(therapistImportRuns).where(eq(therapistImportRuns.id, runId));
+  const [row] = await db.select(runAsShown()).from(therapistImportRuns).where(eq(therapistImportRuns.id, runId));
   return row ?? null;
 }
 
 export async function listRuns(db: DbOrTx, limit = 20): Promise<TherapistImportRunRow[]> {
-  return db.select().from(therapistImportRuns).orderBy(desc(therapistImportRuns.id)).limit(limit);
+  return db.select(runAsShown()).from(therapistImportRuns).orderBy(desc(therapistImportRuns.id)).limit(limit);
 }
 
 export interface ClosedRun {
