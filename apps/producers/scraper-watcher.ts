@@ -201,9 +201,16 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    * a date folder and a postcode, no personal data. Files the catch-up knows to be recorded
    * (`knownSkips`) are not sent again.
    */
-  async function recordSkipped(files: repo.SkippedFile[], why: 'misfit' | 'superseded' | 'unreadable' | 'too-large' | 'same-content'): Promise<void> {
+  async function recordSkipped(
+    files: repo.SkippedFile[],
+    why: 'misfit' | 'superseded' | 'unreadable' | 'too-large' | 'same-content',
+    opts: { live?: boolean; contentFileId?: number } = {},
+  ): Promise<void> {
     const recorded = await repo.recordSkippedFiles(db, files.filter((f) => !knownSkips.has(skipKey(f.path, f.contentHash))));
-    if (recorded.length === 0) return;
+    if (recorded.length === 0) {
+      if (opts.live && files.length === 1) await seenAgainSkipped(files[0]!, why, opts.contentFileId);
+      return;
+    }
     const run = await runForNewFile();
     await repo.attachFilesToRun(db, recorded.map((r) => r.id), run);
     for (const r of recorded) {
@@ -214,6 +221,19 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
       else log.info({ path: r.path, fileId: r.id, runId: run }, 'scraper file superseded by a newer date folder: skipped');
       metrics.fileFinished('skipped', null);
     }
+  }
+
+  /**
+   * A file dropped again (a live event) that a skipped row records already: it is not reported
+   * again (run, summary), but logged at info naming that row, so an operator can tell the watcher
+   * saw it. A misfit name may be a person's: by the row's id only. The catch-up does not log
+   * these (a restart finds every kept file again).
+   */
+  async function seenAgainSkipped(f: repo.SkippedFile, why: 'misfit' | 'superseded' | 'unreadable' | 'too-large' | 'same-content', contentFileId?: number): Promise<void> {
+    const earlier = await repo.findSkippedFile(db, f.path, f.contentHash ?? null);
+    const fields = { earlierFileId: earlier?.id ?? null, skipped: why, ...(contentFileId === undefined ? {} : { contentFileId }) };
+    if (why === 'misfit') log.info(fields, 'scraper file seen again: skipped before, not reported again');
+    else log.info({ path: f.path, ...fields }, 'scraper file seen again: skipped before, not reported again');
   }
 
   /** A file of a fitting name that cannot be read (permissions): reported once by path, imported once it can be read. */
@@ -282,12 +302,18 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
   async function knownContent(
     existing: repo.TherapistImportFileRow,
     at: { path: string; postcode: string | null; dateFolder: string | null; urgent: boolean; contentHash: string; sizeBytes: number },
+    opts: { live?: boolean } = {},
   ): Promise<void> {
     const waiting = existing.status === 'queued' || existing.status === 'importing';
     const row = waiting ? await followMove(existing, at) : existing;
     if (waiting) await enqueueTherapistFile(ctx, row);
-    if (row.path !== at.path) await recordSkipped([{ ...at, reason: sameContentReason(row) }], 'same-content');
-    else if (!waiting) log.debug({ fileId: row.id }, 'scraper file content already imported');
+    if (row.path !== at.path) {
+      await recordSkipped([{ ...at, reason: sameContentReason(row) }], 'same-content', { ...opts, contentFileId: row.id });
+    } else if (opts.live) {
+      // The same file dropped again (identical bytes): nothing to import or report, but an
+      // operator looking for it finds this line. Its path is a postcode (and date folder).
+      log.info({ path: at.path, earlierFileId: row.id, earlierStatus: row.status }, 'scraper file seen again with the content of an earlier file: not imported again');
+    }
   }
 
   async function sealCurrentRun(): Promise<void> {
@@ -380,14 +406,14 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const entry = classifyDropPath(rel);
     if (entry.kind === 'ignore') return;
     if (entry.kind === 'misfit') {
-      await recordSkipped([{ path: rel, reason: entry.reason }], 'misfit');
+      await recordSkipped([{ path: rel, reason: entry.reason }], 'misfit', { live: true });
       return;
     }
     const at = { path: rel, postcode: entry.postcode, dateFolder: entry.dateFolder, urgent: entry.urgent };
     const read = await readTracked(at);
     if (!read) return;
     if ('unreadable' in read) {
-      await recordSkipped([read.unreadable], 'unreadable');
+      await recordSkipped([read.unreadable], 'unreadable', { live: true });
       return;
     }
     await registerRead(entry, { ...at, contentHash: read.contentHash, sizeBytes: read.sizeBytes }, read.tooLarge);
@@ -406,7 +432,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     // arrived is not re-reported as superseded (on every restart or rewrite).
     const existing = await repo.findLiveByHash(db, base.contentHash);
     if (existing) {
-      await knownContent(existing, base);
+      await knownContent(existing, base, { live: true });
       return;
     }
 
@@ -416,12 +442,12 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
         .sort()
         .pop();
       if (newer && newer > entry.dateFolder) {
-        await recordSkipped([{ ...base, reason: supersededReason(newer, entry.postcode) }], 'superseded');
+        await recordSkipped([{ ...base, reason: supersededReason(newer, entry.postcode) }], 'superseded', { live: true });
         return;
       }
     }
     if (tooLarge) {
-      await recordSkipped([{ ...base, reason: tooLargeReason(tooLarge) }], 'too-large');
+      await recordSkipped([{ ...base, reason: tooLargeReason(tooLarge) }], 'too-large', { live: true });
       return;
     }
     const run = await runForNewFile();

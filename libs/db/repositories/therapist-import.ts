@@ -578,6 +578,20 @@ export async function recordSkippedFiles(db: DbOrTx, files: SkippedFile[]): Prom
   return rows;
 }
 
+/**
+ * The skipped row that records a file already (same path and content; a file without a content,
+ * such as a misfit name, by its path): what the watcher names when it sees such a file again.
+ */
+export async function findSkippedFile(db: DbOrTx, filePath: string, contentHash: string | null): Promise<{ id: number; runId: number | null } | null> {
+  const f = therapistImportFiles;
+  const [row] = await db
+    .select({ id: f.id, runId: f.runId })
+    .from(f)
+    .where(and(eq(f.status, 'skipped'), eq(f.path, filePath), sql`coalesce(${f.contentHash}, '') = ${contentHash ?? ''}`))
+    .limit(1);
+  return row ?? null;
+}
+
 /** Files (skipped ones, recorded without a run) join a run: its page and staff summary list them. */
 export async function attachFilesToRun(db: DbOrTx, fileIds: number[], runId: number): Promise<void> {
   if (fileIds.length === 0) return;
