@@ -20,6 +20,14 @@ export interface QueueSetOptions {
   prefix: string;
   /** Multiplies every retry delay of the catalog (1 in production; tests use a small value). */
   backoffScale?: number;
+  /**
+   * false: opening a queue writes nothing to Redis. BullMQ's Queue writes the queue's meta hash
+   * (`<prefix>:<queue>:meta`: its version and event stream length) as soon as it is constructed,
+   * even to read a count; a one-shot command run with the wrong QUEUE_PREFIX (or REDIS_URL)
+   * thereby created a fleet's keys where no fleet runs. Adding a job still writes the meta it
+   * needs (BullMQ's add script sets the stream length when missing). Default true.
+   */
+  writeMeta?: boolean;
 }
 
 export interface EnqueueOptions {
@@ -85,7 +93,7 @@ export class QueueSet {
   queue(name: string): Queue {
     let q = this.queues.get(name);
     if (!q) {
-      q = new Queue(name, { connection: this.opts.connection, prefix: this.prefix });
+      q = new Queue(name, { connection: this.opts.connection, prefix: this.prefix, ...(this.opts.writeMeta === false ? { skipMetasUpdate: true } : {}) });
       q.on('error', () => {}); // surfaced by the calls that fail; avoid unhandled 'error' events
       this.queues.set(name, q);
     }

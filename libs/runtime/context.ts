@@ -37,7 +37,11 @@ export const REDIS_CLOSE_WAIT_MS = 2_000;
 export interface OpenContextOptions {
   clock?: Clock;
   metrics?: Metrics;
-  /** `command`: a one-shot command (the CLI), whose Redis connection gives up instead of reconnecting forever. */
+  /**
+   * `command`: a one-shot command (the CLI), whose Redis connection gives up instead of
+   * reconnecting forever, and whose queues write no meta key to Redis by being opened (a
+   * read-only command leaves no trace under a mistyped QUEUE_PREFIX; see QueueSetOptions.writeMeta).
+   */
   redisRole?: 'producer' | 'command';
   /** How long the pool waits for a connection to PostgreSQL (default 30 s, postgres.js's). */
   dbConnectTimeoutSeconds?: number;
@@ -49,7 +53,7 @@ export function openContext(config: Config, log: Logger, opts: OpenContextOption
   let probe: postgres.Sql | null = null;
   const producerRedis = redisConnection(config.queues.redisUrl, opts.redisRole ?? 'producer');
   producerRedis.on('error', (err) => log.debug({ err }, 'redis (producer) connection error'));
-  const queues = new QueueSet({ connection: producerRedis, prefix: config.queues.prefix, backoffScale: config.queues.backoffScale });
+  const queues = new QueueSet({ connection: producerRedis, prefix: config.queues.prefix, backoffScale: config.queues.backoffScale, writeMeta: opts.redisRole !== 'command' });
   const workerConnections: Redis[] = [];
   return {
     config,
