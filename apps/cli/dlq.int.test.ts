@@ -62,7 +62,9 @@ describe('fleet dlq (the real CLI)', () => {
     expect(listed.stdout).toContain(jobId);
     expect(listed.stdout).toContain('code validation_failed');
     expect(listed.stdout).toContain('reason: patient_data.symptome: expected 1 to 6 entries, got 7');
-    const json = JSON.parse((await fleet('dlq', 'list', '--json', '--queue', 'patient-import')).stdout);
+    const listedJson = JSON.parse((await fleet('dlq', 'list', '--json', '--queue', 'patient-import')).stdout);
+    expect(listedJson.source).toEqual({ queuePrefix: t.prefix, redis: '127.0.0.1:6379/0', fleetSeen: true });
+    const json = listedJson.deadLetters;
     expect(json).toHaveLength(1);
     expect(json[0]).toMatchObject({ id: jobId, originalQueue: 'patient-import', code: 'validation_failed', data: { ledgerId: 41 } });
 
@@ -173,7 +175,7 @@ describe('fleet dlq requeue of an email (the real CLI)', () => {
     );
     expect(block(old.jobId)).toContain("  before a requeue: its last provider request got no answer and the provider's 24 h idempotency window is over: a requeue sends it again, and the recipient may already have it");
     expect(block(emptied.jobId)).toContain('  before a requeue: its contents were removed on 2026-11-01 03:00:00 UTC (EMAIL_RETENTION_DAYS): it cannot be sent again; discard it\n');
-    const json = JSON.parse((await fleet('dlq', 'list', '--queue', 'email', '--json')).stdout) as Array<{ originalJobId: string; requeueAdvice?: string }>;
+    const json = (JSON.parse((await fleet('dlq', 'list', '--queue', 'email', '--json')).stdout) as { deadLetters: Array<{ originalJobId: string; requeueAdvice?: string }> }).deadLetters;
     expect(json.find((e) => e.originalJobId === old.jobId)?.requeueAdvice).toMatch(/may already have it/);
     expect(listed.stdout).not.toContain('@example.com');
     // PostgreSQL away: the dead letters (in Redis) are still listed, the advice says it is unknown.

@@ -117,6 +117,7 @@ afterAll(async () => {
 const expected = () => ({
   hours: 24,
   timeZone: 'Europe/Berlin',
+  source: { queuePrefix: q.prefix, redis: '127.0.0.1:6379/0', fleetSeen: true },
   status: 'attention',
   patientImports: { imported: 2, duplicate: 1, failed: 1, failedWaiting: 2, open: 1, oldestOpenAgeSeconds: expect.closeTo(7200, -2) },
   therapistImports: {
@@ -151,7 +152,7 @@ describe('daily health view', () => {
     const c2 = openContext(config, createLogger(config.log, undefined));
     try {
       const now = new Date();
-      const deps = { database: c2.database, queues: c2.queues, now, weeklyTimeZone: 'Europe/Berlin', kafkaConfigured: true, pollSchedule: { pattern: '0 * * * *', timeZone: 'Europe/Berlin' } };
+      const deps = { database: c2.database, queues: c2.queues, now, weeklyTimeZone: 'Europe/Berlin', kafkaConfigured: true, pollSchedule: { pattern: '0 * * * *', timeZone: 'Europe/Berlin' }, source: { queuePrefix: q2.prefix, redis: '127.0.0.1:6379/0' } };
       for (const id of fleetSchedulerIds) await registerSchedule(c2, id);
 
       // The hourly poll: none recorded (Redis new), then the last one that went through 2 hours ago, then one just now.

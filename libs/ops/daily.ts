@@ -4,7 +4,17 @@ import { outboxBacklog } from '../db/repositories/outbox-relay.js';
 import { ledgerActivity } from '../db/repositories/patient-import.js';
 import { importActivity, importBacklog } from '../db/repositories/therapist-import.js';
 import { weeklyDeliveryCounts } from '../db/repositories/weekly-status.js';
-import { bucketPollDueBy, countDeadLetters, lastBucketPollSuccess, pausedQueues, schedulerStates, type QueueSet } from '../queues/index.js';
+import {
+  bucketPollDueBy,
+  countDeadLetters,
+  fleetSeenUnderPrefix,
+  lastBucketPollSuccess,
+  pausedQueues,
+  redisTargetWithDb,
+  schedulerStates,
+  type QueueSet,
+  type QueueSource,
+} from '../queues/index.js';
 import type { FleetContext } from '../runtime/index.js';
 import { isoWeekOf, isoWeekRange } from '../weekly/iso-week.js';
 
@@ -36,6 +46,8 @@ export interface DailyReport {
   generatedAt: string;
   hours: number;
   timeZone: string;
+  /** The queue prefix and Redis (`host:port/db`) the queue figures are read from, and whether a fleet has used that prefix there. */
+  source: QueueSource;
   window: { from: string; to: string; fromLocal: string; toLocal: string };
   staleAfterSeconds: number;
   status: 'ok' | 'attention';
@@ -86,6 +98,8 @@ export interface DailyDeps {
   kafkaConfigured: boolean;
   /** POLL_CRON and POLL_TZ: when the bucket poll is due. */
   pollSchedule: { pattern: string; timeZone: string };
+  /** QUEUE_PREFIX and REDIS_URL's `host:port/db`, as the report names them. */
+  source: { queuePrefix: string; redis: string };
 }
 
 /** The daily view's inputs from a process's context, as of now. */
@@ -97,6 +111,7 @@ export function dailyDepsOf(ctx: FleetContext): DailyDeps {
     weeklyTimeZone: ctx.config.weekly.timeZone,
     kafkaConfigured: Boolean(ctx.config.kafka.brokers?.length),
     pollSchedule: { pattern: ctx.config.patientImport.pollCron, timeZone: ctx.config.patientImport.pollTimeZone },
+    source: { queuePrefix: ctx.config.queues.prefix, redis: redisTargetWithDb(ctx.config.queues.redisUrl) },
   };
 }
 
@@ -141,7 +156,17 @@ const stale = (age: number | null) => age !== null && age > STALE_AFTER_SECONDS;
 function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttention[] {
   const out: DailyAttention[] = [];
   const add = (key: string, message: string, where: { page?: string; command?: string } = {}) => out.push({ key, message, ...where });
-  const missing = r.schedules.filter((x) => !x.registered);
+  // Nothing of a fleet under the prefix (a terminal without the fleet's QUEUE_PREFIX or
+  // REDIS_URL): said instead of every schedule missing and the poll overdue, which would advise
+  // starting processes that most likely run already.
+  const seen = r.source.fleetSeen;
+  if (!seen) {
+    add(
+      'queue_prefix_unused',
+      `no fleet has used queue prefix "${r.source.queuePrefix}" on redis ${r.source.redis} (no job, schedule or worker of any queue): is QUEUE_PREFIX (and REDIS_URL) the one the fleet runs with? The schedules, dead letters and last poll below are empty for that reason`,
+    );
+  }
+  const missing = seen ? r.schedules.filter((x) => !x.registered) : [];
   if (missing.length) {
     const list = missing.map((x) => `${x.id} (${x.cronVariable}, role ${x.role})`).join(', ');
     add(
@@ -156,7 +181,7 @@ function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttenti
   }
   const poll = r.patientImports.lastPoll;
   // A missing schedule is said above; a poll that keeps failing leaves no dead letter (the next one takes over).
-  if (poll.overdue && !missing.some((x) => x.id === 'bucket-poll')) {
+  if (seen && poll.overdue && !missing.some((x) => x.id === 'bucket-poll')) {
     const last = poll.at ? `the last one that did was at ${poll.atLocal} (${formatAge(poll.ageSeconds)} ago)` : 'none is recorded (none since Redis was set up or lost its data)';
     add(
       'bucket_not_polled',
@@ -214,7 +239,7 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
   const since = new Date(now.getTime() - hours * 3_600_000);
   const db = deps.database.db;
   const isoWeek = isoWeekOf(now, deps.weeklyTimeZone);
-  const [patientImports, therapist, backlog, emails, weekly, dead, outbox, schedules, paused, lastPoll] = await Promise.all([
+  const [patientImports, therapist, backlog, emails, weekly, dead, outbox, schedules, paused, lastPoll, fleetSeen] = await Promise.all([
     ledgerActivity(db, since, now),
     importActivity(db, since),
     importBacklog(db, now),
@@ -225,6 +250,7 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
     schedulerStates(deps.queues),
     pausedQueues(deps.queues),
     lastBucketPollSuccess(deps.queues),
+    fleetSeenUnderPrefix(deps.queues),
   ]);
   const dueBy = bucketPollDueBy(deps.pollSchedule, now);
   const waiting = backlog.queued + backlog.importing;
@@ -232,6 +258,7 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
     generatedAt: now.toISOString(),
     hours,
     timeZone: DAILY_TIME_ZONE,
+    source: { ...deps.source, fleetSeen },
     window: { from: since.toISOString(), to: now.toISOString(), fromLocal: localTime(since), toLocal: localTime(now) },
     staleAfterSeconds: STALE_AFTER_SECONDS,
     patientImports: {
@@ -275,6 +302,7 @@ export function dailyText(r: DailyReport): string {
   const deadQueues = Object.entries(r.deadLetters.byQueue).filter(([, n]) => n > 0);
   const lines = [
     `daily health: last ${r.hours} h, ${r.window.fromLocal} to ${r.window.toLocal} (${r.timeZone})`,
+    `queue prefix "${r.source.queuePrefix}" on redis ${r.source.redis} (QUEUE_PREFIX, REDIS_URL)`,
     '',
     r.status === 'ok' ? 'all in order' : 'needs attention:',
     // The text view names where to look: the CLI command first, then the page.

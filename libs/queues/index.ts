@@ -6,3 +6,4 @@ export * from './bind-worker.js';
 export * from './rate-limiter.js';
 export * from './schedulers.js';
 export * from './last-poll.js';
+export * from './fleet-traces.js';

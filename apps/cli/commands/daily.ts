@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { DEFAULT_DAILY_HOURS, dailyDepsOf, dailyReport, dailyText, parseDailyHours } from '../../../libs/ops/daily.js';
 import { CliError, printJson, withContext } from '../context.js';
+import { noFleetWarning } from '../queue-source.js';
 
 export function registerDaily(program: Command): void {
   program
@@ -13,6 +14,8 @@ export function registerDaily(program: Command): void {
       if (typeof hours === 'string') throw new CliError(`--${hours}`, 2);
       await withContext(async (ctx) => {
         const r = await dailyReport(dailyDepsOf(ctx), hours);
+        // The report says so too (attention queue_prefix_unused); here with what the database shows.
+        if (!r.source.fleetSeen) process.stderr.write(`fleet: warning: ${await noFleetWarning(ctx, r.source)}\n`);
         if (opts.json) return printJson(r);
         process.stdout.write(dailyText(r));
       });

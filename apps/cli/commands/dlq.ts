@@ -4,6 +4,7 @@ import { DeadLetterNotFound, listDeadLetters, queueNames } from '../../../libs/q
 import { deadLetterHooks } from '../../fleet/roles.js';
 import { CliError, operatorName, printJson, requiredReason, withContext } from '../context.js';
 import { isoSeconds } from '../format.js';
+import { noFleetWarning, queueSource, sourceLine } from '../queue-source.js';
 
 function checkQueue(queue?: string): void {
   // An empty --queue ("$QUEUE" unset) is refused like a misspelt one: read as "no filter", it made
@@ -32,13 +33,26 @@ export function registerDlq(program: Command): void {
     .command('list')
     .description('list dead letters with their reasons')
     .option('--queue <queue>', 'only this queue')
-    .option('--json', 'print JSON')
+    .option('--json', 'print JSON: the queue prefix and Redis read (source) and the dead letters (deadLetters)')
     .action(async (opts: { queue?: string; json?: boolean }) => {
       checkQueue(opts.queue);
       await withContext(async (ctx) => {
+        const source = await queueSource(ctx);
         const entries = await withRequeueAdvice({ db: ctx.database.db, hooks: deadLetterHooks }, await listDeadLetters(ctx.queues, opts.queue ? { queue: opts.queue } : {}));
-        if (opts.json) return printJson(entries);
-        if (!entries.length) return void process.stdout.write('no dead letters\n');
+        // "No dead letters" read under a prefix no fleet uses is no all-clear: exit 1 (after the
+        // output), so a script or cron job checking for dead letters does not take it for one.
+        const noFleet = async () => {
+          if (!source.fleetSeen) throw new CliError(`warning: ${await noFleetWarning(ctx, source)}`, 1);
+        };
+        if (opts.json) {
+          printJson({ source, deadLetters: entries });
+          return noFleet();
+        }
+        process.stdout.write(`${sourceLine(source)}\n\n`);
+        if (!entries.length) {
+          process.stdout.write('no dead letters\n');
+          return noFleet();
+        }
         for (const e of entries) {
           process.stdout.write(
             `${e.id}\n  queue ${e.originalQueue}  failed ${isoSeconds(new Date(e.failedAt)) ?? e.failedAt}  attempts ${e.attemptsMade}${e.code ? `  code ${e.code}` : ''}\n  reason: ${e.reason}\n${e.requeueAdvice ? `  before a requeue: ${e.requeueAdvice}\n` : ''}  payload: ${JSON.stringify(e.data)}\n`,

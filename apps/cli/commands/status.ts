@@ -5,6 +5,7 @@ import { queueNames, deadLetterQueueName, lastBucketPollSuccess, pausedQueues, s
 import { within } from '../../../libs/runtime/index.js';
 import { isoSeconds } from '../format.js';
 import { printJson, withContext } from '../context.js';
+import { noFleetWarning, queueSource, sourceLine } from '../queue-source.js';
 
 const STATES = ['waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed'] as const;
 
@@ -12,16 +13,19 @@ export function registerStatus(program: Command): void {
   program
     .command('status')
     .description('job counts per queue and state, dead letters waiting for an operator, paused queues, the schedules\' next runs, and which process publishes events and which watches the scraper folder')
-    .option('--json', 'print the per-queue counts (dead letters included) as JSON; schedules and paused queues: fleet daily --json')
+    .option('--json', 'print the queue prefix and Redis read (source) and the per-queue counts (queues, dead letters included) as JSON; schedules and paused queues: fleet daily --json')
     .action(async (opts: { json?: boolean }) => {
       await withContext(async (ctx) => {
+        const source = await queueSource(ctx);
+        if (!source.fleetSeen) process.stderr.write(`fleet: warning: ${await noFleetWarning(ctx, source)}\n`);
         const rows = [];
         for (const name of queueNames()) {
           const counts = await ctx.queues.queue(name).getJobCounts(...STATES);
           const dead = await ctx.queues.queue(deadLetterQueueName(name)).getJobCounts('waiting', 'prioritized', 'delayed');
           rows.push({ queue: name, waiting: counts.waiting ?? 0, active: counts.active ?? 0, delayed: counts.delayed ?? 0, completed: counts.completed ?? 0, failed: counts.failed ?? 0, dead: (dead.waiting ?? 0) + (dead.prioritized ?? 0) + (dead.delayed ?? 0) });
         }
-        if (opts.json) return printJson(rows);
+        if (opts.json) return printJson({ source, queues: rows });
+        process.stdout.write(`${sourceLine(source)}\n\n`);
         const header = ['queue', 'waiting', 'active', 'delayed', 'completed', 'failed', 'dead'];
         const table = [header, ...rows.map((r) => [r.queue, r.waiting, r.active, r.delayed, r.completed, r.failed, r.dead].map(String))];
         const widths = header.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
@@ -36,7 +40,9 @@ export function registerStatus(program: Command): void {
           process.stdout.write(
             x.registered
               ? `  ${x.id}: next ${x.next ? isoSeconds(x.next) : '–'} (${x.pattern} ${x.timeZone})\n`
-              : `  ${x.id}: NOT REGISTERED: nothing produces its jobs; a process with the ${x.role} role registers it (${x.cronVariable}) at start and within SCHEDULE_CHECK_MS when it is missing: is one running?\n`,
+              : source.fleetSeen
+                ? `  ${x.id}: NOT REGISTERED: nothing produces its jobs; a process with the ${x.role} role registers it (${x.cronVariable}) at start and within SCHEDULE_CHECK_MS when it is missing: is one running?\n`
+                : `  ${x.id}: NOT REGISTERED under this queue prefix (no fleet has used it: see the warning)\n`,
           );
         }
         // A failing poll is retried up to the next one and then left to it (no dead letter): this says whether polls go through.

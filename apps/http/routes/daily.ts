@@ -20,7 +20,7 @@ function body(r: DailyReport): SafeHtml {
   const o = r.outbox;
   const other = r.hours === 24 ? html`<a href="/daily?hours=168">last 7 days</a>` : html`<a href="/daily">last 24 hours</a>`;
   return html`<h1>Daily health</h1>
-<p class="muted">Last ${r.hours} hours: ${r.window.fromLocal} to ${r.window.toLocal} (${r.timeZone}). Counts of the window; "open", "waiting",
+<p class="muted">Last ${r.hours} hours: ${r.window.fromLocal} to ${r.window.toLocal} (${r.timeZone}). Queues: prefix <code>${r.source.queuePrefix}</code> on redis ${r.source.redis}. Counts of the window; "open", "waiting",
 "pending" and dead letters are as of now. Waiting longer than ${formatAge(r.staleAfterSeconds)} needs a look. Also: ${other} · <a href="/daily/api?hours=${r.hours}">JSON</a> · <code>fleet daily</code></p>
 ${r.status === 'ok'
   ? html`<p class="notice ok"><strong>All in order.</strong></p>`

@@ -809,3 +809,9 @@ export async function ledgerActivity(
     oldestOpenAgeSeconds: oldest === null ? null : Math.max(0, now.getTime() / 1000 - oldest),
   };
 }
+
+/** When the newest patient import record was received (by id, the primary key: cheap on any size); null when there is none. */
+export async function newestLedgerReceivedAt(db: DbOrTx): Promise<Date | null> {
+  const [row] = await db.select({ at: patientImportLedger.receivedAt }).from(patientImportLedger).orderBy(desc(patientImportLedger.id)).limit(1);
+  return row?.at ?? null;
+}
