@@ -91,7 +91,7 @@ describe('the queue prefix and Redis a command reads, and a warning when no flee
     }
   });
 
-  it('says nothing of the kind once a fleet has used the prefix (a job was added)', { timeout: 60_000 }, async () => {
+  it('says nothing of the kind once a fleet has used the prefix (a job was added); says why no outbox relay publishes', { timeout: 60_000 }, async () => {
     const t = createTestQueues();
     try {
       await t.queues.enqueue('patient-import', { ledgerId: 7 });
@@ -101,6 +101,10 @@ describe('the queue prefix and Redis a command reads, and a warning when no flee
       const status = await runCli(['status'], env);
       expect(status.stderr).toBe('');
       expect(status.stdout).toMatch(/patient-import\s+1\s+0/);
+      // No relay publishes: the status says why, by what this environment says of Kafka.
+      expect(status.stdout).toContain('\noutbox relay: none publishing: Kafka is not configured (KAFKA_BROKERS is empty in this environment): a relay without it stays idle, and events wait in the outbox until it is set\n');
+      const withKafka = await runCli(['status'], { ...env, KAFKA_BROKERS: '127.0.0.1:9092' });
+      expect(withKafka.stdout).toContain('\noutbox relay: none publishing: no process with the outbox-relay role reaches PostgreSQL (DATABASE_URL); events wait in the outbox until one does\n');
     } finally {
       await t.close();
     }

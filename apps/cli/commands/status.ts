@@ -55,19 +55,30 @@ export function registerStatus(program: Command): void {
         );
         // PostgreSQL away must not cost the operator the queue table above: said, not thrown.
         const holders = await within(currentLeaseHolders(ctx.database.sql), 5_000).catch((err: unknown) => new Error(`which processes publish events and watch the scraper folder is not known: PostgreSQL (DATABASE_URL): ${(err as Error).message}`));
-        process.stdout.write(`\n${holders instanceof Error ? holders.message : leaseLines(holders).join('\n')}\n`);
+        process.stdout.write(`\n${holders instanceof Error ? holders.message : leaseLines(holders, Boolean(ctx.config.kafka.brokers?.length)).join('\n')}\n`);
       });
     });
 }
 
-/** Which process publishes events and which watches the scraper folder (by its PostgreSQL session), or that none does. */
-function leaseLines(holders: LeaseHolderInfo[]): string[] {
+/**
+ * Which process publishes events and which watches the scraper folder (by its PostgreSQL
+ * session), or that none does, and why: a relay without Kafka (KAFKA_BROKERS empty) stays idle
+ * and takes no lease, which this command's own environment can tell; else no relay reaches
+ * PostgreSQL.
+ */
+function leaseLines(holders: LeaseHolderInfo[], kafkaConfigured: boolean): string[] {
   const line = (lease: LeaseHolderInfo['lease'], doing: string, none: string) => {
     const h = holders.find((x) => x.lease === lease);
     return h ? `${doing}: ${h.applicationName} (session since ${isoSeconds(h.since)})` : none;
   };
   return [
-    line('outboxRelay', 'outbox relay publishing', 'outbox relay: none publishing (no process with the outbox-relay role reaches PostgreSQL, or Kafka is not configured)'),
+    line(
+      'outboxRelay',
+      'outbox relay publishing',
+      kafkaConfigured
+        ? 'outbox relay: none publishing: no process with the outbox-relay role reaches PostgreSQL (DATABASE_URL); events wait in the outbox until one does'
+        : 'outbox relay: none publishing: Kafka is not configured (KAFKA_BROKERS is empty in this environment): a relay without it stays idle, and events wait in the outbox until it is set',
+    ),
     line('scraperWatcher', 'scraper watcher watching', 'scraper watcher: none watching (no process with the scraper-watcher role runs): dropped files wait for one'),
   ];
 }
