@@ -134,7 +134,7 @@ const expected = () => ({
   deadLetters: { total: 3, byQueue: expect.objectContaining({ email: 2, 'patient-import': 1, 'weekly-status': 0 }) },
   outbox: { unpublished: 2, parked: 1, oldestUnpublishedAgeSeconds: expect.any(Number), kafkaConfigured: false },
   schedules: [
-    { id: 'bucket-poll', queue: 'bucket-poll', role: 'bucket-poller', cronVariable: 'POLL_CRON', registered: true, next: expect.stringMatching(/T0[12]:00:00\.000Z$/), nextLocal: expect.stringMatching(/ 03:00$/) },
+    { id: 'bucket-poll', queue: 'bucket-poll', role: 'bucket-poller', cronVariable: 'POLL_CRON', registered: true, next: expect.stringMatching(/T0[12]:00:00\.000Z$/), nextLocal: expect.stringMatching(/ 03:00 \+0[12]:00$/) },
     { id: 'weekly-status-emails', queue: 'weekly-fanout', role: 'weekly', cronVariable: 'WEEKLY_CRON', registered: true, next: expect.any(String), nextLocal: expect.any(String) },
     { id: 'patient-import-retention', queue: 'patient-import-retention', role: 'patient-import', cronVariable: 'RETENTION_CRON', registered: false, next: null, nextLocal: null },
   ],
@@ -249,7 +249,7 @@ describe('daily health view', () => {
     const r = (await res.json()) as DailyReport;
     expect(r).toMatchObject(expected());
     expect(r.attention.map((a) => a.key)).toEqual(attentionKeys);
-    expect(r.window.toLocal).toMatch(/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$/);
+    expect(r.window.toLocal).toMatch(/^\d{4}-\d{2}-\d{2} \d{2}:\d{2} \+0[12]:00$/);
     expect(JSON.stringify(r)).not.toMatch(/Mustermann|example\.org/);
 
     const wide = (await (await fetch(`${base}/daily/api?hours=48`, { headers: { authorization: AUTH } })).json()) as DailyReport;
@@ -273,7 +273,7 @@ describe('daily health view', () => {
     expect(text).toContain('— <a href="/ops">open /ops</a></li>'); // each attention item links the page that deals with it
     expect(text).toContain('1 outbox event is parked (refused by Kafka, or held behind one that was) — <code>fleet events parked</code></li>');
     expect(text).toContain('<tr><th>patient-import-retention</th><td class="text">not registered (RETENTION_CRON, role patient-import)</td></tr>');
-    expect(text).toMatch(/<tr><th>bucket-poll<\/th><td class="text">next \d{4}-\d{2}-\d{2} 03:00<\/td><\/tr>/);
+    expect(text).toMatch(/<tr><th>bucket-poll<\/th><td class="text">next \d{4}-\d{2}-\d{2} 03:00 \+0[12]:00<\/td><\/tr>/);
     expect(text).toContain('1 queue is paused, its jobs wait until resumed on the dashboard: email — <a href="/dashboard">open /dashboard</a>');
     expect(text).toContain('1 therapist file failed, 1 therapist file partly imported (3 therapists failed) — <a href="/imports">open /imports</a>');
     expect(text).not.toContain('fleet imports list'); // the web view links the page, the text view names the command
@@ -305,7 +305,7 @@ describe('daily health view', () => {
     expect(text.code).toBe(0);
     expect(text.stdout).toContain('daily health: last 48 h');
     // The hourly poll due (the last full hour at least 30 minutes ago), in the view's zone.
-    const due = /poll due at (\d{4}-\d{2}-\d{2} \d{2}:00) has not gone through/.exec(text.stdout)?.[1];
+    const due = /poll due at (\d{4}-\d{2}-\d{2} \d{2}:00 \+0[12]:00) has not gone through/.exec(text.stdout)?.[1];
     expect(due).toBeDefined();
     expect(text.stdout).toContain(
       'needs attention:\n  - 1 schedule is not registered, so nothing runs it: patient-import-retention (RETENTION_CRON, role patient-import); a process with that role registers it at start and within SCHEDULE_CHECK_MS when it is missing: is one running? Else start one\n' +
@@ -315,6 +315,8 @@ describe('daily health view', () => {
         '  - 2 failed patient registration imports wait for an operator (2 in the window) — fleet imports list --status failed or /imports\n',
     );
     expect(text.stdout).toContain('imported 3  duplicate 1  failed 2');
+    // Its times carry their offset, as fleet status's carry Z: 03:00 in Berlin is not 03:00 UTC.
+    expect(text.stdout).toMatch(/\n {2}bucket-poll {2}next \d{4}-\d{2}-\d{2} 03:00 \+0[12]:00\n/);
     expect(text.stdout).not.toMatch(/Mustermann|example\.org/);
 
     const bad = await runCli(['daily', '--hours', '0'], { ...env(), LOG_LEVEL: 'silent' });

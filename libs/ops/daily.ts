@@ -80,7 +80,7 @@ export interface DailyReport {
   emails: { sent: number; failed: number; dropped: number; pending: number; oldestPendingAgeSeconds: number | null };
   weeklyEmails: { isoWeek: string; sent: number; skipped: number; pending: number; failed: number };
   deadLetters: { total: number; byQueue: Record<string, number> };
-  /** The fleet's job schedulers as Redis holds them now; `next` in UTC and in the view's zone. */
+  /** The fleet's job schedulers as Redis holds them now; `next` in UTC and in the view's zone (with its offset, as every `*Local` time). */
   schedules: Array<{ id: string; queue: string; role: string; cronVariable: string; registered: boolean; next: string | null; nextLocal: string | null }>;
   /** Queues paused now (Bull Board's pause): their jobs wait until resumed. */
   pausedQueues: string[];
@@ -131,6 +131,18 @@ const LOCAL_SECOND = new Intl.DateTimeFormat('sv-SE', { timeZone: DAILY_TIME_ZON
 /** `2026-12-04 21:17` (or `2026-12-04 21:17:05`) in DAILY_TIME_ZONE: the staff's time, on /daily and the operator pages. */
 export function localTime(d: Date, to: 'minute' | 'second' = 'minute'): string {
   return (to === 'second' ? LOCAL_SECOND : LOCAL_MINUTE).format(d);
+}
+
+const OFFSET = new Intl.DateTimeFormat('en-GB', { timeZone: DAILY_TIME_ZONE, timeZoneName: 'longOffset' });
+
+/**
+ * `2026-12-04 21:17 +01:00`: localTime with the zone's UTC offset at that time, as every time of
+ * the daily view (text, page, JSON `*Local`) is shown, so it reads unambiguously next to `fleet
+ * status`'s UTC times (`2026-12-04T20:17:00Z`) and across the change to and from summer time.
+ */
+export function localTimeWithOffset(d: Date): string {
+  const name = OFFSET.formatToParts(d).find((p) => p.type === 'timeZoneName')?.value ?? 'GMT';
+  return `${localTime(d)} ${name === 'GMT' ? '+00:00' : name.replace('GMT', '')}`;
 }
 
 /** Whole seconds from `from` to `now` (0 for a time ahead of `now`: clocks of two machines). */
@@ -259,16 +271,16 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
     hours,
     timeZone: DAILY_TIME_ZONE,
     source: { ...deps.source, fleetSeen },
-    window: { from: since.toISOString(), to: now.toISOString(), fromLocal: localTime(since), toLocal: localTime(now) },
+    window: { from: since.toISOString(), to: now.toISOString(), fromLocal: localTimeWithOffset(since), toLocal: localTimeWithOffset(now) },
     staleAfterSeconds: STALE_AFTER_SECONDS,
     patientImports: {
       ...patientImports,
       lastPoll: {
         at: lastPoll?.toISOString() ?? null,
-        atLocal: lastPoll ? localTime(lastPoll) : null,
+        atLocal: lastPoll ? localTimeWithOffset(lastPoll) : null,
         ageSeconds: lastPoll ? secondsSince(lastPoll, now) : null,
         dueBy: dueBy.toISOString(),
-        dueByLocal: localTime(dueBy),
+        dueByLocal: localTimeWithOffset(dueBy),
         overdue: !lastPoll || lastPoll < dueBy,
       },
     },
@@ -283,7 +295,7 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
       cronVariable,
       registered,
       next: next?.toISOString() ?? null,
-      nextLocal: next ? localTime(next) : null,
+      nextLocal: next ? localTimeWithOffset(next) : null,
     })),
     pausedQueues: paused,
     outbox: { unpublished: outbox.unpublished, parked: outbox.parked, oldestUnpublishedAgeSeconds: outbox.unpublished ? outbox.oldestAgeSeconds : null, kafkaConfigured: deps.kafkaConfigured },
