@@ -38,6 +38,11 @@ async function seed() {
   await ledger('Mustermann_Max_5', 'failed', { failedAt: ago(3) });
   await ledger('Mustermann_Max_6', 'failed', { failedAt: ago(40) }); // before the window, still waiting
   await ledger('Mustermann_Max_7', 'received', { receivedAt: ago(2) }); // open for 2 hours: stale
+  await ledger('Mustermann_Max_8', 'discarded', { failedAt: ago(4) }); // failed in the window, discarded since
+  await ledger('Mustermann_Max_9', 'discarded', { failedAt: ago(30) }); // failed before the window, discarded since
+  await sql`update fleet.patient_import_ledger set discarded_at = ${ago(1)}, finished_at = ${ago(1)} where status = 'discarded'`;
+  await ledger('Mustermann_Max_10', 'replaced', {}); // replaced by a newer upload before its import
+  await sql`update fleet.patient_import_ledger set finished_at = ${ago(1)} where status = 'replaced'`;
 
   const [closed] = await sql<{ id: string }[]>`insert into fleet.therapist_import_runs (trigger, state, closed_at) values ('watcher', 'closed', ${ago(1)}) returning id`;
   await sql`insert into fleet.therapist_import_runs (trigger, state) values ('watcher', 'collecting')`;
@@ -119,7 +124,7 @@ const expected = () => ({
   timeZone: 'Europe/Berlin',
   source: { queuePrefix: q.prefix, redis: '127.0.0.1:6379/0', fleetSeen: true },
   status: 'attention',
-  patientImports: { imported: 2, duplicate: 1, failed: 1, failedWaiting: 2, open: 1, oldestOpenAgeSeconds: expect.closeTo(7200, -2) },
+  patientImports: { imported: 2, duplicate: 1, failed: 1, discarded: 1, replaced: 1, failedWaiting: 2, open: 1, oldestOpenAgeSeconds: expect.closeTo(7200, -2) },
   therapistImports: {
     runsClosed: 1,
     runsOpen: 1,
@@ -253,7 +258,7 @@ describe('daily health view', () => {
     expect(JSON.stringify(r)).not.toMatch(/Mustermann|example\.org/);
 
     const wide = (await (await fetch(`${base}/daily/api?hours=48`, { headers: { authorization: AUTH } })).json()) as DailyReport;
-    expect(wide).toMatchObject({ hours: 48, patientImports: { imported: 3, failed: 2 }, therapistImports: { runsClosed: 1, files: { imported: 3 } }, emails: { sent: 4 } });
+    expect(wide).toMatchObject({ hours: 48, patientImports: { imported: 3, failed: 2, discarded: 2, replaced: 1 }, therapistImports: { runsClosed: 1, files: { imported: 3 } }, emails: { sent: 4 } });
 
     for (const bad of ['0', 'abc', '1.5', '10000']) {
       const b = await fetch(`${base}/daily/api?hours=${bad}`, { headers: { authorization: AUTH } });
@@ -279,6 +284,8 @@ describe('daily health view', () => {
     expect(text).not.toContain('fleet imports list'); // the web view links the page, the text view names the command
     expect(text).toContain('Kafka is not configured (<code>KAFKA_BROKERS</code> is empty): events wait here');
     expect(text).toContain('<tr><th>imported</th><td class="num">2</td></tr>');
+    expect(text).toContain('<tr><th>failed, discarded since</th><td class="num">1</td></tr>');
+    expect(text).toContain('<tr><th>replaced by a newer upload before import</th><td class="num">1</td></tr>');
     expect(text).toContain('<tr><th>therapists failed</th><td class="num">3</td></tr>');
     expect(text).toContain(`Weekly emails <span class="muted">(${week})</span>`);
     expect(text).toContain('<tr><th>total waiting</th><td class="num">3</td></tr>');
@@ -314,7 +321,8 @@ describe('daily health view', () => {
         '  - 3 dead letters wait for an operator (email 2, patient-import 1) — fleet dlq list or /ops\n' +
         '  - 2 failed patient registration imports wait for an operator (2 in the window) — fleet imports list --status failed or /imports\n',
     );
-    expect(text.stdout).toContain('imported 3  duplicate 1  failed 2');
+    // Every import record of the window in one final state or another: discarded failures and replaced uploads too.
+    expect(text.stdout).toContain('imported 3  duplicate 1  failed 2  discarded 2  replaced 1  (failed, waiting for an operator: 2)');
     // Its times carry their offset, as fleet status's carry Z: 03:00 in Berlin is not 03:00 UTC.
     expect(text.stdout).toMatch(/\n {2}bucket-poll {2}next \d{4}-\d{2}-\d{2} 03:00 \+0[12]:00\n/);
     expect(text.stdout).not.toMatch(/Mustermann|example\.org/);

@@ -56,7 +56,12 @@ export interface DailyReport {
   patientImports: {
     imported: number;
     duplicate: number;
+    /** Failed in the window and not requeued or discarded since (a requeued one that imports counts as imported). */
     failed: number;
+    /** Failed in the window (or discarded there while still open) and discarded by an operator since. */
+    discarded: number;
+    /** Not imported: replaced in the bucket by a newer upload of the same name (final in the window). */
+    replaced: number;
     failedWaiting: number;
     open: number;
     oldestOpenAgeSeconds: number | null;
@@ -321,7 +326,7 @@ export function dailyText(r: DailyReport): string {
     ...r.attention.map((a) => `  - ${a.message}${a.command || a.page ? ` — ${[a.command, a.page].filter(Boolean).join(' or ')}` : ''}`),
     '',
     'patient registration imports',
-    `  imported ${p.imported}  duplicate ${p.duplicate}  failed ${p.failed}  (failed, waiting for an operator: ${p.failedWaiting})`,
+    `  imported ${p.imported}  duplicate ${p.duplicate}  failed ${p.failed}  discarded ${p.discarded}  replaced ${p.replaced}  (failed, waiting for an operator: ${p.failedWaiting})`,
     `  still open ${p.open}  oldest open ${formatAge(p.oldestOpenAgeSeconds)}`,
     `  last successful bucket poll ${p.lastPoll.at ? `${p.lastPoll.atLocal} (${formatAge(p.lastPoll.ageSeconds)} ago)` : 'none recorded'}`,
     'therapist imports',

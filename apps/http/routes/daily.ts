@@ -32,6 +32,8 @@ ${part('Patient registration imports', [
   ['imported', p.imported],
   ['duplicate', p.duplicate],
   ['failed', p.failed],
+  ['failed, discarded since', p.discarded],
+  ['replaced by a newer upload before import', p.replaced],
   ['failed, waiting for an operator (any time)', p.failedWaiting],
   ['still open', p.open],
   ['oldest open', formatAge(p.oldestOpenAgeSeconds)],

@@ -782,7 +782,7 @@ export async function ledgerActivity(
   db: DbOrTx,
   since: Date,
   now: Date,
-): Promise<{ imported: number; duplicate: number; failed: number; failedWaiting: number; open: number; oldestOpenAgeSeconds: number | null }> {
+): Promise<{ imported: number; duplicate: number; failed: number; discarded: number; replaced: number; failedWaiting: number; open: number; oldestOpenAgeSeconds: number | null }> {
   const l = patientImportLedger;
   const s = since.toISOString();
   const open = sql.join(
@@ -794,6 +794,11 @@ export async function ledgerActivity(
       imported: sql<number>`count(*) filter (where ${l.importedAt} >= ${s}::timestamptz and ${l.duplicateKind} is null)::int`,
       duplicate: sql<number>`count(*) filter (where ${l.importedAt} >= ${s}::timestamptz and ${l.duplicateKind} is not null)::int`,
       failed: sql<number>`count(*) filter (where ${l.status} = 'failed' and ${l.failedAt} >= ${s}::timestamptz)::int`,
+      // Failed in the window (or discarded there while still open) and discarded since: without it
+      // the window's failures vanished from the counts once an operator discarded them.
+      discarded: sql<number>`count(*) filter (where ${l.status} = 'discarded' and coalesce(${l.failedAt}, ${l.discardedAt}) >= ${s}::timestamptz)::int`,
+      // Never imported: a newer upload of the same name replaced it in the bucket first.
+      replaced: sql<number>`count(*) filter (where ${l.status} = 'replaced' and coalesce(${l.finishedAt}, ${l.updatedAt}) >= ${s}::timestamptz)::int`,
       failedWaiting: sql<number>`count(*) filter (where ${l.status} = 'failed')::int`,
       open: sql<number>`count(*) filter (where ${l.status} in (${open}))::int`,
       oldestOpen: sql<number | null>`extract(epoch from min(${l.receivedAt}) filter (where ${l.status} in (${open})))::float8`,
@@ -804,6 +809,8 @@ export async function ledgerActivity(
     imported: row?.imported ?? 0,
     duplicate: row?.duplicate ?? 0,
     failed: row?.failed ?? 0,
+    discarded: row?.discarded ?? 0,
+    replaced: row?.replaced ?? 0,
     failedWaiting: row?.failedWaiting ?? 0,
     open: row?.open ?? 0,
     oldestOpenAgeSeconds: oldest === null ? null : Math.max(0, now.getTime() / 1000 - oldest),
