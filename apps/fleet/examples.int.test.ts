@@ -112,7 +112,7 @@ describe('the examples walkthrough (README "Try it")', () => {
     expect(await readdir(prefixDir)).toEqual(['Beispiel_Jonas_20250707_5f3a1c88.json']);
     expect(await readdir(env.FAILED_DIR!)).toEqual([`${jonas.id}-Beispiel_Jonas_20250707_5f3a1c88.json`]);
     const dlq = await runCli(['dlq', 'list', '--json'], { ...env, LOG_LEVEL: 'silent' });
-    expect(JSON.parse(dlq.stdout)).toMatchObject([{ id: `patient-import.ledger.${jonas.id}`, code: 'validation_failed', originalQueue: 'patient-import' }]);
+    expect(JSON.parse(dlq.stdout).deadLetters).toMatchObject([{ id: `patient-import.ledger.${jonas.id}`, code: 'validation_failed', originalQueue: 'patient-import' }]);
 
     // scraper week 1: a date folder copied into the drop folder
     await cp(path.join(examples, 'scraper', '20250702'), path.join(env.SCRAPER_DROP_DIR!, '20250702'), { recursive: true });
