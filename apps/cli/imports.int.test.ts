@@ -384,6 +384,21 @@ describe('a failed file from the bucket', () => {
     expect(shownReplaced.stdout).not.toContain('Upload a corrected file');
     expect(JSON.parse((await fleet('imports', 'show', String(bad), '--json')).stdout).newerImport).toMatchObject({ id: corrected, status: 'deleted' });
 
+    // The corrected file imported by hand (same registration token): the failed record and the hand
+    // import name each other; the record no longer asks for an upload that would only be a duplicate.
+    const jonas = await failedBucketRow('Beispiel_Jonas_20250707_5f3a1c77.json', 'validation_failed', 'patient_data.plz: expected 5 digits, got the string "5207"');
+    const handFile = path.join(dir, 'Beispiel_Jonas_20250707_5f3a1c77.json');
+    await writeFile(handFile, fileBytes(plainRegistration({ token: '5f3a1c77aa00bb11cc22dd33' })));
+    const byHand = await fleet('import', 'patient-file', handFile);
+    expect(byHand.code).toBe(0);
+    const handId = Number(/import record (\d+)\)/.exec(byHand.stdout)?.[1]);
+    expect(byHand.stdout).toContain(`import record ${jonas} (from the bucket, failed) is the same registration: nothing is left to import from it; close it: fleet dlq discard patient-import.ledger.${jonas} --reason`);
+    const shownJonas = await fleet('imports', 'show', String(jonas));
+    expect(shownJonas.stdout).toMatch(new RegExp(`This registration \\(same registration token\\) was imported by hand as import record ${handId} \\(patient \\d+; fleet imports show ${handId}\\)\\.`));
+    expect(shownJonas.stdout).toContain(`close it: fleet dlq discard patient-import.ledger.${jonas} --reason`);
+    expect(shownJonas.stdout).not.toContain('Upload a corrected file');
+    expect(JSON.parse((await fleet('imports', 'show', String(jonas), '--json')).stdout).newerImport).toMatchObject({ id: handId, source: 'file', link: 'same-token' });
+
     const gaveUp = await failedBucketRow('C_D_20250707_5f3a1c89.json', 'worker_died', 'gave up after 2 attempts: the worker died');
     const shownGaveUp = await fleet('imports', 'show', String(gaveUp));
     expect(shownGaveUp.stdout).toContain(`After fixing the cause: fleet dlq requeue patient-import.ledger.${gaveUp} --reason`);

@@ -1,4 +1,4 @@
-import type { NewerGeneration } from '../../libs/db/repositories/patient-import.js';
+import type { LaterImport } from '../../libs/db/repositories/patient-import.js';
 import { rejectCodes } from './parse-registration.js';
 
 /**
@@ -61,18 +61,26 @@ export function failureNextStep(row: { id: number; source: string; errorCode: st
   }
 }
 
-/** What a failed registration's corrected re-upload under the same name became (see newerImports). */
-export type NewerImport = Pick<NewerGeneration, 'id' | 'status' | 'patientId' | 'duplicateOfPatientId'>;
+/** What a failed registration's corrected file became since (see newerImports): re-uploaded under the same name, under another, or imported by hand. */
+export type NewerImport = Pick<LaterImport, 'id' | 'status' | 'patientId' | 'duplicateOfPatientId'> & Partial<Pick<LaterImport, 'source' | 'link'>>;
 
 /**
- * The next step of a failed bucket row whose corrected re-upload under the same name was imported
- * since: nothing is left to import from it, only its dead letter to close. `line`: one line for
- * the operator pages (as failureNextStep); `cli`: two lines with the command, for `fleet imports show`.
+ * The next step of a failed bucket row whose registration was imported since (a corrected re-upload
+ * under the same name, an upload with the same registration token under another name, or a hand
+ * import of it with `fleet import patient-file`): nothing is left to import from it, only its dead
+ * letter to close. `line`: one line for the operator pages (as failureNextStep); `cli`: two lines
+ * with the command, for `fleet imports show`.
  */
 export function newerImportNextStep(row: { id: number }, newer: NewerImport, form: 'line' | 'cli' = 'line'): string {
   const outcome = newer.patientId ? `patient ${newer.patientId}` : newer.duplicateOfPatientId ? `a duplicate of patient ${newer.duplicateOfPatientId}` : newer.status;
   const dlq = `patient-import.ledger.${row.id}`;
-  const imported = `A newer upload of this file name was imported since: import record ${newer.id} (${outcome}; fleet imports show ${newer.id}).`;
+  const record = `import record ${newer.id} (${outcome}; fleet imports show ${newer.id})`;
+  const imported =
+    newer.source === 'file'
+      ? `This registration (same registration token) was imported by hand as ${record}.`
+      : newer.link === 'same-token'
+        ? `An upload of this registration (same registration token) under another name was imported: ${record}.`
+        : `A newer upload of this file name was imported since: ${record}.`;
   return form === 'cli'
     ? `${imported}\nNothing is left to import from this record: close it: fleet dlq discard ${dlq} --reason "..."`
     : `${imported} Nothing is left to import from this record: discard ${dlq}.`;

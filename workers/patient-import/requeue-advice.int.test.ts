@@ -49,6 +49,30 @@ describe('patient import dead letters: what a requeue would do (/ops, fleet dlq 
     expect(advice.get(replaced)).toContain(`A newer upload of this file name was imported since: import record ${newer} (patient 4711;`);
   });
 
+  // `fleet import patient-file` of the corrected file (same registration token) left the failed
+  // record asking for a corrected upload, which then only made a same_token duplicate.
+  it('links a failed record to a hand import or another upload of the same registration token', async () => {
+    const failed = await failedWithDeadLetter('registrations/Beispiel_Jonas_20250707_5f3a1c88.json', '1', 'validation_failed');
+    const other = await failedWithDeadLetter('registrations/M_N_20250707_mmmmmmmm.json', '1', 'invalid_json');
+    const renamed = await failedWithDeadLetter('registrations/O_P_2025077_oooooooo.json', '1', 'bad_file_name');
+    const [byHand, underOtherName] = await insertLedgerObjects(f.db.db, [
+      { source: 'file', bucket: '(local file)', objectName: 'Beispiel_Jonas_20250707_5F3A1C88.json', generation: 'sha-1', sourceUri: 'file:///tmp/x.json' },
+      { bucket: 'b', objectName: 'registrations/O_P_20250707_oooooooo.json', generation: '7', sourceUri: 'gs://b/o' },
+    ]);
+    await updateLedgerRow(f.db.db, byHand!, { status: 'done', patientId: 5 });
+    await updateLedgerRow(f.db.db, underOtherName!, { status: 'duplicate', duplicateOfPatientId: 6 });
+
+    const entries = await withRequeueAdvice({ db: f.db.db, hooks: { 'patient-import': patientImportDeadLetterHook } }, await listDeadLetters(f.t.queues));
+    const advice = new Map(entries.map((e) => [(e.data as { ledgerId: number }).ledgerId, e.requeueAdvice]));
+    expect(advice.get(failed)).toBe(
+      `This registration (same registration token) was imported by hand as import record ${byHand} (patient 5; fleet imports show ${byHand}). Nothing is left to import from this record: discard patient-import.ledger.${failed}.`,
+    );
+    expect(advice.get(renamed)).toBe(
+      `An upload of this registration (same registration token) under another name was imported: import record ${underOtherName} (a duplicate of patient 6; fleet imports show ${underOtherName}). Nothing is left to import from this record: discard patient-import.ledger.${renamed}.`,
+    );
+    expect(advice.get(other)).toContain('A requeue does not help (the content is wrong)');
+  });
+
   // A job that died twice (or ran out of retries on the delete) after its commit left a dead
   // letter with nothing said: it read as a registration that was not imported.
   it('says of a committed import that only the delete is left, and that a requeue imports nothing again', async () => {

@@ -10,6 +10,7 @@ import {
   getLedgerRow,
   committedBucketRows,
   failedBucketRows,
+  failedOfSameRegistration,
   insertLedgerObjects,
   newerImports,
   openLedgerIds,
@@ -259,6 +260,8 @@ export interface LocalImportOutcome {
   result?: ImportResult;
   code?: string;
   reason?: string;
+  /** Imported (or a duplicate): failed bucket records of the same registration token, whose dead letters are left to discard. */
+  failedBucketRecords?: number[];
 }
 
 /**
@@ -280,7 +283,9 @@ export async function importLocalFile(ctx: FleetContext, filePath: string): Prom
   const source: ImportSource = { download: async () => bytes, currentGeneration: async () => generation, delete: async () => 'kept' };
   try {
     const result = await processPatientImport(row.id, importDeps(ctx, source, {}));
-    return { ledgerId: row.id, ok: true, result };
+    const settled = result.outcome === 'imported' || result.outcome === 'duplicate' || (result.outcome === 'already-final' && result.status !== 'discarded');
+    const failedBucketRecords = settled ? await failedOfSameRegistration(db, row.id) : [];
+    return { ledgerId: row.id, ok: true, result, ...(failedBucketRecords.length ? { failedBucketRecords } : {}) };
   } catch (err) {
     if (err instanceof PermanentError) {
       // The ledger keeps the reason for staff (with the values quoted from the file).

@@ -379,6 +379,13 @@ export function registerImports(program: Command): void {
       } else {
         process.stdout.write(`failed (${outcome.code}): ${outcome.reason}\nDetails: fleet imports show ${outcome.ledgerId}\n`);
       }
+      // The failed bucket records of this registration (same token) now show this import as theirs
+      // (imports show, dlq list, /ops): what is left of them is their dead letter to discard.
+      if (!opts.json) {
+        for (const id of outcome.failedBucketRecords ?? []) {
+          process.stdout.write(`import record ${id} (from the bucket, failed) is the same registration: nothing is left to import from it; close it: fleet dlq discard patient-import.ledger.${id} --reason "..."\n`);
+        }
+      }
       if (!outcome.ok) process.exitCode = 1;
     });
 }

@@ -541,13 +541,67 @@ export async function newerLedgerGeneration(db: Db, row: { id: number }): Promis
   return (await newerGenerations(db, [row.id])).get(row.id)?.generation ?? null;
 }
 
+/** What became of a failed row's registration (see newerImports). */
+export interface LaterImport extends NewerGeneration {
+  source: 'bucket' | 'file';
+  /** `same-name`: a newer generation of the same object; `same-token`: another file with the registration token of its name (a hand import, an upload under another name). */
+  link: 'same-name' | 'same-token';
+}
+
 /**
- * For failed bucket rows: the newest later upload of the same object that was imported or found
- * a duplicate, i.e. what a corrected re-upload under the same name became. The failed row itself
- * stays failed until an operator closes it.
+ * The registration token part of a file name (`…_{token}.json`, see file-name.ts), lower case:
+ * a file whose name has it imported means the registration is in (the import checks that the
+ * content's token begins with it). SQL, for rows of both sources (a hand import's `object_name`
+ * is the file's base name).
  */
-export function newerImports(db: Db, ids: number[]): Promise<Map<number, NewerGeneration>> {
-  return newerGenerations(db, ids, IMPORTED_STATUSES);
+const NAME_TOKEN = (t: string) => `lower(substring(${t}.object_name from '_([A-Za-z0-9]{6,200})\\.[Jj][Ss][Oo][Nn]$'))`;
+
+/**
+ * For failed bucket rows: the registration imported since, i.e. what a corrected re-upload became.
+ * First the newest later upload of the same object that was imported or found a duplicate; else
+ * the newest other record, from the bucket or imported by hand (`fleet import patient-file`), that
+ * was imported or found a duplicate and whose file name carries the same registration token. The
+ * failed row itself stays failed until an operator closes it. The token match reads the ledger's
+ * committed rows once per call (no index on the name's token): a few ms per 10,000 rows.
+ */
+export async function newerImports(db: Db, ids: number[]): Promise<Map<number, LaterImport>> {
+  const out = new Map<number, LaterImport>();
+  for (const [id, n] of await newerGenerations(db, ids, IMPORTED_STATUSES)) out.set(id, { ...n, source: 'bucket', link: 'same-name' });
+  const rest = ids.filter((id) => !out.has(id));
+  if (!rest.length) return out;
+  const rows = await clientOf(db).unsafe(
+    `with r as (select id, ${NAME_TOKEN('l')} as token from ${LEDGER} l where l.id = any($1::int8[]) and l.source = 'bucket')
+     select distinct on (r.id) r.id as of_id, n.id, n.source, n.generation, n.status, n.patient_id, n.duplicate_of_patient_id
+       from r join ${LEDGER} n on n.id <> r.id and n.status = any($2::text[]) and ${NAME_TOKEN('n')} = r.token
+      where r.token is not null
+      order by r.id, n.id desc`,
+    [rest, IMPORTED_STATUSES as string[]],
+  );
+  for (const r of rows) {
+    out.set(Number(r.of_id), {
+      id: Number(r.id),
+      generation: r.generation as string,
+      status: r.status as PatientImportStatus,
+      patientId: r.patient_id === null ? null : Number(r.patient_id),
+      duplicateOfPatientId: r.duplicate_of_patient_id === null ? null : Number(r.duplicate_of_patient_id),
+      source: r.source as 'bucket' | 'file',
+      link: 'same-token',
+    });
+  }
+  return out;
+}
+
+/**
+ * The failed bucket rows of the same registration as row `id` (the registration token of the file
+ * names, see newerImports), oldest first: what a hand import of a corrected file leaves to close.
+ */
+export async function failedOfSameRegistration(db: Db, id: number): Promise<number[]> {
+  const rows = await clientOf(db).unsafe(
+    `select f.id from ${LEDGER} r join ${LEDGER} f on f.id <> r.id and f.source = 'bucket' and f.status = 'failed' and ${NAME_TOKEN('f')} = ${NAME_TOKEN('r')}
+      where r.id = $1 order by f.id`,
+    [id],
+  );
+  return rows.map((r) => Number(r.id));
 }
 
 /** What the import transaction finds, under the advisory locks of its keys. */
