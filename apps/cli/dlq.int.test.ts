@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listAudit } from '../../libs/db/repositories/audit.js';
 import { getDelivery, queueDelivery } from '../../libs/db/repositories/deliveries.js';
 import { PermanentError } from '../../libs/errors/index.js';
-import { addDeadLetter, bindQueueWorker, closeWorkers, listDeadLetters } from '../../libs/queues/index.js';
+import { getLedgerRow, insertLedgerObjects, updateLedgerRow } from '../../libs/db/repositories/patient-import.js';
+import { addDeadLetter, bindQueueWorker, closeWorkers, discardDeadLetter, listDeadLetters } from '../../libs/queues/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { createTestQueues } from '../../libs/testing/queues.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
@@ -146,6 +147,55 @@ describe('fleet dlq (the real CLI)', () => {
     const neither = await fleet('dlq', 'requeue', '--reason', 'cleanup');
     expect(neither.code).toBe(2);
     expect(neither.stderr).toContain('name a dead-letter id or pass --all');
+  });
+
+  // A requeue of a file whose content is wrong went ahead silently (its own advice said it cannot
+  // help) and added another import.failed event; `--all` requeued those too.
+  it('refuses a requeue its advice says cannot help unless --force; --all skips those and says so; a bare record number is pointed at its dead letter', async () => {
+    failing = true;
+    const failedRow = async (name: string, code: string) => {
+      const [id] = await insertLedgerObjects(db.db, [{ bucket: 'b', objectName: `registrations/${name}`, generation: '1', sourceUri: `gs://b/registrations/${name}` }]);
+      await updateLedgerRow(db.db, id!, { status: 'failed', errorCode: code, reason: `ledger ${id}: ${code}`, attempts: 2, failedAt: new Date() });
+      await addDeadLetter(t.queues, {
+        originalQueue: 'patient-import', originalJobId: `patient-import.ledger.${id}`, name: 'patient-import', data: { ledgerId: id },
+        reason: `ledger ${id}: ${code}`, code, attemptsMade: 1, enqueuedAt: null, failedAt: new Date().toISOString(),
+      });
+      return id!;
+    };
+    const invalid = await failedRow('A_B_20250707_abcdef01.json', 'invalid_json');
+    const gaveUp = await failedRow('C_D_20250707_abcdef02.json', 'gave_up');
+    const dlqInvalid = `patient-import.ledger.${invalid}`;
+
+    const listed = await fleet('dlq', 'list', '--queue', 'patient-import');
+    expect(listed.stdout).toContain('attempts since last queued 1');
+    expect(listed.stdout).toContain(`before a requeue (refused without --force; skipped by --all): A requeue does not help (the content is wrong): have a corrected file uploaded, then discard ${dlqInvalid}.`);
+
+    const refused = await fleet('dlq', 'requeue', dlqInvalid, '--reason', 'try again');
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toBe(`fleet: ${dlqInvalid}: not requeued: A requeue does not help (the content is wrong): have a corrected file uploaded, then discard ${dlqInvalid}. To requeue it anyway: add --force.\n`);
+    expect(await getLedgerRow(db.db, invalid)).toMatchObject({ status: 'failed' });
+    expect((await listAudit(db.db, 50)).filter((a) => a.reason === 'try again')).toEqual([]);
+
+    // Staff emails say "Import-Nr. 7": the bare number is not a dead-letter id; the message names the one meant.
+    const bare = await fleet('dlq', 'requeue', String(invalid), '--reason', 'try again');
+    expect(bare.code).toBe(3);
+    expect(bare.stderr).toBe(`fleet: no dead-letter entry with id ${invalid}; a patient import record's dead letter is ${dlqInvalid} (see fleet dlq list)\n`);
+
+    const all = await fleet('dlq', 'requeue', '--all', '--queue', 'patient-import', '--reason', 'storage back');
+    expect(all.code).toBe(0);
+    expect(all.stdout).toContain(`requeued 1 dead letter(s); skipped 1 whose own advice says a requeue cannot help (e.g. a file whose content is wrong fails the same way again): ${dlqInvalid}; see fleet dlq list (before a requeue), or requeue them anyway with --force\n`);
+    expect(await getLedgerRow(db.db, invalid)).toMatchObject({ status: 'failed' });
+    expect((await getLedgerRow(db.db, gaveUp))?.status).not.toBe('failed');
+
+    const forced = await fleet('dlq', 'requeue', dlqInvalid, '--reason', 'operator insists', '--force');
+    expect(forced.code).toBe(0);
+    expect(forced.stdout).toContain(`requeued ${dlqInvalid} on patient-import`);
+    const [audit] = (await listAudit(db.db, 50)).filter((a) => a.reason === 'operator insists');
+    expect(audit?.details).toMatchObject({ forced: true, advice: expect.stringContaining('A requeue does not help') });
+
+    // The fake worker fails both again: leave no dead letters to the tests below.
+    await waitFor(async () => (await listDeadLetters(t.queues, { queue: 'patient-import' })).length === 2);
+    for (const d of await listDeadLetters(t.queues, { queue: 'patient-import' })) await discardDeadLetter(t.queues, d.id);
   });
 });
 

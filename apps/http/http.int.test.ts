@@ -6,6 +6,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
 import { listAudit, recordAudit } from '../../libs/db/repositories/audit.js';
+import { insertLedgerObjects, updateLedgerRow } from '../../libs/db/repositories/patient-import.js';
 import { createLogger } from '../../libs/log/index.js';
 import { addDeadLetter, catalog, listDeadLetters } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
@@ -16,6 +17,7 @@ import { TEST_ADMIN_DB_URL, TEST_REDIS_URL } from '../../libs/testing/services.j
 import { Router } from 'express';
 import { httpComponent, type HttpComponent } from './component.js';
 import { routeModules, type HttpRouteModule } from './routes/index.js';
+import { deadLetterHooks } from '../fleet/roles.js';
 import { everyOutcomeFile } from '../../workers/therapist-import/fixtures.js';
 import { importTherapistFileNow } from '../../workers/therapist-import/worker.js';
 import { tcpProxy } from '../../libs/testing/tcp-proxy.js';
@@ -416,6 +418,55 @@ describe('http app with dashboard credentials', () => {
     const audit = (await listAudit(app.ctx.database.db, 10)).filter((a) => a.action === 'dlq.requeue' && a.reason === 'database is back');
     expect(audit.map((a) => a.target).sort()).toEqual(['weekly-status/weekly-status.patient.11.week.2026-W48', 'weekly-status/weekly-status.patient.12.week.2026-W48']);
   });
+
+  // /ops offered "Requeue" for a file whose content is wrong, and requeue-all requeued it too:
+  // each such requeue failed the same way and added another import.failed event.
+  it('/ops offers "Requeue anyway" where the advice says a requeue cannot help, refuses it without force, and requeue-all skips it', async () => {
+    // The fleet's own hooks (the shared app here has none): the advice comes from the import records.
+    const withHooks = await startApp(
+      { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: app.ctx.config.queues.prefix, DASHBOARD_USER: USER, DASHBOARD_PASSWORD: PASSWORD },
+      { deadLetterHooks },
+    );
+    try {
+      await futileRequeueOnOps(withHooks);
+    } finally {
+      await withHooks.stop();
+    }
+  });
+
+  async function futileRequeueOnOps(app: RunningApp) {
+    const db = app.ctx.database.db;
+    const [id] = await insertLedgerObjects(db, [{ bucket: 'b', objectName: 'registrations/Q_R_20250707_feedbeef.json', generation: '1', sourceUri: 'gs://b/q' }]);
+    await updateLedgerRow(db, id!, { status: 'failed', errorCode: 'invalid_json', reason: `ledger ${id}: file: not valid JSON`, attempts: 1, failedAt: new Date() });
+    const dlqId = `patient-import.ledger.${id}`;
+    await addDeadLetter(app.ctx.queues, {
+      originalQueue: 'patient-import', originalJobId: dlqId, name: 'patient-import', data: { ledgerId: id },
+      reason: `ledger ${id}: file: not valid JSON`, code: 'invalid_json', attemptsMade: 1, enqueuedAt: null, failedAt: new Date().toISOString(),
+    });
+    const page = await (await fetch(`${app.base}/ops`, { headers: { authorization: AUTH } })).text();
+    expect(page).toContain('Requeue anyway');
+    expect(page).toContain('attempts since last queued 1');
+    expect(page).toContain('(skips those whose advice says a requeue cannot help)');
+    const listed = (await (await fetch(`${app.base}/ops/api/dead-letters?queue=patient-import`, { headers: { authorization: AUTH } })).json()) as Array<Record<string, unknown>>;
+    expect(listed.find((e) => e.id === dlqId)).toMatchObject({ requeueFutile: true, requeueAdvice: expect.stringContaining('A requeue does not help') });
+
+    const json = { authorization: AUTH, 'content-type': 'application/json' };
+    const url = `${app.base}/ops/api/dead-letters/patient-import/${encodeURIComponent(dlqId)}`;
+    const refused = await fetch(`${url}/requeue`, { method: 'POST', headers: json, body: JSON.stringify({ reason: 'try' }) });
+    expect(refused.status).toBe(409);
+    expect(await refused.json()).toMatchObject({ error: 'requeue_futile', message: expect.stringContaining(`${dlqId}: not requeued: A requeue does not help (the content is wrong)`) });
+    const all = await fetch(`${app.base}/ops/api/dead-letters/patient-import/requeue-all`, { method: 'POST', headers: json, body: JSON.stringify({ reason: 'try all' }) });
+    expect(await all.json()).toMatchObject({ outcome: 'requeued', count: 0, skipped: [{ id: dlqId, advice: expect.stringContaining('A requeue does not help') }] });
+    expect((await listDeadLetters(app.ctx.queues, { queue: 'patient-import' })).map((e) => e.id)).toContain(dlqId);
+    const notice = await (await fetch(`${app.base}/ops?done=requeued-all&of=patient-import&count=0&skipped=1`, { headers: { authorization: AUTH } })).text();
+    expect(notice).toContain('Requeued 0 dead letter(s) of patient-import. Skipped 1 whose advice says a requeue cannot help');
+
+    const forced = await fetch(`${url}/requeue`, { method: 'POST', headers: json, body: JSON.stringify({ reason: 'operator insists', force: true }) });
+    expect(forced.status).toBe(200);
+    // Leave nothing for the tests below: the requeued job removed, the record closed.
+    await (await app.ctx.queues.queue('patient-import').getJob(dlqId))?.remove();
+    await updateLedgerRow(db, id!, { status: 'discarded', discardedAt: new Date(), finishedAt: new Date() });
+  }
 
   it('/ops, the JSON list and requeue-all count every dead letter, also past 1000 in one queue, and the page shows the oldest', async () => {
     const N = 1003;

@@ -4,6 +4,7 @@ import { lastAuditOf, recordAudit } from '../db/repositories/audit.js';
 import {
   DeadLetterNotFound,
   discardDeadLetter,
+  findDeadLetter,
   listDeadLetters,
   requeueDeadLetter,
   type DeadLetterView,
@@ -25,12 +26,35 @@ export interface DeadLetterHook {
    * simply "it runs again" (e.g. an email that may reach its recipient a second time); one per
    * payload, in order. Ids only, no personal data.
    */
-  requeueAdvice?(payloads: unknown[], db: Db): Promise<Array<string | undefined>>;
+  requeueAdvice?(payloads: unknown[], db: Db): Promise<Array<string | RequeueAdvice | undefined>>;
+}
+
+/**
+ * Advice that may say a requeue cannot help (`futile`: the same job fails the same way, or there is
+ * nothing left for it to do): such a requeue is refused unless forced, and a requeue-all skips it.
+ */
+export interface RequeueAdvice {
+  text: string;
+  futile: boolean;
+}
+
+/** A requeue refused because the entry's own advice says it cannot help (`force` overrides). */
+export class FutileRequeue extends Error {
+  override name = 'FutileRequeue';
+  constructor(
+    readonly id: string,
+    readonly advice: string,
+  ) {
+    super(`${id}: not requeued: ${advice}`);
+  }
 }
 export type DeadLetterHooks = Partial<Record<JobName, DeadLetterHook>>;
 
-/** A dead letter with what a requeue of it would do, when its family has something to say. */
-export type AdvisedDeadLetter = DeadLetterView & { requeueAdvice?: string };
+/**
+ * A dead letter with what a requeue of it would do, when its family has something to say;
+ * `requeueFutile`: that advice says a requeue cannot help (refused unless forced, skipped by a requeue-all).
+ */
+export type AdvisedDeadLetter = DeadLetterView & { requeueAdvice?: string; requeueFutile?: true };
 
 /**
  * The entries with their families' requeue advice (DeadLetterHook.requeueAdvice). Best effort:
@@ -48,7 +72,7 @@ export async function withRequeueAdvice(deps: Pick<OperatorDeps, 'db' | 'hooks'>
   for (const [name, at] of byName) {
     const advise = deps.hooks[name as JobName]?.requeueAdvice;
     if (!advise) continue;
-    let advice: Array<string | undefined>;
+    let advice: Array<string | RequeueAdvice | undefined>;
     try {
       advice = await advise(
         at.map((i) => entries[i]!.data),
@@ -59,7 +83,9 @@ export async function withRequeueAdvice(deps: Pick<OperatorDeps, 'db' | 'hooks'>
       advice = at.map(() => `unknown: what a requeue would do could not be read (${errorMessage(err)}); look again before requeueing`);
     }
     at.forEach((i, k) => {
-      if (advice[k]) out[i] = { ...entries[i]!, requeueAdvice: advice[k] };
+      const a = advice[k];
+      if (!a) return;
+      out[i] = typeof a === 'string' ? { ...entries[i]!, requeueAdvice: a } : { ...entries[i]!, requeueAdvice: a.text, ...(a.futile ? { requeueFutile: true as const } : {}) };
     });
   }
   return out;
@@ -74,6 +100,16 @@ export interface OperatorDeps {
 export interface OperatorAction {
   actor: string;
   reason?: string | undefined;
+  /** Requeue even where the entry's advice says it cannot help (audited as forced). */
+  force?: boolean | undefined;
+}
+
+/** The entry's advice when it says a requeue cannot help (see RequeueAdvice), else undefined. */
+async function futileAdvice(deps: OperatorDeps, view: DeadLetterView): Promise<string | undefined> {
+  const advise = hookFor(deps.hooks, view)?.requeueAdvice;
+  if (!advise) return undefined;
+  const [a] = await advise([view.data], deps.db);
+  return a && typeof a !== 'string' && a.futile ? a.text : undefined;
 }
 
 function hookFor(hooks: DeadLetterHooks, view: DeadLetterView): DeadLetterHook | undefined {
@@ -101,10 +137,18 @@ async function explainNotFound<T>(deps: OperatorDeps, id: string, queue: string 
   }
 }
 
-/** Requeues one dead letter and writes the action to the audit table. */
+/**
+ * Requeues one dead letter and writes the action to the audit table. Where the entry's own advice
+ * says a requeue cannot help (a file whose content is wrong fails the same way again, and each
+ * failure adds an `import.failed` event), throws FutileRequeue unless `action.force`.
+ */
 export async function requeueOne(deps: OperatorDeps, id: string, action: OperatorAction, queue?: string) {
   // The bookkeeping goes first: the job must find its row open when a worker takes it.
   let notice: string | undefined;
+  // Checked before the requeue touches anything (it removes a failed job of the same id first).
+  const found = await explainNotFound(deps, id, queue, () => findDeadLetter(deps.queues, id, queue));
+  const forcedPast = await futileAdvice(deps, found.view);
+  if (forcedPast && !action.force) throw new FutileRequeue(found.view.id, forcedPast);
   const requeued = await explainNotFound(deps, id, queue, () =>
     requeueDeadLetter(deps.queues, id, queue, {
       beforeRequeue: async (view) => {
@@ -118,7 +162,14 @@ export async function requeueOne(deps: OperatorDeps, id: string, action: Operato
     action: 'dlq.requeue',
     target: `${result.view.originalQueue}/${result.view.originalJobId}`,
     reason: action.reason,
-    details: { outcome: result.state, code: result.view.code, failedReason: result.view.reason, attemptsMade: result.view.attemptsMade, ...(notice ? { notice } : {}) },
+    details: {
+      outcome: result.state,
+      code: result.view.code,
+      failedReason: result.view.reason,
+      attemptsMade: result.view.attemptsMade,
+      ...(notice ? { notice } : {}),
+      ...(forcedPast ? { forced: true, advice: forcedPast } : {}),
+    },
   });
   return result;
 }
@@ -127,19 +178,22 @@ export async function requeueOne(deps: OperatorDeps, id: string, action: Operato
  * Requeues every dead letter (of `queue`) listed at the start. An entry gone by the time its turn
  * comes was handled meanwhile (another operator's requeue-all, a requeue or discard on /ops): it
  * is left to that action, not counted, and the rest go on (it used to stop the whole run with
- * "no longer a dead letter", /ops answering 500 with the remaining entries left waiting).
+ * "no longer a dead letter", /ops answering 500 with the remaining entries left waiting). An entry
+ * whose advice says a requeue cannot help is skipped (`skipped`, with that advice) unless `force`.
  */
 export async function requeueAll(deps: OperatorDeps, action: OperatorAction, queue?: string) {
   const entries = await listDeadLetters(deps.queues, queue ? { queue } : {});
-  const results = [];
+  const results: Array<Awaited<ReturnType<typeof requeueOne>>> = [];
+  const skipped: FutileRequeue[] = [];
   for (const entry of entries) {
     try {
       results.push(await requeueOne(deps, entry.id, action, entry.originalQueue));
     } catch (err) {
-      if (!(err instanceof DeadLetterNotFound)) throw err;
+      if (err instanceof FutileRequeue) skipped.push(err);
+      else if (!(err instanceof DeadLetterNotFound)) throw err;
     }
   }
-  return results;
+  return Object.assign(results, { skipped });
 }
 
 /**

@@ -475,7 +475,7 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect(row.status).toBe('failed');
     // Someone fixes the file in place... no: the bucket object is what it is. Requeue runs it again and it fails again,
     // with still exactly one staff email.
-    await requeueOne({ db: h.ctx.database.db, queues: h.ctx.queues, hooks: { 'patient-import': patientImportDeadLetterHook } }, `patient-import.ledger.${row.id}`, { actor: 'test', reason: 'retry' });
+    await requeueOne({ db: h.ctx.database.db, queues: h.ctx.queues, hooks: { 'patient-import': patientImportDeadLetterHook } }, `patient-import.ledger.${row.id}`, { actor: 'test', reason: 'retry', force: true }); // its advice says it cannot help: forced
     await until(async () => ((await ledger(row.id as number)).attempts === 2 && (await ledger(row.id as number)).status === 'failed') || undefined);
     expect(await deliveriesOf(`patient-import.failed.ledger.${row.id}`)).toHaveLength(1);
     // A reopened row that fails again is a new failure: a second import.failed event (one per failure, not per row).
@@ -500,7 +500,7 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect((await settled(h, name, fixed.generation)).status).toBe('deleted');
     expect(h.standIn.getObject(BUCKET, name)).toBeUndefined();
 
-    await requeueOne({ db: h.ctx.database.db, queues: h.ctx.queues, hooks: { 'patient-import': patientImportDeadLetterHook } }, `patient-import.ledger.${failed.id}`, { actor: 'test', reason: 'retry' });
+    await requeueOne({ db: h.ctx.database.db, queues: h.ctx.queues, hooks: { 'patient-import': patientImportDeadLetterHook } }, `patient-import.ledger.${failed.id}`, { actor: 'test', reason: 'retry', force: true });
     const again = await until(async () => {
       const r = await ledger(failed.id as number);
       return r.attempts === 2 && r.status === 'failed' ? r : undefined;

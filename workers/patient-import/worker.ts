@@ -219,9 +219,10 @@ export function bucketPollHandlers(ctx: FleetContext, opts: { bucket?: BucketPor
 
 /**
  * Operator actions on dead-lettered imports keep the ledger in step. Before a requeue, /ops and
- * `fleet dlq list` say where it cannot help (the file's content or name is wrong, or a corrected
- * upload was imported since): /ops offered the button with nothing said, and a requeued file whose
- * content is wrong was back a moment later.
+ * `fleet dlq list` say where it cannot help (the file's content or name is wrong, the object is
+ * gone, or the registration was imported since): /ops offered the button with nothing said, and a
+ * requeued file whose content is wrong was back a moment later. Such advice is `futile`: a requeue
+ * is refused unless forced, and a requeue-all skips it.
  */
 export const patientImportDeadLetterHook: DeadLetterHook = {
   async requeueAdvice(payloads, db) {
@@ -240,8 +241,12 @@ export const patientImportDeadLetterHook: DeadLetterHook = {
       const row = failed.get(id);
       if (!row) return undefined;
       const since = newer.get(row.id);
-      if (since) return newerImportNextStep(row, since);
-      return failureRemedy(row.errorCode) === 'requeue' ? undefined : failureNextStep({ ...row, source: 'bucket' });
+      if (since) return { text: newerImportNextStep(row, since), futile: true };
+      const remedy = failureRemedy(row.errorCode);
+      if (remedy === 'requeue') return undefined;
+      // Content or name wrong, or the object gone: the requeued job fails the same way again (one more
+      // import.failed event each time). Wrong settings or a too-small limit: a requeue helps once fixed.
+      return { text: failureNextStep({ ...row, source: 'bucket' }), futile: remedy === 'corrected-upload' || remedy === 'rename' || remedy === 'object-gone' };
     });
   },
   async onRequeue(payload, db) {

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { discardOne, requeueAll, requeueOne, withRequeueAdvice } from '../../../libs/ops/dead-letters.js';
+import { discardOne, FutileRequeue, requeueAll, requeueOne, withRequeueAdvice } from '../../../libs/ops/dead-letters.js';
 import { DeadLetterNotFound, listDeadLetters, queueNames } from '../../../libs/queues/index.js';
 import { deadLetterHooks } from '../../fleet/roles.js';
 import { CliError, operatorName, printJson, requiredReason, withContext } from '../context.js';
@@ -17,11 +17,20 @@ function checkQueue(queue?: string): void {
   }
 }
 
-async function notFoundAsCliError<T>(fn: () => Promise<T>): Promise<T> {
+/**
+ * A dead letter that is not there (exit 3). A bare number is what staff emails call the import
+ * (`Import-Nr. 1`): the message names the dead-letter id of that import record instead of guessing
+ * it, since a requeue or discard is audited and a bare number could also be another queue's job id.
+ */
+async function notFoundAsCliError<T>(id: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    if (err instanceof DeadLetterNotFound) throw new CliError(err.message, 3);
+    if (err instanceof DeadLetterNotFound) {
+      const hint = /^\d+$/.test(id) ? `; a patient import record's dead letter is patient-import.ledger.${id} (see fleet dlq list)` : '';
+      throw new CliError(`${err.message}${hint}`, 3);
+    }
+    if (err instanceof FutileRequeue) throw new CliError(`${err.message} To requeue it anyway: add --force.`, 2);
     throw err;
   }
 }
@@ -55,7 +64,8 @@ export function registerDlq(program: Command): void {
         }
         for (const e of entries) {
           process.stdout.write(
-            `${e.id}\n  queue ${e.originalQueue}  failed ${isoSeconds(new Date(e.failedAt)) ?? e.failedAt}  attempts ${e.attemptsMade}${e.code ? `  code ${e.code}` : ''}\n  reason: ${e.reason}\n${e.requeueAdvice ? `  before a requeue: ${e.requeueAdvice}\n` : ''}  payload: ${JSON.stringify(e.data)}\n`,
+            `${e.id}\n  queue ${e.originalQueue}  failed ${isoSeconds(new Date(e.failedAt)) ?? e.failedAt}  attempts since last queued ${e.attemptsMade}${e.code ? `  code ${e.code}` : ''}\n  reason: ${e.reason}\n` +
+              `${e.requeueAdvice ? `  before a requeue${e.requeueFutile ? ' (refused without --force; skipped by --all)' : ''}: ${e.requeueAdvice}\n` : ''}  payload: ${JSON.stringify(e.data)}\n`,
           );
         }
         process.stdout.write(`\n${entries.length} dead letter(s). Requeue: fleet dlq requeue <id> --reason "..."; discard: fleet dlq discard <id> --reason "..."\n`);
@@ -70,21 +80,29 @@ export function registerDlq(program: Command): void {
     .option('--queue <queue>', 'the queue the job belongs to')
     .option('--reason <text>', 'why (required; written to the audit table)')
     .option('--actor <name>', 'who (default: $FLEET_OPERATOR, else the login name)')
-    .action(async (id: string | undefined, opts: { all?: boolean; queue?: string; reason?: string; actor?: string }) => {
+    .option('--force', 'requeue also where the entry says a requeue cannot help (fleet dlq list: before a requeue)')
+    .action(async (id: string | undefined, opts: { all?: boolean; queue?: string; reason?: string; actor?: string; force?: boolean }) => {
       checkQueue(opts.queue);
       if (!id && !opts.all) throw new CliError('name a dead-letter id or pass --all', 2);
       if (id && opts.all) throw new CliError('pass either an id or --all, not both', 2);
       const reason = requiredReason(opts.reason);
       await withContext(async (ctx) => {
         const deps = { db: ctx.database.db, queues: ctx.queues, hooks: deadLetterHooks };
-        const action = { actor: operatorName(opts.actor), reason };
+        const action = { actor: operatorName(opts.actor), reason, force: opts.force === true };
         if (opts.all) {
           const results = await requeueAll(deps, action, opts.queue);
           for (const r of results) if ('notice' in r) process.stdout.write(`${r.view.originalJobId}: ${r.notice}\n`);
-          process.stdout.write(`requeued ${results.length} dead letter(s)\n`);
+          const { skipped } = results;
+          process.stdout.write(
+            `requeued ${results.length} dead letter(s)` +
+              (skipped.length
+                ? `; skipped ${skipped.length} whose own advice says a requeue cannot help (e.g. a file whose content is wrong fails the same way again): ${skipped.map((f) => f.id).join(', ')}; see fleet dlq list (before a requeue), or requeue them anyway with --force`
+                : '') +
+              '\n',
+          );
           return;
         }
-        const r = await notFoundAsCliError(() => requeueOne(deps, id!, action, opts.queue));
+        const r = await notFoundAsCliError(id!, () => requeueOne(deps, id!, action, opts.queue));
         process.stdout.write(
           r.state === 'requeued'
             ? `requeued ${r.view.originalJobId} on ${r.view.originalQueue}\n`
@@ -106,7 +124,7 @@ export function registerDlq(program: Command): void {
       const reason = requiredReason(opts.reason);
       await withContext(async (ctx) => {
         const deps = { db: ctx.database.db, queues: ctx.queues, hooks: deadLetterHooks };
-        const view = await notFoundAsCliError(() => discardOne(deps, id, { actor: operatorName(opts.actor), reason }, opts.queue));
+        const view = await notFoundAsCliError(id, () => discardOne(deps, id, { actor: operatorName(opts.actor), reason }, opts.queue));
         process.stdout.write(`discarded ${view.originalJobId} from ${view.deadLetterQueue}\n`);
       });
     });

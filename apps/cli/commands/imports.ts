@@ -139,7 +139,8 @@ function patientDetail(
     ['source', r.sourceUri],
     ['generation', r.generation],
     ['size', r.size === null ? null : `${r.size} bytes`],
-    ['attempts', r.attempts],
+    // Every job run on the record, requeues included; a dead letter's `attempts` counts only the runs since it was last queued.
+    ['attempts (all runs)', r.attempts],
     [
       'last attempt',
       retry?.carried

@@ -1,6 +1,6 @@
 import express, { Router, type Request, type Response } from 'express';
 import { listAudit } from '../../../libs/db/repositories/audit.js';
-import { discardOne, requeueAll, requeueOne, withRequeueAdvice, type AdvisedDeadLetter } from '../../../libs/ops/dead-letters.js';
+import { discardOne, FutileRequeue, requeueAll, requeueOne, withRequeueAdvice, type AdvisedDeadLetter } from '../../../libs/ops/dead-letters.js';
 import { countDeadLetters, DeadLetterNotFound, listDeadLetters, queueNames, type DeadLetterView } from '../../../libs/queues/index.js';
 import { operatorOf } from '../auth.js';
 import { html, page, pageTime } from '../html.js';
@@ -30,15 +30,23 @@ function reasonOf(req: Request): string {
   return reason;
 }
 
+/** `force` in the form or JSON body: requeue also where the entry's advice says a requeue cannot help. */
+function forceOf(req: Request): boolean {
+  const raw = (req.body as { force?: unknown } | undefined)?.force;
+  return raw === true || raw === 'true';
+}
+
 function deadLetterRow(e: AdvisedDeadLetter) {
   const base = `/ops/dead-letters/${encodeURIComponent(e.originalQueue)}/${encodeURIComponent(e.id)}`;
   return html`<tr>
 <td class="id"><code>${e.id}</code><div class="muted">${e.name}</div></td>
-<td>${pageTime(new Date(e.failedAt))}<div class="muted">attempts ${e.attemptsMade}${e.code ? html` · code <code>${e.code}</code>` : ''}</div></td>
+<td>${pageTime(new Date(e.failedAt))}<div class="muted">attempts since last queued ${e.attemptsMade}${e.code ? html` · code <code>${e.code}</code>` : ''}</div></td>
 <td class="reason">${e.reason}${e.requeueAdvice ? html`<div class="advice"><strong>Before a requeue:</strong> ${e.requeueAdvice}</div>` : ''}</td>
 <td><code>${JSON.stringify(e.data)}</code></td>
 <td>
-<form class="inline" method="post" action="${base}/requeue"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit">Requeue</button></form>
+${e.requeueFutile
+  ? html`<form class="inline" method="post" action="${base}/requeue"><input type="hidden" name="force" value="true"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit" class="danger" title="its advice says a requeue cannot help">Requeue anyway</button></form>`
+  : html`<form class="inline" method="post" action="${base}/requeue"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit">Requeue</button></form>`}
 <form class="inline" method="post" action="${base}/discard"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit" class="danger">Discard</button></form>
 </td></tr>`;
 }
@@ -70,7 +78,7 @@ reason. Same as <code>fleet dlq requeue|discard &lt;id&gt; --reason "..."</code>
 ${byQueue.map(
   (g) => html`<h2 id="${g.queue}">${g.queue} <span class="muted">(${g.total})</span></h2>
 ${g.total
-  ? html`<form class="inline" method="post" action="/ops/dead-letters/${encodeURIComponent(g.queue)}/requeue-all"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit">Requeue all ${g.total} of ${g.queue}</button></form>
+  ? html`<form class="inline" method="post" action="/ops/dead-letters/${encodeURIComponent(g.queue)}/requeue-all"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit">Requeue all ${g.total} of ${g.queue}</button></form>${g.entries.some((e) => e.requeueFutile) ? html` <span class="muted">(skips those whose advice says a requeue cannot help)</span>` : ''}
 <div class="scroll"><table><thead><tr><th>Id / job</th><th>Failed</th><th>Reason</th><th>Payload</th><th>Action</th></tr></thead><tbody>${g.entries.map(deadLetterRow)}</tbody></table></div>
 ${g.total > g.entries.length ? html`<p class="muted">Showing the oldest ${g.entries.length} of ${g.total}; all of them: <a href="/ops/api/dead-letters?queue=${g.queue}">JSON</a> or <code>fleet dlq list --queue ${g.queue}</code>.</p>` : ''}`
   : html`<p class="muted">none</p>`}`,
@@ -92,7 +100,7 @@ function noteOf(details: Record<string, unknown>): string | undefined {
 /** `of`: the job's queue (not `queue`, which filters the page). */
 type Notice =
   | { done: 'discarded' | 'requeued' | 'already-queued'; job: string; of: string }
-  | { done: 'requeued-all'; of: string; count: number };
+  | { done: 'requeued-all'; of: string; count: number; skipped: number };
 
 /** Where an action sends the browser: what was done, as codes and ids (`noticeOf` words it). */
 function noticeUrl(n: Notice): string {
@@ -113,7 +121,10 @@ function noticeOf(query: Request['query']): string | undefined {
   const done = str('done');
   if (done === 'requeued-all') {
     const count = Number(str('count'));
-    return Number.isSafeInteger(count) && count >= 0 ? `Requeued ${count} dead letter(s) of ${queue}.` : undefined;
+    const skipped = Number(str('skipped') ?? '0');
+    if (!Number.isSafeInteger(count) || count < 0) return undefined;
+    const skippedText = Number.isSafeInteger(skipped) && skipped > 0 ? ` Skipped ${skipped} whose advice says a requeue cannot help (see "Before a requeue" below; "Requeue anyway" on each, if you must).` : '';
+    return `Requeued ${count} dead letter(s) of ${queue}.${skippedText}`;
   }
   const job = str('job');
   if (!job || !JOB_ID.test(job)) return undefined;
@@ -124,7 +135,7 @@ function noticeOf(query: Request['query']): string | undefined {
 }
 
 function sendError(req: Request, res: Response, status: number, message: string): void {
-  if (wantsJson(req)) res.status(status).json({ error: status === 404 ? 'not_found' : 'bad_request', message });
+  if (wantsJson(req)) res.status(status).json({ error: status === 404 ? 'not_found' : status === 409 ? 'requeue_futile' : 'bad_request', message });
   else res.status(status).type('html').send(page('Dead letters · error', html`<h1>Could not do that</h1><p class="reason">${message}</p><p><a href="/ops">Back to the dead letters</a></p>`, { nav: true }));
 }
 
@@ -133,7 +144,7 @@ async function act(deps: HttpRouteDeps, req: Request, res: Response, action: 're
     const queue = checkQueue(String(req.params.queue));
     const id = String(req.params.id);
     const reason = reasonOf(req);
-    const operator = { actor: operatorOf(res), reason };
+    const operator = { actor: operatorOf(res), reason, force: forceOf(req) };
     const opsDeps = { db: deps.ctx.database.db, queues: deps.ctx.queues, hooks: deps.deadLetterHooks };
     let outcome: string;
     let view: DeadLetterView;
@@ -157,6 +168,7 @@ async function act(deps: HttpRouteDeps, req: Request, res: Response, action: 're
   } catch (err) {
     if (err instanceof BadRequest) return sendError(req, res, 400, err.message);
     if (err instanceof DeadLetterNotFound) return sendError(req, res, 404, err.message);
+    if (err instanceof FutileRequeue) return sendError(req, res, 409, `${err.message} To requeue it anyway: "Requeue anyway" on /ops (JSON: "force": true).`);
     throw err;
   }
 }
@@ -197,9 +209,10 @@ export const deadLetterRoutes: HttpRouteModule = {
         const queue = checkQueue(String(req.params.queue))!;
         const reason = reasonOf(req);
         const results = await requeueAll({ db: deps.ctx.database.db, queues: deps.ctx.queues, hooks: deps.deadLetterHooks }, { actor: operatorOf(res), reason }, queue);
-        deps.ctx.log.info({ action: 'requeue-all', queue, count: results.length, actor: operatorOf(res) }, 'dead letters requeued by an operator');
-        if (wantsJson(req)) return void res.json({ outcome: 'requeued', queue, count: results.length });
-        res.redirect(303, noticeUrl({ done: 'requeued-all', of: queue, count: results.length }));
+        const skipped = results.skipped.length;
+        deps.ctx.log.info({ action: 'requeue-all', queue, count: results.length, skipped, actor: operatorOf(res) }, 'dead letters requeued by an operator');
+        if (wantsJson(req)) return void res.json({ outcome: 'requeued', queue, count: results.length, ...(skipped ? { skipped: results.skipped.map((f) => ({ id: f.id, advice: f.advice })) } : {}) });
+        res.redirect(303, noticeUrl({ done: 'requeued-all', of: queue, count: results.length, skipped }));
       } catch (err) {
         if (err instanceof BadRequest) return sendError(req, res, 400, err.message);
         throw err;
