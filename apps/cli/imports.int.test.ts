@@ -307,6 +307,15 @@ describe('fleet poll', () => {
     const later = await fleetWith({ LOCAL_BUCKET_DIR: bucketDir, LOCAL_BUCKET_SETTLE_MS: '0' }, 'poll');
     expect(later.stdout).toContain('1 new file(s) enqueued');
     expect(later.stdout).not.toContain('LOCAL_BUCKET_SETTLE_MS');
+    // Every listed object is accounted for: a file recorded before is named as what it is (no worker
+    // runs here, so it is still under way; once failed or discarded, it is left in the bucket).
+    const again = await fleetWith({ LOCAL_BUCKET_DIR: bucketDir, LOCAL_BUCKET_SETTLE_MS: '0' }, 'poll');
+    expect(again.stdout).toContain('listed 1 object(s) in 1 page(s): 0 new file(s) enqueued, 1 already being imported; 1 unfinished import(s) offered again');
+    const row = JSON.parse((await fleet('imports', 'list', '--json')).stdout).find((r: { status: string }) => r.status === 'received');
+    await updateLedgerRow(db.db, row.id, { status: 'discarded', discardedAt: new Date(), finishedAt: new Date() });
+    const left = await fleetWith({ LOCAL_BUCKET_DIR: bucketDir, LOCAL_BUCKET_SETTLE_MS: '0' }, 'poll');
+    expect(left.stdout).toContain('listed 1 object(s) in 1 page(s): 0 new file(s) enqueued, 1 left as failed or discarded (see fleet imports list --status failed,discarded); ');
+    expect(JSON.parse((await fleetWith({ LOCAL_BUCKET_DIR: bucketDir, LOCAL_BUCKET_SETTLE_MS: '0' }, 'poll', '--json')).stdout)).toMatchObject({ listed: 1, recorded: 0, leftFailed: 1, inProgress: 0 });
     // A poll that went through, by the CLI too, is the last successful one `fleet status` names.
     const status = await fleetWith({ LOCAL_BUCKET_DIR: bucketDir }, 'status');
     expect(status.stdout).toMatch(/\n {2}last successful bucket poll: \d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z \(\d+ s ago\)\n/);

@@ -21,7 +21,7 @@ describe('pollBucket', () => {
       bucket,
       prefix: 'registrations/',
       pageSize: 1,
-      record: async (objects) => (recorded.push(...objects.map((o) => o.name)), []),
+      record: async (objects) => (recorded.push(...objects.map((o) => o.name)), { ids: [], known: [] }),
       openIds: async () => [],
       enqueue: async () => {},
       restoreDeadLetters: async () => 0,

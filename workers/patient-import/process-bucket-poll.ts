@@ -7,8 +7,11 @@ export interface PollDeps {
   pageSize: number;
   /** Called after each page is recorded and enqueued, with the counts so far (`fleet poll` shows progress). */
   onPage?: (soFar: Readonly<PollResult>) => void;
-  /** Records object generations in the ledger; returns the ids of rows created by this call. */
-  record(objects: StoredObject[]): Promise<number[]>;
+  /**
+   * Records object generations in the ledger; returns the ids of rows created by this call and the
+   * statuses of the rows of objects recorded before (`known`).
+   */
+  record(objects: StoredObject[]): Promise<{ ids: number[]; known: string[] }>;
   /** Ledger rows from the bucket that still have work to do (crash recovery). */
   openIds(): Promise<number[]>;
   /**
@@ -33,11 +36,19 @@ export interface PollResult {
   unsettled: number;
   /** New object generations recorded and enqueued. */
   recorded: number;
+  /** Listed files recorded before whose import is still under way (or recorded by another poll at the same moment). */
+  inProgress: number;
+  /** Listed files whose import failed or was discarded: kept in the bucket (DOMAIN.md), listed at every poll. */
+  leftFailed: number;
+  /** Listed files whose record is final otherwise (imported, its bucket delete given up and discarded). */
+  leftFinal: number;
   /** Unfinished rows offered to the queue again (no-ops for rows whose job is still there). */
   reoffered: number;
   /** Failed rows given back the dead letter Redis had lost. */
   deadLettersRestored: number;
 }
+
+const FINAL_OTHER = new Set(['deleted', 'superseded', 'done', 'replaced']);
 
 /**
  * Lists the prefix page by page, records each new (bucket, object, generation) in the
@@ -48,7 +59,7 @@ export interface PollResult {
  * row whose dead letter Redis lost gets it back (the ledger is what counts).
  */
 export async function pollBucket(deps: PollDeps): Promise<PollResult> {
-  const result: PollResult = { pages: 0, listed: 0, skipped: 0, unsettled: 0, recorded: 0, reoffered: 0, deadLettersRestored: 0 };
+  const result: PollResult = { pages: 0, listed: 0, skipped: 0, unsettled: 0, recorded: 0, inProgress: 0, leftFailed: 0, leftFinal: 0, reoffered: 0, deadLettersRestored: 0 };
   const enqueued = new Set<number>();
   const tokens = new Set<string>();
   let pageToken: string | undefined;
@@ -59,7 +70,13 @@ export async function pollBucket(deps: PollDeps): Promise<PollResult> {
     result.unsettled += page.unsettled ?? 0;
     const files = page.items.filter((o) => !o.name.endsWith('/'));
     result.skipped += page.items.length - files.length;
-    const ids = await deps.record(files);
+    const { ids, known } = await deps.record(files);
+    // Every listed file is accounted for: new, under way, left failed/discarded, or final otherwise.
+    const failedOrDiscarded = known.filter((s) => s === 'failed' || s === 'discarded').length;
+    const final = known.filter((s) => FINAL_OTHER.has(s)).length;
+    result.leftFailed += failedOrDiscarded;
+    result.leftFinal += final;
+    result.inProgress += files.length - ids.length - failedOrDiscarded - final;
     if (ids.length) {
       await deps.enqueue(ids, 'new');
       ids.forEach((id) => enqueued.add(id));

@@ -15,6 +15,7 @@ import {
   newerImports,
   openLedgerIds,
   readImportHead,
+  recordLedgerObjects,
   recordedCopyPaths,
   reopenFailedLedgerRow,
   sweepExpiredCopies,
@@ -176,7 +177,7 @@ export async function runPoll(ctx: FleetContext, opts: { bucket?: BucketPort; on
     pageSize: ctx.config.patientImport.pageSize,
     ...(opts.onPage ? { onPage: opts.onPage } : {}),
     record: (objects) =>
-      insertLedgerObjects(
+      recordLedgerObjects(
         db,
         objects.map((o) => ({
           bucket: o.bucket,

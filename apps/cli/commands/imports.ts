@@ -272,8 +272,11 @@ export function registerImports(program: Command): void {
         const r = await runPoll(ctx, { onPage: (p) => (soFar = p) }).finally(() => clearTimeout(slow));
         if (opts.json) return printJson(r);
         process.stdout.write(
-          `listed ${r.listed} object(s) in ${r.pages} page(s): ${r.recorded} new file(s) enqueued, ` +
-            `${r.reoffered} unfinished import(s) offered again${r.skipped ? `, ${r.skipped} folder placeholder(s) skipped` : ''}` +
+          `listed ${r.listed} object(s) in ${r.pages} page(s): ${r.recorded} new file(s) enqueued` +
+            `${r.inProgress ? `, ${r.inProgress} already being imported` : ''}` +
+            `${r.leftFailed ? `, ${r.leftFailed} left as failed or discarded (see fleet imports list --status failed,discarded)` : ''}` +
+            `${r.leftFinal ? `, ${r.leftFinal} imported but left in the bucket (see fleet imports list)` : ''}` +
+            `${r.skipped ? `, ${r.skipped} folder placeholder(s) skipped` : ''}; ${r.reoffered} unfinished import(s) offered again` +
             `${r.unsettled ? `; ${r.unsettled} file(s) changed less than LOCAL_BUCKET_SETTLE_MS ago (still being copied in?) left for the next poll: run fleet poll again in a moment` : ''}` +
             `${r.deadLettersRestored ? `, ${r.deadLettersRestored} dead letter(s) restored for failed imports Redis had lost (fleet dlq list)` : ''}\n`,
         );

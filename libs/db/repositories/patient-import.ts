@@ -40,24 +40,34 @@ export interface NewLedgerObject {
  * the conflict clause keeps it one row.
  */
 export async function insertLedgerObjects(db: DbOrTx, objects: NewLedgerObject[]): Promise<number[]> {
+  return (await recordLedgerObjects(db, objects)).ids;
+}
+
+/**
+ * insertLedgerObjects, also saying what the objects recorded before are: `known`, the status of
+ * each one's row (the poll accounts for every object it lists: a failed or discarded file stays in
+ * the bucket and is listed at every poll).
+ */
+export async function recordLedgerObjects(db: DbOrTx, objects: NewLedgerObject[]): Promise<{ ids: number[]; known: PatientImportStatus[] }> {
   const key = (bucket: string, objectName: string, generation: string) => JSON.stringify([bucket, objectName, generation]);
-  const recorded = new Set<string>();
+  const recorded = new Map<string, PatientImportStatus>();
   for (const bucket of new Set(objects.map((o) => o.bucket))) {
     const names = objects.filter((o) => o.bucket === bucket).map((o) => o.objectName);
     const rows = await db
-      .select({ objectName: patientImportLedger.objectName, generation: patientImportLedger.generation })
+      .select({ objectName: patientImportLedger.objectName, generation: patientImportLedger.generation, status: patientImportLedger.status })
       .from(patientImportLedger)
       .where(and(eq(patientImportLedger.bucket, bucket), inArray(patientImportLedger.objectName, names)));
-    for (const r of rows) recorded.add(key(bucket, r.objectName, r.generation));
+    for (const r of rows) recorded.set(key(bucket, r.objectName, r.generation), r.status);
   }
+  const known = objects.flatMap((o) => recorded.get(key(o.bucket, o.objectName, o.generation)) ?? []);
   const fresh = objects.filter((o) => !recorded.has(key(o.bucket, o.objectName, o.generation)));
-  if (!fresh.length) return [];
+  if (!fresh.length) return { ids: [], known };
   const rows = await db
     .insert(patientImportLedger)
     .values(fresh.map((o) => ({ ...o, source: o.source ?? 'bucket' })))
     .onConflictDoNothing({ target: [patientImportLedger.bucket, patientImportLedger.objectName, patientImportLedger.generation] })
     .returning({ id: patientImportLedger.id });
-  return rows.map((r) => r.id).sort((a, b) => a - b);
+  return { ids: rows.map((r) => r.id).sort((a, b) => a - b), known };
 }
 
 export async function findLedgerByObject(db: DbOrTx, bucket: string, objectName: string, generation: string) {
