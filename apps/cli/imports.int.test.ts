@@ -408,6 +408,19 @@ describe('a failed file from the bucket', () => {
     expect(shownJonas.stdout).not.toContain('Upload a corrected file');
     expect(JSON.parse((await fleet('imports', 'show', String(jonas), '--json')).stdout).newerImport).toMatchObject({ id: handId, source: 'file', link: 'same-token' });
 
+    // Discarded, the record says the file is still in the bucket (a discard deletes nothing), or
+    // that a newer upload of the name replaced it.
+    const discardedOnly = await failedBucketRow('E_F_20250707_5f3a1c90.json', 'validation_failed', 'patient_data.plz: expected 5 digits');
+    await updateLedgerRow(db.db, discardedOnly, { status: 'discarded', discardedAt: new Date() });
+    const shownKept = await fleet('imports', 'show', String(discardedOnly));
+    expect(shownKept.stdout).toContain('Discarded. A discard deletes nothing: unless someone removed it by hand, the file is still in the bucket, with its personal data.');
+    expect(shownKept.stdout).toContain('delete that generation by hand: gs://b/registrations/E_F_20250707_5f3a1c90.json, generation 1.');
+    expect(JSON.parse((await fleet('imports', 'show', String(discardedOnly), '--json')).stdout)).toMatchObject({ bucketFile: 'left in the bucket' });
+    await updateLedgerRow(db.db, bad, { status: 'discarded', discardedAt: new Date() });
+    const shownSuperseded = await fleet('imports', 'show', String(bad));
+    expect(shownSuperseded.stdout).toContain(`Discarded. A newer upload of this file name came since (import record ${corrected}, deleted; fleet imports show ${corrected}): it replaced this file in the bucket.`);
+    expect(shownSuperseded.stdout).not.toContain('still in the bucket');
+
     const gaveUp = await failedBucketRow('C_D_20250707_5f3a1c89.json', 'worker_died', 'gave up after 2 attempts: the worker died');
     const shownGaveUp = await fleet('imports', 'show', String(gaveUp));
     expect(shownGaveUp.stdout).toContain(`After fixing the cause: fleet dlq requeue patient-import.ledger.${gaveUp} --reason`);

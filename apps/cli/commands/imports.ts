@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { auditOfTargets, recordAudit } from '../../../libs/db/repositories/audit.js';
-import { discardLedgerRow, getLedgerRow, listLedger, newerImports, type LedgerRow } from '../../../libs/db/repositories/patient-import.js';
+import { discardLedgerRow, getLedgerRow, listLedger, newerGenerations, newerImports, type LedgerRow } from '../../../libs/db/repositories/patient-import.js';
 import { patientImportOpenStatuses, patientImportStatuses, type PatientImportStatus } from '../../../libs/db/schema/fleet-patient-import.js';
 import { carriedAttemptOf, DeadLetterNotFound, findDeadLetter, isLiveJobState, jobIdFor, type DeadLetterView } from '../../../libs/queues/index.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
@@ -184,6 +184,13 @@ function patientDetail(
     text += `\n\nImported; only removing the file from the bucket is left, and its job gave up (dead letter ${dlq}: ${deleteDeadLetter.reason}).` +
       `\nOnce the cause is fixed: fleet dlq requeue ${dlq} --reason "..." (deletes the file; imports nothing again).` +
       `\nA discard leaves the file, with its personal data, in the bucket: it would then have to be deleted by hand.`;
+  } else if (r.status === 'discarded' && r.source === 'bucket') {
+    // A discard closes the record and deletes nothing (a file not imported is kept in the bucket):
+    // the operator who discarded it, or one reading it later, must not take the file for gone.
+    text += newer
+      ? `\n\nDiscarded. A newer upload of this file name came since (import record ${newer.id}, ${newer.status}; fleet imports show ${newer.id}): it replaced this file in the bucket.`
+      : `\n\nDiscarded. A discard deletes nothing: unless someone removed it by hand, the file is still in the bucket, with its personal data.` +
+        `\nIf it should go, delete that generation by hand: ${r.sourceUri}, generation ${r.generation}.`;
   } else if (r.deleteOutcome === 'discarded') {
     text += `\n\nImported; its dead letter (the bucket delete out of retries) was discarded by an operator, so the file is still in the bucket.` +
       `\nIt holds personal data: once the cause is fixed, delete that generation from the bucket by hand (${r.sourceUri}, generation ${r.generation}).`;
@@ -204,13 +211,17 @@ export const importKinds: Record<string, ImportKind> = {
       const [retry, audit, newerImport, deleteDeadLetter] = await Promise.all([
         retryStateOf(ctx, r),
         patientAudit(ctx.database.db, id),
-        r.status === 'failed' && r.source === 'bucket' ? newerImports(ctx.database.db, [r.id]).then((m) => m.get(r.id) ?? null) : null,
+        r.status === 'failed' && r.source === 'bucket'
+          ? newerImports(ctx.database.db, [r.id]).then((m) => m.get(r.id) ?? null)
+          : r.status === 'discarded' && r.source === 'bucket'
+            ? newerGenerations(ctx.database.db, [r.id]).then((m) => m.get(r.id) ?? null)
+            : null,
         (r.status === 'imported' || r.status === 'duplicate') && r.source === 'bucket' ? deadLetterOf(ctx, r.id) : null,
       ]);
       const operatorActions = audit.map((a) => ({ at: a.createdAt, action: a.action, actor: a.actor, reason: a.reason }));
       return {
         text: patientDetail(r, ctx.config.patientImport.retention, retry, audit, newerImport, deleteDeadLetter),
-        json: { ...r, retry, operatorActions, newerImport, ...(deleteDeadLetter ? { deadLetter: { id: deleteDeadLetter.id, reason: deleteDeadLetter.reason, failedAt: deleteDeadLetter.failedAt } } : {}) },
+        json: { ...r, retry, operatorActions, newerImport, ...(r.status === 'discarded' && r.source === 'bucket' ? { bucketFile: newerImport ? 'replaced by a newer upload' : 'left in the bucket' } : {}), ...(deleteDeadLetter ? { deadLetter: { id: deleteDeadLetter.id, reason: deleteDeadLetter.reason, failedAt: deleteDeadLetter.failedAt } } : {}) },
       };
     },
     async discard(ctx, id, action) {
