@@ -530,16 +530,19 @@ export async function newerGenerations(db: Db, ids: number[], statuses?: readonl
       where r.id = any($1::int8[]) and r.source = 'bucket'`,
     [ids, ...(statuses ? [statuses as string[]] : [])],
   );
-  for (const r of rows) {
-    out.set(Number(r.of_id), {
-      id: Number(r.id),
-      generation: r.generation as string,
-      status: r.status as PatientImportStatus,
-      patientId: r.patient_id === null ? null : Number(r.patient_id),
-      duplicateOfPatientId: r.duplicate_of_patient_id === null ? null : Number(r.duplicate_of_patient_id),
-    });
-  }
+  for (const r of rows) out.set(Number(r.of_id), newerGenerationOf(r));
   return out;
+}
+
+/** A row of the newer-record queries (newerGenerations, newerImports) as a NewerGeneration. */
+function newerGenerationOf(r: Record<string, unknown>): NewerGeneration {
+  return {
+    id: Number(r.id),
+    generation: r.generation as string,
+    status: r.status as PatientImportStatus,
+    patientId: r.patient_id === null ? null : Number(r.patient_id),
+    duplicateOfPatientId: r.duplicate_of_patient_id === null ? null : Number(r.duplicate_of_patient_id),
+  };
 }
 
 /**
@@ -587,17 +590,7 @@ export async function newerImports(db: Db, ids: number[]): Promise<Map<number, L
       order by r.id, n.id desc`,
     [rest, IMPORTED_STATUSES as string[]],
   );
-  for (const r of rows) {
-    out.set(Number(r.of_id), {
-      id: Number(r.id),
-      generation: r.generation as string,
-      status: r.status as PatientImportStatus,
-      patientId: r.patient_id === null ? null : Number(r.patient_id),
-      duplicateOfPatientId: r.duplicate_of_patient_id === null ? null : Number(r.duplicate_of_patient_id),
-      source: r.source as 'bucket' | 'file',
-      link: 'same-token',
-    });
-  }
+  for (const r of rows) out.set(Number(r.of_id), { ...newerGenerationOf(r), source: r.source as 'bucket' | 'file', link: 'same-token' });
   return out;
 }
 
