@@ -17,6 +17,7 @@ import { deleteQueueKeys } from '../libs/testing/redis.js';
 import { dropDatabase } from '../libs/testing/services.js';
 import { chromium } from 'playwright-core';
 import { httpComponent } from '../apps/http/component.js';
+import { deadLetterHooks } from '../apps/fleet/roles.js';
 import { loadConfig } from '../libs/config/index.js';
 import { runMigrations } from '../libs/db/migrate.js';
 import { PermanentError } from '../libs/errors/index.js';
@@ -67,7 +68,7 @@ async function main() {
   });
   const log = createLogger(config.log);
   const ctx = openContext(config, log);
-  const http = httpComponent(ctx);
+  const http = httpComponent(ctx, { deadLetterHooks }); // as the fleet's http role: /ops advises from the import records
   const worker = workerComponent(ctx, 'screenshot-workers', {
     'patient-import': async (p) => {
       if (p.ledgerId === 7) throw new PermanentError('validation_failed', 'patient_data.symptome: expected an array of 1 to 6 entries');
@@ -86,6 +87,11 @@ async function main() {
     await ctx.queues.enqueue('bucket-poll', { trigger: 'manual' }); // completes
     for (const patientId of [101, 102, 103, 104]) await ctx.queues.enqueue('weekly-status', { patientId, isoWeek: '2026-W48' }); // no worker: waiting
     await until(async () => (await listDeadLetters(ctx.queues)).length === 2, 'two dead letters');
+    // The records of the two dead letters, as the import worker leaves them: /ops advises from them
+    // (a file whose content is wrong: "Requeue anyway"; a download that gave up: requeue after the fix).
+    await ctx.database.sql`insert into fleet.patient_import_ledger (id, bucket, object_name, generation, source_uri, status, reason, error_code, attempts, failed_at)
+      values (7, 'demo', 'registrations/Beispiel_Jonas_2026-11-20_5f3a1c88.json', '1', 'gs://demo/j', 'failed', 'patient_data.symptome: expected an array of 1 to 6 entries', 'validation_failed', 1, now()),
+             (8, 'demo', 'registrations/Beispiel_Lea_2026-11-20_9a8b7c6d.json', '1', 'gs://demo/l', 'failed', 'bucket download timed out after 30000 ms', 'download_failed', 8, now())`;
     // Failed import records, as the import workers leave them.
     await ctx.database.sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, reason, error_code, attempts, failed_at)
       values ('demo', 'registrations/Beispiel_Erika_2026-11-20_0b1ab67b.json', '1', 'gs://demo/x', 'failed', 'patient_data.plz: expected 5 digits', 'validation_failed', 1, now())`;
