@@ -8,7 +8,7 @@ import { loadConfig } from '../../libs/config/index.js';
 import { listAudit, recordAudit } from '../../libs/db/repositories/audit.js';
 import { insertLedgerObjects, updateLedgerRow } from '../../libs/db/repositories/patient-import.js';
 import { createLogger } from '../../libs/log/index.js';
-import { addDeadLetter, catalog, listDeadLetters } from '../../libs/queues/index.js';
+import { addDeadLetter, catalog, discardDeadLetter, listDeadLetters } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { openContext, workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
@@ -463,8 +463,14 @@ describe('http app with dashboard credentials', () => {
 
     const forced = await fetch(`${url}/requeue`, { method: 'POST', headers: json, body: JSON.stringify({ reason: 'operator insists', force: true }) });
     expect(forced.status).toBe(200);
-    // Leave nothing for the tests below: the requeued job removed, the record closed.
-    await (await app.ctx.queues.queue('patient-import').getJob(dlqId))?.remove();
+    // Leave nothing for the tests below: the requeued job removed, the record closed. The worker an
+    // earlier test left on patient-import may be running the job (locked: it cannot be removed
+    // then) and may have made it a dead letter again.
+    await until(async () => {
+      const job = await app.ctx.queues.queue('patient-import').getJob(dlqId);
+      return !job || (await job.remove().then(() => true, () => false));
+    }, 20_000, 'the requeued job removed');
+    if ((await listDeadLetters(app.ctx.queues, { queue: 'patient-import' })).some((e) => e.id === dlqId)) await discardDeadLetter(app.ctx.queues, dlqId, 'patient-import');
     await updateLedgerRow(db, id!, { status: 'discarded', discardedAt: new Date(), finishedAt: new Date() });
   }
 
