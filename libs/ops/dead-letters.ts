@@ -104,14 +104,6 @@ export interface OperatorAction {
   force?: boolean | undefined;
 }
 
-/** The entry's advice when it says a requeue cannot help (see RequeueAdvice), else undefined. */
-async function futileAdvice(deps: OperatorDeps, view: DeadLetterView): Promise<string | undefined> {
-  const advise = hookFor(deps.hooks, view)?.requeueAdvice;
-  if (!advise) return undefined;
-  const [a] = await advise([view.data], deps.db);
-  return a && typeof a !== 'string' && a.futile ? a.text : undefined;
-}
-
 function hookFor(hooks: DeadLetterHooks, view: DeadLetterView): DeadLetterHook | undefined {
   return hooks[view.name as JobName];
 }
@@ -143,14 +135,20 @@ async function explainNotFound<T>(deps: OperatorDeps, id: string, queue: string 
  * failure adds an `import.failed` event), throws FutileRequeue unless `action.force`.
  */
 export async function requeueOne(deps: OperatorDeps, id: string, action: OperatorAction, queue?: string) {
+  // Checked before the requeue touches anything (it removes a failed job of the same id first).
+  const { view } = await explainNotFound(deps, id, queue, () => findDeadLetter(deps.queues, id, queue));
+  const [entry] = await withRequeueAdvice(deps, [view]);
+  return requeueAdvised(deps, entry!, action, queue);
+}
+
+/** requeueOne of an entry whose advice has been read (withRequeueAdvice): refused where it says a requeue cannot help, unless forced. */
+async function requeueAdvised(deps: OperatorDeps, entry: AdvisedDeadLetter, action: OperatorAction, queue: string | undefined) {
+  const forcedPast = entry.requeueFutile ? entry.requeueAdvice : undefined;
+  if (forcedPast && !action.force) throw new FutileRequeue(entry.id, forcedPast);
   // The bookkeeping goes first: the job must find its row open when a worker takes it.
   let notice: string | undefined;
-  // Checked before the requeue touches anything (it removes a failed job of the same id first).
-  const found = await explainNotFound(deps, id, queue, () => findDeadLetter(deps.queues, id, queue));
-  const forcedPast = await futileAdvice(deps, found.view);
-  if (forcedPast && !action.force) throw new FutileRequeue(found.view.id, forcedPast);
-  const requeued = await explainNotFound(deps, id, queue, () =>
-    requeueDeadLetter(deps.queues, id, queue, {
+  const requeued = await explainNotFound(deps, entry.id, queue, () =>
+    requeueDeadLetter(deps.queues, entry.id, entry.originalQueue, {
       beforeRequeue: async (view) => {
         notice = (await hookFor(deps.hooks, view)?.onRequeue?.(view.data, deps.db)) ?? undefined;
       },
@@ -175,19 +173,20 @@ export async function requeueOne(deps: OperatorDeps, id: string, action: Operato
 }
 
 /**
- * Requeues every dead letter (of `queue`) listed at the start. An entry gone by the time its turn
- * comes was handled meanwhile (another operator's requeue-all, a requeue or discard on /ops): it
- * is left to that action, not counted, and the rest go on (it used to stop the whole run with
- * "no longer a dead letter", /ops answering 500 with the remaining entries left waiting). An entry
- * whose advice says a requeue cannot help is skipped (`skipped`, with that advice) unless `force`.
+ * Requeues every dead letter (of `queue`) listed at the start, their advice read once for all of
+ * them (one call per family, as the list shows it). An entry gone by the time its turn comes was
+ * handled meanwhile (another operator's requeue-all, a requeue or discard on /ops): it is left to
+ * that action, not counted, and the rest go on (it used to stop the whole run with "no longer a
+ * dead letter", /ops answering 500 with the remaining entries left waiting). An entry whose advice
+ * says a requeue cannot help is skipped (`skipped`, with that advice) unless `force`.
  */
 export async function requeueAll(deps: OperatorDeps, action: OperatorAction, queue?: string) {
-  const entries = await listDeadLetters(deps.queues, queue ? { queue } : {});
+  const entries = await withRequeueAdvice(deps, await listDeadLetters(deps.queues, queue ? { queue } : {}));
   const results: Array<Awaited<ReturnType<typeof requeueOne>>> = [];
   const skipped: FutileRequeue[] = [];
   for (const entry of entries) {
     try {
-      results.push(await requeueOne(deps, entry.id, action, entry.originalQueue));
+      results.push(await requeueAdvised(deps, entry, action, entry.originalQueue));
     } catch (err) {
       if (err instanceof FutileRequeue) skipped.push(err);
       else if (!(err instanceof DeadLetterNotFound)) throw err;
