@@ -10,6 +10,7 @@ import {
   patientImportLedger,
   patientImportOpenStatuses,
   type PatientImportStatus,
+  nameTokenSql,
 } from '../schema/fleet-patient-import.js';
 import { asciiEmailKeySql, asciiOnlySql, beyondAsciiSql, fullEmailKeySql } from '../schema/email-key.js';
 import { patienten } from '../schema/platform.js';
@@ -562,20 +563,19 @@ export interface LaterImport extends NewerGeneration {
 }
 
 /**
- * The registration token part of a file name (`…_{token}.json`, see file-name.ts), lower case:
- * a file whose name has it imported means the registration is in (the import checks that the
- * content's token begins with it). SQL, for rows of both sources (a hand import's `object_name`
- * is the file's base name).
+ * The registration token part of a file name, for rows of both sources (a hand import's
+ * `object_name` is the file's base name): a file whose name has it imported means the
+ * registration is in (the import checks that the content's token begins with it). Indexed.
  */
-const NAME_TOKEN = (t: string) => `lower(substring(${t}.object_name from '_([A-Za-z0-9]{6,200})\\.[Jj][Ss][Oo][Nn]$'))`;
+const NAME_TOKEN = (t: string) => nameTokenSql(`${t}.object_name`);
 
 /**
  * For failed bucket rows: the registration imported since, i.e. what a corrected re-upload became.
  * First the newest later upload of the same object that was imported or found a duplicate; else
  * the newest other record, from the bucket or imported by hand (`fleet import patient-file`), that
  * was imported or found a duplicate and whose file name carries the same registration token. The
- * failed row itself stays failed until an operator closes it. The token match reads the ledger's
- * committed rows once per call (no index on the name's token): a few ms per 10,000 rows.
+ * failed row itself stays failed until an operator closes it. The token match reads the ledger
+ * through its index on the name's token.
  */
 export async function newerImports(db: Db, ids: number[]): Promise<Map<number, LaterImport>> {
   const out = new Map<number, LaterImport>();

@@ -5,6 +5,15 @@ import { fleet } from './fleet.js';
 const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
 /**
+ * The registration token part of a file name (`…_{token}.json`, see file-name.ts), lower case, as
+ * SQL over the name column `column` (`object_name`, or `alias.object_name`): the ledger's records
+ * of one registration across uploads under other names and hand imports. The ledger's index
+ * `patient_import_ledger_name_token_idx` is built on this expression, so queries must use it as
+ * it is for the index to serve them.
+ */
+export const nameTokenSql = (column: string) => `lower(substring(${column} from '_([A-Za-z0-9]{6,200})\\.[Jj][Ss][Oo][Nn]$'))`;
+
+/**
  * The life story of one registration file. `received` -> `downloaded` -> `backed_up` ->
  * `imported` | `duplicate` (committed) -> `deleted` | `superseded` | `done` (final), or
  * `failed` (waits for an operator) -> `discarded`, or `replaced` (final, never imported).
@@ -105,6 +114,7 @@ export const patientImportLedger = fleet.table(
     index('patient_import_ledger_open_idx')
       .on(t.id)
       .where(sql`${t.status} in ('received', 'downloaded', 'backed_up', 'imported', 'duplicate')`),
+    index('patient_import_ledger_name_token_idx').on(sql.raw(nameTokenSql('object_name'))),
     // Final rows that still hold a copy the retention sweep has not removed (they leave it once both are gone).
     index('patient_import_ledger_copies_idx')
       .on(t.id)

@@ -1,0 +1,1 @@
+CREATE INDEX "patient_import_ledger_name_token_idx" ON "fleet"."patient_import_ledger" USING btree (lower(substring(object_name from '_([A-Za-z0-9]{6,200})\.[Jj][Ss][Oo][Nn]$')));
