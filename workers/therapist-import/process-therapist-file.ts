@@ -7,7 +7,7 @@ import type {
   TherapistFailure,
   TherapistImportCounts,
 } from '../../libs/db/schema/fleet-therapist-import.js';
-import type { FileOutcome, TherapistImportFileRow, TherapistImportRunRow } from '../../libs/db/repositories/therapist-import.js';
+import type { FileOutcome, ReplacingFile, TherapistImportFileRow, TherapistImportRunRow } from '../../libs/db/repositories/therapist-import.js';
 import type { SessionWrites, VersionedTherapist } from '../../libs/db/repositories/therapist-import-session.js';
 import { PermanentError } from '../../libs/errors/index.js';
 import type { NewEvent } from '../../libs/events/index.js';
@@ -49,7 +49,7 @@ export interface ImportTx {
   /** Records the outcome of a file still queued or importing; false (nothing written) when it has ended already. */
   finishFile(id: number, outcome: FileOutcome): Promise<boolean>;
   /** Closes the run when sealed and drained (under the run's row lock); null when it stays open. */
-  closeRunIfDrained(runId: number, summarize: typeof summarizeRunFiles): Promise<{ run: TherapistImportRunRow; files: TherapistImportFileRow[] } | null>;
+  closeRunIfDrained(runId: number, summarize: typeof summarizeRunFiles): Promise<{ run: TherapistImportRunRow; files: TherapistImportFileRow[]; replacedBy?: Map<number, ReplacingFile> } | null>;
   /** `followUpOf`: the run closed before (a file of it was requeued), this summary is the one of its close at that time. */
   queueSummary(runId: number, message: { subject: string; html: string; text: string }, followUpOf?: Date): Promise<string>;
 }
@@ -400,7 +400,7 @@ async function closeRun(tx: ImportTx, runId: number | null, runPageUrl?: (runId:
   // A run that closed before has had its summary (a file of it was requeued and is done now):
   // staff read then that the file was not imported, so they get a follow-up with the new totals.
   const followUpOf = closed.run.summaryDeliveryId !== null && closed.run.closedAt ? closed.run.closedAt : undefined;
-  return tx.queueSummary(runId, renderRunSummary(closed.run, closed.files, { runPageUrl: runPageUrl?.(runId), followUp: followUpOf !== undefined }), followUpOf);
+  return tx.queueSummary(runId, renderRunSummary(closed.run, closed.files, { runPageUrl: runPageUrl?.(runId), followUp: followUpOf !== undefined, replacedBy: closed.replacedBy }), followUpOf);
 }
 
 /**

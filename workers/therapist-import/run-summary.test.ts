@@ -206,4 +206,42 @@ describe('therapist import run summary (staff email)', () => {
     );
     expect(text).not.toContain('Nicht erneut importiert');
   });
+
+  it('a file a later file of its postcode replaced within the run is named with that file (nothing to do), not counted as a problem', () => {
+    // 10247.json written half, then the rest 4 s later: #16 failed, #17 imported the complete file.
+    const half = file(16, {
+      path: '10247.json',
+      postcode: '10247',
+      dateFolder: null,
+      status: 'failed',
+      reason: 'file 10247.json: not valid JSON: line 297, column 21: "," expected',
+      counts: { ...emptyCounts(), fileErrors: 1 },
+      fileErrors: ['file 10247.json: not valid JSON: line 297, column 21: "," expected'],
+    });
+    const complete = file(17, { path: '10247.json', postcode: '10247', dateFolder: null, counts: { ...emptyCounts(), total: 5, created: 5 } });
+    const failing = file(18, {
+      status: 'partial',
+      counts: { ...emptyCounts(), total: 10, created: 3, failed: 7 },
+      failures: [{ index: 0, externalId: null, reason: 'basic_info.last_name: missing' }],
+    });
+    // A partial file replaced since: its failed therapists wait for no one either.
+    const olderPartial = file(19, { path: '20261203/52069.json', postcode: '52069', status: 'partial', counts: { ...emptyCounts(), total: 4, created: 2, failed: 2 }, failures: [{ index: 1, externalId: null, reason: 'basic_info.last_name: missing' }] });
+    const files = [half, complete, failing, olderPartial];
+    const replacedBy = new Map([
+      [16, { id: 17, path: '10247.json', status: 'imported', finishedAt: null }],
+      [19, { id: 23, path: '20261210/52069.json', status: 'imported', finishedAt: null }],
+    ]);
+    const { subject, text } = renderRunSummary(run(files), files, { replacedBy });
+    expect(subject).toBe('Therapeuten-Import Lauf 7: 7 Therapeuten fehlgeschlagen');
+    expect(text).toContain('Datei 10247.json (#16): nicht importiert, inzwischen ersetzt durch #17 (10247.json, importiert): nichts zu tun');
+    expect(text).toContain('Datei 20261203/52069.json (#19): teilweise importiert, inzwischen ersetzt durch #23 (20261210/52069.json, importiert): nichts zu tun');
+    expect(text).not.toContain('(#16): nicht importiert\n');
+    expect(text).not.toContain('kein gültiges JSON');
+    // The run's totals stay the sum of its files (as on the pages and in the CLI), saying how many of the failed are in replaced files.
+    expect(text).toMatch(/Fehlgeschlagen:\s+9 von 19 \(47,4%\), davon 2 in inzwischen ersetzten Dateien/);
+    // Only replaced problems: nothing is open.
+    const onlyReplaced = [half, complete];
+    const quiet = renderRunSummary(run(onlyReplaced), onlyReplaced, { replacedBy });
+    expect(quiet.subject).toBe('Therapeuten-Import Lauf 7: 2 Dateien, 5 Therapeuten, nichts offen (1 Datei inzwischen ersetzt)');
+  });
 });

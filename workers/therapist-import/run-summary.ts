@@ -1,5 +1,5 @@
 import type { TherapistImportCounts } from '../../libs/db/schema/fleet-therapist-import.js';
-import type { TherapistImportFileRow, TherapistImportRunRow } from '../../libs/db/repositories/therapist-import.js';
+import type { ReplacingFile, TherapistImportFileRow, TherapistImportRunRow } from '../../libs/db/repositories/therapist-import.js';
 import { renderStaffEmail, type StaffListParagraph } from '../../libs/mail/staff.js';
 import { TOO_LARGE_REASON_START } from './file-size.js';
 import { reasonDe } from './reason-de.js';
@@ -42,6 +42,11 @@ function metadataDisagreementDe(d: { field: string; stated: unknown; found: unkn
   return s ? `${d.field} ${String(d.stated)}, die Datei hat ${lines(d.found)} mit status „${s}“` : `${d.field} ${String(d.stated)}, gefunden ${String(d.found)}`;
 }
 
+/** "inzwischen ersetzt durch #17 (10247.json, importiert): nichts zu tun" */
+function replacedText(later: ReplacingFile): string {
+  return `inzwischen ersetzt durch #${later.id} (${later.path}, ${OUTCOME_DE[later.status] ?? later.status}): nichts zu tun`;
+}
+
 const berlin = new Intl.DateTimeFormat('de-DE', { timeZone: 'Europe/Berlin', dateStyle: 'medium', timeStyle: 'medium' });
 
 /**
@@ -54,10 +59,26 @@ function noTherapistTaken(f: TherapistImportFileRow): boolean {
   return f.counts.created + f.counts.updated + f.counts.unchanged + f.counts.deactivated === 0;
 }
 
-export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImportFileRow[], opts: { runPageUrl?: string; followUp?: boolean } = {}) {
+const OUTCOME_DE: Record<string, string> = { imported: 'importiert', partial: 'teilweise importiert' };
+
+/**
+ * `replacedBy`: of the run's files not (fully) imported, those a later file has replaced since
+ * (`supersedingFiles`, as the pages and the CLI say "replaced since by …: nothing to do"): they
+ * are listed with that file and are no problem of the run.
+ */
+export function renderRunSummary(
+  run: TherapistImportRunRow,
+  files: TherapistImportFileRow[],
+  opts: { runPageUrl?: string; followUp?: boolean; replacedBy?: ReadonlyMap<number, ReplacingFile> } = {},
+) {
   const c = run.counts ?? emptyCounts();
   const n = (s: string) => files.filter((f) => f.status === s).length;
-  const problemFiles = files.filter((f) => f.status === 'failed' || f.status === 'partial');
+  const replacedBy = opts.replacedBy ?? new Map<number, ReplacingFile>();
+  const open = (f: TherapistImportFileRow) => !replacedBy.has(f.id);
+  const replacedProblems = files.filter((f) => (f.status === 'failed' || f.status === 'partial') && !open(f));
+  // What still needs a look: the run's totals (the sum of its files, as on the pages) less what replaced files hold.
+  const openFailed = files.filter(open).reduce((sum, f) => sum + (f.counts?.failed ?? 0), 0);
+  const problemFiles = files.filter((f) => (f.status === 'failed' || f.status === 'partial') && open(f));
   const noneTaken = files.filter(noTherapistTaken).length;
   // Skipped: a name that does not fit (no postcode: staff must rename it), superseded by a newer
   // date folder (normal), changed before its turn (its new content is a file of its own) or
@@ -72,13 +93,15 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
   const changed = skipped.filter(
     (f) => f.postcode !== null && !superseded.includes(f) && !removed.includes(f) && !unreadable.includes(f) && !sameContent.includes(f) && !tooLarge.includes(f),
   );
-  const allWell = problemFiles.length === 0 && misfits.length === 0 && removed.length === 0 && unreadable.length === 0 && tooLarge.length === 0 && c.failed === 0 && c.fileErrors === 0;
+  const openFileErrors = files.filter(open).reduce((sum, f) => sum + (f.counts?.fileErrors ?? 0), 0);
+  const allWell = problemFiles.length === 0 && misfits.length === 0 && removed.length === 0 && unreadable.length === 0 && tooLarge.length === 0 && openFailed === 0 && openFileErrors === 0;
   // Only what went wrong, by kind: "0 Dateien nicht lesbar" next to one failed therapist is noise.
   // A file not imported is counted once: its own errors are why (they are listed below).
-  const errorsInImported = files.filter((f) => f.status !== 'failed').reduce((sum, f) => sum + (f.counts?.fileErrors ?? 0), 0);
+  const errorsInImported = files.filter((f) => f.status !== 'failed' && open(f)).reduce((sum, f) => sum + (f.counts?.fileErrors ?? 0), 0);
+  const failedFiles = problemFiles.filter((f) => f.status === 'failed').length;
   const problems = [
-    c.failed ? `${countNoun(c.failed, 'Therapeut', 'Therapeuten')} fehlgeschlagen` : '',
-    n('failed') ? `${countNoun(n('failed'), 'Datei', 'Dateien')} nicht importiert` : '',
+    openFailed ? `${countNoun(openFailed, 'Therapeut', 'Therapeuten')} fehlgeschlagen` : '',
+    failedFiles ? `${countNoun(failedFiles, 'Datei', 'Dateien')} nicht importiert` : '',
     errorsInImported ? `${formatCount(errorsInImported)} Fehler auf Dateiebene in importierten Dateien` : '',
     misfits.length ? `${countNoun(misfits.length, 'Datei', 'Dateien')} nicht übernommen (Name passt nicht)` : '',
     removed.length ? `${countNoun(removed.length, 'Datei', 'Dateien')} vor dem Import entfernt` : '',
@@ -86,8 +109,10 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
     tooLarge.length ? `${countNoun(tooLarge.length, 'Datei', 'Dateien')} zu groß` : '',
   ].filter(Boolean);
   const runName = `Lauf ${run.id}${opts.followUp ? ' (Nachtrag)' : ''}`;
+  const replacedFiles = files.filter((f) => !open(f) && (f.status !== 'skipped' || f.postcode === null || [removed, unreadable, tooLarge].some((k) => k.includes(f))));
+  const wellDone = replacedFiles.length ? `nichts offen (${countNoun(replacedFiles.length, 'Datei', 'Dateien')} inzwischen ersetzt)` : 'ohne Fehler';
   const subject = allWell
-    ? `Therapeuten-Import ${runName}: ${countNoun(files.length, 'Datei', 'Dateien')}, ${countNoun(c.total, 'Therapeut', 'Therapeuten')}, ohne Fehler`
+    ? `Therapeuten-Import ${runName}: ${countNoun(files.length, 'Datei', 'Dateien')}, ${countNoun(c.total, 'Therapeut', 'Therapeuten')}, ${wellDone}`
     : `Therapeuten-Import ${runName}: ${problems.join(', ') || `${countNoun(problemFiles.length, 'Datei', 'Dateien')} mit Fehlern`}`;
 
   const paragraphs: Array<string | StaffListParagraph> = [];
@@ -121,6 +146,12 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
     if (f.failures.length > 5) items.push(`… und ${f.failures.length - 5} weitere`);
     paragraphs.push({ lead: `Datei ${f.path} (#${f.id}): ${state}`, items });
   }
+  for (const f of replacedProblems.slice(0, MAX_LISTED)) {
+    const later = replacedBy.get(f.id)!;
+    const state = f.status === 'failed' || noTherapistTaken(f) ? 'nicht importiert' : f.counts?.failed ? 'teilweise importiert' : 'importiert, mit Fehlern auf Dateiebene';
+    paragraphs.push(`Datei ${f.path} (#${f.id}): ${state}, ${replacedText(later)}`);
+  }
+  if (replacedProblems.length > MAX_LISTED) paragraphs.push(`… und ${replacedProblems.length - MAX_LISTED} weitere inzwischen ersetzte Dateien.`);
   // Without the dashboard, the CLI command that lists this run's files (all runs' newest 50 would hide them).
   const cli = `fleet imports list --kind therapist --run ${run.id}${files.length > 50 ? ` --limit ${files.length}` : ''}`;
   if (problemFiles.length > MAX_LISTED) {
@@ -216,7 +247,7 @@ export function renderRunSummary(run: TherapistImportRunRow, files: TherapistImp
       ['Unverändert', countWithShare(c.unchanged, c.total)],
       ['Deaktiviert', countWithShare(c.deactivated, c.total)],
       ['Übersprungen (nicht für Erwachsene)', countWithShare(c.skipped, c.total)],
-      ['Fehlgeschlagen', countWithShare(c.failed, c.total)],
+      ['Fehlgeschlagen', `${countWithShare(c.failed, c.total)}${c.failed > openFailed ? `, davon ${formatCount(c.failed - openFailed)} in inzwischen ersetzten Dateien` : ''}`],
       ['Status-Abweichungen', formatCount(c.statusMismatches)],
       ['Metadaten-Abweichungen', formatCount(c.metadataDisagreements)],
       ['Fehler auf Dateiebene', formatCount(c.fileErrors)],

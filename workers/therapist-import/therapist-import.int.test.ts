@@ -761,6 +761,25 @@ describe('therapist import: files and reports', () => {
     return row;
   }
 
+  it('a file written half and then completed within one run: the summary names the failed half as replaced by the complete one, no problem of the run', async () => {
+    const runId = await therapistImportRepo.openRun(ctx.database.db, 'watcher', 'collecting');
+    const full = scraperFile([therapistLine({ id: 'hw1', first: 'Hanna', plz: '20570' })]);
+    const file = path.join(dir, '20570.json');
+    await writeFile(file, full.slice(0, Math.floor(full.length / 2)));
+    const buf = await readFile(file);
+    const { file: half } = await therapistImportRepo.registerFile(ctx.database.db, {
+      runId, path: file, postcode: '20570', dateFolder: null, urgent: false, contentHash: createHash('sha256').update(buf).digest('hex'), sizeBytes: buf.length,
+    });
+    const deps = therapistImportDeps(ctx);
+    expect((await processTherapistFile({ fileId: half.id }, deps)).status).toBe('failed');
+    const complete = await registerDropped(runId, '20570', [therapistLine({ id: 'hw1', first: 'Hanna', plz: '20570' })]);
+    await therapistImportRepo.sealRun(ctx.database.db, runId);
+    expect((await processTherapistFile({ fileId: complete.id }, deps)).status).toBe('imported');
+    const [d] = await db.sql<Array<{ subject: string; text: string }>>`select subject, text from fleet.deliveries where idempotency_key = ${`therapist-import.run.${runId}`}`;
+    expect(d!.subject).toBe(`Therapeuten-Import Lauf ${runId}: 2 Dateien, 1 Therapeut, nichts offen (1 Datei inzwischen ersetzt)`);
+    expect(d!.text).toContain(`(#${half.id}): nicht importiert, inzwischen ersetzt durch #${complete.id} (${file}, importiert): nichts zu tun`);
+  });
+
   it('on the last attempt, a failure carried through an outage (retried anyway, OUTAGE_CARRY_HOURS) is not recorded: the file is not failed, and is imported by the next attempt', async () => {
     const runId = await therapistImportRepo.openRun(ctx.database.db, 'cli', 'sealed');
     const row = await registerDropped(runId, '20541', [therapistLine({ id: 'pd1', first: 'Paula', plz: '20541' })]);

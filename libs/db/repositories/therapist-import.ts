@@ -89,6 +89,16 @@ export async function listRuns(db: DbOrTx, limit = 20): Promise<TherapistImportR
 export interface ClosedRun {
   run: TherapistImportRunRow;
   files: TherapistImportFileRow[];
+  /** Of its files not imported (failed, partial, skipped): those a later file has replaced since (`supersedingFiles`), by file id. */
+  replacedBy: Map<number, ReplacingFile>;
+}
+
+/** The later file that replaced a file not (or not fully) imported: nothing more to do about that one. */
+export interface ReplacingFile {
+  id: number;
+  path: string;
+  status: string;
+  finishedAt: Date | null;
 }
 
 /**
@@ -121,7 +131,10 @@ export async function closeRunIfDrained(
     .set({ state: 'closed', closedAt: new Date(), counts, fileStatusCounts, fileCount: files.length })
     .where(eq(therapistImportRuns.id, runId))
     .returning();
-  return { run: closed!, files };
+  // Superseded weeks and copies of a known content are replaced by definition: not asked for (a catch-up run holds thousands).
+  const notImported = files.filter((f) => f.status !== 'imported' && !(f.status === 'skipped' && /^(superseded by|same content as)/.test(f.reason ?? '')));
+  const replacedBy = await supersedingFiles(tx, notImported.map((f) => f.id));
+  return { run: closed!, files, replacedBy };
 }
 
 export async function setRunSummaryDelivery(tx: DbOrTx, runId: number, deliveryId: string): Promise<void> {
@@ -396,7 +409,8 @@ export async function listFiles(db: DbOrTx, filter: FileListFilter = {}): Promis
 /**
  * SQL: a later file of the same postcode (of the same path when the file has none) that was
  * imported, fully or partly: the newest data of that postcode is on the platform, so what an
- * older failed or partial file did not import no longer waits for anyone.
+ * older failed, partial or skipped (too large, unreadable) file did not import no longer waits
+ * for anyone.
  */
 // The outer row is named in full: drizzle leaves a column unqualified in a select list, where it
 // would bind to the subquery's own table.
@@ -406,8 +420,8 @@ const supersedingFileOf = () => sql.raw(`(
     and (l.postcode = fleet.therapist_import_files.postcode or (fleet.therapist_import_files.postcode is null and l.path = fleet.therapist_import_files.path))
   order by l.id desc limit 1)`);
 
-/** For failed or partial files: the newest later file that imported the same postcode, by file id (absent: none). */
-export async function supersedingFiles(db: DbOrTx, ids: number[]): Promise<Map<number, { id: number; path: string; status: string; finishedAt: Date | null }>> {
+/** For failed, partial or skipped files: the newest later file that imported the same postcode, by file id (absent: none). */
+export async function supersedingFiles(db: DbOrTx, ids: number[]): Promise<Map<number, ReplacingFile>> {
   if (ids.length === 0) return new Map();
   const f = therapistImportFiles;
   const later = alias(therapistImportFiles, 'later');
