@@ -13,6 +13,7 @@ import { metricValues } from '../../libs/testing/metrics.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
 import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
+import * as repo from '../../libs/db/repositories/therapist-import.js';
 import { classifyDropPath } from './scraper-layout.js';
 import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
 import { watcherTestEnv } from './watcher-test-config.js';
@@ -469,5 +470,25 @@ describe('scraper watcher', () => {
     expect(logLines.some((l) => l.includes('Müller') || l.includes('M\\u00fcller'))).toBe(false);
     const logged = logLines.map((l) => JSON.parse(l) as { msg: string; fileId?: number; runId?: number }).find((l) => l.fileId === Number(row!.id));
     expect(logged).toMatchObject({ msg: 'scraper file name does not fit: skipped', runId: Number(row!.run_id) });
+  });
+
+  it('a misfit renamed to its right name is linked to the import of its content: replaced since, nothing to do; dropped again with another content it is not reported again', async () => {
+    const content = scraperFile(lines('10141', 2));
+    await drop('10141_neu.json', content);
+    const misfit = await until(async () => (await files('10141_neu.json'))[0]);
+    expect(misfit).toMatchObject({ status: 'skipped', content_hash: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    await watcher.idle();
+    await rename(path.join(dir, '10141_neu.json'), path.join(dir, '10141.json'));
+    const imported = await until(async () => (await files('10141.json')).find((r) => r.status === 'imported'));
+    expect(imported.content_hash).toBe(misfit.content_hash);
+    const later = await repo.supersedingFiles(ctx.database.db, [Number(misfit.id)]);
+    expect(later.get(Number(misfit.id))).toMatchObject({ id: Number(imported.id), path: '10141.json', status: 'imported' });
+    // The misfit name dropped again with another content: reported once, whatever its content.
+    await drop('10141_neu.json', 'something else');
+    await new Promise((r) => setTimeout(r, STABILITY_MS * 3));
+    await watcher.idle();
+    expect(await files('10141_neu.json')).toHaveLength(1);
+    await rm(path.join(dir, '10141_neu.json'));
+    await rm(path.join(dir, '10141.json'));
   });
 });

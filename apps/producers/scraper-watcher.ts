@@ -206,7 +206,9 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     why: 'misfit' | 'superseded' | 'unreadable' | 'too-large' | 'same-content',
     opts: { live?: boolean; contentFileId?: number } = {},
   ): Promise<void> {
-    const recorded = await repo.recordSkippedFiles(db, files.filter((f) => !knownSkips.has(skipKey(f.path, f.contentHash))));
+    // A misfit name is reported once whatever its content (live ones carry it, the catch-up's do not).
+    const misfitsKnown = why === 'misfit' ? await repo.recordedMisfitPaths(db, files.map((f) => f.path)) : new Set<string>();
+    const recorded = await repo.recordSkippedFiles(db, files.filter((f) => !knownSkips.has(skipKey(f.path, f.contentHash)) && !misfitsKnown.has(f.path)));
     if (recorded.length === 0) {
       if (opts.live && files.length === 1) await seenAgainSkipped(files[0]!, why, opts.contentFileId);
       return;
@@ -230,7 +232,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
    * these (a restart finds every kept file again).
    */
   async function seenAgainSkipped(f: repo.SkippedFile, why: 'misfit' | 'superseded' | 'unreadable' | 'too-large' | 'same-content', contentFileId?: number): Promise<void> {
-    const earlier = await repo.findSkippedFile(db, f.path, f.contentHash ?? null);
+    const earlier = await repo.findSkippedFile(db, f.path, why === 'misfit' ? undefined : (f.contentHash ?? null));
     const fields = { earlierFileId: earlier?.id ?? null, skipped: why, ...(contentFileId === undefined ? {} : { contentFileId }) };
     if (why === 'misfit') log.info(fields, 'scraper file seen again: skipped before, not reported again');
     else log.info({ path: f.path, ...fields }, 'scraper file seen again: skipped before, not reported again');
@@ -406,7 +408,7 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     const entry = classifyDropPath(rel);
     if (entry.kind === 'ignore') return;
     if (entry.kind === 'misfit') {
-      await recordSkipped([{ path: rel, reason: entry.reason }], 'misfit', { live: true });
+      await recordSkipped([{ path: rel, reason: entry.reason, ...(await misfitContent(rel)) }], 'misfit', { live: true });
       return;
     }
     const at = { path: rel, postcode: entry.postcode, dateFolder: entry.dateFolder, urgent: entry.urgent };
@@ -419,6 +421,27 @@ export function scraperWatcherComponent(ctx: FleetContext): ScraperWatcher {
     await registerRead(entry, { ...at, contentHash: read.contentHash, sizeBytes: read.sizeBytes }, read.tooLarge);
     // On its rows: the next start's catch-up finds it unchanged without reading it.
     await repo.setStatKeys(db, [{ path: rel, contentHash: read.contentHash, statKey: read.statKey }]);
+  }
+
+  /**
+   * The content hash and size of a live misfit (a regular file within SCRAPER_FILE_MAX_MB; else
+   * none): the file renamed to its right name and imported is found by it, so the run's summary,
+   * `fleet daily` and `/imports` say it was imported since instead of asking staff to rename it.
+   * The catch-up at start records misfits by name only (it does not read thousands of them).
+   */
+  async function misfitContent(rel: string): Promise<{ contentHash?: string; sizeBytes?: number }> {
+    try {
+      const fh = await open(path.join(root, rel), constants.O_RDONLY | constants.O_NONBLOCK);
+      try {
+        const st = await fh.stat();
+        if (!st.isFile() || st.size > cfg.maxFileBytes) return {};
+        return await sha256OfFile(fh);
+      } finally {
+        await fh.close();
+      }
+    } catch {
+      return {}; // gone again, or not readable: recorded by its name only
+    }
   }
 
   /** A live file read and hashed: known content, superseded, too large, or registered and enqueued. */

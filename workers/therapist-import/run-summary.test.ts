@@ -244,4 +244,16 @@ describe('therapist import run summary (staff email)', () => {
     const quiet = renderRunSummary(run(onlyReplaced), onlyReplaced, { replacedBy });
     expect(quiet.subject).toBe('Therapeuten-Import Lauf 7: 2 Dateien, 5 Therapeuten, nichts offen (1 Datei inzwischen ersetzt)');
   });
+
+  it('a misnamed file renamed to its right name within the run is named as imported since (#N), no request to rename it, not in the subject', () => {
+    const misnamed = file(74, { path: '10141_neu.json', postcode: null, dateFolder: null, status: 'skipped', reason: 'name does not fit', counts: null, contentHash: 'b'.repeat(64) });
+    const renamed = file(75, { path: '10141.json', postcode: '10141', dateFolder: null, contentHash: 'b'.repeat(64) });
+    const files = [misnamed, renamed];
+    const replacedBy = new Map([[74, { id: 75, path: '10141.json', status: 'imported', finishedAt: null }]]);
+    const { subject, text } = renderRunSummary(run(files), files, { replacedBy });
+    expect(subject).not.toContain('nicht übernommen');
+    expect(subject).toBe('Therapeuten-Import Lauf 7: 2 Dateien, 2 Therapeuten, nichts offen (1 Datei inzwischen ersetzt)');
+    expect(text).toContain('Name passte nicht: 10141_neu.json — inzwischen unter dem richtigen Namen importiert: #75 (10141.json, importiert); nichts zu tun.');
+    expect(text).not.toContain('bitte umbenennen');
+  });
 });

@@ -84,7 +84,9 @@ export function renderRunSummary(
   // date folder (normal), changed before its turn (its new content is a file of its own) or
   // removed before its turn (not imported: staff may want it back).
   const skipped = files.filter((f) => f.status === 'skipped');
-  const misfits = skipped.filter((f) => f.postcode === null);
+  // A misfit renamed to its right name since (the same content imported): nothing to do.
+  const renamedMisfits = skipped.filter((f) => f.postcode === null && !open(f));
+  const misfits = skipped.filter((f) => f.postcode === null && open(f));
   const superseded = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('superseded by'));
   const removed = skipped.filter((f) => f.postcode !== null && f.reason?.includes('was removed before it was imported'));
   const unreadable = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('cannot read the file'));
@@ -161,6 +163,11 @@ export function renderRunSummary(
     paragraphs.push(`Nicht übernommen: ${f.path} — Name oder Ordner passen nicht zu <plz>.json, JJJJMMTT/<plz>.json oder urgent/<plz>.json; bitte umbenennen oder verschieben, dann wird die Datei importiert.`);
   }
   if (misfits.length > MAX_LISTED) paragraphs.push(`… und ${misfits.length - MAX_LISTED} weitere nicht übernommene Dateien.`);
+  for (const f of renamedMisfits.slice(0, MAX_LISTED)) {
+    const later = replacedBy.get(f.id)!;
+    paragraphs.push(`Name passte nicht: ${f.path} — inzwischen unter dem richtigen Namen importiert: #${later.id} (${later.path}, ${OUTCOME_DE[later.status] ?? later.status}); nichts zu tun.`);
+  }
+  if (renamedMisfits.length > MAX_LISTED) paragraphs.push(`… und ${renamedMisfits.length - MAX_LISTED} weitere inzwischen umbenannte Dateien.`);
   if (superseded.length) {
     const shown = superseded.slice(0, 10).map((f) => f.path).join(', ');
     paragraphs.push(`Übersprungen, weil ein neuerer Datumsordner dieselbe Postleitzahl enthält: ${shown}${superseded.length > 10 ? ` und ${superseded.length - 10} weitere` : ''}.`);

@@ -407,20 +407,23 @@ export async function listFiles(db: DbOrTx, filter: FileListFilter = {}): Promis
 }
 
 /**
- * SQL: a later file of the same postcode (of the same path when the file has none) that was
- * imported, fully or partly: the newest data of that postcode is on the platform, so what an
- * older failed, partial or skipped (too large, unreadable) file did not import no longer waits
- * for anyone.
+ * SQL: a later file of the same postcode that was imported, fully or partly: the newest data of
+ * that postcode is on the platform, so what an older failed, partial or skipped (too large,
+ * unreadable) file did not import no longer waits for anyone. A file without a postcode (a name
+ * that does not fit) is replaced by a later import of the same path or of the same content (the
+ * file renamed to its right name: a live misfit's content is hashed when it is recorded).
  */
 // The outer row is named in full: drizzle leaves a column unqualified in a select list, where it
 // would bind to the subquery's own table.
 const supersedingFileOf = () => sql.raw(`(
   select l.id from fleet.therapist_import_files l
   where l.id > fleet.therapist_import_files.id and l.status in ('imported', 'partial')
-    and (l.postcode = fleet.therapist_import_files.postcode or (fleet.therapist_import_files.postcode is null and l.path = fleet.therapist_import_files.path))
+    and (l.postcode = fleet.therapist_import_files.postcode
+      or (fleet.therapist_import_files.postcode is null
+        and (l.path = fleet.therapist_import_files.path or l.content_hash = fleet.therapist_import_files.content_hash)))
   order by l.id desc limit 1)`);
 
-/** For failed, partial or skipped files: the newest later file that imported the same postcode, by file id (absent: none). */
+/** For failed, partial or skipped files: the newest later file that imported the same postcode (a misfit name: the same content), by file id (absent: none). */
 export async function supersedingFiles(db: DbOrTx, ids: number[]): Promise<Map<number, ReplacingFile>> {
   if (ids.length === 0) return new Map();
   const f = therapistImportFiles;
@@ -596,14 +599,33 @@ export async function recordSkippedFiles(db: DbOrTx, files: SkippedFile[]): Prom
  * The skipped row that records a file already (same path and content; a file without a content,
  * such as a misfit name, by its path): what the watcher names when it sees such a file again.
  */
-export async function findSkippedFile(db: DbOrTx, filePath: string, contentHash: string | null): Promise<{ id: number; runId: number | null } | null> {
+export async function findSkippedFile(db: DbOrTx, filePath: string, contentHash: string | null | undefined): Promise<{ id: number; runId: number | null } | null> {
   const f = therapistImportFiles;
   const [row] = await db
     .select({ id: f.id, runId: f.runId })
     .from(f)
-    .where(and(eq(f.status, 'skipped'), eq(f.path, filePath), sql`coalesce(${f.contentHash}, '') = ${contentHash ?? ''}`))
+    .where(
+      and(
+        eq(f.status, 'skipped'),
+        eq(f.path, filePath),
+        // undefined: a misfit name, recorded once whatever its content
+        contentHash === undefined ? isNull(f.postcode) : sql`coalesce(${f.contentHash}, '') = ${contentHash ?? ''}`,
+      ),
+    )
+    .orderBy(asc(f.id))
     .limit(1);
   return row ?? null;
+}
+
+/** Of these paths, those a skipped row records as a misfit name already (any content): a misfit name is reported once. */
+export async function recordedMisfitPaths(db: DbOrTx, paths: string[]): Promise<Set<string>> {
+  if (paths.length === 0) return new Set();
+  const f = therapistImportFiles;
+  const rows = await db
+    .selectDistinct({ path: f.path })
+    .from(f)
+    .where(and(eq(f.status, 'skipped'), isNull(f.postcode), inArray(f.path, paths)));
+  return new Set(rows.map((r) => r.path));
 }
 
 /** Files (skipped ones, recorded without a run) join a run: its page and staff summary list them. */
