@@ -131,6 +131,8 @@ const expected = () => ({
     files: { imported: 2, partial: 1, failed: 1, skipped: 1 },
     therapistsFailed: 3,
     superseded: { failed: 0, partial: 0 },
+    therapistsFailedOpen: 3,
+    skippedOpen: { misfit: 1, tooLarge: 0, unreadable: 0 },
     filesWaiting: 1,
     oldestWaitingAgeSeconds: expect.any(Number),
   },
@@ -147,7 +149,7 @@ const expected = () => ({
 });
 
 // No poll of the bucket is recorded in the seeded Redis: bucket_not_polled.
-const attentionKeys = ['schedules_missing', 'queues_paused', 'bucket_not_polled', 'dead_letters', 'patient_imports_failed', 'therapist_imports_failed', 'emails_failed', 'outbox_parked', 'patient_imports_stale', 'emails_stale'];
+const attentionKeys = ['schedules_missing', 'queues_paused', 'bucket_not_polled', 'dead_letters', 'patient_imports_failed', 'therapist_imports_failed', 'therapist_files_skipped', 'emails_failed', 'outbox_parked', 'patient_imports_stale', 'emails_stale'];
 
 describe('daily health view', () => {
   it('says all in order when nothing needs a look (an empty database, no dead letters)', async () => {
@@ -240,6 +242,49 @@ describe('daily health view', () => {
       );
       await file('20261215/52082.json', '52082', 'imported');
       expect((await dailyReport(deps)).attention.map((a) => a.key)).not.toContain('therapist_imports_failed');
+
+      // The failed therapists counted are those of the files that still need a look, not of those replaced since.
+      const counted = (path: string, postcode: string, status: string, failed: number) =>
+        empty.sql`insert into fleet.therapist_import_files (path, postcode, status, finished_at, counts) values (${path}, ${postcode}, ${status}, now(), ${JSON.stringify({ failed })}::jsonb)`;
+      await counted('20261201/52090.json', '52090', 'partial', 1);
+      await counted('20261208/52090.json', '52090', 'imported', 0);
+      await counted('20261208/52092.json', '52092', 'partial', 4);
+      await counted('20261208/52094.json', '52094', 'partial', 5);
+      const partly = await dailyReport(deps);
+      expect(partly.therapistImports).toMatchObject({ therapistsFailed: 10, therapistsFailedOpen: 9 });
+      expect(partly.attention.find((a) => a.key === 'therapist_imports_failed')).toEqual({
+        key: 'therapist_imports_failed',
+        message: '2 therapist files partly imported (9 therapists failed); 4 more replaced since by a newer file of the same postcode',
+        page: '/imports',
+        command: 'fleet imports list --kind therapist --status failed,partial',
+      });
+      await counted('20261215/52092.json', '52092', 'imported', 0);
+      await counted('20261215/52094.json', '52094', 'imported', 0);
+
+      // Skipped files that need a person are named with what to do, unless replaced since.
+      const skipped = (path: string, postcode: string | null, reason: string, hash: string | null = null) =>
+        empty.sql`insert into fleet.therapist_import_files (path, postcode, status, reason, content_hash, finished_at) values (${path}, ${postcode}, 'skipped', ${reason}, ${hash}, now())`;
+      await skipped('10141_neu.json', null, 'name does not fit', 'c'.repeat(64));
+      await skipped('Notizen.json', null, 'name does not fit');
+      await skipped('52096.json', '52096', 'too large to import: 17.0 MB, more than SCRAPER_FILE_MAX_MB=16 allows');
+      await skipped('52098.json', '52098', 'cannot read the file (EACCES); once it can be read it is imported');
+      await skipped('20261201/52099.json', '52099', 'superseded by the newer folder 20261208/52099.json');
+      const needy = await dailyReport(deps);
+      expect(needy.therapistImports.skippedOpen).toEqual({ misfit: 2, tooLarge: 1, unreadable: 1 });
+      expect(needy.attention.find((a) => a.key === 'therapist_files_skipped')).toEqual({
+        key: 'therapist_files_skipped',
+        message:
+          '4 therapist files were not imported and need a person: 2 have names that do not fit <plz>.json, YYYYMMDD/<plz>.json or urgent/<plz>.json: rename or move them; 1 is larger than SCRAPER_FILE_MAX_MB: check what the scraper wrote, or raise the limit and restart the fleet; 1 cannot be read: fix its permissions (they are imported once that is done)',
+        page: '/imports',
+        command: 'fleet imports list --kind therapist --status skipped',
+      });
+      expect(dailyText(needy)).toContain('\n  of the skipped files, needing a person: name does not fit 2  too large 1  unreadable 1\n');
+      // Renamed to its right name (its content imported), a smaller file imported, permissions fixed: nothing left.
+      await empty.sql`insert into fleet.therapist_import_files (path, postcode, status, content_hash, finished_at) values ('10141.json', '10141', 'imported', ${'c'.repeat(64)}, now())`;
+      await empty.sql`insert into fleet.therapist_import_files (path, postcode, status, finished_at) values ('52096.json', '52096', 'imported', now()), ('52098.json', '52098', 'imported', now())`;
+      expect((await dailyReport(deps)).therapistImports.skippedOpen).toEqual({ misfit: 1, tooLarge: 0, unreadable: 0 });
+      await empty.sql`delete from fleet.therapist_import_files where path = 'Notizen.json'`;
+      expect((await dailyReport(deps)).attention.map((a) => a.key)).not.toContain('therapist_files_skipped');
     } finally {
       await c2.close();
       await empty.drop();

@@ -545,6 +545,21 @@ describe('http app with dashboard credentials', () => {
     const laterPage = await (await fetch(`${app.base}/therapist-imports/files/${later!.id}`, { headers: { authorization: AUTH } })).text();
     expect(laterPage).not.toContain('Replaced since');
 
+    // Skipped files that need a person are listed with what to do, until a later import replaces them.
+    await sql`insert into fleet.therapist_import_files (path, postcode, status, reason, finished_at)
+      values ('52060_alt.json', null, 'skipped', 'name does not fit', now()), ('52062.json', '52062', 'skipped', 'too large to import: 17.0 MB, more than SCRAPER_FILE_MAX_MB=16 allows', now()),
+        ('20260101/52064.json', '52064', 'skipped', 'superseded by the newer folder 20260108/52064.json', now())`;
+    const skipped = (await (await fetch(`${app.base}/imports/api/failed`, { headers: { authorization: AUTH } })).json()) as { skippedTherapistFiles: Array<{ path: string; kind: string }> };
+    expect(skipped.skippedTherapistFiles).toEqual([
+      expect.objectContaining({ path: '52062.json', kind: 'tooLarge', nextStep: expect.stringContaining('SCRAPER_FILE_MAX_MB') }),
+      expect.objectContaining({ path: '52060_alt.json', kind: 'misfit', nextStep: expect.stringContaining('rename or move it') }),
+    ]);
+    expect(await (await fetch(`${app.base}/imports`, { headers: { authorization: AUTH } })).text()).toContain('Therapist scraper files not imported that need a person');
+    await sql`insert into fleet.therapist_import_files (path, postcode, status, finished_at) values ('20260108/52062.json', '52062', 'imported', now())`;
+    const fewer = (await (await fetch(`${app.base}/imports/api/failed`, { headers: { authorization: AUTH } })).json()) as { skippedTherapistFiles: Array<{ path: string }> };
+    expect(fewer.skippedTherapistFiles.map((r) => r.path)).toEqual(['52060_alt.json']);
+    await sql`delete from fleet.therapist_import_files where path in ('52060_alt.json', '52062.json', '20260108/52062.json', '20260101/52064.json')`;
+
     // A corrected registration uploaded under the same name and imported since: only the discard is left.
     // An upload of that name that failed again, or an older generation, is no such import.
     const [reupload] = await sql<{ id: string }[]>`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, patient_id, finished_at)

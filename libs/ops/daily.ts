@@ -79,6 +79,10 @@ export interface DailyReport {
     therapistsFailed: number;
     /** Of the failed and partial files: those a later import of the same postcode has replaced (no longer need a look). */
     superseded: { failed: number; partial: number };
+    /** The therapists failed in the failed and partial files not replaced since: those the attention line counts. */
+    therapistsFailedOpen: number;
+    /** Skipped files that need a person, not replaced since: a name that does not fit, too large (SCRAPER_FILE_MAX_MB), unreadable. */
+    skippedOpen: { misfit: number; tooLarge: number; unreadable: number };
     filesWaiting: number;
     oldestWaitingAgeSeconds: number | null;
   };
@@ -226,9 +230,29 @@ function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttenti
       ...(failedOpen ? [`${many(failedOpen, 'therapist file', 'therapist files')} failed`] : []),
       ...(partialOpen ? [`${many(partialOpen, 'therapist file', 'therapist files')} partly imported`] : []),
     ].join(', ');
-    const therapists = r.therapistImports.therapistsFailed ? ` (${many(r.therapistImports.therapistsFailed, 'therapist', 'therapists')} failed)` : '';
+    // Only the therapists of the files that still need a look: a replaced file's are no one's task.
+    const open = r.therapistImports.therapistsFailedOpen;
+    const therapists = open ? ` (${many(open, 'therapist', 'therapists')} failed)` : '';
     const replaced = sup.failed + sup.partial ? `; ${sup.failed + sup.partial} more replaced since by a newer file of the same postcode` : '';
-    add('therapist_imports_failed', `${files}${therapists}${replaced}`, { page: '/imports', command: 'fleet imports list --kind therapist --status failed,partial' });
+    // The list shows the newest 50 by default: asked for enough to hold every file counted here.
+    const listed = tf.failed + tf.partial;
+    add('therapist_imports_failed', `${files}${therapists}${replaced}`, {
+      page: '/imports',
+      command: `fleet imports list --kind therapist --status failed,partial${listed > 50 ? ` --limit ${listed}` : ''}`,
+    });
+  }
+  const sk = r.therapistImports.skippedOpen;
+  if (sk.misfit + sk.tooLarge + sk.unreadable > 0) {
+    const kinds = [
+      ...(sk.misfit ? [`${many(sk.misfit, 'has a name', 'have names')} that ${sk.misfit === 1 ? 'does' : 'do'} not fit <plz>.json, YYYYMMDD/<plz>.json or urgent/<plz>.json: rename or move ${sk.misfit === 1 ? 'it' : 'them'}`] : []),
+      ...(sk.tooLarge ? [`${sk.tooLarge} ${sk.tooLarge === 1 ? 'is' : 'are'} larger than SCRAPER_FILE_MAX_MB: check what the scraper wrote, or raise the limit and restart the fleet`] : []),
+      ...(sk.unreadable ? [`${sk.unreadable} cannot be read: fix ${sk.unreadable === 1 ? 'its' : 'their'} permissions`] : []),
+    ];
+    const total = sk.misfit + sk.tooLarge + sk.unreadable;
+    add('therapist_files_skipped', `${many(total, 'therapist file was', 'therapist files were')} not imported and ${total === 1 ? 'needs' : 'need'} a person: ${kinds.join('; ')} (${total === 1 ? 'it is' : 'they are'} imported once that is done)`, {
+      page: '/imports',
+      command: `fleet imports list --kind therapist --status skipped${r.therapistImports.files.skipped > 50 ? ` --limit ${r.therapistImports.files.skipped}` : ''}`,
+    });
   }
   if (r.emails.failed > 0) add('emails_failed', `${many(r.emails.failed, 'email', 'emails')} failed for good (fleet.deliveries, status failed, last_error says why)`);
   if (r.outbox.parked > 0) add('outbox_parked', `${many(r.outbox.parked, 'outbox event is', 'outbox events are')} parked (refused by Kafka, or held behind one that was)`, { command: 'fleet events parked' });
@@ -332,6 +356,9 @@ export function dailyText(r: DailyReport): string {
     'therapist imports',
     `  runs closed ${t.runsClosed}  runs open ${t.runsOpen}`,
     `  files imported ${t.files.imported}  partial ${t.files.partial}  failed ${t.files.failed}  skipped ${t.files.skipped}  therapists failed ${t.therapistsFailed}`,
+    ...(t.skippedOpen.misfit + t.skippedOpen.tooLarge + t.skippedOpen.unreadable
+      ? [`  of the skipped files, needing a person: name does not fit ${t.skippedOpen.misfit}  too large ${t.skippedOpen.tooLarge}  unreadable ${t.skippedOpen.unreadable}`]
+      : []),
     ...(t.superseded.failed + t.superseded.partial ? [`  of the failed and partial files, replaced since by a newer file of the same postcode: ${t.superseded.failed + t.superseded.partial}`] : []),
     `  files waiting ${t.filesWaiting}  oldest waiting ${formatAge(t.oldestWaitingAgeSeconds)}`,
     'emails',

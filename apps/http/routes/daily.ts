@@ -48,6 +48,7 @@ ${part('Therapist imports', [
   ['files skipped', t.files.skipped],
   ['therapists failed', t.therapistsFailed],
   ['failed or partial files replaced since by a newer one', t.superseded.failed + t.superseded.partial],
+  ['skipped files needing a person (name does not fit, too large, unreadable)', t.skippedOpen.misfit + t.skippedOpen.tooLarge + t.skippedOpen.unreadable],
   ['files waiting', t.filesWaiting],
   ['oldest waiting', formatAge(t.oldestWaitingAgeSeconds)],
 ])}

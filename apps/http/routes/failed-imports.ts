@@ -1,19 +1,27 @@
 import { Router } from 'express';
 import { listLedger, newerImports } from '../../../libs/db/repositories/patient-import.js';
-import { listFiles, supersedingFiles } from '../../../libs/db/repositories/therapist-import.js';
+import { listFiles, skippedFilesNeedingAPerson, skippedKindOf, supersedingFiles, type SkippedKind } from '../../../libs/db/repositories/therapist-import.js';
 import { failureNextStep, newerImportNextStep } from '../../../workers/patient-import/worker.js';
 import { html, page, pageTime as when } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
 const LIMIT = 100;
 
+/** What a person does about a skipped file of each kind (it is imported once that is done). */
+const SKIPPED_NEXT_STEP: Record<SkippedKind, string> = {
+  misfit: 'rename or move it to <plz>.json, YYYYMMDD/<plz>.json or urgent/<plz>.json: it is imported then',
+  tooLarge: 'check what the scraper wrote (a postcode file is ~0.1 MB); a smaller file, or a higher SCRAPER_FILE_MAX_MB and a restart, imports it',
+  unreadable: "fix its permissions (the fleet's user must read it): it is imported at its next change or the next start",
+};
+
 const count = (shown: number, more: boolean) => (more ? `newest ${shown} of more than ${LIMIT}` : String(shown));
 
 async function failedImports({ ctx }: HttpRouteDeps) {
   // One row more than shown tells whether the list is cut off (the page must not pass 100 off as all).
-  const [patientRows, therapistRows] = await Promise.all([
+  const [patientRows, therapistRows, skippedRows] = await Promise.all([
     listLedger(ctx.database.db, { status: ['failed'], limit: LIMIT + 1 }),
     listFiles(ctx.database.db, { status: ['failed', 'partial'], limit: LIMIT + 1 }),
+    skippedFilesNeedingAPerson(ctx.database.db, LIMIT + 1),
   ]);
   const patients = patientRows.slice(0, LIMIT);
   const therapists = therapistRows.slice(0, LIMIT);
@@ -24,6 +32,12 @@ async function failedImports({ ctx }: HttpRouteDeps) {
   // Object names of registration files contain patient names: shown by id only
   // (`fleet imports show <id>` prints the rest to staff on the server).
   return {
+    moreSkippedTherapistFiles: skippedRows.length > LIMIT,
+    /** Skipped files a person must act on (a name that does not fit, too large, unreadable) that no later import replaced. */
+    skippedTherapistFiles: skippedRows.slice(0, LIMIT).map((r) => {
+      const kind = skippedKindOf(r) ?? 'misfit';
+      return { id: r.id, path: r.path, kind, reason: r.reason, finishedAt: r.finishedAt?.toISOString() ?? null, nextStep: SKIPPED_NEXT_STEP[kind] };
+    }),
     morePatientFiles: patientRows.length > LIMIT,
     moreTherapistFiles: therapistRows.length > LIMIT,
     // Reasons without the values quoted from the file (a birth date, a symptom): as on /ops;
@@ -93,6 +107,14 @@ ${f.therapistFiles.length
             ? html`<div class="muted">replaced since by <a href="/therapist-imports/files/${r.supersededBy.id}">#${r.supersededBy.id}</a> <code>${r.supersededBy.path}</code> (${r.supersededBy.status}): nothing to do</div>`
             : ''
         }</td><td class="reason">${r.reason ?? ''}</td><td>${when(r.finishedAt ? new Date(r.finishedAt) : null)}</td></tr>`,
+    )}</tbody></table></div>`
+  : html`<p class="muted">none</p>`}
+<h2>Therapist scraper files not imported that need a person <span class="muted">(${count(f.skippedTherapistFiles.length, f.moreSkippedTherapistFiles)})</span></h2>
+<p class="muted">Skipped: a name that does not fit, too large, or not readable; not replaced since by an import of the same postcode (or, renamed, of the same content). All skipped files: <code>fleet imports list --kind therapist --status skipped</code>.</p>
+${f.skippedTherapistFiles.length
+  ? html`<div class="scroll"><table><thead><tr><th>Record</th><th>File</th><th>Reason</th><th>Seen</th></tr></thead><tbody>${f.skippedTherapistFiles.map(
+      (r) =>
+        html`<tr><td class="id"><a href="/therapist-imports/files/${r.id}"><code>${r.id}</code></a></td><td><code>${r.path}</code></td><td class="reason">${r.reason ?? ''}<div class="muted">${r.nextStep}</div></td><td>${when(r.finishedAt ? new Date(r.finishedAt) : null)}</td></tr>`,
     )}</tbody></table></div>`
   : html`<p class="muted">none</p>`}`;
       res.type('html').send(page('Failed imports · Curavani Fleet', body, { nav: true }));

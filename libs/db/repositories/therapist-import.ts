@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, getTableColumns, inArray, isNotNull, isNull, lte, ne, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, inArray, isNotNull, isNull, lte, ne, sql, type SQL } from 'drizzle-orm';
 import { alias } from 'drizzle-orm/pg-core';
 import type { Db, DbOrTx, Tx } from '../client.js';
 import {
@@ -635,6 +635,40 @@ export async function attachFilesToRun(db: DbOrTx, fileIds: number[], runId: num
 }
 
 /**
+ * Skipped files that need a person: a name that does not fit (rename or move it), a file too large
+ * to import (SCRAPER_FILE_MAX_MB) and one that cannot be read (permissions). Known by their
+ * reason's start (the watcher's and the worker's words: `TOO_LARGE_REASON_START`, `cannot read the
+ * file (…)`); a misfit has no postcode.
+ */
+export const SKIPPED_NEEDING_A_PERSON = {
+  misfit: `fleet.therapist_import_files.postcode is null`,
+  tooLarge: `fleet.therapist_import_files.postcode is not null and fleet.therapist_import_files.reason like 'too large to import%'`,
+  unreadable: `fleet.therapist_import_files.postcode is not null and fleet.therapist_import_files.reason like 'cannot read the file%'`,
+} as const;
+export type SkippedKind = keyof typeof SKIPPED_NEEDING_A_PERSON;
+const needsAPerson = () =>
+  sql.raw(`(fleet.therapist_import_files.status = 'skipped' and ((${Object.values(SKIPPED_NEEDING_A_PERSON).join(') or (')})))`);
+
+/** The kind of a skipped file that needs a person, or null (superseded, a copy, changed or removed before its turn). */
+export function skippedKindOf(f: Pick<TherapistImportFileRow, 'status' | 'postcode' | 'reason'>): SkippedKind | null {
+  if (f.status !== 'skipped') return null;
+  if (f.postcode === null) return 'misfit';
+  if (f.reason?.startsWith('too large to import')) return 'tooLarge';
+  if (f.reason?.startsWith('cannot read the file')) return 'unreadable';
+  return null;
+}
+
+/** Skipped files that need a person (`SKIPPED_NEEDING_A_PERSON`) and that no later import has replaced since, newest first. */
+export async function skippedFilesNeedingAPerson(db: DbOrTx, limit: number): Promise<TherapistImportFileRow[]> {
+  return db
+    .select()
+    .from(therapistImportFiles)
+    .where(sql`${needsAPerson()} and ${supersedingFileOf()} is null`)
+    .orderBy(desc(therapistImportFiles.id))
+    .limit(limit);
+}
+
+/**
  * The daily health view's therapist import figures: runs closed since `since` and runs still
  * open, files finished since then per final status, and the therapists those files failed.
  */
@@ -648,6 +682,10 @@ export async function importActivity(
   therapistsFailed: number;
   /** Of the failed and partial files: those a later import of the same postcode has replaced since. */
   superseded: { failed: number; partial: number };
+  /** The therapists failed in the failed and partial files not replaced since (those that still need a look). */
+  therapistsFailedOpen: number;
+  /** Skipped files that need a person (a misfit name, too large, unreadable), not replaced since. */
+  skippedOpen: Record<SkippedKind, number>;
 }> {
   const f = therapistImportFiles;
   const r = therapistImportRuns;
@@ -667,6 +705,14 @@ export async function importActivity(
       therapistsFailed: sql<number>`coalesce(sum((${f.counts}->>'failed')::int), 0)::int`,
       failedSuperseded: sql<number>`count(*) filter (where ${f.status} = 'failed' and ${supersedingFileOf()} is not null)::int`,
       partialSuperseded: sql<number>`count(*) filter (where ${f.status} = 'partial' and ${supersedingFileOf()} is not null)::int`,
+      therapistsFailedOpen: sql<number>`coalesce(sum((${f.counts}->>'failed')::int) filter (where ${f.status} in ('failed', 'partial') and ${supersedingFileOf()} is null), 0)::int`,
+      // The subquery only for the few skipped files that need a person (a catch-up skips thousands of superseded weeks).
+      ...(Object.fromEntries(
+        Object.entries(SKIPPED_NEEDING_A_PERSON).map(([k, cond]) => [
+          `skipped_${k}`,
+          sql<number>`count(*) filter (where case when ${f.status} = 'skipped' and (${sql.raw(cond)}) then ${supersedingFileOf()} is null else false end)::int`,
+        ]),
+      ) as Record<`skipped_${SkippedKind}`, SQL<number>>),
     })
     .from(f)
     .where(sql`${f.finishedAt} >= ${s}::timestamptz`);
@@ -676,5 +722,7 @@ export async function importActivity(
     files: { imported: files?.imported ?? 0, partial: files?.partial ?? 0, failed: files?.failed ?? 0, skipped: files?.skipped ?? 0 },
     therapistsFailed: files?.therapistsFailed ?? 0,
     superseded: { failed: files?.failedSuperseded ?? 0, partial: files?.partialSuperseded ?? 0 },
+    therapistsFailedOpen: files?.therapistsFailedOpen ?? 0,
+    skippedOpen: { misfit: files?.skipped_misfit ?? 0, tooLarge: files?.skipped_tooLarge ?? 0, unreadable: files?.skipped_unreadable ?? 0 },
   };
 }
