@@ -184,8 +184,14 @@ describe('therapist import run summary (staff email)', () => {
     const files = [file(1, {}), withMismatches];
     const { text } = renderRunSummary(run(files), files);
     expect(text).toContain(
-      'Status-Abweichungen in 20261203/52062.json (#2): therapists[0] (ID praxis7): Datei sagt „new“, gefunden: schon auf der Plattform; therapists[2]: Datei sagt „deleted“, gefunden: nicht auf der Plattform',
+      'Status-Abweichungen in 20261203/52062.json (#2):\n  - therapists[0] (ID praxis7): Datei sagt „new“, gefunden: schon auf der Plattform\n  - therapists[2]: Datei sagt „deleted“, gefunden: nicht auf der Plattform',
     );
+    const many = file(3, {
+      counts: { ...emptyCounts(), total: 40, unchanged: 40, statusMismatches: 40 },
+      statusMismatches: Array.from({ length: 40 }, (_, i) => ({ index: i, externalId: null, therapistId: null, stated: 'new', found: 'already on the platform' })),
+    });
+    const listed = renderRunSummary(run([many]), [many]).text;
+    expect(listed).toContain('  - therapists[9]: Datei sagt „new“, gefunden: schon auf der Plattform\n  - … und 30 weitere');
   });
 
   it('names a file whose therapist list was empty (a scraper mistake looks the same), without calling the run faulty', () => {
@@ -255,5 +261,20 @@ describe('therapist import run summary (staff email)', () => {
     expect(subject).toBe('Therapeuten-Import Lauf 7: 2 Dateien, 2 Therapeuten, nichts offen (1 Datei inzwischen ersetzt)');
     expect(text).toContain('Name passte nicht: 10141_neu.json — inzwischen unter dem richtigen Namen importiert: #75 (10141.json, importiert); nichts zu tun.');
     expect(text).not.toContain('bitte umbenennen');
+  });
+
+  it('a copy of a content imported before says in its subject that it was not imported again, naming that file', () => {
+    const copy = file(4, { path: 'urgent/10115.json', postcode: '10115', status: 'skipped', counts: emptyCounts(), reason: 'same content as 10115.json (file 3, imported): a content is imported once' });
+    expect(renderRunSummary(run([copy]), [copy]).subject).toBe('Therapeuten-Import Lauf 7: 1 Datei nicht erneut importiert (gleicher Inhalt wie #3)');
+    const files = [file(1, {}), copy];
+    expect(renderRunSummary(run(files), files).subject).toBe('Therapeuten-Import Lauf 7: 2 Dateien, 2 Therapeuten, ohne Fehler, 1 Datei nicht erneut importiert (gleicher Inhalt wie #3)');
+  });
+
+  it('lists files by name, not in the order they were registered', () => {
+    const later = file(1, { path: '11004.json', postcode: '11004', status: 'failed', reason: 'not valid JSON', counts: { ...emptyCounts(), fileErrors: 1 }, fileErrors: ['not valid JSON'] });
+    const earlier = file(2, { path: '11003.json', postcode: '11003', status: 'failed', reason: 'not valid JSON', counts: { ...emptyCounts(), fileErrors: 1 }, fileErrors: ['not valid JSON'] });
+    const { text } = renderRunSummary(run([later, earlier]), [later, earlier]);
+    expect(text.indexOf('Datei 11003.json')).toBeGreaterThan(-1);
+    expect(text.indexOf('Datei 11003.json')).toBeLessThan(text.indexOf('Datei 11004.json'));
   });
 });

@@ -71,6 +71,8 @@ export function renderRunSummary(
   files: TherapistImportFileRow[],
   opts: { runPageUrl?: string; followUp?: boolean; replacedBy?: ReadonlyMap<number, ReplacingFile> } = {},
 ) {
+  // Files by name, as staff look them up in the folder (registration order put 11004 before 11003).
+  files = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : a.id - b.id));
   const c = run.counts ?? emptyCounts();
   const n = (s: string) => files.filter((f) => f.status === s).length;
   const replacedBy = opts.replacedBy ?? new Map<number, ReplacingFile>();
@@ -113,8 +115,18 @@ export function renderRunSummary(
   const runName = `Lauf ${run.id}${opts.followUp ? ' (Nachtrag)' : ''}`;
   const replacedFiles = files.filter((f) => !open(f) && (f.status !== 'skipped' || f.postcode === null || [removed, unreadable, tooLarge].some((k) => k.includes(f))));
   const wellDone = replacedFiles.length ? `nichts offen (${countNoun(replacedFiles.length, 'Datei', 'Dateien')} inzwischen ersetzt)` : 'ohne Fehler';
+  // A copy of a content imported before (urgent/10115.json = 10115.json) is not imported again: said so, not "0 Therapeuten, ohne Fehler".
+  const earlierOf = (f: TherapistImportFileRow) => /^same content as .+? \(file (\d+), \w+\): /.exec(f.reason ?? '')?.[1];
+  const earlierIds = [...new Set(sameContent.map(earlierOf))];
+  const copies = sameContent.length
+    ? `${countNoun(sameContent.length, 'Datei', 'Dateien')} nicht erneut importiert (${earlierIds.length === 1 && earlierIds[0] ? `gleicher Inhalt wie #${earlierIds[0]}` : 'Inhalt schon bekannt'})`
+    : '';
   const subject = allWell
-    ? `Therapeuten-Import ${runName}: ${countNoun(files.length, 'Datei', 'Dateien')}, ${countNoun(c.total, 'Therapeut', 'Therapeuten')}, ${wellDone}`
+    ? `Therapeuten-Import ${runName}: ${
+        sameContent.length === files.length
+          ? copies
+          : `${countNoun(files.length, 'Datei', 'Dateien')}, ${countNoun(c.total, 'Therapeut', 'Therapeuten')}, ${wellDone}${copies ? `, ${copies}` : ''}`
+      }`
     : `Therapeuten-Import ${runName}: ${problems.join(', ') || `${countNoun(problemFiles.length, 'Datei', 'Dateien')} mit Fehlern`}`;
 
   const paragraphs: Array<string | StaffListParagraph> = [];
@@ -219,9 +231,10 @@ export function renderRunSummary(
   // Counted as "Status-Abweichungen" in the totals: which therapists, so staff need not open each file.
   const mismatching = files.filter((f) => f.statusMismatches.length > 0);
   for (const f of mismatching.slice(0, 10)) {
-    const entries = f.statusMismatches.slice(0, 5).map((m) => `therapists[${m.index}]${m.externalId ? ` (ID ${m.externalId})` : ''}: Datei sagt „${m.stated}“, gefunden: ${mismatchFoundDe(m.found)}`);
-    const more = f.statusMismatches.length > 5 ? `; … und ${f.statusMismatches.length - 5} weitere` : '';
-    paragraphs.push(`Status-Abweichungen in ${f.path} (#${f.id}): ${entries.join('; ')}${more}`);
+    // One entry a line: run together with ";" they were one long line.
+    const items = f.statusMismatches.slice(0, 10).map((m) => `therapists[${m.index}]${m.externalId ? ` (ID ${m.externalId})` : ''}: Datei sagt „${m.stated}“, gefunden: ${mismatchFoundDe(m.found)}`);
+    if (f.statusMismatches.length > 10) items.push(`… und ${f.statusMismatches.length - 10} weitere`);
+    paragraphs.push({ lead: `Status-Abweichungen in ${f.path} (#${f.id}):`, items });
   }
   if (mismatching.length > 10) paragraphs.push(`… und Status-Abweichungen in ${mismatching.length - 10} weiteren Dateien.`);
   // Not an error: the scraper's newer value was written over a value staff had set; staff may want to check it.
