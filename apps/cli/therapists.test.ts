@@ -32,4 +32,23 @@ describe('fleet imports show --kind therapist', () => {
     );
     expect(text).not.toContain('found');
   });
+
+  it('a skipped file (superseded, too large, misnamed) was never read: "not read", not 0 therapists and 0 of 0 (–)', () => {
+    const text = fileReportText({
+      fileId: 13,
+      runId: 7,
+      path: '20250625/52074.json',
+      status: 'skipped',
+      reason: 'superseded by the newer folder 20250702/52074.json',
+      counts: emptyCounts(),
+      failures: [],
+      statusMismatches: [],
+      replacedCorrections: [],
+      metadataDisagreements: [],
+      fileErrors: [],
+      durationMs: null,
+    });
+    expect(text).toMatch(/therapists in the file +not read \(the file was skipped: see the reason\)/);
+    expect(text).not.toContain('0 of 0');
+  });
 });

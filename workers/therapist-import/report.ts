@@ -24,6 +24,15 @@ export const COUNT_LABELS: ReadonlyArray<readonly [keyof TherapistImportCounts, 
   ['fileErrors', 'file-level errors'],
 ];
 
+/**
+ * What a report shows instead of its counts when the file's therapists were never read (a skipped
+ * file: superseded, too large, a name that does not fit, a copy, changed or removed before its
+ * turn): "therapists in the file 0" and "0 of 0 (–)" read as an empty file. null: counted.
+ */
+export function notReadText(status: string): string | null {
+  return status === 'skipped' ? 'not read (the file was skipped: see the reason)' : null;
+}
+
 /** The counts that split the file's therapists (they add up to `total`). */
 export const isOutcomeCount = (k: keyof TherapistImportCounts): boolean => (outcomeKeys as readonly string[]).includes(k);
 

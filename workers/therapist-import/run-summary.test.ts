@@ -277,4 +277,14 @@ describe('therapist import run summary (staff email)', () => {
     expect(text.indexOf('Datei 11003.json')).toBeGreaterThan(-1);
     expect(text.indexOf('Datei 11003.json')).toBeLessThan(text.indexOf('Datei 11004.json'));
   });
+
+  it('a run of files never read (superseded, too large, misnamed) says "nicht gelesen", not 0 therapists and 0 of 0', () => {
+    const older = file(5, { path: '20261201/52065.json', status: 'skipped', reason: 'superseded by the newer folder 20261203/52065.json', counts: emptyCounts() });
+    const { text } = renderRunSummary(run([older]), [older]);
+    expect(text).toMatch(/Therapeuten in den Dateien:\s+nicht gelesen \(die Datei wurde übersprungen\)/);
+    expect(text).toMatch(/Übersprungen \(nicht für Erwachsene\):\s+nicht gelesen/);
+    expect(text).not.toContain('0 von 0');
+    const mixed = [file(1, {}), older];
+    expect(renderRunSummary(run(mixed), mixed).text).toMatch(/Therapeuten in den Dateien:\s+2 \(1 übersprungene Datei nicht gelesen\)/);
+  });
 });

@@ -256,18 +256,27 @@ export function renderRunSummary(
   if (allWell) paragraphs.push('Alle Dateien wurden ohne Fehler verarbeitet.');
   paragraphs.push(opts.runPageUrl ? `Bericht im Browser (jede Datei mit allen Fehlern): ${opts.runPageUrl}` : `Details: ${cli}`);
 
+  // Skipped files are never read as lists of therapists: their "0" is no count. A run that read none says so.
+  const notRead = n('skipped');
+  const noneRead = notRead === files.length;
+  const share = (part: number) => (noneRead ? 'nicht gelesen' : countWithShare(part, c.total));
   return renderStaffEmail({
     subject,
     heading: `Therapeuten-Import, ${runName}`,
     rows: [
       ['Dateien', `${formatCount(files.length)} (importiert ${n('imported')}, teilweise ${n('partial') - noneTaken}${noneTaken ? `, ohne übernommene Therapeuten ${noneTaken}` : ''}, fehlgeschlagen ${n('failed')}, übersprungen ${n('skipped')})`],
-      ['Therapeuten in den Dateien', formatCount(c.total)],
-      ['Neu angelegt', countWithShare(c.created, c.total)],
-      ['Aktualisiert', countWithShare(c.updated, c.total)],
-      ['Unverändert', countWithShare(c.unchanged, c.total)],
-      ['Deaktiviert', countWithShare(c.deactivated, c.total)],
-      ['Übersprungen (nicht für Erwachsene)', countWithShare(c.skipped, c.total)],
-      ['Fehlgeschlagen', `${countWithShare(c.failed, c.total)}${c.failed > openFailed ? `, davon ${formatCount(c.failed - openFailed)} in inzwischen ersetzten Dateien` : ''}`],
+      [
+        'Therapeuten in den Dateien',
+        noneRead
+          ? `nicht gelesen (${files.length === 1 ? 'die Datei wurde' : 'die Dateien wurden'} übersprungen)`
+          : `${formatCount(c.total)}${notRead ? ` (${countNoun(notRead, 'übersprungene Datei', 'übersprungene Dateien')} nicht gelesen)` : ''}`,
+      ],
+      ['Neu angelegt', share(c.created)],
+      ['Aktualisiert', share(c.updated)],
+      ['Unverändert', share(c.unchanged)],
+      ['Deaktiviert', share(c.deactivated)],
+      ['Übersprungen (nicht für Erwachsene)', share(c.skipped)],
+      ['Fehlgeschlagen', `${share(c.failed)}${c.failed > openFailed ? `, davon ${formatCount(c.failed - openFailed)} in inzwischen ersetzten Dateien` : ''}`],
       ['Status-Abweichungen', formatCount(c.statusMismatches)],
       ['Metadaten-Abweichungen', formatCount(c.metadataDisagreements)],
       ['Fehler auf Dateiebene', formatCount(c.fileErrors)],

@@ -22,7 +22,7 @@ import { FileTooLargeError, NotRegularFileError, readRegularFile } from './file-
 /** What the scraper watcher needs of the size limit (SCRAPER_FILE_MAX_MB). */
 export { FileTooLargeError, fileKindOf, NOT_REGULAR_REASON, sha256OfFile, tooLargeReason } from './file-size.js';
 
-export { formatShare, countWithShare, assertCountsAddUp, COUNT_LABELS, isOutcomeCount, metadataDisagreementText, metadataFoundText, outcomeKeys } from './report.js';
+export { formatShare, countWithShare, assertCountsAddUp, COUNT_LABELS, isOutcomeCount, metadataDisagreementText, metadataFoundText, outcomeKeys, notReadText } from './report.js';
 export type { FileReport };
 export { reportOf };
 export { therapistImportMetrics };

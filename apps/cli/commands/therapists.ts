@@ -12,6 +12,7 @@ import {
   isOutcomeCount,
   reportOf,
   metadataDisagreementText,
+  notReadText,
   type FileReport,
 } from '../../../workers/therapist-import/worker.js';
 import { supersedingFiles } from '../../../libs/db/repositories/therapist-import.js';
@@ -20,8 +21,10 @@ import { argPath, CliError, positiveInt, printJson, shownPath, withContext } fro
 import { isoSeconds, table } from '../format.js';
 import { importKinds } from './imports.js';
 
-function countsBlock(c: TherapistImportCounts): string {
+function countsBlock(c: TherapistImportCounts, status?: string): string {
   const width = Math.max(...COUNT_LABELS.map(([, l]) => l.length));
+  const notRead = status === undefined ? null : notReadText(status);
+  if (notRead) return `  ${COUNT_LABELS[0]![1].padEnd(width)}  ${notRead}`;
   return COUNT_LABELS.map(([k, label]) => {
     return `  ${label.padEnd(width)}  ${isOutcomeCount(k) ? `${c[k]} of ${c.total} (${formatShare(c[k], c.total, 'en-GB')})` : String(c[k])}`;
   }).join('\n');
@@ -32,7 +35,7 @@ export function fileReportText(r: FileReport): string {
   const head = `therapist file ${r.path} (import record ${r.fileId}${r.runId ? `, run ${r.runId}` : ''}): ${r.status}${r.alreadyDone ? ' earlier (same content: not imported again)' : ''}${r.durationMs !== null ? ` in ${r.durationMs} ms` : ''}`;
   const lines = [head];
   if (r.reason) lines.push(`reason: ${r.reason}`);
-  lines.push(countsBlock(r.counts));
+  lines.push(countsBlock(r.counts, r.status));
   if (r.fileErrors.length) lines.push('file-level errors:', ...r.fileErrors.map((e) => `  ${e}`));
   if (r.metadataDisagreements.length) {
     lines.push('metadata disagrees with the file:', ...r.metadataDisagreements.map((d) => `  ${metadataDisagreementText(d)}`));

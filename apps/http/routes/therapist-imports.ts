@@ -1,6 +1,6 @@
 import { Router, type Request, type Response } from 'express';
 import { therapistImportFileStatuses, type TherapistImportCounts, type TherapistImportFileStatus } from '../../../libs/db/schema/fleet-therapist-import.js';
-import { COUNT_LABELS, formatShare, isOutcomeCount, metadataFoundText, outcomeKeys, reportOf, therapistImportRepo as repo } from '../../../workers/therapist-import/worker.js';
+import { COUNT_LABELS, formatShare, isOutcomeCount, metadataFoundText, notReadText, outcomeKeys, reportOf, therapistImportRepo as repo } from '../../../workers/therapist-import/worker.js';
 import { supersedingFiles } from '../../../libs/db/repositories/therapist-import.js';
 import { html, page, pageTime, type SafeHtml } from '../html.js';
 import type { HttpRouteModule } from './types.js';
@@ -35,7 +35,9 @@ const countHeads = html`<th class="num">Therapists</th>${OUTCOME_COLUMNS.map(([,
 const wide = (table: SafeHtml) => html`<div class="scroll">${table}</div>`;
 
 /** The report's counts, each with its share of the file's (or run's) therapists. */
-function countsTable(c: TherapistImportCounts, totalLabel = 'therapists in the file'): SafeHtml {
+function countsTable(c: TherapistImportCounts, totalLabel = 'therapists in the file', status?: string): SafeHtml {
+  const notRead = status === undefined ? null : notReadText(status);
+  if (notRead) return html`<table class="counts"><tbody><tr><th>${totalLabel}</th><td class="muted">${notRead}</td></tr></tbody></table>`;
   return html`<table class="counts"><tbody>${COUNT_LABELS.map(
     ([k, label]) =>
       html`<tr><th>${k === 'total' ? totalLabel : label}</th><td class="num">${num(c[k])}</td><td class="muted">${k !== 'total' && isOutcomeCount(k) ? `of ${num(c.total)} (${formatShare(c[k], c.total, 'en-GB')})` : ''}</td></tr>`,
@@ -150,7 +152,7 @@ ${files.length
 <h1><code>${r.path}</code></h1>
 <p><strong>${r.status}</strong>${r.durationMs !== null ? ` in ${num(r.durationMs)} ms` : ''}${r.reason ? html`: <span class="reason">${r.reason}</span>` : ''}</p>
 ${replacedBy ? html`<p class="notice ok">Replaced since by <a href="/therapist-imports/files/${replacedBy.id}">#${replacedBy.id}</a> <code>${replacedBy.path}</code> (${replacedBy.status}): nothing to do.</p>` : ''}
-${countsTable(r.counts)}
+${countsTable(r.counts, undefined, r.status)}
 ${r.fileErrors.length ? html`<h2>File-level errors (${r.fileErrors.length})</h2><ul>${r.fileErrors.map((e) => html`<li class="reason">${e}</li>`)}</ul>` : ''}
 ${r.metadataDisagreements.length
   ? html`<h2>Metadata that disagrees with the file (${r.metadataDisagreements.length})</h2>
