@@ -168,8 +168,13 @@ describe('scraper watcher', () => {
     expect(d!.subject).toContain('1 Datei nicht übernommen (Name passt nicht)');
     expect(d!.text).toContain('Nicht übernommen: readme.txt');
     expect(d!.text).toContain('Übersprungen, weil ein neuerer Datumsordner dieselbe Postleitzahl enthält: 20250701/40002.json');
-    // Prometheus counts the same files (the skipped ones from the watcher, the rest from the worker).
-    expect(await metricValues(ctx.metrics.registry, 'fleet_therapist_import_files_total', 'status')).toEqual({ imported: 3, partial: 0, failed: 0, skipped: 2 });
+    // Prometheus counts the same files (the skipped ones from the watcher, the rest from the
+    // worker). A file is counted when its job ends, after its own run check: the last file's
+    // check can close the run while another file's job is still in its check.
+    const fileCounts = { imported: 3, partial: 0, failed: 0, skipped: 2 };
+    const counted = async () => JSON.stringify(await metricValues(ctx.metrics.registry, 'fleet_therapist_import_files_total', 'status')) === JSON.stringify(fileCounts);
+    await until(counted).catch(() => {}); // the assertion below says what is missing
+    expect(await metricValues(ctx.metrics.registry, 'fleet_therapist_import_files_total', 'status')).toEqual(fileCounts);
     expect(await metricValues(ctx.metrics.registry, 'fleet_therapist_import_therapists_total', 'outcome')).toEqual({ created: 6, updated: 0, unchanged: 0, deactivated: 0, skipped: 0, failed: 0 });
   });
 
