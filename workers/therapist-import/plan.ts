@@ -1,5 +1,5 @@
 import { hash } from 'node:crypto';
-import type { ScraperStatus, ScraperTherapist, ParsedLine } from './scraper-file.js';
+import type { LineName, ScraperStatus, ScraperTherapist, ParsedLine } from './scraper-file.js';
 import type { StoredTherapist } from '../../libs/db/repositories/therapist-import.js';
 
 /**
@@ -410,8 +410,12 @@ export function planFile(input: PlanInput): Plan {
     if (id != null) listed.add(id);
     return id != null;
   };
-  /** Lines not for adults without a known scraper id: listed by their name, looked up before the secondary rule. */
-  const listedByName: ScraperTherapist[] = [];
+  /**
+   * Lines that take no therapist (invalid, or not for adults) without a known scraper id: listed
+   * by their name and postcode, looked up before the secondary rule. An invalid line without
+   * them names nobody.
+   */
+  const listedByName: LineName[] = [];
   const plan: Plan = { lines: [], creates: [], updates: [], deactivations: [], mappings: [], tombstones: [], scraped: [] };
   const results: LineResult[] = new Array<LineResult>(input.lines.length);
   let nextPlaceholder = -1;
@@ -558,14 +562,14 @@ export function planFile(input: PlanInput): Plan {
   input.lines.forEach((line, pos) => {
     if (!line.ok) {
       results[pos] = { ...base(line), outcome: 'failed', reason: line.reason };
-      listedById(line.externalId);
+      if (!listedById(line.externalId) && line.name) listedByName.push(line.name);
       if (line.statedStatus === 'deleted' && line.externalId !== null) deletedById.push({ pos, line, externalId: line.externalId });
       return;
     }
     const t = line.therapist;
     if (t.status !== 'deleted' && adultMethods(t.therapy_methods).length === 0) {
       results[pos] = { ...base(line), outcome: 'skipped', reason: 'no therapy method for adults (Erwachsene)' };
-      if (!listedById(line.externalId)) listedByName.push(t);
+      if (!listedById(line.externalId)) listedByName.push({ vorname: t.basic_info.first_name, nachname: t.basic_info.last_name, plz: t.location.postal_code });
       return;
     }
     const extId = line.externalId;
@@ -643,7 +647,7 @@ export function planFile(input: PlanInput): Plan {
 
   // Round 3, in file order: the primary rule again (a therapist created by an earlier line of
   // this round), the secondary rule (a name change), else a new therapist.
-  if (rest.length) for (const t of listedByName) for (const c of byPrimary().get(primaryKey(mapTherapist(t))) ?? []) listed.add(c.id);
+  if (rest.length) for (const n of listedByName) for (const c of byPrimary().get(primaryKey(n)) ?? []) listed.add(c.id);
   for (const l of rest) {
     if (primary(l)) continue;
     l.sk ??= secondaryKey(l.incoming);

@@ -160,10 +160,31 @@ export const metadataSchema = z.object(
 );
 export type ScraperMetadata = z.infer<typeof metadataSchema>;
 
-/** `statedStatus` is the line's own `status` as written (for metadata checks), also for invalid lines. */
+/** The name and postcode a line gives, as written (trimmed). */
+export interface LineName {
+  vorname: string;
+  nachname: string;
+  plz: string;
+}
+
+/**
+ * `statedStatus` is the line's own `status` as written (for metadata checks), also for invalid
+ * lines. `name`: what an invalid line says of whom it lists, when it has a first name, a last
+ * name and a postcode of 5 digits (a line may fail for another field).
+ */
 export type ParsedLine =
   | { index: number; ok: true; externalId: string | null; statedStatus: string | null; therapist: ScraperTherapist }
-  | { index: number; ok: false; externalId: string | null; statedStatus: string | null; reason: string };
+  | { index: number; ok: false; externalId: string | null; statedStatus: string | null; reason: string; name?: LineName | null };
+
+/** The name and postcode of a raw line that failed validation, when it has them as text (null otherwise). */
+function lineNameOf(item: unknown): LineName | null {
+  if (!isObject(item) || !isObject(item.basic_info) || !isObject(item.location)) return null;
+  const { first_name: first, last_name: last } = item.basic_info;
+  const plz = item.location.postal_code;
+  if (typeof first !== 'string' || typeof last !== 'string' || (typeof plz !== 'string' && typeof plz !== 'number')) return null;
+  const name = { vorname: first.trim(), nachname: last.trim(), plz: String(plz).trim() };
+  return name.vorname && name.nachname && /^\d{5}$/.test(name.plz) ? name : null;
+}
 
 export interface ParsedFile {
   metadata: ScraperMetadata | null;
@@ -268,13 +289,13 @@ export function parseScraperFile(text: string): ParsedFile {
     const rawStatus = typeof item === 'object' && item !== null ? (item as { status?: unknown }).status : undefined;
     const statedStatus = typeof rawStatus === 'string' ? rawStatus : null;
     const unstorable = suspect ? unstorableText(item, '', '(therapist)') : null;
-    if (unstorable) return { index, ok: false as const, externalId: externalId && unstorableText(externalId, '') ? null : externalId, statedStatus, reason: unstorable };
+    if (unstorable) return { index, ok: false as const, externalId: externalId && unstorableText(externalId, '') ? null : externalId, statedStatus, reason: unstorable, name: lineNameOf(item) };
     const fast = wellFormedTherapist(item);
     if (fast) return { index, ok: true as const, externalId: fast.id, statedStatus, therapist: fast };
     const r = scraperTherapistSchema.safeParse(item);
     return r.success
       ? { index, ok: true as const, externalId: r.data.id, statedStatus, therapist: r.data }
-      : { index, ok: false as const, externalId, statedStatus, reason: describe(r.error) };
+      : { index, ok: false as const, externalId, statedStatus, reason: describe(r.error), name: lineNameOf(item) };
   });
   return { metadata, fileErrors, lines };
 }

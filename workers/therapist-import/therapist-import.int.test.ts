@@ -246,6 +246,14 @@ describe('therapist import: matching', () => {
     }
   });
 
+  it('must NOT match: a colleague whose line failed validation and has no scraper id is kept from the secondary rule by her name', async () => {
+    const roth = (over: Parameters<typeof therapistLine>[0]) => therapistLine({ id: null, salutation: 'Frau', title: 'Dr.', first: 'Anna', last: 'Roth', plz: '20117', street: 'Marktplatz', house: '3', email: 'praxis@x.de', methods: [ADULT_VT], ...over });
+    await imp([roth({})], {}, '20117.json');
+    const r = await imp([roth({ status: 'unchanged', phone: '0'.repeat(51) }), roth({ last: 'Weiss', status: 'new' })], { scrape_id: 'joined' }, '20117.json');
+    expect(r.counts).toMatchObject({ failed: 1, created: 1, updated: 0 });
+    expect((await byPlz('20117')).map((x) => x.nachname)).toEqual(['Roth', 'Weiss']);
+  });
+
   it('two people of one name in one postcode area with their own scraper ids stay two', async () => {
     const lines = (status: string) => [
       therapistLine({ id: 'h1', first: 'Thomas', last: 'Zeevaert', title: 'Dr.', plz: '20120', email: 'vater@praxis.de', status }),
