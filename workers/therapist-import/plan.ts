@@ -277,6 +277,32 @@ const secondaryKey = (f: Pick<TherapistFields, 'vorname' | 'plz' | 'ort' | 'stra
 export const nameTombstoneKey = (f: Pick<TherapistFields, 'vorname' | 'nachname' | 'plz'>) => tombstoneOfPrimary(primaryKey(f));
 const tombstoneOfPrimary = (primary: string) => `name:${primary}`;
 
+/** The fields that tell therapists of one name and postcode apart, in the order they count. */
+const TELLING: readonly ImportField[] = ['strasse', 'email', 'titel', 'ort', 'telefon', 'fax', 'anrede'];
+
+/** Whether a therapist's value (on the platform or on record) is the line's non-empty value `v`. */
+function agrees(field: ImportField, value: unknown, v: unknown): boolean {
+  if (isEmptyValue(value)) return false;
+  if (typeof value === 'string' && typeof v === 'string') return norm(value) === norm(v) || (field === 'strasse' && dropsHouseNumber(value, v));
+  return sameValue(value, v);
+}
+
+/**
+ * Of several therapists of the line's name and postcode, the one whose other fields agree with
+ * the line best (the street first, then the email, the title, ...); null when two agree equally well.
+ */
+function closest(candidates: ExistingTherapist[], incoming: TherapistFields): ExistingTherapist | null {
+  const score = (c: ExistingTherapist) =>
+    TELLING.map((f) => !isEmptyValue(incoming[f]) && (agrees(f, c[f], incoming[f]) || (c.scraped?.fields != null && agrees(f, c.scraped.fields[f], incoming[f]))));
+  const ranked = candidates.map((c) => ({ c, s: score(c) }));
+  const cmp = (a: boolean[], b: boolean[]) => {
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] ? -1 : 1;
+    return 0;
+  };
+  ranked.sort((a, b) => cmp(a.s, b.s));
+  return cmp(ranked[0]!.s, ranked[1]!.s) < 0 ? ranked[0]!.c : null;
+}
+
 export type LineOutcome = 'created' | 'updated' | 'unchanged' | 'deactivated' | 'skipped' | 'failed';
 export type MatchRule = 'external_id' | 'primary' | 'secondary' | null;
 
@@ -543,9 +569,21 @@ export function planFile(input: PlanInput): Plan {
     l.pk ??= primaryKey(l.incoming);
     const sameName = byPrimary().get(l.pk);
     if (!sameName) return false;
-    const free = sameName.find((c) => !claimedBy.has(c.id));
-    if (free) {
-      matched(l, free, 'primary');
+    const free = sameName.filter((c) => !claimedBy.has(c.id));
+    if (free.length) {
+      const match = free.length === 1 ? free[0]! : closest(free, l.incoming);
+      if (match) matched(l, match, 'primary');
+      else {
+        // Nobody can tell which one the line is: staff decide; nothing is written for it, and
+        // no other line's name change takes any of them.
+        for (const c of free) listed.add(c.id);
+        results[l.pos] = {
+          ...base(l),
+          outcome: 'failed',
+          rule: 'primary',
+          reason: `name and postcode match several therapists (ids ${free.map((c) => c.id).join(', ')}) and nothing else tells them apart: not imported, staff must resolve which one this line is`,
+        };
+      }
       return true;
     }
     const taken = sameName.find((c) => l.externalId === null || claimedBy.get(c.id)!.externalId === null);

@@ -89,6 +89,9 @@ function message(m: string): string | null {
   if ((x = /^same therapist as (therapists\[\d+\]) of this file \(duplicate line( with the same id)?\)$/.exec(m))) {
     return `derselbe Therapeut wie ${x[1]} dieser Datei (doppelter Eintrag${x[2] ? ' mit derselben ID' : ''})`;
   }
+  if ((x = /^name and postcode match several therapists \(ids ([\d, ]+)\) and nothing else tells them apart: not imported, staff must resolve which one this line is$/.exec(m))) {
+    return `Name und Postleitzahl passen zu mehreren Therapeuten (IDs ${x[1]}), und nichts sonst unterscheidet sie: nicht importiert, bitte klären, welcher Therapeut gemeint ist`;
+  }
   // The id is the scraper's and may hold any text: matched as a whole, before any splitting.
   if ((x = /^id: ("[\s\S]*") is given to different therapists in this file \(([^()]*)\): none of them is imported$/.exec(m))) {
     return `id: ${x[1]} gehört in dieser Datei verschiedenen Therapeuten (${x[2]}): keiner von ihnen wird importiert`;

@@ -271,6 +271,25 @@ describe('therapist import: matching', () => {
     expect(dup.failures[0]!.reason).toBe('same therapist as therapists[0] of this file (duplicate line)');
   });
 
+  it('two of one name in one postcode, a line without a known id: the one whose address agrees is updated; when none agrees better, the line fails and nothing is written', async () => {
+    const x3 = (over: Parameters<typeof therapistLine>[0]) => therapistLine({ first: 'X3', last: 'Zeevaert', plz: '20161', street: 'Marktplatz', house: '3', ...over });
+    await imp([x3({ id: 'd3' }), x3({ id: 'd4', street: 'Other' })], {}, '20161.json');
+    const [a, b] = await byPlz('20161');
+    // Another scope: the ids d3 and d4 are not known there.
+    const r = await imp([x3({ id: null, street: 'Other', phone: '777', status: 'modified' })], {}, '20162.json');
+    expect(r.counts).toMatchObject({ updated: 1, failed: 0, created: 0 });
+    expect((await byPlz('20161')).map((x) => [x.id, x.strasse, x.telefon])).toEqual([
+      [a!.id, 'Marktplatz 3', '0241 12345'],
+      [b!.id, 'Other 3', '777'],
+    ]);
+    // Two rows that agree with the line equally well: staff must say which one it is.
+    await db.sql`update therapist_service.therapeuten set strasse = 'Marktplatz 3', telefon = '0241 12345' where id = ${b!.id}`;
+    const amb = await imp([x3({ id: null, street: 'Neu', phone: '888', status: 'modified' })], {}, '20163.json');
+    expect(amb.counts).toMatchObject({ failed: 1, updated: 0, created: 0 });
+    expect(amb.failures[0]!.reason).toBe(`name and postcode match several therapists (ids ${a!.id}, ${b!.id}) and nothing else tells them apart: not imported, staff must resolve which one this line is`);
+    expect((await byPlz('20161')).map((x) => x.strasse)).toEqual(['Marktplatz 3', 'Marktplatz 3']);
+  });
+
   it('a scraper id given to two different people in one file imports neither, whatever the order; the same person twice is imported once', async () => {
     const carl = (status: string) => therapistLine({ id: 'dup', salutation: 'Herr', first: 'Carl', last: 'Corn', plz: '20130', email: 'c@x.de', status });
     const dana = (status: string) => therapistLine({ id: 'dup', salutation: 'Frau', first: 'Dana', last: 'Dorn', plz: '20130', email: 'd@x.de', status });
