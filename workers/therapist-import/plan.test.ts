@@ -318,3 +318,17 @@ describe('planFile: staff corrections survive (what the scraper said last time)'
     expect(diffFields({ ...f, ort: 'Köln' }, { ...f, ort: 'Bonn' }, stored)).toEqual({ ort: 'Bonn' });
   });
 });
+
+describe('mapTherapist: languages and hours are text like the other fields', () => {
+  it('stores them NFC with folded spaces, so a line differing only in Unicode form or spacing is unchanged', () => {
+    const nfc = mapTherapist(wellFormedTherapist(therapistLine({ id: 'l1', languages: ['Französisch'], hours: { monday: ['10:00 - 12:00'] } }))!);
+    const nfd = mapTherapist(wellFormedTherapist(therapistLine({ id: 'l1', languages: ['Französisch'.normalize('NFD')], hours: { monday: ['10:00 -\u00a0 12:00'.normalize('NFD')] } }))!);
+    expect(nfd.fremdsprachen).toEqual(['Französisch']);
+    expect(nfd.telefonische_erreichbarkeit).toEqual({ monday: ['10:00 - 12:00'] });
+    const existing: ExistingTherapist = { id: 3, status: 'aktiv', ...nfc, scraped: record(compactScraped(nfc)) };
+    const line: ParsedLine = { index: 0, ok: true, externalId: 'l1', statedStatus: 'unchanged', therapist: wellFormedTherapist(therapistLine({ id: 'l1', status: 'unchanged', languages: ['Französisch'.normalize('NFD')], hours: { monday: ['10:00  -  12:00'] } }))! };
+    const plan = planFile({ lines: [line], candidates: [existing], externalIds: new Map([['l1', { therapistId: 3, deleted: false }]]) });
+    expect(plan.lines[0]).toMatchObject({ outcome: 'unchanged', changedFields: [] });
+    expect(plan.updates).toEqual([]);
+  });
+});

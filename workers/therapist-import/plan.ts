@@ -102,10 +102,38 @@ export function mapTherapist(t: ScraperTherapist): TherapistFields {
     telefon: text(t.contact.phone),
     fax: text(t.contact.fax),
     email: text(t.contact.email),
-    telefonische_erreichbarkeit: t.telephone_hours,
-    fremdsprachen: t.languages.length ? t.languages : null,
+    telefonische_erreichbarkeit: textHours(t.telephone_hours),
+    fremdsprachen: textList(t.languages),
     psychotherapieverfahren: mapVerfahren(adultMethods(t.therapy_methods)),
   };
+}
+
+/** A list of text as stored (each item as `text` keeps it, empty ones left out); null when empty. The same array when nothing changes. */
+function textList(xs: string[]): string[] | null {
+  let out: string[] | null = null;
+  for (let i = 0; i < xs.length; i++) {
+    const t = text(xs[i]);
+    if (t !== xs[i] && !out) out = xs.slice(0, i);
+    if (out && t) out.push(t);
+  }
+  const list = out ?? xs;
+  return list.length ? list : null;
+}
+
+/** Telephone hours as stored: every time slot as `text` keeps it. The same object when nothing changes. */
+function textHours(h: Record<string, string[]> | null): Record<string, string[]> | null {
+  if (!h) return null;
+  let out: Record<string, string[]> | null = null;
+  for (const day of Object.keys(h)) {
+    const slots = textList(h[day]!);
+    if (slots !== h[day] && !out) out = { ...h };
+    if (out) {
+      if (slots) out[day] = slots;
+      else delete out[day];
+    }
+  }
+  const hours = out ?? h;
+  return Object.keys(hours).length ? hours : null;
 }
 
 /** The values a brand-new therapist gets (empty salutation -> Frau). */
