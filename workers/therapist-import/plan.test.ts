@@ -332,3 +332,17 @@ describe('mapTherapist: languages and hours are text like the other fields', () 
     expect(plan.updates).toEqual([]);
   });
 });
+
+describe('planFile: an email differing only in case', () => {
+  it('is unchanged (matching ignores case too): the stored address stays, no update', () => {
+    const lower = mapTherapist(wellFormedTherapist(therapistLine({ id: 'e1', email: 't@example.com' }))!);
+    const line: ParsedLine = { index: 0, ok: true, externalId: 'e1', statedStatus: 'unchanged', therapist: wellFormedTherapist(therapistLine({ id: 'e1', status: 'unchanged', email: 'T@example.com' }))! };
+    const externalIds = new Map([['e1', { therapistId: 3, deleted: false }]]);
+    for (const scraped of [record(compactScraped(lower)), { digest: record(compactScraped(lower)).digest, fields: null }, null]) {
+      const plan = planFile({ lines: [line], candidates: [{ id: 3, status: 'aktiv', ...lower, scraped }], externalIds });
+      expect(plan.lines[0]).toMatchObject({ outcome: 'unchanged', changedFields: [] });
+      expect(plan.updates).toEqual([]);
+      expect(plan.scraped.map((x) => x.held)).toEqual([true]);
+    }
+  });
+});

@@ -199,8 +199,14 @@ function sameCanonical(a: unknown, b: unknown): boolean {
   return true;
 }
 
+/** `sameValue`, except that emails differing only in case are the same (as matching compares them). */
+function sameField(field: ImportField, a: unknown, b: unknown): boolean {
+  if (sameValue(a, b)) return true;
+  return field === 'email' && typeof a === 'string' && typeof b === 'string' && a.toLowerCase() === b.toLowerCase();
+}
+
 /**
- * The fields to write: only those whose value really changed, and never an empty value over
+ * The fields to write: only those whose value really changed (an email only in case is not), and never an empty value over
  * a non-empty one. With what the scraper said last time (`scraped`), a field the scraper has
  * not changed since is not written either: a platform value that differs from it is a staff
  * correction, and it stays. A field the scraper changed is written (its news is newer than
@@ -211,8 +217,8 @@ export function diffFields(existing: TherapistFields, incoming: TherapistFields,
   for (const field of importFields) {
     const next = incoming[field];
     if (isEmptyValue(next)) continue;
-    if (sameValue(existing[field], next)) continue;
-    if (scraped && sameValue(scraped[field], next)) continue;
+    if (sameField(field, existing[field], next)) continue;
+    if (scraped && sameField(field, scraped[field], next)) continue;
     if (field === 'strasse' && dropsHouseNumber(existing.strasse, next as string)) continue;
     changes[field] = next;
   }
@@ -248,7 +254,7 @@ export function holdsScraped(existing: TherapistFields, changes: Partial<Therapi
 
 /** Whether a platform value is the scraper's non-empty value `s` as the import leaves it (the same, or the street with the number kept). */
 function heldAsScraped(field: ImportField, p: unknown, s: unknown): boolean {
-  if (sameValue(p, s)) return true;
+  if (sameField(field, p, s)) return true;
   return field === 'strasse' && typeof s === 'string' && dropsHouseNumber(p as string | null, s);
 }
 
