@@ -337,6 +337,22 @@ function closest(candidates: ExistingTherapist[], incoming: TherapistFields): Ex
   return cmp(ranked[0]!.s, ranked[1]!.s) < 0 ? ranked[0]!.c : null;
 }
 
+/**
+ * What a status mismatch says was found: every text the planner writes is here (a test checks
+ * that the staff summary words each in German).
+ */
+export const MISMATCH_FOUND = {
+  alreadyThere: 'already on the platform',
+  created: 'not on the platform: created',
+  absent: 'not on the platform',
+  noLonger: 'no longer on the platform',
+  staysInactive: 'deleted by the scraper earlier: stays inactive',
+  deletedNotRecreated: 'deleted by the scraper earlier: not re-created',
+  removedNotRecreated: 'removed from the platform earlier: not re-created',
+} as const;
+/** A `deleted` line for a therapist staff gave another status than active (`gesperrt`). */
+export const statusKept = (status: string) => `${status} on the platform: status kept`;
+
 export type LineOutcome = 'created' | 'updated' | 'unchanged' | 'deactivated' | 'skipped' | 'failed';
 export type MatchRule = 'external_id' | 'primary' | 'secondary' | null;
 
@@ -511,7 +527,7 @@ export function planFile(input: PlanInput): Plan {
         result.outcome = 'deactivated';
       } else if (match.status !== 'inaktiv') {
         // Staff see that the scraper no longer lists a therapist they set to this status.
-        result.mismatch = { stated: l.stated, found: `${match.status} on the platform: status kept` };
+        result.mismatch = { stated: l.stated, found: statusKept(match.status) };
       }
       if (extId) plan.tombstones.push({ key: extId, therapistId: match.id });
       // Without a scraper id, by name: a later line of that name finds it was deleted (a status mismatch).
@@ -532,8 +548,8 @@ export function planFile(input: PlanInput): Plan {
     if (l.stated === 'deleted') return;
     // Listed again after the scraper deleted it (by its scraper id, or a line without one by its
     // name): it stays inactive (staff decide), and staff are told.
-    if (match.status === 'inaktiv' && (l.ext?.deleted === true || deletedByName(l, match.id))) result.mismatch = { stated: l.stated, found: 'deleted by the scraper earlier: stays inactive' };
-    else if (l.stated === 'new') result.mismatch = { stated: l.stated, found: 'already on the platform' };
+    if (match.status === 'inaktiv' && (l.ext?.deleted === true || deletedByName(l, match.id))) result.mismatch = { stated: l.stated, found: MISMATCH_FOUND.staysInactive };
+    else if (l.stated === 'new') result.mismatch = { stated: l.stated, found: MISMATCH_FOUND.alreadyThere };
     const { json, digest } = scrapedRecord(compactScraped(l.incoming));
     const record = match.scraped;
     // The scraper says what it said last time: nothing to write (a platform value that differs is a staff correction).
@@ -570,7 +586,7 @@ export function planFile(input: PlanInput): Plan {
     // The primary key, computed once per line (a first import creates every line here).
     const nameKey = tombstoneOfPrimary((l.pk ??= primaryKey(l.incoming)));
     if (stated === 'deleted') {
-      result.mismatch = { stated, found: l.vanished ? 'no longer on the platform' : 'not on the platform' };
+      result.mismatch = { stated, found: l.vanished ? MISMATCH_FOUND.noLonger : MISMATCH_FOUND.absent };
       // By name too: the same person under another scraper id is not created later either.
       if (l.externalId) plan.tombstones.push({ key: l.externalId, therapistId: null });
       plan.tombstones.push({ key: nameKey, therapistId: null });
@@ -578,7 +594,7 @@ export function planFile(input: PlanInput): Plan {
     }
     const tomb = l.vanished || l.ext?.deleted === true || input.externalIds.get(nameKey)?.deleted === true;
     if (tomb) {
-      result.mismatch = { stated, found: l.vanished ? 'removed from the platform earlier: not re-created' : 'deleted by the scraper earlier: not re-created' };
+      result.mismatch = { stated, found: l.vanished ? MISMATCH_FOUND.removedNotRecreated : MISMATCH_FOUND.deletedNotRecreated };
       return;
     }
     const placeholder = nextPlaceholder--;
@@ -591,7 +607,7 @@ export function planFile(input: PlanInput): Plan {
     claimedBy.set(placeholder, { index: l.index, externalId: l.externalId });
     result.outcome = 'created';
     result.therapistId = placeholder;
-    if (stated !== 'new') result.mismatch = { stated, found: 'not on the platform: created' };
+    if (stated !== 'new') result.mismatch = { stated, found: MISMATCH_FOUND.created };
   };
 
   /**
@@ -705,7 +721,7 @@ export function planFile(input: PlanInput): Plan {
     else if (match) take(l, match, 'external_id');
     else {
       // Nothing left to deactivate: deleted before, or no longer on the platform.
-      results[pos] = { ...base(l), mismatch: { stated: 'deleted', found: ext.therapistId === null ? 'not on the platform' : 'no longer on the platform' } };
+      results[pos] = { ...base(l), mismatch: { stated: 'deleted', found: ext.therapistId === null ? MISMATCH_FOUND.absent : MISMATCH_FOUND.noLonger } };
       plan.tombstones.push({ key: externalId, therapistId: null });
     }
   }

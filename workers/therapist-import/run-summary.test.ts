@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import type { TherapistImportFileRow, TherapistImportRunRow } from '../../libs/db/repositories/therapist-import.js';
 import { emptyCounts } from './report.js';
-import { renderRunSummary, summarizeRunFiles } from './run-summary.js';
+import { readFileSync } from 'node:fs';
+import { MISMATCH_FOUND, statusKept } from './plan.js';
+import { mismatchFoundDe, renderRunSummary, summarizeRunFiles } from './run-summary.js';
 
 function file(id: number, over: Partial<TherapistImportFileRow>): TherapistImportFileRow {
   return {
@@ -286,5 +288,20 @@ describe('therapist import run summary (staff email)', () => {
     expect(text).not.toContain('0 von 0');
     const mixed = [file(1, {}), older];
     expect(renderRunSummary(run(mixed), mixed).text).toMatch(/Therapeuten in den Dateien:\s+2 \(1 übersprungene Datei nicht gelesen\)/);
+  });
+});
+
+describe('status mismatches in German', () => {
+  it('every text the planner can give as found has a German form', () => {
+    const texts = [...Object.values(MISMATCH_FOUND), statusKept('gesperrt')];
+    for (const t of texts) {
+      const de = mismatchFoundDe(t);
+      expect(de, t).not.toMatch(/\b(platform|scraper earlier|earlier|created|deleted|removed|status kept|not re-created|stays|already)\b/);
+    }
+    // The planner writes no mismatch text of its own past the list above.
+    const plan = readFileSync(new URL('./plan.ts', import.meta.url), 'utf8');
+    const written = [...plan.matchAll(/\bfound: ([^}\n]*)\}/g)].map((m) => m[1]!);
+    expect(written.length).toBeGreaterThan(0);
+    for (const w of written) expect(w, w).not.toMatch(/['"`]/);
   });
 });

@@ -20,13 +20,15 @@ export function summarizeRunFiles(files: TherapistImportFileRow[]): { counts: Th
 const MAX_LISTED = 30;
 
 /** What the import found for a status mismatch (the report's English, as the CLI and pages show it), in the email's German. */
-function mismatchFoundDe(found: string): string {
+export function mismatchFoundDe(found: string): string {
   const fixed: Record<string, string> = {
     'already on the platform': 'schon auf der Plattform',
     'not on the platform: created': 'nicht auf der Plattform, daher neu angelegt',
     'not on the platform': 'nicht auf der Plattform',
     'no longer on the platform': 'nicht mehr auf der Plattform',
     'deleted by the scraper earlier: stays inactive': 'früher vom Scraper gelöscht, bleibt inaktiv',
+    'deleted by the scraper earlier: not re-created': 'früher vom Scraper gelöscht, daher nicht neu angelegt',
+    'removed from the platform earlier: not re-created': 'früher von der Plattform entfernt, daher nicht neu angelegt',
   };
   const kept = /^(\S+) on the platform: status kept$/.exec(found);
   return fixed[found] ?? (kept ? `auf der Plattform ${kept[1]}, Status bleibt` : found);
