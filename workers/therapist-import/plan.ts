@@ -419,6 +419,8 @@ interface MatchLine extends IdLine {
   incoming: TherapistFields;
   /** Its external id names a therapist no longer on the platform: never re-created. */
   vanished: boolean;
+  /** A `deleted` line that failed validation, known by its name and postcode only (`incoming` holds nothing else): the primary rule only. */
+  nameOnly?: true;
   pk?: string;
   sk?: string;
 }
@@ -645,13 +647,37 @@ export function planFile(input: PlanInput): Plan {
   // Round 1: lines decided on their own, scraper ids given twice, matches by scraper id.
   const toMatch: MatchLine[] = [];
   const withId = new Map<string, MatchLine[]>();
-  /** `deleted` lines whose details are missing or unusable: their scraper id may be enough. */
-  const deletedById: Array<{ pos: number; line: ParsedLine & { ok: false }; externalId: string }> = [];
+  /** `deleted` lines whose details are missing or unusable, with a known scraper id: it is enough. */
+  const deletedById: Array<{ pos: number; line: ParsedLine & { ok: false }; externalId: string; ext: ExternalIdEntry }> = [];
+  const addToMatch = (l: MatchLine) => {
+    toMatch.push(l);
+    if (l.externalId !== null) {
+      const same = withId.get(l.externalId);
+      if (same) same.push(l);
+      else withId.set(l.externalId, [l]);
+    }
+  };
   input.lines.forEach((line, pos) => {
     if (!line.ok) {
-      results[pos] = { ...base(line), outcome: 'failed', reason: line.reason };
+      const result: LineResult = { ...base(line), outcome: 'failed', reason: line.reason };
+      results[pos] = result;
       if (!listedById(line.externalId) && line.name) listedByName.push(line.name);
-      if (line.statedStatus === 'deleted' && line.externalId !== null) deletedById.push({ pos, line, externalId: line.externalId });
+      if (line.statedStatus !== 'deleted') return;
+      // A `deleted` line needs only what names its therapist: a known scraper id, else its name
+      // and postcode; its other details are not used, so missing or unusable ones (a line of
+      // just id and status, a bad email) do not keep a therapist active.
+      const extId = line.externalId;
+      const ext = extId === null ? undefined : input.externalIds.get(extId);
+      if (ext) deletedById.push({ pos, line, externalId: extId!, ext });
+      else if (line.name) {
+        const incoming = Object.fromEntries(importFields.map((f) => [f, null])) as unknown as TherapistFields;
+        incoming.vorname = text(line.name.vorname)!;
+        incoming.nachname = text(line.name.nachname)!;
+        incoming.plz = line.name.plz;
+        addToMatch({ pos, index: line.index, stated: 'deleted', externalId: extId, ext: undefined, incoming, vanished: false, nameOnly: true });
+      } else if (extId !== null) {
+        result.reason = `${line.reason}; status deleted: id "${extId}" is not known in this postcode area, so the therapist can only be found by name and postcode`;
+      } else result.reason = `${line.reason}; status deleted: not applied (no scraper id, and no name and postcode to find the therapist by)`;
       return;
     }
     const t = line.therapist;
@@ -662,13 +688,7 @@ export function planFile(input: PlanInput): Plan {
     }
     const extId = line.externalId;
     const ext = extId ? input.externalIds.get(extId) : undefined;
-    const l: MatchLine = { pos, index: line.index, stated: t.status, externalId: extId, ext, incoming: mapTherapist(t), vanished: false };
-    toMatch.push(l);
-    if (extId !== null) {
-      const same = withId.get(extId);
-      if (same) same.push(l);
-      else withId.set(extId, [l]);
-    }
+    addToMatch({ pos, index: line.index, stated: t.status, externalId: extId, ext, incoming: mapTherapist(t), vanished: false });
   });
   // One id on several lines: the same person listed twice (same name and postcode) is imported
   // once; different people under one id cannot be told apart, so none of them is imported.
@@ -709,13 +729,8 @@ export function planFile(input: PlanInput): Plan {
   }
   // A `deleted` line names its therapist by scraper id; its other details are not used, so
   // missing or unusable ones (a line of just id and status) do not keep a therapist active.
-  for (const { pos, line, externalId } of deletedById) {
-    const ext = input.externalIds.get(externalId);
+  for (const { pos, line, externalId, ext } of deletedById) {
     const l: IdLine = { pos, index: line.index, stated: 'deleted', externalId, ext };
-    if (!ext) {
-      results[pos]!.reason = `${line.reason}; status deleted: id "${externalId}" is not known in this postcode area, so the therapist can only be found by name and postcode`;
-      continue;
-    }
     const match = ext.therapistId === null ? undefined : byId.get(ext.therapistId);
     if (match && claimedBy.has(match.id)) duplicateOf(l, 'external_id', match.id, claimedBy.get(match.id)!.index);
     else if (match) take(l, match, 'external_id');
@@ -738,6 +753,10 @@ export function planFile(input: PlanInput): Plan {
   if (rest.length) for (const n of listedByName) for (const c of byPrimary().get(primaryKey(n)) ?? []) listed.add(c.id);
   for (const l of rest) {
     if (primary(l)) continue;
+    if (l.nameOnly) {
+      unmatched(l);
+      continue;
+    }
     l.sk ??= secondaryKey(l.incoming);
     const email = l.incoming.email;
     const match = bySecondary()

@@ -257,7 +257,9 @@ function prepare(parsed: ReturnType<typeof parseScraperFile>, postcode: string |
   const disagreements = metadataDisagreements(parsed.metadata, parsed.lines.map((l) => l.statedStatus), postcode);
   const scope = postcode ?? parsed.metadata?.postcode_area ?? 'unscoped';
   const valid = parsed.lines.filter((l) => l.ok);
-  const plzs = [...new Set(valid.map((l) => l.therapist.location.postal_code))];
+  // Also the postcodes lines that failed validation give with their name: such a line keeps the
+  // therapist it names from the secondary rule, and a `deleted` one deactivates it (planFile).
+  const plzs = [...new Set(parsed.lines.map((l) => (l.ok ? l.therapist.location.postal_code : l.name?.plz)).filter((p): p is string => p !== undefined))];
   const keys = [
     ...new Set([
       // Also of lines that failed validation: a `deleted` one may still name its therapist by

@@ -5,7 +5,7 @@ import { reasonDe } from './reason-de.js';
 import { decodeScraperFile, FileFormatError, jsonErrors, parseScraperFile, wellFormedTherapist } from './scraper-file.js';
 
 /** Words of the parser's English messages; none may be left in a German reason (field paths hold none of them). */
-const ENGLISH = /\b(match several|staff must|expected|got|missing|empty|longer|characters|not an|contains|cannot|line \d|column|same therapist|duplicate|none of them|is given|is not known|Invalid|Too|list|object|text|number|digits|import failed|abandoned|metadata not used|JSON input)\b|\((therapist|metadata|value)\)/;
+const ENGLISH = /\b(not applied|match several|staff must|expected|got|missing|empty|longer|characters|not an|contains|cannot|line \d|column|same therapist|duplicate|none of them|is given|is not known|Invalid|Too|list|object|text|number|digits|import failed|abandoned|metadata not used|JSON input)\b|\((therapist|metadata|value)\)/;
 
 const base = { id: 'a', status: 'new', basic_info: { first_name: 'A', last_name: 'B' }, location: { postal_code: '52074' } };
 
@@ -80,6 +80,7 @@ function allReasons(): string[] {
           therapistLine({ id: null, first: 'Emil', last: 'Frey' }),
           therapistLine({ id: null, first: 'Emil', last: 'Frey' }),
           { ...therapistLine({ id: 'gone: "x"; y', status: 'deleted' }), basic_info: undefined },
+          { ...therapistLine({ id: null, status: 'deleted' }), basic_info: undefined },
         ],
       }),
     ).lines,
@@ -90,7 +91,7 @@ function allReasons(): string[] {
   const twin = (id: number) => ({ id, status: 'aktiv', ...mapTherapist(wellFormedTherapist(therapistLine({ first: 'Gina', last: 'Hahn' }))!) });
   const ambiguous = planFile({ lines: parseScraperFile(JSON.stringify({ metadata: {}, therapists: [therapistLine({ id: null, first: 'Gina', last: 'Hahn' })] })).lines, candidates: [twin(1), twin(2)], externalIds: new Map() });
   const planReasons = [...plan.lines, ...ambiguous.lines].filter((l) => l.outcome === 'failed').map((l) => l.reason!);
-  expect(planReasons).toHaveLength(6);
+  expect(planReasons).toHaveLength(7);
   return [...therapistReasons, ...metadataErrors, ...fileErrors, ...planReasons, 'import failed after retries: connect ECONNREFUSED', 'import abandoned: job stalled more than allowable limit'];
 }
 

@@ -114,5 +114,7 @@ export function reasonDe(reason: string): string {
   if (unknownId) {
     return `${reasonDe(unknownId[1]!)}; status deleted: id ${unknownId[2]} ist in diesem Postleitzahlbereich nicht bekannt, der Therapeut ist daher nur über Name und Postleitzahl zu finden`;
   }
+  const noName = /^([\s\S]*); status deleted: not applied \(no scraper id, and no name and postcode to find the therapist by\)$/.exec(reason);
+  if (noName) return `${reasonDe(noName[1]!)}; status deleted: nicht ausgeführt (keine Scraper-ID und weder Name noch Postleitzahl, um den Therapeuten zu finden)`;
   return translateReason(reason, table);
 }

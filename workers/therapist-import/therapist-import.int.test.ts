@@ -519,6 +519,21 @@ describe('therapist import: updates', () => {
     expect((await byPlz('20106')).filter((x) => x.status === 'inaktiv')).toHaveLength(2);
   });
 
+  it('a deleted line without a scraper id needs only the name and postcode: a bad email does not keep the therapist active; without a name it fails saying the deletion was not applied', async () => {
+    await imp([therapistLine({ id: null, first: 'Nora', last: 'Nid', plz: '20171' }), therapistLine({ id: null, first: 'Olaf', last: 'Nid', plz: '20171' })], {}, '20171.json');
+    const del = await imp(
+      [therapistLine({ id: null, first: 'Nora', last: 'Nid', plz: '20171', status: 'deleted', email: 'not an address' }), therapistLine({ id: null, first: 'Olaf', last: null, plz: '20171', status: 'deleted' })],
+      { scrape_id: 'deleted' },
+      '20171.json',
+    );
+    expect(del.counts).toMatchObject({ deactivated: 1, failed: 1 });
+    expect(del.failures.map((f) => f.reason)).toEqual(['basic_info.last_name: missing; status deleted: not applied (no scraper id, and no name and postcode to find the therapist by)']);
+    expect((await byPlz('20171')).map((x) => [x.vorname, x.status])).toEqual([
+      ['Nora', 'inaktiv'],
+      ['Olaf', 'aktiv'],
+    ]);
+  });
+
   it('a file over SCRAPER_FILE_MAX_MB is not read: the CLI refuses it naming size and limit; a queued one is skipped, and imported once the limit allows', async () => {
     const withLimit = (maxFileBytes: number): FleetContext => ({ ...ctx, config: { ...ctx.config, therapistImport: { ...ctx.config.therapistImport, maxFileBytes } } });
     const file = path.join(dir, '20107.json');
