@@ -5,7 +5,7 @@ import { reasonDe } from './reason-de.js';
 import { decodeScraperFile, FileFormatError, jsonErrors, parseScraperFile, wellFormedTherapist } from './scraper-file.js';
 
 /** Words of the parser's English messages; none may be left in a German reason (field paths hold none of them). */
-const ENGLISH = /\b(not applied|match several|staff must|expected|got|missing|empty|longer|characters|not an|contains|cannot|line \d|column|same therapist|duplicate|none of them|is given|is not known|Invalid|Too|list|object|text|number|digits|import failed|abandoned|metadata not used|JSON input)\b|\((therapist|metadata|value)\)/;
+const ENGLISH = /\b(house number|not applied|match several|staff must|expected|got|missing|empty|longer|characters|not an|contains|cannot|line \d|column|same therapist|duplicate|none of them|is given|is not known|Invalid|Too|list|object|text|number|digits|import failed|abandoned|metadata not used|JSON input)\b|\((therapist|metadata|value)\)/;
 
 const base = { id: 'a', status: 'new', basic_info: { first_name: 'A', last_name: 'B' }, location: { postal_code: '52074' } };
 
@@ -30,7 +30,8 @@ const badTherapists: unknown[] = [
   { ...base, location: { postal_code: null } },
   { ...base, location: {} },
   { ...base, location: 7 },
-  { ...base, location: { postal_code: '52074', city: {}, street: 'x'.repeat(241) } },
+  { ...base, location: { postal_code: '52074', city: {}, street: 'x'.repeat(256) } },
+  { ...base, location: { postal_code: '52074', street: 'x'.repeat(250), house_number: '123456' } },
   { ...base, contact: 'x' },
   { ...base, contact: { email: 'nope', phone: [1], fax: false } },
   { ...base, languages: 'de' },

@@ -84,6 +84,7 @@ function message(m: string): string | null {
   if ((x = /^expected (.+), got (.+)$/.exec(m)) && expected[x[1]!] && found[x[2]!]) return `erwartet: ${expected[x[1]!]}, gefunden: ${found[x[2]!]}`;
   if ((x = /^expected (.+)$/.exec(m)) && expected[x[1]!]) return `erwartet: ${expected[x[1]!]}`;
   if ((x = /^longer than (\d+) characters$/.exec(m))) return `länger als ${x[1]} Zeichen`;
+  if ((x = /^longer than (\d+) characters with the house number$/.exec(m))) return `mit der Hausnummer länger als ${x[1]} Zeichen`;
   if ((x = /^not valid JSON: line (\d+), column (\d+): (.+)$/.exec(m)) && jsonWords[x[3]!]) return `kein gültiges JSON: Zeile ${x[1]}, Spalte ${x[2]}: ${jsonWords[x[3]!]}`;
   if ((x = /^not valid JSON: (.+)$/.exec(m)) && fixed[x[1]!]) return `kein gültiges JSON: ${fixed[x[1]!]}`;
   if ((x = /^same therapist as (therapists\[\d+\]) of this file \(duplicate line( with the same id)?\)$/.exec(m))) {

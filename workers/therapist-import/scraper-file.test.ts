@@ -170,3 +170,16 @@ describe('parseScraperFile: text a file must not bring in', () => {
     expect(parsed.lines.map((l) => (l.ok ? l.therapist.basic_info.salutation : l.reason))).toEqual(['Herr', 'Frau', 'contact.email: not an email address']);
   });
 });
+
+describe('the street limit', () => {
+  it('applies to the stored street with its house number (255 characters, the column), not to the street alone', () => {
+    const reasonOf = (street: string, house: string | null) => {
+      const [l] = parseScraperFile(JSON.stringify({ metadata: {}, therapists: [therapistLine({ street, house })] })).lines;
+      return l!.ok ? null : l!.reason;
+    };
+    expect(reasonOf('x'.repeat(255), null)).toBeNull();
+    expect(reasonOf('x'.repeat(250), '1234')).toBeNull();
+    expect(reasonOf('x'.repeat(251), '1234')).toBe('location.street: longer than 255 characters with the house number');
+    expect(reasonOf('x'.repeat(256), null)).toBe('location.street: longer than 255 characters');
+  });
+});

@@ -56,6 +56,11 @@ const requiredText = (max: number) =>
     .refine((v) => v.length > 0, { error: 'empty' })
     .refine((v) => !tooLong(v, max), { error: `longer than ${max} characters` });
 
+/** `strasse` holds street + " " + house number in 255 characters: the limit is of the two together. */
+const STREET_MAX = 255;
+const STREET_WITH_NUMBER_TOO_LONG = `longer than ${STREET_MAX} characters with the house number`;
+const streetTooLong = (street: string | null, house: string | null): boolean => street !== null && house !== null && tooLong(`${street} ${house}`, STREET_MAX);
+
 const hours = z
   .record(
     z.string(),
@@ -113,18 +118,22 @@ export const scraperTherapistSchema = z.object(
       },
       { error: missingOr('an object') },
     ),
-    location: z.object(
-      {
-        street: optText(240),
-        house_number: optText(14),
-        postal_code: z
-          .union([z.string(), z.number()], { error: missingOr('5 digits') })
-          .transform((v) => String(v).trim())
-          .refine((v) => /^\d{5}$/.test(v), { error: 'expected 5 digits' }),
-        city: optText(100),
-      },
-      { error: missingOr('an object') },
-    ),
+    location: z
+      .object(
+        {
+          street: optText(STREET_MAX),
+          house_number: optText(14),
+          postal_code: z
+            .union([z.string(), z.number()], { error: missingOr('5 digits') })
+            .transform((v) => String(v).trim())
+            .refine((v) => /^\d{5}$/.test(v), { error: 'expected 5 digits' }),
+          city: optText(100),
+        },
+        { error: missingOr('an object') },
+      )
+      .superRefine((loc, ctx) => {
+        if (streetTooLong(loc.street, loc.house_number)) ctx.addIssue({ code: 'custom', path: ['street'], message: STREET_WITH_NUMBER_TOO_LONG });
+      }),
     contact: z
       .object(
         { phone: optText(50), email: optText(255).refine((v) => v === null || EMAIL_ADDRESS.test(v), { error: 'not an email address' }), fax: optText(50) },
@@ -385,10 +394,11 @@ export function wellFormedTherapist(item: unknown): ScraperTherapist | null {
   const title = fastOptText(b.title, 50);
   const first = fastRequiredText(b.first_name, 100);
   const last = fastRequiredText(b.last_name, 100);
-  const street = fastOptText(l.street, 240);
+  const street = fastOptText(l.street, STREET_MAX);
   const house = fastOptText(l.house_number, 14);
   const city = fastOptText(l.city, 100);
   if (title === NO || first === NO || last === NO || street === NO || house === NO || city === NO) return null;
+  if (streetTooLong(street, house)) return null;
   if (typeof l.postal_code !== 'string') return null;
   const plz = l.postal_code.trim();
   if (!/^\d{5}$/.test(plz)) return null;
