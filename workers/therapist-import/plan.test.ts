@@ -300,6 +300,19 @@ describe('planFile: staff corrections survive (what the scraper said last time)'
     }
   });
 
+  it('a line that leaves a field empty: the record keeps the earlier value (merged by the store), so the row holds the record only if it holds that value', () => {
+    const before = line({ id: null, status: 'unchanged', phone: '0241 A' });
+    const gap = line({ id: null, status: 'modified', phone: null });
+    for (const [telefon, held] of [
+      ['0241 STAFF', false],
+      ['0241 A', true],
+    ] as const) {
+      const plan = planFile({ lines: [gap], candidates: [platform({ telefon }, before)], externalIds: new Map() });
+      expect(plan.updates).toEqual([]);
+      expect(plan.scraped.map((x) => [JSON.parse(x.json).telefon, x.held])).toEqual([[undefined, held]]);
+    }
+  });
+
   it('the record leaves empty values out; diffFields never writes them; holdsScraped allows what the import keeps', () => {
     const f = mapTherapist(wellFormedTherapist(therapistLine({ phone: null, email: '', languages: [], street: 'Marktplatz', house: null }))!);
     const stored = compactScraped(f);

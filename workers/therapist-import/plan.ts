@@ -30,12 +30,16 @@ export type ImportField = (typeof importFields)[number];
 /** The importable fields of a therapist row (the repository's row without id and status). */
 export type TherapistFields = Omit<StoredTherapist, 'id' | 'status'>;
 
-/** The import's fields as the scraper last gave them (stored compact: an empty field is left out). */
+/**
+ * The import's fields as the scraper gave them (stored compact: an empty field is left out). On
+ * record, a field the last line left empty keeps the value an earlier line gave (empty never
+ * overwrites, as on the platform row): the store merges them when it writes the record.
+ */
 export type ScrapedFields = Partial<Record<ImportField, unknown>>;
 
 /** What is on record of a therapist's last scrape. */
 export interface ScrapedRecord {
-  /** `scrapedRecord(fields).digest` of the fields on record. */
+  /** `scrapedRecord(compactScraped(line)).digest` of the last line (its non-empty fields, not the ones carried over). */
   digest: string;
   /**
    * The fields; null when the platform row still holds them as the import left it (nothing
@@ -248,6 +252,16 @@ export function holdsScraped(existing: TherapistFields, changes: Partial<Therapi
     const s = incoming[field];
     if (isEmptyValue(s)) continue;
     if (!heldAsScraped(field, field in changes ? changes[field] : existing[field], s)) return false;
+  }
+  return true;
+}
+
+/** Whether the platform row holds the record's values of the fields the line leaves empty (which the record keeps). */
+function holdsCarried(existing: TherapistFields, onRecord: ScrapedFields, incoming: TherapistFields): boolean {
+  for (const field of importFields) {
+    const s = onRecord[field];
+    if (!isEmptyValue(incoming[field]) || isEmptyValue(s)) continue;
+    if (!heldAsScraped(field, existing[field], s)) return false;
   }
   return true;
 }
@@ -559,7 +573,11 @@ export function planFile(input: PlanInput): Plan {
     // With the fields on record, a field the scraper has not changed is left alone; without
     // them (the row still holds them, or nothing is on record) the row's values are compared.
     const changes = diffFields(match, l.incoming, record?.fields);
-    plan.scraped.push({ therapistId: match.id, json, digest, held: holdsScraped(match, changes, l.incoming) });
+    // The record keeps what earlier lines gave where this one is empty (the store merges it): the
+    // row holds it only if it holds those values too. Without the record's fields the row held
+    // them before, and the line, empty there, changes none of them.
+    const held = holdsScraped(match, changes, l.incoming) && (!record?.fields || holdsCarried(match, record.fields, l.incoming));
+    plan.scraped.push({ therapistId: match.id, json, digest, held });
     const changed = Object.keys(changes);
     // The platform held something else than the scraper said last time (a staff correction of a
     // scraped value) and the scraper now says something new: its value is written, and staff

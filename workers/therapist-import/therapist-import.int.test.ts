@@ -408,6 +408,31 @@ describe('therapist import: updates', () => {
     expect((ev!.payload as { changedFields: string[] }).changedFields).toEqual(['telefon']);
   });
 
+  it('a week in which the scraper leaves a field empty does not lose what it said before: a staff correction stays when the old value comes back', async () => {
+    const line = (status: string, over: Parameters<typeof therapistLine>[0]) =>
+      therapistLine({ id: null, first: 'Rita', last: 'Lux', plz: '20172', phone: '0241 A', email: 'rita@lux.de', languages: ['Englisch'], hours: { monday: ['10:00-12:00'] }, status, ...over });
+    await imp([line('new', {})]);
+    const [t] = await byPlz('20172');
+    await db.sql`update therapist_service.therapeuten set telefon = '0241 STAFF', email = 'staff@lux.de', fremdsprachen = '["Polnisch"]'::jsonb, telefonische_erreichbarkeit = '{"friday": ["08:00-09:00"]}'::jsonb, strasse = 'Staffweg 1' where id = ${t!.id}`;
+    const staff = { telefon: '0241 STAFF', email: 'staff@lux.de', fremdsprachen: ['Polnisch'], telefonische_erreichbarkeit: { friday: ['08:00-09:00'] }, strasse: 'Staffweg 1' };
+    expect((await imp([line('unchanged', {})])).counts).toMatchObject({ unchanged: 1 });
+    const empty = await imp([line('modified', { phone: null, email: null, languages: [], hours: {}, street: null, house: null })]);
+    expect(empty.counts).toMatchObject({ unchanged: 1, updated: 0 });
+    expect((await byPlz('20172'))[0]).toMatchObject(staff);
+    // The old values again: the scraper did not change them, so the corrections stay.
+    const back = await imp([line('modified', {})]);
+    expect(back.counts).toMatchObject({ unchanged: 1, updated: 0 });
+    expect(back.replacedCorrections).toEqual([]);
+    expect((await byPlz('20172'))[0]).toMatchObject(staff);
+    // A new value after the gap is written, and named as replacing the staff's correction.
+    const news = await imp([line('modified', { phone: null, email: null, languages: [], hours: {}, street: null, house: null })]);
+    expect(news.counts).toMatchObject({ unchanged: 1 });
+    const changed = await imp([line('modified', { phone: '0241 B' })]);
+    expect(changed.counts).toMatchObject({ updated: 1 });
+    expect(changed.replacedCorrections).toEqual([{ index: 0, externalId: null, therapistId: t!.id, fields: ['telefon'] }]);
+    expect((await byPlz('20172'))[0]).toMatchObject({ ...staff, telefon: '0241 B' });
+  });
+
   it('a name staff corrected on a therapist without a scraper id: the old name in the file still finds it, no duplicate is created', async () => {
     const line = (status: string) => therapistLine({ id: null, first: 'Ana', last: 'Mueler', plz: '20710', status });
     await imp([line('new')]);

@@ -52,7 +52,8 @@ export interface SessionWrites {
   deactivations: Array<{ id: number; version: string }>;
   externalIds: { scope: string; fileId: number; entries: ExternalIdMatch[] };
   /**
-   * What the scraper now says of these therapists (`fleet.therapist_scraped`, compact). `held`:
+   * What the scraper now says of these therapists (`fleet.therapist_scraped`, compact; a field
+   * left out keeps the value on record, merged here). `held`:
    * the row holds these fields after this statement, at `version` (null: the row is written
    * here, so at this transaction's id).
    */
@@ -394,7 +395,8 @@ export async function openImportSession(
           from json_to_recordset(${scrapedParam(scrapedFresh)}::json) as r(id int, fields json, digest text, held boolean, version text)
           returning 1),
         scraped_known as (
-          update fleet.therapist_scraped s set fields = r.fields, digest = r.digest,
+          -- A field the line leaves empty (absent from its fields) keeps the value on record.
+          update fleet.therapist_scraped s set fields = (s.fields::jsonb || r.fields::jsonb)::json, digest = r.digest,
             row_version = case when r.held then coalesce(r.version, pg_current_xact_id()::xid::text) end,
             last_file_id = ${w.file.id}::bigint, updated_at = ${ts}::timestamptz
           from json_to_recordset(${scrapedParam(scrapedKnown)}::json) as r(id int, fields json, digest text, held boolean, version text)
