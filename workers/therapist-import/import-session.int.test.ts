@@ -6,7 +6,7 @@ import type { FleetContext } from '../../libs/runtime/index.js';
 import type { TestDatabase } from '../../libs/testing/db.js';
 import { startTherapistImportHarness } from './int-harness.js';
 import { scraperFile, therapistLine, type TherapistLine } from './fixtures.js';
-import { claimFile, therapistIdPool } from '../../libs/db/repositories/therapist-import-session.js';
+import { claimFile, SCRAPED_PLZ, therapistIdPool } from '../../libs/db/repositories/therapist-import-session.js';
 import { processTherapistFile, sha256, type ImportSession, type TherapistImportDeps } from './process-therapist-file.js';
 import { NOT_REGULAR_REASON, therapistImportDeps, therapistImportRepo as repo } from './worker.js';
 
@@ -71,6 +71,14 @@ async function therapist(plz: string) {
 }
 
 describe('therapist import transaction', () => {
+  it('the candidates by the postcode on record are read through therapist_scraped_plz_idx (the lookup and the index say the same expression)', async () => {
+    const plan = await db.sql.begin(async (tx) => {
+      await tx`set local enable_seqscan = off`;
+      return tx.unsafe(`explain select therapist_id from fleet.therapist_scraped where ${SCRAPED_PLZ} = any('{52066}'::text[])`);
+    });
+    expect(plan.map((r) => r['QUERY PLAN'] as string).join('\n')).toContain('therapist_scraped_plz_idx');
+  });
+
   it('claiming a file gives the row as the repository reads it, once per queued file', async () => {
     const fileId = await tracked('30050.json', [therapistLine({ id: 'k1', first: 'Kai', plz: '30050' })]);
     const claimed = await claimFile(ctx.database.sql, fileId, new Date('2026-01-05T10:00:00Z'));

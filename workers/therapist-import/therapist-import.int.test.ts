@@ -445,6 +445,18 @@ describe('therapist import: updates', () => {
     expect(rows[0]).toMatchObject({ id: t!.id, vorname: 'Anna', nachname: 'Müller' });
   });
 
+  it('a postcode staff corrected on a therapist without a scraper id: the old postcode in the file still finds it, no duplicate is created', async () => {
+    const line = (status: string) => therapistLine({ id: null, first: 'Paul', last: 'Plz', plz: '20173', status });
+    await imp([line('new')], {}, '20173.json');
+    const [t] = await byPlz('20173');
+    await db.sql`update therapist_service.therapeuten set plz = '20174' where id = ${t!.id}`;
+    const r = await imp([line('unchanged')], { scrape_id: 'again' }, '20173.json');
+    expect(r.counts).toMatchObject({ unchanged: 1, created: 0 });
+    expect(r.statusMismatches).toEqual([]);
+    expect(await byPlz('20173')).toHaveLength(0);
+    expect((await byPlz('20174')).map((x) => [x.id, x.vorname])).toEqual([[t!.id, 'Paul']]);
+  });
+
   it('a house number without its street, or a street without its number, never shortens the address', async () => {
     await seed({ vorname: 'Hugo', nachname: 'Haus', plz: '20140', strasse: 'Hauptstraße 15' });
     await seed({ vorname: 'Mara', nachname: 'Markt', plz: '20140', strasse: 'Marktplatz 3' });

@@ -122,6 +122,9 @@ function send<T extends { execute(): unknown }>(q: T): T {
 /** A file's transaction takes `pg_advisory_xact_lock(hashtext(IMPORT_LOCK_PREFIX || key))` per key (`scope:<s>`, `plz:<p>`). */
 export const IMPORT_LOCK_PREFIX = 'curavani-fleet:therapist-import:';
 
+/** The postcode on record, as `therapist_scraped_plz_idx` indexes it (a test checks that the candidate lookup uses the index). */
+export const SCRAPED_PLZ = `(fields->>'plz')`;
+
 const CANDIDATE_COLUMNS =
   't.id, t.xmin::text, t.status, t.anrede, t.geschlecht, t.titel, t.vorname, t.nachname, t.strasse, t.plz, t.ort, t.telefon, t.fax, t.email, t.telefonische_erreichbarkeit, t.fremdsprachen, t.psychotherapieverfahren, ' +
   // The record's fields only where the row changed since the import left it holding them.
@@ -286,7 +289,10 @@ export async function openImportSession(
            from therapist_service.therapeuten t
            left join fleet.therapist_scraped s on s.therapist_id = t.id
            where t.plz = any(${load.plzs}::text[])
-              or t.id = any(array(select therapist_id from ext where therapist_id is not null))) as cand`),
+              or t.id = any(array(select therapist_id from ext where therapist_id is not null))
+              -- A postcode staff corrected: the scraper's (on record) still finds the therapist
+              -- (therapist_scraped_plz_idx).
+              or t.id = any(array(select therapist_id from fleet.therapist_scraped where ${conn.unsafe(SCRAPED_PLZ)} = any(${load.plzs}::text[])))) as cand`),
     ]);
     data = {
       claimed: claim ? claimedRow(claimRow) : undefined,

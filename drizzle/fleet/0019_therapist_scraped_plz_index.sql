@@ -1,0 +1,1 @@
+CREATE INDEX "therapist_scraped_plz_idx" ON "fleet"."therapist_scraped" USING btree (("fields"->>'plz'));
