@@ -172,9 +172,12 @@ export const therapistScraped = fleet.table(
   {
     /** The platform therapist (no foreign key: the platform's table is not the fleet's). */
     therapistId: integer('therapist_id').primaryKey(),
-    /** The import's fields as the scraper last gave them, mapped; a field left out was empty. */
+    /**
+     * The import's fields as the scraper last gave them, mapped; a field the last line left empty
+     * keeps the value an earlier line gave (left out: no line gave one).
+     */
     fields: json('fields').$type<Record<string, unknown>>().notNull(),
-    /** Digest of `fields` as written (a re-import compares it first: the same digest, nothing changed). */
+    /** Digest of the last line's non-empty fields (a re-import compares it first: the same digest, nothing changed). */
     digest: text('digest').notNull(),
     /**
      * The platform row's version (`xmin`) when the import left it holding these fields (empty ones
