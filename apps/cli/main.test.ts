@@ -27,6 +27,9 @@ describe.concurrent('fleet exit codes (README: 0 done, 1 failure, 2 bad usage or
     const r = await fleet(...args);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(message);
+    // commander's own errors read like the fleet's ("fleet: ..."), not "error: ..."; a group
+    // without its subcommand prints its usage instead.
+    if (!message.startsWith('Usage:')) expect(r.stderr).toMatch(new RegExp(`^fleet: ${message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
   });
 
   it('fleet --help names the environment the CLI reads and the exit codes', { timeout: 30_000 }, async () => {

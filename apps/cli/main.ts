@@ -46,6 +46,9 @@ const program = new Command()
   .description('Curavani Fleet: imports, notifications and events on a durable job queue')
   .version(fleetVersion())
   .showHelpAfterError('(run with --help for usage)')
+  // Commander's own errors (unknown command or option, missing argument) begin "error:"; every
+  // other error of the CLI begins "fleet:". Subcommands inherit this output configuration.
+  .configureOutput({ outputError: (str, write) => write(str.replace(/^error: /, 'fleet: ')) })
   .exitOverride()
   // The README's first-day slip: a second terminal without the fleet's variables looks at the
   // defaults (another database, another key prefix) and finds nothing, or the wrong things.
