@@ -428,3 +428,23 @@ describe('a failed file from the bucket', () => {
     expect(shownGaveUp.stdout).not.toContain('a requeue does not help');
   });
 });
+
+describe('fleet imports show of an id that is a record of the other kind', () => {
+  it('says that record exists and how to show it, instead of a bare "no record"', { timeout: 90_000 }, async () => {
+    await db.sql`insert into fleet.therapist_import_files (id, path, postcode, status, finished_at) values (9001, '52070.json', '52070', 'imported', now())`;
+    const therapistOnly = await fleet('imports', 'show', '9001');
+    expect({ code: therapistOnly.code, stderr: therapistOnly.stderr }).toEqual({
+      code: 3,
+      stderr: 'fleet: no patient import record 9001; therapist import record 9001 exists: fleet imports show 9001 --kind therapist\n',
+    });
+    const [id] = await insertLedgerObjects(db.db, [{ bucket: 'b', objectName: 'registrations/X_Y_20250705_1a2b3c4d.json', generation: '1', sourceUri: 'gs://b/registrations/X_Y_20250705_1a2b3c4d.json' }]);
+    await db.sql`update fleet.patient_import_ledger set id = 9002 where id = ${id!}`;
+    const patientOnly = await fleet('imports', 'show', '9002', '--kind', 'therapist');
+    expect({ code: patientOnly.code, stderr: patientOnly.stderr }).toEqual({
+      code: 3,
+      stderr: 'fleet: no therapist import record 9002; patient import record 9002 exists: fleet imports show 9002\n',
+    });
+    const neither = await fleet('imports', 'show', '9003');
+    expect({ code: neither.code, stderr: neither.stderr }).toEqual({ code: 3, stderr: 'fleet: no patient import record 9003\n' });
+  });
+});

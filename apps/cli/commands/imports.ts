@@ -19,6 +19,8 @@ export interface ImportKind {
   list(ctx: FleetContext, opts: { status?: string[]; limit: number; runId?: number }): Promise<Array<Record<string, unknown>>>;
   /** The kind groups its records in runs (`fleet imports list --run <id>`): whether run `id` exists. */
   runExists?(ctx: FleetContext, id: number): Promise<boolean>;
+  /** Whether record `id` exists (`fleet imports show` of an id of another kind names it). */
+  exists(ctx: FleetContext, id: number): Promise<boolean>;
   /** Text block (and JSON) for `fleet imports show <id>`, or null when there is no such record. */
   show(ctx: FleetContext, id: number): Promise<{ text: string; json: unknown } | null>;
   /**
@@ -201,6 +203,7 @@ function patientDetail(
 export const importKinds: Record<string, ImportKind> = {
   patient: {
     statuses: patientImportStatuses,
+    exists: async (ctx, id) => (await getLedgerRow(ctx.database.db, id)) !== null,
     async list(ctx, opts) {
       const rows = await listLedger(ctx.database.db, { ...(opts.status ? { status: opts.status as PatientImportStatus[] } : {}), limit: opts.limit });
       return rows.map(patientSummary);
@@ -335,7 +338,14 @@ export function registerImports(program: Command): void {
       const id = positiveInt('id', idText);
       await withContext(async (ctx) => {
         const r = await kind.show(ctx, id);
-        if (!r) throw new CliError(`no ${opts.kind} import record ${id}`, 3);
+        if (!r) {
+          // The kind is easily forgotten (patient is the default): a record of another kind with
+          // this id is named, with the command that shows it.
+          const others = Object.entries(importKinds).filter(([name]) => name !== opts.kind);
+          const found = [];
+          for (const [name, other] of others) if (await other.exists(ctx, id)) found.push(`${name} import record ${id} exists: fleet imports show ${id}${name === 'patient' ? '' : ` --kind ${name}`}`);
+          throw new CliError([`no ${opts.kind} import record ${id}`, ...found].join('; '), 3);
+        }
         if (opts.json) return printJson(r.json);
         process.stdout.write(`${r.text}\n`);
       });

@@ -77,6 +77,7 @@ function fileRow(r: repo.TherapistImportFileRow) {
 importKinds.therapist = {
   statuses: therapistImportFileStatuses,
   runExists: async (ctx, id) => (await repo.getRun(ctx.database.db, id)) !== null,
+  exists: async (ctx, id) => (await repo.getFile(ctx.database.db, id)) !== null,
   async list(ctx, opts) {
     const rows = await repo.listFiles(ctx.database.db, {
       ...(opts.status ? { status: opts.status as TherapistImportFileStatus[] } : {}),
