@@ -448,3 +448,17 @@ describe('fleet imports show of an id that is a record of the other kind', () =>
     expect({ code: neither.code, stderr: neither.stderr }).toEqual({ code: 3, stderr: 'fleet: no patient import record 9003\n' });
   });
 });
+
+describe('fleet imports list at its limit', () => {
+  it('says the limit was reached and how to see more, and nothing of a limit when all records fit', { timeout: 90_000 }, async () => {
+    await db.sql`insert into fleet.therapist_import_files (path, postcode, status, finished_at) values ('52060.json', '52060', 'imported', now()), ('52061.json', '52061', 'imported', now())`;
+    const [row] = await db.sql<{ n: number }[]>`select count(*)::int as n from fleet.therapist_import_files`;
+    const n = row!.n;
+    const cut = await fleet('imports', 'list', '--kind', 'therapist', '--limit', '1');
+    expect(cut.code).toBe(0);
+    expect(cut.stdout).toContain('1 record(s), the newest: the limit (--limit 1) was reached and there are more; see more with --limit, e.g. fleet imports list --kind therapist --limit 100');
+    const all = await fleet('imports', 'list', '--kind', 'therapist', '--limit', String(n));
+    expect(all.stdout).toContain(`\n${n} record(s). Details: fleet imports show <id> --kind therapist\n`);
+    expect(all.stdout).not.toContain('limit');
+  });
+});

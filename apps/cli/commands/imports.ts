@@ -315,7 +315,10 @@ export function registerImports(program: Command): void {
       const runId = opts.run === undefined ? undefined : positiveInt('--run', opts.run);
       if (runId !== undefined && !kind.runExists) throw new CliError(`--run: ${opts.kind} imports have no runs (therapist imports do)`, 2);
       await withContext(async (ctx) => {
-        const rows = await kind.list(ctx, { ...(status ? { status } : {}), limit, ...(runId !== undefined ? { runId } : {}) });
+        // One more than asked: whether the limit cut the list off (said below, with how to see more).
+        const fetched = await kind.list(ctx, { ...(status ? { status } : {}), limit: limit + 1, ...(runId !== undefined ? { runId } : {}) });
+        const more = fetched.length > limit;
+        const rows = more ? fetched.slice(0, limit) : fetched;
         // A run id that is not there is said so (a typo must not read as "the run has no such files").
         if (!rows.length && runId !== undefined && !(await kind.runExists!(ctx, runId))) {
           throw new CliError(`no ${opts.kind} import run ${runId} (fleet imports runs lists them)`, 3);
@@ -323,7 +326,12 @@ export function registerImports(program: Command): void {
         if (opts.json) return printJson(rows);
         const where = [status ? `with status ${status.join(', ')}` : '', runId !== undefined ? `in run ${runId}` : ''].filter(Boolean).join(' ');
         if (!rows.length) return void process.stdout.write(`no ${opts.kind} import records${where ? ` ${where}` : ''}\n`);
-        process.stdout.write(`${table(rows)}\n\n${rows.length} record(s). Details: fleet imports show <id>${opts.kind === 'patient' ? '' : ` --kind ${opts.kind}`}\n`);
+        const kindArg = opts.kind === 'patient' ? '' : ` --kind ${opts.kind}`;
+        const count = more
+          ? `${rows.length} record(s), the newest: the limit (--limit ${limit}) was reached and there are more; see more with --limit, e.g. ` +
+            `fleet imports list${kindArg}${status ? ` --status ${status.join(',')}` : ''}${runId !== undefined ? ` --run ${runId}` : ''} --limit ${Math.max(100, limit * 2)}`
+          : `${rows.length} record(s)`;
+        process.stdout.write(`${table(rows)}\n\n${count}. Details: fleet imports show <id>${kindArg}\n`);
       });
     });
 
