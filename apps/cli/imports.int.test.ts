@@ -462,3 +462,19 @@ describe('fleet imports list at its limit', () => {
     expect(all.stdout).not.toContain('limit');
   });
 });
+
+describe('fleet imports list --kind therapist of failed and partial files', () => {
+  it('marks those a later import of their postcode has replaced (nothing to do), in the table and the JSON', { timeout: 90_000 }, async () => {
+    const [old] = await db.sql<{ id: string }[]>`insert into fleet.therapist_import_files (path, postcode, status, reason, finished_at) values ('20250901/52040.json', '52040', 'failed', 'boom', now()) returning id`;
+    const [open] = await db.sql<{ id: string }[]>`insert into fleet.therapist_import_files (path, postcode, status, reason, finished_at) values ('20250901/52041.json', '52041', 'partial', '1 failed', now()) returning id`;
+    const [later] = await db.sql<{ id: string }[]>`insert into fleet.therapist_import_files (path, postcode, status, finished_at) values ('20251008/52040.json', '52040', 'imported', now()) returning id`;
+    const json = await fleet('imports', 'list', '--kind', 'therapist', '--status', 'failed,partial', '--json');
+    const rows = JSON.parse(json.stdout) as Array<{ id: number; replacedBy: number | null }>;
+    expect(rows.find((r) => r.id === Number(old!.id))).toMatchObject({ replacedBy: Number(later!.id) });
+    expect(rows.find((r) => r.id === Number(open!.id))).toMatchObject({ replacedBy: null });
+    const text = await fleet('imports', 'list', '--kind', 'therapist', '--status', 'failed,partial');
+    expect(text.stdout).toMatch(new RegExp(`^${old!.id}\\s+failed\\s.*replaced by ${later!.id}: nothing to do`, 'm'));
+    expect(text.stdout).not.toMatch(new RegExp(`^${open!.id}\\s.*replaced`, 'm'));
+    expect(text.stdout).toMatch(/\n\d+ of them replaced since by a later import of the same postcode \(note "replaced by"\): nothing to do for those\.\n$/);
+  });
+});

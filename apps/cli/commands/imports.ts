@@ -15,6 +15,8 @@ import { isoSeconds, table } from '../format.js';
  */
 export interface ImportKind {
   statuses: readonly string[];
+  /** Keys of the list's rows for --json only: the table leaves them out (their note says it in words). */
+  listJsonOnly?: readonly string[];
   /** Rows for `fleet imports list`: short, no names or object names (they contain personal data). */
   list(ctx: FleetContext, opts: { status?: string[]; limit: number; runId?: number }): Promise<Array<Record<string, unknown>>>;
   /** The kind groups its records in runs (`fleet imports list --run <id>`): whether run `id` exists. */
@@ -331,7 +333,11 @@ export function registerImports(program: Command): void {
           ? `${rows.length} record(s), the newest: the limit (--limit ${limit}) was reached and there are more; see more with --limit, e.g. ` +
             `fleet imports list${kindArg}${status ? ` --status ${status.join(',')}` : ''}${runId !== undefined ? ` --run ${runId}` : ''} --limit ${Math.max(100, limit * 2)}`
           : `${rows.length} record(s)`;
-        process.stdout.write(`${table(rows)}\n\n${count}. Details: fleet imports show <id>${kindArg}\n`);
+        const hidden = new Set(kind.listJsonOnly ?? []);
+        const shown = rows.map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => !hidden.has(k))));
+        const replaced = rows.filter((r) => r.replacedBy !== undefined && r.replacedBy !== null).length;
+        const replacedNote = replaced ? `\n${replaced} of them replaced since by a later import of the same postcode (note "replaced by"): nothing to do for those.` : '';
+        process.stdout.write(`${table(shown)}\n\n${count}. Details: fleet imports show <id>${kindArg}${replacedNote}\n`);
       });
     });
 

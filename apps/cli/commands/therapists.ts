@@ -69,13 +69,20 @@ function countColumns(c: repo.TherapistImportFileRow['counts']) {
   };
 }
 
-function fileRow(r: repo.TherapistImportFileRow) {
-  return { id: r.id, status: r.status, run: r.runId, path: r.path, finished: r.finishedAt, ...countColumns(r.counts), note: r.reason ?? '' };
+/**
+ * A file as `imports list` shows it. `replacedBy`: the later import of its postcode that replaced
+ * a failed or partial file (as `imports show`, /imports and the daily view count it): nothing is
+ * left to do for it, and its note begins so.
+ */
+function fileRow(r: repo.TherapistImportFileRow, replacedBy: number | null) {
+  const note = replacedBy === null ? (r.reason ?? '') : `replaced by ${replacedBy}: nothing to do${r.reason ? `; ${r.reason}` : ''}`;
+  return { id: r.id, status: r.status, run: r.runId, path: r.path, finished: r.finishedAt, ...countColumns(r.counts), replacedBy, note };
 }
 
 // `fleet imports list|show --kind therapist`
 importKinds.therapist = {
   statuses: therapistImportFileStatuses,
+  listJsonOnly: ['replacedBy'],
   runExists: async (ctx, id) => (await repo.getRun(ctx.database.db, id)) !== null,
   exists: async (ctx, id) => (await repo.getFile(ctx.database.db, id)) !== null,
   async list(ctx, opts) {
@@ -84,7 +91,8 @@ importKinds.therapist = {
       ...(opts.runId !== undefined ? { runId: opts.runId } : {}),
       limit: opts.limit,
     });
-    return rows.map(fileRow);
+    const replaced = await supersedingFiles(ctx.database.db, rows.filter((r) => r.status === 'failed' || r.status === 'partial').map((r) => r.id));
+    return rows.map((r) => fileRow(r, replaced.get(r.id)?.id ?? null));
   },
   async show(ctx, id) {
     const r = await repo.getFile(ctx.database.db, id);
