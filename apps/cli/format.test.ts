@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { columns, isoSeconds, table } from './format.js';
+import { columns, isoSeconds, localSeconds, table } from './format.js';
 
 describe('CLI formatting', () => {
   it('prints times to the second in UTC, the same width with or without milliseconds', () => {
@@ -10,16 +10,23 @@ describe('CLI formatting', () => {
     expect(isoSeconds(new Date('not a time'))).toBeNull();
   });
 
-  it('aligns the columns of a table under its keys: times to the second, nothing for null, no trailing spaces', () => {
+  it("prints times for people in the staff's zone (as daily, the pages and the email) to the second, with the offset", () => {
+    expect(localSeconds(new Date('2026-12-06T17:28:27.400Z'))).toBe('2026-12-06 18:28:27 +01:00');
+    expect(localSeconds(new Date('2026-07-06T17:28:27Z'))).toBe('2026-07-06 19:28:27 +02:00');
+    expect(localSeconds(null)).toBeNull();
+    expect(localSeconds(new Date('not a time'))).toBeNull();
+  });
+
+  it("aligns the columns of a table under its keys: times to the second in the staff's zone, nothing for null, no trailing spaces", () => {
     const text = table([
       { id: 2, status: 'imported', finished: new Date('2026-12-06T01:05:06.000Z'), note: '' },
       { id: 10, status: 'partial', finished: new Date('2026-12-06T01:05:00.021Z'), note: '1 of 6 therapists failed' },
       { id: 11, status: 'queued', finished: null, note: null },
     ]);
     expect(text.split('\n')).toEqual([
-      'id  status    finished              note',
-      '2   imported  2026-12-06T01:05:06Z',
-      '10  partial   2026-12-06T01:05:00Z  1 of 6 therapists failed',
+      'id  status    finished                    note',
+      '2   imported  2026-12-06 02:05:06 +01:00',
+      '10  partial   2026-12-06 02:05:00 +01:00  1 of 6 therapists failed',
       '11  queued',
     ]);
   });

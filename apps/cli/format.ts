@@ -1,7 +1,11 @@
+import { localTime, localTimeWithOffset } from '../../libs/ops/daily.js';
+
 /**
- * How the CLI prints for people: times to the second in UTC (`2026-12-06T01:05:06Z`, always the
- * same width in a column) and tables of aligned columns. `--json` output is not formatted here:
- * it prints the values as they are (times with their milliseconds).
+ * How the CLI prints for people: tables of aligned columns, and times to the second, either in
+ * the staff's zone with its offset (`2026-12-06 02:05:06 +01:00`: the import commands, as `fleet
+ * daily`, the pages and the staff emails) or in UTC (`2026-12-06T01:05:06Z`); both always the same
+ * width in a column. `--json` output is not formatted here: it prints the values as they are
+ * (ISO times in UTC with their milliseconds).
  */
 
 /** A time to the second, UTC; null when there is none (or it is not a valid time). */
@@ -9,13 +13,24 @@ export function isoSeconds(d: Date | null | undefined): string | null {
   return d && !Number.isNaN(d.getTime()) ? `${d.toISOString().slice(0, 19)}Z` : null;
 }
 
+/**
+ * A time to the second in the daily view's zone (Europe/Berlin) with its UTC offset, as `fleet
+ * daily` shows times (to the minute there): staff compare the CLI with the email and the pages,
+ * which show that zone. Null when there is none (or it is not a valid time).
+ */
+export function localSeconds(d: Date | null | undefined): string | null {
+  if (!d || Number.isNaN(d.getTime())) return null;
+  // The offset as localTimeWithOffset gives it (`2026-12-06 02:05 +01:00`): its last word.
+  return `${localTime(d, 'second')} ${localTimeWithOffset(d).split(' ').pop()!}`;
+}
+
 function cell(v: unknown): string {
   if (v === null || v === undefined) return '';
-  if (v instanceof Date) return isoSeconds(v)!;
+  if (v instanceof Date) return localSeconds(v)!;
   return String(v);
 }
 
-/** Rows of equal keys as aligned columns under their keys (times to the second, nothing for null). */
+/** Rows of equal keys as aligned columns under their keys (times to the second in the staff's zone, nothing for null). */
 export function table(rows: Array<Record<string, unknown>>): string {
   const header = Object.keys(rows[0]!);
   return columns(header, rows.map((r) => header.map((h) => r[h])));

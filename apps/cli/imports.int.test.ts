@@ -133,7 +133,7 @@ describe('a patient file imported by hand that failed', () => {
     expect(audit).toMatchObject({ actor: 'ops-anna', action: 'imports.discard', target: `patient-import.ledger.${id}`, reason: 'sent again under its proper name' });
     // The record's story says who closed it and why (the audit table, not only /ops's recent actions).
     const after = await fleet('imports', 'show', String(id));
-    expect(after.stdout).toMatch(/operator actions:\n {2}\S+Z {2}imports\.discard {2}by ops-anna: sent again under its proper name/);
+    expect(after.stdout).toMatch(/operator actions:\n {2}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d {2}imports\.discard {2}by ops-anna: sent again under its proper name/);
     const afterJson = await fleet('imports', 'show', String(id), '--json');
     expect(JSON.parse(afterJson.stdout).operatorActions).toMatchObject([{ action: 'imports.discard', actor: 'ops-anna', reason: 'sent again under its proper name' }]);
 
@@ -262,7 +262,7 @@ describe('a therapist file that failed its job', () => {
     expect(waiting.stdout).toContain('dead letter: waiting for an operator (fleet dlq list --queue therapist-import');
     await therapistImportRepo.markDeadLetterDiscarded(db.db, file.id, new Date('2026-12-06T12:00:00Z'));
     const discarded = await fleet('imports', 'show', String(file.id), '--kind', 'therapist');
-    expect(discarded.stdout).toContain('dead letter: discarded 2026-12-06T12:00:00Z (nothing more to do');
+    expect(discarded.stdout).toContain('dead letter: discarded 2026-12-06 13:00:00 +01:00 (nothing more to do');
     expect(discarded.stdout).not.toContain('replaced since');
     // A later file of the same postcode imported since: nothing is left to do (as /imports says).
     const [later] = await db.sql<{ id: string }[]>`insert into fleet.therapist_import_files (path, postcode, status, finished_at) values ('20261213/52080.json', '52080', 'imported', now()) returning id`;
@@ -381,7 +381,7 @@ describe('a failed file from the bucket', () => {
     expect(shownBad.stdout).not.toContain(`fleet dlq requeue patient-import.ledger.${bad}`);
     // A requeue of its dead letter (as libs/ops/dead-letters.ts records it) is in the record's story.
     await recordAudit(db.db, { actor: 'ops-ben', action: 'dlq.requeue', target: `patient-import/patient-import.ledger.${bad}`, reason: 'fixed the file' });
-    expect((await fleet('imports', 'show', String(bad))).stdout).toMatch(/operator actions:\n {2}\S+Z {2}dlq\.requeue {2}by ops-ben: fixed the file/);
+    expect((await fleet('imports', 'show', String(bad))).stdout).toMatch(/operator actions:\n {2}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d {2}dlq\.requeue {2}by ops-ben: fixed the file/);
 
     // The corrected file uploaded under the same name (a newer generation) and imported: the failed
     // record no longer says the file stays in the bucket and asks for an upload that was made.

@@ -129,7 +129,7 @@ describe('fleet retention run', () => {
 
     const shown = await fleet('imports', 'show', String(discarded.id));
     expect(shown.code).toBe(0);
-    expect(shown.stdout).toMatch(/\nbackup copy: +removed on \d{4}-\d\d-\d\dT[\d:.]+Z \(retention 30 days\)\n/);
+    expect(shown.stdout).toMatch(/\nbackup copy: +removed on \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d \(retention 30 days\)\n/);
     expect(shown.stdout).toContain(`failed copy:`);
     expect(shown.stdout).toContain(discarded.failedPath!);
     expect(shown.stdout).not.toContain(discarded.backupPath);
