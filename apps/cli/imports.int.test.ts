@@ -478,3 +478,44 @@ describe('fleet imports list --kind therapist of failed and partial files', () =
     expect(text.stdout).toMatch(/\n\d+ of them replaced since by a later import of the same postcode \(note "replaced by"\): nothing to do for those\.\n$/);
   });
 });
+
+describe('fleet import therapist-file of an older scrape than one imported', () => {
+  // Staff: 20251008/10150.json imported, then 20250901/10150.json by hand wrote the September
+  // phone over October's, "imported ... updated 1 of 1". The watcher's newest-folder rule holds here too.
+  it('refuses it (exit 1) naming the newer import record and its date, and imports it with --force, saying so', { timeout: 120_000 }, async () => {
+    const scraper = path.join(dir, 'scraper');
+    const file = (date: string, phone: string) =>
+      scraperFile([therapistLine({ id: 'b1', plz: '10150', phone, status: 'unchanged' })], { scrape_date: `${date}T03:00:00.000000`, postcode_area: '10XXX' });
+    await mkdir(path.join(scraper, '20251008'), { recursive: true });
+    await mkdir(path.join(scraper, '20250901'), { recursive: true });
+    await writeFile(path.join(scraper, '20251008', '10150.json'), file('2025-10-08', '222'));
+    await writeFile(path.join(scraper, '20250901', '10150.json'), file('2025-09-01', '000-old'));
+    const phone = async () => (await db.sql<{ telefon: string }[]>`select telefon from therapist_service.therapeuten where plz = '10150'`).map((r) => r.telefon);
+
+    const newer = await fleet('import', 'therapist-file', path.join(scraper, '20251008', '10150.json'));
+    expect(newer.code).toBe(0);
+    expect(await phone()).toEqual(['222']);
+    const [newerRow] = await therapistImportRepo.listFiles(db.db, { limit: 1 });
+
+    const older = await fleet('import', 'therapist-file', path.join(scraper, '20250901', '10150.json'));
+    expect({ code: older.code, stdout: older.stdout }).toEqual({ code: 1, stdout: '' });
+    expect(older.stderr).toBe(
+      `fleet: ${path.join(scraper, '20250901', '10150.json')}: not imported: postcode 10150 has a newer scrape imported, import record ${newerRow!.id} (20251008/10150.json, scrape of 2025-10-08, imported); ` +
+        `this file (scrape of 2025-09-01) would write older data over it. Details: fleet imports show ${newerRow!.id} --kind therapist. To import it all the same: --force\n`,
+    );
+    expect(await phone()).toEqual(['222']);
+
+    // Outside the drop folder, without a date folder: the file's metadata scrape_date is its date.
+    const loose = path.join(dir, '10150.json');
+    await writeFile(loose, file('2025-09-02', '000-loose'));
+    const looseRefused = await fleet('import', 'therapist-file', loose);
+    expect(looseRefused.code).toBe(1);
+    expect(looseRefused.stderr).toContain(`this file (scrape of 2025-09-02) would write older data over it`);
+    expect(await phone()).toEqual(['222']);
+
+    const forced = await fleet('import', 'therapist-file', path.join(scraper, '20250901', '10150.json'), '--force');
+    expect(forced.code).toBe(0);
+    expect(forced.stdout).toContain(`--force: imported over the newer scrape of import record ${newerRow!.id} (20251008/10150.json, scrape of 2025-10-08): its values are replaced by this file's older ones where they differ\n`);
+    expect(await phone()).toEqual(['000-old']);
+  });
+});

@@ -5,6 +5,7 @@ import { therapistImportFileStatuses, type TherapistImportCounts, type Therapist
 import {
   fileKindOf,
   importTherapistFileNow,
+  OlderScrapeError,
   TherapistFileError,
   therapistImportRepo as repo,
   formatShare,
@@ -149,7 +150,8 @@ export function registerTherapists(program: Command): void {
     .description('import one therapist scraper file through the same pipeline as the watcher and print its report')
     .argument('<path>', 'the scraper JSON file, named <plz>.json (e.g. var/scraper/20250702/52074.json)')
     .option('--json', 'print the report as JSON')
-    .action(async (filePath: string, opts: { json?: boolean }) => {
+    .option('--force', 'import it also when an import of its postcode from a newer scrape exists (it writes the older values over the newer ones)')
+    .action(async (filePath: string, opts: { json?: boolean; force?: boolean }) => {
       // A folder or a missing path first: "rename it" would be the wrong advice for those.
       const abs = argPath(filePath);
       const kind = await stat(abs).then(
@@ -163,14 +165,22 @@ export function registerTherapists(program: Command): void {
       }
       const report = await withContext(async (ctx) => {
         try {
-          return await importTherapistFileNow(ctx, abs);
+          return await importTherapistFileNow(ctx, abs, { force: opts.force ?? false });
         } catch (err) {
+          // Not imported, as a file-level failure is: exit 1 (the file and its name are fine).
+          if (err instanceof OlderScrapeError) throw new CliError(err.message, 1);
           if (err instanceof TherapistFileError) throw new CliError(err.message, 2);
           throw err;
         }
       });
       if (opts.json) printJson(report);
-      else process.stdout.write(`${fileReportText(report)}\n`);
+      else {
+        process.stdout.write(`${fileReportText(report)}\n`);
+        const over = report.forcedOver;
+        if (over && !report.alreadyDone) {
+          process.stdout.write(`--force: imported over the newer scrape of import record ${over.id} (${over.path}, scrape of ${over.scrapeDate.slice(0, 4)}-${over.scrapeDate.slice(4, 6)}-${over.scrapeDate.slice(6)}): its values are replaced by this file's older ones where they differ\n`);
+        }
+      }
       // 0 for imported or partial; a file-level failure (or a file not imported) is non-zero.
       if (report.status !== 'imported' && report.status !== 'partial') process.exitCode = 1;
     });

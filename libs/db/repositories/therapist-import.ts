@@ -214,6 +214,27 @@ export async function newestDateFolder(db: DbOrTx, postcode: string, notAfter: s
   return row?.d ?? null;
 }
 
+/**
+ * The newest import (imported or partial) of a postcode from a date folder after `after` and not
+ * after `notAfter` (a misdated folder supersedes nothing, as in the watcher), urgent files
+ * included: what `fleet import therapist-file` of an older scrape would write over. Null: none.
+ */
+export async function newerImportOfPostcode(
+  db: DbOrTx,
+  postcode: string,
+  after: string,
+  notAfter: string,
+): Promise<{ id: number; path: string; dateFolder: string; status: TherapistImportFileStatus; finishedAt: Date | null } | null> {
+  const f = therapistImportFiles;
+  const [row] = await db
+    .select({ id: f.id, path: f.path, dateFolder: f.dateFolder, status: f.status, finishedAt: f.finishedAt })
+    .from(f)
+    .where(and(eq(f.postcode, postcode), inArray(f.status, ['imported', 'partial']), sql`${f.dateFolder} > ${after}`, lte(f.dateFolder, notAfter)))
+    .orderBy(desc(f.dateFolder), desc(f.id))
+    .limit(1);
+  return row ? { ...row, dateFolder: row.dateFolder! } : null;
+}
+
 export async function getFile(db: DbOrTx, id: number): Promise<TherapistImportFileRow | null> {
   const [row] = await db.select().from(therapistImportFiles).where(eq(therapistImportFiles.id, id));
   return row ?? null;
