@@ -149,9 +149,9 @@ async function main() {
         console.log(`saved ${out}`);
       }
       // The operator pages at a laptop's width and a phone's: the page itself never scrolls
-      // sideways (wide tables scroll in their own box), and at 1280 px no table is cut off.
+      // sideways (wide tables scroll in their own box), and at 1200 px no table is cut off.
       const operatorPages = ['/ops', '/imports', '/therapist-imports', `/therapist-imports/runs/${therapistReport.runId}`, `/therapist-imports/files/${therapistReport.fileId}`, '/daily'];
-      for (const [width, height] of [[1280, 900], [390, 844]] as const) {
+      for (const [width, height] of [[1200, 900], [390, 844]] as const) {
         await page.setViewportSize({ width, height });
         for (const url of operatorPages) {
           await page.goto(`${base}${url}`, { waitUntil: 'networkidle' });
@@ -160,7 +160,7 @@ async function main() {
             `({ page: document.documentElement.scrollWidth, view: window.innerWidth, cut: [...document.querySelectorAll('.scroll')].filter((e) => e.scrollWidth > e.clientWidth + 1).length })`,
           )) as { page: number; view: number; cut: number };
           if (m.page > m.view) problems.push(`${url} at ${width} px: the page scrolls sideways (${m.page} px wide)`);
-          if (width >= 1280 && m.cut > 0) problems.push(`${url} at ${width} px: ${m.cut} table(s) wider than the page (columns cut off)`);
+          if (width >= 1200 && m.cut > 0) problems.push(`${url} at ${width} px: ${m.cut} table(s) wider than the page (columns cut off)`);
         }
         const narrow = path.join(args.out!, `daily-health-${width}.png`);
         await page.goto(`${base}/daily`, { waitUntil: 'networkidle' });

@@ -57,6 +57,7 @@ nav{background:#1f2933;color:#fff;padding:10px 24px}nav a{color:#fff;margin-righ
 th.num,td.num{text-align:right}td.num{white-space:nowrap}
 table.counts{width:auto;min-width:min(420px,100%)}table.counts th{background:#fff;font-weight:500}table.counts td code{word-break:break-all}
 .scroll{overflow-x:auto}.nowrap{white-space:nowrap}.note{min-width:180px}h1 code{font-size:18px}
+td.staff a{color:#b42318}
 `;
 
 /**

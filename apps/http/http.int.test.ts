@@ -700,6 +700,32 @@ describe('http app with dashboard credentials', () => {
     expect(api.run).toMatchObject({ fileCount: 2, fileStatusCounts: { imported: 1, queued: 1 } });
   });
 
+  it('/therapist-imports marks runs with files that need staff (failed, partial, skipped ones not by design) and calls its "skipped" column what it counts', async () => {
+    const sql = app.ctx.database.sql;
+    const run = async () => (await sql<Array<{ id: number }>>`insert into fleet.therapist_import_runs (trigger, state, sealed_at, closed_at) values ('watcher', 'closed', now(), now()) returning id`)[0]!.id;
+    const problems = await run();
+    await sql`insert into fleet.therapist_import_files (run_id, path, postcode, status, reason, finished_at) values
+      (${problems}, 'aachen.json', null, 'skipped', 'name does not fit <plz>.json', now()),
+      (${problems}, '20261127/52077.json', '52077', 'skipped', 'too large to import: 42.2 MB, more than SCRAPER_FILE_MAX_MB=16 allows', now()),
+      (${problems}, '20261120/52078.json', '52078', 'skipped', 'superseded by the newer folder 20261127/52078.json', now()),
+      (${problems}, '20261127/52079.json', '52079', 'failed', 'not JSON', now()),
+      (${problems}, '20261127/52093.json', '52093', 'partial', '1 of 3 therapists failed', now())`;
+    const clean = await run();
+    await sql`insert into fleet.therapist_import_files (run_id, path, postcode, status, reason, finished_at) values
+      (${clean}, '20261120/52094.json', '52094', 'skipped', 'superseded by the newer folder 20261127/52094.json', now()),
+      (${clean}, '20261127/52094.json', '52094', 'imported', null, now())`;
+    const text = await (await fetch(`${app.base}/therapist-imports`, { headers: { authorization: AUTH } })).text();
+    expect(text).toContain('<th class="num">Not adult</th>');
+    expect(text).not.toContain('>Skipped</th>');
+    expect(text).toContain('<th>Needs staff</th>');
+    const row = (id: number) => new RegExp(`<tr><td class="id"><a href="/therapist-imports/runs/${id}">.*?</tr>`).exec(text)?.[0] ?? '';
+    expect(row(problems)).toContain(
+      `<td class="staff"><a href="/therapist-imports/runs/${problems}?status=failed">1 failed</a>, <a href="/therapist-imports/runs/${problems}?status=partial">1 partial</a>, <a href="/therapist-imports/runs/${problems}?status=skipped">2 not imported</a></td>`,
+    );
+    // A superseded file is skipped by design: nothing for staff.
+    expect(row(clean)).toContain('<td class="staff"></td>');
+  });
+
   it('/therapist-imports/runs/<id> of a closed run without files says why it has none and that nothing is to do', async () => {
     const sql = app.ctx.database.sql;
     const [empty] = await sql<Array<{ id: number }>>`insert into fleet.therapist_import_runs (trigger, state, sealed_at, closed_at) values ('watcher', 'closed', now(), now()) returning id`;

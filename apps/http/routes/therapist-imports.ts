@@ -1,7 +1,7 @@
 import { Router, type Request, type Response } from 'express';
 import { therapistImportFileStatuses, type TherapistImportCounts, type TherapistImportFileStatus } from '../../../libs/db/schema/fleet-therapist-import.js';
 import { COUNT_LABELS, formatShare, isOutcomeCount, metadataFoundText, notReadText, outcomeKeys, reportOf, therapistImportRepo as repo } from '../../../workers/therapist-import/worker.js';
-import { supersedingFiles } from '../../../libs/db/repositories/therapist-import.js';
+import { runFilesNeedingStaff, supersedingFiles, type RunFilesNeedingStaff } from '../../../libs/db/repositories/therapist-import.js';
 import { html, page, pageTime, type SafeHtml } from '../html.js';
 import type { HttpRouteModule } from './types.js';
 
@@ -32,6 +32,20 @@ function countCells(c: TherapistImportCounts | null): SafeHtml {
 }
 
 const countHeads = html`<th class="num">Therapists</th>${OUTCOME_COLUMNS.map(([, label]) => html`<th class="num">${label}</th>`)}`;
+/** The overview's heads: "skipped" therapists are those not for adults (skipped files are another thing). */
+const runCountHeads = html`<th class="num">Therapists</th>${OUTCOME_COLUMNS.map(([k, label]) => html`<th class="num">${k === 'skipped' ? 'Not adult' : label}</th>`)}`;
+
+/** A run's files that need staff, each kind linking to the run's files of that status; empty when none. */
+function staffCell(runId: number, n: RunFilesNeedingStaff | undefined): SafeHtml {
+  const parts = n
+    ? ([
+        ['failed', n.failed, 'failed'],
+        ['partial', n.partial, 'partial'],
+        ['skipped', n.notImported, 'not imported'],
+      ] as const).filter(([, count]) => count > 0)
+    : [];
+  return html`<td class="staff">${parts.map(([status, count, label], i) => html`${i ? ', ' : ''}<a href="/therapist-imports/runs/${runId}?status=${status}">${num(count)} ${label}</a>`)}</td>`;
+}
 const wide = (table: SafeHtml) => html`<div class="scroll">${table}</div>`;
 
 /** The report's counts, each with its share of the file's (or run's) therapists. */
@@ -82,14 +96,18 @@ export const therapistImportRoutes: HttpRouteModule = {
 
     router.get('/', async (_req, res) => {
       const runs = await repo.listRuns(db, RUN_LIMIT);
+      const needingStaff = await runFilesNeedingStaff(db, runs.map((r) => r.id));
       const body = html`<h1>Therapist imports</h1>
 <p class="muted">Runs: the scraper files picked up together, newest first (the last ${RUN_LIMIT}). A run closes when its
 last file is done and sends one summary email to staff. Totals are those of its files; file-level errors are counted
-apart from therapists. Failed imports of every kind are also on <a href="/imports">Failed imports</a>.</p>
+apart from therapists; "Not adult": therapists skipped as not for adults. "Needs staff": files failed or partly imported
+(and not replaced since by a later import of their postcode), and files not imported for a reason staff can fix (a name
+that does not fit, too large, unreadable; a file superseded by a newer date folder is skipped on purpose and not
+counted). Failed imports of every kind are also on <a href="/imports">Failed imports</a>.</p>
 ${runs.length
-  ? wide(html`<table><thead><tr><th>Run</th><th>Trigger</th><th>State</th><th class="num">Files</th><th>Started (Berlin)</th><th>Closed (Berlin)</th>${countHeads}<th class="num">File errors</th></tr></thead><tbody>${runs.map(
+  ? wide(html`<table class="runs"><thead><tr><th>Run</th><th>Trigger</th><th>State</th><th class="num">Files</th><th>Needs staff</th><th>Started / closed (Berlin)</th>${runCountHeads}<th class="num">File errors</th></tr></thead><tbody>${runs.map(
       (r) =>
-        html`<tr><td class="id"><a href="/therapist-imports/runs/${r.id}"><code>${r.id}</code></a></td><td>${r.trigger}</td><td>${r.state}</td><td class="num">${num(r.fileCount)}</td><td>${at(r.startedAt)}</td><td>${at(r.closedAt)}</td>${countCells(r.counts)}<td class="num">${num(r.counts?.fileErrors)}</td></tr>`,
+        html`<tr><td class="id"><a href="/therapist-imports/runs/${r.id}"><code>${r.id}</code></a></td><td>${r.trigger}</td><td>${r.state}</td><td class="num">${num(r.fileCount)}</td>${staffCell(r.id, needingStaff.get(r.id))}<td>${at(r.startedAt)}${r.closedAt ? html`<br>${at(r.closedAt)}` : ''}</td>${countCells(r.counts)}<td class="num">${num(r.counts?.fileErrors)}</td></tr>`,
     )}</tbody></table>`)
   : html`<p class="muted">No therapist import has run yet. Files dropped into the scraper folder start one.</p>`}`;
       res.type('html').send(page('Therapist imports · Curavani Fleet', body, { nav: true }));

@@ -457,6 +457,37 @@ export async function supersedingFiles(db: DbOrTx, ids: number[]): Promise<Map<n
   return new Map(rows.map((r) => [r.id, r.later]));
 }
 
+/** Files of a run that need staff, by kind (the /therapist-imports overview's "Needs staff" column). */
+export interface RunFilesNeedingStaff {
+  /** Failed or partly imported, and not replaced since by a later import of their postcode. */
+  failed: number;
+  partial: number;
+  /**
+   * Skipped, not by design: a name that does not fit, too large, unreadable, changed or removed
+   * before its turn. A file superseded by a newer date folder, or a copy of a content imported
+   * under another name, is skipped on purpose and left out (the reasons the watcher writes).
+   */
+  notImported: number;
+}
+
+/** Per run (of `runIds`, those with any): its files that need staff, in one statement. */
+export async function runFilesNeedingStaff(db: DbOrTx, runIds: number[]): Promise<Map<number, RunFilesNeedingStaff>> {
+  if (runIds.length === 0) return new Map();
+  const f = therapistImportFiles;
+  const rows = await db
+    .select({
+      runId: f.runId,
+      failed: sql<number>`count(*) filter (where ${f.status} = 'failed' and ${supersedingFileOf()} is null)::int`,
+      partial: sql<number>`count(*) filter (where ${f.status} = 'partial' and ${supersedingFileOf()} is null)::int`,
+      notImported: sql<number>`count(*) filter (where ${f.status} = 'skipped'
+        and coalesce(${f.reason}, '') not like 'superseded by %' and coalesce(${f.reason}, '') not like 'same content as %')::int`,
+    })
+    .from(f)
+    .where(and(inArray(f.runId, runIds), inArray(f.status, ['failed', 'partial', 'skipped'])))
+    .groupBy(f.runId);
+  return new Map(rows.map((r) => [r.runId!, { failed: r.failed, partial: r.partial, notImported: r.notImported }]));
+}
+
 /** Files of a run per status (open runs too: the closed run's stored counts are set only at the close). */
 export async function countRunFilesByStatus(db: DbOrTx, runId: number): Promise<Record<string, number>> {
   const rows = await db
