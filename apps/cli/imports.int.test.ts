@@ -495,7 +495,7 @@ describe('fleet import therapist-file of an older scrape than one imported', () 
     const newer = await fleet('import', 'therapist-file', path.join(scraper, '20251008', '10150.json'));
     expect(newer.code).toBe(0);
     expect(await phone()).toEqual(['222']);
-    const [newerRow] = await therapistImportRepo.listFiles(db.db, { limit: 1 });
+    const newerRow = (await therapistImportRepo.listFiles(db.db, { limit: 1000 })).find((f) => f.path === '20251008/10150.json');
 
     const older = await fleet('import', 'therapist-file', path.join(scraper, '20250901', '10150.json'));
     expect({ code: older.code, stdout: older.stdout }).toEqual({ code: 1, stdout: '' });
