@@ -1,7 +1,8 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOCK_KEYS, leaseHolder } from '../../libs/db/lease.js';
-import type { DailyReport } from '../../libs/ops/daily.js';
+import { localTimeWithOffset, type DailyReport } from '../../libs/ops/daily.js';
+import { recordOutboxRelayStatus, type OutboxRelayRecord } from '../../libs/queues/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { createTestQueues } from '../../libs/testing/queues.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
@@ -101,11 +102,69 @@ describe('the queue prefix and Redis a command reads, and a warning when no flee
       const status = await runCli(['status'], env);
       expect(status.stderr).toBe('');
       expect(status.stdout).toMatch(/patient-import\s+1\s+0/);
-      // No relay publishes: the status says why, by what this environment says of Kafka.
-      expect(status.stdout).toContain('\noutbox relay: none publishing: Kafka is not configured (KAFKA_BROKERS is empty in this environment): a relay without it stays idle, and events wait in the outbox until it is set\n');
+      // No relay publishes: the status says why, from what the fleet records, not from this terminal's KAFKA_BROKERS.
+      const noRelay = 'no outbox relay runs (no process with the outbox-relay role holds its lease or recorded itself within a minute): events wait in the outbox until one does';
+      expect(status.stdout).toContain(`\noutbox relay: none publishing: ${noRelay}\n`);
       const withKafka = await runCli(['status'], { ...env, KAFKA_BROKERS: '127.0.0.1:9092' });
-      expect(withKafka.stdout).toContain('\noutbox relay: none publishing: no process with the outbox-relay role reaches PostgreSQL (DATABASE_URL); events wait in the outbox until one does\n');
+      expect(withKafka.stdout).toContain(`\noutbox relay: none publishing: ${noRelay}\n`);
     } finally {
+      await t.close();
+    }
+  });
+});
+
+describe('Kafka as the fleet sees it, not as the terminal does', () => {
+  it('status, daily and events stats read the relay lease and what the relay records: reachable, unreachable since, not configured; a terminal with other KAFKA_BROKERS is warned', { timeout: 120_000 }, async () => {
+    const t = createTestQueues();
+    const lease = leaseHolder(db, LOCK_KEYS.outboxRelay, 'outbox-relay');
+    try {
+      await t.queues.enqueue('patient-import', { ledgerId: 7 });
+      const env = { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: t.prefix, LOG_LEVEL: 'silent' };
+      const relay = (r: Partial<OutboxRelayRecord>) =>
+        recordOutboxRelayStatus(t.queues, {
+          process: 'curavani-fleet:outbox-relay@host:1',
+          role: 'leader',
+          brokers: ['kafka-1:9092', 'kafka-2:9092'],
+          kafkaUp: true,
+          kafkaDownSince: null,
+          kafkaError: null,
+          missingTopics: [],
+          lastPublishedAt: new Date().toISOString(),
+          updatedAt: new Date().toISOString(),
+          ...r,
+        });
+      expect(await lease.acquire()).not.toBeNull();
+      await relay({});
+      const warning = "fleet: warning: this terminal's KAFKA_BROKERS (not set) is not the fleet's (kafka-1:9092,kafka-2:9092, as its outbox relay records): the Kafka state shown is the fleet's; fleet events setup would use this terminal's\n";
+
+      const up = await runCli(['status'], env);
+      expect(up.stdout).toMatch(/\noutbox relay publishing: \S+ \(session since [^)]+\)\n {2}Kafka reachable \(brokers kafka-1:9092,kafka-2:9092\): \S+ publishes, last publish \d{4}-\d\d-\d\d \d\d:\d\d \+0[12]:00\n/);
+      expect(up.stderr).toBe(warning);
+      const same = await runCli(['status'], { ...env, KAFKA_BROKERS: 'kafka-2:9092,kafka-1:9092' });
+      expect(same.stderr).toBe('');
+
+      const since = new Date(Date.now() - 20 * 60_000);
+      await relay({ kafkaUp: false, kafkaDownSince: since.toISOString(), kafkaError: 'Connection error: connect ECONNREFUSED 10.0.0.5:9092' });
+      const down = `Kafka unreachable since ${localTimeWithOffset(since)} (brokers kafka-1:9092,kafka-2:9092): Connection error: connect ECONNREFUSED 10.0.0.5:9092; events wait in the outbox and go out in order once it answers`;
+      const status = await runCli(['status'], env);
+      expect(status.stdout).toContain(`\n  ${down}\n`);
+      const daily = await runCli(['daily'], env);
+      expect(daily.stdout).toContain(`\n  - ${down} (0 unpublished) — fleet events stats\n`);
+      expect(daily.stdout).not.toContain('not configured');
+      expect(daily.stderr).toBe(warning);
+      const stats = await runCli(['events', 'stats'], env);
+      expect(stats.stdout).toContain(`kafka brokers:       kafka-1:9092,kafka-2:9092\nkafka:               ${down}\n`);
+      expect(stats.stderr).toBe(warning);
+      expect(JSON.parse((await runCli(['events', 'stats', '--json'], env)).stdout)).toMatchObject({ kafkaBrokers: ['kafka-1:9092', 'kafka-2:9092'], kafka: { state: 'unreachable', since: since.toISOString() } });
+
+      // The fleet's relays run without KAFKA_BROKERS (no lease: a relay without Kafka takes none).
+      await lease.close();
+      await relay({ role: 'disabled', brokers: null, kafkaUp: null, lastPublishedAt: null });
+      const off = await runCli(['status'], { ...env, KAFKA_BROKERS: '127.0.0.1:9092' });
+      expect(off.stdout).toContain('\noutbox relay: none publishing: Kafka not configured on the fleet (its outbox relays run with KAFKA_BROKERS empty): events wait in the outbox and are published once it is set\n');
+      expect(off.stderr).toBe('');
+    } finally {
+      await lease.close();
       await t.close();
     }
   });

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
-import { dailyReport, dailyText, type DailyReport } from '../../libs/ops/daily.js';
-import { addDeadLetter, fleetSchedulerIds, fleetSchedulers, recordBucketPollSuccess, type FleetSchedulerId } from '../../libs/queues/index.js';
+import { dailyReport, dailyText, localTimeWithOffset, type DailyReport } from '../../libs/ops/daily.js';
+import { addDeadLetter, fleetSchedulerIds, fleetSchedulers, recordBucketPollSuccess, recordOutboxRelayStatus, type FleetSchedulerId, type OutboxRelayRecord } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
@@ -139,7 +139,7 @@ const expected = () => ({
   emails: { sent: 3, failed: 1, dropped: 1, pending: 2, oldestPendingAgeSeconds: expect.closeTo(7200, -2) },
   weeklyEmails: { isoWeek: week, sent: 1, skipped: 1, pending: 1, failed: 0 },
   deadLetters: { total: 3, byQueue: expect.objectContaining({ email: 2, 'patient-import': 1, 'weekly-status': 0 }) },
-  outbox: { unpublished: 2, parked: 1, oldestUnpublishedAgeSeconds: expect.any(Number), kafkaConfigured: false },
+  outbox: { unpublished: 2, parked: 1, oldestUnpublishedAgeSeconds: expect.any(Number), kafkaConfigured: true, kafka: expect.objectContaining({ state: 'no_relay', brokers: null }) },
   schedules: [
     { id: 'bucket-poll', queue: 'bucket-poll', role: 'bucket-poller', cronVariable: 'POLL_CRON', registered: true, next: expect.stringMatching(/T0[12]:00:00\.000Z$/), nextLocal: expect.stringMatching(/ 03:00 \+0[12]:00$/) },
     { id: 'weekly-status-emails', queue: 'weekly-fanout', role: 'weekly', cronVariable: 'WEEKLY_CRON', registered: true, next: expect.any(String), nextLocal: expect.any(String) },
@@ -159,7 +159,7 @@ describe('daily health view', () => {
     const c2 = openContext(config, createLogger(config.log, undefined));
     try {
       const now = new Date();
-      const deps = { database: c2.database, queues: c2.queues, now, weeklyTimeZone: 'Europe/Berlin', kafkaConfigured: true, pollSchedule: { pattern: '0 * * * *', timeZone: 'Europe/Berlin' }, source: { queuePrefix: q2.prefix, redis: '127.0.0.1:6379/0' } };
+      const deps = { database: c2.database, queues: c2.queues, now, weeklyTimeZone: 'Europe/Berlin', pollSchedule: { pattern: '0 * * * *', timeZone: 'Europe/Berlin' }, source: { queuePrefix: q2.prefix, redis: '127.0.0.1:6379/0' } };
       for (const id of fleetSchedulerIds) await registerSchedule(c2, id);
 
       // The hourly poll: none recorded (Redis new), then the last one that went through 2 hours ago, then one just now.
@@ -194,14 +194,55 @@ describe('daily health view', () => {
       // an event unpublished for 2 hours: with Kafka configured, look at the relay; without, the view says nothing will be published
       await empty.sql`insert into fleet.outbox (event_id, event_type, version, topic, key, producer, payload, occurred_at, created_at)
         values (gen_random_uuid(), 'patient.created', 1, 'patient-events', '1', 'fleet', '{}'::jsonb, now() - interval '2 hours 30 seconds', now() - interval '2 hours 30 seconds')`;
+      // Kafka as the fleet's relays record it in Redis, not as this process's KAFKA_BROKERS (it has none).
+      const relay = (r: Partial<OutboxRelayRecord>) =>
+        recordOutboxRelayStatus(c2.queues, {
+          process: 'curavani-fleet:outbox-relay@host:1',
+          role: 'leader',
+          brokers: ['kafka-1:9092'],
+          kafkaUp: true,
+          kafkaDownSince: null,
+          kafkaError: null,
+          missingTopics: [],
+          lastPublishedAt: null,
+          updatedAt: new Date().toISOString(),
+          ...r,
+        });
+      const noRelay = await dailyReport(deps);
+      expect(noRelay.attention).toEqual([
+        {
+          key: 'outbox_stale',
+          message: 'the oldest unpublished outbox event is 2 h old (1 unpublished): no outbox relay runs (no process with the outbox-relay role holds its lease or recorded itself within a minute): events wait in the outbox until one does',
+          command: 'fleet events stats',
+        },
+      ]);
+      await relay({});
       const withKafka = await dailyReport(deps);
+      expect(withKafka.outbox.kafka).toMatchObject({ state: 'publishing', brokers: ['kafka-1:9092'] });
       expect(withKafka.attention).toEqual([{ key: 'outbox_stale', message: 'the oldest unpublished outbox event is 2 h old (1 unpublished)', command: 'fleet events stats' }]);
       expect(dailyText(withKafka)).toContain('\n  - the oldest unpublished outbox event is 2 h old (1 unpublished) — fleet events stats\n');
-      const withoutKafka = await dailyReport({ ...deps, kafkaConfigured: false });
-      expect(withoutKafka.attention).toEqual([
-        { key: 'outbox_stale', message: 'the oldest unpublished outbox event is 2 h old (1 unpublished): Kafka is not configured (KAFKA_BROKERS is empty), so nothing is published until it is set' },
+      expect(dailyText(withKafka)).toContain('\n  Kafka reachable (brokers kafka-1:9092): the leading relay publishes\n');
+      // A Kafka outage is said as one (not as Kafka not configured), with since when and why.
+      const downSince = new Date(Date.now() - 20 * 60_000);
+      await relay({ kafkaUp: false, kafkaDownSince: downSince.toISOString(), kafkaError: 'Connection error: connect ECONNREFUSED 10.0.0.5:9092' });
+      const down = await dailyReport(deps);
+      const downLine = `Kafka unreachable since ${localTimeWithOffset(downSince)} (brokers kafka-1:9092): Connection error: connect ECONNREFUSED 10.0.0.5:9092; events wait in the outbox and go out in order once it answers`;
+      expect(down.attention).toEqual([
+        { key: 'kafka_unreachable', message: `${downLine} (1 unpublished)`, command: 'fleet events stats' },
+        { key: 'outbox_stale', message: 'the oldest unpublished outbox event is 2 h old (1 unpublished)', command: 'fleet events stats' },
       ]);
-      expect(dailyText(withoutKafka)).toContain('  Kafka not configured (KAFKA_BROKERS is empty): events wait here and are published once it is set\n');
+      expect(dailyText(down)).toContain(`\n  ${downLine}\n`);
+      expect(dailyText(down)).not.toContain('not configured');
+      await relay({ role: 'disabled', brokers: null, kafkaUp: null });
+      const withoutKafka = await dailyReport(deps);
+      expect(withoutKafka.attention).toEqual([
+        {
+          key: 'outbox_stale',
+          message: 'the oldest unpublished outbox event is 2 h old (1 unpublished): Kafka not configured on the fleet (its outbox relays run with KAFKA_BROKERS empty): events wait in the outbox and are published once it is set',
+          command: 'fleet events stats',
+        },
+      ]);
+      expect(dailyText(withoutKafka)).toContain('\n  Kafka not configured on the fleet (its outbox relays run with KAFKA_BROKERS empty): events wait in the outbox and are published once it is set\n');
 
       // A schedule removed behind the fleet's back (Redis lost its data, or a hand on redis-cli) and a paused queue
       await c2.queues.queue('bucket-poll').removeJobScheduler('bucket-poll');
@@ -327,7 +368,7 @@ describe('daily health view', () => {
     expect(text).toContain('1 queue is paused, its jobs wait until resumed on the dashboard: email — <a href="/dashboard">open /dashboard</a>');
     expect(text).toContain('1 therapist file failed, 1 therapist file partly imported (3 therapists failed) — <a href="/imports">open /imports</a>');
     expect(text).not.toContain('fleet imports list'); // the web view links the page, the text view names the command
-    expect(text).toContain('Kafka is not configured (<code>KAFKA_BROKERS</code> is empty): events wait here');
+    expect(text).toContain('<p class="muted">no outbox relay runs (no process with the outbox-relay role holds its lease or recorded itself within a minute): events wait in the outbox until one does</p>');
     expect(text).toContain('<tr><th>imported</th><td class="num">2</td></tr>');
     expect(text).toContain('<tr><th>failed, discarded since</th><td class="num">1</td></tr>');
     expect(text).toContain('<tr><th>replaced by a newer upload before import</th><td class="num">1</td></tr>');

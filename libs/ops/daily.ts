@@ -17,6 +17,7 @@ import {
 } from '../queues/index.js';
 import type { FleetContext } from '../runtime/index.js';
 import { isoWeekOf, isoWeekRange } from '../weekly/iso-week.js';
+import { outboxKafkaLine, outboxKafkaState, type OutboxKafkaState } from './outbox-kafka.js';
 
 /**
  * The daily health view (`fleet daily`, /daily): what happened in the last hours and what
@@ -93,8 +94,12 @@ export interface DailyReport {
   schedules: Array<{ id: string; queue: string; role: string; cronVariable: string; registered: boolean; next: string | null; nextLocal: string | null }>;
   /** Queues paused now (Bull Board's pause): their jobs wait until resumed. */
   pausedQueues: string[];
-  /** kafkaConfigured false: KAFKA_BROKERS is empty, the relay is idle and every event waits here. */
-  outbox: { unpublished: number; parked: number; oldestUnpublishedAgeSeconds: number | null; kafkaConfigured: boolean };
+  /**
+   * kafka: Kafka as the fleet's outbox relays see it (the relay lease in PostgreSQL, what the
+   * relays record in Redis), not this process's KAFKA_BROKERS. kafkaConfigured false: the running
+   * relays have KAFKA_BROKERS empty, stay idle, and every event waits here.
+   */
+  outbox: { unpublished: number; parked: number; oldestUnpublishedAgeSeconds: number | null; kafkaConfigured: boolean; kafka: OutboxKafkaState };
 }
 
 export interface DailyDeps {
@@ -103,8 +108,6 @@ export interface DailyDeps {
   now: Date;
   /** WEEKLY_TZ: the ISO week is the weekly emails' week. */
   weeklyTimeZone: string;
-  /** KAFKA_BROKERS set: without it the outbox relay publishes nothing and says so here. */
-  kafkaConfigured: boolean;
   /** POLL_CRON and POLL_TZ: when the bucket poll is due. */
   pollSchedule: { pattern: string; timeZone: string };
   /** QUEUE_PREFIX and REDIS_URL's `host:port/db`, as the report names them. */
@@ -118,7 +121,6 @@ export function dailyDepsOf(ctx: FleetContext): DailyDeps {
     queues: ctx.queues,
     now: ctx.clock.now(),
     weeklyTimeZone: ctx.config.weekly.timeZone,
-    kafkaConfigured: Boolean(ctx.config.kafka.brokers?.length),
     pollSchedule: { pattern: ctx.config.patientImport.pollCron, timeZone: ctx.config.patientImport.pollTimeZone },
     source: { queuePrefix: ctx.config.queues.prefix, redis: redisTargetWithDb(ctx.config.queues.redisUrl) },
   };
@@ -255,6 +257,10 @@ function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttenti
     });
   }
   if (r.emails.failed > 0) add('emails_failed', `${many(r.emails.failed, 'email', 'emails')} failed for good (fleet.deliveries, status failed, last_error says why)`);
+  const kafka = r.outbox.kafka;
+  if (seen && (kafka.state === 'unreachable' || kafka.state === 'topic_missing')) {
+    add(kafka.state === 'unreachable' ? 'kafka_unreachable' : 'kafka_topic_missing', `${outboxKafkaLine(kafka, localTimeWithOffset)} (${r.outbox.unpublished} unpublished)`, { command: 'fleet events stats' });
+  }
   if (r.outbox.parked > 0) add('outbox_parked', `${many(r.outbox.parked, 'outbox event is', 'outbox events are')} parked (refused by Kafka, or held behind one that was)`, { command: 'fleet events parked' });
   const age = (s: number | null) => formatAge(s);
   if (stale(r.patientImports.oldestOpenAgeSeconds)) {
@@ -269,8 +275,9 @@ function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttenti
   if (stale(r.emails.oldestPendingAgeSeconds)) add('emails_stale', `the oldest pending email is ${age(r.emails.oldestPendingAgeSeconds)} old (${r.emails.pending} pending)`);
   if (stale(r.outbox.oldestUnpublishedAgeSeconds)) {
     const head = `the oldest unpublished outbox event is ${age(r.outbox.oldestUnpublishedAgeSeconds)} old (${r.outbox.unpublished} unpublished)`;
-    if (r.outbox.kafkaConfigured) add('outbox_stale', head, { command: 'fleet events stats' });
-    else add('outbox_stale', `${head}: Kafka is not configured (KAFKA_BROKERS is empty), so nothing is published until it is set`);
+    // Said with why, unless an attention line above says it already (Kafka unreachable, a topic missing).
+    if (kafka.state === 'publishing' || kafka.state === 'unreachable' || kafka.state === 'topic_missing') add('outbox_stale', head, { command: 'fleet events stats' });
+    else add('outbox_stale', `${head}: ${outboxKafkaLine(kafka, localTimeWithOffset)}`, { command: 'fleet events stats' });
   }
   return out;
 }
@@ -280,7 +287,7 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
   const since = new Date(now.getTime() - hours * 3_600_000);
   const db = deps.database.db;
   const isoWeek = isoWeekOf(now, deps.weeklyTimeZone);
-  const [patientImports, therapist, backlog, emails, weekly, dead, outbox, schedules, paused, lastPoll, fleetSeen] = await Promise.all([
+  const [patientImports, therapist, backlog, emails, weekly, dead, outbox, schedules, paused, lastPoll, fleetSeen, kafka] = await Promise.all([
     ledgerActivity(db, since, now),
     importActivity(db, since),
     importBacklog(db, now),
@@ -292,6 +299,7 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
     pausedQueues(deps.queues),
     lastBucketPollSuccess(deps.queues),
     fleetSeenUnderPrefix(deps.queues),
+    outboxKafkaState(deps),
   ]);
   const dueBy = bucketPollDueBy(deps.pollSchedule, now);
   const waiting = backlog.queued + backlog.importing;
@@ -327,7 +335,7 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
       nextLocal: next ? localTimeWithOffset(next) : null,
     })),
     pausedQueues: paused,
-    outbox: { unpublished: outbox.unpublished, parked: outbox.parked, oldestUnpublishedAgeSeconds: outbox.unpublished ? outbox.oldestAgeSeconds : null, kafkaConfigured: deps.kafkaConfigured },
+    outbox: { unpublished: outbox.unpublished, parked: outbox.parked, oldestUnpublishedAgeSeconds: outbox.unpublished ? outbox.oldestAgeSeconds : null, kafkaConfigured: kafka.state !== 'not_configured', kafka },
   };
   const attention = attentionOf(body);
   return { ...body, status: attention.length ? 'attention' : 'ok', attention };
@@ -372,7 +380,7 @@ export function dailyText(r: DailyReport): string {
     `  total ${r.deadLetters.total}${deadQueues.length ? `  (${deadQueues.map(([q, n]) => `${q} ${n}`).join(', ')})` : ''}`,
     'outbox',
     `  unpublished ${o.unpublished}  parked ${o.parked}  oldest unpublished ${formatAge(o.oldestUnpublishedAgeSeconds)}`,
-    ...(o.kafkaConfigured ? [] : ['  Kafka not configured (KAFKA_BROKERS is empty): events wait here and are published once it is set']),
+    `  ${outboxKafkaLine(o.kafka, localTimeWithOffset)}`,
   ];
   return lines.join('\n') + '\n';
 }

@@ -29,7 +29,7 @@ export function redisTargetWithDb(url: string): string {
  * - a key only a fleet's work leaves, for any catalog queue or its dead-letter queue: the
  *   events stream (BullMQ appends to it for every job added, moved, completed or failed, trims it
  *   and never deletes it) or the job schedulers (`repeat`, registered by every process with a
- *   scheduling role at start), or the last successful bucket poll;
+ *   scheduling role at start), or the last successful bucket poll, or a running outbox relay's record;
  * - else a connection of a fleet process named under the prefix (BullMQ names its worker and
  *   event connections `<prefix>:<base64 queue name>`): a fleet just started that has had no
  *   job yet. CLIENT LIST may be refused (managed Redis): then only the keys count.
@@ -40,7 +40,7 @@ export function redisTargetWithDb(url: string): string {
 export async function fleetSeenUnderPrefix(queues: QueueSet): Promise<boolean> {
   const redis = await queues.redis();
   const names = queueNames().flatMap((n) => [n, deadLetterQueueName(n)]);
-  const keys = [...names.flatMap((n) => [`${queues.prefix}:${n}:events`, `${queues.prefix}:${n}:repeat`]), `${queues.prefix}:bucket-poll-last-success`];
+  const keys = [...names.flatMap((n) => [`${queues.prefix}:${n}:events`, `${queues.prefix}:${n}:repeat`]), `${queues.prefix}:bucket-poll-last-success`, `${queues.prefix}:outbox-relays`];
   if ((await redis.exists(...keys)) > 0) return true;
   try {
     const clients = (await redis.client('LIST')) as string;

@@ -7,3 +7,4 @@ export * from './rate-limiter.js';
 export * from './schedulers.js';
 export * from './last-poll.js';
 export * from './fleet-traces.js';
+export * from './outbox-relay-status.js';

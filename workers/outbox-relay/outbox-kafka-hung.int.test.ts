@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { appendEvent, type EventEnvelope } from '../../libs/events/index.js';
+import { outboxRelayStatuses } from '../../libs/queues/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import type { TestDatabase } from '../../libs/testing/db.js';
 import { collectMessages, type KafkaMock, type MessageCollector, type ReceivedMessage } from '../../libs/testing/kafka-mock.js';
@@ -101,8 +102,13 @@ describe('a broker that stops answering', () => {
     const sent = await appendMany('hung', 9);
     await waitKafkaDown();
     expect(consumer.messages.filter((m) => m.key?.startsWith('hung-'))).toEqual([]);
+    // Recorded in Redis for the CLI (fleet status, daily, events stats), whose terminal need not have KAFKA_BROKERS.
+    const recorded = await until('the relay to record Kafka down', async () => (await outboxRelayStatuses(ctx.queues, new Date())).find((r) => r.kafkaUp === false), 30_000);
+    expect(recorded).toMatchObject({ role: 'leader', brokers: ctx.config.kafka.brokers, kafkaDownSince: expect.any(String), kafkaError: expect.stringContaining('no answer from Kafka within 1000 ms') });
     kafka.resume();
     expectDelivered(sent, await waitKafkaBack(sent));
+    const back = await until('the relay to record Kafka up', async () => (await outboxRelayStatuses(ctx.queues, new Date())).find((r) => r.kafkaUp === true && r.lastPublishedAt), 30_000);
+    expect(back).toMatchObject({ role: 'leader', kafkaDownSince: null, kafkaError: null });
   });
 
   it('hung after writing: the batches it wrote without answering are sent again with the same event ids; order per key holds', { timeout: 180_000 }, async () => {

@@ -52,6 +52,8 @@ export interface OutboxRelay {
   kafkaUp(): boolean | null;
   /** Topics the events wait for: Kafka answers but does not have them (empty: none). */
   missingTopics(): string[];
+  /** Since when Kafka has not answered, and why (null while it answers or before it was asked). */
+  kafkaDown(): { since: Date; error: string } | null;
 }
 
 const defaultSleep = (ms: number, signal: AbortSignal) =>
@@ -288,5 +290,6 @@ export function createOutboxRelay(deps: RelayDeps, settings: RelaySettings): Out
     role: () => role,
     kafkaUp: () => kafka,
     missingTopics: () => missing?.topics ?? [],
+    kafkaDown: () => (kafka === false && kafkaDownSince ? { since: kafkaDownSince, error: kafkaError ?? 'unreachable' } : null),
   };
 }

@@ -1,8 +1,10 @@
+import { hostname } from 'node:os';
 import { Counter, Gauge } from 'prom-client';
 import { outboxBacklog, outboxOldestAgeSeconds, prunePublished, relayLeases } from '../../libs/db/repositories/outbox-relay.js';
 import { kafkajsPublisher, type EventPublisher } from '../../libs/events/kafka.js';
 import { collectedGauge, scrapeRead } from '../../libs/metrics/index.js';
-import type { Component, FleetContext } from '../../libs/runtime/index.js';
+import { brokerAddresses, recordOutboxRelayStatus, removeOutboxRelayStatus, RELAY_STATUS_HEARTBEAT_MS } from '../../libs/queues/index.js';
+import { settlesWithin, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { createOutboxRelay, type RelayRole } from './relay.js';
 
 /**
@@ -85,6 +87,34 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
     registers: [metrics.registry],
   }).set(publisher ? 1 : 0);
 
+  // What this relay does, recorded in Redis for the CLI (fleet status, daily, events stats), whose
+  // own environment need not be the fleet's: written on every change and every 15 s.
+  const processName = `curavani-fleet${config.instance ? `:${config.instance}` : ''}:outbox-relay@${hostname()}:${process.pid}`;
+  let lastPublishedAt: Date | null = null;
+  let heartbeat: NodeJS.Timeout | null = null;
+  let recordFailing = false;
+  const record = () => {
+    const down = relay.kafkaDown();
+    recordOutboxRelayStatus(ctx.queues, {
+      process: processName,
+      role: relay.role(),
+      brokers: brokerAddresses(publisher ? config.kafka.brokers : null),
+      kafkaUp: relay.kafkaUp(),
+      kafkaDownSince: down?.since.toISOString() ?? null,
+      kafkaError: down?.error ?? null,
+      missingTopics: relay.missingTopics(),
+      lastPublishedAt: lastPublishedAt?.toISOString() ?? null,
+      updatedAt: clock.now().toISOString(),
+    }).then(
+      () => void (recordFailing = false),
+      (err: unknown) => {
+        // Redis away: said once (the workers and /ready say the rest); the next heartbeat writes it again.
+        if (!recordFailing) log.debug({ err }, 'outbox relay: could not record its state in Redis');
+        recordFailing = true;
+      },
+    );
+  };
+
   const leases = relayLeases(database);
   const relay = createOutboxRelay(
     {
@@ -95,13 +125,21 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
       log,
       onBatch: (r) => {
         for (const [topic, n] of Object.entries(r.byTopic)) published.inc({ topic }, n);
+        if (r.published > 0) lastPublishedAt = clock.now();
       },
       onPublishFailure: () => failures.inc(),
-      onRoleChange: (role: RelayRole) => leader.set(role === 'leader' ? 1 : 0),
-      onKafkaChange: (up) => kafkaUp.set(up ? 1 : 0),
+      onRoleChange: (role: RelayRole) => {
+        leader.set(role === 'leader' ? 1 : 0);
+        if (role !== 'stopped') queueMicrotask(record);
+      },
+      onKafkaChange: (up) => {
+        kafkaUp.set(up ? 1 : 0);
+        queueMicrotask(record);
+      },
       onTopicsMissing: (topics) => {
         topicMissing.reset();
         for (const topic of topics) topicMissing.set({ topic }, 1);
+        queueMicrotask(record);
       },
     },
     {
@@ -120,10 +158,15 @@ export function outboxRelayComponents(ctx: FleetContext, opts: { publisher?: Eve
       name: 'outbox-relay',
       async start() {
         relay.start();
+        record();
+        heartbeat = setInterval(record, RELAY_STATUS_HEARTBEAT_MS);
+        heartbeat.unref();
       },
       async stop(timeoutMs) {
+        if (heartbeat) clearInterval(heartbeat);
         await relay.stop(timeoutMs);
         await leases.close();
+        await settlesWithin(removeOutboxRelayStatus(ctx.queues, processName).catch(() => {}), 2_000);
       },
       ready: () => relay.ready(),
     },

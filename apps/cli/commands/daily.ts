@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { DEFAULT_DAILY_HOURS, dailyDepsOf, dailyReport, dailyText, parseDailyHours } from '../../../libs/ops/daily.js';
+import { kafkaBrokersMismatch } from '../../../libs/ops/outbox-kafka.js';
 import { CliError, printJson, withContext } from '../context.js';
 import { noFleetWarning } from '../queue-source.js';
 
@@ -16,6 +17,8 @@ export function registerDaily(program: Command): void {
         const r = await dailyReport(dailyDepsOf(ctx), hours);
         // The report says so too (attention queue_prefix_unused); here with what the database shows.
         if (!r.source.fleetSeen) process.stderr.write(`fleet: warning: ${await noFleetWarning(ctx, r.source)}\n`);
+        const mismatch = kafkaBrokersMismatch(r.outbox.kafka, ctx.config.kafka.brokers);
+        if (mismatch) process.stderr.write(`fleet: warning: ${mismatch}\n`);
         if (opts.json) return printJson(r);
         process.stdout.write(dailyText(r));
       });

@@ -4,6 +4,8 @@ import { listParked, ParkedEventNotFound, retryParked } from '../../../libs/db/r
 import { outboxStats } from '../../../libs/db/repositories/outbox-relay.js';
 import { eventTopicNames, setupTopics, TopicSetupError } from '../../../libs/events/kafka.js';
 import { createLogger } from '../../../libs/log/index.js';
+import { localTimeWithOffset } from '../../../libs/ops/daily.js';
+import { kafkaBrokersMismatch, outboxKafkaLine, outboxKafkaState } from '../../../libs/ops/outbox-kafka.js';
 import { CliError, configOrExit, operatorName, positiveInt, printJson, requiredReason, withContext } from '../context.js';
 import { columns, isoSeconds } from '../format.js';
 
@@ -64,10 +66,14 @@ export function registerEvents(program: Command): void {
     .action(async (opts: { json?: boolean }) => {
       await withContext(async (ctx) => {
         const stats = await outboxStats(ctx.database, ctx.clock.now());
-        const kafka = ctx.config.kafka.brokers ? ctx.config.kafka.brokers.join(',') : null;
-        if (opts.json) return printJson({ kafkaBrokers: kafka, retentionDays: ctx.config.outbox.retentionDays, ...stats });
+        // The fleet's Kafka (what its relays record), not this terminal's KAFKA_BROKERS.
+        const kafka = await outboxKafkaState({ database: ctx.database, queues: ctx.queues, now: ctx.clock.now() });
+        const mismatch = kafkaBrokersMismatch(kafka, ctx.config.kafka.brokers);
+        if (mismatch) process.stderr.write(`fleet: warning: ${mismatch}\n`);
+        if (opts.json) return printJson({ kafkaBrokers: kafka.brokers, kafka, retentionDays: ctx.config.outbox.retentionDays, ...stats });
         process.stdout.write(
-          `kafka brokers:       ${kafka ?? 'not configured (KAFKA_BROKERS empty): events stay in the outbox'}\n` +
+          `kafka brokers:       ${kafka.brokers ? kafka.brokers.join(',') : kafka.state === 'not_configured' ? 'not configured on the fleet (KAFKA_BROKERS empty): events stay in the outbox' : 'not known (no outbox relay records them)'}\n` +
+            `kafka:               ${outboxKafkaLine(kafka, localTimeWithOffset)}\n` +
             `unpublished events:  ${stats.unpublished}${stats.unpublished ? ` (oldest ${age(stats.oldestUnpublishedAgeSeconds)} old, since ${iso(stats.oldestUnpublishedAt)})` : ''}\n` +
             `  with failed tries: ${stats.failing}\n` +
             (stats.oldestLastError ? `  oldest failed:     ${stats.oldestLastError}\n` : '') +

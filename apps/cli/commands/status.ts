@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { currentLeaseHolders, type LeaseHolderInfo } from '../../../libs/db/lease.js';
-import { formatAge, secondsSince } from '../../../libs/ops/daily.js';
+import { formatAge, localTimeWithOffset, secondsSince } from '../../../libs/ops/daily.js';
+import { kafkaBrokersMismatch, outboxKafkaLine, outboxKafkaState, type OutboxKafkaState } from '../../../libs/ops/outbox-kafka.js';
 import { queueNames, deadLetterQueueName, lastBucketPollSuccess, pausedQueues, schedulerStates } from '../../../libs/queues/index.js';
 import { within } from '../../../libs/runtime/index.js';
 import { isoSeconds } from '../format.js';
@@ -55,30 +56,31 @@ export function registerStatus(program: Command): void {
         );
         // PostgreSQL away must not cost the operator the queue table above: said, not thrown.
         const holders = await within(currentLeaseHolders(ctx.database.sql), 5_000).catch((err: unknown) => new Error(`which processes publish events and watch the scraper folder is not known: PostgreSQL (DATABASE_URL): ${(err as Error).message}`));
-        process.stdout.write(`\n${holders instanceof Error ? holders.message : leaseLines(holders, Boolean(ctx.config.kafka.brokers?.length)).join('\n')}\n`);
+        // Kafka as the fleet's relays see it (their lease, what they record in Redis), not as this terminal's KAFKA_BROKERS.
+        const kafka = await outboxKafkaState({ database: ctx.database, queues: ctx.queues, now: ctx.clock.now() });
+        const mismatch = kafkaBrokersMismatch(kafka, ctx.config.kafka.brokers);
+        if (mismatch) process.stderr.write(`fleet: warning: ${mismatch}\n`);
+        process.stdout.write(`\n${holders instanceof Error ? `${holders.message}\n${outboxKafkaLine(kafka, localTimeWithOffset)}` : leaseLines(holders, kafka).join('\n')}\n`);
       });
     });
 }
 
 /**
  * Which process publishes events and which watches the scraper folder (by its PostgreSQL
- * session), or that none does, and why: a relay without Kafka (KAFKA_BROKERS empty) stays idle
- * and takes no lease, which this command's own environment can tell; else no relay reaches
- * PostgreSQL.
+ * session), or that none does, and why; under the relay, Kafka as it sees it (reachable,
+ * unreachable since when, a topic missing). Why no relay publishes is judged from what the
+ * fleet's relays record (none runs, they stand by, they run without KAFKA_BROKERS), never from
+ * this terminal's environment.
  */
-function leaseLines(holders: LeaseHolderInfo[], kafkaConfigured: boolean): string[] {
+function leaseLines(holders: LeaseHolderInfo[], kafka: OutboxKafkaState): string[] {
   const line = (lease: LeaseHolderInfo['lease'], doing: string, none: string) => {
     const h = holders.find((x) => x.lease === lease);
     return h ? `${doing}: ${h.applicationName} (session since ${isoSeconds(h.since)})` : none;
   };
+  const relay = holders.some((x) => x.lease === 'outboxRelay');
   return [
-    line(
-      'outboxRelay',
-      'outbox relay publishing',
-      kafkaConfigured
-        ? 'outbox relay: none publishing: no process with the outbox-relay role reaches PostgreSQL (DATABASE_URL); events wait in the outbox until one does'
-        : 'outbox relay: none publishing: Kafka is not configured (KAFKA_BROKERS is empty in this environment): a relay without it stays idle, and events wait in the outbox until it is set',
-    ),
+    line('outboxRelay', 'outbox relay publishing', `outbox relay: none publishing: ${outboxKafkaLine(kafka, localTimeWithOffset)}`),
+    ...(relay ? [`  ${outboxKafkaLine(kafka, localTimeWithOffset)}`] : []),
     line('scraperWatcher', 'scraper watcher watching', 'scraper watcher: none watching (no process with the scraper-watcher role runs): dropped files wait for one'),
   ];
 }

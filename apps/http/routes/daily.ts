@@ -1,5 +1,6 @@
 import { Router, type Request } from 'express';
-import { dailyDepsOf, dailyReport, formatAge, parseDailyHours, type DailyReport } from '../../../libs/ops/daily.js';
+import { dailyDepsOf, dailyReport, formatAge, localTimeWithOffset, parseDailyHours, type DailyReport } from '../../../libs/ops/daily.js';
+import { outboxKafkaLine } from '../../../libs/ops/outbox-kafka.js';
 import { html, page, type SafeHtml } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
@@ -77,7 +78,7 @@ ${part('Outbox', [
   ['parked', o.parked],
   ['oldest unpublished', formatAge(o.oldestUnpublishedAgeSeconds)],
 ])}
-${o.kafkaConfigured ? '' : html`<p class="muted">Kafka is not configured (<code>KAFKA_BROKERS</code> is empty): events wait here and are published, in order, once it is set.</p>`}`;
+<p class="muted">${outboxKafkaLine(o.kafka, localTimeWithOffset)}</p>`;
 }
 
 /**
