@@ -4,7 +4,7 @@ import { LOCK_KEYS, leaseHolder } from '../../libs/db/lease.js';
 import { localTimeWithOffset, type DailyReport } from '../../libs/ops/daily.js';
 import { recordOutboxRelayStatus, type OutboxRelayRecord } from '../../libs/queues/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
-import { createTestQueues } from '../../libs/testing/queues.js';
+import { createTestQueues, workerHoldingItsJob } from '../../libs/testing/queues.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { runCli } from './run-cli.js';
@@ -101,7 +101,21 @@ describe('the queue prefix and Redis a command reads, and a warning when no flee
       expect({ code: dlq.code, stderr: dlq.stderr }).toEqual({ code: 0, stderr: '' });
       const status = await runCli(['status'], env);
       expect(status.stderr).toBe('');
-      expect(status.stdout).toMatch(/patient-import\s+1\s+0/);
+      // workers, waiting, active: a job waits and nothing serves the queue: said, not read as "slow".
+      expect(status.stdout).toMatch(/\nqueue\s+workers\s+waiting\s+active\s+delayed/);
+      expect(status.stdout).toMatch(/\npatient-import\s+0\s+1\s+0\s/);
+      expect(status.stdout).toContain('\nno worker on patient-import: 1 job(s) wait and no process serves the queue: start a process with its role (fleet start --help lists them)\n');
+      expect(JSON.parse((await runCli(['status', '--json'], env)).stdout).queues).toContainEqual(expect.objectContaining({ queue: 'patient-import', workers: 0, waiting: 1 }));
+      const w = workerHoldingItsJob(t);
+      try {
+        await w.running;
+        const served = await runCli(['status'], env);
+        expect(served.stdout).toMatch(/\npatient-import\s+1\s+0\s+1\s/);
+        expect(served.stdout).not.toContain('no worker on');
+      } finally {
+        w.finish();
+        await w.worker.close();
+      }
       // No relay publishes: the status says why, from what the fleet records, not from this terminal's KAFKA_BROKERS.
       const noRelay = 'no outbox relay runs (no process with the outbox-relay role holds its lease or recorded itself within a minute): events wait in the outbox until one does';
       expect(status.stdout).toContain(`\noutbox relay: none publishing: ${noRelay}\n`);

@@ -13,7 +13,7 @@ const STATES = ['waiting', 'active', 'delayed', 'prioritized', 'completed', 'fai
 export function registerStatus(program: Command): void {
   program
     .command('status')
-    .description('job counts per queue and state, dead letters waiting for an operator, paused queues, the schedules\' next runs, and which process publishes events and which watches the scraper folder')
+    .description('workers and job counts per queue and state, dead letters waiting for an operator, paused queues, the schedules\' next runs, and which process publishes events and which watches the scraper folder')
     .option('--json', 'print the queue prefix and Redis read (source) and the per-queue counts (queues, dead letters included) as JSON; schedules and paused queues: fleet daily --json')
     .action(async (opts: { json?: boolean }) => {
       await withContext(async (ctx) => {
@@ -21,16 +21,36 @@ export function registerStatus(program: Command): void {
         if (!source.fleetSeen) process.stderr.write(`fleet: warning: ${await noFleetWarning(ctx, source)}\n`);
         const rows = [];
         for (const name of queueNames()) {
-          const counts = await ctx.queues.queue(name).getJobCounts(...STATES);
+          const queue = ctx.queues.queue(name);
+          const counts = await queue.getJobCounts(...STATES);
           const dead = await ctx.queues.queue(deadLetterQueueName(name)).getJobCounts('waiting', 'prioritized', 'delayed');
-          rows.push({ queue: name, waiting: counts.waiting ?? 0, active: counts.active ?? 0, delayed: counts.delayed ?? 0, completed: counts.completed ?? 0, failed: counts.failed ?? 0, dead: (dead.waiting ?? 0) + (dead.prioritized ?? 0) + (dead.delayed ?? 0) });
+          // The fleet processes serving the queue now (BullMQ names their connections under the
+          // prefix; CLIENT LIST): waiting jobs and none is "start one", not "slow". null: Redis refuses CLIENT LIST.
+          const workers = await queue.getWorkers().then((w) => (w.some((x) => x.name === 'GCP does not support client list') ? null : w.length), () => null);
+          rows.push({
+            queue: name,
+            workers,
+            waiting: counts.waiting ?? 0,
+            prioritized: counts.prioritized ?? 0,
+            active: counts.active ?? 0,
+            delayed: counts.delayed ?? 0,
+            completed: counts.completed ?? 0,
+            failed: counts.failed ?? 0,
+            dead: (dead.waiting ?? 0) + (dead.prioritized ?? 0) + (dead.delayed ?? 0),
+          });
         }
         if (opts.json) return printJson({ source, queues: rows });
         process.stdout.write(`${sourceLine(source)}\n\n`);
-        const header = ['queue', 'waiting', 'active', 'delayed', 'completed', 'failed', 'dead'];
-        const table = [header, ...rows.map((r) => [r.queue, r.waiting, r.active, r.delayed, r.completed, r.failed, r.dead].map(String))];
+        // waiting: jobs with a priority (every therapist import) wait as prioritized, counted here too.
+        const header = ['queue', 'workers', 'waiting', 'active', 'delayed', 'completed', 'failed', 'dead'];
+        const table = [header, ...rows.map((r) => [r.queue, r.workers ?? '?', r.waiting + r.prioritized, r.active, r.delayed, r.completed, r.failed, r.dead].map(String))];
         const widths = header.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
         for (const row of table) process.stdout.write(row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ') + '\n');
+        for (const r of rows) {
+          if (r.workers === 0 && r.waiting + r.prioritized > 0) {
+            process.stdout.write(`\nno worker on ${r.queue}: ${r.waiting + r.prioritized} job(s) wait and no process serves the queue: start a process with its role (fleet start --help lists them)\n`);
+          }
+        }
         const totalDead = rows.reduce((a, r) => a + r.dead, 0);
         process.stdout.write(totalDead ? `\n${totalDead} dead letter(s) wait for an operator: fleet dlq list\n` : '\nno dead letters\n');
         const paused = await pausedQueues(ctx.queues);
