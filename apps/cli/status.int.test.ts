@@ -106,6 +106,13 @@ describe('the queue prefix and Redis a command reads, and a warning when no flee
       expect(status.stdout).toMatch(/\npatient-import\s+0\s+1\s+0\s/);
       expect(status.stdout).toContain('\nno worker on patient-import: 1 job(s) wait and no process serves the queue: start a process with its role (fleet start --help lists them)\n');
       expect(JSON.parse((await runCli(['status', '--json'], env)).stdout).queues).toContainEqual(expect.objectContaining({ queue: 'patient-import', workers: 0, waiting: 1 }));
+      // Emails waiting for a retry after a failed provider request: counted, with the latest error.
+      await db.sql`insert into fleet.deliveries (idempotency_key, kind, to_address, from_address, subject, html, text, status, attempts, last_error)
+        values ('status-test.1', 'staff', 'a@example.org', 'f@example.org', 's', 'h', 't', 'pending', 2, 'provider request for batch b failed: resend network error: could not connect to 127.0.0.1:3114 (ECONNREFUSED)')`;
+      expect((await runCli(['status'], env)).stdout).toMatch(
+        /\nemails being retried after a failed provider request: 1; the latest error \([^)]+\): provider request for batch b failed: resend network error: could not connect to 127\.0\.0\.1:3114 \(ECONNREFUSED\)\n/,
+      );
+      await db.sql`delete from fleet.deliveries where idempotency_key = 'status-test.1'`;
       const w = workerHoldingItsJob(t);
       try {
         await w.running;

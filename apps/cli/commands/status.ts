@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { currentLeaseHolders, type LeaseHolderInfo } from '../../../libs/db/lease.js';
+import { retryingDeliveries } from '../../../libs/db/repositories/deliveries.js';
 import { formatAge, localTimeWithOffset, secondsSince } from '../../../libs/ops/daily.js';
 import { kafkaBrokersMismatch, outboxKafkaLine, outboxKafkaState, type OutboxKafkaState } from '../../../libs/ops/outbox-kafka.js';
 import { queueNames, deadLetterQueueName, lastBucketPollSuccess, pausedQueues, schedulerStates } from '../../../libs/queues/index.js';
@@ -50,6 +51,13 @@ export function registerStatus(program: Command): void {
           if (r.workers === 0 && r.waiting + r.prioritized > 0) {
             process.stdout.write(`\nno worker on ${r.queue}: ${r.waiting + r.prioritized} job(s) wait and no process serves the queue: start a process with its role (fleet start --help lists them)\n`);
           }
+        }
+        // A provider outage shows here before FleetJobsRetrying (15 min): emails retried, with the latest error.
+        const retrying = await within(retryingDeliveries(ctx.database.db), 5_000).catch(() => null);
+        if (retrying?.count) {
+          process.stdout.write(
+            `\nemails being retried after a failed provider request: ${retrying.count}; the latest error (${retrying.lastAt ? isoSeconds(retrying.lastAt) : '?'}): ${retrying.lastError}\n`,
+          );
         }
         const totalDead = rows.reduce((a, r) => a + r.dead, 0);
         process.stdout.write(totalDead ? `\n${totalDead} dead letter(s) wait for an operator: fleet dlq list\n` : '\nno dead letters\n');

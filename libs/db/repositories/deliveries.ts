@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { and, asc, eq, inArray, isNull, lt, ne, or, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, isNotNull, isNull, lt, ne, or, sql } from 'drizzle-orm';
 import type { Db, DbOrTx, Tx } from '../client.js';
 import { deliveries } from '../schema/fleet.js';
 import { discardedSinceFailed, uuidArray } from './deliveries-retention.js';
@@ -482,6 +482,23 @@ export async function deliveryActivity(
     pending: row?.pending ?? 0,
     oldestPendingAgeSeconds: oldest === null ? null : Math.max(0, now.getTime() / 1000 - oldest),
   };
+}
+
+/**
+ * Deliveries waiting for a retry after a failed provider request (pending or being sent, with a
+ * last error): how many, and the latest error with its time (`fleet status`), so a provider
+ * outage shows before FleetJobsRetrying fires. The errors carry no address (see SendResult).
+ */
+export async function retryingDeliveries(db: DbOrTx): Promise<{ count: number; lastError: string | null; lastAt: Date | null }> {
+  const d = deliveries;
+  const rows = await db
+    .select({ count: sql<number>`count(*) over ()::int`, lastError: d.lastError, lastAtMs: sql<number>`(extract(epoch from ${d.updatedAt}) * 1000)::float8` })
+    .from(d)
+    .where(and(inArray(d.status, ['pending', 'sending']), isNotNull(d.lastError)))
+    .orderBy(desc(d.updatedAt))
+    .limit(1);
+  const r = rows[0];
+  return r ? { count: r.count, lastError: r.lastError, lastAt: new Date(r.lastAtMs) } : { count: 0, lastError: null, lastAt: null };
 }
 
 /**

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { closedPort, silentServer } from '../../testing/ports.js';
 import { loadConfig } from '../../config/index.js';
 import { createMailDriver } from '../index.js';
-import { mapResendError, retryAfterMs } from './resend.js';
+import { createResendDriver, mapResendError, networkCause, providerAddress, retryAfterMs } from './resend.js';
 
 describe('Resend answers -> SendResult', () => {
   it('429 is transient with retry-after in ms (seconds or an HTTP date)', () => {
@@ -58,5 +59,36 @@ describe('Resend answers -> SendResult', () => {
   it('createMailDriver: outbox by default, resend when configured', () => {
     expect(createMailDriver(loadConfig({}).mail).name).toBe('outbox');
     expect(createMailDriver(loadConfig({ MAIL_DRIVER: 'resend', RESEND_API_KEY: 're_x', RESEND_BASE_URL: 'http://127.0.0.1:1', UNSUBSCRIBE_SECRET: 's'.repeat(32) }).mail).name).toBe('resend');
+  });
+});
+
+describe('a request that gets no HTTP answer', () => {
+  // The SDK swallows fetch's error and says "Unable to fetch data. The request could not be
+  // resolved." also for a refused connection, with no address: operators looked for a DNS fault.
+  const mail = { from: 'f@example.org', to: 't@example.org', subject: 's', html: '<p>x</p>', text: 'x', idempotencyKey: 'k-1' };
+
+  it('names the provider address and the cause: refused', async () => {
+    const port = await closedPort();
+    const driver = createResendDriver({ apiKey: 're_secret_key', baseUrl: `http://127.0.0.1:${port}`, timeoutMs: 2_000 });
+    const r = await driver.send(mail);
+    expect(r).toEqual({ ok: false, transient: true, message: `resend network error: could not connect to 127.0.0.1:${port} (ECONNREFUSED)` });
+    const batch = await driver.sendBatch([mail, { ...mail, idempotencyKey: 'k-2' }], { idempotencyKey: 'b-1' });
+    expect(batch.map((x) => !x.ok && x.message)).toEqual([`resend network error: could not connect to 127.0.0.1:${port} (ECONNREFUSED)`, `resend network error: could not connect to 127.0.0.1:${port} (ECONNREFUSED)`]);
+  });
+
+  it('names the provider address and the cause: no answer within the request limit', { timeout: 10_000 }, async () => {
+    const silent = await silentServer();
+    try {
+      const driver = createResendDriver({ apiKey: 're_secret_key', baseUrl: `http://127.0.0.1:${silent.port}/`, timeoutMs: 500 });
+      expect(await driver.send(mail)).toMatchObject({ ok: false, transient: true, message: `resend network error: no answer from 127.0.0.1:${silent.port} within 500 ms` });
+    } finally {
+      await silent.close();
+    }
+  });
+
+  it('names the host it could not resolve', { timeout: 15_000 }, async () => {
+    const cause = await networkCause(providerAddress('https://api.resend.invalid'));
+    expect(cause).toMatch(/^could not resolve api\.resend\.invalid \((ENOTFOUND|EAI_AGAIN)\)$|^no answer from api\.resend\.invalid:443 while connecting/);
+    expect(providerAddress(undefined).label).toBe('api.resend.com:443');
   });
 });

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { Resend, type ErrorResponse } from 'resend';
 import { MAX_BATCH_SIZE, type BatchOptions, type MailDriver, type OutgoingMail, type SendResult } from '../port.js';
 
@@ -74,19 +75,66 @@ function toApi(mail: OutgoingMail) {
   };
 }
 
+/** `host:port` of the provider's API (never the key): where a request that got no answer went. */
+export function providerAddress(baseUrl: string | undefined): { host: string; port: number; label: string } {
+  let u: URL;
+  try {
+    u = new URL(baseUrl || 'https://api.resend.com');
+  } catch {
+    u = new URL('https://api.resend.com');
+  }
+  const port = Number(u.port) || (u.protocol === 'http:' ? 80 : 443);
+  return { host: u.hostname, port, label: `${u.hostname}:${port}` };
+}
+
+/** How long the check of an unanswered request's cause may take. */
+const CAUSE_CHECK_MS = 3_000;
+
+/**
+ * Why a request got no HTTP answer. The SDK swallows fetch's error (`Unable to fetch data. The
+ * request could not be resolved.`, which reads like DNS also when the connection was refused), so
+ * a quick TCP connect to the same address finds the cause: refused, not resolvable, no answer
+ * while connecting, or connectable (then TLS or HTTP broke and the SDK does not say which).
+ */
+export function networkCause(address: { host: string; port: number; label: string }, waitMs = CAUSE_CHECK_MS): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: address.host, port: address.port });
+    const done = (why: string) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(why);
+    };
+    const timer = setTimeout(() => done(`no answer from ${address.label} while connecting (within ${waitMs} ms)`), waitMs);
+    socket.once('connect', () => done(`${address.label} accepts connections, but the request failed (TLS or HTTP; the SDK does not say which)`));
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') done(`could not resolve ${address.host} (${err.code})`);
+      else done(`could not connect to ${address.label} (${err.code ?? err.message})`);
+    });
+  });
+}
+
 /** The Resend driver: the official SDK, pointed at `baseUrl` (a local stand-in in tests). */
 export function createResendDriver(opts: ResendDriverOptions): MailDriver {
   const resend = new Resend(opts.apiKey, opts.baseUrl ? { baseUrl: opts.baseUrl.replace(/\/+$/, '') } : undefined);
   const timeoutMs = opts.timeoutMs ?? 30_000;
+  const address = providerAddress(opts.baseUrl);
+  /**
+   * The SDK's answer as a SendResult; a request that got no HTTP answer (statusCode null) names
+   * the provider's address and the cause: this request's own time limit, or what a connect finds.
+   */
+  const failure = async (error: ErrorResponse, headers: Record<string, string> | null, signal: AbortSignal): Promise<SendResult & { ok: false }> => {
+    const mapped = mapResendError(error, headers);
+    if (error.statusCode !== null && error.statusCode !== undefined) return mapped;
+    const why = signal.aborted ? `no answer from ${address.label} within ${timeoutMs} ms` : await networkCause(address);
+    return { ...mapped, message: `resend network error: ${why}` };
+  };
 
   return {
     name: 'resend',
     async send(mail) {
-      const answer = (await resend.emails.send(toApi(mail), {
-        idempotencyKey: mail.idempotencyKey,
-        signal: AbortSignal.timeout(timeoutMs),
-      })) as SdkAnswer<{ id: string }>;
-      if (answer.error) return mapResendError(answer.error, answer.headers);
+      const signal = AbortSignal.timeout(timeoutMs);
+      const answer = (await resend.emails.send(toApi(mail), { idempotencyKey: mail.idempotencyKey, signal })) as SdkAnswer<{ id: string }>;
+      if (answer.error) return failure(answer.error, answer.headers, signal);
       return { ok: true, providerMessageId: answer.data.id };
     },
 
@@ -95,14 +143,15 @@ export function createResendDriver(opts: ResendDriverOptions): MailDriver {
       if (mails.length > MAX_BATCH_SIZE) throw new RangeError(`a batch carries at most ${MAX_BATCH_SIZE} messages (got ${mails.length})`);
       // Permissive validation: one invalid message does not hold back the other 99; the
       // answer lists the rejected ones by index.
+      const signal = AbortSignal.timeout(timeoutMs);
       const answer = (await resend.batch.send(mails.map(toApi), {
         idempotencyKey: batch.idempotencyKey,
         batchValidation: 'permissive',
-        signal: AbortSignal.timeout(timeoutMs),
+        signal,
       })) as SdkAnswer<{ data: Array<{ id: string }>; errors?: Array<{ index: number; message: string }> }>;
       if (answer.error) {
-        const failure = mapResendError(answer.error, answer.headers);
-        return mails.map(() => failure);
+        const failed = await failure(answer.error, answer.headers, signal);
+        return mails.map(() => failed);
       }
       const rejected = new Map((answer.data.errors ?? []).map((e) => [e.index, e.message]));
       const ids = answer.data.data ?? [];
