@@ -3,7 +3,7 @@ import { listAudit } from '../../../libs/db/repositories/audit.js';
 import { discardOne, FutileRequeue, requeueAll, requeueOne, withRequeueAdvice, type AdvisedDeadLetter } from '../../../libs/ops/dead-letters.js';
 import { countDeadLetters, DeadLetterNotFound, listDeadLetters, queueNames, type DeadLetterView } from '../../../libs/queues/index.js';
 import { operatorOf } from '../auth.js';
-import { html, page, pageTime } from '../html.js';
+import { html, page, pageTime, type SafeHtml } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
 const MAX_REASON = 500;
@@ -78,7 +78,7 @@ reason. Same as <code>fleet dlq requeue|discard &lt;id&gt; --reason "..."</code>
 ${byQueue.map(
   (g) => html`<h2 id="${g.queue}">${g.queue} <span class="muted">(${g.total})</span></h2>
 ${g.total
-  ? html`<form class="inline" method="post" action="/ops/dead-letters/${encodeURIComponent(g.queue)}/requeue-all"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit">Requeue all ${g.total} of ${g.queue}</button></form>${g.entries.some((e) => e.requeueFutile) ? html` <span class="muted">(skips those whose advice says a requeue cannot help)</span>` : ''}
+  ? html`${requeueAllForm(g)}
 <div class="scroll"><table><thead><tr><th>Id / job</th><th>Failed</th><th>Reason</th><th>Payload</th><th>Action</th></tr></thead><tbody>${g.entries.map(deadLetterRow)}</tbody></table></div>
 ${g.total > g.entries.length ? html`<p class="muted">Showing the oldest ${g.entries.length} of ${g.total}; all of them: <a href="/ops/api/dead-letters?queue=${g.queue}">JSON</a> or <code>fleet dlq list --queue ${g.queue}</code>.</p>` : ''}`
   : html`<p class="muted">none</p>`}`,
@@ -90,6 +90,25 @@ ${audit.length
     )}</tbody></table></div>`
   : html`<p class="muted">none yet</p>`}`;
   return page('Dead letters · Curavani Fleet', body, { nav: true });
+}
+
+/**
+ * "Requeue all" counts what it will requeue: requeue-all skips the dead letters whose advice says
+ * a requeue cannot help, so a button reading "Requeue all 1" that then requeued 0 misled. When
+ * every one listed would be skipped, no button (each row offers "Requeue anyway"). Past the rows
+ * shown, the advice of the rest is not read here: the button says it skips such ones.
+ */
+function requeueAllForm(g: { queue: string; total: number; entries: Array<{ requeueFutile?: boolean }> }): SafeHtml {
+  const futile = g.entries.filter((e) => e.requeueFutile).length;
+  const all = g.entries.length >= g.total;
+  if (all && futile === g.total) {
+    return html`<p class="muted">A requeue cannot help ${g.total === 1 ? 'this one' : `any of these ${g.total}`} (see the advice below): fix the cause, then requeue anyway or discard.</p>`;
+  }
+  const form = (label: string) =>
+    html`<form class="inline" method="post" action="/ops/dead-letters/${encodeURIComponent(g.queue)}/requeue-all"><input type="text" name="reason" placeholder="reason (required)" required maxlength="${MAX_REASON}"><button type="submit">${label}</button></form>`;
+  if (!futile) return form(`Requeue all ${g.total} of ${g.queue}`);
+  if (all) return html`${form(`Requeue ${g.total - futile} of ${g.queue}`)} <span class="muted">(skips ${futile} whose advice says a requeue cannot help)</span>`;
+  return html`${form(`Requeue all ${g.total} of ${g.queue}`)} <span class="muted">(skips those whose advice says a requeue cannot help: ${futile} of the ${g.entries.length} shown)</span>`;
 }
 
 /** The notice a requeue left in its audit row (e.g. an email that may have gone out already). */
