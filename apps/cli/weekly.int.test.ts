@@ -140,3 +140,22 @@ describe('fleet weekly opt-out', () => {
     expect(JSON.parse(json.stdout)).toEqual({ patientId: sent, optedOut: false, changed: true, thisWeek: { isoWeek: week, status: 'sent', sentAt: '2026-12-07T08:00:03Z' } });
   });
 });
+
+describe('fleet weekly preview', () => {
+  // Typed in a shell without the fleet's UNSUBSCRIBE_SECRET, the link it printed was signed with
+  // the development secret and answered 404 on the real fleet, without a word.
+  it('warns when the unsubscribe link is signed with the development secret, not when the fleet\'s is set', { timeout: 60_000 }, async () => {
+    const [p] = await db.sql<Array<{ id: number }>>`insert into patient_service.patienten (anrede, geschlecht, vorname, nachname, email, zahlungsreferenz, status)
+      values ('Frau', 'weiblich', 'V', 'N', 'preview@example.org', 'TP1', 'auf_der_Suche') returning id`;
+    const env = { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, LOG_LEVEL: 'silent' };
+    const dev = await runCli(['weekly', 'preview', String(p!.id)], env);
+    expect(dev.code).toBe(0);
+    expect(dev.stdout).toContain('Subject: ');
+    expect(dev.stderr).toBe(
+      "fleet: warning: UNSUBSCRIBE_SECRET is not set here: the unsubscribe link is signed with the development secret and does not work against a fleet with its own secret (404); export the fleet's UNSUBSCRIBE_SECRET to preview the link it sends\n",
+    );
+    const own = await runCli(['weekly', 'preview', String(p!.id)], { ...env, UNSUBSCRIBE_SECRET: 'the fleet secret of at least 32 characters' });
+    expect(own.code).toBe(0);
+    expect(own.stderr).toBe('');
+  });
+});

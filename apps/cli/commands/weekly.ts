@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { DEV_UNSUBSCRIBE_SECRET } from '../../../libs/config/index.js';
 import { ineligibleReason, optBackInToWeeklyUpdates, optOutOfWeeklyUpdates, weeklyDeliveryOfWeek } from '../../../libs/db/repositories/weekly-status.js';
 import { isoWeekOf, isoWeekRange, parseIsoWeek, InvalidIsoWeekError } from '../../../libs/weekly/iso-week.js';
 import { dueWeek, nextRun } from '../../../libs/weekly/schedule.js';
@@ -56,6 +57,13 @@ export function registerWeekly(program: Command): void {
         const week = isoWeekOf(ctx.clock.now(), ctx.config.weekly.timeZone);
         const { start } = isoWeekRange(week, ctx.config.weekly.timeZone);
         const reason = ineligibleReason(preview.facts, { isoWeek: week, weekStart: start });
+        // A terminal without the fleet's UNSUBSCRIBE_SECRET signs the link with the development
+        // secret: the link printed does not work against a fleet with its own (404).
+        if (ctx.config.weekly.unsubscribeSecret === DEV_UNSUBSCRIBE_SECRET) {
+          process.stderr.write(
+            "fleet: warning: UNSUBSCRIBE_SECRET is not set here: the unsubscribe link is signed with the development secret and does not work against a fleet with its own secret (404); export the fleet's UNSUBSCRIBE_SECRET to preview the link it sends\n",
+          );
+        }
         if (opts.json) return printJson({ isoWeek: week, eligible: reason === null, reason, ...preview });
         const e = preview.email;
         const out = [
