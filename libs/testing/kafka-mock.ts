@@ -85,6 +85,8 @@ export async function startKafkaMock(
     secure?: ProxySecurity;
     /** Pass a client's AllowAutoTopicCreation through: the mock then acts as a broker with `auto.create.topics.enable=true` (Kafka's default). */
     autoCreateTopics?: boolean;
+    /** The port clients connect to (default: a free one, chosen by the system). */
+    port?: number;
   } = {},
 ): Promise<KafkaMock> {
   const bin = ensureKafkaMockBinary();
@@ -103,7 +105,7 @@ export async function startKafkaMock(
   let proxy: KafkaProxy;
   let secured: KafkaProxy | null = null;
   try {
-    proxy = await startKafkaProxy(upstream, { autoCreateTopics: opts.autoCreateTopics ?? false });
+    proxy = await startKafkaProxy(upstream, { autoCreateTopics: opts.autoCreateTopics ?? false, ...(opts.port !== undefined ? { port: opts.port } : {}) });
     if (opts.secure) secured = await startKafkaProxy(upstream, opts.secure);
   } catch (err) {
     child.kill('SIGKILL');

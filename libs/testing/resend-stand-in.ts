@@ -131,6 +131,11 @@ export class ResendStandIn {
     for (let i = 0; i < count; i++) this.faults.push(fault);
   }
 
+  /** Drops the faults not yet used. */
+  clearFaults(): void {
+    this.faults.length = 0;
+  }
+
   /**
    * Every sending request is refused with this answer until `refuse(null)`, as Resend refuses
    * a revoked API key or an unverified sending domain (nothing is sent, keys stay free).

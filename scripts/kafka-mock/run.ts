@@ -1,7 +1,9 @@
 /**
  * Runs the Kafka mock broker (behind the test proxy) for local development:
- *   npx tsx scripts/kafka-mock/run.ts [--secure scram-sha-512|scram-sha-256|plain] [topic[:partitions] ...]
- * Prints KAFKA_BROKERS=host:port and runs until Ctrl-C. Topics default to the event topics.
+ *   npx tsx scripts/kafka-mock/run.ts [--port 9092] [--secure scram-sha-512|scram-sha-256|plain] [topic[:partitions] ...]
+ * Prints KAFKA_BROKERS=host:port and runs until Ctrl-C. Topics default to the event topics. The
+ * port is a free one the system picks, unless --port names one (a fleet's KAFKA_BROKERS that
+ * stays the same across restarts of the mock).
  * Lines on stdin simulate failures: `stop` / `start` (the broker down, refusing connections,
  * and back), `hang` (it accepts connections and requests but answers nothing; `hang writes`:
  * it still writes the batches it gets, only the answers are lost), `resume` (answers again),
@@ -24,6 +26,13 @@ if (mechanism !== undefined && !['plain', 'scram-sha-256', 'scram-sha-512'].incl
   process.stderr.write(`--secure: expected plain, scram-sha-256 or scram-sha-512 (got ${JSON.stringify(mechanism ?? '')})\n`);
   process.exit(2);
 }
+const portAt = args.indexOf('--port');
+const portArg = portAt >= 0 ? args.splice(portAt, 2)[1] : undefined;
+const port = portArg === undefined ? undefined : Number(portArg);
+if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536)) {
+  process.stderr.write(`--port: expected a port number (got ${JSON.stringify(portArg ?? '')})\n`);
+  process.exit(2);
+}
 const topics = args.map((arg) => {
   const [name, partitions] = arg.split(':');
   return { name: name!, partitions: partitions ? Number(partitions) : 1 };
@@ -32,6 +41,7 @@ const certs = mechanism ? await makeTestCertificates() : null;
 const password = randomBytes(12).toString('base64url');
 const mock = await startKafkaMock({
   topics: topics.length ? topics : defaultMockTopics,
+  ...(port !== undefined ? { port } : {}),
   secure: certs ? { tls: { cert: certs.serverCert, key: certs.serverKey }, sasl: { mechanism: mechanism as SaslMechanism, username: 'fleet', password } } : undefined,
 });
 process.stdout.write(`KAFKA_BROKERS=${mock.brokers.join(',')}\n`);
