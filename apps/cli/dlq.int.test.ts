@@ -70,7 +70,8 @@ describe('fleet dlq (the real CLI)', () => {
     expect(json[0]).toMatchObject({ id: jobId, originalQueue: 'patient-import', code: 'validation_failed', data: { ledgerId: 41 } });
 
     const status = await fleet('status');
-    expect(status.stdout).toMatch(/patient-import\s+0\s+0\s+0\s+0\s+1\s+1/);
+    // workers (the test's own, if still connected), waiting, active, delayed, completed, failed, dead
+    expect(status.stdout).toMatch(/patient-import\s+\d+\s+0\s+0\s+0\s+0\s+1\s+1/);
     expect(status.stdout).toContain('1 dead letter(s) wait for an operator');
     // No relay or watcher runs here: status says so.
     expect(status.stdout).toContain('scraper watcher: none watching');
