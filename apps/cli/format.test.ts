@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { columns, isoSeconds, localSeconds, table } from './format.js';
+import { columns, displayTime, isoSeconds, localSeconds, table } from './format.js';
 
 describe('CLI formatting', () => {
   it('prints times to the second in UTC, the same width with or without milliseconds', () => {
@@ -33,5 +33,16 @@ describe('CLI formatting', () => {
 
   it('aligns cells under a header', () => {
     expect(columns(['topic', 'n'], [['patient-events', '3'], ['x', '12']])).toBe('topic           n\npatient-events  3\nx               12');
+  });
+});
+
+describe('displayTime', () => {
+  // fleet status printed UTC (2026-12-07T17:31:28Z) next to fleet daily's 2026-12-07 18:31 +01:00.
+  it("is the daily view's zone with its offset, to the minute or second; nothing for none", () => {
+    expect(displayTime(new Date('2026-12-07T17:31:28Z'))).toBe('2026-12-07 18:31 +01:00');
+    expect(displayTime(new Date('2026-12-07T17:31:28Z'), 'second')).toBe('2026-12-07 18:31:28 +01:00');
+    expect(displayTime(new Date('2026-07-01T10:00:05Z'), 'second')).toBe('2026-07-01 12:00:05 +02:00');
+    expect(displayTime(null)).toBeNull();
+    expect(displayTime(new Date('x'))).toBeNull();
   });
 });

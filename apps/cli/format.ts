@@ -8,6 +8,17 @@ import { localTime, localTimeWithOffset } from '../../libs/ops/daily.js';
  * (ISO times in UTC with their milliseconds).
  */
 
+/**
+ * A time as the CLI shows it to people: in the daily view's zone (DAILY_TIME_ZONE) with its UTC
+ * offset, as `fleet daily` and the operator pages do (`2026-12-07 18:31 +01:00`; `second`:
+ * `2026-12-07 18:31:28 +01:00`, for tables of events in bursts). `--json` keeps ISO UTC.
+ */
+export function displayTime(d: Date | null | undefined, to: 'minute' | 'second' = 'minute'): string | null {
+  if (!d || Number.isNaN(d.getTime())) return null;
+  const withOffset = localTimeWithOffset(d);
+  return to === 'minute' ? withOffset : `${localTime(d, 'second')} ${withOffset.slice(withOffset.lastIndexOf(' ') + 1)}`;
+}
+
 /** A time to the second, UTC; null when there is none (or it is not a valid time). */
 export function isoSeconds(d: Date | null | undefined): string | null {
   return d && !Number.isNaN(d.getTime()) ? `${d.toISOString().slice(0, 19)}Z` : null;

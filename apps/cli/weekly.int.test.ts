@@ -133,7 +133,7 @@ describe('fleet weekly opt-out', () => {
       expect(r.code).toBe(0);
       return r.stdout.split('\n');
     };
-    expect((await lines(sent))[1]).toBe(`this week's email (${week}): went out already at 2026-12-07T08:00:03Z`);
+    expect((await lines(sent))[1]).toBe(`this week's email (${week}): went out already at 2026-12-07 09:00 +01:00`);
     expect((await lines(pending))[1]).toBe(`this week's email (${week}): not sent yet, it is dropped`);
     expect((await lines(none))[1]).toBe(`this week's email (${week}): none queued yet`);
     const json = await runCli(['weekly', 'opt-in', String(sent), '--reason', 'wants them back', '--json'], env);

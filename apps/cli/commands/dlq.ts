@@ -3,7 +3,7 @@ import { discardOne, FutileRequeue, requeueAll, requeueOne, withRequeueAdvice } 
 import { DeadLetterNotFound, listDeadLetters, queueNames } from '../../../libs/queues/index.js';
 import { deadLetterHooks } from '../../fleet/roles.js';
 import { CliError, operatorName, printJson, requiredReason, withContext } from '../context.js';
-import { isoSeconds } from '../format.js';
+import { displayTime } from '../format.js';
 import { noFleetWarning, queueSource, sourceLine } from '../queue-source.js';
 
 function checkQueue(queue?: string): void {
@@ -64,7 +64,7 @@ export function registerDlq(program: Command): void {
         }
         for (const e of entries) {
           process.stdout.write(
-            `${e.id}\n  queue ${e.originalQueue}  failed ${isoSeconds(new Date(e.failedAt)) ?? e.failedAt}  attempts since last queued ${e.attemptsMade}${e.code ? `  code ${e.code}` : ''}\n  reason: ${e.reason}\n` +
+            `${e.id}\n  queue ${e.originalQueue}  failed ${displayTime(new Date(e.failedAt), 'second') ?? e.failedAt}  attempts since last queued ${e.attemptsMade}${e.code ? `  code ${e.code}` : ''}\n  reason: ${e.reason}\n` +
               `${e.requeueAdvice ? `  before a requeue${e.requeueFutile ? ' (refused without --force; skipped by --all)' : ''}: ${e.requeueAdvice}\n` : ''}  payload: ${JSON.stringify(e.data)}\n`,
           );
         }

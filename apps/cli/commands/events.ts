@@ -7,9 +7,10 @@ import { createLogger } from '../../../libs/log/index.js';
 import { localTimeWithOffset } from '../../../libs/ops/daily.js';
 import { kafkaBrokersMismatch, outboxKafkaLine, outboxKafkaState } from '../../../libs/ops/outbox-kafka.js';
 import { CliError, configOrExit, operatorName, positiveInt, printJson, requiredReason, withContext } from '../context.js';
-import { columns, isoSeconds } from '../format.js';
+import { columns, displayTime } from '../format.js';
 
-const iso = (d: Date | null) => isoSeconds(d) ?? '-';
+/** Times for people: the daily view's zone with its offset, to the second (events come in bursts); --json: ISO UTC. */
+const iso = (d: Date | null) => displayTime(d, 'second') ?? '-';
 /** Aligned columns, ending the line. */
 const table = (header: string[], rows: string[][]) => `${columns(header, rows)}\n`;
 

@@ -5,7 +5,7 @@ import { formatAge, localTimeWithOffset, secondsSince } from '../../../libs/ops/
 import { kafkaBrokersMismatch, outboxKafkaLine, outboxKafkaState, type OutboxKafkaState } from '../../../libs/ops/outbox-kafka.js';
 import { queueNames, deadLetterQueueName, lastBucketPollSuccess, pausedQueues, schedulerStates } from '../../../libs/queues/index.js';
 import { within } from '../../../libs/runtime/index.js';
-import { isoSeconds } from '../format.js';
+import { displayTime } from '../format.js';
 import { printJson, withContext } from '../context.js';
 import { noFleetWarning, queueSource, sourceLine } from '../queue-source.js';
 
@@ -56,7 +56,7 @@ export function registerStatus(program: Command): void {
         const retrying = await within(retryingDeliveries(ctx.database.db), 5_000).catch(() => null);
         if (retrying?.count) {
           process.stdout.write(
-            `\nemails being retried after a failed provider request: ${retrying.count}; the latest error (${retrying.lastAt ? isoSeconds(retrying.lastAt) : '?'}): ${retrying.lastError}\n`,
+            `\nemails being retried after a failed provider request: ${retrying.count}; the latest error (${retrying.lastAt ? displayTime(retrying.lastAt) : '?'}): ${retrying.lastError}\n`,
           );
         }
         const totalDead = rows.reduce((a, r) => a + r.dead, 0);
@@ -68,7 +68,7 @@ export function registerStatus(program: Command): void {
         for (const x of schedules) {
           process.stdout.write(
             x.registered
-              ? `  ${x.id}: next ${x.next ? isoSeconds(x.next) : '–'} (${x.pattern} ${x.timeZone})\n`
+              ? `  ${x.id}: next ${x.next ? displayTime(x.next) : '–'} (${x.pattern} ${x.timeZone})\n`
               : source.fleetSeen
                 ? `  ${x.id}: NOT REGISTERED: nothing produces its jobs; a process with the ${x.role} role registers it (${x.cronVariable}) at start and within SCHEDULE_CHECK_MS when it is missing: is one running?\n`
                 : `  ${x.id}: NOT REGISTERED under this queue prefix (no fleet has used it: see the warning)\n`,
@@ -79,7 +79,7 @@ export function registerStatus(program: Command): void {
         const polling = schedules.some((x) => x.id === 'bucket-poll' && x.registered);
         process.stdout.write(
           lastPoll
-            ? `  last successful bucket poll: ${isoSeconds(lastPoll)} (${formatAge(secondsSince(lastPoll, ctx.clock.now()))} ago)\n`
+            ? `  last successful bucket poll: ${displayTime(lastPoll)} (${formatAge(secondsSince(lastPoll, ctx.clock.now()))} ago)\n`
             : `  last successful bucket poll: none recorded (none yet, or none since Redis lost its data)${polling ? '; a poll that fails logs why in the bucket-poller (job attempt failed)' : ''}\n`,
         );
         // PostgreSQL away must not cost the operator the queue table above: said, not thrown.
@@ -103,7 +103,7 @@ export function registerStatus(program: Command): void {
 function leaseLines(holders: LeaseHolderInfo[], kafka: OutboxKafkaState): string[] {
   const line = (lease: LeaseHolderInfo['lease'], doing: string, none: string) => {
     const h = holders.find((x) => x.lease === lease);
-    return h ? `${doing}: ${h.applicationName} (session since ${isoSeconds(h.since)})` : none;
+    return h ? `${doing}: ${h.applicationName} (session since ${displayTime(h.since)})` : none;
   };
   const relay = holders.some((x) => x.lease === 'outboxRelay');
   return [

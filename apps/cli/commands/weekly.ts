@@ -7,7 +7,7 @@ import { WEEKLY_SCHEDULER_ID, registerWeeklySchedule } from '../../producers/wee
 import { previewWeeklyEmail, runWeeklyFanout } from '../../../workers/weekly-status/worker.js';
 import type { FanoutResult } from '../../../workers/weekly-status/process-fanout.js';
 import { CliError, operatorName, printJson, requiredReason, withContext } from '../context.js';
-import { isoSeconds } from '../format.js';
+import { displayTime, isoSeconds } from '../format.js';
 import { jobIdFor } from '../../../libs/queues/index.js';
 
 function patientIdArg(raw: string): number {
@@ -166,11 +166,11 @@ export function registerWeekly(program: Command): void {
           ? `${due} (its fan-out: ${dueState ?? 'not in the queue: not run yet, or removed after its retention'})`
           : '(no week due)';
         const lines = [`WEEKLY_CRON ${cron}  WEEKLY_TZ ${timeZone}`, `due now: ${dueText}`];
-        for (const n of next) lines.push(`next: ${isoSeconds(n.at)}  (${berlinTime(n.at, timeZone)}, ${n.isoWeek})`);
+        for (const n of next) lines.push(`next: ${displayTime(n.at)}  (${berlinTime(n.at, timeZone)}, ${n.isoWeek})`);
         if (registered) lines.push(`registered: ${registered.action}${registered.catchUp ? `, ${registered.catchUp}` : ''}`);
         lines.push(
           scheduler
-            ? `job scheduler ${WEEKLY_SCHEDULER_ID}: ${scheduler.pattern} ${scheduler.timeZone}, next ${scheduler.next ?? '-'}`
+            ? `job scheduler ${WEEKLY_SCHEDULER_ID}: ${scheduler.pattern} ${scheduler.timeZone}, next ${displayTime(s?.next ? new Date(s.next) : null) ?? '-'}`
             : `job scheduler ${WEEKLY_SCHEDULER_ID}: not registered (fleet start --only weekly registers it)`,
         );
         process.stdout.write(lines.join('\n') + '\n');
@@ -221,7 +221,7 @@ export function thisWeekLine(isoWeek: string, d: { status: string; sentAt: Date 
   if (!d) return `${week}: none queued yet${optedOut ? '' : '; the next fan-out sends it if the patient is eligible (fleet weekly preview)'}`;
   switch (d.status) {
     case 'sent':
-      return `${week}: went out already at ${isoSeconds(d.sentAt) ?? '(time not recorded)'}`;
+      return `${week}: went out already at ${displayTime(d.sentAt) ?? '(time not recorded)'}`;
     case 'sending':
       return `${week}: being sent right now, it may still arrive`;
     case 'pending':
