@@ -98,11 +98,12 @@ describe('fleet weekly run', () => {
   it('refuses a past week with exit code 2 and queues nothing', { timeout: 60_000 }, async () => {
     const prefix = testQueuePrefix();
     try {
-      const env = { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix.prefix, LOG_LEVEL: 'silent' };
+      // The CLI's default log level (warn): the refusal is said once, without the worker's JSON log line before it.
+      const env = { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix.prefix, LOG_LEVEL: 'warn' };
       const r = await runCli(['weekly', 'run', '--week', '2020-W10'], env);
       expect(r.code).toBe(2);
       expect(r.stdout).toBe('');
-      expect(r.stderr).toContain('week 2020-W10 is not the current week (past weeks are never sent): nothing queued; use --dry-run to count');
+      expect(r.stderr).toBe('fleet: week 2020-W10 is not the current week (past weeks are never sent): nothing queued; use --dry-run to count\n');
     } finally {
       await prefix.cleanup();
     }

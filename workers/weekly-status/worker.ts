@@ -64,8 +64,9 @@ function fanoutDeps(ctx: FleetContext, log = ctx.log): FanoutDeps {
 }
 
 /** A fan-out by hand (CLI): the same code as the scheduled one. */
-export function runWeeklyFanout(ctx: FleetContext, input: { isoWeek: string; dryRun: boolean }) {
-  return processWeeklyFanout(input, fanoutDeps(ctx));
+/** A fan-out run by hand; `log`: the caller's (the CLI passes one that leaves the refusal to its own message). */
+export function runWeeklyFanout(ctx: FleetContext, input: { isoWeek: string; dryRun: boolean }, log = ctx.log) {
+  return processWeeklyFanout(input, fanoutDeps(ctx, log));
 }
 
 /** The email a patient would get now (CLI preview); null when the patient does not exist. */

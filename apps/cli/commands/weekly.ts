@@ -90,7 +90,8 @@ export function registerWeekly(program: Command): void {
     .action(async (opts: { week?: string; dryRun?: boolean; json?: boolean }) => {
       await withContext(async (ctx) => {
         const isoWeek = opts.week ? weekArg(opts.week) : isoWeekOf(ctx.clock.now(), ctx.config.weekly.timeZone);
-        const r = await runWeeklyFanout(ctx, { isoWeek, dryRun: Boolean(opts.dryRun) });
+        // A refused week is said below in one line (exit 2): not also as the worker's warn log line before it.
+        const r = await runWeeklyFanout(ctx, { isoWeek, dryRun: Boolean(opts.dryRun) }, ctx.log.child({}, { level: 'error' }));
         // A refused week's counts would read like a run that happened.
         if (r.refused) throw new CliError(refusalMessage(r), 2);
         if (opts.json) printJson(r);
