@@ -38,6 +38,18 @@ describe.concurrent('fleet exit codes (README: 0 done, 1 failure, 2 bad usage or
     expect(r.stdout).toContain('Exit codes: 0 done, 1 failure, 2 bad usage or configuration, 3 not found.');
   });
 
+  // Defaults were shown three ways: (default: "50"), (default 24), (default KAFKA_TOPIC_PARTITIONS).
+  it.each([
+    [['events', 'list', '--help'], 'at most this many events (default: 50)'],
+    [['events', 'parked', '--help'], 'at most this many events (default: 100)'],
+    [['events', 'setup', '--help'], 'partitions per topic (default: KAFKA_TOPIC_PARTITIONS)'],
+    [['daily', '--help'], 'window in hours (default: 24)'],
+  ])('fleet %j shows defaults one way: (default: X)', { timeout: 30_000 }, async (args, text) => {
+    const r = await fleet(...args);
+    expect(r.stdout.replace(/\s+/g, ' ')).toContain(text);
+    expect(r.stdout).not.toMatch(/\(default: "|\(default [^:]/);
+  });
+
   it.each([[['--help']], [['help', 'dlq']], [['dlq', 'discard', '--help']], [['--version']]])('fleet %j exits 0', { timeout: 30_000 }, async (args) => {
     const r = await fleet(...args);
     expect(r.code).toBe(0);

@@ -8,7 +8,7 @@ export function registerDaily(program: Command): void {
   program
     .command('daily')
     .description('daily health view: imports, emails, weekly emails, dead letters and the outbox of the last hours (the /daily page)')
-    .option('--hours <n>', `window in hours (default ${DEFAULT_DAILY_HOURS})`)
+    .option('--hours <n>', `window in hours (default: ${DEFAULT_DAILY_HOURS})`)
     .option('--json', 'print JSON')
     .action(async (opts: { hours?: string; json?: boolean }) => {
       const hours = parseDailyHours(opts.hours);

@@ -28,10 +28,10 @@ export function registerEvents(program: Command): void {
     .command('list')
     .description('outbox events, oldest first (payloads carry ids and field names only)')
     .option('--unpublished', 'only events not yet published to Kafka')
-    .option('--limit <n>', 'at most this many events', '50')
+    .option('--limit <n>', 'at most this many events (default: 50)')
     .option('--json', 'print JSON (with payloads)')
-    .action(async (opts: { unpublished?: boolean; limit: string; json?: boolean }) => {
-      const limit = positiveInt('--limit', opts.limit);
+    .action(async (opts: { unpublished?: boolean; limit?: string; json?: boolean }) => {
+      const limit = positiveInt('--limit', opts.limit ?? '50');
       await withContext(async (ctx) => {
         const rows = await listOutbox(ctx.database.db, { unpublishedOnly: opts.unpublished === true, limit });
         if (opts.json) return printJson(rows);
@@ -98,11 +98,11 @@ export function registerEvents(program: Command): void {
     .command('parked')
     .description('events set aside: Kafka refused them for good, or they wait behind a refused event of their key')
     .option('--topic <topic>', 'only this topic')
-    .option('--limit <n>', 'at most this many events', '100')
+    .option('--limit <n>', 'at most this many events (default: 100)')
     .option('--json', 'print JSON')
-    .action(async (opts: { topic?: string; limit: string; json?: boolean }) => {
+    .action(async (opts: { topic?: string; limit?: string; json?: boolean }) => {
       checkTopic(opts.topic);
-      const limit = positiveInt('--limit', opts.limit);
+      const limit = positiveInt('--limit', opts.limit ?? '100');
       await withContext(async (ctx) => {
         const rows = await listParked(ctx.database.db, { ...(opts.topic ? { topic: opts.topic } : {}), limit });
         if (opts.json) return printJson(rows);
@@ -151,8 +151,8 @@ export function registerEvents(program: Command): void {
   events
     .command('setup')
     .description('create the event topics on Kafka (deploy time; existing topics are left alone)')
-    .option('--partitions <n>', 'partitions per topic (default KAFKA_TOPIC_PARTITIONS)')
-    .option('--replication-factor <n>', 'replicas per partition (default KAFKA_TOPIC_REPLICATION_FACTOR)')
+    .option('--partitions <n>', 'partitions per topic (default: KAFKA_TOPIC_PARTITIONS)')
+    .option('--replication-factor <n>', 'replicas per partition (default: KAFKA_TOPIC_REPLICATION_FACTOR)')
     .option('--json', 'print JSON')
     .action(async (opts: { partitions?: string; replicationFactor?: string; json?: boolean }) => {
       const config = configOrExit();
