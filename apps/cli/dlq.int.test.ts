@@ -188,15 +188,19 @@ describe('fleet dlq (the real CLI)', () => {
     expect(await getLedgerRow(db.db, invalid)).toMatchObject({ status: 'failed' });
     expect((await getLedgerRow(db.db, gaveUp))?.status).not.toBe('failed');
 
-    const forced = await fleet('dlq', 'requeue', dlqInvalid, '--reason', 'operator insists', '--force');
+    // --json, as events retry-parked has, and in the /ops API's shape.
+    const forced = await fleet('dlq', 'requeue', dlqInvalid, '--reason', 'operator insists', '--force', '--json');
     expect(forced.code).toBe(0);
-    expect(forced.stdout).toContain(`requeued ${dlqInvalid} on patient-import`);
+    expect(JSON.parse(forced.stdout)).toEqual({ outcome: 'requeued', id: dlqInvalid, queue: 'patient-import', jobId: dlqInvalid });
     const [audit] = (await listAudit(db.db, 50)).filter((a) => a.reason === 'operator insists');
     expect(audit?.details).toMatchObject({ forced: true, advice: expect.stringContaining('A requeue does not help') });
 
     // The fake worker fails both again: leave no dead letters to the tests below.
     await waitFor(async () => (await listDeadLetters(t.queues, { queue: 'patient-import' })).length === 2);
-    for (const d of await listDeadLetters(t.queues, { queue: 'patient-import' })) await discardDeadLetter(t.queues, d.id);
+    const [first, ...rest] = await listDeadLetters(t.queues, { queue: 'patient-import' });
+    const gone = await fleet('dlq', 'discard', first!.id, '--reason', 'test over', '--json');
+    expect(JSON.parse(gone.stdout)).toEqual({ outcome: 'discarded', id: first!.id, queue: 'patient-import', jobId: first!.originalJobId });
+    for (const d of rest) await discardDeadLetter(t.queues, d.id);
   });
 });
 

@@ -81,7 +81,8 @@ export function registerDlq(program: Command): void {
     .option('--reason <text>', 'why (required; written to the audit table)')
     .option('--actor <name>', 'who (default: $FLEET_OPERATOR, else the login name)')
     .option('--force', 'requeue also where the entry says a requeue cannot help (fleet dlq list: before a requeue)')
-    .action(async (id: string | undefined, opts: { all?: boolean; queue?: string; reason?: string; actor?: string; force?: boolean }) => {
+    .option('--json', 'print JSON, as the /ops API answers: {outcome, id, queue, jobId, notice?}; with --all {outcome, queue, count, requeued, skipped}')
+    .action(async (id: string | undefined, opts: { all?: boolean; queue?: string; reason?: string; actor?: string; force?: boolean; json?: boolean }) => {
       checkQueue(opts.queue);
       if (!id && !opts.all) throw new CliError('name a dead-letter id or pass --all', 2);
       if (id && opts.all) throw new CliError('pass either an id or --all, not both', 2);
@@ -91,6 +92,15 @@ export function registerDlq(program: Command): void {
         const action = { actor: operatorName(opts.actor), reason, force: opts.force === true };
         if (opts.all) {
           const results = await requeueAll(deps, action, opts.queue);
+          if (opts.json) {
+            return printJson({
+              outcome: 'requeued',
+              queue: opts.queue ?? null,
+              count: results.length,
+              requeued: results.map((r) => ({ id: r.view.id, queue: r.view.originalQueue, jobId: r.view.originalJobId, outcome: r.state, ...('notice' in r ? { notice: r.notice } : {}) })),
+              skipped: results.skipped.map((f) => ({ id: f.id, advice: f.advice })),
+            });
+          }
           for (const r of results) if ('notice' in r) process.stdout.write(`${r.view.originalJobId}: ${r.notice}\n`);
           const { skipped } = results;
           process.stdout.write(
@@ -103,6 +113,7 @@ export function registerDlq(program: Command): void {
           return;
         }
         const r = await notFoundAsCliError(id!, () => requeueOne(deps, id!, action, opts.queue));
+        if (opts.json) return printJson({ outcome: r.state, id: r.view.id, queue: r.view.originalQueue, jobId: r.view.originalJobId, ...('notice' in r ? { notice: r.notice } : {}) });
         process.stdout.write(
           r.state === 'requeued'
             ? `requeued ${r.view.originalJobId} on ${r.view.originalQueue}\n`
@@ -119,12 +130,14 @@ export function registerDlq(program: Command): void {
     .option('--queue <queue>', 'the queue the job belongs to')
     .option('--reason <text>', 'why (required; written to the audit table)')
     .option('--actor <name>', 'who (default: $FLEET_OPERATOR, else the login name)')
-    .action(async (id: string, opts: { queue?: string; reason?: string; actor?: string }) => {
+    .option('--json', 'print JSON, as the /ops API answers: {outcome, id, queue, jobId}')
+    .action(async (id: string, opts: { queue?: string; reason?: string; actor?: string; json?: boolean }) => {
       checkQueue(opts.queue);
       const reason = requiredReason(opts.reason);
       await withContext(async (ctx) => {
         const deps = { db: ctx.database.db, queues: ctx.queues, hooks: deadLetterHooks };
         const view = await notFoundAsCliError(id, () => discardOne(deps, id, { actor: operatorName(opts.actor), reason }, opts.queue));
+        if (opts.json) return printJson({ outcome: 'discarded', id: view.id, queue: view.originalQueue, jobId: view.originalJobId });
         process.stdout.write(`discarded ${view.originalJobId} from ${view.deadLetterQueue}\n`);
       });
     });
