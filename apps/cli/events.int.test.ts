@@ -57,8 +57,20 @@ describe('fleet events', () => {
     const empty = await fleet({}, 'events', 'retry-parked', '--all', '--topic', '', '--reason', 'size limit raised');
     expect(empty.code).toBe(2);
     expect(empty.stderr).toContain('unknown topic ""; topics: ');
-    const [still] = await db.sql`select parked_at from fleet.outbox where key = '42'`;
+    const [still] = await db.sql`select id, parked_at from fleet.outbox where key = '42'`;
     expect(still!.parked_at).not.toBeNull();
+
+    // fleet events parked shows the event id first (what retry-parked takes); the outbox row
+    // number (the id of fleet events list) is taken too.
+    const shown = await fleet({}, 'events', 'parked');
+    expect(shown.stdout.split('\n')[0]).toMatch(/^event id\s+type\s+topic/);
+    expect(shown.stdout.split('\n')[1]!.startsWith(env.eventId)).toBe(true);
+    const none = await fleet({}, 'events', 'retry-parked', '999999', '--reason', 'size limit raised');
+    expect({ code: none.code, stderr: none.stderr }).toEqual({ code: 3, stderr: 'fleet: no parked event in outbox row 999999 (fleet events parked lists them)\n' });
+    const byRow = await fleet({}, 'events', 'retry-parked', String(still!.id), '--reason', 'size limit raised', '--json');
+    expect({ code: byRow.code, out: JSON.parse(byRow.stdout) }).toEqual({ code: 0, out: { retried: 1 } });
+    const [back] = await db.sql`select parked_at from fleet.outbox where key = '42'`;
+    expect(back!.parked_at).toBeNull();
   });
 
   it('setup says clearly that a broker without CreateTopics (the mock) cannot create the topics', { timeout: 90_000 }, async () => {

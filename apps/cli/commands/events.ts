@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { listOutbox } from '../../../libs/db/repositories/outbox.js';
-import { listParked, ParkedEventNotFound, retryParked } from '../../../libs/db/repositories/outbox-parked.js';
+import { listParked, ParkedEventNotFound, parkedEventIdOfRow, retryParked } from '../../../libs/db/repositories/outbox-parked.js';
 import { outboxStats } from '../../../libs/db/repositories/outbox-relay.js';
 import { eventTopicNames, setupTopics, TopicSetupError } from '../../../libs/events/kafka.js';
 import { createLogger } from '../../../libs/log/index.js';
@@ -109,8 +109,9 @@ export function registerEvents(program: Command): void {
         if (rows.length === 0) return void process.stdout.write('no parked events\n');
         process.stdout.write(
           table(
-            ['id', 'event id', 'type', 'topic', 'key', 'created', 'parked', 'attempts', 'reason'],
-            rows.map((r) => [String(r.id), r.eventId, r.eventType, r.topic, r.key, iso(r.createdAt), iso(r.parkedAt), String(r.attempts), r.reason.slice(0, 100)]),
+            // The event id first: it is what retry-parked takes (the row number is in --json as id).
+            ['event id', 'type', 'topic', 'key', 'created', 'parked', 'attempts', 'reason'],
+            rows.map((r) => [r.eventId, r.eventType, r.topic, r.key, iso(r.createdAt), iso(r.parkedAt), String(r.attempts), r.reason.slice(0, 100)]),
           ),
         );
         if (rows.length === limit) process.stdout.write(`(first ${limit}; use --limit for more)\n`);
@@ -121,7 +122,7 @@ export function registerEvents(program: Command): void {
   events
     .command('retry-parked')
     .description('put parked events back in line for the relay (same event ids); with an event id, its whole key goes back in order')
-    .argument('[eventId]', 'event id of a parked event (as shown by fleet events parked)')
+    .argument('[eventId]', 'event id of a parked event (as shown by fleet events parked), or its outbox row number (the id of fleet events list)')
     .option('--all', 'every parked event (of --topic, if given)')
     .option('--topic <topic>', 'with --all: only this topic')
     .option('--reason <text>', 'why (required; written to the audit table)')
@@ -131,14 +132,20 @@ export function registerEvents(program: Command): void {
       if (!eventId && !opts.all) throw new CliError('name a parked event id or pass --all', 2);
       if (eventId && opts.all) throw new CliError('pass either an event id or --all, not both', 2);
       if (eventId && opts.topic) throw new CliError('--topic goes with --all', 2);
-      if (eventId && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(eventId)) throw new CliError(`not an event id (uuid): ${JSON.stringify(eventId)}`, 2);
+      const rowNumber = eventId && /^\d+$/.test(eventId) ? Number(eventId) : null;
+      if (eventId && rowNumber === null && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(eventId)) {
+        throw new CliError(`not an event id (uuid) nor an outbox row number: ${JSON.stringify(eventId)}`, 2);
+      }
       checkTopic(opts.topic);
       const reason = requiredReason(opts.reason);
       await withContext(async (ctx) => {
         const action = { actor: operatorName(opts.actor), reason };
         let result;
         try {
-          result = await retryParked(ctx.database.db, eventId ? { eventId } : { all: true, ...(opts.topic ? { topic: opts.topic } : {}) }, action);
+          // A row number is the parked row's event id (its whole key goes back, as with the event id).
+          const id = rowNumber === null ? eventId : await parkedEventIdOfRow(ctx.database.db, rowNumber);
+          if (rowNumber !== null && !id) throw new CliError(`no parked event in outbox row ${rowNumber} (fleet events parked lists them)`, 3);
+          result = await retryParked(ctx.database.db, id ? { eventId: id } : { all: true, ...(opts.topic ? { topic: opts.topic } : {}) }, action);
         } catch (err) {
           if (err instanceof ParkedEventNotFound) throw new CliError(err.message, 3);
           throw err;

@@ -50,6 +50,15 @@ export async function listParked(db: DbOrTx, opts: { topic?: string; limit?: num
 
 export type RetryParkedTarget = { all: true; topic?: string } | { eventId: string };
 
+/** The event id of the parked outbox row number `id` (the `id` column of `fleet events list`); null when no parked row has it. */
+export async function parkedEventIdOfRow(db: DbOrTx, id: number): Promise<string | null> {
+  const [row] = await db
+    .select({ eventId: outbox.eventId })
+    .from(outbox)
+    .where(and(eq(outbox.id, id), isNotNull(outbox.parkedAt), isNull(outbox.publishedAt)));
+  return row?.eventId ?? null;
+}
+
 export class ParkedEventNotFound extends Error {
   override name = 'ParkedEventNotFound';
   constructor(readonly eventId: string) {
