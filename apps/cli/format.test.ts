@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { columns, displayTime, isoSeconds, localSeconds, table } from './format.js';
+import { columns, displayTime, isoSeconds, table } from './format.js';
 
 describe('CLI formatting', () => {
   it('prints times to the second in UTC, the same width with or without milliseconds', () => {
@@ -11,10 +11,10 @@ describe('CLI formatting', () => {
   });
 
   it("prints times for people in the staff's zone (as daily, the pages and the email) to the second, with the offset", () => {
-    expect(localSeconds(new Date('2026-12-06T17:28:27.400Z'))).toBe('2026-12-06 18:28:27 +01:00');
-    expect(localSeconds(new Date('2026-07-06T17:28:27Z'))).toBe('2026-07-06 19:28:27 +02:00');
-    expect(localSeconds(null)).toBeNull();
-    expect(localSeconds(new Date('not a time'))).toBeNull();
+    expect(displayTime(new Date('2026-12-06T17:28:27.400Z'), 'second')).toBe('2026-12-06 18:28:27 +01:00');
+    expect(displayTime(new Date('2026-07-06T17:28:27Z'), 'second')).toBe('2026-07-06 19:28:27 +02:00');
+    expect(displayTime(null, 'second')).toBeNull();
+    expect(displayTime(new Date('not a time'), 'second')).toBeNull();
   });
 
   it("aligns the columns of a table under its keys: times to the second in the staff's zone, nothing for null, no trailing spaces", () => {

@@ -1,10 +1,9 @@
 import { localTime, localTimeWithOffset } from '../../libs/ops/daily.js';
 
 /**
- * How the CLI prints for people: tables of aligned columns, and times to the second, either in
- * the staff's zone with its offset (`2026-12-06 02:05:06 +01:00`: the import commands, as `fleet
- * daily`, the pages and the staff emails) or in UTC (`2026-12-06T01:05:06Z`); both always the same
- * width in a column. `--json` output is not formatted here: it prints the values as they are
+ * How the CLI prints for people: tables of aligned columns, and times in the staff's zone with
+ * its offset (`2026-12-06 02:05:06 +01:00`, as `fleet daily`, the pages and the staff emails; see
+ * displayTime), always the same width in a column. `--json` output is not formatted here: it prints the values as they are
  * (ISO times in UTC with their milliseconds).
  */
 
@@ -24,20 +23,9 @@ export function isoSeconds(d: Date | null | undefined): string | null {
   return d && !Number.isNaN(d.getTime()) ? `${d.toISOString().slice(0, 19)}Z` : null;
 }
 
-/**
- * A time to the second in the daily view's zone (Europe/Berlin) with its UTC offset, as `fleet
- * daily` shows times (to the minute there): staff compare the CLI with the email and the pages,
- * which show that zone. Null when there is none (or it is not a valid time).
- */
-export function localSeconds(d: Date | null | undefined): string | null {
-  if (!d || Number.isNaN(d.getTime())) return null;
-  // The offset as localTimeWithOffset gives it (`2026-12-06 02:05 +01:00`): its last word.
-  return `${localTime(d, 'second')} ${localTimeWithOffset(d).split(' ').pop()!}`;
-}
-
 function cell(v: unknown): string {
   if (v === null || v === undefined) return '';
-  if (v instanceof Date) return localSeconds(v)!;
+  if (v instanceof Date) return displayTime(v, 'second')!;
   return String(v);
 }
 

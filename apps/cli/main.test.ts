@@ -44,6 +44,7 @@ describe.concurrent('fleet exit codes (README: 0 done, 1 failure, 2 bad usage or
     [['events', 'parked', '--help'], 'at most this many events (default: 100)'],
     [['events', 'setup', '--help'], 'partitions per topic (default: KAFKA_TOPIC_PARTITIONS)'],
     [['daily', '--help'], 'window in hours (default: 24)'],
+    [['imports', 'list', '--help'], 'at most this many (default: 50)'],
   ])('fleet %j shows defaults one way: (default: X)', { timeout: 30_000 }, async (args, text) => {
     const r = await fleet(...args);
     expect(r.stdout.replace(/\s+/g, ' ')).toContain(text);

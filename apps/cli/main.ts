@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Help } from 'commander';
 import { ConfigError } from '../../libs/config/index.js';
 import { errorMessage, withoutQueryData } from '../../libs/errors/index.js';
 import { registerDaily } from './commands/daily.js';
@@ -49,6 +49,14 @@ const program = new Command()
   // Commander's own errors (unknown command or option, missing argument) begin "error:"; every
   // other error of the CLI begins "fleet:". Subcommands inherit this output configuration.
   .configureOutput({ outputError: (str, write) => write(str.replace(/^error: /, 'fleet: ')) })
+  // Defaults read one way in every command's help, `(default: 50)`: commander quotes a text
+  // default (`(default: "50")`), and options take their defaults as text.
+  .configureHelp({
+    optionDescription(option) {
+      if (typeof option.defaultValue === 'string' && option.defaultValueDescription === undefined) option.defaultValueDescription = option.defaultValue;
+      return Help.prototype.optionDescription.call(this, option);
+    },
+  })
   .exitOverride()
   // The README's first-day slip: a second terminal without the fleet's variables looks at the
   // defaults (another database, another key prefix) and finds nothing, or the wrong things.

@@ -7,7 +7,7 @@ import type { FleetContext } from '../../../libs/runtime/index.js';
 import { gcsEndpointHost } from '../../../libs/storage/index.js';
 import { failureRemedy, importLocalFile, newerImportNextStep, runPoll, type NewerImport, type PollResult } from '../../../workers/patient-import/worker.js';
 import { argPath, CliError, operatorName, positiveInt, printJson, requiredReason, shownPath, withContext } from '../context.js';
-import { localSeconds, table } from '../format.js';
+import { displayTime, table } from '../format.js';
 
 /**
  * One entry per import kind (`--kind`): how to list and show its records. The therapist
@@ -48,7 +48,7 @@ function patientSummary(r: LedgerRow) {
 function localCopy(path: string | null, removedAt: Date | null, retentionDays: number): string | null {
   if (!path) return null;
   if (!removedAt) return path;
-  return `removed on ${localSeconds(removedAt)} (${retentionDays > 0 ? `retention ${retentionDays} days` : 'retention sweep'})`;
+  return `removed on ${displayTime(removedAt, 'second')} (${retentionDays > 0 ? `retention ${retentionDays} days` : 'retention sweep'})`;
 }
 
 /** Where a job is still trying a row (waiting for its next attempt, or running): what its last attempt failed with. */
@@ -125,7 +125,7 @@ function patientAudit(db: FleetContext['database']['db'], id: number): Promise<A
 
 function auditLines(rows: AuditRow[]): string {
   if (!rows.length) return '';
-  const lines = rows.map((a) => `  ${localSeconds(a.createdAt)}  ${a.action}  by ${a.actor}${a.reason ? `: ${a.reason}` : ''}`);
+  const lines = rows.map((a) => `  ${displayTime(a.createdAt, 'second')}  ${a.action}  by ${a.actor}${a.reason ? `: ${a.reason}` : ''}`);
   return `\n\noperator actions:\n${lines.join('\n')}`;
 }
 
@@ -163,15 +163,15 @@ function patientDetail(
     ['backup copy', localCopy(r.backupPath, r.backupRemovedAt, retention.backupDays)],
     ['failed copy', localCopy(r.failedPath, r.failedRemovedAt, retention.failedDays)],
     ['bucket delete', r.deleteOutcome],
-    ['received', localSeconds(r.receivedAt)],
-    ['downloaded', localSeconds(r.downloadedAt)],
-    ['backed up', localSeconds(r.backedUpAt)],
-    ['imported', localSeconds(r.importedAt)],
-    ['deleted', localSeconds(r.deletedAt)],
-    ['failed', localSeconds(r.failedAt)],
-    ['discarded', localSeconds(r.discardedAt)],
-    ['final since', localSeconds(r.finishedAt)],
-    ['last attempt', localSeconds(r.lastAttemptAt)],
+    ['received', displayTime(r.receivedAt, 'second')],
+    ['downloaded', displayTime(r.downloadedAt, 'second')],
+    ['backed up', displayTime(r.backedUpAt, 'second')],
+    ['imported', displayTime(r.importedAt, 'second')],
+    ['deleted', displayTime(r.deletedAt, 'second')],
+    ['failed', displayTime(r.failedAt, 'second')],
+    ['discarded', displayTime(r.discardedAt, 'second')],
+    ['final since', displayTime(r.finishedAt, 'second')],
+    ['last attempt', displayTime(r.lastAttemptAt, 'second')],
   ];
   const shown = lines.filter(([, v]) => v !== null && v !== undefined && v !== '');
   const width = Math.max(...shown.map(([k]) => k.length));

@@ -19,7 +19,7 @@ import {
 import { supersedingFiles } from '../../../libs/db/repositories/therapist-import.js';
 import { classifyDropPath } from '../../producers/scraper-layout.js';
 import { argPath, CliError, positiveInt, printJson, shownPath, withContext } from '../context.js';
-import { localSeconds, table } from '../format.js';
+import { displayTime, table } from '../format.js';
 import { importKinds } from './imports.js';
 
 function countsBlock(c: TherapistImportCounts, status?: string): string {
@@ -102,9 +102,9 @@ importKinds.therapist = {
       `content hash: ${r.contentHash ?? '–'}`,
       `size: ${r.sizeBytes === null ? '–' : `${r.sizeBytes} bytes`}`,
       `attempts: ${r.attempts}`,
-      `discovered: ${localSeconds(r.discoveredAt)}`,
-      `started: ${localSeconds(r.startedAt) ?? '–'}`,
-      `finished: ${localSeconds(r.finishedAt) ?? '–'}`,
+      `discovered: ${displayTime(r.discoveredAt, 'second')}`,
+      `started: ${displayTime(r.startedAt, 'second') ?? '–'}`,
+      `finished: ${displayTime(r.finishedAt, 'second') ?? '–'}`,
     ];
     if (r.errorCode) extra.push(`error code: ${r.errorCode}`);
     // What an operator can still do about a file that failed its job (its dead letter).
@@ -113,7 +113,7 @@ importKinds.therapist = {
     if (deadLetter) {
       extra.push(
         deadLetter === 'discarded'
-          ? `dead letter: discarded ${localSeconds(r.deadLetterDiscardedAt)} (nothing more to do; a changed file is imported as a file of its own)`
+          ? `dead letter: discarded ${displayTime(r.deadLetterDiscardedAt, 'second')} (nothing more to do; a changed file is imported as a file of its own)`
           : `dead letter: waiting for an operator (fleet dlq list --queue therapist-import; requeue once the cause is fixed, or discard)`,
       );
     }
