@@ -6,7 +6,8 @@ import { appendEvent } from '../../libs/events/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector } from '../../libs/testing/kafka-mock.js';
 import { until as untilWithin } from '../../libs/testing/until.js';
-import { TEST_REDIS_URL, randomSuffix } from '../../libs/testing/services.js';
+import { TEST_REDIS_URL } from '../../libs/testing/services.js';
+import { testQueuePrefix } from '../../libs/testing/redis.js';
 
 /**
  * The relay runs as a real `fleet start --only outbox-relay` process and is SIGKILLed while
@@ -18,6 +19,8 @@ let db: TestDatabase;
 let kafka: KafkaMock;
 let consumer: MessageCollector;
 const children: ChildProcess[] = [];
+// The relay processes record their state under the prefix (a killed one cannot remove it).
+const queuePrefix = testQueuePrefix();
 
 function startRelayProcess(): ChildProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', main, 'start', '--only', 'outbox-relay', '--no-migrate'], {
@@ -28,7 +31,7 @@ function startRelayProcess(): ChildProcess {
       LOG_PRETTY: 'false',
       DATABASE_URL: db.url,
       REDIS_URL: TEST_REDIS_URL,
-      QUEUE_PREFIX: `crash_${randomSuffix()}`,
+      QUEUE_PREFIX: queuePrefix.prefix,
       KAFKA_BROKERS: kafka.brokers.join(','),
       KAFKA_CONNECTION_TIMEOUT_MS: '1000',
       KAFKA_REQUEST_TIMEOUT_MS: '30000',
@@ -60,6 +63,7 @@ afterAll(async () => {
   await consumer?.close().catch(() => {});
   await kafka?.close();
   await db?.drop();
+  await queuePrefix.cleanup();
 });
 
 describe('relay killed mid-batch', () => {
