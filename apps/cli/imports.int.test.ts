@@ -319,7 +319,7 @@ describe('fleet poll', () => {
     expect(JSON.parse((await fleetWith({ LOCAL_BUCKET_DIR: bucketDir, LOCAL_BUCKET_SETTLE_MS: '0' }, 'poll', '--json')).stdout)).toMatchObject({ listed: 1, recorded: 0, leftFailed: 1, inProgress: 0 });
     // A poll that went through, by the CLI too, is the last successful one `fleet status` names.
     const status = await fleetWith({ LOCAL_BUCKET_DIR: bucketDir }, 'status');
-    expect(status.stdout).toMatch(/\n {2}last successful bucket poll: \d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z \(\d+ s ago\)\n/);
+    expect(status.stdout).toMatch(/\n {2}last successful bucket poll: \d{4}-\d{2}-\d{2} \d{2}:\d{2} [+-]\d{2}:\d{2} \(\d+ s ago\)\n/);
   });
 
   it('fleet poll against a GCS endpoint that does not answer says so after 5 s, then fails naming the endpoint (exit 1)', { timeout: 90_000 }, async () => {
