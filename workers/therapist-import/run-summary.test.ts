@@ -251,6 +251,9 @@ describe('therapist import run summary (staff email)', () => {
     const onlyReplaced = [half, complete];
     const quiet = renderRunSummary(run(onlyReplaced), onlyReplaced, { replacedBy });
     expect(quiet.subject).toBe('Therapeuten-Import Lauf 7: 2 Dateien, 5 Therapeuten, nichts offen (1 Datei inzwischen ersetzt)');
+    // ... and its text does not claim that every file went without errors.
+    expect(quiet.text).toContain('Nichts offen: die Datei mit Problemen ist inzwischen ersetzt.');
+    expect(quiet.text).not.toContain('ohne Fehler');
   });
 
   it('a misnamed file renamed to its right name within the run is named as imported since (#N), no request to rename it, not in the subject', () => {

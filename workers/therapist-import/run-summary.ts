@@ -255,7 +255,13 @@ export function renderRunSummary(
     );
   }
   if (replacing.length > 10) paragraphs.push(`… und ${replacing.length - 10} weitere Dateien mit ersetzten Korrekturen.`);
-  if (allWell) paragraphs.push('Alle Dateien wurden ohne Fehler verarbeitet.');
+  if (allWell) {
+    paragraphs.push(
+      replacedFiles.length
+        ? `Nichts offen: ${replacedFiles.length === 1 ? 'die Datei mit Problemen ist' : 'die Dateien mit Problemen sind'} inzwischen ersetzt.`
+        : 'Alle Dateien wurden ohne Fehler verarbeitet.',
+    );
+  }
   paragraphs.push(opts.runPageUrl ? `Bericht im Browser (jede Datei mit allen Fehlern): ${opts.runPageUrl}` : `Details: ${cli}`);
 
   // Skipped files are never read as lists of therapists: their "0" is no count. A run that read none says so.
