@@ -292,6 +292,20 @@ describe('therapist import run summary (staff email)', () => {
     const mixed = [file(1, {}), older];
     expect(renderRunSummary(run(mixed), mixed).text).toMatch(/Therapeuten in den Dateien:\s+2 \(1 übersprungene Datei nicht gelesen\)/);
   });
+
+  it('a file too large, unreadable or removed that a later file of its postcode replaced since is named as replaced, not as a problem', () => {
+    const big = file(30, { path: '52066.json', status: 'skipped', reason: 'too large to import: 17.0 MB, more than SCRAPER_FILE_MAX_MB', counts: emptyCounts(), sizeBytes: 17 * 1024 * 1024 });
+    const gone = file(31, { path: '52067.json', status: 'skipped', reason: 'the file was removed before it was imported', counts: emptyCounts() });
+    const fixed = file(32, { path: '52066.json' });
+    const files = [big, gone, fixed];
+    const replacedBy = new Map([[30, { id: 32, path: '52066.json', status: 'imported', finishedAt: null }]]);
+    const { subject, text } = renderRunSummary(run(files), files, { replacedBy });
+    expect(subject).not.toContain('zu groß');
+    expect(subject).toContain('1 Datei vor dem Import entfernt');
+    expect(text).toContain('Datei 52066.json (#30): zu groß, nicht gelesen, inzwischen ersetzt durch #32 (52066.json, importiert): nichts zu tun');
+    expect(text).not.toContain('Zu groß, daher nicht gelesen');
+    expect(text).toContain('Nicht importiert, weil die Datei vor dem Import entfernt wurde: 52067.json');
+  });
 });
 
 describe('status mismatches in German', () => {

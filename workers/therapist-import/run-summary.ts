@@ -92,13 +92,18 @@ export function renderRunSummary(
   const renamedMisfits = skipped.filter((f) => f.postcode === null && !open(f));
   const misfits = skipped.filter((f) => f.postcode === null && open(f));
   const superseded = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('superseded by'));
-  const removed = skipped.filter((f) => f.postcode !== null && f.reason?.includes('was removed before it was imported'));
-  const unreadable = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('cannot read the file'));
+  const removedAll = skipped.filter((f) => f.postcode !== null && f.reason?.includes('was removed before it was imported'));
+  const unreadableAll = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('cannot read the file'));
   const sameContent = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('same content as'));
-  const tooLarge = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith(TOO_LARGE_REASON_START));
+  const tooLargeAll = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith(TOO_LARGE_REASON_START));
   const changed = skipped.filter(
-    (f) => f.postcode !== null && !superseded.includes(f) && !removed.includes(f) && !unreadable.includes(f) && !sameContent.includes(f) && !tooLarge.includes(f),
+    (f) => f.postcode !== null && !superseded.includes(f) && !removedAll.includes(f) && !unreadableAll.includes(f) && !sameContent.includes(f) && !tooLargeAll.includes(f),
   );
+  // Removed, unreadable or too large, and a later file of the postcode imported since: nothing to do (as on /daily and /imports).
+  const replacedSkipped = [...removedAll, ...unreadableAll, ...tooLargeAll].filter((f) => !open(f));
+  const removed = removedAll.filter(open);
+  const unreadable = unreadableAll.filter(open);
+  const tooLarge = tooLargeAll.filter(open);
   const openFileErrors = files.filter(open).reduce((sum, f) => sum + (f.counts?.fileErrors ?? 0), 0);
   const allWell = problemFiles.length === 0 && misfits.length === 0 && removed.length === 0 && unreadable.length === 0 && tooLarge.length === 0 && openFailed === 0 && openFileErrors === 0;
   // Only what went wrong, by kind: "0 Dateien nicht lesbar" next to one failed therapist is noise.
@@ -115,7 +120,7 @@ export function renderRunSummary(
     tooLarge.length ? `${countNoun(tooLarge.length, 'Datei', 'Dateien')} zu groß` : '',
   ].filter(Boolean);
   const runName = `Lauf ${run.id}${opts.followUp ? ' (Nachtrag)' : ''}`;
-  const replacedFiles = files.filter((f) => !open(f) && (f.status !== 'skipped' || f.postcode === null || [removed, unreadable, tooLarge].some((k) => k.includes(f))));
+  const replacedFiles = files.filter((f) => !open(f) && (f.status !== 'skipped' || f.postcode === null || replacedSkipped.includes(f)));
   const wellDone = replacedFiles.length ? `nichts offen (${countNoun(replacedFiles.length, 'Datei', 'Dateien')} inzwischen ersetzt)` : 'ohne Fehler';
   // A copy of a content imported before (urgent/10115.json = 10115.json) is not imported again: said so, not "0 Therapeuten, ohne Fehler".
   const earlierOf = (f: TherapistImportFileRow) => /^same content as .+? \(file (\d+), \w+\): /.exec(f.reason ?? '')?.[1];
@@ -168,6 +173,11 @@ export function renderRunSummary(
     paragraphs.push(`Datei ${f.path} (#${f.id}): ${state}, ${replacedText(later)}`);
   }
   if (replacedProblems.length > MAX_LISTED) paragraphs.push(`… und ${replacedProblems.length - MAX_LISTED} weitere inzwischen ersetzte Dateien.`);
+  for (const f of replacedSkipped.slice(0, MAX_LISTED)) {
+    const why = removedAll.includes(f) ? 'vor dem Import entfernt' : unreadableAll.includes(f) ? 'nicht lesbar' : 'zu groß, nicht gelesen';
+    paragraphs.push(`Datei ${f.path} (#${f.id}): ${why}, ${replacedText(replacedBy.get(f.id)!)}`);
+  }
+  if (replacedSkipped.length > MAX_LISTED) paragraphs.push(`… und ${replacedSkipped.length - MAX_LISTED} weitere inzwischen ersetzte Dateien.`);
   // Without the dashboard, the CLI command that lists this run's files (all runs' newest 50 would hide them).
   const cli = `fleet imports list --kind therapist --run ${run.id}${files.length > 50 ? ` --limit ${files.length}` : ''}`;
   if (problemFiles.length > MAX_LISTED) {
