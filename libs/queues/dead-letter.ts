@@ -37,8 +37,18 @@ export function deadLetterFromJob(job: Job, reason: string, code: string | null,
   };
 }
 
-/** Adds the entry to the queue's dead-letter queue; idempotent per original job id. */
-export async function addDeadLetter(queues: QueueSet, entry: DeadLetter): Promise<string> {
+/**
+ * Adds the entry to the queue's dead-letter queue; idempotent per original job id. Under the
+ * entry's lock: a requeue of the same entry puts the job back before it removes the old entry, and
+ * a job that failed for good again in between (a worker takes it within milliseconds) would find
+ * the old entry, add nothing, and be left without a dead letter once the requeue removed it.
+ */
+export function addDeadLetter(queues: QueueSet, entry: DeadLetter): Promise<string> {
+  return withEntryLock(queues, entry.originalJobId.replaceAll(':', '.'), () => addDeadLetterUnlocked(queues, entry));
+}
+
+/** addDeadLetter for a caller that holds the entry's lock. */
+async function addDeadLetterUnlocked(queues: QueueSet, entry: DeadLetter): Promise<string> {
   const dlq = queues.queue(deadLetterQueueName(entry.originalQueue));
   const job = await dlq.add(entry.name, entry, {
     jobId: entry.originalJobId.replaceAll(':', '.'),
@@ -205,7 +215,7 @@ export function restoreDeadLetter(queues: QueueSet, entry: DeadLetter, stillWant
     const job = await queues.queue(entry.originalQueue).getJob(entry.originalJobId);
     if (job && isLiveJobState(await job.getState())) return false;
     if (!(await stillWanted())) return false;
-    await addDeadLetter(queues, entry);
+    await addDeadLetterUnlocked(queues, entry);
     return true;
   });
 }

@@ -7,7 +7,7 @@ import { createLogger } from '../log/index.js';
 import { createTestQueues } from '../testing/queues.js';
 import { bindQueueWorker, closeWorkers, withSupersededAt, type Handlers } from './bind-worker.js';
 import { catalog, deadLetterQueueName, type JobName, type Payload } from './catalog.js';
-import { discardDeadLetter, listDeadLetters, requeueDeadLetter } from './dead-letter.js';
+import { addDeadLetter, discardDeadLetter, listDeadLetters, requeueDeadLetter } from './dead-letter.js';
 import { jobOptionsFor } from './queue-set.js';
 
 let t: ReturnType<typeof createTestQueues>;
@@ -174,6 +174,25 @@ describe('queues: retries, dead letters, idempotency', () => {
       expect({ runs, hooks, state }).toEqual({ runs: 1, hooks: [], state: 'failed' });
     }
     expect(await listDeadLetters(t.queues)).toEqual([]);
+  });
+
+  it('a job that fails for good again while its requeue is under way keeps its new dead letter', async () => {
+    const { jobId } = await t.queues.enqueue('patient-import', { ledgerId: 11 });
+    const entry = { originalQueue: 'patient-import', originalJobId: jobId, name: 'patient-import', data: { ledgerId: 11 }, reason: 'first', code: 'validation_failed', attemptsMade: 1, enqueuedAt: null, failedAt: new Date().toISOString() };
+    await t.queues.queue('patient-import').remove(jobId);
+    await addDeadLetter(t.queues, entry);
+    // The requeue puts the job back, then removes the old entry: a worker that fails the job again
+    // in between adds its dead letter then (here: from the requeue's hook, so it is sure to fall in between).
+    let again: Promise<string> | null = null;
+    await requeueDeadLetter(t.queues, jobId, undefined, {
+      beforeRequeue: async () => {
+        again = addDeadLetter(t.queues, { ...entry, reason: 'second', failedAt: new Date().toISOString() });
+        await new Promise((r) => setTimeout(r, 300));
+      },
+    });
+    await again;
+    const dead = await listDeadLetters(t.queues);
+    expect(dead.map((d) => [d.id, d.reason])).toEqual([[jobId, 'second']]);
   });
 
   it('dead-letters a job whose attempts run out, with its reason and attempt count', async () => {
