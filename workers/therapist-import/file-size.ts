@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { constants, createReadStream, type Stats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { SKIP_REASON_START } from '../../libs/db/repositories/therapist-import.js';
 
 /**
  * A file over SCRAPER_FILE_MAX_MB is not read: importing one takes ~10 bytes of memory per byte
@@ -20,7 +21,7 @@ export class FileTooLargeError extends Error {
 const megabytes = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 
 /** A tracked file's skip reason; the staff summary and pages know it by its start. */
-export const TOO_LARGE_REASON_START = 'too large to import';
+export const TOO_LARGE_REASON_START = SKIP_REASON_START.tooLarge;
 export const tooLargeReason = (e: FileTooLargeError) =>
   `${TOO_LARGE_REASON_START}: ${e.message} (a postcode file is ~0.1 MB); once it is smaller, or the limit is raised and the fleet restarted, it is imported`;
 

@@ -1,7 +1,6 @@
 import type { TherapistImportCounts } from '../../libs/db/schema/fleet-therapist-import.js';
-import type { ReplacingFile, TherapistImportFileRow, TherapistImportRunRow } from '../../libs/db/repositories/therapist-import.js';
+import { SKIP_REASON_START, type ReplacingFile, type TherapistImportFileRow, type TherapistImportRunRow } from '../../libs/db/repositories/therapist-import.js';
 import { renderStaffEmail, type StaffListParagraph } from '../../libs/mail/staff.js';
-import { TOO_LARGE_REASON_START } from './file-size.js';
 import { reasonDe } from './reason-de.js';
 import { addCounts, assertCountsAddUp, countNoun, countWithShare, emptyCounts, formatCount } from './report.js';
 
@@ -91,11 +90,11 @@ export function renderRunSummary(
   // A misfit renamed to its right name since (the same content imported): nothing to do.
   const renamedMisfits = skipped.filter((f) => f.postcode === null && !open(f));
   const misfits = skipped.filter((f) => f.postcode === null && open(f));
-  const superseded = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('superseded by'));
+  const superseded = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith(SKIP_REASON_START.superseded));
   const removedAll = skipped.filter((f) => f.postcode !== null && f.reason?.includes('was removed before it was imported'));
-  const unreadableAll = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('cannot read the file'));
-  const sameContent = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith('same content as'));
-  const tooLargeAll = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith(TOO_LARGE_REASON_START));
+  const unreadableAll = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith(SKIP_REASON_START.unreadable));
+  const sameContent = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith(SKIP_REASON_START.sameContent));
+  const tooLargeAll = skipped.filter((f) => f.postcode !== null && f.reason?.startsWith(SKIP_REASON_START.tooLarge));
   const changed = skipped.filter(
     (f) => f.postcode !== null && !superseded.includes(f) && !removedAll.includes(f) && !unreadableAll.includes(f) && !sameContent.includes(f) && !tooLargeAll.includes(f),
   );

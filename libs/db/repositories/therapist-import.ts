@@ -132,7 +132,7 @@ export async function closeRunIfDrained(
     .where(eq(therapistImportRuns.id, runId))
     .returning();
   // Superseded weeks and copies of a known content are replaced by definition: not asked for (a catch-up run holds thousands).
-  const notImported = files.filter((f) => f.status !== 'imported' && !(f.status === 'skipped' && /^(superseded by|same content as)/.test(f.reason ?? '')));
+  const notImported = files.filter((f) => f.status !== 'imported' && !skippedOnPurpose(f));
   const replacedBy = await supersedingFiles(tx, notImported.map((f) => f.id));
   return { run: closed!, files, replacedBy };
 }
@@ -480,7 +480,7 @@ export async function runFilesNeedingStaff(db: DbOrTx, runIds: number[]): Promis
       failed: sql<number>`count(*) filter (where ${f.status} = 'failed' and ${supersedingFileOf()} is null)::int`,
       partial: sql<number>`count(*) filter (where ${f.status} = 'partial' and ${supersedingFileOf()} is null)::int`,
       notImported: sql<number>`count(*) filter (where ${f.status} = 'skipped'
-        and coalesce(${f.reason}, '') not like 'superseded by %' and coalesce(${f.reason}, '') not like 'same content as %')::int`,
+        and coalesce(${f.reason}, '') not like ${`${SKIP_REASON_START.superseded} %`} and coalesce(${f.reason}, '') not like ${`${SKIP_REASON_START.sameContent} %`})::int`,
     })
     .from(f)
     .where(and(inArray(f.runId, runIds), inArray(f.status, ['failed', 'partial', 'skipped'])))
@@ -687,15 +687,33 @@ export async function attachFilesToRun(db: DbOrTx, fileIds: number[], runId: num
 }
 
 /**
+ * How the reason of a skipped file begins, by why it was skipped (the watcher's and the worker's
+ * words): the views, the run summary and the run's close tell the kinds apart by them.
+ */
+export const SKIP_REASON_START = {
+  /** Superseded by a newer date folder of its postcode: on purpose. */
+  superseded: 'superseded by',
+  /** A copy of a content imported before: on purpose. */
+  sameContent: 'same content as',
+  tooLarge: 'too large to import',
+  unreadable: 'cannot read the file',
+} as const;
+
+/** A file skipped on purpose (superseded by a newer date folder, or a copy of a known content): nothing for staff. */
+export function skippedOnPurpose(f: Pick<TherapistImportFileRow, 'status' | 'reason'>): boolean {
+  const r = f.reason ?? '';
+  return f.status === 'skipped' && (r.startsWith(SKIP_REASON_START.superseded) || r.startsWith(SKIP_REASON_START.sameContent));
+}
+
+/**
  * Skipped files that need a person: a name that does not fit (rename or move it), a file too large
- * to import (SCRAPER_FILE_MAX_MB) and one that cannot be read (permissions). Known by their
- * reason's start (the watcher's and the worker's words: `TOO_LARGE_REASON_START`, `cannot read the
- * file (…)`); a misfit has no postcode.
+ * to import (SCRAPER_FILE_MAX_MB) and one that cannot be read (permissions), known by their
+ * reason's start (SKIP_REASON_START); a misfit has no postcode.
  */
 export const SKIPPED_NEEDING_A_PERSON = {
   misfit: `fleet.therapist_import_files.postcode is null`,
-  tooLarge: `fleet.therapist_import_files.postcode is not null and fleet.therapist_import_files.reason like 'too large to import%'`,
-  unreadable: `fleet.therapist_import_files.postcode is not null and fleet.therapist_import_files.reason like 'cannot read the file%'`,
+  tooLarge: `fleet.therapist_import_files.postcode is not null and fleet.therapist_import_files.reason like '${SKIP_REASON_START.tooLarge}%'`,
+  unreadable: `fleet.therapist_import_files.postcode is not null and fleet.therapist_import_files.reason like '${SKIP_REASON_START.unreadable}%'`,
 } as const;
 export type SkippedKind = keyof typeof SKIPPED_NEEDING_A_PERSON;
 const needsAPerson = () =>
@@ -705,8 +723,8 @@ const needsAPerson = () =>
 export function skippedKindOf(f: Pick<TherapistImportFileRow, 'status' | 'postcode' | 'reason'>): SkippedKind | null {
   if (f.status !== 'skipped') return null;
   if (f.postcode === null) return 'misfit';
-  if (f.reason?.startsWith('too large to import')) return 'tooLarge';
-  if (f.reason?.startsWith('cannot read the file')) return 'unreadable';
+  if (f.reason?.startsWith(SKIP_REASON_START.tooLarge)) return 'tooLarge';
+  if (f.reason?.startsWith(SKIP_REASON_START.unreadable)) return 'unreadable';
   return null;
 }
 
