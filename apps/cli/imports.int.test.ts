@@ -152,6 +152,13 @@ describe('a patient file imported by hand that failed', () => {
     expect(asJson.code).toBe(1);
     expect(JSON.parse(asJson.stdout)).toMatchObject({ ok: false, code: 'bad_file_name' });
     expect(asJson.stderr).toContain('registration file failed');
+
+    // A discard answers in JSON too, as fleet dlq discard does.
+    const otherId = JSON.parse(asJson.stdout).ledgerId as number;
+    expect(otherId).not.toBe(id);
+    const discardedJson = await fleet('imports', 'discard', String(otherId), '--reason', 'sent again', '--json');
+    expect({ code: discardedJson.code, json: JSON.parse(discardedJson.stdout) }).toEqual({ code: 0, json: { outcome: 'discarded', kind: 'patient', id: otherId } });
+    expect((await getLedgerRow(db.db, otherId))?.status).toBe('discarded');
   });
 });
 

@@ -372,14 +372,17 @@ export function registerImports(program: Command): void {
     .option('--kind <kind>', `import kind (${Object.keys(importKinds).join(', ')})`, 'patient')
     .option('--reason <text>', 'why (required; written to the audit table)')
     .option('--actor <name>', 'who (default: $FLEET_OPERATOR, else the login name)')
-    .action(async (idText: string, opts: { kind: string; reason?: string; actor?: string }) => {
+    .option('--json', 'print JSON, as fleet dlq discard does: {outcome, kind, id}')
+    .action(async (idText: string, opts: { kind: string; reason?: string; actor?: string; json?: boolean }) => {
       const kind = kindOf(opts.kind);
       const id = positiveInt('id', idText);
       const reason = requiredReason(opts.reason);
       const discard = kind.discard;
       if (!discard) throw new CliError(`${opts.kind} import records are not discarded here; dead letters: fleet dlq discard <id> --reason "..."`, 2);
       await withContext(async (ctx) => {
-        process.stdout.write(`${await discard(ctx, id, { actor: operatorName(opts.actor), reason })}\n`);
+        const line = await discard(ctx, id, { actor: operatorName(opts.actor), reason });
+        if (opts.json) return printJson({ outcome: 'discarded', kind: opts.kind, id });
+        process.stdout.write(`${line}\n`);
       });
     });
 
