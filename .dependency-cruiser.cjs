@@ -24,7 +24,7 @@ module.exports = {
       severity: 'error',
       // tests of apps may use a worker family's test fixtures
       from: { path: '^apps/', pathNot: notTests },
-      to: { path: '^workers/', pathNot: '^workers/[^/]+/worker\\.ts$' },
+      to: { path: '^workers/', pathNot: '^workers/[^/]+/(worker|index)\\.ts$' },
     },
     {
       name: 'only-libs-db-imports-drizzle',

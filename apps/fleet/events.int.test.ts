@@ -10,7 +10,7 @@ import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js'
 import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector, fastRelaySettings } from '../../libs/testing/kafka-mock.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
-import { importLocalFile } from '../../workers/patient-import/worker.js';
+import { importLocalFile } from '../../workers/patient-import/index.js';
 import { importTherapistFileNow } from '../../workers/therapist-import/worker.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 

@@ -6,7 +6,7 @@ import { therapistImportComponents, therapistImportDeadLetterHook } from '../../
 import { workerComponent } from '../../libs/runtime/index.js';
 import { bucketPollerComponents } from '../producers/bucket-poller.js';
 import { retentionComponents } from '../producers/retention-schedule.js';
-import { patientImportDeadLetterHook, patientImportHandlers } from '../../workers/patient-import/worker.js';
+import { patientImportDeadLetterHook, patientImportHandlers } from '../../workers/patient-import/index.js';
 import { httpComponent } from '../http/component.js';
 import type { StillWantedCheck } from '../../libs/mail/index.js';
 import { emailComponents, emailDeadLetterHook } from '../../workers/email/worker.js';

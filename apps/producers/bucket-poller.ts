@@ -3,7 +3,7 @@ import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { workerComponent, type Component, type FleetContext, type ReadinessResult } from '../../libs/runtime/index.js';
 import { createBucket, LocalBucket, StorageError, type BucketPort } from '../../libs/storage/index.js';
 import { scheduleComponent } from './schedule-component.js';
-import { bucketPollHandlers } from '../../workers/patient-import/worker.js';
+import { bucketPollHandlers } from '../../workers/patient-import/index.js';
 
 /** The id of the one `bucket-poll` schedule, shared by every poller process. */
 export const BUCKET_POLL_SCHEDULER_ID: FleetSchedulerId = 'bucket-poll';

@@ -14,7 +14,7 @@ import { notImportedOutcome, scraperFile, therapistLine } from '../../workers/th
 import { restoreTherapistDeadLetters, therapistImportComponents, therapistImportRepo } from '../../workers/therapist-import/worker.js';
 import { fileBytes, objectNameFor, plainRegistration } from '../../workers/patient-import/fixtures.js';
 import { PREFIX, startOwnImportHarness, until, type ImportHarness } from '../../workers/patient-import/int-harness.js';
-import { restoreDeadLetters, runPoll } from '../../workers/patient-import/worker.js';
+import { restoreDeadLetters, runPoll } from '../../workers/patient-import/index.js';
 import { deadLetterHooks } from '../fleet/roles.js';
 import { bucketPollerComponents } from './bucket-poller.js';
 import { retentionComponents } from './retention-schedule.js';

@@ -4,7 +4,7 @@ import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { scheduleComponent } from './schedule-component.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { registerEmailRetentionMetrics, runEmailRetention, type ContentRetentionResult } from '../../workers/email/worker.js';
-import { removeStaleTempCopies, retentionHandlers, runRetention, unrecordedCopies, type RetentionResult, type UnrecordedCopies } from '../../workers/patient-import/worker.js';
+import { removeStaleTempCopies, retentionHandlers, runRetention, unrecordedCopies, type RetentionResult, type UnrecordedCopies } from '../../workers/patient-import/index.js';
 
 /** The id of the one retention schedule, shared by every patient-import process. */
 export const RETENTION_SCHEDULER_ID: FleetSchedulerId = 'patient-import-retention';

@@ -7,7 +7,8 @@ import { openContext, workerComponent, type Component, type FleetContext } from 
 import { createTestDatabase } from '../../libs/testing/db.js';
 import { GcsStandIn } from '../../libs/testing/gcs-stand-in.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
-import { bucketPollHandlers, patientImportHandlers, runPoll } from './worker.js';
+import { bucketPollHandlers, patientImportHandlers } from './worker.js';
+import { runPoll } from './run-poll.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 
 export const BUCKET = 'curavani-test-data-transfer';

@@ -10,7 +10,8 @@ import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { fileBytes, objectNameFor, plainRegistration } from './fixtures.js';
 import { folderKeeper } from './file-keeper.js';
 import { BUCKET, PREFIX, startImportHarness, until, type ImportHarness } from './int-harness.js';
-import { patientImportDeadLetterHook, patientImportHandlers } from './worker.js';
+import { patientImportDeadLetterHook } from './dead-letters.js';
+import { patientImportHandlers } from './worker.js';
 
 /**
  * Two runs of the same ledger row at once: a job whose lock was lost (a Redis blip, an event

@@ -214,7 +214,7 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
 
   it('the delete failing on every attempt after the commit: a dead letter that says only the delete is left; its requeue deletes the object and imports nothing again', async () => {
     const { requeueOne, withRequeueAdvice } = await import('../../libs/ops/dead-letters.js');
-    const { patientImportDeadLetterHook } = await import('./worker.js');
+    const { patientImportDeadLetterHook } = await import('./dead-letters.js');
     const reg = plainRegistration();
     const { name, generation } = await upload(h, reg);
     const attempts = catalog['patient-import'].retry.attempts;
@@ -468,7 +468,7 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
 
   it('a failed file is requeued by an operator: the ledger reopens and the import runs again', async () => {
     const { requeueOne } = await import('../../libs/ops/dead-letters.js');
-    const { patientImportDeadLetterHook } = await import('./worker.js');
+    const { patientImportDeadLetterHook } = await import('./dead-letters.js');
     const doc = plainRegistration({ patch: (r) => ((r.patient_data as Row).plz = '123') });
     const { name, generation } = await upload(h, doc);
     const row = await settled(h, name, generation);
@@ -486,7 +486,7 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
 
   it('a failed file requeued after a corrected upload of the same name was imported (and deleted): its durable copy is judged again, and the failed-folder copy stays on the row', async () => {
     const { requeueOne } = await import('../../libs/ops/dead-letters.js');
-    const { patientImportDeadLetterHook } = await import('./worker.js');
+    const { patientImportDeadLetterHook } = await import('./dead-letters.js');
     const bad = plainRegistration({ token: 'c0ffee0123456789', patch: (r) => ((r.patient_data as Row).plz = '5207') });
     const { name, generation } = await upload(h, bad);
     const failed = await settled(h, name, generation);

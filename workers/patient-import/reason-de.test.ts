@@ -91,7 +91,7 @@ function allReasons(): string[] {
   const names = ['a.txt', 'Muster_Max.json', 'Muster_M4x_20250705_abcdefgh.json', '4_Max_20250705_abcdefgh.json', 'Muster_Max_2025-13_abcdefgh.json', 'Muster_Max_20250230_abcdefgh.json', 'Muster_Max_20250705_ab.json', 'M_a_x_Max_20250705_abcdefgh.json']
     .map(parseFileName)
     .map((r) => (r.ok ? '' : r.reason));
-  // Written by the import itself (process-patient-import.ts, worker.ts), the "ledger N: " prefix cut off as the email does.
+  // Written by the import itself (process-patient-import.ts, wiring.ts), the "ledger N: " prefix cut off as the email does.
   const own = [
     'registration_token: does not match the token in the file name',
     'file: 1.4 MB, more than REGISTRATION_FILE_MAX_MB=1 allows (a registration is a few KB), not read',

@@ -3,7 +3,7 @@ import { insertLedgerObjects, updateLedgerRow } from '../../libs/db/repositories
 import { withRequeueAdvice } from '../../libs/ops/dead-letters.js';
 import { addDeadLetter, listDeadLetters } from '../../libs/queues/index.js';
 import { useDatabaseAndQueues } from '../../libs/testing/db-and-queues.js';
-import { patientImportDeadLetterHook } from './worker.js';
+import { patientImportDeadLetterHook } from './dead-letters.js';
 
 const f = useDatabaseAndQueues();
 

@@ -12,7 +12,9 @@ import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { writeDurably } from './file-keeper.js';
 import { fileBytes, objectNameFor, plainRegistration } from './fixtures.js';
 import { PREFIX, startImportHarness, until, type ImportHarness } from './int-harness.js';
-import { patientImportDeadLetterHook, retentionHandlers, runRetention } from './worker.js';
+import { patientImportDeadLetterHook } from './dead-letters.js';
+import { runRetention } from './run-retention.js';
+import { retentionHandlers } from './worker.js';
 
 const DAY = 86_400_000;
 

@@ -5,7 +5,7 @@ import { patientImportOpenStatuses, patientImportStatuses, type PatientImportSta
 import { carriedAttemptOf, DeadLetterNotFound, findDeadLetter, isLiveJobState, jobIdFor, type DeadLetterView } from '../../../libs/queues/index.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
 import { gcsEndpointHost } from '../../../libs/storage/index.js';
-import { failureRemedy, importLocalFile, newerImportNextStep, runPoll, type NewerImport, type PollResult } from '../../../workers/patient-import/worker.js';
+import { failureRemedy, importLocalFile, newerImportNextStep, runPoll, type NewerImport, type PollResult } from '../../../workers/patient-import/index.js';
 import { argPath, CliError, operatorName, positiveInt, printJson, requiredReason, shownPath, withContext } from '../context.js';
 import { displayTime, table } from '../format.js';
 

@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import { listLedger, newerImports } from '../../../libs/db/repositories/patient-import.js';
 import { listFiles, skippedFilesNeedingAPerson, skippedKindOf, supersedingFiles, type SkippedKind } from '../../../libs/db/repositories/therapist-import.js';
-import { failureNextStep, newerImportNextStep } from '../../../workers/patient-import/worker.js';
+import { failureNextStep, newerImportNextStep } from '../../../workers/patient-import/index.js';
 import { html, page, pageTime as when } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
 
