@@ -9,7 +9,7 @@ import { retentionComponents } from '../producers/retention-schedule.js';
 import { patientImportDeadLetterHook, patientImportHandlers } from '../../workers/patient-import/index.js';
 import { httpComponent } from '../http/component.js';
 import type { StillWantedCheck } from '../../libs/mail/index.js';
-import { emailComponents, emailDeadLetterHook } from '../../workers/email/worker.js';
+import { emailComponents, emailDeadLetterHook } from '../../workers/email/index.js';
 import { weeklyComponents } from '../producers/weekly-schedule.js';
 import { weeklyStillWanted } from '../../workers/weekly-status/worker.js';
 import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';

@@ -18,7 +18,7 @@ import { startResendStandIn, type ResendStandIn } from '../../libs/testing/resen
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { nextRun } from '../../libs/weekly/schedule.js';
 import { signUnsubscribeToken } from '../../libs/weekly/unsubscribe-token.js';
-import { emailComponents } from '../../workers/email/worker.js';
+import { emailComponents } from '../../workers/email/index.js';
 import { runCli } from '../cli/run-cli.js';
 import { runWeeklyFanout, weeklyHandlers, weeklyStillWanted } from '../../workers/weekly-status/worker.js';
 import { httpComponent, type HttpComponent } from '../http/component.js';

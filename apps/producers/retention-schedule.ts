@@ -3,7 +3,7 @@ import type { Handlers } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { scheduleComponent } from './schedule-component.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
-import { registerEmailRetentionMetrics, runEmailRetention, type ContentRetentionResult } from '../../workers/email/worker.js';
+import { registerEmailRetentionMetrics, runEmailRetention, type ContentRetentionResult } from '../../workers/email/index.js';
 import { removeStaleTempCopies, retentionHandlers, runRetention, unrecordedCopies, type RetentionResult, type UnrecordedCopies } from '../../workers/patient-import/index.js';
 
 /** The id of the one retention schedule, shared by every patient-import process. */

@@ -18,7 +18,7 @@ import { runMigrations } from '../../libs/db/migrate.js';
 import { createLogger, silentLogger } from '../../libs/log/index.js';
 import { catalog, jobIdFor, jobOptionsFor } from '../../libs/queues/index.js';
 import { openContext, type Component } from '../../libs/runtime/index.js';
-import { emailComponents } from '../../workers/email/worker.js';
+import { emailComponents } from '../../workers/email/index.js';
 
 const { values: args } = parseArgs({
   options: {

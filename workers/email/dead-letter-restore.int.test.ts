@@ -5,7 +5,7 @@ import { listDeadLetters } from '../../libs/queues/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { deleteQueueKeys, testQueuePrefix } from '../../libs/testing/redis.js';
 import { startEmailHarness, waitFor, type EmailHarness } from './int-harness.js';
-import { emailDeadLetterHook, restoreEmailDeadLetters } from './worker.js';
+import { emailDeadLetterHook, restoreEmailDeadLetters } from './dead-letters.js';
 
 /**
  * Redis restarted without its data while email deliveries had failed for good: their rows say

@@ -4,7 +4,7 @@ import { failedDeliveriesAwaitingOperator, getDelivery, queueDelivery } from '..
 import { discardOne, requeueOne } from '../../libs/ops/dead-letters.js';
 import { addDeadLetter, jobIdFor } from '../../libs/queues/index.js';
 import { useDatabaseAndQueues } from '../../libs/testing/db-and-queues.js';
-import { emailDeadLetterHook } from './worker.js';
+import { emailDeadLetterHook } from './dead-letters.js';
 
 const f = useDatabaseAndQueues();
 

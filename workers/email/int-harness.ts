@@ -8,7 +8,8 @@ import type { StillWantedChecks } from '../../libs/mail/index.js';
 import { openContext, workerComponent, type Component } from '../../libs/runtime/index.js';
 import { ResendStandIn, type StandInOptions } from '../../libs/testing/resend-stand-in.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
-import { emailHandlers, emailSweepComponent } from './worker.js';
+import { emailSweepComponent } from './sweep-component.js';
+import { emailHandlers } from './worker.js';
 
 export interface EmailHarnessOptions {
   databaseUrl: string;

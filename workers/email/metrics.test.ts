@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createMetrics } from '../../libs/metrics/index.js';
 import { metricValues } from '../../libs/testing/metrics.js';
-import { emailMetrics } from './worker.js';
+import { emailMetrics } from './metrics.js';
 
 describe('email counters', () => {
   // FleetEmailFailures reads increase() over an hour; Prometheus takes a series' first sample as

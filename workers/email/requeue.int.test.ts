@@ -7,7 +7,7 @@ import { listDeadLetters } from '../../libs/queues/index.js';
 import type { TestDatabase } from '../../libs/testing/db.js';
 import { waitFor, type EmailHarness } from './int-harness.js';
 import { emailTestFile } from './test-setup.js';
-import { emailDeadLetterHook } from './worker.js';
+import { emailDeadLetterHook } from './dead-letters.js';
 
 /**
  * An operator requeues an email whose last provider request failed transiently on the job's

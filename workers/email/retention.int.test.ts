@@ -13,7 +13,8 @@ import { metricValues } from '../../libs/testing/metrics.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { isoWeekOf, isoWeekRange } from '../../libs/weekly/iso-week.js';
-import { DeliveryContentsRemovedError, emailDeadLetterHook, restoreEmailDeadLetters, runEmailRetention } from './worker.js';
+import { DeliveryContentsRemovedError, emailDeadLetterHook, restoreEmailDeadLetters } from './dead-letters.js';
+import { runEmailRetention } from './run-retention.js';
 
 const DAY = 86_400_000;
 
