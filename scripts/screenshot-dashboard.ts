@@ -25,7 +25,7 @@ import { createLogger } from '../libs/log/index.js';
 import { listDeadLetters } from '../libs/queues/index.js';
 import { openContext, workerComponent } from '../libs/runtime/index.js';
 import { everyOutcomeFile } from '../workers/therapist-import/fixtures.js';
-import { importTherapistFileNow } from '../workers/therapist-import/worker.js';
+import { importTherapistFileNow } from '../workers/therapist-import/index.js';
 
 const { values: args } = parseArgs({
   options: {

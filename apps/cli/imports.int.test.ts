@@ -18,7 +18,7 @@ import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { fileBytes, plainRegistration } from '../../workers/patient-import/fixtures.js';
 import { until } from '../../workers/patient-import/int-harness.js';
 import { notImportedOutcome, scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
-import { therapistImportRepo } from '../../workers/therapist-import/worker.js';
+import { therapistImportRepo } from '../../workers/therapist-import/index.js';
 import { runCli } from './run-cli.js';
 
 let db: TestDatabase;

@@ -11,7 +11,7 @@ import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector,
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
 import { importLocalFile } from '../../workers/patient-import/index.js';
-import { importTherapistFileNow } from '../../workers/therapist-import/worker.js';
+import { importTherapistFileNow } from '../../workers/therapist-import/index.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 
 /**

@@ -2,7 +2,7 @@ import type { Config } from '../../libs/config/index.js';
 import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import type { DeadLetterHooks } from '../../libs/ops/dead-letters.js';
 import { scraperWatcherComponent } from '../producers/scraper-watcher.js';
-import { therapistImportComponents, therapistImportDeadLetterHook } from '../../workers/therapist-import/worker.js';
+import { therapistImportComponents, therapistImportDeadLetterHook } from '../../workers/therapist-import/index.js';
 import { workerComponent } from '../../libs/runtime/index.js';
 import { bucketPollerComponents } from '../producers/bucket-poller.js';
 import { retentionComponents } from '../producers/retention-schedule.js';

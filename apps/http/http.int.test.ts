@@ -19,7 +19,7 @@ import { httpComponent, type HttpComponent } from './component.js';
 import { routeModules, type HttpRouteModule } from './routes/index.js';
 import { deadLetterHooks } from '../fleet/roles.js';
 import { everyOutcomeFile } from '../../workers/therapist-import/fixtures.js';
-import { importTherapistFileNow } from '../../workers/therapist-import/worker.js';
+import { importTherapistFileNow } from '../../workers/therapist-import/index.js';
 import { tcpProxy } from '../../libs/testing/tcp-proxy.js';
 
 const USER = 'operator';

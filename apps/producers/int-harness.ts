@@ -7,7 +7,7 @@ import { openContext, type Component, type FleetContext } from '../../libs/runti
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
-import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
+import { therapistImportComponents } from '../../workers/therapist-import/index.js';
 import { watcherTestEnv } from './watcher-test-config.js';
 
 /**

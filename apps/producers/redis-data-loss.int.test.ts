@@ -11,7 +11,7 @@ import type { TestDatabase } from '../../libs/testing/db.js';
 import { deleteQueueKeys, testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { notImportedOutcome, scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
-import { restoreTherapistDeadLetters, therapistImportComponents, therapistImportRepo } from '../../workers/therapist-import/worker.js';
+import { restoreTherapistDeadLetters, therapistImportComponents, therapistImportRepo } from '../../workers/therapist-import/index.js';
 import { fileBytes, objectNameFor, plainRegistration } from '../../workers/patient-import/fixtures.js';
 import { PREFIX, startOwnImportHarness, until, type ImportHarness } from '../../workers/patient-import/int-harness.js';
 import { restoreDeadLetters, runPoll } from '../../workers/patient-import/index.js';

@@ -9,7 +9,7 @@ import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js'
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
-import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
+import { therapistImportComponents } from '../../workers/therapist-import/index.js';
 import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
 import { tcpProxy } from '../../libs/testing/tcp-proxy.js';
 import { watcherTestEnv } from './watcher-test-config.js';

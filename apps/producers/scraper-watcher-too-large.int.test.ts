@@ -11,7 +11,7 @@ import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { until } from '../../libs/testing/until.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
-import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
+import { therapistImportComponents } from '../../workers/therapist-import/index.js';
 import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';
 import { watcherTestEnv } from './watcher-test-config.js';
 

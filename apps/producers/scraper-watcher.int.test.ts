@@ -12,7 +12,7 @@ import { therapistImportJobId } from '../../libs/queues/index.js';
 import { metricValues } from '../../libs/testing/metrics.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
-import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
+import { therapistImportComponents } from '../../workers/therapist-import/index.js';
 import * as repo from '../../libs/db/repositories/therapist-import.js';
 import { classifyDropPath } from './scraper-layout.js';
 import { scraperWatcherComponent, type ScraperWatcher } from './scraper-watcher.js';

@@ -18,7 +18,7 @@ import {
   sha256OfFile,
   therapistImportMetrics,
   tooLargeReason,
-} from '../../workers/therapist-import/worker.js';
+} from '../../workers/therapist-import/index.js';
 import { classifyDropPath, dateFolderOfDir, daysBetweenDateFolders, isValidDateFolder } from './scraper-layout.js';
 
 /**

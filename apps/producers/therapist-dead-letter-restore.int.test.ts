@@ -10,7 +10,7 @@ import { deleteQueueKeys, testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { watcherTestEnv } from './watcher-test-config.js';
 import { notImportedOutcome } from '../../workers/therapist-import/fixtures.js';
-import { restoreTherapistDeadLetters, therapistImportRepo as repo } from '../../workers/therapist-import/worker.js';
+import { restoreTherapistDeadLetters, therapistImportRepo as repo } from '../../workers/therapist-import/index.js';
 
 /**
  * Restoring the dead letters of therapist files that failed their job (Redis lost its data),

@@ -51,7 +51,7 @@ import { scraperWatcherComponent } from '../../apps/producers/scraper-watcher.js
 import { deleteQueueKeys } from '../../libs/testing/redis.js';
 import { postgresCpu, procCpuSeconds, redisCpu } from './cpu.js';
 import { describeMachine, measureMachine } from './machine.js';
-import { therapistImportComponents } from '../../workers/therapist-import/worker.js';
+import { therapistImportComponents } from '../../workers/therapist-import/index.js';
 import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from '../../workers/therapist-import/fixtures.js';
 
 const args = process.argv.slice(2);

@@ -9,7 +9,9 @@ import { until } from '../../libs/testing/until.js';
 import { scraperFile, therapistLine } from './fixtures.js';
 import { startTherapistImportHarness } from './int-harness.js';
 import { sha256 } from './process-therapist-file.js';
-import { enqueueTherapistFile, therapistImportHandlers, therapistImportRepo as repo } from './worker.js';
+import { enqueueTherapistFile } from './enqueue.js';
+import { therapistImportRepo as repo } from './index.js';
+import { therapistImportHandlers } from './worker.js';
 
 let db: TestDatabase;
 let ctx: FleetContext;

@@ -10,7 +10,10 @@ import { until } from '../../libs/testing/until.js';
 import { startTherapistImportHarness } from './int-harness.js';
 import { scraperFile, therapistLine } from './fixtures.js';
 import { sha256 } from './process-therapist-file.js';
-import { enqueueTherapistFile, therapistImportDeadLetterHook, therapistImportHandlers, therapistImportRepo as repo } from './worker.js';
+import { therapistImportDeadLetterHook } from './dead-letters.js';
+import { enqueueTherapistFile } from './enqueue.js';
+import { therapistImportRepo as repo } from './index.js';
+import { therapistImportHandlers } from './worker.js';
 
 let db: TestDatabase;
 let ctx: FleetContext;

@@ -8,7 +8,9 @@ import { startTherapistImportHarness } from './int-harness.js';
 import { scraperFile, therapistLine, type TherapistLine } from './fixtures.js';
 import { claimFile, SCRAPED_PLZ, therapistIdPool } from '../../libs/db/repositories/therapist-import-session.js';
 import { processTherapistFile, sha256, type ImportSession, type TherapistImportDeps } from './process-therapist-file.js';
-import { NOT_REGULAR_REASON, therapistImportDeps, therapistImportRepo as repo } from './worker.js';
+import { NOT_REGULAR_REASON } from './file-size.js';
+import { therapistImportRepo as repo } from './index.js';
+import { therapistImportDeps } from './wiring.js';
 
 /**
  * The file's transaction reads therapists without row locks and pipelines its writes with the

@@ -10,7 +10,7 @@ import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { everyOutcomeFile } from './fixtures.js';
 import { startTherapistImportHarness } from './int-harness.js';
 import { registerTherapistImportGauges } from './metrics.js';
-import { importTherapistFileNow } from './worker.js';
+import { importTherapistFileNow } from './import-file-now.js';
 
 let db: TestDatabase;
 let ctx: FleetContext;

@@ -3,7 +3,7 @@ import * as repo from '../../libs/db/repositories/therapist-import.js';
 import { withRequeueAdvice } from '../../libs/ops/dead-letters.js';
 import { addDeadLetter, listDeadLetters, therapistImportJobId } from '../../libs/queues/index.js';
 import { useDatabaseAndQueues } from '../../libs/testing/db-and-queues.js';
-import { therapistImportDeadLetterHook } from './worker.js';
+import { therapistImportDeadLetterHook } from './dead-letters.js';
 
 const f = useDatabaseAndQueues();
 

@@ -10,7 +10,11 @@ import { IMPORT_LOCK_PREFIX } from '../../libs/db/repositories/therapist-import-
 import { startTherapistImportHarness } from './int-harness.js';
 import { ADULT_TP, ADULT_VT, CHILD_VT, scraperFile, therapistLine, type TherapistLine } from './fixtures.js';
 import { processTherapistFile } from './process-therapist-file.js';
-import { closeTherapistRun, importTherapistFileNow, therapistImportDeps, therapistImportRepo, TherapistFileError, type FileReport } from './worker.js';
+import { closeTherapistRun } from './close-run.js';
+import { importTherapistFileNow, TherapistFileError } from './import-file-now.js';
+import { therapistImportRepo } from './index.js';
+import type { FileReport } from './process-therapist-file.js';
+import { therapistImportDeps } from './wiring.js';
 
 let db: TestDatabase;
 let ctx: FleetContext;

@@ -15,7 +15,7 @@ import {
   metadataDisagreementText,
   notReadText,
   type FileReport,
-} from '../../../workers/therapist-import/worker.js';
+} from '../../../workers/therapist-import/index.js';
 import { supersedingFiles } from '../../../libs/db/repositories/therapist-import.js';
 import { classifyDropPath } from '../../producers/scraper-layout.js';
 import { argPath, CliError, positiveInt, printJson, shownPath, withContext } from '../context.js';

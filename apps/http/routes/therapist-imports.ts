@@ -1,6 +1,6 @@
 import { Router, type Request, type Response } from 'express';
 import { therapistImportFileStatuses, type TherapistImportCounts, type TherapistImportFileStatus } from '../../../libs/db/schema/fleet-therapist-import.js';
-import { COUNT_LABELS, formatShare, isOutcomeCount, metadataFoundText, notReadText, outcomeKeys, reportOf, therapistImportRepo as repo } from '../../../workers/therapist-import/worker.js';
+import { COUNT_LABELS, formatShare, isOutcomeCount, metadataFoundText, notReadText, outcomeKeys, reportOf, therapistImportRepo as repo } from '../../../workers/therapist-import/index.js';
 import { runFilesNeedingStaff, supersedingFiles, type RunFilesNeedingStaff } from '../../../libs/db/repositories/therapist-import.js';
 import { html, page, pageTime, type SafeHtml } from '../html.js';
 import type { HttpRouteModule } from './types.js';
