@@ -11,7 +11,7 @@ import { httpComponent } from '../http/component.js';
 import type { StillWantedCheck } from '../../libs/mail/index.js';
 import { emailComponents, emailDeadLetterHook } from '../../workers/email/index.js';
 import { weeklyComponents } from '../producers/weekly-schedule.js';
-import { weeklyStillWanted } from '../../workers/weekly-status/worker.js';
+import { weeklyStillWanted } from '../../workers/weekly-status/index.js';
 import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
 import { checkFolders, type FolderNeed } from './folders.js';
 

@@ -20,7 +20,7 @@ import { nextRun } from '../../libs/weekly/schedule.js';
 import { signUnsubscribeToken } from '../../libs/weekly/unsubscribe-token.js';
 import { emailComponents } from '../../workers/email/index.js';
 import { runCli } from '../cli/run-cli.js';
-import { runWeeklyFanout, weeklyHandlers, weeklyStillWanted } from '../../workers/weekly-status/worker.js';
+import { runWeeklyFanout, weeklyHandlers, weeklyStillWanted } from '../../workers/weekly-status/index.js';
 import { httpComponent, type HttpComponent } from '../http/component.js';
 import { registerWeeklySchedule, WEEKLY_SCHEDULER_ID } from '../producers/weekly-schedule.js';
 

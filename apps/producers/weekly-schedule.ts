@@ -2,7 +2,7 @@ import type { FleetSchedulerId } from '../../libs/queues/index.js';
 import { ensureJobScheduler } from '../../libs/queues/job-scheduler.js';
 import { workerComponent, type Component, type FleetContext } from '../../libs/runtime/index.js';
 import { dueWeek, nextRun } from '../../libs/weekly/schedule.js';
-import { weeklyHandlers } from '../../workers/weekly-status/worker.js';
+import { weeklyHandlers } from '../../workers/weekly-status/index.js';
 import { scheduleComponent } from './schedule-component.js';
 
 /** The one id of the weekly schedule: every process and every deploy upserts this same scheduler. */

@@ -22,7 +22,7 @@ import { openContext, workerComponent, type Component } from '../../libs/runtime
 import { startResendStandIn } from '../../libs/testing/resend-stand-in.js';
 import { isoWeekOf } from '../../libs/weekly/iso-week.js';
 import { emailComponents } from '../../workers/email/index.js';
-import { composeWeeklyEmail, runWeeklyFanout, weeklyHandlers, weeklyStillWanted } from '../../workers/weekly-status/worker.js';
+import { composeWeeklyEmail, runWeeklyFanout, weeklyHandlers, weeklyStillWanted } from '../../workers/weekly-status/index.js';
 import { deliveries } from '../../libs/db/schema/index.js';
 import { jobIdFor, jobOptionsFor } from '../../libs/queues/index.js';
 

@@ -12,7 +12,9 @@ import { until } from '../../libs/testing/until.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
 import { isPlausibleEmail } from '../../libs/weekly/email-address.js';
 import { isoWeekRange } from '../../libs/weekly/iso-week.js';
-import { runWeeklyFanout, weeklyHandlers, weeklyStillWanted } from './worker.js';
+import { runWeeklyFanout } from './run-fanout.js';
+import { weeklyStillWanted } from './still-wanted.js';
+import { weeklyHandlers } from './worker.js';
 
 /**
  * The weekly rules around sending (real PostgreSQL and Redis, injected clock): one email per

@@ -7,7 +7,8 @@ import { fixedClock, openContext, workerComponent, type Component, type FleetCon
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
-import { runWeeklyFanout, weeklyHandlers } from './worker.js';
+import { runWeeklyFanout } from './run-fanout.js';
+import { weeklyHandlers } from './worker.js';
 
 /**
  * Crashes and repeats on the way from fan-out to a recorded delivery (real PostgreSQL and

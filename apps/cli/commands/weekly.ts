@@ -4,8 +4,7 @@ import { ineligibleReason, optBackInToWeeklyUpdates, optOutOfWeeklyUpdates, week
 import { isoWeekOf, isoWeekRange, parseIsoWeek, InvalidIsoWeekError } from '../../../libs/weekly/iso-week.js';
 import { dueWeek, nextRun } from '../../../libs/weekly/schedule.js';
 import { WEEKLY_SCHEDULER_ID, registerWeeklySchedule } from '../../producers/weekly-schedule.js';
-import { previewWeeklyEmail, runWeeklyFanout } from '../../../workers/weekly-status/worker.js';
-import type { FanoutResult } from '../../../workers/weekly-status/process-fanout.js';
+import { previewWeeklyEmail, runWeeklyFanout, type FanoutResult } from '../../../workers/weekly-status/index.js';
 import { CliError, operatorName, printJson, requiredReason, withContext } from '../context.js';
 import { displayTime, isoSeconds } from '../format.js';
 import { jobIdFor } from '../../../libs/queues/index.js';
