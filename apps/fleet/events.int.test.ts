@@ -9,7 +9,7 @@ import { openContext, type Component, type FleetContext } from '../../libs/runti
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
 import { collectMessages, startKafkaMock, type KafkaMock, type MessageCollector, fastRelaySettings } from '../../libs/testing/kafka-mock.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
-import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
+import { outboxRelayComponents } from '../../workers/outbox-relay/index.js';
 import { importLocalFile } from '../../workers/patient-import/index.js';
 import { importTherapistFileNow } from '../../workers/therapist-import/index.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';

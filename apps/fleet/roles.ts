@@ -12,7 +12,7 @@ import type { StillWantedCheck } from '../../libs/mail/index.js';
 import { emailComponents, emailDeadLetterHook } from '../../workers/email/index.js';
 import { weeklyComponents } from '../producers/weekly-schedule.js';
 import { weeklyStillWanted } from '../../workers/weekly-status/index.js';
-import { outboxRelayComponents } from '../../workers/outbox-relay/worker.js';
+import { outboxRelayComponents } from '../../workers/outbox-relay/index.js';
 import { checkFolders, type FolderNeed } from './folders.js';
 
 /**
