@@ -1,7 +1,7 @@
 import { countWeeklyCandidates, eligiblePatientIds } from '../../libs/db/repositories/weekly-status.js';
 import { catalog, jobIdFor, jobOptionsFor } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
-import { isoWeekOf, isoWeekRange } from '../../libs/weekly/iso-week.js';
+import { isoWeekRange } from '../../libs/weekly/iso-week.js';
 import type { FanoutDeps } from './process-fanout.js';
 
 /** Wiring of the weekly status family: schedule tick -> fan-out per ISO week -> one job per patient. */
@@ -10,10 +10,6 @@ export function window(ctx: FleetContext) {
     const { start, end } = isoWeekRange(isoWeek, ctx.config.weekly.timeZone);
     return { isoWeek, weekStart: start, end };
   };
-}
-
-export function currentIsoWeek(ctx: FleetContext): string {
-  return isoWeekOf(ctx.clock.now(), ctx.config.weekly.timeZone);
 }
 
 export function fanoutDeps(ctx: FleetContext, log = ctx.log): FanoutDeps {
