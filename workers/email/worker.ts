@@ -5,6 +5,7 @@ import type { Component, FleetContext } from '../../libs/runtime/index.js';
 import { workerComponent } from '../../libs/runtime/index.js';
 import { emailMetrics } from './metrics.js';
 import { processDelivery } from './process-delivery.js';
+import { emailProviderComponent } from './provider-readiness.js';
 import { emailSweepComponent } from './sweep-component.js';
 import { deliveryStore, type EmailOptions } from './wiring.js';
 
@@ -67,5 +68,5 @@ export function emailHandlers(ctx: FleetContext, opts: EmailOptions = {}): Handl
 
 /** Everything role `email` runs: the `email-send` workers and the sweep. */
 export function emailComponents(ctx: FleetContext, opts: EmailOptions = {}): Component[] {
-  return [workerComponent(ctx, 'email', emailHandlers(ctx, opts)), emailSweepComponent(ctx)];
+  return [workerComponent(ctx, 'email', emailHandlers(ctx, opts)), emailSweepComponent(ctx), emailProviderComponent(ctx)];
 }
