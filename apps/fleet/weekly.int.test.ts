@@ -251,7 +251,7 @@ describe('weekly status emails', () => {
     expect(n).toBe(3);
   });
 
-  it('several active searches give one email; content counts requests and answers, names no therapist; one-click headers; replies go to WEEKLY_CONTACT_EMAIL', async () => {
+  it('several active searches give one email; content counts requests and answers, names no therapist; one-click and auto-reply suppression headers; replies go to WEEKLY_CONTACT_EMAIL', async () => {
     const p = await patient({
       vorname: 'Max <script>alert(1)</script>',
       nachname: 'Müller & Söhne',
@@ -273,6 +273,8 @@ describe('weekly status emails', () => {
     expect(m.headers).toMatchObject({
       'List-Unsubscribe': `<https://app.curavani.example/unsubscribe/${token}>, <mailto:abmelden@curavani.com?subject=Abmelden%20${token}>`,
       'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
+      'Auto-Submitted': 'auto-generated',
+      'X-Auto-Response-Suppress': 'OOF, AutoReply',
     });
     // Sent from noreply@ (MAIL_FROM), but the text invites questions: a reply reaches staff.
     expect(m.from).toBe('Curavani <noreply@curavani.com>');
@@ -289,7 +291,7 @@ describe('weekly status emails', () => {
     expect(m.html).toContain('Max &lt;script&gt;alert(1)&lt;/script&gt; Müller &amp; Söhne');
   });
 
-  it('through the outbox folder driver the .eml carries Reply-To: WEEKLY_CONTACT_EMAIL next to the one-click headers', async () => {
+  it('through the outbox folder driver the .eml carries Reply-To: WEEKLY_CONTACT_EMAIL next to the one-click and auto-reply suppression headers', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'weekly-outbox-'));
     try {
       const p = await patient();
@@ -305,6 +307,9 @@ describe('weekly status emails', () => {
       const headers = Object.fromEntries(parsed.headers.map((x) => [x.key, x.value]));
       expect(headers['reply-to']).toBe('fragen@curavani.example');
       expect(headers['list-unsubscribe-post']).toBe('List-Unsubscribe=One-Click');
+      // out-of-office replies are asked not to answer (RFC 3834, Exchange)
+      expect(headers['auto-submitted']).toBe('auto-generated');
+      expect(headers['x-auto-response-suppress']).toBe('OOF, AutoReply');
       expect(resend.messages).toEqual([]);
     } finally {
       await rm(dir, { recursive: true, force: true });

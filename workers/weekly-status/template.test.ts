@@ -43,6 +43,9 @@ describe('weekly status email template', () => {
     expect(out.headers).toEqual({
       'List-Unsubscribe': '<https://app.example/unsubscribe/7.abc>, <mailto:abmelden@example.org?subject=x>',
       'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
+      // no out-of-office replies into the staff mailbox (Reply-To) every Monday
+      'Auto-Submitted': 'auto-generated',
+      'X-Auto-Response-Suppress': 'OOF, AutoReply',
     });
     expect(out.subject).not.toMatch(/therap|psych|diagnos/i);
   });

@@ -153,7 +153,13 @@ const engine = Handlebars.create();
 const htmlTemplate = engine.compile(SOURCE, { strict: true, knownHelpersOnly: true, knownHelpers: { if: true, each: true } });
 const textTemplate = engine.compile(SOURCE, { strict: true, noEscape: true, knownHelpersOnly: true, knownHelpers: { if: true, each: true } });
 
-/** Subject, HTML, plain text and the RFC 8058 one-click unsubscribe headers. */
+/**
+ * Subject, HTML, plain text, the RFC 8058 one-click unsubscribe headers and the headers that ask
+ * auto-responders not to answer: the email is sent automatically, with Reply-To the staff
+ * mailbox, so without them every out-of-office reply of a Monday lands there. RFC 3834
+ * `Auto-Submitted: auto-generated` (honoured by Sieve vacation, Gmail, most responders) and
+ * Exchange/Outlook's own `X-Auto-Response-Suppress` (OOF: out of office, AutoReply: rules).
+ */
 export function renderWeeklyEmail(facts: WeeklyFacts, links: WeeklyLinks): RenderedWeeklyEmail {
   const clean = (s: string) => s.replace(/[\r\n]+/g, ' ');
   const forHtml = model(facts, links, true);
@@ -164,6 +170,8 @@ export function renderWeeklyEmail(facts: WeeklyFacts, links: WeeklyLinks): Rende
     headers: {
       'List-Unsubscribe': `<${links.unsubscribeUrl}>, <${links.unsubscribeMailto}>`,
       'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
+      'Auto-Submitted': 'auto-generated',
+      'X-Auto-Response-Suppress': 'OOF, AutoReply',
     },
   };
 }
