@@ -284,6 +284,8 @@ describe('weekly status emails', () => {
     expect(m.text).toContain('Insgesamt haben wir bisher 5 Anfragen an Praxen gesendet');
     expect(m.text).toContain('Wir haben 2 Antworten erhalten, 1 davon seit unserer letzten Nachricht');
     expect(m.text).toContain('030 1234567');
+    expect(m.html).toContain('<a href="tel:0301234567">030 1234567</a>');
+    expect(m.text!.split('\n')).toContain('-- ');
     for (const body of [m.html!, m.text!, m.subject]) {
       expect(body).not.toMatch(/Geheimname|Gustav/);
     }
@@ -310,6 +312,8 @@ describe('weekly status emails', () => {
       // out-of-office replies are asked not to answer (RFC 3834, Exchange)
       expect(headers['auto-submitted']).toBe('auto-generated');
       expect(headers['x-auto-response-suppress']).toBe('OOF, AutoReply');
+      // the signature separator keeps its trailing space through the MIME encoding (RFC 3676)
+      expect(parsed.text?.split(/\r?\n/)).toContain('-- ');
       expect(resend.messages).toEqual([]);
     } finally {
       await rm(dir, { recursive: true, force: true });

@@ -55,12 +55,17 @@ describe('weekly status email template', () => {
     const none = renderWeeklyEmail(facts({ lastSent: null, requestsTotal: 0, requestsSince: 0, answersTotal: 0 }), links).text;
     expect(none).toContain('Bisher haben wir noch keine Anfragen an Praxen gesendet.');
     expect(none).toContain('Wir bereiten die ersten Anfragen für Sie vor');
-    expect(none).toContain('Antworten haben wir bisher noch keine erhalten.');
+    // nothing sent: nothing could have been answered, so no line on answers at all
+    expect(none).not.toContain('Antwort');
     expect(renderWeeklyEmail(facts({ requestsSince: 0 }), links).text).toContain('keine neuen Anfragen');
     const stillNone = renderWeeklyEmail(facts({ requestsSince: 0, requestsTotal: 0, answersTotal: 0, answersSince: 0 }), links).text;
     expect(stillNone).toContain('Bisher haben wir noch keine Anfragen an Praxen gesendet.');
     expect(stillNone).not.toContain('Insgesamt');
     expect(stillNone).toContain('Wir bereiten die ersten Anfragen für Sie vor');
+    expect(stillNone).not.toContain('Antwort');
+    expect(renderWeeklyEmail(facts({ lastSent: null, requestsTotal: 0, requestsSince: 0, answersTotal: 0 }), links).html).not.toContain('Antwort');
+    // requests sent but none answered yet: that is said
+    expect(renderWeeklyEmail(facts({ requestsTotal: 2, answersTotal: 0, answersSince: 0 }), links).text).toContain('Antworten haben wir bisher noch keine erhalten.');
     expect(renderWeeklyEmail(facts({ acceptances: 1 }), links).text).toContain('positive Rückmeldung');
   });
 });
@@ -102,5 +107,25 @@ describe('weekly status email German for small numbers', () => {
     expect(lines({ acceptances: 3, acceptancesSince: 0 }).text).toContain('Es liegen 3 positive Rückmeldungen vor.');
     expect(lines({ acceptances: 3, acceptancesSince: 1 }).text).toContain(`Es gibt 3 positive Rückmeldungen, eine davon neu seit unserer letzten Nachricht. ${promise}`);
     expect(lines({ acceptances: 3, acceptancesSince: 2 }).text).toContain('Es gibt 3 positive Rückmeldungen, 2 davon neu seit unserer letzten Nachricht.');
+  });
+});
+
+describe('weekly status email form', () => {
+  it('the plain text separates its footer with "-- " (trailing space, RFC 3676), and no other line ends in whitespace', () => {
+    const text = renderWeeklyEmail(facts(), { ...links, contactPhone: '030 123' }).text;
+    const lines = text.split('\n');
+    expect(lines).toContain('-- ');
+    expect(lines).not.toContain('--');
+    expect(lines.filter((l) => /\s$/.test(l))).toEqual(['-- ']);
+    expect(text).not.toContain('\r');
+    expect(text.endsWith('\n')).toBe(true);
+  });
+
+  it('the phone number in the HTML is a tel: link with digits and + only; the text shows it as given', () => {
+    const out = renderWeeklyEmail(facts(), { ...links, contactPhone: '+49 (30) 123 456-78' });
+    expect(out.html).toContain('Telefon: <a href="tel:+493012345678">+49 (30) 123 456-78</a>');
+    expect(out.text).toContain('Telefon: +49 (30) 123 456-78');
+    expect(renderWeeklyEmail(facts(), { ...links, contactPhone: '030 / 123 45' }).html).toContain('<a href="tel:03012345">030 / 123 45</a>');
+    expect(renderWeeklyEmail(facts(), links).html).not.toContain('Telefon');
   });
 });

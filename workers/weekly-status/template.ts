@@ -38,8 +38,18 @@ interface MessageModel {
   contact: string;
   contactEmail: string;
   contactPhone?: string | undefined;
+  /** `tel:` target of the phone number: its digits and a leading + only (`030 123-45` -> `tel:03012345`). */
+  contactPhoneHref?: string | undefined;
   unsubscribeUrl: string;
   html: boolean;
+}
+
+/** The phone number as a `tel:` URI: digits, and a + only in front (RFC 3966 global number); undefined when it has no digits. */
+export function telHref(phone: string | undefined): string | undefined {
+  if (!phone) return undefined;
+  const digits = phone.replace(/[^0-9]/g, '');
+  if (!digits) return undefined;
+  return `tel:${phone.trim().startsWith('+') ? '+' : ''}${digits}`;
 }
 
 /** All answers, and how many came since the last email (when they all did, said once: "1 Antwort erhalten, 1 davon" reads oddly). */
@@ -79,7 +89,8 @@ function model(f: WeeklyFacts, links: WeeklyLinks, html: boolean): MessageModel 
     // "Insgesamt ... keine Anfragen" reads oddly: with none at all the line before says it.
     // "haben wir ... gesendet", not "sind es": the verb must not depend on the number ("sind es 1 Anfrage").
     ...(first || f.requestsTotal === 0 ? [] : [`Insgesamt haben wir bisher ${n(f.requestsTotal, 'Anfrage', 'Anfragen')} ${toPractices(f.requestsTotal)} gesendet.`]),
-    answersLine(f, first),
+    // With no request sent there is nothing anyone could have answered: no line on answers.
+    ...(f.requestsTotal === 0 ? [] : [answersLine(f, first)]),
   ];
   const next: string[] = [];
   if (f.acceptances > 0) {
@@ -99,12 +110,15 @@ function model(f: WeeklyFacts, links: WeeklyLinks, html: boolean): MessageModel 
     contact: 'Haben Sie Fragen oder hat sich bei Ihnen etwas geändert? Wir sind gerne für Sie da:',
     contactEmail: links.contactEmail,
     contactPhone: links.contactPhone,
+    contactPhoneHref: telHref(links.contactPhone),
     unsubscribeUrl: links.unsubscribeUrl,
     html,
   };
 }
 
-// One template, two formats: `html` switches the markup; the text is the same.
+// One template, two formats: `html` switches the markup; the text is the same. The text's
+// signature separator is "-- " with its trailing space (RFC 3676 4.3): mail clients recognise it
+// and leave the unsubscribe footer out of quotes; editors must not strip that space.
 const SOURCE = `{{#if html}}<!doctype html>
 <html lang="de"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>{{subject}}</title></head>
 <body style="margin:0;padding:24px;background:#f5f7fa;font-family:Arial,Helvetica,sans-serif;color:#1f2933;line-height:1.5">
@@ -118,7 +132,7 @@ const SOURCE = `{{#if html}}<!doctype html>
 {{#each next}}<p>{{this}}</p>
 {{/each}}<p>{{contact}}<br>
 E-Mail: <a href="mailto:{{contactEmail}}">{{contactEmail}}</a>{{#if contactPhone}}<br>
-Telefon: {{contactPhone}}{{/if}}</p>
+Telefon: {{#if contactPhoneHref}}<a href="{{contactPhoneHref}}">{{contactPhone}}</a>{{else}}{{contactPhone}}{{/if}}{{/if}}</p>
 <p>Herzliche Grüße<br>Ihr Curavani-Team</p>
 <p style="font-size:12px;color:#616e7c;border-top:1px solid #e4e7eb;padding-top:12px">Sie möchten diese wöchentliche Nachricht nicht mehr erhalten?
 <a href="{{unsubscribeUrl}}" style="color:#616e7c">Hier abmelden</a>.</p>
@@ -144,7 +158,7 @@ E-Mail: {{contactEmail}}
 Herzliche Grüße
 Ihr Curavani-Team
 
---
+-- 
 Sie möchten diese wöchentliche Nachricht nicht mehr erhalten? Abmelden:
 {{unsubscribeUrl}}
 {{/if}}`;
