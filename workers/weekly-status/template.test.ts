@@ -129,3 +129,18 @@ describe('weekly status email form', () => {
     expect(renderWeeklyEmail(facts(), links).html).not.toContain('Telefon');
   });
 });
+
+describe('weekly status email on a phone', () => {
+  // A 99-character first name without spaces made a 375 px view 808 px wide (checked in
+  // chromium: 375 px with the wrapping below).
+  it('the body and the text container break long words (overflow-wrap:anywhere, word-break:break-word)', () => {
+    const html = renderWeeklyEmail(facts({ vorname: 'A'.repeat(99) }), links).html;
+    const body = /<body style="([^"]*)"/.exec(html)?.[1] ?? '';
+    const container = /<div style="([^"]*)"/.exec(html)?.[1] ?? '';
+    for (const style of [body, container]) {
+      expect(style).toContain('overflow-wrap:anywhere');
+      expect(style).toContain('word-break:break-word');
+    }
+    expect(html).toContain(`Guten Tag ${'A'.repeat(99)} Beispiel,`);
+  });
+});

@@ -42,6 +42,8 @@ interface MessageModel {
   contactPhoneHref?: string | undefined;
   unsubscribeUrl: string;
   html: boolean;
+  /** The inline CSS that wraps long words (WRAP). */
+  wrap: string;
 }
 
 /** The phone number as a `tel:` URI: digits, and a + only in front (RFC 3966 global number); undefined when it has no digits. */
@@ -113,16 +115,25 @@ function model(f: WeeklyFacts, links: WeeklyLinks, html: boolean): MessageModel 
     contactPhoneHref: telHref(links.contactPhone),
     unsubscribeUrl: links.unsubscribeUrl,
     html,
+    wrap: WRAP,
   };
 }
+
+/**
+ * Long words (a 99-character name without spaces, a long address) break instead of widening a
+ * phone's view (a 375 px view was 808 px wide): overflow-wrap:anywhere where clients support it,
+ * word-break:break-word (WebKit, Blink) and word-wrap (older clients, Outlook) otherwise. On the
+ * body and the text container (inline: many clients drop <style>; the properties are inherited).
+ */
+const WRAP = 'overflow-wrap:anywhere;word-break:break-word;word-wrap:break-word';
 
 // One template, two formats: `html` switches the markup; the text is the same. The text's
 // signature separator is "-- " with its trailing space (RFC 3676 4.3): mail clients recognise it
 // and leave the unsubscribe footer out of quotes; editors must not strip that space.
 const SOURCE = `{{#if html}}<!doctype html>
 <html lang="de"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>{{subject}}</title></head>
-<body style="margin:0;padding:24px;background:#f5f7fa;font-family:Arial,Helvetica,sans-serif;color:#1f2933;line-height:1.5">
-<div style="max-width:560px;margin:0 auto;background:#ffffff;border-radius:8px;padding:24px">
+<body style="margin:0;padding:24px;background:#f5f7fa;font-family:Arial,Helvetica,sans-serif;color:#1f2933;line-height:1.5;{{wrap}}">
+<div style="max-width:560px;margin:0 auto;background:#ffffff;border-radius:8px;padding:24px;{{wrap}}">
 <p>{{greeting}}</p>
 <p>{{intro}}</p>
 <ul>
