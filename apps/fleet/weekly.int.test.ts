@@ -442,7 +442,11 @@ describe('weekly status emails', () => {
 
     const first = await post(real);
     expect(first.status).toBe(200);
-    expect(await first.text()).toContain('Sie wurden abgemeldet');
+    const confirmation = await first.text();
+    expect(confirmation).toContain('Sie wurden abgemeldet');
+    // An email already handed to the provider may still arrive: the page must not promise otherwise.
+    expect(confirmation).not.toContain('werden nicht mehr versendet');
+    expect(confirmation).toContain('Eine Nachricht, die bereits unterwegs war, kann Sie noch ein letztes Mal erreichen');
     const second = await post(real);
     expect(second.status).toBe(200);
     expect(await optedOut()).toEqual([p.id]);

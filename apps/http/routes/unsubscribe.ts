@@ -166,7 +166,9 @@ export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
         .send(
           optedOutPage(
             'Sie wurden abgemeldet',
-            'Sie erhalten keine wöchentlichen Zwischenstände mehr. Bereits geplante Nachrichten werden nicht mehr versendet.',
+            // Not "no planned message is sent any more": an email already in a batch being handed
+            // to the provider cannot be called back (docs/email.md, "Sending, at most once").
+            'Sie erhalten keine wöchentlichen Zwischenstände mehr. Eine Nachricht, die bereits unterwegs war, kann Sie noch ein letztes Mal erreichen.',
             resubscribeAction(req),
             contact,
           ),
