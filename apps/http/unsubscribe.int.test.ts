@@ -9,6 +9,7 @@ import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js'
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { randomSuffix, TEST_ADMIN_DB_URL, TEST_REDIS_URL, withDatabase } from '../../libs/testing/services.js';
 import { signUnsubscribeToken } from '../../libs/weekly/unsubscribe-token.js';
+import { runCli } from '../cli/run-cli.js';
 import { httpComponent, type HttpComponent } from './component.js';
 
 /**
@@ -122,5 +123,80 @@ describe('unsubscribe opened with a trailing slash', () => {
       expect(undone.status).toBe(200);
       expect(await optedOut()).toBe(false);
     }
+  });
+});
+
+describe('unsubscribe after UNSUBSCRIBE_SECRET was rotated', () => {
+  // A rotation left every link patients already had answering 404 ("Dieser Link ist leider
+  // ungültig"): only the current secret was accepted.
+  const OLD = 'o'.repeat(40);
+  const OLDER = 'p'.repeat(40);
+  const NEW = 'n'.repeat(40);
+  let tdb: TestDatabase;
+  let app: { ctx: FleetContext; http: HttpComponent; base: string };
+  let cleanup: () => Promise<void>;
+  let env: Record<string, string>;
+  beforeAll(async () => {
+    tdb = await createTestDatabase();
+    const q = testQueuePrefix();
+    cleanup = q.cleanup;
+    env = {
+      DATABASE_URL: tdb.url,
+      REDIS_URL: TEST_REDIS_URL,
+      QUEUE_PREFIX: q.prefix,
+      UNSUBSCRIBE_SECRET: NEW,
+      UNSUBSCRIBE_SECRET_PREVIOUS: ` ${OLD} ,${OLDER}`,
+      PUBLIC_BASE_URL: 'https://fleet.example.org',
+    };
+    const c = openContext(loadConfig({ ...env, HTTP_PORT: '0' }), silentLogger());
+    const h = httpComponent(c);
+    await h.start();
+    app = { ctx: c, http: h, base: `http://127.0.0.1:${h.address()!.port}` };
+  });
+  afterAll(async () => {
+    await app?.http.stop(5_000);
+    await app?.ctx.close();
+    await cleanup?.();
+    await tdb?.drop();
+  });
+
+  it('links signed with an earlier secret (UNSUBSCRIBE_SECRET_PREVIOUS) still work; new links are signed with the current one only', async () => {
+    const ids: number[] = [];
+    for (const ref of ['ROT001', 'ROT002', 'ROT003', 'ROT004']) {
+      const [p] = await tdb.db
+        .insert(patienten)
+        .values({ anrede: 'Frau', geschlecht: 'weiblich', vorname: 'V', nachname: 'N', email: `${ref.toLowerCase()}@example.org`, zahlungsreferenz: ref, status: 'auf_der_Suche' })
+        .returning({ id: patienten.id });
+      ids.push(p!.id);
+    }
+    const [withOld, withOlder, withNew, withUnknown] = ids as [number, number, number, number];
+    const optedOut = async (id: number) => (await tdb.db.select({ v: patienten.weeklyUpdateOptOut }).from(patienten).where(eq(patienten.id, id)))[0]!.v;
+    const oneClick = (token: string) =>
+      fetch(`${app.base}/unsubscribe/${token}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+    for (const [id, secret] of [[withOld, OLD], [withOlder, OLDER], [withNew, NEW]] as const) {
+      const token = signUnsubscribeToken(secret, id);
+      expect((await fetch(`${app.base}/unsubscribe/${token}`)).status).toBe(200);
+      const res = await oneClick(token);
+      expect(res.status).toBe(200);
+      expect(await res.text()).toContain('Sie wurden abgemeldet');
+      expect(await optedOut(id)).toBe(true);
+      // the undo works with the same (old) link
+      expect((await fetch(`${app.base}/unsubscribe/${token}/resubscribe`, { method: 'POST' })).status).toBe(200);
+      expect(await optedOut(id)).toBe(false);
+    }
+    // a secret that is neither current nor listed is refused
+    const unknown = await oneClick(signUnsubscribeToken('u'.repeat(40), withUnknown));
+    expect(unknown.status).toBe(404);
+    expect(await optedOut(withUnknown)).toBe(false);
+
+    // The email's links (List-Unsubscribe and the page's link) carry the current secret's token
+    // (read through `fleet weekly preview`, which renders what the fan-out records).
+    const preview = await runCli(['weekly', 'preview', String(withNew), '--json'], { ...env, LOG_LEVEL: 'silent' });
+    expect(preview.code, preview.stderr).toBe(0);
+    const email = (JSON.parse(preview.stdout) as { email: { headers: Record<string, string>; html: string } }).email;
+    const newToken = signUnsubscribeToken(NEW, withNew);
+    expect(email.headers['List-Unsubscribe']).toContain(`https://fleet.example.org/unsubscribe/${newToken}>`);
+    expect(email.html).toContain(`/unsubscribe/${newToken}"`);
+    for (const old of [OLD, OLDER]) expect(preview.stdout).not.toContain(signUnsubscribeToken(old, withNew).split('.')[1]!);
   });
 });

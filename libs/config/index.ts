@@ -220,6 +220,22 @@ export const envSchema = z.object({
   WEEKLY_CONTACT_PHONE: optionalString,
   WEEKLY_UNSUBSCRIBE_MAILTO: z.email({ error: 'expected an email address' }).default('abmelden@curavani.com'),
   UNSUBSCRIBE_SECRET: optionalString.pipe(z.string().min(32, { error: 'expected at least 32 characters' }).optional()),
+  // Earlier UNSUBSCRIBE_SECRETs, comma-separated: links signed with them are still accepted (a
+  // rotation breaks no link patients already have); new links are signed with UNSUBSCRIBE_SECRET only.
+  UNSUBSCRIBE_SECRET_PREVIOUS: z
+    .string()
+    .default('')
+    .transform((v, c) => {
+      const secrets = v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
+      // Said by entry and length only (describeIssue shows the variable's length, never its value).
+      secrets.forEach((s, i) => {
+        if (s.length < 32) c.issues.push({ code: 'custom', input: v, message: `expected at least 32 characters in each comma-separated secret (entry ${i + 1} has ${s.length})` });
+      });
+      return secrets;
+    }),
   STORAGE_DRIVER: z.enum(['local', 'gcs']).default('local'),
   GCS_BUCKET: z
     .string()
@@ -280,6 +296,16 @@ export function parseEnv(env: Record<string, string | undefined> = process.env):
   // other problems below; a staging or server run without NODE_ENV=production is refused here.
   if (e.MAIL_DRIVER === 'resend' && !e.UNSUBSCRIBE_SECRET && e.NODE_ENV !== 'production') {
     throw new ConfigError('invalid configuration: UNSUBSCRIBE_SECRET: required when MAIL_DRIVER=resend (it is missing); the development secret signs links anyone could forge');
+  }
+  // The same for the development secret set by hand, as the current or an earlier secret: links
+  // verified with it could be forged for every patient id.
+  if (e.MAIL_DRIVER === 'resend' || e.NODE_ENV === 'production') {
+    const dev = unsubscribeSecretsDevDefault(e);
+    if (dev.length) {
+      throw new ConfigError(
+        `invalid configuration: ${dev.join(', ')}: must not be the development secret when ${e.NODE_ENV === 'production' ? 'NODE_ENV=production' : 'MAIL_DRIVER=resend'} (it is in the repository: links could be forged)`,
+      );
+    }
   }
   if ((e.DASHBOARD_USER === undefined) !== (e.DASHBOARD_PASSWORD === undefined)) {
     throw new ConfigError(
@@ -394,6 +420,14 @@ function readPem(variable: string, file: string): string {
 /** Signs unsubscribe links when no secret is set and no email really goes out (never with MAIL_DRIVER=resend or in production). */
 export const DEV_UNSUBSCRIBE_SECRET = 'curavani-fleet-development-only-unsubscribe-secret';
 
+/** The variables (never their values) that hold the development secret: UNSUBSCRIBE_SECRET, UNSUBSCRIBE_SECRET_PREVIOUS (entry n). */
+function unsubscribeSecretsDevDefault(e: Pick<Env, 'UNSUBSCRIBE_SECRET' | 'UNSUBSCRIBE_SECRET_PREVIOUS'>): string[] {
+  return [
+    ...(e.UNSUBSCRIBE_SECRET === DEV_UNSUBSCRIBE_SECRET ? ['UNSUBSCRIBE_SECRET'] : []),
+    ...e.UNSUBSCRIBE_SECRET_PREVIOUS.flatMap((s, i) => (s === DEV_UNSUBSCRIBE_SECRET ? [`UNSUBSCRIBE_SECRET_PREVIOUS (entry ${i + 1})`] : [])),
+  ];
+}
+
 /** The parsed settings, grouped into the slices that libraries take as arguments. */
 export function loadConfig(env: Record<string, string | undefined> = process.env) {
   const e = parseEnv(env);
@@ -506,6 +540,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       contactPhone: e.WEEKLY_CONTACT_PHONE,
       unsubscribeMailto: e.WEEKLY_UNSUBSCRIBE_MAILTO,
       unsubscribeSecret: e.UNSUBSCRIBE_SECRET ?? DEV_UNSUBSCRIBE_SECRET,
+      /** Earlier secrets (UNSUBSCRIBE_SECRET_PREVIOUS): accepted when verifying a link, never used to sign one. */
+      previousUnsubscribeSecrets: e.UNSUBSCRIBE_SECRET_PREVIOUS,
     },
     therapistImport: {
       dropDir: e.SCRAPER_DROP_DIR,

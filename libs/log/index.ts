@@ -30,7 +30,7 @@ export const PERSONAL_FIELDS = [
 ];
 
 /** Field names that carry credentials (a settings object logged by mistake, say): redacted as well. */
-export const SECRET_FIELDS = ['password', 'sasl', 'ssl', 'tls', 'apiKey', 'resendApiKey', 'secret', 'signingSecret', 'unsubscribeSecret', 'authorization'];
+export const SECRET_FIELDS = ['password', 'sasl', 'ssl', 'tls', 'apiKey', 'resendApiKey', 'secret', 'signingSecret', 'unsubscribeSecret', 'previousUnsubscribeSecrets', 'authorization'];
 
 const redactPaths = [...PERSONAL_FIELDS, ...SECRET_FIELDS].flatMap((f) => [f, `*.${f}`, `*.*.${f}`]);
 

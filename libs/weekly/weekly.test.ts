@@ -127,6 +127,48 @@ describe('unsubscribe secret configuration', () => {
   });
 });
 
+describe('unsubscribe secret rotation (UNSUBSCRIBE_SECRET_PREVIOUS)', () => {
+  const current = 'c'.repeat(32);
+  const earlier = 'e'.repeat(32);
+  it('a token signed with an earlier secret verifies when that secret is listed after the current one, not otherwise', () => {
+    const old = signUnsubscribeToken(earlier, 42);
+    expect(verifyUnsubscribeToken(current, old)).toBeNull();
+    expect(verifyUnsubscribeToken([current, earlier], old)).toBe(42);
+    expect(verifyUnsubscribeToken([current, earlier], signUnsubscribeToken(current, 42))).toBe(42);
+    expect(verifyUnsubscribeToken([current, earlier], signUnsubscribeToken('x'.repeat(32), 42))).toBeNull();
+    expect(verifyUnsubscribeToken([current, earlier], signUnsubscribeToken(earlier, 42, 'some-other-purpose'))).toBeNull();
+    expect(verifyUnsubscribeToken([], old)).toBeNull();
+  });
+
+  it('is parsed as a comma-separated list, each at least 32 characters, never the development secret where emails go out; its values are never in the error', async () => {
+    const { loadConfig, DEV_UNSUBSCRIBE_SECRET } = await import('../config/index.js');
+    expect(loadConfig({}).weekly.previousUnsubscribeSecrets).toEqual([]);
+    expect(loadConfig({ UNSUBSCRIBE_SECRET_PREVIOUS: ` ${earlier} , ,${'f'.repeat(40)}` }).weekly.previousUnsubscribeSecrets).toEqual([earlier, 'f'.repeat(40)]);
+    const short = () => loadConfig({ UNSUBSCRIBE_SECRET_PREVIOUS: `${earlier},too-short-secret` });
+    expect(short).toThrow(/UNSUBSCRIBE_SECRET_PREVIOUS: expected at least 32 characters in each comma-separated secret \(entry 2 has 16\) \(got a value of 49 characters\)/);
+    expect(short).not.toThrow(/too-short-secret|eeee/);
+    const production = {
+      NODE_ENV: 'production',
+      UNSUBSCRIBE_SECRET: current,
+      PUBLIC_BASE_URL: 'https://app.curavani.com',
+      MAIL_DRIVER: 'resend',
+      RESEND_API_KEY: 're_test',
+      STORAGE_DRIVER: 'gcs',
+      GCS_BUCKET: 'curavani-staging',
+    };
+    expect(loadConfig({ ...production, UNSUBSCRIBE_SECRET_PREVIOUS: earlier }).weekly.previousUnsubscribeSecrets).toEqual([earlier]);
+    expect(() => loadConfig({ ...production, UNSUBSCRIBE_SECRET_PREVIOUS: `${earlier},${DEV_UNSUBSCRIBE_SECRET}` })).toThrow(
+      /UNSUBSCRIBE_SECRET_PREVIOUS \(entry 2\): must not be the development secret when NODE_ENV=production/,
+    );
+    expect(() => loadConfig({ ...production, UNSUBSCRIBE_SECRET: DEV_UNSUBSCRIBE_SECRET })).toThrow(/UNSUBSCRIBE_SECRET: must not be the development secret/);
+    expect(() => loadConfig({ MAIL_DRIVER: 'resend', RESEND_API_KEY: 're_x', UNSUBSCRIBE_SECRET: current, UNSUBSCRIBE_SECRET_PREVIOUS: DEV_UNSUBSCRIBE_SECRET })).toThrow(
+      /UNSUBSCRIBE_SECRET_PREVIOUS \(entry 1\): must not be the development secret when MAIL_DRIVER=resend/,
+    );
+    // outbox only (nothing really goes out): the development secret as an earlier one is harmless
+    expect(loadConfig({ UNSUBSCRIBE_SECRET_PREVIOUS: DEV_UNSUBSCRIBE_SECRET }).weekly.previousUnsubscribeSecrets).toEqual([DEV_UNSUBSCRIBE_SECRET]);
+  });
+});
+
 describe('plausible email addresses', () => {
   it('accepts whatever looks like an address (internationalised too), trims ASCII whitespace, refuses what is not one', () => {
     for (const ok of ['erika@example.org', ' Erika.Muster@Example.ORG\t', "o'neil@example.org", 'a+b@sub.example.co.uk', 'jörg@müller.de', 'max@example.xn--p1ai']) {

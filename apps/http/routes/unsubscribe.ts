@@ -94,9 +94,10 @@ function noStore(res: Response): void {
 
 export function unsubscribeRouter({ ctx }: HttpRouteDeps): Router {
   const router = Router();
-  const secret = ctx.config.weekly.unsubscribeSecret;
+  // The current secret, then earlier ones (UNSUBSCRIBE_SECRET_PREVIOUS): links sent before a rotation keep working.
+  const secrets = [ctx.config.weekly.unsubscribeSecret, ...ctx.config.weekly.previousUnsubscribeSecrets];
   const contact = ctx.config.weekly.contactEmail;
-  const patientOf = (req: Request) => verifyUnsubscribeToken(secret, String(req.params.token ?? ''));
+  const patientOf = (req: Request) => verifyUnsubscribeToken(secrets, String(req.params.token ?? ''));
   const invalid = invalidPage(contact);
   const unavailable = unavailablePage(contact);
   /** A handler failed: logged by route pattern (the path carries the token), answered with the German page. */
