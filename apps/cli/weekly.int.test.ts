@@ -110,6 +110,47 @@ describe('fleet weekly run', () => {
   });
 });
 
+/** Searching patients with an active search, and this week's delivery of each in the given status (none for null). */
+async function patientsWithThisWeek(target: TestDatabase, prefix: string, week: string, statuses: Array<'sent' | 'pending' | 'failed' | 'dropped' | null>): Promise<number[]> {
+  const ids: number[] = [];
+  for (const [i, status] of statuses.entries()) {
+    const [p] = await target.sql<Array<{ id: number }>>`insert into patient_service.patienten (anrede, geschlecht, vorname, nachname, email, zahlungsreferenz, status)
+      values ('Frau', 'weiblich', 'V', 'N', ${`${prefix}${i}@example.org`.toLowerCase()}, ${`${prefix}${i}`}, 'auf_der_Suche') returning id`;
+    await target.sql`insert into matching_service.platzsuche (patient_id, status) values (${p!.id}, 'aktiv')`;
+    if (status) {
+      await target.sql`insert into fleet.deliveries (idempotency_key, kind, to_address, from_address, subject, html, text, status, patient_id, sent_at, last_error)
+        values (${`weekly.${p!.id}.${week}`}, 'weekly-status', 'x@example.org', 'noreply@example.org', 's', 'h', 't', ${status}, ${p!.id},
+                ${status === 'sent' ? '2026-12-07T08:00:03Z' : null}, ${status === 'dropped' ? 'weekly status no longer wanted: address_changed' : null})`;
+    }
+    ids.push(p!.id);
+  }
+  return ids;
+}
+
+describe('fleet weekly run --dry-run', () => {
+  // Pending, failed and dropped emails of the week were counted as "already sent this week".
+  it("splits the patients whose email of the week is already recorded by what became of it; --json keeps the total's old name", { timeout: 60_000 }, async () => {
+    const tdb = await createTestDatabase();
+    const prefix = testQueuePrefix();
+    try {
+      // A database of its own: the counts cover every patient.
+      const week = isoWeekOf(new Date(), 'Europe/Berlin');
+      await patientsWithThisWeek(tdb, 'DRY', week, ['sent', 'sent', 'pending', 'failed', 'dropped', null]);
+      const env = { DATABASE_URL: tdb.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix.prefix, LOG_LEVEL: 'silent' };
+      const text = await runCli(['weekly', 'run', '--dry-run'], env);
+      expect(text.code, text.stderr).toBe(0);
+      expect(text.stdout).not.toContain('already sent');
+      expect(text.stdout).toContain('  skipped: already recorded this week  5: 2 sent, 1 pending, 1 failed, 1 dropped\n');
+      expect(text.stdout).toContain('  eligible                             1\n');
+      const json = await runCli(['weekly', 'run', '--dry-run', '--json'], env);
+      expect(JSON.parse(json.stdout)).toMatchObject({ eligible: 1, skippedAlreadySent: 5, skippedAlreadyRecorded: { sent: 2, pending: 1, failed: 1, dropped: 1 } });
+    } finally {
+      await prefix.cleanup();
+      await tdb.drop();
+    }
+  });
+});
+
 describe('fleet weekly opt-out', () => {
   // Staff on the phone with a patient who asks to stop the emails need to know whether this
   // week's went out already: "an email not yet sent is dropped" alone read as "none will arrive".

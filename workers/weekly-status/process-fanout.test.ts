@@ -15,7 +15,7 @@ function fakes(eligible: number[], now: string) {
       const { start, end } = isoWeekRange(isoWeek, 'Europe/Berlin');
       return { isoWeek, weekStart: start, end };
     },
-    counts: async () => ({ candidates: eligible.length + 2, eligible: eligible.length, skippedOptedOut: 1, skippedNoEmail: 1, skippedInvalidEmail: 0, skippedAlreadySent: 0 }),
+    counts: async () => ({ candidates: eligible.length + 2, eligible: eligible.length, skippedOptedOut: 1, skippedNoEmail: 1, skippedInvalidEmail: 0, skippedAlreadySent: 0, skippedAlreadyRecorded: { sent: 0, pending: 0, failed: 0, dropped: 0 } }),
     page: async (_w, afterId, limit) => {
       pageCalls.push(afterId);
       return eligible.filter((id) => id > afterId).slice(0, limit);

@@ -231,7 +231,12 @@ describe('weekly_update_last_sent', () => {
     expect(await lastSent(dropped)).toBeNull();
 
     // "Already this week" comes from the week's delivery key, whatever became of it.
-    expect(await runWeeklyFanout(ctx, { isoWeek: '2026-W48', dryRun: true })).toMatchObject({ eligible: 0, skippedAlreadySent: 3 });
+    // Counted by what became of it: not all three "sent" (skippedAlreadySent keeps the total).
+    expect(await runWeeklyFanout(ctx, { isoWeek: '2026-W48', dryRun: true })).toMatchObject({
+      eligible: 0,
+      skippedAlreadySent: 3,
+      skippedAlreadyRecorded: { sent: 1, pending: 0, failed: 1, dropped: 1 },
+    });
     for (const p of [sent, failed, dropped]) expect(await record(p, '2026-W48')).toMatchObject({ outcome: 'already_recorded' });
   });
 
@@ -239,7 +244,12 @@ describe('weekly_update_last_sent', () => {
     const p = await patient('a@example.org');
     await record(p, '2026-W48');
     expect(await lastSent(p)).toBeNull();
-    expect(await runWeeklyFanout(ctx, { isoWeek: '2026-W48', dryRun: false })).toMatchObject({ eligible: 0, queued: 0, skippedAlreadySent: 1 });
+    expect(await runWeeklyFanout(ctx, { isoWeek: '2026-W48', dryRun: false })).toMatchObject({
+      eligible: 0,
+      queued: 0,
+      skippedAlreadySent: 1,
+      skippedAlreadyRecorded: { sent: 0, pending: 1, failed: 0, dropped: 0 },
+    });
   });
 
   it("last week's email whose answer came after Monday 00:00 does not count as this week's: the patient still gets this week's", async () => {
@@ -253,7 +263,12 @@ describe('weekly_update_last_sent', () => {
     await ctx.database.db.update(patienten).set({ weeklyUpdateLastSent: new Date('2026-11-30T07:00:00Z') }).where(eq(patienten.id, other));
 
     clock.set(W49_MONDAY);
-    expect(await runWeeklyFanout(ctx, { isoWeek: '2026-W49', dryRun: true })).toMatchObject({ eligible: 1, skippedAlreadySent: 1 });
+    // an email sent this week another way (no delivery of the week) counts as sent
+    expect(await runWeeklyFanout(ctx, { isoWeek: '2026-W49', dryRun: true })).toMatchObject({
+      eligible: 1,
+      skippedAlreadySent: 1,
+      skippedAlreadyRecorded: { sent: 1, pending: 0, failed: 0, dropped: 0 },
+    });
     expect(await eligiblePatientIds(ctx.database.db, { isoWeek: '2026-W49', weekStart: isoWeekRange('2026-W49', 'Europe/Berlin').start }, 0, 10)).toEqual([late]);
     expect(await record(late, '2026-W49')).toMatchObject({ outcome: 'queued' });
     expect(await record(other, '2026-W49')).toMatchObject({ outcome: 'skipped', reason: 'already_sent' });

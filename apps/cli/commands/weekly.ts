@@ -35,6 +35,12 @@ export function refusalMessage(r: Pick<FanoutResult, 'isoWeek' | 'queued' | 'ref
   return `week ${r.isoWeek} is not the current week (${r.refused === 'past_week' ? 'past weeks are never sent' : 'not started yet'}): nothing queued; use --dry-run to count`;
 }
 
+/** `4: 2 sent, 1 pending, 0 failed, 1 dropped` (this week's email recorded, by what became of it). */
+export function alreadyRecordedText(r: Pick<FanoutResult, 'skippedAlreadySent' | 'skippedAlreadyRecorded'>): string {
+  const a = r.skippedAlreadyRecorded;
+  return `${r.skippedAlreadySent}: ${a.sent} sent, ${a.pending} pending, ${a.failed} failed, ${a.dropped} dropped`;
+}
+
 const berlinTime = (d: Date, timeZone: string) =>
   new Intl.DateTimeFormat('de-DE', { timeZone, dateStyle: 'full', timeStyle: 'short' }).format(d);
 
@@ -98,13 +104,16 @@ export function registerWeekly(program: Command): void {
           process.stdout.write(
             [
               `week ${r.isoWeek}${r.dryRun ? ' (dry run: nothing queued)' : ''}`,
-              `  searching with an active search  ${r.candidates}`,
-              `  eligible                         ${r.eligible}`,
-              `  queued                           ${r.queued}`,
-              `  skipped: opted out               ${r.skippedOptedOut}`,
-              `  skipped: no email address        ${r.skippedNoEmail}`,
-              `  skipped: no valid email address  ${r.skippedInvalidEmail}`,
-              `  skipped: already sent this week  ${r.skippedAlreadySent}`,
+              ...([
+                ['searching with an active search', r.candidates],
+                ['eligible', r.eligible],
+                ['queued', r.queued],
+                ['skipped: opted out', r.skippedOptedOut],
+                ['skipped: no email address', r.skippedNoEmail],
+                ['skipped: no valid email address', r.skippedInvalidEmail],
+                // Not "already sent": the week's email may be waiting, failed or dropped; none gets a second one.
+                ['skipped: already recorded this week', alreadyRecordedText(r)],
+              ] as const).map(([label, v]) => `  ${label.padEnd(37)}${v}`),
               '',
             ].join('\n'),
           );

@@ -82,21 +82,42 @@ export interface FanoutCounts {
   skippedNoEmail: number;
   /** An email address is stored but it is not a plausible one (e.g. `kein-gueltiger-eintrag`). */
   skippedInvalidEmail: number;
-  /** Sent this week, or this week's email is already recorded (pending, sent, failed or dropped). */
+  /**
+   * The total of `skippedAlreadyRecorded`, whatever became of this week's email (kept under its
+   * old name for scripts that read it: it is not "sent", see the split).
+   */
   skippedAlreadySent: number;
+  /**
+   * Skipped because this week's email is already recorded (the week's delivery key), by what
+   * became of it: sent (or an email sent this week another way: weekly_update_last_sent), pending
+   * (waiting or being sent), failed (for good; it waits in email-dlq), dropped (no longer wanted at
+   * send time: opted out, stopped searching, address changed). None of them gets a second one.
+   */
+  skippedAlreadyRecorded: { sent: number; pending: number; failed: number; dropped: number };
 }
 
 /** How the searching patients split for a week (each counted once, in this order of reasons). */
 export async function countWeeklyCandidates(db: DbOrTx, w: WeekWindow): Promise<FanoutCounts> {
-  const rows = await db.execute<{ candidates: number; opted_out: number; no_email: number; invalid_email: number; already_sent: number; eligible: number }>(sql`
+  type Row = { candidates: number; opted_out: number; no_email: number; invalid_email: number; already: number; already_sent: number; already_pending: number; already_failed: number; already_dropped: number; eligible: number };
+  // week_status: the status of this week's delivery; none (null) with a last_sent in the week is an email sent another way.
+  const already = sql`not p.weekly_update_opt_out and ${validEmailSql} and ${alreadySent(w)}`;
+  const rows = await db.execute<Row>(sql`
     select count(*)::int as candidates,
       count(*) filter (where p.weekly_update_opt_out)::int as opted_out,
       count(*) filter (where not p.weekly_update_opt_out and not ${hasEmail})::int as no_email,
       count(*) filter (where not p.weekly_update_opt_out and ${hasEmail} and not ${validEmailSql})::int as invalid_email,
-      count(*) filter (where not p.weekly_update_opt_out and ${validEmailSql} and ${alreadySent(w)})::int as already_sent,
+      count(*) filter (where ${already})::int as already,
+      count(*) filter (where ${already} and coalesce(p.week_status, 'sent') = 'sent')::int as already_sent,
+      count(*) filter (where ${already} and p.week_status in ('pending', 'sending'))::int as already_pending,
+      count(*) filter (where ${already} and p.week_status = 'failed')::int as already_failed,
+      count(*) filter (where ${already} and p.week_status = 'dropped')::int as already_dropped,
       count(*) filter (where not p.weekly_update_opt_out and ${validEmailSql} and not ${alreadySent(w)})::int as eligible
-    from patient_service.patienten p
-    where p.status = 'auf_der_Suche' and ${hasActiveSearch}`);
+    from (
+      select p.id, p.email, p.weekly_update_opt_out, p.weekly_update_last_sent,
+        (select d.status from fleet.deliveries d where d.idempotency_key = 'weekly.' || p.id || '.' || ${w.isoWeek}::text) as week_status
+      from patient_service.patienten p
+      where p.status = 'auf_der_Suche' and ${hasActiveSearch}
+    ) p`);
   const r = rows[0]!;
   return {
     candidates: r.candidates,
@@ -104,7 +125,8 @@ export async function countWeeklyCandidates(db: DbOrTx, w: WeekWindow): Promise<
     skippedOptedOut: r.opted_out,
     skippedNoEmail: r.no_email,
     skippedInvalidEmail: r.invalid_email,
-    skippedAlreadySent: r.already_sent,
+    skippedAlreadySent: r.already,
+    skippedAlreadyRecorded: { sent: r.already_sent, pending: r.already_pending, failed: r.already_failed, dropped: r.already_dropped },
   };
 }
 
