@@ -118,9 +118,9 @@ async function patientsWithThisWeek(target: TestDatabase, prefix: string, week: 
       values ('Frau', 'weiblich', 'V', 'N', ${`${prefix}${i}@example.org`.toLowerCase()}, ${`${prefix}${i}`}, 'auf_der_Suche') returning id`;
     await target.sql`insert into matching_service.platzsuche (patient_id, status) values (${p!.id}, 'aktiv')`;
     if (status) {
-      await target.sql`insert into fleet.deliveries (idempotency_key, kind, to_address, from_address, subject, html, text, status, patient_id, sent_at, last_error)
+      await target.sql`insert into fleet.deliveries (idempotency_key, kind, to_address, from_address, subject, html, text, status, patient_id, sent_at, last_error, updated_at)
         values (${`weekly.${p!.id}.${week}`}, 'weekly-status', 'x@example.org', 'noreply@example.org', 's', 'h', 't', ${status}, ${p!.id},
-                ${status === 'sent' ? '2026-12-07T08:00:03Z' : null}, ${status === 'dropped' ? 'weekly status no longer wanted: address_changed' : null})`;
+                ${status === 'sent' ? '2026-12-07T08:00:03Z' : null}, ${status === 'dropped' ? 'weekly status no longer wanted: address_changed' : null}, '2026-12-07T08:00:03Z')`;
     }
     ids.push(p!.id);
   }
@@ -199,5 +199,47 @@ describe('fleet weekly preview', () => {
     const own = await runCli(['weekly', 'preview', String(p!.id)], { ...env, UNSUBSCRIBE_SECRET: 'the fleet secret of at least 32 characters' });
     expect(own.code).toBe(0);
     expect(own.stderr).toBe('');
+  });
+});
+
+describe("fleet weekly preview when this week's email is already recorded", () => {
+  // The preview said "eligible" for a patient whose email of the week was already sent, waiting,
+  // failed or dropped (e.g. address changed): the fan-out skips them, and staff on the phone
+  // promised an email that would not come.
+  it('says what became of it, in the words of fleet weekly opt-out, in the text and in --json', { timeout: 60_000 }, async () => {
+    const week = isoWeekOf(new Date(), 'Europe/Berlin');
+    const [sent, pending, failed, dropped, none] = await patientsWithThisWeek(db, 'PRV', week, ['sent', 'pending', 'failed', 'dropped', null]);
+    const env = { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, LOG_LEVEL: 'silent', UNSUBSCRIBE_SECRET: 'the fleet secret of at least 32 characters' };
+    const head = async (id: number) => {
+      const r = await runCli(['weekly', 'preview', String(id)], env);
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout.split('\n')[0];
+    };
+    const at = '2026-12-07 09:00 +01:00';
+    expect(await head(sent!)).toBe(`# patient ${sent}, week ${week}: eligible, but this week's email (${week}) is already recorded: went out already at ${at}; no other email this week`);
+    expect(await head(pending!)).toBe(`# patient ${pending}, week ${week}: eligible, but this week's email (${week}) is already recorded: waiting to be sent; no other email this week`);
+    expect(await head(failed!)).toBe(
+      `# patient ${failed}, week ${week}: eligible, but this week's email (${week}) is already recorded: failed at ${at}, not sent (its dead letter: fleet dlq list); no other email this week`,
+    );
+    expect(await head(dropped!)).toBe(
+      `# patient ${dropped}, week ${week}: eligible, but this week's email (${week}) is already recorded: dropped (address changed) at ${at}, not sent; no other email this week`,
+    );
+    expect(await head(none!)).toBe(`# patient ${none}, week ${week}: eligible`);
+
+    const json = async (id: number) => JSON.parse((await runCli(['weekly', 'preview', String(id), '--json'], env)).stdout) as Record<string, unknown>;
+    expect(await json(dropped!)).toMatchObject({
+      isoWeek: week,
+      eligible: false,
+      reason: 'already_recorded',
+      thisWeek: { status: 'dropped', sentAt: null, updatedAt: '2026-12-07T08:00:03Z', dropReason: 'address changed', says: expect.stringContaining('dropped (address changed)') },
+    });
+    expect(await json(sent!)).toMatchObject({ eligible: false, reason: 'already_recorded', thisWeek: { status: 'sent', sentAt: '2026-12-07T08:00:03Z' } });
+    expect(await json(none!)).toMatchObject({ eligible: true, reason: null, thisWeek: null });
+
+    // An opted-out patient's pending email: not sent, dropped at send time (as fleet weekly opt-out says).
+    await db.sql`update patient_service.patienten set weekly_update_opt_out = true where id = ${pending!}`;
+    expect(await head(pending!)).toBe(
+      `# patient ${pending}, week ${week}: would not be sent (opted_out), and this week's email (${week}) is already recorded: not sent yet, it is dropped; no other email this week`,
+    );
   });
 });

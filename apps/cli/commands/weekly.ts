@@ -62,6 +62,9 @@ export function registerWeekly(program: Command): void {
         const week = isoWeekOf(ctx.clock.now(), ctx.config.weekly.timeZone);
         const { start } = isoWeekRange(week, ctx.config.weekly.timeZone);
         const reason = ineligibleReason(preview.facts, { isoWeek: week, weekStart: start });
+        // The fan-out skips a patient whose email of the week is recorded, whatever its status.
+        const thisWeek = await weeklyDeliveryOfWeek(ctx.database.db, patientId, week);
+        const verdict = previewVerdict(week, reason, thisWeek);
         // A terminal without the fleet's UNSUBSCRIBE_SECRET signs the link with the development
         // secret: the link printed does not work against a fleet with its own (404).
         if (ctx.config.weekly.unsubscribeSecret === DEV_UNSUBSCRIBE_SECRET) {
@@ -69,10 +72,21 @@ export function registerWeekly(program: Command): void {
             "fleet: warning: UNSUBSCRIBE_SECRET is not set here: the unsubscribe link is signed with the development secret and does not work against a fleet with its own secret (404); export the fleet's UNSUBSCRIBE_SECRET to preview the link it sends\n",
           );
         }
-        if (opts.json) return printJson({ isoWeek: week, eligible: reason === null, reason, ...preview });
+        if (opts.json) {
+          // eligible: the next fan-out would send this email; reason already_recorded: this week's is recorded (thisWeek says what became of it).
+          return printJson({
+            isoWeek: week,
+            eligible: reason === null && thisWeek === null,
+            reason: reason ?? (thisWeek ? 'already_recorded' : null),
+            thisWeek: thisWeek
+              ? { status: thisWeek.status, sentAt: isoSeconds(thisWeek.sentAt), updatedAt: isoSeconds(thisWeek.updatedAt), dropReason: thisWeek.status === 'dropped' ? dropReasonOf(thisWeek.lastError) : null, says: verdict }
+              : null,
+            ...preview,
+          });
+        }
         const e = preview.email;
         const out = [
-          `# patient ${patientId}, week ${week}: ${reason === null ? 'eligible' : `would not be sent (${reason})`}`,
+          `# patient ${patientId}, week ${week}: ${verdict}`,
           `# ${preview.facts.activeSearches} active search(es); requests ${preview.facts.requestsSince} since last update, ${preview.facts.requestsTotal} in total; answers ${preview.facts.answersTotal}`,
           `From: ${e.from}`,
           `To: ${e.to ?? '(no email address)'}`,
@@ -224,20 +238,68 @@ export function registerWeekly(program: Command): void {
   }
 }
 
-/** What became of this week's email, for staff on the phone with the patient. */
-export function thisWeekLine(isoWeek: string, d: { status: string; sentAt: Date | null } | null, optedOut: boolean): string {
-  const week = `this week's email (${isoWeek})`;
-  if (!d) return `${week}: none queued yet${optedOut ? '' : '; the next fan-out sends it if the patient is eligible (fleet weekly preview)'}`;
+/** This week's delivery of a patient, as weeklyDeliveryOfWeek reads it. */
+type ThisWeek = { status: string; sentAt: Date | null; updatedAt?: Date; lastError?: string | null };
+
+const DROP_REASONS: Record<string, string> = {
+  address_changed: 'address changed',
+  opted_out: 'opted out',
+  not_searching: 'stopped searching',
+  no_active_search: 'no active search',
+  week_over: 'its week ended before it went out',
+  not_found: 'patient not found',
+};
+
+/** Why a weekly email was dropped, from its recorded reason (`weekly status no longer wanted: address_changed`); null when it names none. */
+export function dropReasonOf(lastError: string | null | undefined): string | null {
+  const code = /^weekly status no longer wanted: ([a-z_]+)/.exec(lastError ?? '')?.[1];
+  return code ? (DROP_REASONS[code] ?? code.replace(/_/g, ' ')) : null;
+}
+
+/**
+ * What became of this week's email, in the words staff say on the phone (`went out already at
+ * ...`, `dropped (address changed) at ..., not sent`): `fleet weekly opt-out`/`opt-in` and
+ * `fleet weekly preview` say it the same way. `willBeDropped`: the patient no longer wants it
+ * (opted out, stopped searching), so one still pending is dropped at send time.
+ */
+export function thisWeekState(d: ThisWeek, willBeDropped: boolean): string {
+  const at = (t: Date | null | undefined) => (t ? ` at ${displayTime(t)}` : '');
   switch (d.status) {
     case 'sent':
-      return `${week}: went out already at ${displayTime(d.sentAt) ?? '(time not recorded)'}`;
+      return `went out already at ${displayTime(d.sentAt) ?? '(time not recorded)'}`;
     case 'sending':
-      return `${week}: being sent right now, it may still arrive`;
+      return 'being sent right now, it may still arrive';
     case 'pending':
-      return optedOut ? `${week}: not sent yet, it is dropped` : `${week}: waiting to be sent`;
-    case 'dropped':
-      return `${week}: dropped, not sent`;
+      return willBeDropped ? 'not sent yet, it is dropped' : 'waiting to be sent';
+    case 'dropped': {
+      const why = dropReasonOf(d.lastError);
+      // A batch resumed after an unanswered request: it may have gone out with that request.
+      const mayHaveGone = /it may have gone out/.test(d.lastError ?? '') ? ' (an earlier request may have carried it)' : '';
+      return `dropped${why ? ` (${why})` : ''}${at(d.updatedAt)}, not sent${mayHaveGone}`;
+    }
+    case 'failed':
+      return `failed${at(d.updatedAt)}, not sent (its dead letter: fleet dlq list)`;
     default:
-      return `${week}: ${d.status}, not sent`;
+      return `${d.status}, not sent`;
   }
+}
+
+/** What became of this week's email, for staff on the phone with the patient. */
+export function thisWeekLine(isoWeek: string, d: ThisWeek | null, optedOut: boolean): string {
+  const week = `this week's email (${isoWeek})`;
+  if (!d) return `${week}: none queued yet${optedOut ? '' : '; the next fan-out sends it if the patient is eligible (fleet weekly preview)'}`;
+  return `${week}: ${thisWeekState(d, optedOut)}`;
+}
+
+/**
+ * The preview's verdict for the week: the selection rules (ineligibleReason) and this week's
+ * delivery. A patient whose email of the week is recorded (sent, pending, failed or dropped) gets
+ * no other one this week, however eligible: "eligible" alone had staff promise an email that
+ * would not come.
+ */
+export function previewVerdict(isoWeek: string, reason: string | null, thisWeek: ThisWeek | null): string {
+  if (!thisWeek) return reason === null ? 'eligible' : `would not be sent (${reason})`;
+  const unwanted = reason === 'opted_out' || reason === 'not_searching' || reason === 'no_active_search';
+  const head = reason === null ? 'eligible, but' : `would not be sent (${reason}), and`;
+  return `${head} this week's email (${isoWeek}) is already recorded: ${thisWeekState(thisWeek, unwanted)}; no other email this week`;
 }

@@ -448,9 +448,13 @@ async function setWeeklyOptOut(db: Db, patientId: number, optOut: boolean, by: O
  * null when none was queued: staff who opt a patient out on the phone can tell them whether
  * this week's email went out already.
  */
-export async function weeklyDeliveryOfWeek(db: DbOrTx, patientId: number, isoWeek: string): Promise<{ status: DeliveryStatus; sentAt: Date | null } | null> {
+export async function weeklyDeliveryOfWeek(
+  db: DbOrTx,
+  patientId: number,
+  isoWeek: string,
+): Promise<{ status: DeliveryStatus; sentAt: Date | null; updatedAt: Date; lastError: string | null } | null> {
   const [row] = await db
-    .select({ status: deliveries.status, sentAt: deliveries.sentAt })
+    .select({ status: deliveries.status, sentAt: deliveries.sentAt, updatedAt: deliveries.updatedAt, lastError: deliveries.lastError })
     .from(deliveries)
     .where(eq(deliveries.idempotencyKey, weeklyIdempotencyKey(patientId, isoWeek)));
   return row ?? null;
