@@ -70,6 +70,20 @@ async function seed() {
   await delivery(`weekly.3.${week}`, 'weekly-status', 'pending', { createdAt: ago(0), updatedAt: ago(0) });
   await delivery('weekly.4.2020-W01', 'weekly-status', 'sent', { createdAt: ago(0), updatedAt: ago(0), sentAt: ago(0) }); // another week
 
+  // Searching patients with an active search: two without an email address, one with an invalid
+  // one (they get no weekly email), one with a valid one; an opted-out one and one not searching
+  // without an address are not counted. Their names and addresses must not show.
+  const searcher = async (ref: string, email: string | null, status = 'auf_der_Suche', optOut = false) => {
+    const [p] = await sql<{ id: number }[]>`insert into patient_service.patienten (anrede, geschlecht, vorname, nachname, email, zahlungsreferenz, status, weekly_update_opt_out)
+      values ('Frau', 'weiblich', 'Erika', 'Mustermann', ${email}, ${ref}, ${status}, ${optOut}) returning id`;
+    await sql`insert into matching_service.platzsuche (patient_id, status) values (${p!.id}, 'aktiv')`;
+    return p!.id;
+  };
+  unreachableIds = [await searcher('DAILY1', null), await searcher('DAILY2', '  '), await searcher('DAILY3', 'mustermann-ohne-at.example.org')];
+  await searcher('DAILY4', 'erika@example.org');
+  await searcher('DAILY5', null, 'auf_der_Suche', true);
+  await searcher('DAILY6', null, 'in_Therapie');
+
   const event = (parked: boolean, published: boolean) =>
     sql`insert into fleet.outbox (event_id, event_type, version, topic, key, producer, payload, occurred_at, published_at, parked_at, park_reason)
       values (gen_random_uuid(), 'patient.registered', 1, 'patients', '1', 'fleet', '{}'::jsonb, now(), ${published ? ago(0) : null}, ${parked ? ago(0) : null}, ${parked ? 'too large' : null})`;
@@ -99,6 +113,7 @@ async function registerSchedule(c: FleetContext, id: FleetSchedulerId) {
 }
 
 let week: string;
+let unreachableIds: number[] = [];
 
 beforeAll(async () => {
   db = await createTestDatabase();
@@ -137,7 +152,7 @@ const expected = () => ({
     oldestWaitingAgeSeconds: expect.any(Number),
   },
   emails: { sent: 3, failed: 1, dropped: 1, pending: 2, oldestPendingAgeSeconds: expect.closeTo(7200, -2) },
-  weeklyEmails: { isoWeek: week, sent: 1, skipped: 1, pending: 1, failed: 0 },
+  weeklyEmails: { isoWeek: week, sent: 1, skipped: 1, pending: 1, failed: 0, unreachable: { noEmail: 2, invalidEmail: 1 } },
   deadLetters: { total: 3, byQueue: expect.objectContaining({ email: 2, 'patient-import': 1, 'weekly-status': 0 }) },
   outbox: { unpublished: 2, parked: 1, oldestUnpublishedAgeSeconds: expect.any(Number), kafkaConfigured: true, kafka: expect.objectContaining({ state: 'no_relay', brokers: null }) },
   schedules: [
@@ -149,7 +164,7 @@ const expected = () => ({
 });
 
 // No poll of the bucket is recorded in the seeded Redis: bucket_not_polled.
-const attentionKeys = ['schedules_missing', 'queues_paused', 'bucket_not_polled', 'dead_letters', 'patient_imports_failed', 'therapist_imports_failed', 'therapist_files_skipped', 'emails_failed', 'outbox_parked', 'patient_imports_stale', 'emails_stale'];
+const attentionKeys = ['schedules_missing', 'queues_paused', 'bucket_not_polled', 'dead_letters', 'patient_imports_failed', 'therapist_imports_failed', 'therapist_files_skipped', 'weekly_unreachable', 'emails_failed', 'outbox_parked', 'patient_imports_stale', 'emails_stale'];
 
 describe('daily health view', () => {
   it('says all in order when nothing needs a look (an empty database, no dead letters)', async () => {
@@ -416,5 +431,46 @@ describe('daily health view', () => {
     const bad = await runCli(['daily', '--hours', '0'], { ...env(), LOG_LEVEL: 'silent' });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('fleet: --hours: expected a whole number from 1 to 744 (got "0")');
+  });
+});
+
+describe('searching patients who get no weekly email', () => {
+  // They were only counted in the fan-out's log line: staff could not see who never gets one.
+  it('are one attention item (count, command and page) in fleet daily and /daily, listed by id only in fleet weekly unreachable and its page', { timeout: 90_000 }, async () => {
+    const r = (await (await fetch(`${base}/daily/api`, { headers: { authorization: AUTH } })).json()) as DailyReport;
+    expect(r.attention.find((a) => a.key === 'weekly_unreachable')).toEqual({
+      key: 'weekly_unreachable',
+      message: '3 patients searching for a place get no weekly status email: 2 have no email address, 1 has no valid one (their patient ids are listed)',
+      page: '/daily/weekly-unreachable',
+      command: 'fleet weekly unreachable',
+    });
+    const daily = await runCli(['daily'], { ...env(), LOG_LEVEL: 'silent' });
+    expect(daily.stdout).toContain(
+      '  - 3 patients searching for a place get no weekly status email: 2 have no email address, 1 has no valid one (their patient ids are listed) — fleet weekly unreachable or /daily/weekly-unreachable\n',
+    );
+    expect(daily.stdout).toContain('  searching patients who get none (now): no email address 2  no valid email address 1\n');
+    const pageHtml = await (await fetch(`${base}/daily`, { headers: { authorization: AUTH } })).text();
+    expect(pageHtml).toContain('1 has no valid one (their patient ids are listed) — <a href="/daily/weekly-unreachable">open /daily/weekly-unreachable</a></li>');
+
+    const [a, b, c] = unreachableIds as [number, number, number];
+    const json = await runCli(['weekly', 'unreachable', '--json'], { ...env(), LOG_LEVEL: 'silent' });
+    expect(json.code, json.stderr).toBe(0);
+    expect(JSON.parse(json.stdout)).toEqual({
+      count: 3,
+      noEmail: 2,
+      invalidEmail: 1,
+      patients: [{ patientId: a, why: 'no_email' }, { patientId: b, why: 'no_email' }, { patientId: c, why: 'invalid_email' }],
+    });
+    const text = await runCli(['weekly', 'unreachable'], { ...env(), LOG_LEVEL: 'silent' });
+    expect(text.stdout.split('\n').slice(1, 4).map((l) => l.trim().split(/\s+/)[0])).toEqual([a, b, c].map(String));
+    expect(text.stdout).toContain(`  ${String(c).padEnd(10)} no valid email address\n`);
+    const list = await fetch(`${base}/daily/weekly-unreachable`, { headers: { authorization: AUTH } });
+    expect(list.status).toBe(200);
+    const listHtml = await list.text();
+    expect(listHtml).toContain(`<tr><td class="num">${c}</td><td class="text">no valid email address</td></tr>`);
+    expect((await fetch(`${base}/daily/weekly-unreachable`)).status).toBe(401);
+    for (const out of [JSON.stringify(r), daily.stdout, pageHtml, json.stdout, text.stdout, listHtml]) {
+      expect(out).not.toMatch(/Mustermann|Erika|example\.org/);
+    }
   });
 });

@@ -3,7 +3,7 @@ import { deliveryActivity } from '../db/repositories/deliveries.js';
 import { outboxBacklog } from '../db/repositories/outbox-relay.js';
 import { ledgerActivity } from '../db/repositories/patient-import.js';
 import { importActivity, importBacklog } from '../db/repositories/therapist-import.js';
-import { weeklyDeliveryCounts } from '../db/repositories/weekly-status.js';
+import { weeklyDeliveryCounts, weeklyUnreachableCounts } from '../db/repositories/weekly-status.js';
 import {
   bucketPollDueBy,
   countDeadLetters,
@@ -32,6 +32,8 @@ export const DEFAULT_DAILY_HOURS = 24;
 export const MAX_DAILY_HOURS = 24 * 31;
 /** Something that waits longer than this needs a look (an open import, a pending email, an unpublished event). */
 export const STALE_AFTER_SECONDS = 3600;
+/** The page that lists the patients who get no weekly email (ids only), as `fleet weekly unreachable` does. */
+export const WEEKLY_UNREACHABLE_PAGE = '/daily/weekly-unreachable';
 
 export interface DailyAttention {
   /** Stable key, e.g. `dead_letters`. */
@@ -88,7 +90,11 @@ export interface DailyReport {
     oldestWaitingAgeSeconds: number | null;
   };
   emails: { sent: number; failed: number; dropped: number; pending: number; oldestPendingAgeSeconds: number | null };
-  weeklyEmails: { isoWeek: string; sent: number; skipped: number; pending: number; failed: number };
+  /**
+   * unreachable: patients who would get the weekly email (searching, an active search, no
+   * opt-out) but have no email address or no plausible one, now: they get none, week after week.
+   */
+  weeklyEmails: { isoWeek: string; sent: number; skipped: number; pending: number; failed: number; unreachable: { noEmail: number; invalidEmail: number } };
   deadLetters: { total: number; byQueue: Record<string, number> };
   /** The fleet's job schedulers as Redis holds them now; `next` in UTC and in the view's zone (with its offset, as every `*Local` time). */
   schedules: Array<{ id: string; queue: string; role: string; cronVariable: string; registered: boolean; next: string | null; nextLocal: string | null }>;
@@ -256,6 +262,15 @@ function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttenti
       command: `fleet imports list --kind therapist --status skipped${r.therapistImports.files.skipped > 50 ? ` --limit ${r.therapistImports.files.skipped}` : ''}`,
     });
   }
+  const un = r.weeklyEmails.unreachable;
+  if (un.noEmail + un.invalidEmail > 0) {
+    const kinds = [...(un.noEmail ? [`${un.noEmail} ${un.noEmail === 1 ? 'has' : 'have'} no email address`] : []), ...(un.invalidEmail ? [`${un.invalidEmail} ${un.invalidEmail === 1 ? 'has' : 'have'} no valid one`] : [])];
+    add(
+      'weekly_unreachable',
+      `${many(un.noEmail + un.invalidEmail, 'patient searching for a place gets', 'patients searching for a place get')} no weekly status email: ${kinds.join(', ')} (their patient ids are listed)`,
+      { page: WEEKLY_UNREACHABLE_PAGE, command: 'fleet weekly unreachable' },
+    );
+  }
   if (r.emails.failed > 0) add('emails_failed', `${many(r.emails.failed, 'email', 'emails')} failed for good (fleet.deliveries, status failed, last_error says why)`);
   const kafka = r.outbox.kafka;
   if (seen && (kafka.state === 'unreachable' || kafka.state === 'topic_missing')) {
@@ -287,12 +302,13 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
   const since = new Date(now.getTime() - hours * 3_600_000);
   const db = deps.database.db;
   const isoWeek = isoWeekOf(now, deps.weeklyTimeZone);
-  const [patientImports, therapist, backlog, emails, weekly, dead, outbox, schedules, paused, lastPoll, fleetSeen, kafka] = await Promise.all([
+  const [patientImports, therapist, backlog, emails, weekly, unreachable, dead, outbox, schedules, paused, lastPoll, fleetSeen, kafka] = await Promise.all([
     ledgerActivity(db, since, now),
     importActivity(db, since),
     importBacklog(db, now),
     deliveryActivity(db, since, now),
     weeklyDeliveryCounts(db, { isoWeek, weekStart: isoWeekRange(isoWeek, deps.weeklyTimeZone).start }),
+    weeklyUnreachableCounts(db),
     countDeadLetters(deps.queues),
     outboxBacklog(deps.database, now),
     schedulerStates(deps.queues),
@@ -323,7 +339,7 @@ export async function dailyReport(deps: DailyDeps, hours = DEFAULT_DAILY_HOURS):
     },
     therapistImports: { ...therapist, filesWaiting: waiting, oldestWaitingAgeSeconds: waiting ? backlog.oldestPendingAgeSeconds : null },
     emails,
-    weeklyEmails: { isoWeek, ...weekly },
+    weeklyEmails: { isoWeek, ...weekly, unreachable },
     deadLetters: { total: Object.values(dead).reduce((a, n) => a + n, 0), byQueue: dead },
     schedules: schedules.map(({ id, queue, role, cronVariable, registered, next }) => ({
       id,
@@ -373,6 +389,7 @@ export function dailyText(r: DailyReport): string {
     `  sent ${e.sent}  failed ${e.failed}  dropped ${e.dropped}  pending ${e.pending}  oldest pending ${formatAge(e.oldestPendingAgeSeconds)}`,
     `weekly emails ${w.isoWeek}`,
     `  sent ${w.sent}  skipped ${w.skipped}  pending ${w.pending}  failed ${w.failed}`,
+    `  searching patients who get none (now): no email address ${w.unreachable.noEmail}  no valid email address ${w.unreachable.invalidEmail}`,
     'schedules',
     ...r.schedules.map((x) => `  ${x.id}  ${x.registered ? `next ${x.nextLocal ?? '–'}` : `NOT REGISTERED (${x.cronVariable}, role ${x.role})`}`),
     ...(r.pausedQueues.length ? [`  paused queues: ${r.pausedQueues.join(', ')}`] : []),

@@ -1,6 +1,12 @@
 import type { Command } from 'commander';
 import { DEV_UNSUBSCRIBE_SECRET } from '../../../libs/config/index.js';
-import { ineligibleReason, optBackInToWeeklyUpdates, optOutOfWeeklyUpdates, weeklyDeliveryOfWeek } from '../../../libs/db/repositories/weekly-status.js';
+import {
+  ineligibleReason,
+  optBackInToWeeklyUpdates,
+  optOutOfWeeklyUpdates,
+  weeklyDeliveryOfWeek,
+  weeklyUnreachablePatients,
+} from '../../../libs/db/repositories/weekly-status.js';
 import { isoWeekOf, isoWeekRange, parseIsoWeek, InvalidIsoWeekError } from '../../../libs/weekly/iso-week.js';
 import { dueWeek, nextRun } from '../../../libs/weekly/schedule.js';
 import { WEEKLY_SCHEDULER_ID, registerWeeklySchedule } from '../../producers/weekly-schedule.js';
@@ -133,6 +139,32 @@ export function registerWeekly(program: Command): void {
           );
           if (!r.dryRun && r.queued > 0) process.stdout.write('the weekly workers (fleet start --only weekly,email) compose and send them\n');
         }
+      });
+    });
+
+  // The patients the fan-out skips every week for want of an address (/daily counts them): ids only.
+  weekly
+    .command('unreachable')
+    .description('list the patients who would get the weekly email but have no email address or no valid one (patient ids and why, no names or addresses)')
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }) => {
+      await withContext(async (ctx) => {
+        const patients = await weeklyUnreachablePatients(ctx.database.db);
+        const noEmail = patients.filter((p) => p.why === 'no_email').length;
+        const invalidEmail = patients.length - noEmail;
+        if (opts.json) return printJson({ count: patients.length, noEmail, invalidEmail, patients });
+        if (!patients.length) {
+          process.stdout.write('every patient searching with an active search and no opt-out has a valid email address\n');
+          return;
+        }
+        const why = { no_email: 'no email address', invalid_email: 'no valid email address' } as const;
+        process.stdout.write(
+          [
+            `${patients.length} patient(s) searching with an active search and no opt-out get no weekly email: ${noEmail} without an email address, ${invalidEmail} without a valid one`,
+            ...patients.map((p) => `  ${String(p.patientId).padEnd(10)} ${why[p.why]}`),
+            '',
+          ].join('\n'),
+        );
       });
     });
 

@@ -1,5 +1,6 @@
 import { Router, type Request } from 'express';
-import { dailyDepsOf, dailyReport, formatAge, localTimeWithOffset, parseDailyHours, type DailyReport } from '../../../libs/ops/daily.js';
+import { weeklyUnreachablePatients } from '../../../libs/db/repositories/weekly-status.js';
+import { dailyDepsOf, dailyReport, formatAge, localTimeWithOffset, parseDailyHours, WEEKLY_UNREACHABLE_PAGE, type DailyReport } from '../../../libs/ops/daily.js';
 import { outboxKafkaLine } from '../../../libs/ops/outbox-kafka.js';
 import { html, page, type SafeHtml } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
@@ -65,6 +66,8 @@ ${part(html`Weekly emails <span class="muted">(${w.isoWeek})</span>`, [
   ['skipped', w.skipped],
   ['pending', w.pending],
   ['failed', w.failed],
+  ['searching patients who get none: no email address (now)', w.unreachable.noEmail],
+  ['searching patients who get none: no valid email address (now)', w.unreachable.invalidEmail],
 ])}
 ${part(
   'Schedules',
@@ -102,6 +105,22 @@ export const dailyRoutes: HttpRouteModule = {
       const hours = hoursOf(req);
       if (typeof hours === 'string') return void res.status(400).json({ error: hours });
       res.json(await report(hours));
+    });
+    // The patients who would get the weekly email but have no (valid) email address: ids only.
+    router.get(WEEKLY_UNREACHABLE_PAGE.slice('/daily'.length), async (_req, res) => {
+      const patients = await weeklyUnreachablePatients(ctx.database.db);
+      const why = { no_email: 'no email address', invalid_email: 'no valid email address' } as const;
+      res.type('html').send(
+        page(
+          'Patients without a weekly email · Curavani Fleet',
+          html`<h1>Patients without a weekly email</h1>
+<p class="muted">Searching (<code>auf_der_Suche</code>), with an active search and no opt-out, but no email address or no plausible one: the weekly fan-out skips them every week. Patient ids only; <code>fleet weekly unreachable</code> lists the same. Back to <a href="/daily">Daily health</a>.</p>
+${patients.length
+  ? html`<table class="counts"><thead><tr><th>patient id</th><th>why</th></tr></thead><tbody>${patients.map((p) => html`<tr><td class="num">${String(p.patientId)}</td><td class="text">${why[p.why]}</td></tr>`)}</tbody></table>`
+  : html`<p class="notice ok">None: every searching patient with an active search and no opt-out has a valid email address.</p>`}`,
+          { nav: true },
+        ),
+      );
     });
     router.get('/', async (req, res) => {
       const hours = hoursOf(req);

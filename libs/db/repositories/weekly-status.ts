@@ -130,6 +130,31 @@ export async function countWeeklyCandidates(db: DbOrTx, w: WeekWindow): Promise<
   };
 }
 
+/** Why a patient who would get the weekly email gets none: no email address, or one that is not plausible. */
+export type WeeklyUnreachableWhy = 'no_email' | 'invalid_email';
+
+/**
+ * Patients who would get the weekly email (searching, an `aktiv` platzsuche, no opt-out) but
+ * have no plausible email address: the fan-out skips them every week (its counts
+ * skippedNoEmail/skippedInvalidEmail). Staff see how many on /daily and `fleet daily`.
+ */
+const unreachable = sql`p.status = 'auf_der_Suche' and not p.weekly_update_opt_out and ${hasActiveSearch} and not ${validEmailSql}`;
+
+export async function weeklyUnreachableCounts(db: DbOrTx): Promise<{ noEmail: number; invalidEmail: number }> {
+  const [r] = await db.execute<{ no_email: number; invalid_email: number }>(sql`
+    select count(*) filter (where not ${hasEmail})::int as no_email, count(*) filter (where ${hasEmail})::int as invalid_email
+    from patient_service.patienten p where ${unreachable}`);
+  return { noEmail: r?.no_email ?? 0, invalidEmail: r?.invalid_email ?? 0 };
+}
+
+/** Their ids (and why), by id: ids only, no names or addresses. */
+export async function weeklyUnreachablePatients(db: DbOrTx): Promise<Array<{ patientId: number; why: WeeklyUnreachableWhy }>> {
+  const rows = await db.execute<{ id: number; why: WeeklyUnreachableWhy }>(sql`
+    select p.id, case when ${hasEmail} then 'invalid_email' else 'no_email' end as why
+    from patient_service.patienten p where ${unreachable} order by p.id`);
+  return rows.map((r) => ({ patientId: Number(r.id), why: r.why }));
+}
+
 /** The query of eligiblePatientIds (its plan is tested: it must stop at the limit). */
 export function eligiblePatientIdsQuery(w: WeekWindow, afterId: number, limit: number) {
   return sql`
