@@ -102,6 +102,8 @@ describe('registration validation', () => {
     ['plz as number', (pd: Record<string, unknown>) => (pd.plz = 52062), 'patient_data.plz: expected 5 digits, got a number'],
     ['vorname as an object', (pd: Record<string, unknown>) => (pd.vorname = { text: 'Max' }), 'patient_data.vorname: expected text, got an object'],
     ['bad email', (pd: Record<string, unknown>) => (pd.email = 'max@'), 'patient_data.email: expected a valid email address'],
+    // As every other length rule: how long it is (it said only "at most 255 characters").
+    ['email too long', (pd: Record<string, unknown>) => (pd.email = `${'a'.repeat(250)}@example.org`), 'patient_data.email: at most 255 characters, got 262'],
     ['future birth date', (pd: Record<string, unknown>) => (pd.geburtsdatum = '2030-01-01'), 'patient_data.geburtsdatum: expected a date in the past, got "2030-01-01"'],
     ['impossible date', (pd: Record<string, unknown>) => (pd.geburtsdatum = '1990-02-30'), 'patient_data.geburtsdatum: expected a real calendar date, got "1990-02-30"'],
     ['german date', (pd: Record<string, unknown>) => (pd.geburtsdatum = '12.04.1990'), 'patient_data.geburtsdatum: expected a date YYYY-MM-DD'],

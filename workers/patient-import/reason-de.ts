@@ -24,6 +24,7 @@ const fixed: Record<string, string> = {
   'required (a signing secret is configured), the file is unsigned': 'erforderlich (ein Signaturschlüssel ist eingerichtet), die Datei ist nicht signiert',
   'does not match the token in the file name': 'passt nicht zum Token im Dateinamen',
   'the file is not in the configured bucket': 'die Datei liegt nicht im eingerichteten Bucket',
+  // The email's length rule before it said how long the address was.
   'at most 255 characters': 'höchstens 255 Zeichen',
 };
 

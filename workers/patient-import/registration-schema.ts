@@ -249,7 +249,7 @@ export function patientDataSchema(today: () => string) {
         (v) => (v === null ? undefined : typeof v === 'string' ? blankToUndefined(v.trim()) : v),
         z
           .email({ pattern: EMAIL_ADDRESS, error: (iss) => `expected a valid email address, got ${typeName(iss.input)}` })
-          .max(255, { error: 'at most 255 characters' })
+          .max(255, { error: (iss) => `at most 255 characters, got ${(iss.input as string).length}` })
           .optional(),
       ),
       telefon: optionalText(50),
