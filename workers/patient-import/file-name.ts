@@ -54,7 +54,12 @@ export function parseFileName(objectName: string): FileNameResult {
   const base = decode(objectName.slice(objectName.lastIndexOf('/') + 1)).normalize('NFC');
   if (!EXTENSION.test(base)) return misfit('not a .json file');
   const parts = base.replace(EXTENSION, '').split('_');
-  if (parts.length !== 4) return misfit(`${parts.length} ${parts.length === 1 ? 'part' : 'parts'} separated by underscores, expected 4`);
+  if (parts.length !== 4) {
+    // `Probe_Anna_20251201.json`: the name ends with its date, so what is missing is the token.
+    const last = parts[parts.length - 1]!;
+    const noToken = parts.length === 3 && DATE.test(last) && realDate(last) ? ': the token part is missing after the date' : '';
+    return misfit(`${parts.length} ${parts.length === 1 ? 'part' : 'parts'} separated by underscores, expected 4${noToken}`);
+  }
   const [nachname, vorname, date, token] = parts as [string, string, string, string];
   if (!NAME.test(nachname)) return misfit(`the nachname part ${quoted(nachname)} is not a name`);
   if (!NAME.test(vorname)) return misfit(`the vorname part ${quoted(vorname)} is not a name`);

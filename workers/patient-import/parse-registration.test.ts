@@ -334,6 +334,10 @@ describe('file names as PHP urlencode writes them', () => {
     ['registrations/Mustermann_Max_20251305_0b1ab67b.json', '(the date part "20251305" is not a real date)'],
     ['registrations/Mustermann_Max_20250705_0b1ab67b.txt', '(not a .json file)'],
     ['registrations/Muster_mann_Max_20250705_0b1ab67b.json', '(5 parts separated by underscores, expected 4)'],
+    // The name ends with its date: the plainer hint that the token is what is missing.
+    ['registrations/Probe_Anna_20251201.json', '(3 parts separated by underscores, expected 4: the token part is missing after the date)'],
+    ['registrations/Probe_Anna_2025-12-01.json', '(3 parts separated by underscores, expected 4: the token part is missing after the date)'],
+    ['registrations/Probe_Anna_Maria.json', '(3 parts separated by underscores, expected 4)'],
     ['registrations/_Max_20250705_0b1ab67b.json', '(the nachname part "" is not a name)'],
     ['registrations/Mustermann_M4x_20250705_0b1ab67b.json', '(the vorname part "M4x" is not a name)'],
     ['registrations/Mustermann_Max_20250705_0b1.json', '(the token part "0b1" is not 6 or more letters or digits)'],

@@ -88,7 +88,7 @@ function allReasons(): string[] {
     reasonOf(signedWith({ data: 5 }), { environment: 'production' }),
     reasonOf(fileBytes(plainRegistration()), signing),
   ];
-  const names = ['a.txt', 'Muster_Max.json', 'Muster_M4x_20250705_abcdefgh.json', '4_Max_20250705_abcdefgh.json', 'Muster_Max_2025-13_abcdefgh.json', 'Muster_Max_20250230_abcdefgh.json', 'Muster_Max_20250705_ab.json', 'M_a_x_Max_20250705_abcdefgh.json']
+  const names = ['a.txt', 'Muster_Max.json', 'Probe_Anna_20251201.json', 'Muster_M4x_20250705_abcdefgh.json', '4_Max_20250705_abcdefgh.json', 'Muster_Max_2025-13_abcdefgh.json', 'Muster_Max_20250230_abcdefgh.json', 'Muster_Max_20250705_ab.json', 'M_a_x_Max_20250705_abcdefgh.json']
     .map(parseFileName)
     .map((r) => (r.ok ? '' : r.reason));
   // Written by the import itself (process-patient-import.ts, wiring.ts), the "ledger N: " prefix cut off as the email does.
@@ -133,6 +133,9 @@ describe('registrationReasonDe', () => {
     );
     expect(registrationReasonDe('file name: expected {nachname}_{vorname}_{date}_{token}.json (5 parts separated by underscores, expected 4)')).toBe(
       'Dateiname: erwartet: {nachname}_{vorname}_{datum}_{token}.json (5 durch Unterstriche getrennte Teile, erwartet 4)',
+    );
+    expect(registrationReasonDe('file name: expected {nachname}_{vorname}_{date}_{token}.json (3 parts separated by underscores, expected 4: the token part is missing after the date)')).toBe(
+      'Dateiname: erwartet: {nachname}_{vorname}_{datum}_{token}.json (3 durch Unterstriche getrennte Teile, erwartet 4: der Teil Token fehlt nach dem Datum)',
     );
   });
 

@@ -72,7 +72,9 @@ function fileNameWhyDe(why: string): string | null {
   const part: Record<string, string> = { nachname: 'Nachname', vorname: 'Vorname', date: 'Datum', token: 'Token' };
   let x: RegExpExecArray | null;
   if (why === 'not a .json file') return 'keine .json-Datei';
-  if ((x = /^(\d+) parts? separated by underscores, expected 4$/.exec(why))) return `${x[1]} durch Unterstriche ${x[1] === '1' ? 'getrennter Teil' : 'getrennte Teile'}, erwartet 4`;
+  if ((x = /^(\d+) parts? separated by underscores, expected 4(: the token part is missing after the date)?$/.exec(why))) {
+    return `${x[1]} durch Unterstriche ${x[1] === '1' ? 'getrennter Teil' : 'getrennte Teile'}, erwartet 4${x[2] ? ': der Teil Token fehlt nach dem Datum' : ''}`;
+  }
   if ((x = new RegExp(`^the (nachname|vorname) part (${QUOTED}) is not a name$`).exec(why))) return `der Teil ${part[x[1]!]} ${x[2]} ist kein Name`;
   if ((x = new RegExp(`^the date part (${QUOTED}) is not YYYYMMDD or YYYY-MM-DD$`).exec(why))) return `der Teil Datum ${x[1]} ist nicht JJJJMMTT oder JJJJ-MM-TT`;
   if ((x = new RegExp(`^the date part (${QUOTED}) is not a real date$`).exec(why))) return `der Teil Datum ${x[1]} ist kein Datum, das es gibt`;
