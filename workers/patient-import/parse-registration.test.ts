@@ -72,6 +72,23 @@ describe('registration validation', () => {
     expect(rejectOf(four).message.match(/listed more than once/g)).toHaveLength(1);
   });
 
+  it('trims whitespace around enum values and symptoms before the exact-spelling check, and keeps the case exact', () => {
+    const reg = patched((pd) => {
+      pd.anrede = ' Herr ';
+      pd.geschlecht = '\tmännlich\n';
+      pd.bevorzugtes_therapeutengeschlecht = ' Egal';
+      pd.bevorzugtes_therapieverfahren = 'Verhaltenstherapie\u00a0';
+      pd.symptome = [' Mobbing ', 'Schlafstörungen\n'];
+    });
+    const p = mapPatient(parseRegistration(fileBytes(reg), noSecret, now).registration, now);
+    expect(p).toMatchObject({ anrede: 'Herr', geschlecht: 'männlich', bevorzugtesTherapeutengeschlecht: 'Egal', bevorzugtesTherapieverfahren: 'Verhaltenstherapie' });
+    expect(p.symptome).toEqual(['Mobbing', 'Schlafstörungen']);
+    expect(rejectOf(patched((pd) => (pd.anrede = ' herr '))).message).toContain('patient_data.anrede: expected one of Herr, Frau, got the string "herr"');
+    expect(rejectOf(patched((pd) => (pd.symptome = [' mobbing']))).message).toContain('patient_data.symptome.0: expected one of the 30 symptoms');
+    // Blank stays "not given" for the optional ones.
+    expect(mapPatient(parseRegistration(fileBytes(patched((pd) => (pd.bevorzugtes_therapeutengeschlecht = '  '))), noSecret, now).registration, now).bevorzugtesTherapeutengeschlecht).toBeNull();
+  });
+
   it('counts the characters of names and other text in their composed form (NFC), and stores that form', () => {
     // 96 characters; written decomposed (as some systems write umlauts) they are 112 code points.
     const long = 'Müller'.repeat(16);

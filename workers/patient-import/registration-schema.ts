@@ -73,10 +73,12 @@ const requiredOr = (rule: string) => (iss: { input?: unknown }) =>
   iss.input === undefined ? `required: ${rule}` : `${rule}, got ${typeName(iss.input)}`;
 
 /**
- * Unicode NFC: "männlich" with a combining diaeresis (as some systems write umlauts) is the
- * same spelling as the form's composed one.
+ * An enum value or symptom as compared with the form's spelling: surrounding whitespace trimmed
+ * (as names, plz and email are: `" Herr "` was refused), and Unicode NFC: "männlich" with a
+ * combining diaeresis (as some systems write umlauts) is the same spelling as the form's
+ * composed one. Case stays as written: the spelling must be exact.
  */
-const composed = (v: unknown) => (typeof v === 'string' ? v.normalize('NFC') : v);
+const composed = (v: unknown) => (typeof v === 'string' ? v.trim().normalize('NFC') : v);
 
 const oneOf = (values: readonly string[]) =>
   z.preprocess(
