@@ -72,6 +72,11 @@ describe('registration validation', () => {
     expect(rejectOf(four).message.match(/listed more than once/g)).toHaveLength(1);
   });
 
+  it('takes a range up to midnight and any day key (DOMAIN names none)', () => {
+    const reg = patched((pd) => (pd.zeitliche_verfuegbarkeit = { montag: ['18:00-24:00', '00:00-00:01'], Wochenende: ['09:00-12:00'] }));
+    expect(mapPatient(parseRegistration(fileBytes(reg), noSecret, now).registration, now).zeitlicheVerfuegbarkeit).toEqual({ montag: ['18:00-24:00', '00:00-00:01'], Wochenende: ['09:00-12:00'] });
+  });
+
   it('trims whitespace around enum values and symptoms before the exact-spelling check, and keeps the case exact', () => {
     const reg = patched((pd) => {
       pd.anrede = ' Herr ';
@@ -129,6 +134,10 @@ describe('registration validation', () => {
     ['bad method', (pd: Record<string, unknown>) => (pd.bevorzugtes_therapieverfahren = 'Psychoanalyse'), 'patient_data.bevorzugtes_therapieverfahren: expected one of egal, Verhaltenstherapie, tiefenpsychologisch_fundierte_Psychotherapie'],
     ['bad time range', (pd: Record<string, unknown>) => (pd.zeitliche_verfuegbarkeit = { montag: ['9-12'] }), 'patient_data.zeitliche_verfuegbarkeit.montag.0: expected a time range HH:MM-HH:MM'],
     ['a time past midnight', (pd: Record<string, unknown>) => (pd.zeitliche_verfuegbarkeit = { montag: ['18:00-24:30'] }), 'patient_data.zeitliche_verfuegbarkeit.montag.0: expected a time range HH:MM-HH:MM'],
+    ['an hour 24 at the start', (pd: Record<string, unknown>) => (pd.zeitliche_verfuegbarkeit = { montag: ['24:00-24:00'] }), 'patient_data.zeitliche_verfuegbarkeit.montag.0: expected a time range HH:MM-HH:MM, got the string "24:00-24:00"'],
+    ['minute 60', (pd: Record<string, unknown>) => (pd.zeitliche_verfuegbarkeit = { montag: ['09:60-10:00'] }), 'patient_data.zeitliche_verfuegbarkeit.montag.0: expected a time range HH:MM-HH:MM'],
+    ['a range that ends before it starts', (pd: Record<string, unknown>) => (pd.zeitliche_verfuegbarkeit = { montag: ['08:00-09:00', '18:00-09:00'] }), 'patient_data.zeitliche_verfuegbarkeit.montag.1: expected a time range that ends after it starts, got "18:00-09:00"'],
+    ['a range that ends when it starts', (pd: Record<string, unknown>) => (pd.zeitliche_verfuegbarkeit = { dienstag: ['10:00-10:00'] }), 'patient_data.zeitliche_verfuegbarkeit.dienstag.0: expected a time range that ends after it starts, got "10:00-10:00"'],
   ])('rejects %s, naming the field and the rule', (_name, patch, message) => {
     const err = rejectOf(patched(patch));
     expect(err.code).toBe('validation_failed');

@@ -54,6 +54,7 @@ function allReasons(): string[] {
     (pd) => (pd.bevorzugtes_therapeutengeschlecht = 'egal'),
     (pd) => (pd.zeitliche_verfuegbarkeit = { montag: ['9-12', 5] }),
     (pd) => (pd.zeitliche_verfuegbarkeit = { montag: '9-12' }),
+    (pd) => (pd.zeitliche_verfuegbarkeit = { montag: ['18:00-09:00'] }),
     (pd) => (pd.zeitliche_verfuegbarkeit = 'immer'),
     (pd) => (pd.raeumliche_verfuegbarkeit = 30),
     (pd) => (pd.vorname = 'Max\u0000'),

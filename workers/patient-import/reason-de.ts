@@ -37,6 +37,7 @@ const rules: Record<string, string> = {
   'expected a date after 1900-01-01': 'ein Datum nach dem 1.1.1900',
   'expected true or false': 'true oder false',
   'expected a time range HH:MM-HH:MM': 'eine Zeitspanne HH:MM-HH:MM',
+  'expected a time range that ends after it starts': 'eine Zeitspanne, die nach ihrem Beginn endet',
   'expected a list of time ranges': 'eine Liste von Zeitspannen',
   'expected an object day -> ["HH:MM-HH:MM"]': 'ein Objekt Tag -> ["HH:MM-HH:MM"]',
   'expected an object such as {"max_km": 30}': 'ein Objekt wie {"max_km": 30}',

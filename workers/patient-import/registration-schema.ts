@@ -187,8 +187,13 @@ const zeitlicheVerfuegbarkeit = z.preprocess(
     .record(
       z.string(),
       z.array(
-        z.string({ error: (iss) => `expected a time range HH:MM-HH:MM, got ${typeName(iss.input)}` }).regex(timeRange, {
-          error: (iss) => `expected a time range HH:MM-HH:MM, got ${typeName(iss.input)}`,
+        z.string({ error: (iss) => `expected a time range HH:MM-HH:MM, got ${typeName(iss.input)}` }).superRefine((s, ctx) => {
+          if (!timeRange.test(s)) {
+            ctx.addIssue({ code: 'custom', message: `expected a time range HH:MM-HH:MM, got ${typeName(s)}` });
+          } else if (s.slice(6) <= s.slice(0, 5)) {
+            // "18:00-09:00", "10:00-10:00": no time at all (a range over midnight is two, one per day).
+            ctx.addIssue({ code: 'custom', message: `expected a time range that ends after it starts, got ${quoted(s)}` });
+          }
         }),
         { error: (iss) => `expected a list of time ranges, got ${typeName(iss.input)}` },
       ),
