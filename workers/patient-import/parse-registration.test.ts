@@ -72,6 +72,25 @@ describe('registration validation', () => {
     expect(rejectOf(four).message.match(/listed more than once/g)).toHaveLength(1);
   });
 
+  it.each([
+    ['trailing text', '2025-07-05 14:33:55 garbage', 'registration_timestamp: expected a timestamp YYYY-MM-DD HH:MM:SS, got the string "2025-07-05 14:33:55 garbage"'],
+    ['the reviewer\'s file', '2025-13-45 99:99:99 garbage', 'registration_timestamp: expected a timestamp YYYY-MM-DD HH:MM:SS, got the string "2025-13-45 99:99:99 garbage"'],
+    ['month 13', '2025-13-45 99:99:99', 'registration_timestamp: expected a real date and time, got "2025-13-45 99:99:99"'],
+    ['30 February', '2025-02-30 10:00:00', 'registration_timestamp: expected a real date and time, got "2025-02-30 10:00:00"'],
+    ['hour 24', '2025-07-05 24:00:00', 'registration_timestamp: expected a real date and time, got "2025-07-05 24:00:00"'],
+    ['the year 0000', '0000-01-01 10:00:00', 'registration_timestamp: expected a real date and time'],
+  ])('rejects a registration_timestamp with %s, naming it and showing the value', (_k, value, message) => {
+    const err = rejectOf(plainRegistration({ patch: (r) => (r.registration_timestamp = value) }));
+    expect(err.code).toBe('validation_failed');
+    expect(err.message).toContain(message);
+  });
+
+  it('takes a registration_timestamp as the site writes it (also with a T, or without seconds) and stores it as written', () => {
+    for (const value of ['2025-07-05 14:33:55', '2025-07-05T14:33:55', '2025-07-05 14:33']) {
+      expect(parseRegistration(fileBytes(plainRegistration({ patch: (r) => (r.registration_timestamp = value) })), noSecret, now).registration.registration_timestamp).toBe(value);
+    }
+  });
+
   it('takes a range up to midnight and any day key (DOMAIN names none)', () => {
     const reg = patched((pd) => (pd.zeitliche_verfuegbarkeit = { montag: ['18:00-24:00', '00:00-00:01'], Wochenende: ['09:00-12:00'] }));
     expect(mapPatient(parseRegistration(fileBytes(reg), noSecret, now).registration, now).zeitlicheVerfuegbarkeit).toEqual({ montag: ['18:00-24:00', '00:00-00:01'], Wochenende: ['09:00-12:00'] });

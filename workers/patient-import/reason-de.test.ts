@@ -69,6 +69,8 @@ function allReasons(): string[] {
     top((r) => delete (r.consent_metadata as Record<string, unknown>).timestamp_utc),
     top((r) => ((r.consent_metadata as Record<string, unknown>).voucher_booking = 'ja')),
     top((r) => (r.registration_timestamp = 'gestern')),
+    top((r) => (r.registration_timestamp = '2025-13-45 99:99:99')),
+    top((r) => (r.registration_timestamp = '1899-12-31 23:00:00')),
     top((r) => delete r.registration_token),
     top((r) => (r.registration_token = 'abc')),
     top((r) => (r['x\ud800'] = 1)),

@@ -33,6 +33,7 @@ const rules: Record<string, string> = {
   'expected text': 'Text',
   'expected a date YYYY-MM-DD': 'ein Datum JJJJ-MM-TT',
   'expected a real calendar date': 'ein Datum, das es gibt',
+  'expected a real date and time': 'ein Datum und eine Uhrzeit, die es gibt',
   'expected a date in the past': 'ein Datum in der Vergangenheit',
   'expected a date after 1900-01-01': 'ein Datum nach dem 1.1.1900',
   'expected true or false': 'true oder false',

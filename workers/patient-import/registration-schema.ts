@@ -150,6 +150,20 @@ function isRealTimestamp(s: string): boolean {
   return !Number.isNaN(at) && at >= EARLIEST;
 }
 
+/**
+ * Why `registration_timestamp` (`2025-07-05 14:33:55`, as the site writes it; a `T` between and
+ * no seconds are taken too) is not one, or null. The whole value: the pattern was not anchored at
+ * its end and no date was checked, so `2025-13-45 99:99:99 garbage` was stored as consent proof.
+ */
+function registrationTimestampProblem(s: string): string | null {
+  const m = /^(\d{4}-\d{2}-\d{2})[ T](\d{2}):(\d{2})(?::(\d{2}))?$/.exec(s);
+  if (!m) return `expected a timestamp YYYY-MM-DD HH:MM:SS, got ${typeName(s)}`;
+  const real = isRealDate(m[1]!) && Number(m[2]) <= 23 && Number(m[3]) <= 59 && Number(m[4] ?? 0) <= 59;
+  if (!real) return `expected a real date and time, got ${quoted(s)}`;
+  if (m[1]! < '1900-01-01') return `expected a date after 1900-01-01, got ${quoted(s)}`;
+  return null;
+}
+
 /** `YYYY-MM-DD`, a date that exists; `past` also demands it lies before `today`. */
 const dateField = (opts: { past: boolean; today: () => string }) =>
   z.preprocess(
@@ -307,8 +321,9 @@ export function registrationSchema(today: () => string) {
         (v) => (v === null ? undefined : v),
         z
           .string({ error: (iss) => `expected a timestamp YYYY-MM-DD HH:MM:SS, got ${typeName(iss.input)}` })
-          .regex(/^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?/, {
-            error: (iss) => `expected a timestamp YYYY-MM-DD HH:MM:SS, got ${typeName(iss.input)}`,
+          .superRefine((s, ctx) => {
+            const why = registrationTimestampProblem(s);
+            if (why) ctx.addIssue({ code: 'custom', message: why });
           })
           .optional(),
       ),
