@@ -290,6 +290,24 @@ describe('signed registrations', () => {
     expect(phpJsonEncodeText('{}')).toBe('{}');
   });
 
+  it('lists unknown fields of consent_metadata and of the wrappers of the signed forms with their paths; the consent keeps them', () => {
+    const consent = (r: Record<string, unknown>) => {
+      const c = r.consent_metadata as Record<string, unknown>;
+      c.extra_consent = true;
+      c.referrer = '';
+    };
+    const plain = parseRegistration(fileBytes(plainRegistration({ patch: consent })), noSecret, now);
+    expect(plain.unknownFields).toEqual(['consent_metadata.extra_consent', 'consent_metadata.referrer']);
+    // Stored as the file carried it (GDPR proof): listing drops nothing.
+    expect(plain.rawConsent).toMatchObject({ extra_consent: true, referrer: '' });
+    const doc = signedRegistration(plainRegistration({ patch: consent }), { secret, nested: true }) as Record<string, unknown>;
+    (doc.data as Record<string, unknown>).build = '1.2';
+    doc.site = 'www';
+    // Unsigned checking (no secret): the added keys would not match a signature.
+    const nested = parseRegistration(fileBytes(doc), noSecret, now);
+    expect(nested.unknownFields).toEqual(['site', 'data.build', 'data.data.consent_metadata.extra_consent', 'data.data.consent_metadata.referrer']);
+  });
+
   it('accepts data.data and pretty-printed files (the signature is over the content, not the layout)', () => {
     const doc = signedRegistration(plainRegistration(), { secret, nested: true });
     const parsed = parseRegistration(Buffer.from(JSON.stringify(doc, null, 2)), signing, now);

@@ -184,6 +184,7 @@ export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: D
     plain = doc.data;
     prefix = 'data';
     if (isObject(plain) && !('patient_data' in plain) && isObject(plain.data)) {
+      unknownFields.push(...unknownOf(plain, knownKeys.signedInner, 'data'));
       plain = plain.data;
       prefix = 'data.data';
     }
@@ -218,6 +219,8 @@ export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: D
   const at = (k: string) => (prefix ? `${prefix}.${k}` : k);
   unknownFields.push(...unknownOf(p, knownKeys.top, prefix));
   if (isObject(p.patient_data)) unknownFields.push(...unknownOf(p.patient_data, knownKeys.patient_data, at('patient_data')));
+  // Listed only: the consent is stored whole, unknown fields included, as the proof of consent (rawConsent).
+  if (isObject(p.consent_metadata)) unknownFields.push(...unknownOf(p.consent_metadata, knownKeys.consent_metadata, at('consent_metadata')));
 
   const validation = looksSigned
     ? verified

@@ -350,5 +350,8 @@ export const knownKeys = {
     'offen_fuer_gruppentherapie', 'zeitliche_verfuegbarkeit', 'raeumliche_verfuegbarkeit',
     'bevorzugtes_therapeutengeschlecht', 'bevorzugtes_therapieverfahren',
   ],
+  consent_metadata: ['ip_address', 'user_agent', 'timestamp_utc', 'voucher_booking'],
   signed: ['signature', 'signature_version', 'timestamp', 'type', 'environment', 'data'],
+  /** The inner wrapper of the `data.data` form: the registration under `data`. */
+  signedInner: ['data'],
 };
