@@ -2,7 +2,7 @@ import { committedBucketRows, discardLedgerRow, failedBucketRows, newerImports, 
 import type { DeadLetterHook } from '../../libs/ops/dead-letters.js';
 import { jobIdFor, restoreMissingDeadLetters } from '../../libs/queues/index.js';
 import type { FleetContext } from '../../libs/runtime/index.js';
-import { deleteLeftNextStep, failureNextStep, failureRemedy, newerImportNextStep } from './failure-remedy.js';
+import { deleteLeftNextStep, failureNextStep, failureRemedy, newerImportNextStep, requeueIsFutile } from './failure-remedy.js';
 
 /**
  * Failed bucket rows wait for an operator through their dead letter. When Redis restarted
@@ -60,7 +60,7 @@ export const patientImportDeadLetterHook: DeadLetterHook = {
       if (remedy === 'requeue') return undefined;
       // Content or name wrong, or the object gone: the requeued job fails the same way again (one more
       // import.failed event each time). Wrong settings or a too-small limit: a requeue helps once fixed.
-      return { text: failureNextStep({ ...row, source: 'bucket' }), futile: remedy === 'corrected-upload' || remedy === 'rename' || remedy === 'object-gone' };
+      return { text: failureNextStep({ ...row, source: 'bucket' }), futile: requeueIsFutile(remedy) };
     });
   },
   async onRequeue(payload, db) {

@@ -12,9 +12,21 @@ import { rejectCodes } from './parse-registration.js';
  *   requeue, or discard a file that is not genuine;
  * - `raise-limit`: larger than REGISTRATION_FILE_MAX_MB: raise it and requeue, or discard;
  * - `object-gone`: deleted from the bucket before the fleet had it: a new upload, then discard;
+ * - `resolve-by-hand`: the payment reference derived from the registration token (its first 8
+ *   characters) is held by another patient (`zahlungsreferenz_taken`): every attempt fails the
+ *   same way, and a corrected upload of the same registration would too; staff settle it with
+ *   the platform by hand, then discard;
  * - `requeue`: the fleet gave up (storage, database, a worker dying): requeue once fixed.
  */
-export type FailureRemedy = 'corrected-upload' | 'rename' | 'settings' | 'raise-limit' | 'object-gone' | 'requeue';
+export type FailureRemedy = 'corrected-upload' | 'rename' | 'settings' | 'raise-limit' | 'object-gone' | 'resolve-by-hand' | 'requeue';
+
+/** The error code of a registration whose payment reference another patient holds (pg-store's decideImport). */
+export const ZAHLUNGSREFERENZ_TAKEN = 'zahlungsreferenz_taken';
+
+/** Where a requeue fails the same way again (one more `import.failed` each time): refused unless forced, skipped by a requeue-all. */
+export function requeueIsFutile(remedy: FailureRemedy): boolean {
+  return remedy === 'corrected-upload' || remedy === 'rename' || remedy === 'object-gone' || remedy === 'resolve-by-hand';
+}
 
 export function failureRemedy(code: string | null | undefined): FailureRemedy {
   switch (code) {
@@ -33,6 +45,8 @@ export function failureRemedy(code: string | null | undefined): FailureRemedy {
       return 'raise-limit';
     case 'object_not_found':
       return 'object-gone';
+    case ZAHLUNGSREFERENZ_TAKEN:
+      return 'resolve-by-hand';
     default:
       return 'requeue';
   }
@@ -56,9 +70,20 @@ export function failureNextStep(row: { id: number; source: string; errorCode: st
       return `A real registration: raise REGISTRATION_FILE_MAX_MB, restart, then requeue ${dlq}; otherwise discard it.`;
     case 'object-gone':
       return `Gone from the bucket: have it uploaded again, then discard ${dlq}.`;
+    case 'resolve-by-hand':
+      return `A requeue does not help: ${paymentReferenceCollision(null)}; resolve the registration by hand with the platform, then discard ${dlq}.`;
     case 'requeue':
       return `Requeue ${dlq} once the cause is fixed.`;
   }
+}
+
+/**
+ * Why a `zahlungsreferenz_taken` registration cannot be imported by the fleet, in a few words:
+ * `patientId` names the patient holding the reference where the caller knows it (the staff
+ * email); else the reason, shown beside it, does.
+ */
+export function paymentReferenceCollision(patientId: number | null): string {
+  return `its payment reference (the first 8 characters of its registration token) is already used by ${patientId === null ? 'the patient the reason names' : `patient ${patientId}`}, another registration, so every attempt fails the same way`;
 }
 
 /** What a failed registration's corrected file became since (see newerImports): re-uploaded under the same name, under another, or imported by hand. */

@@ -6,6 +6,6 @@ export { runPoll } from './run-poll.js';
 export { runRetention } from './run-retention.js';
 export { removeStaleTempCopies } from './stale-temp-copies.js';
 export { unrecordedCopies, type UnrecordedCopies } from './unrecorded-copies.js';
-export { failureNextStep, failureRemedy, newerImportNextStep, type NewerImport } from './failure-remedy.js';
+export { failureNextStep, failureRemedy, newerImportNextStep, paymentReferenceCollision, type NewerImport } from './failure-remedy.js';
 export type { PollResult } from './process-bucket-poll.js';
 export type { RetentionResult } from './process-retention.js';

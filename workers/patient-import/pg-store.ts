@@ -19,6 +19,7 @@ import {
 import { PermanentError } from '../../libs/errors/index.js';
 import { appendEvent, PRODUCER, topicFor, type NewEvent } from '../../libs/events/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
+import { ZAHLUNGSREFERENZ_TAKEN } from './failure-remedy.js';
 import { foldName, normalise } from './map-patient.js';
 import { FAILABLE_STATUSES, LedgerRowMovedOn, type CommitInput, type CommitOutcome, type CommitResult, type ImportStore } from './ports.js';
 
@@ -173,8 +174,9 @@ function decideImport(
     } else {
       if (found.zahlungsreferenzTakenBy !== null) {
         throw new PermanentError(
-          'zahlungsreferenz_taken',
+          ZAHLUNGSREFERENZ_TAKEN,
           `registration_token: its payment reference ${p.zahlungsreferenz} is already used by patient ${found.zahlungsreferenzTakenBy} (another registration)`,
+          { patientId: found.zahlungsreferenzTakenBy },
         );
       }
       if (found.reservedPatientId === null) throw new Error(`ledger ${input.ledgerId}: no patient id was reserved`);

@@ -289,7 +289,8 @@ async function fail(row: ImportRow, err: PermanentError, bytes: Buffer | null, d
   // Logs and dead letters get the text without values quoted from the file (personal data).
   const safe = `${prefix}${withholdValues(marked.startsWith(prefix) ? marked.slice(prefix.length) : marked)}${notKept}`;
   const at = deps.clock.now();
-  const mail = failedMail(row, { code: err.code, reason, failedPath, at, dashboardUrl: deps.dashboardUrl });
+  const heldBy = err.details?.patientId;
+  const mail = failedMail(row, { code: err.code, reason, failedPath, at, dashboardUrl: deps.dashboardUrl, referenceHeldBy: typeof heldBy === 'number' ? heldBy : null });
   let recorded: { deliveryId: string; created: boolean };
   try {
     recorded = await deps.store.markFailed({ ledgerId: row.id, code: err.code, reason, reasonWithheld: safe, failedPath, mail });

@@ -10,7 +10,7 @@ const now = new Date('2026-11-24T10:00:00Z');
 const secret = 's3cret-for-tests';
 
 /** Words of the English messages; none may be left once the values quoted from the file are taken out. */
-const ENGLISH = /\b(expected|got|required|must|empty|at most|characters|the string|an array|an object|a number|a boolean|listed|more than once|not valid|not UTF|does not match|unsigned|signing|configured|parts?|separated|underscores|is not|real date|letters|digits|gave up|attempts|generation|no longer|bucket|contains|cannot|a key|file name)\b|\((file|value)\)/;
+const ENGLISH = /\b(expected|got|required|must|empty|at most|characters|the string|an array|an object|a number|a boolean|listed|more than once|not valid|not UTF|does not match|unsigned|signing|configured|parts?|separated|underscores|is not|real date|letters|digits|gave up|attempts|generation|no longer|bucket|contains|cannot|a key|file name|already used)\b|\((file|value)\)/;
 
 function reasonOf(bytes: Buffer, signing: { secret?: string; environment: string } = { environment: 'production' }): string {
   try {
@@ -102,6 +102,8 @@ function allReasons(): string[] {
     'patient_data.plz: expected 5 digits, got the string "5206"; failed folder: the original bytes could not be kept there (ENOSPC: no space left on device (open in the folder /var/failed/registrations)), the file stays in the bucket',
     'generation 1733 is no longer in the bucket and no other upload of that name is: deleted before the fleet downloaded it (not by the fleet); ask for the registration to be uploaded again',
     'the file is not in the configured bucket',
+    'registration_token: its payment reference c001ea16 is already used by patient 1 (another registration)',
+    'registration_token: its payment reference V_c001ea is already used by patient 12 (another registration)',
   ];
   return [...documents.map((d) => reasonOf(d)), ...refusedSigned, ...names, ...own];
 }
@@ -149,6 +151,12 @@ describe('registrationReasonDe', () => {
       `nach 22 Versuchen aufgegeben: ENOSPC: no space left on device (open in the folder /var/backup); ${de}`,
     );
     expect(registrationReasonDe(`patient_data.plz: expected 5 digits, got the string "5206"; failed folder: ${note}`)).toBe(`patient_data.plz: erwartet: 5 Ziffern, gefunden: der Text "5206"; ${de}`);
+  });
+
+  it('says in German that the payment reference is taken, naming the reference and the patient', () => {
+    expect(registrationReasonDe('registration_token: its payment reference c001ea16 is already used by patient 1 (another registration)')).toBe(
+      'registration_token: die daraus abgeleitete Zahlungsreferenz c001ea16 hat schon Patient 1 (eine andere Anmeldung)',
+    );
   });
 
   it('keeps what it does not know in English', () => {

@@ -98,6 +98,10 @@ function message(m: string): string | null {
   if ((x = new RegExp(`^listed more than once: (${QUOTED})$`).exec(m))) return `mehrfach angegeben: ${x[1]}`;
   if ((x = /^not valid JSON \(error at character (\d+)\)$/.exec(m))) return `kein gültiges JSON (Fehler bei Zeichen ${x[1]})`;
   if ((x = /^nested more than (\d+) levels deep$/.exec(m))) return `mehr als ${x[1]} Ebenen tief verschachtelt`;
+  // zahlungsreferenz_taken (pg-store.ts): the reference derived from the token, and the patient holding it.
+  if ((x = /^its payment reference (\S+) is already used by patient (\d+) \(another registration\)$/.exec(m))) {
+    return `die daraus abgeleitete Zahlungsreferenz ${x[1]} hat schon Patient ${x[2]} (eine andere Anmeldung)`;
+  }
   if ((x = /^([\d.]+) MB, more than REGISTRATION_FILE_MAX_MB=(\d+) allows \(a registration is a few KB\), not read$/.exec(m))) {
     return `${x[1]} MB, mehr als REGISTRATION_FILE_MAX_MB=${x[2]} erlaubt (eine Anmeldung hat wenige KB), nicht gelesen`;
   }

@@ -36,6 +36,8 @@ describe('patient import dead letters: what a requeue would do (/ops, fleet dlq 
     const invalid = await failedWithDeadLetter('registrations/A_B_20250707_aaaaaaaa.json', '1', 'validation_failed');
     const badName = await failedWithDeadLetter('registrations/nope.json', '1', 'bad_file_name');
     const gaveUp = await failedWithDeadLetter('registrations/C_D_20250707_cccccccc.json', '1', 'gave_up');
+    // Another patient holds the payment reference: every requeue failed the same way (it was advised as "requeue once fixed").
+    const refTaken = await failedWithDeadLetter('registrations/Q_R_20250707_qqqqqqqq.json', '1', 'zahlungsreferenz_taken');
     // A corrected re-upload of the same name imported since: only the discard is left.
     const replaced = await failedWithDeadLetter('registrations/E_F_20250707_eeeeeeee.json', '1', 'validation_failed');
     const [newer] = await insertLedgerObjects(f.db.db, [{ bucket: 'b', objectName: 'registrations/E_F_20250707_eeeeeeee.json', generation: '2', sourceUri: 'gs://b/x' }]);
@@ -46,6 +48,8 @@ describe('patient import dead letters: what a requeue would do (/ops, fleet dlq 
     expect(advice.get(invalid)).toBe(`A requeue does not help (the content is wrong): have a corrected file uploaded, then discard patient-import.ledger.${invalid}.`);
     expect(advice.get(badName)).toContain('A requeue does not help (the name does not fit)');
     expect(advice.get(gaveUp)).toBeUndefined();
+    expect(advice.get(refTaken)).toContain('A requeue does not help: its payment reference');
+    expect(entries.find((e) => (e.data as { ledgerId: number }).ledgerId === refTaken)?.requeueFutile).toBe(true);
     expect(advice.get(replaced)).toContain(`A newer upload of this file name was imported since: import record ${newer} (patient 4711;`);
   });
 

@@ -36,6 +36,23 @@ describe('staff email of a failed registration: next steps by what failed', () =
     expect(failed('bad_file_name')).toContain('unter einem passenden Namen neu hochgeladen');
   });
 
+  it('a payment reference another patient holds: German reason, no requeue, resolve by hand with the platform, then discard', () => {
+    const text = failedMail(row(), {
+      code: 'zahlungsreferenz_taken',
+      reason: 'ledger 42: registration_token: its payment reference c001ea16 is already used by patient 1 (another registration)',
+      failedPath: '/f/42-x.json',
+      at,
+      referenceHeldBy: 1,
+    }).text;
+    expect(text).toContain('registration_token: die daraus abgeleitete Zahlungsreferenz c001ea16 hat schon Patient 1 (eine andere Anmeldung)');
+    expect(text).not.toContain('already used');
+    expect(text).toContain('hat schon Patient 1, aus einer anderen Anmeldung');
+    expect(text).toContain('erneutes Einreihen hilft nicht');
+    expect(text).toContain('von Hand mit der Plattform klären');
+    expect(text).toContain('fleet dlq discard patient-import.ledger.42 --reason "…"');
+    expect(text).not.toContain('fleet dlq requeue');
+  });
+
   it('the fleet gave up (storage, database, a worker): requeue after the cause is fixed, with the record and a reason', () => {
     for (const code of ['gave_up', 'worker_died']) {
       const text = failed(code);

@@ -77,7 +77,7 @@ export function importedMail(
 }
 
 /** What staff can do about a failed registration, by what failed (the file, the fleet's settings, or the fleet itself). */
-function failedNextSteps(row: ImportRow, code: string, dashboardUrl: string | undefined): string[] {
+function failedNextSteps(row: ImportRow, code: string, dashboardUrl: string | undefined, referenceHeldBy: number | null): string[] {
   const discard = `fleet dlq discard patient-import.ledger.${row.id} --reason "…"`;
   const requeue = `fleet dlq requeue patient-import.ledger.${row.id} --reason "…"`;
   const ops = dashboardUrl ? ` (oder im Browser unter ${dashboardUrl}/ops)` : '';
@@ -103,6 +103,10 @@ function failedNextSteps(row: ImportRow, code: string, dashboardUrl: string | un
       ];
     case 'object-gone':
       return [`Die Datei ist nicht mehr im Bucket: bitte die Anmeldung neu hochladen lassen (sie wird ein eigener Import) und diesen Import verwerfen: ${discard}${ops}.`];
+    case 'resolve-by-hand':
+      return [
+        `Die Zahlungsreferenz dieser Anmeldung (die ersten 8 Zeichen ihres Anmelde-Tokens) hat schon ${referenceHeldBy === null ? 'ein anderer Patient (siehe Grund)' : `Patient ${referenceHeldBy}`}, aus einer anderen Anmeldung: jeder Versuch scheitert gleich, erneutes Einreihen hilft nicht, und auch eine neu hochgeladene Datei derselben Anmeldung nicht. Bitte die Anmeldung von Hand mit der Plattform klären (ist es wirklich eine andere Person? dann den Patienten in der Plattform mit einer anderen Zahlungsreferenz anlegen) und diesen Import danach verwerfen: ${discard}${ops}. Die Datei bleibt bis dahin im Bucket.`,
+      ];
     default:
       // The fleet gave up (storage, database or a worker failing): the file is fine as far as anyone knows.
       return [
@@ -112,7 +116,10 @@ function failedNextSteps(row: ImportRow, code: string, dashboardUrl: string | un
 }
 
 /** Staff notice of a file that cannot be imported (one per ledger row). */
-export function failedMail(row: ImportRow, p: { code: string; reason: string; failedPath: string | null; at: Date; dashboardUrl?: string | undefined }): StaffMail {
+export function failedMail(
+  row: ImportRow,
+  p: { code: string; reason: string; failedPath: string | null; at: Date; dashboardUrl?: string | undefined; /** zahlungsreferenz_taken: the patient holding the reference. */ referenceHeldBy?: number | null },
+): StaffMail {
   // The row's id is in "Import-Nr." below: the reason without the log-style "ledger N: " prefix, in German.
   const issues = registrationReasonIssuesDe(p.reason.startsWith(`ledger ${row.id}: `) ? p.reason.slice(`ledger ${row.id}: `.length) : p.reason);
   // Several wrong fields are a list under the table: one line of them is hard to read, on a phone above all.
@@ -130,7 +137,7 @@ export function failedMail(row: ImportRow, p: { code: string; reason: string; fa
     ],
     paragraphs: [
       ...(listed ? [{ lead: 'Fehler in der Datei:', items: issues }] : []),
-      ...failedNextSteps(row, p.code, p.dashboardUrl),
+      ...failedNextSteps(row, p.code, p.dashboardUrl, p.referenceHeldBy ?? null),
       `Details: fleet imports show ${row.id}${p.dashboardUrl ? ` oder ${p.dashboardUrl}/imports` : ''}`,
     ],
   });

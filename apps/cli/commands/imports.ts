@@ -5,7 +5,7 @@ import { patientImportOpenStatuses, patientImportStatuses, type PatientImportSta
 import { carriedAttemptOf, DeadLetterNotFound, findDeadLetter, isLiveJobState, jobIdFor, type DeadLetterView } from '../../../libs/queues/index.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
 import { gcsEndpointHost } from '../../../libs/storage/index.js';
-import { failureRemedy, importLocalFile, newerImportNextStep, runPoll, type NewerImport, type PollResult } from '../../../workers/patient-import/index.js';
+import { failureRemedy, importLocalFile, newerImportNextStep, paymentReferenceCollision, runPoll, type NewerImport, type PollResult } from '../../../workers/patient-import/index.js';
 import { argPath, CliError, operatorName, positiveInt, printJson, requiredReason, shownPath, withContext } from '../context.js';
 import { displayTime, table } from '../format.js';
 
@@ -98,6 +98,9 @@ function bucketFailureNextSteps(r: LedgerRow): string {
       return `The file stays in the bucket. It is larger than REGISTRATION_FILE_MAX_MB allows and was not read.\nIf it is a real registration: raise the limit, restart the fleet, then ${requeue}\nOtherwise: ${discard}`;
     case 'object-gone':
       return `The file is no longer in the bucket: have the registration uploaded again (it becomes a record of its own), then close this record: ${discard}`;
+    case 'resolve-by-hand':
+      return `The file stays in the bucket. A requeue does not help: ${paymentReferenceCollision(null)} (a corrected upload of the same registration too).` +
+        `\nResolve the registration by hand with the platform (another person? then create the patient there with another payment reference), then close this record: ${discard}`;
     case 'requeue':
       return `The file stays in the bucket. After fixing the cause: ${requeue}` +
         `\n(or upload a corrected file: a new generation is imported on its own as a record of its own; this record then stays failed until it is discarded).` +
