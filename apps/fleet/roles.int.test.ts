@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../libs/config/index.js';
-import { silentLogger } from '../../libs/log/index.js';
+import { Writable } from 'node:stream';
+import { createLogger, silentLogger } from '../../libs/log/index.js';
 import { jobNames } from '../../libs/queues/index.js';
 import { openContext, type FleetContext } from '../../libs/runtime/index.js';
 import { createTestDatabase, type TestDatabase } from '../../libs/testing/db.js';
@@ -32,6 +33,24 @@ describe('roles', () => {
     }
     for (const name of jobNames) expect(handledBy.get(name), `handlers of ${name}`).toHaveLength(1);
     expect([...handledBy.keys()].sort()).toEqual([...jobNames].sort());
+  });
+
+  // Signature checking was off by default without a word (REGISTRATION_SIGNING_SECRET is optional).
+  it('a process running the patient import warns once at start when registration signatures are not checked', async () => {
+    const messages = async (env: Record<string, string>) => {
+      const lines: Array<{ level: number; msg: string }> = [];
+      const stream = new Writable({ write: (chunk, _e, done) => (lines.push(JSON.parse(String(chunk))), done()) });
+      const own = openContext(loadConfig({ DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: queuePrefix.prefix, ...env }), createLogger({ level: 'info', pretty: 'false' }, stream));
+      try {
+        await roles['patient-import']!.components(own);
+        await roles['bucket-poller']!.components(own);
+      } finally {
+        await own.close();
+      }
+      return lines.filter((l) => l.level === 40).map((l) => l.msg);
+    };
+    expect(await messages({})).toEqual(['registration signatures are not checked: REGISTRATION_SIGNING_SECRET is not set']);
+    expect(await messages({ REGISTRATION_SIGNING_SECRET: 'x'.repeat(32) })).toEqual([]);
   });
 
   it('--only takes a subset and names unknown roles', () => {

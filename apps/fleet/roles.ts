@@ -6,7 +6,7 @@ import { therapistImportComponents, therapistImportDeadLetterHook } from '../../
 import { workerComponent } from '../../libs/runtime/index.js';
 import { bucketPollerComponents } from '../producers/bucket-poller.js';
 import { retentionComponents } from '../producers/retention-schedule.js';
-import { patientImportDeadLetterHook, patientImportHandlers } from '../../workers/patient-import/index.js';
+import { patientImportDeadLetterHook, patientImportHandlers, warnIfSignaturesUnchecked } from '../../workers/patient-import/index.js';
 import { httpComponent } from '../http/component.js';
 import type { StillWantedCheck } from '../../libs/mail/index.js';
 import { emailComponents, emailDeadLetterHook } from '../../workers/email/index.js';
@@ -70,7 +70,11 @@ roles['patient-import'] = {
     'imports patient registration files (one job per ledger row): backup, validate, one transaction, delete the generation; removes local copies and email contents past their retention (RETENTION_CRON)',
   // The retention sweep runs here: these processes have BACKUP_DIR and FAILED_DIR (its email part
   // needs only the database and Redis).
-  components: (ctx) => [workerComponent(ctx, 'patient-import', patientImportHandlers(ctx)), ...retentionComponents(ctx)],
+  components: (ctx) => {
+    // Once per process at start: files are taken unchecked, which older site versions need.
+    warnIfSignaturesUnchecked(ctx.config.patientImport, ctx.log);
+    return [workerComponent(ctx, 'patient-import', patientImportHandlers(ctx)), ...retentionComponents(ctx)];
+  },
   folders: (c) => [
     { variable: 'BACKUP_DIR', dir: c.patientImport.backupDir, create: true, write: true, private: true },
     { variable: 'FAILED_DIR', dir: c.patientImport.failedDir, create: true, write: true, private: true },

@@ -5,7 +5,7 @@ import { patientImportOpenStatuses, patientImportStatuses, type PatientImportSta
 import { carriedAttemptOf, DeadLetterNotFound, findDeadLetter, isLiveJobState, jobIdFor, type DeadLetterView } from '../../../libs/queues/index.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
 import { gcsEndpointHost } from '../../../libs/storage/index.js';
-import { failureRemedy, importLocalFile, newerImportNextStep, paymentReferenceCollision, runPoll, type NewerImport, type PollResult } from '../../../workers/patient-import/index.js';
+import { failureRemedy, importLocalFile, newerImportNextStep, paymentReferenceCollision, runPoll, warnIfSignaturesUnchecked, type NewerImport, type PollResult } from '../../../workers/patient-import/index.js';
 import { argPath, CliError, operatorName, positiveInt, printJson, requiredReason, shownPath, withContext } from '../context.js';
 import { displayTime, table } from '../format.js';
 
@@ -398,6 +398,8 @@ export function registerImports(program: Command): void {
     .action(async (filePath: string, opts: { json?: boolean }) => {
       const outcome = await withContext(async (ctx) => {
         try {
+          // The hand import runs the same checks: say so when it takes signatures unchecked (the log goes to stderr).
+          warnIfSignaturesUnchecked(ctx.config.patientImport, ctx.log);
           return await importLocalFile(ctx, argPath(filePath));
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
