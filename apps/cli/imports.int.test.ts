@@ -370,9 +370,9 @@ describe('fleet poll of a bucket that takes long to list', () => {
 });
 
 describe('a failed file from the bucket', () => {
-  async function failedBucketRow(name: string, errorCode: string, reason: string) {
+  async function failedBucketRow(name: string, errorCode: string, reason: string, registrationToken: string | null = null) {
     const [id] = await insertLedgerObjects(db.db, [{ bucket: 'b', objectName: `registrations/${name}`, generation: '1', sourceUri: `gs://b/registrations/${name}` }]);
-    await updateLedgerRow(db.db, id!, { status: 'failed', errorCode, reason: `ledger ${id}: ${reason}`, attempts: 1, failedAt: new Date() });
+    await updateLedgerRow(db.db, id!, { status: 'failed', errorCode, reason: `ledger ${id}: ${reason}`, attempts: 1, failedAt: new Date(), registrationToken });
     return id!;
   }
 
@@ -403,7 +403,8 @@ describe('a failed file from the bucket', () => {
 
     // The corrected file imported by hand (same registration token): the failed record and the hand
     // import name each other; the record no longer asks for an upload that would only be a duplicate.
-    const jonas = await failedBucketRow('Beispiel_Jonas_20250707_5f3a1c77.json', 'validation_failed', 'patient_data.plz: expected 5 digits, got the string "5207"');
+    // As the import records it: a file that failed a field rule has its content's token on the record.
+    const jonas = await failedBucketRow('Beispiel_Jonas_20250707_5f3a1c77.json', 'validation_failed', 'patient_data.plz: expected 5 digits, got the string "5207"', '5f3a1c77aa00bb11cc22dd33');
     const handFile = path.join(dir, 'Beispiel_Jonas_20250707_5f3a1c77.json');
     await writeFile(handFile, fileBytes(plainRegistration({ token: '5f3a1c77aa00bb11cc22dd33' })));
     const byHand = await fleet('import', 'patient-file', handFile);

@@ -16,6 +16,9 @@ let db: TestDatabase;
 let failedId: number;
 let importedByHandId: number;
 let failedElsewhereId: number;
+let ids: number[] = [];
+let oldImportId: number;
+let lateId: number;
 
 beforeAll(async () => {
   db = await createTestDatabase();
@@ -34,6 +37,27 @@ beforeAll(async () => {
     values ('b', 'registrations/Other_Person_20250101_ffffffffffff.json', '3', 'gs://b/x', 'failed') returning id`;
   failedElsewhereId = Number(other[0]!.id);
   await db.sql`analyze fleet.patient_import_ledger`;
+  // Two registrations whose tokens share their first 8 characters (the part in the file names, and the payment reference).
+  const rows = await db.sql`insert into fleet.patient_import_ledger (source, bucket, object_name, generation, source_uri, status, patient_id, error_code, registration_token) values
+    ('bucket', 'b', 'registrations/Patient_One_20251101_c001ea16.json', '1', 'gs://b/x', 'deleted', 1, null, 'c001ea16f0ad0001'),
+    ('bucket', 'b', 'registrations/Other_Person_20251202_c001ea16.json', '1', 'gs://b/x', 'failed', null, 'zahlungsreferenz_taken', 'c001ea16zz000002'),
+    -- before the ledger recorded tokens: a payment reference taken, no token on the row
+    ('bucket', 'b', 'registrations/Old_Person_20251203_c001ea16.json', '1', 'gs://b/x', 'failed', null, 'zahlungsreferenz_taken', null),
+    -- not JSON: its own token was never read; the names' token is all there is
+    ('bucket', 'b', 'registrations/Broken_File_20251204_c001ea16.json', '1', 'gs://b/x', 'failed', null, 'invalid_json', null),
+    -- a corrected upload under a name with another token part: the full tokens match
+    ('bucket', 'b', 'registrations/Typo_Name_20251205_deadbeef.json', '1', 'gs://b/x', 'failed', null, 'token_mismatch', 'abcabcab00000003'),
+    ('file', '(local file)', 'Typo_Name_20251205_abcabcab.json', 'sha', 'file:///x', 'done', 3, null, 'abcabcab00000003')
+    returning id`;
+  ids = rows.map((r) => Number(r.id));
+  // An import from before the column: its token is its consent's.
+  const [oldImport] = await db.sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, patient_id)
+    values ('b', 'registrations/Early_Bird_20240101_5eed5eed.json', '1', 'gs://b/x', 'deleted', 9) returning id`;
+  oldImportId = Number(oldImport!.id);
+  await db.sql`insert into fleet.patient_consents (patient_id, ledger_id, registration_token, metadata) values (9, ${oldImportId}, '5eed5eed00000009', '{}'::jsonb)`;
+  const [late] = await db.sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, error_code, registration_token)
+    values ('b', 'registrations/Late_Comer_20251206_5eed5eed.json', '1', 'gs://b/x', 'failed', 'zahlungsreferenz_taken', '5eed5eedyy000010') returning id`;
+  lateId = Number(late!.id);
 }, 60_000);
 
 afterAll(async () => {
@@ -65,5 +89,25 @@ describe('the registration-token link between ledger records', () => {
     expect(later.has(failedElsewhereId)).toBe(false);
     expect(await failedOfSameRegistration(db.db, importedByHandId)).toEqual([failedId]);
     expect(await failedOfSameRegistration(db.db, failedElsewhereId)).toEqual([]);
+  });
+
+  // A failed registration whose token shares only its first 8 characters with patient 1's (its
+  // payment reference is taken) was called "the same registration" by the names' token: staff were
+  // told to discard a real registration, and `dlq requeue` refused it.
+  it('links by the full registration tokens where both are known, never by the names alone when they differ', async () => {
+    const [imported, refTaken, oldRefTaken, broken, typo, hand] = ids as [number, number, number, number, number, number];
+    const later = await newerImports(db.db, [refTaken, oldRefTaken, broken, typo, lateId]);
+    expect(later.has(refTaken)).toBe(false);
+    // No token on the row, but its failure says the registrations differ.
+    expect(later.has(oldRefTaken)).toBe(false);
+    // Its own token unknown: the names' token links it, said to be unchecked.
+    expect(later.get(broken)).toMatchObject({ id: imported, link: 'same-token', tokenCompared: false });
+    // Another token in the name, the same in the content: linked, checked.
+    expect(later.get(typo)).toMatchObject({ id: hand, source: 'file', link: 'same-token', tokenCompared: true });
+    // An import recorded before the column: its consent's token differs.
+    expect(later.has(lateId)).toBe(false);
+    expect(await failedOfSameRegistration(db.db, imported)).toEqual([broken]);
+    expect(await failedOfSameRegistration(db.db, hand)).toEqual([typo]);
+    expect(await failedOfSameRegistration(db.db, oldImportId)).toEqual([]);
   });
 });

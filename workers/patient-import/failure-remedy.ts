@@ -87,7 +87,7 @@ export function paymentReferenceCollision(patientId: number | null): string {
 }
 
 /** What a failed registration's corrected file became since (see newerImports): re-uploaded under the same name, under another, or imported by hand. */
-export type NewerImport = Pick<LaterImport, 'id' | 'status' | 'patientId' | 'duplicateOfPatientId'> & Partial<Pick<LaterImport, 'source' | 'link'>>;
+export type NewerImport = Pick<LaterImport, 'id' | 'status' | 'patientId' | 'duplicateOfPatientId'> & Partial<Pick<LaterImport, 'source' | 'link' | 'tokenCompared'>>;
 
 /**
  * The next step of a failed bucket row whose registration was imported since (a corrected re-upload
@@ -100,11 +100,18 @@ export function newerImportNextStep(row: { id: number }, newer: NewerImport, for
   const outcome = newer.patientId ? `patient ${newer.patientId}` : newer.duplicateOfPatientId ? `a duplicate of patient ${newer.duplicateOfPatientId}` : newer.status;
   const dlq = `patient-import.ledger.${row.id}`;
   const record = `import record ${newer.id} (${outcome}; fleet imports show ${newer.id})`;
+  // Only the token in the file names matched (this record's file failed before its own token was read): said so, to be checked.
+  const namesOnly = newer.link === 'same-token' && newer.tokenCompared === false;
+  const unchecked = namesOnly ? ' This record\'s own registration token could not be read (it failed before that), so only the token in the file names matched: check that it is the same registration before you discard it.' : '';
   const imported =
     newer.source === 'file'
-      ? `This registration (same registration token) was imported by hand as ${record}.`
+      ? namesOnly
+        ? `A file whose name carries the same registration token was imported by hand as ${record}.${unchecked}`
+        : `This registration (same registration token) was imported by hand as ${record}.`
       : newer.link === 'same-token'
-        ? `An upload of this registration (same registration token) under another name was imported: ${record}.`
+        ? namesOnly
+          ? `An upload under another name whose name carries the same registration token was imported: ${record}.${unchecked}`
+          : `An upload of this registration (same registration token) under another name was imported: ${record}.`
         : `A newer upload of this file name was imported since: ${record}.`;
   return form === 'cli'
     ? `${imported}\nNothing is left to import from this record: close it: fleet dlq discard ${dlq} --reason "..."`

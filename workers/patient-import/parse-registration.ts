@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { PermanentError } from '../../libs/errors/index.js';
 import { mayHoldUnstorableNumber, mayHoldUnstorableText, unstorableNumber, unstorableText } from '../../libs/text/index.js';
 import { berlinDay } from './map-patient.js';
-import { knownKeys, registrationSchema, showValues, type Registration } from './registration-schema.js';
+import { knownKeys, registrationSchema, showValues, TOKEN_RULE, type Registration } from './registration-schema.js';
 import { SIGNATURE_VERSION, signatureMatches } from './signature.js';
 
 export interface SigningOptions {
@@ -61,6 +61,12 @@ function unknownOf(obj: Record<string, unknown>, known: string[], prefix: string
   return Object.keys(obj)
     .filter((k) => !known.includes(k))
     .map((k) => (prefix ? `${prefix}.${k}` : k));
+}
+
+/** The registration token of a file whose other fields may be wrong, when the token itself follows its rule (else null). */
+function tokenOf(plain: unknown): string | null {
+  const t = isObject(plain) ? plain.registration_token : undefined;
+  return typeof t === 'string' && TOKEN_RULE.test(t) ? t : null;
 }
 
 let today = '';
@@ -213,6 +219,8 @@ export function parseRegistration(bytes: Buffer, signing: SigningOptions, now: D
     throw new PermanentError(rejectCodes.validation, showValues(marked), {
       marked,
       fields: [...(unstorableField ? [unstorableField] : []), ...issues.map((i) => [prefix, ...i.path.map(String)].filter(Boolean).join('.'))],
+      // For the import record only (never logged): which registration this is, when its token itself is fine.
+      registrationToken: tokenOf(plain),
     });
   }
   const p = plain as Record<string, unknown>;

@@ -274,6 +274,29 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect(h.standIn.getObject(BUCKET, again.name)).toBeUndefined();
   });
 
+  // The reviewer's file: its token shares its first 8 characters (the payment reference, the name's token part) with
+  // patient 1's. It failed rightly, but the dead letter and `imports show` called patient 1's import "the same
+  // registration", told staff to discard it, and `dlq requeue` refused for that reason.
+  it('a payment reference taken by another registration: failed with its own token recorded, never linked to that registration, resolved by hand', async () => {
+    const one = await upload(h, plainRegistration({ vorname: 'One', nachname: 'Patient', token: 'c001ea16f0ad4e21aa' }));
+    const rOne = await settled(h, one.name, one.generation);
+    expect(rOne).toMatchObject({ status: 'deleted', registration_token: 'c001ea16f0ad4e21aa' });
+    const other = await upload(h, plainRegistration({ vorname: 'Person', nachname: 'Other', token: 'c001ea16zz77bb01' }));
+    const rOther = await settled(h, other.name, other.generation);
+    expect(rOther).toMatchObject({ status: 'failed', error_code: 'zahlungsreferenz_taken', registration_token: 'c001ea16zz77bb01' });
+    const { withRequeueAdvice } = await import('../../libs/ops/dead-letters.js');
+    const { patientImportDeadLetterHook } = await import('./dead-letters.js');
+    const entries = await withRequeueAdvice({ db: h.ctx.database.db, hooks: { 'patient-import': patientImportDeadLetterHook } }, await listDeadLetters(h.ctx.queues));
+    const entry = entries.find((e) => (e.data as { ledgerId: number }).ledgerId === Number(rOther.id))!;
+    expect(entry.requeueAdvice).not.toContain('same registration token');
+    expect(entry.requeueAdvice).toContain('A requeue does not help: its payment reference');
+    expect(entry.requeueFutile).toBe(true);
+    // The staff email: the reason in German, the patient holding the reference named.
+    const [mail] = await deliveriesOf(`patient-import.failed.ledger.${rOther.id}`);
+    expect(mail!.text).toContain(`Zahlungsreferenz c001ea16 hat schon Patient ${rOne.patient_id} (eine andere Anmeldung)`);
+    expect(mail!.text).toContain(`hat schon Patient ${rOne.patient_id}, aus einer anderen Anmeldung`);
+  });
+
   it('a job run on a row already final (a stale requeue, the same local file imported again) counts no attempt', async () => {
     const { name, generation } = await upload(h, plainRegistration({ token: 'a77e3971abcdef01' }));
     const row = await settled(h, name, generation);

@@ -93,6 +93,8 @@ export function pgImportStore(opts: PgStoreOptions): ImportStore {
           // earlier failure left in the failed folder: the row still points at it, for staff and
           // for the retention sweep that removes it.
           failedPath: input.failedPath ?? before.failedPath,
+          // A later failure that did not get as far as the token (a requeue that gave up) keeps the one read before.
+          registrationToken: input.registrationToken ?? before.registrationToken,
           failureDeliveryId: d.id,
         });
         // One event per failure: a row that is failed already (a retry or a second recording of
@@ -176,7 +178,7 @@ function decideImport(
         throw new PermanentError(
           ZAHLUNGSREFERENZ_TAKEN,
           `registration_token: its payment reference ${p.zahlungsreferenz} is already used by patient ${found.zahlungsreferenzTakenBy} (another registration)`,
-          { patientId: found.zahlungsreferenzTakenBy },
+          { patientId: found.zahlungsreferenzTakenBy, registrationToken: input.registrationToken },
         );
       }
       if (found.reservedPatientId === null) throw new Error(`ledger ${input.ledgerId}: no patient id was reserved`);
@@ -244,6 +246,7 @@ function decideImport(
         possibleDuplicateOfPatientId: outcome.kind === 'imported' ? outcome.possibleDuplicateOf : null,
         unknownFields: input.unknownFields,
         validation: input.validation,
+        registrationToken: input.registrationToken,
       },
     },
   };

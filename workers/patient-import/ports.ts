@@ -88,6 +88,8 @@ export interface FailInput {
   reasonWithheld: string;
   failedPath: string | null;
   mail: StaffMail;
+  /** The registration token of the file's content, when the import read it before it failed (null: not read). */
+  registrationToken?: string | null;
 }
 
 /** The import ledger and the one transaction of an import (PostgreSQL in production). */

@@ -178,13 +178,15 @@ async function replaced(row: ImportRow, replacedBy: string, deps: ImportDeps): P
  * Why the content cannot be imported, when the file name already failed: the same corrected
  * upload must fix both, so staff should see both at once. Null: the content is fine.
  */
-function contentProblem(bytes: Buffer, deps: ImportDeps, now: Date): { reason: string; marked: string; fields: unknown } | null {
+function contentProblem(bytes: Buffer, deps: ImportDeps, now: Date): { problem: { reason: string; marked: string; fields: unknown } | null; registrationToken: unknown } {
   try {
-    parseRegistration(bytes, deps.signing, now);
-    return null;
+    return { problem: null, registrationToken: parseRegistration(bytes, deps.signing, now).registration.registration_token };
   } catch (err) {
     if (!(err instanceof PermanentError)) throw err;
-    return { reason: err.message, marked: typeof err.details?.marked === 'string' ? err.details.marked : err.message, fields: err.details?.fields };
+    return {
+      problem: { reason: err.message, marked: typeof err.details?.marked === 'string' ? err.details.marked : err.message, fields: err.details?.fields },
+      registrationToken: err.details?.registrationToken,
+    };
   }
 }
 
@@ -192,14 +194,14 @@ function validate(row: ImportRow, bytes: Buffer, deps: ImportDeps) {
   const name = parseFileName(row.objectName);
   const now = deps.clock.now();
   if (!name.ok) {
-    const content = contentProblem(bytes, deps, now);
-    if (!content) throw new PermanentError(rejectCodes.fileName, name.reason, { marked: name.marked });
-    throw new PermanentError(rejectCodes.fileName, `${name.reason}; ${content.reason}`, { marked: `${name.marked}; ${content.marked}`, fields: content.fields });
+    const { problem: content, registrationToken } = contentProblem(bytes, deps, now);
+    if (!content) throw new PermanentError(rejectCodes.fileName, name.reason, { marked: name.marked, registrationToken });
+    throw new PermanentError(rejectCodes.fileName, `${name.reason}; ${content.reason}`, { marked: `${name.marked}; ${content.marked}`, fields: content.fields, registrationToken });
   }
   const parsed = parseRegistration(bytes, deps.signing, now);
   const reg = parsed.registration;
   if (!reg.registration_token.toLowerCase().startsWith(name.value.token.toLowerCase())) {
-    throw new PermanentError(rejectCodes.token, 'registration_token: does not match the token in the file name');
+    throw new PermanentError(rejectCodes.token, 'registration_token: does not match the token in the file name', { registrationToken: reg.registration_token });
   }
   const patient = mapPatient(reg, now);
   return {
@@ -293,7 +295,8 @@ async function fail(row: ImportRow, err: PermanentError, bytes: Buffer | null, d
   const mail = failedMail(row, { code: err.code, reason, failedPath, at, dashboardUrl: deps.dashboardUrl, referenceHeldBy: typeof heldBy === 'number' ? heldBy : null });
   let recorded: { deliveryId: string; created: boolean };
   try {
-    recorded = await deps.store.markFailed({ ledgerId: row.id, code: err.code, reason, reasonWithheld: safe, failedPath, mail });
+    const token = err.details?.registrationToken;
+    recorded = await deps.store.markFailed({ ledgerId: row.id, code: err.code, reason, reasonWithheld: safe, failedPath, mail, registrationToken: typeof token === 'string' ? token : null });
   } catch (e) {
     // Moved on between the check above and the row's lock: the copy just saved is reported by `fleet retention run` as unrecorded.
     if (e instanceof LedgerRowMovedOn) return e;

@@ -312,6 +312,9 @@ export const consentMetadataSchema = z.looseObject(
   { error: (iss) => (iss.input === undefined ? 'required: the consent given at registration (GDPR proof)' : `expected an object, got ${typeName(iss.input)}`) },
 );
 
+/** What a registration token is: at least 8 letters or digits (`_` and `-` taken too). */
+export const TOKEN_RULE = /^[A-Za-z0-9_-]{8,200}$/;
+
 export function registrationSchema(today: () => string) {
   return z.object(
     {
@@ -329,7 +332,7 @@ export function registrationSchema(today: () => string) {
       ),
       registration_token: z
         .string({ error: requiredOr('expected the registration token (text)') })
-        .regex(/^[A-Za-z0-9_-]{8,200}$/, {
+        .regex(TOKEN_RULE, {
           error: (iss) => `expected at least 8 letters or digits, got ${typeName(iss.input)}`,
         }),
     },

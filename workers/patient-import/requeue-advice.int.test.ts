@@ -8,9 +8,9 @@ import { patientImportDeadLetterHook } from './dead-letters.js';
 const f = useDatabaseAndQueues();
 
 /** A failed bucket row with `code` and its dead letter, as the worker leaves them. */
-async function failedWithDeadLetter(objectName: string, generation: string, code: string): Promise<number> {
+async function failedWithDeadLetter(objectName: string, generation: string, code: string, registrationToken: string | null = null): Promise<number> {
   const [id] = await insertLedgerObjects(f.db.db, [{ bucket: 'b', objectName, generation, sourceUri: `gs://b/${objectName}` }]);
-  await updateLedgerRow(f.db.db, id!, { status: 'failed', errorCode: code, reason: `ledger ${id}: ${code}`, failedAt: new Date() });
+  await updateLedgerRow(f.db.db, id!, { status: 'failed', errorCode: code, reason: `ledger ${id}: ${code}`, failedAt: new Date(), registrationToken });
   await deadLetterOf(id!, code);
   return id!;
 }
@@ -56,15 +56,20 @@ describe('patient import dead letters: what a requeue would do (/ops, fleet dlq 
   // `fleet import patient-file` of the corrected file (same registration token) left the failed
   // record asking for a corrected upload, which then only made a same_token duplicate.
   it('links a failed record to a hand import or another upload of the same registration token', async () => {
-    const failed = await failedWithDeadLetter('registrations/Beispiel_Jonas_20250707_5f3a1c88.json', '1', 'validation_failed');
+    // The import records the content's token of a file that failed a field rule or the name rule.
+    const failed = await failedWithDeadLetter('registrations/Beispiel_Jonas_20250707_5f3a1c88.json', '1', 'validation_failed', '5F3A1C88aa00bb11');
     const other = await failedWithDeadLetter('registrations/M_N_20250707_mmmmmmmm.json', '1', 'invalid_json');
-    const renamed = await failedWithDeadLetter('registrations/O_P_2025077_oooooooo.json', '1', 'bad_file_name');
-    const [byHand, underOtherName] = await insertLedgerObjects(f.db.db, [
+    const renamed = await failedWithDeadLetter('registrations/O_P_2025077_oooooooo.json', '1', 'bad_file_name', 'oooooooo11223344');
+    // Not JSON (its own token never read) and an import whose name carries the same token: linked, with a caveat.
+    const unread = await failedWithDeadLetter('registrations/S_T_20250707_ssssssss.json', '1', 'invalid_json');
+    const [byHand, underOtherName, sameNameToken] = await insertLedgerObjects(f.db.db, [
       { source: 'file', bucket: '(local file)', objectName: 'Beispiel_Jonas_20250707_5F3A1C88.json', generation: 'sha-1', sourceUri: 'file:///tmp/x.json' },
       { bucket: 'b', objectName: 'registrations/O_P_20250707_oooooooo.json', generation: '7', sourceUri: 'gs://b/o' },
+      { bucket: 'b', objectName: 'registrations/S_U_20250707_ssssssss.json', generation: '3', sourceUri: 'gs://b/s' },
     ]);
-    await updateLedgerRow(f.db.db, byHand!, { status: 'done', patientId: 5 });
-    await updateLedgerRow(f.db.db, underOtherName!, { status: 'duplicate', duplicateOfPatientId: 6 });
+    await updateLedgerRow(f.db.db, byHand!, { status: 'done', patientId: 5, registrationToken: '5F3A1C88aa00bb11' });
+    await updateLedgerRow(f.db.db, underOtherName!, { status: 'duplicate', duplicateOfPatientId: 6, registrationToken: 'oooooooo11223344' });
+    await updateLedgerRow(f.db.db, sameNameToken!, { status: 'deleted', patientId: 8, registrationToken: 'ssssssss55667788' });
 
     const entries = await withRequeueAdvice({ db: f.db.db, hooks: { 'patient-import': patientImportDeadLetterHook } }, await listDeadLetters(f.t.queues));
     const advice = new Map(entries.map((e) => [(e.data as { ledgerId: number }).ledgerId, e.requeueAdvice]));
@@ -75,6 +80,9 @@ describe('patient import dead letters: what a requeue would do (/ops, fleet dlq 
       `An upload of this registration (same registration token) under another name was imported: import record ${underOtherName} (a duplicate of patient 6; fleet imports show ${underOtherName}). Nothing is left to import from this record: discard patient-import.ledger.${renamed}.`,
     );
     expect(advice.get(other)).toContain('A requeue does not help (the content is wrong)');
+    expect(advice.get(unread)).toBe(
+      `An upload under another name whose name carries the same registration token was imported: import record ${sameNameToken} (patient 8; fleet imports show ${sameNameToken}). This record's own registration token could not be read (it failed before that), so only the token in the file names matched: check that it is the same registration before you discard it. Nothing is left to import from this record: discard patient-import.ledger.${unread}.`,
+    );
   });
 
   // A job that died twice (or ran out of retries on the delete) after its commit left a dead

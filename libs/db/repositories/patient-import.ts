@@ -558,16 +558,47 @@ export async function newerLedgerGeneration(db: Db, row: { id: number }): Promis
 /** What became of a failed row's registration (see newerImports). */
 export interface LaterImport extends NewerGeneration {
   source: 'bucket' | 'file';
-  /** `same-name`: a newer generation of the same object; `same-token`: another file with the registration token of its name (a hand import, an upload under another name). */
+  /** `same-name`: a newer generation of the same object; `same-token`: another file of the same registration token (a hand import, an upload under another name). */
   link: 'same-name' | 'same-token';
+  /**
+   * `same-token` only: false when the failed file's own registration token is not known (it failed
+   * before its content was read: not JSON, too large, a wrong signature, ...; or it failed before
+   * the ledger recorded tokens), so only the token in the two file names matched.
+   */
+  tokenCompared?: boolean;
 }
 
 /**
  * The registration token part of a file name, for rows of both sources (a hand import's
- * `object_name` is the file's base name): a file whose name has it imported means the
- * registration is in (the import checks that the content's token begins with it). Indexed.
+ * `object_name` is the file's base name). It is only the start of the token (8 characters on
+ * the site's files), so two registrations can share it: the full tokens decide where known.
+ * Indexed.
  */
 const NAME_TOKEN = (t: string) => nameTokenSql(`${t}.object_name`);
+
+/**
+ * The registration token of ledger row `t`'s content: recorded on the row, or (rows imported
+ * before the column existed) its consent's. Null: not known.
+ */
+const CONTENT_TOKEN = (t: string) =>
+  `coalesce(${t}.registration_token, (select c.registration_token from ${CONSENTS} c where c.patient_id = coalesce(${t}.patient_id, ${t}.duplicate_of_patient_id) and c.ledger_id = ${t}.id limit 1))`;
+
+/**
+ * Whether failed row `f` and row `n` are records of the same registration: both full registration
+ * tokens known and equal; or, where one of them is not known, the token in their file names
+ * (`f.name_token`, `n` matched through the index). Names alone never link a failed row whose own
+ * token is known to differ (it shares only the first 8 characters: its payment reference is
+ * taken, `zahlungsreferenz_taken`), nor an older such row that has no token recorded: that failure
+ * itself says the two are different registrations.
+ */
+const SAME_REGISTRATION = (f: string, n: string) => `(
+  (${f}.full_token is not null and ${CONTENT_TOKEN(n)} = ${f}.full_token)
+  or (${NAME_TOKEN(n)} = ${f}.name_token
+      and (${f}.full_token is null or ${CONTENT_TOKEN(n)} is null)
+      and not (${f}.full_token is null and ${f}.error_code is not distinct from 'zahlungsreferenz_taken')))`;
+
+/** The failed rows' own tokens, for SAME_REGISTRATION. */
+const FAILED_TOKENS = (l: string) => `${l}.id, ${NAME_TOKEN(l)} as name_token, ${l}.registration_token as full_token, ${l}.error_code`;
 
 /**
  * For failed bucket rows: the registration imported since, i.e. what a corrected re-upload became.
@@ -582,26 +613,36 @@ export async function newerImports(db: Db, ids: number[]): Promise<Map<number, L
   for (const [id, n] of await newerGenerations(db, ids, IMPORTED_STATUSES)) out.set(id, { ...n, source: 'bucket', link: 'same-name' });
   const rest = ids.filter((id) => !out.has(id));
   if (!rest.length) return out;
+  // The candidates come through the two indexes (the name's token, the full token), then SAME_REGISTRATION decides.
   const rows = await clientOf(db).unsafe(
-    `with r as (select id, ${NAME_TOKEN('l')} as token from ${LEDGER} l where l.id = any($1::int8[]) and l.source = 'bucket')
-     select distinct on (r.id) r.id as of_id, n.id, n.source, n.generation, n.status, n.patient_id, n.duplicate_of_patient_id
-       from r join ${LEDGER} n on n.id <> r.id and n.status = any($2::text[]) and ${NAME_TOKEN('n')} = r.token
-      where r.token is not null
+    `with r as (select ${FAILED_TOKENS('l')} from ${LEDGER} l where l.id = any($1::int8[]) and l.source = 'bucket'),
+     c as (select r.id as of_id, n.id from r join ${LEDGER} n on ${NAME_TOKEN('n')} = r.name_token where r.name_token is not null
+           union select r.id, n.id from r join ${LEDGER} n on n.registration_token = r.full_token where r.full_token is not null)
+     select distinct on (r.id) r.id as of_id, n.id, n.source, n.generation, n.status, n.patient_id, n.duplicate_of_patient_id,
+            (r.full_token is not null and ${CONTENT_TOKEN('n')} = r.full_token) as token_compared
+       from r join c on c.of_id = r.id join ${LEDGER} n on n.id = c.id
+      where n.id <> r.id and n.status = any($2::text[]) and ${SAME_REGISTRATION('r', 'n')}
       order by r.id, n.id desc`,
     [rest, IMPORTED_STATUSES as string[]],
   );
-  for (const r of rows) out.set(Number(r.of_id), { ...newerGenerationOf(r), source: r.source as 'bucket' | 'file', link: 'same-token' });
+  for (const r of rows) {
+    out.set(Number(r.of_id), { ...newerGenerationOf(r), source: r.source as 'bucket' | 'file', link: 'same-token', tokenCompared: r.token_compared === true });
+  }
   return out;
 }
 
 /**
- * The failed bucket rows of the same registration as row `id` (the registration token of the file
- * names, see newerImports), oldest first: what a hand import of a corrected file leaves to close.
+ * The failed bucket rows of the same registration as row `id` (the rule of newerImports, from the
+ * other side), oldest first: what a hand import of a corrected file leaves to close.
  */
 export async function failedOfSameRegistration(db: Db, id: number): Promise<number[]> {
   const rows = await clientOf(db).unsafe(
-    `select f.id from ${LEDGER} r join ${LEDGER} f on f.id <> r.id and f.source = 'bucket' and f.status = 'failed' and ${NAME_TOKEN('f')} = ${NAME_TOKEN('r')}
-      where r.id = $1 order by f.id`,
+    `with n as (select * from ${LEDGER} where id = $1),
+     f as (select ${FAILED_TOKENS('l')} from n join ${LEDGER} l on ${NAME_TOKEN('l')} = ${NAME_TOKEN('n')}
+           where l.source = 'bucket' and l.status = 'failed'
+           union select ${FAILED_TOKENS('l')} from n join ${LEDGER} l on l.registration_token = ${CONTENT_TOKEN('n')}
+           where l.source = 'bucket' and l.status = 'failed')
+     select f.id from f, n where f.id <> n.id and ${SAME_REGISTRATION('f', 'n')} order by f.id`,
     [id],
   );
   return rows.map((r) => Number(r.id));
@@ -650,6 +691,8 @@ export interface ImportWrites {
     possibleDuplicateOfPatientId: number | null;
     unknownFields: string[];
     validation: string;
+    /** The registration token of the file's content (see the ledger's column). */
+    registrationToken: string;
   };
 }
 
@@ -715,7 +758,8 @@ with pat as (${insertFromJson(PATIENTS, p, 1)} returning id),
 update ${LEDGER}
    set status = $6, imported_at = $7::timestamptz, patient_id = $8, duplicate_of_patient_id = $9, duplicate_kind = $10,
        possible_duplicate_of_patient_id = $11, unknown_fields = $12::jsonb, validation = $13,
-       staff_delivery_id = coalesce((select id from del), (select id from old)), reason = null, reason_withheld = null, error_code = null, updated_at = $14::timestamptz
+       staff_delivery_id = coalesce((select id from del), (select id from old)), reason = null, reason_withheld = null, error_code = null, updated_at = $14::timestamptz,
+       registration_token = $15
  where id = $5
 returning (select id from del) as created_delivery_id, staff_delivery_id,
           (select count(*) from pat)::int as patients, (select count(*) from con)::int as consents, (select count(*) from evt)::int as events`;
@@ -805,6 +849,7 @@ export async function runImportTransaction<T>(
       JSON.stringify(l.unknownFields),
       l.validation,
       new Date().toISOString(),
+      l.registrationToken,
     ];
     // A failed write leaves the transaction aborted: the commit then only rolls it back.
     // Behind the write (with the staff email it can fill the socket's buffer) postgres.js may

@@ -82,6 +82,14 @@ export const patientImportLedger = fleet.table(
     /** Imported, but another patient has the same email with another name. */
     possibleDuplicateOfPatientId: integer('possible_duplicate_of_patient_id'),
     unknownFields: jsonb('unknown_fields').$type<string[]>().notNull().default([]),
+    /**
+     * The `registration_token` the file's content carries, once the import read it: recorded with
+     * the import (imported or duplicate) and with a failure the content was read far enough for
+     * (a field rule, the payment reference taken, ...); null when it failed before (not JSON, too
+     * large, a wrong signature, the fleet gave up) and on rows recorded before the column existed.
+     * The link between a failed record and a later import of the same registration compares it.
+     */
+    registrationToken: text('registration_token'),
     backupPath: text('backup_path'),
     failedPath: text('failed_path'),
     deleteOutcome: text('delete_outcome'),
@@ -115,6 +123,7 @@ export const patientImportLedger = fleet.table(
       .on(t.id)
       .where(sql`${t.status} in ('received', 'downloaded', 'backed_up', 'imported', 'duplicate')`),
     index('patient_import_ledger_name_token_idx').on(sql.raw(nameTokenSql('object_name'))),
+    index('patient_import_ledger_registration_token_idx').on(t.registrationToken).where(sql`${t.registrationToken} is not null`),
     // Final rows that still hold a copy the retention sweep has not removed (they leave it once both are gone).
     index('patient_import_ledger_copies_idx')
       .on(t.id)

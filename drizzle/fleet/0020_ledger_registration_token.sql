@@ -1,0 +1,2 @@
+ALTER TABLE "fleet"."patient_import_ledger" ADD COLUMN "registration_token" text;--> statement-breakpoint
+CREATE INDEX "patient_import_ledger_registration_token_idx" ON "fleet"."patient_import_ledger" USING btree ("registration_token") WHERE "fleet"."patient_import_ledger"."registration_token" is not null;
