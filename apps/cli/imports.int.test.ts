@@ -162,6 +162,18 @@ describe('a patient file imported by hand that failed', () => {
   });
 });
 
+describe('a registration uploaded again with other content (same registration token)', () => {
+  // It read only "duplicate (same_token)", like a retry: the changed content went unnoticed.
+  it('imports list and show name the patient and the fields that differ, never their values', { timeout: 90_000 }, async () => {
+    const [id] = await insertLedgerObjects(db.db, [{ bucket: 'b', objectName: 'registrations/G_H_20250707_9a9a9a9a.json', generation: '1', sourceUri: 'gs://b/registrations/G_H_20250707_9a9a9a9a.json' }]);
+    await updateLedgerRow(db.db, id!, { status: 'deleted', duplicateKind: 'same_token', duplicateOfPatientId: 77, differingFields: ['telefon', 'ort'], importedAt: new Date() });
+    const listed = await fleet('imports', 'list', '--limit', '500');
+    expect(listed.stdout).toContain('same registration as patient 77; differs in: telefon, ort');
+    const shown = await fleet('imports', 'show', String(id));
+    expect(shown.stdout).toMatch(/content changed: +same registration as patient 77; differs in: telefon, ort \(the patient was not changed: update it by hand; staff were emailed\)/);
+  });
+});
+
 describe('fleet imports show of a registration imported whose bucket delete gave up', () => {
   it('says the patient is in, only the delete is left, and what a requeue or a discard of its dead letter does', { timeout: 90_000 }, async () => {
     const [id] = await insertLedgerObjects(db.db, [{ bucket: 'b', objectName: 'registrations/Muster_Ida_20250705_5e5e5e5e.json', generation: '21', sourceUri: 'gs://b/registrations/Muster_Ida_20250705_5e5e5e5e.json' }]);

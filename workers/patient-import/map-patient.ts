@@ -92,3 +92,51 @@ export function normalise(s: string | null | undefined): string {
 export function foldName(s: string | null | undefined): string {
   return normalise(s).toUpperCase().toLowerCase().normalize('NFC');
 }
+
+/** The patient_data fields of a registration: the file's name, the patient row's property and column. */
+const PATIENT_DATA_FIELDS: ReadonlyArray<[field: string, prop: keyof NewPatient, column: string]> = [
+  ['anrede', 'anrede', 'anrede'],
+  ['geschlecht', 'geschlecht', 'geschlecht'],
+  ['vorname', 'vorname', 'vorname'],
+  ['nachname', 'nachname', 'nachname'],
+  ['strasse', 'strasse', 'strasse'],
+  ['plz', 'plz', 'plz'],
+  ['ort', 'ort', 'ort'],
+  ['email', 'email', 'email'],
+  ['telefon', 'telefon', 'telefon'],
+  ['hausarzt', 'hausarzt', 'hausarzt'],
+  ['krankenkasse', 'krankenkasse', 'krankenkasse'],
+  ['geburtsdatum', 'geburtsdatum', 'geburtsdatum'],
+  ['symptome', 'symptome', 'symptome'],
+  ['erfahrung_mit_psychotherapie', 'erfahrungMitPsychotherapie', 'erfahrung_mit_psychotherapie'],
+  ['letzte_sitzung_vorherige_psychotherapie', 'letzteSitzungVorherigePsychotherapie', 'letzte_sitzung_vorherige_psychotherapie'],
+  ['empfehler_der_unterstuetzung', 'empfehlerDerUnterstuetzung', 'empfehler_der_unterstuetzung'],
+  ['verkehrsmittel', 'verkehrsmittel', 'verkehrsmittel'],
+  ['offen_fuer_gruppentherapie', 'offenFuerGruppentherapie', 'offen_fuer_gruppentherapie'],
+  ['zeitliche_verfuegbarkeit', 'zeitlicheVerfuegbarkeit', 'zeitliche_verfuegbarkeit'],
+  ['raeumliche_verfuegbarkeit', 'raeumlicheVerfuegbarkeit', 'raeumliche_verfuegbarkeit'],
+  ['bevorzugtes_therapeutengeschlecht', 'bevorzugtesTherapeutengeschlecht', 'bevorzugtes_therapeutengeschlecht'],
+  ['bevorzugtes_therapieverfahren', 'bevorzugtesTherapieverfahren', 'bevorzugtes_therapieverfahren'],
+];
+
+/** JSON with object keys sorted (jsonb keeps its own key order) and the symptoms as a set; undefined and null alike. */
+function canonical(field: string, v: unknown): string {
+  if (v === undefined || v === null) return 'null';
+  if (field === 'symptome' && Array.isArray(v)) return JSON.stringify([...v].map(String).sort());
+  if (field === 'email' && typeof v === 'string') return JSON.stringify(normalise(v));
+  const sorted = (x: unknown): unknown =>
+    Array.isArray(x) ? x.map(sorted) : x && typeof x === 'object' ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, y]) => [k, sorted(y)])) : x;
+  return JSON.stringify(sorted(v));
+}
+
+/**
+ * The patient_data fields (their names in the file, never their values) in which a registration
+ * uploaded again (same registration token) differs from the patient imported for that token
+ * (`stored`: the patient row, columns by name), both as the import normalises them: text trimmed and
+ * composed, blank as not given, the email compared as the duplicate check compares it (case
+ * folded), the symptoms as a set, objects whatever their key order. Empty: a retry of the same
+ * content. Derived fields (payment reference, status, ...) are not patient_data and not compared.
+ */
+export function differingPatientFields(p: NewPatient, stored: Record<string, unknown>): string[] {
+  return PATIENT_DATA_FIELDS.filter(([field, prop, column]) => canonical(field, p[prop]) !== canonical(field, stored[column])).map(([field]) => field);
+}

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { PermanentError } from '../../libs/errors/index.js';
 import { parseFileName } from './file-name.js';
 import { fileBytes, plainRegistration, signedRegistration } from './fixtures.js';
-import { berlinDay, foldName, mapPatient, normalise } from './map-patient.js';
+import { berlinDay, differingPatientFields, foldName, mapPatient, normalise } from './map-patient.js';
 import { MAX_DEPTH, parseRegistration } from './parse-registration.js';
 import { SYMPTOMS, withholdValues } from './registration-schema.js';
 import { validationDe } from './staff-mails.js';
@@ -579,5 +579,52 @@ describe('consent as the file carried it', () => {
     const parsed = parseRegistration(fileBytes(reg), noSecret, now);
     expect(parsed.rawConsent).toEqual({ ip_address: '', user_agent: '  Mozilla  ', timestamp_utc: '2025-07-05T14:33:55Z', extra: { a: 1 } });
     expect(parsed.registration.consent_metadata).toMatchObject({ ip_address: undefined, user_agent: 'Mozilla', voucher_booking: false });
+  });
+});
+
+describe('a registration uploaded again (same token): what differs from its patient', () => {
+  /** The patient row as PostgreSQL gives it back (to_jsonb: columns by name, jsonb keys in its own order). */
+  const stored = (reg: Record<string, unknown>) => {
+    const p = mapPatient(parseRegistration(fileBytes(reg), noSecret, now).registration, now);
+    return {
+      id: 9, anrede: p.anrede, geschlecht: p.geschlecht, vorname: p.vorname, nachname: p.nachname, strasse: p.strasse, plz: p.plz, ort: p.ort,
+      email: p.email, telefon: p.telefon, hausarzt: p.hausarzt, krankenkasse: p.krankenkasse, geburtsdatum: p.geburtsdatum, symptome: p.symptome,
+      erfahrung_mit_psychotherapie: p.erfahrungMitPsychotherapie, letzte_sitzung_vorherige_psychotherapie: p.letzteSitzungVorherigePsychotherapie,
+      empfehler_der_unterstuetzung: p.empfehlerDerUnterstuetzung, verkehrsmittel: p.verkehrsmittel, offen_fuer_gruppentherapie: p.offenFuerGruppentherapie,
+      zeitliche_verfuegbarkeit: p.zeitlicheVerfuegbarkeit, raeumliche_verfuegbarkeit: p.raeumlicheVerfuegbarkeit,
+      bevorzugtes_therapeutengeschlecht: p.bevorzugtesTherapeutengeschlecht, bevorzugtes_therapieverfahren: p.bevorzugtesTherapieverfahren,
+      zahlungsreferenz: p.zahlungsreferenz, status: 'in_Therapie', zahlung_eingegangen: true,
+    };
+  };
+  const patientOf = (reg: Record<string, unknown>) => mapPatient(parseRegistration(fileBytes(reg), noSecret, now).registration, now);
+  const base = plainRegistration({ token: 'feedc0de00000001', email: 'Max.Muster@example.org' });
+  const again = (fn: (pd: Record<string, unknown>) => void) => {
+    const copy = structuredClone(base);
+    fn(copy.patient_data as Record<string, unknown>);
+    return copy;
+  };
+
+  it('nothing, for the same content written differently (spaces, email case, symptom order, key order); status and payment fields are not compared', () => {
+    const row = stored(base);
+    const same = again((pd) => {
+      pd.vorname = ' Max ';
+      pd.email = ' max.muster@EXAMPLE.org';
+      pd.symptome = [...(pd.symptome as string[])].reverse();
+      pd.zeitliche_verfuegbarkeit = { mittwoch: ['14:00-18:00'], montag: ['09:00-12:00'] };
+      pd.telefon = '+49 241 123456 ';
+    });
+    expect(differingPatientFields(patientOf(same), row)).toEqual([]);
+    expect(differingPatientFields(patientOf(base), { ...row, zeitliche_verfuegbarkeit: { mittwoch: ['14:00-18:00'], montag: ['09:00-12:00'] } })).toEqual([]);
+  });
+
+  it('the names of the fields that differ, a field given or left out too', () => {
+    const row = stored(base);
+    const changed = again((pd) => {
+      pd.telefon = '+49 170 1234567';
+      pd.symptome = ['Mobbing'];
+      pd.raeumliche_verfuegbarkeit = { max_km: 10 };
+      delete pd.hausarzt;
+    });
+    expect(differingPatientFields(patientOf(changed), row)).toEqual(['telefon', 'hausarzt', 'symptome', 'raeumliche_verfuegbarkeit']);
   });
 });

@@ -272,6 +272,27 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect(await database.sql`select id from patient_service.patienten where zahlungsreferenz = 'feedc0de'`).toHaveLength(1);
     expect(await deliveriesOf(`patient-import.%.ledger.${two.id}`)).toHaveLength(0);
     expect(h.standIn.getObject(BUCKET, again.name)).toBeUndefined();
+    expect(two.differing_fields).toBeNull();
+  });
+
+  // It was recorded `duplicate (same_token)` and deleted from the bucket, and no one was told.
+  it('same registration token uploaded again with other content: no second patient, the changed fields (names only) recorded and staff emailed', async () => {
+    const reg = plainRegistration({ token: 'c4a49ed012345678' });
+    const first = await upload(h, reg);
+    const one = await settled(h, first.name, first.generation);
+    const changed = structuredClone(reg);
+    (changed.patient_data as Row).telefon = '+49 170 5550001';
+    (changed.patient_data as Row).ort = 'Köln';
+    const again = await upload(h, changed);
+    const two = await settled(h, again.name, again.generation);
+    expect(two).toMatchObject({ status: 'deleted', duplicate_kind: 'same_token', duplicate_of_patient_id: one.patient_id, patient_id: null, differing_fields: ['ort', 'telefon'] });
+    expect(await database.sql`select telefon from patient_service.patienten where id = ${one.patient_id as number}`).toEqual([{ telefon: '+49 241 123456' }]);
+    const mails = await deliveriesOf(`patient-import.%.ledger.${two.id}`);
+    expect(mails.map((m) => m.kind)).toEqual(['staff.patient-duplicate']);
+    expect(mails[0]!.text).toContain(`mit anderen Angaben in: ort, telefon. Patient ${one.patient_id} wurde nicht geändert`);
+    expect(mails[0]!.text).not.toContain('5550001');
+    // The patient is not emailed again: no delivery other than the staff one.
+    expect(await database.sql`select 1 from fleet.deliveries where patient_id = ${one.patient_id as number} and kind not like 'staff.%'`).toHaveLength(0);
   });
 
   // The reviewer's file: its token shares its first 8 characters (the payment reference, the name's token part) with

@@ -20,7 +20,7 @@ import { PermanentError } from '../../libs/errors/index.js';
 import { appendEvent, PRODUCER, topicFor, type NewEvent } from '../../libs/events/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
 import { ZAHLUNGSREFERENZ_TAKEN } from './failure-remedy.js';
-import { foldName, normalise } from './map-patient.js';
+import { differingPatientFields, foldName, normalise } from './map-patient.js';
 import { FAILABLE_STATUSES, LedgerRowMovedOn, type CommitInput, type CommitOutcome, type CommitResult, type ImportStore } from './ports.js';
 
 export interface PgStoreOptions {
@@ -168,7 +168,9 @@ function decideImport(
   let outcome: CommitOutcome;
   let patient: ImportWrites['patient'] = null;
   if (found.sameTokenPatientId !== null) {
-    outcome = { kind: 'duplicate', duplicateKind: 'same_token', patientId: found.sameTokenPatientId };
+    // The same registration again: a retry stays silent; changed content is named for staff (the patient is not changed).
+    const differingFields = found.sameTokenPatient ? differingPatientFields(p, found.sameTokenPatient) : [];
+    outcome = { kind: 'duplicate', duplicateKind: 'same_token', patientId: found.sameTokenPatientId, ...(differingFields.length ? { differingFields } : {}) };
   } else {
     const samePerson = found.sameEmail.find((c) => foldName(c.vorname) === foldName(p.vorname) && foldName(c.nachname) === foldName(p.nachname));
     if (samePerson) {
@@ -247,6 +249,7 @@ function decideImport(
         unknownFields: input.unknownFields,
         validation: input.validation,
         registrationToken: input.registrationToken,
+        differingFields: outcome.kind === 'duplicate' && outcome.differingFields?.length ? outcome.differingFields : null,
       },
     },
   };

@@ -54,7 +54,8 @@ export interface ConsentValues {
 
 export type CommitOutcome =
   | { kind: 'imported'; patientId: number; possibleDuplicateOf: number | null }
-  | { kind: 'duplicate'; duplicateKind: 'same_token' | 'same_person'; patientId: number };
+  /** `differingFields`: same_token only, the patient_data fields the upload changes (names only; absent or empty: none). */
+  | { kind: 'duplicate'; duplicateKind: 'same_token' | 'same_person'; patientId: number; differingFields?: string[] };
 
 export interface CommitResult {
   outcome: CommitOutcome;

@@ -138,6 +138,23 @@ describe('processPatientImport (in-memory ports)', () => {
     expect(unpaid.state.staffMails[0]!.text).not.toContain('Importiert am');
   });
 
+  // The same registration token with other content was dropped without a word (recorded `duplicate (same_token)`).
+  it('the same registration again: silent when nothing differs, a staff email naming the changed fields (never their values) when something does', async () => {
+    const retry = setup(plainRegistration());
+    retry.state.outcome = { kind: 'duplicate', duplicateKind: 'same_token', patientId: 9 };
+    await processPatientImport(1, retry.deps);
+    expect(retry.state.staffMails).toEqual([]);
+
+    const changed = setup(plainRegistration({ patch: (r) => ((r.patient_data as Record<string, unknown>).telefon = '+49 170 9999999') }));
+    changed.state.outcome = { kind: 'duplicate', duplicateKind: 'same_token', patientId: 9, differingFields: ['telefon', 'email'] };
+    await processPatientImport(1, changed.deps);
+    expect(changed.state.staffMails).toHaveLength(1);
+    const mail = changed.state.staffMails[0]!;
+    expect(mail.subject).toContain('Anmeldung erneut hochgeladen, mit geänderten Angaben');
+    expect(mail.text).toContain('mit anderen Angaben in: telefon, email. Patient 9 wurde nicht geändert');
+    expect(mail.text).not.toContain('9999999');
+  });
+
   it("the failure notice gives the reason in German without the log's 'ledger N:' prefix (the record number has its own line)", async () => {
     const bad = setup(plainRegistration({ patch: (r) => ((r.patient_data as Record<string, unknown>).plz = '123') }));
     await expect(processPatientImport(1, bad.deps)).rejects.toThrow('ledger 1: patient_data.plz: expected 5 digits');

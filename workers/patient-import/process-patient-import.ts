@@ -220,7 +220,8 @@ function validate(row: ImportRow, bytes: Buffer, deps: ImportDeps) {
     unknownFields: parsed.unknownFields,
     validation: parsed.validation,
     staffMail: (outcome: CommitOutcome) => {
-      if (outcome.kind === 'duplicate' && outcome.duplicateKind === 'same_token') return null;
+      // The same registration again: silent when its content is the same (a retry, a second poller); staff are told what changed.
+      if (outcome.kind === 'duplicate' && outcome.duplicateKind === 'same_token' && !outcome.differingFields?.length) return null;
       // Switched off: the routine notice of a new patient. A possible duplicate still needs a look.
       if (outcome.kind === 'imported' && outcome.possibleDuplicateOf === null && !deps.staffImportEmails) return null;
       return importedMail(row, outcome, {

@@ -57,6 +57,15 @@ export function importedMail(
         `Mögliches Duplikat: Patient ${outcome.possibleDuplicateOf} hat dieselbe E-Mail-Adresse mit einem anderen Namen. Bitte prüfen.`,
       );
     }
+  } else if (outcome.duplicateKind === 'same_token') {
+    // The same registration (token) uploaded again with other content: the patient is not changed.
+    const fields = outcome.differingFields ?? [];
+    subject = `Anmeldung erneut hochgeladen, mit geänderten Angaben: bitte prüfen (Import ${row.id})`;
+    heading = 'Anmeldung erneut hochgeladen: kein neuer Patient angelegt';
+    rows.splice(1, 0, ['Gleiche Anmeldung wie Patient', outcome.patientId]);
+    paragraphs.push(
+      `Dieselbe Anmeldung (gleiches Anmelde-Token) wurde noch einmal hochgeladen, mit anderen Angaben in: ${fields.join(', ')}. Patient ${outcome.patientId} wurde nicht geändert: bitte die Angaben dort von Hand prüfen und bei Bedarf aktualisieren (die neue Datei ist als Sicherungskopie erhalten: fleet imports show ${row.id}).`,
+    );
   } else {
     subject = p.voucher
       ? `Anmeldung als Duplikat erkannt, bezahlte Gutschein-Buchung: bitte prüfen (Import ${row.id})`

@@ -33,6 +33,11 @@ export interface ImportKind {
   discard?(ctx: FleetContext, id: number, action: { actor: string; reason: string }): Promise<string>;
 }
 
+/** A same_token duplicate whose content differs from the patient of its token: which fields (names only), for staff to update the patient by hand. */
+function sameRegistrationChanged(r: LedgerRow): string {
+  return `same registration as patient ${r.duplicateOfPatientId}; differs in: ${(r.differingFields ?? []).join(', ')}`;
+}
+
 function patientSummary(r: LedgerRow) {
   return {
     id: r.id,
@@ -40,7 +45,7 @@ function patientSummary(r: LedgerRow) {
     received: r.receivedAt,
     attempts: r.attempts,
     patient: r.patientId ?? (r.duplicateOfPatientId ? `dup of ${r.duplicateOfPatientId}` : null),
-    note: r.status === 'failed' || r.status === 'discarded' ? `${r.errorCode ?? ''}: ${r.reason ?? ''}` : r.status === 'replaced' ? (r.reason ?? '') : r.possibleDuplicateOfPatientId ? `possible duplicate of patient ${r.possibleDuplicateOfPatientId}` : r.duplicateKind ? `duplicate (${r.duplicateKind})` : '',
+    note: r.status === 'failed' || r.status === 'discarded' ? `${r.errorCode ?? ''}: ${r.reason ?? ''}` : r.status === 'replaced' ? (r.reason ?? '') : r.possibleDuplicateOfPatientId ? `possible duplicate of patient ${r.possibleDuplicateOfPatientId}` : r.differingFields?.length ? sameRegistrationChanged(r) : r.duplicateKind ? `duplicate (${r.duplicateKind})` : '',
   };
 }
 
@@ -159,6 +164,7 @@ function patientDetail(
     ['validation', r.validation],
     ['patient', r.patientId],
     ['duplicate of', r.duplicateOfPatientId ? `patient ${r.duplicateOfPatientId} (${r.duplicateKind})` : null],
+    ['content changed', r.differingFields?.length ? `${sameRegistrationChanged(r)} (the patient was not changed: update it by hand; staff were emailed)` : null],
     ['possible duplicate of', r.possibleDuplicateOfPatientId ? `patient ${r.possibleDuplicateOfPatientId} (same email, other name)` : null],
     ['error code', r.errorCode],
     ['reason', r.reason],

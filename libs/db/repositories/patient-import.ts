@@ -660,6 +660,8 @@ export interface ImportLookup {
   } | null;
   /** The patient of an earlier consent with the same registration token. */
   sameTokenPatientId: number | null;
+  /** That patient's row (columns by name), to compare a re-upload's content with (null: no such patient). */
+  sameTokenPatient: Record<string, unknown> | null;
   /** Patients with the same normalised email (trimmed as JavaScript trims, NFC, lower case), by id. */
   sameEmail: Array<{ id: number; vorname: string; nachname: string }>;
   /** The patient that already has the payment reference. */
@@ -693,6 +695,8 @@ export interface ImportWrites {
     validation: string;
     /** The registration token of the file's content (see the ledger's column). */
     registrationToken: string;
+    /** A same_token duplicate: the patient_data fields that differ from the patient (names only); else null. */
+    differingFields: string[] | null;
   };
 }
 
@@ -703,7 +707,8 @@ const LOCK_ROW = `select id from ${LEDGER} where id = $1 for update`;
 
 const LOOKUP = `
 select l.status, l.duplicate_kind, l.patient_id, l.duplicate_of_patient_id, l.possible_duplicate_of_patient_id,
-       t.patient_id as same_token_patient_id, r.id as ref_taken_by, e.same_email,
+       t.patient_id as same_token_patient_id, (select to_jsonb(sp) from ${PATIENTS} sp where sp.id = t.patient_id) as same_token_patient,
+       r.id as ref_taken_by, e.same_email,
        case when l.status not in ('imported', 'duplicate', 'deleted', 'superseded', 'done') and t.patient_id is null and r.id is null
             then nextval(pg_get_serial_sequence('${PATIENTS.replaceAll('"', '')}', 'id')) end as reserved_patient_id
   from (select 1) as one
@@ -759,7 +764,7 @@ update ${LEDGER}
    set status = $6, imported_at = $7::timestamptz, patient_id = $8, duplicate_of_patient_id = $9, duplicate_kind = $10,
        possible_duplicate_of_patient_id = $11, unknown_fields = $12::jsonb, validation = $13,
        staff_delivery_id = coalesce((select id from del), (select id from old)), reason = null, reason_withheld = null, error_code = null, updated_at = $14::timestamptz,
-       registration_token = $15
+       registration_token = $15, differing_fields = $16::jsonb
  where id = $5
 returning (select id from del) as created_delivery_id, staff_delivery_id,
           (select count(*) from pat)::int as patients, (select count(*) from con)::int as consents, (select count(*) from evt)::int as events`;
@@ -819,6 +824,7 @@ export async function runImportTransaction<T>(
               possibleDuplicateOfPatientId: r.possible_duplicate_of_patient_id === null ? null : Number(r.possible_duplicate_of_patient_id),
             },
       sameTokenPatientId: r.same_token_patient_id === null ? null : Number(r.same_token_patient_id),
+      sameTokenPatient: (r.same_token_patient as Record<string, unknown> | null) ?? null,
       sameEmail: (r.same_email as Array<{ id: number; vorname: string; nachname: string }>) ?? [],
       zahlungsreferenzTakenBy: r.ref_taken_by === null ? null : Number(r.ref_taken_by),
       reservedPatientId: r.reserved_patient_id === null ? null : Number(r.reserved_patient_id),
@@ -850,6 +856,7 @@ export async function runImportTransaction<T>(
       l.validation,
       new Date().toISOString(),
       l.registrationToken,
+      l.differingFields === null ? null : JSON.stringify(l.differingFields),
     ];
     // A failed write leaves the transaction aborted: the commit then only rolls it back.
     // Behind the write (with the staff email it can fill the socket's buffer) postgres.js may

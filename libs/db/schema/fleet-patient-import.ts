@@ -79,6 +79,12 @@ export const patientImportLedger = fleet.table(
     duplicateOfPatientId: integer('duplicate_of_patient_id'),
     /** `same_token` (re-upload of an imported registration) or `same_person` (email + name). */
     duplicateKind: text('duplicate_kind'),
+    /**
+     * A `same_token` duplicate (the registration uploaded again) whose patient_data differs from the
+     * patient of that token: the names of the fields that differ (never their values), for staff to
+     * update the patient by hand. Null: none differ (a retry), or not a same_token duplicate.
+     */
+    differingFields: jsonb('differing_fields').$type<string[]>(),
     /** Imported, but another patient has the same email with another name. */
     possibleDuplicateOfPatientId: integer('possible_duplicate_of_patient_id'),
     unknownFields: jsonb('unknown_fields').$type<string[]>().notNull().default([]),

@@ -1,0 +1,1 @@
+ALTER TABLE "fleet"."patient_import_ledger" ADD COLUMN "differing_fields" jsonb;
