@@ -346,12 +346,6 @@ function productionProblems(e: Env): string[] {
     );
   }
   if (!e.UNSUBSCRIBE_SECRET) problems.push('UNSUBSCRIBE_SECRET: required when NODE_ENV=production (it is missing)');
-  // Unset stays allowed (older site versions write the plain form; a process running the import
-  // logs a warning at start). A short one is refused: every signed file in the bucket lets anyone
-  // who can read it guess a short HMAC secret offline, and then sign registrations of their own.
-  if (e.REGISTRATION_SIGNING_SECRET !== undefined && e.REGISTRATION_SIGNING_SECRET.length < 32) {
-    problems.push(`REGISTRATION_SIGNING_SECRET: at least 32 characters when NODE_ENV=production (got a value of ${e.REGISTRATION_SIGNING_SECRET.length} characters)`);
-  }
   // The operator login guards patient data and nothing slows repeated guesses: no short password.
   if (e.DASHBOARD_PASSWORD !== undefined && e.DASHBOARD_PASSWORD.length < 16) {
     problems.push(`DASHBOARD_PASSWORD: at least 16 characters when NODE_ENV=production (got a value of ${e.DASHBOARD_PASSWORD.length} characters)`);

@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../libs/log/index.js';
-import { UNCHECKED_SIGNATURES, warnIfSignaturesUnchecked } from './signing-warning.js';
+import { SHORT_SIGNING_SECRET, UNCHECKED_SIGNATURES, warnIfSignaturesUnchecked } from './signing-warning.js';
 
 function capture() {
   const lines: Array<Record<string, unknown>> = [];
@@ -25,5 +25,13 @@ describe('the start of a process running the patient import', () => {
     const set = capture();
     expect(warnIfSignaturesUnchecked({ signingSecret: 'x'.repeat(32) }, set.log)).toBe(false);
     expect(set.lines).toEqual([]);
+  });
+
+  it('warns when the secret is short (under 32 characters), naming its length but never the secret', () => {
+    const short = capture();
+    expect(warnIfSignaturesUnchecked({ signingSecret: 's3cret-of-20-chars!!' }, short.log)).toBe(true);
+    expect(short.lines).toHaveLength(1);
+    expect(short.lines[0]).toMatchObject({ level: 40, msg: SHORT_SIGNING_SECRET, variable: 'REGISTRATION_SIGNING_SECRET', length: 20, minimum: 32 });
+    expect(JSON.stringify(short.lines)).not.toContain('s3cret');
   });
 });
