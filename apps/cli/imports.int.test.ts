@@ -429,6 +429,17 @@ describe('a failed file from the bucket', () => {
     expect(shownJonas.stdout).not.toContain('Upload a corrected file');
     expect(JSON.parse((await fleet('imports', 'show', String(jonas), '--json')).stdout).newerImport).toMatchObject({ id: handId, source: 'file', link: 'same-token' });
 
+    // A failed upload whose content was never read (not JSON) has no token of its own: only the
+    // token in the file names links it, and the hand import says to check it before the discard.
+    const unread = await failedBucketRow('Beispiel_Lena_20250707_5f3a1c66.json', 'invalid_json', 'not JSON: Unexpected token at position 0');
+    const lenaFile = path.join(dir, 'Beispiel_Lena_20250707_5f3a1c66.json');
+    await writeFile(lenaFile, fileBytes(plainRegistration({ token: '5f3a1c66aa00bb11cc22dd33' })));
+    const lenaByHand = await fleet('import', 'patient-file', lenaFile, '--json');
+    expect(lenaByHand.code).toBe(0);
+    expect(JSON.parse(lenaByHand.stdout)).toMatchObject({ failedBucketRecords: [unread], linkedByNameOnly: [unread] });
+    const lenaAgain = await fleet('import', 'patient-file', lenaFile);
+    expect(lenaAgain.stdout).toContain(`import record ${unread} (from the bucket, failed) is probably the same registration: the token in the two file names matches, its own content's token is not known (it failed before it was read); check it (fleet imports show ${unread}), then close it: fleet dlq discard patient-import.ledger.${unread} --reason`);
+
     // Discarded, the record says the file is still in the bucket (a discard deletes nothing), or
     // that a newer upload of the name replaced it.
     const discardedOnly = await failedBucketRow('E_F_20250707_5f3a1c90.json', 'validation_failed', 'patient_data.plz: expected 5 digits');

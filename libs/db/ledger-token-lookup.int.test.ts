@@ -87,7 +87,7 @@ describe('the registration-token link between ledger records', () => {
     const later = await newerImports(db.db, [failedId, failedElsewhereId]);
     expect(later.get(failedId)).toMatchObject({ id: importedByHandId, source: 'file', link: 'same-token', status: 'done' });
     expect(later.has(failedElsewhereId)).toBe(false);
-    expect(await failedOfSameRegistration(db.db, importedByHandId)).toEqual([failedId]);
+    expect((await failedOfSameRegistration(db.db, importedByHandId)).map((f) => f.id)).toEqual([failedId]);
     expect(await failedOfSameRegistration(db.db, failedElsewhereId)).toEqual([]);
   });
 
@@ -106,8 +106,8 @@ describe('the registration-token link between ledger records', () => {
     expect(later.get(typo)).toMatchObject({ id: hand, source: 'file', link: 'same-token', tokenCompared: true });
     // An import recorded before the column: its consent's token differs.
     expect(later.has(lateId)).toBe(false);
-    expect(await failedOfSameRegistration(db.db, imported)).toEqual([broken]);
-    expect(await failedOfSameRegistration(db.db, hand)).toEqual([typo]);
+    expect(await failedOfSameRegistration(db.db, imported)).toEqual([{ id: broken, tokenCompared: false }]);
+    expect(await failedOfSameRegistration(db.db, hand)).toEqual([{ id: typo, tokenCompared: true }]);
     expect(await failedOfSameRegistration(db.db, oldImportId)).toEqual([]);
   });
 });

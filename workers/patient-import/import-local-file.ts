@@ -16,6 +16,8 @@ export interface LocalImportOutcome {
   reason?: string;
   /** Imported (or a duplicate): failed bucket records of the same registration token, whose dead letters are left to discard. */
   failedBucketRecords?: number[];
+  /** Those of failedBucketRecords linked by the token in the file names only (their own token is not known): to check before discarding. */
+  linkedByNameOnly?: number[];
 }
 
 /**
@@ -38,8 +40,15 @@ export async function importLocalFile(ctx: FleetContext, filePath: string): Prom
   try {
     const result = await processPatientImport(row.id, importDeps(ctx, source, {}));
     const settled = result.outcome === 'imported' || result.outcome === 'duplicate' || (result.outcome === 'already-final' && result.status !== 'discarded');
-    const failedBucketRecords = settled ? await failedOfSameRegistration(db, row.id) : [];
-    return { ledgerId: row.id, ok: true, result, ...(failedBucketRecords.length ? { failedBucketRecords } : {}) };
+    const failed = settled ? await failedOfSameRegistration(db, row.id) : [];
+    const byName = failed.filter((f) => !f.tokenCompared).map((f) => f.id);
+    return {
+      ledgerId: row.id,
+      ok: true,
+      result,
+      ...(failed.length ? { failedBucketRecords: failed.map((f) => f.id) } : {}),
+      ...(byName.length ? { linkedByNameOnly: byName } : {}),
+    };
   } catch (err) {
     if (err instanceof PermanentError) {
       // The ledger keeps the reason for staff (with the values quoted from the file).

@@ -435,8 +435,13 @@ export function registerImports(program: Command): void {
       // The failed bucket records of this registration (same token) now show this import as theirs
       // (imports show, dlq list, /ops): what is left of them is their dead letter to discard.
       if (!opts.json) {
+        const byNameOnly = new Set(outcome.linkedByNameOnly ?? []);
         for (const id of outcome.failedBucketRecords ?? []) {
-          process.stdout.write(`import record ${id} (from the bucket, failed) is the same registration: nothing is left to import from it; close it: fleet dlq discard patient-import.ledger.${id} --reason "..."\n`);
+          process.stdout.write(
+            byNameOnly.has(id)
+              ? `import record ${id} (from the bucket, failed) is probably the same registration: the token in the two file names matches, its own content's token is not known (it failed before it was read); check it (fleet imports show ${id}), then close it: fleet dlq discard patient-import.ledger.${id} --reason "..."\n`
+              : `import record ${id} (from the bucket, failed) is the same registration: nothing is left to import from it; close it: fleet dlq discard patient-import.ledger.${id} --reason "..."\n`,
+          );
         }
       }
       if (!outcome.ok) process.exitCode = 1;

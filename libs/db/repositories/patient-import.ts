@@ -634,18 +634,20 @@ export async function newerImports(db: Db, ids: number[]): Promise<Map<number, L
 /**
  * The failed bucket rows of the same registration as row `id` (the rule of newerImports, from the
  * other side), oldest first: what a hand import of a corrected file leaves to close.
+ * `tokenCompared`: false when only the token in the file names matched (see LaterImport).
  */
-export async function failedOfSameRegistration(db: Db, id: number): Promise<number[]> {
+export async function failedOfSameRegistration(db: Db, id: number): Promise<Array<{ id: number; tokenCompared: boolean }>> {
   const rows = await clientOf(db).unsafe(
     `with n as (select * from ${LEDGER} where id = $1),
      f as (select ${FAILED_TOKENS('l')} from n join ${LEDGER} l on ${NAME_TOKEN('l')} = ${NAME_TOKEN('n')}
            where l.source = 'bucket' and l.status = 'failed'
            union select ${FAILED_TOKENS('l')} from n join ${LEDGER} l on l.registration_token = ${CONTENT_TOKEN('n')}
            where l.source = 'bucket' and l.status = 'failed')
-     select f.id from f, n where f.id <> n.id and ${SAME_REGISTRATION('f', 'n')} order by f.id`,
+     select f.id, (f.full_token is not null and ${CONTENT_TOKEN('n')} = f.full_token) as token_compared
+       from f, n where f.id <> n.id and ${SAME_REGISTRATION('f', 'n')} order by f.id`,
     [id],
   );
-  return rows.map((r) => Number(r.id));
+  return rows.map((r) => ({ id: Number(r.id), tokenCompared: r.token_compared === true }));
 }
 
 /** What the import transaction finds, under the advisory locks of its keys. */
