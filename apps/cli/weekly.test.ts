@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { refusalMessage } from './commands/weekly.js';
+import { alreadyRecordedText, refusalMessage } from './commands/weekly.js';
 
 describe('fleet weekly run: why a fan-out queued nothing, or stopped', () => {
   it('a past or future week queues nothing and says so', () => {
@@ -17,5 +17,14 @@ describe('fleet weekly run: why a fan-out queued nothing, or stopped', () => {
       "week 2026-W48 ended while the fan-out ran: it stopped after queueing 2000 email job(s); any of them not sent by the week's end is skipped (past weeks are never sent)",
     );
     expect(says).not.toContain('nothing queued');
+  });
+});
+
+describe('fleet weekly run: the emails of the week already recorded', () => {
+  it('names only the kinds there are, and a bare 0 when there are none', () => {
+    const none = { sent: 0, pending: 0, failed: 0, dropped: 0 };
+    expect(alreadyRecordedText({ skippedAlreadySent: 0, skippedAlreadyRecorded: none })).toBe('0');
+    expect(alreadyRecordedText({ skippedAlreadySent: 3, skippedAlreadyRecorded: { ...none, sent: 2, dropped: 1 } })).toBe('3: 2 sent, 1 dropped');
+    expect(alreadyRecordedText({ skippedAlreadySent: 5, skippedAlreadyRecorded: { sent: 2, pending: 1, failed: 1, dropped: 1 } })).toBe('5: 2 sent, 1 pending, 1 failed, 1 dropped');
   });
 });

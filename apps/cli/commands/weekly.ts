@@ -12,7 +12,7 @@ import { dueWeek, nextRun } from '../../../libs/weekly/schedule.js';
 import { WEEKLY_SCHEDULER_ID, registerWeeklySchedule } from '../../producers/weekly-schedule.js';
 import { previewWeeklyEmail, runWeeklyFanout, type FanoutResult } from '../../../workers/weekly-status/index.js';
 import { CliError, operatorName, printJson, requiredReason, withContext } from '../context.js';
-import { displayTime, isoSeconds } from '../format.js';
+import { columns, displayTime, isoSeconds } from '../format.js';
 import { jobIdFor } from '../../../libs/queues/index.js';
 
 function patientIdArg(raw: string): number {
@@ -44,7 +44,9 @@ export function refusalMessage(r: Pick<FanoutResult, 'isoWeek' | 'queued' | 'ref
 /** `4: 2 sent, 1 pending, 0 failed, 1 dropped` (this week's email recorded, by what became of it). */
 export function alreadyRecordedText(r: Pick<FanoutResult, 'skippedAlreadySent' | 'skippedAlreadyRecorded'>): string {
   const a = r.skippedAlreadyRecorded;
-  return `${r.skippedAlreadySent}: ${a.sent} sent, ${a.pending} pending, ${a.failed} failed, ${a.dropped} dropped`;
+  if (!r.skippedAlreadySent) return '0';
+  const parts = [[a.sent, 'sent'], [a.pending, 'pending'], [a.failed, 'failed'], [a.dropped, 'dropped']] as const;
+  return `${r.skippedAlreadySent}: ${parts.filter(([n]) => n > 0).map(([n, what]) => `${n} ${what}`).join(', ')}`;
 }
 
 const berlinTime = (d: Date, timeZone: string) =>
@@ -161,7 +163,10 @@ export function registerWeekly(program: Command): void {
         process.stdout.write(
           [
             `${patients.length} patient(s) searching with an active search and no opt-out get no weekly email: ${noEmail} without an email address, ${invalidEmail} without a valid one`,
-            ...patients.map((p) => `  ${String(p.patientId).padEnd(10)} ${why[p.why]}`),
+            '',
+            columns(['patient', 'why'], patients.map((p) => [p.patientId, why[p.why]])),
+            '',
+            'They get the weekly email from the next fan-out on once their address is corrected on the platform.',
             '',
           ].join('\n'),
         );
