@@ -118,9 +118,10 @@ async function patientsWithThisWeek(target: TestDatabase, prefix: string, week: 
       values ('Frau', 'weiblich', 'V', 'N', ${`${prefix}${i}@example.org`.toLowerCase()}, ${`${prefix}${i}`}, 'auf_der_Suche') returning id`;
     await target.sql`insert into matching_service.platzsuche (patient_id, status) values (${p!.id}, 'aktiv')`;
     if (status) {
-      await target.sql`insert into fleet.deliveries (idempotency_key, kind, to_address, from_address, subject, html, text, status, patient_id, sent_at, last_error, updated_at)
+      await target.sql`insert into fleet.deliveries (idempotency_key, kind, to_address, from_address, subject, html, text, status, patient_id, sent_at, last_error, drop_reason, updated_at)
         values (${`weekly.${p!.id}.${week}`}, 'weekly-status', 'x@example.org', 'noreply@example.org', 's', 'h', 't', ${status}, ${p!.id},
-                ${status === 'sent' ? '2026-12-07T08:00:03Z' : null}, ${status === 'dropped' ? 'weekly status no longer wanted: address_changed' : null}, '2026-12-07T08:00:03Z')`;
+                ${status === 'sent' ? '2026-12-07T08:00:03Z' : null}, ${status === 'dropped' ? 'weekly status no longer wanted: address_changed' : null},
+                ${status === 'dropped' ? 'address_changed' : null}, '2026-12-07T08:00:03Z')`;
     }
     ids.push(p!.id);
   }

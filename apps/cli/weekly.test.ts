@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { alreadyRecordedText, refusalMessage } from './commands/weekly.js';
+import { alreadyRecordedText, dropReasonOf, refusalMessage, thisWeekState } from './commands/weekly.js';
 
 describe('fleet weekly run: why a fan-out queued nothing, or stopped', () => {
   it('a past or future week queues nothing and says so', () => {
@@ -26,5 +26,20 @@ describe('fleet weekly run: the emails of the week already recorded', () => {
     expect(alreadyRecordedText({ skippedAlreadySent: 0, skippedAlreadyRecorded: none })).toBe('0');
     expect(alreadyRecordedText({ skippedAlreadySent: 3, skippedAlreadyRecorded: { ...none, sent: 2, dropped: 1 } })).toBe('3: 2 sent, 1 dropped');
     expect(alreadyRecordedText({ skippedAlreadySent: 5, skippedAlreadyRecorded: { sent: 2, pending: 1, failed: 1, dropped: 1 } })).toBe('5: 2 sent, 1 pending, 1 failed, 1 dropped');
+  });
+});
+
+describe("what became of this week's email (fleet weekly preview, opt-out, opt-in)", () => {
+  const at = new Date('2026-12-07T08:00:03Z');
+  it('names a drop by its recorded code, and says an earlier unanswered request may have carried it by the row flag, not by the sentence', () => {
+    const says = thisWeekState({ status: 'dropped', sentAt: null, updatedAt: at, dropReason: 'address_changed', outcomeUnknown: false }, false);
+    expect(says).toMatch(/^dropped \(address changed\) at .+, not sent$/);
+    expect(thisWeekState({ status: 'dropped', sentAt: null, updatedAt: at, dropReason: 'opted_out', outcomeUnknown: true }, false)).toMatch(
+      /^dropped \(opted out\) at .+, not sent \(an earlier request may have carried it\)$/,
+    );
+    // Dropped before the code was recorded: no reason made up from the text.
+    expect(thisWeekState({ status: 'dropped', sentAt: null, updatedAt: at, dropReason: null }, false)).toMatch(/^dropped at .+, not sent$/);
+    expect(dropReasonOf('week_over')).toBe('its week ended before it went out');
+    expect(dropReasonOf(null)).toBeNull();
   });
 });

@@ -17,6 +17,8 @@ export interface DropDecision {
   id: string;
   /** Stored on the delivery row (no personal data), e.g. `patient opted out`. */
   reason: string;
+  /** The reason as a stable code (`drop_reason`), e.g. `opted_out`: what views go by, not the sentence. */
+  code?: string;
 }
 
 /** Gets every claimed delivery of one kind at once (one query for up to 100 rows); returns those to drop. */

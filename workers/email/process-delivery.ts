@@ -145,7 +145,7 @@ function requestFor(batchId: string, rows: ClaimedDelivery[], requestRows = rows
 
 /** Drops of a resumed batch that no answer settled: an earlier request may have carried them. */
 function unconfirmed(drops: DropDecision[]): DropDecision[] {
-  return drops.map((d) => ({ id: d.id, reason: `${d.reason}; not re-sent (an earlier request for it got no answer, it may have gone out then)` }));
+  return drops.map((d) => ({ ...d, reason: `${d.reason}; not re-sent (an earlier request for it got no answer, it may have gone out then)` }));
 }
 
 /**

@@ -35,10 +35,16 @@ describe('readiness of the email provider (GET /ready of a process with role ema
     const failing = await emailProviderComponent(h.ctx).ready!();
     expect(failing.ok).toBe(false);
     expect(failing.critical).toBeUndefined(); // degraded, not 503: mail waits in the database
-    expect(failing.detail).toMatch(/^1 email\(s\) wait for a retry after a failed provider request; the latest at \d{4}-\d\d-\d\dT[\d:.]+Z: .*503/);
+    expect(failing.detail).toMatch(/^1 email\(s\) wait for a retry after a provider request that failed in the last 15 minutes; the latest at \d{4}-\d\d-\d\dT[\d:.]+Z: .*503/);
     expect(failing.detail).not.toContain('ida.muster');
 
     await waitFor('the retry to send it', async () => (await getDelivery(h.ctx.database.db, id))?.status === 'sent', 30_000);
+    expect(await emailProviderComponent(h.ctx).ready!()).toEqual({ ok: true });
+
+    // An operator's requeue of an email whose provider request failed an hour ago: waiting again
+    // with its old error and updated now, but the provider has not failed since.
+    const requeued = await h.addDelivery({}, { enqueue: false });
+    await h.ctx.database.sql`update fleet.deliveries set last_error = 'Resend: 503 internal_server_error', last_error_at = now() - interval '1 hour', updated_at = now() where id = ${requeued}`;
     expect(await emailProviderComponent(h.ctx).ready!()).toEqual({ ok: true });
   });
 });

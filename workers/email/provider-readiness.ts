@@ -21,11 +21,11 @@ export function emailProviderComponent(ctx: FleetContext): Component {
   const check = async (): Promise<ReadinessResult> => {
     const now = ctx.clock.now().getTime();
     if (cached && now - cached.at < CACHE_MS) return cached.result;
-    const r = await retryingDeliveries(ctx.database.db);
-    const failing = r.count > 0 && r.lastAt !== null && now - r.lastAt.getTime() <= PROVIDER_FAILING_WINDOW_MS;
+    const r = await retryingDeliveries(ctx.database.db, { since: new Date(now - PROVIDER_FAILING_WINDOW_MS) });
+    const failing = r.count > 0 && r.lastAt !== null;
     const error = (r.lastError ?? '?').slice(0, MAX_DETAIL_CHARS);
     const result: ReadinessResult = failing
-      ? { ok: false, detail: `${r.count} email(s) wait for a retry after a failed provider request; the latest at ${r.lastAt!.toISOString()}: ${error}` }
+      ? { ok: false, detail: `${r.count} email(s) wait for a retry after a provider request that failed in the last 15 minutes; the latest at ${r.lastAt!.toISOString()}: ${error}` }
       : { ok: true };
     cached = { at: now, result };
     return result;

@@ -14,7 +14,7 @@ export function weeklyStillWanted(ctx: FleetContext): StillWantedCheck {
     const unwanted = await unwantedWeeklyDeliveries(ctx.database.db, refs, { now: ctx.clock.now(), timeZone: ctx.config.weekly.timeZone });
     return refs.flatMap((r) => {
       const u = unwanted.get(r.id);
-      return u ? [{ id: r.id, reason: `weekly status no longer wanted: ${u.reason}${u.detail ? ` (${u.detail})` : ''}` }] : [];
+      return u ? [{ id: r.id, reason: `weekly status no longer wanted: ${u.reason}${u.detail ? ` (${u.detail})` : ''}`, code: u.reason }] : [];
     });
   };
 }

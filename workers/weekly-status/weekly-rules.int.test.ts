@@ -74,7 +74,7 @@ async function finish(deliveryId: string, how: 'sent' | 'failed' | 'dropped') {
     {
       sent: how === 'sent' ? [{ id: deliveryId, providerMessageId: 'pm-1' }] : [],
       failed: how === 'failed' ? [{ id: deliveryId, reason: 'resend 422 validation_error' }] : [],
-      dropped: how === 'dropped' ? [{ id: deliveryId, reason: 'weekly status no longer wanted: opted_out' }] : [],
+      dropped: how === 'dropped' ? [{ id: deliveryId, reason: 'weekly status no longer wanted: opted_out', code: 'opted_out' }] : [],
     },
     clock.now(),
   );
@@ -111,7 +111,7 @@ describe('one weekly email per ISO week', () => {
     expect(await check([await ref(deliveryId!)])).toEqual([]);
     clock.set(isoWeekRange('2026-W48', 'Europe/Berlin').end); // Monday 00:00 Berlin
     expect(await check([await ref(deliveryId!)])).toEqual([
-      { id: deliveryId, reason: 'weekly status no longer wanted: week_over (2026-W48 ended 2026-11-29T23:00:00.000Z)' },
+      { id: deliveryId, reason: 'weekly status no longer wanted: week_over (2026-W48 ended 2026-11-29T23:00:00.000Z)', code: 'week_over' },
     ]);
   });
 
@@ -128,7 +128,7 @@ describe('one weekly email per ISO week', () => {
     const w49 = await record(p, '2026-W49');
     expect(w49.outcome).toBe('queued');
     const drops = await weeklyStillWanted(ctx)([await ref(w48.deliveryId!), await ref(w49.deliveryId!)]);
-    expect(drops).toEqual([{ id: w48.deliveryId, reason: 'weekly status no longer wanted: week_over (2026-W48 ended 2026-11-29T23:00:00.000Z)' }]);
+    expect(drops).toEqual([{ id: w48.deliveryId, reason: 'weekly status no longer wanted: week_over (2026-W48 ended 2026-11-29T23:00:00.000Z)', code: 'week_over' }]);
     // Nothing went out in W48, so W49 reports everything since the search began.
     expect(await lastSent(p)).toBeNull();
     const text = (await getDelivery(ctx.database.db, w49.deliveryId!))!.text;
@@ -192,9 +192,9 @@ describe('still wanted at send time', () => {
     await ctx.database.db.update(platzsuche).set({ status: 'abgebrochen' }).where(eq(platzsuche.id, extra[0]!.id)); // one of two ends
     const drops = await weeklyStillWanted(ctx)(await Promise.all(ids.map(ref)));
     expect(drops).toEqual([
-      { id: ids[0], reason: 'weekly status no longer wanted: not_searching' },
-      { id: ids[1], reason: 'weekly status no longer wanted: no_active_search' },
-      { id: ids[2], reason: 'weekly status no longer wanted: no_active_search' },
+      { id: ids[0], reason: 'weekly status no longer wanted: not_searching', code: 'not_searching' },
+      { id: ids[1], reason: 'weekly status no longer wanted: no_active_search', code: 'no_active_search' },
+      { id: ids[2], reason: 'weekly status no longer wanted: no_active_search', code: 'no_active_search' },
     ]);
   });
 
@@ -207,8 +207,8 @@ describe('still wanted at send time', () => {
     await ctx.database.db.update(patienten).set({ email: ' Same@Example.org ' }).where(eq(patienten.id, recased));
     const drops = await weeklyStillWanted(ctx)(await Promise.all(ids.map(ref)));
     expect(drops).toEqual([
-      { id: ids[0], reason: 'weekly status no longer wanted: address_changed' },
-      { id: ids[1], reason: 'weekly status no longer wanted: address_changed' },
+      { id: ids[0], reason: 'weekly status no longer wanted: address_changed', code: 'address_changed' },
+      { id: ids[1], reason: 'weekly status no longer wanted: address_changed', code: 'address_changed' },
     ]);
     // The reason names no address.
     expect(JSON.stringify(drops)).not.toMatch(/example\.org/);

@@ -6,6 +6,7 @@ import {
   optOutOfWeeklyUpdates,
   weeklyDeliveryOfWeek,
   weeklyUnreachablePatients,
+  type WeeklyUnwantedReason,
 } from '../../../libs/db/repositories/weekly-status.js';
 import { isoWeekOf, isoWeekRange, parseIsoWeek, InvalidIsoWeekError } from '../../../libs/weekly/iso-week.js';
 import { dueWeek, nextRun } from '../../../libs/weekly/schedule.js';
@@ -87,7 +88,7 @@ export function registerWeekly(program: Command): void {
             eligible: reason === null && thisWeek === null,
             reason: reason ?? (thisWeek ? 'already_recorded' : null),
             thisWeek: thisWeek
-              ? { status: thisWeek.status, sentAt: isoSeconds(thisWeek.sentAt), updatedAt: isoSeconds(thisWeek.updatedAt), dropReason: thisWeek.status === 'dropped' ? dropReasonOf(thisWeek.lastError) : null, says: verdict }
+              ? { status: thisWeek.status, sentAt: isoSeconds(thisWeek.sentAt), updatedAt: isoSeconds(thisWeek.updatedAt), dropReason: thisWeek.status === 'dropped' ? dropReasonOf(thisWeek.dropReason) : null, says: verdict }
               : null,
             ...preview,
           });
@@ -276,21 +277,24 @@ export function registerWeekly(program: Command): void {
 }
 
 /** This week's delivery of a patient, as weeklyDeliveryOfWeek reads it. */
-type ThisWeek = { status: string; sentAt: Date | null; updatedAt?: Date; lastError?: string | null };
+type ThisWeek = { status: string; sentAt: Date | null; updatedAt?: Date; dropReason?: string | null; outcomeUnknown?: boolean };
 
-const DROP_REASONS: Record<string, string> = {
+/** The still-wanted check's drop codes in staff's words (every code: the compiler checks it). */
+const DROP_REASONS: Record<WeeklyUnwantedReason, string> = {
   address_changed: 'address changed',
   opted_out: 'opted out',
   not_searching: 'stopped searching',
   no_active_search: 'no active search',
   week_over: 'its week ended before it went out',
   not_found: 'patient not found',
+  no_patient: 'no patient',
+  not_a_weekly_key: 'not a weekly email',
 };
 
-/** Why a weekly email was dropped, from its recorded reason (`weekly status no longer wanted: address_changed`); null when it names none. */
-export function dropReasonOf(lastError: string | null | undefined): string | null {
-  const code = /^weekly status no longer wanted: ([a-z_]+)/.exec(lastError ?? '')?.[1];
-  return code ? (DROP_REASONS[code] ?? code.replace(/_/g, ' ')) : null;
+/** Why a weekly email was dropped, from its recorded code (`drop_reason`); null when none is recorded. */
+export function dropReasonOf(code: string | null | undefined): string | null {
+  if (!code) return null;
+  return DROP_REASONS[code as WeeklyUnwantedReason] ?? code.replace(/_/g, ' ');
 }
 
 /**
@@ -309,9 +313,9 @@ export function thisWeekState(d: ThisWeek, willBeDropped: boolean): string {
     case 'pending':
       return willBeDropped ? 'not sent yet, it is dropped' : 'waiting to be sent';
     case 'dropped': {
-      const why = dropReasonOf(d.lastError);
+      const why = dropReasonOf(d.dropReason);
       // A batch resumed after an unanswered request: it may have gone out with that request.
-      const mayHaveGone = /it may have gone out/.test(d.lastError ?? '') ? ' (an earlier request may have carried it)' : '';
+      const mayHaveGone = d.outcomeUnknown ? ' (an earlier request may have carried it)' : '';
       return `dropped${why ? ` (${why})` : ''}${at(d.updatedAt)}, not sent${mayHaveGone}`;
     }
     case 'failed':

@@ -190,7 +190,8 @@ export interface BatchOutcome {
    * requests of the batch left (see recordDeliveryAttempt).
    */
   failed: Array<{ id: string; reason: string; outcomeUnknown?: boolean }>;
-  dropped: Array<{ id: string; reason: string }>;
+  /** `code`: the still-wanted check's reason code (`drop_reason`). */
+  dropped: Array<{ id: string; reason: string; code?: string }>;
   /**
    * Rows the provider answered with a transient error of their own inside a request that went
    * through (the outbox folder: a full disk for one message): back to `pending`, out of the
@@ -233,6 +234,7 @@ export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOu
         .set({
           status: 'failed',
           lastError: f.reason,
+          lastErrorAt: now,
           attempts: sql`${deliveries.attempts} + 1`,
           updatedAt: now,
           attemptStartedAt: null,
@@ -245,7 +247,7 @@ export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOu
     for (const r of outcome.retry ?? []) {
       const back = await tx
         .update(deliveries)
-        .set({ status: 'pending', batchId: null, lastError: r.reason, attempts: sql`${deliveries.attempts} + 1`, updatedAt: now, attemptStartedAt: null, outcomeUnknown: false })
+        .set({ status: 'pending', batchId: null, lastError: r.reason, lastErrorAt: now, attempts: sql`${deliveries.attempts} + 1`, updatedAt: now, attemptStartedAt: null, outcomeUnknown: false })
         .where(inBatch(r.id))
         .returning({ id: deliveries.id });
       changed += back.length;
@@ -253,7 +255,7 @@ export async function finishDeliveries(db: Db, batchId: string, outcome: BatchOu
     for (const d of outcome.dropped) {
       const r = await tx
         .update(deliveries)
-        .set({ status: 'dropped', lastError: d.reason, updatedAt: now })
+        .set({ status: 'dropped', lastError: d.reason, dropReason: d.code ?? null, updatedAt: now })
         .where(inBatch(d.id))
         .returning({ id: deliveries.id });
       changed += r.length;
@@ -294,6 +296,7 @@ export async function recordDeliveryAttempt(db: DbOrTx, batchId: string, reason:
     .set({
       attempts: sql`${deliveries.attempts} + 1`,
       lastError: reason,
+      lastErrorAt: now,
       updatedAt: now,
       attemptStartedAt: null,
       ...(outcomeUnknown ? { outcomeUnknown: true } : {}),
@@ -487,15 +490,19 @@ export async function deliveryActivity(
 /**
  * Deliveries waiting for a retry after a failed provider request (pending or being sent, with a
  * last error): how many, and the latest error with its time (`fleet status`), so a provider
- * outage shows before FleetJobsRetrying fires. The errors carry no address (see SendResult).
+ * outage shows before FleetJobsRetrying fires. `since`: only those whose provider request failed
+ * at or after it (GET /ready: failing now). The time is `last_error_at` (an operator's requeue
+ * moves `updated_at`, not it; rows from before that column: `updated_at`). The errors carry no
+ * address (see SendResult).
  */
-export async function retryingDeliveries(db: DbOrTx): Promise<{ count: number; lastError: string | null; lastAt: Date | null }> {
+export async function retryingDeliveries(db: DbOrTx, opts: { since?: Date } = {}): Promise<{ count: number; lastError: string | null; lastAt: Date | null }> {
   const d = deliveries;
+  const at = sql`coalesce(${d.lastErrorAt}, ${d.updatedAt})`;
   const rows = await db
-    .select({ count: sql<number>`count(*) over ()::int`, lastError: d.lastError, lastAtMs: sql<number>`(extract(epoch from ${d.updatedAt}) * 1000)::float8` })
+    .select({ count: sql<number>`count(*) over ()::int`, lastError: d.lastError, lastAtMs: sql<number>`(extract(epoch from ${at}) * 1000)::float8` })
     .from(d)
-    .where(and(inArray(d.status, ['pending', 'sending']), isNotNull(d.lastError)))
-    .orderBy(desc(d.updatedAt))
+    .where(and(inArray(d.status, ['pending', 'sending']), isNotNull(d.lastError), opts.since ? sql`${at} >= ${opts.since.toISOString()}::timestamptz` : undefined))
+    .orderBy(desc(at))
     .limit(1);
   const r = rows[0];
   return r ? { count: r.count, lastError: r.lastError, lastAt: new Date(r.lastAtMs) } : { count: 0, lastError: null, lastAt: null };

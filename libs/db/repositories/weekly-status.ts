@@ -477,9 +477,9 @@ export async function weeklyDeliveryOfWeek(
   db: DbOrTx,
   patientId: number,
   isoWeek: string,
-): Promise<{ status: DeliveryStatus; sentAt: Date | null; updatedAt: Date; lastError: string | null } | null> {
+): Promise<{ status: DeliveryStatus; sentAt: Date | null; updatedAt: Date; dropReason: string | null; outcomeUnknown: boolean } | null> {
   const [row] = await db
-    .select({ status: deliveries.status, sentAt: deliveries.sentAt, updatedAt: deliveries.updatedAt, lastError: deliveries.lastError })
+    .select({ status: deliveries.status, sentAt: deliveries.sentAt, updatedAt: deliveries.updatedAt, dropReason: deliveries.dropReason, outcomeUnknown: deliveries.outcomeUnknown })
     .from(deliveries)
     .where(eq(deliveries.idempotencyKey, weeklyIdempotencyKey(patientId, isoWeek)));
   return row ?? null;

@@ -64,6 +64,19 @@ export const deliveries = fleet.table(
     attempts: integer('attempts').notNull().default(0),
     lastError: text('last_error'),
     /**
+     * When a provider request for this row last failed (the time of `last_error` when it is a
+     * provider's error): an operator's requeue or a batch given back moves `updated_at` but not
+     * this, so "failing now" (GET /ready, `fleet status`) is judged by it. Null: none failed
+     * (or the row failed before the column existed).
+     */
+    lastErrorAt: ts('last_error_at'),
+    /**
+     * A dropped row's reason as a code of its kind's "still wanted?" check (e.g. `opted_out`,
+     * `address_changed`, `week_over`); `last_error` keeps the sentence. Null: not dropped, or
+     * dropped before the column existed.
+     */
+    dropReason: text('drop_reason'),
+    /**
      * The provider request that carries this row (one row alone, or up to 100 in a batch).
      * Set when the row is claimed (`sending`); a retry re-sends exactly the same rows under
      * the same provider idempotency key, so a request that may have gone through is never
