@@ -37,6 +37,10 @@ beforeAll(async () => {
     values ('b', 'registrations/Other_Person_20250101_ffffffffffff.json', '3', 'gs://b/x', 'failed') returning id`;
   failedElsewhereId = Number(other[0]!.id);
   await db.sql`analyze fleet.patient_import_ledger`;
+  // A re-upload of patient 1's registration recorded as a duplicate before the ledger recorded
+  // tokens (no token, no consent of its own): its content's token is not known.
+  await db.sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, duplicate_of_patient_id, duplicate_kind)
+    values ('b', 'registrations/Patient_One_20251031_c001ea16.json', '1', 'gs://b/x', 'duplicate', 1, 'same_token')`;
   // Two registrations whose tokens share their first 8 characters (the part in the file names, and the payment reference).
   const rows = await db.sql`insert into fleet.patient_import_ledger (source, bucket, object_name, generation, source_uri, status, patient_id, error_code, registration_token) values
     ('bucket', 'b', 'registrations/Patient_One_20251101_c001ea16.json', '1', 'gs://b/x', 'deleted', 1, null, 'c001ea16f0ad0001'),
@@ -97,6 +101,8 @@ describe('the registration-token link between ledger records', () => {
   it('links by the full registration tokens where both are known, never by the names alone when they differ', async () => {
     const [imported, refTaken, oldRefTaken, broken, typo, hand] = ids as [number, number, number, number, number, number];
     const later = await newerImports(db.db, [refTaken, oldRefTaken, broken, typo, lateId]);
+    // Its own token known and another: not linked, neither to patient 1's import nor to the old
+    // duplicate whose token is unknown (the names' 8 characters are all the two share).
     expect(later.has(refTaken)).toBe(false);
     // No token on the row, but its failure says the registrations differ.
     expect(later.has(oldRefTaken)).toBe(false);

@@ -584,18 +584,20 @@ const CONTENT_TOKEN = (t: string) =>
   `coalesce(${t}.registration_token, (select c.registration_token from ${CONSENTS} c where c.patient_id = coalesce(${t}.patient_id, ${t}.duplicate_of_patient_id) and c.ledger_id = ${t}.id limit 1))`;
 
 /**
- * Whether failed row `f` and row `n` are records of the same registration: both full registration
- * tokens known and equal; or, where one of them is not known, the token in their file names
- * (`f.name_token`, `n` matched through the index). Names alone never link a failed row whose own
- * token is known to differ (it shares only the first 8 characters: its payment reference is
- * taken, `zahlungsreferenz_taken`), nor an older such row that has no token recorded: that failure
- * itself says the two are different registrations.
+ * Whether failed row `f` and row `n` are records of the same registration: the failed row's full
+ * registration token known and equal to `n`'s; or, only where the failed row's own token is not
+ * known (it failed before its content was read), the token in their file names (`f.name_token`,
+ * `n` matched through the index). A failed row whose token is known is never linked by names: the
+ * first 8 characters are shared by other registrations (its payment reference is taken,
+ * `zahlungsreferenz_taken`), and `n`'s token may be unknown only because `n` is an older record
+ * (a duplicate from before the column existed). Nor is an older `zahlungsreferenz_taken` row
+ * without a token: that failure itself says the two are different registrations.
  */
 const SAME_REGISTRATION = (f: string, n: string) => `(
   (${f}.full_token is not null and ${CONTENT_TOKEN(n)} = ${f}.full_token)
   or (${NAME_TOKEN(n)} = ${f}.name_token
-      and (${f}.full_token is null or ${CONTENT_TOKEN(n)} is null)
-      and not (${f}.full_token is null and ${f}.error_code is not distinct from 'zahlungsreferenz_taken')))`;
+      and ${f}.full_token is null
+      and ${f}.error_code is distinct from 'zahlungsreferenz_taken'))`;
 
 /** The failed rows' own tokens, for SAME_REGISTRATION. */
 const FAILED_TOKENS = (l: string) => `${l}.id, ${NAME_TOKEN(l)} as name_token, ${l}.registration_token as full_token, ${l}.error_code`;
