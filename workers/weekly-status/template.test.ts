@@ -127,6 +127,9 @@ describe('weekly status email form', () => {
     expect(out.text).toContain('Telefon: +49 (30) 123 456-78');
     expect(renderWeeklyEmail(facts(), { ...links, contactPhone: '030 / 123 45' }).html).toContain('<a href="tel:03012345">030 / 123 45</a>');
     expect(renderWeeklyEmail(facts(), links).html).not.toContain('Telefon');
+    // The trunk 0 in brackets after the country code is not dialled: +49 (0)30 is +4930.
+    expect(renderWeeklyEmail(facts(), { ...links, contactPhone: '+49 (0)30 1234567' }).html).toContain('<a href="tel:+49301234567">+49 (0)30 1234567</a>');
+    expect(renderWeeklyEmail(facts(), { ...links, contactPhone: '+49 ( 0 ) 30 1234567' }).html).toContain('href="tel:+49301234567"');
   });
 });
 

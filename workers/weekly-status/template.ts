@@ -46,12 +46,17 @@ interface MessageModel {
   wrap: string;
 }
 
-/** The phone number as a `tel:` URI: digits, and a + only in front (RFC 3966 global number); undefined when it has no digits. */
+/**
+ * The phone number as a `tel:` URI: digits, and a + only in front (RFC 3966 global number);
+ * undefined when it has no digits. The trunk prefix written in brackets after a country code
+ * (`+49 (0)30 1234567`, common in Germany) is not dialled from abroad: it is left out.
+ */
 export function telHref(phone: string | undefined): string | undefined {
   if (!phone) return undefined;
-  const digits = phone.replace(/[^0-9]/g, '');
+  const global = phone.trim().startsWith('+');
+  const digits = (global ? phone.replace(/\(\s*0\s*\)/, '') : phone).replace(/[^0-9]/g, '');
   if (!digits) return undefined;
-  return `tel:${phone.trim().startsWith('+') ? '+' : ''}${digits}`;
+  return `tel:${global ? '+' : ''}${digits}`;
 }
 
 /** All answers, and how many came since the last email (when they all did, said once: "1 Antwort erhalten, 1 davon" reads oddly). */
