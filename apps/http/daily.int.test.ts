@@ -436,21 +436,24 @@ describe('daily health view', () => {
 
 describe('searching patients who get no weekly email', () => {
   // They were only counted in the fan-out's log line: staff could not see who never gets one.
-  it('are one attention item (count, command and page) in fleet daily and /daily, listed by id only in fleet weekly unreachable and its page', { timeout: 90_000 }, async () => {
+  it('are counted in fleet daily and /daily (an attention item only for addresses that are not valid), listed by id only in fleet weekly unreachable and its page', { timeout: 90_000 }, async () => {
     const r = (await (await fetch(`${base}/daily/api`, { headers: { authorization: AUTH } })).json()) as DailyReport;
+    // No email address is a lasting state (a registration may leave it out): counted, not "attention".
+    expect(r.weeklyEmails.unreachable).toEqual({ noEmail: 2, invalidEmail: 1 });
     expect(r.attention.find((a) => a.key === 'weekly_unreachable')).toEqual({
       key: 'weekly_unreachable',
-      message: '3 patients searching for a place get no weekly status email: 2 have no email address, 1 has no valid one (their patient ids are listed)',
+      message: '1 patient searching for a place has an email address that is not valid and gets no weekly status email until it is corrected on the platform (their patient ids are listed)',
       page: '/daily/weekly-unreachable',
       command: 'fleet weekly unreachable',
     });
     const daily = await runCli(['daily'], { ...env(), LOG_LEVEL: 'silent' });
     expect(daily.stdout).toContain(
-      '  - 3 patients searching for a place get no weekly status email: 2 have no email address, 1 has no valid one (their patient ids are listed) — fleet weekly unreachable or /daily/weekly-unreachable\n',
+      '  - 1 patient searching for a place has an email address that is not valid and gets no weekly status email until it is corrected on the platform (their patient ids are listed) — fleet weekly unreachable or /daily/weekly-unreachable\n',
     );
-    expect(daily.stdout).toContain('  searching patients who get none (now): no email address 2  no valid email address 1\n');
+    expect(daily.stdout).toContain('  searching patients who get none (now): no email address 2  no valid email address 1  (fleet weekly unreachable)\n');
     const pageHtml = await (await fetch(`${base}/daily`, { headers: { authorization: AUTH } })).text();
-    expect(pageHtml).toContain('1 has no valid one (their patient ids are listed) — <a href="/daily/weekly-unreachable">open /daily/weekly-unreachable</a></li>');
+    expect(pageHtml).toContain('corrected on the platform (their patient ids are listed) — <a href="/daily/weekly-unreachable">open /daily/weekly-unreachable</a></li>');
+    expect(pageHtml).toContain('<p class="muted">Their patient ids: <a href="/daily/weekly-unreachable">/daily/weekly-unreachable</a></p>');
 
     const [a, b, c] = unreachableIds as [number, number, number];
     const json = await runCli(['weekly', 'unreachable', '--json'], { ...env(), LOG_LEVEL: 'silent' });

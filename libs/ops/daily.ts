@@ -262,12 +262,14 @@ function attentionOf(r: Omit<DailyReport, 'status' | 'attention'>): DailyAttenti
       command: `fleet imports list --kind therapist --status skipped${r.therapistImports.files.skipped > 50 ? ` --limit ${r.therapistImports.files.skipped}` : ''}`,
     });
   }
+  // Only an address that is not valid needs a person: a registration may leave the email out
+  // (DOMAIN.md), so patients without one are a lasting state that would keep /daily in
+  // "attention" for good; their count stays in the weekly figures, with the list.
   const un = r.weeklyEmails.unreachable;
-  if (un.noEmail + un.invalidEmail > 0) {
-    const kinds = [...(un.noEmail ? [`${un.noEmail} ${un.noEmail === 1 ? 'has' : 'have'} no email address`] : []), ...(un.invalidEmail ? [`${un.invalidEmail} ${un.invalidEmail === 1 ? 'has' : 'have'} no valid one`] : [])];
+  if (un.invalidEmail > 0) {
     add(
       'weekly_unreachable',
-      `${many(un.noEmail + un.invalidEmail, 'patient searching for a place gets', 'patients searching for a place get')} no weekly status email: ${kinds.join(', ')} (their patient ids are listed)`,
+      `${many(un.invalidEmail, 'patient searching for a place has an email address that is not valid and gets', 'patients searching for a place have an email address that is not valid and get')} no weekly status email until it is corrected on the platform (their patient ids are listed)`,
       { page: WEEKLY_UNREACHABLE_PAGE, command: 'fleet weekly unreachable' },
     );
   }
@@ -389,7 +391,7 @@ export function dailyText(r: DailyReport): string {
     `  sent ${e.sent}  failed ${e.failed}  dropped ${e.dropped}  pending ${e.pending}  oldest pending ${formatAge(e.oldestPendingAgeSeconds)}`,
     `weekly emails ${w.isoWeek}`,
     `  sent ${w.sent}  skipped ${w.skipped}  pending ${w.pending}  failed ${w.failed}`,
-    `  searching patients who get none (now): no email address ${w.unreachable.noEmail}  no valid email address ${w.unreachable.invalidEmail}`,
+    `  searching patients who get none (now): no email address ${w.unreachable.noEmail}  no valid email address ${w.unreachable.invalidEmail}${w.unreachable.noEmail + w.unreachable.invalidEmail ? '  (fleet weekly unreachable)' : ''}`,
     'schedules',
     ...r.schedules.map((x) => `  ${x.id}  ${x.registered ? `next ${x.nextLocal ?? '–'}` : `NOT REGISTERED (${x.cronVariable}, role ${x.role})`}`),
     ...(r.pausedQueues.length ? [`  paused queues: ${r.pausedQueues.join(', ')}`] : []),

@@ -69,6 +69,7 @@ ${part(html`Weekly emails <span class="muted">(${w.isoWeek})</span>`, [
   ['searching patients who get none: no email address (now)', w.unreachable.noEmail],
   ['searching patients who get none: no valid email address (now)', w.unreachable.invalidEmail],
 ])}
+${w.unreachable.noEmail + w.unreachable.invalidEmail ? html`<p class="muted">Their patient ids: <a href="${WEEKLY_UNREACHABLE_PAGE}">${WEEKLY_UNREACHABLE_PAGE}</a></p>` : ''}
 ${part(
   'Schedules',
   r.schedules.map((x) => [x.id, x.registered ? `next ${x.nextLocal ?? '–'}` : `not registered (${x.cronVariable}, role ${x.role})`] as [string, string]),
