@@ -295,6 +295,52 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     expect(await database.sql`select 1 from fleet.deliveries where patient_id = ${one.patient_id as number} and kind not like 'staff.%'`).toHaveLength(0);
   });
 
+  // Staff corrected the patient after the import; the identical file uploaded again was compared with the
+  // corrected row: "differs in: telefon", and staff were asked to update the patient, i.e. to undo their correction.
+  it('same registration again after staff corrected the patient: compared with what the import wrote, not with the corrected row', async () => {
+    const reg = plainRegistration({ token: 'd16e57a012345678' });
+    const first = await upload(h, reg);
+    const one = await settled(h, first.name, first.generation);
+    expect(Object.keys(one.field_digests as Row).sort()).toContain('telefon');
+    expect(JSON.stringify(one.field_digests)).not.toContain('123456');
+    await database.sql`update patient_service.patienten set telefon = '+49 241 999888' where id = ${one.patient_id as number}`;
+
+    const same = await upload(h, reg);
+    const two = await settled(h, same.name, same.generation);
+    expect(two).toMatchObject({ status: 'deleted', duplicate_kind: 'same_token', duplicate_of_patient_id: one.patient_id, differing_fields: null });
+    expect(await deliveriesOf(`patient-import.%.ledger.${two.id}`)).toHaveLength(0);
+
+    const changed = structuredClone(reg);
+    (changed.patient_data as Row).email = 'max.neu@example.org';
+    const again = await upload(h, changed);
+    const three = await settled(h, again.name, again.generation);
+    expect(three).toMatchObject({ duplicate_kind: 'same_token', differing_fields: ['email'], differing_compared_with: 'import' });
+    const mails = await deliveriesOf(`patient-import.%.ledger.${three.id}`);
+    expect(mails.map((m) => m.kind)).toEqual(['staff.patient-duplicate']);
+    expect(mails[0]!.text).toContain(`mit anderen Angaben als beim ersten Import in: email. Patient ${one.patient_id} wurde nicht geändert`);
+    expect(mails[0]!.text).not.toContain('max.neu');
+    expect(await database.sql`select telefon from patient_service.patienten where id = ${one.patient_id as number}`).toEqual([{ telefon: '+49 241 999888' }]);
+    expect(await database.sql`select id from patient_service.patienten where zahlungsreferenz = 'd16e57a0'`).toHaveLength(1);
+  });
+
+  // Imported before the digests were recorded: only the patient row as it is now is there to compare with.
+  it('same registration again, its import recorded no digests: compared with the patient as it is now, and worded so', async () => {
+    const reg = plainRegistration({ token: 'f0a11bac12345678' });
+    const first = await upload(h, reg);
+    const one = await settled(h, first.name, first.generation);
+    await database.sql`update fleet.patient_import_ledger set field_digests = null where id = ${one.id as number}`;
+    await database.sql`update patient_service.patienten set telefon = '+49 241 999777' where id = ${one.patient_id as number}`;
+    const same = await upload(h, reg);
+    const two = await settled(h, same.name, same.generation);
+    expect(two).toMatchObject({ duplicate_kind: 'same_token', differing_fields: ['telefon'], differing_compared_with: 'patient' });
+    const mails = await deliveriesOf(`patient-import.%.ledger.${two.id}`);
+    expect(mails.map((m) => m.kind)).toEqual(['staff.patient-duplicate']);
+    expect(mails[0]!.text).toContain(`anders als Patient ${one.patient_id} in seinem heutigen Stand: telefon`);
+    expect(mails[0]!.text).toContain('seit dem Import von Hand korrigiert');
+    expect(mails[0]!.text).not.toContain('999777');
+    expect(mails[0]!.text).not.toContain('123456');
+  });
+
   // The reviewer's file: its token shares its first 8 characters (the payment reference, the name's token part) with
   // patient 1's. It failed rightly, but the dead letter and `imports show` called patient 1's import "the same
   // registration", told staff to discard it, and `dlq requeue` refused for that reason.
