@@ -166,11 +166,30 @@ describe('a registration uploaded again with other content (same registration to
   // It read only "duplicate (same_token)", like a retry: the changed content went unnoticed.
   it('imports list and show name the patient and the fields that differ, never their values', { timeout: 90_000 }, async () => {
     const [id] = await insertLedgerObjects(db.db, [{ bucket: 'b', objectName: 'registrations/G_H_20250707_9a9a9a9a.json', generation: '1', sourceUri: 'gs://b/registrations/G_H_20250707_9a9a9a9a.json' }]);
-    await updateLedgerRow(db.db, id!, { status: 'deleted', duplicateKind: 'same_token', duplicateOfPatientId: 77, differingFields: ['telefon', 'ort'], importedAt: new Date() });
+    await updateLedgerRow(db.db, id!, { status: 'deleted', duplicateKind: 'same_token', duplicateOfPatientId: 77, differingFields: ['telefon', 'ort'], differingComparedWith: 'import', importedAt: new Date() });
     const listed = await fleet('imports', 'list', '--limit', '500');
     expect(listed.stdout).toContain('same registration as patient 77; differs in: telefon, ort');
     const shown = await fleet('imports', 'show', String(id));
-    expect(shown.stdout).toMatch(/content changed: +same registration as patient 77; differs in: telefon, ort \(the patient was not changed: update it by hand; staff were emailed\)/);
+    expect(shown.stdout).toMatch(
+      /content changed: +same registration as patient 77; differs in: telefon, ort \(compared with what the import of this registration read; the patient was not changed: update it by hand; staff were emailed\)/,
+    );
+  });
+
+  // Compared with the patient row as it is now (its import recorded no digests), it read like a change of the
+  // registration: staff were invited to undo their own corrections of the patient.
+  it('compared with the patient as it is now (no digests, or a row from before): says so and asks for a check first', { timeout: 90_000 }, async () => {
+    const ids = await insertLedgerObjects(db.db, [
+      { bucket: 'b', objectName: 'registrations/G_H_20250707_8b8b8b8b.json', generation: '1', sourceUri: 'gs://b/registrations/G_H_20250707_8b8b8b8b.json' },
+      { bucket: 'b', objectName: 'registrations/G_H_20250707_7c7c7c7c.json', generation: '1', sourceUri: 'gs://b/registrations/G_H_20250707_7c7c7c7c.json' },
+    ]);
+    await updateLedgerRow(db.db, ids[0]!, { status: 'deleted', duplicateKind: 'same_token', duplicateOfPatientId: 78, differingFields: ['telefon'], differingComparedWith: 'patient', importedAt: new Date() });
+    await updateLedgerRow(db.db, ids[1]!, { status: 'deleted', duplicateKind: 'same_token', duplicateOfPatientId: 79, differingFields: ['ort'], importedAt: new Date() });
+    const listed = await fleet('imports', 'list', '--limit', '500');
+    expect(listed.stdout).toContain('same registration as patient 78; differs from the patient record as it is now in: telefon (may be corrections made since the import: check before changing anything)');
+    expect(listed.stdout).toContain('same registration as patient 79; differs from the patient record as it is now in: ort (may be corrections');
+    const shown = await fleet('imports', 'show', String(ids[0]));
+    expect(shown.stdout).toMatch(/content changed: +same registration as patient 78; differs from the patient record as it is now in: telefon \(may be corrections made since the import: check before changing anything\) \(its import recorded no digests/);
+    expect(shown.stdout).not.toContain('update it by hand');
   });
 });
 

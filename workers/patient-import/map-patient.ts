@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Registration } from './registration-schema.js';
 
 /** The patient row as the platform's `patient_service.patienten` wants it. */
@@ -139,4 +140,31 @@ function canonical(field: string, v: unknown): string {
  */
 export function differingPatientFields(p: NewPatient, stored: Record<string, unknown>): string[] {
   return PATIENT_DATA_FIELDS.filter(([field, prop, column]) => canonical(field, p[prop]) !== canonical(field, stored[column])).map(([field]) => field);
+}
+
+/**
+ * The digests the import of a registration records on its ledger row (the import that writes the
+ * consent of its token): per patient_data field (its name in the file), 16 hex chars of SHA-256 over
+ * the token, the field's name and its value as the import normalises it for the comparison (see
+ * differingPatientFields). Never the values: the ledger is no second copy of personal data. The
+ * token in the digest keeps equal values of two registrations from having equal digests.
+ */
+export function patientDataDigests(p: NewPatient, registrationToken: string): Record<string, string> {
+  return Object.fromEntries(PATIENT_DATA_FIELDS.map(([field, prop]) => [field, fieldDigest(registrationToken, field, p[prop])]));
+}
+
+function fieldDigest(token: string, field: string, v: unknown): string {
+  return createHash('sha256').update(JSON.stringify([token, field, canonical(field, v)])).digest('hex').slice(0, 16);
+}
+
+/**
+ * The patient_data fields (names only) in which a registration uploaded again differs from what the
+ * import of its token read (`recorded`: that import's patientDataDigests). A field the import did
+ * not record (added to the list since) is not compared. Empty: a retry of the same content, also
+ * when staff corrected the patient since.
+ */
+export function differingFromImport(p: NewPatient, registrationToken: string, recorded: Record<string, string>): string[] {
+  return PATIENT_DATA_FIELDS.filter(([field, prop]) => typeof recorded[field] === 'string' && recorded[field] !== fieldDigest(registrationToken, field, p[prop])).map(
+    ([field]) => field,
+  );
 }

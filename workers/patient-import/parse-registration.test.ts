@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { PermanentError } from '../../libs/errors/index.js';
 import { parseFileName } from './file-name.js';
 import { fileBytes, plainRegistration, signedRegistration } from './fixtures.js';
-import { berlinDay, differingPatientFields, foldName, mapPatient, normalise } from './map-patient.js';
+import { berlinDay, differingFromImport, differingPatientFields, foldName, mapPatient, normalise, patientDataDigests } from './map-patient.js';
 import { MAX_DEPTH, parseRegistration } from './parse-registration.js';
 import { SYMPTOMS, withholdValues } from './registration-schema.js';
 import { validationDe } from './staff-mails.js';
@@ -626,5 +626,28 @@ describe('a registration uploaded again (same token): what differs from its pati
       delete pd.hausarzt;
     });
     expect(differingPatientFields(patientOf(changed), row)).toEqual(['telefon', 'hausarzt', 'symptome', 'raeumliche_verfuegbarkeit']);
+  });
+
+  it('the import records a digest per field, never the value; a re-upload is compared with them as with the patient', () => {
+    const token = base.registration_token as string;
+    const digests = patientDataDigests(patientOf(base), token);
+    expect(Object.keys(digests)).toHaveLength(22);
+    expect(Object.values(digests).every((d) => /^[0-9a-f]{16}$/.test(d))).toBe(true);
+    expect(JSON.stringify(digests)).not.toMatch(/Muster|123456|52062|Aachen/i);
+    // Equal values of two registrations do not have equal digests.
+    expect(patientDataDigests(patientOf(base), 'other0000000000').plz).not.toBe(digests.plz);
+    const same = again((pd) => {
+      pd.email = ' max.muster@EXAMPLE.org';
+      pd.symptome = [...(pd.symptome as string[])].reverse();
+    });
+    expect(differingFromImport(patientOf(same), token, digests)).toEqual([]);
+    const changed = again((pd) => {
+      pd.telefon = '+49 170 1234567';
+      delete pd.hausarzt;
+    });
+    expect(differingFromImport(patientOf(changed), token, digests)).toEqual(['telefon', 'hausarzt']);
+    // A field the import did not record is not compared.
+    const { telefon: _, ...older } = digests;
+    expect(differingFromImport(patientOf(changed), token, older)).toEqual(['hausarzt']);
   });
 });

@@ -285,11 +285,11 @@ describe('patient import end to end (PostgreSQL, Redis, @google-cloud/storage ag
     (changed.patient_data as Row).ort = 'Köln';
     const again = await upload(h, changed);
     const two = await settled(h, again.name, again.generation);
-    expect(two).toMatchObject({ status: 'deleted', duplicate_kind: 'same_token', duplicate_of_patient_id: one.patient_id, patient_id: null, differing_fields: ['ort', 'telefon'] });
+    expect(two).toMatchObject({ status: 'deleted', duplicate_kind: 'same_token', duplicate_of_patient_id: one.patient_id, patient_id: null, differing_fields: ['ort', 'telefon'], differing_compared_with: 'import' });
     expect(await database.sql`select telefon from patient_service.patienten where id = ${one.patient_id as number}`).toEqual([{ telefon: '+49 241 123456' }]);
     const mails = await deliveriesOf(`patient-import.%.ledger.${two.id}`);
     expect(mails.map((m) => m.kind)).toEqual(['staff.patient-duplicate']);
-    expect(mails[0]!.text).toContain(`mit anderen Angaben in: ort, telefon. Patient ${one.patient_id} wurde nicht geändert`);
+    expect(mails[0]!.text).toContain(`mit anderen Angaben als beim ersten Import in: ort, telefon. Patient ${one.patient_id} wurde nicht geändert`);
     expect(mails[0]!.text).not.toContain('5550001');
     // The patient is not emailed again: no delivery other than the staff one.
     expect(await database.sql`select 1 from fleet.deliveries where patient_id = ${one.patient_id as number} and kind not like 'staff.%'`).toHaveLength(0);

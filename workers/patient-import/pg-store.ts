@@ -20,7 +20,7 @@ import { PermanentError } from '../../libs/errors/index.js';
 import { appendEvent, PRODUCER, topicFor, type NewEvent } from '../../libs/events/index.js';
 import type { Clock } from '../../libs/runtime/clock.js';
 import { ZAHLUNGSREFERENZ_TAKEN } from './failure-remedy.js';
-import { differingPatientFields, foldName, normalise } from './map-patient.js';
+import { differingFromImport, differingPatientFields, foldName, normalise, patientDataDigests } from './map-patient.js';
 import { FAILABLE_STATUSES, LedgerRowMovedOn, type CommitInput, type CommitOutcome, type CommitResult, type ImportStore } from './ports.js';
 
 export interface PgStoreOptions {
@@ -169,8 +169,20 @@ function decideImport(
   let patient: ImportWrites['patient'] = null;
   if (found.sameTokenPatientId !== null) {
     // The same registration again: a retry stays silent; changed content is named for staff (the patient is not changed).
-    const differingFields = found.sameTokenPatient ? differingPatientFields(p, found.sameTokenPatient) : [];
-    outcome = { kind: 'duplicate', duplicateKind: 'same_token', patientId: found.sameTokenPatientId, ...(differingFields.length ? { differingFields } : {}) };
+    // Compared with what the import of that token read (its digests), so staff's corrections of the patient since do
+    // not count as changes; an import from before the digests leaves only the patient row as it is now.
+    const comparedWith = found.sameTokenDigests ? 'import' : 'patient';
+    const differingFields = found.sameTokenDigests
+      ? differingFromImport(p, input.registrationToken, found.sameTokenDigests)
+      : found.sameTokenPatient
+        ? differingPatientFields(p, found.sameTokenPatient)
+        : [];
+    outcome = {
+      kind: 'duplicate',
+      duplicateKind: 'same_token',
+      patientId: found.sameTokenPatientId,
+      ...(differingFields.length ? { differingFields, comparedWith } : {}),
+    };
   } else {
     const samePerson = found.sameEmail.find((c) => foldName(c.vorname) === foldName(p.vorname) && foldName(c.nachname) === foldName(p.nachname));
     if (samePerson) {
@@ -250,6 +262,9 @@ function decideImport(
         validation: input.validation,
         registrationToken: input.registrationToken,
         differingFields: outcome.kind === 'duplicate' && outcome.differingFields?.length ? outcome.differingFields : null,
+        differingComparedWith: outcome.kind === 'duplicate' && outcome.differingFields?.length ? (outcome.comparedWith ?? 'patient') : null,
+        // Recorded with the consent of the token (the first import of it), for a later re-upload to be compared with.
+        fieldDigests: consent ? patientDataDigests(p, input.registrationToken) : null,
       },
     },
   };

@@ -54,8 +54,12 @@ export interface ConsentValues {
 
 export type CommitOutcome =
   | { kind: 'imported'; patientId: number; possibleDuplicateOf: number | null }
-  /** `differingFields`: same_token only, the patient_data fields the upload changes (names only; absent or empty: none). */
-  | { kind: 'duplicate'; duplicateKind: 'same_token' | 'same_person'; patientId: number; differingFields?: string[] };
+  /**
+   * `differingFields`: same_token only, the patient_data fields the upload changes (names only; absent or empty: none);
+   * `comparedWith`: with what they were compared, the import's digests (`import`) or, where that import recorded none,
+   * the patient row as it is now (`patient`, the default: it may include corrections staff made since the import).
+   */
+  | { kind: 'duplicate'; duplicateKind: 'same_token' | 'same_person'; patientId: number; differingFields?: string[]; comparedWith?: 'import' | 'patient' };
 
 export interface CommitResult {
   outcome: CommitOutcome;

@@ -146,13 +146,24 @@ describe('processPatientImport (in-memory ports)', () => {
     expect(retry.state.staffMails).toEqual([]);
 
     const changed = setup(plainRegistration({ patch: (r) => ((r.patient_data as Record<string, unknown>).telefon = '+49 170 9999999') }));
-    changed.state.outcome = { kind: 'duplicate', duplicateKind: 'same_token', patientId: 9, differingFields: ['telefon', 'email'] };
+    changed.state.outcome = { kind: 'duplicate', duplicateKind: 'same_token', patientId: 9, differingFields: ['telefon', 'email'], comparedWith: 'import' };
     await processPatientImport(1, changed.deps);
     expect(changed.state.staffMails).toHaveLength(1);
     const mail = changed.state.staffMails[0]!;
     expect(mail.subject).toContain('Anmeldung erneut hochgeladen, mit geänderten Angaben');
-    expect(mail.text).toContain('mit anderen Angaben in: telefon, email. Patient 9 wurde nicht geändert');
+    expect(mail.text).toContain('mit anderen Angaben als beim ersten Import in: telefon, email. Patient 9 wurde nicht geändert');
     expect(mail.text).not.toContain('9999999');
+
+    // Its import recorded no digests: compared with the patient as it is now, which staff may have corrected since.
+    const older = setup(plainRegistration({ patch: (r) => ((r.patient_data as Record<string, unknown>).telefon = '+49 170 9999999') }));
+    older.state.outcome = { kind: 'duplicate', duplicateKind: 'same_token', patientId: 9, differingFields: ['telefon'], comparedWith: 'patient' };
+    await processPatientImport(1, older.deps);
+    const fallback = older.state.staffMails[0]!;
+    expect(fallback.subject).toContain('Angaben weichen vom Patienten ab');
+    expect(fallback.text).toContain('anders als Patient 9 in seinem heutigen Stand: telefon');
+    expect(fallback.text).toContain('seit dem Import von Hand korrigiert');
+    expect(fallback.text).not.toContain('aktualisieren');
+    expect(fallback.text).not.toContain('9999999');
   });
 
   it("the failure notice gives the reason in German without the log's 'ledger N:' prefix (the record number has its own line)", async () => {

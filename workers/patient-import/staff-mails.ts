@@ -59,13 +59,22 @@ export function importedMail(
     }
   } else if (outcome.duplicateKind === 'same_token') {
     // The same registration (token) uploaded again with other content: the patient is not changed.
-    const fields = outcome.differingFields ?? [];
-    subject = `Anmeldung erneut hochgeladen, mit geänderten Angaben: bitte prüfen (Import ${row.id})`;
+    const fields = (outcome.differingFields ?? []).join(', ');
+    const copy = `(die neue Datei ist als Sicherungskopie erhalten: fleet imports show ${row.id})`;
     heading = 'Anmeldung erneut hochgeladen: kein neuer Patient angelegt';
     rows.splice(1, 0, ['Gleiche Anmeldung wie Patient', outcome.patientId]);
-    paragraphs.push(
-      `Dieselbe Anmeldung (gleiches Anmelde-Token) wurde noch einmal hochgeladen, mit anderen Angaben in: ${fields.join(', ')}. Patient ${outcome.patientId} wurde nicht geändert: bitte die Angaben dort von Hand prüfen und bei Bedarf aktualisieren (die neue Datei ist als Sicherungskopie erhalten: fleet imports show ${row.id}).`,
-    );
+    if (outcome.comparedWith === 'import') {
+      subject = `Anmeldung erneut hochgeladen, mit geänderten Angaben: bitte prüfen (Import ${row.id})`;
+      paragraphs.push(
+        `Dieselbe Anmeldung (gleiches Anmelde-Token) wurde noch einmal hochgeladen, mit anderen Angaben als beim ersten Import in: ${fields}. Patient ${outcome.patientId} wurde nicht geändert: bitte die Angaben dort von Hand prüfen und bei Bedarf aktualisieren ${copy}.`,
+      );
+    } else {
+      // Imported before the import recorded what it read: only the patient as it is now was there to compare with.
+      subject = `Anmeldung erneut hochgeladen, Angaben weichen vom Patienten ab: bitte prüfen (Import ${row.id})`;
+      paragraphs.push(
+        `Dieselbe Anmeldung (gleiches Anmelde-Token) wurde noch einmal hochgeladen. Ihre Angaben sind anders als Patient ${outcome.patientId} in seinem heutigen Stand: ${fields}. Der erste Import hat nicht festgehalten, was er übernommen hat; der Unterschied kann daher auch Angaben betreffen, die seit dem Import von Hand korrigiert wurden. Patient ${outcome.patientId} wurde nicht geändert: bitte zuerst prüfen, bevor dort etwas geändert wird, damit keine Korrektur rückgängig gemacht wird ${copy}.`,
+      );
+    }
   } else {
     subject = p.voucher
       ? `Anmeldung als Duplikat erkannt, bezahlte Gutschein-Buchung: bitte prüfen (Import ${row.id})`

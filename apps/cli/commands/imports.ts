@@ -33,9 +33,17 @@ export interface ImportKind {
   discard?(ctx: FleetContext, id: number, action: { actor: string; reason: string }): Promise<string>;
 }
 
-/** A same_token duplicate whose content differs from the patient of its token: which fields (names only), for staff to update the patient by hand. */
+/**
+ * A same_token duplicate whose content differs: which fields (names only). Compared with what the
+ * import of the token read (its digests), or, where that import recorded none (and on rows from
+ * before the comparison was recorded), with the patient as it was at the re-upload: then the
+ * fields may be corrections staff made since the import, and the line says so.
+ */
 function sameRegistrationChanged(r: LedgerRow): string {
-  return `same registration as patient ${r.duplicateOfPatientId}; differs in: ${(r.differingFields ?? []).join(', ')}`;
+  const fields = (r.differingFields ?? []).join(', ');
+  return r.differingComparedWith === 'import'
+    ? `same registration as patient ${r.duplicateOfPatientId}; differs in: ${fields}`
+    : `same registration as patient ${r.duplicateOfPatientId}; differs from the patient record as it is now in: ${fields} (may be corrections made since the import: check before changing anything)`;
 }
 
 function patientSummary(r: LedgerRow) {
@@ -164,7 +172,14 @@ function patientDetail(
     ['validation', r.validation],
     ['patient', r.patientId],
     ['duplicate of', r.duplicateOfPatientId ? `patient ${r.duplicateOfPatientId} (${r.duplicateKind})` : null],
-    ['content changed', r.differingFields?.length ? `${sameRegistrationChanged(r)} (the patient was not changed: update it by hand; staff were emailed)` : null],
+    [
+      'content changed',
+      !r.differingFields?.length
+        ? null
+        : r.differingComparedWith === 'import'
+          ? `${sameRegistrationChanged(r)} (compared with what the import of this registration read; the patient was not changed: update it by hand; staff were emailed)`
+          : `${sameRegistrationChanged(r)} (its import recorded no digests of what it read, so the patient as it was at this upload was compared; the patient was not changed; staff were emailed)`,
+    ],
     ['possible duplicate of', r.possibleDuplicateOfPatientId ? `patient ${r.possibleDuplicateOfPatientId} (same email, other name)` : null],
     ['error code', r.errorCode],
     ['reason', r.reason],

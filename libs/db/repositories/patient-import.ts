@@ -664,7 +664,13 @@ export interface ImportLookup {
   } | null;
   /** The patient of an earlier consent with the same registration token. */
   sameTokenPatientId: number | null;
-  /** That patient's row (columns by name), to compare a re-upload's content with (null: no such patient). */
+  /**
+   * The field digests the import that wrote that consent recorded (its ledger row's field_digests),
+   * to compare a re-upload's content with what that import read; null: none recorded (imported
+   * before they were), or no such consent.
+   */
+  sameTokenDigests: Record<string, string> | null;
+  /** That patient's row now (columns by name), to compare with when no digests were recorded (null: no such patient). */
   sameTokenPatient: Record<string, unknown> | null;
   /** Patients with the same normalised email (trimmed as JavaScript trims, NFC, lower case), by id. */
   sameEmail: Array<{ id: number; vorname: string; nachname: string }>;
@@ -699,8 +705,12 @@ export interface ImportWrites {
     validation: string;
     /** The registration token of the file's content (see the ledger's column). */
     registrationToken: string;
-    /** A same_token duplicate: the patient_data fields that differ from the patient (names only); else null. */
+    /** A same_token duplicate: the patient_data fields that differ (names only); else null. */
     differingFields: string[] | null;
+    /** With differingFields: compared with the import's digests (`import`) or with the patient row now (`patient`). */
+    differingComparedWith: 'import' | 'patient' | null;
+    /** The import that writes the consent of its token: the field digests of what it read (never values); else null. */
+    fieldDigests: Record<string, string> | null;
   };
 }
 
@@ -711,13 +721,14 @@ const LOCK_ROW = `select id from ${LEDGER} where id = $1 for update`;
 
 const LOOKUP = `
 select l.status, l.duplicate_kind, l.patient_id, l.duplicate_of_patient_id, l.possible_duplicate_of_patient_id,
-       t.patient_id as same_token_patient_id, (select to_jsonb(sp) from ${PATIENTS} sp where sp.id = t.patient_id) as same_token_patient,
+       t.patient_id as same_token_patient_id, (select tl.field_digests from ${LEDGER} tl where tl.id = t.ledger_id) as same_token_digests,
+       (select to_jsonb(sp) from ${PATIENTS} sp where sp.id = t.patient_id) as same_token_patient,
        r.id as ref_taken_by, e.same_email,
        case when l.status not in ('imported', 'duplicate', 'deleted', 'superseded', 'done') and t.patient_id is null and r.id is null
             then nextval(pg_get_serial_sequence('${PATIENTS.replaceAll('"', '')}', 'id')) end as reserved_patient_id
   from (select 1) as one
   left join ${LEDGER} l on l.id = $1
-  left join lateral (select patient_id from ${CONSENTS} where registration_token = $2::text limit 1) t on true
+  left join lateral (select patient_id, ledger_id from ${CONSENTS} where registration_token = $2::text limit 1) t on true
   left join lateral (select id from ${PATIENTS} where zahlungsreferenz = $3::text limit 1) r on true
   left join lateral (
     select coalesce(json_agg(json_build_object('id', p.id, 'vorname', p.vorname, 'nachname', p.nachname) order by p.id), '[]'::json) as same_email
@@ -768,7 +779,7 @@ update ${LEDGER}
    set status = $6, imported_at = $7::timestamptz, patient_id = $8, duplicate_of_patient_id = $9, duplicate_kind = $10,
        possible_duplicate_of_patient_id = $11, unknown_fields = $12::jsonb, validation = $13,
        staff_delivery_id = coalesce((select id from del), (select id from old)), reason = null, reason_withheld = null, error_code = null, updated_at = $14::timestamptz,
-       registration_token = $15, differing_fields = $16::jsonb
+       registration_token = $15, differing_fields = $16::jsonb, differing_compared_with = $17, field_digests = $18::jsonb
  where id = $5
 returning (select id from del) as created_delivery_id, staff_delivery_id,
           (select count(*) from pat)::int as patients, (select count(*) from con)::int as consents, (select count(*) from evt)::int as events`;
@@ -828,6 +839,7 @@ export async function runImportTransaction<T>(
               possibleDuplicateOfPatientId: r.possible_duplicate_of_patient_id === null ? null : Number(r.possible_duplicate_of_patient_id),
             },
       sameTokenPatientId: r.same_token_patient_id === null ? null : Number(r.same_token_patient_id),
+      sameTokenDigests: (r.same_token_digests as Record<string, string> | null) ?? null,
       sameTokenPatient: (r.same_token_patient as Record<string, unknown> | null) ?? null,
       sameEmail: (r.same_email as Array<{ id: number; vorname: string; nachname: string }>) ?? [],
       zahlungsreferenzTakenBy: r.ref_taken_by === null ? null : Number(r.ref_taken_by),
@@ -861,6 +873,8 @@ export async function runImportTransaction<T>(
       new Date().toISOString(),
       l.registrationToken,
       l.differingFields === null ? null : JSON.stringify(l.differingFields),
+      l.differingComparedWith,
+      l.fieldDigests === null ? null : JSON.stringify(l.fieldDigests),
     ];
     // A failed write leaves the transaction aborted: the commit then only rolls it back.
     // Behind the write (with the staff email it can fill the socket's buffer) postgres.js may

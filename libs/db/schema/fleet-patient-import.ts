@@ -85,6 +85,21 @@ export const patientImportLedger = fleet.table(
      * update the patient by hand. Null: none differ (a retry), or not a same_token duplicate.
      */
     differingFields: jsonb('differing_fields').$type<string[]>(),
+    /**
+     * What `differing_fields` was compared with: `import` (the field digests the import of that
+     * registration recorded, so corrections staff made to the patient since do not count) or
+     * `patient` (that import recorded none: the patient row as it was at the re-upload, which may
+     * include such corrections). Null on rows recorded before the column existed: `patient`.
+     */
+    differingComparedWith: text('differing_compared_with').$type<'import' | 'patient'>(),
+    /**
+     * The import that wrote the consent of its registration token (the first import of that
+     * token): per patient_data field, a short keyed digest of the value as the import normalised it
+     * (field name -> 16 hex chars of SHA-256 over token, field and value), never the value itself.
+     * A re-upload of the same token is compared with these, not with the patient as staff may have
+     * corrected it since. Null on rows without a consent and on rows imported before the column existed.
+     */
+    fieldDigests: jsonb('field_digests').$type<Record<string, string>>(),
     /** Imported, but another patient has the same email with another name. */
     possibleDuplicateOfPatientId: integer('possible_duplicate_of_patient_id'),
     unknownFields: jsonb('unknown_fields').$type<string[]>().notNull().default([]),
