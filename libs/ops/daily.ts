@@ -34,6 +34,8 @@ export const MAX_DAILY_HOURS = 24 * 31;
 export const STALE_AFTER_SECONDS = 3600;
 /** The page that lists the patients who get no weekly email (ids only), as `fleet weekly unreachable` does. */
 export const WEEKLY_UNREACHABLE_PAGE = '/daily/weekly-unreachable';
+/** Why a searching patient gets no weekly email, in staff's words (`fleet weekly unreachable` and its page). */
+export const WEEKLY_UNREACHABLE_WHY = { no_email: 'no email address', invalid_email: 'no valid email address' } as const;
 
 export interface DailyAttention {
   /** Stable key, e.g. `dead_letters`. */

@@ -14,6 +14,7 @@ import { WEEKLY_SCHEDULER_ID, registerWeeklySchedule } from '../../producers/wee
 import { previewWeeklyEmail, runWeeklyFanout, type FanoutResult } from '../../../workers/weekly-status/index.js';
 import { CliError, operatorName, printJson, requiredReason, withContext } from '../context.js';
 import { columns, displayTime, isoSeconds } from '../format.js';
+import { WEEKLY_UNREACHABLE_WHY } from '../../../libs/ops/daily.js';
 import { jobIdFor } from '../../../libs/queues/index.js';
 
 function patientIdArg(raw: string): number {
@@ -160,7 +161,7 @@ export function registerWeekly(program: Command): void {
           process.stdout.write('every patient searching with an active search and no opt-out has a valid email address\n');
           return;
         }
-        const why = { no_email: 'no email address', invalid_email: 'no valid email address' } as const;
+        const why = WEEKLY_UNREACHABLE_WHY;
         process.stdout.write(
           [
             `${patients.length} patient(s) searching with an active search and no opt-out get no weekly email: ${noEmail} without an email address, ${invalidEmail} without a valid one`,

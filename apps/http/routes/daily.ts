@@ -1,6 +1,6 @@
 import { Router, type Request } from 'express';
 import { weeklyUnreachablePatients } from '../../../libs/db/repositories/weekly-status.js';
-import { dailyDepsOf, dailyReport, formatAge, localTimeWithOffset, parseDailyHours, WEEKLY_UNREACHABLE_PAGE, type DailyReport } from '../../../libs/ops/daily.js';
+import { dailyDepsOf, dailyReport, formatAge, localTimeWithOffset, parseDailyHours, WEEKLY_UNREACHABLE_PAGE, WEEKLY_UNREACHABLE_WHY, type DailyReport } from '../../../libs/ops/daily.js';
 import { outboxKafkaLine } from '../../../libs/ops/outbox-kafka.js';
 import { html, page, type SafeHtml } from '../html.js';
 import type { HttpRouteDeps, HttpRouteModule } from './types.js';
@@ -110,7 +110,7 @@ export const dailyRoutes: HttpRouteModule = {
     // The patients who would get the weekly email but have no (valid) email address: ids only.
     router.get(WEEKLY_UNREACHABLE_PAGE.slice('/daily'.length), async (_req, res) => {
       const patients = await weeklyUnreachablePatients(ctx.database.db);
-      const why = { no_email: 'no email address', invalid_email: 'no valid email address' } as const;
+      const why = WEEKLY_UNREACHABLE_WHY;
       res.type('html').send(
         page(
           'Patients without a weekly email · Curavani Fleet',
