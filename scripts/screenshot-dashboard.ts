@@ -101,6 +101,12 @@ async function main() {
     await ctx.database.sql`insert into fleet.patient_import_ledger (bucket, object_name, generation, source_uri, status, patient_id, finished_at)
       values ('demo', 'registrations/Muster_Max_2026-11-20_1c2d3e4f.json', '2', 'gs://demo/y', 'done', 4711, now())`;
     await ctx.database.sql`insert into fleet.therapist_import_files (path, status, reason, finished_at) values ('20261120/52074.json', 'failed', 'not JSON: Unexpected end of JSON input', now())`;
+    // Searching patients the weekly email cannot reach: no address, and one that is not an address.
+    for (const [ref, email] of [['SHOT1', null], ['SHOT2', 'kein-gueltiger-eintrag']] as const) {
+      const [p] = await ctx.database.sql<{ id: number }[]>`insert into patient_service.patienten (anrede, geschlecht, vorname, nachname, email, zahlungsreferenz, status)
+        values ('Frau', 'weiblich', 'Erika', 'Beispiel', ${email}, ${ref}, 'auf_der_Suche') returning id`;
+      await ctx.database.sql`insert into matching_service.platzsuche (patient_id, status) values (${p!.id}, 'aktiv')`;
+    }
     await worker.stop(5_000);
     // A therapist scraper file with every kind of outcome, imported through the real pipeline.
     const dropped = path.join(profile, '52066.json');
@@ -139,6 +145,7 @@ async function main() {
         ['therapist-import-run.png', `/therapist-imports/runs/${therapistReport.runId}`, 'text=Files', true],
         ['therapist-import-file.png', `/therapist-imports/files/${therapistReport.fileId}`, 'text=Failed therapists', true],
         ['daily-health.png', '/daily', 'text=Needs attention', true],
+        ['daily-weekly-unreachable.png', '/daily/weekly-unreachable', 'text=no valid email address', true],
       ];
       for (const [file, url, waitFor, fullPage] of shots) {
         const res = await page.goto(`${base}${url}`, { waitUntil: 'networkidle' });
@@ -150,7 +157,7 @@ async function main() {
       }
       // The operator pages at a laptop's width and a phone's: the page itself never scrolls
       // sideways (wide tables scroll in their own box), and at 1200 px no table is cut off.
-      const operatorPages = ['/ops', '/imports', '/therapist-imports', `/therapist-imports/runs/${therapistReport.runId}`, `/therapist-imports/files/${therapistReport.fileId}`, '/daily'];
+      const operatorPages = ['/ops', '/imports', '/therapist-imports', `/therapist-imports/runs/${therapistReport.runId}`, `/therapist-imports/files/${therapistReport.fileId}`, '/daily', '/daily/weekly-unreachable'];
       for (const [width, height] of [[1200, 900], [390, 844]] as const) {
         await page.setViewportSize({ width, height });
         for (const url of operatorPages) {
