@@ -81,24 +81,41 @@ describe('unsubscribe while the database fails', () => {
   });
 });
 
+/**
+ * An HTTP app of its own (a database and queue prefix of its own) for one describe block; `env`:
+ * config beyond the connections. `stop` closes and drops everything.
+ */
+async function startApp(env: (urls: { DATABASE_URL: string; REDIS_URL: string; QUEUE_PREFIX: string }) => Record<string, string>) {
+  const tdb = await createTestDatabase();
+  const q = testQueuePrefix();
+  const config = env({ DATABASE_URL: tdb.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix });
+  const c = openContext(loadConfig({ ...config, HTTP_PORT: '0' }), silentLogger());
+  const h = httpComponent(c);
+  await h.start();
+  return {
+    tdb,
+    config,
+    ctx: c,
+    http: h,
+    base: `http://127.0.0.1:${h.address()!.port}`,
+    async stop() {
+      await h.stop(5_000);
+      await c.close();
+      await q.cleanup();
+      await tdb.drop();
+    },
+  };
+}
+
 describe('unsubscribe opened with a trailing slash', () => {
   let tdb: TestDatabase;
-  let app: { ctx: FleetContext; http: HttpComponent; base: string };
-  let cleanup: () => Promise<void>;
+  let app: Awaited<ReturnType<typeof startApp>>;
   beforeAll(async () => {
-    tdb = await createTestDatabase();
-    const q = testQueuePrefix();
-    cleanup = q.cleanup;
-    const c = openContext(loadConfig({ HTTP_PORT: '0', DATABASE_URL: tdb.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: q.prefix, UNSUBSCRIBE_SECRET: SECRET }), silentLogger());
-    const h = httpComponent(c);
-    await h.start();
-    app = { ctx: c, http: h, base: `http://127.0.0.1:${h.address()!.port}` };
+    app = await startApp((urls) => ({ ...urls, UNSUBSCRIBE_SECRET: SECRET }));
+    tdb = app.tdb;
   });
   afterAll(async () => {
-    await app?.http.stop(5_000);
-    await app?.ctx.close();
-    await cleanup?.();
-    await tdb?.drop();
+    await app?.stop();
   });
 
   it("the page's undo button posts to /unsubscribe/<token>/resubscribe, not to <token>/<token>/resubscribe", async () => {
@@ -133,31 +150,20 @@ describe('unsubscribe after UNSUBSCRIBE_SECRET was rotated', () => {
   const OLDER = 'p'.repeat(40);
   const NEW = 'n'.repeat(40);
   let tdb: TestDatabase;
-  let app: { ctx: FleetContext; http: HttpComponent; base: string };
-  let cleanup: () => Promise<void>;
+  let app: Awaited<ReturnType<typeof startApp>>;
   let env: Record<string, string>;
   beforeAll(async () => {
-    tdb = await createTestDatabase();
-    const q = testQueuePrefix();
-    cleanup = q.cleanup;
-    env = {
-      DATABASE_URL: tdb.url,
-      REDIS_URL: TEST_REDIS_URL,
-      QUEUE_PREFIX: q.prefix,
+    app = await startApp((urls) => ({
+      ...urls,
       UNSUBSCRIBE_SECRET: NEW,
       UNSUBSCRIBE_SECRET_PREVIOUS: ` ${OLD} ,${OLDER}`,
       PUBLIC_BASE_URL: 'https://fleet.example.org',
-    };
-    const c = openContext(loadConfig({ ...env, HTTP_PORT: '0' }), silentLogger());
-    const h = httpComponent(c);
-    await h.start();
-    app = { ctx: c, http: h, base: `http://127.0.0.1:${h.address()!.port}` };
+    }));
+    tdb = app.tdb;
+    env = app.config;
   });
   afterAll(async () => {
-    await app?.http.stop(5_000);
-    await app?.ctx.close();
-    await cleanup?.();
-    await tdb?.drop();
+    await app?.stop();
   });
 
   it('links signed with an earlier secret (UNSUBSCRIBE_SECRET_PREVIOUS) still work; new links are signed with the current one only', async () => {
