@@ -15,7 +15,7 @@ import { startGcsStandIn } from '../../libs/testing/gcs-stand-in.js';
 import { silentServer } from '../../libs/testing/ports.js';
 import { testQueuePrefix } from '../../libs/testing/redis.js';
 import { TEST_REDIS_URL } from '../../libs/testing/services.js';
-import { fileBytes, plainRegistration } from '../../workers/patient-import/fixtures.js';
+import { fileBytes, plainRegistration, registrationToken } from '../../workers/patient-import/fixtures.js';
 import { until } from '../../workers/patient-import/int-harness.js';
 import { notImportedOutcome, scraperFile, therapistLine } from '../../workers/therapist-import/fixtures.js';
 import { therapistImportRepo } from '../../workers/therapist-import/index.js';
@@ -190,6 +190,32 @@ describe('a registration uploaded again with other content (same registration to
     const shown = await fleet('imports', 'show', String(ids[0]));
     expect(shown.stdout).toMatch(/content changed: +same registration as patient 78; differs from the patient record as it is now in: telefon \(may be corrections made since the import: check before changing anything\) \(its import recorded no digests/);
     expect(shown.stdout).not.toContain('update it by hand');
+  });
+});
+
+describe('a registration imported by hand, then uploaded again with other content', () => {
+  it('says the import takes signatures unchecked, and names the fields the second upload changes (the patient is not changed)', { timeout: 90_000 }, async () => {
+    const token = registrationToken();
+    const name = `Mustermann_Max_20250705_${token.slice(0, 8)}.json`;
+    const first = path.join(dir, 'again-1', name);
+    const second = path.join(dir, 'again-2', name);
+    await mkdir(path.dirname(first), { recursive: true });
+    await mkdir(path.dirname(second), { recursive: true });
+    const reg = plainRegistration({ token });
+    await writeFile(first, fileBytes(reg));
+    const changed = structuredClone(reg) as { patient_data: Record<string, unknown> };
+    changed.patient_data.telefon = '+49 170 0000000';
+    await writeFile(second, fileBytes(changed));
+
+    const imported = await fleet('import', 'patient-file', first);
+    expect(imported.code).toBe(0);
+    expect(imported.stderr).toContain('fleet: warning: registration signatures are not checked: REGISTRATION_SIGNING_SECRET is not set\n');
+    const patientId = Number(/imported: patient (\d+)/.exec(imported.stdout)?.[1]);
+    const again = await fleet('import', 'patient-file', second);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain(`not imported again: duplicate of patient ${patientId} (same registration token;`);
+    expect(again.stdout).toContain('its content differs from what the first import of this registration read in: telefon; the patient is not changed: update it by hand if the new values are right (staff were sent an email)\n');
+    expect(again.stdout).not.toContain('0000000');
   });
 });
 

@@ -2,7 +2,7 @@
 export { bucketPollHandlers, patientImportHandlers, retentionHandlers } from './worker.js';
 export { patientImportDeadLetterHook, restoreDeadLetters } from './dead-letters.js';
 export { importLocalFile } from './import-local-file.js';
-export { warnIfSignaturesUnchecked } from './signing-warning.js';
+export { signingWarning, warnIfSignaturesUnchecked } from './signing-warning.js';
 export { runPoll } from './run-poll.js';
 export { runRetention } from './run-retention.js';
 export { removeStaleTempCopies } from './stale-temp-copies.js';

@@ -8,7 +8,17 @@ import { withholdValues } from './registration-schema.js';
 import { failedMail, importedMail } from './staff-mails.js';
 
 export type ImportResult =
-  | { outcome: 'imported' | 'duplicate'; ledgerId: number; patientId: number; status: 'deleted' | 'superseded' | 'done'; duplicateKind?: string; possibleDuplicateOf?: number | null }
+  | {
+      outcome: 'imported' | 'duplicate';
+      ledgerId: number;
+      patientId: number;
+      status: 'deleted' | 'superseded' | 'done';
+      duplicateKind?: string;
+      possibleDuplicateOf?: number | null;
+      /** A same_token duplicate whose content differs: the field names, and with what they were compared (see CommitOutcome). */
+      differingFields?: string[];
+      comparedWith?: 'import' | 'patient';
+    }
   | { outcome: 'replaced'; ledgerId: number; status: 'replaced' }
   | { outcome: 'already-final'; ledgerId: number; status: string }
   /** Another run of the same row (a job whose lock was lost, a second hand import) committed or ended it meanwhile: this run recorded nothing. */
@@ -257,6 +267,7 @@ async function finish(row: ImportRow, deps: ImportDeps, outcome?: CommitOutcome)
     patientId,
     status,
     ...(outcome?.kind === 'duplicate' ? { duplicateKind: outcome.duplicateKind } : {}),
+    ...(outcome?.kind === 'duplicate' && outcome.differingFields?.length ? { differingFields: outcome.differingFields, comparedWith: outcome.comparedWith ?? 'patient' } : {}),
     ...(outcome?.kind === 'imported' ? { possibleDuplicateOf: outcome.possibleDuplicateOf } : {}),
   };
 }

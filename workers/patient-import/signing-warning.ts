@@ -15,13 +15,17 @@ export const SIGNING_SECRET_MIN_CHARS = 32;
  * until both sides change it. Returns whether it warned.
  */
 export function warnIfSignaturesUnchecked(config: { signingSecret?: string | undefined }, log: Logger): boolean {
-  if (!config.signingSecret) {
-    log.warn({ variable: 'REGISTRATION_SIGNING_SECRET' }, UNCHECKED_SIGNATURES);
-    return true;
+  const w = signingWarning(config);
+  if (w) log.warn({ variable: 'REGISTRATION_SIGNING_SECRET', ...w.fields }, w.message);
+  return w !== null;
+}
+
+/** The warning of warnIfSignaturesUnchecked, for a terminal (fleet import patient-file) or the log; null: none. */
+export function signingWarning(config: { signingSecret?: string | undefined }): { message: string; fields: Record<string, number>; text: string } | null {
+  if (!config.signingSecret) return { message: UNCHECKED_SIGNATURES, fields: {}, text: UNCHECKED_SIGNATURES };
+  const length = config.signingSecret.length;
+  if (length < SIGNING_SECRET_MIN_CHARS) {
+    return { message: SHORT_SIGNING_SECRET, fields: { length, minimum: SIGNING_SECRET_MIN_CHARS }, text: `${SHORT_SIGNING_SECRET} (${length} characters, ${SIGNING_SECRET_MIN_CHARS} or more wanted)` };
   }
-  if (config.signingSecret.length < SIGNING_SECRET_MIN_CHARS) {
-    log.warn({ variable: 'REGISTRATION_SIGNING_SECRET', length: config.signingSecret.length, minimum: SIGNING_SECRET_MIN_CHARS }, SHORT_SIGNING_SECRET);
-    return true;
-  }
-  return false;
+  return null;
 }

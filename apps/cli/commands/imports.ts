@@ -5,7 +5,7 @@ import { patientImportOpenStatuses, patientImportStatuses, type PatientImportSta
 import { carriedAttemptOf, DeadLetterNotFound, findDeadLetter, isLiveJobState, jobIdFor, type DeadLetterView } from '../../../libs/queues/index.js';
 import type { FleetContext } from '../../../libs/runtime/index.js';
 import { gcsEndpointHost } from '../../../libs/storage/index.js';
-import { failureRemedy, importLocalFile, newerImportNextStep, paymentReferenceCollision, runPoll, warnIfSignaturesUnchecked, type NewerImport, type PollResult } from '../../../workers/patient-import/index.js';
+import { failureRemedy, importLocalFile, newerImportNextStep, paymentReferenceCollision, runPoll, signingWarning, type NewerImport, type PollResult } from '../../../workers/patient-import/index.js';
 import { argPath, CliError, operatorName, positiveInt, printJson, requiredReason, shownPath, withContext } from '../context.js';
 import { displayTime, table } from '../format.js';
 
@@ -419,8 +419,9 @@ export function registerImports(program: Command): void {
     .action(async (filePath: string, opts: { json?: boolean }) => {
       const outcome = await withContext(async (ctx) => {
         try {
-          // The hand import runs the same checks: say so when it takes signatures unchecked (the log goes to stderr).
-          warnIfSignaturesUnchecked(ctx.config.patientImport, ctx.log);
+          // The hand import runs the same checks: say so when it takes signatures unchecked or with a short secret.
+          const warning = signingWarning(ctx.config.patientImport);
+          if (warning) process.stderr.write(`fleet: warning: ${warning.text}\n`);
           return await importLocalFile(ctx, argPath(filePath));
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
@@ -442,7 +443,10 @@ export function registerImports(program: Command): void {
         process.stdout.write(
           r.outcome === 'imported'
             ? `imported: patient ${r.patientId} (import record ${r.ledgerId})${r.possibleDuplicateOf ? `; possible duplicate of patient ${r.possibleDuplicateOf} (same email, other name)` : ''}\n`
-            : `not imported again: duplicate of patient ${r.patientId} (${r.duplicateKind === 'same_token' ? 'same registration token' : 'same email and name'}; import record ${r.ledgerId})\n`,
+            : `not imported again: duplicate of patient ${r.patientId} (${r.duplicateKind === 'same_token' ? 'same registration token' : 'same email and name'}; import record ${r.ledgerId})\n` +
+                (r.differingFields?.length
+                  ? `its content differs ${r.comparedWith === 'import' ? 'from what the first import of this registration read' : 'from the patient record as it is now (which may hold corrections made since the import)'} in: ${r.differingFields.join(', ')}; the patient is not changed: update it by hand if the new values are right (staff were sent an email)\n`
+                  : ''),
         );
       } else {
         process.stdout.write(`failed (${outcome.code}): ${outcome.reason}\nDetails: fleet imports show ${outcome.ledgerId}\n`);
