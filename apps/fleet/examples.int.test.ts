@@ -86,6 +86,9 @@ async function outboxSubjects(): Promise<string[]> {
 describe('the examples walkthrough (README "Try it")', () => {
   it('imports the two good registrations, fails the bad one naming each field, and reports both scraper weeks with numbers that add up', { timeout: 150_000 }, async () => {
     const log = await startFleet();
+    // Each start polls once: the files go in after that poll, as in the README (start, then copy),
+    // or a slow start's poll could take them before the `fleet poll` below.
+    await until('the start poll', () => log().includes('"msg":"bucket polled"'), 60_000);
 
     // registrations: copied into the local bucket, then `fleet poll`
     const prefixDir = path.join(env.LOCAL_BUCKET_DIR!, 'registrations');
