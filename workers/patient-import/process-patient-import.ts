@@ -15,10 +15,7 @@ export type ImportResult =
       status: 'deleted' | 'superseded' | 'done';
       duplicateKind?: string;
       possibleDuplicateOf?: number | null;
-      /** A same_token duplicate whose content differs: the field names, and with what they were compared (see CommitOutcome). */
-      differingFields?: string[];
-      comparedWith?: 'import' | 'patient';
-    }
+    } & Pick<Extract<CommitOutcome, { kind: 'duplicate' }>, 'differingFields' | 'comparedWith'>
   | { outcome: 'replaced'; ledgerId: number; status: 'replaced' }
   | { outcome: 'already-final'; ledgerId: number; status: string }
   /** Another run of the same row (a job whose lock was lost, a second hand import) committed or ended it meanwhile: this run recorded nothing. */

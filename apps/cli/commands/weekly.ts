@@ -161,12 +161,11 @@ export function registerWeekly(program: Command): void {
           process.stdout.write('every patient searching with an active search and no opt-out has a valid email address\n');
           return;
         }
-        const why = WEEKLY_UNREACHABLE_WHY;
-        process.stdout.write(
+          process.stdout.write(
           [
             `${patients.length} patient(s) searching with an active search and no opt-out get no weekly email: ${noEmail} without an email address, ${invalidEmail} without a valid one`,
             '',
-            columns(['patient', 'why'], patients.map((p) => [p.patientId, why[p.why]])),
+            columns(['patient', 'why'], patients.map((p) => [p.patientId, WEEKLY_UNREACHABLE_WHY[p.why]])),
             '',
             'They get the weekly email from the next fan-out on once their address is corrected on the platform.',
             '',

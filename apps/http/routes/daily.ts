@@ -110,14 +110,13 @@ export const dailyRoutes: HttpRouteModule = {
     // The patients who would get the weekly email but have no (valid) email address: ids only.
     router.get(WEEKLY_UNREACHABLE_PAGE.slice('/daily'.length), async (_req, res) => {
       const patients = await weeklyUnreachablePatients(ctx.database.db);
-      const why = WEEKLY_UNREACHABLE_WHY;
       res.type('html').send(
         page(
           'Patients without a weekly email · Curavani Fleet',
           html`<h1>Patients without a weekly email</h1>
 <p class="muted">Searching (<code>auf_der_Suche</code>), with an active search and no opt-out, but no email address or no plausible one: the weekly fan-out skips them every week. Patient ids only; <code>fleet weekly unreachable</code> lists the same. Back to <a href="/daily">Daily health</a>.</p>
 ${patients.length
-  ? html`<table class="counts"><thead><tr><th>patient id</th><th>why</th></tr></thead><tbody>${patients.map((p) => html`<tr><td class="num">${String(p.patientId)}</td><td class="text">${why[p.why]}</td></tr>`)}</tbody></table>`
+  ? html`<table class="counts"><thead><tr><th>patient id</th><th>why</th></tr></thead><tbody>${patients.map((p) => html`<tr><td class="num">${String(p.patientId)}</td><td class="text">${WEEKLY_UNREACHABLE_WHY[p.why]}</td></tr>`)}</tbody></table>`
   : html`<p class="notice ok">None: every searching patient with an active search and no opt-out has a valid email address.</p>`}`,
           { nav: true },
         ),

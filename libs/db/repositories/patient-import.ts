@@ -670,7 +670,7 @@ export interface ImportLookup {
    * before they were), or no such consent.
    */
   sameTokenDigests: Record<string, string> | null;
-  /** That patient's row now (columns by name), to compare with when no digests were recorded (null: no such patient). */
+  /** That patient's row now (columns by name), read only when no digests were recorded, to compare with (null: digests recorded, or no such patient). */
   sameTokenPatient: Record<string, unknown> | null;
   /** Patients with the same normalised email (trimmed as JavaScript trims, NFC, lower case), by id. */
   sameEmail: Array<{ id: number; vorname: string; nachname: string }>;
@@ -721,14 +721,16 @@ const LOCK_ROW = `select id from ${LEDGER} where id = $1 for update`;
 
 const LOOKUP = `
 select l.status, l.duplicate_kind, l.patient_id, l.duplicate_of_patient_id, l.possible_duplicate_of_patient_id,
-       t.patient_id as same_token_patient_id, (select tl.field_digests from ${LEDGER} tl where tl.id = t.ledger_id) as same_token_digests,
-       (select to_jsonb(sp) from ${PATIENTS} sp where sp.id = t.patient_id) as same_token_patient,
+       t.patient_id as same_token_patient_id, td.field_digests as same_token_digests,
+       (select to_jsonb(sp) from ${PATIENTS} sp where sp.id = t.patient_id and td.field_digests is null) as same_token_patient,
        r.id as ref_taken_by, e.same_email,
        case when l.status not in ('imported', 'duplicate', 'deleted', 'superseded', 'done') and t.patient_id is null and r.id is null
             then nextval(pg_get_serial_sequence('${PATIENTS.replaceAll('"', '')}', 'id')) end as reserved_patient_id
   from (select 1) as one
   left join ${LEDGER} l on l.id = $1
   left join lateral (select patient_id, ledger_id from ${CONSENTS} where registration_token = $2::text limit 1) t on true
+  -- the import of that token's digests; the patient row is read only where it recorded none
+  left join lateral (select tl.field_digests from ${LEDGER} tl where tl.id = t.ledger_id) td on true
   left join lateral (select id from ${PATIENTS} where zahlungsreferenz = $3::text limit 1) r on true
   left join lateral (
     select coalesce(json_agg(json_build_object('id', p.id, 'vorname', p.vorname, 'nachname', p.nachname) order by p.id), '[]'::json) as same_email
